@@ -1,0 +1,46 @@
+# `make run`: set up (once) and run the main job on the default example.
+# `make test`: set up (once) and run the whole suite.
+# Every pip call passes constraints.txt, which pins torch==2.13.0 (a local CPU wheel here).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+DSLC   := $(VENV)/bin/dslc
+EXAMPLE ?= examples/language.dl
+OUT    ?= build
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: run test install graphviz bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) install --quiet --upgrade pip -c constraints.txt
+	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
+	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed graphviz
+
+# System Graphviz (`dot`) for diagrams: installed from Debian when missing and we can.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz"; \
+	  else echo "note: Graphviz 'dot' is missing; install it to render diagrams"; fi; }
+
+run: install
+	$(DSLC) check $(EXAMPLE)
+	$(DSLC) compile $(EXAMPLE) -o $(OUT)/language.py
+	@echo "generated PyTorch: $(OUT)/language.py"
+
+test: install
+	$(PY) -m pytest -q -n 2
+
+bench: install
+	$(PY) bench/frontend.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

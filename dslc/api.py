@@ -1,0 +1,100 @@
+"""The Python API: `load(path) -> Program`.
+
+`Program.build` runs the very source `dslc compile` writes (registered in
+linecache, so tracebacks show its lines): the CLI and the API share one
+path, and the same seed gives the same weights.
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import types
+
+from .diagnostics import Diagnostic, DslcError, Reporter, did_you_mean
+from .frontend.binding import Arg
+from .frontend.evaluate import Evaluator
+from .frontend.loader import Unit, load_unit
+
+
+class Program:
+    """A checked `.dl` file with everything it imports."""
+
+    def __init__(self, unit: Unit, path: str):
+        self.unit = unit
+        self.path = path
+        self._graphs: dict = {}
+
+    @property
+    def models(self) -> list[str]:
+        return self.unit.models
+
+    @property
+    def plans(self) -> list[str]:
+        return self.unit.plans
+
+    @property
+    def source_name(self) -> str:
+        return os.path.basename(self.path)
+
+    def _decl(self, name: str, kind: str = "model"):
+        decl = self.unit.decls.get(name)
+        if decl is None or decl.kind != kind:
+            pool = [d.name for d in self.unit.of_kind(kind)]
+            guess = did_you_mean(name, pool)
+            listing = ", ".join(pool) or "none"
+            raise DslcError(Diagnostic("E0209", f"no {kind} named `{name}` in {self.unit.root.name}",
+                                       file_name=self.unit.root.name,
+                                       help=f"did you mean `{guess}`?" if guess else f"{kind}s: {listing}"))
+        return decl
+
+    def graph(self, name: str, **params):
+        """The IR of a model, with parameters overridden (values are Python or `.dl` values)."""
+        key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        if key not in self._graphs:
+            decl = self._decl(name)
+            reporter = Reporter()
+            ev = Evaluator(self.unit, reporter)
+            args = {k: (v if isinstance(v, Arg) else Arg(v, None)) for k, v in params.items()}
+            g = ev.model(decl, args)
+            reporter.raise_if_errors()
+            self._graphs[key] = g
+        return self._graphs[key]
+
+    def source(self, names: list[str] | None = None, seed: int = 0, **params) -> str:
+        """The generated PyTorch file for the named models (all models when None)."""
+        from .backends.torch_codegen import generate
+        names = names or self.models
+        if not names:
+            raise DslcError(Diagnostic("E0209", f"{self.unit.root.name} declares no model",
+                                       file_name=self.unit.root.name))
+        if params and len(names) > 1:
+            raise DslcError(Diagnostic("E0209", "parameters can be set for one model at a time",
+                                       file_name=self.unit.root.name, help="choose one with --model"))
+        graphs = [self.graph(n, **params) for n in names]
+        return generate(graphs, self.source_name, seed)
+
+    def module(self, names: list[str] | None = None, seed: int = 0, **params) -> types.ModuleType:
+        """The generated file, executed as a Python module."""
+        src = self.source(names, seed, **params)
+        tag = "-".join(names or self.models)
+        return exec_source(src, f"<dslc {self.source_name}:{tag}>")
+
+    def build(self, name: str, seed: int | None = None, **params):
+        """A torch.nn.Module; with `seed`, the same weights as `dslc compile --seed`."""
+        mod = self.module([name], seed or 0, **params)
+        return mod.build(name, seed=seed)
+
+
+def exec_source(source: str, filename: str) -> types.ModuleType:
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(filename)
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
+    return module
+
+
+def load(path: str) -> Program:
+    unit = load_unit(path)
+    from .check import check_unit
+    check_unit(unit)
+    return Program(unit, path)

@@ -1,0 +1,1 @@
+"""Backends: each reads only the IR and the registry."""

@@ -1,0 +1,124 @@
+"""Python source for compile-time values and size expressions.
+
+Strings reach generated code only through `py_str` (a quoted literal, never
+raw text) and names only through `Namespace` (validated identifiers), so a
+spec cannot inject code.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+
+from ..ir.dims import FloorDiv, InDim, Param, Poly, Real, Size, Sym, Var, plain, plain_float, to_python
+from ..ir.values import TensorValue
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED = frozenset(keyword.kwlist) | {"self", "torch", "nn", "F", "math", "super", "print", "build",
+                                        "MODELS", "None", "True", "False"}
+
+
+def py_str(s: str) -> str:
+    """A Python string literal for `s` (double quotes when that needs no escapes)."""
+    if '"' not in s and "\\" not in s and s.isprintable():
+        return f'"{s}"'
+    return repr(s)
+
+
+def py_float(x: float) -> str:
+    r = repr(float(x))
+    return r if r not in ("inf", "-inf", "nan") else f"float({r!r})"
+
+
+def safe_ident(name: str) -> str:
+    """A legal, non-reserved Python identifier for a name from the spec."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not an identifier: {name!r}")
+    return name + "_" if name in RESERVED else name
+
+
+class Namespace:
+    """Unique identifiers: the wanted name, else wanted2, wanted3..."""
+
+    def __init__(self, taken=()):
+        self.taken = set(taken) | set(RESERVED)
+
+    def claim(self, want: str) -> str:
+        want = safe_ident(want)
+        if want not in self.taken:
+            self.taken.add(want)
+            return want
+        n = 2
+        while f"{want}{n}" in self.taken:
+            n += 1
+        self.taken.add(f"{want}{n}")
+        return f"{want}{n}"
+
+    def release(self, name: str) -> None:
+        self.taken.discard(name)
+
+
+class Printer:
+    """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
+
+    def __init__(self, atom):
+        self.atom = atom
+
+    def size(self, p: Poly) -> str:
+        return to_python(p, self.atom)
+
+    def value(self, v) -> str:
+        if isinstance(v, bool) or v is None:
+            return repr(v)
+        if isinstance(v, Size):
+            return self.size(v.expr)
+        if isinstance(v, Sym):
+            return self.size(v.poly)
+        if isinstance(v, Real):
+            return self.size(v.expr) if v.expr.terms else py_float(plain_float(v))
+        if isinstance(v, int):
+            return str(plain(v))
+        if isinstance(v, float):
+            return py_float(v)
+        if isinstance(v, str):
+            return py_str(v)
+        if isinstance(v, tuple):
+            inner = ", ".join(self.value(x) for x in v)
+            return f"({inner},)" if len(v) == 1 else f"({inner})"
+        if isinstance(v, list):
+            return "[" + ", ".join(self.value(x) for x in v) + "]"
+        raise TypeError(f"cannot print {v!r} as Python")
+
+
+def literal(v) -> str:
+    """A value printed with every size as its number."""
+    return Printer(lambda a: (_ for _ in ()).throw(TypeError("no atoms here"))).value(_strip(v))
+
+
+def _strip(v):
+    if isinstance(v, Size):
+        return plain(v)
+    if isinstance(v, Real):
+        return plain_float(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_strip(x) for x in v)
+    return v
+
+
+def is_default(v, default) -> bool:
+    """Whether an argument may be left out: it equals the default and depends on no parameter."""
+    if isinstance(v, (Size, Real)) or isinstance(v, Sym):
+        return False
+    if isinstance(v, TensorValue):
+        return False
+    if isinstance(v, (list, tuple)) and isinstance(default, (list, tuple)):
+        return len(v) == len(default) and all(is_default(a, b) for a, b in zip(v, default))
+    if isinstance(v, bool) or isinstance(default, bool):
+        return v is default or (isinstance(v, bool) and isinstance(default, bool) and v == default)
+    if isinstance(v, (int, float)) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        # kernel_size=3 vs (3, 3) are different spellings; plain numbers compare by value
+        return float(v) == float(default)
+    return v == default and type(v) is type(default)
+
+
+__all__ = ["FloorDiv", "InDim", "Namespace", "Param", "Printer", "Var", "is_default", "literal", "py_float",
+           "py_str", "safe_ident"]

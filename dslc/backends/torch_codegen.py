@@ -1,0 +1,506 @@
+"""IR -> one standalone, readable PyTorch file.
+
+Every model becomes an `nn.Module` class whose constructor takes the model's
+parameters; every block becomes a class too, one per distinct structure (two
+uses of a block that generate the same code share one class). Sizes print as
+the parameter expressions they carry, so `Linear(hidden)` reads
+`nn.Linear(784, hidden)`. A compile-time decision that fixed a parameter
+(a loop count, a condition) is checked in the model's constructor.
+
+`forward` has one statement per node: names come from the user's bindings,
+other values reuse a temporary (`x = self.fc1(x)`) once the value it held
+is dead. The file imports only torch and is byte-identical run to run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..ir.dims import FloatGuard, Guard, InDim, Param, Poly, Real, Size, Sym, Var, plain
+from ..ir.graph import Graph, Instance, Node
+from ..ir.values import Ref, TensorValue
+from ..ops.registry import HELPERS, TorchLayer
+from .pyformat import Namespace, Printer, is_default, literal, py_str, safe_ident
+
+INDENT = "    "
+
+
+class CodegenError(Exception):
+    """The graph cannot be written as Python (a run-time size with no source, say)."""
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    signature: list                      # [(param_key, python_name, annotation, default_src | None)]
+    code: str = ""
+
+
+@dataclass
+class Generator:
+    """Collects the classes of one file, deduplicating identical block structures."""
+    classes: list = field(default_factory=list)        # ClassInfo in emission order
+    by_graph: dict = field(default_factory=dict)       # id(graph) -> ClassInfo
+    by_code: dict = field(default_factory=dict)        # (graph name, code) -> ClassInfo
+    names: Namespace = field(default_factory=lambda: Namespace({"Generated"}))
+    helpers: set = field(default_factory=set)
+    top: dict = field(default_factory=dict)            # model name -> class name
+
+    def class_for(self, graph: Graph, top: bool = False) -> ClassInfo:
+        if id(graph) in self.by_graph and not top:
+            return self.by_graph[id(graph)]
+        body = _ClassWriter(self, graph, is_model=top)
+        code, signature = body.write()
+        key = (graph.name, code, tuple(s[1] for s in signature))
+        if key in self.by_code and not top:
+            info = self.by_code[key]
+        else:
+            name = self.names.claim(graph.name)
+            info = ClassInfo(name, signature, code.replace("__CLASS__", name))
+            self.classes.append(info)
+            if not top:
+                self.by_code[key] = info
+        self.by_graph[id(graph)] = info
+        if top:
+            self.top[graph.name] = info.name
+        return info
+
+
+class _ClassWriter:
+    def __init__(self, gen: Generator, graph: Graph, is_model: bool):
+        self.gen, self.graph, self.is_model = gen, graph, is_model
+        self.attrs = Namespace({i.name for i in graph.instances.values()} | {"training"})
+        self.param_names = {p: safe_ident(p) for p in graph.params}
+        self.used_params: set = set()      # referenced in __init__ or forward
+        self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
+        self.pseudo = self._pseudo_names()
+        self.used_pseudo: set = set()
+        self.symbols: set = set()          # run-time sizes forward needs (B, T)
+        self.uses_f = False
+
+    # ---------------------------------------------------------------- naming of atoms
+
+    def _pseudo_names(self) -> dict:
+        """Constructor names for a block's input dims: after the first layer argument they feed."""
+        names, taken = {}, set(self.param_names.values())
+        for inst in self.graph.instances.values():
+            if inst.kind != "layer":
+                continue
+            for key, v in inst.args.items():
+                if isinstance(v, Size) and len(v.expr.terms) == 1 and v.expr.terms[0][1] == 1 \
+                        and len(v.expr.terms[0][0]) == 1 and isinstance(v.expr.terms[0][0][0], InDim):
+                    atom = v.expr.terms[0][0][0]
+                    if atom not in names:
+                        names[atom] = _unique(key, taken)
+        for name, ref in self.graph.inputs:
+            t = self.graph.type_of(ref)
+            for i in range(t.rank):
+                atom = InDim(name, i)
+                if atom not in names:
+                    names[atom] = _unique(f"{name}_dim{i}", taken)
+        return names
+
+    def init_atom(self, a) -> str:
+        if isinstance(a, Param):
+            self.used_params.add(a.name)
+            return self.param_names[a.name]
+        if isinstance(a, InDim):
+            self.used_pseudo.add(a)
+            return self.pseudo[a]
+        raise CodegenError(f"the run-time size `{a.name}` cannot size a layer")
+
+    def forward_atom(self, a) -> str:
+        if isinstance(a, Var):
+            self.symbols.add(a.name)
+            return a.name
+        if a not in self.stored:
+            local = self.init_atom(a)
+            self.stored[a] = self.attrs.claim(local)
+        else:
+            self.init_atom(a)
+        return f"self.{self.stored[a]}"
+
+    # ---------------------------------------------------------------- the class
+
+    def write(self) -> tuple[str, list]:
+        init_printer = Printer(self.init_atom)
+        fwd = self._forward()
+        members = self._members(init_printer)
+        guards = self._guards(init_printer) if self.is_model else []
+        signature = self._signature()
+        stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
+        lines = [f"class __CLASS__(nn.Module):"]
+        doc = self._docstring(init_printer)
+        if doc:
+            lines.append(f'{INDENT}"""{doc}"""')
+            lines.append("")
+        params = "".join(f", {name}{ann}{'' if default is None else ' = ' + default}"
+                         if ann else f", {name}{'' if default is None else '=' + default}"
+                         for _, name, ann, default in signature)
+        lines.append(f"{INDENT}def __init__(self{params}):")
+        body = [f"super().__init__()"] + guards + stores + members
+        lines += [INDENT * 2 + b for b in body]
+        lines.append("")
+        lines += [INDENT + line if line else "" for line in fwd]
+        return "\n".join(lines) + "\n", signature
+
+    def _atom_local(self, atom) -> str:
+        return self.param_names[atom.name] if isinstance(atom, Param) else self.pseudo[atom]
+
+    def _signature(self) -> list:
+        out = []
+        graph = self.graph
+        if self.is_model:
+            for p, v in graph.params.items():
+                ann = _annotation(graph.param_types.get(p))
+                out.append((p, self.param_names[p], ann, literal(v)))
+            return out
+        for atom in sorted(self.used_pseudo, key=lambda a: (self._input_pos(a.input), a.index)):
+            out.append((atom, self.pseudo[atom], ": int", None))
+        for p in graph.params:
+            if p in self.used_params:
+                out.append((p, self.param_names[p], _annotation(graph.param_types.get(p)), None))
+        return out
+
+    def _input_pos(self, name: str) -> int:
+        return [n for n, _ in self.graph.inputs].index(name)
+
+    def _docstring(self, printer: Printer) -> str:
+        decl = self.graph.decl
+        where = f"{decl.span.file.name}:{decl.span.line}" if decl is not None else ""
+        if self.is_model:
+            return f"The model `{self.graph.name}` ({where})."
+        guards = [_guard_src(g, printer) for g in self.graph.guards if _printable(g, self)]
+        text = f"The block `{self.graph.name}` ({where})"
+        if guards:
+            text += ", built for " + " and ".join(guards)
+        return text + "."
+
+    def _guards(self, printer: Printer) -> list[str]:
+        out = []
+        for g in self.graph.guards:
+            fact = _guard_src(g, printer)
+            cond = _negate(g, printer)
+            msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
+                   f"`dslc compile --set` to change that")
+            out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        for p, v in self.graph.params.items():
+            if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                continue
+            name = self.param_names[p]
+            cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
+            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
+            out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        return out
+
+    # ---------------------------------------------------------------- __init__ members
+
+    def _members(self, printer: Printer) -> list[str]:
+        lines = []
+        for inst in self.graph.instances.values():
+            if inst.kind == "layer":
+                if is_module(inst):
+                    lines.append(f"self.{inst.name} = {self._ctor(inst, printer)}")
+            elif inst.kind == "block":
+                lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
+            elif inst.kind == "param":
+                shape = ", ".join(printer.value(d) for d in inst.shape)
+                init = inst.init.init.torch(shape, {k: printer.value(v) for k, v in inst.init.args.items()})
+                lines.append(f"self.{inst.name} = nn.Parameter({init})")
+        return lines
+
+    def _ctor(self, inst: Instance, printer: Printer) -> str:
+        op, args = inst.op, inst.args
+        t: TorchLayer = op.torch
+        parts = [printer.value(args[n]) for n in t.positional]
+        for n in t.keywords:
+            spec = op.param(n)
+            if n in t.explicit or spec is None or not is_default(args[n], spec.default):
+                parts.append(f"{n}={printer.value(args[n])}")
+        parts += [f"{k}={v}" for k, v in t.fixed]
+        for h in t.helpers:
+            self.gen.helpers.add(h)
+        return f"{t.cls}({', '.join(parts)})"
+
+    def _block_ctor(self, inst: Instance) -> str:
+        child = self.gen.class_for(inst.graph)
+        caller = Printer(self.init_atom)
+        first = next(n for n in self.graph.nodes.values() if n.instance == inst.id)
+        in_types = [self.graph.type_of(r) for r in first.inputs]
+        child_inputs = [n for n, _ in inst.graph.inputs]
+        parts = []
+        for key, _, _, _ in child.signature:
+            if isinstance(key, InDim):
+                d = in_types[child_inputs.index(key.input)].shape[key.index]
+                parts.append(caller.value(d))
+            else:
+                parts.append(caller.value(inst.args[key]))
+        return f"{child.name}({', '.join(parts)})"
+
+    # ---------------------------------------------------------------- forward
+
+    def _forward(self) -> list[str]:
+        g = self.graph
+        printer = Printer(self.forward_atom)
+        nodes = [n for n in g if n.kind != "input"]
+        last_use = _last_uses(g, nodes)
+        local = Namespace({"B", "T"} - {""})
+        local.taken.discard("B")
+        local.taken.discard("T")
+        var: dict = {}
+        holder: dict = {}       # variable -> the Ref it holds
+        temps: set = set()
+        params = []
+        for name, ref in g.inputs:
+            v = local.claim(name)
+            var[ref] = v
+            holder[v] = ref
+            params.append(v)
+        body = []
+        out_refs = [r for _, r in g.outputs]
+        for i, node in enumerate(nodes):
+            if node.kind in ("param", "weight"):
+                inst = g.instances[node.instance]
+                var[Ref(node.id)] = f"self.{inst.name}" + (f".{node.attr}" if node.kind == "weight" else "")
+                continue
+            expr = self._node_expr(node, var, printer, params)
+            if _is_alias(node, expr, var):
+                var[Ref(node.id)] = expr
+                continue
+            if i == len(nodes) - 1 and len(node.outputs) == 1 and out_refs == [Ref(node.id)] \
+                    and node.names[0] is None:
+                body.append(f"return {expr}")
+                break
+            targets = self._targets(node, i, var, holder, temps, local, last_use)
+            body.append(f"{targets} = {expr}")
+        else:
+            body.append("return " + ", ".join(var[r] for r in out_refs))
+        prologue = self._symbol_bindings(var)
+        sig = ", ".join(["self"] + params)
+        return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
+
+    def _node_expr(self, node: Node, var: dict, printer: Printer, params: list) -> str:
+        g = self.graph
+        inputs = [var[r] for r in node.inputs]
+        if node.kind == "call":
+            inst = g.instances[node.instance]
+            return f"self.{inst.name}({', '.join(inputs)})"
+        op = node.op
+        source = (inputs or params or [None])[0]
+        e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
+                 types=[g.type_of(r) for r in node.inputs], outputs=node.outputs)
+        for h in op.torch.helpers:
+            self.gen.helpers.add(h)
+        if op.is_layer:
+            inst = g.instances[node.instance]
+            if is_module(inst):
+                call = op.torch.call
+                return call(e, f"self.{inst.name}") if call else f"self.{inst.name}({', '.join(inputs)})"
+            return op.torch.functional(e)
+        return op.torch.expr(e)
+
+    def _targets(self, node: Node, i: int, var, holder, temps, local, last_use) -> str:
+        refs = [Ref(node.id, k) for k in range(len(node.outputs))]
+        first_input = var.get(node.inputs[0]) if node.inputs else None
+        names = []
+        for k, ref in enumerate(refs):
+            if ref not in last_use:
+                names.append("_")
+                continue
+            want = node.names[k]
+            free = lambda n: n not in holder or last_use.get(holder[n], -1) <= i  # noqa: E731
+            if want is not None:
+                name = safe_ident(want)
+                if name in holder and not free(name):
+                    name = local.claim(name)
+                else:
+                    local.taken.add(name)
+            elif k == 0 and first_input in temps and free(first_input):
+                name = first_input
+            else:
+                name = next((t for t in ("x", "h", "y", "z") if t not in local.taken or
+                             (t in temps and free(t))), None) or local.claim("x")
+                local.taken.add(name)
+                temps.add(name)
+            holder[name] = ref
+            var[ref] = name
+            names.append(name)
+        if len(refs) == 1:
+            return names[0]
+        structure = node.op.results if node.kind == "op" and node.op.results is not None else tuple(range(len(refs)))
+        return _pattern(structure, names)
+
+    def _symbol_bindings(self, var: dict) -> list[str]:
+        lines = []
+        for sym in sorted(self.symbols):
+            src = self._symbol_source(sym, var)
+            if src is None:
+                raise CodegenError(f"`{sym}` is used in `{self.graph.name}` but no input has it as a dimension")
+            lines.append(f"{sym} = {src}")
+        return lines
+
+    def _symbol_source(self, sym: str, var: dict) -> str | None:
+        for name, ref in self.graph.inputs:
+            for i, d in enumerate(self.graph.type_of(ref).shape):
+                if isinstance(d, Sym) and d.poly == Poly.atom(Var(sym)):
+                    return f"{var[ref]}.shape[{i}]"
+        return None
+
+
+class Emit:
+    """What an op's emission sees: inputs as source, arguments and a printer."""
+
+    def __init__(self, args: dict, inputs: list[str], var: dict, printer: Printer, op, device: str | None,
+                 types: list, outputs: list):
+        self.args, self.inputs, self._var, self._printer, self.op, self.device = \
+            args, inputs, var, printer, op, device
+        self.types, self.outputs = types, outputs   # the input and output TensorTypes
+
+    @property
+    def x(self):
+        """The first input's type (as in shape rules' `b.x`)."""
+        return self.types[0]
+
+    def __getitem__(self, name: str):
+        return self.args[name]
+
+    def fmt(self, v) -> str:
+        return self._printer.value(v)
+
+    def arg(self, name: str) -> str:
+        v = self.args[name]
+        if isinstance(v, TensorValue):
+            return self._var[v.ref]
+        if isinstance(v, tuple) and v and all(isinstance(x, TensorValue) for x in v):
+            return "[" + ", ".join(self._var[x.ref] for x in v) + "]"
+        return self.fmt(v)
+
+    def kw(self, name: str) -> str:
+        """`, name=value`, or nothing when the value is the default."""
+        spec = self.op.param(name)
+        v = self.args[name]
+        if spec is not None and is_default(v, spec.default):
+            return ""
+        return f", {name}={self.fmt(v)}"
+
+    def dims(self, values) -> str:
+        return ", ".join(self.fmt(v) for v in values)
+
+
+def is_module(inst: Instance) -> bool:
+    """Layers with state, named by the user, or with no functional form become submodules."""
+    t = inst.op.torch
+    return inst.op.has_state or bool(inst.user_name) or t.functional is None
+
+
+def _is_alias(node: Node, expr: str, var: dict) -> bool:
+    return node.kind == "op" and len(node.inputs) == 1 and expr == var[node.inputs[0]]
+
+
+def _last_uses(g: Graph, nodes: list[Node]) -> dict:
+    out = {}
+    for i, node in enumerate(nodes):
+        for r in node.inputs:
+            out[r] = i
+        for v in node.args.values():
+            for t in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(t, TensorValue):
+                    out[t.ref] = i
+    for _, r in g.outputs:
+        out[r] = len(nodes)
+    return out
+
+
+def _pattern(structure, names) -> str:
+    def go(s):
+        if isinstance(s, int):
+            return names[s]
+        parts = [go(x) for x in s]
+        if all(p == "_" for p in parts):
+            return "_"
+        return "(" + ", ".join(parts) + ")"
+    top = [go(x) for x in structure]
+    return ", ".join(top)
+
+
+def _unique(name: str, taken: set) -> str:
+    out, n = name, 2
+    while out in taken:
+        out, n = f"{name}{n}", n + 1
+    taken.add(out)
+    return out
+
+
+def _annotation(t: str | None) -> str:
+    return f": {t}" if t else ""
+
+
+def _printable(g, writer: _ClassWriter) -> bool:
+    return True
+
+
+_NEG = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _guard_src(g, printer: Printer) -> str:
+    return g.to_python(printer.atom)
+
+
+def _negate(g, printer: Printer) -> str:
+    if isinstance(g, FloatGuard):
+        return f"{printer.size(g.expr)} != {g.value!r}"
+    flipped = Guard(g.lhs, _NEG[g.op], g.rhs)
+    return flipped.to_python(printer.atom)
+
+
+# ---------------------------------------------------------------- the file
+
+def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
+    """The Python source of a file holding every given model (and the blocks they use)."""
+    gen = Generator()
+    for g in models:
+        gen.class_for(g, top=True)
+    classes = "\n\n".join(c.code for c in gen.classes)
+    uses_f = "F." in classes or any("F." in HELPERS[h].source for h in gen.helpers)
+    header = [f'"""{", ".join(g.name for g in models)}: generated by dslc {__version__} from {source_name}.',
+              "",
+              "Edit the .dl source rather than this file. Needs only torch.",
+              '"""',
+              "import torch",
+              "from torch import nn"]
+    if uses_f:
+        header.append("import torch.nn.functional as F")
+    parts = ["\n".join(header)]
+    for h in _helper_order(gen.helpers):
+        parts.append(HELPERS[h].source.rstrip())
+    parts.append(classes.rstrip())
+    parts.append(_registry(gen, models, seed))
+    return "\n\n\n".join(parts) + "\n"
+
+
+def _helper_order(names: set) -> list[str]:
+    out: list[str] = []
+
+    def visit(n):
+        for dep in HELPERS[n].needs:
+            visit(dep)
+        if n not in out:
+            out.append(n)
+    for n in sorted(names):
+        visit(n)
+    return out
+
+
+def _registry(gen: Generator, models: list[Graph], seed: int) -> str:
+    entries = ", ".join(f"{py_str(g.name)}: {gen.top[g.name]}" for g in models)
+    default = py_str(models[0].name)
+    return "\n".join([
+        f"MODELS = {{{entries}}}",
+        "",
+        "",
+        f"def build(name: str = {default}, seed: int | None = {seed}, **params) -> nn.Module:",
+        f'{INDENT}"""A model with the same initial weights as dslc\'s `build(name, seed=seed)`."""',
+        f"{INDENT}if seed is not None:",
+        f"{INDENT * 2}torch.manual_seed(seed)",
+        f"{INDENT}return MODELS[name](**params)",
+    ])

@@ -1,0 +1,71 @@
+"""Error codes by phase, each with the text `dslc explain CODE` prints.
+
+E01xx syntax · E02xx names and imports · E03xx arguments and types ·
+E04xx shapes · E05xx plans and data · E06xx training time · E09xx files.
+"""
+from __future__ import annotations
+
+EXPLANATIONS: dict[str, str] = {
+    # syntax
+    "E0101": "The parser met a token it did not expect. Check for a missing bracket, comma or brace near the caret.",
+    "E0102": "A string literal is not closed before the end of the line. Strings are written \"like this\" on one line.",
+    "E0103": "A character that is not part of the `.dl` language. Comments start with `#`.",
+    "E0104": "A bracket, parenthesis or brace was opened and never closed before the end of the file.",
+    "E0105": "The file is not valid UTF-8 text (perhaps a binary file).",
+    "E0106": "The expression nests too deeply. Split it into named steps.",
+    "E0107": "This statement is not allowed here (for example `input` outside a model or block, or `step` outside a training plan).",
+    "E0108": "The left-hand side of `=` must be a name or a tuple of names such as `out, (h, c)`.",
+    # names and imports
+    "E0201": "The name is not defined in this scope: not a parameter, a bound tensor, a layer, a function or a declaration.",
+    "E0202": "No layer of that name exists. Layers are capitalized and follow torch.nn (`Linear`, `Conv2d`, ...).",
+    "E0203": "No function of that name exists. Functions are lower-case (`relu`, `concat`, ...).",
+    "E0204": "Two declarations (models, blocks, losses or plans) share a name; names must be unique across a file and its imports.",
+    "E0205": "The imported file does not exist. Import paths are relative to the importing file.",
+    "E0206": "Files import each other in a cycle.",
+    "E0207": "A block uses itself, directly or through other blocks: blocks unroll at compile time, so recursion would never end.",
+    "E0208": "The attribute does not exist on this value.",
+    "E0209": "The model or plan named on the command line does not exist in the file.",
+    "E0210": "A name is bound twice as a layer instance (`as name`).",
+    # arguments and types
+    "E0301": "The argument has the wrong type for this parameter.",
+    "E0302": "The value is outside the range this parameter accepts.",
+    "E0303": "A required argument is missing.",
+    "E0304": "More positional arguments were given than the callee accepts.",
+    "E0305": "The keyword does not name a parameter of the callee.",
+    "E0306": "An argument was given twice, by position and by keyword, or twice by keyword.",
+    "E0307": "The value cannot be used here (for example a tensor where a compile-time number is needed).",
+    "E0308": "A compile-time expression failed: division by zero, an index out of range, or an unsupported operation.",
+    "E0309": "The number of names on the left of `=` does not match the number of values on the right.",
+    "E0310": "The tensor has the wrong element type (dtype) for this operation.",
+    "E0311": "A compile-time condition depends on a symbolic dimension such as `B`, whose value is only known at run time.",
+    # shapes
+    "E0401": "The shapes of the operands cannot be broadcast together.",
+    "E0402": "The layer expects an input of a different rank (number of dimensions).",
+    "E0403": "The sizes along a dimension do not match.",
+    "E0404": "The kernel (or window) is larger than the input it slides over.",
+    "E0405": "The size does not divide evenly (for example `heads` must divide the embedding width).",
+    "E0406": "The dimension index is out of range for the tensor's rank.",
+    "E0407": "The new shape does not have the same number of elements as the old one.",
+    "E0408": "A layer shared by name is applied to inputs its weights do not fit.",
+    "E0409": "The layer received the wrong number of input tensors.",
+    # plans and data
+    "E0501": "The training plan is missing a required field.",
+    "E0502": "The training plan field is unknown.",
+    "E0503": "The data set is unknown.",
+    "E0504": "The model's input does not match the data set's fields (shape or dtype).",
+    "E0505": "The loss must reduce to a single number (a 0-d tensor).",
+    "E0506": "A name in `freeze`/`unfreeze` does not name a layer of the model.",
+    "E0507": "A trainable parameter is updated by no optimizer, or by several in one step.",
+    # training time
+    "E0601": "The loss became NaN or infinite.",
+    "E0602": "A checkpoint could not be read or does not match the model.",
+    "E0603": "The run directory cannot be used.",
+    # files
+    "E0901": "The file could not be read.",
+    "E0902": "The output could not be written.",
+}
+
+
+def explain(code: str) -> str | None:
+    """The explanation of an error code, or None when the code is unknown."""
+    return EXPLANATIONS.get(code.upper())

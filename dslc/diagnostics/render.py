@@ -1,0 +1,90 @@
+"""Render a diagnostic the rustc/Elm way.
+
+    specs/cnn.dl:7:5: error[E0402]: `Conv2d` expects a 4-d input, got [B, 784]
+       |
+     6 |     Flatten()
+       |     --------- this makes the tensor 2-d
+     7 |     Conv2d(32, 3)
+       |     ^^^^^^^^^^^^^ expects [N, C, H, W]
+       = help: move `Flatten()` after the convolutions
+
+The first line is grep-friendly (`FILE:LINE:COL: error[CODE]: message`).
+Tabs are expanded so carets line up with what a terminal shows.
+"""
+from __future__ import annotations
+
+from .diagnostic import Diagnostic
+from .source import Span
+
+TAB = 4
+
+
+def render(d: Diagnostic) -> str:
+    head = f"{d.severity}[{d.code}]: {d.message}"
+    if d.span is not None:
+        head = f"{d.span}: {head}"
+    elif d.file_name:
+        head = f"{d.file_name}: {head}"
+    marks = _marks(d)
+    lines = [head]
+    if marks:
+        lines += _snippet(marks, d.span)
+    gutter = " " * (_gutter_width(marks) + 1)
+    for note in d.notes:
+        lines.append(f"{gutter}= note: {note}")
+    if d.help:
+        lines.append(f"{gutter}= help: {d.help}")
+    return "\n".join(lines)
+
+
+def _marks(d: Diagnostic) -> list[tuple[Span, str, str]]:
+    """(span, underline character, text) for the primary and each secondary label."""
+    marks = []
+    if d.span is not None:
+        marks.append((d.span, "^", d.label))
+    for lab in d.labels:
+        marks.append((lab.span, "-", lab.text))
+    return marks
+
+
+def _gutter_width(marks) -> int:
+    if not marks:
+        return 1
+    return max(len(str(span.file.line_col(span.end)[0])) for span, _, _ in marks)
+
+
+def _display(text: str) -> str:
+    return text.expandtabs(TAB)
+
+
+def _display_col(line: str, col: int) -> int:
+    """0-based display column of the 1-based character column `col`."""
+    return len(_display(line[:col - 1]))
+
+
+def _snippet(marks, primary: Span | None) -> list[str]:
+    width = _gutter_width(marks)
+    pad = " " * width
+    out = [f"{pad} |"]
+    # Marks on other files get their own header; same-file marks sort by line.
+    primary_file = primary.file if primary is not None else marks[0][0].file
+    ordered = sorted(marks, key=lambda m: (m[0].file is not primary_file, m[0].file.name, m[0].start))
+    current_file = primary_file
+    last_line = None
+    for span, ch, text in ordered:
+        if span.file is not current_file:
+            out.append(f"{pad}--> {span}")
+            current_file, last_line = span.file, None
+        line_no, col = span.file.line_col(span.start)
+        src = span.file.line_text(line_no)
+        if line_no != last_line:
+            if last_line is not None and line_no > last_line + 1:
+                out.append(f"{pad}...")
+            out.append(f"{str(line_no).rjust(width)} | {_display(src)}".rstrip())
+        end_line, end_col = span.file.line_col(span.end)
+        start = _display_col(src, col)
+        stop = _display_col(src, end_col) if end_line == line_no else len(_display(src))
+        under = ch * max(1, stop - start)
+        out.append(f"{pad} | {' ' * start}{under}{(' ' + text) if text else ''}".rstrip())
+        last_line = line_no
+    return out

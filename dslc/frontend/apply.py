@@ -1,0 +1,391 @@
+"""Applying layers, functions and blocks: where IR nodes are made.
+
+Each application binds arguments, checks input dtypes, runs the op's shape
+rule and adds a node. A block is specialized once per (arguments, input
+types) and cached; its guards and output shapes come back in the caller's
+terms (see ir/subst.py).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..diagnostics import Label
+from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, _recorder, atom_values, plain, recording
+from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
+from ..ir.types import FLOAT_DTYPES, TensorType
+from ..ir.values import Fill, Ref, TensorValue
+from ..ops import REGISTRY
+from ..ops.ptypes import describe, is_number
+from ..ops.registry import Bound, ShapeError
+from . import ast
+from .binding import Arg, bind, bind_op
+from .errors import EvalError, Poisoned
+from .values import POISON, BlockSpec, InstanceValue, LayerSpec, OpRef
+
+_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow"}
+
+
+class ApplyMixin:
+    # ------------------------------------------------------------------ specs
+
+    def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
+        for a in pos + [a for _, a in kws]:
+            if isinstance(a.value, TensorValue):
+                raise EvalError("E0301", f"`{op.name}(...)` takes its settings here; apply it to tensors "
+                                f"afterwards: `{op.name}(...)(x)` or `x -> {op.name}(...)`", a.span,
+                                label="a tensor")
+        values, spans = bind_op(op.params, pos, kws, op.name, span)
+        return LayerSpec(op, values, spans, span)
+
+    def _block_spec(self, decl, pos: list[Arg], kws, span) -> BlockSpec:
+        names = [p.name for p in decl.params]
+        given = bind(names, pos, kws, decl.name, span)
+        for arg in given.values():
+            if isinstance(arg.value, TensorValue):
+                raise EvalError("E0301", f"`{decl.name}(...)` takes its parameters here; apply it to tensors "
+                                f"afterwards: `x -> {decl.name}(...)`", arg.span, label="a tensor")
+        return BlockSpec(decl, given, {n: a.span for n, a in given.items()}, span)
+
+    # ------------------------------------------------------------------ application
+
+    def _apply(self, spec, inputs: list, spans: list, span, ctx):
+        for v in inputs:
+            if v is POISON:
+                raise Poisoned()
+        for v, s in zip(inputs, spans):
+            if not isinstance(v, TensorValue):
+                raise EvalError("E0307", f"a layer is applied to tensors, got {describe(v)}", s)
+        if isinstance(spec, OpRef):
+            if not spec.op.is_layer:
+                return self._call_function(spec.op, [Arg(v, s) for v, s in zip(inputs, spans)], [], span, ctx)
+            spec = LayerSpec(spec.op, {p.name: p.default for p in spec.op.params}, {}, span)
+        if isinstance(spec, LayerSpec):
+            return self._apply_layer(spec, inputs, spans, span, ctx)
+        if isinstance(spec, BlockSpec):
+            return self._apply_block(spec, inputs, spans, span, ctx)
+        if isinstance(spec, InstanceValue):
+            return self._apply_instance(spec, inputs, spans, span, ctx)
+        from .values import DeclRef
+        if isinstance(spec, DeclRef) and spec.decl.kind in ("block", "model"):
+            return self._apply_block(BlockSpec(spec.decl, {}, {}, span), inputs, spans, span, ctx)
+        raise EvalError("E0307", f"{describe(spec)} cannot be applied to a tensor", span)
+
+    def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, instance=None):
+        op = spec.op
+        self._check_input_count(op, inputs, span)
+        self._check_dtypes(op, inputs, spans, span)
+        b = Bound(op, dict(spec.args), [v.type for v in inputs])
+        outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True)
+        if instance is None:
+            instance = self._new_layer_instance(spec, b.args, ctx)
+        node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
+                             span=span)
+        return self._results(op.results, ctx.graph.values(node))
+
+    def _new_layer_instance(self, spec, args, ctx):
+        if spec.name:
+            self._claim_layer_name(spec, ctx)
+        inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span)
+        if spec.name:
+            ctx.scope[spec.name] = InstanceValue(inst, spec, ctx.graph)
+        return inst
+
+    def _claim_layer_name(self, spec, ctx) -> None:
+        if ctx.loop_depth:
+            raise EvalError("E0210", f"`as {spec.name}` inside a loop would name a new layer on every pass",
+                            spec.name_span, help="leave layers in loops unnamed, or build them in a block")
+        prev = ctx.scope.get(spec.name)
+        if isinstance(prev, InstanceValue) or any(i.user_name == spec.name for i in ctx.graph.instances.values()):
+            first = prev.instance.span if isinstance(prev, InstanceValue) else None
+            raise EvalError("E0210", f"a layer named `{spec.name}` already exists", spec.name_span,
+                            labels=(Label(first, "first named here"),) if first is not None else (),
+                            help=f"to share its weights, call it again: `{spec.name}(x)`")
+
+    def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx):
+        inst = iv.instance
+        if iv.graph is not ctx.graph:
+            raise EvalError("E0307", f"`{inst.user_name}` belongs to another model or block", span)
+        if inst.kind == "block":
+            return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
+        op = inst.op
+        self._check_input_count(op, inputs, span)
+        self._check_dtypes(op, inputs, spans, span)
+        b = Bound(op, dict(iv.spec.args), [v.type for v in inputs])
+        outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True)
+        if op.weight_shapes(b.args) != inst.weights() or _plain_args(b.args) != _plain_args(inst.args):
+            raise EvalError("E0408", f"the shared layer `{inst.user_name}` does not fit these inputs",
+                            span, label=f"inputs {', '.join(v.type.shape_str() for v in inputs)}",
+                            labels=(Label(inst.span, "its weights were made for other inputs here"),))
+        node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
+                             span=span)
+        return self._results(op.results, ctx.graph.values(node))
+
+    def _check_input_count(self, op, inputs, span) -> None:
+        lo = op.min_inputs if op.min_inputs is not None else len(op.inputs)
+        hi = len(op.inputs)
+        if not lo <= len(inputs) <= hi:
+            want = str(hi) if lo == hi else f"{lo} to {hi}"
+            names = ", ".join(op.inputs)
+            raise EvalError("E0409", f"`{op.name}` takes {want} input tensor{'s' if hi > 1 else ''} ({names}), "
+                            f"got {len(inputs)}", span)
+
+    def _check_dtypes(self, op, inputs, spans, span) -> None:
+        allowed = op.dtypes or FLOAT_DTYPES
+        for v, s in zip(inputs, spans):
+            if v.type.dtype not in allowed:
+                kind = "floating-point" if allowed == FLOAT_DTYPES else "/".join(allowed)
+                raise EvalError("E0310", f"`{op.name}` expects a {kind} tensor, got {v.type.dtype}", span,
+                                label=f"needs {kind}", labels=(Label(s, f"this is {v.type}"),) if s != span else (),
+                                help=_dtype_help(op, v.type.dtype))
+
+    def _run_rule(self, op, b: Bound, arg_spans, inputs, spans, span, resolve: bool):
+        try:
+            if resolve and op.resolve:
+                b.args.update(op.resolve(b))
+            outs = op.infer(b)
+        except ShapeError as err:
+            raise self._shape_diagnostic(op, err, arg_spans, inputs, spans, span) from None
+        except SymbolicDecision as err:
+            raise EvalError("E0311", f"`{op.name}`: cannot check this at compile time: {err}", span) from None
+        return list(outs)
+
+    def _shape_diagnostic(self, op, err: ShapeError, arg_spans, inputs, spans, span) -> EvalError:
+        labels = []
+        primary, label = span, err.label
+        if err.arg and err.arg in arg_spans:
+            primary = arg_spans[err.arg]
+            labels.append(Label(span, f"in this `{op.name}`")) if primary != span else None
+        if err.input is not None and err.input < len(inputs):
+            s = spans[err.input]
+            if s is not None and s != primary:
+                labels.append(Label(s, f"this is {inputs[err.input].type.shape_str()}"))
+        elif len(inputs) > 1:
+            for v, s in zip(inputs, spans):
+                if s is not None and s != primary:
+                    labels.append(Label(s, f"this is {v.type.shape_str()}"))
+        return EvalError(err.code, err.message, primary, label=label, labels=tuple(labels), help=err.help)
+
+    def _results(self, structure, values: list):
+        if structure is not None:
+            return _nest(structure, values)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    # ------------------------------------------------------------------ functions
+
+    def _call_function(self, op, pos: list[Arg], kws, span, ctx):
+        values, arg_spans = bind_op(op.params, pos, kws, op.name, span, convert_hook=_fill_hook)
+        tensors, tspans = [], []
+        for p in op.params:
+            if not p.is_tensor:
+                continue
+            v = values[p.name]
+            items = v if isinstance(v, tuple) else (v,)
+            for item in items:
+                if isinstance(item, TensorValue):
+                    tensors.append(item)
+                    tspans.append(item.span if p.name not in arg_spans else
+                                  (arg_spans[p.name] if not isinstance(v, tuple) else item.span))
+        if op.params and op.params[0].is_tensor and not tensors and op.name not in ("zeros", "ones", "noise"):
+            raise EvalError("E0301", f"`{op.name}` needs at least one tensor", span)
+        self._check_dtypes(op, tensors, tspans, span)
+        b = Bound(op, values, [t.type for t in tensors])
+        outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False)
+        node = ctx.graph.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, span=span)
+        return self._results(op.results, ctx.graph.values(node))
+
+    def _tensor_binop(self, e: ast.BinOp, left, right, ctx):
+        name = _BINOPS.get(e.op)
+        if name is None:
+            raise EvalError("E0307", f"`{e.op}` is not defined for tensors", e.op_span,
+                            help="tensor operators: + - * / @ **")
+        for v, s in ((left, e.left.span), (right, e.right.span)):
+            if not isinstance(v, TensorValue) and not is_number(v):
+                raise EvalError("E0307", f"cannot apply `{e.op}` to a tensor and {describe(v)}", s)
+        return self._call_function(REGISTRY[name], [Arg(left, e.left.span), Arg(right, e.right.span)], [],
+                                   e.span, ctx)
+
+    def _tensor_unary(self, e: ast.UnaryOp, v, ctx):
+        if e.op == "+":
+            return v
+        return self._call_function(REGISTRY["neg"], [Arg(v, e.operand.span)], [], e.span, ctx)
+
+    def _tensor_index(self, e: ast.Index, v: TensorValue, ctx):
+        items = []
+        for sub in e.subscripts:
+            if isinstance(sub, ast.Slice):
+                parts = tuple(None if x is None else self._index_int(self._expr(x, ctx), x.span)
+                              for x in (sub.start, sub.stop, sub.step))
+                if parts[2] is not None and parts[2] <= 0:
+                    raise EvalError("E0308", "a tensor slice's step must be positive", sub.step.span)
+                items.append(("slice",) + parts)
+            else:
+                items.append(self._index_int(self._expr(sub, ctx), sub.span))
+        return self._call_function(REGISTRY["index"], [Arg(v, e.value.span), Arg(tuple(items), e.span)], [],
+                                   e.span, ctx)
+
+    def _instance_attr(self, e: ast.Attr, iv: InstanceValue, ctx):
+        inst = iv.instance
+        weights = inst.weights()
+        if e.name not in weights:
+            from ..diagnostics import did_you_mean
+            guess = did_you_mean(e.name, weights)
+            have = ", ".join(f"`{w}`" for w in weights) or "no weights"
+            raise EvalError("E0208", f"`{inst.user_name}` has no weight `{e.name}`", e.name_span,
+                            help=f"did you mean `{guess}`?" if guess else f"it has {have}")
+        t = TensorType(tuple(weights[e.name]))
+        node = ctx.graph.add("weight", [t], instance=inst.id, attr=e.name, span=e.span)
+        return TensorValue(Ref(node.id), t, e.span)
+
+    # ------------------------------------------------------------------ blocks
+
+    def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None):
+        decl = spec.decl
+        if decl.name in ctx.stack:
+            chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
+            raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
+                            notes=(f"the cycle: {chain}",),
+                            help="blocks unroll at compile time; use `repeat` or `for` for repetition")
+        n_declared = sum(isinstance(s, ast.InputStmt) for s in decl.body)
+        expected = max(n_declared, 1)
+        if len(inputs) != expected:
+            raise EvalError("E0409", f"`{decl.name}` takes {expected} input tensor{'s' if expected > 1 else ''}, "
+                            f"got {len(inputs)}", span)
+        key = (decl.name, _args_key(spec.args), tuple(v.type.key() for v in inputs))
+        if key in self.cache:
+            sub = self.cache[key]
+        else:
+            sub = self._specialize(spec, inputs, n_declared, span, ctx)
+            self.cache[key] = sub
+        if sub is None:
+            raise Poisoned()
+        f = self._caller_mapping(sub, spec, inputs)
+        out_types = [subst_type(sub.type_of(ref), f) for _, ref in sub.outputs]
+        recorder = _recorder.get()
+        if recorder is not None:
+            for g in sub.guards:
+                g2 = subst_guard(g, f)
+                if not g2.is_trivial() and g2 not in recorder:
+                    recorder.append(g2)
+        if instance is None:
+            if spec.name:
+                self._claim_layer_name(spec, ctx)
+            call_args = {p: subst_value(v, f) for p, v in sub.params.items()}
+            instance = ctx.graph.new_instance("block", graph=sub, args=call_args, user_name=spec.name,
+                                              span=spec.span)
+            if spec.name:
+                ctx.scope[spec.name] = InstanceValue(instance, spec, ctx.graph)
+        elif _state_shapes(instance.graph) != _state_shapes(sub):
+            raise EvalError("E0408", f"the shared block `{instance.user_name}` does not fit these inputs", span,
+                            labels=(Label(instance.span, "its weights were made for other inputs here"),))
+        node = ctx.graph.add("call", out_types, [v.ref for v in inputs], instance=instance.id, span=span,
+                             args={"graph": sub})
+        values = ctx.graph.values(node)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _specialize(self, spec: BlockSpec, inputs, n_declared, span, ctx):
+        from ..ir.graph import Graph
+        from ..ir.naming import name_instances
+        from .evaluate import Ctx, block_input_type
+        decl = spec.decl
+        graph = Graph(decl.name, "block" if decl.kind == "block" else "model", decl=decl)
+        sub = Ctx(graph, decl, "block" if decl.kind == "block" else "model", stack=ctx.stack + (decl.name,),
+                  inputs_left=list(inputs))
+        before = len(self.reporter.diagnostics)
+        with recording(graph.guards), atom_values(graph.atom_env):
+            try:
+                self._bind_params(decl, spec.args, sub, span)
+                if n_declared == 0:
+                    t = block_input_type("x", inputs[0].type, graph.atom_env)
+                    node = graph.add("input", [t], span=decl.name_span, names=["x"])
+                    graph.inputs.append(("x", Ref(node.id)))
+                    sub.current = TensorValue(Ref(node.id), t, decl.name_span)
+                    sub.n_inputs_declared = 1
+                self._run_body(decl.body, sub, top=True)
+                self._finish_outputs(sub)
+            except EvalError as err:
+                self.reporter.add(err.diagnostic)
+            except Poisoned:
+                pass
+        new = self.reporter.diagnostics[before:]
+        if new or not graph.outputs:
+            note = f"in `{decl.name}`, used at {span}"
+            self.reporter.diagnostics[before:] = [replace(d, notes=d.notes + (note,)) for d in new]
+            return None
+        name_instances(graph)
+        return graph
+
+    def _caller_mapping(self, sub, spec: BlockSpec, inputs):
+        """f(atom) taking the block's parameters and input dims to the caller's expressions."""
+        given = {n: a.value for n, a in spec.args.items()}
+        input_index = {name: i for i, (name, _) in enumerate(sub.inputs)}
+
+        def f(a):
+            if isinstance(a, Param):
+                if a.name in given:
+                    return poly_of_value(given[a.name])
+                v = sub.params.get(a.name)
+                p = poly_of_value(v) if v is not None else None
+                return p.subst(f) if p is not None else None
+            if isinstance(a, InDim) and a.input in input_index:
+                d = inputs[input_index[a.input]].type.shape[a.index]
+                return poly_of_value(d)
+            return None
+        return f
+
+
+def _nest(structure, values):
+    if isinstance(structure, int):
+        return values[structure]
+    return tuple(_nest(s, values) for s in structure)
+
+
+def _fill_hook(p, v):
+    """`ones` / `zeros` named without a call, where a tensor is expected, fill it like the other operand."""
+    if isinstance(v, OpRef) and v.op.name in ("ones", "zeros") and p.is_tensor:
+        return Fill(1.0 if v.op.name == "ones" else 0.0)
+    return v
+
+
+def _plain_args(args: dict) -> dict:
+    return {k: _value_key(v) for k, v in args.items()}
+
+
+def _value_key(v):
+    if isinstance(v, Size):
+        return ("int", plain(v))
+    if isinstance(v, Real):
+        return ("float", float.__float__(v))
+    if isinstance(v, Sym):
+        return ("sym", v.key())
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, tuple(_value_key(x) for x in v))
+    if isinstance(v, TensorValue):
+        return ("tensor", v.ref)
+    if isinstance(v, Arg):
+        return _value_key(v.value)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _value_key(x)) for k, x in v.items()))
+    return (type(v).__name__, v if isinstance(v, (int, float, str, bool, type(None))) else id(v))
+
+
+def _args_key(args: dict) -> tuple:
+    return tuple(sorted((k, _value_key(a)) for k, a in args.items()))
+
+
+def _state_shapes(graph) -> dict:
+    """State-dict shapes of a specialization, for checking that a shared block fits."""
+    out = {}
+    for inst in graph.instances.values():
+        for k, shape in inst.weights().items():
+            out[(inst.id, k)] = tuple(plain(d) for d in shape)
+        if inst.graph is not None:
+            out[(inst.id, "graph")] = tuple(sorted(_state_shapes(inst.graph).items()))
+    return out
+
+
+def _dtype_help(op, dtype: str) -> str | None:
+    if dtype in ("int64", "int32") and op.name != "Embedding":
+        return "integer token ids go through `Embedding` first"
+    if op.name == "Embedding":
+        return "Embedding looks up integer ids: declare the input `of int64`"
+    return None

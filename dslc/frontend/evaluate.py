@@ -1,0 +1,969 @@
+"""AST -> IR: compile-time evaluation of models and blocks.
+
+Parameters, conditions, loops and `x.shape[i]` are evaluated here; every
+layer application runs its registry shape rule, so each value in the
+resulting graph has a static type. Errors are collected per statement: a
+statement that fails binds its names to POISON, and later uses of a
+poisoned value report nothing more.
+
+Statements and expressions live here; applying layers, functions and
+blocks lives in `apply.py`.
+"""
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, field, replace
+
+from ..diagnostics import Label, Reporter, did_you_mean
+from ..ir.dims import (Param, Poly, Real, Size, Sym, SymbolicDecision, atom_values, plain, plain_float,
+                       recording)
+from ..ir.graph import Graph
+from ..ir.types import DTYPES, TensorType
+from ..ir.values import Ref, TensorValue
+from ..ops import REGISTRY
+from ..ops.init import INITS
+from ..ops.ptypes import describe, is_int, is_number
+from . import ast
+from .apply import ApplyMixin
+from .binding import Arg, bind
+from .builtins import BUILTINS, BuiltinError
+from .errors import EvalError, Poisoned
+from .values import (POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef,
+                     Record)
+
+MISSING = object()
+
+# nn.Module attributes a layer name must not replace (`self.train = ...` would break the module).
+RESERVED_NAMES = frozenset({
+    "self", "forward", "training", "train", "eval", "parameters", "named_parameters", "buffers",
+    "named_buffers", "children", "named_children", "modules", "named_modules", "state_dict",
+    "load_state_dict", "to", "cuda", "cpu", "type", "float", "double", "half", "bfloat16",
+    "apply", "zero_grad", "register_buffer", "register_parameter", "register_module", "add_module",
+    "get_submodule", "get_parameter", "get_buffer", "requires_grad_", "share_memory", "extra_repr",
+    "dump_patches", "call_super_init", "T_destination", "ipu", "xpu", "mtia", "to_empty",
+    "register_forward_hook", "register_forward_pre_hook", "register_backward_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "set_extra_state",
+    "get_extra_state", "compile", "torch", "nn", "F", "math", "super", "int", "float", "list",
+    "tuple", "range", "len", "print", "None", "True", "False",
+})
+
+
+@dataclass
+class Ctx:
+    """The state of one model or block specialization being evaluated."""
+    graph: Graph
+    decl: object
+    kind: str                       # model | block | plan
+    scope: dict = field(default_factory=dict)
+    current: object = None          # the running value of sequential statements
+    inputs_left: list | None = None  # caller tensors for the block's `input` statements
+    n_inputs_declared: int = 0
+    outputs: list | None = None
+    stack: tuple = ()               # names of the blocks being specialized (recursion check)
+    loop_depth: int = 0
+    as_model_layer: bool = False    # a model used as a layer: inputs are checked, not declared
+
+
+class Evaluator(ApplyMixin):
+    def __init__(self, unit, reporter: Reporter | None = None):
+        self.unit = unit
+        self.reporter = reporter or Reporter()
+        self.cache: dict = {}       # block specializations by (name, args, input types)
+        self._fresh_sym = 0
+
+    # ------------------------------------------------------------------ entry points
+
+    def model(self, decl, args: dict | None = None, call_span=None) -> Graph | None:
+        """The IR of a model with the given parameter values (name -> Arg)."""
+        given = dict(args or {})
+        graph = Graph(decl.name, "model", decl=decl)
+        ctx = Ctx(graph, decl, "model", stack=(decl.name,))
+        before = len(self.reporter.diagnostics)
+        with recording(graph.guards), atom_values(graph.atom_env):
+            try:
+                self._bind_params(decl, given, ctx, call_span or decl.name_span)
+            except EvalError as e:
+                self.reporter.add(e.diagnostic)
+                return None
+            except Poisoned:
+                return None
+            self._run_body(decl.body, ctx, top=True)
+            self._finish_outputs(ctx)
+        if len(self.reporter.diagnostics) > before:
+            return None
+        from ..ir.naming import name_instances
+        name_instances(graph)
+        return graph
+
+    # ------------------------------------------------------------------ parameters
+
+    def _bind_params(self, decl, given: dict, ctx: Ctx, call_span) -> None:
+        names = [p.name for p in decl.params]
+        for name, arg in given.items():
+            if name not in names:
+                guess = did_you_mean(name, names)
+                raise EvalError("E0305", f"`{decl.name}` has no parameter `{name}`", arg.name_span or arg.span,
+                                label="unknown parameter", help=f"did you mean `{guess}`?" if guess else
+                                (f"`{decl.name}` takes ({', '.join(names)})" if names else
+                                 f"`{decl.name}` takes no parameters"))
+        missing = []
+        for p in decl.params:
+            if p.name in given:
+                value, span = given[p.name].value, given[p.name].span
+            elif p.default is not None:
+                value, span = self._expr(p.default, ctx), p.default.span
+            else:
+                missing.append(p.name)
+                continue
+            if value is POISON:
+                raise Poisoned()
+            value = self._check_param_type(p, value, span, decl)
+            ctx.graph.params[p.name] = value
+            ctx.graph.param_types[p.name] = str(p.type) if p.type else None
+            ctx.scope[p.name] = fresh(p.name, value)
+            if is_int(value):
+                ctx.graph.atom_env[Param(p.name)] = plain(value)
+        if missing:
+            quoted = ", ".join(f"`{m}`" for m in missing)
+            raise EvalError("E0303", f"`{decl.name}` is missing the argument{'s' if len(missing) > 1 else ''} "
+                            f"{quoted}", call_span, label="called here",
+                            help=f"pass {quoted}, or give {'them defaults' if len(missing) > 1 else 'it a default'} "
+                                 f"in the declaration of `{decl.name}`",
+                            labels=(Label(decl.name_span, f"`{decl.name}` is declared here"),)
+                            if call_span is not decl.name_span else ())
+
+    def _check_param_type(self, p: ast.ParamDecl, value, span, decl):
+        if p.type is None:
+            return value
+        expected = _type_ok(p.type, value)
+        if expected is None:
+            return value
+        if expected == "unknown":
+            known = ["int", "float", "bool", "str", "list"]
+            guess = did_you_mean(p.type.name, known)
+            raise EvalError("E0301", f"unknown parameter type `{p.type}`", p.type.span,
+                            help=f"did you mean `{guess}`?" if guess else "types are int, float, bool, str and list[...]")
+        raise EvalError("E0301", f"parameter `{p.name}` of `{decl.name}` is declared `{p.type}`, "
+                        f"but got {describe(value)}", span, label=f"expected {expected}",
+                        labels=(Label(p.type.span, "declared here"),))
+
+    # ------------------------------------------------------------------ statements
+
+    def _run_body(self, stmts, ctx: Ctx, top: bool = False) -> None:
+        for stmt in stmts:
+            self._statement(stmt, ctx, top)
+
+    def _statement(self, stmt, ctx: Ctx, top: bool) -> None:
+        try:
+            getattr(self, "_s_" + type(stmt).__name__)(stmt, ctx, top)
+        except EvalError as e:
+            self.reporter.add(e.diagnostic)
+            self._poison_targets(stmt, ctx)
+        except Poisoned:
+            self._poison_targets(stmt, ctx)
+
+    def _poison_targets(self, stmt, ctx: Ctx) -> None:
+        if isinstance(stmt, ast.AssignStmt):
+            for t in stmt.targets:
+                for name in _target_names(t):
+                    ctx.scope[name] = POISON
+        elif isinstance(stmt, (ast.InputStmt, ast.ParamStmt)):
+            ctx.scope[stmt.name] = POISON
+            if isinstance(stmt, ast.InputStmt) and ctx.n_inputs_declared == 1:
+                ctx.current = POISON
+        elif isinstance(stmt, ast.ExprStmt):
+            ctx.current = POISON
+            for name in _as_names(stmt.value):
+                ctx.scope[name] = POISON
+
+    def _s_InputStmt(self, stmt: ast.InputStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind not in ("model", "block"):
+            raise EvalError("E0107", "`input` belongs in a model or block", stmt.span)
+        if not top:
+            raise EvalError("E0107", "`input` must be at the top of the body, not inside a loop or `if`",
+                            stmt.span)
+        self._check_binding_name(stmt.name, stmt.name_span)
+        ctx.n_inputs_declared += 1
+        if ctx.inputs_left is None:
+            value = self._declare_input(stmt, ctx)
+        else:
+            value = self._receive_input(stmt, ctx)
+        ctx.scope[stmt.name] = value
+        ctx.current = value if ctx.n_inputs_declared == 1 else None
+
+    def _declare_input(self, stmt: ast.InputStmt, ctx: Ctx) -> TensorValue:
+        """A model's own input: its shape is declared; unknown names become run-time sizes."""
+        if stmt.shape is None:
+            raise EvalError("E0303", f"model input `{stmt.name}` needs a shape", stmt.span,
+                            help=f"declare it like `input {stmt.name}: [B, 784]`")
+        shape = self._shape_pattern(stmt.shape, ctx, None)
+        t = TensorType(tuple(shape), self._dtype(stmt))
+        node = ctx.graph.add("input", [t], span=stmt.span, names=[stmt.name])
+        ctx.graph.inputs.append((stmt.name, Ref(node.id)))
+        return TensorValue(Ref(node.id), t, stmt.name_span)
+
+    def _receive_input(self, stmt: ast.InputStmt, ctx: Ctx) -> TensorValue:
+        """A block's (or a model used as a layer's) input: the caller's tensor."""
+        if not ctx.inputs_left:
+            raise Poisoned()  # the caller already reported the count mismatch
+        caller = ctx.inputs_left.pop(0)
+        t = caller.type
+        if ctx.kind == "block":
+            t = block_input_type(stmt.name, t, ctx.graph.atom_env)
+        if stmt.shape is not None:
+            self._shape_pattern(stmt.shape, ctx, t)
+        if stmt.dtype is not None and self._dtype(stmt) != t.dtype:
+            raise EvalError("E0310", f"input `{stmt.name}` is declared {self._dtype(stmt)} but receives {t.dtype}",
+                            caller.span, label=f"this is {t.dtype}", labels=(Label(stmt.span, "declared here"),))
+        node = ctx.graph.add("input", [t], span=stmt.span, names=[stmt.name])
+        ctx.graph.inputs.append((stmt.name, Ref(node.id)))
+        return TensorValue(Ref(node.id), t, stmt.name_span)
+
+    def _dtype(self, stmt: ast.InputStmt) -> str:
+        if stmt.dtype is None:
+            return "float32"
+        if stmt.dtype not in DTYPES:
+            guess = did_you_mean(stmt.dtype, DTYPES)
+            raise EvalError("E0310", f"unknown dtype `{stmt.dtype}`", stmt.dtype_span,
+                            help=f"did you mean `{guess}`?" if guess else "dtypes: " + ", ".join(DTYPES))
+        return stmt.dtype
+
+    def _shape_pattern(self, expr, ctx: Ctx, actual: TensorType | None) -> list:
+        """Evaluate `[B, 3, image, image]`; with `actual`, match it (binding new names)."""
+        if not isinstance(expr, ast.ListExpr):
+            raise EvalError("E0301", "a shape is written as a list, like `[B, 3, 32, 32]`", expr.span)
+        if actual is not None and len(expr.items) != actual.rank:
+            raise EvalError("E0402", f"input expects a {len(expr.items)}-d tensor, got {actual.shape_str()}",
+                            expr.span, label=f"{len(expr.items)} dimensions declared")
+        dims = []
+        for i, item in enumerate(expr.items):
+            if isinstance(item, ast.Name) and self._lookup(item.id, ctx) is MISSING:
+                self._check_symbol_name(item, ctx)
+                d = Sym.var(item.id) if actual is None else actual.shape[i]
+                ctx.scope[item.id] = d
+            else:
+                d = self._expr(item, ctx)
+                if d is POISON:
+                    raise Poisoned()
+                if not (is_int(d) or isinstance(d, Sym)):
+                    raise EvalError("E0301", f"a dimension must be an int or a size name, got {describe(d)}",
+                                    item.span)
+                if is_int(d) and plain(d) <= 0:
+                    raise EvalError("E0302", f"a dimension must be positive, got {plain(d)}", item.span)
+                if actual is not None and not _dims_equal(d, actual.shape[i]):
+                    raise EvalError("E0403", f"dimension {i} should be {_dim_text(d)}, got "
+                                    f"{_dim_text(actual.shape[i])} (shape {actual.shape_str()})", item.span,
+                                    label="declared here")
+            dims.append(d)
+        return dims
+
+    def _check_symbol_name(self, item: ast.Name, ctx: Ctx) -> None:
+        """An unknown name in an input shape is a new run-time size, unless it is a typo."""
+        params = [p.name for p in getattr(ctx.decl, "params", ())]
+        guess = did_you_mean(item.id, params)
+        if guess and item.id.lower() != guess.lower() or (guess and len(item.id) > 2):
+            raise EvalError("E0201", f"`{item.id}` is not defined", item.span,
+                            label="would become a new run-time size", help=f"did you mean `{guess}`?")
+
+    def _s_OutputStmt(self, stmt: ast.OutputStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind not in ("model", "block"):
+            raise EvalError("E0107", "`output` belongs in a model or block", stmt.span)
+        if ctx.outputs is not None:
+            raise EvalError("E0107", "a second `output` statement", stmt.span,
+                            help="list every output in one statement: `output a, b`")
+        outputs = []
+        for i, e in enumerate(stmt.values):
+            v = self._expr(e, ctx)
+            if v is POISON:
+                raise Poisoned()
+            if not isinstance(v, TensorValue):
+                raise EvalError("E0307", f"`output` needs tensors, got {describe(v)}", e.span)
+            if isinstance(e, ast.Name):
+                name = e.id
+            else:
+                name = "out" if len(stmt.values) == 1 else f"out{i + 1}"
+            outputs.append((name, v))
+        names = [n for n, _ in outputs]
+        for n in names:
+            if names.count(n) > 1:
+                raise EvalError("E0107", f"two outputs are named `{n}`", stmt.span,
+                                help="bind them to different names first")
+        ctx.outputs = outputs
+
+    def _finish_outputs(self, ctx: Ctx) -> None:
+        if ctx.outputs is None:
+            cur = ctx.current
+            if cur is POISON:
+                return
+            if not isinstance(cur, TensorValue):
+                self.reporter.error("E0107", f"`{ctx.decl.name}` computes no output", ctx.decl.name_span,
+                                    help="end the body with a layer, or add `output ...`")
+                return
+            ctx.outputs = [("out", cur)]
+        for name, v in ctx.outputs:
+            ctx.graph.outputs.append((name, v.ref))
+
+    def _s_ParamStmt(self, stmt: ast.ParamStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind not in ("model", "block"):
+            raise EvalError("E0107", "`param` belongs in a model or block", stmt.span)
+        if ctx.loop_depth:
+            raise EvalError("E0107", "`param` cannot be declared inside a loop", stmt.span)
+        self._check_binding_name(stmt.name, stmt.name_span)
+        shape = self._expr(stmt.shape, ctx)
+        if shape is POISON:
+            raise Poisoned()
+        if not isinstance(shape, list) or not all(is_int(d) for d in shape):
+            raise EvalError("E0307", "a `param` shape must be a list of sizes known at compile time",
+                            stmt.shape.span, label="run-time sizes like `B` are not allowed here"
+                            if isinstance(shape, list) else "")
+        for d, item in zip(shape, stmt.shape.items):
+            if plain(d) <= 0:
+                raise EvalError("E0302", f"a dimension must be positive, got {plain(d)}", item.span)
+        init = self._init(stmt.init, ctx)
+        inst = ctx.graph.new_instance("param", user_name=stmt.name, init=init, shape=tuple(shape),
+                                      span=stmt.span)
+        t = TensorType(tuple(shape))
+        node = ctx.graph.add("param", [t], instance=inst.id, span=stmt.span, names=[stmt.name])
+        ctx.scope[stmt.name] = TensorValue(Ref(node.id), t, stmt.name_span)
+
+    def _init(self, expr, ctx: Ctx) -> InitSpec:
+        if expr is None:
+            return InitSpec(INITS["zeros"], {})
+        if isinstance(expr, ast.Name) and expr.id in INITS:
+            return InitSpec(INITS[expr.id], {p.name: p.default for p in INITS[expr.id].params})
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in INITS:
+            init = INITS[expr.func.id]
+            from .binding import bind_op
+            pos = [Arg(self._expr(a, ctx), a.span) for a in expr.args]
+            kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span)) for k in expr.kwargs]
+            values, _ = bind_op(init.params, pos, kws, init.name, expr.span)
+            return InitSpec(init, values)
+        name = expr.func.id if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) else None
+        guess = did_you_mean(name, INITS) if name else None
+        raise EvalError("E0301", "unknown initializer" + (f" `{name}`" if name else ""), expr.span,
+                        help=f"did you mean `{guess}`?" if guess else "initializers: " + ", ".join(INITS))
+
+    def _s_AssignStmt(self, stmt: ast.AssignStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind == "plan":
+            return self._plan_assign(stmt, ctx)
+        for t in stmt.targets:
+            _check_target(t)
+        value = self._expr(stmt.value, ctx)
+        if len(stmt.targets) == 1:
+            self._assign(stmt.targets[0], value, stmt.value.span, ctx)
+        else:
+            self._assign(ast.TupleExpr(stmt.span, stmt.targets), value, stmt.value.span, ctx)
+        last = value
+        while isinstance(last, tuple) and last:
+            last = last[0]
+        if isinstance(value, TensorValue):
+            ctx.current = value
+
+    def _assign(self, target, value, span, ctx: Ctx) -> None:
+        if isinstance(target, ast.Name):
+            self._check_binding_name(target.id, target.span)
+            if value is POISON:
+                ctx.scope[target.id] = POISON
+                return
+            ctx.scope[target.id] = value
+            if isinstance(value, TensorValue):
+                node = ctx.graph.nodes[value.ref.node]
+                if node.names[value.ref.index] is None:
+                    node.names[value.ref.index] = target.id
+            return
+        targets = target.items
+        if value is POISON:
+            for t in targets:
+                self._assign(t, POISON, span, ctx)
+            return
+        if not isinstance(value, (tuple, list)):
+            what = "a tensor" if isinstance(value, TensorValue) else describe(value)
+            raise EvalError("E0309", f"cannot unpack {what} into {len(targets)} names", span,
+                            label="one value", help="use `chunk(n, dim=...)` or `split(...)` to get several tensors"
+                            if isinstance(value, TensorValue) else None)
+        if len(value) != len(targets):
+            raise EvalError("E0309", f"{len(targets)} names on the left but {len(value)} values on the right",
+                            target.span.to(targets[-1].span), label=f"{len(targets)} names",
+                            labels=(Label(span, f"{len(value)} values"),))
+        for t, v in zip(targets, value):
+            self._assign(t, v, span, ctx)
+
+    def _check_binding_name(self, name: str, span) -> None:
+        if keyword.iskeyword(name) or name in ("self",):
+            raise EvalError("E0201", f"`{name}` cannot be used as a name", span,
+                            help="it is reserved in the generated Python")
+        if name in REGISTRY or name in self.unit.decls:
+            what = REGISTRY[name].kind if name in REGISTRY else self.unit.decls[name].kind
+            raise EvalError("E0201", f"`{name}` already names a {what}", span,
+                            help="choose another name")
+
+    def _s_ExprStmt(self, stmt: ast.ExprStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind == "plan":
+            return self._plan_expr_stmt(stmt, ctx)
+        e = stmt.value
+        if isinstance(e, ast.Pipe):
+            value = self._expr(e, ctx)
+        else:
+            value = self._stage(e, ctx.current, ctx, statement=True)
+        if value is POISON:
+            raise Poisoned()
+        if isinstance(value, TensorValue) or (isinstance(value, tuple) and value):
+            ctx.current = value
+        else:
+            raise EvalError("E0307", f"this statement has no effect: it is {describe(value)}", e.span,
+                            help="a model body is a list of layers, assignments and `output`")
+
+    def _s_ForStmt(self, stmt: ast.ForStmt, ctx: Ctx, top: bool) -> None:
+        items = self._expr(stmt.iterable, ctx)
+        if items is POISON:
+            raise Poisoned()
+        if not isinstance(items, (list, tuple)):
+            raise EvalError("E0307", f"`for` needs a list to loop over, got {describe(items)}",
+                            stmt.iterable.span, help="use `range(n)` to count")
+        ctx.loop_depth += 1
+        try:
+            for item in items:
+                self._bind_loop_vars(stmt, item, ctx)
+                self._run_body(stmt.body, ctx)
+        finally:
+            ctx.loop_depth -= 1
+
+    def _bind_loop_vars(self, stmt: ast.ForStmt, item, ctx: Ctx) -> None:
+        if len(stmt.names) == 1:
+            ctx.scope[stmt.names[0]] = item
+            return
+        if not isinstance(item, (list, tuple)) or len(item) != len(stmt.names):
+            raise EvalError("E0309", f"cannot unpack {describe(item)} into {len(stmt.names)} names",
+                            stmt.iterable.span, label=f"each item needs {len(stmt.names)} values")
+        for name, v in zip(stmt.names, item):
+            ctx.scope[name] = v
+
+    def _s_RepeatStmt(self, stmt: ast.RepeatStmt, ctx: Ctx, top: bool) -> None:
+        count = self._expr(stmt.count, ctx)
+        n = self._count(count, stmt.count.span)
+        ctx.loop_depth += 1
+        try:
+            for _ in range(n):
+                self._run_body(stmt.body, ctx)
+        finally:
+            ctx.loop_depth -= 1
+
+    def _s_IfStmt(self, stmt: ast.IfStmt, ctx: Ctx, top: bool) -> None:
+        cond = self._expr(stmt.cond, ctx)
+        branch = stmt.body if self._truth(cond, stmt.cond.span) else stmt.orelse
+        self._run_body(branch, ctx)
+
+    def _s_StepStmt(self, stmt, ctx: Ctx, top: bool) -> None:
+        raise EvalError("E0107", "`step` belongs in a training plan", stmt.span)
+
+    def _s_PhaseStmt(self, stmt, ctx: Ctx, top: bool) -> None:
+        raise EvalError("E0107", "`phase` belongs in a training plan", stmt.span)
+
+    def _s_FreezeStmt(self, stmt, ctx: Ctx, top: bool) -> None:
+        word = "freeze" if stmt.freeze else "unfreeze"
+        raise EvalError("E0107", f"`{word}` belongs in a training plan", stmt.span)
+
+    # ------------------------------------------------------------------ compile-time decisions
+
+    def _truth(self, v, span) -> bool:
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, TensorValue):
+            raise EvalError("E0307", "a tensor cannot decide a compile-time condition", span)
+        try:
+            return bool(v)
+        except SymbolicDecision as e:
+            raise EvalError("E0311", f"cannot decide this at compile time: {e}", span,
+                            help="conditions may only use sizes known at compile time") from None
+
+    def _count(self, v, span) -> int:
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, Sym):
+            raise EvalError("E0311", f"a repeat count must be known at compile time, got `{v}`", span)
+        if not is_int(v):
+            raise EvalError("E0301", f"a repeat count must be an int, got {describe(v)}", span)
+        if isinstance(v, Size):
+            v._lose("a repeat count")
+        if plain(v) < 0:
+            raise EvalError("E0302", f"a repeat count cannot be negative, got {plain(v)}", span)
+        return plain(v)
+
+    # ------------------------------------------------------------------ expressions
+
+    def _expr(self, e, ctx: Ctx):
+        return getattr(self, "_e_" + type(e).__name__)(e, ctx)
+
+    def _e_Const(self, e: ast.Const, ctx: Ctx):
+        return e.value
+
+    def _e_ListExpr(self, e: ast.ListExpr, ctx: Ctx):
+        return [self._expr(x, ctx) for x in e.items]
+
+    def _e_TupleExpr(self, e: ast.TupleExpr, ctx: Ctx):
+        return tuple(self._expr(x, ctx) for x in e.items)
+
+    def _e_DictExpr(self, e: ast.DictExpr, ctx: Ctx):
+        return {k: self._expr(v, ctx) for k, v in zip(e.keys, e.values)}
+
+    def _e_Name(self, e: ast.Name, ctx: Ctx):
+        v = self._lookup(e.id, ctx)
+        if v is MISSING:
+            raise self._unknown_name(e, ctx)
+        return v
+
+    def _lookup(self, name: str, ctx: Ctx):
+        if name in ctx.scope:
+            return ctx.scope[name]
+        if name in self.unit.decls:
+            return DeclRef(self.unit.decls[name])
+        if name in REGISTRY:
+            return OpRef(REGISTRY[name])
+        if name in BUILTINS:
+            return BUILTINS[name]
+        return self._lookup_extra(name, ctx)
+
+    def _lookup_extra(self, name: str, ctx: Ctx):
+        return MISSING
+
+    def visible_names(self, ctx: Ctx) -> list[str]:
+        return list(ctx.scope) + list(self.unit.decls) + list(REGISTRY) + list(BUILTINS)
+
+    def _unknown_name(self, e: ast.Name, ctx: Ctx, called: bool = False) -> EvalError:
+        name = e.id
+        if name[:1].isupper():
+            pool = [n for n in list(REGISTRY) + list(self.unit.decls)
+                    if n[:1].isupper() and (n not in REGISTRY or REGISTRY[n].kind == "layer")]
+            guess = did_you_mean(name, pool)
+            return EvalError("E0202", f"unknown layer `{name}`", e.span, label="not a layer or block",
+                             help=f"did you mean `{guess}`?" if guess else None)
+        if called:
+            pool = [n for n in list(REGISTRY) + list(BUILTINS) if n[:1].islower()] + \
+                   [n for n in ctx.scope if isinstance(ctx.scope[n], InstanceValue)]
+            guess = did_you_mean(name, pool)
+            return EvalError("E0203", f"unknown function `{name}`", e.span, label="not a function",
+                             help=f"did you mean `{guess}`?" if guess else None)
+        guess = did_you_mean(name, self.visible_names(ctx))
+        return EvalError("E0201", f"`{name}` is not defined", e.span, label="unknown name",
+                         help=f"did you mean `{guess}`?" if guess else None)
+
+    def _e_BinOp(self, e: ast.BinOp, ctx: Ctx):
+        if e.op in ("and", "or"):
+            left = self._expr(e.left, ctx)
+            lt = self._truth(left, e.left.span)
+            if (e.op == "and" and not lt) or (e.op == "or" and lt):
+                return left
+            return self._expr(e.right, ctx)
+        left, right = self._expr(e.left, ctx), self._expr(e.right, ctx)
+        if left is POISON or right is POISON:
+            raise Poisoned()
+        if isinstance(left, TensorValue) or isinstance(right, TensorValue):
+            return self._tensor_binop(e, left, right, ctx)
+        return self._scalar_binop(e, left, right)
+
+    def _scalar_binop(self, e: ast.BinOp, a, b):
+        try:
+            return _SCALAR_OPS[e.op](a, b)
+        except ZeroDivisionError:
+            raise EvalError("E0308", "division by zero", e.span, label="evaluated at compile time",
+                            labels=(Label(e.right.span, "this is zero"),)) from None
+        except SymbolicDecision as err:
+            raise EvalError("E0311", f"cannot decide this at compile time: {err}", e.span) from None
+        except (TypeError, KeyError, ValueError, OverflowError):
+            raise EvalError("E0307", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}",
+                            e.op_span, label="unsupported operands") from None
+
+    def _e_UnaryOp(self, e: ast.UnaryOp, ctx: Ctx):
+        v = self._expr(e.operand, ctx)
+        if v is POISON:
+            raise Poisoned()
+        if e.op == "not":
+            return not self._truth(v, e.operand.span)
+        if isinstance(v, TensorValue):
+            return self._tensor_unary(e, v, ctx)
+        if not is_number(v) and not isinstance(v, Sym):
+            raise EvalError("E0307", f"cannot apply `{e.op}` to {describe(v)}", e.span)
+        return -v if e.op == "-" else v
+
+    def _e_Cond(self, e: ast.Cond, ctx: Ctx):
+        cond = self._expr(e.cond, ctx)
+        return self._expr(e.then if self._truth(cond, e.cond.span) else e.orelse, ctx)
+
+    def _e_Pipe(self, e: ast.Pipe, ctx: Ctx):
+        value = self._expr(e.stages[0], ctx)
+        for stage in e.stages[1:]:
+            if value is POISON:
+                raise Poisoned()
+            value = self._stage(stage, value, ctx)
+        return value
+
+    def _e_AsName(self, e: ast.AsName, ctx: Ctx):
+        v = self._expr(e.value, ctx)
+        return self._named_spec(v, e)
+
+    def _named_spec(self, v, e: ast.AsName):
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, OpRef) and v.op.is_layer:
+            v = LayerSpec(v.op, {p.name: p.default for p in v.op.params}, {}, e.value.span)
+        if isinstance(v, DeclRef) and v.decl.kind in ("block", "model"):
+            v = BlockSpec(v.decl, {}, {}, e.value.span)
+        if not isinstance(v, (LayerSpec, BlockSpec)):
+            raise EvalError("E0307", f"`as` names a layer, but this is {describe(v)}", e.span,
+                            label="not a layer")
+        self._check_layer_name(e.name, e.name_span)
+        return replace(v, name=e.name, name_span=e.name_span)
+
+    def _check_layer_name(self, name: str, span) -> None:
+        self._check_binding_name(name, span)
+        if name in RESERVED_NAMES or name.startswith("_"):
+            raise EvalError("E0210", f"`{name}` cannot name a layer: it is reserved in torch.nn.Module "
+                            "or the generated Python", span, help="choose another name")
+
+    def _e_Index(self, e: ast.Index, ctx: Ctx):
+        v = self._expr(e.value, ctx)
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, TensorValue):
+            return self._tensor_index(e, v, ctx)
+        if len(e.subscripts) != 1:
+            raise EvalError("E0307", f"{describe(v)} takes one index", e.span)
+        sub = e.subscripts[0]
+        if isinstance(sub, ast.Slice):
+            if not isinstance(v, (list, tuple)):
+                raise EvalError("E0307", f"cannot slice {describe(v)}", e.span)
+            parts = [None if x is None else self._index_int(self._expr(x, ctx), x.span)
+                     for x in (sub.start, sub.stop, sub.step)]
+            if parts[2] == 0:
+                raise EvalError("E0308", "slice step cannot be zero", sub.span)
+            out = v[slice(*parts)]
+            return out
+        i = self._index_int(self._expr(sub, ctx), sub.span)
+        if isinstance(v, dict):
+            raise EvalError("E0307", "index a dictionary with `.name`", e.span)
+        if not isinstance(v, (list, tuple, str)):
+            raise EvalError("E0307", f"cannot index {describe(v)}", e.value.span)
+        if not -len(v) <= i < len(v):
+            raise EvalError("E0308", f"index {i} is out of range for {len(v)} item{'s' if len(v) != 1 else ''}",
+                            sub.span, label=f"valid: {-len(v)} to {len(v) - 1}" if v else "it is empty")
+        return v[i]
+
+    def _index_int(self, v, span) -> int:
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, Sym):
+            raise EvalError("E0311", f"an index must be known at compile time, got `{v}`", span)
+        if not is_int(v):
+            raise EvalError("E0301", f"an index must be an int, got {describe(v)}", span)
+        if isinstance(v, Size):
+            v._lose("an index")
+        return plain(v)
+
+    def _e_Attr(self, e: ast.Attr, ctx: Ctx):
+        v = self._expr(e.value, ctx)
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, TensorValue):
+            return self._tensor_attr(e, v)
+        if isinstance(v, InstanceValue):
+            return self._instance_attr(e, v, ctx)
+        if isinstance(v, Record):
+            if e.name not in v.fields:
+                guess = did_you_mean(e.name, v.fields)
+                raise EvalError("E0208", f"{describe(v)} has no field `{e.name}`", e.name_span,
+                                help=f"did you mean `{guess}`?" if guess else
+                                "fields: " + ", ".join(f"`{f}`" for f in v.fields))
+            return v.fields[e.name]
+        raise EvalError("E0208", f"{describe(v)} has no attribute `{e.name}`", e.name_span)
+
+    def _tensor_attr(self, e: ast.Attr, v: TensorValue):
+        t = v.type
+        if e.name == "shape":
+            return tuple(t.shape)
+        if e.name in ("ndim", "rank"):
+            return t.rank
+        if e.name == "dtype":
+            return t.dtype
+        guess = did_you_mean(e.name, ["shape", "ndim", "dtype"])
+        raise EvalError("E0208", f"a tensor has no attribute `{e.name}`", e.name_span,
+                        help=f"did you mean `{guess}`?" if guess else "tensors have `.shape`, `.ndim` and `.dtype`")
+
+    def _e_Call(self, e: ast.Call, ctx: Ctx):
+        func = self._callee(e, ctx)
+        return self._call(func, e, ctx)
+
+    def _callee(self, e: ast.Call, ctx: Ctx):
+        if isinstance(e.func, ast.Name):
+            v = self._lookup(e.func.id, ctx)
+            if v is MISSING:
+                raise self._unknown_name(e.func, ctx, called=True)
+            return v
+        return self._expr(e.func, ctx)
+
+    def _args(self, e: ast.Call, ctx: Ctx, piped=None) -> tuple[list[Arg], list[tuple[str, Arg]]]:
+        pos = [Arg(self._expr(a, ctx), a.span) for a in e.args]
+        if piped is not None:
+            pos.insert(0, Arg(piped, getattr(piped, "span", None) or e.span))
+        kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span)) for k in e.kwargs]
+        for a in pos + [a for _, a in kws]:
+            if a.value is POISON:
+                raise Poisoned()
+        return pos, kws
+
+    def _call(self, func, e: ast.Call, ctx: Ctx, piped=None):
+        if func is POISON:
+            raise Poisoned()
+        if isinstance(func, OpRef):
+            if func.op.is_layer:
+                pos, kws = self._args(e, ctx)
+                return self._layer_spec(func.op, pos, kws, e.span)
+            pos, kws = self._args(e, ctx, piped)
+            return self._call_function(func.op, pos, kws, e.span, ctx)
+        if isinstance(func, DeclRef) and func.decl.kind in ("block", "model"):
+            pos, kws = self._args(e, ctx)
+            return self._block_spec(func.decl, pos, kws, e.span)
+        if isinstance(func, Builtin):
+            pos, kws = self._args(e, ctx, piped)
+            return self._call_builtin(func, pos, kws, e)
+        if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
+            pos, kws = self._args(e, ctx)
+            if kws:
+                raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
+                                "construction", kws[0][1].name_span)
+            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx)
+        return self._call_other(func, e, ctx, piped)
+
+    def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
+        if isinstance(func, DeclRef):
+            raise EvalError("E0307", f"{describe(func)} cannot be called here", e.func.span)
+        raise EvalError("E0307", f"{describe(func)} is not callable", e.func.span)
+
+    def _call_builtin(self, func: Builtin, pos: list[Arg], kws, e: ast.Call):
+        if kws:
+            raise EvalError("E0305", f"`{func.name}` takes no keyword arguments", kws[0][1].name_span)
+        try:
+            return func.fn(*[a.value for a in pos])
+        except BuiltinError as err:
+            span = pos[err.arg].span if err.arg is not None and err.arg < len(pos) else e.span
+            raise EvalError("E0301", str(err), span) from None
+        except SymbolicDecision as err:
+            raise EvalError("E0311", f"cannot decide this at compile time: {err}", e.span) from None
+
+    # ------------------------------------------------------------------ stages (pipes and sequential bodies)
+
+    def _stage(self, e, value, ctx: Ctx, statement: bool = False):
+        """Apply the stage `e` to `value` (the piped or running value)."""
+        if value is POISON:
+            raise Poisoned()
+        if isinstance(e, ast.AsName):
+            spec = self._stage_callable(e.value, ctx, value)
+            if isinstance(spec, _Done):
+                raise EvalError("E0307", "`as` names a layer, but this stage is a function call", e.span)
+            spec = self._named_spec(spec, e)
+            return self._apply_to(spec, value, e, ctx, statement)
+        spec = self._stage_callable(e, ctx, value)
+        if isinstance(spec, _Done):
+            return spec.value
+        if isinstance(spec, TensorValue) and statement:
+            return spec  # a tensor expression written as a statement: it becomes the running value
+        return self._apply_to(spec, value, e, ctx, statement)
+
+    def _stage_callable(self, e, ctx: Ctx, value):
+        """What a stage applies: a layer-like value, or _Done when a function consumed the value."""
+        if isinstance(e, ast.Call):
+            func = self._callee(e, ctx)
+            if isinstance(func, OpRef) and not func.op.is_layer or isinstance(func, Builtin):
+                self._need_value(value, e, ctx)
+                return _Done(self._call(func, e, ctx, piped=value))
+            return self._call(func, e, ctx)
+        if isinstance(e, ast.Name):
+            v = self._lookup(e.id, ctx)
+            if v is MISSING:
+                raise self._unknown_name(e, ctx)
+            if isinstance(v, OpRef) and not v.op.is_layer:
+                self._need_value(value, e, ctx)
+                return _Done(self._call_function(v.op, [Arg(value, getattr(value, "span", e.span))], [],
+                                                 e.span, ctx))
+            return v
+        return self._expr(e, ctx)
+
+    def _need_value(self, value, e, ctx: Ctx) -> None:
+        if value is None:
+            raise EvalError("E0307", "there is no value to apply this to", e.span,
+                            help=self._no_current_help(ctx))
+
+    def _no_current_help(self, ctx: Ctx) -> str:
+        if ctx.n_inputs_declared > 1:
+            return "with several inputs, say which one: `x -> Linear(10)`"
+        return "declare an `input` first"
+
+    def _apply_to(self, spec, value, e, ctx: Ctx, statement: bool):
+        if spec is POISON:
+            raise Poisoned()
+        if value is None:
+            raise EvalError("E0307", "there is no value to apply this layer to", e.span,
+                            help=self._no_current_help(ctx))
+        if isinstance(spec, TensorValue):
+            raise EvalError("E0307", "a tensor is not a layer: nothing to pipe into", e.span,
+                            help="pipes end in layers or functions: `x -> Linear(10)`")
+        if isinstance(value, tuple):
+            if isinstance(spec, (LayerSpec, InstanceValue, OpRef)) and len(value) > 1 and \
+                    all(isinstance(v, TensorValue) for v in value):
+                return self._apply(spec, list(value), [v.span for v in value], e.span, ctx)
+            raise EvalError("E0307", "the value piped here is a tuple of tensors", e.span,
+                            help="unpack it first, e.g. `out, (h, c) = x -> LSTM(64)`, or index it: `(...)[0]`")
+        return self._apply(spec, [value], [value.span], e.span, ctx)
+
+
+@dataclass
+class _Done:
+    """A stage that was a function call: the piped value is already consumed."""
+    value: object
+
+
+def fresh(name: str, value):
+    """A parameter's value as seen inside its model or block: it remembers its name."""
+    if is_int(value):
+        return Size.param(name, plain(value))
+    if isinstance(value, float):
+        return Real(plain_float(value), Poly.atom(Param(name)))
+    return value
+
+
+def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:
+    """A block's view of its input: static dims become `InDim`s (its `in_channels`...)."""
+    from ..ir.dims import InDim
+    dims = []
+    for i, d in enumerate(t.shape):
+        if isinstance(d, Sym):
+            dims.append(d)
+        else:
+            env[InDim(name, i)] = plain(d)
+            dims.append(Size(plain(d), Poly.atom(InDim(name, i))))
+    return TensorType(tuple(dims), t.dtype)
+
+
+def _type_ok(t: ast.TypeExpr, v) -> str | None:
+    """None when `v` fits the declared type, else what was expected ("unknown" for a bad type)."""
+    if t.name == "int" and t.arg is None:
+        return None if is_int(v) else "an int"
+    if t.name == "float" and t.arg is None:
+        return None if is_number(v) else "a number"
+    if t.name == "bool" and t.arg is None:
+        return None if isinstance(v, bool) else "a bool"
+    if t.name == "str" and t.arg is None:
+        return None if isinstance(v, str) else "a string"
+    if t.name == "list":
+        if not isinstance(v, (list, tuple)):
+            return f"a {t}"
+        if t.arg is None:
+            return None
+        for item in v:
+            inner = _type_ok(t.arg, item)
+            if inner == "unknown":
+                return inner
+            if inner is not None:
+                return f"a {t}"
+        return None
+    return "unknown"
+
+
+def _check_target(t) -> None:
+    if isinstance(t, ast.Name):
+        return
+    if isinstance(t, ast.TupleExpr):
+        for x in t.items:
+            _check_target(x)
+        return
+    raise EvalError("E0108", "cannot assign to this", t.span,
+                    help="the left side of `=` is a name or names: `a = ...`, `out, (h, c) = ...`")
+
+
+def _target_names(t) -> list[str]:
+    if isinstance(t, ast.Name):
+        return [t.id]
+    if isinstance(t, ast.TupleExpr):
+        return [n for x in t.items for n in _target_names(x)]
+    return []
+
+
+def _as_names(e) -> list[str]:
+    if isinstance(e, ast.AsName):
+        return [e.name]
+    if isinstance(e, ast.Pipe):
+        return [n for s in e.stages for n in _as_names(s)]
+    return []
+
+
+def _dims_equal(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except SymbolicDecision:
+        return False
+
+
+def _dim_text(d) -> str:
+    return str(d) if isinstance(d, Sym) else str(plain(d))
+
+
+def _list_add(a, b):
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    return a + b
+
+
+def _check_numbers(a, b):
+    for v in (a, b):
+        if isinstance(v, (str, list, tuple, dict)) or v is None or not (is_number(v) or isinstance(v, Sym)):
+            raise TypeError
+
+
+def _arith(f):
+    def op(a, b):
+        _check_numbers(a, b)
+        return f(a, b)
+    return op
+
+
+def _add(a, b):
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    if isinstance(a, str) and isinstance(b, str):
+        return a + b
+    _check_numbers(a, b)
+    return a + b
+
+
+def _mul(a, b):
+    if isinstance(a, list) and is_int(b) or isinstance(b, list) and is_int(a):
+        lst, n = (a, b) if isinstance(a, list) else (b, a)
+        if isinstance(n, Size):
+            n._lose("a repeat count")
+        return lst * plain(n)
+    _check_numbers(a, b)
+    return a * b
+
+
+def _truediv(a, b):
+    _check_numbers(a, b)
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        raise TypeError
+    return a / b
+
+
+def _eq(a, b):
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        if isinstance(a, Sym) and isinstance(b, Sym) and a == b:
+            return True
+        raise SymbolicDecision(f"`{a if isinstance(a, Sym) else b}` is only known at run time")
+    return a == b
+
+
+_SCALAR_OPS = {
+    "+": _add, "-": _arith(lambda a, b: a - b), "*": _mul, "/": _truediv,
+    "//": _arith(lambda a, b: a // b), "%": _arith(lambda a, b: a % b),
+    "**": _arith(lambda a, b: a ** b),
+    "==": _eq, "!=": lambda a, b: not _eq(a, b),
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "@": lambda a, b: (_ for _ in ()).throw(TypeError()),
+}

@@ -1,0 +1,119 @@
+"""Files -> parsed modules -> one table of declarations.
+
+Imports are relative to the importing file. A missing file, a cycle, a
+declaration name used twice and every syntax error of every file are
+reported together.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..diagnostics import Diagnostic, DslcError, Label, Reporter, SourceFile
+from . import ast
+from .parser import decode, parse
+
+
+@dataclass
+class Unit:
+    """A root file with everything it imports."""
+    root: SourceFile
+    modules: list[ast.Module] = field(default_factory=list)
+    decls: dict[str, object] = field(default_factory=dict)  # name -> decl, in source order
+
+    def of_kind(self, kind: str) -> list:
+        return [d for d in self.decls.values() if getattr(d, "kind", None) == kind]
+
+    @property
+    def models(self) -> list[str]:
+        return [d.name for d in self.of_kind("model")]
+
+    @property
+    def plans(self) -> list[str]:
+        return [d.name for d in self.of_kind("train")]
+
+
+def display_name(path: str) -> str:
+    """How a path is shown in messages: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def read_source(path: str, name: str | None = None) -> SourceFile:
+    name = name or display_name(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DslcError(Diagnostic("E0901", f"no such file: {name}", file_name=name)) from None
+    except IsADirectoryError:
+        raise DslcError(Diagnostic("E0901", f"{name} is a directory, not a `.dl` file", file_name=name)) from None
+    except OSError as e:
+        raise DslcError(Diagnostic("E0901", f"cannot read {name}: {e.strerror}", file_name=name)) from None
+    return SourceFile(name, decode(data, name))
+
+
+def load_unit(path: str) -> Unit:
+    root = read_source(path)
+    return load_text(root, os.path.abspath(path))
+
+
+def load_text(root: SourceFile, abspath: str) -> Unit:
+    reporter = Reporter()
+    unit = Unit(root)
+    _load(root, abspath, unit, reporter, stack=[], done=set())
+    _collect(unit, reporter)
+    reporter.raise_if_errors()
+    return unit
+
+
+def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
+    done.add(abspath)
+    try:
+        module = parse(file)
+    except DslcError as e:
+        reporter.extend(e.diagnostics)
+        return
+    stack.append(abspath)
+    for decl in module.decls:
+        if isinstance(decl, ast.Import):
+            _import(decl, abspath, unit, reporter, stack, done)
+    stack.pop()
+    unit.modules.append(module)
+
+
+def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
+    target = os.path.normpath(os.path.join(os.path.dirname(importer), decl.path))
+    if target in stack:
+        chain = " -> ".join(display_name(p) for p in stack[stack.index(target):] + [target])
+        reporter.error("E0206", "circular import", decl.path_span, label="this import closes a cycle",
+                       notes=(f"the cycle: {chain}",))
+        return
+    if target in done:
+        return
+    if not os.path.isfile(target):
+        reporter.error("E0205", f"cannot import {decl.path!r}: no such file", decl.path_span,
+                       label=f"looked for {display_name(target)}",
+                       help="import paths are relative to the importing file")
+        return
+    try:
+        file = read_source(target)
+    except DslcError as e:
+        for d in e.diagnostics:
+            reporter.error(d.code, d.message, decl.path_span, label="imported here")
+        return
+    _load(file, target, unit, reporter, stack, done)
+
+
+def _collect(unit: Unit, reporter: Reporter) -> None:
+    for module in unit.modules:
+        for decl in module.decls:
+            if isinstance(decl, ast.Import):
+                continue
+            first = unit.decls.get(decl.name)
+            if first is not None:
+                reporter.error("E0204", f"`{decl.name}` is defined twice", decl.name_span,
+                               label=f"second {decl.kind} named `{decl.name}`",
+                               labels=(Label(first.name_span, f"first defined here as a {first.kind}"),))
+                continue
+            unit.decls[decl.name] = decl

@@ -1,0 +1,92 @@
+"""Name resolution for declarations that evaluation does not reach.
+
+A block that no checked model uses, or a model that needs arguments, is
+not evaluated by `dslc check`; its names are still resolved here, flow-
+insensitively: a name is fine if the declaration binds it anywhere or it is
+global. So typos in unused code are reported without false alarms.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..diagnostics import Reporter, did_you_mean
+from ..ops import REGISTRY
+from ..ops.init import INITS
+from . import ast
+from .builtins import BUILTINS
+
+
+def check_names(unit, reporter: Reporter, skip: set) -> None:
+    globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS)
+    for decl in unit.decls.values():
+        if decl.name in skip or decl.kind not in ("model", "block"):
+            continue
+        bound = _bound_names(decl)
+        for name in _references(decl):
+            if name.id not in bound and name.id not in globals_:
+                _report(name, bound | globals_, reporter)
+
+
+def _bound_names(decl) -> set:
+    out = {p.name for p in decl.params}
+    for node in _walk(decl.body):
+        if isinstance(node, ast.InputStmt):
+            out.add(node.name)
+            if isinstance(node.shape, ast.ListExpr):
+                out |= {i.id for i in node.shape.items if isinstance(i, ast.Name)}
+        elif isinstance(node, ast.ParamStmt):
+            out.add(node.name)
+        elif isinstance(node, ast.ForStmt):
+            out |= set(node.names)
+        elif isinstance(node, ast.AssignStmt):
+            for t in node.targets:
+                out |= {n.id for n in _walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.AsName):
+            out.add(node.name)
+    return out
+
+
+def _references(decl) -> list:
+    refs = []
+    for node in _walk(decl.body):
+        if isinstance(node, ast.ParamStmt) and node.init is not None:
+            init = node.init.func if isinstance(node.init, ast.Call) else node.init
+            if isinstance(init, ast.Name) and init.id in INITS:
+                continue
+        if isinstance(node, ast.Name):
+            refs.append(node)
+    for p in decl.params:
+        if p.default is not None:
+            refs += [n for n in _walk(p.default) if isinstance(n, ast.Name)]
+    return refs
+
+
+def _walk(node):
+    """Every AST node under `node` (a node or a tuple of nodes), skipping param initializers' names."""
+    stack = list(node) if isinstance(node, tuple) else [node]
+    while stack:
+        n = stack.pop()
+        if n is None:
+            continue
+        yield n
+        if isinstance(n, ast.ParamStmt):
+            stack += [n.shape]
+            if isinstance(n.init, ast.Call):
+                stack += list(n.init.args) + [k.value for k in n.init.kwargs]
+            continue
+        if not dataclasses.is_dataclass(n):
+            continue
+        for f in dataclasses.fields(n):
+            v = getattr(n, f.name)
+            if isinstance(v, tuple):
+                stack += [x for x in v if dataclasses.is_dataclass(x)]
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+                stack.append(v)
+
+
+def _report(name: ast.Name, pool: set, reporter: Reporter) -> None:
+    guess = did_you_mean(name.id, pool)
+    code, what = ("E0202", f"unknown layer `{name.id}`") if name.id[:1].isupper() else \
+        ("E0201", f"`{name.id}` is not defined")
+    reporter.error(code, what, name.span, label="unknown name",
+                   help=f"did you mean `{guess}`?" if guess else None)

@@ -1,0 +1,753 @@
+"""Sizes: plain ints, ints that remember where they came from, and symbolic dims.
+
+A tensor dimension is one of
+- `int`   a size known at compile time;
+- `Size`  an int that also carries `expr`, a polynomial over the parameters it
+          was computed from (`4 * dim`, `(image // patch) ** 2 + 1`). Code
+          generation prints the expression instead of the number, so generated
+          classes keep their constructor arguments (`nn.Linear(hidden, classes)`);
+- `Sym`   a size known only at run time (`B`, `T`, `T * 64`), a polynomial with
+          at least one run-time variable.
+
+All three share one `Poly` (integer coefficients; atoms are parameters, block
+input dims, run-time variables and floor divisions), so `(h + 2 - 3) // 1 + 1`
+normalizes to `h`.
+
+Whenever a computation on a `Size` cannot keep its expression (a comparison, an
+index, a loop count), the fact it relied on is recorded as a `Guard` on the
+active recorder. A generated class is valid for every argument value that
+satisfies its guards, and the model's `__init__` checks them.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+from dataclasses import dataclass
+from typing import Callable, Union
+
+# ---------------------------------------------------------------- atoms
+
+
+@dataclass(frozen=True)
+class Param:
+    """A compile-time parameter of the enclosing model or block."""
+    name: str
+
+    def key(self) -> tuple:
+        return (1, self.name)
+
+
+@dataclass(frozen=True)
+class InDim:
+    """Dimension `index` of a block's input tensor `input` (e.g. its channels)."""
+    input: str
+    index: int
+
+    def key(self) -> tuple:
+        return (2, self.input, self.index)
+
+
+@dataclass(frozen=True)
+class Var:
+    """A run-time size, such as the batch dimension `B`."""
+    name: str
+
+    def key(self) -> tuple:
+        return (0, self.name)
+
+
+@dataclass(frozen=True)
+class FloorDiv:
+    num: "Poly"
+    den: "Poly"
+
+    def key(self) -> tuple:
+        return (3, self.num.key(), self.den.key())
+
+
+Atom = Union[Param, InDim, Var, FloorDiv]
+Monomial = tuple  # sorted tuple of atoms
+
+
+def _mono_key(m: Monomial) -> tuple:
+    return tuple(a.key() for a in m)
+
+
+# ---------------------------------------------------------------- polynomials
+
+
+class Poly:
+    """An integer polynomial over atoms, kept in a canonical form."""
+
+    __slots__ = ("terms", "_hash")
+
+    def __init__(self, terms: dict | None = None):
+        clean = {m: c for m, c in (terms or {}).items() if c != 0}
+        self.terms: tuple = tuple(sorted(clean.items(), key=lambda t: _mono_key(t[0])))
+        self._hash = hash(self.terms)
+
+    @staticmethod
+    def const(c: int) -> "Poly":
+        return Poly({(): int(c)})
+
+    @staticmethod
+    def atom(a: Atom) -> "Poly":
+        return Poly({(a,): 1})
+
+    def key(self) -> tuple:
+        return tuple((_mono_key(m), c) for m, c in self.terms)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Poly) and self.terms == other.terms
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Poly({to_python(self)})"
+
+    # structure
+    def is_const(self) -> bool:
+        return all(m == () for m, _ in self.terms)
+
+    def const_value(self) -> int:
+        return sum(c for m, c in self.terms if m == ())
+
+    def atoms(self) -> set:
+        out: set = set()
+        for m, _ in self.terms:
+            for a in m:
+                out.add(a)
+                if isinstance(a, FloorDiv):
+                    out |= a.num.atoms() | a.den.atoms()
+        return out
+
+    def has_vars(self) -> bool:
+        return any(isinstance(a, Var) for a in self.atoms())
+
+    # arithmetic
+    def __add__(self, other: "Poly") -> "Poly":
+        out = dict(self.terms)
+        for m, c in other.terms:
+            out[m] = out.get(m, 0) + c
+        return Poly(out)
+
+    def __neg__(self) -> "Poly":
+        return Poly({m: -c for m, c in self.terms})
+
+    def __sub__(self, other: "Poly") -> "Poly":
+        return self + (-other)
+
+    def __mul__(self, other: "Poly") -> "Poly":
+        out: dict = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in other.terms:
+                m = tuple(sorted(m1 + m2, key=lambda a: a.key()))
+                out[m] = out.get(m, 0) + c1 * c2
+        return Poly(out)
+
+    def floordiv(self, den: "Poly") -> "Poly":
+        if den.is_const():
+            return self._floordiv_int(den.const_value())
+        exact = self._divide_monomial(den)
+        if exact is not None:
+            return exact
+        # (m * den + r) // den == m + r // den for an integer m
+        lead_m, lead_c = den.terms[-1]
+        c = dict(self.terms).get(lead_m, 0)
+        m = c // lead_c if lead_c else 0
+        rest = self - den * Poly.const(m)
+        if m and not any(mm in dict(rest.terms) for mm, _ in den.terms):
+            return Poly.const(m) + (rest.floordiv(den) if rest.terms else Poly())
+        return Poly.atom(FloorDiv(self, den))
+
+    def _floordiv_int(self, c: int) -> "Poly":
+        if c == 0:
+            raise ZeroDivisionError("division by zero")
+        if c == 1:
+            return self
+        exact = {m: k // c for m, k in self.terms if k % c == 0}
+        rest = Poly({m: k for m, k in self.terms if k % c != 0})
+        out = Poly(exact)
+        if not rest.terms:
+            return out
+        if rest.is_const():
+            return out + Poly.const(rest.const_value() // c)
+        return out + Poly.atom(FloorDiv(rest, Poly.const(c)))
+
+    def _divide_monomial(self, den: "Poly") -> "Poly | None":
+        if len(den.terms) != 1:
+            return None
+        dm, dc = den.terms[0]
+        out = {}
+        for m, c in self.terms:
+            rest = list(m)
+            for a in dm:
+                if a not in rest:
+                    return None
+                rest.remove(a)
+            if c % dc:
+                return None
+            out[tuple(rest)] = c // dc
+        return Poly(out)
+
+    # evaluation
+    def evaluate(self, env: Callable[[Atom], int | None]) -> int | None:
+        """The value, given each atom's value; None when some atom is unknown."""
+        total = 0
+        for m, c in self.terms:
+            prod = c
+            for a in m:
+                v = _atom_value(a, env)
+                if v is None:
+                    return None
+                prod *= v
+            total += prod
+        return total
+
+    def subst(self, f: Callable[[Atom], "Poly | None"]) -> "Poly":
+        """Replace atoms by polynomials (None keeps the atom)."""
+        out = Poly()
+        for m, c in self.terms:
+            term = Poly.const(c)
+            for a in m:
+                term = term * _subst_atom(a, f)
+            out = out + term
+        return out
+
+
+def _atom_value(a: Atom, env) -> int | None:
+    if isinstance(a, FloorDiv):
+        n, d = a.num.evaluate(env), a.den.evaluate(env)
+        return None if n is None or d is None or d == 0 else n // d
+    return env(a)
+
+
+def _subst_atom(a: Atom, f) -> Poly:
+    if isinstance(a, FloorDiv):
+        return a.num.subst(f).floordiv(a.den.subst(f))
+    r = f(a)
+    return Poly.atom(a) if r is None else r
+
+
+# ---------------------------------------------------------------- printing
+
+_ADD, _MUL, _POW, _ATOM = 1, 2, 3, 4
+
+
+def to_python(p: Poly, name: Callable[[Atom], str] | None = None) -> str:
+    """Python source for a polynomial; `name` spells each non-floor-division atom."""
+    return _poly_src(p, name or _default_name)[0]
+
+
+def _default_name(a: Atom) -> str:
+    if isinstance(a, (Param, Var)):
+        return a.name
+    if isinstance(a, InDim):
+        return f"{a.input}.shape[{a.index}]"
+    raise TypeError(a)
+
+
+def _poly_src(p: Poly, name) -> tuple[str, int]:
+    if not p.terms:
+        return "0", _ATOM
+    # Positive terms first, constants last, so `4 * dim - 1` rather than `-1 + 4 * dim`.
+    terms = sorted(p.terms, key=lambda t: (t[0] == (), t[1] < 0, -len(t[0])))
+    out, prec = "", _ATOM
+    for i, (m, c) in enumerate(terms):
+        text, tprec = _term_src(m, abs(c), name)
+        if i == 0:
+            out = text if c > 0 else f"-{_wrap(text, tprec, _MUL)}"
+            prec = tprec if c > 0 else _MUL
+        else:
+            out += (" + " if c > 0 else " - ") + _wrap(text, tprec, _MUL if c < 0 else _ADD)
+            prec = _ADD
+    return out, prec
+
+
+def _term_src(m: Monomial, c: int, name) -> tuple[str, int]:
+    if not m:
+        return str(c), _ATOM
+    factors = []
+    i = 0
+    while i < len(m):
+        j = i
+        while j < len(m) and m[j] == m[i]:
+            j += 1
+        text, prec = _atom_src(m[i], name)
+        power = j - i
+        factors.append((f"{_wrap(text, prec, _POW + 1)} ** {power}", _POW) if power > 1 else (text, prec))
+        i = j
+    parts = ([str(c)] if c != 1 else []) + [_wrap(t, p, _MUL) for t, p in factors]
+    if len(parts) == 1 and len(factors) == 1:
+        return factors[0]
+    return " * ".join(parts), _MUL
+
+
+def _atom_src(a: Atom, name) -> tuple[str, int]:
+    if isinstance(a, FloorDiv):
+        n, np_ = _poly_src(a.num, name)
+        d, dp = _poly_src(a.den, name)
+        return f"{_wrap(n, np_, _MUL)} // {_wrap(d, dp, _MUL + 1)}", _MUL
+    return name(a), _ATOM
+
+
+def _wrap(text: str, prec: int, need: int) -> str:
+    return text if prec >= need else f"({text})"
+
+
+# ---------------------------------------------------------------- guards
+
+@dataclass(frozen=True)
+class Guard:
+    """A fact about parameter values that a compile-time decision relied on."""
+    lhs: Poly
+    op: str  # == != < <= > >=
+    rhs: Poly
+
+    def subst(self, f) -> "Guard":
+        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f))
+
+    def is_trivial(self) -> bool:
+        return self.lhs.is_const() and self.rhs.is_const()
+
+    def atoms(self) -> set:
+        return self.lhs.atoms() | self.rhs.atoms()
+
+    def to_python(self, name=None) -> str:
+        lhs, rhs = self.lhs, self.rhs
+        if lhs.is_const() and not rhs.is_const():  # `stride == 1`, not `1 == stride`
+            lhs, rhs, op = rhs, lhs, _FLIP[self.op]
+        else:
+            op = self.op
+        return f"{to_python(lhs, name)} {op} {to_python(rhs, name)}"
+
+
+_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+_recorder: contextvars.ContextVar[list | None] = contextvars.ContextVar("dslc_guards", default=None)
+
+
+class recording:
+    """Collect the guards of the code run inside `with recording() as guards:`."""
+
+    def __init__(self, into: list | None = None):
+        self.guards: list = [] if into is None else into
+
+    def __enter__(self) -> list:
+        self._token = _recorder.set(self.guards)
+        return self.guards
+
+    def __exit__(self, *exc) -> None:
+        _recorder.reset(self._token)
+
+
+class not_recording(recording):
+    """Run checks (not decisions) without recording guards."""
+
+    def __enter__(self):
+        self._token = _recorder.set(None)
+        return []
+
+
+def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
+    guards = _recorder.get()
+    if guards is None:
+        return
+    g = Guard(lhs, op if outcome else _NEGATE[op], rhs)
+    if not g.is_trivial() and g not in guards:
+        guards.append(g)
+
+
+# ---------------------------------------------------------------- Size
+
+
+def expr_of(x) -> Poly:
+    """The polynomial of an int-like value (a constant for plain ints)."""
+    if isinstance(x, Size):
+        return x.expr
+    if isinstance(x, Sym):
+        return x.poly
+    if isinstance(x, bool):
+        raise TypeError("a bool is not a size")
+    return Poly.const(int(x))
+
+
+def plain(x):
+    """The bare value of a size, without recording anything (for checks and keys)."""
+    if isinstance(x, Size):
+        return int.__int__(x)
+    return x
+
+
+class Size(int):
+    """An int with the polynomial it was computed from."""
+
+    expr: Poly
+
+    def __new__(cls, value: int, expr: Poly):
+        if expr.is_const():
+            return int(value)
+        obj = int.__new__(cls, value)
+        obj.expr = expr
+        return obj
+
+    @staticmethod
+    def param(name: str, value: int) -> "Size":
+        return Size(value, Poly.atom(Param(name)))
+
+    def __repr__(self) -> str:
+        return f"Size({int.__int__(self)}, {to_python(self.expr)})"
+
+    def __reduce__(self):
+        return (Size, (int.__int__(self), self.expr))
+
+    # arithmetic keeps the expression
+    def _bin(self, other, op, rop=False):
+        if isinstance(other, Sym):
+            return NotImplemented
+        if isinstance(other, bool) or not isinstance(other, int):
+            if isinstance(other, float):
+                self._lose(f"mixing with a float")
+                v = int.__int__(self)
+                return op(other, v) if rop else op(v, other)
+            return NotImplemented
+        a, b = (other, self) if rop else (self, other)
+        va, vb = plain(a), plain(b)
+        ea, eb = expr_of(a), expr_of(b)
+        if op is _floordiv:
+            if vb == 0:
+                raise ZeroDivisionError("division by zero")
+            return Size(va // vb, ea.floordiv(eb))
+        if op is _mod:
+            if vb == 0:
+                raise ZeroDivisionError("division by zero")
+            return Size(va % vb, ea - eb * ea.floordiv(eb))
+        return Size(op(va, vb), op(ea, eb))
+
+    def __add__(self, o): return self._bin(o, _add)
+    def __radd__(self, o): return self._bin(o, _add, True)
+    def __sub__(self, o): return self._bin(o, _sub)
+    def __rsub__(self, o): return self._bin(o, _sub, True)
+    def __mul__(self, o): return self._bin(o, _mul)
+    def __rmul__(self, o): return self._bin(o, _mul, True)
+    def __floordiv__(self, o): return self._bin(o, _floordiv)
+    def __rfloordiv__(self, o): return self._bin(o, _floordiv, True)
+    def __mod__(self, o): return self._bin(o, _mod)
+    def __rmod__(self, o): return self._bin(o, _mod, True)
+
+    def __neg__(self): return Size(-int.__int__(self), -self.expr)
+    def __pos__(self): return self
+
+    def __pow__(self, o, mod=None):
+        if mod is None and isinstance(o, int) and not isinstance(o, bool) and plain(o) >= 0:
+            n = self._index_of(o)
+            out = Poly.const(1)
+            for _ in range(n):
+                out = out * self.expr
+            return Size(int.__int__(self) ** n, out)
+        self._lose("a power")
+        return pow(int.__int__(self), plain(o), mod)
+
+    def __rpow__(self, o):
+        self._lose("an exponent")
+        return pow(o, int.__int__(self))
+
+    def _index_of(self, o) -> int:
+        if isinstance(o, Size):
+            o._lose("an exponent")
+        return plain(o)
+
+    def __truediv__(self, o):
+        self._lose("true division")
+        return int.__int__(self) / plain(o)
+
+    def __rtruediv__(self, o):
+        self._lose("true division")
+        return plain(o) / int.__int__(self)
+
+    def __abs__(self):
+        self._lose("abs()")
+        return abs(int.__int__(self))
+
+    # decisions record guards
+    def _cmp(self, other, op: str):
+        if isinstance(other, Sym):
+            return NotImplemented
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return NotImplemented if op not in ("==", "!=") else (op == "!=")
+        if isinstance(other, float):
+            self._lose("a comparison with a float")
+            return _OPS[op](int.__int__(self), other)
+        result = _OPS[op](int.__int__(self), plain(other))
+        lhs, rhs = self.expr, expr_of(other)
+        if not (op in ("==", "<=", ">=") and lhs == rhs):
+            record(lhs, op, rhs, result)
+        return result
+
+    def __eq__(self, o): return self._cmp(o, "==")
+    def __ne__(self, o): return self._cmp(o, "!=")
+    def __lt__(self, o): return self._cmp(o, "<")
+    def __le__(self, o): return self._cmp(o, "<=")
+    def __gt__(self, o): return self._cmp(o, ">")
+    def __ge__(self, o): return self._cmp(o, ">=")
+    __hash__ = int.__hash__
+
+    def __bool__(self) -> bool:
+        return self._cmp(0, "!=")
+
+    def __index__(self) -> int:
+        self._lose("an index or count")
+        return int.__int__(self)
+
+    def __int__(self) -> int:
+        self._lose("a conversion")
+        return int.__int__(self)
+
+    def __float__(self) -> float:
+        self._lose("a conversion to float")
+        return float(int.__int__(self))
+
+    def _lose(self, why: str) -> None:
+        """The value is used where its expression cannot follow: fix it."""
+        record(self.expr, "==", Poly.const(int.__int__(self)), True)
+
+    def __str__(self) -> str:
+        return str(int.__int__(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(int.__int__(self), spec)
+
+
+def _add(a, b): return a + b
+def _sub(a, b): return a - b
+def _mul(a, b): return a * b
+def _floordiv(a, b): return a // b
+def _mod(a, b): return a % b
+
+
+_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+class Real(float):
+    """A float parameter (dropout, eps, std) that prints as its name in generated code."""
+
+    expr: Poly
+
+    def __new__(cls, value: float, expr: Poly):
+        obj = float.__new__(cls, value)
+        obj.expr = expr
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Real({float(self)!r}, {to_python(self.expr)})"
+
+    def _lose(self) -> None:
+        guards = _recorder.get()
+        if guards is not None:
+            g = FloatGuard(self.expr, float.__float__(self))
+            if g not in guards:
+                guards.append(g)
+
+    def _arith(self, o, f):
+        self._lose()
+        return f(float(self), o if not isinstance(o, Real) else float(o))
+
+    def __add__(self, o): return self._arith(o, lambda a, b: a + b)
+    def __radd__(self, o): return self._arith(o, lambda a, b: b + a)
+    def __sub__(self, o): return self._arith(o, lambda a, b: a - b)
+    def __rsub__(self, o): return self._arith(o, lambda a, b: b - a)
+    def __mul__(self, o): return self._arith(o, lambda a, b: a * b)
+    def __rmul__(self, o): return self._arith(o, lambda a, b: b * a)
+    def __truediv__(self, o): return self._arith(o, lambda a, b: a / b)
+    def __rtruediv__(self, o): return self._arith(o, lambda a, b: b / a)
+    def __pow__(self, o): return self._arith(o, lambda a, b: a ** b)
+    def __rpow__(self, o): return self._arith(o, lambda a, b: b ** a)
+    def __neg__(self): return self._arith(0, lambda a, b: -a)
+    def __eq__(self, o): return self._arith(o, lambda a, b: a == b)
+    def __ne__(self, o): return self._arith(o, lambda a, b: a != b)
+    def __lt__(self, o): return self._arith(o, lambda a, b: a < b)
+    def __le__(self, o): return self._arith(o, lambda a, b: a <= b)
+    def __gt__(self, o): return self._arith(o, lambda a, b: a > b)
+    def __ge__(self, o): return self._arith(o, lambda a, b: a >= b)
+    __hash__ = float.__hash__
+
+    def __bool__(self):
+        self._lose()
+        return float(self) != 0.0
+
+
+@dataclass(frozen=True)
+class FloatGuard:
+    """A float parameter whose value a decision (or a lost expression) depended on."""
+    expr: Poly
+    value: float
+
+    def subst(self, f) -> "FloatGuard":
+        return FloatGuard(self.expr.subst(f), self.value)
+
+    def is_trivial(self) -> bool:
+        return self.expr.is_const()
+
+    def atoms(self) -> set:
+        return self.expr.atoms()
+
+    def to_python(self, name=None) -> str:
+        return f"{to_python(self.expr, name)} == {self.value!r}"
+
+
+def plain_float(x) -> float:
+    return float.__float__(x) if isinstance(x, Real) else float(x)
+
+
+# ---------------------------------------------------------------- Sym
+
+
+class SymbolicDecision(Exception):
+    """A comparison that cannot be decided at compile time (it involves `B`, `T`, ...)."""
+
+
+class Sym:
+    """A dimension known only at run time."""
+
+    __slots__ = ("poly",)
+
+    def __init__(self, poly: Poly):
+        self.poly = poly
+
+    @staticmethod
+    def var(name: str) -> "Sym":
+        return Sym(Poly.atom(Var(name)))
+
+    def __repr__(self) -> str:
+        return to_python(self.poly)
+
+    __str__ = __repr__
+
+    def key(self) -> tuple:
+        return self.poly.key()
+
+    def _bin(self, other, f, rop=False):
+        if isinstance(other, bool) or not isinstance(other, (int, Sym)):
+            return NotImplemented
+        a, b = (expr_of(other), self.poly) if rop else (self.poly, expr_of(other))
+        return make_dim(f(a, b), None)
+
+    def __add__(self, o): return self._bin(o, lambda a, b: a + b)
+    def __radd__(self, o): return self._bin(o, lambda a, b: a + b, True)
+    def __sub__(self, o): return self._bin(o, lambda a, b: a - b)
+    def __rsub__(self, o): return self._bin(o, lambda a, b: a - b, True)
+    def __mul__(self, o): return self._bin(o, lambda a, b: a * b)
+    def __rmul__(self, o): return self._bin(o, lambda a, b: a * b, True)
+    def __neg__(self): return Sym(-self.poly)
+
+    def __floordiv__(self, o):
+        if plain(o) == 0 if not isinstance(o, Sym) else False:
+            raise ZeroDivisionError("division by zero")
+        return self._bin(o, lambda a, b: a.floordiv(b))
+
+    def __rfloordiv__(self, o):
+        return self._bin(o, lambda a, b: a.floordiv(b), True)
+
+    def __mod__(self, o):
+        return self._bin(o, lambda a, b: a - b * a.floordiv(b))
+
+    def __eq__(self, o):
+        if isinstance(o, bool) or not isinstance(o, (int, Sym)):
+            return False
+        return self.poly == expr_of(o)
+
+    def __ne__(self, o):
+        return not self.__eq__(o)
+
+    def __hash__(self) -> int:
+        return hash(self.poly)
+
+    def _undecidable(self, *_):
+        raise SymbolicDecision(f"`{self}` is only known at run time")
+
+    __lt__ = __le__ = __gt__ = __ge__ = _undecidable
+
+    def __bool__(self):
+        raise SymbolicDecision(f"`{self}` is only known at run time")
+
+    def __index__(self):
+        raise SymbolicDecision(f"`{self}` is only known at run time")
+
+    __int__ = __index__
+
+
+_atom_env: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dslc_atoms", default=None)
+
+
+class atom_values:
+    """Make the values of parameter and input-dim atoms known to `make_dim`."""
+
+    def __init__(self, env: dict):
+        self.env = env
+
+    def __enter__(self) -> dict:
+        self._token = _atom_env.set(self.env)
+        return self.env
+
+    def __exit__(self, *exc) -> None:
+        _atom_env.reset(self._token)
+
+
+def make_dim(p: Poly, value: int | None):
+    """The right kind of dim for a polynomial: Sym when it has run-time variables."""
+    if p.has_vars():
+        return Sym(p)
+    if p.is_const():
+        return p.const_value()
+    if value is None:
+        env = _atom_env.get() or {}
+        value = p.evaluate(env.get)
+        if value is None:
+            raise ValueError(f"the value of `{to_python(p)}` is unknown")
+    return Size(value, p)
+
+
+Dim = Union[int, Size, Sym]
+
+
+def is_static(d) -> bool:
+    return not isinstance(d, Sym)
+
+
+def dim_key(d) -> tuple:
+    """A hashable key of a dim's value and form (for caches), recording nothing."""
+    if isinstance(d, Sym):
+        return ("sym", d.poly.key())
+    if isinstance(d, Size):
+        return ("size", int.__int__(d), d.expr.key())
+    return ("int", d)
+
+
+def dim_str(d) -> str:
+    return str(d) if not isinstance(d, Size) else str(int.__int__(d))
+
+
+def product(dims) -> Dim:
+    out = 1
+    for d in dims:
+        out = out * d
+    return out
+
+
+def known_value(d) -> int | None:
+    """The value of a static dim, None for a symbolic one."""
+    return None if isinstance(d, Sym) else plain(d)
+
+
+def same(a, b) -> bool:
+    """Whether two dims are equal (a decision: records a guard when their forms differ)."""
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        return (a.poly if isinstance(a, Sym) else expr_of(a)) == (b.poly if isinstance(b, Sym) else expr_of(b))
+    return a == b
+
+
+def gcd_all(values) -> int:
+    return math.gcd(*[plain(v) for v in values])

@@ -1,0 +1,145 @@
+"""The graph IR.
+
+A `Graph` is one model or one block specialization. Nodes are kept in
+insertion order, which is a topological order (a node is added after its
+inputs); a networkx MultiDiGraph mirrors the edges for graph algorithms.
+
+Layers with state are `Instance`s: a node applies an instance, and several
+nodes may apply the same instance (shared weights). A block call is a node
+whose instance holds the block's own `Graph`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import networkx as nx
+
+from .types import TensorType
+from .values import Ref, TensorValue
+
+NODE_KINDS = ("op", "input", "param", "weight", "call")
+
+
+@dataclass
+class Instance:
+    """A layer, block or learnable tensor that owns parameters."""
+    id: str
+    kind: str                         # layer | block | param
+    op: object = None                 # the OpDef of a layer
+    args: dict = field(default_factory=dict)   # constructor arguments (layer) / block arguments
+    user_name: str | None = None      # from `as name` or `param name`
+    name: str = ""                    # attribute name, set by the naming pass
+    graph: "Graph | None" = None      # a block's specialization
+    init: object = None               # a param's initializer (name, args)
+    shape: tuple = ()                 # a param's shape
+    span: object = None
+
+    def weights(self) -> dict:
+        if self.kind == "layer":
+            return self.op.weight_shapes(self.args)
+        if self.kind == "param":
+            return {"": self.shape}
+        return {}
+
+    def buffers(self) -> dict:
+        return self.op.buffer_shapes(self.args) if self.kind == "layer" else {}
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str                          # op | input | param | weight | call
+    outputs: list[TensorType]
+    inputs: list[Ref] = field(default_factory=list)
+    op: object = None                  # OpDef for kind "op"
+    args: dict = field(default_factory=dict)
+    instance: str | None = None        # Instance id (layers with state, blocks, params)
+    span: object = None
+    names: list = field(default_factory=list)  # user-bound name of each output, or None
+    attr: str | None = None            # weight nodes: which weight (`wte.weight`)
+
+    def __post_init__(self) -> None:
+        if self.kind not in NODE_KINDS:
+            raise ValueError(f"bad node kind {self.kind}")
+        if not self.names:
+            self.names = [None] * len(self.outputs)
+
+
+@dataclass
+class Graph:
+    name: str
+    kind: str                                   # model | block
+    params: dict = field(default_factory=dict)  # parameter values of this specialization
+    param_types: dict = field(default_factory=dict)  # declared types (for signatures)
+    param_defaults: dict = field(default_factory=dict)  # the declared defaults' values
+    inputs: list = field(default_factory=list)   # (name, Ref)
+    outputs: list = field(default_factory=list)  # (name, Ref)
+    nodes: dict = field(default_factory=dict)
+    instances: dict = field(default_factory=dict)
+    guards: list = field(default_factory=list)
+    atom_env: dict = field(default_factory=dict)  # values of the Param/InDim atoms in its sizes
+    decl: object = None
+    nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
+    _counter: int = 0
+    _inst_counter: int = 0
+
+    # construction
+    def add(self, kind: str, outputs: list[TensorType], inputs: list[Ref] = (), **kw) -> Node:
+        self._counter += 1
+        node = Node(f"n{self._counter}", kind, list(outputs), list(inputs), **kw)
+        self.nodes[node.id] = node
+        self.nx.add_node(node.id)
+        for slot, ref in enumerate(node.inputs):
+            self.nx.add_edge(ref.node, node.id, index=ref.index, slot=slot)
+        return node
+
+    def new_instance(self, kind: str, **kw) -> Instance:
+        self._inst_counter += 1
+        inst = Instance(f"i{self._inst_counter}", kind, **kw)
+        self.instances[inst.id] = inst
+        return inst
+
+    def values(self, node: Node) -> list[TensorValue]:
+        return [TensorValue(Ref(node.id, i), t, node.span) for i, t in enumerate(node.outputs)]
+
+    # queries
+    def type_of(self, ref: Ref) -> TensorType:
+        return self.nodes[ref.node].outputs[ref.index]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def users(self, node_id: str) -> list[str]:
+        return list(dict.fromkeys(self.nx.successors(node_id)))
+
+    def topological(self) -> list[Node]:
+        return [self.nodes[n] for n in nx.lexicographical_topological_sort(
+            self.nx, key=lambda n: int(n[1:]))]
+
+    def instance_of(self, node: Node) -> Instance | None:
+        return self.instances.get(node.instance) if node.instance else None
+
+    def input_types(self) -> dict:
+        return {name: self.type_of(ref) for name, ref in self.inputs}
+
+    def output_types(self) -> dict:
+        return {name: self.type_of(ref) for name, ref in self.outputs}
+
+    def verify(self) -> None:
+        """Structural invariants every pass must keep."""
+        seen = set()
+        for node in self.nodes.values():
+            for ref in node.inputs:
+                if ref.node not in seen:
+                    raise AssertionError(f"{node.id} uses {ref.node} before it is defined")
+                if ref.index >= len(self.nodes[ref.node].outputs):
+                    raise AssertionError(f"{node.id} uses a missing output of {ref.node}")
+            if node.instance and node.instance not in self.instances:
+                raise AssertionError(f"{node.id} applies unknown instance {node.instance}")
+            seen.add(node.id)
+        for _, ref in self.outputs:
+            if ref.node not in self.nodes:
+                raise AssertionError(f"output refers to missing node {ref.node}")
+        if not nx.is_directed_acyclic_graph(self.nx):
+            raise AssertionError("the graph has a cycle")

@@ -1,0 +1,111 @@
+"""Activations: each is a layer (`ReLU()`) and a function (`relu(x)`) sharing one
+shape rule and one emission table. Unnamed activation layers are written as
+functional calls (`F.relu(x)`), as people write them by hand.
+"""
+from __future__ import annotations
+
+from ..ir.types import TensorType
+from . import checks
+from .ptypes import FLOAT, INT, TENSOR, Str
+from .registry import Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, register
+from .shapes import norm_dim
+
+
+def _same(b):
+    if "dim" in b.args:
+        norm_dim(b["dim"], b.x.rank)
+    return [TensorType(b.x.shape, b.x.dtype)]
+
+
+def _call(fn: str, params: tuple, e, source: str) -> str:
+    """`F.leaky_relu(x, 0.2)`: positional for the first parameter, keywords after, defaults left out."""
+    parts = [source]
+    for i, p in enumerate(params):
+        v = e.args[p.name]
+        if p.name in ("dim",):
+            parts.append(f"dim={e.fmt(v)}")
+        elif not _is_default(v, p.default):
+            parts.append(e.fmt(v) if i == 0 and p.name not in ("approximate",) else f"{p.name}={e.fmt(v)}")
+    return f"{fn}({', '.join(parts)})"
+
+
+def _is_default(v, default) -> bool:
+    from ..ir.dims import plain, plain_float
+    if isinstance(default, float) and not isinstance(v, (bool, str)) and v is not None:
+        return plain_float(v) == default
+    return plain(v) == default if not isinstance(v, str) else v == default
+
+
+def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str = "", explicit=(),
+                arbitrary_args=None):
+    pos = tuple(p.name for p in params[:1]) if params and params[0].name not in ("dim", "approximate") else ()
+    kws = tuple(p.name for p in params if p.name not in pos)
+    args_draw = arbitrary_args or (lambda d: {})
+    register(OpDef(
+        name=layer, kind="layer", family="activation", stem=fn.replace("_", ""), doc=doc,
+        params=params, infer=_same, macs=lambda b, out: 0,
+        label=lambda a, n=layer: n,
+        torch=TorchLayer(f"nn.{layer}", pos, kws, explicit=explicit,
+                         functional=lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.inputs[0])),
+        examples=(Example({}, (S(2, 3, 4),)),),
+        arbitrary=lambda d, g=args_draw: Example(g(d), (S(*d.shape(1, 4, 1, 6)),)),
+    ))
+    register(OpDef(
+        name=fn, kind="function", family="activation", doc=doc,
+        params=(ParamSpec("input", TENSOR),) + params, infer=_same, macs=lambda b, out: 0,
+        torch=TorchFunction(lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.arg("input"))),
+        examples=(Example({"input": S(2, 3, 4)}),),
+        arbitrary=lambda d, g=args_draw: Example({"input": S(*d.shape(1, 4, 1, 6)), **g(d)}),
+    ))
+
+
+_activation("ReLU", "relu", "F.relu", doc="max(0, x).")
+_activation("ReLU6", "relu6", "F.relu6", doc="min(max(0, x), 6).")
+_activation("LeakyReLU", "leaky_relu", "F.leaky_relu",
+            (ParamSpec("negative_slope", FLOAT, 0.01),), doc="x if x > 0 else negative_slope * x.",
+            arbitrary_args=lambda d: {"negative_slope": d.choice([0.01, 0.2, 0.5])})
+_activation("ELU", "elu", "F.elu", (ParamSpec("alpha", FLOAT, 1.0),), doc="x if x > 0 else alpha * (exp(x) - 1).",
+            arbitrary_args=lambda d: {"alpha": d.choice([1.0, 0.5])})
+_activation("SELU", "selu", "F.selu", doc="Scaled ELU with the self-normalizing constants.")
+_activation("GELU", "gelu", "F.gelu", (ParamSpec("approximate", Str(("none", "tanh")), "none"),),
+            doc="x * Φ(x); `approximate=\"tanh\"` uses the tanh approximation.",
+            arbitrary_args=lambda d: {"approximate": d.choice(["none", "tanh"])})
+_activation("SiLU", "silu", "F.silu", doc="x * sigmoid(x) (swish).")
+_activation("Mish", "mish", "F.mish", doc="x * tanh(softplus(x)).")
+_activation("Hardswish", "hardswish", "F.hardswish", doc="x * relu6(x + 3) / 6.")
+_activation("Hardsigmoid", "hardsigmoid", "F.hardsigmoid", doc="relu6(x + 3) / 6.")
+_activation("Softplus", "softplus", "F.softplus",
+            (ParamSpec("beta", FLOAT, 1.0, checks.positive_number), ParamSpec("threshold", FLOAT, 20.0)),
+            doc="log(1 + exp(beta * x)) / beta.",
+            arbitrary_args=lambda d: {"beta": d.choice([1.0, 2.0])})
+_activation("Sigmoid", "sigmoid", "torch.sigmoid", doc="1 / (1 + exp(-x)).")
+_activation("Tanh", "tanh", "torch.tanh", doc="Hyperbolic tangent.")
+_activation("Softmax", "softmax", "F.softmax", (ParamSpec("dim", INT, -1),), explicit=("dim",),
+            doc="exp(x) / sum(exp(x)) along `dim` (default: the last).",
+            arbitrary_args=lambda d: {"dim": d.int(-2, 1)})
+_activation("LogSoftmax", "log_softmax", "F.log_softmax", (ParamSpec("dim", INT, -1),), explicit=("dim",),
+            doc="log(softmax(x)) along `dim` (default: the last).",
+            arbitrary_args=lambda d: {"dim": d.int(-2, 1)})
+
+
+def _prelu_infer(b):
+    n = b["num_parameters"]
+    from ..ir.dims import plain
+    from .registry import ShapeError
+    if plain(n) != 1:
+        if b.x.rank < 2 or b.x.shape[1] != n:
+            raise ShapeError(f"`PReLU` with {plain(n)} parameters needs {plain(n)} channels in dimension 1, "
+                             f"got {b.x.shape_str()}", arg="num_parameters")
+    return _same(b)
+
+
+register(OpDef(
+    name="PReLU", kind="layer", family="activation", stem="prelu",
+    doc="LeakyReLU with a learned slope: one shared, or one per channel (num_parameters = channels).",
+    params=(ParamSpec("num_parameters", INT, 1, checks.positive), ParamSpec("init", FLOAT, 0.25)),
+    infer=_prelu_infer, macs=lambda b, out: 0,
+    weights=lambda a: {"weight": (a["num_parameters"],)},
+    torch=TorchLayer("nn.PReLU", (), ("num_parameters", "init")),
+    examples=(Example({}, (S(2, 3, 4),)), Example({"num_parameters": 3}, (S(2, 3, 4),))),
+    arbitrary=lambda d: Example({"num_parameters": d.choice([1, 3])}, (S(2, 3, *d.shape(0, 2, 1, 4)),)),
+))

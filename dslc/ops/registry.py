@@ -1,0 +1,266 @@
+"""THE registry: one frozen `OpDef` per layer, function and loss.
+
+An entry holds everything every backend needs, so nothing is restated:
+the signature (typed parameters, defaults, range checks), the shape rule,
+inferred constructor arguments (`in_features` from the input), weights and
+buffers (parameter counts, state-dict keys and ONNX initializer names all
+derive from them), MACs, a diagram label, the PyTorch emission, the ONNX
+emission, purity, and examples that the conformance test runs against torch.
+
+`register` stamps each entry with the file:line of its definition, and
+`validate_registry` checks every entry at import, so a missing emitter or
+example fails there, naming that place.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..ir.types import TensorType
+from .ptypes import PType, is_tensor_type
+
+REQUIRED = object()  # the default of a parameter with no default
+
+
+class ShapeError(Exception):
+    """A shape rule's complaint; the evaluator attaches the span of `arg` or `input`."""
+
+    def __init__(self, message: str, code: str = "E0403", arg: str | None = None,
+                 input: int | None = None, help: str | None = None, label: str = ""):
+        super().__init__(message)
+        self.message, self.code, self.arg, self.input, self.help, self.label = message, code, arg, input, help, label
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: PType
+    default: object = REQUIRED
+    check: Callable | None = None  # value -> error message | None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def is_tensor(self) -> bool:
+        return is_tensor_type(self.type)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor in an example: its concrete shape and dtype."""
+    shape: tuple
+    dtype: str = "float32"
+
+
+def S(*shape, dtype: str = "float32") -> TensorSpec:
+    return TensorSpec(tuple(shape), dtype)
+
+
+@dataclass(frozen=True)
+class Example:
+    """Arguments (tensors as `S(...)`) and, for layers, the applied inputs."""
+    args: dict
+    inputs: tuple = ()
+
+
+@dataclass
+class Bound:
+    """An op with its arguments bound, as shape rules and emitters see it.
+
+    `args` holds every parameter by name (tensors as `TensorValue`s) plus the
+    inferred constructor arguments; `inputs` are the input tensors' types in order.
+    """
+    op: "OpDef"
+    args: dict
+    inputs: list[TensorType]
+
+    def __getitem__(self, name: str):
+        return self.args[name]
+
+    @property
+    def x(self) -> TensorType:
+        return self.inputs[0]
+
+
+# ---- PyTorch emission ----
+
+@dataclass(frozen=True)
+class TorchLayer:
+    """A layer emitted as a torch.nn module.
+
+    `cls(positional..., keyword=value...)` builds it (keywords only when they
+    differ from the default); `call` writes the forward call (default
+    `self.mod(x)`); `functional` writes an inline form used when the layer is
+    unnamed and has no state (so `ReLU()` becomes `F.relu(x)`). A call that
+    returns several tensors is destructured as `OpDef.results` says.
+    """
+    cls: str
+    positional: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    fixed: tuple[tuple[str, str], ...] = ()
+    explicit: tuple[str, ...] = ()     # keywords printed even at their default (`dim=-1`)
+    call: Callable | None = None       # (emit, module_expr) -> str
+    functional: Callable | None = None  # (emit) -> str
+    helpers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TorchFunction:
+    """A function emitted as a Python expression over its inputs (`emit` -> source)."""
+    expr: Callable
+    helpers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A module-level Python function that generated code may need (only torch inside)."""
+    name: str
+    source: str
+    needs: tuple[str, ...] = ()  # other helpers
+
+
+HELPERS: dict[str, Helper] = {}
+
+
+def helper(name: str, source: str, needs: tuple[str, ...] = ()) -> Helper:
+    h = Helper(name, inspect.cleandoc(source) + "\n", needs)
+    HELPERS[name] = h
+    return h
+
+
+# ---- the definition ----
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str                      # layer | function | loss
+    family: str                    # linear, conv, norm, activation, ... (diagram colour, docs)
+    params: tuple[ParamSpec, ...]
+    infer: Callable                # Bound -> list[TensorType]
+    torch: TorchLayer | TorchFunction
+    doc: str
+    examples: tuple[Example, ...]
+    inputs: tuple[str, ...] = ("input",)    # layers: names of the tensors they are applied to
+    min_inputs: int | None = None           # layers that accept fewer (self-attention)
+    resolve: Callable | None = None         # Bound -> {inferred constructor args}
+    weights: Callable | None = None         # args -> {name: shape}
+    buffers: Callable | None = None         # args -> {name: (shape, dtype)}
+    macs: Callable | None = None            # (Bound, out_types) -> int-like
+    label: Callable | None = None           # args -> str
+    onnx: Callable | None = None
+    pure: bool = True                       # False: dropout, noise (CSE/DCE leave it alone)
+    results: object = None                  # nesting of several outputs, e.g. (0, (1, 2)) for LSTM
+    stem: str = ""                          # module name stem: conv, bn, fc, ...
+    internal: bool = False                  # made by syntax (`x[0]`), not callable by name
+    arbitrary: Callable | None = None       # draw -> Example (hypothesis)
+    source: str = ""                        # file:line of the definition
+    dtypes: tuple[str, ...] | None = None   # allowed input dtypes (None: floating point only)
+
+    def param(self, name: str) -> ParamSpec | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    @property
+    def is_layer(self) -> bool:
+        return self.kind == "layer"
+
+    @property
+    def max_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def has_state(self) -> bool:
+        return self.weights is not None or self.buffers is not None
+
+    def weight_shapes(self, args: dict) -> dict:
+        return dict(self.weights(args)) if self.weights else {}
+
+    def buffer_shapes(self, args: dict) -> dict:
+        return dict(self.buffers(args)) if self.buffers else {}
+
+    def label_text(self, args: dict) -> str:
+        return self.label(args) if self.label else self.name
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    frame = inspect.stack()[1]
+    where = f"{os.path.relpath(frame.filename)}:{frame.lineno}"
+    if op.name in REGISTRY:
+        raise RuntimeError(f"{where}: `{op.name}` is already defined at {REGISTRY[op.name].source}")
+    op = _with_source(op, where)
+    REGISTRY[op.name] = op
+    return op
+
+
+def _with_source(op: OpDef, where: str) -> OpDef:
+    from dataclasses import replace
+    return replace(op, source=where)
+
+
+def validate_registry() -> None:
+    """Every entry is complete: fails with the entry's file:line otherwise."""
+    problems = []
+    for op in REGISTRY.values():
+        problems += [f"{op.source}: `{op.name}`: {p}" for p in _entry_problems(op)]
+    for h in HELPERS.values():
+        for n in h.needs:
+            if n not in HELPERS:
+                problems.append(f"helper `{h.name}` needs unknown helper `{n}`")
+    if problems:
+        raise RuntimeError("invalid op registry:\n" + "\n".join(problems))
+
+
+def _entry_problems(op: OpDef) -> list[str]:
+    out = []
+    if op.kind not in ("layer", "function", "loss"):
+        out.append(f"unknown kind {op.kind!r}")
+    if op.kind == "layer" and not op.name[:1].isupper():
+        out.append("layer names are capitalized")
+    if op.kind != "layer" and not op.name[:1].islower():
+        out.append("function and loss names are lower-case")
+    if op.torch is None:
+        out.append("no PyTorch emission")
+    if op.kind == "layer" and not isinstance(op.torch, TorchLayer):
+        out.append("a layer needs a TorchLayer emission")
+    if op.kind != "layer" and not isinstance(op.torch, TorchFunction):
+        out.append("a function needs a TorchFunction emission")
+    if not op.examples:
+        out.append("no examples")
+    if not op.doc:
+        out.append("no doc")
+    if op.kind == "layer" and not op.stem:
+        out.append("no module name stem")
+    names = [p.name for p in op.params]
+    if len(set(names)) != len(names):
+        out.append("duplicate parameter names")
+    seen_default = False
+    for p in op.params:
+        if p.required and seen_default and not p.is_tensor:
+            out.append(f"required parameter `{p.name}` follows one with a default")
+        seen_default |= not p.required
+    for h in getattr(op.torch, "helpers", ()):
+        if h not in HELPERS:
+            out.append(f"unknown helper `{h}`")
+    return out
+
+
+def layers() -> list[OpDef]:
+    return [op for op in REGISTRY.values() if op.kind == "layer"]
+
+
+def functions() -> list[OpDef]:
+    return [op for op in REGISTRY.values() if op.kind == "function"]
+
+
+def losses() -> list[OpDef]:
+    return [op for op in REGISTRY.values() if op.kind == "loss"]

@@ -1,0 +1,698 @@
+"""Tensor functions: arithmetic operators, indexing, shape manipulation,
+reductions, and the small helpers of the language (positions, noise,
+reparameterize, detach, zeros/ones). Also the Flatten and Unflatten layers.
+"""
+from __future__ import annotations
+
+from ..ir.dims import Sym, expr_of, plain, product
+from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
+from ..ir.values import TensorValue
+from . import checks
+from .ptypes import ANY, BOOL, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSORS, ListOf, OneOf, Optional
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
+from .shapes import broadcast, need_min_rank, norm_dim, same_dim
+
+ANY_DTYPE = DTYPES
+
+
+def _t(v) -> TensorType | None:
+    return v.type if isinstance(v, TensorValue) else None
+
+
+# ---------------------------------------------------------------- arithmetic
+
+def _result_dtype(a, b, op: str) -> str:
+    dtypes = [t.dtype for t in (_t(a), _t(b)) if t is not None]
+    floats = [d for d in dtypes if d in FLOAT_DTYPES]
+    scalar_float = any(isinstance(v, float) for v in (a, b) if not isinstance(v, TensorValue))
+    if floats:
+        return floats[0]
+    if op == "div" or scalar_float:
+        return "float32"
+    return dtypes[0]
+
+
+def _elementwise(op: str):
+    def infer(b):
+        a, c = b["input"], b["other"]
+        ta, tc = _t(a), _t(c)
+        if ta is not None and tc is not None:
+            shape = broadcast(ta, tc)
+        else:
+            shape = (ta or tc).shape
+        return [TensorType(shape, _result_dtype(a, c, op))]
+    return infer
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+
+
+def _binary(name: str, doc: str):
+    sym = _SYMBOL[name]
+    register(OpDef(
+        name=name, kind="function", family="arith", doc=doc,
+        params=(ParamSpec("input", TENSOR_OR_SCALAR), ParamSpec("other", TENSOR_OR_SCALAR)),
+        infer=_elementwise(name), dtypes=ANY_DTYPE,
+        macs=lambda b, out: 0,
+        torch=TorchFunction(lambda e, s=sym: f"{e.arg('input')} {s} {e.arg('other')}"),
+        label=lambda a, s=sym: s,
+        examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 2.0}),
+                  Example({"input": 0.5, "other": S(4)})),
+        arbitrary=lambda d: Example({"input": S(*d.shape(1, 3, 1, 5)), "other": d.choice([2.0, 3])}),
+    ))
+
+
+_binary("add", "Elementwise sum with broadcasting (`a + b`).")
+_binary("sub", "Elementwise difference with broadcasting (`a - b`).")
+_binary("mul", "Elementwise product with broadcasting (`a * b`).")
+_binary("div", "Elementwise true division with broadcasting (`a / b`).")
+_binary("pow", "Elementwise power with broadcasting (`a ** b`).")
+
+register(OpDef(
+    name="neg", kind="function", family="arith", doc="Negation (`-x`).",
+    params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
+    infer=lambda b: [b.x],
+    torch=TorchFunction(lambda e: f"-{e.arg('input')}"),
+    examples=(Example({"input": S(2, 3)}),),
+    arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5))}),
+))
+
+
+def _matmul_infer(b):
+    a, c = b.inputs
+    if a.rank == 0 or c.rank == 0:
+        raise ShapeError("`@` needs tensors with at least one dimension", code="E0402")
+    ka = a.shape[-1]
+    kc = c.shape[-2] if c.rank >= 2 else c.shape[0]
+    if not same_dim(ka, kc):
+        raise ShapeError(f"cannot multiply {a.shape_str()} @ {c.shape_str()}: inner sizes "
+                         f"{_s(ka)} and {_s(kc)} differ", code="E0403", label="inner dimensions must match")
+    rows = a.shape[-2:-1] if a.rank >= 2 else ()
+    cols = c.shape[-1:] if c.rank >= 2 else ()
+    batch_a, batch_c = a.shape[:-2], c.shape[:-2]
+    batch = broadcast(TensorType(batch_a), TensorType(batch_c)) if (batch_a or batch_c) else ()
+    return [TensorType(tuple(batch) + tuple(rows) + tuple(cols), a.dtype)]
+
+
+def _s(d):
+    return str(d) if isinstance(d, Sym) else str(plain(d))
+
+
+def _matmul_macs(b, out):
+    a = b.inputs[0]
+    return product(out[0].shape) * a.shape[-1] if out[0].shape else a.shape[-1]
+
+
+register(OpDef(
+    name="matmul", kind="function", family="arith", doc="Matrix product with batch broadcasting (`a @ b`).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("other", TENSOR)),
+    infer=_matmul_infer, macs=_matmul_macs,
+    torch=TorchFunction(lambda e: f"{e.arg('input')} @ {e.arg('other')}"),
+    label=lambda a: "@",
+    examples=(Example({"input": S(2, 3, 4), "other": S(4, 5)}), Example({"input": S(3, 4), "other": S(4)}),
+              Example({"input": S(2, 1, 3, 4), "other": S(5, 4, 2)})),
+    arbitrary=lambda d: (lambda n, k, m: Example({"input": S(2, n, k), "other": S(k, m)}))(
+        d.int(1, 5), d.int(1, 5), d.int(1, 5)),
+))
+
+
+# ---------------------------------------------------------------- joining and splitting
+
+def _concat_infer(b):
+    ts = b.inputs
+    first = ts[0]
+    d = norm_dim(b["dim"], first.rank)
+    total = 0
+    for i, t in enumerate(ts):
+        if t.rank != first.rank:
+            raise ShapeError(f"`concat` needs tensors of equal rank, got {first.shape_str()} and {t.shape_str()}",
+                             code="E0402", input=i)
+        for j in range(t.rank):
+            if j != d and not same_dim(t.shape[j], first.shape[j]):
+                raise ShapeError(f"`concat` along dim {plain(b['dim'])}: the tensors differ in dimension {j} "
+                                 f"({first.shape_str()} and {t.shape_str()})", code="E0403", input=i,
+                                 label="sizes must match except along `dim`")
+        total = total + t.shape[d]
+    return [first.with_shape(first.shape[:d] + (total,) + first.shape[d + 1:])]
+
+
+register(OpDef(
+    name="concat", kind="function", family="tensor", doc="Joins tensors along an existing dimension (torch.cat).",
+    params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
+    infer=_concat_infer,
+    torch=TorchFunction(lambda e: f"torch.cat({e.arg('tensors')}{e.kw('dim')})"),
+    examples=(Example({"tensors": [S(2, 3), S(2, 4)], "dim": 1}), Example({"tensors": [S(1, 3), S(2, 3)]})),
+    arbitrary=lambda d: Example({"tensors": [S(2, d.int(1, 4), 3), S(2, d.int(1, 4), 3)], "dim": 1}),
+))
+
+
+def _stack_infer(b):
+    ts = b.inputs
+    first = ts[0]
+    d = norm_dim(b["dim"], first.rank + 1)
+    for i, t in enumerate(ts):
+        if t.rank != first.rank or not all(same_dim(p, q) for p, q in zip(t.shape, first.shape)):
+            raise ShapeError(f"`stack` needs tensors of equal shape, got {first.shape_str()} and {t.shape_str()}",
+                             code="E0403", input=i)
+    return [first.with_shape(first.shape[:d] + (len(ts),) + first.shape[d:])]
+
+
+register(OpDef(
+    name="stack", kind="function", family="tensor", doc="Stacks equal-shaped tensors along a new dimension.",
+    params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
+    infer=_stack_infer,
+    torch=TorchFunction(lambda e: f"torch.stack({e.arg('tensors')}{e.kw('dim')})"),
+    examples=(Example({"tensors": [S(2, 3), S(2, 3)], "dim": 1}),),
+    arbitrary=lambda d: Example({"tensors": [S(2, 3)] * d.int(1, 3), "dim": d.int(-3, 2)}),
+))
+
+
+def _chunk_infer(b):
+    t = b.x
+    d = norm_dim(b["dim"], t.rank)
+    n = t.shape[d]
+    if isinstance(n, Sym):
+        raise ShapeError(f"`chunk` needs a size known at compile time along dim {plain(b['dim'])}, got `{n}`",
+                         code="E0403", arg="dim")
+    chunks = plain(b["chunks"])
+    size = -(-plain(n) // chunks)
+    sizes = [min(size, plain(n) - i) for i in range(0, plain(n), size)]
+    if chunks > 1 and size * chunks == plain(n) or chunks == 1:
+        sizes = [n // chunks] * chunks  # keeps `dim` rather than `768` when it divides evenly
+    return [t.with_shape(t.shape[:d] + (s,) + t.shape[d + 1:]) for s in sizes]
+
+
+register(OpDef(
+    name="chunk", kind="function", family="tensor",
+    doc="Splits into `chunks` pieces along `dim` (the last may be smaller, as torch.chunk).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("chunks", INT, check=checks.positive),
+            ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
+    infer=_chunk_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.chunk({e.fmt(e.args['chunks'])}{e.kw('dim')})"),
+    examples=(Example({"input": S(2, 12), "chunks": 3, "dim": -1}), Example({"input": S(7, 2), "chunks": 3})),
+    arbitrary=lambda d: Example({"input": S(d.int(1, 9), 3), "chunks": d.int(1, 4)}),
+))
+
+
+def _split_infer(b):
+    t = b.x
+    d = norm_dim(b["dim"], t.rank)
+    n = t.shape[d]
+    spec = b["split_size_or_sections"]
+    if isinstance(spec, tuple):
+        total = sum(plain(s) for s in spec)
+        if not isinstance(n, Sym) and total != plain(n):
+            raise ShapeError(f"`split` sections add up to {total} but dimension {plain(b['dim'])} has size {plain(n)}",
+                             code="E0403", arg="split_size_or_sections")
+        sizes = list(spec)
+    else:
+        if isinstance(n, Sym):
+            raise ShapeError(f"`split` by size needs a known size along dim {plain(b['dim'])}, got `{n}`",
+                             code="E0403", arg="dim")
+        step = plain(spec)
+        sizes = [min(step, plain(n) - i) for i in range(0, plain(n), step)]
+    return [t.with_shape(t.shape[:d] + (s,) + t.shape[d + 1:]) for s in sizes]
+
+
+register(OpDef(
+    name="split", kind="function", family="tensor",
+    doc="Splits along `dim` into pieces of a size, or into listed section sizes (torch.split).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("split_size_or_sections", OneOf((INT, ListOf(INT))),
+                                                  check=checks.positive),
+            ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
+    infer=_split_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.split({e.fmt(e.args['split_size_or_sections'])}"
+                                  f"{e.kw('dim')})"),
+    examples=(Example({"input": S(2, 10), "split_size_or_sections": [3, 7], "dim": 1}),
+              Example({"input": S(5, 2), "split_size_or_sections": 2})),
+    arbitrary=lambda d: Example({"input": S(d.int(1, 9), 2), "split_size_or_sections": d.int(1, 4)}),
+))
+
+
+# ---------------------------------------------------------------- reshaping
+
+def _reshape_infer(b):
+    t = b.x
+    target = list(b["shape"])
+    holes = [i for i, d in enumerate(target) if not isinstance(d, Sym) and plain(d) == -1]
+    if len(holes) > 1:
+        raise ShapeError("`reshape` allows at most one -1", code="E0407", arg="shape")
+    for d in target:
+        if not isinstance(d, Sym) and plain(d) <= 0 and plain(d) != -1:
+            raise ShapeError(f"`reshape` sizes must be positive (or one -1), got {plain(d)}", code="E0407",
+                             arg="shape")
+    total = product(t.shape)
+    known = product([d for i, d in enumerate(target) if i not in holes])
+    static = not isinstance(total, Sym) and not isinstance(known, Sym)
+    if holes:
+        if static and plain(total) % plain(known):
+            raise ShapeError(f"cannot reshape {t.shape_str()} ({plain(total)} elements) into {_shape_src(target)}: "
+                             f"{plain(known)} does not divide {plain(total)}", code="E0407", arg="shape")
+        if not static and _fd_atoms(total, known):
+            raise ShapeError(f"cannot show that {_shape_src(target)} fits {t.shape_str()}", code="E0407", arg="shape")
+        target[holes[0]] = total // known
+    elif static:
+        if plain(total) != plain(known):
+            raise ShapeError(f"cannot reshape {t.shape_str()} ({plain(total)} elements) into {_shape_src(target)} "
+                             f"({plain(known)} elements)", code="E0407", arg="shape", label="element counts differ")
+        total == known  # noqa: B015  (records the guard that the counts agree)
+    elif expr_of(total) != expr_of(known):
+        raise ShapeError(f"cannot reshape {t.shape_str()} into {_shape_src(target)}: the element counts "
+                         f"{total} and {known} are not provably equal", code="E0407", arg="shape",
+                         label="element counts differ")
+    return [t.with_shape(tuple(target))]
+
+
+def _fd_atoms(total, known) -> set:
+    """Floor divisions the -1 would need: a sign that the sizes do not divide."""
+    from ..ir.dims import FloorDiv
+    q = expr_of(total).floordiv(expr_of(known))
+    return {a for a in q.atoms() if isinstance(a, FloorDiv) and a.num.has_vars()}
+
+
+def _shape_src(target) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, Sym) else str(plain(d)) for d in target) + "]"
+
+
+register(OpDef(
+    name="reshape", kind="function", family="tensor",
+    doc="A new shape with the same elements; one size may be -1. Run-time sizes such as `B` are allowed.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("shape", SHAPE)), dtypes=ANY_DTYPE,
+    infer=_reshape_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.reshape({e.dims(e.args['shape'])})"),
+    examples=(Example({"input": S(2, 12), "shape": [2, 3, 4]}), Example({"input": S(2, 3, 4), "shape": [-1, 4]})),
+    arbitrary=lambda d: Example({"input": S(2, 6, 4), "shape": d.choice([[2, 24], [-1, 4], [4, -1, 2], [48]])}),
+))
+
+
+def _permute_infer(b):
+    t = b.x
+    dims = [norm_dim(d, t.rank, "dims") for d in b["dims"]]
+    if sorted(dims) != list(range(t.rank)):
+        raise ShapeError(f"`permute` needs each of the {t.rank} dimensions once, got {[plain(d) for d in b['dims']]}",
+                         code="E0406", arg="dims")
+    return [t.with_shape(tuple(t.shape[d] for d in dims))]
+
+
+register(OpDef(
+    name="permute", kind="function", family="tensor", doc="Reorders dimensions.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("dims", ListOf(INT))), dtypes=ANY_DTYPE,
+    infer=_permute_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.permute({e.dims(e.args['dims'])})"),
+    examples=(Example({"input": S(2, 3, 4), "dims": [0, 2, 1]}),),
+    arbitrary=lambda d: Example({"input": S(2, 3, 4), "dims": d.permutation(3)}),
+))
+
+
+def _transpose_infer(b):
+    t = b.x
+    a, c = norm_dim(b["dim0"], t.rank, "dim0"), norm_dim(b["dim1"], t.rank, "dim1")
+    shape = list(t.shape)
+    shape[a], shape[c] = shape[c], shape[a]
+    return [t.with_shape(tuple(shape))]
+
+
+register(OpDef(
+    name="transpose", kind="function", family="tensor", doc="Swaps two dimensions.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("dim0", INT), ParamSpec("dim1", INT)), dtypes=ANY_DTYPE,
+    infer=_transpose_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.transpose({e.fmt(e.args['dim0'])}, {e.fmt(e.args['dim1'])})"),
+    examples=(Example({"input": S(2, 3, 4), "dim0": 1, "dim1": 2}), Example({"input": S(3, 4), "dim0": 0, "dim1": -1})),
+    arbitrary=lambda d: Example({"input": S(2, 3, 4), "dim0": d.int(-3, 2), "dim1": d.int(-3, 2)}),
+))
+
+
+def _flatten_shape(t: TensorType, start, end) -> TensorType:
+    if t.rank == 0:
+        return t.with_shape((1,))
+    s, e = norm_dim(start, t.rank, "start_dim"), norm_dim(end, t.rank, "end_dim")
+    if s > e:
+        raise ShapeError(f"`flatten`'s start_dim ({plain(start)}) comes after its end_dim ({plain(end)})",
+                         code="E0406", arg="start_dim")
+    return t.with_shape(t.shape[:s] + (product(t.shape[s:e + 1]),) + t.shape[e + 1:])
+
+
+def _flatten_src(e, start_default: int) -> str:
+    start, end = e.args["start_dim"], e.args["end_dim"]
+    args = e.fmt(start) if plain(start) != 0 or plain(end) != -1 else ""
+    if plain(end) != -1:
+        args += f", {e.fmt(end)}"
+    return f"{e.inputs[0]}.flatten({args})"
+
+
+register(OpDef(
+    name="flatten", kind="function", family="tensor", doc="Merges dimensions start_dim..end_dim (torch.flatten).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("start_dim", INT, 0), ParamSpec("end_dim", INT, -1)),
+    dtypes=ANY_DTYPE,
+    infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
+    torch=TorchFunction(lambda e: _flatten_src(e, 0)),
+    examples=(Example({"input": S(2, 3, 4, 5), "start_dim": 1}), Example({"input": S(2, 3, 4), "start_dim": 0,
+                                                                           "end_dim": 1})),
+    arbitrary=lambda d: Example({"input": S(2, 3, 4, 5), "start_dim": d.int(0, 2), "end_dim": d.int(2, 3)}),
+))
+
+register(OpDef(
+    name="Flatten", kind="layer", family="tensor", stem="flatten",
+    doc="Merges dimensions start_dim..end_dim; by default all but the batch dimension.",
+    params=(ParamSpec("start_dim", INT, 1), ParamSpec("end_dim", INT, -1)), dtypes=ANY_DTYPE,
+    infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
+    label=lambda a: "Flatten",
+    torch=TorchLayer("nn.Flatten", (), ("start_dim", "end_dim"), functional=lambda e: _flatten_src(e, 1)),
+    examples=(Example({}, (S(2, 3, 4, 5),)), Example({"start_dim": 2}, (S(2, 3, 4, 5),))),
+    arbitrary=lambda d: Example({"start_dim": d.int(0, 2)}, (S(2, 3, 4, 5),)),
+))
+
+
+def _unflatten_infer(b):
+    t = b.x
+    d = norm_dim(b["dim"], t.rank)
+    sizes = list(b["sizes"] if "sizes" in b.args else b["unflattened_size"])
+    holes = [i for i, s in enumerate(sizes) if plain(s) == -1]
+    if len(holes) > 1:
+        raise ShapeError("at most one size may be -1", code="E0407")
+    n = t.shape[d]
+    known = product([s for i, s in enumerate(sizes) if i not in holes])
+    if holes:
+        if not isinstance(n, Sym) and plain(n) % plain(known):
+            raise ShapeError(f"cannot unflatten size {plain(n)} into {[plain(s) for s in sizes]}", code="E0407")
+        sizes[holes[0]] = n // known
+    elif not isinstance(n, Sym) and plain(known) != plain(n):
+        raise ShapeError(f"cannot unflatten size {plain(n)} into {[plain(s) for s in sizes]}: "
+                         f"they multiply to {plain(known)}", code="E0407")
+    return [t.with_shape(t.shape[:d] + tuple(sizes) + t.shape[d + 1:])]
+
+
+register(OpDef(
+    name="unflatten", kind="function", family="tensor", doc="Splits one dimension into several (torch.unflatten).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT), ParamSpec("sizes", ListOf(INT))), dtypes=ANY_DTYPE,
+    infer=_unflatten_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.unflatten({e.fmt(e.args['dim'])}, "
+                                  f"({e.dims(e.args['sizes'])},))"),
+    examples=(Example({"input": S(2, 12), "dim": 1, "sizes": [3, 4]}),),
+    arbitrary=lambda d: Example({"input": S(2, 12), "dim": 1, "sizes": d.choice([[3, 4], [2, -1], [12]])}),
+))
+
+register(OpDef(
+    name="Unflatten", kind="layer", family="tensor", stem="unflatten",
+    doc="Splits one dimension into several.",
+    params=(ParamSpec("dim", INT), ParamSpec("unflattened_size", ListOf(INT))), dtypes=ANY_DTYPE,
+    infer=_unflatten_infer,
+    torch=TorchLayer("nn.Unflatten", ("dim", "unflattened_size"),
+                     functional=lambda e: f"{e.inputs[0]}.unflatten({e.fmt(e.args['dim'])}, "
+                                          f"({e.dims(e.args['unflattened_size'])},))"),
+    examples=(Example({"dim": 1, "unflattened_size": [2, 3]}, (S(4, 6),)),),
+    arbitrary=lambda d: Example({"dim": 1, "unflattened_size": d.choice([[2, 3], [3, 2], [6]])}, (S(4, 6),)),
+))
+
+
+def _squeeze_dims(b) -> list[int]:
+    t = b.x
+    if b["dim"] is None:
+        return [i for i, d in enumerate(t.shape) if not isinstance(d, Sym) and plain(d) == 1]
+    d = norm_dim(b["dim"], t.rank)
+    return [d] if not isinstance(t.shape[d], Sym) and plain(t.shape[d]) == 1 else []
+
+
+def _squeeze_infer(b):
+    drop = set(_squeeze_dims(b))
+    if b["dim"] is not None and not drop and isinstance(b.x.shape[norm_dim(b["dim"], b.x.rank)], Sym):
+        raise ShapeError(f"`squeeze` of the run-time size `{b.x.shape[norm_dim(b['dim'], b.x.rank)]}` "
+                         "depends on its value", code="E0403", arg="dim")
+    return [b.x.with_shape(tuple(d for i, d in enumerate(b.x.shape) if i not in drop))]
+
+
+def _squeeze_src(e) -> str:
+    # Static dims only: a run-time size that happens to be 1 (a batch of one) is kept, as the checker promised.
+    dims = _squeeze_dims(e)
+    if not dims:
+        return e.arg("input")
+    inner = str(dims[0]) if len(dims) == 1 else "(" + ", ".join(map(str, dims)) + ")"
+    return f"{e.arg('input')}.squeeze({inner})"
+
+
+register(OpDef(
+    name="squeeze", kind="function", family="tensor",
+    doc="Removes dimensions of size 1 (all statically known ones, or `dim`).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("dim", Optional(INT), None)), dtypes=ANY_DTYPE,
+    infer=_squeeze_infer,
+    torch=TorchFunction(_squeeze_src),
+    examples=(Example({"input": S(2, 1, 3, 1)}), Example({"input": S(2, 1, 3), "dim": 1})),
+    arbitrary=lambda d: Example({"input": S(2, 1, 3, 1), "dim": d.choice([None, 1, 3, 0])}),
+))
+
+
+def _unsqueeze_infer(b):
+    t = b.x
+    d = norm_dim(b["dim"], t.rank + 1)
+    return [t.with_shape(t.shape[:d] + (1,) + t.shape[d:])]
+
+
+register(OpDef(
+    name="unsqueeze", kind="function", family="tensor", doc="Inserts a dimension of size 1.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT)), dtypes=ANY_DTYPE,
+    infer=_unsqueeze_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.unsqueeze({e.fmt(e.args['dim'])})"),
+    examples=(Example({"input": S(2, 3), "dim": 1}), Example({"input": S(2, 3), "dim": -1})),
+    arbitrary=lambda d: Example({"input": S(2, 3), "dim": d.int(-3, 2)}),
+))
+
+
+def _expand_infer(b):
+    t = b.x
+    sizes = list(b["sizes"])
+    if len(sizes) < t.rank:
+        raise ShapeError(f"`expand` needs at least {t.rank} sizes for {t.shape_str()}, got {len(sizes)}",
+                         code="E0402", arg="sizes")
+    out = []
+    offset = len(sizes) - t.rank
+    for i, s in enumerate(sizes):
+        have = t.shape[i - offset] if i >= offset else None
+        if not isinstance(s, Sym) and plain(s) == -1:
+            if have is None:
+                raise ShapeError("`expand` cannot use -1 for a new leading dimension", code="E0407", arg="sizes")
+            out.append(have)
+        elif have is None or (not isinstance(have, Sym) and plain(have) == 1) or same_dim(have, s):
+            out.append(s)
+        else:
+            raise ShapeError(f"`expand` cannot stretch size {_s(have)} to {_s(s)} (only size-1 dimensions expand)",
+                             code="E0403", arg="sizes")
+    return [t.with_shape(tuple(out))]
+
+
+register(OpDef(
+    name="expand", kind="function", family="tensor",
+    doc="Broadcasts size-1 dimensions to the given sizes without copying; -1 keeps a size.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("sizes", SHAPE)), dtypes=ANY_DTYPE,
+    infer=_expand_infer,
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.expand({e.dims(e.args['sizes'])})"),
+    examples=(Example({"input": S(1, 1, 4), "sizes": [3, 2, 4]}), Example({"input": S(3, 1), "sizes": [2, -1, 5]})),
+    arbitrary=lambda d: Example({"input": S(1, 4), "sizes": [d.int(1, 4), d.int(1, 3), 4]}),
+))
+
+
+# ---------------------------------------------------------------- reductions
+
+def _reduce_infer(b):
+    t = b.x
+    dim = b["dim"]
+    if dim is None:
+        dims = set(range(t.rank))
+    else:
+        raw = dim if isinstance(dim, tuple) else (dim,)
+        dims = {norm_dim(d, t.rank) for d in raw}
+        if len(dims) != len(raw):
+            raise ShapeError("a dimension is listed twice", code="E0406", arg="dim")
+    if b["keepdim"]:
+        shape = tuple(1 if i in dims else d for i, d in enumerate(t.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(t.shape) if i not in dims)
+    dtype = t.dtype if b.op.name != "mean" else (t.dtype if t.is_float else "float32")
+    return [TensorType(shape, dtype)]
+
+
+def _reduce_src(e, method: str) -> str:
+    dim, keep = e.args["dim"], e.args["keepdim"]
+    if dim is None and keep:
+        dim = tuple(range(e.x.rank))  # torch wants the dims spelled out to keep them
+    parts = []
+    if dim is not None:
+        parts.append(f"dim={e.fmt(dim)}")
+    if keep:
+        parts.append("keepdim=True")
+    return f"{e.arg('input')}.{method}({', '.join(parts)})"
+
+
+for _name, _doc, _types in (("mean", "Mean over dimensions (all when dim is none).", FLOAT_DTYPES),
+                            ("sum", "Sum over dimensions (all when dim is none).", ANY_DTYPE),
+                            ("amax", "Maximum over dimensions (all when dim is none).", ANY_DTYPE),
+                            ("amin", "Minimum over dimensions (all when dim is none).", ANY_DTYPE)):
+    register(OpDef(
+        name=_name, kind="function", family="reduce", doc=_doc,
+        params=(ParamSpec("input", TENSOR), ParamSpec("dim", Optional(OneOf((INT, ListOf(INT)))), None),
+                ParamSpec("keepdim", BOOL, False)),
+        dtypes=_types,
+        infer=_reduce_infer,
+        torch=TorchFunction(lambda e, m=_name: _reduce_src(e, m)),
+        examples=(Example({"input": S(2, 3, 4), "dim": 1}), Example({"input": S(2, 3, 4), "dim": [1, 2],
+                                                                      "keepdim": True}),
+                  Example({"input": S(2, 3)})),
+        arbitrary=lambda d: Example({"input": S(2, 3, 4), "dim": d.choice([None, 0, -1, [0, 2]]),
+                                     "keepdim": d.bool()}),
+    ))
+
+
+# ---------------------------------------------------------------- indexing
+
+def _index_infer(b):
+    t = b.x
+    items = b["index"]
+    if len(items) > t.rank:
+        raise ShapeError(f"too many indices ({len(items)}) for a {t.rank}-d tensor {t.shape_str()}",
+                         code="E0406", arg="index")
+    out = []
+    for i, item in enumerate(items):
+        size = t.shape[i]
+        if isinstance(item, tuple):
+            out.append(_slice_len(size, item[1:], i))
+        else:
+            k = plain(item)
+            if not isinstance(size, Sym) and not -plain(size) <= k < plain(size):
+                raise ShapeError(f"index {k} is out of range for dimension {i} of size {plain(size)}",
+                                 code="E0406", arg="index")
+    out.extend(t.shape[len(items):])
+    return [t.with_shape(tuple(out))]
+
+
+def _slice_len(size, parts, dim: int):
+    start, stop, step = parts
+    step = 1 if step is None else plain(step)
+    if not isinstance(size, Sym):
+        return len(range(*slice(start, stop, step).indices(plain(size))))
+    # A run-time size: assume it is long enough for the literal bounds (as a person reading it would).
+    if stop is None or plain(stop) < 0:
+        lo = 0 if start is None else plain(start)
+        hi = 0 if stop is None else plain(stop)
+        if lo < 0:
+            return (-lo + hi + step - 1) // step if hi <= 0 else 0
+        n = size - lo + hi
+    else:
+        lo = 0 if start is None else plain(start)
+        if lo < 0:
+            raise ShapeError(f"a negative start with a positive stop on the run-time size `{size}` has no static length",
+                             code="E0406", arg="index")
+        n = plain(stop) - lo
+    return n if step == 1 else (n + step - 1) // step
+
+
+def _index_src(e) -> str:
+    parts = []
+    for item in e.args["index"]:
+        if isinstance(item, tuple):
+            start, stop, step = (("" if x is None else str(plain(x))) for x in item[1:])
+            parts.append(f"{start}:{stop}" + (f":{step}" if step else ""))
+        else:
+            parts.append(str(plain(item)))
+    return f"{e.arg('input')}[{', '.join(parts)}]"
+
+
+register(OpDef(
+    name="index", kind="function", family="tensor", internal=True,
+    doc="Static indexing and slicing: `x[0]`, `h[-1]`, `x[:, 1:3]`.",
+    params=(ParamSpec("input", TENSOR), ParamSpec("index", ANY)), dtypes=ANY_DTYPE,
+    infer=_index_infer,
+    torch=TorchFunction(_index_src),
+    examples=(Example({"input": S(4, 3, 5), "index": (-1,)}),
+              Example({"input": S(2, 6, 5), "index": (("slice", None, None, None), 0)}),
+              Example({"input": S(2, 7), "index": (("slice", None, None, None), ("slice", 1, -1, 2))})),
+    arbitrary=lambda d: Example({"input": S(3, 8), "index": (d.int(-3, 2), ("slice", d.choice([None, 1, -3]),
+                                                                          d.choice([None, 6, -1]), d.choice([None, 2])))}),
+))
+
+
+# ---------------------------------------------------------------- the language's helpers
+
+register(OpDef(
+    name="positions", kind="function", family="tensor",
+    doc="The positions 0 .. x.shape[1] - 1 of a [B, T, ...] tensor, as int64 [T].",
+    params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
+    infer=lambda b: (need_min_rank(b.x, 2, "positions"), [TensorType((b.x.shape[1],), "int64")])[1],
+    torch=TorchFunction(lambda e: f"torch.arange({e.arg('input')}.shape[1], device={e.arg('input')}.device)"),
+    examples=(Example({"input": S(2, 7, dtype="int64")}),),
+    arbitrary=lambda d: Example({"input": S(2, d.int(1, 9), dtype="int64")}),
+))
+
+
+def _same_shapes(b, what: str):
+    a, c = b.inputs
+    if a.rank != c.rank or not all(same_dim(p, q) for p, q in zip(a.shape, c.shape)):
+        raise ShapeError(f"`{what}` needs equal shapes, got {a.shape_str()} and {c.shape_str()}", code="E0403",
+                         input=1)
+    return [a]
+
+
+register(OpDef(
+    name="reparameterize", kind="function", family="tensor", pure=False,
+    doc="mu + exp(log_var / 2) * noise while training; mu at inference (the VAE trick).",
+    params=(ParamSpec("mu", TENSOR), ParamSpec("log_var", TENSOR)),
+    infer=lambda b: _same_shapes(b, "reparameterize"),
+    torch=TorchFunction(lambda e: f"{e.arg('mu')} + torch.exp({e.arg('log_var')} / 2) * torch.randn_like({e.arg('mu')}) "
+                                  f"if self.training else {e.arg('mu')}"),
+    examples=(Example({"mu": S(2, 5), "log_var": S(2, 5)}),),
+    arbitrary=lambda d: (lambda s: Example({"mu": S(*s), "log_var": S(*s)}))(d.shape(1, 3, 1, 5)),
+))
+
+
+def _sizes_infer(dtype_param: bool):
+    def infer(b):
+        sizes = b["size"]
+        for s in sizes:
+            if not isinstance(s, Sym) and plain(s) <= 0:
+                raise ShapeError(f"sizes must be positive, got {plain(s)}", code="E0302", arg="size")
+        return [TensorType(tuple(sizes), b.args.get("dtype", "float32") if dtype_param else "float32")]
+    return infer
+
+
+def _creation_src(fn: str):
+    def src(e):
+        extra = ""
+        if e.args.get("dtype", "float32") != "float32":
+            extra = f", dtype=torch.{e.args['dtype']}"
+        device = f", device={e.device}" if e.device else ""
+        return f"torch.{fn}({e.dims(e.args['size'])}{extra}{device})"
+    return src
+
+
+from .ptypes import Str  # noqa: E402
+
+register(OpDef(
+    name="noise", kind="function", family="tensor", pure=False,
+    doc="Standard normal noise of the given shape (`noise([B, 100])`).",
+    params=(ParamSpec("size", SHAPE),),
+    infer=_sizes_infer(False),
+    torch=TorchFunction(_creation_src("randn")),
+    examples=(Example({"size": [2, 5]}),),
+    arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
+))
+
+for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss target, it takes the "
+                              "prediction's shape: `bce(D(fake), zeros)`."),
+                    ("ones", "A tensor of ones. Named without a call as a loss target, it takes the "
+                             "prediction's shape: `bce(D(real), ones)`.")):
+    register(OpDef(
+        name=_name, kind="function", family="tensor", doc=_doc,
+        params=(ParamSpec("size", SHAPE), ParamSpec("dtype", Str(DTYPES), "float32")),
+        infer=_sizes_infer(True),
+        torch=TorchFunction(_creation_src(_name)),
+        examples=(Example({"size": [2, 3]}), Example({"size": [4], "dtype": "int64"})),
+        arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
+    ))
+
+register(OpDef(
+    name="detach", kind="function", family="tensor",
+    doc="The same values, cut from the gradient graph.",
+    params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
+    infer=lambda b: [b.x],
+    torch=TorchFunction(lambda e: f"{e.arg('input')}.detach()"),
+    examples=(Example({"input": S(2, 3)}),),
+    arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5))}),
+))

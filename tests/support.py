@@ -1,0 +1,113 @@
+"""Test helpers: one-op graphs for the registry conformance test, and running generated code."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dslc.api import exec_source
+from dslc.backends.torch_codegen import generate
+from dslc.frontend.binding import convert
+from dslc.ir.graph import Graph
+from dslc.ir.naming import name_instances
+from dslc.ir.types import TensorType
+from dslc.ir.values import Ref, TensorValue
+from dslc.ops.registry import Bound, TensorSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Drawer:
+    """The `draw` that registry entries' `arbitrary` functions use, backed by hypothesis."""
+
+    def __init__(self, data):
+        from hypothesis import strategies as st
+        self.data, self.st = data, st
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.data.draw(self.st.integers(lo, hi))
+
+    def bool(self) -> bool:
+        return self.data.draw(self.st.booleans())
+
+    def choice(self, seq):
+        return self.data.draw(self.st.sampled_from(list(seq)))
+
+    def shape(self, min_rank: int, max_rank: int, min_size: int, max_size: int) -> tuple:
+        rank = self.int(min_rank, max_rank)
+        return tuple(self.int(min_size, max_size) for _ in range(rank))
+
+    def permutation(self, n: int) -> list:
+        return list(self.data.draw(self.st.permutations(list(range(n)))))
+
+
+def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
+    """A graph applying `op` once to fresh inputs, as the evaluator would build it."""
+    g = Graph(op.name, "model")
+    specs: list[TensorSpec] = []
+
+    def tensor(spec: TensorSpec, name: str) -> TensorValue:
+        t = TensorType(tuple(spec.shape), spec.dtype)
+        node = g.add("input", [t], names=[name])
+        g.inputs.append((name, Ref(node.id)))
+        specs.append(spec)
+        return TensorValue(Ref(node.id), t, None)
+
+    args, tensors = {}, []
+    for p in op.params:
+        v = example.args.get(p.name, p.default)
+        if isinstance(v, TensorSpec):
+            v = tensor(v, p.name)
+            tensors.append(v)
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, TensorSpec) for x in v):
+            v = tuple(tensor(x, f"{p.name}{i}") for i, x in enumerate(v))
+            tensors += list(v)
+        elif p.name in example.args:
+            v = convert(p, v, None, op.name)
+        args[p.name] = v
+    if op.is_layer:
+        tensors = [tensor(s, f"x{i}") for i, s in enumerate(example.inputs)]
+    b = Bound(op, args, [t.type for t in tensors])
+    if op.resolve:
+        b.args.update(op.resolve(b))
+    outs = op.infer(b)
+    inst = g.new_instance("layer", op=op, args=b.args) if op.is_layer else None
+    node = g.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, instance=inst.id if inst else None)
+    g.outputs = [(f"out{i}", Ref(node.id, i)) for i in range(len(outs))]
+    name_instances(g)
+    return g, specs
+
+
+def random_input(spec: TensorSpec):
+    import torch
+    if spec.dtype in ("int64", "int32"):
+        return torch.randint(0, 2, spec.shape, dtype=getattr(torch, spec.dtype))
+    if spec.dtype == "bool":
+        return torch.rand(spec.shape) > 0.5
+    return torch.randn(spec.shape, dtype=getattr(torch, spec.dtype))
+
+
+def run_generated(graph: Graph, specs, seed: int = 0):
+    """Generate, execute and run a graph; returns (module, outputs as a list, source)."""
+    import torch
+    src = generate([graph], "test.dl", seed)
+    mod = exec_source(src, f"<test {graph.name}>")
+    model = mod.build(graph.name, seed=seed)
+    torch.manual_seed(seed + 1)
+    inputs = [random_input(s) for s in specs]
+    model.eval()
+    with torch.no_grad():
+        out = model(*inputs)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    return model, outs, src
+
+
+def run_without_dslc(code: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run Python in a subprocess in which `import dslc` fails."""
+    blocker = ("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'dslc' or name.startswith('dslc.'):\n"
+               "            raise ImportError('dslc is blocked in this test')\n"
+               "sys.meta_path.insert(0, _Block())\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
+    return subprocess.run([sys.executable, "-c", blocker + code], capture_output=True, text=True,
+                          cwd=cwd or "/", env=env, timeout=300)
