@@ -79,11 +79,16 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
 
 
 def random_input(spec: TensorSpec):
+    """Random contents: normal floats, ids in [0, 2), or uniform in `spec.values` when given."""
     import torch
     if spec.dtype in ("int64", "int32"):
-        return torch.randint(0, 2, spec.shape, dtype=getattr(torch, spec.dtype))
+        lo, hi = spec.values or (0, 2)
+        return torch.randint(int(lo), int(hi), spec.shape, dtype=getattr(torch, spec.dtype))
     if spec.dtype == "bool":
         return torch.rand(spec.shape) > 0.5
+    if spec.values is not None:
+        lo, hi = spec.values
+        return torch.rand(spec.shape, dtype=getattr(torch, spec.dtype)) * (hi - lo) + lo
     return torch.randn(spec.shape, dtype=getattr(torch, spec.dtype))
 
 

@@ -52,13 +52,15 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A tensor in an example: its concrete shape and dtype."""
+    """A tensor in an example: its concrete shape and dtype, and optionally the value
+    range [low, high) its random contents are drawn from (probabilities, class ids)."""
     shape: tuple
     dtype: str = "float32"
+    values: tuple | None = None
 
 
-def S(*shape, dtype: str = "float32") -> TensorSpec:
-    return TensorSpec(tuple(shape), dtype)
+def S(*shape, dtype: str = "float32", values: tuple | None = None) -> TensorSpec:
+    return TensorSpec(tuple(shape), dtype, values)
 
 
 @dataclass(frozen=True)
