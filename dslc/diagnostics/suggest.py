@@ -26,11 +26,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     for cand in pool:
         if cand.lower() == lowered and cand != name:
             return cand
-    best, best_d = None, 3
+    # Short names are close to everything: allow one edit up to 4 letters, two beyond.
+    limit = 1 if len(name) <= 4 else 2
+    best, best_d = None, limit + 1
     for cand in pool:
-        d = edit_distance(lowered, cand.lower())
+        d = edit_distance(lowered, cand.lower(), limit + 1)
         if d < best_d and cand != name:
             best, best_d = cand, d
-    if best is not None and best_d >= min(3, max(1, len(name) - 1)) and len(name) <= 2:
-        return None  # a one-letter name is "close" to everything
     return best

@@ -304,10 +304,11 @@ class ApplyMixin:
                 self._finish_outputs(sub)
             except EvalError as err:
                 self.reporter.add(err.diagnostic)
+                sub.failed = True
             except Poisoned:
-                pass
+                sub.failed = True
         new = self.reporter.diagnostics[before:]
-        if new or not graph.outputs:
+        if new or sub.failed or not graph.outputs:
             note = f"in `{decl.name}`, used at {span}"
             self.reporter.diagnostics[before:] = [replace(d, notes=d.notes + (note,)) for d in new]
             return None

@@ -85,10 +85,17 @@ def convert(p: ParamSpec, value, span, callee: str):
         with not_recording():
             problem = p.check(v)
         if problem:
-            raise EvalError("E0302", f"`{p.name}` of `{callee}` {problem}, got {describe(v)[4:]}"
-                            if describe(v).startswith("the ") else f"`{p.name}` of `{callee}` {problem}",
-                            span, label="out of range")
+            raise EvalError("E0302", f"`{p.name}` of `{callee}` {problem}, got {_shown(v)}", span,
+                            label="out of range")
     return v
+
+
+def _shown(v) -> str:
+    from ..backends.pyformat import literal
+    try:
+        return literal(v)
+    except TypeError:
+        return describe(v)
 
 
 def _plural_args(names: list[str]) -> str:

@@ -61,7 +61,7 @@ class Ctx:
     outputs: list | None = None
     stack: tuple = ()               # names of the blocks being specialized (recursion check)
     loop_depth: int = 0
-    as_model_layer: bool = False    # a model used as a layer: inputs are checked, not declared
+    failed: bool = False            # some statement failed (here or in a block it used)
 
 
 class Evaluator(ApplyMixin):
@@ -89,7 +89,7 @@ class Evaluator(ApplyMixin):
                 return None
             self._run_body(decl.body, ctx, top=True)
             self._finish_outputs(ctx)
-        if len(self.reporter.diagnostics) > before:
+        if len(self.reporter.diagnostics) > before or ctx.failed:
             return None
         from ..ir.naming import name_instances
         name_instances(graph)
@@ -159,8 +159,10 @@ class Evaluator(ApplyMixin):
         except EvalError as e:
             self.reporter.add(e.diagnostic)
             self._poison_targets(stmt, ctx)
+            ctx.failed = True
         except Poisoned:
             self._poison_targets(stmt, ctx)
+            ctx.failed = True
 
     def _poison_targets(self, stmt, ctx: Ctx) -> None:
         if isinstance(stmt, ast.AssignStmt):
@@ -294,6 +296,7 @@ class Evaluator(ApplyMixin):
         if ctx.outputs is None:
             cur = ctx.current
             if cur is POISON:
+                ctx.failed = True
                 return
             if not isinstance(cur, TensorValue):
                 self.reporter.error("E0107", f"`{ctx.decl.name}` computes no output", ctx.decl.name_span,
@@ -344,8 +347,6 @@ class Evaluator(ApplyMixin):
                         help=f"did you mean `{guess}`?" if guess else "initializers: " + ", ".join(INITS))
 
     def _s_AssignStmt(self, stmt: ast.AssignStmt, ctx: Ctx, top: bool) -> None:
-        if ctx.kind == "plan":
-            return self._plan_assign(stmt, ctx)
         for t in stmt.targets:
             _check_target(t)
         value = self._expr(stmt.value, ctx)
@@ -353,9 +354,6 @@ class Evaluator(ApplyMixin):
             self._assign(stmt.targets[0], value, stmt.value.span, ctx)
         else:
             self._assign(ast.TupleExpr(stmt.span, stmt.targets), value, stmt.value.span, ctx)
-        last = value
-        while isinstance(last, tuple) and last:
-            last = last[0]
         if isinstance(value, TensorValue):
             ctx.current = value
 
@@ -398,8 +396,6 @@ class Evaluator(ApplyMixin):
                             help="choose another name")
 
     def _s_ExprStmt(self, stmt: ast.ExprStmt, ctx: Ctx, top: bool) -> None:
-        if ctx.kind == "plan":
-            return self._plan_expr_stmt(stmt, ctx)
         e = stmt.value
         if isinstance(e, ast.Pipe):
             value = self._expr(e, ctx)
@@ -515,8 +511,9 @@ class Evaluator(ApplyMixin):
     def _lookup(self, name: str, ctx: Ctx):
         if name in ctx.scope:
             return ctx.scope[name]
-        if name in self.unit.decls:
-            return DeclRef(self.unit.decls[name])
+        decl = self.unit.decls.get(name)
+        if decl is not None and decl.kind != "train":  # a plan is run, never used as a value
+            return DeclRef(decl)
         if name in REGISTRY:
             return OpRef(REGISTRY[name])
         if name in BUILTINS:
@@ -752,9 +749,10 @@ class Evaluator(ApplyMixin):
     # ------------------------------------------------------------------ stages (pipes and sequential bodies)
 
     def _stage(self, e, value, ctx: Ctx, statement: bool = False):
-        """Apply the stage `e` to `value` (the piped or running value)."""
-        if value is POISON:
-            raise Poisoned()
+        """Apply the stage `e` to `value` (the piped or running value).
+
+        The stage itself is evaluated first, so its own mistakes are reported even
+        when the value it would receive comes from an earlier error."""
         if isinstance(e, ast.AsName):
             spec = self._stage_callable(e.value, ctx, value)
             if isinstance(spec, _Done):
@@ -764,6 +762,8 @@ class Evaluator(ApplyMixin):
         spec = self._stage_callable(e, ctx, value)
         if isinstance(spec, _Done):
             return spec.value
+        if spec is POISON:
+            raise Poisoned()
         if isinstance(spec, TensorValue) and statement:
             return spec  # a tensor expression written as a statement: it becomes the running value
         return self._apply_to(spec, value, e, ctx, statement)
@@ -774,6 +774,9 @@ class Evaluator(ApplyMixin):
             func = self._callee(e, ctx)
             if isinstance(func, OpRef) and not func.op.is_layer or isinstance(func, Builtin):
                 self._need_value(value, e, ctx)
+                if value is POISON:
+                    self._args(e, ctx)  # still report mistakes in the arguments
+                    raise Poisoned()
                 return _Done(self._call(func, e, ctx, piped=value))
             return self._call(func, e, ctx)
         if isinstance(e, ast.Name):
@@ -782,6 +785,8 @@ class Evaluator(ApplyMixin):
                 raise self._unknown_name(e, ctx)
             if isinstance(v, OpRef) and not v.op.is_layer:
                 self._need_value(value, e, ctx)
+                if value is POISON:
+                    raise Poisoned()
                 return _Done(self._call_function(v.op, [Arg(value, getattr(value, "span", e.span))], [],
                                                  e.span, ctx))
             return v
@@ -798,7 +803,7 @@ class Evaluator(ApplyMixin):
         return "declare an `input` first"
 
     def _apply_to(self, spec, value, e, ctx: Ctx, statement: bool):
-        if spec is POISON:
+        if spec is POISON or value is POISON:
             raise Poisoned()
         if value is None:
             raise EvalError("E0307", "there is no value to apply this layer to", e.span,
@@ -904,12 +909,6 @@ def _dims_equal(a, b) -> bool:
 
 def _dim_text(d) -> str:
     return str(d) if isinstance(d, Sym) else str(plain(d))
-
-
-def _list_add(a, b):
-    if isinstance(a, list) and isinstance(b, list):
-        return a + b
-    return a + b
 
 
 def _check_numbers(a, b):

@@ -88,7 +88,8 @@ def _grammar_text() -> str:
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     return Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=True, postlex=_NewlineFilter(), cache=_cache_path())
+                maybe_placeholders=True, postlex=_NewlineFilter(), cache=_cache_path(),
+                start=["start", "expr"])
 
 
 def _cache_path() -> str | bool:
@@ -151,11 +152,19 @@ class _SyntaxError(Exception):
         self.diagnostic = diagnostic
 
 
-def _parse_text(file: SourceFile, text: str) -> ast.Module:
+def parse_expression(file: SourceFile, text: str):
+    """One expression (a `--set` value); `text` may blank out a prefix of `file`'s text."""
+    try:
+        return _parse_text(file, text, start="expr")
+    except _SyntaxError as e:
+        raise DslcError(e.diagnostic) from None
+
+
+def _parse_text(file: SourceFile, text: str, start: str = "start"):
     parser = _lark()
     filt: _NewlineFilter = parser.options.postlex
     try:
-        tree = parser.parse(text)
+        tree = parser.parse(text, start=start)
     except _TooDeep as e:
         raise _SyntaxError(Diagnostic(
             "E0106", f"brackets nest more than {MAX_DEPTH} deep", _tok_span(file, e.tok),
@@ -163,12 +172,12 @@ def _parse_text(file: SourceFile, text: str) -> ast.Module:
     except UnexpectedInput as e:
         raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed)) from None
     try:
-        decls = _ToAst(file).transform(tree)
+        result = _ToAst(file).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, DslcError):
             raise _SyntaxError(e.orig_exc.diagnostics[0]) from None
         raise
-    return ast.Module(file, tuple(decls))
+    return ast.Module(file, tuple(result)) if start == "start" else result
 
 
 def _tok_span(file: SourceFile, tok: Token) -> Span:

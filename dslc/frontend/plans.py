@@ -1,5 +1,550 @@
-"""Training plans and losses: checked statically (written next)."""
+"""Training plans and losses, checked statically.
+
+A plan's fields are typed (catalog.FIELDS); its data set, optimizers,
+schedules and calls come from the catalogs; its models are evaluated like any
+model. Each step (a plain plan has one, `train`) is evaluated like a model
+body over the batch's fields: models are applied to tensors, so every loss
+is shape-checked, and must reduce to a single number. Freeze paths must name
+layers of the models.
+
+The result, a `Plan`, is what the training runtime runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..diagnostics import Label, Reporter, did_you_mean
+from ..ir.dims import plain
+from ..ir.graph import Graph
+from ..ir.types import TensorType
+from ..ir.values import Ref, TensorValue
+from ..ops.ptypes import describe, is_int, is_number
+from ..runtime import catalog
+from . import ast
+from .binding import Arg, bind_op
+from .errors import EvalError, Poisoned
+from .evaluate import MISSING, Ctx, Evaluator
+from .values import POISON, BlockSpec, DeclRef, Record
 
 
-def check_plans(unit, ev, reporter) -> None:
-    return None
+class Word(str):
+    """A bare plan-level word such as `bf16`, `accuracy` or `val_loss`."""
+
+    def describe(self) -> str:
+        return f"`{self}`"
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """A catalog entry named in a plan (a data set, optimizer, schedule or call)."""
+    entry: catalog.Entry
+
+    def describe(self) -> str:
+        return self.entry.describe()
+
+
+@dataclass
+class PlanCall:
+    """`AdamW(lr=1e-3)`, `digits(val=0.15)`: a catalog entry with bound arguments."""
+    entry: catalog.Entry
+    args: dict
+    span: object
+    targets: tuple = ()   # optimizers: the models they update
+
+    def describe(self) -> str:
+        return f"`{self.entry.name}(...)`"
+
+
+@dataclass
+class Step:
+    name: str
+    graph: Graph
+    loss: Ref | None = None
+    optimizer: PlanCall | None = None
+    span: object = None
+
+
+@dataclass
+class Phase:
+    name: str
+    fields: dict = field(default_factory=dict)
+    freeze: list = field(default_factory=list)    # (path tuple, freeze: bool)
+    span: object = None
+
+
+@dataclass
+class Plan:
+    name: str
+    decl: object
+    fields: dict = field(default_factory=dict)    # name -> value
+    models: dict = field(default_factory=dict)    # name -> (decl, args: dict name -> Arg, Graph)
+    data: PlanCall | None = None
+    steps: list = field(default_factory=list)
+    phases: list = field(default_factory=list)
+    calls: list = field(default_factory=list)     # early_stopping, checkpoint
+    freeze: list = field(default_factory=list)    # plan-level (path, freeze)
+
+
+def check_plans(unit, ev: Evaluator, reporter: Reporter) -> dict:
+    checker = PlanChecker(unit, reporter)
+    checker.cache = ev.cache
+    plans = {}
+    for decl in unit.of_kind("train"):
+        plan = checker.check(decl)
+        if plan is not None:
+            plans[decl.name] = plan
+    return plans
+
+
+class PlanChecker(Evaluator):
+    # ------------------------------------------------------------------ the plan
+
+    def check(self, decl) -> Plan | None:
+        before = len(self.reporter.diagnostics)
+        plan = Plan(decl.name, decl)
+        self.plan = plan
+        self.failed = False
+        ctx = Ctx(Graph(decl.name, "block", decl=decl), decl, "plan")
+        self.plan_ctx = ctx
+        parts = self._sort_statements(decl)
+        if parts is None:
+            return None
+        fields, calls, steps, phases, freezes = parts
+        self._simple_fields(fields, plan, ctx)
+        self._models(fields, plan, ctx)
+        self._data(fields, plan, ctx)
+        self._required(decl, fields, steps, phases)
+        self._calls(calls, plan, ctx)
+        if self.failed or len(self.reporter.diagnostics) > before:
+            return None  # steps and freezes need the models and data
+        for stmt in freezes:
+            self._guard(lambda s=stmt: plan.freeze.extend(self._freeze_paths(s)))
+        if steps:
+            for s in steps:
+                self._guard(lambda s=s: plan.steps.append(self._step(s.name, s.body, s.span, s.name_span)))
+        elif "loss" in fields:
+            self._guard(lambda: plan.steps.append(self._step("train", (fields["loss"],), fields["loss"].span,
+                                                             decl.name_span)))
+        for p in phases:
+            self._guard(lambda p=p: plan.phases.append(self._phase(p)))
+        self._optimizers_cover_models(plan, fields)
+        return None if self.failed or len(self.reporter.diagnostics) > before else plan
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except EvalError as e:
+            self.reporter.add(e.diagnostic)
+            self.failed = True
+        except Poisoned:
+            self.failed = True
+
+    def _sort_statements(self, decl):
+        fields, calls, steps, phases, freezes = {}, [], [], [], []
+        for stmt in decl.body:
+            if isinstance(stmt, ast.AssignStmt) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                name = stmt.targets[0].id
+                if name not in catalog.FIELDS:
+                    guess = did_you_mean(name, catalog.FIELDS)
+                    self.reporter.error("E0502", f"a training plan has no field `{name}`", stmt.targets[0].span,
+                                        label="unknown field", help=f"did you mean `{guess}`?" if guess else
+                                        "fields: " + ", ".join(catalog.FIELDS))
+                elif name in fields:
+                    self.reporter.error("E0502", f"`{name}` is set twice", stmt.targets[0].span,
+                                        labels=(Label(fields[name].targets[0].span, "first set here"),))
+                else:
+                    fields[name] = stmt
+            elif isinstance(stmt, ast.ExprStmt) and isinstance(stmt.value, ast.Call) and \
+                    isinstance(stmt.value.func, ast.Name) and stmt.value.func.id in catalog.CALLS:
+                calls.append(stmt)
+            elif isinstance(stmt, ast.StepStmt):
+                steps.append(stmt)
+            elif isinstance(stmt, ast.PhaseStmt):
+                phases.append(stmt)
+            elif isinstance(stmt, ast.FreezeStmt):
+                freezes.append(stmt)
+            else:
+                self.reporter.error("E0107", "a training plan holds fields (`epochs = 10`), `step`s, `phase`s, "
+                                    "`freeze`s and calls like `early_stopping(...)`", stmt.span)
+        return fields, calls, steps, phases, freezes
+
+    # ------------------------------------------------------------------ fields
+
+    def _simple_fields(self, fields: dict, plan: Plan, ctx: Ctx) -> None:
+        for name, stmt in fields.items():
+            f = catalog.FIELDS[name]
+            if f.kind in ("model", "models", "data", "loss"):
+                continue
+            self._guard(lambda f=f, stmt=stmt: plan.fields.__setitem__(f.name, self._field_value(f, stmt.value, ctx)))
+        plan.fields.setdefault("batch_size", 32)
+
+    def _field_value(self, f: catalog.Field, expr, ctx: Ctx):
+        v = self._expr(expr, ctx)
+        if v is POISON:
+            raise Poisoned()
+        kind = f.kind
+        ok = {"int": is_int(v), "float": is_number(v), "bool": isinstance(v, bool),
+              "str": isinstance(v, str) and not isinstance(v, Word)}.get(kind)
+        if ok is False:
+            want = {"int": "an int", "float": "a number", "bool": "a bool", "str": "a string"}[kind]
+            raise EvalError("E0301", f"`{f.name}` must be {want}, got {describe(v)}", expr.span,
+                            help=f"{f.name}: {f.doc}")
+        if ok and f.check is not None:
+            problem = f.check(v)
+            if problem:
+                raise EvalError("E0302", f"`{f.name}` {problem}", expr.span)
+        if kind == "precision":
+            return self._word(v, catalog.PRECISIONS, "precision", expr.span)
+        if kind == "metrics":
+            if not isinstance(v, list):
+                raise EvalError("E0301", f"`metrics` is a list, like `[accuracy]`; got {describe(v)}", expr.span)
+            return [self._word(m, catalog.METRICS, "metric", item.span)
+                    for m, item in zip(v, getattr(expr, "items", [expr] * len(v)))]
+        if kind in ("optimizer", "schedule"):
+            if not (isinstance(v, PlanCall) and v.entry.kind == kind):
+                raise EvalError("E0301", f"`{f.name}` needs {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
+                                f"got {describe(v)}", expr.span, help=_names_help(kind))
+        return v
+
+    def _word(self, v, table: dict, what: str, span) -> str:
+        if not isinstance(v, str) or v not in table:
+            raise EvalError("E0301", f"unknown {what} {describe(v)}", span,
+                            help=f"{what}s: " + ", ".join(table))
+        return str(v)
+
+    def _models(self, fields: dict, plan: Plan, ctx: Ctx) -> None:
+        if "model" in fields and "models" in fields:
+            self.reporter.error("E0502", "a plan has `model` or `models`, not both", fields["models"].targets[0].span)
+            return
+        if "model" in fields:
+            self._guard(lambda: self._add_model("model", fields["model"].value, plan, ctx))
+        if "models" in fields:
+            expr = fields["models"].value
+            if not isinstance(expr, ast.DictExpr):
+                self.reporter.error("E0301", "`models` names each model: `{ G: Generator(), D: Discriminator() }`",
+                                    expr.span)
+                return
+            for key, key_span, value in zip(expr.keys, expr.key_spans, expr.values):
+                self._guard(lambda k=key, v=value: self._add_model(k, v, plan, ctx))
+
+    def _add_model(self, name: str, expr, plan: Plan, ctx: Ctx) -> None:
+        v = self._expr(expr, ctx)
+        if isinstance(v, DeclRef) and v.decl.kind == "model":
+            v = BlockSpec(v.decl, {}, {}, expr.span)
+        if not (isinstance(v, BlockSpec) and v.decl.kind == "model"):
+            raise EvalError("E0301", f"`{name}` must be a model, like `MLP(hidden=256)`; got {describe(v)}",
+                            expr.span, help="blocks are parts of models; train a model" if
+                            isinstance(v, BlockSpec) else None)
+        graph = self.model(v.decl, v.args, v.span)
+        if graph is None:
+            raise Poisoned()
+        plan.models[name] = (v.decl, v.args, graph)
+        ctx.scope[name] = v
+
+    def _data(self, fields: dict, plan: Plan, ctx: Ctx) -> None:
+        if "data" not in fields:
+            return
+        expr = fields["data"].value
+
+        def run():
+            v = self._expr(expr, ctx)
+            if isinstance(v, EntryRef) and v.entry.kind == "data":
+                v = PlanCall(v.entry, {p.name: p.default for p in v.entry.params}, expr.span)
+            if not (isinstance(v, PlanCall) and v.entry.kind == "data"):
+                raise EvalError("E0503", f"`data` needs a data set, got {describe(v)}", expr.span,
+                                help=_names_help("data"))
+            split = float(v.args["val"]) + float(v.args["test"])
+            if split >= 1.0:
+                raise EvalError("E0302", f"val + test = {split:g} leaves nothing to train on", expr.span)
+            plan.data = v
+        self._guard(run)
+
+    def _required(self, decl, fields: dict, steps: list, phases: list) -> None:
+        def need(name: str, ok: bool, why: str = "") -> None:
+            if not ok:
+                self.reporter.error("E0501", f"the plan `{decl.name}` needs `{name}`{why}", decl.name_span,
+                                    help=f"{name}: {catalog.FIELDS[name].doc}")
+        need("data", "data" in fields)
+        if "model" not in fields and "models" not in fields:
+            need("model", False)
+        need("epochs", "epochs" in fields or bool(phases) and all(_phase_has(p, "epochs") for p in phases))
+        if steps:
+            if "loss" in fields:
+                self.reporter.error("E0502", "with `step`s, each step has its own `loss`",
+                                    fields["loss"].targets[0].span)
+        else:
+            need("loss", "loss" in fields)
+            has_opt = "optimizer" in fields or bool(phases) and all(_phase_has(p, "optimizer") for p in phases)
+            need("optimizer", has_opt, " (here or in every phase)")
+
+    def _calls(self, calls: list, plan: Plan, ctx: Ctx) -> None:
+        for stmt in calls:
+            def run(stmt=stmt):
+                v = self._expr(stmt.value, ctx)
+                if v is POISON:
+                    raise Poisoned()
+                monitor = v.args.get("monitor")
+                allowed = catalog.monitors(plan.fields.get("metrics", []))
+                if monitor is not None and monitor not in allowed:
+                    raise EvalError("E0302", f"cannot monitor `{monitor}`", stmt.value.span,
+                                    help="monitor one of " + ", ".join(allowed))
+                plan.calls.append(v)
+            self._guard(run)
+
+    # ------------------------------------------------------------------ steps
+
+    def _step(self, name: str, body, span, name_span) -> Step:
+        graph = Graph(f"{self.plan.name}.{name}", "block", decl=self.plan.decl)
+        ctx = Ctx(graph, self.plan.decl, "step", scope=dict(self.plan_ctx.scope))
+        step = Step(name, graph, span=span)
+        self.step = step
+        batch = self._batch(graph)
+        ctx.scope["batch"] = batch
+        ctx.scope["batch_size"] = plain(self.plan.fields.get("batch_size", 32))
+        if len(self.plan.models) == 1 and "model" in self.plan.models:
+            ctx.scope["out"] = _LazyOut()
+        before = len(self.reporter.diagnostics)
+        for stmt in body:
+            self._statement(stmt, ctx, top=True)
+        if len(self.reporter.diagnostics) > before or ctx.failed:
+            raise Poisoned()
+        if step.loss is None:
+            raise EvalError("E0501", f"step `{name}` needs a `loss`", name_span)
+        if step.optimizer is None:
+            step.optimizer = self.plan.fields.get("optimizer")
+        if step.optimizer is None and not _phase_stmts(self.plan.decl):
+            raise EvalError("E0501", f"step `{name}` needs an `optimizer`", name_span)
+        return step
+
+    def _batch(self, graph: Graph) -> Record:
+        if self.plan.data is None:
+            raise Poisoned()
+        fields = {}
+        for name, t in self.plan.data.entry.fields.items():
+            node = graph.add("input", [t], names=[f"batch_{name}"])
+            graph.inputs.append((f"batch_{name}", Ref(node.id)))
+            fields[name] = TensorValue(Ref(node.id), t, self.plan.data.span)
+        return Record("batch", fields, self.plan.data.span)
+
+    def _s_AssignStmt(self, stmt: ast.AssignStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind == "step" and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) and \
+                stmt.targets[0].id in catalog.STEP_FIELDS:
+            return self._step_field(stmt.targets[0].id, stmt.value, ctx)
+        return super()._s_AssignStmt(stmt, ctx, top)
+
+    def _s_ExprStmt(self, stmt: ast.ExprStmt, ctx: Ctx, top: bool) -> None:
+        if ctx.kind == "step":
+            raise EvalError("E0107", "a step holds assignments, `loss = ...` and `optimizer = ...`", stmt.span)
+        return super()._s_ExprStmt(stmt, ctx, top)
+
+    def _step_field(self, name: str, expr, ctx: Ctx) -> None:
+        v = self._expr(expr, ctx)
+        if v is POISON:
+            raise Poisoned()
+        if name == "loss":
+            v = self._loss_value(v, expr, ctx)
+            if not isinstance(v, TensorValue):
+                raise EvalError("E0505", f"a loss must be a tensor, got {describe(v)}", expr.span)
+            if v.type.rank != 0:
+                raise EvalError("E0505", f"the loss must reduce to a single number, but it has shape "
+                                f"{v.type.shape_str()}", expr.span, label="not a scalar",
+                                help="use reduction=\"mean\" or \"sum\", or `mean(...)`")
+            self.step.loss = v.ref
+            ctx.graph.outputs.append(("loss", v.ref))
+        else:
+            if not (isinstance(v, PlanCall) and v.entry.kind == "optimizer"):
+                raise EvalError("E0301", f"`optimizer` needs an optimizer, got {describe(v)}", expr.span,
+                                help=_names_help("optimizer"))
+            self.step.optimizer = v
+
+    def _loss_value(self, v, expr, ctx: Ctx):
+        if isinstance(v, DeclRef) and v.decl.kind == "loss":
+            return self._expr(v.decl.value, ctx)
+        return v
+
+    # ------------------------------------------------------------------ names in plans
+
+    def _lookup_extra(self, name: str, ctx: Ctx):
+        if name in catalog.ALL_NAMES:
+            return EntryRef(catalog.ALL_NAMES[name])
+        if name in catalog.PRECISIONS or name in catalog.METRICS:
+            return Word(name)
+        if name in catalog.monitors(list(catalog.METRICS)):
+            return Word(name)
+        return MISSING
+
+    def visible_names(self, ctx: Ctx) -> list[str]:
+        return super().visible_names(ctx) + list(catalog.ALL_NAMES) + list(catalog.PRECISIONS) + \
+            list(catalog.METRICS) + catalog.monitors(list(catalog.METRICS))
+
+    def _e_Name(self, e: ast.Name, ctx: Ctx):
+        v = super()._e_Name(e, ctx)
+        if isinstance(v, _LazyOut):
+            v = self._out(ctx, e.span)
+            ctx.scope["out"] = v
+        if isinstance(v, DeclRef) and v.decl.kind == "loss" and ctx.kind == "step":
+            return self._expr(v.decl.value, ctx)
+        return v
+
+    def _out(self, ctx: Ctx, span):
+        """`out`: the single model applied to the batch."""
+        decl, args, graph = self.plan.models["model"]
+        inputs = self._model_inputs(decl, graph, ctx, span)
+        spec = BlockSpec(decl, args, {}, span)
+        result = self._apply_block(spec, inputs, [v.span for v in inputs], span, ctx)
+        names = [n for n, _ in graph.outputs]
+        values = list(result) if isinstance(result, tuple) else [result]
+        if len(values) == 1:
+            return values[0]
+        return Record("out", dict(zip(names, values)), span)
+
+    def _model_inputs(self, decl, graph: Graph, ctx: Ctx, span) -> list:
+        """The batch fields feeding each model input: by name, or `x` for a single input."""
+        batch = ctx.scope["batch"]
+        data = self.plan.data
+        out = []
+        for name, ref in graph.inputs:
+            want = graph.type_of(ref)
+            if name in batch.fields:
+                field_name = name
+            elif len(graph.inputs) == 1:
+                field_name = data.entry.input_field
+            else:
+                raise EvalError("E0504", f"`{data.entry.name}` has no field for the model's input `{name}`", span,
+                                help="fields: " + ", ".join(batch.fields))
+            got = batch.fields[field_name]
+            self._match_input(decl, name, want, field_name, got, span)
+            out.append(got)
+        return out
+
+    def _match_input(self, decl, name: str, want: TensorType, field_name: str, got: TensorValue, span) -> None:
+        from ..ir.dims import Sym
+        have = got.type
+        fits = want.rank == have.rank and want.dtype == have.dtype and all(
+            isinstance(a, Sym) or isinstance(b, Sym) or plain(a) == plain(b) for a, b in zip(want.shape, have.shape))
+        if fits:
+            return
+        stmt = next((s for s in decl.body if isinstance(s, ast.InputStmt) and s.name == name), None)
+        labels = (Label(stmt.span, f"the model's input is {want}"),) if stmt is not None else ()
+        raise EvalError("E0504", f"`{decl.name}`'s input `{name}` is {want}, but the data's `{field_name}` is {have}",
+                        self.plan.data.span, label=f"`batch.{field_name}` is {have}", labels=labels,
+                        help="change the model's input shape or the data set")
+
+    def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
+        if isinstance(func, EntryRef):
+            return self._entry_call(func.entry, e, ctx)
+        return super()._call_other(func, e, ctx, piped)
+
+    def _entry_call(self, entry: catalog.Entry, e: ast.Call, ctx: Ctx) -> PlanCall:
+        pos, kws = self._args(e, ctx)
+        targets = ()
+        if entry.kind == "optimizer":
+            while pos and _is_model_value(pos[0].value):
+                v = pos.pop(0).value
+                targets += tuple(v) if isinstance(v, list) else (v,)
+        values, _ = bind_op(entry.params, pos, kws, entry.name, e.span, convert_hook=_word_hook)
+        return PlanCall(entry, values, e.span, targets)
+
+    # ------------------------------------------------------------------ phases and freezing
+
+    def _phase(self, stmt: ast.PhaseStmt) -> Phase:
+        phase = Phase(stmt.name, span=stmt.span)
+        ctx = self.plan_ctx
+        for s in stmt.body:
+            if isinstance(s, ast.FreezeStmt):
+                phase.freeze += self._freeze_paths(s)
+            elif isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name) \
+                    and s.targets[0].id in catalog.PHASE_FIELDS:
+                f = catalog.FIELDS[s.targets[0].id]
+                phase.fields[f.name] = self._field_value(f, s.value, ctx)
+            else:
+                raise EvalError("E0107", "a phase holds `freeze`/`unfreeze` and the fields "
+                                + ", ".join(catalog.PHASE_FIELDS), s.span)
+        return phase
+
+    def _freeze_paths(self, stmt: ast.FreezeStmt) -> list:
+        return [(self._resolve_path(p), stmt.freeze) for p in stmt.paths]
+
+    def _resolve_path(self, path: ast.Dotted) -> tuple:
+        root, rest = path.parts[0], path.parts[1:]
+        if root not in self.plan.models:
+            guess = did_you_mean(root, self.plan.models)
+            raise EvalError("E0506", f"`{root}` is not a model of this plan", path.span,
+                            help=f"did you mean `{guess}`?" if guess else
+                            "models: " + ", ".join(self.plan.models))
+        graph = self.plan.models[root][2]
+        for i, part in enumerate(rest):
+            by_name = {inst.name: inst for inst in graph.instances.values()}
+            if part not in by_name:
+                guess = did_you_mean(part, by_name)
+                where = ".".join(path.parts[:i + 1])
+                raise EvalError("E0506", f"`{where}` has no layer `{part}`", path.span,
+                                help=f"did you mean `{guess}`?" if guess else
+                                f"its layers: {', '.join(by_name) or 'none'}")
+            inst = by_name[part]
+            if inst.graph is None and i < len(rest) - 1:
+                raise EvalError("E0506", f"`{'.'.join(path.parts[:i + 2])}` is a single layer; "
+                                f"`{rest[i + 1]}` cannot be inside it", path.span)
+            graph = inst.graph if inst.graph is not None else graph
+        return path.parts
+
+    def _optimizers_cover_models(self, plan: Plan, fields: dict) -> None:
+        if not plan.steps or len(plan.models) < 2:
+            return
+        frozen = {path[0] for path, f in plan.freeze if f and len(path) == 1}
+        trained = set()
+        for step in plan.steps:
+            if step.optimizer is None:
+                continue
+            names = {_model_name(t, plan) for t in step.optimizer.targets}
+            if not step.optimizer.targets:
+                self.reporter.error("E0507", f"step `{step.name}`'s optimizer must say which model it updates",
+                                    step.optimizer.span, help="pass the model first: `Adam(D, lr=2e-4)`")
+            trained |= names
+        for name in plan.models:
+            if name not in trained and name not in frozen:
+                self.reporter.error("E0507", f"no step's optimizer updates the model `{name}`",
+                                    fields["models"].value.span,
+                                    help=f"add a step that optimizes `{name}`, or `freeze {name}`")
+
+
+@dataclass
+class _LazyOut:
+    """`out` before first use: the model is applied to the batch when a step reads it."""
+
+    def describe(self) -> str:
+        return "`out`"
+
+
+def _is_model_value(v) -> bool:
+    if isinstance(v, list):
+        return bool(v) and all(_is_model_value(x) for x in v)
+    return isinstance(v, BlockSpec) and v.decl.kind == "model"
+
+
+def _model_name(spec, plan: Plan) -> str:
+    for name, (decl, args, _) in plan.models.items():
+        if decl is spec.decl and args is spec.args:
+            return name
+    return spec.decl.name
+
+
+def _word_hook(p, v):
+    return str(v) if isinstance(v, Word) else v
+
+
+def _phase_has(stmt: ast.PhaseStmt, name: str) -> bool:
+    return any(isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+               and s.targets[0].id == name for s in stmt.body)
+
+
+def _phase_stmts(decl) -> list:
+    return [s for s in decl.body if isinstance(s, ast.PhaseStmt)]
+
+
+def _names_help(kind: str) -> str:
+    table = {"data": catalog.DATASETS, "optimizer": catalog.OPTIMIZERS, "schedule": catalog.SCHEDULES}[kind]
+    return f"{kind}s: " + ", ".join(table)
+
+
+__all__ = ["Arg", "Plan", "PlanCall", "Step", "check_plans"]

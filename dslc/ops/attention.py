@@ -1,1 +1,229 @@
-"""(being written)"""
+"""Attention: the MultiheadAttention layer and the `attention` function.
+
+Scaled dot-product attention of queries Q [T, d] over keys K [S, d] and
+values V [S, dv] is
+
+    attend(Q, K, V) = softmax(Q Kᵀ / √d) V            (a causal mask sets the
+                                                      scores of keys after the
+                                                      query to -inf first)
+
+Multi-head attention splits the width into h heads, attends in each, and
+concatenates the heads again. `MultiheadAttention` (torch.nn's, batch-first)
+also projects: Q = q W_qᵀ, K = k W_kᵀ, V = v W_vᵀ, out = concat(heads) W_oᵀ,
+where W_k is (E, kdim) and W_v is (E, vdim) with kdim and vdim read off the
+key and value inputs. `attention(q, k, v, heads)` has no weights: it attends
+over its inputs as they are.
+
+MACs at batch B: the projections (T·E·E + S·kdim·E + S·vdim·E), the scores
+Q Kᵀ (T·S·E), the weighted sum of values (T·S·E) and the output projection
+(T·E·E).
+"""
+from __future__ import annotations
+
+from ..ir.dims import Sym, plain
+from . import checks
+from .ptypes import BOOL, FLOAT, INT, TENSOR
+from .registry import (Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, helper,
+                       register)
+from .shapes import divides, need_rank, same_dim, static
+
+
+def _s(d) -> str:
+    return str(d) if isinstance(d, Sym) else str(plain(d))
+
+
+def _agree(a, b) -> bool:
+    """Equal sizes, or undecidable; static sizes compare by value (a check records nothing)."""
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        return same_dim(a, b)
+    return plain(a) == plain(b)
+
+
+def _need_divides(width, heads, what: str, arg: str, input: int | None = None) -> None:
+    if not divides(width, heads):
+        raise ShapeError(f"`{what}`: {plain(heads)} heads do not divide the width {plain(width)}",
+                         code="E0405", arg=arg, input=input, label=f"{plain(heads)} does not divide {plain(width)}",
+                         help=f"choose a head count that divides {plain(width)}")
+
+
+def _check_qkv(what: str, q, k, v) -> None:
+    """Batch-first [B, T, .] query over [B, S, .] keys and values: batch and length must agree."""
+    for i, t in enumerate((q, k, v)):
+        need_rank(t, 3, what, "[B, length, features] (batch first)", input=i)
+    if not _agree(k.shape[1], v.shape[1]) or not _agree(k.shape[0], v.shape[0]):
+        raise ShapeError(f"`{what}`: key and value must agree in batch and length, "
+                         f"got key {k.shape_str()} and value {v.shape_str()}", code="E0403", input=2,
+                         label="batch or length differs from the key's")
+    if not _agree(q.shape[0], k.shape[0]):
+        raise ShapeError(f"`{what}`: query and key batch sizes differ "
+                         f"({_s(q.shape[0])} and {_s(k.shape[0])})", code="E0403", input=1,
+                         label="batch differs from the query's")
+
+
+# ---------------------------------------------------------------- MultiheadAttention
+
+def _qkv(inputs: list) -> tuple:
+    """(query, key, value): one input attends to itself; two are a query and a memory used as both."""
+    q = inputs[0]
+    k = inputs[1] if len(inputs) > 1 else q
+    v = inputs[2] if len(inputs) > 2 else k
+    return q, k, v
+
+
+def _mha_resolve(b):
+    q, k, v = _qkv(b.inputs)
+    _check_qkv("MultiheadAttention", q, k, v)
+    width = q.shape[-1]
+    if not isinstance(width, Sym) and plain(width) != plain(b["embed_dim"]):
+        raise ShapeError(f"`MultiheadAttention` with embed_dim {plain(b['embed_dim'])} got a query of "
+                         f"width {plain(width)} ({q.shape_str()})", code="E0403", input=0,
+                         label=f"the last dimension must be {plain(b['embed_dim'])}")
+    _need_divides(b["embed_dim"], b["num_heads"], "MultiheadAttention", "num_heads")
+    n = len(b.inputs)
+    return {"kdim": static(k.shape[-1], "MultiheadAttention's kdim (the key's last dimension)", min(n - 1, 1)),
+            "vdim": static(v.shape[-1], "MultiheadAttention's vdim (the value's last dimension)", min(n - 1, 2))}
+
+
+def _packed(a) -> bool:
+    """torch packs the three input projections into one in_proj_weight when all widths are E."""
+    return plain(a["kdim"]) == plain(a["embed_dim"]) and plain(a["vdim"]) == plain(a["embed_dim"])
+
+
+def _mha_weights(a):
+    e = a["embed_dim"]
+    if _packed(a):
+        w = {"in_proj_weight": (3 * e, e)}
+    else:
+        w = {"q_proj_weight": (e, e), "k_proj_weight": (e, a["kdim"]), "v_proj_weight": (e, a["vdim"])}
+    if a["bias"]:
+        w["in_proj_bias"] = (3 * e,)
+    if a["add_bias_kv"]:
+        w["bias_k"] = (1, 1, e)
+        w["bias_v"] = (1, 1, e)
+    w["out_proj.weight"] = (e, e)
+    if a["bias"]:
+        w["out_proj.bias"] = (e,)
+    return w
+
+
+def _mha_macs(b, outs):
+    q, k, _ = _qkv(b.inputs)
+    e, batch, steps, keys = b["embed_dim"], q.shape[0], q.shape[1], k.shape[1]
+    projections = steps * e * e + keys * (b["kdim"] + b["vdim"]) * e
+    return batch * (projections + 2 * steps * keys * e + steps * e * e)
+
+
+def _mha_call(e, module: str) -> str:
+    q, k, v = _qkv(e.inputs)
+    return f"{module}({q}, {k}, {v}, need_weights=False)[0]"
+
+
+def _mha_arbitrary(d):
+    heads, head_dim = d.int(1, 4), d.int(1, 4)
+    e = heads * head_dim
+    batch, steps, keys = d.int(1, 3), d.int(1, 5), d.int(1, 5)
+    n = d.int(1, 3)
+    kdim = e if n == 1 or d.bool() else d.int(1, 6)
+    vdim = kdim if n < 3 or d.bool() else d.int(1, 6)
+    inputs = (S(batch, steps, e), S(batch, keys, kdim), S(batch, keys, vdim))[:n]
+    return Example({"embed_dim": e, "num_heads": heads, "bias": d.bool(), "add_bias_kv": d.bool(),
+                    "dropout": d.choice([0.0, 0.1])}, inputs)
+
+
+register(OpDef(
+    name="MultiheadAttention", kind="layer", family="attention", stem="attn",
+    doc="Multi-head attention with learned projections, batch-first; applied to (query, key, value), "
+        "to (query, memory) or to one input (self-attention). Returns the attended values [B, T, E] only.",
+    inputs=("query", "key", "value"), min_inputs=1,
+    params=(ParamSpec("embed_dim", INT, check=checks.positive, doc="the query's width E"),
+            ParamSpec("num_heads", INT, check=checks.positive, doc="heads; must divide embed_dim"),
+            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
+            ParamSpec("bias", BOOL, True),
+            ParamSpec("add_bias_kv", BOOL, False, doc="append a learned key and value to the sequence")),
+    resolve=_mha_resolve,
+    infer=lambda b: [b.x.with_shape(b.x.shape[:2] + (b["embed_dim"],))],
+    weights=_mha_weights, macs=_mha_macs,
+    label=lambda a: f"MultiheadAttention {plain(a['embed_dim'])}, {plain(a['num_heads'])} heads",
+    torch=TorchLayer("nn.MultiheadAttention", ("embed_dim", "num_heads"),
+                     ("dropout", "bias", "add_bias_kv", "kdim", "vdim"), fixed=(("batch_first", "True"),),
+                     call=_mha_call),
+    pure=False,  # dropout on the attention weights is random in training
+    examples=(Example({"embed_dim": 8, "num_heads": 2}, (S(2, 5, 8),)),
+              Example({"embed_dim": 6, "num_heads": 3, "dropout": 0.1}, (S(2, 4, 6), S(2, 7, 6), S(2, 7, 6))),
+              Example({"embed_dim": 4, "num_heads": 2, "bias": False}, (S(2, 3, 4), S(2, 5, 3), S(2, 5, 7))),
+              Example({"embed_dim": 4, "num_heads": 1, "add_bias_kv": True}, (S(2, 3, 4), S(2, 6, 5)))),
+    arbitrary=_mha_arbitrary,
+))
+
+
+# ---------------------------------------------------------------- attention(q, k, v, heads)
+
+helper("multi_head_attention", '''
+    def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
+                             training: bool = False):
+        """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors."""
+        b, t, s = q.shape[0], q.shape[1], k.shape[1]
+        q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
+        k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
+        v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
+        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+        if causal:  # query i sees keys 0..i only
+            future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
+            scores = scores.masked_fill(future, float("-inf"))
+        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
+        return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
+''')
+
+
+def _attention_infer(b):
+    q, k, v = b["q"].type, b["k"].type, b["v"].type
+    _check_qkv("attention", q, k, v)
+    if not _agree(q.shape[-1], k.shape[-1]):
+        raise ShapeError(f"`attention`: query and key widths differ ({_s(q.shape[-1])} and {_s(k.shape[-1])})",
+                         code="E0403", input=1, label="width differs from the query's")
+    _need_divides(q.shape[-1], b["heads"], "attention", "heads")
+    _need_divides(v.shape[-1], b["heads"], "attention", "heads")
+    t, s = q.shape[1], k.shape[1]
+    if b["causal"] and not isinstance(t, Sym) and not isinstance(s, Sym) and plain(t) != plain(s):
+        raise ShapeError(f"`attention` with causal=true needs as many queries as keys, got {plain(t)} and "
+                         f"{plain(s)}", code="E0403", input=1, label="length differs from the query's",
+                         help="a causal mask is for self-attention over one sequence")
+    return [q.with_shape(q.shape[:2] + (v.shape[-1],))]
+
+
+def _attention_expr(e) -> str:
+    training = ", training=self.training" if e.kw("dropout") else ""  # dropout 0 never needs the mode
+    return (f"multi_head_attention({e.arg('q')}, {e.arg('k')}, {e.arg('v')}, {e.fmt(e['heads'])}"
+            f"{e.kw('causal')}{e.kw('dropout')}{training})")
+
+
+def _attention_arbitrary(d):
+    heads = d.int(1, 4)
+    batch, steps = d.int(1, 3), d.int(1, 5)
+    causal = d.bool()
+    keys = steps if causal else d.int(1, 5)
+    width, vwidth = heads * d.int(1, 3), heads * d.int(1, 3)
+    return Example({"q": S(batch, steps, width), "k": S(batch, keys, width), "v": S(batch, keys, vwidth),
+                    "heads": heads, "causal": causal, "dropout": d.choice([0.0, 0.2])})
+
+
+register(OpDef(
+    name="attention", kind="function", family="attention",
+    doc="Multi-head scaled dot-product attention without weights: softmax(q kᵀ / √d) v in each of `heads` "
+        "heads of batch-first [B, T, D] tensors; `causal` hides later keys. Returns [B, T, Dv].",
+    params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
+            ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
+            ParamSpec("causal", BOOL, False),
+            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights")),
+    infer=_attention_infer,
+    macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
+    * (b["q"].type.shape[2] + b["v"].type.shape[2]),
+    label=lambda a: "causal attention" if a["causal"] else "attention",
+    torch=TorchFunction(_attention_expr, helpers=("multi_head_attention",)),
+    pure=False,  # dropout on the attention weights is random in training
+    examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
+              Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
+                       "dropout": 0.1}),
+              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2})),
+    arbitrary=_attention_arbitrary,
+))

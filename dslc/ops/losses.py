@@ -1,1 +1,501 @@
-"""(being written)"""
+"""Losses: each is a lower-case registry entry of kind "loss", emitted as a
+torch.nn.functional call (`F.mse_loss(pred, y)`) or, for the composite ones
+(nt_xent, distillation), a call of a small module-level helper.
+
+Conventions shared by every loss here:
+- `reduction` is "mean" | "sum" | "none" as in torch.nn.functional (kl_div adds
+  "batchmean"); mean/sum/batchmean give a 0-d tensor, "none" the elementwise
+  (or per-sample) shape.
+- A prediction and its target must have EQUAL shapes. torch's `F.mse_loss`
+  broadcasts [B, 1] against [B] with only a warning; in a loss that is almost
+  always a bug, so dslc rejects it (E0403) rather than silently averaging a
+  [B, B] matrix.
+- A target that is a constant (`ones` / `zeros` named without a call, or a
+  number) takes the prediction's shape and dtype: `bce(D(fake), zeros)` is
+  written `torch.zeros_like(...)`. Class-id targets have no such constant form.
+"""
+from __future__ import annotations
+
+from ..ir.dims import plain, plain_float
+from ..ir.types import FLOAT_DTYPES, TensorType
+from ..ir.values import Fill, TensorValue
+from . import checks
+from .ptypes import BOOL, FLOAT, INT, TENSOR, TENSOR_OR_SCALAR, Str
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, helper, register
+from .shapes import same_dim
+
+REDUCTIONS = ("mean", "sum", "none")
+CLASS_ID_DTYPES = FLOAT_DTYPES + ("int64",)   # ops taking class ids: the evaluator checks inputs against this
+
+
+def _reduction(default: str = "mean", choices: tuple = REDUCTIONS) -> ParamSpec:
+    return ParamSpec("reduction", Str(choices), default,
+                     doc="how the per-element losses are combined: " + ", ".join(choices))
+
+
+def _reduced(b, shape, dtype: str) -> list[TensorType]:
+    """A 0-d result, or the unreduced shape for reduction="none"."""
+    return [TensorType(tuple(shape) if b["reduction"] == "none" else (), dtype)]
+
+
+# ---------------------------------------------------------------- checks
+
+def _float_tensor(b, what: str, name: str) -> TensorType:
+    """A tensor argument that must be floating point (the op's `dtypes` may admit int64 for ids)."""
+    t = b[name].type
+    if not t.is_float:
+        raise ShapeError(f"`{what}` expects a floating-point `{name}`, got {t.dtype}", code="E0310", arg=name,
+                         label=f"this is {t}")
+    return t
+
+
+def _need_rank(what: str, t: TensorType, name: str, ranks=None, at_least: int | None = None) -> None:
+    ok = t.rank in ranks if ranks is not None else t.rank >= at_least
+    if not ok:
+        want = " or ".join(f"{r}-d" for r in ranks) if ranks is not None else f"at least {at_least}-d"
+        raise ShapeError(f"`{what}` expects a {want} `{name}`, got {t.shape_str()}", code="E0402", arg=name,
+                         label=f"this is {t.rank}-d")
+
+
+def _equal_shapes(shape_a, shape_b) -> bool:
+    return len(shape_a) == len(shape_b) and all(same_dim(p, q) for p, q in zip(shape_a, shape_b))
+
+
+def _need_same(what: str, a: TensorType, b: TensorType, name_a: str, name_b: str) -> None:
+    """Equal shapes and dtypes: a loss never broadcasts (a broadcast loss is almost always a bug)."""
+    if not _equal_shapes(a.shape, b.shape):
+        raise ShapeError(f"`{what}` needs `{name_a}` and `{name_b}` of the same shape, got "
+                         f"{a.shape_str()} and {b.shape_str()}", code="E0403", arg=name_b,
+                         label="shapes differ",
+                         help="dslc does not broadcast a loss; reshape or squeeze one side explicitly")
+    _need_same_dtype(what, a, b, name_a, name_b)
+
+
+def _need_same_dtype(what: str, a: TensorType, b: TensorType, name_a: str, name_b: str) -> None:
+    if a.dtype != b.dtype:
+        raise ShapeError(f"`{what}` needs `{name_a}` and `{name_b}` of the same dtype, got {a.dtype} and {b.dtype}",
+                         code="E0310", arg=name_b)
+
+
+def _paired_target(b, what: str, pred: str = "input", name: str = "target", bounds=None) -> TensorType:
+    """The type of a target shaped like the prediction; a constant target takes the prediction's type."""
+    p = b[pred].type
+    v = b[name]
+    if isinstance(v, TensorValue):
+        _need_same(what, p, v.type, pred, name)
+        return v.type
+    value = _constant(v)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ShapeError(f"`{what}`'s `{name}` must lie in [{bounds[0]}, {bounds[1]}], got {value!r}",
+                         code="E0302", arg=name)
+    return p
+
+
+def _constant(v) -> float:
+    """The value of a constant target (`ones`, `zeros` or a number)."""
+    return v.value if isinstance(v, Fill) else plain_float(v)
+
+
+def _no_constant(b, what: str, name: str = "target") -> TensorValue:
+    v = b[name]
+    if not isinstance(v, TensorValue):
+        shown = repr(v) if isinstance(v, Fill) else f"the number {plain_float(v)!r}"
+        raise ShapeError(f"`{what}` needs a tensor of int64 class ids as its `{name}`, got {shown}",
+                         code="E0301", arg=name, help="pass the labels tensor (int64 class indices)")
+    return v
+
+
+def _class_ids(what: str, logits: TensorType, target: TensorType, pred: str, name: str) -> tuple:
+    """Class ids for [N, C, d1...] logits: int64 of shape [N, d1...]; returns that shape."""
+    want = logits.shape[:1] + logits.shape[2:]
+    if target.dtype != "int64":
+        raise ShapeError(f"`{what}` needs int64 class ids as `{name}`, got {target.dtype}", code="E0310", arg=name)
+    if not _equal_shapes(want, target.shape):
+        raise ShapeError(f"`{what}`: class ids for `{pred}` {logits.shape_str()} must have shape "
+                         f"{TensorType(want).shape_str()} (the class dimension 1 removed), got "
+                         f"{target.shape_str()}", code="E0403", arg=name, label="shapes differ")
+    return want
+
+
+# ---------------------------------------------------------------- emission
+
+def _target_src(e, name: str = "target", like: str = "input") -> str:
+    """A tensor target's variable; a constant target filled like the prediction."""
+    v = e.args[name]
+    if isinstance(v, TensorValue):
+        return e.arg(name)
+    if isinstance(v, Fill):
+        return f"torch.{'ones' if v.value == 1.0 else 'zeros'}_like({e.arg(like)})"
+    return f"torch.full_like({e.arg(like)}, {e.fmt(v)})"
+
+
+def _kws(e, names) -> str:
+    return "".join(e.kw(n) for n in names)
+
+
+# ---------------------------------------------------------------- drawing arguments
+
+def _draw_target(d, shape, dtype: str, values=None, constants=(Fill(1.0), Fill(0.0))):
+    """Mostly a tensor target, sometimes a constant one (`ones`, `zeros`, a number)."""
+    if constants and d.int(0, 3) == 0:
+        return d.choice(constants)
+    return S(*shape, dtype=dtype, values=values)
+
+
+# ---------------------------------------------------------------- prediction vs target, elementwise
+
+def _elementwise_loss(name: str, torch_fn: str, doc: str, settings: tuple = (), draw_settings=None,
+                      pred_values=None, target_values=None, target_bounds=None, constants=(Fill(1.0), Fill(0.0))):
+    """mse, l1, smooth_l1, huber, bce, bce_with_logits: equal shapes, "none" keeps that shape."""
+    kw_names = tuple(p.name for p in settings) + ("reduction",)
+
+    def infer(b):
+        p = _float_tensor(b, name, "input")
+        _paired_target(b, name, bounds=target_bounds)
+        return _reduced(b, p.shape, p.dtype)
+
+    def draw(d):
+        shape, dtype = d.shape(0, 3, 1, 4), d.choice(["float32", "float64"])
+        args = {"input": S(*shape, dtype=dtype, values=pred_values),
+                "target": _draw_target(d, shape, dtype, target_values, constants),
+                "reduction": d.choice(REDUCTIONS)}
+        return Example({**args, **(draw_settings(d) if draw_settings else {})})
+
+    t = S(2, 3, values=target_values)
+    register(OpDef(
+        name=name, kind="loss", family="loss", doc=doc,
+        params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR)) + settings + (_reduction(),),
+        infer=infer,
+        torch=TorchFunction(lambda e: f"{torch_fn}({e.arg('input')}, {_target_src(e)}{_kws(e, kw_names)})"),
+        examples=(Example({"input": S(2, 3, values=pred_values), "target": t}),
+                  Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
+                           "reduction": "none"}),
+                  Example({"input": S(3, 1, values=pred_values), "target": Fill(1.0), "reduction": "sum"}),
+                  Example({"input": S(2, 3, values=pred_values), "target": Fill(0.0)})),
+        arbitrary=draw,
+    ))
+
+
+_BROADCAST_NOTE = " Shapes must be equal (torch would broadcast; dslc rejects that as a likely bug)."
+
+_elementwise_loss("mse", "F.mse_loss", "mean((input - target)²)." + _BROADCAST_NOTE)
+_elementwise_loss("l1", "F.l1_loss", "mean(|input - target|)." + _BROADCAST_NOTE)
+_elementwise_loss(
+    "smooth_l1", "F.smooth_l1_loss",
+    "mean(0.5 d² / beta if |d| < beta else |d| - 0.5 beta), d = input - target." + _BROADCAST_NOTE,
+    settings=(ParamSpec("beta", FLOAT, 1.0, checks.non_negative_number),),
+    draw_settings=lambda d: {"beta": d.choice([1.0, 0.5, 0.0])})
+_elementwise_loss(
+    "huber", "F.huber_loss",
+    "mean(0.5 d² if |d| < delta else delta (|d| - 0.5 delta)), d = input - target." + _BROADCAST_NOTE,
+    settings=(ParamSpec("delta", FLOAT, 1.0, checks.positive_number),),
+    draw_settings=lambda d: {"delta": d.choice([1.0, 0.5, 2.0])})
+# bce takes probabilities (after a sigmoid); its targets lie in [0, 1]. Prefer bce_with_logits.
+_elementwise_loss(
+    "bce", "F.binary_cross_entropy",
+    "mean(-(t log p + (1 - t) log(1 - p))) for probabilities p = input." + _BROADCAST_NOTE,
+    pred_values=(0.01, 0.99), target_values=(0, 1), target_bounds=(0.0, 1.0),
+    constants=(Fill(1.0), Fill(0.0), 0.9))
+_elementwise_loss(
+    "bce_with_logits", "F.binary_cross_entropy_with_logits",
+    "mean(-(t log σ(x) + (1 - t) log(1 - σ(x)))) for logits x = input (numerically stable)." + _BROADCAST_NOTE,
+    target_values=(0, 1), target_bounds=(0.0, 1.0), constants=(Fill(1.0), Fill(0.0), 0.9))
+
+
+# ---------------------------------------------------------------- classification
+
+def _ce_infer(b):
+    logits = _float_tensor(b, "cross_entropy", "input")
+    _need_rank("cross_entropy", logits, "input", at_least=2)
+    target = _no_constant(b, "cross_entropy").type
+    if target.is_float:
+        # Class probabilities (soft labels): the logits' shape, one loss per [N, d1...] position.
+        _need_same("cross_entropy", logits, target, "input", "target")
+        if plain(b["ignore_index"]) != -100:
+            raise ShapeError("`cross_entropy`'s `ignore_index` applies to class ids, not to probability targets",
+                             code="E0302", arg="ignore_index")
+        shape = logits.shape[:1] + logits.shape[2:]
+    else:
+        shape = _class_ids("cross_entropy", logits, target, "input", "target")
+    return _reduced(b, shape, logits.dtype)
+
+
+def _draw_ce(d):
+    n, c, extra = d.int(1, 4), d.int(1, 5), d.shape(0, 2, 1, 3)
+    dtype = d.choice(["float32", "float64"])
+    probs = d.bool()
+    target = S(n, c, *extra, dtype=dtype, values=(0, 1)) if probs else S(n, *extra, dtype="int64", values=(0, c))
+    return Example({"input": S(n, c, *extra, dtype=dtype), "target": target,
+                    "label_smoothing": d.choice([0.0, 0.1, 1.0]),
+                    "ignore_index": -100 if probs else d.choice([-100, 0]),
+                    "reduction": d.choice(REDUCTIONS)})
+
+
+register(OpDef(
+    name="cross_entropy", kind="loss", family="loss",
+    doc="mean(-log softmax(input)[target]) over class dim 1 of [N, C, d1...] logits; the target is int64 "
+        "class ids [N, d1...] or probabilities shaped like the input (label_smoothing mixes in uniform).",
+    params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR),
+            ParamSpec("label_smoothing", FLOAT, 0.0, checks.probability), ParamSpec("ignore_index", INT, -100),
+            _reduction()),
+    infer=_ce_infer, dtypes=CLASS_ID_DTYPES,
+    torch=TorchFunction(lambda e: f"F.cross_entropy({e.arg('input')}, {e.arg('target')}"
+                                  f"{_kws(e, ('label_smoothing', 'ignore_index', 'reduction'))})"),
+    examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
+              Example({"input": S(2, 5, 3, 3), "target": S(2, 3, 3, dtype="int64", values=(0, 5)),
+                       "reduction": "none"}),
+              Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "label_smoothing": 0.1}),
+              Example({"input": S(4, 3), "target": S(4, dtype="int64", values=(0, 3)), "ignore_index": 0,
+                       "reduction": "sum"})),
+    arbitrary=_draw_ce,
+))
+
+
+def _nll_infer(b):
+    logp = _float_tensor(b, "nll", "input")
+    _need_rank("nll", logp, "input", at_least=2)
+    shape = _class_ids("nll", logp, _no_constant(b, "nll").type, "input", "target")
+    return _reduced(b, shape, logp.dtype)
+
+
+register(OpDef(
+    name="nll", kind="loss", family="loss",
+    doc="mean(-input[n, target[n]]) for log-probabilities [N, C, d1...] (after log_softmax) and int64 "
+        "class ids [N, d1...].",
+    params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR), ParamSpec("ignore_index", INT, -100),
+            _reduction()),
+    infer=_nll_infer, dtypes=CLASS_ID_DTYPES,
+    torch=TorchFunction(lambda e: f"F.nll_loss({e.arg('input')}, {e.arg('target')}"
+                                  f"{_kws(e, ('ignore_index', 'reduction'))})"),
+    examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
+              Example({"input": S(2, 3, 5), "target": S(2, 5, dtype="int64", values=(0, 3)), "reduction": "none"})),
+    arbitrary=lambda d: (lambda n, c, extra: Example({
+        "input": S(n, c, *extra), "target": S(n, *extra, dtype="int64", values=(0, c)),
+        "ignore_index": d.choice([-100, 0]), "reduction": d.choice(REDUCTIONS)}))(
+        d.int(1, 4), d.int(1, 5), d.shape(0, 2, 1, 3)),
+))
+
+
+# ---------------------------------------------------------------- divergences
+
+def _kl_div_infer(b):
+    p = _float_tensor(b, "kl_div", "input")
+    _paired_target(b, "kl_div")
+    return _reduced(b, p.shape, p.dtype)
+
+
+def _kl_div_src(e) -> str:
+    # Our default, "batchmean", is not torch's, so the reduction is always printed. torch deprecates "mean"
+    # for KL (it warns, and will make it mean "batchmean"), so the elementwise mean is written out.
+    red = e.args["reduction"]
+    call = f"F.kl_div({e.arg('input')}, {_target_src(e)}, reduction={e.fmt('none' if red == 'mean' else red)}" \
+           f"{e.kw('log_target')})"
+    return f"{call}.mean()" if red == "mean" else call
+
+
+register(OpDef(
+    name="kl_div", kind="loss", family="loss",
+    doc="sum(target (log target - input)) / N: KL(target || exp(input)) for log-probabilities `input` and "
+        "probabilities `target` (log-probabilities with log_target); default reduction \"batchmean\" is the "
+        "true KL per sample (torch's own default, \"mean\", also divides by the class count)." + _BROADCAST_NOTE,
+    params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR), ParamSpec("log_target", BOOL, False),
+            _reduction("batchmean", REDUCTIONS + ("batchmean",))),
+    infer=_kl_div_infer,
+    torch=TorchFunction(_kl_div_src),
+    examples=(Example({"input": S(4, 5), "target": S(4, 5, values=(0, 1))}),
+              Example({"input": S(2, 3, 4), "target": S(2, 3, 4), "log_target": True, "reduction": "none"}),
+              Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "reduction": "mean"}),
+              Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "reduction": "sum"})),
+    arbitrary=lambda d: (lambda s, log: Example({
+        "input": S(*s), "target": S(*s, values=None if log else (0, 1)), "log_target": log,
+        "reduction": d.choice(REDUCTIONS + ("batchmean",))}))(d.shape(1, 3, 1, 4), d.bool()),
+))
+
+
+def _kl_normal_infer(b):
+    mu, log_var = _float_tensor(b, "kl_normal", "mu"), _float_tensor(b, "kl_normal", "log_var")
+    _need_rank("kl_normal", mu, "mu", at_least=1)
+    _need_same("kl_normal", mu, log_var, "mu", "log_var")
+    return _reduced(b, mu.shape, mu.dtype)
+
+
+def _kl_normal_src(e) -> str:
+    # Written out as in the PyTorch VAE example: -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()).
+    mu, lv = e.arg("mu"), e.arg("log_var")
+    terms = f"1 + {lv} - {mu}.pow(2) - {lv}.exp()"
+    red = e.args["reduction"]
+    if red == "none":
+        return f"-0.5 * ({terms})"
+    total = f"-0.5 * torch.sum({terms})"
+    return total if red == "sum" else f"{total} / {mu}.shape[0]"
+
+
+register(OpDef(
+    name="kl_normal", kind="loss", family="loss",
+    doc="-0.5 * sum(1 + log_var - mu² - exp(log_var)): KL(N(mu, exp(log_var)) || N(0, 1)) of a VAE's "
+        "posterior. The default reduction is \"sum\" because the standard VAE loss adds it to "
+        "`bce(recon, x, reduction=\"sum\")` (both summed over the batch, as in the PyTorch example); \"mean\" "
+        "is the batch mean of per-sample sums, \"none\" the elementwise terms.",
+    params=(ParamSpec("mu", TENSOR), ParamSpec("log_var", TENSOR), _reduction("sum")),
+    infer=_kl_normal_infer,
+    torch=TorchFunction(_kl_normal_src),
+    examples=(Example({"mu": S(4, 8), "log_var": S(4, 8)}),
+              Example({"mu": S(2, 3, 4), "log_var": S(2, 3, 4), "reduction": "mean"}),
+              Example({"mu": S(3, 5), "log_var": S(3, 5), "reduction": "none"})),
+    arbitrary=lambda d: (lambda s, dt: Example({"mu": S(*s, dtype=dt), "log_var": S(*s, dtype=dt),
+                                                "reduction": d.choice(REDUCTIONS)}))(
+        d.shape(1, 3, 1, 4), d.choice(["float32", "float64"])),
+))
+
+
+# ---------------------------------------------------------------- contrastive and metric losses
+
+helper("nt_xent_loss", '''
+    def nt_xent_loss(z1, z2, temperature=0.5):
+        """SimCLR's NT-Xent: each of the 2N embeddings must pick its other view among the rest."""
+        z = F.normalize(torch.cat([z1, z2]), dim=1)
+        sim = z @ z.t() / temperature
+        self_pairs = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        sim = sim.masked_fill(self_pairs, float("-inf"))
+        n = z1.shape[0]
+        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
+        return F.cross_entropy(sim, positives)
+''')
+
+
+def _nt_xent_infer(b):
+    z1, z2 = _float_tensor(b, "nt_xent", "z1"), _float_tensor(b, "nt_xent", "z2")
+    _need_rank("nt_xent", z1, "z1", ranks=(2,))
+    _need_rank("nt_xent", z2, "z2", ranks=(2,))
+    _need_same("nt_xent", z1, z2, "z1", "z2")
+    return [TensorType((), z1.dtype)]
+
+
+register(OpDef(
+    name="nt_xent", kind="loss", family="loss",
+    doc="mean over the 2N rows i of -log(exp(s(i, j)/T) / sum_{k≠i} exp(s(i, k)/T)), s = cosine similarity, "
+        "j = i's other view (i ± N): SimCLR's loss for two views z1, z2 of [N, D] embeddings.",
+    params=(ParamSpec("z1", TENSOR), ParamSpec("z2", TENSOR),
+            ParamSpec("temperature", FLOAT, 0.5, checks.positive_number)),
+    infer=_nt_xent_infer,
+    torch=TorchFunction(lambda e: f"nt_xent_loss({e.arg('z1')}, {e.arg('z2')}{e.kw('temperature')})",
+                        helpers=("nt_xent_loss",)),
+    examples=(Example({"z1": S(4, 8), "z2": S(4, 8)}), Example({"z1": S(2, 3), "z2": S(2, 3), "temperature": 0.1})),
+    arbitrary=lambda d: (lambda n, k: Example({"z1": S(n, k), "z2": S(n, k),
+                                               "temperature": d.choice([0.5, 0.1, 1.0])}))(d.int(1, 4), d.int(1, 5)),
+))
+
+
+def _cosine_infer(b):
+    x1, x2 = _float_tensor(b, "cosine_embedding", "x1"), _float_tensor(b, "cosine_embedding", "x2")
+    _need_rank("cosine_embedding", x1, "x1", ranks=(1, 2))
+    _need_same("cosine_embedding", x1, x2, "x1", "x2")
+    per_pair = TensorType(x1.shape[:-1], x1.dtype)
+    v = b["target"]
+    if isinstance(v, TensorValue):
+        if not _equal_shapes(per_pair.shape, v.type.shape):
+            raise ShapeError(f"`cosine_embedding` needs one target per pair: {per_pair.shape_str()} for `x1` "
+                             f"{x1.shape_str()}, got {v.type.shape_str()}", code="E0403", arg="target",
+                             label="shapes differ")
+        _need_same_dtype("cosine_embedding", x1, v.type, "x1", "target")
+    elif _constant(v) not in (1.0, -1.0):
+        raise ShapeError(f"`cosine_embedding`'s `target` is 1 (similar) or -1 (dissimilar), got {_constant(v)!r}",
+                         code="E0302", arg="target")
+    return _reduced(b, per_pair.shape, x1.dtype)
+
+
+def _cosine_target_src(e) -> str:
+    # One target per pair: x1's shape without the embedding dimension.
+    v = e.args["target"]
+    if isinstance(v, TensorValue):
+        return e.arg("target")
+    x1 = e.arg("x1")
+    return f"{x1}.new_ones({x1}.shape[:-1])" if _constant(v) == 1.0 else f"{x1}.new_full({x1}.shape[:-1], -1.0)"
+
+
+register(OpDef(
+    name="cosine_embedding", kind="loss", family="loss",
+    doc="mean(1 - cos(x1, x2) where target = 1, max(0, cos(x1, x2) - margin) where target = -1) over "
+        "[N, D] pairs; target is ±1 floats [N] (or `ones`).",
+    params=(ParamSpec("x1", TENSOR), ParamSpec("x2", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR),
+            ParamSpec("margin", FLOAT, 0.0, lambda v: None if -1 <= plain_float(v) <= 1 else "must lie in [-1, 1]"),
+            _reduction()),
+    infer=_cosine_infer,
+    torch=TorchFunction(lambda e: f"F.cosine_embedding_loss({e.arg('x1')}, {e.arg('x2')}, {_cosine_target_src(e)}"
+                                  f"{_kws(e, ('margin', 'reduction'))})"),
+    examples=(Example({"x1": S(4, 8), "x2": S(4, 8), "target": S(4, values=(-1, 1))}),
+              Example({"x1": S(3, 5), "x2": S(3, 5), "target": Fill(1.0), "margin": 0.5, "reduction": "none"}),
+              Example({"x1": S(6), "x2": S(6), "target": -1, "reduction": "sum"})),
+    arbitrary=lambda d: (lambda s: Example({
+        "x1": S(*s), "x2": S(*s), "target": d.choice([S(*s[:-1], values=(-1, 1)), Fill(1.0), -1]),
+        "margin": d.choice([0.0, 0.5, -0.2]), "reduction": d.choice(REDUCTIONS)}))(d.shape(1, 2, 1, 4)),
+))
+
+
+def _triplet_infer(b):
+    names = ("anchor", "positive", "negative")
+    a, p, n = (_float_tensor(b, "triplet_margin", k) for k in names)
+    _need_rank("triplet_margin", a, "anchor", ranks=(1, 2))
+    _need_same("triplet_margin", a, p, "anchor", "positive")
+    _need_same("triplet_margin", a, n, "anchor", "negative")
+    return _reduced(b, a.shape[:-1], a.dtype)
+
+
+register(OpDef(
+    name="triplet_margin", kind="loss", family="loss",
+    doc="mean(max(0, ‖anchor - positive‖_p - ‖anchor - negative‖_p + margin)) over [N, D] embeddings.",
+    params=(ParamSpec("anchor", TENSOR), ParamSpec("positive", TENSOR), ParamSpec("negative", TENSOR),
+            ParamSpec("margin", FLOAT, 1.0, checks.positive_number), ParamSpec("p", FLOAT, 2.0, checks.positive_number),
+            _reduction()),
+    infer=_triplet_infer,
+    torch=TorchFunction(lambda e: f"F.triplet_margin_loss({e.arg('anchor')}, {e.arg('positive')}, "
+                                  f"{e.arg('negative')}{_kws(e, ('margin', 'p', 'reduction'))})"),
+    examples=(Example({"anchor": S(4, 8), "positive": S(4, 8), "negative": S(4, 8)}),
+              Example({"anchor": S(3, 5), "positive": S(3, 5), "negative": S(3, 5), "margin": 0.5, "p": 1.0,
+                       "reduction": "none"})),
+    arbitrary=lambda d: (lambda s: Example({
+        "anchor": S(*s), "positive": S(*s), "negative": S(*s), "margin": d.choice([1.0, 0.2]),
+        "p": d.choice([2.0, 1.0, 3.0]), "reduction": d.choice(REDUCTIONS)}))(d.shape(1, 2, 1, 4)),
+))
+
+
+# ---------------------------------------------------------------- knowledge distillation
+
+helper("distillation_loss", '''
+    def distillation_loss(student, teacher, target, temperature=4.0, alpha=0.5):
+        """Hinton et al.: the teacher's softened outputs (scaled by T² to keep gradients comparable)
+        mixed with the usual cross-entropy on the labels."""
+        soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
+                        reduction="batchmean")
+        hard = F.cross_entropy(student, target)
+        return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+''')
+
+
+def _distillation_infer(b):
+    s, t = _float_tensor(b, "distillation", "student"), _float_tensor(b, "distillation", "teacher")
+    _need_rank("distillation", s, "student", ranks=(2,))
+    _need_same("distillation", s, t, "student", "teacher")
+    _class_ids("distillation", s, _no_constant(b, "distillation").type, "student", "target")
+    return [TensorType((), s.dtype)]
+
+
+register(OpDef(
+    name="distillation", kind="loss", family="loss",
+    doc="alpha T² KL(softmax(teacher/T) || softmax(student/T)) (batchmean) + (1 - alpha) cross_entropy(student, "
+        "target) for [N, C] logits (Hinton et al.). The teacher is not detached: pass `detach(teacher(x))` "
+        "or freeze it.",
+    params=(ParamSpec("student", TENSOR), ParamSpec("teacher", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR),
+            ParamSpec("temperature", FLOAT, 4.0, checks.positive_number),
+            ParamSpec("alpha", FLOAT, 0.5, checks.probability)),
+    infer=_distillation_infer, dtypes=CLASS_ID_DTYPES,
+    torch=TorchFunction(lambda e: f"distillation_loss({e.arg('student')}, {e.arg('teacher')}, {e.arg('target')}"
+                                  f"{_kws(e, ('temperature', 'alpha'))})", helpers=("distillation_loss",)),
+    examples=(Example({"student": S(4, 10), "teacher": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
+              Example({"student": S(2, 3), "teacher": S(2, 3), "target": S(2, dtype="int64", values=(0, 3)),
+                       "temperature": 2.0, "alpha": 0.9})),
+    arbitrary=lambda d: (lambda n, c: Example({
+        "student": S(n, c), "teacher": S(n, c), "target": S(n, dtype="int64", values=(0, c)),
+        "temperature": d.choice([4.0, 1.0, 2.5]), "alpha": d.choice([0.5, 0.0, 1.0])}))(d.int(1, 4), d.int(1, 5)),
+))
+

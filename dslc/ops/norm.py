@@ -1,1 +1,245 @@
-"""(being written)"""
+"""Normalization layers: BatchNorm1d/2d/3d, LayerNorm, GroupNorm, InstanceNorm1d/2d.
+
+Each computes y = (x - mean) / sqrt(var + eps) * weight + bias, and they differ
+only in the axes the statistics are taken over:
+- BatchNorm:    per channel, over the batch and every spatial position
+                (running estimates replace them in eval mode when tracked);
+- InstanceNorm: per sample and channel, over the spatial positions;
+- GroupNorm:    per sample and group of channels, over the group and positions;
+- LayerNorm:    per position, over the trailing `normalized_shape` dimensions.
+weight and bias (when affine) have one entry per channel, or the
+normalized_shape for LayerNorm. The channel count (num_features,
+num_channels) and LayerNorm's default normalized_shape come from the input.
+"""
+from __future__ import annotations
+
+from ..ir.dims import Sym, plain, product
+from . import checks
+from .ptypes import BOOL, FLOAT, INT, ListOf, OneOf, Optional
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
+from .shapes import divides, need_min_rank, need_rank, same_dim, static
+
+
+def _affine_macs(flag: str):
+    """One multiply-add per output element when there is an affine map, else none counted."""
+    return lambda b, out: product(out[0].shape) if b[flag] else 0
+
+
+def _channel_state(affine: str):
+    """weight/bias of one entry per channel, and the running statistics when tracked."""
+    def weights(a):
+        c = a["num_features"] if "num_features" in a else a["num_channels"]
+        return {"weight": (c,), "bias": (c,)} if a[affine] else {}
+
+    def buffers(a):
+        if not a.get("track_running_stats"):
+            return {}
+        c = a["num_features"]
+        return {"running_mean": ((c,), "float32"), "running_var": ((c,), "float32"),
+                "num_batches_tracked": ((), "int64")}
+    return weights, buffers
+
+
+def _one_value_per_channel(t, what: str, first: int) -> None:
+    """Batch statistics over a single value are undefined: torch raises at run time, so say it now.
+
+    `first` is the first dimension the statistics range over besides the spatial ones
+    (0 for BatchNorm's batch, None for InstanceNorm, which only uses the positions).
+    """
+    dims = ([t.shape[first]] if first is not None else []) + list(t.shape[2:])
+    if any(isinstance(d, Sym) for d in dims) or product(plain(d) for d in dims) != 1:
+        return
+    over = "batch and spatial" if first is not None else "spatial"
+    raise ShapeError(f"`{what}` computes its statistics over the {over} dimensions, but {t.shape_str()} "
+                     f"has a single value per channel there", code="E0403", input=0,
+                     label="one value per channel",
+                     help="use a larger input, or track_running_stats=true for evaluation with running statistics")
+
+
+# ---------------------------------------------------------------- BatchNorm / InstanceNorm
+
+_MOMENTUM = ParamSpec("momentum", Optional(FLOAT), 0.1, checks.probability,
+                      "weight of each batch in the running statistics; none: a cumulative average")
+
+
+def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, instance: bool, examples, draw):
+    affine_default, track_default = (False, False) if instance else (True, True)
+    eps_check = checks.non_negative_number if instance else checks.positive_number  # torch: BN needs eps > 0
+
+    def resolve(b):
+        need_rank(b.x, ranks, name, layout)
+        return {"num_features": static(b.x.shape[1], f"`{name}`'s num_features (the input's dimension 1)")}
+
+    def infer(b):
+        if not b["track_running_stats"]:  # with running statistics, eval mode does not look at the batch
+            _one_value_per_channel(b.x, name, None if instance else 0)
+        return [b.x]
+
+    weights, buffers = _channel_state("affine")
+    register(OpDef(
+        name=name, kind="layer", family="norm", stem=stem, doc=doc,
+        params=(ParamSpec("eps", FLOAT, 1e-5, eps_check), _MOMENTUM,
+                ParamSpec("affine", BOOL, affine_default), ParamSpec("track_running_stats", BOOL, track_default)),
+        resolve=resolve, infer=infer, weights=weights, buffers=buffers, macs=_affine_macs("affine"),
+        label=lambda a: f"{name} {a['num_features']}",
+        torch=TorchLayer(f"nn.{name}", ("num_features",), ("eps", "momentum", "affine", "track_running_stats")),
+        examples=examples, arbitrary=draw,
+    ))
+
+
+def _norm_args(d) -> dict:
+    return {"eps": d.choice([1e-5, 1e-3]), "momentum": d.choice([0.1, None, 0.01]),
+            "affine": d.bool(), "track_running_stats": d.bool()}
+
+
+_running_norm(
+    "BatchNorm1d", (2, 3), "[N, C] or [N, C, L]", "bn", instance=False,
+    doc="Batch normalization per channel of [N, C] or [N, C, L] input; num_features = C.",
+    examples=(Example({}, (S(2, 5),)), Example({"affine": False, "momentum": None}, (S(2, 4, 6),)),
+              Example({"track_running_stats": False}, (S(3, 4, 2),))),
+    draw=lambda d: Example(_norm_args(d), (S(2, d.int(1, 6), *d.shape(0, 1, 1, 5)),)))
+
+_running_norm(
+    "BatchNorm2d", (4,), "[N, C, H, W]", "bn", instance=False,
+    doc="Batch normalization per channel of [N, C, H, W] input; num_features = C.",
+    examples=(Example({}, (S(2, 3, 4, 4),)), Example({"eps": 1e-3, "track_running_stats": False}, (S(2, 3, 2, 5),))),
+    draw=lambda d: Example(_norm_args(d), (S(2, d.int(1, 6), d.int(1, 4), d.int(1, 4)),)))
+
+_running_norm(
+    "BatchNorm3d", (5,), "[N, C, D, H, W]", "bn", instance=False,
+    doc="Batch normalization per channel of [N, C, D, H, W] input; num_features = C.",
+    examples=(Example({}, (S(2, 3, 2, 3, 4),)), Example({"affine": False}, (S(2, 2, 1, 2, 2),))),
+    draw=lambda d: Example(_norm_args(d), (S(2, d.int(1, 4), *d.shape(3, 3, 1, 3)),)))
+
+_running_norm(
+    "InstanceNorm1d", (3,), "[N, C, L]", "inorm", instance=True,
+    doc="Normalizes each channel of each sample of [N, C, L] input over L; num_features = C.",
+    examples=(Example({}, (S(2, 3, 5),)), Example({"affine": True, "track_running_stats": True}, (S(2, 4, 3),))),
+    draw=lambda d: Example(_norm_args(d), (S(2, d.int(1, 5), d.int(2, 6)),)))
+
+_running_norm(
+    "InstanceNorm2d", (4,), "[N, C, H, W]", "inorm", instance=True,
+    doc="Normalizes each channel of each sample of [N, C, H, W] input over H and W; num_features = C.",
+    examples=(Example({}, (S(2, 3, 4, 4),)), Example({"affine": True, "eps": 1e-3}, (S(2, 2, 1, 3),))),
+    draw=lambda d: Example(_norm_args(d), (S(2, d.int(1, 5), d.int(2, 4), d.int(1, 4)),)))
+
+
+# ---------------------------------------------------------------- LayerNorm
+
+def _nonempty_positive(v) -> str | None:
+    if isinstance(v, tuple) and not v:
+        return "must name at least one dimension"
+    return checks.positive(v)
+
+
+def _dims(ns) -> tuple:
+    return ns if isinstance(ns, tuple) else (ns,)
+
+
+def _layer_norm_resolve(b):
+    t, ns = b.x, b["normalized_shape"]
+    if ns is None:  # torch wants it in the constructor: the last dimension, as people write it
+        need_min_rank(t, 1, "LayerNorm")
+        return {"normalized_shape": static(t.shape[-1], "`LayerNorm`'s normalized_shape (the input's last dimension)")}
+    want = _dims(ns)
+    if t.rank < len(want):
+        raise ShapeError(f"`LayerNorm` over {_show(want)} needs an input with at least {len(want)} dimensions, "
+                         f"got {t.shape_str()}", code="E0402", input=0, arg="normalized_shape")
+    have = t.shape[t.rank - len(want):]
+    for h, w in zip(have, want):
+        if not isinstance(h, Sym) and not same_dim(h, w):
+            raise ShapeError(f"`LayerNorm` normalizes over {_show(want)}, but the input {t.shape_str()} ends in "
+                             f"{_show(have)}", code="E0403", arg="normalized_shape",
+                             label="must equal the input's trailing dimensions",
+                             help="leave normalized_shape out to normalize over the last dimension")
+    return {}
+
+
+def _show(dims) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, Sym) else str(plain(d)) for d in dims) + "]"
+
+
+def _layer_norm_weights(a):
+    if not a["elementwise_affine"]:
+        return {}
+    shape = _dims(a["normalized_shape"])
+    return {"weight": shape, **({"bias": shape} if a["bias"] else {})}
+
+
+def _layer_norm_draw(d):
+    shape = (2,) + d.shape(1, 3, 1, 5)
+    ns = d.choice([None, "int", "list"])
+    n = d.int(1, len(shape))
+    args = {"eps": d.choice([1e-5, 1e-6]), "elementwise_affine": d.bool(), "bias": d.bool()}
+    if ns == "int":
+        args["normalized_shape"] = shape[-1]
+    elif ns == "list":
+        args["normalized_shape"] = list(shape[len(shape) - n:])
+    return Example(args, (S(*shape),))
+
+
+register(OpDef(
+    name="LayerNorm", kind="layer", family="norm", stem="norm",
+    doc="Normalizes over the trailing normalized_shape dimensions (default: the last dimension of the input).",
+    params=(ParamSpec("normalized_shape", Optional(OneOf((INT, ListOf(INT)))), None, _nonempty_positive,
+                      "the trailing dimensions to normalize over; none: the input's last"),
+            ParamSpec("eps", FLOAT, 1e-5, checks.non_negative_number),
+            ParamSpec("elementwise_affine", BOOL, True),
+            ParamSpec("bias", BOOL, True)),
+    resolve=_layer_norm_resolve,
+    infer=lambda b: [b.x],
+    weights=_layer_norm_weights,
+    macs=_affine_macs("elementwise_affine"),
+    label=lambda a: "LayerNorm " + "×".join(str(plain(d)) for d in _dims(a["normalized_shape"])),
+    torch=TorchLayer("nn.LayerNorm", ("normalized_shape",), ("eps", "elementwise_affine", "bias")),
+    examples=(Example({}, (S(2, 3, 8),)),
+              Example({"normalized_shape": [3, 4], "elementwise_affine": True}, (S(2, 3, 4),)),
+              Example({"normalized_shape": 6, "bias": False, "eps": 1e-6}, (S(2, 6),)),
+              Example({"elementwise_affine": False}, (S(2, 5),))),
+    arbitrary=_layer_norm_draw,
+))
+
+
+# ---------------------------------------------------------------- GroupNorm
+
+def _group_norm_resolve(b):
+    t, g = b.x, b["num_groups"]
+    need_min_rank(t, 2, "GroupNorm")
+    c = static(t.shape[1], "`GroupNorm`'s num_channels (the input's dimension 1)")
+    if not divides(c, g):
+        raise ShapeError(f"`GroupNorm`'s {plain(g)} groups do not divide the {plain(c)} channels of "
+                         f"{t.shape_str()}", code="E0405", arg="num_groups",
+                         label=f"does not divide {plain(c)}",
+                         help="num_groups must divide the input's dimension 1")
+    return {"num_channels": c}
+
+
+def _group_norm_infer(b):
+    t = b.x
+    # torch checks (in train and eval mode) that each group holds more than one value.
+    dims = [t.shape[0]] + list(t.shape[2:])
+    if not any(isinstance(d, Sym) for d in dims) and \
+            product(plain(d) for d in dims) * (plain(b["num_channels"]) // plain(b["num_groups"])) == 1:
+        raise ShapeError(f"`GroupNorm` with {plain(b['num_groups'])} groups of one channel each has a single "
+                         f"value per group in {t.shape_str()}", code="E0403", input=0,
+                         label="one value per group", help="use fewer groups or a larger input")
+    return [t]
+
+
+register(OpDef(
+    name="GroupNorm", kind="layer", family="norm", stem="gn",
+    doc="Normalizes each group of channels of each sample of [N, C, *] input; num_groups must divide C.",
+    params=(ParamSpec("num_groups", INT, check=checks.positive),
+            ParamSpec("eps", FLOAT, 1e-5, checks.non_negative_number),
+            ParamSpec("affine", BOOL, True)),
+    resolve=_group_norm_resolve,
+    infer=_group_norm_infer,
+    weights=_channel_state("affine")[0],
+    macs=_affine_macs("affine"),
+    label=lambda a: f"GroupNorm {a['num_channels']} ({a['num_groups']} groups)",
+    torch=TorchLayer("nn.GroupNorm", ("num_groups", "num_channels"), ("eps", "affine")),
+    examples=(Example({"num_groups": 2}, (S(2, 4, 3, 3),)), Example({"num_groups": 3, "affine": False}, (S(2, 6),)),
+              Example({"num_groups": 1, "eps": 1e-3}, (S(2, 4, 5),))),
+    arbitrary=lambda d: (lambda g, k: Example({"num_groups": g, "eps": d.choice([1e-5, 1e-3]), "affine": d.bool()},
+                                              (S(2, g * k, *d.shape(0, 2, 1, 4)),)))(d.int(1, 4), d.int(1, 3)),
+))
