@@ -19,3 +19,28 @@ def pytest_configure(config):
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite golden files (generated code, IR, diagnostics) instead of comparing")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def update_goldens(request) -> bool:
+    return request.config.getoption("--update-goldens")
+
+
+def golden(path, text: str, update: bool) -> None:
+    """Compare `text` with the golden file at `path` (or rewrite it with --update-goldens)."""
+    import pathlib
+    path = pathlib.Path(path)
+    if update or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not update:
+            pytest.fail(f"golden file {path} was missing and has been written; review it and rerun")
+    assert text == path.read_text(encoding="utf-8"), f"differs from {path} (review, then --update-goldens)"

@@ -18,9 +18,9 @@ from dslc import api
 from dslc.diagnostics import DslcError
 from dslc.ir.dims import Sym, plain
 from dslc.ir.types import TensorType
+from dslc.ir.values import Ref, TensorValue
 from dslc.ops import HELPERS, REGISTRY
 from dslc.ops.registry import Bound, ShapeError
-from dslc.ir.values import Ref, TensorValue
 
 
 def bind(name: str, inputs: list, **args) -> Bound:
@@ -276,9 +276,9 @@ MODEL = """
 model Tagger(hidden = 8, layers = 2, heads = 2) {
     input x: [B, T, 5]
     input memory: [B, S, 3]
-    out, (h, c) = x -> LSTM(hidden, num_layers=layers)
-    y = MultiheadAttention(hidden, heads)(out, memory)
-    z = attention(y, y, y, heads)
+    out, (h, c) = x -> LSTM(hidden, num_layers=layers, bidirectional=true)
+    y = MultiheadAttention(2 * hidden, heads)(out, memory)
+    z = attention(y, y, y, heads, causal=true)
     o, g = z -> GRU(hidden)
     output o, h, c, g
 }
@@ -292,9 +292,10 @@ def test_compiled_model_runs_with_run_time_lengths(tmp_path):
     source = program.source()
     assert "out, (h, c) = self.lstm(x)" in source
     assert "need_weights=False)[0]" in source and "def multi_head_attention(" in source
+    assert "nn.LSTM(5, hidden, num_layers=layers, bidirectional=True, batch_first=True)" in source
     model = program.build("Tagger", seed=0)
     o, h, c, g = model(torch.randn(3, 7, 5), torch.randn(3, 4, 3))
-    assert (o.shape, h.shape, c.shape, g.shape) == ((3, 7, 8), (2, 3, 8), (2, 3, 8), (1, 3, 8))
+    assert (o.shape, h.shape, c.shape, g.shape) == ((3, 7, 8), (4, 3, 8), (4, 3, 8), (1, 3, 8))
 
 
 @pytest.mark.parametrize("body,code", [

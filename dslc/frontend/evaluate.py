@@ -295,7 +295,7 @@ class Evaluator(ApplyMixin):
     def _finish_outputs(self, ctx: Ctx) -> None:
         if ctx.outputs is None:
             cur = ctx.current
-            if cur is POISON:
+            if cur is POISON or ctx.failed:  # an earlier error (perhaps in `output` itself) says enough
                 ctx.failed = True
                 return
             if not isinstance(cur, TensorValue):

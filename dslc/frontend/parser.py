@@ -14,7 +14,7 @@ from importlib import resources
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from ..diagnostics import Diagnostic, DslcError, SourceFile, Span
+from ..diagnostics import Diagnostic, DslcError, Label, SourceFile, Span
 from . import ast
 
 MAX_DEPTH = 100  # brackets nested deeper than this are refused before parsing (E0106)
@@ -43,10 +43,12 @@ class _NewlineFilter:
 
     def __init__(self) -> None:
         self.unclosed: list[Token] = []
+        self.stack: list = []
         self.too_deep: Token | None = None
 
     def process(self, stream):
         stack: list[tuple[str, Token]] = []  # (kind, opening token); kind: paren | dict | body
+        self.stack = stack  # live, so a syntax error can see what is still open
         self.unclosed = []
         prev = None
         for tok in stream:
@@ -124,27 +126,31 @@ def parse(file: SourceFile) -> ast.Module:
     try:
         return _parse_text(file, file.text)
     except _SyntaxError as first:
-        errors = [first.diagnostic]
-    # Re-parse each top-level declaration on its own to find the others.
-    for chunk in _declaration_chunks(file.text):
+        whole = first.diagnostic
+    # Re-parse each top-level declaration on its own to find every broken one. The whole-file
+    # error is kept only if it lies in a declaration that is broken on its own too (otherwise it
+    # is a cascade, e.g. of a missing `}` in the declaration before).
+    errors, keep_whole = [], False
+    for start, end, chunk in _declaration_chunks(file.text):
         try:
             _parse_text(file, chunk)
         except _SyntaxError as e:
             errors.append(e.diagnostic)
+            if whole.span is not None and start <= whole.span.start < end:
+                keep_whole = True
+    if keep_whole or not errors:
+        errors.insert(0, whole)
     raise DslcError(errors)
 
 
 _DECL_START = re.compile(r"^(model|block|loss|train|import)\b", re.M)
 
 
-def _declaration_chunks(text: str) -> list[str]:
-    """Copies of the text in which everything but one declaration is blanked out."""
+def _declaration_chunks(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, copy of the text with everything but one declaration blanked out)."""
     starts = [m.start() for m in _DECL_START.finditer(text)] + [len(text)]
-    chunks = []
-    for a, b in zip(starts, starts[1:]):
-        blank = re.sub(r"[^\n]", " ", text)
-        chunks.append(blank[:a] + text[a:b] + blank[b:])
-    return chunks
+    blank = re.sub(r"[^\n]", " ", text)
+    return [(a, b, blank[:a] + text[a:b] + blank[b:]) for a, b in zip(starts, starts[1:])]
 
 
 class _SyntaxError(Exception):
@@ -170,7 +176,7 @@ def _parse_text(file: SourceFile, text: str, start: str = "start"):
             "E0106", f"brackets nest more than {MAX_DEPTH} deep", _tok_span(file, e.tok),
             label="too deep from here", help="split the expression into named steps")) from None
     except UnexpectedInput as e:
-        raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed)) from None
+        raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed, filt.stack)) from None
     try:
         result = _ToAst(file).transform(tree)
     except VisitError as e:
@@ -184,10 +190,17 @@ def _tok_span(file: SourceFile, tok: Token) -> Span:
     return Span(file, tok.start_pos, tok.end_pos)
 
 
-def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed: list[Token]) -> Diagnostic:
+def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed: list[Token],
+                       open_now: list) -> Diagnostic:
     if isinstance(e, UnexpectedCharacters):
         return _bad_character(file, text, e.pos_in_stream)
     tok = getattr(e, "token", None)
+    opener = _unclosed_before(tok, open_now)
+    if opener is not None:
+        closer = {"LPAR": ")", "LSQB": "]"}[opener.type]
+        return Diagnostic("E0104", f"`{opener.value}` is never closed", _tok_span(file, opener),
+                          label="opened here", help=f"add the missing `{closer}`",
+                          labels=(Label(_tok_span(file, tok), "the next statement starts here"),))
     at_end = isinstance(e, UnexpectedEOF) or (tok is not None and tok.type == "$END")
     if at_end and unclosed:
         opener = unclosed[-1]
@@ -210,6 +223,16 @@ def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed
         span = Span(file, tok.start_pos, tok.start_pos + 1)
     label = f"expected {_join(expected)}" if expected else ""
     return Diagnostic("E0101", message, span, label=label, help=_syntax_help(tok, expected))
+
+
+def _unclosed_before(tok, open_now: list):
+    """A `(` or `[` left open on an earlier line than the token the parser choked on."""
+    if tok is None or tok.type == "$END" or not open_now:
+        return None
+    kind, opener = open_now[-1]
+    if kind == "paren" and opener.line < tok.line and tok.column <= 12:
+        return opener
+    return None
 
 
 def _bad_character(file: SourceFile, text: str, pos: int) -> Diagnostic:
@@ -242,18 +265,23 @@ def _token_word(tok: Token) -> str:
     return f"`{tok.value}`"
 
 
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "LBRACE", "TRUE", "FALSE", "NONE", "ADD_OP"}
+_CLOSERS = {"RPAR": "`)`", "RSQB": "`]`", "RBRACE": "`}`", "COMMA": "`,`", "_NL": "a new line",
+            "COLON": "`:`", "EQUAL": "`=`"}
+
+
 def _expected_words(e: UnexpectedInput) -> list[str]:
-    names = sorted(getattr(e, "expected", None) or getattr(e, "accepts", None) or [])
+    """What the parser wanted, in the user's words: `an expression` rather than every operator."""
+    names = set(getattr(e, "expected", None) or getattr(e, "accepts", None) or [])
     words = []
-    for n in names:
-        if n in _TOKEN_WORDS:
-            w = _TOKEN_WORDS[n]
-        elif n.startswith("__") or n in ("WS", "COMMENT"):
-            continue
-        else:
-            w = f"`{n.lower()}`"
-        if w not in words:
-            words.append(w)
+    if names & _EXPR_START:
+        words.append("an expression")
+    for n in sorted(names):
+        if n in _CLOSERS and _CLOSERS[n] not in words:
+            words.append(_CLOSERS[n])
+    if not words:
+        keywords = sorted(n.lower() for n in names if n.isupper() and n.isalpha() and n not in _TOKEN_WORDS)
+        words = [f"`{k}`" for k in keywords[:6]]
     return words
 
 

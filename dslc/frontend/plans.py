@@ -115,7 +115,7 @@ class PlanChecker(Evaluator):
         self._data(fields, plan, ctx)
         self._required(decl, fields, steps, phases)
         self._calls(calls, plan, ctx)
-        if self.failed or len(self.reporter.diagnostics) > before:
+        if self.failed:
             return None  # steps and freezes need the models and data
         for stmt in freezes:
             self._guard(lambda s=stmt: plan.freeze.extend(self._freeze_paths(s)))
@@ -312,7 +312,8 @@ class PlanChecker(Evaluator):
             raise EvalError("E0501", f"step `{name}` needs a `loss`", name_span)
         if step.optimizer is None:
             step.optimizer = self.plan.fields.get("optimizer")
-        if step.optimizer is None and not _phase_stmts(self.plan.decl):
+        # a plain plan's missing optimizer was reported with the other required fields
+        if step.optimizer is None and name != "train" and not _phase_stmts(self.plan.decl):
             raise EvalError("E0501", f"step `{name}` needs an `optimizer`", name_span)
         return step
 

@@ -278,9 +278,12 @@ def _term_src(m: Monomial, c: int, name) -> tuple[str, int]:
         power = j - i
         factors.append((f"{_wrap(text, prec, _POW + 1)} ** {power}", _POW) if power > 1 else (text, prec))
         i = j
-    parts = ([str(c)] if c != 1 else []) + [_wrap(t, p, _MUL) for t, p in factors]
-    if len(parts) == 1 and len(factors) == 1:
+    if c == 1 and len(factors) == 1:
         return factors[0]
+    # `*` and `//` bind equally and associate left: `b * (a // b)` needs its parentheses.
+    parts = [str(c)] if c != 1 else []
+    for t, p in factors:
+        parts.append(_wrap(t, p, _MUL if not parts else _MUL + 1))
     return " * ".join(parts), _MUL
 
 

@@ -31,7 +31,7 @@ from ..ir.dims import Sym, plain, product
 from . import checks
 from .ptypes import BOOL, INT, Ints, OneOf, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
-from .shapes import conv_out, need_rank, ntuple, static
+from .shapes import conv_out, ntuple, static
 
 LAYOUT = {1: "[N, C, L]", 2: "[N, C, H, W]", 3: "[N, C, D, H, W]"}
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -48,9 +48,18 @@ def _padding_check(v) -> str | None:
 
 
 def _in_channels(b, n: int):
-    name = b.op.name
-    need_rank(b.x, n + 2, name, LAYOUT[n])
-    return static(b.x.shape[1], f"`{name}`'s in_channels (the input's dimension 1)")
+    name, t = b.op.name, b.x
+    if t.rank != n + 2:
+        raise ShapeError(f"`{name}` expects a {n + 2}-d input {LAYOUT[n]}, got {t.shape_str()}", code="E0402",
+                         input=0, label=f"expects {LAYOUT[n]}", help=_rank_help(name, n, t.rank))
+    return static(t.shape[1], f"`{name}`'s in_channels (the input's dimension 1)")
+
+
+def _rank_help(name: str, n: int, rank: int) -> str:
+    if rank < n + 2:
+        return (f"`{name}` needs a batch and a channel dimension before the {n} spatial one"
+                f"{'s' if n > 1 else ''}: apply it before `Flatten()`, or `Unflatten`/reshape to {LAYOUT[n]}")
+    return f"a {rank}-d input has {rank - 2} spatial dimensions: use the {rank - 2}-d layer, or reshape"
 
 
 def _check_groups(name: str, in_channels, out_channels, groups) -> None:

@@ -25,22 +25,22 @@ def _affine_macs(flag: str):
     return lambda b, out: product(out[0].shape) if b[flag] else 0
 
 
-def _channel_state(affine: str):
-    """weight/bias of one entry per channel, and the running statistics when tracked."""
-    def weights(a):
-        c = a["num_features"] if "num_features" in a else a["num_channels"]
-        return {"weight": (c,), "bias": (c,)} if a[affine] else {}
-
-    def buffers(a):
-        if not a.get("track_running_stats"):
-            return {}
-        c = a["num_features"]
-        return {"running_mean": ((c,), "float32"), "running_var": ((c,), "float32"),
-                "num_batches_tracked": ((), "int64")}
-    return weights, buffers
+def _channel_weights(a):
+    """weight and bias: one entry per channel, when affine."""
+    c = a["num_features"] if "num_features" in a else a["num_channels"]
+    return {"weight": (c,), "bias": (c,)} if a["affine"] else {}
 
 
-def _one_value_per_channel(t, what: str, first: int) -> None:
+def _running_stats(a):
+    """The running estimates that replace batch statistics in eval mode, when tracked."""
+    if not a["track_running_stats"]:
+        return {}
+    c = a["num_features"]
+    return {"running_mean": ((c,), "float32"), "running_var": ((c,), "float32"),
+            "num_batches_tracked": ((), "int64")}
+
+
+def _one_value_per_channel(t, what: str, first: int | None) -> None:
     """Batch statistics over a single value are undefined: torch raises at run time, so say it now.
 
     `first` is the first dimension the statistics range over besides the spatial ones
@@ -75,12 +75,11 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
             _one_value_per_channel(b.x, name, None if instance else 0)
         return [b.x]
 
-    weights, buffers = _channel_state("affine")
     register(OpDef(
         name=name, kind="layer", family="norm", stem=stem, doc=doc,
         params=(ParamSpec("eps", FLOAT, 1e-5, eps_check), _MOMENTUM,
                 ParamSpec("affine", BOOL, affine_default), ParamSpec("track_running_stats", BOOL, track_default)),
-        resolve=resolve, infer=infer, weights=weights, buffers=buffers, macs=_affine_macs("affine"),
+        resolve=resolve, infer=infer, weights=_channel_weights, buffers=_running_stats, macs=_affine_macs("affine"),
         label=lambda a: f"{name} {a['num_features']}",
         torch=TorchLayer(f"nn.{name}", ("num_features",), ("eps", "momentum", "affine", "track_running_stats")),
         examples=examples, arbitrary=draw,
@@ -234,7 +233,7 @@ register(OpDef(
             ParamSpec("affine", BOOL, True)),
     resolve=_group_norm_resolve,
     infer=_group_norm_infer,
-    weights=_channel_state("affine")[0],
+    weights=_channel_weights,
     macs=_affine_macs("affine"),
     label=lambda a: f"GroupNorm {a['num_channels']} ({a['num_groups']} groups)",
     torch=TorchLayer("nn.GroupNorm", ("num_groups", "num_channels"), ("eps", "affine")),

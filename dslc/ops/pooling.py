@@ -1,1 +1,407 @@
-"""(being written)"""
+"""Pooling and resizing: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d,
+AdaptiveMaxPool1d/2d, Upsample and PixelShuffle. None has weights.
+
+Windowed pools, per spatial dimension (kernel k, stride s = k when not given,
+padding p ≤ ⌊k/2⌋, dilation d for max pools, span d·(k−1)+1), as torch's
+`pooling_output_shape`:
+
+    floor mode  out = ⌊(in + 2p − span) / s⌋ + 1
+    ceil mode   out = ⌈(in + 2p − span) / s⌉ + 1, less one when the last window
+                would start at or past in + p (inside the right padding only)
+    torch fails when out < 1.
+
+The ceil-mode correction can only fire when s > span − p; with a run-time size
+(`T`) in that case it cannot be decided at compile time (E0311).
+
+Adaptive pools give `output_size` directly (an int for every dimension, or a
+list where `none` keeps that input size; 1-d pools take no `none`).
+
+Upsample: out = `size`, or ⌊in · scale_factor⌋ in double precision as torch
+computes it; `mode` fixes the rank (linear 3-d, bilinear/bicubic 4-d,
+trilinear 5-d, nearest any of 3–5-d). PixelShuffle(r): [*, C, H, W] →
+[*, C/r², H·r, W·r].
+
+MACs: all 0. Max pools only compare; average pools, Upsample's interpolation
+and PixelShuffle's reshuffle are not counted either, following the
+torchvision/fvcore FLOP tables, which count only multiply-adds of
+convolutions, linear maps and matrix products.
+
+Unnamed pooling layers are written as functional calls (`F.max_pool2d(x, 2)`,
+`F.adaptive_avg_pool2d(x, 1)`, `F.interpolate(x, scale_factor=2.0,
+mode="bilinear")`, `F.pixel_shuffle(x, 2)`), as people write them by hand.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ..ir.dims import Real, Sym, plain, plain_float
+from . import checks
+from .ptypes import BOOL, FLOAT, INT, ArgTypeError, Ints, ListOf, OneOf, Optional, PType, Str, is_int
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
+from .shapes import divides, need_min_rank, need_rank, ntuple
+
+LAYOUT = {1: "[C, L] or [N, C, L]", 2: "[C, H, W] or [N, C, H, W]"}
+
+
+def _zero_macs(b, out):
+    return 0
+
+
+def _text(v, n: int) -> str:
+    return "×".join("·" if x is None else str(plain(x)) for x in ntuple(v, n))
+
+
+# ---------------------------------------------------------------- windowed pools
+
+def _window_out(size, k, s, p, d, ceil: bool, name: str, dim: int):
+    """One output length, exactly as torch's pooling_output_shape."""
+    span = d * (k - 1) + 1
+    if not ceil:
+        out = (size + 2 * p - span) // s + 1
+    else:
+        out = (size + 2 * p - span + s - 1) // s + 1
+        if s - (span - p) > 0:  # only then can the last window start in the right padding
+            last = (out - 1) * s - (size + p)
+            if isinstance(last, Sym):
+                raise ShapeError(f"`{name}` with ceil_mode=true and a stride ({plain(s)}) larger than its window "
+                                 f"less the padding ({plain(span - p)}): whether the last window is dropped "
+                                 f"depends on the run-time size `{size}`",
+                                 code="E0311", arg="ceil_mode", input=0,
+                                 help="give that dimension a fixed size, or use ceil_mode=false")
+            if last >= 0:
+                out = out - 1
+    if not isinstance(out, Sym) and plain(out) < 1:
+        pad = f" + 2×{plain(p)} padding" if plain(p) else ""
+        raise ShapeError(f"`{name}`'s window spans {plain(span)} but dimension {dim} of the input is only "
+                         f"{plain(size)}{pad} wide", code="E0404", input=0,
+                         label="window larger than its input", help="use a smaller kernel or a larger input")
+    return out
+
+
+def _pool_infer(n: int, dilated: bool):
+    def infer(b):
+        name = b.op.name
+        need_rank(b.x, (n + 1, n + 2), name, LAYOUT[n])
+        k = ntuple(b["kernel_size"], n)
+        s = ntuple(b["kernel_size"] if b["stride"] is None else b["stride"], n)
+        p = ntuple(b["padding"], n)
+        d = ntuple(b["dilation"], n) if dilated else (1,) * n
+        for ki, pi in zip(k, p):
+            if plain(pi) > plain(ki) // 2:
+                raise ShapeError(f"`{name}`'s padding {plain(pi)} must be at most half its kernel size "
+                                 f"{plain(ki)}", code="E0302", arg="padding", label="too much padding",
+                                 help=f"torch allows padding up to kernel_size // 2 = {plain(ki) // 2}")
+        lead = b.x.rank - n
+        spatial = tuple(_window_out(size, k[i], s[i], p[i], d[i], b["ceil_mode"], name, lead + i)
+                        for i, size in enumerate(b.x.shape[lead:]))
+        return [b.x.with_shape(b.x.shape[:lead] + spatial)]
+    return infer
+
+
+def _pool_functional(fn: str, keys: tuple):
+    """`F.max_pool2d(x, 2, stride=1)`: the kernel positionally, the rest by name when not the default."""
+    return lambda e: f"{fn}({e.inputs[0]}, {e.fmt(e['kernel_size'])}{''.join(e.kw(k) for k in keys)})"
+
+
+def _pool_label(n: int, ctor: str):
+    def label(a) -> str:
+        text = f"{ctor} {_text(a['kernel_size'], n)}"
+        if a["stride"] is not None and _text(a["stride"], n) != _text(a["kernel_size"], n):
+            strides = {_text(x, 1) for x in ntuple(a["stride"], n)}
+            text += f" /{strides.pop()}" if len(strides) == 1 else f" /{_text(a['stride'], n)}"
+        return text
+    return label
+
+
+def _pool_arbitrary(n: int, dilated: bool):
+    def draw(d):
+        k = [d.int(1, 4) for _ in range(n)]
+        dil = [d.int(1, 2) if dilated else 1 for _ in range(n)]
+        p = [d.int(0, kk // 2) for kk in k]
+        # at least the window's span, less the padding: the output is never empty
+        sizes = [max(1, dl * (kk - 1) + 1 - 2 * pp) + d.int(0, 6) for kk, dl, pp in zip(k, dil, p)]
+        args = {"kernel_size": d.choice([k, k[0]]) if len(set(k)) == 1 else k,
+                "stride": d.choice([None, d.int(1, 3), [d.int(1, 3) for _ in range(n)]]),
+                "padding": d.choice([p, p[0]]) if len(set(p)) == 1 else p, "ceil_mode": d.bool()}
+        if dilated:
+            args["dilation"] = d.choice([dil, dil[0]]) if len(set(dil)) == 1 else dil
+        else:
+            args["count_include_pad"] = d.bool()
+        batch = (2,) if d.int(0, 3) else ()
+        return Example(args, (S(*batch, 3, *sizes),))
+    return draw
+
+
+def _max_pool(n: int, examples: tuple) -> None:
+    name = f"MaxPool{n}d"
+    keys = ("stride", "padding", "dilation", "ceil_mode")
+    register(OpDef(
+        name=name, kind="layer", family="pool", stem="pool",
+        doc=f"{n}-d max pooling over the last {n} dimension{'s' if n > 1 else ''}; stride defaults to the kernel.",
+        params=(ParamSpec("kernel_size", Ints(n), check=checks.positive),
+                ParamSpec("stride", Optional(Ints(n)), None, checks.positive),
+                ParamSpec("padding", Ints(n), 0, checks.non_negative),
+                ParamSpec("dilation", Ints(n), 1, checks.positive),
+                ParamSpec("ceil_mode", BOOL, False)),
+        infer=_pool_infer(n, dilated=True), macs=_zero_macs, label=_pool_label(n, name),
+        torch=TorchLayer(f"nn.{name}", ("kernel_size",), keys,
+                         functional=_pool_functional(f"F.max_pool{n}d", keys)),
+        examples=examples, arbitrary=_pool_arbitrary(n, dilated=True),
+    ))
+
+
+def _avg_pool(n: int, examples: tuple) -> None:
+    name = f"AvgPool{n}d"
+    keys = ("stride", "padding", "ceil_mode", "count_include_pad")
+    register(OpDef(
+        name=name, kind="layer", family="pool", stem="pool",
+        doc=f"{n}-d average pooling over the last {n} dimension{'s' if n > 1 else ''}; stride defaults to the "
+            "kernel; count_include_pad counts padded zeros in each average.",
+        params=(ParamSpec("kernel_size", Ints(n), check=checks.positive),
+                ParamSpec("stride", Optional(Ints(n)), None, checks.positive),
+                ParamSpec("padding", Ints(n), 0, checks.non_negative),
+                ParamSpec("ceil_mode", BOOL, False),
+                ParamSpec("count_include_pad", BOOL, True)),
+        infer=_pool_infer(n, dilated=False), macs=_zero_macs, label=_pool_label(n, name),
+        torch=TorchLayer(f"nn.{name}", ("kernel_size",), keys,
+                         functional=_pool_functional(f"F.avg_pool{n}d", keys)),
+        examples=examples, arbitrary=_pool_arbitrary(n, dilated=False),
+    ))
+
+
+_max_pool(1, (Example({"kernel_size": 2}, (S(2, 3, 8),)),
+              Example({"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}, (S(2, 3, 10),)),
+              Example({"kernel_size": 2, "stride": 3, "dilation": 2, "ceil_mode": True}, (S(3, 8),))))
+_max_pool(2, (Example({"kernel_size": 2}, (S(2, 3, 8, 8),)),
+              Example({"kernel_size": 3, "stride": 2, "padding": 1}, (S(2, 4, 7, 9),)),
+              Example({"kernel_size": [2, 3], "stride": [2, 1], "dilation": [1, 2], "ceil_mode": True},
+                      (S(2, 2, 5, 8),)),
+              Example({"kernel_size": 2, "stride": 3, "padding": 1, "ceil_mode": True}, (S(3, 4, 4),))))
+_avg_pool(1, (Example({"kernel_size": 2}, (S(2, 3, 8),)),
+              Example({"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+                      (S(2, 3, 6),))))
+_avg_pool(2, (Example({"kernel_size": 2}, (S(2, 3, 8, 8),)),
+              Example({"kernel_size": [3, 2], "stride": 2, "padding": [1, 0], "ceil_mode": True},
+                      (S(2, 3, 7, 5),)),
+              Example({"kernel_size": 4, "stride": 3, "padding": 2, "ceil_mode": True, "count_include_pad": False},
+                      (S(3, 5, 6),))))
+
+
+# ---------------------------------------------------------------- adaptive pools
+
+@dataclass(frozen=True)
+class _OutputSize(PType):
+    """An int, or a list of `n` entries that are ints or `none` (keep that input size)."""
+    n: int
+
+    @property
+    def desc(self) -> str:
+        return f"an int or a list of {self.n} ints or `none`s"
+
+    def convert(self, v):
+        if is_int(v):
+            return v
+        if isinstance(v, (list, tuple)) and len(v) == self.n and all(x is None or is_int(x) for x in v):
+            return tuple(v)
+        raise ArgTypeError(self.desc)
+
+
+def _positive_sizes(v) -> str | None:
+    return checks.positive(tuple(x for x in ntuple(v, 1) if x is not None))
+
+
+def _adaptive_infer(n: int):
+    def infer(b):
+        need_rank(b.x, (n + 1, n + 2), b.op.name, LAYOUT[n])
+        lead = b.x.rank - n
+        want = ntuple(b["output_size"], n)
+        spatial = tuple(size if w is None else w for size, w in zip(b.x.shape[lead:], want))
+        return [b.x.with_shape(b.x.shape[:lead] + spatial)]
+    return infer
+
+
+def _adaptive(kind: str, n: int, examples: tuple) -> None:
+    name = f"Adaptive{kind}Pool{n}d"
+    fn = f"F.adaptive_{kind.lower()}_pool{n}d"
+    register(OpDef(
+        name=name, kind="layer", family="pool", stem="pool",
+        doc=f"{kind} pooling to a fixed output size, whatever the input size"
+            + ("; a `none` entry keeps that input size." if n > 1 else "."),
+        params=(ParamSpec("output_size", Ints(1) if n == 1 else _OutputSize(n), check=_positive_sizes),),
+        infer=_adaptive_infer(n), macs=_zero_macs,
+        label=lambda a, nm=name: f"{nm} → {_text(a['output_size'], n)}",
+        torch=TorchLayer(f"nn.{name}", ("output_size",),
+                         functional=lambda e, f=fn: f"{f}({e.inputs[0]}, {e.fmt(e['output_size'])})"),
+        examples=examples,
+        arbitrary=lambda d: Example({"output_size": _drawn_output_size(d, n)},
+                                    (S(*((2,) if d.bool() else ()), 3, *(d.int(1, 9) for _ in range(n))),)),
+    ))
+
+
+def _drawn_output_size(d, n: int):
+    if n == 1 or d.bool():
+        return d.int(1, 6)
+    return [d.choice([None, d.int(1, 6)]) for _ in range(n)]
+
+
+for _kind in ("Avg", "Max"):
+    _adaptive(_kind, 1, (Example({"output_size": 4}, (S(2, 3, 10),)), Example({"output_size": [1]}, (S(3, 5),))))
+    _adaptive(_kind, 2, (Example({"output_size": 1}, (S(2, 3, 8, 8),)),
+                         Example({"output_size": [None, 3]}, (S(2, 3, 5, 7),)),
+                         Example({"output_size": [4, 2]}, (S(3, 3, 5),))))
+
+
+# ---------------------------------------------------------------- Upsample
+
+UPSAMPLE_MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear")
+MODE_RANKS = {"nearest": (3, 4, 5), "linear": (3,), "bilinear": (4,), "bicubic": (4,), "trilinear": (5,)}
+UPSAMPLE_LAYOUT = {3: "[N, C, L]", 4: "[N, C, H, W]", 5: "[N, C, D, H, W]"}
+
+
+def _positive_numbers(v) -> str | None:
+    if any(plain_float(x) <= 0 for x in ntuple(v, 1)):
+        return "must be positive"
+    return None
+
+
+def _upsample_rank(b) -> int:
+    mode, t = b["mode"], b.x
+    ranks = MODE_RANKS[mode]
+    if t.rank not in ranks:
+        want = " or ".join(f"{r}-d input {UPSAMPLE_LAYOUT[r]}" for r in ranks)
+        raise ShapeError(f'`Upsample` with mode="{mode}" expects a {want}, got {t.shape_str()}',
+                         code="E0402", input=0, label=f"this is {t.rank}-d",
+                         help='linear is for 3-d, bilinear/bicubic for 4-d, trilinear for 5-d input; '
+                              'nearest works for all three')
+    return t.rank - 2
+
+
+def _check_upsample_args(b, n: int) -> None:
+    size, scale = b["size"], b["scale_factor"]
+    if b["align_corners"] is not None and b["mode"] == "nearest":
+        raise ShapeError('`Upsample`\'s align_corners only applies to the interpolating modes '
+                         '(linear, bilinear, bicubic, trilinear), not "nearest"', code="E0302", arg="align_corners",
+                         help="leave align_corners out with mode \"nearest\"")
+    if (size is None) == (scale is None):
+        both = size is not None
+        raise ShapeError("`Upsample` takes exactly one of size and scale_factor, got "
+                         + ("both" if both else "neither"), code="E0302" if both else "E0303",
+                         arg="scale_factor" if both else None)
+    for what, v in (("size", size), ("scale_factor", scale)):
+        if isinstance(v, tuple) and len(v) != n:
+            raise ShapeError(f"`Upsample`'s {what} has {len(v)} entries but the input {b.x.shape_str()} has "
+                             f"{n} spatial dimension{'s' if n > 1 else ''}", code="E0402", arg=what, input=0)
+
+
+def _scaled(size, factor):
+    """⌊size · factor⌋ as torch computes it (a double product), keeping the size's expression when exact."""
+    if isinstance(factor, Real):
+        factor = factor + 0.0  # the shape depends on this float parameter: record its value
+    f = Fraction(plain_float(factor))
+    if f.denominator == 1:
+        return size * f.numerator
+    # a binary fraction num/den (den ≤ 1024) times a size: the double product is exact while
+    # size·num < 2^53, so its floor is (size·num) // den
+    if f.denominator <= 1024 and (isinstance(size, Sym) or plain(size) * f.numerator < 2 ** 53):
+        return size * f.numerator // f.denominator
+    if isinstance(size, Sym):
+        raise ShapeError(f"`Upsample`'s scale_factor {float(f)!r} times the run-time size `{size}` cannot be "
+                         "worked out at compile time", code="E0311", arg="scale_factor",
+                         help="use an integer or binary-fraction scale factor (2, 1.5, 0.75), or give `size`")
+    return math.floor(float(size) * float(f))  # float() fixes a parameter-derived size (a guard)
+
+
+def _upsample_infer(b):
+    n = _upsample_rank(b)
+    _check_upsample_args(b, n)
+    sizes = b.x.shape[2:]
+    if b["size"] is not None:
+        spatial = ntuple(b["size"], n)
+    else:
+        spatial = tuple(_scaled(size, f) for size, f in zip(sizes, ntuple(b["scale_factor"], n)))
+    for i, (size, out) in enumerate(zip(sizes, spatial)):
+        if not isinstance(out, Sym) and plain(out) < 1:
+            raise ShapeError(f"`Upsample`'s scale_factor shrinks dimension {i + 2} of {b.x.shape_str()} "
+                             f"(size {plain(size)}) to {plain(out)}", code="E0302", arg="scale_factor", input=0,
+                             label="output would be empty")
+    return [b.x.with_shape(b.x.shape[:2] + tuple(spatial))]
+
+
+def _upsample_label(a) -> str:
+    if a["size"] is not None:
+        what = f"→ {_text(a['size'], len(a['size']) if isinstance(a['size'], tuple) else 1)}"
+    else:
+        f = a["scale_factor"]
+        factors = [f"{plain_float(x):g}" for x in ntuple(f, 1)]
+        what = f"×{factors[0]}" if len(set(factors)) == 1 else f"×({', '.join(factors)})"
+    return f"Upsample {what} {a['mode']}"
+
+
+def _upsample_functional(e) -> str:
+    return f"F.interpolate({e.inputs[0]}{e.kw('size')}{e.kw('scale_factor')}{e.kw('mode')}{e.kw('align_corners')})"
+
+
+def _upsample_arbitrary(d):
+    mode = d.choice(UPSAMPLE_MODES)
+    n = d.choice(MODE_RANKS[mode]) - 2
+    sizes = [d.int(2, 6) for _ in range(n)]
+    args = {"mode": mode}
+    if d.bool():
+        args["size"] = d.choice([d.int(1, 8), [d.int(1, 8) for _ in range(n)]])
+    else:
+        pick = lambda: d.choice([2, 2.0, 3.0, 0.5, 1.5, 1.7, 0.75])  # noqa: E731
+        args["scale_factor"] = d.choice([pick(), [pick() for _ in range(n)]])
+    if mode != "nearest":
+        args["align_corners"] = d.choice([None, True, False])
+    return Example(args, (S(2, 3, *sizes),))
+
+
+register(OpDef(
+    name="Upsample", kind="layer", family="pool", stem="upsample",
+    doc="Resizes the spatial dimensions of [N, C, ...] to `size` or by `scale_factor` (exactly one), "
+        "by nearest-neighbour or (bi/tri)linear/bicubic interpolation.",
+    params=(ParamSpec("size", Optional(OneOf((INT, ListOf(INT)))), None, checks.positive),
+            ParamSpec("scale_factor", Optional(OneOf((FLOAT, ListOf(FLOAT)))), None, _positive_numbers),
+            ParamSpec("mode", Str(UPSAMPLE_MODES), "nearest"),
+            ParamSpec("align_corners", Optional(BOOL), None)),
+    infer=_upsample_infer, macs=_zero_macs, label=_upsample_label,
+    torch=TorchLayer("nn.Upsample", (), ("size", "scale_factor", "mode", "align_corners"),
+                     functional=_upsample_functional),
+    examples=(Example({"scale_factor": 2.0}, (S(2, 3, 4, 4),)),
+              Example({"scale_factor": 2.0, "mode": "bilinear", "align_corners": True}, (S(2, 3, 4, 5),)),
+              Example({"size": [5, 7, 3], "mode": "trilinear"}, (S(2, 2, 3, 4, 3),)),
+              Example({"scale_factor": [1.5, 0.5], "mode": "bicubic"}, (S(2, 1, 5, 6),)),
+              Example({"size": 9, "mode": "linear"}, (S(2, 3, 4),))),
+    arbitrary=_upsample_arbitrary,
+))
+
+
+# ---------------------------------------------------------------- PixelShuffle
+
+def _pixel_shuffle_infer(b):
+    need_min_rank(b.x, 3, "PixelShuffle")
+    r = b["upscale_factor"]
+    c, h, w = b.x.shape[-3:]
+    if not divides(c, r * r):
+        raise ShapeError(f"`PixelShuffle({plain(r)})` needs channels divisible by {plain(r)}² = "
+                         f"{plain(r) ** 2}, got {plain(c)} channels in {b.x.shape_str()}", code="E0405", input=0,
+                         label=f"{plain(c)} channels", help=f"give the layer before it a multiple of {plain(r) ** 2} "
+                         "output channels")
+    return [b.x.with_shape(b.x.shape[:-3] + (c // (r * r), h * r, w * r))]
+
+
+register(OpDef(
+    name="PixelShuffle", kind="layer", family="pool", stem="pixel_shuffle",
+    doc="Rearranges [*, C·r², H, W] into [*, C, H·r, W·r] (sub-pixel upsampling).",
+    params=(ParamSpec("upscale_factor", INT, check=checks.positive),),
+    infer=_pixel_shuffle_infer, macs=_zero_macs,
+    label=lambda a: f"PixelShuffle ×{plain(a['upscale_factor'])}",
+    torch=TorchLayer("nn.PixelShuffle", ("upscale_factor",),
+                     functional=lambda e: f"F.pixel_shuffle({e.inputs[0]}, {e.fmt(e['upscale_factor'])})"),
+    examples=(Example({"upscale_factor": 2}, (S(2, 8, 3, 4),)), Example({"upscale_factor": 3}, (S(2, 1, 9, 2, 2),))),
+    arbitrary=lambda d: (lambda r: Example({"upscale_factor": r},
+                                           (S(*d.shape(0, 2, 1, 2), r * r * d.int(1, 3), d.int(1, 4), d.int(1, 4)),)))(
+        d.int(1, 3)),
+))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -195,13 +196,19 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(op: OpDef) -> OpDef:
-    frame = inspect.stack()[1]
-    where = f"{os.path.relpath(frame.filename)}:{frame.lineno}"
+    frame = sys._getframe(1)  # inspect.stack() would read every frame's source: seconds at import
+    where = f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno}"
     if op.name in REGISTRY:
         raise RuntimeError(f"{where}: `{op.name}` is already defined at {REGISTRY[op.name].source}")
     op = _with_source(op, where)
     REGISTRY[op.name] = op
     return op
+
+
+def _short_path(path: str) -> str:
+    """`dslc/ops/conv.py` rather than an absolute path."""
+    parts = path.replace(os.sep, "/").split("/")
+    return "/".join(parts[parts.index("dslc"):]) if "dslc" in parts else path
 
 
 def _with_source(op: OpDef, where: str) -> OpDef:
