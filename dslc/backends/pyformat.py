@@ -24,6 +24,11 @@ def py_str(s: str) -> str:
     return repr(s)
 
 
+def doc_text(s: str) -> str:
+    """Text safe inside a generated docstring: a file name cannot end the docstring or escape."""
+    return "".join(ch if (ch.isalnum() or ch in "._-/ +:,()") and ch.isprintable() else "?" for ch in s)
+
+
 def py_float(x: float) -> str:
     r = repr(float(x))
     return r if r not in ("inf", "-inf", "nan") else f"float({r!r})"

@@ -31,3 +31,6 @@ class Fill:
 
     def __repr__(self) -> str:
         return "ones" if self.value == 1.0 else "zeros"
+
+    def describe(self) -> str:
+        return f"`{self!r}` (a constant shaped like the prediction)"

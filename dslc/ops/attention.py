@@ -80,13 +80,21 @@ def _mha_resolve(b):
                          label=f"the last dimension must be {plain(b['embed_dim'])}")
     _need_divides(b["embed_dim"], b["num_heads"], "MultiheadAttention", "num_heads")
     n = len(b.inputs)
-    return {"kdim": static(k.shape[-1], "MultiheadAttention's kdim (the key's last dimension)", min(n - 1, 1)),
-            "vdim": static(v.shape[-1], "MultiheadAttention's vdim (the value's last dimension)", min(n - 1, 2))}
+    kdim = static(k.shape[-1], "MultiheadAttention's kdim (the key's last dimension)", min(n - 1, 1))
+    vdim = static(v.shape[-1], "MultiheadAttention's vdim (the value's last dimension)", min(n - 1, 2))
+    # None (torch's default, "= embed_dim") keeps the common constructor short: nn.MultiheadAttention(E, h)
+    same = plain(kdim) == plain(b["embed_dim"]) and plain(vdim) == plain(b["embed_dim"])
+    return {"kdim": None if same else kdim, "vdim": None if same else vdim}
+
+
+def _kv_dims(a) -> tuple:
+    e = a["embed_dim"]
+    return (e if a["kdim"] is None else a["kdim"]), (e if a["vdim"] is None else a["vdim"])
 
 
 def _packed(a) -> bool:
     """torch packs the three input projections into one in_proj_weight when all widths are E."""
-    return plain(a["kdim"]) == plain(a["embed_dim"]) and plain(a["vdim"]) == plain(a["embed_dim"])
+    return a["kdim"] is None
 
 
 def _mha_weights(a):
@@ -94,7 +102,8 @@ def _mha_weights(a):
     if _packed(a):
         w = {"in_proj_weight": (3 * e, e)}
     else:
-        w = {"q_proj_weight": (e, e), "k_proj_weight": (e, a["kdim"]), "v_proj_weight": (e, a["vdim"])}
+        kdim, vdim = _kv_dims(a)
+        w = {"q_proj_weight": (e, e), "k_proj_weight": (e, kdim), "v_proj_weight": (e, vdim)}
     if a["bias"]:
         w["in_proj_bias"] = (3 * e,)
     if a["add_bias_kv"]:
@@ -109,7 +118,8 @@ def _mha_weights(a):
 def _mha_macs(b, outs):
     q, k, _ = _qkv(b.inputs)
     e, batch, steps, keys = b["embed_dim"], q.shape[0], q.shape[1], k.shape[1]
-    projections = steps * e * e + keys * (b["kdim"] + b["vdim"]) * e
+    kdim, vdim = _kv_dims(b.args)
+    projections = steps * e * e + keys * (kdim + vdim) * e
     return batch * (projections + 2 * steps * keys * e + steps * e * e)
 
 

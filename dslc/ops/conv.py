@@ -106,10 +106,10 @@ def _out_shape(b, spatial: tuple):
 def _conv_pads(b, n: int) -> list[tuple]:
     """(left, right) padding per spatial dimension; "same" keeps the size at stride 1."""
     name, pad = b.op.name, b["padding"]
+    if not isinstance(pad, str):
+        return [(p, p) for p in ntuple(pad, n)]
     if pad == "valid":
         return [(0, 0)] * n
-    if pad != "same":
-        return [(p, p) for p in ntuple(pad, n)]
     if any(plain(s) != 1 for s in ntuple(b["stride"], n)):
         raise ShapeError(f'`{name}` with padding="same" needs stride 1, got stride={_stride_src(b["stride"])}',
                          code="E0302", arg="padding", label='"same" is only for stride 1',
@@ -146,7 +146,7 @@ def _conv_infer(n: int):
     def infer(b):
         pads = _conv_pads(b, n)
         _check_padding_mode(b, pads)
-        if b["padding"] == "same":
+        if isinstance(b["padding"], str) and b["padding"] == "same":
             return _out_shape(b, b.x.shape[2:])
         k, s, d = (ntuple(b[a], n) for a in ("kernel_size", "stride", "dilation"))
         spatial = tuple(conv_out(size, k[i], s[i], pads[i][0], d[i], b.op.name)

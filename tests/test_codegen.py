@@ -1,0 +1,87 @@
+"""The PyTorch backend's promises: readable, deterministic, injection-proof, dslc-free,
+and the same weights through the API and the compiled file for the same seed."""
+from __future__ import annotations
+
+import ast as pyast
+import os
+import subprocess
+import sys
+
+import pytest
+
+import dslc
+from dslc.api import exec_source
+from support import ROOT, run_without_dslc
+
+HOSTILE = 'x"); import os; os.system("echo pwned"); print("\\\n\'\'\'"""'
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_hostile_strings_stay_strings(tmp_path):
+    payload = HOSTILE.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    src = f'''model Evil(tag: str = "{payload}", width: int = 4) {{
+    input x: [B, 3]
+    Linear(width)
+}}
+'''
+    path = _write(tmp_path, 'we"ird\\name""".dl', src)
+    prog = dslc.load(path)
+    code = prog.source()
+    tree = pyast.parse(code)  # still valid Python
+    strings = [n.value for n in pyast.walk(tree) if isinstance(n, pyast.Constant) and isinstance(n.value, str)]
+    assert HOSTILE in strings, "the string reaches the code only as a literal"
+    # every occurrence of the payload's code-looking part is inside a string literal
+    for node in pyast.walk(tree):
+        if isinstance(node, pyast.Call) and isinstance(node.func, pyast.Attribute):
+            assert node.func.attr != "system"
+    mod = exec_source(code, "<evil>")
+    assert mod.Evil(tag=HOSTILE)  # the guard compares with the exact string
+    with pytest.raises(ValueError):
+        mod.Evil(tag="other")
+
+
+def test_output_is_byte_identical_across_processes(tmp_path):
+    script = ("import dslc, sys\n"
+              f"sys.stdout.write(dslc.load({os.path.join(ROOT, 'examples', 'language.dl')!r}).source())\n")
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        outs.add(r.stdout)
+    assert len(outs) == 1
+
+
+def test_generated_code_runs_without_dslc(tmp_path):
+    src = dslc.load(os.path.join(ROOT, "examples", "language.dl")).source(["ResNet18", "VAE"])
+    path = _write(tmp_path, "generated.py", src)
+    code = (f"import importlib.util, torch\n"
+            f"spec = importlib.util.spec_from_file_location('generated', {path!r})\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "net = m.build('ResNet18').eval()\n"
+            "print(tuple(net(torch.randn(2, 3, 32, 32)).shape))\n"
+            "recon, mu, log_var = m.build('VAE').eval()(torch.rand(2, 784))\n"
+            "print(tuple(recon.shape), tuple(mu.shape))\n")
+    r = run_without_dslc(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["(2, 10)", "(2, 784) (2, 20)"]
+    blocked = run_without_dslc("import dslc")
+    assert blocked.returncode != 0 and "blocked" in blocked.stderr
+
+
+def test_build_and_compile_give_the_same_weights():
+    import torch
+    prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
+    a = prog.build("ResNet18", seed=7)
+    mod = exec_source(prog.source(["ResNet18"], seed=7), "<compiled>")
+    b = mod.build()
+    c = prog.build("ResNet18", seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert list(sa) == list(sb)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
