@@ -33,6 +33,16 @@ class Program:
         return self.unit.plans
 
     @property
+    def buildable(self) -> list[str]:
+        """Models that build as declared: every parameter has a default."""
+        return [d.name for d in self.unit.of_kind("model") if all(p.default is not None for p in d.params)]
+
+    def needs_arguments(self) -> dict[str, list[str]]:
+        """Models that need arguments, with the parameters they need."""
+        return {d.name: [p.name for p in d.params if p.default is None]
+                for d in self.unit.of_kind("model") if d.name not in self.buildable}
+
+    @property
     def source_name(self) -> str:
         return os.path.basename(self.path)
 
@@ -61,12 +71,15 @@ class Program:
         return self._graphs[key]
 
     def source(self, names: list[str] | None = None, seed: int = 0, **params) -> str:
-        """The generated PyTorch file for the named models (all models when None)."""
+        """The generated PyTorch file for the named models (every buildable model when None)."""
         from .backends.torch_codegen import generate
-        names = names or self.models
+        names = names or self.buildable
         if not names:
-            raise DslcError(Diagnostic("E0209", f"{self.unit.root.name} declares no model",
-                                       file_name=self.unit.root.name))
+            needy = ", ".join(f"{m} ({', '.join(ps)})" for m, ps in self.needs_arguments().items())
+            raise DslcError(Diagnostic("E0209", f"{self.unit.root.name} declares no model that builds as declared",
+                                       file_name=self.unit.root.name,
+                                       help=f"choose one with --model and give its parameters with --set: {needy}"
+                                       if needy else None))
         if params and len(names) > 1:
             raise DslcError(Diagnostic("E0209", "parameters can be set for one model at a time",
                                        file_name=self.unit.root.name, help="choose one with --model"))

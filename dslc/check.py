@@ -22,9 +22,9 @@ def check_unit(unit: Unit) -> dict:
             g = ev.model(decl)
             if g is not None:
                 graphs[decl.name] = g
-    from .frontend.names import check_names
-    check_names(unit, reporter, skip={name for name, *_ in ev.cache} | set(graphs))
     from .frontend.plans import check_plans
-    check_plans(unit, ev, reporter)
+    checker = check_plans(unit, ev, reporter)
+    from .frontend.names import check_names
+    check_names(unit, reporter, skip=ev.evaluated | checker)
     reporter.raise_if_errors()
     return graphs

@@ -105,6 +105,10 @@ def compile_(file, model, target, output, sets, seed) -> None:
     if model:
         prog._decl(model)
     source = prog.source(names, seed, **params)
+    if not model:
+        for name, needs in prog.needs_arguments().items():
+            click.echo(f"note: skipped `{name}`: it needs {', '.join(needs)} "
+                       f"(compile it with --model {name} --set {needs[0]}=...)", err=True)
     out = output or os.path.splitext(os.path.basename(file))[0] + ".py"
     if out == "-":
         click.echo(source, nl=False)

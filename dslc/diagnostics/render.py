@@ -17,6 +17,7 @@ from .diagnostic import Diagnostic
 from .source import Span
 
 TAB = 4
+WIDTH = 100  # longer source lines are cropped around the caret
 
 
 def render(d: Diagnostic) -> str:
@@ -77,14 +78,29 @@ def _snippet(marks, primary: Span | None) -> list[str]:
             current_file, last_line = span.file, None
         line_no, col = span.file.line_col(span.start)
         src = span.file.line_text(line_no)
-        if line_no != last_line:
-            if last_line is not None and line_no > last_line + 1:
-                out.append(f"{pad}...")
-            out.append(f"{str(line_no).rjust(width)} | {_display(src)}".rstrip())
         end_line, end_col = span.file.line_col(span.end)
         start = _display_col(src, col)
         stop = _display_col(src, end_col) if end_line == line_no else len(_display(src))
+        shown, shift = _crop(_display(src), start)
+        if line_no != last_line:
+            if last_line is not None and line_no > last_line + 1:
+                out.append(f"{pad}...")
+            out.append(f"{str(line_no).rjust(width)} | {shown}".rstrip())
+        start, stop = start - shift, min(stop - shift, len(shown))
         under = ch * max(1, stop - start)
         out.append(f"{pad} | {' ' * start}{under}{(' ' + text) if text else ''}".rstrip())
         last_line = line_no
     return out
+
+
+def _crop(line: str, col: int) -> tuple[str, int]:
+    """A window of a very long line around `col`: (text, how many characters were cut on the left)."""
+    if len(line) <= WIDTH:
+        return line, 0
+    left = max(0, min(col - WIDTH // 2, len(line) - WIDTH))
+    text = line[left:left + WIDTH]
+    if left > 0:
+        text = "..." + text[3:]
+    if left + WIDTH < len(line):
+        text = text[:-3] + "..."
+    return text, left

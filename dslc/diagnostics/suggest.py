@@ -5,17 +5,22 @@ from collections.abc import Iterable
 
 
 def edit_distance(a: str, b: str, limit: int = 3) -> int:
-    """Levenshtein distance, giving up (returning `limit`) once it exceeds limit - 1."""
+    """Edit distance where swapping two neighbours counts as one edit (`rleu` -> `relu`),
+    giving up (returning `limit`) once it reaches limit."""
     if abs(len(a) - len(b)) >= limit:
         return limit
+    prev2: list[int] = []
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
         for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+            d = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            cur.append(d)
         if min(cur) >= limit:
             return limit
-        prev = cur
+        prev2, prev = prev, cur
     return min(prev[-1], limit)
 
 

@@ -134,7 +134,8 @@ class ApplyMixin:
         for v, s in zip(inputs, spans):
             if v.type.dtype not in allowed:
                 kind = "floating-point" if allowed == FLOAT_DTYPES else "/".join(allowed)
-                raise EvalError("E0310", f"`{op.name}` expects a {kind} tensor, got {v.type.dtype}", span,
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise EvalError("E0310", f"`{op.name}` expects {article} {kind} tensor, got {v.type.dtype}", span,
                                 label=f"needs {kind}", labels=(Label(s, f"this is {v.type}"),) if s != span else (),
                                 help=_dtype_help(op, v.type.dtype))
 
@@ -150,20 +151,21 @@ class ApplyMixin:
         return list(outs)
 
     def _shape_diagnostic(self, op, err: ShapeError, arg_spans, inputs, spans, span) -> EvalError:
+        """Point at the argument or input the rule blames; label the inputs only when they matter."""
         labels = []
-        primary, label = span, err.label
         if err.arg and err.arg in arg_spans:
             primary = arg_spans[err.arg]
-            labels.append(Label(span, f"in this `{op.name}`")) if primary != span else None
-        if err.input is not None and err.input < len(inputs):
-            s = spans[err.input]
-            if s is not None and s != primary:
-                labels.append(Label(s, f"this is {inputs[err.input].type.shape_str()}"))
-        elif len(inputs) > 1:
-            for v, s in zip(inputs, spans):
+            if primary.line != span.line:
+                labels.append(Label(span, f"in this `{op.name}`"))
+        else:
+            primary = span
+            blamed = [err.input] if err.input is not None and err.input < len(inputs) else \
+                (range(len(inputs)) if len(inputs) > 1 else [])
+            for i in blamed:
+                s = spans[i]
                 if s is not None and s != primary:
-                    labels.append(Label(s, f"this is {v.type.shape_str()}"))
-        return EvalError(err.code, err.message, primary, label=label, labels=tuple(labels), help=err.help)
+                    labels.append(Label(s, f"this is {inputs[i].type.shape_str()}"))
+        return EvalError(err.code, err.message, primary, label=err.label, labels=tuple(labels), help=err.help)
 
     def _results(self, structure, values: list):
         if structure is not None:
@@ -287,6 +289,7 @@ class ApplyMixin:
         from ..ir.naming import name_instances
         from .evaluate import Ctx, block_input_type
         decl = spec.decl
+        self.evaluated.add(decl.name)
         graph = Graph(decl.name, "block" if decl.kind == "block" else "model", decl=decl)
         sub = Ctx(graph, decl, "block" if decl.kind == "block" else "model", stack=ctx.stack + (decl.name,),
                   inputs_left=list(inputs))
@@ -310,7 +313,8 @@ class ApplyMixin:
         new = self.reporter.diagnostics[before:]
         if new or sub.failed or not graph.outputs:
             note = f"in `{decl.name}`, used at {span}"
-            self.reporter.diagnostics[before:] = [replace(d, notes=d.notes + (note,)) for d in new]
+            self.reporter.diagnostics[before:] = [d if d.span == span else replace(d, notes=d.notes + (note,))
+                                                  for d in new]
             return None
         name_instances(graph)
         return graph

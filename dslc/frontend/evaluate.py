@@ -69,6 +69,7 @@ class Evaluator(ApplyMixin):
         self.unit = unit
         self.reporter = reporter or Reporter()
         self.cache: dict = {}       # block specializations by (name, args, input types)
+        self.evaluated: set = set()  # names of the models and blocks evaluation reached
         self._fresh_sym = 0
 
     # ------------------------------------------------------------------ entry points
@@ -76,6 +77,7 @@ class Evaluator(ApplyMixin):
     def model(self, decl, args: dict | None = None, call_span=None) -> Graph | None:
         """The IR of a model with the given parameter values (name -> Arg)."""
         given = dict(args or {})
+        self.evaluated.add(decl.name)
         graph = Graph(decl.name, "model", decl=decl)
         ctx = Ctx(graph, decl, "model", stack=(decl.name,))
         before = len(self.reporter.diagnostics)
@@ -261,9 +263,11 @@ class Evaluator(ApplyMixin):
 
     def _check_symbol_name(self, item: ast.Name, ctx: Ctx) -> None:
         """An unknown name in an input shape is a new run-time size, unless it is a typo."""
+        if len(item.id) < 3:
+            return  # B, T, N, H, W: the usual names of run-time sizes, never a typo
         params = [p.name for p in getattr(ctx.decl, "params", ())]
         guess = did_you_mean(item.id, params)
-        if guess and item.id.lower() != guess.lower() or (guess and len(item.id) > 2):
+        if guess:
             raise EvalError("E0201", f"`{item.id}` is not defined", item.span,
                             label="would become a new run-time size", help=f"did you mean `{guess}`?")
 
@@ -353,7 +357,8 @@ class Evaluator(ApplyMixin):
         if len(stmt.targets) == 1:
             self._assign(stmt.targets[0], value, stmt.value.span, ctx)
         else:
-            self._assign(ast.TupleExpr(stmt.span, stmt.targets), value, stmt.value.span, ctx)
+            names_span = stmt.targets[0].span.to(stmt.targets[-1].span)
+            self._assign(ast.TupleExpr(names_span, stmt.targets), value, stmt.value.span, ctx)
         if isinstance(value, TensorValue):
             ctx.current = value
 
@@ -381,7 +386,7 @@ class Evaluator(ApplyMixin):
                             if isinstance(value, TensorValue) else None)
         if len(value) != len(targets):
             raise EvalError("E0309", f"{len(targets)} names on the left but {len(value)} values on the right",
-                            target.span.to(targets[-1].span), label=f"{len(targets)} names",
+                            target.span, label=f"{len(targets)} names",
                             labels=(Label(span, f"{len(value)} values"),))
         for t, v in zip(targets, value):
             self._assign(t, v, span, ctx)

@@ -85,15 +85,13 @@ class Plan:
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
 
 
-def check_plans(unit, ev: Evaluator, reporter: Reporter) -> dict:
+def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
+    """Check every plan; returns the names of the models and blocks the plans evaluated."""
     checker = PlanChecker(unit, reporter)
     checker.cache = ev.cache
-    plans = {}
     for decl in unit.of_kind("train"):
-        plan = checker.check(decl)
-        if plan is not None:
-            plans[decl.name] = plan
-    return plans
+        checker.check(decl)
+    return checker.evaluated
 
 
 class PlanChecker(Evaluator):
@@ -141,11 +139,13 @@ class PlanChecker(Evaluator):
 
     def _sort_statements(self, decl):
         fields, calls, steps, phases, freezes = {}, [], [], [], []
+        self.misspelled = set()  # fields the user meant: not reported missing as well
         for stmt in decl.body:
             if isinstance(stmt, ast.AssignStmt) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
                 name = stmt.targets[0].id
                 if name not in catalog.FIELDS:
                     guess = did_you_mean(name, catalog.FIELDS)
+                    self.misspelled.add(guess)
                     self.reporter.error("E0502", f"a training plan has no field `{name}`", stmt.targets[0].span,
                                         label="unknown field", help=f"did you mean `{guess}`?" if guess else
                                         "fields: " + ", ".join(catalog.FIELDS))
@@ -261,7 +261,7 @@ class PlanChecker(Evaluator):
 
     def _required(self, decl, fields: dict, steps: list, phases: list) -> None:
         def need(name: str, ok: bool, why: str = "") -> None:
-            if not ok:
+            if not ok and name not in self.misspelled:
                 self.reporter.error("E0501", f"the plan `{decl.name}` needs `{name}`{why}", decl.name_span,
                                     help=f"{name}: {catalog.FIELDS[name].doc}")
         need("data", "data" in fields)
