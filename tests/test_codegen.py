@@ -85,3 +85,39 @@ def test_build_and_compile_give_the_same_weights():
     assert list(sa) == list(sb)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
+
+
+# Each generated class takes its model's parameters. Built with other values, it must equal
+# what dslc compiles for those values (a wrong size expression would give other shapes).
+OTHER_VALUES = {
+    "MnistMLP": {"hidden": 48, "classes": 7},
+    "ResNet18": {"classes": 3},
+    "LSTMClassifier": {"vocab": 50, "embed": 12, "hidden": 20, "classes": 5},
+    "VAE": {"input_dim": 100, "latent": 6},
+    "Generator": {"latent": 16, "out": 64},
+    "Discriminator": {"inp": 64},
+    "Classifier": {"classes": 4},
+    "ViT": {"image": 64, "patch": 8, "dim": 96, "heads": 6, "classes": 5},
+    "GPT": {"vocab": 300, "context": 64, "dim": 96, "heads": 4},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_constructor_arguments_mean_what_dslc_compiles(name):
+    import torch
+    prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
+    values = OTHER_VALUES[name]
+    mod = exec_source(prog.source([name]), f"<ctor {name}>")
+    with torch.device("meta"):
+        from_class = getattr(mod, name)(**values)
+        recompiled = prog.build(name, **values)
+    a = {k: tuple(v.shape) for k, v in from_class.state_dict().items()}
+    b = {k: tuple(v.shape) for k, v in recompiled.state_dict().items()}
+    assert a == b
+
+
+def test_structural_parameters_are_checked():
+    prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
+    mod = exec_source(prog.source(["ViT"]), "<vit>")
+    with pytest.raises(ValueError, match="depth == 12"):
+        mod.ViT(depth=6)

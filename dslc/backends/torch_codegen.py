@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..ir.dims import FloatGuard, Guard, InDim, Param, Poly, Real, Size, Sym, Var, plain
+from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, plain
 from ..ir.graph import Graph, Instance, Node
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
@@ -74,6 +74,7 @@ class _ClassWriter:
         self.param_names = {p: safe_ident(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
+        self.aliases = _input_aliases(graph) if not is_model else {}
         self.pseudo = self._pseudo_names()
         self.used_pseudo: set = set()
         self.symbols: set = set()          # run-time sizes forward needs (B, T)
@@ -82,17 +83,13 @@ class _ClassWriter:
     # ---------------------------------------------------------------- naming of atoms
 
     def _pseudo_names(self) -> dict:
-        """Constructor names for a block's input dims: after the first layer argument they feed."""
+        """Constructor names for a block's input dims: after the first layer or block argument they feed."""
         names, taken = {}, set(self.param_names.values())
         for inst in self.graph.instances.values():
-            if inst.kind != "layer":
-                continue
-            for key, v in inst.args.items():
-                if isinstance(v, Size) and len(v.expr.terms) == 1 and v.expr.terms[0][1] == 1 \
-                        and len(v.expr.terms[0][0]) == 1 and isinstance(v.expr.terms[0][0][0], InDim):
-                    atom = v.expr.terms[0][0][0]
-                    if atom not in names:
-                        names[atom] = _unique(key, taken)
+            for key, v in self._fed_arguments(inst):
+                atom = _single_atom(v)
+                if isinstance(atom, InDim) and atom not in names and atom not in self.aliases:
+                    names[atom] = _unique(key, taken)
         for name, ref in self.graph.inputs:
             t = self.graph.type_of(ref)
             for i in range(t.rank):
@@ -101,7 +98,27 @@ class _ClassWriter:
                     names[atom] = _unique(f"{name}_dim{i}", taken)
         return names
 
+    def _fed_arguments(self, inst: Instance) -> list:
+        """(argument name, value) pairs an instance's constructor receives."""
+        if inst.kind == "layer":
+            return list(inst.args.items())
+        if inst.kind != "block":
+            return []
+        child = self.gen.class_for(inst.graph)
+        first = next(n for n in self.graph.nodes.values() if n.instance == inst.id)
+        in_types = [self.graph.type_of(r) for r in first.inputs]
+        child_inputs = [n for n, _ in inst.graph.inputs]
+        out = []
+        for key, name, _, _ in child.signature:
+            if isinstance(key, InDim):
+                out.append((name, in_types[child_inputs.index(key.input)].shape[key.index]))
+            else:
+                out.append((name, inst.args[key]))
+        return out
+
     def init_atom(self, a) -> str:
+        if a in self.aliases:
+            return _parenthesized(self.aliases[a], self.init_atom)
         if isinstance(a, Param):
             self.used_params.add(a.name)
             return self.param_names[a.name]
@@ -114,6 +131,8 @@ class _ClassWriter:
         if isinstance(a, Var):
             self.symbols.add(a.name)
             return a.name
+        if a in self.aliases:
+            return _parenthesized(self.aliases[a], self.forward_atom)
         if a not in self.stored:
             local = self.init_atom(a)
             self.stored[a] = self.attrs.claim(local)
@@ -171,7 +190,7 @@ class _ClassWriter:
         where = f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
         if self.is_model:
             return f"The model `{self.graph.name}` ({where})."
-        guards = [_guard_src(g, printer) for g in self.graph.guards if _printable(g, self)]
+        guards = [g.to_python(_doc_atom) for g in simplified(self.graph.guards)]
         text = f"The block `{self.graph.name}` ({where})"
         if guards:
             text += ", built for " + " and ".join(guards)
@@ -179,7 +198,7 @@ class _ClassWriter:
 
     def _guards(self, printer: Printer) -> list[str]:
         out = []
-        for g in self.graph.guards:
+        for g in simplified(self.graph.guards):
             fact = _guard_src(g, printer)
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
@@ -447,8 +466,68 @@ def _annotation(t: str | None) -> str:
     return f": {t}" if t else ""
 
 
-def _printable(g, writer: _ClassWriter) -> bool:
-    return True
+def _single_atom(v):
+    """The atom a size is exactly (`in_channels`, not `2 * in_channels`), or None."""
+    if isinstance(v, Size) and len(v.expr.terms) == 1:
+        mono, coef = v.expr.terms[0]
+        if coef == 1 and len(mono) == 1:
+            return mono[0]
+    return None
+
+
+def _input_aliases(graph: Graph) -> dict:
+    """Block input dims a guard proves equal to a parameter expression: print them as it.
+
+    `LayerNorm()` on an input whose width the block also calls `dim` becomes
+    `nn.LayerNorm(dim)`, as a person would write it, not a second constructor argument."""
+    out = {}
+    for g in graph.guards:
+        if not isinstance(g, Guard) or g.op != "==":
+            continue
+        for a, b in ((g.lhs, g.rhs), (g.rhs, g.lhs)):
+            atom = _single_atom(Size(0, a)) if not a.is_const() else None
+            if isinstance(atom, InDim) and atom not in out and b.atoms() and \
+                    all(isinstance(x, (Param, FloorDiv)) for x in b.atoms()) and \
+                    not any(isinstance(x, InDim) for x in b.atoms()):
+                out[atom] = b
+                break
+    return out
+
+
+def _parenthesized(p: Poly, atom) -> str:
+    from ..ir.dims import to_python
+    text = to_python(p, atom)
+    return text if _single_atom(Size(0, p)) is not None else f"({text})"
+
+
+def _doc_atom(a) -> str:
+    if isinstance(a, InDim):
+        return f"{a.input}.shape[{a.index}]"
+    return a.name
+
+
+def simplified(guards: list) -> list:
+    """Guards without those implied by others: constants a guard fixes are substituted."""
+    consts = {}
+    for g in guards:
+        if isinstance(g, Guard) and g.op == "==":
+            for a, b in ((g.lhs, g.rhs), (g.rhs, g.lhs)):
+                atom = _single_atom(Size(0, a)) if not a.is_const() else None
+                if atom is not None and b.is_const() and atom not in consts:
+                    consts[atom] = b
+    out, seen = [], set()
+    for g in guards:
+        if not isinstance(g, Guard):
+            out.append(g)
+            continue
+        is_def = g.op == "==" and any(_single_atom(Size(0, side)) in consts and other.is_const()
+                                      for side, other in ((g.lhs, g.rhs), (g.rhs, g.lhs)) if not side.is_const())
+        g2 = g if is_def else g.subst(lambda a: consts.get(a))
+        if g2.is_trivial() or g2.key() in seen:
+            continue
+        seen.add(g2.key())
+        out.append(g2)
+    return out
 
 
 _NEG = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}

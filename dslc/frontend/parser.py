@@ -44,7 +44,6 @@ class _NewlineFilter:
     def __init__(self) -> None:
         self.unclosed: list[Token] = []
         self.stack: list = []
-        self.too_deep: Token | None = None
 
     def process(self, stream):
         stack: list[tuple[str, Token]] = []  # (kind, opening token); kind: paren | dict | body
@@ -62,8 +61,7 @@ class _NewlineFilter:
             if t in _OPEN:
                 kind = "paren" if t != "LBRACE" else ("dict" if prev in _DICT_CONTEXT else "body")
                 stack.append((kind, tok))
-                if len(stack) > MAX_DEPTH and self.too_deep is None:
-                    self.too_deep = tok
+                if len(stack) > MAX_DEPTH:
                     raise _TooDeep(tok)
             elif t in _CLOSE and stack:
                 stack.pop()

@@ -312,10 +312,18 @@ class Guard:
         return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f))
 
     def is_trivial(self) -> bool:
-        return self.lhs.is_const() and self.rhs.is_const()
+        """True for facts that hold whatever the parameters are (`dim == dim`, `3 < 4`)."""
+        return self.lhs == self.rhs or (self.lhs.is_const() and self.rhs.is_const())
 
     def atoms(self) -> set:
         return self.lhs.atoms() | self.rhs.atoms()
+
+    def key(self) -> tuple:
+        """Equal for the same fact written either way round (`a == b`, `b == a`)."""
+        a, b = self.lhs.key(), self.rhs.key()
+        if self.op in ("==", "!=") and b < a:
+            a, b = b, a
+        return (self.op, a, b)
 
     def to_python(self, name=None) -> str:
         lhs, rhs = self.lhs, self.rhs
