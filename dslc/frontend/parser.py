@@ -11,8 +11,8 @@ import functools
 import re
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..diagnostics import Diagnostic, DslcError, Label, SourceFile, Span
 from . import ast
@@ -87,9 +87,9 @@ def _grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True,
+    return Lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True,
                 maybe_placeholders=True, postlex=_NewlineFilter(), cache=_cache_path(),
-                start=["start", "expr"])
+                start=["start", "expr"], transformer=_BUILDER)
 
 
 def _cache_path() -> str | bool:
@@ -167,21 +167,18 @@ def parse_expression(file: SourceFile, text: str):
 def _parse_text(file: SourceFile, text: str, start: str = "start"):
     parser = _lark()
     filt: _NewlineFilter = parser.options.postlex
+    _BUILDER.file = file
     try:
-        tree = parser.parse(text, start=start)
+        result = parser.parse(text, start=start)
     except _TooDeep as e:
         raise _SyntaxError(Diagnostic(
             "E0106", f"brackets nest more than {MAX_DEPTH} deep", _tok_span(file, e.tok),
             label="too deep from here", help="split the expression into named steps")) from None
     except UnexpectedInput as e:
         raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed, filt.stack)) from None
-    try:
-        result = _ToAst(file).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, DslcError):
-            raise _SyntaxError(e.orig_exc.diagnostics[0]) from None
-        raise
-    return ast.Module(file, tuple(result)) if start == "start" else result
+    except DslcError as e:  # raised by the builder (a positional argument after a keyword)
+        raise _SyntaxError(e.diagnostics[0]) from None
+    return ast.Module(file, tuple(result)) if start == "start" else _plain(result)
 
 
 def _tok_span(file: SourceFile, tok: Token) -> Span:
@@ -299,190 +296,204 @@ def _syntax_help(tok: Token, expected: list[str]) -> str | None:
     return None
 
 
-# ---- parse tree -> AST ----
+# ---- AST building, inside the parser ----
+#
+# The builder runs as lark's internal transformer, so no parse tree is built: each
+# reduction calls a method with its children (all tokens kept). Spans come from the
+# first and last child; binary operators arrive as one flat list and are ordered here.
 
-def _clean(children) -> list:
-    """Children without placeholder Nones and punctuation tokens."""
-    return [c for c in children if c is not None and not (isinstance(c, Token) and c.type in ("ARROW",))]
+_VALUE_TOKENS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "ADD_OP", "BINOP", "LOGIC",
+                 "POW", "NOT", "ARROW"}
+_PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4,
+         "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "@": 6}
+_NOT_PREC = 3  # `not a == b` is `not (a == b)`, as in Python
+_COMPARE = 4
 
 
-_DTYPES_NOTE = None
+def _vals(children) -> list:
+    """Children without punctuation, keywords and placeholders."""
+    return [c for c in children if c is not None and not (isinstance(c, Token) and c.type not in _VALUE_TOKENS)]
 
 
-@v_args(meta=True)
+def _after(children, token_type: str):
+    """The child right after the first token of `token_type` (an optional part's value), or None."""
+    for i, c in enumerate(children):
+        if isinstance(c, Token) and c.type == token_type:
+            return next((x for x in children[i + 1:] if x is not None), None)
+    return None
+
+
+def _first(children, cls):
+    return next((c for c in children if isinstance(c, cls)), None)
+
+
+def _name_tokens(children) -> list:
+    return [c for c in children if isinstance(c, Token) and c.type == "NAME"]
+
+
+class _PrefixNot(ast.UnaryOp):
+    """`not x` as written before an operand: `binary` decides how far it reaches."""
+
+
 class _ToAst(Transformer):
-    def __init__(self, file: SourceFile):
-        super().__init__()
-        self.file = file
+    file: SourceFile
 
-    def _span(self, meta, children=()) -> Span:
-        if not getattr(meta, "empty", True):
-            return Span(self.file, meta.start_pos, meta.end_pos)
-        spans = [self._of(c) for c in children if c is not None]
-        spans = [s for s in spans if s is not None]
-        if not spans:
-            return Span(self.file, 0, 0)
-        return spans[0].to(spans[-1])
+    def __default__(self, data, children, meta):
+        # lark's own helper rules (`__binary_star_8`): a Tree that lark splices into the parent
+        return Tree(data, children, meta)
 
-    def _of(self, item) -> Span | None:
-        if isinstance(item, Token):
-            return Span(self.file, item.start_pos, item.end_pos)
-        return getattr(item, "span", None)
+    def _sp(self, children) -> Span:
+        items = [c for c in children if c is not None]
+        first, last = items[0], items[-1]
+        start = first.start_pos if isinstance(first, Token) else first.span.start
+        end = last.end_pos if isinstance(last, Token) else last.span.end
+        return Span(self.file, start, end)
 
     def _tok(self, tok: Token) -> Span:
         return Span(self.file, tok.start_pos, tok.end_pos)
 
     # top level
-    def start(self, meta, children):
-        return [c for c in children if c is not None]
+    def start(self, c):
+        return [d for d in c if d is not None and not isinstance(d, Token)]
 
-    def import_decl(self, meta, c):
-        return ast.Import(self._span(meta, c), _string_value(c[0]), self._tok(c[0]))
+    def import_decl(self, c):
+        tok = _vals(c)[0]
+        return ast.Import(self._sp(c), _string_value(tok), self._tok(tok))
 
-    def model_decl(self, meta, c):
-        return self._callable_decl(ast.ModelDecl, meta, c)
+    def model_decl(self, c):
+        return self._callable_decl(ast.ModelDecl, c)
 
-    def block_decl(self, meta, c):
-        return self._callable_decl(ast.BlockDecl, meta, c)
+    def block_decl(self, c):
+        return self._callable_decl(ast.BlockDecl, c)
 
-    def _callable_decl(self, cls, meta, c):
-        name, rest = c[0], c[1:]
-        params = rest[0] if len(rest) == 2 and isinstance(rest[0], tuple) and not _is_body(rest[0]) else ()
-        body = rest[-1]
-        return cls(self._span(meta, c), str(name), self._tok(name), tuple(params), tuple(body[1]))
+    def _callable_decl(self, cls, c):
+        v = _vals(c)
+        name = v[0]
+        params = next((x for x in v[1:] if isinstance(x, _Params)), _Params())
+        body = v[-1]
+        return cls(self._sp(c), str(name), self._tok(name), tuple(params), tuple(body))
 
-    def loss_decl(self, meta, c):
-        return ast.LossDecl(self._span(meta, c), str(c[0]), self._tok(c[0]), c[1])
+    def loss_decl(self, c):
+        name, value = _name_tokens(c)[0], _after(c, "EQUAL")
+        return ast.LossDecl(self._sp(c), str(name), self._tok(name), value)
 
-    def train_decl(self, meta, c):
-        return ast.TrainDecl(self._span(meta, c), str(c[0]), self._tok(c[0]), tuple(c[1][1]))
+    def train_decl(self, c):
+        name, body = _vals(c)
+        return ast.TrainDecl(self._sp(c), str(name), self._tok(name), tuple(body))
 
-    def param_list(self, meta, c):
-        return tuple(p for p in c if isinstance(p, ast.ParamDecl))
+    def param_list(self, c):
+        return _spanned(_Params(p for p in c if isinstance(p, ast.ParamDecl)), self._sp(c))
 
-    def param(self, meta, c):
-        return ast.ParamDecl(self._span(meta, c), str(c[0]), c[1], c[2])
+    def param(self, c):
+        return ast.ParamDecl(self._sp(c), str(_name_tokens(c)[0]), _after(c, "COLON"), _after(c, "EQUAL"))
 
-    def type_expr(self, meta, c):
-        return ast.TypeExpr(self._span(meta, c), str(c[0]), c[1])
+    def type_expr(self, c):
+        return ast.TypeExpr(self._sp(c), str(_name_tokens(c)[0]), _first(c, ast.TypeExpr))
 
-    def body(self, meta, c):
-        return ("body", [s for s in c if s is not None])
+    def body(self, c):
+        return _spanned(_Body(s for s in c if s is not None and not isinstance(s, Token)), self._sp(c))
 
     # statements
-    def input_stmt(self, meta, c):
-        name, shape, dtype = c
-        return ast.InputStmt(self._span(meta, c), str(name), self._tok(name), shape,
+    def input_stmt(self, c):
+        name, shape, dtype = _name_tokens(c)[0], _after(c, "COLON"), _after(c, "OF")
+        return ast.InputStmt(self._sp(c), str(name), self._tok(name), shape,
                              str(dtype) if dtype is not None else None,
                              self._tok(dtype) if dtype is not None else None)
 
-    def output_stmt(self, meta, c):
-        return ast.OutputStmt(self._span(meta, c), tuple(_clean(c)))
+    def output_stmt(self, c):
+        return ast.OutputStmt(self._sp(c), tuple(x for x in _vals(c) if x is not None))
 
-    def param_stmt(self, meta, c):
-        return ast.ParamStmt(self._span(meta, c), str(c[0]), self._tok(c[0]), c[1], c[2])
+    def param_stmt(self, c):
+        name, shape, init = _name_tokens(c)[0], _after(c, "COLON"), _after(c, "EQUAL")
+        return ast.ParamStmt(self._sp(c), str(name), self._tok(name), shape, init)
 
-    def for_stmt(self, meta, c):
-        names = [t for t in c if isinstance(t, Token)]
-        return ast.ForStmt(self._span(meta, c), tuple(map(str, names)), tuple(map(self._tok, names)),
-                           c[len(names)], tuple(c[-1][1]))
+    def for_stmt(self, c):
+        names = _name_tokens(c[:next(i for i, x in enumerate(c) if isinstance(x, Token) and x.type == "IN")])
+        return ast.ForStmt(self._sp(c), tuple(map(str, names)), tuple(map(self._tok, names)),
+                           _after(c, "IN"), tuple(_first(c, _Body)))
 
-    def repeat_stmt(self, meta, c):
-        return ast.RepeatStmt(self._span(meta, c), c[0], tuple(c[1][1]))
+    def repeat_stmt(self, c):
+        count, body = _vals(c)
+        return ast.RepeatStmt(self._sp(c), count, tuple(body))
 
-    def if_stmt(self, meta, c):
-        orelse = c[2]
+    def if_stmt(self, c):
+        cond, body, orelse = c[1], _first(c, _Body), _after(c, "ELSE")
         if orelse is None:
             orelse = ()
         elif isinstance(orelse, ast.IfStmt):
             orelse = (orelse,)
-        else:
-            orelse = tuple(orelse[1])
-        return ast.IfStmt(self._span(meta, c), c[0], tuple(c[1][1]), orelse)
+        return ast.IfStmt(self._sp(c), cond, tuple(body), tuple(orelse))
 
-    def step_stmt(self, meta, c):
-        return ast.StepStmt(self._span(meta, c), str(c[0]), self._tok(c[0]), tuple(c[1][1]))
+    def step_stmt(self, c):
+        name, body = _vals(c)
+        return ast.StepStmt(self._sp(c), str(name), self._tok(name), tuple(body))
 
-    def phase_stmt(self, meta, c):
-        return ast.PhaseStmt(self._span(meta, c), str(c[0]), self._tok(c[0]), tuple(c[1][1]))
+    def phase_stmt(self, c):
+        name, body = _vals(c)
+        return ast.PhaseStmt(self._sp(c), str(name), self._tok(name), tuple(body))
 
-    def dotted(self, meta, c):
-        return ast.Dotted(self._span(meta, c), tuple(map(str, c)))
+    def dotted(self, c):
+        return ast.Dotted(self._sp(c), tuple(str(t) for t in _vals(c)))
 
-    def freeze_stmt(self, meta, c):
-        return ast.FreezeStmt(self._span(meta, c), tuple(c), True)
+    def freeze_stmt(self, c):
+        return ast.FreezeStmt(self._sp(c), tuple(_vals(c)), True)
 
-    def unfreeze_stmt(self, meta, c):
-        return ast.FreezeStmt(self._span(meta, c), tuple(c), False)
+    def unfreeze_stmt(self, c):
+        return ast.FreezeStmt(self._sp(c), tuple(_vals(c)), False)
 
-    def assign_stmt(self, meta, c):
-        c = _clean(c)
-        return ast.AssignStmt(self._span(meta, c), tuple(c[:-1]), c[-1])
+    def assign_stmt(self, c):
+        eq = next(i for i, x in enumerate(c) if isinstance(x, Token) and x.type == "EQUAL")
+        return ast.AssignStmt(self._sp(c), tuple(_vals(c[:eq])), _after(c, "EQUAL"))
 
-    def expr_stmt(self, meta, c):
-        return ast.ExprStmt(self._span(meta, c), c[0])
+    def expr_stmt(self, c):
+        return ast.ExprStmt(self._sp(c), c[0])
 
     # expressions
-    def pipe(self, meta, c):
-        return ast.Pipe(self._span(meta, c), tuple(_clean(c)))
+    def pipe(self, c):
+        if len(c) == 1:  # an aliased `?` rule is called even for one child
+            return c[0]
+        return ast.Pipe(self._sp(c), tuple(_plain(x) for x in c if not isinstance(x, Token)))
 
-    def as_name(self, meta, c):
-        return ast.AsName(self._span(meta, c), c[0], str(c[1]), self._tok(c[1]))
+    def as_name(self, c):
+        value, name = c[0], _after(c, "AS")
+        return ast.AsName(self._sp(c), value, str(name), self._tok(name))
 
-    def cond(self, meta, c):
-        then, test, orelse = c
-        return ast.Cond(self._span(meta, c), test, then, orelse)
+    def cond(self, c):
+        then, test, orelse = c[0], _after(c, "IF"), _after(c, "ELSE")
+        return ast.Cond(self._sp(c), test, then, orelse)
 
-    def or_test(self, meta, c):
-        return self._fold_keyword("or", meta, c)
+    def binary(self, c):
+        if len(c) == 1:
+            return c[0]
+        operands = list(c[0::2])
+        ops = list(c[1::2])
+        return _Climb(self, operands, ops).parse(0)
 
-    def and_test(self, meta, c):
-        return self._fold_keyword("and", meta, c)
+    def unary(self, c):
+        op, operand = c
+        return ast.UnaryOp(self._sp(c), str(op), _plain(operand))
 
-    def _fold_keyword(self, op, meta, c):
-        out = c[0]
-        for right in c[1:]:
-            out = ast.BinOp(out.span.to(right.span), op, out, right, out.span.to(right.span))
-        return out
+    def not_(self, c):
+        return _PrefixNot(self._sp(c), "not", c[1])  # an inner `not` stays a prefix: `not not a == b`
 
-    def not_(self, meta, c):
-        return ast.UnaryOp(self._span(meta, c), "not", c[0])
+    def power(self, c):
+        base, op, exp = c
+        return ast.BinOp(self._sp(c), "**", base, _plain(exp), self._tok(op))
 
-    def comparison(self, meta, c):
-        # a < b < c means (a < b) and (b < c), as in Python
-        pairs = []
-        for i in range(0, len(c) - 2, 2):
-            left, op, right = c[i], c[i + 1], c[i + 2]
-            pairs.append(ast.BinOp(left.span.to(right.span), str(op), left, right, self._tok(op)))
-        out = pairs[0]
-        for p in pairs[1:]:
-            out = ast.BinOp(out.span.to(p.span), "and", out, p, p.op_span)
-        return out
+    def paren(self, c):
+        inner = _plain(c[1])
+        return inner
 
-    def _fold_binary(self, meta, c):
-        out = c[0]
-        for i in range(1, len(c), 2):
-            op, right = c[i], c[i + 1]
-            out = ast.BinOp(out.span.to(right.span), str(op), out, right, self._tok(op))
-        return out
+    def call(self, c):
+        func = c[0]
+        args = next((x for x in c[1:] if isinstance(x, _Args)), _Args(((), ())))
+        pos, kws = args.value
+        return ast.Call(self._sp(c), func, pos, kws)
 
-    arith = term = _fold_binary
-
-    def power(self, meta, c):
-        return ast.BinOp(self._span(meta, c), "**", c[0], c[2], self._tok(c[1]))
-
-    def unary(self, meta, c):
-        return ast.UnaryOp(self._span(meta, c), str(c[0]), c[1])
-
-    def call(self, meta, c):
-        func, args = c
-        pos, kws = args if args is not None else ((), ())
-        return ast.Call(self._span(meta, c), func, pos, kws)
-
-    def args(self, meta, c):
+    def args(self, c):
         pos, kws = [], []
         for a in c:
-            if a is None:
+            if a is None or isinstance(a, Token):
                 continue
             if isinstance(a, ast.Keyword):
                 kws.append(a)
@@ -491,63 +502,139 @@ class _ToAst(Transformer):
                                            a.span, label="move this before the keyword arguments"))
             else:
                 pos.append(a)
-        return tuple(pos), tuple(kws)
+        return _spanned(_Args((tuple(pos), tuple(kws))), self._sp(c))
 
-    def arg(self, meta, c):
+    def arg(self, c):
         return c[0]
 
-    def kwarg(self, meta, c):
-        return ast.Keyword(self._span(meta, c), str(c[0]), c[1])
+    def kwarg(self, c):
+        name, value = c[0], _after(c, "EQUAL")
+        return ast.Keyword(self._sp(c), str(name), value)
 
-    def index(self, meta, c):
-        return ast.Index(self._span(meta, c), c[0], tuple(c[1]))
+    def index(self, c):
+        subs = next(x for x in c if isinstance(x, _Subs))
+        return ast.Index(self._sp(c), c[0], tuple(subs))
 
-    def subscripts(self, meta, c):
-        return [s for s in c if s is not None]
+    def subscripts(self, c):
+        return _spanned(_Subs(s for s in c if s is not None and not isinstance(s, Token)), self._sp(c))
 
-    def slice(self, meta, c):
-        parts = list(c) + [None] * (3 - len(c))
-        return ast.Slice(self._span(meta, c), parts[0], parts[1], parts[2])
+    def slice(self, c):
+        # [start] ":" [stop] [":" [step]]: placeholders are None
+        parts, current = [], None
+        for x in c:
+            if isinstance(x, Token) and x.type == "COLON":
+                parts.append(current)
+                current = None
+            elif x is not None:
+                current = x
+        parts.append(current)
+        parts += [None] * (3 - len(parts))
+        return ast.Slice(self._sp(c), parts[0], parts[1], parts[2])
 
-    def attr(self, meta, c):
-        return ast.Attr(self._span(meta, c), c[0], str(c[1]), self._tok(c[1]))
+    def attr(self, c):
+        value, name = c[0], c[-1]
+        return ast.Attr(self._sp(c), value, str(name), self._tok(name))
 
-    def name(self, meta, c):
+    def name(self, c):
         return ast.Name(self._tok(c[0]), str(c[0]))
 
-    def int_lit(self, meta, c):
+    def int_lit(self, c):
         return ast.Const(self._tok(c[0]), int(c[0]))
 
-    def float_lit(self, meta, c):
+    def float_lit(self, c):
         return ast.Const(self._tok(c[0]), float(c[0]))
 
-    def str_lit(self, meta, c):
+    def str_lit(self, c):
         return ast.Const(self._tok(c[0]), _string_value(c[0]))
 
-    def true_lit(self, meta, c):
+    def true_lit(self, c):
         return ast.Const(self._tok(c[0]), True)
 
-    def false_lit(self, meta, c):
+    def false_lit(self, c):
         return ast.Const(self._tok(c[0]), False)
 
-    def none_lit(self, meta, c):
+    def none_lit(self, c):
         return ast.Const(self._tok(c[0]), None)
 
-    def tuple(self, meta, c):
-        return ast.TupleExpr(self._span(meta, c), tuple(x for x in c if x is not None))
+    def tuple(self, c):
+        return ast.TupleExpr(self._sp(c), tuple(_plain(x) for x in _vals(c) if x is not None))
 
-    def list(self, meta, c):
-        return ast.ListExpr(self._span(meta, c), tuple(x for x in c if x is not None))
+    def list(self, c):
+        return ast.ListExpr(self._sp(c), tuple(_plain(x) for x in _vals(c) if x is not None))
 
-    def dict(self, meta, c):
-        items = [x for x in c if x is not None]
-        return ast.DictExpr(self._span(meta, c), tuple(k for k, _, _ in items),
-                            tuple(s for _, s, _ in items), tuple(v for _, _, v in items))
+    def dict(self, c):
+        items = [x for x in c if isinstance(x, _Item)]
+        return ast.DictExpr(self._sp(c), tuple(i.key for i in items), tuple(i.key_span for i in items),
+                            tuple(i.value for i in items))
 
-    def dict_item(self, meta, c):
-        key = c[0]
-        value = _string_value(key) if key.type == "STRING" else str(key)
-        return value, self._tok(key), c[1]
+    def dict_item(self, c):
+        key, value = c[0], _after(c, "COLON")
+        text = _string_value(key) if key.type == "STRING" else str(key)
+        return _spanned(_Item(text, self._tok(key), value), self._sp(c))
+
+
+def _spanned(x, span):
+    """Give a builder-only container (a body, an argument list) the span of its text."""
+    x.span = span
+    return x
+
+
+class _Params(tuple):
+    pass
+
+
+class _Body(tuple):
+    pass
+
+
+class _Subs(tuple):
+    pass
+
+
+class _Args:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Item:
+    def __init__(self, key, key_span, value):
+        self.key, self.key_span, self.value = key, key_span, value
+
+
+def _plain(x):
+    """A `not` that is not inside an operator list is an ordinary unary operator."""
+    return ast.UnaryOp(x.span, "not", x.operand) if type(x) is _PrefixNot else x
+
+
+class _Climb:
+    """Precedence climbing over `operand (op operand)*`, with Python's `not` and comparison chains."""
+
+    def __init__(self, builder: _ToAst, operands: list, ops: list):
+        self.b, self.operands, self.ops, self.k = builder, operands, ops, 0
+
+    def parse(self, min_prec: int):
+        left = self._operand(min_prec)
+        chain_right = None  # the last right operand of a comparison chain at this level
+        while self.k < len(self.ops) and _PREC[str(self.ops[self.k])] > min_prec:
+            op = self.ops[self.k]
+            prec = _PREC[str(op)]
+            self.k += 1
+            right = self.parse(prec)
+            if prec == _COMPARE and chain_right is not None:  # a < b < c is (a < b) and (b < c)
+                pair = ast.BinOp(chain_right.span.to(right.span), str(op), chain_right, right, self.b._tok(op))
+                left = ast.BinOp(left.span.to(right.span), "and", left, pair, self.b._tok(op))
+            else:
+                left = ast.BinOp(left.span.to(right.span), str(op), left, right, self.b._tok(op))
+            chain_right = right if prec == _COMPARE else None
+        return left
+
+    def _operand(self, min_prec: int):
+        x = self.operands[self.k]
+        if type(x) is _PrefixNot and min_prec <= _NOT_PREC:
+            self.operands[self.k] = x.operand
+            inner = self.parse(_NOT_PREC)
+            return ast.UnaryOp(x.span.to(inner.span), "not", inner)
+        return _plain(x)
 
 
 def _is_body(x) -> bool:
@@ -570,3 +657,6 @@ def _string_value(tok: Token) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+_BUILDER = _ToAst()

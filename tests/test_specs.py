@@ -1,0 +1,710 @@
+"""The model zoo in specs/: every model against an independent, hand-written PyTorch twin.
+
+The twins below use plain torch.nn and follow the papers and torchvision's
+designs (layer for layer, in torchvision's own style where there is one), not
+dslc's output. For every model in every spec file the test
+
+- builds the dslc module and its twin on the meta device (no memory, no init
+  time) and compares their parameter counts, and both with the published count
+  where there is one;
+- runs both forward passes on meta tensors and compares the output shapes with
+  each other and with the checker's types (`prog.graph(name).outputs`);
+- checks that the state-dict keys are readable names and hold the `as` names.
+
+The small models also run for real on the CPU: the twin gets the dslc module's
+weights and must compute the same outputs, whose shapes must be the checker's.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+import dslc
+from dslc.cli import main
+from support import ROOT
+
+SPECS = os.path.join(ROOT, "specs")
+SIZES = {"B": 2, "T": 5}  # the symbolic batch and sequence sizes in every test
+
+
+# ====================================================================== twins
+# ---------------------------------------------------------------- MLPs
+
+
+def digits_mlp_twin(hidden: int, classes: int) -> nn.Module:
+    """specs/mlp.dl's MLP: 64 pixels, two hidden ReLU layers."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
+
+
+def mnist_mlp_twin(hidden: int = 128, classes: int = 10) -> nn.Module:
+    """The PyTorch tutorial's MNIST classifier."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+class TwoTowerTwin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.left = nn.Linear(32, 64)
+        self.right = nn.Linear(32, 64)
+        self.score = nn.Linear(128, 1)
+
+    def forward(self, left, right):
+        joined = torch.cat([F.relu(self.left(left)), F.relu(self.right(right))], dim=1)
+        return torch.sigmoid(self.score(joined))
+
+
+# ---------------------------------------------------------------- CIFAR ResNet-18 (He et al. 2015, CIFAR form)
+# The common CIFAR layout (3×3 stem, no max pool, 32×32 inputs). The contract
+# keeps nn.Conv2d's default bias everywhere, so these convolutions have one too.
+
+
+class CifarBasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet18Twin(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks, in_planes = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [CifarBasicBlock(in_planes, planes, stride), CifarBasicBlock(planes, planes)]
+            in_planes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(512, classes)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+# ---------------------------------------------------------------- ImageNet ResNets (torchvision's design, v1.5)
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)  # v1.5: the stride is on the 3×3
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNetTwin(nn.Module):
+    def __init__(self, block, layers: list[int], classes: int = 1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, classes)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# ---------------------------------------------------------------- VGG-16 and AlexNet (torchvision's design)
+
+VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGGTwin(nn.Module):
+    def __init__(self, cfg=VGG_D, classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        layers, in_channels = [], 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                in_channels = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(p=dropout),
+            nn.Linear(4096, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class AlexNetTwin(nn.Module):
+    def __init__(self, classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+# ---------------------------------------------------------------- MobileNetV2 (torchvision's design, width 1.0)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def conv_bn_relu6(inp: int, oup: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inp, oup, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(oup), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [conv_bn_relu6(inp, hidden_dim, k=1)] if expand_ratio != 1 else []
+        layers += [conv_bn_relu6(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),  # depthwise
+                   nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]   # linear projection
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2Twin(nn.Module):
+    SETTINGS = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+                [6, 320, 1, 1]]
+
+    def __init__(self, classes: int = 1000, dropout: float = 0.2, width_mult: float = 1.0):
+        super().__init__()
+        input_channel = make_divisible(32 * width_mult)
+        self.last_channel = make_divisible(1280 * max(1.0, width_mult))
+        features = [conv_bn_relu6(3, input_channel, stride=2)]
+        for t, c, n, s in self.SETTINGS:
+            output_channel = make_divisible(c * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
+                input_channel = output_channel
+        features.append(conv_bn_relu6(input_channel, self.last_channel, k=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, classes))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+# ---------------------------------------------------------------- ViT (torchvision's vision_transformer design)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.self_attention = nn.MultiheadAttention(hidden_dim, num_heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.mlp = nn.Sequential(nn.Linear(hidden_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, hidden_dim))
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        x = x + self.self_attention(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class ViTTwin(nn.Module):
+    def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12,
+                 classes: int = 1000, eps: float = 1e-6):
+        super().__init__()
+        self.patch_size, self.hidden_dim = patch, dim
+        seq_length = (image // patch) ** 2 + 1
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, dim).normal_(std=0.02))
+        self.conv_proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        self.layers = nn.Sequential(*[EncoderBlock(heads, dim, 4 * dim, eps) for _ in range(depth)])
+        self.ln = nn.LayerNorm(dim, eps=eps)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        x = self.conv_proj(x).reshape(n, self.hidden_dim, (h // self.patch_size) * (w // self.patch_size))
+        x = x.permute(0, 2, 1)                                   # [n, patches, dim]
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1) + self.pos_embedding
+        x = self.layers(x)
+        # torchvision normalizes every token, then keeps the class token's: the same thing, as LayerNorm
+        # acts on each token alone
+        return self.head(self.ln(x[:, 0]))
+
+
+# ---------------------------------------------------------------- GPT-2 (nanoGPT's design)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.n_head = n_head
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPTTwin(nn.Module):
+    def __init__(self, vocab: int = 50257, context: int = 1024, dim: int = 768, depth: int = 12, heads: int = 12):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.wpe = nn.Embedding(context, dim)
+        self.h = nn.ModuleList([GPTBlock(dim, heads) for _ in range(depth)])
+        self.ln_f = nn.LayerNorm(dim)
+
+    def forward(self, idx):
+        pos = torch.arange(idx.shape[1], dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.h:
+            x = block(x)
+        return F.linear(self.ln_f(x), self.wte.weight)  # the head is the embedding (GPT-2's weight tying)
+
+
+# ---------------------------------------------------------------- sequence classifiers
+
+
+class LSTMClassifierTwin(nn.Module):
+    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, classes: int = 2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=2, bidirectional=True, dropout=0.5, batch_first=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, tokens):
+        _, (h, _) = self.lstm(self.embedding(tokens))
+        return self.fc(torch.cat([h[-2], h[-1]], dim=1))  # the top layer's forward and backward states
+
+
+class TransformerClassifierTwin(nn.Module):
+    """torch's own post-norm nn.TransformerEncoderLayer stands in for TransformerBlock."""
+
+    def __init__(self, vocab: int = 10000, context: int = 512, dim: int = 128, depth: int = 4, heads: int = 4,
+                 classes: int = 2):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(context, dim)
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(dim, heads, 4 * dim, 0.1, activation="gelu",
+                                                                batch_first=True) for _ in range(depth)])
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, tokens):
+        h = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
+        for layer in self.layers:
+            h = layer(h)
+        return self.fc(h.mean(dim=1))
+
+
+def transformer_key(key: str) -> str:
+    """A TransformerClassifier state-dict key in TransformerClassifierTwin's names."""
+    key = re.sub(r"^transformer_block(\d+)\.", lambda m: f"layers.{int(m[1]) - 1}.", key)
+    for mine, theirs in ((".attn.", ".self_attn."), (".fc1.", ".linear1."), (".fc2.", ".linear2.")):
+        key = key.replace(mine, theirs)
+    return {"embed.weight": "tok.weight", "pos_embed.weight": "pos.weight", "head.weight": "fc.weight",
+            "head.bias": "fc.bias"}.get(key, key)
+
+
+# ---------------------------------------------------------------- generative models
+
+
+class VAETwin(nn.Module):
+    """The PyTorch examples' MNIST VAE, with 256 hidden units."""
+
+    def __init__(self, input_dim: int = 784, latent: int = 20):
+        super().__init__()
+        self.fc1 = nn.Linear(input_dim, 256)
+        self.fc21 = nn.Linear(256, latent)
+        self.fc22 = nn.Linear(256, latent)
+        self.fc3 = nn.Linear(latent, 256)
+        self.fc4 = nn.Linear(256, input_dim)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        mu, log_var = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var) if self.training else mu
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, log_var
+
+
+def generator_twin(latent: int = 100, out: int = 784) -> nn.Module:
+    return nn.Sequential(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, out), nn.Tanh())
+
+
+def discriminator_twin(inp: int = 784) -> nn.Module:
+    return nn.Sequential(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256), nn.LeakyReLU(0.2),
+                         nn.Linear(256, 1), nn.Sigmoid())
+
+
+# ---------------------------------------------------------------- transfer learning
+
+
+def digits_classifier_twin(classes: int = 10) -> nn.Module:
+    def cbr(i, o, stride=1):
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride=stride, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+    backbone = nn.Sequential(cbr(1, 32), cbr(32, 64, 2), cbr(64, 128, 2), cbr(128, 128),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(backbone, nn.Linear(128, classes))
+
+
+# ====================================================================== the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str
+    model: str
+    twin: Callable[..., nn.Module]
+    inputs: tuple                           # shapes (with "B", "T") or (shape, dtype) pairs
+    params: dict = field(default_factory=dict)  # parameters for the default build (models that need them)
+    published: int | None = None            # the published parameter count
+    names: tuple = ()                       # state-dict keys that `as` names must produce
+    small: dict | None = None               # parameters for a real CPU forward (None: meta only)
+    rename: Callable | None = None          # dslc key -> twin key, where registration orders differ
+    twin_small: dict = field(default_factory=dict)  # extra twin arguments for the CPU run
+
+    @property
+    def id(self) -> str:
+        return f"{self.file[:-3]}-{self.model}"
+
+
+IMAGE = ("B", 3, 224, 224)
+TOKENS = (("B", "T"), torch.long)
+
+CASES = [
+    Case("mlp.dl", "MLP", digits_mlp_twin, (("B", 1, 8, 8),), params={"hidden": 256, "classes": 10},
+         small={"hidden": 32, "classes": 10}),
+    Case("mnist_mlp.dl", "MnistMLP", mnist_mlp_twin, (("B", 1, 28, 28),), small={}),
+    Case("mnist_mlp.dl", "TwoTower", TwoTowerTwin, (("B", 32), ("B", 32)), names=("left_proj.weight",
+                                                                                  "right_proj.bias"), small={}),
+    Case("cifar_resnet.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),), small={}),
+    Case("resnet.dl", "ResNet18", lambda: ResNetTwin(BasicBlock, [2, 2, 2, 2]), (IMAGE,), published=11_689_512,
+         names=("stem.conv1.weight", "stem.bn1.running_mean", "layer1.basic_block1.conv1.weight",
+                "layer2.basic_block1.downsample.conv.weight", "fc.weight"), small={}),
+    Case("resnet.dl", "ResNet34", lambda: ResNetTwin(BasicBlock, [3, 4, 6, 3]), (IMAGE,), published=21_797_672,
+         names=("layer3.basic_block6.bn2.weight", "fc.bias")),
+    Case("resnet.dl", "ResNet50", lambda: ResNetTwin(Bottleneck, [3, 4, 6, 3]), (IMAGE,), published=25_557_032,
+         names=("layer1.bottleneck1.downsample.bn.weight", "layer4.bottleneck3.conv3.weight", "fc.weight"),
+         small={}),
+    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544),
+    Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840),
+    Case("mobilenet.dl", "MobileNetV2", MobileNetV2Twin, (IMAGE,), published=3_504_872,
+         names=("stem.conv.weight", "inverted_residual2.expansion.conv.weight",
+                "inverted_residual17.depthwise.bn.weight", "inverted_residual3.project.weight", "head.conv.weight",
+                "classifier.weight"), small={}),
+    Case("vit.dl", "ViT", ViTTwin, (IMAGE,), published=86_567_656, names=("cls", "pos"),
+         small={"depth": 2, "dim": 64, "heads": 4, "image": 32, "patch": 8},
+         # the contract's LayerNorm() keeps torch's eps of 1e-5 where torchvision's ViT uses 1e-6
+         twin_small={"eps": 1e-5}),
+    Case("gpt.dl", "GPT", GPTTwin, (TOKENS,), published=124_439_808, names=("wte.weight",),
+         small={"vocab": 100, "context": 16, "depth": 2, "dim": 64, "heads": 4}),
+    Case("lstm.dl", "LSTMClassifier", LSTMClassifierTwin, (TOKENS,), small={}),
+    Case("transformer.dl", "TransformerClassifier", TransformerClassifierTwin, (TOKENS,),
+         names=("embed.weight", "pos_embed.weight", "head.weight"), small={"depth": 2, "dim": 32},
+         rename=transformer_key),
+    Case("vae.dl", "VAE", VAETwin, (("B", 784),), small={}),
+    Case("gan.dl", "Generator", generator_twin, (("B", 100),), small={}),
+    Case("gan.dl", "Discriminator", discriminator_twin, (("B", 784),), small={}),
+    Case("finetune.dl", "Classifier", digits_classifier_twin, (("B", 1, 8, 8),),
+         names=("backbone.layer1.conv.weight", "backbone.layer4.bn.running_var", "head.weight"), small={}),
+    Case("finetune.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
+]
+SMALL = [c for c in CASES if c.small is not None]
+SPEC_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.dl")))
+
+
+# ====================================================================== helpers
+
+
+@functools.lru_cache(maxsize=None)
+def program(file: str):
+    return dslc.load(os.path.join(SPECS, file))
+
+
+def declared_inputs(case: Case) -> list[tuple]:
+    """The case's input (shape, dtype) pairs at SIZES."""
+    out = []
+    for spec in case.inputs:
+        shape, dtype = spec if isinstance(spec[-1], torch.dtype) else (spec, torch.float32)
+        out.append((tuple(SIZES.get(d, d) for d in shape), dtype))
+    return out
+
+
+def checker_inputs(prog, name: str, **params) -> list[tuple]:
+    """The model's input (shape, dtype) pairs as the checker types them, at SIZES."""
+    graph = prog.graph(name, **params)
+    return [(graph.type_of(ref).concrete(**SIZES), getattr(torch, graph.type_of(ref).dtype))
+            for _, ref in graph.inputs]
+
+
+def make_inputs(specs: list[tuple], device: str) -> list:
+    if device == "meta":
+        return [torch.empty(shape, device="meta", dtype=dtype) for shape, dtype in specs]
+    return [torch.randint(0, 10, shape) if dtype == torch.long else torch.rand(shape) for shape, dtype in specs]
+
+
+def as_list(out) -> list:
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # shared (tied) parameters once
+
+
+def checker_shapes(prog, name: str, **params) -> list[tuple]:
+    graph = prog.graph(name, **params)
+    return [graph.type_of(ref).concrete(**SIZES) for _, ref in graph.outputs]
+
+
+_META: dict = {}
+
+
+def built_on_meta(case: Case):
+    """(dslc module, twin), both with the default parameters, on the meta device (built once)."""
+    if case.id not in _META:
+        with torch.device("meta"):
+            _META[case.id] = program(case.file).build(case.model, **case.params), case.twin(**case.params)
+    return _META[case.id]
+
+
+def layer_trace(module: nn.Module, inputs: list) -> list:
+    """Every call of a torch.nn layer that owns weights: (class, input shapes, output shapes), sorted.
+
+    Independent of names and of the order in which branches run, it pins down where
+    each convolution, norm and projection sits: a stride on the wrong conv shows."""
+    def shapes(v):
+        if isinstance(v, torch.Tensor):
+            return (tuple(v.shape),)
+        if isinstance(v, (tuple, list)):
+            return tuple(s for x in v for s in shapes(x))
+        return ()
+
+    calls, handles = [], []
+    for m in module.modules():
+        if m is not module and type(m).__module__.startswith("torch.nn") and next(m.parameters(recurse=False), None) is not None:
+            handles.append(m.register_forward_hook(
+                lambda m, args, out: calls.append((type(m).__name__, shapes(args), shapes(out)))))
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(calls)
+
+
+def copy_weights(src: nn.Module, dst: nn.Module, rename: Callable | None = None) -> None:
+    """dst gets src's parameters and buffers: by key through `rename`, else in registration order."""
+    if rename is not None:
+        dst.load_state_dict({rename(k): v for k, v in src.state_dict().items()}, strict=True)
+        return
+    for what in ("named_parameters", "named_buffers"):
+        theirs, mine = list(getattr(src, what)()), list(getattr(dst, what)())
+        assert len(theirs) == len(mine), f"{what}: {len(theirs)} in dslc's module, {len(mine)} in the twin"
+        with torch.no_grad():
+            for (ks, s), (kd, d) in zip(theirs, mine):
+                assert s.shape == d.shape, f"{ks} {tuple(s.shape)} vs the twin's {kd} {tuple(d.shape)}"
+                d.copy_(s)
+
+
+# ====================================================================== tests
+
+
+@pytest.mark.parametrize("file", SPEC_FILES)
+def test_spec_checks(file):
+    result = CliRunner().invoke(main, ["check", os.path.join(SPECS, file)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: ")
+
+
+@pytest.mark.parametrize("file", SPEC_FILES)
+def test_every_model_has_a_twin(file):
+    assert set(program(file).models) == {c.model for c in CASES if c.file == file}
+
+
+@pytest.mark.parametrize("file", SPEC_FILES)
+def test_spec_file_says_what_it_is(file):
+    with open(os.path.join(SPECS, file), encoding="utf-8") as f:
+        text = f.read()
+    assert text.startswith("# ")
+    header = text.split("\n\n")[0]
+    assert re.search(r"\d{1,3}(,\d{3})+", header), "the opening comment gives the parameter count"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_parameter_count(case):
+    mine, twin = built_on_meta(case)
+    assert count(mine) == count(twin)
+    if case.published is not None:
+        assert count(mine) == case.published
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_output_shapes_on_meta(case):
+    mine, twin = built_on_meta(case)
+    inputs = declared_inputs(case)
+    assert checker_inputs(program(case.file), case.model, **case.params) == inputs
+    with torch.no_grad():
+        got = [tuple(o.shape) for o in as_list(mine(*make_inputs(inputs, "meta")))]
+        want = [tuple(o.shape) for o in as_list(twin(*make_inputs(inputs, "meta")))]
+    assert got == want
+    assert got == checker_shapes(program(case.file), case.model, **case.params)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_layers_match_twin_on_meta(case):
+    mine, twin = built_on_meta(case)
+    inputs = declared_inputs(case)
+    got = layer_trace(mine, make_inputs(inputs, "meta"))
+    assert got == layer_trace(twin, make_inputs(inputs, "meta"))
+    assert got, "no layers traced"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_state_dict_keys_are_readable(case):
+    mine, _ = built_on_meta(case)
+    keys = list(mine.state_dict())
+    for key in keys:
+        for part in key.split("."):
+            # snake_case words, digits only at the end of a word: `conv1`, never `conv_1` or `0`
+            assert re.fullmatch(r"[a-z]+[0-9]*(_[a-z]+[0-9]*)*", part), key
+            assert part not in ("torch", "ops", "aten"), key
+    for name in case.names:
+        assert name in keys, f"{name} not among {keys}"
+
+
+@pytest.mark.parametrize("case", SMALL, ids=lambda c: c.id)
+def test_cpu_forward_matches_twin(case):
+    prog = program(case.file)
+    mine = prog.build(case.model, seed=0, **case.small).eval()
+    torch.manual_seed(1)
+    twin = case.twin(**case.small, **case.twin_small).eval()
+    copy_weights(mine, twin, case.rename)
+    inputs = make_inputs(checker_inputs(prog, case.model, **case.small), "cpu")
+    with torch.no_grad():
+        got, want = as_list(mine(*inputs)), as_list(twin(*inputs))
+    assert [tuple(o.shape) for o in got] == checker_shapes(prog, case.model, **case.small)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_tied_head_is_one_parameter():
+    """GPT's output head reads the embedding: no second vocab × dim matrix."""
+    mine, _ = built_on_meta(next(c for c in CASES if c.model == "GPT"))
+    assert [k for k, p in mine.named_parameters() if p.shape == (50257, 768)] == ["wte.weight"]
+
+
+def test_vae_loss_is_declared():
+    decl = program("vae.dl").unit.decls["vae_loss"]
+    assert decl.kind == "loss"
