@@ -468,11 +468,7 @@ def _annotation(t: str | None) -> str:
 
 def _single_atom(v):
     """The atom a size is exactly (`in_channels`, not `2 * in_channels`), or None."""
-    if isinstance(v, Size) and len(v.expr.terms) == 1:
-        mono, coef = v.expr.terms[0]
-        if coef == 1 and len(mono) == 1:
-            return mono[0]
-    return None
+    return v.expr.single_atom() if isinstance(v, Size) else None
 
 
 def _input_aliases(graph: Graph) -> dict:

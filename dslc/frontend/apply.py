@@ -261,13 +261,11 @@ class ApplyMixin:
         if sub is None:
             raise Poisoned()
         f = self._caller_mapping(sub, spec, inputs)
-        out_types = [subst_type(sub.type_of(ref), f) for _, ref in sub.outputs]
+        out_types, guards = self._in_caller_terms(sub, spec, inputs, f)
         recorder = _recorder.get()
         if recorder is not None:
-            for g in sub.guards:
-                g2 = subst_guard(g, f)
-                if not g2.is_trivial() and g2 not in recorder:
-                    recorder.append(g2)
+            for g in guards:
+                recorder.append(g)
         if instance is None:
             if spec.name:
                 self._claim_layer_name(spec, ctx)
@@ -319,6 +317,18 @@ class ApplyMixin:
         name_instances(graph)
         return graph
 
+    def _in_caller_terms(self, sub, spec: BlockSpec, inputs, f):
+        """The block's output types and guards in the caller's terms (memoized: a block
+        called the same way many times is substituted once)."""
+        key = (id(sub), tuple((n, _poly_key(a.value)) for n, a in sorted(spec.args.items())),
+               tuple(tuple(_poly_key(d) for d in v.type.shape) for v in inputs))
+        hit = self.subst_cache.get(key)
+        if hit is None:
+            out_types = [subst_type(sub.type_of(ref), f) for _, ref in sub.outputs]
+            guards = [g2 for g2 in (subst_guard(g, f) for g in sub.guards) if not g2.is_trivial()]
+            hit = self.subst_cache[key] = (out_types, guards, sub)  # `sub` keeps id(sub) unique
+        return hit[0], hit[1]
+
     def _caller_mapping(self, sub, spec: BlockSpec, inputs):
         """f(atom) taking the block's parameters and input dims to the caller's expressions."""
         given = {n: a.value for n, a in spec.args.items()}
@@ -336,6 +346,11 @@ class ApplyMixin:
                 return poly_of_value(d)
             return None
         return f
+
+
+def _poly_key(v):
+    p = poly_of_value(v)
+    return p if p is not None else _value_key(v)
 
 
 def _nest(structure, values):

@@ -70,6 +70,7 @@ class Evaluator(ApplyMixin):
         self.reporter = reporter or Reporter()
         self.cache: dict = {}       # block specializations by (name, args, input types)
         self.evaluated: set = set()  # names of the models and blocks evaluation reached
+        self.subst_cache: dict = {}  # block results in callers' terms, see ApplyMixin._in_caller_terms
         self._fresh_sym = 0
 
     # ------------------------------------------------------------------ entry points

@@ -88,7 +88,7 @@ class Plan:
 def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
     """Check every plan; returns the names of the models and blocks the plans evaluated."""
     checker = PlanChecker(unit, reporter)
-    checker.cache = ev.cache
+    checker.cache, checker.subst_cache = ev.cache, ev.subst_cache
     for decl in unit.of_kind("train"):
         checker.check(decl)
     return checker.evaluated

@@ -33,7 +33,7 @@ class Param:
     """A compile-time parameter of the enclosing model or block."""
     name: str
 
-    def key(self) -> tuple:
+    def sort_key(self) -> tuple:
         return (1, self.name)
 
 
@@ -43,7 +43,7 @@ class InDim:
     input: str
     index: int
 
-    def key(self) -> tuple:
+    def sort_key(self) -> tuple:
         return (2, self.input, self.index)
 
 
@@ -52,7 +52,7 @@ class Var:
     """A run-time size, such as the batch dimension `B`."""
     name: str
 
-    def key(self) -> tuple:
+    def sort_key(self) -> tuple:
         return (0, self.name)
 
 
@@ -61,46 +61,68 @@ class FloorDiv:
     num: "Poly"
     den: "Poly"
 
-    def key(self) -> tuple:
-        return (3, self.num.key(), self.den.key())
+    def sort_key(self) -> tuple:
+        return (3, self.num.sort_key(), self.den.sort_key())
 
 
 Atom = Union[Param, InDim, Var, FloorDiv]
-Monomial = tuple  # sorted tuple of atoms
+
+# A monomial is a frozenset of (atom, power) pairs; the empty one is the constant term.
+# Sets make the form canonical without sorting: the order only matters when printing.
+ONE: frozenset = frozenset()
 
 
-def _mono_key(m: Monomial) -> tuple:
-    return tuple(a.key() for a in m)
+def _mono_mul(a: frozenset, b: frozenset) -> frozenset:
+    if not a:
+        return b
+    if not b:
+        return a
+    powers = dict(a)
+    for atom, p in b:
+        powers[atom] = powers.get(atom, 0) + p
+    return frozenset(powers.items())
+
+
+def _mono_sort_key(m: frozenset) -> tuple:
+    return tuple(sorted((atom.sort_key(), p) for atom, p in m))
 
 
 # ---------------------------------------------------------------- polynomials
 
 
 class Poly:
-    """An integer polynomial over atoms, kept in a canonical form."""
+    """An integer polynomial over atoms: {monomial: coefficient}, zero coefficients dropped."""
 
     __slots__ = ("terms", "_hash")
 
-    def __init__(self, terms: dict | None = None):
-        clean = {m: c for m, c in (terms or {}).items() if c != 0}
-        self.terms: tuple = tuple(sorted(clean.items(), key=lambda t: _mono_key(t[0])))
-        self._hash = hash(self.terms)
+    def __init__(self, terms: dict | None = None, clean: bool = False):
+        if terms and not clean:
+            terms = {m: c for m, c in terms.items() if c != 0}
+        self.terms: dict = terms or {}
+        self._hash = None
 
     @staticmethod
     def const(c: int) -> "Poly":
-        return Poly({(): int(c)})
+        return Poly({ONE: int(c)}, clean=True) if c else Poly()
 
     @staticmethod
     def atom(a: Atom) -> "Poly":
-        return Poly({(a,): 1})
+        return Poly({frozenset(((a, 1),)): 1}, clean=True)
 
-    def key(self) -> tuple:
-        return tuple((_mono_key(m), c) for m, c in self.terms)
+    def key(self) -> frozenset:
+        """A hashable, order-free form (for caches and equality)."""
+        return frozenset(self.terms.items())
+
+    def sort_key(self) -> tuple:
+        """A total order, for printing deterministically."""
+        return tuple(sorted((_mono_sort_key(m), c) for m, c in self.terms.items()))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Poly) and self.terms == other.terms
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self.terms.items()))
         return self._hash
 
     def __repr__(self) -> str:
@@ -108,15 +130,25 @@ class Poly:
 
     # structure
     def is_const(self) -> bool:
-        return all(m == () for m, _ in self.terms)
+        return all(not m for m in self.terms)
 
     def const_value(self) -> int:
-        return sum(c for m, c in self.terms if m == ())
+        return self.terms.get(ONE, 0)
+
+    def single_atom(self):
+        """The atom this polynomial is exactly (coefficient and power 1), or None."""
+        if len(self.terms) == 1:
+            (m, c), = self.terms.items()
+            if c == 1 and len(m) == 1:
+                (atom, p), = m
+                if p == 1:
+                    return atom
+        return None
 
     def atoms(self) -> set:
         out: set = set()
-        for m, _ in self.terms:
-            for a in m:
+        for m in self.terms:
+            for a, _ in m:
                 out.add(a)
                 if isinstance(a, FloorDiv):
                     out |= a.num.atoms() | a.den.atoms()
@@ -127,22 +159,26 @@ class Poly:
 
     # arithmetic
     def __add__(self, other: "Poly") -> "Poly":
+        if not other.terms:
+            return self
+        if not self.terms:
+            return other
         out = dict(self.terms)
-        for m, c in other.terms:
+        for m, c in other.terms.items():
             out[m] = out.get(m, 0) + c
         return Poly(out)
 
     def __neg__(self) -> "Poly":
-        return Poly({m: -c for m, c in self.terms})
+        return Poly({m: -c for m, c in self.terms.items()}, clean=True)
 
     def __sub__(self, other: "Poly") -> "Poly":
         return self + (-other)
 
     def __mul__(self, other: "Poly") -> "Poly":
         out: dict = {}
-        for m1, c1 in self.terms:
-            for m2, c2 in other.terms:
-                m = tuple(sorted(m1 + m2, key=lambda a: a.key()))
+        for m1, c1 in self.terms.items():
+            for m2, c2 in other.terms.items():
+                m = _mono_mul(m1, m2)
                 out[m] = out.get(m, 0) + c1 * c2
         return Poly(out)
 
@@ -153,11 +189,11 @@ class Poly:
         if exact is not None:
             return exact
         # (m * den + r) // den == m + r // den for an integer m
-        lead_m, lead_c = den.terms[-1]
-        c = dict(self.terms).get(lead_m, 0)
+        lead_m, lead_c = max(den.terms.items(), key=lambda t: _mono_sort_key(t[0]))
+        c = self.terms.get(lead_m, 0)
         m = c // lead_c if lead_c else 0
         rest = self - den * Poly.const(m)
-        if m and not any(mm in dict(rest.terms) for mm, _ in den.terms):
+        if m and not any(mm in rest.terms for mm in den.terms):
             return Poly.const(m) + (rest.floordiv(den) if rest.terms else Poly())
         return Poly.atom(FloorDiv(self, den))
 
@@ -166,8 +202,8 @@ class Poly:
             raise ZeroDivisionError("division by zero")
         if c == 1:
             return self
-        exact = {m: k // c for m, k in self.terms if k % c == 0}
-        rest = Poly({m: k for m, k in self.terms if k % c != 0})
+        exact = {m: k // c for m, k in self.terms.items() if k % c == 0}
+        rest = Poly({m: k for m, k in self.terms.items() if k % c != 0})
         out = Poly(exact)
         if not rest.terms:
             return out
@@ -178,40 +214,42 @@ class Poly:
     def _divide_monomial(self, den: "Poly") -> "Poly | None":
         if len(den.terms) != 1:
             return None
-        dm, dc = den.terms[0]
+        (dm, dc), = den.terms.items()
         out = {}
-        for m, c in self.terms:
-            rest = list(m)
-            for a in dm:
-                if a not in rest:
+        for m, c in self.terms.items():
+            powers = dict(m)
+            for a, p in dm:
+                if powers.get(a, 0) < p:
                     return None
-                rest.remove(a)
+                powers[a] -= p
             if c % dc:
                 return None
-            out[tuple(rest)] = c // dc
+            out[frozenset((a, p) for a, p in powers.items() if p)] = c // dc
         return Poly(out)
 
     # evaluation
     def evaluate(self, env: Callable[[Atom], int | None]) -> int | None:
         """The value, given each atom's value; None when some atom is unknown."""
         total = 0
-        for m, c in self.terms:
+        for m, c in self.terms.items():
             prod = c
-            for a in m:
+            for a, p in m:
                 v = _atom_value(a, env)
                 if v is None:
                     return None
-                prod *= v
+                prod *= v ** p
             total += prod
         return total
 
     def subst(self, f: Callable[[Atom], "Poly | None"]) -> "Poly":
         """Replace atoms by polynomials (None keeps the atom)."""
         out = Poly()
-        for m, c in self.terms:
+        for m, c in self.terms.items():
             term = Poly.const(c)
-            for a in m:
-                term = term * _subst_atom(a, f)
+            for a, p in m:
+                factor = _subst_atom(a, f)
+                for _ in range(p):
+                    term = term * factor
             out = out + term
         return out
 
@@ -252,7 +290,7 @@ def _poly_src(p: Poly, name) -> tuple[str, int]:
     if not p.terms:
         return "0", _ATOM
     # Positive terms first, constants last, so `4 * dim - 1` rather than `-1 + 4 * dim`.
-    terms = sorted(p.terms, key=lambda t: (t[0] == (), t[1] < 0, -len(t[0])))
+    terms = sorted(p.terms.items(), key=lambda t: (not t[0], t[1] < 0, -len(t[0]), _mono_sort_key(t[0])))
     out, prec = "", _ATOM
     for i, (m, c) in enumerate(terms):
         text, tprec = _term_src(m, abs(c), name)
@@ -265,19 +303,13 @@ def _poly_src(p: Poly, name) -> tuple[str, int]:
     return out, prec
 
 
-def _term_src(m: Monomial, c: int, name) -> tuple[str, int]:
+def _term_src(m: frozenset, c: int, name) -> tuple[str, int]:
     if not m:
         return str(c), _ATOM
     factors = []
-    i = 0
-    while i < len(m):
-        j = i
-        while j < len(m) and m[j] == m[i]:
-            j += 1
-        text, prec = _atom_src(m[i], name)
-        power = j - i
+    for atom, power in sorted(m, key=lambda t: t[0].sort_key()):
+        text, prec = _atom_src(atom, name)
         factors.append((f"{_wrap(text, prec, _POW + 1)} ** {power}", _POW) if power > 1 else (text, prec))
-        i = j
     if c == 1 and len(factors) == 1:
         return factors[0]
     # `*` and `//` bind equally and associate left: `b * (a // b)` needs its parentheses.
@@ -320,10 +352,9 @@ class Guard:
 
     def key(self) -> tuple:
         """Equal for the same fact written either way round (`a == b`, `b == a`)."""
-        a, b = self.lhs.key(), self.rhs.key()
-        if self.op in ("==", "!=") and b < a:
-            a, b = b, a
-        return (self.op, a, b)
+        if self.op in ("==", "!="):
+            return (self.op, frozenset((self.lhs, self.rhs)))
+        return (self.op, self.lhs, self.rhs)
 
     def to_python(self, name=None) -> str:
         lhs, rhs = self.lhs, self.rhs
@@ -340,11 +371,27 @@ _NEGATE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 _recorder: contextvars.ContextVar[list | None] = contextvars.ContextVar("dslc_guards", default=None)
 
 
+class GuardList(list):
+    """Guards in the order they were found, with constant-time membership."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self._set = set(items)
+
+    def append(self, g) -> None:
+        if g not in self._set:
+            self._set.add(g)
+            super().append(g)
+
+    def __contains__(self, g) -> bool:
+        return g in self._set
+
+
 class recording:
     """Collect the guards of the code run inside `with recording() as guards:`."""
 
     def __init__(self, into: list | None = None):
-        self.guards: list = [] if into is None else into
+        self.guards: list = GuardList() if into is None else into
 
     def __enter__(self) -> list:
         self._token = _recorder.set(self.guards)
@@ -367,7 +414,7 @@ def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
     if guards is None:
         return
     g = Guard(lhs, op if outcome else _NEGATE[op], rhs)
-    if not g.is_trivial() and g not in guards:
+    if not g.is_trivial():
         guards.append(g)
 
 
@@ -637,7 +684,7 @@ class Sym:
 
     __str__ = __repr__
 
-    def key(self) -> tuple:
+    def key(self):
         return self.poly.key()
 
     def _bin(self, other, f, rop=False):
@@ -731,9 +778,9 @@ def is_static(d) -> bool:
 def dim_key(d) -> tuple:
     """A hashable key of a dim's value and form (for caches), recording nothing."""
     if isinstance(d, Sym):
-        return ("sym", d.poly.key())
+        return ("sym", d.poly)
     if isinstance(d, Size):
-        return ("size", int.__int__(d), d.expr.key())
+        return ("size", int.__int__(d), d.expr)
     return ("int", d)
 
 

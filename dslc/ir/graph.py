@@ -15,6 +15,7 @@ from typing import Iterator
 
 import networkx as nx
 
+from .dims import GuardList
 from .types import TensorType
 from .values import Ref, TensorValue
 
@@ -77,7 +78,7 @@ class Graph:
     outputs: list = field(default_factory=list)  # (name, Ref)
     nodes: dict = field(default_factory=dict)
     instances: dict = field(default_factory=dict)
-    guards: list = field(default_factory=list)
+    guards: list = field(default_factory=lambda: GuardList())
     atom_env: dict = field(default_factory=dict)  # values of the Param/InDim atoms in its sizes
     decl: object = None
     nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)

@@ -34,7 +34,11 @@ class TensorType:
         return TensorType(self.shape, dtype)
 
     def key(self) -> tuple:
-        return (self.dtype, tuple(dim_key(d) for d in self.shape))
+        k = self.__dict__.get("_key")
+        if k is None:  # cached: caches and equality ask for it often
+            k = (self.dtype, tuple(dim_key(d) for d in self.shape))
+            object.__setattr__(self, "_key", k)
+        return k
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TensorType) and self.key() == other.key()
