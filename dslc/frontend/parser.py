@@ -167,7 +167,7 @@ def parse_expression(file: SourceFile, text: str):
 def _parse_text(file: SourceFile, text: str, start: str = "start"):
     parser = _lark()
     filt: _NewlineFilter = parser.options.postlex
-    _BUILDER.file = file
+    _BUILDER.file, _BUILDER.prefix_nots = file, set()
     try:
         result = parser.parse(text, start=start)
     except _TooDeep as e:
@@ -178,7 +178,7 @@ def _parse_text(file: SourceFile, text: str, start: str = "start"):
         raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed, filt.stack)) from None
     except DslcError as e:  # raised by the builder (a positional argument after a keyword)
         raise _SyntaxError(e.diagnostics[0]) from None
-    return ast.Module(file, tuple(result)) if start == "start" else _plain(result)
+    return ast.Module(file, tuple(result)) if start == "start" else result
 
 
 def _tok_span(file: SourceFile, tok: Token) -> Span:
@@ -331,12 +331,9 @@ def _name_tokens(children) -> list:
     return [c for c in children if isinstance(c, Token) and c.type == "NAME"]
 
 
-class _PrefixNot(ast.UnaryOp):
-    """`not x` as written before an operand: `binary` decides how far it reaches."""
-
-
 class _ToAst(Transformer):
     file: SourceFile
+    prefix_nots: set  # ids of `not x` nodes written bare before an operand: `binary` decides their reach
 
     def __default__(self, data, children, meta):
         # lark's own helper rules (`__binary_star_8`): a Tree that lark splices into the parent
@@ -452,7 +449,7 @@ class _ToAst(Transformer):
     def pipe(self, c):
         if len(c) == 1:  # an aliased `?` rule is called even for one child
             return c[0]
-        return ast.Pipe(self._sp(c), tuple(_plain(x) for x in c if not isinstance(x, Token)))
+        return ast.Pipe(self._sp(c), tuple(x for x in c if not isinstance(x, Token)))
 
     def as_name(self, c):
         value, name = c[0], _after(c, "AS")
@@ -471,18 +468,20 @@ class _ToAst(Transformer):
 
     def unary(self, c):
         op, operand = c
-        return ast.UnaryOp(self._sp(c), str(op), _plain(operand))
+        return ast.UnaryOp(self._sp(c), str(op), operand)
 
     def not_(self, c):
-        return _PrefixNot(self._sp(c), "not", c[1])  # an inner `not` stays a prefix: `not not a == b`
+        node = ast.UnaryOp(self._sp(c), "not", c[1])
+        self.prefix_nots.add(id(node))  # an inner `not` stays a prefix too: `not not a == b`
+        return node
 
     def power(self, c):
         base, op, exp = c
-        return ast.BinOp(self._sp(c), "**", base, _plain(exp), self._tok(op))
+        return ast.BinOp(self._sp(c), "**", base, exp, self._tok(op))
 
     def paren(self, c):
-        inner = _plain(c[1])
-        return inner
+        self.prefix_nots.discard(id(c[1]))  # `(not a) == b`: the parentheses end its reach
+        return c[1]
 
     def call(self, c):
         func = c[0]
@@ -557,10 +556,10 @@ class _ToAst(Transformer):
         return ast.Const(self._tok(c[0]), None)
 
     def tuple(self, c):
-        return ast.TupleExpr(self._sp(c), tuple(_plain(x) for x in _vals(c) if x is not None))
+        return ast.TupleExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None))
 
     def list(self, c):
-        return ast.ListExpr(self._sp(c), tuple(_plain(x) for x in _vals(c) if x is not None))
+        return ast.ListExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None))
 
     def dict(self, c):
         items = [x for x in c if isinstance(x, _Item)]
@@ -601,11 +600,6 @@ class _Item:
         self.key, self.key_span, self.value = key, key_span, value
 
 
-def _plain(x):
-    """A `not` that is not inside an operator list is an ordinary unary operator."""
-    return ast.UnaryOp(x.span, "not", x.operand) if type(x) is _PrefixNot else x
-
-
 class _Climb:
     """Precedence climbing over `operand (op operand)*`, with Python's `not` and comparison chains."""
 
@@ -630,11 +624,11 @@ class _Climb:
 
     def _operand(self, min_prec: int):
         x = self.operands[self.k]
-        if type(x) is _PrefixNot and min_prec <= _NOT_PREC:
+        if id(x) in self.b.prefix_nots and min_prec <= _NOT_PREC:
             self.operands[self.k] = x.operand
             inner = self.parse(_NOT_PREC)
             return ast.UnaryOp(x.span.to(inner.span), "not", inner)
-        return _plain(x)
+        return x
 
 
 def _is_body(x) -> bool:
