@@ -121,3 +121,27 @@ def test_structural_parameters_are_checked():
     mod = exec_source(prog.source(["ViT"]), "<vit>")
     with pytest.raises(ValueError, match="depth == 12"):
         mod.ViT(depth=6)
+
+
+def test_block_arguments_from_input_sizes_are_not_resubstituted(tmp_path):
+    """Caller and callee both name their input `x`: an argument computed from the caller's
+    `x.shape[1]` must keep meaning the caller's size (it was once substituted twice)."""
+    import torch
+    src = tmp_path / "nested.dl"
+    src.write_text('''block Inner(out: int) {
+    Conv2d(out, 3, padding=1)
+}
+block Outer(t: int) {
+    input x
+    output x -> Conv2d(x.shape[1] * t, 1) -> Inner(x.shape[1] * t)
+}
+model M {
+    input x: [B, 16, 8, 8]
+    Outer(6)
+}
+''', encoding="utf-8")
+    prog = dslc.load(str(src))
+    want = prog.graph("M").output_types()["out"].concrete(B=2)
+    assert want == (2, 96, 8, 8)
+    out = prog.build("M", seed=0).eval()(torch.randn(2, 16, 8, 8))
+    assert tuple(out.shape) == want

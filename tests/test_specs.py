@@ -1,17 +1,20 @@
 """The model zoo in specs/: every model against an independent, hand-written PyTorch twin.
 
 The twins below use plain torch.nn and follow the papers and torchvision's
-designs (layer for layer, in torchvision's own style where there is one), not
+designs (in torchvision's or nanoGPT's own style where there is one), not
 dslc's output. For every model in every spec file the test
 
 - builds the dslc module and its twin on the meta device (no memory, no init
   time) and compares their parameter counts, and both with the published count
   where there is one;
 - runs both forward passes on meta tensors and compares the output shapes with
-  each other and with the checker's types (`prog.graph(name).outputs`);
+  each other and with the checker's types (`prog.graph(name).outputs`), and
+  the input and output shapes of every weighted layer call (a stride on the
+  wrong convolution shows there, where counts and outputs agree);
 - checks that the state-dict keys are readable names and hold the `as` names.
 
-The small models also run for real on the CPU: the twin gets the dslc module's
+Every model but the largest defaults (ResNet34, ViT-B/16 and GPT-2 small, which
+run shrunk) also runs for real on the CPU: the twin gets the dslc module's
 weights and must compute the same outputs, whose shapes must be the checker's.
 """
 from __future__ import annotations
@@ -496,7 +499,7 @@ CASES = [
     Case("resnet.dl", "ResNet50", lambda: ResNetTwin(Bottleneck, [3, 4, 6, 3]), (IMAGE,), published=25_557_032,
          names=("layer1.bottleneck1.downsample.bn.weight", "layer4.bottleneck3.conv3.weight", "fc.weight"),
          small={}),
-    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544),
+    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544, small={}),
     Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840, small={}),
     Case("mobilenet.dl", "MobileNetV2", MobileNetV2Twin, (IMAGE,), published=3_504_872,
          names=("stem.conv.weight", "inverted_residual2.expansion.conv.weight",
@@ -589,9 +592,12 @@ def layer_trace(module: nn.Module, inputs: list) -> list:
             return tuple(s for x in v for s in shapes(x))
         return ()
 
+    def owns_weights(m: nn.Module) -> bool:
+        return type(m).__module__.startswith("torch.nn") and next(m.parameters(recurse=False), None) is not None
+
     calls, handles = [], []
     for m in module.modules():
-        if m is not module and type(m).__module__.startswith("torch.nn") and next(m.parameters(recurse=False), None) is not None:
+        if m is not module and owns_weights(m):
             handles.append(m.register_forward_hook(
                 lambda m, args, out: calls.append((type(m).__name__, shapes(args), shapes(out)))))
     try:

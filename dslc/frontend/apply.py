@@ -269,7 +269,9 @@ class ApplyMixin:
         if instance is None:
             if spec.name:
                 self._claim_layer_name(spec, ctx)
-            call_args = {p: subst_value(v, f) for p, v in sub.params.items()}
+            # given arguments are already in the caller's terms; defaults are re-expressed in them
+            call_args = {p: spec.args[p].value if p in spec.args else subst_value(v, f)
+                         for p, v in sub.params.items()}
             instance = ctx.graph.new_instance("block", graph=sub, args=call_args, user_name=spec.name,
                                               span=spec.span)
             if spec.name:

@@ -121,7 +121,9 @@ class Evaluator(ApplyMixin):
             if value is POISON:
                 raise Poisoned()
             value = self._check_param_type(p, value, span, decl)
-            ctx.graph.params[p.name] = value
+            # A given value is in the caller's terms: inside, the parameter is its own name, so
+            # only its value is kept. A default is in this block's terms (`4 * dim`): kept whole.
+            ctx.graph.params[p.name] = _plain_value(value) if p.name in given else value
             ctx.graph.param_types[p.name] = str(p.type) if p.type else None
             ctx.scope[p.name] = fresh(p.name, value)
             if is_int(value):
@@ -839,6 +841,19 @@ def fresh(name: str, value):
     if isinstance(value, float):
         return Real(plain_float(value), Poly.atom(Param(name)))
     return value
+
+
+def _plain_value(v):
+    """A value without the parameter expressions it carries."""
+    if isinstance(v, Size):
+        return plain(v)
+    if isinstance(v, Real):
+        return plain_float(v)
+    if isinstance(v, list):
+        return [_plain_value(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_plain_value(x) for x in v)
+    return v
 
 
 def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:

@@ -19,12 +19,39 @@ from .builtins import BUILTINS
 def check_names(unit, reporter: Reporter, skip: set) -> None:
     globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS)
     for decl in unit.decls.values():
-        if decl.name in skip or decl.kind not in ("model", "block"):
+        if decl.name in skip or decl.kind not in ("model", "block", "loss"):
             continue
-        bound = _bound_names(decl)
+        bound = _bound_names(decl) if decl.kind != "loss" else {"out", "batch"}
+        callees = _callees(decl)
         for name in _references(decl):
             if name.id not in bound and name.id not in globals_:
-                _report(name, bound | globals_, reporter)
+                _report(name, bound | globals_, reporter, called=id(name) in callees)
+        if decl.kind == "loss":
+            check_calls(decl.value, reporter)
+
+
+def check_calls(expr, reporter: Reporter) -> None:
+    """Arguments of library calls, checked without running anything: counts, keywords, and
+    the values of literal arguments (`reduction="summ"` is caught before any plan uses the loss)."""
+    from .binding import Arg, bind, convert
+    from .errors import EvalError
+    for node in _walk(expr):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in REGISTRY):
+            continue
+        op = REGISTRY[node.func.id]
+        try:
+            given = bind([p.name for p in op.params], [Arg(a, a.span) for a in node.args],
+                         [(k.name, Arg(k.value, k.value.span, k.span)) for k in node.kwargs], op.name, node.span)
+            for p in op.params:
+                arg = given.get(p.name)
+                if arg is not None and isinstance(arg.value, ast.Const) and not p.is_tensor:
+                    convert(p, arg.value.value, arg.span, op.name)
+            missing = [p.name for p in op.params if p.required and p.name not in given]
+            if missing:
+                raise EvalError("E0303", f"`{op.name}` is missing the argument{'s' if len(missing) > 1 else ''} "
+                                + ", ".join(f"`{m}`" for m in missing), node.span, label="called here")
+        except EvalError as e:
+            reporter.add(e.diagnostic)
 
 
 def _bound_names(decl) -> set:
@@ -46,7 +73,14 @@ def _bound_names(decl) -> set:
     return out
 
 
+def _callees(decl) -> set:
+    root = decl.value if decl.kind == "loss" else decl.body
+    return {id(n.func) for n in _walk(root) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
 def _references(decl) -> list:
+    if decl.kind == "loss":
+        return [n for n in _walk(decl.value) if isinstance(n, ast.Name)]
     refs = []
     for node in _walk(decl.body):
         if isinstance(node, ast.ParamStmt) and node.init is not None:
@@ -84,9 +118,13 @@ def _walk(node):
                 stack.append(v)
 
 
-def _report(name: ast.Name, pool: set, reporter: Reporter) -> None:
+def _report(name: ast.Name, pool: set, reporter: Reporter, called: bool = False) -> None:
+    if name.id[:1].isupper():
+        code, what, label = "E0202", f"unknown layer `{name.id}`", "not a layer or block"
+    elif called:
+        code, what, label = "E0203", f"unknown function `{name.id}`", "not a function"
+        pool = {n for n in pool if n[:1].islower()}
+    else:
+        code, what, label = "E0201", f"`{name.id}` is not defined", "unknown name"
     guess = did_you_mean(name.id, pool)
-    code, what = ("E0202", f"unknown layer `{name.id}`") if name.id[:1].isupper() else \
-        ("E0201", f"`{name.id}` is not defined")
-    reporter.error(code, what, name.span, label="unknown name",
-                   help=f"did you mean `{guess}`?" if guess else None)
+    reporter.error(code, what, name.span, label=label, help=f"did you mean `{guess}`?" if guess else None)

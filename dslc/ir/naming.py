@@ -14,7 +14,16 @@ import re
 from .graph import Graph, Instance
 
 
+# Acronyms that would split badly (`ConvBnReLU6` -> `conv_bn_re_lu6`), spelled as words first.
+_WORDS = {"ReLU": "Relu", "GELU": "Gelu", "SiLU": "Silu", "PReLU": "Prelu", "LSTM": "Lstm", "GRU": "Gru",
+          "RNN": "Rnn", "MLP": "Mlp", "ViT": "Vit", "VAE": "Vae", "GAN": "Gan", "CNN": "Cnn", "GPT": "Gpt",
+          "ResNet": "Resnet", "MobileNet": "Mobilenet", "DenseNet": "Densenet", "UNet": "Unet",
+          "EfficientNet": "Efficientnet", "AlexNet": "Alexnet"}
+
+
 def snake(name: str) -> str:
+    for acronym, word in _WORDS.items():
+        name = name.replace(acronym, word)
     s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
     return s.lower()
 
