@@ -20,6 +20,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip -c constraints.txt
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m compileall -q dslc    # an editable install is not byte-compiled; start-up pays otherwise
 	touch $@
 
 install: $(VENV)/.installed graphviz

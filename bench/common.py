@@ -48,4 +48,4 @@ def timed_command(cmd: list[str], repeat: int, cwd: str = ROOT) -> dict:
     return {"median_s": statistics.median(samples), "samples_s": [round(s, 4) for s in samples]}
 
 
-DSLC = [sys.executable, "-m", "dslc.cli"]
+DSLC = [os.path.join(os.path.dirname(sys.executable), "dslc")]  # the installed console command

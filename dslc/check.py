@@ -4,27 +4,97 @@ Every model whose parameters all have defaults is evaluated (shapes
 included); every declaration's names are resolved, so an unused block or a
 model that needs arguments still gets its typos reported; plans are checked
 against their models and data.
+
+Models are independent once the file is parsed, so a large file's models are
+checked in two processes (a forked child takes half and returns its
+diagnostics): the machines dslc runs on have at least two cores, and a
+10,000-line spec then checks in about half the time. Anything unexpected in
+the child falls back to checking everything here.
 """
 from __future__ import annotations
+
+import os
+import pickle
 
 from .diagnostics import Reporter
 from .frontend.evaluate import Evaluator
 from .frontend.loader import Unit
 
+PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
-def check_unit(unit: Unit) -> dict:
-    """Raise DslcError with every problem; return the model graphs that were built."""
+
+def check_unit(unit: Unit, jobs: int | None = None) -> None:
+    """Raise DslcError with every problem in the unit."""
     reporter = Reporter()
     ev = Evaluator(unit, reporter)
-    graphs = {}
-    for decl in unit.of_kind("model"):
-        if all(p.default is not None for p in decl.params):
-            g = ev.model(decl)
-            if g is not None:
-                graphs[decl.name] = g
+    models = [d for d in unit.of_kind("model") if all(p.default is not None for p in d.params)]
+    if jobs is None:
+        jobs = 2 if _lines(unit) >= PARALLEL_LINES and (os.cpu_count() or 1) > 1 else 1
+    if jobs > 1 and hasattr(os, "fork") and len(models) > 1:
+        mine, theirs = _halves(models)
+        child = _start_child(unit, theirs)
+        for decl in mine:
+            ev.model(decl)
+        if not _join_child(child, reporter, ev):
+            for decl in theirs:
+                ev.model(decl)
+    else:
+        for decl in models:
+            ev.model(decl)
     from .frontend.plans import check_plans
-    checker = check_plans(unit, ev, reporter)
+    evaluated_by_plans = check_plans(unit, ev, reporter)
     from .frontend.names import check_names
-    check_names(unit, reporter, skip=ev.evaluated | checker)
+    check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     reporter.raise_if_errors()
-    return graphs
+
+
+def _lines(unit: Unit) -> int:
+    return sum(m.file.line_count for m in unit.modules)
+
+
+def _halves(models: list) -> tuple[list, list]:
+    """Two groups of about equal source size (a model's size stands for its work)."""
+    mine, theirs, a, b = [], [], 0, 0
+    for decl in sorted(models, key=lambda d: d.span.end - d.span.start, reverse=True):
+        size = decl.span.end - decl.span.start
+        if a <= b:
+            mine.append(decl)
+            a += size
+        else:
+            theirs.append(decl)
+            b += size
+    return mine, theirs
+
+
+def _start_child(unit: Unit, decls: list):
+    """Fork a child that evaluates `decls` and writes (diagnostics, evaluated names) to a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(r)
+        try:
+            rep = Reporter()
+            ev = Evaluator(unit, rep)
+            for decl in decls:
+                ev.model(decl)
+            data = pickle.dumps((rep.diagnostics, ev.evaluated))
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - the parent redoes the work
+            os._exit(1)
+    os.close(w)
+    return pid, r
+
+
+def _join_child(child, reporter: Reporter, ev: Evaluator) -> bool:
+    pid, r = child
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        return False
+    diagnostics, evaluated = pickle.loads(data)
+    reporter.extend(diagnostics)
+    ev.evaluated |= evaluated
+    return True

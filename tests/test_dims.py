@@ -94,3 +94,17 @@ def test_floordiv_atoms_substitute():
 
 def test_var_atoms_print_as_names():
     assert to_python(Poly.atom(Var("B")) * Poly.const(3)) == "3 * B"
+
+
+def test_the_ir_is_a_networkx_graph():
+    import networkx as nx
+
+    import dslc
+    from support import ROOT
+    import os
+    g = dslc.load(os.path.join(ROOT, "examples", "language.dl")).graph("TwoTower")
+    assert isinstance(g.nx, nx.MultiDiGraph)
+    assert g.nx.number_of_nodes() == len(g.nodes)
+    assert nx.is_directed_acyclic_graph(g.nx)
+    g.verify()
+    assert [n.id for n in g.topological()] == list(g.nodes)

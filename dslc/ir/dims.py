@@ -243,13 +243,18 @@ class Poly:
 
     def subst(self, f: Callable[[Atom], "Poly | None"]) -> "Poly":
         """Replace atoms by polynomials (None keeps the atom)."""
+        atoms = {a for m in self.terms for a, _ in m}
+        if not atoms:
+            return self
+        new = {a: _subst_atom(a, f) for a in atoms}
+        if all(new[a].single_atom() == a for a in atoms):
+            return self  # nothing changes: no need to rebuild
         out = Poly()
         for m, c in self.terms.items():
             term = Poly.const(c)
             for a, p in m:
-                factor = _subst_atom(a, f)
                 for _ in range(p):
-                    term = term * factor
+                    term = term * new[a]
             out = out + term
         return out
 

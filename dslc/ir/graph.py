@@ -2,7 +2,9 @@
 
 A `Graph` is one model or one block specialization. Nodes are kept in
 insertion order, which is a topological order (a node is added after its
-inputs); a networkx MultiDiGraph mirrors the edges for graph algorithms.
+inputs); `graph.nx` is the networkx MultiDiGraph of the same nodes and edges,
+made on first use (so `dslc check` does not pay for importing networkx) and
+kept in step with every node added after that.
 
 Layers with state are `Instance`s: a node applies an instance, and several
 nodes may apply the same instance (shared weights). A block call is a node
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterator
-
-import networkx as nx
 
 from .dims import GuardList
 from .types import TensorType
@@ -81,7 +81,7 @@ class Graph:
     guards: list = field(default_factory=lambda: GuardList())
     atom_env: dict = field(default_factory=dict)  # values of the Param/InDim atoms in its sizes
     decl: object = None
-    nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
+    _nx: object = None
     _counter: int = 0
     _inst_counter: int = 0
 
@@ -90,10 +90,20 @@ class Graph:
         self._counter += 1
         node = Node(f"n{self._counter}", kind, list(outputs), list(inputs), **kw)
         self.nodes[node.id] = node
-        self.nx.add_node(node.id)
-        for slot, ref in enumerate(node.inputs):
-            self.nx.add_edge(ref.node, node.id, index=ref.index, slot=slot)
+        if self._nx is not None:
+            _add_to_nx(self._nx, node)
         return node
+
+    @property
+    def nx(self):
+        """The networkx MultiDiGraph of this graph (edges carry the output index and input slot)."""
+        if self._nx is None:
+            import networkx as nx
+            g = nx.MultiDiGraph()
+            for node in self.nodes.values():
+                _add_to_nx(g, node)
+            self._nx = g
+        return self._nx
 
     def new_instance(self, kind: str, **kw) -> Instance:
         self._inst_counter += 1
@@ -115,6 +125,7 @@ class Graph:
         return list(dict.fromkeys(self.nx.successors(node_id)))
 
     def topological(self) -> list[Node]:
+        import networkx as nx
         return [self.nodes[n] for n in nx.lexicographical_topological_sort(
             self.nx, key=lambda n: int(n[1:]))]
 
@@ -142,5 +153,12 @@ class Graph:
         for _, ref in self.outputs:
             if ref.node not in self.nodes:
                 raise AssertionError(f"output refers to missing node {ref.node}")
+        import networkx as nx
         if not nx.is_directed_acyclic_graph(self.nx):
             raise AssertionError("the graph has a cycle")
+
+
+def _add_to_nx(g, node: Node) -> None:
+    g.add_node(node.id)
+    for slot, ref in enumerate(node.inputs):
+        g.add_edge(ref.node, node.id, index=ref.index, slot=slot)

@@ -1,0 +1,118 @@
+"""The command line: exit codes (0 ok, 1 user error, 2 usage, 3 internal), output streams,
+no tracebacks, the parallel check, and files never overwritten by surprise."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from dslc.cli import main
+from support import ROOT
+
+DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
+EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([DSLC, *args], capture_output=True, text=True, cwd=cwd or ROOT)
+
+
+def test_check_ok_prints_one_summary_line():
+    r = run("check", EXAMPLE)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.strip() == f"ok: {EXAMPLE}: 11 models, 6 blocks, 1 loss, 3 plans"
+
+
+def test_user_error_exits_1_with_diagnostics_only(tmp_path):
+    bad = tmp_path / "bad.dl"
+    bad.write_text("model M {\n    input x: [B, 4]\n    Linear(0)\n}\n")
+    r = run("check", str(bad))
+    assert r.returncode == 1 and r.stdout == ""
+    assert "error[E0302]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("compile").returncode == 2
+    assert run("frobnicate").returncode == 2
+    assert run("compile", EXAMPLE, "--target", "tensorflow").returncode == 2
+
+
+def test_missing_file_is_a_user_error():
+    r = run("check", "no/such/file.dl")
+    assert r.returncode == 1 and "error[E0901]" in r.stderr
+
+
+def test_explain():
+    r = run("explain", "E0402")
+    assert r.returncode == 0 and r.stdout.startswith("E0402:")
+    assert run("explain", "E9999").returncode == 2
+
+
+def test_internal_errors_are_one_line_unless_debug(monkeypatch):
+    import dslc.api
+
+    def boom(path):
+        raise RuntimeError("simulated bug")
+    monkeypatch.setattr(dslc.api, "load", boom)
+    result = CliRunner().invoke(main, ["check", EXAMPLE])
+    assert result.exit_code == 3
+    assert result.stderr.strip() == ("internal error, please report: RuntimeError: simulated bug "
+                                     "(rerun with --debug for the traceback)")
+    debug = CliRunner().invoke(main, ["--debug", "check", EXAMPLE])
+    assert isinstance(debug.exception, RuntimeError)
+
+
+def test_compile_default_output_never_replaces_a_users_file(tmp_path):
+    (tmp_path / "language.py").write_text("# my own code\n")
+    r = run("compile", EXAMPLE, cwd=str(tmp_path))
+    assert r.returncode == 1 and "refusing to overwrite" in r.stderr
+    assert (tmp_path / "language.py").read_text() == "# my own code\n"
+    r = run("compile", EXAMPLE, "-o", str(tmp_path / "out.py"))
+    assert r.returncode == 0 and (tmp_path / "out.py").read_text().startswith('"""')
+    r = run("compile", EXAMPLE, "-o", str(tmp_path / "out.py"))  # dslc's own file: replaced
+    assert r.returncode == 0
+
+
+def test_set_and_seed_reach_the_generated_file(tmp_path):
+    r = run("compile", EXAMPLE, "--model", "MnistMLP", "--set", "hidden=64", "--seed", "3", "-o", "-")
+    assert r.returncode == 0
+    assert "def __init__(self, hidden: int = 64, classes: int = 10):" in r.stdout
+    assert "seed: int | None = 3" in r.stdout
+    r = run("compile", EXAMPLE, "--model", "MnistMLP", "--set", "hiden=64", "-o", "-")
+    assert r.returncode == 1 and "did you mean `hidden`?" in r.stderr
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_parallel_check_reports_what_a_serial_one_does(tmp_path, jobs):
+    """A file with errors spread over many models: two processes find exactly what one does."""
+    from dslc.check import check_unit
+    from dslc.diagnostics import DslcError
+    from dslc.frontend.loader import load_unit
+    models = []
+    for i in range(12):
+        body = "    Linear(0)\n" if i % 3 == 0 else ("    Conv2d(4, 3)\n" if i % 3 == 1 else "    Linear(4)\n")
+        models.append(f"model M{i}(w: int = {i + 1}) {{\n    input x: [B, 8]\n{body}}}\n")
+    path = tmp_path / "many.dl"
+    path.write_text("\n".join(models))
+    with pytest.raises(DslcError) as serial:
+        check_unit(load_unit(str(path)), jobs=1)
+    with pytest.raises(DslcError) as parallel:
+        check_unit(load_unit(str(path)), jobs=jobs)
+    assert parallel.value.render() == serial.value.render()
+    assert serial.value.codes.count("E0302") == 4 and serial.value.codes.count("E0402") == 4
+
+
+def test_parallel_check_falls_back_when_the_child_fails(tmp_path, monkeypatch):
+    from dslc import check
+    from dslc.frontend.loader import load_unit
+    def failed_child(child, reporter, ev):
+        os.close(child[1])
+        os.waitpid(child[0], 0)
+        return False
+    monkeypatch.setattr(check, "_join_child", failed_child)
+    path = tmp_path / "two.dl"
+    path.write_text("model A {\n    input x: [B, 2]\n    Linear(3)\n}\nmodel C {\n    input x: [B, 2]\n    Linear(3)\n}\n")
+    check.check_unit(load_unit(str(path)), jobs=2)  # no error, nothing lost
