@@ -280,6 +280,11 @@ class _ClassWriter:
             params.append(v)
         body = []
         out_refs = [r for _, r in g.outputs]
+        self._bound_at = {}  # user name -> indices of the nodes that bind it
+        for i, node in enumerate(nodes):
+            for name in node.names:
+                if name is not None:
+                    self._bound_at.setdefault(safe_ident(name), []).append(i)
         for i, node in enumerate(nodes):
             if node.kind in ("param", "weight"):
                 inst = g.instances[node.instance]
@@ -339,8 +344,9 @@ class _ClassWriter:
                     name = local.claim(name)
                 else:
                     local.taken.add(name)
-            elif k == 0 and first_input in temps and free(first_input):
-                name = first_input
+            elif k == 0 and first_input is not None and free(first_input) and \
+                    (first_input in temps or any(j > i for j in self._bound_at.get(first_input, ()))):
+                name = first_input  # `h = self.project(h)` when `h` is rebound right after anyway
             else:
                 name = next((t for t in ("x", "h", "y", "z") if t not in local.taken or
                              (t in temps and free(t))), None) or local.claim("x")
