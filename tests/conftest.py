@@ -8,9 +8,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("dslc", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile("dslc")
+_COMMON = dict(max_examples=25, deadline=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dslc", **_COMMON)
+# CI is reproducible (the same examples every run); local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, database=None, **_COMMON)
+settings.load_profile("ci" if os.environ.get("CI") else "dslc")
 
 
 def pytest_configure(config):

@@ -167,7 +167,7 @@ def parse_expression(file: SourceFile, text: str):
 def _parse_text(file: SourceFile, text: str, start: str = "start"):
     parser = _lark()
     filt: _NewlineFilter = parser.options.postlex
-    _BUILDER.file, _BUILDER.prefix_nots = file, set()
+    _BUILDER.file, _BUILDER.prefix_nots = file, {}
     try:
         result = parser.parse(text, start=start)
     except _TooDeep as e:
@@ -333,7 +333,9 @@ def _name_tokens(children) -> list:
 
 class _ToAst(Transformer):
     file: SourceFile
-    prefix_nots: set  # ids of `not x` nodes written bare before an operand: `binary` decides their reach
+    # `not x` nodes written bare before an operand, by id (`binary` decides their reach). The
+    # nodes are kept here too: a freed node's id could otherwise come back on a new node.
+    prefix_nots: dict
 
     def __default__(self, data, children, meta):
         # lark's own helper rules (`__binary_star_8`): a Tree that lark splices into the parent
@@ -472,7 +474,7 @@ class _ToAst(Transformer):
 
     def not_(self, c):
         node = ast.UnaryOp(self._sp(c), "not", c[1])
-        self.prefix_nots.add(id(node))  # an inner `not` stays a prefix too: `not not a == b`
+        self.prefix_nots[id(node)] = node  # an inner `not` stays a prefix too: `not not a == b`
         return node
 
     def power(self, c):
@@ -480,7 +482,7 @@ class _ToAst(Transformer):
         return ast.BinOp(self._sp(c), "**", base, exp, self._tok(op))
 
     def paren(self, c):
-        self.prefix_nots.discard(id(c[1]))  # `(not a) == b`: the parentheses end its reach
+        self.prefix_nots.pop(id(c[1]), None)  # `(not a) == b`: the parentheses end its reach
         return c[1]
 
     def call(self, c):
@@ -624,7 +626,7 @@ class _Climb:
 
     def _operand(self, min_prec: int):
         x = self.operands[self.k]
-        if id(x) in self.b.prefix_nots and min_prec <= _NOT_PREC:
+        if self.b.prefix_nots.get(id(x)) is x and min_prec <= _NOT_PREC:
             self.operands[self.k] = x.operand
             inner = self.parse(_NOT_PREC)
             return ast.UnaryOp(x.span.to(inner.span), "not", inner)
