@@ -116,3 +116,16 @@ def run_without_dslc(code: str, cwd: str | None = None) -> subprocess.CompletedP
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
     return subprocess.run([sys.executable, "-c", blocker + code], capture_output=True, text=True,
                           cwd=cwd or "/", env=env, timeout=300)
+
+
+def error_codes(tmp_path, body: str) -> list[str]:
+    """The error codes `dslc.load` reports for a model whose body is `body`."""
+    import dslc
+    from dslc.diagnostics import DslcError
+    path = tmp_path / "bad.dl"
+    path.write_text(f"model Bad {{\n    {body}\n}}\n")
+    try:
+        dslc.load(str(path))
+    except DslcError as e:
+        return e.codes
+    return []

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 import dslc
-from dslc.ir.dims import Sym, plain
 from support import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from support import error_codes
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dslc import api
-from dslc.diagnostics import DslcError
 from dslc.ir.dims import Sym, plain
 from dslc.ir.types import TensorType
 from dslc.ir.values import Ref, TensorValue
@@ -304,8 +305,4 @@ def test_compiled_model_runs_with_run_time_lengths(tmp_path):
     ("input x: [B, T, 6]\n    output x -> MultiheadAttention(6, 4)", "E0405"),
 ])
 def test_language_errors(tmp_path, body, code):
-    path = tmp_path / "bad.dl"
-    path.write_text(f"model Bad {{\n    {body}\n}}\n")
-    with pytest.raises(DslcError) as err:
-        api.load(str(path))
-    assert code in err.value.codes
+    assert code in error_codes(tmp_path, body)

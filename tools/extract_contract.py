@@ -10,6 +10,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_or_check  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRACT = os.path.join(ROOT, "docs", "contract", "LANGUAGE.md")
 OUT = os.path.join(ROOT, "examples", "language.dl")
@@ -27,13 +30,7 @@ def extract(markdown: str) -> str:
 
 def main() -> int:
     with open(CONTRACT, encoding="utf-8") as f:
-        text = extract(f.read())
-    if "--check" in sys.argv:
-        with open(OUT, encoding="utf-8") as f:
-            return 0 if f.read() == text else 1
-    with open(OUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    return 0
+        return write_or_check(OUT, extract(f.read()))
 
 
 if __name__ == "__main__":

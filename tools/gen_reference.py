@@ -10,6 +10,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_or_check  # noqa: E402
 OUT = os.path.join(ROOT, "docs", "reference.md")
 
 
@@ -99,13 +101,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        with open(OUT, encoding="utf-8") as f:
-            return 0 if f.read() == text else 1
-    with open(OUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    return 0
+    return write_or_check(OUT, render())
 
 
 if __name__ == "__main__":

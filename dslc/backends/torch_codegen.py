@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, plain
+from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var
 from ..ir.graph import Graph, Instance, Node
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
@@ -161,7 +161,7 @@ class _ClassWriter:
                          if ann else f", {name}{'' if default is None else '=' + default}"
                          for _, name, ann, default in signature)
         lines.append(f"{INDENT}def __init__(self{params}):")
-        body = [f"super().__init__()"] + guards + stores + members
+        body = ["super().__init__()"] + guards + stores + members
         lines += [INDENT * 2 + b for b in body]
         lines.append("")
         lines += [INDENT + line if line else "" for line in fwd]
@@ -249,17 +249,7 @@ class _ClassWriter:
     def _block_ctor(self, inst: Instance) -> str:
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
-        first = next(n for n in self.graph.nodes.values() if n.instance == inst.id)
-        in_types = [self.graph.type_of(r) for r in first.inputs]
-        child_inputs = [n for n, _ in inst.graph.inputs]
-        parts = []
-        for key, _, _, _ in child.signature:
-            if isinstance(key, InDim):
-                d = in_types[child_inputs.index(key.input)].shape[key.index]
-                parts.append(caller.value(d))
-            else:
-                parts.append(caller.value(inst.args[key]))
-        return f"{child.name}({', '.join(parts)})"
+        return f"{child.name}({', '.join(caller.value(v) for _, v in self._fed_arguments(inst))})"
 
     # ---------------------------------------------------------------- forward
 

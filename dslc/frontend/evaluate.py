@@ -25,7 +25,7 @@ from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .apply import ApplyMixin
-from .binding import Arg, bind
+from .binding import Arg
 from .builtins import BUILTINS, BuiltinError
 from .errors import EvalError, Poisoned
 from .values import (POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef,

@@ -201,7 +201,7 @@ def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed
         opener = unclosed[-1]
         closer = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}[opener.type]
         return Diagnostic("E0104", f"`{opener.value}` is never closed", _tok_span(file, opener),
-                          label=f"opened here", help=f"add the missing `{closer}`")
+                          label="opened here", help=f"add the missing `{closer}`")
     if at_end:
         pos = len(text.rstrip())
         return Diagnostic("E0101", "the file ends in the middle of a statement",

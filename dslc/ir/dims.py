@@ -472,7 +472,7 @@ class Size(int):
             return NotImplemented
         if isinstance(other, bool) or not isinstance(other, int):
             if isinstance(other, float):
-                self._lose(f"mixing with a float")
+                self._lose("mixing with a float")
                 v = int.__int__(self)
                 return op(other, v) if rop else op(v, other)
             return NotImplemented

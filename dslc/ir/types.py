@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dims import Dim, Sym, dim_key, plain
+from .dims import Sym, dim_key, plain
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
