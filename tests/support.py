@@ -129,3 +129,51 @@ def error_codes(tmp_path, body: str) -> list[str]:
     except DslcError as e:
         return e.codes
     return []
+
+
+def ort_run(model, feeds: dict) -> list:
+    """Run an ONNX model in onnxruntime on the CPU, single-threaded like the tests' torch."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def relative_error(got, want) -> float:
+    """max |got - want|, relative to the size of `want` (0 for equal integer outputs)."""
+    import numpy as np
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    if want.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-6))
+
+
+def onnx_parity(graph, specs, seed: int = 0, random_outputs: bool = False):
+    """Export `graph` with the generated module's weights, check it fully and compare onnxruntime
+    with torch on the same inputs. Returns the largest relative error (shapes only for random ops)."""
+    import onnx
+    import torch
+    from dslc.backends.onnx_emit import emit_model
+    src = generate([graph], "test.dl", seed)
+    mod = exec_source(src, f"<onnx {graph.name}>")
+    net = mod.build(graph.name, seed=seed).eval()
+    torch.manual_seed(seed + 1)
+    inputs = [random_input(s) for s in specs]
+    with torch.no_grad():
+        out = net(*inputs)
+    want = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    model = emit_model(graph, state)
+    onnx.checker.check_model(model, full_check=True)
+    got = ort_run(model, {name: x.numpy() for (name, _), x in zip(graph.inputs, inputs)})
+    assert len(got) == len(want)
+    worst = 0.0
+    for g_, w_ in zip(got, want):
+        assert tuple(g_.shape) == tuple(w_.shape), (g_.shape, w_.shape)
+        if not random_outputs:
+            worst = max(worst, relative_error(g_, w_))
+    return worst

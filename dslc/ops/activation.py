@@ -36,6 +36,60 @@ def _is_default(v, default) -> bool:
     return plain(v) == default if not isinstance(v, str) else v == default
 
 
+# ---- ONNX forms (opset 18), shared by each layer and its function
+
+def _x(n) -> str:
+    return n.inputs[0]
+
+
+def _gelu_onnx(g, n):
+    x = _x(n)
+    half_x = g.op("Mul", [x, g.const(0.5)])
+    if n["approximate"] == "tanh":  # 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+        cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+        inner = g.op("Add", [x, g.op("Mul", [cube, g.const(0.044715)])])
+        t = g.op("Tanh", [g.op("Mul", [inner, g.const((2.0 / 3.141592653589793) ** 0.5)])])
+    else:  # 0.5 x (1 + erf(x / √2)): exact, as torch's default
+        t = g.op("Erf", [g.op("Div", [x, g.const(2.0 ** 0.5)])])
+    return [g.op("Mul", [half_x, g.op("Add", [t, g.const(1.0)])])]
+
+
+def _softplus_onnx(g, n):
+    """log(1 + exp(βx)) / β, and x itself where βx > threshold (as torch does, for stability)."""
+    x, beta = _x(n), float(n["beta"])
+    bx = g.op("Mul", [x, g.const(beta)])
+    soft = g.op("Div", [g.op("Softplus", [bx]), g.const(beta)])
+    return [g.op("Where", [g.op("Greater", [bx, g.const(float(n["threshold"]))]), x, soft])]
+
+
+def _silu_onnx(g, n):
+    x = _x(n)
+    return [g.op("Mul", [x, g.op("Sigmoid", [x])])]
+
+
+def _simple(op_type: str, **attrs):
+    return lambda g, n: [g.op(op_type, [_x(n)], **{k: f(n) for k, f in attrs.items()})]
+
+
+_ONNX = {
+    "relu": _simple("Relu"),
+    "relu6": lambda g, n: [g.op("Clip", [_x(n), g.const(0.0), g.const(6.0)])],
+    "leaky_relu": _simple("LeakyRelu", alpha=lambda n: float(n["negative_slope"])),
+    "elu": _simple("Elu", alpha=lambda n: float(n["alpha"])),
+    "selu": _simple("Selu"),  # ONNX's default α and γ are torch's
+    "gelu": _gelu_onnx,
+    "silu": _silu_onnx,
+    "mish": _simple("Mish"),
+    "hardswish": _simple("HardSwish"),
+    "hardsigmoid": _simple("HardSigmoid", alpha=lambda n: 1.0 / 6.0, beta=lambda n: 0.5),
+    "softplus": _softplus_onnx,
+    "sigmoid": _simple("Sigmoid"),
+    "tanh": _simple("Tanh"),
+    "softmax": _simple("Softmax", axis=lambda n: int(n["dim"])),
+    "log_softmax": _simple("LogSoftmax", axis=lambda n: int(n["dim"])),
+}
+
+
 def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str = "", explicit=(),
                 arbitrary_args=None):
     pos = tuple(p.name for p in params[:1]) if params and params[0].name not in ("dim", "approximate") else ()
@@ -47,6 +101,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
         label=lambda a, n=layer: n,
         torch=TorchLayer(f"nn.{layer}", pos, kws, explicit=explicit,
                          functional=lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.inputs[0])),
+        onnx=_ONNX[fn],
         examples=(Example({}, (S(2, 3, 4),)),),
         arbitrary=lambda d, g=args_draw: Example(g(d), (S(*d.shape(1, 4, 1, 6)),)),
     ))
@@ -54,6 +109,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
         name=fn, kind="function", family="activation", doc=doc,
         params=(ParamSpec("input", TENSOR),) + params, infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.arg("input"))),
+        onnx=_ONNX[fn],
         examples=(Example({"input": S(2, 3, 4)}),),
         arbitrary=lambda d, g=args_draw: Example({"input": S(*d.shape(1, 4, 1, 6)), **g(d)}),
     ))
@@ -99,6 +155,14 @@ def _prelu_infer(b):
     return _same(b)
 
 
+def _prelu_onnx(g, n):
+    """One slope, or one per channel: shaped [C, 1, ...] to broadcast over dim 1 as torch does."""
+    slope = n.weight("weight")
+    if n["num_parameters"] != 1:
+        slope = g.op("Reshape", [slope, g.ints([n["num_parameters"]] + [1] * (n.x.rank - 2))])
+    return [g.op("PRelu", [_x(n), slope])]
+
+
 register(OpDef(
     name="PReLU", kind="layer", family="activation", stem="prelu",
     doc="LeakyReLU with a learned slope: one shared, or one per channel (num_parameters = channels).",
@@ -106,6 +170,7 @@ register(OpDef(
     infer=_prelu_infer, macs=lambda b, out: 0,
     weights=lambda a: {"weight": (a["num_parameters"],)},
     torch=TorchLayer("nn.PReLU", (), ("num_parameters", "init")),
+    onnx=_prelu_onnx,
     examples=(Example({}, (S(2, 3, 4),)), Example({"num_parameters": 3}, (S(2, 3, 4),))),
     arbitrary=lambda d: Example({"num_parameters": d.choice([1, 3])}, (S(2, 3, *d.shape(0, 2, 1, 4)),)),
 ))

@@ -8,6 +8,21 @@ from .registry import (Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, reg
 from .shapes import need_min_rank, same_dim, static
 
 
+def _linear_onnx(g, n):
+    x, w = n.inputs[0], n.weight("weight")
+    bias = n.weight("bias") if n["bias"] else None
+    if n.x.rank == 2:  # the canonical form: y = x Wᵀ + b in one node
+        return [g.op("Gemm", [x, w, bias], transB=1)]
+    y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])])
+    return [g.op("Add", [y, bias]) if bias else y]
+
+
+def _bilinear_onnx(g, n):
+    """y_k = x1ᵀ A_k x2 + b_k over any leading dims."""
+    y = g.op("Einsum", [n.inputs[0], n.weight("weight"), n.inputs[1]], equation="...i,kij,...j->...k")
+    return [g.op("Add", [y, n.weight("bias")]) if n["bias"] else y]
+
+
 def _batch(shape):
     return product(shape[:-1])
 
@@ -29,6 +44,7 @@ register(OpDef(
     macs=lambda b, out: _batch(b.x.shape) * b["in_features"] * b["out_features"],
     label=lambda a: f"Linear {a['in_features']}→{a['out_features']}",
     torch=TorchLayer("nn.Linear", ("in_features", "out_features"), ("bias",)),
+    onnx=_linear_onnx,
     examples=(Example({"out_features": 3}, (S(2, 5),)),
               Example({"out_features": 4, "bias": False}, (S(2, 7, 6),))),
     arbitrary=lambda d: Example({"out_features": d.int(1, 16), "bias": d.bool()},
@@ -60,6 +76,7 @@ register(OpDef(
     macs=lambda b, out: _batch(b.x.shape) * b["in1_features"] * b["in2_features"] * b["out_features"],
     label=lambda a: f"Bilinear {a['in1_features']}×{a['in2_features']}→{a['out_features']}",
     torch=TorchLayer("nn.Bilinear", ("in1_features", "in2_features", "out_features"), ("bias",)),
+    onnx=_bilinear_onnx,
     examples=(Example({"out_features": 3}, (S(2, 5), S(2, 4))),),
     arbitrary=lambda d: Example({"out_features": d.int(1, 8), "bias": d.bool()},
                                 (S(3, d.int(1, 6)), S(3, d.int(1, 6)))),
@@ -72,6 +89,7 @@ register(OpDef(
     params=(),
     infer=lambda b: [b.x],
     torch=TorchLayer("nn.Identity", functional=lambda e: e.inputs[0]),
+    onnx=lambda g, n: [g.op("Identity", [n.inputs[0]])],
     examples=(Example({}, (S(2, 3),)),),
     arbitrary=lambda d: Example({}, (S(*d.shape(1, 4, 1, 6)),)),
 ))

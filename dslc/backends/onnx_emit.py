@@ -1,0 +1,283 @@
+"""IR -> a native ONNX model (opset 18), from each registry entry's `onnx` emitter.
+
+The backend walks the IR in order: inputs become graph inputs (run-time sizes
+become named dynamic dims: `B`, `T`), each op node asks its registry entry to
+emit real ONNX nodes, and a block call is inlined under its attribute name so
+every initializer is named exactly like the PyTorch state dict
+(`residual1.conv_bn_relu.conv.weight`). torch.onnx.export is never called: the
+only thing taken from torch is the weights, by state-dict name.
+
+The exported graph is the model in inference mode (eval): dropout is the
+identity, batch norm uses its running statistics, `reparameterize` is `mu`.
+
+An emitter is `onnx(g: OnnxBuilder, n: OnnxNode) -> [output value names]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.dims import FloorDiv, Real, Size, Sym, Var, plain, plain_float
+from ..ir.graph import Graph, Node
+from ..ir.types import TensorType
+from ..ir.values import Fill, Ref, TensorValue
+
+OPSET = 18
+_NP = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int64": np.int64,
+       "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
+def onnx_dtype(dtype: str) -> int:
+    from onnx import TensorProto
+    return {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16,
+            "bfloat16": TensorProto.BFLOAT16, "int64": TensorProto.INT64, "int32": TensorProto.INT32,
+            "int16": TensorProto.INT16, "int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
+            "bool": TensorProto.BOOL}[dtype]
+
+
+class OnnxBuilder:
+    """Collects nodes, constants and initializers; names stay unique and readable."""
+
+    def __init__(self, symbols: dict):
+        self.nodes: list = []
+        self.initializers: dict = {}   # name -> numpy array
+        self._names: set = set()
+        self._symbols = symbols        # run-time size name -> (graph input name, dim index)
+        self._symbol_values: dict = {}
+        self.scope = ""                # node name prefix: the block path being emitted
+
+    def fresh(self, hint: str) -> str:
+        base = f"{self.scope}{hint}"
+        name, n = base, 1
+        while name in self._names:
+            n += 1
+            name = f"{base}_{n}"
+        self._names.add(name)
+        return name
+
+    def op(self, op_type: str, inputs: list, n_out: int = 1, hint: str | None = None, **attrs):
+        """Add a node; returns its output name (or names when n_out > 1). `None` inputs stay empty."""
+        from onnx import helper
+        base = hint or op_type
+        outs = [self.fresh(base if n_out == 1 else f"{base}_{i}") for i in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, ["" if i is None else i for i in inputs], outs,
+                                           name=self.fresh(f"{base}_node"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, dtype: str | None = None, hint: str = "const") -> str:
+        """A Constant node holding `value` (a number, list or array)."""
+        from onnx import numpy_helper
+        arr = np.asarray(value, dtype=_NP[dtype] if dtype else None)
+        if arr.dtype == np.float64 and dtype is None:
+            arr = arr.astype(np.float32)
+        return self.op("Constant", [], hint=hint, value=numpy_helper.from_array(arr))
+
+    def ints(self, values, hint: str = "ints") -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), hint=hint)
+
+    def initializer(self, name: str, array) -> str:
+        if name not in self.initializers:
+            self.initializers[name] = np.ascontiguousarray(array)
+            self._names.add(name)
+        return name
+
+    # ---- sizes known only at run time
+
+    def symbol(self, name: str) -> str:
+        """A 1-element int64 tensor holding the run-time size `name` (read off a graph input)."""
+        if name not in self._symbol_values:
+            source, index = self._symbols[name]
+            scope, self.scope = self.scope, ""
+            shape = self.op("Shape", [source], hint=f"{name}_shape", start=index, end=index + 1)
+            self.scope = scope
+            self._symbol_values[name] = shape
+        return self._symbol_values[name]
+
+    def dim(self, d) -> str:
+        """A 1-element int64 tensor holding a size: a constant, or computed from run-time sizes."""
+        if not isinstance(d, Sym):
+            return self.ints([plain(d)])
+        return self._poly(d.poly)
+
+    def shape(self, dims) -> str:
+        """A 1-d int64 tensor of a whole shape (for Reshape, Expand, ConstantOfShape)."""
+        if all(not isinstance(d, Sym) for d in dims):
+            return self.ints([plain(d) for d in dims], hint="shape")
+        return self.op("Concat", [self.dim(d) for d in dims], axis=0, hint="shape")
+
+    def _poly(self, p) -> str:
+        total = None
+        for mono, coef in p.terms.items():
+            term = self.ints([coef]) if not mono or coef != 1 else None
+            for atom, power in mono:
+                for _ in range(power):
+                    factor = self._atom(atom)
+                    term = factor if term is None else self.op("Mul", [term, factor])
+            total = term if total is None else self.op("Add", [total, term])
+        return total if total is not None else self.ints([0])
+
+    def _atom(self, a) -> str:
+        if isinstance(a, Var):
+            return self.symbol(a.name)
+        if isinstance(a, FloorDiv):
+            return self.op("Div", [self._poly(a.num), self._poly(a.den)])  # int64 Div floors for sizes ≥ 0
+        raise ValueError(f"the size atom {a} has no run-time value")
+
+
+@dataclass
+class OnnxNode:
+    """What an op's emitter sees: its arguments, input value names and types, and its weights."""
+    op: object
+    args: dict
+    inputs: list
+    types: list
+    outputs: list
+    weight_prefix: str = ""
+    values: dict = field(default_factory=dict)
+    use: object = None  # registers an initializer on first use
+
+    def __getitem__(self, name: str):
+        return self.args[name]
+
+    @property
+    def x(self) -> TensorType:
+        return self.types[0]
+
+    def weight(self, name: str) -> str:
+        """The initializer holding one of the layer's weights or buffers (state-dict name)."""
+        return self.use(f"{self.weight_prefix}{name}")
+
+    def tensor(self, name: str) -> str | None:
+        """The value name of a tensor argument of a function."""
+        v = self.args[name]
+        return self.values[v.ref] if isinstance(v, TensorValue) else None
+
+    def tensors(self, name: str) -> list:
+        return [self.values[v.ref] for v in self.args[name]]
+
+    def type_of(self, name: str) -> TensorType | None:
+        v = self.args[name]
+        return v.type if isinstance(v, TensorValue) else None
+
+
+def plain_args(args: dict) -> dict:
+    """Arguments as plain Python values (emitters need numbers, not expressions)."""
+    return {k: _plain(v) for k, v in args.items()}
+
+
+def _plain(v):
+    if isinstance(v, Size):
+        return plain(v)
+    if isinstance(v, Real):
+        return plain_float(v)
+    if isinstance(v, (list, tuple)) and not isinstance(v, Fill):
+        return type(v)(_plain(x) for x in v)
+    return v
+
+
+# ---------------------------------------------------------------- the walk
+
+class OnnxExportError(Exception):
+    """The graph cannot be exported (an op without an ONNX form, a missing weight)."""
+
+
+def emit_model(graph: Graph, state: dict, doc: str = ""):
+    """The ONNX ModelProto of a model graph, with `state` (state-dict name -> array) as initializers."""
+    import onnx
+    from onnx import helper
+    symbols = _symbol_sources(graph)
+    b = OnnxBuilder(symbols)
+    values: dict = {}
+    graph_inputs = []
+    for name, ref in graph.inputs:
+        t = graph.type_of(ref)
+        values[ref] = name
+        b._names.add(name)
+        graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(t.dtype), _dims(t.shape)))
+    out_names = _output_names(graph, set(values.values()))
+    b._names |= set(out_names)  # no inner value may take an output's name
+    _emit_graph(b, graph, values, state, "")
+    outputs = []
+    for out_name, (_, ref) in zip(out_names, graph.outputs):
+        b.nodes.append(helper.make_node("Identity", [values[ref]], [out_name], name=b.fresh(f"{out_name}_output")))
+        t = graph.type_of(ref)
+        outputs.append(helper.make_tensor_value_info(out_name, onnx_dtype(t.dtype), _dims(t.shape)))
+    inits = [onnx.numpy_helper.from_array(arr, name) for name, arr in sorted(b.initializers.items())]
+    g = helper.make_graph(b.nodes, graph.name, graph_inputs, outputs, inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dslc",
+                              doc_string=doc)
+    model.ir_version = 9  # readable by onnxruntime 1.16 and later
+    return model
+
+
+def _output_names(graph: Graph, taken: set) -> list:
+    """The model's output names (`recon`, `mu`), unless an input already has that name."""
+    return [name if name not in taken else f"{name}_out" for name, _ in graph.outputs]
+
+
+def _symbol_sources(graph: Graph) -> dict:
+    out = {}
+    for name, ref in graph.inputs:
+        for i, d in enumerate(graph.type_of(ref).shape):
+            if isinstance(d, Sym):
+                atom = d.poly.single_atom()
+                if isinstance(atom, Var) and atom.name not in out:
+                    out[atom.name] = (name, i)
+    return out
+
+
+def _dims(shape) -> list:
+    return [str(d) if isinstance(d, Sym) else plain(d) for d in shape]
+
+
+def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix: str) -> None:
+    for node in graph:
+        if node.kind == "input":
+            continue
+        inst = graph.instances.get(node.instance) if node.instance else None
+        if node.kind == "param":
+            values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}")
+        elif node.kind == "weight":
+            values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}.{node.attr}")
+        elif node.kind == "call":
+            _emit_call(b, node, inst, values, state, prefix)
+        else:
+            _emit_op(b, graph, node, inst, values, state, prefix)
+
+
+def _emit_call(b: OnnxBuilder, node: Node, inst, values: dict, state: dict, prefix: str) -> None:
+    sub: Graph = node.args["graph"]
+    inner = {ref: values[outer] for (_, ref), outer in zip(sub.inputs, node.inputs)}
+    scope, b.scope = b.scope, f"{prefix}{inst.name}/"
+    _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
+    b.scope = scope
+    for i, (_, ref) in enumerate(sub.outputs):
+        values[Ref(node.id, i)] = inner[ref]
+
+
+def _emit_op(b: OnnxBuilder, graph: Graph, node: Node, inst, values: dict, state: dict, prefix: str) -> None:
+    op = node.op
+    if op.onnx is None:
+        raise OnnxExportError(f"`{op.name}` has no ONNX form yet")
+    weight_prefix = f"{prefix}{inst.name}." if inst is not None else ""
+    n = OnnxNode(op, plain_args(node.args), [values[r] for r in node.inputs],
+                 [graph.type_of(r) for r in node.inputs], list(node.outputs), weight_prefix, values,
+                 use=lambda name: _init(b, state, name))
+    scope = b.scope
+    b.scope = f"{scope}{inst.name}/" if inst is not None else scope
+    outs = op.onnx(b, n)
+    b.scope = scope
+    if len(outs) != len(node.outputs):
+        raise OnnxExportError(f"`{op.name}`'s ONNX form gave {len(outs)} outputs, not {len(node.outputs)}")
+    for i, name in enumerate(outs):
+        values[Ref(node.id, i)] = name
+
+
+def _init(b: OnnxBuilder, state: dict, name: str) -> str:
+    if name not in b.initializers:
+        if name not in state:
+            raise OnnxExportError(f"no weight `{name}` in the state dict")
+        b.initializer(name, state[name])
+    return name
