@@ -98,6 +98,16 @@ class Program:
         return mod.build(name, seed=seed)
 
 
+    def summary(self, name: str, sizes: dict | None = None, frozen: set | None = None, **params):
+        """Per-layer parameters and MACs (at batch 1; `sizes` gives other run-time sizes such as T)."""
+        from .backends.summary import summarize
+        return summarize(self.graph(name, **params), sizes, frozen)
+
+    def diagram(self, name: str, depth: int | None = None, collapse: bool = True, **params) -> str:
+        """The Graphviz DOT source of a model's diagram."""
+        from .backends.diagram import to_dot
+        return to_dot(self.graph(name, **params), depth, collapse)
+
     def state(self, name: str, seed: int = 0, weights: str | None = None, **params) -> dict:
         """The model's weights by state-dict name, as numpy arrays: seeded, or read from `weights`."""
         net = self.build(name, seed=seed, **params)
@@ -120,6 +130,21 @@ class Program:
                                        file_name=self.unit.root.name)) from None
         onnx.checker.check_model(model, full_check=True)
         return model
+
+
+def partial_graph(path: str, name: str | None, params: dict):
+    """A model's graph as far as evaluation gets, for a diagram of a spec with errors (None if
+    the file does not even parse, or the model is not there)."""
+    try:
+        unit = load_unit(path)
+    except DslcError:
+        return None
+    models = unit.of_kind("model")
+    decl = unit.decls.get(name) if name else (models[0] if len(models) == 1 else None)
+    if decl is None or decl.kind != "model":
+        return None
+    args = {k: (v if isinstance(v, Arg) else Arg(v, None)) for k, v in params.items()}
+    return Evaluator(unit, Reporter()).model(decl, args, partial=True)
 
 
 def exec_source(source: str, filename: str) -> types.ModuleType:

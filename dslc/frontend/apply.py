@@ -12,6 +12,7 @@ from dataclasses import replace
 from ..diagnostics import Label
 from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, _recorder, atom_values, plain, recording
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
+from ..ir.graph import Failure
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
 from ..ops import REGISTRY
@@ -75,7 +76,7 @@ class ApplyMixin:
         self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(spec.args), [v.type for v in inputs])
-        outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True)
+        outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
         if instance is None:
             instance = self._new_layer_instance(spec, b.args, ctx)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
@@ -111,7 +112,7 @@ class ApplyMixin:
         self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(iv.spec.args), [v.type for v in inputs])
-        outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True)
+        outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
         if op.weight_shapes(b.args) != inst.weights() or _plain_args(b.args) != _plain_args(inst.args):
             raise EvalError("E0408", f"the shared layer `{inst.user_name}` does not fit these inputs",
                             span, label=f"inputs {', '.join(v.type.shape_str() for v in inputs)}",
@@ -139,16 +140,24 @@ class ApplyMixin:
                                 label=f"needs {kind}", labels=(Label(s, f"this is {v.type}"),) if s != span else (),
                                 help=_dtype_help(op, v.type.dtype))
 
-    def _run_rule(self, op, b: Bound, arg_spans, inputs, spans, span, resolve: bool):
+    def _run_rule(self, op, b: Bound, arg_spans, inputs, spans, span, resolve: bool, ctx=None):
         try:
             if resolve and op.resolve:
                 b.args.update(op.resolve(b))
             outs = op.infer(b)
         except ShapeError as err:
+            self._failed(ctx, span, inputs, err.message)
             raise self._shape_diagnostic(op, err, arg_spans, inputs, spans, span) from None
         except SymbolicDecision as err:
+            self._failed(ctx, span, inputs, str(err))
             raise EvalError("E0311", f"`{op.name}`: cannot check this at compile time: {err}", span) from None
         return list(outs)
+
+    def _failed(self, ctx, span, inputs, message: str) -> None:
+        """Remember the failing call, so a diagram of the partial graph can draw it in red."""
+        if ctx is not None and span is not None:
+            ctx.graph.failures.append(Failure(span.text, tuple(v.ref for v in inputs if isinstance(v, TensorValue)),
+                                              message))
 
     def _shape_diagnostic(self, op, err: ShapeError, arg_spans, inputs, spans, span) -> EvalError:
         """Point at the argument or input the rule blames; label the inputs only when they matter."""
@@ -191,7 +200,7 @@ class ApplyMixin:
             raise EvalError("E0301", f"`{op.name}` needs at least one tensor", span)
         self._check_dtypes(op, tensors, tspans, span)
         b = Bound(op, values, [t.type for t in tensors])
-        outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False)
+        outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False, ctx=ctx)
         node = ctx.graph.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, span=span)
         return self._results(op.results, ctx.graph.values(node))
 
@@ -259,6 +268,7 @@ class ApplyMixin:
             sub = self._specialize(spec, inputs, n_declared, span, ctx)
             self.cache[key] = sub
         if sub is None:
+            self._failed(ctx, span, inputs, f"`{decl.name}` has an error")
             raise Poisoned()
         f = self._caller_mapping(sub, spec, inputs)
         out_types, guards = self._in_caller_terms(sub, spec, inputs, f)

@@ -75,8 +75,11 @@ class Evaluator(ApplyMixin):
 
     # ------------------------------------------------------------------ entry points
 
-    def model(self, decl, args: dict | None = None, call_span=None) -> Graph | None:
-        """The IR of a model with the given parameter values (name -> Arg)."""
+    def model(self, decl, args: dict | None = None, call_span=None, partial: bool = False) -> Graph | None:
+        """The IR of a model with the given parameter values (name -> Arg).
+
+        With errors it is None, unless `partial`: then the graph as far as it got, with its
+        `failures` (for a diagram that shows where it stopped)."""
         given = dict(args or {})
         self.evaluated.add(decl.name)
         graph = Graph(decl.name, "model", decl=decl)
@@ -92,7 +95,8 @@ class Evaluator(ApplyMixin):
                 return None
             self._run_body(decl.body, ctx, top=True)
             self._finish_outputs(ctx)
-        if len(self.reporter.diagnostics) > before or ctx.failed:
+        failed = len(self.reporter.diagnostics) > before or ctx.failed
+        if failed and not partial:
             return None
         from ..ir.naming import name_instances
         name_instances(graph)
@@ -425,12 +429,15 @@ class Evaluator(ApplyMixin):
             raise EvalError("E0307", f"`for` needs a list to loop over, got {describe(items)}",
                             stmt.iterable.span, help="use `range(n)` to count")
         ctx.loop_depth += 1
+        outer = ctx.graph.region
         try:
-            for item in items:
+            for i, item in enumerate(items):
+                ctx.graph.region = (id(stmt), i, "for")  # diagrams draw identical iterations once
                 self._bind_loop_vars(stmt, item, ctx)
                 self._run_body(stmt.body, ctx)
         finally:
             ctx.loop_depth -= 1
+            ctx.graph.region = outer
 
     def _bind_loop_vars(self, stmt: ast.ForStmt, item, ctx: Ctx) -> None:
         if len(stmt.names) == 1:
@@ -446,11 +453,14 @@ class Evaluator(ApplyMixin):
         count = self._expr(stmt.count, ctx)
         n = self._count(count, stmt.count.span)
         ctx.loop_depth += 1
+        outer = ctx.graph.region
         try:
-            for _ in range(n):
+            for i in range(n):
+                ctx.graph.region = (id(stmt), i, "repeat")
                 self._run_body(stmt.body, ctx)
         finally:
             ctx.loop_depth -= 1
+            ctx.graph.region = outer
 
     def _s_IfStmt(self, stmt: ast.IfStmt, ctx: Ctx, top: bool) -> None:
         cond = self._expr(stmt.cond, ctx)
@@ -603,8 +613,28 @@ class Evaluator(ApplyMixin):
         return value
 
     def _e_AsName(self, e: ast.AsName, ctx: Ctx):
+        applied = self._named_application(e, ctx)
+        if applied is not None:
+            return applied
         v = self._expr(e.value, ctx)
         return self._named_spec(v, e)
+
+    def _named_application(self, e: ast.AsName, ctx: Ctx):
+        """`Up(64)(x, skip) as up1`: `as` names the layer of an explicit application."""
+        call = e.value
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Call):
+            return None
+        spec = self._expr(call.func, ctx)
+        if spec is POISON:
+            raise Poisoned()
+        if not isinstance(spec, (LayerSpec, BlockSpec)):
+            return None
+        spec = self._named_spec(spec, e)
+        pos, kws = self._args(call, ctx)
+        if kws:
+            raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
+                            "construction", kws[0][1].name_span)
+        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx)
 
     def _named_spec(self, v, e: ast.AsName):
         if v is POISON:

@@ -59,12 +59,21 @@ class Node:
     span: object = None
     names: list = field(default_factory=list)  # user-bound name of each output, or None
     attr: str | None = None            # weight nodes: which weight (`wte.weight`)
+    region: tuple | None = None        # (loop id, iteration, loop kind) of the innermost loop that made it
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
             raise ValueError(f"bad node kind {self.kind}")
         if not self.names:
             self.names = [None] * len(self.outputs)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where evaluation stopped: the failing call's text, its inputs and the error, for diagrams."""
+    label: str
+    inputs: tuple
+    message: str
 
 
 @dataclass
@@ -80,6 +89,8 @@ class Graph:
     instances: dict = field(default_factory=dict)
     guards: list = field(default_factory=lambda: GuardList())
     atom_env: dict = field(default_factory=dict)  # values of the Param/InDim atoms in its sizes
+    failures: list = field(default_factory=list)  # calls that failed (a partial graph keeps them)
+    region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
     decl: object = None
     _nx: object = None
     _counter: int = 0
@@ -88,7 +99,7 @@ class Graph:
     # construction
     def add(self, kind: str, outputs: list[TensorType], inputs: list[Ref] = (), **kw) -> Node:
         self._counter += 1
-        node = Node(f"n{self._counter}", kind, list(outputs), list(inputs), **kw)
+        node = Node(f"n{self._counter}", kind, list(outputs), list(inputs), region=self.region, **kw)
         self.nodes[node.id] = node
         if self._nx is not None:
             _add_to_nx(self._nx, node)

@@ -60,6 +60,90 @@ def _check_qkv(what: str, q, k, v) -> None:
                          label="batch differs from the query's")
 
 
+# ---------------------------------------------------------------- ONNX (opset 18)
+
+def _split_heads(g, x: str, shape: tuple, heads: int) -> str:
+    """[B, L, W] -> [B, heads, L, W / heads]."""
+    batch, length, width = shape
+    return g.op("Transpose", [g.op("Reshape", [x, g.shape((batch, length, heads, width // heads))])],
+                perm=[0, 2, 1, 3])
+
+
+def _merge_heads(g, x: str, batch, length, width) -> str:
+    """[B, heads, L, W / heads] -> [B, L, W], the heads side by side."""
+    return g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 1, 3]), g.shape((batch, length, width))])
+
+
+def _inv_sqrt(g, head_dim, dtype: str) -> str:
+    """1/√d as a scalar of `dtype`, computed at run time when d is."""
+    if not isinstance(head_dim, Sym):
+        return g.const(1.0 / plain(head_dim) ** 0.5, dtype=dtype)
+    from ..backends.onnx_emit import onnx_dtype
+    d = g.op("Cast", [g.op("Squeeze", [g.dim(head_dim)])], to=onnx_dtype(dtype))
+    return g.op("Reciprocal", [g.op("Sqrt", [d])])
+
+
+def _causal_mask(g, steps, keys) -> str:
+    """[T, S] bool, true where key j comes after query i (torch.triu(ones(T, S), diagonal=1)), sizes run-time."""
+    def positions(d):
+        return g.op("Range", [g.const(0, dtype="int64"), g.op("Squeeze", [g.dim(d)]), g.const(1, dtype="int64")])
+    rows = g.op("Unsqueeze", [positions(steps), g.ints([1])])  # [T, 1]
+    cols = g.op("Unsqueeze", [positions(keys), g.ints([0])])   # [1, S]
+    return g.op("Greater", [cols, rows], hint="future")
+
+
+def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None) -> str:
+    """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval)."""
+    scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])  # [B, h, T, S]
+    scores = g.op("Mul", [scores, _inv_sqrt(g, head_dim, dtype)], hint="scores")
+    if mask is not None:
+        scores = g.op("Where", [mask, g.const(float("-inf"), dtype=dtype), scores])
+    return g.op("MatMul", [g.op("Softmax", [scores], axis=-1, hint="weights"), v])
+
+
+def _project(g, x: str, w: str, b: str | None) -> str:
+    """x Wᵀ + b over a [B, L, in] input."""
+    y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])])
+    return g.op("Add", [y, b]) if b is not None else y
+
+
+def _mha_onnx(g, n):
+    """torch's batch-first MultiheadAttention: project, append bias_k/bias_v, attend per head, project out."""
+    a = n.args
+    e, heads, dtype = plain(a["embed_dim"]), plain(a["num_heads"]), n.x.dtype
+    q, k, v = _qkv(n.inputs)
+    tq, tk, _ = _qkv(n.types)
+    if _packed(a):  # in_proj_weight [3E, E] holds W_q, W_k, W_v one under the other
+        w_q, w_k, w_v = g.op("Split", [n.weight("in_proj_weight")], n_out=3, axis=0, num_outputs=3)
+    else:
+        w_q, w_k, w_v = (n.weight(f"{p}_proj_weight") for p in "qkv")
+    b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3)
+                     if a["bias"] else (None, None, None))
+    batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
+    q, k, v = _project(g, q, w_q, b_q), _project(g, k, w_k, b_k), _project(g, v, w_v, b_v)  # [B, ., E]
+    if a["add_bias_kv"]:  # one more key and value, the learned bias_k / bias_v [1, 1, E], for every batch row
+        one = g.shape((batch, 1, e))
+        k = g.op("Concat", [k, g.op("Expand", [n.weight("bias_k"), one])], axis=1)
+        v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1)
+        keys = keys + 1
+    heads_out = _attend(g, _split_heads(g, q, (batch, steps, e), heads), _split_heads(g, k, (batch, keys, e), heads),
+                        _split_heads(g, v, (batch, keys, e), heads), e // heads, dtype)
+    out = _merge_heads(g, heads_out, batch, steps, e)
+    return [_project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None)]
+
+
+def _attention_onnx(g, n):
+    """multi_head_attention(q, k, v, heads, causal) over batch-first [B, length, width] tensors, no weights."""
+    heads = plain(n["heads"])
+    tq, tk, tv = n.type_of("q"), n.type_of("k"), n.type_of("v")
+    batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
+    width = tq.shape[2]
+    mask = _causal_mask(g, steps, keys) if n["causal"] else None
+    heads_out = _attend(g, _split_heads(g, n.tensor("q"), tq.shape, heads), _split_heads(g, n.tensor("k"), tk.shape, heads),
+                        _split_heads(g, n.tensor("v"), tv.shape, heads), width // heads, tq.dtype, mask)
+    return [_merge_heads(g, heads_out, batch, steps, tv.shape[2])]
+
+
 # ---------------------------------------------------------------- MultiheadAttention
 
 def _qkv(inputs: list) -> tuple:
@@ -157,6 +241,7 @@ register(OpDef(
     torch=TorchLayer("nn.MultiheadAttention", ("embed_dim", "num_heads"),
                      ("dropout", "bias", "add_bias_kv", "kdim", "vdim"), fixed=(("batch_first", "True"),),
                      call=_mha_call),
+    onnx=_mha_onnx,
     pure=False,  # dropout on the attention weights is random in training
     examples=(Example({"embed_dim": 8, "num_heads": 2}, (S(2, 5, 8),)),
               Example({"embed_dim": 6, "num_heads": 3, "dropout": 0.1}, (S(2, 4, 6), S(2, 7, 6), S(2, 7, 6))),
@@ -230,6 +315,7 @@ register(OpDef(
     * (b["q"].type.shape[2] + b["v"].type.shape[2]),
     label=lambda a: "causal attention" if a["causal"] else "attention",
     torch=TorchFunction(_attention_expr, helpers=("multi_head_attention",)),
+    onnx=_attention_onnx,
     pure=False,  # dropout on the attention weights is random in training
     examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
               Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,

@@ -191,6 +191,53 @@ def _drawn_ints(d, n: int, lo: int, hi: int):
     return d.int(lo, hi) if d.bool() else [d.int(lo, hi) for _ in range(n)]
 
 
+def _onnx_pads(pads: list[tuple]) -> list[int]:
+    """(left, right) per spatial dimension → ONNX's [x1_begin, x2_begin, …, x1_end, x2_end, …]."""
+    return [plain(left) for left, _ in pads] + [plain(right) for _, right in pads]
+
+
+def _pad_like_torch(g, x: str, pads: list[tuple], mode: str) -> str:
+    """F.pad of the spatial dims (from dim 2): reflect → Pad "reflect", replicate → Pad "edge", circular → wrap.
+
+    Circular wraps one dimension at a time, [x[−left:], x, x[:right]] by Slice + Concat (Pad's "wrap"
+    is opset 19): wrapping each dimension in turn fills the corners as torch's circular pad does."""
+    if mode == "circular":
+        for i, (left, right) in enumerate(pads):
+            left, right, axis = plain(left), plain(right), i + 2
+            parts = [x]
+            if left:
+                parts.insert(0, g.op("Slice", [x, g.ints([-left]), g.ints([_INT64_MAX]), g.ints([axis])]))
+            if right:
+                parts.append(g.op("Slice", [x, g.ints([0]), g.ints([right]), g.ints([axis])]))
+            if len(parts) > 1:
+                x = g.op("Concat", parts, axis=axis)
+        return x
+    onnx_mode = {"reflect": "reflect", "replicate": "edge"}[mode]
+    begins = [plain(left) for left, _ in pads]
+    ends = [plain(right) for _, right in pads]
+    return g.op("Pad", [x, g.ints([0, 0] + begins + [0, 0] + ends)], mode=onnx_mode)
+
+
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _conv_onnx(n_dims: int):
+    def emit(g, n):
+        """ONNX Conv (same weight layout as torch); non-zero padding modes pad first, as torch does."""
+        pads = _conv_pads(n, n_dims)
+        x = n.inputs[0]
+        if n["padding_mode"] != "zeros" and any(plain(left) or plain(right) for left, right in pads):
+            x = _pad_like_torch(g, x, pads, n["padding_mode"])
+            pads = [(0, 0)] * n_dims
+        bias = [n.weight("bias")] if n["bias"] else []
+        return [g.op("Conv", [x, n.weight("weight")] + bias,
+                     kernel_shape=[plain(k) for k in ntuple(n["kernel_size"], n_dims)],
+                     strides=[plain(s) for s in ntuple(n["stride"], n_dims)],
+                     dilations=[plain(d) for d in ntuple(n["dilation"], n_dims)],
+                     pads=_onnx_pads(pads), group=plain(n["groups"]))]
+    return emit
+
+
 def _conv(n: int, doc: str, examples: tuple) -> None:
     name = f"Conv{n}d"
     register(OpDef(
@@ -207,7 +254,7 @@ def _conv(n: int, doc: str, examples: tuple) -> None:
         weights=_conv_weights(n), macs=_conv_macs(n), label=_label(n, name),
         torch=TorchLayer(f"nn.{name}", ("in_channels", "out_channels", "kernel_size"),
                          ("stride", "padding", "dilation", "groups", "bias", "padding_mode")),
-        examples=examples, arbitrary=_conv_arbitrary(n),
+        onnx=_conv_onnx(n), examples=examples, arbitrary=_conv_arbitrary(n),
     ))
 
 
@@ -284,6 +331,36 @@ def _transposed_arbitrary(n: int):
     return draw
 
 
+def _transposed_onnx(n_dims: int):
+    def emit(g, n):
+        """ONNX ConvTranspose: weight (in, out/groups, *k) as torch; out = (in−1)·s − 2p + d·(k−1) + op + 1."""
+        ints = lambda a: [plain(v) for v in ntuple(n[a], n_dims)]  # noqa: E731
+        k, s, p, op, d = (ints(a) for a in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
+        attrs = dict(kernel_shape=k, strides=s, dilations=d, group=plain(n["groups"]))
+        x, w = n.inputs[0], n.weight("weight")
+        if all(o < st for o, st in zip(op, s)):
+            bias = [n.weight("bias")] if n["bias"] else []
+            return [g.op("ConvTranspose", [x, w] + bias, pads=p * 2, output_padding=op, **attrs)]
+        return [_transposed_wide_output_padding(g, n, x, w, p, op, attrs)]
+    return emit
+
+
+def _transposed_wide_output_padding(g, n, x: str, w: str, p: list, op: list, attrs: dict) -> str:
+    """output_padding ≥ stride (torch allows it below the dilation; onnxruntime refuses it).
+
+    torch crops the full transposed convolution by p on the left and p − op on the right: crop
+    min(p, op) less on the right with the pads, add the op − p positions past the full output as
+    zeros, then the bias (which those positions get too)."""
+    y = g.op("ConvTranspose", [x, w], pads=p + [pi - min(pi, oi) for pi, oi in zip(p, op)], **attrs)
+    beyond = [max(oi - pi, 0) for pi, oi in zip(p, op)]
+    if any(beyond):
+        y = g.op("Pad", [y, g.ints([0] * (len(p) + 2) + [0, 0] + beyond)])
+    if n["bias"]:
+        bias = g.op("Reshape", [n.weight("bias"), g.ints([-1] + [1] * len(p))])
+        y = g.op("Add", [y, bias])
+    return y
+
+
 def _transposed(n: int, doc: str, examples: tuple) -> None:
     name = f"ConvTranspose{n}d"
     register(OpDef(
@@ -300,7 +377,7 @@ def _transposed(n: int, doc: str, examples: tuple) -> None:
         weights=_transposed_weights(n), macs=_transposed_macs(n), label=_label(n, name),
         torch=TorchLayer(f"nn.{name}", ("in_channels", "out_channels", "kernel_size"),
                          ("stride", "padding", "output_padding", "groups", "bias", "dilation")),
-        examples=examples, arbitrary=_transposed_arbitrary(n),
+        onnx=_transposed_onnx(n), examples=examples, arbitrary=_transposed_arbitrary(n),
     ))
 
 

@@ -30,6 +30,11 @@ def _check_rank(name: str, ranks, layout: str):
     return infer
 
 
+def _identity_onnx(g, n):
+    """Eval mode: every dropout is the identity."""
+    return [g.op("Identity", [n.inputs[0]])]
+
+
 def _dropout_layer(name: str, doc: str, ranks, layout: str, examples, shape_draw):
     register(OpDef(
         name=name, kind="layer", family="dropout", stem="dropout", doc=doc,
@@ -37,6 +42,7 @@ def _dropout_layer(name: str, doc: str, ranks, layout: str, examples, shape_draw
         macs=lambda b, out: 0,
         label=lambda a, n=name: f"{n} {plain_float(a['p']):g}",
         torch=TorchLayer(f"nn.{name}", ("p",)),  # no `functional`: dropout layers stay modules
+        onnx=_identity_onnx,
         examples=examples,
         arbitrary=lambda d: Example({"p": d.choice(_P_DRAW)}, (S(*shape_draw(d)),)),
     ))
@@ -68,6 +74,7 @@ register(OpDef(
     macs=lambda b, out: 0,
     # Generated code runs inside an nn.Module's forward, so `self.training` follows train()/eval().
     torch=TorchFunction(lambda e: f"F.dropout({e.arg('input')}, {e.fmt(e.args['p'])}, self.training)"),
+    onnx=_identity_onnx,
     examples=(Example({"input": S(2, 3, 4), "p": 0.1}), Example({"input": S(2, 5)})),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5)), "p": d.choice(_P_DRAW)}),
 ))

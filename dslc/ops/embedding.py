@@ -8,6 +8,8 @@ multiply-adds.
 """
 from __future__ import annotations
 
+import math
+
 from ..ir.dims import plain
 from ..ir.types import TensorType
 from . import checks
@@ -23,6 +25,40 @@ def _embedding_infer(b):
                          f"(valid: {-plain(n)} to {plain(n) - 1})", code="E0302", arg="padding_idx",
                          label="out of range")
     return [TensorType(b.x.shape + (b["embedding_dim"],), "float32")]
+
+
+def _p_norm(g, rows: str, p: float) -> str:
+    """The p-norm of each row (over the last axis, kept), as torch's `Tensor.norm(p)`."""
+    axes = g.ints([-1], hint="axes")
+    if p == 1.0:
+        return g.op("ReduceL1", [rows, axes], keepdims=1)
+    if p == 2.0:
+        return g.op("ReduceL2", [rows, axes], keepdims=1)
+    if math.isinf(p):
+        return g.op("ReduceMax", [g.op("Abs", [rows]), axes], keepdims=1)
+    total = g.op("ReduceSum", [g.op("Pow", [g.op("Abs", [rows]), g.const(p)]), axes], keepdims=1)
+    return g.op("Pow", [total, g.const(1.0 / p)])
+
+
+def _renorm_onnx(g, rows: str, max_norm: float, p: float) -> str:
+    """torch's embedding_renorm_: rows whose p-norm exceeds max_norm are scaled by max_norm / (norm + 1e-7)."""
+    norm = _p_norm(g, rows, p)
+    limit = g.const(max_norm)
+    scale = g.op("Div", [limit, g.op("Add", [norm, g.const(1e-7)])])
+    scale = g.op("Where", [g.op("Greater", [norm, limit]), scale, g.const(1.0)], hint="scale")
+    return g.op("Mul", [rows, scale])
+
+
+def _embedding_onnx(g, n):
+    """Gather the rows of the table with int64 ids; with max_norm, the rows renormalized as torch does."""
+    from onnx import TensorProto
+    ids = n.inputs[0]
+    if n.x.dtype != "int64":
+        ids = g.op("Cast", [ids], to=TensorProto.INT64)
+    rows = g.op("Gather", [n.weight("weight"), ids], axis=0)
+    if n["max_norm"] is not None:
+        rows = _renorm_onnx(g, rows, float(n["max_norm"]), float(n["norm_type"]))
+    return [rows]
 
 
 def _embedding_draw(d):
@@ -51,6 +87,7 @@ register(OpDef(
     label=lambda a: f"Embedding {a['num_embeddings']}×{a['embedding_dim']}",
     torch=TorchLayer("nn.Embedding", ("num_embeddings", "embedding_dim"),
                      ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")),
+    onnx=_embedding_onnx,
     examples=(Example({"num_embeddings": 10, "embedding_dim": 4}, (S(2, 5, dtype="int64", values=(0, 10)),)),
               Example({"num_embeddings": 7, "embedding_dim": 3, "padding_idx": 0, "max_norm": 1.0},
                       (S(2, dtype="int32", values=(0, 7)),)),

@@ -133,6 +133,134 @@ def _kws(e, names) -> str:
     return "".join(e.kw(n) for n in names)
 
 
+# ---------------------------------------------------------------- ONNX forms (opset 18)
+#
+# Each emitter writes the loss out from the same maths as the torch kernel or helper it mirrors, in the
+# prediction's dtype. Sizes that divide (batchmean's N, the class count) are constants when static and are
+# read off the tensor (Shape, Gather) when they are run-time sizes.
+
+_CONST_DTYPES = ("float32", "float64", "float16")   # bfloat16 constants are a float32 Constant and a Cast
+
+
+def _k(g, value: float, dtype: str) -> str:
+    """A 0-d constant `value` of a floating-point `dtype`."""
+    if dtype in _CONST_DTYPES:
+        return g.const(float(value), dtype)
+    from ..backends.onnx_emit import onnx_dtype
+    return g.op("Cast", [g.const(float(value))], to=onnx_dtype(dtype))
+
+
+def _fill(g, value: float, shape: str, dtype: str) -> str:
+    """ConstantOfShape(shape) holding `value`: torch's ones_like / zeros_like / full_like."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from ..backends.onnx_emit import onnx_dtype
+    native = dtype in _CONST_DTYPES
+    held = np.array([float(value)], dtype=dtype if native else "float32")
+    out = g.op("ConstantOfShape", [shape], value=numpy_helper.from_array(held))
+    return out if native else g.op("Cast", [out], to=onnx_dtype(dtype))
+
+
+def _target_onnx(g, n, name: str = "target", like: str = "input") -> str:
+    """A tensor target's value, or a constant target filled to the prediction's shape and dtype."""
+    t = n.tensor(name)
+    if t is not None:
+        return t
+    return _fill(g, _constant(n[name]), g.op("Shape", [n.tensor(like)]), n.type_of(like).dtype)
+
+
+def _size_onnx(g, value: str, t: TensorType, axis: int) -> str:
+    """Dimension `axis` of `value` as a 0-d number of its dtype (a constant unless it is a run-time size)."""
+    from ..ir.dims import Sym
+    d = t.shape[axis]
+    if not isinstance(d, Sym):
+        return _k(g, float(plain(d)), t.dtype)
+    from ..backends.onnx_emit import onnx_dtype
+    size = g.op("Gather", [g.op("Shape", [value]), g.const(axis, "int64")])
+    return g.op("Cast", [size], to=onnx_dtype(t.dtype))
+
+
+def _per_class_onnx(g, eps: float, logits: str, t: TensorType) -> str:
+    """eps / C for the class count C = dimension 1 of `logits`."""
+    from ..ir.dims import Sym
+    c = t.shape[1]
+    if not isinstance(c, Sym):
+        return _k(g, eps / plain(c), t.dtype)
+    return g.op("Div", [_k(g, eps, t.dtype), _size_onnx(g, logits, t, 1)])
+
+
+def _reduce_onnx(g, x: str, reduction: str) -> str:
+    """mean or sum of every element (a 0-d result), or x itself for "none"."""
+    if reduction == "none":
+        return x
+    return g.op("ReduceMean" if reduction == "mean" else "ReduceSum", [x], keepdims=0)
+
+
+def _sum_last(g, x: str, op: str = "ReduceSum") -> str:
+    """A reduction over the last dimension, which it drops."""
+    return g.op(op, [x, g.ints([-1])], keepdims=0)
+
+
+def _xlogy_self(g, t: str, dtype: str) -> str:
+    """torch.xlogy(t, t): t log t, and 0 where t = 0."""
+    zero = _k(g, 0.0, dtype)
+    return g.op("Where", [g.op("Equal", [t, zero]), zero, g.op("Mul", [t, g.op("Log", [t])])])
+
+
+def _elementwise_onnx(elem):
+    """An elementwise loss: elem(g, x, t, n, dtype) per element, then the reduction."""
+    def emit(g, n):
+        dtype = n.type_of("input").dtype
+        loss = elem(g, n.tensor("input"), _target_onnx(g, n), n, dtype)
+        return [_reduce_onnx(g, loss, n["reduction"])]
+    return emit
+
+
+def _mse_elem(g, x, t, n, dtype):
+    """(x - t)²."""
+    d = g.op("Sub", [x, t])
+    return g.op("Mul", [d, d])
+
+
+def _l1_elem(g, x, t, n, dtype):
+    """|x - t|."""
+    return g.op("Abs", [g.op("Sub", [x, t])])
+
+
+def _smooth_l1_elem(g, x, t, n, dtype):
+    """z = |x - t|: 0.5 z² / beta where z < beta, else z - 0.5 beta; plain z for beta = 0 (as torch)."""
+    z, beta = g.op("Abs", [g.op("Sub", [x, t])]), float(n["beta"])
+    if beta == 0.0:
+        return z
+    quad = g.op("Div", [g.op("Mul", [g.op("Mul", [_k(g, 0.5, dtype), z]), z]), _k(g, beta, dtype)])
+    lin = g.op("Sub", [z, _k(g, 0.5 * beta, dtype)])
+    return g.op("Where", [g.op("Less", [z, _k(g, beta, dtype)]), quad, lin])
+
+
+def _huber_elem(g, x, t, n, dtype):
+    """z = |x - t|: 0.5 z² where z < delta, else delta (z - 0.5 delta)."""
+    z, delta = g.op("Abs", [g.op("Sub", [x, t])]), float(n["delta"])
+    quad = g.op("Mul", [g.op("Mul", [_k(g, 0.5, dtype), z]), z])
+    lin = g.op("Mul", [_k(g, delta, dtype), g.op("Sub", [z, _k(g, 0.5 * delta, dtype)])])
+    return g.op("Where", [g.op("Less", [z, _k(g, delta, dtype)]), quad, lin])
+
+
+def _bce_elem(g, x, t, n, dtype):
+    """(t - 1) max(log(1 - p), -100) - t max(log p, -100): torch's clamped -(t log p + (1 - t) log(1 - p))."""
+    one, floor = _k(g, 1.0, dtype), _k(g, -100.0, dtype)
+    log_p = g.op("Max", [g.op("Log", [x]), floor])
+    log_q = g.op("Max", [g.op("Log", [g.op("Sub", [one, x])]), floor])
+    return g.op("Sub", [g.op("Mul", [g.op("Sub", [t, one]), log_q]), g.op("Mul", [t, log_p])])
+
+
+def _bce_logits_elem(g, x, t, n, dtype):
+    """max(x, 0) - x t + log(1 + exp(-|x|)): the numerically stable form of bce(sigmoid(x), t)."""
+    relu = g.op("Max", [x, _k(g, 0.0, dtype)])
+    softplus = g.op("Softplus", [g.op("Neg", [g.op("Abs", [x])])])
+    return g.op("Add", [g.op("Sub", [relu, g.op("Mul", [x, t])]), softplus])
+
+
 # ---------------------------------------------------------------- drawing arguments
 
 def _draw_target(d, shape, dtype: str, values=None, constants=(Fill(1.0), Fill(0.0))):
@@ -144,7 +272,7 @@ def _draw_target(d, shape, dtype: str, values=None, constants=(Fill(1.0), Fill(0
 
 # ---------------------------------------------------------------- prediction vs target, elementwise
 
-def _elementwise_loss(name: str, torch_fn: str, doc: str, settings: tuple = (), draw_settings=None,
+def _elementwise_loss(name: str, torch_fn: str, doc: str, elem, settings: tuple = (), draw_settings=None,
                       pred_values=None, target_values=None, target_bounds=None, constants=(Fill(1.0), Fill(0.0))):
     """mse, l1, smooth_l1, huber, bce, bce_with_logits: equal shapes, "none" keeps that shape."""
     kw_names = tuple(p.name for p in settings) + ("reduction",)
@@ -167,6 +295,7 @@ def _elementwise_loss(name: str, torch_fn: str, doc: str, settings: tuple = (), 
         params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR)) + settings + (_reduction(),),
         infer=infer,
         torch=TorchFunction(lambda e: f"{torch_fn}({e.arg('input')}, {_target_src(e)}{_kws(e, kw_names)})"),
+        onnx=_elementwise_onnx(elem),
         examples=(Example({"input": S(2, 3, values=pred_values), "target": t}),
                   Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
                            "reduction": "none"}),
@@ -178,27 +307,31 @@ def _elementwise_loss(name: str, torch_fn: str, doc: str, settings: tuple = (), 
 
 _BROADCAST_NOTE = " Shapes must be equal (torch would broadcast; dslc rejects that as a likely bug)."
 
-_elementwise_loss("mse", "F.mse_loss", "mean((input - target)²)." + _BROADCAST_NOTE)
-_elementwise_loss("l1", "F.l1_loss", "mean(|input - target|)." + _BROADCAST_NOTE)
+_elementwise_loss("mse", "F.mse_loss", "mean((input - target)²)." + _BROADCAST_NOTE, _mse_elem)
+_elementwise_loss("l1", "F.l1_loss", "mean(|input - target|)." + _BROADCAST_NOTE, _l1_elem)
 _elementwise_loss(
     "smooth_l1", "F.smooth_l1_loss",
     "mean(0.5 d² / beta if |d| < beta else |d| - 0.5 beta), d = input - target." + _BROADCAST_NOTE,
+    _smooth_l1_elem,
     settings=(ParamSpec("beta", FLOAT, 1.0, checks.non_negative_number),),
     draw_settings=lambda d: {"beta": d.choice([1.0, 0.5, 0.0])})
 _elementwise_loss(
     "huber", "F.huber_loss",
     "mean(0.5 d² if |d| < delta else delta (|d| - 0.5 delta)), d = input - target." + _BROADCAST_NOTE,
+    _huber_elem,
     settings=(ParamSpec("delta", FLOAT, 1.0, checks.positive_number),),
     draw_settings=lambda d: {"delta": d.choice([1.0, 0.5, 2.0])})
 # bce takes probabilities (after a sigmoid); its targets lie in [0, 1]. Prefer bce_with_logits.
 _elementwise_loss(
     "bce", "F.binary_cross_entropy",
     "mean(-(t log p + (1 - t) log(1 - p))) for probabilities p = input." + _BROADCAST_NOTE,
+    _bce_elem,
     pred_values=(0.01, 0.99), target_values=(0, 1), target_bounds=(0.0, 1.0),
     constants=(Fill(1.0), Fill(0.0), 0.9))
 _elementwise_loss(
     "bce_with_logits", "F.binary_cross_entropy_with_logits",
     "mean(-(t log σ(x) + (1 - t) log(1 - σ(x)))) for logits x = input (numerically stable)." + _BROADCAST_NOTE,
+    _bce_logits_elem,
     target_values=(0, 1), target_bounds=(0.0, 1.0), constants=(Fill(1.0), Fill(0.0), 0.9))
 
 
@@ -231,6 +364,47 @@ def _draw_ce(d):
                     "reduction": d.choice(REDUCTIONS)})
 
 
+def _ce_onnx(g, n):
+    """cross_entropy over class dim 1: class ids or probability targets, with label smoothing."""
+    if n.type_of("target").is_float:
+        return [_ce_probs_onnx(g, n)]
+    if float(n["label_smoothing"]) == 0.0:
+        return [g.op("SoftmaxCrossEntropyLoss", [n.tensor("input"), n.tensor("target")],
+                     reduction=n["reduction"], ignore_index=int(n["ignore_index"]))]
+    return [_ce_smoothed_ids_onnx(g, n)]
+
+
+def _ce_probs_onnx(g, n) -> str:
+    """-Σ_c t' log_softmax(x) over dim 1, t' = t (1 - ε) + ε / C; mean over the [N, d1...] positions."""
+    x, t, xt = n.tensor("input"), n.tensor("target"), n.type_of("input")
+    eps = float(n["label_smoothing"])
+    if eps > 0.0:
+        t = g.op("Add", [g.op("Mul", [t, _k(g, 1.0 - eps, xt.dtype)]), _per_class_onnx(g, eps, x, xt)])
+    logp = g.op("LogSoftmax", [x], axis=1)
+    loss = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [logp, t]), g.ints([1])], keepdims=0)])
+    return _reduce_onnx(g, loss, n["reduction"])
+
+
+def _ce_smoothed_ids_onnx(g, n) -> str:
+    """(1 - ε) nll(log_softmax(x), t) + ε / C · (-Σ_c log_softmax(x)) with ignored targets' terms 0, each
+    reduced like torch: "mean" is the sum over the non-ignored targets divided by their count."""
+    x, t, xt = n.tensor("input"), n.tensor("target"), n.type_of("input")
+    eps, reduction, ignore = float(n["label_smoothing"]), n["reduction"], int(n["ignore_index"])
+    logp = g.op("LogSoftmax", [x], axis=1)
+    nll = g.op("NegativeLogLikelihoodLoss", [logp, t], reduction=reduction, ignore_index=ignore)
+    ignored = g.op("Equal", [t, g.const(ignore, "int64")])
+    smooth = g.op("Neg", [g.op("ReduceSum", [logp, g.ints([1])], keepdims=0)])
+    smooth = g.op("Where", [ignored, _k(g, 0.0, xt.dtype), smooth])
+    if reduction != "none":
+        smooth = g.op("ReduceSum", [smooth], keepdims=0)
+    if reduction == "mean":
+        from ..backends.onnx_emit import onnx_dtype
+        kept = g.op("Cast", [g.op("Not", [ignored])], to=onnx_dtype(xt.dtype))
+        smooth = g.op("Div", [smooth, g.op("ReduceSum", [kept], keepdims=0)])
+    return g.op("Add", [g.op("Mul", [_k(g, 1.0 - eps, xt.dtype), nll]),
+                        g.op("Mul", [smooth, _per_class_onnx(g, eps, x, xt)])])
+
+
 register(OpDef(
     name="cross_entropy", kind="loss", family="loss",
     doc="mean(-log softmax(input)[target]) over class dim 1 of [N, C, d1...] logits; the target is int64 "
@@ -241,6 +415,7 @@ register(OpDef(
     infer=_ce_infer, dtypes=CLASS_ID_DTYPES,
     torch=TorchFunction(lambda e: f"F.cross_entropy({e.arg('input')}, {e.arg('target')}"
                                   f"{_kws(e, ('label_smoothing', 'ignore_index', 'reduction'))})"),
+    onnx=_ce_onnx,
     examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
               Example({"input": S(2, 5, 3, 3), "target": S(2, 3, 3, dtype="int64", values=(0, 5)),
                        "reduction": "none"}),
@@ -267,6 +442,8 @@ register(OpDef(
     infer=_nll_infer, dtypes=CLASS_ID_DTYPES,
     torch=TorchFunction(lambda e: f"F.nll_loss({e.arg('input')}, {e.arg('target')}"
                                   f"{_kws(e, ('ignore_index', 'reduction'))})"),
+    onnx=lambda g, n: [g.op("NegativeLogLikelihoodLoss", [n.tensor("input"), n.tensor("target")],
+                            reduction=n["reduction"], ignore_index=int(n["ignore_index"]))],
     examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
               Example({"input": S(2, 3, 5), "target": S(2, 5, dtype="int64", values=(0, 3)), "reduction": "none"})),
     arbitrary=lambda d: (lambda n, c, extra: Example({
@@ -293,6 +470,21 @@ def _kl_div_src(e) -> str:
     return f"{call}.mean()" if red == "mean" else call
 
 
+def _kl_div_onnx(g, n):
+    """t (log t - input) as xlogy(t, t) - t input (0 where t = 0), or exp(t) (t - input) with log_target;
+    then batchmean (sum / N), mean, sum or none."""
+    x, xt = n.tensor("input"), n.type_of("input")
+    t = _target_onnx(g, n)
+    if n["log_target"]:
+        loss = g.op("Mul", [g.op("Exp", [t]), g.op("Sub", [t, x])])
+    else:
+        loss = g.op("Sub", [_xlogy_self(g, t, xt.dtype), g.op("Mul", [t, x])])
+    if n["reduction"] != "batchmean":
+        return [_reduce_onnx(g, loss, n["reduction"])]
+    total = _reduce_onnx(g, loss, "sum")
+    return [total if xt.rank == 0 else g.op("Div", [total, _size_onnx(g, x, xt, 0)])]
+
+
 register(OpDef(
     name="kl_div", kind="loss", family="loss",
     doc="sum(target (log target - input)) / N: KL(target || exp(input)) for log-probabilities `input` and "
@@ -302,6 +494,7 @@ register(OpDef(
             _reduction("batchmean", REDUCTIONS + ("batchmean",))),
     infer=_kl_div_infer,
     torch=TorchFunction(_kl_div_src),
+    onnx=_kl_div_onnx,
     examples=(Example({"input": S(4, 5), "target": S(4, 5, values=(0, 1))}),
               Example({"input": S(2, 3, 4), "target": S(2, 3, 4), "log_target": True, "reduction": "none"}),
               Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "reduction": "mean"}),
@@ -330,6 +523,18 @@ def _kl_normal_src(e) -> str:
     return total if red == "sum" else f"{total} / {mu}.shape[0]"
 
 
+def _kl_normal_onnx(g, n):
+    """-0.5 (1 + log_var - mu² - exp(log_var)): elementwise, summed, or summed and divided by mu.shape[0]."""
+    mu, lv, t = n.tensor("mu"), n.tensor("log_var"), n.type_of("mu")
+    terms = g.op("Sub", [g.op("Sub", [g.op("Add", [_k(g, 1.0, t.dtype), lv]), g.op("Mul", [mu, mu])]),
+                         g.op("Exp", [lv])])
+    red = n["reduction"]
+    if red == "none":
+        return [g.op("Mul", [_k(g, -0.5, t.dtype), terms])]
+    total = g.op("Mul", [_k(g, -0.5, t.dtype), _reduce_onnx(g, terms, "sum")])
+    return [total if red == "sum" else g.op("Div", [total, _size_onnx(g, mu, t, 0)])]
+
+
 register(OpDef(
     name="kl_normal", kind="loss", family="loss",
     doc="-0.5 * sum(1 + log_var - mu² - exp(log_var)): KL(N(mu, exp(log_var)) || N(0, 1)) of a VAE's "
@@ -339,6 +544,7 @@ register(OpDef(
     params=(ParamSpec("mu", TENSOR), ParamSpec("log_var", TENSOR), _reduction("sum")),
     infer=_kl_normal_infer,
     torch=TorchFunction(_kl_normal_src),
+    onnx=_kl_normal_onnx,
     examples=(Example({"mu": S(4, 8), "log_var": S(4, 8)}),
               Example({"mu": S(2, 3, 4), "log_var": S(2, 3, 4), "reduction": "mean"}),
               Example({"mu": S(3, 5), "log_var": S(3, 5), "reduction": "none"})),
@@ -371,6 +577,25 @@ def _nt_xent_infer(b):
     return [TensorType((), z1.dtype)]
 
 
+def _nt_xent_onnx(g, n):
+    """z = normalize(cat(z1, z2)); sim = z zᵀ / T with -inf on the diagonal; cross_entropy(sim, i ± N)."""
+    from ..backends.onnx_emit import onnx_dtype
+    z1, z2, dtype = n.tensor("z1"), n.tensor("z2"), n.type_of("z1").dtype
+    z = g.op("Concat", [z1, z2], axis=0)
+    norm = g.op("Max", [g.op("ReduceL2", [z, g.ints([1])], keepdims=1), _k(g, 1e-12, dtype)])  # F.normalize
+    z = g.op("Div", [z, norm])
+    sim = g.op("Div", [g.op("MatMul", [z, g.op("Transpose", [z], perm=[1, 0])]),
+                       _k(g, float(n["temperature"]), dtype)])
+    self_pairs = g.op("Cast", [g.op("EyeLike", [sim])], to=onnx_dtype("bool"))
+    sim = g.op("Where", [self_pairs, _k(g, float("-inf"), dtype), sim])
+    first = g.const(0, "int64")
+    half = g.op("Gather", [g.op("Shape", [z1]), first])
+    rows = g.op("Gather", [g.op("Shape", [sim]), first])
+    one = g.const(1, "int64")
+    positives = g.op("Concat", [g.op("Range", [half, rows, one]), g.op("Range", [first, half, one])], axis=0)
+    return [g.op("SoftmaxCrossEntropyLoss", [sim, positives], reduction="mean")]
+
+
 register(OpDef(
     name="nt_xent", kind="loss", family="loss",
     doc="mean over the 2N rows i of -log(exp(s(i, j)/T) / sum_{k≠i} exp(s(i, k)/T)), s = cosine similarity, "
@@ -380,6 +605,7 @@ register(OpDef(
     infer=_nt_xent_infer,
     torch=TorchFunction(lambda e: f"nt_xent_loss({e.arg('z1')}, {e.arg('z2')}{e.kw('temperature')})",
                         helpers=("nt_xent_loss",)),
+    onnx=_nt_xent_onnx,
     examples=(Example({"z1": S(4, 8), "z2": S(4, 8)}), Example({"z1": S(2, 3), "z2": S(2, 3), "temperature": 0.1})),
     arbitrary=lambda d: (lambda n, k: Example({"z1": S(n, k), "z2": S(n, k),
                                                "temperature": d.choice([0.5, 0.1, 1.0])}))(d.int(1, 4), d.int(1, 5)),
@@ -413,6 +639,25 @@ def _cosine_target_src(e) -> str:
     return f"{x1}.new_ones({x1}.shape[:-1])" if _constant(v) == 1.0 else f"{x1}.new_full({x1}.shape[:-1], -1.0)"
 
 
+def _cosine_onnx(g, n):
+    """cos = Σ x1 x2 / sqrt((Σ x1² + 1e-12)(Σ x2² + 1e-12)) over the last dim; 1 - cos where target = 1,
+    max(0, cos - margin) where target = -1, 0 elsewhere (torch's kernel)."""
+    x1, x2, dtype = n.tensor("x1"), n.tensor("x2"), n.type_of("x1").dtype
+    target = n.tensor("target")
+    if target is None:  # one constant ±1 per pair: x1's shape without its last dimension
+        target = _fill(g, _constant(n["target"]), g.op("Shape", [x1], end=-1), dtype)
+    eps, zero = _k(g, 1e-12, dtype), _k(g, 0.0, dtype)
+    prod = _sum_last(g, g.op("Mul", [x1, x2]))
+    mag1 = g.op("Add", [_sum_last(g, g.op("Mul", [x1, x1])), eps])
+    mag2 = g.op("Add", [_sum_last(g, g.op("Mul", [x2, x2])), eps])
+    cos = g.op("Div", [prod, g.op("Sqrt", [g.op("Mul", [mag1, mag2])])])
+    pos = g.op("Sub", [_k(g, 1.0, dtype), cos])
+    neg = g.op("Max", [g.op("Sub", [cos, _k(g, float(n["margin"]), dtype)]), zero])
+    out_pos = g.op("Where", [g.op("Equal", [target, _k(g, 1.0, dtype)]), pos, zero])
+    out_neg = g.op("Where", [g.op("Equal", [target, _k(g, -1.0, dtype)]), neg, zero])
+    return [_reduce_onnx(g, g.op("Add", [out_pos, out_neg]), n["reduction"])]
+
+
 register(OpDef(
     name="cosine_embedding", kind="loss", family="loss",
     doc="mean(1 - cos(x1, x2) where target = 1, max(0, cos(x1, x2) - margin) where target = -1) over "
@@ -423,6 +668,7 @@ register(OpDef(
     infer=_cosine_infer,
     torch=TorchFunction(lambda e: f"F.cosine_embedding_loss({e.arg('x1')}, {e.arg('x2')}, {_cosine_target_src(e)}"
                                   f"{_kws(e, ('margin', 'reduction'))})"),
+    onnx=_cosine_onnx,
     examples=(Example({"x1": S(4, 8), "x2": S(4, 8), "target": S(4, values=(-1, 1))}),
               Example({"x1": S(3, 5), "x2": S(3, 5), "target": Fill(1.0), "margin": 0.5, "reduction": "none"}),
               Example({"x1": S(6), "x2": S(6), "target": -1, "reduction": "sum"})),
@@ -441,6 +687,28 @@ def _triplet_infer(b):
     return _reduced(b, a.shape[:-1], a.dtype)
 
 
+def _pairwise_distance_onnx(g, a: str, b: str, p: float, dtype: str) -> str:
+    """torch's pairwise_distance: ‖a - b + 1e-6‖_p over the last dimension."""
+    d = g.op("Add", [g.op("Sub", [a, b]), _k(g, 1e-6, dtype)])
+    if p == 2.0:
+        return _sum_last(g, d, "ReduceL2")
+    if p == 1.0:
+        return _sum_last(g, d, "ReduceL1")
+    if p == float("inf"):
+        return _sum_last(g, g.op("Abs", [d]), "ReduceMax")
+    powered = g.op("Pow", [g.op("Abs", [d]), _k(g, p, dtype)])
+    return g.op("Pow", [_sum_last(g, powered), _k(g, 1.0 / p, dtype)])
+
+
+def _triplet_onnx(g, n):
+    """max(0, margin + ‖a - p + eps‖_p - ‖a - n + eps‖_p), then the reduction."""
+    a, dtype, p = n.tensor("anchor"), n.type_of("anchor").dtype, float(n["p"])
+    d_pos = _pairwise_distance_onnx(g, a, n.tensor("positive"), p, dtype)
+    d_neg = _pairwise_distance_onnx(g, a, n.tensor("negative"), p, dtype)
+    gap = g.op("Sub", [g.op("Add", [_k(g, float(n["margin"]), dtype), d_pos]), d_neg])
+    return [_reduce_onnx(g, g.op("Max", [gap, _k(g, 0.0, dtype)]), n["reduction"])]
+
+
 register(OpDef(
     name="triplet_margin", kind="loss", family="loss",
     doc="mean(max(0, ‖anchor - positive‖_p - ‖anchor - negative‖_p + margin)) over [N, D] embeddings.",
@@ -450,6 +718,7 @@ register(OpDef(
     infer=_triplet_infer,
     torch=TorchFunction(lambda e: f"F.triplet_margin_loss({e.arg('anchor')}, {e.arg('positive')}, "
                                   f"{e.arg('negative')}{_kws(e, ('margin', 'p', 'reduction'))})"),
+    onnx=_triplet_onnx,
     examples=(Example({"anchor": S(4, 8), "positive": S(4, 8), "negative": S(4, 8)}),
               Example({"anchor": S(3, 5), "positive": S(3, 5), "negative": S(3, 5), "margin": 0.5, "p": 1.0,
                        "reduction": "none"})),
@@ -480,6 +749,20 @@ def _distillation_infer(b):
     return [TensorType((), s.dtype)]
 
 
+def _distillation_onnx(g, n):
+    """alpha T² Σ(xlogy(q, q) - q log_softmax(s / T)) / N + (1 - alpha) cross_entropy(s, target),
+    q = softmax(t / T): the helper's kl_div (batchmean) and cross_entropy written out."""
+    s, t, st = n.tensor("student"), n.tensor("teacher"), n.type_of("student")
+    temp, alpha = float(n["temperature"]), float(n["alpha"])
+    log_p = g.op("LogSoftmax", [g.op("Div", [s, _k(g, temp, st.dtype)])], axis=1)
+    q = g.op("Softmax", [g.op("Div", [t, _k(g, temp, st.dtype)])], axis=1)
+    kl = g.op("Sub", [_xlogy_self(g, q, st.dtype), g.op("Mul", [q, log_p])])
+    soft = g.op("Div", [_reduce_onnx(g, kl, "sum"), _size_onnx(g, s, st, 0)])
+    hard = g.op("SoftmaxCrossEntropyLoss", [s, n.tensor("target")], reduction="mean", ignore_index=-100)
+    return [g.op("Add", [g.op("Mul", [_k(g, alpha * temp ** 2, st.dtype), soft]),
+                         g.op("Mul", [_k(g, 1 - alpha, st.dtype), hard])])]
+
+
 register(OpDef(
     name="distillation", kind="loss", family="loss",
     doc="alpha T² KL(softmax(teacher/T) || softmax(student/T)) (batchmean) + (1 - alpha) cross_entropy(student, "
@@ -491,6 +774,7 @@ register(OpDef(
     infer=_distillation_infer, dtypes=CLASS_ID_DTYPES,
     torch=TorchFunction(lambda e: f"distillation_loss({e.arg('student')}, {e.arg('teacher')}, {e.arg('target')}"
                                   f"{_kws(e, ('temperature', 'alpha'))})", helpers=("distillation_loss",)),
+    onnx=_distillation_onnx,
     examples=(Example({"student": S(4, 10), "teacher": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
               Example({"student": S(2, 3), "teacher": S(2, 3), "target": S(2, dtype="int64", values=(0, 3)),
                        "temperature": 2.0, "alpha": 0.9})),

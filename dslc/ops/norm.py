@@ -13,6 +13,8 @@ num_channels) and LayerNorm's default normalized_shape come from the input.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..ir.dims import Sym, plain, product
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, ListOf, OneOf, Optional
@@ -56,6 +58,69 @@ def _one_value_per_channel(t, what: str, first: int | None) -> None:
                      help="use a larger input, or track_running_stats=true for evaluation with running statistics")
 
 
+# ---------------------------------------------------------------- ONNX forms (opset 18, eval mode) shared by the norms
+
+def _float_dtype(n) -> str:
+    """The dtype of constants that meet the input (its own, for the float types numpy has)."""
+    return n.x.dtype if n.x.dtype in ("float32", "float64", "float16") else "float32"
+
+
+def _per_channel(g, n, v: str) -> str:
+    """A [C] tensor shaped [C, 1, ...] to broadcast over dimension 1 of the input, as torch does."""
+    if n.x.rank <= 2:
+        return v
+    return g.op("Reshape", [v, g.ints([-1] + [1] * (n.x.rank - 2))])
+
+
+def _scale_and_bias(g, n, channels: int) -> tuple:
+    """weight and bias when affine, else constant ones and zeros of [C]."""
+    if n["affine"]:
+        return n.weight("weight"), n.weight("bias")
+    dtype = _float_dtype(n)
+    return g.const(np.ones(channels), dtype, hint="ones"), g.const(np.zeros(channels), dtype, hint="zeros")
+
+
+def _normalize(g, n, x: str, axes: list) -> str:
+    """(x - mean) / sqrt(var + eps) with the mean and biased variance over `axes` (as torch's batch statistics)."""
+    axes = g.ints(axes, hint="axes")
+    mean = g.op("ReduceMean", [x, axes], keepdims=1, hint="mean")
+    centered = g.op("Sub", [x, mean], hint="centered")
+    var = g.op("ReduceMean", [g.op("Mul", [centered, centered]), axes], keepdims=1, hint="var")
+    std = g.op("Sqrt", [g.op("Add", [var, g.const(float(n["eps"]), _float_dtype(n))])], hint="std")
+    return g.op("Div", [centered, std])
+
+
+def _channel_affine(g, n, y: str) -> str:
+    """y * weight + bias per channel (dimension 1), when affine."""
+    if not n["affine"]:
+        return y
+    y = g.op("Mul", [y, _per_channel(g, n, n.weight("weight"))])
+    return g.op("Add", [y, _per_channel(g, n, n.weight("bias"))])
+
+
+def _running_stats_onnx(g, n) -> str:
+    """Eval with tracked statistics: BatchNormalization from running_mean / running_var."""
+    scale, bias = _scale_and_bias(g, n, n["num_features"])
+    return g.op("BatchNormalization", [n.inputs[0], scale, bias, n.weight("running_mean"), n.weight("running_var")],
+                epsilon=float(n["eps"]), training_mode=0)
+
+
+def _batch_norm_onnx(g, n):
+    """Running statistics when tracked; else (as torch in eval) the batch's, over N and every position."""
+    if n["track_running_stats"]:
+        return [_running_stats_onnx(g, n)]
+    y = _normalize(g, n, n.inputs[0], [0] + list(range(2, n.x.rank)))
+    return [_channel_affine(g, n, y)]
+
+
+def _instance_norm_onnx(g, n):
+    """InstanceNormalization per sample and channel; running statistics in eval when tracked."""
+    if n["track_running_stats"]:  # torch: use_input_stats = training or not track_running_stats
+        return [_running_stats_onnx(g, n)]
+    scale, bias = _scale_and_bias(g, n, n["num_features"])
+    return [g.op("InstanceNormalization", [n.inputs[0], scale, bias], epsilon=float(n["eps"]))]
+
+
 # ---------------------------------------------------------------- BatchNorm / InstanceNorm
 
 _MOMENTUM = ParamSpec("momentum", Optional(FLOAT), 0.1, checks.probability,
@@ -82,6 +147,7 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
         resolve=resolve, infer=infer, weights=_channel_weights, buffers=_running_stats, macs=_affine_macs("affine"),
         label=lambda a: f"{name} {a['num_features']}",
         torch=TorchLayer(f"nn.{name}", ("num_features",), ("eps", "momentum", "affine", "track_running_stats")),
+        onnx=_instance_norm_onnx if instance else _batch_norm_onnx,
         examples=examples, arbitrary=draw,
     ))
 
@@ -177,6 +243,17 @@ def _layer_norm_draw(d):
     return Example(args, (S(*shape),))
 
 
+def _layer_norm_onnx(g, n):
+    """LayerNormalization over the trailing normalized_shape; constant scale 1 without an affine map."""
+    shape = tuple(_dims(n["normalized_shape"]))
+    if n["elementwise_affine"]:
+        inputs = [n.weight("weight")] + ([n.weight("bias")] if n["bias"] else [])
+    else:
+        inputs = [g.const(np.ones(shape), _float_dtype(n), hint="ones")]
+    # no bias: B is left off, not passed empty (onnxruntime 1.32 crashes on an empty trailing B)
+    return [g.op("LayerNormalization", [n.inputs[0]] + inputs, axis=-len(shape), epsilon=float(n["eps"]))]
+
+
 register(OpDef(
     name="LayerNorm", kind="layer", family="norm", stem="norm",
     doc="Normalizes over the trailing normalized_shape dimensions (default: the last dimension of the input).",
@@ -191,6 +268,7 @@ register(OpDef(
     macs=_affine_macs("elementwise_affine"),
     label=lambda a: "LayerNorm " + "×".join(str(plain(d)) for d in _dims(a["normalized_shape"])),
     torch=TorchLayer("nn.LayerNorm", ("normalized_shape",), ("eps", "elementwise_affine", "bias")),
+    onnx=_layer_norm_onnx,
     examples=(Example({}, (S(2, 3, 8),)),
               Example({"normalized_shape": [3, 4], "elementwise_affine": True}, (S(2, 3, 4),)),
               Example({"normalized_shape": 6, "bias": False, "eps": 1e-6}, (S(2, 6),)),
@@ -225,6 +303,14 @@ def _group_norm_infer(b):
     return [t]
 
 
+def _group_norm_onnx(g, n):
+    """Written out (GroupNormalization is opset 21): normalize [N, G, -1], reshape back, affine per channel."""
+    x = n.inputs[0]
+    grouped = g.op("Reshape", [x, g.shape([n.x.shape[0], n["num_groups"], -1])], hint="grouped")
+    y = g.op("Reshape", [_normalize(g, n, grouped, [2]), g.op("Shape", [x])])
+    return [_channel_affine(g, n, y)]
+
+
 register(OpDef(
     name="GroupNorm", kind="layer", family="norm", stem="gn",
     doc="Normalizes each group of channels of each sample of [N, C, *] input; num_groups must divide C.",
@@ -237,6 +323,7 @@ register(OpDef(
     macs=_affine_macs("affine"),
     label=lambda a: f"GroupNorm {a['num_channels']} ({a['num_groups']} groups)",
     torch=TorchLayer("nn.GroupNorm", ("num_groups", "num_channels"), ("eps", "affine")),
+    onnx=_group_norm_onnx,
     examples=(Example({"num_groups": 2}, (S(2, 4, 3, 3),)), Example({"num_groups": 3, "affine": False}, (S(2, 6),)),
               Example({"num_groups": 1, "eps": 1e-3}, (S(2, 4, 5),))),
     arbitrary=lambda d: (lambda g, k: Example({"num_groups": g, "eps": d.choice([1e-5, 1e-3]), "affine": d.bool()},

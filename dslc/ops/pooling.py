@@ -134,6 +134,85 @@ def _pool_arbitrary(n: int, dilated: bool):
     return draw
 
 
+def _batched(g, x: str, lead: int) -> str:
+    """ONNX pools want [N, C, ...]: an unbatched [C, ...] input gets a batch of 1."""
+    return g.op("Unsqueeze", [x, g.ints([0])]) if lead == 1 else x
+
+
+def _unbatched(g, y: str, lead: int) -> str:
+    return g.op("Squeeze", [y, g.ints([0])]) if lead == 1 else y
+
+
+def _some(v) -> bool:
+    """Whether a size is non-zero (a run-time one may be: it counts as some)."""
+    return isinstance(v, Sym) or plain(v) != 0
+
+
+def _pool_geometry(n, dims: int, dilated: bool):
+    """Kernel, stride, padding, dilation, and the right padding ceil mode's last window needs.
+
+    Every window torch keeps starts inside the input or the left padding, so ceil mode is floor
+    mode over an input with `extra` = (out − 1)·s + span − (in + 2p) more on the right: the
+    windows are exactly torch's, whatever a runtime's own ceil rule (and ONNX shape inference) does."""
+    ints = lambda v: [plain(x) for x in ntuple(v, dims)]  # noqa: E731
+    k = ints(n["kernel_size"])
+    s = ints(n["kernel_size"] if n["stride"] is None else n["stride"])
+    p = ints(n["padding"])
+    d = ints(n["dilation"]) if dilated else [1] * dims
+    lead = n.x.rank - dims
+    extra = []
+    for i, (size, out) in enumerate(zip(n.x.shape[lead:], n.outputs[0].shape[lead:])):
+        e = (out - 1) * s[i] + d[i] * (k[i] - 1) + 1 - size - 2 * p[i] if n["ceil_mode"] else 0
+        extra.append(e if isinstance(e, Sym) else max(plain(e), 0))
+    return k, s, p, d, extra, lead
+
+
+def _lowest(dtype: str):
+    """What max pooling pads with: −∞, or an integer type's least value."""
+    import numpy as np
+    return float("-inf") if dtype in ("float16", "bfloat16", "float32", "float64") else np.iinfo(dtype).min
+
+
+def _max_pool_onnx(dims: int):
+    def emit(g, n):
+        """MaxPool over the input padded with −∞ (p each side, and ceil mode's extra on the right).
+
+        Padding explicitly keeps a window made only of padding at −∞ as torch has it (onnxruntime's
+        own padding gives −FLT_MAX there), and needs no ceil_mode."""
+        k, s, p, d, extra, lead = _pool_geometry(n, dims, dilated=True)
+        x = _batched(g, n.inputs[0], lead)
+        if any(p) or any(_some(e) for e in extra):
+            pads = g.shape([0, 0] + p + [0, 0] + [pi + e for pi, e in zip(p, extra)])
+            x = g.op("Pad", [x, pads, g.const(_lowest(n.x.dtype), dtype=n.x.dtype)])
+        y = g.op("MaxPool", [x], kernel_shape=k, strides=s, dilations=d)
+        return [_unbatched(g, y, lead)]
+    return emit
+
+
+def _avg_pool_onnx(dims: int):
+    def emit(g, n):
+        """AveragePool dividing by the taps inside the input (count_include_pad=0 in ONNX's terms).
+
+        count_include_pad=true counts torch's padding p but never ceil mode's overhang: pad p zeros
+        explicitly first. The overhang is then end padding that no average counts, as in torch."""
+        k, s, p, _, extra, lead = _pool_geometry(n, dims, dilated=False)
+        x = _batched(g, n.inputs[0], lead)
+        ceil = 0
+        if any(isinstance(e, Sym) for e in extra):
+            # ceil mode over a run-time size, where torch never drops the last window (E0311
+            # otherwise): ONNX's ceil rule is then torch's, overhang uncounted as in torch
+            extra, ceil = [0] * dims, 1
+        if n["count_include_pad"]:
+            if any(p):
+                x = g.op("Pad", [x, g.ints([0, 0] + p + [0, 0] + p)])
+            pads = [0] * dims + extra
+        else:
+            pads = p + [pi + e for pi, e in zip(p, extra)]
+        y = g.op("AveragePool", [x], kernel_shape=k, strides=s, pads=pads, count_include_pad=0, ceil_mode=ceil)
+        return [_unbatched(g, y, lead)]
+    return emit
+
+
 def _max_pool(n: int, examples: tuple) -> None:
     name = f"MaxPool{n}d"
     keys = ("stride", "padding", "dilation", "ceil_mode")
@@ -148,7 +227,7 @@ def _max_pool(n: int, examples: tuple) -> None:
         infer=_pool_infer(n, dilated=True), macs=_zero_macs, label=_pool_label(n, name),
         torch=TorchLayer(f"nn.{name}", ("kernel_size",), keys,
                          functional=_pool_functional(f"F.max_pool{n}d", keys)),
-        examples=examples, arbitrary=_pool_arbitrary(n, dilated=True),
+        onnx=_max_pool_onnx(n), examples=examples, arbitrary=_pool_arbitrary(n, dilated=True),
     ))
 
 
@@ -167,7 +246,7 @@ def _avg_pool(n: int, examples: tuple) -> None:
         infer=_pool_infer(n, dilated=False), macs=_zero_macs, label=_pool_label(n, name),
         torch=TorchLayer(f"nn.{name}", ("kernel_size",), keys,
                          functional=_pool_functional(f"F.avg_pool{n}d", keys)),
-        examples=examples, arbitrary=_pool_arbitrary(n, dilated=False),
+        onnx=_avg_pool_onnx(n), examples=examples, arbitrary=_pool_arbitrary(n, dilated=False),
     ))
 
 
@@ -222,6 +301,52 @@ def _adaptive_infer(n: int):
     return infer
 
 
+def _adaptive_onnx(kind: str, dims: int):
+    reduce_op, pool_op, global_op = (("ReduceMean", "AveragePool", "GlobalAveragePool") if kind == "Avg"
+                                     else ("ReduceMax", "MaxPool", "GlobalMaxPool"))
+
+    def emit(g, n):
+        """torch's bins [⌊i·in/out⌋, ⌈(i+1)·in/out⌉) per dimension; bins are boxes, so dimensions pool one by one.
+
+        Output 1 everywhere: the global pool. Output 1 on some dimensions: a reduction over them.
+        A static size that the output divides: one ordinary pool, kernel = stride = in/out.
+        Otherwise each bin is sliced and reduced, and the bins concatenated."""
+        lead = n.x.rank - dims
+        x = n.inputs[0]
+        todo = []  # (axis, input size, output size) of the dimensions that change
+        for i, (size, want) in enumerate(zip(n.x.shape[lead:], ntuple(n["output_size"], dims))):
+            if want is not None and (isinstance(size, Sym) or plain(size) != plain(want)):
+                todo.append((lead + i, size, plain(want)))
+        if not todo:
+            return [g.op("Identity", [x])]
+        ones = [axis for axis, _, want in todo if want == 1]
+        if len(ones) == dims:
+            return [_unbatched(g, g.op(global_op, [_batched(g, x, lead)]), lead)]
+        if ones:
+            x = g.op(reduce_op, [x, g.ints(ones)], keepdims=1)
+        todo = [t for t in todo if t[2] != 1]
+        kernel = {axis: plain(size) // want for axis, size, want in todo
+                  if not isinstance(size, Sym) and plain(size) % want == 0}
+        if kernel:
+            k = [kernel.get(lead + i, 1) for i in range(dims)]
+            x = _unbatched(g, g.op(pool_op, [_batched(g, x, lead)], kernel_shape=k, strides=k), lead)
+        for axis, size, want in todo:
+            if axis not in kernel:
+                x = _adaptive_bins(g, x, axis, size, want, reduce_op)
+        return [x]
+    return emit
+
+
+def _adaptive_bins(g, x: str, axis: int, size, want: int, reduce_op: str) -> str:
+    """Bin i of `want` along `axis` reduces [⌊i·size/want⌋, ⌈(i+1)·size/want⌉) (a run-time size works too)."""
+    bins = []
+    for i in range(want):
+        start, end = size * i // want, (size * (i + 1) + want - 1) // want
+        piece = g.op("Slice", [x, g.dim(start), g.dim(end), g.ints([axis])])
+        bins.append(g.op(reduce_op, [piece, g.ints([axis])], keepdims=1))
+    return g.op("Concat", bins, axis=axis)
+
+
 def _adaptive(kind: str, n: int, examples: tuple) -> None:
     name = f"Adaptive{kind}Pool{n}d"
     fn = f"F.adaptive_{kind.lower()}_pool{n}d"
@@ -234,7 +359,7 @@ def _adaptive(kind: str, n: int, examples: tuple) -> None:
         label=lambda a, nm=name: f"{nm} → {_text(a['output_size'], n)}",
         torch=TorchLayer(f"nn.{name}", ("output_size",),
                          functional=lambda e, f=fn: f"{f}({e.inputs[0]}, {e.fmt(e['output_size'])})"),
-        examples=examples,
+        onnx=_adaptive_onnx(kind, n), examples=examples,
         arbitrary=lambda d: Example({"output_size": _drawn_output_size(d, n)},
                                     (S(*((2,) if d.bool() else ()), 3, *(d.int(1, 9) for _ in range(n))),)),
     ))
@@ -358,6 +483,51 @@ def _upsample_arbitrary(d):
     return Example(args, (S(2, 3, *sizes),))
 
 
+def _resize_scale(size, out, factor) -> float:
+    """The float32 scale ONNX Resize gets: the factor itself, which torch also maps coordinates by.
+
+    onnxruntime sizes the output as ⌊in · scale⌋ in float32, torch in double; where the two floors
+    differ (a factor such as 1.3 just under its float32 value), the scale moves by ulps until
+    they agree, which moves the sampling positions by ~1e-7 of a pixel."""
+    import numpy as np
+    scale = np.float32(plain_float(factor))
+    if isinstance(size, Sym) or isinstance(out, Sym):
+        return float(scale)
+    size, out = plain(size), plain(out)
+    while int(np.float32(size) * scale) < out:
+        scale = np.nextafter(scale, np.float32(np.inf))
+    while int(np.float32(size) * scale) > out:
+        scale = np.nextafter(scale, np.float32(0))
+    return float(scale)
+
+
+_RESIZE_MODES = {"nearest": "nearest", "linear": "linear", "bilinear": "linear", "trilinear": "linear",
+                 "bicubic": "cubic"}
+
+
+def _upsample_onnx(g, n):
+    """Resize with torch's coordinates: nearest is ⌊x_out / scale⌋ (asymmetric, floor); the
+    interpolating modes are half_pixel, or align_corners, with torch's bicubic a = −0.75.
+
+    A scale_factor goes in as `scales` (torch maps coordinates by the factor, not by out/in);
+    a size as `sizes`, the batch and channels read at run time when they are."""
+    mode = n["mode"]
+    attrs = {"mode": _RESIZE_MODES[mode]}
+    if mode == "nearest":
+        attrs.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:
+        attrs["coordinate_transformation_mode"] = "align_corners" if n["align_corners"] else "half_pixel"
+    if mode == "bicubic":
+        attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
+    x, out = n.inputs[0], n.outputs[0]
+    dims = n.x.rank - 2
+    if n["scale_factor"] is not None:
+        scales = [_resize_scale(size, o, f) for size, o, f in
+                  zip(n.x.shape[2:], out.shape[2:], ntuple(n["scale_factor"], dims))]
+        return [g.op("Resize", [x, None, g.const([1.0, 1.0] + scales, dtype="float32")], **attrs)]
+    return [g.op("Resize", [x, None, None, g.shape(out.shape)], **attrs)]
+
+
 register(OpDef(
     name="Upsample", kind="layer", family="pool", stem="upsample",
     doc="Resizes the spatial dimensions of [N, C, ...] to `size` or by `scale_factor` (exactly one), "
@@ -366,7 +536,7 @@ register(OpDef(
             ParamSpec("scale_factor", Optional(OneOf((FLOAT, ListOf(FLOAT)))), None, _positive_numbers),
             ParamSpec("mode", Str(UPSAMPLE_MODES), "nearest"),
             ParamSpec("align_corners", Optional(BOOL), None)),
-    infer=_upsample_infer, macs=_zero_macs, label=_upsample_label,
+    infer=_upsample_infer, macs=_zero_macs, label=_upsample_label, onnx=_upsample_onnx,
     torch=TorchLayer("nn.Upsample", (), ("size", "scale_factor", "mode", "align_corners"),
                      functional=_upsample_functional),
     examples=(Example({"scale_factor": 2.0}, (S(2, 3, 4, 4),)),
@@ -392,11 +562,23 @@ def _pixel_shuffle_infer(b):
     return [b.x.with_shape(b.x.shape[:-3] + (c // (r * r), h * r, w * r))]
 
 
+def _pixel_shuffle_onnx(g, n):
+    """DepthToSpace in CRD order (torch's: channel c·r² + i·r + j goes to pixel (h·r + i, w·r + j) of c).
+
+    DepthToSpace wants [N, C, H, W]: other ranks fold their leading dimensions into one, and back."""
+    r, x = plain(n["upscale_factor"]), n.inputs[0]
+    if n.x.rank == 4:
+        return [g.op("DepthToSpace", [x], blocksize=r, mode="CRD")]
+    x = g.op("Reshape", [x, g.shape([-1] + list(n.x.shape[-3:]))])
+    y = g.op("DepthToSpace", [x], blocksize=r, mode="CRD")
+    return [g.op("Reshape", [y, g.shape(n.outputs[0].shape)])]
+
+
 register(OpDef(
     name="PixelShuffle", kind="layer", family="pool", stem="pixel_shuffle",
     doc="Rearranges [*, C·r², H, W] into [*, C, H·r, W·r] (sub-pixel upsampling).",
     params=(ParamSpec("upscale_factor", INT, check=checks.positive),),
-    infer=_pixel_shuffle_infer, macs=_zero_macs,
+    infer=_pixel_shuffle_infer, macs=_zero_macs, onnx=_pixel_shuffle_onnx,
     label=lambda a: f"PixelShuffle ×{plain(a['upscale_factor'])}",
     torch=TorchLayer("nn.PixelShuffle", ("upscale_factor",),
                      functional=lambda e: f"F.pixel_shuffle({e.inputs[0]}, {e.fmt(e['upscale_factor'])})"),

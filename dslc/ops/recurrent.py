@@ -159,6 +159,131 @@ _EXAMPLES = {
 }
 
 
+# ---------------------------------------------------------------- ONNX (opset 18)
+#
+# ONNX's RNN, GRU and LSTM run one layer, sequence-first (onnxruntime rejects
+# layout=1): X [T, B, in], W [D, gates·H, in], R [D, gates·H, H],
+# B [D, 2·gates·H] = [Wb, Rb]; they return Y [T, D, B, H] and Y_h (Y_c) [D, B, H].
+# A projected LSTM has no ONNX op: it is a Scan over time with the cell written out.
+
+_ONNX_GATES = {"RNN": (0,), "GRU": (1, 0, 2), "LSTM": (0, 3, 1, 2)}  # torch's gate blocks, in ONNX's order
+_SUFFIXES = ("", "_reverse")
+
+
+def _onnx_gate_order(g, w, name: str) -> str:
+    """A torch [gates·H, ...] weight or bias with its gate blocks in ONNX's order (r z n -> z r h, i f g o -> i o f c)."""
+    order = _ONNX_GATES[name]
+    if len(order) == 1:
+        return w
+    blocks = g.op("Split", [w], n_out=len(order), axis=0, num_outputs=len(order))
+    return g.op("Concat", [blocks[i] for i in order], axis=0)
+
+
+def _onnx_stack(g, parts: list) -> str:
+    """Per-direction tensors stacked on a new axis 0 (ONNX's num_directions)."""
+    axis0 = g.ints([0])
+    stacked = [g.op("Unsqueeze", [p, axis0]) for p in parts]
+    return stacked[0] if len(stacked) == 1 else g.op("Concat", stacked, axis=0)
+
+
+def _onnx_layer_weights(g, n, name: str, k: int) -> tuple:
+    """W [D, gates·H, in_k], R [D, gates·H, H] and B [D, 2·gates·H] (or None) of layer k, in ONNX's gate order."""
+    suffixes = _SUFFIXES[:_directions(n.args)]
+    w = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_ih_l{k}{s}"), name) for s in suffixes])
+    r = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_hh_l{k}{s}"), name) for s in suffixes])
+    if not n["bias"]:
+        return w, r, None
+    b = _onnx_stack(g, [g.op("Concat", [_onnx_gate_order(g, n.weight(f"bias_ih_l{k}{s}"), name),
+                                        _onnx_gate_order(g, n.weight(f"bias_hh_l{k}{s}"), name)], axis=0)
+                        for s in suffixes])
+    return w, r, b
+
+
+def _onnx_concat(g, parts: list, axis: int) -> str:
+    return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=axis)
+
+
+def _recurrent_onnx(name: str):
+    def emit(g, n):
+        """One ONNX RNN/GRU/LSTM per layer over the sequence-first [T, B, in] input; out back to [B, T, D·H]."""
+        if name == "LSTM" and plain(n["proj_size"]) > 0:
+            return _projected_lstm_onnx(g, n)
+        a = n.args
+        d, hidden = _directions(a), plain(a["hidden_size"])
+        batch, steps = n.x.shape[0], n.x.shape[1]
+        attrs = {"hidden_size": hidden, "direction": "bidirectional" if d == 2 else "forward"}
+        if name == "RNN":
+            attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[a["nonlinearity"]]] * d
+        if name == "GRU":
+            attrs["linear_before_reset"] = 1  # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        x = g.op("Transpose", [n.inputs[0]], perm=[1, 0, 2])  # [T, B, F]
+        finals: list = [[], []]
+        for k in range(plain(a["num_layers"])):
+            w, r, b = _onnx_layer_weights(g, n, name, k)
+            outs = g.op(name, [x, w, r, b], n_out=3 if name == "LSTM" else 2, **attrs)
+            y = outs[0]  # [T, D, B, H]
+            for i, state in enumerate(outs[1:]):  # Y_h (and Y_c) [D, B, H]
+                finals[i].append(state)
+            if k + 1 < plain(a["num_layers"]):  # the next layer reads [T, B, D·H]; dropout is off in eval
+                x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
+                                     g.shape((steps, batch, d * hidden))])
+        out = g.op("Reshape", [g.op("Transpose", [y], perm=[2, 0, 1, 3]), g.shape((batch, steps, d * hidden))])
+        # layer-major, then direction: torch's h_n [D·layers, B, H] order
+        return [out] + [_onnx_concat(g, states, 0) for states in finals if states]
+    return emit
+
+
+def _projected_lstm_onnx(g, n):
+    """A projected LSTM, batch-first: per layer and direction, x W_ihᵀ + b for all steps, then a Scan over T."""
+    from ..backends.onnx_emit import onnx_dtype
+    a = n.args
+    dtype, elem = n.x.dtype, onnx_dtype(n.x.dtype)
+    hidden, proj, batch = plain(a["hidden_size"]), plain(a["proj_size"]), n.x.shape[0]
+    zero = g.const(0.0, dtype=dtype)
+    h0 = g.op("Expand", [zero, g.shape((batch, proj))], hint="h0")    # [B, P]
+    c0 = g.op("Expand", [zero, g.shape((batch, hidden))], hint="c0")  # [B, H]
+    x, h_n, c_n = n.inputs[0], [], []
+    axis0 = g.ints([0])
+    for k in range(plain(a["num_layers"])):
+        outs = []
+        for reverse, s in enumerate(_SUFFIXES[:_directions(a)]):
+            def t(w):
+                return g.op("Transpose", [n.weight(w)], perm=[1, 0])
+            gates_x = g.op("MatMul", [x, t(f"weight_ih_l{k}{s}")])  # [B, T, 4H]
+            if a["bias"]:
+                bias = g.op("Add", [n.weight(f"bias_ih_l{k}{s}"), n.weight(f"bias_hh_l{k}{s}")])
+                gates_x = g.op("Add", [gates_x, bias])
+            body = _lstm_step(g, elem, t(f"weight_hh_l{k}{s}"), t(f"weight_hr_l{k}{s}"), f"lstm_l{k}{s}_step")
+            h, c, y = g.op("Scan", [h0, c0, gates_x], n_out=3, hint=f"lstm_l{k}{s}", body=body,
+                           num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1],
+                           scan_input_directions=[1] if reverse else None,
+                           scan_output_directions=[1] if reverse else None)  # y [B, T, P]
+            outs.append(y)
+            h_n.append(g.op("Unsqueeze", [h, axis0]))
+            c_n.append(g.op("Unsqueeze", [c, axis0]))
+        x = _onnx_concat(g, outs, 2)  # [B, T, D·P]; dropout is off in eval
+    return [x, _onnx_concat(g, h_n, 0), _onnx_concat(g, c_n, 0)]
+
+
+def _lstm_step(g, elem: int, hh_t: str, hr_t: str, name: str):
+    """Scan body (h [B, P], c [B, H], x W_ihᵀ + b [B, 4H]) -> (h, c, h): one step of torch's i f g o cell."""
+    from onnx import helper
+    outer, g.nodes = g.nodes, []
+    try:
+        h_prev, c_prev, gates_x = g.fresh("h_prev"), g.fresh("c_prev"), g.fresh("gates_x")
+        gates = g.op("Add", [gates_x, g.op("MatMul", [h_prev, hh_t])])
+        i, f, cell, o = g.op("Split", [gates], n_out=4, axis=1, num_outputs=4)
+        c = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c_prev]),
+                         g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [cell])])], hint="c")
+        h = g.op("MatMul", [g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c])]), hr_t], hint="h")
+        y = g.op("Identity", [h], hint="y")
+        nodes = g.nodes
+    finally:
+        g.nodes = outer
+    info = [helper.make_tensor_value_info(v, elem, None) for v in (h_prev, c_prev, gates_x, h, c, y)]
+    return helper.make_graph(nodes, g.fresh(name), info[:3], info[3:])
+
+
 def _recurrent(name: str) -> None:
     keywords = tuple(p.name for p in _params(name)[1:])
     register(OpDef(
@@ -166,6 +291,7 @@ def _recurrent(name: str) -> None:
         params=_params(name), resolve=_resolve(name), infer=_infer,
         weights=_weights(name), macs=_macs(name), label=_label(name),
         torch=TorchLayer(f"nn.{name}", ("input_size", "hidden_size"), keywords, fixed=(("batch_first", "True"),)),
+        onnx=_recurrent_onnx(name),
         results=(0, (1, 2)) if name == "LSTM" else (0, 1),
         pure=False,  # dropout between layers is random in training
         examples=_EXAMPLES[name], arbitrary=_arbitrary(name),

@@ -19,6 +19,55 @@ def _t(v) -> TensorType | None:
     return v.type if isinstance(v, TensorValue) else None
 
 
+# ---------------------------------------------------------------- ONNX helpers (opset 18)
+
+_INT64_MAX = 2 ** 63 - 1
+_FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+_INT_BITS = {"uint8": 8, "int8": 8, "int16": 16, "int32": 32, "int64": 64}
+# dtypes onnxruntime's CPU kernels lack, per ONNX op: those compute in a wider dtype and are cast back,
+# which is exact (integer results wrap modulo 2^bits as torch's do; bf16 -> f32 -> bf16 round-trips).
+_ORT_MISSING = {"Neg": {"bfloat16", "uint8"}, "Pow": {"bfloat16", "int16", "int8", "uint8"},
+                "MatMul": {"bfloat16", "int16", "int8", "uint8"}, "Expand": {"bfloat16"},
+                "ReduceMax": {"bfloat16", "int16", "bool"}, "ReduceMin": {"bfloat16", "int16", "bool"}}
+_WIDER = {"bfloat16": "float32", "int16": "int32", "int8": "int32", "uint8": "int32", "bool": "uint8"}
+
+
+def _kind(dtype: str) -> int:
+    """torch's dtype categories: 0 bool, 1 integer, 2 floating point."""
+    return 0 if dtype == "bool" else 2 if dtype in FLOAT_DTYPES else 1
+
+
+def _promote(a: str, b: str) -> str:
+    """torch.promote_types for two tensors' dtypes."""
+    if a == b or _kind(a) != _kind(b):
+        return a if _kind(a) >= _kind(b) else b
+    if _kind(a) == 2:
+        return "float32" if {a, b} == {"float16", "bfloat16"} else max(a, b, key=_FLOAT_BITS.get)
+    if "uint8" in (a, b):
+        other = b if a == "uint8" else a
+        return "int16" if other == "int8" else other
+    return max(a, b, key=_INT_BITS.get)
+
+
+def _cast(g, x: str, have: str, want: str) -> str:
+    """`x` as dtype `want` (no node when it already is)."""
+    from ..backends.onnx_emit import onnx_dtype
+    return x if have == want else g.op("Cast", [x], to=onnx_dtype(want))
+
+
+def _widened(g, op_type: str, xs: list, dtype: str, extra: tuple = (), **attrs) -> str:
+    """`op_type(*xs, *extra)` on `dtype` tensors, through a wider dtype where onnxruntime lacks a kernel (exact)."""
+    wide = _WIDER[dtype] if dtype in _ORT_MISSING.get(op_type, ()) else dtype
+    y = g.op(op_type, [_cast(g, x, dtype, wide) for x in xs] + list(extra), **attrs)
+    return _cast(g, y, wide, dtype)
+
+
+def _axis(d, rank: int) -> int:
+    """A dim index in [0, rank) (torch's negative dims counted from the end)."""
+    d = plain(d)
+    return d + rank if d < 0 else d
+
+
 # ---------------------------------------------------------------- arithmetic
 
 def _result_dtype(a, b, op: str) -> str:
@@ -45,6 +94,46 @@ def _elementwise(op: str):
 
 
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+_ONNX_ARITH = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow"}
+
+
+def _compute_dtype(n, op: str) -> str:
+    """The dtype torch computes `input <op> other` in: tensors promote, a Python scalar only lifts the category."""
+    dtypes = [t.dtype for t in n.types]
+    dt = dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
+    for v in (n["input"], n["other"]):
+        if not isinstance(v, TensorValue):
+            k = 0 if isinstance(v, bool) else 1 if isinstance(v, int) else 2
+            if k > _kind(dt):
+                dt = "int64" if k == 1 else "float32"
+    return "float32" if op == "div" and _kind(dt) < 2 else dt
+
+
+def _arith_onnx(op: str):
+    """The emitter of `a <op> b`: torch's promoted dtype (float16/bfloat16 in float32, as torch's kernels
+    compute them), a Python scalar as a constant of that dtype, then the result type."""
+    def emit(g, n):
+        dt = _compute_dtype(n, op)
+        if dt == "bool":
+            return [_bool_arith_onnx(g, n, op)]
+        work = "float32" if dt in ("float16", "bfloat16") else dt
+        op_type = _ONNX_ARITH[op]
+        if work in _ORT_MISSING.get(op_type, ()):
+            work = _WIDER[work]
+        operands = [_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else g.const(n[k], work)
+                    for k in ("input", "other")]
+        return [_cast(g, g.op(op_type, operands), work, n.outputs[0].dtype)]
+    return emit
+
+
+def _bool_arith_onnx(g, n, op: str) -> str:
+    """bool + bool is logical or and bool * bool logical and, as in torch (which rejects bool - and **)."""
+    if op not in ("add", "mul"):
+        from ..backends.onnx_emit import OnnxExportError
+        raise OnnxExportError(f"torch has no `{_SYMBOL[op]}` on bool tensors")
+    operands = [n.tensor(k) if n.type_of(k) else g.const(bool(n[k]), "bool") for k in ("input", "other")]
+    y = g.op("Or" if op == "add" else "And", operands)
+    return _cast(g, y, "bool", n.outputs[0].dtype)
 
 
 def _binary(name: str, doc: str):
@@ -56,6 +145,7 @@ def _binary(name: str, doc: str):
         macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, s=sym: f"{e.arg('input')} {s} {e.arg('other')}"),
         label=lambda a, s=sym: s,
+        onnx=_arith_onnx(name),
         examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 2.0}),
                   Example({"input": 0.5, "other": S(4)})),
         arbitrary=lambda d: Example({"input": S(*d.shape(1, 3, 1, 5)), "other": d.choice([2.0, 3])}),
@@ -68,11 +158,17 @@ _binary("mul", "Elementwise product with broadcasting (`a * b`).")
 _binary("div", "Elementwise true division with broadcasting (`a / b`).")
 _binary("pow", "Elementwise power with broadcasting (`a ** b`).")
 
+def _neg_onnx(g, n):
+    """Neg (uint8 wraps around, as in torch)."""
+    return [_widened(g, "Neg", [n.inputs[0]], n.x.dtype)]
+
+
 register(OpDef(
     name="neg", kind="function", family="arith", doc="Negation (`-x`).",
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
     infer=lambda b: [b.x],
     torch=TorchFunction(lambda e: f"-{e.arg('input')}"),
+    onnx=_neg_onnx,
     examples=(Example({"input": S(2, 3)}),),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5))}),
 ))
@@ -103,12 +199,19 @@ def _matmul_macs(b, out):
     return product(out[0].shape) * a.shape[-1] if out[0].shape else a.shape[-1]
 
 
+def _matmul_onnx(g, n):
+    """MatMul: NumPy's matmul rules are torch's, 1-d operands and batch broadcasting included."""
+    out = n.outputs[0].dtype
+    return [_widened(g, "MatMul", [_cast(g, x, t.dtype, out) for x, t in zip(n.inputs, n.types)], out)]
+
+
 register(OpDef(
     name="matmul", kind="function", family="arith", doc="Matrix product with batch broadcasting (`a @ b`).",
     params=(ParamSpec("input", TENSOR), ParamSpec("other", TENSOR)),
     infer=_matmul_infer, macs=_matmul_macs,
     torch=TorchFunction(lambda e: f"{e.arg('input')} @ {e.arg('other')}"),
     label=lambda a: "@",
+    onnx=_matmul_onnx,
     examples=(Example({"input": S(2, 3, 4), "other": S(4, 5)}), Example({"input": S(3, 4), "other": S(4)}),
               Example({"input": S(2, 1, 3, 4), "other": S(5, 4, 2)})),
     arbitrary=lambda d: (lambda n, k, m: Example({"input": S(2, n, k), "other": S(k, m)}))(
@@ -136,11 +239,23 @@ def _concat_infer(b):
     return [first.with_shape(first.shape[:d] + (total,) + first.shape[d + 1:])]
 
 
+def _joined(g, n) -> list:
+    """The joined tensors, each in the result's dtype (torch.cat and torch.stack promote mixed dtypes)."""
+    out = n.outputs[0].dtype
+    return [_cast(g, x, t.dtype, out) for x, t in zip(n.tensors("tensors"), n.types)]
+
+
+def _concat_onnx(g, n):
+    """Concat along the (normalized) dim."""
+    return [g.op("Concat", _joined(g, n), axis=_axis(n["dim"], n.x.rank))]
+
+
 register(OpDef(
     name="concat", kind="function", family="tensor", doc="Joins tensors along an existing dimension (torch.cat).",
     params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
     infer=_concat_infer,
     torch=TorchFunction(lambda e: f"torch.cat({e.arg('tensors')}{e.kw('dim')})"),
+    onnx=_concat_onnx,
     examples=(Example({"tensors": [S(2, 3), S(2, 4)], "dim": 1}), Example({"tensors": [S(1, 3), S(2, 3)]})),
     arbitrary=lambda d: Example({"tensors": [S(2, d.int(1, 4), 3), S(2, d.int(1, 4), 3)], "dim": 1}),
 ))
@@ -157,11 +272,19 @@ def _stack_infer(b):
     return [first.with_shape(first.shape[:d] + (len(ts),) + first.shape[d:])]
 
 
+def _stack_onnx(g, n):
+    """Each tensor unsqueezed at the new dim, then concatenated along it."""
+    d = _axis(n["dim"], n.x.rank + 1)
+    axes = g.ints([d])
+    return [g.op("Concat", [g.op("Unsqueeze", [x, axes]) for x in _joined(g, n)], axis=d)]
+
+
 register(OpDef(
     name="stack", kind="function", family="tensor", doc="Stacks equal-shaped tensors along a new dimension.",
     params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
     infer=_stack_infer,
     torch=TorchFunction(lambda e: f"torch.stack({e.arg('tensors')}{e.kw('dim')})"),
+    onnx=_stack_onnx,
     examples=(Example({"tensors": [S(2, 3), S(2, 3)], "dim": 1}),),
     arbitrary=lambda d: Example({"tensors": [S(2, 3)] * d.int(1, 3), "dim": d.int(-3, 2)}),
 ))
@@ -182,6 +305,15 @@ def _chunk_infer(b):
     return [t.with_shape(t.shape[:d] + (s,) + t.shape[d + 1:]) for s in sizes]
 
 
+def _split_onnx(g, n):
+    """Split with the pieces' sizes along dim as its `split` input (opset 18 takes no `num_outputs` then)."""
+    d = _axis(n["dim"], n.x.rank)
+    if len(n.outputs) == 1:
+        return [g.op("Identity", [n.inputs[0]])]
+    sizes = g.shape([t.shape[d] for t in n.outputs])
+    return list(g.op("Split", [n.inputs[0], sizes], n_out=len(n.outputs), axis=d))
+
+
 register(OpDef(
     name="chunk", kind="function", family="tensor",
     doc="Splits into `chunks` pieces along `dim` (the last may be smaller, as torch.chunk).",
@@ -189,6 +321,7 @@ register(OpDef(
             ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
     infer=_chunk_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.chunk({e.fmt(e.args['chunks'])}{e.kw('dim')})"),
+    onnx=_split_onnx,
     examples=(Example({"input": S(2, 12), "chunks": 3, "dim": -1}), Example({"input": S(7, 2), "chunks": 3})),
     arbitrary=lambda d: Example({"input": S(d.int(1, 9), 3), "chunks": d.int(1, 4)}),
 ))
@@ -223,6 +356,7 @@ register(OpDef(
     infer=_split_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.split({e.fmt(e.args['split_size_or_sections'])}"
                                   f"{e.kw('dim')})"),
+    onnx=_split_onnx,
     examples=(Example({"input": S(2, 10), "split_size_or_sections": [3, 7], "dim": 1}),
               Example({"input": S(5, 2), "split_size_or_sections": 2})),
     arbitrary=lambda d: Example({"input": S(d.int(1, 9), 2), "split_size_or_sections": d.int(1, 4)}),
@@ -274,12 +408,23 @@ def _shape_src(target) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, Sym) else str(plain(d)) for d in target) + "]"
 
 
+def _reshape_to(g, x: str, dims) -> str:
+    """Reshape to `dims` (run-time sizes computed from the inputs, -1 passed through); a 0 means 0, as in torch."""
+    return g.op("Reshape", [x, g.shape(dims)], allowzero=1)
+
+
+def _reshape_onnx(g, n):
+    """Reshape to the target as written: `B` read off the inputs at run time, -1 left to Reshape."""
+    return [_reshape_to(g, n.inputs[0], n["shape"])]
+
+
 register(OpDef(
     name="reshape", kind="function", family="tensor",
     doc="A new shape with the same elements; one size may be -1. Run-time sizes such as `B` are allowed.",
     params=(ParamSpec("input", TENSOR), ParamSpec("shape", SHAPE)), dtypes=ANY_DTYPE,
     infer=_reshape_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.reshape({e.dims(e.args['shape'])})"),
+    onnx=_reshape_onnx,
     examples=(Example({"input": S(2, 12), "shape": [2, 3, 4]}), Example({"input": S(2, 3, 4), "shape": [-1, 4]})),
     arbitrary=lambda d: Example({"input": S(2, 6, 4), "shape": d.choice([[2, 24], [-1, 4], [4, -1, 2], [48]])}),
 ))
@@ -294,11 +439,17 @@ def _permute_infer(b):
     return [t.with_shape(tuple(t.shape[d] for d in dims))]
 
 
+def _permute_onnx(g, n):
+    """Transpose by the (normalized) permutation."""
+    return [g.op("Transpose", [n.inputs[0]], perm=[_axis(d, n.x.rank) for d in n["dims"]])]
+
+
 register(OpDef(
     name="permute", kind="function", family="tensor", doc="Reorders dimensions.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dims", ListOf(INT))), dtypes=ANY_DTYPE,
     infer=_permute_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.permute({e.dims(e.args['dims'])})"),
+    onnx=_permute_onnx,
     examples=(Example({"input": S(2, 3, 4), "dims": [0, 2, 1]}),),
     arbitrary=lambda d: Example({"input": S(2, 3, 4), "dims": d.permutation(3)}),
 ))
@@ -312,11 +463,20 @@ def _transpose_infer(b):
     return [t.with_shape(tuple(shape))]
 
 
+def _transpose_onnx(g, n):
+    """Transpose by the permutation that swaps dim0 and dim1."""
+    perm = list(range(n.x.rank))
+    a, c = _axis(n["dim0"], n.x.rank), _axis(n["dim1"], n.x.rank)
+    perm[a], perm[c] = perm[c], perm[a]
+    return [g.op("Transpose", [n.inputs[0]], perm=perm)]
+
+
 register(OpDef(
     name="transpose", kind="function", family="tensor", doc="Swaps two dimensions.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim0", INT), ParamSpec("dim1", INT)), dtypes=ANY_DTYPE,
     infer=_transpose_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.transpose({e.fmt(e.args['dim0'])}, {e.fmt(e.args['dim1'])})"),
+    onnx=_transpose_onnx,
     examples=(Example({"input": S(2, 3, 4), "dim0": 1, "dim1": 2}), Example({"input": S(3, 4), "dim0": 0, "dim1": -1})),
     arbitrary=lambda d: Example({"input": S(2, 3, 4), "dim0": d.int(-3, 2), "dim1": d.int(-3, 2)}),
 ))
@@ -340,12 +500,24 @@ def _flatten_src(e, start_default: int) -> str:
     return f"{e.inputs[0]}.flatten({args})"
 
 
+def _flatten_onnx(g, n):
+    """ONNX Flatten when its 2-d result is torch's, else Reshape to the result shape (run-time sizes included)."""
+    x, rank = n.inputs[0], n.x.rank
+    start, end = _axis(n["start_dim"], max(rank, 1)), _axis(n["end_dim"], max(rank, 1))
+    if rank and start == end:
+        return [g.op("Identity", [x])]
+    if rank >= 2 and (start, end) in ((1, rank - 1), (0, rank - 2)):
+        return [g.op("Flatten", [x], axis=start if start == 1 else rank - 1)]
+    return [_reshape_to(g, x, n.outputs[0].shape)]
+
+
 register(OpDef(
     name="flatten", kind="function", family="tensor", doc="Merges dimensions start_dim..end_dim (torch.flatten).",
     params=(ParamSpec("input", TENSOR), ParamSpec("start_dim", INT, 0), ParamSpec("end_dim", INT, -1)),
     dtypes=ANY_DTYPE,
     infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
     torch=TorchFunction(lambda e: _flatten_src(e, 0)),
+    onnx=_flatten_onnx,
     examples=(Example({"input": S(2, 3, 4, 5), "start_dim": 1}), Example({"input": S(2, 3, 4), "start_dim": 0,
                                                                            "end_dim": 1})),
     arbitrary=lambda d: Example({"input": S(2, 3, 4, 5), "start_dim": d.int(0, 2), "end_dim": d.int(2, 3)}),
@@ -358,6 +530,7 @@ register(OpDef(
     infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
     label=lambda a: "Flatten",
     torch=TorchLayer("nn.Flatten", (), ("start_dim", "end_dim"), functional=lambda e: _flatten_src(e, 1)),
+    onnx=_flatten_onnx,
     examples=(Example({}, (S(2, 3, 4, 5),)), Example({"start_dim": 2}, (S(2, 3, 4, 5),))),
     arbitrary=lambda d: Example({"start_dim": d.int(0, 2)}, (S(2, 3, 4, 5),)),
 ))
@@ -382,12 +555,21 @@ def _unflatten_infer(b):
     return [t.with_shape(t.shape[:d] + tuple(sizes) + t.shape[d + 1:])]
 
 
+def _unflatten_onnx(g, n):
+    """Reshape: the other dims as the result type has them, the split dim's sizes as written (-1 kept)."""
+    out = n.outputs[0].shape
+    d = _axis(n["dim"], n.x.rank)
+    sizes = list(n["sizes"] if "sizes" in n.args else n["unflattened_size"])
+    return [_reshape_to(g, n.inputs[0], list(out[:d]) + sizes + list(out[d + len(sizes):]))]
+
+
 register(OpDef(
     name="unflatten", kind="function", family="tensor", doc="Splits one dimension into several (torch.unflatten).",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT), ParamSpec("sizes", ListOf(INT))), dtypes=ANY_DTYPE,
     infer=_unflatten_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.unflatten({e.fmt(e.args['dim'])}, "
                                   f"({e.dims(e.args['sizes'])},))"),
+    onnx=_unflatten_onnx,
     examples=(Example({"input": S(2, 12), "dim": 1, "sizes": [3, 4]}),),
     arbitrary=lambda d: Example({"input": S(2, 12), "dim": 1, "sizes": d.choice([[3, 4], [2, -1], [12]])}),
 ))
@@ -400,6 +582,7 @@ register(OpDef(
     torch=TorchLayer("nn.Unflatten", ("dim", "unflattened_size"),
                      functional=lambda e: f"{e.inputs[0]}.unflatten({e.fmt(e.args['dim'])}, "
                                           f"({e.dims(e.args['unflattened_size'])},))"),
+    onnx=_unflatten_onnx,
     examples=(Example({"dim": 1, "unflattened_size": [2, 3]}, (S(4, 6),)),),
     arbitrary=lambda d: Example({"dim": 1, "unflattened_size": d.choice([[2, 3], [3, 2], [6]])}, (S(4, 6),)),
 ))
@@ -430,12 +613,19 @@ def _squeeze_src(e) -> str:
     return f"{e.arg('input')}.squeeze({inner})"
 
 
+def _squeeze_onnx(g, n):
+    """Squeeze the statically size-1 dims the shape rule removes (a run-time size of 1 stays, as in the PyTorch)."""
+    dims = _squeeze_dims(n)
+    return [g.op("Squeeze", [n.inputs[0], g.ints(dims)]) if dims else g.op("Identity", [n.inputs[0]])]
+
+
 register(OpDef(
     name="squeeze", kind="function", family="tensor",
     doc="Removes dimensions of size 1 (all statically known ones, or `dim`).",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", Optional(INT), None)), dtypes=ANY_DTYPE,
     infer=_squeeze_infer,
     torch=TorchFunction(_squeeze_src),
+    onnx=_squeeze_onnx,
     examples=(Example({"input": S(2, 1, 3, 1)}), Example({"input": S(2, 1, 3), "dim": 1})),
     arbitrary=lambda d: Example({"input": S(2, 1, 3, 1), "dim": d.choice([None, 1, 3, 0])}),
 ))
@@ -447,11 +637,17 @@ def _unsqueeze_infer(b):
     return [t.with_shape(t.shape[:d] + (1,) + t.shape[d:])]
 
 
+def _unsqueeze_onnx(g, n):
+    """Unsqueeze, the axis (normalized against the result's rank) as an input."""
+    return [g.op("Unsqueeze", [n.inputs[0], g.ints([_axis(n["dim"], n.x.rank + 1)])])]
+
+
 register(OpDef(
     name="unsqueeze", kind="function", family="tensor", doc="Inserts a dimension of size 1.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT)), dtypes=ANY_DTYPE,
     infer=_unsqueeze_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.unsqueeze({e.fmt(e.args['dim'])})"),
+    onnx=_unsqueeze_onnx,
     examples=(Example({"input": S(2, 3), "dim": 1}), Example({"input": S(2, 3), "dim": -1})),
     arbitrary=lambda d: Example({"input": S(2, 3), "dim": d.int(-3, 2)}),
 ))
@@ -479,12 +675,19 @@ def _expand_infer(b):
     return [t.with_shape(tuple(out))]
 
 
+def _expand_onnx(g, n):
+    """Expand to the sizes as written; -1 becomes 1, which Expand's two-way broadcasting reads as `keep`."""
+    sizes = [1 if not isinstance(s, Sym) and plain(s) == -1 else s for s in n["sizes"]]
+    return [_widened(g, "Expand", [n.inputs[0]], n.x.dtype, (g.shape(sizes),))]
+
+
 register(OpDef(
     name="expand", kind="function", family="tensor",
     doc="Broadcasts size-1 dimensions to the given sizes without copying; -1 keeps a size.",
     params=(ParamSpec("input", TENSOR), ParamSpec("sizes", SHAPE)), dtypes=ANY_DTYPE,
     infer=_expand_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.expand({e.dims(e.args['sizes'])})"),
+    onnx=_expand_onnx,
     examples=(Example({"input": S(1, 1, 4), "sizes": [3, 2, 4]}), Example({"input": S(3, 1), "sizes": [2, -1, 5]})),
     arbitrary=lambda d: Example({"input": S(1, 4), "sizes": [d.int(1, 4), d.int(1, 3), 4]}),
 ))
@@ -522,6 +725,33 @@ def _reduce_src(e, method: str) -> str:
     return f"{e.arg('input')}.{method}({', '.join(parts)})"
 
 
+_REDUCE = {"mean": "ReduceMean", "sum": "ReduceSum", "amax": "ReduceMax", "amin": "ReduceMin"}
+
+
+def _reduce_work_dtype(op: str, dtype: str) -> str:
+    """What torch accumulates in: sums of integers and bools in int64, of float16/bfloat16 (and their means)
+    in float32; max and min in the dtype itself (wider only where onnxruntime lacks a kernel)."""
+    if op == "sum" and _kind(dtype) < 2:
+        return "int64"
+    if op in ("sum", "mean") and dtype in ("float16", "bfloat16"):
+        return "float32"
+    return _WIDER[dtype] if dtype in _ORT_MISSING.get(_REDUCE[op], ()) else dtype
+
+
+def _reduce_onnx(op: str):
+    """The emitter of mean/sum/amax/amin: axes as an input (opset 18), none for dim=None (every dim)."""
+    def emit(g, n):
+        x, t = n.inputs[0], n.x
+        work = _reduce_work_dtype(op, t.dtype)
+        inputs = [_cast(g, x, t.dtype, work)]
+        dim = n["dim"]
+        if dim is not None and t.rank:
+            inputs.append(g.ints(sorted(_axis(d, t.rank) for d in (dim if isinstance(dim, tuple) else (dim,)))))
+        y = g.op(_REDUCE[op], inputs, keepdims=int(bool(n["keepdim"])))
+        return [_cast(g, y, work, n.outputs[0].dtype)]
+    return emit
+
+
 for _name, _doc, _types in (("mean", "Mean over dimensions (all when dim is none).", FLOAT_DTYPES),
                             ("sum", "Sum over dimensions (all when dim is none).", ANY_DTYPE),
                             ("amax", "Maximum over dimensions (all when dim is none).", ANY_DTYPE),
@@ -533,6 +763,7 @@ for _name, _doc, _types in (("mean", "Mean over dimensions (all when dim is none
         dtypes=_types,
         infer=_reduce_infer,
         torch=TorchFunction(lambda e, m=_name: _reduce_src(e, m)),
+        onnx=_reduce_onnx(_name),
         examples=(Example({"input": S(2, 3, 4), "dim": 1}), Example({"input": S(2, 3, 4), "dim": [1, 2],
                                                                       "keepdim": True}),
                   Example({"input": S(2, 3)})),
@@ -595,12 +826,50 @@ def _index_src(e) -> str:
     return f"{e.arg('input')}[{', '.join(parts)}]"
 
 
+def _index_onnx(g, n):
+    """One Slice for every slice and integer index (k as k:k+1), then Squeeze of the integer-indexed dims.
+
+    Static sizes get Python's slice bounds exactly; run-time sizes pass the bounds as written, since Slice
+    counts negative bounds from the end and clamps to [0, size] as Python does."""
+    shape = n.x.shape
+    starts, ends, axes, steps, drop = [], [], [], [], []
+    for i, item in enumerate(n["index"]):
+        size = shape[i]
+        if isinstance(item, tuple):
+            start, stop, step = item[1:]
+            step = 1 if step is None else plain(step)
+            if not isinstance(size, Sym):
+                start, stop, step = slice(start, stop, step).indices(plain(size))
+            else:
+                start = 0 if start is None else plain(start)
+                stop = _INT64_MAX if stop is None else plain(stop)
+            if (start, stop, step) == (0, _INT64_MAX, 1) or (not isinstance(size, Sym)
+                                                           and (start, stop, step) == (0, plain(size), 1)):
+                continue  # the whole dim
+        else:
+            k = plain(item)
+            start = k + plain(size) if k < 0 and not isinstance(size, Sym) else k
+            stop, step = (_INT64_MAX if start == -1 else start + 1), 1
+            drop.append(i)
+        starts.append(start)
+        ends.append(stop)
+        axes.append(i)
+        steps.append(step)
+    y = n.inputs[0]
+    if axes:
+        y = g.op("Slice", [y, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps)])
+    if drop:
+        y = g.op("Squeeze", [y, g.ints(drop)])
+    return [y if y != n.inputs[0] else g.op("Identity", [y])]
+
+
 register(OpDef(
     name="index", kind="function", family="tensor", internal=True,
     doc="Static indexing and slicing: `x[0]`, `h[-1]`, `x[:, 1:3]`.",
     params=(ParamSpec("input", TENSOR), ParamSpec("index", ANY)), dtypes=ANY_DTYPE,
     infer=_index_infer,
     torch=TorchFunction(_index_src),
+    onnx=_index_onnx,
     examples=(Example({"input": S(4, 3, 5), "index": (-1,)}),
               Example({"input": S(2, 6, 5), "index": (("slice", None, None, None), 0)}),
               Example({"input": S(2, 7), "index": (("slice", None, None, None), ("slice", 1, -1, 2))})),
@@ -611,12 +880,19 @@ register(OpDef(
 
 # ---------------------------------------------------------------- the language's helpers
 
+def _positions_onnx(g, n):
+    """Range(0, x.shape[1], 1) in int64, the length read off the input by Shape."""
+    length = g.op("Squeeze", [g.op("Shape", [n.inputs[0]], start=1, end=2), g.ints([0])])
+    return [g.op("Range", [g.const(0, "int64"), length, g.const(1, "int64")])]
+
+
 register(OpDef(
     name="positions", kind="function", family="tensor",
     doc="The positions 0 .. x.shape[1] - 1 of a [B, T, ...] tensor, as int64 [T].",
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
     infer=lambda b: (need_min_rank(b.x, 2, "positions"), [TensorType((b.x.shape[1],), "int64")])[1],
     torch=TorchFunction(lambda e: f"torch.arange({e.arg('input')}.shape[1], device={e.arg('input')}.device)"),
+    onnx=_positions_onnx,
     examples=(Example({"input": S(2, 7, dtype="int64")}),),
     arbitrary=lambda d: Example({"input": S(2, d.int(1, 9), dtype="int64")}),
 ))
@@ -637,6 +913,7 @@ register(OpDef(
     infer=lambda b: _same_shapes(b, "reparameterize"),
     torch=TorchFunction(lambda e: f"{e.arg('mu')} + torch.exp({e.arg('log_var')} / 2) * torch.randn_like({e.arg('mu')}) "
                                   f"if self.training else {e.arg('mu')}"),
+    onnx=lambda g, n: [g.op("Identity", [n.tensor("mu")])],  # the exported graph is the model in eval: mu
     examples=(Example({"mu": S(2, 5), "log_var": S(2, 5)}),),
     arbitrary=lambda d: (lambda s: Example({"mu": S(*s), "log_var": S(*s)}))(d.shape(1, 3, 1, 5)),
 ))
@@ -664,12 +941,36 @@ def _creation_src(fn: str):
 
 from .ptypes import Str  # noqa: E402
 
+
+def _noise_onnx(g, n):
+    """RandomNormal of a static size; RandomNormalLike of a ConstantOfShape when the size is known at run time."""
+    from ..backends.onnx_emit import onnx_dtype
+    size, dtype = n["size"], onnx_dtype(n.outputs[0].dtype)
+    if size and not any(isinstance(s, Sym) for s in size):
+        return [g.op("RandomNormal", [], shape=[plain(s) for s in size], dtype=dtype)]
+    return [g.op("RandomNormalLike", [g.op("ConstantOfShape", [g.shape(size)])], dtype=dtype)]
+
+
+def _filled_onnx(value: float):
+    """The emitter of zeros/ones: ConstantOfShape of the size (bfloat16, which it cannot hold, by a Cast)."""
+    def emit(g, n):
+        import numpy as np
+        from onnx import numpy_helper
+        dtype = n.outputs[0].dtype
+        held = "float32" if dtype == "bfloat16" else dtype
+        fill = numpy_helper.from_array(np.full([1], value, dtype=np.dtype(held)))
+        y = g.op("ConstantOfShape", [g.shape(n["size"])], value=fill)
+        return [_cast(g, y, held, dtype)]
+    return emit
+
+
 register(OpDef(
     name="noise", kind="function", family="tensor", pure=False,
     doc="Standard normal noise of the given shape (`noise([B, 100])`).",
     params=(ParamSpec("size", SHAPE),),
     infer=_sizes_infer(False),
     torch=TorchFunction(_creation_src("randn")),
+    onnx=_noise_onnx,
     examples=(Example({"size": [2, 5]}),),
     arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
 ))
@@ -683,6 +984,7 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
         params=(ParamSpec("size", SHAPE), ParamSpec("dtype", Str(DTYPES), "float32")),
         infer=_sizes_infer(True),
         torch=TorchFunction(_creation_src(_name)),
+        onnx=_filled_onnx(1.0 if _name == "ones" else 0.0),
         examples=(Example({"size": [2, 3]}), Example({"size": [4], "dtype": "int64"})),
         arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
     ))
@@ -693,6 +995,7 @@ register(OpDef(
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
     infer=lambda b: [b.x],
     torch=TorchFunction(lambda e: f"{e.arg('input')}.detach()"),
+    onnx=lambda g, n: [g.op("Identity", [n.inputs[0]])],
     examples=(Example({"input": S(2, 3)}),),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5))}),
 ))

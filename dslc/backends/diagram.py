@@ -1,0 +1,370 @@
+"""IR -> a Graphviz diagram (DOT, and SVG/PNG/PDF through the system's `dot`).
+
+Layers are boxes coloured by op family, labelled with the user's name, the
+registry's label and the parameter count; edges carry tensor shapes; inputs
+and outputs are distinct shapes. Blocks are nested, labelled clusters down to
+`depth`; deeper blocks are single boxes. A run of identical blocks, each
+feeding the next (ViT's 12 encoders), collapses into one box marked ×N. A
+partial graph (a spec with a shape error) ends in a red box at the failing
+call. The DOT text is deterministic: ids are counters in graph order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.dims import plain
+from ..ir.graph import Graph, Node
+from ..ir.types import TensorType
+from ..ir.values import Ref
+
+FAMILY_COLOURS = {
+    "linear": "#cfe2f3", "conv": "#d9ead3", "pooling": "#d0e0e3", "norm": "#fff2cc", "activation": "#f4cccc",
+    "dropout": "#eeeeee", "embedding": "#fce5cd", "recurrent": "#d9d2e9", "attention": "#ead1dc",
+    "tensor": "#f3f3f3", "arith": "#ffffff", "reduce": "#f3f3f3", "loss": "#e6b8af",
+}
+CLUSTER_COLOURS = ["#f7f9fc", "#eef3fa", "#e4ecf7", "#dae5f4"]
+COLLAPSE_MIN = 2  # runs of at least this many identical blocks become one ×N box
+AUTO_BOXES = 60   # without --depth: the deepest level whose diagram has at most this many boxes
+
+
+@dataclass
+class _Dot:
+    lines: list = field(default_factory=list)
+    edges: list = field(default_factory=list)  # written last, at the top level: an edge inside a
+    counter: int = 0                           # cluster would pull its endpoints into that cluster
+
+    def node_id(self) -> str:
+        self.counter += 1
+        return f"n{self.counter}"
+
+    def add(self, text: str, indent: int) -> None:
+        self.lines.append("  " * indent + text)
+
+
+def auto_depth(graph: Graph, collapse: bool = True, limit: int = AUTO_BOXES) -> int:
+    """The deepest nesting whose diagram stays legible (at most `limit` boxes), at least 0."""
+    best = 0
+    for depth in range(1, 8):
+        boxes = to_dot(graph, depth, collapse).count(" [label=")
+        if boxes > limit:
+            break
+        best = depth
+        if boxes == to_dot(graph, depth + 1, collapse).count(" [label="):
+            break  # nothing deeper to show
+    return best
+
+
+def to_dot(graph: Graph, depth: int | None = None, collapse: bool = True) -> str:
+    """The DOT source of a model graph (`depth` None: chosen by `auto_depth`)."""
+    if depth is None:
+        depth = auto_depth(graph, collapse)
+    dot = _Dot()
+    dot.add(f"digraph {_q(graph.name)} {{", 0)
+    dot.add('graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.35, '
+            'newrank=true, labelloc=t, label=' + _q(f"{graph.name}  ({_param_text(_params(graph))})") + '];', 1)
+    dot.add('node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.12,0.05", '
+            'penwidth=0.8];', 1)
+    dot.add('edge [fontname="Helvetica", fontsize=8, color="#555555", arrowsize=0.6];', 1)
+    producers: dict = {}
+    for name, ref in graph.inputs:
+        nid = dot.node_id()
+        t = graph.type_of(ref)
+        label = _q(f"{name}\n{t}")
+        dot.add(f'{nid} [label={label}, shape=invhouse, fillcolor="#ffffff"];', 1)
+        producers[ref] = (nid, t)
+    _emit(dot, graph, producers, depth, collapse, level=0, path="")
+    for name, ref in graph.outputs:
+        nid = dot.node_id()
+        src, t = producers[ref]
+        dot.add(f'{nid} [label={_q(name)}, shape=house, fillcolor="#ffffff"];', 1)
+        dot.edges.append(f"{src} -> {nid} [label={_q(_shape(t))}];")
+    for f in graph.failures:
+        _failure(dot, f, producers)
+    for edge in dot.edges:
+        dot.add(edge, 1)
+    dot.add("}", 0)
+    return "\n".join(dot.lines) + "\n"
+
+
+def _emit(dot: _Dot, graph: Graph, producers: dict, depth: int, collapse: bool, level: int, path: str,
+          nodes: list | None = None) -> None:
+    nodes = [n for n in graph if n.kind != "input"] if nodes is None else nodes
+    runs = _collapsible_runs(graph, nodes) if collapse else {}
+    loops = _collapsible_loops(nodes) if collapse else {}
+    skip: set = set()
+    for node in nodes:
+        if node.id in skip:
+            continue
+        indent = level + 1
+        if node.id in loops:
+            iterations = loops[node.id]
+            skip |= {n.id for it in iterations for n in it}
+            _loop_cluster(dot, graph, iterations, producers, depth, collapse, level, path)
+            continue
+        inst = graph.instances.get(node.instance) if node.instance else None
+        if node.kind in ("param", "weight"):
+            nid = dot.node_id()
+            name = inst.name if node.kind == "param" else f"{inst.name}.{node.attr}"
+            label = _q(f"{name}\n{node.outputs[0]}")
+            dot.add(f'{nid} [label={label}, shape=cylinder, fillcolor="#fff8e1"];', indent)
+            producers[Ref(node.id)] = (nid, node.outputs[0])
+            continue
+        if node.id in runs:
+            run = runs[node.id]
+            skip |= {n.id for n in run[1:]}
+            _collapsed(dot, graph, run, producers, indent)
+            continue
+        if node.kind == "call" and level < depth:
+            _cluster(dot, graph, node, inst, producers, depth, collapse, level, path)
+            continue
+        nid = dot.node_id()
+        dot.add(f"{nid} [{_node_attrs(graph, node, inst)}];", indent)
+        _edges(dot, node, producers, nid, indent)
+        for i, t in enumerate(node.outputs):
+            producers[Ref(node.id, i)] = (nid, t)
+
+
+def _node_attrs(graph: Graph, node: Node, inst) -> str:
+    if node.kind == "call":
+        n = _params(inst.graph)
+        label = f"{inst.name}\\n{inst.graph.name}" + (f"\\n{_param_text(n)}" if n else "")
+        return f'label={_q(label)}, shape=box3d, style="filled", fillcolor="#e4ecf7"'
+    op = node.op
+    colour = FAMILY_COLOURS.get(op.family, "#ffffff")
+    if op.kind != "layer":
+        text = op.label_text(_plain_args(node.args)) if op.label else _call_text(op, node.args)
+        if op.family == "arith":
+            return f'label={_q(text)}, shape=circle, fillcolor="{colour}", width=0.3, fixedsize=false'
+        return f'label={_q(text)}, fillcolor="{colour}"'
+    label = op.label_text(_plain_args(node.args))
+    n = sum(_numel(s) for s in inst.weights().values())
+    name = inst.name if inst.user_name or op.has_state else None
+    parts = ([name] if name else []) + [label] + ([_param_text(n)] if n else [])
+    return f'label={_q(chr(10).join(parts))}, fillcolor="{colour}"'
+
+
+def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: int, collapse: bool,
+             level: int, path: str) -> None:
+    sub: Graph = node.args["graph"]
+    indent = level + 1
+    full = f"{path}{inst.name}"
+    dot.add(f"subgraph cluster_{_ident(full)} {{", indent)
+    colour = CLUSTER_COLOURS[min(level, len(CLUSTER_COLOURS) - 1)]
+    title = f"{inst.name}: {sub.name}"
+    n = _params(sub)
+    dot.add(f'label={_q(title + (f"  ({_param_text(n)})" if n else ""))}; style="rounded,filled"; '
+            f'fillcolor="{colour}"; color="#9aaccc"; fontsize=10;', indent + 1)
+    inner = dict(producers)
+    for (_, ref), outer in zip(sub.inputs, node.inputs):
+        inner[ref] = producers[outer]
+    _emit(dot, sub, inner, depth, collapse, level + 1, f"{full}.")
+    for f in sub.failures:
+        _failure(dot, f, inner)
+    dot.add("}", indent)
+    for i, (_, ref) in enumerate(sub.outputs):
+        producers[Ref(node.id, i)] = inner[ref]
+
+
+def _collapsible_loops(nodes: list) -> dict:
+    """First node id -> the iterations of a loop whose iterations are all alike (drawn once, ×N)."""
+    out, i = {}, 0
+    while i < len(nodes):
+        region = nodes[i].region
+        if region is None:
+            i += 1
+            continue
+        j = i
+        while j < len(nodes) and nodes[j].region is not None and nodes[j].region[0] == region[0]:
+            j += 1
+        iterations: dict = {}
+        for n in nodes[i:j]:
+            iterations.setdefault(n.region[1], []).append(n)
+        its = [iterations[k] for k in sorted(iterations)]
+        if len(its) >= COLLAPSE_MIN and len({_signature(it) for it in its}) == 1:
+            out[nodes[i].id] = its
+        i = j
+    return out
+
+
+def _signature(iteration: list) -> tuple:
+    """What must match for two iterations to be drawn as one: ops, blocks' contents, shapes."""
+    def one(n):
+        if n.kind == "call":
+            what = (n.args["graph"].name, _params(n.args["graph"]), _structure(n.args["graph"]))
+        else:
+            what = n.op.name if n.op is not None else ""
+        return (n.kind, what, tuple(str(t) for t in n.outputs))
+    return tuple(one(n) for n in iteration)
+
+
+def _structure(graph: Graph) -> tuple:
+    return tuple((n.kind, n.op.name if n.op is not None else "", len(n.inputs)) for n in graph)
+
+
+def _loop_cluster(dot: _Dot, graph: Graph, iterations: list, producers: dict, depth: int, collapse: bool,
+                  level: int, path: str) -> None:
+    """One iteration drawn in a cluster marked ×N; the other iterations' values map onto it."""
+    first = iterations[0]
+    indent = level + 1
+    dot.add(f"subgraph cluster_loop_{_ident(path)}{first[0].id} {{", indent)
+    kind = first[0].region[2]
+    n = sum(sum(_numel(s) for s in graph.instances[m.instance].weights().values())
+            if m.instance and graph.instances[m.instance].kind == "layer" else
+            (_params(m.args["graph"]) if m.kind == "call" else 0) for it in iterations for m in it)
+    label = f"{kind} ×{len(iterations)}" + (f"  ({_param_text(n)})" if n else "")
+    dot.add(f'label={_q(label)}; style="rounded,dashed"; color="#7f8fa6"; fontsize=10;', indent + 1)
+    _emit(dot, graph, producers, depth, collapse, level + 1, path, nodes=first)
+    dot.add("}", indent)
+    for it in iterations[1:]:
+        for a, b in zip(first, it):
+            for k in range(len(b.outputs)):
+                if Ref(a.id, k) in producers:
+                    producers[Ref(b.id, k)] = producers[Ref(a.id, k)]
+
+
+def _collapsible_runs(graph: Graph, nodes: list) -> dict:
+    """First node id -> the run of identical block calls, each feeding only the next."""
+    runs, i = {}, 0
+    while i < len(nodes):
+        run = [nodes[i]]
+        while i + len(run) < len(nodes) and _continues(graph, run[-1], nodes[i + len(run)]):
+            run.append(nodes[i + len(run)])
+        if len(run) >= COLLAPSE_MIN:
+            runs[run[0].id] = run
+            i += len(run)
+        else:
+            i += 1
+    return runs
+
+
+def _continues(graph: Graph, prev: Node, node: Node) -> bool:
+    if prev.kind != "call" or node.kind != "call" or len(node.inputs) != 1 or len(prev.outputs) != 1:
+        return False
+    a, b = prev.args["graph"], node.args["graph"]
+    return (node.inputs[0] == Ref(prev.id) and a.name == b.name and _params(a) == _params(b)
+            and graph.users(prev.id) == [node.id])
+
+
+def _collapsed(dot: _Dot, graph: Graph, run: list, producers: dict, indent: int) -> None:
+    first, last = graph.instances[run[0].instance], graph.instances[run[-1].instance]
+    sub = first.graph
+    n = _params(sub) * len(run)
+    label = f"{first.name} … {last.name}\\n{sub.name} ×{len(run)}" + (f"\\n{_param_text(n)}" if n else "")
+    nid = dot.node_id()
+    dot.add(f'{nid} [label={_q(label)}, shape=box3d, style="filled", fillcolor="#dae5f4", penwidth=1.2];', indent)
+    _edges(dot, run[0], producers, nid, indent)
+    producers[Ref(run[-1].id)] = (nid, run[-1].outputs[0])
+
+
+def _edges(dot: _Dot, node: Node, producers: dict, nid: str, indent: int) -> None:
+    for ref in dict.fromkeys(node.inputs):
+        if ref not in producers:
+            continue  # made by a loop iteration drawn as its first one
+        src, t = producers[ref]
+        edge = f"{src} -> {nid} [label={_q(_shape(t))}];"
+        if edge not in dot.edges[-4:]:
+            dot.edges.append(edge)
+
+
+def _failure(dot: _Dot, f, producers: dict) -> None:
+    nid = dot.node_id()
+    label = _q(f.label + "\n" + _wrap(f.message))
+    dot.add(f'{nid} [label={label}, color="#cc0000", fontcolor="#cc0000", fillcolor="#fde8e8", penwidth=2];', 1)
+    for ref in f.inputs:
+        if ref in producers:
+            src, t = producers[ref]
+            dot.edges.append(f'{src} -> {nid} [label={_q(_shape(t))}, color="#cc0000"];')
+
+
+# ---------------------------------------------------------------- helpers
+
+def _call_text(op, args: dict) -> str:
+    """A function as written: `flatten(start_dim=2)`, `x[:, 0]`, `chunk(3, dim=-1)`."""
+    from ..ir.values import TensorValue
+    from .pyformat import is_default, literal
+    if op.name == "index":
+        parts = [":".join("" if v is None else str(plain(v)) for v in item[1:]).rstrip(":") or ":"
+                 if isinstance(item, tuple) else str(plain(item)) for item in args["index"]]
+        return "[" + ", ".join(parts) + "]"
+    shown = []
+    for p in op.params:
+        v = args.get(p.name)
+        if p.is_tensor or isinstance(v, TensorValue) or is_default(v, p.default):
+            continue
+        try:
+            shown.append(f"{p.name}={literal(v)}")
+        except TypeError:
+            shown.append(f"{p.name}=…")
+    text = f"{op.name}({', '.join(shown)})"
+    return text if len(text) <= 40 else text[:38] + "…)"
+
+
+def _params(graph: Graph) -> int:
+    from .summary import _count_params
+    return _count_params(graph)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= plain(d)
+    return n
+
+
+def _param_text(n: int) -> str:
+    for unit, size in (("M", 10 ** 6), ("K", 10 ** 3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit} params"
+    return f"{n} params"
+
+
+def _shape(t: TensorType) -> str:
+    return t.shape_str() if t.dtype == "float32" else f"{t.shape_str()} {t.dtype}"
+
+
+def _plain_args(args: dict) -> dict:
+    from .onnx_emit import plain_args
+    return plain_args(args)
+
+
+def _wrap(text: str, width: int = 40) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _ident(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
+def _q(text: str) -> str:
+    """A DOT string literal (the backslash-n line breaks are kept; quotes escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace("\\\\n", "\\n").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def render(dot_source: str, path: str) -> None:
+    """Write DOT (.dot), or have Graphviz draw it (.svg, .png, .pdf) through the graphviz package."""
+    import os
+    import shutil
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext == "dot":
+        data = dot_source.encode("utf-8")
+    elif ext in ("svg", "png", "pdf"):
+        if shutil.which("dot") is None:
+            raise FileNotFoundError("Graphviz's `dot` is not installed (Debian: apt-get install graphviz)")
+        import graphviz
+        attrs = ["-Gdpi=110"] if ext == "png" else []
+        data = graphviz.Source(dot_source).pipe(format=ext, engine="dot", renderer=None, formatter=None) \
+            if not attrs else graphviz.Source(dot_source.replace("graph [", "graph [dpi=110, ", 1)).pipe(format=ext)
+    else:
+        raise ValueError(f"unknown diagram format .{ext} (use .svg, .png, .pdf or .dot)")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

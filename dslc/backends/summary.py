@@ -1,0 +1,211 @@
+"""Model summaries: a row per layer (blocks nested), parameters, MACs and totals.
+
+Parameters are counted once per instance, so a shared layer (`wte` used twice)
+counts once; buffers (batch norm's running statistics) are not parameters, as
+in `sum(p.numel() for p in model.parameters())`. MACs are counted at batch 1 as
+torchvision's tables and fvcore count them: multiply-accumulates of
+convolutions, linear layers, matrix products (attention's included),
+recurrent cells and normalization affine maps, from each op's registry entry.
+Other run-time sizes (a sequence length `T`) can be given; without a value,
+MACs that depend on them are left as expressions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.dims import Poly, Sym, Var, plain, to_python
+from ..ir.graph import Graph, Node
+from ..ir.types import format_shape
+
+
+@dataclass
+class Row:
+    name: str            # dotted path: layer1.conv
+    type: str            # Conv2d, Residual, matmul
+    output_shape: str
+    params: int
+    macs: object         # int, or a Poly in the run-time sizes that have no value
+    depth: int = 0
+    trainable: bool = True
+    shared: bool = False
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "type": self.type, "output_shape": self.output_shape,
+                "params": self.params, "macs": macs_value(self.macs)}
+
+
+@dataclass
+class Summary:
+    model: str
+    inputs: dict
+    layers: list = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    macs: object = 0
+    sizes: dict = field(default_factory=dict)   # run-time sizes used for MACs (B = 1, ...)
+
+    def as_json(self) -> dict:
+        return {"model": self.model, "inputs": self.inputs, "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "macs": macs_value(self.macs),
+                "layers": [r.as_json() for r in self.layers]}
+
+
+def summarize(graph: Graph, sizes: dict | None = None, frozen: set | None = None) -> Summary:
+    """The summary of a model graph; `frozen` holds dotted layer paths that do not train."""
+    sizes = {"B": 1, **(sizes or {})}
+    s = Summary(graph.name, {n: _shape_str(t.shape) for n, t in graph.input_types().items()}, sizes=sizes)
+    seen: set = set()
+    _walk(graph, "", 0, s, sizes, frozen or set(), seen)
+    s.total_params = _count_params(graph)
+    s.trainable_params = s.total_params - _frozen_params(graph, frozen or set())
+    s.macs = _total(r.macs for r in s.layers if not r.type.startswith("block "))
+    return s
+
+
+def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen: set, seen: set) -> None:
+    for node in graph:
+        if node.kind in ("input", "weight"):
+            continue
+        inst = graph.instances.get(node.instance) if node.instance else None
+        path = f"{prefix}{inst.name}" if inst is not None else ""
+        if node.kind == "call":
+            sub = node.args["graph"]
+            first = (prefix, inst.id) not in seen  # a block graph may serve several call sites
+            seen.add((prefix, inst.id))
+            row = Row(path, f"block {sub.name}", _out(node), _block_params(sub) if first else 0, 0, depth,
+                      not _is_frozen(path, frozen), shared=not first)
+            s.layers.append(row)
+            start = len(s.layers)
+            _walk(sub, f"{path}.", depth + 1, s, sizes, frozen, seen)
+            row.macs = _total(r.macs for r in s.layers[start:] if not r.type.startswith("block "))
+            continue
+        if node.kind == "param":
+            n = _numel(inst.shape)
+            s.layers.append(Row(path, "param", _out(node), n, 0, depth, not _is_frozen(path, frozen)))
+            continue
+        macs = _macs(graph, node, sizes)
+        if inst is None and not macs:
+            continue  # stateless functions without arithmetic to count: not a layer
+        first = inst is None or (prefix, inst.id) not in seen
+        if inst is not None:
+            seen.add((prefix, inst.id))
+        params = sum(_numel(shape) for shape in inst.weights().values()) if inst is not None and first else 0
+        s.layers.append(Row(path or node.op.name, node.op.name, _out(node), params, macs, depth,
+                            not _is_frozen(path, frozen), shared=not first))
+
+
+def _out(node: Node) -> str:
+    return ", ".join(_shape_str(t.shape) for t in node.outputs)
+
+
+def _shape_str(shape) -> str:
+    return format_shape(shape)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= plain(d)
+    return n
+
+
+def _macs(graph: Graph, node: Node, sizes: dict):
+    op = node.op
+    if op.macs is None:
+        return 0
+    from ..ops.registry import Bound
+    b = Bound(op, dict(node.args), [graph.type_of(r) for r in node.inputs])
+    value = op.macs(b, list(node.outputs))
+    if isinstance(value, Sym):
+        # run-time sizes from `sizes`; parameters and block input sizes from the graph's own values
+        def known_value(a):
+            return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+        total = value.poly.evaluate(known_value)
+        if total is None:  # depends on a size with no value: keep it as a polynomial in that size
+            return value.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
+        return int(total)
+    return int(plain(value))
+
+
+def _total(values):
+    """A sum of MACs: an int, or a polynomial when some part depends on an unknown size."""
+    total = Poly()
+    for v in values:
+        total = total + (v if isinstance(v, Poly) else Poly.const(v))
+    return total.const_value() if total.is_const() else total
+
+
+def macs_value(m):
+    """MACs as JSON has them: an int, or the expression (`589824 * T + 512`) when a size is unknown."""
+    return to_python(m) if isinstance(m, Poly) else m
+
+
+def _block_params(graph: Graph) -> int:
+    return _count_params(graph)
+
+
+def _count_params(graph: Graph) -> int:
+    """Parameters of a graph: each instance once, blocks through their own graphs."""
+    total = 0
+    for inst in graph.instances.values():
+        if inst.kind == "block":
+            total += _count_params(inst.graph)
+        else:
+            total += sum(_numel(shape) for shape in inst.weights().values())
+    return total
+
+
+def _is_frozen(path: str, frozen: set) -> bool:
+    return any(path == f or path.startswith(f + ".") for f in frozen)
+
+
+def _frozen_params(graph: Graph, frozen: set, prefix: str = "") -> int:
+    total = 0
+    for inst in graph.instances.values():
+        path = f"{prefix}{inst.name}"
+        if _is_frozen(path, frozen):
+            total += _count_params(inst.graph) if inst.kind == "block" else \
+                sum(_numel(s) for s in inst.weights().values())
+        elif inst.kind == "block":
+            total += _frozen_params(inst.graph, frozen, f"{path}.")
+    return total
+
+
+# ---------------------------------------------------------------- rendering
+
+def format_count(n) -> str:
+    if isinstance(n, Poly):
+        return to_python(n)
+    for unit, size in (("G", 10 ** 9), ("M", 10 ** 6), ("K", 10 ** 3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def render_table(s: Summary, console=None) -> None:
+    """A rich table on the terminal (plain text when stdout is not one)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+    # a pipe or file gets the whole table rather than rich's 80-column default
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    table = Table(title=f"{s.model}  (inputs: " + ", ".join(f"{k} {v}" for k, v in s.inputs.items()) + ")",
+                  title_justify="left", show_lines=False)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("output shape", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
+    for r in s.layers:
+        own = r.name.rsplit(".", 1)[-1]  # the nesting shows the path
+        name = "  " * r.depth + own + (" (shared)" if r.shared else "") + ("" if r.trainable else " (frozen)")
+        style = "bold" if r.type.startswith("block ") else None
+        table.add_row(name, r.type, r.output_shape, f"{r.params:,}" if r.params else "",
+                      format_count(r.macs) if r.macs else "", style=style)
+    console.print(table)
+    frozen = s.total_params - s.trainable_params
+    sizes = ", ".join(f"{k}={v}" for k, v in s.sizes.items())
+    console.print(f"total params: {s.total_params:,}   trainable: {s.trainable_params:,}   frozen: {frozen:,}")
+    console.print(f"MACs ({sizes}): {format_count(s.macs)}" + (f" ({s.macs:,})" if isinstance(s.macs, int) else
+                                                              "   (give sizes with --size)"))
