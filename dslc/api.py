@@ -98,10 +98,20 @@ class Program:
         return mod.build(name, seed=seed)
 
 
-    def summary(self, name: str, sizes: dict | None = None, frozen: set | None = None, **params):
-        """Per-layer parameters and MACs (at batch 1; `sizes` gives other run-time sizes such as T)."""
+    def summary(self, name: str, sizes: dict | None = None, frozen: list | None = None, **params):
+        """Per-layer parameters and MACs (at batch 1; `sizes` gives other run-time sizes such as T).
+        `frozen`: (layer path, freeze?) rules, e.g. from `plan(...).freeze_rules()`."""
         from .backends.summary import summarize
         return summarize(self.graph(name, **params), sizes, frozen)
+
+    def plan(self, name: str):
+        """The checked training plan `name` (a frontend.plans.Plan)."""
+        from .frontend.plans import PlanChecker
+        decl = self._decl(name, "train")
+        reporter = Reporter()
+        plan = PlanChecker(self.unit, reporter).check(decl)
+        reporter.raise_if_errors()
+        return plan
 
     def diagram(self, name: str, depth: int | None = None, collapse: bool = True, **params) -> str:
         """The Graphviz DOT source of a model's diagram."""

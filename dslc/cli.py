@@ -173,9 +173,11 @@ def _written_by_dslc(path: str) -> bool:
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a model parameter; repeatable.")
 @click.option("--size", "sizes", multiple=True, metavar="NAME=N",
               help="A value for a run-time size when counting MACs (B is 1); e.g. --size T=128.")
+@click.option("--plan", metavar="PLAN", help="Count as trainable what PLAN leaves unfrozen (its freeze statements).")
+@click.option("--phase", metavar="PHASE", help="With --plan: the freezes in force during this phase.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_handled
-def summary(file, model, sets, sizes, fmt) -> None:
+def summary(file, model, sets, sizes, plan, phase, fmt) -> None:
     """A per-layer table of FILE's model: output shapes, parameters, MACs (at batch 1), totals."""
     import json
 
@@ -183,8 +185,21 @@ def summary(file, model, sets, sizes, fmt) -> None:
     from .backends.summary import render_table
     params = model_args(sets)
     prog = load(file)
+    frozen = None
+    if plan:
+        p = prog.plan(plan)
+        if phase and phase not in [ph.name for ph in p.phases]:
+            raise click.BadParameter(f"the plan `{plan}` has no phase `{phase}` (phases: "
+                                     + ", ".join(ph.name for ph in p.phases) + ")", param_hint="--phase")
+        key = "model" if "model" in p.models else (model or next(iter(p.models)))
+        decl, args, _ = p.models[key]
+        model = model or decl.name
+        params = params or {k: a for k, a in args.items()}
+        frozen = p.freeze_rules(key, phase)
+    elif phase:
+        raise click.UsageError("--phase needs --plan")
     name = _one_model(prog, model)
-    s = prog.summary(name, sizes=_sizes(sizes), **params)
+    s = prog.summary(name, sizes=_sizes(sizes), frozen=frozen, **params)
     if fmt == "json":
         click.echo(json.dumps(s.as_json(), indent=2))
     else:

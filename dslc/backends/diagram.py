@@ -180,7 +180,8 @@ def _collapsible_loops(nodes: list) -> dict:
         for n in nodes[i:j]:
             iterations.setdefault(n.region[1], []).append(n)
         its = [iterations[k] for k in sorted(iterations)]
-        if len(its) >= COLLAPSE_MIN and len({_signature(it) for it in its}) == 1:
+        single_calls = all(len(it) == 1 and it[0].kind == "call" for it in its)  # a run says it better
+        if len(its) >= COLLAPSE_MIN and not single_calls and len({_signature(it) for it in its}) == 1:
             out[nodes[i].id] = its
         i = j
     return out

@@ -26,7 +26,7 @@ class Row:
     params: int
     macs: object         # int, or a Poly in the run-time sizes that have no value
     depth: int = 0
-    trainable: bool = True
+    trainable: object = True   # True, False, or "partly" for a block with frozen and trainable layers
     shared: bool = False
 
     def as_json(self) -> dict:
@@ -50,14 +50,16 @@ class Summary:
                 "layers": [r.as_json() for r in self.layers]}
 
 
-def summarize(graph: Graph, sizes: dict | None = None, frozen: set | None = None) -> Summary:
-    """The summary of a model graph; `frozen` holds dotted layer paths that do not train."""
+def summarize(graph: Graph, sizes: dict | None = None, frozen: list | None = None) -> Summary:
+    """The summary of a model graph. `frozen` is a list of (dotted layer path, freeze?) rules,
+    as a plan's `freeze`/`unfreeze` statements give them: the longest matching path decides."""
     sizes = {"B": 1, **(sizes or {})}
     s = Summary(graph.name, {n: _shape_str(t.shape) for n, t in graph.input_types().items()}, sizes=sizes)
     seen: set = set()
-    _walk(graph, "", 0, s, sizes, frozen or set(), seen)
+    rules = list(frozen or [])
+    _walk(graph, "", 0, s, sizes, rules, seen)
     s.total_params = _count_params(graph)
-    s.trainable_params = s.total_params - _frozen_params(graph, frozen or set())
+    s.trainable_params = s.total_params - _frozen_params(graph, rules)
     s.macs = _total(r.macs for r in s.layers if not r.type.startswith("block "))
     return s
 
@@ -78,6 +80,8 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             start = len(s.layers)
             _walk(sub, f"{path}.", depth + 1, s, sizes, frozen, seen)
             row.macs = _total(r.macs for r in s.layers[start:] if not r.type.startswith("block "))
+            states = {r.trainable for r in s.layers[start:] if r.params}
+            row.trainable = states.pop() if len(states) == 1 else ("partly" if states else row.trainable)
             continue
         if node.kind == "param":
             n = _numel(inst.shape)
@@ -155,19 +159,24 @@ def _count_params(graph: Graph) -> int:
     return total
 
 
-def _is_frozen(path: str, frozen: set) -> bool:
-    return any(path == f or path.startswith(f + ".") for f in frozen)
+def _is_frozen(path: str, rules: list) -> bool:
+    """The status the most specific matching rule gives (the later one among equals); else trainable."""
+    best, frozen = -1, False
+    for rule_path, freeze in rules:
+        if path == rule_path or path.startswith(rule_path + ".") or rule_path == "":
+            if len(rule_path) >= best:
+                best, frozen = len(rule_path), freeze
+    return frozen
 
 
-def _frozen_params(graph: Graph, frozen: set, prefix: str = "") -> int:
+def _frozen_params(graph: Graph, rules: list, prefix: str = "") -> int:
     total = 0
     for inst in graph.instances.values():
         path = f"{prefix}{inst.name}"
-        if _is_frozen(path, frozen):
-            total += _count_params(inst.graph) if inst.kind == "block" else \
-                sum(_numel(s) for s in inst.weights().values())
-        elif inst.kind == "block":
-            total += _frozen_params(inst.graph, frozen, f"{path}.")
+        if inst.kind == "block":
+            total += _frozen_params(inst.graph, rules, f"{path}.")
+        elif _is_frozen(path, rules):
+            total += sum(_numel(s) for s in inst.weights().values())
     return total
 
 
@@ -199,7 +208,8 @@ def render_table(s: Summary, console=None) -> None:
     table.add_column("MACs", justify="right", no_wrap=True)
     for r in s.layers:
         own = r.name.rsplit(".", 1)[-1]  # the nesting shows the path
-        name = "  " * r.depth + own + (" (shared)" if r.shared else "") + ("" if r.trainable else " (frozen)")
+        status = {True: "", False: " (frozen)", "partly": " (partly frozen)"}[r.trainable]
+        name = "  " * r.depth + own + (" (shared)" if r.shared else "") + status
         style = "bold" if r.type.startswith("block ") else None
         table.add_row(name, r.type, r.output_shape, f"{r.params:,}" if r.params else "",
                       format_count(r.macs) if r.macs else "", style=style)

@@ -84,6 +84,16 @@ class Plan:
     calls: list = field(default_factory=list)     # early_stopping, checkpoint
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
 
+    def freeze_rules(self, model: str, phase: str | None = None) -> list:
+        """(layer path within `model`, freeze?) in force during `phase` (the plan's own rules,
+        then each phase's in order, up to and including `phase`)."""
+        rules = [(path, f) for path, f in self.freeze]
+        for p in self.phases:
+            rules += p.freeze
+            if p.name == phase:
+                break
+        return [(".".join(path[1:]), f) for path, f in rules if path[0] == model]
+
 
 def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
     """Check every plan; returns the names of the models and blocks the plans evaluated."""

@@ -689,7 +689,7 @@ def _triplet_infer(b):
 
 def _pairwise_distance_onnx(g, a: str, b: str, p: float, dtype: str) -> str:
     """torch's pairwise_distance: ‖a - b + 1e-6‖_p over the last dimension."""
-    d = g.op("Add", [g.op("Sub", [a, b]), _k(g, 1e-6, dtype)])
+    d = g.op("Sub", [a, b])
     if p == 2.0:
         return _sum_last(g, d, "ReduceL2")
     if p == 1.0:

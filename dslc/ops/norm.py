@@ -303,12 +303,42 @@ def _group_norm_infer(b):
     return [t]
 
 
+def _cast(g, v: str, dtype: str) -> str:
+    """`v` converted to `dtype`."""
+    from ..backends.onnx_emit import onnx_dtype
+    return g.op("Cast", [v], to=onnx_dtype(dtype))
+
+
 def _group_norm_onnx(g, n):
-    """Written out (GroupNormalization is opset 21): normalize [N, G, -1], reshape back, affine per channel."""
-    x = n.inputs[0]
-    grouped = g.op("Reshape", [x, g.shape([n.x.shape[0], n["num_groups"], -1])], hint="grouped")
-    y = g.op("Reshape", [_normalize(g, n, grouped, [2]), g.op("Shape", [x])])
-    return [_channel_affine(g, n, y)]
+    """Written out (GroupNormalization is opset 21) with the arithmetic of torch's CPU kernel."""
+    x, groups, channels, dtype = n.inputs[0], n["num_groups"], n["num_channels"], n.x.dtype
+    grouped = g.op("Reshape", [x, g.ints([0, groups, -1])], hint="grouped")  # [N, G, D * positions]; 0 keeps N
+    axes = g.ints([2], hint="axes")
+    mean = g.op("ReduceMean", [grouped, axes], keepdims=1, hint="mean")
+    centered = g.op("Sub", [grouped, mean], hint="centered")
+    var = g.op("ReduceMean", [g.op("Mul", [centered, centered]), axes], keepdims=1, hint="var")
+    # rstd = 1 / sqrt(var + eps), formed in float64 and rounded, as torch does
+    std = g.op("Sqrt", [g.op("Add", [_cast(g, var, "float64"), g.const(float(n["eps"]), "float64")])])
+    rstd = _cast(g, g.op("Div", [g.const(1.0, "float64"), std]), dtype)
+    if not n["affine"]:  # torch: (x - mean) * rstd
+        return [g.op("Reshape", [g.op("Mul", [centered, rstd]), g.op("Shape", [x])])]
+    # torch: y = x * scale + shift per sample and channel, scale = rstd * weight, shift = bias - mean * scale
+    per_channel = [0, channels] + [1] * (n.x.rank - 2)
+
+    def spread(v):
+        """[N, G, 1] -> [N, C, 1, ...]: each group's value for each of its channels."""
+        return g.op("Reshape", [g.op("Expand", [v, g.ints([1, 1, channels // groups])]), g.ints(per_channel)])
+
+    scale = g.op("Mul", [spread(rstd), _per_channel(g, n, n.weight("weight"))], hint="scale")
+    shift = g.op("Sub", [_cast(g, _per_channel(g, n, n.weight("bias")), "float64"),
+                         g.op("Mul", [_cast(g, spread(mean), "float64"), _cast(g, scale, "float64")])])
+    shift = _cast(g, shift, dtype)
+    if all(not isinstance(d, Sym) and plain(d) == 1 for d in n.x.shape[2:]):
+        # one value per channel: torch's fused multiply-add (an exact product, one rounding) is float64's
+        y = g.op("Add", [g.op("Mul", [_cast(g, x, "float64"), _cast(g, scale, "float64")]),
+                         _cast(g, shift, "float64")])
+        return [_cast(g, y, dtype)]
+    return [g.op("Add", [g.op("Mul", [x, scale]), shift])]
 
 
 register(OpDef(

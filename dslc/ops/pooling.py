@@ -483,14 +483,41 @@ def _upsample_arbitrary(d):
     return Example(args, (S(2, 3, *sizes),))
 
 
+# Upsample → ONNX. torch on the CPU (float32 arithmetic), per spatial dimension with input size
+# `in`, output size `out`, scale_factor f:
+#   nearest   source ⌊x · c⌋, c = float(1/f), or float(in)/out when a size is given; at most in − 1.
+#             A 2-d resize with out_H + out_W ≤ 128 (torch's vectorized kernel) takes x when
+#             out = in and x >> 1 when out = 2·in instead, whatever f is.
+#   linear    half_pixel by 1/f (or in/out), or align_corners; a dimension with out = in is copied.
+#   bicubic   the same coordinates with a = −0.75, clamped taps; never copied.
+# onnxruntime's Resize maps x to x / scale in float32 and copies the whole input when the output
+# shape equals the input's; the emitters below choose Resize's inputs so that it does what torch
+# does, and index with Gather where Resize cannot (nearest only).
+
+_RESIZE_MODES = {"nearest": "nearest", "linear": "linear", "bilinear": "linear", "trilinear": "linear",
+                 "bicubic": "cubic"}
+
+
+def _upsample_onnx(g, n):
+    """Resize with torch's coordinate rules (nearest: asymmetric + floor; the others half_pixel or
+    align_corners); a size goes in as `sizes`, a scale_factor as `scales` (torch maps by 1/f)."""
+    return [_nearest_onnx(g, n) if n["mode"] == "nearest" else _interpolate_onnx(g, n)]
+
+
+def _factors(n) -> list:
+    """The scale_factor per spatial dimension, or Nones when a size is given."""
+    f, dims = n["scale_factor"], n.x.rank - 2
+    return [None] * dims if f is None else [plain_float(v) for v in ntuple(f, dims)]
+
+
 def _resize_scale(size, out, factor) -> float:
-    """The float32 scale ONNX Resize gets: the factor itself, which torch also maps coordinates by.
+    """The float32 scale for Resize: the factor, which torch also maps coordinates by.
 
     onnxruntime sizes the output as ⌊in · scale⌋ in float32, torch in double; where the two floors
-    differ (a factor such as 1.3 just under its float32 value), the scale moves by ulps until
+    differ (a factor such as 1.3 lies just under its float32 value), the scale moves by ulps until
     they agree, which moves the sampling positions by ~1e-7 of a pixel."""
     import numpy as np
-    scale = np.float32(plain_float(factor))
+    scale = np.float32(factor)
     if isinstance(size, Sym) or isinstance(out, Sym):
         return float(scale)
     size, out = plain(size), plain(out)
@@ -501,16 +528,7 @@ def _resize_scale(size, out, factor) -> float:
     return float(scale)
 
 
-_RESIZE_MODES = {"nearest": "nearest", "linear": "linear", "bilinear": "linear", "trilinear": "linear",
-                 "bicubic": "cubic"}
-
-
-def _upsample_onnx(g, n):
-    """Resize with torch's coordinates: nearest is ⌊x_out / scale⌋ (asymmetric, floor); the
-    interpolating modes are half_pixel, or align_corners, with torch's bicubic a = −0.75.
-
-    A scale_factor goes in as `scales` (torch maps coordinates by the factor, not by out/in);
-    a size as `sizes`, the batch and channels read at run time when they are."""
+def _resize_attrs(n) -> dict:
     mode = n["mode"]
     attrs = {"mode": _RESIZE_MODES[mode]}
     if mode == "nearest":
@@ -519,13 +537,143 @@ def _upsample_onnx(g, n):
         attrs["coordinate_transformation_mode"] = "align_corners" if n["align_corners"] else "half_pixel"
     if mode == "bicubic":
         attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
+    return attrs
+
+
+def _interpolate_onnx(g, n) -> str:
+    """linear / bilinear / trilinear / bicubic as Resize.
+
+    Coordinates from the sizes alone (a given size, or align_corners) take `sizes`. A scale_factor
+    takes `scales`: 1 on the dimensions torch copies (linear modes, out = in), decided at run time
+    for a run-time size. Bicubic never copies, so where every output size may equal its input
+    size (and onnxruntime would copy the whole input), one dimension is edge-padded first — which
+    changes no tap, as torch clamps taps to the edge — and the extra output sliced off."""
+    attrs, x, out = _resize_attrs(n), n.inputs[0], n.outputs[0]
+    if n["scale_factor"] is None or n["align_corners"]:
+        return g.op("Resize", [x, None, None, g.shape(out.shape)], **attrs)
+    linear, sizes, outs, factors = n["mode"] != "bicubic", n.x.shape[2:], out.shape[2:], _factors(n)
+    scales, runtime = [], False
+    for size, o, f in zip(sizes, outs, factors):
+        if not isinstance(size, Sym) and not isinstance(o, Sym):
+            scales.append(g.const([1.0 if linear and plain(o) == plain(size) else _resize_scale(size, o, f)]))
+        elif linear and 1 < f < 2:  # ⌊in · f⌋ = in for small run-time sizes: torch copies then
+            runtime = True
+            same = g.op("Equal", [g.dim(o), g.dim(size)])
+            scales.append(g.op("Where", [same, g.const([1.0]), g.const([_resize_scale(size, o, f)])]))
+        else:
+            scales.append(g.const([_resize_scale(size, o, f)]))
+    scales = ([g.op("Concat", [g.const([1.0, 1.0])] + scales, axis=0)] if runtime else
+              [g.const([1.0, 1.0] + [_const_value(g, s) for s in scales])])
+    copy_axis = None if linear else _bicubic_copy_axis(sizes, outs, factors)
+    if copy_axis is None:
+        return g.op("Resize", [x, None, scales[0]], **attrs)
+    axis, f = copy_axis
+    extra = math.ceil(1 / (f - 1)) + 1  # (in + extra)·f ≥ in + extra + 1: the shapes differ
+    padded = g.op("Pad", [x, g.ints([0] * n.x.rank + [extra if i == axis else 0 for i in range(n.x.rank)])],
+                  mode="edge")
+    y = g.op("Resize", [padded, None, scales[0]], **attrs)
+    return g.op("Slice", [y, g.ints([0]), g.dim(outs[axis - 2]), g.ints([axis])])
+
+
+def _const_value(g, name: str) -> float:
+    """The float held by a Constant this emitter just made (to fold scales into one constant)."""
+    from onnx import numpy_helper
+    node = next(nd for nd in reversed(g.nodes) if nd.output[0] == name)
+    return float(numpy_helper.to_array(node.attribute[0].t).reshape(-1)[0])
+
+
+def _bicubic_copy_axis(sizes, outs, factors):
+    """(axis, factor) to pad when every output size may equal its input size with some factor ≠ 1."""
+    def may_copy(size, o, f):
+        if isinstance(size, Sym) or isinstance(o, Sym):
+            return 1 <= f < 2
+        return plain(o) == plain(size)
+    if not all(may_copy(*d) for d in zip(sizes, outs, factors)):
+        return None
+    moved = [(i + 2, f) for i, f in enumerate(factors) if f != 1]
+    return moved[0] if moved else None
+
+
+def _torch_nearest_index(size: int, out: int, factor, shortcut: bool):
+    """torch's nearest source index per output index along one dimension (float32 arithmetic)."""
+    import numpy as np
+    x = np.arange(out, dtype=np.int64)
+    if shortcut and out == size:
+        return x
+    if shortcut and out == 2 * size:
+        return x >> 1
+    c = np.float32(1.0 / factor) if factor is not None else np.float32(size) / np.float32(out)
+    return np.minimum(np.floor(x.astype(np.float32) * c).astype(np.int64), size - 1)
+
+
+def _resize_nearest_index(size: int, scale: float):
+    """What Resize (asymmetric, floor) takes along one dimension: ⌊x / scale⌋ in float32, ⌊in · scale⌋ of them."""
+    import numpy as np
+    out = int(np.float32(size) * np.float32(scale))
+    x = np.arange(out, dtype=np.float32)
+    return np.minimum(np.floor(x / np.float32(scale)), size - 1).astype(np.int64)
+
+
+def _nearest_onnx(g, n) -> str:
+    """Resize (asymmetric, floor) when its float32 indices are torch's, else a Gather per dimension of
+    torch's own indices (computed here, or in the graph for run-time sizes)."""
+    import numpy as np
     x, out = n.inputs[0], n.outputs[0]
-    dims = n.x.rank - 2
-    if n["scale_factor"] is not None:
-        scales = [_resize_scale(size, o, f) for size, o, f in
-                  zip(n.x.shape[2:], out.shape[2:], ntuple(n["scale_factor"], dims))]
-        return [g.op("Resize", [x, None, g.const([1.0, 1.0] + scales, dtype="float32")], **attrs)]
-    return [g.op("Resize", [x, None, None, g.shape(out.shape)], **attrs)]
+    sizes, outs, factors = n.x.shape[2:], out.shape[2:], _factors(n)
+    if any(isinstance(d, Sym) for d in sizes + outs):
+        return _nearest_gather_at_run_time(g, n, x, sizes, outs, factors)
+    sizes, outs = [plain(d) for d in sizes], [plain(d) for d in outs]
+    shortcut = len(sizes) == 2 and sum(outs) <= 128
+    want = [_torch_nearest_index(s, o, f, shortcut) for s, o, f in zip(sizes, outs, factors)]
+    scales = []
+    for s, o, f, w in zip(sizes, outs, factors, want):
+        if o == s and np.array_equal(w, np.arange(o)):
+            scales.append(1.0)
+        elif o == 2 * s and np.array_equal(w, np.arange(o) >> 1):
+            scales.append(2.0)
+        else:
+            scales.append(float(np.float32(o) / np.float32(s)) if f is None else _resize_scale(s, o, f))
+    copied = sizes == outs  # onnxruntime then copies the input
+    if all(np.array_equal(_resize_nearest_index(s, sc) if not copied else np.arange(s), w)
+           for s, sc, w in zip(sizes, scales, want)):
+        if factors[0] is None:  # a size: `sizes`, whose scales out/in are the ones checked
+            return g.op("Resize", [x, None, None, g.shape(out.shape)], **_resize_attrs(n))
+        return g.op("Resize", [x, None, g.const([1.0, 1.0] + scales)], **_resize_attrs(n))
+    for i, (s, w) in enumerate(zip(sizes, want)):
+        if not np.array_equal(w, np.arange(s)):
+            x = g.op("Gather", [x, g.ints(w)], axis=i + 2)
+    return g.op("Identity", [x]) if x == n.inputs[0] else x
+
+
+def _nearest_gather_at_run_time(g, n, x: str, sizes, outs, factors) -> str:
+    """torch's nearest indices in the graph: ⌊x · c⌋ in float32 (c = float(1/f), or in/out in float32),
+    capped at in − 1, with the 2-d kernel's copies (out = in) and halvings (out = 2·in) where it
+    takes them (out_H + out_W ≤ 128); then Gather along each dimension."""
+    from onnx import TensorProto
+    shortcut = None
+    if len(sizes) == 2:
+        total = outs[0] + outs[1]
+        shortcut = (plain(total) <= 128 if not isinstance(total, Sym) else
+                    g.op("LessOrEqual", [g.dim(total), g.ints([128])]))
+    for i, (size, o, f) in enumerate(zip(sizes, outs, factors)):
+        if not isinstance(size, Sym) and not isinstance(o, Sym) and plain(o) == plain(size) and f in (None, 1.0):
+            continue  # the identity, on every path
+        s_, o_ = g.dim(size), g.dim(o)
+        pos = g.op("Range", [g.const(0, dtype="int64"), g.op("Squeeze", [o_, g.ints([0])]), g.const(1, dtype="int64")])
+        if f is not None:
+            c = g.const(1.0 / f, dtype="float32")
+        else:
+            c = g.op("Div", [g.op("Cast", [s_], to=TensorProto.FLOAT), g.op("Cast", [o_], to=TensorProto.FLOAT)])
+        src = g.op("Cast", [g.op("Floor", [g.op("Mul", [g.op("Cast", [pos], to=TensorProto.FLOAT), c])])],
+                   to=TensorProto.INT64)
+        src = g.op("Min", [src, g.op("Sub", [s_, g.ints([1])])])
+        if shortcut is not None and shortcut is not False:
+            same, double = g.op("Equal", [o_, s_]), g.op("Equal", [o_, g.op("Mul", [s_, g.ints([2])])])
+            if shortcut is not True:
+                same, double = g.op("And", [same, shortcut]), g.op("And", [double, shortcut])
+            src = g.op("Where", [same, pos, g.op("Where", [double, g.op("Div", [pos, g.ints([2])]), src])])
+        x = g.op("Gather", [x, src], axis=i + 2)
+    return g.op("Identity", [x]) if x == n.inputs[0] else x
 
 
 register(OpDef(

@@ -20,7 +20,7 @@ and batch element (plus T · P · H for an LSTM projection).
 """
 from __future__ import annotations
 
-from ..ir.dims import plain
+from ..ir.dims import Sym, plain
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
@@ -175,32 +175,34 @@ def _onnx_gate_order(g, w, name: str) -> str:
     order = _ONNX_GATES[name]
     if len(order) == 1:
         return w
-    blocks = g.op("Split", [w], n_out=len(order), axis=0, num_outputs=len(order))
-    return g.op("Concat", [blocks[i] for i in order], axis=0)
+    blocks = g.op("Split", [w], n_out=len(order), axis=0, num_outputs=len(order), hint="gates")
+    return g.op("Concat", [blocks[i] for i in order], axis=0, hint="onnx_gates")
 
 
-def _onnx_stack(g, parts: list) -> str:
+def _onnx_stack(g, parts: list, hint: str) -> str:
     """Per-direction tensors stacked on a new axis 0 (ONNX's num_directions)."""
     axis0 = g.ints([0])
-    stacked = [g.op("Unsqueeze", [p, axis0]) for p in parts]
-    return stacked[0] if len(stacked) == 1 else g.op("Concat", stacked, axis=0)
+    if len(parts) == 1:
+        return g.op("Unsqueeze", [parts[0], axis0], hint=hint)
+    return g.op("Concat", [g.op("Unsqueeze", [p, axis0]) for p in parts], axis=0, hint=hint)
 
 
 def _onnx_layer_weights(g, n, name: str, k: int) -> tuple:
     """W [D, gates·H, in_k], R [D, gates·H, H] and B [D, 2·gates·H] (or None) of layer k, in ONNX's gate order."""
     suffixes = _SUFFIXES[:_directions(n.args)]
-    w = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_ih_l{k}{s}"), name) for s in suffixes])
-    r = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_hh_l{k}{s}"), name) for s in suffixes])
+    w = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_ih_l{k}{s}"), name) for s in suffixes], f"W_l{k}")
+    r = _onnx_stack(g, [_onnx_gate_order(g, n.weight(f"weight_hh_l{k}{s}"), name) for s in suffixes], f"R_l{k}")
     if not n["bias"]:
         return w, r, None
     b = _onnx_stack(g, [g.op("Concat", [_onnx_gate_order(g, n.weight(f"bias_ih_l{k}{s}"), name),
                                         _onnx_gate_order(g, n.weight(f"bias_hh_l{k}{s}"), name)], axis=0)
-                        for s in suffixes])
+                        for s in suffixes], f"B_l{k}")
     return w, r, b
 
 
-def _onnx_concat(g, parts: list, axis: int) -> str:
-    return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=axis)
+def _onnx_concat(g, parts: list, axis: int, hint: str) -> str:
+    """Tensors side by side on `axis` (one stays as it is)."""
+    return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=axis, hint=hint)
 
 
 def _recurrent_onnx(name: str):
@@ -216,20 +218,21 @@ def _recurrent_onnx(name: str):
             attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[a["nonlinearity"]]] * d
         if name == "GRU":
             attrs["linear_before_reset"] = 1  # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        x = g.op("Transpose", [n.inputs[0]], perm=[1, 0, 2])  # [T, B, F]
+        x = g.op("Transpose", [n.inputs[0]], perm=[1, 0, 2], hint="x_seq_first")  # [T, B, F]
         finals: list = [[], []]
         for k in range(plain(a["num_layers"])):
             w, r, b = _onnx_layer_weights(g, n, name, k)
-            outs = g.op(name, [x, w, r, b], n_out=3 if name == "LSTM" else 2, **attrs)
+            outs = g.op(name, [x, w, r, b], n_out=3 if name == "LSTM" else 2, hint=f"{name}_l{k}", **attrs)
             y = outs[0]  # [T, D, B, H]
             for i, state in enumerate(outs[1:]):  # Y_h (and Y_c) [D, B, H]
                 finals[i].append(state)
             if k + 1 < plain(a["num_layers"]):  # the next layer reads [T, B, D·H]; dropout is off in eval
                 x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
-                                     g.shape((steps, batch, d * hidden))])
-        out = g.op("Reshape", [g.op("Transpose", [y], perm=[2, 0, 1, 3]), g.shape((batch, steps, d * hidden))])
+                                     g.shape((steps, batch, d * hidden))], hint=f"x_l{k + 1}")
+        out = g.op("Reshape", [g.op("Transpose", [y], perm=[2, 0, 1, 3]), g.shape((batch, steps, d * hidden))],
+                   hint="out")
         # layer-major, then direction: torch's h_n [D·layers, B, H] order
-        return [out] + [_onnx_concat(g, states, 0) for states in finals if states]
+        return [out] + [_onnx_concat(g, states, 0, hint) for states, hint in zip(finals, ("h_n", "c_n")) if states]
     return emit
 
 
@@ -248,12 +251,13 @@ def _projected_lstm_onnx(g, n):
         outs = []
         for reverse, s in enumerate(_SUFFIXES[:_directions(a)]):
             def t(w):
-                return g.op("Transpose", [n.weight(w)], perm=[1, 0])
-            gates_x = g.op("MatMul", [x, t(f"weight_ih_l{k}{s}")])  # [B, T, 4H]
+                return g.op("Transpose", [n.weight(w)], perm=[1, 0], hint=f"{w}_t")
+            gates_x = g.op("MatMul", [x, t(f"weight_ih_l{k}{s}")], hint="gates_x")  # [B, T, 4H]
             if a["bias"]:
-                bias = g.op("Add", [n.weight(f"bias_ih_l{k}{s}"), n.weight(f"bias_hh_l{k}{s}")])
-                gates_x = g.op("Add", [gates_x, bias])
-            body = _lstm_step(g, elem, t(f"weight_hh_l{k}{s}"), t(f"weight_hr_l{k}{s}"), f"lstm_l{k}{s}_step")
+                bias = g.op("Add", [n.weight(f"bias_ih_l{k}{s}"), n.weight(f"bias_hh_l{k}{s}")], hint="bias")
+                gates_x = g.op("Add", [gates_x, bias], hint="gates_x")
+            body = _lstm_step(g, elem, (batch, hidden, proj), t(f"weight_hh_l{k}{s}"), t(f"weight_hr_l{k}{s}"),
+                              f"lstm_l{k}{s}_step")
             h, c, y = g.op("Scan", [h0, c0, gates_x], n_out=3, hint=f"lstm_l{k}{s}", body=body,
                            num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1],
                            scan_input_directions=[1] if reverse else None,
@@ -261,11 +265,11 @@ def _projected_lstm_onnx(g, n):
             outs.append(y)
             h_n.append(g.op("Unsqueeze", [h, axis0]))
             c_n.append(g.op("Unsqueeze", [c, axis0]))
-        x = _onnx_concat(g, outs, 2)  # [B, T, D·P]; dropout is off in eval
-    return [x, _onnx_concat(g, h_n, 0), _onnx_concat(g, c_n, 0)]
+        x = _onnx_concat(g, outs, 2, "out")  # [B, T, D·P]; dropout is off in eval
+    return [x, _onnx_concat(g, h_n, 0, "h_n"), _onnx_concat(g, c_n, 0, "c_n")]
 
 
-def _lstm_step(g, elem: int, hh_t: str, hr_t: str, name: str):
+def _lstm_step(g, elem: int, sizes: tuple, hh_t: str, hr_t: str, name: str):
     """Scan body (h [B, P], c [B, H], x W_ihᵀ + b [B, 4H]) -> (h, c, h): one step of torch's i f g o cell."""
     from onnx import helper
     outer, g.nodes = g.nodes, []
@@ -280,7 +284,10 @@ def _lstm_step(g, elem: int, hh_t: str, hr_t: str, name: str):
         nodes = g.nodes
     finally:
         g.nodes = outer
-    info = [helper.make_tensor_value_info(v, elem, None) for v in (h_prev, c_prev, gates_x, h, c, y)]
+    batch, hidden, proj = sizes
+    batch = str(batch) if isinstance(batch, Sym) else plain(batch)
+    shapes = ([batch, proj], [batch, hidden], [batch, 4 * hidden], [batch, proj], [batch, hidden], [batch, proj])
+    info = [helper.make_tensor_value_info(v, elem, shape) for v, shape in zip((h_prev, c_prev, gates_x, h, c, y), shapes)]
     return helper.make_graph(nodes, g.fresh(name), info[:3], info[3:])
 
 

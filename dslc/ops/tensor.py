@@ -71,14 +71,16 @@ def _axis(d, rank: int) -> int:
 # ---------------------------------------------------------------- arithmetic
 
 def _result_dtype(a, b, op: str) -> str:
+    """torch's result dtype: tensors promote (torch.promote_types), a Python scalar only lifts the category
+    (an int to int64, a float to float32), and true division of integers gives float32."""
     dtypes = [t.dtype for t in (_t(a), _t(b)) if t is not None]
-    floats = [d for d in dtypes if d in FLOAT_DTYPES]
-    scalar_float = any(isinstance(v, float) for v in (a, b) if not isinstance(v, TensorValue))
-    if floats:
-        return floats[0]
-    if op == "div" or scalar_float:
-        return "float32"
-    return dtypes[0]
+    dt = dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
+    for v in (a, b):
+        if not isinstance(v, TensorValue):
+            k = 0 if isinstance(v, bool) else 1 if isinstance(v, int) else 2
+            if k > _kind(dt):
+                dt = "int64" if k == 1 else "float32"
+    return "float32" if op == "div" and _kind(dt) < 2 else dt
 
 
 def _elementwise(op: str):
@@ -97,33 +99,50 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 _ONNX_ARITH = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow"}
 
 
-def _compute_dtype(n, op: str) -> str:
-    """The dtype torch computes `input <op> other` in: tensors promote, a Python scalar only lifts the category."""
-    dtypes = [t.dtype for t in n.types]
-    dt = dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
-    for v in (n["input"], n["other"]):
-        if not isinstance(v, TensorValue):
-            k = 0 if isinstance(v, bool) else 1 if isinstance(v, int) else 2
-            if k > _kind(dt):
-                dt = "int64" if k == 1 else "float32"
-    return "float32" if op == "div" and _kind(dt) < 2 else dt
-
-
 def _arith_onnx(op: str):
     """The emitter of `a <op> b`: torch's promoted dtype (float16/bfloat16 in float32, as torch's kernels
     compute them), a Python scalar as a constant of that dtype, then the result type."""
     def emit(g, n):
-        dt = _compute_dtype(n, op)
+        dt = _result_dtype(n["input"], n["other"], op)
         if dt == "bool":
             return [_bool_arith_onnx(g, n, op)]
         work = "float32" if dt in ("float16", "bfloat16") else dt
         op_type = _ONNX_ARITH[op]
         if work in _ORT_MISSING.get(op_type, ()):
             work = _WIDER[work]
-        operands = [_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else g.const(n[k], work)
-                    for k in ("input", "other")]
-        return [_cast(g, g.op(op_type, operands), work, n.outputs[0].dtype)]
+        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else g.const(n[k], work)
+                for k in ("input", "other"))
+        if op == "pow" and _kind(dt) == 1 and n.type_of("other") is None and n["other"] >= 1:
+            y = _int_power(g, a, int(n["other"]))
+        elif op == "pow" and _kind(dt) == 1:
+            y = _int_pow_onnx(g, a, b, work)
+        elif op == "div" and n.type_of("input") is None:  # torch's `s / x` is x.reciprocal() * s
+            y = g.op("Mul", [_cast(g, _cast(g, g.op("Reciprocal", [b]), work, dt), dt, work), a])
+        else:
+            y = g.op(op_type, [a, b])
+        return [_cast(g, y, work, n.outputs[0].dtype)]
     return emit
+
+
+def _int_pow_onnx(g, a: str, b: str, dtype: str) -> str:
+    """Integer Pow with a tensor exponent; 0 ** negative is 0 in torch, not onnxruntime's double-precision
+    infinity. (onnxruntime's result is exact while it fits a double's 53 bits; torch's overflow wraps.)"""
+    zero = g.const(0, dtype)
+    undefined = g.op("And", [g.op("Equal", [a, zero]), g.op("Less", [b, zero])])
+    return g.op("Where", [undefined, zero, g.op("Pow", [a, b])])
+
+
+def _int_power(g, x: str, k: int) -> str:
+    """x ** k for an integer tensor and k >= 1, by repeated squaring: overflow wraps around as in torch
+    (onnxruntime's integer Pow goes through double precision)."""
+    result, square = None, x
+    while True:
+        if k & 1:
+            result = square if result is None else g.op("Mul", [result, square])
+        k >>= 1
+        if not k:
+            return result
+        square = g.op("Mul", [square, square])
 
 
 def _bool_arith_onnx(g, n, op: str) -> str:
@@ -221,6 +240,14 @@ register(OpDef(
 
 # ---------------------------------------------------------------- joining and splitting
 
+def _joined_dtype(ts) -> str:
+    """torch.cat and torch.stack promote mixed dtypes as arithmetic does."""
+    dtype = ts[0].dtype
+    for t in ts[1:]:
+        dtype = _promote(dtype, t.dtype)
+    return dtype
+
+
 def _concat_infer(b):
     ts = b.inputs
     first = ts[0]
@@ -236,7 +263,7 @@ def _concat_infer(b):
                                  f"({first.shape_str()} and {t.shape_str()})", code="E0403", input=i,
                                  label="sizes must match except along `dim`")
         total = total + t.shape[d]
-    return [first.with_shape(first.shape[:d] + (total,) + first.shape[d + 1:])]
+    return [TensorType(first.shape[:d] + (total,) + first.shape[d + 1:], _joined_dtype(ts))]
 
 
 def _joined(g, n) -> list:
@@ -269,7 +296,7 @@ def _stack_infer(b):
         if t.rank != first.rank or not all(same_dim(p, q) for p, q in zip(t.shape, first.shape)):
             raise ShapeError(f"`stack` needs tensors of equal shape, got {first.shape_str()} and {t.shape_str()}",
                              code="E0403", input=i)
-    return [first.with_shape(first.shape[:d] + (len(ts),) + first.shape[d:])]
+    return [TensorType(first.shape[:d] + (len(ts),) + first.shape[d:], _joined_dtype(ts))]
 
 
 def _stack_onnx(g, n):
@@ -709,7 +736,7 @@ def _reduce_infer(b):
         shape = tuple(1 if i in dims else d for i, d in enumerate(t.shape))
     else:
         shape = tuple(d for i, d in enumerate(t.shape) if i not in dims)
-    dtype = t.dtype if b.op.name != "mean" else (t.dtype if t.is_float else "float32")
+    dtype = t.dtype if t.is_float else "float32" if b.op.name == "mean" else "int64" if b.op.name == "sum" else t.dtype
     return [TensorType(shape, dtype)]
 
 

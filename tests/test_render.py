@@ -1,0 +1,71 @@
+"""Diagrams: every format, deterministic DOT (golden files), nesting depth, ×N runs and loops,
+and a spec with a shape error drawn up to the failing layer in red."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import dslc
+from conftest import golden
+from dslc.cli import main
+from support import ROOT
+
+EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
+MAGIC = {"svg": b"<?xml", "png": b"\x89PNG", "pdf": b"%PDF", "dot": b"digraph"}
+
+
+@pytest.mark.parametrize("fmt", sorted(MAGIC))
+def test_every_format(tmp_path, fmt):
+    if fmt != "dot" and shutil.which("dot") is None:
+        pytest.fail("Graphviz is not installed: `make test` installs it")
+    out = tmp_path / f"resnet.{fmt}"
+    r = CliRunner().invoke(main, ["render", EXAMPLE, "--model", "ResNet18", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes().startswith(MAGIC[fmt])
+
+
+@pytest.mark.parametrize("spec,model", [("examples/language.dl", "TwoTower"), ("specs/vit.dl", "ViT"),
+                                        ("specs/gpt.dl", "GPT"), ("specs/unet.dl", "UNet"),
+                                        ("specs/resnet.dl", "ResNet50")])
+def test_dot_is_deterministic(spec, model, update_goldens):
+    dot = dslc.load(os.path.join(ROOT, spec)).diagram(model)
+    assert dot == dslc.load(os.path.join(ROOT, spec)).diagram(model)
+    golden(os.path.join(ROOT, "tests", "golden", "diagrams", f"{model}.dot"), dot, update_goldens)
+
+
+def test_runs_and_loops_collapse_unless_expanded():
+    vit = dslc.load(os.path.join(ROOT, "specs", "vit.dl"))
+    assert "Encoder ×12" in vit.diagram("ViT")
+    assert "Encoder ×12" not in vit.diagram("ViT", collapse=False)
+    gpt = dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).diagram("GPT")
+    assert "repeat ×12" in gpt and gpt.count("Embedding") == 2
+
+
+def test_depth_nests_blocks():
+    prog = dslc.load(os.path.join(ROOT, "specs", "resnet.dl"))
+    flat, nested = prog.diagram("ResNet50", depth=0), prog.diagram("ResNet50", depth=1)
+    assert "subgraph cluster" not in flat and "layer1: Stage" not in flat
+    assert "layer1: Stage" in nested
+    assert prog.diagram("ResNet50", depth=0).count(" [label=") < nested.count(" [label=")
+
+
+def test_a_shape_error_is_drawn_in_red(tmp_path):
+    bad = tmp_path / "bad.dl"
+    bad.write_text("model Net {\n    input x: [B, 1, 28, 28]\n    Conv2d(8, 3)\n    Flatten()\n"
+                   "    Conv2d(16, 3)\n}\n")
+    out = tmp_path / "net.dot"
+    r = CliRunner().invoke(main, ["render", str(bad), "-o", str(out)])
+    assert r.exit_code == 1
+    assert "error[E0402]" in r.stderr and "Traceback" not in r.stderr
+    text = out.read_text()
+    assert 'color="#cc0000"' in text and "Conv2d(16, 3)" in text and "Conv2d 3×3, 8" in text
+
+
+def test_a_missing_graphviz_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = CliRunner().invoke(main, ["render", EXAMPLE, "--model", "VAE", "-o", str(tmp_path / "vae.png")])
+    assert r.exit_code == 1 and "error[E0902]" in r.stderr and "apt-get install graphviz" in r.stderr
+    assert not (tmp_path / "vae.png").exists()
