@@ -142,14 +142,16 @@ def ort_run(model, feeds: dict) -> list:
 
 
 def relative_error(got, want) -> float:
-    """max |got - want|, relative to the size of `want` (0 for equal integer outputs)."""
+    """max |got - want|, relative to the size of `want`, but never to less than 0.01: an output
+    that is all near 0 (an RNN's 7e-4) is compared absolutely, where float rounding of
+    onnxruntime's own kernels (its RNN's approximate tanh) is about 1e-7."""
     import numpy as np
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
         return float("inf")
     if want.size == 0:
         return 0.0
-    return float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-6))
+    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-2))
 
 
 def onnx_parity(graph, specs, seed: int = 0, random_outputs: bool = False):

@@ -94,10 +94,17 @@ model Attend {
     input v: [B, S, 4]
     output attention(q, k, v, heads=2)
 }
+
+model AttendRunTimeWidth {
+    input q: [B, T, D]
+    input k: [B, S, D]
+    input v: [B, S, D]
+    output attention(q, k, v, heads=1, causal=true)    # T ≠ S at run time: torch's triu(ones(T, S), 1)
+}
 '''
 
 MODELS = ["Rnn", "RnnTanh", "Gru", "GruBias", "Lstm", "LstmProjected", "LstmProjectedNoBias", "SelfAttention",
-          "SelfAttentionThree", "CrossAttention", "CrossAttentionWidths", "Causal", "Attend"]
+          "SelfAttentionThree", "CrossAttention", "CrossAttentionWidths", "Causal", "Attend", "AttendRunTimeWidth"]
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +116,9 @@ def program(tmp_path_factory):
 
 
 def _inputs(model, steps: int, seed: int) -> list:
-    """Random inputs for the model's graph inputs: batch 2, T = `steps`, S = `steps` + 2."""
+    """Random float inputs for the model's graph inputs: batch 2, T = `steps`, S = `steps` + 2, D = `steps` - 1."""
     rng = np.random.default_rng(seed)
-    sizes = {"B": 2, "T": steps, "S": steps + 2}
+    sizes = {"B": 2, "T": steps, "S": steps + 2, "D": steps - 1}
     out = []
     for inp in model.graph.input:
         dims = [d.dim_value if d.HasField("dim_value") else sizes[d.dim_param] for d in inp.type.tensor_type.shape.dim]
@@ -119,24 +126,46 @@ def _inputs(model, steps: int, seed: int) -> list:
     return out
 
 
+def _parity(name: str, model, net, xs: list, steps: int) -> None:
+    import torch
+    with torch.no_grad():
+        want = net(*[torch.from_numpy(x) for x in xs])
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    got = ort_run(model, {inp.name: x for inp, x in zip(model.graph.input, xs)})
+    assert len(got) == len(want)
+    for g_, w_ in zip(got, want):
+        assert g_.shape == w_.shape, (name, steps, g_.shape, w_.shape)
+        err = relative_error(g_, w_)
+        assert err < TOLERANCE, f"{name} at T={steps}: relative error {err:.2e}"
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_one_export_matches_torch_at_every_length(program, name):
-    import torch
     model = program.onnx(name)
     dynamic = {d.dim_param for inp in model.graph.input for d in inp.type.tensor_type.shape.dim}
     assert "T" in dynamic, "the sequence length must stay a run-time size"
     net = program.build(name, seed=0).eval()
     for steps in LENGTHS:
-        xs = _inputs(model, steps, seed=steps)
-        with torch.no_grad():
-            want = net(*[torch.from_numpy(x) for x in xs])
-        want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
-        got = ort_run(model, {inp.name: x for inp, x in zip(model.graph.input, xs)})
-        assert len(got) == len(want)
-        for g_, w_ in zip(got, want):
-            assert g_.shape == w_.shape, (name, steps, g_.shape, w_.shape)
-            err = relative_error(g_, w_)
-            assert err < TOLERANCE, f"{name} at T={steps}: relative error {err:.2e}"
+        _parity(name, model, net, _inputs(model, steps, seed=steps), steps)
+
+
+SPECS = [("lstm.dl", "LSTMClassifier", {"vocab": 50, "embed": 8, "hidden": 6}),
+         ("gpt.dl", "GPT", {"vocab": 50, "context": 16, "dim": 8, "depth": 2, "heads": 2}),
+         ("transformer.dl", "TransformerClassifier", {"vocab": 50, "context": 16, "dim": 8, "depth": 2, "heads": 2})]
+
+
+@pytest.mark.parametrize("spec,name,params", SPECS, ids=[s[1] for s in SPECS])
+def test_specs_over_token_sequences(spec, name, params):
+    """The specs that use these ops, made small, over [B, T] token ids at two lengths."""
+    import os
+
+    import dslc
+    program = dslc.load(os.path.join(os.path.dirname(os.path.dirname(__file__)), "specs", spec))
+    model = program.onnx(name, **params)
+    net = program.build(name, seed=0, **params).eval()
+    for steps in LENGTHS:
+        tokens = np.random.default_rng(steps).integers(0, params["vocab"], (2, steps)).astype(np.int64)
+        _parity(name, model, net, [tokens], steps)
 
 
 def test_recurrent_ops_are_onnx_recurrent_ops(program):

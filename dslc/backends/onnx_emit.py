@@ -14,6 +14,7 @@ An emitter is `onnx(g: OnnxBuilder, n: OnnxNode) -> [output value names]`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,9 @@ class OnnxBuilder:
         base = hint or op_type
         outs = [self.fresh(base if n_out == 1 else f"{base}_{i}") for i in range(n_out)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # trailing optional inputs are left off (an empty name crashes
+            inputs.pop()                      # onnxruntime 1.32's LayerNormalization)
         self.nodes.append(helper.make_node(op_type, ["" if i is None else i for i in inputs], outs,
                                            name=self.fresh(f"{base}_node"), **attrs))
         return outs[0] if n_out == 1 else outs
@@ -76,6 +80,17 @@ class OnnxBuilder:
 
     def ints(self, values, hint: str = "ints") -> str:
         return self.const(np.asarray(list(values), dtype=np.int64), hint=hint)
+
+    @contextmanager
+    def subgraph(self):
+        """Build the body of a Scan, Loop or If: `with g.subgraph() as nodes:` collects its nodes
+        apart, and a run-time size read inside is computed inside (never reused outside)."""
+        saved = self.nodes, self._symbol_values
+        self.nodes, self._symbol_values = [], {}
+        try:
+            yield self.nodes
+        finally:
+            self.nodes, self._symbol_values = saved
 
     def initializer(self, name: str, array) -> str:
         if name not in self.initializers:
@@ -240,6 +255,10 @@ def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix:
         if node.kind == "param":
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}")
         elif node.kind == "weight":
+            if inst.kind == "layer" and inst.op.name == "Embedding" and inst.args.get("max_norm") is not None:
+                # torch rewrites the table's rows during forward; an ONNX initializer cannot change
+                raise OnnxExportError(f"`{inst.name}` renormalizes its table (max_norm) while its weight "
+                                      f"`{inst.name}.{node.attr}` is read elsewhere: ONNX cannot follow that")
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}.{node.attr}")
         elif node.kind == "call":
             _emit_call(b, node, inst, values, state, prefix)

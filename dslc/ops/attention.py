@@ -62,25 +62,25 @@ def _check_qkv(what: str, q, k, v) -> None:
 
 # ---------------------------------------------------------------- ONNX (opset 18)
 
-def _split_heads(g, x: str, shape: tuple, heads: int) -> str:
+def _split_heads(g, x: str, shape: tuple, heads: int, hint: str) -> str:
     """[B, L, W] -> [B, heads, L, W / heads]."""
     batch, length, width = shape
     return g.op("Transpose", [g.op("Reshape", [x, g.shape((batch, length, heads, width // heads))])],
-                perm=[0, 2, 1, 3])
+                perm=[0, 2, 1, 3], hint=f"{hint}_heads")
 
 
 def _merge_heads(g, x: str, batch, length, width) -> str:
     """[B, heads, L, W / heads] -> [B, L, W], the heads side by side."""
-    return g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 1, 3]), g.shape((batch, length, width))])
+    return g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 1, 3]), g.shape((batch, length, width))],
+                hint="attended")
 
 
-def _inv_sqrt(g, head_dim, dtype: str) -> str:
-    """1/√d as a scalar of `dtype`, computed at run time when d is."""
+def _sqrt(g, head_dim, dtype: str) -> str:
+    """√d as a scalar of `dtype`, computed at run time when d is."""
     if not isinstance(head_dim, Sym):
-        return g.const(1.0 / plain(head_dim) ** 0.5, dtype=dtype)
+        return g.const(plain(head_dim) ** 0.5, dtype=dtype)
     from ..backends.onnx_emit import onnx_dtype
-    d = g.op("Cast", [g.op("Squeeze", [g.dim(head_dim)])], to=onnx_dtype(dtype))
-    return g.op("Reciprocal", [g.op("Sqrt", [d])])
+    return g.op("Sqrt", [g.op("Cast", [g.op("Squeeze", [g.dim(head_dim)])], to=onnx_dtype(dtype))])
 
 
 def _causal_mask(g, steps, keys) -> str:
@@ -95,16 +95,16 @@ def _causal_mask(g, steps, keys) -> str:
 def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None) -> str:
     """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval)."""
     scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])  # [B, h, T, S]
-    scores = g.op("Mul", [scores, _inv_sqrt(g, head_dim, dtype)], hint="scores")
+    scores = g.op("Div", [scores, _sqrt(g, head_dim, dtype)], hint="scores")
     if mask is not None:
-        scores = g.op("Where", [mask, g.const(float("-inf"), dtype=dtype), scores])
+        scores = g.op("Where", [mask, g.const(float("-inf"), dtype=dtype), scores], hint="scores")
     return g.op("MatMul", [g.op("Softmax", [scores], axis=-1, hint="weights"), v])
 
 
-def _project(g, x: str, w: str, b: str | None) -> str:
+def _project(g, x: str, w: str, b: str | None, hint: str) -> str:
     """x Wᵀ + b over a [B, L, in] input."""
-    y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])])
-    return g.op("Add", [y, b]) if b is not None else y
+    y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])], hint=hint)
+    return g.op("Add", [y, b], hint=hint) if b is not None else y
 
 
 def _mha_onnx(g, n):
@@ -114,22 +114,22 @@ def _mha_onnx(g, n):
     q, k, v = _qkv(n.inputs)
     tq, tk, _ = _qkv(n.types)
     if _packed(a):  # in_proj_weight [3E, E] holds W_q, W_k, W_v one under the other
-        w_q, w_k, w_v = g.op("Split", [n.weight("in_proj_weight")], n_out=3, axis=0, num_outputs=3)
+        w_q, w_k, w_v = g.op("Split", [n.weight("in_proj_weight")], n_out=3, axis=0, num_outputs=3, hint="w_qkv")
     else:
         w_q, w_k, w_v = (n.weight(f"{p}_proj_weight") for p in "qkv")
-    b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3)
+    b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
                      if a["bias"] else (None, None, None))
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
-    q, k, v = _project(g, q, w_q, b_q), _project(g, k, w_k, b_k), _project(g, v, w_v, b_v)  # [B, ., E]
+    q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, k, w_k, b_k, "k"), _project(g, v, w_v, b_v, "v")  # [B, ., E]
     if a["add_bias_kv"]:  # one more key and value, the learned bias_k / bias_v [1, 1, E], for every batch row
         one = g.shape((batch, 1, e))
-        k = g.op("Concat", [k, g.op("Expand", [n.weight("bias_k"), one])], axis=1)
-        v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1)
+        k = g.op("Concat", [k, g.op("Expand", [n.weight("bias_k"), one])], axis=1, hint="k")
+        v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1, hint="v")
         keys = keys + 1
-    heads_out = _attend(g, _split_heads(g, q, (batch, steps, e), heads), _split_heads(g, k, (batch, keys, e), heads),
-                        _split_heads(g, v, (batch, keys, e), heads), e // heads, dtype)
-    out = _merge_heads(g, heads_out, batch, steps, e)
-    return [_project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None)]
+    q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
+               for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
+    out = _merge_heads(g, _attend(g, q, k, v, e // heads, dtype), batch, steps, e)
+    return [_project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None, "out")]
 
 
 def _attention_onnx(g, n):
@@ -139,8 +139,8 @@ def _attention_onnx(g, n):
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
     width = tq.shape[2]
     mask = _causal_mask(g, steps, keys) if n["causal"] else None
-    heads_out = _attend(g, _split_heads(g, n.tensor("q"), tq.shape, heads), _split_heads(g, n.tensor("k"), tk.shape, heads),
-                        _split_heads(g, n.tensor("v"), tv.shape, heads), width // heads, tq.dtype, mask)
+    q, k, v = (_split_heads(g, n.tensor(p), t.shape, heads, p) for p, t in (("q", tq), ("k", tk), ("v", tv)))
+    heads_out = _attend(g, q, k, v, width // heads, tq.dtype, mask)
     return [_merge_heads(g, heads_out, batch, steps, tv.shape[2])]
 
 

@@ -338,26 +338,30 @@ def _transposed_onnx(n_dims: int):
         k, s, p, op, d = (ints(a) for a in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
         attrs = dict(kernel_shape=k, strides=s, dilations=d, group=plain(n["groups"]))
         x, w = n.inputs[0], n.weight("weight")
-        if all(o < st for o, st in zip(op, s)):
+        # a run-time size of 1 can crop the output to nothing: torch gives an empty tensor
+        may_vanish = any(isinstance(size, Sym) and d_ * (k_ - 1) + o_ + 1 - 2 * p_ < 1
+                         for size, k_, p_, o_, d_ in zip(n.x.shape[2:], k, p, op, d))
+        if all(o < st for o, st in zip(op, s)) and not may_vanish:
             bias = [n.weight("bias")] if n["bias"] else []
             return [g.op("ConvTranspose", [x, w] + bias, pads=p * 2, output_padding=op, **attrs)]
-        return [_transposed_wide_output_padding(g, n, x, w, p, op, attrs)]
+        return [_transposed_by_cropping(g, n, x, w, p, op, attrs)]
     return emit
 
 
-def _transposed_wide_output_padding(g, n, x: str, w: str, p: list, op: list, attrs: dict) -> str:
-    """output_padding ≥ stride (torch allows it below the dilation; onnxruntime refuses it).
+def _transposed_by_cropping(g, n, x: str, w: str, p: list, op: list, attrs: dict) -> str:
+    """torch's own definition: the full transposed convolution, output_padding zeros past its end,
+    cropped by p on the left and p − output_padding on the right, then the bias.
 
-    torch crops the full transposed convolution by p on the left and p − op on the right: crop
-    min(p, op) less on the right with the pads, add the op − p positions past the full output as
-    zeros, then the bias (which those positions get too)."""
-    y = g.op("ConvTranspose", [x, w], pads=p + [pi - min(pi, oi) for pi, oi in zip(p, op)], **attrs)
-    beyond = [max(oi - pi, 0) for pi, oi in zip(p, op)]
-    if any(beyond):
-        y = g.op("Pad", [y, g.ints([0] * (len(p) + 2) + [0, 0] + beyond)])
+    For output_padding ≥ stride (torch allows it below the dilation; onnxruntime refuses it), and
+    for run-time sizes the crop empties (onnxruntime fails on an empty ConvTranspose output)."""
+    y = g.op("ConvTranspose", [x, w], **attrs)
+    rank = len(p) + 2
+    if any(op):
+        y = g.op("Pad", [y, g.ints([0] * rank + [0, 0] + op)])
+    ends = g.shape([pi + size for pi, size in zip(p, n.outputs[0].shape[2:])])
+    y = g.op("Slice", [y, g.ints(p), ends, g.ints(range(2, rank))])
     if n["bias"]:
-        bias = g.op("Reshape", [n.weight("bias"), g.ints([-1] + [1] * len(p))])
-        y = g.op("Add", [y, bias])
+        y = g.op("Add", [y, g.op("Reshape", [n.weight("bias"), g.ints([-1] + [1] * len(p))])])
     return y
 
 

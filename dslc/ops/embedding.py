@@ -57,6 +57,9 @@ def _embedding_onnx(g, n):
         ids = g.op("Cast", [ids], to=TensorProto.INT64)
     rows = g.op("Gather", [n.weight("weight"), ids], axis=0)
     if n["max_norm"] is not None:
+        # torch also writes these rows back into the table (in eval too). An ONNX graph cannot change its
+        # initializers, but a renormalized row is left as it is by a second renormalization, so every
+        # lookup gives torch's rows; only another reader of the table (a tied `wte.weight`) would differ.
         rows = _renorm_onnx(g, rows, float(n["max_norm"]), float(n["norm_type"]))
     return [rows]
 

@@ -16,7 +16,7 @@ Conventions shared by every loss here:
 """
 from __future__ import annotations
 
-from ..ir.dims import plain, plain_float
+from ..ir.dims import Sym, plain, plain_float
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, TensorValue
 from . import checks
@@ -142,24 +142,25 @@ def _kws(e, names) -> str:
 _CONST_DTYPES = ("float32", "float64", "float16")   # bfloat16 constants are a float32 Constant and a Cast
 
 
+def _cast(g, x: str, dtype: str) -> str:
+    """x converted to `dtype`."""
+    from ..backends.onnx_emit import onnx_dtype
+    return g.op("Cast", [x], to=onnx_dtype(dtype))
+
+
 def _k(g, value: float, dtype: str) -> str:
     """A 0-d constant `value` of a floating-point `dtype`."""
-    if dtype in _CONST_DTYPES:
-        return g.const(float(value), dtype)
-    from ..backends.onnx_emit import onnx_dtype
-    return g.op("Cast", [g.const(float(value))], to=onnx_dtype(dtype))
+    return g.const(float(value), dtype) if dtype in _CONST_DTYPES else _cast(g, g.const(float(value)), dtype)
 
 
 def _fill(g, value: float, shape: str, dtype: str) -> str:
     """ConstantOfShape(shape) holding `value`: torch's ones_like / zeros_like / full_like."""
     import numpy as np
     from onnx import numpy_helper
-
-    from ..backends.onnx_emit import onnx_dtype
     native = dtype in _CONST_DTYPES
     held = np.array([float(value)], dtype=dtype if native else "float32")
     out = g.op("ConstantOfShape", [shape], value=numpy_helper.from_array(held))
-    return out if native else g.op("Cast", [out], to=onnx_dtype(dtype))
+    return out if native else _cast(g, out, dtype)
 
 
 def _target_onnx(g, n, name: str = "target", like: str = "input") -> str:
@@ -172,18 +173,14 @@ def _target_onnx(g, n, name: str = "target", like: str = "input") -> str:
 
 def _size_onnx(g, value: str, t: TensorType, axis: int) -> str:
     """Dimension `axis` of `value` as a 0-d number of its dtype (a constant unless it is a run-time size)."""
-    from ..ir.dims import Sym
     d = t.shape[axis]
     if not isinstance(d, Sym):
         return _k(g, float(plain(d)), t.dtype)
-    from ..backends.onnx_emit import onnx_dtype
-    size = g.op("Gather", [g.op("Shape", [value]), g.const(axis, "int64")])
-    return g.op("Cast", [size], to=onnx_dtype(t.dtype))
+    return _cast(g, g.op("Gather", [g.op("Shape", [value]), g.const(axis, "int64")]), t.dtype)
 
 
 def _per_class_onnx(g, eps: float, logits: str, t: TensorType) -> str:
     """eps / C for the class count C = dimension 1 of `logits`."""
-    from ..ir.dims import Sym
     c = t.shape[1]
     if not isinstance(c, Sym):
         return _k(g, eps / plain(c), t.dtype)
@@ -202,10 +199,28 @@ def _sum_last(g, x: str, op: str = "ReduceSum") -> str:
     return g.op(op, [x, g.ints([-1])], keepdims=0)
 
 
+def _log1p(g, x: str, dtype: str) -> str:
+    """log(1 + x) to full precision (ONNX has no Log1p): Goldberg's log(u) x / (u - 1) with u = 1 + x,
+    and x itself where u rounds to 1."""
+    one = _k(g, 1.0, dtype)
+    u = g.op("Add", [one, x])
+    exact = g.op("Mul", [g.op("Log", [u]), g.op("Div", [x, g.op("Sub", [u, one])])])
+    return g.op("Where", [g.op("Equal", [u, one]), x, exact])
+
+
 def _xlogy_self(g, t: str, dtype: str) -> str:
     """torch.xlogy(t, t): t log t, and 0 where t = 0."""
     zero = _k(g, 0.0, dtype)
     return g.op("Where", [g.op("Equal", [t, zero]), zero, g.op("Mul", [t, g.op("Log", [t])])])
+
+
+def _nll_onnx(g, logp: str, target: str, reduction: str, ignore: int, dtype: str) -> str:
+    """NegativeLogLikelihoodLoss; for bfloat16 (not among the op's types) on a float32 copy, cast back."""
+    if dtype != "bfloat16":
+        return g.op("NegativeLogLikelihoodLoss", [logp, target], reduction=reduction, ignore_index=ignore)
+    loss = g.op("NegativeLogLikelihoodLoss", [_cast(g, logp, "float32"), target], reduction=reduction,
+                ignore_index=ignore)
+    return _cast(g, loss, "bfloat16")
 
 
 def _elementwise_onnx(elem):
@@ -247,18 +262,20 @@ def _huber_elem(g, x, t, n, dtype):
 
 
 def _bce_elem(g, x, t, n, dtype):
-    """(t - 1) max(log(1 - p), -100) - t max(log p, -100): torch's clamped -(t log p + (1 - t) log(1 - p))."""
-    one, floor = _k(g, 1.0, dtype), _k(g, -100.0, dtype)
+    """(t - 1) max(log1p(-p), -100) - t max(log p, -100): torch's -(t log p + (1 - t) log(1 - p)), each log
+    clamped at -100 (log(1 - p) as log1p(-p), as torch computes it)."""
+    floor = _k(g, -100.0, dtype)
     log_p = g.op("Max", [g.op("Log", [x]), floor])
-    log_q = g.op("Max", [g.op("Log", [g.op("Sub", [one, x])]), floor])
-    return g.op("Sub", [g.op("Mul", [g.op("Sub", [t, one]), log_q]), g.op("Mul", [t, log_p])])
+    log_q = g.op("Max", [_log1p(g, g.op("Neg", [x]), dtype), floor])
+    return g.op("Sub", [g.op("Mul", [g.op("Sub", [t, _k(g, 1.0, dtype)]), log_q]), g.op("Mul", [t, log_p])])
 
 
 def _bce_logits_elem(g, x, t, n, dtype):
     """max(x, 0) - x t + log(1 + exp(-|x|)): the numerically stable form of bce(sigmoid(x), t)."""
     relu = g.op("Max", [x, _k(g, 0.0, dtype)])
-    softplus = g.op("Softplus", [g.op("Neg", [g.op("Abs", [x])])])
-    return g.op("Add", [g.op("Sub", [relu, g.op("Mul", [x, t])]), softplus])
+    # log1p, not Softplus: onnxruntime's float64 Softplus loses precision for very negative inputs
+    tail = _log1p(g, g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])]), dtype)
+    return g.op("Add", [g.op("Sub", [relu, g.op("Mul", [x, t])]), tail])
 
 
 # ---------------------------------------------------------------- drawing arguments
@@ -391,15 +408,14 @@ def _ce_smoothed_ids_onnx(g, n) -> str:
     x, t, xt = n.tensor("input"), n.tensor("target"), n.type_of("input")
     eps, reduction, ignore = float(n["label_smoothing"]), n["reduction"], int(n["ignore_index"])
     logp = g.op("LogSoftmax", [x], axis=1)
-    nll = g.op("NegativeLogLikelihoodLoss", [logp, t], reduction=reduction, ignore_index=ignore)
+    nll = _nll_onnx(g, logp, t, reduction, ignore, xt.dtype)
     ignored = g.op("Equal", [t, g.const(ignore, "int64")])
     smooth = g.op("Neg", [g.op("ReduceSum", [logp, g.ints([1])], keepdims=0)])
     smooth = g.op("Where", [ignored, _k(g, 0.0, xt.dtype), smooth])
     if reduction != "none":
         smooth = g.op("ReduceSum", [smooth], keepdims=0)
     if reduction == "mean":
-        from ..backends.onnx_emit import onnx_dtype
-        kept = g.op("Cast", [g.op("Not", [ignored])], to=onnx_dtype(xt.dtype))
+        kept = _cast(g, g.op("Not", [ignored]), xt.dtype)
         smooth = g.op("Div", [smooth, g.op("ReduceSum", [kept], keepdims=0)])
     return g.op("Add", [g.op("Mul", [_k(g, 1.0 - eps, xt.dtype), nll]),
                         g.op("Mul", [smooth, _per_class_onnx(g, eps, x, xt)])])
@@ -433,6 +449,12 @@ def _nll_infer(b):
     return _reduced(b, shape, logp.dtype)
 
 
+def _nll_loss_onnx(g, n):
+    """-input[n, target[n], d1...], 0 where target = ignore_index; "mean" over the non-ignored targets."""
+    return [_nll_onnx(g, n.tensor("input"), n.tensor("target"), n["reduction"], int(n["ignore_index"]),
+                      n.type_of("input").dtype)]
+
+
 register(OpDef(
     name="nll", kind="loss", family="loss",
     doc="mean(-input[n, target[n]]) for log-probabilities [N, C, d1...] (after log_softmax) and int64 "
@@ -442,8 +464,7 @@ register(OpDef(
     infer=_nll_infer, dtypes=CLASS_ID_DTYPES,
     torch=TorchFunction(lambda e: f"F.nll_loss({e.arg('input')}, {e.arg('target')}"
                                   f"{_kws(e, ('ignore_index', 'reduction'))})"),
-    onnx=lambda g, n: [g.op("NegativeLogLikelihoodLoss", [n.tensor("input"), n.tensor("target")],
-                            reduction=n["reduction"], ignore_index=int(n["ignore_index"]))],
+    onnx=_nll_loss_onnx,
     examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
               Example({"input": S(2, 3, 5), "target": S(2, 5, dtype="int64", values=(0, 3)), "reduction": "none"})),
     arbitrary=lambda d: (lambda n, c, extra: Example({
@@ -579,19 +600,18 @@ def _nt_xent_infer(b):
 
 def _nt_xent_onnx(g, n):
     """z = normalize(cat(z1, z2)); sim = z zᵀ / T with -inf on the diagonal; cross_entropy(sim, i ± N)."""
-    from ..backends.onnx_emit import onnx_dtype
     z1, z2, dtype = n.tensor("z1"), n.tensor("z2"), n.type_of("z1").dtype
     z = g.op("Concat", [z1, z2], axis=0)
     norm = g.op("Max", [g.op("ReduceL2", [z, g.ints([1])], keepdims=1), _k(g, 1e-12, dtype)])  # F.normalize
     z = g.op("Div", [z, norm])
     sim = g.op("Div", [g.op("MatMul", [z, g.op("Transpose", [z], perm=[1, 0])]),
                        _k(g, float(n["temperature"]), dtype)])
-    self_pairs = g.op("Cast", [g.op("EyeLike", [sim])], to=onnx_dtype("bool"))
-    sim = g.op("Where", [self_pairs, _k(g, float("-inf"), dtype), sim])
-    first = g.const(0, "int64")
+    first, one = g.const(0, "int64"), g.const(1, "int64")
     half = g.op("Gather", [g.op("Shape", [z1]), first])
     rows = g.op("Gather", [g.op("Shape", [sim]), first])
-    one = g.const(1, "int64")
+    index = g.op("Range", [first, rows, one])
+    self_pairs = g.op("Equal", [g.op("Unsqueeze", [index, g.ints([1])]), g.op("Unsqueeze", [index, g.ints([0])])])
+    sim = g.op("Where", [self_pairs, _k(g, float("-inf"), dtype), sim])
     positives = g.op("Concat", [g.op("Range", [half, rows, one]), g.op("Range", [first, half, one])], axis=0)
     return [g.op("SoftmaxCrossEntropyLoss", [sim, positives], reduction="mean")]
 
@@ -639,6 +659,9 @@ def _cosine_target_src(e) -> str:
     return f"{x1}.new_ones({x1}.shape[:-1])" if _constant(v) == 1.0 else f"{x1}.new_full({x1}.shape[:-1], -1.0)"
 
 
+_COSINE_EPS = 9.999999960041972e-13   # torch's EPSILON is the float 1e-12f, also in float64 arithmetic
+
+
 def _cosine_onnx(g, n):
     """cos = Σ x1 x2 / sqrt((Σ x1² + 1e-12)(Σ x2² + 1e-12)) over the last dim; 1 - cos where target = 1,
     max(0, cos - margin) where target = -1, 0 elsewhere (torch's kernel)."""
@@ -646,7 +669,7 @@ def _cosine_onnx(g, n):
     target = n.tensor("target")
     if target is None:  # one constant ±1 per pair: x1's shape without its last dimension
         target = _fill(g, _constant(n["target"]), g.op("Shape", [x1], end=-1), dtype)
-    eps, zero = _k(g, 1e-12, dtype), _k(g, 0.0, dtype)
+    eps, zero = _k(g, _COSINE_EPS, dtype), _k(g, 0.0, dtype)
     prod = _sum_last(g, g.op("Mul", [x1, x2]))
     mag1 = g.op("Add", [_sum_last(g, g.op("Mul", [x1, x1])), eps])
     mag2 = g.op("Add", [_sum_last(g, g.op("Mul", [x2, x2])), eps])
@@ -689,7 +712,7 @@ def _triplet_infer(b):
 
 def _pairwise_distance_onnx(g, a: str, b: str, p: float, dtype: str) -> str:
     """torch's pairwise_distance: ‖a - b + 1e-6‖_p over the last dimension."""
-    d = g.op("Sub", [a, b])
+    d = g.op("Add", [g.op("Sub", [a, b]), _k(g, 1e-6, dtype)])
     if p == 2.0:
         return _sum_last(g, d, "ReduceL2")
     if p == 1.0:

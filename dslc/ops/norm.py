@@ -27,6 +27,14 @@ def _affine_macs(flag: str):
     return lambda b, out: product(out[0].shape) if b[flag] else 0
 
 
+def _batch_norm_macs(b, out):
+    """None: at inference batch norm is a per-channel scale and shift that folds into the
+    convolution or linear layer before it, and PyTorch's FLOP counter (which torchvision's
+    published tables come from) counts none. Layer, group and instance norms, which cannot
+    fold, count their affine map."""
+    return 0
+
+
 def _channel_weights(a):
     """weight and bias: one entry per channel, when affine."""
     c = a["num_features"] if "num_features" in a else a["num_channels"]
@@ -58,7 +66,7 @@ def _one_value_per_channel(t, what: str, first: int | None) -> None:
                      help="use a larger input, or track_running_stats=true for evaluation with running statistics")
 
 
-# ---------------------------------------------------------------- ONNX forms (opset 18, eval mode) shared by the norms
+# ---------------------------------------------------------------- ONNX forms of BatchNorm and InstanceNorm (eval mode)
 
 def _float_dtype(n) -> str:
     """The dtype of constants that meet the input (its own, for the float types numpy has)."""
@@ -144,7 +152,8 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
         name=name, kind="layer", family="norm", stem=stem, doc=doc,
         params=(ParamSpec("eps", FLOAT, 1e-5, eps_check), _MOMENTUM,
                 ParamSpec("affine", BOOL, affine_default), ParamSpec("track_running_stats", BOOL, track_default)),
-        resolve=resolve, infer=infer, weights=_channel_weights, buffers=_running_stats, macs=_affine_macs("affine"),
+        resolve=resolve, infer=infer, weights=_channel_weights, buffers=_running_stats,
+        macs=_affine_macs("affine") if instance else _batch_norm_macs,
         label=lambda a: f"{name} {a['num_features']}",
         torch=TorchLayer(f"nn.{name}", ("num_features",), ("eps", "momentum", "affine", "track_running_stats")),
         onnx=_instance_norm_onnx if instance else _batch_norm_onnx,

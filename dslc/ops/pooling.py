@@ -191,24 +191,34 @@ def _max_pool_onnx(dims: int):
 
 def _avg_pool_onnx(dims: int):
     def emit(g, n):
-        """AveragePool dividing by the taps inside the input (count_include_pad=0 in ONNX's terms).
+        """AveragePool dividing by the taps inside its input (count_include_pad=0 in ONNX's terms).
 
         count_include_pad=true counts torch's padding p but never ceil mode's overhang: pad p zeros
-        explicitly first. The overhang is then end padding that no average counts, as in torch."""
-        k, s, p, _, extra, lead = _pool_geometry(n, dims, dilated=False)
+        explicitly first. A static dimension then gets exactly the end padding that its last window
+        needs (or loses the input its windows never reach), so no rounding rule is involved; a
+        run-time one keeps ONNX's ceil_mode, whose rule is torch's there (torch could only drop
+        the last window for a static size: E0311 otherwise)."""
+        k, s, p, _, _, lead = _pool_geometry(n, dims, dilated=False)
         x = _batched(g, n.inputs[0], lead)
-        ceil = 0
-        if any(isinstance(e, Sym) for e in extra):
-            # ceil mode over a run-time size, where torch never drops the last window (E0311
-            # otherwise): ONNX's ceil rule is then torch's, overhang uncounted as in torch
-            extra, ceil = [0] * dims, 1
-        if n["count_include_pad"]:
-            if any(p):
-                x = g.op("Pad", [x, g.ints([0, 0] + p + [0, 0] + p)])
-            pads = [0] * dims + extra
-        else:
-            pads = p + [pi + e for pi, e in zip(p, extra)]
-        y = g.op("AveragePool", [x], kernel_shape=k, strides=s, pads=pads, count_include_pad=0, ceil_mode=ceil)
+        include = n["count_include_pad"]
+        if include and any(p):
+            x = g.op("Pad", [x, g.ints([0, 0] + p + [0, 0] + p)])
+        begins = [0] * dims if include else p
+        ends, crop = [], []
+        for i, (size, out) in enumerate(zip(n.x.shape[lead:], n.outputs[0].shape[lead:])):
+            if isinstance(size, Sym) or isinstance(out, Sym):
+                ends.append(begins[i])
+                crop.append(0)
+                continue
+            length = plain(size) + (2 * p[i] if include else 0)
+            end = (plain(out) - 1) * s[i] + k[i] - length - begins[i]  # the last window ends at the input's end
+            ends.append(max(end, 0))
+            crop.append(max(-end, 0))
+        if any(crop):
+            axes = [i + 2 for i in range(dims) if crop[i]]
+            x = g.op("Slice", [x, g.ints([0] * len(axes)), g.ints([-crop[a - 2] for a in axes]), g.ints(axes)])
+        y = g.op("AveragePool", [x], kernel_shape=k, strides=s, pads=begins + ends, count_include_pad=0,
+                 ceil_mode=int(bool(n["ceil_mode"])))
         return [_unbatched(g, y, lead)]
     return emit
 
@@ -338,11 +348,19 @@ def _adaptive_onnx(kind: str, dims: int):
 
 
 def _adaptive_bins(g, x: str, axis: int, size, want: int, reduce_op: str) -> str:
-    """Bin i of `want` along `axis` reduces [⌊i·size/want⌋, ⌈(i+1)·size/want⌉) (a run-time size works too)."""
+    """Bin i of `want` along `axis` reduces [⌊i·in/want⌋, ⌈(i+1)·in/want⌉); a run-time `in` is read once."""
+    if isinstance(size, Sym):
+        length = g.dim(size)
+
+        def bound(i: int, ceil: bool) -> str:  # int64 Div floors: sizes are ≥ 0
+            scaled = g.op("Mul", [length, g.ints([i])])
+            return g.op("Div", [g.op("Add", [scaled, g.ints([want - 1])]) if ceil else scaled, g.ints([want])])
+    else:
+        def bound(i: int, ceil: bool) -> str:
+            return g.ints([-(-plain(size) * i // want) if ceil else plain(size) * i // want])
     bins = []
     for i in range(want):
-        start, end = size * i // want, (size * (i + 1) + want - 1) // want
-        piece = g.op("Slice", [x, g.dim(start), g.dim(end), g.ints([axis])])
+        piece = g.op("Slice", [x, bound(i, False), bound(i + 1, True), g.ints([axis])])
         bins.append(g.op(reduce_op, [piece, g.ints([axis])], keepdims=1))
     return g.op("Concat", bins, axis=axis)
 
@@ -513,17 +531,21 @@ def _factors(n) -> list:
 def _resize_scale(size, out, factor) -> float:
     """The float32 scale for Resize: the factor, which torch also maps coordinates by.
 
-    onnxruntime sizes the output as ⌊in · scale⌋ in float32, torch in double; where the two floors
-    differ (a factor such as 1.3 lies just under its float32 value), the scale moves by ulps until
-    they agree, which moves the sampling positions by ~1e-7 of a pixel."""
+    Resize sizes the output as ⌊in · scale⌋ of the float32 scale (onnxruntime rounds the product to
+    float32, ONNX shape inference does not), torch as ⌊in · f⌋ in double; where these differ (1.3
+    lies just above its float32 value), the scale moves by ulps until all agree, which moves the
+    sampling positions by ~1e-7 of a pixel."""
     import numpy as np
     scale = np.float32(factor)
     if isinstance(size, Sym) or isinstance(out, Sym):
         return float(scale)
     size, out = plain(size), plain(out)
-    while int(np.float32(size) * scale) < out:
+
+    def sized(s):
+        return min(int(np.float32(size) * s), math.floor(size * float(s)))
+    while sized(scale) < out:
         scale = np.nextafter(scale, np.float32(np.inf))
-    while int(np.float32(size) * scale) > out:
+    while max(int(np.float32(size) * scale), math.floor(size * float(scale))) > out:
         scale = np.nextafter(scale, np.float32(0))
     return float(scale)
 
@@ -555,31 +577,27 @@ def _interpolate_onnx(g, n) -> str:
     scales, runtime = [], False
     for size, o, f in zip(sizes, outs, factors):
         if not isinstance(size, Sym) and not isinstance(o, Sym):
-            scales.append(g.const([1.0 if linear and plain(o) == plain(size) else _resize_scale(size, o, f)]))
+            scales.append(1.0 if linear and plain(o) == plain(size) else _resize_scale(size, o, f))
         elif linear and 1 < f < 2:  # ⌊in · f⌋ = in for small run-time sizes: torch copies then
             runtime = True
             same = g.op("Equal", [g.dim(o), g.dim(size)])
             scales.append(g.op("Where", [same, g.const([1.0]), g.const([_resize_scale(size, o, f)])]))
         else:
-            scales.append(g.const([_resize_scale(size, o, f)]))
-    scales = ([g.op("Concat", [g.const([1.0, 1.0])] + scales, axis=0)] if runtime else
-              [g.const([1.0, 1.0] + [_const_value(g, s) for s in scales])])
+            scales.append(_resize_scale(size, o, f))
+    if runtime:
+        scales = g.op("Concat", [g.const([1.0, 1.0])] + [v if isinstance(v, str) else g.const([v]) for v in scales],
+                      axis=0)
+    else:
+        scales = g.const([1.0, 1.0] + scales)
     copy_axis = None if linear else _bicubic_copy_axis(sizes, outs, factors)
     if copy_axis is None:
-        return g.op("Resize", [x, None, scales[0]], **attrs)
+        return g.op("Resize", [x, None, scales], **attrs)
     axis, f = copy_axis
     extra = math.ceil(1 / (f - 1)) + 1  # (in + extra)·f ≥ in + extra + 1: the shapes differ
     padded = g.op("Pad", [x, g.ints([0] * n.x.rank + [extra if i == axis else 0 for i in range(n.x.rank)])],
                   mode="edge")
-    y = g.op("Resize", [padded, None, scales[0]], **attrs)
+    y = g.op("Resize", [padded, None, scales], **attrs)
     return g.op("Slice", [y, g.ints([0]), g.dim(outs[axis - 2]), g.ints([axis])])
-
-
-def _const_value(g, name: str) -> float:
-    """The float held by a Constant this emitter just made (to fold scales into one constant)."""
-    from onnx import numpy_helper
-    node = next(nd for nd in reversed(g.nodes) if nd.output[0] == name)
-    return float(numpy_helper.to_array(node.attribute[0].t).reshape(-1)[0])
 
 
 def _bicubic_copy_axis(sizes, outs, factors):

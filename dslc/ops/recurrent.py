@@ -171,7 +171,7 @@ _SUFFIXES = ("", "_reverse")
 
 
 def _onnx_gate_order(g, w, name: str) -> str:
-    """A torch [gates·H, ...] weight or bias with its gate blocks in ONNX's order (r z n -> z r h, i f g o -> i o f c)."""
+    """A torch [gates·H, ...] weight or bias, gate blocks in ONNX's order (r z n -> z r h, i f g o -> i o f c)."""
     order = _ONNX_GATES[name]
     if len(order) == 1:
         return w
@@ -250,14 +250,12 @@ def _projected_lstm_onnx(g, n):
     for k in range(plain(a["num_layers"])):
         outs = []
         for reverse, s in enumerate(_SUFFIXES[:_directions(a)]):
-            def t(w):
-                return g.op("Transpose", [n.weight(w)], perm=[1, 0], hint=f"{w}_t")
-            gates_x = g.op("MatMul", [x, t(f"weight_ih_l{k}{s}")], hint="gates_x")  # [B, T, 4H]
+            gates_x = g.op("MatMul", [x, _transposed(g, n, f"weight_ih_l{k}{s}")], hint="gates_x")  # [B, T, 4H]
             if a["bias"]:
                 bias = g.op("Add", [n.weight(f"bias_ih_l{k}{s}"), n.weight(f"bias_hh_l{k}{s}")], hint="bias")
                 gates_x = g.op("Add", [gates_x, bias], hint="gates_x")
-            body = _lstm_step(g, elem, (batch, hidden, proj), t(f"weight_hh_l{k}{s}"), t(f"weight_hr_l{k}{s}"),
-                              f"lstm_l{k}{s}_step")
+            body = _lstm_step(g, elem, (batch, hidden, proj), _transposed(g, n, f"weight_hh_l{k}{s}"),
+                              _transposed(g, n, f"weight_hr_l{k}{s}"), f"lstm_l{k}{s}_step")
             h, c, y = g.op("Scan", [h0, c0, gates_x], n_out=3, hint=f"lstm_l{k}{s}", body=body,
                            num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1],
                            scan_input_directions=[1] if reverse else None,
@@ -269,25 +267,27 @@ def _projected_lstm_onnx(g, n):
     return [x, _onnx_concat(g, h_n, 0, "h_n"), _onnx_concat(g, c_n, 0, "c_n")]
 
 
+def _transposed(g, n, weight: str) -> str:
+    """A [rows, cols] layer weight as [cols, rows], for x @ Wᵀ."""
+    return g.op("Transpose", [n.weight(weight)], perm=[1, 0], hint=f"{weight}_t")
+
+
 def _lstm_step(g, elem: int, sizes: tuple, hh_t: str, hr_t: str, name: str):
     """Scan body (h [B, P], c [B, H], x W_ihᵀ + b [B, 4H]) -> (h, c, h): one step of torch's i f g o cell."""
     from onnx import helper
-    outer, g.nodes = g.nodes, []
-    try:
+    with g.subgraph() as nodes:
         h_prev, c_prev, gates_x = g.fresh("h_prev"), g.fresh("c_prev"), g.fresh("gates_x")
-        gates = g.op("Add", [gates_x, g.op("MatMul", [h_prev, hh_t])])
-        i, f, cell, o = g.op("Split", [gates], n_out=4, axis=1, num_outputs=4)
+        gates = g.op("Add", [gates_x, g.op("MatMul", [h_prev, hh_t])], hint="gates")
+        i, f, cell, o = g.op("Split", [gates], n_out=4, axis=1, num_outputs=4, hint="gate")
         c = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c_prev]),
                          g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [cell])])], hint="c")
         h = g.op("MatMul", [g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c])]), hr_t], hint="h")
         y = g.op("Identity", [h], hint="y")
-        nodes = g.nodes
-    finally:
-        g.nodes = outer
     batch, hidden, proj = sizes
-    batch = str(batch) if isinstance(batch, Sym) else plain(batch)
+    batch = None if isinstance(batch, Sym) else plain(batch)  # a run-time batch stays unnamed in the body
     shapes = ([batch, proj], [batch, hidden], [batch, 4 * hidden], [batch, proj], [batch, hidden], [batch, proj])
-    info = [helper.make_tensor_value_info(v, elem, shape) for v, shape in zip((h_prev, c_prev, gates_x, h, c, y), shapes)]
+    values = (h_prev, c_prev, gates_x, h, c, y)
+    info = [helper.make_tensor_value_info(v, elem, shape) for v, shape in zip(values, shapes)]
     return helper.make_graph(nodes, g.fresh(name), info[:3], info[3:])
 
 

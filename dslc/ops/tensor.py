@@ -110,7 +110,7 @@ def _arith_onnx(op: str):
         op_type = _ONNX_ARITH[op]
         if work in _ORT_MISSING.get(op_type, ()):
             work = _WIDER[work]
-        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else g.const(n[k], work)
+        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
                 for k in ("input", "other"))
         if op == "pow" and _kind(dt) == 1 and n.type_of("other") is None and n["other"] >= 1:
             y = _int_power(g, a, int(n["other"]))
@@ -122,6 +122,12 @@ def _arith_onnx(op: str):
             y = g.op(op_type, [a, b])
         return [_cast(g, y, work, n.outputs[0].dtype)]
     return emit
+
+
+def _scalar(g, value, dtype: str) -> str:
+    """A Python scalar as a constant of `dtype`; an integer out of its range wraps around, as torch's does."""
+    import numpy as np
+    return g.const(np.asarray(value).astype(dtype), dtype)
 
 
 def _int_pow_onnx(g, a: str, b: str, dtype: str) -> str:
@@ -725,7 +731,7 @@ register(OpDef(
 def _reduce_infer(b):
     t = b.x
     dim = b["dim"]
-    if dim is None:
+    if dim is None or dim == ():  # torch reduces every dim for dim=[] too
         dims = set(range(t.rank))
     else:
         raw = dim if isinstance(dim, tuple) else (dim,)
@@ -772,7 +778,7 @@ def _reduce_onnx(op: str):
         work = _reduce_work_dtype(op, t.dtype)
         inputs = [_cast(g, x, t.dtype, work)]
         dim = n["dim"]
-        if dim is not None and t.rank:
+        if dim not in (None, ()) and t.rank:
             inputs.append(g.ints(sorted(_axis(d, t.rank) for d in (dim if isinstance(dim, tuple) else (dim,)))))
         y = g.op(_REDUCE[op], inputs, keepdims=int(bool(n["keepdim"])))
         return [_cast(g, y, work, n.outputs[0].dtype)]
