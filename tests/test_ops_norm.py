@@ -67,10 +67,15 @@ def test_batchnorm1d_takes_both_layouts(shape, affine, track):
     assert b["num_features"] == 5
 
 
-def test_batchnorm_counts_the_affine_map_as_one_mac_per_element():
+def test_batchnorm_folds_so_counts_no_macs_but_other_norms_count_their_affine_map():
+    # batch norm folds into the layer before it at inference, as torchvision's tables count it
     op, b, outs = rule("BatchNorm2d", {}, (2, 3, 4, 4))
+    assert op.macs(b, outs) == 0
+    op, b, outs = rule("GroupNorm", {"num_groups": 3}, (2, 3, 4, 4))
     assert op.macs(b, outs) == 2 * 3 * 4 * 4
-    op, b, outs = rule("BatchNorm2d", {"affine": False}, (2, 3, 4, 4))
+    op, b, outs = rule("InstanceNorm2d", {"affine": True}, (2, 3, 4, 4))
+    assert op.macs(b, outs) == 2 * 3 * 4 * 4
+    op, b, outs = rule("InstanceNorm2d", {}, (2, 3, 4, 4))
     assert op.macs(b, outs) == 0
 
 

@@ -449,6 +449,40 @@ def discriminator_twin(inp: int = 784) -> nn.Module:
                          nn.Linear(256, 1), nn.Sigmoid())
 
 
+# ---------------------------------------------------------------- segmentation
+
+
+class UNetTwin(nn.Module):
+    """The U-Net of milesial/Pytorch-UNet (transposed-convolution up-sampling), written here
+    from its design: DoubleConv = (conv 3×3 → BN → ReLU) × 2; four max-pool steps down; four
+    steps up that halve the channels with a 2×2 transposed conv and concatenate the skip."""
+
+    def __init__(self, classes: int = 2, base: int = 64, channels: int = 3):
+        super().__init__()
+
+        def double(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+                                 nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+        self.inc = double(channels, base)
+        self.downs = nn.ModuleList([nn.Sequential(nn.MaxPool2d(2), double(base * 2 ** i, base * 2 ** (i + 1)))
+                                    for i in range(4)])
+        self.ups = nn.ModuleList()
+        for i in reversed(range(4)):
+            c = base * 2 ** (i + 1)
+            self.ups.append(nn.ModuleDict({"up": nn.ConvTranspose2d(c, c // 2, 2, stride=2),
+                                           "conv": double(c, c // 2)}))
+        self.outc = nn.Conv2d(base, classes, 1)
+
+    def forward(self, x):
+        levels = [self.inc(x)]
+        for down in self.downs:
+            levels.append(down(levels[-1]))
+        h = levels.pop()
+        for up in self.ups:
+            h = up["conv"](torch.cat([levels.pop(), up["up"](h)], dim=1))
+        return self.outc(h)
+
+
 # ---------------------------------------------------------------- transfer learning
 
 
@@ -521,6 +555,9 @@ CASES = [
     Case("finetune.dl", "Classifier", digits_classifier_twin, (("B", 1, 8, 8),),
          names=("backbone.layer1.conv.weight", "backbone.layer4.bn.running_var", "head.weight"), small={}),
     Case("finetune.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
+    Case("unet.dl", "UNet", UNetTwin, (("B", 3, 256, 256),),
+         names=("inc.conv1.weight", "down4.double_conv.bn2.running_mean", "up1.deconv.weight", "outc.weight"),
+         small={"base": 8}),
 ]
 SMALL = [c for c in CASES if c.small is not None]
 SPEC_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.dl")))

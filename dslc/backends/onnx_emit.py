@@ -45,7 +45,7 @@ class OnnxBuilder:
         self.initializers: dict = {}   # name -> numpy array
         self._names: set = set()
         self._symbols = symbols        # run-time size name -> (graph input name, dim index)
-        self._symbol_values: dict = {}
+        self._symbol_values: dict = {}  # run-time size expressions already computed (by Poly)
         self.scope = ""                # node name prefix: the block path being emitted
 
     def fresh(self, hint: str) -> str:
@@ -111,10 +111,15 @@ class OnnxBuilder:
         return self._symbol_values[name]
 
     def dim(self, d) -> str:
-        """A 1-element int64 tensor holding a size: a constant, or computed from run-time sizes."""
+        """A 1-element int64 tensor holding a size: a constant, or computed from run-time sizes
+        (once: the same expression asked for again reuses its value)."""
         if not isinstance(d, Sym):
             return self.ints([plain(d)])
-        return self._poly(d.poly)
+        if d.poly not in self._symbol_values:
+            scope, self.scope = self.scope, ""  # computed at the top, so every block can reuse it
+            self._symbol_values[d.poly] = self._poly(d.poly)
+            self.scope = scope
+        return self._symbol_values[d.poly]
 
     def shape(self, dims) -> str:
         """A 1-d int64 tensor of a whole shape (for Reshape, Expand, ConstantOfShape)."""

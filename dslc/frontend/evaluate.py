@@ -855,6 +855,9 @@ class Evaluator(ApplyMixin):
                 return self._apply(spec, list(value), [v.span for v in value], e.span, ctx)
             raise EvalError("E0307", "the value piped here is a tuple of tensors", e.span,
                             help="unpack it first, e.g. `out, (h, c) = x -> LSTM(64)`, or index it: `(...)[0]`")
+        if not isinstance(value, TensorValue):
+            raise EvalError("E0307", f"only a tensor can go into a layer, but this is {describe(value)}", e.span,
+                            help="a pipe starts from a tensor: `x -> Linear(10)`")
         return self._apply(spec, [value], [value.span], e.span, ctx)
 
 

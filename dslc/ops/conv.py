@@ -24,6 +24,14 @@ where |·| counts every element, batch included.
 padding_mode "reflect" / "replicate" / "circular" pads with F.pad before a
 zero-padding convolution, so torch needs each side's padding < in (reflect)
 or ≤ in (circular).
+
+ONNX (opset 18): Conv / ConvTranspose with torch's weight layouts as they are.
+Conv's own pads are zeros only, so the other padding modes become a Pad node
+("reflect", "edge") or, for circular, Slice + Concat wrapping (Pad's "wrap" is
+opset 19). ConvTranspose takes output_padding as an attribute only below the
+stride (onnxruntime's rule, stricter than torch's); otherwise, and where a
+run-time size can crop the output to nothing, it is written as torch defines
+it: the full transposed convolution, cropped.
 """
 from __future__ import annotations
 
@@ -196,6 +204,9 @@ def _onnx_pads(pads: list[tuple]) -> list[int]:
     return [plain(left) for left, _ in pads] + [plain(right) for _, right in pads]
 
 
+_INT64_MAX = 2 ** 63 - 1
+
+
 def _pad_like_torch(g, x: str, pads: list[tuple], mode: str) -> str:
     """F.pad of the spatial dims (from dim 2): reflect → Pad "reflect", replicate → Pad "edge", circular → wrap.
 
@@ -216,9 +227,6 @@ def _pad_like_torch(g, x: str, pads: list[tuple], mode: str) -> str:
     begins = [plain(left) for left, _ in pads]
     ends = [plain(right) for _, right in pads]
     return g.op("Pad", [x, g.ints([0, 0] + begins + [0, 0] + ends)], mode=onnx_mode)
-
-
-_INT64_MAX = 2 ** 63 - 1
 
 
 def _conv_onnx(n_dims: int):
@@ -336,7 +344,7 @@ def _transposed_onnx(n_dims: int):
         """ONNX ConvTranspose: weight (in, out/groups, *k) as torch; out = (in−1)·s − 2p + d·(k−1) + op + 1."""
         ints = lambda a: [plain(v) for v in ntuple(n[a], n_dims)]  # noqa: E731
         k, s, p, op, d = (ints(a) for a in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
-        attrs = dict(kernel_shape=k, strides=s, dilations=d, group=plain(n["groups"]))
+        attrs = {"kernel_shape": k, "strides": s, "dilations": d, "group": plain(n["groups"])}
         x, w = n.inputs[0], n.weight("weight")
         # a run-time size of 1 can crop the output to nothing: torch gives an empty tensor
         may_vanish = any(isinstance(size, Sym) and d_ * (k_ - 1) + o_ + 1 - 2 * p_ < 1

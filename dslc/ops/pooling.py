@@ -26,6 +26,14 @@ and PixelShuffle's reshuffle are not counted either, following the
 torchvision/fvcore FLOP tables, which count only multiply-adds of
 convolutions, linear maps and matrix products.
 
+ONNX (opset 18): max pools pad with −∞ explicitly and average pools divide by
+the taps inside their (explicitly zero-padded, for count_include_pad) input, so
+that ceil mode's windows are torch's whatever a runtime's ceil rule is.
+Adaptive pools: a global pool, an ordinary pool where the size divides, else
+torch's bins one by one. Upsample is Resize with torch's coordinates (and a
+Gather of torch's own indices where nearest's float32 arithmetic differs);
+PixelShuffle is DepthToSpace in CRD order.
+
 Unnamed pooling layers are written as functional calls (`F.max_pool2d(x, 2)`,
 `F.adaptive_avg_pool2d(x, 1)`, `F.interpolate(x, scale_factor=2.0,
 mode="bilinear")`, `F.pixel_shuffle(x, 2)`), as people write them by hand.
@@ -149,22 +157,29 @@ def _some(v) -> bool:
 
 
 def _pool_geometry(n, dims: int, dilated: bool):
-    """Kernel, stride, padding, dilation, and the right padding ceil mode's last window needs.
-
-    Every window torch keeps starts inside the input or the left padding, so ceil mode is floor
-    mode over an input with `extra` = (out − 1)·s + span − (in + 2p) more on the right: the
-    windows are exactly torch's, whatever a runtime's own ceil rule (and ONNX shape inference) does."""
+    """Kernel, stride (the kernel when not given), padding and dilation, per dimension; and the
+    number of leading dimensions (1 unbatched, 2 batched)."""
     ints = lambda v: [plain(x) for x in ntuple(v, dims)]  # noqa: E731
     k = ints(n["kernel_size"])
     s = ints(n["kernel_size"] if n["stride"] is None else n["stride"])
     p = ints(n["padding"])
     d = ints(n["dilation"]) if dilated else [1] * dims
-    lead = n.x.rank - dims
+    return k, s, p, d, n.x.rank - dims
+
+
+def _ceil_extra(n, k: list, s: list, p: list, d: list, lead: int) -> list:
+    """The right padding beyond p that ceil mode's last window needs (a run-time size's is computed).
+
+    Every window torch keeps starts inside the input or the left padding, so ceil mode is floor
+    mode over an input with (out − 1)·s + span − (in + 2p) more on the right (none when negative:
+    torch dropped the last window): the windows are torch's, whatever a runtime's ceil rule does."""
+    if not n["ceil_mode"]:
+        return [0] * len(k)
     extra = []
     for i, (size, out) in enumerate(zip(n.x.shape[lead:], n.outputs[0].shape[lead:])):
-        e = (out - 1) * s[i] + d[i] * (k[i] - 1) + 1 - size - 2 * p[i] if n["ceil_mode"] else 0
+        e = (out - 1) * s[i] + d[i] * (k[i] - 1) + 1 - size - 2 * p[i]
         extra.append(e if isinstance(e, Sym) else max(plain(e), 0))
-    return k, s, p, d, extra, lead
+    return extra
 
 
 def _lowest(dtype: str):
@@ -179,8 +194,14 @@ def _max_pool_onnx(dims: int):
 
         Padding explicitly keeps a window made only of padding at −∞ as torch has it (onnxruntime's
         own padding gives −FLT_MAX there), and needs no ceil_mode."""
-        k, s, p, d, extra, lead = _pool_geometry(n, dims, dilated=True)
+        k, s, p, d, lead = _pool_geometry(n, dims, dilated=True)
+        extra = _ceil_extra(n, k, s, p, d, lead)
         x = _batched(g, n.inputs[0], lead)
+        if all(di == 1 for di in d) and not any(_some(e) for e in extra):
+            # no dilation and no ceil overhang: every window holds a real value (torch keeps
+            # p ≤ k/2), so ONNX's own padding is exact, and spares a copy of the input
+            y = g.op("MaxPool", [x], kernel_shape=k, strides=s, pads=p + p if any(p) else None)
+            return [_unbatched(g, y, lead)]
         if any(p) or any(_some(e) for e in extra):
             pads = g.shape([0, 0] + p + [0, 0] + [pi + e for pi, e in zip(p, extra)])
             x = g.op("Pad", [x, pads, g.const(_lowest(n.x.dtype), dtype=n.x.dtype)])
@@ -198,7 +219,7 @@ def _avg_pool_onnx(dims: int):
         needs (or loses the input its windows never reach), so no rounding rule is involved; a
         run-time one keeps ONNX's ceil_mode, whose rule is torch's there (torch could only drop
         the last window for a static size: E0311 otherwise)."""
-        k, s, p, _, _, lead = _pool_geometry(n, dims, dilated=False)
+        k, s, p, _, lead = _pool_geometry(n, dims, dilated=False)
         x = _batched(g, n.inputs[0], lead)
         include = n["count_include_pad"]
         if include and any(p):
@@ -321,17 +342,16 @@ def _adaptive_onnx(kind: str, dims: int):
         Output 1 everywhere: the global pool. Output 1 on some dimensions: a reduction over them.
         A static size that the output divides: one ordinary pool, kernel = stride = in/out.
         Otherwise each bin is sliced and reduced, and the bins concatenated."""
-        lead = n.x.rank - dims
-        x = n.inputs[0]
+        lead, x, wants = n.x.rank - dims, n.inputs[0], ntuple(n["output_size"], dims)
+        if all(w is not None and plain(w) == 1 for w in wants):
+            return [_unbatched(g, g.op(global_op, [_batched(g, x, lead)]), lead)]
         todo = []  # (axis, input size, output size) of the dimensions that change
-        for i, (size, want) in enumerate(zip(n.x.shape[lead:], ntuple(n["output_size"], dims))):
+        for i, (size, want) in enumerate(zip(n.x.shape[lead:], wants)):
             if want is not None and (isinstance(size, Sym) or plain(size) != plain(want)):
                 todo.append((lead + i, size, plain(want)))
         if not todo:
             return [g.op("Identity", [x])]
         ones = [axis for axis, _, want in todo if want == 1]
-        if len(ones) == dims:
-            return [_unbatched(g, g.op(global_op, [_batched(g, x, lead)]), lead)]
         if ones:
             x = g.op(reduce_op, [x, g.ints(ones)], keepdims=1)
         todo = [t for t in todo if t[2] != 1]

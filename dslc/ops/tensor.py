@@ -968,7 +968,8 @@ def _creation_src(fn: str):
         if e.args.get("dtype", "float32") != "float32":
             extra = f", dtype=torch.{e.args['dtype']}"
         device = f", device={e.device}" if e.device else ""
-        return f"torch.{fn}({e.dims(e.args['size'])}{extra}{device})"
+        size = e.dims(e.args["size"]) or "()"  # an empty size is a 0-d tensor: torch.zeros(())
+        return f"torch.{fn}({size}{extra}{device})"
     return src
 
 
