@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DSLC   := $(VENV)/bin/dslc
 EXAMPLE ?= examples/language.dl
+MODEL  ?= MLP
+SET    ?= --set hidden=256 --set classes=10
 OUT    ?= build
 export OMP_NUM_THREADS ?= 1
 
@@ -35,7 +37,11 @@ graphviz:
 run: install
 	$(DSLC) check $(EXAMPLE)
 	$(DSLC) compile $(EXAMPLE) -o $(OUT)/language.py
+	$(DSLC) compile $(EXAMPLE) --model $(MODEL) $(SET) --target onnx -o $(OUT)/$(MODEL).onnx
+	$(DSLC) summary $(EXAMPLE) --model $(MODEL) $(SET)
+	$(DSLC) render $(EXAMPLE) --model $(MODEL) $(SET) -o $(OUT)/$(MODEL).svg
 	@echo "generated PyTorch: $(OUT)/language.py"
+	@echo "ONNX: $(OUT)/$(MODEL).onnx   diagram: $(OUT)/$(MODEL).svg"
 
 test: install
 	$(PY) -m pytest -q -n 2
