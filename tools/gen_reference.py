@@ -61,12 +61,14 @@ def plans_section() -> list[str]:
     out = ["## Training plans", "", "### Fields", "", "| field | meaning |", "| --- | --- |"]
     out += [f"| `{f.name}` | {f.doc} |" for f in catalog.FIELDS.values()]
     for title, table in (("Data sets", catalog.DATASETS), ("Optimizers", catalog.OPTIMIZERS),
-                         ("Schedules", catalog.SCHEDULES), ("Plan calls", catalog.CALLS)):
+                         ("Schedules", catalog.SCHEDULES), ("Plan calls", catalog.CALLS),
+                         ("Augmentations", catalog.AUGMENTS)):
         out += ["", f"### {title}", "", "| signature | meaning |", "| --- | --- |"]
         for e in table.values():
             extra = ""
             if e.fields:
-                extra = "; batch fields: " + ", ".join(f"`{k}` {t}" for k, t in e.fields.items())
+                extra = "; batch fields: " + (e.fields_doc if callable(e.fields) else
+                                              ", ".join(f"`{k}` {t}" for k, t in e.fields.items()))
             out.append(f"| {signature(e.name, e.params)} | {e.doc}{extra} |")
     out += ["", "### Metrics", "", "| name | meaning |", "| --- | --- |"]
     out += [f"| `{k}` | {v} |" for k, v in catalog.METRICS.items()]

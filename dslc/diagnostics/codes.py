@@ -56,10 +56,13 @@ EXPLANATIONS: dict[str, str] = {
     "E0505": "The loss must reduce to a single number (a 0-d tensor).",
     "E0506": "A name in `freeze`/`unfreeze` does not name a layer of the model.",
     "E0507": "A trainable parameter is updated by no optimizer, or by several in one step.",
+    "E0508": "A data file cannot be read, or its contents do not fit the data set (paths are relative to the "
+             "plan's file).",
     # training time
     "E0601": "The loss became NaN or infinite.",
     "E0602": "A checkpoint could not be read or does not match the model.",
     "E0603": "The run directory cannot be used.",
+    "E0604": "The model or its loss failed on a batch of the data (labels out of range, for example).",
     # files
     "E0901": "The file could not be read.",
     "E0902": "The output could not be written.",

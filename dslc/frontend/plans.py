@@ -11,6 +11,7 @@ The result, a `Plan`, is what the training runtime runs.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ..diagnostics import Label, Reporter, did_you_mean
@@ -20,6 +21,7 @@ from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops.ptypes import describe, is_int, is_number
 from ..runtime import catalog
+from ..runtime.sources import DataError
 from . import ast
 from .binding import Arg, bind_op
 from .errors import EvalError, Poisoned
@@ -50,6 +52,9 @@ class PlanCall:
     args: dict
     span: object
     targets: tuple = ()   # optimizers: the models they update
+    key_spans: dict = field(default_factory=dict)   # optimizers: `lr_mult` key -> where it is written
+    fields: dict | None = None   # data sets: batch field -> TensorType, for these arguments
+    base_dir: str = "."          # data sets: the folder of the plan's file (relative paths start there)
 
     def describe(self) -> str:
         return f"`{self.entry.name}(...)`"
@@ -62,6 +67,8 @@ class Step:
     loss: Ref | None = None
     optimizer: PlanCall | None = None
     span: object = None
+    models: dict = field(default_factory=dict)    # instance id in `graph` -> the plan's name of the model it applies
+    prediction: Ref | None = None                 # `out`, when the step read it and it is one tensor (for metrics)
 
 
 @dataclass
@@ -123,6 +130,7 @@ class PlanChecker(Evaluator):
         self._data(fields, plan, ctx)
         self._required(decl, fields, steps, phases)
         self._calls(calls, plan, ctx)
+        self._init_keys(fields, plan)
         if self.failed:
             return None  # steps and freezes need the models and data
         for stmt in freezes:
@@ -135,6 +143,7 @@ class PlanChecker(Evaluator):
                                                              decl.name_span)))
         for p in phases:
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
+        self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
         return None if self.failed or len(self.reporter.diagnostics) > before else plan
 
@@ -189,6 +198,8 @@ class PlanChecker(Evaluator):
         plan.fields.setdefault("batch_size", 32)
 
     def _field_value(self, f: catalog.Field, expr, ctx: Ctx):
+        if f.kind == "augment":
+            return self._augment_value(expr, ctx)
         v = self._expr(expr, ctx)
         if v is POISON:
             raise Poisoned()
@@ -203,6 +214,12 @@ class PlanChecker(Evaluator):
             problem = f.check(v)
             if problem:
                 raise EvalError("E0302", f"`{f.name}` {problem}", expr.span)
+        if kind == "init":
+            if not (isinstance(v, str) and not isinstance(v, Word) or isinstance(v, dict) and v and
+                    all(isinstance(x, str) and not isinstance(x, Word) for x in v.values())):
+                raise EvalError("E0301", f"`init` is a file name or one per model (`{{teacher: \"...\"}}`), got "
+                                f"{describe(v)}", expr.span, help=f"init: {f.doc}")
+            return v
         if kind == "precision":
             return self._word(v, catalog.PRECISIONS, "precision", expr.span)
         if kind == "metrics":
@@ -259,15 +276,64 @@ class PlanChecker(Evaluator):
         def run():
             v = self._expr(expr, ctx)
             if isinstance(v, EntryRef) and v.entry.kind == "data":
-                v = PlanCall(v.entry, {p.name: p.default for p in v.entry.params}, expr.span)
+                v = PlanCall(v.entry, bind_op(v.entry.params, [], [], v.entry.name, expr.span)[0], expr.span)
             if not (isinstance(v, PlanCall) and v.entry.kind == "data"):
                 raise EvalError("E0503", f"`data` needs a data set, got {describe(v)}", expr.span,
                                 help=_names_help("data"))
             split = float(v.args["val"]) + float(v.args["test"])
             if split >= 1.0:
                 raise EvalError("E0302", f"val + test = {split:g} leaves nothing to train on", expr.span)
+            v.base_dir = os.path.dirname(os.path.abspath(self.plan.decl.span.file.name))
+            try:
+                v.fields = v.entry.field_types(v.args, v.base_dir)
+            except DataError as err:
+                raise EvalError(err.code, err.message, expr.span, label="needed to know the batch's fields",
+                                help="paths are relative to the plan's `.dl` file" if err.code == "E0508"
+                                else None) from None
             plan.data = v
+            self._augment_fits(plan)
         self._guard(run)
+
+    def _augment_value(self, expr, ctx: Ctx) -> list:
+        """`augment = [random_flip(), normalize(mean=[0.5], std=[0.5])]`: augmentations only."""
+        items = expr.items if isinstance(expr, ast.ListExpr) else [expr]
+        out = []
+        for item in items:
+            head = item.func if isinstance(item, ast.Call) else item
+            name = head.id if isinstance(head, ast.Name) else None
+            if name not in catalog.AUGMENTS:
+                guess = did_you_mean(name, catalog.AUGMENTS) if name else None
+                what = f"`{name}`" if name else "this"
+                raise EvalError("E0301", f"{what} is not an augmentation", item.span, label="unknown augmentation",
+                                help=(f"did you mean `{guess}`? " if guess else "") + "augmentations: " +
+                                ", ".join(catalog.AUGMENTS))
+            v = self._expr(item, ctx)
+            if v is POISON:
+                raise Poisoned()
+            if isinstance(v, EntryRef):
+                v = PlanCall(v.entry, bind_op(v.entry.params, [], [], v.entry.name, item.span)[0], item.span)
+            out.append(v)
+        return out
+
+    def _augment_fits(self, plan: Plan) -> None:
+        """Each augmentation applies to `batch.x` as the data set gives it."""
+        for call in plan.fields.get("augment") or ():
+            problem = catalog.augment_problem(call.entry.name, call.args, plan.data.fields.get("x"))
+            if problem:
+                raise EvalError("E0302", problem, call.span, label=f"`batch.x` is {plan.data.fields.get('x')}",
+                                labels=(Label(plan.data.span, "the data set"),))
+
+    def _init_keys(self, fields: dict, plan: Plan) -> None:
+        init = plan.fields.get("init")
+        if isinstance(init, dict):
+            expr = fields["init"].value
+            for key, span in zip(expr.keys, expr.key_spans):
+                if key not in plan.models:
+                    guess = did_you_mean(key, plan.models)
+                    self.reporter.error("E0506", f"`{key}` is not a model of this plan", span,
+                                        help=f"did you mean `{guess}`?" if guess else
+                                        "models: " + ", ".join(plan.models))
+                    self.failed = True
 
     def _required(self, decl, fields: dict, steps: list, phases: list) -> None:
         def need(name: str, ok: bool, why: str = "") -> None:
@@ -320,6 +386,10 @@ class PlanChecker(Evaluator):
             raise Poisoned()
         if step.loss is None:
             raise EvalError("E0501", f"step `{name}` needs a `loss`", name_span)
+        out = ctx.scope.get("out")
+        if isinstance(out, TensorValue):
+            step.prediction = out.ref
+            graph.outputs.append(("prediction", out.ref))
         if step.optimizer is None:
             step.optimizer = self.plan.fields.get("optimizer")
         # a plain plan's missing optimizer was reported with the other required fields
@@ -331,7 +401,7 @@ class PlanChecker(Evaluator):
         if self.plan.data is None:
             raise Poisoned()
         fields = {}
-        for name, t in self.plan.data.entry.fields.items():
+        for name, t in self.plan.data.fields.items():
             node = graph.add("input", [t], names=[f"batch_{name}"])
             graph.inputs.append((f"batch_{name}", Ref(node.id)))
             fields[name] = TensorValue(Ref(node.id), t, self.plan.data.span)
@@ -418,7 +488,7 @@ class PlanChecker(Evaluator):
             want = graph.type_of(ref)
             if name in batch.fields:
                 field_name = name
-            elif len(graph.inputs) == 1:
+            elif len(graph.inputs) == 1 and data.entry.input_field in batch.fields:
                 field_name = data.entry.input_field
             else:
                 raise EvalError("E0504", f"`{data.entry.name}` has no field for the model's input `{name}`", span,
@@ -441,6 +511,14 @@ class PlanChecker(Evaluator):
                         self.plan.data.span, label=f"`batch.{field_name}` is {have}", labels=labels,
                         help="change the model's input shape or the data set")
 
+    def _apply_block(self, spec, inputs, spans, span, ctx, instance=None):
+        result = super()._apply_block(spec, inputs, spans, span, ctx, instance)
+        if ctx.kind == "step" and spec.decl.kind == "model":
+            # every application of a plan's model in a step runs that one model (its weights)
+            call = next(reversed(ctx.graph.nodes.values()))
+            self.step.models[call.instance] = _model_name(spec, self.plan)
+        return result
+
     def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
         if isinstance(func, EntryRef):
             return self._entry_call(func.entry, e, ctx)
@@ -453,8 +531,13 @@ class PlanChecker(Evaluator):
             while pos and _is_model_value(pos[0].value):
                 v = pos.pop(0).value
                 targets += tuple(v) if isinstance(v, list) else (v,)
-        values, _ = bind_op(entry.params, pos, kws, entry.name, e.span, convert_hook=_word_hook)
-        return PlanCall(entry, values, e.span, targets)
+        values, spans = bind_op(entry.params, pos, kws, entry.name, e.span, convert_hook=_word_hook)
+        call = PlanCall(entry, values, e.span, targets)
+        if values.get("lr_mult"):
+            kw = next((k.value for k in e.kwargs if k.name == "lr_mult"), None)
+            keys = dict(zip(kw.keys, kw.key_spans)) if isinstance(kw, ast.DictExpr) else {}
+            call.key_spans = {k: keys.get(k, spans["lr_mult"]) for k in values["lr_mult"]}
+        return call
 
     # ------------------------------------------------------------------ phases and freezing
 
@@ -498,6 +581,27 @@ class PlanChecker(Evaluator):
                                 f"`{rest[i + 1]}` cannot be inside it", path.span)
             graph = inst.graph if inst.graph is not None else graph
         return path.parts
+
+    def _lr_mults(self, plan: Plan) -> None:
+        """`lr_mult` keys name layers of the optimizer's model (relative to it; with several
+        target models, starting with the model's name)."""
+        opts = [s.optimizer for s in plan.steps] + [plan.fields.get("optimizer")] + \
+            [p.fields.get("optimizer") for p in plan.phases]
+        seen = set()
+        for opt in opts:
+            if opt is None or id(opt) in seen or not opt.args.get("lr_mult"):
+                continue
+            seen.add(id(opt))
+            names = [_model_name(t, plan) for t in opt.targets] or (["model"] if "model" in plan.models else [])
+            for key, span in opt.key_spans.items():
+                parts = tuple(key.split("."))
+                if len(names) == 1:
+                    parts = (names[0],) + parts
+                elif parts[0] not in names:
+                    self.reporter.error("E0506", f"`lr_mult` key `{key}` must start with the name of one of "
+                                        "the optimizer's models", span, help="models: " + ", ".join(names))
+                    continue
+                self._guard(lambda p=parts, s=span: self._resolve_path(ast.Dotted(s, p)))
 
     def _optimizers_cover_models(self, plan: Plan, fields: dict) -> None:
         if not plan.steps or len(plan.models) < 2:

@@ -6,9 +6,9 @@ value gets the usual diagnostic with a caret.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..diagnostics import Diagnostic, DslcError, Reporter, SourceFile, Span
+from ..diagnostics import Diagnostic, DslcError, Reporter, SourceFile, Span, did_you_mean
 from . import ast
 from .binding import Arg
 from .errors import EvalError, Poisoned
@@ -98,3 +98,69 @@ def _names(expr):
             stack += [e.left, e.right]
         elif isinstance(e, (ast.Call, ast.Index, ast.Attr, ast.Pipe, ast.AsName, ast.DictExpr, ast.Cond)):
             raise EvalError("E0301", "a setting's value must be a literal", e.span)
+
+
+# ---------------------------------------------------------------------- training plans
+
+_PLAN_CALL_FIELDS = ("optimizer", "schedule", "data")
+
+
+def apply_plan_sets(decl, settings: dict[str, Setting]):
+    """The plan declaration with `--set` applied, as if the user had written it so: `epochs=3`
+    replaces (or adds) a field; `optimizer.lr=1e-4` replaces (or adds) one argument of the call a
+    field holds; `early_stopping.patience=2` one of a plan call's; `STEP.optimizer.lr` and
+    `PHASE.epochs` reach into a step or a phase. The checker then validates the values as usual."""
+    from ..runtime import catalog
+    reporter = Reporter()
+    body = list(decl.body)
+    for key, s in settings.items():
+        parts = key.split(".")
+        try:
+            body = _set_in(body, parts, s, decl, catalog)
+        except EvalError as e:
+            reporter.add(e.diagnostic)
+    reporter.raise_if_errors()
+    return replace(decl, body=tuple(body))
+
+
+def _set_in(body: list, parts: list, s: Setting, decl, catalog) -> list:
+    head = parts[0]
+    nested = {st.name: st for st in body if isinstance(st, (ast.StepStmt, ast.PhaseStmt))}
+    if head in nested and len(parts) > 1:
+        inner = nested[head]
+        new = replace(inner, body=tuple(_set_in(list(inner.body), parts[1:], s, decl, catalog)))
+        return [new if st is inner else st for st in body]
+    calls = {st.value.func.id: st for st in body if isinstance(st, ast.ExprStmt) and isinstance(st.value, ast.Call)
+             and isinstance(st.value.func, ast.Name) and st.value.func.id in catalog.CALLS}
+    if head in catalog.CALLS and len(parts) == 2:
+        stmt = calls.get(head)
+        call = stmt.value if stmt else ast.Call(s.key_span, ast.Name(s.key_span, head), (), ())
+        new = ast.ExprStmt(stmt.span if stmt else s.key_span, _with_keyword(call, parts[1], s))
+        return [new if st is stmt else st for st in body] if stmt else body + [new]
+    fields = {st.targets[0].id: st for st in body if isinstance(st, ast.AssignStmt) and len(st.targets) == 1
+              and isinstance(st.targets[0], ast.Name)}
+    if head not in catalog.FIELDS:
+        known = list(catalog.FIELDS) + list(catalog.CALLS) + list(nested)
+        guess = did_you_mean(head, known)
+        raise EvalError("E0305", f"the plan `{decl.name}` has no field `{head}`", s.key_span,
+                        help=f"did you mean `{guess}`?" if guess else "fields: " + ", ".join(catalog.FIELDS))
+    stmt = fields.get(head)
+    if len(parts) == 1:
+        value = s.expr
+    elif len(parts) == 2 and head in _PLAN_CALL_FIELDS:
+        if stmt is None or not isinstance(stmt.value, ast.Call):
+            raise EvalError("E0305", f"`{head}` is not set to a call in the plan `{decl.name}`, so "
+                            f"`{parts[1]}` cannot be set", s.key_span, help=f"set the whole field: --set {head}=...")
+        value = _with_keyword(stmt.value, parts[1], s)
+    else:
+        raise EvalError("E0305", f"`{'.'.join(parts)}` cannot be set", s.key_span,
+                        help="keys are FIELD, FIELD.ARG (optimizer, schedule, data), CALL.ARG, "
+                             "STEP.FIELD... or PHASE.FIELD...")
+    if stmt is None:
+        return body + [ast.AssignStmt(s.key_span, (ast.Name(s.key_span, head),), value)]
+    return [replace(st, value=value) if st is stmt else st for st in body]
+
+
+def _with_keyword(call, name: str, s: Setting):
+    kwargs = [k for k in call.kwargs if k.name != name] + [ast.Keyword(s.key_span, name, s.expr)]
+    return replace(call, kwargs=tuple(kwargs))

@@ -37,6 +37,8 @@ def describe(v) -> str:
         return f"the run-time size `{v}`"
     if isinstance(v, (list, tuple)):
         return "a list"
+    if isinstance(v, dict):
+        return "a dict"
     return getattr(v, "describe", lambda: type(v).__name__)()
 
 
@@ -143,6 +145,24 @@ class ListOf(PType):
             raise ArgTypeError(self.desc)
         try:
             return tuple(self.inner.convert(x) for x in v)
+        except ArgTypeError:
+            raise ArgTypeError(self.desc) from None
+
+
+@dataclass(frozen=True)
+class DictOf(PType):
+    """A dict literal with name or string keys: `{"backbone": 0.1, head: 10.0}`."""
+    inner: PType
+
+    @property
+    def desc(self) -> str:
+        return f"a dict of {_plural(self.inner.desc)}"
+
+    def convert(self, v):
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ArgTypeError(self.desc)
+        try:
+            return {str(k): self.inner.convert(x) for k, x in v.items()}
         except ArgTypeError:
             raise ArgTypeError(self.desc) from None
 

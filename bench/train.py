@@ -1,0 +1,130 @@
+"""Epoch time of `dslc train` against a bare hand-written PyTorch loop, same model and data.
+
+Both sides train the same generated model on the same training split, with the same batch size
+and optimizer. The dslc side is the trainer's own epoch, with its bookkeeping: loss checks,
+the schedule, metrics on the validation split, and the progress display off. Validation is
+not timed on either side. The bare side is the loop people write by hand: shuffle, slice,
+forward, loss, backward, step. The sides alternate epochs in one process, and the script
+reports the median ratio.
+
+    python bench/train.py            # writes bench/results/train.json
+
+Target: overhead ≤ 3% (ratio dslc / bare ≤ 1.03).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+import dslc  # noqa: E402
+from dslc.runtime import data as data_mod  # noqa: E402
+from dslc.runtime.rundir import RunDir  # noqa: E402
+from dslc.runtime.trainer import Options, Trainer  # noqa: E402
+
+# (label, file, plan, batch size, the plan's gradient clipping, its label smoothing)
+CASES = [
+    ("digits CNN", "examples/digits/digits.dl", "cnn", 64, 1.0, 0.05),
+    ("digits MLP", "examples/digits/digits.dl", "mlp", 64, None, 0.0),
+]
+ROUNDS = 7
+
+
+def _trainer(path: str, plan_name: str, out: str) -> Trainer:
+    prog = dslc.load(path)
+    plan = prog.plan(plan_name)
+    plan.fields["metrics"] = []          # timed: the training pass only
+    plan.calls = []
+    t = Trainer(prog, plan, path, Options(out=out, progress=False), lambda s: None)
+    t.rundir = RunDir.open(plan.name, out, False)
+    t.precision = "fp32"
+    plan.fields["precision"] = "fp32"
+    t.data = data_mod.load(plan.data.entry.name, dict(plan.data.args))
+    t.data.val = None
+    t.task = "classification"
+    t._build()
+    t.phases = t._phases()
+    t._start_phase(0)
+    return t
+
+
+def _dslc_epoch(t: Trainer, epoch: int) -> float:
+    from dslc.runtime.trainer import _Display
+    start = time.perf_counter()
+    t._epoch(epoch, 10_000, 0, _Display(False, lambda s: None))
+    return time.perf_counter() - start
+
+
+def _bare_epoch(model, opt, train: dict, batch_size: int, epoch: int, clip, smoothing) -> float:
+    start = time.perf_counter()
+    model.train()
+    x_all, y_all = train["x"], train["y"]
+    g = torch.Generator().manual_seed(epoch)
+    order = torch.randperm(len(x_all), generator=g)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        x, y = x_all[idx], y_all[idx]
+        loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+    return time.perf_counter() - start
+
+
+def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smoothing) -> dict:
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = _trainer(os.path.join(ROOT, path), plan_name, os.path.join(tmp, "run"))
+        model = _fresh_model(t)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        ours, bare = [], []
+        _dslc_epoch(t, 1)                                      # warm-up, both sides
+        _bare_epoch(model, opt, t.data.train, batch_size, 1, clip, smoothing)
+        for r in range(ROUNDS):
+            ours.append(_dslc_epoch(t, r + 2))
+            bare.append(_bare_epoch(model, opt, t.data.train, batch_size, r + 2, clip, smoothing))
+    ratios = [a / b for a, b in zip(ours, bare)]
+    return {"case": label, "batch_size": batch_size, "examples": int(len(t.data.train["x"])),
+            "dslc_epoch_s": statistics.median(ours), "bare_epoch_s": statistics.median(bare),
+            "median_ratio_dslc_over_bare": statistics.median(ratios), "rounds": ROUNDS}
+
+
+def _fresh_model(t: Trainer):
+    """An identical, separately built copy of the plan's model, for the bare loop."""
+    import copy
+    return copy.deepcopy(t.models["model"])
+
+
+def main() -> None:
+    results = []
+    for case in CASES:
+        r = bench_case(*case)
+        results.append(r)
+        print(f"{r['case']:<12} dslc {r['dslc_epoch_s'] * 1000:8.1f} ms/epoch   bare loop "
+              f"{r['bare_epoch_s'] * 1000:8.1f} ms/epoch   ratio {r['median_ratio_dslc_over_bare']:.3f}")
+    out = {"what": "epoch time of dslc train vs a hand-written loop (median of alternating epochs)",
+           "target": "ratio <= 1.03",
+           "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                       "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+           "results": results}
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "train.json"), "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+    print("written to bench/results/train.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Early stopping, an exponential moving average of the weights, gradient clipping."""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from .metrics import HIGHER_IS_BETTER
+
+
+def _mode_of(monitor: str) -> str:
+    metric = monitor.removeprefix("val_")
+    return "max" if metric in HIGHER_IS_BETTER else "min"
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs
+    in a row (Keras' and Lightning's semantics: with patience 5, the 5th epoch in a row
+    without improvement is the last; with patience 0, the first one). Mode "auto" maximizes accuracy, top5 and f1 (`val_accuracy`, ...) and
+    minimizes everything else. `val_loss` falls back to `train_loss` when the epoch has no
+    validation loss (a plan without a validation split).
+
+    `improved` says whether the last update found a new best. With `restore_best`, pass
+    the module to `update` and the weights of the best epoch are kept (on the CPU) so that
+    `restore(module)` can put them back when training ends (they are not part of
+    `state_dict()`, which is JSON: a resumed run restores from its best checkpoint)."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto",
+                 min_delta: float = 0.0, restore_best: bool = True):
+        if mode not in ("min", "max", "auto"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.mode = _mode_of(monitor) if mode == "auto" else mode
+        self.min_delta = abs(float(min_delta))
+        self.restore_best = bool(restore_best)
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.wait = 0
+        self.stopped = False
+        self.improved = False
+        self.best_state: dict | None = None
+
+    def value(self, metrics: dict) -> float:
+        v = metrics.get(self.monitor)
+        if v is None and self.monitor == "val_loss":
+            v = metrics.get("train_loss")
+        if v is None:
+            raise KeyError(f"early stopping monitors `{self.monitor}`, which the epoch's metrics lack "
+                           f"(they have {', '.join(metrics)})")
+        return float(v)
+
+    def is_better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, epoch: int, metrics: dict, module: torch.nn.Module | None = None) -> bool:
+        """Record the epoch's metrics; True when training should stop."""
+        value = self.value(metrics)
+        self.improved = self.is_better(value)
+        if self.improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if module is not None and self.restore_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped = True
+        return self.stopped
+
+    def restore(self, module: torch.nn.Module) -> bool:
+        """Load the best epoch's weights into `module` (with restore_best); whether it did."""
+        if not self.restore_best or self.best_state is None:
+            return False
+        module.load_state_dict(self.best_state)
+        return True
+
+    def state_dict(self) -> dict:
+        best = self.best
+        return {"monitor": self.monitor, "mode": self.mode, "best": best if best is None or math.isfinite(best)
+                else repr(best), "best_epoch": self.best_epoch, "wait": self.wait, "stopped": self.stopped}
+
+    def load_state_dict(self, d: dict) -> None:
+        best = d.get("best")
+        self.best = float(best) if best is not None else None
+        self.best_epoch = d.get("best_epoch")
+        self.wait = int(d.get("wait", 0))
+        self.stopped = bool(d.get("stopped", False))
+
+
+class EMA:
+    """An exponential moving average of a module's weights: after each optimizer step,
+    `update()` sets ema = decay * ema + (1 - decay) * param for every floating-point
+    parameter; buffers (batch-norm statistics, counters) and non-floating parameters are
+    copied as they are. `swapped()` runs a block with the averaged weights loaded."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        if not 0.0 <= float(decay) <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        self.module = module
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = self.decay
+        for name, live in self.module.state_dict(keep_vars=True).items():
+            avg = self.shadow[name]
+            if isinstance(live, torch.nn.Parameter) and live.is_floating_point():
+                avg.mul_(d).add_(live.detach().to(avg.dtype), alpha=1.0 - d)
+            else:
+                avg.copy_(live.detach())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, sd) -> None:
+        missing = set(self.shadow) - set(sd)
+        if missing:
+            raise KeyError(f"the EMA state lacks {sorted(missing)}")
+        with torch.no_grad():
+            for k, v in self.shadow.items():
+                v.copy_(sd[k])
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Temporarily load the averaged weights into the module (for evaluation)."""
+        backup = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self.module.load_state_dict(self.shadow)
+        try:
+            yield self.module
+        finally:
+            self.module.load_state_dict(backup)
+
+
+def clip_gradients(parameters, norm: float | None, value: float | None) -> float | None:
+    """Clip gradients in place: each element to ±`value` (clip_grad_value_), then the global
+    2-norm to `norm` (clip_grad_norm_). Returns the gradients' total norm before any
+    clipping, or None when neither is given. (With an fp16 GradScaler, unscale first.)"""
+    if norm is None and value is None:
+        return None
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    if value is None:
+        return float(torch.nn.utils.clip_grad_norm_(params, float(norm)))
+    total = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+    torch.nn.utils.clip_grad_value_(params, float(value))
+    if norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, float(norm))
+    return total
+
+
+__all__ = ["EMA", "EarlyStopping", "clip_gradients"]

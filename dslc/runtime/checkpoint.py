@@ -1,0 +1,126 @@
+"""Checkpoints: what a run needs to continue exactly where it stopped.
+
+A checkpoint `TAG` is three files in `checkpoints/`:
+- `TAG.safetensors`: the models' weights (a single model's under its own state-dict
+  names, so the file loads straight into the model; several models' as `NAME.key`);
+- `TAG.state.safetensors`: the other tensors (optimizer moments, RNG states, EMA);
+- `TAG.json`: everything else (counters, schedules, history), with the SHA-256 of
+  both tensor files.
+
+Each file is written to a temporary name and renamed, and the JSON goes last, so a
+checkpoint exists only once all of it is on disk: a run killed while writing
+leaves the previous checkpoint intact. Nothing is unpickled when reading.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+from ..diagnostics import Diagnostic, DslcError
+
+_TAG = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d+))?\.json$")
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _tensor_bytes(tensors: dict) -> bytes:
+    from safetensors.torch import save
+    return save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+
+
+def tag_for(epoch: int, batch: int = 0) -> str:
+    """`epoch-0003`: after 3 epochs; `epoch-0003-batch-00012`: 12 batches into the 4th."""
+    return f"epoch-{epoch:04d}" + (f"-batch-{batch:05d}" if batch else "")
+
+
+def save(folder: str, tag: str, weights: dict, tensors: dict, state: dict) -> str:
+    """Write checkpoint `tag`; returns the path of its JSON."""
+    os.makedirs(folder, exist_ok=True)
+    files = {}
+    for suffix, content in ((".safetensors", weights), (".state.safetensors", tensors)):
+        data = _tensor_bytes(content)
+        atomic_write(os.path.join(folder, tag + suffix), data)
+        files[tag + suffix] = hashlib.sha256(data).hexdigest()
+    record = dict(state, files=files)
+    path = os.path.join(folder, tag + ".json")
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    return path
+
+
+def save_weights(path: str, weights: dict, meta: dict | None = None) -> None:
+    """A weights-only file (`best.safetensors`), loadable as a state dict."""
+    from safetensors.torch import save as to_bytes
+    data = to_bytes({k: v.detach().contiguous().cpu() for k, v in weights.items()},
+                    metadata={k: str(v) for k, v in (meta or {}).items()})
+    atomic_write(path, data)
+
+
+def checkpoints(folder: str) -> list[tuple[int, int, str]]:
+    """(epoch, batch, json path) of every checkpoint in `folder`, oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for name in os.listdir(folder):
+        m = _TAG.match(name)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2) or 0), os.path.join(folder, name)))
+    return sorted(out)
+
+
+def _bad(path: str, why: str) -> DslcError:
+    return DslcError(Diagnostic("E0602", f"checkpoint {path} is unusable: {why}", file_name=path,
+                                help="delete the checkpoint (the run resumes from the one before) "
+                                     "or start a new run without --resume"))
+
+
+def load(path: str) -> tuple[dict, dict, dict]:
+    """(weights, other tensors, state) of the checkpoint whose JSON is `path`; every problem
+    (unreadable JSON, a missing or altered tensor file) is an E0602 naming the file."""
+    from safetensors.torch import load as from_bytes
+    try:
+        with open(path, "rb") as f:
+            state = json.loads(f.read().decode())
+        files = state["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _bad(path, f"{type(e).__name__}: {e}") from None
+    folder = os.path.dirname(path)
+    parts = []
+    for name, digest in files.items():
+        file = os.path.join(folder, name)
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise _bad(file, e.strerror or str(e)) from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise _bad(file, "its contents do not match the checksum recorded in " + os.path.basename(path))
+        try:
+            parts.append(from_bytes(data))
+        except Exception as e:  # noqa: BLE001 - a corrupt file, whatever safetensors says about it
+            raise _bad(file, f"{type(e).__name__}: {e}") from None
+    if len(parts) != 2:
+        raise _bad(path, "it does not name its two tensor files")
+    return parts[0], parts[1], state
+
+
+def remove(path: str) -> None:
+    """Delete checkpoint `path` (its JSON first, so a half-deleted checkpoint is never read)."""
+    try:
+        with open(path, "rb") as f:
+            files = list(json.loads(f.read().decode()).get("files", {}))
+    except (OSError, ValueError):
+        files = []
+    for name in [os.path.basename(path)] + files:
+        try:
+            os.remove(os.path.join(os.path.dirname(path), name))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,213 @@
+"""Data sets as tensors for `dslc train`: load and split, batch, augment.
+
+- `load(name, args, base_dir)` reads a catalog data set (its arrays come from
+  `sources.py`) and splits it by seed: a permutation from numpy's
+  `default_rng(seed)`; the test split is its first round(n·test) examples, the
+  validation split the next round(n·val), training the rest, in permuted order.
+- `batches` indexes the in-memory tensors. The order of an epoch and every random
+  draw of augmentation depend only on (seed, epoch) and the batch's index, so a
+  resumed run sees the very same batches. The last, partial batch is kept.
+- Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
+  `normalize` on every batch, training or not; the others on training batches only.
+
+Errors raise `DataError` (its `code` is E0508 for a file that cannot be read).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import sources
+from .sources import DataError
+
+
+@dataclass
+class Splits:
+    train: dict[str, torch.Tensor]              # field name -> tensor, first dim = examples
+    val: dict[str, torch.Tensor] | None
+    test: dict[str, torch.Tensor] | None
+    meta: dict = field(default_factory=dict)    # classes, class_names, vocab, itos, sizes, ...
+
+
+# ---------------------------------------------------------------------- loading and splitting
+
+def split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) example indices. A non-zero fraction holds at least one example."""
+    def count(frac: float) -> int:
+        return 0 if frac <= 0 else max(1, round(n * frac))
+    n_test, n_val = count(test), count(val)
+    if n_test + n_val >= n:
+        raise DataError(f"val = {val:g} and test = {test:g} of {n} examples leave nothing to train on", "E0302")
+    perm = np.random.default_rng(int(seed) % 2**64).permutation(n)
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+def load(name: str, args: dict, base_dir: str = ".") -> Splits:
+    """The data set `name` with the bound catalog `args` (defaults fill the rest; val, test and
+    seed split it); relative paths are resolved against `base_dir`, the plan's folder."""
+    from . import catalog
+    entry = catalog.DATASETS.get(name)
+    if entry is None:
+        raise DataError(f"unknown data set `{name}`; data sets: {', '.join(catalog.DATASETS)}", "E0503")
+    full = {p.name: p.default for p in entry.params if not p.required}
+    full.update(args)
+    missing = [p.name for p in entry.params if p.required and p.name not in full]
+    if missing:
+        raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
+    want = entry.field_types(full, base_dir)
+    arrays, meta = sources.arrays(name, full, base_dir)
+    n = len(next(iter(arrays.values())))
+    for key, a in arrays.items():
+        t = want.get(key)
+        if t is None or str(a.dtype) != t.dtype or tuple(a.shape[1:]) != tuple(int(d) for d in t.shape[1:]):
+            raise DataError(f"`{name}` gave the field `{key}` as {list(a.shape)} of {a.dtype}, not {t} as "
+                            "checked: did its file change?")
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
+    parts = split_indices(n, float(full["val"]), float(full["test"]), int(full["seed"]))
+    train, val, test = ({k: t[torch.from_numpy(idx)] for k, t in tensors.items()} if len(idx) else None
+                        for idx in parts)
+    meta = dict(meta, name=name, examples=n, sizes={"train": len(parts[0]), "val": len(parts[1]),
+                                                     "test": len(parts[2])})
+    return Splits(train, val, test, meta)
+
+
+# ---------------------------------------------------------------------- batches
+
+def _length(split: dict) -> int:
+    return len(next(iter(split.values())))
+
+
+def steps_per_epoch(split: dict, batch_size: int) -> int:
+    """Batches in one pass over `split` (the last, partial one included)."""
+    return math.ceil(_length(split) / batch_size)
+
+
+def generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from integers such as (seed, epoch, batch)."""
+    state = np.random.SeedSequence([int(p) % 2**64 for p in parts]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: int, augment: list | None = None,
+            train: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches of one epoch: a permutation seeded by (seed, epoch) when `shuffle`, else
+    the split's order; batch k's augmentation draws from a generator seeded by
+    (seed, epoch, k + 1). `train=False` applies only `normalize`."""
+    n = _length(split)
+    device = next(iter(split.values())).device
+    order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
+    calls = [c for c in _calls(augment) if train or c[0] == "normalize"]
+    random = any(name != "normalize" for name, _ in calls)
+    for k, start in enumerate(range(0, n, batch_size)):
+        if order is None:
+            batch = {f: t[start:start + batch_size] for f, t in split.items()}
+        else:
+            idx = order[start:start + batch_size]
+            batch = {f: t[idx] for f, t in split.items()}
+        if calls and "x" in batch:
+            g = generator(seed, epoch, k + 1) if random else None
+            batch["x"] = apply_augment(batch["x"], calls, g, train)
+        yield batch
+
+
+# ---------------------------------------------------------------------- augmentation
+
+def _calls(augment) -> list[tuple[str, dict]]:
+    """(name, args) of each augmentation: plan calls (`.entry.name`, `.args`) or pairs."""
+    out = []
+    for c in augment or ():
+        if hasattr(c, "entry"):
+            out.append((c.entry.name, dict(c.args)))
+        else:
+            name, args = c
+            out.append((name, dict(args)))
+    return out
+
+
+def apply_augment(x: torch.Tensor, calls, generator: torch.Generator | None = None,
+                  train: bool = True) -> torch.Tensor:
+    """`calls` applied in order to the batch `x` (never in place). Random draws come from
+    `generator` (CPU): random_flip, random_crop, rotation and gaussian_noise each draw once
+    per call, in that order (one value per example, or the noise tensor)."""
+    from . import catalog
+    for name, args in _calls(calls):
+        full = {p.name: p.default for p in catalog.AUGMENTS[name].params if not p.required}
+        full.update(args)
+        if name == "normalize":
+            x = normalize(x, full["mean"], full["std"])
+        elif not train:
+            continue
+        elif name == "random_flip":
+            x = random_flip(x, float(full["p"]), int(full["dim"]), generator)
+        elif name == "random_crop":
+            x = random_crop(x, int(full["padding"]), generator)
+        elif name == "rotation":
+            x = rotation(x, float(full["degrees"]), generator)
+        elif name == "gaussian_noise":
+            noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            x = x + float(full["std"]) * noise
+        else:
+            raise DataError(f"unknown augmentation `{name}`", "E0301")
+    return x
+
+
+def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.to(x.device).view((-1,) + (1,) * (x.dim() - 1))
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x - mean) / std along dim 1 (channels; features of [B, F])."""
+    mean, std = list(mean), list(std)
+    c = x.shape[1]
+    if len(mean) not in (1, c) or len(std) not in (1, c):
+        raise DataError(f"normalize has {len(mean)} means and {len(std)} stds for {c} channels", "E0302")
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(shape)
+    s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(shape)
+    return (x - m) / s
+
+
+def random_flip(x: torch.Tensor, p: float, dim: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Each example flipped along `dim` (a dimension of the batch, not 0) with probability p."""
+    apply = torch.rand(x.shape[0], generator=generator) < p
+    return torch.where(_per_example(apply, x), x.flip(dim), x)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero-pad H and W (the last two dims) by `padding`, then crop each example back to H×W
+    at a random offset in [0, 2·padding] along each."""
+    if padding == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)     # [B, H]
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)     # [B, W]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Rotate each example about its centre by an angle a drawn from [-degrees, degrees]:
+    the input pixel at offset (u, v) from the centre (u right, v down, in pixels) moves to
+    (u cos a - v sin a, u sin a + v cos a). Bilinear, zeros outside."""
+    b, _, h, w = x.shape
+    a = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(a), torch.sin(a)
+    # affine_grid maps each output position (normalized to [-1, 1] per axis) to where it
+    # samples the input: the inverse rotation, with the aspect ratio undone
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, sin * h / w
+    theta[:, 1, 0], theta[:, 1, 1] = -sin * w / h, cos
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+__all__ = ["DataError", "Splits", "apply_augment", "batches", "generator", "load", "normalize", "random_crop",
+           "random_flip", "rotation", "split_indices", "steps_per_epoch"]

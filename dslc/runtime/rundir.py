@@ -1,0 +1,238 @@
+"""The run directory of `dslc train` (INTERFACES.md): metrics.jsonl, checkpoints/,
+result.json, curves.png, plan.dl. A new run never reuses a directory that holds
+an earlier run: it takes the next free name (`runs/PLAN-2`, ...)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from ..diagnostics import Diagnostic, DslcError
+from .checkpoint import atomic_write
+
+
+class RunDir:
+    def __init__(self, path: str):
+        self.path = path
+        self.checkpoints = os.path.join(path, "checkpoints")
+
+    @classmethod
+    def open(cls, plan: str, out: str | None, resume: bool) -> "RunDir":
+        base = out or os.path.join("runs", plan)
+        if resume:
+            path = base if out else _latest(base)
+            if path is None or not os.path.isdir(path):
+                raise DslcError(Diagnostic("E0603", f"there is no run to resume at {path or base}", file_name=base,
+                                           help="start a new run without --resume, or give its folder with --out"))
+            return cls(path)
+        path = _claim(base)
+        os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
+        return cls(path)
+
+    # ------------------------------------------------------------------ files
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write(os.path.join(self.path, name), text.encode())
+
+    def write_json(self, name: str, value) -> None:
+        self.write_text(name, json.dumps(value, indent=2, default=_plain) + "\n")
+
+    def append_metrics(self, record: dict) -> None:
+        with open(os.path.join(self.path, "metrics.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=_plain) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rewrite_metrics(self, history: list) -> None:
+        """metrics.jsonl as the checkpoint knows it: epochs logged after it are run (and logged) again."""
+        self.write_text("metrics.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in history))
+
+    def write_plan(self, plan, source_path: str) -> None:
+        self.write_text("plan.dl", render_plan(plan, source_path, self.path))
+
+    def curves(self, history: list) -> None:
+        """curves.png: every loss and metric per epoch, training vs validation."""
+        if not history:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        epochs = [r["epoch"] for r in history]
+        losses = [k for k in history[-1] if k.endswith("loss")]
+        metrics = [k for k in history[-1] if k.startswith("val_") and not k.endswith("loss")]
+        panels = [losses] + ([metrics] if metrics else []) + [["lr"]]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+        for ax, keys in zip(axes[0], panels):
+            for k in keys:
+                ax.plot(epochs, [r.get(k) for r in history], marker="o", markersize=3, label=k)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0][0].set_title("loss")
+        if metrics:
+            axes[0][1].set_title("validation metrics")
+        axes[0][-1].set_title("learning rate (end of epoch)")
+        fig.tight_layout()
+        tmp = os.path.join(self.path, "curves.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, os.path.join(self.path, "curves.png"))
+
+    def confusion(self, matrix, names=None) -> None:
+        """confusion.png: counts of true (rows) against predicted (columns) classes."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        n = matrix.shape[0]
+        labels = list(names) if names is not None and len(names) == n else [str(i) for i in range(n)]
+        fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
+        ax.imshow(matrix, cmap="Blues")
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+        ax.set_xticks(range(n), labels, fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.tight_layout()
+        tmp = os.path.join(self.path, "confusion.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, os.path.join(self.path, "confusion.png"))
+
+
+def _claim(base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ...: the first that does not exist yet (created here, atomically)."""
+    parent = os.path.dirname(base)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    n = 1
+    while True:
+        path = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            n += 1
+        except OSError as e:
+            raise DslcError(Diagnostic("E0603", f"cannot create the run directory {path}: {e.strerror}",
+                                       file_name=path)) from None
+
+
+def _latest(base: str) -> str | None:
+    parent, name = os.path.split(base)
+    if not os.path.isdir(parent or "."):
+        return None
+    pattern = re.compile(re.escape(name) + r"(?:-(\d+))?$")
+    found = [(int(m.group(1) or 1), os.path.join(parent, entry)) for entry in os.listdir(parent or ".")
+             if (m := pattern.fullmatch(entry)) and os.path.isdir(os.path.join(parent, entry))]
+    return max(found)[1] if found else None
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return list(v)
+    try:
+        import numpy as np
+        if isinstance(v, np.generic):
+            return v.item()
+    except ImportError:
+        pass
+    return str(v)
+
+
+# ---------------------------------------------------------------------- plan.dl
+
+def render_plan(plan, source_path: str, run_path: str) -> str:
+    """The plan as run: every field, argument and call with its value, defaults and --set included."""
+    from ..frontend import ast
+    rel = os.path.relpath(os.path.abspath(source_path), os.path.abspath(run_path))
+    lines = [f"# The plan `{plan.name}` as it ran: every default and --set filled in.",
+             f"# Its models are declared in {rel}.", f"train {plan.name} {{"]
+    if list(plan.models) == ["model"]:
+        lines.append(f"    model = {_model_call(plan.models['model'])}")
+    else:
+        lines.append("    models = { " + ", ".join(f"{k}: {_model_call(v)}" for k, v in plan.models.items()) + " }")
+    lines.append(f"    data = {dl_value(plan.data)}")
+    for name, value in plan.fields.items():
+        if name in ("metrics", "precision"):   # bare words, as written
+            text = "[" + ", ".join(value) + "]" if isinstance(value, list) else str(value)
+        else:
+            text = dl_value(value)
+        lines.append(f"    {name} = {text}")
+    for call in plan.calls:
+        lines.append(f"    {dl_value(call)}")
+    for stmt in plan.decl.body:
+        if isinstance(stmt, ast.FreezeStmt):
+            lines.append("    " + _text(stmt))
+    if not any(isinstance(s, ast.StepStmt) for s in plan.decl.body):
+        loss = next(s for s in plan.decl.body if isinstance(s, ast.AssignStmt) and s.targets[0].id == "loss")
+        lines.append("    " + _text(loss))
+    steps = {s.name: s for s in plan.steps}
+    for stmt in plan.decl.body:
+        if isinstance(stmt, ast.StepStmt):
+            lines.append(f"    step {stmt.name} {{")
+            for inner in stmt.body:
+                if isinstance(inner, ast.AssignStmt) and isinstance(inner.targets[0], ast.Name) and \
+                        inner.targets[0].id == "optimizer":
+                    opt = steps[stmt.name].optimizer
+                    lines.append(f"        optimizer = {dl_value(opt, plan)}")
+                else:
+                    lines.append("        " + _text(inner))
+            lines.append("    }")
+    phases = {p.name: p for p in plan.phases}
+    for stmt in plan.decl.body:
+        if isinstance(stmt, ast.PhaseStmt):
+            lines.append(f"    phase {stmt.name} {{")
+            for inner in stmt.body:
+                if isinstance(inner, ast.FreezeStmt):
+                    lines.append("        " + _text(inner))
+            for k, v in phases[stmt.name].fields.items():
+                lines.append(f"        {k} = {dl_value(v)}")
+            lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _text(node) -> str:
+    s = node.span
+    return " ".join(s.file.text[s.start:s.end].split())
+
+
+def _model_call(entry) -> str:
+    decl, args, _ = entry
+    given = ", ".join(f"{k}={dl_value(a.value)}" for k, a in args.items())
+    return f"{decl.name}({given})"
+
+
+def dl_value(v, plan=None) -> str:
+    """A value written as `.dl` source (an optimizer's models by their names in `plan`)."""
+    from ..frontend.plans import PlanCall
+    from ..ir.dims import Real, Size, plain, plain_float
+    if isinstance(v, PlanCall):
+        from .trainer import _model_key
+        targets = [_model_key(t, plan) if plan is not None else t.decl.name for t in v.targets]
+        args = [f"{k}={dl_value(x)}" for k, x in v.args.items()]
+        return f"{v.entry.name}({', '.join(targets + args)})"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, Size):
+        return str(plain(v))
+    if isinstance(v, Real):
+        return repr(plain_float(v))
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {dl_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(dl_value(x) for x in v) + "]"
+    if isinstance(v, str) and type(v) is not str:
+        return str(v)        # a bare word: bf16, accuracy, val_loss
+    if isinstance(v, str):
+        return json.dumps(v)
+    return str(v)

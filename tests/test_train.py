@@ -1,0 +1,518 @@
+"""`dslc train`: the run directory, exact resumption (also after kill -9), faults, multi-step
+plans, phases, and agreement with a hand-written PyTorch training loop."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import dslc
+from dslc.cli import main
+from dslc.diagnostics import DslcError
+from dslc.runtime.trainer import Options, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
+
+MODELS = """
+model Small(hidden: int = 32) {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(hidden) as fc1
+    ReLU()
+    Dropout(0.1)
+    Linear(10) as head
+}
+
+block Features {
+    Conv2d(8, 3, padding=1) as conv
+    ReLU()
+    Flatten()
+}
+
+model Net(classes: int = 10) {
+    input x: [B, 1, 8, 8]
+    Features() as backbone
+    Linear(classes) as head
+}
+"""
+
+PLAN = MODELS + """
+train p {
+    model      = Small()
+    data       = digits(val=0.2, test=0.2)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = Adam(lr=3e-3)
+    epochs     = 3
+    batch_size = 64
+    metrics    = [accuracy]
+    seed       = 0
+}
+"""
+
+
+def write(tmp_path, text: str, name: str = "plan.dl") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def run(tmp_path, text: str, plan=None, sets=(), out="run", **opts) -> dict:
+    path = write(tmp_path, text)
+    lines = []
+    options = Options(out=str(tmp_path / out), sets=tuple(sets), progress=False, **opts)
+    result = train(path, plan, options, out=lines.append)
+    result["_lines"] = lines
+    return result
+
+
+def weights(run_dir) -> dict:
+    from dslc.runtime import checkpoint
+    last = checkpoint.checkpoints(os.path.join(run_dir, "checkpoints"))[-1][2]
+    return checkpoint.load(last)[0]
+
+
+def metrics(run_dir) -> list:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ the run directory
+
+def test_run_directory_holds_what_interfaces_says(tmp_path):
+    result = run(tmp_path, PLAN)
+    d = tmp_path / "run"
+    records = metrics(d)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"} <= set(records[0])
+    assert records[-1]["val_accuracy"] > 0.8
+    saved = json.loads((d / "result.json").read_text())
+    assert saved["epochs_run"] == 3 and saved["stopped_early"] is False
+    assert set(saved["test"]) == {"loss", "accuracy"} and saved["test"]["accuracy"] > 0.8
+    assert result["test"] == saved["test"]
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (d / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    names = sorted(os.listdir(d / "checkpoints"))
+    assert "best.safetensors" in names and "epoch-0003.json" in names
+    # the best weights load straight into the model built from the spec
+    net = dslc.load(str(tmp_path / "plan.dl")).build("Small")
+    net.load_state_dict(load_file(str(d / "checkpoints" / "best.safetensors")))
+
+
+def test_plan_dl_records_every_default_and_setting(tmp_path):
+    run(tmp_path, PLAN, sets=["epochs=1", "optimizer.lr=0.01", "data.val=0.25"])
+    text = (tmp_path / "run" / "plan.dl").read_text()
+    assert "epochs = 1" in text
+    assert "Adam(lr=0.01, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=false" in text
+    assert "digits(val=0.25, test=0.2, seed=0" in text
+    assert "loss = cross_entropy(out, batch.y)" in text
+    # it is a plan the language accepts: with the models it names, it checks
+    (tmp_path / "again.dl").write_text(MODELS + text)
+    dslc.load(str(tmp_path / "again.dl")).plan("p")
+
+
+def test_a_new_run_never_reuses_a_folder(tmp_path, monkeypatch):
+    path = write(tmp_path, PLAN)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        train(path, None, Options(sets=("epochs=1",), progress=False), out=lambda s: None)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["p", "p-2"]
+    assert len(metrics(tmp_path / "runs" / "p")) == 1
+
+
+def test_initial_weights_are_those_of_compile_seed(tmp_path):
+    from dslc.runtime.trainer import Trainer
+    path = write(tmp_path, PLAN.replace("seed       = 0", "seed       = 7"))
+    prog = dslc.load(path)
+    trainer = Trainer(prog, prog.plan("p"), path, Options(out=str(tmp_path / "r")), print)
+    from dslc.runtime.rundir import RunDir
+    trainer.rundir = RunDir.open("p", str(tmp_path / "r"), False)
+    trainer.precision = "fp32"
+    trainer.plan.fields.setdefault("metrics", [])
+    trainer._build()
+    want = prog.build("Small", seed=7).state_dict()
+    assert same(trainer.models["model"].state_dict(), want)
+
+
+# ------------------------------------------------------------------ against a hand-written loop
+
+def test_training_equals_a_hand_written_pytorch_loop(tmp_path):
+    """The same model, data order and optimizer in plain PyTorch give the same weights."""
+    plan = PLAN.replace("Dropout(0.1)", "Dropout(0.0)").replace("epochs     = 3", "epochs     = 2")
+    run(tmp_path, plan)
+    got = weights(tmp_path / "run")
+
+    from sklearn.datasets import load_digits
+    import numpy as np
+    digits = load_digits()
+    x = torch.tensor(digits.images / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    from dslc.runtime import data as data_mod
+    splits = data_mod.load("digits", {"val": 0.2, "test": 0.2, "seed": 0, "scale": (0.0, 1.0)})
+    # the split is a subset of the real data set
+    assert splits.train["x"].shape[1:] == (1, 8, 8)
+    assert np.isin(splits.train["y"].numpy(), y.numpy()).all()
+
+    class Twin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(64, 32)
+            self.head = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.fc1(x.flatten(1))))
+
+    torch.manual_seed(0)
+    twin = Twin()
+    opt = torch.optim.Adam(twin.parameters(), lr=3e-3)
+    for epoch in (1, 2):
+        for batch in data_mod.batches(splits.train, 64, shuffle=True, seed=0, epoch=epoch):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(twin(batch["x"]), batch["y"]).backward()
+            opt.step()
+    want = twin.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ resumption
+
+def test_same_seed_gives_bit_identical_runs(tmp_path):
+    run(tmp_path, PLAN, out="a", sets=["epochs=2"])
+    run(tmp_path, PLAN, out="b", sets=["epochs=2"])
+    assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_pausing_and_resuming_equals_an_uninterrupted_run(tmp_path):
+    run(tmp_path, PLAN, out="whole")
+    paused = run(tmp_path, PLAN, out="parts", max_epochs=1)
+    assert paused == {"paused_after": 1, "_lines": paused["_lines"]}
+    run(tmp_path, PLAN, out="parts", resume=True, max_epochs=1)
+    run(tmp_path, PLAN, out="parts", resume=True)
+    assert same(weights(tmp_path / "whole"), weights(tmp_path / "parts"))
+    assert _without_time(metrics(tmp_path / "whole")) == _without_time(metrics(tmp_path / "parts"))
+
+
+SLOW_PLAN = MODELS + """
+train p {
+    model      = Small(hidden=512)
+    data       = digits(val=0.1)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = SGD(lr=0.05, momentum=0.9)
+    schedule   = cosine()
+    epochs     = 5
+    batch_size = 2
+    seed       = 3
+}
+"""
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([DSLC, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_then_resume_logs_each_epoch_once_with_the_same_weights(tmp_path):
+    path = write(tmp_path, SLOW_PLAN)
+    whole = _cli([path, "--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
+    rng = random.Random(1)
+    out = str(tmp_path / "killed")
+    proc = _cli([path, "--out", out])
+    kills = 0
+    while kills < 4:
+        while not os.path.exists(os.path.join(out, "plan.py")) and proc.poll() is None:
+            time.sleep(0.02)   # the model is built: training starts now
+        time.sleep(rng.uniform(0.0, 2.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        folder = os.path.join(out, "checkpoints")
+        if os.path.isdir(folder) and any(n.endswith(".json") for n in os.listdir(folder)):
+            os.remove(os.path.join(out, "plan.py"))
+            proc = _cli([path, "--out", out, "--resume"])
+        else:   # killed before the first checkpoint: there is nothing to resume
+            shutil.rmtree(out, ignore_errors=True)
+            proc = _cli([path, "--out", out])
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert kills >= 2
+    assert [r["epoch"] for r in metrics(out)] == list(range(1, 6))
+    assert _without_time(metrics(out)) == _without_time(metrics(tmp_path / "whole"))
+    assert same(weights(out), weights(tmp_path / "whole"))
+
+
+def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_exact(tmp_path):
+    path = write(tmp_path, SLOW_PLAN.replace("epochs     = 5", "epochs     = 2"))
+    whole = _cli([path, "--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=300) == 0
+    out = str(tmp_path / "stopped")
+    proc = _cli([path, "--out", out])
+    while not os.path.exists(os.path.join(out, "metrics.jsonl")):
+        time.sleep(0.05)
+        assert proc.poll() is None
+    time.sleep(0.3)   # inside the second epoch
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    err = proc.stderr.read().decode()
+    assert "interrupted: checkpoint written to" in err and "Traceback" not in err
+    assert any("-batch-" in n for n in os.listdir(os.path.join(out, "checkpoints")))
+    again = _cli([path, "--out", out, "--resume"])
+    assert again.wait(timeout=300) == 0, again.stderr.read().decode()
+    assert same(weights(out), weights(tmp_path / "whole"))
+    assert _without_time(metrics(out)) == _without_time(metrics(tmp_path / "whole"))
+
+
+# ------------------------------------------------------------------ faults
+
+def test_nan_loss_stops_with_the_plan_line_and_keeps_the_last_checkpoint(tmp_path):
+    plan = PLAN.replace("optimizer  = Adam(lr=3e-3)", "optimizer  = SGD(lr=1e-3)\n    schedule   = exponential(gamma=1e30)")
+    path = write(tmp_path, plan)
+    res = CliRunner().invoke(main, ["train", path, "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1
+    err = res.output
+    assert "error[E0601]: the loss became" in err and "in epoch 2" in err
+    assert f"{path}:" in err and "loss       = cross_entropy(out, batch.y)" in err and "^" in err
+    assert "Traceback" not in err
+    assert "the last good checkpoint is" in err
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "epoch-0001.json")
+    assert [r["epoch"] for r in metrics(tmp_path / "run")] == [1]
+
+
+@pytest.mark.parametrize("damage", ["json", "weights", "state"])
+def test_a_corrupt_checkpoint_is_named(tmp_path, damage):
+    run(tmp_path, PLAN, max_epochs=1)
+    folder = tmp_path / "run" / "checkpoints"
+    target = {"json": "epoch-0001.json", "weights": "epoch-0001.safetensors",
+              "state": "epoch-0001.state.safetensors"}[damage]
+    data = (folder / target).read_bytes()
+    (folder / target).write_bytes(data[: len(data) // 2])
+    res = CliRunner().invoke(main, ["train", str(tmp_path / "plan.dl"), "--out", str(tmp_path / "run"), "--resume"])
+    assert res.exit_code == 1
+    assert "error[E0602]" in res.output and target in res.output and "Traceback" not in res.output
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    run(tmp_path, PLAN, max_epochs=1)
+    changed = PLAN.replace("model      = Small()", "model      = Small(hidden=16)")
+    with pytest.raises(DslcError) as e:
+        run(tmp_path, changed, resume=True)
+    assert "does not fit the model" in str(e.value)
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(DslcError) as e:
+        run(tmp_path, PLAN, out="nothing", resume=True)
+    assert e.value.codes == ["E0603"]
+
+
+def test_unknown_setting_has_a_suggestion(tmp_path):
+    path = write(tmp_path, PLAN)
+    res = CliRunner().invoke(main, ["train", path, "--set", "epoch=2"])
+    assert res.exit_code == 1
+    assert "no field `epoch`" in res.output and "did you mean `epochs`?" in res.output
+
+
+def test_fp16_on_the_cpu_is_refused(tmp_path):
+    with pytest.raises(DslcError) as e:
+        run(tmp_path, PLAN, sets=["precision=fp16"], device="cpu")
+    assert "fp16 training needs a CUDA device" in str(e.value)
+
+
+# ------------------------------------------------------------------ plans with several models, phases
+
+GAN = """
+model G(latent: int = 16) {
+    input z: [B, latent]
+    Linear(64)
+    Tanh()
+}
+
+model D {
+    input x: [B, 64]
+    Linear(32)
+    LeakyReLU(0.2)
+    Linear(1)
+    Sigmoid()
+}
+
+train gan {
+    models     = { G: G(), D: D() }
+    data       = digits(scale=[-1, 1])
+    batch_size = 128
+    epochs     = 1
+    step discriminator {
+        real = flatten(batch.x, start_dim=1)
+        fake = G(noise([batch_size, 16]))
+        loss = bce(D(real), ones) + bce(D(detach(fake)), zeros)
+        optimizer = Adam(D, lr=2e-4, betas=[0.5, 0.999])
+    }
+    step generator {
+        loss = bce(D(G(noise([batch_size, 16]))), ones)
+        optimizer = Adam(G, lr=2e-4, betas=[0.5, 0.999])
+    }
+}
+"""
+
+
+def test_gan_steps_update_their_own_model(tmp_path):
+    torch.manual_seed(0)
+    before = {k: v.clone() for k, v in dslc.load(write(tmp_path, GAN, "g.dl")).build("G", seed=0).state_dict().items()}
+    run(tmp_path, GAN)
+    record = metrics(tmp_path / "run")[0]
+    assert {"discriminator_loss", "generator_loss", "train_loss"} <= set(record)
+    after = weights(tmp_path / "run")
+    assert set(after) == {"G.fc.weight", "G.fc.bias", "D.fc1.weight", "D.fc1.bias", "D.fc2.weight", "D.fc2.bias"}
+    assert not torch.equal(after["G.fc.weight"], before["fc.weight"])
+
+
+def test_a_steps_backward_leaves_the_other_models_gradients_alone(tmp_path):
+    """The generator step backpropagates through D; D's update must not see those gradients."""
+    path = write(tmp_path, GAN)
+    from dslc.runtime.trainer import Trainer
+    from dslc.runtime.rundir import RunDir
+    prog = dslc.load(path)
+    t = Trainer(prog, prog.plan("gan"), path, Options(out=str(tmp_path / "r")), print)
+    t.rundir = RunDir.open("gan", str(tmp_path / "r"), False)
+    t.precision = "fp32"
+    from dslc.runtime import data as data_mod
+    t.data = data_mod.load("digits", dict(t.plan.data.args))
+    t._build()
+    t.phases = t._phases()
+    t.scaler = None
+    t._start_phase(0)
+    gen = next(s for s in t.steps if s.name == "generator")
+    x = next(iter(data_mod.batches(t.data.train, 128, shuffle=False, seed=0, epoch=1)))["x"]
+    loss = t._forward(gen, [x, torch.zeros(len(x), dtype=torch.int64)])[0]
+    loss.backward(inputs=gen.params)
+    assert all(p.grad is None for p in t.models["D"].parameters())
+    assert all(p.grad is not None for p in t.models["G"].parameters())
+
+
+FINETUNE = MODELS + """
+train pretrain {
+    model      = Net()
+    data       = digits(val=0.2)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = Adam(lr=1e-2)
+    epochs     = 1
+    seed       = 0
+}
+
+train tune {
+    model      = Net()
+    init       = "RUN/checkpoints/best.safetensors"
+    data       = digits(val=0.2)
+    loss       = cross_entropy(out, batch.y)
+    phase head {
+        freeze model.backbone
+        epochs    = 1
+        optimizer = Adam(lr=1e-2)
+    }
+    phase full {
+        unfreeze model.backbone.conv
+        epochs    = 1
+        optimizer = SGD(lr=1e-2)
+    }
+}
+"""
+
+
+def test_phases_freeze_unfreeze_and_init_by_name(tmp_path):
+    text = FINETUNE.replace("RUN", str(tmp_path / "pre"))
+    run(tmp_path, text, plan="pretrain", out="pre")
+    start = load_file(str(tmp_path / "pre" / "checkpoints" / "best.safetensors"))
+    first = run(tmp_path, text, plan="tune", out="tune", max_epochs=1)
+    assert any("init: loaded 4 of 4 tensors" in line for line in first["_lines"])
+    mid = weights(tmp_path / "tune")
+    assert torch.equal(mid["backbone.conv.weight"], start["backbone.conv.weight"])   # frozen in `head`
+    assert not torch.equal(mid["head.weight"], start["head.weight"])
+    run(tmp_path, text, plan="tune", out="tune", resume=True)
+    end = weights(tmp_path / "tune")
+    assert not torch.equal(end["backbone.conv.weight"], start["backbone.conv.weight"])
+    assert [r.get("phase") for r in metrics(tmp_path / "tune")] == ["head", "full"]
+
+
+def test_init_reports_what_did_not_match(tmp_path):
+    from safetensors.torch import save_file
+    (tmp_path / "pre" / "checkpoints").mkdir(parents=True)
+    save_file({"backbone.conv.weight": torch.ones(8, 1, 3, 3), "backbone.conv.bias": torch.ones(8),
+               "head.weight": torch.ones(5, 512), "extra": torch.ones(1)},
+              str(tmp_path / "pre" / "checkpoints" / "best.safetensors"))
+    text = FINETUNE.replace("RUN", str(tmp_path / "pre"))
+    result = run(tmp_path, text, plan="tune", out="tune", sets=["head.epochs=1", "full.epochs=1"])
+    line = next(s for s in result["_lines"] if s.startswith("init:"))
+    assert "loaded 2 of 4 tensors" in line
+    assert "shapes differ: head.weight (5, 512)≠(10, 512)" in line
+    assert "not in the file (kept as initialized): head.weight, head.bias" not in line
+    assert "not in the file (kept as initialized): head.bias" in line
+    assert "in the file but not in the model: extra" in line
+
+
+def test_missing_init_file_points_at_the_plan(tmp_path):
+    path = write(tmp_path, FINETUNE.replace("RUN", str(tmp_path / "nowhere")))
+    res = CliRunner().invoke(main, ["train", path, "--plan", "tune", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "error[E0901]: `init`: no such file" in res.output and "init       =" in res.output
+
+
+DISTILL = MODELS + """
+train teacher {
+    model      = Small(hidden=64)
+    data       = digits()
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = Adam(lr=1e-2)
+    epochs     = 1
+}
+
+train distill {
+    models     = { teacher: Small(hidden=64), student: Small(hidden=8) }
+    init       = { teacher: "RUN/checkpoints/epoch-0001.safetensors" }
+    data       = digits(val=0.2)
+    freeze teacher
+    epochs     = 1
+    step learn {
+        loss = distillation(student(batch.x), teacher(batch.x), batch.y, temperature=2.0, alpha=0.5)
+        optimizer = Adam(student, lr=1e-2)
+    }
+}
+"""
+
+
+def test_distillation_keeps_the_teacher_frozen(tmp_path):
+    text = DISTILL.replace("RUN", str(tmp_path / "t"))
+    run(tmp_path, text, plan="teacher", out="t")
+    teacher = weights(tmp_path / "t")
+    run(tmp_path, text, plan="distill", out="d")
+    after = weights(tmp_path / "d")
+    for k, v in teacher.items():
+        assert torch.equal(after[f"teacher.{k}"], v)
+
+
+def test_data_that_does_not_fit_the_loss_is_a_diagnostic(tmp_path):
+    path = write(tmp_path, PLAN.replace("Linear(10) as head", "Linear(5) as head"))
+    res = CliRunner().invoke(main, ["train", path, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1, res.output
+    assert "error[E0604]: the step failed on a batch: IndexError: Target" in res.output
+    assert "loss       = cross_entropy(out, batch.y)" in res.output and "Traceback" not in res.output
+    assert "batch.x [64, 1, 8, 8] float32, batch.y [64] int64" in res.output
