@@ -10,6 +10,8 @@ DSLC   := $(VENV)/bin/dslc
 EXAMPLE ?= examples/language.dl
 MODEL  ?= MLP
 SET    ?= --set hidden=256 --set classes=10
+TRAIN  ?= examples/digits/digits.dl
+PLAN   ?= mlp
 OUT    ?= build
 export OMP_NUM_THREADS ?= 1
 
@@ -42,14 +44,17 @@ run: install
 	$(DSLC) compile $(EXAMPLE) --model $(MODEL) $(SET) --target onnx -o $(OUT)/$(MODEL).onnx
 	$(DSLC) summary $(EXAMPLE) --model $(MODEL) $(SET)
 	$(DSLC) render $(EXAMPLE) --model $(MODEL) $(SET) -o $(OUT)/$(MODEL).svg
+	$(DSLC) train $(TRAIN) --plan $(PLAN) --out $(OUT)/runs/$(PLAN)
 	@echo "generated PyTorch: $(OUT)/language.py"
 	@echo "ONNX: $(OUT)/$(MODEL).onnx   diagram: $(OUT)/$(MODEL).svg"
+	@echo "training run (metrics, checkpoints, curves): the run directory printed above"
 
 test: install
 	$(PY) -m pytest -q -n 2
 
 bench: install
 	$(PY) bench/frontend.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
