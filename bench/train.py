@@ -37,7 +37,7 @@ CASES = [
     ("digits CNN", "examples/digits/digits.dl", "cnn", 64, 1.0, 0.05),
     ("digits MLP", "examples/digits/digits.dl", "mlp", 64, None, 0.0),
 ]
-ROUNDS = 7
+ROUNDS = 15
 
 
 def _trainer(path: str, plan_name: str, out: str) -> Trainer:
@@ -65,7 +65,7 @@ def _dslc_epoch(t: Trainer, epoch: int) -> float:
     return time.perf_counter() - start
 
 
-def _bare_epoch(model, opt, train: dict, batch_size: int, epoch: int, clip, smoothing) -> float:
+def _bare_epoch(model, opt, sched, train: dict, batch_size: int, epoch: int, clip, smoothing) -> float:
     start = time.perf_counter()
     model.train()
     x_all, y_all = train["x"], train["y"]
@@ -80,6 +80,7 @@ def _bare_epoch(model, opt, train: dict, batch_size: int, epoch: int, clip, smoo
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        sched.step()
     return time.perf_counter() - start
 
 
@@ -89,12 +90,14 @@ def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smo
         t = _trainer(os.path.join(ROOT, path), plan_name, os.path.join(tmp, "run"))
         model = _fresh_model(t)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        # the plan's schedule, as a hand-written loop would have it: stepped after every batch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
         ours, bare = [], []
         _dslc_epoch(t, 1)                                      # warm-up, both sides
-        _bare_epoch(model, opt, t.data.train, batch_size, 1, clip, smoothing)
+        _bare_epoch(model, opt, sched, t.data.train, batch_size, 1, clip, smoothing)
         for r in range(ROUNDS):
             ours.append(_dslc_epoch(t, r + 2))
-            bare.append(_bare_epoch(model, opt, t.data.train, batch_size, r + 2, clip, smoothing))
+            bare.append(_bare_epoch(model, opt, sched, t.data.train, batch_size, r + 2, clip, smoothing))
     ratios = [a / b for a, b in zip(ours, bare)]
     return {"case": label, "batch_size": batch_size, "examples": int(len(t.data.train["x"])),
             "dslc_epoch_s": statistics.median(ours), "bare_epoch_s": statistics.median(bare),

@@ -182,6 +182,7 @@ class Trainer:
             self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
                                       loss_span=step.span, ))
         self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs]
+        self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
         metrics = self.fields.get("metrics", [])
         if metrics and not self.has_prediction:
@@ -346,14 +347,16 @@ class Trainer:
                 if not math.isfinite(value):
                     self._diverged(epoch, b + 1, s, value)
                 sums[s.name] += value * n
-                scaled = loss / accumulate
-                params = [p for p in s.params]
-                if params:
-                    (self.scaler.scale(scaled) if self.scaler else scaled).backward(inputs=params)
+                scaled = loss / accumulate if accumulate > 1 else loss
+                if s.params:
+                    scaled = self.scaler.scale(scaled) if self.scaler else scaled
+                    # with several models, gradients go only to this step's own parameters
+                    scaled.backward(inputs=s.params) if self.several else scaled.backward()
                 if (b + 1) % accumulate == 0 or last:
                     self._optimizer_step(s)
             count += n
-            display.batch(b + 1, sums, count)
+            if display.live:
+                display.batch(b + 1, sums, count)
             if self.stop_requested and ((b + 1) % accumulate == 0) and not last:
                 self.partial = {"sums": sums, "count": count}
                 path = self._save_checkpoint(epoch - 1, b + 1, False)
