@@ -68,7 +68,7 @@ def write(tmp_path, text: str, name: str = "plan.dl") -> str:
 def run(tmp_path, text: str, plan=None, sets=(), out="run", **opts) -> dict:
     path = write(tmp_path, text)
     lines = []
-    options = Options(out=str(tmp_path / out), sets=tuple(sets), progress=False, **opts)
+    options = Options(out=str(tmp_path / out), sets=tuple(sets), **{"progress": False, **opts})
     result = train(path, plan, options, out=lines.append)
     result["_lines"] = lines
     return result
@@ -516,3 +516,52 @@ def test_data_that_does_not_fit_the_loss_is_a_diagnostic(tmp_path):
     assert "error[E0604]: the step failed on a batch: IndexError: Target" in res.output
     assert "loss       = cross_entropy(out, batch.y)" in res.output and "Traceback" not in res.output
     assert "batch.x [64, 1, 8, 8] float32, batch.y [64] int64" in res.output
+
+
+# ------------------------------------------------------------------ options
+
+def test_accumulation_steps_the_optimizer_every_n_batches(tmp_path):
+    run(tmp_path, PLAN, sets=["epochs=1", "accumulate=3", "data.val=0.0", "data.test=0.0", "batch_size=100"])
+    from dslc.runtime import checkpoint
+    _, tensors, _ = checkpoint.load(checkpoint.checkpoints(str(tmp_path / "run" / "checkpoints"))[-1][2])
+    batches = -(-1797 // 100)   # 18
+    assert float(tensors["optim.train.0.step"]) == -(-batches // 3)
+
+
+def test_bf16_ema_and_progress_bar_run(tmp_path):
+    result = run(tmp_path, PLAN, sets=["epochs=2", "precision=bf16", "ema=0.9"], progress=True)
+    assert result["test"]["accuracy"] > 0.5
+    from dslc.runtime import checkpoint
+    w, tensors, _ = checkpoint.load(checkpoint.checkpoints(str(tmp_path / "run" / "checkpoints"))[-1][2])
+    assert "ema.model.head.weight" in tensors
+    assert not torch.equal(tensors["ema.model.head.weight"], w["head.weight"])
+
+
+def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
+    import types
+    written = []
+
+    class Writer:
+        def __init__(self, folder):
+            written.append(("dir", folder))
+
+        def add_scalar(self, key, value, step):
+            written.append((key, step))
+
+        def flush(self):
+            pass
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    run(tmp_path, PLAN, sets=["epochs=2"])
+    assert written[0] == ("dir", str(tmp_path / "run" / "tensorboard"))
+    assert ("val_accuracy", 2) in written and ("train_loss", 1) in written
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_the_same(tmp_path):
+    plain = run(tmp_path, PLAN, out="plain", sets=["epochs=1", "model=Small(hidden=16)"])
+    compiled = run(tmp_path, PLAN, out="compiled", sets=["epochs=1", "model=Small(hidden=16)", "compile=true"])
+    a, b = metrics(tmp_path / "plain")[0], metrics(tmp_path / "compiled")[0]
+    # inductor fuses kernels, so the sums round differently: equal to about 1e-4 relative
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+    assert plain["test"]["loss"] == pytest.approx(compiled["test"]["loss"], rel=1e-3)

@@ -300,6 +300,7 @@ class Trainer:
                     stopped_early = True
                 self._checkpoint_if_due(epoch + 1, total, stopped_early, improved)
                 self.rundir.append_metrics(record)
+                self._tensorboard(record)
                 display.epoch(record, total)
                 epoch += 1
                 run_epochs += 1
@@ -312,6 +313,22 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
             display.close()
         return self._finish(stopped_early)
+
+    def _tensorboard(self, record: dict) -> None:
+        """TensorBoard event files in RUN/tensorboard, when tensorboard is installed."""
+        if not hasattr(self, "board"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:   # tensorboard is optional
+                self.board = None
+            else:
+                self.board = SummaryWriter(os.path.join(self.rundir.path, "tensorboard"))
+        if self.board is None:
+            return
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                self.board.add_scalar(k, v, record["epoch"])
+        self.board.flush()
 
     def _on_sigint(self, signum, frame) -> None:
         if self.stop_requested:
