@@ -116,3 +116,14 @@ def test_parallel_check_falls_back_when_the_child_fails(tmp_path, monkeypatch):
     path = tmp_path / "two.dl"
     path.write_text("model A {\n    input x: [B, 2]\n    Linear(3)\n}\nmodel C {\n    input x: [B, 2]\n    Linear(3)\n}\n")
     check.check_unit(load_unit(str(path)), jobs=2)  # no error, nothing lost
+
+
+def test_check_starts_without_torch_or_numpy():
+    """Start-up is a target (bench/frontend.py): checking a file with plans loads neither."""
+    import subprocess
+    import sys
+    code = ("import sys, dslc; dslc.load('examples/language.dl'); "
+            "print(sorted(m for m in ('torch', 'numpy', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]"

@@ -20,7 +20,19 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
-import numpy as np
+
+
+class _Numpy:
+    """numpy, imported on first use: `dslc check` of a plan over a built-in set never needs it,
+    and start-up is a target (bench/frontend.py)."""
+
+    def __getattr__(self, name):
+        import numpy
+        globals()["np"] = numpy
+        return getattr(numpy, name)
+
+
+np = _Numpy()
 
 
 class DataError(Exception):
