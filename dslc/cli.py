@@ -309,6 +309,50 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
+@click.option("--run", "run_dir", metavar="DIR", help="The run to sample (default: the latest runs/PLAN*). Its "
+              "checkpoints/best.safetensors, else its newest epoch checkpoint.")
+@click.option("--model", "model", metavar="NAME", help="The plan's model to sample (e.g. G). Default: the plan's "
+              "only model, else the only one taking noise (one float input not computed from the batch).")
+@click.option("-n", "n", type=click.IntRange(min=1), metavar="N",
+              help="How many samples (default: 64 images, 1 text).")
+@click.option("--length", type=click.IntRange(min=0), default=400, show_default=True,
+              help="Characters to generate per text sample.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Divides the logits before sampling each character: lower is more conservative.")
+@click.option("--prompt", metavar="TEXT", help="The text a language model starts from (default: a newline).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise and of every draw.")
+@click.option("-o", "--output", metavar="OUT", help="Output file (default: RUN/samples.png, .txt, or .npy for "
+              "outputs that are not images).")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
+@click.option("--device", metavar="DEVICE", help="cpu, cuda, ... (default: CUDA when present).")
+@_handled
+def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, output, sets, device) -> None:
+    """Generate samples from a trained plan's model: images from a generator or decoder fed
+    seeded noise (a PNG grid), or text from a character-level language model.
+
+    Images: when the model's output is the size of one example of the data's `x`, the
+    outputs are mapped from the data's range (`scale`) to [0, 1] and drawn as a grid;
+    other outputs are written as a .npy array. Text: starting from --prompt, each next
+    character is drawn from softmax(logits / temperature) of the last `context` ones."""
+    from .runtime.sample import SampleOptions
+    from .runtime.sample import sample as draw
+    options = SampleOptions(run=run_dir, model=model, n=n, length=length, temperature=temperature, seed=seed,
+                            prompt=prompt, output=output, sets=sets, device=device)
+    result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))
+    if result["kind"] == "text":
+        click.echo(result["text"])
+        click.echo(f"wrote {result['path']}: text from {result['name']} (weights {result['weights']})", err=True)
+    elif result["kind"] == "image":
+        click.echo(f"wrote {result['path']}: {result['shape'][0]} samples of {result['name']} "
+                   f"(weights {result['weights']})")
+    else:
+        click.echo(f"wrote {result['path']}: the outputs of {result['name']}, {result['shape']}, are not images "
+                   "of the data's `x`, so they are saved as a numpy array")
+
+
+@main.command()
 @click.argument("code")
 @_handled
 def explain(code: str) -> None:
