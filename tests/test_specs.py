@@ -497,22 +497,7 @@ def digits_classifier_twin(classes: int = 10) -> nn.Module:
 # ====================================================================== the cases
 
 
-@dataclass(frozen=True)
-class Case:
-    file: str
-    model: str
-    twin: Callable[..., nn.Module]
-    inputs: tuple                           # shapes (with "B", "T") or (shape, dtype) pairs
-    params: dict = field(default_factory=dict)  # parameters for the default build (models that need them)
-    published: int | None = None            # the published parameter count
-    names: tuple = ()                       # state-dict keys that `as` names must produce
-    small: dict | None = None               # parameters for a real CPU forward (None: meta only)
-    rename: Callable | None = None          # dslc key -> twin key, where registration orders differ
-    twin_small: dict = field(default_factory=dict)  # extra twin arguments for the CPU run
-
-    @property
-    def id(self) -> str:
-        return f"{self.file[:-3]}-{self.model}"
+from zoo_case import Case  # noqa: E402  (shared with the zoo's twin modules)
 
 
 IMAGE = ("B", 3, 224, 224)
@@ -559,6 +544,11 @@ CASES = [
          names=("inc.conv1.weight", "down4.double_conv.bn2.running_mean", "up1.deconv.weight", "outc.weight"),
          small={"base": 8}),
 ]
+# the rest of the zoo: twin modules beside this file (tests/zoo_*.py), each with its own CASES
+for _module in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_*.py"))):
+    _name = os.path.basename(_module)[:-3]
+    if _name != "zoo_case":
+        CASES += __import__(_name).CASES
 SMALL = [c for c in CASES if c.small is not None]
 SPEC_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.dl")))
 
