@@ -40,3 +40,12 @@ def test_complete_guide_examples_check(tmp_path):
             text = src.read_text(encoding="utf-8")
             src.write_text('import "' + os.path.join(ROOT, "specs", "gan.dl") + '"\n' + text, encoding="utf-8")
         dslc.load(str(src))
+
+
+def test_the_zoo_page_is_current():
+    """docs/zoo.md and its diagrams are generated from specs/ (tools/gen_zoo.py)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_zoo.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, "docs/zoo.md is stale: run python tools/gen_zoo.py " + out.stderr
