@@ -17,12 +17,19 @@ from support import ROOT, ort_run, relative_error
 ARGUMENTS = {"MLP": {"hidden": 256, "classes": 10}}   # models without defaults
 BIG = {"VGG16", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet"}
 FILES = sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl"))) + [os.path.join(ROOT, "examples", "language.dl")]
+# the training examples' own models (their imports are tested where they are declared)
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*", "*.dl")))
+
+
+def _own_models(path: str) -> list:
+    prog = dslc.load(path)
+    return [m for m in prog.models if prog.unit.decls[m].span.file.name == prog.unit.root.name]
 
 
 def _cases():
     out = []
-    for path in FILES:
-        for name in dslc.load(path).models:
+    for path in FILES + EXAMPLES:
+        for name in (dslc.load(path).models if path in FILES else _own_models(path)):
             marks = [pytest.mark.slow] if name in BIG else []
             out.append(pytest.param(path, name, id=f"{os.path.relpath(path, ROOT)}-{name}", marks=marks))
     return out

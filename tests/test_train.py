@@ -565,3 +565,50 @@ def test_torch_compile_trains_the_same(tmp_path):
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
     assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
     assert plain["test"]["loss"] == pytest.approx(compiled["test"]["loss"], rel=1e-3)
+
+
+def test_per_position_classes_and_regression_metrics(tmp_path):
+    text = """
+model CharLM(vocab: int = 76, dim: int = 16) {
+    input tokens: [B, T] of int64
+    out, (h, c) = tokens -> Embedding(vocab, dim) -> LSTM(dim)
+    output out -> Linear(vocab)
+}
+
+model Reg {
+    input x: [B, 10]
+    Linear(1)
+    Flatten(start_dim=0)
+}
+
+train lm {
+    model      = CharLM()
+    data       = shakespeare(context=16, chars=3000, val=0.2)
+    loss       = cross_entropy(transpose(out, 1, 2), batch.y)
+    optimizer  = Adam(lr=1e-2)
+    epochs     = 1
+    metrics    = [accuracy, top5]
+}
+
+train reg {
+    model      = Reg()
+    data       = diabetes(val=0.2)
+    loss       = mse(out, batch.y)
+    optimizer  = Adam(lr=1e-1)
+    epochs     = 1
+    metrics    = [mse, mae]
+}
+"""
+    run(tmp_path, text, plan="lm", out="lm")
+    record = metrics(tmp_path / "lm")[0]
+    assert 0 <= record["val_accuracy"] <= record["val_top5"] <= 1
+    run(tmp_path, text, plan="reg", out="reg")
+    record = metrics(tmp_path / "reg")[0]
+    assert record["val_mse"] == pytest.approx(record["val_loss"], rel=1e-4)
+    assert record["val_mae"] > 0
+
+
+def test_a_multi_step_plan_without_validation_keeps_the_latest_as_best(tmp_path):
+    run(tmp_path, GAN, sets=["epochs=3"])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["best_epoch"] == 3

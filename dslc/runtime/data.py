@@ -1,7 +1,8 @@
 """Data sets as tensors for `dslc train`: load and split, batch, augment.
 
 - `load(name, args, base_dir)` reads a catalog data set (its arrays come from
-  `sources.py`) and splits it by seed: a permutation from numpy's
+  `sources.py`), keeps only the examples of the listed `labels` when a classification
+  set is given them, and splits it by seed: a permutation from numpy's
   `default_rng(seed)`; the test split is its first round(n·test) examples, the
   validation split the next round(n·val), training the rest, in permuted order.
 - `batches` indexes the in-memory tensors. The order of an epoch and every random
@@ -61,6 +62,9 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
         raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
     want = entry.field_types(full, base_dir)
     arrays, meta = sources.arrays(name, full, base_dir)
+    labels = full.get("labels")
+    if labels is not None:
+        arrays, meta = _keep_labels(name, arrays, meta, [int(i) for i in labels])
     n = len(next(iter(arrays.values())))
     for key, a in arrays.items():
         t = want.get(key)
@@ -74,6 +78,22 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     meta = dict(meta, name=name, examples=n, sizes={"train": len(parts[0]), "val": len(parts[1]),
                                                      "test": len(parts[2])})
     return Splits(train, val, test, meta)
+
+
+def _keep_labels(name: str, arrays: dict, meta: dict, labels: list[int]) -> tuple[dict, dict]:
+    """Only the examples whose `y` is one of `labels` (in their order in the source; the ids
+    are not renumbered, so a model keeps its outputs for all the set's classes)."""
+    y = arrays.get("y")
+    if y is None or y.dtype.kind not in "iu":
+        raise DataError(f"`labels` of `{name}` keeps examples by class id, but this data set has no "
+                        "class ids `y`", "E0302")
+    classes = meta.get("classes")
+    if classes is not None and any(i >= classes for i in labels):
+        raise DataError(f"`labels` of `{name}` must be class ids from 0 to {classes - 1}, got {labels}", "E0302")
+    keep = np.isin(y, labels)
+    if not keep.any():
+        raise DataError(f"no example of `{name}` has a label in {labels}", "E0302")
+    return {k: a[keep] for k, a in arrays.items()}, dict(meta, labels=list(labels))
 
 
 # ---------------------------------------------------------------------- batches

@@ -126,8 +126,9 @@ class Trainer:
                                       base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir)
         except data_mod.DataError as e:
             raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), self.plan.data.span)) from None
-        self.task = "classification" if (self.data.meta.get("classes") or self.plan.data.entry.classes) \
-            else "regression"
+        y = self.data.train.get("y")
+        # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
+        self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
         self._build()
         if not self.options.resume:
             self.rundir.write_plan(self.plan, self.path)
@@ -483,8 +484,10 @@ class Trainer:
         value = record.get(monitor)
         if value is None:
             return False
+        # a GAN's summed step losses say nothing of quality: there, the best is the latest
+        latest = monitor == "train_loss" and len(self.steps) > 1
         maximize = monitor.split("_", 1)[-1] in ("accuracy", "top5", "f1")
-        if self.best is None or (value > self.best[0] if maximize else value < self.best[0]):
+        if latest or self.best is None or (value > self.best[0] if maximize else value < self.best[0]):
             self.best = (value, record["epoch"])
             weights = self._weights(ema=True)
             checkpoint.save_weights(os.path.join(self.rundir.checkpoints, "best.safetensors"), weights,
