@@ -145,3 +145,20 @@ model M {
     assert want == (2, 96, 8, 8)
     out = prog.build("M", seed=0).eval()(torch.randn(2, 16, 8, 8))
     assert tuple(out.shape) == want
+
+
+def test_constant_initializer_and_zero_d_params(tmp_path):
+    """`param t: [] = constant(2.5)`: a learnable scalar (CLIP's temperature, say)."""
+    import torch
+    import dslc
+    from support import ort_run, relative_error
+    path = tmp_path / "p.dl"
+    path.write_text("model Scale {\n    input x: [B, 4]\n    param t: [] = constant(2.5)\n"
+                    "    param v: [4] = constant(-1.0)\n    param w: [] = zeros\n    output x * t + v + w\n}\n")
+    prog = dslc.load(str(path))
+    net = prog.build("Scale")
+    assert net.t.shape == () and float(net.t) == 2.5 and torch.equal(net.v.data, torch.full((4,), -1.0))
+    x = torch.rand(3, 4)
+    assert torch.equal(net(x), x * 2.5 - 1.0)
+    got = ort_run(prog.onnx("Scale"), {"x": x.numpy()})[0]
+    assert relative_error(got, (x * 2.5 - 1.0).numpy()) < 1e-6

@@ -310,11 +310,11 @@ class PlanChecker(Evaluator):
                 raise EvalError("E0301", f"{what} is not an augmentation", item.span, label="unknown augmentation",
                                 help=(f"did you mean `{guess}`? " if guess else "") + "augmentations: " +
                                 ", ".join(catalog.AUGMENTS))
-            v = self._expr(item, ctx)
-            if v is POISON:
-                raise Poisoned()
-            if isinstance(v, EntryRef):
-                v = PlanCall(v.entry, bind_op(v.entry.params, [], [], v.entry.name, item.span)[0], item.span)
+            entry = catalog.AUGMENTS[name]   # the augmentation, even where a function has its name (normalize)
+            if isinstance(item, ast.Call):
+                v = self._entry_call(entry, item, ctx)
+            else:
+                v = PlanCall(entry, bind_op(entry.params, [], [], entry.name, item.span)[0], item.span)
             out.append(v)
         return out
 

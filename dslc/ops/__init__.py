@@ -1,6 +1,6 @@
 """The op registry: importing this package registers every op family once."""
-from . import (activation, attention, conv, dropout, embedding, linear, losses, norm, pooling,  # noqa: F401
-               recurrent, tensor)
+from . import (activation, attention, conv, dropout, elementwise, embedding, linear, losses, norm,  # noqa: F401
+               pooling, recurrent, tensor)
 from .registry import HELPERS, REGISTRY, OpDef, validate_registry
 
 validate_registry()

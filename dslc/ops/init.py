@@ -35,7 +35,14 @@ def _uniform(shape: str, a: dict) -> str:
     return f"torch.empty({shape}).uniform_({lo}, {hi})"
 
 
+def _constant(shape: str, a: dict) -> str:
+    size = "()" if shape == "()" else f"({shape},)" if "," not in shape else f"({shape})"
+    return f"torch.full({size}, {a['value']})"
+
+
 INITS: dict[str, InitDef] = {i.name: i for i in (
+    InitDef("constant", (ParamSpec("value", FLOAT),), _constant, "every element `value`: "
+            "`param logit_scale: [] = constant(2.6593)`"),
     InitDef("zeros", (), lambda shape, a: f"torch.zeros({shape})", "all zeros"),
     InitDef("ones", (), lambda shape, a: f"torch.ones({shape})", "all ones"),
     InitDef("normal", (ParamSpec("mean", FLOAT, 0.0), ParamSpec("std", FLOAT, 1.0, checks.positive_number)),
