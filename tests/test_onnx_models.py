@@ -15,7 +15,8 @@ from conftest import golden
 from support import ROOT, ort_run, relative_error
 
 ARGUMENTS = {"MLP": {"hidden": 256, "classes": 10}}   # models without defaults
-BIG = {"VGG16", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet"}
+BIG = {"VGG11", "VGG11BN", "VGG16", "VGG16BN", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet", "UNetBilinear",
+       "BertClassifier", "Seq2SeqTransformer"}
 FILES = sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl"))) + [os.path.join(ROOT, "examples", "language.dl")]
 # the training examples' own models (their imports are tested where they are declared)
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*", "*.dl")))
@@ -54,7 +55,7 @@ def test_model_matches_pytorch_in_onnxruntime(path, name):
     graph = prog.graph(name, **params)
     net = prog.build(name, seed=0, **params).eval()
     rng = np.random.default_rng(0)
-    for sizes in ({"B": 2, "T": 5}, {"B": 3, "T": 7}):
+    for sizes in ({"B": 2, "T": 5, "S": 3}, {"B": 3, "T": 7, "S": 6}):
         feeds = _inputs(graph, sizes, rng)
         got = ort_run(model, feeds)
         with torch.no_grad():

@@ -37,7 +37,7 @@ from dslc.cli import main
 from support import ROOT
 
 SPECS = os.path.join(ROOT, "specs")
-SIZES = {"B": 2, "T": 5}  # the symbolic batch and sequence sizes in every test
+SIZES = {"B": 2, "T": 5, "S": 3}  # the symbolic batch and sequence sizes (S: a second, source length) in every test
 
 
 # ====================================================================== twins
