@@ -23,6 +23,7 @@ class Program:
         self.unit = unit
         self.path = path
         self._graphs: dict = {}
+        self._optimized: dict = {}
 
     @property
     def models(self) -> list[str]:
@@ -70,8 +71,24 @@ class Program:
             self._graphs[key] = g
         return self._graphs[key]
 
-    def source(self, names: list[str] | None = None, seed: int = 0, **params) -> str:
-        """The generated PyTorch file for the named models (every buildable model when None)."""
+    def optimized(self, name: str, opt: int = 1, channels_last: bool = False, **params):
+        """The model's IR after the passes of -O`opt` (a dslc.passes.Result: .graph, .applied, .declined,
+        .report()). The graph `graph(name)` returns is not changed."""
+        from .passes import optimize
+        key = (name, opt, channels_last, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        if key not in self._optimized:
+            self._optimized[key] = optimize(self.graph(name, **params), opt, channels_last)
+        return self._optimized[key]
+
+    def _graph_at(self, name: str, opt: int, channels_last: bool, params: dict):
+        if not opt and not channels_last:
+            return self.graph(name, **params)
+        return self.optimized(name, opt, channels_last, **params).graph
+
+    def source(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0, channels_last: bool = False,
+               **params) -> str:
+        """The generated PyTorch file for the named models (every buildable model when None), optimized
+        with the passes of -O`opt` (0: none, the default) and the channels_last layout when asked."""
         from .backends.torch_codegen import generate
         names = names or self.buildable
         if not names:
@@ -83,18 +100,20 @@ class Program:
         if params and len(names) > 1:
             raise DslcError(Diagnostic("E0209", "parameters can be set for one model at a time",
                                        file_name=self.unit.root.name, help="choose one with --model"))
-        graphs = [self.graph(n, **params) for n in names]
+        graphs = [self._graph_at(n, opt, channels_last, params) for n in names]
         return generate(graphs, self.source_name, seed)
 
-    def module(self, names: list[str] | None = None, seed: int = 0, **params) -> types.ModuleType:
+    def module(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0, channels_last: bool = False,
+               **params) -> types.ModuleType:
         """The generated file, executed as a Python module."""
-        src = self.source(names, seed, **params)
-        tag = "-".join(names or self.models)
+        src = self.source(names, seed, opt=opt, channels_last=channels_last, **params)
+        tag = "-".join(names or self.models) + (f"-O{opt}" if opt else "") + ("-cl" if channels_last else "")
         return exec_source(src, f"<dslc {self.source_name}:{tag}>")
 
-    def build(self, name: str, seed: int | None = None, **params):
-        """A torch.nn.Module; with `seed`, the same weights as `dslc compile --seed`."""
-        mod = self.module([name], seed or 0, **params)
+    def build(self, name: str, seed: int | None = None, *, opt: int = 0, channels_last: bool = False, **params):
+        """A torch.nn.Module; with `seed`, the same weights as `dslc compile --seed` (at the same -O level).
+        At -O2 the module is for inference: built in eval mode, with batch norm folded (docs/passes.md)."""
+        mod = self.module([name], seed or 0, opt=opt, channels_last=channels_last, **params)
         return mod.build(name, seed=seed)
 
 
@@ -118,22 +137,29 @@ class Program:
         from .backends.diagram import to_dot
         return to_dot(self.graph(name, **params), depth, collapse)
 
-    def state(self, name: str, seed: int = 0, weights: str | None = None, **params) -> dict:
-        """The model's weights by state-dict name, as numpy arrays: seeded, or read from `weights`."""
+    def state(self, name: str, seed: int = 0, weights: str | None = None, *, opt: int = 0, **params) -> dict:
+        """The model's weights by state-dict name, as numpy arrays: seeded, or read from `weights`.
+        With `opt`, those of the -O`opt` module (weights, a checkpoint of the unoptimized model, are
+        checked against that model, then loaded, folded, into the optimized one)."""
         net = self.build(name, seed=seed, **params)
         if weights is not None:
             from .weights import load_into
             load_into(net, weights)
+        if opt:
+            optimized = self.build(name, seed=seed, opt=opt, **params)
+            optimized.load_state_dict(net.state_dict())
+            net = optimized
         return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
-    def onnx(self, name: str, seed: int = 0, weights: str | None = None, **params):
-        """A checked ONNX model of `name` (onnx.ModelProto) in inference mode, with its weights."""
+    def onnx(self, name: str, seed: int = 0, weights: str | None = None, *, opt: int = 0, **params):
+        """A checked ONNX model of `name` (onnx.ModelProto) in inference mode, with its weights; with
+        `opt`, of the model after the passes of -O`opt` (-O2 folds batch norm into the weights)."""
         import onnx
 
         from .backends.onnx_emit import OnnxExportError, emit_model
-        graph = self.graph(name, **params)
+        graph = self._graph_at(name, opt, False, params)
         try:
-            model = emit_model(graph, self.state(name, seed, weights, **params),
+            model = emit_model(graph, self.state(name, seed, weights, opt=opt, **params),
                                doc=f"{name} from {self.source_name}, generated by dslc")
         except OnnxExportError as e:
             raise DslcError(Diagnostic("E0902", f"cannot export `{name}` to ONNX: {e}",

@@ -97,20 +97,31 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
               help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; onnx only).")
+@click.option("-O", "opt", type=click.IntRange(0, 2), default=0, show_default=True, metavar="LEVEL",
+              help="Optimization: -O0 none; -O1 no-ops, constants, common subexpressions, dead code, fused "
+                   "attention; -O2 also inference only: dropout removed, batch norm folded (docs/passes.md).")
+@click.option("--channels-last", is_flag=True, help="CNNs: weights and 4-d inputs in the channels_last memory "
+                                                     "format.")
+@click.option("--dump-ir", is_flag=True, help="Print each model's IR before and after the passes, and what the "
+                                              "passes did, to stderr.")
 @_handled
-def compile_(file, model, target, output, sets, seed, weights) -> None:
+def compile_(file, model, target, output, sets, seed, weights, opt, channels_last, dump_ir) -> None:
     """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX."""
     from .api import load
     params = model_args(sets)
     prog = load(file)
     if target == "onnx":
-        return _compile_onnx(prog, model, output, seed, weights, params)
+        if channels_last:
+            raise click.UsageError("--channels-last applies to --target pytorch (ONNX has no memory formats)")
+        return _compile_onnx(prog, model, output, seed, weights, params, opt, dump_ir)
     if weights:
         raise click.UsageError("--weights applies to --target onnx (a generated .py builds its own weights)")
     names = [model] if model else None
     if model:
         prog._decl(model)
-    source = prog.source(names, seed, **params)
+    if dump_ir:
+        _dump_ir(prog, names or prog.buildable, opt, channels_last, params)
+    source = prog.source(names, seed, opt=opt, channels_last=channels_last, **params)
     if not model:
         for name, needs in prog.needs_arguments().items():
             click.echo(f"note: skipped `{name}`: it needs {', '.join(needs)} "
@@ -123,7 +134,18 @@ def compile_(file, model, target, output, sets, seed, weights) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
-def _compile_onnx(prog, model, output, seed, weights, params) -> None:
+def _dump_ir(prog, names: list, opt: int, channels_last: bool, params: dict) -> None:
+    from .ir.printer import print_graph
+    for name in names:
+        click.echo(f"# IR of {name} before the passes\n{print_graph(prog.graph(name, **params))}", err=True)
+        result = prog.optimized(name, opt, channels_last, **params)
+        click.echo(f"# IR of {name} after -O{opt}{' --channels-last' if channels_last else ''}\n"
+                   f"{print_graph(result.graph)}", err=True)
+        report = result.report() or "nothing to do\n"
+        click.echo(f"# passes on {name}\n{report}", err=True, nl=False)
+
+
+def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump_ir: bool = False) -> None:
     from .diagnostics import Diagnostic, DslcError
     if model is None:
         if len(prog.models) != 1:
@@ -134,7 +156,9 @@ def _compile_onnx(prog, model, output, seed, weights, params) -> None:
     prog._decl(model)
     if output == "-":
         raise click.UsageError("an ONNX model is binary: give a file with -o")
-    onnx_model = prog.onnx(model, seed=seed, weights=weights, **params)
+    if dump_ir:
+        _dump_ir(prog, [model], opt, False, params)
+    onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, **params)
     out = output or f"{model}.onnx"
     _write(out, onnx_model.SerializeToString(), explicit=output is not None)
     click.echo(f"wrote {out}", err=True)

@@ -162,3 +162,21 @@ def test_constant_initializer_and_zero_d_params(tmp_path):
     assert torch.equal(net(x), x * 2.5 - 1.0)
     got = ort_run(prog.onnx("Scale"), {"x": x.numpy()})[0]
     assert relative_error(got, (x * 2.5 - 1.0).numpy()) < 1e-6
+
+
+def test_scalar_operands_keep_their_meaning(tmp_path):
+    """`x / (n - 1)` is not `x / n - 1`; a float made from a size holds only for that size."""
+    import torch
+    import dslc
+    path = tmp_path / "p.dl"
+    path.write_text("model P(n: int = 8) {\n    input x: [B, 4]\n    output x / (n - 1) + (-2.0) ** (x * 0.0) "
+                    "+ x * (1.0 / n)\n}\n")
+    prog = dslc.load(str(path))
+    x = torch.rand(2, 4)
+    want = x / 7 + (-2.0) ** (x * 0.0) + x * 0.125
+    torch.testing.assert_close(prog.build("P")(x), want)
+    src = prog.source()
+    assert "x / (self.n - 1)" in src or "/ (n - 1)" in src
+    module = prog.module()
+    with pytest.raises(ValueError, match="compiled for n == 8"):
+        module.P(n=4)   # the folded 1.0 / n is 0.125 only for n = 8

@@ -114,7 +114,8 @@ class _ClassWriter:
     def _fed_arguments(self, inst: Instance) -> list:
         """(argument name, value) pairs an instance's constructor receives."""
         if inst.kind == "layer":
-            return list(inst.args.items())
+            folded = list(inst.folded.norm.args.items()) if inst.folded is not None else []
+            return list(inst.args.items()) + folded
         if inst.kind != "block":
             return []
         child = self.gen.class_for(inst.graph)
@@ -167,10 +168,12 @@ class _ClassWriter:
                          if ann else f", {name}{'' if default is None else '=' + default}"
                          for _, name, ann, default in signature)
         lines.append(f"{INDENT}def __init__(self{params}):")
-        body = ["super().__init__()"] + guards + stores + members
+        body = ["super().__init__()"] + guards + stores + members + self._settings(init_printer)
         lines += [INDENT * 2 + b for b in body]
         lines.append("")
         lines += [INDENT + line if line else "" for line in fwd]
+        if self.is_model and self.graph.inference:
+            lines += [""] + [INDENT + line for line in self._train_refusal()]
         heading, facts = self._doc_parts()
         return "\n".join(lines) + "\n", signature, heading, facts
 
@@ -223,6 +226,32 @@ class _ClassWriter:
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
 
+    def _settings(self, printer: Printer) -> list[str]:
+        """What optimization passes add to __init__: loading unoptimized checkpoints, eval mode, layout."""
+        lines = []
+        folded = {i.name: i.folded.norm for i in self.graph.instances.values()
+                  if i.kind == "layer" and i.folded is not None and i.id not in self.external}
+        if folded or self.graph.dropped:
+            self.gen.helpers.add("unoptimized_weights")
+            pairs = ", ".join(f"{py_str(layer)}: ({py_str(norm.name)}, {printer.value(norm.args['eps'])})"
+                              for layer, norm in folded.items())
+            dropped = ", ".join(py_str(d) for d in self.graph.dropped)
+            dropped = f", dropped=({dropped},)" if self.graph.dropped else ""
+            lines.append(f"self.register_load_state_dict_pre_hook(unoptimized_weights({{{pairs}}}{dropped}))")
+        if self.is_model and self.graph.memory_format == "channels_last":
+            lines.append("self.to(memory_format=torch.channels_last)")
+        if self.is_model and self.graph.inference:
+            lines.append("self.eval()")
+        return lines
+
+    def _train_refusal(self) -> list[str]:
+        msg = (f"{self.graph.name} was compiled with -O2 for inference (batch norm folded, dropout removed): "
+               "it runs in eval mode only; compile it without -O2 to train it")
+        return ["def train(self, mode: bool = True):",
+                f"{INDENT}if mode:",
+                f"{INDENT * 2}raise RuntimeError({py_str(msg)})",
+                f"{INDENT}return super().train(False)"]
+
     # ---------------------------------------------------------------- __init__ members
 
     def _members(self, printer: Printer) -> list[str]:
@@ -231,18 +260,23 @@ class _ClassWriter:
             if inst.id in self.external:
                 continue
             if inst.kind == "layer":
-                if is_module(inst):
+                if inst.folded is not None:
+                    self.gen.helpers.add("fold_batchnorm")
+                    layer = self._ctor(inst, printer, dict(inst.args, bias=inst.folded.bias))
+                    norm = self._ctor(inst.folded.norm, printer)
+                    lines.append(f"self.{inst.name} = fold_batchnorm({layer}, {norm})")
+                elif is_module(inst):
                     lines.append(f"self.{inst.name} = {self._ctor(inst, printer)}")
             elif inst.kind == "block":
                 lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
             elif inst.kind == "param":
-                shape = ", ".join(printer.value(d) for d in inst.shape)
+                shape = ", ".join(printer.value(d) for d in inst.shape) or "()"   # a 0-d tensor
                 init = inst.init.init.torch(shape, {k: printer.value(v) for k, v in inst.init.args.items()})
                 lines.append(f"self.{inst.name} = nn.Parameter({init})")
         return lines
 
-    def _ctor(self, inst: Instance, printer: Printer) -> str:
-        op, args = inst.op, inst.args
+    def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
+        op, args = inst.op, inst.args if args is None else args
         t: TorchLayer = op.torch
         parts = [printer.value(args[n]) for n in t.positional]
         for n in t.keywords:
@@ -302,7 +336,7 @@ class _ClassWriter:
             body.append(f"{targets} = {expr}")
         else:
             body.append("return " + ", ".join(var[r] for r in out_refs))
-        prologue = self._symbol_bindings(var)
+        prologue = self._symbol_bindings(var) + self._layout(var)
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
 
@@ -369,6 +403,14 @@ class _ClassWriter:
                 raise CodegenError(f"`{sym}` is used in `{self.graph.name}` but no input has it as a dimension")
             lines.append(f"{sym} = {src}")
         return lines
+
+    def _layout(self, var: dict) -> list[str]:
+        """channels_last models convert their 4-d inputs first."""
+        if not (self.is_model and self.graph.memory_format == "channels_last"):
+            return []
+        images = [ref for _, ref in self.graph.inputs
+                  if self.graph.type_of(ref).rank == 4 and self.graph.type_of(ref).is_float]
+        return [f"{var[ref]} = {var[ref]}.contiguous(memory_format=torch.channels_last)" for ref in images]
 
     def _symbol_source(self, sym: str, var: dict) -> str | None:
         for name, ref in self.graph.inputs:
@@ -564,6 +606,7 @@ def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
               '"""',
               "import torch",
               "from torch import nn"]
+    header[2:2] = _optimization_note(models)
     if uses_f:
         header.append("import torch.nn.functional as F")
     parts = ["\n".join(header)]
@@ -572,6 +615,23 @@ def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
     parts.append(classes.rstrip())
     parts.append(_registry(gen, models, seed))
     return "\n\n\n".join(parts) + "\n"
+
+
+def _optimization_note(models: list[Graph]) -> list[str]:
+    """A paragraph on the passes the models went through (none for unoptimized code)."""
+    level = max(g.opt_level for g in models)
+    channels_last = any(g.memory_format == "channels_last" for g in models)
+    if not level and not channels_last:
+        return []
+    words = []
+    if level == 1:
+        words.append("Optimized with -O1 (the same function in training and in eval mode).")
+    elif level == 2:
+        words.append("Optimized with -O2 for inference: the modules run in eval mode only, with batch norm")
+        words.append("folded into the layers before it. A checkpoint of the unoptimized model still loads.")
+    if channels_last:
+        words.append("Weights and 4-d inputs use the channels_last memory format.")
+    return words + [""]
 
 
 def _helper_order(names: set) -> list[str]:

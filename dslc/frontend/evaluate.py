@@ -577,6 +577,11 @@ class Evaluator(ApplyMixin):
         return self._scalar_binop(e, left, right)
 
     def _scalar_binop(self, e: ast.BinOp, a, b):
+        # float ∘ Size runs float's own operator, which drops the size's expression: the generated
+        # code then holds the number, so record that it is only valid for this parameter value
+        for x, y in ((a, b), (b, a)):
+            if isinstance(x, Size) and isinstance(y, float) and not isinstance(y, bool):
+                x._lose("mixing with a float")
         try:
             return _SCALAR_OPS[e.op](a, b)
         except ZeroDivisionError:

@@ -35,6 +35,7 @@ class Instance:
     init: object = None               # a param's initializer (name, args)
     shape: tuple = ()                 # a param's shape
     span: object = None
+    folded: object = None             # a FoldedNorm: the batch norm folded into this layer (passes, -O2)
 
     def weights(self) -> dict:
         if self.kind == "layer":
@@ -90,6 +91,11 @@ class Graph:
     guards: list = field(default_factory=lambda: GuardList())
     atom_env: dict = field(default_factory=dict)  # values of the Param/InDim atoms in its sizes
     failures: list = field(default_factory=list)  # calls that failed (a partial graph keeps them)
+    # set by optimization passes (dslc/passes); the defaults are the unoptimized program's
+    dropped: list = field(default_factory=list)   # names of instances with weights the passes removed
+    opt_level: int = 0                            # the -O level a model was optimized at
+    inference: bool = False                       # -O2: the model runs in eval mode only
+    memory_format: str | None = None              # "channels_last" (--channels-last)
     region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
     decl: object = None
     _nx: object = None
@@ -167,6 +173,17 @@ class Graph:
         import networkx as nx
         if not nx.is_directed_acyclic_graph(self.nx):
             raise AssertionError("the graph has a cycle")
+
+
+@dataclass(frozen=True)
+class FoldedNorm:
+    """A batch norm folded into the convolution or linear layer before it (inference, -O2).
+
+    The layer's weights become W * s and its bias (b - mean) * s + beta per output channel,
+    where s = gamma / sqrt(var + eps). `norm` is the batch norm's instance, `bias` the
+    layer's own `bias` argument before folding (the folded layer always has a bias)."""
+    norm: Instance
+    bias: bool
 
 
 def _add_to_nx(g, node: Node) -> None:

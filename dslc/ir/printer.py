@@ -48,6 +48,12 @@ def _print(graph: Graph, out: list, seen: dict) -> None:
     out.append(f"  return {outs}")
     for g in graph.guards:
         out.append(f"  guard {g.to_python()}")
+    if graph.dropped:
+        out.append(f"  dropped {', '.join(graph.dropped)}")
+    if graph.inference:
+        out.append("  inference only")
+    if graph.memory_format:
+        out.append(f"  memory_format {graph.memory_format}")
     for inst in graph.instances.values():
         if inst.graph is not None and id(inst.graph) not in seen:
             _print(inst.graph, out, seen)
@@ -73,7 +79,12 @@ def _rhs(graph: Graph, node, names: dict) -> str:
     head = f"{inst.name} = " if inst is not None else ""
     tensor_args = [f"{k}={_value(v, names)}" for k, v in node.args.items() if _is_tensors(v)]
     call_args = ", ".join(tensor_args) if tensor_args and not node.op.is_layer else inputs
-    return f"{head}{node.op.name}({args})({call_args})"
+    folded = ""
+    if inst is not None and inst.folded is not None:
+        norm = inst.folded.norm
+        norm_args = ", ".join(f"{k}={_value(v, names)}" for k, v in norm.args.items())
+        folded = f" folding {norm.name} = {norm.op.name}({norm_args})"
+    return f"{head}{node.op.name}({args})({call_args}){folded}"
 
 
 def _is_tensors(v) -> bool:

@@ -323,3 +323,48 @@ register(OpDef(
               Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2})),
     arbitrary=_attention_arbitrary,
 ))
+
+
+# ---------------------------------------------------------------- sdpa: attention through torch's fused kernels
+
+helper("sdpa_attention", '''
+    def sdpa_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0):
+        """multi_head_attention through F.scaled_dot_product_attention (fused kernels where there are some)."""
+        b, t, s = q.shape[0], q.shape[1], k.shape[1]
+        q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
+        k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
+        v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        return out.transpose(1, 2).reshape(b, t, -1)  # heads side by side again
+''')
+
+
+def _sdpa_expr(e) -> str:
+    dropout = e.kw("dropout")
+    if dropout:  # dropout only while training, as F.dropout(..., training=self.training) does
+        dropout = f", dropout={e.fmt(e.args['dropout'])} if self.training else 0.0"
+    return (f"sdpa_attention({e.arg('q')}, {e.arg('k')}, {e.arg('v')}, {e.fmt(e['heads'])}"
+            f"{e.kw('causal')}{dropout})")
+
+
+# Made by the -O1 pass that rewrites `attention` (dslc/passes/attention.py), not written in specs.
+register(OpDef(
+    name="sdpa", kind="function", family="attention", internal=True,
+    doc="`attention` computed by torch.nn.functional.scaled_dot_product_attention (made by the -O1 passes).",
+    params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
+            ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
+            ParamSpec("causal", BOOL, False),
+            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights")),
+    infer=_attention_infer,
+    macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
+    * (b["q"].type.shape[2] + b["v"].type.shape[2]),
+    label=lambda a: "causal attention" if a["causal"] else "attention",
+    torch=TorchFunction(_sdpa_expr, helpers=("sdpa_attention",)),
+    onnx=_attention_onnx,
+    pure=False,  # dropout on the attention weights is random in training
+    examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
+              Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
+                       "dropout": 0.1}),
+              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2})),
+    arbitrary=_attention_arbitrary,
+))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..ir.dims import Sym, plain, product
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, ListOf, OneOf, Optional
-from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, helper, register
 from .shapes import divides, need_min_rank, need_rank, same_dim, static
 
 
@@ -369,3 +369,53 @@ register(OpDef(
     arbitrary=lambda d: (lambda g, k: Example({"num_groups": g, "eps": d.choice([1e-5, 1e-3]), "affine": d.bool()},
                                               (S(2, g * k, *d.shape(0, 2, 1, 4)),)))(d.int(1, 4), d.int(1, 3)),
 ))
+
+
+# ---------------------------------------------------------------- batch norm folded into the layer before it (-O2)
+
+helper("folded_batchnorm", '''
+    def folded_batchnorm(weight, bias, mean, var, gamma, beta, eps: float):
+        """The weight and bias of a layer followed by a batch norm in eval mode, as one layer:
+        weight * s and (bias - mean) * s + beta per output channel, where s = gamma / sqrt(var + eps)."""
+        scale = torch.rsqrt(var + eps)
+        if gamma is not None:
+            scale = scale * gamma
+        shift = -mean * scale if bias is None else (bias - mean) * scale
+        if beta is not None:
+            shift = shift + beta
+        return weight * scale.reshape(-1, *[1] * (weight.dim() - 1)), shift
+''')
+
+helper("fold_batchnorm", '''
+    def fold_batchnorm(layer, bn):
+        """`layer` (a convolution or linear layer) with the batch norm `bn` after it folded in, for inference."""
+        with torch.no_grad():
+            weight, bias = folded_batchnorm(layer.weight, layer.bias, bn.running_mean, bn.running_var,
+                                            bn.weight, bn.bias, bn.eps)
+            layer.weight.copy_(weight)
+            if layer.bias is None:
+                layer.bias = nn.Parameter(bias)
+            else:
+                layer.bias.copy_(bias)
+        return layer
+''', needs=("folded_batchnorm",))
+
+helper("unoptimized_weights", '''
+    def unoptimized_weights(folded: dict, dropped: tuple = ()):
+        """A load_state_dict pre-hook, so that a checkpoint of the unoptimized model loads into this one:
+        `folded` maps a layer to (its batch norm, eps), whose entries fold into the layer's as they load;
+        the entries of `dropped` layers (removed as unused) are skipped."""
+        def hook(module, state, prefix, *args):
+            for name in dropped:
+                for key in [k for k in state if k.startswith(f"{prefix}{name}.") or k == prefix + name]:
+                    del state[key]
+            for layer, (bn, eps) in folded.items():
+                p, q = f"{prefix}{layer}.", f"{prefix}{bn}."
+                if q + "running_mean" not in state:
+                    continue  # a checkpoint of the folded model itself
+                stats = [state.pop(q + k, None) for k in ("running_mean", "running_var", "weight", "bias")]
+                state.pop(q + "num_batches_tracked", None)
+                state[p + "weight"], state[p + "bias"] = folded_batchnorm(state[p + "weight"], state.get(p + "bias"),
+                                                                          *stats, eps)
+        return hook
+''', needs=("folded_batchnorm",))

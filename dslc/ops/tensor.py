@@ -4,11 +4,13 @@ reparameterize, detach, zeros/ones). Also the Flatten and Unflatten layers.
 """
 from __future__ import annotations
 
+import re
+
 from ..ir.dims import Sym, expr_of, plain, product
 from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ir.values import TensorValue
 from . import checks
-from .ptypes import ANY, BOOL, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSORS, ListOf, OneOf, Optional
+from .ptypes import ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSORS, ListOf, OneOf, Optional
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import broadcast, need_min_rank, norm_dim, same_dim
 
@@ -161,6 +163,19 @@ def _bool_arith_onnx(g, n, op: str) -> str:
     return _cast(g, y, "bool", n.outputs[0].dtype)
 
 
+_ATOMIC = re.compile(r"[A-Za-z_][\w.]*|\d[\w.]*")
+_NUMBER = re.compile(r"-?\d[\w.]*")
+
+
+def _operand(text: str, power: bool, right: bool = False) -> str:
+    """An operand of `a <op> b` as Python source: a name or a number as it is, anything else
+    (`self.n - 1`) in parentheses, so that `x / (n - 1)` keeps its meaning. A negative number needs
+    them only left of `**` (`(-2.0) ** x`); `x * -0.5` reads as it means."""
+    if _ATOMIC.fullmatch(text) or (_NUMBER.fullmatch(text) and (right or not power)):
+        return text
+    return f"({text})"
+
+
 def _binary(name: str, doc: str):
     sym = _SYMBOL[name]
     register(OpDef(
@@ -168,7 +183,8 @@ def _binary(name: str, doc: str):
         params=(ParamSpec("input", TENSOR_OR_SCALAR), ParamSpec("other", TENSOR_OR_SCALAR)),
         infer=_elementwise(name), dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
-        torch=TorchFunction(lambda e, s=sym: f"{e.arg('input')} {s} {e.arg('other')}"),
+        torch=TorchFunction(lambda e, s=sym: f"{_operand(e.arg('input'), s == '**')} {s} "
+                                             f"{_operand(e.arg('other'), False, right=True)}"),
         label=lambda a, s=sym: s,
         onnx=_arith_onnx(name),
         examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 2.0}),
@@ -1022,6 +1038,49 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
         examples=(Example({"size": [2, 3]}), Example({"size": [4], "dtype": "int64"})),
         arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
     ))
+
+def _full_value(value, dtype: str) -> str:
+    """The fill value as Python source of the dtype's kind (a float literal makes float32, an int int64)."""
+    from ..backends.pyformat import py_float
+    if dtype == "bool":
+        return "True" if value else "False"
+    return py_float(value) if dtype in FLOAT_DTYPES else str(int(value))
+
+
+def _full_src(e) -> str:
+    dtype = e.args.get("dtype", "float32")
+    extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") else ""
+    device = f", device={e.device}" if e.device else ""
+    dims = e.dims(e.args["size"])
+    size = f"({dims},)" if len(e.args["size"]) == 1 else f"({dims})"
+    return f"torch.full({size}, {_full_value(e.args['value'], dtype)}{extra}{device})"
+
+
+def _full_onnx(g, n):
+    """ConstantOfShape of the size, filled with the value (bfloat16, which it cannot hold, by a Cast)."""
+    import numpy as np
+    from onnx import numpy_helper
+    dtype = n.outputs[0].dtype
+    held = "float32" if dtype == "bfloat16" else dtype
+    fill = numpy_helper.from_array(np.full([1], n["value"], dtype=np.dtype(held)))
+    y = g.op("ConstantOfShape", [g.shape(n["size"])], value=fill)
+    return [_cast(g, y, held, dtype)]
+
+
+# Made by constant folding (dslc/passes/constants.py), not written in specs: a uniform tensor
+# whose value was computed at compile time (`ones([4]) * 3` is `full([4], 3.0)`).
+register(OpDef(
+    name="full", kind="function", family="tensor", internal=True,
+    doc="A tensor of the given size filled with one value (made by constant folding).",
+    params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Str(DTYPES), "float32")),
+    infer=_sizes_infer(True),
+    torch=TorchFunction(_full_src),
+    onnx=_full_onnx,
+    examples=(Example({"size": [2, 3], "value": 2.5}), Example({"size": [4], "value": 3.0, "dtype": "int64"}),
+              Example({"size": [3], "value": -1.0, "dtype": "float64"})),
+    arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5)), "value": d.choice([0.5, -2.0, 7.0])}),
+))
+
 
 register(OpDef(
     name="detach", kind="function", family="tensor",
