@@ -90,8 +90,7 @@ def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smo
         t = _trainer(os.path.join(ROOT, path), plan_name, os.path.join(tmp, "run"))
         model = _fresh_model(t)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-        # the plan's schedule, as a hand-written loop would have it: stepped after every batch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        sched = _plan_schedule(t, opt)
         ours, bare = [], []
         _dslc_epoch(t, 1)                                      # warm-up, both sides
         _bare_epoch(model, opt, sched, t.data.train, batch_size, 1, clip, smoothing)
@@ -102,6 +101,22 @@ def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smo
     return {"case": label, "batch_size": batch_size, "examples": int(len(t.data.train["x"])),
             "dslc_epoch_s": statistics.median(ours), "bare_epoch_s": statistics.median(bare),
             "median_ratio_dslc_over_bare": statistics.median(ratios), "rounds": ROUNDS}
+
+
+def _plan_schedule(t: Trainer, opt):
+    """The plan's schedule as a hand-written loop has it, from torch.optim.lr_scheduler, stepped
+    after every batch over a run long enough for the benchmark."""
+    import math
+    sched = t.phases[0].schedule
+    total = 100 * data_mod.steps_per_epoch(t.data.train, t.phases[0].batch_size)
+    if sched is not None and sched.entry.name == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total,
+                                                   pct_start=float(sched.args["pct_start"]))
+    if sched is not None and sched.entry.name == "warmup_cosine":
+        warm = int(sched.args["warmup"])
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s + 1 <= warm else
+                                                 0.5 * (1 + math.cos(math.pi * (s + 1 - warm) / (total - warm))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
 def _fresh_model(t: Trainer):
