@@ -512,7 +512,10 @@ class Evaluator(ApplyMixin):
         return e.value
 
     def _e_ListExpr(self, e: ast.ListExpr, ctx: Ctx):
-        return [self._expr(x, ctx) for x in e.items]
+        items = [self._expr(x, ctx) for x in e.items]
+        if any(x is POISON for x in items):
+            raise Poisoned()   # an item already failed and was reported: no follow-on error about the list
+        return items
 
     def _e_TupleExpr(self, e: ast.TupleExpr, ctx: Ctx):
         return tuple(self._expr(x, ctx) for x in e.items)
