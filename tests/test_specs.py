@@ -23,7 +23,6 @@ import functools
 import glob
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest

@@ -91,6 +91,13 @@ class Plan:
     calls: list = field(default_factory=list)     # early_stopping, checkpoint
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
 
+    def model_name(self, spec) -> str:
+        """The plan's name for a model value (`D` in `models = { D: Discriminator() }`)."""
+        for name, (decl, args, _) in self.models.items():
+            if decl is spec.decl and args is spec.args:
+                return name
+        return spec.decl.name
+
     def freeze_rules(self, model: str, phase: str | None = None) -> list:
         """(layer path within `model`, freeze?) in force during `phase` (the plan's own rules,
         then each phase's in order, up to and including `phase`)."""
@@ -519,7 +526,7 @@ class PlanChecker(Evaluator):
         if ctx.kind == "step" and spec.decl.kind == "model":
             # every application of a plan's model in a step runs that one model (its weights)
             call = next(reversed(ctx.graph.nodes.values()))
-            self.step.models[call.instance] = _model_name(spec, self.plan)
+            self.step.models[call.instance] = self.plan.model_name(spec)
         return result
 
     def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
@@ -595,7 +602,7 @@ class PlanChecker(Evaluator):
             if opt is None or id(opt) in seen or not opt.args.get("lr_mult"):
                 continue
             seen.add(id(opt))
-            names = [_model_name(t, plan) for t in opt.targets] or (["model"] if "model" in plan.models else [])
+            names = [plan.model_name(t) for t in opt.targets] or (["model"] if "model" in plan.models else [])
             for key, span in opt.key_spans.items():
                 parts = tuple(key.split("."))
                 if len(names) == 1:
@@ -614,7 +621,7 @@ class PlanChecker(Evaluator):
         for step in plan.steps:
             if step.optimizer is None:
                 continue
-            names = {_model_name(t, plan) for t in step.optimizer.targets}
+            names = {plan.model_name(t) for t in step.optimizer.targets}
             if not step.optimizer.targets:
                 self.reporter.error("E0507", f"step `{step.name}`'s optimizer must say which model it updates",
                                     step.optimizer.span, help="pass the model first: `Adam(D, lr=2e-4)`")
@@ -638,13 +645,6 @@ def _is_model_value(v) -> bool:
     if isinstance(v, list):
         return bool(v) and all(_is_model_value(x) for x in v)
     return isinstance(v, BlockSpec) and v.decl.kind == "model"
-
-
-def _model_name(spec, plan: Plan) -> str:
-    for name, (decl, args, _) in plan.models.items():
-        if decl is spec.decl and args is spec.args:
-            return name
-    return spec.decl.name
 
 
 def _word_hook(p, v):

@@ -37,6 +37,12 @@ def _tensor_bytes(tensors: dict) -> bytes:
     return save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
 
 
+def under(tensors: dict, prefix: str) -> dict:
+    """The entries whose names start with `prefix` (`"G."`, `"optim.train."`), without it: one model's
+    weights out of a several-model file, one optimizer's state out of the state tensors."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def tag_for(epoch: int, batch: int = 0) -> str:
     """`epoch-0003`: after 3 epochs; `epoch-0003-batch-00012`: 12 batches into the 4th."""
     return f"epoch-{epoch:04d}" + (f"-batch-{batch:05d}" if batch else "")

@@ -54,9 +54,7 @@ class RunDir:
         """curves.png: every loss and metric per epoch, training vs validation."""
         if not history:
             return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
         epochs = [r["epoch"] for r in history]
         losses = [k for k in history[-1] if k.endswith("loss")]
         metrics = [k for k in history[-1] if k.startswith("val_") and not k.endswith("loss")]
@@ -72,17 +70,11 @@ class RunDir:
         if metrics:
             axes[0][1].set_title("validation metrics")
         axes[0][-1].set_title("learning rate (end of epoch)")
-        fig.tight_layout()
-        tmp = os.path.join(self.path, "curves.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, os.path.join(self.path, "curves.png"))
+        self._save_figure(plt, fig, "curves.png")
 
     def confusion(self, matrix, names=None) -> None:
         """confusion.png: counts of true (rows) against predicted (columns) classes."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
         n = matrix.shape[0]
         labels = list(names) if names is not None and len(names) == n else [str(i) for i in range(n)]
         fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
@@ -95,11 +87,23 @@ class RunDir:
         ax.set_yticks(range(n), labels, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
+        self._save_figure(plt, fig, "confusion.png")
+
+    def _save_figure(self, plt, fig, name: str) -> None:
+        """A PNG written whole (temporary file, then rename), so a killed run leaves no half image."""
         fig.tight_layout()
-        tmp = os.path.join(self.path, "confusion.tmp.png")
+        tmp = os.path.join(self.path, name.replace(".png", ".tmp.png"))
         fig.savefig(tmp, dpi=110)
         plt.close(fig)
-        os.replace(tmp, os.path.join(self.path, "confusion.png"))
+        os.replace(tmp, os.path.join(self.path, name))
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (runs have no display)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def _claim(base: str) -> str:
@@ -211,8 +215,7 @@ def dl_value(v, plan=None) -> str:
     from ..frontend.plans import PlanCall
     from ..ir.dims import Real, Size, plain, plain_float
     if isinstance(v, PlanCall):
-        from .trainer import _model_key
-        targets = [_model_key(t, plan) if plan is not None else t.decl.name for t in v.targets]
+        targets = [plan.model_name(t) if plan is not None else t.decl.name for t in v.targets]
         args = [f"{k}={dl_value(x)}" for k, x in v.args.items()]
         return f"{v.entry.name}({', '.join(targets + args)})"
     if isinstance(v, bool):

@@ -28,7 +28,7 @@ from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
 from .checkpoint import atomic_write
-from .rundir import _latest
+from .rundir import _latest, _pyplot
 
 
 @dataclass
@@ -183,7 +183,7 @@ def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch
     module = exec_source(generate_plan(plan, os.path.basename(path)), f"<dslc plan {plan.name}>")
     model = module.MODELS[key]()
     if len(plan.models) > 1:
-        weights = {n[len(key) + 1:]: v for n, v in weights.items() if n.startswith(key + ".")}
+        weights = checkpoint.under(weights, key + ".")
     own = model.state_dict()
     missing = [n for n in own if n not in weights]
     unused = [n for n in weights if n not in own]
@@ -279,10 +279,8 @@ def grid_size(n: int, height: int, width: int) -> tuple[int, int]:
 def write_grid(images: torch.Tensor, path: str) -> None:
     """[N, C, H, W] images in [0, 1] as one picture: ceil(sqrt(N)) per row, each enlarged by
     a whole factor to about GRID_TILE pixels, GRID_PAD white pixels between them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    plt = _pyplot()
     n, _, h, w = images.shape
     cols = math.ceil(math.sqrt(n))
     zoom = max(1, GRID_TILE // max(h, w))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..diagnostics import Diagnostic, DslcError, Reporter
-from . import catalog, checkpoint
+from . import checkpoint
+from .callbacks import clip_gradients
 from .rundir import RunDir
 
 
@@ -181,7 +182,7 @@ class Trainer:
             if self.fields.get("compile"):
                 mod = torch.compile(mod)
             self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
-                                      loss_span=step.span, ))
+                                      loss_span=step.span))
         self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs]
         self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
@@ -207,7 +208,7 @@ class Trainer:
             from ..weights import read_state
             state = read_state(path)
             if len(self.models) > 1 and not isinstance(init, dict):
-                state = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(key + ".")}
+                state = checkpoint.under(state, key + ".")
             self.out(_load_by_name(self.models[key], state, path, key if len(self.models) > 1 else None))
 
     def _early_stopping(self):
@@ -249,7 +250,7 @@ class Trainer:
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
             call = phase.optimizers[s.name]
-            names = [_model_key(t, self.plan) for t in call.targets] or s.models
+            names = [self.plan.model_name(t) for t in call.targets] or s.models
             named = [(f"{k}.{n}" if len(self.models) > 1 else n, p)
                      for k in dict.fromkeys(names) for n, p in self.models[k].named_parameters() if p.requires_grad]
             s.params = [p for _, p in named]
@@ -296,10 +297,10 @@ class Trainer:
                 for s in self.steps:
                     if s.schedule is not None:
                         s.schedule.after_epoch(record)
-                improved = self._track_best(record)
+                self._track_best(record)
                 if self.early is not None and self.early.update(epoch + 1, record):
                     stopped_early = True
-                self._checkpoint_if_due(epoch + 1, total, stopped_early, improved)
+                self._checkpoint_if_due(epoch + 1, total, stopped_early)
                 self.rundir.append_metrics(record)
                 self._tensorboard(record)
                 display.epoch(record, total)
@@ -412,7 +413,6 @@ class Trainer:
         return result if isinstance(result, tuple) else (result,)
 
     def _optimizer_step(self, s: StepRun) -> None:
-        from .callbacks import clip_gradients
         if s.optimizer is None:
             return
         if self.scaler is not None:
@@ -478,12 +478,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ best, checkpoints, resume
 
-    def _track_best(self, record: dict) -> bool:
+    def _track_best(self, record: dict) -> None:
         args = self.calls.get("checkpoint") or {}
         monitor = self._monitor(args.get("monitor") or (self.early_monitor if self.early else "val_loss"))
         value = record.get(monitor)
         if value is None:
-            return False
+            return
         # a GAN's summed step losses say nothing of quality: there, the best is the latest
         latest = monitor == "train_loss" and len(self.steps) > 1
         maximize = monitor.split("_", 1)[-1] in ("accuracy", "top5", "f1")
@@ -493,14 +493,12 @@ class Trainer:
             checkpoint.save_weights(os.path.join(self.rundir.checkpoints, "best.safetensors"), weights,
                                     {"epoch": record["epoch"], "monitor": monitor, "value": value})
             self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
-            return True
-        return False
 
-    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool, improved: bool) -> None:
+    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool) -> None:
         args = self.calls.get("checkpoint") or {"every": 1, "keep": 3}
         if epoch % int(args["every"]) == 0 or epoch == total or stopping:
             self._save_checkpoint(epoch, 0, stopping)
-            done = [c for c in checkpoint.checkpoints(self.rundir.checkpoints)]
+            done = checkpoint.checkpoints(self.rundir.checkpoints)
             whole = [c for c in done if c[1] == 0]
             for c in done:   # an interrupted epoch's checkpoint is superseded by this one
                 if c[1] != 0 and c[0] < epoch:
@@ -556,7 +554,7 @@ class Trainer:
                                        f"not `{self.plan.name}`", file_name=path))
         self._load_weights(weights, path)
         for k, e in self.ema.items():
-            e.load_state_dict({n[len(f"ema.{k}."):]: v for n, v in tensors.items() if n.startswith(f"ema.{k}.")})
+            e.load_state_dict(checkpoint.under(tensors, f"ema.{k}."))
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -582,9 +580,8 @@ class Trainer:
         for s in self.steps:
             if s.optimizer is None or s.name not in saved:
                 continue
-            prefix = f"optim.{s.name}."
-            tensors = {k[len(prefix):]: v.to(self.device) for k, v in self.resume_tensors.items()
-                       if k.startswith(prefix)}
+            tensors = {k: v.to(self.device) for k, v in checkpoint.under(self.resume_tensors,
+                                                                         f"optim.{s.name}.").items()}
             s.optimizer.load_state_dict(_unflatten_optimizer(saved[s.name]["optimizer"], tensors))
             s.schedule.load_state_dict(saved[s.name]["schedule"])
         if self.scaler is not None and state.get("scaler"):
@@ -592,8 +589,7 @@ class Trainer:
 
     def _load_weights(self, weights: dict, path: str) -> None:
         for k, m in self.models.items():
-            part = weights if len(self.models) == 1 else \
-                {n[len(k) + 1:]: v for n, v in weights.items() if n.startswith(k + ".")}
+            part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
             own = m.state_dict()
             if set(part) != set(own) or any(tuple(part[n].shape) != tuple(own[n].shape) for n in own):
                 raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
@@ -636,13 +632,6 @@ def _field_span(plan, name: str):
                 isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name:
             return stmt.span
     return plan.decl.name_span
-
-
-def _model_key(spec, plan) -> str:
-    for name, (decl, args, _) in plan.models.items():
-        if decl is spec.decl and args is spec.args:
-            return name
-    return spec.decl.name
 
 
 def _resolve(file: str, base_dir: str) -> str | None:
