@@ -2,7 +2,7 @@
 
 1. Training step (forward, cross-entropy, backward, SGD with momentum) of the module dslc
    generates against a hand-written PyTorch twin of the same architecture (the twins of
-   tests/test_specs.py, copied here), eager and under `torch.compile` on both sides:
+   tests/test_specs.py), eager and under `torch.compile` on both sides:
    - CIFAR ResNet-18 (specs/cifar_resnet.dl), batch 8 of 3×32×32 images. No -O1 pass applies
      to it, so -O1 is the same code as -O0;
    - a small GPT (specs/gpt.dl with vocab 256, context 64, dim 128, depth 4, heads 4), batch 8
@@ -10,10 +10,12 @@
      as the twin, nanoGPT's design, uses).
    The sides alternate in rounds of a few steps in one process; the figure is the median over
    rounds of twin time / dslc time, so 1.00 means as fast as the twin and more is faster.
-   Target: ≥ 1.00.
+   Target: ≥ 1.00. A control row times each twin against a second copy of itself (an A/A
+   test): how far from 1.00 two identical programs land on this machine.
 2. Inference of the CIFAR ResNet-18 compiled with -O2 (batch norm folded into the
-   convolutions) against -O0, eval mode under torch.inference_mode, batch 16; also -O2 with
-   --channels-last. Figure: median of -O0 time / -O2 time. Target: ≥ 1.10.
+   convolutions; channels_last, which -O2 picks for a model whose MACs are mostly 2-d
+   convolutions) against -O0, eval mode under torch.inference_mode, batch 16; also
+   -O2 --no-channels-last, folding alone. Figure: median of -O0 time / -O2 time. Target: ≥ 1.10.
 
     python bench/codegen.py            # writes bench/results/codegen.json
     python bench/codegen.py --quick    # fewer rounds, no torch.compile (a smoke test)
@@ -30,6 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -43,84 +46,8 @@ from common import write  # noqa: E402
 GPT_SMALL = {"vocab": 256, "context": 64, "dim": 128, "depth": 4, "heads": 4}
 
 
-# ---------------------------------------------------------------- the twins (from tests/test_specs.py)
-
-class CifarBasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet18Twin(nn.Module):
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
-        blocks, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [CifarBasicBlock(in_planes, planes, stride), CifarBasicBlock(planes, planes)]
-            in_planes = planes
-        self.layers = nn.Sequential(*blocks)
-        self.linear = nn.Linear(512, classes)
-
-    def forward(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int):
-        super().__init__()
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)
-        self.n_head = n_head
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.c_attn(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
-
-
-class GPTBlock(nn.Module):
-    def __init__(self, n_embd: int, n_head: int):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head)
-        self.ln_2 = nn.LayerNorm(n_embd)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPTTwin(nn.Module):
-    def __init__(self, vocab: int = 50257, context: int = 1024, dim: int = 768, depth: int = 12, heads: int = 12):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, dim)
-        self.wpe = nn.Embedding(context, dim)
-        self.h = nn.ModuleList([GPTBlock(dim, heads) for _ in range(depth)])
-        self.ln_f = nn.LayerNorm(dim)
-
-    def forward(self, idx):
-        pos = torch.arange(idx.shape[1], dtype=torch.long, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
-        for block in self.h:
-            x = block(x)
-        return F.linear(self.ln_f(x), self.wte.weight)
+# The hand-written twins are tests/test_specs.py's (imported, so each model has one twin).
+from test_specs import CifarResNet18Twin, GPTTwin  # noqa: E402
 
 
 # ---------------------------------------------------------------- the cases
@@ -192,7 +119,7 @@ def train_case(label: str, make_dslc, make_twin, batch, compiled: bool, rounds: 
     return out
 
 
-def inference_case(prog, label: str, opt: int, channels_last: bool, rounds: int, steps: int) -> dict:
+def inference_case(prog, label: str, opt: int, channels_last: bool | None, rounds: int, steps: int) -> dict:
     base = prog.build("ResNet18", seed=0).eval()
     fast = prog.build("ResNet18", seed=0, opt=opt, channels_last=channels_last)
     fast.load_state_dict(base.state_dict())
@@ -229,7 +156,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and no torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    rounds = 3 if args.quick else 9
+    rounds = 3 if args.quick else 11
     resnet = dslc.load(os.path.join(ROOT, "specs", "cifar_resnet.dl"))
     gpt = dslc.load(os.path.join(ROOT, "specs", "gpt.dl"))
     training = []
@@ -241,16 +168,21 @@ def main() -> None:
             training.append(train_case(f"small GPT -O{opt}", lambda opt=opt: gpt.build("GPT", seed=0, opt=opt,
                                                                                        **GPT_SMALL),
                                        lambda: GPTTwin(**GPT_SMALL), _gpt_batch(), compiled, rounds, 5))
+    # An A/A control: the twin against a second copy of itself, to read the ratios above against.
+    control = [train_case("control: ResNet-18 twin vs twin", CifarResNet18Twin, CifarResNet18Twin, _resnet_batch(),
+                          False, rounds, 2),
+               train_case("control: GPT twin vs twin", lambda: GPTTwin(**GPT_SMALL), lambda: GPTTwin(**GPT_SMALL),
+                          _gpt_batch(), False, rounds, 5)]
     print("inference, CIFAR ResNet-18 optimized against -O0 (higher is better):", flush=True)
-    inference = [inference_case(resnet, "-O2 (batch norm folded)", 2, False, rounds + 4, 4),
-                 inference_case(resnet, "-O2 --channels-last", 2, True, rounds + 4, 4)]
+    inference = [inference_case(resnet, "-O2 (folding; channels_last, chosen)", 2, None, rounds + 4, 4),
+                 inference_case(resnet, "-O2 --no-channels-last (folding only)", 2, False, rounds + 4, 4)]
     path = write("codegen", {
         "what": "training-step time of dslc's generated module against a hand-written twin (median ratio of "
                 "alternating rounds, twin / dslc: > 1 is faster), and inference of -O2 against -O0",
         "targets": {"training": "twin / dslc >= 1.00", "inference": "-O0 / -O2 >= 1.10"},
         "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
         "machine_load_average": list(os.getloadavg()),
-        "training": training, "inference": inference})
+        "training": training, "control": control, "inference": inference})
     print(f"written to {os.path.relpath(path, ROOT)}")
 
 

@@ -71,7 +71,7 @@ class Program:
             self._graphs[key] = g
         return self._graphs[key]
 
-    def optimized(self, name: str, opt: int = 1, channels_last: bool = False, **params):
+    def optimized(self, name: str, opt: int = 1, channels_last: bool | None = None, **params):
         """The model's IR after the passes of -O`opt` (a dslc.passes.Result: .graph, .applied, .declined,
         .report()). The graph `graph(name)` returns is not changed."""
         from .passes import optimize
@@ -80,15 +80,16 @@ class Program:
             self._optimized[key] = optimize(self.graph(name, **params), opt, channels_last)
         return self._optimized[key]
 
-    def _graph_at(self, name: str, opt: int, channels_last: bool, params: dict):
+    def _graph_at(self, name: str, opt: int, channels_last: bool | None, params: dict):
         if not opt and not channels_last:
             return self.graph(name, **params)
         return self.optimized(name, opt, channels_last, **params).graph
 
-    def source(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0, channels_last: bool = False,
-               **params) -> str:
+    def source(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0,
+               channels_last: bool | None = None, **params) -> str:
         """The generated PyTorch file for the named models (every buildable model when None), optimized
-        with the passes of -O`opt` (0: none, the default) and the channels_last layout when asked."""
+        with the passes of -O`opt` (0: none, the default) and the channels_last layout when asked (True),
+        never (False) or, by default (None), where -O2 judges it worth it (docs/passes.md)."""
         from .backends.torch_codegen import generate
         names = names or self.buildable
         if not names:
@@ -103,14 +104,15 @@ class Program:
         graphs = [self._graph_at(n, opt, channels_last, params) for n in names]
         return generate(graphs, self.source_name, seed)
 
-    def module(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0, channels_last: bool = False,
-               **params) -> types.ModuleType:
+    def module(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0,
+               channels_last: bool | None = None, **params) -> types.ModuleType:
         """The generated file, executed as a Python module."""
         src = self.source(names, seed, opt=opt, channels_last=channels_last, **params)
         tag = "-".join(names or self.models) + (f"-O{opt}" if opt else "") + ("-cl" if channels_last else "")
         return exec_source(src, f"<dslc {self.source_name}:{tag}>")
 
-    def build(self, name: str, seed: int | None = None, *, opt: int = 0, channels_last: bool = False, **params):
+    def build(self, name: str, seed: int | None = None, *, opt: int = 0, channels_last: bool | None = None,
+              **params):
         """A torch.nn.Module; with `seed`, the same weights as `dslc compile --seed` (at the same -O level).
         At -O2 the module is for inference: built in eval mode, with batch norm folded (docs/passes.md)."""
         mod = self.module([name], seed or 0, opt=opt, channels_last=channels_last, **params)

@@ -100,8 +100,9 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("-O", "opt", type=click.IntRange(0, 2), default=0, show_default=True, metavar="LEVEL",
               help="Optimization: -O0 none; -O1 no-ops, constants, common subexpressions, dead code, fused "
                    "attention; -O2 also inference only: dropout removed, batch norm folded (docs/passes.md).")
-@click.option("--channels-last", is_flag=True, help="CNNs: weights and 4-d inputs in the channels_last memory "
-                                                     "format.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="CNNs: weights and 4-d inputs in the channels_last memory format. Default: -O2 uses it for "
+                   "models whose MACs are mostly 2-d convolutions.")
 @click.option("--dump-ir", is_flag=True, help="Print each model's IR before and after the passes, and what the "
                                               "passes did, to stderr.")
 @_handled
@@ -139,10 +140,14 @@ def _dump_ir(prog, names: list, opt: int, channels_last: bool, params: dict) -> 
     for name in names:
         click.echo(f"# IR of {name} before the passes\n{print_graph(prog.graph(name, **params))}", err=True)
         result = prog.optimized(name, opt, channels_last, **params)
-        click.echo(f"# IR of {name} after -O{opt}{' --channels-last' if channels_last else ''}\n"
+        click.echo(f"# IR of {name} after -O{opt}{_layout_flag(channels_last)}\n"
                    f"{print_graph(result.graph)}", err=True)
         report = result.report() or "nothing to do\n"
         click.echo(f"# passes on {name}\n{report}", err=True, nl=False)
+
+
+def _layout_flag(channels_last: bool | None) -> str:
+    return {True: " --channels-last", False: " --no-channels-last"}.get(channels_last, "")
 
 
 def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump_ir: bool = False) -> None:

@@ -197,6 +197,44 @@ model Mlp {
     assert "channels_last" not in prog.source(["Mlp"], channels_last=True)
 
 
+def test_o2_chooses_channels_last_by_the_share_of_convolution(tmp_path):
+    """-O2 without a layout flag uses channels_last where 2-d convolutions do most of the MACs (counted
+    here by hand), never with --no-channels-last, and always with --channels-last."""
+    prog = _load(tmp_path, "share", """
+model Conv {
+    input x: [B, 3, 8, 8]
+    output x -> Conv2d(4, 3) -> ReLU() -> Flatten() -> Linear(2)
+}
+model Head {
+    input x: [B, 3, 8, 8]
+    output x -> Conv2d(4, 3) -> Flatten() -> Linear(64) -> Linear(2)
+}
+""")
+    # Conv: the convolution is 4·3·3·3 · 6·6 = 3888 MACs, the linear layer 144·2 = 288: 93%.
+    assert _applied(prog, "Conv", 2, None)[-1] == "weights and 4-d inputs in the channels_last memory format"
+    assert "torch.channels_last" in prog.source(["Conv"], opt=2)
+    assert "torch.channels_last" not in prog.source(["Conv"], opt=2, channels_last=False)
+    assert "torch.channels_last" not in prog.source(["Conv"], opt=1)
+    # Head: 3888 against 144·64 + 64·2 = 9344 in the linear layers: 29%.
+    assert _declined(prog, "Head", 2, None) == [
+        "channels_last not used: 2-d convolutions are 29% of the MACs (-O2 uses it from 50%; "
+        "--channels-last forces it)"]
+    assert "torch.channels_last" in prog.source(["Head"], opt=2, channels_last=True)
+    net = prog.build("Conv", seed=0, opt=2)
+    assert net.conv.weight.is_contiguous(memory_format=__import__("torch").channels_last)
+    _same_outputs(prog, "Conv", 2, channels_last=None)
+    from click.testing import CliRunner
+
+    from dslc.cli import main
+    path = str(tmp_path / "share.dl")
+    auto = CliRunner().invoke(main, ["compile", path, "--model", "Conv", "-O2", "-o", "-"])
+    assert auto.exit_code == 0 and "torch.channels_last" in auto.stdout
+    off = CliRunner().invoke(main, ["compile", path, "--model", "Conv", "-O2", "--no-channels-last", "--dump-ir",
+                                    "-o", "-"])
+    assert off.exit_code == 0 and "torch.channels_last" not in off.stdout
+    assert "# IR of Conv after -O2 --no-channels-last" in off.stderr
+
+
 # ---------------------------------------------------------------- outputs are preserved
 
 def _same_outputs(prog, name: str, level: int, channels_last: bool = False, train: bool = False, atol=1e-5):

@@ -14,7 +14,8 @@ Levels (`dslc compile -O0/-O1/-O2`, `prog.source(..., opt=N)`):
   -O2  for inference: -O1, plus dropout removed and batch norm folded into the
        convolution or linear layer before it. The module runs in eval mode only.
 `channels_last=True` (`--channels-last`) adds the channels_last memory format
-for CNNs at any level.
+for CNNs at any level; None (the default) lets -O2 choose it for models whose
+MACs are mostly 2-d convolutions; False (`--no-channels-last`) never uses it.
 
 Every pass logs what it rewrote and why a candidate was left alone, so
 `dslc compile --dump-ir` can say "bn1 not folded: conv1's output has another user".
@@ -120,7 +121,7 @@ class PassManager:
         return result
 
 
-def pipeline(level: int, channels_last: bool = False) -> list:
+def pipeline(level: int, channels_last: bool | None = None) -> list:
     """The passes of an -O level, in order."""
     from .attention import ScaledDotProduct
     from .constants import ConstantFolding
@@ -140,12 +141,12 @@ def pipeline(level: int, channels_last: bool = False) -> list:
         passes.append(FoldBatchNorm())
     if level >= 1:
         passes += [DeadCode(), ScaledDotProduct()]
-    if channels_last:
-        passes.append(ChannelsLast())
+    if channels_last or (channels_last is None and level >= 2):
+        passes.append(ChannelsLast(auto=channels_last is None))
     return passes
 
 
-def optimize(graph: Graph, level: int = 1, channels_last: bool = False, verify: bool = True) -> Result:
+def optimize(graph: Graph, level: int = 1, channels_last: bool | None = None, verify: bool = True) -> Result:
     """A copy of `graph` optimized at `level` (the original is not changed)."""
     root = clone(graph)
     result = PassManager(pipeline(level, channels_last), verify=verify).run(root, level)

@@ -1,0 +1,247 @@
+"""GPU training throughput of dslc's generated modules against hand-written twins (issue #7).
+
+Cases (`--case`, repeatable; all by default):
+  gpt2       GPT-2 124M (specs/gpt.dl at -O1: fused q/k/v, scaled_dot_product_attention) against
+             tests/test_specs.py's nanoGPT-style twin, batch 16 × 1024 tokens of vocabulary 50,257;
+  gpt2-fast  the same pair with what a compiler can add: the vocabulary padded to 50,304 (a multiple
+             of 64; the spec's `vocab` parameter on the dslc side, the same on the twin) and CUDA
+             graphs (torch.compile mode="reduce-overhead");
+  resnet50   ResNet-50 (specs/resnet.dl at -O1 --channels-last) against tests/test_specs.py's
+             torchvision-style twin, batch 256 of 224×224 images, both channels_last.
+Every side trains under bf16 autocast with torch.compile and fused AdamW, on synthetic data made
+on the device. The sides alternate in rounds of a few steps in one process; a round ends with
+torch.cuda.synchronize(). Figures: tokens (or images) per second, their median ratio
+dslc / twin (target ≥ 1.00), and for GPT-2 the model FLOPs utilization, MFU = (6·N + 12·L·d·T)
+FLOPs per token × tokens/s ÷ the GPU's dense bf16 peak (PaLM's appendix B, nanoGPT's
+estimate_mfu; N counts parameters without the position embedding). Target: ≥ 40% MFU.
+
+    python bench/gpu.py                      # all cases, writes bench/results/gpu.json
+    python bench/gpu.py --case gpt2          # one case; the file keeps the other cases' results
+    python bench/gpu.py --tiny --device cpu  # a smoke test of the script: tiny models, no timing claims
+
+Each case compiles both sides first (a minute or two per case on an H100), so run the cases one
+per call where a call has a time limit. The GPU's peak comes from its name (H100/H200: 989.4
+TFLOP/s dense bf16) or from --peak-tflops.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# appended, not first: bench/onnx.py must not hide the onnx package from a process that imports this file
+sys.path.append(os.path.join(ROOT, "tests"))
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import dslc  # noqa: E402
+from common import RESULTS, write  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.05, "4090": 165.2}
+GPT2 = {"vocab": 50257, "context": 1024, "dim": 768, "depth": 12, "heads": 12}
+GPT2_TINY = {"vocab": 256, "context": 32, "dim": 64, "depth": 2, "heads": 2}
+PADDED_VOCAB = 50304   # 50257 rounded up to a multiple of 64
+
+
+def _twins():
+    """The hand-written twins of the zoo test (imported, not copied: one twin per model)."""
+    from test_specs import Bottleneck, GPTTwin, ResNetTwin
+    return GPTTwin, lambda: ResNetTwin(Bottleneck, [3, 4, 6, 3])
+
+
+class Side:
+    """One side of a comparison: a compiled model, fused AdamW, and a fixed synthetic batch."""
+
+    def __init__(self, model, batch, device, compile_mode: str | None, channels_last: bool = False):
+        torch.manual_seed(0)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device=device, memory_format=fmt).train()
+        fused = device.type == "cuda"
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=fused)
+        self.forward = torch.compile(self.model, mode=compile_mode) if compile_mode is not None else self.model
+        self.x, self.y = batch
+        self.device = device
+
+    def step(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            logits = self.forward(self.x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), self.y.reshape(-1))
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def timed(self, steps: int) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        _sync(self.device)
+        return (time.perf_counter() - start) / steps
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def compare(label: str, make_dslc, make_twin, batch, items_per_step: int, device, compile_mode, rounds: int,
+            steps: int, channels_last: bool = False) -> dict:
+    ours, twin = make_dslc(), make_twin()
+    if _params(ours) != _params(twin):
+        raise SystemExit(f"{label}: dslc has {_params(ours):,} parameters, the twin {_params(twin):,}")
+    a = Side(ours, batch, device, compile_mode, channels_last)
+    b = Side(twin, batch, device, compile_mode, channels_last)
+    start = time.perf_counter()
+    for side in (a, b):
+        side.timed(3)   # warm-up, and the compilation
+    warmup = time.perf_counter() - start
+    dslc_s, twin_s = [], []
+    for r in range(rounds):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        t1, t2 = first.timed(steps), second.timed(steps)
+        dslc_s.append(t1 if first is a else t2)
+        twin_s.append(t2 if first is a else t1)
+    ratios = [t / d for d, t in zip(dslc_s, twin_s)]
+    out = {"case": label, "params": _params(ours), "items_per_step": items_per_step,
+           "dslc_per_s": items_per_step / statistics.median(dslc_s),
+           "twin_per_s": items_per_step / statistics.median(twin_s),
+           "median_ratio_dslc_over_twin": statistics.median(ratios),
+           "rounds": rounds, "steps_per_round": steps, "warmup_and_compile_s": round(warmup, 1),
+           "memory_peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+           if device.type == "cuda" else None}
+    print(f"  {label:<34} dslc {out['dslc_per_s']:12,.0f}/s  twin {out['twin_per_s']:12,.0f}/s  "
+          f"dslc/twin {out['median_ratio_dslc_over_twin']:.3f}", flush=True)
+    return out
+
+
+def gpt_flops_per_token(cfg: dict, params: int) -> int:
+    """6·N + 12·L·d·T: N without the position embedding (the tied head counted once)."""
+    n = params - cfg["context"] * cfg["dim"]
+    return 6 * n + 12 * cfg["depth"] * cfg["dim"] * cfg["context"]
+
+
+def _mfu(result: dict, cfg: dict, peak_tflops: float | None) -> None:
+    flops = gpt_flops_per_token(cfg, result["params"])
+    result["flops_per_token"] = flops
+    for side in ("dslc", "twin"):
+        tflops = flops * result[f"{side}_per_s"] / 1e12
+        result[f"{side}_tflops"] = round(tflops, 1)
+        result[f"{side}_mfu"] = round(tflops / peak_tflops, 4) if peak_tflops else None
+    if peak_tflops:
+        print(f"  {'':<34} MFU dslc {result['dslc_mfu']:.1%}  twin {result['twin_mfu']:.1%}", flush=True)
+
+
+def gpt_case(label, cfg, vocab, batch_size, device, compile_mode, rounds, steps, peak) -> dict:
+    """`vocab`: the tokens' range; cfg["vocab"] may be larger (padded), and its extra logits are never targets."""
+    GPTTwin, _ = _twins()
+    prog = dslc.load(os.path.join(ROOT, "specs", "gpt.dl"))
+    g = torch.Generator(device=device).manual_seed(0)
+    tokens = torch.randint(0, vocab, (batch_size, cfg["context"] + 1), generator=g, device=device)
+    result = compare(label, lambda: prog.build("GPT", seed=0, opt=1, **cfg), lambda: GPTTwin(**cfg),
+                     (tokens[:, :-1], tokens[:, 1:]), batch_size * cfg["context"], device, compile_mode, rounds,
+                     steps)
+    result.update(config=cfg, batch=batch_size, unit="tokens")
+    _mfu(result, cfg, peak)
+    return result
+
+
+def resnet_case(label, batch_size, image, device, compile_mode, rounds, steps) -> dict:
+    _, resnet50_twin = _twins()
+    prog = dslc.load(os.path.join(ROOT, "specs", "resnet.dl"))
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch_size, 3, image, image, generator=g, device=device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch_size,), generator=g, device=device)
+    result = compare(label, lambda: prog.build("ResNet50", seed=0, opt=1, channels_last=True), resnet50_twin,
+                     (x, y), batch_size, device, compile_mode, rounds, steps, channels_last=True)
+    result.update(batch=batch_size, image=image, unit="images")
+    return result
+
+
+def peak_tflops(device, given: float | None) -> float | None:
+    if given or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def describe(device) -> dict:
+    if device.type != "cuda":
+        return {"device": "cpu"}
+    p = torch.cuda.get_device_properties(device)
+    return {"device": torch.cuda.get_device_name(device), "memory_gib": round(p.total_memory / 2**30, 1),
+            "multiprocessors": p.multi_processor_count, "cuda": torch.version.cuda}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", action="append", choices=["gpt2", "gpt2-fast", "resnet50"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and sizes, no compilation: a smoke test")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10, help="steps per round")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--out", help="where to write the results (default bench/results/gpu.json; with --tiny, "
+                                      "nowhere unless given)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: this benchmark is for a GPU (--tiny --device cpu is a smoke test)")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    peak = peak_tflops(device, args.peak_tflops)
+    cases = args.case or ["gpt2", "gpt2-fast", "resnet50"]
+    cfg, padded = (GPT2_TINY, dict(GPT2_TINY, vocab=320)) if args.tiny else (GPT2, dict(GPT2, vocab=PADDED_VOCAB))
+    gpt_batch, resnet_batch, image = (2, 2, 32) if args.tiny else (16, 256, 224)
+    compile_mode = None if args.tiny else "default"
+    fast_mode = None if args.tiny else "reduce-overhead"
+    gpt_label = "tiny GPT" if args.tiny else "GPT-2 124M"
+    results = {}
+    print(f"training throughput on {describe(device)['device']}, dslc against a hand-written twin:", flush=True)
+    for case in cases:
+        if case == "gpt2":
+            results[case] = gpt_case(gpt_label, cfg, cfg["vocab"], gpt_batch, device, compile_mode,
+                                     args.rounds, args.steps, peak)
+        elif case == "gpt2-fast":
+            results[case] = gpt_case(f"{gpt_label}, vocab {padded['vocab']}, CUDA graphs", padded, cfg["vocab"],
+                                     gpt_batch, device, fast_mode, args.rounds, args.steps, peak)
+        else:
+            results[case] = resnet_case(f"ResNet-50 at {image}×{image}", resnet_batch, image, device,
+                                        compile_mode, args.rounds, args.steps)
+    out = args.out or (None if args.tiny else os.path.join(RESULTS, "gpu.json"))
+    if out is None:
+        return {"cases": results}
+    previous = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            previous = json.load(f).get("cases", {})
+    payload = {"what": "training throughput (bf16 autocast, torch.compile, fused AdamW) of dslc's generated "
+                       "modules against hand-written twins, alternating rounds in one process",
+               "targets": {"ratio": "dslc / twin >= 1.00", "gpt2_mfu": ">= 0.40"},
+               "torch": torch.__version__, "gpu": describe(device), "peak_bf16_tflops": peak, "tiny": args.tiny,
+               "cases": {**previous, **results}}
+    if out == os.path.join(RESULTS, "gpu.json"):
+        path = write("gpu", payload)
+    else:
+        with open(out, "w") as f:
+            json.dump(payload, f, indent=2)
+        path = out
+    print(f"written to {os.path.relpath(path, ROOT)}")
+    return payload
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

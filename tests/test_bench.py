@@ -1,0 +1,53 @@
+"""bench/gpu.py, the GPU throughput benchmark, run tiny on the CPU: the script itself works, and its
+MFU arithmetic reproduces the issue's published reference. (No timing is asserted: timings are the
+benchmark's to report, never a unit test's.)"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+from support import ROOT
+
+
+def _load_gpu_bench():
+    # by path: putting bench/ on sys.path would let bench/onnx.py hide the onnx package from other tests
+    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(ROOT, "bench", "gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu = _load_gpu_bench()
+
+
+def test_flops_per_token_matches_nanogpt_and_the_published_mfu():
+    # GPT-2 small: 124,439,808 parameters with the tied head counted once; 1024 × 768 position embeddings.
+    flops = gpu.gpt_flops_per_token(gpu.GPT2, 124_439_808)
+    assert flops == 6 * (124_439_808 - 1024 * 768) + 12 * 12 * 768 * 1024 == 855_166_464
+    # The issue's reference: 297k tokens/s on one H100 is 26% MFU.
+    assert round(297e3 * flops / (gpu.PEAK_BF16_TFLOPS["H100"] * 1e12), 2) == 0.26
+
+
+def test_tiny_run_on_the_cpu_writes_every_case(tmp_path):
+    out = tmp_path / "gpu.json"
+    gpu.main(["--tiny", "--device", "cpu", "--rounds", "1", "--steps", "1", "--out", str(out)])
+    cases = json.loads(out.read_text())["cases"]
+    assert set(cases) == {"gpt2", "gpt2-fast", "resnet50"}
+    assert cases["gpt2"]["params"] < cases["gpt2-fast"]["params"]   # the padded vocabulary
+    assert cases["resnet50"]["params"] == 25_557_032                 # torchvision's resnet50
+    for c in cases.values():
+        assert c["dslc_per_s"] > 0 and c["twin_per_s"] > 0 and c["median_ratio_dslc_over_twin"] > 0
+    assert cases["gpt2"]["dslc_mfu"] is None   # no peak known for a CPU
+    # a second run of one case keeps the others
+    gpu.main(["--tiny", "--device", "cpu", "--rounds", "1", "--steps", "1", "--case", "gpt2", "--out", str(out)])
+    assert set(json.loads(out.read_text())["cases"]) == {"gpt2", "gpt2-fast", "resnet50"}
+
+
+def test_refuses_cuda_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu.main(["--case", "gpt2"])
