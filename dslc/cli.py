@@ -71,11 +71,15 @@ def check(files) -> None:
     sys.exit(EXIT_USER if failed else 0)
 
 
+def _plural(word: str, n: int) -> str:
+    return word if n == 1 else word + ("es" if word.endswith("s") else "s")
+
+
 def _check_one(path: str) -> str:
     from .api import load
     prog = load(path)
     counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train")]
-    parts = [f"{n} {'plan' if k == 'train' else k}{'s' if n != 1 else ''}" for n, k in counts if n]
+    parts = [f"{n} {_plural({'train': 'plan'}.get(k, k), n)}" for n, k in counts if n]
     return f"ok: {path}: {', '.join(parts) or 'nothing to check'}"
 
 

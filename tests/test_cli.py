@@ -26,6 +26,14 @@ def test_check_ok_prints_one_summary_line():
     assert r.stdout.strip() == f"ok: {EXAMPLE}: 11 models, 6 blocks, 1 loss, 3 plans"
 
 
+def test_check_summary_plurals(tmp_path):
+    two = tmp_path / "two.dl"
+    two.write_text("loss a = cross_entropy(out, batch.y)\nloss b = cross_entropy(out, batch.y) / 2\n"
+                   "model M {\n    input x: [B, 4]\n    Linear(3)\n}\n")
+    r = run("check", str(two))
+    assert r.stdout.strip() == f"ok: {two}: 1 model, 2 losses", r.stderr
+
+
 def test_user_error_exits_1_with_diagnostics_only(tmp_path):
     bad = tmp_path / "bad.dl"
     bad.write_text("model M {\n    input x: [B, 4]\n    Linear(0)\n}\n")
