@@ -612,3 +612,48 @@ def test_a_multi_step_plan_without_validation_keeps_the_latest_as_best(tmp_path)
     run(tmp_path, GAN, sets=["epochs=3"])
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["best_epoch"] == 3
+
+
+# ------------------------------------------------------------------ the models' -O level
+
+ATTENTION_PLAN = """
+block Attend(dim: int, heads: int) {
+    input x
+    q, k, v = x -> Linear(3 * dim) -> chunk(3, dim=-1)
+    output attention(q, k, v, heads=heads, causal=true) -> Linear(dim)
+}
+model TinyLM(vocab: int = 76, dim: int = 16) {
+    input tokens: [B, T] of int64
+    h = tokens -> Embedding(vocab, dim)
+    h = h + (h -> LayerNorm() -> Attend(dim, 2))
+    output h -> Dropout(0.0) -> Linear(vocab)
+}
+train lm {
+    model      = TinyLM()
+    data       = shakespeare(context=16, chars=6000, val=0.1)
+    loss       = cross_entropy(transpose(out, 1, 2), batch.y)
+    optimizer  = SGD(lr=0.5, momentum=0.9)    # not Adam: it would magnify the rounding noise in the key
+    epochs     = 1                             # bias's gradient, which is 0 (softmax ignores a shift)
+    batch_size = 32
+}
+"""
+
+
+def test_plans_train_the_O1_code_and_optimize_0_the_declared_code(tmp_path):
+    """By default the run's plan.py has the -O1 passes (attention through scaled_dot_product_attention,
+    the dropout of p = 0 gone); `optimize = 0` trains the code as declared. Both are the same function, so one
+    epoch from the same seed ends at the same weights (within float rounding)."""
+    fast = run(tmp_path, ATTENTION_PLAN, out="fast")
+    plain = run(tmp_path, ATTENTION_PLAN, sets=("optimize=0",), out="plain")
+    fast_code = (tmp_path / "fast" / "plan.py").read_text()
+    plain_code = (tmp_path / "plain" / "plan.py").read_text()
+    assert "F.scaled_dot_product_attention(" in fast_code and "Dropout" not in fast_code
+    assert "F.scaled_dot_product_attention(" not in plain_code and "nn.Dropout(0.0)" in plain_code
+    a, b = weights(tmp_path / "fast"), weights(tmp_path / "plain")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert metrics(tmp_path / "fast")[0]["val_loss"] == pytest.approx(metrics(tmp_path / "plain")[0]["val_loss"],
+                                                                      rel=1e-4)
+    with pytest.raises(DslcError, match="`optimize` is 0 or 1"):
+        run(tmp_path, ATTENTION_PLAN, sets=("optimize=2",), out="bad")

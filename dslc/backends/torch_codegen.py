@@ -663,14 +663,18 @@ def _registry(gen: Generator, models: list[Graph], seed: int) -> str:
     ])
 
 
-def generate_plan(plan, source_name: str) -> str:
+def generate_plan(plan, source_name: str, opt: int = 0) -> str:
     """The Python source that runs a training plan: its models (classes whose defaults are the
     plan's arguments), and one class per step whose forward takes the batch's fields and returns
     the step's loss (and the model's output, when the step reads `out`). A step receives the plan's
-    models ready-made, so every step trains the same weights."""
+    models ready-made, so every step trains the same weights. The models' code has the passes of
+    -O`opt` (0 or 1: -O2 is for inference only)."""
+    from ..passes import optimize
     gen = Generator()
     model_classes = {}
     for key, (_decl, _args, graph) in plan.models.items():
+        if opt:
+            graph = optimize(graph, opt).graph
         model_classes[key] = gen.class_for(graph, top=True).name
     step_classes, step_models = {}, {}
     for step in plan.steps:

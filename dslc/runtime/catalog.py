@@ -324,6 +324,8 @@ FIELDS = {f.name: f for f in (
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),
+    Field("optimize", "int", "the models' code: 1 (the default) with the -O1 passes (fused attention, no-ops "
+          "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)"),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}

@@ -180,7 +180,9 @@ def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch
     """The plan's model `key` (as `dslc train` builds it) holding `weights`."""
     from ..api import exec_source
     from ..backends.torch_codegen import generate_plan
-    module = exec_source(generate_plan(plan, os.path.basename(path)), f"<dslc plan {plan.name}>")
+    from .trainer import plan_opt_level
+    module = exec_source(generate_plan(plan, os.path.basename(path), opt=plan_opt_level(plan)),
+                         f"<dslc plan {plan.name}>")
     model = module.MODELS[key]()
     if len(plan.models) > 1:
         weights = checkpoint.under(weights, key + ".")

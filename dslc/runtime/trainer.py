@@ -103,6 +103,11 @@ class Diverged(Exception):
     pass
 
 
+def plan_opt_level(plan) -> int:
+    """The -O level of a plan's model code (its `optimize` field; 1 unless it says 0)."""
+    return int(plan.fields.get("optimize", 1))
+
+
 class Trainer:
     def __init__(self, prog, plan, path: str, options: Options, out):
         self.prog, self.plan, self.path, self.options, self.out = prog, plan, path, options, out
@@ -169,7 +174,7 @@ class Trainer:
     def _build(self) -> None:
         from ..api import exec_source
         from ..backends.torch_codegen import generate_plan
-        source = generate_plan(self.plan, os.path.basename(self.path))
+        source = generate_plan(self.plan, os.path.basename(self.path), opt=plan_opt_level(self.plan))
         self.source = source
         self.rundir.write_text("plan.py", source)
         module = exec_source(source, f"<dslc plan {self.plan.name}>")
