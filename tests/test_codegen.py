@@ -180,3 +180,27 @@ def test_scalar_operands_keep_their_meaning(tmp_path):
     module = prog.module()
     with pytest.raises(ValueError, match="compiled for n == 8"):
         module.P(n=4)   # the folded 1.0 / n is 0.125 only for n = 8
+
+
+def test_torch_compile_traces_a_wrapper_around_a_built_model():
+    """dynamo imports the module of every class it traces: a built model's module has an importable
+    name (it was `<dslc ...>`, and compiling a user's wrapper failed with ModuleNotFoundError)."""
+    import torch
+    prog = dslc.load(os.path.join(ROOT, "specs", "mnist_mlp.dl"))
+    net = prog.build("MnistMLP", seed=0)
+
+    class Loss(torch.nn.Module):   # a user's wrapper: the model is inlined into its graph
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, y):
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    want = Loss(net)(x, y)
+    got = torch.compile(Loss(net), backend="eager", fullgraph=True)(x, y)
+    assert torch.allclose(got, want)
+    module = sys.modules[type(net).__module__]
+    assert module.__file__.startswith("<dslc mnist_mlp.dl")   # tracebacks still name the .dl file
+    assert prog.build("MnistMLP", seed=0).__class__ is type(net)   # the same source is executed once

@@ -95,9 +95,20 @@ model Creation {
     flags = zeros([T], dtype="bool")
     output z, ones([B, 2], dtype="int64"), noise([B, 3]), noise([2, 5]), detach(x), reparameterize(x, x), flags
 }
+
+block SequenceMean {
+    input x
+    output sum(x, dim=1) / x.shape[1]
+}
+
+model SizeArithmetic {
+    input x: [B, T, 4]
+    input tokens: [B, T] of int64
+    output x -> SequenceMean(), sum(x, dim=1) / (T - 1), x * B - T, 2 / (T + x), tokens * T, tokens / B
+}
 '''
 MODELS = ("Reshape", "Views", "Positions", "ClassToken", "Chunks", "Reductions", "IntReductions", "Indexing",
-          "Arithmetic", "Creation")
+          "Arithmetic", "Creation", "SizeArithmetic")
 RANDOM = {"Creation": {2, 3}}  # the noise outputs: compared by shape and dtype only
 
 
@@ -146,6 +157,22 @@ def test_one_export_matches_torch_at_several_sizes(program, name):
             assert g.dtype == w.dtype, (name, j, g.dtype, w.dtype)
             if j not in RANDOM.get(name, ()):
                 np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"{name} output {j} at {sizes}")
+
+
+def test_arithmetic_with_run_time_sizes_means_what_torch_computes(program):
+    """`sum(x, dim=1) / x.shape[1]` is torch's mean over dim 1; `tokens * T` keeps int64, `tokens / B` is float."""
+    net = program.build("SizeArithmetic", seed=0)
+    for b, t in ((2, 5), (3, 8)):
+        x, tokens = torch.randn(b, t, 4), torch.randint(0, 9, (b, t))
+        mean, unbiased, shifted, inverse, scaled, divided = net(x, tokens)
+        torch.testing.assert_close(mean, x.mean(dim=1))
+        torch.testing.assert_close(unbiased, x.sum(dim=1) / (t - 1))
+        torch.testing.assert_close(shifted, x * b - t)
+        torch.testing.assert_close(inverse, 2 / (t + x))
+        assert scaled.dtype == torch.int64 and torch.equal(scaled, tokens * t)
+        assert divided.dtype == torch.float32 and torch.equal(divided, tokens / b)
+    for level in (1, 2):  # the passes leave a run-time operand alone
+        torch.testing.assert_close(program.build("SizeArithmetic", seed=0, opt=level)(x, tokens)[0], x.mean(dim=1))
 
 
 def test_run_time_sizes_are_read_not_baked(program):

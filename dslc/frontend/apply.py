@@ -210,7 +210,7 @@ class ApplyMixin:
             raise EvalError("E0307", f"`{e.op}` is not defined for tensors", e.op_span,
                             help="tensor operators: + - * / @ **")
         for v, s in ((left, e.left.span), (right, e.right.span)):
-            if not isinstance(v, TensorValue) and not is_number(v):
+            if not isinstance(v, (TensorValue, Sym)) and not is_number(v):
                 raise EvalError("E0307", f"cannot apply `{e.op}` to a tensor and {describe(v)}", s)
         return self._call_function(REGISTRY[name], [Arg(left, e.left.span), Arg(right, e.right.span)], [],
                                    e.span, ctx)

@@ -244,10 +244,19 @@ STR = Str()
 SHAPE = _Shape()
 TENSOR = _Tensor()
 TENSORS = _Tensors()
+class _TensorOrSize(_TensorOrScalar):
+    """An arithmetic operand: also a run-time size (`x / T`), read off an input's shape when the model runs."""
+    desc = "a tensor, a number or a size"
+
+    def convert(self, v):
+        return v if isinstance(v, Sym) else super().convert(v)
+
+
 TENSOR_OR_SCALAR = _TensorOrScalar()
+TENSOR_OR_SIZE = _TensorOrSize()
 ANY = _Any()
 INTS = ListOf(INT)
-TENSOR_TYPES = (_Tensor, _Tensors, _TensorOrScalar)
+TENSOR_TYPES = (_Tensor, _Tensors, _TensorOrScalar)  # _TensorOrSize is one too
 
 
 def is_tensor_type(t: PType) -> bool:

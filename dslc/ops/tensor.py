@@ -10,7 +10,8 @@ from ..ir.dims import Sym, expr_of, plain, product
 from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ir.values import TensorValue
 from . import checks
-from .ptypes import ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSORS, ListOf, OneOf, Optional
+from .ptypes import (ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSOR_OR_SIZE, TENSORS, ListOf,
+                     OneOf, Optional, is_number)
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import broadcast, need_min_rank, norm_dim, same_dim
 
@@ -74,12 +75,13 @@ def _axis(d, rank: int) -> int:
 
 def _result_dtype(a, b, op: str) -> str:
     """torch's result dtype: tensors promote (torch.promote_types), a Python scalar only lifts the category
-    (an int to int64, a float to float32), and true division of integers gives float32."""
+    (an int to int64, a float to float32; a run-time size is an int), and true division of integers gives
+    float32."""
     dtypes = [t.dtype for t in (_t(a), _t(b)) if t is not None]
     dt = dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
     for v in (a, b):
         if not isinstance(v, TensorValue):
-            k = 0 if isinstance(v, bool) else 1 if isinstance(v, int) else 2
+            k = 0 if isinstance(v, bool) else 1 if isinstance(v, (int, Sym)) else 2
             if k > _kind(dt):
                 dt = "int64" if k == 1 else "float32"
     return "float32" if op == "div" and _kind(dt) < 2 else dt
@@ -114,7 +116,7 @@ def _arith_onnx(op: str):
             work = _WIDER[work]
         a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
                 for k in ("input", "other"))
-        if op == "pow" and _kind(dt) == 1 and n.type_of("other") is None and n["other"] >= 1:
+        if op == "pow" and _kind(dt) == 1 and is_number(n["other"]) and n["other"] >= 1:
             y = _int_power(g, a, int(n["other"]))
         elif op == "pow" and _kind(dt) == 1:
             y = _int_pow_onnx(g, a, b, work)
@@ -127,7 +129,10 @@ def _arith_onnx(op: str):
 
 
 def _scalar(g, value, dtype: str) -> str:
-    """A Python scalar as a constant of `dtype`; an integer out of its range wraps around, as torch's does."""
+    """A Python scalar as a constant of `dtype`; an integer out of its range wraps around, as torch's does.
+    A run-time size is read off the input's shape: a 0-d tensor, cast to `dtype`."""
+    if isinstance(value, Sym):
+        return _cast(g, g.op("Squeeze", [g.dim(value), g.ints([0])]), "int64", dtype)
     import numpy as np
     return g.const(np.asarray(value).astype(dtype), dtype)
 
@@ -180,7 +185,7 @@ def _binary(name: str, doc: str):
     sym = _SYMBOL[name]
     register(OpDef(
         name=name, kind="function", family="arith", doc=doc,
-        params=(ParamSpec("input", TENSOR_OR_SCALAR), ParamSpec("other", TENSOR_OR_SCALAR)),
+        params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_elementwise(name), dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, s=sym: f"{_operand(e.arg('input'), s == '**')} {s} "

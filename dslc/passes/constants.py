@@ -140,7 +140,7 @@ def _arith(g: Graph, node: Node, name: str):
         v = node.args[key]
         if isinstance(v, TensorValue):
             v = constant_value(g, v.ref)
-        elif is_parameter(v) or isinstance(v, bool):
+        elif is_parameter(v) or isinstance(v, (bool, Sym)):  # a run-time size is not known here
             return None
         vals.append(plain_float(v) if dtype in FLOAT_DTYPES else plain(v))
     a, b = (_rounded(v, dtype) for v in vals)

@@ -18,7 +18,7 @@ value. The log says so.
 """
 from __future__ import annotations
 
-from ..ir.dims import Real, Size, expr_of, plain, plain_float
+from ..ir.dims import Real, Size, Sym, expr_of, plain, plain_float
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
 from ..ops.shapes import norm_dim
@@ -221,7 +221,7 @@ def _arithmetic(g: Graph, node: Node, log: PassLog):
         if not hasattr(x, "ref"):
             continue
         value = constant_value(g, v.ref) if hasattr(v, "ref") else v
-        if value is None or isinstance(value, bool) or plain_float(plain(value)) != unit:
+        if value is None or isinstance(value, (bool, Sym)) or plain_float(plain(value)) != unit:
             continue
         if is_parameter(value):
             log.skip(g, f"kept {describe(g, node)}: its operand is the parameter `{_expr(value)}`, {unit} now, "
