@@ -643,8 +643,8 @@ def test_plans_train_the_O1_code_and_optimize_0_the_declared_code(tmp_path):
     """By default the run's plan.py has the -O1 passes (attention through scaled_dot_product_attention,
     the dropout of p = 0 gone); `optimize = 0` trains the code as declared. Both are the same function, so one
     epoch from the same seed ends at the same weights (within float rounding)."""
-    fast = run(tmp_path, ATTENTION_PLAN, out="fast")
-    plain = run(tmp_path, ATTENTION_PLAN, sets=("optimize=0",), out="plain")
+    run(tmp_path, ATTENTION_PLAN, out="fast")
+    run(tmp_path, ATTENTION_PLAN, sets=("optimize=0",), out="plain")
     fast_code = (tmp_path / "fast" / "plan.py").read_text()
     plain_code = (tmp_path / "plain" / "plan.py").read_text()
     assert "F.scaled_dot_product_attention(" in fast_code and "Dropout" not in fast_code

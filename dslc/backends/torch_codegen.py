@@ -267,12 +267,22 @@ class _ClassWriter:
                     lines.append(f"self.{inst.name} = fold_batchnorm({layer}, {norm})")
                 elif is_module(inst):
                     lines.append(f"self.{inst.name} = {self._ctor(inst, printer)}")
+                    lines += self._init_calls(inst, printer)
             elif inst.kind == "block":
                 lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
             elif inst.kind == "param":
                 shape = ", ".join(printer.value(d) for d in inst.shape) or "()"   # a 0-d tensor
                 init = inst.init.init.torch(shape, {k: printer.value(v) for k, v in inst.init.args.items()})
                 lines.append(f"self.{inst.name} = nn.Parameter({init})")
+        return lines
+
+    def _init_calls(self, inst: Instance, printer: Printer) -> list[str]:
+        """`nn.init.normal_(self.fc.weight, std=0.02)`: the layer's own `init=`, right after it is made."""
+        lines = []
+        for weight, spec in inst.inits.items():
+            args = {p.name: printer.value(spec.args[p.name]) for p in spec.init.params
+                    if p.name in spec.args and not is_default(spec.args[p.name], p.default)}
+            lines.append(spec.init.in_place(f"self.{inst.name}.{weight}", args))
         return lines
 
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:

@@ -86,7 +86,9 @@ class ApplyMixin:
     def _new_layer_instance(self, spec, args, ctx):
         if spec.name:
             self._claim_layer_name(spec, ctx)
-        inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span)
+        inits = _weight_inits(spec, spec.op.weight_shapes(args)) if spec.inits else {}
+        inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span,
+                                      inits=inits)
         if spec.name:
             ctx.scope[spec.name] = InstanceValue(inst, spec, ctx.graph)
         return inst
@@ -421,3 +423,34 @@ def _dtype_help(op, dtype: str) -> str | None:
     if op.name == "Embedding":
         return "Embedding looks up integer ids: declare the input `of int64`"
     return None
+
+
+def _is_bias(weight: str) -> bool:
+    return weight.rsplit(".", 1)[-1].startswith("bias")
+
+
+def _weight_inits(spec, weights: dict) -> dict:
+    """A layer's `init=` resolved against its weights (known once its input sizes are): weight name ->
+    InitSpec. One initializer covers every weight but the biases; a dict names weights."""
+    out = {}
+    for name, init, span in spec.inits:
+        if name is None:
+            chosen = [w for w in weights if not _is_bias(w)]
+            if not chosen:
+                raise EvalError("E0301", f"`{spec.op.name}` has no weights to initialize" if not weights else
+                                f"`{spec.op.name}` has only biases: name them, `init={{bias: ...}}`", span)
+        elif name not in weights:
+            from ..diagnostics import did_you_mean
+            guess = did_you_mean(name, weights)
+            have = ", ".join(f"`{w}`" for w in weights) or "no weights"
+            raise EvalError("E0208", f"`{spec.op.name}` has no weight `{name}`", span,
+                            help=f"did you mean `{guess}`?" if guess else f"it has {have}")
+        else:
+            chosen = [name]
+        for w in chosen:
+            rank = len(weights[w])
+            if rank < init.init.min_rank:
+                raise EvalError("E0302", f"`{init.init.name}` needs a tensor of {init.init.min_rank} or more dims; "
+                                f"`{spec.op.name}`'s `{w}` is {list(weights[w])}", span)
+            out[w] = init
+    return out

@@ -340,6 +340,14 @@ class Evaluator(ApplyMixin):
         node = ctx.graph.add("param", [t], instance=inst.id, span=stmt.span, names=[stmt.name])
         ctx.scope[stmt.name] = TensorValue(Ref(node.id), t, stmt.name_span)
 
+    def _layer_inits(self, kw: ast.Keyword, ctx: Ctx) -> tuple:
+        """`init=normal(std=0.02)` (every weight but the biases) or `init={weight: ..., bias: zeros}`:
+        (weight name or None, InitSpec, span) triples; the weights are checked when the layer is made."""
+        if isinstance(kw.value, ast.DictExpr):
+            return tuple((name, self._init(value, ctx), key_span)
+                         for name, key_span, value in zip(kw.value.keys, kw.value.key_spans, kw.value.values))
+        return ((None, self._init(kw.value, ctx), kw.value.span),)
+
     def _init(self, expr, ctx: Ctx) -> InitSpec:
         if expr is None:
             return InitSpec(INITS["zeros"], {})
@@ -352,7 +360,8 @@ class Evaluator(ApplyMixin):
             kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span)) for k in expr.kwargs]
             values, _ = bind_op(init.params, pos, kws, init.name, expr.span)
             return InitSpec(init, values)
-        name = expr.func.id if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) else None
+        name = expr.func.id if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) else \
+            expr.id if isinstance(expr, ast.Name) else None
         guess = did_you_mean(name, INITS) if name else None
         raise EvalError("E0301", "unknown initializer" + (f" `{name}`" if name else ""), expr.span,
                         help=f"did you mean `{guess}`?" if guess else "initializers: " + ", ".join(INITS))
@@ -743,11 +752,12 @@ class Evaluator(ApplyMixin):
             return v
         return self._expr(e.func, ctx)
 
-    def _args(self, e: ast.Call, ctx: Ctx, piped=None) -> tuple[list[Arg], list[tuple[str, Arg]]]:
+    def _args(self, e: ast.Call, ctx: Ctx, piped=None, skip: tuple = ()) -> tuple[list, list]:
         pos = [Arg(self._expr(a, ctx), a.span) for a in e.args]
         if piped is not None:
             pos.insert(0, Arg(piped, getattr(piped, "span", None) or e.span))
-        kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span)) for k in e.kwargs]
+        kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span))
+               for k in e.kwargs if k.name not in skip]
         for a in pos + [a for _, a in kws]:
             if a.value is POISON:
                 raise Poisoned()
@@ -758,8 +768,12 @@ class Evaluator(ApplyMixin):
             raise Poisoned()
         if isinstance(func, OpRef):
             if func.op.is_layer:
-                pos, kws = self._args(e, ctx)
-                return self._layer_spec(func.op, pos, kws, e.span)
+                init = next((k for k in e.kwargs if k.name == "init"), None)
+                if init is None or func.op.param("init") is not None:
+                    pos, kws = self._args(e, ctx)
+                    return self._layer_spec(func.op, pos, kws, e.span)
+                pos, kws = self._args(e, ctx, skip=("init",))
+                return replace(self._layer_spec(func.op, pos, kws, e.span), inits=self._layer_inits(init, ctx))
             pos, kws = self._args(e, ctx, piped)
             return self._call_function(func.op, pos, kws, e.span, ctx)
         if isinstance(func, DeclRef) and func.decl.kind in ("block", "model"):

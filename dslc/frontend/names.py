@@ -95,6 +95,17 @@ def _references(decl) -> list:
     return refs
 
 
+def _init_operands(expr) -> list:
+    """The expressions inside an `init=` value that name things: the initializers' arguments."""
+    if isinstance(expr, ast.DictExpr):
+        return [x for v in expr.values for x in _init_operands(v)]
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in INITS:
+        return list(expr.args) + [k.value for k in expr.kwargs]
+    if isinstance(expr, ast.Name) and expr.id in INITS:
+        return []
+    return [expr]
+
+
 def _walk(node):
     """Every AST node under `node` (a node or a tuple of nodes), skipping param initializers' names."""
     stack = list(node) if isinstance(node, tuple) else [node]
@@ -107,6 +118,9 @@ def _walk(node):
             stack += [n.shape]
             if isinstance(n.init, ast.Call):
                 stack += list(n.init.args) + [k.value for k in n.init.kwargs]
+            continue
+        if isinstance(n, ast.Keyword) and n.name == "init":  # a layer's `init=`: initializers are not names
+            stack += _init_operands(n.value)
             continue
         if not dataclasses.is_dataclass(n):
             continue

@@ -54,6 +54,7 @@ class LayerSpec:
     span: object
     name: str | None = None
     name_span: object = None
+    inits: tuple = ()     # (weight name or None for every non-bias weight, InitSpec, span) from `init=`
 
     def describe(self) -> str:
         return f"the layer `{self.op.name}(...)`"
@@ -96,7 +97,7 @@ class Builtin:
 
 @dataclass(frozen=True)
 class InitSpec:
-    """An initializer of a `param` tensor: `zeros`, `normal(std=0.02)`."""
+    """An initializer of a `param` tensor or a layer's weight: `zeros`, `normal(std=0.02)`."""
     init: object
     args: dict
 

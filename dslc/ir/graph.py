@@ -36,6 +36,7 @@ class Instance:
     shape: tuple = ()                 # a param's shape
     span: object = None
     folded: object = None             # a FoldedNorm: the batch norm folded into this layer (passes, -O2)
+    inits: dict = field(default_factory=dict)  # a layer's weight name -> InitSpec (`init=` in its call)
 
     def weights(self) -> dict:
         if self.kind == "layer":

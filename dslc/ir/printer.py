@@ -84,6 +84,8 @@ def _rhs(graph: Graph, node, names: dict) -> str:
         norm = inst.folded.norm
         norm_args = ", ".join(f"{k}={_value(v, names)}" for k, v in norm.args.items())
         folded = f" folding {norm.name} = {norm.op.name}({norm_args})"
+    if inst is not None and inst.inits:
+        folded += " init " + ", ".join(f"{w}={spec.init.name}" for w, spec in inst.inits.items())
     return f"{head}{node.op.name}({args})({call_args}){folded}"
 
 

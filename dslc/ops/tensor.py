@@ -10,8 +10,7 @@ from ..ir.dims import Sym, expr_of, plain, product
 from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ir.values import TensorValue
 from . import checks
-from .ptypes import (ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SCALAR, TENSOR_OR_SIZE, TENSORS, ListOf,
-                     OneOf, Optional, is_number)
+from .ptypes import ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SIZE, TENSORS, ListOf, OneOf, Optional, is_number
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import broadcast, need_min_rank, norm_dim, same_dim
 

@@ -83,6 +83,9 @@ def _why_not(g: Graph, bn: Node) -> str | None:
         return f"`{layer.name}` is applied more than once (its weights are shared)"
     if any(n.kind == "weight" and n.instance == layer.id for n in g):
         return f"`{layer.name}`'s weights are read elsewhere"
+    if layer.inits or inst.inits:
+        # folding happens as the layers are made; an `init=` runs after that (kept simple: not folded)
+        return f"`{(layer if layer.inits else inst).name}` has its own `init=`"
     users = uses(g).get(x, [])
     if users != [bn.id]:
         return f"`{layer.name}`'s output has another user"
