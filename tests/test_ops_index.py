@@ -1,0 +1,57 @@
+"""argmax, argmin and gather in models, against torch's own functions (the registry's conformance
+tests cover each op alone; these cover the language use and the corners: ties, a run-time batch)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dslc
+from support import ort_run
+
+SOURCE = """
+model Pick {
+    input x: [B, 10]
+    input y: [B] of int64
+    logp = log_softmax(x, dim=1)
+    by_hand = -mean(gather(logp, 1, unsqueeze(y, 1)))      # cross-entropy written by hand
+    output argmax(x, dim=1), argmin(x, dim=-1, keepdim=true), argmax(x), by_hand
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def prog(tmp_path_factory):
+    path = tmp_path_factory.mktemp("index") / "pick.dl"
+    path.write_text(SOURCE)
+    return dslc.load(str(path))
+
+
+def _inputs(b: int):
+    g = torch.Generator().manual_seed(b)
+    x = torch.randn(b, 10, generator=g).round(decimals=0)   # rounded: many ties
+    return x, torch.randint(0, 10, (b,), generator=g)
+
+
+def test_against_torch(prog):
+    net = prog.build("Pick", seed=0)
+    for b in (3, 7):
+        x, y = _inputs(b)
+        top, low, flat, nll = net(x, y)
+        assert torch.equal(top, torch.argmax(x, dim=1))          # the first of equal values
+        assert torch.equal(low, torch.argmin(x, dim=-1, keepdim=True))
+        assert torch.equal(flat, torch.argmax(x))
+        torch.testing.assert_close(nll, F.cross_entropy(x, y))
+
+
+def test_onnx_matches_at_two_batch_sizes(prog):
+    model = prog.onnx("Pick")
+    net = prog.build("Pick", seed=0)
+    for b in (3, 7):
+        x, y = _inputs(b)
+        got = ort_run(model, {"x": x.numpy(), "y": y.numpy()})
+        want = [t.numpy() for t in net(x, y)]
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
