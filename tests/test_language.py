@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import dslc
+from dslc.diagnostics import DslcError
 from support import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
@@ -61,3 +62,33 @@ def test_contract_model_runs(prog, name):
     outs = list(out) if isinstance(out, tuple) else [out]
     want = [graph.type_of(ref) for _, ref in graph.outputs]
     assert [tuple(o.shape) for o in outs] == [t.concrete(**SIZES) for t in want]
+
+
+def test_in_and_not_in_decide_at_compile_time(tmp_path):
+    """`kind in [...]` and `i not in skips` choose layers as Python's operators would; a run-time size
+    or a tensor on either side is an error, not a guess."""
+    path = tmp_path / "in.dl"
+    path.write_text('''
+block Act(kind: str = "relu", skips: list[int] = [1, 3]) {
+    input x
+    for i in range(4) {
+        x = x -> Linear(8)
+        if kind in ["relu", "gelu"] and i not in skips {
+            x = (x -> ReLU()) if kind == "relu" else (x -> GELU())
+        }
+    }
+    output x
+}
+model M {
+    input x: [B, 8]
+    output x -> Act() -> Act("gelu", skips=[]) -> Act("tanh")
+}
+''')
+    src = dslc.load(str(path)).source()
+    assert src.count("F.relu(") == 2 and src.count("F.gelu(") == 4 and "tanh" not in src
+    path.write_text("model M {\n    input x: [B, T]\n    output x * 2 if T in [1, 2] else x\n}\n")
+    with pytest.raises(DslcError, match="E0311"):
+        dslc.load(str(path))
+    path.write_text("model M {\n    input x: [B, 4]\n    output x if 2 in x else x\n}\n")
+    with pytest.raises(DslcError, match="`in` is not defined for tensors"):
+        dslc.load(str(path))

@@ -44,12 +44,15 @@ def int_exprs(draw, depth=3):
 
 @st.composite
 def bool_exprs(draw, depth=3):
-    kind = draw(st.sampled_from(["cmp", "chain", "not", "logic", "paren"] if depth else ["cmp"]))
+    kind = draw(st.sampled_from(["cmp", "chain", "in", "not", "logic", "paren"] if depth else ["cmp"]))
     if kind == "cmp" or depth == 0:
         return f"{draw(int_exprs(1))} {draw(st.sampled_from(COMPARE))} {draw(int_exprs(1))}"
     if kind == "chain":
         return " ".join([draw(int_exprs(0)), draw(st.sampled_from(COMPARE)), draw(int_exprs(0)),
                          draw(st.sampled_from(COMPARE)), draw(int_exprs(0))])
+    if kind == "in":
+        items = ", ".join(draw(st.lists(ints, max_size=3)))
+        return f"{draw(int_exprs(1))} {draw(st.sampled_from(['in', 'not in']))} [{items}]"
     if kind == "not":
         return f"not {draw(bool_exprs(depth - 1))}"
     if kind == "paren":
@@ -86,6 +89,8 @@ def test_precedence_matches_python(text):
     ("not 1 == 2", True), ("not 0 and 0", False), ("1 < 2 < 3", True), ("3 > 2 > 2", False),
     ("-2 ** 2", -4), ("2 ** -1", 0.5), ("2 ** 3 ** 2", 512), ("10 - 3 - 2", 5), ("7 // 2 * 2", 6),
     ("1 if 0 else 2 if 1 else 3", 2), ("[1, 2] + [3]", [1, 2, 3]),
+    ("1 in [1, 2]", True), ("3 not in [1, 2]", True), ("not 1 in [2]", True), ('"b" in "abc"', True),
+    ("1 in [1] == True", False), ("1 < 2 in [True]", False), ('"a" in {a: 1}', True), ("2 not  in (1, 2)", False),
 ])
 def test_known_expressions(text, want):
     assert evaluate(text) == want

@@ -1034,6 +1034,19 @@ def _eq(a, b):
     return a == b
 
 
+def _contains(item, container) -> bool:
+    """`a in b` at compile time: an element of a list or tuple, a key of a dict, a substring of a string."""
+    if isinstance(container, str):
+        if not isinstance(item, str):
+            raise TypeError
+        return item in container
+    if isinstance(container, dict):
+        return item in container
+    if not isinstance(container, (list, tuple)):
+        raise TypeError
+    return any(_eq(item, x) for x in container)   # sizes compare as `==` does (run-time ones: E0311)
+
+
 _SCALAR_OPS = {
     "+": _add, "-": _arith(lambda a, b: a - b), "*": _mul, "/": _truediv,
     "//": _arith(lambda a, b: a // b), "%": _arith(lambda a, b: a % b),
@@ -1041,4 +1054,5 @@ _SCALAR_OPS = {
     "==": _eq, "!=": lambda a, b: not _eq(a, b),
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
     "@": lambda a, b: (_ for _ in ()).throw(TypeError()),
+    "in": _contains, "not in": lambda a, b: not _contains(a, b),
 }

@@ -303,8 +303,8 @@ def _syntax_help(tok: Token, expected: list[str]) -> str | None:
 # first and last child; binary operators arrive as one flat list and are ordered here.
 
 _VALUE_TOKENS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "ADD_OP", "BINOP", "LOGIC",
-                 "POW", "NOT", "ARROW"}
-_PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4,
+                 "POW", "NOT", "ARROW", "CONTAINS"}
+_PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "in": 4, "not in": 4,
          "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "@": 6}
 _NOT_PREC = 3  # `not a == b` is `not (a == b)`, as in Python
 _COMPARE = 4
@@ -465,7 +465,8 @@ class _ToAst(Transformer):
         if len(c) == 1:
             return c[0]
         operands = list(c[0::2])
-        ops = list(c[1::2])
+        ops = [Token.new_borrow_pos(t.type, " ".join(t.split()), t) if t.type == "CONTAINS" else t
+               for t in c[1::2]]   # `not   in` is the operator `not in`
         return _Climb(self, operands, ops).parse(0)
 
     def unary(self, c):
