@@ -55,3 +55,35 @@ def test_onnx_matches_at_two_batch_sizes(prog):
         for g, w in zip(got, want):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- DropPath (stochastic depth)
+
+def stochastic_depth(x, p: float, training: bool):
+    """torchvision.ops.stochastic_depth(mode="row"), written out (torchvision is not installed here)."""
+    if not training or p == 0.0:
+        return x
+    survival = 1.0 - p
+    noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(survival)
+    return x * noise.div_(survival)
+
+
+def test_drop_path_is_torchvisions_stochastic_depth(tmp_path):
+    path = tmp_path / "dp.dl"
+    path.write_text("model R {\n    input x: [B, T, 8]\n    output x + (x -> Linear(8) as fc -> DropPath(0.3))\n}\n")
+    prog = dslc.load(str(path))
+    net = prog.build("R", seed=0).train()
+    x = torch.randn(64, 5, 8)
+    torch.manual_seed(1)
+    got = net(x)
+    torch.manual_seed(1)
+    want = x + stochastic_depth(net.fc(x), 0.3, True)
+    torch.testing.assert_close(got, want)
+    dropped = (got - x).abs().sum(dim=(1, 2)) == 0        # whole samples skip the branch
+    assert 0.1 < dropped.float().mean() < 0.5
+    net.eval()
+    torch.testing.assert_close(net(x), x + net.fc(x))      # the identity in eval mode
+    assert "drop_path" not in prog.source(opt=2)            # -O2 (eval only) removes it, as dropout
+    model = prog.onnx("R")
+    (out,) = ort_run(model, {"x": x.numpy()})
+    np.testing.assert_allclose(out, (x + net.fc(x)).detach().numpy(), rtol=1e-5, atol=1e-5)

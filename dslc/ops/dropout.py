@@ -3,7 +3,11 @@
 - Dropout:     each element is zeroed with probability p, survivors scaled by 1 / (1 - p);
 - Dropout1d/2d: whole channels (x[n, c]) are zeroed together, for [N, C, L] / [N, C, H, W] maps;
 - AlphaDropout: dropped elements are set to SELU's negative saturation value and an affine
-                map restores zero mean and unit variance (for self-normalizing networks).
+                map restores zero mean and unit variance (for self-normalizing networks);
+- DropPath:    stochastic depth (Huang et al., 2016): a residual branch is zeroed for a whole
+               sample with probability p (survivors scaled by 1 / (1 - p)), as timm's DropPath and
+               torchvision's StochasticDepth(mode="row"). torch has no such module, so the
+               generated file defines a small one.
 
 The layers stay modules (`self.dropout = nn.Dropout(0.1)`), as people write them;
 the function `dropout(x, p)` is `F.dropout(x, p, self.training)`. All are impure:
@@ -14,7 +18,7 @@ from __future__ import annotations
 from ..ir.dims import plain_float
 from . import checks
 from .ptypes import FLOAT, TENSOR
-from .registry import Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, register
+from .registry import Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, helper, register
 from .shapes import need_rank
 
 _P = ParamSpec("p", FLOAT, 0.5, checks.probability, "the probability of an element (or channel) being zeroed")
@@ -77,4 +81,35 @@ register(OpDef(
     onnx=_identity_onnx,
     examples=(Example({"input": S(2, 3, 4), "p": 0.1}), Example({"input": S(2, 5)})),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5)), "p": d.choice(_P_DRAW)}),
+))
+
+
+helper("DropPath", '''
+    class DropPath(nn.Module):
+        """Stochastic depth: while training, zero the whole input of a sample with probability p
+        (a residual branch, so the sample skips it) and scale the kept ones by 1 / (1 - p)."""
+
+        def __init__(self, p: float = 0.0):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if not self.training or self.p == 0.0:
+                return x
+            keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+            return x * keep.div_(1.0 - self.p) if self.p < 1.0 else x * keep
+''')
+
+register(OpDef(
+    name="DropPath", kind="layer", family="dropout", stem="drop_path",
+    doc="Stochastic depth: zeroes a residual branch for a whole sample with probability p while training "
+        "(the rest scaled by 1/(1-p)); the identity in eval mode.",
+    params=(ParamSpec("p", FLOAT, 0.0, checks.probability, "the probability of a sample's branch being zeroed"),),
+    infer=_check_rank("DropPath", None, ""), pure=False,
+    macs=lambda b, out: 0,
+    label=lambda a: f"DropPath {plain_float(a['p']):g}",
+    torch=TorchLayer("DropPath", ("p",), helpers=("DropPath",)),
+    onnx=_identity_onnx,
+    examples=(Example({"p": 0.1}, (S(4, 3, 5),)), Example({}, (S(2, 8),))),
+    arbitrary=lambda d: Example({"p": d.choice(_P_DRAW)}, (S(*d.shape(1, 4, 1, 5)),)),
 ))

@@ -25,7 +25,7 @@ from ..ops.shapes import norm_dim
 from . import Pass, PassLog
 from .edit import describe, drop_unused_instances, graphs, remove_nodes, replace_uses
 
-DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "dropout")
+DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "DropPath", "dropout")
 # view-like ops: the result is the input's elements in the same order, in another shape
 RESHAPES = ("reshape", "flatten", "Flatten", "unflatten", "Unflatten", "squeeze", "unsqueeze")
 SAME_SHAPE_IDENTITY = RESHAPES + ("expand", "index")
