@@ -296,8 +296,7 @@ class _ClassWriter:
             if n in t.explicit or spec is None or not is_default(args[n], spec.default):
                 parts.append(f"{n}={printer.value(args[n])}")
         parts += [f"{k}={v}" for k, v in t.fixed]
-        for h in t.helpers:
-            self.gen.helpers.add(h)
+        self.gen.helpers.update(_helpers_of(t, args))
         return f"{t.cls}({', '.join(parts)})"
 
     def _block_ctor(self, inst: Instance) -> str:
@@ -361,8 +360,7 @@ class _ClassWriter:
         source = (inputs or params or [None])[0]
         e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
                  types=[g.type_of(r) for r in node.inputs], outputs=node.outputs)
-        for h in op.torch.helpers:
-            self.gen.helpers.add(h)
+        self.gen.helpers.update(_helpers_of(op.torch, node.args))
         if op.is_layer:
             inst = g.instances[node.instance]
             if is_module(inst):
@@ -504,6 +502,13 @@ def _pattern(structure, names) -> str:
         return "(" + ", ".join(parts) + ")"
     top = [go(x) for x in structure]
     return ", ".join(top)
+
+
+def _helpers_of(torch_entry, args: dict) -> tuple:
+    """The helpers an op's code uses: a tuple, or a function of the op's arguments (only some settings
+    need one, as MultiheadAttention's causal mask)."""
+    h = torch_entry.helpers
+    return h(args) if callable(h) else h
 
 
 def _symbol_names(g: Graph) -> set:

@@ -92,6 +92,13 @@ def _causal_mask(g, steps, keys) -> str:
     return g.op("Greater", [cols, rows], hint="future")
 
 
+def _false():
+    """A one-element bool tensor `false` (ConstantOfShape's value)."""
+    import numpy as np
+    from onnx import numpy_helper
+    return numpy_helper.from_array(np.zeros(1, dtype=bool))
+
+
 def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None) -> str:
     """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval)."""
     scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])  # [B, h, T, S]
@@ -120,15 +127,19 @@ def _mha_onnx(g, n):
     b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
                      if a["bias"] else (None, None, None))
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
+    mask = _causal_mask(g, steps, keys) if a["causal"] else None
     q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, k, w_k, b_k, "k"), _project(g, v, w_v, b_v, "v")  # [B, ., E]
     if a["add_bias_kv"]:  # one more key and value, the learned bias_k / bias_v [1, 1, E], for every batch row
         one = g.shape((batch, 1, e))
         k = g.op("Concat", [k, g.op("Expand", [n.weight("bias_k"), one])], axis=1, hint="k")
         v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1, hint="v")
         keys = keys + 1
+        if mask is not None:  # torch pads the mask with a column that lets every query see the bias key
+            column = g.op("ConstantOfShape", [g.shape((steps, 1))], value=_false())
+            mask = g.op("Concat", [mask, column], axis=1, hint="future")
     q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
                for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
-    out = _merge_heads(g, _attend(g, q, k, v, e // heads, dtype), batch, steps, e)
+    out = _merge_heads(g, _attend(g, q, k, v, e // heads, dtype, mask), batch, steps, e)
     return [_project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None, "out")]
 
 
@@ -158,6 +169,11 @@ def _mha_resolve(b):
     q, k, v = _qkv(b.inputs)
     _check_qkv("MultiheadAttention", q, k, v)
     width = q.shape[-1]
+    t, s = q.shape[1], k.shape[1]
+    if b["causal"] and not isinstance(t, Sym) and not isinstance(s, Sym) and plain(t) != plain(s):
+        raise ShapeError(f"`MultiheadAttention` with causal=true needs as many queries as keys, got {plain(t)} "
+                         f"and {plain(s)}", code="E0403", input=1, label="length differs from the query's",
+                         help="a causal mask is for self-attention over one sequence")
     if not isinstance(width, Sym) and plain(width) != plain(b["embed_dim"]):
         raise ShapeError(f"`MultiheadAttention` with embed_dim {plain(b['embed_dim'])} got a query of "
                          f"width {plain(width)} ({q.shape_str()})", code="E0403", input=0,
@@ -209,7 +225,20 @@ def _mha_macs(b, outs):
 
 def _mha_call(e, module: str) -> str:
     q, k, v = _qkv(e.inputs)
+    if e.args["causal"]:
+        # torch wants the mask itself; is_causal=True lets it use a causal kernel instead, which is the same
+        # function except with add_bias_kv (torch then pads the mask so that every query sees the bias key)
+        mask = f"causal_mask({q}.shape[1], {k}.shape[1], {q}.device)"
+        hint = "" if e.args["add_bias_kv"] else ", is_causal=True"
+        return f"{module}({q}, {k}, {v}, need_weights=False, attn_mask={mask}{hint})[0]"
     return f"{module}({q}, {k}, {v}, need_weights=False)[0]"
+
+
+helper("causal_mask", '''
+    def causal_mask(t: int, s: int, device=None):
+        """[t, s] bool, true where key j comes after query i: the keys a causal query must not see."""
+        return torch.triu(torch.ones(t, s, dtype=torch.bool, device=device), diagonal=1)
+''')
 
 
 def _mha_arbitrary(d):
@@ -221,7 +250,7 @@ def _mha_arbitrary(d):
     vdim = kdim if n < 3 or d.bool() else d.int(1, 6)
     inputs = (S(batch, steps, e), S(batch, keys, kdim), S(batch, keys, vdim))[:n]
     return Example({"embed_dim": e, "num_heads": heads, "bias": d.bool(), "add_bias_kv": d.bool(),
-                    "dropout": d.choice([0.0, 0.1])}, inputs)
+                    "dropout": d.choice([0.0, 0.1]), "causal": d.bool()}, inputs)
 
 
 register(OpDef(
@@ -233,20 +262,23 @@ register(OpDef(
             ParamSpec("num_heads", INT, check=checks.positive, doc="heads; must divide embed_dim"),
             ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
             ParamSpec("bias", BOOL, True),
-            ParamSpec("add_bias_kv", BOOL, False, doc="append a learned key and value to the sequence")),
+            ParamSpec("add_bias_kv", BOOL, False, doc="append a learned key and value to the sequence"),
+            ParamSpec("causal", BOOL, False, doc="each query sees the keys up to its own position only "
+                                                 "(self-attention in a decoder)")),
     resolve=_mha_resolve,
     infer=lambda b: [b.x.with_shape(b.x.shape[:2] + (b["embed_dim"],))],
     weights=_mha_weights, macs=_mha_macs,
     label=lambda a: f"MultiheadAttention {plain(a['embed_dim'])}, {plain(a['num_heads'])} heads",
     torch=TorchLayer("nn.MultiheadAttention", ("embed_dim", "num_heads"),
                      ("dropout", "bias", "add_bias_kv", "kdim", "vdim"), fixed=(("batch_first", "True"),),
-                     call=_mha_call),
+                     call=_mha_call, helpers=lambda a: ("causal_mask",) if a["causal"] else ()),
     onnx=_mha_onnx,
     pure=False,  # dropout on the attention weights is random in training
     examples=(Example({"embed_dim": 8, "num_heads": 2}, (S(2, 5, 8),)),
               Example({"embed_dim": 6, "num_heads": 3, "dropout": 0.1}, (S(2, 4, 6), S(2, 7, 6), S(2, 7, 6))),
               Example({"embed_dim": 4, "num_heads": 2, "bias": False}, (S(2, 3, 4), S(2, 5, 3), S(2, 5, 7))),
-              Example({"embed_dim": 4, "num_heads": 1, "add_bias_kv": True}, (S(2, 3, 4), S(2, 6, 5)))),
+              Example({"embed_dim": 4, "num_heads": 1, "add_bias_kv": True}, (S(2, 3, 4), S(2, 6, 5))),
+              Example({"embed_dim": 8, "num_heads": 2, "causal": True}, (S(2, 5, 8),))),
     arbitrary=_mha_arbitrary,
 ))
 

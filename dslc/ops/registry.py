@@ -109,14 +109,14 @@ class TorchLayer:
     explicit: tuple[str, ...] = ()     # keywords printed even at their default (`dim=-1`)
     call: Callable | None = None       # (emit, module_expr) -> str
     functional: Callable | None = None  # (emit) -> str
-    helpers: tuple[str, ...] = ()
+    helpers: tuple[str, ...] | Callable = ()   # names in HELPERS, or args -> names
 
 
 @dataclass(frozen=True)
 class TorchFunction:
     """A function emitted as a Python expression over its inputs (`emit` -> source)."""
     expr: Callable
-    helpers: tuple[str, ...] = ()
+    helpers: tuple[str, ...] | Callable = ()   # names in HELPERS, or args -> names
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,8 @@ def _entry_problems(op: OpDef) -> list[str]:
         if p.required and seen_default and not p.is_tensor:
             out.append(f"required parameter `{p.name}` follows one with a default")
         seen_default |= not p.required
-    for h in getattr(op.torch, "helpers", ()):
+    helpers = getattr(op.torch, "helpers", ())
+    for h in (() if callable(helpers) else helpers):   # a function of the arguments: checked where it runs
         if h not in HELPERS:
             out.append(f"unknown helper `{h}`")
     return out

@@ -1,5 +1,6 @@
-"""argmax, argmin and gather in models, against torch's own functions (the registry's conformance
-tests cover each op alone; these cover the language use and the corners: ties, a run-time batch)."""
+"""argmax, argmin, gather, DropPath and causal MultiheadAttention in models, against torch's own
+functions and modules (the registry's conformance tests cover each op alone; these cover the language
+use and the corners: ties, a run-time batch, training mode, add_bias_kv)."""
 from __future__ import annotations
 
 import numpy as np
@@ -87,3 +88,31 @@ def test_drop_path_is_torchvisions_stochastic_depth(tmp_path):
     model = prog.onnx("R")
     (out,) = ort_run(model, {"x": x.numpy()})
     np.testing.assert_allclose(out, (x + net.fc(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- MultiheadAttention(causal=true)
+
+def test_causal_multihead_attention_is_torchs_with_a_causal_mask(tmp_path):
+    path = tmp_path / "mha.dl"
+    path.write_text("model D {\n    input x: [B, T, 8]\n"
+                    "    output x -> MultiheadAttention(8, 2, causal=true) as attn\n}\n"
+                    "model E {\n    input x: [B, T, 8]\n"
+                    "    output x -> MultiheadAttention(8, 2, causal=true, add_bias_kv=true) as attn\n}\n")
+    prog = dslc.load(str(path))
+    for name in ("D", "E"):
+        net = prog.build(name, seed=0).eval()
+        for t in (3, 6):
+            x = torch.randn(2, t, 8)
+            future = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+            want = net.attn(x, x, x, attn_mask=future, need_weights=False)[0]   # torch's own, mask spelled out
+            got = net(x)
+            torch.testing.assert_close(got, want)
+            later = x.clone()
+            later[:, -1] += 1.0                                                 # the last token changes...
+            torch.testing.assert_close(net(later)[:, :-1], got[:, :-1])        # ...and no earlier output does
+            (out,) = ort_run(prog.onnx(name), {"x": x.numpy()})
+            np.testing.assert_allclose(out, got.detach().numpy(), rtol=1e-5, atol=1e-5)
+    path.write_text("model F {\n    input q: [B, 3, 8]\n    input m: [B, 5, 8]\n"
+                    "    output MultiheadAttention(8, 2, causal=true)(q, m)\n}\n")
+    with pytest.raises(dslc.DslcError, match="causal=true needs as many queries as keys"):
+        dslc.load(str(path))
