@@ -22,6 +22,13 @@ estimate_mfu; N counts parameters without the position embedding). Target: ≥ 4
 Each case compiles both sides first (a minute or two per case on an H100), so run the cases one
 per call where a call has a time limit. The GPU's peak comes from its name (H100/H200: 989.4
 TFLOP/s dense bf16) or from --peak-tflops.
+
+Needs torch with CUDA, networkx, numpy and lark; tests/test_specs.py (the twins) also imports
+pytest and click. On a lent machine without network whose image lacks only lark (the case on
+this workplace's H100/H200 image), carry its wheel: here, `python3 -m pip download --no-deps
+--only-binary=:all: -d .whl lark==1.3.1` (with `/.whl/` in .git/info/exclude), and there,
+`python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+PYTHONPATH=/tmp/site:. python3 bench/gpu.py --case gpt2`.
 """
 from __future__ import annotations
 
