@@ -116,3 +116,61 @@ def test_causal_multihead_attention_is_torchs_with_a_causal_mask(tmp_path):
                     "    output MultiheadAttention(8, 2, causal=true)(q, m)\n}\n")
     with pytest.raises(dslc.DslcError, match="causal=true needs as many queries as keys"):
         dslc.load(str(path))
+
+
+# ---------------------------------------------------------------- attention(..., mask=) and tensor comparisons
+
+MASKED = """
+model Enc {
+    input x: [B, T, 8]
+    input tokens: [B, T] of int64
+    pad = tokens == 0
+    a = attention(x, x, x, heads=2, mask=pad)
+    c = attention(x, x, x, heads=2, causal=true, mask=pad)
+    output a, c, tokens != 0, x > 0.5, tokens <= 1
+}
+"""
+
+
+def _masked_reference(x, pad, heads: int, causal: bool):
+    """Attention written out: hidden keys get -inf scores; a query that sees no key gives 0."""
+    b, t, w = x.shape
+    q = x.reshape(b, t, heads, -1).transpose(1, 2)
+    scores = q @ q.transpose(-2, -1) / (w // heads) ** 0.5
+    hidden = pad[:, None, None, :].expand(b, heads, t, t)
+    if causal:
+        hidden = hidden | torch.ones(t, t, dtype=torch.bool).triu(1)
+    weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+    weights = torch.where(hidden.all(-1, keepdim=True), torch.zeros_like(weights), weights)
+    return (weights @ q).transpose(1, 2).reshape(b, t, w)
+
+
+def test_attention_mask_hides_padding_at_every_level_and_in_onnx(tmp_path):
+    path = tmp_path / "enc.dl"
+    path.write_text(MASKED)
+    prog = dslc.load(str(path))
+    x = torch.randn(3, 5, 8)
+    tokens = torch.tensor([[4, 2, 7, 0, 0], [3, 1, 1, 1, 9], [0, 0, 0, 0, 0]])   # the last row is all padding
+    pad = tokens == 0
+    want = (_masked_reference(x, pad, 2, False), _masked_reference(x, pad, 2, True), tokens != 0, x > 0.5,
+            tokens <= 1)
+    for level in (0, 1):
+        got = prog.build("Enc", seed=0, opt=level)(x, tokens)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            torch.testing.assert_close(g, w)
+    assert torch.equal(got[0][2], torch.zeros(5, 8))        # no key to attend to: zeros, not NaN
+    later = x.clone()
+    later[0, 3:] += 1.0                                       # padding positions change...
+    torch.testing.assert_close(prog.build("Enc", seed=0)(later, tokens)[0][0, :3], got[0][0, :3])  # ...nothing sees it
+    outs = ort_run(prog.onnx("Enc"), {"x": x.numpy(), "tokens": tokens.numpy()})
+    for o, w in zip(outs, want):
+        assert o.dtype == w.numpy().dtype
+        np.testing.assert_allclose(o, w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_mask_must_be_bool_b_by_s(tmp_path):
+    path = tmp_path / "bad.dl"
+    path.write_text("model M {\n    input x: [B, T, 8]\n    output attention(x, x, x, heads=2, mask=x)\n}\n")
+    with pytest.raises(dslc.DslcError, match="mask must be bool"):
+        dslc.load(str(path))

@@ -23,7 +23,8 @@ from .binding import Arg, bind, bind_op
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, InstanceValue, LayerSpec, OpRef
 
-_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow"}
+_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow",
+           "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 
 
 class ApplyMixin:
@@ -210,7 +211,7 @@ class ApplyMixin:
         name = _BINOPS.get(e.op)
         if name is None:
             raise EvalError("E0307", f"`{e.op}` is not defined for tensors", e.op_span,
-                            help="tensor operators: + - * / @ **")
+                            help="tensor operators: + - * / @ ** and comparisons")
         for v, s in ((left, e.left.span), (right, e.right.span)):
             if not isinstance(v, (TensorValue, Sym)) and not is_number(v):
                 raise EvalError("E0307", f"cannot apply `{e.op}` to a tensor and {describe(v)}", s)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from ..ir.dims import Sym, plain
 from . import checks
-from .ptypes import BOOL, FLOAT, INT, TENSOR
+from ..ir.types import DTYPES
+from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, TENSOR
 from .registry import (Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, helper,
                        register)
 from .shapes import divides, need_rank, same_dim, static
@@ -99,13 +100,20 @@ def _false():
     return numpy_helper.from_array(np.zeros(1, dtype=bool))
 
 
-def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None) -> str:
-    """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval)."""
+def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None,
+            empty_rows: bool = False) -> str:
+    """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval).
+    `empty_rows`: the mask may hide every key of a query, which then attends to nothing (0, not NaN)."""
     scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])  # [B, h, T, S]
     scores = g.op("Div", [scores, _sqrt(g, head_dim, dtype)], hint="scores")
     if mask is not None:
         scores = g.op("Where", [mask, g.const(float("-inf"), dtype=dtype), scores], hint="scores")
-    return g.op("MatMul", [g.op("Softmax", [scores], axis=-1, hint="weights"), v])
+    weights = g.op("Softmax", [scores], axis=-1, hint="weights")
+    if empty_rows:
+        seen = g.op("ReduceMax", [g.op("Cast", [g.op("Not", [mask])], to=6), g.ints([-1])], keepdims=1)  # int32
+        empty = g.op("Equal", [seen, g.const(0, dtype="int32")], hint="empty")
+        weights = g.op("Where", [empty, g.const(0.0, dtype=dtype), weights], hint="weights")
+    return g.op("MatMul", [weights, v])
 
 
 def _project(g, x: str, w: str, b: str | None, hint: str) -> str:
@@ -149,9 +157,12 @@ def _attention_onnx(g, n):
     tq, tk, tv = n.type_of("q"), n.type_of("k"), n.type_of("v")
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
     width = tq.shape[2]
-    mask = _causal_mask(g, steps, keys) if n["causal"] else None
+    mask = _causal_mask(g, steps, keys) if n["causal"] else None   # [T, S]
+    if n.tensor("mask") is not None:   # [B, S] padding keys -> [B, 1, 1, S], beside the causal mask
+        padding = g.op("Unsqueeze", [n.tensor("mask"), g.ints([1, 2])], hint="padding")
+        mask = padding if mask is None else g.op("Or", [mask, padding], hint="hidden")
     q, k, v = (_split_heads(g, n.tensor(p), t.shape, heads, p) for p, t in (("q", tq), ("k", tk), ("v", tv)))
-    heads_out = _attend(g, q, k, v, width // heads, tq.dtype, mask)
+    heads_out = _attend(g, q, k, v, width // heads, tq.dtype, mask, empty_rows=n.tensor("mask") is not None)
     return [_merge_heads(g, heads_out, batch, steps, tv.shape[2])]
 
 
@@ -287,8 +298,9 @@ register(OpDef(
 
 helper("multi_head_attention", '''
     def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
-                             training: bool = False):
-        """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors."""
+                             training: bool = False, mask=None):
+        """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors;
+        `mask` [B, S] is true for the keys (padding) that no query attends to."""
         b, t, s = q.shape[0], q.shape[1], k.shape[1]
         q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
         k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
@@ -297,14 +309,30 @@ helper("multi_head_attention", '''
         if causal:  # query i sees keys 0..i only
             future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
             scores = scores.masked_fill(future, float("-inf"))
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
+        if mask is not None:
+            scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:  # a query whose keys are all hidden attends to nothing (0, as F.sdpa gives)
+            weights = weights.masked_fill(scores.isneginf().all(-1, keepdim=True), 0.0)
+        weights = F.dropout(weights, p=dropout, training=training)
         return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
 ''')
 
 
 def _attention_infer(b):
     q, k, v = b["q"].type, b["k"].type, b["v"].type
+    for i, t in enumerate((q, k, v)):   # the op takes any dtype so that the mask may be bool
+        if not t.is_float:
+            raise ShapeError(f"`attention` expects floating-point q, k and v, got {t.dtype}", code="E0310",
+                             input=i, label="needs floating-point")
     _check_qkv("attention", q, k, v)
+    mask = b.args.get("mask")   # an optional tensor argument: absent where a caller binds only the others
+    if mask is not None:
+        m = mask.type
+        if m.dtype != "bool" or m.rank != 2 or not _agree(m.shape[0], k.shape[0]) or not _agree(m.shape[1], k.shape[1]):
+            raise ShapeError(f"`attention`'s mask must be bool [B, S] like the keys' batch and length "
+                             f"({_s(k.shape[0])}, {_s(k.shape[1])}), got {m}", code="E0403", arg="mask",
+                             help="true marks a key (padding) that no query attends to: `tokens == 0`")
     if not _agree(q.shape[-1], k.shape[-1]):
         raise ShapeError(f"`attention`: query and key widths differ ({_s(q.shape[-1])} and {_s(k.shape[-1])})",
                          code="E0403", input=1, label="width differs from the query's")
@@ -318,10 +346,14 @@ def _attention_infer(b):
     return [q.with_shape(q.shape[:2] + (v.shape[-1],))]
 
 
+def _mask_kw(e) -> str:
+    return f", mask={e.arg('mask')}" if e.args["mask"] is not None else ""
+
+
 def _attention_expr(e) -> str:
     training = ", training=self.training" if e.kw("dropout") else ""  # dropout 0 never needs the mode
     return (f"multi_head_attention({e.arg('q')}, {e.arg('k')}, {e.arg('v')}, {e.fmt(e['heads'])}"
-            f"{e.kw('causal')}{e.kw('dropout')}{training})")
+            f"{e.kw('causal')}{e.kw('dropout')}{training}{_mask_kw(e)})")
 
 
 def _attention_arbitrary(d):
@@ -341,8 +373,9 @@ register(OpDef(
     params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
             ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
             ParamSpec("causal", BOOL, False),
-            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights")),
-    infer=_attention_infer,
+            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
+            ParamSpec("mask", OPTIONAL_TENSOR, None, doc="bool [B, S]: true for keys no query attends to")),
+    infer=_attention_infer, dtypes=DTYPES,
     macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
     * (b["q"].type.shape[2] + b["v"].type.shape[2]),
     label=lambda a: "causal attention" if a["causal"] else "attention",
@@ -352,7 +385,9 @@ register(OpDef(
     examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
               Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
                        "dropout": 0.1}),
-              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2})),
+              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2}),
+              Example({"q": S(2, 5, 4), "k": S(2, 5, 4), "v": S(2, 5, 4), "heads": 2, "causal": True,
+                       "mask": S(2, 5, dtype="bool", values=(0, 2))})),
     arbitrary=_attention_arbitrary,
 ))
 
@@ -360,13 +395,19 @@ register(OpDef(
 # ---------------------------------------------------------------- sdpa: attention through torch's fused kernels
 
 helper("sdpa_attention", '''
-    def sdpa_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0):
+    def sdpa_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0, mask=None):
         """multi_head_attention through F.scaled_dot_product_attention (fused kernels where there are some)."""
         b, t, s = q.shape[0], q.shape[1], k.shape[1]
         q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
         k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
         v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        allowed = None
+        if mask is not None:  # scaled_dot_product_attention's boolean mask marks the keys that take part
+            allowed = ~mask[:, None, None, :]
+            if causal:  # it takes a mask or is_causal, not both
+                allowed = allowed & torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
+                causal = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=causal)
         return out.transpose(1, 2).reshape(b, t, -1)  # heads side by side again
 ''')
 
@@ -376,7 +417,7 @@ def _sdpa_expr(e) -> str:
     if dropout:  # dropout only while training, as F.dropout(..., training=self.training) does
         dropout = f", dropout={e.fmt(e.args['dropout'])} if self.training else 0.0"
     return (f"sdpa_attention({e.arg('q')}, {e.arg('k')}, {e.arg('v')}, {e.fmt(e['heads'])}"
-            f"{e.kw('causal')}{dropout})")
+            f"{e.kw('causal')}{dropout}{_mask_kw(e)})")
 
 
 # Made by the -O1 pass that rewrites `attention` (dslc/passes/attention.py), not written in specs.
@@ -386,8 +427,9 @@ register(OpDef(
     params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
             ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
             ParamSpec("causal", BOOL, False),
-            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights")),
-    infer=_attention_infer,
+            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
+            ParamSpec("mask", OPTIONAL_TENSOR, None, doc="bool [B, S]: true for keys no query attends to")),
+    infer=_attention_infer, dtypes=DTYPES,
     macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
     * (b["q"].type.shape[2] + b["v"].type.shape[2]),
     label=lambda a: "causal attention" if a["causal"] else "attention",
@@ -397,6 +439,8 @@ register(OpDef(
     examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
               Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
                        "dropout": 0.1}),
-              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2})),
+              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2}),
+              Example({"q": S(2, 5, 4), "k": S(2, 5, 4), "v": S(2, 5, 4), "heads": 2, "causal": True,
+                       "mask": S(2, 5, dtype="bool", values=(0, 2))})),
     arbitrary=_attention_arbitrary,
 ))

@@ -252,11 +252,22 @@ class _TensorOrSize(_TensorOrScalar):
         return v if isinstance(v, Sym) else super().convert(v)
 
 
+class _OptionalTensor(PType):
+    """A tensor argument that may be left out (`attention`'s `mask`)."""
+    desc = "a tensor or none"
+
+    def convert(self, v):
+        if v is None or isinstance(v, TensorValue):
+            return v
+        raise ArgTypeError(self.desc)
+
+
 TENSOR_OR_SCALAR = _TensorOrScalar()
 TENSOR_OR_SIZE = _TensorOrSize()
+OPTIONAL_TENSOR = _OptionalTensor()
 ANY = _Any()
 INTS = ListOf(INT)
-TENSOR_TYPES = (_Tensor, _Tensors, _TensorOrScalar)  # _TensorOrSize is one too
+TENSOR_TYPES = (_Tensor, _Tensors, _TensorOrScalar, _OptionalTensor)  # _TensorOrSize is one too
 
 
 def is_tensor_type(t: PType) -> bool:

@@ -197,6 +197,55 @@ def _binary(name: str, doc: str):
     ))
 
 
+# ---------------------------------------------------------------- comparisons
+
+_COMPARE_SYMBOL = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_COMPARE_ONNX = {"eq": "Equal", "ne": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater",
+                 "ge": "GreaterOrEqual"}
+
+
+def _compare_infer(b):
+    a, c = b["input"], b["other"]
+    ta, tc = _t(a), _t(c)
+    shape = broadcast(ta, tc) if ta is not None and tc is not None else (ta or tc).shape
+    return [TensorType(shape, "bool")]
+
+
+def _compare_onnx(op: str):
+    """Both sides in torch's promoted dtype (float32 for float16/bfloat16, exact), then the comparison."""
+    def emit(g, n):
+        dt = _result_dtype(n["input"], n["other"], "add")
+        work = "float32" if dt in ("float16", "bfloat16") else "int32" if dt == "bool" else dt
+        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
+                for k in ("input", "other"))
+        y = g.op(_COMPARE_ONNX[op], [a, b])
+        return [g.op("Not", [y]) if op == "ne" else y]
+    return emit
+
+
+def _comparison(name: str):
+    sym = _COMPARE_SYMBOL[name]
+    register(OpDef(
+        name=name, kind="function", family="compare",
+        doc=f"Elementwise `a {sym} b` with broadcasting: a bool tensor (masks: `tokens == 0`).",
+        params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
+        infer=_compare_infer, dtypes=ANY_DTYPE,
+        macs=lambda b, out: 0,
+        torch=TorchFunction(lambda e, s=sym: f"{_operand(e.arg('input'), False)} {s} "
+                                             f"{_operand(e.arg('other'), False, right=True)}"),
+        label=lambda a, s=sym: s,
+        onnx=_compare_onnx(name),
+        examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 0.0}),
+                  Example({"input": S(4, dtype="int64", values=(0, 3)), "other": 1})),
+        arbitrary=lambda d: Example({"input": S(*d.shape(1, 3, 1, 5), dtype=d.choice(["float32", "int64"]),
+                                               values=(0, 3)), "other": d.choice([1, 2.0])}),
+    ))
+
+
+for _name in _COMPARE_SYMBOL:
+    _comparison(_name)
+
+
 _binary("add", "Elementwise sum with broadcasting (`a + b`).")
 _binary("sub", "Elementwise difference with broadcasting (`a - b`).")
 _binary("mul", "Elementwise product with broadcasting (`a * b`).")
