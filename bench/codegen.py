@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import dslc  # noqa: E402
-from common import write  # noqa: E402
+from common import alternate, write  # noqa: E402
 
 GPT_SMALL = {"vocab": 256, "context": 64, "dim": 128, "depth": 4, "heads": 4}
 
@@ -102,12 +102,7 @@ def train_case(label: str, make_dslc, make_twin, batch, compiled: bool, rounds: 
     for t in (a, b):   # warm-up (and, compiled, the compilation)
         t.timed(3)
     warmup = time.perf_counter() - start
-    dslc_s, twin_s = [], []
-    for r in range(rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1, t2 = first.timed(steps), second.timed(steps)
-        dslc_s.append(t1 if first is a else t2)
-        twin_s.append(t2 if first is a else t1)
+    dslc_s, twin_s = alternate(a, b, rounds, steps)
     ratios = [t / d for d, t in zip(dslc_s, twin_s)]
     out = {"case": label, "compiled": compiled, "params": _params(ours),
            "dslc_step_s": statistics.median(dslc_s), "twin_step_s": statistics.median(twin_s),

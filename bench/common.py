@@ -49,3 +49,15 @@ def timed_command(cmd: list[str], repeat: int, cwd: str = ROOT) -> dict:
 
 
 DSLC = [os.path.join(os.path.dirname(sys.executable), "dslc")]  # the installed console command
+
+
+def alternate(a, b, rounds: int, steps: int) -> tuple[list, list]:
+    """Seconds per step of `a.timed(steps)` and `b.timed(steps)` over `rounds` rounds, the order swapped
+    every round, so that drifting machine load falls on both sides alike."""
+    a_s, b_s = [], []
+    for r in range(rounds):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        t1, t2 = first.timed(steps), second.timed(steps)
+        a_s.append(t1 if first is a else t2)
+        b_s.append(t2 if first is a else t1)
+    return a_s, b_s

@@ -50,7 +50,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import dslc  # noqa: E402
-from common import RESULTS, write  # noqa: E402
+from common import RESULTS, alternate, write  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.05, "4090": 165.2}
 GPT2 = {"vocab": 50257, "context": 1024, "dim": 768, "depth": 12, "heads": 12}
@@ -114,12 +114,7 @@ def compare(label: str, make_dslc, make_twin, batch, items_per_step: int, device
     for side in (a, b):
         side.timed(3)   # warm-up, and the compilation
     warmup = time.perf_counter() - start
-    dslc_s, twin_s = [], []
-    for r in range(rounds):
-        first, second = (a, b) if r % 2 == 0 else (b, a)
-        t1, t2 = first.timed(steps), second.timed(steps)
-        dslc_s.append(t1 if first is a else t2)
-        twin_s.append(t2 if first is a else t1)
+    dslc_s, twin_s = alternate(a, b, rounds, steps)
     ratios = [t / d for d, t in zip(dslc_s, twin_s)]
     out = {"case": label, "params": _params(ours), "items_per_step": items_per_step,
            "dslc_per_s": items_per_step / statistics.median(dslc_s),

@@ -113,8 +113,7 @@ def _arith_onnx(op: str):
         op_type = _ONNX_ARITH[op]
         if work in _ORT_MISSING.get(op_type, ()):
             work = _WIDER[work]
-        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
-                for k in ("input", "other"))
+        a, b = _operands(g, n, work)
         if op == "pow" and _kind(dt) == 1 and is_number(n["other"]) and n["other"] >= 1:
             y = _int_power(g, a, int(n["other"]))
         elif op == "pow" and _kind(dt) == 1:
@@ -125,6 +124,12 @@ def _arith_onnx(op: str):
             y = g.op(op_type, [a, b])
         return [_cast(g, y, work, n.outputs[0].dtype)]
     return emit
+
+
+def _operands(g, n, work: str) -> list:
+    """`input` and `other` of an infix op as `work` tensors: tensors cast, numbers and sizes as constants."""
+    return [_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
+            for k in ("input", "other")]
 
 
 def _scalar(g, value, dtype: str) -> str:
@@ -180,6 +185,12 @@ def _operand(text: str, power: bool, right: bool = False) -> str:
     return f"({text})"
 
 
+def _infix(sym: str) -> TorchFunction:
+    """`a <sym> b` as Python source."""
+    return TorchFunction(lambda e: f"{_operand(e.arg('input'), sym == '**')} {sym} "
+                                   f"{_operand(e.arg('other'), False, right=True)}")
+
+
 def _binary(name: str, doc: str):
     sym = _SYMBOL[name]
     register(OpDef(
@@ -187,9 +198,7 @@ def _binary(name: str, doc: str):
         params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_elementwise(name), dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
-        torch=TorchFunction(lambda e, s=sym: f"{_operand(e.arg('input'), s == '**')} {s} "
-                                             f"{_operand(e.arg('other'), False, right=True)}"),
-        label=lambda a, s=sym: s,
+        torch=_infix(sym), label=lambda a, s=sym: s,
         onnx=_arith_onnx(name),
         examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 2.0}),
                   Example({"input": 0.5, "other": S(4)})),
@@ -216,9 +225,7 @@ def _compare_onnx(op: str):
     def emit(g, n):
         dt = _result_dtype(n["input"], n["other"], "add")
         work = "float32" if dt in ("float16", "bfloat16") else "int32" if dt == "bool" else dt
-        a, b = (_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
-                for k in ("input", "other"))
-        y = g.op(_COMPARE_ONNX[op], [a, b])
+        y = g.op(_COMPARE_ONNX[op], _operands(g, n, work))
         return [g.op("Not", [y]) if op == "ne" else y]
     return emit
 
@@ -231,9 +238,7 @@ def _comparison(name: str):
         params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_compare_infer, dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
-        torch=TorchFunction(lambda e, s=sym: f"{_operand(e.arg('input'), False)} {s} "
-                                             f"{_operand(e.arg('other'), False, right=True)}"),
-        label=lambda a, s=sym: s,
+        torch=_infix(sym), label=lambda a, s=sym: s,
         onnx=_compare_onnx(name),
         examples=(Example({"input": S(2, 3, 4), "other": S(3, 1)}), Example({"input": S(2, 3), "other": 0.0}),
                   Example({"input": S(4, dtype="int64", values=(0, 3)), "other": 1})),
