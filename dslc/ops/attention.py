@@ -93,13 +93,6 @@ def _causal_mask(g, steps, keys) -> str:
     return g.op("Greater", [cols, rows], hint="future")
 
 
-def _false():
-    """A one-element bool tensor `false` (ConstantOfShape's value)."""
-    import numpy as np
-    from onnx import numpy_helper
-    return numpy_helper.from_array(np.zeros(1, dtype=bool))
-
-
 def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = None,
             empty_rows: bool = False) -> str:
     """softmax(q kᵀ / √d) v over [B, h, T, d] queries and [B, h, S, d] keys and values (dropout off in eval).
@@ -143,7 +136,7 @@ def _mha_onnx(g, n):
         v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1, hint="v")
         keys = keys + 1
         if mask is not None:  # torch pads the mask with a column that lets every query see the bias key
-            column = g.op("ConstantOfShape", [g.shape((steps, 1))], value=_false())
+            column = g.op("Expand", [g.const(False, dtype="bool"), g.shape((steps, 1))])
             mask = g.op("Concat", [mask, column], axis=1, hint="future")
     q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
                for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
@@ -366,30 +359,36 @@ def _attention_arbitrary(d):
                     "heads": heads, "causal": causal, "dropout": d.choice([0.0, 0.2])})
 
 
-register(OpDef(
-    name="attention", kind="function", family="attention",
-    doc="Multi-head scaled dot-product attention without weights: softmax(q kᵀ / √d) v in each of `heads` "
-        "heads of batch-first [B, T, D] tensors; `causal` hides later keys. Returns [B, T, Dv].",
-    params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
-            ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
-            ParamSpec("causal", BOOL, False),
-            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
-            ParamSpec("mask", OPTIONAL_TENSOR, None, doc="bool [B, S]: true for keys no query attends to")),
-    infer=_attention_infer, dtypes=DTYPES,
-    macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
-    * (b["q"].type.shape[2] + b["v"].type.shape[2]),
-    label=lambda a: "causal attention" if a["causal"] else "attention",
-    torch=TorchFunction(_attention_expr, helpers=("multi_head_attention",)),
-    onnx=_attention_onnx,
-    pure=False,  # dropout on the attention weights is random in training
-    examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
-              Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
-                       "dropout": 0.1}),
-              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2}),
-              Example({"q": S(2, 5, 4), "k": S(2, 5, 4), "v": S(2, 5, 4), "heads": 2, "causal": True,
-                       "mask": S(2, 5, dtype="bool", values=(0, 2))})),
-    arbitrary=_attention_arbitrary,
-))
+def _attention_op(name: str, doc: str, torch: TorchFunction, internal: bool = False) -> OpDef:
+    """`attention` and its -O1 form `sdpa`: one signature, shape rule, MACs, ONNX form and examples;
+    only the PyTorch emission differs."""
+    return register(OpDef(
+        name=name, kind="function", family="attention", internal=internal, doc=doc,
+        params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
+                ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
+                ParamSpec("causal", BOOL, False),
+                ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
+                ParamSpec("mask", OPTIONAL_TENSOR, None, doc="bool [B, S]: true for keys no query attends to")),
+        infer=_attention_infer, dtypes=DTYPES,
+        macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
+        * (b["q"].type.shape[2] + b["v"].type.shape[2]),
+        label=lambda a: "causal attention" if a["causal"] else "attention",
+        torch=torch,
+        onnx=_attention_onnx,
+        pure=False,  # dropout on the attention weights is random in training
+        examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
+                  Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
+                           "dropout": 0.1}),
+                  Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2}),
+                  Example({"q": S(2, 5, 4), "k": S(2, 5, 4), "v": S(2, 5, 4), "heads": 2, "causal": True,
+                           "mask": S(2, 5, dtype="bool", values=(0, 2))})),
+        arbitrary=_attention_arbitrary,
+    ))
+
+
+_attention_op("attention", "Multi-head scaled dot-product attention without weights: softmax(q kᵀ / √d) v in each "
+              "of `heads` heads of batch-first [B, T, D] tensors; `causal` hides later keys. Returns [B, T, Dv].",
+              TorchFunction(_attention_expr, helpers=("multi_head_attention",)))
 
 
 # ---------------------------------------------------------------- sdpa: attention through torch's fused kernels
@@ -421,26 +420,5 @@ def _sdpa_expr(e) -> str:
 
 
 # Made by the -O1 pass that rewrites `attention` (dslc/passes/attention.py), not written in specs.
-register(OpDef(
-    name="sdpa", kind="function", family="attention", internal=True,
-    doc="`attention` computed by torch.nn.functional.scaled_dot_product_attention (made by the -O1 passes).",
-    params=(ParamSpec("q", TENSOR), ParamSpec("k", TENSOR), ParamSpec("v", TENSOR),
-            ParamSpec("heads", INT, check=checks.positive, doc="must divide the widths"),
-            ParamSpec("causal", BOOL, False),
-            ParamSpec("dropout", FLOAT, 0.0, checks.probability, doc="dropout on the attention weights"),
-            ParamSpec("mask", OPTIONAL_TENSOR, None, doc="bool [B, S]: true for keys no query attends to")),
-    infer=_attention_infer, dtypes=DTYPES,
-    macs=lambda b, out: b["q"].type.shape[0] * b["q"].type.shape[1] * b["k"].type.shape[1]
-    * (b["q"].type.shape[2] + b["v"].type.shape[2]),
-    label=lambda a: "causal attention" if a["causal"] else "attention",
-    torch=TorchFunction(_sdpa_expr, helpers=("sdpa_attention",)),
-    onnx=_attention_onnx,
-    pure=False,  # dropout on the attention weights is random in training
-    examples=(Example({"q": S(2, 5, 8), "k": S(2, 5, 8), "v": S(2, 5, 8), "heads": 2}),
-              Example({"q": S(2, 4, 6), "k": S(2, 4, 6), "v": S(2, 4, 6), "heads": 3, "causal": True,
-                       "dropout": 0.1}),
-              Example({"q": S(2, 3, 4), "k": S(2, 6, 4), "v": S(2, 6, 2), "heads": 2}),
-              Example({"q": S(2, 5, 4), "k": S(2, 5, 4), "v": S(2, 5, 4), "heads": 2, "causal": True,
-                       "mask": S(2, 5, dtype="bool", values=(0, 2))})),
-    arbitrary=_attention_arbitrary,
-))
+_attention_op("sdpa", "`attention` computed by torch.nn.functional.scaled_dot_product_attention (made by the -O1 "
+              "passes).", TorchFunction(_sdpa_expr, helpers=("sdpa_attention",)), internal=True)
