@@ -272,18 +272,16 @@ class _ClassWriter:
                 lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
             elif inst.kind == "param":
                 shape = ", ".join(printer.value(d) for d in inst.shape) or "()"   # a 0-d tensor
-                init = inst.init.init.torch(shape, {k: printer.value(v) for k, v in inst.init.args.items()})
+                spec = inst.init
+                init = spec.init.torch(shape, {k: printer.value(v) for k, v in spec.args.items()}) \
+                    if spec.init.torch else spec.init.in_place(f"torch.empty({shape})", _given_args(spec, printer))
                 lines.append(f"self.{inst.name} = nn.Parameter({init})")
         return lines
 
     def _init_calls(self, inst: Instance, printer: Printer) -> list[str]:
         """`nn.init.normal_(self.fc.weight, std=0.02)`: the layer's own `init=`, right after it is made."""
-        lines = []
-        for weight, spec in inst.inits.items():
-            args = {p.name: printer.value(spec.args[p.name]) for p in spec.init.params
-                    if p.name in spec.args and not is_default(spec.args[p.name], p.default)}
-            lines.append(spec.init.in_place(f"self.{inst.name}.{weight}", args))
-        return lines
+        return [spec.init.in_place(f"self.{inst.name}.{weight}", _given_args(spec, printer))
+                for weight, spec in inst.inits.items()]
 
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
         op, args = inst.op, inst.args if args is None else args
@@ -502,6 +500,12 @@ def _pattern(structure, names) -> str:
         return "(" + ", ".join(parts) + ")"
     top = [go(x) for x in structure]
     return ", ".join(top)
+
+
+def _given_args(spec, printer: Printer) -> dict:
+    """An initializer's arguments as source, those left at their defaults out (a torch.nn.init call)."""
+    return {p.name: printer.value(spec.args[p.name]) for p in spec.init.params
+            if p.name in spec.args and not is_default(spec.args[p.name], p.default)}
 
 
 def _helpers_of(torch_entry, args: dict) -> tuple:

@@ -1,11 +1,12 @@
 """Initializers: of learnable tensors declared with `param NAME: [shape] = init`, and of a
 layer's weights (`Linear(64, init=normal(std=0.02))`).
 
-Each entry has its parameters and two PyTorch emissions: an expression that builds
-the initial tensor of a `param` from a shape written as Python source, and the
-`torch.nn.init` call that initializes an existing weight in place (`torch_name`,
-with the arguments renamed by `torch_kw` where torch's names differ). `min_rank`:
-the fewest dims a tensor needs (fan-based schemes need a fan in and a fan out).
+Each entry has its parameters and two PyTorch emissions: `torch`, an expression that
+builds the initial tensor of a `param` from a shape written as Python source (None for
+the fan-based schemes: their `torch.nn.init` call on `torch.empty(shape)`), and
+`in_place`, the `torch.nn.init` call that initializes an existing weight (arguments
+renamed by `torch_kw` where torch's names differ). `min_rank`: the fewest dims a tensor
+needs (fan-based schemes need a fan in and a fan out).
 """
 from __future__ import annotations
 
@@ -21,32 +22,17 @@ from .registry import ParamSpec
 class InitDef:
     name: str
     params: tuple[ParamSpec, ...]
-    torch: Callable  # (shape_src, args: dict of formatted sources) -> str
+    torch: Callable | None  # (shape_src, args: dict of formatted sources) -> str; None: in_place on empty
     doc: str
     torch_kw: tuple = ()   # (our argument name, torch.nn.init's), where they differ
     min_rank: int = 0
-
-    @property
-    def torch_name(self) -> str:
-        return f"nn.init.{self.name}_"
 
     def in_place(self, target: str, args: dict) -> str:
         """The torch.nn.init call that initializes the tensor `target` (Python source); `args` holds
         the formatted arguments to pass (those left at their defaults may be omitted)."""
         rename = dict(self.torch_kw)
         parts = [target] + [f"{rename.get(k, k)}={v}" for k, v in args.items()]
-        return f"{self.torch_name}({', '.join(parts)})"
-
-
-def _fan_based(name: str, params: tuple):
-    """A `param`'s tensor through the torch.nn.init scheme itself (it needs the shape's fans); arguments
-    at their defaults are left out, as a person would write the call."""
-    defaults = {p.name: f'"{p.default}"' if isinstance(p.default, str) else repr(p.default) for p in params}
-
-    def emit(shape: str, a: dict) -> str:
-        given = {k: v for k, v in a.items() if v != defaults.get(k)}
-        return InitDef(name, (), None, "").in_place(f"torch.empty({shape})", given)
-    return emit
+        return f"nn.init.{self.name}_({', '.join(parts)})"
 
 
 def _scaled(base: str, shape: str, a: dict) -> str:
@@ -88,14 +74,14 @@ INITS: dict[str, InitDef] = {i.name: i for i in (
             lambda shape, a: (f"nn.init.trunc_normal_(torch.empty({shape}), mean={a['mean']}, std={a['std']}, "
                               f"a={a['a']}, b={a['b']})"),
             "normal(mean, std) truncated to [a, b]"),
-    InitDef("xavier_uniform", (_GAIN,), _fan_based("xavier_uniform", (_GAIN,)),
+    InitDef("xavier_uniform", (_GAIN,), None,
             "Glorot: uniform with variance gain² · 2 / (fan_in + fan_out)", min_rank=2),
-    InitDef("xavier_normal", (_GAIN,), _fan_based("xavier_normal", (_GAIN,)),
+    InitDef("xavier_normal", (_GAIN,), None,
             "Glorot: normal with variance gain² · 2 / (fan_in + fan_out)", min_rank=2),
-    InitDef("kaiming_uniform", _KAIMING, _fan_based("kaiming_uniform", _KAIMING),
+    InitDef("kaiming_uniform", _KAIMING, None,
             "He: uniform with variance gain(nonlinearity, a)² / fan (fan_in or fan_out: `mode`)", min_rank=2),
-    InitDef("kaiming_normal", _KAIMING, _fan_based("kaiming_normal", _KAIMING),
+    InitDef("kaiming_normal", _KAIMING, None,
             "He: normal with variance gain(nonlinearity, a)² / fan", min_rank=2),
-    InitDef("orthogonal", (_GAIN,), _fan_based("orthogonal", (_GAIN,)), "a (semi-)orthogonal matrix times gain",
+    InitDef("orthogonal", (_GAIN,), None, "a (semi-)orthogonal matrix times gain",
             min_rank=2),
 )}
