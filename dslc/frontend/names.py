@@ -82,11 +82,7 @@ def _references(decl) -> list:
     if decl.kind == "loss":
         return [n for n in _walk(decl.value) if isinstance(n, ast.Name)]
     refs = []
-    for node in _walk(decl.body):
-        if isinstance(node, ast.ParamStmt) and node.init is not None:
-            init = node.init.func if isinstance(node.init, ast.Call) else node.init
-            if isinstance(init, ast.Name) and init.id in INITS:
-                continue
+    for node in _walk(decl.body):   # _walk leaves initializers' own names out
         if isinstance(node, ast.Name):
             refs.append(node)
     for p in decl.params:

@@ -223,6 +223,24 @@ class _TensorOrScalar(PType):
         raise ArgTypeError(self.desc)
 
 
+class _TensorOrSize(_TensorOrScalar):
+    """An arithmetic operand: also a run-time size (`x / T`), read off an input's shape when the model runs."""
+    desc = "a tensor, a number or a size"
+
+    def convert(self, v):
+        return v if isinstance(v, Sym) else super().convert(v)
+
+
+class _OptionalTensor(PType):
+    """A tensor argument that may be left out (`attention`'s `mask`)."""
+    desc = "a tensor or none"
+
+    def convert(self, v):
+        if v is None or isinstance(v, TensorValue):
+            return v
+        raise ArgTypeError(self.desc)
+
+
 class _Any(PType):
     desc = "a value"
 
@@ -244,24 +262,6 @@ STR = Str()
 SHAPE = _Shape()
 TENSOR = _Tensor()
 TENSORS = _Tensors()
-class _TensorOrSize(_TensorOrScalar):
-    """An arithmetic operand: also a run-time size (`x / T`), read off an input's shape when the model runs."""
-    desc = "a tensor, a number or a size"
-
-    def convert(self, v):
-        return v if isinstance(v, Sym) else super().convert(v)
-
-
-class _OptionalTensor(PType):
-    """A tensor argument that may be left out (`attention`'s `mask`)."""
-    desc = "a tensor or none"
-
-    def convert(self, v):
-        if v is None or isinstance(v, TensorValue):
-            return v
-        raise ArgTypeError(self.desc)
-
-
 TENSOR_OR_SCALAR = _TensorOrScalar()
 TENSOR_OR_SIZE = _TensorOrSize()
 OPTIONAL_TENSOR = _OptionalTensor()

@@ -86,15 +86,15 @@ def _result_dtype(a, b, op: str) -> str:
     return "float32" if op == "div" and _kind(dt) < 2 else dt
 
 
+def _broadcast_shape(b) -> tuple:
+    """The shape of `input <op> other`: both tensors broadcast, or the one tensor's beside a number."""
+    ta, tc = _t(b["input"]), _t(b["other"])
+    return broadcast(ta, tc) if ta is not None and tc is not None else (ta or tc).shape
+
+
 def _elementwise(op: str):
     def infer(b):
-        a, c = b["input"], b["other"]
-        ta, tc = _t(a), _t(c)
-        if ta is not None and tc is not None:
-            shape = broadcast(ta, tc)
-        else:
-            shape = (ta or tc).shape
-        return [TensorType(shape, _result_dtype(a, c, op))]
+        return [TensorType(_broadcast_shape(b), _result_dtype(b["input"], b["other"], op))]
     return infer
 
 
@@ -214,10 +214,7 @@ _COMPARE_ONNX = {"eq": "Equal", "ne": "Equal", "lt": "Less", "le": "LessOrEqual"
 
 
 def _compare_infer(b):
-    a, c = b["input"], b["other"]
-    ta, tc = _t(a), _t(c)
-    shape = broadcast(ta, tc) if ta is not None and tc is not None else (ta or tc).shape
-    return [TensorType(shape, "bool")]
+    return [TensorType(_broadcast_shape(b), "bool")]
 
 
 def _compare_onnx(op: str):
@@ -886,14 +883,9 @@ _ORT_ARG = {"float32", "float64", "int32", "int64", "int8", "uint8"}   # onnxrun
 
 
 def _arg_infer(b):
-    """torch.argmax/argmin: int64 indices; no dim flattens first (keepdim then keeps every dim as 1)."""
-    t, dim = b.x, b["dim"]
-    if dim is None:
-        return [TensorType(tuple(1 for _ in t.shape) if b["keepdim"] else (), "int64")]
-    d = norm_dim(dim, t.rank)
-    shape = tuple(1 if i == d else n for i, n in enumerate(t.shape)) if b["keepdim"] else \
-        tuple(n for i, n in enumerate(t.shape) if i != d)
-    return [TensorType(shape, "int64")]
+    """torch.argmax/argmin: a reduction's shape (no dim: over every dim, keepdim keeping them as 1s) of
+    int64 indices."""
+    return [_reduce_infer(b)[0].with_dtype("int64")]
 
 
 def _arg_src(e, method: str) -> str:
