@@ -33,9 +33,8 @@ from torch import nn
 
 import dslc
 from dslc.cli import main
-from support import ROOT
+from zoo_case import SPECS, Case, CifarResNet18Twin
 
-SPECS = os.path.join(ROOT, "specs")
 SIZES = {"B": 2, "T": 5, "S": 3}  # the symbolic batch and sequence sizes (S: a second, source length) in every test
 
 
@@ -67,42 +66,7 @@ class TwoTowerTwin(nn.Module):
 
 
 # ---------------------------------------------------------------- CIFAR ResNet-18 (He et al. 2015, CIFAR form)
-# The common CIFAR layout (3×3 stem, no max pool, 32×32 inputs). The contract
-# keeps nn.Conv2d's default bias everywhere, so these convolutions have one too.
-
-
-class CifarBasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet18Twin(nn.Module):
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
-        blocks, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [CifarBasicBlock(in_planes, planes, stride), CifarBasicBlock(planes, planes)]
-            in_planes = planes
-        self.layers = nn.Sequential(*blocks)
-        self.linear = nn.Linear(512, classes)
-
-    def forward(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+# CifarResNet18Twin is in tests/zoo_case.py: the SimCLR twin (tests/zoo_sequence.py) uses it too.
 
 
 # ---------------------------------------------------------------- ImageNet ResNets (torchvision's design, v1.5)
@@ -496,7 +460,6 @@ def digits_classifier_twin(classes: int = 10) -> nn.Module:
 # ====================================================================== the cases
 
 
-from zoo_case import Case  # noqa: E402  (shared with the zoo's twin modules)
 
 
 IMAGE = ("B", 3, 224, 224)

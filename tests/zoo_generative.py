@@ -12,7 +12,6 @@ embedding at real timesteps.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -22,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
-from zoo_case import Case
+from zoo_case import SPECS, Case, check_header_counts, render_and_summary
 
 import dslc
 from dslc.cli import main
 
-SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 
 
 # ====================================================================== CLIP (specs/clip.dl)
@@ -387,24 +385,12 @@ MODELS = sorted({(c.file, c.model) for c in CASES})
 
 @pytest.mark.parametrize("file,model", MODELS, ids=[f"{f[:-3]}-{m}" for f, m in MODELS])
 def test_render_and_summary(file, model, tmp_path):
-    path = os.path.join(SPECS, file)
-    svg = tmp_path / f"{model}.svg"
-    r = CliRunner().invoke(main, ["render", path, "--model", model, "-o", str(svg)])
-    assert r.exit_code == 0, r.output
-    assert svg.read_bytes().startswith(b"<?xml") and b"<svg" in svg.read_bytes()
-    r = CliRunner().invoke(main, ["summary", path, "--model", model, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
-    assert summary["total_params"] > 0 and summary["layers"], summary
+    render_and_summary(file, model, tmp_path)
 
 
 @pytest.mark.parametrize("file", sorted({f for f, _ in MODELS}))
 def test_header_gives_each_models_parameter_count(file):
-    prog = dslc.load(os.path.join(SPECS, file))
-    with open(os.path.join(SPECS, file), encoding="utf-8") as f:
-        header = f.read().split("\n\n")[0]
-    for name in prog.models:
-        assert f"{prog.summary(name).total_params:,}" in header, name
+    check_header_counts(file)
 
 
 def _count(module: nn.Module) -> int:

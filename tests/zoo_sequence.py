@@ -9,7 +9,6 @@ these specs, summarize it as JSON, and check the few facts the cases cannot stat
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -17,12 +16,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from torch import nn
 
 import dslc
-from dslc.cli import main
-from zoo_case import Case
+from zoo_case import SPECS, Case, CifarResNet18Twin, check_header_counts, render_and_summary
 
 TOKENS = (("B", "T"), torch.long)
 SOURCE = (("B", "S"), torch.long)
@@ -373,49 +370,12 @@ class ConditionalDiscriminatorTwin(nn.Module):
 # ====================================================================== SimCLR (specs/simclr.dl)
 
 
-class CifarBlock(nn.Module):
-    """kuangliu/pytorch-cifar's BasicBlock, with the language contract's conv biases."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet18(nn.Module):
-    """The CIFAR ResNet-18; with classes=None, the encoder alone (the features before the classifier)."""
-
-    def __init__(self, classes: int | None = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
-        blocks, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [CifarBlock(in_planes, planes, stride), CifarBlock(planes, planes)]
-            in_planes = planes
-        self.layers = nn.Sequential(*blocks)
-        self.linear = nn.Linear(512, classes) if classes else None
-
-    def forward(self, x):
-        h = torch.flatten(F.adaptive_avg_pool2d(self.layers(F.relu(self.bn1(self.conv1(x)))), 1), 1)
-        return self.linear(h) if self.linear is not None else h
-
-
 class SimCLRTwin(nn.Module):
     """SimCLR: h = f(x), the ResNet's features; z = g(h), the projection head (sthalles/SimCLR's MLP)."""
 
     def __init__(self, proj: int = 128):
         super().__init__()
-        self.backbone = CifarResNet18(classes=None)
+        self.backbone = CifarResNet18Twin(classes=None)
         self.head = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, proj))
 
     def forward(self, x):
@@ -472,7 +432,7 @@ CASES = [
          names=("label_embed.weight",), small={}),
     Case("simclr.dl", "SimCLR", SimCLRTwin, (("B", 3, 32, 32),), names=("proj1.weight", "proj2.weight"),
          small={}),
-    Case("simclr.dl", "ResNet18", CifarResNet18, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
+    Case("simclr.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
     Case("distill.dl", "Teacher", teacher_twin, (("B", 1, 28, 28),), small={}),
     Case("distill.dl", "Student", student_twin, (("B", 1, 28, 28),), small={}),
 ]
@@ -480,32 +440,17 @@ CASES = [
 
 # ====================================================================== tests of these specs
 
-SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 MODELS = sorted({(c.file, c.model) for c in CASES})
 
 
 @pytest.mark.parametrize("file,model", MODELS, ids=[f"{f[:-3]}-{m}" for f, m in MODELS])
 def test_render_and_summary(file, model, tmp_path):
-    path = os.path.join(SPECS, file)
-    svg = tmp_path / f"{model}.svg"
-    r = CliRunner().invoke(main, ["render", path, "--model", model, "-o", str(svg)])
-    assert r.exit_code == 0, r.output
-    assert svg.read_bytes().startswith(b"<?xml") and b"<svg" in svg.read_bytes()
-    r = CliRunner().invoke(main, ["summary", path, "--model", model, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
-    assert summary["total_params"] > 0 and summary["layers"], summary
+    render_and_summary(file, model, tmp_path)
 
 
 @pytest.mark.parametrize("file", sorted({f for f, _ in MODELS}))
 def test_header_gives_each_models_parameter_count(file):
-    """The spec's opening comment states every model's count (models it imports are described elsewhere)."""
-    prog = dslc.load(os.path.join(SPECS, file))
-    with open(os.path.join(SPECS, file), encoding="utf-8") as f:
-        header = f.read().split("\n\n")[0]
-    for name in prog.models:
-        if prog.unit.decls[name].span.file.name == prog.unit.root.name:
-            assert f"{prog.summary(name).total_params:,}" in header, name
+    check_header_counts(file)
 
 
 def _forward_against_twin(file: str, model: str, twin: nn.Module, params: dict, rename, inputs: list):

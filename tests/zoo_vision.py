@@ -8,18 +8,13 @@ that `dslc render` and `dslc summary --format json` work for every one of these 
 """
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from torch import nn
 
-from dslc.cli import main
-from support import ROOT
-from zoo_case import IMAGE, Case
+from zoo_case import IMAGE, Case, render_and_summary
 
 CIFAR = ("B", 3, 32, 32)
 
@@ -449,21 +444,10 @@ CASES = [
 # ====================================================================== render and summary
 
 
-SPECS = os.path.join(ROOT, "specs")
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_render_svg_and_summary_json(case, tmp_path):
-    path = os.path.join(SPECS, case.file)
-    out = tmp_path / f"{case.model}.svg"
-    result = CliRunner().invoke(main, ["render", path, "--model", case.model, "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    svg = out.read_text(encoding="utf-8")
-    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and case.model in svg
-
-    result = CliRunner().invoke(main, ["summary", path, "--model", case.model, "--format", "json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    svg, summary = render_and_summary(case.file, case.model, tmp_path)
+    assert case.model in svg
     assert summary["model"] == case.model
     assert summary["layers"] and summary["macs"] > 0
     assert summary["total_params"] == summary["trainable_params"] > 0
