@@ -13,38 +13,7 @@ from dslc.runtime import data
 from dslc.runtime.sample import choose_model, data_fed, grid_size
 from dslc.runtime.trainer import Options, train
 
-GAN = """
-model G(latent: int = 16) {
-    input z: [B, latent]
-    Linear(64)
-    Tanh()
-}
-
-model D {
-    input x: [B, 64]
-    Linear(32)
-    LeakyReLU(0.2)
-    Linear(1)
-    Sigmoid()
-}
-
-train gan {
-    models     = { G: G(), D: D() }
-    data       = digits(scale=[-1, 1])
-    batch_size = 128
-    epochs     = 1
-    step discriminator {
-        real = flatten(batch.x, start_dim=1)
-        fake = G(noise([batch_size, 16]))
-        loss = bce(D(real), ones) + bce(D(detach(fake)), zeros)
-        optimizer = Adam(D, lr=2e-4, betas=[0.5, 0.999])
-    }
-    step generator {
-        loss = bce(D(G(noise([batch_size, 16]))), ones)
-        optimizer = Adam(G, lr=2e-4, betas=[0.5, 0.999])
-    }
-}
-"""
+from test_train import GAN  # the same small GAN plan the trainer tests run
 
 LM = """
 model CharLM(vocab: int = 76, dim: int = 32) {
