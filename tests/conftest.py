@@ -6,6 +6,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 _COMMON = dict(max_examples=25, deadline=None,
@@ -14,6 +15,19 @@ settings.register_profile("dslc", **_COMMON)
 # CI is reproducible (the same examples every run); local runs keep exploring new ones.
 settings.register_profile("ci", derandomize=True, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else "dslc")
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    """A fresh data-set cache directory for one test module: the tests never write under the user's home."""
+    old = os.environ.get("DSLC_CACHE")
+    path = str(tmp_path_factory.mktemp("cache"))
+    os.environ["DSLC_CACHE"] = path
+    yield path
+    if old is None:
+        del os.environ["DSLC_CACHE"]
+    else:
+        os.environ["DSLC_CACHE"] = old
 
 
 def pytest_configure(config):

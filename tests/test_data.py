@@ -17,17 +17,7 @@ from dslc.cli import main
 from dslc.runtime import catalog, data, sources
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """A fresh cache directory: the tests never write under the user's home."""
-    old = os.environ.get("DSLC_CACHE")
-    path = str(tmp_path_factory.mktemp("cache"))
-    os.environ["DSLC_CACHE"] = path
-    yield path
-    if old is None:
-        del os.environ["DSLC_CACHE"]
-    else:
-        os.environ["DSLC_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("data_cache")  # a fresh data-set cache (tests/conftest.py)
 
 
 def fields_fit(name: str, split: dict, args: dict | None = None, base_dir: str = ".") -> None:
@@ -77,14 +67,14 @@ def mnist_reference() -> tuple[np.ndarray, np.ndarray]:
     return rows[:, :-1].reshape(-1, 1, 28, 28), rows[:, -1]
 
 
-def test_mnist_is_the_bundled_csv_and_its_cache_is_rebuilt_when_corrupt(cache):
+def test_mnist_is_the_bundled_csv_and_its_cache_is_rebuilt_when_corrupt(data_cache):
     px, labels = mnist_reference()
     assert px.shape == (5000, 1, 28, 28) and np.bincount(labels).tolist() == [500] * 10
     s = data.load("mnist", {})
     fields_fit("mnist", s.train)
     np.testing.assert_allclose(s.train["x"].numpy(), in_split_order(px / 255.0, 5000, {}), atol=1e-7)
     np.testing.assert_array_equal(s.train["y"].numpy(), in_split_order(labels, 5000, {}))
-    cached = os.path.join(cache, "mnist_5k-v1.npz")
+    cached = os.path.join(data_cache, "mnist_5k-v1.npz")
     assert os.path.exists(cached)
     with open(cached, "wb") as f:
         f.write(b"not a zip file")
@@ -92,7 +82,7 @@ def test_mnist_is_the_bundled_csv_and_its_cache_is_rebuilt_when_corrupt(cache):
     torch.testing.assert_close(again.train["x"], s.train["x"] * 2 - 1)
     with np.load(cached) as f:   # rewritten, whole
         assert f["x"].shape == (5000, 28, 28)
-    assert not [n for n in os.listdir(cache) if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(data_cache) if n.endswith(".tmp")]
 
 
 def test_mnist_split_is_label_shuffled():

@@ -2,7 +2,6 @@
 (before splitting, ids unchanged), checked statically and reproducibly split."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -13,16 +12,7 @@ from dslc.runtime import catalog, data
 from dslc.runtime.sources import DataError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """A fresh cache directory: the tests never write under the user's home."""
-    old = os.environ.get("DSLC_CACHE")
-    os.environ["DSLC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        del os.environ["DSLC_CACHE"]
-    else:
-        os.environ["DSLC_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("data_cache")  # a fresh data-set cache (tests/conftest.py)
 
 
 def labels_of(s: data.Splits) -> set:

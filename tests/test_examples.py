@@ -30,16 +30,7 @@ SMALL = {
 INIT = re.compile(r"^runs/([A-Za-z_][A-Za-z0-9_]*)/checkpoints/best\.safetensors$")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """A fresh data cache: the tests never write under the user's home."""
-    old = os.environ.get("DSLC_CACHE")
-    os.environ["DSLC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        del os.environ["DSLC_CACHE"]
-    else:
-        os.environ["DSLC_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("data_cache")  # a fresh data-set cache (tests/conftest.py)
 
 
 def rel(path: str) -> str:
