@@ -1,7 +1,8 @@
 """Error codes by phase, each with the text `dslc explain CODE` prints.
 
 E01xx syntax · E02xx names and imports · E03xx arguments and types ·
-E04xx shapes · E05xx plans and data · E06xx training time · E09xx files.
+E04xx shapes · E05xx plans and data · E06xx training time · E07xx limits of
+compile-time evaluation (each names the limit it hit) · E09xx files.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0208": "The attribute does not exist on this value.",
     "E0209": "The model or plan named on the command line does not exist in the file.",
     "E0210": "A name is bound twice as a layer instance (`as name`).",
+    "E0211": "The name would break the generated Python: it is a Python keyword, a dunder name, or an attribute "
+             "that torch.nn.Module or the generated file relies on. Choose another name.",
     # arguments and types
     "E0301": "The argument has the wrong type for this parameter.",
     "E0302": "The value is outside the range this parameter accepts.",
@@ -63,6 +66,20 @@ EXPLANATIONS: dict[str, str] = {
     "E0602": "A checkpoint could not be read or does not match the model.",
     "E0603": "The run directory cannot be used.",
     "E0604": "The model or its loss failed on a batch of the data (labels out of range, for example).",
+    "E0605": "The run directory is in use by another dslc process (a run folder is held by one process at a time).",
+    "E0606": "The run cannot be resumed as asked: it has finished, or its plan changed since it started "
+             "(`--set epochs=N` continues a finished run for more epochs).",
+    # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
+    "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
+             "int64 that PyTorch and ONNX use).",
+    "E0702": "A list, string, `range` or `repeat` is longer than the language allows.",
+    "E0703": "The model unrolls to more layers and operations than the language allows (loops, repeats and "
+             "blocks are expanded at compile time).",
+    "E0704": "A string literal or source file is larger than the language allows.",
+    "E0705": "Blocks, imports or expressions nest more deeply than the language allows. Split them into named "
+             "steps or flatter blocks.",
+    "E0706": "A tensor would have more elements than int64 can count (the product of its sizes is 2**63 or more).",
+    "E0707": "A file has more errors or declarations than are reported; fix the first ones and check again.",
     # files
     "E0901": "The file could not be read.",
     "E0902": "The output could not be written.",
