@@ -16,6 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..diagnostics import Diagnostic, DslcError, Label, SourceFile, Span
 from . import ast
+from .parse_cache import cached_lark
 
 MAX_DEPTH = 100  # brackets nested deeper than this are refused before parsing (E0106)
 
@@ -87,23 +88,10 @@ def _grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True,
-                maybe_placeholders=True, postlex=_NewlineFilter(), cache=_cache_path(),
-                start=["start", "expr"], transformer=_BUILDER)
-
-
-def _cache_path() -> str | bool:
-    """A per-user cache of the parse tables (they take ~0.2 s to build)."""
-    import hashlib
-    import os
-    import tempfile
-    digest = hashlib.sha256(_grammar_text().encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(tempfile.gettempdir(), f"dslc-{os.getuid()}")
-    try:
-        os.makedirs(base, exist_ok=True)
-        return os.path.join(base, f"dl-lark-{digest}.cache")
-    except OSError:
-        return False
+    # The tables take ~0.2 s to build: parse_cache keeps them in a per-user folder, safely.
+    return cached_lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True,
+                       maybe_placeholders=True, postlex=_NewlineFilter(),
+                       start=["start", "expr"], transformer=_BUILDER)
 
 
 def decode(data: bytes, name: str) -> str:

@@ -1,0 +1,293 @@
+"""Issue #11, what dslc trusts: the parser-table cache, output paths, what is echoed to the
+terminal, and which files are read as source.
+
+- The parse-table cache runs nothing another user planted: no pickle is ever loaded, a
+  folder that is not ours alone is not used, and a corrupt file is rebuilt silently.
+- `-o` onto a device, a FIFO or a symlink writes through it instead of replacing it.
+- Control characters in source lines, file names and messages print escaped.
+- Only `.dl` files are imported; a huge, endless or blocking source is refused, not read.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import pickle
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from dslc.frontend import parse_cache, parser
+from dslc.diagnostics import SourceFile
+from support import ROOT
+
+DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
+SPEC = "model M {\n    input x: [B, 4]\n    Linear(3)\n}\n"
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+OTHER_UID = 54321  # a user that is not us (as root, files can be given to it)
+
+
+# ---------------------------------------------------------------------- the parse-table cache
+
+class _Plant:
+    """A pickle that, when loaded, creates the folder `marker`: proof that it was unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _planted_pickle(marker) -> bytes:
+    return pickle.dumps(_Plant(str(marker)))
+
+
+def _lark_style_cache(marker) -> bytes:
+    """What lark's own cache reader expects: a hash line, then pickles (the first one runs the plant)."""
+    return b"0" * 64 + b"\n" + _planted_pickle(marker) + _planted_pickle(marker)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """HOME, XDG_CACHE_HOME and the temporary folder under tmp_path, and a parser built afresh."""
+    dirs = {name: tmp_path / name for name in ("home", "xdg", "tmp")}
+    for d in dirs.values():
+        d.mkdir()
+    monkeypatch.setenv("HOME", str(dirs["home"]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(dirs["xdg"]))
+    monkeypatch.setenv("TMPDIR", str(dirs["tmp"]))
+    monkeypatch.setattr(tempfile, "tempdir", str(dirs["tmp"]))
+    parser._lark.cache_clear()
+    yield dirs
+    parser._lark.cache_clear()
+
+
+def _parse_ok() -> None:
+    """A fresh parser (from the cache if one is trusted) parses a spec."""
+    parser._lark.cache_clear()
+    module = parser.parse(SourceFile("m.dl", SPEC))
+    assert [d.name for d in module.decls] == ["M"]
+
+
+def _digest() -> str:
+    return parse_cache._digest(parser._grammar_text(), _OPTIONS)
+
+
+_OPTIONS = dict(parser="lalr", lexer="contextual", keep_all_tokens=True, maybe_placeholders=True,
+                start=["start", "expr"])
+
+
+def _poisoned_tables() -> bytes:
+    """Real tables in which no name can be lexed: loading them would make every spec a syntax error."""
+    from lark import Lark
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
+    data, memo = Lark(parser._grammar_text(), **_OPTIONS).memo_serialize([TerminalDef, Rule])
+    for entry in memo.values():
+        if entry.get("name") == "NAME":
+            entry["pattern"]["value"] = "zz_planted_[0-9]+"
+    return marshal.dumps({"data": data, "memo": memo})
+
+
+def _old_name() -> str:
+    """The cache file dslc read before issue #11 (in $XDG_CACHE_HOME or /tmp/dslc-UID, through lark's pickle)."""
+    import hashlib
+    return f"dl-lark-{hashlib.sha256(parser._grammar_text().encode()).hexdigest()[:16]}.cache"
+
+
+def _plant_folder(folder, marker, owner=None, mode=0o700) -> dict:
+    """A cache folder as an attacker would leave it: their key, tables sealed with it (poisoned), and
+    pickles under every name a cache was ever read from. Returns {path: bytes} of what was planted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = b"k" * parse_cache.KEY_BYTES
+    digest = _digest()
+    files = {
+        folder / parse_cache.KEY_FILE: secret,
+        folder / parse_cache.file_name(digest): parse_cache.seal(secret, digest, _poisoned_tables()),
+        folder / _old_name(): _lark_style_cache(marker),
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+        path.chmod(0o600)
+        if owner is not None:
+            os.chown(path, owner, owner)
+    if owner is not None:
+        os.chown(folder, owner, owner)
+    folder.chmod(mode)
+    return files
+
+
+def _unchanged(files: dict) -> bool:
+    return all(path.read_bytes() == data for path, data in files.items())
+
+
+def test_tables_are_cached_and_reused(places, monkeypatch):
+    """The first run builds the tables and stores them in ~/.cache/dslc (0700, key 0600); the next loads them."""
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    _parse_ok()
+    folder = places["home"] / ".cache" / "dslc"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / parse_cache.KEY_FILE).stat().st_mode) == 0o600
+    assert (folder / parse_cache.file_name(_digest())).is_file()
+    assert _builds(monkeypatch) == 0
+
+
+def _builds(monkeypatch) -> int:
+    """How many times lark builds tables (rather than loading them) while a fresh parser parses a spec."""
+    from lark import Lark
+    built = []
+    real_init = Lark.__init__
+    monkeypatch.setattr(Lark, "__init__", lambda self, *a, **k: built.append(1) or real_init(self, *a, **k))
+    _parse_ok()
+    monkeypatch.setattr(Lark, "__init__", real_init)
+    return len(built)
+
+
+def test_xdg_cache_home_is_used_as_xdg_dslc(places):
+    _parse_ok()
+    assert (places["xdg"] / "dslc" / parse_cache.file_name(_digest())).is_file()
+    assert not (places["home"] / ".cache").exists()
+
+
+def test_nothing_is_ever_unpickled(places, monkeypatch):
+    """Cold (build and store) and warm (load): neither calls pickle at all."""
+    calls = []
+    for name in ("load", "loads", "Unpickler"):
+        real = getattr(pickle, name)
+        monkeypatch.setattr(pickle, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    _parse_ok()
+    _parse_ok()
+    assert calls == []
+
+
+@pytest.mark.parametrize("xdg", [True, False], ids=["XDG_CACHE_HOME", "home"])
+def test_planted_caches_are_not_loaded(places, monkeypatch, xdg):
+    """Every place the cache is or ever was looked for holds an attacker's files: the first choice
+    is writable by everyone, the fallback in the temporary folder belongs to another user (or, not
+    as root, is writable by others too). None is used: no plant runs, the tables are built in
+    memory, and the planted files are left as they were."""
+    if not xdg:
+        monkeypatch.delenv("XDG_CACHE_HOME")
+    marker = places["tmp"] / "PLANT-RAN"
+    first = places["xdg"] / "dslc" if xdg else places["home"] / ".cache" / "dslc"
+    fallback = places["tmp"] / f"dslc-{os.getuid()}"
+    assert parse_cache.candidates() == [str(first), str(fallback)]
+    planted = _plant_folder(first, marker, mode=0o777)
+    planted |= _plant_folder(fallback, marker, owner=OTHER_UID if AS_ROOT else None,
+                             mode=0o700 if AS_ROOT else 0o733)
+    old = places["xdg"] / _old_name()
+    old.write_bytes(_lark_style_cache(marker))
+    planted[old] = old.read_bytes()
+    _parse_ok()
+    _parse_ok()
+    assert not marker.exists()
+    assert _unchanged(planted)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="only root can give a folder to another user")
+def test_folder_of_another_user_is_refused_even_when_private():
+    import tempfile as tf
+    with tf.TemporaryDirectory() as d:
+        folder = os.path.join(d, "dslc")
+        os.mkdir(folder, 0o700)
+        os.chown(folder, OTHER_UID, OTHER_UID)
+        assert parse_cache._open_private_folder(folder) is None
+
+
+def test_link_or_file_in_place_of_the_folder_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "file").write_text("")
+    assert parse_cache._open_private_folder(str(tmp_path / "link")) is None
+    assert parse_cache._open_private_folder(str(tmp_path / "file")) is None
+    fd = parse_cache._open_private_folder(str(real))
+    assert fd is not None
+    os.close(fd)
+
+
+def test_folder_readable_by_others_is_closed_up(tmp_path):
+    """A folder only we can write to (an older dslc made /tmp/dslc-UID 0755) is ours: it is kept, made 0700."""
+    folder = tmp_path / "dslc"
+    folder.mkdir()
+    folder.chmod(0o755)
+    fd = parse_cache._open_private_folder(str(folder))
+    assert fd is not None
+    os.close(fd)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("flaw", ["foreign owner", "readable by others", "wrong size"])
+def test_untrusted_key_in_our_folder_is_replaced(places, flaw):
+    """Our folder, but a key we cannot trust, with tables sealed under it: a new key, new tables."""
+    if flaw == "foreign owner" and not AS_ROOT:
+        pytest.skip("only root can give a file to another user")
+    marker = places["tmp"] / "PLANT-RAN"
+    folder = places["xdg"] / "dslc"
+    planted = _plant_folder(folder, marker)
+    key = folder / parse_cache.KEY_FILE
+    if flaw == "foreign owner":
+        os.chown(key, OTHER_UID, OTHER_UID)
+    elif flaw == "readable by others":
+        key.chmod(0o644)
+    else:
+        key.write_bytes(b"short")
+    _parse_ok()
+    assert not marker.exists()
+    new_key = key.read_bytes()
+    assert new_key != planted[key] and len(new_key) == parse_cache.KEY_BYTES
+    assert key.stat().st_uid == os.getuid() and stat.S_IMODE(key.stat().st_mode) == 0o600
+    tables = (folder / parse_cache.file_name(_digest())).read_bytes()
+    assert parse_cache.unseal(new_key, _digest(), tables) is not None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "empty", "garbage", "a FIFO"])
+def test_damaged_cache_is_rebuilt_silently(places, capfd, caplog, monkeypatch, damage):
+    _parse_ok()
+    path = places["xdg"] / "dslc" / parse_cache.file_name(_digest())
+    good = path.read_bytes()
+    path.unlink()
+    if damage == "a FIFO":
+        os.mkfifo(path, 0o600)   # opening it for reading must not wait for a writer
+    else:
+        data = {"truncated": good[:len(good) // 2], "empty": b"", "garbage": os.urandom(len(good)),
+                "flipped byte": good[:-10] + bytes([good[-10] ^ 1]) + good[-9:]}[damage]
+        path.write_bytes(data)
+        path.chmod(0o600)
+    _parse_ok()
+    assert capfd.readouterr() == ("", "") and caplog.records == []
+    key = (path.parent / parse_cache.KEY_FILE).read_bytes()
+    assert path.is_file() and parse_cache.unseal(key, _digest(), path.read_bytes()) is not None
+    assert _builds(monkeypatch) == 0   # and the rebuilt file serves the next run
+
+
+def test_poisoned_tables_would_be_noticed(places):
+    """The check behind the tests above: the poisoned tables, sealed with our own key in our own
+    folder, are loaded, and then no spec parses."""
+    from dslc.diagnostics import DslcError
+    _parse_ok()
+    folder = places["xdg"] / "dslc"
+    key = (folder / parse_cache.KEY_FILE).read_bytes()
+    (folder / parse_cache.file_name(_digest())).write_bytes(parse_cache.seal(key, _digest(), _poisoned_tables()))
+    parser._lark.cache_clear()
+    with pytest.raises(DslcError):
+        parser.parse(SourceFile("m.dl", SPEC))
+
+
+def test_cli_check_with_planted_caches(tmp_path):
+    """End to end, as a user would be attacked: `dslc check` in a fresh process, every cache place planted."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    marker = tmp / "PLANT-RAN"
+    _plant_folder(home / ".cache" / "dslc", marker, mode=0o777)
+    _plant_folder(tmp / f"dslc-{os.getuid()}", marker, mode=0o777)
+    spec = tmp_path / "m.dl"
+    spec.write_text(SPEC)
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+    env.update(HOME=str(home), TMPDIR=str(tmp))
+    r = subprocess.run([DSLC, "check", str(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith("ok:")
+    assert not marker.exists()
