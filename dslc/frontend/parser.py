@@ -15,10 +15,12 @@ from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..diagnostics import Diagnostic, DslcError, Label, SourceFile, Span
+from ..ir.limits import MAX_EXPR_DEPTH, MAX_INT, MAX_STRING
 from . import ast
 from .parse_cache import cached_lark
 
 MAX_DEPTH = 100  # brackets nested deeper than this are refused before parsing (E0106)
+MAX_DIGITS = len(str(MAX_INT))  # a longer integer literal is too large without converting it
 
 # `{` after one of these opens a dict literal; anywhere else it opens a body.
 _DICT_CONTEXT = {"EQUAL", "LPAR", "LSQB", "COMMA", "COLON", "ARROW", "ADD_OP", "MUL_OP",
@@ -38,13 +40,20 @@ _TOKEN_WORDS = {
 
 
 class _NewlineFilter:
-    """Drops newlines that do not end a statement and tracks bracket nesting."""
+    """Drops newlines that do not end a statement, tracks bracket nesting, and refuses a
+    keyword glued to the name after it.
+
+    Where the grammar allows a keyword but no name (`model` at the top level, `in` after
+    `for i`), lark's contextual lexer matches the keyword as a prefix of a longer word, so
+    `modelM {` would read as `model M {`: a keyword must end where a word ends."""
 
     always_accept = ("_NL",)
 
     def __init__(self) -> None:
         self.unclosed: list[Token] = []
         self.stack: list = []
+        self.text = ""
+        self.keywords: frozenset = frozenset()  # token types of the word keywords (`MODEL`, `IN`, ...)
 
     def process(self, stream):
         stack: list[tuple[str, Token]] = []  # (kind, opening token); kind: paren | dict | body
@@ -59,6 +68,8 @@ class _NewlineFilter:
                 prev = t
                 yield tok
                 continue
+            if t in self.keywords and _word_char(self.text, tok.end_pos):
+                raise _GluedKeyword(tok)
             if t in _OPEN:
                 kind = "paren" if t != "LBRACE" else ("dict" if prev in _DICT_CONTEXT else "body")
                 stack.append((kind, tok))
@@ -76,6 +87,15 @@ class _TooDeep(Exception):
         self.tok = tok
 
 
+class _GluedKeyword(Exception):
+    def __init__(self, tok: Token):
+        self.tok = tok
+
+
+def _word_char(text: str, pos: int) -> bool:
+    return pos < len(text) and (text[pos].isalnum() or text[pos] == "_")
+
+
 @functools.lru_cache(maxsize=1)
 def _grammar_text() -> str:
     """The grammar: inside the wheel (dslc/grammars), or grammars/ of a source checkout."""
@@ -89,9 +109,12 @@ def _grammar_text() -> str:
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     # The tables take ~0.2 s to build: parse_cache keeps them in a per-user folder, safely.
-    return cached_lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True,
-                       maybe_placeholders=True, postlex=_NewlineFilter(),
-                       start=["start", "expr"], transformer=_BUILDER)
+    parser = cached_lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True,
+                         maybe_placeholders=True, postlex=_NewlineFilter(),
+                         start=["start", "expr"], transformer=_BUILDER)
+    parser.options.postlex.keywords = frozenset(
+        t.name for t in parser.terminals if t.pattern.type == "str" and t.pattern.value.isidentifier())
+    return parser
 
 
 def decode(data: bytes, name: str) -> str:
@@ -116,10 +139,12 @@ def parse(file: SourceFile) -> ast.Module:
     # Re-parse each top-level declaration on its own to find every broken one. The whole-file
     # error is kept only if it lies in a declaration that is broken on its own too (otherwise it
     # is a cascade, e.g. of a missing `}` in the declaration before).
+    # Each declaration is parsed as a text of its own at its offset, so recovery is linear in
+    # the file's size however many declarations are broken.
     errors, keep_whole = [], False
-    for start, end, chunk in _declaration_chunks(file.text):
+    for start, end in _declaration_bounds(file.text):
         try:
-            _parse_text(file, chunk)
+            _parse_text(file, file.text[start:end], offset=start)
         except _SyntaxError as e:
             errors.append(e.diagnostic)
             if whole.span is not None and start <= whole.span.start < end:
@@ -132,11 +157,11 @@ def parse(file: SourceFile) -> ast.Module:
 _DECL_START = re.compile(r"^(model|block|loss|train|import)\b", re.M)
 
 
-def _declaration_chunks(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, copy of the text with everything but one declaration blanked out)."""
-    starts = [m.start() for m in _DECL_START.finditer(text)] + [len(text)]
-    blank = re.sub(r"[^\n]", " ", text)
-    return [(a, b, blank[:a] + text[a:b] + blank[b:]) for a, b in zip(starts, starts[1:])]
+def _declaration_bounds(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each top-level declaration's text; text before the first one is a piece
+    of its own (it may hold a declaration whose keyword is misspelled)."""
+    starts = sorted({0} | {m.start() for m in _DECL_START.finditer(text)}) + [len(text)]
+    return list(zip(starts, starts[1:]))
 
 
 class _SyntaxError(Exception):
@@ -152,49 +177,75 @@ def parse_expression(file: SourceFile, text: str):
         raise DslcError(e.diagnostic) from None
 
 
-def _parse_text(file: SourceFile, text: str, start: str = "start"):
+def _parse_text(file: SourceFile, text: str, start: str = "start", offset: int = 0):
+    """Parse `text`, which lies at `offset` in `file` (spans are positions in the whole file)."""
     parser = _lark()
     filt: _NewlineFilter = parser.options.postlex
-    _BUILDER.file, _BUILDER.prefix_nots = file, {}
+    filt.text = text
+    _BUILDER.file, _BUILDER.prefix_nots, _BUILDER.offset, _BUILDER.depths = file, {}, offset, {}
+    here = _Place(file, offset)
     try:
         result = parser.parse(text, start=start)
     except _TooDeep as e:
         raise _SyntaxError(Diagnostic(
-            "E0106", f"brackets nest more than {MAX_DEPTH} deep", _tok_span(file, e.tok),
+            "E0106", f"brackets nest more than {MAX_DEPTH} deep", here.token(e.tok),
             label="too deep from here", help="split the expression into named steps")) from None
+    except _GluedKeyword as e:
+        raise _SyntaxError(_glued_keyword(here, text, e.tok)) from None
     except UnexpectedInput as e:
-        raise _SyntaxError(_syntax_diagnostic(file, text, e, filt.unclosed, filt.stack)) from None
-    except DslcError as e:  # raised by the builder (a positional argument after a keyword)
+        raise _SyntaxError(_syntax_diagnostic(here, text, e, filt.unclosed, filt.stack)) from None
+    except DslcError as e:  # raised by the builder (a positional argument after a keyword, a limit)
         raise _SyntaxError(e.diagnostics[0]) from None
+    finally:
+        _BUILDER.depths = {}  # the nodes it holds belong to this parse only
     return ast.Module(file, tuple(result)) if start == "start" else result
 
 
-def _tok_span(file: SourceFile, tok: Token) -> Span:
-    return Span(file, tok.start_pos, tok.end_pos)
+class _Place:
+    """Spans in `file` of positions in a text that starts at `offset` of it."""
+
+    def __init__(self, file: SourceFile, offset: int):
+        self.file, self.offset = file, offset
+
+    def span(self, start: int, end: int) -> Span:
+        return Span(self.file, self.offset + start, self.offset + end)
+
+    def token(self, tok: Token) -> Span:
+        return self.span(tok.start_pos, tok.end_pos)
 
 
-def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed: list[Token],
+def _glued_keyword(here: _Place, text: str, tok: Token) -> Diagnostic:
+    end = tok.end_pos
+    while _word_char(text, end):
+        end += 1
+    word = text[tok.start_pos:end]
+    return Diagnostic("E0101", f"unexpected name `{word}`", here.span(tok.start_pos, end),
+                      label=f"`{tok.value}` is a keyword",
+                      help=f"did you mean `{tok.value} {word[len(tok.value):]}`?")
+
+
+def _syntax_diagnostic(here: _Place, text: str, e: UnexpectedInput, unclosed: list[Token],
                        open_now: list) -> Diagnostic:
     if isinstance(e, UnexpectedCharacters):
-        return _bad_character(file, text, e.pos_in_stream)
+        return _bad_character(here, text, e.pos_in_stream)
     tok = getattr(e, "token", None)
     opener = _unclosed_before(tok, open_now)
     if opener is not None:
         closer = {"LPAR": ")", "LSQB": "]"}[opener.type]
-        return Diagnostic("E0104", f"`{opener.value}` is never closed", _tok_span(file, opener),
+        return Diagnostic("E0104", f"`{opener.value}` is never closed", here.token(opener),
                           label="opened here", help=f"add the missing `{closer}`",
-                          labels=(Label(_tok_span(file, tok), "the next statement starts here"),))
+                          labels=(Label(here.token(tok), "the next statement starts here"),))
     at_end = isinstance(e, UnexpectedEOF) or (tok is not None and tok.type == "$END")
     if at_end and unclosed:
         opener = unclosed[-1]
         closer = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}[opener.type]
-        return Diagnostic("E0104", f"`{opener.value}` is never closed", _tok_span(file, opener),
+        return Diagnostic("E0104", f"`{opener.value}` is never closed", here.token(opener),
                           label="opened here", help=f"add the missing `{closer}`")
     if at_end:
         pos = len(text.rstrip())
         return Diagnostic("E0101", "the file ends in the middle of a statement",
-                          Span(file, max(0, pos - 1), pos), label="expected more after this")
-    span = _tok_span(file, tok)
+                          here.span(max(0, pos - 1), pos), label="expected more after this")
+    span = here.token(tok)
     expected = _expected_words(e)
     what = _token_word(tok)
     if tok.type == "RBRACE" and expected and "a new line" in expected:
@@ -203,7 +254,7 @@ def _syntax_diagnostic(file: SourceFile, text: str, e: UnexpectedInput, unclosed
     if tok.type == "NAME" and tok.value in _KEYWORD_HINTS:
         message = f"`{tok.value}` cannot start a statement here"
     if tok.type == "_NL":
-        span = Span(file, tok.start_pos, tok.start_pos + 1)
+        span = here.span(tok.start_pos, tok.start_pos + 1)
     label = f"expected {_join(expected)}" if expected else ""
     return Diagnostic("E0101", message, span, label=label, help=_syntax_help(tok, expected))
 
@@ -218,13 +269,13 @@ def _unclosed_before(tok, open_now: list):
     return None
 
 
-def _bad_character(file: SourceFile, text: str, pos: int) -> Diagnostic:
+def _bad_character(here: _Place, text: str, pos: int) -> Diagnostic:
     ch = text[pos]
-    span = Span(file, pos, pos + 1)
+    span = here.span(pos, pos + 1)
     if ch in "\"'":
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
-        return Diagnostic("E0102", "this string is never closed", Span(file, pos, end),
+        return Diagnostic("E0102", "this string is never closed", here.span(pos, end),
                           label="string starts here", help=f"end the string with {ch} on the same line")
     shown = ch if ch.isprintable() else f"U+{ord(ch):04X}"
     return Diagnostic("E0103", f"unexpected character `{shown}`", span, label="not part of the language",
@@ -321,9 +372,12 @@ def _name_tokens(children) -> list:
 
 class _ToAst(Transformer):
     file: SourceFile
+    offset: int = 0   # where the parsed text starts in `file`
     # `not x` nodes written bare before an operand, by id (`binary` decides their reach). The
     # nodes are kept here too: a freed node's id could otherwise come back on a new node.
     prefix_nots: dict
+    # The depth of each long expression node, by id (with the node, for the same reason).
+    depths: dict
 
     def __default__(self, data, children, meta):
         # lark's own helper rules (`__binary_star_8`): a Tree that lark splices into the parent
@@ -332,12 +386,26 @@ class _ToAst(Transformer):
     def _sp(self, children) -> Span:
         items = [c for c in children if c is not None]
         first, last = items[0], items[-1]
-        start = first.start_pos if isinstance(first, Token) else first.span.start
-        end = last.end_pos if isinstance(last, Token) else last.span.end
+        start = first.start_pos + self.offset if isinstance(first, Token) else first.span.start
+        end = last.end_pos + self.offset if isinstance(last, Token) else last.span.end
         return Span(self.file, start, end)
 
     def _tok(self, tok: Token) -> Span:
-        return Span(self.file, tok.start_pos, tok.end_pos)
+        return Span(self.file, tok.start_pos + self.offset, tok.end_pos + self.offset)
+
+    def _checked(self, node):
+        """Refuse an expression nested deeper than MAX_EXPR_DEPTH: evaluation and every later
+        walk of the tree recurse on it. Each level of nesting takes at least one character, so
+        only nodes longer than the limit are measured, each once (their depth is kept)."""
+        if node.span.end - node.span.start <= MAX_EXPR_DEPTH:
+            return node
+        depth = _depth(node, self.depths)
+        if depth > MAX_EXPR_DEPTH:
+            raise DslcError(Diagnostic(
+                "E0705", f"this expression nests more than {MAX_EXPR_DEPTH} operations deep", node.span,
+                label="too deep", help="split it into named steps"))
+        self.depths[id(node)] = (node, depth)
+        return node
 
     # top level
     def start(self, c):
@@ -345,7 +413,7 @@ class _ToAst(Transformer):
 
     def import_decl(self, c):
         tok = _vals(c)[0]
-        return ast.Import(self._sp(c), _string_value(tok), self._tok(tok))
+        return ast.Import(self._sp(c), self._string(tok), self._tok(tok))
 
     def model_decl(self, c):
         return self._callable_decl(ast.ModelDecl, c)
@@ -369,7 +437,16 @@ class _ToAst(Transformer):
         return ast.TrainDecl(self._sp(c), str(name), self._tok(name), tuple(body))
 
     def param_list(self, c):
-        return _spanned(_Params(p for p in c if isinstance(p, ast.ParamDecl)), self._sp(c))
+        params = [p for p in c if isinstance(p, ast.ParamDecl)]
+        seen = {}
+        for p in params:
+            if p.name in seen:
+                raise DslcError(Diagnostic("E0204", f"parameter `{p.name}` is declared twice", p.span,
+                                           label="second declaration",
+                                           labels=(Label(seen[p.name].span, "first declared here"),),
+                                           help="give each parameter its own name"))
+            seen[p.name] = p
+        return _spanned(_Params(params), self._sp(c))
 
     def param(self, c):
         return ast.ParamDecl(self._sp(c), str(_name_tokens(c)[0]), _after(c, "COLON"), _after(c, "EQUAL"))
@@ -439,15 +516,15 @@ class _ToAst(Transformer):
     def pipe(self, c):
         if len(c) == 1:  # an aliased `?` rule is called even for one child
             return c[0]
-        return ast.Pipe(self._sp(c), tuple(x for x in c if not isinstance(x, Token)))
+        return self._checked(ast.Pipe(self._sp(c), tuple(x for x in c if not isinstance(x, Token))))
 
     def as_name(self, c):
         value, name = c[0], _after(c, "AS")
-        return ast.AsName(self._sp(c), value, str(name), self._tok(name))
+        return self._checked(ast.AsName(self._sp(c), value, str(name), self._tok(name)))
 
     def cond(self, c):
         then, test, orelse = c[0], _after(c, "IF"), _after(c, "ELSE")
-        return ast.Cond(self._sp(c), test, then, orelse)
+        return self._checked(ast.Cond(self._sp(c), test, then, orelse))
 
     def binary(self, c):
         if len(c) == 1:
@@ -459,16 +536,16 @@ class _ToAst(Transformer):
 
     def unary(self, c):
         op, operand = c
-        return ast.UnaryOp(self._sp(c), str(op), operand)
+        return self._checked(ast.UnaryOp(self._sp(c), str(op), operand))
 
     def not_(self, c):
-        node = ast.UnaryOp(self._sp(c), "not", c[1])
+        node = self._checked(ast.UnaryOp(self._sp(c), "not", c[1]))
         self.prefix_nots[id(node)] = node  # an inner `not` stays a prefix too: `not not a == b`
         return node
 
     def power(self, c):
         base, op, exp = c
-        return ast.BinOp(self._sp(c), "**", base, exp, self._tok(op))
+        return self._checked(ast.BinOp(self._sp(c), "**", base, exp, self._tok(op)))
 
     def paren(self, c):
         self.prefix_nots.pop(id(c[1]), None)  # `(not a) == b`: the parentheses end its reach
@@ -478,7 +555,7 @@ class _ToAst(Transformer):
         func = c[0]
         args = next((x for x in c[1:] if isinstance(x, _Args)), _Args(((), ())))
         pos, kws = args.value
-        return ast.Call(self._sp(c), func, pos, kws)
+        return self._checked(ast.Call(self._sp(c), func, pos, kws))
 
     def args(self, c):
         pos, kws = [], []
@@ -503,7 +580,7 @@ class _ToAst(Transformer):
 
     def index(self, c):
         subs = next(x for x in c if isinstance(x, _Subs))
-        return ast.Index(self._sp(c), c[0], tuple(subs))
+        return self._checked(ast.Index(self._sp(c), c[0], tuple(subs)))
 
     def subscripts(self, c):
         return _spanned(_Subs(s for s in c if s is not None and not isinstance(s, Token)), self._sp(c))
@@ -523,19 +600,30 @@ class _ToAst(Transformer):
 
     def attr(self, c):
         value, name = c[0], c[-1]
-        return ast.Attr(self._sp(c), value, str(name), self._tok(name))
+        return self._checked(ast.Attr(self._sp(c), value, str(name), self._tok(name)))
 
     def name(self, c):
         return ast.Name(self._tok(c[0]), str(c[0]))
 
     def int_lit(self, c):
-        return ast.Const(self._tok(c[0]), int(c[0]))
+        digits = str(c[0]).lstrip("0") or "0"
+        if len(digits) > MAX_DIGITS or int(digits) > MAX_INT:
+            raise DslcError(Diagnostic("E0701", "this integer is too large", self._tok(c[0]),
+                                       label="at most 2**63 - 1", help="sizes and counts are int64 in PyTorch"))
+        return ast.Const(self._tok(c[0]), int(digits))
 
     def float_lit(self, c):
         return ast.Const(self._tok(c[0]), float(c[0]))
 
     def str_lit(self, c):
-        return ast.Const(self._tok(c[0]), _string_value(c[0]))
+        return ast.Const(self._tok(c[0]), self._string(c[0]))
+
+    def _string(self, tok: Token) -> str:
+        if len(tok) - 2 > MAX_STRING:
+            raise DslcError(Diagnostic("E0704", f"this string is longer than {MAX_STRING:,} characters",
+                                       Span(self.file, self._tok(tok).start, self._tok(tok).start + 1),
+                                       label="the string starts here", help="keep long data in a data file"))
+        return _string_value(tok)
 
     def true_lit(self, c):
         return ast.Const(self._tok(c[0]), True)
@@ -547,19 +635,19 @@ class _ToAst(Transformer):
         return ast.Const(self._tok(c[0]), None)
 
     def tuple(self, c):
-        return ast.TupleExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None))
+        return self._checked(ast.TupleExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None)))
 
     def list(self, c):
-        return ast.ListExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None))
+        return self._checked(ast.ListExpr(self._sp(c), tuple(x for x in _vals(c) if x is not None)))
 
     def dict(self, c):
         items = [x for x in c if isinstance(x, _Item)]
-        return ast.DictExpr(self._sp(c), tuple(i.key for i in items), tuple(i.key_span for i in items),
-                            tuple(i.value for i in items))
+        return self._checked(ast.DictExpr(self._sp(c), tuple(i.key for i in items),
+                                          tuple(i.key_span for i in items), tuple(i.value for i in items)))
 
     def dict_item(self, c):
         key, value = c[0], _after(c, "COLON")
-        text = _string_value(key) if key.type == "STRING" else str(key)
+        text = self._string(key) if key.type == "STRING" else str(key)
         return _spanned(_Item(text, self._tok(key), value), self._sp(c))
 
 
@@ -607,9 +695,10 @@ class _Climb:
             right = self.parse(prec)
             if prec == _COMPARE and chain_right is not None:  # a < b < c is (a < b) and (b < c)
                 pair = ast.BinOp(chain_right.span.to(right.span), str(op), chain_right, right, self.b._tok(op))
-                left = ast.BinOp(left.span.to(right.span), "and", left, pair, self.b._tok(op))
+                left = ast.BinOp(left.span.to(right.span), "and", left, self.b._checked(pair), self.b._tok(op))
             else:
                 left = ast.BinOp(left.span.to(right.span), str(op), left, right, self.b._tok(op))
+            left = self.b._checked(left)
             chain_right = right if prec == _COMPARE else None
         return left
 
@@ -618,7 +707,7 @@ class _Climb:
         if self.b.prefix_nots.get(id(x)) is x and min_prec <= _NOT_PREC:
             self.operands[self.k] = x.operand
             inner = self.parse(_NOT_PREC)
-            return ast.UnaryOp(x.span.to(inner.span), "not", inner)
+            return self.b._checked(ast.UnaryOp(x.span.to(inner.span), "not", inner))
         return x
 
 
@@ -627,21 +716,38 @@ def _is_body(x) -> bool:
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "r": "\r", "0": "\0"}
+_ESCAPE = re.compile(r"\\(.)", re.S)
 
 
 def _string_value(tok: Token) -> str:
     """The value of a string literal; only simple escapes, never Python eval."""
     body = tok.value[1:-1]
-    out, i = [], 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            out.append(_ESCAPES.get(body[i + 1], "\\" + body[i + 1]))
-            i += 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+    if "\\" not in body:
+        return body
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), body)
+
+
+def _depth(node, known: dict) -> int:
+    """How deeply `node` nests: 1 + its deepest child. Children longer than MAX_EXPR_DEPTH
+    were measured when they were built (`known`); shorter ones are at most that deep, so the
+    recursion here stays shallow."""
+    hit = known.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    deepest = 0
+    for child in _children(node):
+        deepest = max(deepest, _depth(child, known))
+    return deepest + 1
+
+
+def _children(node):
+    for value in node.__dict__.values():
+        if isinstance(value, ast.Node):
+            yield value.value if isinstance(value, ast.Keyword) else value
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, ast.Node):
+                    yield item.value if isinstance(item, ast.Keyword) else item
 
 
 _BUILDER = _ToAst()

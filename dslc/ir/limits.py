@@ -1,0 +1,44 @@
+"""Limits of compile-time evaluation.
+
+A `.dl` file is a small program that runs at compile time: integer arithmetic,
+lists, loops, `repeat` and blocks that unroll. Without bounds a mistaken or
+hostile spec could ask for unbounded time or memory (`9 ** 9 ** 9`,
+`range(10**9)`, blocks that double at every level). Each limit here is a
+comparison or a counter, cheap enough to sit on the hot path, with its own
+error code (E07xx) and a message that names it. They are far above what real
+models need: GPT-2 unrolls to about 1,000 operations, ResNet-152 to about 500.
+"""
+from __future__ import annotations
+
+MAX_INT = 2 ** 63 - 1        # E0701: int64, what PyTorch and ONNX count sizes in
+MAX_ITEMS = 1_000_000        # E0702: a list, a `range`, a `repeat` count, a built string
+MAX_STRING = 1 << 20         # E0704: characters in one string literal
+MAX_OPERATIONS = 200_000     # E0703: layers and operations one model unrolls to
+MAX_STEPS = 5_000_000        # E0703: statements and loop iterations one check may run
+MAX_NESTING = 100            # E0705: blocks applied inside blocks (and brackets, see the parser)
+MAX_EXPR_DEPTH = 200         # E0705: operators nested in one expression (`-(-(-x))`, `a + a + ...`)
+MAX_ERRORS = 200             # E0707: diagnostics reported for one file
+
+
+def int_too_large(v) -> bool:
+    """Whether an int (or a bool, never too large) is outside int64."""
+    return isinstance(v, int) and not -MAX_INT - 1 <= v <= MAX_INT
+
+
+def power_too_large(base: int, exponent: int) -> bool:
+    """Whether `base ** exponent` (ints, exponent >= 0) would leave int64, decided without computing it."""
+    b = abs(int(base))
+    if b <= 1 or exponent <= 1:
+        return False
+    return (b.bit_length() - 1) * exponent >= 64
+
+
+def elements_too_many(dims) -> bool:
+    """Whether static dims multiply to 2**63 or more (run-time sizes count as 1, as MACs do at batch 1)."""
+    total = 1
+    for d in dims:
+        if isinstance(d, int):
+            total *= max(int.__int__(d), 1)
+            if total > MAX_INT:
+                return True
+    return False
