@@ -174,25 +174,20 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
 
 
 def _write(path: str, text, explicit: bool) -> None:
-    """Write atomically; never replace a file dslc did not write unless -o named it."""
+    """Write atomically (devices and pipes in place); never replace a file dslc did not write unless -o named it."""
+    from .backends.output import write_output
     from .diagnostics import Diagnostic, DslcError
-    if not explicit and os.path.exists(path) and not _written_by_dslc(path):
+    if not explicit and os.path.lexists(path) and not _written_by_dslc(path):
         raise DslcError(Diagnostic("E0902", f"refusing to overwrite {path}: dslc did not write it",
                                    file_name=path, help="name the output with -o"))
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise DslcError(Diagnostic("E0902", f"cannot write {path}: {e.strerror}", file_name=path)) from None
+    write_output(path, text.encode("utf-8") if isinstance(text, str) else text)
 
 
 def _written_by_dslc(path: str) -> bool:
+    import stat
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # only a regular file can be ours; reading a FIFO could block
         with open(path, "rb") as f:
             head = f.read(400)
     except OSError:

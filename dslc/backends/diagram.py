@@ -353,6 +353,8 @@ def render(dot_source: str, path: str) -> None:
     """Write DOT (.dot), or have Graphviz draw it (.svg, .png, .pdf) through the graphviz package."""
     import os
     import shutil
+
+    from .output import write_output
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext == "dot":
         data = dot_source.encode("utf-8")
@@ -365,7 +367,4 @@ def render(dot_source: str, path: str) -> None:
             if not attrs else graphviz.Source(dot_source.replace("graph [", "graph [dpi=110, ", 1)).pipe(format=ext)
     else:
         raise ValueError(f"unknown diagram format .{ext} (use .svg, .png, .pdf or .dot)")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_output(path, data)

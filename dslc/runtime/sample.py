@@ -18,16 +18,17 @@ the same samples.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
 
 import torch
 
+from ..backends.output import is_stream, write_output
 from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
-from .checkpoint import atomic_write
 from .rundir import _latest, _pyplot
 
 
@@ -216,12 +217,10 @@ def _noise(plan, model, in_type, options: SampleOptions, generator, run: str, de
     image = _image_shape(plan, y[0].numel())
     if image is None:
         target = _output(options.output, run, ".npy", force=True)
-        import io
-
         import numpy as np
         buf = io.BytesIO()
         np.save(buf, y.numpy())
-        _write(target, buf.getvalue())
+        write_output(target, buf.getvalue())
         return {"kind": "array", "path": target, "shape": list(y.shape)}
     lo, hi = _scale(plan)
     images = ((y.reshape(n, *image) - lo) / (hi - lo)).clamp(0, 1)
@@ -293,15 +292,13 @@ def write_grid(images: torch.Tensor, path: str) -> None:
         r, col = divmod(i, cols)
         top, left = GRID_PAD + r * (h * zoom + GRID_PAD), GRID_PAD + col * (w * zoom + GRID_PAD)
         canvas[top:top + h * zoom, left:left + w * zoom] = pixels[i]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
+    buf = io.BytesIO()
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     try:
-        plt.imsave(tmp, canvas)
-        os.replace(tmp, path)
-    except (OSError, ValueError) as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        plt.imsave(buf, canvas, format=fmt)
+    except ValueError as e:  # a format matplotlib cannot write
         raise DslcError(Diagnostic("E0902", f"cannot write {path}: {e}", file_name=path)) from None
+    write_output(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------- characters in: text
@@ -340,7 +337,7 @@ def _text(plan, path: str, model, in_type, options: SampleOptions, generator, ru
     texts = ["".join(itos[i] for i in row.tolist()) for row in seq]
     text = ("\n\n" + "-" * 40 + "\n").join(texts)
     target = _output(options.output, run, ".txt")
-    _write(target, text.encode("utf-8"))
+    write_output(target, text.encode("utf-8"))
     return {"kind": "text", "path": target, "text": text}
 
 
@@ -377,14 +374,6 @@ def _window(plan, in_type) -> tuple[int | None, bool]:
 def _output(given: str | None, run: str, suffix: str, force: bool = False) -> str:
     if given is None:
         return os.path.join(run, "samples" + suffix)
-    if force and not given.endswith(suffix):
+    if force and not given.endswith(suffix) and not is_stream(given):  # -o /dev/null stays /dev/null
         return os.path.splitext(given)[0] + suffix
     return given
-
-
-def _write(path: str, data: bytes) -> None:
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        atomic_write(path, data)
-    except OSError as e:
-        raise DslcError(Diagnostic("E0902", f"cannot write {path}: {e.strerror or e}", file_name=path)) from None
