@@ -13,6 +13,7 @@ from ..diagnostics import Label
 from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, _recorder, atom_values, plain, recording
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.graph import Failure
+from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
 from ..ops import REGISTRY
@@ -78,6 +79,7 @@ class ApplyMixin:
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(spec.args), [v.type for v in inputs])
         outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
+        _check_weights(op, b.args, spec.span)
         if instance is None:
             instance = self._new_layer_instance(spec, b.args, ctx)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
@@ -148,6 +150,7 @@ class ApplyMixin:
             if resolve and op.resolve:
                 b.args.update(op.resolve(b))
             outs = op.infer(b)
+            _check_elements(op, outs, span)
         except ShapeError as err:
             self._failed(ctx, span, inputs, err.message)
             raise self._shape_diagnostic(op, err, arg_spans, inputs, spans, span) from None
@@ -259,6 +262,11 @@ class ApplyMixin:
             raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
                             notes=(f"the cycle: {chain}",),
                             help="blocks unroll at compile time; use `repeat` or `for` for repetition")
+        if len(ctx.stack) >= MAX_NESTING:
+            raise EvalError("E0705", f"blocks nest more than {MAX_NESTING} deep here", spec.span,
+                            label=f"`{decl.name}` inside {len(ctx.stack)} others",
+                            notes=(f"the outermost: {' -> '.join(ctx.stack[:3])} -> ...",),
+                            help="flatten the blocks: apply several in sequence rather than each inside the last")
         n_declared = sum(isinstance(s, ast.InputStmt) for s in decl.body)
         expected = max(n_declared, 1)
         if len(inputs) != expected:
@@ -326,8 +334,7 @@ class ApplyMixin:
         new = self.reporter.diagnostics[before:]
         if new or sub.failed or not graph.outputs:
             note = f"in `{decl.name}`, used at {span}"
-            self.reporter.diagnostics[before:] = [d if d.span == span else replace(d, notes=d.notes + (note,))
-                                                  for d in new]
+            self.reporter.diagnostics[before:] = [d if d.span == span else _with_note(d, note) for d in new]
             return None
         name_instances(graph)
         return graph
@@ -361,6 +368,30 @@ class ApplyMixin:
                 return poly_of_value(d)
             return None
         return f
+
+
+MAX_CHAIN_NOTES = 8  # "in `Block`, used at ..." notes of one diagnostic, then one "..."
+
+
+def _with_note(d, note: str):
+    if len(d.notes) > MAX_CHAIN_NOTES:
+        return d
+    return replace(d, notes=d.notes + (note if len(d.notes) < MAX_CHAIN_NOTES else "... (in more blocks)",))
+
+
+def _check_weights(op, args: dict, span) -> None:
+    for name, shape in op.weight_shapes(args).items():
+        if elements_too_many(shape):
+            raise EvalError("E0706", f"the weight `{name}` of `{op.name}` would be "
+                            f"[{', '.join(str(plain(d)) for d in shape)}]: more elements than int64 can count",
+                            span, label="too large")
+
+
+def _check_elements(op, outs, span) -> None:
+    for t in outs:
+        if elements_too_many(t.shape):
+            raise EvalError("E0706", f"`{op.name}` would make a tensor of {t.shape_str()}: more elements than "
+                            "int64 can count", span, label="too large")
 
 
 def _poly_key(v):

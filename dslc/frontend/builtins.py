@@ -6,7 +6,10 @@ records a guard).
 """
 from __future__ import annotations
 
+import math
+
 from ..ir.dims import Size, Sym, plain
+from ..ir.limits import MAX_INT, MAX_ITEMS
 from ..ops.ptypes import describe, is_int, is_number
 from .values import Builtin
 
@@ -14,9 +17,9 @@ from .values import Builtin
 class BuiltinError(Exception):
     """A bad call of a built-in; `arg` is the index of the offending argument."""
 
-    def __init__(self, message: str, arg: int | None = None):
+    def __init__(self, message: str, arg: int | None = None, code: str = "E0301"):
         super().__init__(message)
-        self.arg = arg
+        self.arg, self.code = arg, code
 
 
 def _need_ints(name: str, args) -> list[int]:
@@ -38,7 +41,19 @@ def _range(*args):
     ints = _need_ints("range", args)
     if len(ints) == 3 and ints[2] == 0:
         raise BuiltinError("`range`'s step must not be zero", 2)
+    n = _range_length(*ints)
+    if n > MAX_ITEMS:
+        raise BuiltinError(f"`range` would count {n:,} numbers, more than {MAX_ITEMS:,}", code="E0702")
     return list(range(*ints))
+
+
+def _range_length(start: int, stop: int | None = None, step: int = 1) -> int:
+    """len(range(...)) without building it (len() of a range over 2**63 raises OverflowError)."""
+    if stop is None:
+        start, stop = 0, start
+    if step > 0:
+        return max(0, (stop - start + step - 1) // step)
+    return max(0, (start - stop - step - 1) // -step)
 
 
 def _len(*args):
@@ -86,7 +101,12 @@ def _abs(*args):
 def _int(*args):
     if len(args) != 1 or not is_number(args[0]):
         raise BuiltinError("`int` takes one number")
-    return int(args[0])
+    v = args[0]
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BuiltinError(f"`int` cannot convert {v} to an integer", 0, code="E0308")
+    if isinstance(v, float) and abs(v) > MAX_INT:
+        raise BuiltinError(f"`int({v:g})` is too large: more than 2**63 - 1", 0, code="E0701")
+    return int(v)
 
 
 def _float(*args):

@@ -12,12 +12,15 @@ blocks lives in `apply.py`.
 from __future__ import annotations
 
 import keyword
+import sys
 from dataclasses import dataclass, field, replace
 
-from ..diagnostics import Label, Reporter, did_you_mean
+from ..diagnostics import Diagnostic, Label, Reporter, did_you_mean
 from ..ir.dims import (Param, Poly, Real, Size, Sym, SymbolicDecision, atom_values, plain, plain_float,
                        recording)
 from ..ir.graph import Graph
+from ..ir.limits import (MAX_ITEMS, MAX_NESTING, MAX_STEPS, LimitError, elements_too_many, int_too_large,
+                         magnitude, power_too_large)
 from ..ir.types import DTYPES, TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops import REGISTRY
@@ -32,6 +35,11 @@ from .values import (POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValu
                      Record)
 
 MISSING = object()
+
+# Evaluation recurses on blocks (about 9 frames a level, MAX_NESTING levels), bodies and
+# expressions (both bounded at parse time); the default limit of 1000 frames is too tight for that.
+if sys.getrecursionlimit() < 4000:
+    sys.setrecursionlimit(4000)
 
 # nn.Module attributes a layer name must not replace (`self.train = ...` would break the module).
 RESERVED_NAMES = frozenset({
@@ -72,6 +80,9 @@ class Evaluator(ApplyMixin):
         self.evaluated: set = set()  # names of the models and blocks evaluation reached
         self.subst_cache: dict = {}  # block results in callers' terms, see ApplyMixin._in_caller_terms
         self._fresh_sym = 0
+        self.steps = 0               # statements and loop iterations run (bounded by MAX_STEPS)
+        self.runaway = False         # a limit on the total work was reached: evaluate nothing more
+        self.measured: dict = {}     # id -> (list, tuple or dict, items, nesting): see _collection
 
     # ------------------------------------------------------------------ entry points
 
@@ -81,6 +92,8 @@ class Evaluator(ApplyMixin):
         With errors it is None, unless `partial`: then the graph as far as it got, with its
         `failures` (for a diagram that shows where it stopped)."""
         given = dict(args or {})
+        if self.runaway:
+            return None
         self.evaluated.add(decl.name)
         graph = Graph(decl.name, "model", decl=decl)
         ctx = Ctx(graph, decl, "model", stack=(decl.name,))
@@ -90,6 +103,9 @@ class Evaluator(ApplyMixin):
                 self._bind_params(decl, given, ctx, call_span or decl.name_span)
             except EvalError as e:
                 self.reporter.add(e.diagnostic)
+                return None
+            except LimitError as e:
+                self.reporter.add(Diagnostic(e.code, e.message, decl.name_span, help=e.help))
                 return None
             except Poisoned:
                 return None
@@ -164,14 +180,36 @@ class Evaluator(ApplyMixin):
 
     def _statement(self, stmt, ctx: Ctx, top: bool) -> None:
         try:
+            self._spend(stmt.span)
             getattr(self, "_s_" + type(stmt).__name__)(stmt, ctx, top)
         except EvalError as e:
-            self.reporter.add(e.diagnostic)
-            self._poison_targets(stmt, ctx)
-            ctx.failed = True
+            self._fail(stmt, ctx, e.diagnostic)
+        except LimitError as e:
+            self._fail(stmt, ctx, Diagnostic(e.code, e.message, stmt.span, help=e.help))
+        except RecursionError:  # a last resort: the limits above are meant to stop this first
+            self._fail(stmt, ctx, Diagnostic("E0705", "this statement nests too deeply to evaluate", stmt.span,
+                                             help="split it into flatter blocks and named steps"))
         except Poisoned:
             self._poison_targets(stmt, ctx)
             ctx.failed = True
+
+    def _fail(self, stmt, ctx: Ctx, d: Diagnostic) -> None:
+        if d.code == "E0703":
+            self.runaway = True  # reported once: every later statement stops silently
+        self.reporter.add(d)
+        self._poison_targets(stmt, ctx)
+        ctx.failed = True
+
+    def _spend(self, span, work: int = 1) -> None:
+        """Count work against MAX_STEPS, the total of one check: a statement or a loop iteration
+        is 1, an operation on a list or string its length (copying, comparing or searching it)."""
+        if self.runaway:
+            raise Poisoned()
+        self.steps += work
+        if self.steps > MAX_STEPS:
+            raise EvalError("E0703", f"evaluation ran more than {MAX_STEPS:,} steps (statements, loop "
+                            "iterations and items of lists built or searched)", span, label="still running here",
+                            help="loops, repeats and blocks run at compile time: make them smaller")
 
     def _poison_targets(self, stmt, ctx: Ctx) -> None:
         if isinstance(stmt, ast.AssignStmt):
@@ -209,6 +247,7 @@ class Evaluator(ApplyMixin):
                             help=f"declare it like `input {stmt.name}: [B, 784]`")
         shape = self._shape_pattern(stmt.shape, ctx, None)
         t = TensorType(tuple(shape), self._dtype(stmt))
+        _check_elements(t, stmt.shape.span)
         node = ctx.graph.add("input", [t], span=stmt.span, names=[stmt.name])
         ctx.graph.inputs.append((stmt.name, Ref(node.id)))
         return TensorValue(Ref(node.id), t, stmt.name_span)
@@ -333,6 +372,7 @@ class Evaluator(ApplyMixin):
         for d, item in zip(shape, stmt.shape.items):
             if plain(d) <= 0:
                 raise EvalError("E0302", f"a dimension must be positive, got {plain(d)}", item.span)
+        _check_elements(TensorType(tuple(shape)), stmt.shape.span)
         init = self._init(stmt.init, ctx)
         inst = ctx.graph.new_instance("param", user_name=stmt.name, init=init, shape=tuple(shape),
                                       span=stmt.span)
@@ -441,6 +481,7 @@ class Evaluator(ApplyMixin):
         outer = ctx.graph.region
         try:
             for i, item in enumerate(items):
+                self._spend(stmt.span)
                 ctx.graph.region = (id(stmt), i, "for")  # diagrams draw identical iterations once
                 self._bind_loop_vars(stmt, item, ctx)
                 self._run_body(stmt.body, ctx)
@@ -465,6 +506,7 @@ class Evaluator(ApplyMixin):
         outer = ctx.graph.region
         try:
             for i in range(n):
+                self._spend(stmt.span)
                 ctx.graph.region = (id(stmt), i, "repeat")
                 self._run_body(stmt.body, ctx)
         finally:
@@ -510,6 +552,9 @@ class Evaluator(ApplyMixin):
             v._lose("a repeat count")
         if plain(v) < 0:
             raise EvalError("E0302", f"a repeat count cannot be negative, got {plain(v)}", span)
+        if plain(v) > MAX_ITEMS:
+            raise EvalError("E0702", f"a repeat count must be at most {MAX_ITEMS:,}, got {plain(v):,}", span,
+                            label="too many repeats")
         return plain(v)
 
     # ------------------------------------------------------------------ expressions
@@ -524,13 +569,57 @@ class Evaluator(ApplyMixin):
         items = [self._expr(x, ctx) for x in e.items]
         if any(x is POISON for x in items):
             raise Poisoned()   # an item already failed and was reported: no follow-on error about the list
-        return items
+        return self._collection(items, e.span)
 
     def _e_TupleExpr(self, e: ast.TupleExpr, ctx: Ctx):
-        return tuple(self._expr(x, ctx) for x in e.items)
+        return self._collection(tuple(self._expr(x, ctx) for x in e.items), e.span)
 
     def _e_DictExpr(self, e: ast.DictExpr, ctx: Ctx):
-        return {k: self._expr(v, ctx) for k, v in zip(e.keys, e.values)}
+        return self._collection({k: self._expr(v, ctx) for k, v in zip(e.keys, e.values)}, e.span)
+
+    # ------------------------------------------------------------------ limits on values
+
+    def _collection(self, value, span):
+        """A new list, tuple, dict or string, checked against MAX_ITEMS (nested items counted
+        each time they appear, as printing or walking the value would) and MAX_NESTING."""
+        size, depth = self._measure(value)
+        if size > MAX_ITEMS:
+            what = "this string" if isinstance(value, str) else "this value"
+            unit = "characters" if isinstance(value, str) else "items (nested ones included)"
+            raise EvalError("E0702", f"{what} holds more than {MAX_ITEMS:,} {unit}", span, label="too large")
+        if depth > MAX_NESTING:
+            raise EvalError("E0705", f"lists nest more than {MAX_NESTING} deep here", span, label="too deep")
+        return value
+
+    def _measure(self, v) -> tuple[int, int]:
+        """(items, nesting) of a value; containers of containers are remembered, so a value
+        built by nesting another is measured in time proportional to its own length."""
+        if isinstance(v, str):
+            return max(len(v), 1), 0
+        if not isinstance(v, (list, tuple, dict)):
+            return 1, 0
+        hit = self.measured.get(id(v))
+        if hit is not None and hit[0] is v:
+            return hit[1], hit[2]
+        size, depth = 1, 0
+        for x in (v.values() if isinstance(v, dict) else v):
+            if isinstance(x, (list, tuple, dict, str)):
+                n, d = self._measure(x)
+                size, depth = size + n, max(depth, d)
+            else:
+                size += 1
+        if depth or len(v) > 64:
+            self.measured[id(v)] = (v, size, depth + 1)
+        return size, depth + 1
+
+    def _bounded(self, v, span):
+        """A computed value within the limits: an int in int64, a list or string not too long."""
+        if isinstance(v, int) and int_too_large(v):
+            raise EvalError("E0701", f"this integer is too large: {magnitude(v)}, more than 2**63 - 1", span,
+                            label="evaluated at compile time", help="sizes and counts are int64 in PyTorch")
+        if isinstance(v, (list, tuple, dict, str)):
+            return self._collection(v, span)
+        return v
 
     def _e_Name(self, e: ast.Name, ctx: Ctx):
         v = self._lookup(e.id, ctx)
@@ -594,8 +683,13 @@ class Evaluator(ApplyMixin):
         for x, y in ((a, b), (b, a)):
             if isinstance(x, Size) and isinstance(y, float) and not isinstance(y, bool):
                 x._lose("mixing with a float")
+        if e.op == "**" and is_int(a) and is_int(b) and plain(b) >= 0 and power_too_large(plain(a), plain(b)):
+            raise EvalError("E0701", f"`{plain(a)} ** {plain(b)}` is too large: more than 2**63 - 1", e.span,
+                            label="evaluated at compile time", help="sizes and counts are int64 in PyTorch")
+        _check_lengths(e.op, a, b, e.span)
+        self._spend(e.span, _length(a) + _length(b))
         try:
-            return _SCALAR_OPS[e.op](a, b)
+            result = self._bounded(_SCALAR_OPS[e.op](a, b), e.span)
         except ZeroDivisionError:
             raise EvalError("E0308", "division by zero", e.span, label="evaluated at compile time",
                             labels=(Label(e.right.span, "this is zero"),)) from None
@@ -604,6 +698,8 @@ class Evaluator(ApplyMixin):
         except (TypeError, KeyError, ValueError, OverflowError):
             raise EvalError("E0307", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}",
                             e.op_span, label="unsupported operands") from None
+        self._spend(e.span, _length(result))
+        return result
 
     def _e_UnaryOp(self, e: ast.UnaryOp, ctx: Ctx):
         v = self._expr(e.operand, ctx)
@@ -615,7 +711,7 @@ class Evaluator(ApplyMixin):
             return self._tensor_unary(e, v, ctx)
         if not is_number(v) and not isinstance(v, Sym):
             raise EvalError("E0307", f"cannot apply `{e.op}` to {describe(v)}", e.span)
-        return -v if e.op == "-" else v
+        return self._bounded(-v if e.op == "-" else v, e.span)
 
     def _e_Cond(self, e: ast.Cond, ctx: Ctx):
         cond = self._expr(e.cond, ctx)
@@ -689,6 +785,7 @@ class Evaluator(ApplyMixin):
             if parts[2] == 0:
                 raise EvalError("E0308", "slice step cannot be zero", sub.span)
             out = v[slice(*parts)]
+            self._spend(e.span, len(out))
             return out
         i = self._index_int(self._expr(sub, ctx), sub.span)
         if isinstance(v, dict):
@@ -798,11 +895,14 @@ class Evaluator(ApplyMixin):
     def _call_builtin(self, func: Builtin, pos: list[Arg], kws, e: ast.Call):
         if kws:
             raise EvalError("E0305", f"`{func.name}` takes no keyword arguments", kws[0][1].name_span)
+        self._spend(e.span, sum(_length(a.value) for a in pos))
         try:
-            return func.fn(*[a.value for a in pos])
+            result = self._bounded(func.fn(*[a.value for a in pos]), e.span)
+            self._spend(e.span, _length(result))
+            return result
         except BuiltinError as err:
             span = pos[err.arg].span if err.arg is not None and err.arg < len(pos) else e.span
-            raise EvalError("E0301", str(err), span) from None
+            raise EvalError(err.code, str(err), span) from None
         except SymbolicDecision as err:
             raise EvalError("E0311", f"cannot decide this at compile time: {err}", e.span) from None
 
@@ -976,6 +1076,12 @@ def _as_names(e) -> list[str]:
     return []
 
 
+def _check_elements(t: TensorType, span) -> None:
+    if elements_too_many(t.shape):
+        raise EvalError("E0706", f"a tensor of {t.shape_str()} has more elements than int64 can count", span,
+                        label="too large")
+
+
 def _dims_equal(a, b) -> bool:
     try:
         return bool(a == b)
@@ -998,6 +1104,25 @@ def _arith(f):
         _check_numbers(a, b)
         return f(a, b)
     return op
+
+
+def _length(v) -> int:
+    return len(v) if isinstance(v, (list, tuple, dict, str)) else 0
+
+
+def _check_lengths(op: str, a, b, span) -> None:
+    """Refuse, before building it, a list or string longer than MAX_ITEMS (`[0] * 10**9`)."""
+    if op == "+" and isinstance(a, (list, str)) and type(a) is type(b):
+        n = len(a) + len(b)
+    elif op == "*" and (isinstance(a, list) and is_int(b) or isinstance(b, list) and is_int(a)):
+        lst, count = (a, b) if isinstance(a, list) else (b, a)
+        n = len(lst) * max(plain(count), 0)
+    else:
+        return
+    if n > MAX_ITEMS:
+        what = "string" if isinstance(a, str) else "list"
+        raise EvalError("E0702", f"this {what} would hold {n:,} items, more than {MAX_ITEMS:,}", span,
+                        label="too long")
 
 
 def _add(a, b):

@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Union
 
+from .limits import MAX_POLY, MAX_POLY_PRODUCT, LimitError
+
 # ---------------------------------------------------------------- atoms
 
 
@@ -93,13 +95,26 @@ def _mono_sort_key(m: frozenset) -> tuple:
 class Poly:
     """An integer polynomial over atoms: {monomial: coefficient}, zero coefficients dropped."""
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("terms", "_hash", "_size")
 
     def __init__(self, terms: dict | None = None, clean: bool = False):
         if terms and not clean:
             terms = {m: c for m, c in terms.items() if c != 0}
         self.terms: dict = terms or {}
         self._hash = None
+        self._size = None
+
+    def size(self) -> int:
+        """How big the polynomial is: its terms, their powers and the floor divisions inside
+        (what printing, substituting and evaluating it cost). Kept once computed."""
+        if self._size is None:
+            n = 0
+            for m in self.terms:
+                n += 1
+                for a, p in m:
+                    n += p + (a.num.size() + a.den.size() if isinstance(a, FloorDiv) else 0)
+            self._size = n
+        return self._size
 
     @staticmethod
     def const(c: int) -> "Poly":
@@ -175,6 +190,9 @@ class Poly:
         return self + (-other)
 
     def __mul__(self, other: "Poly") -> "Poly":
+        if len(self.terms) * len(other.terms) > MAX_POLY_PRODUCT:
+            raise LimitError("E0705", f"a size expression grew past {MAX_POLY_PRODUCT:,} terms",
+                             help="compute the size in fewer, simpler steps")
         out: dict = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in other.terms.items():
@@ -479,15 +497,17 @@ class Size(int):
         a, b = (other, self) if rop else (self, other)
         va, vb = plain(a), plain(b)
         ea, eb = expr_of(a), expr_of(b)
+        if op in (_floordiv, _mod) and vb == 0:
+            raise ZeroDivisionError("division by zero")
+        if op is _mul and ea.size() * eb.size() > MAX_POLY:
+            return _forget(a, b, va * vb)
         if op is _floordiv:
-            if vb == 0:
-                raise ZeroDivisionError("division by zero")
-            return Size(va // vb, ea.floordiv(eb))
-        if op is _mod:
-            if vb == 0:
-                raise ZeroDivisionError("division by zero")
-            return Size(va % vb, ea - eb * ea.floordiv(eb))
-        return Size(op(va, vb), op(ea, eb))
+            value, expr = va // vb, ea.floordiv(eb)
+        elif op is _mod:
+            value, expr = va % vb, ea - eb * ea.floordiv(eb)
+        else:
+            value, expr = op(va, vb), op(ea, eb)
+        return Size(value, expr) if expr.size() <= MAX_POLY else _forget(a, b, value)
 
     def __add__(self, o): return self._bin(o, _add)
     def __radd__(self, o): return self._bin(o, _add, True)
@@ -504,7 +524,8 @@ class Size(int):
     def __pos__(self): return self
 
     def __pow__(self, o, mod=None):
-        if mod is None and isinstance(o, int) and not isinstance(o, bool) and plain(o) >= 0:
+        if mod is None and isinstance(o, int) and not isinstance(o, bool) and 0 <= plain(o) and \
+                self.expr.size() * plain(o) <= MAX_POLY:
             n = self._index_of(o)
             out = Poly.const(1)
             for _ in range(n):
@@ -581,6 +602,15 @@ class Size(int):
 
     def __format__(self, spec: str) -> str:
         return format(int.__int__(self), spec)
+
+
+def _forget(a, b, value: int) -> int:
+    """The plain value of an operation whose expression would be too big to keep (a size
+    computed in a long loop): like any lost expression, it holds for these values only."""
+    for x in (a, b):
+        if isinstance(x, Size):
+            x._lose("a size expression too big to keep")
+    return value
 
 
 def _add(a, b): return a + b
@@ -696,7 +726,11 @@ class Sym:
         if isinstance(other, bool) or not isinstance(other, (int, Sym)):
             return NotImplemented
         a, b = (expr_of(other), self.poly) if rop else (self.poly, expr_of(other))
-        return make_dim(f(a, b), None)
+        p = f(a, b)
+        if p.size() > MAX_POLY:
+            raise LimitError("E0705", f"a run-time size expression grew past {MAX_POLY} terms",
+                             help="compute the size in fewer, simpler steps")
+        return make_dim(p, None)
 
     def __add__(self, o): return self._bin(o, lambda a, b: a + b)
     def __radd__(self, o): return self._bin(o, lambda a, b: a + b, True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .dims import GuardList
+from .limits import MAX_OPERATIONS, LimitError
 from .types import TensorType
 from .values import Ref, TensorValue
 
@@ -99,12 +100,21 @@ class Graph:
     memory_format: str | None = None              # "channels_last" (--channels-last)
     region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
     decl: object = None
+    unrolled: int = 0                             # nodes, with every block call counted as its body's
     _nx: object = None
     _counter: int = 0
     _inst_counter: int = 0
 
     # construction
     def add(self, kind: str, outputs: list[TensorType], inputs: list[Ref] = (), **kw) -> Node:
+        # A block specialization is made once and called many times, so a spec can describe far
+        # more layers than it evaluates (blocks that call the one below twice, 20 levels deep):
+        # the count that generated code and diagrams would hold is bounded here.
+        self.unrolled += 1 + (kw["args"]["graph"].unrolled if kind == "call" else 0)
+        if self.unrolled > MAX_OPERATIONS:
+            raise LimitError("E0703", f"`{self.name}` unrolls to more than {MAX_OPERATIONS:,} layers and "
+                             "operations", help="loops, repeats and blocks unroll at compile time: make them "
+                             "smaller")
         self._counter += 1
         node = Node(f"n{self._counter}", kind, list(outputs), list(inputs), region=self.region, **kw)
         self.nodes[node.id] = node

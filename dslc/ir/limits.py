@@ -21,16 +21,21 @@ MAX_ERRORS = 200             # E0707: diagnostics reported for one file
 
 
 def int_too_large(v) -> bool:
-    """Whether an int (or a bool, never too large) is outside int64."""
-    return isinstance(v, int) and not -MAX_INT - 1 <= v <= MAX_INT
+    """Whether an int is outside int64 (a `Size` by its plain value, recording no guard)."""
+    return isinstance(v, int) and not -MAX_INT - 1 <= int.__int__(v) <= MAX_INT
+
+
+def magnitude(v: int) -> str:
+    """`about 10**N`: a huge int described without printing its digits."""
+    return f"about 10**{int((abs(int.__int__(v)).bit_length() - 1) * 0.30103)}"
 
 
 def power_too_large(base: int, exponent: int) -> bool:
     """Whether `base ** exponent` (ints, exponent >= 0) would leave int64, decided without computing it."""
-    b = abs(int(base))
+    b = abs(int.__int__(base))
     if b <= 1 or exponent <= 1:
         return False
-    return (b.bit_length() - 1) * exponent >= 64
+    return (b.bit_length() - 1) * exponent >= 63
 
 
 def elements_too_many(dims) -> bool:
@@ -42,3 +47,16 @@ def elements_too_many(dims) -> bool:
             if total > MAX_INT:
                 return True
     return False
+
+
+MAX_POLY = 200               # size expressions: terms, powers and floor divisions in one (see ir/dims.py)
+MAX_POLY_PRODUCT = 40_000    # E0705: term pairs one polynomial product may form
+
+
+class LimitError(Exception):
+    """A limit reached where no source position is known (deep in the size arithmetic);
+    evaluation reports it at the statement that was running."""
+
+    def __init__(self, code: str, message: str, help: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.help = code, message, help
