@@ -38,10 +38,16 @@ def _handled(fn):
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _Context.debug:
                 raise
-            click.echo(f"internal error, please report: {type(e).__name__}: {e} "
-                       "(rerun with --debug for the traceback)", err=True)
+            _echo(f"internal error, please report: {type(e).__name__}: {e} "
+                  "(rerun with --debug for the traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
     return wrapper
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print a line that may quote user text (file names): control characters in it print escaped."""
+    from .diagnostics.render import printable
+    click.echo(printable(text), err=err)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +70,7 @@ def check(files) -> None:
     failed = False
     for path in files:
         try:
-            click.echo(_check_one(path))
+            _echo(_check_one(path))
         except DslcError as e:
             click.echo(e.render(), err=True)
             failed = True
@@ -136,7 +142,7 @@ def compile_(file, model, target, output, sets, seed, weights, opt, channels_las
         click.echo(source, nl=False)
         return
     _write(out, source, explicit=output is not None)
-    click.echo(f"wrote {out}", err=True)
+    _echo(f"wrote {out}", err=True)
 
 
 def _dump_ir(prog, names: list, opt: int, channels_last: bool, params: dict) -> None:
@@ -170,7 +176,7 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
     onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, **params)
     out = output or f"{model}.onnx"
     _write(out, onnx_model.SerializeToString(), explicit=output is not None)
-    click.echo(f"wrote {out}", err=True)
+    _echo(f"wrote {out}", err=True)
 
 
 def _write(path: str, text, explicit: bool) -> None:
@@ -261,12 +267,12 @@ def render(file, model, output, depth, expand, sets) -> None:
         if graph is not None:
             out = _diagram_path(output, graph.name)
             _draw(draw, to_dot(graph, depth, not expand), out)
-            click.echo(f"wrote {out} (up to the error)", err=True)
+            _echo(f"wrote {out} (up to the error)", err=True)
         raise e
     name = _one_model(prog, model)
     out = _diagram_path(output, name)
     _draw(draw, prog.diagram(name, depth, not expand, **params), out)
-    click.echo(f"wrote {out}", err=True)
+    _echo(f"wrote {out}", err=True)
 
 
 def _diagram_path(output: str | None, name: str) -> str:
@@ -371,12 +377,12 @@ def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, out
     result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))
     if result["kind"] == "text":
         click.echo(result["text"])
-        click.echo(f"wrote {result['path']}: text from {result['name']} (weights {result['weights']})", err=True)
+        _echo(f"wrote {result['path']}: text from {result['name']} (weights {result['weights']})", err=True)
     elif result["kind"] == "image":
-        click.echo(f"wrote {result['path']}: {result['shape'][0]} samples of {result['name']} "
+        _echo(f"wrote {result['path']}: {result['shape'][0]} samples of {result['name']} "
                    f"(weights {result['weights']})")
     else:
-        click.echo(f"wrote {result['path']}: the outputs of {result['name']}, {result['shape']}, are not images "
+        _echo(f"wrote {result['path']}: the outputs of {result['name']}, {result['shape']}, are not images "
                    "of the data's `x`, so they are saved as a numpy array")
 
 

@@ -9,6 +9,7 @@ terminal, and which files are read as source.
 """
 from __future__ import annotations
 
+import functools
 import marshal
 import os
 import pickle
@@ -20,7 +21,7 @@ import tempfile
 import pytest
 
 from dslc.frontend import parse_cache, parser
-from dslc.diagnostics import SourceFile
+from dslc.diagnostics import SourceFile, Span
 from support import ROOT
 
 DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
@@ -80,6 +81,7 @@ _OPTIONS = dict(parser="lalr", lexer="contextual", keep_all_tokens=True, maybe_p
                 start=["start", "expr"])
 
 
+@functools.lru_cache(maxsize=1)
 def _poisoned_tables() -> bytes:
     """Real tables in which no name can be lexed: loading them would make every spec a syntax error."""
     from lark import Lark
@@ -469,3 +471,67 @@ def test_sample_outputs_write_through_a_device(null_device, tmp_path):
     link.symlink_to(tmp_path / "real.png")
     sample.write_grid(torch.zeros(4, 1, 8, 8), str(link))
     assert link.is_symlink() and (tmp_path / "real.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------------- what reaches the terminal
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from dslc.diagnostics import Diagnostic  # noqa: E402
+from dslc.diagnostics.render import printable  # noqa: E402
+
+CONTROLS = "\x00\x07\x08\x0b\x0c\r\x1b\x7f\x80\x9b\x9d\u202e\u2066"
+
+
+def _shown(text: str) -> str:
+    """The oracle: each control as \\xNN or \\uNNNN, then tabs to the next multiple of 4 of what is printed."""
+    out = ""
+    for ch in text:
+        if ch == "\t":
+            out += " " * (4 - len(out) % 4)
+        elif ch in CONTROLS:
+            out += f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+        else:
+            out += ch
+    return out
+
+
+def test_printable_escapes_controls_and_keeps_the_rest():
+    assert printable("a\x1b[31mb\x9b\x7f\u202ec\x00") == "a\\x1b[31mb\\x9b\\x7f\\u202ec\\x00"
+    assert printable("tab\tnew\nline é 中 ✓") == "tab\tnew\nline é 中 ✓"
+
+
+@given(st.text(alphabet="ab =(\t" + CONTROLS, max_size=40), st.data())
+def test_carets_stay_under_their_text(line, data):
+    """Whatever controls and tabs a line holds, the rendering holds none, and the caret starts
+    where the span's text starts in the printed line."""
+    start = data.draw(st.integers(0, len(line)))
+    end = data.draw(st.integers(start, len(line)))
+    file = SourceFile("f\x1b.dl", line + "\n")
+    out = Diagnostic("E0101", "bad \x1b[2J", Span(file, start, end), label="here\x07").render()
+    assert not any(ch in CONTROLS or ch == "\t" for ch in out.replace("\n", ""))
+    head, _, source, caret = out.split("\n")[:4]
+    assert head.startswith("f\\x1b.dl:1:") and head.endswith("bad \\x1b[2J")
+    crlf = line.endswith("\r")   # a CRLF line end: the CR is not shown
+    assert source.rstrip() == f"1 | {_shown(line[:-1] if crlf else line)}".rstrip()
+    assert caret.index("^") - len("  | ") == len(_shown(line[:start]))
+    assert caret.endswith("here\\x07")
+
+
+def test_a_crlf_line_end_is_not_shown():
+    file = SourceFile("f.dl", "model M {\r\n  Linar(3)\r\n}\r\n")
+    out = Diagnostic("E0202", "m", Span(file, 13, 18)).render()
+    assert out.split("\n")[2] == "2 |   Linar(3)"
+
+
+def test_file_names_print_escaped(tmp_path):
+    from click.testing import CliRunner
+    from dslc.cli import main
+    evil = tmp_path / "e\x1b]0;pwned\x07.dl"
+    evil.write_text(SPEC)
+    r = CliRunner().invoke(main, ["check", str(evil)])
+    assert r.exit_code == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "e\\x1b]0;pwned\\x07.dl" in r.stdout
+    evil.write_text(SPEC.replace("Linear", "Linar"))
+    r = CliRunner().invoke(main, ["check", str(evil)])
+    assert r.exit_code == 1 and "\x1b" not in r.stderr and "e\\x1b]0;pwned\\x07.dl:3:5" in r.stderr

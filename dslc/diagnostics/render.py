@@ -10,14 +10,39 @@
 
 The first line is grep-friendly (`FILE:LINE:COL: error[CODE]: message`).
 Tabs are expanded so carets line up with what a terminal shows.
+
+Nothing from the user reaches the terminal raw: control characters in source
+lines, file names and quoted text (an ESC that would start a terminal escape
+sequence, a carriage return that would overwrite the line, C1 controls, and the
+bidirectional overrides that reorder what is shown) print as `\x1b` or
+`\u202e`, and carets are placed on the escaped text.
 """
 from __future__ import annotations
+
+import re
 
 from .diagnostic import Diagnostic
 from .source import Span
 
 TAB = 4
 WIDTH = 100  # longer source lines are cropped around the caret
+
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional embeddings,
+# overrides and isolates (the "Trojan Source" characters).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every character that could drive or mislead a terminal written as an escape.
+
+    Newlines and tabs are kept: messages may span lines, and tabs are expanded where it matters."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(m: re.Match) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def render(d: Diagnostic) -> str:
@@ -27,14 +52,14 @@ def render(d: Diagnostic) -> str:
     elif d.file_name:
         head = f"{d.file_name}: {head}"
     marks = _marks(d)
-    lines = [head]
+    lines = [printable(head)]
     if marks:
         lines += _snippet(marks, d.span)
     gutter = " " * (_gutter_width(marks) + 1)
     for note in d.notes:
-        lines.append(f"{gutter}= note: {note}")
+        lines.append(printable(f"{gutter}= note: {note}"))
     if d.help:
-        lines.append(f"{gutter}= help: {d.help}")
+        lines.append(printable(f"{gutter}= help: {d.help}"))
     return "\n".join(lines)
 
 
@@ -55,7 +80,9 @@ def _gutter_width(marks) -> int:
 
 
 def _display(text: str) -> str:
-    return text.expandtabs(TAB)
+    """Source text as printed: controls escaped, then tabs expanded (after escaping, so tab
+    stops fall where the printed text puts them)."""
+    return printable(text).expandtabs(TAB)
 
 
 def _display_col(line: str, col: int) -> int:
@@ -74,10 +101,11 @@ def _snippet(marks, primary: Span | None) -> list[str]:
     last_line = None
     for span, ch, text in ordered:
         if span.file is not current_file:
-            out.append(f"{pad}--> {span}")
+            out.append(printable(f"{pad}--> {span}"))
             current_file, last_line = span.file, None
         line_no, col = span.file.line_col(span.start)
         src = span.file.line_text(line_no)
+        src = src[:-1] if src.endswith("\r") else src  # the CR of a CRLF line end is no character to show
         end_line, end_col = span.file.line_col(span.end)
         start = _display_col(src, col)
         stop = _display_col(src, end_col) if end_line == line_no else len(_display(src))
@@ -88,7 +116,8 @@ def _snippet(marks, primary: Span | None) -> list[str]:
             out.append(f"{str(line_no).rjust(width)} | {shown}".rstrip())
         start, stop = start - shift, min(stop - shift, len(shown))
         under = ch * max(1, stop - start)
-        out.append(f"{pad} | {' ' * start}{under}{(' ' + text) if text else ''}".rstrip())
+        label = f" {printable(text)}" if text else ""
+        out.append(f"{pad} | {' ' * start}{under}{label}".rstrip())
         last_line = line_no
     return out
 
