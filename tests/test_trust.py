@@ -535,3 +535,88 @@ def test_file_names_print_escaped(tmp_path):
     evil.write_text(SPEC.replace("Linear", "Linar"))
     r = CliRunner().invoke(main, ["check", str(evil)])
     assert r.exit_code == 1 and "\x1b" not in r.stderr and "e\\x1b]0;pwned\\x07.dl:3:5" in r.stderr
+
+
+# ---------------------------------------------------------------------- what is read as source
+
+def _check(*paths):
+    from click.testing import CliRunner
+    from dslc.cli import main
+    return CliRunner().invoke(main, ["check", *map(str, paths)])
+
+
+def test_a_non_dl_import_is_refused_unread(tmp_path, monkeypatch):
+    """`import "secret.txt"` is E0205 naming the rule; the file is never opened, so none of it is shown."""
+    from dslc.frontend import loader
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET = 1\n")
+    spec = tmp_path / "m.dl"
+    spec.write_text(f'import "secret.txt"\nimport "{secret}"\n' + SPEC)
+    opened = []
+    real = loader._read_capped
+    monkeypatch.setattr(loader, "_read_capped", lambda path, limit: opened.append(path) or real(path, limit))
+    r = _check(spec)
+    assert r.exit_code == 1 and r.stderr.count("error[E0205]") == 2
+    assert "imports must be `.dl` files" in r.stderr and "TOPSECRET" not in r.output
+    assert opened == [str(spec)]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_an_import_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    other = tmp_path / "other.dl"
+    if kind == "fifo":
+        os.mkfifo(other)   # opening it to read would wait for a writer forever
+    elif kind == "device":
+        other.symlink_to("/dev/zero")   # reading it would never end
+    else:
+        other.mkdir()
+    spec = tmp_path / "m.dl"
+    spec.write_text('import "other.dl"\n' + SPEC)
+    r = _check(spec)
+    assert r.exit_code == 1 and "error[E0205]: cannot import 'other.dl': not a regular file" in r.stderr
+
+
+def test_a_huge_source_is_e0704_without_reading_it(tmp_path):
+    """A 17 MiB file (sparse: no disk used) as the root file or as an import: refused by its size,
+    with no more than a little memory used (reading it would take 17 MiB)."""
+    import tracemalloc
+    from dslc.diagnostics import DslcError
+    from dslc.frontend import loader
+    huge = tmp_path / "huge.dl"
+    with open(huge, "wb") as f:
+        f.truncate(loader.MAX_SOURCE_BYTES + 1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DslcError) as e:
+            loader.read_source(str(huge), "huge.dl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert e.value.render().startswith("huge.dl: error[E0704]: huge.dl is larger than 16 MiB")
+    spec = tmp_path / "m.dl"
+    spec.write_text('import "huge.dl"\n' + SPEC)
+    r = _check(spec)
+    assert r.exit_code == 1 and "m.dl:1:8: error[E0704]" in r.stderr and "imported here" in r.stderr
+
+
+def test_dev_zero_and_an_endless_pipe_are_refused_with_a_cap(tmp_path):
+    """Reading stops after the cap: /dev/zero and a pipe fed without end are E0704, quickly."""
+    r = subprocess.run([DSLC, "check", "/dev/zero"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "error[E0704]: /dev/zero is larger than 16 MiB" in r.stderr
+    r = subprocess.run(f"yes 'model M' | {DSLC} check /dev/stdin", shell=True, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "error[E0704]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_fifo_without_a_writer_does_not_hang(tmp_path):
+    fifo = tmp_path / "spec.dl"
+    os.mkfifo(fifo)
+    r = subprocess.run([DSLC, "check", str(fifo)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip().endswith("nothing to check")
+
+
+def test_a_pipe_is_read_as_source():
+    r = subprocess.run(f"{DSLC} check /dev/stdin", shell=True, input=SPEC, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok: /dev/stdin: 1 model", r.stderr

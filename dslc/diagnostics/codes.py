@@ -21,7 +21,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0202": "No layer of that name exists. Layers are capitalized and follow torch.nn (`Linear`, `Conv2d`, ...).",
     "E0203": "No function of that name exists. Functions are lower-case (`relu`, `concat`, ...).",
     "E0204": "Two declarations (models, blocks, losses or plans) share a name; names must be unique across a file and its imports.",
-    "E0205": "The imported file does not exist. Import paths are relative to the importing file.",
+    "E0205": "The file cannot be imported: it does not exist, is not a regular file, or its name does not end in "
+             "`.dl` (imports must be `.dl` files). Import paths are relative to the importing file.",
     "E0206": "Files import each other in a cycle.",
     "E0207": "A block uses itself, directly or through other blocks: blocks unroll at compile time, so recursion would never end.",
     "E0208": "The attribute does not exist on this value.",

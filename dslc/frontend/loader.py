@@ -6,7 +6,9 @@ reported together.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostic, DslcError, Label, Reporter, SourceFile
@@ -39,18 +41,42 @@ def display_name(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+MAX_SOURCE_BYTES = 16 << 20  # E0704: far above any real spec (the 10,000-line benchmark is ~0.4 MB)
+
+
 def read_source(path: str, name: str | None = None) -> SourceFile:
+    """A source file's text, read with a cap: /dev/zero or an endless pipe is refused, not read to the end."""
     name = name or display_name(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_capped(path, MAX_SOURCE_BYTES)
     except FileNotFoundError:
         raise DslcError(Diagnostic("E0901", f"no such file: {name}", file_name=name)) from None
     except IsADirectoryError:
         raise DslcError(Diagnostic("E0901", f"{name} is a directory, not a `.dl` file", file_name=name)) from None
     except OSError as e:
         raise DslcError(Diagnostic("E0901", f"cannot read {name}: {e.strerror}", file_name=name)) from None
+    if data is None:
+        raise DslcError(Diagnostic("E0704", f"{name} is larger than {MAX_SOURCE_BYTES >> 20} MiB", file_name=name,
+                                   help="is this the right file? A larger spec can be split into files joined "
+                                        "with `import`"))
     return SourceFile(name, decode(data, name))
+
+
+def _read_capped(path: str, limit: int) -> bytes | None:
+    """The file's bytes, or None when it has more than `limit` of them (found without reading them all).
+
+    Opened without blocking, so a FIFO with no writer reads as empty instead of hanging the open."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            os.set_blocking(fd, True)  # a pipe with a writer: wait for its data as a plain read would
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def load_unit(path: str) -> Unit:
@@ -83,6 +109,12 @@ def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack:
 
 
 def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
+    if not decl.path.endswith(".dl"):
+        # Checked before the file is touched: `import "/etc/passwd"` must not read it, nor echo a
+        # line of it in a syntax error.
+        reporter.error("E0205", f"cannot import {decl.path!r}: imports must be `.dl` files", decl.path_span,
+                       label="not a `.dl` file", help="import the `.dl` file that declares what you need")
+        return
     target = os.path.normpath(os.path.join(os.path.dirname(importer), decl.path))
     if target in stack:
         chain = " -> ".join(display_name(p) for p in stack[stack.index(target):] + [target])
@@ -92,7 +124,9 @@ def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, sta
     if target in done:
         return
     if not os.path.isfile(target):
-        reporter.error("E0205", f"cannot import {decl.path!r}: no such file", decl.path_span,
+        # A FIFO or a device is no source file: reading one could hang or never end.
+        why = "not a regular file" if os.path.exists(target) else "no such file"
+        reporter.error("E0205", f"cannot import {decl.path!r}: {why}", decl.path_span,
                        label=f"looked for {display_name(target)}",
                        help="import paths are relative to the importing file")
         return
@@ -100,7 +134,7 @@ def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, sta
         file = read_source(target)
     except DslcError as e:
         for d in e.diagnostics:
-            reporter.error(d.code, d.message, decl.path_span, label="imported here")
+            reporter.error(d.code, d.message, decl.path_span, label="imported here", help=d.help)
         return
     _load(file, target, unit, reporter, stack, done)
 
