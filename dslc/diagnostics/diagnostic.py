@@ -45,6 +45,9 @@ class Diagnostic:
         return render(self)
 
 
+MAX_SHOWN = 200  # diagnostics of one error; past them, one E0707 says how many more there were
+
+
 class DslcError(Exception):
     """A user error: one or more diagnostics, rendered as the message."""
 
@@ -55,11 +58,23 @@ class DslcError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
+        return "\n".join(d.render() for d in _shown(self.diagnostics))
 
     @property
     def codes(self) -> list[str]:
         return [d.code for d in self.diagnostics]
+
+
+def _shown(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The first MAX_SHOWN diagnostics, and a last one counting the rest (as rustc and gcc stop)."""
+    if len(diagnostics) <= MAX_SHOWN:
+        return diagnostics
+    rest = len(diagnostics) - MAX_SHOWN
+    last = diagnostics[MAX_SHOWN - 1]
+    file_name = last.span.file.name if last.span is not None else last.file_name
+    return diagnostics[:MAX_SHOWN] + [Diagnostic(
+        "E0707", f"{rest:,} more error{'s' if rest > 1 else ''} not shown", file_name=file_name,
+        help="fix the errors above and check again")]
 
 
 def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

@@ -61,7 +61,7 @@ class ApplyMixin:
         if isinstance(spec, OpRef):
             if not spec.op.is_layer:
                 return self._call_function(spec.op, [Arg(v, s) for v, s in zip(inputs, spans)], [], span, ctx)
-            spec = LayerSpec(spec.op, {p.name: p.default for p in spec.op.params}, {}, span)
+            spec = self._layer_spec(spec.op, [], [], span)  # a bare `Linear`: its required settings are missing
         if isinstance(spec, LayerSpec):
             return self._apply_layer(spec, inputs, spans, span, ctx)
         if isinstance(spec, BlockSpec):

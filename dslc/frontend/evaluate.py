@@ -21,6 +21,7 @@ from ..ir.dims import (Param, Poly, Real, Size, Sym, SymbolicDecision, atom_valu
 from ..ir.graph import Graph
 from ..ir.limits import (MAX_ITEMS, MAX_NESTING, MAX_STEPS, LimitError, elements_too_many, int_too_large,
                          magnitude, power_too_large)
+from ..ir.naming import attribute_problem
 from ..ir.types import DTYPES, TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops import REGISTRY
@@ -40,20 +41,6 @@ MISSING = object()
 # expressions (both bounded at parse time); the default limit of 1000 frames is too tight for that.
 if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
-
-# nn.Module attributes a layer name must not replace (`self.train = ...` would break the module).
-RESERVED_NAMES = frozenset({
-    "self", "forward", "training", "train", "eval", "parameters", "named_parameters", "buffers",
-    "named_buffers", "children", "named_children", "modules", "named_modules", "state_dict",
-    "load_state_dict", "to", "cuda", "cpu", "type", "float", "double", "half", "bfloat16",
-    "apply", "zero_grad", "register_buffer", "register_parameter", "register_module", "add_module",
-    "get_submodule", "get_parameter", "get_buffer", "requires_grad_", "share_memory", "extra_repr",
-    "dump_patches", "call_super_init", "T_destination", "ipu", "xpu", "mtia", "to_empty",
-    "register_forward_hook", "register_forward_pre_hook", "register_backward_hook",
-    "register_full_backward_hook", "register_full_backward_pre_hook", "set_extra_state",
-    "get_extra_state", "compile", "torch", "nn", "F", "math", "super", "int", "float", "list",
-    "tuple", "range", "len", "print", "None", "True", "False",
-})
 
 
 @dataclass
@@ -361,7 +348,7 @@ class Evaluator(ApplyMixin):
             raise EvalError("E0107", "`param` belongs in a model or block", stmt.span)
         if ctx.loop_depth:
             raise EvalError("E0107", "`param` cannot be declared inside a loop", stmt.span)
-        self._check_binding_name(stmt.name, stmt.name_span)
+        self._check_layer_name(stmt.name, stmt.name_span, "a `param`")
         shape = self._expr(stmt.shape, ctx)
         if shape is POISON:
             raise Poisoned()
@@ -392,7 +379,10 @@ class Evaluator(ApplyMixin):
         if expr is None:
             return InitSpec(INITS["zeros"], {})
         if isinstance(expr, ast.Name) and expr.id in INITS:
-            return InitSpec(INITS[expr.id], {p.name: p.default for p in INITS[expr.id].params})
+            from .binding import bind_op
+            init = INITS[expr.id]
+            values, _ = bind_op(init.params, [], [], init.name, expr.span)  # `constant` alone lacks its value
+            return InitSpec(init, values)
         if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in INITS:
             init = INITS[expr.func.id]
             from .binding import bind_op
@@ -448,9 +438,10 @@ class Evaluator(ApplyMixin):
             self._assign(t, v, span, ctx)
 
     def _check_binding_name(self, name: str, span) -> None:
-        if keyword.iskeyword(name) or name in ("self",):
-            raise EvalError("E0201", f"`{name}` cannot be used as a name", span,
-                            help="it is reserved in the generated Python")
+        if keyword.iskeyword(name) or name == "self":
+            why = "the module itself" if name == "self" else "a keyword"
+            raise EvalError("E0211", f"`{name}` cannot be used as a name: it is {why} in the generated Python",
+                            span, help="choose another name")
         if name in REGISTRY or name in self.unit.decls:
             what = REGISTRY[name].kind if name in REGISTRY else self.unit.decls[name].kind
             raise EvalError("E0201", f"`{name}` already names a {what}", span,
@@ -583,7 +574,7 @@ class Evaluator(ApplyMixin):
         """A new list, tuple, dict or string, checked against MAX_ITEMS (nested items counted
         each time they appear, as printing or walking the value would) and MAX_NESTING."""
         size, depth = self._measure(value)
-        if size > MAX_ITEMS:
+        if size - 1 > MAX_ITEMS:  # the container itself is not one of its items
             what = "this string" if isinstance(value, str) else "this value"
             unit = "characters" if isinstance(value, str) else "items (nested ones included)"
             raise EvalError("E0702", f"{what} holds more than {MAX_ITEMS:,} {unit}", span, label="too large")
@@ -633,7 +624,7 @@ class Evaluator(ApplyMixin):
         decl = self.unit.decls.get(name)
         if decl is not None and decl.kind != "train":  # a plan is run, never used as a value
             return DeclRef(decl)
-        if name in REGISTRY:
+        if name in REGISTRY and not REGISTRY[name].internal:  # `index`, `sdpa`: made by the compiler only
             return OpRef(REGISTRY[name])
         if name in BUILTINS:
             return BUILTINS[name]
@@ -643,7 +634,7 @@ class Evaluator(ApplyMixin):
         return MISSING
 
     def visible_names(self, ctx: Ctx) -> list[str]:
-        return list(ctx.scope) + list(self.unit.decls) + list(REGISTRY) + list(BUILTINS)
+        return list(ctx.scope) + list(self.unit.decls) + _public_ops() + list(BUILTINS)
 
     def _unknown_name(self, e: ast.Name, ctx: Ctx, called: bool = False) -> EvalError:
         name = e.id
@@ -654,7 +645,7 @@ class Evaluator(ApplyMixin):
             return EvalError("E0202", f"unknown layer `{name}`", e.span, label="not a layer or block",
                              help=f"did you mean `{guess}`?" if guess else None)
         if called:
-            pool = [n for n in list(REGISTRY) + list(BUILTINS) if n[:1].islower()] + \
+            pool = [n for n in _public_ops() + list(BUILTINS) if n[:1].islower()] + \
                    [n for n in ctx.scope if isinstance(ctx.scope[n], InstanceValue)]
             guess = did_you_mean(name, pool)
             return EvalError("E0203", f"unknown function `{name}`", e.span, label="not a function",
@@ -753,7 +744,7 @@ class Evaluator(ApplyMixin):
         if v is POISON:
             raise Poisoned()
         if isinstance(v, OpRef) and v.op.is_layer:
-            v = LayerSpec(v.op, {p.name: p.default for p in v.op.params}, {}, e.value.span)
+            v = self._layer_spec(v.op, [], [], e.value.span)
         if isinstance(v, DeclRef) and v.decl.kind in ("block", "model"):
             v = BlockSpec(v.decl, {}, {}, e.value.span)
         if not isinstance(v, (LayerSpec, BlockSpec)):
@@ -762,11 +753,13 @@ class Evaluator(ApplyMixin):
         self._check_layer_name(e.name, e.name_span)
         return replace(v, name=e.name, name_span=e.name_span)
 
-    def _check_layer_name(self, name: str, span) -> None:
+    def _check_layer_name(self, name: str, span, what: str = "a layer") -> None:
+        """The name of a layer or `param` is its attribute, and state-dict key, in the generated module."""
         self._check_binding_name(name, span)
-        if name in RESERVED_NAMES or name.startswith("_"):
-            raise EvalError("E0210", f"`{name}` cannot name a layer: it is reserved in torch.nn.Module "
-                            "or the generated Python", span, help="choose another name")
+        problem = attribute_problem(name)
+        if problem:
+            raise EvalError("E0211", f"`{name}` cannot name {what}: {problem}", span,
+                            help="it becomes the module's attribute and state-dict key: choose another name")
 
     def _e_Index(self, e: ast.Index, ctx: Ctx):
         v = self._expr(e.value, ctx)
@@ -1074,6 +1067,11 @@ def _as_names(e) -> list[str]:
     if isinstance(e, ast.Pipe):
         return [n for s in e.stages for n in _as_names(s)]
     return []
+
+
+def _public_ops() -> list[str]:
+    """The registry's names a spec may use (internal ops are made by the compiler only)."""
+    return [n for n, op in REGISTRY.items() if not op.internal]
 
 
 def _check_elements(t: TensorType, span) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ir.dims import plain, plain_float
+from ..ir.limits import MAX_STACKED
 
 
 def _vals(v):
@@ -11,6 +12,15 @@ def _vals(v):
 def positive(v) -> str | None:
     if any(plain(x) <= 0 for x in _vals(v)):
         return "must be positive"
+    return None
+
+
+def layer_count(v) -> str | None:
+    """A count of stacked layers: each gets weights of its own, so it is bounded like a loop."""
+    if plain(v) <= 0:
+        return "must be positive"
+    if plain(v) > MAX_STACKED:
+        return f"must be at most {MAX_STACKED:,} (a limit of dslc)"
     return None
 
 

@@ -128,7 +128,7 @@ def _arbitrary(name: str):
 
 def _params(name: str) -> tuple:
     ps = [ParamSpec("hidden_size", INT, check=checks.positive, doc="features of the hidden state h"),
-          ParamSpec("num_layers", INT, 1, checks.positive, doc="stacked recurrent layers")]
+          ParamSpec("num_layers", INT, 1, checks.layer_count, doc="stacked recurrent layers")]
     if name == "RNN":
         ps.append(ParamSpec("nonlinearity", Str(("tanh", "relu")), "tanh"))
     ps += [ParamSpec("bias", BOOL, True),
