@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import marshal
 import os
-import secrets
 import stat
 import sys
 import tempfile
@@ -152,32 +151,28 @@ def _read_private(folder: int, name: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def _publish(folder: int, name: str, data: bytes, replace: bool) -> bool:
+def _publish(folder: int, name: str, data: bytes, replace: bool) -> None:
     """Write `data` to a new temporary file (0600) and move it to `name`: atomically, and over an
-    existing file only when `replace`. True when `name` holds `data` or another writer's copy."""
-    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    existing file only when `replace`. Failing is fine: the cache is an optimization."""
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600, dir_fd=folder)
     except OSError:
-        return False
+        return
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         if replace:
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-            return True
-        try:
+        else:
             os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-        except FileExistsError:
-            pass  # another dslc wrote it first: theirs is as good as ours
-        return True
     except OSError:
-        return False
+        pass  # e.g. another dslc linked its key first: theirs is as good as ours
     finally:
         try:
             os.unlink(tmp, dir_fd=folder)
         except OSError:
-            pass
+            pass  # renamed away already
 
 
 def key(folder: int) -> bytes | None:
@@ -186,7 +181,7 @@ def key(folder: int) -> bytes | None:
     if found is None or len(found) != KEY_BYTES:
         # A missing key is created without replacing one another dslc process has just made; one we
         # cannot trust (wrong size, owner or mode) is replaced, which voids every table signed with it.
-        _publish(folder, KEY_FILE, secrets.token_bytes(KEY_BYTES), replace=_exists(folder, KEY_FILE))
+        _publish(folder, KEY_FILE, os.urandom(KEY_BYTES), replace=_exists(folder, KEY_FILE))
         found = _read_private(folder, KEY_FILE, KEY_BYTES)
     return found if found is not None and len(found) == KEY_BYTES else None
 
