@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostic, DslcError, Label, Reporter, SourceFile
+from ..ir.limits import MAX_NESTING
 from . import ast
 from .parser import decode, parse
 
@@ -22,6 +23,7 @@ class Unit:
     root: SourceFile
     modules: list[ast.Module] = field(default_factory=list)
     decls: dict[str, object] = field(default_factory=dict)  # name -> decl, in source order
+    chars: int = 0  # of every file read, bounded by MAX_UNIT_CHARS
 
     def of_kind(self, kind: str) -> list:
         return [d for d in self.decls.values() if getattr(d, "kind", None) == kind]
@@ -42,6 +44,7 @@ def display_name(path: str) -> str:
 
 
 MAX_SOURCE_BYTES = 16 << 20  # E0704: far above any real spec (the 10,000-line benchmark is ~0.4 MB)
+MAX_UNIT_CHARS = 64 << 20    # E0704: a file and everything it imports
 
 
 def read_source(path: str, name: str | None = None) -> SourceFile:
@@ -95,6 +98,7 @@ def load_text(root: SourceFile, abspath: str) -> Unit:
 
 def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
     done.add(abspath)
+    unit.chars += len(file.text)
     try:
         module = parse(file)
     except DslcError as e:
@@ -122,6 +126,15 @@ def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, sta
                        notes=(f"the cycle: {chain}",))
         return
     if target in done:
+        return
+    if len(stack) >= MAX_NESTING:
+        reporter.error("E0705", f"imports nest more than {MAX_NESTING} deep", decl.path_span,
+                       label=f"an import inside {len(stack)} others",
+                       help="import the files you need from fewer levels")
+        return
+    if unit.chars > MAX_UNIT_CHARS:
+        reporter.error("E0704", f"the imported files hold more than {MAX_UNIT_CHARS >> 20} MiB of text",
+                       decl.path_span, label="not read")
         return
     if not os.path.isfile(target):
         # A FIFO or a device is no source file: reading one could hang or never end.

@@ -37,7 +37,7 @@ def power_too_large(base: int, exponent: int) -> bool:
     b = abs(int.__int__(base))
     if b <= 1 or exponent <= 1:
         return False
-    return (b.bit_length() - 1) * exponent >= 63
+    return (b.bit_length() - 1) * exponent > 63  # at least 2**64; below that it is computed and checked
 
 
 def elements_too_many(dims) -> bool:
