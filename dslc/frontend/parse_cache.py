@@ -239,10 +239,10 @@ def _write_tables(folder: int, digest: str, parser: Lark) -> None:
     secret = key(folder)
     if secret is None:
         return
-    data, memo = parser.memo_serialize([TerminalDef, Rule])
-    data["options"] = {k: v for k, v in data["options"].items() if k not in RUNTIME_OPTIONS}
     try:
+        data, memo = parser.memo_serialize([TerminalDef, Rule])
+        data["options"] = {k: v for k, v in data["options"].items() if k not in RUNTIME_OPTIONS}
         payload = marshal.dumps({"data": data, "memo": memo})
-    except ValueError:  # an option that is not plain data: run without a cache
+    except Exception:  # noqa: BLE001 - a lark that serializes otherwise, or not plain data: no cache
         return
     _publish(folder, file_name(digest), seal(secret, digest, payload), replace=True)
