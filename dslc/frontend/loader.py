@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostic, DslcError, Label, Reporter, SourceFile
-from ..ir.limits import MAX_NESTING
+from ..ir.limits import MAX_NESTING, MAX_SOURCE_BYTES, MAX_UNIT_CHARS
 from . import ast
 from .parser import decode, parse
 
@@ -43,8 +43,6 @@ def display_name(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-MAX_SOURCE_BYTES = 16 << 20  # E0704: far above any real spec (the 10,000-line benchmark is ~0.4 MB)
-MAX_UNIT_CHARS = 64 << 20    # E0704: a file and everything it imports
 
 
 def read_source(path: str, name: str | None = None) -> SourceFile:
