@@ -10,9 +10,14 @@ A checkpoint `TAG` is three files in `checkpoints/`:
 Each file is written to a temporary name and renamed, and the JSON goes last, so a
 checkpoint exists only once all of it is on disk: a run killed while writing
 leaves the previous checkpoint intact. Nothing is unpickled when reading.
+
+A checkpoint's files are named after its tag and nothing else: reading and removing
+never follow names stored in the JSON (a tampered JSON naming `../../x` is refused,
+never read or deleted), so only the run's own checkpoint files are ever removed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,15 +26,26 @@ import re
 from ..diagnostics import Diagnostic, DslcError
 
 _TAG = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d+))?\.json$")
+TENSOR_SUFFIXES = (".safetensors", ".state.safetensors")    # weights, then the other tensors
+# the temporary files atomic_write leaves when a run is killed mid-write (`NAME.tmp-PID`)
+_TEMPORARY = re.compile(r"^(?:epoch-\d{4,}(?:-batch-\d+)?(?:\.json|\.safetensors|\.state\.safetensors)"
+                        r"|best\.safetensors)\.tmp-\d+$")
 
 
 def atomic_write(path: str, data: bytes) -> None:
+    """`data` in `path` whole or not at all: a temporary file, then a rename. A failed write
+    (a full disk, a read-only folder) removes its temporary file and raises the OSError."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _tensor_bytes(tensors: dict) -> bytes:
@@ -52,7 +68,7 @@ def save(folder: str, tag: str, weights: dict, tensors: dict, state: dict) -> st
     """Write checkpoint `tag`; returns the path of its JSON."""
     os.makedirs(folder, exist_ok=True)
     files = {}
-    for suffix, content in ((".safetensors", weights), (".state.safetensors", tensors)):
+    for suffix, content in zip(TENSOR_SUFFIXES, (weights, tensors)):
         data = _tensor_bytes(content)
         atomic_write(os.path.join(folder, tag + suffix), data)
         files[tag + suffix] = hashlib.sha256(data).hexdigest()
@@ -82,51 +98,68 @@ def checkpoints(folder: str) -> list[tuple[int, int, str]]:
     return sorted(out)
 
 
-def _bad(path: str, why: str) -> DslcError:
+def error(path: str, why: str) -> DslcError:
     return DslcError(Diagnostic("E0602", f"checkpoint {path} is unusable: {why}", file_name=path,
                                 help="delete the checkpoint (the run resumes from the one before) "
                                      "or start a new run without --resume"))
 
 
+def own_files(path: str) -> list[str]:
+    """The tensor files of the checkpoint whose JSON is `path`: named after its tag, in its folder."""
+    tag = os.path.basename(path)[:-len(".json")]
+    return [os.path.join(os.path.dirname(path), tag + suffix) for suffix in TENSOR_SUFFIXES]
+
+
 def load(path: str) -> tuple[dict, dict, dict]:
     """(weights, other tensors, state) of the checkpoint whose JSON is `path`; every problem
-    (unreadable JSON, a missing or altered tensor file) is an E0602 naming the file."""
+    (unreadable JSON, a missing or altered tensor file, names that are not the checkpoint's
+    own) is an E0602 naming the file."""
     from safetensors.torch import load as from_bytes
     try:
         with open(path, "rb") as f:
             state = json.loads(f.read().decode())
         files = state["files"]
+        if not isinstance(files, dict):
+            raise TypeError("its `files` entry is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise _bad(path, f"{type(e).__name__}: {e}") from None
-    folder = os.path.dirname(path)
+        raise error(path, f"{type(e).__name__}: {e}") from None
+    own = own_files(path)
+    if sorted(files) != sorted(os.path.basename(f) for f in own):
+        raise error(path, "it names files other than its own two tensor files ("
+                   + ", ".join(os.path.basename(f) for f in own) + ")")
     parts = []
-    for name, digest in files.items():
-        file = os.path.join(folder, name)
-        try:
-            with open(file, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise _bad(file, e.strerror or str(e)) from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise _bad(file, "its contents do not match the checksum recorded in " + os.path.basename(path))
+    for file in own:
+        data = _read(file)
+        if hashlib.sha256(data).hexdigest() != files[os.path.basename(file)]:
+            raise error(file, "its contents do not match the checksum recorded in " + os.path.basename(path))
         try:
             parts.append(from_bytes(data))
         except Exception as e:  # noqa: BLE001 - a corrupt file, whatever safetensors says about it
-            raise _bad(file, f"{type(e).__name__}: {e}") from None
-    if len(parts) != 2:
-        raise _bad(path, "it does not name its two tensor files")
+            raise error(file, f"{type(e).__name__}: {e}") from None
     return parts[0], parts[1], state
 
 
-def remove(path: str) -> None:
-    """Delete checkpoint `path` (its JSON first, so a half-deleted checkpoint is never read)."""
+def _read(file: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            files = list(json.loads(f.read().decode()).get("files", {}))
-    except (OSError, ValueError):
-        files = []
-    for name in [os.path.basename(path)] + files:
-        try:
-            os.remove(os.path.join(os.path.dirname(path), name))
-        except FileNotFoundError:
-            pass
+        with open(file, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise error(file, e.strerror or str(e)) from None
+
+
+def remove(path: str) -> None:
+    """Delete checkpoint `path` (its JSON first, so a half-deleted checkpoint is never read).
+    The names come from the tag, never from the JSON's content: nothing else is removed."""
+    if not _TAG.match(os.path.basename(path)):
+        raise ValueError(f"{path} is not a checkpoint's JSON")
+    for file in [path] + own_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(file)
+
+
+def remove_temporary(folder: str) -> None:
+    """Delete the temporary files a killed run left in `folder` (only atomic_write's own names)."""
+    for name in os.listdir(folder):
+        if _TEMPORARY.match(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
