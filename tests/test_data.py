@@ -270,8 +270,11 @@ def test_csv_features_and_class_ids(tmp_path, monkeypatch):
     r = data.load("csv", {"path": str(tmp_path / "r.csv"), "target": "price"})
     assert r.train["y"].dtype == torch.float32 and "classes" not in r.meta
     (tmp_path / "bad.csv").write_text("a,label\n1,0\nseven,1\n")
+    with pytest.raises(data.DataError, match="bad.csv:3: column 'a' needs a number here, got 'seven'"):
+        data.load("csv", {"path": str(tmp_path / "bad.csv"), "target": "label"})   # not a dropped column
+    (tmp_path / "words.csv").write_text("a,label\none,0\ntwo,1\n")
     with pytest.raises(data.DataError, match="no numeric column besides 'label'"):
-        data.load("csv", {"path": str(tmp_path / "bad.csv"), "target": "label"})
+        data.load("csv", {"path": str(tmp_path / "words.csv"), "target": "label"})
     monkeypatch.setattr(sources, "SAMPLE_ROWS", 1)     # the column types come from the first row only
     with pytest.raises(data.DataError, match="bad.csv:3: column 'a' needs a number"):
         data.load("csv", {"path": str(tmp_path / "bad.csv"), "target": "label"})

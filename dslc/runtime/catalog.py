@@ -137,9 +137,11 @@ DATASETS = {e.name: e for e in (
           lead=(ParamSpec("context", INT, 64, checks.positive, "characters per example"),
                 ParamSpec("chars", Optional(INT), None, checks.positive, "use only this many characters")),
           fields_doc="`x` [B, context] of int64, `y` [B, context] of int64"),
-    _data("csv", "a CSV file with a header row: x every numeric column but the target (float32), y the "
-          "target: class ids (int64; its distinct values, sorted, become 0, 1, ...) when it holds ints or "
-          "labels, float32 values otherwise. Column types come from the first 1,000 rows", _csv_fields,
+    _data("csv", "a UTF-8 CSV file with a header row: x every column but the target that holds numbers "
+          "(float32; every cell a finite number; a column without any number is left out, and `dslc train` "
+          "says so), y the target: class ids (int64; its distinct values, sorted, become 0, 1, ...) when it "
+          "holds ints or labels, float32 values otherwise. Column types come from the first 1,000 rows",
+          _csv_fields,
           lead=(_PATH, ParamSpec("target", STR, doc="the column to predict")),
           fields_doc="`x` [B, F], `y` [B] of int64 or float32, from the file"),
     _data("npz", "a numpy `.npz` file: one field per array, by name, with the examples along the first "

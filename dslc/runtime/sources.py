@@ -14,8 +14,11 @@ import csv
 import glob
 import gzip
 import importlib.util
+import itertools
+import math
 import os
 import re
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -237,18 +240,41 @@ def _builtin(name: str, args: dict) -> tuple[dict, dict]:
     raise DataError(f"unknown data set `{name}`", "E0503")
 
 
+# ---------------------------------------------------------------------- user files: any
+
+def regular_file(path: str, what: str = "data file") -> None:
+    """DataError unless `path` is a regular file: a device (/dev/zero) or a pipe may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise DataError(f"cannot read {what} {shown(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, a pipe or a socket)"
+        raise DataError(f"cannot read {what} {shown(path)}: it is {kind}; give the path of a file")
+
+
+_F32_MAX = 3.4028234663852886e38    # the largest float32: beyond it a value becomes inf in `x`
+
+
+def finite(value: float) -> bool:
+    """Whether `value` stays a finite number as float32."""
+    return math.isfinite(value) and abs(value) <= _F32_MAX
+
+
 # ---------------------------------------------------------------------- user files: CSV
 
 SAMPLE_ROWS = 1000   # rows of a CSV that decide its column types
+MAX_LINE = 1 << 20   # bytes in one line: a longer one is no table row (it may be an endless file)
 _INT = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
 class CsvSchema:
     columns: tuple[str, ...]
-    features: tuple[str, ...]      # the numeric columns other than the target, in file order
+    features: tuple[str, ...]      # the columns other than the target that hold numbers, in file order
     target: str
     target_kind: str               # "int" (class ids), "label" (strings: classes) or "float" (regression)
+    unused: tuple[str, ...] = ()   # columns without a single number in the sampled rows: not features
 
 
 def _is_float(s: str) -> bool:
@@ -259,68 +285,130 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def _open_csv(path: str):
+def _lines(f, path: str):
+    """The text lines of the binary file `f`, each decoded and at most MAX_LINE bytes long; a longer
+    line or one that is not UTF-8 is a DataError naming the line."""
+    number = 0
+    while True:
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            raise DataError(f"{shown(path)}:{number}: the line is longer than {MAX_LINE} bytes; a CSV file holds "
+                            "one row of the table per line")
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{shown(path)}:{number}: the line is not UTF-8 text (byte 0x{raw[e.start]:02x} "
+                            f"at column {e.start + 1}); save the file as UTF-8") from None
+
+
+def _rows(path: str):
+    """(line number, row) of each record of a CSV file, the header first."""
+    regular_file(path)
     try:
-        return open(path, newline="", encoding="utf-8-sig")
+        f = open(path, "rb")
     except OSError as e:
         raise DataError(f"cannot read data file {shown(path)}: {e.strerror or e}") from None
+    with f:
+        reader = csv.reader(_lines(f, path))
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(f"{shown(path)}:{reader.line_num}: {_csv_problem(e)}") from None
+            yield reader.line_num, row
+
+
+def _csv_problem(e: csv.Error) -> str:
+    if "field larger than field limit" in str(e):
+        return f"a field is longer than {csv.field_size_limit()} characters, the most a CSV field may hold"
+    return f"not a CSV row: {e}"
+
+
+def _not_a_number(path: str, line: int, column: str, text: str) -> DataError:
+    return DataError(f"{shown(path)}:{line}: column {column!r} needs a number here, got {text!r}")
+
+
+def number(path: str, line: int, column: str, text: str) -> float:
+    """The cell `text` of `column` on `line` as a finite number, or a DataError naming the cell."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _not_a_number(path, line, column, text) from None
+    if not finite(value):
+        raise DataError(f"{shown(path)}:{line}: column {column!r} holds {text.strip()!r}, not a finite number: "
+                        "data must be finite (fill in the value or drop the row)")
+    return value
 
 
 def csv_schema(path: str, target: str) -> CsvSchema:
-    """Column types from the header and the first SAMPLE_ROWS rows: a column is numeric when
-    every non-empty value there is a number; the target holds class ids when they are all
-    ints, class labels when any is not a number, else regression values."""
-    with _open_csv(path) as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-            rows = [r for _, r in zip(range(SAMPLE_ROWS), reader)]
-        except StopIteration:
-            raise DataError(f"cannot read data file {shown(path)}: it is empty") from None
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    """Column types from the header and the first SAMPLE_ROWS rows. A column that holds a number
+    there is a feature, and each of its cells must be a number (a word in it is an error naming the
+    cell, never a reason to drop the column); a column without any number is left out (`unused`).
+    The target holds class ids when its values are all ints, class labels when any is not a number,
+    else regression values."""
+    rows = _rows(path)
+    try:
+        header = [h.strip() for h in next(rows)[1]]
+    except StopIteration:
+        raise DataError(f"cannot read data file {shown(path)}: it is empty") from None
+    sample = list(itertools.islice(rows, SAMPLE_ROWS))
+    rows.close()
     if target not in header:
         raise DataError(f"{shown(path)} has no column {target!r}; its columns: {', '.join(header)}", "E0302")
-    if not rows:
+    if not sample:
         raise DataError(f"cannot read data file {shown(path)}: it has a header but no rows")
-    cols = {h: [r[i].strip() for r in rows if i < len(r) and r[i].strip()] for i, h in enumerate(header)}
-    numeric = {h: bool(v) and all(_is_float(s) for s in v) for h, v in cols.items()}
-    features = tuple(h for h in header if h != target and numeric[h])
+    cells = {h: [(line, r[i].strip()) for line, r in sample if i < len(r) and r[i].strip()]
+             for i, h in enumerate(header)}
+    others = [h for h in header if h != target]
+    unused = tuple(h for h in others if not any(_is_float(v) for _, v in cells[h]))
+    features = tuple(h for h in others if h not in unused)
+    for h in features:
+        for line, v in cells[h]:
+            number(path, line, h, v)
     if not features:
         raise DataError(f"{shown(path)} has no numeric column besides {target!r} to use as features", "E0302")
-    if not numeric[target]:
+    values = [v for _, v in cells[target]]
+    if not values or not all(_is_float(v) for v in values):
         kind = "label"
     else:
-        kind = "int" if all(_INT.match(s) for s in cols[target]) else "float"
-    return CsvSchema(tuple(header), features, target, kind)
+        kind = "int" if all(_INT.match(v) for v in values) else "float"
+    if kind == "float":
+        for line, v in cells[target]:
+            number(path, line, target, v)
+    return CsvSchema(tuple(header), features, target, kind, unused)
 
 
 def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
     schema = csv_schema(path, target)
     index = {h: i for i, h in enumerate(schema.columns)}
-    feats = [index[h] for h in schema.features]
+    feats = [(index[h], h) for h in schema.features]
     t = index[target]
     xs, ys = [], []
-    with _open_csv(path) as f:
-        reader = csv.reader(f)
-        next(reader)
-        for line, row in enumerate(reader, start=2):
-            if not any(c.strip() for c in row):
-                continue
-            try:
-                xs.append([float(row[i]) for i in feats])
-            except (ValueError, IndexError):
-                bad = next((schema.columns[i] for i in feats if i >= len(row) or not _is_float(row[i])), "?")
-                raise DataError(f"{shown(path)}:{line}: column {bad!r} needs a number here") from None
-            y = row[t].strip() if t < len(row) else ""
-            if schema.target_kind == "int" and not _INT.match(y):
-                raise DataError(f"{shown(path)}:{line}: the target {target!r} holds class ids (ints) in the "
-                                f"first rows, but {y!r} here")
-            if schema.target_kind == "float" and not _is_float(y):
-                raise DataError(f"{shown(path)}:{line}: the target {target!r} needs a number here, got {y!r}")
-            ys.append(y)
+    rows = _rows(path)
+    next(rows)
+    for line, row in rows:
+        if not any(c.strip() for c in row):
+            continue
+        xs.append([number(path, line, h, row[i] if i < len(row) else "") for i, h in feats])
+        y = row[t].strip() if t < len(row) else ""
+        if schema.target_kind == "int" and not _INT.match(y):
+            raise DataError(f"{shown(path)}:{line}: the target {target!r} holds class ids (ints) in the "
+                            f"first rows, but {y!r} here")
+        if schema.target_kind == "float":
+            number(path, line, target, y)
+        ys.append(y)
     x = np.array(xs, dtype=np.float32).reshape(len(xs), len(feats))
     meta = {"feature_names": list(schema.features)}
+    if schema.unused:
+        names = ", ".join(repr(h) for h in schema.unused)
+        what = f"the column {names} holds" if len(schema.unused) == 1 else f"the columns {names} hold"
+        they = "it is not a feature" if len(schema.unused) == 1 else "they are not features"
+        meta["notes"] = [f"{shown(path)}: {what} no number in the first {SAMPLE_ROWS} rows, so {they}"]
     if schema.target_kind == "float":
         return {"x": x, "y": np.array(ys, dtype=np.float32)}, meta
     if schema.target_kind == "int":
@@ -343,22 +431,26 @@ def _npz_dtype(key: str, dtype: np.dtype, path: str) -> str:
 
 def npz_header(path: str) -> dict:
     """{array name: (shape, field dtype)} from the arrays' headers only (nothing is loaded).
-    Floats become float32 fields and ints and bools int64 ones."""
+    Floats become float32 fields and ints and bools int64 ones. A header must agree with the
+    size of its data, so that no header can make the reader allocate more than the file holds."""
     from numpy.lib import format as fmt
+    regular_file(path)
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
-            for member in z.namelist():
-                if not member.endswith(".npy"):
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
                     continue
-                with z.open(member) as f:
+                key = info.filename[:-4]
+                with z.open(info) as f:
                     version = fmt.read_magic(f)
                     read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
                     shape, _, dtype = read(f)
-                out[member[:-4]] = (tuple(shape), _npz_dtype(member[:-4], dtype, path))
+                    _check_size(path, key, tuple(shape), dtype, info.file_size - f.tell())
+                out[key] = (tuple(shape), _npz_dtype(key, dtype, path))
     except DataError:
         raise
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, RuntimeError) as e:
         raise DataError(f"cannot read data file {shown(path)}: {getattr(e, 'strerror', None) or e}") from None
     if not out:
         raise DataError(f"cannot read data file {shown(path)}: it holds no arrays")
@@ -370,14 +462,37 @@ def npz_header(path: str) -> dict:
     return out
 
 
+def _check_size(path: str, key: str, shape: tuple, dtype, available: int) -> None:
+    need = math.prod(shape) * dtype.itemsize
+    if need != available:
+        raise DataError(f"the array {key!r} in {shown(path)} claims the shape {list(shape)} of {dtype}, "
+                        f"{need:,} bytes, but holds {available:,} bytes: the file is damaged or was not "
+                        "written by numpy")
+
+
 def npz_arrays(path: str) -> tuple[dict, dict]:
     header = npz_header(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(path, allow_pickle=False) as f, np.errstate(over="ignore"):
             arrays = {k: np.ascontiguousarray(f[k].astype(header[k][1])) for k in header}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    except MemoryError:
+        raise DataError(f"the arrays in {shown(path)} do not fit in memory") from None
+    for k, a in arrays.items():
+        _check_finite(path, k, a)
     return arrays, {}
+
+
+def _check_finite(path: str, key: str, a) -> None:
+    """DataError naming the first example of a float array with a NaN or an infinity."""
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"the array {key!r} in {shown(path)} holds {a[where]} at {list(where)}, in example "
+                        f"{where[0]}: data must be finite numbers (as float32)")
 
 
 # ---------------------------------------------------------------------- user files: image folders
