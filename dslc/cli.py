@@ -319,7 +319,7 @@ def _sizes(items) -> dict:
 @click.option("--out", metavar="DIR", help="Run directory (default runs/PLAN; a new run never reuses one: "
               "runs/PLAN-2, ...).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the latest runs/PLAN*) from its "
-              "last checkpoint.")
+              "last checkpoint, with the plan it ran (only --set epochs=N may change it).")
 @click.option("--set", "sets", multiple=True, metavar="K=V",
               help="Override a plan field or argument: epochs=3, optimizer.lr=1e-4, early_stopping.patience=2, "
                    "STEP.optimizer.lr=..., PHASE.epochs=...; repeatable.")
@@ -330,16 +330,19 @@ def _sizes(items) -> dict:
 def train(file, plan, out, resume, sets, device, progress) -> None:
     """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
 
-    Ctrl-C checkpoints and stops; `--resume` continues exactly where the run stopped."""
+    Ctrl-C or SIGTERM checkpoints and stops (exit 130 or 143); `--resume` continues exactly
+    where the run stopped."""
     import gc
+    import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
     from .runtime.trainer import Interrupted, Options, train as run_plan
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
     try:
         run_plan(file, plan, options, out=click.echo)
     except Interrupted as e:
-        click.echo(f"interrupted: checkpoint written to {e.path}; continue with --resume", err=True)
-        sys.exit(130)
+        how = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
+        click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
+        sys.exit(128 + e.signum)   # the shell's status for a process ended by that signal
 
 
 @main.command()

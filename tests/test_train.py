@@ -315,8 +315,12 @@ def test_a_corrupt_checkpoint_is_named(tmp_path, damage):
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     run(tmp_path, PLAN, max_epochs=1)
     changed = PLAN.replace("model      = Small()", "model      = Small(hidden=16)")
-    with pytest.raises(DslcError) as e:
+    with pytest.raises(DslcError) as e:   # the plan changed: refused before the checkpoint is read
         run(tmp_path, changed, resume=True)
+    assert e.value.codes == ["E0606"] and "now:     model = Small(hidden=16)" in str(e.value)
+    os.remove(tmp_path / "run" / "plan.py")   # without the run's code to compare with, the weights tell
+    with pytest.raises(DslcError) as e:
+        run(tmp_path, PLAN.replace("hidden: int = 32", "hidden: int = 16"), resume=True)
     assert "does not fit the model" in str(e.value)
 
 

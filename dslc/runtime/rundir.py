@@ -1,33 +1,84 @@
 """The run directory of `dslc train` (INTERFACES.md): metrics.jsonl, checkpoints/,
-result.json, curves.png, plan.dl. A new run never reuses a directory that holds
-an earlier run: it takes the next free name (`runs/PLAN-2`, ...)."""
+result.json, curves.png, plan.dl, plus `.lock` (runlock.py) while a process runs in it.
+
+A new run never reuses a directory that holds an earlier run: it takes the next free
+name (`runs/PLAN-2`, ...) with mkdir, which is atomic, so two runs started at once get
+two folders. `--resume` only ever writes into a folder that is a dslc run, one with a
+`plan.dl` that dslc wrote (its first line says so) and a `checkpoints/` folder, and
+that no other process holds; everything else is refused before anything is written.
+"""
 from __future__ import annotations
 
 import json
 import os
 import re
+import tempfile
 
 from ..diagnostics import Diagnostic, DslcError
 from .checkpoint import atomic_write
+from .runlock import RunLock, unusable
+
+# the first line of every plan.dl that render_plan writes: what marks a folder as a run
+_HEADER = re.compile(r"# The plan `([^`]+)` as it ran")
 
 
 class RunDir:
     def __init__(self, path: str):
         self.path = path
         self.checkpoints = os.path.join(path, "checkpoints")
+        self.lock = None
 
     @classmethod
     def open(cls, plan: str, out: str | None, resume: bool) -> "RunDir":
+        """A new run's folder (claimed and held), or the run to resume (checked, then held)."""
         base = out or os.path.join("runs", plan)
         if resume:
             path = base if out else _latest(base)
-            if path is None or not os.path.isdir(path):
-                raise DslcError(Diagnostic("E0603", f"there is no run to resume at {path or base}", file_name=base,
-                                           help="start a new run without --resume, or give its folder with --out"))
-            return cls(path)
-        path = _claim(base)
-        os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
-        return cls(path)
+            check_run(path or base)
+            run = cls(path)
+            run.hold()
+            run._check_writable()
+            return run
+        run = cls(_claim(base))
+        run.hold()
+        try:
+            os.mkdir(run.checkpoints)
+        except OSError as e:
+            run.close()
+            raise unusable(run.path, e) from None
+        return run
+
+    def hold(self) -> None:
+        """Take the folder's lock (E0605 when another process holds it)."""
+        self.lock = RunLock(self.path).acquire()
+
+    def close(self) -> None:
+        """Let go of the folder (the OS does it too when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _check_writable(self) -> None:
+        """A resumed run writes files in the folder and in checkpoints/: find out now, not after an epoch."""
+        for folder in (self.path, self.checkpoints):
+            try:
+                fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+                os.close(fd)
+                os.remove(probe)
+            except OSError as e:
+                self.close()
+                raise unusable(folder, OSError(e.errno, e.strerror)) from None   # not the probe's name
+
+    def read_text(self, name: str) -> str | None:
+        """A file of the run as text, or None when it is missing or unreadable."""
+        try:
+            with open(os.path.join(self.path, name), encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.path, name))
 
     # ------------------------------------------------------------------ files
 
@@ -106,32 +157,97 @@ def _pyplot():
     return plt
 
 
+def check_run(path: str) -> str:
+    """The plan name of the run in `path`; E0603 unless `path` is a dslc run folder (read only)."""
+    help_ = "give --out the folder of an earlier `dslc train` run, or start a new run without --resume"
+    if not os.path.isdir(path):
+        what = "there is no run to resume at" if not os.path.exists(path) else "there is no run folder at"
+        raise DslcError(Diagnostic("E0603", f"{what} {path}", file_name=path,
+                                   help="start a new run without --resume, or give its folder with --out"))
+    name = run_plan_name(path)
+    if name is None or not os.path.isdir(os.path.join(path, "checkpoints")):
+        raise DslcError(Diagnostic("E0603", f"{path} is not a dslc run folder: a run holds the plan.dl that "
+                                   "`dslc train` wrote and a checkpoints/ folder (nothing was written to it)",
+                                   file_name=path, help=help_))
+    return name
+
+
+def run_plan_name(path: str) -> str | None:
+    """The plan named by the first line of `path`/plan.dl when dslc wrote it, else None."""
+    try:
+        with open(os.path.join(path, "plan.dl"), encoding="utf-8") as f:
+            first = f.readline(400)
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = _HEADER.match(first)
+    return m.group(1) if m else None
+
+
 def _claim(base: str) -> str:
     """`base`, or `base-2`, `base-3`, ...: the first that does not exist yet (created here, atomically)."""
     parent = os.path.dirname(base)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
+    if os.path.lexists(base) and not os.path.isdir(base):
+        raise DslcError(Diagnostic("E0603", f"cannot start a run in {base}: it is a file, not a folder",
+                                   file_name=base, help="give --out a folder name that is not a file"))
     n = 1
     while True:
         path = base if n == 1 else f"{base}-{n}"
         try:
+            if parent:
+                os.makedirs(parent, exist_ok=True)
             os.mkdir(path)
             return path
         except FileExistsError:
+            if not os.path.isdir(path):   # makedirs met a file where a folder of the path should be
+                raise _cannot_create(path, None) from None
             n += 1
         except OSError as e:
-            raise DslcError(Diagnostic("E0603", f"cannot create the run directory {path}: {e.strerror}",
-                                       file_name=path)) from None
+            raise _cannot_create(path, e) from None
+
+
+def _cannot_create(path: str, e: OSError | None) -> DslcError:
+    """E0603 for a run folder that cannot be made, naming what is in the way."""
+    blocking = _file_in_the_way(path)
+    existing = _nearest_folder(path)
+    if blocking:
+        why = f"{blocking} is a file, not a folder"
+    elif isinstance(e, PermissionError):
+        why = f"{existing} is not writable ({e.strerror})"
+    else:
+        why = f"{e.filename or path}: {e.strerror or e}" if e else "it cannot be made"
+    return DslcError(Diagnostic("E0603", f"cannot create the run folder {path}: {why}", file_name=path,
+                                help="give --out a folder you can write to"))
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing ancestor of `path` (itself included) that is not a folder, if any."""
+    parts = os.path.normpath(path).split(os.sep)
+    for i in range(1, len(parts) + 1):
+        head = os.sep.join(parts[:i]) or os.sep
+        if os.path.lexists(head) and not os.path.isdir(head):
+            return head
+    return None
+
+
+def _nearest_folder(path: str) -> str:
+    """The deepest existing folder on the way to `path`."""
+    head = os.path.dirname(os.path.normpath(path))
+    while head and not os.path.isdir(head):
+        head = os.path.dirname(head)
+    return head or "."
 
 
 def _latest(base: str) -> str | None:
     parent, name = os.path.split(base)
-    if not os.path.isdir(parent or "."):
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
         return None
     pattern = re.compile(re.escape(name) + r"(?:-(\d+))?$")
-    found = [(int(m.group(1) or 1), os.path.join(parent, entry)) for entry in os.listdir(parent or ".")
+    found = [(int(m.group(1) or 1), os.path.join(parent, entry)) for entry in entries
              if (m := pattern.fullmatch(entry)) and os.path.isdir(os.path.join(parent, entry))]
-    return max(found)[1] if found else None
+    runs = [f for f in found if run_plan_name(f[1]) is not None]   # not a folder a killed start left empty
+    return max(runs or found)[1] if found else None
 
 
 def _plain(v):

@@ -7,7 +7,12 @@ data, optimizers, schedules, precision, checkpoints, metrics and the run directo
 Resuming is exact. Batches depend only on (seed, epoch), and every checkpoint holds the
 weights, the optimizer and schedule states, the RNG state and the metrics history. A
 resumed run therefore takes the same steps, and logs each epoch once, as a run that was
-never stopped. Ctrl-C is honoured between batches: the run checkpoints, then exits.
+never stopped. Ctrl-C and SIGTERM (what schedulers send before killing a job) are honoured
+between batches: the run checkpoints, then exits.
+
+Nothing is written before everything that can be checked was: the data is read and the
+models are built before the run folder is claimed, and a resumed run's plan, code and
+checkpoint are compared and loaded (resume.py) before the folder changes.
 """
 from __future__ import annotations
 
@@ -25,15 +30,17 @@ import torch
 from ..diagnostics import Diagnostic, DslcError, Reporter
 from . import checkpoint
 from .callbacks import clip_gradients
-from .rundir import RunDir
+from .rundir import RunDir, render_plan
+from .runlock import unusable
 
 
 class Interrupted(Exception):
-    """Ctrl-C: the run checkpointed and stopped."""
+    """Ctrl-C or SIGTERM: the run checkpointed and stopped."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, signum: int = signal.SIGINT):
         super().__init__(path)
         self.path = path
+        self.signum = int(signum)
 
 
 @dataclass
@@ -117,34 +124,48 @@ class Trainer:
         self.calls = {c.entry.name: c.args for c in plan.calls}
         self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.stop_requested = False
+        self.stop_signal = signal.SIGINT
         self.partial = None
         self.phase_index = None
 
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict:
-        from . import data as data_mod
-        self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         self.phases = self._phases()
         self._check_precision()
+        self._load_data()
+        self._build()
+        self.history: list = []
+        self.position = (0, 0)          # (epochs done, batches done in the next)
+        self.best = None                # (monitor value, epoch)
+        self.early = self._early_stopping()
+        self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
+        try:
+            resume_state = self._resume() if self.options.resume else self._start_run()
+            self.out(f"run directory: {self.rundir.path}")
+            return self._loop(resume_state)
+        except OSError as e:   # a full disk, a folder made read-only under a running job
+            raise unusable(self.rundir.path, e) from None
+        finally:
+            self.rundir.close()
+
+    def _load_data(self) -> None:
+        from . import data as data_mod
         try:
             self.data = data_mod.load(self.plan.data.entry.name, dict(self.plan.data.args),
                                       base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir)
         except data_mod.DataError as e:
             raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), self.plan.data.span)) from None
+        for note in self.data.meta.get("notes", ()):
+            self.out(f"note: {note}")
         y = self.data.train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
-        self._build()
-        if not self.options.resume:
-            self.rundir.write_plan(self.plan, self.path)
-        self.history: list = []
-        self.position = (0, 0)          # (epochs done, batches done in the next)
-        self.best = None                # (monitor value, epoch)
-        self.early = self._early_stopping()
-        resume_state = self._resume() if self.options.resume else None
-        self.out(f"run directory: {self.rundir.path}")
-        return self._loop(resume_state)
+
+    def _start_run(self) -> None:
+        """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
+        self.rundir.write_plan(self.plan, self.path)
+        self.rundir.write_text("plan.py", self.source)
 
     def _phases(self) -> list[PhaseSpec]:
         plan, f = self.plan, self.fields
@@ -175,8 +196,7 @@ class Trainer:
         from ..api import exec_source
         from ..backends.torch_codegen import generate_plan
         source = generate_plan(self.plan, os.path.basename(self.path), opt=plan_opt_level(self.plan))
-        self.source = source
-        self.rundir.write_text("plan.py", source)
+        self.source = source   # written to the run's plan.py once the run folder is claimed
         module = exec_source(source, f"<dslc plan {self.plan.name}>")
         torch.manual_seed(self.seed)   # the same initial weights as `dslc compile --seed`
         self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
@@ -272,29 +292,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _loop(self, resume_state) -> dict:
-        start_epoch, skip = self.position
-        total = sum(p.epochs for p in self.phases)
-        epoch_ends = []
-        acc = 0
+    def _epoch_ends(self) -> list[int]:
+        """The epoch count at the end of each phase."""
+        ends, acc = [], 0
         for p in self.phases:
             acc += p.epochs
-            epoch_ends.append(acc)
+            ends.append(acc)
+        return ends
+
+    def _phase_at(self, epoch: int) -> int:
+        """The index of the phase that runs epoch `epoch + 1`."""
+        return next(i for i, end in enumerate(self._epoch_ends()) if epoch < end)
+
+    def _loop(self, resume_state) -> dict:
+        start_epoch, skip = self.position
+        total = self._epoch_ends()[-1]
         stopped_early = bool(resume_state and resume_state.get("stopped_early"))
         display = _Display(self.options.progress, self.out)
         run_epochs = 0
-        self.phase_index = None
-        restore = resume_state
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        previous = self._catch_signals()
         try:
             epoch = start_epoch
             while epoch < total and not stopped_early:
-                index = next(i for i, end in enumerate(epoch_ends) if epoch < end)
+                index = self._phase_at(epoch)
                 if self.phase_index != index:
                     self._start_phase(index)
-                    if restore is not None and restore.get("phase") == index:
-                        self._restore_optim(restore)   # the optimizer of the phase the run stopped in
-                    restore = None
                 record = self._epoch(epoch + 1, total, skip, display)
                 skip = 0
                 self.history.append(record)
@@ -305,21 +327,35 @@ class Trainer:
                 self._track_best(record)
                 if self.early is not None and self.early.update(epoch + 1, record):
                     stopped_early = True
-                self._checkpoint_if_due(epoch + 1, total, stopped_early)
+                saved = self._checkpoint_if_due(epoch + 1, total, stopped_early)
                 self.rundir.append_metrics(record)
                 self._tensorboard(record)
                 display.epoch(record, total)
                 epoch += 1
                 run_epochs += 1
+                if epoch < total and not stopped_early and self.stop_requested:
+                    # a signal during the epoch's last batches or its evaluation: stop at its end
+                    raise Interrupted(saved or self._save_checkpoint(epoch, 0, stopped_early), self.stop_signal)
                 if self.options.max_epochs is not None and run_epochs >= self.options.max_epochs \
                         and epoch < total and not stopped_early:
-                    self._save_checkpoint(epoch, 0, stopped_early)
+                    if saved is None:
+                        self._save_checkpoint(epoch, 0, stopped_early)
                     return {"paused_after": epoch}
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            self._restore_signals(previous)
             display.close()
         return self._finish(stopped_early)
+
+    def _catch_signals(self) -> dict:
+        """Ctrl-C and SIGTERM set `stop_requested` (the loop checkpoints and stops); the previous handlers."""
+        if not _main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     def _tensorboard(self, record: dict) -> None:
         """TensorBoard event files in RUN/tensorboard, when tensorboard is installed."""
@@ -337,10 +373,11 @@ class Trainer:
                 self.board.add_scalar(k, v, record["epoch"])
         self.board.flush()
 
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
         self.stop_requested = True
+        self.stop_signal = signum
 
     def _epoch(self, epoch: int, total: int, skip: int, display) -> dict:
         from . import data as data_mod
@@ -384,7 +421,7 @@ class Trainer:
             if self.stop_requested and ((b + 1) % accumulate == 0) and not last:
                 self.partial = {"sums": sums, "count": count}
                 path = self._save_checkpoint(epoch - 1, b + 1, False)
-                raise Interrupted(path)
+                raise Interrupted(path, self.stop_signal)
         record = {"epoch": epoch}
         record["train_loss"] = sum(sums.values()) / max(count, 1)
         if len(self.steps) > 1:
@@ -499,17 +536,20 @@ class Trainer:
                                     {"epoch": record["epoch"], "monitor": monitor, "value": value})
             self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
 
-    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool) -> None:
+    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool) -> str | None:
+        """The checkpoint's path when one was due after `epoch` (and written), else None."""
         args = self.calls.get("checkpoint") or {"every": 1, "keep": 3}
-        if epoch % int(args["every"]) == 0 or epoch == total or stopping:
-            self._save_checkpoint(epoch, 0, stopping)
-            done = checkpoint.checkpoints(self.rundir.checkpoints)
-            whole = [c for c in done if c[1] == 0]
-            for c in done:   # an interrupted epoch's checkpoint is superseded by this one
-                if c[1] != 0 and c[0] < epoch:
-                    checkpoint.remove(c[2])
-            for c in whole[:-int(args["keep"])]:
+        if not (epoch % int(args["every"]) == 0 or epoch == total or stopping):
+            return None
+        path = self._save_checkpoint(epoch, 0, stopping)
+        done = checkpoint.checkpoints(self.rundir.checkpoints)
+        whole = [c for c in done if c[1] == 0]
+        for c in done:   # an interrupted epoch's checkpoint is superseded by this one
+            if c[1] != 0 and c[0] < epoch:
                 checkpoint.remove(c[2])
+        for c in whole[:-int(args["keep"])]:
+            checkpoint.remove(c[2])
+        return path
 
     def _weights(self, ema: bool = False) -> dict:
         out = {}
@@ -544,16 +584,52 @@ class Trainer:
         return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self._weights(), tensors,
                                state)
 
-    def _resume(self) -> dict | None:
+    def _resume(self) -> dict:
+        """Check that the run can continue as asked and load its last checkpoint; only then change
+        the folder (temporary files of a killed run, metrics.jsonl as the checkpoint knows it)."""
+        from . import resume
+        from ..frontend.settings import parse_sets
+        run_text = self.rundir.read_text("plan.dl")
+        if run_text is None:
+            raise DslcError(Diagnostic("E0603", f"cannot read {os.path.join(self.rundir.path, 'plan.dl')} (not "
+                                       "UTF-8 text?)", file_name=self.rundir.path,
+                                       help="start a new run without --resume"))
+        epochs_set = "epochs" in parse_sets(self.options.sets) and not self.plan.phases
+        rendered = render_plan(self.plan, self.path, self.rundir.path)
+        resume.check_same_plan(self.rundir.path, run_text, self.plan.name, rendered, epochs_set)
+        resume.check_same_code(self.rundir.path, self.rundir.read_text("plan.py"), self.source, self.plan.name)
+        path = self._last_checkpoint()
+        weights, tensors, state = checkpoint.load(path)
+        try:
+            self._apply_checkpoint(weights, tensors, state, path)
+            schedule = self.phases[0].schedule
+            changed = resume.check_continuation(
+                self.rundir.path, state, self._epoch_ends()[-1], resume.run_epochs(run_text), epochs_set,
+                self.rundir.exists("result.json"), schedule.entry.name if schedule else None, bool(self.plan.phases))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise checkpoint.error(path, f"{type(e).__name__}: {e}") from None
+        self._prepare_phase(state, path)
+        checkpoint.remove_temporary(self.rundir.checkpoints)
+        self.rundir.rewrite_metrics(self.history)
+        if changed:
+            self.rundir.write_plan(self.plan, self.path)
+            self.out(f"continuing the run with {changed}")
+        self.rundir.write_text("plan.py", self.source)
+        self.out(f"resuming from {path} (epoch {self.position[0]}" +
+                 (f", batch {self.position[1]})" if self.position[1] else ")"))
+        return state
+
+    def _last_checkpoint(self) -> str:
         found = checkpoint.checkpoints(self.rundir.checkpoints)
         if not found:
-            raise DslcError(Diagnostic("E0603", f"{self.rundir.path} has no checkpoint to resume from",
-                                       file_name=self.rundir.path, help="start a new run without --resume"))
-        path = found[-1][2]
-        for name in os.listdir(self.rundir.checkpoints):
-            if ".tmp-" in name:   # a file a killed run was writing
-                os.remove(os.path.join(self.rundir.checkpoints, name))
-        weights, tensors, state = checkpoint.load(path)
+            raise DslcError(Diagnostic("E0603", f"{self.rundir.path} has no checkpoint to resume from (the run "
+                                       "stopped before its first one)", file_name=self.rundir.path,
+                                       help="start a new run without --resume"))
+        return found[-1][2]
+
+    def _apply_checkpoint(self, weights: dict, tensors: dict, state: dict, path: str) -> None:
+        """The models, EMA, RNG, history and counters as the checkpoint holds them (read, not yet
+        written back). A checkpoint that lacks a part raises KeyError and the like: the caller names it."""
         if state.get("plan") != self.plan.name:
             raise DslcError(Diagnostic("E0602", f"checkpoint {path} belongs to the plan `{state.get('plan')}`, "
                                        f"not `{self.plan.name}`", file_name=path))
@@ -563,8 +639,9 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if not isinstance(state["history"], list) or not all(isinstance(r, dict) for r in state["history"]):
+            raise TypeError("its `history` is not a list of epochs' metrics")
         self.history = list(state["history"])
-        self.rundir.rewrite_metrics(self.history)
         self.position = (int(state["epoch"]), int(state["batch"]))
         self.best = tuple(state["best"]) if state.get("best") else None
         if self.best is not None:
@@ -576,21 +653,35 @@ class Trainer:
             self.early.load_state_dict(state["early_stopping"])
         self.partial = state.get("partial")
         self.resume_tensors = tensors
-        self.out(f"resuming from {path} (epoch {self.position[0]}" +
-                 (f", batch {self.position[1]})" if self.position[1] else ")"))
-        return state
 
-    def _restore_optim(self, state: dict) -> None:
+    def _prepare_phase(self, state: dict, path: str) -> None:
+        """Build the optimizers of the phase the run continues in, with the checkpoint's state when it
+        stopped in that phase, so that a state that does not fit is found before anything is written."""
+        epoch = self.position[0]
+        if epoch >= self._epoch_ends()[-1]:
+            return
+        index = self._phase_at(epoch)
+        self._start_phase(index)
+        if state.get("phase") == index:
+            self._restore_optim(state, path)
+
+    def _restore_optim(self, state: dict, path: str) -> None:
+        from .resume import check_optimizer_state
         saved = state.get("optim", {})
-        for s in self.steps:
-            if s.optimizer is None or s.name not in saved:
-                continue
-            tensors = {k: v.to(self.device) for k, v in checkpoint.under(self.resume_tensors,
-                                                                         f"optim.{s.name}.").items()}
-            s.optimizer.load_state_dict(_unflatten_optimizer(saved[s.name]["optimizer"], tensors))
-            s.schedule.load_state_dict(saved[s.name]["schedule"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        try:
+            for s in self.steps:
+                if s.optimizer is None or s.name not in saved:
+                    continue
+                check_optimizer_state(saved[s.name]["optimizer"], s.optimizer)
+                tensors = {k: v.to(self.device) for k, v in checkpoint.under(self.resume_tensors,
+                                                                             f"optim.{s.name}.").items()}
+                s.optimizer.load_state_dict(_unflatten_optimizer(saved[s.name]["optimizer"], tensors))
+                s.schedule.load_state_dict(saved[s.name]["schedule"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise checkpoint.error(path, "its optimizer state does not fit the plan's optimizer: "
+                                   f"{type(e).__name__}: {e}") from None
 
     def _load_weights(self, weights: dict, path: str) -> None:
         for k, m in self.models.items():
