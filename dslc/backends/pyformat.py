@@ -6,15 +6,19 @@ spec cannot inject code.
 """
 from __future__ import annotations
 
-import keyword
+import builtins
 import re
 
 from ..ir.dims import FloorDiv, InDim, Param, Poly, Real, Size, Sym, Var, plain, plain_float, to_python
+from ..ir.naming import MODULE_ATTRIBUTES, PY_KEYWORDS
 from ..ir.values import TensorValue
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED = frozenset(keyword.kwlist) | {"self", "torch", "nn", "F", "math", "super", "print", "build",
-                                        "MODELS", "None", "True", "False"}
+# Names a class, argument or local of ours never takes: keywords, every builtin (so `float(...)` or
+# `super()` in any template keeps its meaning), what the file imports or defines, and `_`, the
+# target for unused results.
+RESERVED = PY_KEYWORDS | {n for n in dir(builtins) if not n.startswith("__")} | {
+    "self", "torch", "nn", "F", "math", "build", "MODELS", "_"}
 
 
 def py_str(s: str) -> str:
@@ -35,20 +39,32 @@ def py_float(x: float) -> str:
 
 
 def safe_ident(name: str) -> str:
-    """A legal, non-reserved Python identifier for a name from the spec."""
+    """A legal, non-reserved Python identifier for a name from the spec: `float` -> `float_`,
+    `__class__` -> `class_` (inside a class Python mangles `__x` and owns `__x__`)."""
     if not _IDENT.match(name):
         raise ValueError(f"not an identifier: {name!r}")
+    if name.startswith("__") or name == "_":
+        name = name.strip("_") + "_" if name.strip("_") else "unnamed"
     return name + "_" if name in RESERVED else name
 
 
-class Namespace:
-    """Unique identifiers: the wanted name, else wanted2, wanted3..."""
+def safe_attr(name: str) -> str:
+    """An attribute of a generated module for a name of ours: no `_` first (torch.nn.Module's
+    private attributes) and none of its public ones (`type`, `train`)."""
+    name = safe_ident(name).lstrip("_") or "unnamed"
+    return name + "_" if name in MODULE_ATTRIBUTES else name
 
-    def __init__(self, taken=()):
-        self.taken = set(taken) | set(RESERVED)
+
+class Namespace:
+    """Unique identifiers: the wanted name, else wanted2, wanted3... With `attributes`, names for
+    `self.<name>`, which avoid torch.nn.Module's own attributes too (`bfloat16` is never a number)."""
+
+    def __init__(self, taken=(), attributes: bool = False):
+        self.spell = safe_attr if attributes else safe_ident
+        self.taken = set(taken) | RESERVED | (MODULE_ATTRIBUTES if attributes else frozenset())
 
     def claim(self, want: str) -> str:
-        want = safe_ident(want)
+        want = self.spell(want)
         if want not in self.taken:
             self.taken.add(want)
             return want
@@ -126,4 +142,4 @@ def is_default(v, default) -> bool:
 
 
 __all__ = ["FloorDiv", "InDim", "Namespace", "Param", "Printer", "Var", "is_default", "literal", "py_float",
-           "py_str", "safe_ident"]
+           "py_str", "safe_attr", "safe_ident"]

@@ -49,7 +49,9 @@ class Generator:
     classes: list = field(default_factory=list)        # ClassInfo in emission order
     by_graph: dict = field(default_factory=dict)       # id(graph) -> ClassInfo
     by_code: dict = field(default_factory=dict)        # (graph name, code) -> ClassInfo
+    # class names; they avoid the models' constructor arguments, which keep the user's names
     names: Namespace = field(default_factory=lambda: Namespace(set(HELPERS)))
+    class_names: set = field(default_factory=set)
     helpers: set = field(default_factory=set)
     top: dict = field(default_factory=dict)            # model name -> class name
     # id(graph) -> {instance id: name}: instances the class receives ready-made as constructor
@@ -67,6 +69,7 @@ class Generator:
             info.facts = [f for f in info.facts if f in facts]  # what holds for every use
         else:
             name = self.names.claim(graph.name)
+            self.class_names.add(name)
             info = ClassInfo(name, signature, code.replace("__CLASS__", name), heading, facts)
             self.classes.append(info)
             if not top:
@@ -81,34 +84,47 @@ class _ClassWriter:
     def __init__(self, gen: Generator, graph: Graph, is_model: bool):
         self.gen, self.graph, self.is_model = gen, graph, is_model
         self.external = gen.external.get(id(graph), {})
-        self.attrs = Namespace({i.name for i in graph.instances.values()} | {"training"})
-        self.param_names = {p: safe_ident(p) for p in graph.params}
+        for inst in graph.instances.values():   # first the classes the constructor will call
+            if inst.kind == "block" and inst.id not in self.external:
+                gen.class_for(inst.graph)
+        self.attrs = Namespace({i.name for i in graph.instances.values()}, attributes=True)
+        self.locals = Namespace(set(HELPERS) | gen.class_names)  # the constructor's argument names
+        self.param_names = {p: self._param_name(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
         self.aliases = _input_aliases(graph) if not is_model else {}
         self.pseudo = self._pseudo_names()
         self.used_pseudo: set = set()
         self.symbols: set = set()          # run-time sizes forward needs (B, T)
+        self.size_names: dict = {}         # their names in forward
         self.uses_f = False
 
     # ---------------------------------------------------------------- naming of atoms
 
+    def _param_name(self, p: str) -> str:
+        """A model's arguments are its keywords, the user's names (`dslc check` refused those Python
+        cannot take); a block's are only passed by position, so any legal name does."""
+        if self.is_model:
+            self.locals.taken.add(p)
+            return p
+        return self.locals.claim(p)
+
     def _pseudo_names(self) -> dict:
         """Constructor names for a block's input dims: after the first layer or block argument they feed."""
-        names, taken = {}, set(self.param_names.values())
+        names = {}
         for inst in self.graph.instances.values():
             if inst.id in self.external:
                 continue
             for key, v in self._fed_arguments(inst):
                 atom = _single_atom(v)
                 if isinstance(atom, InDim) and atom not in names and atom not in self.aliases:
-                    names[atom] = _unique(key, taken)
+                    names[atom] = self.locals.claim(key)
         for name, ref in self.graph.inputs:
             t = self.graph.type_of(ref)
             for i in range(t.rank):
                 atom = InDim(name, i)
                 if atom not in names:
-                    names[atom] = _unique(f"{name}_dim{i}", taken)
+                    names[atom] = self.locals.claim(f"{name}_dim{i}")
         return names
 
     def _fed_arguments(self, inst: Instance) -> list:
@@ -144,7 +160,7 @@ class _ClassWriter:
     def forward_atom(self, a) -> str:
         if isinstance(a, Var):
             self.symbols.add(a.name)
-            return a.name
+            return self.size_names.get(a.name, a.name)
         if a in self.aliases:
             return _parenthesized(self.aliases[a], self.forward_atom)
         if a not in self.stored:
@@ -309,7 +325,8 @@ class _ClassWriter:
         printer = Printer(self.forward_atom)
         nodes = [n for n in g if n.kind != "input"]
         last_use = _last_uses(g, nodes)
-        local = Namespace(set(HELPERS) | _symbol_names(g))  # helpers and run-time sizes stay visible
+        local = Namespace(set(HELPERS))  # helpers stay visible
+        self.size_names = {s: local.claim(s) for s in sorted(_symbol_names(g))}  # `T = x.shape[1]`
         var: dict = {}
         holder: dict = {}       # variable -> the Ref it holds
         temps: set = set()
@@ -407,7 +424,7 @@ class _ClassWriter:
             src = self._symbol_source(sym, var)
             if src is None:
                 raise CodegenError(f"`{sym}` is used in `{self.graph.name}` but no input has it as a dimension")
-            lines.append(f"{sym} = {src}")
+            lines.append(f"{self.size_names[sym]} = {src}")
         return lines
 
     def _layout(self, var: dict) -> list[str]:
@@ -524,14 +541,6 @@ def _symbol_names(g: Graph) -> set:
     return names
 
 
-def _unique(name: str, taken: set) -> str:
-    out, n = name, 2
-    while out in taken:
-        out, n = f"{name}{n}", n + 1
-    taken.add(out)
-    return out
-
-
 def _annotation(t: str | None) -> str:
     return f": {t}" if t else ""
 
@@ -614,11 +623,19 @@ def _negate(g, printer: Printer) -> str:
 
 def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
     """The Python source of a file holding every given model (and the blocks they use)."""
-    gen = Generator()
+    gen = _generator(models)
     for g in models:
         gen.class_for(g, top=True)
     title = f"{', '.join(g.name for g in models)}: generated by dslc {__version__} from {doc_text(source_name)}."
     return _file(gen, title, _optimization_note(models), _registry(gen, models, seed))
+
+
+def _generator(models: list[Graph]) -> Generator:
+    """A generator whose classes are never named like an argument of the models' constructors
+    (those keep the user's names, and a class named so would be hidden in them)."""
+    gen = Generator()
+    gen.names.taken |= {p for g in models for p in g.params}
+    return gen
 
 
 def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:
@@ -689,15 +706,16 @@ def generate_plan(plan, source_name: str, opt: int = 0) -> str:
     models ready-made, so every step trains the same weights. The models' code has the passes of
     -O`opt` (0 or 1: -O2 is for inference only)."""
     from ..passes import optimize
-    gen = Generator()
-    model_classes = {}
-    for key, (_decl, _args, graph) in plan.models.items():
-        if opt:
-            graph = optimize(graph, opt).graph
-        model_classes[key] = gen.class_for(graph, top=True).name
+    graphs = {key: optimize(graph, opt).graph if opt else graph
+              for key, (_decl, _args, graph) in plan.models.items()}
+    gen = _generator(list(graphs.values()))
+    model_classes = {key: gen.class_for(graph, top=True).name for key, graph in graphs.items()}
+    # a step receives the models by position and keeps each as an attribute
+    model_names = Namespace(attributes=True)
+    py_names = {key: model_names.claim(key) for key in plan.models}
     step_classes, step_models = {}, {}
     for step in plan.steps:
-        names = {inst_id: safe_ident(key) for inst_id, key in step.models.items()}
+        names = {inst_id: py_names[key] for inst_id, key in step.models.items()}
         gen.external[id(step.graph)] = names
         saved = step.graph.name
         step.graph.name = _step_class_name(step.name)

@@ -4,7 +4,12 @@ state-dict keys, ONNX initializers, summaries and diagrams all come from here.
 A user's `as name` or `param name` wins. Other instances are named after
 their op's stem (`conv`, `bn`, `fc`) or their block (`conv_bn_relu`): the
 bare stem when it occurs once in the graph, numbered from 1 otherwise
-(`conv1`, `conv2`), skipping names the user took.
+(`conv1`, `conv2`), skipping names the user took and names that would
+break the module (`forward`, `train`: see MODULE_ATTRIBUTES).
+
+The name sets here say which names Python code may use where; the checker
+(frontend) refuses a user's name that would break the generated file, and
+the PyTorch backend renames its own names around them.
 """
 from __future__ import annotations
 
@@ -12,6 +17,54 @@ import keyword
 import re
 
 from .graph import Graph, Instance
+
+PY_KEYWORDS = frozenset(keyword.kwlist)  # soft keywords (match, case, type, _) are ordinary names
+
+# The public attributes of torch.nn.Module (torch 2.13, tests/test_names.py checks it against the
+# installed torch): a layer named like one would replace a method or flag of the generated module.
+# Private ones are all refused by their leading `_`.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+    "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
+    "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+    "zero_grad",
+})
+
+# The module-level names a generated constructor refers to, besides the file's classes and helpers:
+# a model parameter (a constructor argument, by the user's name) called so would hide them.
+# tests/test_names.py checks every generated constructor against this list.
+CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "super", "ValueError", "float"})
+
+
+def attribute_problem(name: str) -> str | None:
+    """Why `name` cannot be a module attribute, a state-dict key the user chose (None if it can)."""
+    if name in PY_KEYWORDS:
+        return "it is a Python keyword"
+    if name.startswith("_"):
+        return "names starting with `_` are torch.nn.Module's private attributes"
+    if name in MODULE_ATTRIBUTES:
+        return f"it would replace torch.nn.Module's own `{name}`"
+    return None
+
+
+def parameter_problem(name: str, module_names=frozenset()) -> str | None:
+    """Why `name` cannot be a generated constructor's argument, a model's keyword (None if it can).
+    `module_names`: the helpers the generated file may define besides CONSTRUCTOR_GLOBALS."""
+    if name in PY_KEYWORDS:
+        return "it is a Python keyword"
+    if name == "self":
+        return "the generated constructor's first argument is `self`"
+    if name.startswith("__"):
+        return "Python renames names starting with `__` inside a class"
+    if name in CONSTRUCTOR_GLOBALS or name in module_names:
+        return f"it would hide `{name}`, which the generated constructor uses"
+    return None
 
 
 # Acronyms that would split badly (`ConvBnReLU6` -> `conv_bn_re_lu6`), spelled as words first.
@@ -43,16 +96,21 @@ def name_instances(graph: Graph) -> None:
         if inst.user_name:
             inst.name = inst.user_name
         else:
-            stems.setdefault(stem_of(inst), []).append(inst)
+            # a block `__Mix` gives `mix`: a stem never starts with `_` (torch's private attributes)
+            stems.setdefault(stem_of(inst).lstrip("_") or "block", []).append(inst)
     for stem, insts in stems.items():
-        if len(insts) == 1 and stem not in taken and not keyword.iskeyword(stem):
+        if len(insts) == 1 and _free(stem, taken):
             insts[0].name = stem
             taken.add(stem)
             continue
         n = 0
         for inst in insts:
             n += 1
-            while f"{stem}{n}" in taken:
+            while not _free(f"{stem}{n}", taken):   # `Bfloat` used 16 times must not make `bfloat16`
                 n += 1
             inst.name = f"{stem}{n}"
             taken.add(inst.name)
+
+
+def _free(name: str, taken: set) -> bool:
+    return name not in taken and attribute_problem(name) is None
