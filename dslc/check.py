@@ -45,6 +45,8 @@ def check_unit(unit: Unit, jobs: int | None = None) -> None:
     evaluated_by_plans = check_plans(unit, ev, reporter)
     from .frontend.names import check_names
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
+    from .frontend.pynames import check_parameter_names
+    check_parameter_names(unit, reporter)
     reporter.raise_if_errors()
 
 

@@ -439,9 +439,9 @@ class Evaluator(ApplyMixin):
 
     def _check_binding_name(self, name: str, span) -> None:
         if keyword.iskeyword(name) or name == "self":
-            why = "the module itself" if name == "self" else "a keyword"
-            raise EvalError("E0211", f"`{name}` cannot be used as a name: it is {why} in the generated Python",
-                            span, help="choose another name")
+            why = "the module itself in the generated Python" if name == "self" else "a Python keyword"
+            raise EvalError("E0211", f"`{name}` cannot be used as a name: it is {why}", span,
+                            help="choose another name")
         if name in REGISTRY or name in self.unit.decls:
             what = REGISTRY[name].kind if name in REGISTRY else self.unit.decls[name].kind
             raise EvalError("E0201", f"`{name}` already names a {what}", span,
