@@ -3,6 +3,11 @@
 `Program.build` runs the very source `dslc compile` writes (registered in
 linecache, so tracebacks show its lines): the CLI and the API share one
 path, and the same seed gives the same weights.
+
+Model parameters are keywords (`build("ResNet18", seed=0, classes=10)`) or a
+dict, `params={"classes": 10}`. The dict reaches every name the language
+allows, those of the methods' own arguments too (`params={"seed": 3}` sets a
+model parameter `seed`); the CLI's `--set` always passes one.
 """
 from __future__ import annotations
 
@@ -60,8 +65,9 @@ class Program:
                                        help=f"did you mean `{guess}`?" if guess else f"{kind}s: {listing}"))
         return decl
 
-    def graph(self, name: str, **params):
+    def graph(self, name: str, /, *, params: dict | None = None, **keywords):
         """The IR of a model, with parameters overridden (values are Python or `.dl` values)."""
+        params = model_params(params, keywords)
         key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
         if key not in self._graphs:
             decl = self._decl(name)
@@ -73,26 +79,30 @@ class Program:
             self._graphs[key] = g
         return self._graphs[key]
 
-    def optimized(self, name: str, opt: int = 1, channels_last: bool | None = None, **params):
+    def optimized(self, name: str, /, opt: int = 1, channels_last: bool | None = None, *,
+                  params: dict | None = None, **keywords):
         """The model's IR after the passes of -O`opt` (a dslc.passes.Result: .graph, .applied, .declined,
         .report()). The graph `graph(name)` returns is not changed."""
         from .passes import optimize
+        params = model_params(params, keywords)
         key = (name, opt, channels_last, tuple(sorted((k, repr(v)) for k, v in params.items())))
         if key not in self._optimized:
-            self._optimized[key] = optimize(self.graph(name, **params), opt, channels_last)
+            self._optimized[key] = optimize(self.graph(name, params=params), opt, channels_last)
         return self._optimized[key]
 
     def _graph_at(self, name: str, opt: int, channels_last: bool | None, params: dict):
         if not opt and not channels_last:
-            return self.graph(name, **params)
-        return self.optimized(name, opt, channels_last, **params).graph
+            return self.graph(name, params=params)
+        return self.optimized(name, opt, channels_last, params=params).graph
 
-    def source(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0,
-               channels_last: bool | None = None, **params) -> str:
+    def source(self, names: list[str] | None = None, /, seed: int = 0, *, opt: int = 0,
+               channels_last: bool | None = None, params: dict | None = None, **keywords) -> str:
         """The generated PyTorch file for the named models (every buildable model when None), optimized
         with the passes of -O`opt` (0: none, the default) and the channels_last layout when asked (True),
-        never (False) or, by default (None), where -O2 judges it worth it (docs/passes.md)."""
+        never (False) or, by default (None), where -O2 judges it worth it (docs/passes.md).
+        Model parameters (one model only) are keywords or `params`, as for `build`."""
         from .backends.torch_codegen import generate
+        params = model_params(params, keywords)
         names = names or self.buildable
         if not names:
             needy = ", ".join(f"{m} ({', '.join(ps)})" for m, ps in self.needs_arguments().items())
@@ -106,26 +116,30 @@ class Program:
         graphs = [self._graph_at(n, opt, channels_last, params) for n in names]
         return generate(graphs, self.source_name, seed)
 
-    def module(self, names: list[str] | None = None, seed: int = 0, *, opt: int = 0,
-               channels_last: bool | None = None, **params) -> types.ModuleType:
+    def module(self, names: list[str] | None = None, /, seed: int = 0, *, opt: int = 0,
+               channels_last: bool | None = None, params: dict | None = None, **keywords) -> types.ModuleType:
         """The generated file, executed as a Python module."""
-        src = self.source(names, seed, opt=opt, channels_last=channels_last, **params)
+        params = model_params(params, keywords)
+        src = self.source(names, seed, opt=opt, channels_last=channels_last, params=params)
         tag = "-".join(names or self.models) + (f"-O{opt}" if opt else "") + ("-cl" if channels_last else "")
         return exec_source(src, f"<dslc {self.source_name}:{tag}>")
 
-    def build(self, name: str, seed: int | None = None, *, opt: int = 0, channels_last: bool | None = None,
-              **params):
+    def build(self, name: str, /, seed: int | None = None, *, opt: int = 0, channels_last: bool | None = None,
+              params: dict | None = None, **keywords):
         """A torch.nn.Module; with `seed`, the same weights as `dslc compile --seed` (at the same -O level).
-        At -O2 the module is for inference: built in eval mode, with batch norm folded (docs/passes.md)."""
-        mod = self.module([name], seed or 0, opt=opt, channels_last=channels_last, **params)
+        At -O2 the module is for inference: built in eval mode, with batch norm folded (docs/passes.md).
+        Model parameters are keywords (`classes=10`) or a dict, `params={"classes": 10}`, which also
+        reaches a parameter named like an argument of build itself (`params={"seed": 3}`)."""
+        params = model_params(params, keywords)
+        mod = self.module([name], seed or 0, opt=opt, channels_last=channels_last, params=params)
         return mod.build(name, seed=seed)
 
-
-    def summary(self, name: str, sizes: dict | None = None, frozen: list | None = None, **params):
+    def summary(self, name: str, /, sizes: dict | None = None, frozen: list | None = None, *,
+                params: dict | None = None, **keywords):
         """Per-layer parameters and MACs (at batch 1; `sizes` gives other run-time sizes such as T).
         `frozen`: (layer path, freeze?) rules, e.g. from `plan(...).freeze_rules()`."""
         from .backends.summary import summarize
-        return summarize(self.graph(name, **params), sizes, frozen)
+        return summarize(self.graph(name, params=model_params(params, keywords)), sizes, frozen)
 
     def plan(self, name: str):
         """The checked training plan `name` (a frontend.plans.Plan)."""
@@ -136,40 +150,55 @@ class Program:
         reporter.raise_if_errors()
         return plan
 
-    def diagram(self, name: str, depth: int | None = None, collapse: bool = True, **params) -> str:
+    def diagram(self, name: str, /, depth: int | None = None, collapse: bool = True, *,
+                params: dict | None = None, **keywords) -> str:
         """The Graphviz DOT source of a model's diagram."""
         from .backends.diagram import to_dot
-        return to_dot(self.graph(name, **params), depth, collapse)
+        return to_dot(self.graph(name, params=model_params(params, keywords)), depth, collapse)
 
-    def state(self, name: str, seed: int = 0, weights: str | None = None, *, opt: int = 0, **params) -> dict:
+    def state(self, name: str, /, seed: int = 0, weights: str | None = None, *, opt: int = 0,
+              params: dict | None = None, **keywords) -> dict:
         """The model's weights by state-dict name, as numpy arrays: seeded, or read from `weights`.
         With `opt`, those of the -O`opt` module (weights, a checkpoint of the unoptimized model, are
         checked against that model, then loaded, folded, into the optimized one)."""
-        net = self.build(name, seed=seed, **params)
+        params = model_params(params, keywords)
+        net = self.build(name, seed=seed, params=params)
         if weights is not None:
             from .weights import load_into
             load_into(net, weights)
         if opt:
-            optimized = self.build(name, seed=seed, opt=opt, **params)
+            optimized = self.build(name, seed=seed, opt=opt, params=params)
             optimized.load_state_dict(net.state_dict())
             net = optimized
         return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
-    def onnx(self, name: str, seed: int = 0, weights: str | None = None, *, opt: int = 0, **params):
+    def onnx(self, name: str, /, seed: int = 0, weights: str | None = None, *, opt: int = 0,
+             params: dict | None = None, **keywords):
         """A checked ONNX model of `name` (onnx.ModelProto) in inference mode, with its weights; with
         `opt`, of the model after the passes of -O`opt` (-O2 folds batch norm into the weights)."""
         import onnx
 
         from .backends.onnx_emit import OnnxExportError, emit_model
+        params = model_params(params, keywords)
         graph = self._graph_at(name, opt, False, params)
         try:
-            model = emit_model(graph, self.state(name, seed, weights, opt=opt, **params),
+            model = emit_model(graph, self.state(name, seed, weights, opt=opt, params=params),
                                doc=f"{name} from {self.source_name}, generated by dslc")
         except OnnxExportError as e:
             raise DslcError(Diagnostic("E0902", f"cannot export `{name}` to ONNX: {e}",
                                        file_name=self.unit.root.name)) from None
         onnx.checker.check_model(model, full_check=True)
         return model
+
+
+def model_params(params: dict | None, keywords: dict) -> dict:
+    """Model parameters given as a dict (`params=`) and as keywords; a name given both ways is an error."""
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params= takes a dict of model parameters, not {type(params).__name__}")
+    twice = sorted(set(params or {}) & set(keywords))
+    if twice:
+        raise TypeError(f"model parameter `{twice[0]}` given both in params= and as a keyword")
+    return {**(params or {}), **keywords}
 
 
 def partial_graph(path: str, name: str | None, params: dict):

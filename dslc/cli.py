@@ -90,7 +90,8 @@ def _check_one(path: str) -> str:
 
 
 def model_args(sets: tuple[str, ...]) -> dict:
-    """`--set` values as model parameter arguments."""
+    """`--set` values as model parameter arguments, a dict the API takes as `params=` (so any name
+    reaches the model: `--set seed=1` is the model's `seed`, never compile's)."""
     from .frontend.settings import literal_args, parse_sets
     return literal_args(parse_sets(sets))
 
@@ -132,7 +133,7 @@ def compile_(file, model, target, output, sets, seed, weights, opt, channels_las
         prog._decl(model)
     if dump_ir:
         _dump_ir(prog, names or prog.buildable, opt, channels_last, params)
-    source = prog.source(names, seed, opt=opt, channels_last=channels_last, **params)
+    source = prog.source(names, seed, opt=opt, channels_last=channels_last, params=params)
     if not model:
         for name, needs in prog.needs_arguments().items():
             click.echo(f"note: skipped `{name}`: it needs {', '.join(needs)} "
@@ -148,8 +149,8 @@ def compile_(file, model, target, output, sets, seed, weights, opt, channels_las
 def _dump_ir(prog, names: list, opt: int, channels_last: bool, params: dict) -> None:
     from .ir.printer import print_graph
     for name in names:
-        click.echo(f"# IR of {name} before the passes\n{print_graph(prog.graph(name, **params))}", err=True)
-        result = prog.optimized(name, opt, channels_last, **params)
+        click.echo(f"# IR of {name} before the passes\n{print_graph(prog.graph(name, params=params))}", err=True)
+        result = prog.optimized(name, opt, channels_last, params=params)
         click.echo(f"# IR of {name} after -O{opt}{_layout_flag(channels_last)}\n"
                    f"{print_graph(result.graph)}", err=True)
         report = result.report() or "nothing to do\n"
@@ -173,7 +174,7 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
         raise click.UsageError("an ONNX model is binary: give a file with -o")
     if dump_ir:
         _dump_ir(prog, [model], opt, False, params)
-    onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, **params)
+    onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, params=params)
     out = output or f"{model}.onnx"
     _write(out, onnx_model.SerializeToString(), explicit=output is not None)
     _echo(f"wrote {out}", err=True)
@@ -233,7 +234,7 @@ def summary(file, model, sets, sizes, plan, phase, fmt) -> None:
     elif phase:
         raise click.UsageError("--phase needs --plan")
     name = _one_model(prog, model)
-    s = prog.summary(name, sizes=_sizes(sizes), frozen=frozen, **params)
+    s = prog.summary(name, sizes=_sizes(sizes), frozen=frozen, params=params)
     if fmt == "json":
         click.echo(json.dumps(s.as_json(), indent=2))
     else:
@@ -271,7 +272,7 @@ def render(file, model, output, depth, expand, sets) -> None:
         raise e
     name = _one_model(prog, model)
     out = _diagram_path(output, name)
-    _draw(draw, prog.diagram(name, depth, not expand, **params), out)
+    _draw(draw, prog.diagram(name, depth, not expand, params=params), out)
     _echo(f"wrote {out}", err=True)
 
 
