@@ -23,7 +23,7 @@ from dslc.diagnostics import DslcError
 from dslc.runtime import checkpoint, data, sources
 from dslc.runtime.rundir import RunDir
 from dslc.runtime.runlock import RunLock
-from test_train import MODELS, PLAN, SLOW_PLAN, _cli, _without_time, metrics, run, same, weights, write
+from test_train import PLAN, SLOW_PLAN, _cli, _without_time, metrics, run, same, weights, write
 
 
 def cli(*args):
@@ -378,26 +378,27 @@ def test_an_npz_header_claiming_a_huge_shape_is_a_diagnostic(tmp_path):
 
 # ------------------------------------------------------------------ 4. one process per run folder
 
-def _wait_for(path, proc, seconds: float = 120.0) -> None:
-    end = time.monotonic() + seconds
-    while not os.path.exists(path):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-def test_a_run_folder_is_held_by_one_process(tmp_path):
-    path = write(tmp_path, SLOW_PLAN)
-    folder = tmp_path / "run"
-    holder = _cli([path, "--out", str(folder)])
+@pytest.mark.slow
+def test_a_second_resume_of_a_run_is_refused_while_the_first_runs(tmp_path):
+    """The issue's case: `dslc train --resume --out run` twice at once. The first holds the folder
+    (its pid in RUN/.lock), the second stops with E0605 naming it, and metrics.jsonl stays whole."""
+    plan = SLOW_PLAN.replace("hidden=512", "hidden=64").replace("batch_size = 2", "batch_size = 4")
+    run(tmp_path, plan, max_epochs=1)
+    path, folder = str(tmp_path / "plan.dl"), tmp_path / "run"
+    holder = _cli([path, "--out", str(folder), "--resume"])
     try:
-        _wait_for(folder / "plan.dl", holder)
+        end = time.monotonic() + 120
+        while (folder / ".lock").read_text().strip() != str(holder.pid):
+            assert holder.poll() is None, holder.stderr.read().decode()
+            assert time.monotonic() < end, "the first process never took the folder"
+            time.sleep(0.05)
         refused(cli("train", path, "--out", folder, "--resume"), "E0605",
                 f"the run folder {folder} is in use by process {holder.pid}")
-        refused(cli("train", path, "--out", folder, "--resume", "--set", "epochs=9"), "E0605", holder.pid)
     finally:
         holder.kill()
         holder.wait()
+    epochs = [r["epoch"] for r in metrics(folder)]
+    assert epochs == list(range(1, len(epochs) + 1))   # each epoch once, in order
     RunLock(str(folder)).acquire().release()   # kill -9 left no stale lock: the OS released it
 
 
@@ -432,6 +433,14 @@ def test_new_runs_started_at_once_claim_distinct_folders(tmp_path):
 
 
 # ------------------------------------------------------------------ 9. SIGTERM, like Ctrl-C
+
+def _wait_for(path, proc, seconds: float = 120.0) -> None:
+    end = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_cleanly_then_resume_is_exact(tmp_path):

@@ -105,7 +105,9 @@ def check_same_code(run_path: str, run_code: str | None, code: str, plan_name: s
         raise DslcError(Diagnostic(
             "E0606", f"the models of the plan `{plan_name}` changed since the run in {run_path} started (its "
             "plan.py holds the code it ran)", file_name=os.path.join(run_path, "plan.py"),
-            notes=tuple(differences(before, after)), help=_changed_help(run_path)))
+            notes=tuple(differences(before, after)),
+            help=_changed_help(run_path) + f". If only dslc changed how it writes the code, delete "
+                 f"{os.path.join(run_path, 'plan.py')} to resume with the code it writes now"))
 
 
 def check_continuation(run_path: str, state: dict, total: int, ran_epochs: int | None, epochs_set: bool,

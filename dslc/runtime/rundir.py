@@ -40,13 +40,21 @@ class RunDir:
             run._check_writable()
             return run
         run = cls(_claim(base))
-        run.hold()
         try:
+            run.hold()
             os.mkdir(run.checkpoints)
         except OSError as e:
-            run.close()
+            run._unclaim()
             raise unusable(run.path, e) from None
+        except DslcError:
+            run._unclaim()
+            raise
         return run
+
+    def _unclaim(self) -> None:
+        """Undo a new run's claim that could not be set up: its lock, then its folder if still empty."""
+        self.close()
+        _remove_claim(self.path)
 
     def hold(self) -> None:
         """Take the folder's lock (E0605 when another process holds it)."""
@@ -203,6 +211,16 @@ def _claim(base: str) -> str:
             n += 1
         except OSError as e:
             raise _cannot_create(path, e) from None
+
+
+def _remove_claim(path: str) -> None:
+    """Undo a claim that could not be set up: the folder, with only what this process put there."""
+    from .runlock import LOCK_NAME
+    for undo, name in ((os.remove, LOCK_NAME), (os.rmdir, "checkpoints"), (os.rmdir, "")):
+        try:
+            undo(os.path.join(path, name))
+        except OSError:
+            pass   # not there, or the folder is not empty: what else is in it stays
 
 
 def _cannot_create(path: str, e: OSError | None) -> DslcError:
