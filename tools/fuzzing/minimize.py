@@ -116,11 +116,14 @@ def minimize(pool, case: Case, outcome: Outcome, seconds: float) -> bytes:
 REPEAT = re.compile(r"(.{1,24}?)\1{19,}", re.S)
 
 
-def abbreviate(text: str, limit: int = 600) -> str:
-    """A reproducer for reading: runs of 20 or more copies of a short piece written as «piece»×N,
-    invalid bytes as \\xNN, and at most `limit` characters."""
+def abbreviate(text, limit: int = 600) -> str:
+    """A reproducer for reading: runs of 20 or more copies of a short piece written as «piece»{N},
+    invalid bytes and control characters as \\xNN, and at most `limit` characters. Only the start
+    of a long text is looked at (the regex costs some 50 steps a character)."""
     data = to_bytes(text) if isinstance(text, str) else text
-    text = data.decode("utf-8", "backslashreplace")
+    text = data[:limit * 64].decode("utf-8", "backslashreplace")
     text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
-    text = REPEAT.sub(lambda m: f"«{m.group(1)}»×{len(m.group(0)) // len(m.group(1))}", text)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    text = REPEAT.sub(lambda m: f"«{m.group(1)}»{{{len(m.group(0)) // len(m.group(1))}}}", text)
+    if len(text) <= limit and len(data) <= limit * 64:
+        return text
+    return text[:limit] + f"... ({len(data)} bytes)"

@@ -14,7 +14,8 @@ import re
 from typing import Callable, Optional
 
 TOKEN = re.compile(r"""
-    "(?:[^"\\\n]|\\.)*" | '(?:[^'\\\n]|\\.)*'             # strings
+    "(?:[^"\\\n]|\\.)*"? | '(?:[^'\\\n]|\\.)*'?           # strings (unterminated: to the line's end, so
+                                                         # that a line of 10**5 quotes is not quadratic)
   | \#[^\n]*                                             # a comment
   | (?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)? | \d+(?:[eE][+-]?\d+)?   # numbers
   | [A-Za-z_]\w*                                         # names and keywords
@@ -32,6 +33,8 @@ BAD_UTF8 = ["\udcff", "\udcc0\udcaf", "\udced\udca0\udc80", "\udc80", "\udcfe\ud
 CONTROL = ["\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\r", "\u2028", "\u2029", "\u202e", "\ufeff",
            "\u200b", "\x85"]
 LONG_UNITS = ["a", "\\n", "é", "ab\\\""]     # what a long string literal is made of (escapes too)
+MAX_MUTANT = 16 << 20    # characters: operators compound, and a mutant must fit the worker's memory limit
+COPIES_BYTES = 1 << 20   # dup_decl adds about this much at most (a copied 1 MB string must not become 2 GB)
 DECL_START = re.compile(r"^(model|block|loss|train|import)\b", re.M)
 
 
@@ -75,7 +78,7 @@ def _significant(pieces: list[str]) -> list[int]:
 def _replace_one(rng: random.Random, text: str, kinds: tuple[str, ...], make: Callable[[str], str]) -> Optional[str]:
     """Replace one piece of one of `kinds` by make(piece)."""
     pieces = tokens(text)
-    spots = _where(pieces, kinds)
+    spots = [i for i in _where(pieces, kinds) if len(pieces[i]) <= 100]   # nesting a 1 MB name 5,000 times: no
     if not spots:
         return None
     i = rng.choice(spots)
@@ -212,10 +215,10 @@ def dup_decl(rng, text):
     start, end = rng.choice(spans)
     decl = text[start:end].rstrip("\n") + "\n"
     n = rng.choice([2, 50, 2000])
-    if rng.random() < 0.5:   # the same name again and again (E0204 each time), or fresh names
-        copies = decl * n
+    if rng.random() < 0.5:   # the same name again and again (E0204 each time), up to ~1 MB
+        copies = decl * min(n, max(2, COPIES_BYTES // len(decl)))
     else:   # fresh names are all evaluated: fewer, at most ~100 kB (a bigger file is slow, not broken)
-        n = min(n, 20, max(2, 100_000 // len(decl)))
+        n = min(n, 20, max(2, COPIES_BYTES // 10 // len(decl)))
         name = re.match(r"\w+\s+(\w+)", decl)
         copies = "".join(decl.replace(name.group(1), f"{name.group(1)}_{k}", 1) if name else decl for k in range(n))
     return text[:end] + ("\n" if not text[:end].endswith("\n") else "") + copies + text[end:]
@@ -254,7 +257,7 @@ def mutate(rng: random.Random, text: str, count: int) -> tuple[str, list[str]]:
         for _attempt in range(20):
             name = pick_operator(rng)
             out = OPERATORS[name](rng, text)
-            if out is not None and out != text:
+            if out is not None and out != text and len(out) <= MAX_MUTANT:
                 text = out
                 applied.append(name)
                 break

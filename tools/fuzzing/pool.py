@@ -8,8 +8,8 @@ instead of taking the machine down.
 The parent is the watchdog. A case over the time limit is a `hang`: over it in CPU seconds of its
 worker (so that a machine busy with other work does not turn slow cases into hangs), or over WALL
 times it in wall-clock seconds (a case that sleeps or blocks). The parent then asks faulthandler in
-the worker (SIGUSR1) for the stack it is stuck in, which gives the hang's innermost dslc frame, and
-kills the worker's group. A worker that dies by a signal is a `memory` failure (SIGKILL: the
+the worker (SIGUSR1) for five samples of the stack it is stuck in, whose innermost common dslc
+frame is the hang's, and kills the worker's group. A worker that dies by a signal is a `memory` failure (SIGKILL: the
 kernel's out-of-memory killer) or an `internal` crash (SIGSEGV from a C stack overflow, ...), with
 the stack faulthandler wrote. A worker is replaced after any of these, and after `recycle` cases
 (generated modules pile up in it).
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from .cases import Case, Outcome
-from .target import DSLC_FRAMES, WALL, api_target, classify, innermost, lower, run_cli, text_frames
+from .target import DSLC_FRAMES, WALL, api_target, classify, innermost, lower, run_cli, steady_frame, text_frames
 
-GRACE = 0.3          # seconds between asking for the stack and the kill
+GRACE = 0.1          # seconds between asking for a sample of the stack and reading it
 POLL = 0.25          # seconds between looks at the busy workers' CPU time
 CLI_STARTUP = 5.0    # a command line run may import torch before it starts the work
 TICK = os.sysconf("SC_CLK_TCK")
@@ -146,19 +146,25 @@ class Worker:
     def over(self, limits: Limits) -> bool:
         return limits.over(self.case, self.cpu() - self.cpu_start, time.monotonic() - self.started)
 
-    def ask_stack(self) -> str:
-        """The stack the worker is in now (faulthandler writes it on SIGUSR1)."""
-        try:
-            os.kill(self.process.pid, signal.SIGUSR1)
-        except OSError:
-            return ""
-        time.sleep(GRACE)
-        return self.stack()
+    def ask_stacks(self, times: int = 5) -> list[str]:
+        """Samples of the stack the worker is in (faulthandler appends one to the file on SIGUSR1)."""
+        out = []
+        for _ in range(times):
+            before = os.path.getsize(self.dump_path)
+            try:
+                os.kill(self.process.pid, signal.SIGUSR1)
+            except OSError:
+                break
+            time.sleep(GRACE)
+            out.append(self.stack(before))
+        return out
 
-    def stack(self) -> str:
+    def stack(self, since: int = 0) -> str:
+        """What faulthandler wrote, from byte `since` on."""
         try:
-            with open(self.dump_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
+            with open(self.dump_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 
@@ -257,10 +263,10 @@ class Pool:
         return Outcome("internal", f"exit {code}", "the worker exited during a case", frame, where, seconds=seconds)
 
     def _hang(self, w: Worker) -> Outcome:
-        stack = w.ask_stack()
+        stacks = w.ask_stacks()
         cpu = w.cpu() - w.cpu_start
         w.kill()
-        frame, where = innermost(text_frames(stack, newest_first=True), self.prefixes)
+        frame, where = steady_frame([text_frames(s, newest_first=True) for s in stacks], self.prefixes)
         wall = time.monotonic() - w.started
         return Outcome("hang", "Timeout", f"over {self.limits.seconds:g} s: {cpu:.1f} s of CPU, "
                        f"{wall:.1f} s in all", frame, where, seconds=wall)

@@ -55,6 +55,20 @@ def innermost(frames: list[tuple[str, int, str]], prefixes: tuple) -> tuple[str,
     return "", ""
 
 
+def steady_frame(samples: list[list[tuple[str, int, str]]], prefixes: tuple) -> tuple[str, str]:
+    """For a hang, the innermost frame that every sample of its stack (outermost first) shares: the
+    loop it is stuck in, not whichever helper that loop happened to be calling."""
+    samples = [s for s in samples if s]
+    if not samples:
+        return "", ""
+    common = []
+    for level in zip(*samples):
+        if len({(f, name) for f, _, name in level}) != 1:
+            break
+        common.append(level[-1])
+    return innermost(common, prefixes) if innermost(common, prefixes)[0] else innermost(samples[-1], prefixes)
+
+
 def recursion_frame(frames: list[tuple[str, int, str]], prefixes: tuple) -> tuple[str, str]:
     """For a RecursionError, the function that recurses (the commonest frame), not wherever the
     limit happened to strike."""
