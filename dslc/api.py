@@ -131,8 +131,19 @@ class Program:
         Model parameters are keywords (`classes=10`) or a dict, `params={"classes": 10}`, which also
         reaches a parameter named like an argument of build itself (`params={"seed": 3}`)."""
         params = model_params(params, keywords)
+        self._check_fits(name, params, _memory_bytes(), "this machine's memory")
         mod = self.module([name], seed or 0, opt=opt, channels_last=channels_last, params=params)
         return mod.build(name, seed=seed)
+
+    def _check_fits(self, name: str, params: dict, limit: int | None, where: str) -> None:
+        """Refuse to allocate weights that cannot fit (`Linear(10**12)` checks fine as a spec, but
+        torch would fail, or the machine would swap, when it is built)."""
+        from .backends.summary import count_params
+        size = count_params(self.graph(name, params=params)) * 4  # float32
+        if limit is not None and size > limit:
+            raise DslcError(Diagnostic("E0708", f"the weights of `{name}` take {_bytes(size)}, more than {where} "
+                                       f"({_bytes(limit)})", file_name=self.unit.root.name,
+                                       help="check the layer sizes (`dslc summary` lists each layer's parameters)"))
 
     def summary(self, name: str, /, sizes: dict | None = None, frozen: list | None = None, *,
                 params: dict | None = None, **keywords):
@@ -180,6 +191,7 @@ class Program:
 
         from .backends.onnx_emit import OnnxExportError, emit_model
         params = model_params(params, keywords)
+        self._check_fits(name, params, ONNX_LIMIT, "one ONNX file holds")
         graph = self._graph_at(name, opt, False, params)
         try:
             model = emit_model(graph, self.state(name, seed, weights, opt=opt, params=params),
@@ -189,6 +201,24 @@ class Program:
                                        file_name=self.unit.root.name)) from None
         onnx.checker.check_model(model, full_check=True)
         return model
+
+
+ONNX_LIMIT = 2 << 30  # bytes: a protobuf message, and so an ONNX file with its weights inside
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    """`18.2 TiB`: a size in binary units, as the limits are given."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
 
 
 def model_params(params: dict | None, keywords: dict) -> dict:

@@ -163,3 +163,29 @@ def test_power_too_large_agrees_with_python():
             exact = base ** exponent
             if limits.power_too_large(base, exponent):
                 assert limits.int_too_large(exact), (base, exponent)
+
+
+WEIGHTS = ("model Huge {\n    input x: [B, 4]\n    Linear(10 ** 12)\n}\n"
+           "model Big {\n    input x: [B, 1000]\n    Linear(10 ** 6)\n}\n")
+
+
+def test_weights_that_cannot_fit_in_memory_are_refused_before_torch_allocates(tmp_path):
+    prog = dslc.load(str(_write(tmp_path, WEIGHTS)))   # as a spec, a 4-trillion-parameter layer is fine
+    with pytest.raises(DslcError) as e:
+        prog.build("Huge")
+    assert e.value.codes == ["E0708"] and "take 18.2 TiB" in str(e.value)  # (4 + 1) * 10**12 float32s
+
+
+def test_onnx_files_over_2_gib_are_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from dslc.cli import main
+    spec = _write(tmp_path, WEIGHTS)
+    for model, size in (("Huge", "18.2 TiB"), ("Big", "3.73 GiB")):
+        out = tmp_path / f"{model}.onnx"
+        result = CliRunner().invoke(main, ["compile", str(spec), "--model", model, "--target", "onnx",
+                                           "-o", str(out)])
+        assert result.exit_code == 1, result.output
+        assert f"error[E0708]: the weights of `{model}` take {size}, more than one ONNX file holds (2 GiB)" \
+            in result.stderr
+        assert "Traceback" not in result.stderr and not out.exists()

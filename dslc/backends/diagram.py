@@ -301,8 +301,8 @@ def _call_text(op, args: dict) -> str:
 
 
 def _params(graph: Graph) -> int:
-    from .summary import _count_params
-    return _count_params(graph)
+    from .summary import count_params
+    return count_params(graph)
 
 
 def _numel(shape) -> int:

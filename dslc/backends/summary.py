@@ -58,7 +58,7 @@ def summarize(graph: Graph, sizes: dict | None = None, frozen: list | None = Non
     seen: set = set()
     rules = list(frozen or [])
     _walk(graph, "", 0, s, sizes, rules, seen)
-    s.total_params = _count_params(graph)
+    s.total_params = count_params(graph)
     s.trainable_params = s.total_params - _frozen_params(graph, rules)
     s.macs = _total(r.macs for r in s.layers if not r.type.startswith("block "))
     return s
@@ -74,7 +74,7 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             sub = node.args["graph"]
             first = (prefix, inst.id) not in seen  # a block graph may serve several call sites
             seen.add((prefix, inst.id))
-            row = Row(path, f"block {sub.name}", _out(node), _block_params(sub) if first else 0, 0, depth,
+            row = Row(path, f"block {sub.name}", _out(node), count_params(sub) if first else 0, 0, depth,
                       not _is_frozen(path, frozen), shared=not first)
             s.layers.append(row)
             start = len(s.layers)
@@ -144,16 +144,12 @@ def macs_value(m):
     return to_python(m) if isinstance(m, Poly) else m
 
 
-def _block_params(graph: Graph) -> int:
-    return _count_params(graph)
-
-
-def _count_params(graph: Graph) -> int:
+def count_params(graph: Graph) -> int:
     """Parameters of a graph: each instance once, blocks through their own graphs."""
     total = 0
     for inst in graph.instances.values():
         if inst.kind == "block":
-            total += _count_params(inst.graph)
+            total += count_params(inst.graph)
         else:
             total += sum(_numel(shape) for shape in inst.weights().values())
     return total

@@ -81,6 +81,8 @@ EXPLANATIONS: dict[str, str] = {
              "steps or flatter blocks.",
     "E0706": "A tensor would have more elements than int64 can count (the product of its sizes is 2**63 or more).",
     "E0707": "A file has more errors or declarations than are reported; fix the first ones and check again.",
+    "E0708": "The model's weights would not fit: in this machine's memory (building it), or in one ONNX file "
+             "(2 GiB, the protobuf limit).",
     # files
     "E0901": "The file could not be read.",
     "E0902": "The output could not be written.",
