@@ -189,3 +189,28 @@ def test_onnx_files_over_2_gib_are_refused(tmp_path):
         assert f"error[E0708]: the weights of `{model}` take {size}, more than one ONNX file holds (2 GiB)" \
             in result.stderr
         assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_suggestions_are_made_for_the_errors_shown_only(tmp_path, monkeypatch):
+    # 5,000 unknown names in a file of 5,000 declarations: a suggestion scans every name in
+    # scope, so suggesting for all of them took minutes; only the first 200 are shown.
+    from dslc.frontend import names
+    calls = []
+    for module in (names, evaluate):
+        real = module.did_you_mean
+        monkeypatch.setattr(module, "did_you_mean", lambda n, pool, real=real: calls.append(n) or real(n, pool))
+    text = "\n".join(f"block B{i} {{ Undefined{i}() }}" for i in range(2500)) + "\n" + "\n".join(
+        f"model M{i} {{\n    input x: [B, 4]\n    Missing{i}()\n}}" for i in range(2500))
+    with pytest.raises(DslcError) as e:
+        dslc.load(str(_write(tmp_path, text)))
+    assert len(e.value.diagnostics) == 5000
+    assert len(calls) <= 2 * 200
+
+
+def test_did_you_mean_still_finds_close_names_in_a_large_pool():
+    from dslc.diagnostics import did_you_mean
+    pool = [f"name{i}" for i in range(20000)] + ["Conv2d", "Linear"]
+    assert did_you_mean("Lienar", pool) == "Linear"
+    assert did_you_mean("conv2d", pool) == "Conv2d"
+    assert did_you_mean("nmae17", pool) == "name17"
+    assert did_you_mean("zzzzzzzzzz", pool) is None

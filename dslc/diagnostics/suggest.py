@@ -26,16 +26,19 @@ def edit_distance(a: str, b: str, limit: int = 3) -> int:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate the user most likely meant, or None."""
-    pool = sorted(set(candidates))
-    lowered = name.lower()
-    for cand in pool:
-        if cand.lower() == lowered and cand != name:
-            return cand
     # Short names are close to everything: allow one edit up to 4 letters, two beyond.
     limit = 1 if len(name) <= 4 else 2
+    # Only names within `limit` of its length can be that close: filtered before anything is
+    # sorted, so a file with thousands of declarations costs a pass over them, not a sort.
+    n = len(name)
+    pool = sorted({c for c in candidates if abs(len(c) - n) <= limit and c != name})
+    lowered = name.lower()
+    for cand in pool:
+        if cand.lower() == lowered:
+            return cand
     best, best_d = None, limit + 1
     for cand in pool:
         d = edit_distance(lowered, cand.lower(), limit + 1)
-        if d < best_d and cand != name:
+        if d < best_d:
             best, best_d = cand, d
     return best

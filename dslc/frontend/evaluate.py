@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field, replace
 
 from ..diagnostics import Diagnostic, Label, Reporter, did_you_mean
+from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ir.dims import (Param, Poly, Real, Size, Sym, SymbolicDecision, atom_values, plain, plain_float,
                        recording)
 from ..ir.graph import Graph
@@ -638,6 +639,10 @@ class Evaluator(ApplyMixin):
 
     def _unknown_name(self, e: ast.Name, ctx: Ctx, called: bool = False) -> EvalError:
         name = e.id
+        if len(self.reporter.diagnostics) >= MAX_SHOWN:  # not shown: no suggestion (each scans every name)
+            code, what = ("E0202", "layer") if name[:1].isupper() else ("E0203", "function") if called else \
+                ("E0201", "")
+            return EvalError(code, f"unknown {what} `{name}`" if what else f"`{name}` is not defined", e.span)
         if name[:1].isupper():
             pool = [n for n in list(REGISTRY) + list(self.unit.decls)
                     if n[:1].isupper() and (n not in REGISTRY or REGISTRY[n].kind == "layer")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..diagnostics import Reporter, did_you_mean
+from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
 from . import ast
@@ -136,5 +137,6 @@ def _report(name: ast.Name, pool: set, reporter: Reporter, called: bool = False)
         pool = {n for n in pool if n[:1].islower()}
     else:
         code, what, label = "E0201", f"`{name.id}` is not defined", "unknown name"
-    guess = did_you_mean(name.id, pool)
+    # Suggestions for the diagnostics that will be shown only: each looks at every name in scope.
+    guess = did_you_mean(name.id, pool) if len(reporter.diagnostics) < MAX_SHOWN else None
     reporter.error(code, what, name.span, label=label, help=f"did you mean `{guess}`?" if guess else None)
