@@ -6,7 +6,6 @@ spec cannot inject code.
 """
 from __future__ import annotations
 
-import builtins
 import re
 
 from ..ir.dims import FloorDiv, InDim, Param, Poly, Real, Size, Sym, Var, plain, plain_float, to_python
@@ -14,11 +13,19 @@ from ..ir.naming import MODULE_ATTRIBUTES, PY_KEYWORDS
 from ..ir.values import TensorValue
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Names a class, argument or local of ours never takes: keywords, every builtin (so `float(...)` or
-# `super()` in any template keeps its meaning), what the file imports or defines, and `_`, the
-# target for unused results.
-RESERVED = PY_KEYWORDS | {n for n in dir(builtins) if not n.startswith("__")} | {
-    "self", "torch", "nn", "F", "math", "build", "MODELS", "_"}
+# The builtins generated code may read (tests/test_names.py checks that it reads no other): a
+# name of the spec's that is one of them is renamed (`float` -> `float_`), so `float(...)` or
+# `super()` in any template keeps its meaning. Other builtins stay free, as in torch's own code
+# (`def forward(self, input)`), so the names a user sees are not changed without need.
+GENERATED_BUILTINS = frozenset({
+    "int", "float", "str", "bool", "list", "tuple", "dict", "set", "len", "range", "max", "min", "sum", "abs",
+    "round", "pow", "divmod", "isinstance", "type", "super", "object", "getattr", "setattr", "hasattr", "zip",
+    "enumerate", "map", "any", "all", "sorted", "reversed", "iter", "next", "slice", "repr", "print",
+    "Exception", "ValueError", "RuntimeError", "TypeError", "NotImplementedError", "NotImplemented",
+    "Ellipsis"})
+# Names a class, argument or local of ours never takes: keywords, those builtins, what the file
+# imports or defines, and `_`, the target for unused results.
+RESERVED = PY_KEYWORDS | GENERATED_BUILTINS | {"self", "torch", "nn", "F", "math", "build", "MODELS", "_"}
 
 
 def py_str(s: str) -> str:
