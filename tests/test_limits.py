@@ -214,3 +214,16 @@ def test_did_you_mean_still_finds_close_names_in_a_large_pool():
     assert did_you_mean("conv2d", pool) == "Conv2d"
     assert did_you_mean("nmae17", pool) == "name17"
     assert did_you_mean("zzzzzzzzzz", pool) is None
+
+
+def test_error_recovery_parses_again_only_from_the_declaration_before_the_error(tmp_path, monkeypatch):
+    from dslc.frontend import parser
+    calls = []
+    real = parser._parse_text
+    monkeypatch.setattr(parser, "_parse_text", lambda *a, **k: calls.append(k.get("offset", 0)) or real(*a, **k))
+    good = "".join(f"model M{i} {{\n    input x: [B, 4]\n    Linear(4)\n}}\n" for i in range(100))
+    # A missing `}` in M98 shows as an error at M99's keyword: M98 is parsed again, and reported.
+    text = good.replace("model M99", "model M99x").replace("    Linear(4)\n}\nmodel M99x", "    Linear(4)\nmodel M99x")
+    with pytest.raises(DslcError) as e:
+        dslc.load(str(_write(tmp_path, text)))
+    assert len(calls) == 3 and e.value.codes == ["E0104"] and ":393:11:" in str(e.value)  # model M98 {

@@ -594,7 +594,7 @@ def test_a_huge_source_is_e0704_without_reading_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
-    assert e.value.render().startswith("huge.dl: error[E0704]: huge.dl is larger than 16 MiB")
+    assert e.value.render().startswith("huge.dl: error[E0704]: huge.dl is larger than 2 MiB")
     spec = tmp_path / "m.dl"
     spec.write_text('import "huge.dl"\n' + SPEC)
     r = _check(spec)
@@ -604,7 +604,7 @@ def test_a_huge_source_is_e0704_without_reading_it(tmp_path):
 def test_dev_zero_and_an_endless_pipe_are_refused_with_a_cap(tmp_path):
     """Reading stops after the cap: /dev/zero and a pipe fed without end are E0704, quickly."""
     r = subprocess.run([DSLC, "check", "/dev/zero"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "error[E0704]: /dev/zero is larger than 16 MiB" in r.stderr
+    assert r.returncode == 1 and "error[E0704]: /dev/zero is larger than 2 MiB" in r.stderr
     r = subprocess.run(f"yes 'model M' | {DSLC} check /dev/stdin", shell=True, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1 and "error[E0704]" in r.stderr and "Traceback" not in r.stderr

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import did_you_mean
 from ..ir.dims import not_recording
-from ..ops.ptypes import ArgTypeError, describe
+from ..ops.ptypes import ArgRangeError, ArgTypeError, describe
 from ..ops.registry import REQUIRED, ParamSpec
 from .errors import EvalError
 
@@ -76,6 +76,9 @@ def convert(p: ParamSpec, value, span, callee: str):
     except ArgTypeError as e:
         raise EvalError("E0301", f"`{p.name}` of `{callee}` expects {e.expected}, got {describe(value)}",
                         span, label=f"expected {e.expected}") from None
+    except ArgRangeError as e:
+        raise EvalError("E0302", f"`{p.name}` of `{callee}` {e.problem}, got {describe(value)}", span,
+                        label="out of range") from None
     choices = getattr(p.type, "choices", ())
     if choices and v not in choices:
         guess = did_you_mean(v, choices)

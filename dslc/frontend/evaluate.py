@@ -221,12 +221,26 @@ class Evaluator(ApplyMixin):
                             stmt.span)
         self._check_binding_name(stmt.name, stmt.name_span)
         ctx.n_inputs_declared += 1
+        self._check_input_name(stmt, ctx)
         if ctx.inputs_left is None:
             value = self._declare_input(stmt, ctx)
         else:
             value = self._receive_input(stmt, ctx)
         ctx.scope[stmt.name] = value
         ctx.current = value if ctx.n_inputs_declared == 1 else None
+
+    def _check_input_name(self, stmt: ast.InputStmt, ctx: Ctx) -> None:
+        """An input is an argument of the generated forward: its name must be new in the body."""
+        earlier = ctx.scope.get(stmt.name, MISSING)
+        if earlier is MISSING:
+            return
+        if isinstance(earlier, TensorValue):
+            raise EvalError("E0204", f"input `{stmt.name}` is declared twice", stmt.name_span,
+                            label="second declaration", labels=(Label(earlier.span, "first declared here"),),
+                            help="give each input its own name")
+        what = "a parameter" if stmt.name in ctx.graph.params else "a size of an earlier input"
+        raise EvalError("E0204", f"input `{stmt.name}` has the name of {what} of `{ctx.decl.name}`",
+                        stmt.name_span, label="already defined", help="give the input another name")
 
     def _declare_input(self, stmt: ast.InputStmt, ctx: Ctx) -> TensorValue:
         """A model's own input: its shape is declared; unknown names become run-time sizes."""

@@ -140,9 +140,15 @@ def parse(file: SourceFile) -> ast.Module:
     # error is kept only if it lies in a declaration that is broken on its own too (otherwise it
     # is a cascade, e.g. of a missing `}` in the declaration before).
     # Each declaration is parsed as a text of its own at its offset, so recovery is linear in
-    # the file's size however many declarations are broken.
+    # the file's size however many declarations are broken. The whole-file parse got through the
+    # declarations before the error, so only the one before it (perhaps a missing `}` that the
+    # error is a cascade of) and those after are parsed again.
     errors, keep_whole = [], False
-    for start, end in _declaration_bounds(file.text):
+    bounds = _declaration_bounds(file.text)
+    if whole.span is not None:
+        at = next((i for i, (start, end) in enumerate(bounds) if whole.span.start < end), len(bounds) - 1)
+        bounds = bounds[max(at - 1, 0):]
+    for start, end in bounds:
         try:
             _parse_text(file, file.text[start:end], offset=start)
         except _SyntaxError as e:

@@ -19,6 +19,17 @@ class ArgTypeError(Exception):
         self.expected = expected
 
 
+class ArgRangeError(Exception):
+    """The argument's type fits but no value of it can work; `problem` reads like `must be ...`."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def describe(v) -> str:
     """How a value is spoken of in messages."""
     if isinstance(v, bool):
@@ -73,9 +84,13 @@ class _Float(PType):
     desc = "a number"
 
     def convert(self, v):
-        if is_number(v):
-            return v
-        raise ArgTypeError(self.desc)
+        if not is_number(v):
+            raise ArgTypeError(self.desc)
+        # Layers keep their float settings as float32 scalars (torch converts them when the layer
+        # runs: `LeakyReLU(1e308)` checked, then failed in forward).
+        if isinstance(v, float) and not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+            raise ArgRangeError("must be a finite number within float32's range (about ±3.4e38)")
+        return v
 
 
 class _Bool(PType):
