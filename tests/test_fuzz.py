@@ -55,6 +55,12 @@ EFFECT = {   # what each operator must have done to SPEC
     "swap": lambda t, m: sorted(m) == sorted(t),    # the same characters, elsewhere
     "huge_number": lambda t, m: any(h in m and h not in t for h in mutate.HUGE if len(h) > 1) or
     len(_significant(m)) != len(_significant(t)) or _significant(m) != _significant(t),
+    "small_number": lambda t, m: _significant(m) != _significant(t) and any(
+        x in _significant(m) for x in mutate.SMALL),
+    "swap_name": lambda t, m: len(_significant(m)) == len(_significant(t)) and sum(
+        a != b for a, b in zip(_significant(m), _significant(t))) == 1,
+    "drop_line": lambda t, m: len(m.splitlines()) == len(t.splitlines()) - 1,
+    "dup_line": lambda t, m: len(m.splitlines()) == len(t.splitlines()) + 1,
     "nest_parens": lambda t, m: "(" * 100 in m,
     "nest_unary": lambda t, m: any(p * 100 in m for p in ("-", "- ", "not ", "+")),
     "nest_sum": lambda t, m: any(m.count(op) >= t.count(op) + 899 for op in (" + ", " * ", " - ", " and ", " -> ")),

@@ -7,8 +7,9 @@
 Seeds are every .dl file of specs/, examples/ and tests/ui/ and the ```dl examples of the guides.
 Each case is a seed mutated by one to three operators (tools/fuzzing/mutate.py) or a structural
 generator's program (tools/fuzzing/generators.py). It runs in a forked worker: `dslc.load`, the
-PyTorch source of every buildable model and, for a sample (--deep), build + forward + ONNX. A sample
-(--cli) also goes through the `dslc` command in a subprocess. Every case ends ok, clean (a
+PyTorch source of every buildable model and, for half of those that load (--deep), build +
+forward + ONNX. A sample (--cli) also goes through the `dslc` command in a subprocess. Every
+case ends ok, clean (a
 diagnostic), internal (any other exception, or exit 3, or a traceback), hang (over --timeout) or
 memory (over --memory-mib). Failures are grouped by (class, exception, innermost dslc frame), and
 one case of each is minimized. Exit status 1 when anything failed. docs/fuzzing.md has more.
@@ -43,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a case may take (default 10)")
     p.add_argument("--memory-mib", type=int, default=2048, help="memory a case may add, MiB (default 2048)")
-    p.add_argument("--deep", type=float, default=0.1, help="fraction of cases also built, run and exported")
+    p.add_argument("--deep", type=float, default=0.5, help="fraction of cases also built, run and exported, when "
+                                                           "they load (default 0.5)")
     p.add_argument("--cli", type=float, default=0.05, help="fraction of cases also run through the dslc command")
     p.add_argument("--budget", type=float, help="stop starting cases after this many seconds")
     p.add_argument("--min-seconds", type=float, default=60.0, help="time to minimize each distinct failure")

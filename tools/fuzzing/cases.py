@@ -17,7 +17,7 @@ from .seeds import MUTANT_NAME, Seed
 CLASSES = ("ok", "clean", "internal", "hang", "memory")
 FAILURES = ("internal", "hang", "memory")
 WEIRD_VALUES = ["0", "-1", "10**30", "9 ** 9 ** 9", "1e308", '"x"', "[", "None", "[1, 2]", "true", "{", "x" * 300,
-                "\x00", "2**64", "-", ""]
+                "\x01", "\u202e", "2**64", "-", ""]      # (no NUL: no program can pass one in an argument)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Outcome:
     message: str = ""
     frame: str = ""                # the innermost dslc frame, file:function
     where: str = ""                # the same frame, file:line
-    phase: str = ""                # load | source | summary | build | forward | onnx | render | cli
+    phase: str = ""                # load | source | summary | passes | build | forward | onnx | render | cli | fuzzer
     seconds: float = 0.0
     codes: tuple = ()              # clean: the diagnostics' codes
 
@@ -57,7 +57,7 @@ def signature(case: Case, outcome: Outcome) -> tuple:
     return (case.mode, outcome.cls, outcome.etype, outcome.frame)
 
 
-def make_case(run_seed: int, index: int, seeds: list[Seed], deep: float = 0.1, generated: float = 0.03) -> Case:
+def make_case(run_seed: int, index: int, seeds: list[Seed], deep: float = 0.5, generated: float = 0.03) -> Case:
     rng = random.Random(f"{run_seed}:{index}")
     if rng.random() < generated:
         name = rng.choice(sorted(GENERATORS))
@@ -65,7 +65,7 @@ def make_case(run_seed: int, index: int, seeds: list[Seed], deep: float = 0.1, g
         return Case(index, f"gen:{name}", (name,), {p: to_bytes(t) for p, t in files.items()}, main,
                     rng.random() < deep)
     seed = rng.choice(seeds)
-    text, applied = mutate(rng, seed.text, rng.choice([1, 1, 1, 2, 3]))
+    text, applied = mutate(rng, seed.text, rng.choice([1, 1, 1, 1, 2, 3]))
     main = os.path.join(seed.folder, MUTANT_NAME)
     return Case(index, seed.path, tuple(applied), {main: to_bytes(text)}, main, rng.random() < deep)
 

@@ -29,6 +29,10 @@ KEYWORDS = {"model", "block", "import", "loss", "train", "input", "output", "par
             "True", "False", "None"}
 HUGE = ["10**30", "9 ** 9 ** 9", "2**64", "1e308", "-1", "0", "18446744073709551616", "1e309",
         "-9223372036854775809", "4294967296", "1e-320", "99999999999999999999999999999999"]
+SMALL = ["0", "1", "2", "3", "7", "16", "64", "-2", "0.5", "1.5", "1e-3", "0.0"]
+PYTHON_NAMES = ["self", "torch", "nn", "F", "math", "forward", "super", "build", "class", "def", "lambda", "return",
+                "import", "pass", "yield", "global", "_", "__init__", "__class__", "__dict__", "print", "len", "range",
+                "int", "float", "list", "dict", "object", "type", "exec", "eval", "x", "B", "T"]
 BAD_UTF8 = ["\udcff", "\udcc0\udcaf", "\udced\udca0\udc80", "\udc80", "\udcfe\udcff", "\udce2\udc82"]
 CONTROL = ["\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\r", "\u2028", "\u2029", "\u202e", "\ufeff",
            "\u200b", "\x85"]
@@ -86,6 +90,10 @@ def _replace_one(rng: random.Random, text: str, kinds: tuple[str, ...], make: Ca
     return "".join(pieces)
 
 
+def _other(rng: random.Random, choices: list[str], current: str) -> str:
+    return rng.choice([c for c in choices if c != current])
+
+
 # ---------------------------------------------------------------- token operators
 
 
@@ -123,7 +131,46 @@ def swap(rng, text):
 
 
 def huge_number(rng, text):
-    return _replace_one(rng, text, ("number",), lambda _: rng.choice(HUGE))
+    return _replace_one(rng, text, ("number",), lambda p: _other(rng, HUGE, p))
+
+
+def small_number(rng, text):
+    """Another ordinary number: the file usually still parses, and the checks behind the parser
+    (shapes, arguments, code generation) get to see it."""
+    return _replace_one(rng, text, ("number",), lambda p: _other(rng, SMALL, p))
+
+
+def swap_name(rng, text):
+    """A name becomes another name of the file, a registry entry (Linear -> Conv2d, x -> h), or a
+    name that means something in the generated Python (self, torch, class, ...)."""
+    pieces = tokens(text)
+    names = sorted({p for p in pieces if kind(p) == "name"})
+    if not names:
+        return None
+    pool = names + registry_names() + PYTHON_NAMES
+    return _replace_one(rng, text, ("name",), lambda p: _other(rng, pool, p))
+
+
+def registry_names() -> list[str]:
+    from dslc.ops import REGISTRY
+    return sorted(n for n, op in REGISTRY.items() if not op.internal)
+
+
+def drop_line(rng, text):
+    lines = text.splitlines(keepends=True)
+    if len(lines) < 2:
+        return None
+    del lines[rng.randrange(len(lines))]
+    return "".join(lines)
+
+
+def dup_line(rng, text):
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return None
+    i = rng.randrange(len(lines))
+    lines.insert(i, lines[i] if lines[i].endswith("\n") else lines[i] + "\n")
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------- deep nesting of an operand
@@ -236,13 +283,16 @@ def long_string(rng, text):
 
 OPERATORS: dict[str, Callable] = {
     "delete": delete, "duplicate": duplicate, "swap": swap, "huge_number": huge_number,
+    "small_number": small_number, "swap_name": swap_name, "drop_line": drop_line, "dup_line": dup_line,
     "nest_parens": nest_parens, "nest_unary": nest_unary, "nest_sum": nest_sum, "nest_compare": nest_compare,
     "nest_lists": nest_lists, "nest_blocks": nest_blocks, "truncate": truncate, "insert_nul": insert_nul,
     "insert_bad_utf8": insert_bad_utf8, "insert_control": insert_control, "dup_decl": dup_decl,
     "long_string": long_string,
 }
-# cheap token edits find most shallow bugs: they are drawn more often
-WEIGHTS = {"delete": 4, "duplicate": 3, "swap": 3, "huge_number": 4}
+# cheap edits find most bugs, and the gentle ones (numbers, names, lines) often leave a file that
+# parses, so that the checks and the code generation behind the parser are reached: drawn more often
+WEIGHTS = {"delete": 3, "duplicate": 2, "swap": 2, "huge_number": 4, "small_number": 4, "swap_name": 4,
+           "drop_line": 3, "dup_line": 3}
 
 
 def pick_operator(rng: random.Random) -> str:

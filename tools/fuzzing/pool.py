@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
@@ -84,6 +85,7 @@ def remove_files(paths: list[str]) -> None:
 
 def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path: str) -> None:
     os.setpgid(0, 0)
+    warnings.simplefilter("ignore")   # torch's advice about odd but legal arguments is not a finding
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     set_memory_limit(limits.memory)
     out = tempfile.mkdtemp(prefix="out-", dir=os.path.dirname(dump_path))
@@ -96,7 +98,11 @@ def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path:
                 os._exit(0)
             os.ftruncate(dump.fileno(), 0)
             os.lseek(dump.fileno(), 0, os.SEEK_SET)
-            conn.send(_run(case, target, root, limits, prefixes, out, dump))
+            try:
+                outcome = _run(case, target, root, limits, prefixes, out, dump)
+            except Exception as e:  # noqa: BLE001 - the fuzzer's own fault: reported as such, not dslc's
+                outcome = Outcome("internal", type(e).__name__, f"in the fuzzer: {e}"[:300], phase="fuzzer")
+            conn.send(outcome)
 
 
 def _run(case: Case, target, root: str, limits: Limits, prefixes: tuple, out: str, dump) -> Outcome:

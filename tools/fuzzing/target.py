@@ -1,7 +1,8 @@
 """What a worker does with a case, and how it classifies what happened.
 
 In-process (`api`): `dslc.load`, then the PyTorch source of every buildable model (which must be
-valid Python), and for a deep case a summary, `build`, a forward pass on random inputs and `onnx`.
+valid Python), and for a deep case a summary, the source at -O1 and -O2, `build`, a forward pass on
+random inputs and `onnx`.
 A DslcError is `clean` (its diagnostics must render), MemoryError or an allocator failure is
 `memory`, any other exception is `internal`. Through the command line (`cli`): exit 0 is `ok`, 1 or
 2 without a traceback `clean`; exit 3, any other status or a traceback is `internal`.
@@ -141,7 +142,7 @@ def failure(e: BaseException, phase: str, prefixes: tuple, seconds: float) -> Ou
 
 
 def api_target(case: Case, root: str, progress: Progress) -> None:
-    """Load the case, generate its PyTorch source; in a deep case also build, run and export."""
+    """Load the case, generate its PyTorch source; in a deep case also optimize, build, run and export."""
     prog = dslc.load(os.path.join(root, case.main))
     if not prog.buildable:
         return
@@ -169,6 +170,9 @@ def exercise(prog, name: str, progress: Progress) -> None:
     macs = macs_value(s.macs)
     if s.total_params > MAX_PARAMS or (isinstance(macs, int) and macs > MAX_MACS):
         return
+    progress.phase = "passes"
+    for opt in (1, 2):
+        compile(prog.source([name], opt=opt), "<generated>", "exec")
     progress.phase = "build"
     net = prog.build(name, seed=0).eval()
     progress.phase = "forward"
@@ -184,8 +188,8 @@ def random_input(t):
     import torch
     names = {n for d in t.shape for n in re.findall(r"[A-Za-z_]\w*", str(d))}
     shape = t.concrete(**{n: SIZES.get(n, 4) for n in names})
-    if t.dtype.startswith("int"):
-        return torch.randint(0, 2, shape, dtype=getattr(torch, t.dtype))
+    if t.dtype.startswith("int"):   # ids: 0 is in range of any embedding (the model cannot know the data's)
+        return torch.zeros(shape, dtype=getattr(torch, t.dtype))
     if t.dtype == "bool":
         return torch.rand(shape) > 0.5
     return torch.randn(shape, dtype=getattr(torch, t.dtype))
