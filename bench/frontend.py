@@ -13,6 +13,12 @@ written to bench/results/frontend.json with the machine it ran on; `ratio` is
 measured / target (below 1.0 meets the target).
 
     python bench/frontend.py [--repeat 5]
+    python bench/frontend.py --against REV [--rounds 10]
+
+With --against, the same checks run from this tree and from a worktree of the git
+revision REV, one after the other with the order swapped every round, so that both
+sides see the same machine load; each case's ratio (this tree's median / REV's) goes
+to bench/results/frontend_versus.json (1.00 is no change).
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import glob
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from common import DSLC, ROOT, timed_command, write
 
@@ -89,16 +97,79 @@ def zoo_spec(lines: int) -> str:
     return "\n".join(out)
 
 
+def main_versus(rev: str, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"zoo10k.dl": zoo_spec(10_000), "dense10k.dl": generated_spec(10_000),
+                 "tiny.dl": "model M {\n    input x: [B, 4]\n    Linear(2)\n}\n"}
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        specs = sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl")))
+        cases = {"startup_check_tiny": ["check", os.path.join(tmp, "tiny.dl")],
+                 "check_10000_lines": ["check", os.path.join(tmp, "zoo10k.dl")],
+                 "check_10000_dense_lines": ["check", os.path.join(tmp, "dense10k.dl")],
+                 "check_all_specs": ["check", *specs]}
+        result = versus(rev, cases, rounds)
+    print(f"written to {os.path.relpath(write('frontend_versus', result), ROOT)}")
+
+
 def tokens_per_line(text: str) -> float:
     sys.path.insert(0, ROOT)
     from dslc.frontend.parser import _lark
     return round(len(list(_lark().lex(text))) / max(1, text.count("\n")), 1)
 
 
+def _tree_command(tree: str) -> tuple[list[str], dict]:
+    """`dslc` run from the source tree `tree` (its own grammar and code), and the environment for it."""
+    env = {**os.environ, "PYTHONPATH": tree}
+    return [sys.executable, "-c", "from dslc.cli import run; run()"], env
+
+
+def _one_run(cmd: list[str], env: dict) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+    return time.perf_counter() - t
+
+
+def versus(rev: str, cases: dict, rounds: int) -> dict:
+    """Medians of each case run from this tree and from a worktree of `rev`, alternated."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.path.join(tmp, "old")
+        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", old, rev], check=True, capture_output=True)
+        try:
+            sides = {"new": _tree_command(ROOT), "old": _tree_command(old)}
+            for tree in (ROOT, old):
+                subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(tree, "dslc")], check=True,
+                               capture_output=True)
+            out = {}
+            for name, args in cases.items():
+                samples = {"new": [], "old": []}
+                for side in ("new", "old"):  # warm each side's parser cache and page cache once
+                    _one_run(sides[side][0] + args, sides[side][1])
+                for r in range(rounds):
+                    for side in (("new", "old") if r % 2 == 0 else ("old", "new")):
+                        samples[side].append(_one_run(sides[side][0] + args, sides[side][1]))
+                new, old_s = statistics.median(samples["new"]), statistics.median(samples["old"])
+                out[name] = {"new_median_s": round(new, 4), "old_median_s": round(old_s, 4),
+                             "ratio": round(new / old_s, 3),
+                             "new_samples_s": [round(x, 4) for x in samples["new"]],
+                             "old_samples_s": [round(x, 4) for x in samples["old"]]}
+                print(f"{name:26s} new {new:.3f} s  {rev} {old_s:.3f} s  ratio {new / old_s:.3f}")
+            return {"against": rev, "rounds": rounds, "cases": out}
+        finally:
+            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--against", metavar="REV", help="compare with the git revision REV, side by side")
+    ap.add_argument("--rounds", type=int, default=10, help="with --against: runs of each side per case")
     args = ap.parse_args()
+    if args.against:
+        return main_versus(args.against, args.rounds)
     env_note = {}
     with tempfile.TemporaryDirectory() as tmp:
         big = os.path.join(tmp, "zoo10k.dl")
