@@ -15,6 +15,7 @@ from .mutate import mutate, to_bytes
 from .seeds import MUTANT_NAME, Seed
 
 CLASSES = ("ok", "clean", "internal", "hang", "memory")
+PHASES = ("load", "source", "summary", "passes", "build", "forward", "onnx", "render", "cli", "fuzzer")
 FAILURES = ("internal", "hang", "memory")
 WEIRD_VALUES = ["0", "-1", "10**30", "9 ** 9 ** 9", "1e308", '"x"', "[", "None", "[1, 2]", "true", "{", "x" * 300,
                 "\x01", "\u202e", "2**64", "-", ""]      # (no NUL: no program can pass one in an argument)
@@ -39,7 +40,7 @@ class Outcome:
     message: str = ""
     frame: str = ""                # the innermost dslc frame, file:function
     where: str = ""                # the same frame, file:line
-    phase: str = ""                # load | source | summary | passes | build | forward | onnx | render | cli | fuzzer
+    phase: str = ""                # one of PHASES: where the case was
     seconds: float = 0.0
     codes: tuple = ()              # clean: the diagnostics' codes
 

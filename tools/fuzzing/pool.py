@@ -6,8 +6,10 @@ at start plus the memory limit, so a runaway allocation raises MemoryError (or k
 instead of taking the machine down.
 
 The parent is the watchdog. A case over the time limit is a `hang`: over it in CPU seconds of its
-worker (so that a machine busy with other work does not turn slow cases into hangs), or over WALL
-times it in wall-clock seconds (a case that sleeps or blocks). The parent then asks faulthandler in
+worker in one phase (so that a machine busy with other work does not turn slow cases into hangs;
+each phase, such as load or ONNX export, is one thing a user asks of dslc, and the worker marks
+where each starts in shared memory), or over WALL times it in wall-clock seconds for the whole case
+(a case that sleeps or blocks). The parent then asks faulthandler in
 the worker (SIGUSR1) for five samples of the stack it is stuck in, whose innermost common dslc
 frame is the hang's, and kills the worker's group. A worker that dies by a signal is a `memory` failure (SIGKILL: the
 kernel's out-of-memory killer) or an `internal` crash (SIGSEGV from a C stack overflow, ...), with
@@ -28,7 +30,7 @@ import warnings
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-from .cases import Case, Outcome
+from .cases import PHASES, Case, Outcome
 from .target import DSLC_FRAMES, WALL, api_target, classify, innermost, lower, run_cli, steady_frame, text_frames
 
 GRACE = 0.1          # seconds between asking for a sample of the stack and reading it
@@ -43,7 +45,7 @@ class Limits:
     memory: int = 2 << 30
 
     def over(self, case: Case, cpu: float, wall: float) -> bool:
-        """Whether a running case is over the limit. A cli case limits its subprocess itself (and
+        """Whether a running case is over the limit (`cpu`: of its running phase; `wall`: of the case). A cli case limits its subprocess itself (and
         may run twice, the second time with --debug): the parent only guards against a stuck worker."""
         if case.mode == "cli":
             return wall > 2 * WALL * (self.seconds + CLI_STARTUP) + 1
@@ -83,7 +85,7 @@ def remove_files(paths: list[str]) -> None:
             pass
 
 
-def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path: str) -> None:
+def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path: str, clock) -> None:
     os.setpgid(0, 0)
     warnings.simplefilter("ignore")   # torch's advice about odd but legal arguments is not a finding
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -99,18 +101,24 @@ def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path:
             os.ftruncate(dump.fileno(), 0)
             os.lseek(dump.fileno(), 0, os.SEEK_SET)
             try:
-                outcome = _run(case, target, root, limits, prefixes, out, dump)
+                outcome = _run(case, target, root, limits, prefixes, out, lambda phase: _mark(clock, phase))
             except Exception as e:  # noqa: BLE001 - the fuzzer's own fault: reported as such, not dslc's
                 outcome = Outcome("internal", type(e).__name__, f"in the fuzzer: {e}"[:300], phase="fuzzer")
             conn.send(outcome)
 
 
-def _run(case: Case, target, root: str, limits: Limits, prefixes: tuple, out: str, dump) -> Outcome:
+def _mark(clock, phase: str) -> None:
+    """Tell the parent that `phase` starts now: its index, and this process's CPU time."""
+    clock[1] = PHASES.index(phase)
+    clock[0] = time.process_time()
+
+
+def _run(case: Case, target, root: str, limits: Limits, prefixes: tuple, out: str, mark) -> Outcome:
     written = write_files(root, case.files)
     try:
         if case.mode == "cli":
             return run_cli(case, root, out, limits.seconds + CLI_STARTUP, limits.memory)
-        return classify(lambda progress: target(case, root, progress), prefixes)
+        return classify(lambda progress: target(case, root, progress), prefixes, mark)
     finally:
         remove_files(written)
         shutil.rmtree(out, ignore_errors=True)
@@ -126,9 +134,10 @@ class Worker:
         self.dump_path = os.path.join(pool.scratch, f"stack-{slot}.txt")
         parent, child = multiprocessing.Pipe()
         ctx = multiprocessing.get_context("fork")
+        self.clock = ctx.RawArray("d", 2)   # the running phase's start (worker CPU seconds) and index
         self.process = ctx.Process(target=_worker, daemon=True,
                                    args=(child, pool.target, pool.roots[slot], pool.limits, pool.prefixes,
-                                         self.dump_path))
+                                         self.dump_path, self.clock))
         self.process.start()
         child.close()
         self.conn = parent
@@ -149,8 +158,15 @@ class Worker:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / TICK
 
+    def phase_cpu(self) -> float:
+        """CPU seconds of the running phase (of the case, until the worker marks its first phase)."""
+        return self.cpu() - max(self.cpu_start, self.clock[0])
+
+    def phase(self) -> str:
+        return PHASES[int(self.clock[1])]
+
     def over(self, limits: Limits) -> bool:
-        return limits.over(self.case, self.cpu() - self.cpu_start, time.monotonic() - self.started)
+        return limits.over(self.case, self.phase_cpu(), time.monotonic() - self.started)
 
     def ask_stacks(self, times: int = 5) -> list[str]:
         """Samples of the stack the worker is in (faulthandler appends one to the file on SIGUSR1)."""
@@ -269,13 +285,13 @@ class Pool:
         return Outcome("internal", f"exit {code}", "the worker exited during a case", frame, where, seconds=seconds)
 
     def _hang(self, w: Worker) -> Outcome:
+        cpu, phase = w.phase_cpu(), w.phase()
         stacks = w.ask_stacks()
-        cpu = w.cpu() - w.cpu_start
         w.kill()
         frame, where = steady_frame([text_frames(s, newest_first=True) for s in stacks], self.prefixes)
         wall = time.monotonic() - w.started
-        return Outcome("hang", "Timeout", f"over {self.limits.seconds:g} s: {cpu:.1f} s of CPU, "
-                       f"{wall:.1f} s in all", frame, where, seconds=wall)
+        return Outcome("hang", "Timeout", f"over {self.limits.seconds:g} s: {cpu:.1f} s of CPU in {phase}, "
+                       f"{wall:.1f} s in all", frame, where, phase if w.case.mode == "api" else "cli", wall)
 
     def _after(self, w: Worker, outcome: Outcome) -> Worker:
         """The worker for the next case: the same one, or a fresh one in its slot."""

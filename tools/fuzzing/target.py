@@ -37,8 +37,22 @@ CLI_BASE_MEMORY = 1 << 30             # a fresh interpreter with torch maps abou
 
 
 class Progress:
-    """The phase a case is in, for the report."""
-    phase = "load"
+    """The phase a case is in: for the report, and for the watchdog, which `mark(phase)` tells as
+    each phase starts (the time limit is per phase: each is one thing a user asks dslc to do)."""
+
+    def __init__(self, mark=None):
+        self._mark = mark
+        self.phase = "load"
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase = name
+        if self._mark is not None:
+            self._mark(name)
 
 
 # ---------------------------------------------------------------- frames
@@ -102,9 +116,9 @@ def text_frames(text: str, newest_first: bool = False) -> list[tuple[str, int, s
 # ---------------------------------------------------------------- in-process
 
 
-def classify(call, prefixes: tuple = DSLC_FRAMES) -> Outcome:
+def classify(call, prefixes: tuple = DSLC_FRAMES, mark=None) -> Outcome:
     """Run call(progress) and classify its end."""
-    progress = Progress()
+    progress = Progress(mark)
     start = time.monotonic()
     try:
         call(progress)
