@@ -262,7 +262,8 @@ def cli_pool(tmp_path_factory):
 
 
 COMMANDS = [["check", "{file}"], ["compile", "{file}", "-o", "{out}/out.py"], ["summary", "{file}"],
-            ["render", "{file}", "-o", "{out}/out.dot"], ["compile", "{file}", "--target", "onnx", "-o", "{out}/m.onnx"]]
+            ["render", "{file}", "-o", "{out}/out.dot"],
+            ["compile", "{file}", "--target", "onnx", "-o", "{out}/m.onnx"]]
 
 
 def run_cli(pool, data: bytes, argv: list) -> None:

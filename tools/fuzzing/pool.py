@@ -45,8 +45,9 @@ class Limits:
     memory: int = 2 << 30
 
     def over(self, case: Case, cpu: float, wall: float) -> bool:
-        """Whether a running case is over the limit (`cpu`: of its running phase; `wall`: of the case). A cli case limits its subprocess itself (and
-        may run twice, the second time with --debug): the parent only guards against a stuck worker."""
+        """Whether a running case is over the limit (`cpu`: of its running phase; `wall`: of the case).
+        A cli case limits its subprocess itself (and may run twice, the second time with --debug):
+        the parent only guards against a stuck worker."""
         if case.mode == "cli":
             return wall > 2 * WALL * (self.seconds + CLI_STARTUP) + 1
         return cpu > self.seconds or wall > WALL * self.seconds

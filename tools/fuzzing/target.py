@@ -81,7 +81,11 @@ def steady_frame(samples: list[list[tuple[str, int, str]]], prefixes: tuple) -> 
         if len({(f, name) for f, _, name in level}) != 1:
             break
         common.append(level[-1])
-    return innermost(common, prefixes) if innermost(common, prefixes)[0] else innermost(samples[-1], prefixes)
+    for frames in [common, *reversed(samples)]:   # else the latest sample that is in dslc at all
+        found = innermost(frames, prefixes)
+        if found[0]:
+            return found
+    return "", ""
 
 
 def recursion_frame(frames: list[tuple[str, int, str]], prefixes: tuple) -> tuple[str, str]:
