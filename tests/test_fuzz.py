@@ -25,7 +25,7 @@ from support import ROOT
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import fuzz  # noqa: E402
 from fuzzing import generators, mutate, target  # noqa: E402
-from fuzzing.cases import Case, make_case, with_text  # noqa: E402
+from fuzzing.cases import WEIRD_INTS, Case, make_case, with_text  # noqa: E402
 from fuzzing.minimize import Minimizer, abbreviate, ddmin  # noqa: E402
 from fuzzing.pool import Limits, Pool  # noqa: E402
 from fuzzing.seeds import all_seeds  # noqa: E402
@@ -296,13 +296,31 @@ def test_the_command_line_on_random_token_sequences(cli_pool, text, argv):
     run_cli(cli_pool, mutate.to_bytes(text), argv)
 
 
-@settings(max_examples=50)
-@given(argv=st.sampled_from(COMMANDS[1:]), key=st.sampled_from(VOCABULARY), value=st.sampled_from(VOCABULARY),
-       model=st.sampled_from(VOCABULARY + ["SmallCNN"]))
-def test_the_command_line_on_random_arguments(cli_pool, argv, key, value, model):
+NUMBER_FLAGS = {"compile": "--seed", "summary": "--size", "render": "--depth"}
+
+
+def _small_cnn() -> bytes:
     with open(os.path.join(ROOT, "specs", "small_cnn.dl"), "rb") as f:
-        spec = f.read()
-    run_cli(cli_pool, spec, argv + ["--set", f"{key}={value}", "--model", model])
+        return f.read()
+
+
+@settings(max_examples=60)
+@given(argv=st.sampled_from(COMMANDS[1:]), setting=st.none() | st.tuples(st.sampled_from(VOCABULARY),
+                                                                       st.sampled_from(VOCABULARY)),
+       model=st.none() | st.sampled_from(VOCABULARY + ["SmallCNN"]))
+def test_the_command_line_on_random_settings(cli_pool, argv, setting, model):
+    """--set KEY=VALUE and --model NAME of random tokens, on a spec that compiles."""
+    extra = (["--set", "=".join(setting)] if setting else []) + (["--model", model] if model else [])
+    run_cli(cli_pool, _small_cnn(), argv + extra)
+
+
+@pytest.mark.parametrize("argv", COMMANDS[1:], ids=lambda a: "-".join(a[0:1] + a[2:3]))
+@settings(max_examples=30)
+@given(number=st.sampled_from([int(n) for n in WEIRD_INTS]) | st.integers(-2 ** 70, 2 ** 70))
+def test_the_command_line_on_odd_numbers(cli_pool, argv, number):
+    """Any integer for --seed (compile), --size T= (summary) or --depth (render)."""
+    flag = NUMBER_FLAGS[argv[0]]
+    run_cli(cli_pool, _small_cnn(), argv + [flag, f"T={number}" if flag == "--size" else str(number)])
 
 
 HOSTILE = {"random-bytes": bytes(random.Random(0).randrange(256) for _ in range(2000)),

@@ -20,6 +20,11 @@ FAILURES = ("internal", "hang", "memory")
 WEIRD_VALUES = ["0", "-1", "10**30", "9 ** 9 ** 9", "1e308", '"x"', "[", "None", "[1, 2]", "true", "{", "x" * 300,
                 "\x01", "\u202e", "2**64", "-", ""]      # (no NUL: no program can pass one in an argument)
 
+WEIRD_INTS = ["0", "-1", "1", "18446744073709551616", "9223372036854775808", "-9223372036854775809",
+              "100000000000000000000000"]
+NUMBER_FLAGS = {"compile": "--seed", "summary": "--size", "render": "--depth"}   # a number flag of each command
+NUMBER_FORMS = {"compile": "{}", "summary": "T={}", "render": "{}"}
+
 
 @dataclass(frozen=True)
 class Case:
@@ -77,7 +82,8 @@ def with_text(case: Case, text: bytes) -> Case:
 
 
 def cli_case(case: Case, rng: random.Random) -> Case:
-    """The same files through a random `dslc` command, sometimes with --model and odd --set values."""
+    """The same files through a random `dslc` command, sometimes with --model, odd --set values and odd
+    numbers for --seed, --size or --depth."""
     text = case.files[case.main].decode("utf-8", "replace")
     command = rng.choice(["check", "compile", "summary", "render"])
     argv = [command, "{file}"] + _outputs(command, rng)
@@ -87,6 +93,8 @@ def cli_case(case: Case, rng: random.Random) -> Case:
         argv += ["--model", rng.choice(models)]
     if command != "check" and params and rng.random() < 0.3:
         argv += ["--set", f"{rng.choice(params)}={rng.choice(WEIRD_VALUES)}"]
+    if command in NUMBER_FLAGS and rng.random() < 0.3:
+        argv += [NUMBER_FLAGS[command], NUMBER_FORMS[command].format(rng.choice(WEIRD_INTS))]
     return replace(case, mode="cli", argv=tuple(argv), deep=False)
 
 
