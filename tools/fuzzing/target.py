@@ -1,8 +1,9 @@
 """What a worker does with a case, and how it classifies what happened.
 
 In-process (`api`): `dslc.load`, then the PyTorch source of every buildable model (which must be
-valid Python), and for a deep case a summary, the source at -O1 and -O2, `build`, a forward pass on
-random inputs and `onnx`.
+valid Python), and for a deep case the diagram, a summary, the source at -O1 and -O2, `build`, a
+forward pass on random inputs and `onnx`; a deep case that does not load draws the diagram that
+`dslc render` draws of a spec with errors.
 A DslcError is `clean` (its diagnostics must render), MemoryError or an allocator failure is
 `memory`, any other exception is `internal`. Through the command line (`cli`): exit 0 is `ok`, 1 or
 2 without a traceback `clean`; exit 3, any other status or a traceback is `internal`.
@@ -160,8 +161,15 @@ def failure(e: BaseException, phase: str, prefixes: tuple, seconds: float) -> Ou
 
 
 def api_target(case: Case, root: str, progress: Progress) -> None:
-    """Load the case, generate its PyTorch source; in a deep case also optimize, build, run and export."""
-    prog = dslc.load(os.path.join(root, case.main))
+    """Load the case, generate its PyTorch source; in a deep case also draw, optimize, build, run and
+    export, or, when it does not load, draw what `dslc render` draws of a spec with errors."""
+    path = os.path.join(root, case.main)
+    try:
+        prog = dslc.load(path)
+    except DslcError:
+        if case.deep:
+            draw_partial(path, progress)
+        raise
     if not prog.buildable:
         return
     progress.phase = "source"
@@ -180,9 +188,24 @@ def warm_up(root: str) -> Outcome:
     return classify(lambda progress: api_target(case, root, progress))
 
 
+def draw_partial(path: str, progress: Progress) -> None:
+    """The diagram `dslc render` draws up to the first error, of each model the file seems to declare."""
+    from dslc.api import partial_graph
+    from dslc.backends.diagram import to_dot
+    progress.phase = "render"
+    with open(path, "rb") as f:
+        names = re.findall(r"\bmodel\s+(\w+)", f.read().decode("utf-8", "replace"))
+    for name in names[:DEEP_MODELS] or [None]:
+        graph = partial_graph(path, name, {})
+        if graph is not None:
+            to_dot(graph, None, True)
+
+
 def exercise(prog, name: str, progress: Progress) -> None:
     import torch
     from dslc.backends.summary import macs_value
+    progress.phase = "render"
+    prog.diagram(name)
     progress.phase = "summary"
     s = prog.summary(name)
     macs = macs_value(s.macs)
