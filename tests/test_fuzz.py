@@ -323,6 +323,30 @@ def test_the_command_line_on_odd_numbers(cli_pool, argv, number):
     run_cli(cli_pool, _small_cnn(), argv + [flag, f"T={number}" if flag == "--size" else str(number)])
 
 
+TINY_PLAN = b"""model Tiny {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(10)
+}
+
+train tiny {
+    model      = Tiny()
+    data       = digits(val=0.1, test=0.1)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = SGD(lr=0.1)
+    epochs     = 1
+    batch_size = 256
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99", "meta"])
+def test_train_refuses_a_device_it_cannot_use(cli_pool, device):
+    """A device torch does not know, or that this machine lacks: a usage error, not exit 3."""
+    run_cli(cli_pool, TINY_PLAN, ["train", "{file}", "--out", "{out}/run", "--device", device])
+
+
 HOSTILE = {"random-bytes": bytes(random.Random(0).randrange(256) for _ in range(2000)),
            "nul": b"model M {\x00\x00}", "deep-parens": b"model M(a: int = " + b"(" * 5000 + b"1" + b")" * 5000
            + b") {\n input x: [B, 4]\n}\n", "utf16": "model M { }".encode("utf-16")}
