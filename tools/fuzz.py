@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from fuzzing.cases import cli_case, make_case  # noqa: E402
 from fuzzing.minimize import Minimizer  # noqa: E402
 from fuzzing.pool import Limits, Pool  # noqa: E402
-from fuzzing.report import Tally, result_json, save_reproducers, table, write_json  # noqa: E402
+from fuzzing.report import Tally, result_json, save_reproducers, table, tree, write_json  # noqa: E402
 from fuzzing.seeds import all_seeds, make_mirror  # noqa: E402
 from fuzzing.target import api_target, warm_up  # noqa: E402
 
@@ -120,9 +120,9 @@ def main(argv=None) -> int:
     seeds = all_seeds()
     if args.show and args.case is not None:
         return show(args, seeds)
-    settings = {"seed": args.seed, "requested": args.n, "workers": args.workers, "time_limit_s": args.timeout,
-                "memory_limit_mib": args.memory_mib, "deep_fraction": args.deep, "cli_fraction": args.cli,
-                "seeds": len(seeds)}
+    settings = {"tree": tree(), "seed": args.seed, "requested": args.n, "workers": args.workers,
+                "time_limit_s": args.timeout, "memory_limit_mib": args.memory_mib, "deep_fraction": args.deep,
+                "cli_fraction": args.cli, "seeds": len(seeds)}
     scratch = tempfile.mkdtemp(prefix="dslc-fuzz-")
     try:
         roots = [make_mirror(os.path.join(scratch, f"w{k}"), seeds) for k in range(args.workers)]
@@ -135,8 +135,8 @@ def main(argv=None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
         save_reproducers(tally, args.out)
-    header = (f"dslc fuzz: {tally.cases} cases (seed {args.seed}, {len(seeds)} seeds) in {seconds:.0f} s on "
-              f"{args.workers} workers; limits {args.timeout:g} s, {args.memory_mib} MiB")
+    header = (f"dslc fuzz: {tally.cases} cases (seed {args.seed}, {len(seeds)} seeds, tree {settings['tree']}) in "
+              f"{seconds:.0f} s on {args.workers} workers; limits {args.timeout:g} s, {args.memory_mib} MiB")
     print(table(tally, header))
     if args.json:
         write_json(args.json, result_json(tally, settings, seconds))

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 
 from .cases import CLASSES, Case, Outcome, signature
@@ -149,6 +150,15 @@ def machine() -> dict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.machine()
+
+
+def tree() -> str:
+    """The commit the run tested, and whether dslc/ had changes not committed yet (cases and
+    outcomes depend on both: the seeds are the tree's files)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" + uncommitted changes" if git("status", "--porcelain", "--", "dslc", "grammars") else "")
 
 
 def result_json(tally: Tally, settings: dict, seconds: float, finished: bool = True) -> dict:
