@@ -31,7 +31,7 @@ from fuzzing.pool import Limits, Pool  # noqa: E402
 from fuzzing.seeds import all_seeds  # noqa: E402
 
 HERE = (os.path.abspath(__file__),)
-SPEC = open(os.path.join(ROOT, "specs", "resnet.dl"), encoding="utf-8").read()
+SPEC = open(os.path.join(ROOT, "examples", "language.dl"), encoding="utf-8").read()   # has every kind of token
 
 
 # ---------------------------------------------------------------- the operators
@@ -39,6 +39,13 @@ SPEC = open(os.path.join(ROOT, "specs", "resnet.dl"), encoding="utf-8").read()
 
 def _significant(text):
     return [p for p in mutate.tokens(text) if mutate.kind(p) not in ("space", "newline", "comment")]
+
+
+def _changed(text, mutant):
+    """The one token that differs, before and after ([] unless exactly one does)."""
+    before, after = _significant(text), _significant(mutant)
+    pairs = [(a, b) for a, b in zip(before, after) if a != b]
+    return list(pairs[0]) if len(before) == len(after) and len(pairs) == 1 else []
 
 
 def _invalid_utf8(text):
@@ -57,8 +64,10 @@ EFFECT = {   # what each operator must have done to SPEC
     len(_significant(m)) != len(_significant(t)) or _significant(m) != _significant(t),
     "small_number": lambda t, m: _significant(m) != _significant(t) and any(
         x in _significant(m) for x in mutate.SMALL),
-    "swap_name": lambda t, m: len(_significant(m)) == len(_significant(t)) and sum(
-        a != b for a, b in zip(_significant(m), _significant(t))) == 1,
+    "retype_number": lambda t, m: [(mutate.kind(x), "." in x) for x in _changed(t, m)] in (
+        [("number", False), ("number", True)], [("number", True), ("number", False)]),
+    "swap_string": lambda t, m: [mutate.kind(x) for x in _changed(t, m)] == ["string", "string"],
+    "swap_name": lambda t, m: [mutate.kind(x) for x in _changed(t, m)][1:] in (["name"], ["keyword"]),
     "drop_line": lambda t, m: len(m.splitlines()) == len(t.splitlines()) - 1,
     "dup_line": lambda t, m: len(m.splitlines()) == len(t.splitlines()) + 1,
     "nest_parens": lambda t, m: "(" * 100 in m,

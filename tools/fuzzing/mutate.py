@@ -30,6 +30,8 @@ KEYWORDS = {"model", "block", "import", "loss", "train", "input", "output", "par
 HUGE = ["10**30", "9 ** 9 ** 9", "2**64", "1e308", "-1", "0", "18446744073709551616", "1e309",
         "-9223372036854775809", "4294967296", "1e-320", "99999999999999999999999999999999"]
 SMALL = ["0", "1", "2", "3", "7", "16", "64", "-2", "0.5", "1.5", "1e-3", "0.0"]
+STRINGS = ['""', '"x"', '"nearest"', '"bilinear"', '"mean"', '"sum"', '"none"', '"max"', '"reflect"', '"circular"',
+           '"zeros"', '"relu"', '"tanh"', '"same"', '"valid"', '"fan_in"', "'a\\'b'", '"\\u202e"']
 PYTHON_NAMES = ["self", "torch", "nn", "F", "math", "forward", "super", "build", "class", "def", "lambda", "return",
                 "import", "pass", "yield", "global", "_", "__init__", "__class__", "__dict__", "print", "len", "range",
                 "int", "float", "list", "dict", "object", "type", "exec", "eval", "x", "B", "T"]
@@ -138,6 +140,21 @@ def small_number(rng, text):
     """Another ordinary number: the file usually still parses, and the checks behind the parser
     (shapes, arguments, code generation) get to see it."""
     return _replace_one(rng, text, ("number",), lambda p: _other(rng, SMALL, p))
+
+
+def retype_number(rng, text):
+    """An integer becomes a float (7 -> 7.0) and a float an integer (0.5 -> 0): type confusions."""
+    def flip(p: str) -> str:
+        if re.fullmatch(r"\d+", p):
+            return p + ".0"
+        return str(int(float(p))) if float(p) < 1e18 else "1"
+    return _replace_one(rng, text, ("number",), flip)
+
+
+def swap_string(rng, text):
+    """A string literal becomes another one of the file, or a word that some argument takes."""
+    pool = sorted({p for p in tokens(text) if kind(p) == "string" and len(p) <= 100}) + STRINGS
+    return _replace_one(rng, text, ("string",), lambda p: _other(rng, pool, p))
 
 
 def swap_name(rng, text):
@@ -283,7 +300,8 @@ def long_string(rng, text):
 
 OPERATORS: dict[str, Callable] = {
     "delete": delete, "duplicate": duplicate, "swap": swap, "huge_number": huge_number,
-    "small_number": small_number, "swap_name": swap_name, "drop_line": drop_line, "dup_line": dup_line,
+    "small_number": small_number, "retype_number": retype_number, "swap_name": swap_name,
+    "swap_string": swap_string, "drop_line": drop_line, "dup_line": dup_line,
     "nest_parens": nest_parens, "nest_unary": nest_unary, "nest_sum": nest_sum, "nest_compare": nest_compare,
     "nest_lists": nest_lists, "nest_blocks": nest_blocks, "truncate": truncate, "insert_nul": insert_nul,
     "insert_bad_utf8": insert_bad_utf8, "insert_control": insert_control, "dup_decl": dup_decl,
@@ -291,8 +309,8 @@ OPERATORS: dict[str, Callable] = {
 }
 # cheap edits find most bugs, and the gentle ones (numbers, names, lines) often leave a file that
 # parses, so that the checks and the code generation behind the parser are reached: drawn more often
-WEIGHTS = {"delete": 3, "duplicate": 2, "swap": 2, "huge_number": 4, "small_number": 4, "swap_name": 4,
-           "drop_line": 3, "dup_line": 3}
+WEIGHTS = {"delete": 3, "duplicate": 2, "swap": 2, "huge_number": 4, "small_number": 4, "retype_number": 3,
+           "swap_name": 4, "swap_string": 2, "drop_line": 3, "dup_line": 3}
 
 
 def pick_operator(rng: random.Random) -> str:
