@@ -227,3 +227,36 @@ def test_error_recovery_parses_again_only_from_the_declaration_before_the_error(
     with pytest.raises(DslcError) as e:
         dslc.load(str(_write(tmp_path, text)))
     assert len(calls) == 3 and e.value.codes == ["E0104"] and ":393:11:" in str(e.value)  # model M98 {
+
+
+@pytest.mark.parametrize("body, opt", [
+    ("        Dropout(0.0)\n        ReLU()\n", 1),                                   # no-ops removed
+    ("        a = x -> ReLU()\n        b = x -> ReLU()\n        x = a + b\n", 1),        # common subexpressions
+    ("        Conv2d(4, 3, padding=1)\n        BatchNorm2d()\n", 2),                   # batch norms folded
+])
+def test_passes_rewire_in_time_proportional_to_the_graph(tmp_path, monkeypatch, body, opt):
+    # Each rewiring used to scan the whole graph: thousands of no-ops, merges or folds took minutes.
+    from dslc.ir.graph import Graph
+    visits = [0]
+    real = Graph.__iter__
+
+    def counted(self):
+        for node in real(self):
+            visits[0] += 1
+            yield node
+    monkeypatch.setattr(Graph, "__iter__", counted)
+    n = 1500
+    shape = "[B, 4, 6, 6]" if "Conv" in body else "[B, 4]"
+    text = (f"model M {{\n    input x: {shape}\n    repeat {n} {{\n{body}    }}\n    output x\n}}\n"
+            if "a = " in body else f"model M {{\n    input x: {shape}\n    repeat {n} {{\n{body}    }}\n}}\n")
+    prog = dslc.load(str(_write(tmp_path, text)))
+    nodes = len(prog.graph("M").nodes)
+    visits[0] = 0
+    result = prog.optimized("M", opt)
+    assert result.applied                      # the pass did its work
+    assert visits[0] < 200 * nodes             # passes walk the graph some 30-60 times; ~1,200 times before
+    import torch
+    x = torch.randn((2, 4, 6, 6) if "Conv" in body else (2, 4))
+    plain, optimized = prog.build("M", seed=0).eval(), prog.build("M", seed=0, opt=opt).eval()
+    optimized.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(optimized(x), plain(x))

@@ -84,6 +84,10 @@ class _ClassWriter:
     def __init__(self, gen: Generator, graph: Graph, is_model: bool):
         self.gen, self.graph, self.is_model = gen, graph, is_model
         self.external = gen.external.get(id(graph), {})
+        self.first_use: dict = {}         # instance id -> the first node applying it
+        for node in graph.nodes.values():
+            if node.instance is not None:
+                self.first_use.setdefault(node.instance, node)
         for inst in graph.instances.values():   # first the classes the constructor will call
             if inst.kind == "block" and inst.id not in self.external:
                 gen.class_for(inst.graph)
@@ -135,7 +139,7 @@ class _ClassWriter:
         if inst.kind != "block":
             return []
         child = self.gen.class_for(inst.graph)
-        first = next(n for n in self.graph.nodes.values() if n.instance == inst.id)
+        first = self.first_use[inst.id]
         in_types = [self.graph.type_of(r) for r in first.inputs]
         child_inputs = [n for n, _ in inst.graph.inputs]
         out = []

@@ -88,7 +88,7 @@ class _Float(PType):
             raise ArgTypeError(self.desc)
         # Layers keep their float settings as float32 scalars (torch converts them when the layer
         # runs: `LeakyReLU(1e308)` checked, then failed in forward).
-        if isinstance(v, float) and not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+        if isinstance(v, float) and not -FLOAT32_MAX <= float.__float__(v) <= FLOAT32_MAX:  # no guard on a Real
             raise ArgRangeError("must be a finite number within float32's range (about ±3.4e38)")
         return v
 

@@ -14,7 +14,8 @@ from ..ir.dims import Real, Size, Sym, plain, plain_float
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
 from . import Pass, PassLog
-from .edit import Purity, describe, drop_unused_instances, graphs, has_buffers, has_state, remove_nodes, replace_uses
+from .edit import (Purity, UseIndex, describe, drop_unused_instances, graphs, has_buffers, has_state, remove_nodes,
+                   replace_uses)
 
 
 def value_key(v):
@@ -62,12 +63,13 @@ class CommonSubexpressions(Pass):
         seen: dict = {}       # key -> the first node computing it
         similar: dict = {}    # the same op, arguments and inputs, whatever the instance -> the first node
         changed = False
+        index = UseIndex(g)
         for node in list(g):
             key, why = self._key(g, node, pure)
             look = _look(node)
             first = similar.setdefault(look, node) if look is not None else None
             if key is not None and key in seen:
-                self._merge(g, node, seen[key], log)
+                self._merge(g, node, seen[key], log, index)
                 changed = True
                 continue
             if key is not None:
@@ -77,11 +79,11 @@ class CommonSubexpressions(Pass):
         drop_unused_instances(g)
         return changed
 
-    def _merge(self, g: Graph, node: Node, keep: Node, log: PassLog) -> None:
+    def _merge(self, g: Graph, node: Node, keep: Node, log: PassLog, index: UseIndex) -> None:
         for i in range(len(node.outputs)):
             if node.names[i] is not None and keep.names[i] is None and keep.kind in ("op", "call"):
                 keep.names[i] = node.names[i]
-            replace_uses(g, Ref(node.id, i), Ref(keep.id, i))
+            replace_uses(g, Ref(node.id, i), Ref(keep.id, i), index)
         remove_nodes(g, [node.id])
         log.did(g, f"merged {describe(g, node)} into {describe(g, keep)}: the same computation")
 

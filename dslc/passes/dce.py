@@ -15,8 +15,8 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from ..ir.values import Ref
 from . import Pass, PassLog
-from .edit import (Purity, arg_refs, describe, drop_unused_instances, graphs, has_state, remove_nodes, replace_uses,
-                   uses)
+from .edit import (Purity, UseIndex, arg_refs, describe, drop_unused_instances, graphs, has_state, remove_nodes,
+                   replace_uses)
 
 
 class DeadCode(Pass):
@@ -59,14 +59,15 @@ class DeadCode(Pass):
                 if node.kind == "call":
                     sites.setdefault(id(node.args["graph"]), []).append((g, node))
         changed = False
+        indexes: dict = {}  # id(graph) -> its UseIndex, made when first needed (one per graph, not per call)
         for calls in sites.values():
             sub = calls[0][1].args["graph"]
             if len(sub.outputs) < 2:
                 continue
             read = set()
             for g, node in calls:
-                u = uses(g)
-                read |= {i for i in range(len(node.outputs)) if Ref(node.id, i) in u}
+                u = indexes.setdefault(id(g), UseIndex(g)) if id(g) not in indexes else indexes[id(g)]
+                read |= {i for i in range(len(node.outputs)) if u.of(Ref(node.id, i))}
             keep = [i for i in range(len(sub.outputs)) if i in read]
             if not keep or len(keep) == len(sub.outputs):
                 continue
@@ -75,7 +76,7 @@ class DeadCode(Pass):
             for g, node in calls:
                 for new, old in enumerate(keep):
                     if new != old:
-                        replace_uses(g, Ref(node.id, old), Ref(node.id, new))
+                        replace_uses(g, Ref(node.id, old), Ref(node.id, new), indexes[id(g)])
                 node.outputs = [node.outputs[i] for i in keep]
                 node.names = [node.names[i] for i in keep]
                 g._nx = None

@@ -24,7 +24,7 @@ from ..ir.dims import plain
 from ..ir.graph import FoldedNorm, Graph, Node
 from ..ir.values import Ref
 from . import Pass, PassLog
-from .edit import describe, graphs, remove_nodes, replace_uses, uses
+from .edit import UseIndex, describe, graphs, remove_nodes, replace_uses
 
 NORMS = {"BatchNorm1d": 1, "BatchNorm2d": 2, "BatchNorm3d": 3}
 LAYERS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3, "Linear": 0}
@@ -36,30 +36,40 @@ class FoldBatchNorm(Pass):
     def run(self, root: Graph, log: PassLog) -> bool:
         changed = False
         for g in graphs(root):
+            facts = _Facts(g)
             for node in list(g):
                 if node.kind != "op" or node.op.name not in NORMS:
                     continue
-                reason = _why_not(g, node)
+                reason = _why_not(g, node, facts)
                 if reason:
                     log.skip(g, f"{describe(g, node)} not folded: {reason}")
                     continue
                 layer = g.nodes[node.inputs[0].node]
                 before = describe(g, node)
-                _fold(g, layer, node)
+                _fold(g, layer, node, facts.index)
                 log.did(g, f"folded {before} into {describe(g, layer)}")
                 changed = True
         return changed
 
 
-def _applications(g: Graph, inst_id: str) -> list[Node]:
-    return [n for n in g if n.instance == inst_id]
+class _Facts:
+    """What the checks ask of a graph, found once per pass over it: folding only removes batch-norm
+    nodes (and their instances), so the counts of the other instances stay right."""
+
+    def __init__(self, g: Graph):
+        self.index = UseIndex(g)
+        self.applications: dict = {}
+        for n in g:
+            if n.instance is not None:
+                self.applications[n.instance] = self.applications.get(n.instance, 0) + 1
+        self.weights_read = {n.instance for n in g if n.kind == "weight"}
 
 
-def _why_not(g: Graph, bn: Node) -> str | None:
+def _why_not(g: Graph, bn: Node, facts: _Facts) -> str | None:
     inst = g.instances[bn.instance]
     if not bn.args["track_running_stats"]:
         return "it keeps no running statistics (track_running_stats=false), so eval mode still normalizes by the batch"
-    if len(_applications(g, inst.id)) > 1:
+    if facts.applications.get(inst.id, 0) > 1:
         return f"`{inst.name}` is applied more than once"
     x = bn.inputs[0]
     src = g.nodes[x.node]
@@ -79,26 +89,25 @@ def _why_not(g: Graph, bn: Node) -> str | None:
         return f"`{layer.name}` has {plain(channels)} output channels, the batch norm {plain(bn.args['num_features'])}"
     if layer.folded is not None:
         return f"`{layer.name}` already has `{layer.folded.norm.name}` folded in"
-    if len(_applications(g, layer.id)) > 1:
+    if facts.applications.get(layer.id, 0) > 1:
         return f"`{layer.name}` is applied more than once (its weights are shared)"
-    if any(n.kind == "weight" and n.instance == layer.id for n in g):
+    if layer.id in facts.weights_read:
         return f"`{layer.name}`'s weights are read elsewhere"
     if layer.inits or inst.inits:
         # folding happens as the layers are made; an `init=` runs after that (kept simple: not folded)
         return f"`{(layer if layer.inits else inst).name}` has its own `init=`"
-    users = uses(g).get(x, [])
-    if users != [bn.id]:
+    if facts.index.of(x) != {bn.id}:
         return f"`{layer.name}`'s output has another user"
     return None
 
 
-def _fold(g: Graph, layer: Node, bn: Node) -> None:
+def _fold(g: Graph, layer: Node, bn: Node, index: UseIndex) -> None:
     inst, norm = g.instances[layer.instance], g.instances[bn.instance]
     inst.folded = FoldedNorm(norm, bool(inst.args["bias"]))
     inst.args["bias"] = True
     layer.args["bias"] = True
     if layer.names[0] is None:
         layer.names[0] = bn.names[0]
-    replace_uses(g, Ref(bn.id), Ref(layer.id))
+    replace_uses(g, Ref(bn.id), Ref(layer.id), index)
     remove_nodes(g, [bn.id])
     del g.instances[norm.id]

@@ -23,7 +23,7 @@ from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
 from ..ops.shapes import norm_dim
 from . import Pass, PassLog
-from .edit import describe, drop_unused_instances, graphs, remove_nodes, replace_uses
+from .edit import UseIndex, describe, drop_unused_instances, graphs, remove_nodes, replace_uses
 
 DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "DropPath", "dropout")
 # view-like ops: the result is the input's elements in the same order, in another shape
@@ -33,6 +33,7 @@ PERMUTES = ("transpose", "permute")
 CONSTANTS = ("zeros", "ones", "full")
 # op -> the operand value that makes it the identity, and on which side(s)
 REWIRED = Ref("<rewired>")   # _source: the node was changed in place, not removed
+CHAIN_LIMIT = 64             # reshapes walked back from one node (each node walks: a long chain is quadratic)
 IDENTITIES = {"add": (0, ("input", "other")), "sub": (0, ("other",)), "mul": (1, ("input", "other")),
               "div": (1, ("other",)), "pow": (1, ("other",))}
 
@@ -64,16 +65,18 @@ class NoOps(Pass):
     def run(self, root: Graph, log: PassLog) -> bool:
         changed = False
         for g in graphs(root):
+            index = UseIndex(g)
             for node in list(g):
                 if node.id not in g.nodes or node.kind != "op":
                     continue
                 source, why = self._source(g, node, log)
                 if source is REWIRED:
+                    index.add(node)
                     changed = True
                     continue
                 if source is None:
                     continue
-                _read_through(g, node, source)
+                _read_through(g, node, source, index)
                 log.did(g, f"removed {describe(g, node)}: {why}")
                 changed = True
             drop_unused_instances(g)
@@ -119,13 +122,13 @@ def _expr(v) -> str:
     return to_python(v.expr)
 
 
-def _read_through(g: Graph, node: Node, source: Ref) -> None:
+def _read_through(g: Graph, node: Node, source: Ref, index: UseIndex) -> None:
     """Every use of the node's output reads `source`, which inherits the user's name; the node goes."""
     out = Ref(node.id)
     producer = g.nodes[source.node]
     if node.names[0] is not None and producer.kind in ("op", "call") and producer.names[source.index] is None:
         producer.names[source.index] = node.names[0]
-    replace_uses(g, out, source)
+    replace_uses(g, out, source, index)
     remove_nodes(g, [node.id])
 
 
@@ -139,7 +142,7 @@ def _reshape(g: Graph, node: Node, log: PassLog):
     if node.op.name not in RESHAPES:
         return None, None
     start = x
-    while True:  # walk back through a chain of reshapes: does it end where it began?
+    for _ in range(CHAIN_LIMIT):  # walk back through a chain of reshapes: does it end where it began?
         inner = g.nodes[start.node]
         if inner.kind != "op" or inner.op.name not in RESHAPES:
             break
