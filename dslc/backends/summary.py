@@ -195,6 +195,9 @@ def render_table(s: Summary, console=None) -> None:
     from rich.table import Table
     # a pipe or file gets the whole table rather than rich's 80-column default
     console = console or Console(width=None if sys.stdout.isatty() else 200)
+    if len(s.layers) > RICH_ROWS:
+        _plain_table(s, console)
+        return _totals(s, console)
     table = Table(title=f"{s.model}  (inputs: " + ", ".join(f"{k} {v}" for k, v in s.inputs.items()) + ")",
                   title_justify="left", show_lines=False)
     table.add_column("layer", no_wrap=True)
@@ -203,13 +206,34 @@ def render_table(s: Summary, console=None) -> None:
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("MACs", justify="right", no_wrap=True)
     for r in s.layers:
-        own = r.name.rsplit(".", 1)[-1]  # the nesting shows the path
-        status = {True: "", False: " (frozen)", "partly": " (partly frozen)"}[r.trainable]
-        name = "  " * r.depth + own + (" (shared)" if r.shared else "") + status
         style = "bold" if r.type.startswith("block ") else None
-        table.add_row(name, r.type, r.output_shape, f"{r.params:,}" if r.params else "",
-                      format_count(r.macs) if r.macs else "", style=style)
+        table.add_row(*_cells(r), style=style)
     console.print(table)
+    _totals(s, console)
+
+
+RICH_ROWS = 2000  # rich lays out about 1,000 rows a second: a longer table is printed as plain columns
+
+
+def _cells(r) -> tuple:
+    own = r.name.rsplit(".", 1)[-1]  # the nesting shows the path
+    status = {True: "", False: " (frozen)", "partly": " (partly frozen)"}[r.trainable]
+    name = "  " * r.depth + own + (" (shared)" if r.shared else "") + status
+    return (name, r.type, r.output_shape, f"{r.params:,}" if r.params else "",
+            format_count(r.macs) if r.macs else "")
+
+
+def _plain_table(s: Summary, console) -> None:
+    rows = [("layer", "type", "output shape", "params", "MACs")] + [_cells(r) for r in s.layers]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    console.print(f"{s.model}  (inputs: " + ", ".join(f"{k} {v}" for k, v in s.inputs.items()) + ")",
+                  markup=False, highlight=False)
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+def _totals(s: Summary, console) -> None:
     frozen = s.total_params - s.trainable_params
     sizes = ", ".join(f"{k}={v}" for k, v in s.sizes.items())
     console.print(f"total params: {s.total_params:,}   trainable: {s.trainable_params:,}   frozen: {frozen:,}")
