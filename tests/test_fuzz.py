@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from support import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.append(os.path.join(ROOT, "tools"))   # appended: its common.py must not hide another module
 import fuzz  # noqa: E402
 from fuzzing import generators, mutate, target  # noqa: E402
 from fuzzing.cases import WEIRD_INTS, Case, make_case, with_text  # noqa: E402
