@@ -231,12 +231,11 @@ def model_params(params: dict | None, keywords: dict) -> dict:
     return {**(params or {}), **keywords}
 
 
-def partial_graph(path: str, name: str | None, params: dict):
-    """A model's graph as far as evaluation gets, for a diagram of a spec with errors (None if
-    the file does not even parse, or the model is not there)."""
-    try:
-        unit = load_unit(path)
-    except DslcError:
+def partial_graph(error: DslcError, name: str | None, params: dict):
+    """A model's graph as far as evaluation gets, for a diagram of a spec with errors: from the
+    files `load` parsed before it failed (None if they did not parse, or the model is not there)."""
+    unit = getattr(error, "unit", None)
+    if unit is None:
         return None
     models = unit.of_kind("model")
     decl = unit.decls.get(name) if name else (models[0] if len(models) == 1 else None)
@@ -267,7 +266,11 @@ def load(path: str) -> Program:
     with gc_paused():
         unit = load_unit(path)
         from .check import check_unit
-        check_unit(unit)
+        try:
+            check_unit(unit)
+        except DslcError as e:
+            e.unit = unit  # parsed and resolved: what partial_graph draws from without parsing again
+            raise
     return Program(unit, path)
 
 

@@ -89,6 +89,21 @@ def _check_one(path: str) -> str:
     return f"ok: {path}: {', '.join(parts) or 'nothing to check'}"
 
 
+# torch.manual_seed takes an int64 (or uint64); beyond, compile wrote a file whose build() failed
+SEED = click.IntRange(-2 ** 63, 2 ** 63 - 1)
+
+
+def _usable_device(ctx, param, value: str | None) -> str | None:
+    """A device torch can use here, checked before any data is read (exit 2 otherwise)."""
+    if not value:  # absent (or empty): the default, CUDA when present
+        return None
+    from .runtime.devices import device_problem
+    problem = device_problem(value)
+    if problem:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
 def model_args(sets: tuple[str, ...]) -> dict:
     """`--set` values as model parameter arguments, a dict the API takes as `params=` (so any name
     reaches the model: `--set seed=1` is the model's `seed`, never compile's)."""
@@ -105,7 +120,7 @@ def model_args(sets: tuple[str, ...]) -> dict:
                                                     "name with .py, or the model's name with .onnx, here.")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a model parameter (a .dl literal); "
                                                                   "repeatable.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
               help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; onnx only).")
 @click.option("-O", "opt", type=click.IntRange(0, 2), default=0, show_default=True, metavar="LEVEL",
@@ -264,7 +279,7 @@ def render(file, model, output, depth, expand, sets) -> None:
     try:
         prog = load(file)
     except DslcError as e:
-        graph = partial_graph(file, model, params)
+        graph = partial_graph(e, model, params)
         if graph is not None:
             out = _diagram_path(output, graph.name)
             _draw(draw, to_dot(graph, depth, not expand), out)
@@ -324,7 +339,8 @@ def _sizes(items) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="K=V",
               help="Override a plan field or argument: epochs=3, optimizer.lr=1e-4, early_stopping.patience=2, "
                    "STEP.optimizer.lr=..., PHASE.epochs=...; repeatable.")
-@click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
+@click.option("--device", metavar="DEVICE", callback=_usable_device,
+              help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar (default: when stdout is a terminal; plain lines otherwise).")
 @_handled
@@ -360,11 +376,12 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Divides the logits before sampling each character: lower is more conservative.")
 @click.option("--prompt", metavar="TEXT", help="The text a language model starts from (default: a newline).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise and of every draw.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise and of every draw.")
 @click.option("-o", "--output", metavar="OUT", help="Output file (default: RUN/samples.png, .txt, or .npy for "
               "outputs that are not images).")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
-@click.option("--device", metavar="DEVICE", help="cpu, cuda, ... (default: CUDA when present).")
+@click.option("--device", metavar="DEVICE", callback=_usable_device,
+              help="cpu, cuda, ... (default: CUDA when present).")
 @_handled
 def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, output, sets, device) -> None:
     """Generate samples from a trained plan's model: images from a generator or decoder fed

@@ -135,3 +135,39 @@ def test_check_starts_without_torch_or_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("seed", ["18446744073709551616", "100000000000000000000000", "-9223372036854775809"])
+def test_a_seed_beyond_int64_is_a_usage_error(tmp_path, seed):
+    # torch.manual_seed takes an int64: compile wrote a file whose build() failed, ONNX exited 3
+    for target in ("pytorch", "onnx"):
+        out = tmp_path / f"m.{target}"
+        result = CliRunner().invoke(main, ["compile", os.path.join(ROOT, "specs", "mlp.dl"), "--model", "MLP",
+                                           "--target", target, "-o", str(out), "--seed", seed])
+        assert result.exit_code == 2 and "--seed" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:-1", "cpu,cuda", "meta", "cuda", "cuda:99", "mps"])
+def test_train_and_sample_refuse_a_device_torch_cannot_use_here(tmp_path, device):
+    import torch
+    if device.startswith("cuda") and torch.cuda.is_available() and device != "cuda:99":
+        pytest.skip("this machine has CUDA: the device is usable")
+    plan = os.path.join(ROOT, "examples", "digits", "digits.dl")
+    for command in (["train", plan, "--plan", "mlp", "--out", str(tmp_path / "run")],
+                    ["sample", plan, "--plan", "mlp", "--run", str(tmp_path / "run")]):
+        result = CliRunner().invoke(main, [*command, "--device", device])
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--device'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()   # refused before anything was read or written
+
+
+def test_render_of_a_spec_with_errors_parses_it_once(tmp_path, monkeypatch):
+    from dslc.frontend import loader
+    parses = []
+    real = loader.parse
+    monkeypatch.setattr(loader, "parse", lambda f: parses.append(f.name) or real(f))
+    spec = tmp_path / "bad.dl"
+    spec.write_text("model M {\n    input x: [B, 4]\n    Linear(3)\n    Conv2d(3, 3)\n}\n")
+    result = CliRunner().invoke(main, ["render", str(spec), "-o", str(tmp_path / "m.dot")])
+    assert result.exit_code == 1 and "E0402" in result.stderr
+    assert (tmp_path / "m.dot").exists() and len(parses) == 1

@@ -152,3 +152,19 @@ def test_unused_blocks_resolve_names_inside_init(tmp_path):
     path.write_text("block Unused(std: float) {\n"
                     "    Linear(10, init={weight: trunc_normal(std=std), bias: zeros})\n}\n")
     dslc.load(str(path))
+
+
+def test_an_integer_constant_makes_a_float_parameter(tmp_path):
+    # torch.full takes its dtype from the value: `constant(7)` made an int64 tensor, which
+    # cannot be a Parameter (check and compile passed, build failed)
+    import torch
+
+    import dslc
+    spec = tmp_path / "c.dl"
+    spec.write_text("model M(k: int = 3) {\n    input x: [B, 4]\n    param s: [] = constant(7)\n"
+                    "    param t: [4] = constant(k)\n    output x * s * t\n}\n")
+    prog = dslc.load(str(spec))
+    assert "torch.full((), 7.0)" in prog.source(["M"]) and "torch.full((4,), float(k))" in prog.source(["M"])
+    net = prog.build("M", params={"k": 5})
+    assert net.s.dtype == net.t.dtype == torch.float32
+    assert torch.equal(net(torch.ones(1, 4)), torch.full((1, 4), 35.0))

@@ -51,7 +51,22 @@ def _uniform(shape: str, a: dict) -> str:
 
 def _constant(shape: str, a: dict) -> str:
     size = "()" if shape == "()" else f"({shape},)" if "," not in shape else f"({shape})"
-    return f"torch.full({size}, {a['value']})"
+    # torch.full takes its dtype from the value: an int (`constant(7)`, or an int parameter)
+    # would make an int64 tensor, which cannot be a Parameter
+    value = a["value"]
+    if value.lstrip("-").isdigit():
+        value += ".0"
+    elif not _float_literal(value):
+        value = f"float({value})"
+    return f"torch.full({size}, {value})"
+
+
+def _float_literal(src: str) -> bool:
+    try:
+        float(src)
+    except ValueError:
+        return False
+    return any(c in src for c in ".en")  # 2.5, 1e-3, float('nan'): a float already; 7 is not
 
 
 _GAIN = ParamSpec("gain", FLOAT, 1.0, checks.positive_number)
