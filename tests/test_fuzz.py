@@ -200,6 +200,31 @@ def test_the_minimizer_keeps_the_failure_and_shrinks_it(planted_pool):
     assert (again.cls, again.etype, again.frame) == (found.cls, found.etype, found.frame)
 
 
+def test_a_hang_is_named_by_the_loop_every_stack_sample_is_in():
+    dump = """Thread 0x1 (most recent call first):
+  File "{root}/dslc/diagnostics/suggest.py", line 21 in {leaf}
+  File "{root}/dslc/frontend/names.py", line 131 in _report
+  File "{root}/tools/fuzzing/target.py", line 170 in api_target
+"""
+    root = target.ROOT
+    samples = [target.text_frames(dump.format(root=root, leaf=leaf), newest_first=True)
+               for leaf in ("edit_distance", "did_you_mean", "edit_distance")]
+    assert samples[0][-1][2] == "edit_distance"                  # newest last, once parsed
+    assert target.steady_frame(samples, target.DSLC_FRAMES) == ("dslc/frontend/names.py:_report",
+                                                                 "dslc/frontend/names.py:131")
+    assert target.steady_frame(samples[:1], target.DSLC_FRAMES)[0] == "dslc/diagnostics/suggest.py:edit_distance"
+
+
+def test_a_recursion_error_is_named_by_the_function_that_recurses():
+    root = target.ROOT + "/dslc/frontend/"
+    frames = [(root + "loader.py", 10, "load_unit")] + [(root + "loader.py", 99, "_load"),
+                                                          (root + "loader.py", 120, "_import")] * 300
+    frames += [(root + "parser.py", 391, "_sp")]    # where the limit happened to strike
+    assert target.culprit(frames, target.DSLC_FRAMES, recursion=True)[0] in ("dslc/frontend/loader.py:_import",
+                                                                            "dslc/frontend/loader.py:_load")
+    assert target.culprit(frames, target.DSLC_FRAMES, recursion=False)[0] == "dslc/frontend/parser.py:_sp"
+
+
 def test_ddmin_finds_the_two_items_that_matter():
     def first_failing(candidates):
         return next((i for i, c in enumerate(candidates) if 3 in c and 7 in c), None)
