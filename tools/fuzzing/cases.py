@@ -64,6 +64,8 @@ def signature(case: Case, outcome: Outcome) -> tuple:
 
 
 def make_case(run_seed: int, index: int, seeds: list[Seed], deep: float = 0.5, generated: float = 0.03) -> Case:
+    """Case `index` of a run: a structural generator's program (a `generated` fraction), else a seed
+    mutated by one to three operators, written beside its seed (so its imports resolve)."""
     rng = random.Random(f"{run_seed}:{index}")
     if rng.random() < generated:
         name = rng.choice(sorted(GENERATORS))
