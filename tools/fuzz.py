@@ -20,8 +20,10 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:   # appended: tools/common.py must shadow nothing
@@ -117,7 +119,18 @@ def show(args, seeds) -> int:
 
 
 def main(argv=None) -> int:
+    """`kill PID` of a run stops its workers and removes its folders (SIGTERM becomes SystemExit)."""
     args = parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return run(args)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args) -> int:
     seeds = all_seeds()
     if args.show and args.case is not None:
         return show(args, seeds)

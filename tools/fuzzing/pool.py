@@ -86,8 +86,19 @@ def remove_files(paths: list[str]) -> None:
             pass
 
 
+def die_with_parent() -> None:
+    """The worker is in its own process group: make the kernel kill it when the fuzzer dies,
+    however it dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(conn, target, root: str, limits: Limits, prefixes: tuple, dump_path: str, clock) -> None:
     os.setpgid(0, 0)
+    die_with_parent()
     warnings.simplefilter("ignore")   # torch's advice about odd but legal arguments is not a finding
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     set_memory_limit(limits.memory)
@@ -225,12 +236,16 @@ class Pool:
     def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(now=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the workers (at once, killing what they run, when `now`) and remove the scratch folder."""
         for w in self.workers:
-            w.stop()
+            if now:
+                w.kill()
+            else:
+                w.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def run(self, cases):

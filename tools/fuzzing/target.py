@@ -32,6 +32,7 @@ DSLC_COMMAND = os.path.join(os.path.dirname(sys.executable), "dslc")
 OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "bad_alloc", "out of memory", "cannot allocate memory")
 SIZES = {"B": 2, "T": 5, "S": 3}       # run-time sizes of a forward pass; any other one is 4
 MAX_PARAMS, MAX_MACS = 2_000_000, 200_000_000   # bigger models test torch's speed, not dslc
+MAX_ELEMENTS = 10_000_000             # nor does a tensor of more elements (an input [B, 2**32] is 32 GiB)
 DEEP_MODELS = 3                       # models of a deep case that are built and exported
 WALL = 10.0                           # a case may take this many times its CPU limit in wall-clock time
 CLI_BASE_MEMORY = 1 << 30             # a fresh interpreter with torch maps about 0.6 GB before any work
@@ -209,7 +210,9 @@ def exercise(prog, name: str, progress: Progress) -> None:
     progress.phase = "summary"
     s = prog.summary(name)
     macs = macs_value(s.macs)
-    if s.total_params > MAX_PARAMS or (isinstance(macs, int) and macs > MAX_MACS):
+    shapes = list(s.inputs.values()) + [row.output_shape for row in s.layers]
+    if s.total_params > MAX_PARAMS or (isinstance(macs, int) and macs > MAX_MACS) or \
+            max(map(elements, shapes), default=0) > MAX_ELEMENTS:
         return
     progress.phase = "passes"
     for opt in (1, 2):
@@ -223,6 +226,21 @@ def exercise(prog, name: str, progress: Progress) -> None:
         net(*inputs)
     progress.phase = "onnx"
     prog.onnx(name, seed=0)
+
+
+def elements(shapes: str) -> int:
+    """Elements of the largest tensor in a summary's shape text ("[B, T * 64]", "[B, 4], [B]") at the
+    forward pass's sizes; a dimension the text cannot give counts as huge."""
+    largest = 0
+    for shape in re.findall(r"\[([^\]]*)\]", shapes):
+        count = 1
+        for dim in filter(None, (d.strip() for d in shape.split(","))):
+            expr = re.sub(r"[A-Za-z_]\w*", lambda m: str(SIZES.get(m.group(), 4)), dim)
+            if not re.fullmatch(r"[\d\s+\-*/%()]+", expr) or "**" in expr:
+                return MAX_ELEMENTS + 1
+            count *= int(eval(expr, {"__builtins__": {}}))  # noqa: S307 - digits and + - * / % only
+        largest = max(largest, count)
+    return largest
 
 
 def random_input(t):
