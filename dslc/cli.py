@@ -282,7 +282,10 @@ def render(file, model, output, depth, expand, sets) -> None:
         graph = partial_graph(e, model, params)
         if graph is not None:
             out = _diagram_path(output, graph.name)
-            _draw(draw, to_dot(graph, depth, not expand), out)
+            try:
+                _draw(draw, to_dot(graph, depth, not expand), out)
+            except DslcError as failed:  # the spec's own errors come first
+                raise DslcError(e.diagnostics + failed.diagnostics) from None
             _echo(f"wrote {out} (up to the error)", err=True)
         raise e
     name = _one_model(prog, model)

@@ -69,3 +69,31 @@ def test_a_missing_graphviz_is_a_clear_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["render", EXAMPLE, "--model", "VAE", "-o", str(tmp_path / "vae.png")])
     assert r.exit_code == 1 and "error[E0902]" in r.stderr and "apt-get install graphviz" in r.stderr
     assert not (tmp_path / "vae.png").exists()
+
+
+def test_a_diagram_too_large_for_graphviz_is_refused_with_the_specs_errors(tmp_path):
+    # 20,000 ReLUs (the unroll limit's partial graph) drawn to every depth: `dot` ran out of memory and
+    # crashed (exit 3); now the spec's E0703 comes with an E0902 saying what to do
+    spec = tmp_path / "many.dl"
+    spec.write_text("model Many {\n    input x: [B, 4]\n    repeat 10000 {\n        repeat 10000 {\n"
+                    "            ReLU()\n        }\n    }\n}\n")
+    result = CliRunner().invoke(main, ["render", str(spec), "-o", str(tmp_path / "m.svg"), "--depth", "100"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "error[E0703]" in result.stderr and "too many for Graphviz to lay out" in result.stderr
+    assert not (tmp_path / "m.svg").exists()
+    dot = CliRunner().invoke(main, ["render", str(spec), "-o", str(tmp_path / "m.dot"), "--depth", "100"])
+    assert dot.exit_code == 1 and (tmp_path / "m.dot").exists()   # .dot is written: no Graphviz involved
+
+
+def test_graphviz_failures_are_diagnostics(monkeypatch, tmp_path):
+    import subprocess
+
+    import graphviz
+
+    from dslc.backends import diagram
+
+    def crash(self, *a, **k):
+        raise subprocess.CalledProcessError(-11, ["dot"], stderr=b"out of memory\n")
+    monkeypatch.setattr(graphviz.Source, "pipe", crash)
+    with pytest.raises(diagram.DiagramError, match="Graphviz's dot failed: out of memory"):
+        diagram.render('digraph "M" {\n  n1 [label="x"];\n}\n', str(tmp_path / "m.svg"))

@@ -349,6 +349,31 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace("\\\\n", "\\n").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+MAX_LABELS = 10_000  # boxes and edges handed to Graphviz: past that, `dot` takes minutes and gigabytes
+
+
+class DiagramError(RuntimeError):
+    """Graphviz cannot, or should not be asked to, draw this diagram."""
+
+
+def _graphviz(dot_source: str, ext: str) -> bytes:
+    import subprocess
+
+    import graphviz
+    labels = dot_source.count(" [label=")
+    if labels > MAX_LABELS:
+        raise DiagramError(f"the diagram has {labels:,} boxes and edges, too many for Graphviz to lay out "
+                           f"(at most {MAX_LABELS:,}): write it as .dot, or draw fewer levels with --depth")
+    if ext == "png":
+        dot_source = dot_source.replace("graph [", "graph [dpi=110, ", 1)
+    try:
+        return graphviz.Source(dot_source).pipe(format=ext, engine="dot")
+    except subprocess.CalledProcessError as e:  # dot crashed or refused (out of memory, a bad label)
+        said = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise DiagramError(f"Graphviz's dot failed: {said[-1] if said else f'exit status {e.returncode}'}") \
+            from None
+
+
 def render(dot_source: str, path: str) -> None:
     """Write DOT (.dot), or have Graphviz draw it (.svg, .png, .pdf) through the graphviz package."""
     import os
@@ -361,10 +386,7 @@ def render(dot_source: str, path: str) -> None:
     elif ext in ("svg", "png", "pdf"):
         if shutil.which("dot") is None:
             raise FileNotFoundError("Graphviz's `dot` is not installed (Debian: apt-get install graphviz)")
-        import graphviz
-        attrs = ["-Gdpi=110"] if ext == "png" else []
-        data = graphviz.Source(dot_source).pipe(format=ext, engine="dot", renderer=None, formatter=None) \
-            if not attrs else graphviz.Source(dot_source.replace("graph [", "graph [dpi=110, ", 1)).pipe(format=ext)
+        data = _graphviz(dot_source, ext)
     else:
         raise ValueError(f"unknown diagram format .{ext} (use .svg, .png, .pdf or .dot)")
     write_output(path, data)
