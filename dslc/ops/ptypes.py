@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..ir.dims import Real, Size, Sym
@@ -80,6 +81,10 @@ class _Int(PType):
         raise ArgTypeError(self.desc)
 
 
+def _fits_float32(x: float) -> bool:
+    return math.isinf(x) or -FLOAT32_MAX <= x <= FLOAT32_MAX
+
+
 class _Float(PType):
     desc = "a number"
 
@@ -88,8 +93,9 @@ class _Float(PType):
             raise ArgTypeError(self.desc)
         # Layers keep their float settings as float32 scalars (torch converts them when the layer
         # runs: `LeakyReLU(1e308)` checked, then failed in forward).
-        if isinstance(v, float) and not -FLOAT32_MAX <= float.__float__(v) <= FLOAT32_MAX:  # no guard on a Real
-            raise ArgRangeError("must be a finite number within float32's range (about ±3.4e38)")
+        # ±inf is a legal setting (a p-norm's `p`, Softplus's `threshold`); NaN never is.
+        if isinstance(v, float) and not _fits_float32(float.__float__(v)):  # no guard on a Real
+            raise ArgRangeError("must be ±inf or a number within float32's range (about ±3.4e38)")
         return v
 
 
