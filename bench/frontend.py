@@ -13,12 +13,15 @@ written to bench/results/frontend.json with the machine it ran on; `ratio` is
 measured / target (below 1.0 meets the target).
 
     python bench/frontend.py [--repeat 5]
-    python bench/frontend.py --against REV [--rounds 10]
+    python bench/frontend.py --against REV [--rounds 10] [--instructions]
 
 With --against, the same checks run from this tree and from a worktree of the git
 revision REV, one after the other with the order swapped every round, so that both
 sides see the same machine load; each case's ratio (this tree's median / REV's) goes
-to bench/results/frontend_versus.json (1.00 is no change).
+to bench/results/frontend_versus.json (1.00 is no change). Wall and CPU times on a
+shared machine vary by a fifth from run to run; --instructions also counts each
+side's instructions once under valgrind's callgrind (on specs of 2,000 lines, as it
+runs some 50 times slower), a figure that repeats to a fraction of a percent.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import glob
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -97,9 +101,10 @@ def zoo_spec(lines: int) -> str:
     return "\n".join(out)
 
 
-def main_versus(rev: str, rounds: int) -> None:
+def main_versus(rev: str, rounds: int, instructions: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = {"zoo10k.dl": zoo_spec(10_000), "dense10k.dl": generated_spec(10_000),
+                 "zoo2k.dl": zoo_spec(2_000), "dense2k.dl": generated_spec(2_000),
                  "tiny.dl": "model M {\n    input x: [B, 4]\n    Linear(2)\n}\n"}
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w") as f:
@@ -109,7 +114,11 @@ def main_versus(rev: str, rounds: int) -> None:
                  "check_10000_lines": ["check", os.path.join(tmp, "zoo10k.dl")],
                  "check_10000_dense_lines": ["check", os.path.join(tmp, "dense10k.dl")],
                  "check_all_specs": ["check", *specs]}
-        result = versus(rev, cases, rounds)
+        counted = {"startup_check_tiny": cases["startup_check_tiny"],
+                   "check_2000_lines": ["check", os.path.join(tmp, "zoo2k.dl")],
+                   "check_2000_dense_lines": ["check", os.path.join(tmp, "dense2k.dl")],
+                   "check_all_specs": cases["check_all_specs"]} if instructions else None
+        result = versus(rev, cases, rounds, counted)
     print(f"written to {os.path.relpath(write('frontend_versus', result), ROOT)}")
 
 
@@ -125,15 +134,30 @@ def _tree_command(tree: str) -> tuple[list[str], dict]:
     return [sys.executable, "-c", "from dslc.cli import run; run()"], env
 
 
-def _one_run(cmd: list[str], env: dict) -> float:
+def _one_run(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its children): CPU time varies less than
+    wall time on a machine that other work shares."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
-    return time.perf_counter() - t
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def versus(rev: str, cases: dict, rounds: int) -> dict:
+def _instructions(cmd: list[str], env: dict) -> int:
+    """Instructions the command (and the process it forks) executes, counted by callgrind."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                       capture_output=True, text=True, env=env)
+    counts = [int(m) for m in re.findall(r"Collected : (\d+)", r.stderr)]
+    if r.returncode != 0 or not counts:
+        raise SystemExit(f"callgrind of {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    return sum(counts)
+
+
+def versus(rev: str, cases: dict, rounds: int, counted: dict | None = None) -> dict:
     """Medians of each case run from this tree and from a worktree of `rev`, alternated."""
     with tempfile.TemporaryDirectory() as tmp:
         old = os.path.join(tmp, "old")
@@ -151,15 +175,31 @@ def versus(rev: str, cases: dict, rounds: int) -> dict:
                 for r in range(rounds):
                     for side in (("new", "old") if r % 2 == 0 else ("old", "new")):
                         samples[side].append(_one_run(sides[side][0] + args, sides[side][1]))
-                new, old_s = statistics.median(samples["new"]), statistics.median(samples["old"])
-                out[name] = {"new_median_s": round(new, 4), "old_median_s": round(old_s, 4),
-                             "ratio": round(new / old_s, 3),
-                             "new_samples_s": [round(x, 4) for x in samples["new"]],
-                             "old_samples_s": [round(x, 4) for x in samples["old"]]}
-                print(f"{name:26s} new {new:.3f} s  {rev} {old_s:.3f} s  ratio {new / old_s:.3f}")
-            return {"against": rev, "rounds": rounds, "cases": out}
+                out[name] = _compared(samples)
+                c = out[name]
+                print(f"{name:26s} wall: new {c['new_median_s']:.3f} s, {rev} {c['old_median_s']:.3f} s, ratio "
+                      f"{c['ratio']:.3f}   CPU: new {c['new_median_cpu_s']:.3f} s, {rev} {c['old_median_cpu_s']:.3f} s, "
+                      f"ratio {c['cpu_ratio']:.3f}")
+            counts = {}
+            for name, args in (counted or {}).items():
+                new, old_n = (_instructions(sides[side][0] + args, sides[side][1]) for side in ("new", "old"))
+                counts[name] = {"new": new, "old": old_n, "ratio": round(new / old_n, 4)}
+                print(f"{name:26s} instructions: new {new:,}, {rev} {old_n:,}, ratio {new / old_n:.4f}")
+            return {"against": rev, "rounds": rounds, "cases": out, "instructions": counts}
         finally:
             subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], capture_output=True)
+
+
+def _compared(samples: dict) -> dict:
+    out = {}
+    for i, unit in ((0, ""), (1, "cpu_")):
+        new = statistics.median(s[i] for s in samples["new"])
+        old = statistics.median(s[i] for s in samples["old"])
+        out.update({f"new_median_{unit}s": round(new, 4), f"old_median_{unit}s": round(old, 4),
+                    f"{unit}ratio": round(new / old, 3),
+                    f"new_{unit}samples_s": [round(s[i], 4) for s in samples["new"]],
+                    f"old_{unit}samples_s": [round(s[i], 4) for s in samples["old"]]})
+    return out
 
 
 def main() -> None:
@@ -167,9 +207,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--against", metavar="REV", help="compare with the git revision REV, side by side")
     ap.add_argument("--rounds", type=int, default=10, help="with --against: runs of each side per case")
+    ap.add_argument("--instructions", action="store_true", help="with --against: count instructions too")
     args = ap.parse_args()
     if args.against:
-        return main_versus(args.against, args.rounds)
+        return main_versus(args.against, args.rounds, args.instructions)
     env_note = {}
     with tempfile.TemporaryDirectory() as tmp:
         big = os.path.join(tmp, "zoo10k.dl")
