@@ -38,17 +38,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import alternate, write  # noqa: E402
 from torch import nn  # noqa: E402
 
 import dslc  # noqa: E402
-from common import alternate, write  # noqa: E402
 
 GPT_SMALL = {"vocab": 256, "context": 64, "dim": 128, "depth": 4, "heads": 4}
 
 
 # The hand-written twins are tests/test_specs.py's (imported, so each model has one twin).
 from test_specs import CifarResNet18Twin, GPTTwin  # noqa: E402
-
 
 # ---------------------------------------------------------------- the cases
 

@@ -69,7 +69,7 @@ def generated_spec(lines: int, seed: int = 0) -> str:
                  "        v = v -> Linear(w) -> ReLU()",
                  "    }",
                  "    v = v -> Linear(dim)"]
-        for i in range(rnd.randint(3, 12)):
+        for _ in range(rnd.randint(3, 12)):
             body.append(f"    v = v -> Mlp(dim, p={rnd.choice([0.0, 0.1, 0.2])})")
         body += ["    output v -> Linear(classes)", "}", ""]
         out += body
@@ -90,12 +90,12 @@ def zoo_spec(lines: int) -> str:
     out, copy = ["# the zoo, repeated by bench/frontend.py"], 0
     while sum(part.count("\n") + 1 for part in out) < lines:
         copy += 1
-        for i, f in enumerate(files):
+        for f in files:
             rename = {}
             for g in [f] + imports[f]:
                 rename.update({n: f"{n}_c{copy}f{files.index(g)}" for n in own[g]})
             body = _IMPORT.sub("", texts[f])
-            body = re.sub(r"\b(" + "|".join(map(re.escape, rename)) + r")\b", lambda m: rename[m.group(1)], body) \
+            body = re.sub(r"\b(" + "|".join(map(re.escape, rename)) + r")\b", lambda m, rename=rename: rename[m.group(1)], body) \
                 if rename else body
             out.append(body)
     return "\n".join(out)

@@ -48,9 +48,9 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import RESULTS, alternate, write  # noqa: E402
 
 import dslc  # noqa: E402
-from common import RESULTS, alternate, write  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.05, "4090": 165.2}
 GPT2 = {"vocab": 50257, "context": 1024, "dim": 768, "depth": 12, "heads": 12}

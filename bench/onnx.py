@@ -20,7 +20,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from common import ROOT, write
 
 # This file is named onnx.py: with its folder first on sys.path, `import onnx` would find it.
@@ -47,7 +46,7 @@ def torch_export(net, example: dict, graph, path: str) -> None:
     import torch
     args = tuple(torch.from_numpy(v) for v in example.values())
     dims = []
-    for name, ref in graph.inputs:
+    for _name, ref in graph.inputs:
         t = graph.type_of(ref)
         dims.append({i: torch.export.Dim(str(d), min=1) for i, d in enumerate(t.shape) if not str(d).isdigit()})
     program = torch.onnx.export(net, args, dynamo=True, dynamic_shapes=tuple(dims), verbose=False)

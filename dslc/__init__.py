@@ -4,9 +4,8 @@
     prog = dslc.load("specs/resnet.dl")
     net = prog.build("ResNet18", seed=0, classes=10)
 """
-__version__ = "0.1.0"
-
-from .diagnostics import DslcError  # noqa: E402
+from .diagnostics import DslcError
+from .version import __version__
 
 
 def load(path: str):

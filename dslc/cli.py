@@ -145,7 +145,7 @@ def compile_(file, model, target, output, sets, seed, weights, opt, channels_las
         raise click.UsageError("--weights applies to --target onnx (a generated .py builds its own weights)")
     names = [model] if model else None
     if model:
-        prog._decl(model)
+        prog.declaration(model)
     if dump_ir:
         _dump_ir(prog, names or prog.buildable, opt, channels_last, params)
     source = prog.source(names, seed, opt=opt, channels_last=channels_last, params=params)
@@ -184,7 +184,7 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
                                        "with --model", file_name=prog.unit.root.name,
                                        help="models: " + ", ".join(prog.models)))
         model = prog.models[0]
-    prog._decl(model)
+    prog.declaration(model)
     if output == "-":
         raise click.UsageError("an ONNX model is binary: give a file with -o")
     if dump_ir:
@@ -314,7 +314,7 @@ def _draw(draw, dot_source: str, out: str) -> None:
 def _one_model(prog, model: str | None) -> str:
     from .diagnostics import Diagnostic, DslcError
     if model is not None:
-        prog._decl(model)
+        prog.declaration(model)
         return model
     if len(prog.models) != 1:
         raise DslcError(Diagnostic("E0209", f"{prog.unit.root.name} has {len(prog.models)} models: choose one with "
@@ -355,7 +355,8 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
     import gc
     import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
-    from .runtime.trainer import Interrupted, Options, train as run_plan
+    from .api import train as run_plan
+    from .runtime.trainer import Interrupted, Options
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
     try:
         run_plan(file, plan, options, out=click.echo)
@@ -394,8 +395,8 @@ def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, out
     outputs are mapped from the data's range (`scale`) to [0, 1] and drawn as a grid;
     other outputs are written as a .npy array. Text: starting from --prompt, each next
     character is drawn from softmax(logits / temperature) of the last `context` ones."""
+    from .api import sample as draw
     from .runtime.sample import SampleOptions
-    from .runtime.sample import sample as draw
     options = SampleOptions(run=run_dir, model=model, n=n, length=length, temperature=temperature, seed=seed,
                             prompt=prompt, output=output, sets=sets, device=device)
     result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))
@@ -415,7 +416,8 @@ def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, out
 @_handled
 def explain(code: str) -> None:
     """Explain an error code, e.g. `dslc explain E0402`."""
-    from .diagnostics import EXPLANATIONS, explain as text
+    from .diagnostics import EXPLANATIONS
+    from .diagnostics import explain as text
     found = text(code)
     if found is None:
         click.echo(f"unknown error code {code}; codes: {', '.join(sorted(EXPLANATIONS))}", err=True)

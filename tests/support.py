@@ -167,6 +167,7 @@ def onnx_parity(graph, specs, seed: int = 0, random_outputs: bool = False):
     with torch on the same inputs. Returns the largest relative error (shapes only for random ops)."""
     import onnx
     import torch
+
     from dslc.backends.onnx_emit import emit_model
     src = generate([graph], "test.dl", seed)
     mod = exec_source(src, f"<onnx {graph.name}>")

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from support import ROOT
 
 from dslc.cli import main
-from support import ROOT
+from dslc.diagnostics import DslcError
 
 DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
@@ -96,8 +97,7 @@ def test_set_and_seed_reach_the_generated_file(tmp_path):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_parallel_check_reports_what_a_serial_one_does(tmp_path, jobs):
     """A file with errors spread over many models: two processes find exactly what one does."""
-    from dslc.check import check_unit
-    from dslc.diagnostics import DslcError
+    from dslc.frontend.check import check_unit
     from dslc.frontend.loader import load_unit
     models = []
     for i in range(12):
@@ -114,16 +114,28 @@ def test_parallel_check_reports_what_a_serial_one_does(tmp_path, jobs):
 
 
 def test_parallel_check_falls_back_when_the_child_fails(tmp_path, monkeypatch):
-    from dslc import check
+    """When the forked child's answer is lost, every model is checked here: the errors of the
+    models the child had are still reported."""
+    from dslc.frontend import check
     from dslc.frontend.loader import load_unit
+    failed = []
+
     def failed_child(child, reporter, ev):
         os.close(child[1])
         os.waitpid(child[0], 0)
+        failed.append(child)
         return False
-    monkeypatch.setattr(check, "_join_child", failed_child)
     path = tmp_path / "two.dl"
-    path.write_text("model A {\n    input x: [B, 2]\n    Linear(3)\n}\nmodel C {\n    input x: [B, 2]\n    Linear(3)\n}\n")
-    check.check_unit(load_unit(str(path)), jobs=2)  # no error, nothing lost
+    path.write_text("model A {\n    input x: [B, 2]\n    Linear(-3)\n}\n"
+                    "model C {\n    input x: [B, 2]\n    Conv2d(4, 3)\n}\n")
+    with pytest.raises(DslcError) as serial:
+        check.check_unit(load_unit(str(path)), jobs=1)
+    monkeypatch.setattr(check, "_join_child", failed_child)
+    with pytest.raises(DslcError) as fallback:
+        check.check_unit(load_unit(str(path)), jobs=2)
+    assert failed, "the child was not used"
+    assert fallback.value.render() == serial.value.render()
+    assert sorted(fallback.value.codes) == ["E0302", "E0402"], fallback.value.codes
 
 
 def test_check_starts_without_torch_or_numpy():

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT, run_without_dslc
 
 import dslc
 from dslc.api import exec_source
-from support import ROOT, run_without_dslc
 
 HOSTILE = 'x"); import os; os.system("echo pwned"); print("\\\n\'\'\'"""'
 
@@ -150,8 +150,9 @@ model M {
 def test_constant_initializer_and_zero_d_params(tmp_path):
     """`param t: [] = constant(2.5)`: a learnable scalar (CLIP's temperature, say)."""
     import torch
-    import dslc
     from support import ort_run, relative_error
+
+    import dslc
     path = tmp_path / "p.dl"
     path.write_text("model Scale {\n    input x: [B, 4]\n    param t: [] = constant(2.5)\n"
                     "    param v: [4] = constant(-1.0)\n    param w: [] = zeros\n    output x * t + v + w\n}\n")
@@ -167,6 +168,7 @@ def test_constant_initializer_and_zero_d_params(tmp_path):
 def test_scalar_operands_keep_their_meaning(tmp_path):
     """`x / (n - 1)` is not `x / n - 1`; a float made from a size holds only for that size."""
     import torch
+
     import dslc
     path = tmp_path / "p.dl"
     path.write_text("model P(n: int = 8) {\n    input x: [B, 4]\n    output x / (n - 1) + (-2.0) ** (x * 0.0) "

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from dslc import catalog
+from dslc.catalog import sources
 from dslc.cli import main
-from dslc.runtime import catalog, data, sources
-
+from dslc.runtime import data
 
 pytestmark = pytest.mark.usefixtures("data_cache")  # a fresh data-set cache (tests/conftest.py)
 

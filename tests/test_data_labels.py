@@ -2,15 +2,14 @@
 (before splitting, ids unchanged), checked statically and reproducibly split."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dslc import catalog
+from dslc.catalog.sources import DataError
 from dslc.cli import main
-from dslc.runtime import catalog, data
-from dslc.runtime.sources import DataError
-
+from dslc.runtime import data
 
 pytestmark = pytest.mark.usefixtures("data_cache")  # a fresh data-set cache (tests/conftest.py)
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dslc.ir.dims import (FloorDiv, Param, Poly, Size, Sym, SymbolicDecision, Var, plain, recording,
-                          to_python)
+from dslc.ir.dims import FloorDiv, Param, Poly, Size, Sym, SymbolicDecision, Var, plain, recording, to_python
 
 
 def p(name, v):
@@ -97,11 +96,12 @@ def test_var_atoms_print_as_names():
 
 
 def test_the_ir_is_a_networkx_graph():
+    import os
+
     import networkx as nx
+    from support import ROOT
 
     import dslc
-    from support import ROOT
-    import os
     g = dslc.load(os.path.join(ROOT, "examples", "language.dl")).graph("TwoTower")
     assert isinstance(g.nx, nx.MultiDiGraph)
     assert g.nx.number_of_nodes() == len(g.nodes)

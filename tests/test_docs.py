@@ -7,8 +7,9 @@ import re
 import subprocess
 import sys
 
-import dslc
 from support import ROOT
+
+import dslc
 
 
 def test_reference_is_generated_from_the_registries():

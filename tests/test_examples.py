@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 import dslc
+from dslc.api import train
 from dslc.cli import main
-from dslc.runtime.trainer import Options, train
+from dslc.runtime.trainer import Options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "examples", "*", "*.dl")))

@@ -19,7 +19,6 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from support import ROOT
 
 sys.path.append(os.path.join(ROOT, "tools"))   # appended: its common.py must not hide another module
@@ -281,6 +280,7 @@ def test_a_bounded_fuzz_run_finds_no_failure(tmp_path):
 def cli_runner_target(case, root, progress):
     """Run `dslc ARGS` in the worker through click's CliRunner: exit 0, 1 or 2, no traceback."""
     from click.testing import CliRunner
+
     from dslc.cli import main
     argv = [a.replace("{file}", os.path.join(root, case.main)).replace("{out}", root) for a in case.argv]
     result = CliRunner().invoke(main, argv)

@@ -9,11 +9,11 @@ import glob
 import os
 
 import pytest
+from conftest import golden
+from support import ROOT
 
 import dslc
-from conftest import golden
 from dslc.ir.printer import print_graph
-from support import ROOT
 
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl"))) + [os.path.join(ROOT, "examples", "language.dl")]

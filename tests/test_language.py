@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
 import dslc
 from dslc.diagnostics import DslcError
-from support import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
 SIZES = {"B": 2, "T": 5}

@@ -20,13 +20,13 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from support import run_without_dslc
 
 import dslc
 from dslc.api import exec_source
 from dslc.cli import main
 from dslc.diagnostics import DslcError
 from dslc.ops.registry import HELPERS
-from support import run_without_dslc
 
 # Names the generated file uses or defines itself, temporaries it makes, and shapes of names that
 # Python treats specially (dunders, mangled `__x`, the throwaway `_`).
@@ -170,6 +170,7 @@ def test_module_attributes_are_torch_modules_public_attributes():
     """MODULE_ATTRIBUTES is written out (the checker does not import torch): it must be exactly the
     installed torch.nn.Module's public attributes, so a torch that adds one fails here first."""
     import torch
+
     from dslc.ir.naming import MODULE_ATTRIBUTES
     assert MODULE_ATTRIBUTES == {n for n in dir(torch.nn.Module()) if not n.startswith("_")}
 
@@ -185,9 +186,10 @@ def free_names(func: ast.FunctionDef) -> set[str]:
 
 def generated_sources() -> list[tuple[str, str]]:
     """Every golden generated file, and a file for every registry example."""
+    from support import single_op_graph
+
     from dslc.backends.torch_codegen import generate
     from dslc.ops import REGISTRY
-    from support import single_op_graph
     out = [(str(p), p.read_text()) for p in sorted(pathlib.Path(__file__).parent.glob("golden/**/*.py"))]
     for op in sorted(REGISTRY.values(), key=lambda op: op.name):
         for i, example in enumerate(op.examples):

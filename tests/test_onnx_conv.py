@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import onnx_parity, ort_run, relative_error, single_op_graph
 
 from dslc.ops import REGISTRY
 from dslc.ops.registry import Example, S
-from support import onnx_parity, ort_run, relative_error, single_op_graph
 
 TOLERANCE = 1e-4
 
@@ -146,8 +146,9 @@ def test_pool_edge_cases(op, args, shape):
 def test_max_pool_window_of_padding_only():
     """Dilated taps can all fall in the padding: torch gives −∞ there (onnxruntime's own padding, −FLT_MAX)."""
     import torch
-    from dslc.backends.onnx_emit import emit_model
     from support import run_generated
+
+    from dslc.backends.onnx_emit import emit_model
     graph, specs = single_op_graph(REGISTRY["MaxPool1d"], Example(
         {"kernel_size": 2, "padding": 1, "dilation": 2, "stride": 1}, (S(2, 3, 1),)))
     _, (want,), _ = run_generated(graph, specs)

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import onnx_parity, ort_run, random_input, single_op_graph
 
 from dslc.backends.onnx_emit import emit_model
 from dslc.ir.dims import Sym
 from dslc.ir.values import Fill
 from dslc.ops import HELPERS, REGISTRY
 from dslc.ops.registry import Example, S, TensorSpec
-from support import onnx_parity, ort_run, random_input, single_op_graph
 
 B, C = Sym.var("B"), Sym.var("C")
 ONES, ZEROS = Fill(1.0), Fill(0.0)

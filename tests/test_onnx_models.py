@@ -9,10 +9,10 @@ import os
 
 import numpy as np
 import pytest
-
-import dslc
 from conftest import golden
 from support import ROOT, ort_run, relative_error
+
+import dslc
 
 ARGUMENTS = {"MLP": {"hidden": 256, "classes": 10}}   # models without defaults
 BIG = {"VGG11", "VGG11BN", "VGG16", "VGG16BN", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet", "UNetBilinear",
@@ -88,6 +88,7 @@ def _zero_state(graph, prefix: str = "") -> dict:
 @pytest.mark.parametrize("path", FILES, ids=[os.path.relpath(p, ROOT) for p in FILES])
 def test_onnx_graph_text(path, update_goldens):
     import onnx
+
     from dslc.backends.onnx_emit import emit_model
     prog = dslc.load(path)
     texts = []

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, reject
 from hypothesis import strategies as st
+from support import Drawer, onnx_parity, single_op_graph
 
 from dslc.frontend.errors import EvalError
 from dslc.ops import REGISTRY
 from dslc.ops.registry import ShapeError
-from support import Drawer, onnx_parity, single_op_graph
 
 TOLERANCE = 1e-4
 OPS = sorted(REGISTRY.values(), key=lambda op: op.name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from support import ort_run, relative_error
 
 TOLERANCE = 1e-4

@@ -16,13 +16,13 @@ import operator
 import numpy as np
 import pytest
 import torch
+from support import ort_run, single_op_graph
 
 import dslc
 from dslc.backends.onnx_emit import emit_model
 from dslc.ir.dims import Sym
 from dslc.ops import REGISTRY
 from dslc.ops.registry import Example, S, ShapeError
-from support import ort_run, single_op_graph
 
 SIZES = ({"B": 2, "T": 5}, {"B": 3, "T": 8})
 

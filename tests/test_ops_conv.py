@@ -231,11 +231,11 @@ def test_pool1d_output_sizes_follow_torch_exactly():
     for n, k, s, p, d, ceil in itertools.product(range(1, 8), range(1, 5), range(1, 5), range(0, 3), (1, 2),
                                                  (False, True)):
         x = torch.randn(1, 2, n)
-        got = _torch_or_none(lambda: F.max_pool1d(x, k, s, p, d, ceil_mode=ceil))
+        got = _torch_or_none(lambda: F.max_pool1d(x, k, s, p, d, ceil_mode=ceil))  # noqa: B023 (called at once)
         assert _rule_or_none("MaxPool1d", (1, 2, n), kernel_size=k, stride=s, padding=p, dilation=d,
                              ceil_mode=ceil) == got, (n, k, s, p, d, ceil)
         if d == 1:
-            got = _torch_or_none(lambda: F.avg_pool1d(x, k, s, p, ceil_mode=ceil))
+            got = _torch_or_none(lambda: F.avg_pool1d(x, k, s, p, ceil_mode=ceil))  # noqa: B023 (called at once)
             assert _rule_or_none("AvgPool1d", (1, 2, n), kernel_size=k, stride=s, padding=p,
                                  ceil_mode=ceil) == got, (n, k, s, p, ceil)
 

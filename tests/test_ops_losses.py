@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from support import error_codes, single_op_graph
 
 from dslc import api
 from dslc.backends.torch_codegen import generate
@@ -22,7 +23,6 @@ from dslc.ir.types import TensorType
 from dslc.ir.values import Fill, Ref, TensorValue
 from dslc.ops import HELPERS, REGISTRY
 from dslc.ops.registry import Bound, Example, S, ShapeError
-from support import error_codes, single_op_graph
 
 ONES, ZEROS = Fill(1.0), Fill(0.0)
 REDUCTIONS = ("mean", "sum", "none")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import ort_run
 
 import dslc
-from support import ort_run
 
 SOURCE = """
 model Pick {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import run_generated, single_op_graph
 from torch import nn
 
 from dslc.frontend.binding import convert
@@ -18,7 +19,6 @@ from dslc.ir.dims import Sym, plain
 from dslc.ir.types import TensorType
 from dslc.ops import REGISTRY
 from dslc.ops.registry import Bound, Example, S, ShapeError
-from support import run_generated, single_op_graph
 
 B = Sym.var("B")
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from support import error_codes
 import torch
 import torch.nn.functional as F
+from support import error_codes
 from torch import nn
 
 from dslc import api

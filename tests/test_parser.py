@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from dslc.diagnostics import DslcError, SourceFile
 from dslc.frontend import ast
-from dslc.frontend.evaluate import Ctx, Evaluator
+from dslc.frontend.context import Ctx
+from dslc.frontend.evaluate import Evaluator
 from dslc.frontend.loader import Unit, load_text
 from dslc.frontend.parser import parse, parse_expression
 from dslc.ir.graph import Graph
@@ -136,6 +137,7 @@ def test_fuzzed_source_never_crashes(text):
 @given(st.data())
 def test_mutated_contract_never_crashes(data):
     import os
+
     from support import ROOT
     with open(os.path.join(ROOT, "examples", "language.dl"), encoding="utf-8") as fh:
         text = fh.read()
@@ -145,7 +147,7 @@ def test_mutated_contract_never_crashes(data):
         text = text[:i] + data.draw(st.sampled_from(["", "(", ")", "]", "{", "}", ",", "->", "0", "x", "\n",
                                                      "Linear(3)", "-1", "as y"])) + text[j:]
     f = SourceFile("mutant.dl", text)
-    from dslc.check import check_unit
+    from dslc.frontend.check import check_unit
     try:
         check_unit(load_text(f, os.path.join(ROOT, "examples", "mutant.dl")))
     except DslcError as e:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import golden
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ROOT, run_without_dslc
 
 import dslc
-from conftest import golden
 from dslc.ir.printer import print_graph
 from dslc.passes import PassManager, VerifyError, optimize, verify
-from support import ROOT, run_without_dslc
 
 GOLDEN = os.path.join(ROOT, "tests", "golden", "passes")
 
@@ -280,6 +280,7 @@ def _randomize_statistics(net) -> None:
 
 def _inputs(graph, batch: int = 2, steps: int = 5) -> list:
     import torch
+
     from dslc.ir.dims import Sym
     out = []
     g = torch.Generator().manual_seed(3)
@@ -461,9 +462,9 @@ def test_onnx_at_o2_is_folded_and_matches_torch(tmp_path):
     import numpy as np
     import torch
     from click.testing import CliRunner
+    from support import ort_run
 
     from dslc.cli import main
-    from support import ort_run
     path = tmp_path / "fold.dl"
     path.write_text(CASES["fold_bn"][0].lstrip())
     prog = dslc.load(str(path))

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from conftest import golden
+from support import ROOT
 
 import dslc
-from conftest import golden
 from dslc.cli import main
-from support import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
 MAGIC = {"svg": b"<?xml", "png": b"\x89PNG", "pdf": b"%PDF", "dot": b"digraph"}

@@ -6,14 +6,14 @@ import struct
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_train import GAN  # the same small GAN plan the trainer tests run
 
 import dslc
+from dslc.api import train
 from dslc.cli import main
 from dslc.runtime import data
 from dslc.runtime.sample import choose_model, data_fed, grid_size
-from dslc.runtime.trainer import Options, train
-
-from test_train import GAN  # the same small GAN plan the trainer tests run
+from dslc.runtime.trainer import Options
 
 LM = """
 model CharLM(vocab: int = 76, dim: int = 32) {

@@ -7,10 +7,10 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from support import ROOT
 
 import dslc
 from dslc.cli import main
-from support import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "language.dl")
 

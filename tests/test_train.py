@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import dslc
+from dslc.api import train
 from dslc.cli import main
 from dslc.diagnostics import DslcError
-from dslc.runtime.trainer import Options, train
+from dslc.runtime.trainer import Options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
@@ -136,7 +137,7 @@ def test_initial_weights_are_those_of_compile_seed(tmp_path):
     from dslc.runtime.trainer import Trainer
     path = write(tmp_path, PLAN.replace("seed       = 0", "seed       = 7"))
     prog = dslc.load(path)
-    trainer = Trainer(prog, prog.plan("p"), path, Options(out=str(tmp_path / "r")), print)
+    trainer = Trainer(prog.plan("p"), path, Options(out=str(tmp_path / "r")), print)
     from dslc.runtime.rundir import RunDir
     trainer.rundir = RunDir.open("p", str(tmp_path / "r"), False)
     trainer.precision = "fp32"
@@ -393,10 +394,10 @@ def test_gan_steps_update_their_own_model(tmp_path):
 def test_a_steps_backward_leaves_the_other_models_gradients_alone(tmp_path):
     """The generator step backpropagates through D; D's update must not see those gradients."""
     path = write(tmp_path, GAN)
-    from dslc.runtime.trainer import Trainer
     from dslc.runtime.rundir import RunDir
+    from dslc.runtime.trainer import Trainer
     prog = dslc.load(path)
-    t = Trainer(prog, prog.plan("gan"), path, Options(out=str(tmp_path / "r")), print)
+    t = Trainer(prog.plan("gan"), path, Options(out=str(tmp_path / "r")), print)
     t.rundir = RunDir.open("gan", str(tmp_path / "r"), False)
     t.precision = "fp32"
     from dslc.runtime import data as data_mod

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train import PLAN, SLOW_PLAN, _cli, _without_time, metrics, run, same, weights, write
 
+from dslc.catalog import sources
 from dslc.cli import main
 from dslc.diagnostics import DslcError
-from dslc.runtime import checkpoint, data, sources
+from dslc.runtime import checkpoint, data
 from dslc.runtime.rundir import RunDir
 from dslc.runtime.runlock import RunLock
-from test_train import PLAN, SLOW_PLAN, _cli, _without_time, metrics, run, same, weights, write
 
 
 def cli(*args):
@@ -354,6 +355,7 @@ def npz_claiming(path, shape) -> None:
     """An .npz whose `x` header claims `shape` but holds 64 bytes, beside a real `y`."""
     import io
     import zipfile
+
     from numpy.lib import format as fmt
     head = io.BytesIO()
     fmt.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": shape})

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 import dslc
+from dslc import catalog
 from dslc.ops.ptypes import FLOAT, ArgTypeError, DictOf
-from dslc.runtime import catalog
 from dslc.runtime.callbacks import EMA, EarlyStopping, clip_gradients
 from dslc.runtime.metrics import MetricSet
 from dslc.runtime.optim import build_optimizer, multiplier
@@ -442,7 +442,7 @@ def test_ema_is_the_hand_computed_average_and_swaps_back():
     ema = EMA(net, decay=0.9)
     expected = w0.clone()
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    for k in range(3):
+    for _ in range(3):
         opt.zero_grad()
         net(torch.randn(4, 2)).pow(2).sum().backward()
         opt.step()

@@ -19,10 +19,10 @@ import sys
 import tempfile
 
 import pytest
-
-from dslc.frontend import parse_cache, parser
-from dslc.diagnostics import SourceFile, Span
 from support import ROOT
+
+from dslc.diagnostics import SourceFile, Span
+from dslc.frontend import parse_cache, parser
 
 DSLC = os.path.join(os.path.dirname(sys.executable), "dslc")
 SPEC = "model M {\n    input x: [B, 4]\n    Linear(3)\n}\n"
@@ -299,6 +299,7 @@ def test_cli_check_with_planted_caches(tmp_path):
 
 def _compile(*args):
     from click.testing import CliRunner
+
     from dslc.cli import main
     return CliRunner().invoke(main, ["compile", *map(str, args)])
 
@@ -444,6 +445,7 @@ def test_a_default_output_that_is_a_fifo_is_not_read_nor_replaced(spec, tmp_path
 
 def test_render_writes_through_a_device_and_a_symlink(spec, tmp_path):
     from click.testing import CliRunner
+
     from dslc.cli import main
     target = tmp_path / "real.dot"
     (tmp_path / "link.dot").symlink_to(target)
@@ -462,6 +464,7 @@ def test_sample_outputs_write_through_a_device(null_device, tmp_path):
     """`sample -o /dev/null`: the array output keeps the device's name (no `.npy` added), and the
     image grid is written into the device."""
     import torch
+
     from dslc.runtime import sample
     assert sample._output(null_device, str(tmp_path), ".npy", force=True) == null_device
     assert sample._output(str(tmp_path / "a.bin"), str(tmp_path), ".npy", force=True) == str(tmp_path / "a.npy")
@@ -475,7 +478,8 @@ def test_sample_outputs_write_through_a_device(null_device, tmp_path):
 
 # ---------------------------------------------------------------------- what reaches the terminal
 
-from hypothesis import assume, given, strategies as st  # noqa: E402
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from dslc.diagnostics import Diagnostic  # noqa: E402
 from dslc.diagnostics.render import printable  # noqa: E402
@@ -527,6 +531,7 @@ def test_a_crlf_line_end_is_not_shown():
 
 def test_file_names_print_escaped(tmp_path):
     from click.testing import CliRunner
+
     from dslc.cli import main
     evil = tmp_path / "e\x1b]0;pwned\x07.dl"
     evil.write_text(SPEC)
@@ -542,6 +547,7 @@ def test_file_names_print_escaped(tmp_path):
 
 def _check(*paths):
     from click.testing import CliRunner
+
     from dslc.cli import main
     return CliRunner().invoke(main, ["check", *map(str, paths)])
 
@@ -581,6 +587,7 @@ def test_a_huge_source_is_e0704_without_reading_it(tmp_path):
     """A 17 MiB file (sparse: no disk used) as the root file or as an import: refused by its size,
     with no more than a little memory used (reading it would take 17 MiB)."""
     import tracemalloc
+
     from dslc.diagnostics import DslcError
     from dslc.frontend import loader
     huge = tmp_path / "huge.dl"

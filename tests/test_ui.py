@@ -10,8 +10,8 @@ import pathlib
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import golden
+
 from dslc.cli import main
 
 UI = pathlib.Path(__file__).parent / "ui"

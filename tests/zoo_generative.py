@@ -26,8 +26,6 @@ from zoo_case import SPECS, Case, check_header_counts, render_and_summary
 import dslc
 from dslc.cli import main
 
-
-
 # ====================================================================== CLIP (specs/clip.dl)
 
 

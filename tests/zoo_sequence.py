@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_case import SPECS, Case, CifarResNet18Twin, check_header_counts, render_and_summary
 
 import dslc
-from zoo_case import SPECS, Case, CifarResNet18Twin, check_header_counts, render_and_summary
 
 TOKENS = (("B", "T"), torch.long)
 SOURCE = (("B", "S"), torch.long)

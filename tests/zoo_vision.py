@@ -8,12 +8,10 @@ that `dslc render` and `dslc summary --format json` work for every one of these 
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from zoo_case import IMAGE, Case, render_and_summary
 
 CIFAR = ("B", 3, 32, 32)

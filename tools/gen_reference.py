@@ -12,11 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_or_check  # noqa: E402
+
 OUT = os.path.join(ROOT, "docs", "reference.md")
 
 
 def _default(p) -> str:
-    from dslc.backends.pyformat import literal
+    from dslc.ir.pyliteral import literal
     from dslc.ops.registry import REQUIRED
     if p.default is REQUIRED:
         return ""
@@ -57,7 +58,7 @@ def ops_section(kind: str, title: str) -> list[str]:
 
 
 def plans_section() -> list[str]:
-    from dslc.runtime import catalog
+    from dslc import catalog
     out = ["## Training plans", "", "### Fields", "", "| field | meaning |", "| --- | --- |"]
     out += [f"| `{f.name}` | {f.doc} |" for f in catalog.FIELDS.values()]
     for title, table in (("Data sets", catalog.DATASETS), ("Optimizers", catalog.OPTIMIZERS),

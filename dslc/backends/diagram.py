@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import plain
 from ..ir.graph import Graph, Node
+from ..ir.pyliteral import literal
 from ..ir.types import TensorType
 from ..ir.values import Ref
 
@@ -282,7 +283,7 @@ def _failure(dot: _Dot, f, producers: dict) -> None:
 def _call_text(op, args: dict) -> str:
     """A function as written: `flatten(start_dim=2)`, `x[:, 0]`, `chunk(3, dim=-1)`."""
     from ..ir.values import TensorValue
-    from .pyformat import is_default, literal
+    from .pyformat import is_default
     if op.name == "index":
         parts = [":".join("" if v is None else str(plain(v)) for v in item[1:]).rstrip(":") or ":"
                  if isinstance(item, tuple) else str(plain(item)) for item in args["index"]]

@@ -57,6 +57,22 @@ class OnnxBuilder:
         self._names.add(name)
         return name
 
+    # Ops' ONNX emitters reach ONNX's dtypes and errors through the builder they are handed,
+    # so that `ops` never imports a backend.
+    @staticmethod
+    def elem_type(dtype: str) -> int:
+        """ONNX's element type for one of our dtypes."""
+        return onnx_dtype(dtype)
+
+    def cast(self, x: str, want: str, have: str | None = None) -> str:
+        """`x` as dtype `want` (no node when `have` says it already is)."""
+        return x if have == want else self.op("Cast", [x], to=onnx_dtype(want))
+
+    @staticmethod
+    def unsupported(message: str):
+        """Refuse the export: this op, with these settings, has no ONNX form."""
+        raise OnnxExportError(message)
+
     def op(self, op_type: str, inputs: list, n_out: int = 1, hint: str | None = None, **attrs):
         """Add a node; returns its output name (or names when n_out > 1). `None` inputs stay empty."""
         from onnx import helper

@@ -1,6 +1,6 @@
 """Python source for compile-time values and size expressions.
 
-Strings reach generated code only through `py_str` (a quoted literal, never
+Strings reach generated code only through `py_str` (ir/pyliteral.py: a quoted literal, never
 raw text) and names only through `Namespace` (validated identifiers), so a
 spec cannot inject code.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..ir.dims import FloorDiv, InDim, Param, Poly, Real, Size, Sym, Var, plain, plain_float, to_python
+from ..ir.dims import FloorDiv, InDim, Param, Real, Size, Sym, Var
 from ..ir.naming import MODULE_ATTRIBUTES, PY_KEYWORDS
 from ..ir.values import TensorValue
 
@@ -28,21 +28,9 @@ GENERATED_BUILTINS = frozenset({
 RESERVED = PY_KEYWORDS | GENERATED_BUILTINS | {"self", "torch", "nn", "F", "math", "build", "MODELS", "_"}
 
 
-def py_str(s: str) -> str:
-    """A Python string literal for `s` (double quotes when that needs no escapes)."""
-    if '"' not in s and "\\" not in s and s.isprintable():
-        return f'"{s}"'
-    return repr(s)
-
-
 def doc_text(s: str) -> str:
     """Text safe inside a generated docstring: a file name cannot end the docstring or escape."""
     return "".join(ch if (ch.isalnum() or ch in "._-/ +:,()") and ch.isprintable() else "?" for ch in s)
-
-
-def py_float(x: float) -> str:
-    r = repr(float(x))
-    return r if r not in ("inf", "-inf", "nan") else f"float({r!r})"
 
 
 def safe_ident(name: str) -> str:
@@ -85,53 +73,6 @@ class Namespace:
         self.taken.discard(name)
 
 
-class Printer:
-    """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
-
-    def __init__(self, atom):
-        self.atom = atom
-
-    def size(self, p: Poly) -> str:
-        return to_python(p, self.atom)
-
-    def value(self, v) -> str:
-        if isinstance(v, bool) or v is None:
-            return repr(v)
-        if isinstance(v, Size):
-            return self.size(v.expr)
-        if isinstance(v, Sym):
-            return self.size(v.poly)
-        if isinstance(v, Real):
-            return self.size(v.expr) if v.expr.terms else py_float(plain_float(v))
-        if isinstance(v, int):
-            return str(plain(v))
-        if isinstance(v, float):
-            return py_float(v)
-        if isinstance(v, str):
-            return py_str(v)
-        if isinstance(v, tuple):
-            inner = ", ".join(self.value(x) for x in v)
-            return f"({inner},)" if len(v) == 1 else f"({inner})"
-        if isinstance(v, list):
-            return "[" + ", ".join(self.value(x) for x in v) + "]"
-        raise TypeError(f"cannot print {v!r} as Python")
-
-
-def literal(v) -> str:
-    """A value printed with every size as its number."""
-    return Printer(lambda a: (_ for _ in ()).throw(TypeError("no atoms here"))).value(_strip(v))
-
-
-def _strip(v):
-    if isinstance(v, Size):
-        return plain(v)
-    if isinstance(v, Real):
-        return plain_float(v)
-    if isinstance(v, (list, tuple)):
-        return type(v)(_strip(x) for x in v)
-    return v
-
-
 def is_default(v, default) -> bool:
     """Whether an argument may be left out: it equals the default and depends on no parameter."""
     if isinstance(v, (Size, Real)) or isinstance(v, Sym):
@@ -148,5 +89,4 @@ def is_default(v, default) -> bool:
     return v == default and type(v) is type(default)
 
 
-__all__ = ["FloorDiv", "InDim", "Namespace", "Param", "Printer", "Var", "is_default", "literal", "py_float",
-           "py_str", "safe_attr", "safe_ident"]
+__all__ = ["FloorDiv", "InDim", "Namespace", "Param", "Var", "is_default", "safe_attr", "safe_ident"]

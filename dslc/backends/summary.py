@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.dims import Poly, Sym, Var, plain, to_python
+from ..ir.dims import Poly, plain, to_python
 from ..ir.graph import Graph, Node
 from ..ir.types import format_shape
+from ..ops.cost import node_macs, total_macs
 
 
 @dataclass
@@ -60,7 +61,7 @@ def summarize(graph: Graph, sizes: dict | None = None, frozen: list | None = Non
     _walk(graph, "", 0, s, sizes, rules, seen)
     s.total_params = count_params(graph)
     s.trainable_params = s.total_params - _frozen_params(graph, rules)
-    s.macs = _total(r.macs for r in s.layers if not r.type.startswith("block "))
+    s.macs = total_macs(r.macs for r in s.layers if not r.type.startswith("block "))
     return s
 
 
@@ -79,7 +80,7 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             s.layers.append(row)
             start = len(s.layers)
             _walk(sub, f"{path}.", depth + 1, s, sizes, frozen, seen)
-            row.macs = _total(r.macs for r in s.layers[start:] if not r.type.startswith("block "))
+            row.macs = total_macs(r.macs for r in s.layers[start:] if not r.type.startswith("block "))
             states = {r.trainable for r in s.layers[start:] if r.params}
             row.trainable = states.pop() if len(states) == 1 else ("partly" if states else row.trainable)
             continue
@@ -87,7 +88,7 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             n = _numel(inst.shape)
             s.layers.append(Row(path, "param", _out(node), n, 0, depth, not _is_frozen(path, frozen)))
             continue
-        macs = _macs(graph, node, sizes)
+        macs = node_macs(graph, node, sizes)
         if inst is None and not macs:
             continue  # stateless functions without arithmetic to count: not a layer
         first = inst is None or (prefix, inst.id) not in seen
@@ -111,32 +112,6 @@ def _numel(shape) -> int:
     for d in shape:
         n *= plain(d)
     return n
-
-
-def _macs(graph: Graph, node: Node, sizes: dict):
-    op = node.op
-    if op.macs is None:
-        return 0
-    from ..ops.registry import Bound
-    b = Bound(op, dict(node.args), [graph.type_of(r) for r in node.inputs])
-    value = op.macs(b, list(node.outputs))
-    if isinstance(value, Sym):
-        # run-time sizes from `sizes`; parameters and block input sizes from the graph's own values
-        def known_value(a):
-            return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
-        total = value.poly.evaluate(known_value)
-        if total is None:  # depends on a size with no value: keep it as a polynomial in that size
-            return value.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
-        return int(total)
-    return int(plain(value))
-
-
-def _total(values):
-    """A sum of MACs: an int, or a polynomial when some part depends on an unknown size."""
-    total = Poly()
-    for v in values:
-        total = total + (v if isinstance(v, Poly) else Poly.const(v))
-    return total.const_value() if total.is_const() else total
 
 
 def macs_value(m):

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .. import __version__
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var
 from ..ir.graph import Graph, Instance, Node
+from ..ir.pyliteral import Printer, literal, py_str
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
-from .pyformat import Namespace, Printer, doc_text, is_default, literal, py_str, safe_ident
+from ..version import __version__
+from .pyformat import Namespace, doc_text, is_default, safe_ident
 
 INDENT = "    "
 
@@ -440,7 +441,7 @@ class _ClassWriter:
         return [f"{var[ref]} = {var[ref]}.contiguous(memory_format=torch.channels_last)" for ref in images]
 
     def _symbol_source(self, sym: str, var: dict) -> str | None:
-        for name, ref in self.graph.inputs:
+        for _name, ref in self.graph.inputs:
             for i, d in enumerate(self.graph.type_of(ref).shape):
                 if isinstance(d, Sym) and d.poly == Poly.atom(Var(sym)):
                     return f"{var[ref]}.shape[{i}]"
@@ -703,15 +704,13 @@ def _registry(gen: Generator, models: list[Graph], seed: int) -> str:
     ])
 
 
-def generate_plan(plan, source_name: str, opt: int = 0) -> str:
+def generate_plan(plan, source_name: str, graphs: dict | None = None) -> str:
     """The Python source that runs a training plan: its models (classes whose defaults are the
     plan's arguments), and one class per step whose forward takes the batch's fields and returns
     the step's loss (and the model's output, when the step reads `out`). A step receives the plan's
-    models ready-made, so every step trains the same weights. The models' code has the passes of
-    -O`opt` (0 or 1: -O2 is for inference only)."""
-    from ..passes import optimize
-    graphs = {key: optimize(graph, opt).graph if opt else graph
-              for key, (_decl, _args, graph) in plan.models.items()}
+    models ready-made, so every step trains the same weights. `graphs` are the models' graphs by
+    plan key after whatever passes the caller ran (default: as checked)."""
+    graphs = graphs or {key: graph for key, (_decl, _args, graph) in plan.models.items()}
     gen = _generator(list(graphs.values()))
     model_classes = {key: gen.class_for(graph, top=True).name for key, graph in graphs.items()}
     # a step receives the models by position and keeps each as an attribute

@@ -20,9 +20,12 @@ bidirectional overrides that reorder what is shown) print as `\x1b` or
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from .diagnostic import Diagnostic
 from .source import Span
+
+if TYPE_CHECKING:  # annotations only: diagnostic.py imports this module
+    from .diagnostic import Diagnostic
 
 TAB = 4
 WIDTH = 100  # longer source lines are cropped around the caret

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..diagnostics import Label
-from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, _recorder, atom_values, plain, recording
-from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
+from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording
 from ..ir.graph import Failure
 from ..ir.limits import MAX_NESTING, elements_too_many
+from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
 from ..ops import REGISTRY
@@ -21,6 +21,7 @@ from ..ops.ptypes import describe, is_number
 from ..ops.registry import Bound, ShapeError
 from . import ast
 from .binding import Arg, bind, bind_op
+from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, InstanceValue, LayerSpec, OpRef
 
@@ -283,10 +284,7 @@ class ApplyMixin:
             raise Poisoned()
         f = self._caller_mapping(sub, spec, inputs)
         out_types, guards = self._in_caller_terms(sub, spec, inputs, f)
-        recorder = _recorder.get()
-        if recorder is not None:
-            for g in guards:
-                recorder.append(g)
+        record_all(guards)
         if instance is None:
             if spec.name:
                 self._claim_layer_name(spec, ctx)
@@ -308,7 +306,6 @@ class ApplyMixin:
     def _specialize(self, spec: BlockSpec, inputs, n_declared, span, ctx):
         from ..ir.graph import Graph
         from ..ir.naming import name_instances
-        from .evaluate import Ctx, block_input_type
         decl = spec.decl
         self.evaluated.add(decl.name)
         graph = Graph(decl.name, "block" if decl.kind == "block" else "model", decl=decl)

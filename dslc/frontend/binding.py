@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import did_you_mean
 from ..ir.dims import not_recording
+from ..ir.pyliteral import literal
 from ..ops.ptypes import ArgRangeError, ArgTypeError, describe
 from ..ops.registry import REQUIRED, ParamSpec
 from .errors import EvalError
@@ -94,7 +95,6 @@ def convert(p: ParamSpec, value, span, callee: str):
 
 
 def _shown(v) -> str:
-    from ..backends.pyformat import literal
     try:
         return literal(v)
     except TypeError:

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import keyword
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..diagnostics import Diagnostic, Label, Reporter, did_you_mean
 from ..diagnostics.diagnostic import MAX_SHOWN
-from ..ir.dims import (Param, Poly, Real, Size, Sym, SymbolicDecision, atom_values, plain, plain_float,
-                       recording)
+from ..ir.dims import Param, Poly, Real, Size, Sym, SymbolicDecision, atom_values, plain, plain_float, recording
 from ..ir.graph import Graph
-from ..ir.limits import (MAX_ITEMS, MAX_NESTING, MAX_STEPS, LimitError, elements_too_many, int_too_large,
-                         magnitude, power_too_large)
+from ..ir.limits import (
+    MAX_ITEMS,
+    MAX_NESTING,
+    MAX_STEPS,
+    LimitError,
+    elements_too_many,
+    int_too_large,
+    magnitude,
+    power_too_large,
+)
 from ..ir.naming import attribute_problem
 from ..ir.types import DTYPES, TensorType
 from ..ir.values import Ref, TensorValue
@@ -32,9 +39,9 @@ from . import ast
 from .apply import ApplyMixin
 from .binding import Arg
 from .builtins import BUILTINS, BuiltinError
+from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import (POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef,
-                     Record)
+from .values import POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef, Record
 
 MISSING = object()
 
@@ -42,22 +49,6 @@ MISSING = object()
 # expressions (both bounded at parse time); the default limit of 1000 frames is too tight for that.
 if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
-
-
-@dataclass
-class Ctx:
-    """The state of one model or block specialization being evaluated."""
-    graph: Graph
-    decl: object
-    kind: str                       # model | block | plan
-    scope: dict = field(default_factory=dict)
-    current: object = None          # the running value of sequential statements
-    inputs_left: list | None = None  # caller tensors for the block's `input` statements
-    n_inputs_declared: int = 0
-    outputs: list | None = None
-    stack: tuple = ()               # names of the blocks being specialized (recursion check)
-    loop_depth: int = 0
-    failed: bool = False            # some statement failed (here or in a block it used)
 
 
 class Evaluator(ApplyMixin):
@@ -1021,19 +1012,6 @@ def _plain_value(v):
     if isinstance(v, tuple):
         return tuple(_plain_value(x) for x in v)
     return v
-
-
-def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:
-    """A block's view of its input: static dims become `InDim`s (its `in_channels`...)."""
-    from ..ir.dims import InDim
-    dims = []
-    for i, d in enumerate(t.shape):
-        if isinstance(d, Sym):
-            dims.append(d)
-        else:
-            env[InDim(name, i)] = plain(d)
-            dims.append(Size(plain(d), Poly.atom(InDim(name, i))))
-    return TensorType(tuple(dims), t.dtype)
 
 
 def _type_ok(t: ast.TypeExpr, v) -> str | None:

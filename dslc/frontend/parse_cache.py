@@ -29,7 +29,8 @@ import stat
 import sys
 import tempfile
 
-from lark import Lark, __version__ as lark_version
+from lark import Lark
+from lark import __version__ as lark_version
 from lark.grammar import Rule
 from lark.lexer import TerminalDef
 

@@ -14,18 +14,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .. import catalog
+from ..catalog.sources import DataError
 from ..diagnostics import Label, Reporter, did_you_mean
 from ..ir.dims import plain
 from ..ir.graph import Graph
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops.ptypes import describe, is_int, is_number
-from ..runtime import catalog
-from ..runtime.sources import DataError
 from . import ast
 from .binding import Arg, bind_op
+from .context import Ctx
 from .errors import EvalError, Poisoned
-from .evaluate import MISSING, Ctx, Evaluator
+from .evaluate import MISSING, Evaluator
 from .values import POISON, BlockSpec, DeclRef, Record
 
 
@@ -261,7 +262,7 @@ class PlanChecker(Evaluator):
                 self.reporter.error("E0301", "`models` names each model: `{ G: Generator(), D: Discriminator() }`",
                                     expr.span)
                 return
-            for key, key_span, value in zip(expr.keys, expr.key_spans, expr.values):
+            for key, value in zip(expr.keys, expr.values):
                 self._guard(lambda k=key, v=value: self._add_model(k, v, plan, ctx))
 
     def _add_model(self, name: str, expr, plan: Plan, ctx: Ctx) -> None:

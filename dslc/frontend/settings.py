@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from .. import catalog
 from ..diagnostics import Diagnostic, DslcError, Reporter, SourceFile, Span, did_you_mean
 from . import ast
 from .binding import Arg
@@ -53,9 +54,10 @@ def parse_sets(items) -> dict[str, Setting]:
 
 def literal_args(settings: dict[str, Setting]) -> dict[str, Arg]:
     """Model parameter overrides: literal values only (numbers, strings, bools, lists)."""
-    from .evaluate import Ctx, Evaluator
-    from .loader import Unit
     from ..ir.graph import Graph
+    from .context import Ctx
+    from .evaluate import Evaluator
+    from .loader import Unit
     reporter = Reporter()
     out = {}
     for key, s in settings.items():
@@ -110,7 +112,6 @@ def apply_plan_sets(decl, settings: dict[str, Setting]):
     replaces (or adds) a field; `optimizer.lr=1e-4` replaces (or adds) one argument of the call a
     field holds; `early_stopping.patience=2` one of a plan call's; `STEP.optimizer.lr` and
     `PHASE.epochs` reach into a step or a phase. The checker then validates the values as usual."""
-    from ..runtime import catalog
     reporter = Reporter()
     body = list(decl.body)
     for key, s in settings.items():

@@ -432,6 +432,14 @@ class not_recording(recording):
         return []
 
 
+def record_all(guards) -> None:
+    """Add guards decided elsewhere (a block's, in its caller's terms) to the active recording."""
+    recorder = _recorder.get()
+    if recorder is not None:
+        for g in guards:
+            recorder.append(g)
+
+
 def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
     guards = _recorder.get()
     if guards is None:

@@ -1,6 +1,18 @@
 """The op registry: importing this package registers every op family once."""
-from . import (activation, attention, conv, dropout, elementwise, embedding, linear, losses, norm,  # noqa: F401
-               pooling, recurrent, tensor)
+from . import (  # noqa: F401
+               activation,
+               attention,
+               conv,
+               dropout,
+               elementwise,
+               embedding,
+               linear,
+               losses,
+               norm,
+               pooling,
+               recurrent,
+               tensor,
+)
 from .registry import HELPERS, REGISTRY, OpDef, validate_registry
 
 validate_registry()

@@ -21,11 +21,10 @@ Q Kᵀ (T·S·E), the weighted sum of values (T·S·E) and the output projection
 from __future__ import annotations
 
 from ..ir.dims import Sym, plain
-from . import checks
 from ..ir.types import DTYPES
+from . import checks
 from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, TENSOR
-from .registry import (Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, helper,
-                       register)
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, helper, register
 from .shapes import divides, need_rank, same_dim, static
 
 
@@ -80,8 +79,7 @@ def _sqrt(g, head_dim, dtype: str) -> str:
     """√d as a scalar of `dtype`, computed at run time when d is."""
     if not isinstance(head_dim, Sym):
         return g.const(plain(head_dim) ** 0.5, dtype=dtype)
-    from ..backends.onnx_emit import onnx_dtype
-    return g.op("Sqrt", [g.op("Cast", [g.op("Squeeze", [g.dim(head_dim)])], to=onnx_dtype(dtype))])
+    return g.op("Sqrt", [g.cast(g.op("Squeeze", [g.dim(head_dim)]), dtype)])
 
 
 def _causal_mask(g, steps, keys) -> str:
@@ -224,7 +222,8 @@ def _mha_macs(b, outs):
     e, batch, steps, keys = b["embed_dim"], q.shape[0], q.shape[1], k.shape[1]
     kdim, vdim = _kv_dims(b.args)
     projections = steps * e * e + keys * (kdim + vdim) * e
-    return batch * (projections + 2 * steps * keys * e + steps * e * e)
+    attended = keys
+    return batch * (projections + 2 * steps * attended * e + steps * e * e)
 
 
 def _mha_call(e, module: str) -> str:

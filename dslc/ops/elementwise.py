@@ -84,6 +84,7 @@ def _arange_infer(b):
 
 def _arange_onnx(g, n):
     import numpy as np
+
     from ..ir.dims import plain
     return [g.const(np.arange(plain(n["end"]), dtype=np.float32), "float32", hint="arange")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ir.dims import product
 from . import checks
 from .ptypes import BOOL, INT
-from .registry import (Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register)
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
 from .shapes import need_min_rank, same_dim, static
 
 

@@ -142,15 +142,9 @@ def _kws(e, names) -> str:
 _CONST_DTYPES = ("float32", "float64", "float16")   # bfloat16 constants are a float32 Constant and a Cast
 
 
-def _cast(g, x: str, dtype: str) -> str:
-    """x converted to `dtype`."""
-    from ..backends.onnx_emit import onnx_dtype
-    return g.op("Cast", [x], to=onnx_dtype(dtype))
-
-
 def _k(g, value: float, dtype: str) -> str:
     """A 0-d constant `value` of a floating-point `dtype`."""
-    return g.const(float(value), dtype) if dtype in _CONST_DTYPES else _cast(g, g.const(float(value)), dtype)
+    return g.const(float(value), dtype) if dtype in _CONST_DTYPES else g.cast(g.const(float(value)), dtype)
 
 
 def _fill(g, value: float, shape: str, dtype: str) -> str:
@@ -160,7 +154,7 @@ def _fill(g, value: float, shape: str, dtype: str) -> str:
     native = dtype in _CONST_DTYPES
     held = np.array([float(value)], dtype=dtype if native else "float32")
     out = g.op("ConstantOfShape", [shape], value=numpy_helper.from_array(held))
-    return out if native else _cast(g, out, dtype)
+    return out if native else g.cast(out, dtype)
 
 
 def _target_onnx(g, n, name: str = "target", like: str = "input") -> str:
@@ -176,7 +170,7 @@ def _size_onnx(g, value: str, t: TensorType, axis: int) -> str:
     d = t.shape[axis]
     if not isinstance(d, Sym):
         return _k(g, float(plain(d)), t.dtype)
-    return _cast(g, g.op("Gather", [g.op("Shape", [value]), g.const(axis, "int64")]), t.dtype)
+    return g.cast(g.op("Gather", [g.op("Shape", [value]), g.const(axis, "int64")]), t.dtype)
 
 
 def _per_class_onnx(g, eps: float, logits: str, t: TensorType) -> str:
@@ -218,9 +212,9 @@ def _nll_onnx(g, logp: str, target: str, reduction: str, ignore: int, dtype: str
     """NegativeLogLikelihoodLoss; for bfloat16 (not among the op's types) on a float32 copy, cast back."""
     if dtype != "bfloat16":
         return g.op("NegativeLogLikelihoodLoss", [logp, target], reduction=reduction, ignore_index=ignore)
-    loss = g.op("NegativeLogLikelihoodLoss", [_cast(g, logp, "float32"), target], reduction=reduction,
+    loss = g.op("NegativeLogLikelihoodLoss", [g.cast(logp, "float32"), target], reduction=reduction,
                 ignore_index=ignore)
-    return _cast(g, loss, "bfloat16")
+    return g.cast(loss, "bfloat16")
 
 
 def _elementwise_onnx(elem):
@@ -415,7 +409,7 @@ def _ce_smoothed_ids_onnx(g, n) -> str:
     if reduction != "none":
         smooth = g.op("ReduceSum", [smooth], keepdims=0)
     if reduction == "mean":
-        kept = _cast(g, g.op("Not", [ignored]), xt.dtype)
+        kept = g.cast(g.op("Not", [ignored]), xt.dtype)
         smooth = g.op("Div", [smooth, g.op("ReduceSum", [kept], keepdims=0)])
     return g.op("Add", [g.op("Mul", [_k(g, 1.0 - eps, xt.dtype), nll]),
                         g.op("Mul", [smooth, _per_class_onnx(g, eps, x, xt)])])

@@ -13,7 +13,6 @@ num_channels) and LayerNorm's default normalized_shape come from the input.
 """
 from __future__ import annotations
 
-
 from ..ir.dims import Sym, plain, product
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, ListOf, OneOf, Optional
@@ -84,7 +83,7 @@ def _scale_and_bias(g, n, channels: int) -> tuple:
     if n["affine"]:
         return n.weight("weight"), n.weight("bias")
     dtype = _float_dtype(n)
-    import numpy as np   # ONNX emission only: `dslc check` starts without numpy
+    import numpy as np  # ONNX emission only: `dslc check` starts without numpy
     return g.const(np.ones(channels), dtype, hint="ones"), g.const(np.zeros(channels), dtype, hint="zeros")
 
 
@@ -313,12 +312,6 @@ def _group_norm_infer(b):
     return [t]
 
 
-def _cast(g, v: str, dtype: str) -> str:
-    """`v` converted to `dtype`."""
-    from ..backends.onnx_emit import onnx_dtype
-    return g.op("Cast", [v], to=onnx_dtype(dtype))
-
-
 def _group_norm_onnx(g, n):
     """Written out (GroupNormalization is opset 21) with the arithmetic of torch's CPU kernel."""
     x, groups, channels, dtype = n.inputs[0], n["num_groups"], n["num_channels"], n.x.dtype
@@ -328,8 +321,8 @@ def _group_norm_onnx(g, n):
     centered = g.op("Sub", [grouped, mean], hint="centered")
     var = g.op("ReduceMean", [g.op("Mul", [centered, centered]), axes], keepdims=1, hint="var")
     # rstd = 1 / sqrt(var + eps), formed in float64 and rounded, as torch does
-    std = g.op("Sqrt", [g.op("Add", [_cast(g, var, "float64"), g.const(float(n["eps"]), "float64")])])
-    rstd = _cast(g, g.op("Div", [g.const(1.0, "float64"), std]), dtype)
+    std = g.op("Sqrt", [g.op("Add", [g.cast(var, "float64"), g.const(float(n["eps"]), "float64")])])
+    rstd = g.cast(g.op("Div", [g.const(1.0, "float64"), std]), dtype)
     if not n["affine"]:  # torch: (x - mean) * rstd
         return [g.op("Reshape", [g.op("Mul", [centered, rstd]), g.op("Shape", [x])])]
     # torch: y = x * scale + shift per sample and channel, scale = rstd * weight, shift = bias - mean * scale
@@ -340,14 +333,14 @@ def _group_norm_onnx(g, n):
         return g.op("Reshape", [g.op("Expand", [v, g.ints([1, 1, channels // groups])]), g.ints(per_channel)])
 
     scale = g.op("Mul", [spread(rstd), _per_channel(g, n, n.weight("weight"))], hint="scale")
-    shift = g.op("Sub", [_cast(g, _per_channel(g, n, n.weight("bias")), "float64"),
-                         g.op("Mul", [_cast(g, spread(mean), "float64"), _cast(g, scale, "float64")])])
-    shift = _cast(g, shift, dtype)
+    shift = g.op("Sub", [g.cast(_per_channel(g, n, n.weight("bias")), "float64"),
+                         g.op("Mul", [g.cast(spread(mean), "float64"), g.cast(scale, "float64")])])
+    shift = g.cast(shift, dtype)
     if all(not isinstance(d, Sym) and plain(d) == 1 for d in n.x.shape[2:]):
         # one value per channel: torch's fused multiply-add (an exact product, one rounding) is float64's
-        y = g.op("Add", [g.op("Mul", [_cast(g, x, "float64"), _cast(g, scale, "float64")]),
-                         _cast(g, shift, "float64")])
-        return [_cast(g, y, dtype)]
+        y = g.op("Add", [g.op("Mul", [g.cast(x, "float64"), g.cast(scale, "float64")]),
+                         g.cast(shift, "float64")])
+        return [g.cast(y, dtype)]
     return [g.op("Add", [g.op("Mul", [x, scale]), shift])]
 
 

@@ -238,9 +238,8 @@ def _recurrent_onnx(name: str):
 
 def _projected_lstm_onnx(g, n):
     """A projected LSTM, batch-first: per layer and direction, x W_ihᵀ + b for all steps, then a Scan over T."""
-    from ..backends.onnx_emit import onnx_dtype
     a = n.args
-    dtype, elem = n.x.dtype, onnx_dtype(n.x.dtype)
+    dtype, elem = n.x.dtype, g.elem_type(n.x.dtype)
     hidden, proj, batch = plain(a["hidden_size"]), plain(a["proj_size"]), n.x.shape[0]
     zero = g.const(0.0, dtype=dtype)
     h0 = g.op("Expand", [zero, g.shape((batch, proj))], hint="h0")    # [B, P]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from ..ir.dims import Sym, expr_of, plain, product
+from ..ir.pyliteral import py_float
 from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ir.values import TensorValue
 from . import checks
@@ -51,17 +52,11 @@ def _promote(a: str, b: str) -> str:
     return max(a, b, key=_INT_BITS.get)
 
 
-def _cast(g, x: str, have: str, want: str) -> str:
-    """`x` as dtype `want` (no node when it already is)."""
-    from ..backends.onnx_emit import onnx_dtype
-    return x if have == want else g.op("Cast", [x], to=onnx_dtype(want))
-
-
 def _widened(g, op_type: str, xs: list, dtype: str, extra: tuple = (), **attrs) -> str:
     """`op_type(*xs, *extra)` on `dtype` tensors, through a wider dtype where onnxruntime lacks a kernel (exact)."""
     wide = _WIDER[dtype] if dtype in _ORT_MISSING.get(op_type, ()) else dtype
-    y = g.op(op_type, [_cast(g, x, dtype, wide) for x in xs] + list(extra), **attrs)
-    return _cast(g, y, wide, dtype)
+    y = g.op(op_type, [g.cast(x, wide, have=dtype) for x in xs] + list(extra), **attrs)
+    return g.cast(y, dtype, have=wide)
 
 
 def _axis(d, rank: int) -> int:
@@ -119,16 +114,16 @@ def _arith_onnx(op: str):
         elif op == "pow" and _kind(dt) == 1:
             y = _int_pow_onnx(g, a, b, work)
         elif op == "div" and n.type_of("input") is None:  # torch's `s / x` is x.reciprocal() * s
-            y = g.op("Mul", [_cast(g, _cast(g, g.op("Reciprocal", [b]), work, dt), dt, work), a])
+            y = g.op("Mul", [g.cast(g.cast(g.op("Reciprocal", [b]), dt, have=work), work, have=dt), a])
         else:
             y = g.op(op_type, [a, b])
-        return [_cast(g, y, work, n.outputs[0].dtype)]
+        return [g.cast(y, n.outputs[0].dtype, have=work)]
     return emit
 
 
 def _operands(g, n, work: str) -> list:
     """`input` and `other` of an infix op as `work` tensors: tensors cast, numbers and sizes as constants."""
-    return [_cast(g, n.tensor(k), n.type_of(k).dtype, work) if n.type_of(k) else _scalar(g, n[k], work)
+    return [g.cast(n.tensor(k), work, have=n.type_of(k).dtype) if n.type_of(k) else _scalar(g, n[k], work)
             for k in ("input", "other")]
 
 
@@ -136,7 +131,7 @@ def _scalar(g, value, dtype: str) -> str:
     """A Python scalar as a constant of `dtype`; an integer out of its range wraps around, as torch's does.
     A run-time size is read off the input's shape: a 0-d tensor, cast to `dtype`."""
     if isinstance(value, Sym):
-        return _cast(g, g.op("Squeeze", [g.dim(value), g.ints([0])]), "int64", dtype)
+        return g.cast(g.op("Squeeze", [g.dim(value), g.ints([0])]), dtype, have="int64")
     import numpy as np
     return g.const(np.asarray(value).astype(dtype), dtype)
 
@@ -165,11 +160,10 @@ def _int_power(g, x: str, k: int) -> str:
 def _bool_arith_onnx(g, n, op: str) -> str:
     """bool + bool is logical or and bool * bool logical and, as in torch (which rejects bool - and **)."""
     if op not in ("add", "mul"):
-        from ..backends.onnx_emit import OnnxExportError
-        raise OnnxExportError(f"torch has no `{_SYMBOL[op]}` on bool tensors")
+        g.unsupported(f"torch has no `{_SYMBOL[op]}` on bool tensors")
     operands = [n.tensor(k) if n.type_of(k) else g.const(bool(n[k]), "bool") for k in ("input", "other")]
     y = g.op("Or" if op == "add" else "And", operands)
-    return _cast(g, y, "bool", n.outputs[0].dtype)
+    return g.cast(y, n.outputs[0].dtype, have="bool")
 
 
 _ATOMIC = re.compile(r"[A-Za-z_][\w.]*|\d[\w.]*")
@@ -298,7 +292,7 @@ def _matmul_macs(b, out):
 def _matmul_onnx(g, n):
     """MatMul: NumPy's matmul rules are torch's, 1-d operands and batch broadcasting included."""
     out = n.outputs[0].dtype
-    return [_widened(g, "MatMul", [_cast(g, x, t.dtype, out) for x, t in zip(n.inputs, n.types)], out)]
+    return [_widened(g, "MatMul", [g.cast(x, out, have=t.dtype) for x, t in zip(n.inputs, n.types)], out)]
 
 
 register(OpDef(
@@ -346,7 +340,7 @@ def _concat_infer(b):
 def _joined(g, n) -> list:
     """The joined tensors, each in the result's dtype (torch.cat and torch.stack promote mixed dtypes)."""
     out = n.outputs[0].dtype
-    return [_cast(g, x, t.dtype, out) for x, t in zip(n.tensors("tensors"), n.types)]
+    return [g.cast(x, out, have=t.dtype) for x, t in zip(n.tensors("tensors"), n.types)]
 
 
 def _concat_onnx(g, n):
@@ -847,12 +841,12 @@ def _reduce_onnx(op: str):
     def emit(g, n):
         x, t = n.inputs[0], n.x
         work = _reduce_work_dtype(op, t.dtype)
-        inputs = [_cast(g, x, t.dtype, work)]
+        inputs = [g.cast(x, work, have=t.dtype)]
         dim = n["dim"]
         if dim not in (None, ()) and t.rank:
             inputs.append(g.ints(sorted(_axis(d, t.rank) for d in (dim if isinstance(dim, tuple) else (dim,)))))
         y = g.op(_REDUCE[op], inputs, keepdims=int(bool(n["keepdim"])))
-        return [_cast(g, y, work, n.outputs[0].dtype)]
+        return [g.cast(y, n.outputs[0].dtype, have=work)]
     return emit
 
 
@@ -901,8 +895,8 @@ def _arg_onnx(op_type: str):
     """ArgMax/ArgMin keep the first of equal values, as torch does; no dim: over the flattened tensor."""
     def emit(g, n):
         t = n.x
-        x = _cast(g, n.inputs[0], t.dtype, t.dtype if t.dtype in _ORT_ARG else
-                  "float32" if t.is_float else "int64")   # exact: float16/bfloat16 and small ints widen
+        x = g.cast(n.inputs[0], t.dtype if t.dtype in _ORT_ARG else
+                  "float32" if t.is_float else "int64", have=t.dtype)   # exact: float16/bfloat16 and small ints widen
         if n["dim"] is None:
             flat = g.op(op_type, [g.op("Reshape", [x, g.ints([-1])])], axis=0, keepdims=0)
             return [g.op("Reshape", [flat, g.shape(n.outputs[0].shape)]) if n["keepdim"] else flat]
@@ -1147,8 +1141,7 @@ from .ptypes import Str  # noqa: E402
 
 def _noise_onnx(g, n):
     """RandomNormal of a static size; RandomNormalLike of a ConstantOfShape when the size is known at run time."""
-    from ..backends.onnx_emit import onnx_dtype
-    size, dtype = n["size"], onnx_dtype(n.outputs[0].dtype)
+    size, dtype = n["size"], g.elem_type(n.outputs[0].dtype)
     if size and not any(isinstance(s, Sym) for s in size):
         return [g.op("RandomNormal", [], shape=[plain(s) for s in size], dtype=dtype)]
     return [g.op("RandomNormalLike", [g.op("ConstantOfShape", [g.shape(size)])], dtype=dtype)]
@@ -1163,7 +1156,7 @@ def _filled_onnx(value: float):
         held = "float32" if dtype == "bfloat16" else dtype
         fill = numpy_helper.from_array(np.full([1], value, dtype=np.dtype(held)))
         y = g.op("ConstantOfShape", [g.shape(n["size"])], value=fill)
-        return [_cast(g, y, held, dtype)]
+        return [g.cast(y, dtype, have=held)]
     return emit
 
 
@@ -1194,7 +1187,6 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
 
 def _full_value(value, dtype: str) -> str:
     """The fill value as Python source of the dtype's kind (a float literal makes float32, an int int64)."""
-    from ..backends.pyformat import py_float
     if dtype == "bool":
         return "True" if value else "False"
     return py_float(value) if dtype in FLOAT_DTYPES else str(int(value))
@@ -1217,7 +1209,7 @@ def _full_onnx(g, n):
     held = "float32" if dtype == "bfloat16" else dtype
     fill = numpy_helper.from_array(np.full([1], n["value"], dtype=np.dtype(held)))
     y = g.op("ConstantOfShape", [g.shape(n["size"])], value=fill)
-    return [_cast(g, y, held, dtype)]
+    return [g.cast(y, dtype, have=held)]
 
 
 # Made by constant folding (dslc/passes/constants.py), not written in specs: a uniform tensor

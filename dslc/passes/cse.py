@@ -14,8 +14,17 @@ from ..ir.dims import Real, Size, Sym, plain, plain_float
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
 from . import Pass, PassLog
-from .edit import (Purity, UseIndex, describe, drop_unused_instances, graphs, has_buffers, has_state, remove_nodes,
-                   replace_uses)
+from .edit import (
+    Purity,
+    UseIndex,
+    describe,
+    drop_unused_instances,
+    graphs,
+    has_buffers,
+    has_state,
+    remove_nodes,
+    replace_uses,
+)
 
 
 def value_key(v):

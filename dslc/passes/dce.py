@@ -15,8 +15,17 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from ..ir.values import Ref
 from . import Pass, PassLog
-from .edit import (Purity, UseIndex, arg_refs, describe, drop_unused_instances, graphs, has_state, remove_nodes,
-                   replace_uses)
+from .edit import (
+    Purity,
+    UseIndex,
+    arg_refs,
+    describe,
+    drop_unused_instances,
+    graphs,
+    has_state,
+    remove_nodes,
+    replace_uses,
+)
 
 
 class DeadCode(Pass):

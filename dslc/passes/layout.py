@@ -16,6 +16,7 @@ MACs): a ViT's one patch convolution is not worth a layout change.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.cost import macs_by_op
 from . import Pass, PassLog
 from .edit import graphs
 
@@ -63,12 +64,9 @@ class ChannelsLast(Pass):
 
 def conv_share(root: Graph) -> float:
     """The share of the model's MACs (batch 1) in 2-d convolutions."""
-    from ..backends.summary import summarize
     conv = total = 0
-    for row in summarize(root).layers:
-        if row.type.startswith("block "):
-            continue  # a block's row sums the rows under it
-        macs = row.macs if isinstance(row.macs, int) else row.macs.evaluate(lambda atom: UNKNOWN_SIZE)
+    for op_name, macs in macs_by_op(root, {"B": 1}):
+        macs = macs if isinstance(macs, int) else macs.evaluate(lambda atom: UNKNOWN_SIZE)
         total += macs or 0
-        conv += (macs or 0) if row.type in CONVS else 0
+        conv += (macs or 0) if op_name in CONVS else 0
     return conv / total if total else 0.0

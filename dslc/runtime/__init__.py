@@ -1,2 +1,2 @@
-"""Training runtime. The catalogs here are static tables (no torch at import) that
-`dslc check` reads; running them lives beside them."""
+"""Training runtime: data, the loop, checkpoints, run folders, weights and sampling (torch is
+imported here, never by `dslc check`)."""

@@ -1,7 +1,7 @@
 """Data sets as tensors for `dslc train`: load and split, batch, augment.
 
 - `load(name, args, base_dir)` reads a catalog data set (its arrays come from
-  `sources.py`), keeps only the examples of the listed `labels` when a classification
+  `catalog/sources.py`), keeps only the examples of the listed `labels` when a classification
   set is given them, and splits it by seed: a permutation from numpy's
   `default_rng(seed)`; the test split is its first round(n·test) examples, the
   validation split the next round(n·val), training the rest, in permuted order.
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import sources
-from .sources import DataError
+from .. import catalog
+from ..catalog import sources
+from ..catalog.sources import DataError
 
 
 @dataclass
@@ -51,7 +52,6 @@ def split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarra
 def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     """The data set `name` with the bound catalog `args` (defaults fill the rest; val, test and
     seed split it); relative paths are resolved against `base_dir`, the plan's folder."""
-    from . import catalog
     entry = catalog.DATASETS.get(name)
     if entry is None:
         raise DataError(f"unknown data set `{name}`; data sets: {', '.join(catalog.DATASETS)}", "E0503")
@@ -154,7 +154,6 @@ def apply_augment(x: torch.Tensor, calls, generator: torch.Generator | None = No
     """`calls` applied in order to the batch `x` (never in place). Random draws come from
     `generator` (CPU): random_flip, random_crop, rotation and gaussian_noise each draw once
     per call, in that order (one value per example, or the noise tensor)."""
-    from . import catalog
     for name, args in _calls(calls):
         full = {p.name: p.default for p in catalog.AUGMENTS[name].params if not p.required}
         full.update(args)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from . import catalog
+from .. import catalog
 
 CLASSIFICATION = ("accuracy", "top5", "f1")
 REGRESSION = ("mse", "mae")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from . import catalog
+from .. import catalog
 
 # Catalog arguments that are dslc's own and not torch's.
 OWN_ARGS = ("lr_mult",)

@@ -33,7 +33,7 @@ class RunDir:
         """A new run's folder (claimed and held), or the run to resume (checked, then held)."""
         base = out or os.path.join("runs", plan)
         if resume:
-            path = base if out else _latest(base)
+            path = base if out else latest_run(base)
             check_run(path or base)
             run = cls(path)
             run.hold()
@@ -113,7 +113,7 @@ class RunDir:
         """curves.png: every loss and metric per epoch, training vs validation."""
         if not history:
             return
-        plt = _pyplot()
+        plt = pyplot()
         epochs = [r["epoch"] for r in history]
         losses = [k for k in history[-1] if k.endswith("loss")]
         metrics = [k for k in history[-1] if k.startswith("val_") and not k.endswith("loss")]
@@ -133,7 +133,7 @@ class RunDir:
 
     def confusion(self, matrix, names=None) -> None:
         """confusion.png: counts of true (rows) against predicted (columns) classes."""
-        plt = _pyplot()
+        plt = pyplot()
         n = matrix.shape[0]
         labels = list(names) if names is not None and len(names) == n else [str(i) for i in range(n)]
         fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
@@ -157,7 +157,7 @@ class RunDir:
         os.replace(tmp, os.path.join(self.path, name))
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (runs have no display)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -255,7 +255,7 @@ def _nearest_folder(path: str) -> str:
     return head or "."
 
 
-def _latest(base: str) -> str | None:
+def latest_run(base: str) -> str | None:
     parent, name = os.path.split(base)
     try:
         entries = os.listdir(parent or ".")

@@ -29,7 +29,7 @@ from ..backends.output import is_stream, write_output
 from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
-from .rundir import _latest, _pyplot
+from .rundir import latest_run, pyplot
 
 
 @dataclass
@@ -50,13 +50,13 @@ GRID_TILE = 64      # images are enlarged by a whole factor to about this many p
 GRID_PAD = 2        # pixels between (and around) the images of a grid
 
 
-def sample(path: str, plan_name: str | None, options: SampleOptions, out=print) -> dict:
-    """Sample plan `plan_name` of `path` as the run in `options.run` left it. Returns
+def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
+    """Sample the checked plan `plan` of `path` (`dslc.api.sample` loads and checks it) as the
+    run in `options.run` left it. Returns
     {"kind": "image" | "text" | "array", "path": the file written, "model": its plan name,
     "name": how to call it in messages, "weights": the weights file, "shape" (images, arrays)
     and "text" (the samples, text)}."""
-    plan = _plan(path, plan_name, options.sets)
-    run = options.run or _latest(os.path.join("runs", plan.name))
+    run = options.run or latest_run(os.path.join("runs", plan.name))
     if run is None or not os.path.isdir(run):
         where = run or os.path.join("runs", plan.name)
         raise DslcError(Diagnostic("E0603", f"there is no run of the plan `{plan.name}` at {where}", file_name=where,
@@ -88,23 +88,6 @@ def sample(path: str, plan_name: str | None, options: SampleOptions, out=print) 
 
 
 # ---------------------------------------------------------------------- the plan, the model, its weights
-
-def _plan(path: str, plan_name: str | None, sets: tuple):
-    import dslc
-
-    from ..diagnostics import Reporter
-    from ..frontend.plans import PlanChecker
-    from ..frontend.settings import apply_plan_sets, parse_sets
-    from .trainer import _choose_plan
-    prog = dslc.load(path)
-    decl = prog._decl(_choose_plan(prog, plan_name), "train")
-    if sets:
-        decl = apply_plan_sets(decl, parse_sets(sets))
-    reporter = Reporter()
-    plan = PlanChecker(prog.unit, reporter).check(decl)
-    reporter.raise_if_errors()
-    return plan
-
 
 def data_fed(plan) -> set:
     """The plan's models that some step applies to a tensor computed from the batch without
@@ -166,7 +149,7 @@ def _weights(run: str) -> tuple[str, dict]:
     folder = os.path.join(run, "checkpoints")
     best = os.path.join(folder, "best.safetensors")
     if os.path.isfile(best):
-        from ..weights import read_state
+        from .weights import read_state
         return best, read_state(best)
     found = checkpoint.checkpoints(folder)
     if not found:
@@ -179,11 +162,9 @@ def _weights(run: str) -> tuple[str, dict]:
 
 def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch.nn.Module:
     """The plan's model `key` (as `dslc train` builds it) holding `weights`."""
-    from ..api import exec_source
-    from ..backends.torch_codegen import generate_plan
-    from .trainer import plan_opt_level
-    module = exec_source(generate_plan(plan, os.path.basename(path), opt=plan_opt_level(plan)),
-                         f"<dslc plan {plan.name}>")
+    from ..backends.pymodule import exec_source
+    from .trainer import plan_source
+    module = exec_source(plan_source(plan, path), f"<dslc plan {plan.name}>")
     model = module.MODELS[key]()
     if len(plan.models) > 1:
         weights = checkpoint.under(weights, key + ".")
@@ -281,7 +262,7 @@ def write_grid(images: torch.Tensor, path: str) -> None:
     """[N, C, H, W] images in [0, 1] as one picture: ceil(sqrt(N)) per row, each enlarged by
     a whole factor to about GRID_TILE pixels, GRID_PAD white pixels between them."""
     import numpy as np
-    plt = _pyplot()
+    plt = pyplot()
     n, _, h, w = images.shape
     cols = math.ceil(math.sqrt(n))
     zoom = max(1, GRID_TILE // max(h, w))

@@ -38,7 +38,7 @@ from collections import Counter
 import torch
 from torch.optim import lr_scheduler as L
 
-from . import catalog
+from .. import catalog
 
 
 class Schedule:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..diagnostics import Diagnostic, DslcError, Reporter
+from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
 from .callbacks import clip_gradients
 from .rundir import RunDir, render_plan
@@ -75,49 +75,29 @@ class StepRun:
 
 # ---------------------------------------------------------------------------- entry point
 
-def train(path: str, plan_name: str | None, options: Options, out=print) -> dict:
-    """Run plan `plan_name` of the .dl file `path`; returns result.json's content."""
-    import dslc
-    from ..frontend.plans import PlanChecker
-    from ..frontend.settings import apply_plan_sets, parse_sets
-    prog = dslc.load(path)
-    name = _choose_plan(prog, plan_name)
-    decl = prog._decl(name, "train")
-    if options.sets:
-        decl = apply_plan_sets(decl, parse_sets(options.sets))
-    reporter = Reporter()
-    plan = PlanChecker(prog.unit, reporter).check(decl)
-    reporter.raise_if_errors()
-    run = Trainer(prog, plan, path, options, out)
-    return run.run()
-
-
-def _choose_plan(prog, name: str | None) -> str:
-    if name is not None:
-        return prog._decl(name, "train").name
-    plans = prog.plans
-    if len(plans) == 1:
-        return plans[0]
-    file = prog.unit.root.name
-    if not plans:
-        raise DslcError(Diagnostic("E0209", f"{file} has no training plan", file_name=file,
-                                   help="declare one with `train NAME { ... }` (docs/language.md)"))
-    raise DslcError(Diagnostic("E0209", f"{file} has {len(plans)} training plans: choose one with --plan",
-                               file_name=file, help="plans: " + ", ".join(plans)))
+def run_plan(plan, path: str, options: Options, out=print) -> dict:
+    """Run the checked plan `plan` of the .dl file `path` (`dslc.api.train` loads and checks
+    it); returns result.json's content."""
+    return Trainer(plan, path, options, out).run()
 
 
 class Diverged(Exception):
     pass
 
 
-def plan_opt_level(plan) -> int:
-    """The -O level of a plan's model code (its `optimize` field; 1 unless it says 0)."""
-    return int(plan.fields.get("optimize", 1))
+def plan_source(plan, path: str) -> str:
+    """The generated PyTorch of a plan: its models with the passes of the plan's `optimize` level
+    (1 unless it says 0; -O2 is for inference only), then one class per step."""
+    from ..backends.torch_codegen import generate_plan
+    from ..passes import optimize
+    opt = int(plan.fields.get("optimize", 1))
+    graphs = {key: optimize(graph, opt).graph if opt else graph for key, (_d, _a, graph) in plan.models.items()}
+    return generate_plan(plan, os.path.basename(path), graphs)
 
 
 class Trainer:
-    def __init__(self, prog, plan, path: str, options: Options, out):
-        self.prog, self.plan, self.path, self.options, self.out = prog, plan, path, options, out
+    def __init__(self, plan, path: str, options: Options, out):
+        self.plan, self.path, self.options, self.out = plan, path, options, out
         self.fields = plan.fields
         self.seed = int(self.fields.get("seed", 0))
         self.base_dir = os.path.dirname(os.path.abspath(path))
@@ -193,9 +173,8 @@ class Trainer:
         self.precision = precision
 
     def _build(self) -> None:
-        from ..api import exec_source
-        from ..backends.torch_codegen import generate_plan
-        source = generate_plan(self.plan, os.path.basename(self.path), opt=plan_opt_level(self.plan))
+        from ..backends.pymodule import exec_source
+        source = plan_source(self.plan, self.path)
         self.source = source   # written to the run's plan.py once the run folder is claimed
         module = exec_source(source, f"<dslc plan {self.plan.name}>")
         torch.manual_seed(self.seed)   # the same initial weights as `dslc compile --seed`
@@ -230,7 +209,7 @@ class Trainer:
                 raise DslcError(Diagnostic("E0901", f"`init`: no such file: {file}", _field_span(self.plan, "init"),
                                            help="train the plan that writes it first, or fix the path "
                                                 "(relative to the current directory or to the .dl file)"))
-            from ..weights import read_state
+            from .weights import read_state
             state = read_state(path)
             if len(self.models) > 1 and not isinstance(init, dict):
                 state = checkpoint.under(state, key + ".")
@@ -253,9 +232,9 @@ class Trainer:
     # ------------------------------------------------------------------ freezing and optimizers
 
     def _start_phase(self, index: int) -> None:
+        from . import data as data_mod
         from .optim import build_optimizer
         from .schedules import build_schedule
-        from . import data as data_mod
         phase = self.phases[index]
         self.phase_index = index
         frozen_modules = []
@@ -587,8 +566,8 @@ class Trainer:
     def _resume(self) -> dict:
         """Check that the run can continue as asked and load its last checkpoint; only then change
         the folder (temporary files of a killed run, metrics.jsonl as the checkpoint knows it)."""
-        from . import resume
         from ..frontend.settings import parse_sets
+        from . import resume
         run_text = self.rundir.read_text("plan.dl")
         if run_text is None:
             raise DslcError(Diagnostic("E0603", f"cannot read {os.path.join(self.rundir.path, 'plan.dl')} (not "
@@ -647,7 +626,7 @@ class Trainer:
         if self.best is not None:
             best_file = os.path.join(self.rundir.checkpoints, "best.safetensors")
             if os.path.exists(best_file):
-                from ..weights import read_state
+                from .weights import read_state
                 self.best_weights = read_state(best_file)
         if self.early is not None and state.get("early_stopping"):
             self.early.load_state_dict(state["early_stopping"])

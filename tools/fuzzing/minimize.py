@@ -46,7 +46,7 @@ def _without(chunks: list, i: int) -> list:
 def shorten_long_tokens(text: str, first_failing: FirstFailing, deadline: float, longer_than: int = 64) -> str:
     """Halve each long token (a long string literal, a long name) while the failure stays."""
     pieces = tokens(text)
-    for i, piece in enumerate(pieces):
+    for i in range(len(pieces)):
         while len(pieces[i]) > longer_than and time.monotonic() < deadline:
             shorter = _halved(pieces[i])
             candidate = "".join(pieces[:i] + [shorter] + pieces[i + 1:])

@@ -204,6 +204,7 @@ def draw_partial(path: str, progress: Progress) -> None:
 
 def exercise(prog, name: str, progress: Progress) -> None:
     import torch
+
     from dslc.backends.summary import macs_value
     progress.phase = "render"
     prog.diagram(name)

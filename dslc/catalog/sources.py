@@ -24,7 +24,6 @@ import zipfile
 from dataclasses import dataclass
 
 
-
 class _Numpy:
     """numpy, imported on first use: `dslc check` of a plan over a built-in set never needs it,
     and start-up is a target (bench/frontend.py)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from .diagnostics import Diagnostic, DslcError
+from ..diagnostics import Diagnostic, DslcError
 
 
 def read_state(path: str) -> dict:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import pickle
 
-from .diagnostics import Reporter
-from .frontend.evaluate import Evaluator
-from .frontend.loader import Unit
+from ..diagnostics import Reporter
+from .evaluate import Evaluator
+from .loader import Unit
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
@@ -41,11 +41,11 @@ def check_unit(unit: Unit, jobs: int | None = None) -> None:
     else:
         for decl in models:
             ev.model(decl)
-    from .frontend.plans import check_plans
+    from .plans import check_plans
     evaluated_by_plans = check_plans(unit, ev, reporter)
-    from .frontend.names import check_names
+    from .names import check_names
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
-    from .frontend.pynames import check_parameter_names
+    from .pynames import check_parameter_names
     check_parameter_names(unit, reporter)
     reporter.raise_if_errors()
 

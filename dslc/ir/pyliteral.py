@@ -1,0 +1,64 @@
+"""Python literals for compile-time values: the printer the front end, the ops and the backends
+share (a neutral module, so that none of them imports another's)."""
+from __future__ import annotations
+
+from .dims import Poly, Real, Size, Sym, plain, plain_float, to_python
+
+
+def py_str(s: str) -> str:
+    """A Python string literal for `s` (double quotes when that needs no escapes)."""
+    if '"' not in s and "\\" not in s and s.isprintable():
+        return f'"{s}"'
+    return repr(s)
+
+
+def py_float(x: float) -> str:
+    r = repr(float(x))
+    return r if r not in ("inf", "-inf", "nan") else f"float({r!r})"
+
+
+class Printer:
+    """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
+
+    def __init__(self, atom):
+        self.atom = atom
+
+    def size(self, p: Poly) -> str:
+        return to_python(p, self.atom)
+
+    def value(self, v) -> str:
+        if isinstance(v, bool) or v is None:
+            return repr(v)
+        if isinstance(v, Size):
+            return self.size(v.expr)
+        if isinstance(v, Sym):
+            return self.size(v.poly)
+        if isinstance(v, Real):
+            return self.size(v.expr) if v.expr.terms else py_float(plain_float(v))
+        if isinstance(v, int):
+            return str(plain(v))
+        if isinstance(v, float):
+            return py_float(v)
+        if isinstance(v, str):
+            return py_str(v)
+        if isinstance(v, tuple):
+            inner = ", ".join(self.value(x) for x in v)
+            return f"({inner},)" if len(v) == 1 else f"({inner})"
+        if isinstance(v, list):
+            return "[" + ", ".join(self.value(x) for x in v) + "]"
+        raise TypeError(f"cannot print {v!r} as Python")
+
+
+def literal(v) -> str:
+    """A value printed with every size as its number."""
+    return Printer(lambda a: (_ for _ in ()).throw(TypeError("no atoms here"))).value(_strip(v))
+
+
+def _strip(v):
+    if isinstance(v, Size):
+        return plain(v)
+    if isinstance(v, Real):
+        return plain_float(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_strip(x) for x in v)
+    return v

@@ -1,0 +1,44 @@
+"""What a model costs: multiply-accumulates from each op's registry entry, for the summary and
+for passes that weigh a model (channels_last where convolutions do most of the work)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..ir.dims import Poly, Sym, Var, plain
+from ..ir.graph import Graph, Node
+from .registry import Bound
+
+
+def node_macs(graph: Graph, node: Node, sizes: dict):
+    """A node's MACs: an int, or a Poly in the run-time sizes `sizes` gives no value."""
+    op = node.op
+    if op.macs is None:
+        return 0
+    b = Bound(op, dict(node.args), [graph.type_of(r) for r in node.inputs])
+    value = op.macs(b, list(node.outputs))
+    if isinstance(value, Sym):
+        # run-time sizes from `sizes`; parameters and block input sizes from the graph's own values
+        def known_value(a):
+            return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+        total = value.poly.evaluate(known_value)
+        if total is None:  # depends on a size with no value: keep it as a polynomial in that size
+            return value.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
+        return int(total)
+    return int(plain(value))
+
+
+def total_macs(values):
+    """A sum of MACs: an int, or a polynomial when some part depends on an unknown size."""
+    total = Poly()
+    for v in values:
+        total = total + (v if isinstance(v, Poly) else Poly.const(v))
+    return total.const_value() if total.is_const() else total
+
+
+def macs_by_op(graph: Graph, sizes: dict) -> Iterator[tuple[str, object]]:
+    """(op name, MACs) of every op node, a block's nodes once per call site."""
+    for node in graph:
+        if node.kind == "call":
+            yield from macs_by_op(node.args["graph"], sizes)
+        elif node.kind not in ("input", "weight", "param"):
+            yield node.op.name, node_macs(graph, node, sizes)
