@@ -222,7 +222,7 @@ def _mha_macs(b, outs):
     e, batch, steps, keys = b["embed_dim"], q.shape[0], q.shape[1], k.shape[1]
     kdim, vdim = _kv_dims(b.args)
     projections = steps * e * e + keys * (kdim + vdim) * e
-    attended = keys
+    attended = keys + 1 if b["add_bias_kv"] else keys   # the bias key and value are attended to too
     return batch * (projections + 2 * steps * attended * e + steps * e * e)
 
 
