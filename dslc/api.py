@@ -8,6 +8,9 @@ Model parameters are keywords (`build("ResNet18", seed=0, classes=10)`) or a
 dict, `params={"classes": 10}`. The dict reaches every name the language
 allows, those of the methods' own arguments too (`params={"seed": 3}` sets a
 model parameter `seed`); the CLI's `--set` always passes one.
+
+Methods import the backend or runtime they use inside them, for start-up time: loading and
+checking a file needs neither.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Exit status: 0 success, 1 a user error (diagnostics were printed to stderr),
 2 a usage error (click's), 3 an internal error (one line; the traceback only
-with --debug). Heavy imports (torch) happen inside the commands that need them.
+with --debug). Each command imports what it uses inside it, for start-up time:
+`dslc check` never loads the backends or torch.
 """
 from __future__ import annotations
 

@@ -58,6 +58,73 @@ def test_a_planted_wrong_import_is_caught(copy, module, planted, contract):
     assert r.returncode != 0 and contract in r.stdout, r.stdout[-3000:]
 
 
+# The entry points import per command or method (their docstrings say so); elsewhere an import of
+# our own modules inside a function hides an arrow from import-linter's reader and from the reader
+# of the module's head, so it is allowed only with a comment that says it is for start-up time.
+ENTRY_POINTS = {"dslc/cli.py", "dslc/api.py", "dslc/__init__.py"}
+
+
+def lazy_own_imports(root: str) -> list[str]:
+    import ast
+    import pathlib
+    found = []
+    for path in sorted(pathlib.Path(root, "dslc").rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name in ENTRY_POINTS:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and node.level > 0 \
+                            and "start-up" not in lines[node.lineno - 1]:
+                        found.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_own_modules_are_imported_at_the_top_of_a_module():
+    assert lazy_own_imports(ROOT) == []
+
+
+def test_a_hidden_import_of_our_own_is_found(copy):
+    with open(copy / "dslc/ops/cost.py", "a") as f:
+        f.write("\n\ndef _late():\n    from .registry import REGISTRY\n    return REGISTRY\n")
+    assert [x.split(":")[0] for x in lazy_own_imports(str(copy))] == ["dslc/ops/cost.py"]
+
+
+MAX_LINES = 40   # a function's lines, its signature and docstring included
+
+
+def long_functions(root: str) -> list[str]:
+    """Functions over MAX_LINES lines without a `# long: <why>` comment in their first lines."""
+    import ast
+    import pathlib
+    found = []
+    for path in sorted(pathlib.Path(root, "dslc").rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno >= MAX_LINES:
+                head = lines[fn.lineno - 1:fn.lineno + 5]
+                if not any(line.strip().startswith("# long:") for line in head):
+                    found.append(f"{path.relative_to(root).as_posix()}:{fn.lineno} {fn.name}")
+    return found
+
+
+def test_functions_are_short_or_say_why_not():
+    assert long_functions(ROOT) == []
+
+
+def test_a_long_function_is_found(copy):
+    body = "".join(f"    x{i} = {i}\n" for i in range(45))
+    with open(copy / "dslc/ops/cost.py", "a") as f:
+        f.write(f"\n\ndef _long():\n{body}    return x0\n")
+    assert long_functions(str(copy)) == [f"dslc/ops/cost.py:{_line_of(copy / 'dslc/ops/cost.py', 'def _long')} _long"]
+
+
+def _line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(open(path).read().splitlines(), 1) if line.startswith(text))
+
+
 def test_ruff_passes():
     r = ruff(ROOT, "dslc", "tests", "tools", "bench")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -277,3 +277,21 @@ def test_embedding_max_norm_with_the_infinity_norm():
         want = net(x).numpy()
     assert relative_error(run(model, graph, x), want) < TOLERANCE
     assert (np.abs(want).max(-1) <= 0.8 + 1e-6).all()
+
+
+def test_a_renormalized_table_read_elsewhere_is_not_exported(tmp_path):
+    """torch rewrites max_norm's rows during forward, so a tied head reads the rewritten table;
+    an ONNX initializer cannot change, so the export is refused (E0902), naming the layer."""
+    import dslc
+    from dslc.diagnostics import DslcError
+    path = tmp_path / "tied.dl"
+    path.write_text("model Tied {\n    input tokens: [B, T] of int64\n"
+                    "    h = tokens -> Embedding(10, 4, max_norm=1.0) as wte\n"
+                    "    output h @ transpose(wte.weight, 0, 1)\n}\n")
+    prog = dslc.load(str(path))
+    with pytest.raises(DslcError) as e:
+        prog.onnx("Tied")
+    assert e.value.codes == ["E0902"]
+    assert "`wte` renormalizes its table (max_norm) while its weight `wte.weight` is read elsewhere" in e.value.render()
+    path.write_text(path.read_text().replace(", max_norm=1.0", ""))
+    onnx.checker.check_model(dslc.load(str(path)).onnx("Tied"), full_check=True)

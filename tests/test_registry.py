@@ -7,6 +7,7 @@ rule's, and the module's parameters must equal the entry's weights.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -211,3 +212,67 @@ def node_macs_of(op, i) -> int:
     from dslc.ops.cost import node_macs
     graph, _ = single_op_graph(op, op.examples[i])
     return node_macs(graph, next(n for n in graph if n.kind not in ("input", "weight")), {})
+
+
+# ---------------------------------------------------------------- the facts passes read, against torch
+
+def test_an_operator_symbol_means_torchs_function_of_that_name():
+    import torch
+    a, b = torch.tensor([[1.5, -2.0], [3.0, 0.5]]), torch.tensor([[0.5, 4.0], [2.0, 0.25]])
+    with_symbol = [op for op in OPS if op.symbol]
+    assert {op.symbol for op in with_symbol} >= {"+", "-", "*", "/", "**", "@", "==", "<"}
+    for op in with_symbol:
+        got = eval(f"a {op.symbol} b", {"a": a, "b": b})   # noqa: S307 - our own fixed symbols
+        torch.testing.assert_close(got, getattr(torch, op.name)(a, b), msg=op.name)
+
+
+def test_an_identity_operand_leaves_the_other_operand_unchanged_in_torch():
+    import torch
+    x = torch.tensor([[1.5, -2.0], [3.0, 0.25]])
+    with_identity = [op for op in OPS if op.identity is not None]
+    assert {op.name for op in with_identity} >= {"add", "mul"}
+    for op in with_identity:
+        unit, sides = op.identity
+        f = getattr(torch, op.name)
+        for side in sides:
+            got = f(x, unit) if side == "other" else f(torch.tensor(float(unit)), x)
+            torch.testing.assert_close(got, x, msg=f"{op.name} with {unit} as {side}")
+
+
+def test_a_scalar_fold_matches_torch_on_that_value():
+    import torch
+    import torch.nn.functional as F
+    folded = [op for op in OPS if op.fold is not None]
+    assert len(folded) >= 10
+    for op in folded:
+        args = {p.name: p.default for p in op.params if p.name != "input"}
+        if op.kind == "layer":   # nn.ReLU() and the like, with the entry's defaults
+            layer = getattr(torch.nn, op.name)(**args)
+        else:
+            layer = functools.partial(getattr(F, op.name, None) or getattr(torch, op.name), **args)
+        for v in (-3.0, -0.5, 0.0, 0.7, 2.5):
+            if op.name in ("log", "sqrt") and v <= 0:
+                continue
+            want = layer(torch.tensor(v, dtype=torch.float64)).item()
+            assert math.isclose(op.fold(v, args), want, rel_tol=1e-12, abs_tol=1e-12), (op.name, v)
+
+
+@pytest.mark.parametrize("op,i", [(op, i) for op, i in CASES if op.category in ("view", "dropout", "identity",
+                                                                                 "stop_gradient")],
+                         ids=[f"{op.name}-{i}" for op, i in CASES if op.category in ("view", "dropout", "identity",
+                                                                                     "stop_gradient")])
+def test_a_view_keeps_the_order_of_elements_and_the_others_are_the_identity_in_eval_mode(op, i):
+    """What noops and constant folding assume of these categories, in the generated module."""
+    import torch
+    from support import random_input
+    example = op.examples[i]
+    graph, specs = single_op_graph(op, example)
+    model, _, _ = run_generated(graph, specs)
+    inputs = [random_input(s) for s in specs]
+    with torch.no_grad():
+        out = model(*inputs)
+    x = inputs[0]
+    if op.category == "view":
+        assert torch.equal(out.flatten(), x.flatten())
+    else:
+        assert torch.equal(out, x)

@@ -16,7 +16,10 @@ from ..ir.dims import plain
 from ..ir.graph import Graph, Node
 from ..ir.pyliteral import literal
 from ..ir.types import TensorType
-from ..ir.values import Ref
+from ..ir.values import Ref, TensorValue, plain_args
+from .output import write_output
+from .pyformat import is_default
+from .summary import count_params
 
 FAMILY_COLOURS = {
     "linear": "#cfe2f3", "conv": "#d9ead3", "pooling": "#d0e0e3", "norm": "#fff2cc", "activation": "#f4cccc",
@@ -281,13 +284,7 @@ def _failure(dot: _Dot, f, producers: dict) -> None:
 # ---------------------------------------------------------------- helpers
 
 def _call_text(op, args: dict) -> str:
-    """A function as written: `flatten(start_dim=2)`, `x[:, 0]`, `chunk(3, dim=-1)`."""
-    from ..ir.values import TensorValue
-    from .pyformat import is_default
-    if op.name == "index":
-        parts = [":".join("" if v is None else str(plain(v)) for v in item[1:]).rstrip(":") or ":"
-                 if isinstance(item, tuple) else str(plain(item)) for item in args["index"]]
-        return "[" + ", ".join(parts) + "]"
+    """A function as written, for one without a label: `flatten(start_dim=2)`, `chunk(3, dim=-1)`."""
     shown = []
     for p in op.params:
         v = args.get(p.name)
@@ -302,7 +299,6 @@ def _call_text(op, args: dict) -> str:
 
 
 def _params(graph: Graph) -> int:
-    from .summary import count_params
     return count_params(graph)
 
 
@@ -325,7 +321,6 @@ def _shape(t: TensorType) -> str:
 
 
 def _plain_args(args: dict) -> dict:
-    from .onnx_emit import plain_args
     return plain_args(args)
 
 
@@ -380,7 +375,6 @@ def render(dot_source: str, path: str) -> None:
     import os
     import shutil
 
-    from .output import write_output
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext == "dot":
         data = dot_source.encode("utf-8")

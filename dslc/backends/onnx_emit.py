@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir.dims import FloorDiv, Real, Size, Sym, Var, plain, plain_float
+from ..ir.dims import FloorDiv, Sym, Var, plain
 from ..ir.graph import Graph, Node
 from ..ir.types import TensorType
-from ..ir.values import Fill, Ref, TensorValue
+from ..ir.values import Ref, TensorValue, plain_args
 
 OPSET = 18
 _NP = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int64": np.int64,
@@ -198,21 +198,6 @@ class OnnxNode:
         return v.type if isinstance(v, TensorValue) else None
 
 
-def plain_args(args: dict) -> dict:
-    """Arguments as plain Python values (emitters need numbers, not expressions)."""
-    return {k: _plain(v) for k, v in args.items()}
-
-
-def _plain(v):
-    if isinstance(v, Size):
-        return plain(v)
-    if isinstance(v, Real):
-        return plain_float(v)
-    if isinstance(v, (list, tuple)) and not isinstance(v, Fill):
-        return type(v)(_plain(x) for x in v)
-    return v
-
-
 # ---------------------------------------------------------------- the walk
 
 class OnnxExportError(Exception):
@@ -276,10 +261,11 @@ def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix:
         if node.kind == "param":
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}")
         elif node.kind == "weight":
-            if inst.kind == "layer" and inst.op.name == "Embedding" and inst.args.get("max_norm") is not None:
-                # torch rewrites the table's rows during forward; an ONNX initializer cannot change
-                raise OnnxExportError(f"`{inst.name}` renormalizes its table (max_norm) while its weight "
-                                      f"`{inst.name}.{node.attr}` is read elsewhere: ONNX cannot follow that")
+            rewrites = inst.op.rewrites_weights(inst.args) if inst.kind == "layer" and inst.op.rewrites_weights else None
+            if rewrites:
+                # torch changes the weight during forward; an ONNX initializer cannot change
+                raise OnnxExportError(f"`{inst.name}` {rewrites} while its weight `{inst.name}.{node.attr}` is read "
+                                      "elsewhere: ONNX cannot follow that")
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}.{node.attr}")
         elif node.kind == "call":
             _emit_call(b, node, inst, values, state, prefix)

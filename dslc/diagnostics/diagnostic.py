@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .render import render
 from .source import Span
 
 
@@ -41,7 +42,6 @@ class Diagnostic:
         return (self.span.file.name, self.span.start, self.code)
 
     def render(self) -> str:
-        from .render import render
         return render(self)
 
 

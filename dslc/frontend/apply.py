@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..diagnostics import Label
+from ..diagnostics import Label, did_you_mean
 from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording
-from ..ir.graph import Failure
+from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
+from ..ir.naming import name_instances
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
@@ -23,10 +24,10 @@ from . import ast
 from .binding import Arg, bind, bind_op
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import POISON, BlockSpec, InstanceValue, LayerSpec, OpRef
+from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
 
-_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow",
-           "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+# `a + b` applies the op whose registry entry has that symbol
+_BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol}
 
 
 class ApplyMixin:
@@ -69,7 +70,6 @@ class ApplyMixin:
             return self._apply_block(spec, inputs, spans, span, ctx)
         if isinstance(spec, InstanceValue):
             return self._apply_instance(spec, inputs, spans, span, ctx)
-        from .values import DeclRef
         if isinstance(spec, DeclRef) and spec.decl.kind in ("block", "model"):
             return self._apply_block(BlockSpec(spec.decl, {}, {}, span), inputs, spans, span, ctx)
         raise EvalError("E0307", f"{describe(spec)} cannot be applied to a tensor", span)
@@ -245,7 +245,6 @@ class ApplyMixin:
         inst = iv.instance
         weights = inst.weights()
         if e.name not in weights:
-            from ..diagnostics import did_you_mean
             guess = did_you_mean(e.name, weights)
             have = ", ".join(f"`{w}`" for w in weights) or "no weights"
             raise EvalError("E0208", f"`{inst.user_name}` has no weight `{e.name}`", e.name_span,
@@ -258,21 +257,7 @@ class ApplyMixin:
 
     def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None):
         decl = spec.decl
-        if decl.name in ctx.stack:
-            chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
-            raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
-                            notes=(f"the cycle: {chain}",),
-                            help="blocks unroll at compile time; use `repeat` or `for` for repetition")
-        if len(ctx.stack) >= MAX_NESTING:
-            raise EvalError("E0705", f"blocks nest more than {MAX_NESTING} deep here", spec.span,
-                            label=f"`{decl.name}` inside {len(ctx.stack)} others",
-                            notes=(f"the outermost: {' -> '.join(ctx.stack[:3])} -> ...",),
-                            help="flatten the blocks: apply several in sequence rather than each inside the last")
-        n_declared = sum(isinstance(s, ast.InputStmt) for s in decl.body)
-        expected = max(n_declared, 1)
-        if len(inputs) != expected:
-            raise EvalError("E0409", f"`{decl.name}` takes {expected} input tensor{'s' if expected > 1 else ''}, "
-                            f"got {len(inputs)}", span)
+        n_declared = self._check_block_use(spec, inputs, span, ctx)
         key = (decl.name, _args_key(spec.args), tuple(v.type.key() for v in inputs))
         if key in self.cache:
             sub = self.cache[key]
@@ -303,9 +288,28 @@ class ApplyMixin:
         values = ctx.graph.values(node)
         return values[0] if len(values) == 1 else tuple(values)
 
+    def _check_block_use(self, spec: BlockSpec, inputs, span, ctx) -> int:
+        """A block applied inside itself, too deep, or to the wrong number of tensors is an error;
+        returns how many `input` statements it declares."""
+        decl = spec.decl
+        if decl.name in ctx.stack:
+            chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
+            raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
+                            notes=(f"the cycle: {chain}",),
+                            help="blocks unroll at compile time; use `repeat` or `for` for repetition")
+        if len(ctx.stack) >= MAX_NESTING:
+            raise EvalError("E0705", f"blocks nest more than {MAX_NESTING} deep here", spec.span,
+                            label=f"`{decl.name}` inside {len(ctx.stack)} others",
+                            notes=(f"the outermost: {' -> '.join(ctx.stack[:3])} -> ...",),
+                            help="flatten the blocks: apply several in sequence rather than each inside the last")
+        n_declared = sum(isinstance(s, ast.InputStmt) for s in decl.body)
+        expected = max(n_declared, 1)
+        if len(inputs) != expected:
+            raise EvalError("E0409", f"`{decl.name}` takes {expected} input tensor{'s' if expected > 1 else ''}, "
+                            f"got {len(inputs)}", span)
+        return n_declared
+
     def _specialize(self, spec: BlockSpec, inputs, n_declared, span, ctx):
-        from ..ir.graph import Graph
-        from ..ir.naming import name_instances
         decl = spec.decl
         self.evaluated.add(decl.name)
         graph = Graph(decl.name, "block" if decl.kind == "block" else "model", decl=decl)
@@ -469,7 +473,6 @@ def _weight_inits(spec, weights: dict) -> dict:
                 raise EvalError("E0301", f"`{spec.op.name}` has no weights to initialize" if not weights else
                                 f"`{spec.op.name}` has only biases: name them, `init={{bias: ...}}`", span)
         elif name not in weights:
-            from ..diagnostics import did_you_mean
             guess = did_you_mean(name, weights)
             have = ", ".join(f"`{w}`" for w in weights) or "no weights"
             raise EvalError("E0208", f"`{spec.op.name}` has no weight `{name}`", span,

@@ -19,6 +19,9 @@ import pickle
 from ..diagnostics import Reporter
 from .evaluate import Evaluator
 from .loader import Unit
+from .names import check_names
+from .plans import check_plans
+from .pynames import check_parameter_names
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
@@ -41,11 +44,8 @@ def check_unit(unit: Unit, jobs: int | None = None) -> None:
     else:
         for decl in models:
             ev.model(decl)
-    from .plans import check_plans
     evaluated_by_plans = check_plans(unit, ev, reporter)
-    from .names import check_names
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
-    from .pynames import check_parameter_names
     check_parameter_names(unit, reporter)
     reporter.raise_if_errors()
 

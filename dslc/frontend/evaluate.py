@@ -29,7 +29,7 @@ from ..ir.limits import (
     magnitude,
     power_too_large,
 )
-from ..ir.naming import attribute_problem
+from ..ir.naming import attribute_problem, name_instances
 from ..ir.types import DTYPES, TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops import REGISTRY
@@ -37,7 +37,7 @@ from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .apply import ApplyMixin
-from .binding import Arg
+from .binding import Arg, bind_op
 from .builtins import BUILTINS, BuiltinError
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
@@ -93,7 +93,6 @@ class Evaluator(ApplyMixin):
         failed = len(self.reporter.diagnostics) > before or ctx.failed
         if failed and not partial:
             return None
-        from ..ir.naming import name_instances
         name_instances(graph)
         return graph
 
@@ -385,13 +384,11 @@ class Evaluator(ApplyMixin):
         if expr is None:
             return InitSpec(INITS["zeros"], {})
         if isinstance(expr, ast.Name) and expr.id in INITS:
-            from .binding import bind_op
             init = INITS[expr.id]
             values, _ = bind_op(init.params, [], [], init.name, expr.span)  # `constant` alone lacks its value
             return InitSpec(init, values)
         if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in INITS:
             init = INITS[expr.func.id]
-            from .binding import bind_op
             pos = [Arg(self._expr(a, ctx), a.span) for a in expr.args]
             kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span)) for k in expr.kwargs]
             values, _ = bind_op(init.params, pos, kws, init.name, expr.span)

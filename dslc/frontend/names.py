@@ -14,7 +14,9 @@ from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
 from . import ast
+from .binding import Arg, bind, convert
 from .builtins import BUILTINS
+from .errors import EvalError
 
 
 def check_names(unit, reporter: Reporter, skip: set) -> None:
@@ -34,8 +36,6 @@ def check_names(unit, reporter: Reporter, skip: set) -> None:
 def check_calls(expr, reporter: Reporter) -> None:
     """Arguments of library calls, checked without running anything: counts, keywords, and
     the values of literal arguments (`reduction="summ"` is caught before any plan uses the loss)."""
-    from .binding import Arg, bind, convert
-    from .errors import EvalError
     for node in _walk(expr):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in REGISTRY):
             continue

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .. import catalog
 from ..catalog.sources import DataError
 from ..diagnostics import Label, Reporter, did_you_mean
-from ..ir.dims import plain
+from ..ir.dims import Sym, plain
 from ..ir.graph import Graph
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
@@ -510,7 +510,6 @@ class PlanChecker(Evaluator):
         return out
 
     def _match_input(self, decl, name: str, want: TensorType, field_name: str, got: TensorValue, span) -> None:
-        from ..ir.dims import Sym
         have = got.type
         fits = want.rank == have.rank and want.dtype == have.dtype and all(
             isinstance(a, Sym) or isinstance(b, Sym) or plain(a) == plain(b) for a, b in zip(want.shape, have.shape))

@@ -10,9 +10,13 @@ from dataclasses import dataclass, replace
 
 from .. import catalog
 from ..diagnostics import Diagnostic, DslcError, Reporter, SourceFile, Span, did_you_mean
+from ..ir.graph import Graph
 from . import ast
 from .binding import Arg
+from .context import Ctx
 from .errors import EvalError, Poisoned
+from .evaluate import Evaluator
+from .loader import Unit
 from .parser import parse_expression
 
 _KEY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*=")
@@ -54,10 +58,6 @@ def parse_sets(items) -> dict[str, Setting]:
 
 def literal_args(settings: dict[str, Setting]) -> dict[str, Arg]:
     """Model parameter overrides: literal values only (numbers, strings, bools, lists)."""
-    from ..ir.graph import Graph
-    from .context import Ctx
-    from .evaluate import Evaluator
-    from .loader import Unit
     reporter = Reporter()
     out = {}
     for key, s in settings.items():

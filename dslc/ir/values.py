@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .dims import Real, Size, plain, plain_float
 from .types import TensorType
 
 
@@ -34,3 +35,18 @@ class Fill:
 
     def describe(self) -> str:
         return f"`{self!r}` (a constant shaped like the prediction)"
+
+
+def plain_args(args: dict) -> dict:
+    """Arguments as plain Python values (emitters need numbers, not expressions)."""
+    return {k: _plain(v) for k, v in args.items()}
+
+
+def _plain(v):
+    if isinstance(v, Size):
+        return plain(v)
+    if isinstance(v, Real):
+        return plain_float(v)
+    if isinstance(v, (list, tuple)) and not isinstance(v, Fill):
+        return type(v)(_plain(x) for x in v)
+    return v

@@ -4,10 +4,13 @@ functional calls (`F.relu(x)`), as people write them by hand.
 """
 from __future__ import annotations
 
+import math
+
+from ..ir.dims import plain, plain_float
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR, Str
-from .registry import Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, register
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import norm_dim
 
 
@@ -30,7 +33,6 @@ def _call(fn: str, params: tuple, e, source: str) -> str:
 
 
 def _is_default(v, default) -> bool:
-    from ..ir.dims import plain, plain_float
     if isinstance(default, float) and not isinstance(v, (bool, str)) and v is not None:
         return plain_float(v) == default
     return plain(v) == default if not isinstance(v, str) else v == default
@@ -90,13 +92,25 @@ _ONNX = {
 }
 
 
+# The activations on one constant value (constant folding): the same float arithmetic as torch's.
+_FOLDS = {
+    "relu": lambda v, a: max(v, 0.0),
+    "relu6": lambda v, a: min(max(v, 0.0), 6.0),
+    "sigmoid": lambda v, a: 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v)),
+    "tanh": lambda v, a: math.tanh(v),
+    "silu": lambda v, a: v / (1.0 + math.exp(-v)) if v >= -700 else 0.0,
+    "gelu": lambda v, a: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) if a.get("approximate") == "none" else None,
+    "leaky_relu": lambda v, a: v if v >= 0 else v * plain_float(a["negative_slope"]),
+}
+
+
 def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str = "", explicit=(),
                 arbitrary_args=None):
     pos = tuple(p.name for p in params[:1]) if params and params[0].name not in ("dim", "approximate") else ()
     kws = tuple(p.name for p in params if p.name not in pos)
     args_draw = arbitrary_args or (lambda d: {})
     register(OpDef(
-        name=layer, kind="layer", family="activation", stem=fn.replace("_", ""), doc=doc,
+        name=layer, kind="layer", family="activation", stem=fn.replace("_", ""), doc=doc, fold=_FOLDS.get(fn),
         params=params, infer=_same, macs=lambda b, out: 0,
         label=lambda a, n=layer: n,
         torch=TorchLayer(f"nn.{layer}", pos, kws, explicit=explicit,
@@ -106,7 +120,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
         arbitrary=lambda d, g=args_draw: Example(g(d), (S(*d.shape(1, 4, 1, 6)),)),
     ))
     register(OpDef(
-        name=fn, kind="function", family="activation", doc=doc,
+        name=fn, kind="function", family="activation", doc=doc, fold=_FOLDS.get(fn),
         params=(ParamSpec("input", TENSOR),) + params, infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.arg("input"))),
         onnx=_ONNX[fn],
@@ -146,8 +160,6 @@ _activation("LogSoftmax", "log_softmax", "F.log_softmax", (ParamSpec("dim", INT,
 
 def _prelu_infer(b):
     n = b["num_parameters"]
-    from ..ir.dims import plain
-    from .registry import ShapeError
     if plain(n) != 1:
         if b.x.rank < 2 or b.x.shape[1] != n:
             raise ShapeError(f"`PReLU` with {plain(n)} parameters needs {plain(n)} channels in dimension 1, "

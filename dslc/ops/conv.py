@@ -249,7 +249,7 @@ def _conv_onnx(n_dims: int):
 def _conv(n: int, doc: str, examples: tuple) -> None:
     name = f"Conv{n}d"
     register(OpDef(
-        name=name, kind="layer", family="conv", stem="conv", doc=doc,
+        name=name, kind="layer", family="conv", category="conv", spatial=n, stem="conv", doc=doc,
         params=(ParamSpec("out_channels", INT, check=checks.positive),
                 ParamSpec("kernel_size", Ints(n), check=checks.positive),
                 ParamSpec("stride", Ints(n), 1, checks.positive),
@@ -376,7 +376,7 @@ def _transposed_by_cropping(g, n, x: str, w: str, p: list, op: list, attrs: dict
 def _transposed(n: int, doc: str, examples: tuple) -> None:
     name = f"ConvTranspose{n}d"
     register(OpDef(
-        name=name, kind="layer", family="conv", stem="deconv", doc=doc,
+        name=name, kind="layer", family="conv", category="conv_transpose", spatial=n, stem="deconv", doc=doc,
         params=(ParamSpec("out_channels", INT, check=checks.positive),
                 ParamSpec("kernel_size", Ints(n), check=checks.positive),
                 ParamSpec("stride", Ints(n), 1, checks.positive),

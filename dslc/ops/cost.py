@@ -35,10 +35,10 @@ def total_macs(values):
     return total.const_value() if total.is_const() else total
 
 
-def macs_by_op(graph: Graph, sizes: dict) -> Iterator[tuple[str, object]]:
-    """(op name, MACs) of every op node, a block's nodes once per call site."""
+def macs_by_op(graph: Graph, sizes: dict) -> Iterator[tuple[object, object]]:
+    """(OpDef, MACs) of every op node, a block's nodes once per call site."""
     for node in graph:
         if node.kind == "call":
             yield from macs_by_op(node.args["graph"], sizes)
         elif node.kind not in ("input", "weight", "param"):
-            yield node.op.name, node_macs(graph, node, sizes)
+            yield node.op, node_macs(graph, node, sizes)

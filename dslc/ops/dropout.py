@@ -41,7 +41,7 @@ def _identity_onnx(g, n):
 
 def _dropout_layer(name: str, doc: str, ranks, layout: str, examples, shape_draw):
     register(OpDef(
-        name=name, kind="layer", family="dropout", stem="dropout", doc=doc,
+        name=name, kind="layer", family="dropout", category="dropout", stem="dropout", doc=doc,
         params=(_P,), infer=_check_rank(name, ranks, layout), pure=False,
         macs=lambda b, out: 0,
         label=lambda a, n=name: f"{n} {plain_float(a['p']):g}",
@@ -71,7 +71,7 @@ _dropout_layer("AlphaDropout", "Dropout that keeps zero mean and unit variance (
 
 
 register(OpDef(
-    name="dropout", kind="function", family="dropout",
+    name="dropout", kind="function", family="dropout", category="dropout",
     doc="Zeroes each element with probability p while the module is training (F.dropout).",
     params=(ParamSpec("input", TENSOR), _P),
     infer=lambda b: [b.x], pure=False,
@@ -101,7 +101,7 @@ helper("DropPath", '''
 ''')
 
 register(OpDef(
-    name="DropPath", kind="layer", family="dropout", stem="drop_path",
+    name="DropPath", kind="layer", family="dropout", category="dropout", stem="drop_path",
     doc="Stochastic depth: zeroes a residual branch for a whole sample with probability p while training "
         "(the rest scaled by 1/(1-p)); the identity in eval mode.",
     params=(ParamSpec("p", FLOAT, 0.0, checks.probability, "the probability of a sample's branch being zeroed"),),

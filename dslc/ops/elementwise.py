@@ -6,10 +6,13 @@ embeddings (DDPM's timestep, the Transformer's positions) and CLIP's temperature
 """
 from __future__ import annotations
 
+import math
+
+from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR
-from .registry import Example, OpDef, ParamSpec, S, TorchFunction, register
+from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from .shapes import norm_dim
 
 
@@ -19,9 +22,9 @@ def _same(b):
     return [TensorType(b.x.shape, b.x.dtype)]
 
 
-def _unary(name: str, torch_fn: str, onnx_op: str, doc: str):
+def _unary(name: str, torch_fn: str, onnx_op: str, doc: str, fold):
     register(OpDef(
-        name=name, kind="function", family="arith", doc=doc,
+        name=name, kind="function", family="arith", doc=doc, fold=lambda v, a, f=fold: f(v),
         params=(ParamSpec("input", TENSOR),), infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn: f"{f}({e.arg('input')})"),
         onnx=lambda g, n, op=onnx_op: [g.op(op, [n.inputs[0]])],
@@ -44,17 +47,16 @@ def _normalize_onnx(g, n):
 def _normalize_check(b):
     p = float(b["p"])
     if p not in (1.0, 2.0):
-        from .registry import ShapeError
         raise ShapeError(f"`normalize` takes p=1 or p=2, got {p:g}", code="E0302")
     return _same(b)
 
 
-_unary("exp", "torch.exp", "Exp", "e to the power of each element.")
-_unary("log", "torch.log", "Log", "Natural logarithm of each element (NaN below 0, as in torch).")
-_unary("sqrt", "torch.sqrt", "Sqrt", "Square root of each element (NaN below 0, as in torch).")
-_unary("sin", "torch.sin", "Sin", "Sine of each element (radians).")
-_unary("cos", "torch.cos", "Cos", "Cosine of each element (radians).")
-_unary("abs", "torch.abs", "Abs", "Absolute value of each element.")
+_unary("exp", "torch.exp", "Exp", "e to the power of each element.", math.exp)
+_unary("log", "torch.log", "Log", "Natural logarithm of each element (NaN below 0, as in torch).", math.log)
+_unary("sqrt", "torch.sqrt", "Sqrt", "Square root of each element (NaN below 0, as in torch).", math.sqrt)
+_unary("sin", "torch.sin", "Sin", "Sine of each element (radians).", math.sin)
+_unary("cos", "torch.cos", "Cos", "Cosine of each element (radians).", math.cos)
+_unary("abs", "torch.abs", "Abs", "Absolute value of each element.", abs)
 
 register(OpDef(
     name="normalize", kind="function", family="arith",
@@ -72,8 +74,6 @@ register(OpDef(
 
 
 def _arange_infer(b):
-    from ..ir.dims import Sym, plain
-    from .registry import ShapeError
     end = b["end"]
     if isinstance(end, Sym):
         raise ShapeError("`arange` needs a size known at compile time", code="E0302", arg="end")
@@ -85,7 +85,6 @@ def _arange_infer(b):
 def _arange_onnx(g, n):
     import numpy as np
 
-    from ..ir.dims import plain
     return [g.const(np.arange(plain(n["end"]), dtype=np.float32), "float32", hint="arange")]
 
 

@@ -74,6 +74,7 @@ def _embedding_draw(d):
 
 register(OpDef(
     name="Embedding", kind="layer", family="embedding", stem="embedding",
+    rewrites_weights=lambda a: "renormalizes its table (max_norm)" if a.get("max_norm") is not None else None,
     doc="Looks up a learned vector for each integer id: [*] ids -> [*, embedding_dim] floats.",
     params=(ParamSpec("num_embeddings", INT, check=checks.positive, doc="the number of ids (rows of the table)"),
             ParamSpec("embedding_dim", INT, check=checks.positive, doc="the size of each vector"),

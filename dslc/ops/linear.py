@@ -33,7 +33,7 @@ def _linear_resolve(b):
 
 
 register(OpDef(
-    name="Linear", kind="layer", family="linear", stem="fc",
+    name="Linear", kind="layer", family="linear", category="linear", spatial=0, stem="fc",
     doc="y = x Aᵀ + b over the last dimension; in_features is inferred from the input.",
     params=(ParamSpec("out_features", INT, check=checks.positive),
             ParamSpec("bias", BOOL, True)),
@@ -84,7 +84,7 @@ register(OpDef(
 
 
 register(OpDef(
-    name="Identity", kind="layer", family="tensor", stem="identity",
+    name="Identity", kind="layer", family="tensor", category="identity", stem="identity",
     doc="Returns its input unchanged.",
     params=(),
     infer=lambda b: [b.x],

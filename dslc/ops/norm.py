@@ -149,6 +149,7 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
 
     register(OpDef(
         name=name, kind="layer", family="norm", stem=stem, doc=doc,
+        category="" if instance else "batchnorm", spatial=None if instance else int(name[-2]),
         params=(ParamSpec("eps", FLOAT, 1e-5, eps_check), _MOMENTUM,
                 ParamSpec("affine", BOOL, affine_default), ParamSpec("track_running_stats", BOOL, track_default)),
         resolve=resolve, infer=infer, weights=_channel_weights, buffers=_running_stats,

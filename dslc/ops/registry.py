@@ -163,6 +163,13 @@ class OpDef:
     arbitrary: Callable | None = None       # draw -> Example (hypothesis)
     source: str = ""                        # file:line of the definition
     dtypes: tuple[str, ...] | None = None   # allowed input dtypes (None: floating point only)
+    # Facts the passes, the front end and the diagram read (never a list of op names there):
+    symbol: str = ""                        # the operator that writes it, in a spec and in Python: `+`, `@`
+    category: str = ""                      # one of CATEGORIES, or "" for none of them
+    spatial: int | None = None              # conv, conv_transpose, batchnorm: spatial dims (Linear: 0)
+    identity: tuple | None = None           # (neutral value, operands it is neutral as): x + 0 is x
+    fold: Callable | None = None            # (float, args) -> float | None: the op on one constant value
+    rewrites_weights: Callable | None = None  # args -> why forward changes its weights in place, or None
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:
@@ -191,6 +198,14 @@ class OpDef:
     def label_text(self, args: dict) -> str:
         return self.label(args) if self.label else self.name
 
+
+# What passes know an op by: dropout (the identity in eval mode), view (the input's elements in
+# order, in another shape), permute (the elements reordered), gather (elements of the input,
+# maybe repeated: expand, index), identity, stop_gradient (the same values, no gradient: detach),
+# constant (a value of its arguments alone), conv,
+# conv_transpose, linear and batchnorm.
+CATEGORIES = ("dropout", "view", "permute", "gather", "identity", "stop_gradient", "constant", "conv",
+              "conv_transpose", "linear", "batchnorm")
 
 REGISTRY: dict[str, OpDef] = {}
 
@@ -249,6 +264,10 @@ def _entry_problems(op: OpDef) -> list[str]:
         out.append("no doc")
     if op.kind == "layer" and not op.stem:
         out.append("no module name stem")
+    if op.category and op.category not in CATEGORIES:
+        out.append(f"unknown category {op.category!r}")
+    if (op.category in ("conv", "conv_transpose", "linear", "batchnorm")) != (op.spatial is not None):
+        out.append("conv, conv_transpose, linear and batchnorm entries give `spatial`, others do not")
     names = [p.name for p in op.params]
     if len(set(names)) != len(names):
         out.append("duplicate parameter names")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 
-from ..ir.dims import Sym, expr_of, plain, product
+from ..ir.dims import FloorDiv, Sym, expr_of, plain, product
 from ..ir.pyliteral import py_float
 from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ir.values import TensorValue
 from . import checks
-from .ptypes import ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SIZE, TENSORS, ListOf, OneOf, Optional, is_number
+from .ptypes import ANY, BOOL, FLOAT, INT, SHAPE, TENSOR, TENSOR_OR_SIZE, TENSORS, ListOf, OneOf, Optional, Str, is_number
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import broadcast, need_min_rank, norm_dim, same_dim
 
@@ -185,10 +185,10 @@ def _infix(sym: str) -> TorchFunction:
                                    f"{_operand(e.arg('other'), False, right=True)}")
 
 
-def _binary(name: str, doc: str):
+def _binary(name: str, doc: str, identity: tuple | None = None):
     sym = _SYMBOL[name]
     register(OpDef(
-        name=name, kind="function", family="arith", doc=doc,
+        name=name, kind="function", family="arith", doc=doc, symbol=sym, identity=identity,
         params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_elementwise(name), dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
@@ -224,7 +224,7 @@ def _compare_onnx(op: str):
 def _comparison(name: str):
     sym = _COMPARE_SYMBOL[name]
     register(OpDef(
-        name=name, kind="function", family="compare",
+        name=name, kind="function", family="compare", symbol=sym,
         doc=f"Elementwise `a {sym} b` with broadcasting: a bool tensor (masks: `tokens == 0`).",
         params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_compare_infer, dtypes=ANY_DTYPE,
@@ -242,11 +242,12 @@ for _name in _COMPARE_SYMBOL:
     _comparison(_name)
 
 
-_binary("add", "Elementwise sum with broadcasting (`a + b`).")
-_binary("sub", "Elementwise difference with broadcasting (`a - b`).")
-_binary("mul", "Elementwise product with broadcasting (`a * b`).")
-_binary("div", "Elementwise true division with broadcasting (`a / b`).")
-_binary("pow", "Elementwise power with broadcasting (`a ** b`).")
+# identity: the operand value that makes the op return the other operand, and on which side(s)
+_binary("add", "Elementwise sum with broadcasting (`a + b`).", (0, ("input", "other")))
+_binary("sub", "Elementwise difference with broadcasting (`a - b`).", (0, ("other",)))
+_binary("mul", "Elementwise product with broadcasting (`a * b`).", (1, ("input", "other")))
+_binary("div", "Elementwise true division with broadcasting (`a / b`).", (1, ("other",)))
+_binary("pow", "Elementwise power with broadcasting (`a ** b`).", (1, ("other",)))
 
 def _neg_onnx(g, n):
     """Neg (uint8 wraps around, as in torch)."""
@@ -296,7 +297,7 @@ def _matmul_onnx(g, n):
 
 
 register(OpDef(
-    name="matmul", kind="function", family="arith", doc="Matrix product with batch broadcasting (`a @ b`).",
+    name="matmul", kind="function", family="arith", symbol="@", doc="Matrix product with batch broadcasting (`a @ b`).",
     params=(ParamSpec("input", TENSOR), ParamSpec("other", TENSOR)),
     infer=_matmul_infer, macs=_matmul_macs,
     torch=TorchFunction(lambda e: f"{e.arg('input')} @ {e.arg('other')}"),
@@ -497,7 +498,6 @@ def _reshape_infer(b):
 
 def _fd_atoms(total, known) -> set:
     """Floor divisions the -1 would need: a sign that the sizes do not divide."""
-    from ..ir.dims import FloorDiv
     q = expr_of(total).floordiv(expr_of(known))
     return {a for a in q.atoms() if isinstance(a, FloorDiv) and a.num.has_vars()}
 
@@ -517,7 +517,7 @@ def _reshape_onnx(g, n):
 
 
 register(OpDef(
-    name="reshape", kind="function", family="tensor",
+    name="reshape", kind="function", family="tensor", category="view",
     doc="A new shape with the same elements; one size may be -1. Run-time sizes such as `B` are allowed.",
     params=(ParamSpec("input", TENSOR), ParamSpec("shape", SHAPE)), dtypes=ANY_DTYPE,
     infer=_reshape_infer,
@@ -543,7 +543,7 @@ def _permute_onnx(g, n):
 
 
 register(OpDef(
-    name="permute", kind="function", family="tensor", doc="Reorders dimensions.",
+    name="permute", kind="function", family="tensor", category="permute", doc="Reorders dimensions.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dims", ListOf(INT))), dtypes=ANY_DTYPE,
     infer=_permute_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.permute({e.dims(e.args['dims'])})"),
@@ -570,7 +570,7 @@ def _transpose_onnx(g, n):
 
 
 register(OpDef(
-    name="transpose", kind="function", family="tensor", doc="Swaps two dimensions.",
+    name="transpose", kind="function", family="tensor", category="permute", doc="Swaps two dimensions.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim0", INT), ParamSpec("dim1", INT)), dtypes=ANY_DTYPE,
     infer=_transpose_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.transpose({e.fmt(e.args['dim0'])}, {e.fmt(e.args['dim1'])})"),
@@ -610,7 +610,7 @@ def _flatten_onnx(g, n):
 
 
 register(OpDef(
-    name="flatten", kind="function", family="tensor", doc="Merges dimensions start_dim..end_dim (torch.flatten).",
+    name="flatten", kind="function", family="tensor", category="view", doc="Merges dimensions start_dim..end_dim (torch.flatten).",
     params=(ParamSpec("input", TENSOR), ParamSpec("start_dim", INT, 0), ParamSpec("end_dim", INT, -1)),
     dtypes=ANY_DTYPE,
     infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
@@ -622,7 +622,7 @@ register(OpDef(
 ))
 
 register(OpDef(
-    name="Flatten", kind="layer", family="tensor", stem="flatten",
+    name="Flatten", kind="layer", family="tensor", category="view", stem="flatten",
     doc="Merges dimensions start_dim..end_dim; by default all but the batch dimension.",
     params=(ParamSpec("start_dim", INT, 1), ParamSpec("end_dim", INT, -1)), dtypes=ANY_DTYPE,
     infer=lambda b: [_flatten_shape(b.x, b["start_dim"], b["end_dim"])],
@@ -662,7 +662,7 @@ def _unflatten_onnx(g, n):
 
 
 register(OpDef(
-    name="unflatten", kind="function", family="tensor", doc="Splits one dimension into several (torch.unflatten).",
+    name="unflatten", kind="function", family="tensor", category="view", doc="Splits one dimension into several (torch.unflatten).",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT), ParamSpec("sizes", ListOf(INT))), dtypes=ANY_DTYPE,
     infer=_unflatten_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.unflatten({e.fmt(e.args['dim'])}, "
@@ -673,7 +673,7 @@ register(OpDef(
 ))
 
 register(OpDef(
-    name="Unflatten", kind="layer", family="tensor", stem="unflatten",
+    name="Unflatten", kind="layer", family="tensor", category="view", stem="unflatten",
     doc="Splits one dimension into several.",
     params=(ParamSpec("dim", INT), ParamSpec("unflattened_size", ListOf(INT))), dtypes=ANY_DTYPE,
     infer=_unflatten_infer,
@@ -718,7 +718,7 @@ def _squeeze_onnx(g, n):
 
 
 register(OpDef(
-    name="squeeze", kind="function", family="tensor",
+    name="squeeze", kind="function", family="tensor", category="view",
     doc="Removes dimensions of size 1 (all statically known ones, or `dim`).",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", Optional(INT), None)), dtypes=ANY_DTYPE,
     infer=_squeeze_infer,
@@ -741,7 +741,7 @@ def _unsqueeze_onnx(g, n):
 
 
 register(OpDef(
-    name="unsqueeze", kind="function", family="tensor", doc="Inserts a dimension of size 1.",
+    name="unsqueeze", kind="function", family="tensor", category="view", doc="Inserts a dimension of size 1.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT)), dtypes=ANY_DTYPE,
     infer=_unsqueeze_infer,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.unsqueeze({e.fmt(e.args['dim'])})"),
@@ -780,7 +780,7 @@ def _expand_onnx(g, n):
 
 
 register(OpDef(
-    name="expand", kind="function", family="tensor",
+    name="expand", kind="function", family="tensor", category="gather",
     doc="Broadcasts size-1 dimensions to the given sizes without copying; -1 keeps a size.",
     params=(ParamSpec("input", TENSOR), ParamSpec("sizes", SHAPE)), dtypes=ANY_DTYPE,
     infer=_expand_infer,
@@ -1059,8 +1059,15 @@ def _index_onnx(g, n):
     return [y if y != n.inputs[0] else g.op("Identity", [y])]
 
 
+def _index_label(a) -> str:
+    """The index as written: `[-1]`, `[:, 1:-1:2]`."""
+    parts = [":".join("" if v is None else str(v) for v in item[1:]).rstrip(":") or ":"
+             if isinstance(item, tuple) else str(item) for item in a["index"]]
+    return "[" + ", ".join(parts) + "]"
+
+
 register(OpDef(
-    name="index", kind="function", family="tensor", internal=True,
+    name="index", kind="function", family="tensor", category="gather", internal=True, label=_index_label,
     doc="Static indexing and slicing: `x[0]`, `h[-1]`, `x[:, 1:3]`.",
     params=(ParamSpec("input", TENSOR), ParamSpec("index", ANY)), dtypes=ANY_DTYPE,
     infer=_index_infer,
@@ -1136,8 +1143,6 @@ def _creation_src(fn: str):
     return src
 
 
-from .ptypes import Str  # noqa: E402
-
 
 def _noise_onnx(g, n):
     """RandomNormal of a static size; RandomNormalLike of a ConstantOfShape when the size is known at run time."""
@@ -1176,7 +1181,7 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
                     ("ones", "A tensor of ones. Named without a call as a loss target, it takes the "
                              "prediction's shape: `bce(D(real), ones)`.")):
     register(OpDef(
-        name=_name, kind="function", family="tensor", doc=_doc,
+        name=_name, kind="function", family="tensor", category="constant", doc=_doc,
         params=(ParamSpec("size", SHAPE), ParamSpec("dtype", Str(DTYPES), "float32")),
         infer=_sizes_infer(True),
         torch=TorchFunction(_creation_src(_name)),
@@ -1215,7 +1220,7 @@ def _full_onnx(g, n):
 # Made by constant folding (dslc/passes/constants.py), not written in specs: a uniform tensor
 # whose value was computed at compile time (`ones([4]) * 3` is `full([4], 3.0)`).
 register(OpDef(
-    name="full", kind="function", family="tensor", internal=True,
+    name="full", kind="function", family="tensor", category="constant", internal=True,
     doc="A tensor of the given size filled with one value (made by constant folding).",
     params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Str(DTYPES), "float32")),
     infer=_sizes_infer(True),
@@ -1228,7 +1233,7 @@ register(OpDef(
 
 
 register(OpDef(
-    name="detach", kind="function", family="tensor",
+    name="detach", kind="function", family="tensor", category="stop_gradient",
     doc="The same values, cut from the gradient graph.",
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
     infer=lambda b: [b.x],

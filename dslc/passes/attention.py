@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.registry import REGISTRY
-from . import Pass, PassLog
 from .edit import describe, graphs
+from .manager import Pass, PassLog
 
 
 class ScaledDotProduct(Pass):

@@ -19,27 +19,16 @@ import struct
 
 from ..ir.dims import Sym, plain, plain_float, product
 from ..ir.graph import Graph, Node
-from ..ir.types import FLOAT_DTYPES
+from ..ir.types import FLOAT_DTYPES, format_shape
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import REGISTRY
-from . import Pass, PassLog
 from .edit import describe, drop_unused_instances, graphs, has_state
-from .noops import PERMUTES, RESHAPES, constant_value, is_parameter
+from .manager import Pass, PassLog
+from .noops import constant_value, is_parameter
 
-SAME_VALUE = RESHAPES + PERMUTES + ("expand", "index", "detach", "Identity")
-ACTIVATIONS = {
-    "relu": lambda v, a: max(v, 0.0),
-    "relu6": lambda v, a: min(max(v, 0.0), 6.0),
-    "sigmoid": lambda v, a: 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v)),
-    "tanh": lambda v, a: math.tanh(v),
-    "silu": lambda v, a: v / (1.0 + math.exp(-v)) if v >= -700 else 0.0,
-    "gelu": lambda v, a: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) if a.get("approximate") == "none" else None,
-    "leaky_relu": lambda v, a: v if v >= 0 else v * plain_float(a["negative_slope"]),
-    "exp": lambda v, a: math.exp(v), "log": lambda v, a: math.log(v), "sqrt": lambda v, a: math.sqrt(v),
-    "sin": lambda v, a: math.sin(v), "cos": lambda v, a: math.cos(v), "abs": lambda v, a: abs(v),
-}
-LAYERS = {"ReLU": "relu", "ReLU6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "SiLU": "silu", "GELU": "gelu",
-          "LeakyReLU": "leaky_relu", "Softmax": "softmax", "LogSoftmax": "log_softmax"}
+# ops whose result holds the input's values (moved, repeated or reshaped): a constant stays one
+SAME_VALUE = ("view", "permute", "gather", "identity", "stop_gradient")
+SOFTMAXES = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
 _PACK = {"float32": "f", "float16": "e"}
 
 
@@ -97,9 +86,10 @@ class ConstantFolding(Pass):
         return _rounded(value, out.dtype), None
 
     def _value(self, g: Graph, node: Node, ins: list):
-        name = LAYERS.get(node.op.name, node.op.name)
+        op = node.op
+        name = SOFTMAXES.get(op.name, op.name)
         a, x = node.args, ins[0]
-        if name in SAME_VALUE:
+        if op.category in SAME_VALUE:
             return x
         if name in ("concat", "stack"):
             return x if all(v == x for v in ins) else None
@@ -107,10 +97,10 @@ class ConstantFolding(Pass):
             return -x
         if name in ("add", "sub", "mul", "div", "pow"):
             return _arith(g, node, name)
-        if name in ACTIVATIONS:
+        if op.fold is not None:
             if any(is_parameter(v) for v in a.values()):
                 return None   # a slope the generated constructor can change
-            return ACTIVATIONS[name](float(x), a)
+            return op.fold(float(x), a)
         if name in ("softmax", "log_softmax"):
             n = _static(g.type_of(node.inputs[0]).shape[plain(a["dim"])])
             if n is None:
@@ -185,7 +175,6 @@ def _materialize(g: Graph, node: Node, value) -> None:
 
 
 def _show(node: Node) -> str:
-    from ..ir.types import format_shape
     size = format_shape(node.args["size"])
     if node.op.name == "full":
         return f"full({size}, {node.args['value']!r})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 from ..ir.dims import Real, Size, Sym, plain, plain_float
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
-from . import Pass, PassLog
 from .edit import (
     Purity,
     UseIndex,
@@ -25,6 +24,7 @@ from .edit import (
     remove_nodes,
     replace_uses,
 )
+from .manager import Pass, PassLog
 
 
 def value_key(v):

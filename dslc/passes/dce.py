@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ir.values import Ref
-from . import Pass, PassLog
 from .edit import (
     Purity,
     UseIndex,
@@ -26,6 +25,7 @@ from .edit import (
     remove_nodes,
     replace_uses,
 )
+from .manager import Pass, PassLog
 
 
 class DeadCode(Pass):

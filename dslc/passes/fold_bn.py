@@ -23,11 +23,12 @@ from __future__ import annotations
 from ..ir.dims import plain
 from ..ir.graph import FoldedNorm, Graph, Node
 from ..ir.values import Ref
-from . import Pass, PassLog
 from .edit import UseIndex, describe, graphs, remove_nodes, replace_uses
+from .manager import Pass, PassLog
 
-NORMS = {"BatchNorm1d": 1, "BatchNorm2d": 2, "BatchNorm3d": 3}
-LAYERS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3, "Linear": 0}
+# A batch norm folds into the convolution or linear layer before it (the registry's `category`;
+# `spatial` gives their spatial dims, which must agree).
+INTO = ("conv", "linear")
 
 
 class FoldBatchNorm(Pass):
@@ -38,7 +39,7 @@ class FoldBatchNorm(Pass):
         for g in graphs(root):
             facts = _Facts(g)
             for node in list(g):
-                if node.kind != "op" or node.op.name not in NORMS:
+                if node.kind != "op" or node.op.category != "batchnorm":
                     continue
                 reason = _why_not(g, node, facts)
                 if reason:
@@ -73,16 +74,16 @@ def _why_not(g: Graph, bn: Node, facts: _Facts) -> str | None:
         return f"`{inst.name}` is applied more than once"
     x = bn.inputs[0]
     src = g.nodes[x.node]
-    if src.kind != "op" or src.op.name not in LAYERS:
+    if src.kind != "op" or src.op.category not in INTO:
         what = describe(g, src) if src.kind != "input" else "the block's input" if g.kind == "block" else \
             "the model's input"
         return f"its input comes from {what}, not a convolution or linear layer"
     layer = g.instances[src.instance]
-    n = LAYERS[src.op.name]
+    n = src.op.spatial
     rank = src.outputs[0].rank
     if n == 0 and rank != 2:
         return f"`{layer.name}`'s output is {rank}-d: {bn.op.name} normalizes its dimension 1, not the features"
-    if n and (NORMS[bn.op.name] != n or rank != n + 2):
+    if n and (bn.op.spatial != n or rank != n + 2):
         return f"`{layer.name}` makes {rank}-d maps, which {bn.op.name} does not normalize per its channels"
     channels = layer.args["out_features" if n == 0 else "out_channels"]
     if plain(channels) != plain(bn.args["num_features"]):

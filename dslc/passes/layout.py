@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.cost import macs_by_op
-from . import Pass, PassLog
 from .edit import graphs
+from .manager import Pass, PassLog
 
-CONVS = ("Conv2d", "ConvTranspose2d")
 AUTO_SHARE = 0.5        # -O2 picks channels_last when convolutions are at least this share of the MACs
 UNKNOWN_SIZE = 32       # the value of a run-time size (H, W, T) when measuring that share
 
@@ -48,7 +47,7 @@ class ChannelsLast(Pass):
         if not any(t.rank == 4 and t.is_float for t in root.input_types().values()):
             log.skip(root, "channels_last not used: the model has no 4-d input")
             return False
-        if not any(n.kind == "op" and n.op.name in CONVS for g in graphs(root) for n in g):
+        if not any(n.kind == "op" and _conv2d(n.op) for g in graphs(root) for n in g):
             log.skip(root, "channels_last not used: the model has no 2-d convolution")
             return False
         if self.auto:
@@ -65,8 +64,13 @@ class ChannelsLast(Pass):
 def conv_share(root: Graph) -> float:
     """The share of the model's MACs (batch 1) in 2-d convolutions."""
     conv = total = 0
-    for op_name, macs in macs_by_op(root, {"B": 1}):
+    for op, macs in macs_by_op(root, {"B": 1}):
         macs = macs if isinstance(macs, int) else macs.evaluate(lambda atom: UNKNOWN_SIZE)
         total += macs or 0
-        conv += (macs or 0) if op_name in CONVS else 0
+        conv += (macs or 0) if _conv2d(op) else 0
     return conv / total if total else 0.0
+
+
+def _conv2d(op) -> bool:
+    """A 2-d convolution or transposed convolution: what channels_last speeds up."""
+    return op.category in ("conv", "conv_transpose") and op.spatial == 2

@@ -18,24 +18,19 @@ value. The log says so.
 """
 from __future__ import annotations
 
-from ..ir.dims import Real, Size, Sym, expr_of, plain, plain_float
+from ..ir.dims import Real, Size, Sym, expr_of, not_recording, plain, plain_float, to_python
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
+from ..ops.registry import Bound
 from ..ops.shapes import norm_dim
-from . import Pass, PassLog
 from .edit import UseIndex, describe, drop_unused_instances, graphs, remove_nodes, replace_uses
+from .manager import Pass, PassLog
 
-DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "DropPath", "dropout")
-# view-like ops: the result is the input's elements in the same order, in another shape
-RESHAPES = ("reshape", "flatten", "Flatten", "unflatten", "Unflatten", "squeeze", "unsqueeze")
-SAME_SHAPE_IDENTITY = RESHAPES + ("expand", "index")
-PERMUTES = ("transpose", "permute")
-CONSTANTS = ("zeros", "ones", "full")
-# op -> the operand value that makes it the identity, and on which side(s)
+# What an op is comes from its registry entry (`category`, `identity`, `symbol`): a view's result
+# is the input's elements in the same order, in another shape; a gather's of that shape is the input.
+SAME_SHAPE_IDENTITY = ("view", "gather")
 REWIRED = Ref("<rewired>")   # _source: the node was changed in place, not removed
 CHAIN_LIMIT = 64             # reshapes walked back from one node (each node walks: a long chain is quadratic)
-IDENTITIES = {"add": (0, ("input", "other")), "sub": (0, ("other",)), "mul": (1, ("input", "other")),
-              "div": (1, ("other",)), "pow": (1, ("other",))}
 
 
 def is_parameter(v) -> bool:
@@ -51,7 +46,7 @@ def same_shape(a, b) -> bool:
 def constant_value(graph: Graph, ref: Ref):
     """The value of a zeros/ones/full tensor (None for anything else)."""
     node = graph.nodes[ref.node]
-    if node.kind != "op" or node.op.name not in CONSTANTS:
+    if node.kind != "op" or node.op.category != "constant":
         return None
     return {"zeros": 0.0, "ones": 1.0}.get(node.op.name, node.args.get("value"))
 
@@ -84,23 +79,23 @@ class NoOps(Pass):
 
     def _source(self, g: Graph, node: Node, log: PassLog):
         """(the value the node's output equals, why) or (None, None)."""
-        name = node.op.name
-        if name == "Identity":
+        name, category = node.op.name, node.op.category
+        if category == "identity":
             return node.inputs[0], "the identity"
-        if name in DROPOUTS:
+        if category == "dropout":
             return self._dropout(g, node, log)
         if name == "reparameterize" and self.inference:
             return node.args["mu"].ref, "in eval mode it is mu"
-        if name in PERMUTES:
+        if category == "permute":
             return _permutes(g, node, log)
         if name in ("concat",) and len(node.inputs) == 1:
             return node.inputs[0], "it joins a single tensor"
         if name in ("chunk", "split") and len(node.outputs) == 1 \
                 and same_shape(node.outputs[0], g.type_of(node.inputs[0])):
             return node.inputs[0], "it has a single piece, the whole tensor"
-        if name in IDENTITIES:
+        if node.op.identity is not None:
             return _arithmetic(g, node, log)
-        if name in SAME_SHAPE_IDENTITY:
+        if category in SAME_SHAPE_IDENTITY:
             return _reshape(g, node, log)
         return None, None
 
@@ -118,7 +113,6 @@ class NoOps(Pass):
 
 
 def _expr(v) -> str:
-    from ..ir.dims import to_python
     return to_python(v.expr)
 
 
@@ -139,18 +133,18 @@ def _reshape(g: Graph, node: Node, log: PassLog):
         if node.op.name == "index" and not _whole_slices(node.args["index"]):
             return None, None
         return x, f"its result has its input's shape {have}"
-    if node.op.name not in RESHAPES:
+    if node.op.category != "view":
         return None, None
     start = x
     for _ in range(CHAIN_LIMIT):  # walk back through a chain of reshapes: does it end where it began?
         inner = g.nodes[start.node]
-        if inner.kind != "op" or inner.op.name not in RESHAPES:
+        if inner.kind != "op" or inner.op.category != "view":
             break
         start = inner.inputs[0]
         if same_shape(out, g.type_of(start)):
             return start, f"the reshapes from {describe(g, inner)} on end in the shape they started from"
     inner = g.nodes[x.node]
-    if node.op.name == "reshape" and inner.kind == "op" and inner.op.name in RESHAPES:
+    if node.op.name == "reshape" and inner.kind == "op" and inner.op.category == "view":
         if not _same_result(g, node, inner.inputs[0]):
             return None, None
         node.inputs = [inner.inputs[0]]
@@ -164,8 +158,6 @@ def _reshape(g: Graph, node: Node, log: PassLog):
 
 def _same_result(g: Graph, node: Node, x: Ref) -> bool:
     """Does the node's shape rule give the same type when applied to `x` instead?"""
-    from ..ir.dims import not_recording
-    from ..ops.registry import Bound
     args = dict(node.args, input=TensorValue(x, g.type_of(x), None))
     try:
         with not_recording():
@@ -202,7 +194,7 @@ def _permutes(g: Graph, node: Node, log: PassLog):
     if outer == list(range(rank)):
         return x, "it permutes nothing"
     inner_node = g.nodes[x.node]
-    if inner_node.kind != "op" or inner_node.op.name not in PERMUTES:
+    if inner_node.kind != "op" or inner_node.op.category != "permute":
         return None, None
     inner = _perm(inner_node, rank)
     if inner is None:
@@ -216,7 +208,7 @@ def _permutes(g: Graph, node: Node, log: PassLog):
 
 
 def _arithmetic(g: Graph, node: Node, log: PassLog):
-    unit, sides = IDENTITIES[node.op.name]
+    unit, sides = node.op.identity
     out = node.outputs[0]
     for side in sides:
         other = "other" if side == "input" else "input"
@@ -234,10 +226,8 @@ def _arithmetic(g: Graph, node: Node, log: PassLog):
             log.skip(g, f"kept {describe(g, node)}: with {unit} it still changes the shape or dtype of its operand "
                         f"({x.type} to {out})")
             continue
-        return x.ref, f"{'x' if side == 'other' else unit} {_SYM[node.op.name]} {unit if side == 'other' else 'x'} is x"
+        return x.ref, f"{'x' if side == 'other' else unit} {node.op.symbol} {unit if side == 'other' else 'x'} is x"
     return None, None
 
-
-_SYM = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 
 __all__ = ["NoOps", "constant_value", "is_parameter", "same_shape"]

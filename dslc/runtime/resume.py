@@ -20,6 +20,7 @@ import os
 import re
 
 from ..diagnostics import Diagnostic, DslcError
+from .rundir import run_plan_name
 
 # schedules whose curve is laid over the run's whole length (steps_per_epoch * epochs)
 RUN_LENGTH_SCHEDULES = ("cosine", "one_cycle", "warmup_cosine")
@@ -58,7 +59,6 @@ def differences(before: list[str], after: list[str]) -> list[str]:
 
 def check_same_plan(run_path: str, run_text: str, plan_name: str, rendered: str, epochs_may_change: bool) -> None:
     """E0606 unless `rendered` (the plan now) is the run's plan.dl `run_text` (`epochs` aside when it may change)."""
-    from .rundir import run_plan_name
     ran = run_plan_name(run_path)
     if ran != plan_name:
         raise DslcError(Diagnostic(

@@ -15,8 +15,11 @@ import re
 import tempfile
 
 from ..diagnostics import Diagnostic, DslcError
+from ..frontend import ast
+from ..frontend.plans import PlanCall
+from ..ir.dims import Real, Size, plain, plain_float
 from .checkpoint import atomic_write
-from .runlock import RunLock, unusable
+from .runlock import LOCK_NAME, RunLock, unusable
 
 # the first line of every plan.dl that render_plan writes: what marks a folder as a run
 _HEADER = re.compile(r"# The plan `([^`]+)` as it ran")
@@ -215,7 +218,6 @@ def _claim(base: str) -> str:
 
 def _remove_claim(path: str) -> None:
     """Undo a claim that could not be set up: the folder, with only what this process put there."""
-    from .runlock import LOCK_NAME
     for undo, name in ((os.remove, LOCK_NAME), (os.rmdir, "checkpoints"), (os.rmdir, "")):
         try:
             undo(os.path.join(path, name))
@@ -284,14 +286,20 @@ def _plain(v):
 
 def render_plan(plan, source_path: str, run_path: str) -> str:
     """The plan as run: every field, argument and call with its value, defaults and --set included."""
-    from ..frontend import ast
     rel = os.path.relpath(os.path.abspath(source_path), os.path.abspath(run_path))
     lines = [f"# The plan `{plan.name}` as it ran: every default and --set filled in.",
              f"# Its models are declared in {rel}.", f"train {plan.name} {{"]
+    lines += _field_lines(plan) + _step_lines(plan) + _phase_lines(plan)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _field_lines(plan) -> list[str]:
+    """Models, data, fields, calls, freezes and (without steps) the loss."""
     if list(plan.models) == ["model"]:
-        lines.append(f"    model = {_model_call(plan.models['model'])}")
+        lines = [f"    model = {_model_call(plan.models['model'])}"]
     else:
-        lines.append("    models = { " + ", ".join(f"{k}: {_model_call(v)}" for k, v in plan.models.items()) + " }")
+        lines = ["    models = { " + ", ".join(f"{k}: {_model_call(v)}" for k, v in plan.models.items()) + " }"]
     lines.append(f"    data = {dl_value(plan.data)}")
     for name, value in plan.fields.items():
         if name in ("metrics", "precision"):   # bare words, as written
@@ -299,38 +307,40 @@ def render_plan(plan, source_path: str, run_path: str) -> str:
         else:
             text = dl_value(value)
         lines.append(f"    {name} = {text}")
-    for call in plan.calls:
-        lines.append(f"    {dl_value(call)}")
-    for stmt in plan.decl.body:
-        if isinstance(stmt, ast.FreezeStmt):
-            lines.append("    " + _text(stmt))
+    lines += [f"    {dl_value(call)}" for call in plan.calls]
+    lines += ["    " + _text(stmt) for stmt in plan.decl.body if isinstance(stmt, ast.FreezeStmt)]
     if not any(isinstance(s, ast.StepStmt) for s in plan.decl.body):
         loss = next(s for s in plan.decl.body if isinstance(s, ast.AssignStmt) and s.targets[0].id == "loss")
         lines.append("    " + _text(loss))
-    steps = {s.name: s for s in plan.steps}
+    return lines
+
+
+def _step_lines(plan) -> list[str]:
+    """Each step as written, its optimizer with every argument."""
+    steps, lines = {s.name: s for s in plan.steps}, []
     for stmt in plan.decl.body:
         if isinstance(stmt, ast.StepStmt):
             lines.append(f"    step {stmt.name} {{")
             for inner in stmt.body:
                 if isinstance(inner, ast.AssignStmt) and isinstance(inner.targets[0], ast.Name) and \
                         inner.targets[0].id == "optimizer":
-                    opt = steps[stmt.name].optimizer
-                    lines.append(f"        optimizer = {dl_value(opt, plan)}")
+                    lines.append(f"        optimizer = {dl_value(steps[stmt.name].optimizer, plan)}")
                 else:
                     lines.append("        " + _text(inner))
             lines.append("    }")
-    phases = {p.name: p for p in plan.phases}
+    return lines
+
+
+def _phase_lines(plan) -> list[str]:
+    """Each phase: its freezes, then its fields with their values."""
+    phases, lines = {p.name: p for p in plan.phases}, []
     for stmt in plan.decl.body:
         if isinstance(stmt, ast.PhaseStmt):
             lines.append(f"    phase {stmt.name} {{")
-            for inner in stmt.body:
-                if isinstance(inner, ast.FreezeStmt):
-                    lines.append("        " + _text(inner))
-            for k, v in phases[stmt.name].fields.items():
-                lines.append(f"        {k} = {dl_value(v)}")
+            lines += ["        " + _text(inner) for inner in stmt.body if isinstance(inner, ast.FreezeStmt)]
+            lines += [f"        {k} = {dl_value(v)}" for k, v in phases[stmt.name].fields.items()]
             lines.append("    }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _text(node) -> str:
@@ -346,8 +356,6 @@ def _model_call(entry) -> str:
 
 def dl_value(v, plan=None) -> str:
     """A value written as `.dl` source (an optimizer's models by their names in `plan`)."""
-    from ..frontend.plans import PlanCall
-    from ..ir.dims import Real, Size, plain, plain_float
     if isinstance(v, PlanCall):
         targets = [plan.model_name(t) if plan is not None else t.decl.name for t in v.targets]
         args = [f"{k}={dl_value(x)}" for k, x in v.args.items()]

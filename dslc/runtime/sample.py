@@ -26,10 +26,14 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.output import is_stream, write_output
+from ..backends.pymodule import exec_source
 from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
+from . import data as data_mod
 from .rundir import latest_run, pyplot
+from .trainer import plan_source
+from .weights import fit_state_dict, read_state
 
 
 @dataclass
@@ -149,7 +153,6 @@ def _weights(run: str) -> tuple[str, dict]:
     folder = os.path.join(run, "checkpoints")
     best = os.path.join(folder, "best.safetensors")
     if os.path.isfile(best):
-        from .weights import read_state
         return best, read_state(best)
     found = checkpoint.checkpoints(folder)
     if not found:
@@ -162,23 +165,15 @@ def _weights(run: str) -> tuple[str, dict]:
 
 def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch.nn.Module:
     """The plan's model `key` (as `dslc train` builds it) holding `weights`."""
-    from ..backends.pymodule import exec_source
-    from .trainer import plan_source
     module = exec_source(plan_source(plan, path), f"<dslc plan {plan.name}>")
     model = module.MODELS[key]()
     if len(plan.models) > 1:
         weights = checkpoint.under(weights, key + ".")
-    own = model.state_dict()
-    missing = [n for n in own if n not in weights]
-    unused = [n for n in weights if n not in own]
-    wrong = [f"{n}: {tuple(weights[n].shape)} in the file, {tuple(own[n].shape)} in the model"
-             for n in own if n in weights and tuple(weights[n].shape) != tuple(own[n].shape)]
-    if missing or unused or wrong:
-        notes = [f"{label}: " + ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-                 for label, names in (("not in the file", missing), ("not in the model", unused)) if names]
+    fit = fit_state_dict(model.state_dict(), weights)
+    if not fit.exact:
         raise DslcError(Diagnostic("E0602", f"the weights in {weights_path} do not fit the model `{key}` of the plan "
                                    f"`{plan.name}` (was the .dl file changed since the run?)", file_name=weights_path,
-                                   notes=tuple(notes + wrong[:6]),
+                                   notes=fit.notes(),
                                    help="give the run's --set again, or sample another run with --run"))
     model.load_state_dict(weights)
     return model
@@ -323,7 +318,6 @@ def _text(plan, path: str, model, in_type, options: SampleOptions, generator, ru
 
 
 def _vocabulary(plan, path: str) -> list[str]:
-    from . import data as data_mod
     base = getattr(plan.data, "base_dir", None) or os.path.dirname(os.path.abspath(path))
     try:
         meta = data_mod.load(plan.data.entry.name, dict(plan.data.args), base_dir=base).meta

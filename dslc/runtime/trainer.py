@@ -27,11 +27,22 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..backends.pymodule import exec_source
+from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
-from . import checkpoint
-from .callbacks import clip_gradients
+from ..frontend import ast
+from ..frontend.settings import parse_sets
+from ..passes import optimize
+from . import checkpoint, resume
+from . import data as data_mod
+from .callbacks import EMA, EarlyStopping, clip_gradients
+from .metrics import MetricSet
+from .optim import build_optimizer
+from .resume import check_optimizer_state
 from .rundir import RunDir, render_plan
 from .runlock import unusable
+from .schedules import build_schedule
+from .weights import fit_state_dict, listed, read_state
 
 
 class Interrupted(Exception):
@@ -88,8 +99,6 @@ class Diverged(Exception):
 def plan_source(plan, path: str) -> str:
     """The generated PyTorch of a plan: its models with the passes of the plan's `optimize` level
     (1 unless it says 0; -O2 is for inference only), then one class per step."""
-    from ..backends.torch_codegen import generate_plan
-    from ..passes import optimize
     opt = int(plan.fields.get("optimize", 1))
     graphs = {key: optimize(graph, opt).graph if opt else graph for key, (_d, _a, graph) in plan.models.items()}
     return generate_plan(plan, os.path.basename(path), graphs)
@@ -130,7 +139,6 @@ class Trainer:
             self.rundir.close()
 
     def _load_data(self) -> None:
-        from . import data as data_mod
         try:
             self.data = data_mod.load(self.plan.data.entry.name, dict(self.plan.data.args),
                                       base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir)
@@ -173,7 +181,6 @@ class Trainer:
         self.precision = precision
 
     def _build(self) -> None:
-        from ..backends.pymodule import exec_source
         source = plan_source(self.plan, self.path)
         self.source = source   # written to the run's plan.py once the run folder is claimed
         module = exec_source(source, f"<dslc plan {self.plan.name}>")
@@ -194,7 +201,6 @@ class Trainer:
         if metrics and not self.has_prediction:
             raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
                                        _field_span(self.plan, "metrics")))
-        from .callbacks import EMA
         decay = self.fields.get("ema")
         self.ema = {k: EMA(m, float(decay)) for k, m in self.models.items()} if decay else {}
 
@@ -209,14 +215,12 @@ class Trainer:
                 raise DslcError(Diagnostic("E0901", f"`init`: no such file: {file}", _field_span(self.plan, "init"),
                                            help="train the plan that writes it first, or fix the path "
                                                 "(relative to the current directory or to the .dl file)"))
-            from .weights import read_state
             state = read_state(path)
             if len(self.models) > 1 and not isinstance(init, dict):
                 state = checkpoint.under(state, key + ".")
             self.out(_load_by_name(self.models[key], state, path, key if len(self.models) > 1 else None))
 
     def _early_stopping(self):
-        from .callbacks import EarlyStopping
         args = self.calls.get("early_stopping")
         if args is None:
             return None
@@ -232,9 +236,6 @@ class Trainer:
     # ------------------------------------------------------------------ freezing and optimizers
 
     def _start_phase(self, index: int) -> None:
-        from . import data as data_mod
-        from .optim import build_optimizer
-        from .schedules import build_schedule
         phase = self.phases[index]
         self.phase_index = index
         frozen_modules = []
@@ -284,6 +285,7 @@ class Trainer:
         return next(i for i, end in enumerate(self._epoch_ends()) if epoch < end)
 
     def _loop(self, resume_state) -> dict:
+        # long: the epoch loop and its stopping rules in one place, until the loop calls hooks (issue #12)
         start_epoch, skip = self.position
         total = self._epoch_ends()[-1]
         stopped_early = bool(resume_state and resume_state.get("stopped_early"))
@@ -359,7 +361,7 @@ class Trainer:
         self.stop_signal = signum
 
     def _epoch(self, epoch: int, total: int, skip: int, display) -> dict:
-        from . import data as data_mod
+        # long: the batch loop with accumulation and mid-epoch checkpoints, until it calls hooks (issue #12)
         phase = self.phases[self.phase_index]
         for m in self.models.values():
             m.train()
@@ -470,8 +472,6 @@ class Trainer:
 
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
-        from . import data as data_mod
-        from .metrics import MetricSet
         metrics = MetricSet(self.fields.get("metrics", []), self.task) if self.fields.get("metrics") else None
         for m in self.models.values():
             m.eval()
@@ -566,8 +566,6 @@ class Trainer:
     def _resume(self) -> dict:
         """Check that the run can continue as asked and load its last checkpoint; only then change
         the folder (temporary files of a killed run, metrics.jsonl as the checkpoint knows it)."""
-        from ..frontend.settings import parse_sets
-        from . import resume
         run_text = self.rundir.read_text("plan.dl")
         if run_text is None:
             raise DslcError(Diagnostic("E0603", f"cannot read {os.path.join(self.rundir.path, 'plan.dl')} (not "
@@ -626,7 +624,6 @@ class Trainer:
         if self.best is not None:
             best_file = os.path.join(self.rundir.checkpoints, "best.safetensors")
             if os.path.exists(best_file):
-                from .weights import read_state
                 self.best_weights = read_state(best_file)
         if self.early is not None and state.get("early_stopping"):
             self.early.load_state_dict(state["early_stopping"])
@@ -645,7 +642,6 @@ class Trainer:
             self._restore_optim(state, path)
 
     def _restore_optim(self, state: dict, path: str) -> None:
-        from .resume import check_optimizer_state
         saved = state.get("optim", {})
         try:
             for s in self.steps:
@@ -665,11 +661,11 @@ class Trainer:
     def _load_weights(self, weights: dict, path: str) -> None:
         for k, m in self.models.items():
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
-            own = m.state_dict()
-            if set(part) != set(own) or any(tuple(part[n].shape) != tuple(own[n].shape) for n in own):
+            fit = fit_state_dict(m.state_dict(), part)
+            if not fit.exact:
                 raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
                                            f"`{self.plan.name}` (was the .dl file changed since?)", file_name=path,
-                                           help="start a new run without --resume"))
+                                           notes=fit.notes(), help="start a new run without --resume"))
             m.load_state_dict(part)
 
     # ------------------------------------------------------------------ the end
@@ -701,7 +697,6 @@ def _main_thread() -> bool:
 
 
 def _field_span(plan, name: str):
-    from ..frontend import ast
     for stmt in plan.decl.body:
         if isinstance(stmt, ast.AssignStmt) and len(stmt.targets) == 1 and \
                 isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name:
@@ -719,31 +714,21 @@ def _resolve(file: str, base_dir: str) -> str | None:
 def _load_by_name(model, state: dict, path: str, key: str | None) -> str:
     """Copy every tensor whose name and shape fit; say what matched and what did not."""
     own = model.state_dict()
-    matched = [n for n in own if n in state and tuple(state[n].shape) == tuple(own[n].shape)]
-    wrong = [f"{n} {tuple(state[n].shape)}≠{tuple(own[n].shape)}" for n in own
-             if n in state and tuple(state[n].shape) != tuple(own[n].shape)]
-    missing = [n for n in own if n not in state]
-    unused = [n for n in state if n not in own]
-    if not matched:
+    fit = fit_state_dict(own, state)
+    if not fit.matched:
         raise DslcError(Diagnostic("E0602", f"`init`: no weight in {path} fits the model" +
                                    (f" `{key}`" if key else ""), file_name=path,
-                                   notes=tuple(x for x in (_names("shapes differ", wrong),
-                                                           _names("not in the file", missing)) if x)))
+                                   notes=tuple(x for x in (listed("shapes differ", fit.wrong),
+                                                           listed("not in the file", fit.missing)) if x)))
     with torch.no_grad():
-        for n in matched:
+        for n in fit.matched:
             own[n].copy_(state[n])
-    parts = [f"init{' ' + key if key else ''}: loaded {len(matched)} of {len(own)} tensors from {path}"]
-    for label, names in (("shapes differ", wrong), ("not in the file (kept as initialized)", missing),
-                         ("in the file but not in the model", unused)):
-        if names:
-            parts.append(_names(label, names))
+    parts = [f"init{' ' + key if key else ''}: loaded {len(fit.matched)} of {len(own)} tensors from {path}"]
+    for label, found in (("shapes differ", fit.wrong), ("not in the file (kept as initialized)", fit.missing),
+                         ("in the file but not in the model", fit.unused)):
+        if found:
+            parts.append(listed(label, found))
     return "\n  ".join(parts)
-
-
-def _names(label: str, names: list) -> str:
-    if not names:
-        return ""
-    return f"{label}: " + ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _per_example(pred, target):

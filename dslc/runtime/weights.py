@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, DslcError
 
@@ -60,21 +61,46 @@ def _check_tensors(state: dict, path: str) -> None:
                                             ".safetensors"))
 
 
+@dataclass
+class Fit:
+    """How a state dict from a file fits a model's: every weight load (the API's `weights=`,
+    `--resume`, `init`, `dslc sample`) decides with this one comparison."""
+    matched: list    # in both, same shape
+    wrong: list      # in both, other shapes: "name (file's shape)≠(model's shape)"
+    missing: list    # the model's, not in the file
+    unused: list     # the file's, not in the model
+
+    @property
+    def exact(self) -> bool:
+        return not (self.wrong or self.missing or self.unused)
+
+    def notes(self) -> tuple:
+        return tuple(listed(label, found) for label, found in (("shapes differ", self.wrong),
+                                                              ("not in the file", self.missing),
+                                                              ("not in the model", self.unused)) if found)
+
+
+def fit_state_dict(own: dict, state: dict) -> Fit:
+    """Compare `state` (name -> tensor, from a file) with a model's `own` state dict."""
+    same = [n for n in own if n in state and tuple(state[n].shape) == tuple(own[n].shape)]
+    wrong = [f"{n} {tuple(state[n].shape)}≠{tuple(own[n].shape)}" for n in own
+             if n in state and tuple(state[n].shape) != tuple(own[n].shape)]
+    return Fit(same, wrong, [n for n in own if n not in state], [n for n in state if n not in own])
+
+
+def listed(label: str, found: list, shown: int = 6) -> str:
+    """`label: a, b, c and 4 more`."""
+    if not found:
+        return ""
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return f"{label}: " + ", ".join(found[:shown]) + more
+
+
 def load_into(net, path: str) -> None:
     """Load every weight of `net` from `path`, checking names and shapes first."""
     state = read_state(path)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        notes = []
-        if missing:
-            notes.append("missing: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
-        if unexpected:
-            notes.append("not in the model: " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
-        notes += wrong[:8]
+    fit = fit_state_dict(net.state_dict(), state)
+    if not fit.exact:
         raise DslcError(Diagnostic("E0602", f"the weights in {path} do not fit the model", file_name=path,
-                                   notes=tuple(notes)))
+                                   notes=fit.notes()))
     net.load_state_dict(state)
