@@ -60,7 +60,8 @@ def ops_section(kind: str, title: str) -> list[str]:
 def plans_section() -> list[str]:
     from dslc import catalog
     out = ["## Training plans", "", "### Fields", "", "| field | meaning |", "| --- | --- |"]
-    out += [f"| `{f.name}` | {f.doc} |" for f in catalog.FIELDS.values()]
+    out += [f"| `{f.name}` | {f.doc}" + (f" (default `{f.default}`)" if f.default is not None else "") + " |"
+            for f in catalog.FIELDS.values()]
     for title, table in (("Data sets", catalog.DATASETS), ("Optimizers", catalog.OPTIMIZERS),
                          ("Schedules", catalog.SCHEDULES), ("Plan calls", catalog.CALLS),
                          ("Augmentations", catalog.AUGMENTS)):

@@ -304,6 +304,7 @@ class Field:
     kind: str          # int | float | bool | str | model | models | data | loss | optimizer | schedule | ...
     doc: str
     check: object = None
+    default: object = None   # the value a plan that does not set the field runs with
 
 
 FIELDS = {f.name: f for f in (
@@ -314,20 +315,20 @@ FIELDS = {f.name: f for f in (
     Field("optimizer", "optimizer", "the optimizer: `AdamW(lr=1e-3)`"),
     Field("schedule", "schedule", "the learning-rate schedule: `warmup_cosine(warmup=100)`"),
     Field("epochs", "int", "passes over the training split", checks.positive),
-    Field("batch_size", "int", "examples per step", checks.positive),
+    Field("batch_size", "int", "examples per step", checks.positive, 32),
     Field("metrics", "metrics", "metrics on the validation and test splits: `[accuracy]`"),
     Field("clip_grad_norm", "float", "clip the gradient's global norm to this", checks.positive_number),
     Field("clip_grad_value", "float", "clip each gradient element to ±this", checks.positive_number),
-    Field("accumulate", "int", "optimizer step every this many batches", checks.positive),
-    Field("precision", "precision", "fp32, bf16 or fp16"),
-    Field("seed", "int", "seed of initialization, shuffling and dropout"),
+    Field("accumulate", "int", "optimizer step every this many batches", checks.positive, 1),
+    Field("precision", "precision", "fp32, bf16 or fp16", default="fp32"),
+    Field("seed", "int", "seed of initialization, shuffling and dropout", default=0),
     Field("init", "init", "weights to start from, matched by name: a file (`\"runs/a/checkpoints/best.safetensors\"`), "
           "or one per model (`{teacher: \"...\"}`)"),
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),
-    Field("optimize", "int", "the models' code: 1 (the default) with the -O1 passes (fused attention, no-ops "
-          "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)"),
+    Field("optimize", "int", "the models' code: 1 with the -O1 passes (fused attention, no-ops "
+          "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)", 1),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}
@@ -336,6 +337,16 @@ STEP_FIELDS = ("loss", "optimizer")
 PHASE_FIELDS = ("epochs", "optimizer", "schedule", "batch_size")
 
 ALL_NAMES = {**DATASETS, **OPTIMIZERS, **SCHEDULES, **CALLS, **AUGMENTS}
+
+
+def setting(fields: dict, name: str):
+    """A plan field's value: the plan's own, else the catalogue's default (the one place it is written)."""
+    return fields.get(name, FIELDS[name].default)
+
+
+def call_args(calls: dict, name: str) -> dict:
+    """A plan call's arguments (`checkpoint(every=2)`), its parameters' defaults filled in."""
+    return {**{p.name: p.default for p in CALLS[name].params}, **(calls.get(name) or {})}
 
 
 def monitors(metrics: list[str]) -> list[str]:

@@ -203,7 +203,7 @@ class PlanChecker(Evaluator):
             if f.kind in ("model", "models", "data", "loss"):
                 continue
             self._guard(lambda f=f, stmt=stmt: plan.fields.__setitem__(f.name, self._field_value(f, stmt.value, ctx)))
-        plan.fields.setdefault("batch_size", 32)
+        plan.fields.setdefault("batch_size", catalog.FIELDS["batch_size"].default)
 
     def _field_value(self, f: catalog.Field, expr, ctx: Ctx):
         if f.kind == "augment":
@@ -387,7 +387,7 @@ class PlanChecker(Evaluator):
         self.step = step
         batch = self._batch(graph)
         ctx.scope["batch"] = batch
-        ctx.scope["batch_size"] = plain(self.plan.fields.get("batch_size", 32))
+        ctx.scope["batch_size"] = plain(catalog.setting(self.plan.fields, "batch_size"))
         if len(self.plan.models) == 1 and "model" in self.plan.models:
             ctx.scope["out"] = _LazyOut()
         before = len(self.reporter.diagnostics)

@@ -25,11 +25,7 @@ from ..ir.types import DTYPES
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, TENSOR
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, helper, register
-from .shapes import divides, need_rank, same_dim, static
-
-
-def _s(d) -> str:
-    return str(d) if isinstance(d, Sym) else str(plain(d))
+from .shapes import dim_text, divides, need_rank, same_dim, static
 
 
 def _agree(a, b) -> bool:
@@ -56,7 +52,7 @@ def _check_qkv(what: str, q, k, v) -> None:
                          label="batch or length differs from the key's")
     if not _agree(q.shape[0], k.shape[0]):
         raise ShapeError(f"`{what}`: query and key batch sizes differ "
-                         f"({_s(q.shape[0])} and {_s(k.shape[0])})", code="E0403", input=1,
+                         f"({dim_text(q.shape[0])} and {dim_text(k.shape[0])})", code="E0403", input=1,
                          label="batch differs from the query's")
 
 
@@ -323,10 +319,10 @@ def _attention_infer(b):
         m = mask.type
         if m.dtype != "bool" or m.rank != 2 or not _agree(m.shape[0], k.shape[0]) or not _agree(m.shape[1], k.shape[1]):
             raise ShapeError(f"`attention`'s mask must be bool [B, S] like the keys' batch and length "
-                             f"({_s(k.shape[0])}, {_s(k.shape[1])}), got {m}", code="E0403", arg="mask",
+                             f"({dim_text(k.shape[0])}, {dim_text(k.shape[1])}), got {m}", code="E0403", arg="mask",
                              help="true marks a key (padding) that no query attends to: `tokens == 0`")
     if not _agree(q.shape[-1], k.shape[-1]):
-        raise ShapeError(f"`attention`: query and key widths differ ({_s(q.shape[-1])} and {_s(k.shape[-1])})",
+        raise ShapeError(f"`attention`: query and key widths differ ({dim_text(q.shape[-1])} and {dim_text(k.shape[-1])})",
                          code="E0403", input=1, label="width differs from the query's")
     _need_divides(q.shape[-1], b["heads"], "attention", "heads")
     _need_divides(v.shape[-1], b["heads"], "attention", "heads")

@@ -57,7 +57,7 @@ def broadcast(a: TensorType, b: TensorType, what: str = "the operands") -> tuple
             out.append(da)
         else:
             raise ShapeError(f"cannot broadcast {a.shape_str()} with {b.shape_str()}: "
-                             f"size {_s(da)} does not match {_s(db)} in dimension {-i}", code="E0401",
+                             f"size {dim_text(da)} does not match {dim_text(db)} in dimension {-i}", code="E0401",
                              label="shapes do not broadcast")
     return tuple(reversed(out))
 
@@ -66,7 +66,8 @@ def _is_one(d) -> bool:
     return not isinstance(d, Sym) and plain(d) == 1
 
 
-def _s(d) -> str:
+def dim_text(d) -> str:
+    """A size as messages print it: `T` for a run-time size, else its number."""
     return str(d) if isinstance(d, Sym) else str(plain(d))
 
 

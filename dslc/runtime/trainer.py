@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import catalog
 from ..backends.pymodule import exec_source
 from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
@@ -99,7 +100,7 @@ class Diverged(Exception):
 def plan_source(plan, path: str) -> str:
     """The generated PyTorch of a plan: its models with the passes of the plan's `optimize` level
     (1 unless it says 0; -O2 is for inference only), then one class per step."""
-    opt = int(plan.fields.get("optimize", 1))
+    opt = int(catalog.setting(plan.fields, "optimize"))
     graphs = {key: optimize(graph, opt).graph if opt else graph for key, (_d, _a, graph) in plan.models.items()}
     return generate_plan(plan, os.path.basename(path), graphs)
 
@@ -108,7 +109,7 @@ class Trainer:
     def __init__(self, plan, path: str, options: Options, out):
         self.plan, self.path, self.options, self.out = plan, path, options, out
         self.fields = plan.fields
-        self.seed = int(self.fields.get("seed", 0))
+        self.seed = int(catalog.setting(self.fields, "seed"))
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.calls = {c.entry.name: c.args for c in plan.calls}
         self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -159,7 +160,7 @@ class Trainer:
         plan, f = self.plan, self.fields
         base_opts = {s.name: s.optimizer for s in plan.steps}
         if not plan.phases:
-            return [PhaseSpec(None, int(f["epochs"]), int(f.get("batch_size", 32)), base_opts, f.get("schedule"))]
+            return [PhaseSpec(None, int(f["epochs"]), int(catalog.setting(f, "batch_size")), base_opts, f.get("schedule"))]
         out = []
         for p in plan.phases:
             opts = dict(base_opts)
@@ -169,12 +170,12 @@ class Trainer:
                                                "this plan has several", p.span))
                 opts = {plan.steps[0].name: p.fields["optimizer"]}
             out.append(PhaseSpec(p.name, int(p.fields.get("epochs", f.get("epochs", 1))),
-                                 int(p.fields.get("batch_size", f.get("batch_size", 32))), opts,
+                                 int(p.fields.get("batch_size", catalog.setting(f, "batch_size"))), opts,
                                  p.fields.get("schedule", f.get("schedule"))))
         return out
 
     def _check_precision(self) -> None:
-        precision = self.fields.get("precision", "fp32")
+        precision = catalog.setting(self.fields, "precision")
         if precision == "fp16" and self.device.type != "cuda":
             raise DslcError(Diagnostic("E0302", "fp16 training needs a CUDA device; on the CPU use `precision = bf16`",
                                        _field_span(self.plan, "precision")))
@@ -251,7 +252,7 @@ class Trainer:
                                if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
         self.frozen_modules = frozen_modules
         per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
-        accumulate = int(self.fields.get("accumulate", 1))
+        accumulate = int(catalog.setting(self.fields, "accumulate"))
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
             call = phase.optimizers[s.name]
@@ -367,7 +368,7 @@ class Trainer:
             m.train()
         for m in self.frozen_modules:
             m.eval()   # frozen layers run as at inference (batch norm keeps its statistics), as in Keras
-        accumulate = int(self.fields.get("accumulate", 1))
+        accumulate = int(catalog.setting(self.fields, "accumulate"))
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
         if skip and getattr(self, "partial", None):
@@ -517,7 +518,7 @@ class Trainer:
 
     def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool) -> str | None:
         """The checkpoint's path when one was due after `epoch` (and written), else None."""
-        args = self.calls.get("checkpoint") or {"every": 1, "keep": 3}
+        args = catalog.call_args(self.calls, "checkpoint")
         if not (epoch % int(args["every"]) == 0 or epoch == total or stopping):
             return None
         path = self._save_checkpoint(epoch, 0, stopping)
