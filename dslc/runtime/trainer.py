@@ -115,8 +115,33 @@ class Trainer:
         self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.stop_requested = False
         self.stop_signal = signal.SIGINT
-        self.partial = None
-        self.phase_index = None
+        # Everything a run holds, set by run() and its set-up steps (None until then).
+        self.phases: list = []            # PhaseSpec per phase (one when the plan has none)
+        self.phase_index = None           # the phase being trained
+        self.precision = "fp32"
+        self.data = None                  # data_mod.Data: the splits
+        self.task = "regression"          # classification when the targets are class ids
+        self.source = ""                  # the plan's generated PyTorch (plan.py)
+        self.models: dict = {}            # plan key -> module
+        self.steps: list = []             # StepRun per step
+        self.batch_fields: list = []      # the batch fields a step takes, in order
+        self.several = False              # several models (GANs, distillation)
+        self.has_prediction = False       # one step with a model output to score
+        self.ema: dict = {}               # plan key -> EMA of its weights
+        self.early = None                 # EarlyStopping, when the plan asks for it
+        self.early_monitor = None
+        self.frozen_modules: list = []    # modules kept in eval mode (frozen layers)
+        self.scaler = None                # GradScaler under fp16
+        self.rundir = None
+        self.history: list = []           # one record per epoch run
+        self.position = (0, 0)            # (epochs done, batches done in the next)
+        self.best = None                  # (monitor value, epoch)
+        self.best_weights = None          # the best epoch's weights, for restore_best
+        self.partial = None               # loss sums of an epoch interrupted mid-way
+        self.resume_tensors = None        # optimizer tensors read from the checkpoint
+        self.last_confusion = None        # the last evaluation's confusion matrix
+        self.board = None                 # TensorBoard's SummaryWriter, once opened
+        self.board_tried = False          # whether tensorboard was looked for
 
     # ------------------------------------------------------------------ set-up
 
@@ -125,9 +150,6 @@ class Trainer:
         self._check_precision()
         self._load_data()
         self._build()
-        self.history: list = []
-        self.position = (0, 0)          # (epochs done, batches done in the next)
-        self.best = None                # (monitor value, epoch)
         self.early = self._early_stopping()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         try:
@@ -341,7 +363,8 @@ class Trainer:
 
     def _tensorboard(self, record: dict) -> None:
         """TensorBoard event files in RUN/tensorboard, when tensorboard is installed."""
-        if not hasattr(self, "board"):
+        if not self.board_tried:
+            self.board_tried = True
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:   # tensorboard is optional
@@ -371,7 +394,7 @@ class Trainer:
         accumulate = int(catalog.setting(self.fields, "accumulate"))
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
-        if skip and getattr(self, "partial", None):
+        if skip and self.partial:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
         started = time.perf_counter()
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
@@ -672,7 +695,7 @@ class Trainer:
     # ------------------------------------------------------------------ the end
 
     def _finish(self, stopped_early: bool) -> dict:
-        restore = self.early is not None and self.early.restore_best and getattr(self, "best_weights", None)
+        restore = self.early is not None and self.early.restore_best and self.best_weights
         if restore:
             self._load_weights(self.best_weights, os.path.join(self.rundir.checkpoints, "best.safetensors"))
         result = {"plan": self.plan.name, "epochs_run": len(self.history), "stopped_early": stopped_early,
@@ -683,7 +706,7 @@ class Trainer:
             result["test"] = test
         self.rundir.write_json("result.json", result)
         self.rundir.curves(self.history)
-        confusion = getattr(self, "last_confusion", None)
+        confusion = self.last_confusion
         if confusion is not None and self.task == "classification":
             self.rundir.confusion(confusion, self.data.meta.get("class_names"))
         self.out(_summary_line(result, self.rundir.path))
