@@ -45,7 +45,7 @@ def _trainer(path: str, plan_name: str, out: str) -> Trainer:
     plan = prog.plan(plan_name)
     plan.fields["metrics"] = []          # timed: the training pass only
     plan.calls = []
-    t = Trainer(prog, plan, path, Options(out=out, progress=False), lambda s: None)
+    t = Trainer(plan, path, Options(out=out, progress=False), lambda s: None)
     t.rundir = RunDir.open(plan.name, out, False)
     t.precision = "fp32"
     plan.fields["precision"] = "fp32"
@@ -59,9 +59,8 @@ def _trainer(path: str, plan_name: str, out: str) -> Trainer:
 
 
 def _dslc_epoch(t: Trainer, epoch: int) -> float:
-    from dslc.runtime.trainer import _Display
     start = time.perf_counter()
-    t._epoch(epoch, 10_000, 0, _Display(False, lambda s: None))
+    t._epoch(epoch, 10_000, 0)   # the callbacks included: the display is off, as in a pipe
     return time.perf_counter() - start
 
 

@@ -50,3 +50,15 @@ def test_refuses_cuda_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu.main(["--case", "gpt2"])
+
+
+def test_the_training_overhead_benchmark_runs(monkeypatch):
+    """bench/train.py drives the trainer's own epoch: a change to the trainer must keep it working
+    (one round of the MLP case; the ratio is the benchmark's to judge, not this test's)."""
+    spec = importlib.util.spec_from_file_location("bench_train", os.path.join(ROOT, "bench", "train.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "ROUNDS", 1)
+    case = next(c for c in bench.CASES if c[0] == "digits MLP")
+    r = bench.bench_case(*case)
+    assert r["rounds"] == 1 and r["dslc_epoch_s"] > 0 and r["bare_epoch_s"] > 0

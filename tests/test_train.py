@@ -561,6 +561,51 @@ def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
     assert ("val_accuracy", 2) in written and ("train_loss", 1) in written
 
 
+def test_callbacks_are_called_in_order_and_at_the_end_of_a_failed_run(tmp_path):
+    """The loop's hooks: fit start, each epoch's start, batches and end, and fit end, also when
+    the run stops on an error (the progress display closes its bar there)."""
+    from dslc.runtime.callbacks import Callback
+    from dslc.runtime.trainer import Diverged, Trainer
+    calls = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, trainer):
+            calls.append("fit_start")
+
+        def on_epoch_start(self, trainer, epoch, total, batches):
+            calls.append(("epoch_start", epoch, total, batches))
+
+        def on_train_batch_end(self, trainer, done, sums, count):
+            calls.append(("batch", done))
+
+        def on_epoch_end(self, trainer, record, total):
+            calls.append(("epoch_end", record["epoch"], "train_loss" in record))
+
+        def on_fit_end(self, trainer):
+            calls.append("fit_end")
+
+    path = write(tmp_path, PLAN.replace("epochs     = 3", "epochs     = 2"))
+    trainer = Trainer(dslc.load(path).plan("p"), path, Options(out=str(tmp_path / "r"), progress=False), print)
+    trainer.callbacks.items.append(Recorder())
+    trainer.run()
+    batches = calls[1][3]
+    assert calls[0] == "fit_start" and calls[-1] == "fit_end"
+    assert calls[1:batches + 3] == [("epoch_start", 1, 2, batches)] + [("batch", i) for i in range(1, batches + 1)] \
+        + [("epoch_end", 1, True)]
+    assert calls.count("fit_end") == 1 and [c for c in calls if c[0] == "epoch_end"] == [("epoch_end", 1, True),
+                                                                                       ("epoch_end", 2, True)]
+    calls.clear()
+    failing = Trainer(dslc.load(path).plan("p"), path, Options(out=str(tmp_path / "r2"), progress=False), print)
+    failing.callbacks.items.append(Recorder())
+
+    def diverge(*args):
+        raise Diverged()
+    failing._epoch = diverge
+    with pytest.raises(Diverged):
+        failing.run()
+    assert calls == ["fit_start", "fit_end"]
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_the_same(tmp_path):
     plain = run(tmp_path, PLAN, out="plain", sets=["epochs=1", "model=Small(hidden=16)"])

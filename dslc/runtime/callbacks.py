@@ -1,12 +1,132 @@
-"""Early stopping, an exponential moving average of the weights, gradient clipping."""
+"""The training loop's callbacks (TensorBoard, the progress display), early stopping, an
+exponential moving average of the weights, gradient clipping."""
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
+import time
 
 import torch
 
 from .metrics import HIGHER_IS_BETTER
+
+
+class Callback:
+    """A hook into `dslc train`'s loop, as Keras' and Lightning's callbacks are: the loop calls each
+    method at its moment with the trainer; the base class does nothing."""
+
+    def on_fit_start(self, trainer) -> None:
+        """Before the first epoch this process runs (a resumed run included)."""
+
+    def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
+        """Before epoch `epoch` of `total`, which has `batches` batches."""
+
+    def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        """After `done` batches of the epoch: `sums` are each step's loss summed over `count` examples."""
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        """After an epoch, its record written to metrics.jsonl (and any checkpoint saved)."""
+
+    def on_fit_end(self, trainer) -> None:
+        """When the loop ends: finished, paused, interrupted or failed."""
+
+
+class Callbacks(Callback):
+    """Several callbacks, called in order."""
+
+    def __init__(self, items: list):
+        self.items = list(items)
+
+    def on_fit_start(self, trainer) -> None:
+        for c in self.items:
+            c.on_fit_start(trainer)
+
+    def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
+        for c in self.items:
+            c.on_epoch_start(trainer, epoch, total, batches)
+
+    def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        for c in self.items:
+            c.on_train_batch_end(trainer, done, sums, count)
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        for c in self.items:
+            c.on_epoch_end(trainer, record, total)
+
+    def on_fit_end(self, trainer) -> None:
+        for c in self.items:
+            c.on_fit_end(trainer)
+
+
+class TensorBoardLogger(Callback):
+    """The epoch's numbers as TensorBoard scalars in RUN/tensorboard, when tensorboard is installed."""
+
+    def __init__(self):
+        self.writer, self.tried = None, False
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        if not self.tried:
+            self.tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:   # tensorboard is optional
+                return
+            self.writer = SummaryWriter(os.path.join(trainer.rundir.path, "tensorboard"))
+        if self.writer is None:
+            return
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                self.writer.add_scalar(k, v, record["epoch"])
+        self.writer.flush()
+
+
+class ProgressDisplay(Callback):
+    """A rich progress bar on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, progress: bool | None, out):
+        self.out = out
+        self.live = sys.stdout.isatty() if progress is None else progress
+        self.bar = None
+        self.started = 0.0
+
+    def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
+        self.started = time.perf_counter()
+        if not self.live:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.bar is None:
+            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                                TimeRemainingColumn(), transient=True)
+            self.bar.start()
+        else:
+            for t in list(self.bar.task_ids):
+                self.bar.remove_task(t)
+        self.task = self.bar.add_task("train", total=batches, epoch=f"{epoch}/{total}", loss="-", speed="")
+
+    def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        if self.bar is None:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        loss = sum(sums.values()) / max(count, 1)
+        self.bar.update(self.task, completed=done, loss=f"{loss:.4f}", speed=f"{count / elapsed:,.0f} ex/s")
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        keys = [k for k in record if k not in ("epoch", "seconds", "phase")]
+        text = f"epoch {record['epoch']}/{total}  " + "  ".join(
+            f"{k} {record[k]:.4g}" if isinstance(record[k], float) else f"{k} {record[k]}" for k in keys) + \
+            f"  {record['seconds']:.1f}s"
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            self.out(text)
+
+    def on_fit_end(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _mode_of(monitor: str) -> str:

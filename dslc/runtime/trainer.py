@@ -21,7 +21,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -36,7 +35,7 @@ from ..frontend.settings import parse_sets
 from ..passes import optimize
 from . import checkpoint, resume
 from . import data as data_mod
-from .callbacks import EMA, EarlyStopping, clip_gradients
+from .callbacks import EMA, Callbacks, EarlyStopping, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .metrics import MetricSet
 from .optim import build_optimizer
 from .resume import check_optimizer_state
@@ -140,8 +139,8 @@ class Trainer:
         self.partial = None               # loss sums of an epoch interrupted mid-way
         self.resume_tensors = None        # optimizer tensors read from the checkpoint
         self.last_confusion = None        # the last evaluation's confusion matrix
-        self.board = None                 # TensorBoard's SummaryWriter, once opened
-        self.board_tried = False          # whether tensorboard was looked for
+        # what happens around the loop without changing it: TensorBoard, the progress display
+        self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
 
     # ------------------------------------------------------------------ set-up
 
@@ -312,7 +311,7 @@ class Trainer:
         start_epoch, skip = self.position
         total = self._epoch_ends()[-1]
         stopped_early = bool(resume_state and resume_state.get("stopped_early"))
-        display = _Display(self.options.progress, self.out)
+        self.callbacks.on_fit_start(self)
         run_epochs = 0
         previous = self._catch_signals()
         try:
@@ -321,7 +320,7 @@ class Trainer:
                 index = self._phase_at(epoch)
                 if self.phase_index != index:
                     self._start_phase(index)
-                record = self._epoch(epoch + 1, total, skip, display)
+                record = self._epoch(epoch + 1, total, skip)
                 skip = 0
                 self.history.append(record)
                 self.position = (epoch + 1, 0)
@@ -333,8 +332,7 @@ class Trainer:
                     stopped_early = True
                 saved = self._checkpoint_if_due(epoch + 1, total, stopped_early)
                 self.rundir.append_metrics(record)
-                self._tensorboard(record)
-                display.epoch(record, total)
+                self.callbacks.on_epoch_end(self, record, total)
                 epoch += 1
                 run_epochs += 1
                 if epoch < total and not stopped_early and self.stop_requested:
@@ -347,7 +345,7 @@ class Trainer:
                     return {"paused_after": epoch}
         finally:
             self._restore_signals(previous)
-            display.close()
+            self.callbacks.on_fit_end(self)
         return self._finish(stopped_early)
 
     def _catch_signals(self) -> dict:
@@ -361,30 +359,13 @@ class Trainer:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def _tensorboard(self, record: dict) -> None:
-        """TensorBoard event files in RUN/tensorboard, when tensorboard is installed."""
-        if not self.board_tried:
-            self.board_tried = True
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:   # tensorboard is optional
-                self.board = None
-            else:
-                self.board = SummaryWriter(os.path.join(self.rundir.path, "tensorboard"))
-        if self.board is None:
-            return
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "epoch":
-                self.board.add_scalar(k, v, record["epoch"])
-        self.board.flush()
-
     def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:
             raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
         self.stop_requested = True
         self.stop_signal = signum
 
-    def _epoch(self, epoch: int, total: int, skip: int, display) -> dict:
+    def _epoch(self, epoch: int, total: int, skip: int) -> dict:
         # long: the batch loop with accumulation and mid-epoch checkpoints, until it calls hooks (issue #12)
         phase = self.phases[self.phase_index]
         for m in self.models.values():
@@ -398,7 +379,7 @@ class Trainer:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
         started = time.perf_counter()
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
-        display.start(epoch, total, n_batches)
+        self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
                                    augment=self.fields.get("augment"), train=True)
         for b, batch in enumerate(batches):
@@ -421,8 +402,7 @@ class Trainer:
                 if (b + 1) % accumulate == 0 or last:
                     self._optimizer_step(s)
             count += n
-            if display.live:
-                display.batch(b + 1, sums, count)
+            self.callbacks.on_train_batch_end(self, b + 1, sums, count)
             if self.stop_requested and ((b + 1) % accumulate == 0) and not last:
                 self.partial = {"sums": sums, "count": count}
                 path = self._save_checkpoint(epoch - 1, b + 1, False)
@@ -807,50 +787,3 @@ def _summary_line(result: dict, path: str) -> str:
         parts.append("test " + "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
     parts.append(f"results in {path}")
     return "; ".join(parts)
-
-
-class _Display:
-    """A rich progress bar on a terminal; one plain line per epoch otherwise."""
-
-    def __init__(self, progress: bool | None, out):
-        self.out = out
-        self.live = sys.stdout.isatty() if progress is None else progress
-        self.bar = None
-        self.started = 0.0
-
-    def start(self, epoch: int, total: int, batches: int) -> None:
-        self.started = time.perf_counter()
-        if not self.live:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        if self.bar is None:
-            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
-                                TimeRemainingColumn(), transient=True)
-            self.bar.start()
-        else:
-            for t in list(self.bar.task_ids):
-                self.bar.remove_task(t)
-        self.task = self.bar.add_task("train", total=batches, epoch=f"{epoch}/{total}", loss="-", speed="")
-
-    def batch(self, done: int, sums: dict, count: int) -> None:
-        if self.bar is None:
-            return
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        loss = sum(sums.values()) / max(count, 1)
-        self.bar.update(self.task, completed=done, loss=f"{loss:.4f}", speed=f"{count / elapsed:,.0f} ex/s")
-
-    def epoch(self, record: dict, total: int) -> None:
-        keys = [k for k in record if k not in ("epoch", "seconds", "phase")]
-        text = f"epoch {record['epoch']}/{total}  " + "  ".join(
-            f"{k} {record[k]:.4g}" if isinstance(record[k], float) else f"{k} {record[k]}" for k in keys) + \
-            f"  {record['seconds']:.1f}s"
-        if self.bar is not None:
-            self.bar.console.print(text)
-        else:
-            self.out(text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
