@@ -628,3 +628,21 @@ def test_a_pipe_is_read_as_source():
     r = subprocess.run(f"{DSLC} check /dev/stdin", shell=True, input=SPEC, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok: /dev/stdin: 1 model", r.stderr
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
+    """files.atomic_write, under checkpoints, metrics, data caches and figures: a writer that fails
+    half-way leaves the previous content and no temporary file."""
+    from dslc.files import atomic_write
+    path = tmp_path / "metrics.jsonl"
+    atomic_write(str(path), b"old\n")
+
+    def half_then_fail(f):
+        f.write(b"new, but only h")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(path), half_then_fail)
+    assert path.read_bytes() == b"old\n" and os.listdir(tmp_path) == ["metrics.jsonl"]
+    atomic_write(str(path), lambda f: f.write(b"new\n"))
+    assert path.read_bytes() == b"new\n" and os.listdir(tmp_path) == ["metrics.jsonl"]

@@ -19,9 +19,10 @@ import math
 import os
 import re
 import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass
+
+from ..files import atomic_write
 
 
 class _Numpy:
@@ -84,14 +85,7 @@ def cached(name: str, build, valid) -> dict:
     arrays = build()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError:
         pass
     return arrays

@@ -24,28 +24,13 @@ import os
 import re
 
 from ..diagnostics import Diagnostic, DslcError
+from ..files import atomic_write
 
 _TAG = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d+))?\.json$")
 TENSOR_SUFFIXES = (".safetensors", ".state.safetensors")    # weights, then the other tensors
 # the temporary files atomic_write leaves when a run is killed mid-write (`NAME.tmp-PID`)
 _TEMPORARY = re.compile(r"^(?:epoch-\d{4,}(?:-batch-\d+)?(?:\.json|\.safetensors|\.state\.safetensors)"
                         r"|best\.safetensors)\.tmp-\d+$")
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """`data` in `path` whole or not at all: a temporary file, then a rename. A failed write
-    (a full disk, a read-only folder) removes its temporary file and raises the OSError."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def _tensor_bytes(tensors: dict) -> bytes:

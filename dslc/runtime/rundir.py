@@ -15,10 +15,10 @@ import re
 import tempfile
 
 from ..diagnostics import Diagnostic, DslcError
+from ..files import atomic_write
 from ..frontend import ast
 from ..frontend.plans import PlanCall
 from ..ir.dims import Real, Size, plain, plain_float
-from .checkpoint import atomic_write
 from .runlock import LOCK_NAME, RunLock, unusable
 
 # the first line of every plan.dl that render_plan writes: what marks a folder as a run
@@ -154,10 +154,10 @@ class RunDir:
     def _save_figure(self, plt, fig, name: str) -> None:
         """A PNG written whole (temporary file, then rename), so a killed run leaves no half image."""
         fig.tight_layout()
-        tmp = os.path.join(self.path, name.replace(".png", ".tmp.png"))
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, os.path.join(self.path, name))
+        try:
+            atomic_write(os.path.join(self.path, name), lambda f: fig.savefig(f, dpi=110, format="png"))
+        finally:
+            plt.close(fig)
 
 
 def pyplot():
