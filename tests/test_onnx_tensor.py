@@ -366,3 +366,17 @@ def test_layout_ops_keep_every_dtype(a):
     for fill in ("zeros", "ones"):
         (got,) = _one_op(fill, {"size": [2, 3], "dtype": a}, [])
         _same(got, getattr(torch, fill)(2, 3, dtype=ALL[a]))
+
+
+def test_ops_on_a_0d_tensor_agree_in_onnx(tmp_path):
+    """transpose, squeeze and flatten of a 0-d tensor (a loss, a sum) run in torch; ONNX gives the same."""
+    path = tmp_path / "scalar.dl"
+    path.write_text("model M {\n    input x: [B, 4]\n    s = sum(x)\n    t = transpose(s, 0, -1)\n"
+                    "    u = squeeze(t, 0)\n    output flatten(u + s)\n}\n")
+    prog = dslc.load(str(path))
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    with torch.no_grad():
+        want = prog.build("M", seed=0)(torch.from_numpy(x)).numpy()
+    got = ort_run(prog.onnx("M", seed=0), {"x": x})[0]
+    assert want.shape == got.shape == (1,)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

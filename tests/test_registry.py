@@ -18,7 +18,7 @@ from support import Drawer, run_generated, single_op_graph
 from dslc.frontend.errors import EvalError
 from dslc.ir.dims import plain
 from dslc.ops import REGISTRY
-from dslc.ops.registry import ShapeError
+from dslc.ops.registry import Example, S, ShapeError
 
 OPS = sorted(REGISTRY.values(), key=lambda op: op.name)
 CASES = [(op, i) for op in OPS for i in range(len(op.examples))]
@@ -276,3 +276,38 @@ def test_a_view_keeps_the_order_of_elements_and_the_others_are_the_identity_in_e
         assert torch.equal(out.flatten(), x.flatten())
     else:
         assert torch.equal(out, x)
+
+
+def _scalar_input_cases():
+    """Every example with its (first) tensor input made 0-d, with dim 0 and -1 where the op has a dim."""
+    cases = []
+    for op, i in CASES:
+        example = op.examples[i]
+        args, inputs = dict(example.args), example.inputs
+        if op.is_layer:
+            if not inputs:
+                continue
+            inputs = (S(dtype=inputs[0].dtype),) + tuple(inputs[1:])
+        else:
+            key = next((p.name for p in op.params if p.is_tensor and isinstance(args.get(p.name), type(S(1)))), None)
+            if key is None:
+                continue
+            args[key] = S(dtype=args[key].dtype)
+        for dims in ([{}] + ([{"dim": 0}, {"dim": -1}] if op.param("dim") is not None else [])):
+            cases.append((op, i, Example({**args, **dims}, inputs)))
+    return cases
+
+
+SCALAR_CASES = _scalar_input_cases()
+
+
+@pytest.mark.parametrize("op,i,example", SCALAR_CASES, ids=[f"{op.name}-{i}-{k}" for k, (op, i, _) in
+                                                           enumerate(SCALAR_CASES)])
+def test_a_0d_input_is_refused_cleanly_or_runs_as_in_torch(op, i, example):
+    """The fuzzer found `chunk` of a loss (a 0-d tensor) crashing the checker: for every op, a 0-d
+    input is a shape error, or the generated module runs on it with the shapes the checker gave."""
+    try:
+        graph, specs = single_op_graph(op, example)
+    except (ShapeError, EvalError):
+        return
+    _check(op, example)

@@ -19,7 +19,8 @@ def need_rank(t: TensorType, ranks, what: str, layout: str = "", input: int = 0)
 
 def need_min_rank(t: TensorType, rank: int, what: str, input: int = 0) -> None:
     if t.rank < rank:
-        raise ShapeError(f"`{what}` expects an input with at least {rank} dimensions, got {t.shape_str()}",
+        plural = "s" if rank != 1 else ""
+        raise ShapeError(f"`{what}` expects an input with at least {rank} dimension{plural}, got {t.shape_str()}",
                          code="E0402", input=input)
 
 

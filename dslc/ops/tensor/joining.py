@@ -6,7 +6,7 @@ from ...ir.types import TensorType
 from .. import checks
 from ..ptypes import INT, TENSOR, TENSORS, ListOf, OneOf
 from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
-from ..shapes import norm_dim, same_dim
+from ..shapes import need_min_rank, norm_dim, same_dim
 from .common import ANY_DTYPE, _axis, _promote
 
 
@@ -89,6 +89,7 @@ register(OpDef(
 
 def _chunk_infer(b):
     t = b.x
+    need_min_rank(t, 1, "chunk")
     d = norm_dim(b["dim"], t.rank)
     n = t.shape[d]
     if isinstance(n, Sym):
@@ -126,6 +127,7 @@ register(OpDef(
 
 def _split_infer(b):
     t = b.x
+    need_min_rank(t, 1, "split")
     d = norm_dim(b["dim"], t.rank)
     n = t.shape[d]
     spec = b["split_size_or_sections"]

@@ -5,7 +5,7 @@ from ...ir.dims import FloorDiv, Sym, expr_of, plain, product
 from ...ir.types import TensorType
 from ..ptypes import INT, SHAPE, TENSOR, ListOf, Optional
 from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
-from ..shapes import dim_text, norm_dim, same_dim
+from ..shapes import dim_text, need_min_rank, norm_dim, same_dim
 from .common import ANY_DTYPE, _axis, _widened
 
 
@@ -101,13 +101,17 @@ register(OpDef(
 def _transpose_infer(b):
     t = b.x
     a, c = norm_dim(b["dim0"], t.rank, "dim0"), norm_dim(b["dim1"], t.rank, "dim1")
+    if t.rank == 0:
+        return [t]   # torch: transpose(0, -1) of a 0-d tensor is the tensor
     shape = list(t.shape)
     shape[a], shape[c] = shape[c], shape[a]
     return [t.with_shape(tuple(shape))]
 
 
 def _transpose_onnx(g, n):
-    """Transpose by the permutation that swaps dim0 and dim1."""
+    """Transpose by the permutation that swaps dim0 and dim1 (a 0-d tensor is its own transpose)."""
+    if n.x.rank == 0:
+        return [g.op("Identity", [n.inputs[0]])]
     perm = list(range(n.x.rank))
     a, c = _axis(n["dim0"], n.x.rank), _axis(n["dim1"], n.x.rank)
     perm[a], perm[c] = perm[c], perm[a]
@@ -126,9 +130,9 @@ register(OpDef(
 
 
 def _flatten_shape(t: TensorType, start, end) -> TensorType:
+    s, e = norm_dim(start, t.rank, "start_dim"), norm_dim(end, t.rank, "end_dim")  # a 0-d tensor: 0 or -1
     if t.rank == 0:
-        return t.with_shape((1,))
-    s, e = norm_dim(start, t.rank, "start_dim"), norm_dim(end, t.rank, "end_dim")
+        return t.with_shape((1,))   # torch: flattening a 0-d tensor gives a 1-d one
     if s > e:
         raise ShapeError(f"`flatten`'s start_dim ({plain(start)}) comes after its end_dim ({plain(end)})",
                          code="E0406", arg="start_dim")
@@ -182,6 +186,7 @@ register(OpDef(
 
 def _unflatten_infer(b):
     t = b.x
+    need_min_rank(t, 1, "unflatten")
     d = norm_dim(b["dim"], t.rank)
     sizes = list(b["sizes"] if "sizes" in b.args else b["unflattened_size"])
     holes = [i for i, s in enumerate(sizes) if plain(s) == -1]
@@ -238,12 +243,14 @@ def _squeeze_dims(b) -> list[int]:
     if b["dim"] is None:
         return [i for i, d in enumerate(t.shape) if not isinstance(d, Sym) and plain(d) == 1]
     d = norm_dim(b["dim"], t.rank)
+    if t.rank == 0:
+        return []   # torch: dim 0 or -1 of a 0-d tensor is the tensor itself
     return [d] if not isinstance(t.shape[d], Sym) and plain(t.shape[d]) == 1 else []
 
 
 def _squeeze_infer(b):
     drop = set(_squeeze_dims(b))
-    if b["dim"] is not None and not drop and isinstance(b.x.shape[norm_dim(b["dim"], b.x.rank)], Sym):
+    if b["dim"] is not None and not drop and b.x.rank and isinstance(b.x.shape[norm_dim(b["dim"], b.x.rank)], Sym):
         raise ShapeError(f"`squeeze` of the run-time size `{b.x.shape[norm_dim(b['dim'], b.x.rank)]}` "
                          "depends on its value", code="E0403", arg="dim")
     return [b.x.with_shape(tuple(d for i, d in enumerate(b.x.shape) if i not in drop))]
