@@ -395,3 +395,26 @@ def test_the_real_command_on_hostile_files(name, tmp_path):
     r = subprocess.run([target.DSLC_COMMAND, "check", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode in (0, 1), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def _raised_in(filename: str, error: BaseException) -> BaseException:
+    """`error`, raised by code whose file name is `filename` (a generated model's `<dslc ...>`)."""
+    try:
+        exec(compile("raise error", filename, "exec"), {"error": error})  # noqa: S102 - a fixed line
+    except BaseException as e:  # noqa: BLE001
+        return e
+    raise AssertionError("not raised")
+
+
+def test_a_torch_value_check_in_the_generated_forward_is_its_own_class():
+    """BCE of values outside [0, 1] in the model's own forward (the 100,000-case run's case 76793 of
+    seed 1) is `value`, not `internal`; the same error anywhere else, or another message, stays internal."""
+    def bce():   # a new one each time: raising an exception again extends its traceback
+        return RuntimeError("all elements of input should be between 0 and 1")
+    generated = _raised_in("<dslc _fuzz_mutant.dl:Discriminator>", bce())
+    assert target.failure(generated, "forward", target.DSLC_FRAMES, 0.0).cls == "value"
+    assert target.failure(generated, "build", target.DSLC_FRAMES, 0.0).cls == "internal"
+    in_dslc = _raised_in(os.path.join(target.DSLC_FRAMES[0], "ops", "losses.py"), bce())
+    assert target.failure(in_dslc, "forward", target.DSLC_FRAMES, 0.0).cls == "internal"
+    other = _raised_in("<dslc m.dl:M>", RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert target.failure(other, "forward", target.DSLC_FRAMES, 0.0).cls == "internal"

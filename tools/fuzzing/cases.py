@@ -14,7 +14,7 @@ from .generators import GENERATORS
 from .mutate import mutate, to_bytes
 from .seeds import MUTANT_NAME, Seed
 
-CLASSES = ("ok", "clean", "internal", "hang", "memory")
+CLASSES = ("ok", "clean", "value", "internal", "hang", "memory")
 PHASES = ("load", "source", "summary", "passes", "build", "forward", "onnx", "render", "cli", "fuzzer")
 FAILURES = ("internal", "hang", "memory")
 WEIRD_VALUES = ["0", "-1", "10**30", "9 ** 9 ** 9", "1e308", '"x"', "[", "None", "[1, 2]", "true", "{", "x" * 300,
@@ -40,7 +40,7 @@ class Case:
 
 @dataclass(frozen=True)
 class Outcome:
-    cls: str                       # ok | clean | internal | hang | memory
+    cls: str                       # ok | clean | value | internal | hang | memory
     etype: str = ""                # the exception's type (or Timeout, SIGSEGV, exit status)
     message: str = ""
     frame: str = ""                # the innermost dslc frame, file:function

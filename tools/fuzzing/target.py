@@ -151,9 +151,24 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or any(s in str(e).lower() for s in OUT_OF_MEMORY)
 
 
+# torch's checks of values (not shapes), which no checker can decide before the values exist: BCE
+# of values outside [0, 1], an embedding or class id out of range. The same model written by hand
+# in PyTorch raises them on the same random inputs.
+VALUE_CHECKS = ("should be between 0 and 1", "index out of range in self", "is out of bounds")
+
+
+def is_value_check(e: BaseException, phase: str, frames: list) -> bool:
+    """A torch value check raised by the generated model's forward (its innermost frame of ours is
+    the generated file, not dslc), on the fuzzer's random inputs."""
+    ours = [f for f in frames if f[0].startswith(DSLC_FRAMES)]
+    return phase == "forward" and isinstance(e, (RuntimeError, IndexError, ValueError)) and bool(ours) \
+        and ours[-1][0].startswith("<dslc ") and any(s in str(e) for s in VALUE_CHECKS)
+
+
 def failure(e: BaseException, phase: str, prefixes: tuple, seconds: float) -> Outcome:
-    frame, where = culprit(exception_frames(e), prefixes, isinstance(e, RecursionError))
-    cls = "memory" if is_out_of_memory(e) else "internal"
+    frames = exception_frames(e)
+    frame, where = culprit(frames, prefixes, isinstance(e, RecursionError))
+    cls = "memory" if is_out_of_memory(e) else "value" if is_value_check(e, phase, frames) else "internal"
     try:
         message = str(e)[:300]
     except BaseException:  # noqa: BLE001 - e.g. a huge int's str() refused
