@@ -82,14 +82,15 @@ def test_every_example_draws_with_its_label():
     import shutil
     import subprocess
 
-    from dslc.backends.diagram import _plain_args, to_dot
+    from dslc.backends.diagram import to_dot
+    from dslc.ir.values import plain_args
     dots = []
     for op, i in CASES:
         graph, _ = single_op_graph(op, op.examples[i])
         node = next(n for n in graph if n.kind not in ("input", "weight"))
         dot = to_dot(graph)
         if op.label is not None:
-            label = op.label_text(_plain_args(node.args))
+            label = op.label_text(plain_args(node.args))
             assert label.strip() and label.isprintable(), (op.name, label)
             assert label.replace("\n", "\\n").replace('"', '\\"') in dot.replace("\n", "\\n"), (op.name, label)
             if op.kind == "layer":

@@ -65,7 +65,7 @@ def to_dot(graph: Graph, depth: int | None = None, collapse: bool = True) -> str
     dot = _Dot()
     dot.add(f"digraph {_q(graph.name)} {{", 0)
     dot.add('graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.35, '
-            'newrank=true, labelloc=t, label=' + _q(f"{graph.name}  ({_param_text(_params(graph))})") + '];', 1)
+            'newrank=true, labelloc=t, label=' + _q(f"{graph.name}  ({_param_text(count_params(graph))})") + '];', 1)
     dot.add('node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.12,0.05", '
             'penwidth=0.8];', 1)
     dot.add('edge [fontname="Helvetica", fontsize=8, color="#555555", arrowsize=0.6];', 1)
@@ -130,17 +130,17 @@ def _emit(dot: _Dot, graph: Graph, producers: dict, depth: int, collapse: bool, 
 
 def _node_attrs(graph: Graph, node: Node, inst) -> str:
     if node.kind == "call":
-        n = _params(inst.graph)
+        n = count_params(inst.graph)
         label = f"{inst.name}\\n{inst.graph.name}" + (f"\\n{_param_text(n)}" if n else "")
         return f'label={_q(label)}, shape=box3d, style="filled", fillcolor="#e4ecf7"'
     op = node.op
     colour = FAMILY_COLOURS.get(op.family, "#ffffff")
     if op.kind != "layer":
-        text = op.label_text(_plain_args(node.args)) if op.label else _call_text(op, node.args)
+        text = op.label_text(plain_args(node.args)) if op.label else _call_text(op, node.args)
         if op.family == "arith":
             return f'label={_q(text)}, shape=circle, fillcolor="{colour}", width=0.3, fixedsize=false'
         return f'label={_q(text)}, fillcolor="{colour}"'
-    label = op.label_text(_plain_args(node.args))
+    label = op.label_text(plain_args(node.args))
     n = sum(_numel(s) for s in inst.weights().values())
     name = inst.name if inst.user_name or op.has_state else None
     parts = ([name] if name else []) + [label] + ([_param_text(n)] if n else [])
@@ -155,7 +155,7 @@ def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: 
     dot.add(f"subgraph cluster_{_ident(full)} {{", indent)
     colour = CLUSTER_COLOURS[min(level, len(CLUSTER_COLOURS) - 1)]
     title = f"{inst.name}: {sub.name}"
-    n = _params(sub)
+    n = count_params(sub)
     dot.add(f'label={_q(title + (f"  ({_param_text(n)})" if n else ""))}; style="rounded,filled"; '
             f'fillcolor="{colour}"; color="#9aaccc"; fontsize=10;', indent + 1)
     inner = dict(producers)
@@ -195,7 +195,7 @@ def _signature(iteration: list) -> tuple:
     """What must match for two iterations to be drawn as one: ops, blocks' contents, shapes."""
     def one(n):
         if n.kind == "call":
-            what = (n.args["graph"].name, _params(n.args["graph"]), _structure(n.args["graph"]))
+            what = (n.args["graph"].name, count_params(n.args["graph"]), _structure(n.args["graph"]))
         else:
             what = n.op.name if n.op is not None else ""
         return (n.kind, what, tuple(str(t) for t in n.outputs))
@@ -215,7 +215,7 @@ def _loop_cluster(dot: _Dot, graph: Graph, iterations: list, producers: dict, de
     kind = first[0].region[2]
     n = sum(sum(_numel(s) for s in graph.instances[m.instance].weights().values())
             if m.instance and graph.instances[m.instance].kind == "layer" else
-            (_params(m.args["graph"]) if m.kind == "call" else 0) for it in iterations for m in it)
+            (count_params(m.args["graph"]) if m.kind == "call" else 0) for it in iterations for m in it)
     label = f"{kind} ×{len(iterations)}" + (f"  ({_param_text(n)})" if n else "")
     dot.add(f'label={_q(label)}; style="rounded,dashed"; color="#7f8fa6"; fontsize=10;', indent + 1)
     _emit(dot, graph, producers, depth, collapse, level + 1, path, nodes=first)
@@ -246,14 +246,14 @@ def _continues(graph: Graph, prev: Node, node: Node) -> bool:
     if prev.kind != "call" or node.kind != "call" or len(node.inputs) != 1 or len(prev.outputs) != 1:
         return False
     a, b = prev.args["graph"], node.args["graph"]
-    return (node.inputs[0] == Ref(prev.id) and a.name == b.name and _params(a) == _params(b)
+    return (node.inputs[0] == Ref(prev.id) and a.name == b.name and count_params(a) == count_params(b)
             and graph.users(prev.id) == [node.id])
 
 
 def _collapsed(dot: _Dot, graph: Graph, run: list, producers: dict, indent: int) -> None:
     first, last = graph.instances[run[0].instance], graph.instances[run[-1].instance]
     sub = first.graph
-    n = _params(sub) * len(run)
+    n = count_params(sub) * len(run)
     label = f"{first.name} … {last.name}\\n{sub.name} ×{len(run)}" + (f"\\n{_param_text(n)}" if n else "")
     nid = dot.node_id()
     dot.add(f'{nid} [label={_q(label)}, shape=box3d, style="filled", fillcolor="#dae5f4", penwidth=1.2];', indent)
@@ -298,10 +298,6 @@ def _call_text(op, args: dict) -> str:
     return text if len(text) <= 40 else text[:38] + "…)"
 
 
-def _params(graph: Graph) -> int:
-    return count_params(graph)
-
-
 def _numel(shape) -> int:
     n = 1
     for d in shape:
@@ -318,10 +314,6 @@ def _param_text(n: int) -> str:
 
 def _shape(t: TensorType) -> str:
     return t.shape_str() if t.dtype == "float32" else f"{t.shape_str()} {t.dtype}"
-
-
-def _plain_args(args: dict) -> dict:
-    return plain_args(args)
 
 
 def _wrap(text: str, width: int = 40) -> str:
