@@ -357,7 +357,8 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
     import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
     from .api import train as run_plan
-    from .runtime.trainer import Interrupted, Options
+    from .runtime.safety import Interrupted
+    from .runtime.trainer import Options
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
     try:
         run_plan(file, plan, options, out=click.echo)

@@ -606,6 +606,66 @@ def test_callbacks_are_called_in_order_and_at_the_end_of_a_failed_run(tmp_path):
     assert calls == ["fit_start", "fit_end"]
 
 
+def _trainer(tmp_path, text: str, out: str, resume: bool = False, **opts):
+    from dslc.runtime.trainer import Trainer
+    path = write(tmp_path, text)
+    return Trainer(dslc.load(path).plan("p"), path, Options(out=str(tmp_path / out), resume=resume,
+                                                            progress=False, **opts), lambda s: None)
+
+
+def test_a_callback_keeps_state_across_a_resume_and_can_stop_the_run(tmp_path):
+    """A feature lands as a callback: it sees each step's loss and optimizer step, writes its state into
+    the checkpoint and gets it back on resume, and stops the run as early stopping does."""
+    from dslc.runtime.callbacks import Callback
+
+    class StepCounter(Callback):
+        def __init__(self, stop_after: int | None = None):
+            self.losses, self.updates, self.stop_after = 0, 0, stop_after
+
+        def on_train_step_end(self, trainer, step, batch, loss):
+            self.losses += 1
+
+        def on_optimizer_step(self, trainer, step):
+            self.updates += 1
+
+        def on_epoch_end(self, trainer, record, total):
+            if self.stop_after is not None and record["epoch"] >= self.stop_after:
+                trainer.stopped_early = True
+
+        def on_save_checkpoint(self, trainer, state, tensors):
+            state["counter"] = self.updates
+
+        def on_load_checkpoint(self, trainer, state, tensors):
+            self.updates = state["counter"]
+
+    first = _trainer(tmp_path, PLAN, "r", max_epochs=1)
+    counter = StepCounter()
+    first.callbacks.items.append(counter)
+    assert first.run() == {"paused_after": 1}
+    per_epoch = first.epoch_batches
+    assert counter.losses == counter.updates == per_epoch
+
+    second = _trainer(tmp_path, PLAN, "r", resume=True)
+    resumed = StepCounter(stop_after=2)
+    second.callbacks.items.append(resumed)
+    result = second.run()
+    assert resumed.updates == 2 * per_epoch and resumed.losses == per_epoch
+    assert result["stopped_early"] and result["epochs_run"] == 2
+    assert [r["epoch"] for r in metrics(tmp_path / "r")] == [1, 2]
+
+
+def test_the_run_state_lives_in_callbacks_in_the_order_that_keeps_resume_exact(tmp_path):
+    """The best weights are chosen before early stopping decides, which is before the checkpoint
+    that records both; metrics.jsonl next; the watchers; a signal stops the run last."""
+    text = PLAN.replace("    seed       = 0", "    seed       = 0\n    ema = 0.9\n    early_stopping(patience=2)")
+    trainer = _trainer(tmp_path, text, "r")
+    trainer.run()
+    assert [type(c).__name__ for c in trainer.callbacks.items] == [
+        "BestWeights", "EarlyStop", "PeriodicCheckpoints", "MetricsLog", "DivergenceCheck", "AveragedWeights",
+        "TensorBoardLogger", "ProgressDisplay", "SignalStop"]
+    assert trainer.callbacks.items[0].monitor == "val_loss"
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_the_same(tmp_path):
     plain = run(tmp_path, PLAN, out="plain", sets=["epochs=1", "model=Small(hidden=16)"])

@@ -565,3 +565,45 @@ def test_cli_check_reports_the_unknown_prefix(tmp_path):
     from dslc.cli import main
     r = CliRunner().invoke(main, ["check", _plan(tmp_path, '{"flat.x": 2.0}')])
     assert r.exit_code == 1 and "E0506" in r.output and "single layer" in r.output
+
+
+# ------------------------------------------------------------------ the plan's settings
+
+
+def test_train_config_takes_every_default_from_the_catalogue_and_is_frozen(tmp_path):
+    """`TrainConfig` restates no default: a plan that sets nothing optional runs with the catalogue's."""
+    import dataclasses
+
+    from dslc import catalog
+    from dslc.runtime.config import TrainConfig
+    path = tmp_path / "p.dl"
+    path.write_text("model M {\n    input x: [B, 4]\n    Linear(3)\n}\n"
+                    "train p {\n    model = M()\n    data = iris()\n    loss = cross_entropy(out, batch.y)\n"
+                    "    optimizer = SGD(lr=0.1)\n    epochs = 1\n}\n")
+    config = TrainConfig.of(dslc.load(str(path)).plan("p"))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for f in catalog.FIELDS.values():
+        if f.name in names and f.name != "epochs":   # the plan sets `epochs`
+            value = getattr(config, f.name)
+            assert value == f.default if f.default is not None else not value, f.name
+    for name in ("every", "keep", "monitor"):
+        assert config.checkpoint[name] == next(p.default for p in catalog.CALLS["checkpoint"].params
+                                               if p.name == name)
+    assert config.early_stopping is None and config.best_monitor == "val_loss"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1
+
+
+def test_train_config_reads_what_the_plan_sets(tmp_path):
+    from dslc.runtime.config import TrainConfig
+    path = tmp_path / "p.dl"
+    path.write_text("model M {\n    input x: [B, 4]\n    Linear(3)\n}\n"
+                    "train p {\n    model = M()\n    data = iris(val=0.2)\n    loss = cross_entropy(out, batch.y)\n"
+                    "    optimizer = SGD(lr=0.1)\n    epochs = 2\n    batch_size = 8\n    accumulate = 2\n"
+                    "    metrics = [accuracy]\n    ema = 0.99\n    clip_grad_norm = 1.0\n"
+                    "    early_stopping(monitor=\"val_accuracy\", patience=1)\n}\n")
+    config = TrainConfig.of(dslc.load(str(path)).plan("p"))
+    assert (config.epochs, config.batch_size, config.accumulate, config.ema, config.clip_grad_norm) == \
+        (2, 8, 2, 0.99, 1.0)
+    assert config.metrics == ("accuracy",) and config.early_stopping["patience"] == 1
+    assert config.best_monitor == "val_accuracy"   # no checkpoint(...) call: early stopping's monitor

@@ -1,5 +1,7 @@
-"""The training loop's callbacks (TensorBoard, the progress display), early stopping, an
-exponential moving average of the weights, gradient clipping."""
+"""The training loop's hooks (`Callback`) and the callbacks that do not write checkpoints:
+metrics.jsonl, TensorBoard, the progress display, early stopping, an exponential moving average
+of the weights; and gradient clipping. (checkpointing.py: the best weights and periodic
+checkpoints; safety.py: NaN detection and signals.)"""
 from __future__ import annotations
 
 import contextlib
@@ -10,12 +12,15 @@ import time
 
 import torch
 
+from .checkpoint import under
 from .metrics import HIGHER_IS_BETTER
 
 
 class Callback:
     """A hook into `dslc train`'s loop, as Keras' and Lightning's callbacks are: the loop calls each
-    method at its moment with the trainer; the base class does nothing."""
+    method at its moment with the trainer; the base class does nothing. Early stopping, the
+    average of the weights, the best weights, checkpoints, NaN detection, signals, metrics.jsonl,
+    TensorBoard and the progress display are callbacks; the loop itself only trains and evaluates."""
 
     def on_fit_start(self, trainer) -> None:
         """Before the first epoch this process runs (a resumed run included)."""
@@ -23,11 +28,30 @@ class Callback:
     def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
         """Before epoch `epoch` of `total`, which has `batches` batches."""
 
+    def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
+        """After a step's forward pass on batch `batch` (1-based) of the epoch: its loss's value."""
+
+    def on_optimizer_step(self, trainer, step) -> None:
+        """After `step`'s optimizer updated its parameters."""
+
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
         """After `done` batches of the epoch: `sums` are each step's loss summed over `count` examples."""
 
+    def evaluation_weights(self, trainer):
+        """A context in which the models hold the weights to evaluate and keep as the best."""
+        return contextlib.nullcontext()
+
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
-        """After an epoch, its record written to metrics.jsonl (and any checkpoint saved)."""
+        """After an epoch, with its record (its schedules stepped)."""
+
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        """Add what must survive a resume to a checkpoint being written (JSON `state`, `tensors`)."""
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        """Take it back from the checkpoint a resumed run starts from."""
+
+    def on_train_end(self, trainer) -> None:
+        """After the last epoch (or an early stop), before the test split is evaluated."""
 
     def on_fit_end(self, trainer) -> None:
         """When the loop ends: finished, paused, interrupted or failed."""
@@ -47,17 +71,55 @@ class Callbacks(Callback):
         for c in self.items:
             c.on_epoch_start(trainer, epoch, total, batches)
 
+    def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
+        for c in self.items:
+            c.on_train_step_end(trainer, step, batch, loss)
+
+    def on_optimizer_step(self, trainer, step) -> None:
+        for c in self.items:
+            c.on_optimizer_step(trainer, step)
+
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
         for c in self.items:
             c.on_train_batch_end(trainer, done, sums, count)
+
+    @contextlib.contextmanager
+    def evaluation_weights(self, trainer):
+        with contextlib.ExitStack() as stack:
+            for c in self.items:
+                stack.enter_context(c.evaluation_weights(trainer))
+            yield
 
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
         for c in self.items:
             c.on_epoch_end(trainer, record, total)
 
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        for c in self.items:
+            c.on_save_checkpoint(trainer, state, tensors)
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        for c in self.items:
+            c.on_load_checkpoint(trainer, state, tensors)
+
+    def on_train_end(self, trainer) -> None:
+        for c in self.items:
+            c.on_train_end(trainer)
+
     def on_fit_end(self, trainer) -> None:
         for c in self.items:
             c.on_fit_end(trainer)
+
+    def find(self, kind: type):
+        """The first callback of class `kind`, or None."""
+        return next((c for c in self.items if isinstance(c, kind)), None)
+
+
+class MetricsLog(Callback):
+    """Each epoch's record as one line of RUN/metrics.jsonl."""
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        trainer.rundir.append_metrics(record)
 
 
 class TensorBoardLogger(Callback):
@@ -259,6 +321,58 @@ class EMA:
             self.module.load_state_dict(backup)
 
 
+class EarlyStop(Callback):
+    """The plan's `early_stopping(...)`: `rule` after each epoch (it runs after the best weights were
+    chosen, before the checkpoint that records it); at the end, with `restore_best`, the best epoch's
+    weights (`best`, a checkpointing.BestWeights) go back into the models."""
+
+    def __init__(self, rule: EarlyStopping, best):
+        self.rule, self.best = rule, best
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        if self.rule.update(record["epoch"], record):
+            trainer.stopped_early = True
+
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        state["early_stopping"] = self.rule.state_dict()
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        if state.get("early_stopping"):
+            self.rule.load_state_dict(state["early_stopping"])
+
+    def on_train_end(self, trainer) -> None:
+        if self.rule.restore_best and self.best.weights:
+            trainer.load_weights(self.best.weights, self.best.path(trainer))
+
+
+class AveragedWeights(Callback):
+    """The plan's `ema = decay`: an EMA of each model's weights, updated after each optimizer step of
+    the steps that train it, swapped in to evaluate and to choose the best weights, checkpointed."""
+
+    def __init__(self, models: dict, decay: float):
+        self.ema = {k: EMA(m, decay) for k, m in models.items()}
+
+    def on_optimizer_step(self, trainer, step) -> None:
+        for k in step.models:
+            if k in self.ema:
+                self.ema[k].update()
+
+    @contextlib.contextmanager
+    def evaluation_weights(self, trainer):
+        with contextlib.ExitStack() as stack:
+            for e in self.ema.values():
+                stack.enter_context(e.swapped())
+            yield
+
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        for k, e in self.ema.items():
+            tensors.update({f"ema.{k}.{n}": v for n, v in e.state_dict().items()})
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        for k, e in self.ema.items():
+            e.load_state_dict(under(tensors, f"ema.{k}."))
+
+
 def clip_gradients(parameters, norm: float | None, value: float | None) -> float | None:
     """Clip gradients in place: each element to ±`value` (clip_grad_value_), then the global
     2-norm to `norm` (clip_grad_norm_). Returns the gradients' total norm before any
@@ -277,4 +391,5 @@ def clip_gradients(parameters, norm: float | None, value: float | None) -> float
     return total
 
 
-__all__ = ["EMA", "EarlyStopping", "clip_gradients"]
+__all__ = ["EMA", "AveragedWeights", "Callback", "Callbacks", "EarlyStop", "EarlyStopping", "MetricsLog",
+           "ProgressDisplay", "TensorBoardLogger", "clip_gradients"]

@@ -26,13 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.output import is_stream, write_output
-from ..backends.pymodule import exec_source
 from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
 from . import data as data_mod
 from .rundir import latest_run, pyplot
-from .trainer import plan_source
+from .trainer import plan_module, plan_source
 from .weights import fit_state_dict, read_state
 
 
@@ -165,7 +164,7 @@ def _weights(run: str) -> tuple[str, dict]:
 
 def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch.nn.Module:
     """The plan's model `key` (as `dslc train` builds it) holding `weights`."""
-    module = exec_source(plan_source(plan, path), f"<dslc plan {plan.name}>")
+    module = plan_module(plan, plan_source(plan, path))
     model = module.MODELS[key]()
     if len(plan.models) > 1:
         weights = checkpoint.under(weights, key + ".")

@@ -20,13 +20,11 @@ import contextlib
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .. import catalog
 from ..backends.pymodule import exec_source
 from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
@@ -35,23 +33,17 @@ from ..frontend.settings import parse_sets
 from ..passes import optimize
 from . import checkpoint, resume
 from . import data as data_mod
-from .callbacks import EMA, Callbacks, EarlyStopping, ProgressDisplay, TensorBoardLogger, clip_gradients
+from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
+from .checkpointing import BestWeights, PeriodicCheckpoints
+from .config import TrainConfig
 from .metrics import MetricSet
 from .optim import build_optimizer
 from .resume import check_optimizer_state
 from .rundir import RunDir, render_plan
 from .runlock import unusable
+from .safety import DivergenceCheck, SignalStop
 from .schedules import build_schedule
 from .weights import fit_state_dict, listed, read_state
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: the run checkpointed and stopped."""
-
-    def __init__(self, path: str, signum: int = signal.SIGINT):
-        super().__init__(path)
-        self.path = path
-        self.signum = int(signum)
 
 
 @dataclass
@@ -99,21 +91,24 @@ class Diverged(Exception):
 def plan_source(plan, path: str) -> str:
     """The generated PyTorch of a plan: its models with the passes of the plan's `optimize` level
     (1 unless it says 0; -O2 is for inference only), then one class per step."""
-    opt = int(catalog.setting(plan.fields, "optimize"))
+    opt = TrainConfig.of(plan).optimize
     graphs = {key: optimize(graph, opt).graph if opt else graph for key, (_d, _a, graph) in plan.models.items()}
     return generate_plan(plan, os.path.basename(path), graphs)
+
+
+def plan_module(plan, source: str):
+    """The module of a plan's generated source (its MODELS, STEPS and STEP_MODELS); tracebacks name it
+    `<dslc plan NAME>`."""
+    return exec_source(source, f"<dslc plan {plan.name}>")
 
 
 class Trainer:
     def __init__(self, plan, path: str, options: Options, out):
         self.plan, self.path, self.options, self.out = plan, path, options, out
-        self.fields = plan.fields
-        self.seed = int(catalog.setting(self.fields, "seed"))
+        self.config = TrainConfig.of(plan)
+        self.seed = self.config.seed
         self.base_dir = os.path.dirname(os.path.abspath(path))
-        self.calls = {c.entry.name: c.args for c in plan.calls}
         self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.stop_requested = False
-        self.stop_signal = signal.SIGINT
         # Everything a run holds, set by run() and its set-up steps (None until then).
         self.phases: list = []            # PhaseSpec per phase (one when the plan has none)
         self.phase_index = None           # the phase being trained
@@ -126,20 +121,21 @@ class Trainer:
         self.batch_fields: list = []      # the batch fields a step takes, in order
         self.several = False              # several models (GANs, distillation)
         self.has_prediction = False       # one step with a model output to score
-        self.ema: dict = {}               # plan key -> EMA of its weights
-        self.early = None                 # EarlyStopping, when the plan asks for it
-        self.early_monitor = None
         self.frozen_modules: list = []    # modules kept in eval mode (frozen layers)
         self.scaler = None                # GradScaler under fp16
         self.rundir = None
         self.history: list = []           # one record per epoch run
         self.position = (0, 0)            # (epochs done, batches done in the next)
-        self.best = None                  # (monitor value, epoch)
-        self.best_weights = None          # the best epoch's weights, for restore_best
+        self.epoch = 0                    # the epoch being trained (1-based) and its number of batches
+        self.epoch_batches = 0
+        self.stopped_early = False        # set by early stopping (or read from the checkpoint)
+        self.saved = None                 # the checkpoint written after the last epoch, if one was
         self.partial = None               # loss sums of an epoch interrupted mid-way
         self.resume_tensors = None        # optimizer tensors read from the checkpoint
         self.last_confusion = None        # the last evaluation's confusion matrix
-        # what happens around the loop without changing it: TensorBoard, the progress display
+        self.best_weights = None          # checkpointing.BestWeights
+        # What happens around the loop without changing it: TensorBoard and the progress display
+        # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
 
     # ------------------------------------------------------------------ set-up
@@ -149,12 +145,12 @@ class Trainer:
         self._check_precision()
         self._load_data()
         self._build()
-        self.early = self._early_stopping()
+        self._callbacks()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         try:
-            resume_state = self._resume() if self.options.resume else self._start_run()
+            self._resume() if self.options.resume else self._start_run()
             self.out(f"run directory: {self.rundir.path}")
-            return self._loop(resume_state)
+            return self._loop()
         except OSError as e:   # a full disk, a folder made read-only under a running job
             raise unusable(self.rundir.path, e) from None
         finally:
@@ -178,10 +174,10 @@ class Trainer:
         self.rundir.write_text("plan.py", self.source)
 
     def _phases(self) -> list[PhaseSpec]:
-        plan, f = self.plan, self.fields
+        plan, c = self.plan, self.config
         base_opts = {s.name: s.optimizer for s in plan.steps}
         if not plan.phases:
-            return [PhaseSpec(None, int(f["epochs"]), int(catalog.setting(f, "batch_size")), base_opts, f.get("schedule"))]
+            return [PhaseSpec(None, c.epochs, c.batch_size, base_opts, c.schedule)]
         out = []
         for p in plan.phases:
             opts = dict(base_opts)
@@ -190,13 +186,13 @@ class Trainer:
                     raise DslcError(Diagnostic("E0502", "a phase's `optimizer` applies to plans with one step; "
                                                "this plan has several", p.span))
                 opts = {plan.steps[0].name: p.fields["optimizer"]}
-            out.append(PhaseSpec(p.name, int(p.fields.get("epochs", f.get("epochs", 1))),
-                                 int(p.fields.get("batch_size", catalog.setting(f, "batch_size"))), opts,
-                                 p.fields.get("schedule", f.get("schedule"))))
+            out.append(PhaseSpec(p.name, int(p.fields.get("epochs", c.epochs or 1)),
+                                 int(p.fields.get("batch_size", c.batch_size)), opts,
+                                 p.fields.get("schedule", c.schedule)))
         return out
 
     def _check_precision(self) -> None:
-        precision = catalog.setting(self.fields, "precision")
+        precision = self.config.precision
         if precision == "fp16" and self.device.type != "cuda":
             raise DslcError(Diagnostic("E0302", "fp16 training needs a CUDA device; on the CPU use `precision = bf16`",
                                        _field_span(self.plan, "precision")))
@@ -205,29 +201,26 @@ class Trainer:
     def _build(self) -> None:
         source = plan_source(self.plan, self.path)
         self.source = source   # written to the run's plan.py once the run folder is claimed
-        module = exec_source(source, f"<dslc plan {self.plan.name}>")
+        module = plan_module(self.plan, source)
         torch.manual_seed(self.seed)   # the same initial weights as `dslc compile --seed`
         self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
         self._init_weights()
         self.steps = []
         for step in self.plan.steps:
             mod = module.STEPS[step.name](*[self.models[m] for m in module.STEP_MODELS[step.name]])
-            if self.fields.get("compile"):
+            if self.config.compile:
                 mod = torch.compile(mod)
             self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
                                       loss_span=step.span))
         self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs]
         self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
-        metrics = self.fields.get("metrics", [])
-        if metrics and not self.has_prediction:
+        if self.config.metrics and not self.has_prediction:
             raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
                                        _field_span(self.plan, "metrics")))
-        decay = self.fields.get("ema")
-        self.ema = {k: EMA(m, float(decay)) for k, m in self.models.items()} if decay else {}
 
     def _init_weights(self) -> None:
-        init = self.fields.get("init")
+        init = self.config.init
         if not init:
             return
         targets = init if isinstance(init, dict) else {k: init for k in self.models}
@@ -242,13 +235,23 @@ class Trainer:
                 state = checkpoint.under(state, key + ".")
             self.out(_load_by_name(self.models[key], state, path, key if len(self.models) > 1 else None))
 
-    def _early_stopping(self):
-        args = self.calls.get("early_stopping")
-        if args is None:
-            return None
-        self.early_monitor = self._monitor(args["monitor"])
-        return EarlyStopping(self.early_monitor, int(args["patience"]), args["mode"],
-                             float(args["min_delta"]), bool(args["restore_best"]))
+    def _callbacks(self) -> None:
+        """The callbacks that keep the run's state, around those that only watch it: the best weights
+        are chosen before early stopping decides, which comes before the checkpoint that records both,
+        then metrics.jsonl; a signal stops the run last, once the epoch is recorded."""
+        c = self.config
+        self.best_weights = BestWeights(self._monitor(c.best_monitor), len(self.plan.steps) > 1)
+        state = [self.best_weights]
+        if c.early_stopping is not None:
+            args = c.early_stopping
+            rule = EarlyStopping(self._monitor(args["monitor"]), int(args["patience"]), args["mode"],
+                                 float(args["min_delta"]), bool(args["restore_best"]))
+            state.append(EarlyStop(rule, self.best_weights))
+        state += [PeriodicCheckpoints(int(c.checkpoint["every"]), int(c.checkpoint["keep"])), MetricsLog(),
+                  DivergenceCheck()]
+        if c.ema:
+            state.append(AveragedWeights(self.models, c.ema))
+        self.callbacks.items = state + self.callbacks.items + [SignalStop()]
 
     def _monitor(self, name: str) -> str:
         if name.startswith("val_") and self.data.val is None:
@@ -273,7 +276,7 @@ class Trainer:
                                if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
         self.frozen_modules = frozen_modules
         per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
-        accumulate = int(catalog.setting(self.fields, "accumulate"))
+        accumulate = self.config.accumulate
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
             call = phase.optimizers[s.name]
@@ -306,82 +309,60 @@ class Trainer:
         """The index of the phase that runs epoch `epoch + 1`."""
         return next(i for i, end in enumerate(self._epoch_ends()) if epoch < end)
 
-    def _loop(self, resume_state) -> dict:
-        # long: the epoch loop and its stopping rules in one place, until the loop calls hooks (issue #12)
+    def _loop(self) -> dict:
         start_epoch, skip = self.position
         total = self._epoch_ends()[-1]
-        stopped_early = bool(resume_state and resume_state.get("stopped_early"))
         self.callbacks.on_fit_start(self)
-        run_epochs = 0
-        previous = self._catch_signals()
         try:
-            epoch = start_epoch
-            while epoch < total and not stopped_early:
-                index = self._phase_at(epoch)
-                if self.phase_index != index:
-                    self._start_phase(index)
-                record = self._epoch(epoch + 1, total, skip)
+            for epoch in range(start_epoch + 1, total + 1):
+                if self.stopped_early:
+                    break
+                if self.phase_index != self._phase_at(epoch - 1):
+                    self._start_phase(self._phase_at(epoch - 1))
+                record = self._epoch(epoch, total, skip)
                 skip = 0
-                self.history.append(record)
-                self.position = (epoch + 1, 0)
-                for s in self.steps:
-                    if s.schedule is not None:
-                        s.schedule.after_epoch(record)
-                self._track_best(record)
-                if self.early is not None and self.early.update(epoch + 1, record):
-                    stopped_early = True
-                saved = self._checkpoint_if_due(epoch + 1, total, stopped_early)
-                self.rundir.append_metrics(record)
-                self.callbacks.on_epoch_end(self, record, total)
-                epoch += 1
-                run_epochs += 1
-                if epoch < total and not stopped_early and self.stop_requested:
-                    # a signal during the epoch's last batches or its evaluation: stop at its end
-                    raise Interrupted(saved or self._save_checkpoint(epoch, 0, stopped_early), self.stop_signal)
-                if self.options.max_epochs is not None and run_epochs >= self.options.max_epochs \
-                        and epoch < total and not stopped_early:
-                    if saved is None:
-                        self._save_checkpoint(epoch, 0, stopped_early)
+                self._end_epoch(record, total)
+                if self._pause_due(epoch - start_epoch, epoch, total):
                     return {"paused_after": epoch}
         finally:
-            self._restore_signals(previous)
             self.callbacks.on_fit_end(self)
-        return self._finish(stopped_early)
+        return self._finish()
 
-    def _catch_signals(self) -> dict:
-        """Ctrl-C and SIGTERM set `stop_requested` (the loop checkpoints and stops); the previous handlers."""
-        if not _main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def _end_epoch(self, record: dict, total: int) -> None:
+        self.history.append(record)
+        self.position = (record["epoch"], 0)
+        for s in self.steps:
+            if s.schedule is not None:
+                s.schedule.after_epoch(record)
+        self.callbacks.on_epoch_end(self, record, total)
 
-    @staticmethod
-    def _restore_signals(previous: dict) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.stop_requested:
-            raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
-        self.stop_requested = True
-        self.stop_signal = signum
+    def _pause_due(self, run_epochs: int, epoch: int, total: int) -> bool:
+        """`--max-epochs` (tests, smoke runs): after that many epochs of this invocation, checkpoint and stop."""
+        if self.options.max_epochs is None or run_epochs < self.options.max_epochs or epoch >= total \
+                or self.stopped_early:
+            return False
+        if self.saved is None:
+            self.save_checkpoint(epoch, 0)
+        return True
 
     def _epoch(self, epoch: int, total: int, skip: int) -> dict:
-        # long: the batch loop with accumulation and mid-epoch checkpoints, until it calls hooks (issue #12)
+        # long: the batch loop with gradient accumulation, and the epoch's record
         phase = self.phases[self.phase_index]
         for m in self.models.values():
             m.train()
         for m in self.frozen_modules:
             m.eval()   # frozen layers run as at inference (batch norm keeps its statistics), as in Keras
-        accumulate = int(catalog.setting(self.fields, "accumulate"))
+        accumulate = self.config.accumulate
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
         if skip and self.partial:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
         started = time.perf_counter()
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
+        self.epoch, self.epoch_batches = epoch, n_batches
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
-                                   augment=self.fields.get("augment"), train=True)
+                                   augment=self.config.augment, train=True)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
@@ -391,8 +372,7 @@ class Trainer:
             for s in self.steps:
                 loss = self._forward(s, inputs)[0]
                 value = float(loss.detach())
-                if not math.isfinite(value):
-                    self._diverged(epoch, b + 1, s, value)
+                self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
                 scaled = loss / accumulate if accumulate > 1 else loss
                 if s.params:
@@ -403,10 +383,6 @@ class Trainer:
                     self._optimizer_step(s)
             count += n
             self.callbacks.on_train_batch_end(self, b + 1, sums, count)
-            if self.stop_requested and ((b + 1) % accumulate == 0) and not last:
-                self.partial = {"sums": sums, "count": count}
-                path = self._save_checkpoint(epoch - 1, b + 1, False)
-                raise Interrupted(path, self.stop_signal)
         record = {"epoch": epoch}
         record["train_loss"] = sum(sums.values()) / max(count, 1)
         if len(self.steps) > 1:
@@ -444,7 +420,7 @@ class Trainer:
             return
         if self.scaler is not None:
             self.scaler.unscale_(s.optimizer)
-        clip_gradients(s.params, self.fields.get("clip_grad_norm"), self.fields.get("clip_grad_value"))
+        clip_gradients(s.params, self.config.clip_grad_norm, self.config.clip_grad_value)
         if self.scaler is not None:
             self.scaler.step(s.optimizer)
             self.scaler.update()
@@ -452,19 +428,7 @@ class Trainer:
             s.optimizer.step()
         s.optimizer.zero_grad(set_to_none=True)
         s.schedule.after_step()
-        for k in s.models:
-            if k in self.ema:
-                self.ema[k].update()
-
-    def _diverged(self, epoch: int, batch: int, s: StepRun, value: float) -> None:
-        what = "NaN" if math.isnan(value) else "infinite"
-        kept = checkpoint.checkpoints(self.rundir.checkpoints)
-        note = f"the last good checkpoint is {kept[-1][2]}" if kept else "no checkpoint had been written yet"
-        where = f"step `{s.name}`, " if len(self.steps) > 1 else ""
-        raise DslcError(Diagnostic(
-            "E0601", f"the loss became {what} in epoch {epoch}, {where}batch {batch}", s.loss_span,
-            label="this loss", notes=(note,),
-            help="lower the learning rate, clip gradients (`clip_grad_norm = 1.0`), or check the data"))
+        self.callbacks.on_optimizer_step(self, s)
 
     def _lr(self) -> float:
         for s in self.steps:
@@ -476,16 +440,14 @@ class Trainer:
 
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
-        metrics = MetricSet(self.fields.get("metrics", []), self.task) if self.fields.get("metrics") else None
+        metrics = MetricSet(list(self.config.metrics), self.task) if self.config.metrics else None
         for m in self.models.values():
             m.eval()
         total, count = 0.0, 0
-        with contextlib.ExitStack() as stack:
-            for e in self.ema.values():
-                stack.enter_context(e.swapped())
+        with self.callbacks.evaluation_weights(self):
             with torch.no_grad():
                 for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
-                                              augment=self.fields.get("augment"), train=False):
+                                              augment=self.config.augment, train=False):
                     inputs = [batch[f].to(self.device) for f in self.batch_fields]
                     n = inputs[0].shape[0]
                     for s in self.steps:
@@ -503,47 +465,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ best, checkpoints, resume
 
-    def _track_best(self, record: dict) -> None:
-        args = self.calls.get("checkpoint") or {}
-        monitor = self._monitor(args.get("monitor") or (self.early_monitor if self.early else "val_loss"))
-        value = record.get(monitor)
-        if value is None:
-            return
-        # a GAN's summed step losses say nothing of quality: there, the best is the latest
-        latest = monitor == "train_loss" and len(self.steps) > 1
-        maximize = monitor.split("_", 1)[-1] in ("accuracy", "top5", "f1")
-        if latest or self.best is None or (value > self.best[0] if maximize else value < self.best[0]):
-            self.best = (value, record["epoch"])
-            weights = self._weights(ema=True)
-            checkpoint.save_weights(os.path.join(self.rundir.checkpoints, "best.safetensors"), weights,
-                                    {"epoch": record["epoch"], "monitor": monitor, "value": value})
-            self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
-
-    def _checkpoint_if_due(self, epoch: int, total: int, stopping: bool) -> str | None:
-        """The checkpoint's path when one was due after `epoch` (and written), else None."""
-        args = catalog.call_args(self.calls, "checkpoint")
-        if not (epoch % int(args["every"]) == 0 or epoch == total or stopping):
-            return None
-        path = self._save_checkpoint(epoch, 0, stopping)
-        done = checkpoint.checkpoints(self.rundir.checkpoints)
-        whole = [c for c in done if c[1] == 0]
-        for c in done:   # an interrupted epoch's checkpoint is superseded by this one
-            if c[1] != 0 and c[0] < epoch:
-                checkpoint.remove(c[2])
-        for c in whole[:-int(args["keep"])]:
-            checkpoint.remove(c[2])
-        return path
-
-    def _weights(self, ema: bool = False) -> dict:
+    def weights(self, evaluated: bool = False) -> dict:
+        """The models' weights, named as in a checkpoint; `evaluated`: those evaluation uses (EMA's)."""
         out = {}
-        for k, m in self.models.items():
-            ctx = self.ema[k].swapped() if ema and k in self.ema else contextlib.nullcontext()
-            with ctx:
+        with self.callbacks.evaluation_weights(self) if evaluated else contextlib.nullcontext():
+            for k, m in self.models.items():
                 for n, t in m.state_dict().items():
                     out[f"{k}.{n}" if len(self.models) > 1 else n] = t.detach().clone()
         return out
 
-    def _save_checkpoint(self, epoch: int, batch: int, stopped_early: bool) -> str:
+    def save_checkpoint(self, epoch: int, batch: int) -> str:
+        """A checkpoint after `epoch` epochs and `batch` batches of the next: the weights, optimizers,
+        schedules, RNG, history and what the callbacks keep; its path."""
         tensors = {"rng.torch": torch.get_rng_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -554,20 +487,17 @@ class Trainer:
             json_part, tensor_part = _flatten_optimizer(s.optimizer.state_dict())
             optim_state[s.name] = {"optimizer": json_part, "schedule": s.schedule.state_dict()}
             tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
-        for k, e in self.ema.items():
-            tensors.update({f"ema.{k}.{n}": v for n, v in e.state_dict().items()})
         state = {"plan": self.plan.name, "epoch": epoch, "batch": batch, "phase": self.phase_index,
-                 "history": self.history, "optim": optim_state, "stopped_early": stopped_early,
-                 "best": list(self.best) if self.best else None,
-                 "early_stopping": self.early.state_dict() if self.early else None,
+                 "history": self.history, "optim": optim_state, "stopped_early": self.stopped_early,
                  "partial": self.partial if batch else None,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
+        self.callbacks.on_save_checkpoint(self, state, tensors)
         if batch == 0:
             self.partial = None
-        return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self._weights(), tensors,
+        return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self.weights(), tensors,
                                state)
 
-    def _resume(self) -> dict:
+    def _resume(self) -> None:
         """Check that the run can continue as asked and load its last checkpoint; only then change
         the folder (temporary files of a killed run, metrics.jsonl as the checkpoint knows it)."""
         run_text = self.rundir.read_text("plan.dl")
@@ -598,7 +528,6 @@ class Trainer:
         self.rundir.write_text("plan.py", self.source)
         self.out(f"resuming from {path} (epoch {self.position[0]}" +
                  (f", batch {self.position[1]})" if self.position[1] else ")"))
-        return state
 
     def _last_checkpoint(self) -> str:
         found = checkpoint.checkpoints(self.rundir.checkpoints)
@@ -614,9 +543,7 @@ class Trainer:
         if state.get("plan") != self.plan.name:
             raise DslcError(Diagnostic("E0602", f"checkpoint {path} belongs to the plan `{state.get('plan')}`, "
                                        f"not `{self.plan.name}`", file_name=path))
-        self._load_weights(weights, path)
-        for k, e in self.ema.items():
-            e.load_state_dict(checkpoint.under(tensors, f"ema.{k}."))
+        self.load_weights(weights, path)
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -624,15 +551,10 @@ class Trainer:
             raise TypeError("its `history` is not a list of epochs' metrics")
         self.history = list(state["history"])
         self.position = (int(state["epoch"]), int(state["batch"]))
-        self.best = tuple(state["best"]) if state.get("best") else None
-        if self.best is not None:
-            best_file = os.path.join(self.rundir.checkpoints, "best.safetensors")
-            if os.path.exists(best_file):
-                self.best_weights = read_state(best_file)
-        if self.early is not None and state.get("early_stopping"):
-            self.early.load_state_dict(state["early_stopping"])
+        self.stopped_early = bool(state.get("stopped_early"))
         self.partial = state.get("partial")
         self.resume_tensors = tensors
+        self.callbacks.on_load_checkpoint(self, state, tensors)
 
     def _prepare_phase(self, state: dict, path: str) -> None:
         """Build the optimizers of the phase the run continues in, with the checkpoint's state when it
@@ -662,7 +584,8 @@ class Trainer:
             raise checkpoint.error(path, "its optimizer state does not fit the plan's optimizer: "
                                    f"{type(e).__name__}: {e}") from None
 
-    def _load_weights(self, weights: dict, path: str) -> None:
+    def load_weights(self, weights: dict, path: str) -> None:
+        """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly."""
         for k, m in self.models.items():
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
             fit = fit_state_dict(m.state_dict(), part)
@@ -674,13 +597,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
 
-    def _finish(self, stopped_early: bool) -> dict:
-        restore = self.early is not None and self.early.restore_best and self.best_weights
-        if restore:
-            self._load_weights(self.best_weights, os.path.join(self.rundir.checkpoints, "best.safetensors"))
-        result = {"plan": self.plan.name, "epochs_run": len(self.history), "stopped_early": stopped_early,
-                  "best_epoch": self.best[1] if self.best else None,
-                  "best": self.best[0] if self.best else None}
+    def _finish(self) -> dict:
+        self.callbacks.on_train_end(self)
+        best = self.best_weights.best
+        result = {"plan": self.plan.name, "epochs_run": len(self.history), "stopped_early": self.stopped_early,
+                  "best_epoch": best[1] if best else None, "best": best[0] if best else None}
         if self.data.test is not None:
             test = self.evaluate(self.data.test, self.phases[-1].batch_size)
             result["test"] = test
@@ -694,11 +615,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
 
 def _field_span(plan, name: str):
     for stmt in plan.decl.body:

@@ -1,0 +1,57 @@
+"""A checked plan's settings as one typed, frozen value, read once when training starts.
+
+Every default comes from the catalogue (`catalog.FIELDS`, `catalog.CALLS`); nothing here restates
+one. The trainer and its callbacks read `TrainConfig`, never the plan's field dictionary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import catalog
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    epochs: int | None                 # None only in a plan whose phases each set their own
+    batch_size: int
+    accumulate: int
+    precision: str                     # fp32 | bf16 | fp16
+    optimize: int                      # 0 or 1: the -O level of the models' code
+    compile: bool
+    metrics: tuple[str, ...]
+    clip_grad_norm: float | None
+    clip_grad_value: float | None
+    ema: float | None                  # the decay of an average of the weights, when kept
+    augment: tuple                     # PlanCalls, in order
+    init: object                       # a file, or {model: file}, or None
+    schedule: object                   # PlanCall | None
+    early_stopping: dict | None        # the call's arguments with defaults, when the plan asks for it
+    checkpoint: dict                   # the call's arguments with defaults (always: runs checkpoint anyway)
+    best_monitor: str                  # what the best weights are chosen by: the checkpoint's, else early stopping's
+
+    @classmethod
+    def of(cls, plan) -> "TrainConfig":
+        fields = plan.fields
+        calls = {c.entry.name: c.args for c in plan.calls}
+
+        def number(name, kind):
+            value = catalog.setting(fields, name)
+            return None if value is None else kind(value)
+        return cls(
+            seed=number("seed", int), epochs=number("epochs", int), batch_size=number("batch_size", int),
+            accumulate=number("accumulate", int), precision=str(catalog.setting(fields, "precision")),
+            optimize=number("optimize", int), compile=bool(catalog.setting(fields, "compile")),
+            metrics=tuple(catalog.setting(fields, "metrics") or ()),
+            clip_grad_norm=number("clip_grad_norm", float), clip_grad_value=number("clip_grad_value", float),
+            ema=number("ema", float) or None, augment=tuple(catalog.setting(fields, "augment") or ()),
+            init=catalog.setting(fields, "init"), schedule=catalog.setting(fields, "schedule"),
+            early_stopping=catalog.call_args(calls, "early_stopping") if "early_stopping" in calls else None,
+            checkpoint=catalog.call_args(calls, "checkpoint"), best_monitor=_best_monitor(calls))
+
+
+def _best_monitor(calls: dict) -> str:
+    for name in ("checkpoint", "early_stopping"):
+        if name in calls:
+            return catalog.call_args(calls, name)["monitor"]
+    return catalog.call_args(calls, "checkpoint")["monitor"]
