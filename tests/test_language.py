@@ -92,3 +92,25 @@ model M {
     path.write_text("model M {\n    input x: [B, 4]\n    output x if 2 in x else x\n}\n")
     with pytest.raises(DslcError, match="`in` is not defined for tensors"):
         dslc.load(str(path))
+
+
+def test_a_local_name_shadows_a_library_function_or_layer_but_not_a_declaration(tmp_path):
+    """One rule, Python's: a tensor, a parameter or a loop variable may take the name of a library
+    function or layer (`pad`, `relu`, `attention`) inside its scope, so that a name the library adds
+    later never breaks a spec; the file's own blocks and models keep their names."""
+    import torch
+    path = tmp_path / "shadow.dl"
+    path.write_text("model M(dropout: float = 0.5) {\n    input x: [B, 4]\n    pad = x > 0\n"
+                    "    relu = x -> Linear(4) as fc\n    attention = relu + x * dropout\n    output attention, pad\n}\n")
+    net = dslc.load(str(path)).build("M", seed=0).eval()
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        got, mask = net(x)
+        torch.testing.assert_close(got, net.fc(x) + x * 0.5)
+        assert torch.equal(mask, x > 0)
+    clash = tmp_path / "clash.dl"
+    clash.write_text("block Head {\n    Linear(2)\n}\n\nmodel N {\n    input x: [B, 4]\n    Head = x\n"
+                     "    output Head\n}\n")
+    with pytest.raises(DslcError) as err:
+        dslc.load(str(clash))
+    assert "E0201" in str(err.value) and "already names a block" in str(err.value)

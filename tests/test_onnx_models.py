@@ -55,7 +55,7 @@ def test_model_matches_pytorch_in_onnxruntime(path, name):
     graph = prog.graph(name, **params)
     net = prog.build(name, seed=0, **params).eval()
     rng = np.random.default_rng(0)
-    for sizes in ({"B": 2, "T": 5, "S": 3}, {"B": 3, "T": 7, "S": 6}):
+    for sizes in ({"B": 2, "T": 5, "S": 3, "H": 12, "W": 16}, {"B": 3, "T": 7, "S": 6, "H": 9, "W": 13}):
         feeds = _inputs(graph, sizes, rng)
         got = ort_run(model, feeds)
         with torch.no_grad():

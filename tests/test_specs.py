@@ -35,7 +35,7 @@ from zoo_case import SPECS, Case, CifarResNet18Twin
 import dslc
 from dslc.cli import main
 
-SIZES = {"B": 2, "T": 5, "S": 3}  # the symbolic batch and sequence sizes (S: a second, source length) in every test
+SIZES = {"B": 2, "T": 5, "S": 3, "H": 20, "W": 24}  # run-time batch, sequence (S: a second, source) and image sizes
 
 
 # ====================================================================== twins
@@ -696,8 +696,8 @@ def test_state_dict_keys_are_readable(case):
     keys = list(mine.state_dict())
     for key in keys:
         for part in key.split("."):
-            # snake_case words, digits only at the end of a word: `conv1`, never `conv_1` or `0`
-            assert re.fullmatch(r"[a-z]+[0-9]*(_[a-z]+[0-9]*)*", part), key
+            # snake_case words that start with a letter: `conv1`, `conv2d`, never `conv_1` or `0`
+            assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*", part), key
             assert part not in ("torch", "ops", "aten"), key
     for name in case.names:
         assert name in keys, f"{name} not among {keys}"

@@ -445,9 +445,10 @@ class Evaluator(ApplyMixin):
             why = "the module itself in the generated Python" if name == "self" else "a Python keyword"
             raise EvalError("E0211", f"`{name}` cannot be used as a name: it is {why}", span,
                             help="choose another name")
-        if name in REGISTRY or name in self.unit.decls:
-            what = REGISTRY[name].kind if name in REGISTRY else self.unit.decls[name].kind
-            raise EvalError("E0201", f"`{name}` already names a {what}", span,
+        # A local name may shadow a library layer or function, as in Python (`pad = tokens == 0`), so that
+        # new library names never break a spec; the file's own declarations it may not.
+        if name in self.unit.decls:
+            raise EvalError("E0201", f"`{name}` already names a {self.unit.decls[name].kind}", span,
                             help="choose another name")
 
     def _s_ExprStmt(self, stmt: ast.ExprStmt, ctx: Ctx, top: bool) -> None:

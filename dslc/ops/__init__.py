@@ -9,6 +9,7 @@ from . import (  # noqa: F401
                linear,
                losses,
                norm,
+               padding,
                pooling,
                recurrent,
                tensor,
