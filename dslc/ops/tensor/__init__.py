@@ -2,4 +2,4 @@
 reshaping, reductions, indexing, and the small helpers of the language (positions, noise,
 reparameterize, detach, zeros/ones). Also the Flatten and Unflatten layers. Importing this
 package registers them, in this order."""
-from . import arith, joining, reshape, reductions, indexing, helpers  # noqa: F401, I001 (registration order)
+from . import arith, joining, reshape, reductions, indexing, helpers, selection  # noqa: F401, I001 (registration order)
