@@ -148,6 +148,7 @@ class Trainer:
         self.phases = self._phases()
         self._check_precision()
         self._load_data()
+        data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
         self._build()
         self.early = self._early_stopping()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
