@@ -8,6 +8,8 @@
 - `batches` indexes the in-memory tensors. The order of an epoch and every random
   draw of augmentation depend only on (seed, epoch) and the batch's index, so a
   resumed run sees the very same batches. The last, partial batch is kept.
+- `check_requirements` refuses, before a run, batches too small for a model's run-time
+  requirements (`h[7]` on the batch needs B > 7), the last partial batch of each split included.
 - Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
   `normalize` on every batch, training or not; the others on training batches only.
 
