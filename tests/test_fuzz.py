@@ -418,3 +418,23 @@ def test_a_torch_value_check_in_the_generated_forward_is_its_own_class():
     assert target.failure(in_dslc, "forward", target.DSLC_FRAMES, 0.0).cls == "internal"
     other = _raised_in("<dslc m.dl:M>", RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert target.failure(other, "forward", target.DSLC_FRAMES, 0.0).cls == "internal"
+
+
+CLIP_MUTANT = """\
+block TextTransformer(vocab:int,int,dim:int,depth,heads,embed:int){input tokens:[B,T]
+h=((tokens->Embedding(vocab,dim)as positional_embedding))
+h[4294967296]->LayerNorm as ln_final->Linear(embed)as text_projection}
+model CLIP(vocab:int=1000,context:int=16,text_dim=64,text_depth:int=2,text_heads:int=4,embed:int=32){input texts:[B,T]of int64
+texts->TextTransformer(vocab,context,text_dim,text_depth,text_heads,embed)as text}
+"""
+
+
+@pytest.mark.parametrize("index, phase", [("4294967296", "build"), ("1", "onnx")])
+def test_a_model_needing_longer_inputs_than_the_fuzzer_feeds_is_not_run(tmp_path, index, phase):
+    """The 100,000-case run's case 98374 of seed 1 (a CLIP mutant indexing `h[4294967296]` on the
+    run-time batch size) needs B > 4294967296: forward refuses the fuzzer's inputs, so neither it nor
+    ONNX runs, and nothing is wrong. Where the fuzzer's sizes meet the requirement, both run."""
+    (tmp_path / "case.dl").write_text(CLIP_MUTANT.replace("4294967296", index))
+    case = Case(98374, "replay", main="case.dl", deep=True)
+    outcome = target.classify(lambda progress: target.api_target(case, str(tmp_path), progress))
+    assert (outcome.cls, outcome.phase) == ("ok", phase), outcome

@@ -5,7 +5,9 @@ parameters; every block becomes a class too, one per distinct structure (two
 uses of a block that generate the same code share one class). Sizes print as
 the parameter expressions they carry, so `Linear(hidden)` reads
 `nn.Linear(784, hidden)`. A compile-time decision that fixed a parameter
-(a loop count, a condition) is checked in the model's constructor.
+(a loop count, a condition) is checked in the model's constructor; what a
+static index relies on of a run-time size (`T > 3` for `x[:, 3]`) is checked
+first thing in the model's forward, with the spec line and the size it got.
 
 `forward` has one statement per node: names come from the user's bindings,
 other values reuse a temporary (`x = self.fc1(x)`) once the value it held
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, to_python
+from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
 from ..ir.pyliteral import Printer, literal, py_str
 from ..ir.values import Ref, TensorValue
@@ -227,12 +229,12 @@ class _ClassWriter:
         where = f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
         kind = "model" if self.is_model else "block"
         heading = f"The {kind} `{self.graph.name}` ({where})"
-        facts = [] if self.is_model else [g.to_python(_doc_atom) for g in simplified(self.graph.guards)]
+        facts = [] if self.is_model else [g.to_python(_doc_atom) for g in simplified(_facts(self.graph.guards))]
         return heading, facts
 
     def _guards(self, printer: Printer) -> list[str]:
         out = []
-        for g in simplified(self.graph.guards):
+        for g in simplified(_facts(self.graph.guards)):
             fact = _guard_src(g, printer)
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
@@ -361,7 +363,8 @@ class _ClassWriter:
             body.append(f"{targets} = {expr}")
         else:
             body.append("return " + ", ".join(var[r] for r in out_refs))
-        prologue = self._symbol_bindings(var) + self._layout(var)
+        checks = self._requirements(printer)
+        prologue = self._symbol_bindings(var) + checks + self._layout(var)
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
 
@@ -427,6 +430,25 @@ class _ClassWriter:
                 raise CodegenError(f"`{sym}` is used in `{self.graph.name}` but no input has it as a dimension")
             lines.append(f"{self.size_names[sym]} = {src}")
         return lines
+
+    def _requirements(self, printer: Printer) -> list[str]:
+        """A model's run-time requirements (`T > 3` for `x[:, 3]`), checked before anything runs,
+        each with the spec position that relies on it and the sizes it got. Blocks leave them to
+        their callers, and a requirement on sizes no input gives is left to torch."""
+        if not (self.is_model and self.graph.kind == "model"):
+            return []
+        known = _symbol_names(self.graph)
+        out = []
+        for g in requirements(self.graph.guards):
+            names = sorted({a.name for a in g.atoms() if isinstance(a, Var)})
+            if not set(names) <= known:
+                continue
+            cond = _negate(g, printer)
+            where = f" ({doc_text(os.path.basename(g.where.file.name))}:{g.where.line})" if g.where is not None else ""
+            got = ", ".join(f"{n} = {{{self.forward_atom(Var(n))}}}" for n in names)
+            msg = f"{self.graph.name} needs {g.to_python(_doc_atom)}{where}".replace("{", "{{").replace("}", "}}")
+            out += [f"if {cond}:", f"{INDENT}raise ValueError(f{py_str(msg + ', got ' + got)})"]
+        return out
 
     def _layout(self, var: dict) -> list[str]:
         """channels_last models convert their 4-d inputs first."""
@@ -579,6 +601,11 @@ def _doc_atom(a) -> str:
     if isinstance(a, InDim):
         return f"{a.input}.shape[{a.index}]"
     return a.name
+
+
+def _facts(guards: list) -> list:
+    """The guards that are facts about parameters (run-time requirements are checked by forward)."""
+    return [g for g in guards if not is_requirement(g)]
 
 
 def simplified(guards: list) -> list:

@@ -56,7 +56,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0501": "The training plan is missing a required field.",
     "E0502": "The training plan field is unknown.",
     "E0503": "The data set is unknown.",
-    "E0504": "The model's input does not match the data set's fields (shape or dtype).",
+    "E0504": "The model's input does not match the data set's fields (shape or dtype), or its batches are too small "
+             "for a run-time requirement of the model (`h[7]` on the batch needs more than 7 examples).",
     "E0505": "The loss must reduce to a single number (a 0-d tensor).",
     "E0506": "A name in `freeze`/`unfreeze` does not name a layer of the model.",
     "E0507": "A trainable parameter is updated by no optimizer, or by several in one step.",

@@ -206,7 +206,7 @@ class ApplyMixin:
         if op.params and op.params[0].is_tensor and not tensors and op.name not in ("zeros", "ones", "noise"):
             raise EvalError("E0301", f"`{op.name}` needs at least one tensor", span)
         self._check_dtypes(op, tensors, tspans, span)
-        b = Bound(op, values, [t.type for t in tensors])
+        b = Bound(op, values, [t.type for t in tensors], where=span)
         outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False, ctx=ctx)
         node = ctx.graph.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, span=span)
         return self._results(op.results, ctx.graph.values(node))

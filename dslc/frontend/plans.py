@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .. import catalog
 from ..catalog.sources import DataError
 from ..diagnostics import Label, Reporter, did_you_mean
-from ..ir.dims import Sym, plain
+from ..ir.dims import Sym, plain, recording, requirements
 from ..ir.graph import Graph
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
@@ -391,8 +391,12 @@ class PlanChecker(Evaluator):
         if len(self.plan.models) == 1 and "model" in self.plan.models:
             ctx.scope["out"] = _LazyOut()
         before = len(self.reporter.diagnostics)
-        for stmt in body:
-            self._statement(stmt, ctx, top=True)
+        with recording() as found:
+            for stmt in body:
+                self._statement(stmt, ctx, top=True)
+        # what the step's models require of the batch's run-time sizes (`B > 3`), for the trainer
+        for g in requirements(found):
+            graph.guards.append(g)
         if len(self.reporter.diagnostics) > before or ctx.failed:
             raise Poisoned()
         if step.loss is None:

@@ -17,12 +17,18 @@ Whenever a computation on a `Size` cannot keep its expression (a comparison, an
 index, a loop count), the fact it relied on is recorded as a `Guard` on the
 active recorder. A generated class is valid for every argument value that
 satisfies its guards, and the model's `__init__` checks them.
+
+A guard over a run-time size (an atom `Var`) is a run-time requirement instead:
+`x[:, 3]` on `[B, T]` has a static shape only if `T > 3`, which `require` records
+and the model's `forward` checks. Every run-time size, and every dimension computed
+from them, is taken to be at least 1, so what any such size meets (`T > 0`,
+`T >= 1`) is never recorded.
 """
 from __future__ import annotations
 
 import contextvars
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from .limits import MAX_POLY, MAX_POLY_PRODUCT, LimitError
@@ -358,17 +364,37 @@ def _wrap(text: str, prec: int, need: int) -> str:
 
 @dataclass(frozen=True)
 class Guard:
-    """A fact about parameter values that a compile-time decision relied on."""
+    """A fact about parameter values that a compile-time decision relied on, or, when it
+    involves a run-time size, a run-time requirement (`is_requirement`)."""
     lhs: Poly
     op: str  # == != < <= > >=
     rhs: Poly
+    where: object = field(default=None, compare=False, repr=False)  # the spec position it comes from (a Span)
 
     def subst(self, f) -> "Guard":
-        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f))
+        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where)
 
     def is_trivial(self) -> bool:
-        """True for facts that hold whatever the parameters are (`dim == dim`, `3 < 4`)."""
-        return self.lhs == self.rhs or (self.lhs.is_const() and self.rhs.is_const())
+        """True for facts that hold whatever the parameters are (`dim == dim`, `3 < 4`), and for
+        requirements that every run-time size meets (`T > 0`: a size is at least 1)."""
+        if self.lhs == self.rhs or (self.lhs.is_const() and self.rhs.is_const()):
+            return True
+        return self.is_requirement() and self._met_by_every_size()
+
+    def is_requirement(self) -> bool:
+        """Whether the fact is about run-time sizes (checked by `forward`, not `__init__`)."""
+        return any(isinstance(a, Var) for a in self.atoms())
+
+    def _met_by_every_size(self) -> bool:
+        if self.op not in (">", ">=") or not self.rhs.is_const():
+            return False
+        need = self.rhs.const_value() + (1 if self.op == ">" else 0)
+        return need <= max(1, _least_value(self.lhs))
+
+    def holds(self, env: Callable[[Atom], int | None]) -> bool | None:
+        """Whether the fact holds for these atom values; None when one is unknown."""
+        a, b = self.lhs.evaluate(env), self.rhs.evaluate(env)
+        return None if a is None or b is None else _OPS[self.op](a, b)
 
     def atoms(self) -> set:
         return self.lhs.atoms() | self.rhs.atoms()
@@ -386,6 +412,45 @@ class Guard:
         else:
             op = self.op
         return f"{to_python(lhs, name)} {op} {to_python(rhs, name)}"
+
+
+def _least_value(p: Poly) -> int:
+    """The least value of a polynomial of run-time sizes with non-negative coefficients, each
+    size being at least 1 (`2 * T + 1` is at least 3); 0 when it has other atoms or signs."""
+    if any(c < 0 for c in p.terms.values()) or not all(isinstance(a, Var) for a in p.atoms()):
+        return 0
+    return sum(p.terms.values())
+
+
+def is_requirement(g) -> bool:
+    """Whether a recorded guard is a run-time requirement (over `B`, `T`, ...)."""
+    return isinstance(g, Guard) and g.is_requirement()
+
+
+def requirements(guards) -> list:
+    """The run-time requirements among guards, in order, without those another implies: of
+    `T > 3`, `T >= 9` and `T - 3 >= 2`, only `T >= 9`."""
+    best: dict = {}      # size without its constant term -> (the least value that must reach, guard)
+    others = []
+    for g in guards:
+        if not is_requirement(g):
+            continue
+        if g.op in (">", ">=") and g.rhs.is_const():
+            c = g.lhs.const_value()
+            need = g.rhs.const_value() + (1 if g.op == ">" else 0) - c
+            key = g.lhs - Poly.const(c)
+            if key not in best or need > best[key][0]:
+                best[key] = (need, g)
+        elif g not in others:
+            others.append(g)
+    kept = {id(g) for _, g in best.values()} | {id(g) for g in others}
+    return [g for g in guards if id(g) in kept]
+
+
+def unmet(guards, env: Callable[[Atom], int | None]) -> list:
+    """The run-time requirements among guards that fail for these atom values (`env(Var("T"))`
+    gives a run-time size, and a parameter's value where one appears)."""
+    return [g for g in requirements(guards) if g.holds(env) is False]
 
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -438,6 +503,18 @@ def record_all(guards) -> None:
     if recorder is not None:
         for g in guards:
             recorder.append(g)
+
+
+def require(size, op: str, bound: int, where=None) -> None:
+    """Record that a static result relies on a run-time size: `size > bound` or `size >= bound`
+    (`op`), checked when the model runs; `where` is the spec position that relies on it. Sizes
+    known at compile time, and what every run-time size meets, record nothing."""
+    guards = _recorder.get()
+    if guards is None or not isinstance(size, Sym):
+        return
+    g = Guard(size.poly, op, Poly.const(bound), where)
+    if not g.is_trivial():
+        guards.append(g)
 
 
 def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:

@@ -12,7 +12,7 @@ specializations print once each, after the graph that uses them.
 """
 from __future__ import annotations
 
-from .dims import Real, Size, Sym, plain, plain_float, to_python
+from .dims import Real, Size, Sym, is_requirement, plain, plain_float, to_python
 from .graph import Graph
 from .values import Ref, TensorValue
 
@@ -47,7 +47,7 @@ def _print(graph: Graph, out: list, seen: dict) -> None:
     outs = ", ".join(f"{n}={names[r]}" for n, r in graph.outputs)
     out.append(f"  return {outs}")
     for g in graph.guards:
-        out.append(f"  guard {g.to_python()}")
+        out.append(f"  {'requires' if is_requirement(g) else 'guard'} {g.to_python()}")
     if graph.dropped:
         out.append(f"  dropped {', '.join(graph.dropped)}")
     if graph.inference:

@@ -81,6 +81,7 @@ class Bound:
     op: "OpDef"
     args: dict
     inputs: list[TensorType]
+    where: object = None   # the application's span, for the run-time requirements a rule records
 
     def __getitem__(self, name: str):
         return self.args[name]

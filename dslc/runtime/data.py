@@ -8,6 +8,8 @@
 - `batches` indexes the in-memory tensors. The order of an epoch and every random
   draw of augmentation depend only on (seed, epoch) and the batch's index, so a
   resumed run sees the very same batches. The last, partial batch is kept.
+- `check_requirements` refuses, before a run, batches too small for a model's run-time
+  requirements (`h[7]` on the batch needs B > 7), the last partial batch of each split included.
 - Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
   `normalize` on every batch, training or not; the others on training batches only.
 
@@ -26,6 +28,8 @@ import torch.nn.functional as F
 from .. import catalog
 from ..catalog import sources
 from ..catalog.sources import DataError
+from ..diagnostics import Diagnostic, DslcError, Label
+from ..ir.dims import Sym, Var, requirements, unmet
 
 
 @dataclass
@@ -94,6 +98,58 @@ def _keep_labels(name: str, arrays: dict, meta: dict, labels: list[int]) -> tupl
     if not keep.any():
         raise DataError(f"no example of `{name}` has a label in {labels}", "E0302")
     return {k: a[keep] for k, a in arrays.items()}, dict(meta, labels=list(labels))
+
+
+# ---------------------------------------------------------------------- the models' run-time requirements
+
+def check_requirements(plan, splits: Splits, batch_sizes: list[int]) -> None:
+    """Refuse data too small for a run-time requirement of the plan's steps (`x[3]` on the batch
+    needs B > 3) before training starts: every batch the run will feed is tried, each phase's
+    `batch_size` and the last, partial batch of each split. The error points at the spec line
+    that relies on the size, and at the plan's data."""
+    for step in plan.steps:
+        if not requirements(step.graph.guards):
+            continue
+        for n, what in sorted(_batch_counts(splits, batch_sizes)):
+            sizes = _sizes(step.graph, splits.train, n)
+            bad = unmet(step.graph.guards, sizes.get)
+            if bad:
+                raise DslcError(_unmet(bad[0], sizes, what, plan.data.span))
+
+
+def _batch_counts(splits: Splits, batch_sizes: list[int]) -> set:
+    """(examples, which batch) of every batch size a run over these splits feeds."""
+    out = set()
+    for name, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        n = _length(split) if split else 0
+        for bs in batch_sizes:
+            if n >= bs:
+                out.add((bs, f"a batch of `batch_size = {bs}`"))
+            if n % bs:
+                out.add((n % bs, f"the last batch of the {name} split ({n} examples, batch_size {bs})"))
+    return out
+
+
+def _sizes(graph, split: dict, n: int) -> dict:
+    """Var -> value of the run-time sizes in a step's batch fields: `n` examples, the rest as in the data."""
+    sizes = {}
+    for name, ref in graph.inputs:
+        field_ = name[len("batch_"):]
+        for i, d in enumerate(graph.type_of(ref).shape):
+            atom = d.poly.single_atom() if isinstance(d, Sym) else None
+            if isinstance(atom, Var) and field_ in split:
+                sizes.setdefault(atom, n if i == 0 else int(split[field_].shape[i]))
+    return sizes
+
+
+def _unmet(g, sizes: dict, what: str, data_span) -> Diagnostic:
+    got = ", ".join(f"{a.name} = {v}" for a, v in sorted(sizes.items(), key=lambda t: t[0].name)
+                    if a in g.atoms())
+    need = g.to_python()
+    span = g.where if g.where is not None else data_span
+    return Diagnostic("E0504", f"the data is too small for this model: it needs {need}, but {what} has {got}",
+                      span, label=f"needs {need}", labels=(Label(data_span, "the data"),) if span is not data_span else (),
+                      help="choose `batch_size` and the splits so that every batch meets it, or change the spec")
 
 
 # ---------------------------------------------------------------------- batches

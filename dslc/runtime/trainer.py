@@ -144,6 +144,7 @@ class Trainer:
         self.phases = self._phases()
         self._check_precision()
         self._load_data()
+        data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
         self._build()
         self._callbacks()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)

@@ -1,7 +1,7 @@
 """Static indexing and slicing: `x[0]`, `x[:, 1:3]`."""
 from __future__ import annotations
 
-from ...ir.dims import Sym, plain
+from ...ir.dims import Sym, plain, require
 from ..ptypes import ANY, TENSOR
 from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from .common import _INT64_MAX, ANY_DTYPE
@@ -17,35 +17,43 @@ def _index_infer(b):
     for i, item in enumerate(items):
         size = t.shape[i]
         if isinstance(item, tuple):
-            out.append(_slice_len(size, item[1:], i))
-        else:
-            k = plain(item)
-            if not isinstance(size, Sym) and not -plain(size) <= k < plain(size):
-                raise ShapeError(f"index {k} is out of range for dimension {i} of size {plain(size)}",
-                                 code="E0406", arg="index")
+            out.append(_slice_len(size, item[1:], b.where))
+            continue
+        k = plain(item)
+        if isinstance(size, Sym):   # a run-time size: the model checks it is long enough when it runs
+            op, least = (">", k) if k >= 0 else (">=", -k)
+            require(size, op, least, b.where)
+        elif not -plain(size) <= k < plain(size):
+            raise ShapeError(f"index {k} is out of range for dimension {i} of size {plain(size)}",
+                             code="E0406", arg="index")
     out.extend(t.shape[len(items):])
     return [t.with_shape(tuple(out))]
 
 
-def _slice_len(size, parts, dim: int):
+def _slice_len(size, parts, where=None):
     start, stop, step = parts
     step = 1 if step is None else plain(step)
     if not isinstance(size, Sym):
         return len(range(*slice(start, stop, step).indices(plain(size))))
-    # A run-time size: assume it is long enough for the literal bounds (as a person reading it would).
-    if stop is None or plain(stop) < 0:
-        lo = 0 if start is None else plain(start)
-        hi = 0 if stop is None else plain(stop)
-        if lo < 0:
-            return (-lo + hi + step - 1) // step if hi <= 0 else 0
-        n = size - lo + hi
-    else:
-        lo = 0 if start is None else plain(start)
+    n, least = _run_time_slice(size, start, stop)
+    require(size, ">=", least, where)
+    return n if step == 1 else (n + step - 1) // step
+
+
+def _run_time_slice(size, start, stop) -> tuple:
+    """(length, the least size it relies on) of `start:stop` on a run-time size: the length the
+    literal bounds give, which needs the size to reach them (0 and nothing when stop <= start)."""
+    lo = 0 if start is None else plain(start)
+    if stop is not None and plain(stop) >= 0:       # lo:hi
         if lo < 0:
             raise ShapeError(f"a negative start with a positive stop on the run-time size `{size}` has no static length",
                              code="E0406", arg="index")
-        n = plain(stop) - lo
-    return n if step == 1 else (n + step - 1) // step
+        hi = plain(stop)
+        return (hi - lo, hi) if hi > lo else (0, 0)
+    hi = 0 if stop is None else plain(stop)         # to the end, or to -h from it
+    if lo < 0:                                      # -a: and -a:-b
+        return (hi - lo, -lo) if hi > lo else (0, 0)
+    return size - lo + hi, lo - hi                  # lo: and lo:-h
 
 
 def _index_src(e) -> str:

@@ -1,0 +1,255 @@
+"""Run-time requirements (issue #11): a static index or slice on a run-time size (`x[:, 3]` on
+[B, T, 4]) has a static result only if the size is long enough, so the checker records what it
+relies on (`T > 3`), the generated model's forward checks it first, with the spec line, and the
+trainer refuses data whose batches cannot meet it. Parameter facts stay in `__init__`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from support import ort_run
+
+import dslc
+from dslc.api import exec_source, train
+from dslc.diagnostics import DslcError
+from dslc.ir.dims import Guard, Poly, Sym, Var, recording, require, requirements, unmet
+from dslc.runtime.trainer import Options
+
+SPEC = """\
+model M {
+    input x: [B, T, 4]
+    a = x[:, 3]
+    b = x[:, -2:]
+    c = x[:, 1:-2]
+    d = x[:, 5:2]
+    e = x[:, -1]
+    output a, b, c, d, e
+}
+
+block Pick(k: int = 2) {
+    input x: [B, T, 4]
+    output x[:, k] -> Linear(8)
+}
+
+model Blocked(depth: int = 2) {
+    input x: [B, S, 4]
+    h = x
+    repeat depth {
+        h = h -> ReLU()
+    }
+    output h -> Pick(k=6)
+}
+
+model Huge {
+    input x: [B, T, 4]
+    h = x[:, 4294967296]
+    output h
+}
+"""
+
+
+def twin(x: torch.Tensor) -> tuple:
+    """M written by hand in PyTorch."""
+    return x[:, 3], x[:, -2:], x[:, 1:-2], x[:, 5:2], x[:, -1]
+
+
+@pytest.fixture(scope="module")
+def prog(tmp_path_factory):
+    path = tmp_path_factory.mktemp("req") / "req.dl"
+    path.write_text(SPEC)
+    return dslc.load(str(path))
+
+
+def _needs(graph) -> list[str]:
+    return [g.to_python() for g in requirements(graph.guards)]
+
+
+# ---------------------------------------------------------------- the checker
+
+def test_the_checker_records_what_an_index_relies_on(prog):
+    g = prog.graph("M")
+    shapes = [str(g.type_of(ref)) for _, ref in g.outputs]
+    assert shapes == ["[B, 4]", "[B, 2, 4]", "[B, T - 3, 4]", "[B, 0, 4]", "[B, 4]"]
+    # x[:, 3] needs T > 3, x[:, 1:-2] T >= 3 and x[:, -2:] T >= 2: the strongest is kept; x[:, -1]
+    # needs T >= 1, which every size meets, and x[:, 5:2] is empty whatever T is
+    assert sorted(x.to_python() for x in g.guards) == ["T > 3", "T >= 2", "T >= 3"]
+    assert _needs(g) == ["T > 3"]
+    assert g.guards[0].where.line == 3 and g.guards[0].where.text == "x[:, 3]"
+
+
+@pytest.mark.parametrize("index, length, least", [
+    ((None, None), "T", None), ((0, 4), 4, 4), ((2, 6), 4, 6), ((5, 2), 0, None), ((3, 3), 0, None),
+    ((2, None), "T - 2", 2), ((1, -2), "T - 3", 3), ((-3, None), 3, 3), ((-3, -1), 2, 3),
+    ((-1, -3), 0, None), ((None, -1), "T - 1", None), ((1, None), "T - 1", None), ((None, 1), 1, None)])
+def test_slices_of_a_run_time_size(tmp_path, index, length, least):
+    lo, hi = ("" if v is None else v for v in index)
+    path = tmp_path / "s.dl"
+    path.write_text(f"model S {{\n    input x: [B, T]\n    output x[:, {lo}:{hi}]\n}}\n")
+    g = dslc.load(str(path)).graph("S")
+    assert str(g.type_of(g.outputs[0][1])) == f"[B, {length}]"
+    assert _needs(g) == ([] if least is None else [f"T >= {least}"])
+
+
+def test_what_every_size_meets_is_not_recorded():
+    T, B = Sym.var("T"), Sym.var("B")
+    with recording() as found:
+        require(T, ">", 0)
+        require(T, ">=", 1)
+        require(2 * T + 1, ">=", 3)      # T >= 1 makes it at least 3
+        require(T - 2, ">=", 1)          # a dimension is at least 1 too
+        require(5, ">", 9)               # a static size is the checker's: nothing to record
+        require(B * T, ">=", 2)
+    assert [g.to_python() for g in found] == ["B * T >= 2"]
+
+
+def test_requirements_are_evaluated_at_given_sizes():
+    t = Poly.atom(Var("T"))
+    guards = [Guard(t, ">", Poly.const(3)), Guard(t, ">=", Poly.const(9)), Guard(Poly.atom(Var("B")), ">", Poly.const(1))]
+    assert [g.is_requirement() for g in guards] == [True, True, True]
+    assert [g.to_python() for g in requirements(guards)] == ["T >= 9", "B > 1"]
+    assert unmet(guards, {Var("T"): 8, Var("B"): 2}.get) == [guards[1]]
+    assert unmet(guards, {Var("T"): 9, Var("B"): 1}.get) == [guards[2]]
+    assert unmet(guards, {Var("T"): 9}.get) == []
+    assert unmet(guards, {}.get) == []   # unknown sizes: nothing to say
+
+
+# ---------------------------------------------------------------- the generated PyTorch
+
+def test_forward_checks_first_and_then_equals_torch(prog):
+    net = prog.build("M", seed=0)
+    with pytest.raises(ValueError, match=r"^M needs T > 3 \(req\.dl:3\), got T = 3$"):
+        net(torch.randn(2, 3, 4))
+    for t in (4, 5, 9):
+        x = torch.randn(2, t, 4)
+        for got, want in zip(net(x), twin(x), strict=True):
+            assert torch.equal(got, want)
+    huge = prog.build("Huge", seed=0)
+    with pytest.raises(ValueError, match=r"^Huge needs T > 4294967296 \(req\.dl:27\), got T = 5$"):
+        huge(torch.randn(2, 5, 4))
+
+
+def test_the_check_reads_as_a_person_would_write_it(prog):
+    src = prog.source(["M"])
+    forward = src[src.index("def forward"):]
+    assert forward.splitlines()[1:4] == [
+        "        T = x.shape[1]",
+        "        if T <= 3:",
+        '            raise ValueError(f"M needs T > 3 (req.dl:3), got T = {T}")']
+    for opt in (1, 2):    # the passes keep it
+        assert 'raise ValueError(f"M needs T > 3' in prog.source(["M"], opt=opt)
+
+
+def test_requirements_flow_from_a_block_to_its_caller(prog):
+    g = prog.graph("Blocked")
+    assert _needs(g) == ["S > 6"] and requirements(g.guards)[0].where.line == 13
+    src = prog.source(["Blocked"])
+    pick = src[src.index("class Pick"):src.index("class Blocked")]
+    assert "raise" not in pick and "S > 6" not in pick and "built for" in pick   # the caller checks
+    net = prog.build("Blocked", seed=0)
+    with pytest.raises(ValueError, match=r"^Blocked needs S > 6 \(req\.dl:13\), got S = 6$"):
+        net(torch.randn(2, 6, 4))
+    x = torch.randn(2, 7, 4)
+    assert torch.equal(net(x), net.pick.fc(torch.relu(x)[:, 6]))
+
+
+def _init_of(src: str, cls: str) -> str:
+    body = src[src.index(f"class {cls}"):]
+    return body[:body.index("def forward")]
+
+
+def test_init_keeps_the_parameter_facts_and_only_them(prog, tmp_path):
+    src = prog.source(["Blocked"])
+    init = _init_of(src, "Blocked")
+    assert 'if depth != 2:' in init and "S > 6" not in init
+    (tmp_path / "req.dl").write_text(SPEC.replace("Pick(k=6)", "Pick(k=0)"))   # x[:, 0]: no requirement
+    plain = dslc.load(str(tmp_path / "req.dl")).source(["Blocked"])
+    assert "raise ValueError(f" not in plain and _init_of(plain, "Blocked") == init
+    mod = exec_source(src, "<blocked>")
+    with pytest.raises(ValueError, match="Blocked was compiled for depth == 2"):
+        mod.Blocked(depth=3)
+    mod.Blocked(depth=2)
+
+
+# ---------------------------------------------------------------- ONNX
+
+def test_onnx_agrees_with_torch_where_the_requirement_holds(prog):
+    model = prog.onnx("M")
+    net = prog.build("M", seed=0)
+    for t in (4, 7):
+        x = torch.randn(2, t, 4)
+        got = ort_run(model, {"x": x.numpy()})
+        want = [w.numpy() for w in net(x)]
+        assert [a.shape for a in got] == [w.shape for w in want]
+        for a, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, w)
+    assert got[3].shape == (2, 0, 4)   # x[:, 5:2]: empty in the checker, torch and ONNX
+
+
+def test_onnx_raises_on_an_index_past_the_end(prog):
+    model = prog.onnx("M")
+    with pytest.raises(Exception):   # noqa: B017 - onnxruntime's own error: ONNX has no check of its own
+        ort_run(model, {"x": np.zeros((2, 3, 4), np.float32)})
+
+
+# ---------------------------------------------------------------- the trainer
+
+PLAN = """\
+model Small {
+    input x: [B, 1, 8, 8]
+    h = x -> Flatten() -> Linear(10)
+    output h + h[7]
+}
+
+train p {
+    model      = Small()
+    data       = digits(val=0.2, test=0.2)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = Adam(lr=3e-3)
+    epochs     = 1
+    batch_size = 64
+}
+"""
+
+
+def _train(tmp_path, text: str, sets=()):
+    path = tmp_path / "plan.dl"
+    path.write_text(text)
+    return train(str(path), None, Options(out=str(tmp_path / "run"), sets=tuple(sets), progress=False),
+                          out=lambda line: None)
+
+
+def test_the_trainer_refuses_batches_too_small_for_the_model(tmp_path):
+    with pytest.raises(DslcError) as e:
+        _train(tmp_path, PLAN, sets=["batch_size=5"])
+    text = e.value.render()
+    assert "error[E0504]: the data is too small for this model: it needs B > 7" in text
+    assert "plan.dl:4:16" in text and "output h + h[7]" in text and "the data" in text
+    assert not (tmp_path / "run").exists()    # refused before the run started
+
+
+def test_the_trainer_accepts_batches_that_meet_it(tmp_path):
+    # 1078 training examples: batches of 64 and a last one of 54; validation and test 359 each: 39
+    assert _train(tmp_path, PLAN)["epochs_run"] == 1
+
+
+def test_a_sequence_shorter_than_the_spec_needs_is_refused_by_check(tmp_path):
+    """The data's other sizes are known when the plan is checked: the model is specialized to them and
+    the index is checked there (E0406 at the spec line), before any training."""
+    text = """\
+model L {
+    input x: [B, T] of int64
+    h = x -> Embedding(76, 8)
+    output h[:, 10] -> Linear(76)
+}
+
+train p {
+    model      = L()
+    data       = shakespeare(context=8, chars=2000)
+    loss       = cross_entropy(out, batch.y[:, 0])
+    optimizer  = Adam(lr=3e-3)
+    epochs     = 1
+}
+"""
+    with pytest.raises(DslcError) as e:
+        _train(tmp_path, text)
+    assert "plan.dl:4:12: error[E0406]: index 10 is out of range for dimension 1 of size 8" in e.value.render()
