@@ -78,7 +78,7 @@ class ApplyMixin:
         op = spec.op
         self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
-        b = Bound(op, dict(spec.args), [v.type for v in inputs])
+        b = Bound(op, dict(spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
         _check_weights(op, b.args, spec.span)
         if instance is None:
@@ -117,7 +117,7 @@ class ApplyMixin:
         op = inst.op
         self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
-        b = Bound(op, dict(iv.spec.args), [v.type for v in inputs])
+        b = Bound(op, dict(iv.spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
         if op.weight_shapes(b.args) != inst.weights() or _plain_args(b.args) != _plain_args(inst.args):
             raise EvalError("E0408", f"the shared layer `{inst.user_name}` does not fit these inputs",

@@ -20,9 +20,9 @@ satisfies its guards, and the model's `__init__` checks them.
 
 A guard over a run-time size (an atom `Var`) is a run-time requirement instead:
 `x[:, 3]` on `[B, T]` has a static shape only if `T > 3`, which `require` records
-and the model's `forward` checks. Every run-time size, and every dimension computed
-from them, is taken to be at least 1, so what any such size meets (`T > 0`,
-`T >= 1`) is never recorded.
+and the model's `forward` checks. Every run-time size is taken to be at least 1, so
+what any size meets (`T > 0`, `T >= 1`, `2 * T + 1 >= 3`) is never recorded; a size
+computed from them is not (`T - 2 >= 1` is recorded, as `T >= 3`).
 """
 from __future__ import annotations
 
@@ -512,7 +512,10 @@ def require(size, op: str, bound: int, where=None) -> None:
     guards = _recorder.get()
     if guards is None or not isinstance(size, Sym):
         return
-    g = Guard(size.poly, op, Poly.const(bound), where)
+    # the constant term moves to the right: `T >= 6`, not `T - 4 >= 2`
+    c = size.poly.const_value()
+    lhs = Poly({m: k for m, k in size.poly.terms.items() if m != ONE}, clean=True)
+    g = Guard(lhs, op, Poly.const(bound - c), where)
     if not g.is_trivial():
         guards.append(g)
 

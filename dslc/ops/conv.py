@@ -157,7 +157,7 @@ def _conv_infer(n: int):
         if isinstance(b["padding"], str) and b["padding"] == "same":
             return _out_shape(b, b.x.shape[2:])
         k, s, d = (ntuple(b[a], n) for a in ("kernel_size", "stride", "dilation"))
-        spatial = tuple(conv_out(size, k[i], s[i], pads[i][0], d[i], b.op.name)
+        spatial = tuple(conv_out(size, k[i], s[i], pads[i][0], d[i], b.op.name, where=b.where)
                         for i, size in enumerate(b.x.shape[2:]))
         return _out_shape(b, spatial)
     return infer

@@ -10,7 +10,7 @@ as in torch. No padding has weights or MACs.
 """
 from __future__ import annotations
 
-from ..ir.dims import Sym, plain
+from ..ir.dims import Sym, plain, require
 from .checks import positive
 from .ptypes import FLOAT, INT, TENSOR, Ints, ListOf, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
@@ -28,16 +28,20 @@ def pairs(padding, n: int) -> list[tuple]:
     return [(flat[2 * k], flat[2 * k + 1]) for k in reversed(range(len(flat) // 2))]
 
 
-def padded_shape(t, amounts: list[tuple], mode: str, what: str, arg: str):
-    """The shape of `t` padded by `amounts` on its last dims, with torch's checks of each mode."""
+def padded_shape(t, amounts: list[tuple], mode: str, what: str, arg: str, where=None):
+    """The shape of `t` padded by `amounts` on its last dims, with torch's checks of each mode; on a
+    run-time size, a reflection or a wrap becomes a run-time requirement (checked by the forward)."""
     shape = list(t.shape)
     first = t.rank - len(amounts)
     for i, (before, after) in enumerate(amounts):
         size = shape[first + i]
         kept = size + min(plain(before), 0) + min(plain(after), 0)
         out = kept + max(plain(before), 0) + max(plain(after), 0)
+        most = max(plain(before), plain(after))
         if not isinstance(size, Sym):
-            _check_side(plain(kept), plain(out), max(plain(before), plain(after)), mode, what, arg, first + i, t)
+            _check_side(plain(kept), plain(out), most, mode, what, arg, first + i, t)
+        elif mode in ("reflect", "circular"):
+            require(kept, ">" if mode == "reflect" else ">=", most, where)
         shape[first + i] = size + before + after
     return t.with_shape(tuple(shape))
 
@@ -106,7 +110,7 @@ def _zero_macs(b, out):
 def _layer_infer(mode: str, n: int, name: str):
     def infer(b):
         need_pad_rank(b.x, n, mode, name)
-        return [padded_shape(b.x, pairs(b["padding"], n), mode, name, "padding")]
+        return [padded_shape(b.x, pairs(b["padding"], n), mode, name, "padding", b.where)]
     return infer
 
 
@@ -197,7 +201,7 @@ def _pad_infer(b):
         raise ShapeError(f"`pad` pads {n} dimensions of a {b.x.rank}-d tensor {b.x.shape_str()}",
                          code="E0406", arg="pad")
     need_pad_rank(b.x, n, mode, "pad")
-    return [padded_shape(b.x, pairs(tuple(flat), n), mode, "pad", "pad")]
+    return [padded_shape(b.x, pairs(tuple(flat), n), mode, "pad", "pad", b.where)]
 
 
 def _pad_src(e) -> str:

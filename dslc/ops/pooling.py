@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..ir.dims import Real, Sym, plain, plain_float
+from ..ir.dims import Real, Sym, plain, plain_float, require
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, ArgTypeError, Ints, ListOf, OneOf, Optional, PType, Str, is_int
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
@@ -63,9 +63,12 @@ def _text(v, n: int) -> str:
 
 # ---------------------------------------------------------------- windowed pools
 
-def _window_out(size, k, s, p, d, ceil: bool, name: str, dim: int):
-    """One output length, exactly as torch's pooling_output_shape."""
+def _window_out(size, k, s, p, d, ceil: bool, name: str, dim: int, where=None):
+    """One output length, exactly as torch's pooling_output_shape; on a run-time size, the window's
+    span is a run-time requirement."""
     span = d * (k - 1) + 1
+    if isinstance(size, Sym):
+        require(size, ">=", plain(span) - 2 * plain(p), where)
     if not ceil:
         out = (size + 2 * p - span) // s + 1
     else:
@@ -102,7 +105,7 @@ def _pool_infer(n: int, dilated: bool):
                                  f"{plain(ki)}", code="E0302", arg="padding", label="too much padding",
                                  help=f"torch allows padding up to kernel_size // 2 = {plain(ki) // 2}")
         lead = b.x.rank - n
-        spatial = tuple(_window_out(size, k[i], s[i], p[i], d[i], b["ceil_mode"], name, lead + i)
+        spatial = tuple(_window_out(size, k[i], s[i], p[i], d[i], b["ceil_mode"], name, lead + i, b.where)
                         for i, size in enumerate(b.x.shape[lead:]))
         return [b.x.with_shape(b.x.shape[:lead] + spatial)]
     return infer

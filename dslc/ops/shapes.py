@@ -1,7 +1,7 @@
 """Helpers for shape rules. All raise `ShapeError`; none runs torch."""
 from __future__ import annotations
 
-from ..ir.dims import Size, Sym, SymbolicDecision, plain, product, same
+from ..ir.dims import Size, Sym, SymbolicDecision, plain, product, require, same
 from ..ir.types import TensorType, format_shape
 from .registry import ShapeError
 
@@ -72,10 +72,13 @@ def dim_text(d) -> str:
     return str(d) if isinstance(d, Sym) else str(plain(d))
 
 
-def conv_out(size, kernel, stride, padding, dilation, what: str, input: int = 0):
-    """Output length of a convolution/pool along one dimension (floor mode)."""
+def conv_out(size, kernel, stride, padding, dilation, what: str, input: int = 0, where=None):
+    """Output length of a convolution/pool along one dimension (floor mode). On a run-time size, the
+    kernel's span is a run-time requirement (the forward checks it; `where` is the spec position)."""
     span = dilation * (kernel - 1) + 1
-    if not isinstance(size, Sym):
+    if isinstance(size, Sym):
+        require(size, ">=", plain(span) - 2 * plain(padding), where)
+    else:
         if plain(size) + 2 * plain(padding) < plain(span):
             raise ShapeError(
                 f"`{what}`'s kernel spans {plain(span)} but the input is only "
