@@ -1,11 +1,13 @@
 """The language's small helpers: positions, noise, reparameterize, detach, zeros, ones, full."""
 from __future__ import annotations
 
+import math
+
 from ...ir.dims import Sym, plain
 from ...ir.pyliteral import py_float
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ptypes import FLOAT, SHAPE, TENSOR, Str
-from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from ..registry import REGISTRY, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import need_min_rank, same_dim
 from .common import ANY_DTYPE
 
@@ -158,6 +160,13 @@ register(OpDef(
               Example({"size": [3], "value": -1.0, "dtype": "float64"})),
     arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5)), "value": d.choice([0.5, -2.0, 7.0])}),
 ))
+
+
+def uniform(size: tuple, value, dtype: str) -> tuple[OpDef, dict]:
+    """The op and arguments of a `size` tensor holding `value` everywhere: zeros, ones (not for -0.0) or full."""
+    if value in (0, 1) and not (value == 0 and math.copysign(1.0, float(value)) < 0):
+        return REGISTRY["ones" if value == 1 else "zeros"], {"size": size, "dtype": dtype}
+    return REGISTRY["full"], {"size": size, "value": float(value), "dtype": dtype}
 
 
 register(OpDef(
