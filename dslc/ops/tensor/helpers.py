@@ -109,12 +109,13 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
                               "prediction's shape: `bce(D(fake), zeros)`."),
                     ("ones", "A tensor of ones. Named without a call as a loss target, it takes the "
                              "prediction's shape: `bce(D(real), ones)`.")):
+    _value = 1.0 if _name == "ones" else 0.0
     register(OpDef(
-        name=_name, kind="function", family="tensor", category="constant", doc=_doc,
+        name=_name, kind="function", family="tensor", category="constant", doc=_doc, fold=lambda c, v=_value: v,
         params=(ParamSpec("size", SHAPE), ParamSpec("dtype", Str(DTYPES), "float32")),
         infer=_sizes_infer(True),
         torch=TorchFunction(_creation_src(_name)),
-        onnx=_filled_onnx(1.0 if _name == "ones" else 0.0),
+        onnx=_filled_onnx(_value),
         examples=(Example({"size": [2, 3]}), Example({"size": [4], "dtype": "int64"})),
         arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
     ))
@@ -151,6 +152,7 @@ def _full_onnx(g, n):
 # whose value was computed at compile time (`ones([4]) * 3` is `full([4], 3.0)`).
 register(OpDef(
     name="full", kind="function", family="tensor", category="constant", internal=True,
+    fold=lambda c: c.args.get("value"),
     doc="A tensor of the given size filled with one value (made by constant folding).",
     params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Str(DTYPES), "float32")),
     infer=_sizes_infer(True),
