@@ -36,14 +36,12 @@ from ..ops import REGISTRY
 from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
-from .apply import ApplyMixin
+from .apply import LayerApplication
 from .binding import Arg, bind_op
 from .builtins import BUILTINS, BuiltinError
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef, Record
-
-MISSING = object()
+from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InitSpec, InstanceValue, LayerSpec, OpRef, Record
 
 # Evaluation recurses on blocks (about 9 frames a level, MAX_NESTING levels), bodies and
 # expressions (both bounded at parse time); the default limit of 1000 frames is too tight for that.
@@ -51,13 +49,13 @@ if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
 
 
-class Evaluator(ApplyMixin):
+class Evaluator(LayerApplication):
     def __init__(self, unit, reporter: Reporter | None = None):
         self.unit = unit
         self.reporter = reporter or Reporter()
         self.cache: dict = {}       # block specializations by (name, args, input types)
         self.evaluated: set = set()  # names of the models and blocks evaluation reached
-        self.subst_cache: dict = {}  # block results in callers' terms, see ApplyMixin._in_caller_terms
+        self.subst_cache: dict = {}  # block results in callers' terms, see LayerApplication._in_caller_terms
         self._fresh_sym = 0
         self.steps = 0               # statements and loop iterations run (bounded by MAX_STEPS)
         self.runaway = False         # a limit on the total work was reached: evaluate nothing more
