@@ -26,7 +26,7 @@ from . import ast
 from .binding import Arg, bind_op
 from .context import Ctx
 from .errors import EvalError, Poisoned
-from .evaluate import Evaluator
+from .evaluator import Evaluator
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
 
