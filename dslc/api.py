@@ -20,7 +20,7 @@ import types
 from .backends.pymodule import exec_source
 from .diagnostics import Diagnostic, DslcError, Reporter, did_you_mean
 from .frontend.binding import Arg
-from .frontend.evaluate import Evaluator
+from .frontend.evaluator import Evaluator
 from .frontend.loader import Unit, load_unit
 
 

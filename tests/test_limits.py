@@ -10,7 +10,7 @@ import pytest
 
 import dslc
 from dslc.diagnostics import DslcError
-from dslc.frontend import evaluate
+from dslc.frontend import evaluator, expressions, lookup, statements
 from dslc.ir import limits
 
 
@@ -47,7 +47,7 @@ def test_a_string_just_under_the_limit_is_fine(tmp_path):
 
 
 def test_the_step_budget_ends_a_long_loop(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate, "MAX_STEPS", 5000)
+    monkeypatch.setattr(statements, "MAX_STEPS", 5000)
     body = "    for i in range(100000) {\n        a = i + 1\n    }\n"
     with pytest.raises(DslcError) as e:
         dslc.load(str(_write(tmp_path, MLP.format(n=1, body=body))))
@@ -57,7 +57,7 @@ def test_the_step_budget_ends_a_long_loop(tmp_path, monkeypatch):
 
 def test_list_work_counts_against_the_step_budget(tmp_path, monkeypatch):
     # Each `x = x + [i]` copies x: quadratic work in few statements.
-    monkeypatch.setattr(evaluate, "MAX_STEPS", 100_000)
+    monkeypatch.setattr(statements, "MAX_STEPS", 100_000)
     body = "    x = []\n    for i in range(5000) {\n        x = x + [i]\n    }\n"
     started = time.perf_counter()
     assert _codes(_write(tmp_path, MLP.format(n=1, body=body))) == ["E0703"]
@@ -73,7 +73,7 @@ def test_the_real_step_budget_stops_a_nested_loop_in_seconds(tmp_path):
 
 
 def test_a_runaway_stops_the_other_models_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate, "MAX_STEPS", 2000)
+    monkeypatch.setattr(statements, "MAX_STEPS", 2000)
     loop = "    for i in range(100000) {\n        a = i\n    }\n"
     text = MLP.format(n=1, body=loop) + MLP.format(n=2, body=loop).replace("model M", "model N")
     assert _codes(_write(tmp_path, text)) == ["E0703"]
@@ -138,7 +138,7 @@ def test_recursion_errors_become_a_diagnostic_at_the_statement(tmp_path, monkeyp
     def deep(self, e, ctx):
         raise RecursionError("maximum recursion depth exceeded")
     text = MLP.format(n=1, body="    a = [1, 2]\n")
-    monkeypatch.setattr(evaluate.Evaluator, "_e_ListExpr", deep)
+    monkeypatch.setattr(evaluator.Evaluator, "_e_ListExpr", deep)
     with pytest.raises(DslcError) as e:
         dslc.load(str(_write(tmp_path, text)))
     assert e.value.codes == ["E0705"] and ":3:5:" in str(e.value)
@@ -196,7 +196,7 @@ def test_suggestions_are_made_for_the_errors_shown_only(tmp_path, monkeypatch):
     # scope, so suggesting for all of them took minutes; only the first 200 are shown.
     from dslc.frontend import names
     calls = []
-    for module in (names, evaluate):
+    for module in (names, evaluator, statements, expressions, lookup):
         real = module.did_you_mean
         monkeypatch.setattr(module, "did_you_mean", lambda n, pool, real=real: calls.append(n) or real(n, pool))
     text = "\n".join(f"block B{i} {{ Undefined{i}() }}" for i in range(2500)) + "\n" + "\n".join(

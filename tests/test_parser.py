@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dslc.diagnostics import DslcError, SourceFile
 from dslc.frontend import ast
 from dslc.frontend.context import Ctx
-from dslc.frontend.evaluate import Evaluator
+from dslc.frontend.evaluator import Evaluator
 from dslc.frontend.loader import Unit, load_text
 from dslc.frontend.parser import parse, parse_expression
 from dslc.ir.graph import Graph

@@ -1,4 +1,4 @@
-"""Applying layers, functions and blocks: where IR nodes are made.
+"""Applying layers, functions and blocks (`LayerApplication`): where IR nodes are made.
 
 Each application binds arguments, checks input dtypes, runs the op's shape
 rule and adds a node. A block is specialized once per (arguments, input
@@ -30,7 +30,9 @@ from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
 _BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol}
 
 
-class ApplyMixin:
+class LayerApplication:
+    """Making layer, block and function applications into nodes (a mixin of `Evaluator`)."""
+
     # ------------------------------------------------------------------ specs
 
     def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:

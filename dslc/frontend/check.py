@@ -17,7 +17,7 @@ import os
 import pickle
 
 from ..diagnostics import Reporter
-from .evaluate import Evaluator
+from .evaluator import Evaluator
 from .loader import Unit
 from .names import check_names
 from .plans import check_plans

@@ -1,5 +1,6 @@
 """What evaluating one model, block or plan body carries (`Ctx`), and a block's view of its input:
-shared by the statement evaluator (evaluate.py) and layer application (apply.py)."""
+shared by the evaluator's parts (evaluator.py, statements.py, expressions.py, calls.py) and layer
+application (apply.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -26,8 +26,8 @@ from . import ast
 from .binding import Arg, bind_op
 from .context import Ctx
 from .errors import EvalError, Poisoned
-from .evaluate import MISSING, Evaluator
-from .values import POISON, BlockSpec, DeclRef, Record
+from .evaluator import Evaluator
+from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
 
 class Word(str):

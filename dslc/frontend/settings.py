@@ -15,7 +15,7 @@ from . import ast
 from .binding import Arg
 from .context import Ctx
 from .errors import EvalError, Poisoned
-from .evaluate import Evaluator
+from .evaluator import Evaluator
 from .loader import Unit
 from .parser import parse_expression
 

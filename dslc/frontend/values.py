@@ -25,6 +25,7 @@ class _Poison:
 
 
 POISON = _Poison()
+MISSING = object()   # what looking up an unknown name finds
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Static tensor types: a dtype and a shape whose dims may be symbolic."""
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from .dims import Sym, dim_key, plain
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+_PACK = {"float32": "f", "float16": "e"}
+_INT_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8}
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,3 +72,18 @@ class TensorType:
 
 def format_shape(shape) -> str:
     return "[" + ", ".join(str(plain(d)) if not isinstance(d, Sym) else str(d) for d in shape) + "]"
+
+
+def rounded(v, dtype: str):
+    """A number as one element of a `dtype` tensor holds it: float32 and float16 through IEEE single
+    and half precision, other floats as Python floats, integers as ints (OverflowError out of range)."""
+    if dtype in _PACK:
+        return struct.unpack(_PACK[dtype], struct.pack(_PACK[dtype], float(v)))[0]
+    if dtype in FLOAT_DTYPES:
+        return float(v)
+    v = int(v)
+    bits = _INT_BITS[dtype]
+    lo, hi = (0, 2 ** bits) if dtype == "uint8" else (-2 ** (bits - 1), 2 ** (bits - 1))
+    if not lo <= v < hi:
+        raise OverflowError
+    return v

@@ -10,7 +10,7 @@ from ..ir.dims import plain, plain_float
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR, Str
-from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
+from .registry import Constants, Elementwise, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import norm_dim
 
 
@@ -92,15 +92,28 @@ _ONNX = {
 }
 
 
-# The activations on one constant value (constant folding): the same float arithmetic as torch's.
+def _softmax_fold(log: bool):
+    """Softmax of a uniform constant is 1/n along dim (n its size there), log_softmax -log(n)."""
+    def fold(c: Constants):
+        n = c.static(c.inputs[0].shape[plain(c.args["dim"])])
+        if n is None:
+            return None
+        return -math.log(n) if log else 1.0 / n
+    return fold
+
+
+# The activations on uniform constants (constant folding): on one value, the same float arithmetic as torch's.
 _FOLDS = {
-    "relu": lambda v, a: max(v, 0.0),
-    "relu6": lambda v, a: min(max(v, 0.0), 6.0),
-    "sigmoid": lambda v, a: 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v)),
-    "tanh": lambda v, a: math.tanh(v),
-    "silu": lambda v, a: v / (1.0 + math.exp(-v)) if v >= -700 else 0.0,
-    "gelu": lambda v, a: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) if a.get("approximate") == "none" else None,
-    "leaky_relu": lambda v, a: v if v >= 0 else v * plain_float(a["negative_slope"]),
+    "relu": Elementwise(lambda v, a: max(v, 0.0)),
+    "relu6": Elementwise(lambda v, a: min(max(v, 0.0), 6.0)),
+    "sigmoid": Elementwise(lambda v, a: 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))),
+    "tanh": Elementwise(lambda v, a: math.tanh(v)),
+    "silu": Elementwise(lambda v, a: v / (1.0 + math.exp(-v)) if v >= -700 else 0.0),
+    "gelu": Elementwise(lambda v, a: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) if a.get("approximate") == "none"
+                        else None),
+    "leaky_relu": Elementwise(lambda v, a: v if v >= 0 else v * plain_float(a["negative_slope"])),
+    "softmax": _softmax_fold(log=False),
+    "log_softmax": _softmax_fold(log=True),
 }
 
 

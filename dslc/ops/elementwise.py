@@ -12,7 +12,7 @@ from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR
-from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from .registry import Elementwise, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from .shapes import norm_dim
 
 
@@ -24,7 +24,7 @@ def _same(b):
 
 def _unary(name: str, torch_fn: str, onnx_op: str, doc: str, fold):
     register(OpDef(
-        name=name, kind="function", family="arith", doc=doc, fold=lambda v, a, f=fold: f(v),
+        name=name, kind="function", family="arith", doc=doc, fold=Elementwise(lambda v, a, f=fold: f(v)),
         params=(ParamSpec("input", TENSOR),), infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn: f"{f}({e.arg('input')})"),
         onnx=lambda g, n, op=onnx_op: [g.op(op, [n.inputs[0]])],

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
 from .ptypes import PType, is_tensor_type
 
@@ -137,10 +138,60 @@ def helper(name: str, source: str, needs: tuple[str, ...] = ()) -> Helper:
     return h
 
 
+# ---- constant folding ----
+
+def _unknown(name: str):
+    return None
+
+
+@dataclass(frozen=True)
+class Constants:
+    """A node whose tensor inputs are all uniform constants (one value each), as `OpDef.fold` sees it.
+
+    `operand(name)` reads a number-or-tensor argument (`a + b`): the number as written or the
+    value of its constant tensor, a float for a floating-point result; None where the value is
+    not known at compile time (a model parameter, a run-time size such as `B`, a bool).
+    """
+    args: dict                    # the node's arguments by name (tensors as TensorValue)
+    inputs: list                  # its input tensors' types (TensorType), in order
+    values: list                  # their values, in order
+    dtype: str                    # the result's dtype
+    parametric: bool = False      # an argument is a model parameter, which the generated constructor can change
+    operand: Callable = _unknown  # argument name -> its value, or None (above)
+
+    @property
+    def x(self):
+        return self.values[0]
+
+    @staticmethod
+    def static(d) -> int | None:
+        """A size's value; None for a run-time one (`B`)."""
+        return None if isinstance(d, Sym) else plain(d)
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """The fold of an op that maps each element alone: `on_value(value, args)` on the one value.
+    Not folded where an argument is a parameter (a slope the generated constructor can change)."""
+    on_value: Callable   # (float, args) -> float | None
+
+    def __call__(self, c: Constants):
+        if c.parametric:
+            return None
+        return self.on_value(float(c.x), c.args)
+
+
 # ---- the definition ----
 
 @dataclass(frozen=True)
 class OpDef:
+    """One layer, function or loss: its signature, shape rule, emissions and the facts passes read.
+
+    `fold` is the op's compile-time value: given the `Constants` of a node whose tensor inputs
+    are all uniform constants, the one value of its result (a uniform tensor too), or None where
+    it cannot say (a run-time size, an argument not known). Constant folding rounds it to the
+    result's dtype; `Elementwise(f)` is the fold of an op applied to each value alone.
+    """
     name: str
     kind: str                      # layer | function | loss
     family: str                    # linear, conv, norm, activation, ... (diagram colour, docs)
@@ -169,7 +220,7 @@ class OpDef:
     category: str = ""                      # one of CATEGORIES, or "" for none of them
     spatial: int | None = None              # conv, conv_transpose, batchnorm: spatial dims (Linear: 0)
     identity: tuple | None = None           # (neutral value, operands it is neutral as): x + 0 is x
-    fold: Callable | None = None            # (float, args) -> float | None: the op on one constant value
+    fold: Callable | None = None            # Constants -> value | None: its value on uniform constants (above)
     rewrites_weights: Callable | None = None  # args -> why forward changes its weights in place, or None
 
     def param(self, name: str) -> ParamSpec | None:
@@ -207,6 +258,9 @@ class OpDef:
 # conv_transpose, linear and batchnorm.
 CATEGORIES = ("dropout", "view", "permute", "gather", "identity", "stop_gradient", "constant", "conv",
               "conv_transpose", "linear", "batchnorm")
+# The categories whose result holds only the input's values (moved, repeated or reshaped): constant
+# folding keeps a uniform constant's value through them, with no `fold` of their own.
+SAME_VALUE = ("view", "permute", "gather", "identity", "stop_gradient")
 
 REGISTRY: dict[str, OpDef] = {}
 

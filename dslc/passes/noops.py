@@ -21,7 +21,7 @@ from __future__ import annotations
 from ..ir.dims import Real, Size, Sym, expr_of, not_recording, plain, plain_float, to_python
 from ..ir.graph import Graph, Node
 from ..ir.values import Ref, TensorValue
-from ..ops.registry import Bound
+from ..ops.registry import Bound, Constants
 from ..ops.shapes import norm_dim
 from .edit import UseIndex, describe, drop_unused_instances, graphs, remove_nodes, replace_uses
 from .manager import Pass, PassLog
@@ -44,11 +44,11 @@ def same_shape(a, b) -> bool:
 
 
 def constant_value(graph: Graph, ref: Ref):
-    """The value of a zeros/ones/full tensor (None for anything else)."""
+    """The value of a zeros/ones/full tensor (None for anything else): its entry's `fold`."""
     node = graph.nodes[ref.node]
-    if node.kind != "op" or node.op.category != "constant":
+    if node.kind != "op" or node.op.category != "constant" or node.op.fold is None:
         return None
-    return {"zeros": 0.0, "ones": 1.0}.get(node.op.name, node.args.get("value"))
+    return node.op.fold(Constants(node.args, [], [], node.outputs[0].dtype))
 
 
 class NoOps(Pass):

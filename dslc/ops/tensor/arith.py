@@ -1,13 +1,14 @@
 """Arithmetic and comparison operators: `a + b`, `a @ b`, `a == b`, with torch's dtype promotion."""
 from __future__ import annotations
 
+import operator
 import re
 
 from ...ir.dims import Sym, product
-from ...ir.types import TensorType
+from ...ir.types import FLOAT_DTYPES, TensorType, rounded
 from ...ir.values import TensorValue
 from ..ptypes import TENSOR, TENSOR_OR_SIZE, is_number
-from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from ..registry import Constants, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import broadcast, dim_text, same_dim
 from .common import _ORT_MISSING, _WIDER, ANY_DTYPE, _kind, _promote, _t, _widened
 
@@ -134,10 +135,29 @@ def _infix(sym: str) -> TorchFunction:
                                    f"{_operand(e.arg('other'), False, right=True)}")
 
 
+_APPLY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv, "pow": operator.pow}
+
+
+def _arith_fold(op: str):
+    """`a <op> b` of numbers or constants, each first rounded to the result's dtype; integer division and
+    negative integer powers are not folded (torch's integer semantics)."""
+    def fold(c: Constants):
+        operands = [c.operand(k) for k in ("input", "other")]
+        if any(v is None for v in operands):
+            return None
+        a, b = (rounded(v, c.dtype) for v in operands)
+        if c.dtype not in FLOAT_DTYPES:
+            if op == "pow" and b < 0 or op == "div":
+                return None
+            a, b = int(a), int(b)
+        return _APPLY[op](a, b)
+    return fold
+
+
 def _binary(name: str, doc: str, identity: tuple | None = None):
     sym = _SYMBOL[name]
     register(OpDef(
-        name=name, kind="function", family="arith", doc=doc, symbol=sym, identity=identity,
+        name=name, kind="function", family="arith", doc=doc, symbol=sym, identity=identity, fold=_arith_fold(name),
         params=(ParamSpec("input", TENSOR_OR_SIZE), ParamSpec("other", TENSOR_OR_SIZE)),
         infer=_elementwise(name), dtypes=ANY_DTYPE,
         macs=lambda b, out: 0,
@@ -213,7 +233,7 @@ def _neg_onnx(g, n):
 
 
 register(OpDef(
-    name="neg", kind="function", family="arith", doc="Negation (`-x`).",
+    name="neg", kind="function", family="arith", doc="Negation (`-x`).", fold=lambda c: -c.x,
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
     infer=lambda b: [b.x],
     torch=TorchFunction(lambda e: f"-{e.arg('input')}"),
@@ -244,6 +264,12 @@ def _matmul_macs(b, out):
     return product(out[0].shape) * a.shape[-1] if out[0].shape else a.shape[-1]
 
 
+def _matmul_fold(c: Constants):
+    """Uniform a @ b: each element sums k = the inner size products."""
+    k = c.static(c.inputs[0].shape[-1])
+    return None if k is None else c.values[0] * c.values[1] * k
+
+
 def _matmul_onnx(g, n):
     """MatMul: NumPy's matmul rules are torch's, 1-d operands and batch broadcasting included."""
     out = n.outputs[0].dtype
@@ -253,7 +279,7 @@ def _matmul_onnx(g, n):
 register(OpDef(
     name="matmul", kind="function", family="arith", symbol="@", doc="Matrix product with batch broadcasting (`a @ b`).",
     params=(ParamSpec("input", TENSOR), ParamSpec("other", TENSOR)),
-    infer=_matmul_infer, macs=_matmul_macs,
+    infer=_matmul_infer, macs=_matmul_macs, fold=_matmul_fold,
     torch=TorchFunction(lambda e: f"{e.arg('input')} @ {e.arg('other')}"),
     label=lambda a: "@",
     onnx=_matmul_onnx,

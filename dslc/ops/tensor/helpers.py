@@ -1,11 +1,13 @@
 """The language's small helpers: positions, noise, reparameterize, detach, zeros, ones, full."""
 from __future__ import annotations
 
+import math
+
 from ...ir.dims import Sym, plain
 from ...ir.pyliteral import py_float
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ptypes import FLOAT, SHAPE, TENSOR, Str
-from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from ..registry import REGISTRY, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import need_min_rank, same_dim
 from .common import ANY_DTYPE
 
@@ -107,12 +109,13 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
                               "prediction's shape: `bce(D(fake), zeros)`."),
                     ("ones", "A tensor of ones. Named without a call as a loss target, it takes the "
                              "prediction's shape: `bce(D(real), ones)`.")):
+    _value = 1.0 if _name == "ones" else 0.0
     register(OpDef(
-        name=_name, kind="function", family="tensor", category="constant", doc=_doc,
+        name=_name, kind="function", family="tensor", category="constant", doc=_doc, fold=lambda c, v=_value: v,
         params=(ParamSpec("size", SHAPE), ParamSpec("dtype", Str(DTYPES), "float32")),
         infer=_sizes_infer(True),
         torch=TorchFunction(_creation_src(_name)),
-        onnx=_filled_onnx(1.0 if _name == "ones" else 0.0),
+        onnx=_filled_onnx(_value),
         examples=(Example({"size": [2, 3]}), Example({"size": [4], "dtype": "int64"})),
         arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
     ))
@@ -149,6 +152,7 @@ def _full_onnx(g, n):
 # whose value was computed at compile time (`ones([4]) * 3` is `full([4], 3.0)`).
 register(OpDef(
     name="full", kind="function", family="tensor", category="constant", internal=True,
+    fold=lambda c: c.args.get("value"),
     doc="A tensor of the given size filled with one value (made by constant folding).",
     params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Str(DTYPES), "float32")),
     infer=_sizes_infer(True),
@@ -158,6 +162,13 @@ register(OpDef(
               Example({"size": [3], "value": -1.0, "dtype": "float64"})),
     arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5)), "value": d.choice([0.5, -2.0, 7.0])}),
 ))
+
+
+def uniform(size: tuple, value, dtype: str) -> tuple[OpDef, dict]:
+    """The op and arguments of a `size` tensor holding `value` everywhere: zeros, ones (not for -0.0) or full."""
+    if value in (0, 1) and not (value == 0 and math.copysign(1.0, float(value)) < 0):
+        return REGISTRY["ones" if value == 1 else "zeros"], {"size": size, "dtype": dtype}
+    return REGISTRY["full"], {"size": size, "value": float(value), "dtype": dtype}
 
 
 register(OpDef(

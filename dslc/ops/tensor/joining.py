@@ -5,7 +5,7 @@ from ...ir.dims import Sym, plain
 from ...ir.types import TensorType
 from .. import checks
 from ..ptypes import INT, TENSOR, TENSORS, ListOf, OneOf
-from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from ..registry import Constants, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import need_min_rank, norm_dim, same_dim
 from .common import ANY_DTYPE, _axis, _promote
 
@@ -42,6 +42,11 @@ def _joined(g, n) -> list:
     return [g.cast(x, out, have=t.dtype) for x, t in zip(n.tensors("tensors"), n.types)]
 
 
+def _joined_fold(c: Constants):
+    """Joined equal constants are that constant; different ones are not uniform."""
+    return c.x if all(v == c.x for v in c.values) else None
+
+
 def _concat_onnx(g, n):
     """Concat along the (normalized) dim."""
     return [g.op("Concat", _joined(g, n), axis=_axis(n["dim"], n.x.rank))]
@@ -50,7 +55,7 @@ def _concat_onnx(g, n):
 register(OpDef(
     name="concat", kind="function", family="tensor", doc="Joins tensors along an existing dimension (torch.cat).",
     params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
-    infer=_concat_infer,
+    infer=_concat_infer, fold=_joined_fold,
     torch=TorchFunction(lambda e: f"torch.cat({e.arg('tensors')}{e.kw('dim')})"),
     onnx=_concat_onnx,
     examples=(Example({"tensors": [S(2, 3), S(2, 4)], "dim": 1}), Example({"tensors": [S(1, 3), S(2, 3)]})),
@@ -79,7 +84,7 @@ def _stack_onnx(g, n):
 register(OpDef(
     name="stack", kind="function", family="tensor", doc="Stacks equal-shaped tensors along a new dimension.",
     params=(ParamSpec("tensors", TENSORS), ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
-    infer=_stack_infer,
+    infer=_stack_infer, fold=_joined_fold,
     torch=TorchFunction(lambda e: f"torch.stack({e.arg('tensors')}{e.kw('dim')})"),
     onnx=_stack_onnx,
     examples=(Example({"tensors": [S(2, 3), S(2, 3)], "dim": 1}),),

@@ -1,10 +1,10 @@
 """Reductions (sum, mean, amax, ...), arg-reductions and gather."""
 from __future__ import annotations
 
-from ...ir.dims import Sym, expr_of, plain
+from ...ir.dims import Sym, expr_of, plain, product
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ptypes import BOOL, INT, TENSOR, ListOf, OneOf, Optional
-from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
+from ..registry import Constants, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import norm_dim
 from .common import _ORT_MISSING, _WIDER, ANY_DTYPE, _axis, _kind
 
@@ -66,6 +66,19 @@ def _reduce_onnx(op: str):
     return emit
 
 
+def _sum_fold(c: Constants):
+    """A uniform sum is the value times the number of elements summed (when that number is static)."""
+    t, dim = c.inputs[0], c.args["dim"]
+    listed = dim if isinstance(dim, tuple) else (dim,)
+    dims = range(t.rank) if dim in (None, ()) else [plain(d) for d in listed]
+    n = c.static(product([t.shape[d] for d in dims]))
+    return None if n is None else c.x * n
+
+
+# The value of each reduction over a uniform constant: the mean, maximum and minimum are the value.
+_FOLDS = {"mean": lambda c: c.x, "sum": _sum_fold, "amax": lambda c: c.x, "amin": lambda c: c.x}
+
+
 for _name, _doc, _types in (("mean", "Mean over dimensions (all when dim is none).", FLOAT_DTYPES),
                             ("sum", "Sum over dimensions (all when dim is none).", ANY_DTYPE),
                             ("amax", "Maximum over dimensions (all when dim is none).", ANY_DTYPE),
@@ -75,7 +88,7 @@ for _name, _doc, _types in (("mean", "Mean over dimensions (all when dim is none
         params=(ParamSpec("input", TENSOR), ParamSpec("dim", Optional(OneOf((INT, ListOf(INT)))), None),
                 ParamSpec("keepdim", BOOL, False)),
         dtypes=_types,
-        infer=_reduce_infer,
+        infer=_reduce_infer, fold=_FOLDS[_name],
         torch=TorchFunction(lambda e, m=_name: _reduce_src(e, m)),
         onnx=_reduce_onnx(_name),
         examples=(Example({"input": S(2, 3, 4), "dim": 1}), Example({"input": S(2, 3, 4), "dim": [1, 2],

@@ -1,0 +1,222 @@
+"""Calls, pipes and `as`: calling ops, blocks and built-ins, `x -> stage` and the running value
+of sequential bodies, and naming layers with `as`. Applying what a call makes is `apply.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..ir.dims import SymbolicDecision
+from ..ir.values import TensorValue
+from ..ops.ptypes import describe
+from . import ast
+from .binding import Arg
+from .builtins import BuiltinError
+from .context import Ctx
+from .errors import EvalError, Poisoned
+from .scalar_ops import length
+from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef
+
+
+class CallEvaluation:
+    """Calls and pipe stages (a mixin of `Evaluator`)."""
+
+    # ------------------------------------------------------------------ calls
+
+    def _e_Call(self, e: ast.Call, ctx: Ctx):
+        func = self._callee(e, ctx)
+        return self._call(func, e, ctx)
+
+    def _callee(self, e: ast.Call, ctx: Ctx):
+        if isinstance(e.func, ast.Name):
+            v = self._lookup(e.func.id, ctx)
+            if v is MISSING:
+                raise self._unknown_name(e.func, ctx, called=True)
+            return v
+        return self._expr(e.func, ctx)
+
+    def _args(self, e: ast.Call, ctx: Ctx, piped=None, skip: tuple = ()) -> tuple[list, list]:
+        pos = [Arg(self._expr(a, ctx), a.span) for a in e.args]
+        if piped is not None:
+            pos.insert(0, Arg(piped, getattr(piped, "span", None) or e.span))
+        kws = [(k.name, Arg(self._expr(k.value, ctx), k.value.span, k.span))
+               for k in e.kwargs if k.name not in skip]
+        for a in pos + [a for _, a in kws]:
+            if a.value is POISON:
+                raise Poisoned()
+        return pos, kws
+
+    def _call(self, func, e: ast.Call, ctx: Ctx, piped=None):
+        if func is POISON:
+            raise Poisoned()
+        if isinstance(func, OpRef):
+            if func.op.is_layer:
+                init = next((k for k in e.kwargs if k.name == "init"), None)
+                if init is None or func.op.param("init") is not None:
+                    pos, kws = self._args(e, ctx)
+                    return self._layer_spec(func.op, pos, kws, e.span)
+                pos, kws = self._args(e, ctx, skip=("init",))
+                return replace(self._layer_spec(func.op, pos, kws, e.span), inits=self._layer_inits(init, ctx))
+            pos, kws = self._args(e, ctx, piped)
+            return self._call_function(func.op, pos, kws, e.span, ctx)
+        if isinstance(func, DeclRef) and func.decl.kind in ("block", "model"):
+            pos, kws = self._args(e, ctx)
+            return self._block_spec(func.decl, pos, kws, e.span)
+        if isinstance(func, Builtin):
+            pos, kws = self._args(e, ctx, piped)
+            return self._call_builtin(func, pos, kws, e)
+        if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
+            pos, kws = self._args(e, ctx)
+            if kws:
+                raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
+                                "construction", kws[0][1].name_span)
+            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx)
+        return self._call_other(func, e, ctx, piped)
+
+    def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
+        if isinstance(func, DeclRef):
+            raise EvalError("E0307", f"{describe(func)} cannot be called here", e.func.span)
+        raise EvalError("E0307", f"{describe(func)} is not callable", e.func.span)
+
+    def _call_builtin(self, func: Builtin, pos: list[Arg], kws, e: ast.Call):
+        if kws:
+            raise EvalError("E0305", f"`{func.name}` takes no keyword arguments", kws[0][1].name_span)
+        self._spend(e.span, sum(length(a.value) for a in pos))
+        try:
+            result = self._bounded(func.fn(*[a.value for a in pos]), e.span)
+            self._spend(e.span, length(result))
+            return result
+        except BuiltinError as err:
+            span = pos[err.arg].span if err.arg is not None and err.arg < len(pos) else e.span
+            raise EvalError(err.code, str(err), span) from None
+        except SymbolicDecision as err:
+            raise EvalError("E0311", f"cannot decide this at compile time: {err}", e.span) from None
+
+    # ------------------------------------------------------------------ pipes and `as`
+
+    def _e_Pipe(self, e: ast.Pipe, ctx: Ctx):
+        value = self._expr(e.stages[0], ctx)
+        for stage in e.stages[1:]:
+            if value is POISON:
+                raise Poisoned()
+            value = self._stage(stage, value, ctx)
+        return value
+
+    def _e_AsName(self, e: ast.AsName, ctx: Ctx):
+        applied = self._named_application(e, ctx)
+        if applied is not None:
+            return applied
+        v = self._expr(e.value, ctx)
+        return self._named_spec(v, e)
+
+    def _named_application(self, e: ast.AsName, ctx: Ctx):
+        """`Up(64)(x, skip) as up1`: `as` names the layer of an explicit application."""
+        call = e.value
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Call):
+            return None
+        spec = self._expr(call.func, ctx)
+        if spec is POISON:
+            raise Poisoned()
+        if not isinstance(spec, (LayerSpec, BlockSpec)):
+            return None
+        spec = self._named_spec(spec, e)
+        pos, kws = self._args(call, ctx)
+        if kws:
+            raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
+                            "construction", kws[0][1].name_span)
+        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx)
+
+    def _named_spec(self, v, e: ast.AsName):
+        if v is POISON:
+            raise Poisoned()
+        if isinstance(v, OpRef) and v.op.is_layer:
+            v = self._layer_spec(v.op, [], [], e.value.span)
+        if isinstance(v, DeclRef) and v.decl.kind in ("block", "model"):
+            v = BlockSpec(v.decl, {}, {}, e.value.span)
+        if not isinstance(v, (LayerSpec, BlockSpec)):
+            raise EvalError("E0307", f"`as` names a layer, but this is {describe(v)}", e.span,
+                            label="not a layer")
+        self._check_layer_name(e.name, e.name_span)
+        return replace(v, name=e.name, name_span=e.name_span)
+
+    # ------------------------------------------------------------------ stages (pipes and sequential bodies)
+
+    def _stage(self, e, value, ctx: Ctx, statement: bool = False):
+        """Apply the stage `e` to `value` (the piped or running value).
+
+        The stage itself is evaluated first, so its own mistakes are reported even
+        when the value it would receive comes from an earlier error."""
+        if isinstance(e, ast.AsName):
+            spec = self._stage_callable(e.value, ctx, value)
+            if isinstance(spec, _Done):
+                raise EvalError("E0307", "`as` names a layer, but this stage is a function call", e.span)
+            spec = self._named_spec(spec, e)
+            return self._apply_to(spec, value, e, ctx, statement)
+        spec = self._stage_callable(e, ctx, value)
+        if isinstance(spec, _Done):
+            return spec.value
+        if spec is POISON:
+            raise Poisoned()
+        if isinstance(spec, TensorValue) and statement:
+            return spec  # a tensor expression written as a statement: it becomes the running value
+        return self._apply_to(spec, value, e, ctx, statement)
+
+    def _stage_callable(self, e, ctx: Ctx, value):
+        """What a stage applies: a layer-like value, or _Done when a function consumed the value."""
+        if isinstance(e, ast.Call):
+            func = self._callee(e, ctx)
+            if isinstance(func, OpRef) and not func.op.is_layer or isinstance(func, Builtin):
+                self._need_value(value, e, ctx)
+                if value is POISON:
+                    self._args(e, ctx)  # still report mistakes in the arguments
+                    raise Poisoned()
+                return _Done(self._call(func, e, ctx, piped=value))
+            return self._call(func, e, ctx)
+        if isinstance(e, ast.Name):
+            v = self._lookup(e.id, ctx)
+            if v is MISSING:
+                raise self._unknown_name(e, ctx)
+            if isinstance(v, OpRef) and not v.op.is_layer:
+                self._need_value(value, e, ctx)
+                if value is POISON:
+                    raise Poisoned()
+                return _Done(self._call_function(v.op, [Arg(value, getattr(value, "span", e.span))], [],
+                                                 e.span, ctx))
+            return v
+        return self._expr(e, ctx)
+
+    def _need_value(self, value, e, ctx: Ctx) -> None:
+        if value is None:
+            raise EvalError("E0307", "there is no value to apply this to", e.span,
+                            help=self._no_current_help(ctx))
+
+    def _no_current_help(self, ctx: Ctx) -> str:
+        if ctx.n_inputs_declared > 1:
+            return "with several inputs, say which one: `x -> Linear(10)`"
+        return "declare an `input` first"
+
+    def _apply_to(self, spec, value, e, ctx: Ctx, statement: bool):
+        if spec is POISON or value is POISON:
+            raise Poisoned()
+        if value is None:
+            raise EvalError("E0307", "there is no value to apply this layer to", e.span,
+                            help=self._no_current_help(ctx))
+        if isinstance(spec, TensorValue):
+            raise EvalError("E0307", "a tensor is not a layer: nothing to pipe into", e.span,
+                            help="pipes end in layers or functions: `x -> Linear(10)`")
+        if isinstance(value, tuple):
+            if isinstance(spec, (LayerSpec, InstanceValue, OpRef)) and len(value) > 1 and \
+                    all(isinstance(v, TensorValue) for v in value):
+                return self._apply(spec, list(value), [v.span for v in value], e.span, ctx)
+            raise EvalError("E0307", "the value piped here is a tuple of tensors", e.span,
+                            help="unpack it first, e.g. `out, (h, c) = x -> LSTM(64)`, or index it: `(...)[0]`")
+        if not isinstance(value, TensorValue):
+            raise EvalError("E0307", f"only a tensor can go into a layer, but this is {describe(value)}", e.span,
+                            help="a pipe starts from a tensor: `x -> Linear(10)`")
+        return self._apply(spec, [value], [value.span], e.span, ctx)
+
+
+
+@dataclass
+class _Done:
+    """A stage that was a function call: the piped value is already consumed."""
+    value: object
