@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from support import ort_run
 
 import dslc
@@ -274,3 +275,40 @@ def test_a_kernel_or_a_reflection_over_a_run_time_size_is_a_requirement(tmp_path
     with torch.no_grad():
         want = nn.functional.max_pool1d(net.conv(nn.functional.pad(x, (4, 4), mode="reflect")), 3)
         assert torch.equal(net(x), want)
+
+
+def test_a_requirement_on_one_size_reads_as_its_least_value():
+    T, S = Sym.var("T"), Sym.var("S")
+    with recording() as found:
+        require((T - 1) // 2, ">", 0)
+        require(T // 2 + 3, ">=", 5)
+        require(T * S - 4, ">=", 2)      # two sizes: only the constant moves
+    assert [g.to_python() for g in found] == ["T >= 3", "T >= 4", "S * T >= 6"]
+
+
+@pytest.mark.parametrize("layer,twin", [
+    ("Conv1d(2, 7, padding=1)", lambda x, m: m.conv(x)),
+    ("MaxPool1d(2, stride=3, dilation=2, ceil_mode=true)",
+     lambda x, m: F.max_pool1d(x, 2, stride=3, dilation=2, ceil_mode=True)),
+    ("AvgPool1d(4, stride=2)", lambda x, m: F.avg_pool1d(x, 4, stride=2)),
+    ("ReflectionPad1d(3)", lambda x, m: F.pad(x, (3, 3), mode="reflect")),
+    ("CircularPad1d([2, 4])", lambda x, m: F.pad(x, (2, 4), mode="circular")),
+    ("Upsample(scale_factor=0.25)", lambda x, m: F.interpolate(x, scale_factor=0.25)),
+])
+def test_the_forward_refuses_exactly_the_sizes_torch_refuses(tmp_path, layer, twin):
+    """For each length, the generated model raises its ValueError exactly when torch itself fails on
+    that input, and otherwise equals torch."""
+    path = tmp_path / "k.dl"
+    path.write_text(f"model M {{\n    input x: [B, 3, T]\n    {layer} as conv\n}}\n")
+    net = dslc.load(str(path)).build("M", seed=0).eval()
+    for t in range(1, 13):
+        x = torch.randn(2, 3, t)
+        try:
+            with torch.no_grad():
+                want = twin(x, net)
+        except RuntimeError:
+            with pytest.raises(ValueError, match=r"M needs T"):
+                net(x)
+            continue
+        with torch.no_grad():
+            assert torch.equal(net(x), want), (layer, t)

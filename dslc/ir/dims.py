@@ -372,7 +372,24 @@ class Guard:
     where: object = field(default=None, compare=False, repr=False)  # the spec position it comes from (a Span)
 
     def subst(self, f) -> "Guard":
-        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where)
+        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where).normalized()
+
+    def normalized(self) -> "Guard":
+        """A requirement in its plainest form: on one size that the left side grows with, the least
+        value it allows (`(T - 1) // 2 > 0` is `T >= 3`); else with its constant term on the right
+        (`T * S >= 6`, not `T * S - 4 >= 2`)."""
+        if not self.is_requirement() or self.op not in (">", ">=") or not self.rhs.is_const():
+            return self
+        single = _single_size(self.lhs)
+        if single is not None and self.lhs.single_atom() != single:
+            least = _least_meeting(self, single)
+            if least is not None:
+                return Guard(Poly.atom(single), ">=", Poly.const(least), self.where)
+        c = self.lhs.const_value()
+        if not c:
+            return self
+        lhs = Poly({m: k for m, k in self.lhs.terms.items() if m != ONE}, clean=True)
+        return Guard(lhs, self.op, Poly.const(self.rhs.const_value() - c), self.where)
 
     def is_trivial(self) -> bool:
         """True for facts that hold whatever the parameters are (`dim == dim`, `3 < 4`), and for
@@ -389,7 +406,8 @@ class Guard:
         if self.op not in (">", ">=") or not self.rhs.is_const():
             return False
         need = self.rhs.const_value() + (1 if self.op == ">" else 0)
-        return need <= max(1, _least_value(self.lhs))
+        least = least_value(self.lhs)
+        return least is not None and need <= least
 
     def holds(self, env: Callable[[Atom], int | None]) -> bool | None:
         """Whether the fact holds for these atom values; None when one is unknown."""
@@ -414,12 +432,67 @@ class Guard:
         return f"{to_python(lhs, name)} {op} {to_python(rhs, name)}"
 
 
-def _least_value(p: Poly) -> int:
-    """The least value of a polynomial of run-time sizes with non-negative coefficients, each
-    size being at least 1 (`2 * T + 1` is at least 3); 0 when it has other atoms or signs."""
-    if any(c < 0 for c in p.terms.values()) or not all(isinstance(a, Var) for a in p.atoms()):
-        return 0
-    return sum(p.terms.values())
+def _single_size(p: Poly):
+    """The one run-time size `p` grows with (never falls with), or None: positive coefficients,
+    floor divisions by positive constants, no other atoms."""
+    sizes = set()
+    for m, c in p.terms.items():
+        if m and c < 0:
+            return None
+        for a, _ in m:
+            if isinstance(a, Var):
+                sizes.add(a)
+            elif isinstance(a, FloorDiv) and a.den.is_const() and a.den.const_value() > 0:
+                inner = _single_size(a.num)
+                if inner is None:
+                    return None
+                sizes.add(inner)
+            else:
+                return None
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _least_meeting(g: "Guard", size: Var, limit: int = 2 ** 62) -> int | None:
+    """The least value of `size` (at least 1) for which the requirement holds, or None (never below
+    `limit`); the left side grows with `size`, so a binary search finds it."""
+    holds = lambda v: g.holds(lambda a: v if a == size else None)  # noqa: E731
+    if not holds(limit):
+        return None
+    lo, hi = 1, limit
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def least_value(p: Poly) -> int | None:
+    """A lower bound of a polynomial of run-time sizes, each at least 1 (`2 * T + 1` is at least 3,
+    `(T - 1) // 2 + 2` at least 2); None when it has parameters or a term that can fall without
+    bound (a negative coefficient on a size)."""
+    total = 0
+    for m, c in p.terms.items():
+        least = 1
+        for a, power in m:
+            low = _least_atom(a)
+            if low is None or low < 0:
+                return None
+            least *= low ** power
+        if m and c < 0:
+            return None
+        total += c * least
+    return total
+
+
+def _least_atom(a) -> int | None:
+    if isinstance(a, Var):
+        return 1
+    if isinstance(a, FloorDiv) and a.den.is_const() and a.den.const_value() > 0:
+        low = least_value(a.num)
+        return None if low is None else low // a.den.const_value()
+    return None
 
 
 def is_requirement(g) -> bool:
@@ -512,10 +585,7 @@ def require(size, op: str, bound: int, where=None) -> None:
     guards = _recorder.get()
     if guards is None or not isinstance(size, Sym):
         return
-    # the constant term moves to the right: `T >= 6`, not `T - 4 >= 2`
-    c = size.poly.const_value()
-    lhs = Poly({m: k for m, k in size.poly.terms.items() if m != ONE}, clean=True)
-    g = Guard(lhs, op, Poly.const(bound - c), where)
+    g = Guard(size.poly, op, Poly.const(bound), where).normalized()
     if not g.is_trivial():
         guards.append(g)
 

@@ -64,11 +64,9 @@ def _text(v, n: int) -> str:
 # ---------------------------------------------------------------- windowed pools
 
 def _window_out(size, k, s, p, d, ceil: bool, name: str, dim: int, where=None):
-    """One output length, exactly as torch's pooling_output_shape; on a run-time size, the window's
-    span is a run-time requirement."""
+    """One output length, exactly as torch's pooling_output_shape; on a run-time size, an output of at
+    least 1 is a run-time requirement."""
     span = d * (k - 1) + 1
-    if isinstance(size, Sym):
-        require(size, ">=", plain(span) - 2 * plain(p), where)
     if not ceil:
         out = (size + 2 * p - span) // s + 1
     else:
@@ -83,7 +81,9 @@ def _window_out(size, k, s, p, d, ceil: bool, name: str, dim: int, where=None):
                                  help="give that dimension a fixed size, or use ceil_mode=false")
             if last >= 0:
                 out = out - 1
-    if not isinstance(out, Sym) and plain(out) < 1:
+    if isinstance(out, Sym):
+        require(out, ">=", 1, where)   # torch's "output size is too small" (ceil mode may overhang)
+    elif plain(out) < 1:
         pad = f" + 2×{plain(p)} padding" if plain(p) else ""
         raise ShapeError(f"`{name}`'s window spans {plain(span)} but dimension {dim} of the input is only "
                          f"{plain(size)}{pad} wide", code="E0404", input=0,
@@ -488,7 +488,9 @@ def _upsample_infer(b):
     else:
         spatial = tuple(_scaled(size, f) for size, f in zip(sizes, ntuple(b["scale_factor"], n)))
     for i, (size, out) in enumerate(zip(sizes, spatial)):
-        if not isinstance(out, Sym) and plain(out) < 1:
+        if isinstance(out, Sym):
+            require(out, ">=", 1, b.where)   # torch refuses an empty output
+        elif plain(out) < 1:
             raise ShapeError(f"`Upsample`'s scale_factor shrinks dimension {i + 2} of {b.x.shape_str()} "
                              f"(size {plain(size)}) to {plain(out)}", code="E0302", arg="scale_factor", input=0,
                              label="output would be empty")

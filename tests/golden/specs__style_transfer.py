@@ -77,6 +77,12 @@ class TransformerNet(nn.Module):
         self.deconv3 = ConvLayer(32, 3, 9, 1)
 
     def forward(self, x):
+        H = x.shape[2]
+        W = x.shape[3]
+        if H <= 4:
+            raise ValueError(f"TransformerNet needs H > 4 (style_transfer.dl:11), got H = {H}")
+        if W <= 4:
+            raise ValueError(f"TransformerNet needs W > 4 (style_transfer.dl:11), got W = {W}")
         h = self.conv1(x)
         h = self.in1(h)
         h = F.relu(h)
