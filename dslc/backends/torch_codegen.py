@@ -417,8 +417,8 @@ class _ClassWriter:
             holder[name] = ref
             var[ref] = name
             names.append(name)
-        if len(refs) == 1:
-            return names[0]
+        if len(refs) == 1:   # `h, = x.chunk(1)`: chunk and split return a tuple even of one tensor
+            return names[0] + ("," if node.kind == "op" and node.op.sequence else "")
         structure = node.op.results if node.kind == "op" and node.op.results is not None else tuple(range(len(refs)))
         return _pattern(structure, names)
 

@@ -87,7 +87,7 @@ class LayerApplication:
             instance = self._new_layer_instance(spec, b.args, ctx)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
                              span=span)
-        return self._results(op.results, ctx.graph.values(node))
+        return self._results(op, ctx.graph.values(node))
 
     def _new_layer_instance(self, spec, args, ctx):
         if spec.name:
@@ -127,7 +127,7 @@ class LayerApplication:
                             labels=(Label(inst.span, "its weights were made for other inputs here"),))
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
                              span=span)
-        return self._results(op.results, ctx.graph.values(node))
+        return self._results(op, ctx.graph.values(node))
 
     def _check_input_count(self, op, inputs, span) -> None:
         lo = op.min_inputs if op.min_inputs is not None else len(op.inputs)
@@ -147,6 +147,12 @@ class LayerApplication:
                 raise EvalError("E0310", f"`{op.name}` expects {article} {kind} tensor, got {v.type.dtype}", span,
                                 label=f"needs {kind}", labels=(Label(s, f"this is {v.type}"),) if s != span else (),
                                 help=_dtype_help(op, v.type.dtype))
+            if op.is_layer and op.has_state and v.type.dtype in FLOAT_DTYPES and v.type.dtype != "float32":
+                # its weights are float32 and torch mixes no dtypes in a layer (it would fail at run time)
+                raise EvalError("E0310", f"`{op.name}` has float32 weights, so its input must be float32, got "
+                                f"{v.type.dtype}", span, label="float32 weights",
+                                labels=(Label(s, f"this is {v.type}"),) if s != span else (),
+                                help="cast the input first: `float(x)`")
 
     def _run_rule(self, op, b: Bound, arg_spans, inputs, spans, span, resolve: bool, ctx=None):
         try:
@@ -185,10 +191,10 @@ class LayerApplication:
                     labels.append(Label(s, f"this is {inputs[i].type.shape_str()}"))
         return EvalError(err.code, err.message, primary, label=err.label, labels=tuple(labels), help=err.help)
 
-    def _results(self, structure, values: list):
-        if structure is not None:
-            return _nest(structure, values)
-        return values[0] if len(values) == 1 else tuple(values)
+    def _results(self, op, values: list):
+        if op.results is not None:
+            return _nest(op.results, values)
+        return values[0] if len(values) == 1 and not op.sequence else tuple(values)
 
     # ------------------------------------------------------------------ functions
 
@@ -211,7 +217,7 @@ class LayerApplication:
         b = Bound(op, values, [t.type for t in tensors], where=span)
         outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False, ctx=ctx)
         node = ctx.graph.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, span=span)
-        return self._results(op.results, ctx.graph.values(node))
+        return self._results(op, ctx.graph.values(node))
 
     def _tensor_binop(self, e: ast.BinOp, left, right, ctx):
         name = _BINOPS.get(e.op)

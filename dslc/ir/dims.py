@@ -429,7 +429,20 @@ class Guard:
             lhs, rhs, op = rhs, lhs, _FLIP[self.op]
         else:
             op = self.op
-        return f"{to_python(lhs, name)} {op} {to_python(rhs, name)}"
+        return f"{_remainder_src(lhs, name) or to_python(lhs, name)} {op} {to_python(rhs, name)}"
+
+
+def _remainder_src(p: Poly, name) -> str | None:
+    """`T % 4` for the polynomial `T - 4 * (T // 4)` (how `%` of a size is kept), else None."""
+    divs = [(m, c) for m, c in p.terms.items() if len(m) == 1 and isinstance(next(iter(m))[0], FloorDiv)]
+    for m, c in divs:
+        (atom, power), = m
+        k = atom.den.const_value() if atom.den.is_const() else 0
+        rest = Poly({mm: cc for mm, cc in p.terms.items() if mm != m}, clean=True)
+        if power == 1 and k > 0 and c == -k and rest == atom.num:
+            text = to_python(atom.num, name)
+            return f"{text if atom.num.single_atom() is not None else f'({text})'} % {k}"
+    return None
 
 
 def _single_size(p: Poly):

@@ -35,8 +35,8 @@ def _agree(a, b) -> bool:
     return plain(a) == plain(b)
 
 
-def _need_divides(width, heads, what: str, arg: str, input: int | None = None) -> None:
-    if not divides(width, heads):
+def _need_divides(width, heads, what: str, arg: str, input: int | None = None, where=None) -> None:
+    if not divides(width, heads, where):
         raise ShapeError(f"`{what}`: {plain(heads)} heads do not divide the width {plain(width)}",
                          code="E0405", arg=arg, input=input, label=f"{plain(heads)} does not divide {plain(width)}",
                          help=f"choose a head count that divides {plain(width)}")
@@ -324,8 +324,8 @@ def _attention_infer(b):
     if not _agree(q.shape[-1], k.shape[-1]):
         raise ShapeError(f"`attention`: query and key widths differ ({dim_text(q.shape[-1])} and {dim_text(k.shape[-1])})",
                          code="E0403", input=1, label="width differs from the query's")
-    _need_divides(q.shape[-1], b["heads"], "attention", "heads")
-    _need_divides(v.shape[-1], b["heads"], "attention", "heads")
+    _need_divides(q.shape[-1], b["heads"], "attention", "heads", where=b.where)
+    _need_divides(v.shape[-1], b["heads"], "attention", "heads", where=b.where)
     t, s = q.shape[1], k.shape[1]
     if b["causal"] and not isinstance(t, Sym) and not isinstance(s, Sym) and plain(t) != plain(s):
         raise ShapeError(f"`attention` with causal=true needs as many queries as keys, got {plain(t)} and "

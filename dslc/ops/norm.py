@@ -293,7 +293,7 @@ def _group_norm_resolve(b):
     t, g = b.x, b["num_groups"]
     need_min_rank(t, 2, "GroupNorm")
     c = static(t.shape[1], "`GroupNorm`'s num_channels (the input's dimension 1)")
-    if not divides(c, g):
+    if not divides(c, g, b.where):
         raise ShapeError(f"`GroupNorm`'s {plain(g)} groups do not divide the {plain(c)} channels of "
                          f"{t.shape_str()}", code="E0405", arg="num_groups",
                          label=f"does not divide {plain(c)}",

@@ -244,7 +244,7 @@ def _pixel_unshuffle_infer(b):
     r = b["downscale_factor"]
     c, h, w = b.x.shape[-3:]
     for size, what in ((h, "height"), (w, "width")):
-        if not divides(size, r):
+        if not divides(size, r, b.where):
             raise ShapeError(f"`PixelUnshuffle({plain(r)})` needs a {what} divisible by {plain(r)}, got "
                              f"{b.x.shape_str()}", code="E0405", input=0)
     return [b.x.with_shape(b.x.shape[:-3] + (c * r * r, h // r, w // r))]

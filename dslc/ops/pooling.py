@@ -46,6 +46,7 @@ from fractions import Fraction
 
 from ..ir.dims import Real, Sym, plain, plain_float, require
 from . import checks
+from .nans import nan_mask, with_nans
 from .ptypes import BOOL, FLOAT, INT, ArgTypeError, Ints, ListOf, OneOf, Optional, PType, Str, is_int
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
 from .shapes import divides, need_min_rank, need_rank, ntuple
@@ -203,14 +204,21 @@ def _max_pool_onnx(dims: int):
         if all(di == 1 for di in d) and not any(_some(e) for e in extra):
             # no dilation and no ceil overhang: every window holds a real value (torch keeps
             # p ≤ k/2), so ONNX's own padding is exact, and spares a copy of the input
-            y = g.op("MaxPool", [x], kernel_shape=k, strides=s, pads=p + p if any(p) else None)
-            return [_unbatched(g, y, lead)]
+            def pool(z):
+                return g.op("MaxPool", [z], kernel_shape=k, strides=s, pads=p + p if any(p) else None)
+            return [_unbatched(g, _nan_max(g, pool, x, n.x.dtype), lead)]
         if any(p) or any(_some(e) for e in extra):
             pads = g.shape([0, 0] + p + [0, 0] + [pi + e for pi, e in zip(p, extra)])
             x = g.op("Pad", [x, pads, g.const(_lowest(n.x.dtype), dtype=n.x.dtype)])
-        y = g.op("MaxPool", [x], kernel_shape=k, strides=s, dilations=d)
-        return [_unbatched(g, y, lead)]
+        return [_unbatched(g, _nan_max(g, lambda z: g.op("MaxPool", [z], kernel_shape=k, strides=s, dilations=d),
+                                       x, n.x.dtype), lead)]
     return emit
+
+
+def _nan_max(g, pool, x: str, dtype: str) -> str:
+    """`pool(x)`, with NaN in each window that holds one, as torch's max pools give."""
+    mask = nan_mask(g, x, dtype)
+    return with_nans(g, pool(x), mask and pool(mask), dtype)
 
 
 def _avg_pool_onnx(dims: int):
@@ -745,7 +753,7 @@ def _pixel_shuffle_infer(b):
     need_min_rank(b.x, 3, "PixelShuffle")
     r = b["upscale_factor"]
     c, h, w = b.x.shape[-3:]
-    if not divides(c, r * r):
+    if not divides(c, r * r, b.where):
         raise ShapeError(f"`PixelShuffle({plain(r)})` needs channels divisible by {plain(r)}² = "
                          f"{plain(r) ** 2}, got {plain(c)} channels in {b.x.shape_str()}", code="E0405", input=0,
                          label=f"{plain(c)} channels", help=f"give the layer before it a multiple of {plain(r) ** 2} "

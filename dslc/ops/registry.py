@@ -210,6 +210,7 @@ class OpDef:
     onnx: Callable | None = None
     pure: bool = True                       # False: dropout, noise (CSE/DCE leave it alone)
     results: object = None                  # nesting of several outputs, e.g. (0, (1, 2)) for LSTM
+    sequence: bool = False                  # a tuple of its outputs even when there is one (chunk, split)
     stem: str = ""                          # module name stem: conv, bn, fc, ...
     internal: bool = False                  # made by syntax (`x[0]`), not callable by name
     arbitrary: Callable | None = None       # draw -> Example (hypothesis)

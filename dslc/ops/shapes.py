@@ -88,9 +88,13 @@ def conv_out(size, kernel, stride, padding, dilation, what: str, input: int = 0,
     return (size + 2 * padding - span) // stride + 1
 
 
-def divides(a, b) -> bool:
-    """Whether b divides a, when both are known (True when undecidable)."""
-    if isinstance(a, Sym) or isinstance(b, Sym):
+def divides(a, b, where=None) -> bool:
+    """Whether b divides a, when both are known; when `a` is a run-time size, True, with `a % b == 0`
+    recorded as a run-time requirement (`where`: the spec position that relies on it)."""
+    if isinstance(b, Sym):
+        return True
+    if isinstance(a, Sym):
+        require(a % plain(b), "==", 0, where)
         return True
     return plain(b) != 0 and plain(a) % plain(b) == 0
 

@@ -35,8 +35,20 @@ def _broadcast_shape(b) -> tuple:
 
 def _elementwise(op: str):
     def infer(b):
+        _refuse_bool(b, op)
         return [TensorType(_broadcast_shape(b), _result_dtype(b["input"], b["other"], op))]
     return infer
+
+
+_BOOL_HELP = "a mask's complement is `~m`; as numbers, `float(m)` (or `where(m, 1.0, 0.0)`)"
+
+
+def _refuse_bool(b, op: str) -> None:
+    """torch refuses `-` with a bool tensor on either side, and `**` of two bools (`1 - mask`)."""
+    bools = [k for k in ("input", "other") if _t(b[k]) is not None and _t(b[k]).dtype == "bool"]
+    if op == "sub" and bools or op == "pow" and len(bools) == 2:
+        what = "subtract with" if op == "sub" else "raise a bool tensor to"
+        raise ShapeError(f"torch cannot {what} a bool tensor", code="E0310", arg=bools[0], help=_BOOL_HELP)
 
 
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
@@ -227,6 +239,12 @@ _binary("div", "Elementwise true division with broadcasting (`a / b`).", (1, ("o
 _binary("pow", "Elementwise power with broadcasting (`a ** b`).", (1, ("other",)))
 
 
+def _neg_infer(b):
+    if b.x.dtype == "bool":
+        raise ShapeError("torch cannot negate a bool tensor", code="E0310", arg="input", help=_BOOL_HELP)
+    return [b.x]
+
+
 def _neg_onnx(g, n):
     """Neg (uint8 wraps around, as in torch)."""
     return [_widened(g, "Neg", [n.inputs[0]], n.x.dtype)]
@@ -235,7 +253,7 @@ def _neg_onnx(g, n):
 register(OpDef(
     name="neg", kind="function", family="arith", doc="Negation (`-x`).", fold=lambda c: -c.x,
     params=(ParamSpec("input", TENSOR),), dtypes=ANY_DTYPE,
-    infer=lambda b: [b.x],
+    infer=_neg_infer,
     torch=TorchFunction(lambda e: f"-{e.arg('input')}"),
     onnx=_neg_onnx,
     examples=(Example({"input": S(2, 3)}),),
@@ -247,6 +265,9 @@ def _matmul_infer(b):
     a, c = b.inputs
     if a.rank == 0 or c.rank == 0:
         raise ShapeError("`@` needs tensors with at least one dimension", code="E0402")
+    if a.dtype != c.dtype:   # torch's matmul promotes nothing
+        raise ShapeError(f"`@` needs operands of one dtype, got {a.dtype} and {c.dtype}", code="E0310",
+                         arg="other", help="cast one of them first: `float(x)`")
     ka = a.shape[-1]
     kc = c.shape[-2] if c.rank >= 2 else c.shape[0]
     if not same_dim(ka, kc):

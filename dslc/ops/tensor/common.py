@@ -60,3 +60,4 @@ def _axis(d, rank: int) -> int:
     d = plain(d)
     return d + rank if d < 0 else d
 
+

@@ -118,7 +118,7 @@ def _split_onnx(g, n):
 
 
 register(OpDef(
-    name="chunk", kind="function", family="tensor",
+    name="chunk", kind="function", family="tensor", sequence=True,
     doc="Splits into `chunks` pieces along `dim` (the last may be smaller, as torch.chunk).",
     params=(ParamSpec("input", TENSOR), ParamSpec("chunks", INT, check=checks.positive),
             ParamSpec("dim", INT, 0)), dtypes=ANY_DTYPE,
@@ -152,7 +152,7 @@ def _split_infer(b):
 
 
 register(OpDef(
-    name="split", kind="function", family="tensor",
+    name="split", kind="function", family="tensor", sequence=True,
     doc="Splits along `dim` into pieces of a size, or into listed section sizes (torch.split).",
     params=(ParamSpec("input", TENSOR), ParamSpec("split_size_or_sections", OneOf((INT, ListOf(INT))),
                                                   check=checks.positive),

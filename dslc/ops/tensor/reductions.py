@@ -1,8 +1,9 @@
 """Reductions (sum, mean, amax, ...), arg-reductions and gather."""
 from __future__ import annotations
 
-from ...ir.dims import Sym, expr_of, plain, product
+from ...ir.dims import Sym, expr_of, plain, product, require
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
+from ..nans import nan_mask, with_nans
 from ..ptypes import BOOL, INT, TENSOR, ListOf, OneOf, Optional
 from ..registry import Constants, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import norm_dim
@@ -62,6 +63,9 @@ def _reduce_onnx(op: str):
         if dim not in (None, ()) and t.rank:
             inputs.append(g.ints(sorted(_axis(d, t.rank) for d in (dim if isinstance(dim, tuple) else (dim,)))))
         y = g.op(_REDUCE[op], inputs, keepdims=int(bool(n["keepdim"])))
+        if op in ("amax", "amin"):   # NaN wins, as in torch
+            mask = nan_mask(g, inputs[0], work)
+            y = with_nans(g, y, mask and g.op("ReduceMax", [mask] + inputs[1:], keepdims=int(bool(n["keepdim"]))), work)
         return [g.cast(y, n.outputs[0].dtype, have=work)]
     return emit
 
@@ -127,10 +131,10 @@ def _arg_onnx(op_type: str):
         x = g.cast(n.inputs[0], t.dtype if t.dtype in _ORT_ARG else
                   "float32" if t.is_float else "int64", have=t.dtype)   # exact: float16/bfloat16 and small ints widen
         if n["dim"] is None:
-            flat = g.op(op_type, [g.op("Reshape", [x, g.ints([-1])])], axis=0, keepdims=0)
-            return [g.op("Reshape", [flat, g.shape(n.outputs[0].shape)]) if n["keepdim"] else flat]
-        return [g.op(op_type, [x], axis=norm_dim(n["dim"], t.rank), keepdims=int(bool(n["keepdim"])),
-                     select_last_index=0)]
+            flat = g.op("Reshape", [x, g.ints([-1])])
+            found = _first_nan_or(g, op_type, flat, t.dtype, axis=0, keepdims=0)
+            return [g.op("Reshape", [found, g.shape(n.outputs[0].shape)]) if n["keepdim"] else found]
+        return [_first_nan_or(g, op_type, x, t.dtype, axis=norm_dim(n["dim"], t.rank), keepdims=int(bool(n["keepdim"])))]
     return emit
 
 
@@ -153,6 +157,19 @@ for _name, _onnx_name, _doc in (("argmax", "ArgMax", "Index of the largest value
     ))
 
 
+def _first_nan_or(g, op_type: str, x: str, dtype: str, **attrs) -> str:
+    """ArgMax/ArgMin, except that torch's answer is the first NaN along the axis when there is one
+    (onnxruntime skips NaNs)."""
+    y = g.op(op_type, [x], select_last_index=0, **attrs)
+    mask = nan_mask(g, x, dtype)
+    if mask is None:
+        return y
+    first = g.op("ArgMax", [mask], select_last_index=0, **attrs)
+    found = g.op("Greater", [g.op("ReduceMax", [mask, g.ints([attrs["axis"]])], keepdims=attrs["keepdims"]),
+                             g.const(0.0, dtype="float32")])
+    return g.op("Where", [found, first, y])
+
+
 def _gather_infer(b):
     """torch.gather: the output has the index's shape; its size along every other dim fits the input's."""
     t, index = b.x, b["index"].type
@@ -163,7 +180,9 @@ def _gather_infer(b):
         raise ShapeError(f"`gather`'s index must have the input's rank {t.rank}, got {index.shape_str()}",
                          code="E0406", arg="index")
     for i, (a, n) in enumerate(zip(index.shape, t.shape)):
-        if i != d and not isinstance(a, Sym) and not isinstance(n, Sym) and plain(a) > plain(n):
+        if i != d and (isinstance(a, Sym) or isinstance(n, Sym)):
+            require(n - a, ">=", 0, b.where)   # the index fits the input there, at run time
+        elif i != d and plain(a) > plain(n):
             raise ShapeError(f"`gather`'s index is larger than the input in dimension {i} ({plain(a)} > {plain(n)})",
                              code="E0406", arg="index")
     return [TensorType(index.shape, t.dtype)]

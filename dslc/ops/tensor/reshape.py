@@ -1,7 +1,7 @@
 """Shape manipulation: reshape, permute, transpose, flatten, unflatten, squeeze, expand, ..."""
 from __future__ import annotations
 
-from ...ir.dims import FloorDiv, Sym, expr_of, plain, product
+from ...ir.dims import FloorDiv, Sym, expr_of, plain, product, require
 from ...ir.types import TensorType
 from ..ptypes import INT, SHAPE, TENSOR, ListOf, Optional
 from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
@@ -194,6 +194,8 @@ def _unflatten_infer(b):
         raise ShapeError("at most one size may be -1", code="E0407")
     n = t.shape[d]
     known = product([s for i, s in enumerate(sizes) if i not in holes])
+    if isinstance(n, Sym):   # a run-time size: what the sizes assume, checked by the forward
+        require(n % plain(known) if holes else n, "==", 0 if holes else plain(known), b.where)
     if holes:
         if not isinstance(n, Sym) and plain(n) % plain(known):
             raise ShapeError(f"cannot unflatten size {plain(n)} into {[plain(s) for s in sizes]}", code="E0407")
