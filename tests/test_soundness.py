@@ -33,3 +33,31 @@ def test_nan_wins_in_onnx_as_in_torch(tmp_path, expr):
         want = prog.build("M", seed=0).eval()(x).numpy()
     got = ort_run(prog.onnx("M", seed=0), {"x": x.numpy()})[0]
     assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True), (got, want)
+
+
+@pytest.mark.parametrize("decl,line,torch_fn", [
+    ("input x: [B, 4]", "y = 1 - (x > 0)", lambda x: 1 - (x > 0)),
+    ("input x: [B, 4]", "y = -(x > 0)", lambda x: -(x > 0)),
+    ("input x: [B, 4]", "y = (x > 0) ** (x < 1)", lambda x: (x > 0) ** (x < 1)),
+    ("input x: [B, 4] of float64", "y = x -> Linear(2)", lambda x: torch_linear(x)),
+    ("input x: [B, 4] of float64", "y = x @ ones([4, 2])", lambda x: x @ __import__("torch").ones(4, 2)),
+])
+def test_what_torch_refuses_is_a_diagnostic_at_check_time(tmp_path, decl, line, torch_fn):
+    """Each of these fails in PyTorch (shown here on the same input); `check` says so, at the line."""
+    import torch
+
+    import dslc
+    from dslc.diagnostics import DslcError
+    x = torch.randn(2, 4, dtype=torch.float64 if "float64" in decl else torch.float32)
+    with pytest.raises((RuntimeError, TypeError)):
+        torch_fn(x)
+    path = tmp_path / "bad.dl"
+    path.write_text(f"model M {{\n    {decl}\n    {line}\n    output y\n}}\n")
+    with pytest.raises(DslcError) as err:
+        dslc.load(str(path))
+    assert "E0310" in err.value.render() and "bad.dl:3:" in err.value.render()
+
+
+def torch_linear(x):
+    import torch
+    return torch.nn.Linear(4, 2)(x)
