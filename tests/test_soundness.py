@@ -15,7 +15,8 @@ def test_a_spec_that_checks_runs_in_pytorch_and_agrees_with_onnxruntime(tmp_path
 
 @pytest.mark.parametrize("expr", ["argmax(x, dim=1)", "argmin(x, dim=-1, keepdim=true)", "argmax(x)",
                                   "amax(x, dim=1)", "amin(x)", "x -> MaxPool1d(2)",
-                                  "x -> MaxPool1d(3, stride=1, padding=1)", "x -> MaxPool1d(2, dilation=2)"])
+                                  "x -> MaxPool1d(3, stride=1, padding=1)", "x -> MaxPool1d(2, dilation=2)",
+                                  "x -> AdaptiveMaxPool1d(4)", "x -> AdaptiveMaxPool1d(1)", "x -> AdaptiveMaxPool1d(3)"])
 def test_nan_wins_in_onnx_as_in_torch(tmp_path, expr):
     """torch's max-like reductions and max pools give NaN (argmax: its index) where what they reduce
     holds one; onnxruntime's own kernels skip NaNs, so the ONNX backend adds that back."""

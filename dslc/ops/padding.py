@@ -42,12 +42,14 @@ def padded_shape(t, amounts: list[tuple], mode: str, what: str, arg: str, where=
             _check_side(plain(kept), plain(out), most, mode, what, arg, first + i, t)
         elif mode in ("reflect", "circular"):
             require(kept, ">" if mode == "reflect" else ">=", most, where)
+        else:
+            require(kept, ">=", 1, where)   # what a crop leaves
         shape[first + i] = size + before + after
     return t.with_shape(tuple(shape))
 
 
 def _check_side(kept: int, out: int, most: int, mode: str, what: str, arg: str, dim: int, t) -> None:
-    if kept < 0 or out < (0 if mode == "constant" else 1):   # torch's other modes refuse an empty result
+    if kept < 0 or out < 1:   # torch's other modes refuse an empty result; an empty one is refused here too
         raise ShapeError(f"`{what}` crops dimension {dim} of {t.shape_str()} below nothing", code="E0403", arg=arg)
     if mode == "reflect" and most >= kept:
         raise ShapeError(f"`{what}` reflects {most} on dimension {dim} of {t.shape_str()}, which needs a padding "

@@ -348,20 +348,26 @@ def _adaptive_onnx(kind: str, dims: int):
                                      else ("ReduceMax", "MaxPool", "GlobalMaxPool"))
 
     def emit(g, n):
+        """The bins of `x`; a max pool gives NaN in each bin that holds one, as torch's does."""
+        if kind == "Avg":
+            return [pool(g, n, n.inputs[0])]
+        return [_nan_max(g, lambda z: pool(g, n, z), n.inputs[0], n.x.dtype)]
+
+    def pool(g, n, x: str) -> str:
         """torch's bins [⌊i·in/out⌋, ⌈(i+1)·in/out⌉) per dimension; bins are boxes, so dimensions pool one by one.
 
         Output 1 everywhere: the global pool. Output 1 on some dimensions: a reduction over them.
         A static size that the output divides: one ordinary pool, kernel = stride = in/out.
         Otherwise each bin is sliced and reduced, and the bins concatenated."""
-        lead, x, wants = n.x.rank - dims, n.inputs[0], ntuple(n["output_size"], dims)
+        lead, wants = n.x.rank - dims, ntuple(n["output_size"], dims)
         if all(w is not None and plain(w) == 1 for w in wants):
-            return [_unbatched(g, g.op(global_op, [_batched(g, x, lead)]), lead)]
+            return _unbatched(g, g.op(global_op, [_batched(g, x, lead)]), lead)
         todo = []  # (axis, input size, output size) of the dimensions that change
         for i, (size, want) in enumerate(zip(n.x.shape[lead:], wants)):
             if want is not None and (isinstance(size, Sym) or plain(size) != plain(want)):
                 todo.append((lead + i, size, plain(want)))
         if not todo:
-            return [g.op("Identity", [x])]
+            return g.op("Identity", [x])
         ones = [axis for axis, _, want in todo if want == 1]
         if ones:
             x = g.op(reduce_op, [x, g.ints(ones)], keepdims=1)
@@ -374,7 +380,7 @@ def _adaptive_onnx(kind: str, dims: int):
         for axis, size, want in todo:
             if axis not in kernel:
                 x = _adaptive_bins(g, x, axis, size, want, reduce_op)
-        return [x]
+        return x
     return emit
 
 
