@@ -53,6 +53,7 @@ def _trainer(path: str, plan_name: str, out: str) -> Trainer:
     t.data.val = None
     t.task = "classification"
     t._build()
+    t._callbacks()   # the run's callbacks, as `dslc train` has them (NaN check, signals...)
     t.phases = t._phases()
     t._start_phase(0)
     return t

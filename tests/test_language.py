@@ -114,3 +114,36 @@ def test_a_local_name_shadows_a_library_function_or_layer_but_not_a_declaration(
     with pytest.raises(DslcError) as err:
         dslc.load(str(clash))
     assert "E0201" in str(err.value) and "already names a block" in str(err.value)
+
+
+def test_an_equality_that_holds_for_the_parameters_given_is_accepted_with_its_condition(tmp_path):
+    """One policy for shape equations over run-time sizes: equal at the parameters' values → accepted,
+    and what the parameters must satisfy for every size is checked by the generated constructor
+    (`stride == 1` for a residual sum, `d_model % 2 == 0` for interleaved sines); unequal → an error."""
+    import torch
+    from torch import nn
+    res = tmp_path / "res.dl"
+    res.write_text("model R(stride: int = 1) {\n    input x: [B, 8, H, W]\n"
+                   "    y = (x -> Conv2d(8, 3, stride=stride, padding=1) as conv) + x\n    output y\n}\n")
+    prog = dslc.load(str(res))
+    net = prog.build("R", seed=0).eval()
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net.conv(x) + x)
+    from dslc.api import exec_source
+    with pytest.raises(ValueError, match="compiled for stride == 1"):
+        exec_source(prog.source(), "<res>").R(stride=2)   # the generated class, run without dslc
+    with pytest.raises(DslcError, match="E0401"):
+        prog.graph("R", stride=2)
+    pe = tmp_path / "pe.dl"
+    pe.write_text("model P(d_model: int = 8) {\n    input t: [B, T]\n    a = unsqueeze(t, -1) * ones([d_model // 2])\n"
+                  "    pe = reshape(stack([sin(a), cos(a)], dim=3), [B, T, d_model])\n    output pe\n}\n")
+    prog = dslc.load(str(pe))
+    t = torch.randn(2, 3)
+    a = t.unsqueeze(-1) * torch.ones(4)
+    with torch.no_grad():
+        torch.testing.assert_close(prog.build("P", seed=0)(t), torch.stack([a.sin(), a.cos()], 3).reshape(2, 3, 8))
+    assert "if d_model % 2 != 0:" in prog.source()
+    with pytest.raises(DslcError, match="E0407"):
+        prog.graph("P", d_model=7)
+    _ = nn

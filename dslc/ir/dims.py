@@ -1011,10 +1011,55 @@ def known_value(d) -> int | None:
 
 
 def same(a, b) -> bool:
-    """Whether two dims are equal (a decision: records a guard when their forms differ)."""
+    """Whether two dims are equal (a decision: records a guard when their forms differ). Run-time
+    sizes are equal when their forms are, or when they become so with the parameters' values: then
+    the equality is recorded (`(W - 1) // stride + 1 == W` holds for stride 1, and the generated
+    model checks it), instead of being refused for other values."""
     if isinstance(a, Sym) or isinstance(b, Sym):
-        return (a.poly if isinstance(a, Sym) else expr_of(a)) == (b.poly if isinstance(b, Sym) else expr_of(b))
+        pa = a.poly if isinstance(a, Sym) else expr_of(a)
+        pb = b.poly if isinstance(b, Sym) else expr_of(b)
+        if pa == pb:
+            return True
+        env = _atom_env.get() or {}
+        known = lambda atom: None if isinstance(atom, Var) or env.get(atom) is None else Poly.const(env[atom])  # noqa: E731
+        if pa.subst(known) != pb.subst(known):
+            return False
+        guards = _recorder.get()
+        if guards is not None:
+            for g in _parameter_facts(pa - pb, env):
+                if not g.is_trivial():
+                    guards.append(g)
+        return True
     return a == b
+
+
+def _parameter_facts(diff: Poly, env: dict) -> list:
+    """What the parameters must satisfy for `diff` (a difference of run-time sizes that is 0 at the
+    parameters' values) to be 0 at every size: each run-time monomial's coefficient is 0
+    (`T * (2 * (d // 2) - d)` needs `d % 2 == 0`); where a floor division mixes sizes and
+    parameters (`(W - 1) // stride`), those parameters keep their values (`stride == 1`)."""
+    by_sizes: dict = {}
+    mixed = set()
+    for m, c in diff.terms.items():
+        sizes = frozenset((a, p) for a, p in m if _has_vars(a))
+        for a, _ in m:
+            if isinstance(a, FloorDiv) and _has_vars(a):
+                mixed |= {x for x in a.num.atoms() | a.den.atoms() if not isinstance(x, Var)}
+        by_sizes.setdefault(sizes, {})[frozenset(m - sizes)] = c
+    if mixed:
+        return [Guard(Poly.atom(x), "==", Poly.const(env[x])) for x in sorted(mixed, key=lambda x: x.sort_key())]
+    return [_zero(Poly(coeffs)) for coeffs in by_sizes.values()]
+
+
+def _has_vars(a) -> bool:
+    return isinstance(a, Var) or isinstance(a, FloorDiv) and (a.num.has_vars() or a.den.has_vars())
+
+
+def _zero(p: Poly) -> "Guard":
+    """`p == 0`, written as `d % 2 == 0` when p is (minus) a remainder."""
+    if _remainder_src(p, None) is None and _remainder_src(-p, None) is not None:
+        p = -p
+    return Guard(p, "==", Poly())
 
 
 def gcd_all(values) -> int:

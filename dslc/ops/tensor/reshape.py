@@ -1,7 +1,7 @@
 """Shape manipulation: reshape, permute, transpose, flatten, unflatten, squeeze, expand, ..."""
 from __future__ import annotations
 
-from ...ir.dims import FloorDiv, Sym, expr_of, plain, product, require
+from ...ir.dims import FloorDiv, Sym, expr_of, plain, product, require, same
 from ...ir.types import TensorType
 from ..ptypes import INT, SHAPE, TENSOR, ListOf, Optional
 from ..registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
@@ -34,7 +34,7 @@ def _reshape_infer(b):
             raise ShapeError(f"cannot reshape {t.shape_str()} ({plain(total)} elements) into {_shape_src(target)} "
                              f"({plain(known)} elements)", code="E0407", arg="shape", label="element counts differ")
         total == known  # noqa: B015  (records the guard that the counts agree)
-    elif expr_of(total) != expr_of(known):
+    elif not same(total, known):   # equal at the parameters' values: what they must satisfy is recorded
         raise ShapeError(f"cannot reshape {t.shape_str()} into {_shape_src(target)}: the element counts "
                          f"{total} and {known} are not provably equal", code="E0407", arg="shape",
                          label="element counts differ")
