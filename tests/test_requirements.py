@@ -312,3 +312,27 @@ def test_the_forward_refuses_exactly_the_sizes_torch_refuses(tmp_path, layer, tw
             continue
         with torch.no_grad():
             assert torch.equal(net(x), want), (layer, t)
+
+
+def test_a_slice_to_a_run_time_size_as_in_nanogpt(tmp_path):
+    """`pe[:T]` (a learned position table cut to the sequence) and `x[:, 2:T]`: the length is T (or
+    T - 2), which needs T <= 64 and T >= 2 when the model runs; equal to torch and to onnxruntime."""
+    path = tmp_path / "pe.dl"
+    path.write_text("model M {\n    input x: [B, T, 8]\n    param pe: [64, 8] = normal(std=0.02)\n"
+                    "    y = x + pe[:T]\n    z = x[:, 2:T]\n    output y, z\n}\n")
+    prog = dslc.load(str(path))
+    graph = prog.graph("M")
+    assert [str(graph.type_of(r)) for _, r in graph.outputs] == ["[B, T, 8]", "[B, T - 2, 8]"]
+    net = prog.build("M", seed=0).eval()
+    model = prog.onnx("M", seed=0)
+    for t in (2, 5, 64):
+        x = torch.randn(2, t, 8)
+        with torch.no_grad():
+            y, z = net(x)
+            assert torch.equal(y, x + net.pe[:t]) and torch.equal(z, x[:, 2:t])
+        got = ort_run(model, {"x": x.numpy()})
+        assert np.allclose(got[0], y.numpy(), atol=1e-6) and np.array_equal(got[1], z.numpy())
+    with pytest.raises(ValueError, match=r"M needs T <= 64 \(pe\.dl:4\), got T = 65"):
+        net(torch.randn(1, 65, 8))
+    with pytest.raises(ValueError, match=r"M needs T >= 2 \(pe\.dl:5\), got T = 1"):
+        net(torch.randn(1, 1, 8))

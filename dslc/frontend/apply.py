@@ -239,8 +239,8 @@ class LayerApplication:
         items = []
         for sub in e.subscripts:
             if isinstance(sub, ast.Slice):
-                parts = tuple(None if x is None else self._index_int(self._expr(x, ctx), x.span)
-                              for x in (sub.start, sub.stop, sub.step))
+                parts = tuple(None if x is None else self._slice_bound(self._expr(x, ctx), x.span, k < 2)
+                              for k, x in enumerate((sub.start, sub.stop, sub.step)))
                 if parts[2] is not None and parts[2] <= 0:
                     raise EvalError("E0308", "a tensor slice's step must be positive", sub.step.span)
                 items.append(("slice",) + parts)
@@ -248,6 +248,10 @@ class LayerApplication:
                 items.append(self._index_int(self._expr(sub, ctx), sub.span))
         return self._call_function(REGISTRY["index"], [Arg(v, e.value.span), Arg(tuple(items), e.span)], [],
                                    e.span, ctx)
+
+    def _slice_bound(self, v, span, may_run_time: bool):
+        """A slice's start or stop may be a run-time size (`pe[:T]`); its step is an int."""
+        return v if may_run_time and isinstance(v, Sym) else self._index_int(v, span)
 
     def _instance_attr(self, e: ast.Attr, iv: InstanceValue, ctx):
         inst = iv.instance

@@ -385,6 +385,11 @@ class Guard:
             least = _least_meeting(self, single)
             if least is not None:
                 return Guard(Poly.atom(single), ">=", Poly.const(least), self.where)
+        falling = _single_size(-self.lhs)     # `64 - T >= 0` is `T <= 64`
+        if falling is not None:
+            most = _most_meeting(self, falling)
+            if most is not None:
+                return Guard(Poly.atom(falling), "<=", Poly.const(most), self.where)
         c = self.lhs.const_value()
         if not c:
             return self
@@ -463,6 +468,22 @@ def _single_size(p: Poly):
             else:
                 return None
     return sizes.pop() if len(sizes) == 1 else None
+
+
+def _most_meeting(g: "Guard", size: Var, limit: int = 2 ** 62) -> int | None:
+    """The greatest value of `size` for which the requirement holds (the left side falls as `size`
+    grows), or None when not even 1 does or every value below `limit` does."""
+    holds = lambda v: g.holds(lambda a: v if a == size else None)  # noqa: E731
+    if not holds(1) or holds(limit):
+        return None
+    lo, hi = 1, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if holds(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _least_meeting(g: "Guard", size: Var, limit: int = 2 ** 62) -> int | None:

@@ -1,4 +1,4 @@
-"""Static indexing and slicing: `x[0]`, `x[:, 1:3]`."""
+"""Indexing and slicing: `x[0]`, `x[:, 1:3]`, and slices to a run-time size (`pe[:T]`)."""
 from __future__ import annotations
 
 from ...ir.dims import Sym, plain, require
@@ -33,11 +33,32 @@ def _index_infer(b):
 def _slice_len(size, parts, where=None):
     start, stop, step = parts
     step = 1 if step is None else plain(step)
+    if isinstance(start, Sym) or isinstance(stop, Sym):
+        return _run_time_bounds(size, start, stop, step, where)
     if not isinstance(size, Sym):
         return len(range(*slice(start, stop, step).indices(plain(size))))
     n, least = _run_time_slice(size, start, stop)
     require(size, ">=", least, where)
     return n if step == 1 else (n + step - 1) // step
+
+
+def _run_time_bounds(size, start, stop, step: int, where):
+    """`pe[:T]`, `x[2:T]`, `x[T:]`: a bound that is a run-time size, from the start (not negative).
+    The length is stop - start, which needs start <= stop <= size when the model runs (nanoGPT's
+    `assert t <= block_size`)."""
+    if step != 1 or any(not isinstance(v, Sym) and v is not None and plain(v) < 0 for v in (start, stop)):
+        raise ShapeError("a slice to a run-time size counts from the start, by steps of 1 (`pe[:T]`, `x[2:T]`)",
+                         code="E0406", arg="index")
+    lo = 0 if start is None else start
+    hi = size if stop is None else stop
+    if isinstance(hi, Sym) or isinstance(size, Sym):
+        require(size - hi, ">=", 0, where)
+    elif plain(hi) > plain(size):
+        raise ShapeError(f"the slice ends at {plain(hi)}, past the size {plain(size)}", code="E0406", arg="index")
+    length = hi - lo
+    if isinstance(length, Sym):
+        require(length, ">=", 0, where)
+    return length
 
 
 def _run_time_slice(size, start, stop) -> tuple:
@@ -60,7 +81,8 @@ def _index_src(e) -> str:
     parts = []
     for item in e.args["index"]:
         if isinstance(item, tuple):
-            start, stop, step = (("" if x is None else str(plain(x))) for x in item[1:])
+            start, stop, step = (("" if x is None else e.fmt(x) if isinstance(x, Sym) else str(plain(x)))
+                                 for x in item[1:])
             parts.append(f"{start}:{stop}" + (f":{step}" if step else ""))
         else:
             parts.append(str(plain(item)))
@@ -79,7 +101,9 @@ def _index_onnx(g, n):
         if isinstance(item, tuple):
             start, stop, step = item[1:]
             step = 1 if step is None else plain(step)
-            if not isinstance(size, Sym):
+            if isinstance(start, Sym) or isinstance(stop, Sym):   # `pe[:T]`: read off the inputs' shapes
+                start, stop = 0 if start is None else start, _INT64_MAX if stop is None else stop
+            elif not isinstance(size, Sym):
                 start, stop, step = slice(start, stop, step).indices(plain(size))
             else:
                 start = 0 if start is None else plain(start)
@@ -98,7 +122,7 @@ def _index_onnx(g, n):
         steps.append(step)
     y = n.inputs[0]
     if axes:
-        y = g.op("Slice", [y, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps)])
+        y = g.op("Slice", [y, g.shape(starts), g.shape(ends), g.ints(axes), g.ints(steps)])
     if drop:
         y = g.op("Squeeze", [y, g.ints(drop)])
     return [y if y != n.inputs[0] else g.op("Identity", [y])]
