@@ -10,7 +10,7 @@ from ..ir.values import TensorValue
 from ..ops.ptypes import describe
 from . import ast
 from .binding import Arg
-from .builtins import BuiltinError
+from .builtins import BUILTINS, BuiltinError
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import length
@@ -57,6 +57,9 @@ class CallEvaluation:
                 pos, kws = self._args(e, ctx, skip=("init",))
                 return replace(self._layer_spec(func.op, pos, kws, e.span), inits=self._layer_inits(init, ctx))
             pos, kws = self._args(e, ctx, piped)
+            number_form = BUILTINS.get(func.op.name)
+            if number_form is not None and not _any_tensor(pos, kws):   # `sum(depths)`, `log(10000.0)`
+                return self._call_builtin(number_form, pos, kws, e)
             return self._call_function(func.op, pos, kws, e.span, ctx)
         if isinstance(func, DeclRef) and func.decl.kind in ("block", "model"):
             pos, kws = self._args(e, ctx)
@@ -214,6 +217,12 @@ class CallEvaluation:
                             help="a pipe starts from a tensor: `x -> Linear(10)`")
         return self._apply(spec, [value], [value.span], e.span, ctx)
 
+
+
+def _any_tensor(pos: list[Arg], kws) -> bool:
+    """Whether a call has a tensor argument: a name that is both a tensor function and a compile-time
+    built-in (`sum`, `abs`, `log`) means the tensor function then, the built-in otherwise."""
+    return any(isinstance(a.value, TensorValue) for a in pos + [a for _, a in kws])
 
 
 @dataclass

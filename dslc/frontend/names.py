@@ -15,12 +15,12 @@ from ..ops import REGISTRY
 from ..ops.init import INITS
 from . import ast
 from .binding import Arg, bind, convert
-from .builtins import BUILTINS
+from .builtins import BUILTINS, CONSTANTS
 from .errors import EvalError
 
 
 def check_names(unit, reporter: Reporter, skip: set) -> None:
-    globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS)
+    globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS) | set(CONSTANTS)
     for decl in unit.decls.values():
         if decl.name in skip or decl.kind not in ("model", "block", "loss"):
             continue

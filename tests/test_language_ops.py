@@ -1,0 +1,86 @@
+"""The ops users reach for, as the language spells them (issue #13): compile-time math on numbers,
+casts, tensor logic, einsum, interpolate and creation ops, through `dslc.load` against torch and
+onnxruntime. The registry's conformance tests cover each entry alone; these cover the spellings,
+the dispatch between a number and a tensor, and the diagnostics."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from support import error_codes
+
+import dslc
+from dslc.diagnostics import DslcError
+
+
+def _load(tmp_path, text: str, name: str = "m.dl"):
+    path = tmp_path / name
+    path.write_text(text)
+    return dslc.load(str(path))
+
+
+def _error(tmp_path, body: str) -> str:
+    path = tmp_path / "bad.dl"
+    path.write_text(f"model Bad {{\n    {body}\n}}\n")
+    with pytest.raises(DslcError) as err:
+        dslc.load(str(path))
+    return str(err.value)
+
+
+# ---------------------------------------------------------------- compile-time math on numbers
+
+def test_math_on_numbers_folds_at_compile_time_and_on_tensors_is_the_tensor_function(tmp_path):
+    prog = _load(tmp_path, """
+model M(d_model: int = 8, depths: list = [2, 2, 6, 2]) {
+    input x: [B, 8]
+    scale = exp(-log(10000.0) / d_model) * sqrt(16) + sin(pi / 2) + cos(0.0) + e
+    output x * scale + sum(depths) + abs(-3) + max(depths) + min(2, 3), log(abs(x) + 1) + sum(x, dim=1, keepdim=true)
+}
+""")
+    src = prog.source()
+    scale = math.exp(-math.log(10000.0) / 8) * 4 + 1 + 1 + math.e
+    assert repr(scale) in src and "math." not in src.split("class M")[1]   # a number in the code
+    net = prog.build("M", seed=0).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        a, b = net(x)
+    torch.testing.assert_close(a, x * scale + 12 + 3 + 6 + 2)
+    torch.testing.assert_close(b, torch.log(x.abs() + 1) + x.sum(dim=1, keepdim=True))
+
+
+def test_sum_all_any_len_of_lists(tmp_path):
+    prog = _load(tmp_path, """
+model M(depths: list = [2, 2, 6, 2]) {
+    input x: [B, 4]
+    n = sum(depths) + len(depths) + sum([])
+    k = 1 if all(depths) and any([0, 0, 1]) and not any([]) and all([]) else 0
+    output x * n + k
+}
+""")
+    net = prog.build("M", seed=0).eval()
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(net(x), x * 16 + 1)
+
+
+def test_a_parameter_in_compile_time_math_is_checked_in_the_constructor(tmp_path):
+    prog = _load(tmp_path, "model M(d: int = 16) {\n    input x: [B, 4]\n    output x / sqrt(d)\n}\n")
+    src = prog.source()
+    assert "x / 4.0" in src and "if d != 16:" in src
+
+
+def test_compile_time_math_errors(tmp_path):
+    assert "E0308" in _error(tmp_path, "input x: [B, 4]\n    output x * log(-1.0)")
+    assert "E0308" in _error(tmp_path, "input x: [B, 4]\n    output x * exp(1000.0)")
+    msg = _error(tmp_path, "input x: [B, T]\n    output x * log(x.shape[1])")
+    assert "E0301" in msg and "run-time size `T`" in msg
+    assert "E0301" in _error(tmp_path, 'input x: [B, 4]\n    output x * sqrt("a")')
+    assert "E0301" in _error(tmp_path, "input x: [B, 4]\n    output x * all(3)")
+    assert error_codes(tmp_path, "input x: [B, T]\n    output x * sum([x.shape[1], 2])") == ["E0301"]
+
+
+def test_pi_and_e_may_be_shadowed_by_a_local_name(tmp_path):
+    prog = _load(tmp_path, "model M(e: float = 2.0) {\n    input x: [B, 4]\n    pi = 3\n    output x * e + pi\n}\n")
+    net = prog.build("M", seed=0).eval()
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(net(x), x * 2.0 + 3)
