@@ -84,3 +84,49 @@ def test_pi_and_e_may_be_shadowed_by_a_local_name(tmp_path):
     net = prog.build("M", seed=0).eval()
     x = torch.randn(2, 4)
     torch.testing.assert_close(net(x), x * 2.0 + 3)
+
+
+# ---------------------------------------------------------------- casts
+
+CASTS = """
+model C {
+    input x: [B, 4]
+    input t: [B, 4] of int64
+    output float(x > 0) + 1, long(x), int(x), bool(t), double(t), half(x), x -> long, cast(t, "uint8"), x * float(2) + int(2.7)
+}
+"""
+
+
+def _onnx_matches(prog, name: str, inputs: dict, net_outputs) -> None:
+    import numpy as np
+    from support import ort_run
+    got = ort_run(prog.onnx(name), {k: v.numpy() for k, v in inputs.items()})
+    want = net_outputs if isinstance(net_outputs, tuple) else (net_outputs,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        w = w.numpy()
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_casts_are_torchs_methods_on_tensors_and_conversions_on_numbers(tmp_path):
+    prog = _load(tmp_path, CASTS)
+    body = prog.source().split("def forward")[1]
+    for method in (".float()", ".long()", ".int()", ".bool()", ".double()", ".half()", ".byte()"):
+        assert method in body, method
+    net = prog.build("C", seed=0).eval()
+    x, t = torch.randn(3, 4) * 4, torch.randint(-3, 300, (3, 4))
+    with torch.no_grad():
+        outs = net(x, t)
+    want = ((x > 0).float() + 1, x.long(), x.int(), t.bool(), t.double(), x.half(), x.long(), t.byte(), x * 2.0 + 2)
+    for got, w in zip(outs, want):
+        assert got.dtype == w.dtype
+        torch.testing.assert_close(got, w)
+    _onnx_matches(prog, "C", {"x": x, "t": t}, outs)
+
+
+def test_a_tensor_only_cast_on_a_number_says_what_to_write(tmp_path):
+    msg = _error(tmp_path, "input x: [B, 4]\n    output x * long(3)")
+    assert "E0301" in msg and "a number is made an int by `int`" in msg
+    assert "E0301" in _error(tmp_path, "input x: [B, 4]\n    output x * bool(1)")
+    assert "E0302" in _error(tmp_path, 'input x: [B, 4]\n    output cast(x, "int128")')

@@ -1,5 +1,6 @@
 """Compile-time functions: range, len, min, max, abs, sum, all, any, int, float, the math
-functions log, exp, sqrt, sin and cos, and the constants pi and e.
+functions log, exp, sqrt, sin and cos, and the constants pi and e; the casts long, double, half
+and bool, which take tensors only.
 
 They run on compile-time values; sizes keep or lose their parameter
 expressions through the ordinary arithmetic of `Size` (a lost expression
@@ -159,10 +160,26 @@ def _math(name: str, f):
     return fn
 
 
+def _tensor_only(name: str, number_form: str):
+    def fn(*args):
+        raise BuiltinError(f"`{name}` converts a tensor (`{name}(x)` is torch's `x.{name}()`); "
+                           f"{number_form}", 0 if args else None)
+    return fn
+
+
+def _cast(name: str, fn, dtype: str) -> Builtin:
+    """A cast spelled as torch's method (`float(x)` is `x.float()`), and its meaning on numbers."""
+    return Builtin(name, fn, tensor_op="cast", tensor_args=(("dtype", dtype),))
+
+
 BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("range", _range), Builtin("len", _len), Builtin("min", _min), Builtin("max", _max),
     Builtin("sum", _sum), Builtin("abs", _abs), Builtin("all", _all), Builtin("any", _any),
-    Builtin("int", _int), Builtin("float", _float),
+    _cast("int", _int, "int32"), _cast("float", _float, "float32"),
+    _cast("long", _tensor_only("long", "a number is made an int by `int`"), "int64"),
+    _cast("double", _tensor_only("double", "a number is made a float by `float`"), "float64"),
+    _cast("half", _tensor_only("half", "a number is made a float by `float`"), "float16"),
+    _cast("bool", _tensor_only("bool", "compare a number instead (`n != 0`)"), "bool"),
     *(Builtin(n, _math(n, f)) for n, f in (("log", math.log), ("exp", math.exp), ("sqrt", math.sqrt),
                                             ("sin", math.sin), ("cos", math.cos))),
 )}

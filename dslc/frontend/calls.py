@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from ..ir.dims import SymbolicDecision
 from ..ir.values import TensorValue
+from ..ops import REGISTRY
 from ..ops.ptypes import describe
 from . import ast
 from .binding import Arg
@@ -66,6 +67,8 @@ class CallEvaluation:
             return self._block_spec(func.decl, pos, kws, e.span)
         if isinstance(func, Builtin):
             pos, kws = self._args(e, ctx, piped)
+            if func.tensor_op and _any_tensor(pos, kws):   # `float(x)`: a cast
+                return self._call_tensor_form(func, pos, kws, e.span, ctx)
             return self._call_builtin(func, pos, kws, e)
         if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
             pos, kws = self._args(e, ctx)
@@ -79,6 +82,10 @@ class CallEvaluation:
         if isinstance(func, DeclRef):
             raise EvalError("E0307", f"{describe(func)} cannot be called here", e.func.span)
         raise EvalError("E0307", f"{describe(func)} is not callable", e.func.span)
+
+    def _call_tensor_form(self, func: Builtin, pos: list[Arg], kws, span, ctx: Ctx):
+        fixed = [(k, Arg(v, span)) for k, v in func.tensor_args]
+        return self._call_function(REGISTRY[func.tensor_op], pos, kws + fixed, span, ctx)
 
     def _call_builtin(self, func: Builtin, pos: list[Arg], kws, e: ast.Call):
         if kws:
@@ -184,6 +191,8 @@ class CallEvaluation:
                     raise Poisoned()
                 return _Done(self._call_function(v.op, [Arg(value, getattr(value, "span", e.span))], [],
                                                  e.span, ctx))
+            if isinstance(v, Builtin) and v.tensor_op and isinstance(value, TensorValue):   # `x -> float`
+                return _Done(self._call_tensor_form(v, [Arg(value, value.span or e.span)], [], e.span, ctx))
             return v
         return self._expr(e, ctx)
 
