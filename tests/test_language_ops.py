@@ -130,3 +130,51 @@ def test_a_tensor_only_cast_on_a_number_says_what_to_write(tmp_path):
     assert "E0301" in msg and "a number is made an int by `int`" in msg
     assert "E0301" in _error(tmp_path, "input x: [B, 4]\n    output x * bool(1)")
     assert "E0302" in _error(tmp_path, 'input x: [B, 4]\n    output cast(x, "int128")')
+
+
+# ---------------------------------------------------------------- tensor logic
+
+LOGIC = """
+model L {
+    input a: [B, 4] of bool
+    input b: [4] of bool
+    input i: [B, 4] of int64
+    input x: [B, 4]
+    output a & b, a | b, a ^ b, ~a, not a, ~i, i & 6, i | 1 ^ 3 & i, not x, (x > 0) & a | ~b, not x > 0
+}
+"""
+
+
+def test_logic_operators_are_torchs_with_pythons_precedence_and_match_in_onnx(tmp_path):
+    prog = _load(tmp_path, LOGIC)
+    net = prog.build("L", seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 4, generator=g) > 0.5, torch.rand(4, generator=g) > 0.5
+    i = torch.randint(-9, 9, (3, 4), generator=g)
+    x = torch.randn(3, 4, generator=g).round()   # some zeros for `not x`
+    with torch.no_grad():
+        outs = net(a, b, i, x)
+    want = (a & b, a | b, a ^ b, ~a, ~a, ~i, i & 6, i | (1 ^ (3 & i)), x == 0, (x > 0) & a | ~b, ~(x > 0))
+    assert len(outs) == len(want)
+    for got, w in zip(outs, want):
+        assert got.dtype == w.dtype and torch.equal(got, w)
+    _onnx_matches(prog, "L", {"a": a, "b": b, "i": i, "x": x}, outs)
+
+
+def test_logic_on_compile_time_values_is_pythons(tmp_path):
+    prog = _load(tmp_path, "model M(n: int = 6) {\n    input x: [B, 4]\n    k = (n & 3) + (n | 1) + (n ^ 5) + ~n\n"
+                           "    output x * k if true & (false | true) else x\n}\n")
+    net = prog.build("M", seed=0).eval()
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(net(x), x * ((6 & 3) + (6 | 1) + (6 ^ 5) + ~6))
+    assert "E0307" in _error(tmp_path, "input x: [B, 4]\n    output x * (1 & true)")
+    assert "E0307" in _error(tmp_path, "input x: [B, 4]\n    output x * ~2.5")
+
+
+def test_logic_on_a_float_tensor_is_a_clean_error_at_the_operand(tmp_path):
+    msg = _error(tmp_path, "input x: [B, 4]\n    m = x > 0\n    output m & x")
+    assert "E0310" in msg and "`&` takes bool or integer tensors" in msg and "bad.dl:4:16" in msg   # at `x`
+    assert "E0310" in _error(tmp_path, "input x: [B, 4]\n    output ~x")
+    assert "E0310" in _error(tmp_path, "input i: [B, 4] of int64\n    output i | 1.5")
+    msg = _error(tmp_path, "input x: [B, 4]\n    output (x > 0) and (x < 1)")
+    assert "E0307" in msg and "`&`, `|` and `~`" in msg
