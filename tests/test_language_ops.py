@@ -178,3 +178,64 @@ def test_logic_on_a_float_tensor_is_a_clean_error_at_the_operand(tmp_path):
     assert "E0310" in _error(tmp_path, "input i: [B, 4] of int64\n    output i | 1.5")
     msg = _error(tmp_path, "input x: [B, 4]\n    output (x > 0) and (x < 1)")
     assert "E0307" in msg and "`&`, `|` and `~`" in msg
+
+
+# ---------------------------------------------------------------- einsum
+
+EINSUM = """
+model E {
+    input q: [B, 2, T, 4]
+    input k: [B, 2, T, 4]
+    input w: [4, 3]
+    scores = einsum("bhqd,bhkd->bhqk", q, k)
+    output scores, einsum("...d,de->...e", q, w), einsum("bhtd", [q]), einsum("b h t d , d e -> b e", q, w)
+}
+"""
+
+
+def test_einsum_is_torchs_with_run_time_sizes_and_matches_in_onnx(tmp_path):
+    prog = _load(tmp_path, EINSUM)
+    graph = prog.graph("E")
+    shapes = [str(graph.type_of(ref)) for _, ref in graph.outputs]
+    assert shapes[0].startswith("[B, 2, T, T]") and shapes[1].startswith("[B, 2, T, 3]"), shapes
+    assert 'torch.einsum("bhqd,bhkd->bhqk", q, k)' in prog.source()
+    net = prog.build("E", seed=0).eval()
+    q, k, w = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4), torch.randn(4, 3)
+    with torch.no_grad():
+        outs = net(q, k, w)
+    want = (torch.einsum("bhqd,bhkd->bhqk", q, k), torch.einsum("...d,de->...e", q, w), q.permute(0, 3, 1, 2),
+            torch.einsum("bhtd,de->be", q, w))
+    for got, w_ in zip(outs, want):
+        torch.testing.assert_close(got, w_)
+    _onnx_matches_close(prog, "E", {"q": q, "k": k, "w": w}, outs)
+
+
+def _onnx_matches_close(prog, name: str, inputs: dict, outs) -> None:
+    import numpy as np
+    from support import ort_run
+    got = ort_run(prog.onnx(name), {k: v.numpy() for k, v in inputs.items()})
+    for g, w in zip(got, outs):
+        assert g.shape == tuple(w.shape)
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("call,code,text", [
+    ('einsum("ij,jk->ik", a)', "E0302", "names 2 operands but 1 tensor is given"),
+    ('einsum("ij,jk->ik->i", a, b)', "E0302", "`->` may appear once"),
+    ('einsum("i1,jk->ik", a, b)', "E0302", "`1` in operand 1 is not a subscript"),
+    ('einsum("ii,jk->ik", a, b)', "E0302", "`i` appears twice in operand 1 (a diagonal or a trace)"),
+    ('einsum("ij,jk->iz", a, b)', "E0302", "the output's `z` is in no operand"),
+    ('einsum("ij,jk->ii", a, b)', "E0302", "`i` appears twice in the output"),
+    ('einsum("ij,jk->...", a, b)', "E0302", "the output has `...` but no operand does"),
+    ('einsum("...i...,jk->ik", a, b)', "E0302", "operand 1 has `...` twice"),
+    ('einsum("ijk,jk->ik", a, b)', "E0402", "operand 1 is [3, 4], but its subscripts `ijk` name 3 dimensions"),
+    ('einsum("ij,ik->jk", a, b)', "E0403", "`i` is 3 in operand 1 but 4 in operand 2"),
+    ('einsum("ij,jk->ik", a, c)', "E0310", "one dtype"),
+    ('einsum(3, a)', "E0301", "expects a string"),
+])
+def test_einsum_diagnostics(tmp_path, call, code, text):
+    msg = _error(tmp_path, f"input a: [3, 4]\n    input b: [4, 5]\n    input c: [4, 5] of float64\n"
+                           f"    output {call}")
+    assert code in msg and text in msg, msg
+    if code == "E0302":   # at the equation
+        assert f"bad.dl:5:{len('    output einsum(') + 1}" in msg, msg

@@ -14,7 +14,7 @@ from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
 from . import ast
-from .binding import Arg, bind, convert
+from .binding import Arg, bind, convert, pack_rest
 from .builtins import BUILTINS, CONSTANTS
 from .errors import EvalError
 
@@ -41,7 +41,7 @@ def check_calls(expr, reporter: Reporter) -> None:
             continue
         op = REGISTRY[node.func.id]
         try:
-            given = bind([p.name for p in op.params], [Arg(a, a.span) for a in node.args],
+            given = bind([p.name for p in op.params], pack_rest(op.params, [Arg(a, a.span) for a in node.args]),
                          [(k.name, Arg(k.value, k.value.span, k.span)) for k in node.kwargs], op.name, node.span)
             for p in op.params:
                 arg = given.get(p.name)
