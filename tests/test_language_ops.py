@@ -239,3 +239,46 @@ def test_einsum_diagnostics(tmp_path, call, code, text):
     assert code in msg and text in msg, msg
     if code == "E0302":   # at the equation
         assert f"bad.dl:5:{len('    output einsum(') + 1}" in msg, msg
+
+
+# ---------------------------------------------------------------- interpolate and the 2-d upsampling layers
+
+RESIZE = """
+model R {
+    input x: [B, 3, 6, 5]
+    a = interpolate(x, scale_factor=2.0, mode="bilinear")
+    b = x -> interpolate(size=[4, 9], mode="bicubic", align_corners=true)
+    c = x -> UpsamplingBilinear2d(scale_factor=1.5)
+    d = x -> UpsamplingNearest2d(size=[7, 3]) as up
+    output a, b, c, d, interpolate(x, scale_factor=0.5)
+}
+"""
+
+
+def test_interpolate_and_the_upsampling_layers_are_torchs_and_match_in_onnx(tmp_path):
+    import torch.nn.functional as F
+    prog = _load(tmp_path, RESIZE)
+    src = prog.source()
+    assert "nn.UpsamplingNearest2d(size=(7, 3))" in src and "F.interpolate(x, scale_factor=1.5, mode='bilinear', " \
+        "align_corners=True)" in src.replace('"', "'"), src
+    net = prog.build("R", seed=0).eval()
+    x = torch.randn(2, 3, 6, 5)
+    with torch.no_grad():
+        outs = net(x)
+    want = (F.interpolate(x, scale_factor=2.0, mode="bilinear"),
+            F.interpolate(x, size=[4, 9], mode="bicubic", align_corners=True),
+            torch.nn.UpsamplingBilinear2d(scale_factor=1.5)(x), torch.nn.UpsamplingNearest2d(size=(7, 3))(x),
+            F.interpolate(x, scale_factor=0.5))
+    for got, w in zip(outs, want):
+        torch.testing.assert_close(got, w)
+    _onnx_matches_close(prog, "R", {"x": x}, outs)
+
+
+def test_interpolate_and_the_layers_report_in_their_own_names(tmp_path):
+    msg = _error(tmp_path, "input x: [B, 3, 6, 5]\n    output interpolate(x, size=4, scale_factor=2.0)")
+    assert "E0302" in msg and "`interpolate` takes exactly one of size and scale_factor" in msg
+    msg = _error(tmp_path, "input x: [B, 3, 6]\n    output x -> UpsamplingBilinear2d(scale_factor=2.0)")
+    assert "E0402" in msg and "`UpsamplingBilinear2d` expects a 4-d input" in msg
+    msg = _error(tmp_path, 'input x: [B, 3, 6]\n    output interpolate(x, scale_factor=2.0, mode="bilinear")')
+    assert "E0402" in msg and '`interpolate` with mode="bilinear" expects a 4-d input' in msg
+    assert "E0305" in _error(tmp_path, 'input x: [B, 3, 6, 6]\n    output x -> UpsamplingNearest2d(2.0, mode="bilinear")')
