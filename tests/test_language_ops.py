@@ -282,3 +282,71 @@ def test_interpolate_and_the_layers_report_in_their_own_names(tmp_path):
     msg = _error(tmp_path, 'input x: [B, 3, 6]\n    output interpolate(x, scale_factor=2.0, mode="bilinear")')
     assert "E0402" in msg and '`interpolate` with mode="bilinear" expects a 4-d input' in msg
     assert "E0305" in _error(tmp_path, 'input x: [B, 3, 6, 6]\n    output x -> UpsamplingNearest2d(2.0, mode="bilinear")')
+
+
+# ---------------------------------------------------------------- creation ops
+
+RANGES = """
+model A {
+    input x: [B, T, 4]
+    p = arange(x.shape[1])
+    q = arange(2, x.shape[1], dtype="int64")
+    r = arange(0, x.shape[1], 2)
+    output p, q, r, linspace(-1.0, 2.0, 7), full([x.shape[0], 3], 7), full([2], 0.5, dtype="float64"), arange(8, 2, -3)
+}
+"""
+
+
+def test_arange_with_run_time_ends_linspace_and_full_are_torchs(tmp_path):
+    prog = _load(tmp_path, RANGES)
+    graph = prog.graph("A")
+    assert [str(graph.type_of(r)).split(" of ")[0] for _, r in graph.outputs] == \
+        ["[T]", "[T - 2]", "[(T + 1) // 2]", "[7]", "[B, 3]", "[2]", "[2]"]
+    net = prog.build("A", seed=0).eval()
+    for t in (2, 5):
+        x = torch.randn(3, t, 4)
+        outs = net(x)
+        want = (torch.arange(t, dtype=torch.float32), torch.arange(2, t), torch.arange(0, t, 2, dtype=torch.float32),
+                torch.linspace(-1.0, 2.0, 7), torch.full((3, 3), 7), torch.full((2,), 0.5, dtype=torch.float64),
+                torch.arange(8, 2, -3, dtype=torch.float32))
+        for got, w in zip(outs, want):
+            assert got.dtype == w.dtype
+            torch.testing.assert_close(got, w)
+        _onnx_matches_close(prog, "A", {"x": x}, outs)
+    with pytest.raises(ValueError, match="A needs T >= 2"):   # torch refuses arange(2, 1)
+        net(torch.randn(3, 1, 4))
+
+
+def test_random_tensors_have_their_shapes_dtypes_and_ranges_in_torch_and_onnx(tmp_path):
+    from support import ort_run
+    prog = _load(tmp_path, """
+model Z {
+    input x: [B, 4]
+    u = rand([x.shape[0], 3])
+    i = randint(-3, 4, [x.shape[0], 6])
+    output u, randn([2, 5], dtype="float64"), i, rand_like(x), randn_like(x), randint(0, 5, [4], dtype="uint8"), noise([2])
+}
+""")
+    src = prog.source()
+    for call in ("torch.rand(B, 3", "torch.randn(2, 5, dtype=torch.float64", "torch.randint(-3, 4, (B, 6)",
+                 "torch.rand_like(x)", "torch.randn_like(x)", "torch.randint(0, 5, (4,), dtype=torch.uint8"):
+        assert call in src, call
+    net = prog.build("Z", seed=0).eval()
+    x = torch.randn(64, 4)
+    torch_outs = [t.numpy() for t in net(x)]
+    onnx_outs = ort_run(prog.onnx("Z"), {"x": x.numpy()})
+    for outs in (torch_outs, onnx_outs):
+        u, n, i, ul, nl, small, z = outs
+        assert [a.shape for a in outs] == [(64, 3), (2, 5), (64, 6), (64, 4), (64, 4), (4,), (2,)]
+        assert [str(a.dtype) for a in outs] == ["float32", "float64", "int64", "float32", "float32", "uint8", "float32"]
+        assert 0 <= u.min() and u.max() < 1 and 0 <= ul.min() and ul.max() < 1
+        assert i.min() >= -3 and i.max() <= 3 and len(set(i.ravel().tolist())) > 3 and small.max() <= 4
+        assert abs(nl.mean()) < 0.5 and 0.5 < nl.std() < 1.5
+    assert not (net(x)[0].numpy() == torch_outs[0]).all()   # fresh values at each call
+
+
+def test_creation_op_errors(tmp_path):
+    assert "E0302" in _error(tmp_path, "input x: [B, 4]\n    output x + randint(3, 3, [4])")
+    assert "E0302" in _error(tmp_path, "input x: [B, 4]\n    output x + arange(5, 2)")
+    assert "E0302" in _error(tmp_path, "input x: [B, 4]\n    output x + arange(0, 4, 0)")
+    assert "E0310" in _error(tmp_path, "input x: [B, 4] of int64\n    output rand_like(x)")
