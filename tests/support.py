@@ -81,7 +81,7 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
 def random_input(spec: TensorSpec):
     """Random contents: normal floats, ids in [0, 2), or uniform in `spec.values` when given."""
     import torch
-    if spec.dtype in ("int64", "int32"):
+    if spec.dtype in ("int64", "int32", "int16", "int8", "uint8"):
         lo, hi = spec.values or (0, 2)
         return torch.randint(int(lo), int(hi), spec.shape, dtype=getattr(torch, spec.dtype))
     if spec.dtype == "bool":

@@ -219,13 +219,23 @@ def node_macs_of(op, i) -> int:
 # ---------------------------------------------------------------- the facts passes read, against torch
 
 def test_an_operator_symbol_means_torchs_function_of_that_name():
+    """`a <symbol> b` (or `<symbol>a` for an op of one operand) is torch's function of the entry's name,
+    on float tensors, and on bool and integer ones where the op takes no floats (`&`, `~`)."""
     import torch
-    a, b = torch.tensor([[1.5, -2.0], [3.0, 0.5]]), torch.tensor([[0.5, 4.0], [2.0, 0.25]])
+    floats = torch.tensor([[1.5, -2.0], [3.0, 0.5]]), torch.tensor([[0.5, 4.0], [2.0, 0.25]])
+    others = [(torch.tensor([[True, False], [True, True]]), torch.tensor([[False, False], [True, False]])),
+              (torch.tensor([[6, -3], [0, 12]]), torch.tensor([[3, 5], [-1, 10]]))]
     with_symbol = [op for op in OPS if op.symbol]
-    assert {op.symbol for op in with_symbol} >= {"+", "-", "*", "/", "**", "@", "==", "<"}
+    assert {op.symbol for op in with_symbol} >= {"+", "-", "*", "/", "**", "@", "==", "<", "&", "|", "^", "~"}
     for op in with_symbol:
-        got = eval(f"a {op.symbol} b", {"a": a, "b": b})   # noqa: S307 - our own fixed symbols
-        torch.testing.assert_close(got, getattr(torch, op.name)(a, b), msg=op.name)
+        for a, b in ([floats] if op.name not in _LOGIC else others):
+            unary = len(op.params) == 1
+            got = eval(f"{op.symbol}a" if unary else f"a {op.symbol} b", {"a": a, "b": b})   # noqa: S307 - our symbols
+            want = getattr(torch, op.name)(a) if unary else getattr(torch, op.name)(a, b)
+            torch.testing.assert_close(got, want, msg=op.name)
+
+
+_LOGIC = ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not")
 
 
 def test_an_identity_operand_leaves_the_other_operand_unchanged_in_torch():

@@ -34,7 +34,8 @@ def _default(p) -> str:
 
 
 def signature(name: str, params, skip_tensors: bool = False) -> str:
-    parts = [f"{p.name}{_default(p)}" for p in params if not (skip_tensors and p.is_tensor)]
+    parts = [("*" if p.rest else "") + f"{p.name}{_default(p)}" for p in params   # `*operands`: Python's *args
+             if not (skip_tensors and p.is_tensor)]
     return f"`{name}({', '.join(parts)})`"
 
 

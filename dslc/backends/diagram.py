@@ -24,7 +24,7 @@ from .summary import count_params
 FAMILY_COLOURS = {
     "linear": "#cfe2f3", "conv": "#d9ead3", "pooling": "#d0e0e3", "norm": "#fff2cc", "activation": "#f4cccc",
     "dropout": "#eeeeee", "embedding": "#fce5cd", "recurrent": "#d9d2e9", "attention": "#ead1dc",
-    "tensor": "#f3f3f3", "arith": "#ffffff", "reduce": "#f3f3f3", "loss": "#e6b8af",
+    "tensor": "#f3f3f3", "arith": "#ffffff", "reduce": "#f3f3f3", "loss": "#e6b8af", "random": "#f3f3f3",
 }
 CLUSTER_COLOURS = ["#f7f9fc", "#eef3fa", "#e4ecf7", "#dae5f4"]
 COLLAPSE_MIN = 2  # runs of at least this many identical blocks become one ×N box

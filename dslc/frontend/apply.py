@@ -26,8 +26,9 @@ from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
 
-# `a + b` applies the op whose registry entry has that symbol
-_BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol}
+# `a + b` and `~x` apply the op whose registry entry has that symbol
+_BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol and len(op.params) == 2}
+_UNARY = {op.symbol: op.name for op in REGISTRY.values() if op.symbol and len(op.params) == 1}
 
 
 class LayerApplication:
@@ -223,7 +224,7 @@ class LayerApplication:
         name = _BINOPS.get(e.op)
         if name is None:
             raise EvalError("E0307", f"`{e.op}` is not defined for tensors", e.op_span,
-                            help="tensor operators: + - * / @ ** and comparisons")
+                            help="tensor operators: + - * / @ ** & | ^ and comparisons")
         for v, s in ((left, e.left.span), (right, e.right.span)):
             if not isinstance(v, (TensorValue, Sym)) and not is_number(v):
                 raise EvalError("E0307", f"cannot apply `{e.op}` to a tensor and {describe(v)}", s)
@@ -233,7 +234,8 @@ class LayerApplication:
     def _tensor_unary(self, e: ast.UnaryOp, v, ctx):
         if e.op == "+":
             return v
-        return self._call_function(REGISTRY["neg"], [Arg(v, e.operand.span)], [], e.span, ctx)
+        name = "neg" if e.op == "-" else "logical_not" if e.op == "not" else _UNARY[e.op]
+        return self._call_function(REGISTRY[name], [Arg(v, e.operand.span)], [], e.span, ctx)
 
     def _tensor_index(self, e: ast.Index, v: TensorValue, ctx):
         items = []

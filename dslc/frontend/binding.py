@@ -54,7 +54,7 @@ def _signature_help(callee: str, names: list[str]) -> str:
 def bind_op(params: tuple[ParamSpec, ...], positional: list[Arg], keywords: list[tuple[str, Arg]],
             callee: str, call_span, convert_hook=None) -> tuple[dict, dict]:
     """Bind, convert and check a registry op's arguments; returns (values, spans)."""
-    given = bind([p.name for p in params], positional, keywords, callee, call_span)
+    given = bind([p.name for p in params], pack_rest(params, positional), keywords, callee, call_span)
     missing = [p.name for p in params if p.required and p.name not in given]
     if missing:
         raise EvalError("E0303", f"`{callee}` is missing {_plural_args(missing)}", call_span,
@@ -69,6 +69,20 @@ def bind_op(params: tuple[ParamSpec, ...], positional: list[Arg], keywords: list
         values[p.name] = convert(p, v, arg.span, callee)
         spans[p.name] = arg.span
     return values, spans
+
+
+def pack_rest(params: tuple[ParamSpec, ...], positional: list[Arg]) -> list[Arg]:
+    """A `rest` parameter (einsum's operands) collects the positional arguments from its place on, as
+    Python's *args, into one list argument; a single list there is taken as it is (`einsum(eq, [a, b])`)."""
+    if not params or not params[-1].rest or len(positional) < len(params):
+        return positional
+    i = len(params) - 1
+    tail = positional[i:]
+    if len(tail) == 1 and isinstance(tail[0].value, (list, tuple)):
+        return positional
+    spans = [a.span for a in tail if a.span is not None]
+    span = spans[0].to(spans[-1]) if spans else None
+    return positional[:i] + [Arg(tuple(a.value for a in tail), span)]
 
 
 def convert(p: ParamSpec, value, span, callee: str):
@@ -106,4 +120,4 @@ def _plural_args(names: list[str]) -> str:
     return f"the argument{'s' if len(names) > 1 else ''} {quoted}"
 
 
-__all__ = ["Arg", "REQUIRED", "bind", "bind_op", "convert"]
+__all__ = ["Arg", "REQUIRED", "bind", "bind_op", "convert", "pack_rest"]

@@ -1,14 +1,17 @@
-"""Compile-time functions: range, len, min, max, abs, sum, int, float.
+"""Compile-time functions: range, len, min, max, abs, sum, all, any, int, float, the math
+functions log, exp, sqrt, sin and cos, and the constants pi and e; the casts long, double, half
+and bool, which take tensors only.
 
 They run on compile-time values; sizes keep or lose their parameter
 expressions through the ordinary arithmetic of `Size` (a lost expression
-records a guard).
+records a guard). A name that is also a tensor function (`sum`, `abs`, `log`) or a cast
+(`float`, `int`) means the tensor operation when an argument is a tensor: `calls.py` decides.
 """
 from __future__ import annotations
 
 import math
 
-from ..ir.dims import Size, Sym, plain
+from ..ir.dims import Real, Size, Sym, plain
 from ..ir.limits import MAX_INT, MAX_ITEMS
 from ..ops.ptypes import describe, is_int, is_number
 from .values import Builtin
@@ -85,11 +88,27 @@ def _max(*args):
 
 
 def _sum(*args):
+    if len(args) == 1 and isinstance(args[0], (list, tuple)) and not args[0]:
+        return 0   # Python's sum of nothing
     values = _numbers("sum", args)
     total = values[0]
     for v in values[1:]:
         total = total + v
     return total
+
+
+def _truths(name: str, args) -> list:
+    if len(args) != 1 or not isinstance(args[0], (list, tuple)):
+        raise BuiltinError(f"`{name}` takes one list")
+    return [bool(v) for v in args[0]]   # a size's truth records its guard; a run-time size's is E0311
+
+
+def _all(*args):
+    return all(_truths("all", args))
+
+
+def _any(*args):
+    return any(_truths("any", args))
 
 
 def _abs(*args):
@@ -115,7 +134,55 @@ def _float(*args):
     return float(args[0])
 
 
+def _real(name: str, args) -> float:
+    """The one number a math function takes, as a float; a parameter's expression is lost (a guard)."""
+    if len(args) != 1:
+        raise BuiltinError(f"`{name}` takes one number")
+    v = args[0]
+    if isinstance(v, Sym):
+        raise BuiltinError(f"`{name}` needs a number known at compile time, got the run-time size `{v}`", 0)
+    if not is_number(v):
+        raise BuiltinError(f"`{name}` expects a number or a tensor, got {describe(v)}", 0)
+    if isinstance(v, Real):
+        v._lose()
+    return float(v)   # a Size's __float__ records that its value was fixed
+
+
+def _math(name: str, f):
+    def fn(*args):
+        x = _real(name, args)
+        try:
+            return f(x)
+        except ValueError:
+            raise BuiltinError(f"`{name}({x:g})` is undefined", 0, code="E0308") from None
+        except OverflowError:
+            raise BuiltinError(f"`{name}({x:g})` is too large for a float", 0, code="E0308") from None
+    return fn
+
+
+def _tensor_only(name: str, number_form: str):
+    def fn(*args):
+        raise BuiltinError(f"`{name}` converts a tensor (`{name}(x)` is torch's `x.{name}()`); "
+                           f"{number_form}", 0 if args else None)
+    return fn
+
+
+def _cast(name: str, fn, dtype: str) -> Builtin:
+    """A cast spelled as torch's method (`float(x)` is `x.float()`), and its meaning on numbers."""
+    return Builtin(name, fn, tensor_op="cast", tensor_args=(("dtype", dtype),))
+
+
 BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("range", _range), Builtin("len", _len), Builtin("min", _min), Builtin("max", _max),
-    Builtin("sum", _sum), Builtin("abs", _abs), Builtin("int", _int), Builtin("float", _float),
+    Builtin("sum", _sum), Builtin("abs", _abs), Builtin("all", _all), Builtin("any", _any),
+    _cast("int", _int, "int32"), _cast("float", _float, "float32"),
+    _cast("long", _tensor_only("long", "a number is made an int by `int`"), "int64"),
+    _cast("double", _tensor_only("double", "a number is made a float by `float`"), "float64"),
+    _cast("half", _tensor_only("half", "a number is made a float by `float`"), "float16"),
+    _cast("bool", _tensor_only("bool", "compare a number instead (`n != 0`)"), "bool"),
+    *(Builtin(n, _math(n, f)) for n, f in (("log", math.log), ("exp", math.exp), ("sqrt", math.sqrt),
+                                            ("sin", math.sin), ("cos", math.cos))),
 )}
+
+# Names of compile-time numbers (a local name of the spec's may shadow them).
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}

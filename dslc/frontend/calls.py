@@ -7,10 +7,11 @@ from dataclasses import dataclass, replace
 
 from ..ir.dims import SymbolicDecision
 from ..ir.values import TensorValue
+from ..ops import REGISTRY
 from ..ops.ptypes import describe
 from . import ast
 from .binding import Arg
-from .builtins import BuiltinError
+from .builtins import BUILTINS, BuiltinError
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import length
@@ -57,12 +58,17 @@ class CallEvaluation:
                 pos, kws = self._args(e, ctx, skip=("init",))
                 return replace(self._layer_spec(func.op, pos, kws, e.span), inits=self._layer_inits(init, ctx))
             pos, kws = self._args(e, ctx, piped)
+            number_form = BUILTINS.get(func.op.name)
+            if number_form is not None and not _any_tensor(pos, kws):   # `sum(depths)`, `log(10000.0)`
+                return self._call_builtin(number_form, pos, kws, e)
             return self._call_function(func.op, pos, kws, e.span, ctx)
         if isinstance(func, DeclRef) and func.decl.kind in ("block", "model"):
             pos, kws = self._args(e, ctx)
             return self._block_spec(func.decl, pos, kws, e.span)
         if isinstance(func, Builtin):
             pos, kws = self._args(e, ctx, piped)
+            if func.tensor_op and _any_tensor(pos, kws):   # `float(x)`: a cast
+                return self._call_tensor_form(func, pos, kws, e.span, ctx)
             return self._call_builtin(func, pos, kws, e)
         if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
             pos, kws = self._args(e, ctx)
@@ -76,6 +82,10 @@ class CallEvaluation:
         if isinstance(func, DeclRef):
             raise EvalError("E0307", f"{describe(func)} cannot be called here", e.func.span)
         raise EvalError("E0307", f"{describe(func)} is not callable", e.func.span)
+
+    def _call_tensor_form(self, func: Builtin, pos: list[Arg], kws, span, ctx: Ctx):
+        fixed = [(k, Arg(v, span)) for k, v in func.tensor_args]
+        return self._call_function(REGISTRY[func.tensor_op], pos, kws + fixed, span, ctx)
 
     def _call_builtin(self, func: Builtin, pos: list[Arg], kws, e: ast.Call):
         if kws:
@@ -181,6 +191,8 @@ class CallEvaluation:
                     raise Poisoned()
                 return _Done(self._call_function(v.op, [Arg(value, getattr(value, "span", e.span))], [],
                                                  e.span, ctx))
+            if isinstance(v, Builtin) and v.tensor_op and isinstance(value, TensorValue):   # `x -> float`
+                return _Done(self._call_tensor_form(v, [Arg(value, value.span or e.span)], [], e.span, ctx))
             return v
         return self._expr(e, ctx)
 
@@ -214,6 +226,12 @@ class CallEvaluation:
                             help="a pipe starts from a tensor: `x -> Linear(10)`")
         return self._apply(spec, [value], [value.span], e.span, ctx)
 
+
+
+def _any_tensor(pos: list[Arg], kws) -> bool:
+    """Whether a call has a tensor argument: a name that is both a tensor function and a compile-time
+    built-in (`sum`, `abs`, `log`) means the tensor function then, the built-in otherwise."""
+    return any(isinstance(a.value, TensorValue) for a in pos + [a for _, a in kws])
 
 
 @dataclass

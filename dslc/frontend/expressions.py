@@ -11,7 +11,7 @@ from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .context import Ctx
 from .errors import EvalError, Poisoned
-from .scalar_ops import SCALAR_OPS, check_lengths, length
+from .scalar_ops import SCALAR_OPS, check_lengths, invert, length
 from .values import POISON, InstanceValue, Record
 
 
@@ -124,11 +124,13 @@ class ExpressionEvaluation:
         v = self._expr(e.operand, ctx)
         if v is POISON:
             raise Poisoned()
-        if e.op == "not":
-            return not self._truth(v, e.operand.span)
         if isinstance(v, TensorValue):
             return self._tensor_unary(e, v, ctx)
-        if not is_number(v) and not isinstance(v, Sym):
+        if e.op == "not":
+            return not self._truth(v, e.operand.span)
+        if e.op == "~" and is_int(v):
+            return invert(v)
+        if not is_number(v) and not isinstance(v, Sym) or e.op == "~":
             raise EvalError("E0307", f"cannot apply `{e.op}` to {describe(v)}", e.span)
         return self._bounded(-v if e.op == "-" else v, e.span)
 
@@ -140,7 +142,8 @@ class ExpressionEvaluation:
         if v is POISON:
             raise Poisoned()
         if isinstance(v, TensorValue):
-            raise EvalError("E0307", "a tensor cannot decide a compile-time condition", span)
+            raise EvalError("E0307", "a tensor cannot decide a compile-time condition", span,
+                            help="on bool tensors, `&`, `|` and `~` are elementwise and, or and not")
         try:
             return bool(v)
         except SymbolicDecision as e:

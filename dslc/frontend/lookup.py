@@ -10,7 +10,7 @@ from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ir.naming import attribute_problem
 from ..ops import REGISTRY
 from . import ast
-from .builtins import BUILTINS
+from .builtins import BUILTINS, CONSTANTS
 from .context import Ctx
 from .errors import EvalError
 from .values import MISSING, DeclRef, InstanceValue, OpRef
@@ -35,13 +35,15 @@ class NameLookup:
             return OpRef(REGISTRY[name])
         if name in BUILTINS:
             return BUILTINS[name]
+        if name in CONSTANTS:
+            return CONSTANTS[name]
         return self._lookup_extra(name, ctx)
 
     def _lookup_extra(self, name: str, ctx: Ctx):
         return MISSING
 
     def visible_names(self, ctx: Ctx) -> list[str]:
-        return list(ctx.scope) + list(self.unit.decls) + _public_ops() + list(BUILTINS)
+        return list(ctx.scope) + list(self.unit.decls) + _public_ops() + list(BUILTINS) + list(CONSTANTS)
 
     def _unknown_name(self, e: ast.Name, ctx: Ctx, called: bool = False) -> EvalError:
         name = e.id

@@ -14,13 +14,13 @@ from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
 from . import ast
-from .binding import Arg, bind, convert
-from .builtins import BUILTINS
+from .binding import Arg, bind, convert, pack_rest
+from .builtins import BUILTINS, CONSTANTS
 from .errors import EvalError
 
 
 def check_names(unit, reporter: Reporter, skip: set) -> None:
-    globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS)
+    globals_ = set(unit.decls) | {n for n, op in REGISTRY.items() if not op.internal} | set(BUILTINS) | set(CONSTANTS)
     for decl in unit.decls.values():
         if decl.name in skip or decl.kind not in ("model", "block", "loss"):
             continue
@@ -41,7 +41,7 @@ def check_calls(expr, reporter: Reporter) -> None:
             continue
         op = REGISTRY[node.func.id]
         try:
-            given = bind([p.name for p in op.params], [Arg(a, a.span) for a in node.args],
+            given = bind([p.name for p in op.params], pack_rest(op.params, [Arg(a, a.span) for a in node.args]),
                          [(k.name, Arg(k.value, k.value.span, k.span)) for k in node.kwargs], op.name, node.span)
             for p in op.params:
                 arg = given.get(p.name)

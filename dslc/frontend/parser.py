@@ -32,7 +32,7 @@ _CLOSE = set(_OPEN.values())
 _TOKEN_WORDS = {
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
     "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "ARROW": "`->`",
-    "COMP_OP": "a comparison", "ADD_OP": "`+` or `-`", "MUL_OP": "an operator", "POW": "`**`",
+    "COMP_OP": "a comparison", "ADD_OP": "`+` or `-`", "MUL_OP": "an operator", "POW": "`**`", "INVERT": "`~`",
     "NAME": "a name", "INT": "a number", "FLOAT": "a number", "STRING": "a string",
     "_NL": "a new line", "$END": "the end of the file", "TRUE": "`true`", "FALSE": "`false`",
     "NONE": "`none`",
@@ -305,7 +305,8 @@ def _token_word(tok: Token) -> str:
     return f"`{tok.value}`"
 
 
-_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "LBRACE", "TRUE", "FALSE", "NONE", "ADD_OP"}
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "LBRACE", "TRUE", "FALSE", "NONE", "ADD_OP",
+               "INVERT"}
 _CLOSERS = {"RPAR": "`)`", "RSQB": "`]`", "RBRACE": "`}`", "COMMA": "`,`", "_NL": "a new line",
             "COLON": "`:`", "EQUAL": "`=`"}
 
@@ -348,9 +349,9 @@ def _syntax_help(tok: Token, expected: list[str]) -> str | None:
 # first and last child; binary operators arrive as one flat list and are ordered here.
 
 _VALUE_TOKENS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "ADD_OP", "BINOP", "LOGIC",
-                 "POW", "NOT", "ARROW", "CONTAINS"}
+                 "POW", "NOT", "ARROW", "CONTAINS", "INVERT"}
 _PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "in": 4, "not in": 4,
-         "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "@": 6}
+         "|": 5, "^": 6, "&": 7, "+": 8, "-": 8, "*": 9, "/": 9, "//": 9, "%": 9, "@": 9}
 _NOT_PREC = 3  # `not a == b` is `not (a == b)`, as in Python
 _COMPARE = 4
 

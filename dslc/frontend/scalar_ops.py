@@ -88,6 +88,27 @@ def _contains(item, container) -> bool:
     return any(_eq(item, x) for x in container)   # sizes compare as `==` does (run-time ones: E0311)
 
 
+def _bitwise(f):
+    """`a & b`, `a | b`, `a ^ b` of two ints or two bools, as in Python (a size's value is fixed: a guard)."""
+    def op(a, b):
+        if not (is_int(a) and is_int(b) or isinstance(a, bool) and isinstance(b, bool)):
+            raise TypeError
+        for v in (a, b):
+            if isinstance(v, Size):
+                v._lose("a bitwise operation")
+        return f(plain(a), plain(b))
+    return op
+
+
+def invert(v):
+    """`~n` of an int, as in Python (a bool is not a number: E0307)."""
+    if not is_int(v):
+        raise TypeError
+    if isinstance(v, Size):
+        v._lose("a bitwise operation")
+    return ~plain(v)
+
+
 SCALAR_OPS = {
     "+": _add, "-": _arith(lambda a, b: a - b), "*": _mul, "/": _truediv,
     "//": _arith(lambda a, b: a // b), "%": _arith(lambda a, b: a % b),
@@ -96,4 +117,5 @@ SCALAR_OPS = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
     "@": lambda a, b: (_ for _ in ()).throw(TypeError()),
     "in": _contains, "not in": lambda a, b: not _contains(a, b),
+    "&": _bitwise(lambda a, b: a & b), "|": _bitwise(lambda a, b: a | b), "^": _bitwise(lambda a, b: a ^ b),
 }

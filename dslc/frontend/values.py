@@ -88,9 +88,12 @@ class InstanceValue:
 
 @dataclass(frozen=True)
 class Builtin:
-    """A compile-time function such as `range` or `len`."""
+    """A compile-time function such as `range` or `len`; `tensor_op` (with the fixed arguments
+    `tensor_args`) is what a call with a tensor argument means: `float(x)` is `cast(x, "float32")`."""
     name: str
     fn: object
+    tensor_op: str = ""
+    tensor_args: tuple = ()
 
     def describe(self) -> str:
         return f"the built-in `{self.name}`"

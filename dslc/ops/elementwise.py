@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR
@@ -70,31 +69,4 @@ register(OpDef(
     onnx=_normalize_onnx,
     examples=(Example({"input": S(2, 3, 4)}), Example({"input": S(2, 5), "p": 1.0, "dim": 0})),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 6)), "dim": d.int(-1, 0)}),
-))
-
-
-def _arange_infer(b):
-    end = b["end"]
-    if isinstance(end, Sym):
-        raise ShapeError("`arange` needs a size known at compile time", code="E0302", arg="end")
-    if plain(end) <= 0:
-        raise ShapeError(f"`arange` needs a positive size, got {plain(end)}", code="E0302", arg="end")
-    return [TensorType((end,), "float32")]
-
-
-def _arange_onnx(g, n):
-    import numpy as np
-
-    return [g.const(np.arange(plain(n["end"]), dtype=np.float32), "float32", hint="arange")]
-
-
-register(OpDef(
-    name="arange", kind="function", family="tensor",
-    doc="0, 1, ..., end − 1 as float32 `[end]` (frequencies of sinusoidal embeddings, say).",
-    params=(ParamSpec("end", INT, check=checks.positive),), infer=_arange_infer, macs=lambda b, out: 0,
-    torch=TorchFunction(lambda e: f"torch.arange({e.fmt(e['end'])}, dtype=torch.float32"
-                        + (f", device={e.device}" if e.device else "") + ")"),
-    onnx=_arange_onnx,
-    examples=(Example({"end": 5}),),
-    arbitrary=lambda d: Example({"end": d.int(1, 9)}),
 ))

@@ -1,5 +1,6 @@
 """Pooling and resizing: MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d,
-AdaptiveMaxPool1d/2d, Upsample and PixelShuffle. None has weights.
+AdaptiveMaxPool1d/2d, Upsample (and, with its rule, `interpolate`, UpsamplingNearest2d and
+UpsamplingBilinear2d) and PixelShuffle. None has weights.
 
 Windowed pools, per spatial dimension (kernel k, stride s = k when not given,
 padding p ≤ ⌊k/2⌋, dilation d for max pools, span d·(k−1)+1), as torch's
@@ -47,8 +48,8 @@ from fractions import Fraction
 from ..ir.dims import Real, Sym, plain, plain_float, require
 from . import checks
 from .nans import nan_mask, with_nans
-from .ptypes import BOOL, FLOAT, INT, ArgTypeError, Ints, ListOf, OneOf, Optional, PType, Str, is_int
-from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
+from .ptypes import BOOL, FLOAT, INT, TENSOR, ArgTypeError, Ints, ListOf, OneOf, Optional, PType, Str, is_int
+from .registry import REGISTRY, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import divides, need_min_rank, need_rank, ntuple
 
 LAYOUT = {1: "[C, L] or [N, C, L]", 2: "[C, H, W] or [N, C, H, W]"}
@@ -451,7 +452,7 @@ def _upsample_rank(b) -> int:
     ranks = MODE_RANKS[mode]
     if t.rank not in ranks:
         want = " or ".join(f"{r}-d input {UPSAMPLE_LAYOUT[r]}" for r in ranks)
-        raise ShapeError(f'`Upsample` with mode="{mode}" expects a {want}, got {t.shape_str()}',
+        raise ShapeError(f'`{b.op.name}` with mode="{mode}" expects a {want}, got {t.shape_str()}',
                          code="E0402", input=0, label=f"this is {t.rank}-d",
                          help='linear is for 3-d, bilinear/bicubic for 4-d, trilinear for 5-d input; '
                               'nearest works for all three')
@@ -461,21 +462,21 @@ def _upsample_rank(b) -> int:
 def _check_upsample_args(b, n: int) -> None:
     size, scale = b["size"], b["scale_factor"]
     if b["align_corners"] is not None and b["mode"] == "nearest":
-        raise ShapeError('`Upsample`\'s align_corners only applies to the interpolating modes '
+        raise ShapeError(f'`{b.op.name}`\'s align_corners only applies to the interpolating modes '
                          '(linear, bilinear, bicubic, trilinear), not "nearest"', code="E0302", arg="align_corners",
                          help="leave align_corners out with mode \"nearest\"")
     if (size is None) == (scale is None):
         both = size is not None
-        raise ShapeError("`Upsample` takes exactly one of size and scale_factor, got "
+        raise ShapeError(f"`{b.op.name}` takes exactly one of size and scale_factor, got "
                          + ("both" if both else "neither"), code="E0302" if both else "E0303",
                          arg="scale_factor" if both else None)
     for what, v in (("size", size), ("scale_factor", scale)):
         if isinstance(v, tuple) and len(v) != n:
-            raise ShapeError(f"`Upsample`'s {what} has {len(v)} entries but the input {b.x.shape_str()} has "
+            raise ShapeError(f"`{b.op.name}`'s {what} has {len(v)} entries but the input {b.x.shape_str()} has "
                              f"{n} spatial dimension{'s' if n > 1 else ''}", code="E0402", arg=what, input=0)
 
 
-def _scaled(size, factor):
+def _scaled(size, factor, name: str):
     """⌊size · factor⌋ as torch computes it (a double product), keeping the size's expression when exact."""
     if isinstance(factor, Real):
         factor = factor + 0.0  # the shape depends on this float parameter: record its value
@@ -487,7 +488,7 @@ def _scaled(size, factor):
     if f.denominator <= 1024 and (isinstance(size, Sym) or plain(size) * f.numerator < 2 ** 53):
         return size * f.numerator // f.denominator
     if isinstance(size, Sym):
-        raise ShapeError(f"`Upsample`'s scale_factor {float(f)!r} times the run-time size `{size}` cannot be "
+        raise ShapeError(f"`{name}`'s scale_factor {float(f)!r} times the run-time size `{size}` cannot be "
                          "worked out at compile time", code="E0311", arg="scale_factor",
                          help="use an integer or binary-fraction scale factor (2, 1.5, 0.75), or give `size`")
     return math.floor(float(size) * float(f))  # float() fixes a parameter-derived size (a guard)
@@ -500,25 +501,25 @@ def _upsample_infer(b):
     if b["size"] is not None:
         spatial = ntuple(b["size"], n)
     else:
-        spatial = tuple(_scaled(size, f) for size, f in zip(sizes, ntuple(b["scale_factor"], n)))
+        spatial = tuple(_scaled(size, f, b.op.name) for size, f in zip(sizes, ntuple(b["scale_factor"], n)))
     for i, (size, out) in enumerate(zip(sizes, spatial)):
         if isinstance(out, Sym):
             require(out, ">=", 1, b.where)   # torch refuses an empty output
         elif plain(out) < 1:
-            raise ShapeError(f"`Upsample`'s scale_factor shrinks dimension {i + 2} of {b.x.shape_str()} "
+            raise ShapeError(f"`{b.op.name}`'s scale_factor shrinks dimension {i + 2} of {b.x.shape_str()} "
                              f"(size {plain(size)}) to {plain(out)}", code="E0302", arg="scale_factor", input=0,
                              label="output would be empty")
     return [b.x.with_shape(b.x.shape[:2] + tuple(spatial))]
 
 
-def _upsample_label(a) -> str:
+def _upsample_label(a, name: str = "Upsample", mode: bool = True) -> str:
     if a["size"] is not None:
         what = f"→ {_text(a['size'], len(a['size']) if isinstance(a['size'], tuple) else 1)}"
     else:
         f = a["scale_factor"]
         factors = [f"{plain_float(x):g}" for x in ntuple(f, 1)]
         what = f"×{factors[0]}" if len(set(factors)) == 1 else f"×({', '.join(factors)})"
-    return f"Upsample {what} {a['mode']}"
+    return f"{name} {what}" + (f" {a['mode']}" if mode else "")
 
 
 def _upsample_functional(e) -> str:
@@ -751,6 +752,55 @@ register(OpDef(
               Example({"size": 9, "mode": "linear"}, (S(2, 3, 4),))),
     arbitrary=_upsample_arbitrary,
 ))
+
+
+# `interpolate` (F.interpolate) and the 2-d layers torch keeps for it share Upsample's rule and emitters: the
+# rule reads `mode` and `align_corners`, which the layers fix (their `resolve`), and names the op it checks.
+_RESIZE_PARAMS = {p.name: p for p in REGISTRY["Upsample"].params}
+
+
+register(OpDef(
+    name="interpolate", kind="function", family="pool",
+    doc="F.interpolate: the spatial dimensions of [N, C, ...] resized to `size` or by `scale_factor` (exactly "
+        "one), as the `Upsample` layer does (the same rule, modes and ONNX).",
+    params=(ParamSpec("input", TENSOR),) + tuple(_RESIZE_PARAMS.values()),
+    infer=_upsample_infer, macs=_zero_macs, label=lambda a: _upsample_label(a, "interpolate"),
+    onnx=_upsample_onnx, torch=TorchFunction(_upsample_functional),
+    examples=(Example({"input": S(2, 3, 4, 4), "scale_factor": 2.0}),
+              Example({"input": S(2, 3, 4, 5), "size": [7, 3], "mode": "bilinear", "align_corners": False}),
+              Example({"input": S(2, 3, 6), "scale_factor": 0.5, "mode": "linear", "align_corners": True})),
+    arbitrary=lambda d: (lambda ex: Example({"input": ex.inputs[0], **ex.args}))(_upsample_arbitrary(d)),
+))
+
+
+def _upsampling_2d(name: str, mode: str, align_corners):
+    """UpsamplingNearest2d / UpsamplingBilinear2d: F.interpolate with mode (and align_corners) fixed, on 4-d input."""
+    def infer(b):
+        if b.x.rank != 4:
+            raise ShapeError(f"`{name}` expects a 4-d input [N, C, H, W], got {b.x.shape_str()}", code="E0402",
+                             input=0, label=f"this is {b.x.rank}-d")
+        return _upsample_infer(b)
+
+    fixed = f", mode={mode!r}" + (", align_corners=True" if align_corners else "")
+    register(OpDef(
+        name=name, kind="layer", family="pool", stem="upsample",
+        doc=f"nn.{name}: [N, C, H, W] resized to `size` or by `scale_factor` (exactly one), by "
+            + ("nearest neighbour." if mode == "nearest" else "bilinear interpolation with align_corners=True."),
+        params=(_RESIZE_PARAMS["size"], _RESIZE_PARAMS["scale_factor"]),
+        resolve=lambda b: {"mode": mode, "align_corners": align_corners},
+        infer=infer, macs=_zero_macs, label=lambda a: _upsample_label(a, name, mode=False), onnx=_upsample_onnx,
+        torch=TorchLayer(f"nn.{name}", (), ("size", "scale_factor"),
+                         functional=lambda e: f"F.interpolate({e.inputs[0]}{e.kw('size')}{e.kw('scale_factor')}{fixed})"),
+        examples=(Example({"scale_factor": 2.0}, (S(2, 3, 4, 5),)), Example({"size": [3, 7]}, (S(1, 2, 5, 4),)),
+                  Example({"scale_factor": [1.5, 0.5]}, (S(2, 1, 4, 6),))),
+        arbitrary=lambda d: Example({"scale_factor": d.choice([2.0, 0.5, 1.5, [2.0, 3.0]])} if d.bool() else
+                                    {"size": d.choice([d.int(1, 8), [d.int(1, 8), d.int(1, 8)]])},
+                                    (S(2, 3, d.int(2, 6), d.int(2, 6)),)),
+    ))
+
+
+_upsampling_2d("UpsamplingNearest2d", "nearest", None)
+_upsampling_2d("UpsamplingBilinear2d", "bilinear", True)
 
 
 # ---------------------------------------------------------------- PixelShuffle

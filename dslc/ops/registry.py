@@ -42,6 +42,7 @@ class ParamSpec:
     default: object = REQUIRED
     check: Callable | None = None  # value -> error message | None
     doc: str = ""
+    rest: bool = False             # collects the positional arguments from its place on (Python's *args)
 
     @property
     def required(self) -> bool:
@@ -325,6 +326,8 @@ def _entry_problems(op: OpDef) -> list[str]:
     if (op.category in ("conv", "conv_transpose", "linear", "batchnorm")) != (op.spatial is not None):
         out.append("conv, conv_transpose, linear and batchnorm entries give `spatial`, others do not")
     names = [p.name for p in op.params]
+    if any(p.rest for p in op.params[:-1]) or any(p.rest and not p.is_tensor for p in op.params):
+        out.append("only the last parameter, a list of tensors, collects the remaining positional arguments")
     if len(set(names)) != len(names):
         out.append("duplicate parameter names")
     seen_default = False

@@ -1,5 +1,6 @@
 """Tensor functions, by family: arithmetic and comparison operators, joining and splitting,
-reshaping, reductions, indexing, and the small helpers of the language (positions, noise,
-reparameterize, detach, zeros/ones). Also the Flatten and Unflatten layers. Importing this
-package registers them, in this order."""
-from . import arith, joining, reshape, reductions, indexing, helpers, selection  # noqa: F401, I001 (registration order)
+reshaping, reductions, indexing, the small helpers of the language (positions, reparameterize,
+detach, zeros/ones/full), selection, casts, logic, einsum, and creation (random tensors, noise,
+ranges). Also the Flatten and Unflatten layers. Importing this package registers them, in this
+order."""
+from . import arith, joining, reshape, reductions, indexing, helpers, selection, cast, logic, einsum, creation  # noqa: F401, I001 (registration order)

@@ -14,11 +14,17 @@ from .common import _ORT_MISSING, _WIDER, ANY_DTYPE, _kind, _promote, _t, _widen
 
 
 def _result_dtype(a, b, op: str) -> str:
-    """torch's result dtype: tensors promote (torch.promote_types), a Python scalar only lifts the category
-    (an int to int64, a float to float32; a run-time size is an int), and true division of integers gives
-    float32."""
-    dtypes = [t.dtype for t in (_t(a), _t(b)) if t is not None]
-    dt = dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
+    """torch's result dtype: tensors with dimensions promote (torch.promote_types); a 0-d tensor beside one
+    counts only where its category is higher (int64 0-d & int32 is int32, float64 0-d + int64 is float64);
+    a Python scalar only lifts the category (an int to int64, a float to float32; a run-time size is an
+    int), and true division of integers gives float32."""
+    tensors = [t for t in (_t(a), _t(b)) if t is not None]
+    ranked = [t.dtype for t in tensors if t.rank]
+    zero_d = [t.dtype for t in tensors if not t.rank]
+    dt = _promote(*ranked) if len(ranked) == 2 else ranked[0] if ranked else \
+        _promote(*zero_d) if len(zero_d) == 2 else zero_d[0]
+    if ranked and zero_d and _kind(zero_d[0]) > _kind(dt):
+        dt = zero_d[0]
     for v in (a, b):
         if not isinstance(v, TensorValue):
             k = 0 if isinstance(v, bool) else 1 if isinstance(v, (int, Sym)) else 2

@@ -1,4 +1,4 @@
-"""The language's small helpers: positions, noise, reparameterize, detach, zeros, ones, full."""
+"""The language's small helpers: positions, reparameterize, detach, zeros, ones, full."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 from ...ir.dims import Sym, plain
 from ...ir.pyliteral import py_float
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
-from ..ptypes import FLOAT, SHAPE, TENSOR, Str
+from ..ptypes import FLOAT, SHAPE, TENSOR, Optional, Str, is_int
 from ..registry import REGISTRY, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, register
 from ..shapes import need_min_rank, same_dim
 from .common import ANY_DTYPE
@@ -72,14 +72,6 @@ def _creation_src(fn: str):
     return src
 
 
-def _noise_onnx(g, n):
-    """RandomNormal of a static size; RandomNormalLike of a ConstantOfShape when the size is known at run time."""
-    size, dtype = n["size"], g.elem_type(n.outputs[0].dtype)
-    if size and not any(isinstance(s, Sym) for s in size):
-        return [g.op("RandomNormal", [], shape=[plain(s) for s in size], dtype=dtype)]
-    return [g.op("RandomNormalLike", [g.op("ConstantOfShape", [g.shape(size)])], dtype=dtype)]
-
-
 def _filled_onnx(value: float):
     """The emitter of zeros/ones: ConstantOfShape of the size (bfloat16, which it cannot hold, by a Cast)."""
     def emit(g, n):
@@ -91,18 +83,6 @@ def _filled_onnx(value: float):
         y = g.op("ConstantOfShape", [g.shape(n["size"])], value=fill)
         return [g.cast(y, dtype, have=held)]
     return emit
-
-
-register(OpDef(
-    name="noise", kind="function", family="tensor", pure=False,
-    doc="Standard normal noise of the given shape (`noise([B, 100])`).",
-    params=(ParamSpec("size", SHAPE),),
-    infer=_sizes_infer(False),
-    torch=TorchFunction(_creation_src("randn")),
-    onnx=_noise_onnx,
-    examples=(Example({"size": [2, 5]}),),
-    arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5))}),
-))
 
 
 for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss target, it takes the "
@@ -129,7 +109,7 @@ def _full_value(value, dtype: str) -> str:
 
 
 def _full_src(e) -> str:
-    dtype = e.args.get("dtype", "float32")
+    dtype = e.outputs[0].dtype
     extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") else ""
     device = f", device={e.device}" if e.device else ""
     dims = e.dims(e.args["size"])
@@ -148,18 +128,25 @@ def _full_onnx(g, n):
     return [g.cast(y, dtype, have=held)]
 
 
-# Made by constant folding (dslc/passes/constants.py), not written in specs: a uniform tensor
+def _full_infer(b):
+    """torch.full's dtype: the given one, else the value's (an int makes int64, a float float32)."""
+    [t] = _sizes_infer(False)(b)
+    return [t.with_dtype(b["dtype"] or ("int64" if is_int(b["value"]) else "float32"))]
+
+
+# Written in specs, and made by constant folding (dslc/passes/constants.py): a uniform tensor
 # whose value was computed at compile time (`ones([4]) * 3` is `full([4], 3.0)`).
 register(OpDef(
-    name="full", kind="function", family="tensor", category="constant", internal=True,
+    name="full", kind="function", family="tensor", category="constant",
     fold=lambda c: c.args.get("value"),
-    doc="A tensor of the given size filled with one value (made by constant folding).",
-    params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Str(DTYPES), "float32")),
-    infer=_sizes_infer(True),
+    doc="A tensor of the given size filled with one value (torch.full): of `dtype`, else int64 for an int value "
+        "and float32 for a float.",
+    params=(ParamSpec("size", SHAPE), ParamSpec("value", FLOAT), ParamSpec("dtype", Optional(Str(DTYPES)), None)),
+    infer=_full_infer,
     torch=TorchFunction(_full_src),
     onnx=_full_onnx,
     examples=(Example({"size": [2, 3], "value": 2.5}), Example({"size": [4], "value": 3.0, "dtype": "int64"}),
-              Example({"size": [3], "value": -1.0, "dtype": "float64"})),
+              Example({"size": [3], "value": -1.0, "dtype": "float64"}), Example({"size": [2, 2], "value": 7})),
     arbitrary=lambda d: Example({"size": list(d.shape(1, 3, 1, 5)), "value": d.choice([0.5, -2.0, 7.0])}),
 ))
 
