@@ -27,7 +27,9 @@ EXPLANATIONS: dict[str, str] = {
     "E0207": "A block uses itself, directly or through other blocks: blocks unroll at compile time, so recursion would never end.",
     "E0208": "The attribute does not exist on this value.",
     "E0209": "The model or plan named on the command line does not exist in the file.",
-    "E0210": "A name is bound twice as a layer instance (`as name`).",
+    "E0210": "Two layers take one name (`as name`, `name = Layer(...)`): a name is one layer of its model or "
+             "block. Inside a loop, a name given on every pass would name a new layer each time: make the layer "
+             "once before the loop and apply it inside to share it, or leave it unnamed for one per pass.",
     "E0211": "The name would break the generated Python: it is a Python keyword, a dunder name, or an attribute "
              "that torch.nn.Module or the generated file relies on. Choose another name.",
     # arguments and types
@@ -50,7 +52,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0405": "The size does not divide evenly (for example `heads` must divide the embedding width).",
     "E0406": "The dimension index is out of range for the tensor's rank.",
     "E0407": "The new shape does not have the same number of elements as the old one.",
-    "E0408": "A layer shared by name is applied to inputs its weights do not fit.",
+    "E0408": "A layer or block shared by name is applied to inputs it was not made for: its inferred sizes "
+             "(`in_features`, a block's layers) would differ from its first application's.",
     "E0409": "The layer received the wrong number of input tensors.",
     # plans and data
     "E0501": "The training plan is missing a required field.",
