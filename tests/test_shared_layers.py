@@ -266,3 +266,6 @@ def test_layers_named_after_library_functions_keep_their_state_dict_names(tmp_pa
     want = torch.sigmoid(net.softmax(q)) + torch.relu(v) + net.layer_norm(net.gelu(k))
     with torch.no_grad():
         torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+    model = prog.onnx("M", seed=0, opt=opt)
+    assert "attention.in_proj_weight" in {i.name for i in model.graph.initializer}
+    np.testing.assert_allclose(ort_run(model, {"x": x.numpy()})[0], want.detach().numpy(), rtol=1e-5, atol=1e-5)
