@@ -1,8 +1,9 @@
-"""Error codes by phase, each with the text `dslc explain CODE` prints.
+"""Error and warning codes by phase, each with the text `dslc explain CODE` prints.
 
 E01xx syntax · E02xx names and imports · E03xx arguments and types ·
 E04xx shapes · E05xx plans and data · E06xx training time · E07xx limits of
-compile-time evaluation (each names the limit it hit) · E09xx files.
+compile-time evaluation (each names the limit it hit) · E09xx files ·
+Wxxxx warnings, which stop nothing (numbered like the errors of their phase).
 """
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ EXPLANATIONS: dict[str, str] = {
     # files
     "E0901": "The file could not be read.",
     "E0902": "The output could not be written.",
+    # warnings
+    "W0201": "A model, block or loss takes the name of a library layer, function or loss (`block LayerNorm`). "
+             "It hides the library's: in its file and the files that import it, the name means the declaration "
+             "(inside the block itself, a use of the name is the block again). Rename it to keep both.",
 }
 
 

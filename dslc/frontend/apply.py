@@ -354,9 +354,13 @@ class LayerApplication:
         decl = spec.decl
         if decl.name in ctx.stack:
             chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
+            hidden = REGISTRY.get(decl.name)
             raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
                             notes=(f"the cycle: {chain}",),
-                            help="blocks unroll at compile time; use `repeat` or `for` for repetition")
+                            help=f"the {decl.kind} `{decl.name}` hides the library {hidden.kind} of that name: "
+                                 f"rename the {decl.kind} to use the library's in it"
+                            if hidden is not None and not hidden.internal else
+                            "blocks unroll at compile time; use `repeat` or `for` for repetition")
         if len(ctx.stack) >= MAX_NESTING:
             raise EvalError("E0705", f"blocks nest more than {MAX_NESTING} deep here", spec.span,
                             label=f"`{decl.name}` inside {len(ctx.stack)} others",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..diagnostics import Reporter, did_you_mean
+from ..diagnostics import Diagnostic, Reporter, did_you_mean
 from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
@@ -31,6 +31,24 @@ def check_names(unit, reporter: Reporter, skip: set) -> None:
                 _report(name, bound | globals_, reporter, called=id(name) in callees)
         if decl.kind == "loss":
             check_calls(decl.value, reporter)
+
+
+def check_shadowing(unit, reporter: Reporter) -> None:
+    """A declaration named like a library layer, function or loss hides it (the file's own names come
+    first): allowed, as in Python, so a layer the library adds later breaks no spec, but never silent."""
+    for decl in unit.decls.values():
+        op = REGISTRY.get(decl.name)
+        if op is None or op.internal or decl.kind == "train":  # a plan is never a value: it hides nothing
+            continue
+        reporter.add(Diagnostic("W0201", f"the {decl.kind} `{decl.name}` hides the library {op.kind} "
+                                f"`{op.name}`", decl.name_span, label=f"`{decl.name}` means this {decl.kind}",
+                                severity="warning",
+                                help=f"`{decl.name}` is this {decl.kind} in this file and in the files that import "
+                                     f"it; to use the library's too, rename it (`{_renamed(decl.name)}`)"))
+
+
+def _renamed(name: str) -> str:
+    return f"My{name}" if name[:1].isupper() else f"my_{name}"
 
 
 def check_calls(expr, reporter: Reporter) -> None:

@@ -269,3 +269,19 @@ def test_layers_named_after_library_functions_keep_their_state_dict_names(tmp_pa
     model = prog.onnx("M", seed=0, opt=opt)
     assert "attention.in_proj_weight" in {i.name for i in model.graph.initializer}
     np.testing.assert_allclose(ort_run(model, {"x": x.numpy()})[0], want.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_declaration_named_like_the_library_hides_it_with_a_warning(tmp_path):
+    """nanoGPT's own `LayerNorm` (with an optional bias): the block is what `LayerNorm(...)` means in
+    the file, the generated class is the block's (nn.LayerNorm stays reachable as nn.LayerNorm), and the
+    load says so with W0201 at the declaration."""
+    import torch
+    prog = _load(tmp_path, "block LayerNorm(dim: int) {\n    input x\n    param weight: [dim] = ones\n"
+                           "    output x * weight\n}\nmodel M {\n    input x: [B, 4]\n"
+                           "    output x -> Linear(4) -> LayerNorm(4) -> tanh\n}\n")
+    assert [(w.code, w.severity, w.span.line) for w in prog.warnings] == [("W0201", "warning", 1)]
+    assert "the block `LayerNorm` hides the library layer `LayerNorm`" in prog.warnings[0].render()
+    net = prog.build("M", seed=0)
+    assert sorted(net.state_dict()) == ["fc.bias", "fc.weight", "layer_norm.weight"]
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(net(x), torch.tanh(net.fc(x) * net.layer_norm.weight))
