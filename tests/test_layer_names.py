@@ -285,3 +285,21 @@ def test_a_declaration_named_like_the_library_hides_it_with_a_warning(tmp_path):
     assert sorted(net.state_dict()) == ["fc.bias", "fc.weight", "layer_norm.weight"]
     x = torch.randn(2, 4)
     torch.testing.assert_close(net(x), torch.tanh(net.fc(x) * net.layer_norm.weight))
+
+
+def test_torch_only_lists_exactly_the_torch_layers_dslc_lacks():
+    """TORCH_ONLY is written out (the checker does not import torch): with the registry's layers it is
+    exactly the installed torch.nn's module classes, and each suggestion is one of ours."""
+    import inspect
+
+    import torch
+
+    from dslc.frontend.torch_names import TORCH_ONLY
+    from dslc.ops import REGISTRY
+    modules = {n for n in dir(torch.nn) if not n.startswith("_") and inspect.isclass(getattr(torch.nn, n))
+               and issubclass(getattr(torch.nn, n), torch.nn.Module)}
+    ours = {n for n, op in REGISTRY.items() if op.kind == "layer" and not op.internal}
+    assert set(TORCH_ONLY) == modules - ours
+    assert not set(TORCH_ONLY) & set(REGISTRY)
+    for name, (closest, _) in TORCH_ONLY.items():
+        assert closest is None or (closest in REGISTRY and not REGISTRY[closest].internal), name

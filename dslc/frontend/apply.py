@@ -22,10 +22,24 @@ from ..ops import REGISTRY
 from ..ops.ptypes import describe, is_number
 from ..ops.registry import Bound, ShapeError
 from . import ast
-from .binding import Arg, bind, bind_op
+from .binding import Arg, bind, bind_op, unknown_keyword
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
+
+# Keywords of torch's forward that dslc's layers take otherwise, or not at all.
+_NO_MASK = ("dslc's `MultiheadAttention` takes no mask: the function `attention(q, k, v, heads=..., "
+            "mask=...)` hides padding keys (`mask=tokens == 0`)")
+_ZERO_STATE = "dslc's recurrent layers start from zero states: the initial state is not an argument"
+FORWARD_KEYWORDS = {
+    ("MultiheadAttention", "key_padding_mask"): _NO_MASK,
+    ("MultiheadAttention", "attn_mask"): _NO_MASK,
+    ("MultiheadAttention", "is_causal"): "`causal=true` goes where the layer is made: "
+                                         "`MultiheadAttention(dim, heads, causal=true)`",
+    ("MultiheadAttention", "need_weights"): "dslc's `MultiheadAttention` returns the attended values only",
+    ("MultiheadAttention", "average_attn_weights"): "dslc's `MultiheadAttention` returns the attended values only",
+    ("LSTM", "hx"): _ZERO_STATE, ("GRU", "hx"): _ZERO_STATE, ("RNN", "hx"): _ZERO_STATE,
+}
 
 # `a + b` applies the op whose registry entry has that symbol
 _BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol}
@@ -37,12 +51,16 @@ class LayerApplication:
     # ------------------------------------------------------------------ specs
 
     def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
+        known = [p.name for p in op.params] + list(_extra_keywords(op))
+        for name, a in kws:  # a keyword torch's forward takes: neither here nor at the application
+            if name not in known:
+                raise self._unknown_layer_keyword(op.name, name, known, None, a.name_span or a.span)
         for a in pos + [a for _, a in kws]:
             if isinstance(a.value, TensorValue):
                 raise EvalError("E0301", f"`{op.name}(...)` takes its settings here; apply it to tensors "
                                 f"afterwards: `{op.name}(...)(x)` or `x -> {op.name}(...)`", a.span,
                                 label="a tensor")
-        values, spans = bind_op(op.params, pos, kws, op.name, span)
+        values, spans = bind_op(op.params, pos, kws, op.name, span, also=_extra_keywords(op))
         return LayerSpec(op, values, spans, span)
 
     def _block_spec(self, decl, pos: list[Arg], kws, span) -> BlockSpec:
@@ -53,6 +71,34 @@ class LayerApplication:
                 raise EvalError("E0301", f"`{decl.name}(...)` takes its parameters here; apply it to tensors "
                                 f"afterwards: `x -> {decl.name}(...)`", arg.span, label="a tensor")
         return BlockSpec(decl, given, {n: a.span for n, a in given.items()}, span)
+
+    def _keyword_at_application(self, func, name: str, arg: Arg) -> EvalError:
+        """`lin(x, bias=true)`: an application takes tensors only. A setting of the layer goes where it
+        is made (said with that place); any other keyword is not a parameter (the real ones listed)."""
+        spec = func.spec if isinstance(func, InstanceValue) else func
+        if isinstance(spec, LayerSpec):
+            callee, what, inputs = spec.op.name, "layer", spec.op.inputs
+            known = [p.name for p in spec.op.params] + list(_extra_keywords(spec.op))
+        else:
+            callee, what, known = spec.decl.name, spec.decl.kind, [p.name for p in spec.decl.params]
+            inputs = [st.name for st in spec.decl.body if isinstance(st, ast.InputStmt)] or ["x"]
+        span = arg.name_span or arg.span
+        if name not in known:
+            return self._unknown_layer_keyword(callee, name, known, inputs, span)
+        made = (Label(spec.span, "made here"),) if spec.span is not None else ()
+        return EvalError("E0305", f"`{name}` is a setting of `{callee}`, given where the {what} is made", span,
+                         label="not at its application", labels=made,
+                         help=f"write it in `{callee}(..., {name}=...)`; applied, a {what} takes only its input "
+                              f"tensors ({', '.join(inputs)})")
+
+    def _unknown_layer_keyword(self, callee: str, name: str, known: list, inputs, span) -> EvalError:
+        """`inputs`: the input tensors' names, for a keyword given where the layer is applied (else None)."""
+        hint = FORWARD_KEYWORDS.get((callee, name))
+        if hint is not None:
+            return EvalError("E0305", f"`{callee}` has no parameter `{name}`", span, label="torch's forward "
+                             "takes it; dslc's layer does not", help=hint)
+        where = f" where it is made, and its input tensors ({', '.join(inputs)}) where it is applied" if inputs else ""
+        return unknown_keyword(callee, name, known, span, where=where)
 
     # ------------------------------------------------------------------ application
 
@@ -570,6 +616,11 @@ def _dtype_help(op, dtype: str) -> str | None:
     if op.name == "Embedding":
         return "Embedding looks up integer ids: declare the input `of int64`"
     return None
+
+
+def _extra_keywords(op) -> tuple:
+    """What a layer's call takes besides its parameters: `init=`, for a layer with weights."""
+    return ("init",) if op.weights is not None and op.param("init") is None else ()
 
 
 def _is_bias(weight: str) -> bool:

@@ -67,8 +67,7 @@ class CallEvaluation:
         if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
             pos, kws = self._args(e, ctx)
             if kws:
-                raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
-                                "construction", kws[0][1].name_span)
+                raise self._keyword_at_application(func, *kws[0])
             return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx)
         return self._call_other(func, e, ctx, piped)
 
@@ -121,8 +120,7 @@ class CallEvaluation:
         spec = self._named_spec(spec, e)
         pos, kws = self._args(call, ctx)
         if kws:
-            raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
-                            "construction", kws[0][1].name_span)
+            raise self._keyword_at_application(spec, *kws[0])
         return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx)
 
     def _named_spec(self, v, e: ast.AsName):

@@ -17,6 +17,7 @@ from . import ast
 from .binding import Arg, bind, convert
 from .builtins import BUILTINS
 from .errors import EvalError
+from .torch_names import TORCH_ONLY, TORCH_PREFIXES, torch_only_help
 
 
 def check_names(unit, reporter: Reporter, skip: set) -> None:
@@ -148,6 +149,14 @@ def _walk(node):
 
 
 def _report(name: ast.Name, pool: set, reporter: Reporter, called: bool = False) -> None:
+    if name.id in TORCH_ONLY:
+        reporter.error("E0202", f"`{name.id}` is a torch.nn layer that dslc does not have", name.span,
+                       label="not in dslc's library", help=torch_only_help(name.id))
+        return
+    if name.id in TORCH_PREFIXES:
+        reporter.error("E0201", f"`{name.id}` is not defined", name.span, label="unknown name",
+                       help="dslc's layers and functions are named without a module: `Linear`, not `nn.Linear`")
+        return
     if name.id[:1].isupper():
         code, what, label = "E0202", f"unknown layer `{name.id}`", "not a layer or block"
     elif called:
