@@ -303,3 +303,12 @@ def test_torch_only_lists_exactly_the_torch_layers_dslc_lacks():
     assert not set(TORCH_ONLY) & set(REGISTRY)
     for name, (closest, _) in TORCH_ONLY.items():
         assert closest is None or (closest in REGISTRY and not REGISTRY[closest].internal), name
+
+
+def test_names_bound_together_and_a_second_name(tmp_path):
+    """`a, b = (Linear(8), Linear(4))` names two layers; `x -> a as c` would give one layer two names."""
+    prog = _load(tmp_path, "model M {\n    input x: [B, 8]\n    a, b = (Linear(8), Linear(4))\n"
+                           "    output x -> a -> a -> b\n}\n")
+    assert list(prog.build("M", seed=0).state_dict()) == ["a.weight", "a.bias", "b.weight", "b.bias"]
+    text = _errors(tmp_path, "model M {\n    input x: [B, 8]\n    a = Linear(8)\n    output x -> a as c\n}\n")
+    assert "error[E0210]: `a` is already a layer's name: `as` cannot give it another" in text

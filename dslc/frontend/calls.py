@@ -130,6 +130,9 @@ class CallEvaluation:
             v = self._layer_spec(v.op, [], [], e.value.span)
         if isinstance(v, DeclRef) and v.decl.kind in ("block", "model"):
             v = BlockSpec(v.decl, {}, {}, e.value.span)
+        if isinstance(v, InstanceValue):
+            raise EvalError("E0210", f"`{v.name}` is already a layer's name: `as` cannot give it another",
+                            e.name_span, label="a second name", help=f"apply it by its name: `x -> {v.name}`")
         if not isinstance(v, (LayerSpec, BlockSpec)):
             raise EvalError("E0307", f"`as` names a layer, but this is {describe(v)}", e.span,
                             label="not a layer")
