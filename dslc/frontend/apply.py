@@ -160,13 +160,10 @@ class LayerApplication:
         if not spec.name:
             self._check_layer_name(target.id, target.span)
             spec = replace(spec, name=target.id, name_span=target.span)
-        self._check_name_free(spec, ctx)
+        self._claim_layer_name(spec, ctx)
         return InstanceValue(None, spec, ctx.graph)
 
     def _claim_layer_name(self, spec, ctx) -> None:
-        self._check_name_free(spec, ctx)
-
-    def _check_name_free(self, spec, ctx) -> None:
         """A layer's name is its attribute: one layer per name in a model or block."""
         if spec.name not in ctx.layer_names:
             return
