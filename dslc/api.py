@@ -25,11 +25,13 @@ from .frontend.loader import Unit, load_unit
 
 
 class Program:
-    """A checked `.dl` file with everything it imports."""
+    """A checked `.dl` file with everything it imports; `warnings`: what its check found that stops
+    nothing (Diagnostics with severity "warning", such as W0201), which the command line prints."""
 
-    def __init__(self, unit: Unit, path: str):
+    def __init__(self, unit: Unit, path: str, warnings: list | None = None):
         self.unit = unit
         self.path = path
+        self.warnings = list(warnings or [])
         self._graphs: dict = {}
         self._optimized: dict = {}
 
@@ -264,20 +266,28 @@ def partial_graph(error: DslcError, name: str | None, params: dict):
     return Evaluator(unit, Reporter()).model(decl, args, partial=True)
 
 
-def train(path: str, plan_name: str | None = None, options=None, out=print) -> dict:
+def train(path: str, plan_name: str | None = None, options=None, out=print, warn=None) -> dict:
     """Run a training plan of the .dl file `path`, as `dslc train` does (options: a
-    runtime.trainer.Options); returns result.json's content."""
+    runtime.trainer.Options); returns result.json's content. The file's warnings go to `warn`
+    (default: `out`), rendered."""
     from .runtime.trainer import Options, run_plan
     options = options or Options()
-    return run_plan(load(path).plan(plan_name, options.sets), path, options, out)
+    return run_plan(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out)
 
 
-def sample(path: str, plan_name: str | None = None, options=None, out=print) -> dict:
+def sample(path: str, plan_name: str | None = None, options=None, out=print, warn=None) -> dict:
     """Draw samples from a trained plan's model, as `dslc sample` does (options: a
-    runtime.sample.SampleOptions)."""
+    runtime.sample.SampleOptions); the file's warnings go to `warn` (default: `out`)."""
     from .runtime.sample import SampleOptions, draw
     options = options or SampleOptions()
-    return draw(load(path).plan(plan_name, options.sets), path, options, out)
+    return draw(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out)
+
+
+def _loaded(path: str, warn) -> Program:
+    prog = load(path)
+    for w in prog.warnings:
+        warn(w.render())
+    return prog
 
 
 def load(path: str) -> Program:
@@ -285,11 +295,11 @@ def load(path: str) -> Program:
         unit = load_unit(path)
         from .frontend.check import check_unit
         try:
-            check_unit(unit)
+            warnings = check_unit(unit)
         except DslcError as e:
             e.unit = unit  # parsed and resolved: what partial_graph draws from without parsing again
             raise
-    return Program(unit, path)
+    return Program(unit, path, warnings)
 
 
 class gc_paused:

@@ -45,6 +45,15 @@ def _handled(fn):
     return wrapper
 
 
+def _load(path: str):
+    """`dslc.api.load(path)`, its warnings printed to stderr (a warning stops nothing)."""
+    from .api import load
+    prog = load(path)
+    for w in prog.warnings:
+        click.echo(w.render(), err=True)
+    return prog
+
+
 def _echo(text: str, err: bool = False) -> None:
     """Print a line that may quote user text (file names): control characters in it print escaped."""
     from .diagnostics.render import printable
@@ -83,8 +92,7 @@ def _plural(word: str, n: int) -> str:
 
 
 def _check_one(path: str) -> str:
-    from .api import load
-    prog = load(path)
+    prog = _load(path)
     counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train")]
     parts = [f"{n} {_plural({'train': 'plan'}.get(k, k), n)}" for n, k in counts if n]
     return f"ok: {path}: {', '.join(parts) or 'nothing to check'}"
@@ -135,9 +143,8 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @_handled
 def compile_(file, model, target, output, sets, seed, weights, opt, channels_last, dump_ir) -> None:
     """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX."""
-    from .api import load
     params = model_args(sets)
-    prog = load(file)
+    prog = _load(file)
     if target == "onnx":
         if channels_last:
             raise click.UsageError("--channels-last applies to --target pytorch (ONNX has no memory formats)")
@@ -232,10 +239,9 @@ def summary(file, model, sets, sizes, plan, phase, fmt) -> None:
     """A per-layer table of FILE's model: output shapes, parameters, MACs (at batch 1), totals."""
     import json
 
-    from .api import load
     from .backends.summary import render_table
     params = model_args(sets)
-    prog = load(file)
+    prog = _load(file)
     frozen = None
     if plan:
         p = prog.plan(plan)
@@ -272,13 +278,13 @@ def render(file, model, output, depth, expand, sets) -> None:
 
     With a shape error, the diagram is still drawn up to the failing layer (in red), the
     diagnostic is printed, and the exit status is 1."""
-    from .api import load, partial_graph
+    from .api import partial_graph
     from .backends.diagram import render as draw
     from .backends.diagram import to_dot
     from .diagnostics import DslcError
     params = model_args(sets)
     try:
-        prog = load(file)
+        prog = _load(file)
     except DslcError as e:
         graph = partial_graph(e, model, params)
         if graph is not None:
@@ -361,7 +367,7 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
     from .runtime.trainer import Options
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
     try:
-        run_plan(file, plan, options, out=click.echo)
+        run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
     except Interrupted as e:
         how = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
         click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
@@ -401,7 +407,7 @@ def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, out
     from .runtime.sample import SampleOptions
     options = SampleOptions(run=run_dir, model=model, n=n, length=length, temperature=temperature, seed=seed,
                             prompt=prompt, output=output, sets=sets, device=device)
-    result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))
+    result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))  # warnings too
     if result["kind"] == "text":
         click.echo(result["text"])
         _echo(f"wrote {result['path']}: text from {result['name']} (weights {result['weights']})", err=True)

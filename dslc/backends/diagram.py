@@ -27,6 +27,7 @@ FAMILY_COLOURS = {
     "tensor": "#f3f3f3", "arith": "#ffffff", "reduce": "#f3f3f3", "loss": "#e6b8af", "random": "#f3f3f3",
 }
 CLUSTER_COLOURS = ["#f7f9fc", "#eef3fa", "#e4ecf7", "#dae5f4"]
+SHARED = " (shared)"  # after the name of a shared layer's or block's later applications
 COLLAPSE_MIN = 2  # runs of at least this many identical blocks become one ×N box
 AUTO_BOXES = 60   # without --depth: the deepest level whose diagram has at most this many boxes
 
@@ -36,6 +37,16 @@ class _Dot:
     lines: list = field(default_factory=list)
     edges: list = field(default_factory=list)  # written last, at the top level: an edge inside a
     counter: int = 0                           # cluster would pull its endpoints into that cluster
+    drawn: set = field(default_factory=set)    # (block path, instance id) of the layers drawn so far
+
+    def first_drawing(self, path: str, inst) -> bool:
+        """Whether this is the first box of `inst` (a shared layer's later ones are marked shared)."""
+        if inst is None or inst.kind == "param":
+            return True
+        key = (path, inst.id)
+        first = key not in self.drawn
+        self.drawn.add(key)
+        return first
 
     def node_id(self) -> str:
         self.counter += 1
@@ -118,20 +129,23 @@ def _emit(dot: _Dot, graph: Graph, producers: dict, depth: int, collapse: bool, 
             skip |= {n.id for n in run[1:]}
             _collapsed(dot, graph, run, producers, indent)
             continue
+        first = dot.first_drawing(path, inst)
         if node.kind == "call" and level < depth:
-            _cluster(dot, graph, node, inst, producers, depth, collapse, level, path)
+            _cluster(dot, graph, node, inst, producers, depth, collapse, level, path, first)
             continue
         nid = dot.node_id()
-        dot.add(f"{nid} [{_node_attrs(graph, node, inst)}];", indent)
+        dot.add(f"{nid} [{_node_attrs(graph, node, inst, first)}];", indent)
         _edges(dot, node, producers, nid, indent)
         for i, t in enumerate(node.outputs):
             producers[Ref(node.id, i)] = (nid, t)
 
 
-def _node_attrs(graph: Graph, node: Node, inst) -> str:
+def _node_attrs(graph: Graph, node: Node, inst, first: bool = True) -> str:
+    """A box's attributes; a shared layer's or block's later applications say `(shared)` and count
+    no parameters again."""
     if node.kind == "call":
-        n = count_params(inst.graph)
-        label = f"{inst.name}\\n{inst.graph.name}" + (f"\\n{_param_text(n)}" if n else "")
+        n = count_params(inst.graph) if first else 0
+        label = f"{inst.name}{'' if first else SHARED}\\n{inst.graph.name}" + (f"\\n{_param_text(n)}" if n else "")
         return f'label={_q(label)}, shape=box3d, style="filled", fillcolor="#e4ecf7"'
     op = node.op
     colour = FAMILY_COLOURS.get(op.family, "#ffffff")
@@ -141,21 +155,24 @@ def _node_attrs(graph: Graph, node: Node, inst) -> str:
             return f'label={_q(text)}, shape=circle, fillcolor="{colour}", width=0.3, fixedsize=false'
         return f'label={_q(text)}, fillcolor="{colour}"'
     label = op.label_text(plain_args(node.args))
-    n = sum(_numel(s) for s in inst.weights().values())
+    n = sum(_numel(s) for s in inst.weights().values()) if first else 0
     name = inst.name if inst.user_name or op.has_state else None
+    if name and not first:
+        name += SHARED
     parts = ([name] if name else []) + [label] + ([_param_text(n)] if n else [])
     return f'label={_q(chr(10).join(parts))}, fillcolor="{colour}"'
 
 
 def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: int, collapse: bool,
-             level: int, path: str) -> None:
+             level: int, path: str, first: bool = True) -> None:
     sub: Graph = node.args["graph"]
     indent = level + 1
     full = f"{path}{inst.name}"
-    dot.add(f"subgraph cluster_{_ident(full)} {{", indent)
+    # a shared block's later applications are clusters of their own (one name would merge them)
+    dot.add(f"subgraph cluster_{_ident(full)}{'' if first else '_' + node.id} {{", indent)
     colour = CLUSTER_COLOURS[min(level, len(CLUSTER_COLOURS) - 1)]
-    title = f"{inst.name}: {sub.name}"
-    n = count_params(sub)
+    title = f"{inst.name}{'' if first else SHARED}: {sub.name}"
+    n = count_params(sub) if first else 0
     dot.add(f'label={_q(title + (f"  ({_param_text(n)})" if n else ""))}; style="rounded,filled"; '
             f'fillcolor="{colour}"; color="#9aaccc"; fontsize=10;', indent + 1)
     inner = dict(producers)
@@ -213,9 +230,7 @@ def _loop_cluster(dot: _Dot, graph: Graph, iterations: list, producers: dict, de
     indent = level + 1
     dot.add(f"subgraph cluster_loop_{_ident(path)}{first[0].id} {{", indent)
     kind = first[0].region[2]
-    n = sum(sum(_numel(s) for s in graph.instances[m.instance].weights().values())
-            if m.instance and graph.instances[m.instance].kind == "layer" else
-            (count_params(m.args["graph"]) if m.kind == "call" else 0) for it in iterations for m in it)
+    n = _instances_params(graph, [m for it in iterations for m in it])
     label = f"{kind} ×{len(iterations)}" + (f"  ({_param_text(n)})" if n else "")
     dot.add(f'label={_q(label)}; style="rounded,dashed"; color="#7f8fa6"; fontsize=10;', indent + 1)
     _emit(dot, graph, producers, depth, collapse, level + 1, path, nodes=first)
@@ -250,11 +265,19 @@ def _continues(graph: Graph, prev: Node, node: Node) -> bool:
             and graph.users(prev.id) == [node.id])
 
 
+def _instances_params(graph: Graph, nodes: list) -> int:
+    """The parameters of the layers and blocks these nodes apply, each counted once."""
+    insts = {graph.instances[m.instance].id: graph.instances[m.instance] for m in nodes if m.instance}
+    return sum(count_params(i.graph) if i.kind == "block" else sum(_numel(s) for s in i.weights().values())
+               for i in insts.values() if i.kind != "param")
+
+
 def _collapsed(dot: _Dot, graph: Graph, run: list, producers: dict, indent: int) -> None:
     first, last = graph.instances[run[0].instance], graph.instances[run[-1].instance]
     sub = first.graph
-    n = count_params(sub) * len(run)
-    label = f"{first.name} … {last.name}\\n{sub.name} ×{len(run)}" + (f"\\n{_param_text(n)}" if n else "")
+    n = _instances_params(graph, run)
+    names = f"{first.name} … {last.name}" if first is not last else f"{first.name}{SHARED}"
+    label = f"{names}\\n{sub.name} ×{len(run)}" + (f"\\n{_param_text(n)}" if n else "")
     nid = dot.node_id()
     dot.add(f'{nid} [label={_q(label)}, shape=box3d, style="filled", fillcolor="#dae5f4", penwidth=1.2];', indent)
     _edges(dot, run[0], producers, nid, indent)

@@ -1,8 +1,9 @@
-"""Error codes by phase, each with the text `dslc explain CODE` prints.
+"""Error and warning codes by phase, each with the text `dslc explain CODE` prints.
 
 E01xx syntax · E02xx names and imports · E03xx arguments and types ·
 E04xx shapes · E05xx plans and data · E06xx training time · E07xx limits of
-compile-time evaluation (each names the limit it hit) · E09xx files.
+compile-time evaluation (each names the limit it hit) · E09xx files ·
+Wxxxx warnings, which stop nothing (numbered like the errors of their phase).
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ EXPLANATIONS: dict[str, str] = {
     "E0207": "A block uses itself, directly or through other blocks: blocks unroll at compile time, so recursion would never end.",
     "E0208": "The attribute does not exist on this value.",
     "E0209": "The model or plan named on the command line does not exist in the file.",
-    "E0210": "A name is bound twice as a layer instance (`as name`).",
+    "E0210": "Two layers take one name (`as name`, `name = Layer(...)`): a name is one layer of its model or "
+             "block. Inside a loop, a name given on every pass would name a new layer each time: make the layer "
+             "once before the loop and apply it inside to share it, or leave it unnamed for one per pass.",
     "E0211": "The name would break the generated Python: it is a Python keyword, a dunder name, or an attribute "
              "that torch.nn.Module or the generated file relies on. Choose another name.",
     # arguments and types
@@ -50,7 +53,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0405": "The size does not divide evenly (for example `heads` must divide the embedding width).",
     "E0406": "The dimension index is out of range for the tensor's rank.",
     "E0407": "The new shape does not have the same number of elements as the old one.",
-    "E0408": "A layer shared by name is applied to inputs its weights do not fit.",
+    "E0408": "A layer or block shared by name is applied to inputs it was not made for: its inferred sizes "
+             "(`in_features`, a block's layers) would differ from its first application's.",
     "E0409": "The layer received the wrong number of input tensors.",
     # plans and data
     "E0501": "The training plan is missing a required field.",
@@ -87,6 +91,10 @@ EXPLANATIONS: dict[str, str] = {
     # files
     "E0901": "The file could not be read.",
     "E0902": "The output could not be written.",
+    # warnings
+    "W0201": "A model, block or loss takes the name of a library layer, function or loss (`block LayerNorm`). "
+             "It hides the library's: in its file and the files that import it, the name means the declaration "
+             "(inside the block itself, a use of the name is the block again). Rename it to keep both.",
 }
 
 

@@ -33,8 +33,9 @@ class Diagnostic:
     file_name: str | None = None         # for errors about a file with no span (missing, binary)
 
     def __post_init__(self) -> None:
-        if not (len(self.code) == 5 and self.code[0] == "E" and self.code[1:].isdigit()):
-            raise ValueError(f"bad error code {self.code!r}")
+        letter = "W" if self.severity == "warning" else "E"   # W0201: a warning, which stops nothing
+        if not (len(self.code) == 5 and self.code[0] == letter and self.code[1:].isdigit()):
+            raise ValueError(f"bad {self.severity} code {self.code!r}")
 
     def sort_key(self) -> tuple:
         if self.span is None:
@@ -108,6 +109,10 @@ class Reporter:
     @property
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return sorted(dedupe([d for d in self.diagnostics if d.severity == "warning"]), key=Diagnostic.sort_key)
 
     def raise_if_errors(self) -> None:
         if self.has_errors:

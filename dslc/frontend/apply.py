@@ -14,6 +14,7 @@ from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_valu
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.naming import name_instances
+from ..ir.pyliteral import literal
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
@@ -21,10 +22,25 @@ from ..ops import REGISTRY
 from ..ops.ptypes import describe, is_number
 from ..ops.registry import Bound, ShapeError
 from . import ast
-from .binding import Arg, bind, bind_op
+from .binding import Arg, bind, bind_op, unknown_keyword
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
+
+# Keywords of torch's forward that dslc's layers take otherwise, or not at all.
+_NO_MASK = ("dslc's `MultiheadAttention` takes no mask: the function `attention(q, k, v, heads=..., "
+            "mask=...)` hides padding keys (`mask=tokens == 0`)")
+_ZERO_STATE = "the initial state is the layer's second input: `LSTM(8)(x, (h0, c0))`, `GRU(8)(x, h0)`"
+FORWARD_KEYWORDS = {
+    ("MultiheadAttention", "key_padding_mask"): _NO_MASK,
+    ("MultiheadAttention", "attn_mask"): _NO_MASK,
+    ("MultiheadAttention", "is_causal"): "`causal=true` goes where the layer is made: "
+                                         "`MultiheadAttention(dim, heads, causal=true)`",
+    ("MultiheadAttention", "need_weights"): "dslc's `MultiheadAttention` returns the attended values only",
+    ("MultiheadAttention", "average_attn_weights"): "dslc's `MultiheadAttention` returns the attended values only",
+    ("LSTM", "hx"): _ZERO_STATE, ("GRU", "hx"): _ZERO_STATE, ("RNN", "hx"): _ZERO_STATE,
+}
+
 
 # `a + b` and `~x` apply the op whose registry entry has that symbol
 _BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol and len(op.params) == 2}
@@ -37,12 +53,16 @@ class LayerApplication:
     # ------------------------------------------------------------------ specs
 
     def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
+        known = [p.name for p in op.params] + list(_extra_keywords(op))
+        for name, a in kws:  # a keyword torch's forward takes: neither here nor at the application
+            if name not in known:
+                raise self._unknown_layer_keyword(op.name, name, known, None, a.name_span or a.span)
         for a in pos + [a for _, a in kws]:
             if isinstance(a.value, TensorValue):
                 raise EvalError("E0301", f"`{op.name}(...)` takes its settings here; apply it to tensors "
                                 f"afterwards: `{op.name}(...)(x)` or `x -> {op.name}(...)`", a.span,
                                 label="a tensor")
-        values, spans = bind_op(op.params, pos, kws, op.name, span)
+        values, spans = bind_op(op.params, pos, kws, op.name, span, also=_extra_keywords(op))
         return LayerSpec(op, values, spans, span)
 
     def _block_spec(self, decl, pos: list[Arg], kws, span) -> BlockSpec:
@@ -53,6 +73,34 @@ class LayerApplication:
                 raise EvalError("E0301", f"`{decl.name}(...)` takes its parameters here; apply it to tensors "
                                 f"afterwards: `x -> {decl.name}(...)`", arg.span, label="a tensor")
         return BlockSpec(decl, given, {n: a.span for n, a in given.items()}, span)
+
+    def _keyword_at_application(self, func, name: str, arg: Arg) -> EvalError:
+        """`lin(x, bias=true)`: an application takes tensors only. A setting of the layer goes where it
+        is made (said with that place); any other keyword is not a parameter (the real ones listed)."""
+        spec = func.spec if isinstance(func, InstanceValue) else func
+        if isinstance(spec, LayerSpec):
+            callee, what, inputs = spec.op.name, "layer", spec.op.inputs
+            known = [p.name for p in spec.op.params] + list(_extra_keywords(spec.op))
+        else:
+            callee, what, known = spec.decl.name, spec.decl.kind, [p.name for p in spec.decl.params]
+            inputs = [st.name for st in spec.decl.body if isinstance(st, ast.InputStmt)] or ["x"]
+        span = arg.name_span or arg.span
+        if name not in known:
+            return self._unknown_layer_keyword(callee, name, known, inputs, span)
+        made = (Label(spec.span, "made here"),) if spec.span is not None else ()
+        return EvalError("E0305", f"`{name}` is a setting of `{callee}`, given where the {what} is made", span,
+                         label="not at its application", labels=made,
+                         help=f"write it in `{callee}(..., {name}=...)`; applied, a {what} takes only its input "
+                              f"tensors ({', '.join(inputs)})")
+
+    def _unknown_layer_keyword(self, callee: str, name: str, known: list, inputs, span) -> EvalError:
+        """`inputs`: the input tensors' names, for a keyword given where the layer is applied (else None)."""
+        hint = FORWARD_KEYWORDS.get((callee, name))
+        if hint is not None:
+            return EvalError("E0305", f"`{callee}` has no parameter `{name}`", span, label="torch's forward "
+                             "takes it; dslc's layer does not", help=hint)
+        where = f" where it is made, and its input tensors ({', '.join(inputs)}) where it is applied" if inputs else ""
+        return unknown_keyword(callee, name, known, span, where=where)
 
     # ------------------------------------------------------------------ application
 
@@ -77,44 +125,73 @@ class LayerApplication:
             return self._apply_block(BlockSpec(spec.decl, {}, {}, span), inputs, spans, span, ctx)
         raise EvalError("E0307", f"{describe(spec)} cannot be applied to a tensor", span)
 
-    def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, instance=None):
+    def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, named: InstanceValue | None = None):
         op = spec.op
         self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
         _check_weights(op, b.args, spec.span)
-        if instance is None:
-            instance = self._new_layer_instance(spec, b.args, ctx)
+        instance = self._new_layer_instance(spec, b.args, ctx, named)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
                              span=span)
         return self._results(op, ctx.graph.values(node))
 
-    def _new_layer_instance(self, spec, args, ctx):
+    def _new_layer_instance(self, spec, args, ctx, named: InstanceValue | None = None):
+        """The layer `spec` makes; `named`: the name it was bound to (`lin = Linear(8)`), which now holds it."""
         if spec.name:
             self._claim_layer_name(spec, ctx)
         inits = _weight_inits(spec, spec.op.weight_shapes(args)) if spec.inits else {}
         inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span,
                                       inits=inits)
-        if spec.name:
-            ctx.scope[spec.name] = InstanceValue(inst, spec, ctx.graph)
+        self._hold(inst, spec, ctx, named)
         return inst
 
+    def _hold(self, inst, spec, ctx, named: InstanceValue | None) -> None:
+        """A named layer just made: its name now means it (`as lin`), or the name it was bound to holds it."""
+        if named is not None:
+            named.instance = inst
+        elif spec.name:
+            ctx.scope[spec.name] = InstanceValue(inst, spec, ctx.graph)
+        if spec.name:
+            ctx.layer_names[spec.name] = (inst, spec.name_span)
+
+    def _bound_layer(self, spec, target: ast.Name, ctx) -> InstanceValue:
+        """`lin = Linear(8)`: the name is one layer, made where it is first applied (its input gives its
+        inferred sizes) and shared by every later application. An `as` name in it stays its name."""
+        if not spec.name:
+            self._check_layer_name(target.id, target.span)
+            spec = replace(spec, name=target.id, name_span=target.span)
+        self._claim_layer_name(spec, ctx)
+        return InstanceValue(None, spec, ctx.graph)
+
     def _claim_layer_name(self, spec, ctx) -> None:
-        if ctx.loop_depth:
-            raise EvalError("E0210", f"`as {spec.name}` inside a loop would name a new layer on every pass",
-                            spec.name_span, help="leave layers in loops unnamed, or build them in a block")
-        prev = ctx.scope.get(spec.name)
-        if isinstance(prev, InstanceValue) or any(i.user_name == spec.name for i in ctx.graph.instances.values()):
-            first = prev.instance.span if isinstance(prev, InstanceValue) else None
-            raise EvalError("E0210", f"a layer named `{spec.name}` already exists", spec.name_span,
-                            labels=(Label(first, "first named here"),) if first is not None else (),
-                            help=f"to share its weights, call it again: `{spec.name}(x)`")
+        """A layer's name is its attribute: one layer per name in a model or block."""
+        if spec.name not in ctx.layer_names:
+            return
+        _, first = ctx.layer_names[spec.name]
+        how = f"`{spec.name} = {spec.span.text}`" if spec.span is not None else f"`{spec.name} = ...`"
+        if first == spec.name_span:  # the same words again: a loop's next pass
+            raise EvalError("E0210", f"`{spec.name}` would name a new layer on every pass of this loop",
+                            spec.name_span, label="named again on the next pass",
+                            help=f"to share one layer across the passes, make it once before the loop ({how}) "
+                                 f"and apply it inside (`h = {spec.name}(h)`); for a layer per pass, leave it "
+                                 "unnamed")
+        raise EvalError("E0210", f"a layer named `{spec.name}` already exists", spec.name_span,
+                        labels=(Label(first, "first named here"),) if first is not None else (),
+                        help=f"to share its weights, apply it again: `{spec.name}(x)`; for another layer, "
+                             "choose another name")
 
     def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx):
-        inst = iv.instance
         if iv.graph is not ctx.graph:
-            raise EvalError("E0307", f"`{inst.user_name}` belongs to another model or block", span)
+            raise EvalError("E0307", f"`{iv.name}` is a layer of `{iv.graph.name}`: a block applies only its "
+                            "own layers", span, help="pass the layer's settings to the block, and make the "
+                            "layer inside it")
+        inst = iv.instance
+        if inst is None:  # its first application makes it
+            if isinstance(iv.spec, BlockSpec):
+                return self._apply_block(iv.spec, inputs, spans, span, ctx, named=iv)
+            return self._apply_layer(iv.spec, inputs, spans, span, ctx, named=iv)
         if inst.kind == "block":
             return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
         op = inst.op
@@ -123,12 +200,22 @@ class LayerApplication:
         b = Bound(op, dict(iv.spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
         if op.weight_shapes(b.args) != inst.weights() or _plain_args(b.args) != _plain_args(inst.args):
-            raise EvalError("E0408", f"the shared layer `{inst.user_name}` does not fit these inputs",
-                            span, label=f"inputs {', '.join(v.type.shape_str() for v in inputs)}",
-                            labels=(Label(inst.span, "its weights were made for other inputs here"),))
+            raise self._misfit(inst, _arg_difference(inst.args, b.args), inputs, span, ctx)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
                              span=span)
         return self._results(op, ctx.graph.values(node))
+
+    def _misfit(self, inst, detail: str, inputs, span, ctx) -> EvalError:
+        """A shared layer or block applied to inputs that would give it other inferred sizes (`in_features`)."""
+        what = "layer" if inst.kind == "layer" else "block"
+        first = _first_application(inst, ctx)
+        made = f"made for {', '.join(ctx.graph.type_of(r).shape_str() for r in first.inputs)} here" \
+            if first is not None else "made here"
+        return EvalError("E0408", f"the shared {what} `{inst.user_name}` does not fit these inputs{detail}", span,
+                         label=f"inputs {', '.join(v.type.shape_str() for v in inputs)}",
+                         labels=(Label(first.span if first is not None else inst.span, made),),
+                         help=f"`{inst.user_name}` is one {what}, with the same weights wherever it is applied; "
+                              "for separate weights, make one per use (leave it unnamed, or give each a name)")
 
     def _check_input_count(self, op, inputs, span) -> None:
         lo = op.min_inputs if op.min_inputs is not None else len(op.inputs)
@@ -256,7 +343,7 @@ class LayerApplication:
         return v if may_run_time and isinstance(v, Sym) else self._index_int(v, span)
 
     def _instance_attr(self, e: ast.Attr, iv: InstanceValue, ctx):
-        inst = iv.instance
+        inst = iv.instance if iv.instance is not None else self._made_unapplied(iv, e, ctx)
         weights = inst.weights()
         if e.name not in weights:
             guess = did_you_mean(e.name, weights)
@@ -267,9 +354,25 @@ class LayerApplication:
         node = ctx.graph.add("weight", [t], instance=inst.id, attr=e.name, span=e.span)
         return TensorValue(Ref(node.id), t, e.span)
 
+    def _made_unapplied(self, iv: InstanceValue, e: ast.Attr, ctx):
+        """`emb.weight` before `emb` is applied: a layer whose sizes are all given (`Embedding(100, 16)`)
+        is made now; one that infers a size from its input (`Linear`'s `in_features`) is not known yet."""
+        spec = iv.spec
+        if iv.graph is not ctx.graph:
+            raise EvalError("E0307", f"`{iv.name}` is a layer of `{iv.graph.name}`", e.span)
+        if isinstance(spec, BlockSpec) or spec.op.resolve is not None:
+            raise EvalError("E0208", f"`{iv.name}` has no weights yet: they are made where it is first applied",
+                            e.span, label="read before any application",
+                            help=f"`{iv.name}` infers its input sizes from its first input: apply it before "
+                                 f"reading `{e.name}`")
+        args = dict(spec.args)
+        _check_weights(spec.op, args, spec.span)
+        return self._new_layer_instance(spec, args, ctx, iv)
+
     # ------------------------------------------------------------------ blocks
 
-    def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None):
+    def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None,
+                     named: InstanceValue | None = None):
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
         key = (decl.name, _args_key(spec.args), tuple(v.type.key() for v in inputs))
@@ -292,11 +395,10 @@ class LayerApplication:
                          for p, v in sub.params.items()}
             instance = ctx.graph.new_instance("block", graph=sub, args=call_args, user_name=spec.name,
                                               span=spec.span)
-            if spec.name:
-                ctx.scope[spec.name] = InstanceValue(instance, spec, ctx.graph)
-        elif _state_shapes(instance.graph) != _state_shapes(sub):
-            raise EvalError("E0408", f"the shared block `{instance.user_name}` does not fit these inputs", span,
-                            labels=(Label(instance.span, "its weights were made for other inputs here"),))
+            self._hold(instance, spec, ctx, named)
+        elif sub is not instance.graph and _code_key(sub) != _code_key(instance.graph):
+            # the class made for its first inputs would not do for these
+            raise self._misfit(instance, _block_difference(instance.graph, sub), inputs, span, ctx)
         node = ctx.graph.add("call", out_types, [v.ref for v in inputs], instance=instance.id, span=span,
                              args={"graph": sub})
         values = ctx.graph.values(node)
@@ -308,9 +410,13 @@ class LayerApplication:
         decl = spec.decl
         if decl.name in ctx.stack:
             chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
+            hidden = REGISTRY.get(decl.name)
             raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
                             notes=(f"the cycle: {chain}",),
-                            help="blocks unroll at compile time; use `repeat` or `for` for repetition")
+                            help=f"the {decl.kind} `{decl.name}` hides the library {hidden.kind} of that name: "
+                                 f"rename the {decl.kind} to use the library's in it"
+                            if hidden is not None and not hidden.internal else
+                            "blocks unroll at compile time; use `repeat` or `for` for repetition")
         if len(ctx.stack) >= MAX_NESTING:
             raise EvalError("E0705", f"blocks nest more than {MAX_NESTING} deep here", spec.span,
                             label=f"`{decl.name}` inside {len(ctx.stack)} others",
@@ -453,15 +559,65 @@ def _args_key(args: dict) -> tuple:
     return tuple(sorted((k, _value_key(a)) for k, a in args.items()))
 
 
-def _state_shapes(graph) -> dict:
-    """State-dict shapes of a specialization, for checking that a shared block fits."""
-    out = {}
-    for inst in graph.instances.values():
-        for k, shape in inst.weights().items():
-            out[(inst.id, k)] = tuple(plain(d) for d in shape)
-        if inst.graph is not None:
-            out[(inst.id, "graph")] = tuple(sorted(_state_shapes(inst.graph).items()))
-    return out
+def _code_key(graph) -> tuple:
+    """What the generated class of a block specialization depends on: its nodes, their arguments and
+    its layers' arguments (sizes by value; run-time sizes alike, since forward reads them). A shared
+    block is one module: a second application must not need another class."""
+    nodes = tuple((n.kind, n.op.name if n.op is not None else None, n.instance, n.attr, tuple(n.inputs),
+                   _code_args(n.args)) for n in graph)
+    insts = tuple((i.kind, i.op.name if i.op is not None else None, _code_args(i.args), _value_key(i.shape),
+                   _code_key(i.graph) if i.graph is not None else None) for i in graph.instances.values())
+    return nodes, insts
+
+
+def _code_args(args: dict) -> tuple:
+    return tuple(sorted((k, _code_key(v) if isinstance(v, Graph) else _sym_blind(_value_key(v)))
+                        for k, v in args.items()))
+
+
+def _sym_blind(key):
+    if isinstance(key, tuple):
+        if key and key[0] == "sym":
+            return ("sym",)
+        return tuple(_sym_blind(k) for k in key)
+    return key
+
+
+def _arg_difference(made: dict, needed: dict, where: str = "its") -> str:
+    """`: its `in_features` is 8, these inputs need 16`, or "" when the arguments agree."""
+    for k, v in needed.items():
+        if k in made and _value_key(v) != _value_key(made[k]):
+            return f": {where} `{k}` is {_shown(made[k])}, these inputs need {_shown(v)}"
+    return ""
+
+
+def _block_difference(made, needed, path: str = "") -> str:
+    """What differs between a shared block's specialization and the one these inputs need."""
+    pairs = list(zip(made.instances.values(), needed.instances.values()))
+    for a, b in pairs:
+        if a.kind == b.kind == "layer" and a.op is b.op:
+            detail = _arg_difference(a.args, b.args, f"its `{path}{a.name}`'s")
+            if detail:
+                return detail
+        elif a.kind == b.kind == "block" and a.graph is not None and b.graph is not None:
+            detail = _block_difference(a.graph, b.graph, f"{path}{a.name}.")
+            if detail:
+                return detail
+    for a, b in zip(made, needed):
+        if a.op is not None and a.op is b.op and _code_args(a.args) != _code_args(b.args) and a.span is not None:
+            return f": its `{a.op.name}` (line {a.span.line}) depends on the input's sizes"
+    return ""
+
+
+def _first_application(inst, ctx):
+    return next((n for n in ctx.graph if n.instance == inst.id and n.kind in ("op", "call")), None)
+
+
+def _shown(v) -> str:
+    try:
+        return literal(v)
+    except TypeError:
+        return describe(v)
 
 
 def _dtype_help(op, dtype: str) -> str | None:
@@ -470,6 +626,11 @@ def _dtype_help(op, dtype: str) -> str | None:
     if op.name == "Embedding":
         return "Embedding looks up integer ids: declare the input `of int64`"
     return None
+
+
+def _extra_keywords(op) -> tuple:
+    """What a layer's call takes besides its parameters: `init=`, for a layer with weights."""
+    return ("init",) if op.weights is not None and op.param("init") is None else ()
 
 
 def _is_bias(weight: str) -> bool:

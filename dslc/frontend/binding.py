@@ -25,8 +25,9 @@ class Arg:
 
 
 def bind(names: list[str], positional: list[Arg], keywords: list[tuple[str, Arg]],
-         callee: str, call_span) -> dict[str, Arg]:
-    """Match arguments to parameter names (no defaults, no types)."""
+         callee: str, call_span, also: tuple = ()) -> dict[str, Arg]:
+    """Match arguments to parameter names (no defaults, no types). `also`: keywords the callee takes
+    besides them (a layer's `init`), named when a keyword is unknown."""
     if len(positional) > len(names):
         extra = positional[len(names)]
         n = len(names)
@@ -36,10 +37,7 @@ def bind(names: list[str], positional: list[Arg], keywords: list[tuple[str, Arg]
     out = {name: arg for name, arg in zip(names, positional)}
     for name, arg in keywords:
         if name not in names:
-            guess = did_you_mean(name, names)
-            raise EvalError("E0305", f"`{callee}` has no parameter `{name}`", arg.name_span or arg.span,
-                            label="unknown keyword",
-                            help=f"did you mean `{guess}`?" if guess else _signature_help(callee, names))
+            raise unknown_keyword(callee, name, list(names) + list(also), arg.name_span or arg.span)
         if name in out:
             raise EvalError("E0306", f"`{name}` is given twice in the call of `{callee}`",
                             arg.name_span or arg.span, label="given again here")
@@ -47,14 +45,24 @@ def bind(names: list[str], positional: list[Arg], keywords: list[tuple[str, Arg]
     return out
 
 
+def unknown_keyword(callee: str, name: str, names: list[str], span, label: str = "unknown keyword",
+                    where: str = "") -> EvalError:
+    """E0305: `callee` has no parameter `name`; the help lists the ones it has (`where`: where they
+    are given, for a layer applied to tensors), after a did-you-mean."""
+    guess = did_you_mean(name, names)
+    listing = _signature_help(callee, names) + where
+    return EvalError("E0305", f"`{callee}` has no parameter `{name}`", span, label=label,
+                     help=f"did you mean `{guess}`? {listing}" if guess else listing)
+
+
 def _signature_help(callee: str, names: list[str]) -> str:
     return f"`{callee}` takes ({', '.join(names)})" if names else f"`{callee}` takes no arguments"
 
 
 def bind_op(params: tuple[ParamSpec, ...], positional: list[Arg], keywords: list[tuple[str, Arg]],
-            callee: str, call_span, convert_hook=None) -> tuple[dict, dict]:
+            callee: str, call_span, convert_hook=None, also: tuple = ()) -> tuple[dict, dict]:
     """Bind, convert and check a registry op's arguments; returns (values, spans)."""
-    given = bind([p.name for p in params], pack_rest(params, positional), keywords, callee, call_span)
+    given = bind([p.name for p in params], pack_rest(params, positional), keywords, callee, call_span, also)
     missing = [p.name for p in params if p.required and p.name not in given]
     if missing:
         raise EvalError("E0303", f"`{callee}` is missing {_plural_args(missing)}", call_span,
@@ -120,4 +128,4 @@ def _plural_args(names: list[str]) -> str:
     return f"the argument{'s' if len(names) > 1 else ''} {quoted}"
 
 
-__all__ = ["Arg", "REQUIRED", "bind", "bind_op", "convert", "pack_rest"]
+__all__ = ["Arg", "REQUIRED", "bind", "bind_op", "convert", "pack_rest", "unknown_keyword"]

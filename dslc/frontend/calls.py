@@ -73,8 +73,7 @@ class CallEvaluation:
         if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
             pos, kws = self._args(e, ctx)
             if kws:
-                raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
-                                "construction", kws[0][1].name_span)
+                raise self._keyword_at_application(func, *kws[0])
             return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx)
         return self._call_other(func, e, ctx, piped)
 
@@ -131,8 +130,7 @@ class CallEvaluation:
         spec = self._named_spec(spec, e)
         pos, kws = self._args(call, ctx)
         if kws:
-            raise EvalError("E0305", "a layer is applied to tensors only; keyword arguments go in its "
-                            "construction", kws[0][1].name_span)
+            raise self._keyword_at_application(spec, *kws[0])
         return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx)
 
     def _named_spec(self, v, e: ast.AsName):
@@ -142,6 +140,9 @@ class CallEvaluation:
             v = self._layer_spec(v.op, [], [], e.value.span)
         if isinstance(v, DeclRef) and v.decl.kind in ("block", "model"):
             v = BlockSpec(v.decl, {}, {}, e.value.span)
+        if isinstance(v, InstanceValue):
+            raise EvalError("E0210", f"`{v.name}` is already a layer's name: `as` cannot give it another",
+                            e.name_span, label="a second name", help=f"apply it by its name: `x -> {v.name}`")
         if not isinstance(v, (LayerSpec, BlockSpec)):
             raise EvalError("E0307", f"`as` names a layer, but this is {describe(v)}", e.span,
                             label="not a layer")

@@ -19,15 +19,15 @@ import pickle
 from ..diagnostics import Reporter
 from .evaluator import Evaluator
 from .loader import Unit
-from .names import check_names
+from .names import check_names, check_shadowing
 from .plans import check_plans
 from .pynames import check_parameter_names
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
 
-def check_unit(unit: Unit, jobs: int | None = None) -> None:
-    """Raise DslcError with every problem in the unit."""
+def check_unit(unit: Unit, jobs: int | None = None) -> list:
+    """Raise DslcError with every problem in the unit; return its warnings (Diagnostics)."""
     reporter = Reporter()
     ev = Evaluator(unit, reporter)
     models = [d for d in unit.of_kind("model") if all(p.default is not None for p in d.params)]
@@ -47,7 +47,9 @@ def check_unit(unit: Unit, jobs: int | None = None) -> None:
     evaluated_by_plans = check_plans(unit, ev, reporter)
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     check_parameter_names(unit, reporter)
+    check_shadowing(unit, reporter)
     reporter.raise_if_errors()
+    return reporter.warnings
 
 
 def _lines(unit: Unit) -> int:

@@ -24,6 +24,7 @@ class Ctx:
     stack: tuple = ()               # names of the blocks being specialized (recursion check)
     loop_depth: int = 0
     failed: bool = False            # some statement failed (here or in a block it used)
+    layer_names: dict = field(default_factory=dict)  # a named layer's name -> (Instance, where it was named)
 
 
 def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:

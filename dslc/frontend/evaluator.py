@@ -17,6 +17,7 @@ from ..ir.naming import name_instances
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .apply import LayerApplication
+from .binding import unknown_keyword
 from .calls import CallEvaluation
 from .context import Ctx
 from .errors import EvalError, Poisoned
@@ -84,11 +85,7 @@ class Evaluator(StatementEvaluation, ExpressionEvaluation, NameLookup, CallEvalu
         names = [p.name for p in decl.params]
         for name, arg in given.items():
             if name not in names:
-                guess = did_you_mean(name, names)
-                raise EvalError("E0305", f"`{decl.name}` has no parameter `{name}`", arg.name_span or arg.span,
-                                label="unknown parameter", help=f"did you mean `{guess}`?" if guess else
-                                (f"`{decl.name}` takes ({', '.join(names)})" if names else
-                                 f"`{decl.name}` takes no parameters"))
+                raise unknown_keyword(decl.name, name, names, arg.name_span or arg.span, label="unknown parameter")
         missing = []
         for p in decl.params:
             if p.name in given:

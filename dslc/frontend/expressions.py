@@ -193,6 +193,9 @@ class ExpressionEvaluation:
         return plain(v)
 
     def _e_Attr(self, e: ast.Attr, ctx: Ctx):
+        ported = self._torch_prefix(e, ctx)
+        if ported is not None:
+            raise ported
         v = self._expr(e.value, ctx)
         if v is POISON:
             raise Poisoned()

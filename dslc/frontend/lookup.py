@@ -13,6 +13,7 @@ from . import ast
 from .builtins import BUILTINS, CONSTANTS
 from .context import Ctx
 from .errors import EvalError
+from .torch_names import TORCH_ONLY, TORCH_PREFIXES, torch_only_help
 from .values import MISSING, DeclRef, InstanceValue, OpRef
 
 
@@ -51,6 +52,9 @@ class NameLookup:
             code, what = ("E0202", "layer") if name[:1].isupper() else ("E0203", "function") if called else \
                 ("E0201", "")
             return EvalError(code, f"unknown {what} `{name}`" if what else f"`{name}` is not defined", e.span)
+        if name in TORCH_ONLY:
+            return EvalError("E0202", f"`{name}` is a torch.nn layer that dslc does not have", e.span,
+                             label="not in dslc's library", help=torch_only_help(name))
         if name[:1].isupper():
             pool = [n for n in list(REGISTRY) + list(self.unit.decls)
                     if n[:1].isupper() and (n not in REGISTRY or REGISTRY[n].kind == "layer")]
@@ -66,6 +70,30 @@ class NameLookup:
         guess = did_you_mean(name, self.visible_names(ctx))
         return EvalError("E0201", f"`{name}` is not defined", e.span, label="unknown name",
                          help=f"did you mean `{guess}`?" if guess else None)
+
+    def _torch_prefix(self, e: ast.Attr, ctx: Ctx) -> EvalError | None:
+        """`nn.Linear(8)`, `F.relu(x)`, `torch.nn.LSTM(...)` written as in PyTorch: dslc names its layers and
+        functions without a module, so say which of ours it is (None: not such a name)."""
+        root, names = e, [e.name]
+        while isinstance(root.value, ast.Attr):
+            root = root.value
+            names.insert(0, root.name)
+        if not isinstance(root.value, ast.Name) or root.value.id not in TORCH_PREFIXES or \
+                self._lookup(root.value.id, ctx) is not MISSING:
+            return None
+        written = ".".join([root.value.id] + names)
+        name = e.name
+        if name in REGISTRY and not REGISTRY[name].internal:
+            return EvalError("E0201", f"`{written}` is written `{name}` in dslc", e.span,
+                             label=f"no `{written[:-len(name)]}` before it",
+                             help=f"dslc's layers and functions are named without a module: `{name}(...)`")
+        if name in TORCH_ONLY:
+            return EvalError("E0202", f"`{written}` is a torch.nn layer that dslc does not have", e.span,
+                             label="not in dslc's library", help=torch_only_help(name))
+        guess = did_you_mean(name, _public_ops())
+        return EvalError("E0201", f"`{root.value.id}` is not defined", root.value.span, label="unknown name",
+                         help="dslc's layers and functions are named without a module" +
+                              (f": did you mean `{guess}`?" if guess else " (docs/reference.md lists them)"))
 
     # ------------------------------------------------------------------ names being bound
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..diagnostics import Reporter, did_you_mean
+from ..diagnostics import Diagnostic, Reporter, did_you_mean
 from ..diagnostics.diagnostic import MAX_SHOWN
 from ..ops import REGISTRY
 from ..ops.init import INITS
@@ -17,6 +17,7 @@ from . import ast
 from .binding import Arg, bind, convert, pack_rest
 from .builtins import BUILTINS, CONSTANTS
 from .errors import EvalError
+from .torch_names import TORCH_ONLY, TORCH_PREFIXES, torch_only_help
 
 
 def check_names(unit, reporter: Reporter, skip: set) -> None:
@@ -31,6 +32,24 @@ def check_names(unit, reporter: Reporter, skip: set) -> None:
                 _report(name, bound | globals_, reporter, called=id(name) in callees)
         if decl.kind == "loss":
             check_calls(decl.value, reporter)
+
+
+def check_shadowing(unit, reporter: Reporter) -> None:
+    """A declaration named like a library layer, function or loss hides it (the file's own names come
+    first): allowed, as in Python, so a layer the library adds later breaks no spec, but never silent."""
+    for decl in unit.decls.values():
+        op = REGISTRY.get(decl.name)
+        if op is None or op.internal or decl.kind == "train":  # a plan is never a value: it hides nothing
+            continue
+        reporter.add(Diagnostic("W0201", f"the {decl.kind} `{decl.name}` hides the library {op.kind} "
+                                f"`{op.name}`", decl.name_span, label=f"`{decl.name}` means this {decl.kind}",
+                                severity="warning",
+                                help=f"`{decl.name}` is this {decl.kind} in this file and in the files that import "
+                                     f"it; to use the library's too, rename it (`{_renamed(decl.name)}`)"))
+
+
+def _renamed(name: str) -> str:
+    return f"My{name}" if name[:1].isupper() else f"my_{name}"
 
 
 def check_calls(expr, reporter: Reporter) -> None:
@@ -130,6 +149,14 @@ def _walk(node):
 
 
 def _report(name: ast.Name, pool: set, reporter: Reporter, called: bool = False) -> None:
+    if name.id in TORCH_ONLY:
+        reporter.error("E0202", f"`{name.id}` is a torch.nn layer that dslc does not have", name.span,
+                       label="not in dslc's library", help=torch_only_help(name.id))
+        return
+    if name.id in TORCH_PREFIXES:
+        reporter.error("E0201", f"`{name.id}` is not defined", name.span, label="unknown name",
+                       help="dslc's layers and functions are named without a module: `Linear`, not `nn.Linear`")
+        return
     if name.id[:1].isupper():
         code, what, label = "E0202", f"unknown layer `{name.id}`", "not a layer or block"
     elif called:

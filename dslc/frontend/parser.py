@@ -251,6 +251,9 @@ def _syntax_diagnostic(here: _Place, text: str, e: UnexpectedInput, unclosed: li
         pos = len(text.rstrip())
         return Diagnostic("E0101", "the file ends in the middle of a statement",
                           here.span(max(0, pos - 1), pos), label="expected more after this")
+    special = _reserved_name(here, text, tok) or _leading_arrow(here, text, tok)
+    if special is not None:
+        return special
     span = here.token(tok)
     expected = _expected_words(e)
     what = _token_word(tok)
@@ -263,6 +266,57 @@ def _syntax_diagnostic(here: _Place, text: str, e: UnexpectedInput, unclosed: li
         span = here.span(tok.start_pos, tok.start_pos + 1)
     label = f"expected {_join(expected)}" if expected else ""
     return Diagnostic("E0101", message, span, label=label, help=_syntax_help(tok, expected))
+
+
+# The words that start a statement, which therefore cannot start an assignment (`output = ...`).
+RESERVED = ("model", "block", "loss", "train", "import", "input", "output", "param", "for", "repeat", "if",
+            "else", "step", "phase", "freeze", "unfreeze")
+_OTHER_NAME = {"output": "out", "input": "inp", "param": "weight"}
+
+
+def _reserved_name(here: _Place, text: str, tok) -> Diagnostic | None:
+    """`output = x -> Linear(8)`, `output, hidden = ...`, `input = ...`: a reserved word where a
+    statement's first name would be."""
+    if tok is None or tok.type not in ("EQUAL", "COMMA"):
+        return None
+    start = text.rfind("\n", 0, tok.start_pos) + 1
+    before = text[start:tok.start_pos]
+    word = before.strip()
+    if word not in RESERVED:
+        return None
+    at = start + before.index(word)
+    end = text.find("\n", tok.end_pos)
+    line = text[start:len(text) if end < 0 else end]
+    other = _OTHER_NAME.get(word, f"{word}_")
+    targets = line[:line.index("=")].strip() if "=" in line else word
+    renamed = f"`{other}{targets[len(word):]} = ...`"
+    if word == "output" and tok.type == "EQUAL":
+        rest = line[line.index("=") + 1:].strip()
+        help_ = f"to return the value, write `output {rest or '...'}`; to name it, choose another name ({renamed})"
+    else:
+        help_ = f"choose another name ({renamed})"
+    article = "an" if word[0] in "aeiou" else "a"
+    return Diagnostic("E0101", f"`{word}` is a reserved word: a line that starts with it is {article} `{word}` "
+                      "statement, not an assignment", here.span(at, at + len(word)), label="reserved", help=help_)
+
+
+def _leading_arrow(here: _Place, text: str, tok) -> Diagnostic | None:
+    """A line that starts with `->`, meant to continue the statement above (which must end with `->`)."""
+    if tok is None or tok.type in ("$END",):
+        return None
+    start = text.rfind("\n", 0, tok.start_pos) + 1
+    line = text[start:]
+    at = start + len(line) - len(line.lstrip(" \t"))
+    if not text.startswith("->", at) or tok.start_pos > at + 1:
+        return None
+    above = text[:start].rstrip()
+    if above.endswith("->"):
+        help_ = "the line above already ends with `->`, which continues the statement: write the arrow once"
+    else:
+        help_ = "a statement continues on the next line when its line ends with `->`: move this `->` to the end " \
+                "of the line above"
+    return Diagnostic("E0101", "a line cannot start with `->`", here.span(at, at + 2),
+                      label="continues the statement above?", help=help_)
 
 
 def _unclosed_before(tok, open_now: list):

@@ -15,7 +15,7 @@ from . import ast
 from .binding import Arg, bind_op
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import MISSING, POISON, InitSpec
+from .values import MISSING, POISON, BlockSpec, InitSpec, LayerSpec
 
 
 class StatementEvaluation:
@@ -292,6 +292,8 @@ class StatementEvaluation:
             if value is POISON:
                 ctx.scope[target.id] = POISON
                 return
+            if isinstance(value, (LayerSpec, BlockSpec)) and ctx.kind in ("model", "block"):
+                value = self._bound_layer(value, target, ctx)  # `lin = Linear(8)`: one layer, `lin`
             ctx.scope[target.id] = value
             if isinstance(value, TensorValue):
                 node = ctx.graph.nodes[value.ref.node]

@@ -77,13 +77,19 @@ class BlockSpec:
 
 @dataclass
 class InstanceValue:
-    """A named layer (`as wte`): calling it again shares its weights."""
+    """A named layer (`as wte`, `lin = Linear(8)`): one module, whose every application shares its
+    weights. `instance` is None until the layer is made, at its first application (which gives its
+    inferred sizes) or when its weights are read (`emb.weight`, where no size is inferred)."""
     instance: object
     spec: LayerSpec | BlockSpec
     graph: object
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
     def describe(self) -> str:
-        return f"the layer instance `{self.instance.user_name}`"
+        return f"the layer `{self.name}`"
 
 
 @dataclass(frozen=True)
