@@ -384,7 +384,7 @@ class _ClassWriter:
             inst = g.instances[node.instance]
             if is_module(inst):
                 call = op.torch.call
-                return call(e, f"self.{inst.name}") if call else f"self.{inst.name}({', '.join(inputs)})"
+                return call(e, f"self.{inst.name}") if call else f"self.{inst.name}({_call_args(op, inputs)})"
             return op.torch.functional(e)
         return op.torch.expr(e)
 
@@ -540,6 +540,13 @@ def _pattern(structure, names) -> str:
         return "(" + ", ".join(parts) + ")"
     top = [go(x) for x in structure]
     return ", ".join(top)
+
+
+def _call_args(op, inputs: list) -> str:
+    """A layer's inputs as its forward takes them: `x, (h, c)` for an LSTM given its state."""
+    def go(s):
+        return inputs[s] if isinstance(s, int) else "(" + ", ".join(go(x) for x in s) + ")"
+    return ", ".join(go(s) for s in op.input_structure(len(inputs)))
 
 
 def _given_args(spec, printer: Printer) -> dict:

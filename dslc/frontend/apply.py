@@ -24,7 +24,7 @@ from . import ast
 from .binding import Arg, bind, bind_op
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
+from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
 # `a + b` applies the op whose registry entry has that symbol
 _BINOPS = {op.symbol: op.name for op in REGISTRY.values() if op.symbol}
@@ -55,10 +55,15 @@ class LayerApplication:
 
     # ------------------------------------------------------------------ application
 
-    def _apply(self, spec, inputs: list, spans: list, span, ctx):
+    def _apply(self, spec, inputs: list, spans: list, span, ctx, parts: dict | None = None):
+        """Apply a layer, block or function to `inputs` (their spans; `parts[i]`: the element spans of
+        input i when it is written as a tuple, `(h, c)`)."""
         for v in inputs:
-            if v is POISON:
+            if v is POISON or isinstance(v, tuple) and any(x is POISON for x in v):
                 raise Poisoned()
+        op = layer_op(spec)
+        if op is not None:
+            inputs, spans = self._layer_inputs(op, inputs, spans, span, parts or {})
         for v, s in zip(inputs, spans):
             if not isinstance(v, TensorValue):
                 raise EvalError("E0307", f"a layer is applied to tensors, got {describe(v)}", s)
@@ -78,7 +83,6 @@ class LayerApplication:
 
     def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, instance=None):
         op = spec.op
-        self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
@@ -117,7 +121,6 @@ class LayerApplication:
         if inst.kind == "block":
             return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
         op = inst.op
-        self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(iv.spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
@@ -128,6 +131,29 @@ class LayerApplication:
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
                              span=span)
         return self._results(op.results, ctx.graph.values(node))
+
+    def _layer_inputs(self, op, inputs: list, spans: list, span, parts: dict) -> tuple[list, list]:
+        """The tensors a layer's node holds, flat, and their spans: an input the op takes as a tuple
+        (LSTM's `(h_0, c_0)`) is checked to be that many tensors and spread."""
+        self._check_input_count(op, inputs, span)
+        flat, flat_spans = [], []
+        for i, (v, s) in enumerate(zip(inputs, spans)):
+            arity = op.input_arity(i)
+            if arity is None:
+                if isinstance(v, tuple) and i > 0:
+                    raise EvalError("E0307", f"`{op.name}`'s `{op.inputs[i]}` is one tensor, got {describe(v)}", s,
+                                    label=f"expects one tensor, {op.inputs[i]}")
+                flat.append(v)
+                flat_spans.append(s)
+                continue
+            names = dict(op.tuple_inputs)[op.inputs[i]]
+            if not isinstance(v, tuple) or len(v) != arity:
+                raise EvalError("E0307", f"`{op.name}`'s `{op.inputs[i]}` is a tuple of {arity} tensors "
+                                f"({', '.join(names)}), got {describe(v)}", s, label=f"expects ({', '.join(names)})",
+                                help=f"apply it as `{op.name}(...)(x, ({', '.join(names)}))`")
+            flat += list(v)
+            flat_spans += list(parts[i]) if i in parts and len(parts[i]) == arity else [s] * arity
+        return flat, flat_spans
 
     def _check_input_count(self, op, inputs, span) -> None:
         lo = op.min_inputs if op.min_inputs is not None else len(op.inputs)
