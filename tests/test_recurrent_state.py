@@ -37,10 +37,11 @@ def flat(out) -> list:
 
 
 def onnx_matches(program, name: str, net, inputs: list) -> None:
+    """onnxruntime's outputs on the model's flat inputs (a tuple's tensors one by one) equal torch's."""
     model = program.onnx(name)
     with torch.no_grad():
         want = flat(net(*inputs))
-    got = ort_run(model, {i.name: x.numpy() for i, x in zip(model.graph.input, inputs)})
+    got = ort_run(model, {i.name: x.numpy() for i, x in zip(model.graph.input, flat(inputs))})
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.shape == tuple(w.shape)
@@ -277,3 +278,122 @@ def test_one_sequence_has_no_batch(tmp_path):
     assert out.shape == (7, 5) and h.shape == (2, 5)
     onnx_matches(program, "M", net, [x])
     assert np.isfinite(out.numpy()).all()
+
+
+# ---------------------------------------------------------------- models that take and return tuples
+
+LANGUAGE_MODEL = '''
+model LM(vocab: int = 30, size: int = 6, layers: int = 2) {
+    input tokens: [B, T] of int64
+    input hidden: ([layers, B, size], [layers, B, size])
+    x = tokens -> Embedding(vocab, 4)
+    out, hidden = LSTM(size, num_layers=layers)(x, hidden)
+    output out -> Linear(vocab) as head, hidden
+}
+
+block Step(size: int) {
+    input x
+    input state
+    out, state = LSTM(size)(x, state)
+    output out, state
+}
+
+model Twice {
+    input x: [B, T, 4]
+    input state: ([1, B, 5], [1, B, 5])
+    out, (h, c) = Step(5)(x, state)
+    output Step(5)(out, (h, c))
+}
+'''
+
+
+def test_a_model_takes_and_returns_a_tuple_as_torch_does(tmp_path):
+    program = load(tmp_path, LANGUAGE_MODEL)
+    source = program.source(["LM"])
+    assert "def forward(self, tokens, hidden):" in source
+    assert "out, (hidden_0, hidden_1) = self.lstm(x, hidden)" in source
+    assert "return h, (hidden_0, hidden_1)" in source
+    net = program.build("LM", seed=0).eval()
+    lstm = nn.LSTM(4, 6, num_layers=2, batch_first=True).eval()
+    lstm.load_state_dict({k[len("lstm."):]: v for k, v in net.state_dict().items() if k.startswith("lstm.")})
+    tokens, h0, c0 = torch.randint(0, 30, (3, 7)), torch.randn(2, 3, 6), torch.randn(2, 3, 6)
+    with torch.no_grad():
+        logits, (h, c) = net(tokens, (h0, c0))
+        out, (wh, wc) = lstm(net.embedding(tokens), (h0, c0))
+    assert torch.equal(logits, net.head(out)) and torch.equal(h, wh) and torch.equal(c, wc)
+    # the state carries on: two calls are one over the whole sequence
+    with torch.no_grad():
+        first, state = net(tokens[:, :3], (h0, c0))
+        second, (h2, c2) = net(tokens[:, 3:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), logits)
+    torch.testing.assert_close(h2, h)
+
+
+def test_onnx_flattens_a_tuple_into_dotted_names(tmp_path):
+    program = load(tmp_path, LANGUAGE_MODEL)
+    model = program.onnx("LM")
+    assert [i.name for i in model.graph.input] == ["tokens", "hidden.0", "hidden.1"]
+    assert [o.name for o in model.graph.output] == ["out1", "hidden_out.0", "hidden_out.1"]
+    net = program.build("LM", seed=0).eval()
+    tokens, h0, c0 = torch.randint(0, 30, (2, 5)), torch.randn(2, 2, 6), torch.randn(2, 2, 6)
+    with torch.no_grad():
+        want = flat(net(tokens, (h0, c0)))
+    got = ort_run(model, {"tokens": tokens.numpy(), "hidden.0": h0.numpy(), "hidden.1": c0.numpy()})
+    for g, w in zip(got, want):
+        assert relative_error(g, w.numpy()) < TOLERANCE
+    assert program.summary("LM").inputs == {"tokens": "[B, T]", "hidden.0": "[2, B, 6]", "hidden.1": "[2, B, 6]"}
+
+
+def test_a_block_takes_and_returns_a_tuple(tmp_path):
+    program = load(tmp_path, LANGUAGE_MODEL)
+    source = program.source(["Twice"])
+    assert "def forward(self, x, state):" in source and "out, (h, c) = self.step1(x, state)" in source
+    assert "self.step2(out, (h, c))" in source
+    net = program.build("Twice", seed=0).eval()
+    x, state = torch.randn(2, 6, 4), (torch.randn(1, 2, 5), torch.randn(1, 2, 5))
+    with torch.no_grad():
+        out, (h, c) = net(x, state)
+        mid, (mh, mc) = net.step1.lstm(x, state)
+        want, (wh, wc) = net.step2.lstm(mid, (mh, mc))
+    assert torch.equal(out, want) and torch.equal(h, wh) and torch.equal(c, wc)
+    onnx_matches(program, "Twice", net, [x, state])
+
+
+def test_a_plan_reads_a_tuple_output_by_its_name(tmp_path):
+    program = load(tmp_path, '''
+model CharLM(vocab: int = 76) {
+    input x: [B, T] of int64
+    out, state = x -> Embedding(vocab, 8) -> LSTM(16)
+    logits = out -> Linear(vocab)
+    output logits, state
+}
+
+train lm {
+    model = CharLM()
+    data = shakespeare(context=8)
+    loss = cross_entropy(transpose(out.logits, 1, 2), batch.y) + 0 * mean(out.state[1])
+    optimizer = Adam(lr=1e-3)
+    epochs = 1
+}
+''')
+    from dslc.runtime.trainer import plan_source
+    source = plan_source(program.plan("lm"), str(tmp_path / "m.dl"))
+    assert "return logits, (state_0, state_1)" in source
+    assert "= self.model(batch_x)" in source
+
+
+@pytest.mark.parametrize("body,code", [
+    ("input x: [B, 4]\n    output (x, 3)", "E0307"),
+    ("input x: [B, 4]\n    input s: ([B, 4], 3)\n    output x", "E0301"),
+])
+def test_tuple_mistakes_in_models(tmp_path, body, code):
+    assert code in error_codes(tmp_path, body)
+
+
+def test_a_block_input_declared_as_a_tuple_needs_one(tmp_path):
+    path = tmp_path / "bad.dl"
+    path.write_text("block Two {\n    input x\n    input s: ([B, 4], [B, 4])\n    output x\n}\n"
+                    "model M {\n    input x: [B, 4]\n    output Two()(x, x)\n}\n")
+    with pytest.raises(DslcError) as err:
+        dslc.load(str(path))
+    assert "E0307" in err.value.codes and "declared as a tuple of 2 tensors but receives a tensor" in str(err.value)

@@ -14,6 +14,7 @@ from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_valu
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.naming import name_instances
+from ..ir.nesting import leaves, nest, structure
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, Ref, TensorValue
@@ -58,14 +59,14 @@ class LayerApplication:
     def _apply(self, spec, inputs: list, spans: list, span, ctx, parts: dict | None = None):
         """Apply a layer, block or function to `inputs` (their spans; `parts[i]`: the element spans of
         input i when it is written as a tuple, `(h, c)`)."""
-        for v in inputs:
-            if v is POISON or isinstance(v, tuple) and any(x is POISON for x in v):
-                raise Poisoned()
+        if any(v is POISON for v in leaves(inputs)):
+            raise Poisoned()
         op = layer_op(spec)
         if op is not None:
             inputs, spans = self._layer_inputs(op, inputs, spans, span, parts or {})
+        block = isinstance(spec, (BlockSpec, DeclRef)) or isinstance(spec, InstanceValue) and spec.instance.kind == "block"
         for v, s in zip(inputs, spans):
-            if not isinstance(v, TensorValue):
+            if not isinstance(v, TensorValue) and not (block and _tensors(v)):
                 raise EvalError("E0307", f"a layer is applied to tensors, got {describe(v)}", s)
         if isinstance(spec, OpRef):
             if not spec.op.is_layer:
@@ -211,9 +212,9 @@ class LayerApplication:
                     labels.append(Label(s, f"this is {inputs[i].type.shape_str()}"))
         return EvalError(err.code, err.message, primary, label=err.label, labels=tuple(labels), help=err.help)
 
-    def _results(self, structure, values: list):
-        if structure is not None:
-            return _nest(structure, values)
+    def _results(self, nesting, values: list):
+        if nesting is not None:
+            return nest(nesting, values)
         return values[0] if len(values) == 1 else tuple(values)
 
     # ------------------------------------------------------------------ functions
@@ -284,17 +285,20 @@ class LayerApplication:
     # ------------------------------------------------------------------ blocks
 
     def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None):
+        """Apply a block (or a model) to its inputs: tensors, or tuples of tensors where it declares them."""
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
-        key = (decl.name, _args_key(spec.args), tuple(v.type.key() for v in inputs))
+        flat = leaves(inputs)
+        key = (decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs))
         if key in self.cache:
             sub = self.cache[key]
         else:
             sub = self._specialize(spec, inputs, n_declared, span, ctx)
             self.cache[key] = sub
         if sub is None:
-            self._failed(ctx, span, inputs, f"`{decl.name}` has an error")
+            self._failed(ctx, span, flat, f"`{decl.name}` has an error")
             raise Poisoned()
+        inputs = flat
         f = self._caller_mapping(sub, spec, inputs)
         out_types, guards = self._in_caller_terms(sub, spec, inputs, f)
         record_all(guards)
@@ -314,7 +318,8 @@ class LayerApplication:
         node = ctx.graph.add("call", out_types, [v.ref for v in inputs], instance=instance.id, span=span,
                              args={"graph": sub})
         values = ctx.graph.values(node)
-        return values[0] if len(values) == 1 else tuple(values)
+        nested = nest(structure([n for n, _ in sub.outputs]), values)   # `out, (h, c)`
+        return nested[0] if len(nested) == 1 else nested
 
     def _check_block_use(self, spec: BlockSpec, inputs, span, ctx) -> int:
         """A block applied inside itself, too deep, or to the wrong number of tensors is an error;
@@ -335,6 +340,9 @@ class LayerApplication:
         if len(inputs) != expected:
             raise EvalError("E0409", f"`{decl.name}` takes {expected} input tensor{'s' if expected > 1 else ''}, "
                             f"got {len(inputs)}", span)
+        if n_declared == 0 and isinstance(inputs[0], tuple):
+            raise EvalError("E0307", f"`{decl.name}` is applied to one tensor, got {describe(inputs[0])}", span,
+                            help="a block takes a tuple of tensors through an `input` statement: `input state`")
         return n_declared
 
     def _specialize(self, spec: BlockSpec, inputs, n_declared, span, ctx):
@@ -428,10 +436,14 @@ def _poly_key(v):
     return p if p is not None else _value_key(v)
 
 
-def _nest(structure, values):
-    if isinstance(structure, int):
-        return values[structure]
-    return tuple(_nest(s, values) for s in structure)
+def _tensors(v) -> bool:
+    """A non-empty (nested) tuple of tensors."""
+    return isinstance(v, tuple) and bool(v) and all(isinstance(x, TensorValue) or _tensors(x) for x in v)
+
+
+def _structure_key(v):
+    """A block input's types, a tuple's by element (a block is specialized for each)."""
+    return tuple(_structure_key(x) for x in v) if isinstance(v, tuple) else v.type.key()
 
 
 def _fill_hook(p, v):
