@@ -66,7 +66,7 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
             v = convert(p, v, None, op.name)
         args[p.name] = v
     if op.is_layer:
-        tensors = [tensor(s, f"x{i}") for i, s in enumerate(example.inputs)]
+        tensors = [tensor(s, name) for name, s in layer_inputs(example)]
     b = Bound(op, args, [t.type for t in tensors])
     if op.resolve:
         b.args.update(op.resolve(b))
@@ -76,6 +76,18 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
     g.outputs = [(f"out{i}", Ref(node.id, i)) for i in range(len(outs))]
     name_instances(g)
     return g, specs
+
+
+def layer_inputs(example) -> list:
+    """A layer example's input tensors, flat, with their names: `x0`, and `x1_0`, `x1_1` for a tuple
+    such as LSTM's (h_0, c_0)."""
+    out = []
+    for i, s in enumerate(example.inputs):
+        if isinstance(s, tuple):
+            out += [(f"x{i}_{j}", item) for j, item in enumerate(s)]
+        else:
+            out.append((f"x{i}", s))
+    return out
 
 
 def random_input(spec: TensorSpec):

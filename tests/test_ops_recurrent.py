@@ -118,10 +118,18 @@ def test_recurrent_emission_is_batch_first():
 
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
-def test_recurrent_needs_a_batched_sequence(name):
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 5)])
+def test_recurrent_needs_a_sequence(name, shape):
     with pytest.raises(ShapeError) as err:
-        infer(name, [(4, 5)], hidden_size=3)
+        infer(name, [shape], hidden_size=3)
     assert err.value.code == "E0402" and name in err.value.message
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_one_sequence_is_unbatched_as_in_torch(name):
+    _, outs = infer(name, [(4, 5)], hidden_size=3, num_layers=2, bidirectional=True)
+    got = flat(getattr(nn, name)(5, 3, num_layers=2, bidirectional=True, batch_first=True)(torch.randn(4, 5)))
+    assert shapes(outs) == [tuple(t.shape) for t in got]
 
 
 def test_lstm_projection_must_be_below_hidden_size():
@@ -299,7 +307,7 @@ def test_compiled_model_runs_with_run_time_lengths(tmp_path):
 
 
 @pytest.mark.parametrize("body,code", [
-    ("input x: [B, 5]\n    output x -> LSTM(4)", "E0402"),
+    ("input x: [B, T, 5, 1]\n    output x -> LSTM(4)", "E0402"),
     ("input x: [B, T, 5]\n    out, h = x -> GRU(4, dropout=1.5)\n    output out", "E0302"),
     ("input x: [B, T, 6]\n    output x -> MultiheadAttention(6, 4)", "E0405"),
 ])

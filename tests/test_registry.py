@@ -13,7 +13,7 @@ import math
 import pytest
 from hypothesis import given, reject
 from hypothesis import strategies as st
-from support import Drawer, run_generated, single_op_graph
+from support import Drawer, layer_inputs, run_generated, single_op_graph
 
 from dslc.frontend.errors import EvalError
 from dslc.ir.dims import plain
@@ -111,7 +111,8 @@ def _arg(op, example, name):
 
 
 def _shapes(op, example) -> list:
-    tensors = list(example.inputs) if op.is_layer else [v for v in example.args.values() if hasattr(v, "shape")]
+    tensors = [t for _, t in layer_inputs(example)] if op.is_layer else \
+        [v for v in example.args.values() if hasattr(v, "shape")]
     return [tuple(t.shape) for t in tensors]
 
 
@@ -128,7 +129,8 @@ def _recurrent(gates: int):
     """Every step of every layer and direction: gates·H·(input + state) products, plus an LSTM's
     projection P·H (batch-first input [B, T, I])."""
     def count(op, ex, ins, out):
-        batch, steps, width = ins[0]
+        *batch, steps, width = ins[0]
+        batch = batch[0] if batch else 1   # one sequence [T, F]
         hidden, layers = _arg(op, ex, "hidden_size"), _arg(op, ex, "num_layers")
         dirs = 2 if _arg(op, ex, "bidirectional") else 1
         proj = _arg(op, ex, "proj_size") if op.param("proj_size") else 0
@@ -138,6 +140,15 @@ def _recurrent(gates: int):
             total += dirs * (gates * hidden * (width + state) + proj * hidden)
             width = dirs * state
         return batch * steps * total
+    return count
+
+
+def _cell(gates: int):
+    """One step: gates·H·(input + state) products per example ([B, F], or one example [F])."""
+    def count(op, ex, ins, out):
+        *batch, width = ins[0]
+        hidden = _arg(op, ex, "hidden_size")
+        return (batch[0] if batch else 1) * gates * hidden * (width + hidden)
     return count
 
 
@@ -165,11 +176,13 @@ def _matmul(op, ex, ins, out):
     return _numel(out[0]) * a[-1] if out[0] else a[-1]
 
 
-# torch's counter does not see these: oneDNN's fused recurrent kernels, the fused and CPU
+# torch's counter does not see these: oneDNN's fused recurrent kernels (the cells' two matrix products it
+# sees, and must count the same), the fused and CPU
 # attention kernels, matrix-vector products, bilinear maps, normalization's affine maps.
 HAND = {"GroupNorm": _affine_norm("affine"), "LayerNorm": _affine_norm("elementwise_affine"),
         "InstanceNorm1d": _affine_norm("affine"), "InstanceNorm2d": _affine_norm("affine"),
         "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1), "Bilinear": _bilinear,
+        "LSTMCell": _cell(4), "GRUCell": _cell(3), "RNNCell": _cell(1),
         "sdpa": _sdpa, "MultiheadAttention": _mha, "matmul": _matmul}
 # where torch runs attention in its own kernel, the counter sees only the projections
 PARTLY_SEEN = {"MultiheadAttention"}

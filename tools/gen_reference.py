@@ -39,6 +39,14 @@ def signature(name: str, params, skip_tensors: bool = False) -> str:
     return f"`{name}({', '.join(parts)})`"
 
 
+def applied_to(op) -> str:
+    """`(input[, (h_0, c_0)])`: a layer's inputs, a tuple input as its elements, optional ones in brackets."""
+    names = [f"({', '.join(dict(op.tuple_inputs)[n])})" if n in dict(op.tuple_inputs) else n for n in op.inputs]
+    required = op.min_inputs if op.min_inputs is not None else len(names)
+    return "(" + ", ".join(names[:required]) + "".join(f"[, {n}" for n in names[required:]) + \
+        "]" * (len(names) - required) + ")"
+
+
 def ops_section(kind: str, title: str) -> list[str]:
     from dslc.ops import REGISTRY
     ops = sorted((op for op in REGISTRY.values() if op.kind == kind and not op.internal),
@@ -51,7 +59,7 @@ def ops_section(kind: str, title: str) -> list[str]:
             out += [f"### {family}", "", "| signature | what it does |", "| --- | --- |"]
         sig = signature(op.name, op.params)
         if kind == "layer" and len(op.inputs) > 1:
-            sig += f" applied to ({', '.join(op.inputs)})"
+            sig += f" applied to {applied_to(op)}"
         out.append(f"| {sig} | {op.doc} |")
         if op is ops[-1] or ops[ops.index(op) + 1].family != family:
             out.append("")

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..ir.dims import FloorDiv, Sym, Var, plain
 from ..ir.graph import Graph, Node
+from ..ir.nesting import SEP
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue, plain_args
 
@@ -234,8 +235,14 @@ def emit_model(graph: Graph, state: dict, doc: str = ""):
 
 
 def _output_names(graph: Graph, taken: set) -> list:
-    """The model's output names (`recon`, `mu`), unless an input already has that name."""
-    return [name if name not in taken else f"{name}_out" for name, _ in graph.outputs]
+    """The model's output names (`recon`, `mu`; a tuple's `hidden.0`, `hidden.1`), `_out` after the name
+    an input already has (`hidden_out.0` for a state returned beside its input `hidden`)."""
+    inputs = {name.split(SEP)[0] for name in taken}
+    out = []
+    for name, _ in graph.outputs:
+        top, dot, rest = name.partition(SEP)
+        out.append(f"{top}_out{dot}{rest}" if top in inputs else name)
+    return out
 
 
 def _symbol_sources(graph: Graph) -> dict:

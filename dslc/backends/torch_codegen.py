@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
+from ..ir.nesting import SEP, py_path, structure, top_names
 from ..ir.pyliteral import Printer, literal, py_str
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
@@ -104,6 +105,7 @@ class _ClassWriter:
         self.used_pseudo: set = set()
         self.symbols: set = set()          # run-time sizes forward needs (B, T)
         self.size_names: dict = {}         # their names in forward
+        self.tuples: dict = {}             # tuple inputs as forward reads them (`hidden`) -> their lengths
         self.uses_f = False
 
     # ---------------------------------------------------------------- naming of atoms
@@ -131,7 +133,7 @@ class _ClassWriter:
             for i in range(t.rank):
                 atom = InDim(name, i)
                 if atom not in names:
-                    names[atom] = self.locals.claim(f"{name}_dim{i}")
+                    names[atom] = self.locals.claim(f"{name.replace(SEP, '_')}_dim{i}")
         return names
 
     def _fed_arguments(self, inst: Instance) -> list:
@@ -337,12 +339,7 @@ class _ClassWriter:
         var: dict = {}
         holder: dict = {}       # variable -> the Ref it holds
         temps: set = set()
-        params = []
-        for name, ref in g.inputs:
-            v = local.claim(name)
-            var[ref] = v
-            holder[v] = ref
-            params.append(v)
+        params = self._parameters(local, var, holder, last_use)
         body = []
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
@@ -356,17 +353,31 @@ class _ClassWriter:
                 var[Ref(node.id)] = expr
                 continue
             if i == len(nodes) - 1 and len(node.outputs) == 1 and out_refs == [Ref(node.id)] \
-                    and node.names[0] is None:
+                    and node.names[0] is None and SEP not in g.outputs[0][0]:
                 body.append(f"return {expr}")
                 break
             targets = self._targets(node, i, var, holder, temps, local, last_use)
             body.append(f"{targets} = {expr}")
         else:
-            body.append("return " + ", ".join(var[r] for r in out_refs))
+            body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
         prologue = self._symbol_bindings(var) + checks + self._layout(var)
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
+
+    def _parameters(self, local: Namespace, var: dict, holder: dict, last_use: dict) -> list:
+        """forward's parameters, one per input; a tuple input's tensors are read as `hidden[0]`."""
+        params = {name: local.claim(name) for name in top_names([n for n, _ in self.graph.inputs])}
+        for name, ref in self.graph.inputs:
+            first, *rest = name.split(SEP)
+            top = params[first]
+            var[ref] = top + "".join(f"[{i}]" for i in rest)
+            for k in range(len(rest)):
+                path = top + "".join(f"[{i}]" for i in rest[:k])
+                self.tuples[path] = max(self.tuples.get(path, 0), int(rest[k]) + 1)
+            if top not in holder or last_use.get(ref, -1) > last_use.get(holder[top], -1):
+                holder[top] = ref   # a tuple's name stays taken while any of its tensors is used
+        return list(params.values())
 
     def _node_expr(self, node: Node, var: dict, printer: Printer, params: list) -> str:
         g = self.graph
@@ -374,7 +385,7 @@ class _ClassWriter:
         if node.kind == "call":
             inst = g.instances[node.instance]
             name = self.external.get(inst.id, inst.name)
-            return f"self.{name}({', '.join(inputs)})"
+            return f"self.{name}({_nested(structure([n for n, _ in inst.graph.inputs]), inputs, self.tuples)})"
         op = node.op
         source = (inputs or params or [None])[0]
         e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
@@ -384,7 +395,8 @@ class _ClassWriter:
             inst = g.instances[node.instance]
             if is_module(inst):
                 call = op.torch.call
-                return call(e, f"self.{inst.name}") if call else f"self.{inst.name}({', '.join(inputs)})"
+                return call(e, f"self.{inst.name}") if call else \
+                    f"self.{inst.name}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
             return op.torch.functional(e)
         return op.torch.expr(e)
 
@@ -417,10 +429,15 @@ class _ClassWriter:
             holder[name] = ref
             var[ref] = name
             names.append(name)
-        if len(refs) == 1:   # `h, = x.chunk(1)`: chunk and split return a tuple even of one tensor
+        if node.kind == "op" and node.op.results is not None:
+            nesting = node.op.results
+        elif node.kind == "call":   # a block or model that returns a tuple: `out, (h, c) = self.decoder(...)`
+            nesting = structure([n for n, _ in node.args["graph"].outputs])
+        else:
+            nesting = tuple(range(len(refs)))
+        if nesting == (0,):   # `h, = x.chunk(1)`: chunk and split return a tuple even of one tensor
             return names[0] + ("," if node.kind == "op" and node.op.sequence else "")
-        structure = node.op.results if node.kind == "op" and node.op.results is not None else tuple(range(len(refs)))
-        return _pattern(structure, names)
+        return _pattern(nesting, names)
 
     def _symbol_bindings(self, var: dict) -> list[str]:
         lines = []
@@ -454,8 +471,8 @@ class _ClassWriter:
         """channels_last models convert their 4-d inputs first."""
         if not (self.is_model and self.graph.memory_format == "channels_last"):
             return []
-        images = [ref for _, ref in self.graph.inputs
-                  if self.graph.type_of(ref).rank == 4 and self.graph.type_of(ref).is_float]
+        images = [ref for name, ref in self.graph.inputs   # a tuple input's tensors are left as they come
+                  if self.graph.type_of(ref).rank == 4 and self.graph.type_of(ref).is_float and SEP not in name]
         return [f"{var[ref]} = {var[ref]}.contiguous(memory_format=torch.channels_last)" for ref in images]
 
     def _symbol_source(self, sym: str, var: dict) -> str | None:
@@ -530,16 +547,30 @@ def _last_uses(g: Graph, nodes: list[Node]) -> dict:
     return out
 
 
-def _pattern(structure, names) -> str:
+def _pattern(nesting, names) -> str:
     def go(s):
         if isinstance(s, int):
             return names[s]
         parts = [go(x) for x in s]
         if all(p == "_" for p in parts):
             return "_"
-        return "(" + ", ".join(parts) + ")"
-    top = [go(x) for x in structure]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    top = [go(x) for x in nesting]
     return ", ".join(top)
+
+
+def _nested(nesting: tuple, inputs: list, tuples: dict) -> str:
+    """Arguments as a forward takes them: `x, (h, c)` for an LSTM given its state. A tuple that is all
+    of a tuple input, `(hidden[0], hidden[1])` of `hidden` (`tuples`: its length), is passed whole."""
+    def go(s):
+        if isinstance(s, int):
+            return inputs[s]
+        parts = [go(x) for x in s]
+        whole = parts[0][:-len("[0]")] if parts[0].endswith("[0]") else None
+        if tuples.get(whole) == len(parts) and parts == [f"{whole}[{i}]" for i in range(len(parts))]:
+            return whole
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    return ", ".join(go(s) for s in nesting)
 
 
 def _given_args(spec, printer: Printer) -> dict:
@@ -599,7 +630,7 @@ def _parenthesized(p: Poly, atom) -> str:
 
 def _doc_atom(a) -> str:
     if isinstance(a, InDim):
-        return f"{a.input}.shape[{a.index}]"
+        return f"{py_path(a.input)}.shape[{a.index}]"
     return a.name
 
 

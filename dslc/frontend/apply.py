@@ -14,6 +14,7 @@ from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_valu
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.naming import name_instances
+from ..ir.nesting import leaves, nest, structure
 from ..ir.pyliteral import literal
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
 from ..ir.types import FLOAT_DTYPES, TensorType
@@ -25,7 +26,7 @@ from . import ast
 from .binding import Arg, bind, bind_op, unknown_keyword
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
-from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef
+from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
 # Keywords of torch's forward that dslc's layers take otherwise, or not at all.
 _NO_MASK = ("dslc's `MultiheadAttention` takes no mask: the function `attention(q, k, v, heads=..., "
@@ -104,12 +105,17 @@ class LayerApplication:
 
     # ------------------------------------------------------------------ application
 
-    def _apply(self, spec, inputs: list, spans: list, span, ctx):
-        for v in inputs:
-            if v is POISON:
-                raise Poisoned()
+    def _apply(self, spec, inputs: list, spans: list, span, ctx, parts: dict | None = None):
+        """Apply a layer, block or function to `inputs` (their spans; `parts[i]`: the element spans of
+        input i when it is written as a tuple, `(h, c)`)."""
+        if any(v is POISON for v in leaves(inputs)):
+            raise Poisoned()
+        op = layer_op(spec)
+        if op is not None:
+            inputs, spans = self._layer_inputs(op, inputs, spans, span, parts or {})
+        block = isinstance(spec, (BlockSpec, DeclRef)) or isinstance(spec, InstanceValue) and spec.instance.kind == "block"
         for v, s in zip(inputs, spans):
-            if not isinstance(v, TensorValue):
+            if not isinstance(v, TensorValue) and not (block and _tensors(v)):
                 raise EvalError("E0307", f"a layer is applied to tensors, got {describe(v)}", s)
         if isinstance(spec, OpRef):
             if not spec.op.is_layer:
@@ -127,7 +133,6 @@ class LayerApplication:
 
     def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, named: InstanceValue | None = None):
         op = spec.op
-        self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
@@ -135,7 +140,7 @@ class LayerApplication:
         instance = self._new_layer_instance(spec, b.args, ctx, named)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
                              span=span)
-        return self._results(op, ctx.graph.values(node))
+        return self._results(op.results, ctx.graph.values(node), op.sequence)
 
     def _new_layer_instance(self, spec, args, ctx, named: InstanceValue | None = None):
         """The layer `spec` makes; `named`: the name it was bound to (`lin = Linear(8)`), which now holds it."""
@@ -195,7 +200,6 @@ class LayerApplication:
         if inst.kind == "block":
             return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
         op = inst.op
-        self._check_input_count(op, inputs, span)
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(iv.spec.args), [v.type for v in inputs], where=span)
         outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
@@ -203,7 +207,7 @@ class LayerApplication:
             raise self._misfit(inst, _arg_difference(inst.args, b.args), inputs, span, ctx)
         node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
                              span=span)
-        return self._results(op, ctx.graph.values(node))
+        return self._results(op.results, ctx.graph.values(node), op.sequence)
 
     def _misfit(self, inst, detail: str, inputs, span, ctx) -> EvalError:
         """A shared layer or block applied to inputs that would give it other inferred sizes (`in_features`)."""
@@ -216,6 +220,29 @@ class LayerApplication:
                          labels=(Label(first.span if first is not None else inst.span, made),),
                          help=f"`{inst.user_name}` is one {what}, with the same weights wherever it is applied; "
                               "for separate weights, make one per use (leave it unnamed, or give each a name)")
+
+    def _layer_inputs(self, op, inputs: list, spans: list, span, parts: dict) -> tuple[list, list]:
+        """The tensors a layer's node holds, flat, and their spans: an input the op takes as a tuple
+        (LSTM's `(h_0, c_0)`) is checked to be that many tensors and spread."""
+        self._check_input_count(op, inputs, span)
+        flat, flat_spans = [], []
+        for i, (v, s) in enumerate(zip(inputs, spans)):
+            arity = op.input_arity(i)
+            if arity is None:
+                if isinstance(v, tuple) and i > 0:
+                    raise EvalError("E0307", f"`{op.name}`'s `{op.inputs[i]}` is one tensor, got {describe(v)}", s,
+                                    label=f"expects one tensor, {op.inputs[i]}")
+                flat.append(v)
+                flat_spans.append(s)
+                continue
+            names = dict(op.tuple_inputs)[op.inputs[i]]
+            if not isinstance(v, tuple) or len(v) != arity:
+                raise EvalError("E0307", f"`{op.name}`'s `{op.inputs[i]}` is a tuple of {arity} tensors "
+                                f"({', '.join(names)}), got {describe(v)}", s, label=f"expects ({', '.join(names)})",
+                                help=f"apply it as `{op.name}(...)(x, ({', '.join(names)}))`")
+            flat += list(v)
+            flat_spans += list(parts[i]) if i in parts and len(parts[i]) == arity else [s] * arity
+        return flat, flat_spans
 
     def _check_input_count(self, op, inputs, span) -> None:
         lo = op.min_inputs if op.min_inputs is not None else len(op.inputs)
@@ -279,10 +306,12 @@ class LayerApplication:
                     labels.append(Label(s, f"this is {inputs[i].type.shape_str()}"))
         return EvalError(err.code, err.message, primary, label=err.label, labels=tuple(labels), help=err.help)
 
-    def _results(self, op, values: list):
-        if op.results is not None:
-            return _nest(op.results, values)
-        return values[0] if len(values) == 1 and not op.sequence else tuple(values)
+    def _results(self, nesting, values: list, sequence: bool = False):
+        """The values as the op or block returns them: nested as `nesting` says, or one tensor, or a
+        tuple (always a tuple for a `sequence` op: chunk and split)."""
+        if nesting is not None:
+            return nest(nesting, values)
+        return values[0] if len(values) == 1 and not sequence else tuple(values)
 
     # ------------------------------------------------------------------ functions
 
@@ -305,7 +334,7 @@ class LayerApplication:
         b = Bound(op, values, [t.type for t in tensors], where=span)
         outs = self._run_rule(op, b, arg_spans, tensors, tspans, span, resolve=False, ctx=ctx)
         node = ctx.graph.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, span=span)
-        return self._results(op, ctx.graph.values(node))
+        return self._results(op.results, ctx.graph.values(node), op.sequence)
 
     def _tensor_binop(self, e: ast.BinOp, left, right, ctx):
         name = _BINOPS.get(e.op)
@@ -373,17 +402,20 @@ class LayerApplication:
 
     def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None,
                      named: InstanceValue | None = None):
+        """Apply a block (or a model) to its inputs: tensors, or tuples of tensors where it declares them."""
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
-        key = (decl.name, _args_key(spec.args), tuple(v.type.key() for v in inputs))
+        flat = leaves(inputs)
+        key = (decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs))
         if key in self.cache:
             sub = self.cache[key]
         else:
             sub = self._specialize(spec, inputs, n_declared, span, ctx)
             self.cache[key] = sub
         if sub is None:
-            self._failed(ctx, span, inputs, f"`{decl.name}` has an error")
+            self._failed(ctx, span, flat, f"`{decl.name}` has an error")
             raise Poisoned()
+        inputs = flat
         f = self._caller_mapping(sub, spec, inputs)
         out_types, guards = self._in_caller_terms(sub, spec, inputs, f)
         record_all(guards)
@@ -402,7 +434,8 @@ class LayerApplication:
         node = ctx.graph.add("call", out_types, [v.ref for v in inputs], instance=instance.id, span=span,
                              args={"graph": sub})
         values = ctx.graph.values(node)
-        return values[0] if len(values) == 1 else tuple(values)
+        nested = nest(structure([n for n, _ in sub.outputs]), values)   # `out, (h, c)`
+        return nested[0] if len(nested) == 1 else nested
 
     def _check_block_use(self, spec: BlockSpec, inputs, span, ctx) -> int:
         """A block applied inside itself, too deep, or to the wrong number of tensors is an error;
@@ -427,6 +460,9 @@ class LayerApplication:
         if len(inputs) != expected:
             raise EvalError("E0409", f"`{decl.name}` takes {expected} input tensor{'s' if expected > 1 else ''}, "
                             f"got {len(inputs)}", span)
+        if n_declared == 0 and isinstance(inputs[0], tuple):
+            raise EvalError("E0307", f"`{decl.name}` is applied to one tensor, got {describe(inputs[0])}", span,
+                            help="a block takes a tuple of tensors through an `input` statement: `input state`")
         return n_declared
 
     def _specialize(self, spec: BlockSpec, inputs, n_declared, span, ctx):
@@ -520,10 +556,14 @@ def _poly_key(v):
     return p if p is not None else _value_key(v)
 
 
-def _nest(structure, values):
-    if isinstance(structure, int):
-        return values[structure]
-    return tuple(_nest(s, values) for s in structure)
+def _tensors(v) -> bool:
+    """A non-empty (nested) tuple of tensors."""
+    return isinstance(v, tuple) and bool(v) and all(isinstance(x, TensorValue) or _tensors(x) for x in v)
+
+
+def _structure_key(v):
+    """A block input's types, a tuple's by element (a block is specialized for each)."""
+    return tuple(_structure_key(x) for x in v) if isinstance(v, tuple) else v.type.key()
 
 
 def _fill_hook(p, v):

@@ -15,7 +15,7 @@ from .builtins import BUILTINS, BuiltinError
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import length
-from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef
+from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
 
 class CallEvaluation:
@@ -74,7 +74,7 @@ class CallEvaluation:
             pos, kws = self._args(e, ctx)
             if kws:
                 raise self._keyword_at_application(func, *kws[0])
-            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx)
+            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx, _parts(e))
         return self._call_other(func, e, ctx, piped)
 
     def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
@@ -131,7 +131,7 @@ class CallEvaluation:
         pos, kws = self._args(call, ctx)
         if kws:
             raise self._keyword_at_application(spec, *kws[0])
-        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx)
+        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx, _parts(call))
 
     def _named_spec(self, v, e: ast.AsName):
         if v is POISON:
@@ -219,6 +219,7 @@ class CallEvaluation:
         if isinstance(value, tuple):
             if isinstance(spec, (LayerSpec, InstanceValue, OpRef)) and len(value) > 1 and \
                     all(isinstance(v, TensorValue) for v in value):
+                self._check_spread(spec, value, e)
                 return self._apply(spec, list(value), [v.span for v in value], e.span, ctx)
             raise EvalError("E0307", "the value piped here is a tuple of tensors", e.span,
                             help="unpack it first, e.g. `out, (h, c) = x -> LSTM(64)`, or index it: `(...)[0]`")
@@ -227,6 +228,24 @@ class CallEvaluation:
                             help="a pipe starts from a tensor: `x -> Linear(10)`")
         return self._apply(spec, [value], [value.span], e.span, ctx)
 
+
+    def _check_spread(self, spec, value: tuple, e) -> None:
+        """A tuple piped into a layer fills its required inputs only: `x -> GRU(8) -> GRU(8)` would
+        otherwise start the second GRU from the first one's final state. Optional inputs (a recurrent
+        state, attention's key and value) are given by applying the layer: `GRU(8)(x, h)`."""
+        op = layer_op(spec)
+        required = op.min_inputs if op is not None and op.min_inputs is not None else len(value)
+        if len(value) > required:
+            names = ", ".join(op.inputs[required:len(value)])
+            raise EvalError("E0307", f"the value piped here is a tuple of {len(value)} tensors, but `{op.name}` "
+                            f"requires {required}: a pipe does not fill its optional {names}", e.span,
+                            help=f"unpack it first (`out, h = ...`), and apply the layer: "
+                                 f"`{op.name}(...)({', '.join(op.inputs[:len(value)])})`")
+
+
+def _parts(call: ast.Call) -> dict:
+    """The element spans of the arguments written as tuples, `(h, c)`, by position."""
+    return {i: tuple(x.span for x in a.items) for i, a in enumerate(call.args) if isinstance(a, ast.TupleExpr)}
 
 
 def _any_tensor(pos: list[Arg], kws) -> bool:

@@ -19,6 +19,7 @@ from ..catalog.sources import DataError
 from ..diagnostics import Label, Reporter, did_you_mean
 from ..ir.dims import Sym, plain, recording, requirements
 from ..ir.graph import Graph
+from ..ir.nesting import top_names
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops.ptypes import describe, is_int, is_number
@@ -488,11 +489,10 @@ class PlanChecker(Evaluator):
         inputs = self._model_inputs(decl, graph, ctx, span)
         spec = BlockSpec(decl, args, {}, span)
         result = self._apply_block(spec, inputs, [v.span for v in inputs], span, ctx)
-        names = [n for n, _ in graph.outputs]
-        values = list(result) if isinstance(result, tuple) else [result]
-        if len(values) == 1:
-            return values[0]
-        return Record("out", dict(zip(names, values)), span)
+        names = top_names([n for n, _ in graph.outputs])   # a tuple output is one field: `out.hidden`
+        if len(names) == 1:
+            return result
+        return Record("out", dict(zip(names, result)), span)
 
     def _model_inputs(self, decl, graph: Graph, ctx: Ctx, span) -> list:
         """The batch fields feeding each model input: by name, or `x` for a single input."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..diagnostics import Diagnostic, Label, did_you_mean
 from ..ir.dims import Size, Sym, SymbolicDecision, plain
 from ..ir.limits import MAX_ITEMS, MAX_STEPS, LimitError, elements_too_many
+from ..ir.nesting import SEP, flatten, leaves
 from ..ir.types import DTYPES, TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops.init import INITS
@@ -95,6 +96,8 @@ class StatementEvaluation:
         earlier = ctx.scope.get(stmt.name, MISSING)
         if earlier is MISSING:
             return
+        if isinstance(earlier, tuple) and earlier and all(isinstance(t, TensorValue) for t in leaves(earlier)):
+            earlier = leaves(earlier)[0]   # a tuple input
         if isinstance(earlier, TensorValue):
             raise EvalError("E0204", f"input `{stmt.name}` is declared twice", stmt.name_span,
                             label="second declaration", labels=(Label(earlier.span, "first declared here"),),
@@ -103,33 +106,49 @@ class StatementEvaluation:
         raise EvalError("E0204", f"input `{stmt.name}` has the name of {what} of `{ctx.decl.name}`",
                         stmt.name_span, label="already defined", help="give the input another name")
 
-    def _declare_input(self, stmt: ast.InputStmt, ctx: Ctx) -> TensorValue:
-        """A model's own input: its shape is declared; unknown names become run-time sizes."""
-        if stmt.shape is None:
+    def _declare_input(self, stmt: ast.InputStmt, ctx: Ctx, shape=None, name: str | None = None):
+        """A model's own input: its shape is declared; unknown names become run-time sizes. A tuple of
+        shapes, `([L, B, H], [L, B, H])`, declares a tuple of tensors, held as `hidden.0`, `hidden.1`."""
+        shape, name = shape or stmt.shape, name or stmt.name
+        if shape is None:
             raise EvalError("E0303", f"model input `{stmt.name}` needs a shape", stmt.span,
                             help=f"declare it like `input {stmt.name}: [B, 784]`")
-        shape = self._shape_pattern(stmt.shape, ctx, None)
-        t = TensorType(tuple(shape), self._dtype(stmt))
-        _check_elements(t, stmt.shape.span)
-        node = ctx.graph.add("input", [t], span=stmt.span, names=[stmt.name])
-        ctx.graph.inputs.append((stmt.name, Ref(node.id)))
+        if isinstance(shape, ast.TupleExpr):
+            return tuple(self._declare_input(stmt, ctx, item, f"{name}{SEP}{i}") for i, item in enumerate(shape.items))
+        dims = self._shape_pattern(shape, ctx, None)
+        t = TensorType(tuple(dims), self._dtype(stmt))
+        _check_elements(t, shape.span)
+        node = ctx.graph.add("input", [t], span=stmt.span, names=[name])
+        ctx.graph.inputs.append((name, Ref(node.id)))
         return TensorValue(Ref(node.id), t, stmt.name_span)
 
-    def _receive_input(self, stmt: ast.InputStmt, ctx: Ctx) -> TensorValue:
-        """A block's (or a model used as a layer's) input: the caller's tensor."""
+    def _receive_input(self, stmt: ast.InputStmt, ctx: Ctx):
+        """A block's (or a model used as a layer's) input: the caller's tensor, or tuple of tensors."""
         if not ctx.inputs_left:
             raise Poisoned()  # the caller already reported the count mismatch
-        caller = ctx.inputs_left.pop(0)
+        return self._receive(stmt, stmt.shape, stmt.name, ctx.inputs_left.pop(0), ctx)
+
+    def _receive(self, stmt: ast.InputStmt, shape, name: str, caller, ctx: Ctx):
+        if isinstance(caller, tuple) or isinstance(shape, ast.TupleExpr):
+            declared = len(shape.items) if isinstance(shape, ast.TupleExpr) else None if shape is None else 1
+            given = len(caller) if isinstance(caller, tuple) else 1
+            if declared is not None and (declared != given or not isinstance(caller, tuple)):
+                what = f"a tuple of {declared} tensors" if isinstance(shape, ast.TupleExpr) else "one tensor"
+                raise EvalError("E0307", f"input `{stmt.name}` is declared as {what} but receives {describe(caller)}",
+                                shape.span, label="declared here")
+            items = shape.items if shape is not None else (None,) * given
+            return tuple(self._receive(stmt, item, f"{name}{SEP}{i}", v, ctx)
+                         for i, (item, v) in enumerate(zip(items, caller)))
         t = caller.type
         if ctx.kind == "block":
-            t = block_input_type(stmt.name, t, ctx.graph.atom_env)
-        if stmt.shape is not None:
-            self._shape_pattern(stmt.shape, ctx, t)
+            t = block_input_type(name, t, ctx.graph.atom_env)
+        if shape is not None:
+            self._shape_pattern(shape, ctx, t)
         if stmt.dtype is not None and self._dtype(stmt) != t.dtype:
             raise EvalError("E0310", f"input `{stmt.name}` is declared {self._dtype(stmt)} but receives {t.dtype}",
                             caller.span, label=f"this is {t.dtype}", labels=(Label(stmt.span, "declared here"),))
-        node = ctx.graph.add("input", [t], span=stmt.span, names=[stmt.name])
-        ctx.graph.inputs.append((stmt.name, Ref(node.id)))
+        node = ctx.graph.add("input", [t], span=stmt.span, names=[name])
+        ctx.graph.inputs.append((name, Ref(node.id)))
         return TensorValue(Ref(node.id), t, stmt.name_span)
 
     def _dtype(self, stmt: ast.InputStmt) -> str:
@@ -191,10 +210,10 @@ class StatementEvaluation:
         outputs = []
         for i, e in enumerate(stmt.values):
             v = self._expr(e, ctx)
-            if v is POISON:
+            if v is POISON or isinstance(v, tuple) and any(x is POISON for x in leaves(v)):
                 raise Poisoned()
-            if not isinstance(v, TensorValue):
-                raise EvalError("E0307", f"`output` needs tensors, got {describe(v)}", e.span)
+            if not _tensors(v):
+                raise EvalError("E0307", f"`output` needs tensors or tuples of tensors, got {describe(v)}", e.span)
             if isinstance(e, ast.Name):
                 name = e.id
             else:
@@ -219,7 +238,7 @@ class StatementEvaluation:
                 return
             ctx.outputs = [("out", cur)]
         for name, v in ctx.outputs:
-            ctx.graph.outputs.append((name, v.ref))
+            ctx.graph.outputs += [(flat, t.ref) for flat, t in flatten(name, v)]   # a tuple: `hidden.0`, ...
 
     def _s_ParamStmt(self, stmt: ast.ParamStmt, ctx: Ctx, top: bool) -> None:
         if ctx.kind not in ("model", "block"):
@@ -295,10 +314,11 @@ class StatementEvaluation:
             if isinstance(value, (LayerSpec, BlockSpec)) and ctx.kind in ("model", "block"):
                 value = self._bound_layer(value, target, ctx)  # `lin = Linear(8)`: one layer, `lin`
             ctx.scope[target.id] = value
-            if isinstance(value, TensorValue):
-                node = ctx.graph.nodes[value.ref.node]
-                if node.names[value.ref.index] is None:
-                    node.names[value.ref.index] = target.id
+            named = flatten(target.id, value) if _tensors(value) else []   # a tuple's tensors: `hidden_0`, ...
+            for name, v in named:
+                node = ctx.graph.nodes[v.ref.node]
+                if node.names[v.ref.index] is None:
+                    node.names[v.ref.index] = name.replace(SEP, "_")
             return
         targets = target.items
         if value is POISON:
@@ -406,6 +426,13 @@ class StatementEvaluation:
     def _s_FreezeStmt(self, stmt, ctx: Ctx, top: bool) -> None:
         word = "freeze" if stmt.freeze else "unfreeze"
         raise EvalError("E0107", f"`{word}` belongs in a training plan", stmt.span)
+
+
+def _tensors(v) -> bool:
+    """A tensor, or a (nested) tuple of tensors: what an input or output may be."""
+    if isinstance(v, tuple):
+        return bool(v) and all(_tensors(x) for x in v)
+    return isinstance(v, TensorValue)
 
 
 def _check_target(t) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 _LOSS = "losses are functions in dslc, applied to the output and the target"
 _LAZY = "dslc's layers infer their input sizes, as torch's lazy layers do"
-_STEP = "over a sequence of length 1 (`unsqueeze(x, 1)`)"
 _TRANSFORMER = ("write it as a block of `MultiheadAttention`, `LayerNorm`, `Linear` and `Dropout` "
                 "(as specs/bert.dl and specs/gpt.dl do)")
 _BLOCK = "a `block` is dslc's module: its body applies layers in order, or names what they compute"
@@ -40,7 +39,6 @@ TORCH_ONLY: dict[str, tuple[str | None, str | None]] = {
     "FractionalMaxPool2d": ("MaxPool2d", None),
     "FractionalMaxPool3d": ("MaxPool2d", None),
     "GLU": ("chunk", "`a, b = chunk(x, 2, dim=-1)`, then `a * sigmoid(b)`"),
-    "GRUCell": ("GRU", _STEP),
     "GaussianNLLLoss": (None, _NO_LOSS),
     "Hardshrink": ("where", None),
     "Hardtanh": ("clamp", "`clamp(x, -1.0, 1.0)`"),
@@ -52,7 +50,6 @@ TORCH_ONLY: dict[str, tuple[str | None, str | None]] = {
     "LPPool1d": ("AvgPool1d", None),
     "LPPool2d": ("AvgPool2d", None),
     "LPPool3d": ("AvgPool2d", None),
-    "LSTMCell": ("LSTM", _STEP),
     "LazyBatchNorm1d": ("BatchNorm1d", _LAZY),
     "LazyBatchNorm2d": ("BatchNorm2d", _LAZY),
     "LazyBatchNorm3d": ("BatchNorm3d", _LAZY),
@@ -89,7 +86,6 @@ TORCH_ONLY: dict[str, tuple[str | None, str | None]] = {
     "PoissonNLLLoss": (None, _NO_LOSS),
     "RMSNorm": ("LayerNorm", "or, with a `param` weight, `x / sqrt(mean(x ** 2, dim=-1, keepdim=true) + eps) * weight`"),
     "RNNBase": ("RNN", None),
-    "RNNCell": ("RNN", _STEP),
     "RNNCellBase": ("RNN", None),
     "RReLU": ("LeakyReLU", None),
     "Sequential": (None, _BLOCK),
@@ -110,8 +106,6 @@ TORCH_ONLY: dict[str, tuple[str | None, str | None]] = {
     "TripletMarginLoss": ("triplet_margin", _LOSS),
     "TripletMarginWithDistanceLoss": ("triplet_margin", None),
     "Unfold": ("Conv2d", "unfolding and a matrix product are usually a convolution"),
-    "UpsamplingBilinear2d": ("Upsample", '`Upsample(scale_factor=2, mode="bilinear", align_corners=true)`'),
-    "UpsamplingNearest2d": ("Upsample", "`Upsample(scale_factor=2)`"),
 }
 
 # Names a port from PyTorch puts before a layer or function (`nn.Linear`, `F.relu`, `torch.cat`).

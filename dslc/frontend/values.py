@@ -92,6 +92,15 @@ class InstanceValue:
         return f"the layer `{self.name}`"
 
 
+def layer_op(spec):
+    """The registry layer that `spec` applies (a layer, or a named layer instance); None for a block."""
+    if isinstance(spec, (LayerSpec, OpRef)):
+        return spec.op if spec.op.is_layer else None
+    if isinstance(spec, InstanceValue) and spec.instance.kind == "layer":
+        return spec.instance.op
+    return None
+
+
 @dataclass(frozen=True)
 class Builtin:
     """A compile-time function such as `range` or `len`; `tensor_op` (with the fixed arguments

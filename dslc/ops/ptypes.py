@@ -47,7 +47,10 @@ def describe(v) -> str:
         return f"a tensor {v.type}"
     if isinstance(v, Sym):
         return f"the run-time size `{v}`"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, tuple):
+        tensors = all(isinstance(x, TensorValue) for x in v)
+        return f"a tuple of {len(v)} tensors" if tensors and v else "a tuple"
+    if isinstance(v, list):
         return "a list"
     if isinstance(v, dict):
         return "a dict"

@@ -17,6 +17,12 @@ unpacked as torch does: `out, h = rnn(x)`, `out, (h, c) = lstm(x)`.
 
 MACs (fvcore's counting): T · gates · H · (in_k + H) per layer, direction
 and batch element (plus T · P · H for an LSTM projection).
+
+As in torch, each takes an optional initial state, h_0 (RNN, GRU) or the tuple
+(h_0, c_0) (LSTM), each [D·layers, B, H] (zeros when not given): `out, h =
+gru(x, h_0)`, `out, (h, c) = lstm(x, (h_0, c_0))`; an LSTM's h_0 has the
+projection's size P. An unbatched input [T, F] is one sequence: its states
+and h_n have no B either.
 """
 from __future__ import annotations
 
@@ -24,10 +30,11 @@ from ..ir.dims import Sym, plain
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
-from .shapes import need_rank, static
+from .shapes import dim_text, need_rank, same_dim, shape_str, static
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _STEM = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
+_STATE = {"RNN": ("h_0",), "GRU": ("h_0",), "LSTM": ("h_0", "c_0")}  # the initial state's tensors, torch's names
 
 
 def _directions(a) -> int:
@@ -48,7 +55,7 @@ def _layer_inputs(a) -> list:
 
 def _resolve(name: str):
     def resolve(b):
-        need_rank(b.x, 3, name, "[B, T, features] (batch first)")
+        need_rank(b.x, (3, 2), name, "[B, T, features] (batch first), or [T, features] for one sequence")
         if "proj_size" in b.args and plain(b["proj_size"]) >= plain(b["hidden_size"]):
             raise ShapeError(f"`{name}`'s proj_size ({plain(b['proj_size'])}) must be smaller than "
                              f"hidden_size ({plain(b['hidden_size'])})", code="E0302", arg="proj_size",
@@ -59,13 +66,40 @@ def _resolve(name: str):
 
 def _infer(b):
     a = b.args
-    batch, steps = b.x.shape[0], b.x.shape[1]
+    batch = b.x.shape[:-2]   # (B,), or () for one sequence
     stacked = _directions(a) * a["num_layers"]
-    out = [b.x.with_shape((batch, steps, _directions(a) * _out_size(a))),
-           b.x.with_shape((stacked, batch, _out_size(a)))]
+    states = [(stacked,) + batch + (_out_size(a),)]
     if b.op.name == "LSTM":  # the cell state is never projected
-        out.append(b.x.with_shape((stacked, batch, a["hidden_size"])))
-    return out
+        states.append((stacked,) + batch + (a["hidden_size"],))
+    check_states(b, states, "num_layers · directions, B, hidden" if batch else "num_layers · directions, hidden")
+    return [b.x.with_shape(batch + (b.x.shape[-2], _directions(a) * _out_size(a)))] + \
+        [b.x.with_shape(s) for s in states]
+
+
+def _agree(a, b) -> bool:
+    """Equal sizes, or undecidable; static sizes compare by value (a check records nothing)."""
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        return same_dim(a, b)
+    return plain(a) == plain(b)
+
+
+def check_states(b, wants: list, layout: str, what: str = "initial state") -> None:
+    """The initial state, when given (the inputs after the first), has the shapes the layer returns
+    its final state in, and the input's dtype."""
+    names = b.op.input_names(len(b.inputs))[1:]
+    for i, (t, want, name) in enumerate(zip(b.inputs[1:], wants, names), start=1):
+        if t.rank != len(want) or not all(_agree(d, w) for d, w in zip(t.shape, want)):
+            raise ShapeError(f"`{b.op.name}`'s {what} `{name}` should be {shape_str(want)} ({layout}) "
+                             f"for the input {b.x.shape_str()}, got {t.shape_str()}",
+                             input=i, label=f"expects {shape_str(want)}", help=_state_help(b, want))
+        if t.dtype != b.x.dtype:
+            raise ShapeError(f"`{b.op.name}`'s {what} `{name}` is {t.dtype} but its input is {b.x.dtype}",
+                             code="E0310", input=i, label=f"this is {t.dtype}")
+
+
+def _state_help(b, want: tuple) -> str:
+    sizes = ", ".join(dim_text(d) for d in want)
+    return f"it has the shape of the state this layer returns; leave the state out to start from zeros([{sizes}])"
 
 
 def _weights(name: str):
@@ -90,7 +124,7 @@ def _macs(name: str):
     def macs(b, outs):
         a = b.args
         gates, hidden, out = _GATES[name], a["hidden_size"], _out_size(a)
-        batch, steps = b.x.shape[0], b.x.shape[1]
+        batch, steps = b.x.shape[0] if b.x.rank == 3 else 1, b.x.shape[-2]
         projection = out * hidden if plain(out) != plain(hidden) else 0  # h = W_hr h' of an LSTM
         first = gates * hidden * (a["input_size"] + out) + projection
         rest = gates * hidden * (_directions(a) * out + out) + projection
@@ -122,7 +156,13 @@ def _arbitrary(name: str):
             args["nonlinearity"] = d.choice(["tanh", "relu"])
         if name == "LSTM" and hidden > 1 and d.bool():
             args["proj_size"] = d.int(1, hidden - 1)
-        return Example(args, (S(d.int(1, 3), d.int(1, 5), d.int(1, 6)),))
+        batch = (d.int(1, 3),) if d.bool() else ()   # a batch, or one sequence
+        x = S(*batch, d.int(1, 5), d.int(1, 6))
+        if not d.bool():
+            return Example(args, (x,))
+        stacked = (2 if args["bidirectional"] else 1) * layers
+        states = [S(stacked, *batch, args.get("proj_size") or hidden), S(stacked, *batch, hidden)]
+        return Example(args, (x, tuple(states)) if name == "LSTM" else (x, states[0]))
     return draw
 
 
@@ -140,22 +180,33 @@ def _params(name: str) -> tuple:
 
 
 _DOC = {
-    "RNN": "Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), over a batch-first [B, T, F] input; "
-           "returns (out, h_n).",
-    "GRU": "Gated recurrent unit over a batch-first [B, T, F] input; returns (out, h_n).",
-    "LSTM": "Long short-term memory over a batch-first [B, T, F] input; returns (out, (h_n, c_n)). "
-            "proj_size > 0 projects h_t to that size.",
+    "RNN": "Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), over a batch-first [B, T, F] input "
+           "(or one sequence [T, F]) from the state h_0 (zeros when not given); returns (out, h_n).",
+    "GRU": "Gated recurrent unit over a batch-first [B, T, F] input (or one sequence [T, F]) from the state h_0 "
+           "(zeros when not given); returns (out, h_n).",
+    "LSTM": "Long short-term memory over a batch-first [B, T, F] input (or one sequence [T, F]) from the state "
+            "(h_0, c_0) (zeros when not given); returns (out, (h_n, c_n)). proj_size > 0 projects h_t to that size.",
 }
 
 _EXAMPLES = {
     "RNN": (Example({"hidden_size": 4}, (S(2, 5, 3),)),
             Example({"hidden_size": 3, "num_layers": 2, "nonlinearity": "relu", "bidirectional": True,
-                     "dropout": 0.1}, (S(2, 4, 6),))),
+                     "dropout": 0.1}, (S(2, 4, 6),)),
+            Example({"hidden_size": 3, "num_layers": 2, "bidirectional": True}, (S(2, 4, 6), S(4, 2, 3))),
+            Example({"hidden_size": 4, "nonlinearity": "relu"}, (S(5, 3), S(1, 4)))),
     "GRU": (Example({"hidden_size": 4}, (S(2, 5, 3),)),
-            Example({"hidden_size": 3, "num_layers": 3, "bias": False, "bidirectional": True}, (S(2, 4, 6),))),
+            Example({"hidden_size": 3, "num_layers": 3, "bias": False, "bidirectional": True}, (S(2, 4, 6),)),
+            Example({"hidden_size": 4, "num_layers": 2}, (S(3, 5, 2), S(2, 3, 4))),
+            Example({"hidden_size": 3, "bidirectional": True}, (S(4, 6),)),
+            Example({"hidden_size": 3, "bidirectional": True}, (S(4, 6), S(2, 3)))),
     "LSTM": (Example({"hidden_size": 4}, (S(2, 5, 3),)),
              Example({"hidden_size": 5, "num_layers": 2, "bidirectional": True, "dropout": 0.2}, (S(2, 4, 6),)),
-             Example({"hidden_size": 6, "num_layers": 2, "proj_size": 3, "bias": False}, (S(2, 3, 4),))),
+             Example({"hidden_size": 6, "num_layers": 2, "proj_size": 3, "bias": False}, (S(2, 3, 4),)),
+             Example({"hidden_size": 5, "num_layers": 2, "bidirectional": True},
+                     (S(2, 4, 6), (S(4, 2, 5), S(4, 2, 5)))),
+             Example({"hidden_size": 6, "num_layers": 2, "proj_size": 3}, (S(2, 3, 4), (S(2, 2, 3), S(2, 2, 6)))),
+             Example({"hidden_size": 4}, (S(5, 3), (S(1, 4), S(1, 4)))),
+             Example({"hidden_size": 4, "proj_size": 2, "bidirectional": True}, (S(5, 3), (S(2, 2), S(2, 4))))),
 }
 
 
@@ -207,48 +258,73 @@ def _onnx_concat(g, parts: list, axis: int, hint: str) -> str:
 
 def _recurrent_onnx(name: str):
     def emit(g, n):
-        """One ONNX RNN/GRU/LSTM per layer over the sequence-first [T, B, in] input; out back to [B, T, D·H]."""
-        if name == "LSTM" and plain(n["proj_size"]) > 0:
-            return _projected_lstm_onnx(g, n)
-        a = n.args
-        d, hidden = _directions(a), plain(a["hidden_size"])
-        batch, steps = n.x.shape[0], n.x.shape[1]
-        attrs = {"hidden_size": hidden, "direction": "bidirectional" if d == 2 else "forward"}
-        if name == "RNN":
-            attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[a["nonlinearity"]]] * d
-        if name == "GRU":
-            attrs["linear_before_reset"] = 1  # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        x = g.op("Transpose", [n.inputs[0]], perm=[1, 0, 2], hint="x_seq_first")  # [T, B, F]
-        finals: list = [[], []]
-        for k in range(plain(a["num_layers"])):
-            w, r, b = _onnx_layer_weights(g, n, name, k)
-            outs = g.op(name, [x, w, r, b], n_out=3 if name == "LSTM" else 2, hint=f"{name}_l{k}", **attrs)
-            y = outs[0]  # [T, D, B, H]
-            for i, state in enumerate(outs[1:]):  # Y_h (and Y_c) [D, B, H]
-                finals[i].append(state)
-            if k + 1 < plain(a["num_layers"]):  # the next layer reads [T, B, D·H]; dropout is off in eval
-                x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
-                                     g.shape((steps, batch, d * hidden))], hint=f"x_l{k + 1}")
-        out = g.op("Reshape", [g.op("Transpose", [y], perm=[2, 0, 1, 3]), g.shape((batch, steps, d * hidden))],
-                   hint="out")
-        # layer-major, then direction: torch's h_n [D·layers, B, H] order
-        return [out] + [_onnx_concat(g, states, 0, hint) for states, hint in zip(finals, ("h_n", "c_n")) if states]
+        """The layers over a batch-first input [B, T, F]; one sequence [T, F] runs as a batch of one,
+        its states [D·layers, H] as [D·layers, 1, H]."""
+        x, states = n.inputs[0], list(n.inputs[1:])
+        batched = n.x.rank == 3
+        if not batched:
+            x = g.op("Unsqueeze", [x, g.ints([0])], hint="x_batch")
+            states = [g.op("Unsqueeze", [state, g.ints([1])], hint="state_batch") for state in states]
+        sizes = (n.x.shape[0] if batched else 1, n.x.shape[-2])
+        run = _projected_lstm_onnx if name == "LSTM" and plain(n["proj_size"]) > 0 else _onnx_layers
+        outs = run(g, n, name, x, states, sizes)
+        if batched:
+            return outs
+        return [g.op("Squeeze", [outs[0], g.ints([0])], hint="out")] + \
+            [g.op("Squeeze", [state, g.ints([1])], hint=hint) for state, hint in zip(outs[1:], ("h_n", "c_n"))]
     return emit
 
 
-def _projected_lstm_onnx(g, n):
-    """A projected LSTM, batch-first: per layer and direction, x W_ihᵀ + b for all steps, then a Scan over T."""
+def _onnx_layers(g, n, name: str, x: str, states: list, sizes: tuple) -> list:
+    """One ONNX RNN/GRU/LSTM per layer over the sequence-first [T, B, in] input, each starting from its
+    slice of the initial state (when given); out back to [B, T, D·H]."""
+    a = n.args
+    d, hidden, layers = _directions(a), plain(a["hidden_size"]), plain(a["num_layers"])
+    batch, steps = sizes
+    attrs = {"hidden_size": hidden, "direction": "bidirectional" if d == 2 else "forward"}
+    if name == "RNN":
+        attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[a["nonlinearity"]]] * d
+    if name == "GRU":
+        attrs["linear_before_reset"] = 1  # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    x = g.op("Transpose", [x], perm=[1, 0, 2], hint="x_seq_first")  # [T, B, F]
+    finals: list = [[], []]
+    for k in range(layers):
+        w, r, b = _onnx_layer_weights(g, n, name, k)
+        initial = [state if layers == 1 else  # layer k's directions: rows k·D .. k·D + D - 1
+                   g.op("Slice", [state, g.ints([k * d]), g.ints([k * d + d]), g.ints([0])], hint=f"h0_l{k}")
+                   for state in states]
+        outs = g.op(name, [x, w, r, b, None] + initial, n_out=3 if name == "LSTM" else 2, hint=f"{name}_l{k}",
+                    **attrs)
+        y = outs[0]  # [T, D, B, H]
+        for i, state in enumerate(outs[1:]):  # Y_h (and Y_c) [D, B, H]
+            finals[i].append(state)
+        if k + 1 < layers:  # the next layer reads [T, B, D·H]; dropout is off in eval
+            x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]),
+                                 g.shape((steps, batch, d * hidden))], hint=f"x_l{k + 1}")
+    out = g.op("Reshape", [g.op("Transpose", [y], perm=[2, 0, 1, 3]), g.shape((batch, steps, d * hidden))],
+               hint="out")
+    # layer-major, then direction: torch's h_n [D·layers, B, H] order
+    return [out] + [_onnx_concat(g, states, 0, hint) for states, hint in zip(finals, ("h_n", "c_n")) if states]
+
+
+def _projected_lstm_onnx(g, n, name: str, x: str, states: list, sizes: tuple) -> list:
+    """A projected LSTM, batch-first: per layer and direction, x W_ihᵀ + b for all steps, then a Scan over T
+    from that direction's row of the initial state (or zeros)."""
     a = n.args
     dtype, elem = n.x.dtype, g.elem_type(n.x.dtype)
-    hidden, proj, batch = plain(a["hidden_size"]), plain(a["proj_size"]), n.x.shape[0]
-    zero = g.const(0.0, dtype=dtype)
-    h0 = g.op("Expand", [zero, g.shape((batch, proj))], hint="h0")    # [B, P]
-    c0 = g.op("Expand", [zero, g.shape((batch, hidden))], hint="c0")  # [B, H]
-    x, h_n, c_n = n.inputs[0], [], []
+    hidden, proj, batch = plain(a["hidden_size"]), plain(a["proj_size"]), sizes[0]
+    if not states:
+        zero = g.const(0.0, dtype=dtype)
+        h0 = g.op("Expand", [zero, g.shape((batch, proj))], hint="h0")    # [B, P]
+        c0 = g.op("Expand", [zero, g.shape((batch, hidden))], hint="c0")  # [B, H]
+    h_n, c_n = [], []
     axis0 = g.ints([0])
     for k in range(plain(a["num_layers"])):
         outs = []
         for reverse, s in enumerate(_SUFFIXES[:_directions(a)]):
+            if states:  # row k·D + direction of [D·layers, B, P] and [D·layers, B, H]
+                row = g.const(k * _directions(a) + reverse, dtype="int64", hint="row")
+                h0, c0 = (g.op("Gather", [state, row], axis=0, hint=hint) for state, hint in zip(states, ("h0", "c0")))
             gates_x = g.op("MatMul", [x, _transposed(g, n, f"weight_ih_l{k}{s}")], hint="gates_x")  # [B, T, 4H]
             if a["bias"]:
                 bias = g.op("Add", [n.weight(f"bias_ih_l{k}{s}"), n.weight(f"bias_hh_l{k}{s}")], hint="bias")
@@ -298,6 +374,9 @@ def _recurrent(name: str) -> None:
         weights=_weights(name), macs=_macs(name), label=_label(name),
         torch=TorchLayer(f"nn.{name}", ("input_size", "hidden_size"), keywords, fixed=(("batch_first", "True"),)),
         onnx=_recurrent_onnx(name),
+        # the initial state: `h_0`, or LSTM's tuple `hx` = (h_0, c_0), as torch's forward takes them
+        inputs=("input", "hx" if name == "LSTM" else "h_0"), min_inputs=1,
+        tuple_inputs=(("hx", _STATE[name]),) if name == "LSTM" else (),
         results=(0, (1, 2)) if name == "LSTM" else (0, 1),
         pure=False,  # dropout between layers is random in training
         examples=_EXAMPLES[name], arbitrary=_arbitrary(name),

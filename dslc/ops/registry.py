@@ -202,7 +202,10 @@ class OpDef:
     doc: str
     examples: tuple[Example, ...]
     inputs: tuple[str, ...] = ("input",)    # layers: names of the tensors they are applied to
-    min_inputs: int | None = None           # layers that accept fewer (self-attention)
+    min_inputs: int | None = None           # layers that accept fewer (self-attention, a recurrent state)
+    # layers: the inputs applied as a tuple of tensors, with their elements' names: LSTM's
+    # (("hx", ("h_0", "c_0")),) is applied as `lstm(x, (h_0, c_0))`. Nodes hold the tensors flat.
+    tuple_inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
     resolve: Callable | None = None         # Bound -> {inferred constructor args}
     weights: Callable | None = None         # args -> {name: shape}
     buffers: Callable | None = None         # args -> {name: (shape, dtype)}
@@ -238,6 +241,30 @@ class OpDef:
     @property
     def max_inputs(self) -> int:
         return len(self.inputs)
+
+    def input_arity(self, i: int) -> int | None:
+        """How many tensors input `i` is a tuple of; None for one tensor, not in a tuple."""
+        elements = dict(self.tuple_inputs).get(self.inputs[i]) if i < len(self.inputs) else None
+        return len(elements) if elements is not None else None
+
+    def input_names(self, n: int) -> list[str]:
+        """The names of the first `n` tensors a node holds, flat: `input`, `h_0`, `c_0`."""
+        out = []
+        for name in self.inputs:
+            out += list(dict(self.tuple_inputs).get(name, (name,)))
+        return out[:n]
+
+    def input_structure(self, n: int) -> tuple:
+        """How a node's `n` flat input tensors nest as the layer is applied: (0, (1, 2)) for
+        `lstm(x, (h_0, c_0))`, (0,) for `lstm(x)`."""
+        out, k = [], 0
+        for i in range(len(self.inputs)):
+            if k >= n:
+                break
+            arity = self.input_arity(i)
+            out.append(k if arity is None else tuple(range(k, k + arity)))
+            k += 1 if arity is None else arity
+        return tuple(out)
 
     @property
     def has_state(self) -> bool:
@@ -323,6 +350,9 @@ def _entry_problems(op: OpDef) -> list[str]:
         out.append("no module name stem")
     if op.category and op.category not in CATEGORIES:
         out.append(f"unknown category {op.category!r}")
+    for name, elements in op.tuple_inputs:
+        if name not in op.inputs or not elements:
+            out.append(f"tuple input `{name}` is not one of its inputs, or has no elements")
     if (op.category in ("conv", "conv_transpose", "linear", "batchnorm")) != (op.spatial is not None):
         out.append("conv, conv_transpose, linear and batchnorm entries give `spatial`, others do not")
     names = [p.name for p in op.params]
