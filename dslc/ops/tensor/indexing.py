@@ -122,10 +122,15 @@ def _index_onnx(g, n):
         steps.append(step)
     y = n.inputs[0]
     if axes:
-        y = g.op("Slice", [y, g.shape(starts), g.shape(ends), g.ints(axes), g.ints(steps)])
+        y = g.op("Slice", [y, _bounds(g, starts), _bounds(g, ends), g.ints(axes), g.ints(steps)])
     if drop:
         y = g.op("Squeeze", [y, g.ints(drop)])
     return [y if y != n.inputs[0] else g.op("Identity", [y])]
+
+
+def _bounds(g, values: list) -> str:
+    """Slice's starts or ends: constants, or read off the inputs' shapes where one is a run-time size."""
+    return g.shape(values) if any(isinstance(v, Sym) for v in values) else g.ints(values)
 
 
 def _index_label(a) -> str:
