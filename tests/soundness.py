@@ -101,8 +101,10 @@ def _new_input(spec: Spec, s: TensorSpec, d) -> str:
 
 def _call(op, example, spec: Spec, current, d) -> str:
     """The op applied to the running tensor (or, first, to new inputs shaped as its example's)."""
-    def tensor(s: TensorSpec) -> str:
+    def tensor(s) -> str:
         nonlocal current
+        if isinstance(s, tuple):   # a tuple input (an LSTM's state): a new input for each element
+            return "(" + ", ".join(_new_input(spec, x, d) for x in s) + ")"
         if current is not None:
             name, current = current, None
             return name

@@ -113,7 +113,7 @@ class LayerApplication:
         op = layer_op(spec)
         if op is not None:
             inputs, spans = self._layer_inputs(op, inputs, spans, span, parts or {})
-        block = isinstance(spec, (BlockSpec, DeclRef)) or isinstance(spec, InstanceValue) and spec.instance.kind == "block"
+        block = isinstance(spec, (BlockSpec, DeclRef)) or isinstance(spec, InstanceValue) and isinstance(spec.spec, BlockSpec)
         for v, s in zip(inputs, spans):
             if not isinstance(v, TensorValue) and not (block and _tensors(v)):
                 raise EvalError("E0307", f"a layer is applied to tensors, got {describe(v)}", s)

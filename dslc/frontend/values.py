@@ -96,8 +96,8 @@ def layer_op(spec):
     """The registry layer that `spec` applies (a layer, or a named layer instance); None for a block."""
     if isinstance(spec, (LayerSpec, OpRef)):
         return spec.op if spec.op.is_layer else None
-    if isinstance(spec, InstanceValue) and spec.instance.kind == "layer":
-        return spec.instance.op
+    if isinstance(spec, InstanceValue):   # a named layer, made or not yet
+        return spec.spec.op if isinstance(spec.spec, LayerSpec) else None
     return None
 
 

@@ -355,6 +355,12 @@ def _entry_problems(op: OpDef) -> list[str]:
             out.append(f"tuple input `{name}` is not one of its inputs, or has no elements")
     if (op.category in ("conv", "conv_transpose", "linear", "batchnorm")) != (op.spatial is not None):
         out.append("conv, conv_transpose, linear and batchnorm entries give `spatial`, others do not")
+    return out + _param_problems(op)
+
+
+def _param_problems(op: OpDef) -> list[str]:
+    """Problems of an entry's parameters and helpers."""
+    out = []
     names = [p.name for p in op.params]
     if any(p.rest for p in op.params[:-1]) or any(p.rest and not p.is_tensor for p in op.params):
         out.append("only the last parameter, a list of tensors, collects the remaining positional arguments")
