@@ -336,3 +336,16 @@ def test_a_slice_to_a_run_time_size_as_in_nanogpt(tmp_path):
         net(torch.randn(1, 65, 8))
     with pytest.raises(ValueError, match=r"M needs T >= 2 \(pe\.dl:5\), got T = 1"):
         net(torch.randn(1, 1, 8))
+
+
+def test_layer_norm_over_a_run_time_size_requires_its_normalized_shape(tmp_path):
+    """`LayerNorm(normalized_shape=4)` over `[B, T]` runs in torch only when T is 4: a requirement,
+    not an assumption (the soundness property found `B * 18` normalized as 2, which check accepted)."""
+    path = tmp_path / "ln.dl"
+    path.write_text("model M {\n    input x: [B, T]\n    LayerNorm(normalized_shape=4) as norm\n}\n")
+    net = dslc.load(str(path)).build("M", seed=0).eval()
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        assert torch.equal(net(x), net.norm(x))
+    with pytest.raises(ValueError, match=r"M needs T == 4 \(ln\.dl:3\), got T = 5"):
+        net(torch.randn(3, 5))

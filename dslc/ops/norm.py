@@ -13,7 +13,7 @@ num_channels) and LayerNorm's default normalized_shape come from the input.
 """
 from __future__ import annotations
 
-from ..ir.dims import Sym, plain, product
+from ..ir.dims import Sym, plain, product, require
 from . import checks
 from .ptypes import BOOL, FLOAT, INT, ListOf, OneOf, Optional
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, helper, register
@@ -221,7 +221,9 @@ def _layer_norm_resolve(b):
                          f"got {t.shape_str()}", code="E0402", input=0, arg="normalized_shape")
     have = t.shape[t.rank - len(want):]
     for h, w in zip(have, want):
-        if not isinstance(h, Sym) and not same_dim(h, w):
+        if isinstance(h, Sym):   # a run-time size: it must be normalized_shape's, which the forward checks
+            require(h, "==", plain(w), b.where)
+        elif not same_dim(h, w):
             raise ShapeError(f"`LayerNorm` normalizes over {_show(want)}, but the input {t.shape_str()} ends in "
                              f"{_show(have)}", code="E0403", arg="normalized_shape",
                              label="must equal the input's trailing dimensions",
