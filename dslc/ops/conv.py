@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from ..ir.dims import Sym, plain, product
 from . import checks
+from .onnxpad import pad_onnx
 from .ptypes import BOOL, INT, Ints, OneOf, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchLayer, register
 from .shapes import conv_out, ntuple, static
@@ -204,38 +205,13 @@ def _onnx_pads(pads: list[tuple]) -> list[int]:
     return [plain(left) for left, _ in pads] + [plain(right) for _, right in pads]
 
 
-_INT64_MAX = 2 ** 63 - 1
-
-
-def _pad_like_torch(g, x: str, pads: list[tuple], mode: str) -> str:
-    """F.pad of the spatial dims (from dim 2): reflect → Pad "reflect", replicate → Pad "edge", circular → wrap.
-
-    Circular wraps one dimension at a time, [x[−left:], x, x[:right]] by Slice + Concat (Pad's "wrap"
-    is opset 19): wrapping each dimension in turn fills the corners as torch's circular pad does."""
-    if mode == "circular":
-        for i, (left, right) in enumerate(pads):
-            left, right, axis = plain(left), plain(right), i + 2
-            parts = [x]
-            if left:
-                parts.insert(0, g.op("Slice", [x, g.ints([-left]), g.ints([_INT64_MAX]), g.ints([axis])]))
-            if right:
-                parts.append(g.op("Slice", [x, g.ints([0]), g.ints([right]), g.ints([axis])]))
-            if len(parts) > 1:
-                x = g.op("Concat", parts, axis=axis)
-        return x
-    onnx_mode = {"reflect": "reflect", "replicate": "edge"}[mode]
-    begins = [plain(left) for left, _ in pads]
-    ends = [plain(right) for _, right in pads]
-    return g.op("Pad", [x, g.ints([0, 0] + begins + [0, 0] + ends)], mode=onnx_mode)
-
-
 def _conv_onnx(n_dims: int):
     def emit(g, n):
         """ONNX Conv (same weight layout as torch); non-zero padding modes pad first, as torch does."""
         pads = _conv_pads(n, n_dims)
         x = n.inputs[0]
         if n["padding_mode"] != "zeros" and any(plain(left) or plain(right) for left, right in pads):
-            x = _pad_like_torch(g, x, pads, n["padding_mode"])
+            x = pad_onnx(g, x, 2, pads, n["padding_mode"])
             pads = [(0, 0)] * n_dims
         bias = [n.weight("bias")] if n["bias"] else []
         return [g.op("Conv", [x, n.weight("weight")] + bias,

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from ..ir.dims import Sym, plain, require
 from .checks import positive
+from .onnxpad import pad_onnx
 from .ptypes import FLOAT, INT, TENSOR, Ints, ListOf, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import divides, need_min_rank, need_rank
 
 MODES = ("constant", "reflect", "replicate", "circular")
-_ONNX_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
-_INT64_MAX = 2 ** 63 - 1
 
 
 def pairs(padding, n: int) -> list[tuple]:
@@ -70,39 +69,6 @@ def need_pad_rank(t, n: int, mode: str, what: str) -> None:
         need_rank(t, (n + 1, n + 2), what, f"[C, {n} spatial dims] or [N, C, {n} spatial dims]")
 
 
-def pad_onnx(g, x: str, t, amounts: list[tuple], mode: str, value: float = 0.0) -> str:
-    """Crop the negative amounts (Slice), then pad the rest: Pad for constant, reflect and edge;
-    circular by Slice + Concat of each dimension in turn (Pad's "wrap" is opset 19)."""
-    first = t.rank - len(amounts)
-    crop = [(first + i, -min(plain(b), 0), -min(plain(a), 0)) for i, (b, a) in enumerate(amounts)]
-    crop = [c for c in crop if c[1] or c[2]]
-    if crop:
-        x = g.op("Slice", [x, g.ints([c[1] for c in crop]), g.ints([-c[2] if c[2] else _INT64_MAX for c in crop]),
-                           g.ints([c[0] for c in crop])])
-    grow = [(max(plain(b), 0), max(plain(a), 0)) for b, a in amounts]
-    if not any(b or a for b, a in grow):
-        return x if crop else g.op("Identity", [x])
-    if mode == "circular":
-        return _wrap(g, x, first, grow)
-    pads = [0] * first + [b for b, _ in grow] + [0] * first + [a for _, a in grow]
-    inputs = [x, g.ints(pads)]
-    if mode == "constant" and value != 0.0:
-        inputs.append(g.const(value, dtype=t.dtype))
-    return g.op("Pad", inputs, mode=_ONNX_MODE[mode])
-
-
-def _wrap(g, x: str, first: int, grow: list[tuple]) -> str:
-    for i, (before, after) in enumerate(grow):
-        axis, parts = first + i, [x]
-        if before:
-            parts.insert(0, g.op("Slice", [x, g.ints([-before]), g.ints([_INT64_MAX]), g.ints([axis])]))
-        if after:
-            parts.append(g.op("Slice", [x, g.ints([0]), g.ints([after]), g.ints([axis])]))
-        if len(parts) > 1:
-            x = g.op("Concat", parts, axis=axis)
-    return x
-
-
 def _zero_macs(b, out):
     return 0
 
@@ -119,7 +85,7 @@ def _layer_infer(mode: str, n: int, name: str):
 def _layer_onnx(mode: str, n: int):
     def emit(g, n_):
         value = float(plain(n_.args.get("value", 0.0)))
-        return [pad_onnx(g, n_.inputs[0], n_.x, pairs(n_["padding"], n), mode, value)]
+        return [pad_onnx(g, n_.inputs[0], n_.x.rank - n, pairs(n_["padding"], n), mode, value, n_.x.dtype)]
     return emit
 
 
@@ -215,7 +181,8 @@ def _pad_src(e) -> str:
 
 def _pad_onnx(g, n):
     flat = tuple(n["pad"])
-    return [pad_onnx(g, n.inputs[0], n.x, pairs(flat, len(flat) // 2), n["mode"], float(plain(n["value"])))]
+    return [pad_onnx(g, n.inputs[0], n.x.rank - len(flat) // 2, pairs(flat, len(flat) // 2), n["mode"],
+                     float(plain(n["value"])), n.x.dtype)]
 
 
 register(OpDef(
