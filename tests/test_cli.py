@@ -183,3 +183,13 @@ def test_render_of_a_spec_with_errors_parses_it_once(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["render", str(spec), "-o", str(tmp_path / "m.dot")])
     assert result.exit_code == 1 and "E0402" in result.stderr
     assert (tmp_path / "m.dot").exists() and len(parses) == 1
+
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path):
+    bad = tmp_path / "bad.dl"
+    bad.write_text("model M {\n    input x: [B, 4]\n    output x -> Lineer(2)\n}\n")
+    ok = subprocess.run([sys.executable, "-m", "dslc", "check", "specs/mlp.dl"], capture_output=True, text=True,
+                        cwd=ROOT)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: specs/mlp.dl")
+    fail = subprocess.run([sys.executable, "-m", "dslc", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert fail.returncode == 1 and "bad.dl:3:" in fail.stderr and "Traceback" not in fail.stderr
