@@ -40,7 +40,12 @@ model M(d_model: int = 8, depths: list = [2, 2, 6, 2]) {
 """)
     src = prog.source()
     scale = math.exp(-math.log(10000.0) / 8) * 4 + 1 + 1 + math.e
-    assert repr(scale) in src and "math." not in src.split("class M")[1]   # a number in the code
+    # what depends on no parameter is a number; what depends on d_model stays its expression
+    assert "math.exp(-9.210340371976184 / self.d_model) * 4.0 + 1.0 + 1.0 + 2.718281828459045" in src
+    other = prog.module().M(d_model=16)
+    x = torch.randn(3, 8)
+    want = x * (math.exp(-math.log(10000.0) / 16) * 4 + 1 + 1 + math.e) + 12 + 3 + 6 + 2
+    torch.testing.assert_close(other(x)[0], want, rtol=0, atol=0)
     net = prog.build("M", seed=0).eval()
     x = torch.randn(3, 8)
     with torch.no_grad():
@@ -63,10 +68,14 @@ model M(depths: list = [2, 2, 6, 2]) {
     torch.testing.assert_close(net(x), x * 16 + 1)
 
 
-def test_a_parameter_in_compile_time_math_is_checked_in_the_constructor(tmp_path):
+def test_a_parameter_in_compile_time_math_stays_an_expression(tmp_path):
+    """`sqrt(d)` is `math.sqrt(self.d)` in the generated forward, so the class serves every d."""
     prog = _load(tmp_path, "model M(d: int = 16) {\n    input x: [B, 4]\n    output x / sqrt(d)\n}\n")
     src = prog.source()
-    assert "x / 4.0" in src and "if d != 16:" in src
+    assert "x / math.sqrt(self.d)" in src and "if d != 16:" not in src and "import math" in src
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(prog.module().M(d=9)(x), x / 3.0, rtol=0, atol=0)
+    torch.testing.assert_close(prog.build("M", d=9)(x), x / 3.0, rtol=0, atol=0)
 
 
 def test_compile_time_math_errors(tmp_path):

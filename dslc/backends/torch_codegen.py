@@ -16,6 +16,7 @@ is dead. The file imports only torch and is byte-identical run to run.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
@@ -193,7 +194,8 @@ class _ClassWriter:
                          if ann else f", {name}{'' if default is None else '=' + default}"
                          for _, name, ann, default in signature)
         lines.append(f"{INDENT}def __init__(self{params}):")
-        body = ["super().__init__()"] + guards + stores + members + self._settings(init_printer)
+        body = ["super().__init__()"] + self._derived_defaults(init_printer) + guards + stores + members \
+            + self._settings(init_printer)
         lines += [INDENT * 2 + b for b in body]
         lines.append("")
         lines += [INDENT + line if line else "" for line in fwd]
@@ -201,6 +203,18 @@ class _ClassWriter:
             lines += [""] + [INDENT + line for line in self._train_refusal()]
         heading, facts = self._doc_parts()
         return "\n".join(lines) + "\n", signature, heading, facts
+
+    def _derived_defaults(self, printer: Printer) -> list[str]:
+        """A model parameter whose default is computed from others (`ff: int = 4 * dim`) defaults to
+        None in Python, which cannot refer to one argument in another's default; computed here."""
+        if not self.is_model:
+            return []
+        out = []
+        for p, v in self.graph.params.items():
+            if _derived(v):
+                name = self.param_names[p]
+                out += [f"if {name} is None:", f"{INDENT}{name} = {printer.value(v)}"]
+        return out
 
     def _atom_local(self, atom) -> str:
         return self.param_names[atom.name] if isinstance(atom, Param) else self.pseudo[atom]
@@ -211,7 +225,10 @@ class _ClassWriter:
         if self.is_model:
             for p, v in graph.params.items():
                 ann = _annotation(graph.param_types.get(p))
-                out.append((p, self.param_names[p], ann, literal(v)))
+                if _derived(v):   # `ff: int = 4 * dim`: None stands for "computed from dim" (below)
+                    out.append((p, self.param_names[p], f"{ann} | None" if ann else ann, "None"))
+                else:
+                    out.append((p, self.param_names[p], ann, literal(v)))
             for name in dict.fromkeys(self.external.values()):
                 out.append((name, name, ": nn.Module", None))
             return out
@@ -595,6 +612,11 @@ def _symbol_names(g: Graph) -> set:
     return names
 
 
+def _derived(v) -> bool:
+    """A model parameter's value that is an expression of other parameters (its default was)."""
+    return isinstance(v, (Size, Real)) and not v.expr.is_const()
+
+
 def _annotation(t: str | None) -> str:
     return f": {t}" if t else ""
 
@@ -700,8 +722,10 @@ def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:
     """A generated file: docstring, imports (F only where used), helpers, classes, registry."""
     classes = "\n\n".join(c.source() for c in gen.classes)
     uses_f = "F." in classes or any("F." in HELPERS[h].source for h in gen.helpers)
-    header = [f'"""{title}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""',
-              "import torch", "from torch import nn"]
+    header = [f'"""{title}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""']
+    if re.search(r"\bmath\.", classes):   # `math.sqrt(d_model)`: a float computed from parameters
+        header.append("import math")
+    header += ["import torch", "from torch import nn"]
     if uses_f:
         header.append("import torch.nn.functional as F")
     parts = ["\n".join(header)]

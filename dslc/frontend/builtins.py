@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir.dims import Real, Size, Sym, plain
+from ..ir.dims import MATH_FUNCTIONS, Size, Sym, as_float, math_function, plain, plain_float
 from ..ir.limits import MAX_INT, MAX_ITEMS
 from ..ops.ptypes import describe, is_int, is_number
 from .values import Builtin
@@ -131,11 +131,11 @@ def _int(*args):
 def _float(*args):
     if len(args) != 1 or not is_number(args[0]):
         raise BuiltinError("`float` takes one number")
-    return float(args[0])
+    return as_float(args[0])
 
 
-def _real(name: str, args) -> float:
-    """The one number a math function takes, as a float; a parameter's expression is lost (a guard)."""
+def _real(name: str, args):
+    """The one number a math function takes (a parameter keeps its expression)."""
     if len(args) != 1:
         raise BuiltinError(f"`{name}` takes one number")
     v = args[0]
@@ -143,20 +143,19 @@ def _real(name: str, args) -> float:
         raise BuiltinError(f"`{name}` needs a number known at compile time, got the run-time size `{v}`", 0)
     if not is_number(v):
         raise BuiltinError(f"`{name}` expects a number or a tensor, got {describe(v)}", 0)
-    if isinstance(v, Real):
-        v._lose()
-    return float(v)   # a Size's __float__ records that its value was fixed
+    return v
 
 
-def _math(name: str, f):
+def _math(name: str):
+    """`sqrt(d_model)`: a number, which keeps the parameter's expression for the generated code."""
     def fn(*args):
         x = _real(name, args)
         try:
-            return f(x)
+            return math_function(name, x)
         except ValueError:
-            raise BuiltinError(f"`{name}({x:g})` is undefined", 0, code="E0308") from None
+            raise BuiltinError(f"`{name}({plain_float(x):g})` is undefined", 0, code="E0308") from None
         except OverflowError:
-            raise BuiltinError(f"`{name}({x:g})` is too large for a float", 0, code="E0308") from None
+            raise BuiltinError(f"`{name}({plain_float(x):g})` is too large for a float", 0, code="E0308") from None
     return fn
 
 
@@ -180,8 +179,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     _cast("double", _tensor_only("double", "a number is made a float by `float`"), "float64"),
     _cast("half", _tensor_only("half", "a number is made a float by `float`"), "float16"),
     _cast("bool", _tensor_only("bool", "compare a number instead (`n != 0`)"), "bool"),
-    *(Builtin(n, _math(n, f)) for n, f in (("log", math.log), ("exp", math.exp), ("sqrt", math.sqrt),
-                                            ("sin", math.sin), ("cos", math.cos))),
+    *(Builtin(n, _math(n)) for n in MATH_FUNCTIONS),
 )}
 
 # Names of compile-time numbers (a local name of the spec's may shadow them).

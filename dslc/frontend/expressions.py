@@ -14,6 +14,9 @@ from .errors import EvalError, Poisoned
 from .scalar_ops import SCALAR_OPS, check_lengths, invert, length
 from .values import POISON, InstanceValue, Record
 
+# `0.5 * dim`: float's operator would drop the size's expression; the size's reflected one keeps it
+_REFLECTED = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "**": "__rpow__"}
+
 
 class ExpressionEvaluation:
     """`_expr(e, ctx)` and the `_e_<Node>` method of each expression (a mixin of `Evaluator`)."""
@@ -97,18 +100,22 @@ class ExpressionEvaluation:
         return self._scalar_binop(e, left, right)
 
     def _scalar_binop(self, e: ast.BinOp, a, b):
-        # float ∘ Size runs float's own operator, which drops the size's expression: the generated
-        # code then holds the number, so record that it is only valid for this parameter value
-        for x, y in ((a, b), (b, a)):
-            if isinstance(x, Size) and isinstance(y, float) and not isinstance(y, bool):
-                x._lose("mixing with a float")
+        # float ∘ Size would run float's own operator, which drops the size's expression: ask the
+        # size instead (a float that keeps `0.5 * dim`), or record that the value was fixed
+        if isinstance(b, Size) and type(a) is float:
+            if e.op in _REFLECTED:
+                return self._scalar_result(e, lambda: getattr(b, _REFLECTED[e.op])(a), a, b)
+            b._lose("mixing with a float")
         if e.op == "**" and is_int(a) and is_int(b) and plain(b) >= 0 and power_too_large(plain(a), plain(b)):
             raise EvalError("E0701", f"`{plain(a)} ** {plain(b)}` is too large: more than 2**63 - 1", e.span,
                             label="evaluated at compile time", help="sizes and counts are int64 in PyTorch")
         check_lengths(e.op, a, b, e.span)
         self._spend(e.span, length(a) + length(b))
+        return self._scalar_result(e, lambda: SCALAR_OPS[e.op](a, b), a, b)
+
+    def _scalar_result(self, e: ast.BinOp, compute, a=None, b=None):
         try:
-            result = self._bounded(SCALAR_OPS[e.op](a, b), e.span)
+            result = self._bounded(compute(), e.span)
         except ZeroDivisionError:
             raise EvalError("E0308", "division by zero", e.span, label="evaluated at compile time",
                             labels=(Label(e.right.span, "this is zero"),)) from None
@@ -119,6 +126,7 @@ class ExpressionEvaluation:
                             e.op_span, label="unsupported operands") from None
         self._spend(e.span, length(result))
         return result
+
 
     def _e_UnaryOp(self, e: ast.UnaryOp, ctx: Ctx):
         v = self._expr(e.operand, ctx)

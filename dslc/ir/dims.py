@@ -302,9 +302,35 @@ def _subst_atom(a: Atom, f) -> Poly:
 _ADD, _MUL, _POW, _ATOM = 1, 2, 3, 4
 
 
-def to_python(p: Poly, name: Callable[[Atom], str] | None = None) -> str:
-    """Python source for a polynomial; `name` spells each non-floor-division atom."""
-    return _poly_src(p, name or _default_name)[0]
+def to_python(p, name: Callable[[Atom], str] | None = None) -> str:
+    """Python source for a polynomial or a float expression; `name` spells each non-floor-division atom."""
+    return _expr_src(p, name or _default_name)[0]
+
+
+def _expr_src(e, name) -> tuple[str, float]:
+    if isinstance(e, Poly):
+        return _poly_src(e, name)
+    if isinstance(e, FExpr):
+        return _fexpr_src(e, name)
+    text = repr(e)
+    return text, (_NEG if text.startswith("-") else _ATOM)
+
+
+def _fexpr_src(e: "FExpr", name) -> tuple[str, float]:
+    """Float expressions print their tree exactly: float arithmetic is not associative, so a
+    right operand of the same precedence keeps its parentheses (`a * (b * c)`)."""
+    args = [_expr_src(a, name) for a in e.args]
+    if e.op in MATH_FUNCTIONS:
+        return f"math.{e.op}({args[0][0]})", _ATOM
+    if e.op == "float":
+        return f"float({args[0][0]})", _ATOM
+    if e.op == "neg":
+        return f"-{_wrap(*args[0], _NEG + 0.1)}", _NEG
+    prec = _POW if e.op == "**" else _MUL if e.op in ("*", "/") else _ADD
+    (left, lp), (right, rp) = args
+    if e.op == "**":  # right-associative, and binds tighter than a unary minus on its left
+        return f"{_wrap(left, lp, _POW + 1)} ** {_wrap(right, rp, _NEG)}", _POW
+    return f"{_wrap(left, lp, prec)} {e.op} {_wrap(right, rp, prec + 1)}", prec
 
 
 def _default_name(a: Atom) -> str:
@@ -682,9 +708,7 @@ class Size(int):
             return NotImplemented
         if isinstance(other, bool) or not isinstance(other, int):
             if isinstance(other, float):
-                self._lose("mixing with a float")
-                v = int.__int__(self)
-                return op(other, v) if rop else op(v, other)
+                return self._with_float(other, op, rop)
             return NotImplemented
         a, b = (other, self) if rop else (self, other)
         va, vb = plain(a), plain(b)
@@ -700,6 +724,16 @@ class Size(int):
         else:
             value, expr = op(va, vb), op(ea, eb)
         return Size(value, expr) if expr.size() <= MAX_POLY else _forget(a, b, value)
+
+    def _with_float(self, other: float, op, rop: bool):
+        """A size with a float: a float that keeps both expressions (`ninp * 0.5`); floor division
+        and remainder of floats fix the size's value."""
+        a, b = (other, self) if rop else (self, other)
+        symbol = {_add: "+", _sub: "-", _mul: "*"}.get(op)
+        if symbol is None:
+            self._lose("mixing with a float")
+            return op(_number(a), _number(b))
+        return float_expr(symbol, op(_number(a), _number(b)), a, b)
 
     def __add__(self, o): return self._bin(o, _add)
     def __radd__(self, o): return self._bin(o, _add, True)
@@ -723,10 +757,16 @@ class Size(int):
             for _ in range(n):
                 out = out * self.expr
             return Size(int.__int__(self) ** n, out)
+        if mod is None and _is_operand(o):   # `ninp ** 0.5`, `dim ** -1`: a float
+            value = pow(int.__int__(self), _number(o))
+            if isinstance(value, float):
+                return float_expr("**", value, self, o)
         self._lose("a power")
         return pow(int.__int__(self), plain(o), mod)
 
     def __rpow__(self, o):
+        if isinstance(o, float):   # `10000.0 ** (i / dim)`
+            return float_expr("**", o ** int.__int__(self), o, self)
         self._lose("an exponent")
         return pow(o, int.__int__(self))
 
@@ -736,12 +776,14 @@ class Size(int):
         return plain(o)
 
     def __truediv__(self, o):
-        self._lose("true division")
-        return int.__int__(self) / plain(o)
+        if not _is_operand(o) or isinstance(o, Sym):
+            return NotImplemented
+        return float_expr("/", int.__int__(self) / _number(o), self, o)
 
     def __rtruediv__(self, o):
-        self._lose("true division")
-        return plain(o) / int.__int__(self)
+        if not _is_operand(o):
+            return NotImplemented
+        return float_expr("/", _number(o) / int.__int__(self), o, self)
 
     def __abs__(self):
         self._lose("abs()")
@@ -816,18 +858,126 @@ _OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: 
         "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 
+# ---------------------------------------------------------------- float expressions
+
+# Python's precedence of a negative number or `-x`: above `*`, below `**`.
+_NEG = 2.5
+MATH_FUNCTIONS = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp, "sin": math.sin, "cos": math.cos}
+
+
+@dataclass(frozen=True)
+class FExpr:
+    """A float computed from parameters that a polynomial cannot hold: `ninp ** 0.5`,
+    `log(10000.0) / d_model`, `scale * 2.0`. Code generation prints it as written, so the
+    generated class computes the same double from its own arguments rather than a baked number.
+
+    `op` is `+ - * / **`, `neg`, or a name of MATH_FUNCTIONS; `args` are Poly (an int or
+    float parameter's polynomial), FExpr, or plain numbers."""
+    op: str
+    args: tuple
+
+    def atoms(self) -> set:
+        out = set()
+        for a in self.args:
+            if isinstance(a, (Poly, FExpr)):
+                out |= a.atoms()
+        return out
+
+    def is_const(self) -> bool:
+        return not self.atoms()
+
+    def subst(self, f) -> "FExpr":
+        return FExpr(self.op, tuple(fsubst(a, f) for a in self.args))
+
+
+def fsubst(e, f):
+    """Substitute atoms in a Poly, FExpr or number, where `f` may give a float parameter an FExpr
+    (a block's float parameter bound to `ninp ** 0.5` in its caller)."""
+    if isinstance(e, FExpr):
+        return e.subst(f)
+    if not isinstance(e, Poly):
+        return e
+    new = {a: f(a) for a in e.atoms()}
+    if not any(isinstance(v, FExpr) for v in new.values()):
+        return e.subst(lambda a: new.get(a) if not isinstance(new.get(a), FExpr) else None)
+    return _poly_as_fexpr(e, new)
+
+
+def _poly_as_fexpr(p: Poly, new: dict):
+    """A polynomial with some atoms replaced by float expressions, as a sum of products."""
+    out = None
+    for m, c in sorted(p.terms.items(), key=lambda t: _mono_sort_key(t[0])):
+        term = None if c == 1 and m else c
+        for a, power in sorted(m, key=lambda t: t[0].sort_key()):
+            v = new.get(a)
+            v = Poly.atom(a) if v is None else v
+            for _ in range(power):
+                term = v if term is None else FExpr("*", (term, v))
+        out = term if out is None else FExpr("+", (out, term))
+    return out if out is not None else 0
+
+
+def _operand_expr(x):
+    """An operand of a float expression: a parameter's expression, or the number itself."""
+    if isinstance(x, Real):
+        return x.expr
+    if isinstance(x, Size):
+        return x.expr
+    return x
+
+
+def real(value: float, expr):
+    """A float that remembers `expr`, or the plain float when `expr` holds no parameter."""
+    if isinstance(expr, (int, float)) or expr.is_const():
+        return float(value)
+    return Real(value, expr)
+
+
+def float_expr(op: str, value: float, *operands):
+    """The result of `op` on numbers where some operand is a parameter (a Size or a Real)."""
+    return real(value, FExpr(op, tuple(_operand_expr(o) for o in operands)))
+
+
+def as_float(x) -> float:
+    """`float(n)` at compile time: a size's expression is kept (`float(dim)`)."""
+    if isinstance(x, Size):
+        return float_expr("float", float(int.__int__(x)), x)
+    return float(x) if not isinstance(x, Real) else x
+
+
+def math_function(name: str, x) -> float:
+    """`sqrt(d_model)` and friends at compile time: a Real keeping the parameter's expression."""
+    value = MATH_FUNCTIONS[name](plain_float(x) if isinstance(x, Real) else plain(x))
+    if isinstance(x, (Size, Real)):
+        return float_expr(name, value, x)
+    return value
+
+
+_FLOAT_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+              "/": lambda a, b: a / b, "**": lambda a, b: a ** b}
+
+
+def _is_operand(o) -> bool:
+    return isinstance(o, (int, float)) and not isinstance(o, bool)
+
+
 class Real(float):
-    """A float parameter (dropout, eps, std) that prints as its name in generated code."""
+    """A float parameter (dropout, eps, std), or a float computed from parameters, that prints
+    as its expression in generated code. Arithmetic keeps the expression; a comparison or a
+    use as a plain number fixes the value (a FloatGuard the constructor checks)."""
 
-    expr: Poly
+    expr: "Poly | FExpr"
 
-    def __new__(cls, value: float, expr: Poly):
+    def __new__(cls, value: float, expr):
         obj = float.__new__(cls, value)
         obj.expr = expr
         return obj
 
     def __repr__(self) -> str:
         return f"Real({float(self)!r}, {to_python(self.expr)})"
+
+    def __reduce__(self):
+        return (Real, (float.__float__(self), self.expr))
 
     def _lose(self) -> None:
         guards = _recorder.get()
@@ -840,17 +990,28 @@ class Real(float):
         self._lose()
         return f(float(self), o if not isinstance(o, Real) else float(o))
 
-    def __add__(self, o): return self._arith(o, lambda a, b: a + b)
-    def __radd__(self, o): return self._arith(o, lambda a, b: b + a)
-    def __sub__(self, o): return self._arith(o, lambda a, b: a - b)
-    def __rsub__(self, o): return self._arith(o, lambda a, b: b - a)
-    def __mul__(self, o): return self._arith(o, lambda a, b: a * b)
-    def __rmul__(self, o): return self._arith(o, lambda a, b: b * a)
-    def __truediv__(self, o): return self._arith(o, lambda a, b: a / b)
-    def __rtruediv__(self, o): return self._arith(o, lambda a, b: b / a)
-    def __pow__(self, o): return self._arith(o, lambda a, b: a ** b)
-    def __rpow__(self, o): return self._arith(o, lambda a, b: b ** a)
-    def __neg__(self): return self._arith(0, lambda a, b: -a)
+    def _keep(self, o, op: str, reverse: bool = False):
+        """`self op o` (or `o op self`), keeping both expressions."""
+        if not _is_operand(o):
+            return NotImplemented
+        a, b = (o, self) if reverse else (self, o)
+        value = _FLOAT_OPS[op](_number(a), _number(b))
+        if isinstance(value, complex):   # a negative base to a fractional power: Python's complex
+            raise ValueError("a negative number to a fractional power")
+        return float_expr(op, value, a, b)
+
+    def __add__(self, o): return self._keep(o, "+")
+    def __radd__(self, o): return self._keep(o, "+", True)
+    def __sub__(self, o): return self._keep(o, "-")
+    def __rsub__(self, o): return self._keep(o, "-", True)
+    def __mul__(self, o): return self._keep(o, "*")
+    def __rmul__(self, o): return self._keep(o, "*", True)
+    def __truediv__(self, o): return self._keep(o, "/")
+    def __rtruediv__(self, o): return self._keep(o, "/", True)
+    def __pow__(self, o): return self._keep(o, "**")
+    def __rpow__(self, o): return self._keep(o, "**", True)
+    def __neg__(self): return float_expr("neg", -float.__float__(self), self)
+    def __pos__(self): return self
     def __eq__(self, o): return self._arith(o, lambda a, b: a == b)
     def __ne__(self, o): return self._arith(o, lambda a, b: a != b)
     def __lt__(self, o): return self._arith(o, lambda a, b: a < b)
@@ -863,15 +1024,40 @@ class Real(float):
         self._lose()
         return float(self) != 0.0
 
+    # uses that fix the value (the generated constructor checks it)
+    def __floordiv__(self, o): return self._arith(o, lambda a, b: a // b)
+    def __rfloordiv__(self, o): return self._arith(o, lambda a, b: b // a)
+    def __mod__(self, o): return self._arith(o, lambda a, b: a % b)
+    def __rmod__(self, o): return self._arith(o, lambda a, b: b % a)
+
+    def __abs__(self):
+        self._lose()
+        return abs(float.__float__(self))
+
+    def __int__(self):
+        self._lose()
+        return float.__int__(self)
+
+    def __round__(self, n=None):
+        self._lose()
+        return round(float.__float__(self), n)
+
+
+def _number(x):
+    """The bare number of an operand: an int stays an int, as in the generated Python."""
+    if isinstance(x, Real):
+        return float.__float__(x)
+    return plain(x)
+
 
 @dataclass(frozen=True)
 class FloatGuard:
     """A float parameter whose value a decision (or a lost expression) depended on."""
-    expr: Poly
+    expr: "Poly | FExpr"
     value: float
 
     def subst(self, f) -> "FloatGuard":
-        return FloatGuard(self.expr.subst(f), self.value)
+        return FloatGuard(fsubst(self.expr, f), self.value)
 
     def is_trivial(self) -> bool:
         return self.expr.is_const()

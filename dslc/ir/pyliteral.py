@@ -34,7 +34,7 @@ class Printer:
         if isinstance(v, Sym):
             return self.size(v.poly)
         if isinstance(v, Real):
-            return self.size(v.expr) if v.expr.terms else py_float(plain_float(v))
+            return to_python(v.expr, self.atom) if not v.expr.is_const() else py_float(plain_float(v))
         if isinstance(v, int):
             return str(plain(v))
         if isinstance(v, float):

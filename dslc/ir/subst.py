@@ -7,7 +7,7 @@ expressions for the same values, so `Residual(width)`'s output channels read
 """
 from __future__ import annotations
 
-from .dims import FloatGuard, Guard, Param, Poly, Real, Size, Sym, expr_of, make_dim, plain, plain_float
+from .dims import FloatGuard, Guard, Param, Poly, Real, Size, Sym, expr_of, fsubst, make_dim, plain, plain_float, real
 from .types import TensorType
 
 
@@ -27,8 +27,7 @@ def subst_value(v, f):
     if isinstance(v, (Size, Sym)):
         return subst_dim(v, f)
     if isinstance(v, Real):
-        p = v.expr.subst(f)
-        return Real(plain_float(v), p) if not p.is_const() else plain_float(v)
+        return real(plain_float(v), fsubst(v.expr, f))
     if isinstance(v, list):
         return [subst_value(x, f) for x in v]
     if isinstance(v, tuple):

@@ -479,7 +479,7 @@ def _check_upsample_args(b, n: int) -> None:
 def _scaled(size, factor, name: str):
     """⌊size · factor⌋ as torch computes it (a double product), keeping the size's expression when exact."""
     if isinstance(factor, Real):
-        factor = factor + 0.0  # the shape depends on this float parameter: record its value
+        factor._lose()  # the shape depends on this float parameter: record its value
     f = Fraction(plain_float(factor))
     if f.denominator == 1:
         return size * f.numerator

@@ -29,7 +29,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class TimestepEmbedding(nn.Module):
-    """The block `TimestepEmbedding` (ddpm.dl:23), built for dim // 2 - 1 == 15."""
+    """The block `TimestepEmbedding` (ddpm.dl:23)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -37,7 +37,7 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t):
         x = torch.arange(self.dim // 2, dtype=torch.float32, device=t.device)
-        x = x * -0.6140226914650789
+        x = x * (-9.210340371976184 / (self.dim // 2 - 1))
         freqs = torch.exp(x)
         x = t.unsqueeze(1)
         h = freqs.unsqueeze(0)
@@ -166,8 +166,6 @@ class DDPMUNet(nn.Module):
 
     def __init__(self, channels: int = 3, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1, attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
         super().__init__()
-        if base // 2 - 1 != 15:
-            raise ValueError("DDPMUNet was compiled for base // 2 - 1 == 15; compile it again with `dslc compile --set` to change that")
         if blocks != 1:
             raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to change that")
         if mults != [1, 2, 2]:

@@ -109,10 +109,9 @@ class Seq2SeqTransformer(nn.Module):
 
     def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8, ff: int = 2048, dropout: float = 0.1):
         super().__init__()
-        if dim != 512:
-            raise ValueError("Seq2SeqTransformer was compiled for dim == 512; compile it again with `dslc compile --set` to change that")
         if depth != 6:
             raise ValueError("Seq2SeqTransformer was compiled for depth == 6; compile it again with `dslc compile --set` to change that")
+        self.dim = dim
         self.embed = nn.Embedding(vocab, dim)
         self.source_pos = nn.Embedding(context, dim)
         self.dropout1 = nn.Dropout(dropout)
@@ -133,7 +132,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, source, target):
         x = self.embed(source)
-        x = x * 22.627416997969522
+        x = x * (self.dim ** 0.5)
         h = torch.arange(source.shape[1], device=source.device)
         h = self.source_pos(h)
         memory = x + h
@@ -145,7 +144,7 @@ class Seq2SeqTransformer(nn.Module):
         memory = self.encoder_layer5(memory)
         memory = self.encoder_layer6(memory)
         x = self.embed(target)
-        x = x * 22.627416997969522
+        x = x * (self.dim ** 0.5)
         h = torch.arange(target.shape[1], device=target.device)
         h = self.target_pos(h)
         h = x + h

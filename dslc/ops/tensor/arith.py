@@ -142,9 +142,25 @@ def _operand(text: str, power: bool, right: bool = False) -> str:
     """An operand of `a <op> b` as Python source: a name or a number as it is, anything else
     (`self.n - 1`) in parentheses, so that `x / (n - 1)` keeps its meaning. A negative number needs
     them only left of `**` (`(-2.0) ** x`); `x * -0.5` reads as it means."""
-    if _ATOMIC.fullmatch(text) or (_NUMBER.fullmatch(text) and (right or not power)):
+    if _ATOMIC.fullmatch(text) or _is_call(text) or (_NUMBER.fullmatch(text) and (right or not power)):
         return text
     return f"({text})"
+
+
+def _is_call(text: str) -> bool:
+    """`math.sqrt(self.d)`: a name applied to one parenthesized argument list, which binds tightest."""
+    m = _CALLEE.match(text)
+    if not m or not text.endswith(")"):
+        return False
+    depth = 0
+    for i, ch in enumerate(text[m.end() - 1:], m.end() - 1):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return i == len(text) - 1
+    return False
+
+
+_CALLEE = re.compile(r"[A-Za-z_][\w.]*\(")
 
 
 def _infix(sym: str) -> TorchFunction:
