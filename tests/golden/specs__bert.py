@@ -36,8 +36,10 @@ class EncoderLayer(nn.Module):
 class BertClassifier(nn.Module):
     """The model `BertClassifier` (bert.dl:32)."""
 
-    def __init__(self, vocab: int = 30522, context: int = 512, segments: int = 2, dim: int = 768, depth: int = 12, heads: int = 12, ff: int = 3072, dropout: float = 0.1, pre_norm: bool = False, classes: int = 2):
+    def __init__(self, vocab: int = 30522, context: int = 512, segments: int = 2, dim: int = 768, depth: int = 12, heads: int = 12, ff: int | None = None, dropout: float = 0.1, pre_norm: bool = False, classes: int = 2):
         super().__init__()
+        if ff is None:
+            ff = 4 * dim
         if depth != 12:
             raise ValueError("BertClassifier was compiled for depth == 12; compile it again with `dslc compile --set` to change that")
         if pre_norm is not False:

@@ -107,8 +107,10 @@ class DecoderLayer(nn.Module):
 class Seq2SeqTransformer(nn.Module):
     """The model `Seq2SeqTransformer` (seq2seq.dl:38)."""
 
-    def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8, ff: int = 2048, dropout: float = 0.1):
+    def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8, ff: int | None = None, dropout: float = 0.1):
         super().__init__()
+        if ff is None:
+            ff = 4 * dim
         if depth != 6:
             raise ValueError("Seq2SeqTransformer was compiled for depth == 6; compile it again with `dslc compile --set` to change that")
         self.dim = dim
