@@ -145,7 +145,7 @@ def count_buffers(graph: Graph) -> int:
         if inst.kind == "block":
             total += count_buffers(inst.graph)
         else:
-            total += sum(_numel(shape) for shape in inst.buffers().values())
+            total += sum(_numel(shape) for shape, _dtype in inst.buffers().values())
     return total
 
 

@@ -96,8 +96,7 @@ class BufferEvaluation:
             if isinstance(v, Sym) and bad.kind != "input" and "run-time size" in why:
                 return EvalError("E0307", f"a buffer's value cannot use the run-time size `{name.id}`", name.span,
                                  label="known only when the model runs", help=_HELP)
-            refs = [t.ref for t in leaves(v) if isinstance(t, TensorValue)] if isinstance(v, (TensorValue, tuple)) \
-                else []
+            refs = [t.ref for t in _tensors(v)]
             if any(r.node in cone and bad.id in _ancestors(ctx.graph, r) for r in refs):
                 labels = (Label(bad.span, why),) if bad.span is not None and bad.span != name.span else ()
                 return EvalError("E0307", f"a buffer's value cannot depend on {_what(ctx.graph, bad)}", name.span,
@@ -123,6 +122,13 @@ class BufferEvaluation:
 
 _HELP = ("a buffer is computed once, in the constructor: from the parameters and tensors made of them "
          "(`arange`, `ones`, `sin`, ...); use the input or size in forward instead (`pe[:T]`)")
+
+
+def _tensors(v) -> list[TensorValue]:
+    """The tensors a name holds: a tensor, or those of a tuple."""
+    if isinstance(v, TensorValue):
+        return [v]
+    return [t for x in v for t in _tensors(x)] if isinstance(v, tuple) else []
 
 
 def _reads(node: Node) -> list[Ref]:

@@ -47,8 +47,9 @@ class Instance:
         return {}
 
     def buffers(self) -> dict:
+        """Buffer name -> (shape, dtype): a layer's running statistics, or a `buffer`'s own tensor."""
         if self.kind == "buffer":
-            return {"": self.shape}
+            return {"": (self.shape, self.graph.type_of(self.graph.outputs[0][1]).dtype)}
         return self.op.buffer_shapes(self.args) if self.kind == "layer" else {}
 
 
