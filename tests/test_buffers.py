@@ -280,7 +280,9 @@ model WithNorm {
         assert s.total_params == sum(p.numel() for p in net.parameters())
     rows = {r.name: r for r in prog.summary("TinyGPT").layers}
     assert rows["attn1.bias"].type == "buffer" and rows["attn1.bias"].params == 0
-    assert prog.summary("WithNorm").as_json()["buffers"] == 3 + 4 + 4 + 1
+    assert prog.summary("WithNorm").buffers == 3 + 4 + 4 + 1
+    assert {"name": "scale", "type": "buffer (not persistent)", "output_shape": "[1, 3, 1, 1]", "params": 0,
+            "macs": 0} in prog.summary("WithNorm").as_json()["layers"]
     assert "buffer" in prog.diagram("TinyGPT", depth=2)
 
 

@@ -46,11 +46,12 @@ class Summary:
     trainable_params: int = 0
     macs: object = 0
     sizes: dict = field(default_factory=dict)   # run-time sizes used for MACs (B = 1, ...)
-    buffers: int = 0                            # elements of every buffer, persistent or not
+    buffers: int = 0    # elements of every buffer, persistent or not (the table's totals; not in the JSON,
+                        # whose keys are INTERFACES.md's)
 
     def as_json(self) -> dict:
         return {"model": self.model, "inputs": self.inputs, "total_params": self.total_params,
-                "trainable_params": self.trainable_params, "buffers": self.buffers, "macs": macs_value(self.macs),
+                "trainable_params": self.trainable_params, "macs": macs_value(self.macs),
                 "layers": [r.as_json() for r in self.layers]}
 
 
