@@ -41,7 +41,7 @@ class _Dot:
 
     def first_drawing(self, path: str, inst) -> bool:
         """Whether this is the first box of `inst` (a shared layer's later ones are marked shared)."""
-        if inst is None or inst.kind == "param":
+        if inst is None or inst.kind in ("param", "buffer"):
             return True
         key = (path, inst.id)
         first = key not in self.drawn
@@ -117,11 +117,13 @@ def _emit(dot: _Dot, graph: Graph, producers: dict, depth: int, collapse: bool, 
             _loop_cluster(dot, graph, iterations, producers, depth, collapse, level, path)
             continue
         inst = graph.instances.get(node.instance) if node.instance else None
-        if node.kind in ("param", "weight"):
+        if node.kind in ("param", "weight", "buffer"):
             nid = dot.node_id()
-            name = inst.name if node.kind == "param" else f"{inst.name}.{node.attr}"
-            label = _q(f"{name}\n{node.outputs[0]}")
-            dot.add(f'{nid} [label={label}, shape=cylinder, fillcolor="#fff8e1"];', indent)
+            name = f"{inst.name}.{node.attr}" if node.kind == "weight" else inst.name
+            what = "buffer\n" if node.kind == "buffer" else ""   # state, not learned: another colour
+            label = _q(f"{name}\n{what}{node.outputs[0]}")
+            fill = "#eceff1" if node.kind == "buffer" else "#fff8e1"
+            dot.add(f'{nid} [label={label}, shape=cylinder, fillcolor="{fill}"];', indent)
             producers[Ref(node.id)] = (nid, node.outputs[0])
             continue
         if node.id in runs:

@@ -265,7 +265,7 @@ def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix:
         if node.kind == "input":
             continue
         inst = graph.instances.get(node.instance) if node.instance else None
-        if node.kind == "param":
+        if node.kind in ("param", "buffer"):   # a buffer, persistent or not, is an initializer
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}")
         elif node.kind == "weight":
             rewrites = inst.op.rewrites_weights(inst.args) if inst.kind == "layer" and inst.op.rewrites_weights else None

@@ -1,8 +1,10 @@
 """Model summaries: a row per layer (blocks nested), parameters, MACs and totals.
 
 Parameters are counted once per instance, so a shared layer (`wte` used twice)
-counts once; buffers (batch norm's running statistics) are not parameters, as
-in `sum(p.numel() for p in model.parameters())`. MACs are counted at batch 1 as
+counts once; buffers (batch norm's running statistics, a `buffer` statement's
+tensor) are not parameters, as in `sum(p.numel() for p in model.parameters())`:
+they are counted apart, as `sum(b.numel() for b in model.buffers())`, and a
+declared buffer has a row of its own. MACs are counted at batch 1 as
 torchvision's tables and fvcore count them: multiply-accumulates of
 convolutions, linear layers, matrix products (attention's included),
 recurrent cells and normalization affine maps, from each op's registry entry.
@@ -44,6 +46,8 @@ class Summary:
     trainable_params: int = 0
     macs: object = 0
     sizes: dict = field(default_factory=dict)   # run-time sizes used for MACs (B = 1, ...)
+    buffers: int = 0    # elements of every buffer, persistent or not (the table's totals; not in the JSON,
+                        # whose keys are INTERFACES.md's)
 
     def as_json(self) -> dict:
         return {"model": self.model, "inputs": self.inputs, "total_params": self.total_params,
@@ -61,6 +65,7 @@ def summarize(graph: Graph, sizes: dict | None = None, frozen: list | None = Non
     _walk(graph, "", 0, s, sizes, rules, seen)
     s.total_params = count_params(graph)
     s.trainable_params = s.total_params - _frozen_params(graph, rules)
+    s.buffers = count_buffers(graph)
     s.macs = total_macs(r.macs for r in s.layers if not r.type.startswith("block "))
     return s
 
@@ -87,6 +92,10 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
         if node.kind == "param":
             n = _numel(inst.shape)
             s.layers.append(Row(path, "param", _out(node), n, 0, depth, not _is_frozen(path, frozen)))
+            continue
+        if node.kind == "buffer":
+            kind = "buffer" if inst.args["persistent"] else "buffer (not persistent)"
+            s.layers.append(Row(path, kind, _out(node), 0, 0, depth))
             continue
         macs = node_macs(graph, node, sizes)
         if inst is None and not macs:
@@ -127,6 +136,17 @@ def count_params(graph: Graph) -> int:
             total += count_params(inst.graph)
         else:
             total += sum(_numel(shape) for shape in inst.weights().values())
+    return total
+
+
+def count_buffers(graph: Graph) -> int:
+    """Elements of a graph's buffers, persistent or not, each instance once (as torch's `buffers()`)."""
+    total = 0
+    for inst in graph.instances.values():
+        if inst.kind == "block":
+            total += count_buffers(inst.graph)
+        else:
+            total += sum(_numel(shape) for shape, _dtype in inst.buffers().values())
     return total
 
 
@@ -211,6 +231,7 @@ def _plain_table(s: Summary, console) -> None:
 def _totals(s: Summary, console) -> None:
     frozen = s.total_params - s.trainable_params
     sizes = ", ".join(f"{k}={v}" for k, v in s.sizes.items())
-    console.print(f"total params: {s.total_params:,}   trainable: {s.trainable_params:,}   frozen: {frozen:,}")
+    buffers = f"   buffers: {s.buffers:,}" if s.buffers else ""
+    console.print(f"total params: {s.total_params:,}   trainable: {s.trainable_params:,}   frozen: {frozen:,}{buffers}")
     console.print(f"MACs ({sizes}): {format_count(s.macs)}" + (f" ({s.macs:,})" if isinstance(s.macs, int) else
                                                               "   (give sizes with --size)"))

@@ -318,7 +318,29 @@ class _ClassWriter:
                 init = spec.init.torch(shape, {k: printer.value(v) for k, v in spec.args.items()}) \
                     if spec.init.torch else spec.init.in_place(f"torch.empty({shape})", _given_args(spec, printer))
                 lines.append(f"self.{inst.name} = nn.Parameter({init})")
+            elif inst.kind == "buffer":
+                lines += self._buffer_lines(inst, printer)
         return lines
+
+    def _buffer_lines(self, inst: Instance, printer: Printer) -> list[str]:
+        """A buffer's value computed in the constructor, one statement per node as in forward, then
+        `self.register_buffer("pe", pe)`; its last node is the value itself (the graph is its cone)."""
+        sub = inst.graph
+        local = Namespace(self.locals.taken)
+        var: dict = {}
+        lines = []
+        (_, out), = sub.outputs
+        for node in sub:
+            expr = self._node_expr(node, var, printer, [], sub)
+            if _is_alias(node, expr, var) or (node.id == out.node and len(node.outputs) == 1):
+                var[Ref(node.id)] = expr
+                continue
+            names = [local.claim(n or "x") for n in node.names]
+            for k, name in enumerate(names):
+                var[Ref(node.id, k)] = name
+            lines.append(f"{_target_pattern(node, names)} = {expr}")
+        persistent = "" if inst.args["persistent"] else ", persistent=False"
+        return lines + [f"self.register_buffer({py_str(inst.name)}, {var[out]}{persistent})"]
 
     def _init_calls(self, inst: Instance, printer: Printer) -> list[str]:
         """`nn.init.normal_(self.fc.weight, std=0.02)`: the layer's own `init=`, right after it is made."""
@@ -361,7 +383,7 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         for i, node in enumerate(nodes):
-            if node.kind in ("param", "weight"):
+            if node.kind in ("param", "weight", "buffer"):
                 inst = g.instances[node.instance]
                 var[Ref(node.id)] = f"self.{inst.name}" + (f".{node.attr}" if node.kind == "weight" else "")
                 continue
@@ -396,8 +418,8 @@ class _ClassWriter:
                 holder[top] = ref   # a tuple's name stays taken while any of its tensors is used
         return list(params.values())
 
-    def _node_expr(self, node: Node, var: dict, printer: Printer, params: list) -> str:
-        g = self.graph
+    def _node_expr(self, node: Node, var: dict, printer: Printer, params: list, graph: Graph | None = None) -> str:
+        g = graph or self.graph
         inputs = [var[r] for r in node.inputs]
         if node.kind == "call":
             inst = g.instances[node.instance]
@@ -446,15 +468,7 @@ class _ClassWriter:
             holder[name] = ref
             var[ref] = name
             names.append(name)
-        if node.kind == "op" and node.op.results is not None:
-            nesting = node.op.results
-        elif node.kind == "call":   # a block or model that returns a tuple: `out, (h, c) = self.decoder(...)`
-            nesting = structure([n for n, _ in node.args["graph"].outputs])
-        else:
-            nesting = tuple(range(len(refs)))
-        if nesting == (0,):   # `h, = x.chunk(1)`: chunk and split return a tuple even of one tensor
-            return names[0] + ("," if node.kind == "op" and node.op.sequence else "")
-        return _pattern(nesting, names)
+        return _target_pattern(node, names)
 
     def _symbol_bindings(self, var: dict) -> list[str]:
         lines = []
@@ -562,6 +576,19 @@ def _last_uses(g: Graph, nodes: list[Node]) -> dict:
     for _, r in g.outputs:
         out[r] = len(nodes)
     return out
+
+
+def _target_pattern(node: Node, names: list) -> str:
+    """The left side of a node's statement: `h`, `q, k, v`, `out, (h, c)`."""
+    if node.kind == "op" and node.op.results is not None:
+        nesting = node.op.results
+    elif node.kind == "call":   # a block or model that returns a tuple: `out, (h, c) = self.decoder(...)`
+        nesting = structure([n for n, _ in node.args["graph"].outputs])
+    else:
+        nesting = tuple(range(len(names)))
+    if nesting == (0,):   # `h, = x.chunk(1)`: chunk and split return a tuple even of one tensor
+        return names[0] + ("," if node.kind == "op" and node.op.sequence else "")
+    return _pattern(nesting, names)
 
 
 def _pattern(nesting, names) -> str:

@@ -29,7 +29,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0208": "The attribute does not exist on this value.",
     "E0209": "The model or plan named on the command line does not exist in the file.",
     "E0210": "Two layers take one name (`as name`, `name = Layer(...)`): a name is one layer of its model or "
-             "block. Inside a loop, a name given on every pass would name a new layer each time: make the layer "
+             "block, and a `param` or `buffer` name is taken the same way. Inside a loop, a name given on every "
+             "pass would name a new layer each time: make the layer "
              "once before the loop and apply it inside to share it, or leave it unnamed for one per pass.",
     "E0211": "The name would break the generated Python: it is a Python keyword, a dunder name, or an attribute "
              "that torch.nn.Module or the generated file relies on. Choose another name.",

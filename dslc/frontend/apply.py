@@ -174,7 +174,9 @@ class LayerApplication:
         """A layer's name is its attribute: one layer per name in a model or block."""
         if spec.name not in ctx.layer_names:
             return
-        _, first = ctx.layer_names[spec.name]
+        made, first = ctx.layer_names[spec.name]
+        if getattr(made, "kind", None) in ("param", "buffer"):
+            self._claim_state_name(spec.name, spec.name_span, ctx)
         how = f"`{spec.name} = {spec.span.text}`" if spec.span is not None else f"`{spec.name} = ...`"
         if first == spec.name_span:  # the same words again: a loop's next pass
             raise EvalError("E0210", f"`{spec.name}` would name a new layer on every pass of this loop",

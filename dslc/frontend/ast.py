@@ -136,6 +136,16 @@ class ParamStmt(Node):
 
 
 @dataclass(frozen=True)
+class BufferStmt(Node):
+    """`buffer pe = expr`, `buffer(persistent=false) pe = expr`: state computed once, in the constructor."""
+    name: str
+    name_span: Span
+    value: Expr
+    kwargs: tuple[Keyword, ...] = ()
+    args: tuple[Expr, ...] = ()          # positional settings: refused when evaluated
+
+
+@dataclass(frozen=True)
 class ForStmt(Node):
     names: tuple[str, ...]
     name_spans: tuple[Span, ...]
@@ -195,7 +205,7 @@ class ExprStmt(Node):
     value: Expr
 
 
-Stmt = Union[InputStmt, OutputStmt, ParamStmt, ForStmt, RepeatStmt, IfStmt, StepStmt, PhaseStmt,
+Stmt = Union[InputStmt, OutputStmt, ParamStmt, BufferStmt, ForStmt, RepeatStmt, IfStmt, StepStmt, PhaseStmt,
              FreezeStmt, AssignStmt, ExprStmt]
 
 

@@ -183,4 +183,4 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
 )}
 
 # Names of compile-time numbers (a local name of the spec's may shadow them).
-CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf}

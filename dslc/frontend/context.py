@@ -25,6 +25,7 @@ class Ctx:
     loop_depth: int = 0
     failed: bool = False            # some statement failed (here or in a block it used)
     layer_names: dict = field(default_factory=dict)  # a named layer's name -> (Instance, where it was named)
+    buffer_sources: set = field(default_factory=set)  # ids of nodes a buffer's value was copied from
 
 
 def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:

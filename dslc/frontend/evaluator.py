@@ -18,6 +18,7 @@ from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .apply import LayerApplication
 from .binding import unknown_keyword
+from .buffers import BufferEvaluation
 from .calls import CallEvaluation
 from .context import Ctx
 from .errors import EvalError, Poisoned
@@ -32,7 +33,8 @@ if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
 
 
-class Evaluator(StatementEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation, LayerApplication):
+class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation,
+                LayerApplication):
     """Evaluates one unit's models (`model`), specializing each block once per arguments and input types."""
 
     def __init__(self, unit, reporter: Reporter | None = None):

@@ -81,7 +81,7 @@ def _bound_names(decl) -> set:
             out.add(node.name)
             if isinstance(node.shape, ast.ListExpr):
                 out |= {i.id for i in node.shape.items if isinstance(i, ast.Name)}
-        elif isinstance(node, ast.ParamStmt):
+        elif isinstance(node, (ast.ParamStmt, ast.BufferStmt)):
             out.add(node.name)
         elif isinstance(node, ast.ForStmt):
             out |= set(node.names)

@@ -269,9 +269,9 @@ def _syntax_diagnostic(here: _Place, text: str, e: UnexpectedInput, unclosed: li
 
 
 # The words that start a statement, which therefore cannot start an assignment (`output = ...`).
-RESERVED = ("model", "block", "loss", "train", "import", "input", "output", "param", "for", "repeat", "if",
+RESERVED = ("model", "block", "loss", "train", "import", "input", "output", "param", "buffer", "for", "repeat", "if",
             "else", "step", "phase", "freeze", "unfreeze")
-_OTHER_NAME = {"output": "out", "input": "inp", "param": "weight"}
+_OTHER_NAME = {"output": "out", "input": "inp", "param": "weight", "buffer": "buf"}
 
 
 def _reserved_name(here: _Place, text: str, tok) -> Diagnostic | None:
@@ -531,6 +531,11 @@ class _ToAst(Transformer):
     def param_stmt(self, c):
         name, shape, init = _name_tokens(c)[0], _after(c, "COLON"), _after(c, "EQUAL")
         return ast.ParamStmt(self._sp(c), str(name), self._tok(name), shape, init)
+
+    def buffer_stmt(self, c):
+        name, value = _name_tokens(c)[0], _after(c, "EQUAL")
+        pos, kws = next((x for x in c if isinstance(x, _Args)), _Args(((), ()))).value
+        return ast.BufferStmt(self._sp(c), str(name), self._tok(name), value, kws, pos)
 
     def for_stmt(self, c):
         names = _name_tokens(c[:next(i for i, x in enumerate(c) if isinstance(x, Token) and x.type == "IN")])

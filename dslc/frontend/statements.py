@@ -64,7 +64,7 @@ class StatementEvaluation:
             for t in stmt.targets:
                 for name in _target_names(t):
                     ctx.scope[name] = POISON
-        elif isinstance(stmt, (ast.InputStmt, ast.ParamStmt)):
+        elif isinstance(stmt, (ast.InputStmt, ast.ParamStmt, ast.BufferStmt)):
             ctx.scope[stmt.name] = POISON
             if isinstance(stmt, ast.InputStmt) and ctx.n_inputs_declared == 1:
                 ctx.current = POISON
@@ -239,6 +239,7 @@ class StatementEvaluation:
             ctx.outputs = [("out", cur)]
         for name, v in ctx.outputs:
             ctx.graph.outputs += [(flat, t.ref) for flat, t in flatten(name, v)]   # a tuple: `hidden.0`, ...
+        self._drop_buffer_sources(ctx)
 
     def _s_ParamStmt(self, stmt: ast.ParamStmt, ctx: Ctx, top: bool) -> None:
         if ctx.kind not in ("model", "block"):
@@ -246,6 +247,7 @@ class StatementEvaluation:
         if ctx.loop_depth:
             raise EvalError("E0107", "`param` cannot be declared inside a loop", stmt.span)
         self._check_layer_name(stmt.name, stmt.name_span, "a `param`")
+        self._claim_state_name(stmt.name, stmt.name_span, ctx)
         shape = self._expr(stmt.shape, ctx)
         if shape is POISON:
             raise Poisoned()
@@ -262,6 +264,7 @@ class StatementEvaluation:
                                       span=stmt.span)
         t = TensorType(tuple(shape))
         node = ctx.graph.add("param", [t], instance=inst.id, span=stmt.span, names=[stmt.name])
+        ctx.layer_names[stmt.name] = (inst, stmt.name_span)
         ctx.scope[stmt.name] = TensorValue(Ref(node.id), t, stmt.name_span)
 
     def _layer_inits(self, kw: ast.Keyword, ctx: Ctx) -> tuple:

@@ -20,19 +20,19 @@ from .limits import MAX_OPERATIONS, LimitError
 from .types import TensorType
 from .values import Ref, TensorValue
 
-NODE_KINDS = ("op", "input", "param", "weight", "call")
+NODE_KINDS = ("op", "input", "param", "weight", "call", "buffer")
 
 
 @dataclass
 class Instance:
     """A layer, block or learnable tensor that owns parameters."""
     id: str
-    kind: str                         # layer | block | param
+    kind: str                         # layer | block | param | buffer
     op: object = None                 # the OpDef of a layer
     args: dict = field(default_factory=dict)   # constructor arguments (layer) / block arguments
     user_name: str | None = None      # from `as name` or `param name`
     name: str = ""                    # attribute name, set by the naming pass
-    graph: "Graph | None" = None      # a block's specialization
+    graph: "Graph | None" = None      # a block's specialization; a buffer's value (a graph of kind `buffer`)
     init: object = None               # a param's initializer (name, args)
     shape: tuple = ()                 # a param's shape
     span: object = None
@@ -47,13 +47,16 @@ class Instance:
         return {}
 
     def buffers(self) -> dict:
+        """Buffer name -> (shape, dtype): a layer's running statistics, or a `buffer`'s own tensor."""
+        if self.kind == "buffer":
+            return {"": (self.shape, self.graph.type_of(self.graph.outputs[0][1]).dtype)}
         return self.op.buffer_shapes(self.args) if self.kind == "layer" else {}
 
 
 @dataclass
 class Node:
     id: str
-    kind: str                          # op | input | param | weight | call
+    kind: str                          # op | input | param | weight | call | buffer
     outputs: list[TensorType]
     inputs: list[Ref] = field(default_factory=list)
     op: object = None                  # OpDef for kind "op"
@@ -82,7 +85,7 @@ class Failure:
 @dataclass
 class Graph:
     name: str
-    kind: str                                   # model | block
+    kind: str                                   # model | block | buffer (a buffer's value, ir/graph.py Instance)
     params: dict = field(default_factory=dict)  # parameter values of this specialization
     param_types: dict = field(default_factory=dict)  # declared types (for signatures)
     param_defaults: dict = field(default_factory=dict)  # the declared defaults' values

@@ -84,8 +84,8 @@ def snake(name: str) -> str:
 def stem_of(inst: Instance) -> str:
     if inst.kind == "block":
         return snake(inst.graph.name)
-    if inst.kind == "param":
-        return "param"
+    if inst.kind in ("param", "buffer"):
+        return inst.kind
     return inst.op.stem
 
 

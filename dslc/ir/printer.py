@@ -72,6 +72,8 @@ def _rhs(graph: Graph, node, names: dict) -> str:
         return f"param {inst.name} = {inst.init.init.name}"
     if node.kind == "weight":
         return f"{inst.name}.{node.attr}"
+    if node.kind == "buffer":
+        return f"buffer {inst.name}" + ("" if inst.args["persistent"] else " (not persistent)")
     if node.kind == "call":
         return f"{inst.name} = {node.args['graph'].name}({inputs})"
     args = ", ".join(f"{k}={_value(v, names)}" for k, v in node.args.items()

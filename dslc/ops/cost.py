@@ -40,5 +40,5 @@ def macs_by_op(graph: Graph, sizes: dict) -> Iterator[tuple[object, object]]:
     for node in graph:
         if node.kind == "call":
             yield from macs_by_op(node.args["graph"], sizes)
-        elif node.kind not in ("input", "weight", "param"):
+        elif node.kind not in ("input", "weight", "param", "buffer"):
             yield node.op, node_macs(graph, node, sizes)

@@ -104,8 +104,8 @@ class CommonSubexpressions(Pass):
             return None, None
         if node.kind == "weight":
             return ("weight", node.instance, node.attr), None
-        if node.kind == "param":
-            return ("param", node.instance), None
+        if node.kind in ("param", "buffer"):
+            return (node.kind, node.instance), None
         if not pure(g, node):
             return None, "it is random"
         if inst is not None and has_buffers(inst):

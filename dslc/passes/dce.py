@@ -2,8 +2,9 @@
 
 A node is live when a graph output or a live node uses one of its results, or
 when it is random (dropout, noise: removing one would change the random stream
-the others see while training). The rest go, and so do the layers and blocks
-no node applies any more. A layer with weights that goes is recorded in the
+the others see while training), or a buffer (state, as a `param` is: a buffer
+that forward never reads stays in the module and its state dict, as in torch).
+The rest go, and so do the layers and blocks no node applies any more. A layer with weights that goes is recorded in the
 graph (`dropped`): the generated module skips its entries when it loads a
 checkpoint of the unoptimized model.
 
@@ -42,7 +43,7 @@ class DeadCode(Pass):
         used = {ref for _, ref in g.outputs}
         dead = []
         for node in reversed(list(g)):
-            live = node.kind == "input" or any(Ref(node.id, i) in used for i in range(len(node.outputs)))
+            live = node.kind in ("input", "buffer") or any(Ref(node.id, i) in used for i in range(len(node.outputs)))
             if not live and not pure(g, node):
                 log.skip(g, f"kept {describe(g, node)}: its result is unused, but it is random")
                 live = True

@@ -119,7 +119,7 @@ def remove_nodes(graph: Graph, ids) -> None:
 
 def has_state(inst) -> bool:
     """Does the instance own weights or buffers (so that removing it changes the state dict)?"""
-    if inst.kind == "param":
+    if inst.kind in ("param", "buffer"):
         return True
     if inst.kind == "layer":
         return bool(inst.weights() or inst.buffers())
@@ -145,7 +145,7 @@ def describe(graph: Graph, node: Node) -> str:
     inst = graph.instances.get(node.instance) if node.instance else None
     if node.kind == "call":
         return f"`{inst.name}` ({node.args['graph'].name})"
-    if node.kind in ("weight", "param"):
+    if node.kind in ("weight", "param", "buffer"):
         return f"`{inst.name}" + (f".{node.attr}`" if node.kind == "weight" else "`")
     if node.kind == "input":
         return f"the input `{node.names[0]}`"
