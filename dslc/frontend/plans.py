@@ -325,6 +325,8 @@ class PlanChecker(Evaluator):
         if not isinstance(expr, ast.Name):
             raise EvalError("E0301", "`state` names the model input that is carried, like `state = hidden`",
                             expr.span, help=f"state: {catalog.FIELDS['state'].doc}")
+        if not plan.models:
+            raise Poisoned()   # the model's own error was reported
         if list(plan.models) != ["model"] or steps:
             raise EvalError("E0502", "`state` carries the state of the plan's one `model` from batch to batch; "
                             "this plan has " + ("`models`" if list(plan.models) != ["model"] else "`step`s"),
