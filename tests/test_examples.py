@@ -27,6 +27,7 @@ FILES = sorted(glob.glob(os.path.join(ROOT, "examples", "*", "*.dl")))
 SMALL = {
     "mnist": ("data.labels=[0, 1]",),          # 1,000 of the 5,000 images
     "shakespeare": ("data.chars=2000",),        # 30 windows of 65 characters
+    "shakespeare:stream": ("data.chars=20000",),  # each 5% split fills a batch of 20 rows of 36 characters
 }
 INIT = re.compile(r"^runs/([A-Za-z_][A-Za-z0-9_]*)/checkpoints/best\.safetensors$")
 
@@ -51,7 +52,8 @@ PLANS = plans()
 def short(plan) -> list[str]:
     """--set values for a one-epoch (per phase) run of `plan` on a small slice of its data."""
     sets = [f"{p.name}.epochs=1" for p in plan.phases] or ["epochs=1"]
-    return sets + list(SMALL.get(plan.data.entry.name, ()))
+    stream = ":stream" if plan.data.args.get("stream") else ""
+    return sets + list(SMALL.get(plan.data.entry.name + stream, ()))
 
 
 def prerequisites(plan) -> dict:

@@ -133,9 +133,15 @@ DATASETS = {e.name: e for e in (
           "and speech; no headings or stage directions), 4,786,497 characters over a fixed vocabulary of 76 "
           "(sorted; `vocab` of the loaded data). Examples are non-overlapping windows of context + 1 "
           "characters: x the first context, y the next character of each; `chars` keeps only the "
-          "corpus's first `chars` characters", _shakespeare_fields,
+          "corpus's first `chars` characters. With `stream=true` the splits are contiguous stretches of the "
+          "text (training, then validation, then test) read in order, as word_language_model's batchify: "
+          "each split is cut into `batch_size` columns and batch k is the k-th window of context "
+          "characters down every column (y shifted by one), so example b of batch k+1 continues example b "
+          "of batch k; the ragged end of each column is dropped", _shakespeare_fields,
           lead=(ParamSpec("context", INT, 64, checks.positive, "characters per example"),
                 ParamSpec("chars", Optional(INT), None, checks.positive, "use only this many characters")),
+          extra=(ParamSpec("stream", BOOL, False, None, "read the text in order, for truncated BPTT: "
+                           "`batch_size` columns, batch k+1 continuing batch k in each (see Training plans)"),),
           fields_doc="`x` [B, context] of int64, `y` [B, context] of int64"),
     _data("csv", "a UTF-8 CSV file with a header row: x every column but the target that holds numbers "
           "(float32; every cell a finite number; a column without any number is left out, and `dslc train` "
@@ -280,6 +286,7 @@ SCHEDULES = {e.name: e for e in (
 METRICS = {"accuracy": "fraction of correct top-1 predictions",
            "top5": "fraction of targets among the 5 highest scores",
            "f1": "macro-averaged F1 score",
+           "perplexity": "exp of the mean cross-entropy of the targets (language models; lower is better)",
            "mse": "mean squared error",
            "mae": "mean absolute error"}
 
@@ -329,6 +336,9 @@ FIELDS = {f.name: f for f in (
     Field("compile", "bool", "wrap the models in torch.compile"),
     Field("optimize", "int", "the models' code: 1 with the -O1 passes (fused attention, no-ops "
           "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)", 1),
+    Field("state", "state", "a model input carried from batch to batch (truncated BPTT): `state = hidden` feeds "
+          "the input `hidden` from the model's output `hidden` of the batch before, detached; zeros at the "
+          "start of each epoch and each evaluation"),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}

@@ -223,6 +223,9 @@ def _builtin(name: str, args: dict) -> tuple[dict, dict]:
         a = shakespeare_arrays()
         context, chars = int(args["context"]), args.get("chars")
         codes = a["codes"] if chars is None else a["codes"][:int(chars)]
+        if args.get("stream"):   # the text in order, cut into windows by the batch (runtime/data.py)
+            return {"tokens": codes.astype(np.int64)}, {"vocab": len(a["itos"]), "itos": [str(c) for c in a["itos"]],
+                                                        "chars": len(codes), "stream": context}
         n = len(codes) // (context + 1)
         if n == 0:
             raise DataError(f"{len(codes)} characters make no window of context + 1 = {context + 1}", "E0302")

@@ -19,7 +19,7 @@ from ..catalog.sources import DataError
 from ..diagnostics import Label, Reporter, did_you_mean
 from ..ir.dims import Sym, plain, recording, requirements
 from ..ir.graph import Graph
-from ..ir.nesting import top_names
+from ..ir.nesting import SEP, flatten, leaves, nest, structure, top_names
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
 from ..ops.ptypes import describe, is_int, is_number
@@ -74,6 +74,15 @@ class Step:
 
 
 @dataclass
+class CarriedState:
+    """`state = hidden`: the model input fed, batch after batch, from the model's output of that name."""
+    name: str
+    leaves: list          # (flat name `hidden.0`, shape with None for the batch's size, dtype) per tensor
+    structure: object     # how the leaves nest (ir.nesting.structure; an int for one tensor)
+    span: object = None
+
+
+@dataclass
 class Phase:
     name: str
     fields: dict = field(default_factory=dict)
@@ -92,6 +101,7 @@ class Plan:
     phases: list = field(default_factory=list)
     calls: list = field(default_factory=list)     # early_stopping, checkpoint
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
+    state: CarriedState | None = None             # `state = hidden`
 
     def model_name(self, spec) -> str:
         """The plan's name for a model value (`D` in `models = { D: Discriminator() }`)."""
@@ -137,6 +147,8 @@ class PlanChecker(Evaluator):
         self._simple_fields(fields, plan, ctx)
         self._models(fields, plan, ctx)
         self._data(fields, plan, ctx)
+        if "state" in fields:
+            self._guard(lambda: self._state(fields["state"], plan, steps))
         self._required(decl, fields, steps, phases)
         self._calls(calls, plan, ctx)
         self._init_keys(fields, plan)
@@ -201,7 +213,7 @@ class PlanChecker(Evaluator):
     def _simple_fields(self, fields: dict, plan: Plan, ctx: Ctx) -> None:
         for name, stmt in fields.items():
             f = catalog.FIELDS[name]
-            if f.kind in ("model", "models", "data", "loss"):
+            if f.kind in ("model", "models", "data", "loss", "state"):
                 continue
             self._guard(lambda f=f, stmt=stmt: plan.fields.__setitem__(f.name, self._field_value(f, stmt.value, ctx)))
         plan.fields.setdefault("batch_size", catalog.FIELDS["batch_size"].default)
@@ -306,6 +318,56 @@ class PlanChecker(Evaluator):
             self._augment_fits(plan)
         self._guard(run)
 
+    def _state(self, stmt, plan: Plan, steps: list) -> None:
+        """`state = hidden`: an input of the plan's one model, with an output of the same name and
+        shapes, whose sizes are constants or the batch's size."""
+        expr = stmt.value
+        if not isinstance(expr, ast.Name):
+            raise EvalError("E0301", "`state` names the model input that is carried, like `state = hidden`",
+                            expr.span, help=f"state: {catalog.FIELDS['state'].doc}")
+        if not plan.models:
+            raise Poisoned()   # the model's own error was reported
+        if list(plan.models) != ["model"] or steps:
+            raise EvalError("E0502", "`state` carries the state of the plan's one `model` from batch to batch; "
+                            "this plan has " + ("`models`" if list(plan.models) != ["model"] else "`step`s"),
+                            expr.span, help="train a model with its state in a plan with `model` and `loss`")
+        if plan.data is not None and not plan.data.args.get("stream"):
+            has = any(p.name == "stream" for p in plan.data.entry.params)
+            raise EvalError("E0504", f"`state = {expr.id}` carries the state from each batch to the next, which "
+                            f"needs batches that continue each other, but `{plan.data.entry.name}` is read in "
+                            "shuffled examples", expr.span, labels=(Label(plan.data.span, "the data"),),
+                            help=f"read it in order: `{plan.data.entry.name}(..., stream=true)`" if has else
+                            "data sets read in order: " + ", ".join(
+                                e.name for e in catalog.DATASETS.values() if any(p.name == "stream" for p in e.params)))
+        decl, _args, graph = plan.models["model"]
+        inputs, outputs = _by_top_name(graph, graph.inputs), _by_top_name(graph, graph.outputs)
+        name = expr.id
+        if name not in inputs:
+            guess = did_you_mean(name, inputs)
+            raise EvalError("E0504", f"`{decl.name}` has no input `{name}` to carry", expr.span,
+                            label="not an input", help=f"did you mean `{guess}`?" if guess else
+                            "its inputs: " + ", ".join(inputs))
+        where = _input_label(decl, name)
+        if name not in outputs:
+            raise EvalError("E0504", f"`{decl.name}` has no output `{name}` to feed its input `{name}` with",
+                            expr.span, label="no such output", labels=where,
+                            help=f"return the final state under the input's name: `output logits, {name}`")
+        if len(inputs) < 2:
+            raise EvalError("E0504", f"`{decl.name}`'s only input is `{name}`: nothing is read from the batch",
+                            expr.span, labels=where)
+        want, got = inputs[name], outputs[name]
+        if [n for n, _ in want] != [n for n, _ in got] or \
+                any(a != b for (_, a), (_, b) in zip(want, got)):
+            raise EvalError("E0504", f"`{decl.name}`'s output `{name}` is {_shapes(got)}, but its input `{name}` "
+                            f"is {_shapes(want)}: the state it returns cannot be fed back", expr.span,
+                            label="carried here", labels=where,
+                            help="the output must have the input's shapes and dtypes")
+        other = next(t for n, t in inputs.items() if n != name)
+        batch = other[0][1].shape[0] if other[0][1].rank else None
+        plan.state = CarriedState(name, [(n, _state_shape(decl, name, t, batch, expr.span, where), t.dtype)
+                                         for n, t in want], structure([n for n, _ in want])[0], expr.span)
+        plan.fields["state"] = Word(name)
+
     def _augment_value(self, expr, ctx: Ctx) -> list:
         """`augment = [random_flip(), normalize(mean=[0.5], std=[0.5])]`: augmentations only."""
         items = expr.items if isinstance(expr, ast.ListExpr) else [expr]
@@ -388,6 +450,7 @@ class PlanChecker(Evaluator):
         self.step = step
         batch = self._batch(graph)
         ctx.scope["batch"] = batch
+        self.carried_in, self.carried_out = self._carried_input(graph, batch), None
         ctx.scope["batch_size"] = plain(catalog.setting(self.plan.fields, "batch_size"))
         if len(self.plan.models) == 1 and "model" in self.plan.models:
             ctx.scope["out"] = _LazyOut()
@@ -406,12 +469,39 @@ class PlanChecker(Evaluator):
         if isinstance(out, TensorValue):
             step.prediction = out.ref
             graph.outputs.append(("prediction", out.ref))
+        if self.plan.state is not None:
+            self._carried_output(graph, name_span)
         if step.optimizer is None:
             step.optimizer = self.plan.fields.get("optimizer")
         # a plain plan's missing optimizer was reported with the other required fields
         if step.optimizer is None and name != "train" and not _phase_stmts(self.plan.decl):
             raise EvalError("E0501", f"step `{name}` needs an `optimizer`", name_span)
         return step
+
+    def _carried_input(self, graph: Graph, batch: Record):
+        """The step's input for the carried state (named as the model's input, so the step's forward
+        takes `hidden`), its batch size the batch's."""
+        state = self.plan.state
+        if state is None:
+            return None
+        size = next(iter(batch.fields.values())).type.shape[0]
+        values = []
+        for name, shape, dtype in state.leaves:
+            t = TensorType(tuple(size if d is None else d for d in shape), dtype)
+            node = graph.add("input", [t], names=[name])
+            graph.inputs.append((name, Ref(node.id)))
+            values.append(TensorValue(Ref(node.id), t, state.span))
+        return nest(state.structure, values)
+
+    def _carried_output(self, graph: Graph, name_span) -> None:
+        """The model's final state, the step's last output(s): the trainer feeds it to the next batch."""
+        state = self.plan.state
+        if self.carried_out is None:
+            raise EvalError("E0502", f"`state = {state.name}` is carried through `out`, but the loss does not "
+                            "read `out`", state.span, help="compute the loss from `out`, the model applied to "
+                            "the batch and the carried state")
+        for flat, value in flatten(state.name, self.carried_out):
+            graph.outputs.append((flat, value.ref))
 
     def _batch(self, graph: Graph) -> Record:
         if self.plan.data is None:
@@ -488,22 +578,33 @@ class PlanChecker(Evaluator):
         decl, args, graph = self.plan.models["model"]
         inputs = self._model_inputs(decl, graph, ctx, span)
         spec = BlockSpec(decl, args, {}, span)
-        result = self._apply_block(spec, inputs, [v.span for v in inputs], span, ctx)
+        spans = [leaves([v])[0].span for v in inputs]
+        result = self._apply_block(spec, inputs, spans, span, ctx)
         names = top_names([n for n, _ in graph.outputs])   # a tuple output is one field: `out.hidden`
+        if self.plan.state is not None:   # the carried state is the step's, not `out`'s
+            i = names.index(self.plan.state.name)
+            self.carried_out = result[i]
+            names, result = names[:i] + names[i + 1:], list(result[:i]) + list(result[i + 1:])
         if len(names) == 1:
-            return result
+            return result[0] if isinstance(result, list) else result
         return Record("out", dict(zip(names, result)), span)
 
     def _model_inputs(self, decl, graph: Graph, ctx: Ctx, span) -> list:
         """The batch fields feeding each model input: by name, or `x` for a single input."""
         batch = ctx.scope["batch"]
         data = self.plan.data
+        state = self.plan.state.name if self.plan.state is not None else None
+        fed = [(n, ref) for n, ref in graph.inputs if n.split(SEP)[0] != state]
         out = []
         for name, ref in graph.inputs:
+            if name.split(SEP)[0] == state:
+                if name == state or name.endswith(f"{SEP}0") and name.count(SEP) == 1:
+                    out.append(self.carried_in)   # once, for the tuple's first tensor
+                continue
             want = graph.type_of(ref)
             if name in batch.fields:
                 field_name = name
-            elif len(graph.inputs) == 1 and data.entry.input_field in batch.fields:
+            elif len(fed) == 1 and data.entry.input_field in batch.fields:
                 field_name = data.entry.input_field
             else:
                 raise EvalError("E0504", f"`{data.entry.name}` has no field for the model's input `{name}`", span,
@@ -643,6 +744,39 @@ class _LazyOut:
 
     def describe(self) -> str:
         return "`out`"
+
+
+def _by_top_name(graph: Graph, entries: list) -> dict:
+    """Top-level name -> [(flat name, TensorType)] of a graph's inputs or outputs."""
+    out: dict = {}
+    for name, ref in entries:
+        out.setdefault(name.split(SEP)[0], []).append((name, graph.type_of(ref)))
+    return out
+
+
+def _shapes(leaves: list) -> str:
+    return ", ".join(str(t) for _, t in leaves) if len(leaves) == 1 else \
+        "(" + ", ".join(str(t) for _, t in leaves) + ")"
+
+
+def _input_label(decl, name: str) -> tuple:
+    stmt = next((s for s in decl.body if isinstance(s, ast.InputStmt) and s.name == name), None)
+    return (Label(stmt.span, f"the input `{name}`"),) if stmt is not None else ()
+
+
+def _state_shape(decl, name: str, t: TensorType, batch, span, where) -> tuple:
+    """A carried tensor's shape, with None for the batch's size: each size a number or the batch's."""
+    out = []
+    for d in t.shape:
+        if isinstance(d, Sym) and batch is not None and d == batch:
+            out.append(None)
+        elif not isinstance(d, Sym) or d.poly.is_const():
+            out.append(plain(d))
+        else:
+            raise EvalError("E0504", f"`{decl.name}`'s input `{name}` is {t}: a carried state's sizes are numbers "
+                            f"or the batch's size {batch}, so that it can start as zeros", span,
+                            label="carried here", labels=where)
+    return tuple(out)
 
 
 def _is_model_value(v) -> bool:

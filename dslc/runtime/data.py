@@ -5,6 +5,9 @@
   set is given them, and splits it by seed: a permutation from numpy's
   `default_rng(seed)`; the test split is its first round(n·test) examples, the
   validation split the next round(n·val), training the rest, in permuted order.
+- A stream data set (`shakespeare(stream=true)`) loads as one `Stream` per split: contiguous
+  stretches of the text (training, validation, test, in that order; no seed), batched in order
+  as word_language_model's batchify does, for truncated BPTT (`Stream`).
 - `batches` indexes the in-memory tensors. The order of an epoch and every random
   draw of augmentation depend only on (seed, epoch) and the batch's index, so a
   resumed run sees the very same batches. The last, partial batch is kept.
@@ -33,10 +36,37 @@ from ..ir.dims import Sym, Var, requirements, unmet
 
 
 @dataclass
+class Stream:
+    """A split of a text read in order (truncated BPTT). Its tokens are cut into `batch_size`
+    columns of n = N // batch_size tokens (column b holds tokens b·n ... b·n + n - 1, the rest
+    dropped), and batch k is window k down every column: x = columns[:, k·c : k·c + c],
+    y = columns[:, k·c + 1 : k·c + c + 1] for c = context. So example b of batch k+1 continues
+    example b of batch k, and every batch is full; the ragged end of each column (fewer than
+    c + 1 tokens left) is dropped."""
+    tokens: torch.Tensor      # [N] int64
+    context: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def windows(self, batch_size: int) -> int:
+        return max(0, (len(self.tokens) // batch_size - 1) // self.context)
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        n, c = len(self.tokens) // batch_size, self.context
+        columns = self.tokens[:n * batch_size].view(batch_size, n)
+        for k in range(self.windows(batch_size)):
+            yield {"x": columns[:, k * c:k * c + c].contiguous(), "y": columns[:, k * c + 1:k * c + c + 1].contiguous()}
+
+    def to(self, device) -> "Stream":
+        return Stream(self.tokens.to(device), self.context)
+
+
+@dataclass
 class Splits:
-    train: dict[str, torch.Tensor]              # field name -> tensor, first dim = examples
-    val: dict[str, torch.Tensor] | None
-    test: dict[str, torch.Tensor] | None
+    train: dict[str, torch.Tensor] | Stream     # field name -> tensor, first dim = examples
+    val: dict[str, torch.Tensor] | Stream | None
+    test: dict[str, torch.Tensor] | Stream | None
     meta: dict = field(default_factory=dict)    # classes, class_names, vocab, itos, sizes, ...
 
 
@@ -66,6 +96,8 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
         raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
     want = entry.field_types(full, base_dir)
     arrays, meta = sources.arrays(name, full, base_dir)
+    if "stream" in meta:
+        return _stream_splits(arrays["tokens"], meta, float(full["val"]), float(full["test"]))
     labels = full.get("labels")
     if labels is not None:
         arrays, meta = _keep_labels(name, arrays, meta, [int(i) for i in labels])
@@ -82,6 +114,24 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     meta = dict(meta, name=name, examples=n, sizes={"train": len(parts[0]), "val": len(parts[1]),
                                                      "test": len(parts[2])})
     return Splits(train, val, test, meta)
+
+
+def _stream_splits(tokens: np.ndarray, meta: dict, val: float, test: float) -> Splits:
+    """A text's contiguous splits: training first, then validation, then test (its last tokens)."""
+    n = len(tokens)
+
+    def count(frac: float) -> int:
+        return 0 if frac <= 0 else max(1, round(n * frac))
+    n_val, n_test = count(val), count(test)
+    if n_val + n_test >= n:
+        raise DataError(f"val = {val:g} and test = {test:g} of {n} tokens leave nothing to train on", "E0302")
+    t = torch.from_numpy(np.ascontiguousarray(tokens))
+    ends = (n - n_val - n_test, n - n_test, n)
+    parts = (t[:ends[0]], t[ends[0]:ends[1]], t[ends[1]:])
+    context = int(meta["stream"])
+    train, val_, test_ = (Stream(p.clone(), context) if len(p) else None for p in parts)
+    sizes = {"train": ends[0], "val": n_val, "test": n_test}
+    return Splits(train, val_, test_, dict(meta, examples=n, sizes=sizes))
 
 
 def _keep_labels(name: str, arrays: dict, meta: dict, labels: list[int]) -> tuple[dict, dict]:
@@ -107,6 +157,7 @@ def check_requirements(plan, splits: Splits, batch_sizes: list[int]) -> None:
     needs B > 3) before training starts: every batch the run will feed is tried, each phase's
     `batch_size` and the last, partial batch of each split. The error points at the spec line
     that relies on the size, and at the plan's data."""
+    _check_streams(splits, batch_sizes, plan.data.span)
     for step in plan.steps:
         if not requirements(step.graph.guards):
             continue
@@ -117,10 +168,25 @@ def check_requirements(plan, splits: Splits, batch_sizes: list[int]) -> None:
                 raise DslcError(_unmet(bad[0], sizes, what, plan.data.span))
 
 
+def _check_streams(splits: Splits, batch_sizes: list[int], data_span) -> None:
+    """Each split read as a stream must fill at least one batch of every batch size."""
+    for name, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        for bs in batch_sizes:
+            if isinstance(split, Stream) and split.windows(bs) == 0:
+                need = bs * (split.context + 1)
+                raise DslcError(Diagnostic(
+                    "E0504", f"the {name} split ({len(split)} tokens) makes no batch of {bs} columns of "
+                    f"context + 1 = {split.context + 1} tokens", data_span, label=f"needs {need} tokens",
+                    help="give the split more text (`chars`, `val`, `test`) or lower `batch_size` or `context`"))
+
+
 def _batch_counts(splits: Splits, batch_sizes: list[int]) -> set:
     """(examples, which batch) of every batch size a run over these splits feeds."""
     out = set()
     for name, split in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if isinstance(split, Stream):   # every batch of a stream is full
+            out.update((bs, f"a batch of `batch_size = {bs}`") for bs in batch_sizes)
+            continue
         n = _length(split) if split else 0
         for bs in batch_sizes:
             if n >= bs:
@@ -137,7 +203,9 @@ def _sizes(graph, split: dict, n: int) -> dict:
         field_ = name[len("batch_"):]
         for i, d in enumerate(graph.type_of(ref).shape):
             atom = d.poly.single_atom() if isinstance(d, Sym) else None
-            if isinstance(atom, Var) and field_ in split:
+            if isinstance(atom, Var) and isinstance(split, Stream) and field_ in ("x", "y"):
+                sizes.setdefault(atom, n if i == 0 else split.context)
+            elif isinstance(atom, Var) and isinstance(split, dict) and field_ in split:
                 sizes.setdefault(atom, n if i == 0 else int(split[field_].shape[i]))
     return sizes
 
@@ -158,8 +226,10 @@ def _length(split: dict) -> int:
     return len(next(iter(split.values())))
 
 
-def steps_per_epoch(split: dict, batch_size: int) -> int:
-    """Batches in one pass over `split` (the last, partial one included)."""
+def steps_per_epoch(split: dict | Stream, batch_size: int) -> int:
+    """Batches in one pass over `split` (the last, partial one included; a stream's are all full)."""
+    if isinstance(split, Stream):
+        return split.windows(batch_size)
     return math.ceil(_length(split) / batch_size)
 
 
@@ -173,7 +243,11 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
             train: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch) when `shuffle`, else
     the split's order; batch k's augmentation draws from a generator seeded by
-    (seed, epoch, k + 1). `train=False` applies only `normalize`."""
+    (seed, epoch, k + 1). `train=False` applies only `normalize`. A `Stream` is read in order
+    (not shuffled; its int64 `x` takes no augmentation)."""
+    if isinstance(split, Stream):
+        yield from split.batches(batch_size)
+        return
     n = _length(split)
     device = next(iter(split.values())).device
     order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
@@ -284,5 +358,5 @@ def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-__all__ = ["DataError", "Splits", "apply_augment", "batches", "generator", "load", "normalize", "random_crop",
+__all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "generator", "load", "normalize", "random_crop",
            "random_flip", "rotation", "split_indices", "steps_per_epoch"]

@@ -6,19 +6,22 @@ are left out. A prediction with the target's own shape is one binary logit per
 example (class 1 when > 0). `accuracy` is the top-1 fraction correct, `top5` the fraction
 of targets among the min(5, C) highest scores, `f1` the F1 score macro-averaged over the
 classes that occur in the targets or the predictions (scikit-learn's
-`f1_score(average="macro")`). A confusion matrix `[C, C]` (rows: true class) is kept.
+`f1_score(average="macro")`), `perplexity` exp of the mean cross-entropy of the targets
+(word_language_model's exp(mean loss), summed in float64 over every target). A confusion matrix `[C, C]` (rows: true class) is kept.
 
 Regression: `mse` and `mae` average over every element.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import catalog
 
-CLASSIFICATION = ("accuracy", "top5", "f1")
+CLASSIFICATION = ("accuracy", "top5", "f1", "perplexity")
 REGRESSION = ("mse", "mae")
-HIGHER_IS_BETTER = frozenset(CLASSIFICATION)
+HIGHER_IS_BETTER = frozenset(("accuracy", "top5", "f1"))
 
 
 class MetricSet:
@@ -39,6 +42,7 @@ class MetricSet:
     def reset(self) -> None:
         self._confusion = None   # [C, C] int64 on the predictions' device
         self._top5 = None
+        self._nll = 0.0          # perplexity: the summed cross-entropy of the targets
         self._count = 0          # examples (classification) or elements (regression)
         self._sq = None
         self._abs = None
@@ -77,6 +81,9 @@ class MetricSet:
         if "top5" in self.names:
             top = scores.topk(min(5, c), dim=1).indices
             self._top5 += (top == target[:, None]).any(1).sum()
+        if "perplexity" in self.names:
+            logp = torch.log_softmax(scores.double(), 1)
+            self._nll += float(-logp.gather(1, target[:, None]).sum())
         self._count += target.numel()
 
     def compute(self) -> dict[str, float]:
@@ -97,6 +104,9 @@ class MetricSet:
                 out[name] = float(self._top5) / n
             elif name == "f1":
                 out[name] = macro_f1(cm)
+            elif name == "perplexity":
+                mean = self._nll / n
+                out[name] = math.exp(mean) if mean < 709 else math.inf   # past float64's range
         return out
 
     def confusion(self):

@@ -30,6 +30,7 @@ from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
 from ..frontend import ast
 from ..frontend.settings import parse_sets
+from ..ir.nesting import nest
 from ..passes import optimize
 from . import checkpoint, resume
 from . import data as data_mod
@@ -134,6 +135,7 @@ class Trainer:
         self.resume_tensors = None        # optimizer tensors read from the checkpoint
         self.last_confusion = None        # the last evaluation's confusion matrix
         self.best_weights = None          # checkpointing.BestWeights
+        self.carried = None               # `state = hidden`: the training state after the last batch (detached)
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
@@ -165,7 +167,8 @@ class Trainer:
             raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), self.plan.data.span)) from None
         for note in self.data.meta.get("notes", ()):
             self.out(f"note: {note}")
-        y = self.data.train.get("y")
+        train = self.data.train
+        y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
 
@@ -213,7 +216,7 @@ class Trainer:
                 mod = torch.compile(mod)
             self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
                                       loss_span=step.span))
-        self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs]
+        self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs if n.startswith("batch_")]
         self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
         if self.config.metrics and not self.has_prediction:
@@ -358,6 +361,8 @@ class Trainer:
         count = 0
         if skip and self.partial:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
+        if not skip:
+            self.carried = None   # each epoch starts from zeros; a resumed one from the checkpoint's state
         started = time.perf_counter()
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
         self.epoch, self.epoch_batches = epoch, n_batches
@@ -371,7 +376,8 @@ class Trainer:
             n = inputs[0].shape[0]
             last = b + 1 == n_batches
             for s in self.steps:
-                loss = self._forward(s, inputs)[0]
+                result, self.carried = self._carry(s, inputs, self.carried)
+                loss = result[0]
                 value = float(loss.detach())
                 self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
@@ -397,6 +403,20 @@ class Trainer:
             record["phase"] = self.phases[self.phase_index].name
         self.partial = None
         return record
+
+    def _carry(self, s: StepRun, inputs: list, carried):
+        """The step on a batch, given the state carried from the batch before (`state = hidden`;
+        zeros for the first): its results, and the state it returns, detached, so that the next
+        batch's backward pass stops there (truncated BPTT)."""
+        state = self.plan.state
+        if state is None:
+            return self._forward(s, inputs), None
+        if carried is None:
+            carried = nest(state.structure, [torch.zeros([inputs[0].shape[0] if d is None else d for d in shape],
+                                                         dtype=getattr(torch, dtype), device=self.device)
+                                             for _, shape, dtype in state.leaves])
+        result = self._forward(s, inputs + [carried])
+        return result[:-1], _detached(result[-1])
 
     def _forward(self, s: StepRun, inputs: list):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
@@ -445,6 +465,7 @@ class Trainer:
         for m in self.models.values():
             m.eval()
         total, count = 0.0, 0
+        carried = None   # the state runs along the split from zeros, as in training
         with self.callbacks.evaluation_weights(self):
             with torch.no_grad():
                 for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
@@ -452,7 +473,7 @@ class Trainer:
                     inputs = [batch[f].to(self.device) for f in self.batch_fields]
                     n = inputs[0].shape[0]
                     for s in self.steps:
-                        result = self._forward(s, inputs)
+                        result, carried = self._carry(s, inputs, carried)
                         total += float(result[0]) * n
                         if metrics is not None and len(result) > 1:
                             pred, target = _per_example(result[1].float(), batch["y"].to(self.device))
@@ -492,6 +513,8 @@ class Trainer:
                  "history": self.history, "optim": optim_state, "stopped_early": self.stopped_early,
                  "partial": self.partial if batch else None,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
+        if batch and self.carried is not None:   # mid-epoch: the next batch continues this state
+            tensors.update({f"carried.{i}": t for i, t in enumerate(_leaves(self.carried))})
         self.callbacks.on_save_checkpoint(self, state, tensors)
         if batch == 0:
             self.partial = None
@@ -555,6 +578,9 @@ class Trainer:
         self.stopped_early = bool(state.get("stopped_early"))
         self.partial = state.get("partial")
         self.resume_tensors = tensors
+        if self.plan.state is not None and self.position[1]:
+            n = len(self.plan.state.leaves)
+            self.carried = nest(self.plan.state.structure, [tensors[f"carried.{i}"].to(self.device) for i in range(n)])
         self.callbacks.on_load_checkpoint(self, state, tensors)
 
     def _prepare_phase(self, state: dict, path: str) -> None:
@@ -661,6 +687,15 @@ def _per_example(pred, target):
     if pred.dim() == 2 and pred.shape[1] == 1 and target.dim() == 1:
         return pred[:, 0], target
     return pred, target
+
+
+def _detached(state):
+    """A state (a tensor or nested tuples of them) cut from the graph that computed it."""
+    return tuple(_detached(t) for t in state) if isinstance(state, tuple) else state.detach()
+
+
+def _leaves(state) -> list:
+    return [x for t in state for x in _leaves(t)] if isinstance(state, tuple) else [state]
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
