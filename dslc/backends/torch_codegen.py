@@ -387,9 +387,10 @@ class _ClassWriter:
             name = self.external.get(inst.id, inst.name)
             return f"self.{name}({_nested(structure([n for n, _ in inst.graph.inputs]), inputs, self.tuples)})"
         op = node.op
+        inputs = op.positional(node.args, inputs)   # keyword inputs are read from the args by name
         source = (inputs or params or [None])[0]
         e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
-                 types=[g.type_of(r) for r in node.inputs], outputs=node.outputs)
+                 types=[g.type_of(r) for r in op.positional(node.args, node.inputs)], outputs=node.outputs)
         self.gen.helpers.update(_helpers_of(op.torch, node.args))
         if op.is_layer:
             inst = g.instances[node.instance]
