@@ -311,6 +311,8 @@ class _ClassWriter:
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
         op, args = inst.op, inst.args if args is None else args
         t: TorchLayer = op.torch
+        if t.ctor is not None:   # a module made of modules: nn.TransformerEncoder(nn.TransformerEncoderLayer(...))
+            return t.ctor(args, printer.value)
         parts = [printer.value(args[n]) for n in t.positional]
         for n in t.keywords:
             spec = op.param(n)

@@ -110,36 +110,39 @@ def _additive(g, m: str, dtype: str, is_bool: bool) -> str:
     return g.op("Where", [m, g.const(float("-inf"), dtype=dtype), g.const(0.0, dtype=dtype)], hint="mask")
 
 
-def _mha_mask(g, n, batch, steps, keys, heads: int) -> str | None:
-    """The sum of the causal, attention and key padding masks, [B or 1, heads or 1, T, S], as torch merges
-    them (bool ones as -inf); with add_bias_kv a 0 column lets every query see the bias key."""
-    dtype, parts = n.x.dtype, []
-    if n["causal"]:
+def mask_sum(g, n, dtype: str, sizes: tuple, attn: str | None, pad: str | None, causal: bool = False,
+             bias_kv: bool = False) -> str | None:
+    """The sum of the causal mask, the attention mask (the argument named `attn`: [T, S] or [B * heads, T, S])
+    and the key padding mask (`pad`: [B, S]), broadcastable to [B, heads, T, S], as torch merges them
+    (bool ones as -inf); with add_bias_kv a 0 column lets every query see the bias key. `sizes`: (B, heads, T, S)."""
+    batch, heads, steps, keys = sizes
+    parts, wide = [], False
+    if causal:
         parts.append(_additive(g, _causal_mask(g, steps, keys), dtype, True))
-    if n.tensor("attn_mask") is not None:
-        t = n.type_of("attn_mask")
-        m = _additive(g, n.tensor("attn_mask"), dtype, t.dtype == "bool")
+    if attn is not None and n.tensor(attn) is not None:
+        t = n.type_of(attn)
+        m = _additive(g, n.tensor(attn), dtype, t.dtype == "bool")
         if t.rank == 3:   # [B * heads, T, S]: torch's batch-major order of the heads
             m = g.op("Reshape", [m, g.shape((batch, heads, steps, keys))], hint="attn_mask")
+            wide = True
         parts.append(m)
-    if n.tensor("key_padding_mask") is not None:
-        m = _additive(g, n.tensor("key_padding_mask"), dtype, n.type_of("key_padding_mask").dtype == "bool")
+    if pad is not None and n.tensor(pad) is not None:
+        m = _additive(g, n.tensor(pad), dtype, n.type_of(pad).dtype == "bool")
         parts.append(g.op("Unsqueeze", [m, g.ints([1, 2])], hint="padding"))   # [B, 1, 1, S]
+        wide = True
     if not parts:
         return None
     mask = parts[0]
     for m in parts[1:]:
         mask = g.op("Add", [mask, m], hint="mask")
-    if n["add_bias_kv"]:
-        wide = n.tensor("key_padding_mask") is not None or n.type_of("attn_mask") is not None and \
-            n.type_of("attn_mask").rank == 3
+    if bias_kv:
         if not wide:   # [T, S] -> [1, 1, T, S], for the one Pad below
             mask = g.op("Unsqueeze", [mask, g.ints([0, 1])], hint="mask")
         mask = g.op("Pad", [mask, g.ints([0, 0, 0, 0, 0, 0, 0, 1]), g.const(0.0, dtype=dtype)], hint="mask")
     return mask
 
 
-def _mha_attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None, empty_rows: bool):
+def mha_attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None, empty_rows: bool):
     """softmax(q kᵀ / √d + mask) v over [B, h, T, d] queries; returns (attended, weights [B, h, T, S]).
     `empty_rows`: a query whose keys are all masked attends to nothing (0, as torch's
     scaled_dot_product_attention gives) rather than NaN (softmax over nothing, as torch's weights path)."""
@@ -174,7 +177,8 @@ def _mha_onnx(g, n):
     b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
                      if a["bias"] else (None, None, None))
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
-    mask = _mha_mask(g, n, batch, steps, keys, heads)
+    mask = mask_sum(g, n, dtype, (batch, heads, steps, keys), "attn_mask", "key_padding_mask", a["causal"],
+                    a["add_bias_kv"])
     q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, k, w_k, b_k, "k"), _project(g, v, w_v, b_v, "v")  # [B, ., E]
     if a["add_bias_kv"]:  # one more key and value, the learned bias_k / bias_v [1, 1, E], for every batch row
         one = g.shape((batch, 1, e))
@@ -183,7 +187,7 @@ def _mha_onnx(g, n):
         keys = keys + 1
     q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
                for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
-    attended, weights = _mha_attend(g, q, k, v, e // heads, dtype, mask, empty_rows=not a["need_weights"])
+    attended, weights = mha_attend(g, q, k, v, e // heads, dtype, mask, empty_rows=not a["need_weights"])
     out = _merge_heads(g, attended, batch, steps, e)
     out = _project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None, "out")
     if not a["need_weights"]:
@@ -191,6 +195,25 @@ def _mha_onnx(g, n):
     if a["average_attn_weights"]:   # the heads' mean, [B, T, S]
         weights = g.op("ReduceMean", [weights, g.ints([1])], keepdims=0, hint="weights")
     return [out, weights]
+
+
+def packed_attention_onnx(g, n, prefix: str, q: str, kv: str, qtype, kvtype, heads: int, bias: bool,
+                          mask: str | None) -> str:
+    """torch's MultiheadAttention with packed weights (kdim = vdim = E) under `prefix` (`self_attn.`),
+    query `q` over `kv`, the additive `mask`; values only (need_weights=False: a query that sees no key gives 0)."""
+    e, dtype = qtype.shape[2], qtype.dtype
+    w_q, w_k, w_v = g.op("Split", [n.weight(f"{prefix}in_proj_weight")], n_out=3, axis=0, num_outputs=3,
+                         hint="w_qkv")
+    b_q, b_k, b_v = (g.op("Split", [n.weight(f"{prefix}in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
+                     if bias else (None, None, None))
+    batch, steps, keys = qtype.shape[0], qtype.shape[1], kvtype.shape[1]
+    q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, kv, w_k, b_k, "k"), _project(g, kv, w_v, b_v, "v")
+    q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
+               for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
+    attended, _ = mha_attend(g, q, k, v, e // heads, dtype, mask, empty_rows=True)
+    out = _merge_heads(g, attended, batch, steps, e)
+    return _project(g, out, n.weight(f"{prefix}out_proj.weight"),
+                    n.weight(f"{prefix}out_proj.bias") if bias else None, "attn_out")
 
 
 def _attention_onnx(g, n):
@@ -248,43 +271,48 @@ def _mask_type(b, name: str, dtype: str, layout: str):
         return None
     t = m.type
     if t.dtype != "bool" and t.dtype != dtype:
-        raise ShapeError(f"`MultiheadAttention`'s `{name}` must be bool or {dtype} like the query, got {t.dtype}",
+        raise ShapeError(f"`{b.op.name}`'s `{name}` must be bool or {dtype} like the query, got {t.dtype}",
                          code="E0310", arg=name, label=f"{t.dtype}, not bool or {dtype}",
                          help=f"{layout}; true (or -inf) hides a key: `tokens == 0`")
     return t
 
 
 def _check_masks(b, q, k) -> None:
-    """key_padding_mask [B, S]; attn_mask [T, S] or [B * heads, T, S]; is_causal is torch's hint
-    that attn_mask is the causal mask (torch wants the mask too)."""
+    check_masks(b, q, k, b["num_heads"], "attn_mask", "key_padding_mask", "is_causal")
+    if b["causal"] and b["attn_mask"] is not None:
+        raise ShapeError("`MultiheadAttention` made with causal=true takes no attn_mask as well", code="E0403",
+                         arg="attn_mask", label="a second mask",
+                         help="give the causal mask yourself (`attn_mask=square_subsequent_mask(T)`) or use "
+                              "causal=true alone")
+
+
+def check_masks(b, q, k, heads, attn: str | None, pad: str | None, hint: str | None) -> None:
+    """The masks of attention of queries `q` over keys `k`: the key padding mask (the argument named `pad`)
+    [B, S]; the attention mask (`attn`) [T, S] or [B * heads, T, S]; `hint` (is_causal) is torch's hint
+    that the attention mask is the causal mask (torch wants the mask too)."""
     batch, steps, keys = q.shape[0], q.shape[1], k.shape[1]
-    pad = _mask_type(b, "key_padding_mask", q.dtype, "[B, S]")
-    if pad is not None and (pad.rank != 2 or not _agree(pad.shape[0], batch) or not _agree(pad.shape[1], keys)):
-        raise ShapeError(f"`MultiheadAttention`'s key_padding_mask must be [B, S] = [{dim_text(batch)}, "
-                         f"{dim_text(keys)}] (the keys' batch and length), got {pad.shape_str()}", code="E0403",
-                         arg="key_padding_mask", label=f"expected [{dim_text(batch)}, {dim_text(keys)}]",
+    what = f"`{b.op.name}`'s"
+    m = _mask_type(b, pad, q.dtype, "[B, S]") if pad else None
+    if m is not None and (m.rank != 2 or not _agree(m.shape[0], batch) or not _agree(m.shape[1], keys)):
+        raise ShapeError(f"{what} {pad} must be [B, S] = [{dim_text(batch)}, {dim_text(keys)}] (the keys' batch "
+                         f"and length), got {m.shape_str()}", code="E0403", arg=pad,
+                         label=f"expected [{dim_text(batch)}, {dim_text(keys)}]",
                          help="true marks a key (padding) that no query attends to: `tokens == 0`")
-    am = _mask_type(b, "attn_mask", q.dtype, "[T, S] or [B * heads, T, S]")
+    am = _mask_type(b, attn, q.dtype, "[T, S] or [B * heads, T, S]") if attn else None
     if am is not None:
-        first = batch * b["num_heads"]
+        first = batch * heads
         ok = am.rank in (2, 3) and _agree(am.shape[-2], steps) and _agree(am.shape[-1], keys) and \
             (am.rank == 2 or _agree(am.shape[0], first))
         if not ok:
-            raise ShapeError(f"`MultiheadAttention`'s attn_mask must be [T, S] = [{dim_text(steps)}, "
-                             f"{dim_text(keys)}] or [B * heads, T, S] = [{dim_text(first)}, {dim_text(steps)}, "
-                             f"{dim_text(keys)}], got {am.shape_str()}", code="E0403", arg="attn_mask",
+            raise ShapeError(f"{what} {attn} must be [T, S] = [{dim_text(steps)}, {dim_text(keys)}] or "
+                             f"[B * heads, T, S] = [{dim_text(first)}, {dim_text(steps)}, {dim_text(keys)}], "
+                             f"got {am.shape_str()}", code="E0403", arg=attn,
                              label=f"expected [{dim_text(steps)}, {dim_text(keys)}]",
                              help="true (or -inf) at [i, j] hides key j from query i")
-        if b["causal"]:
-            raise ShapeError("`MultiheadAttention` made with causal=true takes no attn_mask as well", code="E0403",
-                             arg="attn_mask", label="a second mask",
-                             help="give the causal mask yourself (`attn_mask=triu(ones(T, T), 1) > 0`) or use "
-                                  "causal=true alone")
-    if b["is_causal"] and am is None:
-        raise ShapeError("`MultiheadAttention`'s is_causal=true is torch's hint that attn_mask is the causal mask: "
-                         "it needs attn_mask too", code="E0403", arg="is_causal", label="no attn_mask given",
-                         help="give the mask (`attn_mask=square_subsequent_mask(T)`), or make the layer with "
-                              "causal=true")
+    if hint and b[hint] and am is None:
+        raise ShapeError(f"{what} {hint}=true is torch's hint that {attn} is the causal mask: it needs {attn} too",
+                         code="E0403", arg=hint, label=f"no {attn} given",
+                         help=f"give the mask too: `{attn}=square_subsequent_mask(T)`")
 
 
 def _mha_infer(b):

@@ -117,6 +117,7 @@ class TorchLayer:
     call: Callable | None = None       # (emit, module_expr) -> str
     functional: Callable | None = None  # (emit) -> str
     helpers: tuple[str, ...] | Callable = ()   # names in HELPERS, or args -> names
+    ctor: Callable | None = None       # (args, format) -> source, for a constructor the above cannot write
 
 
 @dataclass(frozen=True)
