@@ -5,7 +5,8 @@ An encoder layer is self-attention then a feed-forward network (linear2(dropout(
 each with a residual connection and a LayerNorm: after it (`norm_first=false`, torch's default)
 or before it (`norm_first=true`). A decoder layer puts attention over the encoder's output
 (`memory`) between the two. The stacks repeat a layer `num_layers` times (torch deep-copies one
-layer; each copy then has weights of its own) and may end in a LayerNorm. Transformer is an encoder and a decoder stack, each with its final norm.
+layer; each copy then has weights of its own) and may end in a LayerNorm. Transformer is an
+encoder and a decoder stack, each with its final norm.
 
 dslc's tensors are batch-first, so `batch_first` must be true (it is the default here, unlike
 torch). A stack takes its layer's arguments flat: `TransformerEncoder(256, 8, 6, norm=true)` is
@@ -20,8 +21,8 @@ MACs at batch B, sequence T (S for memory), width E, feed-forward width F: self-
 from __future__ import annotations
 
 from ..ir.dims import Real, Size, Sym, plain
-from . import checks
 from ..ir.types import TensorType
+from . import checks
 from .attention import _agree, _causal_mask, _need_divides, _project, check_masks, mask_sum, packed_attention_onnx
 from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
