@@ -25,7 +25,7 @@ from ..ir.types import TensorType
 from . import checks
 from .attention import _agree, _causal_mask, _need_divides, _project, check_masks, mask_sum, packed_attention_onnx
 from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, Str
-from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
+from .registry import REQUIRED, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import dim_text, need_rank
 from .tensor.creation import SIZE_OR_INT
 
@@ -36,7 +36,6 @@ def _batch_first(v) -> str | None:
 
 def _layer_params(d_model=None, nhead=None) -> tuple:
     """The arguments every Transformer layer takes, with torch's defaults (batch_first aside)."""
-    from .registry import REQUIRED
     return (ParamSpec("d_model", INT, REQUIRED if d_model is None else d_model, checks.positive,
                       doc="the width E of every token"),
             ParamSpec("nhead", INT, REQUIRED if nhead is None else nhead, checks.positive,
