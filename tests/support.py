@@ -54,7 +54,9 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
         return TensorValue(Ref(node.id), t, None)
 
     args, tensors = {}, []
-    for p in op.params:
+    if op.is_layer:
+        tensors = [tensor(s, name) for name, s in layer_inputs(example)]
+    for p in op.params + op.keyword_inputs:
         v = example.args.get(p.name, p.default)
         if isinstance(v, TensorSpec):
             v = tensor(v, p.name)
@@ -65,14 +67,14 @@ def single_op_graph(op, example) -> tuple[Graph, list[TensorSpec]]:
         elif p.name in example.args:
             v = convert(p, v, None, op.name)
         args[p.name] = v
-    if op.is_layer:
-        tensors = [tensor(s, name) for name, s in layer_inputs(example)]
-    b = Bound(op, args, [t.type for t in tensors])
+    positional = tensors[:len(layer_inputs(example))] if op.is_layer else tensors
+    b = Bound(op, args, [t.type for t in positional])
     if op.resolve:
         b.args.update(op.resolve(b))
     outs = op.infer(b)
-    inst = g.new_instance("layer", op=op, args=b.args) if op.is_layer else None
-    node = g.add("op", outs, [t.ref for t in tensors], op=op, args=b.args, instance=inst.id if inst else None)
+    inst = g.new_instance("layer", op=op, args=op.without_keywords(b.args)) if op.is_layer else None
+    node = g.add("op", outs, [t.ref for t in positional + op.keyword_tensors(b.args)], op=op, args=b.args,
+                 instance=inst.id if inst else None)
     g.outputs = [(f"out{i}", Ref(node.id, i)) for i in range(len(outs))]
     name_instances(g)
     return g, specs

@@ -171,6 +171,30 @@ def _mha(op, ex, ins, out):
     return batch * (projections + steps * attended * 2 * e)
 
 
+def _transformer_layer(e: int, f: int, steps: int, keys: int | None) -> int:
+    """One layer at batch 1: self-attention (q, k, v, out projections; scores; weighted values), over a
+    memory of `keys` tokens for a decoder layer (q and out projections over the queries, k and v over
+    the memory), the two linear maps of the feed-forward network, and each LayerNorm's affine map."""
+    total = 4 * steps * e * e + 2 * steps * steps * e + 2 * steps * e * f + 2 * steps * e
+    if keys is not None:
+        total += 2 * steps * e * e + 2 * keys * e * e + 2 * steps * keys * e + steps * e
+    return total
+
+
+def _transformer(op, ex, ins, out):
+    e, f = _arg(op, ex, "d_model"), _arg(op, ex, "dim_feedforward")
+    if op.name == "Transformer":
+        (batch, keys, _), (_, steps, _) = ins
+        n_enc, n_dec = _arg(op, ex, "num_encoder_layers"), _arg(op, ex, "num_decoder_layers")
+        return batch * (n_enc * _transformer_layer(e, f, keys, None) + keys * e
+                        + n_dec * _transformer_layer(e, f, steps, keys) + steps * e)
+    batch, steps = ins[0][0], ins[0][1]
+    keys = ins[1][1] if len(ins) > 1 else None
+    layers = _arg(op, ex, "num_layers") if op.param("num_layers") else 1
+    norm = steps * e if op.param("norm") and _arg(op, ex, "norm") else 0
+    return batch * (layers * _transformer_layer(e, f, steps, keys) + norm)
+
+
 def _matmul(op, ex, ins, out):
     a, b = ins
     return _numel(out[0]) * a[-1] if out[0] else a[-1]
@@ -183,9 +207,12 @@ HAND = {"GroupNorm": _affine_norm("affine"), "LayerNorm": _affine_norm("elementw
         "InstanceNorm1d": _affine_norm("affine"), "InstanceNorm2d": _affine_norm("affine"),
         "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1), "Bilinear": _bilinear,
         "LSTMCell": _cell(4), "GRUCell": _cell(3), "RNNCell": _cell(1),
-        "sdpa": _sdpa, "MultiheadAttention": _mha, "matmul": _matmul}
+        "sdpa": _sdpa, "MultiheadAttention": _mha, "matmul": _matmul,
+        **{name: _transformer for name in ("TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
+                                           "TransformerDecoder", "Transformer")}}
 # where torch runs attention in its own kernel, the counter sees only the projections
-PARTLY_SEEN = {"MultiheadAttention"}
+PARTLY_SEEN = {"MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
+               "TransformerDecoder", "Transformer"}
 COUNTED = [(op, i) for op, i in CASES if op.macs is not None]
 
 

@@ -295,8 +295,9 @@ def _emit_op(b: OnnxBuilder, graph: Graph, node: Node, inst, values: dict, state
     if op.onnx is None:
         raise OnnxExportError(f"`{op.name}` has no ONNX form yet")
     weight_prefix = f"{prefix}{inst.name}." if inst is not None else ""
-    n = OnnxNode(op, plain_args(node.args), [values[r] for r in node.inputs],
-                 [graph.type_of(r) for r in node.inputs], list(node.outputs), weight_prefix, values,
+    inputs = op.positional(node.args, node.inputs)   # keyword inputs are read from the args by name
+    n = OnnxNode(op, plain_args(node.args), [values[r] for r in inputs],
+                 [graph.type_of(r) for r in inputs], list(node.outputs), weight_prefix, values,
                  use=lambda name: _init(b, state, name))
     scope = b.scope
     b.scope = f"{scope}{inst.name}/" if inst is not None else scope

@@ -350,6 +350,8 @@ class _ClassWriter:
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
         op, args = inst.op, inst.args if args is None else args
         t: TorchLayer = op.torch
+        if t.ctor is not None:   # a module made of modules: nn.TransformerEncoder(nn.TransformerEncoderLayer(...))
+            return t.ctor(args, printer.value)
         parts = [printer.value(args[n]) for n in t.positional]
         for n in t.keywords:
             spec = op.param(n)
@@ -426,9 +428,10 @@ class _ClassWriter:
             name = self.external.get(inst.id, inst.name)
             return f"self.{name}({_nested(structure([n for n, _ in inst.graph.inputs]), inputs, self.tuples)})"
         op = node.op
+        inputs = op.positional(node.args, inputs)   # keyword inputs are read from the args by name
         source = (inputs or params or [None])[0]
         e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
-                 types=[g.type_of(r) for r in node.inputs], outputs=node.outputs)
+                 types=[g.type_of(r) for r in op.positional(node.args, node.inputs)], outputs=node.outputs)
         self.gen.helpers.update(_helpers_of(op.torch, node.args))
         if op.is_layer:
             inst = g.instances[node.instance]

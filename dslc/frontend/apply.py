@@ -28,17 +28,9 @@ from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import POISON, BlockSpec, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
-# Keywords of torch's forward that dslc's layers take otherwise, or not at all.
-_NO_MASK = ("dslc's `MultiheadAttention` takes no mask: the function `attention(q, k, v, heads=..., "
-            "mask=...)` hides padding keys (`mask=tokens == 0`)")
+# Keywords of torch's forward that dslc's layers take otherwise (their keyword inputs are real).
 _ZERO_STATE = "the initial state is the layer's second input: `LSTM(8)(x, (h0, c0))`, `GRU(8)(x, h0)`"
 FORWARD_KEYWORDS = {
-    ("MultiheadAttention", "key_padding_mask"): _NO_MASK,
-    ("MultiheadAttention", "attn_mask"): _NO_MASK,
-    ("MultiheadAttention", "is_causal"): "`causal=true` goes where the layer is made: "
-                                         "`MultiheadAttention(dim, heads, causal=true)`",
-    ("MultiheadAttention", "need_weights"): "dslc's `MultiheadAttention` returns the attended values only",
-    ("MultiheadAttention", "average_attn_weights"): "dslc's `MultiheadAttention` returns the attended values only",
     ("LSTM", "hx"): _ZERO_STATE, ("GRU", "hx"): _ZERO_STATE, ("RNN", "hx"): _ZERO_STATE,
 }
 
@@ -56,6 +48,10 @@ class LayerApplication:
     def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
         known = [p.name for p in op.params] + list(_extra_keywords(op))
         for name, a in kws:  # a keyword torch's forward takes: neither here nor at the application
+            if op.keyword_input(name) is not None:
+                raise EvalError("E0305", f"`{name}` is given where `{op.name}` is applied, not where it is made",
+                                a.name_span or a.span, label="an application-time keyword",
+                                help=f"`{op.name}(...)({', '.join(op.inputs[:1])}, ..., {name}=...)`")
             if name not in known:
                 raise self._unknown_layer_keyword(op.name, name, known, None, a.name_span or a.span)
         for a in pos + [a for _, a in kws]:
@@ -80,12 +76,18 @@ class LayerApplication:
         is made (said with that place); any other keyword is not a parameter (the real ones listed)."""
         spec = func.spec if isinstance(func, InstanceValue) else func
         if isinstance(spec, LayerSpec):
-            callee, what, inputs = spec.op.name, "layer", spec.op.inputs
+            callee, what = spec.op.name, "layer"
+            inputs = list(spec.op.inputs) + [f"{p.name}=" for p in spec.op.keyword_inputs]
             known = [p.name for p in spec.op.params] + list(_extra_keywords(spec.op))
         else:
             callee, what, known = spec.decl.name, spec.decl.kind, [p.name for p in spec.decl.params]
             inputs = [st.name for st in spec.decl.body if isinstance(st, ast.InputStmt)] or ["x"]
         span = arg.name_span or arg.span
+        applied = [p.name for p in spec.op.keyword_inputs] if isinstance(spec, LayerSpec) else []
+        guess = did_you_mean(name, applied) if name not in known else None
+        if guess:   # a misspelt keyword input (`key_padding=`)
+            return EvalError("E0305", f"`{callee}` takes no keyword `{name}` where it is applied", span,
+                             label="unknown keyword", help=f"did you mean `{guess}`? It takes {', '.join(inputs)}")
         if name not in known:
             return self._unknown_layer_keyword(callee, name, known, inputs, span)
         made = (Label(spec.span, "made here"),) if spec.span is not None else ()
@@ -105,12 +107,13 @@ class LayerApplication:
 
     # ------------------------------------------------------------------ application
 
-    def _apply(self, spec, inputs: list, spans: list, span, ctx, parts: dict | None = None):
+    def _apply(self, spec, inputs: list, spans: list, span, ctx, parts: dict | None = None, keywords=()):
         """Apply a layer, block or function to `inputs` (their spans; `parts[i]`: the element spans of
-        input i when it is written as a tuple, `(h, c)`)."""
+        input i when it is written as a tuple, `(h, c)`); `keywords`: (name, Arg) given by keyword."""
         if any(v is POISON for v in leaves(inputs)):
             raise Poisoned()
         op = layer_op(spec)
+        applied = self._applied_keywords(spec, op, keywords, span)
         if op is not None:
             inputs, spans = self._layer_inputs(op, inputs, spans, span, parts or {})
         block = isinstance(spec, (BlockSpec, DeclRef)) or isinstance(spec, InstanceValue) and isinstance(spec.spec, BlockSpec)
@@ -122,24 +125,42 @@ class LayerApplication:
                 return self._call_function(spec.op, [Arg(v, s) for v, s in zip(inputs, spans)], [], span, ctx)
             spec = self._layer_spec(spec.op, [], [], span)  # a bare `Linear`: its required settings are missing
         if isinstance(spec, LayerSpec):
-            return self._apply_layer(spec, inputs, spans, span, ctx)
+            return self._apply_layer(spec, inputs, spans, span, ctx, applied=applied)
         if isinstance(spec, BlockSpec):
             return self._apply_block(spec, inputs, spans, span, ctx)
         if isinstance(spec, InstanceValue):
-            return self._apply_instance(spec, inputs, spans, span, ctx)
+            return self._apply_instance(spec, inputs, spans, span, ctx, applied)
         if isinstance(spec, DeclRef) and spec.decl.kind in ("block", "model"):
             return self._apply_block(BlockSpec(spec.decl, {}, {}, span), inputs, spans, span, ctx)
         raise EvalError("E0307", f"{describe(spec)} cannot be applied to a tensor", span)
 
-    def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, named: InstanceValue | None = None):
+    def _applied_keywords(self, spec, op, keywords, span) -> tuple[dict, dict]:
+        """The keyword inputs of a layer's application (every one, defaults filled in) and their spans;
+        any other keyword is an error that names the real ones."""
+        if not keywords:
+            return ({p.name: p.default for p in op.keyword_inputs} if op is not None else {}), {}
+        for name, arg in keywords:
+            if op is None or op.keyword_input(name) is None:
+                raise self._keyword_at_application(spec, name, arg)
+        values, spans = bind_op(op.keyword_inputs, [], list(keywords), op.name, span)
+        for name, arg in keywords:
+            p = op.keyword_input(name)
+            if p.is_tensor and not isinstance(values[name], TensorValue):
+                raise EvalError("E0301", f"`{name}` of `{op.name}` expects a tensor, got {describe(arg.value)}",
+                                arg.span, label="expected a tensor")
+        return values, spans
+
+    def _apply_layer(self, spec: LayerSpec, inputs, spans, span, ctx, named: InstanceValue | None = None,
+                     applied=({}, {})):
         op = spec.op
         self._check_dtypes(op, inputs, spans, span)
-        b = Bound(op, dict(spec.args), [v.type for v in inputs], where=span)
-        outs = self._run_rule(op, b, spec.arg_spans, inputs, spans, spec.span, resolve=True, ctx=ctx)
+        b = Bound(op, dict(spec.args) | applied[0], [v.type for v in inputs], where=span)
+        outs = self._run_rule(op, b, spec.arg_spans | applied[1], inputs, spans, spec.span, resolve=True, ctx=ctx)
         _check_weights(op, b.args, spec.span)
-        instance = self._new_layer_instance(spec, b.args, ctx, named)
-        node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=b.args, instance=instance.id,
-                             span=span)
+        own = op.without_keywords(b.args) if op.keyword_inputs else b.args   # the node's args are the instance's
+        instance = self._new_layer_instance(spec, own, ctx, named)
+        node = ctx.graph.add("op", outs, [v.ref for v in inputs + op.keyword_tensors(b.args)], op=op, args=b.args,
+                             instance=instance.id, span=span)
         return self._results(op.results, ctx.graph.values(node), op.sequence)
 
     def _new_layer_instance(self, spec, args, ctx, named: InstanceValue | None = None):
@@ -189,7 +210,7 @@ class LayerApplication:
                         help=f"to share its weights, apply it again: `{spec.name}(x)`; for another layer, "
                              "choose another name")
 
-    def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx):
+    def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx, applied=({}, {})):
         if iv.graph is not ctx.graph:
             raise EvalError("E0307", f"`{iv.name}` is a layer of `{iv.graph.name}`: a block applies only its "
                             "own layers", span, help="pass the layer's settings to the block, and make the "
@@ -198,17 +219,20 @@ class LayerApplication:
         if inst is None:  # its first application makes it
             if isinstance(iv.spec, BlockSpec):
                 return self._apply_block(iv.spec, inputs, spans, span, ctx, named=iv)
-            return self._apply_layer(iv.spec, inputs, spans, span, ctx, named=iv)
+            return self._apply_layer(iv.spec, inputs, spans, span, ctx, named=iv, applied=applied)
         if inst.kind == "block":
             return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
         op = inst.op
         self._check_dtypes(op, inputs, spans, span)
-        b = Bound(op, dict(iv.spec.args), [v.type for v in inputs], where=span)
-        outs = self._run_rule(op, b, {}, inputs, spans, span, resolve=True, ctx=ctx)
-        if op.weight_shapes(b.args) != inst.weights() or _plain_args(b.args) != _plain_args(inst.args):
-            raise self._misfit(inst, _arg_difference(inst.args, b.args), inputs, span, ctx)
-        node = ctx.graph.add("op", outs, [v.ref for v in inputs], op=op, args=inst.args, instance=inst.id,
-                             span=span)
+        b = Bound(op, dict(iv.spec.args) | applied[0], [v.type for v in inputs], where=span)
+        outs = self._run_rule(op, b, dict(applied[1]), inputs, spans, span, resolve=True, ctx=ctx)
+        own = op.without_keywords(b.args)
+        if op.weight_shapes(own) != inst.weights() or _plain_args(own) != _plain_args(inst.args):
+            raise self._misfit(inst, _arg_difference(inst.args, own), inputs, span, ctx)
+        args = inst.args if not op.keyword_inputs else \
+            inst.args | {k: v for k, v in b.args.items() if op.keyword_input(k) is not None}
+        node = ctx.graph.add("op", outs, [v.ref for v in inputs + op.keyword_tensors(b.args)], op=op, args=args,
+                             instance=inst.id, span=span)
         return self._results(op.results, ctx.graph.values(node), op.sequence)
 
     def _misfit(self, inst, detail: str, inputs, span, ctx) -> EvalError:

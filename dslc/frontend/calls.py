@@ -72,9 +72,8 @@ class CallEvaluation:
             return self._call_builtin(func, pos, kws, e)
         if isinstance(func, (LayerSpec, BlockSpec, InstanceValue)):
             pos, kws = self._args(e, ctx)
-            if kws:
-                raise self._keyword_at_application(func, *kws[0])
-            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx, _parts(e))
+            return self._apply(func, [a.value for a in pos], [a.span for a in pos], e.span, ctx, _parts(e),
+                               keywords=kws)
         return self._call_other(func, e, ctx, piped)
 
     def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
@@ -129,9 +128,8 @@ class CallEvaluation:
             return None
         spec = self._named_spec(spec, e)
         pos, kws = self._args(call, ctx)
-        if kws:
-            raise self._keyword_at_application(spec, *kws[0])
-        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx, _parts(call))
+        return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx, _parts(call),
+                           keywords=kws)
 
     def _named_spec(self, v, e: ast.AsName):
         if v is POISON:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 _LOSS = "losses are functions in dslc, applied to the output and the target"
 _LAZY = "dslc's layers infer their input sizes, as torch's lazy layers do"
-_TRANSFORMER = ("write it as a block of `MultiheadAttention`, `LayerNorm`, `Linear` and `Dropout` "
-                "(as specs/bert.dl and specs/gpt.dl do)")
 _BLOCK = "a `block` is dslc's module: its body applies layers in order, or names what they compute"
 _NO_LOSS = "dslc's losses are listed in docs/reference.md#losses"
 
@@ -98,11 +96,6 @@ TORCH_ONLY: dict[str, tuple[str | None, str | None]] = {
     "SyncBatchNorm": ("BatchNorm2d", None),
     "Tanhshrink": ("Tanh", "`x - tanh(x)`"),
     "Threshold": ("where", None),
-    "Transformer": ("MultiheadAttention", _TRANSFORMER),
-    "TransformerDecoder": ("MultiheadAttention", _TRANSFORMER),
-    "TransformerDecoderLayer": ("MultiheadAttention", _TRANSFORMER),
-    "TransformerEncoder": ("MultiheadAttention", _TRANSFORMER),
-    "TransformerEncoderLayer": ("MultiheadAttention", _TRANSFORMER),
     "TripletMarginLoss": ("triplet_margin", _LOSS),
     "TripletMarginWithDistanceLoss": ("triplet_margin", None),
     "Unfold": ("Conv2d", "unfolding and a matrix product are usually a convolution"),

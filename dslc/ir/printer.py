@@ -76,11 +76,16 @@ def _rhs(graph: Graph, node, names: dict) -> str:
         return f"buffer {inst.name}" + ("" if inst.args["persistent"] else " (not persistent)")
     if node.kind == "call":
         return f"{inst.name} = {node.args['graph'].name}({inputs})"
+    op = node.op
     args = ", ".join(f"{k}={_value(v, names)}" for k, v in node.args.items()
-                     if not isinstance(v, TensorValue) and not _is_tensors(v))
+                     if not isinstance(v, TensorValue) and not _is_tensors(v) and op.keyword_input(k) is None)
     head = f"{inst.name} = " if inst is not None else ""
     tensor_args = [f"{k}={_value(v, names)}" for k, v in node.args.items() if _is_tensors(v)]
-    call_args = ", ".join(tensor_args) if tensor_args and not node.op.is_layer else inputs
+    call_args = ", ".join(tensor_args) if tensor_args and not op.is_layer else inputs
+    if op.keyword_inputs:   # `(%1, key_padding_mask=%4, need_weights=true)`: given at the application
+        given = [f"{p.name}={_value(node.args[p.name], names)}" for p in op.keyword_inputs
+                 if node.args[p.name] != p.default or p.is_tensor and node.args[p.name] is not None]
+        call_args = ", ".join([names[r] for r in op.positional(node.args, node.inputs)] + given)
     folded = ""
     if inst is not None and inst.folded is not None:
         norm = inst.folded.norm

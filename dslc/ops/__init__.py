@@ -14,6 +14,7 @@ from . import (  # noqa: F401
                pooling,
                recurrent,
                tensor,
+               transformer,
 )
 from .registry import HELPERS, REGISTRY, OpDef, validate_registry
 

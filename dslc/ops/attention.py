@@ -103,6 +103,61 @@ def _attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None = 
     return g.op("MatMul", [weights, v])
 
 
+def _additive(g, m: str, dtype: str, is_bool: bool) -> str:
+    """A mask as torch's MultiheadAttention adds it to the scores: a bool true is -inf, a float as it is."""
+    if not is_bool:
+        return m
+    return g.op("Where", [m, g.const(float("-inf"), dtype=dtype), g.const(0.0, dtype=dtype)], hint="mask")
+
+
+def mask_sum(g, n, dtype: str, sizes: tuple, attn: str | None, pad: str | None, causal: bool = False,
+             bias_kv: bool = False) -> str | None:
+    """The sum of the causal mask, the attention mask (the argument named `attn`: [T, S] or [B * heads, T, S])
+    and the key padding mask (`pad`: [B, S]), broadcastable to [B, heads, T, S], as torch merges them
+    (bool ones as -inf); with add_bias_kv a 0 column lets every query see the bias key. `sizes`: (B, heads, T, S)."""
+    batch, heads, steps, keys = sizes
+    parts, wide = [], False
+    if causal:
+        parts.append(_additive(g, _causal_mask(g, steps, keys), dtype, True))
+    if attn is not None and n.tensor(attn) is not None:
+        t = n.type_of(attn)
+        m = _additive(g, n.tensor(attn), dtype, t.dtype == "bool")
+        if t.rank == 3:   # [B * heads, T, S]: torch's batch-major order of the heads
+            m = g.op("Reshape", [m, g.shape((batch, heads, steps, keys))], hint="attn_mask")
+            wide = True
+        parts.append(m)
+    if pad is not None and n.tensor(pad) is not None:
+        m = _additive(g, n.tensor(pad), dtype, n.type_of(pad).dtype == "bool")
+        parts.append(g.op("Unsqueeze", [m, g.ints([1, 2])], hint="padding"))   # [B, 1, 1, S]
+        wide = True
+    if not parts:
+        return None
+    mask = parts[0]
+    for m in parts[1:]:
+        mask = g.op("Add", [mask, m], hint="mask")
+    if bias_kv:
+        if not wide:   # [T, S] -> [1, 1, T, S], for the one Pad below
+            mask = g.op("Unsqueeze", [mask, g.ints([0, 1])], hint="mask")
+        mask = g.op("Pad", [mask, g.ints([0, 0, 0, 0, 0, 0, 0, 1]), g.const(0.0, dtype=dtype)], hint="mask")
+    return mask
+
+
+def mha_attend(g, q: str, k: str, v: str, head_dim, dtype: str, mask: str | None, empty_rows: bool):
+    """softmax(q kᵀ / √d + mask) v over [B, h, T, d] queries; returns (attended, weights [B, h, T, S]).
+    `empty_rows`: a query whose keys are all masked attends to nothing (0, as torch's
+    scaled_dot_product_attention gives) rather than NaN (softmax over nothing, as torch's weights path)."""
+    scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])  # [B, h, T, S]
+    scores = g.op("Div", [scores, _sqrt(g, head_dim, dtype)], hint="scores")
+    if mask is not None:
+        scores = g.op("Add", [scores, mask], hint="scores")
+    weights = g.op("Softmax", [scores], axis=-1, hint="weights")
+    if mask is not None and empty_rows:
+        top = g.op("ReduceMax", [scores, g.ints([-1])], keepdims=1)
+        empty = g.op("Equal", [top, g.const(float("-inf"), dtype=dtype)], hint="empty")
+        weights = g.op("Where", [empty, g.const(0.0, dtype=dtype), weights], hint="weights")
+    return g.op("MatMul", [weights, v]), weights
+
+
 def _project(g, x: str, w: str, b: str | None, hint: str) -> str:
     """x Wᵀ + b over a [B, L, in] input."""
     y = g.op("MatMul", [x, g.op("Transpose", [w], perm=[1, 0])], hint=hint)
@@ -122,20 +177,43 @@ def _mha_onnx(g, n):
     b_q, b_k, b_v = (g.op("Split", [n.weight("in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
                      if a["bias"] else (None, None, None))
     batch, steps, keys = tq.shape[0], tq.shape[1], tk.shape[1]
-    mask = _causal_mask(g, steps, keys) if a["causal"] else None
+    mask = mask_sum(g, n, dtype, (batch, heads, steps, keys), "attn_mask", "key_padding_mask", a["causal"],
+                    a["add_bias_kv"])
     q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, k, w_k, b_k, "k"), _project(g, v, w_v, b_v, "v")  # [B, ., E]
     if a["add_bias_kv"]:  # one more key and value, the learned bias_k / bias_v [1, 1, E], for every batch row
         one = g.shape((batch, 1, e))
         k = g.op("Concat", [k, g.op("Expand", [n.weight("bias_k"), one])], axis=1, hint="k")
         v = g.op("Concat", [v, g.op("Expand", [n.weight("bias_v"), one])], axis=1, hint="v")
         keys = keys + 1
-        if mask is not None:  # torch pads the mask with a column that lets every query see the bias key
-            column = g.op("Expand", [g.const(False, dtype="bool"), g.shape((steps, 1))])
-            mask = g.op("Concat", [mask, column], axis=1, hint="future")
     q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
                for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
-    out = _merge_heads(g, _attend(g, q, k, v, e // heads, dtype, mask), batch, steps, e)
-    return [_project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None, "out")]
+    attended, weights = mha_attend(g, q, k, v, e // heads, dtype, mask, empty_rows=not a["need_weights"])
+    out = _merge_heads(g, attended, batch, steps, e)
+    out = _project(g, out, n.weight("out_proj.weight"), n.weight("out_proj.bias") if a["bias"] else None, "out")
+    if not a["need_weights"]:
+        return [out]
+    if a["average_attn_weights"]:   # the heads' mean, [B, T, S]
+        weights = g.op("ReduceMean", [weights, g.ints([1])], keepdims=0, hint="weights")
+    return [out, weights]
+
+
+def packed_attention_onnx(g, n, prefix: str, q: str, kv: str, qtype, kvtype, heads: int, bias: bool,
+                          mask: str | None) -> str:
+    """torch's MultiheadAttention with packed weights (kdim = vdim = E) under `prefix` (`self_attn.`),
+    query `q` over `kv`, the additive `mask`; values only (need_weights=False: a query that sees no key gives 0)."""
+    e, dtype = qtype.shape[2], qtype.dtype
+    w_q, w_k, w_v = g.op("Split", [n.weight(f"{prefix}in_proj_weight")], n_out=3, axis=0, num_outputs=3,
+                         hint="w_qkv")
+    b_q, b_k, b_v = (g.op("Split", [n.weight(f"{prefix}in_proj_bias")], n_out=3, axis=0, num_outputs=3, hint="b_qkv")
+                     if bias else (None, None, None))
+    batch, steps, keys = qtype.shape[0], qtype.shape[1], kvtype.shape[1]
+    q, k, v = _project(g, q, w_q, b_q, "q"), _project(g, kv, w_k, b_k, "k"), _project(g, kv, w_v, b_v, "v")
+    q, k, v = (_split_heads(g, x, (batch, length, e), heads, h)
+               for x, length, h in ((q, steps, "q"), (k, keys, "k"), (v, keys, "v")))
+    attended, _ = mha_attend(g, q, k, v, e // heads, dtype, mask, empty_rows=True)
+    out = _merge_heads(g, attended, batch, steps, e)
+    return _project(g, out, n.weight(f"{prefix}out_proj.weight"),
+                    n.weight(f"{prefix}out_proj.bias") if bias else None, "attn_out")
 
 
 def _attention_onnx(g, n):
@@ -177,12 +255,74 @@ def _mha_resolve(b):
                          f"width {plain(width)} ({q.shape_str()})", code="E0403", input=0,
                          label=f"the last dimension must be {plain(b['embed_dim'])}")
     _need_divides(b["embed_dim"], b["num_heads"], "MultiheadAttention", "num_heads")
+    _check_masks(b, q, k)
     n = len(b.inputs)
     kdim = static(k.shape[-1], "MultiheadAttention's kdim (the key's last dimension)", min(n - 1, 1))
     vdim = static(v.shape[-1], "MultiheadAttention's vdim (the value's last dimension)", min(n - 1, 2))
     # None (torch's default, "= embed_dim") keeps the common constructor short: nn.MultiheadAttention(E, h)
     same = plain(kdim) == plain(b["embed_dim"]) and plain(vdim) == plain(b["embed_dim"])
     return {"kdim": None if same else kdim, "vdim": None if same else vdim}
+
+
+def _mask_type(b, name: str, dtype: str, layout: str):
+    """A mask given at the application: bool, or float of the query's dtype (added to the scores)."""
+    m = b.args.get(name)
+    if m is None:
+        return None
+    t = m.type
+    if t.dtype != "bool" and t.dtype != dtype:
+        raise ShapeError(f"`{b.op.name}`'s `{name}` must be bool or {dtype} like the query, got {t.dtype}",
+                         code="E0310", arg=name, label=f"{t.dtype}, not bool or {dtype}",
+                         help=f"{layout}; true (or -inf) hides a key: `tokens == 0`")
+    return t
+
+
+def _check_masks(b, q, k) -> None:
+    check_masks(b, q, k, b["num_heads"], "attn_mask", "key_padding_mask", "is_causal")
+    if b["causal"] and b["attn_mask"] is not None:
+        raise ShapeError("`MultiheadAttention` made with causal=true takes no attn_mask as well", code="E0403",
+                         arg="attn_mask", label="a second mask",
+                         help="give the causal mask yourself (`attn_mask=square_subsequent_mask(T)`) or use "
+                              "causal=true alone")
+
+
+def check_masks(b, q, k, heads, attn: str | None, pad: str | None, hint: str | None) -> None:
+    """The masks of attention of queries `q` over keys `k`: the key padding mask (the argument named `pad`)
+    [B, S]; the attention mask (`attn`) [T, S] or [B * heads, T, S]; `hint` (is_causal) is torch's hint
+    that the attention mask is the causal mask (torch wants the mask too)."""
+    batch, steps, keys = q.shape[0], q.shape[1], k.shape[1]
+    what = f"`{b.op.name}`'s"
+    m = _mask_type(b, pad, q.dtype, "[B, S]") if pad else None
+    if m is not None and (m.rank != 2 or not _agree(m.shape[0], batch) or not _agree(m.shape[1], keys)):
+        raise ShapeError(f"{what} {pad} must be [B, S] = [{dim_text(batch)}, {dim_text(keys)}] (the keys' batch "
+                         f"and length), got {m.shape_str()}", code="E0403", arg=pad,
+                         label=f"expected [{dim_text(batch)}, {dim_text(keys)}]",
+                         help="true marks a key (padding) that no query attends to: `tokens == 0`")
+    am = _mask_type(b, attn, q.dtype, "[T, S] or [B * heads, T, S]") if attn else None
+    if am is not None:
+        first = batch * heads
+        ok = am.rank in (2, 3) and _agree(am.shape[-2], steps) and _agree(am.shape[-1], keys) and \
+            (am.rank == 2 or _agree(am.shape[0], first))
+        if not ok:
+            raise ShapeError(f"{what} {attn} must be [T, S] = [{dim_text(steps)}, {dim_text(keys)}] or "
+                             f"[B * heads, T, S] = [{dim_text(first)}, {dim_text(steps)}, {dim_text(keys)}], "
+                             f"got {am.shape_str()}", code="E0403", arg=attn,
+                             label=f"expected [{dim_text(steps)}, {dim_text(keys)}]",
+                             help="true (or -inf) at [i, j] hides key j from query i")
+    if hint and b[hint] and am is None:
+        raise ShapeError(f"{what} {hint}=true is torch's hint that {attn} is the causal mask: it needs {attn} too",
+                         code="E0403", arg=hint, label=f"no {attn} given",
+                         help=f"give the mask too: `{attn}=square_subsequent_mask(T)`")
+
+
+def _mha_infer(b):
+    q, k, _ = _qkv(b.inputs)
+    out = b.x.with_shape(b.x.shape[:2] + (b["embed_dim"],))
+    if not b["need_weights"]:
+        return [out]
+    keys = k.shape[1] + 1 if b["add_bias_kv"] else k.shape[1]
+    heads = () if b["average_attn_weights"] else (b["num_heads"],)
+    return [out, b.x.with_shape((q.shape[0],) + heads + (q.shape[1], keys))]
 
 
 def _kv_dims(a) -> tuple:
@@ -223,14 +363,23 @@ def _mha_macs(b, outs):
 
 
 def _mha_call(e, module: str) -> str:
+    """`self.attn(q, k, v, key_padding_mask=m, need_weights=False, attn_mask=a)[0]`, keywords in torch's order."""
     q, k, v = _qkv(e.inputs)
-    if e.args["causal"]:
+    a = e.args
+    kws = [f"key_padding_mask={e.arg('key_padding_mask')}"] if a["key_padding_mask"] is not None else []
+    kws.append(f"need_weights={bool(a['need_weights'])}")
+    if a["causal"]:
         # torch wants the mask itself; is_causal=True lets it use a causal kernel instead, which is the same
         # function except with add_bias_kv (torch then pads the mask so that every query sees the bias key)
-        mask = f"causal_mask({q}.shape[1], {k}.shape[1], {q}.device)"
-        hint = "" if e.args["add_bias_kv"] else ", is_causal=True"
-        return f"{module}({q}, {k}, {v}, need_weights=False, attn_mask={mask}{hint})[0]"
-    return f"{module}({q}, {k}, {v}, need_weights=False)[0]"
+        kws.append(f"attn_mask=causal_mask({q}.shape[1], {k}.shape[1], {q}.device)")
+    elif a["attn_mask"] is not None:
+        kws.append(f"attn_mask={e.arg('attn_mask')}")
+    if a["need_weights"] and not a["average_attn_weights"]:
+        kws.append("average_attn_weights=False")
+    if a["is_causal"] or a["causal"] and not a["add_bias_kv"]:
+        kws.append("is_causal=True")
+    call = f"{module}({q}, {k}, {v}, {', '.join(kws)})"
+    return call if a["need_weights"] else f"{call}[0]"
 
 
 helper("causal_mask", '''
@@ -248,14 +397,36 @@ def _mha_arbitrary(d):
     kdim = e if n == 1 or d.bool() else d.int(1, 6)
     vdim = kdim if n < 3 or d.bool() else d.int(1, 6)
     inputs = (S(batch, steps, e), S(batch, keys, kdim), S(batch, keys, vdim))[:n]
-    return Example({"embed_dim": e, "num_heads": heads, "bias": d.bool(), "add_bias_kv": d.bool(),
-                    "dropout": d.choice([0.0, 0.1]), "causal": d.bool()}, inputs)
+    args = {"embed_dim": e, "num_heads": heads, "bias": d.bool(), "add_bias_kv": d.bool(),
+            "dropout": d.choice([0.0, 0.1]), "causal": d.bool(), "need_weights": d.bool(),
+            "average_attn_weights": d.bool()}
+    # float masks (finite, added to the scores): a random bool mask may hide every key of a query,
+    # where torch's paths differ (NaN or 0; tests/test_transformer_layers.py checks those apart)
+    if d.bool():
+        args["key_padding_mask"] = S(batch, keys, values=(-2.0, 0.0))
+    if not args["causal"] and d.bool():
+        args["attn_mask"] = S(*((batch * heads,) if d.bool() else ()), steps, keys, values=(-2.0, 0.0))
+    return Example(args, inputs)
+
+
+MHA_KEYWORDS = (
+    ParamSpec("key_padding_mask", OPTIONAL_TENSOR, None, doc="[B, S] bool (true: a key no query sees) or float "
+                                                             "(added to the scores)"),
+    ParamSpec("need_weights", BOOL, False, doc="also return the attention weights (torch's default is true; "
+                                               "dslc's false returns the values alone)"),
+    ParamSpec("attn_mask", OPTIONAL_TENSOR, None, doc="[T, S] or [B * heads, T, S], bool (true: hidden) or float"),
+    ParamSpec("average_attn_weights", BOOL, True, doc="weights averaged over the heads [B, T, S]; false: "
+                                                      "[B, heads, T, S]"),
+    ParamSpec("is_causal", BOOL, False, doc="torch's hint that attn_mask is the causal mask (needs attn_mask)"),
+)
 
 
 register(OpDef(
     name="MultiheadAttention", kind="layer", family="attention", stem="attn",
     doc="Multi-head attention with learned projections, batch-first; applied to (query, key, value), "
-        "to (query, memory) or to one input (self-attention). Returns the attended values [B, T, E] only.",
+        "to (query, memory) or to one input (self-attention), with torch's keywords (key_padding_mask, attn_mask, "
+        "is_causal, need_weights, average_attn_weights). Returns the attended values [B, T, E], and with "
+        "need_weights=true also the attention weights.",
     inputs=("query", "key", "value"), min_inputs=1,
     params=(ParamSpec("embed_dim", INT, check=checks.positive, doc="the query's width E"),
             ParamSpec("num_heads", INT, check=checks.positive, doc="heads; must divide embed_dim"),
@@ -264,8 +435,9 @@ register(OpDef(
             ParamSpec("add_bias_kv", BOOL, False, doc="append a learned key and value to the sequence"),
             ParamSpec("causal", BOOL, False, doc="each query sees the keys up to its own position only "
                                                  "(self-attention in a decoder)")),
+    keyword_inputs=MHA_KEYWORDS,
     resolve=_mha_resolve,
-    infer=lambda b: [b.x.with_shape(b.x.shape[:2] + (b["embed_dim"],))],
+    infer=_mha_infer,
     weights=_mha_weights, macs=_mha_macs,
     label=lambda a: f"MultiheadAttention {plain(a['embed_dim'])}, {plain(a['num_heads'])} heads",
     torch=TorchLayer("nn.MultiheadAttention", ("embed_dim", "num_heads"),
@@ -277,7 +449,13 @@ register(OpDef(
               Example({"embed_dim": 6, "num_heads": 3, "dropout": 0.1}, (S(2, 4, 6), S(2, 7, 6), S(2, 7, 6))),
               Example({"embed_dim": 4, "num_heads": 2, "bias": False}, (S(2, 3, 4), S(2, 5, 3), S(2, 5, 7))),
               Example({"embed_dim": 4, "num_heads": 1, "add_bias_kv": True}, (S(2, 3, 4), S(2, 6, 5))),
-              Example({"embed_dim": 8, "num_heads": 2, "causal": True}, (S(2, 5, 8),))),
+              Example({"embed_dim": 8, "num_heads": 2, "causal": True}, (S(2, 5, 8),)),
+              Example({"embed_dim": 8, "num_heads": 2, "key_padding_mask": S(2, 6, values=(-3.0, 0.0)),
+                       "attn_mask": S(4, 6, values=(-1.0, 0.0)), "need_weights": True},
+                      (S(2, 4, 8), S(2, 6, 8))),
+              Example({"embed_dim": 4, "num_heads": 2, "add_bias_kv": True, "need_weights": True,
+                       "average_attn_weights": False, "attn_mask": S(4, 3, 5, values=(-1.0, 0.0))},
+                      (S(2, 3, 4), S(2, 5, 4)))),
     arbitrary=_mha_arbitrary,
 ))
 

@@ -14,7 +14,7 @@ def node_macs(graph: Graph, node: Node, sizes: dict):
     op = node.op
     if op.macs is None:
         return 0
-    b = Bound(op, dict(node.args), [graph.type_of(r) for r in node.inputs])
+    b = Bound(op, dict(node.args), [graph.type_of(r) for r in op.positional(node.args, node.inputs)])
     value = op.macs(b, list(node.outputs))
     if isinstance(value, Sym):
         # run-time sizes from `sizes`; parameters and block input sizes from the graph's own values

@@ -85,6 +85,10 @@ class Bound:
     inputs: list[TensorType]
     where: object = None   # the application's span, for the run-time requirements a rule records
 
+    def __post_init__(self):
+        for p in self.op.keyword_inputs:   # keyword inputs not given at the application: their defaults
+            self.args.setdefault(p.name, p.default)
+
     def __getitem__(self, name: str):
         return self.args[name]
 
@@ -113,6 +117,7 @@ class TorchLayer:
     call: Callable | None = None       # (emit, module_expr) -> str
     functional: Callable | None = None  # (emit) -> str
     helpers: tuple[str, ...] | Callable = ()   # names in HELPERS, or args -> names
+    ctor: Callable | None = None       # (args, format) -> source, for a constructor the above cannot write
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,11 @@ class OpDef:
     # layers: the inputs applied as a tuple of tensors, with their elements' names: LSTM's
     # (("hx", ("h_0", "c_0")),) is applied as `lstm(x, (h_0, c_0))`. Nodes hold the tensors flat.
     tuple_inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # layers: what is given by keyword where the layer is applied, as torch's forward takes it:
+    # optional tensors (`key_padding_mask=m`, OPTIONAL_TENSOR, default None) and flags (`need_weights=false`).
+    # A node holds them in its args by name; the tensors given are also its last inputs, after the
+    # positional ones (so passes see the dependency). Shape rules and emitters read them from the args.
+    keyword_inputs: tuple[ParamSpec, ...] = ()
     resolve: Callable | None = None         # Bound -> {inferred constructor args}
     weights: Callable | None = None         # args -> {name: shape}
     buffers: Callable | None = None         # args -> {name: (shape, dtype)}
@@ -265,6 +275,21 @@ class OpDef:
             out.append(k if arity is None else tuple(range(k, k + arity)))
             k += 1 if arity is None else arity
         return tuple(out)
+
+    def keyword_tensors(self, args: dict) -> list:
+        """The keyword input tensors a node's args hold, in the order they follow its positional inputs."""
+        return [args[p.name] for p in self.keyword_inputs if p.is_tensor and args.get(p.name) is not None]
+
+    def positional(self, args: dict, items: list) -> list:
+        """A node's positional inputs (or their types, names): `items` without the keyword input tensors."""
+        return list(items[:len(items) - len(self.keyword_tensors(args))])
+
+    def without_keywords(self, args: dict) -> dict:
+        """The layer's own arguments: a node's args less what was given at its application."""
+        return {k: v for k, v in args.items() if self.keyword_input(k) is None}
+
+    def keyword_input(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.keyword_inputs if p.name == name), None)
 
     @property
     def has_state(self) -> bool:
@@ -350,6 +375,9 @@ def _entry_problems(op: OpDef) -> list[str]:
         out.append("no module name stem")
     if op.category and op.category not in CATEGORIES:
         out.append(f"unknown category {op.category!r}")
+    for p in op.keyword_inputs:
+        if op.kind != "layer" or p.required or op.param(p.name) is not None:
+            out.append(f"keyword input `{p.name}`: only layers take them, each with a default and not a parameter")
     for name, elements in op.tuple_inputs:
         if name not in op.inputs or not elements:
             out.append(f"tuple input `{name}` is not one of its inputs, or has no elements")

@@ -56,7 +56,7 @@ def _problem(g: Graph) -> str | None:
 
 def _rule_problem(g: Graph, node) -> str | None:
     """The op's shape rule, run again on the node's current inputs, must give its recorded types."""
-    b = Bound(node.op, dict(node.args), [g.type_of(r) for r in node.inputs])
+    b = Bound(node.op, dict(node.args), [g.type_of(r) for r in node.op.positional(node.args, node.inputs)])
     try:
         with not_recording():
             outs = list(node.op.infer(b))
