@@ -23,6 +23,7 @@ from .context import Ctx
 from .errors import EvalError, Poisoned
 from .expressions import ExpressionEvaluation
 from .lookup import NameLookup
+from .scan import ScanEvaluation
 from .statements import StatementEvaluation
 from .values import POISON
 
@@ -32,7 +33,8 @@ if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
 
 
-class Evaluator(StatementEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation, LayerApplication):
+class Evaluator(StatementEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation, LayerApplication,
+                ScanEvaluation):
     """Evaluates one unit's models (`model`), specializing each block once per arguments and input types."""
 
     def __init__(self, unit, reporter: Reporter | None = None):
