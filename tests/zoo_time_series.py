@@ -29,10 +29,10 @@ class SineForecasterTwin(nn.Module):
 
     def forward(self, input):
         outputs = []
-        h_t = torch.zeros(input.size(0), self.hidden, dtype=input.dtype)
-        c_t = torch.zeros(input.size(0), self.hidden, dtype=input.dtype)
-        h_t2 = torch.zeros(input.size(0), self.hidden, dtype=input.dtype)
-        c_t2 = torch.zeros(input.size(0), self.hidden, dtype=input.dtype)
+        h_t = torch.zeros(input.size(0), self.hidden, dtype=input.dtype, device=input.device)
+        c_t = torch.zeros(input.size(0), self.hidden, dtype=input.dtype, device=input.device)
+        h_t2 = torch.zeros(input.size(0), self.hidden, dtype=input.dtype, device=input.device)
+        c_t2 = torch.zeros(input.size(0), self.hidden, dtype=input.dtype, device=input.device)
         for input_t in input.split(1, dim=1):
             h_t, c_t = self.step.lstm1(input_t, (h_t, c_t))
             h_t2, c_t2 = self.step.lstm2(h_t, (h_t2, c_t2))
