@@ -298,7 +298,6 @@ def _emit_scan(b: OnnxBuilder, graph: Graph, node: Node, inst, values: dict, sta
     step its last y. The step block is each one's body, its weights the outer graph's initializers."""
     scan = node.args["scan"]
     dim, future = scan["dim"], plain(scan["future"])
-    sub: Graph = node.args["graph"]
     elem = [onnx_dtype(graph.type_of(r).dtype) for r in node.inputs]
     inits = [values[r] for r in node.inputs[1:]]
     body = _scan_body(b, node, inst, state, prefix, elem, loop=False)

@@ -405,6 +405,7 @@ class LayerApplication:
         """Apply a block (or a model) to its inputs: tensors, or tuples of tensors where it declares them.
         With `scan` (a `ScanSite`, frontend/scan.py), `inputs` are one step's and the node is the whole
         recurrence: its inputs are the sequence and the initial state, its outputs all steps' and the last state."""
+        # long: one application from cache to node; the scan's two changes sit where they apply
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
         flat = leaves(inputs)
