@@ -88,3 +88,15 @@ def test_sine_forecaster_summary_counts_the_steps():
     per_step = 4 * 51 * (1 + 51) + 4 * 51 * (51 + 51) + 51
     assert s.total_params == 4 * 51 * (1 + 51) + 8 * 51 + 4 * 51 * 102 + 8 * 51 + 52
     assert s.macs == per_step * 10
+
+
+def test_a_state_that_grows_is_a_clean_diagnostic(tmp_path):
+    spec = tmp_path / "grow.dl"
+    spec.write_text("block Grow {\n    input x_t\n    input h\n    output x_t, concat([h, h], dim=1)\n}\n\n"
+                    "model M {\n    input x: [B, T, 4]\n    out, h = scan(Grow, x, zeros([B, 3]), dim=1)\n"
+                    "    output out\n}\n")
+    with pytest.raises(dslc.DslcError) as err:
+        dslc.load(str(spec)).build("M")
+    text = str(err.value)
+    assert "grow.dl:9:28: error[E0403]" in text and "[B, 6] after a step but [B, 3] before it" in text
+    assert "^^^^^^^^^^^^^" in text
