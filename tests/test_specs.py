@@ -555,7 +555,9 @@ def count(module: nn.Module) -> int:
 
 def checker_shapes(prog, name: str, **params) -> list[tuple]:
     graph = prog.graph(name, **params)
-    return [graph.type_of(ref).concrete(**SIZES) for _, ref in graph.outputs]
+    # a length may count a parameter's steps too (a scan's `future`: [B, T + future])
+    ints = {k: int(v) for k, v in graph.params.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return [graph.type_of(ref).concrete(**{**ints, **SIZES}) for _, ref in graph.outputs]
 
 
 _META: dict = {}

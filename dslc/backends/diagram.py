@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.dims import plain
+from ..ir.dims import plain, to_python
 from ..ir.graph import Graph, Node
 from ..ir.pyliteral import literal
-from ..ir.types import TensorType
+from ..ir.scan import is_scan
+from ..ir.types import TensorType, format_shape
 from ..ir.values import Ref, TensorValue, plain_args
 from .output import write_output
 from .pyformat import is_default
@@ -147,7 +148,8 @@ def _node_attrs(graph: Graph, node: Node, inst, first: bool = True) -> str:
     no parameters again."""
     if node.kind == "call":
         n = count_params(inst.graph) if first else 0
-        label = f"{inst.name}{'' if first else SHARED}\\n{inst.graph.name}" + (f"\\n{_param_text(n)}" if n else "")
+        label = f"{inst.name}{'' if first else SHARED}\\n{inst.graph.name}{_scan_text(graph, node)}" + \
+            (f"\\n{_param_text(n)}" if n else "")
         return f'label={_q(label)}, shape=box3d, style="filled", fillcolor="#e4ecf7"'
     op = node.op
     colour = FAMILY_COLOURS.get(op.family, "#ffffff")
@@ -173,9 +175,10 @@ def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: 
     # a shared block's later applications are clusters of their own (one name would merge them)
     dot.add(f"subgraph cluster_{_ident(full)}{'' if first else '_' + node.id} {{", indent)
     colour = CLUSTER_COLOURS[min(level, len(CLUSTER_COLOURS) - 1)]
-    title = f"{inst.name}{'' if first else SHARED}: {sub.name}"
+    title = f"{inst.name}{'' if first else SHARED}: {sub.name}" + _scan_text(graph, node)
     n = count_params(sub) if first else 0
-    dot.add(f'label={_q(title + (f"  ({_param_text(n)})" if n else ""))}; style="rounded,filled"; '
+    style = "rounded,filled,dashed" if is_scan(node) else "rounded,filled"   # a loop's body, as `repeat`'s box
+    dot.add(f'label={_q(title + (f"  ({_param_text(n)})" if n else ""))}; style="{style}"; '
             f'fillcolor="{colour}"; color="#9aaccc"; fontsize=10;', indent + 1)
     inner = dict(producers)
     for (_, ref), outer in zip(sub.inputs, node.inputs):
@@ -185,7 +188,19 @@ def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: 
         _failure(dot, f, inner)
     dot.add("}", indent)
     for i, (_, ref) in enumerate(sub.outputs):
-        producers[Ref(node.id, i)] = inner[ref]
+        # a scan's results are all its steps and the last state: their own shapes on the edges out
+        producers[Ref(node.id, i)] = (inner[ref][0], node.outputs[i]) if is_scan(node) else inner[ref]
+
+
+def _scan_text(graph: Graph, node: Node) -> str:
+    """`, per step of T (+ future)`: what a scan's body box says."""
+    if not is_scan(node):
+        return ""
+    scan = node.args["scan"]
+    length = graph.type_of(node.inputs[0]).shape[scan["dim"]]
+    future = scan["future"]
+    more = f" + {to_python(future.expr) if hasattr(future, 'expr') else future}" if hasattr(future, "expr") or future else ""
+    return f", each of {format_shape((length,))[1:-1]}{more} steps"
 
 
 def _collapsible_loops(nodes: list) -> dict:

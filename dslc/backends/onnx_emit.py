@@ -22,6 +22,7 @@ import numpy as np
 from ..ir.dims import FloorDiv, Sym, Var, plain
 from ..ir.graph import Graph, Node
 from ..ir.nesting import SEP
+from ..ir.scan import is_scan
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue, plain_args
 
@@ -274,6 +275,8 @@ def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix:
                 raise OnnxExportError(f"`{inst.name}` {rewrites} while its weight `{inst.name}.{node.attr}` is read "
                                       "elsewhere: ONNX cannot follow that")
             values[Ref(node.id)] = _init(b, state, f"{prefix}{inst.name}.{node.attr}")
+        elif is_scan(node):
+            _emit_scan(b, graph, node, inst, values, state, prefix)
         elif node.kind == "call":
             _emit_call(b, node, inst, values, state, prefix)
         else:
@@ -288,6 +291,76 @@ def _emit_call(b: OnnxBuilder, node: Node, inst, values: dict, state: dict, pref
     b.scope = scope
     for i, (_, ref) in enumerate(sub.outputs):
         values[Ref(node.id, i)] = inner[ref]
+
+
+def _emit_scan(b: OnnxBuilder, graph: Graph, node: Node, inst, values: dict, state: dict, prefix: str) -> None:
+    """A scan: a Scan over the sequence's steps along `dim`, then, with `future`, a Loop that feeds each
+    step its last y. The step block is each one's body, its weights the outer graph's initializers."""
+    scan = node.args["scan"]
+    dim, future = scan["dim"], plain(scan["future"])
+    elem = [onnx_dtype(graph.type_of(r).dtype) for r in node.inputs]
+    inits = [values[r] for r in node.inputs[1:]]
+    body = _scan_body(b, node, inst, state, prefix, elem, loop=False)
+    *finals, ys = b.op("Scan", inits + [values[node.inputs[0]]], n_out=len(inits) + 1, hint=f"{inst.name}_scan",
+                       body=body, num_scan_inputs=1, scan_input_axes=[dim], scan_output_axes=[dim])
+    if future:
+        last = b.op("Slice", [ys, b.ints([-1]), b.ints([2 ** 63 - 1]), b.ints([dim])], hint="last_step") \
+            if scan["keepdim"] else b.op("Gather", [ys, b.const(-1, dtype="int64")], axis=dim, hint="last_step")
+        body = _scan_body(b, node, inst, state, prefix, [elem[0]] + elem[1:], loop=True)
+        outs = b.op("Loop", [b.const(future, dtype="int64", hint="future"), None, last] + finals,
+                    n_out=len(inits) + 2, hint=f"{inst.name}_future", body=body)
+        finals, generated = outs[1:-1], outs[-1]   # generated steps, stacked on a new first axis
+        rank = node.outputs[0].rank + (0 if scan["keepdim"] else -1)  # one step's rank, as scanned
+        perm = list(range(1, dim + 1)) + [0] + list(range(dim + 1, rank + 1))
+        generated = b.op("Transpose", [generated], perm=perm, hint="future_steps")
+        if scan["keepdim"]:
+            generated = b.op("Reshape", [generated, b.shape(_with_steps(node, future))], hint="future_steps")
+        ys = b.op("Concat", [ys, generated], axis=dim, hint="steps")
+    elif scan["keepdim"]:
+        ys = b.op("Identity", [ys], hint="steps")
+    for k, v in enumerate([ys] + finals):
+        values[Ref(node.id, k)] = v
+
+
+def _with_steps(node: Node, future: int) -> tuple:
+    """The generated part of a keepdim scan's output: `future` steps along dim."""
+    shape = list(node.outputs[0].shape)
+    shape[node.args["scan"]["dim"]] = future
+    return tuple(shape)
+
+
+def _scan_body(b: OnnxBuilder, node: Node, inst, state: dict, prefix: str, elem: list, loop: bool):
+    """The step block as a Scan body (state..., x_t) -> (state'..., y), or a Loop body
+    (i, cond, y, state...) -> (cond, y', state'..., y'): one step, the block's nodes inlined."""
+    from onnx import helper
+    scan = node.args["scan"]
+    dim, keepdim = scan["dim"], scan["keepdim"]
+    sub: Graph = node.args["graph"]
+    with b.subgraph() as nodes:
+        states = [b.fresh("state_in") for _ in node.inputs[1:]]
+        x_in = b.fresh("step_in")
+        head = [b.fresh("i"), b.fresh("cond_in")] if loop else []
+        x_t = b.op("Unsqueeze", [x_in, b.ints([dim])], hint="x_t") if keepdim and not loop else x_in
+        inner = {ref: v for (_, ref), v in zip(sub.inputs, [x_t] + states)}
+        scope, b.scope = b.scope, f"{prefix}{inst.name}/"
+        _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
+        b.scope = scope
+        y, *after = [inner[ref] for _, ref in sub.outputs]
+        after = [b.op("Identity", [v], hint="state_out") for v in after]
+        collected = b.op("Squeeze", [y, b.ints([dim])], hint="y") if keepdim and not loop else \
+            b.op("Identity", [y], hint="y")
+        outs = ([b.op("Identity", [head[1]], hint="cond_out"), b.op("Identity", [y], hint="y_next")] + after
+                if loop else after) + [collected]
+    from onnx import TensorProto
+    info = lambda name, t: helper.make_tensor_value_info(name, t, None)  # noqa: E731
+    scalar = lambda name, t: helper.make_tensor_value_info(name, t, [])  # noqa: E731
+    ins = ([scalar(head[0], TensorProto.INT64), scalar(head[1], TensorProto.BOOL), info(x_in, elem[0])] +
+           [info(v, e) for v, e in zip(states, elem[1:])]) if loop else \
+        [info(v, e) for v, e in zip(states, elem[1:])] + [info(x_in, elem[0])]
+    out_elems = ([TensorProto.BOOL, elem[0]] if loop else []) + elem[1:] + [onnx_dtype(node.outputs[0].dtype)]
+    info_out = [scalar(outs[0], TensorProto.BOOL)] if loop else []
+    info_out += [info(v, e) for v, e in zip(outs[len(info_out):], out_elems[len(info_out):])]
+    return helper.make_graph(nodes, b.fresh(f"{inst.name}_step"), ins, info_out)
 
 
 def _emit_op(b: OnnxBuilder, graph: Graph, node: Node, inst, values: dict, state: dict, prefix: str) -> None:

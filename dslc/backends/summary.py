@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import Poly, plain, to_python
 from ..ir.graph import Graph, Node
+from ..ir.scan import is_scan
 from ..ir.types import format_shape
-from ..ops.cost import node_macs, total_macs
+from ..ops.cost import node_macs, scan_steps, times, total_macs
 
 
 @dataclass
@@ -85,6 +86,10 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             s.layers.append(row)
             start = len(s.layers)
             _walk(sub, f"{path}.", depth + 1, s, sizes, frozen, seen)
+            if is_scan(node):   # a scan runs its step block once per step: T + future times
+                steps = scan_steps(graph, node, sizes)
+                for r in s.layers[start:]:
+                    r.macs = times(r.macs, steps)
             row.macs = total_macs(r.macs for r in s.layers[start:] if not r.type.startswith("block "))
             states = {r.trainable for r in s.layers[start:] if r.params}
             row.trainable = states.pop() if len(states) == 1 else ("partly" if states else row.trainable)

@@ -23,6 +23,7 @@ from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Siz
 from ..ir.graph import Graph, Instance, Node
 from ..ir.nesting import SEP, py_path, structure, top_names
 from ..ir.pyliteral import Printer, literal, py_str
+from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
@@ -146,7 +147,7 @@ class _ClassWriter:
             return []
         child = self.gen.class_for(inst.graph)
         first = self.first_use[inst.id]
-        in_types = [self.graph.type_of(r) for r in first.inputs]
+        in_types = block_input_types(self.graph, first)
         child_inputs = [n for n, _ in inst.graph.inputs]
         out = []
         for key, name, _, _ in child.signature:
@@ -389,6 +390,10 @@ class _ClassWriter:
                 inst = g.instances[node.instance]
                 var[Ref(node.id)] = f"self.{inst.name}" + (f".{node.attr}" if node.kind == "weight" else "")
                 continue
+            if is_scan(node):
+                targets = self._targets(node, i, var, holder, temps, local, last_use)
+                body += self._scan_lines(node, targets, var, printer, local)
+                continue
             expr = self._node_expr(node, var, printer, params)
             if _is_alias(node, expr, var):
                 var[Ref(node.id)] = expr
@@ -441,6 +446,41 @@ class _ClassWriter:
                     f"self.{inst.name}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
             return op.torch.functional(e)
         return op.torch.expr(e)
+
+    def _scan_lines(self, node: Node, targets: str, var: dict, printer: Printer, local: Namespace) -> list[str]:
+        """A scan as the loop one writes by hand: the step module called on each step of the sequence
+        (`x.unbind(1)`, or `x.split(1, dim=1)` with keepdim), then `future` times on its own last output,
+        each y collected and stacked (or concatenated) at the end."""
+        g, scan = self.graph, node.args["scan"]
+        sub = node.args["graph"]
+        inst = g.instances[node.instance]
+        call = f"self.{self.external.get(inst.id, inst.name)}"
+        seq = var[node.inputs[0]]
+        outs = [var.get(Ref(node.id, k)) for k in range(len(node.outputs))]
+        # the carried state: the outputs' own names (fresh where the result is unused or names the sequence)
+        state = [o if o is not None and o != seq else local.claim(name.replace(SEP, "_"))
+                 for o, (name, _) in zip(outs[1:], sub.inputs[1:])]
+        lines = []
+        inits = [var[r] for r in node.inputs[1:]]
+        if state != inits:
+            lines.append(f"{', '.join(state)} = {', '.join(inits)}")
+        x_t, y = local.claim(sub.inputs[0][0].replace(SEP, "_")), local.claim(sub.outputs[0][0].replace(SEP, "_"))
+        steps = local.claim("outputs")
+        dim = scan["dim"]
+        pattern = _pattern(structure([n for n, _ in sub.outputs]), [y] + state)
+        lines.append(f"{steps} = []")
+        source = f"{seq}.split(1, dim={dim})" if scan["keepdim"] else f"{seq}.unbind({dim})"
+        for head, x in ((f"for {x_t} in {source}:", x_t), (f"for _ in range({printer.value(scan['future'])}):", y)):
+            if head.startswith("for _") and isinstance(scan["future"], int) and not hasattr(scan["future"], "expr") \
+                    and scan["future"] == 0:
+                continue
+            args = _nested(structure([n for n, _ in sub.inputs]), [x] + state, {})
+            lines += [head, f"{INDENT}{pattern} = {call}({args})", f"{INDENT}{steps}.append({y})"]
+        if outs[0] is not None:
+            combine = "cat" if scan["keepdim"] else "stack"
+            lines.append(f"{outs[0]} = torch.{combine}({steps}, dim={dim})")
+        lines += [f"{o} = {s}" for o, s in zip(outs[1:], state) if o is not None and o != s]
+        return lines
 
     def _targets(self, node: Node, i: int, var, holder, temps, local, last_use) -> str:
         refs = [Ref(node.id, k) for k in range(len(node.outputs))]

@@ -210,7 +210,7 @@ class LayerApplication:
                         help=f"to share its weights, apply it again: `{spec.name}(x)`; for another layer, "
                              "choose another name")
 
-    def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx, applied=({}, {})):
+    def _apply_instance(self, iv: InstanceValue, inputs, spans, span, ctx, applied=({}, {}), scan=None):
         if iv.graph is not ctx.graph:
             raise EvalError("E0307", f"`{iv.name}` is a layer of `{iv.graph.name}`: a block applies only its "
                             "own layers", span, help="pass the layer's settings to the block, and make the "
@@ -218,10 +218,10 @@ class LayerApplication:
         inst = iv.instance
         if inst is None:  # its first application makes it
             if isinstance(iv.spec, BlockSpec):
-                return self._apply_block(iv.spec, inputs, spans, span, ctx, named=iv)
+                return self._apply_block(iv.spec, inputs, spans, span, ctx, named=iv, scan=scan)
             return self._apply_layer(iv.spec, inputs, spans, span, ctx, named=iv, applied=applied)
         if inst.kind == "block":
-            return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst)
+            return self._apply_block(iv.spec, inputs, spans, span, ctx, instance=inst, scan=scan)
         op = inst.op
         self._check_dtypes(op, inputs, spans, span)
         b = Bound(op, dict(iv.spec.args) | applied[0], [v.type for v in inputs], where=span)
@@ -427,8 +427,11 @@ class LayerApplication:
     # ------------------------------------------------------------------ blocks
 
     def _apply_block(self, spec: BlockSpec, inputs, spans, span, ctx, instance=None,
-                     named: InstanceValue | None = None):
-        """Apply a block (or a model) to its inputs: tensors, or tuples of tensors where it declares them."""
+                     named: InstanceValue | None = None, scan=None):
+        """Apply a block (or a model) to its inputs: tensors, or tuples of tensors where it declares them.
+        With `scan` (a `ScanSite`, frontend/scan.py), `inputs` are one step's and the node is the whole
+        recurrence: its inputs are the sequence and the initial state, its outputs all steps' and the last state."""
+        # long: one application from cache to node; the scan's two changes sit where they apply
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
         flat = leaves(inputs)
@@ -445,6 +448,8 @@ class LayerApplication:
         f = self._caller_mapping(sub, spec, inputs)
         out_types, guards = self._in_caller_terms(sub, spec, inputs, f)
         record_all(guards)
+        if scan is not None:
+            out_types = scan.outputs(out_types, sub)
         if instance is None:
             if spec.name:
                 self._claim_layer_name(spec, ctx)
@@ -457,8 +462,9 @@ class LayerApplication:
         elif sub is not instance.graph and _code_key(sub) != _code_key(instance.graph):
             # the class made for its first inputs would not do for these
             raise self._misfit(instance, _block_difference(instance.graph, sub), inputs, span, ctx)
-        node = ctx.graph.add("call", out_types, [v.ref for v in inputs], instance=instance.id, span=span,
-                             args={"graph": sub})
+        refs = [v.ref for v in inputs] if scan is None else scan.refs
+        node = ctx.graph.add("call", out_types, refs, instance=instance.id, span=span,
+                             args={"graph": sub} if scan is None else {"graph": sub, "scan": scan.args()})
         values = ctx.graph.values(node)
         nested = nest(structure([n for n, _ in sub.outputs]), values)   # `out, (h, c)`
         return nested[0] if len(nested) == 1 else nested

@@ -171,7 +171,12 @@ def _cast(name: str, fn, dtype: str) -> Builtin:
     return Builtin(name, fn, tensor_op="cast", tensor_args=(("dtype", dtype),))
 
 
+def _scan(*args):
+    raise BuiltinError("`scan` runs a step block over a tensor's steps: `ys, state = scan(step, x, state, dim=1)`")
+
+
 BUILTINS: dict[str, Builtin] = {b.name: b for b in (
+    Builtin("scan", _scan),   # evaluated by frontend/scan.py
     Builtin("range", _range), Builtin("len", _len), Builtin("min", _min), Builtin("max", _max),
     Builtin("sum", _sum), Builtin("abs", _abs), Builtin("all", _all), Builtin("any", _any),
     _cast("int", _int, "int32"), _cast("float", _float, "float32"),

@@ -67,6 +67,8 @@ class CallEvaluation:
             return self._block_spec(func.decl, pos, kws, e.span)
         if isinstance(func, Builtin):
             pos, kws = self._args(e, ctx, piped)
+            if func.name == "scan":
+                return self._scan(e, pos, kws, ctx)
             if func.tensor_op and _any_tensor(pos, kws):   # `float(x)`: a cast
                 return self._call_tensor_form(func, pos, kws, e.span, ctx)
             return self._call_builtin(func, pos, kws, e)

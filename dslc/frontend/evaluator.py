@@ -24,6 +24,7 @@ from .context import Ctx
 from .errors import EvalError, Poisoned
 from .expressions import ExpressionEvaluation
 from .lookup import NameLookup
+from .scan import ScanEvaluation
 from .statements import StatementEvaluation
 from .values import POISON
 
@@ -34,7 +35,7 @@ if sys.getrecursionlimit() < 4000:
 
 
 class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation,
-                LayerApplication):
+                LayerApplication, ScanEvaluation):
     """Evaluates one unit's models (`model`), specializing each block once per arguments and input types."""
 
     def __init__(self, unit, reporter: Reporter | None = None):

@@ -27,6 +27,30 @@ def node_macs(graph: Graph, node: Node, sizes: dict):
     return int(plain(value))
 
 
+def scan_steps(graph: Graph, node: Node, sizes: dict):
+    """How many times a scan runs its step block: the sequence's length along `dim`, plus `future`
+    (an int, or a Poly in the run-time sizes `sizes` gives no value)."""
+    scan = node.args["scan"]
+    steps = graph.type_of(node.inputs[0]).shape[scan["dim"]] + plain(scan["future"])
+    if not isinstance(steps, Sym):
+        return int(plain(steps))
+
+    def known_value(a):
+        return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+    total = steps.poly.evaluate(known_value)
+    if total is None:
+        return steps.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
+    return int(total)
+
+
+def times(macs, steps):
+    """MACs once per step."""
+    if isinstance(macs, Poly) or isinstance(steps, Poly):
+        p = (macs if isinstance(macs, Poly) else Poly.const(macs)) * (steps if isinstance(steps, Poly) else Poly.const(steps))
+        return p.const_value() if p.is_const() else p
+    return macs * steps
+
+
 def total_macs(values):
     """A sum of MACs: an int, or a polynomial when some part depends on an unknown size."""
     total = Poly()
@@ -38,7 +62,10 @@ def total_macs(values):
 def macs_by_op(graph: Graph, sizes: dict) -> Iterator[tuple[object, object]]:
     """(OpDef, MACs) of every op node, a block's nodes once per call site."""
     for node in graph:
-        if node.kind == "call":
+        if node.kind == "call" and "scan" in node.args:   # the step block, once per step
+            steps = scan_steps(graph, node, sizes)
+            yield from ((op, times(m, steps)) for op, m in macs_by_op(node.args["graph"], sizes))
+        elif node.kind == "call":
             yield from macs_by_op(node.args["graph"], sizes)
         elif node.kind not in ("input", "weight", "param", "buffer"):
             yield node.op, node_macs(graph, node, sizes)

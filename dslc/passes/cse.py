@@ -113,7 +113,7 @@ class CommonSubexpressions(Pass):
         if inst is not None and has_state(inst):
             return ("instance", inst.id, inputs), "they have their own weights"
         if node.kind == "call":
-            return ("block", id(node.args["graph"]), inputs), None
+            return ("block", id(node.args["graph"]), inputs, repr(node.args.get("scan"))), None
         return ("op", node.op.name, inputs, args_key(node.args)), None
 
 
@@ -122,5 +122,5 @@ def _look(node: Node):
     if node.kind == "op":
         return ("op", node.op.name, tuple(node.inputs), args_key(node.args))
     if node.kind == "call":
-        return ("call", id(node.args["graph"]), tuple(node.inputs))
+        return ("call", id(node.args["graph"]), tuple(node.inputs), repr(node.args.get("scan")))
     return None

@@ -78,6 +78,8 @@ class DeadCode(Pass):
             for g, node in calls:
                 u = indexes.setdefault(id(g), UseIndex(g)) if id(g) not in indexes else indexes[id(g)]
                 read |= {i for i in range(len(node.outputs)) if u.of(Ref(node.id, i))}
+            if any("scan" in node.args for _, node in calls):
+                continue   # a scan carries the state it returns into its next step, read or not
             keep = [i for i in range(len(sub.outputs)) if i in read]
             if not keep or len(keep) == len(sub.outputs):
                 continue
