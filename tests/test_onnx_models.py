@@ -13,6 +13,7 @@ from conftest import golden
 from support import ROOT, ort_run, relative_error
 
 import dslc
+from dslc.ir.nesting import nest, structure
 
 ARGUMENTS = {"MLP": {"hidden": 256, "classes": 10},   # models without defaults
              "SineForecaster": {"future": 3}}         # its generated steps too
@@ -59,12 +60,19 @@ def test_model_matches_pytorch_in_onnxruntime(path, name):
     for sizes in ({"B": 2, "T": 5, "S": 3, "H": 12, "W": 16}, {"B": 3, "T": 7, "S": 6, "H": 9, "W": 13}):
         feeds = _inputs(graph, sizes, rng)
         got = ort_run(model, feeds)
-        with torch.no_grad():
-            out = net(*[torch.from_numpy(v) for v in feeds.values()])
-        want = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+        with torch.no_grad():   # a tuple input (`hidden.0`, `hidden.1`) is one argument, a tuple
+            out = net(*nest(structure(list(feeds)), [torch.from_numpy(v) for v in feeds.values()]))
+        want = [o.numpy() for o in _flat(out)]
         assert len(got) == len(want)
         for g, w in zip(got, want):
             assert relative_error(g, w) < 1e-4, (name, sizes, relative_error(g, w))
+
+
+def _flat(out) -> list:
+    """A model's results in ONNX's order: a tuple's tensors one by one."""
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    return [out]
 
 
 def _zero_state(graph, prefix: str = "") -> dict:

@@ -327,6 +327,11 @@ class PlanChecker(Evaluator):
                             expr.span, help=f"state: {catalog.FIELDS['state'].doc}")
         if not plan.models:
             raise Poisoned()   # the model's own error was reported
+        self._state_plan_fits(expr, plan, steps)
+        self._state_of_model(expr, plan)
+
+    def _state_plan_fits(self, expr, plan: Plan, steps: list) -> None:
+        """A carried state needs one model trained on its loss, and data read in order."""
         if list(plan.models) != ["model"] or steps:
             raise EvalError("E0502", "`state` carries the state of the plan's one `model` from batch to batch; "
                             "this plan has " + ("`models`" if list(plan.models) != ["model"] else "`step`s"),
@@ -339,6 +344,9 @@ class PlanChecker(Evaluator):
                             help=f"read it in order: `{plan.data.entry.name}(..., stream=true)`" if has else
                             "data sets read in order: " + ", ".join(
                                 e.name for e in catalog.DATASETS.values() if any(p.name == "stream" for p in e.params)))
+
+    def _state_of_model(self, expr, plan: Plan) -> None:
+        """The carried input, an output of the same name and shapes, and another input read from the batch."""
         decl, _args, graph = plan.models["model"]
         inputs, outputs = _by_top_name(graph, graph.inputs), _by_top_name(graph, graph.outputs)
         name = expr.id
