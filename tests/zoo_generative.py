@@ -131,8 +131,8 @@ class CLIPTwin(nn.Module):
 
 def clip_key(key: str) -> str:
     """A CLIP state-dict key in CLIPTwin's (OpenAI's) names."""
-    key = re.sub(r"^(visual\.|text\.)residual_attention_block(\d+)\.",
-                 lambda m: f"{'visual.' if m[1] == 'visual.' else ''}transformer.resblocks.{int(m[2]) - 1}.", key)
+    key = re.sub(r"^(visual\.|text\.)resblocks\.", lambda m: f"{'visual.' if m[1] == 'visual.' else ''}transformer.resblocks.",
+                 key)
     key = re.sub(r"\.(in_proj|out_proj)\.", r".attn.\1.", key)
     key = re.sub(r"\.ln(\d)\.", r".ln_\1.", key)
     key = re.sub(r"\.(c_fc|c_proj)\.", r".mlp.\1.", key)

@@ -307,10 +307,14 @@ class _ClassWriter:
                     self.gen.helpers.add("fold_batchnorm")
                     layer = self._ctor(inst, printer, dict(inst.args, bias=inst.folded.bias))
                     norm = self._ctor(inst.folded.norm, printer)
-                    lines.append(f"self.{inst.name} = fold_batchnorm({layer}, {norm})")
+                    lines.append(f"self.{attr(inst.name)} = fold_batchnorm({layer}, {norm})")
+                elif inst.container is not None:
+                    lines += self._container_lines(inst, printer)
                 elif is_module(inst):
                     lines.append(f"self.{inst.name} = {self._ctor(inst, printer)}")
                     lines += self._init_calls(inst, printer)
+            elif inst.kind == "block" and inst.container is not None:
+                lines += self._container_lines(inst, printer)
             elif inst.kind == "block":
                 lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
             elif inst.kind == "param":
@@ -345,7 +349,7 @@ class _ClassWriter:
 
     def _init_calls(self, inst: Instance, printer: Printer) -> list[str]:
         """`nn.init.normal_(self.fc.weight, std=0.02)`: the layer's own `init=`, right after it is made."""
-        return [spec.init.in_place(f"self.{inst.name}.{weight}", _given_args(spec, printer))
+        return [spec.init.in_place(f"self.{attr(inst.name)}.{weight}", _given_args(spec, printer))
                 for weight, spec in inst.inits.items()]
 
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
@@ -363,6 +367,18 @@ class _ClassWriter:
         parts += [f"{k}={v}" for k, v in t.fixed]
         self.gen.helpers.update(_helpers_of(t, args))
         return f"{t.cls}({', '.join(parts)})"
+
+    def _container_lines(self, inst: Instance, printer: Printer) -> list[str]:
+        """A repeat's module list, written where its first element is made: the count stays an
+        argument when its elements are alike (`range(depth)`), else each element is listed."""
+        if inst.index != 0:
+            return []
+        c = self.graph.containers[inst.container]
+        ctor = self._block_ctor if inst.kind == "block" else lambda i: self._ctor(i, printer)
+        if c.uniform:
+            return [f"self.{c.name} = nn.ModuleList([{ctor(inst)} for _ in range({printer.value(c.count)})])"]
+        items = [f"{INDENT}{ctor(self.graph.instances[i])}," for i in c.instances]
+        return [f"self.{c.name} = nn.ModuleList(["] + items + ["])"]
 
     def _block_ctor(self, inst: Instance) -> str:
         child = self.gen.class_for(inst.graph)
@@ -388,11 +404,15 @@ class _ClassWriter:
         for i, node in enumerate(nodes):
             if node.kind in ("param", "weight", "buffer"):
                 inst = g.instances[node.instance]
-                var[Ref(node.id)] = f"self.{inst.name}" + (f".{node.attr}" if node.kind == "weight" else "")
+                var[Ref(node.id)] = f"self.{attr(inst.name)}" + (f".{node.attr}" if node.kind == "weight" else "")
                 continue
             if is_scan(node):
                 targets = self._targets(node, i, var, holder, temps, local, last_use)
                 body += self._scan_lines(node, targets, var, printer, local)
+                continue
+            if node.instance is not None and g.instances[node.instance].container is not None:
+                if g.instances[node.instance].index == 0:
+                    body += self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
                 continue
             expr = self._node_expr(node, var, printer, params)
             if _is_alias(node, expr, var):
@@ -411,6 +431,27 @@ class _ClassWriter:
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
 
+    def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
+                        params) -> list[str]:
+        """`for block in self.h: x = block(x)`: a module list's elements, applied in turn to the running
+        value (each to the one before's result, with the same other inputs; frontend/containers.py)."""
+        g = self.graph
+        c = g.containers[g.instances[node.instance].container]
+        last = nodes[i + len(c.instances) - 1] if i + len(c.instances) <= len(nodes) else None
+        if [n.instance for n in nodes[i:i + len(c.instances)]] != c.instances:
+            raise CodegenError(f"the module list `{c.name}` is not applied in one run")
+        running = var[node.inputs[0]]
+        var[last.inputs[0]] = running          # so that the result may take the running value's name
+        target = self._targets(last, i, var, holder, temps, local, last_use)
+        element = "block" if node.kind == "call" else "layer"
+        if element in local.taken:   # a tensor of the user's is called so; a loop's own name is dead after it
+            element = local.claim(element)
+        var[node.inputs[0]] = target
+        expr = self._node_expr(node, var, printer, params, module=element)
+        var[node.inputs[0]] = running
+        lines = [f"{target} = {running}"] if target != running else []
+        return lines + [f"for {element} in self.{c.name}:", f"{INDENT}{target} = {expr}"]
+
     def _parameters(self, local: Namespace, var: dict, holder: dict, last_use: dict) -> list:
         """forward's parameters, one per input; a tuple input's tensors are read as `hidden[0]`."""
         params = {name: local.claim(name) for name in top_names([n for n, _ in self.graph.inputs])}
@@ -425,13 +466,15 @@ class _ClassWriter:
                 holder[top] = ref   # a tuple's name stays taken while any of its tensors is used
         return list(params.values())
 
-    def _node_expr(self, node: Node, var: dict, printer: Printer, params: list, graph: Graph | None = None) -> str:
+    def _node_expr(self, node: Node, var: dict, printer: Printer, params: list, graph: Graph | None = None,
+                   module: str | None = None) -> str:
+        """The node's expression; `module`: the module it applies, when not its own attribute (a loop's)."""
         g = graph or self.graph
         inputs = [var[r] for r in node.inputs]
         if node.kind == "call":
             inst = g.instances[node.instance]
-            name = self.external.get(inst.id, inst.name)
-            return f"self.{name}({_nested(structure([n for n, _ in inst.graph.inputs]), inputs, self.tuples)})"
+            name = module or "self." + attr(self.external.get(inst.id, inst.name))
+            return f"{name}({_nested(structure([n for n, _ in inst.graph.inputs]), inputs, self.tuples)})"
         op = node.op
         inputs = op.positional(node.args, inputs)   # keyword inputs are read from the args by name
         source = (inputs or params or [None])[0]
@@ -442,8 +485,9 @@ class _ClassWriter:
             inst = g.instances[node.instance]
             if is_module(inst):
                 call = op.torch.call
-                return call(e, f"self.{inst.name}") if call else \
-                    f"self.{inst.name}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
+                module = module or f"self.{attr(inst.name)}"
+                return call(e, module) if call else \
+                    f"{module}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
             return op.torch.functional(e)
         return op.torch.expr(e)
 
@@ -680,6 +724,12 @@ def _symbol_names(g: Graph) -> set:
             if isinstance(d, Sym):
                 names |= {a.name for a in d.poly.atoms() if isinstance(a, Var)}
     return names
+
+
+def attr(name: str) -> str:
+    """An instance's attribute path: a module list's element `h.3` is `h[3]`."""
+    head, *rest = name.split(".")
+    return head + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
 
 
 def _derived(v) -> bool:

@@ -5,7 +5,7 @@ names to POISON, and later uses of a poisoned value report nothing more.
 from __future__ import annotations
 
 from ..diagnostics import Diagnostic, Label, did_you_mean
-from ..ir.dims import Size, Sym, SymbolicDecision, plain
+from ..ir.dims import Sym, SymbolicDecision, plain
 from ..ir.limits import MAX_ITEMS, MAX_STEPS, LimitError, elements_too_many
 from ..ir.nesting import SEP, flatten, leaves
 from ..ir.types import DTYPES, TensorType
@@ -14,6 +14,7 @@ from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int
 from . import ast
 from .binding import Arg, bind_op
+from .containers import Repeat, check_name, finish_repeats, split_name
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .values import MISSING, POISON, BlockSpec, InitSpec, LayerSpec
@@ -240,6 +241,11 @@ class StatementEvaluation:
         for name, v in ctx.outputs:
             ctx.graph.outputs += [(flat, t.ref) for flat, t in flatten(name, v)]   # a tuple: `hidden.0`, ...
         self._drop_buffer_sources(ctx)
+        try:
+            finish_repeats(ctx)
+        except EvalError as e:
+            self.reporter.add(e.diagnostic)
+            ctx.failed = True
 
     def _s_ParamStmt(self, stmt: ast.ParamStmt, ctx: Ctx, top: bool) -> None:
         if ctx.kind not in ("model", "block"):
@@ -386,18 +392,27 @@ class StatementEvaluation:
             ctx.scope[name] = v
 
     def _s_RepeatStmt(self, stmt: ast.RepeatStmt, ctx: Ctx, top: bool) -> None:
-        count = self._expr(stmt.count, ctx)
-        n = self._count(count, stmt.count.span)
+        count_expr, name, name_span = split_name(stmt.count)   # `repeat depth as h`
+        if name is not None:
+            check_name(name, name_span, ctx)
+        count = self._expr(count_expr, ctx)
+        n = self._count(count, count_expr.span)
         ctx.loop_depth += 1
         outer = ctx.graph.region
+        passes = []
         try:
             for i in range(n):
                 self._spend(stmt.span)
                 ctx.graph.region = (id(stmt), i, "repeat")
+                before = len(ctx.graph.nodes)
                 self._run_body(stmt.body, ctx)
+                passes.append(list(ctx.graph.nodes)[before:])
         finally:
             ctx.loop_depth -= 1
             ctx.graph.region = outer
+        # whether it is a module list, and so whether its count stays a parameter, is decided
+        # once the body is done (frontend/containers.py)
+        ctx.repeats.append(Repeat(count, passes, name, name_span, stmt.span))
 
     def _count(self, v, span) -> int:
         if v is POISON:
@@ -406,8 +421,6 @@ class StatementEvaluation:
             raise EvalError("E0311", f"a repeat count must be known at compile time, got `{v}`", span)
         if not is_int(v):
             raise EvalError("E0301", f"a repeat count must be an int, got {describe(v)}", span)
-        if isinstance(v, Size):
-            v._lose("a repeat count")
         if plain(v) < 0:
             raise EvalError("E0302", f"a repeat count cannot be negative, got {plain(v)}", span)
         if plain(v) > MAX_ITEMS:

@@ -38,6 +38,8 @@ class Instance:
     span: object = None
     folded: object = None             # a FoldedNorm: the batch norm folded into this layer (passes, -O2)
     inits: dict = field(default_factory=dict)  # a layer's weight name -> InitSpec (`init=` in its call)
+    container: str | None = None      # the Container it is an element of (`repeat depth as h`)
+    index: int = 0                    # its place there: its name is `h.3`
 
     def weights(self) -> dict:
         if self.kind == "layer":
@@ -51,6 +53,20 @@ class Instance:
         if self.kind == "buffer":
             return {"": (self.shape, self.graph.type_of(self.graph.outputs[0][1]).dtype)}
         return self.op.buffer_shapes(self.args) if self.kind == "layer" else {}
+
+
+@dataclass
+class Container:
+    """The instances a repeat made, one per pass, kept as one `nn.ModuleList` keyed 0, 1, 2, ...
+    (`h.0.attn.weight`): each pass applied one layer or block to the value the pass before made.
+
+    `uniform`: every element is made alike, so the count stays a constructor argument
+    (`nn.ModuleList([Block(dim) for _ in range(depth)])`); otherwise the elements are listed."""
+    name: str
+    instances: list                   # instance ids, in order
+    count: object                     # the repeat count (an int, or a Size that remembers its parameter)
+    uniform: bool
+    user_name: str | None = None      # from `repeat n as name`
 
 
 @dataclass
@@ -102,6 +118,7 @@ class Graph:
     inference: bool = False                       # -O2: the model runs in eval mode only
     memory_format: str | None = None              # "channels_last" (--channels-last)
     region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
+    containers: dict = field(default_factory=dict)  # name -> Container (repeats kept as module lists)
     decl: object = None
     unrolled: int = 0                             # nodes, with every block call counted as its body's
     _nx: object = None

@@ -91,8 +91,11 @@ def stem_of(inst: Instance) -> str:
 
 def name_instances(graph: Graph) -> None:
     taken = {i.user_name for i in graph.instances.values() if i.user_name}
+    taken |= {c.user_name for c in graph.containers.values() if c.user_name}
     stems: dict[str, list[Instance]] = {}
     for inst in graph.instances.values():
+        if inst.container is not None:
+            continue   # `h.3`: named with its list, below
         if inst.user_name:
             inst.name = inst.user_name
         else:
@@ -110,6 +113,34 @@ def name_instances(graph: Graph) -> None:
                 n += 1
             inst.name = f"{stem}{n}"
             taken.add(inst.name)
+
+
+    _name_containers(graph, taken)
+
+
+def _name_containers(graph: Graph, taken: set) -> None:
+    """A module list is named by the user (`repeat depth as h`) or after its elements (`blocks`);
+    its elements by their place, as in PyTorch: `h.0`, `h.1`."""
+    named = {}
+    for c in graph.containers.values():
+        c.instances = [i for i in c.instances if i in graph.instances]   # what the passes kept
+        if not c.instances:
+            continue
+        name = c.user_name
+        if name is None:
+            stem = (stem_of(graph.instances[c.instances[0]]).lstrip("_") or "block")
+            stem = stem if stem.endswith("s") else stem + "s"
+            name, n = stem, 1
+            while not _free(name, taken):
+                n += 1
+                name = f"{stem}{n}"
+            taken.add(name)
+        c.name = name
+        named[name] = c
+        for i, inst_id in enumerate(c.instances):
+            inst = graph.instances[inst_id]
+            inst.container, inst.name = name, f"{name}.{i}"
+    graph.containers = named
 
 
 def _free(name: str, taken: set) -> bool:

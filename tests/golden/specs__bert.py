@@ -40,8 +40,6 @@ class BertClassifier(nn.Module):
         super().__init__()
         if ff is None:
             ff = 4 * dim
-        if depth != 12:
-            raise ValueError("BertClassifier was compiled for depth == 12; compile it again with `dslc compile --set` to change that")
         if pre_norm is not False:
             raise ValueError("BertClassifier was compiled for pre_norm=False; compile it again with `dslc compile --set`")
         self.word_embed = nn.Embedding(vocab, dim)
@@ -49,18 +47,7 @@ class BertClassifier(nn.Module):
         self.segment_embed = nn.Embedding(segments, dim)
         self.embed_norm = nn.LayerNorm(dim, eps=1e-12)
         self.dropout1 = nn.Dropout(dropout)
-        self.encoder_layer1 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer2 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer3 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer4 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer5 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer6 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer7 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer8 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer9 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer10 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer11 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer12 = EncoderLayer(dim, heads, ff, dropout)
+        self.layers = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout) for _ in range(depth)])
         self.pooler = nn.Linear(dim, dim)
         self.dropout2 = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim, classes)
@@ -74,18 +61,8 @@ class BertClassifier(nn.Module):
         h = h + x
         h = self.embed_norm(h)
         h = self.dropout1(h)
-        h = self.encoder_layer1(h)
-        h = self.encoder_layer2(h)
-        h = self.encoder_layer3(h)
-        h = self.encoder_layer4(h)
-        h = self.encoder_layer5(h)
-        h = self.encoder_layer6(h)
-        h = self.encoder_layer7(h)
-        h = self.encoder_layer8(h)
-        h = self.encoder_layer9(h)
-        h = self.encoder_layer10(h)
-        h = self.encoder_layer11(h)
-        h = self.encoder_layer12(h)
+        for block in self.layers:
+            h = block(h)
         h = h[:, 0]
         h = self.pooler(h)
         pooled = torch.tanh(h)

@@ -56,17 +56,16 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """The block `VisionTransformer` (clip.dl:30), built for depth == 2."""
+    """The block `VisionTransformer` (clip.dl:30)."""
 
-    def __init__(self, in_channels: int, x_dim2: int, x_dim3: int, patch: int, dim: int, heads: int, embed: int):
+    def __init__(self, in_channels: int, x_dim2: int, x_dim3: int, patch: int, dim: int, depth: int, heads: int, embed: int):
         super().__init__()
         self.dim = dim
         self.class_embedding = nn.Parameter(torch.randn(dim) * 0.02)
         self.positional_embedding = nn.Parameter(torch.randn(x_dim2 // patch * (x_dim3 // patch) + 1, dim) * 0.01)
         self.conv1 = nn.Conv2d(in_channels, dim, patch, stride=patch, bias=False)
         self.ln_pre = nn.LayerNorm(dim)
-        self.residual_attention_block1 = ResidualAttentionBlock(dim, heads)
-        self.residual_attention_block2 = ResidualAttentionBlock(dim, heads)
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads) for _ in range(depth)])
         self.ln_post = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, embed, bias=False)
 
@@ -79,8 +78,8 @@ class VisionTransformer(nn.Module):
         h = torch.cat([h, tokens], dim=1)
         h = h + self.positional_embedding
         h = self.ln_pre(h)
-        h = self.residual_attention_block1(h)
-        h = self.residual_attention_block2(h)
+        for block in self.resblocks:
+            h = block(h)
         h = h[:, 0]
         h = self.ln_post(h)
         return self.proj(h)
@@ -114,14 +113,13 @@ class ResidualAttentionBlock2(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """The block `TextTransformer` (clip.dl:42), built for depth == 2."""
+    """The block `TextTransformer` (clip.dl:42)."""
 
-    def __init__(self, vocab: int, context: int, dim: int, heads: int, embed: int):
+    def __init__(self, vocab: int, context: int, dim: int, depth: int, heads: int, embed: int):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab, dim)
         self.positional_embedding = nn.Embedding(context, dim)
-        self.residual_attention_block1 = ResidualAttentionBlock2(dim, heads)
-        self.residual_attention_block2 = ResidualAttentionBlock2(dim, heads)
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock2(dim, heads) for _ in range(depth)])
         self.ln_final = nn.LayerNorm(dim)
         self.text_projection = nn.Linear(dim, embed, bias=False)
 
@@ -130,8 +128,8 @@ class TextTransformer(nn.Module):
         h = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.positional_embedding(h)
         h = x + h
-        h = self.residual_attention_block1(h)
-        h = self.residual_attention_block2(h)
+        for block in self.resblocks:
+            h = block(h)
         h = h[:, -1]
         h = self.ln_final(h)
         return self.text_projection(h)
@@ -142,13 +140,9 @@ class CLIP(nn.Module):
 
     def __init__(self, image: int = 32, patch: int = 8, vision_dim: int = 64, vision_depth: int = 2, vision_heads: int = 4, vocab: int = 1000, context: int = 16, text_dim: int = 64, text_depth: int = 2, text_heads: int = 4, embed: int = 32):
         super().__init__()
-        if vision_depth != 2:
-            raise ValueError("CLIP was compiled for vision_depth == 2; compile it again with `dslc compile --set` to change that")
-        if text_depth != 2:
-            raise ValueError("CLIP was compiled for text_depth == 2; compile it again with `dslc compile --set` to change that")
         self.logit_scale = nn.Parameter(torch.full((), 2.659260036932778))
-        self.visual = VisionTransformer(3, image, image, patch, vision_dim, vision_heads, embed)
-        self.text = TextTransformer(vocab, context, text_dim, text_heads, embed)
+        self.visual = VisionTransformer(3, image, image, patch, vision_dim, vision_depth, vision_heads, embed)
+        self.text = TextTransformer(vocab, context, text_dim, text_depth, text_heads, embed)
 
     def forward(self, images, texts):
         image_features = self.visual(images)

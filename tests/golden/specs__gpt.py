@@ -29,197 +29,75 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class CausalSelfAttention(nn.Module):
-    """The block `CausalSelfAttention` (gpt.dl:11)."""
+    """The block `CausalSelfAttention` (gpt.dl:15)."""
 
     def __init__(self, in_features: int, dim: int, heads: int, dropout: float):
         super().__init__()
         self.dropout = dropout
         self.heads = heads
-        self.fc1 = nn.Linear(in_features, 3 * dim)
-        self.fc2 = nn.Linear(dim, dim)
+        self.c_attn = nn.Linear(in_features, 3 * dim)
+        self.c_proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        h = self.fc1(x)
+        h = self.c_attn(x)
         q, k, v = h.chunk(3, dim=-1)
         h = multi_head_attention(q, k, v, self.heads, causal=True, dropout=self.dropout, training=self.training)
-        return self.fc2(h)
+        return self.c_proj(h)
+
+
+class MLP(nn.Module):
+    """The block `MLP` (gpt.dl:22)."""
+
+    def __init__(self, in_features: int, dim: int):
+        super().__init__()
+        self.c_fc = nn.Linear(in_features, 4 * dim)
+        self.c_proj = nn.Linear(4 * dim, dim)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        h = F.gelu(h)
+        return self.c_proj(h)
+
+
+class Block(nn.Module):
+    """The block `Block` (gpt.dl:28), built for x.shape[2] == dim."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, dim)
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        h = self.attn(h)
+        x = x + h
+        h = self.ln_2(x)
+        h = self.mlp(h)
+        return x + h
 
 
 class GPT(nn.Module):
-    """The model `GPT` (gpt.dl:17)."""
+    """The model `GPT` (gpt.dl:34)."""
 
     def __init__(self, vocab: int = 50257, context: int = 1024, dim: int = 768, depth: int = 12, heads: int = 12):
         super().__init__()
-        if depth != 12:
-            raise ValueError("GPT was compiled for depth == 12; compile it again with `dslc compile --set` to change that")
         self.wte = nn.Embedding(vocab, dim)
-        self.embedding = nn.Embedding(context, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.causal_self_attention1 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm2 = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, 4 * dim)
-        self.fc2 = nn.Linear(4 * dim, dim)
-        self.norm3 = nn.LayerNorm(dim)
-        self.causal_self_attention2 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm4 = nn.LayerNorm(dim)
-        self.fc3 = nn.Linear(dim, 4 * dim)
-        self.fc4 = nn.Linear(4 * dim, dim)
-        self.norm5 = nn.LayerNorm(dim)
-        self.causal_self_attention3 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm6 = nn.LayerNorm(dim)
-        self.fc5 = nn.Linear(dim, 4 * dim)
-        self.fc6 = nn.Linear(4 * dim, dim)
-        self.norm7 = nn.LayerNorm(dim)
-        self.causal_self_attention4 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm8 = nn.LayerNorm(dim)
-        self.fc7 = nn.Linear(dim, 4 * dim)
-        self.fc8 = nn.Linear(4 * dim, dim)
-        self.norm9 = nn.LayerNorm(dim)
-        self.causal_self_attention5 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm10 = nn.LayerNorm(dim)
-        self.fc9 = nn.Linear(dim, 4 * dim)
-        self.fc10 = nn.Linear(4 * dim, dim)
-        self.norm11 = nn.LayerNorm(dim)
-        self.causal_self_attention6 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm12 = nn.LayerNorm(dim)
-        self.fc11 = nn.Linear(dim, 4 * dim)
-        self.fc12 = nn.Linear(4 * dim, dim)
-        self.norm13 = nn.LayerNorm(dim)
-        self.causal_self_attention7 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm14 = nn.LayerNorm(dim)
-        self.fc13 = nn.Linear(dim, 4 * dim)
-        self.fc14 = nn.Linear(4 * dim, dim)
-        self.norm15 = nn.LayerNorm(dim)
-        self.causal_self_attention8 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm16 = nn.LayerNorm(dim)
-        self.fc15 = nn.Linear(dim, 4 * dim)
-        self.fc16 = nn.Linear(4 * dim, dim)
-        self.norm17 = nn.LayerNorm(dim)
-        self.causal_self_attention9 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm18 = nn.LayerNorm(dim)
-        self.fc17 = nn.Linear(dim, 4 * dim)
-        self.fc18 = nn.Linear(4 * dim, dim)
-        self.norm19 = nn.LayerNorm(dim)
-        self.causal_self_attention10 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm20 = nn.LayerNorm(dim)
-        self.fc19 = nn.Linear(dim, 4 * dim)
-        self.fc20 = nn.Linear(4 * dim, dim)
-        self.norm21 = nn.LayerNorm(dim)
-        self.causal_self_attention11 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm22 = nn.LayerNorm(dim)
-        self.fc21 = nn.Linear(dim, 4 * dim)
-        self.fc22 = nn.Linear(4 * dim, dim)
-        self.norm23 = nn.LayerNorm(dim)
-        self.causal_self_attention12 = CausalSelfAttention(dim, dim, heads, 0.0)
-        self.norm24 = nn.LayerNorm(dim)
-        self.fc23 = nn.Linear(dim, 4 * dim)
-        self.fc24 = nn.Linear(4 * dim, dim)
-        self.norm25 = nn.LayerNorm(dim)
+        self.wpe = nn.Embedding(context, dim)
+        self.h = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+        self.ln_f = nn.LayerNorm(dim)
 
     def forward(self, tokens):
         x = self.wte(tokens)
         h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.embedding(h)
-        h = x + h
-        x = self.norm1(h)
-        x = self.causal_self_attention1(x)
-        h = h + x
-        x = self.norm2(h)
-        x = self.fc1(x)
-        x = F.gelu(x)
-        x = self.fc2(x)
-        h = h + x
-        x = self.norm3(h)
-        x = self.causal_self_attention2(x)
-        h = h + x
-        x = self.norm4(h)
-        x = self.fc3(x)
-        x = F.gelu(x)
-        x = self.fc4(x)
-        h = h + x
-        x = self.norm5(h)
-        x = self.causal_self_attention3(x)
-        h = h + x
-        x = self.norm6(h)
-        x = self.fc5(x)
-        x = F.gelu(x)
-        x = self.fc6(x)
-        h = h + x
-        x = self.norm7(h)
-        x = self.causal_self_attention4(x)
-        h = h + x
-        x = self.norm8(h)
-        x = self.fc7(x)
-        x = F.gelu(x)
-        x = self.fc8(x)
-        h = h + x
-        x = self.norm9(h)
-        x = self.causal_self_attention5(x)
-        h = h + x
-        x = self.norm10(h)
-        x = self.fc9(x)
-        x = F.gelu(x)
-        x = self.fc10(x)
-        h = h + x
-        x = self.norm11(h)
-        x = self.causal_self_attention6(x)
-        h = h + x
-        x = self.norm12(h)
-        x = self.fc11(x)
-        x = F.gelu(x)
-        x = self.fc12(x)
-        h = h + x
-        x = self.norm13(h)
-        x = self.causal_self_attention7(x)
-        h = h + x
-        x = self.norm14(h)
-        x = self.fc13(x)
-        x = F.gelu(x)
-        x = self.fc14(x)
-        h = h + x
-        x = self.norm15(h)
-        x = self.causal_self_attention8(x)
-        h = h + x
-        x = self.norm16(h)
-        x = self.fc15(x)
-        x = F.gelu(x)
-        x = self.fc16(x)
-        h = h + x
-        x = self.norm17(h)
-        x = self.causal_self_attention9(x)
-        h = h + x
-        x = self.norm18(h)
-        x = self.fc17(x)
-        x = F.gelu(x)
-        x = self.fc18(x)
-        h = h + x
-        x = self.norm19(h)
-        x = self.causal_self_attention10(x)
-        h = h + x
-        x = self.norm20(h)
-        x = self.fc19(x)
-        x = F.gelu(x)
-        x = self.fc20(x)
-        h = h + x
-        x = self.norm21(h)
-        x = self.causal_self_attention11(x)
-        h = h + x
-        x = self.norm22(h)
-        x = self.fc21(x)
-        x = F.gelu(x)
-        x = self.fc22(x)
-        h = h + x
-        x = self.norm23(h)
-        x = self.causal_self_attention12(x)
-        h = h + x
-        x = self.norm24(h)
-        x = self.fc23(x)
-        x = F.gelu(x)
-        x = self.fc24(x)
-        h = h + x
-        h = self.norm25(h)
-        x = self.wte.weight.transpose(0, 1)
-        return h @ x
+        h = self.wpe(h)
+        x = x + h
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        h = self.wte.weight.transpose(0, 1)
+        return x @ h
 
 
 MODELS = {"GPT": GPT}

@@ -111,26 +111,14 @@ class Seq2SeqTransformer(nn.Module):
         super().__init__()
         if ff is None:
             ff = 4 * dim
-        if depth != 6:
-            raise ValueError("Seq2SeqTransformer was compiled for depth == 6; compile it again with `dslc compile --set` to change that")
         self.dim = dim
         self.embed = nn.Embedding(vocab, dim)
         self.source_pos = nn.Embedding(context, dim)
         self.dropout1 = nn.Dropout(dropout)
-        self.encoder_layer1 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer2 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer3 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer4 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer5 = EncoderLayer(dim, heads, ff, dropout)
-        self.encoder_layer6 = EncoderLayer(dim, heads, ff, dropout)
+        self.encoder = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout) for _ in range(depth)])
         self.target_pos = nn.Embedding(context, dim)
         self.dropout2 = nn.Dropout(dropout)
-        self.decoder_layer1 = DecoderLayer(dim, heads, ff, dropout)
-        self.decoder_layer2 = DecoderLayer(dim, heads, ff, dropout)
-        self.decoder_layer3 = DecoderLayer(dim, heads, ff, dropout)
-        self.decoder_layer4 = DecoderLayer(dim, heads, ff, dropout)
-        self.decoder_layer5 = DecoderLayer(dim, heads, ff, dropout)
-        self.decoder_layer6 = DecoderLayer(dim, heads, ff, dropout)
+        self.decoder = nn.ModuleList([DecoderLayer(dim, heads, ff, dropout) for _ in range(depth)])
 
     def forward(self, source, target):
         x = self.embed(source)
@@ -139,24 +127,16 @@ class Seq2SeqTransformer(nn.Module):
         h = self.source_pos(h)
         memory = x + h
         memory = self.dropout1(memory)
-        memory = self.encoder_layer1(memory)
-        memory = self.encoder_layer2(memory)
-        memory = self.encoder_layer3(memory)
-        memory = self.encoder_layer4(memory)
-        memory = self.encoder_layer5(memory)
-        memory = self.encoder_layer6(memory)
+        for block in self.encoder:
+            memory = block(memory)
         x = self.embed(target)
         x = x * (self.dim ** 0.5)
         h = torch.arange(target.shape[1], device=target.device)
         h = self.target_pos(h)
         h = x + h
         h = self.dropout2(h)
-        h = self.decoder_layer1(h, memory)
-        h = self.decoder_layer2(h, memory)
-        h = self.decoder_layer3(h, memory)
-        h = self.decoder_layer4(h, memory)
-        h = self.decoder_layer5(h, memory)
-        h = self.decoder_layer6(h, memory)
+        for block in self.decoder:
+            h = block(h, memory)
         x = self.embed.weight.transpose(0, 1)
         return h @ x
 

@@ -38,14 +38,9 @@ class TransformerClassifier(nn.Module):
 
     def __init__(self, vocab: int = 10000, context: int = 512, dim: int = 128, depth: int = 4, heads: int = 4, classes: int = 2):
         super().__init__()
-        if depth != 4:
-            raise ValueError("TransformerClassifier was compiled for depth == 4; compile it again with `dslc compile --set` to change that")
         self.embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)
-        self.transformer_block1 = TransformerBlock(dim, heads, 4 * dim, 0.1)
-        self.transformer_block2 = TransformerBlock(dim, heads, 4 * dim, 0.1)
-        self.transformer_block3 = TransformerBlock(dim, heads, 4 * dim, 0.1)
-        self.transformer_block4 = TransformerBlock(dim, heads, 4 * dim, 0.1)
+        self.layers = nn.ModuleList([TransformerBlock(dim, heads, 4 * dim, 0.1) for _ in range(depth)])
         self.head = nn.Linear(dim, classes)
 
     def forward(self, tokens):
@@ -53,10 +48,8 @@ class TransformerClassifier(nn.Module):
         h = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.pos_embed(h)
         h = x + h
-        h = self.transformer_block1(h)
-        h = self.transformer_block2(h)
-        h = self.transformer_block3(h)
-        h = self.transformer_block4(h)
+        for block in self.layers:
+            h = block(h)
         h = h.mean(dim=1)
         return self.head(h)
 

@@ -34,24 +34,11 @@ class ViT(nn.Module):
 
     def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12, classes: int = 1000):
         super().__init__()
-        if depth != 12:
-            raise ValueError("ViT was compiled for depth == 12; compile it again with `dslc compile --set` to change that")
         self.dim = dim
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
         self.conv = nn.Conv2d(3, dim, patch, stride=patch)
-        self.encoder1 = Encoder(dim, heads, 4 * dim)
-        self.encoder2 = Encoder(dim, heads, 4 * dim)
-        self.encoder3 = Encoder(dim, heads, 4 * dim)
-        self.encoder4 = Encoder(dim, heads, 4 * dim)
-        self.encoder5 = Encoder(dim, heads, 4 * dim)
-        self.encoder6 = Encoder(dim, heads, 4 * dim)
-        self.encoder7 = Encoder(dim, heads, 4 * dim)
-        self.encoder8 = Encoder(dim, heads, 4 * dim)
-        self.encoder9 = Encoder(dim, heads, 4 * dim)
-        self.encoder10 = Encoder(dim, heads, 4 * dim)
-        self.encoder11 = Encoder(dim, heads, 4 * dim)
-        self.encoder12 = Encoder(dim, heads, 4 * dim)
+        self.encoders = nn.ModuleList([Encoder(dim, heads, 4 * dim) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, classes)
 
@@ -63,18 +50,8 @@ class ViT(nn.Module):
         h = self.cls.expand(B, 1, self.dim)
         h = torch.cat([h, p], dim=1)
         h = h + self.pos
-        h = self.encoder1(h)
-        h = self.encoder2(h)
-        h = self.encoder3(h)
-        h = self.encoder4(h)
-        h = self.encoder5(h)
-        h = self.encoder6(h)
-        h = self.encoder7(h)
-        h = self.encoder8(h)
-        h = self.encoder9(h)
-        h = self.encoder10(h)
-        h = self.encoder11(h)
-        h = self.encoder12(h)
+        for block in self.encoders:
+            h = block(h)
         h = h[:, 0]
         h = self.norm(h)
         return self.fc(h)
