@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
-from .ptypes import PType, is_tensor_type
+from .ptypes import BOOL, PType, is_tensor_type
 
 REQUIRED = object()  # the default of a parameter with no default
 
@@ -51,6 +51,12 @@ class ParamSpec:
     @property
     def is_tensor(self) -> bool:
         return is_tensor_type(self.type)
+
+
+# torch's `inplace=` (nn.ReLU(inplace=True), F.dropout(x, inplace=True)), on every entry whose torch
+# counterpart takes it. The generated code keeps it only where overwriting the input is provably safe
+# (backends/inplace.py); elsewhere it is dropped: the same function, with one more tensor in memory.
+INPLACE = ParamSpec("inplace", BOOL, False, doc="overwrite the input (kept in the generated code only where safe)")
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ class OpDef:
     identity: tuple | None = None           # (neutral value, operands it is neutral as): x + 0 is x
     fold: Callable | None = None            # Constants -> value | None: its value on uniform constants (above)
     rewrites_weights: Callable | None = None  # args -> why forward changes its weights in place, or None
+    # args -> whether torch's in-place form has a backward with these settings (leaky_relu_ has none
+    # for a negative slope); None: it always has. Where it has not, `inplace=True` is dropped.
+    inplace_backward: Callable | None = None
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:
