@@ -103,6 +103,17 @@ class Bound:
         return self.inputs[0]
 
 
+@dataclass(frozen=True)
+class LayerForm:
+    """A layer's second signature, torch's, that takes another layer as an argument:
+    `TransformerEncoder(encoder_layer, num_layers, norm=None, ...)`. A call whose first argument is a layer
+    (or that names `params[0]`) binds to `params`; `flatten(values)` gives the entry's own arguments, every
+    one, or raises a ShapeError naming the argument (`arg`) at fault. The front end takes each flat
+    argument's place from the inner layer's call or from the argument of the same name."""
+    params: tuple[ParamSpec, ...]
+    flatten: Callable
+
+
 # ---- PyTorch emission ----
 
 @dataclass(frozen=True)
@@ -246,6 +257,7 @@ class OpDef:
     # args -> whether torch's in-place form has a backward with these settings (leaky_relu_ has none
     # for a negative slope); None: it always has. Where it has not, `inplace=True` is dropped.
     inplace_backward: Callable | None = None
+    layer_form: LayerForm | None = None     # torch's signature taking a layer (above), besides `params`
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:
