@@ -58,6 +58,8 @@ def ops_section(kind: str, title: str) -> list[str]:
             family = op.family
             out += [f"### {family}", "", "| signature | what it does |", "| --- | --- |"]
         sig = signature(op.name, op.params)
+        if op.layer_form is not None:   # torch's form, taking a layer
+            sig += f", or {signature(op.name, op.layer_form.params)}"
         if kind == "layer" and len(op.inputs) > 1:
             sig += f" applied to {applied_to(op)}"
         out.append(f"| {sig} | {op.doc} |")

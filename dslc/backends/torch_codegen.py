@@ -27,6 +27,7 @@ from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
+from .inplace import kept_inplace
 from .pyformat import Namespace, doc_text, is_default, safe_ident
 
 INDENT = "    "
@@ -90,6 +91,7 @@ class _ClassWriter:
     def __init__(self, gen: Generator, graph: Graph, is_model: bool):
         self.gen, self.graph, self.is_model = gen, graph, is_model
         self.external = gen.external.get(id(graph), {})
+        self.inplace = kept_inplace(graph)   # node and instance ids whose `inplace=True` stays
         self.first_use: dict = {}         # instance id -> the first node applying it
         for node in graph.nodes.values():
             if node.instance is not None:
@@ -353,7 +355,7 @@ class _ClassWriter:
                 for weight, spec in inst.inits.items()]
 
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
-        op, args = inst.op, inst.args if args is None else args
+        op, args = inst.op, self._inplace_args(inst.op, inst.id, inst.args if args is None else args)
         t: TorchLayer = op.torch
         if t.ctor is not None:   # a module made of modules: nn.TransformerEncoder(nn.TransformerEncoderLayer(...))
             return t.ctor(args, printer.value)
@@ -478,7 +480,8 @@ class _ClassWriter:
         op = node.op
         inputs = op.positional(node.args, inputs)   # keyword inputs are read from the args by name
         source = (inputs or params or [None])[0]
-        e = Emit(node.args, inputs, var, printer, op, device=f"{source}.device" if source else None,
+        args = self._inplace_args(op, node.instance if op.is_layer else node.id, node.args, g)
+        e = Emit(args, inputs, var, printer, op, device=f"{source}.device" if source else None,
                  types=[g.type_of(r) for r in op.positional(node.args, node.inputs)], outputs=node.outputs)
         self.gen.helpers.update(_helpers_of(op.torch, node.args))
         if op.is_layer:
@@ -490,6 +493,14 @@ class _ClassWriter:
                     f"{module}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
             return op.torch.functional(e)
         return op.torch.expr(e)
+
+    def _inplace_args(self, op, owner: str | None, args: dict, graph: Graph | None = None) -> dict:
+        """The arguments with `inplace=True` dropped where overwriting the input is not safe (inplace.py)."""
+        if not args.get("inplace") or op.param("inplace") is None:
+            return args
+        if (graph is None or graph is self.graph) and owner in self.inplace:
+            return args
+        return dict(args, inplace=False)
 
     def _scan_lines(self, node: Node, targets: str, var: dict, printer: Printer, local: Namespace) -> list[str]:
         """A scan as the loop one writes by hand: the step module called on each step of the sequence

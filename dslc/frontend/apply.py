@@ -46,6 +46,8 @@ class LayerApplication:
     # ------------------------------------------------------------------ specs
 
     def _layer_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
+        if _takes_a_layer(op, pos, kws):
+            return self._layer_form_spec(op, pos, kws, span)
         known = [p.name for p in op.params] + list(_extra_keywords(op))
         for name, a in kws:  # a keyword torch's forward takes: neither here nor at the application
             if op.keyword_input(name) is not None:
@@ -61,6 +63,28 @@ class LayerApplication:
                                 label="a tensor")
         values, spans = bind_op(op.params, pos, kws, op.name, span, also=_extra_keywords(op))
         return LayerSpec(op, values, spans, span)
+
+    def _layer_form_spec(self, op, pos: list[Arg], kws, span) -> LayerSpec:
+        """torch's form, `TransformerEncoder(TransformerEncoderLayer(256, 8), 6, norm=LayerNorm(256))`: bound to
+        `op.layer_form`'s signature, then flattened into the entry's own arguments. Each flat argument keeps
+        its place: in the inner layer's call, or the argument it came from."""
+        form = op.layer_form
+        values, spans = bind_op(form.params, pos, kws, op.name, span, convert_hook=_layer_of)
+        inner_spans = {}
+        for p in form.params:
+            v = values[p.name]
+            if isinstance(v, LayerSpec):
+                if v.inits:
+                    raise EvalError("E0302", f"`{p.name}` of `{op.name}` is a layer's settings only: no `init=` "
+                                    "there", spans[p.name], label="a layer given as an argument",
+                                    help=f"give `init=` to `{op.name}(...)` itself, by its weight names")
+                inner_spans |= v.arg_spans
+        try:
+            flat = form.flatten(values)
+        except ShapeError as err:
+            raise EvalError(err.code, err.message, spans.get(err.arg, span), label=err.label or "here",
+                            help=err.help) from None
+        return LayerSpec(op, flat, inner_spans | {k: s for k, s in spans.items() if k in flat}, span)
 
     def _block_spec(self, decl, pos: list[Arg], kws, span) -> BlockSpec:
         names = [p.name for p in decl.params]
@@ -698,6 +722,23 @@ def _dtype_help(op, dtype: str) -> str | None:
     if op.name == "Embedding":
         return "Embedding looks up integer ids: declare the input `of int64`"
     return None
+
+
+def _takes_a_layer(op, pos: list[Arg], kws) -> bool:
+    """A call in torch's form (`op.layer_form`): its first argument is a layer, or it names the form's first."""
+    form = op.layer_form
+    if form is None:
+        return False
+    if pos:
+        return isinstance(_layer_of(None, pos[0].value), LayerSpec)
+    return any(name == form.params[0].name for name, _ in kws)
+
+
+def _layer_of(p, v):
+    """A named layer given as an argument stands for its settings (torch copies the layer it is given)."""
+    if isinstance(v, InstanceValue) and isinstance(v.spec, LayerSpec):
+        return replace(v.spec, name=None, name_span=None)
+    return v
 
 
 def _extra_keywords(op) -> tuple:

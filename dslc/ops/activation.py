@@ -10,7 +10,7 @@ from ..ir.dims import plain, plain_float
 from ..ir.types import TensorType
 from . import checks
 from .ptypes import FLOAT, INT, TENSOR, Str
-from .registry import Constants, Elementwise, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
+from .registry import INPLACE, Constants, Elementwise, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import norm_dim
 
 
@@ -18,6 +18,9 @@ def _same(b):
     if "dim" in b.args:
         norm_dim(b["dim"], b.x.rank)
     return [TensorType(b.x.shape, b.x.dtype)]
+
+
+_KEYWORD_ONLY = ("approximate", "inplace")   # written by name even first: `F.relu(x, inplace=True)`
 
 
 def _call(fn: str, params: tuple, e, source: str) -> str:
@@ -28,7 +31,7 @@ def _call(fn: str, params: tuple, e, source: str) -> str:
         if p.name in ("dim",):
             parts.append(f"dim={e.fmt(v)}")
         elif not _is_default(v, p.default):
-            parts.append(e.fmt(v) if i == 0 and p.name not in ("approximate",) else f"{p.name}={e.fmt(v)}")
+            parts.append(e.fmt(v) if i == 0 and p.name not in _KEYWORD_ONLY else f"{p.name}={e.fmt(v)}")
     return f"{fn}({', '.join(parts)})"
 
 
@@ -118,12 +121,18 @@ _FOLDS = {
 
 
 def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str = "", explicit=(),
-                arbitrary_args=None):
-    pos = tuple(p.name for p in params[:1]) if params and params[0].name not in ("dim", "approximate") else ()
+                arbitrary_args=None, inplace: bool = False):
+    """A layer and its function; `inplace`: torch's take `inplace=` (after their other settings)."""
+    params = params + ((INPLACE,) if inplace else ())
+    slope = params[0].name if params and params[0].name in ("negative_slope", "alpha") else None
+    # torch's leaky_relu_ and elu_ have no backward for a negative slope (it raises there)
+    inplace_backward = (lambda a, s=slope: plain_float(a[s]) >= 0) if slope else None
+    pos = tuple(p.name for p in params[:1]) if params and params[0].name not in ("dim",) + _KEYWORD_ONLY else ()
     kws = tuple(p.name for p in params if p.name not in pos)
     args_draw = arbitrary_args or (lambda d: {})
     register(OpDef(
         name=layer, kind="layer", family="activation", stem=fn.replace("_", ""), doc=doc, fold=_FOLDS.get(fn),
+        inplace_backward=inplace_backward,
         params=params, infer=_same, macs=lambda b, out: 0,
         label=lambda a, n=layer: n,
         torch=TorchLayer(f"nn.{layer}", pos, kws, explicit=explicit,
@@ -134,6 +143,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
     ))
     register(OpDef(
         name=fn, kind="function", family="activation", doc=doc, fold=_FOLDS.get(fn),
+        inplace_backward=inplace_backward,
         params=(ParamSpec("input", TENSOR),) + params, infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.arg("input"))),
         onnx=_ONNX[fn],
@@ -142,21 +152,21 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
     ))
 
 
-_activation("ReLU", "relu", "F.relu", doc="max(0, x).")
-_activation("ReLU6", "relu6", "F.relu6", doc="min(max(0, x), 6).")
+_activation("ReLU", "relu", "F.relu", doc="max(0, x).", inplace=True)
+_activation("ReLU6", "relu6", "F.relu6", doc="min(max(0, x), 6).", inplace=True)
 _activation("LeakyReLU", "leaky_relu", "F.leaky_relu",
-            (ParamSpec("negative_slope", FLOAT, 0.01),), doc="x if x > 0 else negative_slope * x.",
+            (ParamSpec("negative_slope", FLOAT, 0.01),), doc="x if x > 0 else negative_slope * x.", inplace=True,
             arbitrary_args=lambda d: {"negative_slope": d.choice([0.01, 0.2, 0.5])})
-_activation("ELU", "elu", "F.elu", (ParamSpec("alpha", FLOAT, 1.0),), doc="x if x > 0 else alpha * (exp(x) - 1).",
+_activation("ELU", "elu", "F.elu", (ParamSpec("alpha", FLOAT, 1.0),), doc="x if x > 0 else alpha * (exp(x) - 1).", inplace=True,
             arbitrary_args=lambda d: {"alpha": d.choice([1.0, 0.5])})
-_activation("SELU", "selu", "F.selu", doc="Scaled ELU with the self-normalizing constants.")
+_activation("SELU", "selu", "F.selu", doc="Scaled ELU with the self-normalizing constants.", inplace=True)
 _activation("GELU", "gelu", "F.gelu", (ParamSpec("approximate", Str(("none", "tanh")), "none"),),
             doc="x * Φ(x); `approximate=\"tanh\"` uses the tanh approximation.",
             arbitrary_args=lambda d: {"approximate": d.choice(["none", "tanh"])})
-_activation("SiLU", "silu", "F.silu", doc="x * sigmoid(x) (swish).")
-_activation("Mish", "mish", "F.mish", doc="x * tanh(softplus(x)).")
-_activation("Hardswish", "hardswish", "F.hardswish", doc="x * relu6(x + 3) / 6.")
-_activation("Hardsigmoid", "hardsigmoid", "F.hardsigmoid", doc="relu6(x + 3) / 6.")
+_activation("SiLU", "silu", "F.silu", doc="x * sigmoid(x) (swish).", inplace=True)
+_activation("Mish", "mish", "F.mish", doc="x * tanh(softplus(x)).", inplace=True)
+_activation("Hardswish", "hardswish", "F.hardswish", doc="x * relu6(x + 3) / 6.", inplace=True)
+_activation("Hardsigmoid", "hardsigmoid", "F.hardsigmoid", doc="relu6(x + 3) / 6.", inplace=True)
 _activation("Softplus", "softplus", "F.softplus",
             (ParamSpec("beta", FLOAT, 1.0, checks.positive_number), ParamSpec("threshold", FLOAT, 20.0)),
             doc="log(1 + exp(beta * x)) / beta.",

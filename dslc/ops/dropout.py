@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..ir.dims import plain_float
 from . import checks
 from .ptypes import FLOAT, TENSOR
-from .registry import Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, helper, register
+from .registry import INPLACE, Example, OpDef, ParamSpec, S, TorchFunction, TorchLayer, helper, register
 from .shapes import need_rank
 
 _P = ParamSpec("p", FLOAT, 0.5, checks.probability, "the probability of an element (or channel) being zeroed")
@@ -42,10 +42,10 @@ def _identity_onnx(g, n):
 def _dropout_layer(name: str, doc: str, ranks, layout: str, examples, shape_draw):
     register(OpDef(
         name=name, kind="layer", family="dropout", category="dropout", stem="dropout", doc=doc,
-        params=(_P,), infer=_check_rank(name, ranks, layout), pure=False,
+        params=(_P, INPLACE), infer=_check_rank(name, ranks, layout), pure=False,
         macs=lambda b, out: 0,
         label=lambda a, n=name: f"{n} {plain_float(a['p']):g}",
-        torch=TorchLayer(f"nn.{name}", ("p",)),  # no `functional`: dropout layers stay modules
+        torch=TorchLayer(f"nn.{name}", ("p",), ("inplace",)),  # no `functional`: dropout layers stay modules
         onnx=_identity_onnx,
         examples=examples,
         arbitrary=lambda d: Example({"p": d.choice(_P_DRAW)}, (S(*shape_draw(d)),)),
@@ -73,11 +73,12 @@ _dropout_layer("AlphaDropout", "Dropout that keeps zero mean and unit variance (
 register(OpDef(
     name="dropout", kind="function", family="dropout", category="dropout",
     doc="Zeroes each element with probability p while the module is training (F.dropout).",
-    params=(ParamSpec("input", TENSOR), _P),
+    params=(ParamSpec("input", TENSOR), _P, INPLACE),
     infer=lambda b: [b.x], pure=False,
     macs=lambda b, out: 0,
     # Generated code runs inside an nn.Module's forward, so `self.training` follows train()/eval().
-    torch=TorchFunction(lambda e: f"F.dropout({e.arg('input')}, {e.fmt(e.args['p'])}, self.training)"),
+    torch=TorchFunction(lambda e: f"F.dropout({e.arg('input')}, {e.fmt(e.args['p'])}, self.training"
+                                  f"{', inplace=True' if e.args['inplace'] else ''})"),
     onnx=_identity_onnx,
     examples=(Example({"input": S(2, 3, 4), "p": 0.1}), Example({"input": S(2, 5)})),
     arbitrary=lambda d: Example({"input": S(*d.shape(1, 4, 1, 5)), "p": d.choice(_P_DRAW)}),

@@ -265,6 +265,23 @@ class _OptionalTensor(PType):
         raise ArgTypeError(self.desc)
 
 
+@dataclass(frozen=True)
+class Layer(PType):
+    """A layer made but not applied, given as an argument (torch's `TransformerEncoder(encoder_layer, ...)`):
+    one of the registry layers `names`. The value is the front end's layer spec (its `op` and `args`)."""
+    names: tuple[str, ...]
+
+    @property
+    def desc(self) -> str:
+        return " or ".join(f"a `{n}(...)` layer" for n in self.names)
+
+    def convert(self, v):
+        op = getattr(v, "op", None)
+        if getattr(op, "kind", None) == "layer" and op.name in self.names and isinstance(getattr(v, "args", None), dict):
+            return v
+        raise ArgTypeError(self.desc)
+
+
 class _Any(PType):
     desc = "a value"
 

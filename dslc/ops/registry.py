@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..ir.dims import Sym, plain
 from ..ir.types import TensorType
-from .ptypes import PType, is_tensor_type
+from .ptypes import BOOL, PType, is_tensor_type
 
 REQUIRED = object()  # the default of a parameter with no default
 
@@ -51,6 +51,12 @@ class ParamSpec:
     @property
     def is_tensor(self) -> bool:
         return is_tensor_type(self.type)
+
+
+# torch's `inplace=` (nn.ReLU(inplace=True), F.dropout(x, inplace=True)), on every entry whose torch
+# counterpart takes it. The generated code keeps it only where overwriting the input is provably safe
+# (backends/inplace.py); elsewhere it is dropped: the same function, with one more tensor in memory.
+INPLACE = ParamSpec("inplace", BOOL, False, doc="overwrite the input (kept in the generated code only where safe)")
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,17 @@ class Bound:
     @property
     def x(self) -> TensorType:
         return self.inputs[0]
+
+
+@dataclass(frozen=True)
+class LayerForm:
+    """A layer's second signature, torch's, that takes another layer as an argument:
+    `TransformerEncoder(encoder_layer, num_layers, norm=None, ...)`. A call whose first argument is a layer
+    (or that names `params[0]`) binds to `params`; `flatten(values)` gives the entry's own arguments, every
+    one, or raises a ShapeError naming the argument (`arg`) at fault. The front end takes each flat
+    argument's place from the inner layer's call or from the argument of the same name."""
+    params: tuple[ParamSpec, ...]
+    flatten: Callable
 
 
 # ---- PyTorch emission ----
@@ -237,6 +254,10 @@ class OpDef:
     identity: tuple | None = None           # (neutral value, operands it is neutral as): x + 0 is x
     fold: Callable | None = None            # Constants -> value | None: its value on uniform constants (above)
     rewrites_weights: Callable | None = None  # args -> why forward changes its weights in place, or None
+    # args -> whether torch's in-place form has a backward with these settings (leaky_relu_ has none
+    # for a negative slope); None: it always has. Where it has not, `inplace=True` is dropped.
+    inplace_backward: Callable | None = None
+    layer_form: LayerForm | None = None     # torch's signature taking a layer (above), besides `params`
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:

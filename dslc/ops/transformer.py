@@ -9,7 +9,8 @@ layer; each copy then has weights of its own) and may end in a LayerNorm. Transf
 encoder and a decoder stack, each with its final norm.
 
 dslc's tensors are batch-first, so `batch_first` must be true (it is the default here, unlike
-torch). A stack takes its layer's arguments flat: `TransformerEncoder(256, 8, 6, norm=true)` is
+torch). A stack takes its layer as torch's does, `TransformerEncoder(TransformerEncoderLayer(256, 8), 6,
+norm=LayerNorm(256))` (`layer_form`), or its layer's arguments flat: `TransformerEncoder(256, 8, 6, norm=true)` is
 `nn.TransformerEncoder(nn.TransformerEncoderLayer(256, 8, batch_first=True), num_layers=6,
 norm=nn.LayerNorm(256))`. The generated stacks pass `enable_nested_tensor=False`: torch's nested
 tensors would set the outputs at padded positions to 0 in eval mode, which training never sees.
@@ -24,8 +25,8 @@ from ..ir.dims import Real, Size, Sym, plain
 from ..ir.types import TensorType
 from . import checks
 from .attention import _agree, _causal_mask, _need_divides, _project, check_masks, mask_sum, packed_attention_onnx
-from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, Str
-from .registry import REQUIRED, Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
+from .ptypes import BOOL, FLOAT, INT, OPTIONAL_TENSOR, Layer, Optional, Str
+from .registry import REQUIRED, Example, LayerForm, OpDef, ParamSpec, S, ShapeError, TorchFunction, TorchLayer, register
 from .shapes import dim_text, need_rank
 from .tensor.creation import SIZE_OR_INT
 
@@ -424,6 +425,47 @@ _NORM = ParamSpec("norm", BOOL, False, doc="a final LayerNorm(d_model, eps=layer
                                            "`norm=nn.LayerNorm(d_model)`)")
 
 
+# ---------------------------------------------------------------- torch's form: TransformerEncoder(layer, 6, norm=LayerNorm(d))
+
+def _stack_form(layer: str, first: str, nested: bool) -> LayerForm:
+    """`nn.TransformerEncoder(encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True)`
+    and `nn.TransformerDecoder(decoder_layer, num_layers, norm=None)`. The generated code always passes
+    enable_nested_tensor=False (module doc); mask_check only matters with nested tensors."""
+    params = (ParamSpec(first, Layer((layer,)), doc=f"a `{layer}(...)`, repeated num_layers times (torch copies it)"),
+              _NUM_LAYERS,
+              ParamSpec("norm", Optional(Layer(("LayerNorm",))), None,
+                        doc="a final `LayerNorm(d_model)` (its eps and bias as the layer's), or none"))
+    if nested:
+        params += (ParamSpec("enable_nested_tensor", BOOL, True, doc="accepted; the generated code passes False"),
+                   ParamSpec("mask_check", BOOL, True, doc="accepted; only nested tensors use it"))
+
+    def flatten(values: dict) -> dict:
+        inner = values[first].args
+        return dict(inner) | {"num_layers": values["num_layers"], "norm": _final_norm(values["norm"], inner)}
+    return LayerForm(params, flatten)
+
+
+def _final_norm(norm, layer: dict) -> bool:
+    """Whether the stack ends in a LayerNorm; it must be the one nn.Transformer makes: LayerNorm(d_model,
+    eps=layer_norm_eps, bias=bias) (a flat stack's `norm=true`)."""
+    if norm is None:
+        return False
+    a, e = norm.args, plain(layer["d_model"])
+    shape = a["normalized_shape"]
+    widths = [plain(w) for w in (shape if isinstance(shape, (list, tuple)) else (shape,))]
+    if shape is not None and widths != [e]:
+        raise ShapeError(f"the final `norm` normalizes {widths if len(widths) > 1 else widths[0]} but the layers' "
+                         f"d_model is {e}", code="E0403", arg="norm", label=f"must be LayerNorm({e})")
+    same = (plain(a["eps"]) == plain(layer["layer_norm_eps"]) and a["bias"] == layer["bias"]
+            and a["elementwise_affine"])
+    if not same:
+        raise ShapeError("the final `norm` must be LayerNorm(d_model) with the layer's eps and bias (as "
+                         "nn.Transformer makes it)", code="E0302", arg="norm", label="a different LayerNorm",
+                         help=f"eps={plain(layer['layer_norm_eps'])!r} and bias={str(layer['bias']).lower()} "
+                              "are the layer's `layer_norm_eps` and `bias`; elementwise_affine must be true")
+    return True
+
+
 def _stack_arbitrary(layer_arbitrary, keywords: dict):
     def draw(d):
         ex = layer_arbitrary(d)
@@ -442,6 +484,7 @@ register(OpDef(
     weights=lambda a: _stack_weights(a, False, a["num_layers"], a["norm"]), macs=_encoder_macs,
     label=_stack_label("TransformerEncoder"),
     torch=TorchLayer("nn.TransformerEncoder", call=_keyword_call, ctor=_stack_ctor("Encoder")),
+    layer_form=_stack_form("TransformerEncoderLayer", "encoder_layer", nested=True),
     onnx=_encoder_onnx, pure=False,
     examples=(Example({"d_model": 8, "nhead": 2, "num_layers": 2, "dim_feedforward": 16, "norm": True},
                       (S(2, 5, 8),)),
@@ -459,6 +502,7 @@ register(OpDef(
     weights=lambda a: _stack_weights(a, True, a["num_layers"], a["norm"]), macs=_decoder_macs,
     label=_stack_label("TransformerDecoder"),
     torch=TorchLayer("nn.TransformerDecoder", call=_keyword_call, ctor=_stack_ctor("Decoder")),
+    layer_form=_stack_form("TransformerDecoderLayer", "decoder_layer", nested=False),
     onnx=_decoder_onnx, pure=False,
     examples=(Example({"d_model": 8, "nhead": 2, "num_layers": 2, "dim_feedforward": 16, "norm": True},
                       (S(2, 4, 8), S(2, 6, 8))),),
