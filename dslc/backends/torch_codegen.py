@@ -402,17 +402,9 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         for i, node in enumerate(nodes):
-            if node.kind in ("param", "weight", "buffer"):
-                inst = g.instances[node.instance]
-                var[Ref(node.id)] = f"self.{attr(inst.name)}" + (f".{node.attr}" if node.kind == "weight" else "")
-                continue
-            if is_scan(node):
-                targets = self._targets(node, i, var, holder, temps, local, last_use)
-                body += self._scan_lines(node, targets, var, printer, local)
-                continue
-            if node.instance is not None and g.instances[node.instance].container is not None:
-                if g.instances[node.instance].index == 0:
-                    body += self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+            special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+            if special is not None:
+                body += special
                 continue
             expr = self._node_expr(node, var, printer, params)
             if _is_alias(node, expr, var):
@@ -430,6 +422,25 @@ class _ClassWriter:
         prologue = self._symbol_bindings(var) + checks + self._layout(var)
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
+
+    def _special_node(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
+                      params) -> list[str] | None:
+        """The lines of a node that is not one statement `x = expr` (None for one that is): a weight read
+        as `self.fc.weight`, a scan's loop, a module list's loop (written at its first element)."""
+        g = self.graph
+        if node.kind in ("param", "weight", "buffer"):
+            inst = g.instances[node.instance]
+            var[Ref(node.id)] = f"self.{attr(inst.name)}" + (f".{node.attr}" if node.kind == "weight" else "")
+            return []
+        if is_scan(node):
+            targets = self._targets(node, i, var, holder, temps, local, last_use)
+            return self._scan_lines(node, targets, var, printer, local)
+        inst = g.instances[node.instance] if node.instance is not None else None
+        if inst is not None and inst.container is not None:
+            if inst.index != 0:
+                return []
+            return self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+        return None
 
     def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                         params) -> list[str]:
