@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
+from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
 from ..ir.pyliteral import Printer, literal, py_str
 from ..ir.scan import block_input_types, is_scan
@@ -98,7 +99,8 @@ class _ClassWriter:
             if inst.kind == "block" and inst.id not in self.external:
                 gen.class_for(inst.graph)
         self.attrs = Namespace({i.name for i in graph.instances.values()}, attributes=True)
-        self.locals = Namespace(set(HELPERS) | gen.class_names)  # the constructor's argument names
+        # the constructor's argument names: a block's may not hide what its constructor reads
+        self.locals = Namespace(set(HELPERS) | gen.class_names | CONSTRUCTOR_GLOBALS)
         self.param_names = {p: self._param_name(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
@@ -401,14 +403,15 @@ class _ClassWriter:
         body = []
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
+        uses = _use_counts(g, nodes)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             if special is not None:
                 body += special
                 continue
             expr = self._node_expr(node, var, printer, params)
-            if _is_alias(node, expr, var):
-                var[Ref(node.id)] = expr
+            if _is_alias(node, expr, var) or _weight_view(node, g, uses):
+                var[Ref(node.id)] = expr   # `x @ self.wte.weight.transpose(0, 1)`: no local for a weight's view
                 continue
             if i == len(nodes) - 1 and len(node.outputs) == 1 and out_refs == [Ref(node.id)] \
                     and node.names[0] is None and SEP not in g.outputs[0][0]:
@@ -660,6 +663,25 @@ def is_module(inst: Instance) -> bool:
 
 def _is_alias(node: Node, expr: str, var: dict) -> bool:
     return node.kind == "op" and len(node.inputs) == 1 and expr == var[node.inputs[0]]
+
+
+def _weight_view(node: Node, g: Graph, uses: dict) -> bool:
+    """An unnamed op on weights alone (`transpose(wte.weight, 0, 1)`) read once, not a result: it is
+    written where it is read rather than bound to a local an activation might be called."""
+    if node.kind != "op" or len(node.outputs) != 1 or node.names[0] is not None or not node.inputs:
+        return False
+    if any(g.nodes[r.node].kind not in ("weight", "param", "buffer") for r in node.inputs):
+        return False
+    ref = Ref(node.id)
+    return uses.get(ref, 0) == 1 and all(r != ref for _, r in g.outputs)
+
+
+def _use_counts(g: Graph, nodes: list[Node]) -> dict:
+    out: dict = {}
+    for node in nodes:
+        for r in node.inputs:
+            out[r] = out.get(r, 0) + 1
+    return out
 
 
 def _last_uses(g: Graph, nodes: list[Node]) -> dict:

@@ -107,7 +107,7 @@ def _full_value(e, value, dtype: str) -> str:
     if dtype == "bool":
         return "True" if value else "False"
     if isinstance(value, Real) and not value.expr.is_const():
-        return e.fmt(value) if dtype in FLOAT_DTYPES else f"int({e.fmt(value)})"
+        return e.fmt(value)   # an integer dtype is then given (`_full_src`): torch.full truncates, as int() does
     if isinstance(value, Size):
         return f"float({e.fmt(value)})" if dtype in FLOAT_DTYPES else e.fmt(value)
     return py_float(value) if dtype in FLOAT_DTYPES else str(int(value))
@@ -115,7 +115,9 @@ def _full_value(e, value, dtype: str) -> str:
 
 def _full_src(e) -> str:
     dtype = e.outputs[0].dtype
-    extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") else ""
+    value = e.args["value"]
+    float_of_int = isinstance(value, Real) and not value.expr.is_const() and dtype not in FLOAT_DTYPES
+    extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") or float_of_int else ""
     device = f", device={e.device}" if e.device else ""
     dims = e.dims(e.args["size"])
     size = f"({dims},)" if len(e.args["size"]) == 1 else f"({dims})"
