@@ -116,11 +116,19 @@ def test_constructor_arguments_mean_what_dslc_compiles(name):
     assert a == b
 
 
-def test_structural_parameters_are_checked():
+def test_structural_parameters_are_checked(tmp_path):
+    """A repeat of one block keeps its count live (a module list); a structure unrolled from a list
+    parameter is fixed, and the constructor says so for other values."""
     prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
     mod = exec_source(prog.source(["ViT"]), "<vit>")
-    with pytest.raises(ValueError, match="depth == 12"):
-        mod.ViT(depth=6)
+    count = sum(p.numel() for p in mod.ViT(depth=6).parameters())
+    assert count == sum(p.numel() for p in prog.build("ViT", depth=6).parameters())
+    path = tmp_path / "w.dl"
+    path.write_text("model M(widths: list = [8, 4]) {\n    input x: [B, 2]\n    for w in widths { x = x -> Linear(w) }\n"
+                    "    output x\n}\n", encoding="utf-8")
+    mod = exec_source(dslc.load(str(path)).source(), "<w>")
+    with pytest.raises(ValueError, match=r"widths=\[8, 4\]"):
+        mod.M(widths=[3])
 
 
 def test_block_arguments_from_input_sizes_are_not_resubstituted(tmp_path):

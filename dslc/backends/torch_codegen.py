@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
+from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
 from ..ir.pyliteral import Printer, literal, py_str
 from ..ir.scan import block_input_types, is_scan
@@ -100,7 +101,8 @@ class _ClassWriter:
             if inst.kind == "block" and inst.id not in self.external:
                 gen.class_for(inst.graph)
         self.attrs = Namespace({i.name for i in graph.instances.values()}, attributes=True)
-        self.locals = Namespace(set(HELPERS) | gen.class_names)  # the constructor's argument names
+        # the constructor's argument names: a block's may not hide what its constructor reads
+        self.locals = Namespace(set(HELPERS) | gen.class_names | CONSTRUCTOR_GLOBALS)
         self.param_names = {p: self._param_name(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
@@ -403,22 +405,15 @@ class _ClassWriter:
         body = []
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
+        uses = _use_counts(g, nodes)
         for i, node in enumerate(nodes):
-            if node.kind in ("param", "weight", "buffer"):
-                inst = g.instances[node.instance]
-                var[Ref(node.id)] = f"self.{attr(inst.name)}" + (f".{node.attr}" if node.kind == "weight" else "")
-                continue
-            if is_scan(node):
-                targets = self._targets(node, i, var, holder, temps, local, last_use)
-                body += self._scan_lines(node, targets, var, printer, local)
-                continue
-            if node.instance is not None and g.instances[node.instance].container is not None:
-                if g.instances[node.instance].index == 0:
-                    body += self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+            special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+            if special is not None:
+                body += special
                 continue
             expr = self._node_expr(node, var, printer, params)
-            if _is_alias(node, expr, var):
-                var[Ref(node.id)] = expr
+            if _is_alias(node, expr, var) or _weight_view(node, g, uses):
+                var[Ref(node.id)] = expr   # `x @ self.wte.weight.transpose(0, 1)`: no local for a weight's view
                 continue
             if i == len(nodes) - 1 and len(node.outputs) == 1 and out_refs == [Ref(node.id)] \
                     and node.names[0] is None and SEP not in g.outputs[0][0]:
@@ -432,6 +427,25 @@ class _ClassWriter:
         prologue = self._symbol_bindings(var) + checks + self._layout(var)
         sig = ", ".join(["self"] + params)
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
+
+    def _special_node(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
+                      params) -> list[str] | None:
+        """The lines of a node that is not one statement `x = expr` (None for one that is): a weight read
+        as `self.fc.weight`, a scan's loop, a module list's loop (written at its first element)."""
+        g = self.graph
+        if node.kind in ("param", "weight", "buffer"):
+            inst = g.instances[node.instance]
+            var[Ref(node.id)] = f"self.{attr(inst.name)}" + (f".{node.attr}" if node.kind == "weight" else "")
+            return []
+        if is_scan(node):
+            targets = self._targets(node, i, var, holder, temps, local, last_use)
+            return self._scan_lines(node, targets, var, printer, local)
+        inst = g.instances[node.instance] if node.instance is not None else None
+        if inst is not None and inst.container is not None:
+            if inst.index != 0:
+                return []
+            return self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
+        return None
 
     def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                         params) -> list[str]:
@@ -660,6 +674,25 @@ def is_module(inst: Instance) -> bool:
 
 def _is_alias(node: Node, expr: str, var: dict) -> bool:
     return node.kind == "op" and len(node.inputs) == 1 and expr == var[node.inputs[0]]
+
+
+def _weight_view(node: Node, g: Graph, uses: dict) -> bool:
+    """An unnamed op on weights alone (`transpose(wte.weight, 0, 1)`) read once, not a result: it is
+    written where it is read rather than bound to a local an activation might be called."""
+    if node.kind != "op" or len(node.outputs) != 1 or node.names[0] is not None or not node.inputs:
+        return False
+    if any(g.nodes[r.node].kind not in ("weight", "param", "buffer") for r in node.inputs):
+        return False
+    ref = Ref(node.id)
+    return uses.get(ref, 0) == 1 and all(r != ref for _, r in g.outputs)
+
+
+def _use_counts(g: Graph, nodes: list[Node]) -> dict:
+    out: dict = {}
+    for node in nodes:
+        for r in node.inputs:
+            out[r] = out.get(r, 0) + 1
+    return out
 
 
 def _last_uses(g: Graph, nodes: list[Node]) -> dict:

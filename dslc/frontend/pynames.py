@@ -20,7 +20,7 @@ def check_parameter_names(unit, reporter: Reporter) -> None:
         if decl.kind not in ("model", "block"):
             continue
         for p in decl.params:
-            problem = parameter_problem(p.name, HELPERS)
+            problem = parameter_problem(p.name, HELPERS, renamed=decl.kind == "block")
             if problem:
                 reporter.error("E0211", f"`{p.name}` cannot name a parameter: {problem}", _name_span(p),
                                label="an argument of the generated class's constructor",

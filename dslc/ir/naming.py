@@ -39,7 +39,9 @@ MODULE_ATTRIBUTES = frozenset({
 # The module-level names a generated constructor refers to, besides the file's classes and helpers:
 # a model parameter (a constructor argument, by the user's name) called so would hide them.
 # tests/test_names.py checks every generated constructor against this list.
-CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "super", "ValueError", "float"})
+CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "math", "super", "ValueError", "float", "range"})
+# Of those, the ones a block's parameter may still be called: the block's class renames it (`range_`).
+RENAMED_IN_BLOCKS = frozenset({"math", "range"})
 
 
 def attribute_problem(name: str) -> str | None:
@@ -53,16 +55,18 @@ def attribute_problem(name: str) -> str | None:
     return None
 
 
-def parameter_problem(name: str, module_names=frozenset()) -> str | None:
+def parameter_problem(name: str, module_names=frozenset(), renamed: bool = False) -> str | None:
     """Why `name` cannot be a generated constructor's argument, a model's keyword (None if it can).
-    `module_names`: the helpers the generated file may define besides CONSTRUCTOR_GLOBALS."""
+    `module_names`: the helpers the generated file may define besides CONSTRUCTOR_GLOBALS.
+    `renamed`: a block's parameter, passed by position, which the generated class renames around
+    RENAMED_IN_BLOCKS (`range_`)."""
     if name in PY_KEYWORDS:
         return "it is a Python keyword"
     if name == "self":
         return "the generated constructor's first argument is `self`"
     if name.startswith("__"):
         return "Python renames names starting with `__` inside a class"
-    if name in CONSTRUCTOR_GLOBALS or name in module_names:
+    if name in module_names or name in CONSTRUCTOR_GLOBALS and not (renamed and name in RENAMED_IN_BLOCKS):
         return f"it would hide `{name}`, which the generated constructor uses"
     return None
 

@@ -295,8 +295,7 @@ class ViT(nn.Module):
         h = self.conv(x)
         h = h.flatten(2)
         p = h.transpose(1, 2)
-        h = self.cls.expand(B, 1, self.dim)
-        h = torch.cat([h, p], dim=1)
+        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1)
         h = h + self.pos
         for block in self.encoders:
             h = block(h)
@@ -495,8 +494,7 @@ class GPT(nn.Module):
         x = self.fc24(x)
         h = h + x
         h = self.norm25(h)
-        x = self.wte.weight.transpose(0, 1)
-        return h @ x
+        return h @ self.wte.weight.transpose(0, 1)
 
 
 MODELS = {"MnistMLP": MnistMLP, "TwoTower": TwoTower, "ResNet18": ResNet18, "LSTMClassifier": LSTMClassifier, "VAE": VAE, "Generator": Generator, "Discriminator": Discriminator, "Classifier": Classifier, "ViT": ViT, "GPT": GPT}

@@ -74,8 +74,7 @@ class VisionTransformer(nn.Module):
         h = self.conv1(x)
         h = h.flatten(2)
         tokens = h.transpose(1, 2)
-        h = self.class_embedding.expand(B, 1, self.dim)
-        h = torch.cat([h, tokens], dim=1)
+        h = torch.cat([self.class_embedding.expand(B, 1, self.dim), tokens], dim=1)
         h = h + self.positional_embedding
         h = self.ln_pre(h)
         for block in self.resblocks:

@@ -96,8 +96,7 @@ class GPT(nn.Module):
         for block in self.h:
             x = block(x)
         x = self.ln_f(x)
-        h = self.wte.weight.transpose(0, 1)
-        return x @ h
+        return x @ self.wte.weight.transpose(0, 1)
 
 
 MODELS = {"GPT": GPT}

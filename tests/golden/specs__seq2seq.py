@@ -137,8 +137,7 @@ class Seq2SeqTransformer(nn.Module):
         h = self.dropout2(h)
         for block in self.decoder:
             h = block(h, memory)
-        x = self.embed.weight.transpose(0, 1)
-        return h @ x
+        return h @ self.embed.weight.transpose(0, 1)
 
 
 MODELS = {"Seq2SeqTransformer": Seq2SeqTransformer}

@@ -47,8 +47,7 @@ class ViT(nn.Module):
         h = self.conv(x)
         h = h.flatten(2)
         p = h.transpose(1, 2)
-        h = self.cls.expand(B, 1, self.dim)
-        h = torch.cat([h, p], dim=1)
+        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1)
         h = h + self.pos
         for block in self.encoders:
             h = block(h)

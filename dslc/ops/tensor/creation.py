@@ -3,7 +3,7 @@
 RandomNormal(Like)), and ranges (`arange`, whose ends may be run-time sizes, and `linspace`)."""
 from __future__ import annotations
 
-from ...ir.dims import Sym, plain, require
+from ...ir.dims import Size, Sym, plain, require
 from ...ir.types import FLOAT_DTYPES, TensorType
 from .. import checks
 from ..ptypes import FLOAT, INT, SHAPE, TENSOR, ArgTypeError, Optional, PType, Str, is_int
@@ -182,10 +182,16 @@ def _arange_infer(b):
 
 def _arange_src(e) -> str:
     start, end = _arange_ends(e)
-    step = plain(e["step"])
-    from_zero = not isinstance(start, Sym) and plain(start) == 0 and step == 1
-    ends = ([] if from_zero else [e.fmt(start)]) + [e.fmt(end)] + ([] if step == 1 else [e.fmt(step)])
+    step = e["step"]
+    unit_step = _number_is(step, 1)   # a parameter that is 1 here is still written: it may be 2 elsewhere
+    from_zero = _number_is(start, 0) and unit_step
+    ends = ([] if from_zero else [e.fmt(start)]) + [e.fmt(end)] + ([] if unit_step else [e.fmt(step)])
     return f"torch.arange({', '.join(ends)}, dtype=torch.{e['dtype']}{_device(e)})"
+
+
+def _number_is(v, n: int) -> bool:
+    """`v` is the plain number `n`, not a size that happens to equal it (one with an expression)."""
+    return not isinstance(v, (Sym, Size)) and plain(v) == n
 
 
 def _arange_onnx(g, n):

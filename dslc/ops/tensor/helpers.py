@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ...ir.dims import Sym, plain
+from ...ir.dims import Real, Size, Sym, plain
 from ...ir.pyliteral import py_float
 from ...ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from ..ptypes import FLOAT, SHAPE, TENSOR, Optional, Str, is_int
@@ -101,20 +101,27 @@ for _name, _doc in (("zeros", "A tensor of zeros. Named without a call as a loss
     ))
 
 
-def _full_value(value, dtype: str) -> str:
-    """The fill value as Python source of the dtype's kind (a float literal makes float32, an int int64)."""
+def _full_value(e, value, dtype: str) -> str:
+    """The fill value as Python source of the dtype's kind (a float literal makes float32, an int int64);
+    a value computed from parameters keeps its expression (`math.sqrt(dim)`, `float(dim)`)."""
     if dtype == "bool":
         return "True" if value else "False"
+    if isinstance(value, Real) and not value.expr.is_const():
+        return e.fmt(value)   # an integer dtype is then given (`_full_src`): torch.full truncates, as int() does
+    if isinstance(value, Size):
+        return f"float({e.fmt(value)})" if dtype in FLOAT_DTYPES else e.fmt(value)
     return py_float(value) if dtype in FLOAT_DTYPES else str(int(value))
 
 
 def _full_src(e) -> str:
     dtype = e.outputs[0].dtype
-    extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") else ""
+    value = e.args["value"]
+    float_of_int = isinstance(value, Real) and not value.expr.is_const() and dtype not in FLOAT_DTYPES
+    extra = f", dtype=torch.{dtype}" if dtype not in ("float32", "int64", "bool") or float_of_int else ""
     device = f", device={e.device}" if e.device else ""
     dims = e.dims(e.args["size"])
     size = f"({dims},)" if len(e.args["size"]) == 1 else f"({dims})"
-    return f"torch.full({size}, {_full_value(e.args['value'], dtype)}{extra}{device})"
+    return f"torch.full({size}, {_full_value(e, e.args['value'], dtype)}{extra}{device})"
 
 
 def _full_onnx(g, n):
