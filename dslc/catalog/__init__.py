@@ -334,7 +334,7 @@ FIELDS = {f.name: f for f in (
     Field("rename", "rename", "prefix rules from the names in `init`'s files to the model's, the longest prefix "
           "first: `{\"conv1\": \"stem.conv1\", \"layer1.0\": \"layer1.basic_block1\"}`"),
     Field("skip_mismatched", "bool", "keep the model's own values for the `init` weights whose shapes differ (a new "
-          "head) instead of stopping", default=False),
+          "head) instead of stopping"),
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),
