@@ -132,6 +132,9 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
               help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; onnx only).")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", callback=lambda c, p, v: _renames(v),
+              help="With --weights: the file's names under the prefix OLD are the model's under NEW "
+                   "(conv1=stem.conv1; the longest prefix wins); repeatable.")
 @click.option("-O", "opt", type=click.IntRange(0, 2), default=0, show_default=True, metavar="LEVEL",
               help="Optimization: -O0 none; -O1 no-ops, constants, common subexpressions, dead code, fused "
                    "attention; -O2 also inference only: dropout removed, batch norm folded (docs/passes.md).")
@@ -141,15 +144,17 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--dump-ir", is_flag=True, help="Print each model's IR before and after the passes, and what the "
                                               "passes did, to stderr.")
 @_handled
-def compile_(file, model, target, output, sets, seed, weights, opt, channels_last, dump_ir) -> None:
+def compile_(file, model, target, output, sets, seed, weights, renames, opt, channels_last, dump_ir) -> None:
     """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX."""
     params = model_args(sets)
     prog = _load(file)
     if target == "onnx":
         if channels_last:
             raise click.UsageError("--channels-last applies to --target pytorch (ONNX has no memory formats)")
-        return _compile_onnx(prog, model, output, seed, weights, params, opt, dump_ir)
-    if weights:
+        if renames and not weights:
+            raise click.UsageError("--rename applies to the names of a --weights file")
+        return _compile_onnx(prog, model, output, seed, weights, params, opt, dump_ir, renames)
+    if weights or renames:
         raise click.UsageError("--weights applies to --target onnx (a generated .py builds its own weights)")
     names = [model] if model else None
     if model:
@@ -169,6 +174,21 @@ def compile_(file, model, target, output, sets, seed, weights, opt, channels_las
     _echo(f"wrote {out}", err=True)
 
 
+def _renames(items) -> dict:
+    """`--rename OLD=NEW` options as `rename` rules (either side may be empty: every name, or none)."""
+    import re
+    out = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or any(x and not re.match(r"^[^.\s=]+(?:\.[^.\s=]+)*$", x) for x in (old, new)):
+            raise click.BadParameter(f"{item!r}: write OLD=NEW, two name prefixes such as conv1=stem.conv1",
+                                     param_hint="--rename")
+        if old in out:
+            raise click.BadParameter(f"{old!r} is renamed twice", param_hint="--rename")
+        out[old] = new
+    return out
+
+
 def _dump_ir(prog, names: list, opt: int, channels_last: bool, params: dict) -> None:
     from .ir.printer import print_graph
     for name in names:
@@ -184,7 +204,8 @@ def _layout_flag(channels_last: bool | None) -> str:
     return {True: " --channels-last", False: " --no-channels-last"}.get(channels_last, "")
 
 
-def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump_ir: bool = False) -> None:
+def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump_ir: bool = False,
+                  renames: dict | None = None) -> None:
     from .diagnostics import Diagnostic, DslcError
     if model is None:
         if len(prog.models) != 1:
@@ -197,7 +218,7 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
         raise click.UsageError("an ONNX model is binary: give a file with -o")
     if dump_ir:
         _dump_ir(prog, [model], opt, False, params)
-    onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, params=params)
+    onnx_model = prog.onnx(model, seed=seed, weights=weights, opt=opt, params=params, rename=renames or None)
     out = output or f"{model}.onnx"
     _write(out, onnx_model.SerializeToString(), explicit=output is not None)
     _echo(f"wrote {out}", err=True)
@@ -349,12 +370,20 @@ def _sizes(items) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="K=V",
               help="Override a plan field or argument: epochs=3, optimizer.lr=1e-4, early_stopping.patience=2, "
                    "STEP.optimizer.lr=..., PHASE.epochs=...; repeatable.")
+@click.option("--weights", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Start from these weights, matched by name (.safetensors or a torch state dict): the plan's "
+                   "`init`.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", callback=lambda c, p, v: _renames(v),
+              help="The file's names under the prefix OLD are the model's under NEW: the plan's `rename`; "
+                   "repeatable.")
+@click.option("--skip-mismatched", is_flag=True, help="Keep the model's own values for weights of other shapes "
+              "(a new head): the plan's `skip_mismatched = true`.")
 @click.option("--device", metavar="DEVICE", callback=_usable_device,
               help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar (default: when stdout is a terminal; plain lines otherwise).")
 @_handled
-def train(file, plan, out, resume, sets, device, progress) -> None:
+def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress) -> None:
     """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
 
     Ctrl-C or SIGTERM checkpoints and stops (exit 130 or 143); `--resume` continues exactly
@@ -365,6 +394,7 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
     from .api import train as run_plan
     from .runtime.safety import Interrupted
     from .runtime.trainer import Options
+    sets = tuple(sets) + _weight_sets(weights, renames, skip_mismatched)
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
     try:
         run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
@@ -372,6 +402,16 @@ def train(file, plan, out, resume, sets, device, progress) -> None:
         how = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
         click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
         sys.exit(128 + e.signum)   # the shell's status for a process ended by that signal
+
+
+def _weight_sets(weights: str | None, renames: dict, skip_mismatched: bool) -> tuple:
+    """--weights, --rename and --skip-mismatched as the `--set`s of the plan fields they stand for, so that
+    the run's plan.dl records them (and --resume compares them) like any other setting."""
+    import json
+    out = (f"init={json.dumps(weights)}",) if weights else ()
+    if renames:
+        out += ("rename={" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in renames.items()) + "}",)
+    return out + (("skip_mismatched=true",) if skip_mismatched else ())
 
 
 @main.command()

@@ -448,7 +448,7 @@ def test_phases_freeze_unfreeze_and_init_by_name(tmp_path):
     run(tmp_path, text, plan="pretrain", out="pre")
     start = load_file(str(tmp_path / "pre" / "checkpoints" / "best.safetensors"))
     first = run(tmp_path, text, plan="tune", out="tune", max_epochs=1)
-    assert any("init: loaded 4 of 4 tensors" in line for line in first["_lines"])
+    assert any("loaded 4 of the model's 4 tensors" in line for line in first["_lines"])
     mid = weights(tmp_path / "tune")
     assert torch.equal(mid["backbone.conv.weight"], start["backbone.conv.weight"])   # frozen in `head`
     assert not torch.equal(mid["head.weight"], start["head.weight"])
@@ -465,13 +465,16 @@ def test_init_reports_what_did_not_match(tmp_path):
                "head.weight": torch.ones(5, 512), "extra": torch.ones(1)},
               str(tmp_path / "pre" / "checkpoints" / "best.safetensors"))
     text = FINETUNE.replace("RUN", str(tmp_path / "pre"))
-    result = run(tmp_path, text, plan="tune", out="tune", sets=["head.epochs=1", "full.epochs=1"])
-    line = next(s for s in result["_lines"] if s.startswith("init:"))
-    assert "loaded 2 of 4 tensors" in line
-    assert "shapes differ: head.weight (5, 512)≠(10, 512)" in line
-    assert "not in the file (kept as initialized): head.weight, head.bias" not in line
-    assert "not in the file (kept as initialized): head.bias" in line
-    assert "in the file but not in the model: extra" in line
+    with pytest.raises(DslcError, match=r"head.weight: \(5, 512\) in the file, \(10, 512\) in the model"):
+        run(tmp_path, text, plan="tune", out="tune", sets=["head.epochs=1", "full.epochs=1"])
+    assert not (tmp_path / "tune").exists()
+    result = run(tmp_path, text, plan="tune", out="tune", sets=["head.epochs=1", "full.epochs=1",
+                                                                "skip_mismatched=true"])
+    line = next(s for s in result["_lines"] if s.startswith("weights from"))
+    assert "loaded 2 of the model's 4 tensors" in line
+    assert "skipped, shapes differ             1  head.weight: (5, 512) in the file, (10, 512) in the model" in line
+    assert "left at their initial values       1  head.bias\n" in line
+    assert "in the file, not in the model      1  extra" in line
 
 
 def test_missing_init_file_points_at_the_plan(tmp_path):

@@ -331,6 +331,10 @@ FIELDS = {f.name: f for f in (
     Field("seed", "int", "seed of initialization, shuffling and dropout", default=0),
     Field("init", "init", "weights to start from, matched by name: a file (`\"runs/a/checkpoints/best.safetensors\"`), "
           "or one per model (`{teacher: \"...\"}`)"),
+    Field("rename", "rename", "prefix rules from the names in `init`'s files to the model's, the longest prefix "
+          "first: `{\"conv1\": \"stem.conv1\", \"layer1.0\": \"layer1.basic_block1\"}`"),
+    Field("skip_mismatched", "bool", "keep the model's own values for the `init` weights whose shapes differ (a new "
+          "head) instead of stopping"),
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),

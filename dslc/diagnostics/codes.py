@@ -99,6 +99,8 @@ EXPLANATIONS: dict[str, str] = {
     "W0201": "A model, block or loss takes the name of a library layer, function or loss (`block LayerNorm`). "
              "It hides the library's: in its file and the files that import it, the name means the declaration "
              "(inside the block itself, a use of the name is the block again). Rename it to keep both.",
+    "W0601": "A `rename` rule of the plan (or a --rename of the command line) matches no name in the weights file: "
+             "its prefix is misspelled, or the file is laid out otherwise. The report lists the file's names.",
 }
 
 

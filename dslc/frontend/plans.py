@@ -12,6 +12,7 @@ The result, a `Plan`, is what the training runtime runs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from .. import catalog
@@ -29,6 +30,8 @@ from .context import Ctx
 from .errors import EvalError, Poisoned
 from .evaluator import Evaluator
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
+
+_DOTTED = re.compile(r"^[^.\s]+(?:\.[^.\s]+)*$")   # a state-dict name or prefix: `layer1.0.conv1`
 
 
 class Word(str):
@@ -244,6 +247,8 @@ class PlanChecker(Evaluator):
                 raise EvalError("E0301", f"`init` is a file name or one per model (`{{teacher: \"...\"}}`), got "
                                 f"{describe(v)}", expr.span, help=f"init: {f.doc}")
             return v
+        if kind == "rename":
+            return self._rename_value(v, expr)
         if kind == "precision":
             return self._word(v, catalog.PRECISIONS, "precision", expr.span)
         if kind == "metrics":
@@ -256,6 +261,19 @@ class PlanChecker(Evaluator):
                 raise EvalError("E0301", f"`{f.name}` needs {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
                                 f"got {describe(v)}", expr.span, help=_names_help(kind))
         return v
+
+    def _rename_value(self, v, expr) -> dict:
+        """`rename`: a dict of strings, each a dotted name or empty (every name)."""
+        if not (isinstance(v, dict) and v and all(isinstance(x, str) and not isinstance(x, Word) for x in v.values())):
+            raise EvalError("E0301", f"`rename` is a dict of name prefixes, like `{{\"conv1\": \"stem.conv1\"}}`; got "
+                            f"{describe(v)}", expr.span, help=f"rename: {catalog.FIELDS['rename'].doc}")
+        spans = dict(zip(expr.keys, expr.key_spans)) if isinstance(expr, ast.DictExpr) else {}
+        for old, new in v.items():
+            for name in (old, new):
+                if name and not _DOTTED.match(name):
+                    raise EvalError("E0302", f"`rename`: {name!r} is not a name prefix (names joined by dots, "
+                                    "like \"layer1.0\")", spans.get(old, expr.span))
+        return dict(v)
 
     def _word(self, v, table: dict, what: str, span) -> str:
         if not isinstance(v, str) or v not in table:
@@ -406,6 +424,12 @@ class PlanChecker(Evaluator):
                                 labels=(Label(plan.data.span, "the data set"),))
 
     def _init_keys(self, fields: dict, plan: Plan) -> None:
+        for name in ("rename", "skip_mismatched"):
+            if name in fields and "init" not in fields:
+                self.reporter.error("E0501", f"`{name}` applies to the weights `init` loads, and the plan "
+                                    f"`{plan.name}` has no `init`", fields[name].targets[0].span,
+                                    help=f"init: {catalog.FIELDS['init'].doc}")
+                self.failed = True
         init = plan.fields.get("init")
         if isinstance(init, dict):
             expr = fields["init"].value

@@ -25,6 +25,8 @@ class TrainConfig:
     ema: float | None                  # the decay of an average of the weights, when kept
     augment: tuple                     # PlanCalls, in order
     init: object                       # a file, or {model: file}, or None
+    rename: dict                       # prefix rules from the `init` files' names to the models'
+    skip_mismatched: bool              # `init` weights of other shapes are skipped, not an error
     schedule: object                   # PlanCall | None
     early_stopping: dict | None        # the call's arguments with defaults, when the plan asks for it
     checkpoint: dict                   # the call's arguments with defaults (always: runs checkpoint anyway)
@@ -45,7 +47,8 @@ class TrainConfig:
             metrics=tuple(catalog.setting(fields, "metrics") or ()),
             clip_grad_norm=number("clip_grad_norm", float), clip_grad_value=number("clip_grad_value", float),
             ema=number("ema", float) or None, augment=tuple(catalog.setting(fields, "augment") or ()),
-            init=catalog.setting(fields, "init"), schedule=catalog.setting(fields, "schedule"),
+            init=catalog.setting(fields, "init"), rename=dict(catalog.setting(fields, "rename") or {}),
+            skip_mismatched=bool(catalog.setting(fields, "skip_mismatched")), schedule=catalog.setting(fields, "schedule"),
             early_stopping=catalog.call_args(calls, "early_stopping") if "early_stopping" in calls else None,
             checkpoint=catalog.call_args(calls, "checkpoint"), best_monitor=_best_monitor(calls))
 

@@ -44,7 +44,7 @@ from .rundir import RunDir, render_plan
 from .runlock import unusable
 from .safety import DivergenceCheck, SignalStop
 from .schedules import build_schedule
-from .weights import fit_state_dict, listed, read_state
+from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
 
 
 @dataclass
@@ -79,10 +79,10 @@ class StepRun:
 
 # ---------------------------------------------------------------------------- entry point
 
-def run_plan(plan, path: str, options: Options, out=print) -> dict:
+def run_plan(plan, path: str, options: Options, out=print, warn=None) -> dict:
     """Run the checked plan `plan` of the .dl file `path` (`dslc.api.train` loads and checks
-    it); returns result.json's content."""
-    return Trainer(plan, path, options, out).run()
+    it); returns result.json's content. Reports and warnings go to `warn` (default: `out`)."""
+    return Trainer(plan, path, options, out, warn).run()
 
 
 class Diverged(Exception):
@@ -104,8 +104,10 @@ def plan_module(plan, source: str):
 
 
 class Trainer:
-    def __init__(self, plan, path: str, options: Options, out):
+    def __init__(self, plan, path: str, options: Options, out, warn=None):
         self.plan, self.path, self.options, self.out = plan, path, options, out
+        self.warn = warn or out           # the weights report and warnings (stderr under `dslc train`)
+        self.init_reports: dict = {}      # model key -> what `init` loaded (weights_report.json)
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
         self.base_dir = os.path.dirname(os.path.abspath(path))
@@ -176,6 +178,8 @@ class Trainer:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
         self.rundir.write_plan(self.plan, self.path)
         self.rundir.write_text("plan.py", self.source)
+        if self.init_reports:
+            self.rundir.write_json("weights_report.json", self.init_reports)
 
     def _phases(self) -> list[PhaseSpec]:
         plan, c = self.plan, self.config
@@ -224,20 +228,45 @@ class Trainer:
                                        _field_span(self.plan, "metrics")))
 
     def _init_weights(self) -> None:
+        """`init`: load each model's weights by name (after `rename`); the reports go to stderr now and
+        to the run's weights_report.json once its folder is claimed."""
         init = self.config.init
         if not init:
             return
+        span = _field_span(self.plan, "init")
         targets = init if isinstance(init, dict) else {k: init for k in self.models}
+        applied = set()
         for key, file in targets.items():
             path = _resolve(file, self.base_dir)
             if path is None:
-                raise DslcError(Diagnostic("E0901", f"`init`: no such file: {file}", _field_span(self.plan, "init"),
+                raise DslcError(Diagnostic("E0901", f"`init`: no such file: {file}", span,
                                            help="train the plan that writes it first, or fix the path "
                                                 "(relative to the current directory or to the .dl file)"))
-            state = read_state(path)
+            state = read_state(path, span)
+            rules = self.config.rename
             if len(self.models) > 1 and not isinstance(init, dict):
-                state = checkpoint.under(state, key + ".")
-            self.out(_load_by_name(self.models[key], state, path, key if len(self.models) > 1 else None))
+                moved = renamed(state, rules, path, span)   # one file for all: names are `G.fc.weight`
+                applied |= moved.applied
+                state, rules = checkpoint.under(moved.state, key + "."), {}
+            report = load_by_name(self.models[key], state, path, rules, skip_mismatched=self.config.skip_mismatched,
+                                  key=key if len(self.models) > 1 else None, span=span)
+            applied |= set(rules) - set(report["rules_that_matched_nothing"])
+            self.init_reports[key] = dict(report, rename=dict(self.config.rename))
+            self.warn(report_table(report))
+        self._unmatched_rules(applied, targets)
+
+    def _unmatched_rules(self, applied: set, targets: dict) -> None:
+        """W0601 for each rename rule that no name of any `init` file falls under (a typo, most likely)."""
+        stmt = next((s for s in self.plan.decl.body if isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and
+                     isinstance(s.targets[0], ast.Name) and s.targets[0].id == "rename"), None)
+        spans = dict(zip(stmt.value.keys, stmt.value.key_spans)) if stmt is not None and \
+            isinstance(stmt.value, ast.DictExpr) else {}
+        files = ", ".join(dict.fromkeys(str(f) for f in targets.values()))
+        for rule in self.config.rename:
+            if rule not in applied:
+                self.warn(Diagnostic("W0601", f"the rename rule {rule!r} matches no name in {files}",
+                                     spans.get(rule, _field_span(self.plan, "rename")), label="matches nothing",
+                                     severity="warning").render())
 
     def _callbacks(self) -> None:
         """The callbacks that keep the run's state, around those that only watch it: the best weights
@@ -656,26 +685,6 @@ def _resolve(file: str, base_dir: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
-
-
-def _load_by_name(model, state: dict, path: str, key: str | None) -> str:
-    """Copy every tensor whose name and shape fit; say what matched and what did not."""
-    own = model.state_dict()
-    fit = fit_state_dict(own, state)
-    if not fit.matched:
-        raise DslcError(Diagnostic("E0602", f"`init`: no weight in {path} fits the model" +
-                                   (f" `{key}`" if key else ""), file_name=path,
-                                   notes=tuple(x for x in (listed("shapes differ", fit.wrong),
-                                                           listed("not in the file", fit.missing)) if x)))
-    with torch.no_grad():
-        for n in fit.matched:
-            own[n].copy_(state[n])
-    parts = [f"init{' ' + key if key else ''}: loaded {len(fit.matched)} of {len(own)} tensors from {path}"]
-    for label, found in (("shapes differ", fit.wrong), ("not in the file (kept as initialized)", fit.missing),
-                         ("in the file but not in the model", fit.unused)):
-        if found:
-            parts.append(listed(label, found))
-    return "\n  ".join(parts)
 
 
 def _per_example(pred, target):
