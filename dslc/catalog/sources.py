@@ -624,6 +624,6 @@ def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
     return _builtin(name, args)
 
 
-__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play", "csv_schema", "image_classes",
-           "image_size", "mnist_arrays", "npz_header", "resolve", "sequence_arrays", "sequence_count", "shakespeare_arrays",
-           "shakespeare_text"]
+__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play",
+           "csv_schema", "image_classes", "image_size", "mnist_arrays", "npz_header", "resolve", "sequence_arrays",
+           "sequence_count", "shakespeare_arrays", "shakespeare_text"]
