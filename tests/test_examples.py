@@ -28,6 +28,7 @@ SMALL = {
     "mnist": ("data.labels=[0, 1]",),          # 1,000 of the 5,000 images
     "shakespeare": ("data.chars=2000",),        # 30 windows of 65 characters
     "shakespeare:stream": ("data.chars=20000",),  # each 5% split fills a batch of 20 rows of 36 characters
+    "reverse": ("data.n=500",),                 # 400 sequences to train on
 }
 INIT = re.compile(r"^runs/([A-Za-z_][A-Za-z0-9_]*)/checkpoints/best\.safetensors$")
 

@@ -85,6 +85,43 @@ def _shakespeare_fields(args: dict, base_dir: str) -> dict:
     return {"x": t, "y": t}
 
 
+MAX_SEQUENCE_TOKENS = 10_000_000   # n · (length + 1) of `copy` and `reverse`: 240 MB of int64 in three fields
+
+
+def _sequence_fields(args: dict, base_dir: str) -> dict:
+    """`copy` and `reverse`: the three fields [B, length + 1] of int64, once the arguments fit."""
+    n, length, low, vocab = (plain(args[k]) for k in ("n", "length", "min_length", "vocab"))
+    if low > length:
+        raise sources.DataError(f"`min_length` ({low}) must not exceed `length` ({length})", "E0302")
+    if n * (length + 1) > MAX_SEQUENCE_TOKENS:
+        raise sources.DataError(f"n · (length + 1) = {n * (length + 1):,} tokens; at most {MAX_SEQUENCE_TOKENS:,} "
+                                "are generated (lower `n` or `length`)", "E0302")
+    distinct = sources.sequence_count(vocab - 3, low, length)
+    if distinct < n:
+        raise sources.DataError(f"there are only {distinct:,} distinct sequences of {low} to {length} of "
+                                f"{vocab - 3} symbols, fewer than n = {n:,} (raise `vocab` or `length`)", "E0302")
+    t = TensorType((B, length + 1), "int64")
+    return {"src": t, "tgt": t, "y": t}
+
+
+def _vocab(v) -> str | None:
+    return None if plain(v) >= 4 else "must be at least 4: ids 0 (padding), 1 (BOS), 2 (EOS) and a symbol"
+
+
+def _sequence_set(name: str, answer: str) -> Entry:
+    doc = (f"a toy sequence-to-sequence task generated from `seed` (no file): `n` distinct sequences of "
+           f"`min_length` to `length` symbols (ids 3 .. vocab - 1, uniformly drawn), and {answer}. "
+           "`src` is the sequence, then EOS (2), then padding (0); `y` is the answer, then EOS, then -100 "
+           "(cross_entropy's default ignore_index, which the metrics skip too); `tgt` is `y` shifted right: "
+           "BOS (1), then the answer, then padding (0), for teacher forcing. Splits hold distinct sequences")
+    return _data(name, doc, _sequence_fields, lead=(
+        ParamSpec("n", INT, 10000, checks.positive, "how many sequences (all distinct)"),
+        ParamSpec("length", INT, 10, checks.positive, "the longest sequence; the fields are [B, length + 1]"),
+        ParamSpec("min_length", INT, 1, checks.positive, "the shortest sequence"),
+        ParamSpec("vocab", INT, 16, _vocab, "ids in all, the 3 special ones included")),
+        fields_doc="`src`, `tgt`, `y` [B, length + 1] of int64", input_field="src")
+
+
 def _csv_fields(args: dict, base_dir: str) -> dict:
     schema = sources.csv_schema(sources.resolve(args["path"], base_dir), str(args["target"]))
     y = "float32" if schema.target_kind == "float" else "int64"
@@ -143,6 +180,8 @@ DATASETS = {e.name: e for e in (
           extra=(ParamSpec("stream", BOOL, False, None, "read the text in order, for truncated BPTT: "
                            "`batch_size` columns, batch k+1 continuing batch k in each (see Training plans)"),),
           fields_doc="`x` [B, context] of int64, `y` [B, context] of int64"),
+    _sequence_set("copy", "the answer is the sequence itself"),
+    _sequence_set("reverse", "the answer is the sequence reversed"),
     _data("csv", "a UTF-8 CSV file with a header row: x every column but the target that holds numbers "
           "(float32; every cell a finite number; a column without any number is left out, and `dslc train` "
           "says so), y the target: class ids (int64; its distinct values, sorted, become 0, 1, ...) when it "

@@ -201,6 +201,55 @@ def shakespeare_arrays() -> dict:
     return cached("shakespeare-v1", build, lambda a: np.array_equal(a["stamp"], stamp) and a["codes"].ndim == 1)
 
 
+# ---------------------------------------------------------------------- toy sequence-to-sequence sets
+
+PAD, BOS, EOS = 0, 1, 2        # the special ids of `copy` and `reverse`; symbols are 3 .. vocab - 1
+IGNORE = -100                  # `y` at padding: cross_entropy's default ignore_index, skipped by the metrics
+
+
+def sequence_count(symbols: int, min_length: int, length: int) -> int:
+    """How many distinct sequences of min_length .. length symbols there are."""
+    return sum(symbols ** k for k in range(min_length, length + 1))
+
+
+def _unique_sequences(rng, n: int, symbols: int, min_length: int, length: int) -> np.ndarray:
+    """n distinct sequences [n, length] of ids 3 .. 3 + symbols - 1, padded with 0 after a length drawn
+    uniformly from min_length .. length; drawn in rounds, a repeat of an earlier sequence dropped."""
+    rows = np.zeros((0, length), dtype=np.int64)
+    while len(rows) < n:
+        lengths = rng.integers(min_length, length + 1, n)
+        draw = rng.integers(3, 3 + symbols, (n, length))
+        draw[np.arange(length)[None, :] >= lengths[:, None]] = PAD
+        rows = np.concatenate([rows, draw])
+        _, first = np.unique(rows, axis=0, return_index=True)
+        rows = rows[np.sort(first)]     # the first of each, in the order drawn
+    return rows[:n]
+
+
+def sequence_arrays(name: str, args: dict) -> tuple[dict, dict]:
+    """`copy` or `reverse`: {"src", "tgt", "y"} int64 [n, length + 1], generated from `seed`.
+    src is the sequence then EOS; the answer is the sequence (`copy`) or the sequence reversed
+    (`reverse`) then EOS; y is the answer and tgt is BOS then the answer without its EOS (y shifted
+    right, teacher forcing). src and tgt are padded with PAD (0), y with IGNORE (-100)."""
+    n, length, min_length, vocab = (int(args[k]) for k in ("n", "length", "min_length", "vocab"))
+    rng = np.random.default_rng([int(args["seed"]) % 2**64, 1])   # not the split's stream
+    seqs = _unique_sequences(rng, n, vocab - 3, min_length, length)
+    lengths = (seqs != PAD).sum(1)
+    cols = np.arange(length + 1)[None, :]
+    src = np.concatenate([seqs, np.zeros((n, 1), dtype=np.int64)], 1)
+    src[cols == lengths[:, None]] = EOS
+    answer = src.copy()
+    if name == "reverse":   # position i of the answer holds symbol length - 1 - i
+        back = np.clip(lengths[:, None] - 1 - cols, 0, length)
+        answer = np.where(cols < lengths[:, None], np.take_along_axis(src, back, 1), src)
+    tgt = np.concatenate([np.full((n, 1), BOS, dtype=np.int64), answer[:, :-1]], 1)
+    tgt[tgt == EOS] = PAD
+    y = np.where(answer == PAD, IGNORE, answer)
+    meta = {"vocab": vocab, "pad": PAD, "bos": BOS, "eos": EOS, "classes": vocab,
+            "class_names": ["<pad>", "<bos>", "<eos>"] + [str(i) for i in range(3, vocab)]}
+    return {"src": src, "tgt": tgt, "y": y}, meta
+
+
 def _builtin(name: str, args: dict) -> tuple[dict, dict]:
     if name == "digits":
         d = _sklearn("digits")
@@ -233,6 +282,8 @@ def _builtin(name: str, args: dict) -> tuple[dict, dict]:
         itos = [str(c) for c in a["itos"]]
         return ({"x": np.ascontiguousarray(windows[:, :-1]), "y": np.ascontiguousarray(windows[:, 1:])},
                 {"vocab": len(itos), "itos": itos, "chars": len(codes)})
+    if name in ("copy", "reverse"):
+        return sequence_arrays(name, args)
     raise DataError(f"unknown data set `{name}`", "E0503")
 
 
@@ -573,5 +624,6 @@ def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
     return _builtin(name, args)
 
 
-__all__ = ["CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play", "csv_schema", "image_classes",
-           "image_size", "mnist_arrays", "npz_header", "resolve", "shakespeare_arrays", "shakespeare_text"]
+__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play",
+           "csv_schema", "image_classes", "image_size", "mnist_arrays", "npz_header", "resolve", "sequence_arrays",
+           "sequence_count", "shakespeare_arrays", "shakespeare_text"]

@@ -658,8 +658,8 @@ class PlanChecker(Evaluator):
                         self.plan.data.span, label=f"`batch.{field_name}` is {have}", labels=labels,
                         help="change the model's input shape or the data set")
 
-    def _apply_block(self, spec, inputs, spans, span, ctx, instance=None):
-        result = super()._apply_block(spec, inputs, spans, span, ctx, instance)
+    def _apply_block(self, spec, inputs, spans, span, ctx, instance=None, **options):
+        result = super()._apply_block(spec, inputs, spans, span, ctx, instance, **options)
         if ctx.kind == "step" and spec.decl.kind == "model":
             # every application of a plan's model in a step runs that one model (its weights)
             call = next(reversed(ctx.graph.nodes.values()))
