@@ -42,8 +42,7 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x):
         S = x.shape[1]
-        h = self.pos_embedding[:S]
-        h = x + h
+        h = x + self.pos_embedding[:S]
         return self.dropout(h)
 
 

@@ -148,19 +148,29 @@ def _operand(text: str, power: bool, right: bool = False) -> str:
 
 
 def _is_call(text: str) -> bool:
-    """`math.sqrt(self.d)`: a name applied to one parenthesized argument list, which binds tightest."""
+    """`math.sqrt(self.d)`, `self.pe[:S]`, `f(x)[0]`: a name followed by calls and subscripts, which bind
+    tightest (brackets inside strings do not occur in these operands)."""
     m = _CALLEE.match(text)
-    if not m or not text.endswith(")"):
+    if not m:
         return False
-    depth = 0
-    for i, ch in enumerate(text[m.end() - 1:], m.end() - 1):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth == 0:
-            return i == len(text) - 1
-    return False
+    i = m.end() - 1
+    while i < len(text):
+        if text[i] not in "([":
+            return False
+        depth = 0
+        for j in range(i, len(text)):
+            depth += 1 if text[j] in "([" else -1 if text[j] in ")]" else 0
+            if depth == 0:
+                break
+        else:
+            return False
+        i = j + 1
+        while i < len(text) and (text[i].isalnum() or text[i] in "._"):   # `.transpose` after a call
+            i += 1
+    return True
 
 
-_CALLEE = re.compile(r"[A-Za-z_][\w.]*\(")
+_CALLEE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
 
 def _infix(sym: str) -> TorchFunction:
