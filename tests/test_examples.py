@@ -130,7 +130,7 @@ def test_plan_runs_a_short_version(path, name, tmp_path):
         extra = (f"init={value}",)
     result, lines = run_short(path, name, tmp_path / "run", extra)
     if inits:
-        loaded = [line for line in lines if line.startswith("init")]
+        loaded = [line for line in lines if line.startswith("weights from")]   # the load report's first line
         assert len(loaded) == len(inits) and all(str(tmp_path) in line for line in loaded), lines
         assert all(not line.split(": loaded ", 1)[1].startswith("0 ") for line in loaded), loaded
     epochs = len(plan.phases) or 1

@@ -41,7 +41,9 @@ def test_runs_and_loops_collapse_unless_expanded():
     assert "Encoder ×12" in vit.diagram("ViT")
     assert "Encoder ×12" not in vit.diagram("ViT", collapse=False)
     gpt = dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).diagram("GPT")
-    assert "repeat ×12" in gpt and gpt.count("Embedding") == 2
+    assert "Block ×12" in gpt and gpt.count("Embedding") == 2   # a module list's blocks: a run
+    char_gpt = dslc.load(os.path.join(ROOT, "examples", "shakespeare", "shakespeare.dl")).diagram("CharGPT")
+    assert "repeat ×2" in char_gpt   # a repeat of several statements: a loop
 
 
 def test_depth_nests_blocks():

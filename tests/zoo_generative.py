@@ -430,7 +430,7 @@ def test_clip_text_tower_is_causal():
     and changing a later token leaves the earlier states alone."""
     net = dslc.load(os.path.join(SPECS, "clip.dl")).build("CLIP", seed=0).eval()
     states = []
-    net.text.residual_attention_block2.register_forward_hook(lambda m, args, out: states.append(out))
+    net.text.resblocks[1].register_forward_hook(lambda m, args, out: states.append(out))
     tokens = torch.randint(0, 1000, (2, 7))
     changed = tokens.clone()
     changed[:, 5] = (changed[:, 5] + 1) % 1000

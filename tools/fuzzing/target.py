@@ -242,9 +242,10 @@ def exercise(prog, name: str, progress: Progress) -> None:
     if unmet(graph.guards, lambda a: SIZES.get(a.name, 4) if isinstance(a, Var) else graph.atom_env.get(a)):
         return   # the spec needs longer inputs than the fuzzer feeds (`x[:, 9]` needs T > 9): forward refuses them
     progress.phase = "forward"
+    from dslc.ir.nesting import nest, structure
     inputs = [random_input(graph.type_of(ref)) for _, ref in graph.inputs]
-    with torch.no_grad():
-        net(*inputs)
+    with torch.no_grad():   # a tuple input (`hidden.0`, `hidden.1`) is one argument, a tuple
+        net(*nest(structure([n for n, _ in graph.inputs]), inputs))
     progress.phase = "onnx"
     prog.onnx(name, seed=0)
 
