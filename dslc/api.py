@@ -229,6 +229,42 @@ class Program:
         onnx.checker.check_model(model, full_check=True)
         return model
 
+    def torchscript(self, name: str, /, seed: int = 0, weights: str | None = None, *, opt: int = 0,
+                    sizes: dict | None = None, params: dict | None = None, rename: dict | None = None, **keywords):
+        """The model in eval mode, with its seeded weights or those of `weights`, as TorchScript: a
+        runtime.deploy.Deployed whose `module` is torch.jit.script's, or torch.jit.trace's at `sizes`
+        (run-time sizes such as T; B = 2 and 8 for the others by default) where torch cannot script
+        it (`how` says which, `note` why)."""
+        from .runtime.deploy import torchscript
+        return self._deploy(torchscript, name, seed, weights, opt, sizes, model_params(params, keywords), rename)
+
+    def exported(self, name: str, /, seed: int = 0, weights: str | None = None, *, opt: int = 0,
+                 sizes: dict | None = None, params: dict | None = None, rename: dict | None = None, **keywords):
+        """The model in eval mode, as torch.export.export makes it (a runtime.deploy.Deployed whose
+        `module` is the ExportedProgram), with the batch and, where torch accepts it, the other
+        run-time sizes dynamic (`dynamic` lists them); `sizes` are the example sizes."""
+        from .runtime.deploy import exported
+        return self._deploy(exported, name, seed, weights, opt, sizes, model_params(params, keywords), rename)
+
+    def _deploy(self, convert, name: str, seed: int, weights: str | None, opt: int, sizes: dict | None,
+                params: dict, rename: dict | None = None):
+        from .runtime.deploy import DeployError, example_sizes
+        net = self.build(name, seed=seed, params=params)
+        if weights is not None:
+            from .runtime.weights import load_into
+            load_into(net, weights, rename)
+        if opt:
+            optimized = self.build(name, seed=seed, opt=opt, params=params)
+            optimized.load_state_dict(net.state_dict())
+            net = optimized
+        graph = self._graph_at(name, opt, False, params)
+        try:
+            return convert(net, graph, example_sizes(graph, sizes))
+        except DeployError as e:
+            raise DslcError(Diagnostic("E0902", f"cannot convert `{name}` for deployment: {e}",
+                                       file_name=self.unit.root.name,
+                                       help="the generated PyTorch (--target pytorch) runs in eager mode")) from None
+
 
 ONNX_LIMIT = 2 << 30  # bytes: a protobuf message, and so an ONNX file with its weights inside
 

@@ -123,15 +123,18 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @main.command("compile")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--model", "model", metavar="NAME", help="Compile only this model (default: every model).")
-@click.option("--target", type=click.Choice(["pytorch", "onnx"]), default="pytorch", show_default=True,
-              help="pytorch: one standalone .py; onnx: one .onnx model with its weights (opset 18).")
+@click.option("--target", type=click.Choice(["pytorch", "onnx", "torchscript", "exported"]), default="pytorch",
+              show_default=True, help="pytorch: one standalone .py; onnx: one .onnx model with its weights (opset "
+              "18); torchscript: one model's torch.jit.script (or trace) .pt; exported: its torch.export .pt2.")
 @click.option("-o", "--output", metavar="OUT", help="Output file; `-` for stdout (pytorch only). Default: FILE's "
-                                                    "name with .py, or the model's name with .onnx, here.")
+                                                    "name with .py, or the model's name with .onnx, .pt or .pt2, "
+                                                    "here.")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a model parameter (a .dl literal); "
                                                                   "repeatable.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
-              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; onnx only).")
+              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; not for "
+                   "pytorch).")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", callback=lambda c, p, v: _renames(v),
               help="With --weights: the file's names under the prefix OLD are the model's under NEW "
                    "(conv1=stem.conv1; the longest prefix wins); repeatable.")
@@ -143,19 +146,29 @@ def model_args(sets: tuple[str, ...]) -> dict:
                    "models whose MACs are mostly 2-d convolutions.")
 @click.option("--dump-ir", is_flag=True, help="Print each model's IR before and after the passes, and what the "
                                               "passes did, to stderr.")
+@click.option("--size", "sizes", multiple=True, metavar="NAME=N",
+              help="torchscript, exported: a run-time size of the example inputs (default B=2, others 8); "
+                   "e.g. --size T=128.")
 @_handled
-def compile_(file, model, target, output, sets, seed, weights, renames, opt, channels_last, dump_ir) -> None:
-    """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX."""
+def compile_(file, model, target, output, sets, seed, weights, renames, opt, channels_last, dump_ir,
+             sizes) -> None:
+    """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX, TorchScript
+    or a torch.export program."""
     params = model_args(sets)
     prog = _load(file)
-    if target == "onnx":
+    if sizes and target not in ("torchscript", "exported"):
+        raise click.UsageError("--size applies to --target torchscript and exported (their example inputs)")
+    if target != "pytorch":
         if channels_last:
-            raise click.UsageError("--channels-last applies to --target pytorch (ONNX has no memory formats)")
+            raise click.UsageError("--channels-last applies to --target pytorch")
         if renames and not weights:
             raise click.UsageError("--rename applies to the names of a --weights file")
-        return _compile_onnx(prog, model, output, seed, weights, params, opt, dump_ir, renames)
+        if target == "onnx":
+            return _compile_onnx(prog, model, output, seed, weights, params, opt, dump_ir, renames)
+        return _compile_deployed(prog, target, model, output, seed, weights, params, opt, _sizes(sizes), renames)
     if weights or renames:
-        raise click.UsageError("--weights applies to --target onnx (a generated .py builds its own weights)")
+        raise click.UsageError("--weights applies to --target onnx, torchscript and exported (a generated .py "
+                               "builds its own weights)")
     names = [model] if model else None
     if model:
         prog.declaration(model)
@@ -206,14 +219,7 @@ def _layout_flag(channels_last: bool | None) -> str:
 
 def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump_ir: bool = False,
                   renames: dict | None = None) -> None:
-    from .diagnostics import Diagnostic, DslcError
-    if model is None:
-        if len(prog.models) != 1:
-            raise DslcError(Diagnostic("E0209", f"{prog.unit.root.name} has {len(prog.models)} models: choose one "
-                                       "with --model", file_name=prog.unit.root.name,
-                                       help="models: " + ", ".join(prog.models)))
-        model = prog.models[0]
-    prog.declaration(model)
+    model = _one_model(prog, model)
     if output == "-":
         raise click.UsageError("an ONNX model is binary: give a file with -o")
     if dump_ir:
@@ -222,6 +228,24 @@ def _compile_onnx(prog, model, output, seed, weights, params, opt: int = 0, dump
     out = output or f"{model}.onnx"
     _write(out, onnx_model.SerializeToString(), explicit=output is not None)
     _echo(f"wrote {out}", err=True)
+
+
+def _compile_deployed(prog, target: str, model, output, seed, weights, params, opt: int, sizes: dict,
+                      renames: dict | None = None) -> None:
+    """One model as TorchScript (.pt) or a torch.export program (.pt2), with what torch made of it on stderr."""
+    model = _one_model(prog, model)
+    if output == "-":
+        raise click.UsageError(f"a {target} model is binary: give a file with -o")
+    convert = prog.torchscript if target == "torchscript" else prog.exported
+    result = convert(model, seed=seed, weights=weights, opt=opt, sizes=sizes, params=params, rename=renames or None)
+    if result.how == "traced":
+        _echo(f"note: {model}: {result.note}", err=True)
+    elif result.how == "exported":
+        dynamic = ", ".join(result.dynamic) or "none"
+        _echo(f"note: {model}: dynamic sizes: {dynamic}" + (f"; {result.note}" if result.note else ""), err=True)
+    out = output or f"{model}.{'pt' if target == 'torchscript' else 'pt2'}"
+    _write(out, result.save(), explicit=output is not None)
+    _echo(f"wrote {out}" + (f" ({result.how})" if target == "torchscript" else ""), err=True)
 
 
 def _write(path: str, text, explicit: bool) -> None:
@@ -243,7 +267,20 @@ def _written_by_dslc(path: str) -> bool:
             head = f.read(400)
     except OSError:
         return False
-    return b"generated by dslc" in head or b"\x12\x04dslc" in head  # our .py header, or an ONNX producer_name
+    if b"generated by dslc" in head or b"\x12\x04dslc" in head:  # our .py header, or an ONNX producer_name
+        return True
+    return head.startswith(b"PK") and _archive_by_dslc(path)   # a .pt or .pt2 (zip) marked as ours
+
+
+def _archive_by_dslc(path: str) -> bool:
+    import zipfile
+
+    from .runtime.deploy import MARK
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.rsplit("/", 1)[-1] == MARK for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 @main.command()

@@ -425,7 +425,7 @@ class _ClassWriter:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
         prologue = self._symbol_bindings(var) + checks + self._layout(var)
-        sig = ", ".join(["self"] + params)
+        sig = ", ".join(["self"] + [p + self._tuple_annotation(p) for p in params])
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
 
     def _special_node(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
@@ -467,6 +467,15 @@ class _ClassWriter:
         var[node.inputs[0]] = running
         lines = [f"{target} = {running}"] if target != running else []
         return lines + [f"for {element} in self.{c.name}:", f"{INDENT}{target} = {expr}"]
+
+    def _tuple_annotation(self, path: str) -> str:
+        """`: tuple[torch.Tensor, torch.Tensor]` for a tuple input (torch.jit.script takes an unannotated
+        parameter for one tensor), nothing for a tensor."""
+        def type_of(p: str) -> str:
+            if p not in self.tuples:
+                return "torch.Tensor"
+            return "tuple[" + ", ".join(type_of(f"{p}[{i}]") for i in range(self.tuples[p])) + "]"
+        return f": {type_of(path)}" if path in self.tuples else ""
 
     def _parameters(self, local: Namespace, var: dict, holder: dict, last_use: dict) -> list:
         """forward's parameters, one per input; a tuple input's tensors are read as `hidden[0]`."""

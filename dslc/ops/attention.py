@@ -383,7 +383,7 @@ def _mha_call(e, module: str) -> str:
 
 
 helper("causal_mask", '''
-    def causal_mask(t: int, s: int, device=None):
+    def causal_mask(t: int, s: int, device: torch.device | None = None):
         """[t, s] bool, true where key j comes after query i: the keys a causal query must not see."""
         return torch.triu(torch.ones(t, s, dtype=torch.bool, device=device), diagonal=1)
 ''')
@@ -464,7 +464,7 @@ register(OpDef(
 
 helper("multi_head_attention", '''
     def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
-                             training: bool = False, mask=None):
+                             training: bool = False, mask: torch.Tensor | None = None):
         """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors;
         `mask` [B, S] is true for the keys (padding) that no query attends to."""
         b, t, s = q.shape[0], q.shape[1], k.shape[1]
@@ -567,13 +567,14 @@ _attention_op("attention", "Multi-head scaled dot-product attention without weig
 # ---------------------------------------------------------------- sdpa: attention through torch's fused kernels
 
 helper("sdpa_attention", '''
-    def sdpa_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0, mask=None):
+    def sdpa_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
+                       mask: torch.Tensor | None = None):
         """multi_head_attention through F.scaled_dot_product_attention (fused kernels where there are some)."""
         b, t, s = q.shape[0], q.shape[1], k.shape[1]
         q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
         k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
         v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
-        allowed = None
+        allowed: torch.Tensor | None = None
         if mask is not None:  # scaled_dot_product_attention's boolean mask marks the keys that take part
             allowed = ~mask[:, None, None, :]
             if causal:  # it takes a mask or is_causal, not both

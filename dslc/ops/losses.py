@@ -572,7 +572,7 @@ register(OpDef(
 # ---------------------------------------------------------------- contrastive and metric losses
 
 helper("nt_xent_loss", '''
-    def nt_xent_loss(z1, z2, temperature=0.5):
+    def nt_xent_loss(z1, z2, temperature: float = 0.5):
         """SimCLR's NT-Xent: each of the 2N embeddings must pick its other view among the rest."""
         z = F.normalize(torch.cat([z1, z2]), dim=1)
         sim = z @ z.t() / temperature
@@ -748,7 +748,7 @@ register(OpDef(
 # ---------------------------------------------------------------- knowledge distillation
 
 helper("distillation_loss", '''
-    def distillation_loss(student, teacher, target, temperature=4.0, alpha=0.5):
+    def distillation_loss(student, teacher, target, temperature: float = 4.0, alpha: float = 0.5):
         """Hinton et al.: the teacher's softened outputs (scaled by T² to keep gradients comparable)
         mixed with the usual cross-entropy on the labels."""
         soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),

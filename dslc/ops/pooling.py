@@ -523,7 +523,20 @@ def _upsample_label(a, name: str = "Upsample", mode: bool = True) -> str:
 
 
 def _upsample_functional(e) -> str:
-    return f"F.interpolate({e.inputs[0]}{e.kw('size')}{e.kw('scale_factor')}{e.kw('mode')}{e.kw('align_corners')})"
+    scale = e.kw("scale_factor") and f", scale_factor={_float_source(e, e['scale_factor'])}"
+    return f"F.interpolate({e.inputs[0]}{e.kw('size')}{scale}{e.kw('mode')}{e.kw('align_corners')})"
+
+
+def _float_source(e, f) -> str:
+    """A scale factor as F.interpolate's annotation reads it, a float (`2.0`, `float(self.factor)`), so that
+    torch.jit.script takes the call; nn.Upsample converts it itself."""
+    if isinstance(f, (list, tuple)):
+        return "[" + ", ".join(_float_source(e, x) for x in f) + "]"
+    text = e.fmt(f)   # a block's parameter where the value is one (`self.upsample`)
+    try:
+        return repr(float(text))
+    except ValueError:
+        return text if isinstance(f, float) else f"float({text})"
 
 
 def _upsample_arbitrary(d):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
-                         training: bool = False, mask=None):
+                         training: bool = False, mask: torch.Tensor | None = None):
     """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors;
     `mask` [B, S] is true for the keys (padding) that no query attends to."""
     b, t, s = q.shape[0], q.shape[1], k.shape[1]

@@ -15,7 +15,7 @@ class SineStep(nn.Module):
         self.lstm2 = nn.LSTMCell(hidden, hidden)
         self.linear = nn.Linear(hidden, 1)
 
-    def forward(self, x_t, state):
+    def forward(self, x_t, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]):
         h1, c1 = self.lstm1(x_t, (state[0], state[1]))
         h2, c2 = self.lstm2(h1, (state[2], state[3]))
         y = self.linear(h2)

@@ -49,7 +49,7 @@ class UpsampleConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out, k)
 
     def forward(self, x):
-        h = F.interpolate(x, scale_factor=self.upsample2)
+        h = F.interpolate(x, scale_factor=float(self.upsample2))
         h = self.reflection_pad(h)
         return self.conv2d(h)
 

@@ -89,7 +89,7 @@ class Up2(nn.Module):
         self.double_conv = DoubleConv(skip_dim1 + mid, out, mid)
 
     def forward(self, x, skip):
-        up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
         h = torch.cat([skip, up], dim=1)
         return self.double_conv(h)
 
