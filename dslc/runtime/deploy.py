@@ -3,7 +3,8 @@
 
 Both work on the model in eval mode (inference, as the ONNX target). Example inputs come from the
 model's declared input types: run-time sizes take `sizes` (B = 2 and 8 for the others by default),
-integer inputs are zeros (a valid token or label), floats uniform in [0, 1).
+integer inputs are ones (a valid token or label of any vocabulary of two or more, and not the
+padding id 0 that a model may mask out entirely), floats uniform in [0, 1).
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def example_inputs(graph, sizes: dict) -> tuple:
     leaves = []
     for t in graph.input_types().values():
         shape, dtype = t.concrete(**sizes), getattr(torch, t.dtype)
-        leaves.append(torch.rand(shape, generator=gen) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype))
+        leaves.append(torch.rand(shape, generator=gen) if dtype.is_floating_point else torch.ones(shape, dtype=dtype))
     return nest(structure([n for n, _ in graph.inputs]), leaves)
 
 
