@@ -310,7 +310,7 @@ model Twice {
 def test_a_model_takes_and_returns_a_tuple_as_torch_does(tmp_path):
     program = load(tmp_path, LANGUAGE_MODEL)
     source = program.source(["LM"])
-    assert "def forward(self, tokens, hidden):" in source
+    assert "def forward(self, tokens, hidden: tuple[torch.Tensor, torch.Tensor]):" in source   # TorchScript needs it
     assert "out, (hidden_0, hidden_1) = self.lstm(x, hidden)" in source
     assert "return h, (hidden_0, hidden_1)" in source
     net = program.build("LM", seed=0).eval()
@@ -347,7 +347,8 @@ def test_onnx_flattens_a_tuple_into_dotted_names(tmp_path):
 def test_a_block_takes_and_returns_a_tuple(tmp_path):
     program = load(tmp_path, LANGUAGE_MODEL)
     source = program.source(["Twice"])
-    assert "def forward(self, x, state):" in source and "out, (h, c) = self.step1(x, state)" in source
+    assert "def forward(self, x, state: tuple[torch.Tensor, torch.Tensor]):" in source
+    assert "out, (h, c) = self.step1(x, state)" in source
     assert "self.step2(out, (h, c))" in source
     net = program.build("Twice", seed=0).eval()
     x, state = torch.randn(2, 6, 4), (torch.randn(1, 2, 5), torch.randn(1, 2, 5))
