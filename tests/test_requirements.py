@@ -349,3 +349,16 @@ def test_layer_norm_over_a_run_time_size_requires_its_normalized_shape(tmp_path)
         assert torch.equal(net(x), net.norm(x))
     with pytest.raises(ValueError, match=r"M needs T == 4 \(ln\.dl:3\), got T = 5"):
         net(torch.randn(3, 5))
+
+
+def test_topk_over_a_run_time_size_requires_k_values(tmp_path):
+    """topk(k=6) over `B` needs B >= 6: the generated forward says so instead of torch's "selected index k
+    out of range" (found by tools/soundness.py, seed 43)."""
+    path = tmp_path / "tk.dl"
+    path.write_text("model M {\n    input x: [B]\n    output topk(x, 6)\n}\n", encoding="utf-8")
+    prog = dslc.load(str(path))
+    net = prog.build("M", seed=0)
+    with pytest.raises(ValueError, match=r"M needs B >= 6 \(tk.dl:3\), got B = 4"):
+        net(torch.randn(4))
+    values, indices = net(torch.arange(8.0))
+    assert values.tolist() == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0] and indices.tolist() == [7, 6, 5, 4, 3, 2]

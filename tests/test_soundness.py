@@ -62,3 +62,20 @@ def test_what_torch_refuses_is_a_diagnostic_at_check_time(tmp_path, decl, line, 
 def torch_linear(x):
     import torch
     return torch.nn.Linear(4, 2)(x)
+
+
+@pytest.mark.parametrize("expr", ["argmin(amin(x), dim=-1)", "argmax(amax(x), dim=0, keepdim=true)"])
+def test_arg_reductions_of_a_zero_d_tensor(tmp_path, expr):
+    """torch's argmax/argmin of a 0-d tensor along dim 0 or -1 is 0; ONNX's ArgMax refuses rank 0, so the
+    backend writes the constant (found by tools/soundness.py, seed 47)."""
+    import torch
+    from support import ort_run
+
+    import dslc
+    path = tmp_path / "zero_d.dl"
+    path.write_text(f"model M {{\n    input x: [B, 3, 2]\n    output {expr}\n}}\n")
+    prog = dslc.load(str(path))
+    x = torch.randn(2, 3, 2)
+    want = prog.build("M", seed=0).eval()(x).numpy()
+    got = ort_run(prog.onnx("M", seed=0), {"x": x.numpy()})[0]
+    assert got.shape == want.shape == () and got.dtype == want.dtype and got == want == 0

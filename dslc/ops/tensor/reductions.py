@@ -128,6 +128,8 @@ def _arg_onnx(op_type: str):
     """ArgMax/ArgMin keep the first of equal values, as torch does; no dim: over the flattened tensor."""
     def emit(g, n):
         t = n.x
+        if t.rank == 0 and n["dim"] is not None:   # torch's index into a 0-d tensor along dim 0 or -1: 0
+            return [g.const(0, dtype="int64")]
         x = g.cast(n.inputs[0], t.dtype if t.dtype in _ORT_ARG else
                   "float32" if t.is_float else "int64", have=t.dtype)   # exact: float16/bfloat16 and small ints widen
         if n["dim"] is None:

@@ -2,7 +2,7 @@
 `one_hot`, `topk` and `sort`, as torch defines them (dtypes included)."""
 from __future__ import annotations
 
-from ...ir.dims import Sym, plain
+from ...ir.dims import Sym, plain, require
 from ...ir.types import FLOAT_DTYPES, TensorType
 from .. import checks
 from ..ptypes import BOOL, FLOAT, INT, TENSOR, TENSOR_OR_SCALAR, Optional
@@ -260,6 +260,8 @@ def _topk_infer(b):
     if not isinstance(size, Sym) and plain(k) > plain(size):
         raise ShapeError(f"`topk` takes {plain(k)} of dimension {d} of {t.shape_str()}, which has {plain(size)}",
                          code="E0406", arg="k")
+    if isinstance(size, Sym):   # a run-time size must hold k values: checked first thing in forward
+        require(size, ">=", plain(k), b.where)
     shape = t.shape[:d] + (k,) + t.shape[d + 1:]
     return [TensorType(shape, t.dtype), TensorType(shape, "int64")]
 
