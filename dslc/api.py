@@ -196,6 +196,16 @@ class Program:
         checked against that model, then loaded, folded, into the optimized one). With `buffers`, the
         non-persistent buffers too (not in the state dict, but an ONNX graph holds them)."""
         params = model_params(params, keywords)
+        net = self._weighted(name, seed, weights, opt, params, rename)
+        state = dict(net.state_dict())
+        if buffers:
+            state.update(net.named_buffers())
+        return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+    def _weighted(self, name: str, seed: int, weights: str | None, opt: int, params: dict,
+                  rename: dict | None):
+        """The model with its seeded weights or those of `weights` (names moved by `rename`), as the
+        -O`opt` module: a checkpoint of the unoptimized model is loaded into that, then folded."""
         net = self.build(name, seed=seed, params=params)
         if weights is not None:
             from .runtime.weights import load_into
@@ -204,10 +214,7 @@ class Program:
             optimized = self.build(name, seed=seed, opt=opt, params=params)
             optimized.load_state_dict(net.state_dict())
             net = optimized
-        state = dict(net.state_dict())
-        if buffers:
-            state.update(net.named_buffers())
-        return {k: v.detach().cpu().numpy() for k, v in state.items()}
+        return net
 
     def onnx(self, name: str, /, seed: int = 0, weights: str | None = None, *, opt: int = 0,
              params: dict | None = None, rename: dict | None = None, **keywords):
@@ -249,14 +256,7 @@ class Program:
     def _deploy(self, convert, name: str, seed: int, weights: str | None, opt: int, sizes: dict | None,
                 params: dict, rename: dict | None = None):
         from .runtime.deploy import DeployError, example_sizes
-        net = self.build(name, seed=seed, params=params)
-        if weights is not None:
-            from .runtime.weights import load_into
-            load_into(net, weights, rename)
-        if opt:
-            optimized = self.build(name, seed=seed, opt=opt, params=params)
-            optimized.load_state_dict(net.state_dict())
-            net = optimized
+        net = self._weighted(name, seed, weights, opt, params, rename)
         graph = self._graph_at(name, opt, False, params)
         try:
             return convert(net, graph, example_sizes(graph, sizes))

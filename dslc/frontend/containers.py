@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..diagnostics import Label
-from ..ir.dims import Real, Size, Sym, plain, plain_float
+from ..ir.dims import Size
 from ..ir.graph import Container, Graph
+from ..ir.keys import value_key
 from ..ir.naming import attribute_problem
 from ..ir.values import Ref
 from . import ast
@@ -128,27 +129,12 @@ def _alike(elements: list, graph: Graph) -> bool:
 
 def _instance_key(inst) -> tuple:
     if inst.kind == "block":
-        return ("block", id(inst.graph), _value_key(inst.args))
-    return ("layer", inst.op.name, _value_key(inst.args))
+        return ("block", id(inst.graph), value_key(inst.args))
+    return ("layer", inst.op.name, value_key(inst.args))
 
 
 def _type_key(t) -> tuple:
-    return (tuple(_value_key(d) for d in t.shape), t.dtype)
-
-
-def _value_key(v):
-    """A key equal exactly when two arguments are, without comparing sizes (which records guards)."""
-    if isinstance(v, Size):
-        return ("size", plain(v), v.expr)
-    if isinstance(v, Real):
-        return ("real", plain_float(v), v.expr)
-    if isinstance(v, Sym):
-        return ("sym", v.poly)
-    if isinstance(v, dict):
-        return ("dict", tuple((k, _value_key(x)) for k, x in v.items()))
-    if isinstance(v, (list, tuple)):
-        return (type(v).__name__, tuple(_value_key(x) for x in v))
-    return (type(v).__name__, repr(v))
+    return (value_key(t.shape), t.dtype)
 
 
 def _consumers(graph: Graph) -> dict:

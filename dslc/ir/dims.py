@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -953,8 +954,7 @@ def math_function(name: str, x) -> float:
     return value
 
 
-_FLOAT_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-              "/": lambda a, b: a / b, "**": lambda a, b: a ** b}
+_FLOAT_OPS = {"+": _add, "-": _sub, "*": _mul, "/": operator.truediv, "**": operator.pow}
 
 
 def _is_operand(o) -> bool:

@@ -10,9 +10,9 @@ statistics (batch norm), which update them once per application while training.
 """
 from __future__ import annotations
 
-from ..ir.dims import Real, Size, Sym, plain, plain_float
 from ..ir.graph import Graph, Node
-from ..ir.values import Ref, TensorValue
+from ..ir.keys import args_key
+from ..ir.values import Ref
 from .edit import (
     Purity,
     UseIndex,
@@ -25,37 +25,6 @@ from .edit import (
     replace_uses,
 )
 from .manager import Pass, PassLog
-
-
-def value_key(v):
-    """A hashable key of an argument: equal exactly when the values and their expressions are."""
-    if isinstance(v, TensorValue):
-        return ("t", v.ref)
-    if isinstance(v, bool):
-        return ("b", v)
-    if isinstance(v, Size):
-        return ("size", plain(v), v.expr)
-    if isinstance(v, Real):
-        return ("real", repr(plain_float(v)), v.expr)
-    if isinstance(v, Sym):
-        return ("sym", v.poly)
-    if isinstance(v, float):
-        return ("f", repr(v))
-    if isinstance(v, int):
-        return ("i", v)
-    if isinstance(v, str):
-        return ("s", v)
-    if v is None:
-        return ("none",)
-    if isinstance(v, (list, tuple)):
-        return (type(v).__name__, tuple(value_key(x) for x in v))
-    if isinstance(v, Graph):
-        return ("graph", id(v))
-    return ("o", type(v).__name__, repr(v))
-
-
-def args_key(args: dict):
-    return tuple((k, value_key(v)) for k, v in args.items())
 
 
 class CommonSubexpressions(Pass):
