@@ -28,8 +28,10 @@ from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
+from . import variants
 from .inplace import kept_inplace
 from .pyformat import Namespace, doc_text, is_default, safe_ident
+from .variants import Body
 
 INDENT = "    "
 
@@ -45,10 +47,35 @@ class ClassInfo:
     code: str = ""                       # with a __DOC__ placeholder for the docstring
     heading: str = ""                    # "The block `X` (file:line)"
     facts: list | None = None            # guards true for every use of this class
+    graphs: list = field(default_factory=list)   # the block specializations it is written for
 
     def source(self) -> str:
         doc = self.heading + (", built for " + " and ".join(self.facts) if self.facts else "") + "."
         return self.code.replace("__DOC__", doc)
+
+
+@dataclass
+class ClassParts:
+    """A class before it is named: its constructor's signature, __init__'s statements after
+    `super().__init__()`, forward's lines (from `def forward`), the docstring's heading and facts."""
+    signature: list
+    init: list
+    forward: list
+    heading: str
+    facts: list
+
+
+def assemble(signature: list, init: list, forward: list) -> str:
+    """A class's source, named __CLASS__ and documented __DOC__ (filled in when it is emitted)."""
+    lines = ["class __CLASS__(nn.Module):", f'{INDENT}"""__DOC__"""', ""]
+    params = "".join(f", {name}{ann}{'' if default is None else ' = ' + default}"
+                     if ann else f", {name}{'' if default is None else '=' + default}"
+                     for _, name, ann, default in signature)
+    lines.append(f"{INDENT}def __init__(self{params}):")
+    lines += [INDENT * 2 + b if b else b for b in ["super().__init__()"] + init]
+    lines.append("")
+    lines += [INDENT + line if line else "" for line in forward]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -65,10 +92,17 @@ class Generator:
     # id(graph) -> {instance id: name}: instances the class receives ready-made as constructor
     # arguments instead of building them (a training step's models, shared between steps)
     external: dict = field(default_factory=dict)
+    # block key -> the graphs of each of its specializations (a first pass found them), to be
+    # written as one class (backends/variants.py)
+    variants: dict = field(default_factory=dict)
 
     def class_for(self, graph: Graph, top: bool = False) -> ClassInfo:
         if id(graph) in self.by_graph and not top:
             return self.by_graph[id(graph)]
+        if not top and block_key(graph) in self.variants:
+            info = self._merged(graph)
+            if info is not None:
+                return info
         body = _ClassWriter(self, graph, is_model=top)
         code, signature, heading, facts = body.write()
         key = (graph.name, code, tuple(s[1] for s in signature))
@@ -83,13 +117,34 @@ class Generator:
             if not top:
                 self.by_code[key] = info
         self.by_graph[id(graph)] = info
+        info.graphs.append(graph)
         if top:
             self.top[graph.name] = info.name
         return info
 
+    def _merged(self, graph: Graph) -> ClassInfo | None:
+        """The one class of all of a block's specializations, or None where they stay apart."""
+        key = block_key(graph)
+        groups = self.variants[key]
+        if not any(member is graph for g in groups for member in g):
+            return None     # not seen by the first pass (a training step's own block): its own class
+        info = merged_class(self, groups)
+        if info is None:
+            del self.variants[key]
+            return None
+        info.name = self.names.claim(graph.name)
+        info.code = info.code.replace("__CLASS__", info.name)
+        self.class_names.add(info.name)
+        self.classes.append(info)
+        for g in groups:
+            for member in g:
+                self.by_graph[id(member)] = info
+        return info
+
 
 class _ClassWriter:
-    def __init__(self, gen: Generator, graph: Graph, is_model: bool):
+    def __init__(self, gen: Generator, graph: Graph, is_model: bool, names: dict | None = None,
+                 aliases: dict | None = None):
         self.gen, self.graph, self.is_model = gen, graph, is_model
         self.external = gen.external.get(id(graph), {})
         self.inplace = kept_inplace(graph)   # node and instance ids whose `inplace=True` stays
@@ -103,10 +158,14 @@ class _ClassWriter:
         self.attrs = Namespace({i.name for i in graph.instances.values()}, attributes=True)
         # the constructor's argument names: a block's may not hide what its constructor reads
         self.locals = Namespace(set(HELPERS) | gen.class_names | CONSTRUCTOR_GLOBALS)
-        self.param_names = {p: self._param_name(p) for p in graph.params}
+        # a specialization written into one class with others: their argument names, and no input
+        # dim printed as the parameter it equals here (`in_channels`, not `out`): it may not elsewhere
+        self.forced = names or {}
+        self.locals.taken |= set(self.forced.values())
+        self.param_names = {p: self.forced.get(p) or self._param_name(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
-        self.aliases = _input_aliases(graph) if not is_model else {}
+        self.aliases = {} if is_model else _input_aliases(graph) if aliases is None else aliases
         self.pseudo = self._pseudo_names()
         self.used_pseudo: set = set()
         self.symbols: set = set()          # run-time sizes forward needs (B, T)
@@ -133,13 +192,13 @@ class _ClassWriter:
             for key, v in self._fed_arguments(inst):
                 atom = _single_atom(v)
                 if isinstance(atom, InDim) and atom not in names and atom not in self.aliases:
-                    names[atom] = self.locals.claim(key)
+                    names[atom] = self.forced.get(atom) or self.locals.claim(key)
         for name, ref in self.graph.inputs:
             t = self.graph.type_of(ref)
             for i in range(t.rank):
                 atom = InDim(name, i)
                 if atom not in names:
-                    names[atom] = self.locals.claim(f"{name.replace(SEP, '_')}_dim{i}")
+                    names[atom] = self.forced.get(atom) or self.locals.claim(f"{name.replace(SEP, '_')}_dim{i}")
         return names
 
     def _fed_arguments(self, inst: Instance) -> list:
@@ -188,26 +247,21 @@ class _ClassWriter:
     # ---------------------------------------------------------------- the class
 
     def write(self) -> tuple[str, list, str, list]:
+        parts = self.parts()
+        return assemble(parts.signature, parts.init, parts.forward), parts.signature, parts.heading, parts.facts
+
+    def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
         fwd = self._forward()
         members = self._members(init_printer)
         guards = self._guards(init_printer) if self.is_model else []
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
-        lines = ["class __CLASS__(nn.Module):", f'{INDENT}"""__DOC__"""', ""]
-        params = "".join(f", {name}{ann}{'' if default is None else ' = ' + default}"
-                         if ann else f", {name}{'' if default is None else '=' + default}"
-                         for _, name, ann, default in signature)
-        lines.append(f"{INDENT}def __init__(self{params}):")
-        body = ["super().__init__()"] + self._derived_defaults(init_printer) + guards + stores + members \
-            + self._settings(init_printer)
-        lines += [INDENT * 2 + b for b in body]
-        lines.append("")
-        lines += [INDENT + line if line else "" for line in fwd]
+        init = self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
         if self.is_model and self.graph.inference:
-            lines += [""] + [INDENT + line for line in self._train_refusal()]
+            fwd += [""] + self._train_refusal()
         heading, facts = self._doc_parts()
-        return "\n".join(lines) + "\n", signature, heading, facts
+        return ClassParts(signature, init, fwd, heading, facts)
 
     def _derived_defaults(self, printer: Printer) -> list[str]:
         """A model parameter whose default is computed from others (`ff: int = 4 * dim`) defaults to
@@ -675,6 +729,203 @@ class Emit:
         return ", ".join(self.fmt(v) for v in values)
 
 
+# ---------------------------------------------------------------- one class per block (backends/variants.py)
+
+
+class _Unprintable(Exception):
+    """A decision about a size the merged constructor does not receive."""
+
+
+def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
+    """One class for a block's specializations (each a list of graphs that share a body), or None
+    where they stay separate classes (see backends/variants.py)."""
+    if _count_like(groups):
+        return None
+    names: dict = {}
+    parts = []
+    aliases = _common_aliases(groups)
+    for group in groups:
+        writer = _ClassWriter(gen, group[0], is_model=False, names=dict(names), aliases=aliases)
+        part = writer.parts()
+        for key, name, _, _ in part.signature:
+            names.setdefault(key, name)
+        for p, name in writer.param_names.items():
+            names.setdefault(p, name)
+        parts.append(part)
+    graph = groups[0][0]
+    read: set = set()    # the arguments the decisions read
+    try:
+        cases, fixed = _variant_cases(groups, names, read)
+    except _Unprintable:
+        return None
+    bodies = [Body(p.init, p.forward, c, f) for p, c, f in zip(parts, cases, _flags(groups, names))]
+    merged = variants.merge(graph.name, bodies, set(names.values()))
+    # refused where the branches would only list the bodies one after the other (members that one
+    # names `conv` and another `conv1`, say): two short classes read better than one long one
+    if merged is None or len(merged.init) + len(merged.forward) > \
+            sum(len(p.init) + len(p.forward) for p in parts) + 2 * len(parts):
+        return None
+    signature = _merged_signature(graph, parts, names, read)
+    code = assemble(signature, merged.init, merged.forward)
+    facts = [g.to_python(_doc_atom) for g in fixed]
+    return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
+
+
+def _common_aliases(groups: list) -> dict:
+    """The input dims every use proves equal to the same parameter expression (`x.shape[2] == dim`):
+    printed as it in every branch."""
+    maps = [_input_aliases(m) for g in groups for m in g]
+    return {a: p for a, p in maps[0].items() if all(m.get(a) == p for m in maps[1:])}
+
+
+def _flags(groups: list, names: dict) -> list[dict]:
+    """Per specialization, the flag (bool) arguments that differ between them, by their
+    constructor names, with its value (flags whose uses disagree within one are left out)."""
+    out: list[dict] = [{} for _ in groups]
+    for p in _differing_params(groups):
+        values = [[m.params[p] for m in group] for group in groups]
+        if all(isinstance(x, bool) for v in values for x in v) and all(len(set(v)) == 1 for v in values):
+            for flags, v in zip(out, values):
+                flags[names[p]] = v[0]
+    return out
+
+
+def _count_like(groups: list) -> bool:
+    """Specializations that fix one parameter to different numbers (`layers == 6`, `layers == 12`):
+    a count an unrolled loop ran, which branches would only spell out again (one class per
+    count stays, its docstring saying the count)."""
+    seen: dict = {}
+    for group in groups:
+        for graph in group:
+            for g in simplified(_facts(graph.guards)):
+                if isinstance(g, Guard) and g.op == "==" and g.rhs.is_const() and \
+                        isinstance(g.lhs.single_atom(), Param):
+                    seen.setdefault(g.lhs.single_atom(), set()).add(g.rhs.const_value())
+    if any(len(v) > 1 for v in seen.values()):
+        return True
+    # a list or tuple (`config = [[64, 2], ...]`) a loop ran over, likewise
+    return any(isinstance(v, (list, tuple)) for values in _differing_params(groups).values() for v in values)
+
+
+def _variant_cases(groups: list, names: dict, read: set) -> tuple[list, list]:
+    """Per specialization, per use, the decisions it was made under as (Atom, holds) pairs; and the
+    guards every use shares (the class's facts, as before: they do not tell the uses apart)."""
+    per_graph = [[_decisions(graph, groups) for graph in group] for group in groups]
+    everywhere = None
+    for group in per_graph:
+        for case in group:
+            keys = {(atom.key, holds) for atom, holds, _ in case}
+            everywhere = keys if everywhere is None else everywhere & keys
+    cases, fixed = [], []
+    seen: dict = {}
+    for group in per_graph:
+        out = []
+        for case in group:
+            lits = [(atom, holds) for atom, holds, _ in case if (atom.key, holds) not in everywhere]
+            out.append(_same_text([(_printed(atom, names, read), holds) for atom, holds in lits], seen))
+        cases.append(out)
+    for atom, holds, guard in per_graph[0][0]:
+        if (atom.key, holds) in everywhere and guard is not None:
+            fixed.append(guard)
+    return cases, fixed
+
+
+def _same_text(case: list, seen: dict) -> list:
+    """Decisions that print alike are one (`(k - 1) % 2 == 0`, from the height and from the width),
+    and one printed as another's negation is it, not holding."""
+    out = []
+    for atom, holds in case:
+        if atom.true in seen:
+            atom = seen[atom.true]
+        elif atom.false in seen:
+            atom, holds = seen[atom.false], not holds
+        else:
+            seen[atom.true] = atom
+        if (atom, holds) not in out:
+            out.append((atom, holds))
+    return out
+
+
+def _decisions(graph: Graph, groups: list) -> list:
+    """(Atom with its guard in `true`, holds, the guard) for each decision of one use."""
+    out = []
+    for g in simplified(_facts(graph.guards)):
+        if isinstance(g, FloatGuard):
+            out.append((variants.Atom(("float", g), g, None), True, g))
+            continue
+        neg = Guard(g.lhs, _NEG[g.op], g.rhs)
+        canon, holds = (g, True) if repr(g.key()) <= repr(neg.key()) else (neg, False)
+        out.append((variants.Atom(canon.key(), canon, None), holds, g))
+    for p, values in _differing_params(groups).items():
+        v = graph.params[p]
+        if isinstance(v, bool) and all(isinstance(x, bool) for x in values):
+            out.append((variants.Atom(("param", p), ("param", p, True), None), v, None))
+            continue
+        for x in values:   # `padding == "same"`, and for a size `padding != "same"`
+            atom = variants.Atom(("param", p, literal(x)), ("param", p, x), None)
+            out.append((atom, not _is_size(v) and literal(v) == literal(x), None))
+    return out
+
+
+def _differing_params(groups: list) -> dict:
+    """Parameters the uses give different values that are no sizes (flags, names, lists), or sizes
+    in some uses only -> those values, in first-seen order."""
+    graphs = [m for g in groups for m in g]
+    out = {}
+    for p in graphs[0].params:
+        values = [m.params[p] for m in graphs]
+        if all(_is_size(v) for v in values) or len({literal(v) for v in values}) == 1:
+            continue
+        out[p] = list({literal(v): v for v in values if not _is_size(v)}.values())
+    return out
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _printed(atom, names: dict, read: set):
+    """The atom with its Python spelled in the merged constructor's argument names (each one it
+    reads added to `read`)."""
+    def name(a):
+        key = a.name if isinstance(a, Param) else a
+        if key not in names:
+            raise _Unprintable(a)
+        read.add(key)
+        return names[key]
+    what = atom.true
+    if isinstance(what, tuple):     # a parameter's value
+        _, p, v = what
+        read.add(p)
+        if isinstance(v, bool):
+            return variants.Atom(atom.key, names[p], f"not {names[p]}")
+        op, neg = ("is", "is not") if v is None else ("==", "!=")
+        return variants.Atom(atom.key, f"{names[p]} {op} {literal(v)}", f"{names[p]} {neg} {literal(v)}",
+                             (literal(v), names[p]))
+    if isinstance(what, FloatGuard):
+        text = to_python(what.expr, name)
+        return variants.Atom(atom.key, f"{text} == {what.value!r}", f"{text} != {what.value!r}")
+    try:
+        return _guard_atom(atom.key, what, name)
+    except _Unprintable:   # `x.shape[3] == x.shape[3] + 2 * (k // 2) - k + 1`: the size cancels
+        return _guard_atom(atom.key, Guard(what.lhs - what.rhs, what.op, Poly.const(0)).normalized(), name)
+
+
+def _guard_atom(key, g: Guard, name) -> variants.Atom:
+    return variants.Atom(key, g.to_python(name), Guard(g.lhs, _NEG[g.op], g.rhs).to_python(name))
+
+
+def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list:
+    """Every argument some specialization's constructor takes or a decision reads, in the order
+    one class's would be: input sizes first, then the block's parameters."""
+    keys = {key for p in parts for key, _, _, _ in p.signature} | read
+    dims = sorted((k for k in keys if isinstance(k, InDim)),
+                  key=lambda a: ([n for n, _ in graph.inputs].index(a.input), a.index))
+    out = [(a, names[a], ": int", None) for a in dims]
+    out += [(p, names[p], _annotation(graph.param_types.get(p)), None) for p in graph.params if p in keys]
+    return out
+
+
 def is_module(inst: Instance) -> bool:
     """Layers with state, named by the user, or with no functional form become submodules."""
     t = inst.op.torch
@@ -885,10 +1136,34 @@ def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
 
 def _generator(models: list[Graph]) -> Generator:
     """A generator whose classes are never named like an argument of the models' constructors
-    (those keep the user's names, and a class named so would be hidden in them)."""
+    (those keep the user's names, and a class named so would be hidden in them), and that knows
+    each block's specializations (a first pass writes them) to write them as one class."""
+    probe = _named_generator(models)
+    for g in models:
+        probe.class_for(g, top=True)
+    gen = _named_generator(models)
+    gen.variants = _variant_groups(probe)
+    return gen
+
+
+def _named_generator(models: list[Graph]) -> Generator:
     gen = Generator()
     gen.names.taken |= {p for g in models for p in g.params}
     return gen
+
+
+def _variant_groups(probe: Generator) -> dict:
+    """Block key -> the graphs of each distinct class a first pass wrote for it (two or more)."""
+    tops = set(probe.top.values())
+    out: dict = {}
+    for info in probe.classes:
+        if info.name not in tops:
+            out.setdefault(block_key(info.graphs[0]), []).append(list(info.graphs))
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
+def block_key(graph: Graph) -> tuple:
+    return (graph.name, id(graph.decl))
 
 
 def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:

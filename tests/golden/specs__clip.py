@@ -31,8 +31,9 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 class ResidualAttentionBlock(nn.Module):
     """The block `ResidualAttentionBlock` (clip.dl:22), built for x.shape[2] == dim."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, causal: bool):
         super().__init__()
+        self.causal = causal
         self.heads = heads
         self.ln1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, 3 * dim)
@@ -45,7 +46,10 @@ class ResidualAttentionBlock(nn.Module):
         h = self.ln1(x)
         h = self.in_proj(h)
         q, k, v = h.chunk(3, dim=-1)
-        h = multi_head_attention(q, k, v, self.heads)
+        if self.causal:
+            h = multi_head_attention(q, k, v, self.heads, causal=True)
+        else:
+            h = multi_head_attention(q, k, v, self.heads)
         h = self.out_proj(h)
         x = x + h
         h = self.ln2(x)
@@ -65,7 +69,7 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(x_dim2 // patch * (x_dim3 // patch) + 1, dim) * 0.01)
         self.conv1 = nn.Conv2d(in_channels, dim, patch, stride=patch, bias=False)
         self.ln_pre = nn.LayerNorm(dim)
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads) for _ in range(depth)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads, False) for _ in range(depth)])
         self.ln_post = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, embed, bias=False)
 
@@ -84,33 +88,6 @@ class VisionTransformer(nn.Module):
         return self.proj(h)
 
 
-class ResidualAttentionBlock2(nn.Module):
-    """The block `ResidualAttentionBlock` (clip.dl:22), built for x.shape[2] == dim."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.in_proj = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.c_fc = nn.Linear(dim, 4 * dim)
-        self.c_proj = nn.Linear(4 * dim, dim)
-
-    def forward(self, x):
-        h = self.ln1(x)
-        h = self.in_proj(h)
-        q, k, v = h.chunk(3, dim=-1)
-        h = multi_head_attention(q, k, v, self.heads, causal=True)
-        h = self.out_proj(h)
-        x = x + h
-        h = self.ln2(x)
-        h = self.c_fc(h)
-        h = F.gelu(h)
-        h = self.c_proj(h)
-        return x + h
-
-
 class TextTransformer(nn.Module):
     """The block `TextTransformer` (clip.dl:42)."""
 
@@ -118,7 +95,7 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab, dim)
         self.positional_embedding = nn.Embedding(context, dim)
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock2(dim, heads) for _ in range(depth)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads, True) for _ in range(depth)])
         self.ln_final = nn.LayerNorm(dim)
         self.text_projection = nn.Linear(dim, embed, bias=False)
 

@@ -48,16 +48,22 @@ class TimestepEmbedding(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """The block `ResnetBlock` (ddpm.dl:33), built for x.shape[1] == out."""
+    """The block `ResnetBlock` (ddpm.dl:33)."""
 
-    def __init__(self, in_features: int, out: int, groups: int, dropout: float):
+    def __init__(self, num_channels: int, in_features: int, out: int, shortcut: bool, groups: int, dropout: float):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, out, eps=1e-06)
-        self.conv1 = nn.Conv2d(out, out, 3, padding=1)
+        if not (shortcut or num_channels == out):
+            raise ValueError("ResnetBlock was generated for shortcut or num_channels == out; compile the spec again with these arguments to get the class they need")
+        self.norm1 = nn.GroupNorm(groups, num_channels, eps=1e-06)
+        self.conv1 = nn.Conv2d(num_channels, out, 3, padding=1)
         self.temb_proj = nn.Linear(in_features, out)
         self.norm2 = nn.GroupNorm(groups, out, eps=1e-06)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1)
+        if shortcut:
+            self.nin_shortcut = nn.Conv2d(num_channels, out, 1)
+        else:
+            self.nin_shortcut = None
 
     def forward(self, x, temb):
         h = self.norm1(x)
@@ -72,7 +78,11 @@ class ResnetBlock(nn.Module):
         h = F.silu(h)
         h = self.dropout(h)
         h = self.conv2(h)
-        return x + h
+        if self.nin_shortcut is not None:
+            skip = self.nin_shortcut(x)
+            return skip + h
+        else:
+            return x + h
 
 
 class Downsample(nn.Module):
@@ -84,36 +94,6 @@ class Downsample(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
-
-
-class ResnetBlock2(nn.Module):
-    """The block `ResnetBlock` (ddpm.dl:33)."""
-
-    def __init__(self, num_channels: int, in_features: int, out: int, groups: int, dropout: float):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, num_channels, eps=1e-06)
-        self.conv1 = nn.Conv2d(num_channels, out, 3, padding=1)
-        self.temb_proj = nn.Linear(in_features, out)
-        self.norm2 = nn.GroupNorm(groups, out, eps=1e-06)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out, out, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(num_channels, out, 1)
-
-    def forward(self, x, temb):
-        h = self.norm1(x)
-        h = F.silu(h)
-        h = self.conv1(h)
-        y = F.silu(temb)
-        y = self.temb_proj(y)
-        y = y.unsqueeze(-1)
-        y = y.unsqueeze(-1)
-        h = h + y
-        h = self.norm2(h)
-        h = F.silu(h)
-        h = self.dropout(h)
-        h = self.conv2(h)
-        skip = self.nin_shortcut(x)
-        return skip + h
 
 
 class AttnBlock(nn.Module):
@@ -176,25 +156,25 @@ class DDPMUNet(nn.Module):
         self.temb_dense1 = nn.Linear(2 * (base // 2), 4 * base)
         self.temb_dense2 = nn.Linear(4 * base, 4 * base)
         self.conv_in = nn.Conv2d(channels, base, 3, padding=1)
-        self.resnet_block1 = ResnetBlock(4 * base, base, groups, dropout)
+        self.resnet_block1 = ResnetBlock(base, 4 * base, base, False, groups, dropout)
         self.downsample1 = Downsample(base)
-        self.resnet_block2 = ResnetBlock2(base, 4 * base, 2 * base, groups, dropout)
+        self.resnet_block2 = ResnetBlock(base, 4 * base, 2 * base, True, groups, dropout)
         self.attn_block1 = AttnBlock(2 * base, 16, 16, groups)
         self.downsample2 = Downsample(2 * base)
-        self.resnet_block3 = ResnetBlock(4 * base, 2 * base, groups, dropout)
-        self.resnet_block4 = ResnetBlock(4 * base, 2 * base, groups, dropout)
+        self.resnet_block3 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
+        self.resnet_block4 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
         self.attn_block2 = AttnBlock(2 * base, 8, 8, groups)
-        self.resnet_block5 = ResnetBlock(4 * base, 2 * base, groups, dropout)
-        self.resnet_block6 = ResnetBlock2(4 * base, 4 * base, 2 * base, groups, dropout)
-        self.resnet_block7 = ResnetBlock2(4 * base, 4 * base, 2 * base, groups, dropout)
+        self.resnet_block5 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
+        self.resnet_block6 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
+        self.resnet_block7 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.upsample_conv1 = UpsampleConv(2 * base)
-        self.resnet_block8 = ResnetBlock2(4 * base, 4 * base, 2 * base, groups, dropout)
+        self.resnet_block8 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.attn_block3 = AttnBlock(2 * base, 16, 16, groups)
-        self.resnet_block9 = ResnetBlock2(3 * base, 4 * base, 2 * base, groups, dropout)
+        self.resnet_block9 = ResnetBlock(3 * base, 4 * base, 2 * base, True, groups, dropout)
         self.attn_block4 = AttnBlock(2 * base, 16, 16, groups)
         self.upsample_conv2 = UpsampleConv(2 * base)
-        self.resnet_block10 = ResnetBlock2(3 * base, 4 * base, base, groups, dropout)
-        self.resnet_block11 = ResnetBlock2(2 * base, 4 * base, base, groups, dropout)
+        self.resnet_block10 = ResnetBlock(3 * base, 4 * base, base, True, groups, dropout)
+        self.resnet_block11 = ResnetBlock(2 * base, 4 * base, base, True, groups, dropout)
         self.norm_out = nn.GroupNorm(groups, base, eps=1e-06)
         self.conv_out = nn.Conv2d(base, channels, 3, padding=1)
 

@@ -39,61 +39,38 @@ class SqueezeExcitation(nn.Module):
 
 
 class MBConv(nn.Module):
-    """The block `MBConv` (efficientnet.dl:38), built for expand == 1 and x.shape[1] // 4 > 1 and stride == 1 and x.shape[1] != out."""
+    """The block `MBConv` (efficientnet.dl:38), built for x.shape[1] // 4 > 1."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int):
         super().__init__()
-        self.depthwise = ConvBnSiLU(in_channels, expand * in_channels, k, stride, expand * in_channels)
+        if not ((stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0)):
+            raise ValueError("MBConv was generated for (stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0); compile the spec again with these arguments to get the class they need")
+        self.stride = stride
+        self.in_channels = in_channels
+        self.out = out
+        if expand == 1:
+            self.depthwise = ConvBnSiLU(in_channels, expand * in_channels, k, stride, expand * in_channels)
+            self.expansion = None
+        else:
+            self.expansion = ConvBnSiLU(in_channels, expand * in_channels, 1, 1, 1)
+            self.depthwise = ConvBnSiLU(expand * in_channels, expand * in_channels, k, stride, expand * in_channels)
         self.se = SqueezeExcitation(expand * in_channels, in_channels // 4)
         self.project = nn.Conv2d(expand * in_channels, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.depthwise(x)
+        if self.expansion is not None:
+            h = self.expansion(x)
+            h = self.depthwise(h)
+        else:
+            h = self.depthwise(x)
         h = self.se(h)
         h = self.project(h)
         h = self.project_bn(h)
-        return h
-
-
-class MBConv2(nn.Module):
-    """The block `MBConv` (efficientnet.dl:38), built for expand != 1 and x.shape[1] // 4 > 1."""
-
-    def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int):
-        super().__init__()
-        self.expansion = ConvBnSiLU(in_channels, expand * in_channels, 1, 1, 1)
-        self.depthwise = ConvBnSiLU(expand * in_channels, expand * in_channels, k, stride, expand * in_channels)
-        self.se = SqueezeExcitation(expand * in_channels, in_channels // 4)
-        self.project = nn.Conv2d(expand * in_channels, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        h = self.expansion(x)
-        h = self.depthwise(h)
-        h = self.se(h)
-        h = self.project(h)
-        h = self.project_bn(h)
-        return h
-
-
-class MBConv3(nn.Module):
-    """The block `MBConv` (efficientnet.dl:38), built for expand != 1 and x.shape[1] // 4 > 1 and stride == 1 and x.shape[1] == out and x.shape[3] == x.shape[3] + 2 * ((k - 1) // 2) - k + 1 and x.shape[2] == x.shape[2] + 2 * ((k - 1) // 2) - k + 1."""
-
-    def __init__(self, out: int, expand: int, k: int, stride: int):
-        super().__init__()
-        self.expansion = ConvBnSiLU(out, expand * out, 1, 1, 1)
-        self.depthwise = ConvBnSiLU(expand * out, expand * out, k, stride, expand * out)
-        self.se = SqueezeExcitation(expand * out, out // 4)
-        self.project = nn.Conv2d(expand * out, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        h = self.expansion(x)
-        h = self.depthwise(h)
-        h = self.se(h)
-        h = self.project(h)
-        h = self.project_bn(h)
-        return x + h
+        if self.stride == 1 and self.in_channels == self.out:
+            return x + h
+        else:
+            return h
 
 
 class EfficientNetB0(nn.Module):
@@ -103,21 +80,21 @@ class EfficientNetB0(nn.Module):
         super().__init__()
         self.stem = ConvBnSiLU(3, 32, 3, 2, 1)
         self.mb_conv1 = MBConv(32, 16, 1, 3, 1)
-        self.mb_conv2 = MBConv2(16, 24, 6, 3, 2)
-        self.mb_conv3 = MBConv3(24, 6, 3, 1)
-        self.mb_conv4 = MBConv2(24, 40, 6, 5, 2)
-        self.mb_conv5 = MBConv3(40, 6, 5, 1)
-        self.mb_conv6 = MBConv2(40, 80, 6, 3, 2)
-        self.mb_conv7 = MBConv3(80, 6, 3, 1)
-        self.mb_conv8 = MBConv3(80, 6, 3, 1)
-        self.mb_conv9 = MBConv2(80, 112, 6, 5, 1)
-        self.mb_conv10 = MBConv3(112, 6, 5, 1)
-        self.mb_conv11 = MBConv3(112, 6, 5, 1)
-        self.mb_conv12 = MBConv2(112, 192, 6, 5, 2)
-        self.mb_conv13 = MBConv3(192, 6, 5, 1)
-        self.mb_conv14 = MBConv3(192, 6, 5, 1)
-        self.mb_conv15 = MBConv3(192, 6, 5, 1)
-        self.mb_conv16 = MBConv2(192, 320, 6, 3, 1)
+        self.mb_conv2 = MBConv(16, 24, 6, 3, 2)
+        self.mb_conv3 = MBConv(24, 24, 6, 3, 1)
+        self.mb_conv4 = MBConv(24, 40, 6, 5, 2)
+        self.mb_conv5 = MBConv(40, 40, 6, 5, 1)
+        self.mb_conv6 = MBConv(40, 80, 6, 3, 2)
+        self.mb_conv7 = MBConv(80, 80, 6, 3, 1)
+        self.mb_conv8 = MBConv(80, 80, 6, 3, 1)
+        self.mb_conv9 = MBConv(80, 112, 6, 5, 1)
+        self.mb_conv10 = MBConv(112, 112, 6, 5, 1)
+        self.mb_conv11 = MBConv(112, 112, 6, 5, 1)
+        self.mb_conv12 = MBConv(112, 192, 6, 5, 2)
+        self.mb_conv13 = MBConv(192, 192, 6, 5, 1)
+        self.mb_conv14 = MBConv(192, 192, 6, 5, 1)
+        self.mb_conv15 = MBConv(192, 192, 6, 5, 1)
+        self.mb_conv16 = MBConv(192, 320, 6, 3, 1)
         self.head = ConvBnSiLU(320, 1280, 1, 1, 1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, classes)

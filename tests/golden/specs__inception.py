@@ -21,31 +21,17 @@ class ConvBnRelu(nn.Module):
         return F.relu(h)
 
 
-class ConvBnRelu2(nn.Module):
-    """The block `ConvBnRelu` (inception.dl:20)."""
-
-    def __init__(self, in_channels: int, out: int, k: int, stride: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding="same", bias=False)
-        self.bn = nn.BatchNorm2d(out, eps=0.001)
-
-    def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu(h)
-
-
 class Inception(nn.Module):
     """The block `Inception` (inception.dl:28)."""
 
     def __init__(self, in_channels: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int, k5: int):
         super().__init__()
-        self.branch1 = ConvBnRelu2(in_channels, c1, 1, 1)
-        self.reduce3 = ConvBnRelu2(in_channels, c3r, 1, 1)
-        self.branch3 = ConvBnRelu2(c3r, c3, 3, 1)
-        self.reduce5 = ConvBnRelu2(in_channels, c5r, 1, 1)
-        self.branch5 = ConvBnRelu2(c5r, c5, k5, 1)
-        self.pool_proj = ConvBnRelu2(in_channels, pool, 1, 1)
+        self.branch1 = ConvBnRelu(in_channels, c1, 1, 1, "same")
+        self.reduce3 = ConvBnRelu(in_channels, c3r, 1, 1, "same")
+        self.branch3 = ConvBnRelu(c3r, c3, 3, 1, "same")
+        self.reduce5 = ConvBnRelu(in_channels, c5r, 1, 1, "same")
+        self.branch5 = ConvBnRelu(c5r, c5, k5, 1, "same")
+        self.pool_proj = ConvBnRelu(in_channels, pool, 1, 1, "same")
 
     def forward(self, x):
         b1 = self.branch1(x)
@@ -64,8 +50,8 @@ class GoogLeNet(nn.Module):
     def __init__(self, classes: int = 1000, dropout: float = 0.2, k5: int = 3):
         super().__init__()
         self.conv1 = ConvBnRelu(3, 64, 7, 2, 3)
-        self.conv2 = ConvBnRelu2(64, 64, 1, 1)
-        self.conv3 = ConvBnRelu2(64, 192, 3, 1)
+        self.conv2 = ConvBnRelu(64, 64, 1, 1, "same")
+        self.conv3 = ConvBnRelu(64, 192, 3, 1, "same")
         self.inception1 = Inception(192, 64, 96, 128, 16, 32, 32, k5)
         self.inception2 = Inception(256, 128, 128, 192, 32, 96, 64, k5)
         self.inception3 = Inception(480, 192, 96, 208, 16, 48, 64, k5)
@@ -106,7 +92,7 @@ class MiniGoogLeNet(nn.Module):
 
     def __init__(self, classes: int = 10, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnRelu2(3, 64, 3, 1)
+        self.stem = ConvBnRelu(3, 64, 3, 1, "same")
         self.inception1 = Inception(64, 32, 48, 64, 8, 16, 16, 5)
         self.inception2 = Inception(128, 64, 64, 96, 16, 48, 32, 5)
         self.inception3 = Inception(240, 96, 48, 104, 8, 24, 32, 5)

@@ -22,55 +22,36 @@ class ConvBnRelu6(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """The block `InvertedResidual` (mobilenet.dl:19), built for t == 1 and stride == 1 and inp.shape[1] != out."""
+    """The block `InvertedResidual` (mobilenet.dl:19)."""
 
     def __init__(self, in_channels: int, out: int, t: int, stride: int):
         super().__init__()
-        self.depthwise = ConvBnRelu6(in_channels, t * in_channels, 3, stride, t * in_channels)
+        if not (t != 1 or (stride == 1 and in_channels != out)):
+            raise ValueError("InvertedResidual was generated for t != 1 or (stride == 1 and in_channels != out); compile the spec again with these arguments to get the class they need")
+        self.stride = stride
+        self.in_channels = in_channels
+        self.out = out
+        if t == 1:
+            self.depthwise = ConvBnRelu6(in_channels, t * in_channels, 3, stride, t * in_channels)
+            self.expansion = None
+        else:
+            self.expansion = ConvBnRelu6(in_channels, t * in_channels, 1, 1, 1)
+            self.depthwise = ConvBnRelu6(t * in_channels, t * in_channels, 3, stride, t * in_channels)
         self.project = nn.Conv2d(t * in_channels, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out)
 
     def forward(self, inp):
-        h = self.depthwise(inp)
+        if self.expansion is not None:
+            h = self.expansion(inp)
+            h = self.depthwise(h)
+        else:
+            h = self.depthwise(inp)
         h = self.project(h)
         h = self.project_bn(h)
-        return h
-
-
-class InvertedResidual2(nn.Module):
-    """The block `InvertedResidual` (mobilenet.dl:19), built for t != 1."""
-
-    def __init__(self, in_channels: int, out: int, t: int, stride: int):
-        super().__init__()
-        self.expansion = ConvBnRelu6(in_channels, t * in_channels, 1, 1, 1)
-        self.depthwise = ConvBnRelu6(t * in_channels, t * in_channels, 3, stride, t * in_channels)
-        self.project = nn.Conv2d(t * in_channels, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
-
-    def forward(self, inp):
-        h = self.expansion(inp)
-        h = self.depthwise(h)
-        h = self.project(h)
-        h = self.project_bn(h)
-        return h
-
-
-class InvertedResidual3(nn.Module):
-    """The block `InvertedResidual` (mobilenet.dl:19), built for t != 1 and stride == 1 and inp.shape[1] == out."""
-
-    def __init__(self, out: int, t: int, stride: int):
-        super().__init__()
-        self.expansion = ConvBnRelu6(out, t * out, 1, 1, 1)
-        self.depthwise = ConvBnRelu6(t * out, t * out, 3, stride, t * out)
-        self.project = nn.Conv2d(t * out, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
-
-    def forward(self, inp):
-        h = self.expansion(inp)
-        h = self.depthwise(h)
-        h = self.project(h)
-        h = self.project_bn(h)
-        return inp + h
+        if self.stride == 1 and self.in_channels == self.out:
+            return inp + h
+        else:
+            return h
 
 
 class MobileNetV2(nn.Module):
@@ -80,22 +61,22 @@ class MobileNetV2(nn.Module):
         super().__init__()
         self.stem = ConvBnRelu6(3, 32, 3, 2, 1)
         self.inverted_residual1 = InvertedResidual(32, 16, 1, 1)
-        self.inverted_residual2 = InvertedResidual2(16, 24, 6, 2)
-        self.inverted_residual3 = InvertedResidual3(24, 6, 1)
-        self.inverted_residual4 = InvertedResidual2(24, 32, 6, 2)
-        self.inverted_residual5 = InvertedResidual3(32, 6, 1)
-        self.inverted_residual6 = InvertedResidual3(32, 6, 1)
-        self.inverted_residual7 = InvertedResidual2(32, 64, 6, 2)
-        self.inverted_residual8 = InvertedResidual3(64, 6, 1)
-        self.inverted_residual9 = InvertedResidual3(64, 6, 1)
-        self.inverted_residual10 = InvertedResidual3(64, 6, 1)
-        self.inverted_residual11 = InvertedResidual2(64, 96, 6, 1)
-        self.inverted_residual12 = InvertedResidual3(96, 6, 1)
-        self.inverted_residual13 = InvertedResidual3(96, 6, 1)
-        self.inverted_residual14 = InvertedResidual2(96, 160, 6, 2)
-        self.inverted_residual15 = InvertedResidual3(160, 6, 1)
-        self.inverted_residual16 = InvertedResidual3(160, 6, 1)
-        self.inverted_residual17 = InvertedResidual2(160, 320, 6, 1)
+        self.inverted_residual2 = InvertedResidual(16, 24, 6, 2)
+        self.inverted_residual3 = InvertedResidual(24, 24, 6, 1)
+        self.inverted_residual4 = InvertedResidual(24, 32, 6, 2)
+        self.inverted_residual5 = InvertedResidual(32, 32, 6, 1)
+        self.inverted_residual6 = InvertedResidual(32, 32, 6, 1)
+        self.inverted_residual7 = InvertedResidual(32, 64, 6, 2)
+        self.inverted_residual8 = InvertedResidual(64, 64, 6, 1)
+        self.inverted_residual9 = InvertedResidual(64, 64, 6, 1)
+        self.inverted_residual10 = InvertedResidual(64, 64, 6, 1)
+        self.inverted_residual11 = InvertedResidual(64, 96, 6, 1)
+        self.inverted_residual12 = InvertedResidual(96, 96, 6, 1)
+        self.inverted_residual13 = InvertedResidual(96, 96, 6, 1)
+        self.inverted_residual14 = InvertedResidual(96, 160, 6, 2)
+        self.inverted_residual15 = InvertedResidual(160, 160, 6, 1)
+        self.inverted_residual16 = InvertedResidual(160, 160, 6, 1)
+        self.inverted_residual17 = InvertedResidual(160, 320, 6, 1)
         self.head = ConvBnRelu6(320, 1280, 1, 1, 1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, classes)

@@ -22,39 +22,6 @@ class Stem(nn.Module):
         return F.max_pool2d(h, 3, stride=2, padding=1)
 
 
-class BasicBlock(nn.Module):
-    """The block `BasicBlock` (resnet.dl:24), built for stride == 1 and x.shape[1] == out."""
-
-    def __init__(self, out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(out, out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out)
-        self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        h = h + x
-        return F.relu(h)
-
-
-class Stage(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride == 1 and x.shape[1] == width."""
-
-    def __init__(self, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock(width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        return self.basic_block2(h)
-
-
 class Downsample(nn.Module):
     """The block `Downsample` (resnet.dl:18)."""
 
@@ -68,16 +35,21 @@ class Downsample(nn.Module):
         return self.bn(h)
 
 
-class BasicBlock2(nn.Module):
-    """The block `BasicBlock` (resnet.dl:24), built for stride != 1."""
+class BasicBlock(nn.Module):
+    """The block `BasicBlock` (resnet.dl:24)."""
 
     def __init__(self, in_channels: int, out: int, stride: int):
         super().__init__()
+        if not (in_channels == out or stride != 1):
+            raise ValueError("BasicBlock was generated for in_channels == out or stride != 1; compile the spec again with these arguments to get the class they need")
         self.conv1 = nn.Conv2d(in_channels, out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
-        self.downsample = Downsample(in_channels, out, stride)
+        if stride != 1:
+            self.downsample = Downsample(in_channels, out, stride)
+        else:
+            self.downsample = None
 
     def forward(self, x):
         h = self.conv1(x)
@@ -85,9 +57,25 @@ class BasicBlock2(nn.Module):
         h = F.relu(h)
         h = self.conv2(h)
         h = self.bn2(h)
-        skip = self.downsample(x)
-        h = h + skip
+        if self.downsample is not None:
+            skip = self.downsample(x)
+            h = h + skip
+        else:
+            h = h + x
         return F.relu(h)
+
+
+class Stage(nn.Module):
+    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride == 1 and x.shape[1] == width."""
+
+    def __init__(self, width: int, stride: int):
+        super().__init__()
+        self.basic_block1 = BasicBlock(width, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
+
+    def forward(self, x):
+        h = self.basic_block1(x)
+        return self.basic_block2(h)
 
 
 class Stage2(nn.Module):
@@ -95,8 +83,8 @@ class Stage2(nn.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -131,9 +119,9 @@ class Stage3(nn.Module):
 
     def __init__(self, width: int, stride: int):
         super().__init__()
-        self.basic_block1 = BasicBlock(width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
+        self.basic_block1 = BasicBlock(width, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block3 = BasicBlock(width, width, 1)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -146,10 +134,10 @@ class Stage4(nn.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-        self.basic_block4 = BasicBlock(width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block3 = BasicBlock(width, width, 1)
+        self.basic_block4 = BasicBlock(width, width, 1)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -163,12 +151,12 @@ class Stage5(nn.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-        self.basic_block4 = BasicBlock(width, 1)
-        self.basic_block5 = BasicBlock(width, 1)
-        self.basic_block6 = BasicBlock(width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block3 = BasicBlock(width, width, 1)
+        self.basic_block4 = BasicBlock(width, width, 1)
+        self.basic_block5 = BasicBlock(width, width, 1)
+        self.basic_block6 = BasicBlock(width, width, 1)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -184,9 +172,9 @@ class Stage6(nn.Module):
 
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride)
+        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block3 = BasicBlock(width, width, 1)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -228,7 +216,10 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(expansion * width)
-        self.downsample = Downsample(in_channels, expansion * width, stride)
+        if in_channels != expansion * width or stride != 1:
+            self.downsample = Downsample(in_channels, expansion * width, stride)
+        else:
+            self.downsample = None
 
     def forward(self, x):
         h = self.conv1(x)
@@ -239,33 +230,11 @@ class Bottleneck(nn.Module):
         h = F.relu(h)
         h = self.conv3(h)
         h = self.bn3(h)
-        skip = self.downsample(x)
-        h = h + skip
-        return F.relu(h)
-
-
-class Bottleneck2(nn.Module):
-    """The block `Bottleneck` (resnet.dl:33), built for stride == 1 and x.shape[1] == expansion * width."""
-
-    def __init__(self, width: int, stride: int, expansion: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d((expansion * width), width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(expansion * width)
-
-    def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        h = F.relu(h)
-        h = self.conv3(h)
-        h = self.bn3(h)
-        h = h + x
+        if self.downsample is not None:
+            skip = self.downsample(x)
+            h = h + skip
+        else:
+            h = h + x
         return F.relu(h)
 
 
@@ -275,8 +244,8 @@ class Stage7(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
+        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
 
     def forward(self, x):
         h = self.bottleneck1(x)
@@ -290,9 +259,9 @@ class Stage8(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
-        self.bottleneck4 = Bottleneck2(width, 1, 4)
+        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck4 = Bottleneck(4 * width, width, 1, 4)
 
     def forward(self, x):
         h = self.bottleneck1(x)
@@ -307,11 +276,11 @@ class Stage9(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
-        self.bottleneck4 = Bottleneck2(width, 1, 4)
-        self.bottleneck5 = Bottleneck2(width, 1, 4)
-        self.bottleneck6 = Bottleneck2(width, 1, 4)
+        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck4 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck5 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck6 = Bottleneck(4 * width, width, 1, 4)
 
     def forward(self, x):
         h = self.bottleneck1(x)

@@ -41,13 +41,20 @@ class Down(nn.Module):
 class Up(nn.Module):
     """The block `Up` (unet.dl:28), built for 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] == skip.shape[3]."""
 
-    def __init__(self, in_channels: int, skip_dim1: int, out: int):
+    def __init__(self, in_channels: int, skip_dim1: int, out: int, bilinear: bool):
         super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
-        self.double_conv = DoubleConv(skip_dim1 + in_channels // 2, out, out)
+        if not bilinear:
+            self.deconv = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
+            self.double_conv = DoubleConv(skip_dim1 + in_channels // 2, out, out)
+        else:
+            self.double_conv = DoubleConv(skip_dim1 + in_channels, out, in_channels)
+            self.deconv = None
 
     def forward(self, x, skip):
-        up = self.deconv(x)
+        if self.deconv is not None:
+            up = self.deconv(x)
+        else:
+            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
         h = torch.cat([skip, up], dim=1)
         return self.double_conv(h)
 
@@ -62,10 +69,10 @@ class UNet(nn.Module):
         self.down2 = Down(2 * base, 4 * base)
         self.down3 = Down(4 * base, 8 * base)
         self.down4 = Down(8 * base, 16 * base)
-        self.up1 = Up(16 * base, 8 * base, 8 * base)
-        self.up2 = Up(8 * base, 4 * base, 4 * base)
-        self.up3 = Up(4 * base, 2 * base, 2 * base)
-        self.up4 = Up(2 * base, base, base)
+        self.up1 = Up(16 * base, 8 * base, 8 * base, False)
+        self.up2 = Up(8 * base, 4 * base, 4 * base, False)
+        self.up3 = Up(4 * base, 2 * base, 2 * base, False)
+        self.up4 = Up(2 * base, base, base, False)
         self.outc = nn.Conv2d(base, classes, 1)
 
     def forward(self, image):
@@ -81,19 +88,6 @@ class UNet(nn.Module):
         return self.outc(h)
 
 
-class Up2(nn.Module):
-    """The block `Up` (unet.dl:28), built for 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] == skip.shape[3]."""
-
-    def __init__(self, mid: int, skip_dim1: int, out: int):
-        super().__init__()
-        self.double_conv = DoubleConv(skip_dim1 + mid, out, mid)
-
-    def forward(self, x, skip):
-        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        h = torch.cat([skip, up], dim=1)
-        return self.double_conv(h)
-
-
 class UNetBilinear(nn.Module):
     """The model `UNetBilinear` (unet.dl:52)."""
 
@@ -104,10 +98,10 @@ class UNetBilinear(nn.Module):
         self.down2 = Down(2 * base, 4 * base)
         self.down3 = Down(4 * base, 8 * base)
         self.down4 = Down(8 * base, 8 * base)
-        self.up1 = Up2(8 * base, 8 * base, 4 * base)
-        self.up2 = Up2(4 * base, 4 * base, 2 * base)
-        self.up3 = Up2(2 * base, 2 * base, base)
-        self.up4 = Up2(base, base, base)
+        self.up1 = Up(8 * base, 8 * base, 4 * base, True)
+        self.up2 = Up(4 * base, 4 * base, 2 * base, True)
+        self.up3 = Up(2 * base, 2 * base, base, True)
+        self.up4 = Up(base, base, base, True)
         self.outc = nn.Conv2d(base, classes, 1)
 
     def forward(self, image):

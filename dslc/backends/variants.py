@@ -1,0 +1,436 @@
+"""One class for a block's specializations, branching at construction time.
+
+A block is evaluated once per distinct set of decisions (`stride != 1`, `t == 1`,
+`bilinear`), and each evaluation writes its own class body. A person writes one
+class that decides in its constructor, as torchvision's BasicBlock does:
+
+    if stride != 1 or in_channels != out:
+        self.downsample = Downsample(in_channels, out, stride)
+    else:
+        self.downsample = None
+
+and whose forward asks the module it built (`if self.downsample is not None:`).
+`merge` writes that class from the bodies: the statements every body has are
+written once, the others in `if`/`elif`/`else` chains. `__init__` chooses by the
+decisions each body was made under (the guards, printed as conditions on the
+constructor's arguments and minimized over the cases this file has); `forward`
+chooses by the members one body builds and another sets to None. Walking the
+merged class with one body's arguments runs exactly that body's statements.
+
+Arguments outside every case this file compiled make the constructor raise.
+A merge is refused (the bodies stay separate classes) when a case cannot be told
+apart in Python, or when the bodies differ by a count (`layers == 6` and
+`layers == 12`: an unrolled loop, which branches would only spell out again).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+INDENT = "    "
+MAX_ATOMS = 8          # decisions a merge considers (cases are enumerated: 2 ** MAX_ATOMS)
+_MEMBER = re.compile(r'^self\.([A-Za-z_]\w*) = |^self\.register_buffer\("(\w+)"')
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One decision, as Python: `true` when it holds, `false` when not."""
+    key: object
+    true: str
+    false: str
+    subst: tuple | None = None     # `padding == "same"`: ('"same"', "padding"), the one spelling the other
+
+
+@dataclass
+class Body:
+    """One specialization's class body, and the decisions each of its uses was made under."""
+    init: list             # __init__'s statements after super().__init__(), unindented
+    forward: list          # forward's lines, `def forward(...):` first
+    cases: list            # per use: [(Atom, holds), ...]
+    flags: dict            # the flag arguments that tell the bodies apart -> their value in this one
+
+
+@dataclass
+class Merged:
+    init: list
+    forward: list
+
+
+def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
+    """One class body for every given body, or None when they cannot be merged (see the module doc).
+    `args` are the constructor's argument names (a condition forward tests reads them as members)."""
+    if len({b.forward[0] for b in bodies}) != 1:
+        return None
+    atoms = _atoms(bodies)
+    if len(atoms) > MAX_ATOMS:
+        return None
+    cases = [_minterms(b.cases, atoms) for b in bodies]
+    if any(not c for c in cases):
+        return None
+    init = _merge_init(block, bodies, cases, atoms)
+    ctx = _ForwardContext(bodies, cases, atoms, args)
+    forward = _merge_forward(ctx)
+    if forward is None:
+        return None
+    members = set().union(*ctx.built)
+    if ctx.stored & members:
+        return None     # `self.stride` would be a module's name too
+    keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
+    check = len(covered_check(block, cases, atoms))
+    return Merged(init[:check] + keep + init[check:], forward)
+
+
+def _first_use(forward: list[str]):
+    text = "\n".join(forward)
+    return lambda name: (text.find(f"self.{name}"), name)
+
+
+# ---------------------------------------------------------------- decisions as conditions
+
+
+def _atoms(bodies: list[Body]) -> list[Atom]:
+    """The decisions that tell the uses apart, in first-seen order."""
+    out: dict = {}
+    for b in bodies:
+        for case in b.cases:
+            for atom, _ in case:
+                out.setdefault(atom.key, atom)
+    return list(out.values())
+
+
+def _minterms(cases: list, atoms: list[Atom]) -> set:
+    """The assignments of the atoms (bit i: atom i holds) under which some use of a body was made."""
+    index = {a.key: i for i, a in enumerate(atoms)}
+    out = set()
+    for case in cases:
+        fixed = {index[a.key]: holds for a, holds in case}
+        free = [i for i in range(len(atoms)) if i not in fixed]
+        base = sum(1 << i for i, holds in fixed.items() if holds)
+        if any(fixed.get(index[a.key]) != holds for a, holds in case):
+            continue   # contradictory: no assignment
+        for bits in itertools.product((0, 1), repeat=len(free)):
+            out.add(base + sum(1 << i for i, bit in zip(free, bits) if bit))
+    return out
+
+
+def condition(on: set, care: set, atoms: list[Atom]) -> str:
+    """A short Python condition true on `on`, false on `care - on` (other assignments: either way)."""
+    cubes = _cover(on, care, len(atoms))
+    if any(not c for c in cubes):
+        return "True"
+    texts = [" and ".join(atoms[i].true if holds else atoms[i].false for i, holds in sorted(c.items()))
+             for c in cubes]
+    if len(texts) == 1:
+        return texts[0]
+    return " or ".join(f"({t})" if len(c) > 1 else t for t, c in zip(texts, cubes))
+
+
+def _cover(on: set, care: set, k: int) -> list[dict]:
+    """A small set of cubes (partial assignments) covering `on` without touching `care - on`."""
+    off = care - on
+    candidates = []
+    for values in itertools.product((None, False, True), repeat=k):
+        cube = {i: v for i, v in enumerate(values) if v is not None}
+        terms = _cube_terms(cube, k)
+        if terms & on and not terms & off:
+            candidates.append((cube, terms))
+    chosen, left = [], set(on)
+    while left:
+        cube, terms = max(candidates, key=lambda c: (len(c[1] & left), -len(c[0])))
+        chosen.append(cube)
+        left -= terms
+    return chosen
+
+
+def _cube_terms(cube: dict, k: int) -> set:
+    free = [i for i in range(k) if i not in cube]
+    base = sum(1 << i for i, v in cube.items() if v)
+    return {base + sum(1 << i for i, bit in zip(free, bits) if bit)
+            for bits in itertools.product((0, 1), repeat=len(free))}
+
+
+def covered_check(block: str, cases: list, atoms: list[Atom]) -> list[str]:
+    """`if not (...): raise ValueError(...)` when some arguments fall outside every compiled case."""
+    everything = set(range(1 << len(atoms)))
+    union = set().union(*cases)
+    if union == everything:
+        return []
+    cond = condition(union, everything, atoms)
+    msg = (f"{block} was generated for {cond}; compile the spec again with these arguments "
+           "to get the class they need")
+    return [f"if not ({cond}):", f"{INDENT}raise ValueError({_py_str(msg)})"]
+
+
+def _py_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------- statements
+
+
+def statements(lines: list[str]) -> list[tuple]:
+    """Lines grouped into statements: a line at column 0 with the indented lines after it (a
+    compound statement's body, a long call's arguments) and its closing bracket or `else:`."""
+    out: list[list[str]] = []
+    for line in lines:
+        starts = line and not line[0].isspace() and line[0] not in ")]}" and \
+            not re.match(r"(else|elif|except|finally)\b", line)
+        if starts or not out:
+            out.append([line])
+        else:
+            out[-1].append(line)
+    return [tuple(s) for s in out]
+
+
+def _lcs(a: list, b: list) -> list[tuple]:
+    """Index pairs of a longest common subsequence of a and b."""
+    n, m = len(a), len(b)
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            best[i][j] = best[i + 1][j + 1] + 1 if a[i] == b[j] else max(best[i + 1][j], best[i][j + 1])
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        if a[i] == b[j]:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif best[i + 1][j] >= best[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return pairs
+
+
+def hunks(seqs: list[list]) -> tuple[list, list]:
+    """(the statements every sequence has, in order; per sequence, its statements before each of
+    those and after the last): sequence s is hunks[s][0] + common[0] + hunks[s][1] + ..."""
+    common = list(seqs[0])
+    for s in seqs[1:]:
+        common = [common[i] for i, _ in _lcs(common, s)]
+    out = []
+    for s in seqs:
+        pos = [j for _, j in _lcs(common, s)]
+        bounds = [-1] + pos + [len(s)]
+        out.append([list(s[bounds[k] + 1:bounds[k + 1]]) for k in range(len(bounds) - 1)])
+    return common, out
+
+
+def _emit(common: list, parts: list) -> list[str]:
+    """Lines: parts[0], common[0], parts[1], ... (parts are lists of lines)."""
+    out: list[str] = []
+    for k, part in enumerate(parts):
+        out += part
+        if k < len(common):
+            out += list(common[k])
+    return out
+
+
+def _indented(stmts: list) -> list[str]:
+    return [INDENT + line if line else line for s in stmts for line in s]
+
+
+# ---------------------------------------------------------------- __init__
+
+
+def _merge_init(block: str, bodies: list[Body], cases: list, atoms: list[Atom]) -> list[str]:
+    common, parts = hunks(_unified([statements(b.init) for b in bodies], bodies))
+    members = [set(_members(b.init)) for b in bodies]
+    _pad_members(parts, members)
+    everything = set(range(1 << len(atoms)))
+    union = set().union(*cases)
+    gaps = []
+    for k in range(len(common) + 1):
+        gaps.append(_init_chain([p[k] for p in parts], cases, union, atoms))
+    return covered_check(block, cases, atoms) + _emit(common, gaps) if union != everything \
+        else _emit(common, gaps)
+
+
+def _unified(stmts: list, bodies: list[Body]) -> list:
+    """Where a body was made for `padding == "same"`, a statement that reads `padding="same"` and
+    another body's that reads `padding=padding` are one statement: spell it the other's way."""
+    out = []
+    for v, mine in enumerate(stmts):
+        others = {s for w, theirs in enumerate(stmts) if w != v for s in theirs}
+        subs = [a.subst for a in _holding(bodies[v].cases) if a.subst]
+        out.append([_respelled(s, subs, others) for s in mine])
+    return out
+
+
+def _holding(cases: list) -> list[Atom]:
+    """The atoms that hold in every use of a body."""
+    sets = [{a for a, holds in case if holds} for case in cases]
+    return sorted(set.intersection(*sets), key=lambda a: repr(a.key)) if sets else []
+
+
+def _respelled(stmt: tuple, subs: list, others: set) -> tuple:
+    for lit, name in subs:
+        pattern = re.escape(lit) if lit[0] in "\"'" else rf"\b{re.escape(lit)}\b"
+        t = tuple(re.sub(pattern, name, line) for line in stmt)
+        if t != stmt and t in others:
+            return t
+    return stmt
+
+
+def _members(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        m = _MEMBER.match(line)
+        if m:
+            out.append(m.group(1) or m.group(2))
+    return out
+
+
+def _pad_members(parts: list, members: list[set]) -> None:
+    """A member one body builds and another does not is None in the other (`self.downsample = None`),
+    set where the first builds it, so that forward can ask."""
+    done: list[set] = [set() for _ in parts]
+    for k in range(len(parts[0])):
+        made = [m for p in parts for s in p[k] for m in _members(list(s[:1]))]
+        for v, p in enumerate(parts):
+            for name in dict.fromkeys(made):
+                if name not in members[v] and name not in done[v]:
+                    done[v].add(name)
+                    p[k].append((_none_line(name, made_by=parts, k=k),))
+
+
+def _none_line(name: str, made_by: list, k: int) -> str:
+    for p in made_by:
+        for s in p[k]:
+            if s[0].startswith(f'self.register_buffer("{name}"'):
+                return f'self.register_buffer("{name}", None)'
+    return f"self.{name} = None"
+
+
+def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[str]:
+    """The statements of one gap: `if ...: ... elif ...: ... else: ...` by the bodies' cases."""
+    groups = _groups(hunk)
+    if len(groups) == 1:
+        return [line for s in hunk[0] for line in s]
+    groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
+    out, seen = [], set()
+    for n, group in enumerate(groups):
+        stmts = hunk[group[0]]
+        on = set().union(*(cases[v] for v in group))
+        if n == len(groups) - 1:
+            if stmts:
+                out += ["else:"] + _indented(stmts)
+            break
+        cond = condition(on, union - seen, atoms)
+        out += [f"{'if' if n == 0 else 'elif'} {cond}:"] + (_indented(stmts) if stmts else [INDENT + "pass"])
+        seen |= on
+    return out
+
+
+def _only_none(stmts: list) -> bool:
+    """Statements that only set members to None: the `else` of a chain, as a person orders it."""
+    return all(s[0].endswith(" = None") or s[0].endswith(", None)") for s in stmts)
+
+
+def _groups(hunk: list) -> list[list[int]]:
+    """The bodies with the same statements in this gap, in first-seen order."""
+    out: dict = {}
+    for v, stmts in enumerate(hunk):
+        out.setdefault(tuple(stmts), []).append(v)
+    return list(out.values())
+
+
+# ---------------------------------------------------------------- forward
+
+
+@dataclass
+class _ForwardContext:
+    bodies: list
+    cases: list
+    atoms: list
+    args: set
+    built: list = None          # per body, the members it builds
+    stored: set = None          # arguments forward reads as members (`self.stride`)
+
+    def __post_init__(self):
+        self.built = [set(_members(b.init)) for b in self.bodies]
+        self.stored = set()
+
+
+def _merge_forward(ctx: _ForwardContext) -> list[str] | None:
+    """forward, branching on the members a body built (`if self.downsample is not None:`), on a flag
+    argument kept as a member (`if self.causal:`), or on the decision itself, read from arguments
+    kept as members (`if self.stride == 1 and self.in_channels == self.out:`)."""
+    lines = [[line[len(INDENT):] for line in b.forward[1:]] for b in ctx.bodies]
+    common, parts = hunks([statements(ls) for ls in lines])
+    gaps = []
+    for k in range(len(common) + 1):
+        chain = _forward_chain([p[k] for p in parts], ctx)
+        if chain is None:
+            return None
+        gaps.append(chain)
+    return [ctx.bodies[0].forward[0]] + [INDENT + line if line else line for line in _emit(common, gaps)]
+
+
+def _forward_chain(hunk: list, ctx: _ForwardContext) -> list[str] | None:
+    """One gap of forward as a chain; a body that built a member comes first
+    (`if self.downsample is not None:`), as a person writes it."""
+    groups = _groups(hunk)
+    if len(groups) == 1:
+        return [line for s in hunk[0] for line in s]
+    left = set(range(len(hunk)))
+    out: list[str] = []
+    while len(groups) > 1:
+        test, group = _forward_test(groups, left, hunk, ctx)
+        stmts = hunk[group[0]]
+        out += [f"{'elif' if out else 'if'} {test}:"] + (_indented(stmts) if stmts else [INDENT + "pass"])
+        left -= set(group)
+        groups.remove(group)
+    stmts = hunk[groups[0][0]]
+    return out + (["else:"] + _indented(stmts) if stmts else [])
+
+
+def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> tuple:
+    """(the test, the group it picks) for the next branch of a forward chain."""
+    flags = [b.flags for b in ctx.bodies]
+    for find in (lambda g: _member_test(set(g), left, ctx.built, hunk[g[0]]),
+                 lambda g: _flag_test(set(g), left, flags, ctx.built, ctx.stored)):
+        tests = [(t, g) for t, g in ((find(g), g) for g in groups) if t is not None]
+        if tests:
+            return min(tests, key=lambda tg: tg[0].endswith(" is None") or tg[0].startswith("not "))
+    care = set().union(*(ctx.cases[v] for v in left))
+    conds = [(condition(set().union(*(ctx.cases[v] for v in g)), care, ctx.atoms), g) for g in groups]
+    cond, group = min(conds, key=lambda cg: (" or " in cg[0], len(cg[0])))   # the plainest test first
+    return _as_members(cond, ctx), group
+
+
+def _as_members(cond: str, ctx: _ForwardContext) -> str:
+    """An __init__ condition read in forward: its arguments as members, kept by __init__."""
+    def member(m):
+        if m.group(0) in ctx.args:
+            ctx.stored.add(m.group(0))
+            return f"self.{m.group(0)}"
+        return m.group(0)
+    return re.sub(r"(?<![.\w\"'])[A-Za-z_]\w*(?![\w\"'])", member, cond)
+
+
+def _flag_test(group: set, left: set, flags: list[dict], built: list[set], stored: set) -> str | None:
+    """`self.causal` (or `not self.causal`) true for exactly the group's bodies among those left."""
+    members = set().union(*built)
+    for f in flags[0]:
+        if f in members:
+            continue    # the name is a module's
+        true = {v for v in left if flags[v][f]}
+        if true in (group, left - group):
+            stored.add(f)
+            return f"self.{f}" if true == group else f"not self.{f}"
+    return None
+
+
+def _member_test(group: set, left: set, built: list[set], stmts: list) -> str | None:
+    """`self.m is not None` true for exactly the group's bodies among those left; a member the
+    group's statements read first."""
+    names = sorted(set().union(*(built[v] for v in left)),
+                   key=lambda m: (f"self.{m}" not in "\n".join(line for s in stmts for line in s), m))
+    for m in names:
+        has = {v for v in left if m in built[v]}
+        if has == group:
+            return f"self.{m} is not None"
+        if left - has == group:
+            return f"self.{m} is None"
+    return None

@@ -1,0 +1,177 @@
+"""One class per block (backends/variants.py): a block's specializations are written as one class
+that decides in its constructor, checked against hand-written twins in torchvision's style built
+with arguments the spec itself never used."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import dslc
+from dslc.backends import variants
+
+SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
+
+
+def _source(name: str) -> tuple[object, str]:
+    prog = dslc.load(os.path.join(SPECS, name))
+    return prog, prog.source()
+
+
+def _classes(src: str) -> list[str]:
+    return re.findall(r"^class (\w+)\(", src, re.M)
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+def test_conditions_are_minimized_over_the_cases_that_matter():
+    a = variants.Atom("s", "stride == 1", "stride != 1")
+    b = variants.Atom("c", "c_in == out", "c_in != out")
+    everything = {0, 1, 2, 3}
+    # the projection is built unless stride == 1 and the widths agree (bit 0: a holds, bit 1: b)
+    assert variants.condition({0, 1, 2}, everything, [a, b]) in (
+        "stride != 1 or c_in != out", "c_in != out or stride != 1")
+    assert variants.condition({3}, everything, [a, b]) == "stride == 1 and c_in == out"
+    # assignments outside `care` go either way: the shorter test
+    assert variants.condition({0, 2}, {0, 2, 3}, [a, b]) == "stride != 1"
+    assert variants.condition(everything, everything, [a, b]) == "True"
+
+
+def test_statements_keep_compound_lines_and_closing_brackets_together():
+    lines = ["self.h = nn.ModuleList([", "    Block(1),", "])", "if x:", "    y = 1", "else:", "    y = 2", "z = 3"]
+    assert variants.statements(lines) == [tuple(lines[:3]), tuple(lines[3:7]), (lines[7],)]
+
+
+def test_hunks_rebuild_every_sequence():
+    seqs = [list("abcxd"), list("abyd"), list("zabd")]
+    common, parts = variants.hunks(seqs)
+    assert common == list("abd")
+    for s, p in zip(seqs, parts):
+        rebuilt = p[0] + [common[0]] + p[1] + [common[1]] + p[2] + [common[2]] + p[3]
+        assert rebuilt == s
+
+
+# ---------------------------------------------------------------- ResNet's BasicBlock and Bottleneck
+
+
+class BasicBlockTwin(nn.Module):
+    """torchvision's BasicBlock, its projection written as dslc's Downsample block (conv, bn)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential()
+            self.downsample.add_module("conv", nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False))
+            self.downsample.add_module("bn", nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + identity)
+
+
+def _same_function(mine: nn.Module, twin: nn.Module, x: torch.Tensor) -> None:
+    assert list(mine.state_dict()) == list(twin.state_dict())
+    twin.load_state_dict(mine.state_dict(), strict=True)
+    mine.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.equal(mine(x), twin(x))
+
+
+def test_resnet_blocks_are_one_class_each_branching_as_torchvision_does():
+    prog, src = _source("resnet.dl")
+    names = _classes(src)
+    assert "BasicBlock2" not in names and "Bottleneck2" not in names
+    assert "if stride != 1:\n            self.downsample = Downsample(in_channels, out, stride)\n" \
+           "        else:\n            self.downsample = None" in src
+    assert "if self.downsample is not None:" in src
+    module = prog.module()
+    torch.manual_seed(0)
+    for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (8, 8, 2)):   # (8, 8, 2): a case no model uses
+        mine = module.BasicBlock(inplanes, planes, stride)
+        _same_function(mine, BasicBlockTwin(inplanes, planes, stride), torch.randn(2, inplanes, 8, 8))
+
+
+def test_arguments_outside_every_compiled_case_are_refused():
+    """ResNet-18's BasicBlock never keeps the width at stride 1 with a projection (ResNet-50's first
+    bottleneck does): the class says so rather than build something the spec did not describe."""
+    prog, _ = _source("resnet.dl")
+    with pytest.raises(ValueError, match="BasicBlock was generated for"):
+        prog.module().BasicBlock(16, 32, 1)
+
+
+# ---------------------------------------------------------------- MobileNetV2: a decision forward reads
+
+
+class InvertedResidualTwin(nn.Module):
+    """torchvision's InvertedResidual, with dslc's member names."""
+
+    def __init__(self, inp: int, oup: int, t: int, stride: int):
+        super().__init__()
+        hidden = inp * t
+        self.use_res_connect = stride == 1 and inp == oup
+        self.expansion = _conv_bn_relu6(inp, hidden, 1, 1, 1) if t != 1 else None
+        self.depthwise = _conv_bn_relu6(hidden, hidden, 3, stride, hidden)
+        self.project = nn.Conv2d(hidden, oup, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(oup)
+
+    def forward(self, x):
+        h = x if self.expansion is None else self.expansion(x)
+        h = self.project_bn(self.project(self.depthwise(h)))
+        return x + h if self.use_res_connect else h
+
+
+def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.Module:
+    m = nn.Module()
+    m.conv = nn.Conv2d(inp, oup, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
+    m.bn = nn.BatchNorm2d(oup)
+    m.forward = lambda x: torch.clamp(m.bn(m.conv(x)), 0, 6)
+    return m
+
+
+def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decision():
+    prog, src = _source("mobilenet.dl")
+    assert [n for n in _classes(src) if n.startswith("InvertedResidual")] == ["InvertedResidual"]
+    assert "if self.stride == 1 and self.in_channels == self.out:" in src
+    module = prog.module()
+    torch.manual_seed(0)
+    for inp, oup, t, stride in ((16, 16, 6, 1), (16, 24, 6, 2), (16, 8, 1, 1), (8, 8, 6, 2)):
+        mine = module.InvertedResidual(inp, oup, t, stride)
+        twin = InvertedResidualTwin(inp, oup, t, stride)
+        assert list(mine.state_dict()) == list(twin.state_dict()), (inp, oup, t, stride)
+        twin.load_state_dict(mine.state_dict(), strict=True)
+        x = torch.randn(2, inp, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(mine.eval()(x), twin.eval()(x))
+
+
+# ---------------------------------------------------------------- flags, names and counts
+
+
+def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
+    _, clip = _source("clip.dl")
+    assert "ResidualAttentionBlock2" not in _classes(clip)
+    assert "self.causal = causal" in clip and "if self.causal:" in clip
+    _, unet = _source("unet.dl")
+    assert "Up2" not in _classes(unet) and "if not bilinear:" in unet
+    _, inception = _source("inception.dl")
+    # `padding="same"` in one use and `padding=padding` in another are the same statement
+    assert "ConvBnRelu2" not in _classes(inception)
+    assert 'padding="same"' not in inception and "padding=padding" in inception
+
+
+def test_specializations_that_differ_by_a_count_stay_separate_classes():
+    """DenseNet's blocks unroll `for i in range(layers)`: one class per count, each saying its count."""
+    _, src = _source("densenet.dl")
+    assert "DenseBlock2" in _classes(src)
+    assert re.search(r"class DenseBlock2\(nn.Module\):\n    \"\"\"The block `DenseBlock` \(densenet.dl:\d+\), "
+                     r"built for layers == 12", src)
