@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ..frontend import ast
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
@@ -296,7 +297,7 @@ class _ClassWriter:
         for p in graph.params:
             if p in self.used_params:
                 out.append((p, self.param_names[p], _annotation(graph.param_types.get(p)), None))
-        return out
+        return with_defaults(graph, out)
 
     def _input_pos(self, name: str) -> int:
         return [n for n, _ in self.graph.inputs].index(name)
@@ -439,9 +440,21 @@ class _ClassWriter:
         return [f"self.{c.name} = nn.ModuleList(["] + items + ["])"]
 
     def _block_ctor(self, inst: Instance) -> str:
+        """`Bottleneck(in_channels, width, stride=2)`: sizes and required arguments by position, those
+        with a default by keyword, left out where they have it."""
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
-        return f"{child.name}({', '.join(caller.value(v) for _, v in self._fed_arguments(inst))})"
+        defaults = {name: d for _, name, _, d in child.signature}
+        parts = []
+        for name, v in self._fed_arguments(inst):
+            default = defaults.get(name)
+            if default is None:
+                parts.append(caller.value(v))
+            elif not _is_expression(v) and literal(v) == default:
+                continue
+            else:
+                parts.append(f"{name}={caller.value(v)}")
+        return f"{child.name}({', '.join(parts)})"
 
     # ---------------------------------------------------------------- forward
 
@@ -923,6 +936,20 @@ def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list
                   key=lambda a: ([n for n, _ in graph.inputs].index(a.input), a.index))
     out = [(a, names[a], ": int", None) for a in dims]
     out += [(p, names[p], _annotation(graph.param_types.get(p)), None) for p in graph.params if p in keys]
+    return with_defaults(graph, out)
+
+
+def with_defaults(graph: Graph, signature: list) -> list:
+    """A block class's signature with the defaults the spec declares (`stride: int = 1`), where they
+    are constants, on the arguments after the last one without: callers then leave them out."""
+    declared = {p.name: literal(p.default.value) for p in (graph.decl.params if graph.decl is not None else ())
+                if isinstance(p.default, ast.Const)}
+    out = list(signature)
+    for i in range(len(out) - 1, -1, -1):
+        key, name, ann, _ = out[i]
+        if not isinstance(key, str) or key not in declared:
+            break
+        out[i] = (key, name, ann, declared[key])
     return out
 
 
@@ -1034,6 +1061,11 @@ def attr(name: str) -> str:
     """An instance's attribute path: a module list's element `h.3` is `h[3]`."""
     head, *rest = name.split(".")
     return head + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
+
+
+def _is_expression(v) -> bool:
+    """A value that prints as parameters (`stride`, `2 * width`), not as a constant."""
+    return isinstance(v, (Size, Real)) and not v.expr.is_const()
 
 
 def _derived(v) -> bool:

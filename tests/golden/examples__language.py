@@ -65,7 +65,7 @@ class TwoTower(nn.Module):
 class ConvBnRelu(nn.Module):
     """The block `ConvBnRelu` (language.dl:23)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int):
+    def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2)
         self.bn = nn.BatchNorm2d(out)
@@ -79,9 +79,9 @@ class ConvBnRelu(nn.Module):
 class Residual(nn.Module):
     """The block `Residual` (language.dl:29), built for stride == 1 and x.shape[1] == out."""
 
-    def __init__(self, out: int, stride: int):
+    def __init__(self, out: int, stride: int = 1):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(out, out, 3, stride)
+        self.conv_bn_relu = ConvBnRelu(out, out, stride=stride)
         self.conv = nn.Conv2d(out, out, 3, padding=1)
         self.bn = nn.BatchNorm2d(out)
 
@@ -96,9 +96,9 @@ class Residual(nn.Module):
 class Residual2(nn.Module):
     """The block `Residual` (language.dl:29), built for stride != 1."""
 
-    def __init__(self, in_channels: int, out: int, stride: int):
+    def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(in_channels, out, 3, stride)
+        self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(in_channels, out, 1, stride=stride)
@@ -119,15 +119,15 @@ class ResNet18(nn.Module):
 
     def __init__(self, classes: int = 10):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(3, 64, 3, 1)
-        self.residual1 = Residual(64, 1)
-        self.residual2 = Residual(64, 1)
-        self.residual3 = Residual2(64, 128, 2)
-        self.residual4 = Residual(128, 1)
-        self.residual5 = Residual2(128, 256, 2)
-        self.residual6 = Residual(256, 1)
-        self.residual7 = Residual2(256, 512, 2)
-        self.residual8 = Residual(512, 1)
+        self.conv_bn_relu = ConvBnRelu(3, 64)
+        self.residual1 = Residual(64)
+        self.residual2 = Residual(64)
+        self.residual3 = Residual2(64, 128, stride=2)
+        self.residual4 = Residual(128)
+        self.residual5 = Residual2(128, 256, stride=2)
+        self.residual6 = Residual(256)
+        self.residual7 = Residual2(256, 512, stride=2)
+        self.residual8 = Residual(512)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
@@ -228,10 +228,10 @@ class Backbone(nn.Module):
 
     def __init__(self, in_channels: int):
         super().__init__()
-        self.layer1 = ConvBnRelu(in_channels, 32, 3, 1)
-        self.layer2 = ConvBnRelu(32, 64, 3, 2)
-        self.layer3 = ConvBnRelu(64, 128, 3, 2)
-        self.layer4 = ConvBnRelu(128, 128, 3, 1)
+        self.layer1 = ConvBnRelu(in_channels, 32)
+        self.layer2 = ConvBnRelu(32, 64, stride=2)
+        self.layer3 = ConvBnRelu(64, 128, stride=2)
+        self.layer4 = ConvBnRelu(128, 128)
 
     def forward(self, x):
         h = self.layer1(x)
@@ -307,7 +307,7 @@ class ViT(nn.Module):
 class CausalSelfAttention(nn.Module):
     """The block `CausalSelfAttention` (language.dl:178)."""
 
-    def __init__(self, in_features: int, dim: int, heads: int, dropout: float):
+    def __init__(self, in_features: int, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.dropout = dropout
         self.heads = heads
@@ -331,62 +331,62 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(vocab, dim)
         self.embedding = nn.Embedding(context, dim)
         self.norm1 = nn.LayerNorm(dim)
-        self.causal_self_attention1 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention1 = CausalSelfAttention(dim, dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
         self.norm3 = nn.LayerNorm(dim)
-        self.causal_self_attention2 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention2 = CausalSelfAttention(dim, dim, heads)
         self.norm4 = nn.LayerNorm(dim)
         self.fc3 = nn.Linear(dim, 4 * dim)
         self.fc4 = nn.Linear(4 * dim, dim)
         self.norm5 = nn.LayerNorm(dim)
-        self.causal_self_attention3 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention3 = CausalSelfAttention(dim, dim, heads)
         self.norm6 = nn.LayerNorm(dim)
         self.fc5 = nn.Linear(dim, 4 * dim)
         self.fc6 = nn.Linear(4 * dim, dim)
         self.norm7 = nn.LayerNorm(dim)
-        self.causal_self_attention4 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention4 = CausalSelfAttention(dim, dim, heads)
         self.norm8 = nn.LayerNorm(dim)
         self.fc7 = nn.Linear(dim, 4 * dim)
         self.fc8 = nn.Linear(4 * dim, dim)
         self.norm9 = nn.LayerNorm(dim)
-        self.causal_self_attention5 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention5 = CausalSelfAttention(dim, dim, heads)
         self.norm10 = nn.LayerNorm(dim)
         self.fc9 = nn.Linear(dim, 4 * dim)
         self.fc10 = nn.Linear(4 * dim, dim)
         self.norm11 = nn.LayerNorm(dim)
-        self.causal_self_attention6 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention6 = CausalSelfAttention(dim, dim, heads)
         self.norm12 = nn.LayerNorm(dim)
         self.fc11 = nn.Linear(dim, 4 * dim)
         self.fc12 = nn.Linear(4 * dim, dim)
         self.norm13 = nn.LayerNorm(dim)
-        self.causal_self_attention7 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention7 = CausalSelfAttention(dim, dim, heads)
         self.norm14 = nn.LayerNorm(dim)
         self.fc13 = nn.Linear(dim, 4 * dim)
         self.fc14 = nn.Linear(4 * dim, dim)
         self.norm15 = nn.LayerNorm(dim)
-        self.causal_self_attention8 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention8 = CausalSelfAttention(dim, dim, heads)
         self.norm16 = nn.LayerNorm(dim)
         self.fc15 = nn.Linear(dim, 4 * dim)
         self.fc16 = nn.Linear(4 * dim, dim)
         self.norm17 = nn.LayerNorm(dim)
-        self.causal_self_attention9 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention9 = CausalSelfAttention(dim, dim, heads)
         self.norm18 = nn.LayerNorm(dim)
         self.fc17 = nn.Linear(dim, 4 * dim)
         self.fc18 = nn.Linear(4 * dim, dim)
         self.norm19 = nn.LayerNorm(dim)
-        self.causal_self_attention10 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention10 = CausalSelfAttention(dim, dim, heads)
         self.norm20 = nn.LayerNorm(dim)
         self.fc19 = nn.Linear(dim, 4 * dim)
         self.fc20 = nn.Linear(4 * dim, dim)
         self.norm21 = nn.LayerNorm(dim)
-        self.causal_self_attention11 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention11 = CausalSelfAttention(dim, dim, heads)
         self.norm22 = nn.LayerNorm(dim)
         self.fc21 = nn.Linear(dim, 4 * dim)
         self.fc22 = nn.Linear(4 * dim, dim)
         self.norm23 = nn.LayerNorm(dim)
-        self.causal_self_attention12 = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.causal_self_attention12 = CausalSelfAttention(dim, dim, heads)
         self.norm24 = nn.LayerNorm(dim)
         self.fc23 = nn.Linear(dim, 4 * dim)
         self.fc24 = nn.Linear(4 * dim, dim)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class ConvBnRelu(nn.Module):
     """The block `ConvBnRelu` (cifar_resnet.dl:14)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int):
+    def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2)
         self.bn = nn.BatchNorm2d(out)
@@ -24,9 +24,9 @@ class ConvBnRelu(nn.Module):
 class Residual(nn.Module):
     """The block `Residual` (cifar_resnet.dl:21), built for stride == 1 and x.shape[1] == out."""
 
-    def __init__(self, out: int, stride: int):
+    def __init__(self, out: int, stride: int = 1):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(out, out, 3, stride)
+        self.conv_bn_relu = ConvBnRelu(out, out, stride=stride)
         self.conv = nn.Conv2d(out, out, 3, padding=1)
         self.bn = nn.BatchNorm2d(out)
 
@@ -41,9 +41,9 @@ class Residual(nn.Module):
 class Residual2(nn.Module):
     """The block `Residual` (cifar_resnet.dl:21), built for stride != 1."""
 
-    def __init__(self, in_channels: int, out: int, stride: int):
+    def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(in_channels, out, 3, stride)
+        self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(in_channels, out, 1, stride=stride)
@@ -64,15 +64,15 @@ class ResNet18(nn.Module):
 
     def __init__(self, classes: int = 10):
         super().__init__()
-        self.conv_bn_relu = ConvBnRelu(3, 64, 3, 1)
-        self.residual1 = Residual(64, 1)
-        self.residual2 = Residual(64, 1)
-        self.residual3 = Residual2(64, 128, 2)
-        self.residual4 = Residual(128, 1)
-        self.residual5 = Residual2(128, 256, 2)
-        self.residual6 = Residual(256, 1)
-        self.residual7 = Residual2(256, 512, 2)
-        self.residual8 = Residual(512, 1)
+        self.conv_bn_relu = ConvBnRelu(3, 64)
+        self.residual1 = Residual(64)
+        self.residual2 = Residual(64)
+        self.residual3 = Residual2(64, 128, stride=2)
+        self.residual4 = Residual(128)
+        self.residual5 = Residual2(128, 256, stride=2)
+        self.residual6 = Residual(256)
+        self.residual7 = Residual2(256, 512, stride=2)
+        self.residual8 = Residual(512)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):

@@ -31,7 +31,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 class ResidualAttentionBlock(nn.Module):
     """The block `ResidualAttentionBlock` (clip.dl:22), built for x.shape[2] == dim."""
 
-    def __init__(self, dim: int, heads: int, causal: bool):
+    def __init__(self, dim: int, heads: int, causal: bool = False):
         super().__init__()
         self.causal = causal
         self.heads = heads
@@ -69,7 +69,7 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(x_dim2 // patch * (x_dim3 // patch) + 1, dim) * 0.01)
         self.conv1 = nn.Conv2d(in_channels, dim, patch, stride=patch, bias=False)
         self.ln_pre = nn.LayerNorm(dim)
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads, False) for _ in range(depth)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads) for _ in range(depth)])
         self.ln_post = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, embed, bias=False)
 
@@ -95,7 +95,7 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab, dim)
         self.positional_embedding = nn.Embedding(context, dim)
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads, True) for _ in range(depth)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(dim, heads, causal=True) for _ in range(depth)])
         self.ln_final = nn.LayerNorm(dim)
         self.text_projection = nn.Linear(dim, embed, bias=False)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class UpBlock(nn.Module):
     """The block `UpBlock` (dcgan.dl:23)."""
 
-    def __init__(self, in_channels: int, out: int, stride: int, padding: int):
+    def __init__(self, in_channels: int, out: int, stride: int = 2, padding: int = 1):
         super().__init__()
         self.deconv = nn.ConvTranspose2d(in_channels, out, 4, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out)
@@ -27,10 +27,10 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent: int = 100, features: int = 64, channels: int = 3):
         super().__init__()
         self.latent = latent
-        self.up_block1 = UpBlock(latent, 8 * features, 1, 0)
-        self.up_block2 = UpBlock(8 * features, 4 * features, 2, 1)
-        self.up_block3 = UpBlock(4 * features, 2 * features, 2, 1)
-        self.up_block4 = UpBlock(2 * features, features, 2, 1)
+        self.up_block1 = UpBlock(latent, 8 * features, stride=1, padding=0)
+        self.up_block2 = UpBlock(8 * features, 4 * features)
+        self.up_block3 = UpBlock(4 * features, 2 * features)
+        self.up_block4 = UpBlock(2 * features, features)
         self.deconv = nn.ConvTranspose2d(features, channels, 4, stride=2, padding=1, bias=False)
 
     def forward(self, z):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class ConvBnSiLU(nn.Module):
     """The block `ConvBnSiLU` (efficientnet.dl:18)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int, groups: int):
+    def __init__(self, in_channels: int, out: int, k: int = 1, stride: int = 1, groups: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out)
@@ -41,7 +41,7 @@ class SqueezeExcitation(nn.Module):
 class MBConv(nn.Module):
     """The block `MBConv` (efficientnet.dl:38), built for x.shape[1] // 4 > 1."""
 
-    def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int):
+    def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
         if not ((stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0)):
             raise ValueError("MBConv was generated for (stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0); compile the spec again with these arguments to get the class they need")
@@ -49,11 +49,11 @@ class MBConv(nn.Module):
         self.in_channels = in_channels
         self.out = out
         if expand == 1:
-            self.depthwise = ConvBnSiLU(in_channels, expand * in_channels, k, stride, expand * in_channels)
+            self.depthwise = ConvBnSiLU(in_channels, expand * in_channels, k=k, stride=stride, groups=expand * in_channels)
             self.expansion = None
         else:
-            self.expansion = ConvBnSiLU(in_channels, expand * in_channels, 1, 1, 1)
-            self.depthwise = ConvBnSiLU(expand * in_channels, expand * in_channels, k, stride, expand * in_channels)
+            self.expansion = ConvBnSiLU(in_channels, expand * in_channels)
+            self.depthwise = ConvBnSiLU(expand * in_channels, expand * in_channels, k=k, stride=stride, groups=expand * in_channels)
         self.se = SqueezeExcitation(expand * in_channels, in_channels // 4)
         self.project = nn.Conv2d(expand * in_channels, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out)
@@ -78,24 +78,24 @@ class EfficientNetB0(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnSiLU(3, 32, 3, 2, 1)
-        self.mb_conv1 = MBConv(32, 16, 1, 3, 1)
-        self.mb_conv2 = MBConv(16, 24, 6, 3, 2)
-        self.mb_conv3 = MBConv(24, 24, 6, 3, 1)
-        self.mb_conv4 = MBConv(24, 40, 6, 5, 2)
-        self.mb_conv5 = MBConv(40, 40, 6, 5, 1)
-        self.mb_conv6 = MBConv(40, 80, 6, 3, 2)
-        self.mb_conv7 = MBConv(80, 80, 6, 3, 1)
-        self.mb_conv8 = MBConv(80, 80, 6, 3, 1)
-        self.mb_conv9 = MBConv(80, 112, 6, 5, 1)
-        self.mb_conv10 = MBConv(112, 112, 6, 5, 1)
-        self.mb_conv11 = MBConv(112, 112, 6, 5, 1)
-        self.mb_conv12 = MBConv(112, 192, 6, 5, 2)
-        self.mb_conv13 = MBConv(192, 192, 6, 5, 1)
-        self.mb_conv14 = MBConv(192, 192, 6, 5, 1)
-        self.mb_conv15 = MBConv(192, 192, 6, 5, 1)
-        self.mb_conv16 = MBConv(192, 320, 6, 3, 1)
-        self.head = ConvBnSiLU(320, 1280, 1, 1, 1)
+        self.stem = ConvBnSiLU(3, 32, k=3, stride=2)
+        self.mb_conv1 = MBConv(32, 16, 1, 3)
+        self.mb_conv2 = MBConv(16, 24, 6, 3, stride=2)
+        self.mb_conv3 = MBConv(24, 24, 6, 3)
+        self.mb_conv4 = MBConv(24, 40, 6, 5, stride=2)
+        self.mb_conv5 = MBConv(40, 40, 6, 5)
+        self.mb_conv6 = MBConv(40, 80, 6, 3, stride=2)
+        self.mb_conv7 = MBConv(80, 80, 6, 3)
+        self.mb_conv8 = MBConv(80, 80, 6, 3)
+        self.mb_conv9 = MBConv(80, 112, 6, 5)
+        self.mb_conv10 = MBConv(112, 112, 6, 5)
+        self.mb_conv11 = MBConv(112, 112, 6, 5)
+        self.mb_conv12 = MBConv(112, 192, 6, 5, stride=2)
+        self.mb_conv13 = MBConv(192, 192, 6, 5)
+        self.mb_conv14 = MBConv(192, 192, 6, 5)
+        self.mb_conv15 = MBConv(192, 192, 6, 5)
+        self.mb_conv16 = MBConv(192, 320, 6, 3)
+        self.head = ConvBnSiLU(320, 1280)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, classes)
 

@@ -31,7 +31,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 class CausalSelfAttention(nn.Module):
     """The block `CausalSelfAttention` (gpt.dl:15)."""
 
-    def __init__(self, in_features: int, dim: int, heads: int, dropout: float):
+    def __init__(self, in_features: int, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.dropout = dropout
         self.heads = heads
@@ -65,7 +65,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, dim, heads, 0.0)
+        self.attn = CausalSelfAttention(dim, dim, heads)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, dim)
 

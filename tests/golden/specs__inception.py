@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class ConvBnRelu(nn.Module):
     """The block `ConvBnRelu` (inception.dl:20)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int, padding):
+    def __init__(self, in_channels: int, out: int, k: int = 1, stride: int = 1, padding="same"):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001)
@@ -24,14 +24,14 @@ class ConvBnRelu(nn.Module):
 class Inception(nn.Module):
     """The block `Inception` (inception.dl:28)."""
 
-    def __init__(self, in_channels: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int, k5: int):
+    def __init__(self, in_channels: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int, k5: int = 5):
         super().__init__()
-        self.branch1 = ConvBnRelu(in_channels, c1, 1, 1, "same")
-        self.reduce3 = ConvBnRelu(in_channels, c3r, 1, 1, "same")
-        self.branch3 = ConvBnRelu(c3r, c3, 3, 1, "same")
-        self.reduce5 = ConvBnRelu(in_channels, c5r, 1, 1, "same")
-        self.branch5 = ConvBnRelu(c5r, c5, k5, 1, "same")
-        self.pool_proj = ConvBnRelu(in_channels, pool, 1, 1, "same")
+        self.branch1 = ConvBnRelu(in_channels, c1)
+        self.reduce3 = ConvBnRelu(in_channels, c3r)
+        self.branch3 = ConvBnRelu(c3r, c3, k=3)
+        self.reduce5 = ConvBnRelu(in_channels, c5r)
+        self.branch5 = ConvBnRelu(c5r, c5, k=k5)
+        self.pool_proj = ConvBnRelu(in_channels, pool)
 
     def forward(self, x):
         b1 = self.branch1(x)
@@ -49,18 +49,18 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2, k5: int = 3):
         super().__init__()
-        self.conv1 = ConvBnRelu(3, 64, 7, 2, 3)
-        self.conv2 = ConvBnRelu(64, 64, 1, 1, "same")
-        self.conv3 = ConvBnRelu(64, 192, 3, 1, "same")
-        self.inception1 = Inception(192, 64, 96, 128, 16, 32, 32, k5)
-        self.inception2 = Inception(256, 128, 128, 192, 32, 96, 64, k5)
-        self.inception3 = Inception(480, 192, 96, 208, 16, 48, 64, k5)
-        self.inception4 = Inception(512, 160, 112, 224, 24, 64, 64, k5)
-        self.inception5 = Inception(512, 128, 128, 256, 24, 64, 64, k5)
-        self.inception6 = Inception(512, 112, 144, 288, 32, 64, 64, k5)
-        self.inception7 = Inception(528, 256, 160, 320, 32, 128, 128, k5)
-        self.inception8 = Inception(832, 256, 160, 320, 32, 128, 128, k5)
-        self.inception9 = Inception(832, 384, 192, 384, 48, 128, 128, k5)
+        self.conv1 = ConvBnRelu(3, 64, k=7, stride=2, padding=3)
+        self.conv2 = ConvBnRelu(64, 64)
+        self.conv3 = ConvBnRelu(64, 192, k=3)
+        self.inception1 = Inception(192, 64, 96, 128, 16, 32, 32, k5=k5)
+        self.inception2 = Inception(256, 128, 128, 192, 32, 96, 64, k5=k5)
+        self.inception3 = Inception(480, 192, 96, 208, 16, 48, 64, k5=k5)
+        self.inception4 = Inception(512, 160, 112, 224, 24, 64, 64, k5=k5)
+        self.inception5 = Inception(512, 128, 128, 256, 24, 64, 64, k5=k5)
+        self.inception6 = Inception(512, 112, 144, 288, 32, 64, 64, k5=k5)
+        self.inception7 = Inception(528, 256, 160, 320, 32, 128, 128, k5=k5)
+        self.inception8 = Inception(832, 256, 160, 320, 32, 128, 128, k5=k5)
+        self.inception9 = Inception(832, 384, 192, 384, 48, 128, 128, k5=k5)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, classes)
 
@@ -92,12 +92,12 @@ class MiniGoogLeNet(nn.Module):
 
     def __init__(self, classes: int = 10, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnRelu(3, 64, 3, 1, "same")
-        self.inception1 = Inception(64, 32, 48, 64, 8, 16, 16, 5)
-        self.inception2 = Inception(128, 64, 64, 96, 16, 48, 32, 5)
-        self.inception3 = Inception(240, 96, 48, 104, 8, 24, 32, 5)
-        self.inception4 = Inception(256, 128, 80, 160, 16, 64, 64, 5)
-        self.inception5 = Inception(416, 192, 96, 192, 24, 64, 64, 5)
+        self.stem = ConvBnRelu(3, 64, k=3)
+        self.inception1 = Inception(64, 32, 48, 64, 8, 16, 16)
+        self.inception2 = Inception(128, 64, 64, 96, 16, 48, 32)
+        self.inception3 = Inception(240, 96, 48, 104, 8, 24, 32)
+        self.inception4 = Inception(256, 128, 80, 160, 16, 64, 64)
+        self.inception5 = Inception(416, 192, 96, 192, 24, 64, 64)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(512, classes)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class ConvBnRelu6(nn.Module):
     """The block `ConvBnRelu6` (mobilenet.dl:10)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int, groups: int):
+    def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1, groups: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out)
@@ -24,7 +24,7 @@ class ConvBnRelu6(nn.Module):
 class InvertedResidual(nn.Module):
     """The block `InvertedResidual` (mobilenet.dl:19)."""
 
-    def __init__(self, in_channels: int, out: int, t: int, stride: int):
+    def __init__(self, in_channels: int, out: int, t: int, stride: int = 1):
         super().__init__()
         if not (t != 1 or (stride == 1 and in_channels != out)):
             raise ValueError("InvertedResidual was generated for t != 1 or (stride == 1 and in_channels != out); compile the spec again with these arguments to get the class they need")
@@ -32,11 +32,11 @@ class InvertedResidual(nn.Module):
         self.in_channels = in_channels
         self.out = out
         if t == 1:
-            self.depthwise = ConvBnRelu6(in_channels, t * in_channels, 3, stride, t * in_channels)
+            self.depthwise = ConvBnRelu6(in_channels, t * in_channels, stride=stride, groups=t * in_channels)
             self.expansion = None
         else:
-            self.expansion = ConvBnRelu6(in_channels, t * in_channels, 1, 1, 1)
-            self.depthwise = ConvBnRelu6(t * in_channels, t * in_channels, 3, stride, t * in_channels)
+            self.expansion = ConvBnRelu6(in_channels, t * in_channels, k=1)
+            self.depthwise = ConvBnRelu6(t * in_channels, t * in_channels, stride=stride, groups=t * in_channels)
         self.project = nn.Conv2d(t * in_channels, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out)
 
@@ -59,25 +59,25 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnRelu6(3, 32, 3, 2, 1)
-        self.inverted_residual1 = InvertedResidual(32, 16, 1, 1)
-        self.inverted_residual2 = InvertedResidual(16, 24, 6, 2)
-        self.inverted_residual3 = InvertedResidual(24, 24, 6, 1)
-        self.inverted_residual4 = InvertedResidual(24, 32, 6, 2)
-        self.inverted_residual5 = InvertedResidual(32, 32, 6, 1)
-        self.inverted_residual6 = InvertedResidual(32, 32, 6, 1)
-        self.inverted_residual7 = InvertedResidual(32, 64, 6, 2)
-        self.inverted_residual8 = InvertedResidual(64, 64, 6, 1)
-        self.inverted_residual9 = InvertedResidual(64, 64, 6, 1)
-        self.inverted_residual10 = InvertedResidual(64, 64, 6, 1)
-        self.inverted_residual11 = InvertedResidual(64, 96, 6, 1)
-        self.inverted_residual12 = InvertedResidual(96, 96, 6, 1)
-        self.inverted_residual13 = InvertedResidual(96, 96, 6, 1)
-        self.inverted_residual14 = InvertedResidual(96, 160, 6, 2)
-        self.inverted_residual15 = InvertedResidual(160, 160, 6, 1)
-        self.inverted_residual16 = InvertedResidual(160, 160, 6, 1)
-        self.inverted_residual17 = InvertedResidual(160, 320, 6, 1)
-        self.head = ConvBnRelu6(320, 1280, 1, 1, 1)
+        self.stem = ConvBnRelu6(3, 32, stride=2)
+        self.inverted_residual1 = InvertedResidual(32, 16, 1)
+        self.inverted_residual2 = InvertedResidual(16, 24, 6, stride=2)
+        self.inverted_residual3 = InvertedResidual(24, 24, 6)
+        self.inverted_residual4 = InvertedResidual(24, 32, 6, stride=2)
+        self.inverted_residual5 = InvertedResidual(32, 32, 6)
+        self.inverted_residual6 = InvertedResidual(32, 32, 6)
+        self.inverted_residual7 = InvertedResidual(32, 64, 6, stride=2)
+        self.inverted_residual8 = InvertedResidual(64, 64, 6)
+        self.inverted_residual9 = InvertedResidual(64, 64, 6)
+        self.inverted_residual10 = InvertedResidual(64, 64, 6)
+        self.inverted_residual11 = InvertedResidual(64, 96, 6)
+        self.inverted_residual12 = InvertedResidual(96, 96, 6)
+        self.inverted_residual13 = InvertedResidual(96, 96, 6)
+        self.inverted_residual14 = InvertedResidual(96, 160, 6, stride=2)
+        self.inverted_residual15 = InvertedResidual(160, 160, 6)
+        self.inverted_residual16 = InvertedResidual(160, 160, 6)
+        self.inverted_residual17 = InvertedResidual(160, 320, 6)
+        self.head = ConvBnRelu6(320, 1280, k=1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, classes)
 

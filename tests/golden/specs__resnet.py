@@ -25,7 +25,7 @@ class Stem(nn.Module):
 class Downsample(nn.Module):
     """The block `Downsample` (resnet.dl:18)."""
 
-    def __init__(self, in_channels: int, out: int, stride: int):
+    def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, 1, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out)
@@ -38,7 +38,7 @@ class Downsample(nn.Module):
 class BasicBlock(nn.Module):
     """The block `BasicBlock` (resnet.dl:24)."""
 
-    def __init__(self, in_channels: int, out: int, stride: int):
+    def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
         if not (in_channels == out or stride != 1):
             raise ValueError("BasicBlock was generated for in_channels == out or stride != 1; compile the spec again with these arguments to get the class they need")
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
         if stride != 1:
-            self.downsample = Downsample(in_channels, out, stride)
+            self.downsample = Downsample(in_channels, out, stride=stride)
         else:
             self.downsample = None
 
@@ -68,10 +68,10 @@ class BasicBlock(nn.Module):
 class Stage(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride == 1 and x.shape[1] == width."""
 
-    def __init__(self, width: int, stride: int):
+    def __init__(self, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(width, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(width, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -81,10 +81,10 @@ class Stage(nn.Module):
 class Stage2(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -97,10 +97,10 @@ class ResNet18(nn.Module):
     def __init__(self, classes: int = 1000):
         super().__init__()
         self.stem = Stem(3)
-        self.layer1 = Stage(64, 1)
-        self.layer2 = Stage2(64, 128, 2)
-        self.layer3 = Stage2(128, 256, 2)
-        self.layer4 = Stage2(256, 512, 2)
+        self.layer1 = Stage(64)
+        self.layer2 = Stage2(64, 128, stride=2)
+        self.layer3 = Stage2(128, 256, stride=2)
+        self.layer4 = Stage2(256, 512, stride=2)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
@@ -117,11 +117,11 @@ class ResNet18(nn.Module):
 class Stage3(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride == 1 and x.shape[1] == width."""
 
-    def __init__(self, width: int, stride: int):
+    def __init__(self, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(width, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
-        self.basic_block3 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(width, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
+        self.basic_block3 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -132,12 +132,12 @@ class Stage3(nn.Module):
 class Stage4(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
-        self.basic_block3 = BasicBlock(width, width, 1)
-        self.basic_block4 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
+        self.basic_block3 = BasicBlock(width, width)
+        self.basic_block4 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -149,14 +149,14 @@ class Stage4(nn.Module):
 class Stage5(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
-        self.basic_block3 = BasicBlock(width, width, 1)
-        self.basic_block4 = BasicBlock(width, width, 1)
-        self.basic_block5 = BasicBlock(width, width, 1)
-        self.basic_block6 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
+        self.basic_block3 = BasicBlock(width, width)
+        self.basic_block4 = BasicBlock(width, width)
+        self.basic_block5 = BasicBlock(width, width)
+        self.basic_block6 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -170,11 +170,11 @@ class Stage5(nn.Module):
 class Stage6(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, width, 1)
-        self.basic_block3 = BasicBlock(width, width, 1)
+        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
+        self.basic_block2 = BasicBlock(width, width)
+        self.basic_block3 = BasicBlock(width, width)
 
     def forward(self, x):
         h = self.basic_block1(x)
@@ -188,10 +188,10 @@ class ResNet34(nn.Module):
     def __init__(self, classes: int = 1000):
         super().__init__()
         self.stem = Stem(3)
-        self.layer1 = Stage3(64, 1)
-        self.layer2 = Stage4(64, 128, 2)
-        self.layer3 = Stage5(128, 256, 2)
-        self.layer4 = Stage6(256, 512, 2)
+        self.layer1 = Stage3(64)
+        self.layer2 = Stage4(64, 128, stride=2)
+        self.layer3 = Stage5(128, 256, stride=2)
+        self.layer4 = Stage6(256, 512, stride=2)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
@@ -208,7 +208,7 @@ class ResNet34(nn.Module):
 class Bottleneck(nn.Module):
     """The block `Bottleneck` (resnet.dl:33)."""
 
-    def __init__(self, in_channels: int, width: int, stride: int, expansion: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1, expansion: int = 4):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -217,7 +217,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(expansion * width)
         if in_channels != expansion * width or stride != 1:
-            self.downsample = Downsample(in_channels, expansion * width, stride)
+            self.downsample = Downsample(in_channels, expansion * width, stride=stride)
         else:
             self.downsample = None
 
@@ -241,11 +241,11 @@ class Bottleneck(nn.Module):
 class Stage7(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 3."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
+        self.bottleneck2 = Bottleneck(4 * width, width)
+        self.bottleneck3 = Bottleneck(4 * width, width)
 
     def forward(self, x):
         h = self.bottleneck1(x)
@@ -256,12 +256,12 @@ class Stage7(nn.Module):
 class Stage8(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck4 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
+        self.bottleneck2 = Bottleneck(4 * width, width)
+        self.bottleneck3 = Bottleneck(4 * width, width)
+        self.bottleneck4 = Bottleneck(4 * width, width)
 
     def forward(self, x):
         h = self.bottleneck1(x)
@@ -273,14 +273,14 @@ class Stage8(nn.Module):
 class Stage9(nn.Module):
     """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
         super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck3 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck4 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck5 = Bottleneck(4 * width, width, 1, 4)
-        self.bottleneck6 = Bottleneck(4 * width, width, 1, 4)
+        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
+        self.bottleneck2 = Bottleneck(4 * width, width)
+        self.bottleneck3 = Bottleneck(4 * width, width)
+        self.bottleneck4 = Bottleneck(4 * width, width)
+        self.bottleneck5 = Bottleneck(4 * width, width)
+        self.bottleneck6 = Bottleneck(4 * width, width)
 
     def forward(self, x):
         h = self.bottleneck1(x)
@@ -297,10 +297,10 @@ class ResNet50(nn.Module):
     def __init__(self, classes: int = 1000):
         super().__init__()
         self.stem = Stem(3)
-        self.layer1 = Stage7(64, 64, 1)
-        self.layer2 = Stage8(256, 128, 2)
-        self.layer3 = Stage9(512, 256, 2)
-        self.layer4 = Stage7(1024, 512, 2)
+        self.layer1 = Stage7(64, 64)
+        self.layer2 = Stage8(256, 128, stride=2)
+        self.layer3 = Stage9(512, 256, stride=2)
+        self.layer4 = Stage7(1024, 512, stride=2)
         self.fc = nn.Linear(2048, classes)
 
     def forward(self, x):

@@ -122,7 +122,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, source, target):
         x = self.embed(source)
-        x = x * (self.dim ** 0.5)
+        x = x * self.dim ** 0.5
         h = torch.arange(source.shape[1], device=source.device)
         h = self.source_pos(h)
         memory = x + h
@@ -130,7 +130,7 @@ class Seq2SeqTransformer(nn.Module):
         for block in self.encoder:
             memory = block(memory)
         x = self.embed(target)
-        x = x * (self.dim ** 0.5)
+        x = x * self.dim ** 0.5
         h = torch.arange(target.shape[1], device=target.device)
         h = self.target_pos(h)
         h = x + h

@@ -9,7 +9,7 @@ from torch import nn
 class SineStep(nn.Module):
     """The block `SineStep` (sine_forecaster.dl:6)."""
 
-    def __init__(self, input_size: int, hidden: int):
+    def __init__(self, input_size: int, hidden: int = 51):
         super().__init__()
         self.lstm1 = nn.LSTMCell(input_size, hidden)
         self.lstm2 = nn.LSTMCell(hidden, hidden)
@@ -31,7 +31,7 @@ class SineForecaster(nn.Module):
             raise ValueError("SineForecaster was compiled for future >= 0; compile it again with `dslc compile --set` to change that")
         self.hidden = hidden
         self.future = future
-        self.step = SineStep(1, hidden)
+        self.step = SineStep(1, hidden=hidden)
 
     def forward(self, x):
         B = x.shape[0]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class ConvLayer(nn.Module):
     """The block `ConvLayer` (style_transfer.dl:10)."""
 
-    def __init__(self, in_channels: int, out: int, k: int, stride: int):
+    def __init__(self, in_channels: int, out: int, k: int, stride: int = 1):
         super().__init__()
         self.reflection_pad = nn.ReflectionPad2d(k // 2)
         self.conv2d = nn.Conv2d(in_channels, out, k, stride=stride)
@@ -25,9 +25,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3, 1)
+        self.conv1 = ConvLayer(channels, channels, 3)
         self.in1 = nn.InstanceNorm2d(channels, affine=True)
-        self.conv2 = ConvLayer(channels, channels, 3, 1)
+        self.conv2 = ConvLayer(channels, channels, 3)
         self.in2 = nn.InstanceNorm2d(channels, affine=True)
 
     def forward(self, x):
@@ -59,11 +59,11 @@ class TransformerNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = ConvLayer(3, 32, 9, 1)
+        self.conv1 = ConvLayer(3, 32, 9)
         self.in1 = nn.InstanceNorm2d(32, affine=True)
-        self.conv2 = ConvLayer(32, 64, 3, 2)
+        self.conv2 = ConvLayer(32, 64, 3, stride=2)
         self.in2 = nn.InstanceNorm2d(64, affine=True)
-        self.conv3 = ConvLayer(64, 128, 3, 2)
+        self.conv3 = ConvLayer(64, 128, 3, stride=2)
         self.in3 = nn.InstanceNorm2d(128, affine=True)
         self.res1 = ResidualBlock(128)
         self.res2 = ResidualBlock(128)
@@ -74,7 +74,7 @@ class TransformerNet(nn.Module):
         self.in4 = nn.InstanceNorm2d(64, affine=True)
         self.deconv2 = UpsampleConvLayer(64, 32, 3, 2)
         self.in5 = nn.InstanceNorm2d(32, affine=True)
-        self.deconv3 = ConvLayer(32, 3, 9, 1)
+        self.deconv3 = ConvLayer(32, 3, 9)
 
     def forward(self, x):
         H = x.shape[2]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 class TransformerBlock(nn.Module):
     """The block `TransformerBlock` (transformer.dl:13), built for x.shape[2] == dim."""
 
-    def __init__(self, dim: int, heads: int, ff: int, dropout: float):
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float = 0.1):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.dropout1 = nn.Dropout(dropout)
@@ -40,7 +40,7 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)
-        self.layers = nn.ModuleList([TransformerBlock(dim, heads, 4 * dim, 0.1) for _ in range(depth)])
+        self.layers = nn.ModuleList([TransformerBlock(dim, heads, 4 * dim) for _ in range(depth)])
         self.head = nn.Linear(dim, classes)
 
     def forward(self, tokens):

@@ -17,13 +17,13 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens):
         x = self.embedding(tokens)
-        return x * (self.emb_size ** 0.5)
+        return x * self.emb_size ** 0.5
 
 
 class PositionalEncoding(nn.Module):
     """The block `PositionalEncoding` (translator.dl:23), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen and x.shape[2] == emb_size."""
 
-    def __init__(self, emb_size: int, dropout: float, maxlen: int):
+    def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
         super().__init__()
         x = torch.arange(0, emb_size, 2, dtype=torch.float32)
         x2 = -x
@@ -55,7 +55,7 @@ class Translator(nn.Module):
             raise ValueError("Translator was compiled for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen; compile it again with `dslc compile --set` to change that")
         self.maxlen = maxlen
         self.src_tok_emb = TokenEmbedding(src_vocab, emb_size)
-        self.positional_encoding = PositionalEncoding(emb_size, dropout, maxlen)
+        self.positional_encoding = PositionalEncoding(emb_size, dropout, maxlen=maxlen)
         self.tgt_tok_emb = TokenEmbedding(tgt_vocab, emb_size)
         self.transformer = nn.Transformer(d_model=emb_size, nhead=nhead, num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout, batch_first=True)
         self.generator = nn.Linear(emb_size, tgt_vocab)

@@ -41,7 +41,7 @@ class Down(nn.Module):
 class Up(nn.Module):
     """The block `Up` (unet.dl:28), built for 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] == skip.shape[3]."""
 
-    def __init__(self, in_channels: int, skip_dim1: int, out: int, bilinear: bool):
+    def __init__(self, in_channels: int, skip_dim1: int, out: int, bilinear: bool = False):
         super().__init__()
         if not bilinear:
             self.deconv = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
@@ -69,10 +69,10 @@ class UNet(nn.Module):
         self.down2 = Down(2 * base, 4 * base)
         self.down3 = Down(4 * base, 8 * base)
         self.down4 = Down(8 * base, 16 * base)
-        self.up1 = Up(16 * base, 8 * base, 8 * base, False)
-        self.up2 = Up(8 * base, 4 * base, 4 * base, False)
-        self.up3 = Up(4 * base, 2 * base, 2 * base, False)
-        self.up4 = Up(2 * base, base, base, False)
+        self.up1 = Up(16 * base, 8 * base, 8 * base)
+        self.up2 = Up(8 * base, 4 * base, 4 * base)
+        self.up3 = Up(4 * base, 2 * base, 2 * base)
+        self.up4 = Up(2 * base, base, base)
         self.outc = nn.Conv2d(base, classes, 1)
 
     def forward(self, image):
@@ -98,10 +98,10 @@ class UNetBilinear(nn.Module):
         self.down2 = Down(2 * base, 4 * base)
         self.down3 = Down(4 * base, 8 * base)
         self.down4 = Down(8 * base, 8 * base)
-        self.up1 = Up(8 * base, 8 * base, 4 * base, True)
-        self.up2 = Up(4 * base, 4 * base, 2 * base, True)
-        self.up3 = Up(2 * base, 2 * base, base, True)
-        self.up4 = Up(base, base, base, True)
+        self.up1 = Up(8 * base, 8 * base, 4 * base, bilinear=True)
+        self.up2 = Up(4 * base, 4 * base, 2 * base, bilinear=True)
+        self.up3 = Up(2 * base, 2 * base, base, bilinear=True)
+        self.up4 = Up(base, base, base, bilinear=True)
         self.outc = nn.Conv2d(base, classes, 1)
 
     def forward(self, image):

@@ -1,6 +1,7 @@
 """Arithmetic and comparison operators: `a + b`, `a @ b`, `a == b`, with torch's dtype promotion."""
 from __future__ import annotations
 
+import ast as pyast
 import operator
 import re
 
@@ -138,13 +139,38 @@ _ATOMIC = re.compile(r"[A-Za-z_][\w.]*|\d[\w.]*")
 _NUMBER = re.compile(r"-?\d[\w.]*")
 
 
-def _operand(text: str, power: bool, right: bool = False) -> str:
-    """An operand of `a <op> b` as Python source: a name or a number as it is, anything else
+def _operand(text: str, sym: str, right: bool = False) -> str:
+    """An operand of `a <sym> b` as Python source: a name or a number as it is, anything else
     (`self.n - 1`) in parentheses, so that `x / (n - 1)` keeps its meaning. A negative number needs
-    them only left of `**` (`(-2.0) ** x`); `x * -0.5` reads as it means."""
+    them only left of `**` (`(-2.0) ** x`); `x * -0.5` reads as it means. Around `*`, `/`, `+`
+    and `-`, an operand that binds tighter keeps none: `x * self.d ** 0.5`, as a person writes it."""
+    power = sym == "**"
     if _ATOMIC.fullmatch(text) or _is_call(text) or (_NUMBER.fullmatch(text) and (right or not power)):
         return text
+    outer = _PRECEDENCE.get(sym)
+    if outer is not None:
+        inner = _precedence(text)
+        if inner > outer or (inner == outer and not right):
+            return text
     return f"({text})"
+
+
+_PRECEDENCE = {"+": 4, "-": 4, "*": 5, "/": 5}
+_BINARY = {pyast.Add: 4, pyast.Sub: 4, pyast.Mult: 5, pyast.Div: 5, pyast.FloorDiv: 5, pyast.Mod: 5,
+           pyast.MatMult: 5, pyast.Pow: 7}
+
+
+def _precedence(text: str) -> int:
+    """How tightly Python binds the expression's outermost operator (0: not one of the arithmetic ones)."""
+    try:
+        node = pyast.parse(text, mode="eval").body
+    except SyntaxError:
+        return 0
+    if isinstance(node, pyast.BinOp):
+        return _BINARY.get(type(node.op), 0)
+    if isinstance(node, pyast.UnaryOp) and isinstance(node.op, (pyast.USub, pyast.UAdd)):
+        return 6
+    return 9 if isinstance(node, (pyast.Name, pyast.Attribute, pyast.Call, pyast.Subscript, pyast.Constant)) else 0
 
 
 def _is_call(text: str) -> bool:
@@ -175,8 +201,8 @@ _CALLEE = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 
 def _infix(sym: str) -> TorchFunction:
     """`a <sym> b` as Python source."""
-    return TorchFunction(lambda e: f"{_operand(e.arg('input'), sym == '**')} {sym} "
-                                   f"{_operand(e.arg('other'), False, right=True)}")
+    return TorchFunction(lambda e: f"{_operand(e.arg('input'), sym)} {sym} "
+                                   f"{_operand(e.arg('other'), sym, right=True)}")
 
 
 _APPLY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv, "pow": operator.pow}
