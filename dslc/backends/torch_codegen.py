@@ -15,6 +15,7 @@ is dead. The file imports only torch and is byte-identical run to run.
 """
 from __future__ import annotations
 
+import ast as pyast
 import os
 import re
 from dataclasses import dataclass, field
@@ -473,12 +474,15 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         uses = _use_counts(g, nodes)
+        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use), var, body)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             if special is not None:
+                if special:
+                    held.flush()
                 body += special
                 continue
-            expr = self._node_expr(node, var, printer, params)
+            expr = held.written_into(node, lambda: self._node_expr(node, var, printer, params))
             if _is_alias(node, expr, var) or _weight_view(node, g, uses):
                 var[Ref(node.id)] = expr   # `x @ self.wte.weight.transpose(0, 1)`: no local for a weight's view
                 continue
@@ -486,14 +490,21 @@ class _ClassWriter:
                     and node.names[0] is None and SEP not in g.outputs[0][0]:
                 body.append(f"return {expr}")
                 break
-            targets = self._targets(node, i, var, holder, temps, local, last_use)
-            body.append(f"{targets} = {expr}")
+            if not held.hold(node, i, expr, _inlinable(node, i, nodes, g, self._special_node_kind)):
+                body.append(f"{self._targets(node, i, var, holder, temps, local, last_use)} = {expr}")
         else:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
         prologue = self._symbol_bindings(var) + checks + self._layout(var)
         sig = ", ".join(["self"] + [p + self._tuple_annotation(p) for p in params])
         return [f"def forward({sig}):"] + [INDENT + line for line in prologue + body]
+
+    def _special_node_kind(self, node: Node) -> bool:
+        """A node written as more than one statement `x = expr` (see _special_node)."""
+        if node.kind in ("param", "weight", "buffer") or is_scan(node):
+            return True
+        inst = self.graph.instances.get(node.instance) if node.instance is not None else None
+        return inst is not None and inst.container is not None
 
     def _special_node(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                       params) -> list[str] | None:
@@ -951,6 +962,83 @@ def with_defaults(graph: Graph, signature: list) -> list:
             break
         out[i] = (key, name, ann, declared[key])
     return out
+
+
+# ---------------------------------------------------------------- nested calls in forward
+
+INLINE = "__dslc_inline__"     # stands for a held value while its reader is written
+MAX_NESTING = 3                # calls written inside one another at most
+MAX_STATEMENT = 88             # characters of a statement with a value written into it
+
+
+class _Held:
+    """A value not bound to a local but written into the statement that reads it next, as a person
+    writes `x = F.relu(self.bn1(self.conv1(x)))`: an unnamed result read once, by the very next
+    statement, so nothing runs between making it and reading it (random draws keep their order)."""
+
+    def __init__(self, targets, var: dict, body: list):
+        self.targets, self.var, self.body = targets, var, body
+        self.node, self.index, self.expr, self.depth = None, -1, "", 0
+        self.carried = 0      # values nested in the expression just written
+
+    def flush(self) -> None:
+        """Bind the held value to a local after all (`h = self.conv1(x)`)."""
+        if self.node is not None:
+            node, expr = self.node, self.expr
+            self.node = None
+            self.body.append(f"{self.targets(node, self.index)} = {expr}")
+
+    def written_into(self, node: Node, expr_of) -> str:
+        """The node's expression, with the held value written in where it reads it, or after binding
+        the held value to a local where it cannot be (read twice, a statement too long)."""
+        self.carried = 0
+        if self.node is None:
+            return expr_of()
+        ref = Ref(self.node.id)
+        self.var[ref] = INLINE
+        text = _write_in(expr_of(), self.expr)
+        if text is not None and len(text) <= MAX_STATEMENT - 12:
+            self.node, self.carried = None, self.depth + 1
+            self.var[ref] = self.expr
+            return text
+        self.flush()
+        return expr_of()
+
+    def hold(self, node: Node, i: int, expr: str, inlinable: bool) -> bool:
+        """Hold the node's value for the next statement when it may be written there."""
+        if not inlinable or self.carried + 1 >= MAX_NESTING:
+            return False
+        self.node, self.index, self.expr, self.depth = node, i, expr, self.carried
+        return True
+
+
+def _write_in(reader: str, value: str) -> str | None:
+    """`reader` with `value` where INLINE stands, parenthesized only if Python would read it otherwise;
+    None when the reader reads it more than once or is no expression."""
+    if reader.count(INLINE) != 1:
+        return None
+    plain, wrapped = reader.replace(INLINE, value), reader.replace(INLINE, f"({value})")
+    try:
+        same = pyast.dump(pyast.parse(plain, mode="eval")) == pyast.dump(pyast.parse(wrapped, mode="eval"))
+    except SyntaxError:
+        return None
+    return plain if same else wrapped
+
+
+def _inlinable(node: Node, i: int, nodes: list, g: Graph, special_kind) -> bool:
+    """An unnamed single result of an op or block call, read once, by the next node, which is an
+    ordinary statement, and not a result of the graph."""
+    if node.kind not in ("op", "call") or len(node.outputs) != 1 or node.names[0] is not None:
+        return False
+    if i + 1 >= len(nodes) or special_kind(nodes[i + 1]):
+        return False
+    ref = Ref(node.id)
+    if any(r == ref for _, r in g.outputs):
+        return False
+    readers = [n for n in nodes if ref in n.inputs or any(
+        isinstance(t, TensorValue) and t.ref == ref for v in n.args.values()
+        for t in (v if isinstance(v, tuple) else (v,)))]
+    return len(readers) == 1 and readers[0] is nodes[i + 1] and nodes[i + 1].inputs.count(ref) == 1
 
 
 def is_module(inst: Instance) -> bool:

@@ -37,9 +37,7 @@ class MnistMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, image):
-        x = image.flatten(1)
-        x = self.fc1(x)
-        x = F.relu(x)
+        x = F.relu(self.fc1(image.flatten(1)))
         return self.fc2(x)
 
 
@@ -53,13 +51,10 @@ class TwoTower(nn.Module):
         self.fc = nn.Linear(128, 1)
 
     def forward(self, left, right):
-        x = self.left_proj(left)
-        a = F.relu(x)
-        x = self.right_proj(right)
-        b = F.relu(x)
+        a = F.relu(self.left_proj(left))
+        b = F.relu(self.right_proj(right))
         joined = torch.cat([a, b], dim=1)
-        x = self.fc(joined)
-        return torch.sigmoid(x)
+        return torch.sigmoid(self.fc(joined))
 
 
 class ConvBnRelu(nn.Module):
@@ -71,9 +66,7 @@ class ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu(h)
+        return F.relu(self.bn(self.conv(x)))
 
 
 class Residual(nn.Module):
@@ -86,11 +79,8 @@ class Residual(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv(h)
-        main = self.bn(h)
-        h = main + x
-        return F.relu(h)
+        main = self.bn(self.conv(self.conv_bn_relu(x)))
+        return F.relu(main + x)
 
 
 class Residual2(nn.Module):
@@ -105,13 +95,9 @@ class Residual2(nn.Module):
         self.bn2 = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv1(h)
-        main = self.bn1(h)
-        h = self.conv2(x)
-        skip = self.bn2(h)
-        h = main + skip
-        return F.relu(h)
+        main = self.bn1(self.conv1(self.conv_bn_relu(x)))
+        skip = self.bn2(self.conv2(x))
+        return F.relu(main + skip)
 
 
 class ResNet18(nn.Module):
@@ -131,18 +117,10 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.residual1(h)
-        h = self.residual2(h)
-        h = self.residual3(h)
-        h = self.residual4(h)
-        h = self.residual5(h)
-        h = self.residual6(h)
-        h = self.residual7(h)
-        h = self.residual8(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
+        h = self.residual5(self.residual4(self.residual3(h)))
+        h = self.residual8(self.residual7(self.residual6(h)))
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
 class LSTMClassifier(nn.Module):
@@ -155,11 +133,9 @@ class LSTMClassifier(nn.Module):
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        _, (h, _) = self.lstm(x)
+        _, (h, _) = self.lstm(self.embedding(tokens))
         x = h[-2]
-        y = h[-1]
-        last = torch.cat([x, y], dim=1)
+        last = torch.cat([x, h[-1]], dim=1)
         return self.fc(last)
 
 
@@ -175,15 +151,12 @@ class VAE(nn.Module):
         self.fc5 = nn.Linear(256, input_dim)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.relu(h)
+        h = F.relu(self.fc1(x))
         mu = self.fc2(h)
         log_var = self.fc3(h)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        h = self.fc4(z)
-        h = F.relu(h)
-        h = self.fc5(h)
-        recon = torch.sigmoid(h)
+        y = self.fc5(F.relu(self.fc4(z)))
+        recon = torch.sigmoid(y)
         return recon, mu, log_var
 
 
@@ -197,12 +170,8 @@ class Generator(nn.Module):
         self.fc3 = nn.Linear(512, out)
 
     def forward(self, z):
-        x = self.fc1(z)
-        x = F.leaky_relu(x, 0.2)
-        x = self.fc2(x)
-        x = F.leaky_relu(x, 0.2)
-        x = self.fc3(x)
-        return torch.tanh(x)
+        x = self.fc2(F.leaky_relu(self.fc1(z), 0.2))
+        return torch.tanh(self.fc3(F.leaky_relu(x, 0.2)))
 
 
 class Discriminator(nn.Module):
@@ -215,12 +184,8 @@ class Discriminator(nn.Module):
         self.fc3 = nn.Linear(256, 1)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc2(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc3(h)
-        return torch.sigmoid(h)
+        h = self.fc2(F.leaky_relu(self.fc1(x), 0.2))
+        return torch.sigmoid(self.fc3(F.leaky_relu(h, 0.2)))
 
 
 class Backbone(nn.Module):
@@ -234,12 +199,8 @@ class Backbone(nn.Module):
         self.layer4 = ConvBnRelu(128, 128)
 
     def forward(self, x):
-        h = self.layer1(x)
-        h = self.layer2(h)
-        h = self.layer3(h)
-        h = self.layer4(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        return h.flatten(1)
+        h = self.layer3(self.layer2(self.layer1(x)))
+        return F.adaptive_avg_pool2d(self.layer4(h), 1).flatten(1)
 
 
 class Classifier(nn.Module):
@@ -251,8 +212,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(128, classes)
 
     def forward(self, x):
-        h = self.backbone(x)
-        return self.head(h)
+        return self.head(self.backbone(x))
 
 
 class Encoder(nn.Module):
@@ -268,13 +228,9 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         n = self.norm1(x)
-        h = self.attn(n, n, n, need_weights=False)[0]
-        h = x + h
-        y = self.norm2(h)
-        y = self.fc1(y)
-        y = F.gelu(y)
-        y = self.fc2(y)
-        return h + y
+        h = x + self.attn(n, n, n, need_weights=False)[0]
+        y = F.gelu(self.fc1(self.norm2(h)))
+        return h + self.fc2(y)
 
 
 class ViT(nn.Module):
@@ -292,16 +248,11 @@ class ViT(nn.Module):
 
     def forward(self, x):
         B = x.shape[0]
-        h = self.conv(x)
-        h = h.flatten(2)
-        p = h.transpose(1, 2)
-        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1)
-        h = h + self.pos
+        p = self.conv(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1) + self.pos
         for block in self.encoders:
             h = block(h)
-        h = h[:, 0]
-        h = self.norm(h)
-        return self.fc(h)
+        return self.fc(self.norm(h[:, 0]))
 
 
 class CausalSelfAttention(nn.Module):
@@ -315,8 +266,7 @@ class CausalSelfAttention(nn.Module):
         self.fc2 = nn.Linear(dim, dim)
 
     def forward(self, x):
-        h = self.fc1(x)
-        q, k, v = h.chunk(3, dim=-1)
+        q, k, v = self.fc1(x).chunk(3, dim=-1)
         h = multi_head_attention(q, k, v, self.heads, causal=True, dropout=self.dropout, training=self.training)
         return self.fc2(h)
 
@@ -394,107 +344,45 @@ class GPT(nn.Module):
 
     def forward(self, tokens):
         x = self.wte(tokens)
-        h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.embedding(h)
-        h = x + h
-        x = self.norm1(h)
-        x = self.causal_self_attention1(x)
-        h = h + x
-        x = self.norm2(h)
-        x = self.fc1(x)
-        x = F.gelu(x)
-        x = self.fc2(x)
-        h = h + x
-        x = self.norm3(h)
-        x = self.causal_self_attention2(x)
-        h = h + x
-        x = self.norm4(h)
-        x = self.fc3(x)
-        x = F.gelu(x)
-        x = self.fc4(x)
-        h = h + x
-        x = self.norm5(h)
-        x = self.causal_self_attention3(x)
-        h = h + x
-        x = self.norm6(h)
-        x = self.fc5(x)
-        x = F.gelu(x)
-        x = self.fc6(x)
-        h = h + x
-        x = self.norm7(h)
-        x = self.causal_self_attention4(x)
-        h = h + x
-        x = self.norm8(h)
-        x = self.fc7(x)
-        x = F.gelu(x)
-        x = self.fc8(x)
-        h = h + x
-        x = self.norm9(h)
-        x = self.causal_self_attention5(x)
-        h = h + x
-        x = self.norm10(h)
-        x = self.fc9(x)
-        x = F.gelu(x)
-        x = self.fc10(x)
-        h = h + x
-        x = self.norm11(h)
-        x = self.causal_self_attention6(x)
-        h = h + x
-        x = self.norm12(h)
-        x = self.fc11(x)
-        x = F.gelu(x)
-        x = self.fc12(x)
-        h = h + x
-        x = self.norm13(h)
-        x = self.causal_self_attention7(x)
-        h = h + x
-        x = self.norm14(h)
-        x = self.fc13(x)
-        x = F.gelu(x)
-        x = self.fc14(x)
-        h = h + x
-        x = self.norm15(h)
-        x = self.causal_self_attention8(x)
-        h = h + x
-        x = self.norm16(h)
-        x = self.fc15(x)
-        x = F.gelu(x)
-        x = self.fc16(x)
-        h = h + x
-        x = self.norm17(h)
-        x = self.causal_self_attention9(x)
-        h = h + x
-        x = self.norm18(h)
-        x = self.fc17(x)
-        x = F.gelu(x)
-        x = self.fc18(x)
-        h = h + x
-        x = self.norm19(h)
-        x = self.causal_self_attention10(x)
-        h = h + x
-        x = self.norm20(h)
-        x = self.fc19(x)
-        x = F.gelu(x)
-        x = self.fc20(x)
-        h = h + x
-        x = self.norm21(h)
-        x = self.causal_self_attention11(x)
-        h = h + x
-        x = self.norm22(h)
-        x = self.fc21(x)
-        x = F.gelu(x)
-        x = self.fc22(x)
-        h = h + x
-        x = self.norm23(h)
-        x = self.causal_self_attention12(x)
-        h = h + x
-        x = self.norm24(h)
-        x = self.fc23(x)
-        x = F.gelu(x)
-        x = self.fc24(x)
-        h = h + x
-        h = self.norm25(h)
-        return h @ self.wte.weight.transpose(0, 1)
+        h = x + self.embedding(torch.arange(tokens.shape[1], device=tokens.device))
+        h = h + self.causal_self_attention1(self.norm1(h))
+        x = F.gelu(self.fc1(self.norm2(h)))
+        h = h + self.fc2(x)
+        h = h + self.causal_self_attention2(self.norm3(h))
+        x = F.gelu(self.fc3(self.norm4(h)))
+        h = h + self.fc4(x)
+        h = h + self.causal_self_attention3(self.norm5(h))
+        x = F.gelu(self.fc5(self.norm6(h)))
+        h = h + self.fc6(x)
+        h = h + self.causal_self_attention4(self.norm7(h))
+        x = F.gelu(self.fc7(self.norm8(h)))
+        h = h + self.fc8(x)
+        h = h + self.causal_self_attention5(self.norm9(h))
+        x = F.gelu(self.fc9(self.norm10(h)))
+        h = h + self.fc10(x)
+        h = h + self.causal_self_attention6(self.norm11(h))
+        x = F.gelu(self.fc11(self.norm12(h)))
+        h = h + self.fc12(x)
+        h = h + self.causal_self_attention7(self.norm13(h))
+        x = F.gelu(self.fc13(self.norm14(h)))
+        h = h + self.fc14(x)
+        h = h + self.causal_self_attention8(self.norm15(h))
+        x = F.gelu(self.fc15(self.norm16(h)))
+        h = h + self.fc16(x)
+        h = h + self.causal_self_attention9(self.norm17(h))
+        x = F.gelu(self.fc17(self.norm18(h)))
+        h = h + self.fc18(x)
+        h = h + self.causal_self_attention10(self.norm19(h))
+        x = F.gelu(self.fc19(self.norm20(h)))
+        h = h + self.fc20(x)
+        h = h + self.causal_self_attention11(self.norm21(h))
+        x = F.gelu(self.fc21(self.norm22(h)))
+        h = h + self.fc22(x)
+        h = h + self.causal_self_attention12(self.norm23(h))
+        x = F.gelu(self.fc23(self.norm24(h)))
+        h = h + self.fc24(x)
+        x = self.norm25(h)
+        return x @ self.wte.weight.transpose(0, 1)
 
 
 MODELS = {"MnistMLP": MnistMLP, "TwoTower": TwoTower, "ResNet18": ResNet18, "LSTMClassifier": LSTMClassifier, "VAE": VAE, "Generator": Generator, "Discriminator": Discriminator, "Classifier": Classifier, "ViT": ViT, "GPT": GPT}
@@ -526,12 +414,8 @@ class MLP(nn.Module):
         self.fc3 = nn.Linear(hidden, classes)
 
     def forward(self, x):
-        h = x.flatten(1)
-        h = self.fc1(h)
-        h = F.relu(h)
-        h = self.fc2(h)
-        h = F.relu(h)
-        return self.fc3(h)
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(h)))
 
 
 MODELS = {"MLP": MLP}

@@ -16,9 +16,7 @@ class Encoder(nn.Module):
         self.fc2 = nn.Linear(hidden, latent)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.relu(h)
-        return self.fc2(h)
+        return self.fc2(F.relu(self.fc1(x)))
 
 
 class Decoder(nn.Module):
@@ -30,9 +28,7 @@ class Decoder(nn.Module):
         self.fc2 = nn.Linear(hidden, out)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.relu(h)
-        h = self.fc2(h)
+        h = self.fc2(F.relu(self.fc1(x)))
         return torch.sigmoid(h)
 
 
@@ -60,8 +56,7 @@ class DenoisingAutoencoder(nn.Module):
         self.decoder = Decoder(latent, hidden, input_dim)
 
     def forward(self, x):
-        h = self.corrupt(x)
-        code = self.encoder(h)
+        code = self.encoder(self.corrupt(x))
         recon = self.decoder(code)
         return recon, code
 

@@ -21,16 +21,10 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(self, x):
-        h = self.attn(x, x, x, need_weights=False)[0]
-        h = self.dropout1(h)
-        h = x + h
+        h = x + self.dropout1(self.attn(x, x, x, need_weights=False)[0])
         h = self.norm1(h)
-        y = self.fc1(h)
-        y = F.gelu(y)
-        y = self.fc2(y)
-        y = self.dropout2(y)
-        h = h + y
-        return self.norm2(h)
+        y = self.fc2(F.gelu(self.fc1(h)))
+        return self.norm2(h + self.dropout2(y))
 
 
 class BertClassifier(nn.Module):
@@ -54,20 +48,13 @@ class BertClassifier(nn.Module):
 
     def forward(self, tokens, segment_ids):
         x = self.word_embed(tokens)
-        h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.pos_embed(h)
-        h = x + h
-        x = self.segment_embed(segment_ids)
-        h = h + x
-        h = self.embed_norm(h)
-        h = self.dropout1(h)
+        h = x + self.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
+        h = h + self.segment_embed(segment_ids)
+        h = self.dropout1(self.embed_norm(h))
         for block in self.layers:
             h = block(h)
-        h = h[:, 0]
-        h = self.pooler(h)
-        pooled = torch.tanh(h)
-        x = self.dropout2(pooled)
-        return self.classifier(x)
+        pooled = torch.tanh(self.pooler(h[:, 0]))
+        return self.classifier(self.dropout2(pooled))
 
 
 MODELS = {"BertClassifier": BertClassifier}

@@ -43,20 +43,13 @@ class ResidualAttentionBlock(nn.Module):
         self.c_proj = nn.Linear(4 * dim, dim)
 
     def forward(self, x):
-        h = self.ln1(x)
-        h = self.in_proj(h)
-        q, k, v = h.chunk(3, dim=-1)
+        q, k, v = self.in_proj(self.ln1(x)).chunk(3, dim=-1)
         if self.causal:
-            h = multi_head_attention(q, k, v, self.heads, causal=True)
+            x = x + self.out_proj(multi_head_attention(q, k, v, self.heads, causal=True))
         else:
-            h = multi_head_attention(q, k, v, self.heads)
-        h = self.out_proj(h)
-        x = x + h
-        h = self.ln2(x)
-        h = self.c_fc(h)
-        h = F.gelu(h)
-        h = self.c_proj(h)
-        return x + h
+            x = x + self.out_proj(multi_head_attention(q, k, v, self.heads))
+        h = F.gelu(self.c_fc(self.ln2(x)))
+        return x + self.c_proj(h)
 
 
 class VisionTransformer(nn.Module):
@@ -75,17 +68,13 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x):
         B = x.shape[0]
-        h = self.conv1(x)
-        h = h.flatten(2)
-        tokens = h.transpose(1, 2)
+        tokens = self.conv1(x).flatten(2).transpose(1, 2)
         h = torch.cat([self.class_embedding.expand(B, 1, self.dim), tokens], dim=1)
         h = h + self.positional_embedding
         h = self.ln_pre(h)
         for block in self.resblocks:
             h = block(h)
-        h = h[:, 0]
-        h = self.ln_post(h)
-        return self.proj(h)
+        return self.proj(self.ln_post(h[:, 0]))
 
 
 class TextTransformer(nn.Module):
@@ -102,13 +91,10 @@ class TextTransformer(nn.Module):
     def forward(self, tokens):
         x = self.token_embedding(tokens)
         h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.positional_embedding(h)
-        h = x + h
+        h = x + self.positional_embedding(h)
         for block in self.resblocks:
             h = block(h)
-        h = h[:, -1]
-        h = self.ln_final(h)
-        return self.text_projection(h)
+        return self.text_projection(self.ln_final(h[:, -1]))
 
 
 class CLIP(nn.Module):
@@ -126,9 +112,7 @@ class CLIP(nn.Module):
         image_features = F.normalize(image_features, dim=-1)
         text_features = F.normalize(text_features, dim=-1)
         scale = torch.exp(self.logit_scale)
-        x = text_features.transpose(0, 1)
-        x = image_features @ x
-        logits_per_image = scale * x
+        logits_per_image = scale * (image_features @ text_features.transpose(0, 1))
         logits_per_text = logits_per_image.transpose(0, 1)
         return logits_per_image, logits_per_text
 

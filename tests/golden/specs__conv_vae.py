@@ -16,9 +16,7 @@ class Down(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.leaky_relu(h)
+        return F.leaky_relu(self.bn(self.conv(x)))
 
 
 class Up(nn.Module):
@@ -30,9 +28,7 @@ class Up(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.deconv(x)
-        h = self.bn(h)
-        return F.leaky_relu(h)
+        return F.leaky_relu(self.bn(self.deconv(x)))
 
 
 class ConvVAE(nn.Module):
@@ -68,15 +64,12 @@ class ConvVAE(nn.Module):
         mu = self.fc_mu(f)
         log_var = self.fc_var(f)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        h = self.decoder_input(z)
-        h = h.reshape(B, 512, 2, 2)
+        h = self.decoder_input(z).reshape(B, 512, 2, 2)
         h = self.up1(h)
         h = self.up2(h)
         h = self.up3(h)
         h = self.up4(h)
-        h = self.up5(h)
-        h = self.conv(h)
-        recon = torch.tanh(h)
+        recon = torch.tanh(self.conv(self.up5(h)))
         return recon, mu, log_var
 
 

@@ -16,9 +16,7 @@ class UpBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.deconv(x)
-        h = self.bn(h)
-        return F.relu(h)
+        return F.relu(self.bn(self.deconv(x)))
 
 
 class DCGANGenerator(nn.Module):
@@ -35,12 +33,8 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z):
         B = z.shape[0]
-        x = z.reshape(B, self.latent, 1, 1)
-        x = self.up_block1(x)
-        x = self.up_block2(x)
-        x = self.up_block3(x)
-        x = self.up_block4(x)
-        x = self.deconv(x)
+        x = self.up_block2(self.up_block1(z.reshape(B, self.latent, 1, 1)))
+        x = self.deconv(self.up_block4(self.up_block3(x)))
         return torch.tanh(x)
 
 
@@ -53,9 +47,7 @@ class DownBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.leaky_relu(h, 0.2)
+        return F.leaky_relu(self.bn(self.conv(x)), 0.2)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -70,14 +62,9 @@ class DCGANDiscriminator(nn.Module):
         self.conv2 = nn.Conv2d(8 * features, 1, 4, bias=False)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = F.leaky_relu(h, 0.2)
-        h = self.down_block1(h)
-        h = self.down_block2(h)
-        h = self.down_block3(h)
-        h = self.conv2(h)
-        h = h.flatten(1)
-        return torch.sigmoid(h)
+        h = self.down_block1(F.leaky_relu(self.conv1(x), 0.2))
+        h = self.conv2(self.down_block3(self.down_block2(h)))
+        return torch.sigmoid(h.flatten(1))
 
 
 class ConditionalGenerator(nn.Module):
@@ -96,21 +83,12 @@ class ConditionalGenerator(nn.Module):
         self.fc5 = nn.Linear(1024, out)
 
     def forward(self, z, label):
-        x = self.label_embed(label)
-        h = torch.cat([x, z], dim=1)
-        h = self.fc1(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc2(h)
-        h = self.bn1(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc3(h)
-        h = self.bn2(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc4(h)
-        h = self.bn3(h)
-        h = F.leaky_relu(h, 0.2)
-        x = self.fc5(h)
-        return torch.tanh(x)
+        h = torch.cat([self.label_embed(label), z], dim=1)
+        h = F.leaky_relu(self.fc1(h), 0.2)
+        h = F.leaky_relu(self.bn1(self.fc2(h)), 0.2)
+        h = F.leaky_relu(self.bn2(self.fc3(h)), 0.2)
+        h = F.leaky_relu(self.bn3(self.fc4(h)), 0.2)
+        return torch.tanh(self.fc5(h))
 
 
 class ConditionalDiscriminator(nn.Module):
@@ -127,18 +105,11 @@ class ConditionalDiscriminator(nn.Module):
         self.fc4 = nn.Linear(512, 1)
 
     def forward(self, x, label):
-        h = self.label_embed(label)
-        h = torch.cat([x, h], dim=1)
-        h = self.fc1(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc2(h)
-        h = self.dropout1(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc3(h)
-        h = self.dropout2(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc4(h)
-        return torch.sigmoid(h)
+        h = torch.cat([x, self.label_embed(label)], dim=1)
+        y = self.fc2(F.leaky_relu(self.fc1(h), 0.2))
+        y = self.fc3(F.leaky_relu(self.dropout1(y), 0.2))
+        y = self.fc4(F.leaky_relu(self.dropout2(y), 0.2))
+        return torch.sigmoid(y)
 
 
 MODELS = {"DCGANGenerator": DCGANGenerator, "DCGANDiscriminator": DCGANDiscriminator, "ConditionalGenerator": ConditionalGenerator, "ConditionalDiscriminator": ConditionalDiscriminator}

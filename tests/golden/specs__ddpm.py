@@ -37,14 +37,11 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t):
         x = torch.arange(self.dim // 2, dtype=torch.float32, device=t.device)
-        x = x * (-9.210340371976184 / (self.dim // 2 - 1))
-        freqs = torch.exp(x)
+        freqs = torch.exp(x * (-9.210340371976184 / (self.dim // 2 - 1)))
         x = t.unsqueeze(1)
-        h = freqs.unsqueeze(0)
-        args = x * h
+        args = x * freqs.unsqueeze(0)
         x = torch.sin(args)
-        h = torch.cos(args)
-        return torch.cat([x, h], dim=1)
+        return torch.cat([x, torch.cos(args)], dim=1)
 
 
 class ResnetBlock(nn.Module):
@@ -66,18 +63,11 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = None
 
     def forward(self, x, temb):
-        h = self.norm1(x)
-        h = F.silu(h)
-        h = self.conv1(h)
-        y = F.silu(temb)
-        y = self.temb_proj(y)
-        y = y.unsqueeze(-1)
-        y = y.unsqueeze(-1)
-        h = h + y
-        h = self.norm2(h)
-        h = F.silu(h)
-        h = self.dropout(h)
-        h = self.conv2(h)
+        h = self.conv1(F.silu(self.norm1(x)))
+        y = self.temb_proj(F.silu(temb)).unsqueeze(-1)
+        h = h + y.unsqueeze(-1)
+        y = self.dropout(F.silu(self.norm2(h)))
+        h = self.conv2(y)
         if self.nin_shortcut is not None:
             skip = self.nin_shortcut(x)
             return skip + h
@@ -113,20 +103,12 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         B = x.shape[0]
         h = self.norm(x)
-        y = self.q(h)
-        y = y.flatten(2)
-        queries = y.transpose(1, 2)
-        y = self.k(h)
-        y = y.flatten(2)
-        keys = y.transpose(1, 2)
-        y = self.v(h)
-        y = y.flatten(2)
-        values = y.transpose(1, 2)
-        y = multi_head_attention(queries, keys, values, 1)
-        y = y.transpose(1, 2)
+        queries = self.q(h).flatten(2).transpose(1, 2)
+        keys = self.k(h).flatten(2).transpose(1, 2)
+        values = self.v(h).flatten(2).transpose(1, 2)
+        y = multi_head_attention(queries, keys, values, 1).transpose(1, 2)
         a = y.reshape(B, self.num_channels, self.x_dim2, self.x_dim3)
-        y = self.proj_out(a)
-        return x + y
+        return x + self.proj_out(a)
 
 
 class UpsampleConv(nn.Module):
@@ -137,8 +119,7 @@ class UpsampleConv(nn.Module):
         self.conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
 
     def forward(self, x):
-        h = F.interpolate(x, scale_factor=2.0)
-        return self.conv(h)
+        return self.conv(F.interpolate(x, scale_factor=2.0))
 
 
 class DDPMUNet(nn.Module):
@@ -179,9 +160,7 @@ class DDPMUNet(nn.Module):
         self.conv_out = nn.Conv2d(base, channels, 3, padding=1)
 
     def forward(self, x, t):
-        h = self.timestep_embedding(t)
-        h = self.temb_dense1(h)
-        h = F.silu(h)
+        h = F.silu(self.temb_dense1(self.timestep_embedding(t)))
         temb = self.temb_dense2(h)
         h = self.conv_in(x)
         h2 = self.resnet_block1(h, temb)
@@ -190,28 +169,19 @@ class DDPMUNet(nn.Module):
         h5 = self.attn_block1(h4)
         h6 = self.downsample2(h5)
         h7 = self.resnet_block3(h6, temb)
-        y = self.resnet_block4(h7, temb)
-        h8 = self.attn_block2(y)
+        h8 = self.attn_block2(self.resnet_block4(h7, temb))
         h9 = self.resnet_block5(h8, temb)
-        y = torch.cat([h9, h7], dim=1)
-        h10 = self.resnet_block6(y, temb)
-        y = torch.cat([h10, h6], dim=1)
-        h11 = self.resnet_block7(y, temb)
+        h10 = self.resnet_block6(torch.cat([h9, h7], dim=1), temb)
+        h11 = self.resnet_block7(torch.cat([h10, h6], dim=1), temb)
         h12 = self.upsample_conv1(h11)
-        y = torch.cat([h12, h5], dim=1)
-        h13 = self.resnet_block8(y, temb)
+        h13 = self.resnet_block8(torch.cat([h12, h5], dim=1), temb)
         h14 = self.attn_block3(h13)
-        y = torch.cat([h14, h3], dim=1)
-        h15 = self.resnet_block9(y, temb)
+        h15 = self.resnet_block9(torch.cat([h14, h3], dim=1), temb)
         h16 = self.attn_block4(h15)
         h17 = self.upsample_conv2(h16)
-        y = torch.cat([h17, h2], dim=1)
-        h18 = self.resnet_block10(y, temb)
-        h = torch.cat([h18, h], dim=1)
-        h = self.resnet_block11(h, temb)
-        h = self.norm_out(h)
-        h = F.silu(h)
-        return self.conv_out(h)
+        h18 = self.resnet_block10(torch.cat([h17, h2], dim=1), temb)
+        h = self.resnet_block11(torch.cat([h18, h], dim=1), temb)
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 MODELS = {"DDPMUNet": DDPMUNet}

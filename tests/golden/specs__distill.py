@@ -20,15 +20,9 @@ class Teacher(nn.Module):
         self.fc3 = nn.Linear(hidden, classes)
 
     def forward(self, x):
-        h = x.flatten(1)
-        h = self.dropout1(h)
-        h = self.fc1(h)
-        h = F.relu(h)
-        h = self.dropout2(h)
-        h = self.fc2(h)
-        h = F.relu(h)
-        h = self.dropout3(h)
-        return self.fc3(h)
+        h = self.fc1(self.dropout1(x.flatten(1)))
+        h = self.fc2(self.dropout2(F.relu(h)))
+        return self.fc3(self.dropout3(F.relu(h)))
 
 
 class Student(nn.Module):
@@ -41,12 +35,8 @@ class Student(nn.Module):
         self.fc3 = nn.Linear(hidden, classes)
 
     def forward(self, x):
-        h = x.flatten(1)
-        h = self.fc1(h)
-        h = F.relu(h)
-        h = self.fc2(h)
-        h = F.relu(h)
-        return self.fc3(h)
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(h)))
 
 
 MODELS = {"Teacher": Teacher, "Student": Student}

@@ -16,9 +16,7 @@ class ConvBnSiLU(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.silu(h)
+        return F.silu(self.bn(self.conv(x)))
 
 
 class SqueezeExcitation(nn.Module):
@@ -30,11 +28,8 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, in_channels, 1)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(x, 1)
-        h = self.fc1(h)
-        h = F.silu(h)
-        h = self.fc2(h)
-        scale = torch.sigmoid(h)
+        h = F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))
+        scale = torch.sigmoid(self.fc2(h))
         return x * scale
 
 
@@ -65,8 +60,7 @@ class MBConv(nn.Module):
         else:
             h = self.depthwise(x)
         h = self.se(h)
-        h = self.project(h)
-        h = self.project_bn(h)
+        h = self.project_bn(self.project(h))
         if self.stride == 1 and self.in_channels == self.out:
             return x + h
         else:
@@ -100,27 +94,13 @@ class EfficientNetB0(nn.Module):
         self.classifier = nn.Linear(1280, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.mb_conv1(h)
-        h = self.mb_conv2(h)
-        h = self.mb_conv3(h)
-        h = self.mb_conv4(h)
-        h = self.mb_conv5(h)
-        h = self.mb_conv6(h)
-        h = self.mb_conv7(h)
-        h = self.mb_conv8(h)
-        h = self.mb_conv9(h)
-        h = self.mb_conv10(h)
-        h = self.mb_conv11(h)
-        h = self.mb_conv12(h)
-        h = self.mb_conv13(h)
-        h = self.mb_conv14(h)
-        h = self.mb_conv15(h)
-        h = self.mb_conv16(h)
-        h = self.head(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        h = self.dropout(h)
+        h = self.mb_conv2(self.mb_conv1(self.stem(x)))
+        h = self.mb_conv5(self.mb_conv4(self.mb_conv3(h)))
+        h = self.mb_conv8(self.mb_conv7(self.mb_conv6(h)))
+        h = self.mb_conv11(self.mb_conv10(self.mb_conv9(h)))
+        h = self.mb_conv14(self.mb_conv13(self.mb_conv12(h)))
+        h = self.head(self.mb_conv16(self.mb_conv15(h)))
+        h = self.dropout(F.adaptive_avg_pool2d(h, 1).flatten(1))
         return self.classifier(h)
 
 

@@ -16,9 +16,7 @@ class ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu(h)
+        return F.relu(self.bn(self.conv(x)))
 
 
 class Residual(nn.Module):
@@ -31,11 +29,8 @@ class Residual(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv(h)
-        main = self.bn(h)
-        h = main + x
-        return F.relu(h)
+        main = self.bn(self.conv(self.conv_bn_relu(x)))
+        return F.relu(main + x)
 
 
 class Residual2(nn.Module):
@@ -50,13 +45,9 @@ class Residual2(nn.Module):
         self.bn2 = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv1(h)
-        main = self.bn1(h)
-        h = self.conv2(x)
-        skip = self.bn2(h)
-        h = main + skip
-        return F.relu(h)
+        main = self.bn1(self.conv1(self.conv_bn_relu(x)))
+        skip = self.bn2(self.conv2(x))
+        return F.relu(main + skip)
 
 
 class ResNet18(nn.Module):
@@ -76,18 +67,10 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.residual1(h)
-        h = self.residual2(h)
-        h = self.residual3(h)
-        h = self.residual4(h)
-        h = self.residual5(h)
-        h = self.residual6(h)
-        h = self.residual7(h)
-        h = self.residual8(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
+        h = self.residual5(self.residual4(self.residual3(h)))
+        h = self.residual8(self.residual7(self.residual6(h)))
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
 class Backbone(nn.Module):
@@ -101,12 +84,8 @@ class Backbone(nn.Module):
         self.layer4 = ConvBnRelu(128, 128)
 
     def forward(self, x):
-        h = self.layer1(x)
-        h = self.layer2(h)
-        h = self.layer3(h)
-        h = self.layer4(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        return h.flatten(1)
+        h = self.layer3(self.layer2(self.layer1(x)))
+        return F.adaptive_avg_pool2d(self.layer4(h), 1).flatten(1)
 
 
 class Classifier(nn.Module):
@@ -118,8 +97,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(128, classes)
 
     def forward(self, x):
-        h = self.backbone(x)
-        return self.head(h)
+        return self.head(self.backbone(x))
 
 
 MODELS = {"ResNet18": ResNet18, "Classifier": Classifier}

@@ -17,12 +17,8 @@ class Generator(nn.Module):
         self.fc3 = nn.Linear(512, out)
 
     def forward(self, z):
-        x = self.fc1(z)
-        x = F.leaky_relu(x, 0.2)
-        x = self.fc2(x)
-        x = F.leaky_relu(x, 0.2)
-        x = self.fc3(x)
-        return torch.tanh(x)
+        x = self.fc2(F.leaky_relu(self.fc1(z), 0.2))
+        return torch.tanh(self.fc3(F.leaky_relu(x, 0.2)))
 
 
 class Discriminator(nn.Module):
@@ -35,12 +31,8 @@ class Discriminator(nn.Module):
         self.fc3 = nn.Linear(256, 1)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc2(h)
-        h = F.leaky_relu(h, 0.2)
-        h = self.fc3(h)
-        return torch.sigmoid(h)
+        h = self.fc2(F.leaky_relu(self.fc1(x), 0.2))
+        return torch.sigmoid(self.fc3(F.leaky_relu(h, 0.2)))
 
 
 MODELS = {"Generator": Generator, "Discriminator": Discriminator}

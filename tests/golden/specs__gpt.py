@@ -39,8 +39,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        h = self.c_attn(x)
-        q, k, v = h.chunk(3, dim=-1)
+        q, k, v = self.c_attn(x).chunk(3, dim=-1)
         h = multi_head_attention(q, k, v, self.heads, causal=True, dropout=self.dropout, training=self.training)
         return self.c_proj(h)
 
@@ -54,9 +53,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * dim, dim)
 
     def forward(self, x):
-        h = self.c_fc(x)
-        h = F.gelu(h)
-        return self.c_proj(h)
+        return self.c_proj(F.gelu(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -70,12 +67,8 @@ class Block(nn.Module):
         self.mlp = MLP(dim, dim)
 
     def forward(self, x):
-        h = self.ln_1(x)
-        h = self.attn(h)
-        x = x + h
-        h = self.ln_2(x)
-        h = self.mlp(h)
-        return x + h
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -90,9 +83,7 @@ class GPT(nn.Module):
 
     def forward(self, tokens):
         x = self.wte(tokens)
-        h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.wpe(h)
-        x = x + h
+        x = x + self.wpe(torch.arange(tokens.shape[1], device=tokens.device))
         for block in self.h:
             x = block(x)
         x = self.ln_f(x)

@@ -16,9 +16,7 @@ class ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm2d(out, eps=0.001)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu(h)
+        return F.relu(self.bn(self.conv(x)))
 
 
 class Inception(nn.Module):
@@ -35,12 +33,9 @@ class Inception(nn.Module):
 
     def forward(self, x):
         b1 = self.branch1(x)
-        h = self.reduce3(x)
-        b2 = self.branch3(h)
-        h = self.reduce5(x)
-        b3 = self.branch5(h)
-        h = F.max_pool2d(x, 3, stride=1, padding=1)
-        b4 = self.pool_proj(h)
+        b2 = self.branch3(self.reduce3(x))
+        b3 = self.branch5(self.reduce5(x))
+        b4 = self.pool_proj(F.max_pool2d(x, 3, stride=1, padding=1))
         return torch.cat([b1, b2, b3, b4], dim=1)
 
 
@@ -65,26 +60,14 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(1024, classes)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = F.max_pool2d(h, 3, stride=2, ceil_mode=True)
-        h = self.conv2(h)
-        h = self.conv3(h)
-        h = F.max_pool2d(h, 3, stride=2, ceil_mode=True)
-        h = self.inception1(h)
-        h = self.inception2(h)
-        h = F.max_pool2d(h, 3, stride=2, ceil_mode=True)
-        h = self.inception3(h)
-        h = self.inception4(h)
-        h = self.inception5(h)
-        h = self.inception6(h)
-        h = self.inception7(h)
-        h = F.max_pool2d(h, 2, stride=2, ceil_mode=True)
-        h = self.inception8(h)
-        h = self.inception9(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        h = self.dropout(h)
-        return self.fc(h)
+        h = self.conv2(F.max_pool2d(self.conv1(x), 3, stride=2, ceil_mode=True))
+        h = self.inception1(F.max_pool2d(self.conv3(h), 3, stride=2, ceil_mode=True))
+        h = F.max_pool2d(self.inception2(h), 3, stride=2, ceil_mode=True)
+        h = self.inception5(self.inception4(self.inception3(h)))
+        h = self.inception7(self.inception6(h))
+        h = self.inception8(F.max_pool2d(h, 2, stride=2, ceil_mode=True))
+        h = F.adaptive_avg_pool2d(self.inception9(h), 1).flatten(1)
+        return self.fc(self.dropout(h))
 
 
 class MiniGoogLeNet(nn.Module):
@@ -102,17 +85,10 @@ class MiniGoogLeNet(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.inception1(h)
-        h = self.inception2(h)
-        h = F.max_pool2d(h, 3, stride=2, padding=1)
-        h = self.inception3(h)
-        h = self.inception4(h)
-        h = F.max_pool2d(h, 3, stride=2, padding=1)
-        h = self.inception5(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        h = self.dropout(h)
+        h = self.inception2(self.inception1(self.stem(x)))
+        h = self.inception4(self.inception3(F.max_pool2d(h, 3, stride=2, padding=1)))
+        h = self.inception5(F.max_pool2d(h, 3, stride=2, padding=1))
+        h = self.dropout(F.adaptive_avg_pool2d(h, 1).flatten(1))
         return self.fc(h)
 
 

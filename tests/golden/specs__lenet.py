@@ -20,18 +20,10 @@ class LeNet5(nn.Module):
         self.classifier = nn.Linear(84, classes)
 
     def forward(self, x):
-        h = self.c1(x)
-        h = torch.tanh(h)
-        h = self.s2(h)
-        h = self.c3(h)
-        h = torch.tanh(h)
-        h = self.s4(h)
-        h = self.c5(h)
-        h = torch.tanh(h)
-        h = h.flatten(1)
-        h = self.f6(h)
-        h = torch.tanh(h)
-        return self.classifier(h)
+        h = self.s2(torch.tanh(self.c1(x)))
+        h = self.s4(torch.tanh(self.c3(h)))
+        h = torch.tanh(self.c5(h)).flatten(1)
+        return self.classifier(torch.tanh(self.f6(h)))
 
 
 MODELS = {"LeNet5": LeNet5}

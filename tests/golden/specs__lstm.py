@@ -16,11 +16,9 @@ class LSTMClassifier(nn.Module):
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        _, (h, _) = self.lstm(x)
+        _, (h, _) = self.lstm(self.embedding(tokens))
         x = h[-2]
-        y = h[-1]
-        last = torch.cat([x, y], dim=1)
+        last = torch.cat([x, h[-1]], dim=1)
         return self.fc(last)
 
 

@@ -17,12 +17,8 @@ class MLP(nn.Module):
         self.fc3 = nn.Linear(hidden, classes)
 
     def forward(self, x):
-        h = x.flatten(1)
-        h = self.fc1(h)
-        h = F.relu(h)
-        h = self.fc2(h)
-        h = F.relu(h)
-        return self.fc3(h)
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(h)))
 
 
 MODELS = {"MLP": MLP}

@@ -16,9 +16,7 @@ class MnistMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, image):
-        x = image.flatten(1)
-        x = self.fc1(x)
-        x = F.relu(x)
+        x = F.relu(self.fc1(image.flatten(1)))
         return self.fc2(x)
 
 
@@ -32,13 +30,10 @@ class TwoTower(nn.Module):
         self.fc = nn.Linear(128, 1)
 
     def forward(self, left, right):
-        x = self.left_proj(left)
-        a = F.relu(x)
-        x = self.right_proj(right)
-        b = F.relu(x)
+        a = F.relu(self.left_proj(left))
+        b = F.relu(self.right_proj(right))
         joined = torch.cat([a, b], dim=1)
-        x = self.fc(joined)
-        return torch.sigmoid(x)
+        return torch.sigmoid(self.fc(joined))
 
 
 MODELS = {"MnistMLP": MnistMLP, "TwoTower": TwoTower}

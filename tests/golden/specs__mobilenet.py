@@ -16,9 +16,7 @@ class ConvBnRelu6(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu6(h)
+        return F.relu6(self.bn(self.conv(x)))
 
 
 class InvertedResidual(nn.Module):
@@ -46,8 +44,7 @@ class InvertedResidual(nn.Module):
             h = self.depthwise(h)
         else:
             h = self.depthwise(inp)
-        h = self.project(h)
-        h = self.project_bn(h)
+        h = self.project_bn(self.project(h))
         if self.stride == 1 and self.in_channels == self.out:
             return inp + h
         else:
@@ -82,29 +79,15 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(1280, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.inverted_residual1(h)
-        h = self.inverted_residual2(h)
-        h = self.inverted_residual3(h)
-        h = self.inverted_residual4(h)
-        h = self.inverted_residual5(h)
-        h = self.inverted_residual6(h)
-        h = self.inverted_residual7(h)
-        h = self.inverted_residual8(h)
-        h = self.inverted_residual9(h)
-        h = self.inverted_residual10(h)
-        h = self.inverted_residual11(h)
-        h = self.inverted_residual12(h)
-        h = self.inverted_residual13(h)
-        h = self.inverted_residual14(h)
-        h = self.inverted_residual15(h)
-        h = self.inverted_residual16(h)
-        h = self.inverted_residual17(h)
-        h = self.head(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        h = self.dropout(h)
-        return self.classifier(h)
+        h = self.inverted_residual2(self.inverted_residual1(self.stem(x)))
+        h = self.inverted_residual5(self.inverted_residual4(self.inverted_residual3(h)))
+        h = self.inverted_residual8(self.inverted_residual7(self.inverted_residual6(h)))
+        h = self.inverted_residual10(self.inverted_residual9(h))
+        h = self.inverted_residual12(self.inverted_residual11(h))
+        h = self.inverted_residual14(self.inverted_residual13(h))
+        h = self.inverted_residual16(self.inverted_residual15(h))
+        h = F.adaptive_avg_pool2d(self.head(self.inverted_residual17(h)), 1)
+        return self.classifier(self.dropout(h.flatten(1)))
 
 
 MODELS = {"MobileNetV2": MobileNetV2}

@@ -34,17 +34,10 @@ class DeepMLP(nn.Module):
         self.fc4 = nn.Linear(128, classes)
 
     def forward(self, image):
-        x = image.flatten(1)
-        x = self.fc1(x)
-        x = F.relu(x)
-        x = self.dropout1(x)
-        x = self.fc2(x)
-        x = F.relu(x)
-        x = self.dropout2(x)
-        x = self.fc3(x)
-        x = F.relu(x)
-        x = self.dropout3(x)
-        return self.fc4(x)
+        x = F.relu(self.fc1(image.flatten(1)))
+        x = F.relu(self.fc2(self.dropout1(x)))
+        x = F.relu(self.fc3(self.dropout2(x)))
+        return self.fc4(self.dropout3(x))
 
 
 MODELS = {"Perceptron": Perceptron, "DeepMLP": DeepMLP}

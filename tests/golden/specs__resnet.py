@@ -16,9 +16,7 @@ class Stem(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
+        h = F.relu(self.bn1(self.conv1(x)))
         return F.max_pool2d(h, 3, stride=2, padding=1)
 
 
@@ -31,8 +29,7 @@ class Downsample(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        return self.bn(h)
+        return self.bn(self.conv(x))
 
 
 class BasicBlock(nn.Module):
@@ -52,17 +49,13 @@ class BasicBlock(nn.Module):
             self.downsample = None
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
         if self.downsample is not None:
             skip = self.downsample(x)
-            h = h + skip
+            return F.relu(h + skip)
         else:
-            h = h + x
-        return F.relu(h)
+            return F.relu(h + x)
 
 
 class Stage(nn.Module):
@@ -74,8 +67,7 @@ class Stage(nn.Module):
         self.basic_block2 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        return self.basic_block2(h)
+        return self.basic_block2(self.basic_block1(x))
 
 
 class Stage2(nn.Module):
@@ -87,8 +79,7 @@ class Stage2(nn.Module):
         self.basic_block2 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        return self.basic_block2(h)
+        return self.basic_block2(self.basic_block1(x))
 
 
 class ResNet18(nn.Module):
@@ -104,14 +95,9 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.layer1(h)
-        h = self.layer2(h)
-        h = self.layer3(h)
-        h = self.layer4(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.layer2(self.layer1(self.stem(x)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
 
 
 class Stage3(nn.Module):
@@ -124,9 +110,7 @@ class Stage3(nn.Module):
         self.basic_block3 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        return self.basic_block3(h)
+        return self.basic_block3(self.basic_block2(self.basic_block1(x)))
 
 
 class Stage4(nn.Module):
@@ -140,9 +124,7 @@ class Stage4(nn.Module):
         self.basic_block4 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        h = self.basic_block3(h)
+        h = self.basic_block3(self.basic_block2(self.basic_block1(x)))
         return self.basic_block4(h)
 
 
@@ -159,12 +141,8 @@ class Stage5(nn.Module):
         self.basic_block6 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        h = self.basic_block3(h)
-        h = self.basic_block4(h)
-        h = self.basic_block5(h)
-        return self.basic_block6(h)
+        h = self.basic_block3(self.basic_block2(self.basic_block1(x)))
+        return self.basic_block6(self.basic_block5(self.basic_block4(h)))
 
 
 class Stage6(nn.Module):
@@ -177,9 +155,7 @@ class Stage6(nn.Module):
         self.basic_block3 = BasicBlock(width, width)
 
     def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        return self.basic_block3(h)
+        return self.basic_block3(self.basic_block2(self.basic_block1(x)))
 
 
 class ResNet34(nn.Module):
@@ -195,14 +171,9 @@ class ResNet34(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.layer1(h)
-        h = self.layer2(h)
-        h = self.layer3(h)
-        h = self.layer4(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.layer2(self.layer1(self.stem(x)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
 
 
 class Bottleneck(nn.Module):
@@ -222,20 +193,14 @@ class Bottleneck(nn.Module):
             self.downsample = None
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        h = F.relu(h)
-        h = self.conv3(h)
-        h = self.bn3(h)
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        h = self.bn3(self.conv3(h))
         if self.downsample is not None:
             skip = self.downsample(x)
-            h = h + skip
+            return F.relu(h + skip)
         else:
-            h = h + x
-        return F.relu(h)
+            return F.relu(h + x)
 
 
 class Stage7(nn.Module):
@@ -248,9 +213,7 @@ class Stage7(nn.Module):
         self.bottleneck3 = Bottleneck(4 * width, width)
 
     def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        return self.bottleneck3(h)
+        return self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
 
 
 class Stage8(nn.Module):
@@ -264,9 +227,7 @@ class Stage8(nn.Module):
         self.bottleneck4 = Bottleneck(4 * width, width)
 
     def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        h = self.bottleneck3(h)
+        h = self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
         return self.bottleneck4(h)
 
 
@@ -283,12 +244,8 @@ class Stage9(nn.Module):
         self.bottleneck6 = Bottleneck(4 * width, width)
 
     def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        h = self.bottleneck3(h)
-        h = self.bottleneck4(h)
-        h = self.bottleneck5(h)
-        return self.bottleneck6(h)
+        h = self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
+        return self.bottleneck6(self.bottleneck5(self.bottleneck4(h)))
 
 
 class ResNet50(nn.Module):
@@ -304,14 +261,9 @@ class ResNet50(nn.Module):
         self.fc = nn.Linear(2048, classes)
 
     def forward(self, x):
-        h = self.stem(x)
-        h = self.layer1(h)
-        h = self.layer2(h)
-        h = self.layer3(h)
-        h = self.layer4(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.layer2(self.layer1(self.stem(x)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
 
 
 MODELS = {"ResNet18": ResNet18, "ResNet34": ResNet34, "ResNet50": ResNet50}

@@ -16,10 +16,8 @@ class RNNClassifier(nn.Module):
         self.fc = nn.Linear(hidden, classes)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        _, h = self.rnn(x)
-        x = h[-1]
-        return self.fc(x)
+        _, h = self.rnn(self.embedding(tokens))
+        return self.fc(h[-1])
 
 
 class StackedLSTMClassifier(nn.Module):
@@ -35,13 +33,10 @@ class StackedLSTMClassifier(nn.Module):
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        _, (h, _) = self.lstm(x)
+        _, (h, _) = self.lstm(self.embedding(tokens))
         x = h[-2]
-        y = h[-1]
-        last = torch.cat([x, y], dim=1)
-        x = self.dropout(last)
-        return self.fc(x)
+        last = torch.cat([x, h[-1]], dim=1)
+        return self.fc(self.dropout(last))
 
 
 class StackedGRUClassifier(nn.Module):
@@ -57,13 +52,10 @@ class StackedGRUClassifier(nn.Module):
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        _, h = self.gru(x)
+        _, h = self.gru(self.embedding(tokens))
         x = h[-2]
-        y = h[-1]
-        last = torch.cat([x, y], dim=1)
-        x = self.dropout(last)
-        return self.fc(x)
+        last = torch.cat([x, h[-1]], dim=1)
+        return self.fc(self.dropout(last))
 
 
 class SequenceTagger(nn.Module):
@@ -78,11 +70,8 @@ class SequenceTagger(nn.Module):
         self.fc = nn.Linear(2 * hidden, tags)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        x = self.dropout1(x)
-        out, _ = self.lstm(x)
-        x = self.dropout2(out)
-        return self.fc(x)
+        out, _ = self.lstm(self.dropout1(self.embedding(tokens)))
+        return self.fc(self.dropout2(out))
 
 
 MODELS = {"RNNClassifier": RNNClassifier, "StackedLSTMClassifier": StackedLSTMClassifier, "StackedGRUClassifier": StackedGRUClassifier, "SequenceTagger": SequenceTagger}

@@ -42,16 +42,10 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, x):
-        h = self.attn(x, x, x, need_weights=False)[0]
-        h = self.dropout1(h)
-        h = x + h
+        h = x + self.dropout1(self.attn(x, x, x, need_weights=False)[0])
         h = self.norm1(h)
-        y = self.fc1(h)
-        y = F.relu(y)
-        y = self.fc2(y)
-        y = self.dropout2(y)
-        h = h + y
-        return self.norm2(h)
+        y = self.fc2(F.relu(self.fc1(h)))
+        return self.norm2(h + self.dropout2(y))
 
 
 class CausalSelfAttention(nn.Module):
@@ -65,8 +59,7 @@ class CausalSelfAttention(nn.Module):
         self.fc2 = nn.Linear(dim, dim)
 
     def forward(self, x):
-        h = self.fc1(x)
-        q, k, v = h.chunk(3, dim=-1)
+        q, k, v = self.fc1(x).chunk(3, dim=-1)
         h = multi_head_attention(q, k, v, self.heads, causal=True, dropout=self.dropout, training=self.training)
         return self.fc2(h)
 
@@ -88,20 +81,12 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x, memory):
-        h = self.causal_self_attention(x)
-        h = self.dropout1(h)
-        h = x + h
+        h = x + self.dropout1(self.causal_self_attention(x))
         h = self.norm1(h)
-        y = self.attn(h, memory, memory, need_weights=False)[0]
-        y = self.dropout2(y)
-        h = h + y
+        h = h + self.dropout2(self.attn(h, memory, memory, need_weights=False)[0])
         h = self.norm2(h)
-        y = self.fc1(h)
-        y = F.relu(y)
-        y = self.fc2(y)
-        y = self.dropout3(y)
-        h = h + y
-        return self.norm3(h)
+        y = self.fc2(F.relu(self.fc1(h)))
+        return self.norm3(h + self.dropout3(y))
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -121,19 +106,13 @@ class Seq2SeqTransformer(nn.Module):
         self.decoder = nn.ModuleList([DecoderLayer(dim, heads, ff, dropout) for _ in range(depth)])
 
     def forward(self, source, target):
-        x = self.embed(source)
-        x = x * self.dim ** 0.5
-        h = torch.arange(source.shape[1], device=source.device)
-        h = self.source_pos(h)
-        memory = x + h
+        x = self.embed(source) * self.dim ** 0.5
+        memory = x + self.source_pos(torch.arange(source.shape[1], device=source.device))
         memory = self.dropout1(memory)
         for block in self.encoder:
             memory = block(memory)
-        x = self.embed(target)
-        x = x * self.dim ** 0.5
-        h = torch.arange(target.shape[1], device=target.device)
-        h = self.target_pos(h)
-        h = x + h
+        x = self.embed(target) * self.dim ** 0.5
+        h = x + self.target_pos(torch.arange(target.shape[1], device=target.device))
         h = self.dropout2(h)
         for block in self.decoder:
             h = block(h, memory)

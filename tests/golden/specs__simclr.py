@@ -16,9 +16,7 @@ class ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        return F.relu(h)
+        return F.relu(self.bn(self.conv(x)))
 
 
 class Residual(nn.Module):
@@ -31,11 +29,8 @@ class Residual(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv(h)
-        main = self.bn(h)
-        h = main + x
-        return F.relu(h)
+        main = self.bn(self.conv(self.conv_bn_relu(x)))
+        return F.relu(main + x)
 
 
 class Residual2(nn.Module):
@@ -50,13 +45,9 @@ class Residual2(nn.Module):
         self.bn2 = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.conv1(h)
-        main = self.bn1(h)
-        h = self.conv2(x)
-        skip = self.bn2(h)
-        h = main + skip
-        return F.relu(h)
+        main = self.bn1(self.conv1(self.conv_bn_relu(x)))
+        skip = self.bn2(self.conv2(x))
+        return F.relu(main + skip)
 
 
 class ResNet18(nn.Module):
@@ -76,18 +67,10 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.residual1(h)
-        h = self.residual2(h)
-        h = self.residual3(h)
-        h = self.residual4(h)
-        h = self.residual5(h)
-        h = self.residual6(h)
-        h = self.residual7(h)
-        h = self.residual8(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        h = h.flatten(1)
-        return self.fc(h)
+        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
+        h = self.residual5(self.residual4(self.residual3(h)))
+        h = self.residual8(self.residual7(self.residual6(h)))
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
 class ResNet18Encoder(nn.Module):
@@ -106,17 +89,10 @@ class ResNet18Encoder(nn.Module):
         self.residual8 = Residual(512)
 
     def forward(self, x):
-        h = self.conv_bn_relu(x)
-        h = self.residual1(h)
-        h = self.residual2(h)
-        h = self.residual3(h)
-        h = self.residual4(h)
-        h = self.residual5(h)
-        h = self.residual6(h)
-        h = self.residual7(h)
-        h = self.residual8(h)
-        h = F.adaptive_avg_pool2d(h, 1)
-        return h.flatten(1)
+        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
+        h = self.residual5(self.residual4(self.residual3(h)))
+        h = self.residual8(self.residual7(self.residual6(h)))
+        return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
 
 class SimCLR(nn.Module):
@@ -130,9 +106,7 @@ class SimCLR(nn.Module):
 
     def forward(self, x):
         h = self.encoder(x)
-        y = self.proj1(h)
-        y = F.relu(y)
-        z = self.proj2(y)
+        z = self.proj2(F.relu(self.proj1(h)))
         return h, z
 
 

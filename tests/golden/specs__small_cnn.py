@@ -15,9 +15,7 @@ class ConvPool(nn.Module):
         self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = F.relu(h)
-        return F.max_pool2d(h, 2)
+        return F.max_pool2d(F.relu(self.conv(x)), 2)
 
 
 class SmallCNN(nn.Module):
@@ -36,15 +34,9 @@ class SmallCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, x):
-        h = self.conv_pool1(x)
-        h = self.conv_pool2(h)
-        h = self.conv_pool3(h)
-        h = h.flatten(1)
-        h = self.dropout1(h)
-        h = self.fc1(h)
-        h = F.relu(h)
-        h = self.dropout2(h)
-        return self.fc2(h)
+        h = self.conv_pool3(self.conv_pool2(self.conv_pool1(x)))
+        h = self.fc1(self.dropout1(h.flatten(1)))
+        return self.fc2(self.dropout2(F.relu(h)))
 
 
 MODELS = {"SmallCNN": SmallCNN}

@@ -16,8 +16,7 @@ class ConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out, k, stride=stride)
 
     def forward(self, x):
-        h = self.reflection_pad(x)
-        return self.conv2d(h)
+        return self.conv2d(self.reflection_pad(x))
 
 
 class ResidualBlock(nn.Module):
@@ -31,11 +30,8 @@ class ResidualBlock(nn.Module):
         self.in2 = nn.InstanceNorm2d(channels, affine=True)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.in1(h)
-        y = F.relu(h)
-        y = self.conv2(y)
-        y = self.in2(y)
+        y = F.relu(self.in1(self.conv1(x)))
+        y = self.in2(self.conv2(y))
         return y + x
 
 
@@ -49,8 +45,7 @@ class UpsampleConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out, k)
 
     def forward(self, x):
-        h = F.interpolate(x, scale_factor=float(self.upsample2))
-        h = self.reflection_pad(h)
+        h = self.reflection_pad(F.interpolate(x, scale_factor=float(self.upsample2)))
         return self.conv2d(h)
 
 
@@ -83,27 +78,13 @@ class TransformerNet(nn.Module):
             raise ValueError(f"TransformerNet needs H > 4 (style_transfer.dl:11), got H = {H}")
         if W <= 4:
             raise ValueError(f"TransformerNet needs W > 4 (style_transfer.dl:11), got W = {W}")
-        h = self.conv1(x)
-        h = self.in1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.in2(h)
-        h = F.relu(h)
-        h = self.conv3(h)
-        h = self.in3(h)
-        h = F.relu(h)
-        h = self.res1(h)
-        h = self.res2(h)
-        h = self.res3(h)
-        h = self.res4(h)
-        h = self.res5(h)
-        h = self.deconv1(h)
-        h = self.in4(h)
-        h = F.relu(h)
-        h = self.deconv2(h)
-        h = self.in5(h)
-        h = F.relu(h)
-        return self.deconv3(h)
+        h = F.relu(self.in1(self.conv1(x)))
+        h = F.relu(self.in2(self.conv2(h)))
+        h = F.relu(self.in3(self.conv3(h)))
+        h = self.res3(self.res2(self.res1(h)))
+        h = self.deconv1(self.res5(self.res4(h)))
+        h = self.deconv2(F.relu(self.in4(h)))
+        return self.deconv3(F.relu(self.in5(h)))
 
 
 MODELS = {"TransformerNet": TransformerNet}

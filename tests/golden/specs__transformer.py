@@ -22,15 +22,9 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x):
         a = self.attn(x, x, x, need_weights=False)[0]
-        h = self.dropout1(a)
-        h = x + h
-        x1 = self.norm1(h)
-        h = self.fc1(x1)
-        h = F.gelu(h)
-        f = self.fc2(h)
-        h = self.dropout2(f)
-        h = x1 + h
-        return self.norm2(h)
+        x1 = self.norm1(x + self.dropout1(a))
+        f = self.fc2(F.gelu(self.fc1(x1)))
+        return self.norm2(x1 + self.dropout2(f))
 
 
 class TransformerClassifier(nn.Module):
@@ -45,13 +39,10 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, tokens):
         x = self.embed(tokens)
-        h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.pos_embed(h)
-        h = x + h
+        h = x + self.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
         for block in self.layers:
             h = block(h)
-        h = h.mean(dim=1)
-        return self.head(h)
+        return self.head(h.mean(dim=1))
 
 
 MODELS = {"TransformerClassifier": TransformerClassifier}

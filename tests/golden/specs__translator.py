@@ -16,8 +16,7 @@ class TokenEmbedding(nn.Module):
         nn.init.xavier_uniform_(self.embedding.weight)
 
     def forward(self, tokens):
-        x = self.embedding(tokens)
-        return x * self.emb_size ** 0.5
+        return self.embedding(tokens) * self.emb_size ** 0.5
 
 
 class PositionalEncoding(nn.Module):
@@ -42,8 +41,7 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x):
         S = x.shape[1]
-        h = x + self.pos_embedding[:S]
-        return self.dropout(h)
+        return self.dropout(x + self.pos_embedding[:S])
 
 
 class Translator(nn.Module):
@@ -70,10 +68,8 @@ class Translator(nn.Module):
             raise ValueError(f"Translator needs maxlen - T >= 0 (translator.dl:28), got T = {T}")
         src_padding_mask = src == 0
         tgt_padding_mask = tgt == 0
-        x = self.src_tok_emb(src)
-        src_emb = self.positional_encoding(x)
-        x = self.tgt_tok_emb(tgt)
-        tgt_emb = self.positional_encoding(x)
+        src_emb = self.positional_encoding(self.src_tok_emb(src))
+        tgt_emb = self.positional_encoding(self.tgt_tok_emb(tgt))
         x = nn.Transformer.generate_square_subsequent_mask(T, device=src.device)
         outs = self.transformer(src_emb, tgt_emb, tgt_mask=x, src_key_padding_mask=src_padding_mask, tgt_key_padding_mask=tgt_padding_mask, memory_key_padding_mask=src_padding_mask, tgt_is_causal=True)
         return self.generator(outs)

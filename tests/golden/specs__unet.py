@@ -18,12 +18,8 @@ class DoubleConv(nn.Module):
         self.bn2 = nn.BatchNorm2d(out)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        return F.relu(h)
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)))
 
 
 class Down(nn.Module):
@@ -34,8 +30,7 @@ class Down(nn.Module):
         self.double_conv = DoubleConv(in_channels, out, out)
 
     def forward(self, x):
-        h = F.max_pool2d(x, 2)
-        return self.double_conv(h)
+        return self.double_conv(F.max_pool2d(x, 2))
 
 
 class Up(nn.Module):
@@ -55,8 +50,7 @@ class Up(nn.Module):
             up = self.deconv(x)
         else:
             up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        h = torch.cat([skip, up], dim=1)
-        return self.double_conv(h)
+        return self.double_conv(torch.cat([skip, up], dim=1))
 
 
 class UNet(nn.Module):

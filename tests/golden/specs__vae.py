@@ -19,15 +19,12 @@ class VAE(nn.Module):
         self.fc5 = nn.Linear(256, input_dim)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.relu(h)
+        h = F.relu(self.fc1(x))
         mu = self.fc2(h)
         log_var = self.fc3(h)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        h = self.fc4(z)
-        h = F.relu(h)
-        h = self.fc5(h)
-        recon = torch.sigmoid(h)
+        y = self.fc5(F.relu(self.fc4(z)))
+        recon = torch.sigmoid(y)
         return recon, mu, log_var
 
 

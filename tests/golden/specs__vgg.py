@@ -15,9 +15,7 @@ class VGGStage(nn.Module):
         self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = F.relu(h)
-        return F.max_pool2d(h, 2)
+        return F.max_pool2d(F.relu(self.conv(x)), 2)
 
 
 class VGGStage2(nn.Module):
@@ -29,11 +27,8 @@ class VGGStage2(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = F.relu(h)
-        return F.max_pool2d(h, 2)
+        h = self.conv2(F.relu(self.conv1(x)))
+        return F.max_pool2d(F.relu(h), 2)
 
 
 class VGGFeatures(nn.Module):
@@ -48,11 +43,8 @@ class VGGFeatures(nn.Module):
         self.vgg_stage5 = VGGStage2(512, 512)
 
     def forward(self, x):
-        h = self.vgg_stage1(x)
-        h = self.vgg_stage2(h)
-        h = self.vgg_stage3(h)
-        h = self.vgg_stage4(h)
-        return self.vgg_stage5(h)
+        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
+        return self.vgg_stage5(self.vgg_stage4(h))
 
 
 class VGGClassifier(nn.Module):
@@ -67,12 +59,8 @@ class VGGClassifier(nn.Module):
         self.fc3 = nn.Linear(4096, classes)
 
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.relu(h)
-        h = self.dropout1(h)
-        h = self.fc2(h)
-        h = F.relu(h)
-        h = self.dropout2(h)
+        h = self.dropout1(F.relu(self.fc1(x)))
+        h = self.dropout2(F.relu(self.fc2(h)))
         return self.fc3(h)
 
 
@@ -85,9 +73,7 @@ class VGG11(nn.Module):
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = self.features(x)
-        h = F.adaptive_avg_pool2d(h, 7)
-        h = h.flatten(1)
+        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
         return self.classifier(h)
 
 
@@ -100,9 +86,7 @@ class VGGStage3(nn.Module):
         self.bn = nn.BatchNorm2d(width)
 
     def forward(self, x):
-        h = self.conv(x)
-        h = self.bn(h)
-        h = F.relu(h)
+        h = F.relu(self.bn(self.conv(x)))
         return F.max_pool2d(h, 2)
 
 
@@ -117,12 +101,8 @@ class VGGStage4(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        h = F.relu(h)
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
         return F.max_pool2d(h, 2)
 
 
@@ -138,11 +118,8 @@ class VGGFeatures2(nn.Module):
         self.vgg_stage5 = VGGStage4(512, 512)
 
     def forward(self, x):
-        h = self.vgg_stage1(x)
-        h = self.vgg_stage2(h)
-        h = self.vgg_stage3(h)
-        h = self.vgg_stage4(h)
-        return self.vgg_stage5(h)
+        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
+        return self.vgg_stage5(self.vgg_stage4(h))
 
 
 class VGG11BN(nn.Module):
@@ -154,9 +131,7 @@ class VGG11BN(nn.Module):
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = self.features(x)
-        h = F.adaptive_avg_pool2d(h, 7)
-        h = h.flatten(1)
+        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
         return self.classifier(h)
 
 
@@ -170,12 +145,8 @@ class VGGStage5(nn.Module):
         self.conv3 = nn.Conv2d(width, width, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = F.relu(h)
-        h = self.conv3(h)
-        h = F.relu(h)
+        h = self.conv2(F.relu(self.conv1(x)))
+        h = F.relu(self.conv3(F.relu(h)))
         return F.max_pool2d(h, 2)
 
 
@@ -191,11 +162,8 @@ class VGGFeatures3(nn.Module):
         self.vgg_stage5 = VGGStage5(512, 512)
 
     def forward(self, x):
-        h = self.vgg_stage1(x)
-        h = self.vgg_stage2(h)
-        h = self.vgg_stage3(h)
-        h = self.vgg_stage4(h)
-        return self.vgg_stage5(h)
+        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
+        return self.vgg_stage5(self.vgg_stage4(h))
 
 
 class VGG16(nn.Module):
@@ -207,9 +175,7 @@ class VGG16(nn.Module):
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = self.features(x)
-        h = F.adaptive_avg_pool2d(h, 7)
-        h = h.flatten(1)
+        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
         return self.classifier(h)
 
 
@@ -226,15 +192,9 @@ class VGGStage6(nn.Module):
         self.bn3 = nn.BatchNorm2d(width)
 
     def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        h = self.conv2(h)
-        h = self.bn2(h)
-        h = F.relu(h)
-        h = self.conv3(h)
-        h = self.bn3(h)
-        h = F.relu(h)
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        h = F.relu(self.bn3(self.conv3(h)))
         return F.max_pool2d(h, 2)
 
 
@@ -250,11 +210,8 @@ class VGGFeatures4(nn.Module):
         self.vgg_stage5 = VGGStage6(512, 512)
 
     def forward(self, x):
-        h = self.vgg_stage1(x)
-        h = self.vgg_stage2(h)
-        h = self.vgg_stage3(h)
-        h = self.vgg_stage4(h)
-        return self.vgg_stage5(h)
+        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
+        return self.vgg_stage5(self.vgg_stage4(h))
 
 
 class VGG16BN(nn.Module):
@@ -266,9 +223,7 @@ class VGG16BN(nn.Module):
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = self.features(x)
-        h = F.adaptive_avg_pool2d(h, 7)
-        h = h.flatten(1)
+        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
         return self.classifier(h)
 
 

@@ -20,13 +20,9 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         n = self.norm1(x)
-        h = self.attn(n, n, n, need_weights=False)[0]
-        h = x + h
-        y = self.norm2(h)
-        y = self.fc1(y)
-        y = F.gelu(y)
-        y = self.fc2(y)
-        return h + y
+        h = x + self.attn(n, n, n, need_weights=False)[0]
+        y = F.gelu(self.fc1(self.norm2(h)))
+        return h + self.fc2(y)
 
 
 class ViT(nn.Module):
@@ -44,16 +40,11 @@ class ViT(nn.Module):
 
     def forward(self, x):
         B = x.shape[0]
-        h = self.conv(x)
-        h = h.flatten(2)
-        p = h.transpose(1, 2)
-        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1)
-        h = h + self.pos
+        p = self.conv(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1) + self.pos
         for block in self.encoders:
             h = block(h)
-        h = h[:, 0]
-        h = self.norm(h)
-        return self.fc(h)
+        return self.fc(self.norm(h[:, 0]))
 
 
 MODELS = {"ViT": ViT}
