@@ -482,7 +482,7 @@ class _ClassWriter:
                     held.flush()
                 body += special
                 continue
-            expr = held.written_into(node, lambda: self._node_expr(node, var, printer, params))
+            expr = held.written_into(node, lambda n=node: self._node_expr(n, var, printer, params))
             if _is_alias(node, expr, var) or _weight_view(node, g, uses):
                 var[Ref(node.id)] = expr   # `x @ self.wte.weight.transpose(0, 1)`: no local for a weight's view
                 continue
