@@ -50,3 +50,11 @@ def test_the_zoo_page_is_current():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_zoo.py"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, "docs/zoo.md is stale: run python tools/gen_zoo.py " + out.stderr
+
+
+def test_the_codegen_page_is_current():
+    """docs/codegen.md shows what the code generator writes now, and the line counts of every zoo model
+    against its twin (tools/gen_codegen.py)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_codegen.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, "docs/codegen.md is stale: run python tools/gen_codegen.py " + out.stderr

@@ -1,0 +1,115 @@
+"""Write docs/codegen.md: what dslc's generated PyTorch looks like, ResNet-50 and GPT-2 next to
+their hand-written twins, and the line counts of every zoo model against its twin.
+
+    python tools/gen_codegen.py            # rewrite docs/codegen.md
+    python tools/gen_codegen.py --check    # exit 1 when docs/codegen.md is stale
+
+The code and the counts come from compiling specs/ now and from the twins in tests/
+(tools/codegen_size.py), so the page goes stale whenever the code generator changes:
+run this again then. tests/test_codegen_size.py holds every model to 1.3× its twin.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import codegen_size  # noqa: E402
+from common import write_or_check  # noqa: E402
+
+OUT = os.path.join(ROOT, "docs", "codegen.md")
+LIMIT = 1.3
+# the models shown whole: (spec, model, title, whose layout the twin follows)
+SHOWN = [("resnet.dl", "ResNet50", "ResNet-50", "torchvision's `resnet.py`"),
+         ("gpt.dl", "GPT", "GPT-2 small", "nanoGPT's `model.py`")]
+
+INTRO = """\
+# Generated PyTorch next to hand-written PyTorch
+
+Written by `tools/gen_codegen.py` from [specs/](../specs/), the code generator and the
+hand-written twins in [tests/](../tests/): edit those, not this file.
+
+`dslc compile` writes one file per spec that imports only torch, meant to be read and
+kept. Its shape follows from what the compiler knows and a reader wants:
+
+- **One class per model and per block.** A model's constructor takes the model's
+  parameters, with the values it was compiled for as defaults; a block's takes the
+  sizes that differ between its uses. Sizes are written as the expressions they came
+  from (`nn.Linear(in_features, 3 * dim)`), not as numbers.
+- **Names from the spec.** A layer's attribute is its `as` name, or one made from its
+  kind (`conv1`, `bn1`), and the attributes make the state-dict keys.
+- **A straight-line `forward`.** One statement per operation of the spec, in the spec's
+  order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
+  (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every
+  line is one step of the spec, and a traceback points at it.
+- **Where Python does not say it yet.** Where uses of a block differ in structure
+  (a different number of repeats, a branch taken or not), the generator writes one
+  class for each, numbered (`Stage2`) and with a docstring saying what it was built
+  for, and writes repeats out one line per iteration. These are most of the
+  difference from the twins in the table below.
+
+Each class's docstring names the spec line it comes from. What the code computes is
+proven elsewhere: every zoo model against its twin (`tests/test_specs.py`), and the
+generated classes at other parameter values (`tests/test_generated_params.py`).
+
+## How lines are counted
+
+`tools/codegen_size.py` counts, and `tests/test_codegen_size.py` holds every zoo model
+to at most 1.3× its twin's lines. The rule is the same on both sides:
+"""
+
+
+def rule() -> str:
+    """The counting rule: the bullet list of tools/codegen_size.py's docstring (stated once)."""
+    paragraphs = codegen_size.__doc__.split("\n\n")
+    return next(p for p in paragraphs if p.startswith("- ")) + "\n"
+
+
+def shown(case, source: str, title: str, layout: str) -> list[str]:
+    generated = codegen_size.generated_code(source, case.model)
+    twin = codegen_size.twin_code(case.twin)
+    where = ", ".join(f"`{s.label}`" for s in twin.files)
+    return [f"## {title}", "",
+            f"[specs/{case.file}](../specs/{case.file}), model `{case.model}`: **{generated.lines}** code lines "
+            f"generated, **{twin.lines}** in the twin ({generated.lines / twin.lines:.2f}×).", "",
+            f"### Generated (`dslc compile specs/{case.file}`)", "", "```python", generated.text.rstrip(), "```", "",
+            f"### The twin, in {layout} layout ({where})", "", "```python", twin.text.rstrip(), "```", ""]
+
+
+def table(sizes: list) -> list[str]:
+    lines = ["## Every zoo model", "",
+             "Code lines counted as above, for one `dslc compile` of each spec file at -O0 (the",
+             "default), and the ratio of the two.", "",
+             "| spec | model | generated | twin | ratio | ≤ 1.3× |", "| --- | --- | ---: | ---: | ---: | :---: |"]
+    for s in sizes:
+        within = "yes" if s.generated * 10 <= s.twin * 13 else "**no**"
+        lines.append(f"| [{s.file}](../specs/{s.file}) | `{s.model}` | {s.generated} | {s.twin} | "
+                     f"{s.ratio:.2f} | {within} |")
+    ok = sum(1 for s in sizes if s.generated * 10 <= s.twin * 13)
+    total_generated, total_twin = sum(s.generated for s in sizes), sum(s.twin for s in sizes)
+    lines += ["", f"{ok} of {len(sizes)} models are within 1.3× of their twins; all together, "
+                  f"{total_generated:,} generated lines against {total_twin:,} ({total_generated / total_twin:.2f}×).", ""]
+    return lines
+
+
+def spec_order(case) -> tuple:
+    """Files by name, models in the order the file declares (or imports) them."""
+    import dslc
+    return case.file, dslc.load(os.path.join(ROOT, "specs", case.file)).models.index(case.model)
+
+
+def text() -> str:
+    cases = codegen_size.zoo_cases()
+    sources = codegen_size.compile_zoo(cases)
+    out = [INTRO, rule()]
+    for file, model, title, layout in SHOWN:
+        case = next(c for c in cases if c.file == file and c.model == model)
+        out += shown(case, sources[case.id], title, layout)
+    out += table([codegen_size.measure(c, sources[c.id]) for c in sorted(cases, key=spec_order)])
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(write_or_check(OUT, text()))
