@@ -325,6 +325,24 @@ def sample(path: str, plan_name: str | None = None, options=None, out=print, war
     return draw(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out)
 
 
+def evaluate(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:
+    """A trained run's loss and metrics on one split, as `dslc eval` measures them (options: a
+    runtime.evaluate.EvalOptions); notes and the file's warnings go to `warn`."""
+    from .runtime.evaluate import EvalOptions
+    from .runtime.evaluate import evaluate as measure
+    options = options or EvalOptions()
+    return measure(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
+
+
+def predict(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:
+    """A trained run's predictions for a split or for files, as `dslc predict` writes them (options:
+    a runtime.predict.PredictOptions); notes and the file's warnings go to `warn`."""
+    from .runtime.predict import PredictOptions
+    from .runtime.predict import predict as run_model
+    options = options or PredictOptions()
+    return run_model(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
+
+
 def _loaded(path: str, warn) -> Program:
     prog = load(path)
     for w in prog.warnings:

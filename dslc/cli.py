@@ -496,6 +496,97 @@ def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, out
                    "of the data's `x`, so they are saved as a numpy array")
 
 
+def _run_options(fn):
+    """The options of the commands that use a trained run: which run, which weights, which data."""
+    options = [
+        click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several)."),
+        click.option("--run", "run_dir", metavar="DIR", help="The run (default: the latest runs/PLAN*)."),
+        click.option("--weights", metavar="best|last|FILE", help="The run's best weights (the default: "
+                     "checkpoints/best.safetensors, else its newest epoch checkpoint), its last epoch's, or a "
+                     "weights file."),
+        click.option("--data", metavar="DATA", help="The plan's data set as a .dl call, another split or another "
+                     "set with the same fields: 'digits(test=0.2)'."),
+        click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; "
+                     "repeatable."),
+        click.option("--device", metavar="DEVICE", callback=_usable_device,
+                     help="cpu, cuda, ... (default: CUDA when present)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _data_sets(sets: tuple, data: str | None) -> tuple:
+    """--data as the `--set data=...` it stands for."""
+    return tuple(sets) + ((f"data={data}",) if data else ())
+
+
+@main.command("eval")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="The split to measure.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--out", metavar="DIR", help="Where eval-SPLIT.json and confusion-SPLIT.png go (default: the run).")
+@_handled
+def eval_(file, plan, run_dir, weights, data, sets, device, split, fmt, out) -> None:
+    """The loss and metrics of a trained run of FILE's plan on one split: printed, and written as
+    RUN/eval-SPLIT.json (with a confusion matrix, confusion-SPLIT.png, for a classifier).
+
+    On the test split with the weights the run ended with, the numbers are result.json's `test`."""
+    from .api import evaluate
+    from .runtime.evaluate import EvalOptions, json_text, table
+    options = EvalOptions(run=run_dir, split=split, weights=weights, out=out, sets=_data_sets(sets, data),
+                          device=device)
+    result = evaluate(file, plan, options, warn=lambda text: click.echo(text, err=True))
+    if fmt == "json":
+        click.echo(json_text(result), nl=False)
+    else:
+        _echo(table(result))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default=None,
+              help="The split to predict (default: test).")
+@click.option("--input", "inputs", multiple=True, metavar="PATH", type=click.Path(),
+              help="Predict these examples instead of a split: images, .csv rows, .npz or .npy arrays, or a "
+                   "folder of them; repeatable.")
+@click.option("--output", "output_name", metavar="NAME", help="Write this tensor instead of the prediction: an "
+              "output of the model, the output of a layer or block (encoder, encoder.conv1) or a named tensor.")
+@click.option("--model", "model", metavar="NAME", help="The plan's model (needed when it has several).")
+@click.option("-o", "file_out", metavar="OUT", help="The rows' file: .csv, .jsonl or .npz (default: "
+              "RUN/predictions.csv).")
+@_handled
+def predict(file, plan, run_dir, weights, data, sets, device, split, inputs, output_name, model, file_out) -> None:
+    """Run a trained run of FILE's plan on a split of its data or on files, and write one row per
+    example: its index, target, predicted class and class probabilities (a classifier), value (a
+    regression), or the tensor --output names. The first rows and a summary are printed."""
+    from .api import predict as run_model
+    from .runtime.predict import FORMATS, PredictOptions
+    if inputs and (split or data):
+        raise click.UsageError("--input predicts files: it takes no --split or --data")
+    if file_out and os.path.splitext(file_out)[1].lower() not in FORMATS:
+        raise click.BadParameter(f"{file_out}: the rows' file must end in {', '.join(FORMATS)}", param_hint="-o")
+    options = PredictOptions(run=run_dir, weights=weights, split=split or "test", inputs=_input_files(inputs),
+                             output=output_name, file=file_out, model=model, sets=_data_sets(sets, data),
+                             device=device)
+    result = run_model(file, plan, options, warn=lambda text: click.echo(text, err=True))
+    _echo(result["table"])
+
+
+def _input_files(paths: tuple) -> tuple:
+    """The files of --input: each path, a folder standing for the files in it (sorted)."""
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            out += sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+        else:
+            out.append(path)
+    return tuple(out)
+
+
 @main.command()
 @click.argument("code")
 @_handled

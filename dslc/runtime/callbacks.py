@@ -324,7 +324,8 @@ class EMA:
 class EarlyStop(Callback):
     """The plan's `early_stopping(...)`: `rule` after each epoch (it runs after the best weights were
     chosen, before the checkpoint that records it); at the end, with `restore_best`, the best epoch's
-    weights (`best`, a checkpointing.BestWeights) go back into the models."""
+    weights (`best`, a checkpointing.BestWeights) go back into the models, and into their average
+    when the plan keeps one (`ema`), which is what evaluation then measures."""
 
     def __init__(self, rule: EarlyStopping, best):
         self.rule, self.best = rule, best
@@ -343,6 +344,9 @@ class EarlyStop(Callback):
     def on_train_end(self, trainer) -> None:
         if self.rule.restore_best and self.best.weights:
             trainer.load_weights(self.best.weights, self.best.path(trainer))
+            averaged = trainer.callbacks.find(AveragedWeights)
+            if averaged is not None:   # evaluation swaps the average in: it is the best epoch's from now on
+                averaged.restart(trainer.models)
 
 
 class AveragedWeights(Callback):
@@ -356,6 +360,11 @@ class AveragedWeights(Callback):
         for k in step.models:
             if k in self.ema:
                 self.ema[k].update()
+
+    def restart(self, models: dict) -> None:
+        """Make the models' weights the average (early stopping put the best epoch's back)."""
+        for k, e in self.ema.items():
+            e.load_state_dict(models[k].state_dict())
 
     @contextlib.contextmanager
     def evaluation_weights(self, trainer):

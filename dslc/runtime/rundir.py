@@ -32,8 +32,9 @@ class RunDir:
         self.lock = None
 
     @classmethod
-    def open(cls, plan: str, out: str | None, resume: bool) -> "RunDir":
-        """A new run's folder (claimed and held), or the run to resume (checked, then held)."""
+    def open(cls, plan: str, out: str | None, resume: bool, checkpoints: bool = True) -> "RunDir":
+        """A new run's folder (claimed and held), or the run to resume (checked, then held).
+        `checkpoints=False`: a run that trains nothing (an evaluation plan) gets no checkpoints/."""
         base = out or os.path.join("runs", plan)
         if resume:
             path = base if out else latest_run(base)
@@ -45,7 +46,8 @@ class RunDir:
         run = cls(_claim(base))
         try:
             run.hold()
-            os.mkdir(run.checkpoints)
+            if checkpoints:
+                os.mkdir(run.checkpoints)
         except OSError as e:
             run._unclaim()
             raise unusable(run.path, e) from None
@@ -134,8 +136,8 @@ class RunDir:
         axes[0][-1].set_title("learning rate (end of epoch)")
         self._save_figure(plt, fig, "curves.png")
 
-    def confusion(self, matrix, names=None) -> None:
-        """confusion.png: counts of true (rows) against predicted (columns) classes."""
+    def confusion(self, matrix, names=None, file: str = "confusion.png") -> None:
+        """confusion.png (or `file`): counts of true (rows) against predicted (columns) classes."""
         plt = pyplot()
         n = matrix.shape[0]
         labels = list(names) if names is not None and len(names) == n else [str(i) for i in range(n)]
@@ -149,7 +151,7 @@ class RunDir:
         ax.set_yticks(range(n), labels, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        self._save_figure(plt, fig, "confusion.png")
+        self._save_figure(plt, fig, file)
 
     def _save_figure(self, plt, fig, name: str) -> None:
         """A PNG written whole (temporary file, then rename), so a killed run leaves no half image."""

@@ -206,13 +206,14 @@ class Trainer:
                                        _field_span(self.plan, "precision")))
         self.precision = precision
 
-    def _build(self) -> None:
+    def _build(self, init: bool = True) -> None:
         source = plan_source(self.plan, self.path)
         self.source = source   # written to the run's plan.py once the run folder is claimed
         module = plan_module(self.plan, source)
         torch.manual_seed(self.seed)   # the same initial weights as `dslc compile --seed`
         self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
-        self._init_weights()
+        if init:
+            self._init_weights()
         self.steps = []
         for step in self.plan.steps:
             mod = module.STEPS[step.name](*[self.models[m] for m in module.STEP_MODELS[step.name]])
@@ -226,6 +227,16 @@ class Trainer:
         if self.config.metrics and not self.has_prediction:
             raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
                                        _field_span(self.plan, "metrics")))
+
+    def setup(self, init: bool = True) -> None:
+        """What `run` prepares before it claims a run folder: the phases, the precision, the data,
+        the models (with the plan's `init` weights unless `init=False`) and the steps. The commands
+        that use a plan without training it (`dslc eval`, `predict`, `lr-find`) start here."""
+        self.phases = self._phases()
+        self._check_precision()
+        self._load_data()
+        data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
+        self._build(init)
 
     def _init_weights(self) -> None:
         """`init`: load each model's weights by name (after `rename`); the reports go to stderr now and
