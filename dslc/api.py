@@ -343,6 +343,14 @@ def predict(path: str, plan_name: str | None = None, options=None, warn=print) -
     return run_model(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
 
 
+def lr_find(path: str, plan_name: str | None = None, options=None, out=print, warn=None) -> dict:
+    """The learning-rate range test of a plan, as `dslc lr-find` runs it (options: a
+    runtime.lr_find.LrFindOptions); returns what lr_find.json holds."""
+    from .runtime.lr_find import LrFindOptions, sweep
+    options = options or LrFindOptions()
+    return sweep(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out, warn or out)
+
+
 def _loaded(path: str, warn) -> Program:
     prog = load(path)
     for w in prog.warnings:

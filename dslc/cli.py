@@ -576,6 +576,36 @@ def predict(file, plan, run_dir, weights, data, sets, device, split, inputs, out
     _echo(result["table"])
 
 
+@main.command("lr-find")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
+@click.option("--min", "start", type=click.FloatRange(min=0, min_open=True), default=1e-7, show_default=True,
+              help="The first learning rate.")
+@click.option("--max", "end", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="The last learning rate.")
+@click.option("--steps", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Optimizer steps (one per training batch), the rate growing exponentially from --min to --max.")
+@click.option("--out", metavar="DIR", help="The folder for lr_find.png, .jsonl and .json (default: a new "
+              "runs/PLAN-lr-find).")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a plan field, as for train; repeatable.")
+@click.option("--device", metavar="DEVICE", callback=_usable_device,
+              help="cpu, cuda, ... (default: CUDA when present).")
+@_handled
+def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
+    """The learning-rate range test of FILE's plan (Smith 2015): from the plan's initial weights,
+    one optimizer step per batch at a rate growing exponentially from --min to --max, until the
+    smoothed loss diverges (4 × its lowest). Prints the rate where the smoothed loss falls fastest
+    and the --set that trains with it; writes lr_find.png, lr_find.jsonl and lr_find.json.
+
+    Nothing else changes: the weights are built afresh in memory, and only the new folder is written."""
+    from .api import lr_find as sweep
+    from .runtime.lr_find import LrFindOptions
+    if start >= end:
+        raise click.BadParameter(f"--min {start:g} must be below --max {end:g}", param_hint="--min")
+    options = LrFindOptions(start=start, end=end, steps=steps, out=out, sets=tuple(sets), device=device)
+    sweep(file, plan, options, out=_echo, warn=lambda text: click.echo(text, err=True))
+
+
 def _input_files(paths: tuple) -> tuple:
     """The files of --input: each path, a folder standing for the files in it (sorted)."""
     out = []
