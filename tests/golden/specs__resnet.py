@@ -7,23 +7,8 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class Stem(nn.Module):
-    """The block `Stem` (resnet.dl:55)."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-
-    def forward(self, x):
-        h = self.conv1(x)
-        h = self.bn1(h)
-        h = F.relu(h)
-        return F.max_pool2d(h, 3, stride=2, padding=1)
-
-
 class BasicBlock(nn.Module):
-    """The block `BasicBlock` (resnet.dl:24), built for stride == 1 and x.shape[1] == out."""
+    """The block `BasicBlock` (resnet.dl:28), built for stride == 1 and x.shape[1] == out."""
 
     def __init__(self, out: int, stride: int):
         super().__init__()
@@ -42,34 +27,25 @@ class BasicBlock(nn.Module):
         return F.relu(h)
 
 
-class Stage(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride == 1 and x.shape[1] == width."""
+class Stage(nn.Sequential):
+    """The block `Stage` (resnet.dl:49), built for stride == 1 and x.shape[1] == width and blocks >= 1."""
 
-    def __init__(self, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock(width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        return self.basic_block2(h)
+    def __init__(self, width: int, blocks: int, stride: int):
+        super().__init__(BasicBlock(width, stride), *[BasicBlock(width, 1) for _ in range(1, blocks)])
 
 
-class Downsample(nn.Module):
-    """The block `Downsample` (resnet.dl:18)."""
+class Downsample(nn.Sequential):
+    """The block `Downsample` (resnet.dl:22)."""
 
     def __init__(self, in_channels: int, out: int, stride: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 1, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        h = self.conv(x)
-        return self.bn(h)
+        super().__init__(
+            nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(out),
+        )
 
 
 class BasicBlock2(nn.Module):
-    """The block `BasicBlock` (resnet.dl:24), built for stride != 1."""
+    """The block `BasicBlock` (resnet.dl:28), built for stride != 1."""
 
     def __init__(self, in_channels: int, out: int, stride: int):
         super().__init__()
@@ -90,33 +66,31 @@ class BasicBlock2(nn.Module):
         return F.relu(h)
 
 
-class Stage2(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride != 1."""
+class Stage2(nn.Sequential):
+    """The block `Stage` (resnet.dl:49), built for stride != 1 and blocks >= 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        return self.basic_block2(h)
+    def __init__(self, in_channels: int, width: int, blocks: int, stride: int):
+        super().__init__(BasicBlock2(in_channels, width, stride), *[BasicBlock(width, 1) for _ in range(1, blocks)])
 
 
 class ResNet18(nn.Module):
-    """The model `ResNet18` (resnet.dl:62)."""
+    """The model `ResNet18` (resnet.dl:59)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage(64, 1)
-        self.layer2 = Stage2(64, 128, 2)
-        self.layer3 = Stage2(128, 256, 2)
-        self.layer4 = Stage2(256, 512, 2)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage(64, 2, 1)
+        self.layer2 = Stage2(64, 128, 2, 2)
+        self.layer3 = Stage2(128, 256, 2, 2)
+        self.layer4 = Stage2(256, 512, 2, 2)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.stem(x)
+        h = self.conv1(x)
+        h = self.bn1(h)
+        h = F.relu(h)
+        h = F.max_pool2d(h, 3, stride=2, padding=1)
         h = self.layer1(h)
         h = self.layer2(h)
         h = self.layer3(h)
@@ -126,88 +100,24 @@ class ResNet18(nn.Module):
         return self.fc(h)
 
 
-class Stage3(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride == 1 and x.shape[1] == width."""
-
-    def __init__(self, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock(width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        return self.basic_block3(h)
-
-
-class Stage4(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-        self.basic_block4 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        h = self.basic_block3(h)
-        return self.basic_block4(h)
-
-
-class Stage5(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-        self.basic_block4 = BasicBlock(width, 1)
-        self.basic_block5 = BasicBlock(width, 1)
-        self.basic_block6 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        h = self.basic_block3(h)
-        h = self.basic_block4(h)
-        h = self.basic_block5(h)
-        return self.basic_block6(h)
-
-
-class Stage6(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.basic_block1 = BasicBlock2(in_channels, width, stride)
-        self.basic_block2 = BasicBlock(width, 1)
-        self.basic_block3 = BasicBlock(width, 1)
-
-    def forward(self, x):
-        h = self.basic_block1(x)
-        h = self.basic_block2(h)
-        return self.basic_block3(h)
-
-
 class ResNet34(nn.Module):
     """The model `ResNet34` (resnet.dl:74)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage3(64, 1)
-        self.layer2 = Stage4(64, 128, 2)
-        self.layer3 = Stage5(128, 256, 2)
-        self.layer4 = Stage6(256, 512, 2)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage(64, 3, 1)
+        self.layer2 = Stage2(64, 128, 4, 2)
+        self.layer3 = Stage2(128, 256, 6, 2)
+        self.layer4 = Stage2(256, 512, 3, 2)
         self.fc = nn.Linear(512, classes)
 
     def forward(self, x):
-        h = self.stem(x)
+        h = self.conv1(x)
+        h = self.bn1(h)
+        h = F.relu(h)
+        h = F.max_pool2d(h, 3, stride=2, padding=1)
         h = self.layer1(h)
         h = self.layer2(h)
         h = self.layer3(h)
@@ -218,7 +128,7 @@ class ResNet34(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """The block `Bottleneck` (resnet.dl:33)."""
+    """The block `Bottleneck` (resnet.dl:37)."""
 
     def __init__(self, in_channels: int, width: int, stride: int, expansion: int):
         super().__init__()
@@ -245,7 +155,7 @@ class Bottleneck(nn.Module):
 
 
 class Bottleneck2(nn.Module):
-    """The block `Bottleneck` (resnet.dl:33), built for stride == 1 and x.shape[1] == expansion * width."""
+    """The block `Bottleneck` (resnet.dl:37), built for stride == 1 and x.shape[1] == expansion * width."""
 
     def __init__(self, width: int, stride: int, expansion: int):
         super().__init__()
@@ -269,73 +179,31 @@ class Bottleneck2(nn.Module):
         return F.relu(h)
 
 
-class Stage7(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3."""
+class Stage3(nn.Sequential):
+    """The block `Stage` (resnet.dl:49), built for blocks >= 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
-
-    def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        return self.bottleneck3(h)
-
-
-class Stage8(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
-        self.bottleneck4 = Bottleneck2(width, 1, 4)
-
-    def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        h = self.bottleneck3(h)
-        return self.bottleneck4(h)
-
-
-class Stage9(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride, 4)
-        self.bottleneck2 = Bottleneck2(width, 1, 4)
-        self.bottleneck3 = Bottleneck2(width, 1, 4)
-        self.bottleneck4 = Bottleneck2(width, 1, 4)
-        self.bottleneck5 = Bottleneck2(width, 1, 4)
-        self.bottleneck6 = Bottleneck2(width, 1, 4)
-
-    def forward(self, x):
-        h = self.bottleneck1(x)
-        h = self.bottleneck2(h)
-        h = self.bottleneck3(h)
-        h = self.bottleneck4(h)
-        h = self.bottleneck5(h)
-        return self.bottleneck6(h)
+    def __init__(self, in_channels: int, width: int, blocks: int, stride: int):
+        super().__init__(Bottleneck(in_channels, width, stride, 4), *[Bottleneck2(width, 1, 4) for _ in range(1, blocks)])
 
 
 class ResNet50(nn.Module):
-    """The model `ResNet50` (resnet.dl:86)."""
+    """The model `ResNet50` (resnet.dl:89)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage7(64, 64, 1)
-        self.layer2 = Stage8(256, 128, 2)
-        self.layer3 = Stage9(512, 256, 2)
-        self.layer4 = Stage7(1024, 512, 2)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage3(64, 64, 3, 1)
+        self.layer2 = Stage3(256, 128, 4, 2)
+        self.layer3 = Stage3(512, 256, 6, 2)
+        self.layer4 = Stage3(1024, 512, 3, 2)
         self.fc = nn.Linear(2048, classes)
 
     def forward(self, x):
-        h = self.stem(x)
+        h = self.conv1(x)
+        h = self.bn1(h)
+        h = F.relu(h)
+        h = F.max_pool2d(h, 3, stride=2, padding=1)
         h = self.layer1(h)
         h = self.layer2(h)
         h = self.layer3(h)
