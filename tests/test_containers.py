@@ -276,7 +276,7 @@ def test_a_stage_is_an_nn_sequential_with_a_live_count_and_torchvisions_keys(tmp
     prog = _load(tmp_path, STAGES)
     src = prog.source()
     assert "class Stage(nn.Sequential):" in src and "class Proj(nn.Sequential):" in src
-    assert "*[Block(width, 1) for _ in range(1, blocks)])" in src
+    assert "*[Block(width, width) for _ in range(1, blocks)])" in src
     assert "blocks !=" not in src
     for blocks in (3, 1, 4):
         twin = NetTwin(blocks).eval()

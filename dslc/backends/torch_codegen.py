@@ -840,8 +840,12 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
             sum(len(p.init) + len(p.forward) for p in parts) + 2 * len(parts):
         return None
     signature = _merged_signature(graph, parts, names, read)
-    first = parts[0].first if merged.first is None else merged.first
-    code = assemble(signature, first + merged.init, merged.forward, parts[0].base)
+    # arguments are checked before anything is built, but after a module's super().__init__()
+    if merged.first is None and parts[0].base == "nn.Module":
+        init = parts[0].first + merged.check + merged.init
+    else:
+        init = merged.check + (merged.first or parts[0].first) + merged.init
+    code = assemble(signature, init, merged.forward, parts[0].base)
     facts = [g.to_python(_doc_atom) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
 

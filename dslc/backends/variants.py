@@ -55,9 +55,10 @@ class Body:
 
 @dataclass
 class Merged:
-    init: list
+    init: list                     # after the first statement
     forward: list
-    first: list | None = None      # [] when the init's chain holds each body's first statement
+    first: list | None = None      # the bodies' first statements as a chain; None: all alike
+    check: list = None             # `if not (...): raise ValueError(...)` for arguments no case covers
 
 
 def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
@@ -81,10 +82,7 @@ def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
         return None     # `self.stride` would be a module's name too
     keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
     check = len(covered_check(block, cases, atoms))
-    first = _merge_first(bodies, cases, atoms)
-    if first is None:
-        return Merged(init[:check] + keep + init[check:], forward)
-    return Merged(init[:check] + first + keep + init[check:], forward, first=[])
+    return Merged(keep + init[check:], forward, _merge_first(bodies, cases, atoms), init[:check])
 
 
 def _merge_first(bodies: list[Body], cases: list, atoms: list[Atom]) -> list[str] | None:
