@@ -1,17 +1,20 @@
 """IR -> one standalone, readable PyTorch file.
 
 Every model becomes an `nn.Module` class whose constructor takes the model's
-parameters; every block becomes a class too, one per distinct structure (two
-uses of a block that generate the same code share one class). Sizes print as
+parameters; every block becomes a class too (its uses that differ share it, see
+below, except where they differ by a count). Sizes print as
 the parameter expressions they carry, so `Linear(hidden)` reads
 `nn.Linear(784, hidden)`. A compile-time decision that fixed a parameter
 (a loop count, a condition) is checked in the model's constructor; what a
 static index relies on of a run-time size (`T > 3` for `x[:, 3]`) is checked
 first thing in the model's forward, with the spec line and the size it got.
 
-`forward` has one statement per node: names come from the user's bindings,
-other values reuse a temporary (`x = self.fc1(x)`) once the value it held
-is dead. The file imports only torch and is byte-identical run to run.
+`forward` has one statement per node, or nests a node's call in the next
+statement where it is that statement's only input read once (`x = x +
+self.attn(self.ln_1(x))`, see _Held): names come from the user's bindings, other
+values reuse a temporary (`x = self.fc1(x)`) once the value it held is dead.
+A block's specializations are one class that branches in its constructor
+(backends/variants.py). The file imports only torch and is byte-identical run to run.
 """
 from __future__ import annotations
 
