@@ -191,7 +191,7 @@ class _ClassWriter:
         init_printer = Printer(self.init_atom)
         fwd = self._forward() if _sequential(self.graph) is None else []   # nn.Sequential's own forward
         members = self._members(init_printer)
-        first = self._sequential_init(init_printer)
+        opening = self._sequential_init(init_printer)
         guards = self._guards(init_printer) if self.is_model else []
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
@@ -201,7 +201,7 @@ class _ClassWriter:
                          if ann else f", {name}{'' if default is None else '=' + default}"
                          for _, name, ann, default in signature)
         lines.append(f"{INDENT}def __init__(self{params}):")
-        body = first + self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
+        body = opening + self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
         lines += [INDENT * 2 + b for b in body]
         lines += [""] + [INDENT + line if line else "" for line in fwd] if fwd else []
         if self.is_model and self.graph.inference:
