@@ -263,7 +263,7 @@ class _ClassWriter:
         init_printer = Printer(self.init_atom)
         fwd = self._forward() if _sequential(self.graph) is None else []   # nn.Sequential's own forward
         members = self._members(init_printer)
-        first = self._sequential_init(init_printer)
+        opening = self._sequential_init(init_printer)
         guards = self._guards(init_printer) if self.is_model else []
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
@@ -272,7 +272,7 @@ class _ClassWriter:
         if self.is_model and self.graph.inference:
             fwd += [""] + self._train_refusal()
         heading, facts = self._doc_parts()
-        return ClassParts(signature, init, fwd, heading, facts, first, base)
+        return ClassParts(signature, init, fwd, heading, facts, opening, base)
 
     def _derived_defaults(self, printer: Printer) -> list[str]:
         """A model parameter whose default is computed from others (`ff: int = 4 * dim`) defaults to
