@@ -209,8 +209,9 @@ def test_a_shared_block_whose_code_would_differ_is_e0408(tmp_path):
                                   "    output (a -> c), (b -> c), (s -> q), (t -> q)\n}\n")
     import torch
     net = ok.build("M", seed=0)
-    assert sorted(net.state_dict()) == ["c.conv.bias", "c.conv.weight", "q.fc.bias", "q.fc.weight",
-                                        "q.norm.bias", "q.norm.weight"]
+    # Seq is a chain of two layers with weights: an nn.Sequential, keyed by place
+    assert sorted(net.state_dict()) == ["c.conv.bias", "c.conv.weight", "q.0.bias", "q.0.weight",
+                                        "q.1.bias", "q.1.weight"]
     outs = net(torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 6), torch.randn(2, 5, 6))
     assert [tuple(o.shape) for o in outs] == [(2, 4, 8, 8), (2, 4, 4, 4), (2, 3, 4), (2, 5, 4)]
 

@@ -482,15 +482,17 @@ CASES = [
     Case("mnist_mlp.dl", "TwoTower", TwoTowerTwin, (("B", 32), ("B", 32)), names=("left_proj.weight",
                                                                                   "right_proj.bias"), small={}),
     Case("cifar_resnet.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),), small={}),
+    # torchvision's keys: the twin loads dslc's state dict strictly, by name (rename=identity)
     Case("resnet.dl", "ResNet18", lambda: ResNetTwin(BasicBlock, [2, 2, 2, 2]), (IMAGE,), published=11_689_512,
-         names=("stem.conv1.weight", "stem.bn1.running_mean", "layer1.basic_block1.conv1.weight",
-                "layer2.basic_block1.downsample.conv.weight", "fc.weight"), small={}),
+         names=("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.running_var", "fc.weight"), small={}, rename=lambda key: key),
     Case("resnet.dl", "ResNet34", lambda: ResNetTwin(BasicBlock, [3, 4, 6, 3]), (IMAGE,), published=21_797_672,
-         names=("layer3.basic_block6.bn2.weight", "fc.bias")),
+         names=("layer3.5.bn2.weight", "fc.bias"), rename=lambda key: key),
     Case("resnet.dl", "ResNet50", lambda: ResNetTwin(Bottleneck, [3, 4, 6, 3]), (IMAGE,), published=25_557_032,
-         names=("layer1.bottleneck1.downsample.bn.weight", "layer4.bottleneck3.conv3.weight", "fc.weight"),
-         small={}),
-    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544, small={}),
+         names=("layer1.0.downsample.1.weight", "layer4.2.conv3.weight", "fc.weight"), small={},
+         rename=lambda key: key),
+    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544, names=("features.0.conv1.weight",
+                                                                           "features.4.conv3.bias"), small={}),
     Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840, small={}),
     Case("mobilenet.dl", "MobileNetV2", MobileNetV2Twin, (IMAGE,), published=3_504_872,
          names=("stem.conv.weight", "inverted_residual2.expansion.conv.weight",
@@ -744,6 +746,15 @@ def test_cpu_forward_matches_twin(case):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["ResNet18", "ResNet34", "ResNet50"])
+def test_resnet_state_dict_is_torchvisions(model):
+    """The zoo's ResNets have torchvision's state-dict keys, in its order, with its shapes (the twins are
+    written in torchvision's layout: conv1, bn1, layer1.0.conv1, layer2.0.downsample.0, ..., fc)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file == "resnet.dl" and c.model == model))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 
 
 def test_tied_head_is_one_parameter():

@@ -59,7 +59,7 @@ def test_hunks_rebuild_every_sequence():
 
 
 class BasicBlockTwin(nn.Module):
-    """torchvision's BasicBlock, its projection written as dslc's Downsample block (conv, bn)."""
+    """torchvision's BasicBlock (its projection an nn.Sequential of a 1×1 conv and a batch norm)."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1):
         super().__init__()
@@ -69,9 +69,8 @@ class BasicBlockTwin(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential()
-            self.downsample.add_module("conv", nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False))
-            self.downsample.add_module("bn", nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(planes))
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)

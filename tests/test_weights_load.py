@@ -1,6 +1,7 @@
 """Loading published weights by name (issue #14 item 5): a state dict saved from the hand-written
-torchvision-layout ResNet-18 twin (tests/test_specs.py, no download) loads into the zoo's ResNet18
-through `rename` prefix rules; the report says what matched, what was left and which shapes differ.
+torchvision-layout ResNet-18 twin (tests/test_specs.py, no download) loads into the zoo's ResNet18 by
+name, as it is (the zoo's keys are torchvision's); a file in another layout loads through `rename`
+prefix rules; the report says what matched, what was left and which shapes differ.
 
 The reference is the twin itself: every weight must equal the twin's and the forward pass must be
 bit-equal to the twin's own."""
@@ -22,10 +23,10 @@ from dslc.runtime.weights import load_by_name, read_state, renamed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESNET = os.path.join(ROOT, "specs", "resnet.dl")
 
-# torchvision's names (the file's) -> the zoo's (the model's), written out: the stem is `stem.` in the
-# zoo, a stage's blocks are `basic_blockN` (1-based) where torchvision numbers them from 0, and the
-# shortcut's Sequential(conv, bn) is the zoo's Downsample block with `conv` and `bn`.
-RULES = {
+# Another layout, for the rename rules: the names the zoo's ResNet18 had before its keys became
+# torchvision's, written out (torchvision's prefix -> the other layout's): the stem was `stem.`, a
+# stage's blocks `basic_blockN` (1-based), the shortcut's Sequential(conv, bn) a block with `conv` and `bn`.
+OTHER = {
     "conv1": "stem.conv1", "bn1": "stem.bn1",
     "layer1.0": "layer1.basic_block1", "layer1.1": "layer1.basic_block2",
     "layer2.0": "layer2.basic_block1", "layer2.1": "layer2.basic_block2",
@@ -38,6 +39,15 @@ RULES = {
     "layer4.0.downsample.0": "layer4.basic_block1.downsample.conv",
     "layer4.0.downsample.1": "layer4.basic_block1.downsample.bn",
 }
+RULES = {theirs: ours for ours, theirs in OTHER.items()}   # the file's names -> the model's
+
+
+def other_layout(state: dict, names: dict = OTHER) -> dict:
+    """A torchvision-layout state dict under the other layout's names (written independently of `renamed`)."""
+    def name(key: str) -> str:
+        best = max((p for p in names if key.startswith(p + ".")), key=len, default=None)
+        return key if best is None else names[best] + key[len(best):]
+    return {name(k): v for k, v in state.items()}
 
 
 def scrambled(net: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -81,28 +91,28 @@ def test_rename_rules_map_the_files_prefixes_longest_first():
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_a_torchvision_layout_state_dict_loads_into_the_zoo_resnet18(tmp_path, twin, resnet, suffix):
+@pytest.mark.parametrize("layout", ["torchvision", "other"])
+def test_a_twin_state_dict_loads_into_the_zoo_resnet18(tmp_path, twin, resnet, suffix, layout):
+    """torchvision's names fit as they are; another layout's through the rules."""
     path = str(tmp_path / ("resnet18" + suffix))
     state = {k: v.clone().contiguous() for k, v in twin.state_dict().items()}
-    torch.save(state, path) if suffix == ".pth" else save_file(state, path)
+    file_state = state if layout == "torchvision" else other_layout(state)
+    torch.save(file_state, path) if suffix == ".pth" else save_file(file_state, path)
     net = resnet.build("ResNet18", seed=0).eval()
-    report = load_by_name(net, read_state(path), path, RULES)
+    report = load_by_name(net, read_state(path), path, {} if layout == "torchvision" else RULES)
     assert report["loaded"] == report["model_tensors"] == len(state) == 122
     assert report["left_at_initial_values"] == report["unused_in_file"] == report["shape_mismatches"] == []
     assert report["rules_that_matched_nothing"] == []
-    assert report["renamed"]["layer2.basic_block1.downsample.bn.running_var"] == "layer2.0.downsample.1.running_var"
+    if layout == "other":
+        assert report["renamed"]["layer2.0.downsample.1.running_var"] == \
+            "layer2.basic_block1.downsample.bn.running_var"
     ours = net.state_dict()
+    assert list(ours) == list(state)
     for name, value in state.items():
-        assert torch.equal(ours[_model_name(name)], value), name
+        assert torch.equal(ours[name], value), name
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(net(x), twin(x))
-
-
-def _model_name(file_name: str) -> str:
-    """The zoo's name of a torchvision name, by the rules (written independently of `renamed`)."""
-    best = max((p for p in RULES if file_name.startswith(p + ".")), key=len, default=None)
-    return file_name if best is None else RULES[best] + file_name[len(best):]
 
 
 def test_a_1000_class_checkpoint_loads_into_a_10_class_model_with_the_head_skipped(tmp_path, twin, resnet):
@@ -111,12 +121,12 @@ def test_a_1000_class_checkpoint_loads_into_a_10_class_model_with_the_head_skipp
     net = resnet.build("ResNet18", seed=0, params={"classes": 10}).eval()
     fc_before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("fc.")}
     with pytest.raises(DslcError) as refused:
-        load_by_name(net, read_state(path), path, RULES)
+        load_by_name(net, read_state(path), path, {})
     text = str(refused.value)
     assert "error[E0602]" in text and "skip_mismatched" in text
     assert "fc.weight: (1000, 512) in the file, (10, 512) in the model" in text
     assert "fc.bias: (1000,) in the file, (10,) in the model" in text
-    report = load_by_name(net, read_state(path), path, RULES, skip_mismatched=True)
+    report = load_by_name(net, read_state(path), path, {}, skip_mismatched=True)
     assert report["loaded"] == 120 and report["model_tensors"] == 122
     assert report["shape_mismatches"] == [
         {"name": "fc.weight", "file_name": "fc.weight", "file_shape": [1000, 512], "model_shape": [10, 512]},
@@ -139,14 +149,15 @@ def test_what_is_left_and_unused_is_reported(tmp_path, twin, resnet):
     path = str(tmp_path / "partial.pth")
     state = {k: v for k, v in twin.state_dict().items() if not k.startswith("layer4.")}
     state["extra.weight"] = torch.zeros(3)
-    torch.save(state, path)
+    torch.save(other_layout(state), path)
     net = resnet.build("ResNet18", seed=0)
-    report = load_by_name(net, read_state(path), path, {**RULES, "laier1.0": "layer1.basic_block1"})
+    report = load_by_name(net, read_state(path), path, {**RULES, "laier1.basic_block1": "layer1.0"})
     layer4 = [k for k in net.state_dict() if k.startswith("layer4.")]
     assert report["left_at_initial_values"] == layer4 and len(layer4) == 30
     assert report["unused_in_file"] == ["extra.weight"]
-    assert set(report["rules_that_matched_nothing"]) == {"laier1.0", "layer4.0", "layer4.1", "layer4.0.downsample.0",
-                                                         "layer4.0.downsample.1"}
+    assert set(report["rules_that_matched_nothing"]) == {
+        "laier1.basic_block1", "layer4.basic_block1", "layer4.basic_block2", "layer4.basic_block1.downsample.conv",
+        "layer4.basic_block1.downsample.bn"}
 
 
 def test_wrapped_and_ddp_prefixed_state_dicts_are_unwrapped(tmp_path, twin, resnet):
@@ -156,15 +167,14 @@ def test_wrapped_and_ddp_prefixed_state_dicts_are_unwrapped(tmp_path, twin, resn
         path = str(tmp_path / f"{wrapper}.pth")
         torch.save({wrapper: {"module." + k: v for k, v in plain.items()}, "epoch": 90, "arch": "resnet18"}, path)
         net = resnet.build("ResNet18", seed=0)
-        assert load_by_name(net, read_state(path), path, RULES)["loaded"] == 122
-        assert torch.equal(net.state_dict()["layer3.basic_block2.bn2.running_mean"],
-                           plain["layer3.1.bn2.running_mean"])
+        assert load_by_name(net, read_state(path), path, {})["loaded"] == 122
+        assert torch.equal(net.state_dict()["layer3.1.bn2.running_mean"], plain["layer3.1.bn2.running_mean"])
 
 
 def test_compile_weights_with_rename_exports_the_twins_weights(tmp_path, twin):
     import onnxruntime as ort
     path = tmp_path / "resnet18.safetensors"
-    save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, str(path))
+    save_file(other_layout({k: v.contiguous() for k, v in twin.state_dict().items()}), str(path))
     out = tmp_path / "r.onnx"
     args = ["compile", RESNET, "--model", "ResNet18", "--target", "onnx", "-o", str(out), "--weights", str(path)]
     result = CliRunner().invoke(main, args + [f"--rename={k}={v}" for k, v in RULES.items()])
@@ -176,7 +186,7 @@ def test_compile_weights_with_rename_exports_the_twins_weights(tmp_path, twin):
         torch.testing.assert_close(torch.from_numpy(got), twin(x), rtol=1e-4, atol=1e-4)
     # without the rules the names do not fit, and the export says which
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "error[E0602]" in result.stderr and "not in the file: stem.conv1.weight" \
+    assert result.exit_code == 1 and "error[E0602]" in result.stderr and "not in the file: conv1.weight" \
         in result.stderr and "Traceback" not in result.stderr
     assert CliRunner().invoke(main, args + ["--rename", "conv1"]).exit_code == 2   # not OLD=NEW
 
@@ -205,7 +215,10 @@ import "RESNET"
 # a small torchvision-layout ResNet: the zoo's stem and one stage of basic blocks, on the digits
 model Tiny(classes: int = 10) {
     input x: [B, 1, 8, 8]
-    Stem() as stem
+    Conv2d(64, 7, stride=2, padding=3, bias=false) as conv1
+    BatchNorm2d() as bn1
+    ReLU()
+    MaxPool2d(3, stride=2, padding=1)
     Stage(16, 2, stride=2) as layer1
     AdaptiveAvgPool2d(1)
     Flatten()
@@ -220,14 +233,14 @@ train tune {
     epochs     = 1
     batch_size = 64
     INIT
-    freeze model.stem
-    freeze model.layer1
+    freeze model.conv1, model.bn1, model.layer1
 }
 """
 
-TINY_RULES = {"conv1": "stem.conv1", "bn1": "stem.bn1", "layer1.0": "layer1.basic_block1",
+TINY_OTHER = {"conv1": "stem.conv1", "bn1": "stem.bn1", "layer1.0": "layer1.basic_block1",
               "layer1.1": "layer1.basic_block2", "layer1.0.downsample.0": "layer1.basic_block1.downsample.conv",
               "layer1.0.downsample.1": "layer1.basic_block1.downsample.bn"}
+TINY_RULES = {theirs: ours for ours, theirs in TINY_OTHER.items()}
 
 
 class TinyTwin(torch.nn.Module):
@@ -249,7 +262,7 @@ def tiny_plan(tmp_path, init: str) -> str:
 
 def test_a_plan_fine_tunes_from_renamed_weights_with_the_report_in_the_run(tmp_path):
     twin = scrambled(TinyTwin(), seed=2)
-    torch.save(twin.state_dict(), tmp_path / "tiny.pth")
+    torch.save(other_layout(twin.state_dict(), TINY_OTHER), tmp_path / "tiny.pth")
     rules = "{" + ", ".join(f'"{k}": "{v}"' for k, v in TINY_RULES.items()) + ', "nope": "x"}'
     init = f'init = "tiny.pth"\n    rename = {rules}\n    skip_mismatched = true'
     result = run(tmp_path, tiny_plan(tmp_path, init))
@@ -264,22 +277,22 @@ def test_a_plan_fine_tunes_from_renamed_weights_with_the_report_in_the_run(tmp_p
     best = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
     for name, value in twin.state_dict().items():
         if not name.startswith("fc."):
-            moved = max((p for p in TINY_RULES if name.startswith(p + ".")), key=len)
-            assert torch.equal(best[TINY_RULES[moved] + name[len(moved):]], value), name
+            assert torch.equal(best[name], value), name
     assert best["fc.weight"].shape == (10, 16)
     assert "init" in (tmp_path / "run" / "plan.dl").read_text()
 
 
 def test_dslc_train_weights_and_rename_options_stand_for_the_plan_fields(tmp_path):
     twin = scrambled(TinyTwin(classes=10), seed=3)
-    torch.save({"state_dict": {"module." + k: v for k, v in twin.state_dict().items()}}, tmp_path / "tiny.pt")
+    state = other_layout(twin.state_dict(), TINY_OTHER)
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "tiny.pt")
     path = write(tmp_path, tiny_plan(tmp_path, ""))
     args = ["train", path, "--out", str(tmp_path / "run"), "--no-progress", "--weights", str(tmp_path / "tiny.pt")]
     result = CliRunner().invoke(main, args + [f"--rename={k}={v}" for k, v in TINY_RULES.items()])
     assert result.exit_code == 0, result.output
     assert "(6 rename rules): loaded 38 of the model's 38 tensors" in result.stderr
     written = (tmp_path / "run" / "plan.dl").read_text()
-    assert "rename = {" in written and '"layer1.0": "layer1.basic_block1"' in written
+    assert "rename = {" in written and '"layer1.basic_block1": "layer1.0"' in written
     assert json.loads((tmp_path / "run" / "weights_report.json").read_text())["model"]["loaded"] == 38
 
 

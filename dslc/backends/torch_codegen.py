@@ -1,17 +1,20 @@
 """IR -> one standalone, readable PyTorch file.
 
 Every model becomes an `nn.Module` class whose constructor takes the model's
-parameters; every block becomes a class too, one per distinct structure (two
-uses of a block that generate the same code share one class). Sizes print as
+parameters; every block becomes a class too (its uses that differ share it, see
+below, except where they differ by a count). Sizes print as
 the parameter expressions they carry, so `Linear(hidden)` reads
 `nn.Linear(784, hidden)`. A compile-time decision that fixed a parameter
 (a loop count, a condition) is checked in the model's constructor; what a
 static index relies on of a run-time size (`T > 3` for `x[:, 3]`) is checked
 first thing in the model's forward, with the spec line and the size it got.
 
-`forward` has one statement per node: names come from the user's bindings,
-other values reuse a temporary (`x = self.fc1(x)`) once the value it held
-is dead. The file imports only torch and is byte-identical run to run.
+`forward` has one statement per node, or nests a node's call in the next
+statement where it is that statement's only input read once (`x = x +
+self.attn(self.ln_1(x))`, see _Held): names come from the user's bindings, other
+values reuse a temporary (`x = self.fc1(x)`) once the value it held is dead.
+A block's specializations are one class that branches in its constructor
+(backends/variants.py). The file imports only torch and is byte-identical run to run.
 """
 from __future__ import annotations
 
@@ -58,25 +61,29 @@ class ClassInfo:
 
 @dataclass
 class ClassParts:
-    """A class before it is named: its constructor's signature, __init__'s statements after
-    `super().__init__()`, forward's lines (from `def forward`), the docstring's heading and facts."""
+    """A class before it is named: its constructor's signature, __init__'s statements after its first
+    (`super().__init__()`, or an nn.Sequential's `super().__init__(first, *rest)`), forward's lines
+    (from `def forward`; none for an nn.Sequential), the docstring's heading and facts."""
     signature: list
     init: list
     forward: list
     heading: str
     facts: list
+    first: list = field(default_factory=lambda: ["super().__init__()"])
+    base: str = "nn.Module"
 
 
-def assemble(signature: list, init: list, forward: list) -> str:
+def assemble(signature: list, init: list, forward: list, base: str = "nn.Module") -> str:
     """A class's source, named __CLASS__ and documented __DOC__ (filled in when it is emitted)."""
-    lines = ["class __CLASS__(nn.Module):", f'{INDENT}"""__DOC__"""', ""]
+    lines = [f"class __CLASS__({base}):", f'{INDENT}"""__DOC__"""', ""]
     params = "".join(f", {name}{ann}{'' if default is None else ' = ' + default}"
                      if ann else f", {name}{'' if default is None else '=' + default}"
                      for _, name, ann, default in signature)
     lines.append(f"{INDENT}def __init__(self{params}):")
-    lines += [INDENT * 2 + b if b else b for b in ["super().__init__()"] + init]
-    lines.append("")
-    lines += [INDENT + line if line else "" for line in forward]
+    lines += [INDENT * 2 + b if b else b for b in init]
+    if forward:
+        lines.append("")
+        lines += [INDENT + line if line else "" for line in forward]
     return "\n".join(lines) + "\n"
 
 
@@ -249,21 +256,23 @@ class _ClassWriter:
     # ---------------------------------------------------------------- the class
 
     def write(self) -> tuple[str, list, str, list]:
-        parts = self.parts()
-        return assemble(parts.signature, parts.init, parts.forward), parts.signature, parts.heading, parts.facts
+        p = self.parts()
+        return assemble(p.signature, p.first + p.init, p.forward, p.base), p.signature, p.heading, p.facts
 
     def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
-        fwd = self._forward()
+        fwd = self._forward() if _sequential(self.graph) is None else []   # nn.Sequential's own forward
         members = self._members(init_printer)
+        opening = self._sequential_init(init_printer)
         guards = self._guards(init_printer) if self.is_model else []
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
         init = self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
+        base = "nn.Module" if _sequential(self.graph) is None else "nn.Sequential"
         if self.is_model and self.graph.inference:
             fwd += [""] + self._train_refusal()
         heading, facts = self._doc_parts()
-        return ClassParts(signature, init, fwd, heading, facts)
+        return ClassParts(signature, init, fwd, heading, facts, opening, base)
 
     def _derived_defaults(self, printer: Printer) -> list[str]:
         """A model parameter whose default is computed from others (`ff: int = 4 * dim`) defaults to
@@ -362,19 +371,14 @@ class _ClassWriter:
         for inst in self.graph.instances.values():
             if inst.id in self.external:
                 continue
-            if inst.kind == "layer":
+            if inst.container is not None:
+                lines += self._container_lines(inst, printer)
+            elif inst.kind == "layer":
                 if inst.folded is not None:
-                    self.gen.helpers.add("fold_batchnorm")
-                    layer = self._ctor(inst, printer, dict(inst.args, bias=inst.folded.bias))
-                    norm = self._ctor(inst.folded.norm, printer)
-                    lines.append(f"self.{attr(inst.name)} = fold_batchnorm({layer}, {norm})")
-                elif inst.container is not None:
-                    lines += self._container_lines(inst, printer)
+                    lines.append(f"self.{attr(inst.name)} = {self._element_ctor(inst, printer)}")
                 elif is_module(inst):
                     lines.append(f"self.{inst.name} = {self._ctor(inst, printer)}")
                     lines += self._init_calls(inst, printer)
-            elif inst.kind == "block" and inst.container is not None:
-                lines += self._container_lines(inst, printer)
             elif inst.kind == "block":
                 lines.append(f"self.{inst.name} = {self._block_ctor(inst)}")
             elif inst.kind == "param":
@@ -429,16 +433,63 @@ class _ClassWriter:
         return f"{t.cls}({', '.join(parts)})"
 
     def _container_lines(self, inst: Instance, printer: Printer) -> list[str]:
-        """A repeat's module list, written where its first element is made: the count stays an
-        argument when its elements are alike (`range(depth)`), else each element is listed."""
+        """A loop's module list, written where its first element is made (an nn.Sequential block's
+        elements are its constructor's super().__init__ instead, `_sequential_init`)."""
         if inst.index != 0:
             return []
         c = self.graph.containers[inst.container]
-        ctor = self._block_ctor if inst.kind == "block" else lambda i: self._ctor(i, printer)
-        if c.uniform:
-            return [f"self.{c.name} = nn.ModuleList([{ctor(inst)} for _ in range({printer.value(c.count)})])"]
-        items = [f"{INDENT}{ctor(self.graph.instances[i])}," for i in c.instances]
+        if c.sequential:
+            return []
+        if c.uniform_from == 0:
+            return [f"self.{c.name} = nn.ModuleList([{self._repeated(c, printer)}])"]
+        if c.uniform_from == 1:
+            return [f"self.{c.name} = nn.ModuleList([{', '.join(self._elements(c, printer))}])"]
+        items = [f"{INDENT}{e}," for e in self._elements(c, printer)]
         return [f"self.{c.name} = nn.ModuleList(["] + items + ["])"]
+
+    def _sequential_init(self, printer: Printer) -> list[str]:
+        """The constructor's first lines: `super().__init__()`, or for a block that is an nn.Sequential of
+        its elements, `super().__init__(first, *rest)` (torchvision's `nn.Sequential(*layers)`)."""
+        c = _sequential(self.graph)
+        if c is None:
+            return ["super().__init__()"]
+        elements = self._elements(c, printer)
+        kept = [i.name for i in self._kept(c)]
+        if c.uniform_from is None and kept != [str(k) for k in range(len(kept))]:
+            # -O2 folded a batch norm into the layer before it: the others keep their places' keys
+            return ["super().__init__()"] + [f"self.add_module({py_str(k)}, {e})" for k, e in zip(kept, elements)]
+        if c.uniform_from is None:
+            return ["super().__init__("] + [f"{INDENT}{e}," for e in elements] + [")"]
+        return [f"super().__init__({', '.join(elements)})"]
+
+    def _elements(self, c, printer: Printer) -> list[str]:
+        """A list's elements as constructor arguments: `*[Block(dim) for _ in range(depth)]` when they are
+        alike, the first and then the rest so when all but the first are, else each element."""
+        kept = self._kept(c)
+        if c.uniform_from is None:
+            return [self._element_ctor(i, printer) for i in kept]
+        first = [self._element_ctor(kept[0], printer)] if c.uniform_from == 1 else []
+        return first + [f"*[{self._repeated(c, printer)}]"]
+
+    def _repeated(self, c, printer: Printer) -> str:
+        """`Block(dim) for _ in range(depth)`, `Block(w, 1) for _ in range(1, blocks)`: the alike elements,
+        their count a live argument."""
+        start = "1, " if c.uniform_from == 1 else ""
+        return f"{self._element_ctor(self._kept(c)[c.uniform_from], printer)} for _ in " \
+               f"range({start}{printer.value(c.count)})"
+
+    def _kept(self, c) -> list[Instance]:
+        """The list's elements the passes kept (-O2 folds a batch norm into the layer before it)."""
+        return [self.graph.instances[i] for i in c.instances if i in self.graph.instances]
+
+    def _element_ctor(self, inst: Instance, printer: Printer) -> str:
+        if inst.kind == "block":
+            return self._block_ctor(inst)
+        if inst.folded is not None:
+            self.gen.helpers.add("fold_batchnorm")
+            layer = self._ctor(inst, printer, dict(inst.args, bias=inst.folded.bias))
+            return f"fold_batchnorm({layer}, {self._ctor(inst.folded.norm, printer)})"
+        return self._ctor(inst, printer)
 
     def _block_ctor(self, inst: Instance) -> str:
         """`Bottleneck(in_channels, width, stride=2)`: sizes and required arguments by position, those
@@ -776,13 +827,15 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
         for p, name in writer.param_names.items():
             names.setdefault(p, name)
         parts.append(part)
+    if len({p.base for p in parts}) != 1:
+        return None     # an nn.Sequential and a module with a forward of its own
     graph = groups[0][0]
     read: set = set()    # the arguments the decisions read
     try:
         cases, fixed = _variant_cases(groups, names, read)
     except _Unprintable:
         return None
-    bodies = [Body(p.init, p.forward, c, f) for p, c, f in zip(parts, cases, _flags(groups, names))]
+    bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
     merged = variants.merge(graph.name, bodies, set(names.values()))
     # refused where the branches would only list the bodies one after the other (members that one
     # names `conv` and another `conv1`, say): two short classes read better than one long one
@@ -790,7 +843,12 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
             sum(len(p.init) + len(p.forward) for p in parts) + 2 * len(parts):
         return None
     signature = _merged_signature(graph, parts, names, read)
-    code = assemble(signature, merged.init, merged.forward)
+    # arguments are checked before anything is built, but after a module's super().__init__()
+    if merged.first is None and parts[0].base == "nn.Module":
+        init = parts[0].first + merged.check + merged.init
+    else:
+        init = merged.check + (merged.first or parts[0].first) + merged.init
+    code = assemble(signature, init, merged.forward, parts[0].base)
     facts = [g.to_python(_doc_atom) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
 
@@ -1143,6 +1201,11 @@ def _symbol_names(g: Graph) -> set:
             if isinstance(d, Sym):
                 names |= {a.name for a in d.poly.atoms() if isinstance(a, Var)}
     return names
+
+
+def _sequential(g: Graph):
+    """The Container a block is an nn.Sequential of, or None (frontend/containers.py)."""
+    return next((c for c in g.containers.values() if c.sequential), None)
 
 
 def attr(name: str) -> str:

@@ -49,19 +49,23 @@ class Body:
     forward: list          # forward's lines, `def forward(...):` first
     cases: list            # per use: [(Atom, holds), ...]
     flags: dict            # the flag arguments that tell the bodies apart -> their value in this one
+    first: list = None     # the constructor's first statement: `super().__init__()`, or an
+                           # nn.Sequential's `super().__init__(first, *rest)`
 
 
 @dataclass
 class Merged:
-    init: list
+    init: list                     # after the first statement
     forward: list
+    first: list | None = None      # the bodies' first statements as a chain; None: all alike
+    check: list = None             # `if not (...): raise ValueError(...)` for arguments no case covers
 
 
 def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
     """One class body for every given body, or None when they cannot be merged (see the module doc).
     `args` are the constructor's argument names (a condition forward tests reads them as members)."""
-    if len({b.forward[0] for b in bodies}) != 1:
-        return None
+    if len({b.forward[0] if b.forward else "" for b in bodies}) != 1:
+        return None     # different inputs, or an nn.Sequential's forward and another's
     atoms = _atoms(bodies)
     if len(atoms) > MAX_ATOMS:
         return None
@@ -70,7 +74,7 @@ def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
         return None
     init = _merge_init(block, bodies, cases, atoms)
     ctx = _ForwardContext(bodies, cases, atoms, args)
-    forward = _merge_forward(ctx)
+    forward = _merge_forward(ctx) if bodies[0].forward else []
     if forward is None:
         return None
     members = set().union(*ctx.built)
@@ -78,7 +82,17 @@ def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
         return None     # `self.stride` would be a module's name too
     keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
     check = len(covered_check(block, cases, atoms))
-    return Merged(init[:check] + keep + init[check:], forward)
+    return Merged(keep + init[check:], forward, _merge_first(bodies, cases, atoms), init[:check])
+
+
+def _merge_first(bodies: list[Body], cases: list, atoms: list[Atom]) -> list[str] | None:
+    """None where every body starts alike; else the bodies' first statements as a chain (an
+    nn.Sequential of a Bottleneck or of a BasicBlock: `if bottleneck: super().__init__(...)`)."""
+    firsts = [tuple(b.first or ["super().__init__()"]) for b in bodies]
+    if len(set(firsts)) == 1:
+        return None
+    union = set().union(*cases)
+    return _init_chain([statements(list(f)) for f in firsts], cases, union, atoms)
 
 
 def _first_use(forward: list[str]):

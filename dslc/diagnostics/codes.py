@@ -34,9 +34,9 @@ EXPLANATIONS: dict[str, str] = {
              "once before the loop and apply it inside to share it, or leave it unnamed for one per pass.",
     "E0211": "The name would break the generated Python: it is a Python keyword, a dunder name, or an attribute "
              "that torch.nn.Module or the generated file relies on. Choose another name.",
-    "E0212": "`repeat n as name` keeps one layer or block per pass in a list (an `nn.ModuleList`), so each pass "
-             "must apply one layer with weights or one block to the value the pass before made, and only the "
-             "next pass may read it.",
+    "E0212": "`repeat n as name` and `for ... as name` keep one layer or block per pass in a list (an "
+             "`nn.ModuleList`), so each pass must apply one layer with weights or one block to the value the pass "
+             "before made, and only the next pass may read it.",
     # arguments and types
     "E0301": "The argument has the wrong type for this parameter.",
     "E0302": "The value is outside the range this parameter accepts.",

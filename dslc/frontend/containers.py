@@ -1,30 +1,48 @@
-"""Repeats kept as module lists: `repeat depth { h = h -> Block(dim) }` is
+"""Loops kept as module lists: `repeat depth { h = h -> Block(dim) }` is
 `nn.ModuleList([Block(dim) for _ in range(depth)])` and a loop in forward, keyed
 0, 1, 2, ... as PyTorch keys it (`blocks.3.attn.weight`).
 
-A repeat qualifies when each pass applies one layer with weights or one block
-(made in that pass, used once) to the value the pass before made, with the same
-other inputs, and nothing but the next pass reads a pass's result. Then:
+A loop (`repeat` or `for`) qualifies when each pass applies one layer with weights
+or one block (made in that pass, used once) to the value the pass before made,
+with the same other inputs, and nothing but the next pass reads a pass's result.
+Then:
 - its elements are alike (same class, same arguments, the output typed as the
   input), so the count stays a constructor argument: no guard `depth == 12`;
-- or they differ (a first block with a stride), and the list is written out,
-  its count fixed as any unrolled repeat's.
+- or all but the first are alike (torchvision's `_make_layer`: a first block with a
+  stride or a projection), and the count stays an argument too:
+  `[Block(64, 128, 2), *[Block(128, 128, 1) for _ in range(1, blocks)]]`;
+- or they differ otherwise, and the list is written out, its count fixed as any
+  unrolled loop's.
+"Alike" is about every count, not only the passes that ran: the passes from that
+element on must start from the same values (frontend/loopvars.py).
 
-`repeat depth as h { ... }` names the list (nanoGPT's `h`); a named repeat that
-does not qualify is E0212, saying why. Unnamed ones that qualify and are alike
-are lists too, named after their element (`blocks`); others unroll as before.
-The decision waits for the end of the body, when every use of a pass's result
-is known.
+Which qualifying loops become lists:
+- a named one, `repeat depth as h { ... }` or `for i in range(n) as layers { ... }`
+  (a named loop that does not qualify is E0212, saying why);
+- an unnamed `repeat` whose elements are all alike, named after its element (`blocks`);
+- an unnamed loop that is the whole body of a block (input -> the list -> output):
+  the block is then an `nn.Sequential` of the elements, keyed `0, 1, ...` directly
+  (`layer1.0.conv1.weight`, as torchvision's ResNet stages).
+Others unroll, their layers numbered (`fc1`, `fc2`), as an unnamed `for` always did.
+
+A block that is a chain of two or more unnamed layers with weights and nothing else
+(torchvision's `downsample = nn.Sequential(conv1x1(...), nn.BatchNorm2d(...))`) is an
+`nn.Sequential` of those layers too, keyed by position. Layers without weights are not
+counted as modules (they are functions in forward, and -O2 removes some), so a chain
+with one is an ordinary block.
+
+The decision waits for the end of the body, when every use of a pass's result is known.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..diagnostics import Label
-from ..ir.dims import Size
+from ..ir.dims import Poly, Size, record
 from ..ir.graph import Container, Graph
 from ..ir.keys import value_key
 from ..ir.naming import attribute_problem
+from ..ir.nesting import SEP
 from ..ir.values import Ref
 from . import ast
 from .context import Ctx
@@ -32,69 +50,99 @@ from .errors import EvalError
 
 
 @dataclass
-class Repeat:
-    """A repeat as it ran: its count, the nodes each pass made, and the name it was given."""
+class Loop:
+    """A loop as it ran: `repeat` or `for`, its count, the nodes each pass made, the name it was given,
+    and `settled`, the first pass from which every pass starts from the same values (loopvars.py;
+    None when the loop variable is used in ways that may differ for any pass)."""
+    kind: str
     count: object
     passes: list            # [[node id, ...] per pass]
     name: str | None
     name_span: object
     span: object
+    settled: int | None = 0
+
+    @property
+    def word(self) -> str:
+        return "repeat" if self.kind == "repeat" else "for"
 
 
-def split_name(count: ast.Expr) -> tuple:
-    """`repeat depth as h`: the count's expression, and the list's name and its span (or None)."""
-    if isinstance(count, ast.AsName):
-        return count.value, count.name, count.name_span
-    return count, None, None
+def split_name(head: ast.Expr) -> tuple:
+    """`repeat depth as h`, `for i in range(n) as layers`: the count's or the iterable's expression,
+    and the list's name and its span (or None)."""
+    if isinstance(head, ast.AsName):
+        return head.value, head.name, head.name_span
+    return head, None, None
 
 
 def check_name(name: str, span, ctx: Ctx) -> None:
     problem = attribute_problem(name)
     if problem:
         raise EvalError("E0211", f"`{name}` cannot name a list of layers: {problem}", span)
-    if name in ctx.layer_names or name in ctx.graph.containers:
+    if name in ctx.layer_names or name in ctx.graph.containers or any(r.name == name for r in ctx.loops):
         raise EvalError("E0210", f"`{name}` already names a layer of `{ctx.graph.name}`", span,
                         label="a second use of the name")
 
 
-def finish_repeats(ctx: Ctx) -> None:
-    """Decide, for each repeat of the body, whether it is a module list (see the module's doc)."""
-    if not ctx.repeats:
+def finish_loops(ctx: Ctx) -> None:
+    """Decide, for each loop of the body, whether it is a module list, and whether the block is an
+    `nn.Sequential` (see the module's doc)."""
+    if ctx.loops:
+        consumers = _consumers(ctx.graph)
+        for loop in ctx.loops:   # inner loops first: they finished first
+            _finish(loop, ctx, consumers)
+        ctx.loops.clear()
+    if ctx.kind == "block" and not ctx.graph.containers:
+        _layer_chain(ctx.graph)
+
+
+def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
+    graph = ctx.graph
+    if not loop.passes:   # no pass: nothing to keep, and nothing that says what one pass would make
+        _lose(loop.count)
         return
-    consumers = _consumers(ctx.graph)
-    for r in ctx.repeats:
-        if not r.passes:   # `repeat 0`: nothing to keep, and nothing that says what one pass would make
-            if isinstance(r.count, Size):
-                r.count._lose("a repeat count")
-            continue
-        why, elements = _qualifies(r, ctx.graph, consumers)
-        if why is not None and r.name is not None:
-            raise EvalError("E0212", f"`repeat ... as {r.name}` keeps one layer or block per pass in a list, "
-                            f"but {why}", r.name_span, label="names the list",
-                            labels=(Label(r.span, "this repeat"),),
-                            help="apply one layer or block per pass to the running value "
-                                 "(`h = h -> Block(dim)`), or leave the repeat unnamed to unroll it")
-        uniform = why is None and _alike(elements, ctx.graph)
-        if not uniform and isinstance(r.count, Size):
-            r.count._lose("a repeat count")
-        if why is None and (uniform or r.name is not None):
-            _keep(r, elements, uniform, ctx.graph)
-    ctx.repeats.clear()
+    why, elements = _qualifies(loop, graph, consumers)
+    if why is not None and loop.name is not None:
+        raise EvalError("E0212", f"`{loop.word} ... as {loop.name}` keeps one layer or block per pass in a list, "
+                        f"but {why}", loop.name_span, label="names the list",
+                        labels=(Label(loop.span, f"this {'repeat' if loop.kind == 'repeat' else 'loop'}"),),
+                        help="apply one layer or block per pass to the running value (`h = h -> Block(dim)`), "
+                             f"or leave the {'repeat' if loop.kind == 'repeat' else 'loop'} unnamed to unroll it")
+    if why is not None:
+        _lose(loop.count)
+        return
+    first = _alike_from(loop, elements, graph)
+    whole = loop.name is None and _chain(graph) == elements and ctx.kind == "block" and \
+        all(_sequential_element(graph, n) for n in elements)
+    if not (loop.name is not None or whole or loop.kind == "repeat" and first == 0):
+        _lose(loop.count)
+        return
+    if first is None:
+        _lose(loop.count)
+    elif first == 1 and isinstance(loop.count, Size):
+        record(loop.count.expr, ">=", Poly.const(1), True)   # the list always holds its first element
+    _keep(loop, elements, first, whole, graph)
 
 
-def _keep(r: Repeat, elements: list, uniform: bool, graph: Graph) -> None:
-    name = r.name or f"__auto{len(graph.containers)}"   # named by ir/naming.py with the other instances
+def _lose(count) -> None:
+    if isinstance(count, Size):
+        count._lose("a loop count")
+
+
+def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph) -> None:
+    # named by ir/naming.py with the other instances; the elements of a Sequential block by position
+    name = loop.name or ("" if whole else f"__auto{len(graph.containers)}")
     ids = [graph.nodes[n].instance for n in elements]
-    graph.containers[name] = Container(name, ids, r.count, uniform, user_name=r.name)
+    graph.containers[name] = Container(name, ids, loop.count, first, user_name=loop.name, sequential=whole)
     for i, inst_id in enumerate(ids):
         inst = graph.instances[inst_id]
         inst.container, inst.index = name, i
 
 
-def _qualifies(r: Repeat, graph: Graph, consumers: dict) -> tuple:
-    """(None, the element nodes in order) when the repeat can be a module list, else (why, [])."""
+def _qualifies(loop: Loop, graph: Graph, consumers: dict) -> tuple:
+    """(None, the element nodes in order) when the loop can be a module list, else (why, [])."""
     elements = []
-    for i, made in enumerate(r.passes):
+    for i, made in enumerate(loop.passes):
         applied = [n for n in made if graph.nodes[n].instance is not None and graph.nodes[n].kind in ("op", "call")]
         if len(applied) != 1 or len(made) != 1:
             return f"pass {i + 1} makes {len(made)} operations, not one layer or block", []
@@ -106,6 +154,8 @@ def _qualifies(r: Repeat, graph: Graph, consumers: dict) -> tuple:
             return f"pass {i + 1}'s layer or block does not map one tensor to one tensor", []
         if sum(1 for m in graph.nodes.values() if m.instance == inst.id) != 1:
             return f"pass {i + 1} applies a layer that is applied elsewhere too (a shared, named layer)", []
+        if inst.container is not None:
+            return f"pass {i + 1}'s layer or block is already an element of an inner loop's list", []
         if elements:
             first, prev = graph.nodes[elements[0]], graph.nodes[elements[-1]]
             if node.inputs[0] != Ref(prev.id) or node.inputs[1:] != first.inputs[1:]:
@@ -115,6 +165,14 @@ def _qualifies(r: Repeat, graph: Graph, consumers: dict) -> tuple:
         if consumers.get(Ref(n), 0) != 1:
             return "a pass's result is read by more than the next pass", []
     return None, elements
+
+
+def _alike_from(loop: Loop, elements: list, graph: Graph) -> int | None:
+    """0 when every element is made alike for any count, 1 when every one but the first is, else None."""
+    for start in (0, 1):
+        if loop.settled is not None and loop.settled <= start < len(elements) and _alike(elements[start:], graph):
+            return start
+    return None
 
 
 def _alike(elements: list, graph: Graph) -> bool:
@@ -135,6 +193,48 @@ def _instance_key(inst) -> tuple:
 
 def _type_key(t) -> tuple:
     return (value_key(t.shape), t.dtype)
+
+
+def _layer_chain(graph: Graph) -> None:
+    """A block that is only a chain of two or more unnamed layers with weights: an nn.Sequential of them."""
+    chain = _chain(graph)
+    if chain is None or len(chain) < 2:
+        return
+    for n in chain:
+        node = graph.nodes[n]
+        inst = graph.instances.get(node.instance) if node.instance else None
+        if node.kind != "op" or inst is None or inst.user_name or not inst.op.has_state or inst.inits \
+                or inst.op.keyword_inputs or not _sequential_element(graph, n):
+            return
+    if len({graph.nodes[n].instance for n in chain}) != len(chain):
+        return   # a layer applied twice
+    loop = Loop("chain", len(chain), [[n] for n in chain], None, None, None, settled=None)
+    _keep(loop, chain, None, True, graph)
+
+
+def _chain(graph: Graph) -> list | None:
+    """The nodes of a graph that applies one thing after another to its one input, each to the result
+    of the one before, and returns the last result; None when it is more than that."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1 or SEP in graph.inputs[0][0]:
+        return None
+    running, chain = graph.inputs[0][1], []
+    for node in graph.nodes.values():
+        if node.kind == "input":
+            continue
+        if node.inputs != [running] or len(node.outputs) != 1:
+            return None
+        running = Ref(node.id)
+        chain.append(node.id)
+    return chain if chain and graph.outputs[0][1] == running else None
+
+
+def _sequential_element(graph: Graph, node_id: str) -> bool:
+    """An nn.Sequential calls each element on the running value alone and takes its one result."""
+    node = graph.nodes[node_id]
+    if node.kind == "call":
+        g = node.args["graph"]
+        return len(g.inputs) == 1 and len(g.outputs) == 1 and SEP not in g.inputs[0][0] + g.outputs[0][0]
+    return node.kind == "op" and node.op.torch is not None and getattr(node.op.torch, "call", None) is None
 
 
 def _consumers(graph: Graph) -> dict:

@@ -26,7 +26,7 @@ class Ctx:
     failed: bool = False            # some statement failed (here or in a block it used)
     layer_names: dict = field(default_factory=dict)  # a named layer's name -> (Instance, where it was named)
     buffer_sources: set = field(default_factory=set)  # ids of nodes a buffer's value was copied from
-    repeats: list = field(default_factory=list)  # repeats that may be module lists (frontend/containers.py)
+    loops: list = field(default_factory=list)  # loops that may be module lists (frontend/containers.py)
 
 
 def block_input_type(name: str, t: TensorType, env: dict) -> TensorType:

@@ -14,9 +14,11 @@ from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int
 from . import ast
 from .binding import Arg, bind_op
-from .containers import Repeat, check_name, finish_repeats, split_name
+from .builtins import BUILTINS
+from .containers import Loop, check_name, finish_loops, split_name
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
+from .loopvars import carried_names, index_threshold, settled_from, snapshot, uses_any
 from .values import MISSING, POISON, BlockSpec, InitSpec, LayerSpec
 
 
@@ -242,7 +244,7 @@ class StatementEvaluation:
             ctx.graph.outputs += [(flat, t.ref) for flat, t in flatten(name, v)]   # a tuple: `hidden.0`, ...
         self._drop_buffer_sources(ctx)
         try:
-            finish_repeats(ctx)
+            finish_loops(ctx)
         except EvalError as e:
             self.reporter.add(e.diagnostic)
             ctx.failed = True
@@ -363,23 +365,63 @@ class StatementEvaluation:
     # ------------------------------------------------------------------ control flow
 
     def _s_ForStmt(self, stmt: ast.ForStmt, ctx: Ctx, top: bool) -> None:
-        items = self._expr(stmt.iterable, ctx)
+        iterable, name, name_span = split_name(stmt.iterable)   # `for i in range(n) as layers`
+        if name is not None:
+            check_name(name, name_span, ctx)
+        items, count = self._loop_items(iterable, ctx)
+        if count is None:   # a list, not `range(n)`: the loop variables hold items, which may differ
+            count, settled = len(items), 0 if not uses_any(stmt.body, stmt.names) else None
+        else:
+            settled = index_threshold(stmt.body, stmt.names[0]) if len(stmt.names) == 1 else None
+
+        def bind(i: int) -> None:
+            self._bind_loop_vars(stmt, items[i], ctx)
+        passes, stable = self._passes(stmt, "for", len(items), bind, ctx)
+        settled = None if settled is None else max(settled, stable)
+        # whether it is a module list, and so whether its count stays a parameter, is decided
+        # once the body is done (frontend/containers.py)
+        ctx.loops.append(Loop("for", count, passes, name, name_span, stmt.span, settled))
+
+    def _loop_items(self, iterable: ast.Expr, ctx: Ctx) -> tuple:
+        """The items a `for` loops over, and its count when it is `range(n)` (n, which may be a parameter
+        the loop keeps as its count), else None."""
+        if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id == "range" \
+                and len(iterable.args) == 1 and not iterable.kwargs and self._lookup("range", ctx) is BUILTINS["range"]:
+            n = self._expr(iterable.args[0], ctx)
+            if n is POISON:
+                raise Poisoned()
+            # range() of the bare value: n's expression is fixed only if the loop does not keep it
+            return self._call_builtin(BUILTINS["range"], [Arg(plain(n), iterable.args[0].span)], [], iterable), n
+        items = self._expr(iterable, ctx)
         if items is POISON:
             raise Poisoned()
         if not isinstance(items, (list, tuple)):
             raise EvalError("E0307", f"`for` needs a list to loop over, got {describe(items)}",
-                            stmt.iterable.span, help="use `range(n)` to count")
+                            iterable.span, help="use `range(n)` to count")
+        return items, None
+
+    def _passes(self, stmt, kind: str, n: int, bind, ctx: Ctx) -> tuple:
+        """Run a loop's body n times: the nodes each pass made, and the first pass from which every pass
+        started from the same values of what one pass hands the next (frontend/loopvars.py)."""
+        carried = carried_names(stmt.body) - set(getattr(stmt, "names", ()))
         ctx.loop_depth += 1
         outer = ctx.graph.region
+        passes, starts = [], []
         try:
-            for i, item in enumerate(items):
+            for i in range(n):
                 self._spend(stmt.span)
-                ctx.graph.region = (id(stmt), i, "for")  # diagrams draw identical iterations once
-                self._bind_loop_vars(stmt, item, ctx)
+                ctx.graph.region = (id(stmt), i, kind)  # diagrams draw identical iterations once
+                if bind is not None:
+                    bind(i)
+                starts.append(snapshot(ctx.scope, carried))
+                before = len(ctx.graph.nodes)
                 self._run_body(stmt.body, ctx)
+                passes.append(list(ctx.graph.nodes)[before:])
         finally:
             ctx.loop_depth -= 1
             ctx.graph.region = outer
+        starts.append(snapshot(ctx.scope, carried))
+        return passes, settled_from(starts)
 
     def _bind_loop_vars(self, stmt: ast.ForStmt, item, ctx: Ctx) -> None:
         if len(stmt.names) == 1:
@@ -397,22 +439,8 @@ class StatementEvaluation:
             check_name(name, name_span, ctx)
         count = self._expr(count_expr, ctx)
         n = self._count(count, count_expr.span)
-        ctx.loop_depth += 1
-        outer = ctx.graph.region
-        passes = []
-        try:
-            for i in range(n):
-                self._spend(stmt.span)
-                ctx.graph.region = (id(stmt), i, "repeat")
-                before = len(ctx.graph.nodes)
-                self._run_body(stmt.body, ctx)
-                passes.append(list(ctx.graph.nodes)[before:])
-        finally:
-            ctx.loop_depth -= 1
-            ctx.graph.region = outer
-        # whether it is a module list, and so whether its count stays a parameter, is decided
-        # once the body is done (frontend/containers.py)
-        ctx.repeats.append(Repeat(count, passes, name, name_span, stmt.span))
+        passes, settled = self._passes(stmt, "repeat", n, None, ctx)
+        ctx.loops.append(Loop("repeat", count, passes, name, name_span, stmt.span, settled))
 
     def _count(self, v, span) -> int:
         if v is POISON:

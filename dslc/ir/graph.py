@@ -39,7 +39,7 @@ class Instance:
     folded: object = None             # a FoldedNorm: the batch norm folded into this layer (passes, -O2)
     inits: dict = field(default_factory=dict)  # a layer's weight name -> InitSpec (`init=` in its call)
     container: str | None = None      # the Container it is an element of (`repeat depth as h`)
-    index: int = 0                    # its place there: its name is `h.3`
+    index: int = 0                    # its place there: its name is `h.3` (`3` in an nn.Sequential block)
 
     def weights(self) -> dict:
         if self.kind == "layer":
@@ -57,16 +57,20 @@ class Instance:
 
 @dataclass
 class Container:
-    """The instances a repeat made, one per pass, kept as one `nn.ModuleList` keyed 0, 1, 2, ...
-    (`h.0.attn.weight`): each pass applied one layer or block to the value the pass before made.
+    """Modules applied in turn to the running value, kept as one `nn.ModuleList` keyed 0, 1, 2, ...
+    (`h.0.attn.weight`): the instances a loop made, one per pass (frontend/containers.py).
 
-    `uniform`: every element is made alike, so the count stays a constructor argument
-    (`nn.ModuleList([Block(dim) for _ in range(depth)])`); otherwise the elements are listed."""
+    `uniform_from`: 0 when every element is made alike, so the count stays a constructor argument
+    (`nn.ModuleList([Block(dim) for _ in range(depth)])`); 1 when every one but the first is
+    (`[Block(64, 128, 2), *[Block(128, 128, 1) for _ in range(1, blocks)]]`); None when the
+    elements are listed one by one. `sequential`: the list is its block's whole body, and the block
+    an `nn.Sequential` of the elements, keyed by position directly (`layer1.0.conv1.weight`)."""
     name: str
     instances: list                   # instance ids, in order
-    count: object                     # the repeat count (an int, or a Size that remembers its parameter)
-    uniform: bool
-    user_name: str | None = None      # from `repeat n as name`
+    count: object                     # the loop's count (an int, or a Size that remembers its parameter)
+    uniform_from: int | None
+    user_name: str | None = None      # from `repeat n as name`, `for ... as name`
+    sequential: bool = False
 
 
 @dataclass
@@ -118,7 +122,7 @@ class Graph:
     inference: bool = False                       # -O2: the model runs in eval mode only
     memory_format: str | None = None              # "channels_last" (--channels-last)
     region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
-    containers: dict = field(default_factory=dict)  # name -> Container (repeats kept as module lists)
+    containers: dict = field(default_factory=dict)  # name -> Container (loops kept as module lists)
     decl: object = None
     unrolled: int = 0                             # nodes, with every block call counted as its body's
     _nx: object = None

@@ -124,13 +124,14 @@ def name_instances(graph: Graph) -> None:
 
 def _name_containers(graph: Graph, taken: set) -> None:
     """A module list is named by the user (`repeat depth as h`) or after its elements (`blocks`);
-    its elements by their place, as in PyTorch: `h.0`, `h.1`."""
+    its elements by their place, as in PyTorch: `h.0`, `h.1`. The elements of a block that is an
+    nn.Sequential are keyed by their place alone: `0`, `1` (the block's `layer1` gives `layer1.0`)."""
     named = {}
     for c in graph.containers.values():
         c.instances = [i for i in c.instances if i in graph.instances]   # what the passes kept
         if not c.instances:
             continue
-        name = c.user_name
+        name = "" if c.sequential else c.user_name
         if name is None:
             stem = (stem_of(graph.instances[c.instances[0]]).lstrip("_") or "block")
             stem = stem if stem.endswith("s") else stem + "s"
@@ -143,7 +144,7 @@ def _name_containers(graph: Graph, taken: set) -> None:
         named[name] = c
         for i, inst_id in enumerate(c.instances):
             inst = graph.instances[inst_id]
-            inst.container, inst.name = name, f"{name}.{i}"
+            inst.container, inst.name = name, f"{name}.{i}" if name else str(i)
     graph.containers = named
 
 

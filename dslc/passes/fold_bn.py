@@ -99,7 +99,17 @@ def _why_not(g: Graph, bn: Node, facts: _Facts) -> str | None:
         return f"`{(layer if layer.inits else inst).name}` has its own `init=`"
     if facts.index.of(x) != {bn.id}:
         return f"`{layer.name}`'s output has another user"
+    for i in (layer, inst):
+        if i.container is not None and not _listed_sequential(g, i.container):
+            return f"`{i.name}` is an element of a module list made by a loop, whose elements would no longer be alike"
     return None
+
+
+def _listed_sequential(g: Graph, container: str) -> bool:
+    """An nn.Sequential block whose elements are listed one by one: folding one element into the one
+    before keeps the others' keys (frontend/containers.py)."""
+    c = g.containers.get(container)
+    return c is not None and c.sequential and c.uniform_from is None
 
 
 def _fold(g: Graph, layer: Node, bn: Node, index: UseIndex) -> None:

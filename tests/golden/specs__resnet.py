@@ -7,33 +7,18 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class Stem(nn.Module):
-    """The block `Stem` (resnet.dl:55)."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.max_pool2d(h, 3, stride=2, padding=1)
-
-
-class Downsample(nn.Module):
-    """The block `Downsample` (resnet.dl:18)."""
+class Downsample(nn.Sequential):
+    """The block `Downsample` (resnet.dl:22)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 1, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
+        super().__init__(
+            nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(out),
+        )
 
 
 class BasicBlock(nn.Module):
-    """The block `BasicBlock` (resnet.dl:24)."""
+    """The block `BasicBlock` (resnet.dl:28)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
@@ -58,126 +43,8 @@ class BasicBlock(nn.Module):
             return F.relu(h + x)
 
 
-class Stage(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride == 1 and x.shape[1] == width."""
-
-    def __init__(self, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(width, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-
-    def forward(self, x):
-        return self.basic_block2(self.basic_block1(x))
-
-
-class Stage2(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 2 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-
-    def forward(self, x):
-        return self.basic_block2(self.basic_block1(x))
-
-
-class ResNet18(nn.Module):
-    """The model `ResNet18` (resnet.dl:62)."""
-
-    def __init__(self, classes: int = 1000):
-        super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage(64)
-        self.layer2 = Stage2(64, 128, stride=2)
-        self.layer3 = Stage2(128, 256, stride=2)
-        self.layer4 = Stage2(256, 512, stride=2)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = self.layer2(self.layer1(self.stem(x)))
-        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
-        return self.fc(h.flatten(1))
-
-
-class Stage3(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride == 1 and x.shape[1] == width."""
-
-    def __init__(self, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(width, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-        self.basic_block3 = BasicBlock(width, width)
-
-    def forward(self, x):
-        return self.basic_block3(self.basic_block2(self.basic_block1(x)))
-
-
-class Stage4(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-        self.basic_block3 = BasicBlock(width, width)
-        self.basic_block4 = BasicBlock(width, width)
-
-    def forward(self, x):
-        h = self.basic_block3(self.basic_block2(self.basic_block1(x)))
-        return self.basic_block4(h)
-
-
-class Stage5(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-        self.basic_block3 = BasicBlock(width, width)
-        self.basic_block4 = BasicBlock(width, width)
-        self.basic_block5 = BasicBlock(width, width)
-        self.basic_block6 = BasicBlock(width, width)
-
-    def forward(self, x):
-        h = self.basic_block3(self.basic_block2(self.basic_block1(x)))
-        return self.basic_block6(self.basic_block5(self.basic_block4(h)))
-
-
-class Stage6(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.basic_block1 = BasicBlock(in_channels, width, stride=stride)
-        self.basic_block2 = BasicBlock(width, width)
-        self.basic_block3 = BasicBlock(width, width)
-
-    def forward(self, x):
-        return self.basic_block3(self.basic_block2(self.basic_block1(x)))
-
-
-class ResNet34(nn.Module):
-    """The model `ResNet34` (resnet.dl:74)."""
-
-    def __init__(self, classes: int = 1000):
-        super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage3(64)
-        self.layer2 = Stage4(64, 128, stride=2)
-        self.layer3 = Stage5(128, 256, stride=2)
-        self.layer4 = Stage6(256, 512, stride=2)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = self.layer2(self.layer1(self.stem(x)))
-        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
-        return self.fc(h.flatten(1))
-
-
 class Bottleneck(nn.Module):
-    """The block `Bottleneck` (resnet.dl:33)."""
+    """The block `Bottleneck` (resnet.dl:37)."""
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, expansion: int = 4):
         super().__init__()
@@ -203,65 +70,74 @@ class Bottleneck(nn.Module):
             return F.relu(h + x)
 
 
-class Stage7(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 3."""
+class Stage(nn.Sequential):
+    """The block `Stage` (resnet.dl:49), built for blocks >= 1."""
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
-        self.bottleneck2 = Bottleneck(4 * width, width)
-        self.bottleneck3 = Bottleneck(4 * width, width)
-
-    def forward(self, x):
-        return self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
-
-
-class Stage8(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 4 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
-        self.bottleneck2 = Bottleneck(4 * width, width)
-        self.bottleneck3 = Bottleneck(4 * width, width)
-        self.bottleneck4 = Bottleneck(4 * width, width)
-
-    def forward(self, x):
-        h = self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
-        return self.bottleneck4(h)
+    def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1, bottleneck: bool = False):
+        if not (stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck)):
+            raise ValueError("Stage was generated for stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck); compile the spec again with these arguments to get the class they need")
+        if not bottleneck:
+            super().__init__(BasicBlock(in_channels, width, stride=stride), *[BasicBlock(width, width) for _ in range(1, blocks)])
+        else:
+            super().__init__(Bottleneck(in_channels, width, stride=stride), *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
 
 
-class Stage9(nn.Module):
-    """The block `Stage` (resnet.dl:44), built for blocks == 6 and stride != 1."""
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.bottleneck1 = Bottleneck(in_channels, width, stride=stride)
-        self.bottleneck2 = Bottleneck(4 * width, width)
-        self.bottleneck3 = Bottleneck(4 * width, width)
-        self.bottleneck4 = Bottleneck(4 * width, width)
-        self.bottleneck5 = Bottleneck(4 * width, width)
-        self.bottleneck6 = Bottleneck(4 * width, width)
-
-    def forward(self, x):
-        h = self.bottleneck3(self.bottleneck2(self.bottleneck1(x)))
-        return self.bottleneck6(self.bottleneck5(self.bottleneck4(h)))
-
-
-class ResNet50(nn.Module):
-    """The model `ResNet50` (resnet.dl:86)."""
+class ResNet18(nn.Module):
+    """The model `ResNet18` (resnet.dl:59)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
-        self.stem = Stem(3)
-        self.layer1 = Stage7(64, 64)
-        self.layer2 = Stage8(256, 128, stride=2)
-        self.layer3 = Stage9(512, 256, stride=2)
-        self.layer4 = Stage7(1024, 512, stride=2)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage(64, 64, 2)
+        self.layer2 = Stage(64, 128, 2, stride=2)
+        self.layer3 = Stage(128, 256, 2, stride=2)
+        self.layer4 = Stage(256, 512, 2, stride=2)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
+
+
+class ResNet34(nn.Module):
+    """The model `ResNet34` (resnet.dl:74)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage(64, 64, 3)
+        self.layer2 = Stage(64, 128, 4, stride=2)
+        self.layer3 = Stage(128, 256, 6, stride=2)
+        self.layer4 = Stage(256, 512, 3, stride=2)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
+
+
+class ResNet50(nn.Module):
+    """The model `ResNet50` (resnet.dl:89)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = Stage(64, 64, 3, bottleneck=True)
+        self.layer2 = Stage(256, 128, 4, stride=2, bottleneck=True)
+        self.layer3 = Stage(512, 256, 6, stride=2, bottleneck=True)
+        self.layer4 = Stage(1024, 512, 3, stride=2, bottleneck=True)
         self.fc = nn.Linear(2048, classes)
 
     def forward(self, x):
-        h = self.layer2(self.layer1(self.stem(x)))
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
         h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
         return self.fc(h.flatten(1))
 

@@ -31,20 +31,17 @@ class VGGStage2(nn.Module):
         return F.max_pool2d(F.relu(h), 2)
 
 
-class VGGFeatures(nn.Module):
+class VGGFeatures(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__()
-        self.vgg_stage1 = VGGStage(in_channels, 64)
-        self.vgg_stage2 = VGGStage(64, 128)
-        self.vgg_stage3 = VGGStage2(128, 256)
-        self.vgg_stage4 = VGGStage2(256, 512)
-        self.vgg_stage5 = VGGStage2(512, 512)
-
-    def forward(self, x):
-        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
-        return self.vgg_stage5(self.vgg_stage4(h))
+        super().__init__(
+            VGGStage(in_channels, 64),
+            VGGStage(64, 128),
+            VGGStage2(128, 256),
+            VGGStage2(256, 512),
+            VGGStage2(512, 512),
+        )
 
 
 class VGGClassifier(nn.Module):
@@ -106,20 +103,17 @@ class VGGStage4(nn.Module):
         return F.max_pool2d(h, 2)
 
 
-class VGGFeatures2(nn.Module):
+class VGGFeatures2(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__()
-        self.vgg_stage1 = VGGStage3(in_channels, 64)
-        self.vgg_stage2 = VGGStage3(64, 128)
-        self.vgg_stage3 = VGGStage4(128, 256)
-        self.vgg_stage4 = VGGStage4(256, 512)
-        self.vgg_stage5 = VGGStage4(512, 512)
-
-    def forward(self, x):
-        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
-        return self.vgg_stage5(self.vgg_stage4(h))
+        super().__init__(
+            VGGStage3(in_channels, 64),
+            VGGStage3(64, 128),
+            VGGStage4(128, 256),
+            VGGStage4(256, 512),
+            VGGStage4(512, 512),
+        )
 
 
 class VGG11BN(nn.Module):
@@ -150,20 +144,17 @@ class VGGStage5(nn.Module):
         return F.max_pool2d(h, 2)
 
 
-class VGGFeatures3(nn.Module):
+class VGGFeatures3(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__()
-        self.vgg_stage1 = VGGStage2(in_channels, 64)
-        self.vgg_stage2 = VGGStage2(64, 128)
-        self.vgg_stage3 = VGGStage5(128, 256)
-        self.vgg_stage4 = VGGStage5(256, 512)
-        self.vgg_stage5 = VGGStage5(512, 512)
-
-    def forward(self, x):
-        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
-        return self.vgg_stage5(self.vgg_stage4(h))
+        super().__init__(
+            VGGStage2(in_channels, 64),
+            VGGStage2(64, 128),
+            VGGStage5(128, 256),
+            VGGStage5(256, 512),
+            VGGStage5(512, 512),
+        )
 
 
 class VGG16(nn.Module):
@@ -198,20 +189,17 @@ class VGGStage6(nn.Module):
         return F.max_pool2d(h, 2)
 
 
-class VGGFeatures4(nn.Module):
+class VGGFeatures4(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__()
-        self.vgg_stage1 = VGGStage4(in_channels, 64)
-        self.vgg_stage2 = VGGStage4(64, 128)
-        self.vgg_stage3 = VGGStage6(128, 256)
-        self.vgg_stage4 = VGGStage6(256, 512)
-        self.vgg_stage5 = VGGStage6(512, 512)
-
-    def forward(self, x):
-        h = self.vgg_stage3(self.vgg_stage2(self.vgg_stage1(x)))
-        return self.vgg_stage5(self.vgg_stage4(h))
+        super().__init__(
+            VGGStage4(in_channels, 64),
+            VGGStage4(64, 128),
+            VGGStage6(128, 256),
+            VGGStage6(256, 512),
+            VGGStage6(512, 512),
+        )
 
 
 class VGG16BN(nn.Module):
