@@ -607,13 +607,17 @@ def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
 
 
 def _input_files(paths: tuple) -> tuple:
-    """The files of --input: each path, a folder standing for the files in it (sorted)."""
+    """The files of --input: each path, a folder standing for the files in it that predict reads (sorted)."""
+    from .runtime.inputs import SUFFIXES
     out = []
     for path in paths:
         if os.path.isdir(path):
-            out += sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+            out += sorted(os.path.join(path, f) for f in os.listdir(path)
+                          if f.lower().endswith(SUFFIXES) and os.path.isfile(os.path.join(path, f)))
         else:
             out.append(path)
+    if paths and not out:
+        raise click.BadParameter(f"no image, .csv, .npz or .npy file in {', '.join(paths)}", param_hint="--input")
     return tuple(out)
 
 

@@ -279,11 +279,16 @@ def test_a_folder_of_inputs_is_its_files(runs, tmp_path):
     folder.mkdir()
     for i in range(4):
         Image.fromarray((d.images[i] / 16 * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an example")   # left out: predict does not read it
     out = tmp_path / "in.jsonl"
     r = cli("predict", runs[1], "--plan", "digits", "--run", run_dir(runs, "digits"), "--input", folder, "-o", out)
     assert r.exit_code == 0, r.output
     with open(out) as f:
         assert [os.path.basename(json.loads(line)["file"]) for line in f] == ["0.png", "1.png", "2.png", "3.png"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("predict", runs[1], "--plan", "digits", "--run", run_dir(runs, "digits"), "--input", empty)
+    assert r.exit_code == 2 and "no image, .csv, .npz or .npy file in" in r.output
 
 
 def test_csv_rows_are_read_by_feature_name(runs, tmp_path):

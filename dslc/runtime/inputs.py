@@ -32,6 +32,7 @@ from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 
 TARGET_COLUMNS = ("y", "target")
+SUFFIXES = sources.IMAGE_SUFFIXES + (".csv", ".npz", ".npy")   # what predict reads
 
 
 @dataclass

@@ -30,9 +30,10 @@ from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
 from . import data as data_mod
+from .restore import run_weights
 from .rundir import latest_run, pyplot
 from .trainer import plan_module, plan_source
-from .weights import fit_state_dict, read_state
+from .weights import fit_state_dict
 
 
 @dataclass
@@ -149,17 +150,8 @@ def _file(plan) -> str:
 
 def _weights(run: str) -> tuple[str, dict]:
     """(file, state) of the run's best weights, or of its newest checkpoint."""
-    folder = os.path.join(run, "checkpoints")
-    best = os.path.join(folder, "best.safetensors")
-    if os.path.isfile(best):
-        return best, read_state(best)
-    found = checkpoint.checkpoints(folder)
-    if not found:
-        raise DslcError(Diagnostic("E0603", f"the run {run} has no weights: neither checkpoints/best.safetensors "
-                                   "nor an epoch checkpoint", file_name=run,
-                                   help="let the run finish an epoch, or give another run with --run"))
-    json_path = found[-1][2]
-    return json_path[:-len(".json")] + ".safetensors", checkpoint.load(json_path)[0]
+    found = run_weights(run)
+    return found.path, found.state
 
 
 def _build(plan, key: str, path: str, weights: dict, weights_path: str) -> torch.nn.Module:
