@@ -51,6 +51,34 @@ model Tumour {
     Linear(1) as head
 }
 
+model Proj {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(16) as proj
+}
+
+train project {
+    model      = Proj()
+    data       = digits(val=0.15, test=0.15)
+    epochs     = 1
+    batch_size = 64
+    step shrink {
+        loss = mse(model(batch.x), zeros)
+        optimizer = Adam(lr=1e-3)
+    }
+}
+
+train stepped {
+    model      = Net()
+    data       = digits(val=0.15, test=0.15)
+    epochs     = 1
+    batch_size = 64
+    step fit {
+        loss = cross_entropy(model(batch.x), batch.y)
+        optimizer = Adam(lr=3e-3)
+    }
+}
+
 train digits {
     model      = Net()
     data       = digits(val=0.15, test=0.15)
@@ -122,7 +150,7 @@ def runs(tmp_path_factory):
     path = folder / "plans.dl"
     path.write_text(PLANS)
     results = {}
-    for plan in ("digits", "wobbly", "restored", "iris", "diabetes", "cancer"):
+    for plan in ("digits", "wobbly", "restored", "iris", "diabetes", "cancer", "project", "stepped"):
         out = str(folder / "runs" / plan)
         results[plan] = train(str(path), plan, Options(out=out, progress=False), out=[].append)
     return folder, str(path), results
@@ -344,6 +372,22 @@ def test_one_binary_logit_is_the_probability_of_class_1(runs, tmp_path):
     assert (predicted == (logit > 0).numpy()).all()
     assert [k for k in found[0] if k.startswith("p_")] == ["p_malignant", "p_benign"]
     assert int((predicted == y.numpy()).sum()) / len(y) == result["test"]["accuracy"]
+
+
+def test_an_output_that_does_not_score_the_classes_is_a_tensor(runs, tmp_path):
+    """Both plans read `model(batch.x)` in a step, so neither has an `out` to score: Net's ten
+    outputs are the digits' ten classes, Proj's sixteen are not."""
+    for plan, columns in (("stepped", ["prediction"] + [f"p_{i}" for i in range(10)]),
+                          ("project", [f"out_{i}" for i in range(16)])):
+        out = tmp_path / f"{plan}.csv"
+        r = cli("predict", runs[1], "--plan", plan, "--run", run_dir(runs, plan), "-o", out)
+        assert r.exit_code == 0, r.output
+        assert list(rows(out)[0]) == ["index", "target"] + columns
+    x, _ = split("digits", 0.15, 0.15)["test"]
+    w = weights(runs, "project")
+    with torch.no_grad():
+        want = F.linear(x.flatten(1), w["proj.weight"], w["proj.bias"]).numpy()
+    np.testing.assert_allclose(column(rows(out), "out_"), want, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- eval

@@ -5,7 +5,8 @@ evaluated it (the plan's data, its `normalize`, its precision) in inference mode
 of `batch_size` at a time. Each example gives one row: its index (and file and row, for
 `--input`), its target when known, and
 - for a classifier (class-id targets, an output of one score per class `[B, C]`, or one
-  binary output `[B]` or `[B, 1]`): the predicted class and every class's probability.
+  binary output `[B]` or `[B, 1]`, that the plan scores as its `out` or that has one score per
+  class of the data): the predicted class and every class's probability.
   Logits go through a softmax (a sigmoid for one binary output), probabilities are kept,
   and log-probabilities are exponentiated, as the plan's graph shows the output to be; a
   binary output is class 1 when its probability is above 0.5 (accuracy's `threshold`);
@@ -36,6 +37,7 @@ from ..backends.torch_codegen import generate
 from ..diagnostics import Diagnostic, DslcError, did_you_mean
 from ..ir.clone import clone
 from ..ir.nesting import SEP, top_names
+from ..ir.values import Ref
 from ..passes import optimize
 from . import data as data_mod
 from . import inputs as inputs_mod
@@ -82,15 +84,7 @@ def predict(plan, path: str, options: PredictOptions, warn=print) -> dict:
     trainer = restored.trainer
     key = choose_model(plan, options.model)
     fields = model_fields(plan, key)
-    if options.inputs:
-        read = inputs_mod.read(list(options.inputs), {f: t for _, f, t in fields}, plan.data, trainer.data.meta)
-        split, where = read.split, f"{len(options.inputs)} input file{'s' if len(options.inputs) > 1 else ''}"
-    else:
-        split, where, read = split_of(trainer, options.split), f"the {options.split} split", None
-    if isinstance(split, data_mod.Stream):
-        raise DslcError(Diagnostic("E0504", "the plan reads its data as a stream of windows, not as examples: "
-                                   "predict has no rows to write", plan.data.span,
-                                   help="`dslc eval` measures such a run on any split"))
+    split, where, read = _examples(trainer, options, fields)
     net, pick, name = network(trainer, key, options.output, path)
     tensor, target = _outputs(trainer, net, pick, split, [f for _, f, _ in fields])
     rows = _rows(trainer, key, tensor, target, name if options.output else None)
@@ -103,6 +97,21 @@ def predict(plan, path: str, options: PredictOptions, warn=print) -> dict:
             "weights_label": restored.weights.label, "file": out_file, "examples": len(rows.index),
             "what": _kind(rows), **summary,
             "table": show(rows) + "\n" + _summary_line(rows, summary, where, out_file)}
+
+
+def _examples(trainer, options: PredictOptions, fields: list):
+    """(split, how the summary names it, the files read or None): the files of --input, else a split."""
+    plan = trainer.plan
+    if options.inputs:
+        n = len(options.inputs)
+        read = inputs_mod.read(list(options.inputs), {f: t for _, f, t in fields}, plan.data, trainer.data.meta)
+        return read.split, f"{n} input file{'s' if n > 1 else ''}", read
+    split = split_of(trainer, options.split)
+    if isinstance(split, data_mod.Stream):
+        raise DslcError(Diagnostic("E0504", "the plan reads its data as a stream of windows, not as examples: "
+                                   "predict has no rows to write", plan.data.span,
+                                   help="`dslc eval` measures such a run on any split"))
+    return split, f"the {options.split} split", None
 
 
 # ---------------------------------------------------------------------- which model, fed how
@@ -188,7 +197,7 @@ def network(trainer, key: str, output: str | None, path: str):
         i = outputs.index(output)
         return model, (lambda result: result[i]) if len(outputs) > 1 else _first, output
     if output in dict(model.named_modules()) and output:
-        return _hooked(model, output), _last_hooked, output
+        return _Hooked(model, output), _first, output
     bound = _bound(graph, output)
     if bound is not None:
         return _with_output(trainer, key, graph, output, bound, path), lambda result: result[-1], output
@@ -196,6 +205,7 @@ def network(trainer, key: str, output: str | None, path: str):
 
 
 def _first(result):
+    """A call's one tensor, or the first of several (an LSTM's output, not its state)."""
     return result[0] if isinstance(result, (tuple, list)) else result
 
 
@@ -213,17 +223,8 @@ class _Hooked(torch.nn.Module):
         return self.seen[-1]
 
 
-def _hooked(model, path: str):
-    return _Hooked(model, path)
-
-
-def _last_hooked(result):
-    return _first(result)
-
-
 def _bound(graph, name: str):
     """The last tensor the model's graph binds to `name` (`h = ...`), as a Ref, or None."""
-    from ..ir.values import Ref
     found = None
     for node in graph.nodes.values():
         if node.kind in ("op", "call"):
@@ -293,7 +294,7 @@ def _rows(trainer, key: str, tensor: torch.Tensor, target, output: str | None) -
     n = tensor.shape[0]
     rows = Rows(np.arange(n), target.numpy() if target is not None else None, name=output or "out")
     per_example = tensor.reshape(n, -1)
-    if output is None and trainer.task == "classification" and tensor.dim() <= 2:
+    if output is None and _classifier(trainer, key, tensor):
         binary = tensor.dim() == 1 or per_example.shape[1] == 1
         kind = _scores(trainer, key)
         probs = _binary_probabilities(per_example[:, 0], kind) if binary else _probabilities(per_example, kind)
@@ -305,6 +306,17 @@ def _rows(trainer, key: str, tensor: torch.Tensor, target, output: str | None) -
     else:
         rows.tensor = tensor.numpy()
     return rows
+
+
+def _classifier(trainer, key: str, tensor: torch.Tensor) -> bool:
+    """Whether the model's output scores the data's classes: class-id targets, and an output `[B, C]`
+    (or one binary output) that the plan scores as its `out`, or with one score per class of the
+    data (a projection head's `[B, 64]` over the digits is not)."""
+    if trainer.task != "classification" or tensor.dim() > 2:
+        return False
+    width = 1 if tensor.dim() == 1 else tensor.shape[1]
+    classes = trainer.data.meta.get("classes")
+    return _scored_model(trainer.plan) == key or width == classes or width == 1 and classes == 2
 
 
 def _scores(trainer, key: str) -> str:
