@@ -525,6 +525,7 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         uses = _use_counts(g, nodes)
+        readers = _readers(g, nodes)
         held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use), var, body)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
@@ -541,7 +542,7 @@ class _ClassWriter:
                     and node.names[0] is None and SEP not in g.outputs[0][0]:
                 body.append(f"return {expr}")
                 break
-            if not held.hold(node, i, expr, _inlinable(node, i, nodes, g, self._special_node_kind)):
+            if not held.hold(node, i, expr, _inlinable(node, i, nodes, readers, self._special_node_kind)):
                 body.append(f"{self._targets(node, i, var, holder, temps, local, last_use)} = {expr}")
         else:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
@@ -1076,6 +1077,8 @@ def _write_in(reader: str, value: str) -> str | None:
     if reader.count(INLINE) != 1:
         return None
     plain, wrapped = reader.replace(INLINE, value), reader.replace(INLINE, f"({value})")
+    if _binds_tightest(value):   # `self.conv1(x)`, `h.flatten(1)`: no reader can split it
+        return plain
     try:
         same = pyast.dump(pyast.parse(plain, mode="eval")) == pyast.dump(pyast.parse(wrapped, mode="eval"))
     except SyntaxError:
@@ -1083,20 +1086,38 @@ def _write_in(reader: str, value: str) -> str | None:
     return plain if same else wrapped
 
 
-def _inlinable(node: Node, i: int, nodes: list, g: Graph, special_kind) -> bool:
+def _binds_tightest(value: str) -> bool:
+    try:
+        node = pyast.parse(value, mode="eval").body
+    except SyntaxError:
+        return False
+    return isinstance(node, (pyast.Call, pyast.Attribute, pyast.Subscript, pyast.Name))
+
+
+def _inlinable(node: Node, i: int, nodes: list, readers: dict, special_kind) -> bool:
     """An unnamed single result of an op or block call, read once, by the next node, which is an
-    ordinary statement, and not a result of the graph."""
+    ordinary statement, and not a result of the graph (`readers`: _readers)."""
     if node.kind not in ("op", "call") or len(node.outputs) != 1 or node.names[0] is not None:
         return False
     if i + 1 >= len(nodes) or special_kind(nodes[i + 1]):
         return False
-    ref = Ref(node.id)
-    if any(r == ref for _, r in g.outputs):
-        return False
-    readers = [n for n in nodes if ref in n.inputs or any(
-        isinstance(t, TensorValue) and t.ref == ref for v in n.args.values()
-        for t in (v if isinstance(v, tuple) else (v,)))]
-    return len(readers) == 1 and readers[0] is nodes[i + 1] and nodes[i + 1].inputs.count(ref) == 1
+    return readers.get(Ref(node.id)) == [i + 1]
+
+
+def _readers(g: Graph, nodes: list) -> dict:
+    """Value -> the index of each read of it, once per read (an input, a keyword tensor); a result
+    of the graph is read at len(nodes)."""
+    out: dict = {}
+    for j, node in enumerate(nodes):
+        for r in node.inputs:
+            out.setdefault(r, []).append(j)
+        for v in node.args.values():
+            for t in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(t, TensorValue) and t.ref not in node.inputs:
+                    out.setdefault(t.ref, []).append(j)
+    for _, r in g.outputs:
+        out.setdefault(r, []).append(len(nodes))
+    return out
 
 
 def is_module(inst: Instance) -> bool:
@@ -1321,12 +1342,29 @@ def _generator(models: list[Graph]) -> Generator:
     """A generator whose classes are never named like an argument of the models' constructors
     (those keep the user's names, and a class named so would be hidden in them), and that knows
     each block's specializations (a first pass writes them) to write them as one class."""
-    probe = _named_generator(models)
-    for g in models:
-        probe.class_for(g, top=True)
     gen = _named_generator(models)
-    gen.variants = _variant_groups(probe)
+    if _several_specializations(models):
+        probe = _named_generator(models)
+        for g in models:
+            probe.class_for(g, top=True)
+        gen.variants = _variant_groups(probe)
     return gen
+
+
+def _several_specializations(models: list[Graph]) -> bool:
+    """Whether some block is specialized more than once (else there is nothing to write as one class)."""
+    seen: dict = {}
+    todo, done = list(models), set()
+    while todo:
+        g = todo.pop()
+        if id(g) in done:
+            continue
+        done.add(id(g))
+        for inst in g.instances.values():
+            if inst.kind == "block":
+                seen.setdefault(block_key(inst.graph), set()).add(id(inst.graph))
+                todo.append(inst.graph)
+    return any(len(v) > 1 for v in seen.values())
 
 
 def _named_generator(models: list[Graph]) -> Generator:
