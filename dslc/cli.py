@@ -103,11 +103,12 @@ SEED = click.IntRange(-2 ** 63, 2 ** 63 - 1)
 
 
 def _usable_device(ctx, param, value: str | None) -> str | None:
-    """A device torch can use here, checked before any data is read (exit 2 otherwise)."""
+    """A device string torch understands (exit 2 otherwise); one this machine lacks is E0607 when the
+    run starts, before any data is read."""
     if not value:  # absent (or empty): the default, CUDA when present
         return None
-    from .runtime.devices import device_problem
-    problem = device_problem(value)
+    from .runtime.devices import spelling_problem
+    problem = spelling_problem(value)
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value

@@ -79,6 +79,9 @@ EXPLANATIONS: dict[str, str] = {
     "E0605": "The run directory is in use by another dslc process (a run folder is held by one process at a time).",
     "E0606": "The run cannot be resumed as asked: it has finished, or its plan changed since it started "
              "(`--set epochs=N` continues a finished run for more epochs).",
+    "E0607": "The device asked for (`--device cuda`, `mps`, `cuda:1`) is not on this machine, or this build of "
+             "torch cannot use it (a CPU-only torch has no CUDA). Leave out --device to train on CUDA when it is "
+             "present and on the CPU otherwise.",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",

@@ -109,7 +109,8 @@ def _class_ids(what: str, logits: TensorType, target: TensorType, pred: str, nam
     """Class ids for [N, C, d1...] logits: int64 of shape [N, d1...]; returns that shape."""
     want = logits.shape[:1] + logits.shape[2:]
     if target.dtype != "int64":
-        raise ShapeError(f"`{what}` needs int64 class ids as `{name}`, got {target.dtype}", code="E0310", arg=name)
+        raise ShapeError(f"`{what}` needs int64 class ids as `{name}`, got {target.dtype}", code="E0310", arg=name,
+                         help="cast them: `long(...)`")
     if not _equal_shapes(want, target.shape):
         raise ShapeError(f"`{what}`: class ids for `{pred}` {logits.shape_str()} must have shape "
                          f"{TensorType(want).shape_str()} (the class dimension 1 removed), got "
@@ -390,11 +391,6 @@ def _elementwise_loss(name: str, torch_fn: str, doc: str, elem, settings: tuple 
                                       ([tuple(float(i + 1) for i in range(shape[-1]))] if shape else []))
         return Example({**args, **(draw_settings(d) if draw_settings else {})})
 
-    t = S(2, 3, values=target_values)
-    weight_examples = (Example({"input": S(4, 3, values=pred_values), "target": S(4, 3, values=target_values),
-                                "weight": (1.0, 2.0, 0.5)}),
-                       Example({"input": S(5, values=pred_values), "target": S(5, values=target_values),
-                                "weight": S(5, values=(0, 3)), "reduction": "sum"})) if weighted else ()
     register(OpDef(
         name=name, kind="loss", family="loss", doc=doc, expects=expects,
         params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR)) + settings + (_reduction(),) +
@@ -403,13 +399,23 @@ def _elementwise_loss(name: str, torch_fn: str, doc: str, elem, settings: tuple 
         torch=TorchFunction(lambda e: f"{torch_fn}({e.arg('input')}, {_target_src(e)}{_weight_src(e)}"
                                       f"{_kws(e, kw_names)})"),
         onnx=_elementwise_onnx(elem),
-        examples=(Example({"input": S(2, 3, values=pred_values), "target": t}),
-                  Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
-                           "reduction": "none"}),
-                  Example({"input": S(3, 1, values=pred_values), "target": Fill(1.0), "reduction": "sum"}),
-                  Example({"input": S(2, 3, values=pred_values), "target": Fill(0.0)})) + weight_examples,
+        examples=_elementwise_examples(pred_values, target_values, weighted),
         arbitrary=draw,
     ))
+
+
+def _elementwise_examples(pred_values, target_values, weighted: bool) -> tuple:
+    out = (Example({"input": S(2, 3, values=pred_values), "target": S(2, 3, values=target_values)}),
+           Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
+                    "reduction": "none"}),
+           Example({"input": S(3, 1, values=pred_values), "target": Fill(1.0), "reduction": "sum"}),
+           Example({"input": S(2, 3, values=pred_values), "target": Fill(0.0)}))
+    if not weighted:
+        return out
+    return out + (Example({"input": S(4, 3, values=pred_values), "target": S(4, 3, values=target_values),
+                           "weight": (1.0, 2.0, 0.5)}),
+                  Example({"input": S(5, values=pred_values), "target": S(5, values=target_values),
+                           "weight": S(5, values=(0, 3)), "reduction": "sum"}))
 
 
 _BROADCAST_NOTE = " Shapes must be equal (torch would broadcast; dslc rejects that as a likely bug)."
@@ -449,6 +455,11 @@ def _ce_infer(b):
     logits = _float_tensor(b, "cross_entropy", "input")
     _need_rank("cross_entropy", logits, "input", at_least=2)
     target = _no_constant(b, "cross_entropy").type
+    if target.is_float and _equal_shapes(target.shape, logits.shape[:1] + logits.shape[2:]):
+        raise ShapeError(f"`cross_entropy` takes class ids (int64, {TensorType(target.shape).shape_str()}) or "
+                         f"probabilities (float, {logits.shape_str()}), and this target is {target.dtype} "
+                         f"{target.shape_str()}", code="E0310", arg="target", label=f"this is {target}",
+                         help="class ids are int64: cast them with `long(...)`")
     if target.is_float:
         # Class probabilities (soft labels): the logits' shape, one loss per [N, d1...] position.
         _need_same("cross_entropy", logits, target, "input", "target")

@@ -37,6 +37,7 @@ from . import data as data_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
+from .devices import run_device
 from .metrics import MetricSet
 from .optim import build_optimizer
 from .resume import check_optimizer_state
@@ -111,7 +112,7 @@ class Trainer:
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
         self.base_dir = os.path.dirname(os.path.abspath(path))
-        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = run_device(options.device)
         # Everything a run holds, set by run() and its set-up steps (None until then).
         self.phases: list = []            # PhaseSpec per phase (one when the plan has none)
         self.phase_index = None           # the phase being trained
@@ -138,6 +139,7 @@ class Trainer:
         self.last_confusion = None        # the last evaluation's confusion matrix
         self.best_weights = None          # checkpointing.BestWeights
         self.carried = None               # `state = hidden`: the training state after the last batch (detached)
+        self.train_metrics = None         # `train_metrics`: the metrics of the epoch's training batches so far
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
@@ -150,6 +152,8 @@ class Trainer:
         self._load_data()
         data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
         self._build()
+        if self.plan.evaluation:
+            return self._evaluation_run()
         self._callbacks()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         try:
@@ -157,6 +161,34 @@ class Trainer:
             self.out(f"run directory: {self.rundir.path}")
             return self._loop()
         except OSError as e:   # a full disk, a folder made read-only under a running job
+            raise unusable(self.rundir.path, e) from None
+        finally:
+            self.rundir.close()
+
+    def _evaluation_run(self) -> dict:
+        """A plan whose steps have no optimizer: its loss and metrics on every split, in inference mode.
+        Nothing trains, so there are no epochs, checkpoints or curves: plan.dl, plan.py and result.json
+        (and confusion.png for a classifier)."""
+        if self.options.resume:
+            raise DslcError(Diagnostic("E0606", f"the plan `{self.plan.name}` evaluates (no step has an optimizer): "
+                                       "there is no training to resume", self.plan.decl.name_span,
+                                       help="run it again without --resume"))
+        self.rundir = RunDir.open(self.plan.name, self.options.out, False, checkpoints=False)
+        try:
+            self._start_run()
+            self.out(f"run directory: {self.rundir.path}")
+            result = {"plan": self.plan.name, "evaluation": True}
+            for name in ("train", "val", "test"):
+                split = getattr(self.data, name)
+                if split is not None:
+                    result[name] = self.evaluate(split, self.phases[0].batch_size)
+                    self.out(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in result[name].items()))
+            self.rundir.write_json("result.json", result)
+            if self.last_confusion is not None and self.task == "classification":
+                self.rundir.confusion(self.last_confusion, self.data.meta.get("class_names"))
+            self.out(f"done: evaluated; results in {self.rundir.path}")
+            return result
+        except OSError as e:
             raise unusable(self.rundir.path, e) from None
         finally:
             self.rundir.close()
@@ -313,6 +345,9 @@ class Trainer:
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
             call = phase.optimizers[s.name]
+            if call is None:   # an evaluation step: it measures its loss, and trains nothing
+                s.params, s.optimizer, s.schedule = [], None, None
+                continue
             names = [self.plan.model_name(t) for t in call.targets] or s.models
             named = [(f"{k}.{n}" if len(self.models) > 1 else n, p)
                      for k in dict.fromkeys(names) for n, p in self.models[k].named_parameters() if p.requires_grad]
@@ -388,8 +423,11 @@ class Trainer:
         accumulate = self.config.accumulate
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
+        self.train_metrics = self.metric_set() if self.config.train_metrics else None
         if skip and self.partial:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
+            if self.train_metrics is not None and self.partial.get("metrics"):
+                self.train_metrics.load_state(self.partial["metrics"], self.device)
         if not skip:
             self.carried = None   # each epoch starts from zeros; a resumed one from the checkpoint's state
         started = time.perf_counter()
@@ -408,6 +446,8 @@ class Trainer:
                 result, self.carried = self._carry(s, inputs, self.carried)
                 loss = result[0]
                 value = float(loss.detach())
+                if self.train_metrics is not None and len(result) > 1:
+                    self.train_metrics.update(*_per_example(result[1].detach().float(), batch["y"].to(self.device)))
                 self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
                 scaled = loss / accumulate if accumulate > 1 else loss
@@ -421,6 +461,8 @@ class Trainer:
             self.callbacks.on_train_batch_end(self, b + 1, sums, count)
         record = {"epoch": epoch}
         record["train_loss"] = sum(sums.values()) / max(count, 1)
+        if self.train_metrics is not None:
+            record.update({f"train_{k}": v for k, v in self.train_metrics.compute().items()})
         if len(self.steps) > 1:
             for s in self.steps:
                 record[f"{s.name}_loss"] = sums[s.name] / max(count, 1)
@@ -450,8 +492,9 @@ class Trainer:
     def _forward(self, s: StepRun, inputs: list):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
             if self.precision in ("bf16", "fp16") else contextlib.nullcontext()
+        grad = contextlib.nullcontext() if s.params else torch.no_grad()
         try:
-            with ctx:
+            with ctx, grad:   # an evaluation step (no parameters to train) keeps no graph
                 result = s.module(*inputs)
         except (RuntimeError, IndexError, ValueError) as e:
             # the plan checked, so what fails here is the data: labels out of range, say
@@ -488,9 +531,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def metric_set(self) -> MetricSet | None:
+        """The plan's metrics, reading the prediction as the graph says it is (logits or probabilities)."""
+        if not self.config.metrics:
+            return None
+        return MetricSet(list(self.config.metrics), self.task, self.plan.steps[0].scores, self.config.thresholds)
+
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
-        metrics = MetricSet(list(self.config.metrics), self.task) if self.config.metrics else None
+        metrics = self.metric_set()
         for m in self.models.values():
             m.eval()
         total, count = 0.0, 0
@@ -540,7 +589,7 @@ class Trainer:
             tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
         state = {"plan": self.plan.name, "epoch": epoch, "batch": batch, "phase": self.phase_index,
                  "history": self.history, "optim": optim_state, "stopped_early": self.stopped_early,
-                 "partial": self.partial if batch else None,
+                 "partial": self._partial() if batch else None,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
         if batch and self.carried is not None:   # mid-epoch: the next batch continues this state
             tensors.update({f"carried.{i}": t for i, t in enumerate(_leaves(self.carried))})
@@ -549,6 +598,12 @@ class Trainer:
             self.partial = None
         return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self.weights(), tensors,
                                state)
+
+    def _partial(self) -> dict | None:
+        """An interrupted epoch's loss sums, and its training metrics so far."""
+        if self.partial is None or self.train_metrics is None:
+            return self.partial
+        return dict(self.partial, metrics=self.train_metrics.state())
 
     def _resume(self) -> None:
         """Check that the run can continue as asked and load its last checkpoint; only then change
