@@ -29,6 +29,7 @@ from .binding import Arg, bind_op
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .evaluator import Evaluator
+from .lints import lint_plan
 from .producers import scores
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -161,10 +162,6 @@ class PlanChecker(Evaluator):
         if "state" in fields:
             self._guard(lambda: self._state(fields["state"], plan, steps))
         self._required(decl, fields, steps, phases)
-        if plan.fields.get("train_metrics") and not plan.fields.get("metrics"):
-            self.reporter.error("E0501", "`train_metrics` measures the plan's `metrics` on the training batches, and "
-                                f"the plan `{decl.name}` has none", fields["train_metrics"].targets[0].span,
-                                help="list them: `metrics = [accuracy]`")
         self._calls(calls, plan, ctx)
         self._init_keys(fields, plan)
         if self.failed:
@@ -181,7 +178,10 @@ class PlanChecker(Evaluator):
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
-        return None if self.failed or len(self.reporter.diagnostics) > before else plan
+        if self.failed or len(self.reporter.diagnostics) > before:
+            return None
+        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
+        return plan
 
     def _guard(self, fn) -> None:
         try:
@@ -475,6 +475,8 @@ class PlanChecker(Evaluator):
                     self.failed = True
 
     def _required(self, decl, fields: dict, steps: list, phases: list) -> None:
+        self._train_metrics(decl, fields, self.plan)
+
         def need(name: str, ok: bool, why: str = "") -> None:
             if not ok and name not in self.misspelled:
                 self.reporter.error("E0501", f"the plan `{decl.name}` needs `{name}`{why}", decl.name_span,
@@ -494,6 +496,12 @@ class PlanChecker(Evaluator):
             need("loss", "loss" in fields)
             has_opt = "optimizer" in fields or bool(phases) and all(_sets(p, "optimizer") for p in phases)
             need("optimizer", has_opt, " (here or in every phase)")
+
+    def _train_metrics(self, decl, fields: dict, plan: Plan) -> None:
+        if plan.fields.get("train_metrics") and not plan.fields.get("metrics"):
+            self.reporter.error("E0501", "`train_metrics` measures the plan's `metrics` on the training batches, and "
+                                f"the plan `{decl.name}` has none", fields["train_metrics"].targets[0].span,
+                                help="list them: `metrics = [accuracy]`")
 
     def _evaluation_fields(self, decl, fields: dict, phases: list) -> None:
         """A plan whose steps have no optimizer evaluates: what only training uses is an error (a step

@@ -226,6 +226,11 @@ def _length(split: dict) -> int:
     return len(next(iter(split.values())))
 
 
+def examples(split: dict | Stream) -> int:
+    """How many examples a split holds (a stream: its tokens)."""
+    return len(split) if isinstance(split, Stream) else _length(split)
+
+
 def steps_per_epoch(split: dict | Stream, batch_size: int) -> int:
     """Batches in one pass over `split` (the last, partial one included; a stream's are all full)."""
     if isinstance(split, Stream):

@@ -29,6 +29,7 @@ from ..backends.pymodule import exec_source
 from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
 from ..frontend import ast
+from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
@@ -151,6 +152,9 @@ class Trainer:
         self._check_precision()
         self._load_data()
         data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
+        if not isinstance(self.data.train, data_mod.Stream):   # a stream's batches are all full
+            for d in last_batch_of_one(self.plan, data_mod.examples(self.data.train), batch_sizes(self.plan)):
+                self.warn(d.render())
         self._build()
         if self.plan.evaluation:
             return self._evaluation_run()
