@@ -45,7 +45,9 @@ class Entry:
 B = Sym.var("B")
 _SPLITS = (ParamSpec("val", FLOAT, 0.0, checks.open_probability, "fraction held out for validation"),
            ParamSpec("test", FLOAT, 0.0, checks.open_probability, "fraction held out for testing"),
-           ParamSpec("seed", INT, 0, None, "seed of the split"))
+           ParamSpec("seed", INT, 0, None, "seed of the split"),
+           ParamSpec("limit", Optional(INT), None, checks.positive, "use only this many examples, drawn at random "
+                     "by `seed` before the split (a stream: its first this many characters), for a quick run"))
 
 
 def _data(name, doc, fields, extra=(), classes=None, input_field="x", lead=(), fields_doc="") -> Entry:
@@ -257,7 +259,8 @@ _WD = ParamSpec("weight_decay", FLOAT, 0.0, checks.non_negative_number)
 
 
 def _lr(default: float) -> ParamSpec:
-    return ParamSpec("lr", FLOAT, default, checks.positive_number)
+    # 0 is torch's too (it refuses only a negative rate): a frozen run, or a smoke test's broken one
+    return ParamSpec("lr", FLOAT, default, checks.non_negative_number)
 
 
 def _non_negative_values(d) -> str | None:
@@ -414,6 +417,9 @@ FIELDS = {f.name: f for f in (
     Field("state", "state", "a model input carried from batch to batch (truncated BPTT): `state = hidden` feeds "
           "the input `hidden` from the model's output `hidden` of the batch before, detached; zeros at the "
           "start of each epoch and each evaluation"),
+    Field("overfit_batches", "int", "a smoke test: train on the first N batches of the training split only (in "
+          "order, without augmentation), validate on the same batches, and say whether the loss reached near zero "
+          "(1% of its start), as a model that is not broken does", checks.positive),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}

@@ -119,6 +119,10 @@ EXPLANATIONS: dict[str, str] = {
              "training\"). Use batches of 2 or more, or `LayerNorm()`.",
     "W0601": "A `rename` rule of the plan (or a --rename of the command line) matches no name in the weights file: "
              "its prefix is misspelled, or the file is laid out otherwise. The report lists the file's names.",
+    "W0602": "With `overfit_batches = N` the plan trained on N batches only, and the loss on them did not reach "
+             "near zero (1% of where it started). A model, loss and optimizer that work can memorize a few "
+             "batches: check the learning rate (0, or far too small), the loss and the labels, that the layers "
+             "are not frozen, or give it more epochs.",
 }
 
 

@@ -20,8 +20,9 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,7 +34,7 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, resume
+from . import checkpoint, resume, smoke
 from . import data as data_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
@@ -57,6 +58,7 @@ class Options:
     device: str | None = None
     progress: bool | None = None     # None: a progress bar when stdout is a terminal
     max_epochs: int | None = None    # stop after this many epochs of this invocation (tests, smoke runs)
+    fast_dev_run: bool = False       # one batch of each split, one epoch of each phase, nothing kept (smoke.py)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Trainer:
         self.best_weights = None          # checkpointing.BestWeights
         self.carried = None               # `state = hidden`: the training state after the last batch (detached)
         self.train_metrics = None         # `train_metrics`: the metrics of the epoch's training batches so far
+        self.fast = False                 # a fast dev run (smoke.py): quiet about the folder it deletes
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
@@ -148,9 +151,29 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict:
+        if self.options.fast_dev_run:
+            return self._fast_dev_run()
+        return self._run()
+
+    def _fast_dev_run(self) -> dict:
+        """One batch of each split and one epoch of each phase, in a folder deleted at the end."""
+        if self.options.resume:
+            raise DslcError(Diagnostic("E0606", "a fast dev run starts afresh and keeps nothing: it cannot resume",
+                                       self.plan.decl.name_span, help="leave out --resume or --fast-dev-run"))
+        with tempfile.TemporaryDirectory(prefix="dslc-fast-dev-run-") as folder:
+            self.options = replace(self.options, out=os.path.join(folder, "run"), fast_dev_run=False)
+            self.fast = True
+            result = self._run()
+        test = "".join(f", {k} {v:.4g}" for k, v in result.get("test", {}).items())
+        self.out(f"fast dev run of `{self.plan.name}`: ok (one batch of each split" +
+                 (f": test{test}" if test else "") + ", one epoch of each phase); nothing was written")
+        return dict(result, fast_dev_run=True)
+
+    def _run(self) -> dict:
         self.phases = self._phases()
         self._check_precision()
         self._load_data()
+        self._smoke_data()
         data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
         if not isinstance(self.data.train, data_mod.Stream):   # a stream's batches are all full
             for d in last_batch_of_one(self.plan, data_mod.examples(self.data.train), batch_sizes(self.plan)):
@@ -162,7 +185,8 @@ class Trainer:
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         try:
             self._resume() if self.options.resume else self._start_run()
-            self.out(f"run directory: {self.rundir.path}")
+            if not self.fast:
+                self.out(f"run directory: {self.rundir.path}")
             return self._loop()
         except OSError as e:   # a full disk, a folder made read-only under a running job
             raise unusable(self.rundir.path, e) from None
@@ -180,7 +204,8 @@ class Trainer:
         self.rundir = RunDir.open(self.plan.name, self.options.out, False, checkpoints=False)
         try:
             self._start_run()
-            self.out(f"run directory: {self.rundir.path}")
+            if not self.fast:
+                self.out(f"run directory: {self.rundir.path}")
             result = {"plan": self.plan.name, "evaluation": True}
             for name in ("train", "val", "test"):
                 split = getattr(self.data, name)
@@ -190,7 +215,8 @@ class Trainer:
             self.rundir.write_json("result.json", result)
             if self.last_confusion is not None and self.task == "classification":
                 self.rundir.confusion(self.last_confusion, self.data.meta.get("class_names"))
-            self.out(f"done: evaluated; results in {self.rundir.path}")
+            if not self.fast:
+                self.out(f"done: evaluated; results in {self.rundir.path}")
             return result
         except OSError as e:
             raise unusable(self.rundir.path, e) from None
@@ -209,6 +235,15 @@ class Trainer:
         y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
+
+    def _smoke_data(self) -> None:
+        """A fast dev run's one batch per split, or `overfit_batches`' first training batches."""
+        batch_size = self.phases[0].batch_size
+        if self.fast:
+            self.data = smoke.fast_dev_data(self.data, batch_size)
+            self.phases = [replace(p, epochs=1) for p in self.phases]
+        elif self.config.overfit_batches:
+            self.data = smoke.overfit_data(self.data, batch_size, self.config.overfit_batches)
 
     def _start_run(self) -> None:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
@@ -438,8 +473,9 @@ class Trainer:
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
         self.epoch, self.epoch_batches = epoch, n_batches
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
-        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
-                                   augment=self.config.augment, train=True)
+        smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
+        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
+                                   epoch=epoch, augment=self.config.augment, train=not smoke_test)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
@@ -720,13 +756,27 @@ class Trainer:
         if self.data.test is not None:
             test = self.evaluate(self.data.test, self.phases[-1].batch_size)
             result["test"] = test
+        if self.config.overfit_batches and self.history and not self.fast:
+            result["overfit"] = self._overfit_report()
         self.rundir.write_json("result.json", result)
         self.rundir.curves(self.history)
         confusion = self.last_confusion
         if confusion is not None and self.task == "classification":
             self.rundir.confusion(confusion, self.data.meta.get("class_names"))
-        self.out(_summary_line(result, self.rundir.path))
+        if not self.fast:
+            self.out(_summary_line(result, self.rundir.path))
         return result
+
+    def _overfit_report(self) -> dict:
+        """Whether `overfit_batches` drove the loss near zero: a line, or W0602 at the field."""
+        examples = smoke.examples_in(self.data.train, self.phases[0].batch_size)
+        report, warning = smoke.overfit_report(self.history, self.config.overfit_batches, examples,
+                                               _field_span(self.plan, "overfit_batches"))
+        if warning is None:
+            self.out(smoke.overfit_line(report))
+        else:
+            self.warn(warning.render())
+        return report
 
 
 # ---------------------------------------------------------------------------- helpers
