@@ -192,7 +192,7 @@ class ProgressDisplay(Callback):
 
 
 def _mode_of(monitor: str) -> str:
-    metric = monitor.removeprefix("val_")
+    metric = monitor.removeprefix("val_").removeprefix("train_")
     return "max" if metric in HIGHER_IS_BETTER else "min"
 
 

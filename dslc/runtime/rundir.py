@@ -32,8 +32,9 @@ class RunDir:
         self.lock = None
 
     @classmethod
-    def open(cls, plan: str, out: str | None, resume: bool) -> "RunDir":
-        """A new run's folder (claimed and held), or the run to resume (checked, then held)."""
+    def open(cls, plan: str, out: str | None, resume: bool, checkpoints: bool = True) -> "RunDir":
+        """A new run's folder (claimed and held), or the run to resume (checked, then held).
+        `checkpoints=False`: a run that trains nothing (an evaluation plan) gets no checkpoints/."""
         base = out or os.path.join("runs", plan)
         if resume:
             path = base if out else latest_run(base)
@@ -45,7 +46,8 @@ class RunDir:
         run = cls(_claim(base))
         try:
             run.hold()
-            os.mkdir(run.checkpoints)
+            if checkpoints:
+                os.mkdir(run.checkpoints)
         except OSError as e:
             run._unclaim()
             raise unusable(run.path, e) from None
@@ -302,8 +304,9 @@ def _field_lines(plan) -> list[str]:
         lines = ["    models = { " + ", ".join(f"{k}: {_model_call(v)}" for k, v in plan.models.items()) + " }"]
     lines.append(f"    data = {dl_value(plan.data)}")
     for name, value in plan.fields.items():
-        if name in ("metrics", "precision"):   # bare words, as written
-            text = "[" + ", ".join(value) + "]" if isinstance(value, list) else str(value)
+        if name in ("metrics", "precision"):   # bare words, as written (metrics with their arguments)
+            text = "[" + ", ".join(getattr(m, "text", m.__str__)() for m in value) + "]" \
+                if isinstance(value, list) else str(value)
         else:
             text = dl_value(value)
         lines.append(f"    {name} = {text}")
