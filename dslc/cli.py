@@ -423,8 +423,13 @@ def _sizes(items) -> dict:
 @click.option("--fast-dev-run", is_flag=True,
               help="A smoke test: one batch of the training, validation and test splits (one epoch of each phase), "
                    "every step, loss and metric run once; nothing is written.")
+@click.option("--watch", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Health checks: per-layer gradient and weight norms, update ratios and activations in "
+                   "metrics.jsonl, TensorBoard and health.png, with warnings at the spec's lines; off registers "
+                   "no hooks.")
 @_handled
-def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress, fast_dev_run) -> None:
+def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress, fast_dev_run,
+          watch) -> None:
     """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
 
     Ctrl-C or SIGTERM checkpoints and stops (exit 130 or 143); `--resume` continues exactly
@@ -439,7 +444,8 @@ def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, devi
     if fast_dev_run and (resume or out):
         raise click.UsageError("--fast-dev-run writes nothing: it takes no --out or --resume")
     sets = tuple(sets) + _weight_sets(weights, renames, skip_mismatched)
-    options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress, fast_dev_run=fast_dev_run)
+    options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress, fast_dev_run=fast_dev_run,
+                      watch=watch == "on")
     try:
         run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
     except Interrupted as e:

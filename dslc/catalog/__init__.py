@@ -420,6 +420,9 @@ FIELDS = {f.name: f for f in (
     Field("overfit_batches", "int", "a smoke test: train on the first N batches of the training split only (in "
           "order, without augmentation), validate on the same batches, and say whether the loss reached near zero "
           "(1% of its start), as a model that is not broken does", checks.positive),
+    Field("log_every", "int", "health checks (gradient and weight norms, update ratios, activations per layer) "
+          "every N batches as well as on each epoch's last batch: lines of metrics.jsonl with `step`",
+          checks.positive),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}

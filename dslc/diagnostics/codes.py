@@ -123,6 +123,15 @@ EXPLANATIONS: dict[str, str] = {
              "near zero (1% of where it started). A model, loss and optimizer that work can memorize a few "
              "batches: check the learning rate (0, or far too small), the loss and the labels, that the layers "
              "are not frozen, or give it more epochs.",
+    "W0701": "A layer's gradients vanished (norm below 1e-7, and 10,000 times below the largest layer's) on 3 "
+             "health checks in a row: the layers below it barely learn. Saturating activations (sigmoid, tanh) in "
+             "a deep stack do this; ReLU with BatchNorm, or residual connections, do not.",
+    "W0702": "A layer's gradients exploded (norm above 1e4, or not finite): lower the learning rate, clip the "
+             "gradients (`clip_grad_norm`), normalize the inputs.",
+    "W0703": "A ReLU is dead: more than 90% of the outputs of the layer before it are <= 0 on a checked batch, so "
+             "those units pass no gradient (a large negative bias, a learning rate too high).",
+    "W0704": "The training loss did not decrease over the first epoch (the mean of its last quarter of batches "
+             "is not below that of its first quarter): check the learning rate, the labels, frozen layers.",
 }
 
 

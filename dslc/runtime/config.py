@@ -23,6 +23,7 @@ class TrainConfig:
     thresholds: dict                   # metric -> the probability above which a binary output is class 1
     train_metrics: bool                # the metrics are measured on the training batches too
     overfit_batches: int | None        # a smoke test: train and validate on the first N batches
+    log_every: int | None              # health checks every N batches too (else once per epoch)
     clip_grad_norm: float | None
     clip_grad_value: float | None
     ema: float | None                  # the decay of an average of the weights, when kept
@@ -49,7 +50,7 @@ class TrainConfig:
             optimize=number("optimize", int), compile=bool(catalog.setting(fields, "compile")),
             metrics=tuple(catalog.setting(fields, "metrics") or ()), thresholds=_thresholds(fields),
             train_metrics=bool(catalog.setting(fields, "train_metrics")),
-            overfit_batches=number("overfit_batches", int),
+            overfit_batches=number("overfit_batches", int), log_every=number("log_every", int),
             clip_grad_norm=number("clip_grad_norm", float), clip_grad_value=number("clip_grad_value", float),
             ema=number("ema", float) or None, augment=tuple(catalog.setting(fields, "augment") or ()),
             init=catalog.setting(fields, "init"), rename=dict(catalog.setting(fields, "rename") or {}),

@@ -34,7 +34,7 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, resume, smoke
+from . import checkpoint, health, resume, smoke
 from . import data as data_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
@@ -59,6 +59,7 @@ class Options:
     progress: bool | None = None     # None: a progress bar when stdout is a terminal
     max_epochs: int | None = None    # stop after this many epochs of this invocation (tests, smoke runs)
     fast_dev_run: bool = False       # one batch of each split, one epoch of each phase, nothing kept (smoke.py)
+    watch: bool = True               # health checks (health.py); off: no hooks at all
 
 
 @dataclass
@@ -355,6 +356,10 @@ class Trainer:
                   DivergenceCheck()]
         if c.ema:
             state.append(AveragedWeights(self.models, c.ema))
+        if self.options.watch:   # first: the epoch's record gets its numbers before anything keeps it
+            graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
+            state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
+                                               health.Warnings(self.warn)))
         self.callbacks.items = state + self.callbacks.items + [SignalStop()]
 
     def _monitor(self, name: str) -> str:
@@ -482,6 +487,7 @@ class Trainer:
             inputs = [batch[f].to(self.device, non_blocking=True) for f in self.batch_fields]
             n = inputs[0].shape[0]
             last = b + 1 == n_batches
+            self.callbacks.on_train_batch_start(self, b + 1)
             for s in self.steps:
                 result, self.carried = self._carry(s, inputs, self.carried)
                 loss = result[0]
@@ -553,6 +559,7 @@ class Trainer:
             return
         if self.scaler is not None:
             self.scaler.unscale_(s.optimizer)
+        self.callbacks.on_before_optimizer_step(self, s)
         clip_gradients(s.params, self.config.clip_grad_norm, self.config.clip_grad_value)
         if self.scaler is not None:
             self.scaler.step(s.optimizer)
