@@ -78,13 +78,15 @@ def _feeds_relu(graph: Graph, node) -> bool:
 
 class Sample:
     """One batch's measurements, filled in as the batch runs: activations in the forward pass,
-    gradients before the optimizer step, weights after it."""
+    gradients before each step's optimizer step, weights after it."""
 
     def __init__(self, step: int, epoch: int):
         self.step, self.epoch = step, epoch
         self.values: dict = {}
         self.before: dict = {}     # layer -> its weights before the step
-        self.measured = False      # its gradients are
+        self.measured: set = set() # the steps whose gradients were measured ...
+        self.weighed: set = set()  # ... and whose weights were, after their optimizer step
+        self.total = 0.0           # the squared norm of every parameter's gradient so far
 
     def activation(self, layer: Layer, output) -> None:
         x = output[0] if isinstance(output, (tuple, list)) else output
@@ -96,28 +98,29 @@ class Sample:
         self.values[f"act_std/{layer.name}"] = float(x.std()) if x.numel() > 1 else 0.0
         self.values[f"act_zero/{layer.name}"] = float(zero.float().mean())
 
-    def gradients(self, params: dict) -> None:
-        total = 0.0
-        for name, ps in params.items():
-            grads = [p.grad.detach().float() for p in ps if p.grad is not None]
-            if not grads:
-                continue
-            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-            self.values[f"grad_norm/{name}"] = norm
-            total += norm * norm
+    def gradients(self, step_name: str, params: list, layers: dict) -> None:
+        """Before the optimizer step of `step_name`, which updates `params`; `layers`: the watched
+        layers among them."""
+        for name, ps in layers.items():
+            self.values[f"grad_norm/{name}"] = _norm([p.grad for p in ps if p.grad is not None])
             self.before[name] = [p.detach().clone() for p in ps]
-        self.values["grad_norm"] = math.sqrt(total)
-        self.measured = True
+        self.total += _norm([p.grad for p in params if p.grad is not None]) ** 2
+        self.values["grad_norm"] = math.sqrt(self.total)   # torch's clip_grad_norm_ over every step's
+        self.measured.add(step_name)
 
-    def weights(self, params: dict) -> None:
-        for name, ps in params.items():
+    def weights(self, step_name: str, layers: dict) -> None:
+        for name, ps in layers.items():
             self.values[f"weight_norm/{name}"] = _norm(ps)
-            if name in self.before:
-                old = self.before[name]
-                change = _norm([p.detach() - o for p, o in zip(ps, old)])
+            old = self.before.pop(name, None)
+            if old is not None:
                 size = _norm(old)
+                change = _norm([p.detach() - o for p, o in zip(ps, old)])
                 self.values[f"update_ratio/{name}"] = change / size if size > 0 else 0.0
-        self.before = {}
+        self.weighed.add(step_name)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.measured) and self.weighed == self.measured
 
 
 def _norm(tensors) -> float:
@@ -165,19 +168,24 @@ class HealthWatch(Callback):
         self.warnings.loss(trainer, step, batch, loss)
 
     def on_before_optimizer_step(self, trainer, step) -> None:
-        if self.sample is not None and not self.sample.measured:
-            self.sample.gradients(self._owned(step))
+        if self.sample is not None and step.name not in self.sample.measured:
+            self.sample.gradients(step.name, step.params, self._owned(step))
 
     def on_optimizer_step(self, trainer, step) -> None:
-        if self.sample is None or not self.sample.measured:
+        if self.sample is not None and step.name in self.sample.measured:
+            self.sample.weights(step.name, self._owned(step))
+
+    def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        """The sample is complete once every step that stepped has been measured (with `accumulate`,
+        at the batch of the optimizer step after the sampled one)."""
+        if self.sample is None or not self.sample.complete:
             return
-        self.sample.weights(self._owned(step))
-        done, self.sample = self.sample, None
-        self.warnings.check(trainer, done, self.layers, self.log_every)
-        if done.step == self._step(trainer, trainer.epoch_batches):
-            self.epoch_sample = done.values
+        sample, self.sample = self.sample, None
+        self.warnings.check(trainer, sample, self.layers, self.log_every)
+        if done == trainer.epoch_batches:   # the epoch's last batch: its sample joins the epoch's line
+            self.epoch_sample = sample.values
         else:
-            self._log_step(trainer, done)
+            self._log_step(trainer, sample)
 
     def _owned(self, step) -> dict:
         """The watched layers whose parameters this step's optimizer updates."""
@@ -193,6 +201,14 @@ class HealthWatch(Callback):
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
         record.update(self.epoch_sample)
         self.epoch_sample = {}
+
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        state["health"] = {"epoch_sample": self.epoch_sample, **self.warnings.state()}
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        saved = state.get("health") or {}   # a checkpoint of a run with --watch off has none
+        self.epoch_sample = dict(saved.get("epoch_sample") or {})
+        self.warnings.load_state(saved)
 
     def on_train_end(self, trainer) -> None:
         trainer.rundir.health(trainer.history, list(self.layers))
@@ -216,6 +232,16 @@ class Warnings:
         self.vanished: dict = {}      # layer -> samples in a row with vanished gradients
         self.given: set = set()
         self.first_losses: list = []  # the first epoch's batch losses
+
+    def state(self) -> dict:
+        """What a resumed run needs to warn as the whole run would (JSON)."""
+        return {"vanished": dict(self.vanished), "given": sorted(list(k) for k in self.given),
+                "first_losses": list(self.first_losses)}
+
+    def load_state(self, saved: dict) -> None:
+        self.vanished = {str(k): int(v) for k, v in (saved.get("vanished") or {}).items()}
+        self.given = {tuple(k) for k in saved.get("given") or ()}
+        self.first_losses = [float(v) for v in saved.get("first_losses") or ()]
 
     def check(self, trainer, sample: Sample, layers: dict, log_every: int | None) -> None:
         grads = {n: sample.values[f"grad_norm/{n}"] for n in layers if f"grad_norm/{n}" in sample.values}
