@@ -227,7 +227,7 @@ class HealthWatch(Callback):
 # ---------------------------------------------------------------------------- warnings
 
 class Warnings:
-    """W0701-W0704, each at most once per layer (W0704 once per run), rendered to `warn`."""
+    """W0701-W0704, rendered to `warn`: W0701 and W0703 once per layer, W0702 and W0704 once per run."""
 
     def __init__(self, warn):
         self.warn = warn
