@@ -94,28 +94,35 @@ class Sample:
             return
         x = x.detach().float()
         zero = (x <= 0) if layer.feeds_relu else (x == 0)
-        self.values[f"act_mean/{layer.name}"] = float(x.mean())
-        self.values[f"act_std/{layer.name}"] = float(x.std()) if x.numel() > 1 else 0.0
-        self.values[f"act_zero/{layer.name}"] = float(zero.float().mean())
+        std, mean = torch.std_mean(x) if x.numel() > 1 else (x.new_zeros(()), x.mean())
+        mean, std, zero = torch.stack([mean, std, zero.float().mean()]).tolist()   # one read back
+        self.values.update({f"act_mean/{layer.name}": mean, f"act_std/{layer.name}": std,
+                            f"act_zero/{layer.name}": zero})
 
     def gradients(self, step_name: str, params: list, layers: dict) -> None:
         """Before the optimizer step of `step_name`, which updates `params`; `layers`: the watched
         layers among them."""
-        for name, ps in layers.items():
-            self.values[f"grad_norm/{name}"] = _norm([p.grad for p in ps if p.grad is not None])
-            self.before[name] = [p.detach().clone() for p in ps]
-        self.total += _norm([p.grad for p in params if p.grad is not None]) ** 2
+        norms = [_norm([p.grad for p in ps if p.grad is not None]) for ps in layers.values()]
+        values = torch.stack(norms + [_norm([p.grad for p in params if p.grad is not None])]).tolist()
+        for name, value in zip(layers, values):
+            self.values[f"grad_norm/{name}"] = value
+        self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
+        self.total += values[-1] ** 2
         self.values["grad_norm"] = math.sqrt(self.total)   # torch's clip_grad_norm_ over every step's
         self.measured.add(step_name)
 
     def weights(self, step_name: str, layers: dict) -> None:
-        for name, ps in layers.items():
-            self.values[f"weight_norm/{name}"] = _norm(ps)
-            old = self.before.pop(name, None)
-            if old is not None:
-                size = _norm(old)
-                change = _norm([p.detach() - o for p, o in zip(ps, old)])
-                self.values[f"update_ratio/{name}"] = change / size if size > 0 else 0.0
+        names = [n for n in layers if n in self.before]
+        norms = [_norm(ps) for ps in layers.values()]
+        norms += [_norm(self.before[n]) for n in names]
+        norms += [_norm([p.detach() - o for p, o in zip(layers[n], self.before[n])]) for n in names]
+        values = torch.stack(norms).tolist() if norms else []
+        for name, value in zip(layers, values):
+            self.values[f"weight_norm/{name}"] = value
+        sizes, changes = values[len(layers):len(layers) + len(names)], values[len(layers) + len(names):]
+        for name, size, change in zip(names, sizes, changes):
+            self.values[f"update_ratio/{name}"] = change / size if size > 0 else 0.0
+        self.before = {}
         self.weighed.add(step_name)
 
     @property
@@ -123,10 +130,10 @@ class Sample:
         return bool(self.measured) and self.weighed == self.measured
 
 
-def _norm(tensors) -> float:
-    """The L2 norm of several tensors together (one number read back: cheap on a GPU too)."""
+def _norm(tensors) -> torch.Tensor:
+    """The L2 norm of several tensors together, as a tensor: the caller reads all of them back at once."""
     norms = [torch.linalg.vector_norm(t.detach(), dtype=torch.float32) for t in tensors]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
 class HealthWatch(Callback):
