@@ -437,7 +437,7 @@ def test_losses_in_a_program(tmp_path):
     program = api.load(str(path))
     source = program.source()
     assert "F.binary_cross_entropy(h, torch.ones_like(h))" in source
-    assert "F.cross_entropy(h, y, label_smoothing=0.1)" in source
+    assert "F.cross_entropy(self.fc(x), y, label_smoothing=0.1)" in source
     disc, clf = program.build("Disc", seed=0), program.build("Clf", seed=0)
     x, y = randn(5, 8, seed=32), torch.tensor([0, 1, 2, 2, 1])
     with torch.no_grad():
