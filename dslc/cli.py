@@ -103,11 +103,12 @@ SEED = click.IntRange(-2 ** 63, 2 ** 63 - 1)
 
 
 def _usable_device(ctx, param, value: str | None) -> str | None:
-    """A device torch can use here, checked before any data is read (exit 2 otherwise)."""
+    """A device string torch understands (exit 2 otherwise); one this machine lacks is E0607 when the
+    run starts, before any data is read."""
     if not value:  # absent (or empty): the default, CUDA when present
         return None
-    from .runtime.devices import device_problem
-    problem = device_problem(value)
+    from .runtime.devices import spelling_problem
+    problem = spelling_problem(value)
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
@@ -419,20 +420,32 @@ def _sizes(items) -> dict:
               help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar (default: when stdout is a terminal; plain lines otherwise).")
+@click.option("--fast-dev-run", is_flag=True,
+              help="A smoke test: one batch of the training, validation and test splits (one epoch of each phase), "
+                   "every step, loss and metric run once; nothing is written.")
+@click.option("--watch", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Health checks: per-layer gradient and weight norms, update ratios and activations in "
+                   "metrics.jsonl, TensorBoard and health.png, with warnings at the spec's lines; off registers "
+                   "no hooks.")
 @_handled
-def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress) -> None:
+def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress, fast_dev_run,
+          watch) -> None:
     """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
 
     Ctrl-C or SIGTERM checkpoints and stops (exit 130 or 143); `--resume` continues exactly
-    where the run stopped."""
+    where the run stopped. `--fast-dev-run` tries everything on one batch first, and the plan's
+    `overfit_batches = N` checks that the model can fit a few batches."""
     import gc
     import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
     from .api import train as run_plan
     from .runtime.safety import Interrupted
     from .runtime.trainer import Options
+    if fast_dev_run and (resume or out):
+        raise click.UsageError("--fast-dev-run writes nothing: it takes no --out or --resume")
     sets = tuple(sets) + _weight_sets(weights, renames, skip_mismatched)
-    options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress)
+    options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress, fast_dev_run=fast_dev_run,
+                      watch=watch == "on")
     try:
         run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
     except Interrupted as e:

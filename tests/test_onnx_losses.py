@@ -109,6 +109,18 @@ def test_binary_cross_entropies_keep_relative_precision_of_tiny_losses(dtype):
     torch.testing.assert_close(got, -F.logsigmoid(x), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,ref,x", [
+    ("bce", F.binary_cross_entropy, torch.tensor([[0.1, 0.9, 0.5], [0.0, 0.7, 1.0]])),
+    ("bce_with_logits", F.binary_cross_entropy_with_logits, torch.tensor([[-3.0, 0.5, 8.0], [1.0, -0.2, 0.0]]))])
+def test_binary_losses_with_weights(name, ref, x, reduction):
+    t = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    same(onnx_loss(name, input=x, target=t, weight=(1.0, 2.0, 0.5), reduction=reduction),
+         ref(x, t, weight=torch.tensor([1.0, 2.0, 0.5]), reduction=reduction))
+    same(onnx_loss(name, input=x, target=t, weight=1 + 2 * t, reduction=reduction),
+         ref(x, t, weight=1 + 2 * t, reduction=reduction))
+
+
 # ---------------------------------------------------------------- regression
 
 def test_smooth_l1_and_huber_at_their_thresholds():
@@ -198,6 +210,27 @@ def test_nll_ignore_index(reduction):
 
 
 # ---------------------------------------------------------------- divergences
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("ignore", [-100, 1])
+def test_class_weights_of_cross_entropy_and_nll(reduction, smoothing, ignore):
+    x, ids = randn(6, 3, 2, seed=50), torch.tensor([[0, 1], [2, 1], [1, 1], [0, 2], [2, 2], [ignore, 0]])
+    w = torch.tensor([0.5, 2.0, 1.5])
+    same(onnx_loss("cross_entropy", input=x, target=ids, weight=(0.5, 2.0, 1.5), label_smoothing=smoothing,
+                   ignore_index=ignore, reduction=reduction),
+         F.cross_entropy(x, ids, weight=w, label_smoothing=smoothing, ignore_index=ignore, reduction=reduction))
+    same(onnx_loss("cross_entropy", input=x, target=ids, weight=w, label_smoothing=smoothing,
+                   ignore_index=ignore, reduction=reduction),
+         F.cross_entropy(x, ids, weight=w, label_smoothing=smoothing, ignore_index=ignore, reduction=reduction))
+    probs = F.softmax(randn(6, 3, 2, seed=51), dim=1)
+    same(onnx_loss("cross_entropy", input=x, target=probs, weight=(0.5, 2.0, 1.5), label_smoothing=smoothing,
+                   reduction=reduction),
+         F.cross_entropy(x, probs, weight=w, label_smoothing=smoothing, reduction=reduction))
+    logp = F.log_softmax(x, dim=1)
+    same(onnx_loss("nll", input=logp, target=ids, weight=(0.5, 2.0, 1.5), ignore_index=ignore, reduction=reduction),
+         F.nll_loss(logp, ids, weight=w, ignore_index=ignore, reduction=reduction))
+
 
 @pytest.mark.parametrize("reduction", REDUCTIONS + ("batchmean",))
 def test_kl_div_zero_targets_and_log_targets(reduction):

@@ -158,6 +158,62 @@ def test_nll(reduction):
     close(run("nll", input=logp, target=ids, ignore_index=2), F.nll_loss(logp, ids, ignore_index=2))
 
 
+# ---------------------------------------------------------------- weights (torch's `weight=`)
+
+CLASS_WEIGHTS = torch.tensor([1.0, 3.0, 0.5, 2.0])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("settings", [{}, {"label_smoothing": 0.2}, {"ignore_index": 1}])
+def test_cross_entropy_class_weights_written_as_numbers(settings, reduction):
+    logits, ids = randn(6, 4, seed=40), torch.tensor([0, 1, 3, 1, 2, 3])
+    got = run("cross_entropy", input=logits, target=ids, weight=(1.0, 3.0, 0.5, 2.0), reduction=reduction,
+              **settings)
+    close(got, F.cross_entropy(logits, ids, weight=CLASS_WEIGHTS, reduction=reduction, **settings))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_class_weights_as_a_tensor_with_probability_targets(reduction):
+    logits, probs = randn(3, 4, seed=41), F.softmax(randn(3, 4, seed=42), dim=1)
+    got = run("cross_entropy", input=logits, target=probs, weight=CLASS_WEIGHTS, reduction=reduction)
+    # written out: -Σ_c w_c t_c log p_c per row, then reduced over the rows (not normalized by the weights)
+    per_row = -(CLASS_WEIGHTS * probs * F.log_softmax(logits, dim=1)).sum(dim=1)
+    close(got, {"mean": per_row.mean(), "sum": per_row.sum(), "none": per_row}[reduction])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nll_class_weights(reduction):
+    logp, ids = F.log_softmax(randn(5, 4, seed=43), dim=1), torch.tensor([3, 0, 2, 2, 1])
+    got = run("nll", input=logp, target=ids, weight=(1.0, 3.0, 0.5, 2.0), reduction=reduction)
+    close(got, F.nll_loss(logp, ids, weight=CLASS_WEIGHTS, reduction=reduction))
+    # "mean" divides by the weights of the targets' classes: sum(w[y] * -logp[y]) / sum(w[y])
+    w = CLASS_WEIGHTS[ids]
+    want = (w * -logp[torch.arange(5), ids]).sum() / w.sum()
+    close(run("nll", input=logp, target=ids, weight=(1.0, 3.0, 0.5, 2.0)), want)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,ref,pred", [("bce", F.binary_cross_entropy, lambda x: torch.sigmoid(x)),
+                                           ("bce_with_logits", F.binary_cross_entropy_with_logits, lambda x: x)])
+def test_binary_losses_weight_each_output_or_each_element(name, ref, pred, reduction):
+    x, t = pred(randn(4, 3, seed=44)), (randn(4, 3, seed=45) > 0).float()
+    close(run(name, input=x, target=t, weight=(1.0, 2.0, 0.5), reduction=reduction),
+          ref(x, t, weight=torch.tensor([1.0, 2.0, 0.5]), reduction=reduction))
+    close(run(name, input=x, target=t, weight=(3.0,), reduction=reduction),
+          ref(x, t, weight=torch.tensor(3.0), reduction=reduction))
+    per_example = 1 + 2 * t     # positives count three times: Keras's class_weight={0: 1, 1: 3}
+    close(run(name, input=x, target=t, weight=per_example, reduction=reduction),
+          ref(x, t, weight=per_example, reduction=reduction))
+
+
+def test_weights_read_like_hand_written_torch():
+    x, ids = randn(2, 3), torch.tensor([0, 2])
+    assert source_of("cross_entropy", input=x, target=ids, weight=(1.0, 2.0, 0.5)) == \
+        "return F.cross_entropy(input, target, weight=input.new_tensor([1.0, 2.0, 0.5]))"
+    assert source_of("bce", input=x, target=x, weight=(2.0,)) == \
+        "return F.binary_cross_entropy(input, target, weight=input.new_tensor(2.0))"
+
+
 # ---------------------------------------------------------------- divergences
 
 @pytest.mark.parametrize("reduction", REDUCTIONS + ("batchmean",))
@@ -399,3 +455,25 @@ def test_losses_in_a_program(tmp_path):
 ])
 def test_language_errors(tmp_path, body, code):
     assert code in error_codes(tmp_path, body)
+
+
+@pytest.mark.parametrize("name,args,code,words", [
+    ("cross_entropy", {"input": T(4, 3), "target": T(4, dtype="int64"), "weight": (1.0, 2.0)}, "E0403",
+     ["2 numbers", "3 classes"]),
+    ("nll", {"input": T(4, 3), "target": T(4, dtype="int64"), "weight": T(4)}, "E0403", ["[3]", "[4]"]),
+    ("cross_entropy", {"input": T(4, 3), "target": T(4, dtype="int64"), "weight": T(3, dtype="float64")},
+     "E0310", ["float32", "float64"]),
+    ("bce", {"input": T(4, 3), "target": T(4, 3), "weight": (1.0, 2.0)}, "E0403", ["2 numbers", "3"]),
+    ("bce_with_logits", {"input": T(4, 3), "target": T(4, 3), "weight": T(4, 1)}, "E0403", ["[4, 3]", "[4, 1]"]),
+])
+def test_weight_shape_errors(name, args, code, words):
+    with pytest.raises(ShapeError) as err:
+        infer(name, **args)
+    assert err.value.code == code and err.value.arg == "weight"
+    for w in words:
+        assert w in err.value.message, err.value.message
+
+
+def test_negative_weights_are_refused(tmp_path):
+    assert "E0302" in error_codes(tmp_path, "input x: [B, 3]\n  input y: [B] of int64\n"
+                                            "  output cross_entropy(x, y, weight=[1.0, -1.0, 1.0])")

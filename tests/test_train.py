@@ -558,10 +558,14 @@ def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
 
         def flush(self):
             pass
+
+        def close(self):
+            written.append(("closed",))
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
     run(tmp_path, PLAN, sets=["epochs=2"])
     assert written[0] == ("dir", str(tmp_path / "run" / "tensorboard"))
     assert ("val_accuracy", 2) in written and ("train_loss", 1) in written
+    assert ("grad_norm", 2) in written and written[-1] == ("closed",)   # the health checks too
 
 
 def test_callbacks_are_called_in_order_and_at_the_end_of_a_failed_run(tmp_path):
@@ -658,15 +662,16 @@ def test_a_callback_keeps_state_across_a_resume_and_can_stop_the_run(tmp_path):
 
 
 def test_the_run_state_lives_in_callbacks_in_the_order_that_keeps_resume_exact(tmp_path):
-    """The best weights are chosen before early stopping decides, which is before the checkpoint
-    that records both; metrics.jsonl next; the watchers; a signal stops the run last."""
+    """The health checks add to the epoch's record first; the best weights are chosen before early
+    stopping decides, which is before the checkpoint that records both; metrics.jsonl next; the
+    watchers; a signal stops the run last."""
     text = PLAN.replace("    seed       = 0", "    seed       = 0\n    ema = 0.9\n    early_stopping(patience=2)")
     trainer = _trainer(tmp_path, text, "r")
     trainer.run()
     assert [type(c).__name__ for c in trainer.callbacks.items] == [
-        "BestWeights", "EarlyStop", "PeriodicCheckpoints", "MetricsLog", "DivergenceCheck", "AveragedWeights",
+        "HealthWatch", "BestWeights", "EarlyStop", "PeriodicCheckpoints", "MetricsLog", "DivergenceCheck", "AveragedWeights",
         "TensorBoardLogger", "ProgressDisplay", "SignalStop"]
-    assert trainer.callbacks.items[0].monitor == "val_loss"
+    assert trainer.callbacks.items[1].monitor == "val_loss"
 
 
 @pytest.mark.slow

@@ -45,7 +45,9 @@ class Entry:
 B = Sym.var("B")
 _SPLITS = (ParamSpec("val", FLOAT, 0.0, checks.open_probability, "fraction held out for validation"),
            ParamSpec("test", FLOAT, 0.0, checks.open_probability, "fraction held out for testing"),
-           ParamSpec("seed", INT, 0, None, "seed of the split"))
+           ParamSpec("seed", INT, 0, None, "seed of the split"),
+           ParamSpec("limit", Optional(INT), None, checks.positive, "use only this many examples, drawn at random "
+                     "by `seed` before the split (a stream: its first this many characters), for a quick run"))
 
 
 def _data(name, doc, fields, extra=(), classes=None, input_field="x", lead=(), fields_doc="") -> Entry:
@@ -257,7 +259,8 @@ _WD = ParamSpec("weight_decay", FLOAT, 0.0, checks.non_negative_number)
 
 
 def _lr(default: float) -> ParamSpec:
-    return ParamSpec("lr", FLOAT, default, checks.positive_number)
+    # 0 is torch's too (it refuses only a negative rate): a frozen run, or a smoke test's broken one
+    return ParamSpec("lr", FLOAT, default, checks.non_negative_number)
 
 
 def _non_negative_values(d) -> str | None:
@@ -322,12 +325,42 @@ SCHEDULES = {e.name: e for e in (
            doc="multiply the learning rate by factor when val_loss stops improving for patience epochs"),
 )}
 
-METRICS = {"accuracy": "fraction of correct top-1 predictions",
+METRICS = {"accuracy": "fraction of correct top-1 predictions (a binary output: its probability of class 1 above "
+                       "`threshold`; `accuracy(threshold=0.7)`)",
            "top5": "fraction of targets among the 5 highest scores",
-           "f1": "macro-averaged F1 score",
+           "f1": "macro-averaged F1 score (binary outputs decided at `threshold`, as accuracy)",
            "perplexity": "exp of the mean cross-entropy of the targets (language models; lower is better)",
            "mse": "mean squared error",
            "mae": "mean absolute error"}
+
+# A binary output (one per example: a sigmoid's probability, or a logit) is class 1 when its probability
+# is above the threshold, as Keras's BinaryAccuracy and torchmetrics decide it.
+METRIC_PARAMS = {name: (ParamSpec("threshold", FLOAT, 0.5, checks.open_probability,
+                                  "binary outputs: the probability of class 1 above which an example is class 1"),)
+                 for name in ("accuracy", "f1")}
+
+
+class Metric(str):
+    """A metric a plan names (a str: its name), with its arguments: `accuracy(threshold=0.7)`."""
+    args: dict
+
+    def __new__(cls, name: str, args: dict | None = None):
+        metric = super().__new__(cls, name)
+        metric.args = dict(args or {})
+        return metric
+
+    def setting(self, name: str):
+        """An argument's value, its default when the plan did not give it."""
+        spec = next(p for p in METRIC_PARAMS.get(str(self), ()) if p.name == name)
+        return self.args.get(name, spec.default)
+
+    def text(self) -> str:
+        """As a plan writes it: the name, and the arguments that differ from their defaults."""
+        given = {p.name: self.args[p.name] for p in METRIC_PARAMS.get(str(self), ())
+                 if p.name in self.args and self.args[p.name] != p.default}
+        return str(self) + ("(" + ", ".join(f"{k}={plain_float(v)!r}" for k, v in given.items()) + ")"
+                            if given else "")
+
 
 PRECISIONS = {"fp32": "full precision", "bf16": "bfloat16 autocast", "fp16": "float16 autocast (CUDA, with a GradScaler)"}
 
@@ -363,6 +396,8 @@ FIELDS = {f.name: f for f in (
     Field("epochs", "int", "passes over the training split", checks.positive),
     Field("batch_size", "int", "examples per step", checks.positive, 32),
     Field("metrics", "metrics", "metrics on the validation and test splits: `[accuracy]`"),
+    Field("train_metrics", "bool", "also measure the metrics on the training batches as they are trained, in "
+          "training mode (`train_accuracy` in metrics.jsonl, as Keras reports them)", default=False),
     Field("clip_grad_norm", "float", "clip the gradient's global norm to this", checks.positive_number),
     Field("clip_grad_value", "float", "clip each gradient element to ±this", checks.positive_number),
     Field("accumulate", "int", "optimizer step every this many batches", checks.positive, 1),
@@ -382,6 +417,12 @@ FIELDS = {f.name: f for f in (
     Field("state", "state", "a model input carried from batch to batch (truncated BPTT): `state = hidden` feeds "
           "the input `hidden` from the model's output `hidden` of the batch before, detached; zeros at the "
           "start of each epoch and each evaluation"),
+    Field("overfit_batches", "int", "a smoke test: train on the first N batches of the training split only (in "
+          "order, without augmentation), validate on the same batches, and say whether the loss reached near zero "
+          "(1% of its start), as a model that is not broken does", checks.positive),
+    Field("log_every", "int", "health checks (gradient and weight norms, update ratios, activations per layer) "
+          "every N batches as well as on each epoch's last batch: lines of metrics.jsonl with `step`",
+          checks.positive),
     Field("augment", "augment", "augmentations of `batch.x`, in order: `[random_flip(), normalize(mean=[0.5], "
           "std=[0.5])]`"),
 )}
@@ -402,10 +443,11 @@ def call_args(calls: dict, name: str) -> dict:
     return {**{p.name: p.default for p in CALLS[name].params}, **(calls.get(name) or {})}
 
 
-def monitors(metrics: list[str]) -> list[str]:
-    """Values early stopping and checkpoints may watch."""
-    return ["val_loss", "train_loss"] + [f"val_{m}" for m in metrics]
+def monitors(metrics: list[str], train: bool = False) -> list[str]:
+    """Values early stopping and checkpoints may watch (`train`: the plan measures `train_metrics`)."""
+    return ["val_loss", "train_loss"] + [f"val_{m}" for m in metrics] + [f"train_{m}" for m in metrics if train]
 
 
-__all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "OPTIMIZERS", "PHASE_FIELDS",
-           "PRECISIONS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "augment_problem", "monitors", "OneOf"]
+__all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "METRIC_PARAMS", "OPTIMIZERS",
+           "PHASE_FIELDS", "PRECISIONS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "Metric", "augment_problem",
+           "monitors", "OneOf"]

@@ -79,6 +79,9 @@ EXPLANATIONS: dict[str, str] = {
     "E0605": "The run directory is in use by another dslc process (a run folder is held by one process at a time).",
     "E0606": "The run cannot be resumed as asked: it has finished, or its plan changed since it started "
              "(`--set epochs=N` continues a finished run for more epochs).",
+    "E0607": "The device asked for (`--device cuda`, `mps`, `cuda:1`) is not on this machine, or this build of "
+             "torch cannot use it (a CPU-only torch has no CUDA). Leave out --device to train on CUDA when it is "
+             "present and on the CPU otherwise.",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",
@@ -99,8 +102,36 @@ EXPLANATIONS: dict[str, str] = {
     "W0201": "A model, block or loss takes the name of a library layer, function or loss (`block LayerNorm`). "
              "It hides the library's: in its file and the files that import it, the name means the declaration "
              "(inside the block itself, a use of the name is the block again). Rename it to keep both.",
+    "W0401": "A model's output comes out of a `Dropout` (its last layer, or its last block's): in training it "
+             "zeroes outputs the loss then scores, and at inference it does nothing. Put dropout before the last "
+             "layer with weights.",
+    "W0501": "A loss that applies the softmax or sigmoid itself is given probabilities: `Softmax()` into "
+             "`cross_entropy`, `Sigmoid()` into `bce_with_logits`. Squashed twice, the outputs stay near uniform "
+             "and the gradients shrink. Give the loss the logits (drop the activation from the model, and apply "
+             "it when predicting), or use the loss that takes probabilities (`nll(log(p), y)`, `bce`).",
+    "W0502": "`nll` is given probabilities (after a softmax or sigmoid): it takes log-probabilities. Take their "
+             "`log`, end the model with `LogSoftmax()`, or give the logits to `cross_entropy`.",
+    "W0503": "`bce` is given the output of a layer with weights (`Linear`, `Conv2d`, ...): logits, not the "
+             "probabilities in [0, 1] it takes. Use `bce_with_logits`, or end the model with `Sigmoid()`.",
+    "W0504": "A `BatchNorm` that sees one value per feature (a [B, C] input, or spatial sizes of 1) is trained on "
+             "batches of one example (`batch_size = 1`, or a training split whose last batch holds one): it "
+             "normalizes over the batch, and torch refuses (\"Expected more than 1 value per channel when "
+             "training\"). Use batches of 2 or more, or `LayerNorm()`.",
     "W0601": "A `rename` rule of the plan (or a --rename of the command line) matches no name in the weights file: "
              "its prefix is misspelled, or the file is laid out otherwise. The report lists the file's names.",
+    "W0602": "With `overfit_batches = N` the plan trained on N batches only, and the loss on them did not reach "
+             "near zero (1% of where it started). A model, loss and optimizer that work can memorize a few "
+             "batches: check the learning rate (0, or far too small), the loss and the labels, that the layers "
+             "are not frozen, or give it more epochs.",
+    "W0701": "A layer's gradients vanished (norm below 1e-7, and 10,000 times below the largest layer's) on 3 "
+             "health checks in a row: the layers below it barely learn. Saturating activations (sigmoid, tanh) in "
+             "a deep stack do this; ReLU with BatchNorm, or residual connections, do not.",
+    "W0702": "A layer's gradients exploded (norm above 1e4, or not finite): lower the learning rate, clip the "
+             "gradients (`clip_grad_norm`), normalize the inputs.",
+    "W0703": "A ReLU is dead: more than 90% of the outputs of the layer before it are <= 0 on a checked batch, so "
+             "those units pass no gradient (a large negative bias, a learning rate too high).",
+    "W0704": "The training loss did not decrease over the first epoch (the mean of its last quarter of batches "
+             "is not below that of its first quarter): check the learning rate, the labels, frozen layers.",
 }
 
 

@@ -311,7 +311,7 @@ class LayerApplication:
                 article = "an" if kind[0] in "aeiou" else "a"
                 raise EvalError("E0310", f"`{op.name}` expects {article} {kind} tensor, got {v.type.dtype}", span,
                                 label=f"needs {kind}", labels=(Label(s, f"this is {v.type}"),) if s != span else (),
-                                help=_dtype_help(op, v.type.dtype))
+                                help=_dtype_help(op, v.type.dtype, s))
             if op.is_layer and op.has_state and v.type.dtype in FLOAT_DTYPES and v.type.dtype != "float32":
                 # its weights are float32 and torch mixes no dtypes in a layer (it would fail at run time)
                 raise EvalError("E0310", f"`{op.name}` has float32 weights, so its input must be float32, got "
@@ -716,7 +716,10 @@ def _shown(v) -> str:
         return describe(v)
 
 
-def _dtype_help(op, dtype: str) -> str | None:
+def _dtype_help(op, dtype: str, span=None) -> str | None:
+    if op.kind == "loss" and dtype not in FLOAT_DTYPES:   # labels read as class ids, given to a loss of values
+        what = span.text if span is not None and "\n" not in span.text and len(span.text) <= 60 else "..."
+        return f"`{op.name}` takes float targets: cast the labels with `float({what})`"
     if dtype in ("int64", "int32") and op.name != "Embedding":
         return "integer token ids go through `Embedding` first"
     if op.name == "Embedding":

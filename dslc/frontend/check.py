@@ -18,6 +18,7 @@ import pickle
 
 from ..diagnostics import Reporter
 from .evaluator import Evaluator
+from .lints import lint_model
 from .loader import Unit
 from .names import check_names, check_shadowing
 from .plans import check_plans
@@ -36,20 +37,25 @@ def check_unit(unit: Unit, jobs: int | None = None) -> list:
     if jobs > 1 and hasattr(os, "fork") and len(models) > 1:
         mine, theirs = _halves(models)
         child = _start_child(unit, theirs)
-        for decl in mine:
-            ev.model(decl)
+        _models(ev, mine, reporter)
         if not _join_child(child, reporter, ev):
-            for decl in theirs:
-                ev.model(decl)
+            _models(ev, theirs, reporter)
     else:
-        for decl in models:
-            ev.model(decl)
+        _models(ev, models, reporter)
     evaluated_by_plans = check_plans(unit, ev, reporter)
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     check_parameter_names(unit, reporter)
     check_shadowing(unit, reporter)
     reporter.raise_if_errors()
     return reporter.warnings
+
+
+def _models(ev: Evaluator, decls: list, reporter: Reporter) -> None:
+    """Evaluate each model, and lint those that evaluate."""
+    for decl in decls:
+        graph = ev.model(decl)
+        if graph is not None:
+            lint_model(graph, reporter)
 
 
 def _lines(unit: Unit) -> int:
@@ -79,8 +85,7 @@ def _start_child(unit: Unit, decls: list):
         try:
             rep = Reporter()
             ev = Evaluator(unit, rep)
-            for decl in decls:
-                ev.model(decl)
+            _models(ev, decls, rep)
             data = pickle.dumps((rep.diagnostics, ev.evaluated))
             with os.fdopen(w, "wb") as f:
                 f.write(data)

@@ -29,6 +29,8 @@ from .binding import Arg, bind_op
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .evaluator import Evaluator
+from .lints import lint_plan
+from .producers import scores
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
 _DOTTED = re.compile(r"^[^.\s]+(?:\.[^.\s]+)*$")   # a state-dict name or prefix: `layer1.0.conv1`
@@ -74,6 +76,7 @@ class Step:
     span: object = None
     models: dict = field(default_factory=dict)    # instance id in `graph` -> the plan's name of the model it applies
     prediction: Ref | None = None                 # `out`, when the step read it and it is one tensor (for metrics)
+    scores: str = "logits"                        # what the prediction holds: logits, probabilities, log_probabilities
 
 
 @dataclass
@@ -105,6 +108,12 @@ class Plan:
     calls: list = field(default_factory=list)     # early_stopping, checkpoint
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
     state: CarriedState | None = None             # `state = hidden`
+
+    @property
+    def evaluation(self) -> bool:
+        """No step has an optimizer: the plan evaluates its models (an ensemble, a frozen pipeline)."""
+        return bool(self.steps) and all(s.optimizer is None for s in self.steps) and \
+            not any("optimizer" in p.fields for p in self.phases)
 
     def model_name(self, spec) -> str:
         """The plan's name for a model value (`D` in `models = { D: Discriminator() }`)."""
@@ -169,7 +178,10 @@ class PlanChecker(Evaluator):
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
-        return None if self.failed or len(self.reporter.diagnostics) > before else plan
+        if self.failed or len(self.reporter.diagnostics) > before:
+            return None
+        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
+        return plan
 
     def _guard(self, fn) -> None:
         try:
@@ -224,9 +236,8 @@ class PlanChecker(Evaluator):
     def _field_value(self, f: catalog.Field, expr, ctx: Ctx):
         if f.kind == "augment":
             return self._augment_value(expr, ctx)
-        if f.kind == "metrics" and isinstance(expr, ast.ListExpr) and \
-                all(isinstance(i, ast.Name) and i.id in catalog.METRICS for i in expr.items):
-            return [i.id for i in expr.items]   # `mse` here is the metric, not the loss of that name
+        if f.kind == "metrics" and isinstance(expr, ast.ListExpr):
+            return self._metrics_value(expr, ctx)
         v = self._expr(expr, ctx)
         if v is POISON:
             raise Poisoned()
@@ -252,15 +263,37 @@ class PlanChecker(Evaluator):
         if kind == "precision":
             return self._word(v, catalog.PRECISIONS, "precision", expr.span)
         if kind == "metrics":
-            if not isinstance(v, list):
-                raise EvalError("E0301", f"`metrics` is a list, like `[accuracy]`; got {describe(v)}", expr.span)
-            return [self._word(m, catalog.METRICS, "metric", item.span)
-                    for m, item in zip(v, getattr(expr, "items", [expr] * len(v)))]
+            raise EvalError("E0301", f"`metrics` is a list, like `[accuracy]`; got {describe(v)}", expr.span)
         if kind in ("optimizer", "schedule"):
             if not (isinstance(v, PlanCall) and v.entry.kind == kind):
                 raise EvalError("E0301", f"`{f.name}` needs {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
                                 f"got {describe(v)}", expr.span, help=_names_help(kind))
         return v
+
+    def _metrics_value(self, expr: ast.ListExpr, ctx: Ctx) -> list:
+        """`[accuracy, f1(threshold=0.7)]`: metrics by name (`mse` here is the metric, not the loss of
+        that name), each with its arguments."""
+        out = []
+        for item in expr.items:
+            metric = self._metric(item, ctx)
+            if metric in out:
+                raise EvalError("E0302", f"the metric `{metric}` is listed twice", item.span)
+            out.append(metric)
+        return out
+
+    def _metric(self, item, ctx: Ctx) -> catalog.Metric:
+        head = item.func if isinstance(item, ast.Call) else item
+        name = head.id if isinstance(head, ast.Name) else None
+        if name not in catalog.METRICS:
+            v = self._expr(item, ctx)
+            if v is POISON:
+                raise Poisoned()
+            return catalog.Metric(self._word(v, catalog.METRICS, "metric", item.span))
+        if not isinstance(item, ast.Call):
+            return catalog.Metric(name)
+        pos, kws = self._args(item, ctx)
+        values, _ = bind_op(catalog.METRIC_PARAMS.get(name, ()), pos, kws, name, item.span)
+        return catalog.Metric(name, values)
 
     def _rename_value(self, v, expr) -> dict:
         """`rename`: a dict of strings, each a dotted name or empty (every name)."""
@@ -442,6 +475,8 @@ class PlanChecker(Evaluator):
                     self.failed = True
 
     def _required(self, decl, fields: dict, steps: list, phases: list) -> None:
+        self._train_metrics(decl, fields, self.plan)
+
         def need(name: str, ok: bool, why: str = "") -> None:
             if not ok and name not in self.misspelled:
                 self.reporter.error("E0501", f"the plan `{decl.name}` needs `{name}`{why}", decl.name_span,
@@ -449,15 +484,34 @@ class PlanChecker(Evaluator):
         need("data", "data" in fields)
         if "model" not in fields and "models" not in fields:
             need("model", False)
-        need("epochs", "epochs" in fields or bool(phases) and all(_phase_has(p, "epochs") for p in phases))
+        if _evaluates(fields, steps, phases):
+            self._evaluation_fields(decl, fields, phases)
+            return
+        need("epochs", "epochs" in fields or bool(phases) and all(_sets(p, "epochs") for p in phases))
         if steps:
             if "loss" in fields:
                 self.reporter.error("E0502", "with `step`s, each step has its own `loss`",
                                     fields["loss"].targets[0].span)
         else:
             need("loss", "loss" in fields)
-            has_opt = "optimizer" in fields or bool(phases) and all(_phase_has(p, "optimizer") for p in phases)
+            has_opt = "optimizer" in fields or bool(phases) and all(_sets(p, "optimizer") for p in phases)
             need("optimizer", has_opt, " (here or in every phase)")
+
+    def _train_metrics(self, decl, fields: dict, plan: Plan) -> None:
+        if plan.fields.get("train_metrics") and not plan.fields.get("metrics"):
+            self.reporter.error("E0501", "`train_metrics` measures the plan's `metrics` on the training batches, and "
+                                f"the plan `{decl.name}` has none", fields["train_metrics"].targets[0].span,
+                                help="list them: `metrics = [accuracy]`")
+
+    def _evaluation_fields(self, decl, fields: dict, phases: list) -> None:
+        """A plan whose steps have no optimizer evaluates: what only training uses is an error (a step
+        that lost its optimizer by mistake says so here)."""
+        where = fields["epochs"].targets[0].span if "epochs" in fields else phases[0].span if phases else None
+        if where is not None:
+            self.reporter.error("E0502", f"no step of the plan `{decl.name}` has an `optimizer`, so it evaluates its "
+                                "models and trains nothing: `epochs` and `phase`s have no use", where,
+                                labels=(Label(decl.name_span, "an evaluation plan"),),
+                                help="give a step an `optimizer` to train, or remove `epochs` to evaluate")
 
     def _calls(self, calls: list, plan: Plan, ctx: Ctx) -> None:
         for stmt in calls:
@@ -466,7 +520,7 @@ class PlanChecker(Evaluator):
                 if v is POISON:
                     raise Poisoned()
                 monitor = v.args.get("monitor")
-                allowed = catalog.monitors(plan.fields.get("metrics", []))
+                allowed = catalog.monitors(plan.fields.get("metrics", []), bool(plan.fields.get("train_metrics")))
                 if monitor is not None and monitor not in allowed:
                     raise EvalError("E0302", f"cannot monitor `{monitor}`", stmt.value.span,
                                     help="monitor one of " + ", ".join(allowed))
@@ -500,14 +554,14 @@ class PlanChecker(Evaluator):
         out = ctx.scope.get("out")
         if isinstance(out, TensorValue):
             step.prediction = out.ref
+            step.scores = scores(graph, out.ref)
             graph.outputs.append(("prediction", out.ref))
         if self.plan.state is not None:
             self._carried_output(graph, name_span)
         if step.optimizer is None:
             step.optimizer = self.plan.fields.get("optimizer")
-        # a plain plan's missing optimizer was reported with the other required fields
-        if step.optimizer is None and name != "train" and not _phase_stmts(self.plan.decl):
-            raise EvalError("E0501", f"step `{name}` needs an `optimizer`", name_span)
+        # a step without one evaluates (its loss and metrics are measured, nothing is trained); a plain
+        # plan's missing optimizer was reported with the other required fields
         return step
 
     def _carried_input(self, graph: Graph, batch: Record):
@@ -588,13 +642,13 @@ class PlanChecker(Evaluator):
             return EntryRef(catalog.ALL_NAMES[name])
         if name in catalog.PRECISIONS or name in catalog.METRICS:
             return Word(name)
-        if name in catalog.monitors(list(catalog.METRICS)):
+        if name in catalog.monitors(list(catalog.METRICS), train=True):
             return Word(name)
         return MISSING
 
     def visible_names(self, ctx: Ctx) -> list[str]:
         return super().visible_names(ctx) + list(catalog.ALL_NAMES) + list(catalog.PRECISIONS) + \
-            list(catalog.METRICS) + catalog.monitors(list(catalog.METRICS))
+            list(catalog.METRICS) + catalog.monitors(list(catalog.METRICS), train=True)
 
     def _e_Name(self, e: ast.Name, ctx: Ctx):
         v = super()._e_Name(e, ctx)
@@ -751,7 +805,7 @@ class PlanChecker(Evaluator):
                 self._guard(lambda p=parts, s=span: self._resolve_path(ast.Dotted(s, p)))
 
     def _optimizers_cover_models(self, plan: Plan, fields: dict) -> None:
-        if not plan.steps or len(plan.models) < 2:
+        if not plan.steps or len(plan.models) < 2 or plan.evaluation:
             return
         frozen = {path[0] for path, f in plan.freeze if f and len(path) == 1}
         trained = set()
@@ -821,13 +875,15 @@ def _word_hook(p, v):
     return str(v) if isinstance(v, Word) else v
 
 
-def _phase_has(stmt: ast.PhaseStmt, name: str) -> bool:
+def _evaluates(fields: dict, steps: list, phases: list) -> bool:
+    """Steps, and no optimizer anywhere: an evaluation plan."""
+    return bool(steps) and "optimizer" not in fields and not any(_sets(s, "optimizer") for s in steps + phases)
+
+
+def _sets(stmt, name: str) -> bool:
+    """A `phase` or `step` sets the field `name`."""
     return any(isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
                and s.targets[0].id == name for s in stmt.body)
-
-
-def _phase_stmts(decl) -> list:
-    return [s for s in decl.body if isinstance(s, ast.PhaseStmt)]
 
 
 def _names_help(kind: str) -> str:

@@ -121,7 +121,7 @@ _FOLDS = {
 
 
 def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str = "", explicit=(),
-                arbitrary_args=None, inplace: bool = False):
+                arbitrary_args=None, inplace: bool = False, produces: str = ""):
     """A layer and its function; `inplace`: torch's take `inplace=` (after their other settings)."""
     params = params + ((INPLACE,) if inplace else ())
     slope = params[0].name if params and params[0].name in ("negative_slope", "alpha") else None
@@ -132,7 +132,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
     args_draw = arbitrary_args or (lambda d: {})
     register(OpDef(
         name=layer, kind="layer", family="activation", stem=fn.replace("_", ""), doc=doc, fold=_FOLDS.get(fn),
-        inplace_backward=inplace_backward,
+        inplace_backward=inplace_backward, produces=produces,
         params=params, infer=_same, macs=lambda b, out: 0,
         label=lambda a, n=layer: n,
         torch=TorchLayer(f"nn.{layer}", pos, kws, explicit=explicit,
@@ -143,7 +143,7 @@ def _activation(layer: str, fn: str, torch_fn: str, params: tuple = (), doc: str
     ))
     register(OpDef(
         name=fn, kind="function", family="activation", doc=doc, fold=_FOLDS.get(fn),
-        inplace_backward=inplace_backward,
+        inplace_backward=inplace_backward, produces=produces,
         params=(ParamSpec("input", TENSOR),) + params, infer=_same, macs=lambda b, out: 0,
         torch=TorchFunction(lambda e, f=torch_fn, ps=params: _call(f, ps, e, e.arg("input"))),
         onnx=_ONNX[fn],
@@ -171,14 +171,14 @@ _activation("Softplus", "softplus", "F.softplus",
             (ParamSpec("beta", FLOAT, 1.0, checks.positive_number), ParamSpec("threshold", FLOAT, 20.0)),
             doc="log(1 + exp(beta * x)) / beta.",
             arbitrary_args=lambda d: {"beta": d.choice([1.0, 2.0])})
-_activation("Sigmoid", "sigmoid", "torch.sigmoid", doc="1 / (1 + exp(-x)).")
+_activation("Sigmoid", "sigmoid", "torch.sigmoid", doc="1 / (1 + exp(-x)).", produces="probabilities")
 _activation("Tanh", "tanh", "torch.tanh", doc="Hyperbolic tangent.")
 _activation("Softmax", "softmax", "F.softmax", (ParamSpec("dim", INT, -1),), explicit=("dim",),
             doc="exp(x) / sum(exp(x)) along `dim` (default: the last).",
-            arbitrary_args=lambda d: {"dim": d.int(-2, 1)})
+            arbitrary_args=lambda d: {"dim": d.int(-2, 1)}, produces="probabilities")
 _activation("LogSoftmax", "log_softmax", "F.log_softmax", (ParamSpec("dim", INT, -1),), explicit=("dim",),
             doc="log(softmax(x)) along `dim` (default: the last).",
-            arbitrary_args=lambda d: {"dim": d.int(-2, 1)})
+            arbitrary_args=lambda d: {"dim": d.int(-2, 1)}, produces="log_probabilities")
 
 
 def _prelu_infer(b):

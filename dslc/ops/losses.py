@@ -20,7 +20,7 @@ from ..ir.dims import Sym, plain, plain_float
 from ..ir.types import FLOAT_DTYPES, TensorType
 from ..ir.values import Fill, TensorValue
 from . import checks
-from .ptypes import BOOL, FLOAT, INT, TENSOR, TENSOR_OR_SCALAR, Str
+from .ptypes import BOOL, FLOAT, INT, TENSOR, TENSOR_OR_SCALAR, WEIGHTS, Str
 from .registry import Example, OpDef, ParamSpec, S, ShapeError, TorchFunction, helper, register
 from .shapes import same_dim
 
@@ -109,12 +109,64 @@ def _class_ids(what: str, logits: TensorType, target: TensorType, pred: str, nam
     """Class ids for [N, C, d1...] logits: int64 of shape [N, d1...]; returns that shape."""
     want = logits.shape[:1] + logits.shape[2:]
     if target.dtype != "int64":
-        raise ShapeError(f"`{what}` needs int64 class ids as `{name}`, got {target.dtype}", code="E0310", arg=name)
+        raise ShapeError(f"`{what}` needs int64 class ids as `{name}`, got {target.dtype}", code="E0310", arg=name,
+                         help="cast them: `long(...)`")
     if not _equal_shapes(want, target.shape):
         raise ShapeError(f"`{what}`: class ids for `{pred}` {logits.shape_str()} must have shape "
                          f"{TensorType(want).shape_str()} (the class dimension 1 removed), got "
                          f"{target.shape_str()}", code="E0403", arg=name, label="shapes differ")
     return want
+
+
+def _non_negative_weights(v) -> str | None:
+    if isinstance(v, tuple) and any(plain_float(x) < 0 for x in v):
+        return "must not be negative"
+    return None
+
+
+def _weight_param(doc: str) -> ParamSpec:
+    return ParamSpec("weight", WEIGHTS, None, _non_negative_weights, doc)
+
+
+_CLASS_WEIGHT = "a weight per class (torch's `weight`): C numbers, or a [C] tensor of the input's dtype"
+_ELEMENT_WEIGHT = ("weights of the elements' losses (torch's `weight`): numbers along the last dimension (one "
+                   "per output, or one), or a tensor shaped like the input")
+
+
+def _class_weight(b, what: str, logits: TensorType) -> None:
+    """`weight` of a loss over classes: one number per class (dimension 1 of the input)."""
+    w, c = b["weight"], logits.shape[1]
+    if w is None:
+        return
+    if isinstance(w, TensorValue):
+        _weight_tensor(what, w.type, logits, TensorType((c,), logits.dtype))
+    elif not isinstance(c, Sym) and len(w) != plain(c):
+        raise ShapeError(f"`{what}`'s `weight` has {len(w)} numbers, but the input has {plain(c)} classes "
+                         f"(dimension 1 of {logits.shape_str()})", code="E0403", arg="weight",
+                         help="give one weight per class")
+
+
+def _element_weight(b, what: str, pred: TensorType) -> None:
+    """`weight` of an elementwise loss: numbers broadcast along the last dimension, or the input's shape."""
+    w = b["weight"]
+    if w is None:
+        return
+    if isinstance(w, TensorValue):
+        _weight_tensor(what, w.type, pred, pred)
+        return
+    last = pred.shape[-1] if pred.rank else 1
+    if len(w) != 1 and (isinstance(last, Sym) or len(w) != plain(last)):
+        raise ShapeError(f"`{what}`'s `weight` has {len(w)} numbers: give one, or one per element of the "
+                         f"input's last dimension ({last} in {pred.shape_str()})", code="E0403", arg="weight")
+
+
+def _weight_tensor(what: str, w: TensorType, pred: TensorType, want: TensorType) -> None:
+    if w.dtype != pred.dtype:
+        raise ShapeError(f"`{what}`'s `weight` must have the input's dtype {pred.dtype}, got {w.dtype}",
+                         code="E0310", arg="weight", help=f"cast it: `cast(weight, \"{pred.dtype}\")`")
+    if not _equal_shapes(w.shape, want.shape):
+        raise ShapeError(f"`{what}`'s `weight` must have shape {want.shape_str()}, got {w.shape_str()}",
+                         code="E0403", arg="weight", label="shapes differ")
 
 
 # ---------------------------------------------------------------- emission
@@ -131,6 +183,18 @@ def _target_src(e, name: str = "target", like: str = "input") -> str:
 
 def _kws(e, names) -> str:
     return "".join(e.kw(n) for n in names)
+
+
+def _weight_src(e, per_class: bool = False) -> str:
+    """`, weight=...`: the tensor, or the numbers as a tensor of the prediction's dtype and device (one
+    number as a 0-d tensor, which fits any shape, unless they are class weights, always a list)."""
+    w = e.args.get("weight")
+    if w is None:
+        return ""
+    if isinstance(w, TensorValue):
+        return f", weight={e.arg('weight')}"
+    values = e.fmt(w[0]) if len(w) == 1 and not per_class else f"[{', '.join(e.fmt(x) for x in w)}]"
+    return f", weight={e.arg('input')}.new_tensor({values})"
 
 
 # ---------------------------------------------------------------- ONNX forms (opset 18)
@@ -163,6 +227,20 @@ def _target_onnx(g, n, name: str = "target", like: str = "input") -> str:
     if t is not None:
         return t
     return _fill(g, _constant(n[name]), g.op("Shape", [n.tensor(like)]), n.type_of(like).dtype)
+
+
+def _weight_onnx(g, n, per_class: bool = False) -> str | None:
+    """The `weight` argument's value (numbers as a constant of the prediction's dtype; one number 0-d
+    unless they are class weights), or None."""
+    w = n["weight"]
+    if w is None:
+        return None
+    if isinstance(w, TensorValue):
+        return n.tensor("weight")
+    dtype = n.type_of("input").dtype
+    values = [float(plain_float(x)) for x in w]
+    values = values[0] if len(values) == 1 and not per_class else values
+    return g.const(values, dtype) if dtype in _CONST_DTYPES else g.cast(g.const(values, "float32"), dtype)
 
 
 def _size_onnx(g, value: str, t: TensorType, axis: int) -> str:
@@ -208,20 +286,26 @@ def _xlogy_self(g, t: str, dtype: str) -> str:
     return g.op("Where", [g.op("Equal", [t, zero]), zero, g.op("Mul", [t, g.op("Log", [t])])])
 
 
-def _nll_onnx(g, logp: str, target: str, reduction: str, ignore: int, dtype: str) -> str:
-    """NegativeLogLikelihoodLoss; for bfloat16 (not among the op's types) on a float32 copy, cast back."""
+def _nll_onnx(g, logp: str, target: str, reduction: str, ignore: int, dtype: str, weight: str | None = None) -> str:
+    """NegativeLogLikelihoodLoss (class weights optional); for bfloat16 (not among the op's types) on a
+    float32 copy, cast back."""
     if dtype != "bfloat16":
-        return g.op("NegativeLogLikelihoodLoss", [logp, target], reduction=reduction, ignore_index=ignore)
-    loss = g.op("NegativeLogLikelihoodLoss", [g.cast(logp, "float32"), target], reduction=reduction,
+        return g.op("NegativeLogLikelihoodLoss", [logp, target, weight], reduction=reduction, ignore_index=ignore)
+    weight = g.cast(weight, "float32") if weight is not None else None
+    loss = g.op("NegativeLogLikelihoodLoss", [g.cast(logp, "float32"), target, weight], reduction=reduction,
                 ignore_index=ignore)
     return g.cast(loss, "bfloat16")
 
 
 def _elementwise_onnx(elem):
-    """An elementwise loss: elem(g, x, t, n, dtype) per element, then the reduction."""
+    """An elementwise loss: elem(g, x, t, n, dtype) per element, times its `weight` if it takes one,
+    then the reduction."""
     def emit(g, n):
         dtype = n.type_of("input").dtype
         loss = elem(g, n.tensor("input"), _target_onnx(g, n), n, dtype)
+        weight = _weight_onnx(g, n) if "weight" in n.args else None
+        if weight is not None:
+            loss = g.op("Mul", [loss, weight])
         return [_reduce_onnx(g, loss, n["reduction"])]
     return emit
 
@@ -284,13 +368,17 @@ def _draw_target(d, shape, dtype: str, values=None, constants=(Fill(1.0), Fill(0
 # ---------------------------------------------------------------- prediction vs target, elementwise
 
 def _elementwise_loss(name: str, torch_fn: str, doc: str, elem, settings: tuple = (), draw_settings=None,
-                      pred_values=None, target_values=None, target_bounds=None, constants=(Fill(1.0), Fill(0.0))):
-    """mse, l1, smooth_l1, huber, bce, bce_with_logits: equal shapes, "none" keeps that shape."""
+                      pred_values=None, target_values=None, target_bounds=None, constants=(Fill(1.0), Fill(0.0)),
+                      weighted: bool = False, expects: str = ""):
+    """mse, l1, smooth_l1, huber, bce, bce_with_logits: equal shapes, "none" keeps that shape.
+    `weighted`: it takes torch's `weight=` (bce, bce_with_logits)."""
     kw_names = tuple(p.name for p in settings) + ("reduction",)
 
     def infer(b):
         p = _float_tensor(b, name, "input")
         _paired_target(b, name, bounds=target_bounds)
+        if weighted:
+            _element_weight(b, name, p)
         return _reduced(b, p.shape, p.dtype)
 
     def draw(d):
@@ -298,22 +386,36 @@ def _elementwise_loss(name: str, torch_fn: str, doc: str, elem, settings: tuple 
         args = {"input": S(*shape, dtype=dtype, values=pred_values),
                 "target": _draw_target(d, shape, dtype, target_values, constants),
                 "reduction": d.choice(REDUCTIONS)}
+        if weighted:
+            args["weight"] = d.choice([None, (2.0,), S(*shape, dtype=dtype, values=(0, 3))] +
+                                      ([tuple(float(i + 1) for i in range(shape[-1]))] if shape else []))
         return Example({**args, **(draw_settings(d) if draw_settings else {})})
 
-    t = S(2, 3, values=target_values)
     register(OpDef(
-        name=name, kind="loss", family="loss", doc=doc,
-        params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR)) + settings + (_reduction(),),
+        name=name, kind="loss", family="loss", doc=doc, expects=expects,
+        params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR)) + settings + (_reduction(),) +
+        ((_weight_param(_ELEMENT_WEIGHT),) if weighted else ()),
         infer=infer,
-        torch=TorchFunction(lambda e: f"{torch_fn}({e.arg('input')}, {_target_src(e)}{_kws(e, kw_names)})"),
+        torch=TorchFunction(lambda e: f"{torch_fn}({e.arg('input')}, {_target_src(e)}{_weight_src(e)}"
+                                      f"{_kws(e, kw_names)})"),
         onnx=_elementwise_onnx(elem),
-        examples=(Example({"input": S(2, 3, values=pred_values), "target": t}),
-                  Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
-                           "reduction": "none"}),
-                  Example({"input": S(3, 1, values=pred_values), "target": Fill(1.0), "reduction": "sum"}),
-                  Example({"input": S(2, 3, values=pred_values), "target": Fill(0.0)})),
+        examples=_elementwise_examples(pred_values, target_values, weighted),
         arbitrary=draw,
     ))
+
+
+def _elementwise_examples(pred_values, target_values, weighted: bool) -> tuple:
+    out = (Example({"input": S(2, 3, values=pred_values), "target": S(2, 3, values=target_values)}),
+           Example({"input": S(4, 5, 2, values=pred_values), "target": S(4, 5, 2, values=target_values),
+                    "reduction": "none"}),
+           Example({"input": S(3, 1, values=pred_values), "target": Fill(1.0), "reduction": "sum"}),
+           Example({"input": S(2, 3, values=pred_values), "target": Fill(0.0)}))
+    if not weighted:
+        return out
+    return out + (Example({"input": S(4, 3, values=pred_values), "target": S(4, 3, values=target_values),
+                           "weight": (1.0, 2.0, 0.5)}),
+                  Example({"input": S(5, values=pred_values), "target": S(5, values=target_values),
+                           "weight": S(5, values=(0, 3)), "reduction": "sum"}))
 
 
 _BROADCAST_NOTE = " Shapes must be equal (torch would broadcast; dslc rejects that as a likely bug)."
@@ -338,12 +440,13 @@ _elementwise_loss(
     "mean(-(t log p + (1 - t) log(1 - p))) for probabilities p = input." + _BROADCAST_NOTE,
     _bce_elem,
     pred_values=(0.01, 0.99), target_values=(0, 1), target_bounds=(0.0, 1.0),
-    constants=(Fill(1.0), Fill(0.0), 0.9))
+    constants=(Fill(1.0), Fill(0.0), 0.9), weighted=True, expects="probabilities")
 _elementwise_loss(
     "bce_with_logits", "F.binary_cross_entropy_with_logits",
     "mean(-(t log σ(x) + (1 - t) log(1 - σ(x)))) for logits x = input (numerically stable)." + _BROADCAST_NOTE,
     _bce_logits_elem,
-    target_values=(0, 1), target_bounds=(0.0, 1.0), constants=(Fill(1.0), Fill(0.0), 0.9))
+    target_values=(0, 1), target_bounds=(0.0, 1.0), constants=(Fill(1.0), Fill(0.0), 0.9), weighted=True,
+    expects="logits")
 
 
 # ---------------------------------------------------------------- classification
@@ -352,6 +455,11 @@ def _ce_infer(b):
     logits = _float_tensor(b, "cross_entropy", "input")
     _need_rank("cross_entropy", logits, "input", at_least=2)
     target = _no_constant(b, "cross_entropy").type
+    if target.is_float and _equal_shapes(target.shape, logits.shape[:1] + logits.shape[2:]):
+        raise ShapeError(f"`cross_entropy` takes class ids (int64, {TensorType(target.shape).shape_str()}) or "
+                         f"probabilities (float, {logits.shape_str()}), and this target is {target.dtype} "
+                         f"{target.shape_str()}", code="E0310", arg="target", label=f"this is {target}",
+                         help="class ids are int64: cast them with `long(...)`")
     if target.is_float:
         # Class probabilities (soft labels): the logits' shape, one loss per [N, d1...] position.
         _need_same("cross_entropy", logits, target, "input", "target")
@@ -361,6 +469,7 @@ def _ce_infer(b):
         shape = logits.shape[:1] + logits.shape[2:]
     else:
         shape = _class_ids("cross_entropy", logits, target, "input", "target")
+    _class_weight(b, "cross_entropy", logits)
     return _reduced(b, shape, logits.dtype)
 
 
@@ -372,6 +481,8 @@ def _draw_ce(d):
     return Example({"input": S(n, c, *extra, dtype=dtype), "target": target,
                     "label_smoothing": d.choice([0.0, 0.1, 1.0]),
                     "ignore_index": -100 if probs else d.choice([-100, 0]),
+                    "weight": d.choice([None, tuple(float(i % 3 + 1) for i in range(c)),
+                                        S(c, dtype=dtype, values=(0.5, 2))]),
                     "reduction": d.choice(REDUCTIONS)})
 
 
@@ -380,9 +491,15 @@ def _ce_onnx(g, n):
     if n.type_of("target").is_float:
         return [_ce_probs_onnx(g, n)]
     if float(n["label_smoothing"]) == 0.0:
-        return [g.op("SoftmaxCrossEntropyLoss", [n.tensor("input"), n.tensor("target")],
+        weight = _weight_onnx(g, n, per_class=True)
+        return [g.op("SoftmaxCrossEntropyLoss", [n.tensor("input"), n.tensor("target"), weight],
                      reduction=n["reduction"], ignore_index=int(n["ignore_index"]))]
     return [_ce_smoothed_ids_onnx(g, n)]
+
+
+def _along_classes(g, weight: str, rank: int) -> str:
+    """Class weights [C] as [1, C, 1...], to multiply [N, C, d1...] log-probabilities."""
+    return g.op("Reshape", [weight, g.ints([1, -1] + [1] * (rank - 2))])
 
 
 def _ce_probs_onnx(g, n) -> str:
@@ -392,24 +509,32 @@ def _ce_probs_onnx(g, n) -> str:
     if eps > 0.0:
         t = g.op("Add", [g.op("Mul", [t, _k(g, 1.0 - eps, xt.dtype)]), _per_class_onnx(g, eps, x, xt)])
     logp = g.op("LogSoftmax", [x], axis=1)
+    weight = _weight_onnx(g, n, per_class=True)
+    if weight is not None:   # torch: -Σ_c w_c t_c log p_c, and "mean" still over the positions
+        logp = g.op("Mul", [logp, _along_classes(g, weight, xt.rank)])
     loss = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [logp, t]), g.ints([1])], keepdims=0)])
     return _reduce_onnx(g, loss, n["reduction"])
 
 
 def _ce_smoothed_ids_onnx(g, n) -> str:
-    """(1 - ε) nll(log_softmax(x), t) + ε / C · (-Σ_c log_softmax(x)) with ignored targets' terms 0, each
-    reduced like torch: "mean" is the sum over the non-ignored targets divided by their count."""
+    """(1 - ε) nll(log_softmax(x), t) + ε / C · (-Σ_c w_c log_softmax(x)_c) with ignored targets' terms 0,
+    each reduced like torch: "mean" is the sum over the non-ignored targets divided by their count, or by
+    the sum of their classes' weights w[t] when there are weights."""
     x, t, xt = n.tensor("input"), n.tensor("target"), n.type_of("input")
     eps, reduction, ignore = float(n["label_smoothing"]), n["reduction"], int(n["ignore_index"])
     logp = g.op("LogSoftmax", [x], axis=1)
-    nll = _nll_onnx(g, logp, t, reduction, ignore, xt.dtype)
+    weight = _weight_onnx(g, n, per_class=True)
+    nll = _nll_onnx(g, logp, t, reduction, ignore, xt.dtype, weight)
     ignored = g.op("Equal", [t, g.const(ignore, "int64")])
-    smooth = g.op("Neg", [g.op("ReduceSum", [logp, g.ints([1])], keepdims=0)])
+    weighted = g.op("Mul", [logp, _along_classes(g, weight, xt.rank)]) if weight is not None else logp
+    smooth = g.op("Neg", [g.op("ReduceSum", [weighted, g.ints([1])], keepdims=0)])
     smooth = g.op("Where", [ignored, _k(g, 0.0, xt.dtype), smooth])
     if reduction != "none":
         smooth = g.op("ReduceSum", [smooth], keepdims=0)
     if reduction == "mean":
         kept = g.cast(g.op("Not", [ignored]), xt.dtype)
+        if weight is not None:   # w[t] of the kept targets (an ignored id may lie outside the classes)
+            kept = g.op("Mul", [kept, g.op("Gather", [weight, g.op("Where", [ignored, g.const(0, "int64"), t])])])
         smooth = g.op("Div", [smooth, g.op("ReduceSum", [kept], keepdims=0)])
     return g.op("Add", [g.op("Mul", [_k(g, 1.0 - eps, xt.dtype), nll]),
                         g.op("Mul", [smooth, _per_class_onnx(g, eps, x, xt)])])
@@ -421,9 +546,9 @@ register(OpDef(
         "class ids [N, d1...] or probabilities shaped like the input (label_smoothing mixes in uniform).",
     params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR),
             ParamSpec("label_smoothing", FLOAT, 0.0, checks.probability), ParamSpec("ignore_index", INT, -100),
-            _reduction()),
-    infer=_ce_infer, dtypes=CLASS_ID_DTYPES,
-    torch=TorchFunction(lambda e: f"F.cross_entropy({e.arg('input')}, {e.arg('target')}"
+            _reduction(), _weight_param(_CLASS_WEIGHT)),
+    infer=_ce_infer, dtypes=CLASS_ID_DTYPES, expects="logits",
+    torch=TorchFunction(lambda e: f"F.cross_entropy({e.arg('input')}, {e.arg('target')}{_weight_src(e, per_class=True)}"
                                   f"{_kws(e, ('label_smoothing', 'ignore_index', 'reduction'))})"),
     onnx=_ce_onnx,
     examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
@@ -431,7 +556,12 @@ register(OpDef(
                        "reduction": "none"}),
               Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "label_smoothing": 0.1}),
               Example({"input": S(4, 3), "target": S(4, dtype="int64", values=(0, 3)), "ignore_index": 0,
-                       "reduction": "sum"})),
+                       "reduction": "sum"}),
+              Example({"input": S(6, 3), "target": S(6, dtype="int64", values=(0, 3)), "weight": (1.0, 3.0, 0.5)}),
+              Example({"input": S(5, 4, 2), "target": S(5, 2, dtype="int64", values=(0, 4)), "weight": S(4, values=(0.5, 2)),
+                       "label_smoothing": 0.2, "ignore_index": 1}),
+              Example({"input": S(3, 4), "target": S(3, 4, values=(0, 1)), "weight": (1.0, 2.0, 3.0, 4.0),
+                       "label_smoothing": 0.1, "reduction": "sum"})),
     arbitrary=_draw_ce,
 ))
 
@@ -440,13 +570,14 @@ def _nll_infer(b):
     logp = _float_tensor(b, "nll", "input")
     _need_rank("nll", logp, "input", at_least=2)
     shape = _class_ids("nll", logp, _no_constant(b, "nll").type, "input", "target")
+    _class_weight(b, "nll", logp)
     return _reduced(b, shape, logp.dtype)
 
 
 def _nll_loss_onnx(g, n):
     """-input[n, target[n], d1...], 0 where target = ignore_index; "mean" over the non-ignored targets."""
     return [_nll_onnx(g, n.tensor("input"), n.tensor("target"), n["reduction"], int(n["ignore_index"]),
-                      n.type_of("input").dtype)]
+                      n.type_of("input").dtype, _weight_onnx(g, n, per_class=True))]
 
 
 register(OpDef(
@@ -454,15 +585,18 @@ register(OpDef(
     doc="mean(-input[n, target[n]]) for log-probabilities [N, C, d1...] (after log_softmax) and int64 "
         "class ids [N, d1...].",
     params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR_OR_SCALAR), ParamSpec("ignore_index", INT, -100),
-            _reduction()),
-    infer=_nll_infer, dtypes=CLASS_ID_DTYPES,
-    torch=TorchFunction(lambda e: f"F.nll_loss({e.arg('input')}, {e.arg('target')}"
+            _reduction(), _weight_param(_CLASS_WEIGHT)),
+    infer=_nll_infer, dtypes=CLASS_ID_DTYPES, expects="log_probabilities",
+    torch=TorchFunction(lambda e: f"F.nll_loss({e.arg('input')}, {e.arg('target')}{_weight_src(e, per_class=True)}"
                                   f"{_kws(e, ('ignore_index', 'reduction'))})"),
     onnx=_nll_loss_onnx,
     examples=(Example({"input": S(4, 10), "target": S(4, dtype="int64", values=(0, 10))}),
-              Example({"input": S(2, 3, 5), "target": S(2, 5, dtype="int64", values=(0, 3)), "reduction": "none"})),
+              Example({"input": S(2, 3, 5), "target": S(2, 5, dtype="int64", values=(0, 3)), "reduction": "none"}),
+              Example({"input": S(6, 3), "target": S(6, dtype="int64", values=(0, 3)), "weight": (2.0, 1.0, 0.25),
+                       "ignore_index": 2})),
     arbitrary=lambda d: (lambda n, c, extra: Example({
         "input": S(n, c, *extra), "target": S(n, *extra, dtype="int64", values=(0, c)),
+        "weight": d.choice([None, tuple(float(i % 3 + 1) for i in range(c))]),
         "ignore_index": d.choice([-100, 0]), "reduction": d.choice(REDUCTIONS)}))(
         d.int(1, 4), d.int(1, 5), d.shape(0, 2, 1, 3)),
 ))

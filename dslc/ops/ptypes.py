@@ -265,6 +265,16 @@ class _OptionalTensor(PType):
         raise ArgTypeError(self.desc)
 
 
+class _Weights(_OptionalTensor):
+    """A loss's `weight=`, as torch's: a tensor, or numbers written in the spec (a constant tensor)."""
+    desc = "a list of numbers, a tensor or none"
+
+    def convert(self, v):
+        if isinstance(v, (list, tuple)) and v and all(is_number(x) for x in v):
+            return tuple(FLOAT.convert(x) for x in v)
+        return super().convert(v)
+
+
 @dataclass(frozen=True)
 class Layer(PType):
     """A layer made but not applied, given as an argument (torch's `TransformerEncoder(encoder_layer, ...)`):
@@ -306,6 +316,7 @@ TENSORS = _Tensors()
 TENSOR_OR_SCALAR = _TensorOrScalar()
 TENSOR_OR_SIZE = _TensorOrSize()
 OPTIONAL_TENSOR = _OptionalTensor()
+WEIGHTS = _Weights()
 ANY = _Any()
 INTS = ListOf(INT)
 TENSOR_TYPES = (_Tensor, _Tensors, _TensorOrScalar, _OptionalTensor)  # _TensorOrSize is one too

@@ -258,6 +258,12 @@ class OpDef:
     # for a negative slope); None: it always has. Where it has not, `inplace=True` is dropped.
     inplace_backward: Callable | None = None
     layer_form: LayerForm | None = None     # torch's signature taking a layer (above), besides `params`
+    # What its values mean on the scale losses and metrics care about (SCORES): an activation's output
+    # (`produces`: sigmoid and softmax give probabilities, log_softmax log-probabilities) and a loss's
+    # `input` (`expects`: cross_entropy takes logits, bce probabilities, nll log-probabilities). The plan
+    # checker's lints and the metrics read them.
+    produces: str = ""
+    expects: str = ""
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:
@@ -336,6 +342,8 @@ CATEGORIES = ("dropout", "view", "permute", "gather", "identity", "stop_gradient
 # The categories whose result holds only the input's values (moved, repeated or reshaped): constant
 # folding keeps a uniform constant's value through them, with no `fold` of their own.
 SAME_VALUE = ("view", "permute", "gather", "identity", "stop_gradient")
+# The scales of a classifier's scores: `produces` and `expects` name one of them.
+SCORES = ("logits", "probabilities", "log_probabilities")
 
 REGISTRY: dict[str, OpDef] = {}
 
@@ -396,6 +404,11 @@ def _entry_problems(op: OpDef) -> list[str]:
         out.append("no module name stem")
     if op.category and op.category not in CATEGORIES:
         out.append(f"unknown category {op.category!r}")
+    for fact in ("produces", "expects"):
+        if getattr(op, fact) and getattr(op, fact) not in SCORES:
+            out.append(f"`{fact}` must be one of {', '.join(SCORES)}")
+    if op.expects and op.kind != "loss":
+        out.append("only losses say what their input `expects`")
     for p in op.keyword_inputs:
         if op.kind != "layer" or p.required or op.param(p.name) is not None:
             out.append(f"keyword input `{p.name}`: only layers take them, each with a default and not a parameter")

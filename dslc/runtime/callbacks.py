@@ -28,8 +28,14 @@ class Callback:
     def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
         """Before epoch `epoch` of `total`, which has `batches` batches."""
 
+    def on_train_batch_start(self, trainer, batch: int) -> None:
+        """Before batch `batch` (1-based) of the epoch runs."""
+
     def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
         """After a step's forward pass on batch `batch` (1-based) of the epoch: its loss's value."""
+
+    def on_before_optimizer_step(self, trainer, step) -> None:
+        """Before `step`'s optimizer updates its parameters: their gradients are there (unscaled, not clipped)."""
 
     def on_optimizer_step(self, trainer, step) -> None:
         """After `step`'s optimizer updated its parameters."""
@@ -71,9 +77,17 @@ class Callbacks(Callback):
         for c in self.items:
             c.on_epoch_start(trainer, epoch, total, batches)
 
+    def on_train_batch_start(self, trainer, batch: int) -> None:
+        for c in self.items:
+            c.on_train_batch_start(trainer, batch)
+
     def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
         for c in self.items:
             c.on_train_step_end(trainer, step, batch, loss)
+
+    def on_before_optimizer_step(self, trainer, step) -> None:
+        for c in self.items:
+            c.on_before_optimizer_step(trainer, step)
 
     def on_optimizer_step(self, trainer, step) -> None:
         for c in self.items:
@@ -129,19 +143,28 @@ class TensorBoardLogger(Callback):
         self.writer, self.tried = None, False
 
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        self.scalars({k: v for k, v in record.items() if k != "epoch"}, record["epoch"], trainer)
+
+    def scalars(self, values: dict, step: int, trainer) -> None:
+        """Numbers as scalars at `step` (an epoch; a batch for the `steps/` tags of health checks)."""
         if not self.tried:
             self.tried = True
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:   # tensorboard is optional
+            except ImportError:   # a dependency, but an environment may still lack it
                 return
             self.writer = SummaryWriter(os.path.join(trainer.rundir.path, "tensorboard"))
         if self.writer is None:
             return
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "epoch":
-                self.writer.add_scalar(k, v, record["epoch"])
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, step)
         self.writer.flush()
+
+    def on_fit_end(self, trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer, self.tried = None, False
 
 
 class ProgressDisplay(Callback):
@@ -176,7 +199,8 @@ class ProgressDisplay(Callback):
         self.bar.update(self.task, completed=done, loss=f"{loss:.4f}", speed=f"{count / elapsed:,.0f} ex/s")
 
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
-        keys = [k for k in record if k not in ("epoch", "seconds", "phase")]
+        # a layer's health numbers (`grad_norm/fc1`) are for metrics.jsonl and TensorBoard: too many for a line
+        keys = [k for k in record if k not in ("epoch", "seconds", "phase") and "/" not in k]
         text = f"epoch {record['epoch']}/{total}  " + "  ".join(
             f"{k} {record[k]:.4g}" if isinstance(record[k], float) else f"{k} {record[k]}" for k in keys) + \
             f"  {record['seconds']:.1f}s"
@@ -192,7 +216,7 @@ class ProgressDisplay(Callback):
 
 
 def _mode_of(monitor: str) -> str:
-    metric = monitor.removeprefix("val_")
+    metric = monitor.removeprefix("val_").removeprefix("train_")
     return "max" if metric in HIGHER_IS_BETTER else "min"
 
 

@@ -20,6 +20,10 @@ class TrainConfig:
     optimize: int                      # 0 or 1: the -O level of the models' code
     compile: bool
     metrics: tuple[str, ...]
+    thresholds: dict                   # metric -> the probability above which a binary output is class 1
+    train_metrics: bool                # the metrics are measured on the training batches too
+    overfit_batches: int | None        # a smoke test: train and validate on the first N batches
+    log_every: int | None              # health checks every N batches too (else once per epoch)
     clip_grad_norm: float | None
     clip_grad_value: float | None
     ema: float | None                  # the decay of an average of the weights, when kept
@@ -44,13 +48,20 @@ class TrainConfig:
             seed=number("seed", int), epochs=number("epochs", int), batch_size=number("batch_size", int),
             accumulate=number("accumulate", int), precision=str(catalog.setting(fields, "precision")),
             optimize=number("optimize", int), compile=bool(catalog.setting(fields, "compile")),
-            metrics=tuple(catalog.setting(fields, "metrics") or ()),
+            metrics=tuple(catalog.setting(fields, "metrics") or ()), thresholds=_thresholds(fields),
+            train_metrics=bool(catalog.setting(fields, "train_metrics")),
+            overfit_batches=number("overfit_batches", int), log_every=number("log_every", int),
             clip_grad_norm=number("clip_grad_norm", float), clip_grad_value=number("clip_grad_value", float),
             ema=number("ema", float) or None, augment=tuple(catalog.setting(fields, "augment") or ()),
             init=catalog.setting(fields, "init"), rename=dict(catalog.setting(fields, "rename") or {}),
             skip_mismatched=bool(catalog.setting(fields, "skip_mismatched")), schedule=catalog.setting(fields, "schedule"),
             early_stopping=catalog.call_args(calls, "early_stopping") if "early_stopping" in calls else None,
             checkpoint=catalog.call_args(calls, "checkpoint"), best_monitor=_best_monitor(calls))
+
+
+def _thresholds(fields: dict) -> dict:
+    return {str(m): float(m.setting("threshold")) for m in catalog.setting(fields, "metrics") or ()
+            if isinstance(m, catalog.Metric) and any(p.name == "threshold" for p in catalog.METRIC_PARAMS.get(m, ()))}
 
 
 def _best_monitor(calls: dict) -> str:

@@ -45,12 +45,14 @@ class Stream:
     c + 1 tokens left) is dropped."""
     tokens: torch.Tensor      # [N] int64
     context: int
+    limit: int | None = None  # read only the first this many batches (smoke runs)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def windows(self, batch_size: int) -> int:
-        return max(0, (len(self.tokens) // batch_size - 1) // self.context)
+        n = max(0, (len(self.tokens) // batch_size - 1) // self.context)
+        return n if self.limit is None else min(n, self.limit)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         n, c = len(self.tokens) // batch_size, self.context
@@ -59,7 +61,7 @@ class Stream:
             yield {"x": columns[:, k * c:k * c + c].contiguous(), "y": columns[:, k * c + 1:k * c + c + 1].contiguous()}
 
     def to(self, device) -> "Stream":
-        return Stream(self.tokens.to(device), self.context)
+        return Stream(self.tokens.to(device), self.context, self.limit)
 
 
 @dataclass
@@ -96,11 +98,15 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
         raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
     want = entry.field_types(full, base_dir)
     arrays, meta = sources.arrays(name, full, base_dir)
+    limit = int(full["limit"]) if full.get("limit") is not None else None
     if "stream" in meta:
-        return _stream_splits(arrays["tokens"], meta, float(full["val"]), float(full["test"]))
+        tokens = arrays["tokens"][:limit] if limit is not None else arrays["tokens"]
+        return _stream_splits(tokens, meta, float(full["val"]), float(full["test"]))
     labels = full.get("labels")
     if labels is not None:
         arrays, meta = _keep_labels(name, arrays, meta, [int(i) for i in labels])
+    if limit is not None:
+        arrays = _sample(arrays, limit, int(full["seed"]))
     n = len(next(iter(arrays.values())))
     for key, a in arrays.items():
         t = want.get(key)
@@ -114,6 +120,16 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     meta = dict(meta, name=name, examples=n, sizes={"train": len(parts[0]), "val": len(parts[1]),
                                                      "test": len(parts[2])})
     return Splits(train, val, test, meta)
+
+
+def _sample(arrays: dict, limit: int, seed: int) -> dict:
+    """`limit` examples drawn by `seed` (in the source's order), or all of them when there are fewer: a
+    sample, not the first rows, since a file sorted by class would give one class."""
+    n = len(next(iter(arrays.values())))
+    if limit >= n:
+        return arrays
+    keep = np.sort(np.random.default_rng([int(seed) % 2**64, 1]).permutation(n)[:limit])
+    return {k: a[keep] for k, a in arrays.items()}
 
 
 def _stream_splits(tokens: np.ndarray, meta: dict, val: float, test: float) -> Splits:
@@ -224,6 +240,20 @@ def _unmet(g, sizes: dict, what: str, data_span) -> Diagnostic:
 
 def _length(split: dict) -> int:
     return len(next(iter(split.values())))
+
+
+def examples(split: dict | Stream) -> int:
+    """How many examples a split holds (a stream: its tokens)."""
+    return len(split) if isinstance(split, Stream) else _length(split)
+
+
+def first_batches(split: dict | Stream | None, batch_size: int, n: int):
+    """The first `n` batches of a split, in its order (the smoke runs' data)."""
+    if split is None:
+        return None
+    if isinstance(split, Stream):
+        return Stream(split.tokens, split.context, n)
+    return {f: t[:n * batch_size] for f, t in split.items()}
 
 
 def steps_per_epoch(split: dict | Stream, batch_size: int) -> int:
@@ -358,5 +388,5 @@ def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-__all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "generator", "load", "normalize", "random_crop",
-           "random_flip", "rotation", "split_indices", "steps_per_epoch"]
+__all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "examples", "first_batches", "generator", "load",
+           "normalize", "random_crop", "random_flip", "rotation", "split_indices", "steps_per_epoch"]

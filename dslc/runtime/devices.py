@@ -1,19 +1,34 @@
 """Which devices torch can use here, asked before a run starts.
 
 torch accepts any device string until a tensor first goes there, and then fails deep in a
-run (`--device cuda` on a CPU-only build, `cuda:99`, `meta`, a typo): `dslc train` and
-`dslc sample` check the string first and say what is available instead.
+run (`--device cuda` on a CPU-only build is "AssertionError: Torch not compiled with CUDA
+enabled"; `cuda:99`, `meta`, a typo fail otherwise): `dslc train` and `dslc sample` check the
+string first and say what is available instead. A string that names no device is a usage error
+(`spelling_problem`); a device this machine lacks is E0607 (`run_device`), from the command line
+and from the Python API alike.
 """
 from __future__ import annotations
+
+from ..diagnostics import Diagnostic, DslcError
+
+
+def spelling_problem(text: str) -> str | None:
+    """Why `text` names no device at all (`nonsense`, `cuda:-1`), or None."""
+    import torch
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        return f"{text!r} is not a device: write cpu, cuda, cuda:1, mps, ... ({_available()})"
+    return None
 
 
 def device_problem(text: str) -> str | None:
     """Why `text` is not a device this machine can train or sample on, or None when it is."""
     import torch
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError, TypeError):
-        return f"{text!r} is not a device: write cpu, cuda, cuda:1, mps, ... ({_available()})"
+    problem = spelling_problem(text)
+    if problem:
+        return problem
+    device = torch.device(text)
     if device.type == "cpu":
         return None
     if device.type == "meta":
@@ -29,6 +44,19 @@ def device_problem(text: str) -> str | None:
         n = count()
         return f"there is no {device}: this machine has {n} {device.type} device{'s' if n != 1 else ''}"
     return None
+
+
+def run_device(text: str | None):
+    """The torch.device to run on: `text`, or CUDA when present, else the CPU. A device this
+    machine cannot use is E0607, raised before anything is read or written."""
+    import torch
+    if not text:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    problem = device_problem(text)
+    if problem:
+        raise DslcError(Diagnostic("E0607", f"the device `{text}` cannot be used: {problem}",
+                                   help="leave out --device to use CUDA when present and the CPU otherwise"))
+    return torch.device(text)
 
 
 def _available() -> str:

@@ -10,6 +10,7 @@ that no other process holds; everything else is refused before anything is writt
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -135,6 +136,36 @@ class RunDir:
             axes[0][1].set_title("validation metrics")
         axes[0][-1].set_title("learning rate (end of epoch)")
         self._save_figure(plt, fig, "curves.png")
+
+    def health(self, history: list, layers: list) -> None:
+        """health.png: per epoch, each layer's gradient norm, update/weight ratio and fraction of zero
+        outputs, and the global gradient norm (log scales: vanishing and exploding span decades)."""
+        records = [r for r in history if "grad_norm" in r]
+        if not records or not layers:
+            return
+        plt = pyplot()
+        epochs = [r["epoch"] for r in records]
+        panels = [("grad_norm", "gradient norm", True), ("update_ratio", "update / weight", True),
+                  ("act_zero", "fraction of zero outputs", False)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+        for ax, (key, title, log) in zip(axes[0], panels):
+            for name in layers:
+                ys = [r.get(f"{key}/{name}") for r in records]
+                if any(y is not None for y in ys):
+                    ax.plot(epochs, [math.nan if y is None else max(y, 1e-30) if log else y for y in ys],
+                            marker="o", markersize=2, linewidth=1, label=name)
+            if key == "grad_norm":
+                ax.plot(epochs, [max(r["grad_norm"], 1e-30) for r in records], color="black", linewidth=2,
+                        label="all")
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        if len(labels) <= 16:
+            axes[0][0].legend(fontsize=7)
+        self._save_figure(plt, fig, "health.png")
 
     def confusion(self, matrix, names=None, file: str = "confusion.png") -> None:
         """confusion.png (or `file`): counts of true (rows) against predicted (columns) classes."""
@@ -304,8 +335,9 @@ def _field_lines(plan) -> list[str]:
         lines = ["    models = { " + ", ".join(f"{k}: {_model_call(v)}" for k, v in plan.models.items()) + " }"]
     lines.append(f"    data = {dl_value(plan.data)}")
     for name, value in plan.fields.items():
-        if name in ("metrics", "precision"):   # bare words, as written
-            text = "[" + ", ".join(value) + "]" if isinstance(value, list) else str(value)
+        if name in ("metrics", "precision"):   # bare words, as written (metrics with their arguments)
+            text = "[" + ", ".join(getattr(m, "text", m.__str__)() for m in value) + "]" \
+                if isinstance(value, list) else str(value)
         else:
             text = dl_value(value)
         lines.append(f"    {name} = {text}")

@@ -30,6 +30,7 @@ from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
 from . import data as data_mod
+from .devices import run_device
 from .restore import run_weights
 from .rundir import latest_run, pyplot
 from .trainer import plan_module, plan_source
@@ -60,6 +61,7 @@ def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
     {"kind": "image" | "text" | "array", "path": the file written, "model": its plan name,
     "name": how to call it in messages, "weights": the weights file, "shape" (images, arrays)
     and "text" (the samples, text)}."""
+    device = run_device(options.device)
     run = options.run or latest_run(os.path.join("runs", plan.name))
     if run is None or not os.path.isdir(run):
         where = run or os.path.join("runs", plan.name)
@@ -68,7 +70,6 @@ def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
                                         "folder with --run"))
     key = choose_model(plan, options.model)
     weights_path, weights = _weights(run)
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = _build(plan, key, path, weights, weights_path).to(device).eval()
     decl, _, graph = plan.models[key]
     if len(graph.inputs) != 1:

@@ -20,8 +20,9 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -29,14 +30,16 @@ from ..backends.pymodule import exec_source
 from ..backends.torch_codegen import generate_plan
 from ..diagnostics import Diagnostic, DslcError
 from ..frontend import ast
+from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, resume
+from . import checkpoint, health, resume, smoke
 from . import data as data_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
+from .devices import run_device
 from .metrics import MetricSet
 from .optim import build_optimizer
 from .resume import check_optimizer_state
@@ -55,6 +58,8 @@ class Options:
     device: str | None = None
     progress: bool | None = None     # None: a progress bar when stdout is a terminal
     max_epochs: int | None = None    # stop after this many epochs of this invocation (tests, smoke runs)
+    fast_dev_run: bool = False       # one batch of each split, one epoch of each phase, nothing kept (smoke.py)
+    watch: bool = True               # health checks (health.py); off: no hooks at all
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Trainer:
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
         self.base_dir = os.path.dirname(os.path.abspath(path))
-        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = run_device(options.device)
         # Everything a run holds, set by run() and its set-up steps (None until then).
         self.phases: list = []            # PhaseSpec per phase (one when the plan has none)
         self.phase_index = None           # the phase being trained
@@ -138,6 +143,8 @@ class Trainer:
         self.last_confusion = None        # the last evaluation's confusion matrix
         self.best_weights = None          # checkpointing.BestWeights
         self.carried = None               # `state = hidden`: the training state after the last batch (detached)
+        self.train_metrics = None         # `train_metrics`: the metrics of the epoch's training batches so far
+        self.fast = False                 # a fast dev run (smoke.py): quiet about the folder it deletes
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
@@ -145,18 +152,74 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict:
+        if self.options.fast_dev_run:
+            return self._fast_dev_run()
+        return self._run()
+
+    def _fast_dev_run(self) -> dict:
+        """One batch of each split and one epoch of each phase, in a folder deleted at the end."""
+        if self.options.resume:
+            raise DslcError(Diagnostic("E0606", "a fast dev run starts afresh and keeps nothing: it cannot resume",
+                                       self.plan.decl.name_span, help="leave out --resume or --fast-dev-run"))
+        with tempfile.TemporaryDirectory(prefix="dslc-fast-dev-run-") as folder:
+            self.options = replace(self.options, out=os.path.join(folder, "run"), fast_dev_run=False)
+            self.fast = True
+            result = self._run()
+        test = "".join(f", {k} {v:.4g}" for k, v in result.get("test", {}).items())
+        self.out(f"fast dev run of `{self.plan.name}`: ok (one batch of each split" +
+                 (f": test{test}" if test else "") + ", one epoch of each phase); nothing was written")
+        return dict(result, fast_dev_run=True)
+
+    def _run(self) -> dict:
         self.phases = self._phases()
         self._check_precision()
         self._load_data()
+        self._smoke_data()
         data_mod.check_requirements(self.plan, self.data, [p.batch_size for p in self.phases])
+        if not isinstance(self.data.train, data_mod.Stream):   # a stream's batches are all full
+            for d in last_batch_of_one(self.plan, data_mod.examples(self.data.train), batch_sizes(self.plan)):
+                self.warn(d.render())
         self._build()
+        if self.plan.evaluation:
+            return self._evaluation_run()
         self._callbacks()
         self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
         try:
             self._resume() if self.options.resume else self._start_run()
-            self.out(f"run directory: {self.rundir.path}")
+            if not self.fast:
+                self.out(f"run directory: {self.rundir.path}")
             return self._loop()
         except OSError as e:   # a full disk, a folder made read-only under a running job
+            raise unusable(self.rundir.path, e) from None
+        finally:
+            self.rundir.close()
+
+    def _evaluation_run(self) -> dict:
+        """A plan whose steps have no optimizer: its loss and metrics on every split, in inference mode.
+        Nothing trains, so there are no epochs, checkpoints or curves: plan.dl, plan.py and result.json
+        (and confusion.png for a classifier)."""
+        if self.options.resume:
+            raise DslcError(Diagnostic("E0606", f"the plan `{self.plan.name}` evaluates (no step has an optimizer): "
+                                       "there is no training to resume", self.plan.decl.name_span,
+                                       help="run it again without --resume"))
+        self.rundir = RunDir.open(self.plan.name, self.options.out, False, checkpoints=False)
+        try:
+            self._start_run()
+            if not self.fast:
+                self.out(f"run directory: {self.rundir.path}")
+            result = {"plan": self.plan.name, "evaluation": True}
+            for name in ("train", "val", "test"):
+                split = getattr(self.data, name)
+                if split is not None:
+                    result[name] = self.evaluate(split, self.phases[0].batch_size)
+                    self.out(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in result[name].items()))
+            self.rundir.write_json("result.json", result)
+            if self.last_confusion is not None and self.task == "classification":
+                self.rundir.confusion(self.last_confusion, self.data.meta.get("class_names"))
+            if not self.fast:
+                self.out(f"done: evaluated; results in {self.rundir.path}")
+            return result
+        except OSError as e:
             raise unusable(self.rundir.path, e) from None
         finally:
             self.rundir.close()
@@ -173,6 +236,15 @@ class Trainer:
         y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
+
+    def _smoke_data(self) -> None:
+        """A fast dev run's one batch per split, or `overfit_batches`' first training batches."""
+        batch_size = self.phases[0].batch_size
+        if self.fast:
+            self.data = smoke.fast_dev_data(self.data, batch_size)
+            self.phases = [replace(p, epochs=1) for p in self.phases]
+        elif self.config.overfit_batches:
+            self.data = smoke.overfit_data(self.data, batch_size, self.config.overfit_batches)
 
     def _start_run(self) -> None:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
@@ -295,6 +367,10 @@ class Trainer:
                   DivergenceCheck()]
         if c.ema:
             state.append(AveragedWeights(self.models, c.ema))
+        if self.options.watch:   # first: the epoch's record gets its numbers before anything keeps it
+            graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
+            state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
+                                               health.Warnings(self.warn)))
         self.callbacks.items = state + self.callbacks.items + [SignalStop()]
 
     def _monitor(self, name: str) -> str:
@@ -324,6 +400,9 @@ class Trainer:
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
             call = phase.optimizers[s.name]
+            if call is None:   # an evaluation step: it measures its loss, and trains nothing
+                s.params, s.optimizer, s.schedule = [], None, None
+                continue
             names = [self.plan.model_name(t) for t in call.targets] or s.models
             named = [(f"{k}.{n}" if len(self.models) > 1 else n, p)
                      for k in dict.fromkeys(names) for n, p in self.models[k].named_parameters() if p.requires_grad]
@@ -399,26 +478,33 @@ class Trainer:
         accumulate = self.config.accumulate
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
+        self.train_metrics = self.metric_set() if self.config.train_metrics else None
         if skip and self.partial:
             sums, count = dict(self.partial["sums"]), self.partial["count"]
+            if self.train_metrics is not None and self.partial.get("metrics"):
+                self.train_metrics.load_state(self.partial["metrics"], self.device)
         if not skip:
             self.carried = None   # each epoch starts from zeros; a resumed one from the checkpoint's state
         started = time.perf_counter()
         n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
         self.epoch, self.epoch_batches = epoch, n_batches
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
-        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
-                                   augment=self.config.augment, train=True)
+        smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
+        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
+                                   epoch=epoch, augment=self.config.augment, train=not smoke_test)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
             inputs = [batch[f].to(self.device, non_blocking=True) for f in self.batch_fields]
             n = inputs[0].shape[0]
             last = b + 1 == n_batches
+            self.callbacks.on_train_batch_start(self, b + 1)
             for s in self.steps:
                 result, self.carried = self._carry(s, inputs, self.carried)
                 loss = result[0]
                 value = float(loss.detach())
+                if self.train_metrics is not None and len(result) > 1:
+                    self.train_metrics.update(*_per_example(result[1].detach().float(), batch["y"].to(self.device)))
                 self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
                 scaled = loss / accumulate if accumulate > 1 else loss
@@ -432,6 +518,8 @@ class Trainer:
             self.callbacks.on_train_batch_end(self, b + 1, sums, count)
         record = {"epoch": epoch}
         record["train_loss"] = sum(sums.values()) / max(count, 1)
+        if self.train_metrics is not None:
+            record.update({f"train_{k}": v for k, v in self.train_metrics.compute().items()})
         if len(self.steps) > 1:
             for s in self.steps:
                 record[f"{s.name}_loss"] = sums[s.name] / max(count, 1)
@@ -461,8 +549,9 @@ class Trainer:
     def _forward(self, s: StepRun, inputs: list):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
             if self.precision in ("bf16", "fp16") else contextlib.nullcontext()
+        grad = contextlib.nullcontext() if s.params else torch.no_grad()
         try:
-            with ctx:
+            with ctx, grad:   # an evaluation step (no parameters to train) keeps no graph
                 result = s.module(*inputs)
         except (RuntimeError, IndexError, ValueError) as e:
             # the plan checked, so what fails here is the data: labels out of range, say
@@ -481,6 +570,7 @@ class Trainer:
             return
         if self.scaler is not None:
             self.scaler.unscale_(s.optimizer)
+        self.callbacks.on_before_optimizer_step(self, s)
         clip_gradients(s.params, self.config.clip_grad_norm, self.config.clip_grad_value)
         if self.scaler is not None:
             self.scaler.step(s.optimizer)
@@ -499,9 +589,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def metric_set(self) -> MetricSet | None:
+        """The plan's metrics, reading the prediction as the graph says it is (logits or probabilities)."""
+        if not self.config.metrics:
+            return None
+        return MetricSet(list(self.config.metrics), self.task, self.plan.steps[0].scores, self.config.thresholds)
+
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
-        metrics = MetricSet(list(self.config.metrics), self.task) if self.config.metrics else None
+        metrics = self.metric_set()
         for m in self.models.values():
             m.eval()
         total, count = 0.0, 0
@@ -551,7 +647,7 @@ class Trainer:
             tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
         state = {"plan": self.plan.name, "epoch": epoch, "batch": batch, "phase": self.phase_index,
                  "history": self.history, "optim": optim_state, "stopped_early": self.stopped_early,
-                 "partial": self.partial if batch else None,
+                 "partial": self._partial() if batch else None,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
         if batch and self.carried is not None:   # mid-epoch: the next batch continues this state
             tensors.update({f"carried.{i}": t for i, t in enumerate(_leaves(self.carried))})
@@ -560,6 +656,12 @@ class Trainer:
             self.partial = None
         return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self.weights(), tensors,
                                state)
+
+    def _partial(self) -> dict | None:
+        """An interrupted epoch's loss sums, and its training metrics so far."""
+        if self.partial is None or self.train_metrics is None:
+            return self.partial
+        return dict(self.partial, metrics=self.train_metrics.state())
 
     def _resume(self) -> None:
         """Check that the run can continue as asked and load its last checkpoint; only then change
@@ -672,13 +774,27 @@ class Trainer:
         if self.data.test is not None:
             test = self.evaluate(self.data.test, self.phases[-1].batch_size)
             result["test"] = test
+        if self.config.overfit_batches and self.history and not self.fast:
+            result["overfit"] = self._overfit_report()
         self.rundir.write_json("result.json", result)
         self.rundir.curves(self.history)
         confusion = self.last_confusion
         if confusion is not None and self.task == "classification":
             self.rundir.confusion(confusion, self.data.meta.get("class_names"))
-        self.out(_summary_line(result, self.rundir.path))
+        if not self.fast:
+            self.out(_summary_line(result, self.rundir.path))
         return result
+
+    def _overfit_report(self) -> dict:
+        """Whether `overfit_batches` drove the loss near zero: a line, or W0602 at the field."""
+        examples = smoke.examples_in(self.data.train, self.phases[0].batch_size)
+        report, warning = smoke.overfit_report(self.history, self.config.overfit_batches, examples,
+                                               _field_span(self.plan, "overfit_batches"))
+        if warning is None:
+            self.out(smoke.overfit_line(report))
+        else:
+            self.warn(warning.render())
+        return report
 
 
 # ---------------------------------------------------------------------------- helpers

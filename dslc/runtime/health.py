@@ -1,0 +1,333 @@
+"""Training health, attributed to spec lines: what `dslc train` watches unless `--watch off`.
+
+Once per epoch (on its last batch), or every N batches with the plan's `log_every = N`, the
+watch measures, for every layer with weights (named by its state-dict prefix, the spec's names):
+
+- `grad_norm/NAME`: the L2 norm of its gradients before the optimizer step (before clipping),
+  and `grad_norm` over every parameter;
+- `weight_norm/NAME`: the L2 norm of its weights after the step;
+- `update_ratio/NAME`: the step's change of its weights over their norm before it;
+- `act_mean/NAME`, `act_std/NAME`, `act_zero/NAME`: its output's mean, standard deviation and
+  fraction of zeros (for a layer whose output goes into a ReLU: of values <= 0, the zeros the
+  ReLU makes).
+
+Forward hooks are registered for the sampled batch only and removed after it, so the other
+batches run as without the watch; with `--watch off` nothing is registered at all. The epoch's
+sample joins its line of metrics.jsonl (and TensorBoard's scalars); the samples of `log_every`
+in between are lines of their own, with `step` (the batch's number in the run) and `epoch`.
+
+Warnings name the layer's line in the spec: W0701 vanishing gradients, W0702 exploding ones,
+W0703 dead ReLUs, W0704 a loss that did not decrease over the first epoch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..diagnostics import Diagnostic
+from ..ir.graph import Graph
+from .callbacks import Callback, TensorBoardLogger
+
+VANISHED = 1e-7        # a layer's gradient norm below this (and far below the largest layer's) vanished
+VANISHED_RELATIVE = 1e-4
+PATIENCE = 3           # ... on this many samples in a row
+EXPLODED = 1e4         # a layer's gradient norm above this (or not finite) exploded
+DEAD = 0.9             # a ReLU whose outputs are zero more often than this is dead
+KEYS = ("grad_norm", "weight_norm", "update_ratio", "act_mean", "act_std", "act_zero")
+
+
+@dataclass
+class Layer:
+    name: str          # state-dict prefix: `fc1`, `blocks.2.conv1`; `G.fc1` with several models
+    span: object       # where the spec makes it
+    feeds_relu: bool   # its output goes into a ReLU
+
+
+# ---------------------------------------------------------------------------- the spec's layers
+
+def spec_layers(graphs: dict) -> dict:
+    """The layers with weights of the plan's models ({key: graph}), by state-dict prefix."""
+    several = len(graphs) > 1
+    out: dict = {}
+    for key, graph in graphs.items():
+        _walk(graph, f"{key}." if several else "", out)
+    return out
+
+
+def _walk(graph: Graph, prefix: str, out: dict) -> None:
+    for node in graph:
+        inst = graph.instance_of(node)
+        if inst is None or not inst.name:
+            continue
+        name = prefix + inst.name
+        block = node.args.get("graph") if node.kind == "call" else None
+        if isinstance(block, Graph):
+            _walk(block, name + ".", out)
+        elif inst.kind == "layer" and inst.weights() and name not in out:
+            out[name] = Layer(name, inst.span or node.span, _feeds_relu(graph, node))
+
+
+def _feeds_relu(graph: Graph, node) -> bool:
+    users = [graph.nodes[u] for u in graph.users(node.id)]
+    return any(u.kind == "op" and u.op is not None and u.op.name.lower() == "relu" for u in users)
+
+
+# ---------------------------------------------------------------------------- measuring
+
+class Sample:
+    """One batch's measurements, filled in as the batch runs: activations in the forward pass,
+    gradients before each step's optimizer step, weights after it."""
+
+    def __init__(self, step: int, epoch: int):
+        self.step, self.epoch = step, epoch
+        self.values: dict = {}
+        self.before: dict = {}     # layer -> its weights before the step
+        self.measured: set = set() # the steps whose gradients were measured ...
+        self.weighed: set = set()  # ... and whose weights were, after their optimizer step
+        self.total = 0.0           # the squared norm of every parameter's gradient so far
+
+    def activation(self, layer: Layer, output) -> None:
+        x = output[0] if isinstance(output, (tuple, list)) else output
+        if not torch.is_tensor(x) or not x.is_floating_point() or x.numel() == 0:
+            return
+        x = x.detach().float()
+        zero = (x <= 0) if layer.feeds_relu else (x == 0)
+        std, mean = torch.std_mean(x) if x.numel() > 1 else (x.new_zeros(()), x.mean())
+        mean, std, zero = torch.stack([mean, std, zero.float().mean()]).tolist()   # one read back
+        self.values.update({f"act_mean/{layer.name}": mean, f"act_std/{layer.name}": std,
+                            f"act_zero/{layer.name}": zero})
+
+    def gradients(self, step_name: str, params: list, layers: dict) -> None:
+        """Before the optimizer step of `step_name`, which updates `params`; `layers`: the watched
+        layers among them."""
+        norms = [_norm([p.grad for p in ps if p.grad is not None]) for ps in layers.values()]
+        values = torch.stack(norms + [_norm([p.grad for p in params if p.grad is not None])]).tolist()
+        for name, value in zip(layers, values):
+            self.values[f"grad_norm/{name}"] = value
+        self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
+        self.total += values[-1] ** 2
+        self.values["grad_norm"] = math.sqrt(self.total)   # torch's clip_grad_norm_ over every step's
+        self.measured.add(step_name)
+
+    def weights(self, step_name: str, layers: dict) -> None:
+        names = [n for n in layers if n in self.before]
+        norms = [_norm(ps) for ps in layers.values()]
+        norms += [_norm(self.before[n]) for n in names]
+        norms += [_norm([p.detach() - o for p, o in zip(layers[n], self.before[n])]) for n in names]
+        values = torch.stack(norms).tolist() if norms else []
+        for name, value in zip(layers, values):
+            self.values[f"weight_norm/{name}"] = value
+        sizes, changes = values[len(layers):len(layers) + len(names)], values[len(layers) + len(names):]
+        for name, size, change in zip(names, sizes, changes):
+            self.values[f"update_ratio/{name}"] = change / size if size > 0 else 0.0
+        self.before = {}
+        self.weighed.add(step_name)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.measured) and self.weighed == self.measured
+
+
+def _norm(tensors) -> torch.Tensor:
+    """The L2 norm of several tensors together, as a tensor: the caller reads all of them back at once."""
+    norms = [torch.linalg.vector_norm(t.detach(), dtype=torch.float32) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+class HealthWatch(Callback):
+    """Measures samples (`Sample`), logs them, and warns (`Warnings`)."""
+
+    def __init__(self, layers: dict, models: dict, log_every: int | None, warnings: "Warnings"):
+        self.log_every = log_every
+        self.warnings = warnings
+        modules = {}
+        for key, model in models.items():
+            for n, m in model.named_modules():
+                full = f"{key}.{n}" if len(models) > 1 else n
+                if full in layers:
+                    modules[full] = m
+        self.layers = {n: layers[n] for n in modules}
+        self.modules = modules
+        self.params = {n: [p for p in m.parameters(recurse=False)] for n, m in modules.items()}
+        self.sample: Sample | None = None      # the sample being measured
+        self.epoch_sample: dict = {}           # the epoch's, for its record
+        self.handles: list = []
+
+    def _due(self, trainer, batch: int) -> bool:
+        if batch == trainer.epoch_batches:
+            return True
+        return bool(self.log_every) and self._step(trainer, batch) % self.log_every == 0
+
+    @staticmethod
+    def _step(trainer, batch: int) -> int:
+        return (trainer.epoch - 1) * trainer.epoch_batches + batch   # the same numbers after a resume
+
+    def on_train_batch_start(self, trainer, batch: int) -> None:
+        if self.sample is not None or not self._due(trainer, batch):
+            return
+        self.sample = Sample(self._step(trainer, batch), trainer.epoch)
+        for name, m in self.modules.items():
+            layer, sample = self.layers[name], self.sample
+            self.handles.append(m.register_forward_hook(lambda _m, _i, out, layer=layer, s=sample: s.activation(layer, out)))
+
+    def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
+        self._unhook()
+        self.warnings.loss(trainer, step, batch, loss)
+
+    def on_before_optimizer_step(self, trainer, step) -> None:
+        if self.sample is not None and step.name not in self.sample.measured:
+            self.sample.gradients(step.name, step.params, self._owned(step))
+
+    def on_optimizer_step(self, trainer, step) -> None:
+        if self.sample is not None and step.name in self.sample.measured:
+            self.sample.weights(step.name, self._owned(step))
+
+    def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        """The sample is complete once every step that stepped has been measured (with `accumulate`,
+        at the batch of the optimizer step after the sampled one)."""
+        if self.sample is None or not self.sample.complete:
+            return
+        sample, self.sample = self.sample, None
+        self.warnings.check(trainer, sample, self.layers, self.log_every)
+        if done == trainer.epoch_batches:   # the epoch's last batch: its sample joins the epoch's line
+            self.epoch_sample = sample.values
+        else:
+            self._log_step(trainer, sample)
+
+    def _owned(self, step) -> dict:
+        """The watched layers whose parameters this step's optimizer updates."""
+        mine = {id(p) for p in step.params}
+        return {n: ps for n, ps in self.params.items() if ps and all(id(p) in mine for p in ps)}
+
+    def _log_step(self, trainer, sample: Sample) -> None:
+        trainer.rundir.append_metrics({"step": sample.step, "epoch": sample.epoch, **sample.values})
+        board = trainer.callbacks.find(TensorBoardLogger)
+        if board is not None:
+            board.scalars({f"steps/{k}": v for k, v in sample.values.items()}, sample.step, trainer)
+
+    def on_epoch_end(self, trainer, record: dict, total: int) -> None:
+        record.update(self.epoch_sample)
+        self.epoch_sample = {}
+
+    def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        state["health"] = {"epoch_sample": self.epoch_sample, **self.warnings.state()}
+
+    def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
+        saved = state.get("health") or {}   # a checkpoint of a run with --watch off has none
+        self.epoch_sample = dict(saved.get("epoch_sample") or {})
+        self.warnings.load_state(saved)
+
+    def on_train_end(self, trainer) -> None:
+        trainer.rundir.health(trainer.history, list(self.layers))
+
+    def on_fit_end(self, trainer) -> None:
+        self._unhook()
+
+    def _unhook(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+# ---------------------------------------------------------------------------- warnings
+
+class Warnings:
+    """W0701-W0704, rendered to `warn`: W0701 and W0703 once per layer, W0702 and W0704 once per run."""
+
+    def __init__(self, warn):
+        self.warn = warn
+        self.vanished: dict = {}      # layer -> samples in a row with vanished gradients
+        self.given: set = set()
+        self.first_losses: list = []  # the first epoch's batch losses
+
+    def state(self) -> dict:
+        """What a resumed run needs to warn as the whole run would (JSON)."""
+        return {"vanished": dict(self.vanished), "given": sorted(list(k) for k in self.given),
+                "first_losses": list(self.first_losses)}
+
+    def load_state(self, saved: dict) -> None:
+        self.vanished = {str(k): int(v) for k, v in (saved.get("vanished") or {}).items()}
+        self.given = {tuple(k) for k in saved.get("given") or ()}
+        self.first_losses = [float(v) for v in saved.get("first_losses") or ()]
+
+    def check(self, trainer, sample: Sample, layers: dict, log_every: int | None) -> None:
+        grads = {n: sample.values[f"grad_norm/{n}"] for n in layers if f"grad_norm/{n}" in sample.values}
+        if not grads:
+            return
+        self._vanishing(grads, layers, log_every)
+        self._exploding(grads, layers, sample)
+        for name, layer in layers.items():
+            zero = sample.values.get(f"act_zero/{name}")
+            if layer.feeds_relu and zero is not None and zero > DEAD:
+                self._once(("dead", name), Diagnostic(
+                    "W0703", f"the ReLU after `{name}` is dead for {zero:.0%} of its outputs (zero on batch "
+                    f"{sample.step}, epoch {sample.epoch})", layer.span, label="its outputs are <= 0",
+                    severity="warning", help="a large negative bias, a learning rate too high, or an "
+                    "initialization that pushes it below 0: try a smaller learning rate, `LeakyReLU`, or "
+                    "BatchNorm before the ReLU"))
+
+    def _vanishing(self, grads: dict, layers: dict, log_every: int | None) -> None:
+        top = max(grads.values())
+        for name, g in grads.items():
+            gone = g < VANISHED and g <= VANISHED_RELATIVE * top
+            self.vanished[name] = self.vanished.get(name, 0) + 1 if gone else 0
+        due = [n for n, count in self.vanished.items() if count >= PATIENCE and ("vanished", n) not in self.given]
+        if not due:
+            return
+        last = due[-1]   # the one nearest the output: where the gradients give out
+        self.given |= {("vanished", n) for n in due}
+        when = f"{PATIENCE} epochs" if not log_every else f"{PATIENCE} checks, every {log_every} batches"
+        others = [n for n in due if n != last]
+        notes = (f"vanished as well: {_listing(others)} ({len(others)} layer{'s' if len(others) != 1 else ''} "
+                 "before it)",) if others else ()
+        self._once(("vanishing", last), Diagnostic(
+            "W0701", f"gradients of `{last}` vanished (norm {grads[last]:.1g} for {when})", layers[last].span,
+            label="its gradients are ~0", notes=notes, severity="warning",
+            help="the layers below it do not learn: saturating activations (sigmoid, tanh) in a deep stack do "
+                 "this; use ReLU with BatchNorm (or residual connections), or fewer layers"))
+
+    def _exploding(self, grads: dict, layers: dict, sample: Sample) -> None:
+        bad = {n: g for n, g in grads.items() if not math.isfinite(g) or g > EXPLODED}
+        if not bad:
+            return
+        name = max(bad, key=lambda n: bad[n] if math.isfinite(bad[n]) else math.inf)
+        self._once(("exploding", "*"), Diagnostic(
+            "W0702", f"gradients of `{name}` exploded (norm {bad[name]:.3g} on batch {sample.step}, epoch "
+            f"{sample.epoch})", layers[name].span, label="its gradients are huge", severity="warning",
+            help="lower the learning rate, clip the gradients (`clip_grad_norm = 1.0`), or normalize the "
+                 "inputs and add BatchNorm"))
+
+    def loss(self, trainer, step, batch: int, loss: float) -> None:
+        """The first epoch's batch losses; at its end, W0704 when they did not go down."""
+        if trainer.epoch != 1 or len(trainer.steps) != 1:
+            return
+        self.first_losses.append(loss)
+        n = len(self.first_losses)
+        if batch != trainer.epoch_batches or n != trainer.epoch_batches or n < 8:
+            return
+        quarter = n // 4
+        start = sum(self.first_losses[:quarter]) / quarter
+        end = sum(self.first_losses[-quarter:]) / quarter
+        if math.isfinite(start) and math.isfinite(end) and end >= start:
+            self._once(("loss", "*"), Diagnostic(
+                "W0704", f"the loss did not decrease over the first epoch (mean {start:.4g} over its first "
+                f"{quarter} batches, {end:.4g} over its last {quarter})", step.loss_span, label="this loss",
+                severity="warning", help="check the learning rate (0, far too small, or so large that it "
+                "diverges), the labels, and that the model's layers are not frozen"))
+
+    def _once(self, key, diagnostic: Diagnostic) -> None:
+        if key in self.given:
+            return
+        self.given.add(key)
+        self.warn(diagnostic.render())
+
+
+def _listing(names: list, most: int = 6) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+__all__ = ["DEAD", "EXPLODED", "KEYS", "PATIENCE", "VANISHED", "HealthWatch", "Layer", "Sample", "Warnings",
+           "spec_layers"]
