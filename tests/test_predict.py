@@ -51,6 +51,25 @@ model Tumour {
     Linear(1) as head
 }
 
+model Sure {
+    input x: [B, 30]
+    BatchNorm1d() as scale
+    Linear(8) as hidden
+    ReLU()
+    Linear(1) as head
+    Sigmoid()
+}
+
+train sure {
+    model      = Sure()
+    data       = breast_cancer(val=0.2, test=0.2)
+    loss       = bce(flatten(out), float(batch.y))
+    optimizer  = Adam(lr=1e-2)
+    epochs     = 6
+    batch_size = 32
+    metrics    = [accuracy(threshold=0.7)]
+}
+
 model Proj {
     input x: [B, 1, 8, 8]
     Flatten()
@@ -113,6 +132,18 @@ train restored {
     early_stopping(monitor=val_loss, patience=1)
 }
 
+train pair {
+    models     = { a: Net(), b: Net() }
+    init       = { a: "runs/digits/checkpoints/best.safetensors", b: "runs/wobbly/checkpoints/best.safetensors" }
+    data       = digits(val=0.15, test=0.15)
+    batch_size = 64
+    metrics    = [accuracy]
+    step average {
+        out  = (softmax(a(batch.x), dim=1) + softmax(b(batch.x), dim=1)) / 2
+        loss = nll(log(out), batch.y)
+    }
+}
+
 train iris {
     model      = Table(features=4, classes=3)
     data       = iris(test=0.2)
@@ -150,7 +181,8 @@ def runs(tmp_path_factory):
     path = folder / "plans.dl"
     path.write_text(PLANS)
     results = {}
-    for plan in ("digits", "wobbly", "restored", "iris", "diabetes", "cancer", "project", "stepped"):
+    for plan in ("digits", "wobbly", "restored", "pair", "iris", "diabetes", "cancer", "sure", "project",
+                 "stepped"):
         out = str(folder / "runs" / plan)
         results[plan] = train(str(path), plan, Options(out=out, progress=False), out=[].append)
     return folder, str(path), results
@@ -390,6 +422,25 @@ def test_an_output_that_does_not_score_the_classes_is_a_tensor(runs, tmp_path):
     np.testing.assert_allclose(column(rows(out), "out_"), want, atol=1e-6)
 
 
+def test_a_sigmoid_output_is_the_probability_and_the_threshold_is_accuracys(runs, tmp_path):
+    """`Sure` ends with Sigmoid(): its output is already the probability of class 1 (not a logit to
+    squash again), and the plan's accuracy(threshold=0.7) decides class 1 above 0.7."""
+    out = tmp_path / "p.csv"
+    result = runs[2]["sure"]
+    r = cli("predict", runs[1], "--plan", "sure", "--run", run_dir(runs, "sure"), "--weights", "last", "-o", out)
+    assert r.exit_code == 0, r.output
+    x, y = split("breast_cancer", 0.2, 0.2)["test"]
+    w = weights(runs, "sure", f"epoch-{result['epochs_run']:04d}.safetensors")
+    with torch.no_grad():
+        z = F.batch_norm(x, w["scale.running_mean"], w["scale.running_var"], w["scale.weight"], w["scale.bias"])
+        p = table(w, z)[:, 0].sigmoid()
+    found = rows(out)
+    np.testing.assert_allclose(column(found, "p_benign"), p[:, None], atol=1e-6)
+    predicted = np.array([int(r["prediction"]) for r in found])
+    assert (predicted == (p > 0.7).numpy()).all() and (predicted != (p > 0.5).numpy()).any()
+    assert int((predicted == y.numpy()).sum()) / len(y) == result["test"]["accuracy"]
+
+
 # ---------------------------------------------------------------------- eval
 
 def test_eval_of_the_test_split_is_result_json(runs):
@@ -450,6 +501,22 @@ def test_eval_is_result_json_when_early_stopping_restored_the_best_averaged_weig
     with torch.no_grad():   # best.safetensors holds the average of the best epoch, as evaluation used it
         logits = net(weights(runs, "restored"), x)["head"]
     assert result["test"]["accuracy"] == int((logits.argmax(1) == y).sum()) / 270
+
+
+def test_a_plan_that_trains_nothing_is_measured_with_its_init(runs):
+    """`pair` averages two trained Nets (no step has an optimizer): its run is result.json only."""
+    result = runs[2]["pair"]
+    r = cli("eval", runs[1], "--plan", "pair", "--run", run_dir(runs, "pair"), "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{\n"):])["metrics"] == result["test"]
+    x, y = split("digits", 0.15, 0.15)["test"]
+    with torch.no_grad():
+        probs = sum(torch.softmax(net(weights(runs, plan), x)["head"], 1) for plan in ("digits", "wobbly")) / 2
+    assert result["test"]["accuracy"] == int((probs.argmax(1) == y).sum()) / 270
+    r = cli("predict", runs[1], "--plan", "pair", "--run", run_dir(runs, "pair"))
+    assert r.exit_code == 1 and "has 2 models: choose one with --model" in r.output
+    r = cli("predict", runs[1], "--plan", "pair", "--run", run_dir(runs, "pair"), "--weights", "last")
+    assert r.exit_code == 1 and "its weights are its `init`, and --weights does not apply" in r.output
 
 
 def test_data_gives_another_split_and_says_the_plan_changed(runs):

@@ -42,12 +42,12 @@ from ..passes import optimize
 from . import data as data_mod
 from . import inputs as inputs_mod
 from .evaluate import split_of
+from .metrics import THRESHOLD, binary_log_probabilities
 from .restore import restore
 from .weights import fit_state_dict
 
 FORMATS = (".csv", ".jsonl", ".npz")
 SHOWN = 10           # rows printed
-THRESHOLD = 0.5      # the probability above which one binary output is class 1
 
 
 @dataclass
@@ -295,11 +295,14 @@ def _rows(trainer, key: str, tensor: torch.Tensor, target, output: str | None) -
     rows = Rows(np.arange(n), target.numpy() if target is not None else None, name=output or "out")
     per_example = tensor.reshape(n, -1)
     if output is None and _classifier(trainer, key, tensor):
-        binary = tensor.dim() == 1 or per_example.shape[1] == 1
         kind = _scores(trainer, key)
-        probs = _binary_probabilities(per_example[:, 0], kind) if binary else _probabilities(per_example, kind)
-        rows.probabilities = probs.numpy()
-        rows.prediction = (probs[:, 1] > _threshold(trainer)).long().numpy() if binary else probs.argmax(1).numpy()
+        if tensor.dim() == 1 or per_example.shape[1] == 1:   # decided as the metrics decide, in float64
+            probs = binary_log_probabilities(per_example[:, 0], kind).exp()
+            rows.prediction = (probs[:, 1] > _threshold(trainer)).long().numpy()
+        else:
+            probs = _probabilities(per_example, kind)
+            rows.prediction = per_example.argmax(1).numpy()   # the top score, as accuracy takes it
+        rows.probabilities = probs.float().numpy()
         rows.class_names = _class_names(trainer, probs.shape[1])
     elif output is None and trainer.task == "regression" and per_example.shape[1] == 1:
         rows.prediction = per_example[:, 0].numpy()
@@ -321,13 +324,13 @@ def _classifier(trainer, key: str, tensor: torch.Tensor) -> bool:
 
 def _scores(trainer, key: str) -> str:
     """What the model's output holds: logits, probabilities or log-probabilities, as the plan's graph
-    shows it (the step's `scores`, where the checker records it), else logits."""
-    step = trainer.plan.steps[0]
-    return getattr(step, "scores", "logits") if _scored_model(trainer.plan) == key else "logits"
+    shows it (its step's `scores`) for the model the plan scores; logits for another."""
+    return trainer.plan.steps[0].scores if _scored_model(trainer.plan) == key else "logits"
 
 
 def _threshold(trainer) -> float:
-    return float(getattr(trainer.config, "thresholds", {}).get("accuracy", THRESHOLD))
+    """The probability above which one binary output is class 1: accuracy's `threshold`."""
+    return float(trainer.config.thresholds.get("accuracy", THRESHOLD))
 
 
 def _probabilities(scores: torch.Tensor, kind: str) -> torch.Tensor:
@@ -336,12 +339,6 @@ def _probabilities(scores: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "log_probabilities":
         return scores.exp()
     return torch.softmax(scores, dim=1)
-
-
-def _binary_probabilities(scores: torch.Tensor, kind: str) -> torch.Tensor:
-    """[N, 2]: the probabilities of classes 0 and 1 from one output per example."""
-    p1 = scores if kind == "probabilities" else scores.exp() if kind == "log_probabilities" else torch.sigmoid(scores)
-    return torch.stack([1 - p1, p1], 1)
 
 
 def _class_names(trainer, count: int) -> list[str]:

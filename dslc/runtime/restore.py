@@ -6,7 +6,9 @@ the plan keeps an EMA), or else the newest epoch checkpoint; `last` asks for the
 checkpoint (its averaged weights when it holds them, as evaluation uses them), and any other
 value is a weights file. The plan is set up as `dslc train` sets it up (its data split, its
 generated models and steps, its precision), without a run folder, and its models are given
-those weights: `Trainer.evaluate` then measures exactly what the run measured.
+those weights: `Trainer.evaluate` then measures exactly what the run measured. A plan whose
+steps have no optimizer (an ensemble) trained nothing: its weights are its `init`, loaded as
+its run loaded them.
 
 Everything here only reads. A missing run is E0603; weights that cannot be read, or that do
 not fit the plan's models, are E0602.
@@ -117,9 +119,17 @@ def restore(plan, path: str, run: str | None, which: str | None, device: str | N
     """The plan set up as `dslc train` sets it up, its models holding the run's weights."""
     folder = find_run(plan, path, run)
     trainer = Trainer(plan, path, Options(device=device, progress=False), out=warn, warn=warn)
-    trainer.setup(init=False)   # the run's weights replace whatever `init` loaded
-    weights = run_weights(folder, which, list(trainer.models))
-    load(trainer, weights)
+    if plan.evaluation:   # its steps train nothing: the weights are the plan's `init`, as its run used them
+        if which is not None:
+            raise DslcError(Diagnostic("E0603", f"the plan `{plan.name}` trains nothing (no step has an optimizer): "
+                                       "its weights are its `init`, and --weights does not apply",
+                                       file_name=folder, help="leave out --weights, or change the plan's `init`"))
+        trainer.setup()
+        weights = Weights(str(trainer.config.init), {}, "the plan's `init`", None)
+    else:
+        trainer.setup(init=False)   # the run's weights replace whatever `init` loaded
+        weights = run_weights(folder, which, list(trainer.models))
+        load(trainer, weights)
     changed = plan_changes(plan, path, folder)
     if changed:
         warn(f"note: the plan differs from the one that trained {folder}:\n  " + "\n  ".join(changed))
