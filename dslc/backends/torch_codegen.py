@@ -524,7 +524,6 @@ class _ClassWriter:
         body = []
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
-        uses = _use_counts(g, nodes)
         readers = _readers(g, nodes)
         held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use), var, body)
         for i, node in enumerate(nodes):
@@ -535,7 +534,7 @@ class _ClassWriter:
                 body += special
                 continue
             expr = held.written_into(node, lambda n=node: self._node_expr(n, var, printer, params))
-            if _is_alias(node, expr, var) or _weight_view(node, g, uses):
+            if _is_alias(node, expr, var) or _weight_view(node, g, readers, len(nodes)):
                 var[Ref(node.id)] = expr   # `x @ self.wte.weight.transpose(0, 1)`: no local for a weight's view
                 continue
             if i == len(nodes) - 1 and len(node.outputs) == 1 and out_refs == [Ref(node.id)] \
@@ -1130,23 +1129,16 @@ def _is_alias(node: Node, expr: str, var: dict) -> bool:
     return node.kind == "op" and len(node.inputs) == 1 and expr == var[node.inputs[0]]
 
 
-def _weight_view(node: Node, g: Graph, uses: dict) -> bool:
+def _weight_view(node: Node, g: Graph, readers: dict, end: int) -> bool:
     """An unnamed op on weights alone (`transpose(wte.weight, 0, 1)`) read once, not a result: it is
-    written where it is read rather than bound to a local an activation might be called."""
+    written where it is read rather than bound to a local an activation might be called
+    (`readers`: _readers, where a result of the graph is read at `end`)."""
     if node.kind != "op" or len(node.outputs) != 1 or node.names[0] is not None or not node.inputs:
         return False
     if any(g.nodes[r.node].kind not in ("weight", "param", "buffer") for r in node.inputs):
         return False
-    ref = Ref(node.id)
-    return uses.get(ref, 0) == 1 and all(r != ref for _, r in g.outputs)
-
-
-def _use_counts(g: Graph, nodes: list[Node]) -> dict:
-    out: dict = {}
-    for node in nodes:
-        for r in node.inputs:
-            out[r] = out.get(r, 0) + 1
-    return out
+    reads = readers.get(Ref(node.id), [])
+    return len(reads) == 1 and reads[0] != end
 
 
 def _last_uses(g: Graph, nodes: list[Node]) -> dict:

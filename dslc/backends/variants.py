@@ -28,6 +28,8 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from ..ir.pyliteral import py_str
+
 INDENT = "    "
 MAX_ATOMS = 8          # decisions a merge considers (cases are enumerated: 2 ** MAX_ATOMS)
 _MEMBER = re.compile(r'^self\.([A-Za-z_]\w*) = |^self\.register_buffer\("(\w+)"')
@@ -173,11 +175,7 @@ def covered_check(block: str, cases: list, atoms: list[Atom]) -> list[str]:
     cond = condition(union, everything, atoms)
     msg = (f"{block} was generated for {cond}; compile the spec again with these arguments "
            "to get the class they need")
-    return [f"if not ({cond}):", f"{INDENT}raise ValueError({_py_str(msg)})"]
-
-
-def _py_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return [f"if not ({cond}):", f"{INDENT}raise ValueError({py_str(msg)})"]
 
 
 # ---------------------------------------------------------------- statements
