@@ -129,6 +129,7 @@ class RunDir:
             for k in keys:
                 ax.plot(epochs, [r.get(k) for r in history], marker="o", markersize=3, label=k)
             ax.set_xlabel("epoch")
+            _whole_epochs(ax)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         axes[0][0].set_title("loss")
@@ -147,13 +148,15 @@ class RunDir:
         epochs = [r["epoch"] for r in records]
         panels = [("grad_norm", "gradient norm", True), ("update_ratio", "update / weight", True),
                   ("act_zero", "fraction of zero outputs", False)]
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False,
+                                 layout="constrained")   # room for a colour bar, which tight_layout lacks
+        colours = _depth_colours(plt, len(layers))
         for ax, (key, title, log) in zip(axes[0], panels):
-            for name in layers:
+            for name, colour in zip(layers, colours):
                 ys = [r.get(f"{key}/{name}") for r in records]
                 if any(y is not None for y in ys):
                     ax.plot(epochs, [math.nan if y is None else max(y, 1e-30) if log else y for y in ys],
-                            marker="o", markersize=2, linewidth=1, label=name)
+                            marker="o", markersize=2, linewidth=1, label=name, color=colour)
             if key == "grad_norm":
                 ax.plot(epochs, [max(r["grad_norm"], 1e-30) for r in records], color="black", linewidth=2,
                         label="all")
@@ -161,10 +164,13 @@ class RunDir:
                 ax.set_yscale("log")
             ax.set_title(title)
             ax.set_xlabel("epoch")
+            _whole_epochs(ax)
             ax.grid(alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         if len(labels) <= 16:
             axes[0][0].legend(fontsize=7)
+        else:   # too many for a legend: the colour says how deep a layer is
+            _depth_bar(plt, fig, axes[0], layers)
         self._save_figure(plt, fig, "health.png")
 
     def confusion(self, matrix, names=None, file: str = "confusion.png") -> None:
@@ -186,11 +192,36 @@ class RunDir:
 
     def _save_figure(self, plt, fig, name: str) -> None:
         """A PNG written whole (temporary file, then rename), so a killed run leaves no half image."""
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         try:
             atomic_write(os.path.join(self.path, name), lambda f: fig.savefig(f, dpi=110, format="png"))
         finally:
             plt.close(fig)
+
+
+def _whole_epochs(ax) -> None:
+    """Epoch ticks at whole numbers (matplotlib's default puts one at 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _depth_colours(plt, n: int) -> list:
+    """One colour per layer, input side dark to output side light: a vanishing gradient shows as
+    the dark lines falling away from the light ones."""
+    cmap = plt.get_cmap("viridis")
+    return [cmap(i / max(n - 1, 1) * 0.9) for i in range(n)]
+
+
+def _depth_bar(plt, fig, axes, layers: list) -> None:
+    """A colour bar from the first layer to the last, named at its ends."""
+    import matplotlib.cm
+    import matplotlib.colors
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1 / 0.9),
+                                            cmap=plt.get_cmap("viridis"))
+    bar = fig.colorbar(mappable, ax=list(axes), fraction=0.02, pad=0.01)
+    bar.set_ticks([0, 1], labels=[layers[0], layers[-1]], fontsize=7)
+    bar.set_label("layer, input to output", fontsize=8)
 
 
 def pyplot():
