@@ -152,3 +152,21 @@ def test_mutated_contract_never_crashes(data):
         check_unit(load_text(f, os.path.join(ROOT, "examples", "mutant.dl")))
     except DslcError as e:
         assert all(d.render() for d in e.diagnostics)
+
+
+@pytest.mark.parametrize("written,dtype", [("long", "int64"), ("int64", "int64"), ("float", "float32"),
+                                           ("half", "float16")])
+def test_a_dtype_after_a_shape_without_of_says_where_it_goes(written, dtype):
+    """A PyTorch user writes `[B, T] long`; the language spells it `[B, T] of int64`."""
+    text = f"model M {{\n    input idx: [B, 3] {written}\n    Embedding(27, 10)\n}}\n"
+    with pytest.raises(DslcError) as e:
+        parse(SourceFile("m.dl", text))
+    d = e.value.diagnostics[0]
+    assert d.code == "E0101" and d.help == f"a dtype follows the shape after `of`: `[...] of {dtype}`"
+    assert (d.span.line, d.span.col) == (2, 23)
+
+
+def test_an_unrelated_name_after_a_shape_gets_no_dtype_hint():
+    with pytest.raises(DslcError) as e:
+        parse(SourceFile("m.dl", "model M {\n    input idx: [B, 3] banana\n}\n"))
+    assert "dtype" not in (e.value.diagnostics[0].help or "")

@@ -16,6 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..diagnostics import Diagnostic, DslcError, Label, SourceFile, Span
 from ..ir.limits import MAX_EXPR_DEPTH, MAX_INT, MAX_STRING
+from ..ir.types import DTYPES
 from . import ast
 from .parse_cache import cached_lark
 
@@ -265,7 +266,8 @@ def _syntax_diagnostic(here: _Place, text: str, e: UnexpectedInput, unclosed: li
     if tok.type == "_NL":
         span = here.span(tok.start_pos, tok.start_pos + 1)
     label = f"expected {_join(expected)}" if expected else ""
-    return Diagnostic("E0101", message, span, label=label, help=_syntax_help(tok, expected))
+    help = _dtype_after_shape(text, tok) or _syntax_help(tok, expected)
+    return Diagnostic("E0101", message, span, label=label, help=help)
 
 
 # The words that start a statement, which therefore cannot start an assignment (`output = ...`).
@@ -384,6 +386,21 @@ def _join(words: list[str]) -> str:
     if len(words) > 6:
         words = words[:6] + ["..."]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# torch's names for dtypes (`torch.long`), which a PyTorch user may write after a shape
+_TORCH_DTYPES = {"long": "int64", "int": "int32", "short": "int16", "float": "float32", "double": "float64",
+                 "half": "float16", "bool": "bool", "byte": "uint8", "char": "int8"}
+
+
+def _dtype_after_shape(text: str, tok) -> str | None:
+    """`input x: [B, T] long`: the dtype is written after `of`."""
+    if tok is None or tok.type != "NAME" or not text[:tok.start_pos].rstrip().endswith("]"):
+        return None
+    dtype = tok.value if tok.value in DTYPES else _TORCH_DTYPES.get(tok.value)
+    if dtype is None:
+        return None
+    return f"a dtype follows the shape after `of`: `[...] of {dtype}`"
 
 
 def _syntax_help(tok: Token, expected: list[str]) -> str | None:
