@@ -359,3 +359,42 @@ def test_creation_op_errors(tmp_path):
     assert "E0302" in _error(tmp_path, "input x: [B, 4]\n    output x + arange(5, 2)")
     assert "E0302" in _error(tmp_path, "input x: [B, 4]\n    output x + arange(0, 4, 0)")
     assert "E0310" in _error(tmp_path, "input x: [B, 4] of int64\n    output rand_like(x)")
+
+
+# ---------------------------------------------------------------- torch's method form on tensors
+
+def test_tensor_methods_are_the_functions_with_the_tensor_first(tmp_path):
+    """`h.permute(0, 2, 3, 1)`, `x.view(B, -1)`, `x.float()` as PyTorch users write them (ConvNeXt's
+    block): the same functions as `permute(h, [0, 2, 3, 1])`, dims given one by one or as a list."""
+    prog = _load(tmp_path, """
+model M {
+    input x: [B, 3, 4, 5]
+    input ids: [B, 5] of int64
+    a = x.permute(0, 2, 3, 1).contiguous()
+    b = x.view(B, -1)
+    c = x.permute([0, 3, 1, 2]).transpose(1, 2).mean(dim=1)
+    d = ids.float().sum(dim=1, keepdim=true)
+    output a, b, c, d, x.flatten(1).softmax(dim=-1)
+}
+""")
+    net = prog.build("M", seed=0).eval()
+    x, ids = torch.randn(2, 3, 4, 5), torch.randint(0, 9, (2, 5))
+    want = (x.permute(0, 2, 3, 1), x.view(2, -1), x.permute(0, 3, 1, 2).transpose(1, 2).mean(dim=1),
+            ids.float().sum(dim=1, keepdim=True), x.flatten(1).softmax(dim=-1))
+    with torch.no_grad():
+        got = net(x, ids)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert "x.permute(0, 2, 3, 1)" in prog.source()
+
+
+def test_a_method_form_call_is_checked_like_the_function(tmp_path):
+    text = _error(tmp_path, "input x: [B, 3, 4]\n    output x.permute(0, 1)")
+    assert "E0406" in text and "`permute` needs each of the 3 dimensions once" in text
+    text = _error(tmp_path, "input x: [B, 3, 4]\n    output x.permut(0, 2, 1)")
+    assert "E0208" in text and "a tensor has no attribute `permut`" in text and "did you mean `permute`?" in text
+
+
+def test_a_bare_number_as_a_param_initializer_suggests_constant(tmp_path):
+    text = _error(tmp_path, "input x: [B, 4]\n    param g: [4] = 0.5\n    output x * g")
+    assert "E0301" in text and "a fill value is written `constant(0.5)`" in text

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from ..ir.dims import SymbolicDecision
 from ..ir.values import TensorValue
 from ..ops import REGISTRY
-from ..ops.ptypes import describe
+from ..ops.ptypes import SHAPE, ListOf, describe
 from . import ast
 from .binding import Arg
 from .builtins import BUILTINS, BuiltinError
@@ -16,6 +16,48 @@ from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import length
 from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
+
+# torch's tensor methods whose dslc function has another name (`x.view(B, -1)` is `reshape`)
+METHOD_ALIASES = {"view": "reshape", "contiguous": "contiguous"}
+
+
+@dataclass(frozen=True)
+class TensorMethod:
+    """`x.permute` about to be called: the function `permute` with `x` as its first argument."""
+    name: str
+    tensor: TensorValue
+
+
+def is_tensor_method(name: str) -> bool:
+    """Whether `x.name(...)` on a tensor is a dslc function called as torch's method form."""
+    name = METHOD_ALIASES.get(name, name)
+    if name == "contiguous":
+        return True
+    op = REGISTRY.get(name)
+    if op is not None:
+        return op.kind == "function" and not op.internal and bool(op.params) and op.params[0].is_tensor
+    builtin = BUILTINS.get(name)
+    return builtin is not None and bool(builtin.tensor_op)
+
+
+def tensor_methods() -> list[str]:
+    """Every name `is_tensor_method` accepts, for suggestions."""
+    names = [n for n in REGISTRY if is_tensor_method(n)] + [n for n in BUILTINS if is_tensor_method(n)]
+    return names + list(METHOD_ALIASES)
+
+
+def _packed(op, pos: list[Arg]) -> list[Arg]:
+    """torch's methods take a shape or dims as separate arguments (`x.permute(0, 2, 1)`,
+    `x.view(B, -1)`) as well as one list: pack them into the list dslc's function takes."""
+    if len(op.params) < 2 or not _is_list_param(op.params[1]) or len(pos) < 2:
+        return pos
+    if len(pos) == 2 and isinstance(pos[1].value, (list, tuple)):
+        return pos
+    return [pos[0], Arg(tuple(a.value for a in pos[1:]), pos[1].span)]
+
+
+def _is_list_param(param) -> bool:
+    return param.type is SHAPE or isinstance(param.type, ListOf)
 
 
 class CallEvaluation:
@@ -33,7 +75,29 @@ class CallEvaluation:
             if v is MISSING:
                 raise self._unknown_name(e.func, ctx, called=True)
             return v
+        if isinstance(e.func, ast.Attr) and is_tensor_method(e.func.name):
+            ported = self._torch_prefix(e.func, ctx)
+            if ported is not None:
+                raise ported
+            v = self._expr(e.func.value, ctx)   # once: evaluating it twice would build its layers twice
+            if isinstance(v, TensorValue):
+                return TensorMethod(e.func.name, v)
+            return self._attr_of(e.func, v, ctx)
         return self._expr(e.func, ctx)
+
+    def _call_method(self, method: "TensorMethod", e: ast.Call, ctx: Ctx):
+        """`h.permute(0, 2, 3, 1)`, torch's method form of `permute(h, [0, 2, 3, 1])`."""
+        name = METHOD_ALIASES.get(method.name, method.name)
+        pos, kws = self._args(e, ctx, piped=method.tensor)
+        if name == "contiguous":   # a layout request in torch; dslc's tensors have no layout to fix
+            if len(pos) > 1 or kws:
+                raise EvalError("E0305", "`contiguous` takes no arguments here", e.span)
+            return method.tensor
+        builtin = BUILTINS.get(name)
+        if builtin is not None and builtin.tensor_op:   # `x.float()`, `batch.y.long()`
+            return self._call_tensor_form(builtin, pos, kws, e.span, ctx)
+        op = REGISTRY[name]
+        return self._call_function(op, _packed(op, pos), kws, e.span, ctx)
 
     def _args(self, e: ast.Call, ctx: Ctx, piped=None, skip: tuple = ()) -> tuple[list, list]:
         pos = [Arg(self._expr(a, ctx), a.span) for a in e.args]
@@ -49,6 +113,8 @@ class CallEvaluation:
     def _call(self, func, e: ast.Call, ctx: Ctx, piped=None):
         if func is POISON:
             raise Poisoned()
+        if isinstance(func, TensorMethod):
+            return self._call_method(func, e, ctx)
         if isinstance(func, OpRef):
             if func.op.is_layer:
                 init = next((k for k in e.kwargs if k.name == "init"), None)

@@ -9,6 +9,7 @@ from ..ir.limits import MAX_ITEMS, MAX_NESTING, int_too_large, magnitude, power_
 from ..ir.values import TensorValue
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
+from .calls import tensor_methods
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import SCALAR_OPS, check_lengths, invert, length
@@ -204,7 +205,10 @@ class ExpressionEvaluation:
         ported = self._torch_prefix(e, ctx)
         if ported is not None:
             raise ported
-        v = self._expr(e.value, ctx)
+        return self._attr_of(e, self._expr(e.value, ctx), ctx)
+
+    def _attr_of(self, e: ast.Attr, v, ctx: Ctx):
+        """`v.name` for the value `v` of `e.value`, already evaluated."""
         if v is POISON:
             raise Poisoned()
         if isinstance(v, TensorValue):
@@ -228,6 +232,6 @@ class ExpressionEvaluation:
             return t.rank
         if e.name == "dtype":
             return t.dtype
-        guess = did_you_mean(e.name, ["shape", "ndim", "dtype"])
+        guess = did_you_mean(e.name, ["shape", "ndim", "dtype"] + tensor_methods())
         raise EvalError("E0208", f"a tensor has no attribute `{e.name}`", e.name_span,
                         help=f"did you mean `{guess}`?" if guess else "tensors have `.shape`, `.ndim` and `.dtype`")

@@ -299,8 +299,14 @@ class StatementEvaluation:
         name = expr.func.id if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) else \
             expr.id if isinstance(expr, ast.Name) else None
         guess = did_you_mean(name, INITS) if name else None
-        raise EvalError("E0301", "unknown initializer" + (f" `{name}`" if name else ""), expr.span,
-                        help=f"did you mean `{guess}`?" if guess else "initializers: " + ", ".join(INITS))
+        if guess:
+            help = f"did you mean `{guess}`?"
+        elif isinstance(expr, ast.Name) or (isinstance(expr, ast.Const) and isinstance(expr.value, (int, float))):
+            # `= layer_scale`, `= 0.1`: meant as the value to fill the tensor with
+            help = f"a fill value is written `constant({expr.id if isinstance(expr, ast.Name) else expr.value})`"
+        else:
+            help = "initializers: " + ", ".join(INITS)
+        raise EvalError("E0301", "unknown initializer" + (f" `{name}`" if name else ""), expr.span, help=help)
 
     # ------------------------------------------------------------------ assignments
 
