@@ -371,7 +371,7 @@ model M {
     input x: [B, 3, 4, 5]
     input ids: [B, 5] of int64
     a = x.permute(0, 2, 3, 1).contiguous()
-    b = x.view(B, -1)
+    b = x.view(x.size(0), -1) * (x.size(-1) - x.size()[3] + 1)
     c = x.permute([0, 3, 1, 2]).transpose(1, 2).mean(dim=1)
     d = ids.float().sum(dim=1, keepdim=true)
     output a, b, c, d, x.flatten(1).softmax(dim=-1)
@@ -391,6 +391,8 @@ model M {
 def test_a_method_form_call_is_checked_like_the_function(tmp_path):
     text = _error(tmp_path, "input x: [B, 3, 4]\n    output x.permute(0, 1)")
     assert "E0406" in text and "`permute` needs each of the 3 dimensions once" in text
+    text = _error(tmp_path, "input x: [B, 3, 4]\n    output x.view(x.size(3), -1)")
+    assert "E0308" in text and "dimension 3 is out of range for a tensor of rank 3" in text
     text = _error(tmp_path, "input x: [B, 3, 4]\n    output x.permut(0, 2, 1)")
     assert "E0208" in text and "a tensor has no attribute `permut`" in text and "did you mean `permute`?" in text
 

@@ -18,7 +18,7 @@ from .scalar_ops import length
 from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
 # torch's tensor methods whose dslc function has another name (`x.view(B, -1)` is `reshape`)
-METHOD_ALIASES = {"view": "reshape", "contiguous": "contiguous"}
+METHOD_ALIASES = {"view": "reshape", "contiguous": "contiguous", "size": "size"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class TensorMethod:
 def is_tensor_method(name: str) -> bool:
     """Whether `x.name(...)` on a tensor is a dslc function called as torch's method form."""
     name = METHOD_ALIASES.get(name, name)
-    if name == "contiguous":
+    if name in ("contiguous", "size"):
         return True
     op = REGISTRY.get(name)
     if op is not None:
@@ -85,6 +85,20 @@ class CallEvaluation:
             return self._attr_of(e.func, v, ctx)
         return self._expr(e.func, ctx)
 
+    def _size_method(self, tensor: TensorValue, pos: list[Arg], kws, e: ast.Call):
+        """`x.size()` is `x.shape`; `x.size(0)` is `x.shape[0]`, as in torch."""
+        if kws or len(pos) > 1:
+            raise EvalError("E0305", "`size` takes at most one argument, a dimension", e.span,
+                            help="`x.size()` is `x.shape`, `x.size(1)` is `x.shape[1]`")
+        shape = tuple(tensor.type.shape)
+        if not pos:
+            return shape
+        d = self._index_int(pos[0].value, pos[0].span)
+        if not -len(shape) <= d < len(shape):
+            raise EvalError("E0308", f"dimension {d} is out of range for a tensor of rank {len(shape)}",
+                            pos[0].span, label=f"valid: {-len(shape)} to {len(shape) - 1}")
+        return shape[d]
+
     def _call_method(self, method: "TensorMethod", e: ast.Call, ctx: Ctx):
         """`h.permute(0, 2, 3, 1)`, torch's method form of `permute(h, [0, 2, 3, 1])`."""
         name = METHOD_ALIASES.get(method.name, method.name)
@@ -93,6 +107,8 @@ class CallEvaluation:
             if len(pos) > 1 or kws:
                 raise EvalError("E0305", "`contiguous` takes no arguments here", e.span)
             return method.tensor
+        if name == "size":
+            return self._size_method(method.tensor, pos[1:], kws, e)
         builtin = BUILTINS.get(name)
         if builtin is not None and builtin.tensor_op:   # `x.float()`, `batch.y.long()`
             return self._call_tensor_form(builtin, pos, kws, e.span, ctx)
