@@ -183,3 +183,22 @@ def test_a_float_expression_of_parameters_prints_python_that_computes_the_same_d
     except (ZeroDivisionError, OverflowError, ValueError):
         return
     assert again == other or (math.isnan(again) and math.isnan(other))
+
+
+def test_divisibility_by_a_parameter_prints_as_a_remainder():
+    """A reshape into `h` heads of `d // h` relies on `h * (d // h) == d`: written `d % h == 0`,
+    as a hand-written check would, whichever side the compiler put it on; and the two
+    sides' forms are one fact (one guard, not two)."""
+    from dslc.ir.dims import Guard
+    d, h = p("d", 64), p("h", 4)
+    q = d // h
+    forward = Guard((d - h * q).expr, "==", Poly.const(0))
+    backward = Guard((h * q - d).expr, "==", Poly.const(0))
+    assert forward.to_python() == backward.to_python() == "d % h == 0"
+    assert Guard((h * q).expr, "==", d.expr).key() == forward.key() == backward.key()
+    assert Guard((d - h * q).expr, "!=", Poly.const(0)).to_python() == "d % h != 0"
+    for dv, hv in [(64, 4), (66, 4), (7, 7), (5, 3)]:   # the printed form means the polynomial
+        env = {"d": dv, "h": hv}
+        assert eval(forward.to_python().split(" == ")[0], {}, env) == dv - hv * (dv // hv)  # noqa: S307
+    assert Guard((d - 4 * (d // 4)).expr, "==", Poly.const(0)).to_python() == "d % 4 == 0"
+    assert Guard((d - 3 * (d // 4)).expr, "==", Poly.const(0)).to_python() == "d - 3 * (d // 4) == 0"

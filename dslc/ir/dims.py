@@ -451,8 +451,9 @@ class Guard:
 
     def key(self) -> tuple:
         """Equal for the same fact written either way round (`a == b`, `b == a`)."""
-        if self.op in ("==", "!="):
-            return (self.op, frozenset((self.lhs, self.rhs)))
+        if self.op in ("==", "!="):   # `a == b`, `b == a`, `a - b == 0` and `b - a == 0` alike
+            diff = self.lhs - self.rhs
+            return (self.op, frozenset((diff, -diff)))
         return (self.op, self.lhs, self.rhs)
 
     def to_python(self, name=None) -> str:
@@ -461,20 +462,38 @@ class Guard:
             lhs, rhs, op = rhs, lhs, _FLIP[self.op]
         else:
             op = self.op
+        if op in ("==", "!=") and rhs.is_const() and rhs.const_value() == 0 and _remainder_src(lhs, name) is None:
+            flipped = _remainder_src(-lhs, name)    # `h * (d // h) - d == 0` is `d % h == 0`
+            if flipped is not None:
+                return f"{flipped} {op} 0"
         return f"{_remainder_src(lhs, name) or to_python(lhs, name)} {op} {to_python(rhs, name)}"
 
 
 def _remainder_src(p: Poly, name) -> str | None:
-    """`T % 4` for the polynomial `T - 4 * (T // 4)` (how `%` of a size is kept), else None."""
-    divs = [(m, c) for m, c in p.terms.items() if len(m) == 1 and isinstance(next(iter(m))[0], FloorDiv)]
-    for m, c in divs:
-        (atom, power), = m
-        k = atom.den.const_value() if atom.den.is_const() else 0
-        rest = Poly({mm: cc for mm, cc in p.terms.items() if mm != m}, clean=True)
-        if power == 1 and k > 0 and c == -k and rest == atom.num:
-            text = to_python(atom.num, name)
-            return f"{text if atom.num.single_atom() is not None else f'({text})'} % {k}"
+    """`T % 4` for the polynomial `T - 4 * (T // 4)` (how `%` of a size is kept), `d % h` for
+    `d - h * (d // h)` (a reshape into `h` heads), else None."""
+    for m, c in p.terms.items():
+        found = _remainder_of(p, m, c)
+        if found is not None:
+            num, den = found
+            text = to_python(num, name)
+            den_text = to_python(den, name)
+            return (f"{text if num.single_atom() is not None else f'({text})'} % "
+                    f"{den_text if den.is_const() or den.single_atom() is not None else f'({den_text})'}")
     return None
+
+
+def _remainder_of(p: Poly, m: frozenset, c: int) -> tuple | None:
+    """(num, den) when the term `c * m` is `-den * (num // den)` and the rest of `p` is `num`."""
+    divs = [(atom, power) for atom, power in m if isinstance(atom, FloorDiv)]
+    if len(divs) != 1 or divs[0][1] != 1:
+        return None
+    atom = divs[0][0]
+    factor = Poly({frozenset(pair for pair in m if pair[0] is not atom): -c})
+    if factor != atom.den or atom.den.is_const() and atom.den.const_value() <= 0:
+        return None
+    rest = Poly({mm: cc for mm, cc in p.terms.items() if mm != m}, clean=True)
+    return (atom.num, atom.den) if rest == atom.num else None
 
 
 def _single_size(p: Poly):
