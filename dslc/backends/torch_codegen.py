@@ -399,15 +399,26 @@ class _ClassWriter:
         var: dict = {}
         lines = []
         (_, out), = sub.outputs
-        for node in sub:
-            expr = self._node_expr(node, var, printer, [], sub)
+        nodes = list(sub)
+        readers = _readers(sub, nodes)
+
+        def targets(node, _i) -> str:   # an unnamed step is a draft of the buffer: named after it
+            names = [local.claim(n or attr(inst.name)) for n in node.names]
+            for k, name in enumerate(names):
+                var[Ref(node.id, k)] = name
+            return _target_pattern(node, names)
+
+        # `torch.tril(torch.ones(n, n))`: a value read once, by the next node, is written into it
+        held = _Held(targets, var, lines)
+        for i, node in enumerate(nodes):
+            expr = held.written_into(node, lambda n=node: self._node_expr(n, var, printer, [], sub))
             if _is_alias(node, expr, var) or (node.id == out.node and len(node.outputs) == 1):
                 var[Ref(node.id)] = expr
                 continue
-            names = [local.claim(n or "x") for n in node.names]
-            for k, name in enumerate(names):
-                var[Ref(node.id, k)] = name
-            lines.append(f"{_target_pattern(node, names)} = {expr}")
+            once = node.kind in ("op", "call") and len(node.outputs) == 1 and node.names[0] is None \
+                and readers.get(Ref(node.id)) == [i + 1]
+            if not held.hold(node, i, expr, once):
+                lines.append(f"{targets(node, i)} = {expr}")
         persistent = "" if inst.args["persistent"] else ", persistent=False"
         return lines + [f"self.register_buffer({py_str(inst.name)}, {var[out]}{persistent})"]
 

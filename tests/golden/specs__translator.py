@@ -24,19 +24,12 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
         super().__init__()
-        x = torch.arange(0, emb_size, 2, dtype=torch.float32)
-        x2 = -x
-        x3 = x2 * 9.210340371976184
-        x4 = x3 / emb_size
-        den = torch.exp(x4)
-        x5 = torch.arange(maxlen, dtype=torch.float32)
-        pos = x5.unsqueeze(1)
-        x6 = pos * den
-        x7 = torch.sin(x6)
-        x8 = pos * den
-        x9 = torch.cos(x8)
-        x10 = torch.stack([x7, x9], dim=2)
-        self.register_buffer("pos_embedding", x10.reshape(maxlen, emb_size))
+        pos_embedding = -torch.arange(0, emb_size, 2, dtype=torch.float32) * 9.210340371976184
+        den = torch.exp(pos_embedding / emb_size)
+        pos = torch.arange(maxlen, dtype=torch.float32).unsqueeze(1)
+        pos_embedding2 = torch.sin(pos * den)
+        pos_embedding3 = torch.stack([pos_embedding2, torch.cos(pos * den)], dim=2)
+        self.register_buffer("pos_embedding", pos_embedding3.reshape(maxlen, emb_size))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
