@@ -100,3 +100,65 @@ model M(n: int = 4, start: int = 0, v: float = 0.5) {
     want = x * (torch.full((6,), 6.0) + 3.0) + torch.arange(2, 8).float() / 6
     torch.testing.assert_close(other(x), want, rtol=0, atol=0)
     torch.testing.assert_close(prog.build("M", n=6, start=2, v=1.5)(x), want, rtol=0, atol=0)
+
+
+# nanoGPT's CausalSelfAttention (model.py, its manual-attention path), as its forward reads:
+# torch's method forms (`.view`, `.transpose`, `.masked_fill`, `.size`, `.contiguous`) in a spec.
+NANOGPT_ATTENTION = """
+block CausalSelfAttention(n_embd: int, n_head: int, block_size: int) {
+    input x
+    B, T, C = x.size()
+    buffer bias = tril(ones([block_size, block_size])).view(1, 1, block_size, block_size)
+    q, k, v = x -> Linear(3 * n_embd) as c_attn -> chunk(3, dim=2)
+    k = k.view(B, T, n_head, C // n_head).transpose(1, 2)
+    q = q.view(B, T, n_head, C // n_head).transpose(1, 2)
+    v = v.view(B, T, n_head, C // n_head).transpose(1, 2)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / sqrt(k.size(-1)))
+    att = att.masked_fill(bias[:, :, :T, :T] == 0, -inf)
+    att = att.softmax(dim=-1)
+    y = att @ v
+    y = y.transpose(1, 2).contiguous().view(B, T, C)
+    output y -> Linear(n_embd) as c_proj
+}
+
+model Attention(n_embd: int = 48, n_head: int = 6, block_size: int = 16) {
+    input x: [B, T, n_embd]
+    CausalSelfAttention(n_embd, n_head, block_size) as attn
+}
+"""
+
+
+class NanoGPTAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, block_size: int):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.n_head, self.n_embd = n_head, n_embd
+        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        att = torch.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+def test_nanogpts_attention_written_with_torchs_method_forms(tmp_path):
+    path = tmp_path / "attn.dl"
+    path.write_text(NANOGPT_ATTENTION)
+    prog = dslc.load(str(path))
+    for n_embd, n_head in [(48, 6), (32, 4)]:   # the generated class at another size too
+        net = prog.module().Attention(n_embd=n_embd, n_head=n_head).eval()
+        twin = NanoGPTAttention(n_embd, n_head, 16).eval()
+        twin.load_state_dict({k.removeprefix("attn."): v for k, v in net.state_dict().items()}, strict=True)
+        x = torch.randn(2, 11, n_embd)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), twin(x), rtol=1e-6, atol=1e-6)
+    assert "n_embd % n_head == 0" in prog.source()
+    assert 'bias = torch.tril(torch.ones(block_size, block_size))' in prog.source()
