@@ -87,6 +87,56 @@ def check(files) -> None:
     sys.exit(EXIT_USER if failed else 0)
 
 
+@main.command("fmt")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Change nothing; name each file that is not formatted and exit 1.")
+@click.option("--diff", "show_diff", is_flag=True, help="Change nothing; print what would change as a diff.")
+@_handled
+def fmt(files, check: bool, show_diff: bool) -> None:
+    """Rewrite FILES in the canonical layout: four-space bodies, canonical spaces, lines wrapped
+    at 100 columns, plan fields' `=` aligned. Comments stay where they were.
+
+    A file that does not parse is reported and left as it was, and so is one whose formatting
+    would parse differently (checked every time).
+    """
+    from .diagnostics import DslcError
+    from .files import atomic_write
+    from .frontend.fmt import FormatError, format_source
+    from .frontend.loader import read_source
+    failed = changed = 0
+    for path in files:
+        try:
+            src = read_source(path)
+            new = format_source(src.text, src.name)
+        except DslcError as e:
+            click.echo(e.render(), err=True)
+            failed += 1
+            continue
+        except FormatError as e:
+            _echo(f"error: {e}", err=True)
+            failed += 1
+            continue
+        if new == src.text:
+            continue
+        changed += 1
+        if show_diff:
+            _echo_diff(src.text, new, src.name)
+        elif check:
+            _echo(f"not formatted: {src.name}")
+        else:
+            atomic_write(path, new.encode("utf-8"))
+            _echo(f"formatted {src.name}")
+    if not changed and not failed:
+        _echo(f"ok: {len(files)} {_plural('file', len(files))} already formatted")
+    sys.exit(EXIT_USER if failed or (changed and (check or show_diff)) else 0)
+
+
+def _echo_diff(old: str, new: str, name: str) -> None:
+    import difflib
+    click.echo("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), name, name + " (formatted)")),
+               nl=False)
+
+
 def _plural(word: str, n: int) -> str:
     return word if n == 1 else word + ("es" if word.endswith("s") else "s")
 

@@ -1,0 +1,262 @@
+"""`dslc fmt` (issue #18 item 2): one canonical layout. Checked on small cases written out by
+hand, and as properties over every `.dl` file of the repository and random re-spacings of
+them: formatting is idempotent, keeps the syntax tree, and does not depend on the spaces the
+author typed."""
+from __future__ import annotations
+
+import random
+import subprocess
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import ROOT
+
+from dslc.cli import main
+from dslc.diagnostics import SourceFile
+from dslc.frontend import fmt as fmt_module
+from dslc.frontend.fmt import WIDTH, FormatError, format_source, format_text, shape, tokenize
+from dslc.frontend.parser import parse
+
+
+def dl(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def repo_files() -> list[str]:
+    """Every .dl file in the repository that parses (tests/ui holds broken ones on purpose)."""
+    names = subprocess.check_output(["git", "ls-files", "*.dl"], cwd=ROOT, text=True).split()
+    out = []
+    for name in names:
+        try:
+            with open(f"{ROOT}/{name}", encoding="utf-8") as f:
+                text = f.read()
+            parse(SourceFile(name, text))
+        except Exception:   # noqa: BLE001 - not UTF-8, or a syntax error: not formattable
+            continue
+        out.append(name)
+    return out
+
+
+FILES = repo_files()
+
+
+def read(name: str) -> str:
+    with open(f"{ROOT}/{name}", encoding="utf-8") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- the layout, case by case
+
+def test_spaces_and_indentation_are_canonical():
+    messy = dl("""
+        model  M( hidden:int=128 ,classes : int = 10 ){
+          input x:[B,1,8,8]
+          h=x->Flatten()->Linear(hidden,bias=true)   ->ReLU( )
+          y = h[:, -1 :] * 2**-1 + -h.shape[1]
+                output y->Linear( classes )
+        }
+        """)
+    assert format_source(messy) == dl("""
+        model M(hidden: int = 128, classes: int = 10) {
+            input x: [B, 1, 8, 8]
+            h = x -> Flatten() -> Linear(hidden, bias=true) -> ReLU()
+            y = h[:, -1:] * 2 ** -1 + -h.shape[1]
+            output y -> Linear(classes)
+        }
+        """)
+
+
+def test_plan_fields_align_their_equals_per_body():
+    plan = dl("""
+        train t {
+            model = MLP(hidden=256, classes=10)
+            data = digits(val=0.15)
+            batch_size = 64
+            early_stopping(monitor=val_loss, patience=8)
+            phase head {
+                epochs = 20
+                optimizer = Adam(lr=1e-2)
+            }
+        }
+        """)
+    assert format_text(plan) == dl("""
+        train t {
+            model      = MLP(hidden=256, classes=10)
+            data       = digits(val=0.15)
+            batch_size = 64
+            early_stopping(monitor=val_loss, patience=8)
+            phase head {
+                epochs    = 20
+                optimizer = Adam(lr=1e-2)
+            }
+        }
+        """)
+
+
+def test_model_assignments_are_not_aligned():
+    text = dl("""
+        model M {
+            input x: [B, 4]
+            a = x -> Linear(4)
+            longer = a + x
+            output longer
+        }
+        """)
+    assert format_text(text) == text
+
+
+def test_comments_stay_where_they_were():
+    text = dl("""
+        # a file comment
+
+        model M {   # after the brace
+            input x: [B, 4]
+                # an indented comment line, re-indented with the body
+            h = x -> Linear(4)              # aligned by hand
+            output h -> ReLU()  # close
+        }
+        """)
+    assert format_text(text) == dl("""
+        # a file comment
+
+        model M {   # after the brace
+            input x: [B, 4]
+            # an indented comment line, re-indented with the body
+            h = x -> Linear(4)              # aligned by hand
+            output h -> ReLU()  # close
+        }
+        """)
+
+
+def test_a_comment_inside_a_statement_keeps_its_line_breaks():
+    text = dl("""
+        model M {
+            input x: [B, 4]
+            for w in [4,    # first
+                8] {
+                x = x -> Linear(w)
+            }
+            output x
+        }
+        """)
+    assert format_source(text) == dl("""
+        model M {
+            input x: [B, 4]
+            for w in [4,    # first
+                      8] {
+                x = x -> Linear(w)
+            }
+            output x
+        }
+        """)
+
+
+def test_blank_lines_collapse_and_none_open_or_close_a_body():
+    text = "model M {\n\n    input x: [B, 4]\n\n\n\n    output x\n\n}\n\n\n\nmodel N {\n    input x: [B, 4]\n    output x\n}\n\n"
+    assert format_text(text) == ("model M {\n    input x: [B, 4]\n\n    output x\n}\n\n"
+                                 "model N {\n    input x: [B, 4]\n    output x\n}\n")
+
+
+def test_long_lines_wrap_after_a_comma_aligned_after_the_bracket():
+    params = ", ".join(f"p{i}: int = {i}" for i in range(12))
+    out = format_source(f"model M({params}) {{\n    input x: [B, 4]\n    output x\n}}\n")
+    lines = out.splitlines()
+    assert lines[0].startswith("model M(p0: int = 0, ") and all(len(line) <= WIDTH for line in lines)
+    assert lines[1].startswith(" " * len("model M(") + "p")       # continued after the bracket
+    assert lines[1].endswith(") {") and lines[2] == "    input x: [B, 4]"
+
+
+def test_a_long_pipe_breaks_after_an_arrow():
+    stages = " -> ".join(f"Linear({i + 10}) as layer_number_{i}" for i in range(5))
+    out = format_source(f"model M {{\n    input x: [B, 4]\n    output x -> {stages}\n}}\n")
+    code = out.splitlines()[2:-1]
+    assert len(code) > 1 and all(line.rstrip().endswith("->") for line in code[:-1])
+    assert all(len(line) <= WIDTH for line in code) and code[1].startswith(" " * 8)
+
+
+def test_a_dict_and_a_body_are_told_apart():
+    text = "train g {\n    models = { G: Gen(), D: Disc() }\n    init = {backbone:\"x.pt\"}\n}\n"
+    assert format_text(text) == ('train g {\n    models = {G: Gen(), D: Disc()}\n'
+                                 '    init   = {backbone: "x.pt"}\n}\n')
+
+
+def test_a_one_line_body_stays_on_one_line():
+    text = "model M {\n    input x: [B, 4]\n    repeat 2 {x = x -> Linear(4)}\n    output x\n}\n"
+    assert format_text(text).splitlines()[2] == "    repeat 2 { x = x -> Linear(4) }"
+
+
+def test_a_change_of_meaning_is_refused(monkeypatch, tmp_path):
+    """The safety net: were a bug to change the tree, nothing is written."""
+    path = tmp_path / "m.dl"
+    original = "model M {\n    input x: [B, 4]\n    output x -> Linear(4)\n}\n"
+    path.write_text(original)
+    monkeypatch.setattr(fmt_module, "format_text", lambda text: text.replace("Linear(4)", "Linear(5)"))
+    with pytest.raises(FormatError):
+        format_source(original)
+    r = CliRunner().invoke(main, ["fmt", str(path)])
+    assert r.exit_code == 1 and "would change what the file means" in r.output
+    assert path.read_text() == original
+
+
+# ---------------------------------------------------------------- properties over the repository's files
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_file_formats_idempotently_with_the_same_tree(name):
+    text = read(name)
+    once = format_source(text, name)              # raises if the tree changed
+    assert format_text(once) == once
+    assert shape(parse(SourceFile(name, once))) == shape(parse(SourceFile(name, text)))
+
+
+def _respaced(text: str, rng: random.Random) -> str:
+    """The same tokens with other spaces between them (comments dropped: their column is kept
+    from the source, so it is the one layout choice the author's spaces make)."""
+    out, line = [], []
+    for tok in tokenize(text):
+        if tok.kind == "NL":
+            out.append("".join(line) + "\n")
+            line = []
+        elif tok.kind != "COMMENT":
+            line.append(" " * rng.choice([0, 0, 1, 1, 2, 3]) if line else " " * rng.randrange(0, 9))
+            line.append(tok.text)
+            if tok.kind in ("NAME", "INT", "FLOAT") or tok.text == "not":
+                line.append(" ")   # two words never glue into one
+    return "".join(out) + "".join(line)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(FILES), st.integers(0, 2 ** 32 - 1))
+def test_the_layout_does_not_depend_on_the_authors_spaces(name, seed):
+    text = read(name)
+    canonical = format_source(_respaced(text, random.Random(0)), name)
+    assert format_source(_respaced(text, random.Random(seed)), name) == canonical
+    assert format_text(canonical) == canonical
+
+
+# ---------------------------------------------------------------- the command
+
+def test_check_and_diff_change_nothing_and_exit_1(tmp_path):
+    path = tmp_path / "m.dl"
+    path.write_text("model M{\n  input x:[B,4]\n  output x\n}\n")
+    before = path.read_text()
+    r = CliRunner().invoke(main, ["fmt", "--check", str(path)])
+    assert r.exit_code == 1 and r.output.startswith("not formatted:") and path.read_text() == before
+    r = CliRunner().invoke(main, ["fmt", "--diff", str(path)])
+    assert r.exit_code == 1 and "+model M {" in r.output and "-model M{" in r.output and path.read_text() == before
+    r = CliRunner().invoke(main, ["fmt", str(path)])
+    assert r.exit_code == 0 and r.output.startswith("formatted") and path.read_text() == \
+        "model M {\n    input x: [B, 4]\n    output x\n}\n"
+    r = CliRunner().invoke(main, ["fmt", "--check", str(path)])
+    assert r.exit_code == 0 and "already formatted" in r.output
+
+
+def test_a_file_that_does_not_parse_is_reported_and_left_alone(tmp_path):
+    path = tmp_path / "bad.dl"
+    path.write_text("model M {\n    input x: [B, 4]\n    output x -> Linear(4\n")
+    before = path.read_text()
+    r = CliRunner().invoke(main, ["fmt", str(path), str(tmp_path / "missing.dl")])
+    assert r.exit_code == 1 and "E0104" in r.output and "E0901" in r.output and "Traceback" not in r.output
+    assert path.read_text() == before
