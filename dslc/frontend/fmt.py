@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import SourceFile
 from . import ast
-from .parser import parse
+from .parser import keywords, parse
 
 WIDTH = 100
 INDENT = "    "
@@ -37,13 +37,10 @@ _TOKEN = re.compile(r"""
 """, re.X)
 
 # Words that are operators or start a statement: a `(` or `[` after them opens a group, not a call.
-KEYWORDS = {"model", "block", "loss", "train", "import", "input", "output", "param", "buffer", "for", "in",
-            "repeat", "if", "else", "step", "phase", "freeze", "unfreeze", "as", "of", "and", "or", "not",
-            "sweep", "space"}
-_BINARY_WORDS = {"and", "or", "in", "if", "else", "as", "of"}
+KEYWORDS = keywords() - {"true", "false", "none", "True", "False", "None"}   # values, not words
 _BINARY_OPS = {"->", "**", "//", "==", "!=", "<=", ">=", "<", ">", "*", "/", "%", "@", "&", "|", "^", "="}
 # after these a `+` or `-` is a sign, not an operator
-_BEFORE_SIGN = _BINARY_OPS | {"(", "[", "{", ",", ":", "+", "-", "~"} | KEYWORDS - {"in"} | {"in"}
+_BEFORE_SIGN = _BINARY_OPS | {"(", "[", "{", ",", ":", "+", "-", "~"} | KEYWORDS
 _PLAN_BODIES = {"train", "phase", "step"}
 
 

@@ -118,6 +118,15 @@ def _lark() -> Lark:
     return parser
 
 
+@functools.lru_cache(maxsize=1)
+def keywords() -> frozenset:
+    """The language's words: the grammar's keyword strings (`model`, `input`, `of`, ...) and the
+    word operators and constants its regular expressions match (the formatter and the
+    highlighters read them here, so a new keyword reaches them by itself)."""
+    words = {t.pattern.value for t in _lark().terminals if t.pattern.type == "str" and t.pattern.value.isidentifier()}
+    return frozenset(words | {"and", "or", "not", "in", "true", "false", "none", "True", "False", "None"})
+
+
 def decode(data: bytes, name: str) -> str:
     """The text of a file, or a diagnostic if it is binary or not UTF-8."""
     if b"\x00" in data:
