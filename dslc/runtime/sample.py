@@ -104,7 +104,7 @@ def data_fed(plan) -> set:
         for node in g.nodes.values():   # a topological order
             is_model = node.kind == "call" and node.instance in step.models
             reads_batch = any(ref.node in from_batch for ref in node.inputs)
-            if is_model and reads_batch:
+            if is_model and reads_batch and step.models[node.instance] in plan.models:   # not a momentum target
                 fed.add(step.models[node.instance])
             elif not is_model and reads_batch:
                 from_batch.add(node.id)
