@@ -644,8 +644,8 @@ class PlanChecker(TargetCalls):
             return EmaFunction()
         if name in catalog.ALL_NAMES:
             return EntryRef(catalog.ALL_NAMES[name])
-        if name in catalog.PRECISIONS or name in catalog.METRICS:
-            return Word(name)
+        if name in catalog.PRECISIONS or name in catalog.METRICS or name in catalog.text.LEVELS:
+            return Word(name)   # `bf16`, `accuracy`, `text(..., level=bpe)`
         if name in catalog.monitors(list(catalog.METRICS), train=True):
             return Word(name)
         return MISSING

@@ -253,6 +253,8 @@ class Trainer:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
         self.rundir.write_plan(self.plan, self.path)
         self.rundir.write_text("plan.py", self.source)
+        if self.data.meta.get("tokenizer"):   # `text(...)`: what `dslc sample` encodes and decodes with
+            self.rundir.write_text("tokenizer.json", self.data.meta["tokenizer"])
         if self.init_reports:
             self.rundir.write_json("weights_report.json", self.init_reports)
 
