@@ -184,3 +184,22 @@ def test_a_target_applies_to_what_its_block_was_made_for(tmp_path):
     [B, 1, 8, 8] its first Linear would have in_features 8: another block than the one copied."""
     codes, text = _errors(tmp_path, "t = ema(model.projector, decay=0.9)")
     assert codes == ["E0408"] and "copy of `model.projector`" in text and "in_features" in text
+
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "contrastive",
+                       "contrastive.dl")
+
+
+@pytest.mark.slow
+def test_the_byol_example_beats_a_random_encoder_in_the_linear_probe(tmp_path):
+    """examples/contrastive's BYOL, shortened: one epoch of pretraining, ten of each probe. The probe on
+    BYOL's encoder is more accurate on the test split than the same probe on the encoder as initialized."""
+    def run(name, *sets):
+        return train(EXAMPLE, name, Options(out=str(tmp_path / name), sets=sets, progress=False, watch=False),
+                     out=lambda s: None)
+
+    run("byol", "epochs=1")
+    init = str(tmp_path / "byol" / "checkpoints" / "best.safetensors").replace("\\", "/")
+    byol = run("probe_byol", "epochs=10", f'init="{init}"')["test"]["accuracy"]
+    random = run("probe_random", "epochs=10")["test"]["accuracy"]
+    assert byol > random + 0.05, (byol, random)
