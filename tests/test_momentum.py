@@ -142,6 +142,14 @@ def test_the_targets_are_in_the_checkpoint_and_a_resumed_run_is_bit_equal(tmp_pa
     assert t1.keys() == t2.keys() and all(torch.equal(t1[k], t2[k]) for k in t1)
     assert not torch.equal(t1["target.ema_model_encoder.conv.weight"], w1["encoder.conv.weight"])
 
+    # `dslc eval` and `predict` restore the targets of the weights' epoch with the weights
+    from dslc.runtime.restore import restore
+    trainer = restore(dslc.load(str(path)).plan("p"), str(path), str(tmp_path / "whole"), "last", None,
+                      lambda s: None).trainer
+    for key, t in trainer.targets.items():
+        got = t.module.state_dict()
+        assert got and all(torch.equal(v, t1[f"target.{key}.{n}"]) for n, v in got.items())
+
 
 def _errors(tmp_path, step_lines: str) -> tuple[list, str]:
     text = MODELS + """

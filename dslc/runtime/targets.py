@@ -42,6 +42,10 @@ class MomentumTarget:
     def load_state_dict(self, sd: dict) -> None:
         self.module.load_state_dict(sd)   # strict: a checkpoint of another target fails, named by the caller
 
+    def reset(self) -> None:
+        """Make the target the live block's copy again (the live block was given other weights)."""
+        self.module.load_state_dict(self.live.state_dict())
+
 
 def build_targets(plan, models: dict) -> dict:
     """KEY -> MomentumTarget for each of the plan's targets, copied from the models as they are now."""
