@@ -151,6 +151,21 @@ def test_the_targets_are_in_the_checkpoint_and_a_resumed_run_is_bit_equal(tmp_pa
         assert got and all(torch.equal(v, t1[f"target.{key}.{n}"]) for n, v in got.items())
 
 
+def test_a_whole_model_as_target_moco_style(tmp_path):
+    """`ema(model)`: a key encoder that is the whole model (MoCo v3 with in-batch negatives)."""
+    text = plan_text(decay="0.5", loss="nt_xent(model(v1), detach(key(v2)), temperature=0.5)").replace(
+        "target = ema(model.encoder, decay=0.5)\n        projector = ema(model.projector, decay=0.5)",
+        "key = ema(model, decay=0.5)")
+    before = initial_weights(tmp_path, text)
+    t = trainer(tmp_path, text)
+    t.run()
+    assert list(t.plan.targets) == ["ema_model"] and 'TARGETS = {"ema_model": ("model", "", 0.5)}' in t.source
+    after, target = t.models["model"].state_dict(), t.targets["ema_model"].module.state_dict()
+    assert target.keys() == after.keys()
+    torch.testing.assert_close(target["predictor.fc2.weight"], after["predictor.fc2.weight"] * 0.5 +
+                               before["predictor.fc2.weight"] * 0.5, rtol=0, atol=1e-7)
+
+
 def _errors(tmp_path, step_lines: str) -> tuple[list, str]:
     text = MODELS + """
 train p {
