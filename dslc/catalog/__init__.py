@@ -12,7 +12,7 @@ from ..ir.types import TensorType
 from ..ops import checks
 from ..ops.ptypes import BOOL, FLOAT, INT, STR, DictOf, ListOf, OneOf, Optional, Str
 from ..ops.registry import ParamSpec
-from . import sources
+from . import sources, text
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,13 @@ def _images_fields(args: dict, base_dir: str) -> dict:
     return {"x": TensorType((B, plain(args["channels"]), h, w)), "y": TensorType((B,), "int64")}
 
 
+def _text_fields(args: dict, base_dir: str) -> dict:
+    text.check_args(sources.resolve(args["path"], base_dir), str(args["level"]),
+                    plain(args["vocab"]) if args["vocab"] is not None else None)
+    t = TensorType((B, plain(args["context"])), "int64")
+    return {"x": t, "y": t}
+
+
 def _size_hw(v) -> str | None:
     return None if len(v) == 2 and all(plain(s) > 0 for s in v) else "must be [H, W], two positive sizes"
 
@@ -202,6 +209,20 @@ DATASETS = {e.name: e for e in (
                 ParamSpec("channels", INT, 3, _channels, "1 (grey) or 3 (RGB)")),
           extra=(_labels(),),
           fields_doc="`x` [B, channels, H, W], `y` [B] of int64"),
+    _data("text", "a UTF-8 text file as token ids, for language models: `level` \"char\" (characters), "
+          "\"word\" (words and punctuation marks) or \"bpe\" (byte-level BPE trained on the file with the "
+          "`tokenizers` package). Char and word ids: 0 is `<unk>`, then the file's tokens, sorted (with "
+          "`vocab` = N, the N - 1 most frequent); BPE: `vocab` ids, learnt. The run keeps the tokenizer as "
+          "tokenizer.json. The splits are contiguous stretches of the ids (training, then validation, then "
+          "test); examples are non-overlapping windows of context + 1 ids within a split (x the first "
+          "context, y the next id of each), or with `stream=true` the split read in order as "
+          "`shakespeare(stream=true)` reads it; `limit` keeps the first `limit` ids", _text_fields,
+          lead=(_PATH, ParamSpec("level", Str(text.LEVELS), "char", None, "char, word or bpe"),
+                ParamSpec("vocab", Optional(INT), None, checks.positive,
+                          "ids in all (required for bpe; char and word: default every token, plus <unk>)"),
+                ParamSpec("context", INT, 64, checks.positive, "tokens per example")),
+          extra=(ParamSpec("stream", BOOL, False, None, "read each split in order, for truncated BPTT"),),
+          fields_doc="`x` [B, context] of int64, `y` [B, context] of int64"),
 )}
 
 

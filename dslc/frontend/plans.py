@@ -31,6 +31,7 @@ from .errors import EvalError, Poisoned
 from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
+from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
 _DOTTED = re.compile(r"^[^.\s]+(?:\.[^.\s]+)*$")   # a state-dict name or prefix: `layer1.0.conv1`
@@ -108,6 +109,7 @@ class Plan:
     calls: list = field(default_factory=list)     # early_stopping, checkpoint
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
     state: CarriedState | None = None             # `state = hidden`
+    targets: dict = field(default_factory=dict)   # key -> targets.Target: `ema(model.encoder, decay=0.99)` in steps
 
     @property
     def evaluation(self) -> bool:
@@ -142,7 +144,7 @@ def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
     return checker.evaluated
 
 
-class PlanChecker(Evaluator):
+class PlanChecker(TargetCalls):
     # ------------------------------------------------------------------ the plan
 
     def check(self, decl) -> Plan | None:
@@ -638,10 +640,12 @@ class PlanChecker(Evaluator):
     # ------------------------------------------------------------------ names in plans
 
     def _lookup_extra(self, name: str, ctx: Ctx):
+        if name == EMA and ctx.kind == "step":
+            return EmaFunction()
         if name in catalog.ALL_NAMES:
             return EntryRef(catalog.ALL_NAMES[name])
-        if name in catalog.PRECISIONS or name in catalog.METRICS:
-            return Word(name)
+        if name in catalog.PRECISIONS or name in catalog.METRICS or name in catalog.text.LEVELS:
+            return Word(name)   # `bf16`, `accuracy`, `text(..., level=bpe)`
         if name in catalog.monitors(list(catalog.METRICS), train=True):
             return Word(name)
         return MISSING
@@ -723,6 +727,10 @@ class PlanChecker(Evaluator):
     def _call_other(self, func, e: ast.Call, ctx: Ctx, piped=None):
         if isinstance(func, EntryRef):
             return self._entry_call(func.entry, e, ctx)
+        if isinstance(func, EmaFunction) and piped is None:
+            return self._ema_call(e, ctx)
+        if isinstance(func, TargetValue) and piped is None:
+            return self._apply_target(func, e, ctx)
         return super()._call_other(func, e, ctx, piped)
 
     def _entry_call(self, entry: catalog.Entry, e: ast.Call, ctx: Ctx) -> PlanCall:

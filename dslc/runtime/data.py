@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import catalog
-from ..catalog import sources
+from ..catalog import sources, text
 from ..catalog.sources import DataError
 from ..diagnostics import Diagnostic, DslcError, Label
 from ..ir.dims import Sym, Var, requirements, unmet
@@ -97,11 +97,12 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     if missing:
         raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
     want = entry.field_types(full, base_dir)
-    arrays, meta = sources.arrays(name, full, base_dir)
+    arrays, meta = text.text_set(full, base_dir) if name == "text" else sources.arrays(name, full, base_dir)
     limit = int(full["limit"]) if full.get("limit") is not None else None
-    if "stream" in meta:
+    if "stream" in meta or "windows" in meta:
         tokens = arrays["tokens"][:limit] if limit is not None else arrays["tokens"]
-        return _stream_splits(tokens, meta, float(full["val"]), float(full["test"]))
+        splits = _stream_splits(tokens, meta, float(full["val"]), float(full["test"]))
+        return splits if "stream" in meta else _windowed(splits, int(meta["windows"]))
     labels = full.get("labels")
     if labels is not None:
         arrays, meta = _keep_labels(name, arrays, meta, [int(i) for i in labels])
@@ -144,10 +145,29 @@ def _stream_splits(tokens: np.ndarray, meta: dict, val: float, test: float) -> S
     t = torch.from_numpy(np.ascontiguousarray(tokens))
     ends = (n - n_val - n_test, n - n_test, n)
     parts = (t[:ends[0]], t[ends[0]:ends[1]], t[ends[1]:])
-    context = int(meta["stream"])
+    context = int(meta["stream"] if "stream" in meta else meta["windows"])
     train, val_, test_ = (Stream(p.clone(), context) if len(p) else None for p in parts)
     sizes = {"train": ends[0], "val": n_val, "test": n_test}
     return Splits(train, val_, test_, dict(meta, examples=n, sizes=sizes))
+
+
+def _windowed(splits: Splits, context: int) -> Splits:
+    """Contiguous splits cut into non-overlapping windows of context + 1 tokens each (x the first
+    context, y the next token of each); a split's ragged end is dropped."""
+    def windows(split: Stream | None, name: str):
+        if split is None:
+            return None
+        n = len(split.tokens) // (context + 1)
+        if n == 0:
+            raise DataError(f"the {name} split has {len(split.tokens)} tokens: no window of context + 1 = "
+                            f"{context + 1} (lower `context`, or give that split a larger fraction)", "E0302")
+        w = split.tokens[:n * (context + 1)].view(n, context + 1)
+        return {"x": w[:, :-1].contiguous(), "y": w[:, 1:].contiguous()}
+    train, val, test = windows(splits.train, "training"), windows(splits.val, "validation"), \
+        windows(splits.test, "test")
+    sizes = {k: len(v["x"]) if v is not None else 0 for k, v in (("train", train), ("val", val), ("test", test))}
+    return Splits(train, val, test, dict(splits.meta, examples=sum(sizes.values()), sizes=sizes,
+                                         tokens=splits.meta["sizes"]))
 
 
 def _keep_labels(name: str, arrays: dict, meta: dict, labels: list[int]) -> tuple[dict, dict]:

@@ -118,7 +118,7 @@ def _batches(trainer, batch_size: int):
 
 def _run(trainer, step, options: LrFindOptions) -> tuple[list, str]:
     """The sweep's points, and why it ended: "end", "diverged" or "not finite"."""
-    for m in trainer.models.values():
+    for m in trainer.modules():
         m.train()
     for m in trainer.frozen_modules:
         m.eval()

@@ -141,7 +141,8 @@ def _scored_model(plan) -> str | None:
         return None
     step = plan.steps[0]
     node = step.graph.nodes[step.prediction.node]
-    return step.models.get(node.instance) if node.kind == "call" else None
+    key = step.models.get(node.instance) if node.kind == "call" else None
+    return key if key in plan.models else None   # not a momentum target
 
 
 def _called(plan, key: str) -> str:
@@ -267,7 +268,7 @@ def _unknown_output(trainer, key, model, graph, outputs, name) -> DslcError:
 
 def _outputs(trainer, net, pick, split: dict, fields: list) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The picked tensor for every example of `split` ([N, ...], float32 on the CPU), and the targets."""
-    for m in trainer.models.values():
+    for m in trainer.modules():
         m.eval()
     net.eval()
     got, targets = [], []

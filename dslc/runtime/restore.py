@@ -149,6 +149,29 @@ def load(trainer: Trainer, weights: Weights) -> None:
                                        help="give the --set the run was trained with (its plan.dl lists every "
                                             "value), or another run with --run"))
         model.load_state_dict(part)
+    _restore_targets(trainer, weights)
+
+
+def _restore_targets(trainer: Trainer, weights: Weights) -> None:
+    """The momentum targets (`ema(model.encoder)`) as the epoch checkpoint of the weights' epoch holds
+    them, when the run kept it; else copies of the restored blocks (what a target starts as)."""
+    if not trainer.targets:
+        return
+    saved = _epoch_state(weights)
+    for key, target in trainer.targets.items():
+        state = checkpoint.under(saved, f"target.{key}.")
+        if state:
+            target.load_state_dict(state)
+        else:
+            target.reset()
+
+
+def _epoch_state(weights: Weights) -> dict:
+    """The tensors of the run's epoch checkpoint beside `weights` (same folder, same epoch), or {}."""
+    folder = os.path.dirname(os.path.abspath(weights.path))
+    found = [j for e, b, j in checkpoint.checkpoints(folder) if e == weights.epoch and b == 0] \
+        if weights.epoch is not None and os.path.basename(folder) == "checkpoints" else []
+    return checkpoint.load(found[-1])[1] if found else {}
 
 
 # the plan fields that change what a trained model computes on a split (not how it trained)

@@ -8,10 +8,11 @@ newest epoch checkpoint. What it is fed depends on its input:
   noise. Outputs the size of one example of the data's `x` become an image grid (PNG),
   mapped from the data's value range (`scale`, default [0, 1]) to [0, 1]; other
   outputs are saved as a `.npy` array;
-- an int64 input `[B, T]` over a data set with a character vocabulary (`shakespeare`):
-  autoregressive sampling. Starting from the prompt, the model reads the last `context`
-  characters, the logits at the last position are divided by the temperature, and the
-  next character is drawn from their softmax with a seeded generator.
+- an int64 input `[B, T]` over a data set with a vocabulary (`shakespeare`'s characters, or
+  the tokenizer a `text(...)` run keeps as tokenizer.json): autoregressive sampling.
+  Starting from the prompt, encoded, the model reads the last `context` tokens, the logits
+  at the last position are divided by the temperature, and the next token is drawn from
+  their softmax with a seeded generator; the tokens are decoded back into text.
 
 Every random draw comes from one CPU generator seeded by `seed`, so the same seed gives
 the same samples.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.output import is_stream, write_output
+from ..catalog.text import Codec
 from ..diagnostics import Diagnostic, DslcError
 from ..ir.dims import known_value, plain
 from . import checkpoint
@@ -104,7 +106,7 @@ def data_fed(plan) -> set:
         for node in g.nodes.values():   # a topological order
             is_model = node.kind == "call" and node.instance in step.models
             reads_batch = any(ref.node in from_batch for ref in node.inputs)
-            if is_model and reads_batch:
+            if is_model and reads_batch and step.models[node.instance] in plan.models:   # not a momentum target
                 fed.add(step.models[node.instance])
             elif not is_model and reads_batch:
                 from_batch.add(node.id)
@@ -272,24 +274,16 @@ def write_grid(images: torch.Tensor, path: str) -> None:
 # ---------------------------------------------------------------------- characters in: text
 
 def _text(plan, path: str, model, in_type, options: SampleOptions, generator, run: str, device) -> dict:
-    itos = _vocabulary(plan, path)
-    stoi = {ch: i for i, ch in enumerate(itos)}
+    vocab = _vocabulary(plan, path, run)
     prompt = "\n" if options.prompt is None else options.prompt
-    if not prompt:
-        raise DslcError(Diagnostic("E0302", "the prompt is empty: give at least one character", file_name=_file(plan)))
-    unknown = sorted({ch for ch in prompt if ch not in stoi})
-    if unknown:
-        raise DslcError(Diagnostic("E0302", "the prompt has characters outside the data's vocabulary: "
-                                   + ", ".join(repr(c) for c in unknown), file_name=_file(plan),
-                                   help="vocabulary: " + repr("".join(itos))))
+    ids = vocab.encode(prompt, _file(plan))
     window, fixed = _window(plan, in_type)
-    pad = stoi.get("\n", 0)
     n = options.n or 1
-    seq = torch.tensor([[stoi[ch] for ch in prompt]] * n, dtype=torch.int64)
+    seq = torch.tensor([ids] * n, dtype=torch.int64)
     for _ in range(int(options.length)):
         inp = seq[:, -window:] if window else seq
         if fixed and inp.shape[1] < window:
-            inp = torch.cat([torch.full((n, window - inp.shape[1]), pad, dtype=torch.int64), inp], 1)
+            inp = torch.cat([torch.full((n, window - inp.shape[1]), vocab.pad, dtype=torch.int64), inp], 1)
         logits = _first(model(inp.to(device)))
         if logits.dim() == 3:
             logits = logits[:, -1, :]
@@ -297,31 +291,82 @@ def _text(plan, path: str, model, in_type, options: SampleOptions, generator, ru
             raise DslcError(Diagnostic("E0403", f"the model's output is {list(logits.shape)}: sampling needs logits "
                                        "[B, T, vocab] or [B, vocab]", file_name=_file(plan)))
         logits = logits.float().cpu() / float(options.temperature)
-        if logits.shape[1] > len(itos):
-            logits[:, len(itos):] = float("-inf")
+        if logits.shape[1] > vocab.size:
+            logits[:, vocab.size:] = float("-inf")
         probs = torch.softmax(logits, dim=1)
         nxt = torch.multinomial(probs, 1, generator=generator)
         seq = torch.cat([seq, nxt], 1)
-    texts = ["".join(itos[i] for i in row.tolist()) for row in seq]
+    texts = [vocab.decode(row.tolist()) for row in seq]
     text = ("\n\n" + "-" * 40 + "\n").join(texts)
     target = _output(options.output, run, ".txt")
     write_output(target, text.encode("utf-8"))
     return {"kind": "text", "path": target, "text": text}
 
 
-def _vocabulary(plan, path: str) -> list[str]:
+@dataclass
+class _Vocabulary:
+    """How sampling turns a prompt into ids and ids into text: a run's tokenizer (`text(...)`), or a
+    data set's characters (`shakespeare`), which refuse a prompt's characters they lack."""
+    codec: Codec | None = None
+    itos: list | None = None
+
+    @property
+    def size(self) -> int:
+        return self.codec.size if self.codec is not None else len(self.itos)
+
+    @property
+    def pad(self) -> int:
+        """What pads a prompt shorter than a fixed window: a newline, when it is one token."""
+        ids = self.codec.encode("\n") if self.codec is not None else \
+            [self.itos.index("\n")] if "\n" in self.itos else []
+        return ids[0] if len(ids) == 1 else 0
+
+    def encode(self, prompt: str, file_name: str) -> list[int]:
+        if self.codec is None:
+            unknown = sorted({ch for ch in prompt if ch not in self.itos})
+            if unknown:
+                raise DslcError(Diagnostic("E0302", "the prompt has characters outside the data's vocabulary: "
+                                           + ", ".join(repr(c) for c in unknown), file_name=file_name,
+                                           help="vocabulary: " + repr("".join(self.itos))))
+            ids = [self.itos.index(ch) for ch in prompt]
+        else:
+            ids = self.codec.encode(prompt)
+        if not ids:
+            level = f"at the level `{self.codec.level}`" if self.codec is not None else ""
+            raise DslcError(Diagnostic("E0302", f"the prompt {prompt!r} has no token {level}".rstrip(),
+                                       file_name=file_name, help="give --prompt with at least one character"
+                                       + (" of a word" if self.codec is not None and self.codec.level == "word" else "")))
+        return ids
+
+    def decode(self, ids: list) -> str:
+        return self.codec.decode(ids) if self.codec is not None else "".join(self.itos[i] for i in ids)
+
+
+def _vocabulary(plan, path: str, run: str) -> _Vocabulary:
+    """The run's tokenizer.json when it has one (a `text(...)` run), else the data set's characters."""
+    kept = os.path.join(run, "tokenizer.json")
+    if os.path.isfile(kept):
+        try:
+            with open(kept, encoding="utf-8") as f:
+                return _Vocabulary(codec=Codec.from_json(f.read()))
+        except Exception as e:   # OSError, bad JSON, or the exceptions of tokenizers (its own types)
+            raise DslcError(Diagnostic("E0602", f"cannot read the run's tokenizer {kept}: {e}", file_name=kept,
+                                       help="train the plan again: its run writes tokenizer.json")) from None
     base = getattr(plan.data, "base_dir", None) or os.path.dirname(os.path.abspath(path))
     try:
         meta = data_mod.load(plan.data.entry.name, dict(plan.data.args), base_dir=base).meta
     except data_mod.DataError as e:
         raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), plan.data.span)) from None
+    if meta.get("tokenizer"):   # trained on the file now, which may have changed since the run
+        raise DslcError(Diagnostic("E0603", f"the run {run} has no tokenizer.json, the tokenizer its model was "
+                                   "trained with", plan.data.span, help="train the plan again"))
     itos = meta.get("itos")
     if not itos:
         raise DslcError(Diagnostic("E0504", f"`{plan.data.entry.name}` has no character vocabulary to turn the "
                                    "model's token ids into text", plan.data.span,
-                                   help="`dslc sample` writes text for `shakespeare`; models taking noise give "
-                                        "images or arrays"))
-    return list(itos)
+                                   help="`dslc sample` writes text for `shakespeare` and `text(...)`; models "
+                                        "taking noise give images or arrays"))
+    return _Vocabulary(itos=list(itos))
 
 
 def _window(plan, in_type) -> tuple[int | None, bool]:

@@ -47,6 +47,7 @@ from .rundir import RunDir, render_plan
 from .runlock import unusable
 from .safety import DivergenceCheck, SignalStop
 from .schedules import build_schedule
+from .targets import MomentumTargets, build_targets
 from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
 
 
@@ -76,6 +77,7 @@ class StepRun:
     name: str
     module: torch.nn.Module
     models: list              # plan names of the models it runs
+    trains: set = field(default_factory=set)       # plan names of the models its optimizer updates
     params: list = field(default_factory=list)     # the parameters its optimizer updates
     optimizer: object = None
     schedule: object = None
@@ -125,6 +127,7 @@ class Trainer:
         self.task = "regression"          # classification when the targets are class ids
         self.source = ""                  # the plan's generated PyTorch (plan.py)
         self.models: dict = {}            # plan key -> module
+        self.targets: dict = {}           # momentum targets: key -> targets.MomentumTarget (`ema(model.encoder)`)
         self.steps: list = []             # StepRun per step
         self.batch_fields: list = []      # the batch fields a step takes, in order
         self.several = False              # several models (GANs, distillation)
@@ -250,6 +253,8 @@ class Trainer:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
         self.rundir.write_plan(self.plan, self.path)
         self.rundir.write_text("plan.py", self.source)
+        if self.data.meta.get("tokenizer"):   # `text(...)`: what `dslc sample` encodes and decodes with
+            self.rundir.write_text("tokenizer.json", self.data.meta["tokenizer"])
         if self.init_reports:
             self.rundir.write_json("weights_report.json", self.init_reports)
 
@@ -286,13 +291,15 @@ class Trainer:
         self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
         if init:
             self._init_weights()
+        self.targets = build_targets(self.plan, self.models)   # copies of the weights as training starts
         self.steps = []
         for step in self.plan.steps:
-            mod = module.STEPS[step.name](*[self.models[m] for m in module.STEP_MODELS[step.name]])
+            names = module.STEP_MODELS[step.name]
+            mod = module.STEPS[step.name](*[self.models[m] if m in self.models else self.targets[m].module
+                                            for m in names])
             if self.config.compile:
                 mod = torch.compile(mod)
-            self.steps.append(StepRun(step.name, mod, module.STEP_MODELS[step.name],
-                                      loss_span=step.span))
+            self.steps.append(StepRun(step.name, mod, [m for m in names if m in self.models], loss_span=step.span))
         self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs if n.startswith("batch_")]
         self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
@@ -367,6 +374,8 @@ class Trainer:
                   DivergenceCheck()]
         if c.ema:
             state.append(AveragedWeights(self.models, c.ema))
+        if self.targets:
+            state.append(MomentumTargets(self.plan, self.targets))
         if self.options.watch:   # first: the epoch's record gets its numbers before anything keeps it
             graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
             state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
@@ -401,9 +410,10 @@ class Trainer:
         for s in self.steps:
             call = phase.optimizers[s.name]
             if call is None:   # an evaluation step: it measures its loss, and trains nothing
-                s.params, s.optimizer, s.schedule = [], None, None
+                s.params, s.optimizer, s.schedule, s.trains = [], None, None, set()
                 continue
             names = [self.plan.model_name(t) for t in call.targets] or s.models
+            s.trains = set(names)
             named = [(f"{k}.{n}" if len(self.models) > 1 else n, p)
                      for k in dict.fromkeys(names) for n, p in self.models[k].named_parameters() if p.requires_grad]
             s.params = [p for _, p in named]
@@ -471,7 +481,7 @@ class Trainer:
     def _epoch(self, epoch: int, total: int, skip: int) -> dict:
         # long: the batch loop with gradient accumulation, and the epoch's record
         phase = self.phases[self.phase_index]
-        for m in self.models.values():
+        for m in self.modules():
             m.train()
         for m in self.frozen_modules:
             m.eval()   # frozen layers run as at inference (batch norm keeps its statistics), as in Keras
@@ -581,6 +591,10 @@ class Trainer:
         s.schedule.after_step()
         self.callbacks.on_optimizer_step(self, s)
 
+    def modules(self) -> list:
+        """The models and the momentum targets: what runs in training or in inference mode."""
+        return list(self.models.values()) + [t.module for t in self.targets.values()]
+
     def _lr(self) -> float:
         for s in self.steps:
             if s.schedule is not None:
@@ -598,7 +612,7 @@ class Trainer:
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
         metrics = self.metric_set()
-        for m in self.models.values():
+        for m in self.modules():
             m.eval()
         total, count = 0.0, 0
         carried = None   # the state runs along the split from zeros, as in training
