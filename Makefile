@@ -15,7 +15,7 @@ PLAN   ?= mlp
 OUT    ?= build
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test install graphviz bench clean
+.PHONY: run test install graphviz chromium bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ graphviz:
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz"; \
 	  else echo "note: Graphviz 'dot' is missing; install it to render diagrams"; fi; }
 
+# System Chromium for the browser tests of `dslc report` (Playwright drives it; no browser download):
+# installed from Debian when missing and we can; the tests skip with a message otherwise.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser tests will be skipped"; \
+	  else echo "note: Chromium is missing; the browser tests of dslc report will be skipped"; fi; }
+
 run: install
 	$(DSLC) check $(EXAMPLE)
 	$(DSLC) compile $(EXAMPLE) -o $(OUT)/language.py
@@ -49,7 +58,7 @@ run: install
 	@echo "ONNX: $(OUT)/$(MODEL).onnx   diagram: $(OUT)/$(MODEL).svg"
 	@echo "training run (metrics, checkpoints, curves): the run directory printed above"
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q -n 2
 
 bench: install

@@ -137,6 +137,36 @@ def _echo_diff(old: str, new: str, name: str) -> None:
                nl=False)
 
 
+@main.command()
+@click.argument("target", type=click.Path(exists=False))
+@click.option("--model", help="The model (needed when FILE has several).")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="A model parameter, e.g. --set hidden=256.")
+@click.option("-o", "--output", help="The HTML file (default: MODEL.html, or RUN.html for a run folder).")
+@_handled
+def report(target, model, sets, output) -> None:
+    """One self-contained HTML page for TARGET: a `.dl` file's model (diagram with blocks that open
+    on a click, summary table, parameters and MACs by layer, the highlighted spec) or a run folder
+    (curves, result, confusion matrix, samples, health, checkpoints, plan)."""
+    from .backends.report import model_page, run_page
+    if os.path.isdir(target):
+        name = os.path.basename(os.path.abspath(target))
+        out = output or f"{name}.html"
+        if not os.path.isfile(os.path.join(target, "metrics.jsonl")) and \
+                not os.path.isfile(os.path.join(target, "result.json")):
+            from .diagnostics import Diagnostic, DslcError
+            raise DslcError(Diagnostic("E0901", f"{target} is not a run folder (no metrics.jsonl or result.json)",
+                                       file_name=target, help="give a folder `dslc train` wrote, or a .dl file"))
+        page = run_page(target, os.path.dirname(os.path.abspath(out)))
+    else:
+        prog = _load(target)
+        name = _one_model(prog, model)
+        out = output or f"{name}.html"
+        graph = prog.graph(name, params=model_args(sets))
+        page = model_page(graph, prog.unit.root.name, prog.unit.root.text)
+    _write(out, page, output is not None)
+    _echo(f"wrote {out}", err=True)
+
+
 def _plural(word: str, n: int) -> str:
     return word if n == 1 else word + ("es" if word.endswith("s") else "s")
 

@@ -10,6 +10,7 @@ call. The DOT text is deterministic: ids are counters in graph order.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ..ir.dims import plain, to_python
@@ -39,6 +40,8 @@ class _Dot:
     edges: list = field(default_factory=list)  # written last, at the top level: an edge inside a
     counter: int = 0                           # cluster would pull its endpoints into that cluster
     drawn: set = field(default_factory=set)    # (block path, instance id) of the layers drawn so far
+    expand: frozenset = frozenset()            # block paths drawn open whatever the depth (`layer1.0`)
+    source: str | None = None                  # with a file name: tooltips, ids and links to its lines
 
     def first_drawing(self, path: str, inst) -> bool:
         """Whether this is the first box of `inst` (a shared layer's later ones are marked shared)."""
@@ -70,11 +73,14 @@ def auto_depth(graph: Graph, collapse: bool = True, limit: int = AUTO_BOXES) -> 
     return best
 
 
-def to_dot(graph: Graph, depth: int | None = None, collapse: bool = True) -> str:
-    """The DOT source of a model graph (`depth` None: chosen by `auto_depth`)."""
+def to_dot(graph: Graph, depth: int | None = None, collapse: bool = True, expand: frozenset = frozenset(),
+           source: str | None = None) -> str:
+    """The DOT source of a model graph (`depth` None: chosen by `auto_depth`). `expand`: blocks
+    (by path) drawn open as well; `source`: the spec's file name, for a report's interactive SVG
+    (each box's tooltip, its spec line as a link `#L12`, and `block:PATH` ids on closed blocks)."""
     if depth is None:
         depth = auto_depth(graph, collapse)
-    dot = _Dot()
+    dot = _Dot(expand=frozenset(expand), source=source)
     dot.add(f"digraph {_q(graph.name)} {{", 0)
     dot.add('graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.35, '
             'newrank=true, labelloc=t, label=' + _q(f"{graph.name}  ({_param_text(count_params(graph))})") + '];', 1)
@@ -133,11 +139,11 @@ def _emit(dot: _Dot, graph: Graph, producers: dict, depth: int, collapse: bool, 
             _collapsed(dot, graph, run, producers, indent)
             continue
         first = dot.first_drawing(path, inst)
-        if node.kind == "call" and level < depth:
+        if node.kind == "call" and (level < depth or f"{path}{inst.name}" in dot.expand):
             _cluster(dot, graph, node, inst, producers, depth, collapse, level, path, first)
             continue
         nid = dot.node_id()
-        dot.add(f"{nid} [{_node_attrs(graph, node, inst, first)}];", indent)
+        dot.add(f"{nid} [{_node_attrs(graph, node, inst, first)}{_linked(dot, node, inst, path)}];", indent)
         _edges(dot, node, producers, nid, indent)
         for i, t in enumerate(node.outputs):
             producers[Ref(node.id, i)] = (nid, t)
@@ -165,6 +171,28 @@ def _node_attrs(graph: Graph, node: Node, inst, first: bool = True) -> str:
         name += SHARED
     parts = ([name] if name else []) + [label] + ([_param_text(n)] if n else [])
     return f'label={_q(chr(10).join(parts))}, fillcolor="{colour}"'
+
+
+def _linked(dot: _Dot, node: Node, inst, path: str) -> str:
+    """A report's attributes of a box: its tooltip (shape, parameters, spec line), a link to that
+    line, and for a closed block the id the page opens it by."""
+    if dot.source is None:
+        return ""
+    lines = [f"{inst.name}" if inst is not None and inst.name else (node.op.name if node.op else node.kind)]
+    lines.append("output " + ", ".join(_shape(t) for t in node.outputs))
+    if node.kind == "call":
+        lines.append(f"{inst.graph.name}: {count_params(inst.graph):,} parameters")
+    elif inst is not None and node.kind == "op" and inst.weights():
+        lines.append(f"{sum(_numel(s) for s in inst.weights().values()):,} parameters")
+    span = node.span
+    out = ""
+    if span is not None and getattr(span.file, "name", None) == dot.source:
+        lines.append(f"{os.path.basename(dot.source)}:{span.line}")
+        out += f", URL={_q(f'#L-{span.line}')}"
+    out += f", tooltip={_q(chr(10).join(lines))}"
+    if node.kind == "call":
+        out += f", id={_q('block:' + path + inst.name)}, class=\"block\""
+    return out
 
 
 def _cluster(dot: _Dot, graph: Graph, node: Node, inst, producers: dict, depth: int, collapse: bool,
