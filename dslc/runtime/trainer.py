@@ -49,6 +49,8 @@ from .safety import DivergenceCheck, SignalStop
 from .schedules import build_schedule
 from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
 
+STANDARDIZE_FILE = "standardize.json"   # a run's `standardize` figures, which eval and predict apply
+
 
 @dataclass
 class Options:
@@ -236,6 +238,16 @@ class Trainer:
         y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
+        # `standardize`: the training split's figures, measured once (a run keeps them: STANDARDIZE_FILE)
+        self.augment = data_mod.standardized(self.config.augment, self.data.train)
+
+    def standardize_stats(self) -> dict | None:
+        """The figures `standardize` applies ({"mean", "std"}, per channel), or None without it."""
+        return next(({"mean": a["mean"], "std": a["std"]} for name, a in self.augment if name == "standardize"), None)
+
+    def use_standardize_stats(self, stats: dict) -> None:
+        """Apply a run's stored `standardize` figures rather than those measured now."""
+        self.augment = data_mod.standardized(self.config.augment, None, stats)
 
     def _smoke_data(self) -> None:
         """A fast dev run's one batch per split, or `overfit_batches`' first training batches."""
@@ -250,6 +262,9 @@ class Trainer:
         """A new run's folder: plan.dl first (it marks the folder as a run), then the models' code."""
         self.rundir.write_plan(self.plan, self.path)
         self.rundir.write_text("plan.py", self.source)
+        stats = self.standardize_stats()
+        if stats is not None:
+            self.rundir.write_json(STANDARDIZE_FILE, stats)
         if self.init_reports:
             self.rundir.write_json("weights_report.json", self.init_reports)
 
@@ -491,7 +506,7 @@ class Trainer:
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
         batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
-                                   epoch=epoch, augment=self.config.augment, train=not smoke_test)
+                                   epoch=epoch, augment=self.augment, train=not smoke_test)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
@@ -605,7 +620,7 @@ class Trainer:
         with self.callbacks.evaluation_weights(self):
             with torch.no_grad():
                 for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
-                                              augment=self.config.augment, train=False):
+                                              augment=self.augment, train=False):
                     inputs = [batch[f].to(self.device) for f in self.batch_fields]
                     n = inputs[0].shape[0]
                     for s in self.steps:
