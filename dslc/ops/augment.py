@@ -169,48 +169,48 @@ SIZE = ParamSpec("size", ListOf(INT), check=_size, doc="the output's [H, W]")
 
 # ---------------------------------------------------------------------- shape rules
 
-def _image(x: TensorType, name: str) -> str | None:
+def _image(x: TensorType, name: str, where: str) -> str | None:
     if x.rank not in (3, 4):
-        return f"`{name}` works on images [B, C, H, W] or [B, H, W], but the tensor is {x}"
+        return f"`{name}` works on images [B, C, H, W] or [B, H, W], but {where} is {x}"
     return None
 
 
-def _channels(x: TensorType, name: str) -> str | None:
-    problem = _image(x, name)
+def _channels(x: TensorType, name: str, where: str) -> str | None:
+    problem = _image(x, name, where)
     if problem or x.rank == 3:
         return problem
     c = x.shape[1]
     if isinstance(c, Sym) or plain(c) not in (1, 3):
-        return f"`{name}` works on 1 (grey) or 3 (RGB) channels, but the tensor is {x}"
+        return f"`{name}` works on 1 (grey) or 3 (RGB) channels, but {where} is {x}"
     return None
 
 
-def _flip_rule(x: TensorType, a: dict) -> str | None:
+def _flip_rule(x: TensorType, a: dict, where: str) -> str | None:
     dim = a["dim"]
     if not -(x.rank - 1) <= dim < x.rank or dim in (0, -x.rank):
-        return f"`dim` must name a dimension of the tensor {x} other than the batch's, got {dim}"
+        return f"`dim` must name a dimension of {where} {x} other than the batch's, got {dim}"
     return None
 
 
 def _four(name):
-    return lambda x, a: None if x.rank == 4 else f"`{name}` works on images [B, C, H, W], but the tensor is {x}"
+    return lambda x, a, where: None if x.rank == 4 else f"`{name}` works on images [B, C, H, W], but {where} is {x}"
 
 
-def _per_channel(key_names):
-    def rule(x: TensorType, a: dict) -> str | None:
+def _per_channel(name, key_names):
+    def rule(x: TensorType, a: dict, where: str) -> str | None:
         if x.rank < 2:
-            return f"this works per channel (dim 1), but the tensor is {x}"
+            return f"`{name}` works per channel (dim 1), but {where} is {x}"
         c = x.shape[1]
         for key in key_names:
             n = len(a[key])
             if not isinstance(c, Sym) and n not in (1, plain(c)):
-                return f"`{key}` has {n} values; the tensor {x} has {plain(c)} channels (dim 1): give 1 or {plain(c)}"
+                return f"`{key}` has {n} values; {where} {x} has {plain(c)} channels (dim 1): give 1 or {plain(c)}"
         return None
     return rule
 
 
-def _blur_rule(x: TensorType, a: dict) -> str | None:
-    problem = _image(x, "gaussian_blur")
+def _blur_rule(x: TensorType, a: dict, where: str) -> str | None:
+    problem = _image(x, "gaussian_blur", where)
     if problem:
         return problem
     k = a["kernel_size"]
@@ -222,12 +222,12 @@ def _blur_rule(x: TensorType, a: dict) -> str | None:
     return None
 
 
-def _rank_any(x: TensorType, a: dict) -> str | None:
+def _rank_any(x: TensorType, a: dict, where: str) -> str | None:
     return None
 
 
-def _standardize_rule(x: TensorType, a: dict) -> str | None:
-    return None if x.rank >= 2 else f"`standardize` works per channel (dim 1), but the tensor is {x}"
+def _standardize_rule(x: TensorType, a: dict, where: str) -> str | None:
+    return None if x.rank >= 2 else f"`standardize` works per channel (dim 1), but {where} is {x}"
 
 
 AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
@@ -245,7 +245,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
     Augmentation("normalize", (ParamSpec("mean", ListOf(FLOAT), check=_not_empty),
                                ParamSpec("std", ListOf(FLOAT), check=_positive_list)),
                  "(x - mean) / std per channel (dim 1), on every split, training or not", random=False,
-                 rule=_per_channel(("mean", "std"))),
+                 rule=_per_channel("normalize", ("mean", "std"))),
     Augmentation("standardize", (),
                  "(x - mean) / std per channel (dim 1), with the mean and standard deviation of each channel "
                  "over the training split, measured once before training and kept in the run (so `dslc eval` "
@@ -258,14 +258,14 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
                  "torchvision's RandomResizedCrop: crop each example at a random place, its area a fraction in "
                  "`scale` of the image's and its aspect ratio in `ratio` (the first of 10 draws that fits; "
                  "else the whole image, its ratio clamped to `ratio`), and resize the crop to `size` (bilinear, "
-                 "antialiased)", rule=lambda x, a: _image(x, "random_resized_crop"), size=True),
+                 "antialiased)", rule=lambda x, a, where: _image(x, "random_resized_crop", where), size=True),
     Augmentation("center_crop", (SIZE,),
                  "torchvision's CenterCrop: the central [H, W] of each example (zero-padded first where the "
                  "image is smaller); on every split", random=False,
-                 rule=lambda x, a: _image(x, "center_crop"), size=True),
+                 rule=lambda x, a, where: _image(x, "center_crop", where), size=True),
     Augmentation("resize", (SIZE,),
                  "torchvision's Resize([H, W]) on tensors: bilinear, antialiased, on every split", random=False,
-                 rule=lambda x, a: _image(x, "resize"), size=True),
+                 rule=lambda x, a, where: _image(x, "resize", where), size=True),
     Augmentation("color_jitter", (ParamSpec("brightness", FLOAT, 0.0, _strength),
                                   ParamSpec("contrast", FLOAT, 0.0, _strength),
                                   ParamSpec("saturation", FLOAT, 0.0, _strength),
@@ -275,7 +275,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
                  "order per example, each result clamped to [0, 1]; a strength of 0 leaves it out. Saturation "
                  "and hue change nothing on 1 channel (torchvision's rule, as PIL's); contrast blends with "
                  "the mean of the greyscale image (of the channel, on 1 channel)",
-                 rule=lambda x, a: _channels(x, "color_jitter")),
+                 rule=lambda x, a, where: _channels(x, "color_jitter", where)),
     Augmentation("gaussian_blur", (ParamSpec("kernel_size", OneOf((INT, ListOf(INT))), check=_kernel,
                                              doc="odd: k, or [kh, kw]"),
                                    ParamSpec("sigma", OneOf((FLOAT, PAIR)), (0.1, 2.0), _sigma,
@@ -290,7 +290,8 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
                                     ParamSpec("value", _NumberOrWord(), 0.0, _value,
                                               'what fills it: a number, or "random" (normal noise)')),
                  "torchvision's RandomErasing: with probability p, fill a random rectangle of each example (the "
-                 "first of 10 draws that fits; none: unchanged)", rule=lambda x, a: _image(x, "random_erasing")),
+                 "first of 10 draws that fits; none: unchanged)",
+                 rule=lambda x, a, where: _image(x, "random_erasing", where)),
     Augmentation("random_affine", (ParamSpec("degrees", OneOf((FLOAT, PAIR)), check=_degrees,
                                              doc="rotation (clockwise): d for [-d, d], or [low, high]"),
                                    ParamSpec("translate", Optional(PAIR), None, _translate,
@@ -301,7 +302,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
                                              "or [x low, x high, y low, y high]"),
                                    ParamSpec("interpolation", Str(("nearest", "bilinear")), "nearest")),
                  "torchvision's RandomAffine: rotate, shift, zoom and shear each example about its centre by "
-                 "drawn amounts (zeros outside)", rule=lambda x, a: _image(x, "random_affine")),
+                 "drawn amounts (zeros outside)", rule=lambda x, a, where: _image(x, "random_affine", where)),
 )}
 
 
@@ -312,7 +313,7 @@ def problem(name: str, args: dict, x: TensorType | None, where: str = "`batch.x`
     if x.dtype not in FLOAT_DTYPES:
         return f"augmentations apply to a float tensor, but {where} is {x}"
     aug = AUGMENTATIONS[name]
-    return aug.rule(x, full_args(name, args)) if aug.rule is not None else None
+    return aug.rule(x, full_args(name, args), where) if aug.rule is not None else None
 
 
 def output_type(x: TensorType, name: str, args: dict) -> TensorType:
@@ -400,6 +401,16 @@ def _augment_onnx(g, n):
     return [g.op("Identity", [x])]
 
 
+def _arbitrary(d) -> Example:
+    h, w = d.int(3, 6), d.int(3, 6)
+    pool = (make("random_flip", {}), make("color_jitter", {"brightness": 0.3, "hue": 0.1}),
+            make("gaussian_blur", {"kernel_size": 3}), make("random_erasing", {"p": 1.0}),
+            make("random_affine", {"degrees": 20.0}), make("gaussian_noise", {}),
+            make("random_resized_crop", {"size": (h, w)}))
+    return Example({"input": S(d.int(1, 3), d.choice([1, 3]), h, w),
+                    "augmentations": tuple(d.choice(pool) for _ in range(d.int(1, 3)))})
+
+
 register(OpDef(
     name="augment", kind="function", family="random", pure=False, internal=True,
     doc="Augment a batch inside a training plan's step: `augment(batch.x, [random_flip(), "
@@ -414,6 +425,7 @@ register(OpDef(
                                                                  make("color_jitter", {"brightness": 0.4}))}),
               Example({"input": S(3, 2, 6, 5), "augmentations": (make("normalize", {"mean": (0.5,), "std": (0.25,)}),
                                                                  make("random_erasing", {"p": 1.0}))})),
+    arbitrary=_arbitrary,
 ))
 
 
