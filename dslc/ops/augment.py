@@ -520,10 +520,16 @@ helper("augment_random_resized_crop", '''
         place = u[2, :, :2]
         top = torch.where(found, torch.floor(place[:, 0] * (h - ch + 1)).long(), (h - fh) // 2)
         left = torch.where(found, torch.floor(place[:, 1] * (w - cw + 1)).long(), (w - fw) // 2)
-        crops = [x[i:i + 1, :, t:t + c_h, l:l + c_w]
-                 for i, (t, l, c_h, c_w) in enumerate(zip(top.tolist(), left.tolist(), ch.tolist(), cw.tolist()))]
-        return torch.cat([F.interpolate(c, size=tuple(size), mode="bilinear", align_corners=False,
-                                        antialias=True) for c in crops])
+        out = x.new_empty((b, x.shape[1]) + tuple(size))
+        channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        for c_h, c_w in sorted(set(zip(ch.tolist(), cw.tolist()))):   # one resize per crop size
+            idx = ((ch == c_h) & (cw == c_w)).nonzero()[:, 0]
+            rows = (top[idx, None] + torch.arange(c_h)).to(x.device)
+            cols = (left[idx, None] + torch.arange(c_w)).to(x.device)
+            crops = x[idx.to(x.device)[:, None, None, None], channels, rows[:, None, :, None], cols[:, None, None, :]]
+            out[idx.to(x.device)] = F.interpolate(crops, size=tuple(size), mode="bilinear", align_corners=False,
+                                                  antialias=True)
+        return out
 ''')
 
 helper("augment_center_crop", '''
