@@ -392,3 +392,102 @@ def test_plan_level_sizes_must_agree_and_feed_the_model(tmp_path):
     ok = _check(tmp_path, "    augment = [random_resized_crop(size=[6, 6]), resize(size=[8, 8]), standardize()]\n"
                 "    loss = cross_entropy(out, batch.y)\n    optimizer = Adam()")
     assert ok.exit_code == 0, ok.stderr
+
+
+# ------------------------------------------------------------------ mixup and cutmix
+
+def _mix(name, x, y, seed=0, classes=10, **kwargs):
+    out = data_mod.apply_batch({"x": x, "y": y}, [(name, {"classes": classes, **kwargs})], data_mod.generator(seed))
+    return out["x"], out["y"], out[data_mod.CLASS_IDS]
+
+
+def test_mixup_blends_each_example_and_its_label_with_the_one_before():
+    x, y = images(b=6), torch.tensor([0, 1, 2, 3, 4, 5])
+    mx, my, ids = _mix("mixup", x, y, alpha=0.4)
+    assert torch.equal(ids, y) and my.shape == (6, 10) and my.dtype == torch.float32
+    lam = float(my[0, 0])                     # y·λ + y_rolled·(1 − λ): example 0's own class keeps λ
+    want_y = F.one_hot(y, 10).float() * lam + F.one_hot(y.roll(1), 10).float() * (1 - lam)
+    torch.testing.assert_close(my, want_y)
+    torch.testing.assert_close(mx, x * lam + x.roll(1, 0) * (1 - lam))
+    assert torch.equal(_mix("mixup", x, y, alpha=0.4)[0], mx)   # the seed fixes λ
+    # off training: one-hot targets, nothing mixed
+    plain_batch = data_mod.apply_batch({"x": x, "y": y}, [("mixup", {"classes": 10})], train=False)
+    assert torch.equal(plain_batch["x"], x) and torch.equal(plain_batch["y"], F.one_hot(y, 10).float())
+
+
+def test_mixup_at_lambda_1_is_the_identity_with_one_hot_targets(monkeypatch):
+    mixup = data_mod.helper("mixup")
+    monkeypatch.setitem(mixup.__globals__, "augment_beta", lambda alpha, generator=None: 1.0)
+    x, y = images(b=4), torch.tensor([3, 1, 4, 1])
+    mx, my, _ = _mix("mixup", x, y)
+    assert torch.equal(mx, x) and torch.equal(my, F.one_hot(y, 10).float())
+
+
+def test_beta_draws_follow_numpys_beta():
+    from scipy import stats
+    beta = data_mod.helper("beta")
+    for alpha in (0.2, 1.0, 3.0):
+        g = torch.Generator().manual_seed(1)
+        draws = np.array([beta(alpha, g) for _ in range(2000)])
+        assert stats.ks_2samp(draws, np.random.default_rng(0).beta(alpha, alpha, 2000)).pvalue > 0.001
+
+
+def test_cutmix_pastes_one_box_of_the_rolled_batch_and_mixes_labels_by_area():
+    x, y = images(b=5, c=2, h=10, w=12), torch.tensor([0, 1, 2, 3, 4])
+    for seed in range(6):
+        mx, my, _ = _mix("cutmix", x, y, seed=seed)
+        changed = (mx != x).any(1).any(0)        # [H, W]: where any example took its neighbour's pixels
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        area = len(rows) * len(cols)
+        assert changed.sum() == area
+        if area:
+            box = (slice(None), slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+            assert torch.equal(mx[box], x.roll(1, 0)[box])
+        lam = 1 - area / 120
+        torch.testing.assert_close(my, F.one_hot(y, 10).float() * lam + F.one_hot(y.roll(1), 10).float() * (1 - lam))
+
+
+MIX_PLAN = """
+model Net {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(10)
+}
+
+train mix {
+    model = Net()
+    data = DATA
+    augment = [MIX]
+    epochs = 1
+    loss = cross_entropy(out, batch.y)
+    optimizer = Adam(lr=1e-2)
+    metrics = [accuracy]
+}
+"""
+
+
+def test_mixing_trains_on_soft_targets_and_measures_class_ids(tmp_path):
+    path = _write(tmp_path, MIX_PLAN.replace("DATA", "digits(val=0.2, limit=200)").replace("MIX", "cutmix(alpha=1.0)"))
+    train(path, "mix", Options(out=str(tmp_path / "run"), progress=False), out=lambda s: None)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= record["val_accuracy"] <= 1 and record["val_loss"] > 0   # one-hot targets off training
+
+
+@pytest.mark.parametrize("data,mix,message", [
+    ("digits()", "mixup(alpha=0)", "error[E0302]: `alpha` of `mixup` must be positive"),
+    ("digits()", "mixup(), cutmix()", "error[E0302]: a plan mixes labels once"),
+    ('npz("d.npz")', "mixup()", "error[E0302]: `mixup` needs the number of classes, which `npz` does not fix"),
+    ("diabetes()", "mixup(classes=3)", "error[E0302]: `mixup` mixes class ids `batch.y` [B] of int64"),
+])
+def test_mixing_mistakes_are_clean_diagnostics(tmp_path, data, mix, message):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    text = MIX_PLAN.replace("DATA", data).replace("MIX", mix)
+    if data == "diabetes()":
+        text = text.replace("[B, 1, 8, 8]", "[B, 10]").replace("metrics = [accuracy]", "")
+    result = _check(tmp_path, "", text)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+def test_mixing_in_a_step_is_refused(tmp_path):
+    result = _check(tmp_path, _step_body("augment(batch.x, [mixup()])"))
+    assert "error[E0302]: `mixup` is a plan-level augmentation (it mixes `batch.y` too)" in result.stderr

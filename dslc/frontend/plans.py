@@ -461,6 +461,8 @@ class PlanChecker(Evaluator):
                 raise EvalError("E0302", problem, call.span, label=f"`batch.x` is {x}",
                                 labels=(Label(plan.data.span, "the data set"),))
             x = augmentations.output_type(x, call.entry.name, call.args)
+            if augmentations.AUGMENTATIONS[call.entry.name].labels:
+                self._mixing_fits(call, plan)
         pairs = [(c.entry.name, c.args) for c in calls]
         if calls and x is not None:
             start = plan.data.fields["x"]
@@ -470,6 +472,22 @@ class PlanChecker(Evaluator):
                                 "on the others (random ones apply while training only)", calls[-1].span,
                                 labels=(Label(plan.data.span, "the data set"),),
                                 help="end with `resize` or `center_crop` to the same size, or crop to the input's size")
+
+    def _mixing_fits(self, call: PlanCall, plan: Plan) -> None:
+        """`mixup` and `cutmix` mix class ids `y` [B] as one-hot targets: of `classes` classes, the data
+        set's unless given (then written into the call's arguments, for the run)."""
+        y = plan.data.fields.get("y")
+        name = call.entry.name
+        if y is None or y.rank != 1 or y.dtype != "int64":
+            raise EvalError("E0302", f"`{name}` mixes class ids `batch.y` [B] of int64, but the data set's `y` is "
+                            f"{y if y is not None else 'missing'}", call.span, labels=(Label(plan.data.span, "the data set"),))
+        if call.args.get("classes") is None:
+            if plan.data.entry.classes is None:
+                raise EvalError("E0302", f"`{name}` needs the number of classes, which `{plan.data.entry.name}` does "
+                                "not fix", call.span, help=f"give it: `{name}(classes=10)`")
+            call.args["classes"] = plan.data.entry.classes
+        if sum(augmentations.AUGMENTATIONS[c.entry.name].labels for c in plan.fields["augment"]) > 1:
+            raise EvalError("E0302", "a plan mixes labels once: `mixup` or `cutmix`, not both", call.span)
 
     def _augment_call(self, e: ast.Call, ctx: Ctx):
         """`augment(batch.x, [random_resized_crop(size=[28, 28]), random_flip()])` in a step: the op
@@ -488,8 +506,9 @@ class PlanChecker(Evaluator):
         for call in calls:
             name = call.entry.name
             if augmentations.AUGMENTATIONS[name].plan_only:
-                raise EvalError("E0302", f"`{name}` is a plan-level augmentation (its figures come from the "
-                                "training split before training)", call.span,
+                why = "it mixes `batch.y` too" if augmentations.AUGMENTATIONS[name].labels else \
+                    "its figures come from the training split before training"
+                raise EvalError("E0302", f"`{name}` is a plan-level augmentation ({why})", call.span,
                                 help=f"write it in the plan: `augment = [{name}()]`")
             problem = augmentations.problem(name, call.args, t, "the tensor")
             if problem:
@@ -640,6 +659,9 @@ class PlanChecker(Evaluator):
         for name, t in self.plan.data.fields.items():
             if name == "x" and augment:   # as the augmentations leave it (`resize`); the same on every split
                 t = catalog.augmented_type(augment, t, True)
+            mixing = [a for n, a in augment if augmentations.AUGMENTATIONS[n].labels]
+            if name == "y" and mixing:    # one-hot soft targets on every split
+                t = TensorType((t.shape[0], plain(mixing[0]["classes"])), "float32")
             node = graph.add("input", [t], names=[f"batch_{name}"])
             graph.inputs.append((f"batch_{name}", Ref(node.id)))
             fields[name] = TensorValue(Ref(node.id), t, self.plan.data.span)

@@ -34,6 +34,7 @@ class Augmentation:
     rule: Callable | None = None   # (x TensorType, full args) -> problem str | None, beyond the common ones
     size: bool = False             # sets H and W to its `size`
     plan_only: bool = False        # only the plan field (`standardize`: figures of the training split)
+    labels: bool = False           # mixes `batch.y` too (mixup, cutmix): one-hot soft targets [B, classes]
 
     @property
     def helper(self) -> str:
@@ -222,6 +223,25 @@ def _blur_rule(x: TensorType, a: dict, where: str) -> str | None:
     return None
 
 
+def _classes(v) -> str | None:
+    return None if v is None or plain(v) >= 2 else "must be at least 2"
+
+
+def _batched(x: TensorType, a: dict, where: str) -> str | None:
+    return None if x.rank >= 2 else f"mixing works on a batch of examples [B, ...], but {where} is {x}"
+
+
+def _mixing(name: str, doc: str, rule) -> Augmentation:
+    return Augmentation(name, (ParamSpec("alpha", FLOAT, 1.0, checks.positive_number,
+                                         "λ is drawn from Beta(alpha, alpha), once per batch"),
+                               ParamSpec("classes", Optional(INT), None, _classes,
+                                         "the number of classes (default: the data set's)")),
+                        doc + " `batch.y` (class ids) becomes one-hot soft targets [B, classes] of float32 on "
+                        "every split (mixed on training batches only), which `cross_entropy` takes; metrics "
+                        "still compare with the class ids. The plan field only", rule=rule, labels=True,
+                        plan_only=True)
+
+
 def _rank_any(x: TensorType, a: dict, where: str) -> str | None:
     return None
 
@@ -303,6 +323,11 @@ AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
                                    ParamSpec("interpolation", Str(("nearest", "bilinear")), "nearest")),
                  "torchvision's RandomAffine: rotate, shift, zoom and shear each example about its centre by "
                  "drawn amounts (zeros outside)", rule=lambda x, a, where: _image(x, "random_affine", where)),
+    _mixing("mixup", "torchvision's MixUp: each example blended with the one before it in the batch (the batch "
+            "rolled by one), λ·x + (1 − λ)·x_rolled, and its label likewise.", _batched),
+    _mixing("cutmix", "torchvision's CutMix: a box of the batch rolled by one pasted into every example (sides "
+            "√(1 − λ) of the image's, centred at a uniform place, clipped to the image), and the labels mixed by "
+            "the share each keeps.", lambda x, a, where: _image(x, "cutmix", where)),
 )}
 
 
@@ -713,3 +738,49 @@ helper("augment_random_affine", '''
         return F.grid_sample(x, grid.to(x.device, x.dtype), mode=interpolation, padding_mode="zeros",
                              align_corners=False)
 ''')
+
+helper("augment_beta", '''
+    def augment_beta(alpha, generator=None):
+        """One draw of Beta(alpha, alpha): G1 / (G1 + G2) of two Gamma(alpha) draws (Marsaglia and
+        Tsang's method, a shape below 1 boosted by u^(1/alpha)), from `generator`."""
+        def uniform():
+            return torch.rand((), generator=generator, dtype=torch.float64)
+        def gamma(a):
+            boost = uniform() ** (1 / a) if a < 1 else 1.0
+            d = (a + 1 if a < 1 else a) - 1 / 3
+            c = 1 / (9 * d) ** 0.5
+            while True:
+                z = torch.randn((), generator=generator, dtype=torch.float64)
+                v = (1 + c * z) ** 3
+                if v > 0 and torch.log(uniform()) < 0.5 * z * z + d - d * v + d * torch.log(v):
+                    return float(d * v * boost)
+        g1, g2 = gamma(alpha), gamma(alpha)
+        return g1 / (g1 + g2)
+''')
+
+helper("augment_mixup", '''
+    def augment_mixup(x, y, alpha=1.0, generator=None):
+        """torchvision's MixUp of a batch `x` and its soft targets `y` [B, C]: λ ~ Beta(alpha, alpha),
+        once per batch; each example blended with the one before it (the batch rolled by one)."""
+        lam = augment_beta(alpha, generator)
+        return x * lam + x.roll(1, 0) * (1 - lam), y * lam + y.roll(1, 0) * (1 - lam)
+''', needs=("augment_beta",))
+
+helper("augment_cutmix", '''
+    def augment_cutmix(x, y, alpha=1.0, generator=None):
+        """torchvision's CutMix of images `x` and their soft targets `y` [B, C]: λ ~ Beta(alpha, alpha), once
+        per batch; a box of half-sides √(1 - λ)/2 of the image's, centred at a uniform pixel and clipped, is
+        taken from the batch rolled by one; the labels mix by the share of the image each keeps."""
+        lam = augment_beta(alpha, generator)
+        h, w = x.shape[-2], x.shape[-1]
+        cx = int(torch.randint(w, (1,), generator=generator))
+        cy = int(torch.randint(h, (1,), generator=generator))
+        r = 0.5 * (1.0 - lam) ** 0.5
+        half_w, half_h = int(r * w), int(r * h)
+        left, right = max(cx - half_w, 0), min(cx + half_w, w)
+        top, bottom = max(cy - half_h, 0), min(cy + half_h, h)
+        out = x.clone()
+        out[..., top:bottom, left:right] = x.roll(1, 0)[..., top:bottom, left:right]
+        lam = 1.0 - (right - left) * (bottom - top) / (w * h)
+        return out, y * lam + y.roll(1, 0) * (1 - lam)
+''', needs=("augment_beta",))

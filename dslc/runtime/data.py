@@ -284,8 +284,8 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
     n = _length(split)
     device = next(iter(split.values())).device
     order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
-    calls = [c for c in _calls(augment) if train or not augmentations.AUGMENTATIONS[c[0]].random]
-    random = any(augmentations.AUGMENTATIONS[name].random for name, _ in calls)
+    calls = _calls(augment)   # apply_batch leaves out the random ones off training
+    random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in calls)
     for k, start in enumerate(range(0, n, batch_size)):
         if order is None:
             batch = {f: t[start:start + batch_size] for f, t in split.items()}
@@ -294,7 +294,7 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
             batch = {f: t[idx] for f, t in split.items()}
         if calls and "x" in batch:
             g = generator(seed, epoch, k + 1) if random else None
-            batch["x"] = apply_augment(batch["x"], calls, g, train)
+            batch = apply_batch(batch, calls, g, train)
         yield batch
 
 
@@ -326,40 +326,66 @@ def helper(name: str):
     return _HELPERS[f"augment_{name}"]
 
 
-def apply_augment(x: torch.Tensor, calls, generator: torch.Generator | None = None,
-                  train: bool = True) -> torch.Tensor:
-    """`calls` applied in order to the batch `x` (never in place): the random ones only when
+CLASS_IDS = "y.class_ids"   # a batch's own class ids, kept beside `y` made soft targets by mixup or cutmix
+
+
+def apply_batch(batch: dict, calls, generator: torch.Generator | None = None, train: bool = True) -> dict:
+    """The batch with `calls` applied in order to its `x` (never in place): the random ones only when
     `train`. Random draws come from `generator` (CPU; None: torch's default generator), each
-    augmentation drawing in turn. `standardize` needs its figures in its args (`mean`, `std`:
-    `standardized`)."""
-    for name, args in _calls(calls):
+    augmentation drawing in turn. With `mixup` or `cutmix`, `y` (class ids) becomes one-hot soft
+    targets (mixed while training) and the ids stay under CLASS_IDS, for the metrics."""
+    calls = _calls(calls)
+    out = dict(batch)
+    x, y = out["x"], None
+    mixing = [args for name, args in calls if augmentations.AUGMENTATIONS[name].labels]
+    if mixing:
+        classes = mixing[0].get("classes")
+        if "y" not in out or classes is None:
+            raise DataError("`mixup` and `cutmix` need the class ids `y` and the number of classes", "E0302")
+        out[CLASS_IDS] = out["y"]
+        y = F.one_hot(out["y"].long(), int(classes)).to(torch.float32)
+    for name, args in calls:
         aug = augmentations.AUGMENTATIONS.get(name)
         if aug is None:
             raise DataError(f"unknown augmentation `{name}`", "E0301")
         if aug.random and not train:
             continue
-        if name == "standardize":
+        if name in ("standardize", "normalize"):
             if "mean" not in args:
                 raise DataError("`standardize` has no figures: the training split's are measured when a run "
-                                "starts (`standardized`)", "E0302")
+                                "starts (`resolved`)", "E0302")
             x = normalize(x, args["mean"], args["std"])
-        elif name == "normalize":
-            x = normalize(x, args["mean"], args["std"])
+        elif aug.labels:
+            x, y = helper(name)(x, y, float(args.get("alpha", 1.0)), generator=generator)
         else:
-            kwargs = augmentations.make(name, args).kwargs
-            x = helper(name)(x, **kwargs, generator=generator)
-    return x
+            x = helper(name)(x, **augmentations.make(name, args).kwargs, generator=generator)
+    out["x"] = x
+    if y is not None:
+        out["y"] = y
+    return out
 
 
-def standardized(augment, train: dict | Stream | None, stats: dict | None = None) -> list[tuple[str, dict]]:
-    """The plan's augmentations with `standardize` given its figures: `stats` ({"mean", "std"}, a run's
-    stored ones) or those of the training split's `x` (`channel_stats`)."""
-    calls = _calls(augment)
-    if not any(name == "standardize" for name, _ in calls):
-        return calls
-    if stats is None:
-        stats = channel_stats(train["x"])
-    return [(name, dict(stats) if name == "standardize" else args) for name, args in calls]
+def apply_augment(x: torch.Tensor, calls, generator: torch.Generator | None = None,
+                  train: bool = True) -> torch.Tensor:
+    """`calls` applied in order to the batch `x` alone (`apply_batch`)."""
+    return apply_batch({"x": x}, calls, generator, train)["x"]
+
+
+def resolved(augment, train: dict | Stream | None, stats: dict | None = None,
+             classes: int | None = None) -> list[tuple[str, dict]]:
+    """The plan's augmentations with what they need from the data: `standardize` its figures (`stats`,
+    {"mean", "std"}: a run's stored ones; else those of the training split's `x`, `channel_stats`), and
+    `mixup` and `cutmix` the number of classes when the plan did not give it (`classes`)."""
+    out = []
+    for name, args in _calls(augment):
+        if name == "standardize":
+            if stats is None:
+                stats = channel_stats(train["x"])
+            args = dict(stats)
+        elif augmentations.AUGMENTATIONS[name].labels and args.get("classes") is None:
+            args = dict(args, classes=classes)
+        out.append((name, args))
+    return out
 
 
 def channel_stats(x: torch.Tensor) -> dict:
@@ -397,4 +423,4 @@ def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None)
 
 __all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "examples", "first_batches", "generator", "load",
            "channel_stats", "helper", "normalize", "random_crop", "random_flip", "rotation", "split_indices",
-           "standardized", "steps_per_epoch"]
+           "resolved", "steps_per_epoch", "apply_batch", "CLASS_IDS"]

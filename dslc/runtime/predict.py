@@ -277,7 +277,7 @@ def _outputs(trainer, net, pick, split: dict, fields: list) -> tuple[torch.Tenso
             result = net(*[batch[f].to(trainer.device) for f in fields])
             got.append(pick(result).float().cpu())
             if "y" in batch:
-                targets.append(batch["y"])
+                targets.append(batch.get(data_mod.CLASS_IDS, batch["y"]))
     return torch.cat(got), torch.cat(targets) if targets else None
 
 

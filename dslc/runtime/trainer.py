@@ -239,7 +239,7 @@ class Trainer:
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
         # `standardize`: the training split's figures, measured once (a run keeps them: STANDARDIZE_FILE)
-        self.augment = data_mod.standardized(self.config.augment, self.data.train)
+        self.augment = data_mod.resolved(self.config.augment, self.data.train, classes=self.data.meta.get("classes"))
 
     def standardize_stats(self) -> dict | None:
         """The figures `standardize` applies ({"mean", "std"}, per channel), or None without it."""
@@ -247,7 +247,7 @@ class Trainer:
 
     def use_standardize_stats(self, stats: dict) -> None:
         """Apply a run's stored `standardize` figures rather than those measured now."""
-        self.augment = data_mod.standardized(self.config.augment, None, stats)
+        self.augment = data_mod.resolved(self.config.augment, None, stats, self.data.meta.get("classes"))
 
     def _smoke_data(self) -> None:
         """A fast dev run's one batch per split, or `overfit_batches`' first training batches."""
@@ -519,7 +519,7 @@ class Trainer:
                 loss = result[0]
                 value = float(loss.detach())
                 if self.train_metrics is not None and len(result) > 1:
-                    self.train_metrics.update(*_per_example(result[1].detach().float(), batch["y"].to(self.device)))
+                    self.train_metrics.update(*_per_example(result[1].detach().float(), _class_ids(batch).to(self.device)))
                 self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
                 scaled = loss / accumulate if accumulate > 1 else loss
@@ -627,7 +627,7 @@ class Trainer:
                         result, carried = self._carry(s, inputs, carried)
                         total += float(result[0]) * n
                         if metrics is not None and len(result) > 1:
-                            pred, target = _per_example(result[1].float(), batch["y"].to(self.device))
+                            pred, target = _per_example(result[1].float(), _class_ids(batch).to(self.device))
                             metrics.update(pred, target)
                     count += n
         out = {"loss": total / max(count, 1)}
@@ -827,6 +827,11 @@ def _resolve(file: str, base_dir: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def _class_ids(batch: dict):
+    """What the metrics compare with: the class ids, also where mixup made `y` soft targets."""
+    return batch.get(data_mod.CLASS_IDS, batch["y"])
 
 
 def _per_example(pred, target):
