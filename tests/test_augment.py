@@ -491,3 +491,27 @@ def test_mixing_mistakes_are_clean_diagnostics(tmp_path, data, mix, message):
 def test_mixing_in_a_step_is_refused(tmp_path):
     result = _check(tmp_path, _step_body("augment(batch.x, [mixup()])"))
     assert "error[E0302]: `mixup` is a plan-level augmentation (it mixes `batch.y` too)" in result.stderr
+
+
+def test_the_runs_plan_py_augments_without_dslc(tmp_path):
+    """plan.py holds the augmentation helpers it calls: it runs with torch alone, and its step draws
+    from torch's generator (two views differ in training mode, not in eval mode)."""
+    from support import run_without_dslc
+    path = _write(tmp_path, STEP_PLAN.replace("SEED", "0").replace("epochs = 2", "epochs = 1"))
+    train(path, "views", Options(out=str(tmp_path / "run"), progress=False), out=lambda s: None)
+    code = (tmp_path / "run" / "plan.py").read_text()
+    assert "def augment_random_resized_crop(" in code and "def augment_color_jitter(" in code
+    run = run_without_dslc(code + """
+def loss(result):
+    return float((result[0] if isinstance(result, tuple) else result).detach())
+x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+torch.manual_seed(0)
+step = STEPS["contrast"](*[MODELS[m]() for m in STEP_MODELS["contrast"]])
+first = loss(step(x, y))
+torch.manual_seed(0)
+step2 = STEPS["contrast"](*[MODELS[m]() for m in STEP_MODELS["contrast"]])
+again = loss(step2(x, y))
+step.eval()
+print(first > 0, first == again, loss(step(x, y)) == 0.0)
+""")
+    assert run.returncode == 0 and run.stdout.split() == ["True", "True", "True"], run.stderr
