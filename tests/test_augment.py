@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from dslc.api import predict, train
+from dslc.api import evaluate, predict, train
 from dslc.cli import main
 from dslc.runtime import data as data_mod
+from dslc.runtime.evaluate import EvalOptions
 from dslc.runtime.predict import PredictOptions
 from dslc.runtime.trainer import Options
 
@@ -313,6 +314,11 @@ def test_standardize_stores_numpys_figures_of_the_training_split_and_predict_app
     test_x = (splits.test["x"] - 0.25) / 2.0
     want = torch.softmax(F.linear(test_x.flatten(1), state["head.weight"], state["head.bias"]), 1)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-6)
+    # and so does eval: its loss is cross_entropy of those inputs
+    measured = evaluate(path, "std", EvalOptions(run=str(run), split="test", out=str(tmp_path / "eval")),
+                        warn=lambda s: None)
+    logits = F.linear(test_x.flatten(1), state["head.weight"], state["head.bias"])
+    assert measured["metrics"]["loss"] == pytest.approx(float(F.cross_entropy(logits, splits.test["y"])), rel=1e-5)
 
 
 def test_channel_stats_are_numpys_per_channel():
