@@ -187,7 +187,7 @@ def _channels(x: TensorType, name: str, where: str) -> str | None:
 
 
 def _flip_rule(x: TensorType, a: dict, where: str) -> str | None:
-    dim = a["dim"]
+    dim = plain(a["dim"])
     if not -(x.rank - 1) <= dim < x.rank or dim in (0, -x.rank):
         return f"`dim` must name a dimension of {where} {x} other than the batch's, got {dim}"
     return None
