@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..ir.dims import Sym, plain, plain_float
 from ..ir.types import TensorType
+from ..ops import augment as augmentations
 from ..ops import checks
 from ..ops.ptypes import BOOL, FLOAT, INT, STR, DictOf, ListOf, OneOf, Optional, Str
 from ..ops.registry import ParamSpec
@@ -159,7 +160,7 @@ def _channels(v) -> str | None:
 
 _PATH = ParamSpec("path", STR, doc="the file, relative to the plan's `.dl` file")
 
-# Features are float32 as the source gives them (not standardized: `normalize` in `augment` can).
+# Features are float32 as the source gives them (not standardized: `standardize()` or `normalize` in `augment` can).
 DATASETS = {e.name: e for e in (
     _data("digits", "scikit-learn's 1,797 handwritten 8×8 digits; x in [0, 1] (or `scale`), y the digit.",
           {"x": TensorType((B, 1, 8, 8)), "y": TensorType((B,), "int64")}, (_SCALE, _labels(10)), classes=10),
@@ -226,54 +227,20 @@ DATASETS = {e.name: e for e in (
 )}
 
 
-def _positive_list(v) -> str | None:
-    if not v:
-        return "must not be empty"
-    return "must be positive" if any(plain_float(x) <= 0 for x in v) else None
-
-
-# Applied to `batch.x`, in order; all but `normalize` on training batches only.
-AUGMENTS = {e.name: e for e in (
-    Entry("random_flip", "augment", (ParamSpec("p", FLOAT, 0.5, checks.probability),
-                                     ParamSpec("dim", INT, -1)),
-          "flip each example along `dim` (of `batch.x`; -1: the last) with probability p"),
-    Entry("random_crop", "augment", (ParamSpec("padding", INT, 4, checks.non_negative),),
-          "zero-pad H and W by `padding`, then crop each example back to its size at a random place "
-          "(torchvision's RandomCrop(size, padding))"),
-    Entry("rotation", "augment", (ParamSpec("degrees", FLOAT, 15, checks.non_negative_number),),
-          "rotate each example about its centre by an angle drawn from [-degrees, degrees] (bilinear, "
-          "zeros outside)"),
-    Entry("gaussian_noise", "augment", (ParamSpec("std", FLOAT, 0.1, checks.non_negative_number),),
-          "add normal noise of this standard deviation"),
-    Entry("normalize", "augment", (ParamSpec("mean", ListOf(FLOAT), check=lambda v: None if v else
-                                             "must not be empty"),
-                                   ParamSpec("std", ListOf(FLOAT), check=_positive_list)),
-          "(x - mean) / std per channel (dim 1 of `batch.x`), on every split, training or not"),
-)}
+# One entry per augmentation of ops/augment.py (its parameters and doc; the helper that applies it
+# is there too): the plan field `augment = [...]` and `augment(batch.x, [...])` in a step read them.
+AUGMENTS = {a.name: Entry(a.name, "augment", a.params, a.doc) for a in augmentations.AUGMENTATIONS.values()}
 
 
 def augment_problem(name: str, args: dict, x: TensorType | None) -> str | None:
     """Why the augmentation `name(args)` cannot apply to `batch.x` of type `x`, or None."""
-    if x is None:
-        return "augmentations apply to `batch.x`, and this data set has no field `x`"
-    if x.dtype not in ("float32", "float16", "bfloat16", "float64"):
-        return f"augmentations apply to a float `batch.x`, but it is {x}"
-    if name == "random_flip":
-        dim = plain(args["dim"])
-        if not -(x.rank - 1) <= dim < x.rank or dim in (0, -x.rank):
-            return f"`dim` must name a dimension of `batch.x` {x} other than the batch's, got {dim}"
-    if name in ("random_crop", "rotation") and x.rank != 4:
-        return f"`{name}` works on images [B, C, H, W], but `batch.x` is {x}"
-    if name == "normalize":
-        if x.rank < 2:
-            return f"`normalize` works per channel (dim 1), but `batch.x` is {x}"
-        c = x.shape[1]
-        for key in ("mean", "std"):
-            n = len(args[key])
-            if not isinstance(c, Sym) and n not in (1, plain(c)):
-                return (f"`{key}` has {n} values; `batch.x` {x} has {plain(c)} channels (dim 1): "
-                        f"give 1 or {plain(c)}")
-    return None
+    return augmentations.problem(name, args, x)
+
+
+def augmented_type(calls, x: TensorType, train: bool) -> TensorType:
+    """`batch.x`'s type after the plan's augmentations (`calls`: (name, args) pairs) on training
+    batches (`train`) or the others (the deterministic ones only)."""
+    return augmentations.chain_type(x, [augmentations.make(n, a) for n, a in calls], train)
 
 _BETAS = ParamSpec("betas", ListOf(FLOAT), (0.9, 0.999))
 _WD = ParamSpec("weight_decay", FLOAT, 0.0, checks.non_negative_number)

@@ -61,6 +61,10 @@ class NameLookup:
             guess = did_you_mean(name, pool)
             return EvalError("E0202", f"unknown layer `{name}`", e.span, label="not a layer or block",
                              help=f"did you mean `{guess}`?" if guess else None)
+        if called and name == "augment":
+            return EvalError("E0203", "`augment(...)` augments a batch inside a training plan's `step`", e.span,
+                             label="not in a step", help="write `x = augment(batch.x, [random_flip()])` in a `step`, "
+                             "or the plan field `augment = [random_flip()]`")
         if called:
             pool = [n for n in _public_ops() + list(BUILTINS) if n[:1].islower()] + \
                    [n for n in ctx.scope if isinstance(ctx.scope[n], InstanceValue)]

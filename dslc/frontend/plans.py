@@ -23,6 +23,8 @@ from ..ir.graph import Graph
 from ..ir.nesting import SEP, flatten, leaves, nest, structure, top_names
 from ..ir.types import TensorType
 from ..ir.values import Ref, TensorValue
+from ..ops import REGISTRY
+from ..ops import augment as augmentations
 from ..ops.ptypes import describe, is_int, is_number
 from . import ast
 from .binding import Arg, bind_op
@@ -451,12 +453,72 @@ class PlanChecker(TargetCalls):
         return out
 
     def _augment_fits(self, plan: Plan) -> None:
-        """Each augmentation applies to `batch.x` as the data set gives it."""
-        for call in plan.fields.get("augment") or ():
-            problem = catalog.augment_problem(call.entry.name, call.args, plan.data.fields.get("x"))
+        """Each augmentation applies to `batch.x` as the data set gives it (after the ones before it),
+        and training batches come out the size of the others (random ones apply while training only)."""
+        x = plan.data.fields.get("x")
+        calls = plan.fields.get("augment") or ()
+        for call in calls:
+            problem = catalog.augment_problem(call.entry.name, call.args, x)
             if problem:
-                raise EvalError("E0302", problem, call.span, label=f"`batch.x` is {plan.data.fields.get('x')}",
+                raise EvalError("E0302", problem, call.span, label=f"`batch.x` is {x}",
                                 labels=(Label(plan.data.span, "the data set"),))
+            x = augmentations.output_type(x, call.entry.name, call.args)
+            if augmentations.AUGMENTATIONS[call.entry.name].labels:
+                self._mixing_fits(call, plan)
+        pairs = [(c.entry.name, c.args) for c in calls]
+        if calls and x is not None:
+            start = plan.data.fields["x"]
+            train, other = catalog.augmented_type(pairs, start, True), catalog.augmented_type(pairs, start, False)
+            if train.shape != other.shape:
+                raise EvalError("E0302", f"the augmentations make `batch.x` {train} on training batches but {other} "
+                                "on the others (random ones apply while training only)", calls[-1].span,
+                                labels=(Label(plan.data.span, "the data set"),),
+                                help="end with `resize` or `center_crop` to the same size, or crop to the input's size")
+
+    def _mixing_fits(self, call: PlanCall, plan: Plan) -> None:
+        """`mixup` and `cutmix` mix class ids `y` [B] as one-hot targets: of `classes` classes, the data
+        set's unless given (then written into the call's arguments, for the run)."""
+        y = plan.data.fields.get("y")
+        name = call.entry.name
+        if y is None or y.rank != 1 or y.dtype != "int64":
+            raise EvalError("E0302", f"`{name}` mixes class ids `batch.y` [B] of int64, but the data set's `y` is "
+                            f"{y if y is not None else 'missing'}", call.span, labels=(Label(plan.data.span, "the data set"),))
+        if call.args.get("classes") is None:
+            if plan.data.entry.classes is None:
+                raise EvalError("E0302", f"`{name}` needs the number of classes, which `{plan.data.entry.name}` does "
+                                "not fix", call.span, help=f"give it: `{name}(classes=10)`")
+            call.args["classes"] = plan.data.entry.classes
+        if sum(augmentations.AUGMENTATIONS[c.entry.name].labels for c in plan.fields["augment"]) > 1:
+            raise EvalError("E0302", "a plan mixes labels once: `mixup` or `cutmix`, not both", call.span)
+
+    def _augment_call(self, e: ast.Call, ctx: Ctx):
+        """`augment(batch.x, [random_resized_crop(size=[28, 28]), random_flip()])` in a step: the op
+        `augment`, each augmentation checked against the tensor as the ones before it leave it."""
+        if len(e.args) != 2 or e.kwargs:
+            code = "E0305" if e.kwargs else "E0303" if len(e.args) < 2 else "E0304"
+            raise EvalError(code, "`augment` takes a tensor and a list of augmentations, by position: "
+                            "`augment(batch.x, [random_flip(), color_jitter(0.4, 0.4)])`", e.span)
+        x = self._expr(e.args[0], ctx)
+        if x is POISON:
+            raise Poisoned()
+        if not isinstance(x, TensorValue):
+            raise EvalError("E0301", f"`augment` applies to a tensor, got {describe(x)}", e.args[0].span)
+        calls = self._augment_value(e.args[1], ctx)
+        t = x.type
+        for call in calls:
+            name = call.entry.name
+            if augmentations.AUGMENTATIONS[name].plan_only:
+                why = "it mixes `batch.y` too" if augmentations.AUGMENTATIONS[name].labels else \
+                    "its figures come from the training split before training"
+                raise EvalError("E0302", f"`{name}` is a plan-level augmentation ({why})", call.span,
+                                help=f"write it in the plan: `augment = [{name}()]`")
+            problem = augmentations.problem(name, call.args, t, "the tensor")
+            if problem:
+                raise EvalError("E0302", problem, call.span, label=f"the tensor is {t}")
+            t = augmentations.output_type(t, name, call.args)
+        augs = tuple(augmentations.make(c.entry.name, c.args) for c in calls)
+        return self._call_function(REGISTRY["augment"], [Arg(x, e.args[0].span), Arg(augs, e.args[1].span)], [],
+                                   e.span, ctx)
 
     def _init_keys(self, fields: dict, plan: Plan) -> None:
         for name in ("rename", "skip_mismatched"):
@@ -595,7 +657,13 @@ class PlanChecker(TargetCalls):
         if self.plan.data is None:
             raise Poisoned()
         fields = {}
+        augment = [(c.entry.name, c.args) for c in self.plan.fields.get("augment") or ()]
         for name, t in self.plan.data.fields.items():
+            if name == "x" and augment:   # as the augmentations leave it (`resize`); the same on every split
+                t = catalog.augmented_type(augment, t, True)
+            mixing = [a for n, a in augment if augmentations.AUGMENTATIONS[n].labels]
+            if name == "y" and mixing:    # one-hot soft targets on every split
+                t = TensorType((t.shape[0], plain(mixing[0]["classes"])), "float32")
             node = graph.add("input", [t], names=[f"batch_{name}"])
             graph.inputs.append((f"batch_{name}", Ref(node.id)))
             fields[name] = TensorValue(Ref(node.id), t, self.plan.data.span)
@@ -642,6 +710,8 @@ class PlanChecker(TargetCalls):
     def _lookup_extra(self, name: str, ctx: Ctx):
         if name == EMA and ctx.kind == "step":
             return EmaFunction()
+        if name == "augment" and ctx.kind == "step":
+            return _AUGMENT
         if name in catalog.ALL_NAMES:
             return EntryRef(catalog.ALL_NAMES[name])
         if name in catalog.PRECISIONS or name in catalog.METRICS or name in catalog.text.LEVELS:
@@ -731,6 +801,8 @@ class PlanChecker(TargetCalls):
             return self._ema_call(e, ctx)
         if isinstance(func, TargetValue) and piped is None:
             return self._apply_target(func, e, ctx)
+        if func is _AUGMENT and piped is None:
+            return self._augment_call(e, ctx)
         return super()._call_other(func, e, ctx, piped)
 
     def _entry_call(self, entry: catalog.Entry, e: ast.Call, ctx: Ctx) -> PlanCall:
@@ -830,6 +902,17 @@ class PlanChecker(TargetCalls):
                 self.reporter.error("E0507", f"no step's optimizer updates the model `{name}`",
                                     fields["models"].value.span,
                                     help=f"add a step that optimizes `{name}`, or `freeze {name}`")
+
+
+@dataclass(frozen=True)
+class _AugmentFunction:
+    """`augment` in a step: a batch's augmentations (`_augment_call`)."""
+
+    def describe(self) -> str:
+        return "`augment`"
+
+
+_AUGMENT = _AugmentFunction()
 
 
 @dataclass

@@ -14,7 +14,8 @@
 - `check_requirements` refuses, before a run, batches too small for a model's run-time
   requirements (`h[7]` on the batch needs B > 7), the last partial batch of each split included.
 - Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
-  `normalize` on every batch, training or not; the others on training batches only.
+  the deterministic ones (`normalize`, `standardize`, `resize`, `center_crop`) on every batch, training
+  or not; the random ones on training batches only (ops/augment.py defines them all).
 
 Errors raise `DataError` (its `code` is E0508 for a file that cannot be read).
 """
@@ -33,6 +34,8 @@ from ..catalog import sources, text
 from ..catalog.sources import DataError
 from ..diagnostics import Diagnostic, DslcError, Label
 from ..ir.dims import Sym, Var, requirements, unmet
+from ..ops import augment as augmentations
+from ..ops.registry import HELPERS
 
 
 @dataclass
@@ -293,7 +296,7 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
             train: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch) when `shuffle`, else
     the split's order; batch k's augmentation draws from a generator seeded by
-    (seed, epoch, k + 1). `train=False` applies only `normalize`. A `Stream` is read in order
+    (seed, epoch, k + 1). `train=False` applies only the deterministic ones. A `Stream` is read in order
     (not shuffled; its int64 `x` takes no augmentation)."""
     if isinstance(split, Stream):
         yield from split.batches(batch_size)
@@ -301,8 +304,8 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
     n = _length(split)
     device = next(iter(split.values())).device
     order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
-    calls = [c for c in _calls(augment) if train or c[0] == "normalize"]
-    random = any(name != "normalize" for name, _ in calls)
+    calls = _calls(augment)   # apply_batch leaves out the random ones off training
+    random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in calls)
     for k, start in enumerate(range(0, n, batch_size)):
         if order is None:
             batch = {f: t[start:start + batch_size] for f, t in split.items()}
@@ -311,7 +314,7 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
             batch = {f: t[idx] for f, t in split.items()}
         if calls and "x" in batch:
             g = generator(seed, epoch, k + 1) if random else None
-            batch["x"] = apply_augment(batch["x"], calls, g, train)
+            batch = apply_batch(batch, calls, g, train)
         yield batch
 
 
@@ -329,34 +332,89 @@ def _calls(augment) -> list[tuple[str, dict]]:
     return out
 
 
+_HELPERS: dict = {}
+
+
+def helper(name: str):
+    """The function `augment_<name>` that generated code defines too (ops/augment.py), run here."""
+    if not _HELPERS:
+        scope = {"torch": torch, "F": F}
+        for key, h in HELPERS.items():
+            if key.startswith("augment_"):
+                exec(compile(h.source, f"<helper {key}>", "exec"), scope)   # noqa: S102 - dslc's own source
+        _HELPERS.update({k: v for k, v in scope.items() if k.startswith("augment_")})
+    return _HELPERS[f"augment_{name}"]
+
+
+CLASS_IDS = "y.class_ids"   # a batch's own class ids, kept beside `y` made soft targets by mixup or cutmix
+
+
+def apply_batch(batch: dict, calls, generator: torch.Generator | None = None, train: bool = True) -> dict:
+    """The batch with `calls` applied in order to its `x` (never in place): the random ones only when
+    `train`. Random draws come from `generator` (CPU; None: torch's default generator), each
+    augmentation drawing in turn. With `mixup` or `cutmix`, `y` (class ids) becomes one-hot soft
+    targets (mixed while training) and the ids stay under CLASS_IDS, for the metrics."""
+    calls = _calls(calls)
+    out = dict(batch)
+    x, y = out["x"], None
+    mixing = [args for name, args in calls if augmentations.AUGMENTATIONS[name].labels]
+    if mixing:
+        classes = mixing[0].get("classes")
+        if "y" not in out or classes is None:
+            raise DataError("`mixup` and `cutmix` need the class ids `y` and the number of classes", "E0302")
+        out[CLASS_IDS] = out["y"]
+        y = F.one_hot(out["y"].long(), int(classes)).to(torch.float32)
+    for name, args in calls:
+        aug = augmentations.AUGMENTATIONS.get(name)
+        if aug is None:
+            raise DataError(f"unknown augmentation `{name}`", "E0301")
+        if aug.random and not train:
+            continue
+        if name in ("standardize", "normalize"):
+            if "mean" not in args:
+                raise DataError("`standardize` has no figures: the training split's are measured when a run "
+                                "starts (`resolved`)", "E0302")
+            x = normalize(x, args["mean"], args["std"])
+        elif aug.labels:
+            x, y = helper(name)(x, y, float(args.get("alpha", 1.0)), generator=generator)
+        else:
+            x = helper(name)(x, **augmentations.make(name, args).kwargs, generator=generator)
+    out["x"] = x
+    if y is not None:
+        out["y"] = y
+    return out
+
+
 def apply_augment(x: torch.Tensor, calls, generator: torch.Generator | None = None,
                   train: bool = True) -> torch.Tensor:
-    """`calls` applied in order to the batch `x` (never in place). Random draws come from
-    `generator` (CPU): random_flip, random_crop, rotation and gaussian_noise each draw once
-    per call, in that order (one value per example, or the noise tensor)."""
-    for name, args in _calls(calls):
-        full = {p.name: p.default for p in catalog.AUGMENTS[name].params if not p.required}
-        full.update(args)
-        if name == "normalize":
-            x = normalize(x, full["mean"], full["std"])
-        elif not train:
-            continue
-        elif name == "random_flip":
-            x = random_flip(x, float(full["p"]), int(full["dim"]), generator)
-        elif name == "random_crop":
-            x = random_crop(x, int(full["padding"]), generator)
-        elif name == "rotation":
-            x = rotation(x, float(full["degrees"]), generator)
-        elif name == "gaussian_noise":
-            noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-            x = x + float(full["std"]) * noise
-        else:
-            raise DataError(f"unknown augmentation `{name}`", "E0301")
-    return x
+    """`calls` applied in order to the batch `x` alone (`apply_batch`)."""
+    return apply_batch({"x": x}, calls, generator, train)["x"]
 
 
-def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.to(x.device).view((-1,) + (1,) * (x.dim() - 1))
+def resolved(augment, train: dict | Stream | None, stats: dict | None = None,
+             classes: int | None = None) -> list[tuple[str, dict]]:
+    """The plan's augmentations with what they need from the data: `standardize` its figures (`stats`,
+    {"mean", "std"}: a run's stored ones; else those of the training split's `x`, `channel_stats`), and
+    `mixup` and `cutmix` the number of classes when the plan did not give it (`classes`)."""
+    out = []
+    for name, args in _calls(augment):
+        if name == "standardize":
+            if stats is None:
+                stats = channel_stats(train["x"])
+            args = dict(stats)
+        elif augmentations.AUGMENTATIONS[name].labels and args.get("classes") is None:
+            args = dict(args, classes=classes)
+        out.append((name, args))
+    return out
+
+
+def channel_stats(x: torch.Tensor) -> dict:
+    """Each channel's (dim 1's) mean and standard deviation (numpy's: ddof 0) over all the
+    examples and positions, in float64; a channel that never varies gets 1, so it is only shifted."""
+    a = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)
+    mean, std = a.mean(1), a.std(1, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -365,48 +423,24 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     c = x.shape[1]
     if len(mean) not in (1, c) or len(std) not in (1, c):
         raise DataError(f"normalize has {len(mean)} means and {len(std)} stds for {c} channels", "E0302")
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(shape)
-    s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(shape)
-    return (x - m) / s
+    return helper("normalize")(x, mean, std)
 
 
 def random_flip(x: torch.Tensor, p: float, dim: int, generator: torch.Generator | None) -> torch.Tensor:
     """Each example flipped along `dim` (a dimension of the batch, not 0) with probability p."""
-    apply = torch.rand(x.shape[0], generator=generator) < p
-    return torch.where(_per_example(apply, x), x.flip(dim), x)
+    return helper("random_flip")(x, p, dim, generator=generator)
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Zero-pad H and W (the last two dims) by `padding`, then crop each example back to H×W
-    at a random offset in [0, 2·padding] along each."""
-    if padding == 0:
-        return x
-    b, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
-    rows = offsets[0][:, None] + torch.arange(h, device=x.device)     # [B, H]
-    cols = offsets[1][:, None] + torch.arange(w, device=x.device)     # [B, W]
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+    """Zero-pad H and W by `padding`, then crop each example back to H×W at a random offset."""
+    return helper("random_crop")(x, padding, generator=generator)
 
 
 def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Rotate each example about its centre by an angle a drawn from [-degrees, degrees]:
-    the input pixel at offset (u, v) from the centre (u right, v down, in pixels) moves to
-    (u cos a - v sin a, u sin a + v cos a). Bilinear, zeros outside."""
-    b, _, h, w = x.shape
-    a = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(degrees)
-    cos, sin = torch.cos(a), torch.sin(a)
-    # affine_grid maps each output position (normalized to [-1, 1] per axis) to where it
-    # samples the input: the inverse rotation, with the aspect ratio undone
-    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, sin * h / w
-    theta[:, 1, 0], theta[:, 1, 1] = -sin * w / h, cos
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    """Rotate each example about its centre by an angle drawn from [-degrees, degrees] (bilinear)."""
+    return helper("rotation")(x, degrees, generator=generator)
 
 
 __all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "examples", "first_batches", "generator", "load",
-           "normalize", "random_crop", "random_flip", "rotation", "split_indices", "steps_per_epoch"]
+           "channel_stats", "helper", "normalize", "random_crop", "random_flip", "rotation", "split_indices",
+           "resolved", "steps_per_epoch", "apply_batch", "CLASS_IDS"]

@@ -111,7 +111,7 @@ def _batches(trainer, batch_size: int):
     epoch = 1
     while True:
         for batch in data_mod.batches(trainer.data.train, batch_size, shuffle=True, seed=trainer.seed,
-                                      epoch=epoch, augment=trainer.config.augment, train=True):
+                                      epoch=epoch, augment=trainer.augment, train=True):
             yield batch
         epoch += 1
 

@@ -274,11 +274,11 @@ def _outputs(trainer, net, pick, split: dict, fields: list) -> tuple[torch.Tenso
     got, targets = [], []
     with torch.no_grad(), _autocast(trainer):
         for batch in data_mod.batches(split, trainer.phases[-1].batch_size, shuffle=False, seed=trainer.seed,
-                                      epoch=0, augment=trainer.config.augment, train=False):
+                                      epoch=0, augment=trainer.augment, train=False):
             result = net(*[batch[f].to(trainer.device) for f in fields])
             got.append(pick(result).float().cpu())
             if "y" in batch:
-                targets.append(batch["y"])
+                targets.append(batch.get(data_mod.CLASS_IDS, batch["y"]))
     return torch.cat(got), torch.cat(targets) if targets else None
 
 

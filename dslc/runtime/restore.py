@@ -15,6 +15,7 @@ not fit the plan's models, are E0602.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
 from .resume import differences, plan_lines
 from .rundir import latest_run, render_plan, run_plan_name
-from .trainer import Options, Trainer
+from .trainer import STANDARDIZE_FILE, Options, Trainer
 from .weights import fit_state_dict, read_state
 
 BEST, LAST = "best", "last"
@@ -130,6 +131,10 @@ def restore(plan, path: str, run: str | None, which: str | None, device: str | N
         trainer.setup(init=False)   # the run's weights replace whatever `init` loaded
         weights = run_weights(folder, which, list(trainer.models))
         load(trainer, weights)
+    stored = os.path.join(folder, STANDARDIZE_FILE)
+    if os.path.isfile(stored) and trainer.standardize_stats() is not None:
+        with open(stored, encoding="utf-8") as f:
+            trainer.use_standardize_stats(json.load(f))   # the run's own figures, not a new measurement
     changed = plan_changes(plan, path, folder)
     if changed:
         warn(f"note: the plan differs from the one that trained {folder}:\n  " + "\n  ".join(changed))

@@ -50,6 +50,8 @@ from .schedules import build_schedule
 from .targets import MomentumTargets, build_targets
 from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
 
+STANDARDIZE_FILE = "standardize.json"   # a run's `standardize` figures, which eval and predict apply
+
 
 @dataclass
 class Options:
@@ -239,6 +241,16 @@ class Trainer:
         y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
         self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
+        # `standardize`: the training split's figures, measured once (a run keeps them: STANDARDIZE_FILE)
+        self.augment = data_mod.resolved(self.config.augment, self.data.train, classes=self.data.meta.get("classes"))
+
+    def standardize_stats(self) -> dict | None:
+        """The figures `standardize` applies ({"mean", "std"}, per channel), or None without it."""
+        return next(({"mean": a["mean"], "std": a["std"]} for name, a in self.augment if name == "standardize"), None)
+
+    def use_standardize_stats(self, stats: dict) -> None:
+        """Apply a run's stored `standardize` figures rather than those measured now."""
+        self.augment = data_mod.resolved(self.config.augment, None, stats, self.data.meta.get("classes"))
 
     def _smoke_data(self) -> None:
         """A fast dev run's one batch per split, or `overfit_batches`' first training batches."""
@@ -255,6 +267,9 @@ class Trainer:
         self.rundir.write_text("plan.py", self.source)
         if self.data.meta.get("tokenizer"):   # `text(...)`: what `dslc sample` encodes and decodes with
             self.rundir.write_text("tokenizer.json", self.data.meta["tokenizer"])
+        stats = self.standardize_stats()
+        if stats is not None:
+            self.rundir.write_json(STANDARDIZE_FILE, stats)
         if self.init_reports:
             self.rundir.write_json("weights_report.json", self.init_reports)
 
@@ -501,7 +516,7 @@ class Trainer:
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
         batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
-                                   epoch=epoch, augment=self.config.augment, train=not smoke_test)
+                                   epoch=epoch, augment=self.augment, train=not smoke_test)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
@@ -514,7 +529,7 @@ class Trainer:
                 loss = result[0]
                 value = float(loss.detach())
                 if self.train_metrics is not None and len(result) > 1:
-                    self.train_metrics.update(*_per_example(result[1].detach().float(), batch["y"].to(self.device)))
+                    self.train_metrics.update(*_per_example(result[1].detach().float(), _class_ids(batch).to(self.device)))
                 self.callbacks.on_train_step_end(self, s, b + 1, value)
                 sums[s.name] += value * n
                 scaled = loss / accumulate if accumulate > 1 else loss
@@ -619,14 +634,14 @@ class Trainer:
         with self.callbacks.evaluation_weights(self):
             with torch.no_grad():
                 for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
-                                              augment=self.config.augment, train=False):
+                                              augment=self.augment, train=False):
                     inputs = [batch[f].to(self.device) for f in self.batch_fields]
                     n = inputs[0].shape[0]
                     for s in self.steps:
                         result, carried = self._carry(s, inputs, carried)
                         total += float(result[0]) * n
                         if metrics is not None and len(result) > 1:
-                            pred, target = _per_example(result[1].float(), batch["y"].to(self.device))
+                            pred, target = _per_example(result[1].float(), _class_ids(batch).to(self.device))
                             metrics.update(pred, target)
                     count += n
         out = {"loss": total / max(count, 1)}
@@ -826,6 +841,11 @@ def _resolve(file: str, base_dir: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def _class_ids(batch: dict):
+    """What the metrics compare with: the class ids, also where mixup made `y` soft targets."""
+    return batch.get(data_mod.CLASS_IDS, batch["y"])
 
 
 def _per_example(pred, target):
