@@ -33,7 +33,7 @@ import torch
 from ..backends.output import is_stream, write_output
 from ..diagnostics import Diagnostic, DslcError, did_you_mean
 from ..ir.dims import known_value, plain
-from . import checkpoint
+from . import checkpoint, diffusion
 from . import data as data_mod
 from .devices import run_device
 from .restore import run_weights
@@ -373,7 +373,6 @@ def timestep_input(graph) -> str | None:
 
 def _diffusion(plan, path: str, model, graph, schedule: tuple, options: SampleOptions, generator, run: str,
                device) -> dict:
-    from . import diffusion
     n = options.n or 64
     t_name = timestep_input(graph)
     x_name = next(name for name, ref in graph.inputs if _is_float(graph.type_of(ref)) and graph.type_of(ref).rank >= 2)
