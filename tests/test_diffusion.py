@@ -222,15 +222,15 @@ def _reference_ddpm(model, n: int, seed: int) -> torch.Tensor:
     return x
 
 
-def _reference_ddim(model, n: int, seed: int, taus: list) -> torch.Tensor:
+def _reference_ddim(model, n: int, seed: int, taus: list, betas=None, labels=()) -> torch.Tensor:
     """Song et al.'s eq. 12 with η = 0 over the timesteps `taus` (increasing)."""
     g = torch.Generator().manual_seed(seed)
-    alpha_bar = torch.cumprod(1 - linear_betas(), 0)
+    alpha_bar = torch.cumprod(1 - (linear_betas() if betas is None else betas), 0)
     x = torch.randn(n, 1, 8, 8, generator=g)
     prevs = [None] + taus[:-1]
     for t, prev in zip(reversed(taus), reversed(prevs)):
         a, a_prev = alpha_bar[t].item(), 1.0 if prev is None else alpha_bar[prev].item()
-        eps = model(x, torch.full((n,), float(t)))
+        eps = model(x, torch.full((n,), float(t)), *labels)
         x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
         x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
     return x
@@ -282,6 +282,46 @@ def test_the_cli_samples_a_diffusion_model_and_checks_steps(ddpm, tmp_path):
 
 
 # ------------------------------------------------------------------ conditional sampling
+
+CONDITIONAL = """
+model CEps(classes: int = 10) {
+    input x: [B, 1, 8, 8]
+    input t: [B]
+    input label: [B] of int64
+    c = concat([unsqueeze(t / 20.0, 1), label -> Embedding(classes, 4)], dim=1) -> Linear(8)
+    h = x -> Conv2d(8, 3, padding=1) -> SiLU()
+    output (h + unsqueeze(unsqueeze(c, -1), -1)) -> Conv2d(1, 3, padding=1)
+}
+
+train cddpm {
+    model      = CEps()
+    data       = digits(scale=[-1, 1], limit=128)
+    batch_size = 64
+    epochs     = 1
+    step denoise {
+        alpha_bar = cumprod(1 - beta_schedule("cosine", 20), 0)
+        t = randint(0, 20, [batch.x.shape[0]])
+        eps = randn_like(batch.x)
+        a = extract(alpha_bar, t, batch.x)
+        loss = mse(model(sqrt(a) * batch.x + sqrt(1 - a) * eps, float(t), batch.y), eps)
+        optimizer = Adam(model, lr=1e-3)
+    }
+}
+"""
+
+
+def test_a_conditional_diffusion_model_draws_the_label_it_is_given(tmp_path):
+    path, run = _trained(tmp_path, CONDITIONAL, "cddpm")
+    model = _model(path, run, "cddpm")
+    for label, labels in ((6, torch.full((4,), 6)), (None, torch.arange(4))):
+        result = sample(path, "cddpm", SampleOptions(run=run, n=4, seed=1, label=label, sampler="ddim", steps=20,
+                                                     output=str(tmp_path / "s.png")), out=[].append)
+        with torch.no_grad():
+            want = _reference_ddim(model, 4, 1, list(range(20)), cosine_betas(20), (labels,))
+        torch.testing.assert_close(result["samples"], want, rtol=1e-4, atol=1e-4)
+    r = CliRunner().invoke(main, ["sample", path, "--plan", "cddpm", "--run", run, "--label", "12"])
+    assert r.exit_code == 1 and "label 12 is out of range" in r.output
+
 
 @torch.no_grad()
 def test_label_k_feeds_the_generator_class_k(cgan, tmp_path):
