@@ -194,6 +194,7 @@ def test_the_ddpm_loss_goes_down(ddpm):
     assert losses[-1] < 0.5 * losses[0]   # from ~1 (predicting nothing) down
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_samples_have_the_datas_pixel_mean_and_std(ddpm, tmp_path):
     """A 6-epoch model's DDPM samples: the digits' mean and spread, not the noise's (0 and 1) they start from."""
@@ -375,6 +376,8 @@ def test_conditional_sampling_diagnostics(cgan, tmp_path):
     assert r.exit_code == 1 and "E0504" in r.output and "[2, 5]" in r.output
     r = run_cli("--input", "z")
     assert r.exit_code == 2
+    r = run_cli("--sampler", "ddim")
+    assert r.exit_code == 1 and "E0209" in r.output and "not one" in r.output
     r = run_cli("--model", "D")   # an image input is noise, but its label comes from the data
     assert r.exit_code == 0, r.output
 

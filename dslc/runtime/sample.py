@@ -87,7 +87,13 @@ def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
     with torch.no_grad():
         if schedule is not None and timestep_input(graph) is not None:
             result.update(_diffusion(plan, path, model, graph, schedule, options, generator, run, device))
-        elif len(graph.inputs) != 1 or options.inputs or options.label is not None:
+            return result
+        if options.steps is not None or options.sampler != "ddpm":
+            raise DslcError(Diagnostic("E0209", f"--sampler and --steps sample a diffusion model, and `{key}` of "
+                                       f"the plan `{plan.name}` is not one", file_name=path,
+                                       help="a diffusion model takes an image and a timestep [B], in a plan whose "
+                                            "steps declare a beta_schedule"))
+        if len(graph.inputs) != 1 or options.inputs or options.label is not None:
             result.update(_fed(plan, path, model, graph, options, generator, run, device))
         else:
             result.update(_one_input(plan, path, key, result, model, graph, options, generator, run, device, out))
