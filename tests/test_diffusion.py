@@ -206,6 +206,18 @@ def test_samples_have_the_datas_pixel_mean_and_std(ddpm, tmp_path):
     assert abs(y.std() - x.std()) < 0.2, (y.std(), x.std())           # 0.75
 
 
+def test_a_paused_and_resumed_run_draws_what_an_unbroken_one_does(tmp_path):
+    """The timesteps and the noise come from the run's seeded random state, which checkpoints hold."""
+    from test_train import metrics, run, same, weights
+    plan = CONDITIONAL.replace("epochs     = 1", "epochs     = 2")
+    run(tmp_path, plan, out="whole", watch=False)
+    run(tmp_path, plan, out="parts", watch=False, max_epochs=1)
+    run(tmp_path, plan, out="parts", watch=False, resume=True)
+    assert same(weights(tmp_path / "whole"), weights(tmp_path / "parts"))
+    assert [m["train_loss"] for m in metrics(tmp_path / "whole")] == \
+        [m["train_loss"] for m in metrics(tmp_path / "parts")]
+
+
 # ------------------------------------------------------------------ sampling
 
 def _reference_ddpm(model, n: int, seed: int) -> torch.Tensor:
