@@ -268,6 +268,17 @@ def compile_(file, model, target, output, sets, seed, weights, renames, opt, cha
     _echo(f"wrote {out}", err=True)
 
 
+def _named_inputs(items) -> dict:
+    """`--input NAME=FILE` options as {input name: file}."""
+    out = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name.isidentifier() or not file:
+            raise click.BadParameter(f"{item!r}: write NAME=FILE.npy, a model input and a file", param_hint="--input")
+        out[name] = file
+    return out
+
+
 def _renames(items) -> dict:
     """`--rename OLD=NEW` options as `rename` rules (either side may be empty: every name, or none)."""
     import re
@@ -564,25 +575,41 @@ def _weight_sets(weights: str | None, renames: dict, skip_mismatched: bool) -> t
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
 @click.option("--device", metavar="DEVICE", callback=_usable_device,
               help="cpu, cuda, ... (default: CUDA when present).")
+@click.option("--label", type=click.IntRange(min=0), metavar="K", help="The class of every sample, for a model with "
+              "a label input (int64 [B]): a conditional GAN, VAE or diffusion model. Default: the classes in turn.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", callback=lambda c, p, v: _named_inputs(v),
+              help="Feed the model's input NAME from a .npy file: one example, or one per sample; repeatable.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
+              help="Diffusion models (a plan with a beta_schedule): DDPM's ancestral steps or DDIM's "
+                   "deterministic ones (eta = 0).")
+@click.option("--steps", type=click.IntRange(min=1), metavar="N", help="Diffusion models: denoising steps, an evenly "
+              "spread subsequence of the schedule's T (default: T for ddpm, 50 for ddim).")
 @_handled
-def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, output, sets, device) -> None:
+def sample(file, plan, run_dir, model, n, length, temperature, prompt, seed, output, sets, device, label, inputs,
+           sampler, steps) -> None:
     """Generate samples from a trained plan's model: images from a generator or decoder fed
-    seeded noise (a PNG grid), or text from a character-level language model.
+    seeded noise (a PNG grid), images from a diffusion model, or text from a character-level
+    language model.
 
     Images: when the model's output is the size of one example of the data's `x`, the
     outputs are mapped from the data's range (`scale`) to [0, 1] and drawn as a grid;
-    other outputs are written as a .npy array. Text: starting from --prompt, each next
-    character is drawn from softmax(logits / temperature) of the last `context` ones."""
+    other outputs are written as a .npy array. Models with several inputs get noise for
+    float inputs, class labels (--label) for int64 [B] ones, or --input files. In a plan
+    whose steps declare a beta_schedule, a model of an image and a timestep is sampled
+    with --sampler from pure noise. Text: starting from --prompt, each next character is
+    drawn from softmax(logits / temperature) of the last `context` ones."""
     from .api import sample as draw
     from .runtime.sample import SampleOptions
     options = SampleOptions(run=run_dir, model=model, n=n, length=length, temperature=temperature, seed=seed,
-                            prompt=prompt, output=output, sets=sets, device=device)
+                            prompt=prompt, output=output, sets=sets, device=device, label=label,
+                            inputs=tuple(inputs.items()), sampler=sampler, steps=steps)
     result = draw(file, plan, options, out=lambda line: click.echo(line, err=True))  # warnings too
     if result["kind"] == "text":
         click.echo(result["text"])
         _echo(f"wrote {result['path']}: text from {result['name']} (weights {result['weights']})", err=True)
     elif result["kind"] == "image":
-        _echo(f"wrote {result['path']}: {result['shape'][0]} samples of {result['name']} "
+        how = f", {result['sampler']} in {result['steps']} steps" if "sampler" in result else ""
+        _echo(f"wrote {result['path']}: {result['shape'][0]} samples of {result['name']}{how} "
                    f"(weights {result['weights']})")
     else:
         _echo(f"wrote {result['path']}: the outputs of {result['name']}, {result['shape']}, are not images "

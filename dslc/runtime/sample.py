@@ -12,7 +12,12 @@ newest epoch checkpoint. What it is fed depends on its input:
   the tokenizer a `text(...)` run keeps as tokenizer.json): autoregressive sampling.
   Starting from the prompt, encoded, the model reads the last `context` tokens, the logits
   at the last position are divided by the temperature, and the next token is drawn from
-  their softmax with a seeded generator; the tokens are decoded back into text.
+  their softmax with a seeded generator; the tokens are decoded back into text;
+- several inputs (a conditional GAN's `z` and `label`): float inputs get noise, int64 `[B]`
+  inputs class labels (`label`, or 0, 1, 2, ... in turn), and any input a `.npy` file;
+- in a plan whose steps declare a `beta_schedule` (a diffusion model), a model of an image
+  `x_t` and a timestep `t` [B] (and labels) is a noise predictor ε(x_t, t): it is sampled
+  from x_T ~ N(0, I) by DDPM's ancestral steps or DDIM's deterministic ones (diffusion.py).
 
 Every random draw comes from one CPU generator seeded by `seed`, so the same seed gives
 the same samples.
@@ -28,9 +33,9 @@ import torch
 
 from ..backends.output import is_stream, write_output
 from ..catalog.text import Codec
-from ..diagnostics import Diagnostic, DslcError
+from ..diagnostics import Diagnostic, DslcError, did_you_mean
 from ..ir.dims import known_value, plain
-from . import checkpoint
+from . import checkpoint, diffusion
 from . import data as data_mod
 from .devices import run_device
 from .restore import run_weights
@@ -51,6 +56,10 @@ class SampleOptions:
     output: str | None = None       # default RUN/samples.png, .txt or .npy
     sets: tuple = ()                # --set as given to `dslc train`
     device: str | None = None
+    label: int | None = None        # the class of every sample, for models with a label input
+    inputs: tuple = ()              # (input name, .npy file) pairs that feed those inputs
+    sampler: str = "ddpm"           # diffusion models: "ddpm" or "ddim"
+    steps: int | None = None        # diffusion models: denoising steps (default T for ddpm, 50 for ddim)
 
 
 GRID_TILE = 64      # images are enlarged by a whole factor to about this many pixels a side
@@ -74,38 +83,51 @@ def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
     weights_path, weights = _weights(run)
     model = _build(plan, key, path, weights, weights_path).to(device).eval()
     decl, _, graph = plan.models[key]
-    if len(graph.inputs) != 1:
-        raise DslcError(Diagnostic("E0209", f"`{key}` has {len(graph.inputs)} inputs; `dslc sample` feeds a model "
-                                   "with one (noise, or a text's characters)", file_name=path,
-                                   help=_models_help(plan)))
-    in_type = graph.type_of(graph.inputs[0][1])
     generator = torch.Generator().manual_seed(int(options.seed))
     result = {"model": key, "name": decl.name if key == "model" else key, "weights": weights_path}
+    schedule = diffusion_schedule(plan)
     with torch.no_grad():
-        if in_type.dtype == "int64":
-            result.update(_text(plan, path, model, in_type, options, generator, run, device))
-        elif in_type.dtype.startswith("float") or in_type.dtype.startswith("bfloat"):
-            if key in data_fed(plan):
-                out(f"note: `{result['name']}` reads the data's fields in the plan; here it is fed noise")
-            result.update(_noise(plan, model, in_type, options, generator, run, device))
+        if schedule is not None and timestep_input(graph) is not None:
+            result.update(_diffusion(plan, path, model, graph, schedule, options, generator, run, device))
+            return result
+        if options.steps is not None or options.sampler != "ddpm":
+            raise DslcError(Diagnostic("E0209", f"--sampler and --steps sample a diffusion model, and `{key}` of "
+                                       f"the plan `{plan.name}` is not one", file_name=path,
+                                       help="a diffusion model takes an image and a timestep [B], in a plan whose "
+                                            "steps declare a beta_schedule"))
+        if len(graph.inputs) != 1 or options.inputs or options.label is not None:
+            result.update(_fed(plan, path, model, graph, options, generator, run, device))
         else:
-            raise DslcError(Diagnostic("E0310", f"`{key}`'s input is {in_type}: `dslc sample` feeds noise to a float "
-                                       "input, or characters to an int64 one", file_name=path))
+            result.update(_one_input(plan, path, key, result, model, graph, options, generator, run, device, out))
     return result
+
+
+def _one_input(plan, path, key, result, model, graph, options, generator, run, device, out) -> dict:
+    in_type = graph.type_of(graph.inputs[0][1])
+    if in_type.dtype == "int64":
+        return _text(plan, path, model, in_type, options, generator, run, device)
+    if in_type.dtype.startswith("float") or in_type.dtype.startswith("bfloat"):
+        if key in data_fed(plan):
+            out(f"note: `{result['name']}` reads the data's fields in the plan; here it is fed noise")
+        return _noise(plan, model, in_type, options, generator, run, device)
+    raise DslcError(Diagnostic("E0310", f"`{key}`'s input is {in_type}: `dslc sample` feeds noise to a float "
+                               "input, or characters to an int64 one", file_name=path))
 
 
 # ---------------------------------------------------------------------- the plan, the model, its weights
 
 def data_fed(plan) -> set:
-    """The plan's models that some step applies to a tensor computed from the batch without
-    passing through another model (`D(flatten(batch.x))`, or `out` itself)."""
+    """The plan's models that some step applies to a float tensor computed from the batch without
+    passing through another model (`D(flatten(batch.x))`, or `out` itself); a class label read
+    from the batch (a conditional generator's `batch.y`) does not count."""
     fed = set()
     for step in plan.steps:
         g = step.graph
         from_batch = {ref.node for _, ref in g.inputs}
         for node in g.nodes.values():   # a topological order
             is_model = node.kind == "call" and node.instance in step.models
-            reads_batch = any(ref.node in from_batch for ref in node.inputs)
+            reads_batch = any(ref.node in from_batch and (not is_model or _is_float(g.type_of(ref)))
+                              for ref in node.inputs)
             if is_model and reads_batch and step.models[node.instance] in plan.models:   # not a momentum target
                 fed.add(step.models[node.instance])
             elif not is_model and reads_batch:
@@ -129,13 +151,27 @@ def choose_model(plan, name: str | None) -> str:
     if len(models) == 1:
         return next(iter(models))
     fed = data_fed(plan)
-    found = [k for k, (_, _, g) in models.items() if len(g.inputs) == 1 and k not in fed
-             and g.type_of(g.inputs[0][1]).dtype.startswith("float")]
+    found = [k for k, (_, _, g) in models.items() if k not in fed and _takes_noise(g)]
     if len(found) == 1:
         return found[0]
     why = "none of them" if not found else f"{len(found)} of them ({', '.join(found)})"
     raise DslcError(Diagnostic("E0209", f"the plan `{plan.name}` has {len(models)} models and {why} takes noise: "
                                "choose one with --model", file_name=_file(plan), help=_models_help(plan)))
+
+
+def _is_float(t) -> bool:
+    return t is not None and (t.dtype.startswith("float") or t.dtype.startswith("bfloat"))
+
+
+def _takes_noise(g) -> bool:
+    """One float input, besides any int64 [B] labels: a generator or a decoder, conditional or not."""
+    types = [g.type_of(ref) for _, ref in g.inputs]
+    floats = [t for t in types if _is_float(t)]
+    return len(floats) == 1 and all(_is_float(t) or _is_label(t) for t in types)
+
+
+def _is_label(t) -> bool:
+    return t.dtype == "int64" and t.rank == 1
 
 
 def _models_help(plan) -> str:
@@ -182,8 +218,15 @@ def _noise(plan, model, in_type, options: SampleOptions, generator, run: str, de
                                    "batch's known", file_name=_file(plan)))
     n = options.n or 64
     z = torch.randn((n, *rest), generator=generator)
-    y = _first(model(z.to(device, _float_dtype(model))))
+    return write_samples(plan, _first(model(z.to(device, _float_dtype(model)))), options, run)
+
+
+def write_samples(plan, y, options: SampleOptions, run: str) -> dict:
+    """The outputs `y` [N, ...] as an image grid when each is one example of the data's `x` (mapped from
+    the data's range to [0, 1]), else as a .npy array. The result's `samples` holds `y` (in the data's
+    range, on the CPU)."""
     y = y.detach().float().cpu()
+    n = y.shape[0]
     image = _image_shape(plan, y[0].numel())
     if image is None:
         target = _output(options.output, run, ".npy", force=True)
@@ -191,12 +234,186 @@ def _noise(plan, model, in_type, options: SampleOptions, generator, run: str, de
         buf = io.BytesIO()
         np.save(buf, y.numpy())
         write_output(target, buf.getvalue())
-        return {"kind": "array", "path": target, "shape": list(y.shape)}
+        return {"kind": "array", "path": target, "shape": list(y.shape), "samples": y}
     lo, hi = _scale(plan)
     images = ((y.reshape(n, *image) - lo) / (hi - lo)).clamp(0, 1)
     target = _output(options.output, run, ".png")
     write_grid(images, target)
-    return {"kind": "image", "path": target, "shape": list(images.shape)}
+    return {"kind": "image", "path": target, "shape": list(images.shape), "samples": y}
+
+
+# ---------------------------------------------------------------------- several inputs: noise, labels, files
+
+def _fed(plan, path: str, model, graph, options: SampleOptions, generator, run: str, device) -> dict:
+    n = options.n or 64
+    feeds = input_feeds(plan, path, graph, options, generator, n)
+    dtype = _float_dtype(model)
+    args = [feeds[name].to(device, dtype if feeds[name].is_floating_point() else None) for name, _ in graph.inputs]
+    return write_samples(plan, _first(_run(plan, model, args)), options, run)
+
+
+def input_feeds(plan, path: str, graph, options: SampleOptions, generator, n: int, skip=()) -> dict:
+    """A tensor of n rows for each input of `graph` but those in `skip`: a `--input` file, class labels for
+    an int64 [B] input, else standard normal noise of a float input of known sizes. Inputs are fed in the
+    order of the graph, so the noise of a seed does not depend on the labels."""
+    files = _input_files(plan, graph, options)
+    labels = [name for name, ref in graph.inputs if name not in skip and name not in files
+              and _is_label(graph.type_of(ref))]
+    if options.label is not None and not labels:
+        raise DslcError(Diagnostic("E0209", "--label gives the class of a model with a label input (int64 [B]); "
+                                   "this one has none", file_name=path, help=_inputs_help(graph)))
+    feeds = {}
+    for name, ref in graph.inputs:
+        t = graph.type_of(ref)
+        if name in skip:
+            continue
+        if name in files:
+            feeds[name] = _from_file(plan, name, t, files[name], n)
+        elif name in labels:
+            feeds[name] = _labels(plan, path, options.label, n)
+        elif _is_float(t) and _concrete(t.shape[1:]) is not None:
+            feeds[name] = torch.randn((n, *_concrete(t.shape[1:])), generator=generator)
+        else:
+            raise DslcError(Diagnostic("E0209", f"`dslc sample` cannot feed the input `{name}` ({t}): it feeds "
+                                       "noise to float inputs of known sizes and class labels to int64 [B] ones",
+                                       file_name=path, help=f"give it as a .npy file: --input {name}=FILE.npy"))
+    return feeds
+
+
+def _input_files(plan, graph, options: SampleOptions) -> dict:
+    names = [name for name, _ in graph.inputs]
+    files = dict(options.inputs)
+    for name in files:
+        if name not in names:
+            guess = did_you_mean(name, names)
+            raise DslcError(Diagnostic("E0209", f"--input names `{name}`, which is not an input of the model",
+                                       file_name=_file(plan),
+                                       help=f"did you mean `{guess}`?" if guess else _inputs_help(graph)))
+    return files
+
+
+def _inputs_help(graph) -> str:
+    return "inputs: " + ", ".join(f"{name}: {graph.type_of(ref)}" for name, ref in graph.inputs)
+
+
+def _from_file(plan, name: str, t, file: str, n: int) -> torch.Tensor:
+    """A .npy array for the input `name`: one example (broadcast to the n samples) or n of them."""
+    import numpy as np
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DslcError(Diagnostic("E0508", f"cannot read {file} for the input `{name}`: {e}", file_name=file)) \
+            from None
+    want = _concrete(t.shape[1:])
+    shape = list(array.shape)
+    if want is not None and shape == want:
+        array = np.broadcast_to(array, (n, *want))
+    elif want is None or shape != [n, *want]:
+        wanted = "[" + ", ".join(str(d) for d in t.shape[1:]) + "]"
+        raise DslcError(Diagnostic("E0504", f"{file} holds an array of shape {shape}; the input `{name}` needs one "
+                                   f"example {wanted} or n = {n} of them", file_name=file))
+    if (t.dtype == "int64") != (array.dtype.kind in "iu"):
+        raise DslcError(Diagnostic("E0310", f"{file} holds {array.dtype} values; the input `{name}` is {t.dtype}",
+                                   file_name=file))
+    return torch.from_numpy(np.array(array)).to(getattr(torch, t.dtype) if t.dtype == "int64" else torch.float32)
+
+
+def _labels(plan, path: str, label: int | None, n: int) -> torch.Tensor:
+    """`label` for every sample, or the classes in turn (0, 1, ..., 0, 1, ...) so that a grid shows each."""
+    classes = _class_count(plan, path)
+    if label is not None:
+        if classes is not None and not 0 <= label < classes:
+            raise DslcError(Diagnostic("E0302", f"label {label} is out of range: `{plan.data.entry.name}` has "
+                                       f"{classes} classes, 0 to {classes - 1}", file_name=path))
+        return torch.full((n,), int(label), dtype=torch.int64)
+    if classes is None:
+        raise DslcError(Diagnostic("E0209", f"`{plan.data.entry.name}` has no classes to draw labels from",
+                                   file_name=path, help="give the class with --label K"))
+    return torch.arange(n, dtype=torch.int64) % classes
+
+
+def _class_count(plan, path: str) -> int | None:
+    base = getattr(plan.data, "base_dir", None) or os.path.dirname(os.path.abspath(path))
+    try:
+        meta = data_mod.load(plan.data.entry.name, dict(plan.data.args), base_dir=base).meta
+    except data_mod.DataError as e:
+        raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), plan.data.span)) from None
+    classes = meta.get("classes")
+    return int(classes) if classes else None
+
+
+def _run(plan, model, args: list):
+    """The model on `args`; a failure (an id beyond an embedding, say) is E0604, not a traceback."""
+    try:
+        return model(*args)
+    except (IndexError, RuntimeError) as e:
+        raise DslcError(Diagnostic("E0604", f"the model failed on the sampled inputs: {str(e).splitlines()[0]}",
+                                   file_name=_file(plan))) from None
+
+
+# ---------------------------------------------------------------------- diffusion
+
+def diffusion_schedule(plan) -> tuple | None:
+    """(schedule, T) of the plan's `beta_schedule(...)`, or None when no step declares one."""
+    found = set()
+    for step in plan.steps:
+        for node in step.graph.nodes.values():
+            if node.kind == "op" and node.op is not None and node.op.name == "beta_schedule":
+                found.add((node.args["schedule"], int(plain(node.args["steps"]))))
+    if len(found) > 1:
+        raise DslcError(Diagnostic("E0209", f"the plan `{plan.name}` declares {len(found)} beta schedules: "
+                                   + ", ".join(f"{s} over {t} steps" for s, t in sorted(found))
+                                   + "; `dslc sample` needs one", file_name=_file(plan)))
+    return next(iter(found), None)
+
+
+def timestep_input(graph) -> str | None:
+    """The timestep input of a noise predictor ε(x_t, t): its float [B] input (or an int64 [B] one named
+    t), beside a float image input."""
+    inputs = [(name, graph.type_of(ref)) for name, ref in graph.inputs]
+    images = [name for name, t in inputs if _is_float(t) and t.rank >= 2]
+    if len(images) != 1:
+        return None
+    floats = [name for name, t in inputs if _is_float(t) and t.rank == 1]
+    named = [name for name, t in inputs if t.rank == 1 and name in ("t", "timestep", "timesteps")]
+    return floats[0] if len(floats) == 1 else named[0] if len(named) == 1 else None
+
+
+def _diffusion(plan, path: str, model, graph, schedule: tuple, options: SampleOptions, generator, run: str,
+               device) -> dict:
+    n = options.n or 64
+    t_name = timestep_input(graph)
+    x_name = next(name for name, ref in graph.inputs if _is_float(graph.type_of(ref)) and graph.type_of(ref).rank >= 2)
+    x_type = graph.type_of(dict(graph.inputs)[x_name])
+    size = _concrete(x_type.shape[1:])
+    if size is None:
+        raise DslcError(Diagnostic("E0311", f"the model's input `{x_name}` is {x_type}: sampling needs every size "
+                                   "but the batch's known", file_name=path))
+    steps = _steps(options, schedule[1], path)
+    x_T = torch.randn((n, *size), generator=generator)      # first: the same seed starts from the same noise
+    feeds = input_feeds(plan, path, graph, options, generator, n, skip=(x_name, t_name))
+    dtype = _float_dtype(model)
+    t_dtype = torch.int64 if graph.type_of(dict(graph.inputs)[t_name]).dtype == "int64" else dtype
+
+    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        given = {x_name: x.to(device, dtype), t_name: torch.full((n,), t, dtype=t_dtype, device=device)}
+        given.update((k, v.to(device, dtype if v.is_floating_point() else None)) for k, v in feeds.items())
+        return _first(_run(plan, model, [given[name] for name, _ in graph.inputs])).float().cpu()
+
+    betas = diffusion.betas(*schedule)
+    sample = diffusion.ddpm if options.sampler == "ddpm" else diffusion.ddim
+    x0 = sample(eps, x_T, betas, diffusion.timesteps(schedule[1], steps), generator)
+    result = write_samples(plan, x0, options, run)
+    result.update(sampler=options.sampler, steps=steps, schedule=list(schedule))
+    return result
+
+
+def _steps(options: SampleOptions, T: int, path: str) -> int:
+    steps = options.steps or (T if options.sampler == "ddpm" else min(50, T))
+    if not 1 <= steps <= T:
+        raise DslcError(Diagnostic("E0302", f"--steps {steps} is out of range: the plan's schedule has T = {T} steps",
+                                   file_name=path, help=f"give 1 to {T} steps"))
+    return steps
 
 
 def _float_dtype(model) -> torch.dtype:

@@ -29,7 +29,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class TimestepEmbedding(nn.Module):
-    """The block `TimestepEmbedding` (ddpm.dl:23)."""
+    """The block `TimestepEmbedding` (ddpm.dl:25)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -45,7 +45,7 @@ class TimestepEmbedding(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """The block `ResnetBlock` (ddpm.dl:33)."""
+    """The block `ResnetBlock` (ddpm.dl:35)."""
 
     def __init__(self, num_channels: int, in_features: int, out: int, shortcut: bool, groups: int, dropout: float):
         super().__init__()
@@ -76,7 +76,7 @@ class ResnetBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """The block `Downsample` (ddpm.dl:55)."""
+    """The block `Downsample` (ddpm.dl:57)."""
 
     def __init__(self, out_channels: int):
         super().__init__()
@@ -87,7 +87,7 @@ class Downsample(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """The block `AttnBlock` (ddpm.dl:44)."""
+    """The block `AttnBlock` (ddpm.dl:46)."""
 
     def __init__(self, num_channels: int, x_dim2: int, x_dim3: int, groups: int):
         super().__init__()
@@ -112,7 +112,7 @@ class AttnBlock(nn.Module):
 
 
 class UpsampleConv(nn.Module):
-    """The block `UpsampleConv` (ddpm.dl:61)."""
+    """The block `UpsampleConv` (ddpm.dl:63)."""
 
     def __init__(self, out_channels: int):
         super().__init__()
@@ -123,10 +123,14 @@ class UpsampleConv(nn.Module):
 
 
 class DDPMUNet(nn.Module):
-    """The model `DDPMUNet` (ddpm.dl:66)."""
+    """The model `DDPMUNet` (ddpm.dl:68)."""
 
-    def __init__(self, channels: int = 3, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1, attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
+    def __init__(self, channels: int = 3, size: int = 32, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1, attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
         super().__init__()
+        if (size - 1) // 2 + 1 != 2 * ((size - 1) // 2 // 2) + 2:
+            raise ValueError("DDPMUNet was compiled for (size - 1) // 2 + 1 == 2 * ((size - 1) // 2 // 2) + 2; compile it again with `dslc compile --set` to change that")
+        if size != 4 * ((size - 1) // 2 // 2) + 4:
+            raise ValueError("DDPMUNet was compiled for size == 4 * ((size - 1) // 2 // 2) + 4; compile it again with `dslc compile --set` to change that")
         if blocks != 1:
             raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to change that")
         if mults != [1, 2, 2]:
@@ -140,19 +144,19 @@ class DDPMUNet(nn.Module):
         self.resnet_block1 = ResnetBlock(base, 4 * base, base, False, groups, dropout)
         self.downsample1 = Downsample(base)
         self.resnet_block2 = ResnetBlock(base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block1 = AttnBlock(2 * base, 16, 16, groups)
+        self.attn_block1 = AttnBlock(2 * base, (size - 1) // 2 + 1, (size - 1) // 2 + 1, groups)
         self.downsample2 = Downsample(2 * base)
         self.resnet_block3 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
         self.resnet_block4 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
-        self.attn_block2 = AttnBlock(2 * base, 8, 8, groups)
+        self.attn_block2 = AttnBlock(2 * base, (size - 1) // 2 // 2 + 1, (size - 1) // 2 // 2 + 1, groups)
         self.resnet_block5 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
         self.resnet_block6 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.resnet_block7 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.upsample_conv1 = UpsampleConv(2 * base)
         self.resnet_block8 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block3 = AttnBlock(2 * base, 16, 16, groups)
+        self.attn_block3 = AttnBlock(2 * base, 2 * ((size - 1) // 2 // 2) + 2, 2 * ((size - 1) // 2 // 2) + 2, groups)
         self.resnet_block9 = ResnetBlock(3 * base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block4 = AttnBlock(2 * base, 16, 16, groups)
+        self.attn_block4 = AttnBlock(2 * base, 2 * ((size - 1) // 2 // 2) + 2, 2 * ((size - 1) // 2 // 2) + 2, groups)
         self.upsample_conv2 = UpsampleConv(2 * base)
         self.resnet_block10 = ResnetBlock(3 * base, 4 * base, base, True, groups, dropout)
         self.resnet_block11 = ResnetBlock(2 * base, 4 * base, base, True, groups, dropout)
