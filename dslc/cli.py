@@ -150,13 +150,32 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--size", "sizes", multiple=True, metavar="NAME=N",
               help="torchscript, exported: a run-time size of the example inputs (default B=2, others 8); "
                    "e.g. --size T=128.")
+@click.option("--quantize", type=click.Choice(["dynamic", "static"]),
+              help="int8 post-training quantization of the --weights: dynamic (Linear, LSTM, GRU weights; "
+                   "TorchScript .pt, or onnxruntime's with --target onnx) or static (also activations and "
+                   "per-channel conv weights, calibrated on --calibrate).")
+@click.option("--calibrate", metavar="DATA", help="--quantize static: the data set whose validation split (else "
+                                                   "training split) calibrates the observers: 'digits(val=0.1)'.")
 @_handled
 def compile_(file, model, target, output, sets, seed, weights, renames, opt, channels_last, dump_ir,
-             sizes) -> None:
+             sizes, quantize, calibrate) -> None:
     """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX, TorchScript
-    or a torch.export program."""
+    or a torch.export program; with --quantize, one model's int8 TorchScript or ONNX."""
     params = model_args(sets)
     prog = _load(file)
+    if calibrate and quantize != "static":
+        raise click.UsageError("--calibrate applies to --quantize static")
+    if quantize == "static" and not calibrate:
+        raise click.UsageError("--quantize static needs calibration data: --calibrate 'digits(val=0.1)'")
+    if quantize:
+        if target not in ("pytorch", "torchscript", "onnx"):
+            raise click.UsageError("--quantize writes TorchScript (the default) or, with --target onnx, ONNX")
+        if opt or channels_last or dump_ir:
+            raise click.UsageError("--quantize takes no -O, --channels-last or --dump-ir (it fuses what it quantizes)")
+        if renames and not weights:
+            raise click.UsageError("--rename applies to the names of a --weights file")
+        return _compile_quantized(prog, target, model, output, seed, weights, params, renames, quantize, calibrate,
+                                  _sizes(sizes))
     if sizes and target not in ("torchscript", "exported"):
         raise click.UsageError("--size applies to --target torchscript and exported (their example inputs)")
     if target != "pytorch":
@@ -247,6 +266,28 @@ def _compile_deployed(prog, target: str, model, output, seed, weights, params, o
     out = output or f"{model}.{'pt' if target == 'torchscript' else 'pt2'}"
     _write(out, result.save(), explicit=output is not None)
     _echo(f"wrote {out}" + (f" ({result.how})" if target == "torchscript" else ""), err=True)
+
+
+def _compile_quantized(prog, target: str, model, output, seed, weights, params, renames, how: str,
+                       calibrate, sizes: dict) -> None:
+    """One model quantized to int8: TorchScript (.pt), or ONNX (.onnx) with --target onnx."""
+    model = _one_model(prog, model)
+    if output == "-":
+        raise click.UsageError("a quantized model is binary: give a file with -o")
+    if weights is None:
+        _echo(f"note: {model}: no --weights: quantizing the seeded initial weights", err=True)
+    if target == "onnx":
+        data = prog.onnx_quantized(model, how, seed, weights, calibrate=calibrate, params=params,
+                                   rename=renames or None).SerializeToString()
+        out = output or f"{model}.int8.onnx"
+    else:
+        result = prog.quantized(model, how, seed, weights, calibrate=calibrate, sizes=sizes, params=params,
+                                rename=renames or None)
+        if result.note:
+            _echo(f"note: {model}: {result.note}", err=True)
+        data, out = result.save(), output or f"{model}.int8.pt"
+    _write(out, data, explicit=output is not None)
+    _echo(f"wrote {out} ({how} int8)", err=True)
 
 
 def _write(path: str, text, explicit: bool) -> None:
