@@ -375,6 +375,14 @@ def evaluate(path: str, plan_name: str | None = None, options=None, warn=print) 
     return measure(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
 
 
+def compress_report(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:
+    """A trained run's model beside its int8 variants: size, sparsity, test metrics and CPU latency
+    (options: a runtime.compress_report.ReportOptions); also written to RUN/compress-report.json."""
+    from .runtime.compress_report import ReportOptions, report
+    options = options or ReportOptions()
+    return report(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
+
+
 def predict(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:
     """A trained run's predictions for a split or for files, as `dslc predict` writes them (options:
     a runtime.predict.PredictOptions); notes and the file's warnings go to `warn`."""

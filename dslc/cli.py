@@ -660,6 +660,35 @@ def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
     sweep(file, plan, options, out=_echo, warn=lambda text: click.echo(text, err=True))
 
 
+@main.command("compress-report")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
+@click.option("--run", "run_dir", metavar="DIR", help="The run (default: the latest runs/PLAN*).")
+@click.option("--weights", metavar="best|last|FILE", help="The run's best weights (the default), its last "
+              "epoch's, or a weights file.")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
+@click.option("--repeats", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Latency: runs of one example (batch 1) whose median is reported.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also the ONNX model and its int8 variants "
+                                                                        "(onnxruntime).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_handled
+def compress_report(file, plan, run_dir, weights, sets, repeats, onnx, as_json) -> None:
+    """A trained run's model beside its int8 variants (PyTorch dynamic and static, ONNX dynamic and
+    static): size on disk, parameters and sparsity, test-split metrics and CPU latency (batch 1, one
+    thread). Written to RUN/compress-report.json too."""
+    import json
+
+    from .api import compress_report as measure
+    from .runtime.compress_report import ReportOptions, table
+    options = ReportOptions(run=run_dir, weights=weights, sets=tuple(sets), repeats=repeats, onnx=onnx)
+    result = measure(file, plan, options, warn=lambda text: click.echo(text, err=True))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _echo(table(result))
+
+
 def _input_files(paths: tuple) -> tuple:
     """The files of --input: each path, a folder standing for the files in it that predict reads (sorted)."""
     from .runtime.inputs import SUFFIXES
