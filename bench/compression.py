@@ -23,13 +23,24 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# bench/ holds onnx.py: with this folder first on sys.path (as `python bench/compression.py` puts it),
+# `import onnx` would find that file instead of the package
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != HERE]
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from common import write  # noqa: E402
+
+
+def _common():
+    """bench/common.py by path: bench/ on sys.path would let bench/onnx.py hide the onnx package."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_common", os.path.join(ROOT, "bench", "common.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 CASES = [  # (spec, model, the run that trained it)
     ("examples/compression/compression.dl", "Wide", "compress_float"),
@@ -105,7 +116,7 @@ def main(argv=None) -> dict:
             json.dump(payload, f, indent=2)
         path = args.out
     else:
-        path = write("compression", payload)
+        path = _common().write("compression", payload)
     print(f"written to {os.path.relpath(path, ROOT)}")
     return payload
 

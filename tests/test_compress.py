@@ -60,7 +60,7 @@ train cnn {
     data       = digits(val=0.15, test=0.15)
     loss       = cross_entropy(out, batch.y)
     optimizer  = AdamW(lr=3e-3)
-    epochs     = 4
+    epochs     = 6
     batch_size = 64
     metrics    = [accuracy]
     seed       = 0
@@ -71,7 +71,7 @@ train mlp {
     data       = digits(val=0.15, test=0.15)
     loss       = cross_entropy(out, batch.y)
     optimizer  = AdamW(lr=1e-3)
-    epochs     = 4
+    epochs     = 6
     batch_size = 64
     metrics    = [accuracy]
     seed       = 0
@@ -90,7 +90,7 @@ def trained(tmp_path_factory):
     out = {}
     for plan in ("cnn", "mlp"):
         run = d / "runs" / plan
-        train(str(path), plan, Options(out=str(run), progress=False), out=lambda _line: None)
+        train(str(path), plan, Options(out=str(run), progress=False, watch=False), out=lambda _line: None)
         out[plan] = (str(path), str(run), str(run / "checkpoints" / "best.safetensors"))
     return out
 
@@ -236,7 +236,8 @@ def _prune_run(tmp_path, prunes: str, epochs: int = 1, optimizer: str = "SGD(lr=
     path = tmp_path / "p.dl"
     path.write_text(text)
     lines = []
-    result = train(str(path), "p", Options(out=str(tmp_path / out), progress=False, **opts), out=lines.append)
+    options = Options(out=str(tmp_path / out), progress=False, watch=False, **opts)
+    result = train(str(path), "p", options, out=lines.append)
     return result, lines
 
 

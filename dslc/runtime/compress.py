@@ -122,7 +122,7 @@ def onnx_int8(model, how: str, feeds: list | None = None):
                 quantize_dynamic(ready, out, weight_type=QuantType.QInt8)
             else:
                 quantize_static(ready, out, _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         finally:
             ctx.__exit__(None, None, None)
         result = onnx.load(out)
