@@ -163,17 +163,8 @@ def compile_(file, model, target, output, sets, seed, weights, renames, opt, cha
     or a torch.export program; with --quantize, one model's int8 TorchScript or ONNX."""
     params = model_args(sets)
     prog = _load(file)
-    if calibrate and quantize != "static":
-        raise click.UsageError("--calibrate applies to --quantize static")
-    if quantize == "static" and not calibrate:
-        raise click.UsageError("--quantize static needs calibration data: --calibrate 'digits(val=0.1)'")
+    _check_quantize(quantize, calibrate, target, opt or channels_last or dump_ir, renames and not weights)
     if quantize:
-        if target not in ("pytorch", "torchscript", "onnx"):
-            raise click.UsageError("--quantize writes TorchScript (the default) or, with --target onnx, ONNX")
-        if opt or channels_last or dump_ir:
-            raise click.UsageError("--quantize takes no -O, --channels-last or --dump-ir (it fuses what it quantizes)")
-        if renames and not weights:
-            raise click.UsageError("--rename applies to the names of a --weights file")
         return _compile_quantized(prog, target, model, output, seed, weights, params, renames, quantize, calibrate,
                                   _sizes(sizes))
     if sizes and target not in ("torchscript", "exported"):
@@ -266,6 +257,21 @@ def _compile_deployed(prog, target: str, model, output, seed, weights, params, o
     out = output or f"{model}.{'pt' if target == 'torchscript' else 'pt2'}"
     _write(out, result.save(), explicit=output is not None)
     _echo(f"wrote {out}" + (f" ({result.how})" if target == "torchscript" else ""), err=True)
+
+
+def _check_quantize(quantize, calibrate, target: str, passes: bool, renames_alone: bool) -> None:
+    if calibrate and quantize != "static":
+        raise click.UsageError("--calibrate applies to --quantize static")
+    if quantize == "static" and not calibrate:
+        raise click.UsageError("--quantize static needs calibration data: --calibrate 'digits(val=0.1)'")
+    if not quantize:
+        return
+    if target not in ("pytorch", "torchscript", "onnx"):
+        raise click.UsageError("--quantize writes TorchScript (the default) or, with --target onnx, ONNX")
+    if passes:
+        raise click.UsageError("--quantize takes no -O, --channels-last or --dump-ir (it fuses what it quantizes)")
+    if renames_alone:
+        raise click.UsageError("--rename applies to the names of a --weights file")
 
 
 def _compile_quantized(prog, target: str, model, output, seed, weights, params, renames, how: str,

@@ -26,7 +26,15 @@ import warnings
 import torch
 from torch import nn
 
-from ..diagnostics import Diagnostic, DslcError
+from .. import catalog
+from ..catalog.sources import DataError
+from ..diagnostics import Diagnostic, DslcError, SourceFile, Span
+from ..frontend import ast
+from ..frontend.binding import Arg, bind_op
+from ..frontend.errors import EvalError
+from ..frontend.parser import parse_expression
+from ..frontend.settings import literal_value
+from . import data as data_mod
 from .deploy import Deployed, construct, example_inputs
 
 DYNAMIC_LAYERS = (nn.Linear, nn.LSTM, nn.GRU)
@@ -145,13 +153,6 @@ class _Reader:
 
 def calibration_call(text: str):
     """`--calibrate 'digits(val=0.1)'`: (data set name, bound arguments) of a data-set call."""
-    from .. import catalog
-    from ..diagnostics import SourceFile, Span
-    from ..frontend import ast
-    from ..frontend.binding import Arg, bind_op
-    from ..frontend.errors import EvalError
-    from ..frontend.parser import parse_expression
-    from ..frontend.settings import literal_value
     file = SourceFile("--calibrate", text)
     expr = parse_expression(file, text)
     if isinstance(expr, ast.Name):
@@ -173,8 +174,6 @@ def calibration_call(text: str):
 def calibration_split(text: str, base_dir: str = ".") -> dict:
     """The split calibration reads: the data's validation split, else its training split (never
     its test split, which measures the result)."""
-    from ..catalog.sources import DataError
-    from . import data as data_mod
     name, args = calibration_call(text)
     try:
         splits = data_mod.load(name, args, base_dir)

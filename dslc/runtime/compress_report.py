@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..backends.onnx_emit import emit_model
 from ..diagnostics import Diagnostic, DslcError
 from . import compress
 from . import data as data_mod
@@ -153,7 +154,6 @@ def _saved(module: nn.Module, graph, sizes: dict):
 
 
 def _onnx_float(model: nn.Module, graph):
-    from ..backends.onnx_emit import emit_model
     state = dict(model.state_dict())
     state.update(model.named_buffers())
     proto = emit_model(graph, {k: v.detach().cpu().numpy() for k, v in state.items()})

@@ -388,18 +388,7 @@ class Trainer:
         self.phase_index = index
         if phase.prunes and not started:
             pruning.apply(self.models, phase.prunes)
-        frozen_modules = []
-        for key, model in self.models.items():
-            rules = self.plan.freeze_rules(key, phase.name)
-            for p in model.parameters():
-                p.requires_grad_(True)
-            for path, freeze in rules:
-                sub = model.get_submodule(path) if path else model
-                for p in sub.parameters():
-                    p.requires_grad_(not freeze)
-            frozen_modules += [m for m in model.modules()
-                               if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
-        self.frozen_modules = frozen_modules
+        self.frozen_modules = self._freeze(phase)
         per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
         accumulate = self.config.accumulate
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
@@ -422,6 +411,21 @@ class Trainer:
                                         s.optimizer, steps_per_epoch=opt_steps, epochs=phase.epochs) \
                 if s.optimizer is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    def _freeze(self, phase: PhaseSpec) -> list:
+        """Apply the freeze rules in force during `phase`; the modules left with no trainable parameter."""
+        frozen_modules = []
+        for key, model in self.models.items():
+            rules = self.plan.freeze_rules(key, phase.name)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            for path, freeze in rules:
+                sub = model.get_submodule(path) if path else model
+                for p in sub.parameters():
+                    p.requires_grad_(not freeze)
+            frozen_modules += [m for m in model.modules()
+                               if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+        return frozen_modules
 
     # ------------------------------------------------------------------ the loop
 
