@@ -133,9 +133,9 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a model parameter (a .dl literal); "
                                                                   "repeatable.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights.")
-@click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
-              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; not for "
-                   "pytorch).")
+@click.option("--weights", metavar="CKPT", type=click.Path(), callback=lambda c, p, v: _run_weights(v),
+              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict, or a run "
+                   "folder: its checkpoints/best.safetensors; not for pytorch).")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", callback=lambda c, p, v: _renames(v),
               help="With --weights: the file's names under the prefix OLD are the model's under NEW "
                    "(conv1=stem.conv1; the longest prefix wins); repeatable.")
@@ -196,6 +196,17 @@ def compile_(file, model, target, output, sets, seed, weights, renames, opt, cha
         return
     _write(out, source, explicit=output is not None)
     _echo(f"wrote {out}", err=True)
+
+
+def _run_weights(path: str | None) -> str | None:
+    """--weights RUN (a folder `dslc train` wrote) stands for RUN/checkpoints/best.safetensors."""
+    if path is None or not os.path.isdir(path):
+        return path
+    best = os.path.join(path, "checkpoints", "best.safetensors")
+    if not os.path.isfile(best):
+        raise click.BadParameter(f"{path} is a folder without checkpoints/best.safetensors: give a run folder "
+                                 "or a weights file", param_hint="--weights")
+    return best
 
 
 def _renames(items) -> dict:

@@ -121,7 +121,8 @@ def _compile(path, *args) -> None:
 def test_dynamic_int8_is_smaller_and_as_accurate_as_float(trained, tmp_path):
     path, _, best = trained["mlp"]
     _compile(path, "--model", "Wide", "--target", "torchscript", "--weights", best, "-o", str(tmp_path / "f.pt"))
-    _compile(path, "--model", "Wide", "--quantize", "dynamic", "--weights", best, "-o", str(tmp_path / "q.pt"))
+    run = os.path.dirname(os.path.dirname(best))   # a run folder stands for its best weights
+    _compile(path, "--model", "Wide", "--quantize", "dynamic", "--weights", run, "-o", str(tmp_path / "q.pt"))
     ratio = os.path.getsize(tmp_path / "f.pt") / os.path.getsize(tmp_path / "q.pt")
     assert ratio > 3.0, ratio   # int8 weights: a quarter of float32's, plus the archive's code
     int8 = torch.jit.load(str(tmp_path / "q.pt"))
@@ -176,6 +177,8 @@ def test_quantize_options_are_checked(trained, tmp_path):
     assert r.exit_code == 2
     r = runner.invoke(main, ["compile", path, "--model", "Tiny", "--calibrate", CALIBRATE])
     assert r.exit_code == 2 and "--calibrate applies to --quantize static" in r.output
+    r = runner.invoke(main, ["compile", path, "--model", "Tiny", "--quantize", "dynamic", "--weights", str(tmp_path)])
+    assert r.exit_code == 2 and "without checkpoints/best.safetensors" in r.output
     assert not os.path.exists(tmp_path / "a")
 
 
