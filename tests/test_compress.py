@@ -307,6 +307,16 @@ def test_resuming_inside_a_pruning_phase_is_exact(tmp_path):
     assert paused["paused_after"] == 2
     mid = _checkpoint(tmp_path / "parts", 2)
     assert {"conv2.weight_orig", "conv2.weight_mask", "fc1.weight_mask"} <= set(mid)   # the masks are kept
+    # `dslc eval` of the paused run reads those weights in their plain form, weight_orig * weight_mask
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "p.dl"), "--run", str(tmp_path / "parts"), "--weights",
+                                  "last", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    net = dslc.load(str(tmp_path / "p.dl")).build("Tiny", seed=0)
+    net.load_state_dict({k: v for k, v in mid.items() if not k.endswith(("_orig", "_mask"))} |
+                        {k[:-5]: mid[k] * mid[k[:-5] + "_mask"] for k in mid if k.endswith("_orig")})
+    split = data_mod.load("digits", {"val": 0.15, "test": 0.15, "limit": 600}).test
+    acc = _accuracy(net.eval(), split)
+    assert json.loads(r.output[r.output.index("{"):])["metrics"]["accuracy"] == pytest.approx(acc, abs=1e-6)
     _prune_run(tmp_path, prunes, epochs=3, optimizer="Adam(lr=1e-3)", out="parts", resume=True)
     a, b = _checkpoint(tmp_path / "whole", 4), _checkpoint(tmp_path / "parts", 4)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
