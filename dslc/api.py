@@ -253,6 +253,47 @@ class Program:
         from .runtime.deploy import exported
         return self._deploy(exported, name, seed, weights, opt, sizes, model_params(params, keywords), rename)
 
+    def quantized(self, name: str, /, how: str, seed: int = 0, weights: str | None = None, *,
+                  calibrate: str | None = None, sizes: dict | None = None, params: dict | None = None,
+                  rename: dict | None = None, **keywords):
+        """The model in eval mode, int8-quantized by torch.ao (runtime/compress.py) and saved as
+        TorchScript (a runtime.deploy.Deployed): `how` dynamic (Linear, LSTM, GRU), or static (FX,
+        Conv-BN-ReLU fused, per-channel weights) calibrated on the data-set call `calibrate`."""
+        from .runtime import compress
+        from .runtime.deploy import example_sizes
+        params = model_params(params, keywords)
+        net = self._weighted(name, seed, weights, 0, params, rename).eval()
+        graph = self._graph_at(name, 0, False, params)
+        if how == "dynamic":
+            module = compress.dynamic_int8(net)
+        else:
+            module = compress.static_int8(net, self._calibration(graph, calibrate))
+        return compress.scripted(module, graph, example_sizes(graph, sizes))
+
+    def onnx_quantized(self, name: str, /, how: str, seed: int = 0, weights: str | None = None, *,
+                       calibrate: str | None = None, params: dict | None = None, rename: dict | None = None,
+                       **keywords):
+        """The ONNX model quantized to int8 by onnxruntime.quantization: `how` dynamic, or static (QDQ,
+        per-channel) calibrated on the data-set call `calibrate`; checked (onnx.ModelProto)."""
+        from .runtime import compress
+        params = model_params(params, keywords)
+        model = self.onnx(name, seed, weights, params=params, rename=rename)
+        feeds = None
+        if how == "static":
+            graph = self._graph_at(name, 0, False, params)
+            names = [i.name for i in model.graph.input]
+            feeds = [{n: t.numpy() for n, t in zip(names, batch)} for batch in self._calibration(graph, calibrate)]
+        return compress.onnx_int8(model, how, feeds)
+
+    def _calibration(self, graph, calibrate: str | None) -> list:
+        from .runtime import compress
+        if not calibrate:
+            raise DslcError(Diagnostic("E0503", "static quantization needs calibration data",
+                                       file_name=self.unit.root.name,
+                                       help="name a data set: --calibrate 'digits(val=0.1)'"))
+        split = compress.calibration_split(calibrate, os.path.dirname(os.path.abspath(self.path)))
+        return compress.calibration_batches(split, [n for n, _ in graph.inputs])
+
     def _deploy(self, convert, name: str, seed: int, weights: str | None, opt: int, sizes: dict | None,
                 params: dict, rename: dict | None = None):
         from .runtime.deploy import DeployError, example_sizes
@@ -332,6 +373,14 @@ def evaluate(path: str, plan_name: str | None = None, options=None, warn=print) 
     from .runtime.evaluate import evaluate as measure
     options = options or EvalOptions()
     return measure(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
+
+
+def compress_report(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:
+    """A trained run's model beside its int8 variants: size, sparsity, test metrics and CPU latency
+    (options: a runtime.compress_report.ReportOptions); also written to RUN/compress-report.json."""
+    from .runtime.compress_report import ReportOptions, report
+    options = options or ReportOptions()
+    return report(_loaded(path, warn).plan(plan_name, options.sets), path, options, warn)
 
 
 def predict(path: str, plan_name: str | None = None, options=None, warn=print) -> dict:

@@ -213,9 +213,9 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a model parameter (a .dl literal); "
                                                                   "repeatable.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the initial weights.")
-@click.option("--weights", metavar="CKPT", type=click.Path(dir_okay=False),
-              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict; not for "
-                   "pytorch).")
+@click.option("--weights", metavar="CKPT", type=click.Path(), callback=lambda c, p, v: _run_weights(v),
+              help="Weights to export instead of the seeded ones (.safetensors or a torch state dict, or a run "
+                   "folder: its checkpoints/best.safetensors; not for pytorch).")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", callback=lambda c, p, v: _renames(v),
               help="With --weights: the file's names under the prefix OLD are the model's under NEW "
                    "(conv1=stem.conv1; the longest prefix wins); repeatable.")
@@ -230,13 +230,23 @@ def model_args(sets: tuple[str, ...]) -> dict:
 @click.option("--size", "sizes", multiple=True, metavar="NAME=N",
               help="torchscript, exported: a run-time size of the example inputs (default B=2, others 8); "
                    "e.g. --size T=128.")
+@click.option("--quantize", type=click.Choice(["dynamic", "static"]),
+              help="int8 post-training quantization of the --weights: dynamic (Linear, LSTM, GRU weights; "
+                   "TorchScript .pt, or onnxruntime's with --target onnx) or static (also activations and "
+                   "per-channel conv weights, calibrated on --calibrate).")
+@click.option("--calibrate", metavar="DATA", help="--quantize static: the data set whose validation split (else "
+                                                   "training split) calibrates the observers: 'digits(val=0.1)'.")
 @_handled
 def compile_(file, model, target, output, sets, seed, weights, renames, opt, channels_last, dump_ir,
-             sizes) -> None:
+             sizes, quantize, calibrate) -> None:
     """Compile FILE to a standalone PyTorch file (needs only torch), or one model to ONNX, TorchScript
-    or a torch.export program."""
+    or a torch.export program; with --quantize, one model's int8 TorchScript or ONNX."""
     params = model_args(sets)
     prog = _load(file)
+    _check_quantize(quantize, calibrate, target, opt or channels_last or dump_ir, renames and not weights)
+    if quantize:
+        return _compile_quantized(prog, target, model, output, seed, weights, params, renames, quantize, calibrate,
+                                  _sizes(sizes))
     if sizes and target not in ("torchscript", "exported"):
         raise click.UsageError("--size applies to --target torchscript and exported (their example inputs)")
     if target != "pytorch":
@@ -277,6 +287,17 @@ def _named_inputs(items) -> dict:
             raise click.BadParameter(f"{item!r}: write NAME=FILE.npy, a model input and a file", param_hint="--input")
         out[name] = file
     return out
+
+
+def _run_weights(path: str | None) -> str | None:
+    """--weights RUN (a folder `dslc train` wrote) stands for RUN/checkpoints/best.safetensors."""
+    if path is None or not os.path.isdir(path):
+        return path
+    best = os.path.join(path, "checkpoints", "best.safetensors")
+    if not os.path.isfile(best):
+        raise click.BadParameter(f"{path} is a folder without checkpoints/best.safetensors: give a run folder "
+                                 "or a weights file", param_hint="--weights")
+    return best
 
 
 def _renames(items) -> dict:
@@ -338,6 +359,43 @@ def _compile_deployed(prog, target: str, model, output, seed, weights, params, o
     out = output or f"{model}.{'pt' if target == 'torchscript' else 'pt2'}"
     _write(out, result.save(), explicit=output is not None)
     _echo(f"wrote {out}" + (f" ({result.how})" if target == "torchscript" else ""), err=True)
+
+
+def _check_quantize(quantize, calibrate, target: str, passes: bool, renames_alone: bool) -> None:
+    if calibrate and quantize != "static":
+        raise click.UsageError("--calibrate applies to --quantize static")
+    if quantize == "static" and not calibrate:
+        raise click.UsageError("--quantize static needs calibration data: --calibrate 'digits(val=0.1)'")
+    if not quantize:
+        return
+    if target not in ("pytorch", "torchscript", "onnx"):
+        raise click.UsageError("--quantize writes TorchScript (the default) or, with --target onnx, ONNX")
+    if passes:
+        raise click.UsageError("--quantize takes no -O, --channels-last or --dump-ir (it fuses what it quantizes)")
+    if renames_alone:
+        raise click.UsageError("--rename applies to the names of a --weights file")
+
+
+def _compile_quantized(prog, target: str, model, output, seed, weights, params, renames, how: str,
+                       calibrate, sizes: dict) -> None:
+    """One model quantized to int8: TorchScript (.pt), or ONNX (.onnx) with --target onnx."""
+    model = _one_model(prog, model)
+    if output == "-":
+        raise click.UsageError("a quantized model is binary: give a file with -o")
+    if weights is None:
+        _echo(f"note: {model}: no --weights: quantizing the seeded initial weights", err=True)
+    if target == "onnx":
+        data = prog.onnx_quantized(model, how, seed, weights, calibrate=calibrate, params=params,
+                                   rename=renames or None).SerializeToString()
+        out = output or f"{model}.int8.onnx"
+    else:
+        result = prog.quantized(model, how, seed, weights, calibrate=calibrate, sizes=sizes, params=params,
+                                rename=renames or None)
+        if result.note:
+            _echo(f"note: {model}: {result.note}", err=True)
+        data, out = result.save(), output or f"{model}.int8.pt"
+    _write(out, data, explicit=output is not None)
+    _echo(f"wrote {out} ({how} int8)", err=True)
 
 
 def _write(path: str, text, explicit: bool) -> None:
@@ -724,6 +782,35 @@ def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
         raise click.BadParameter(f"--min {start:g} must be below --max {end:g}", param_hint="--min")
     options = LrFindOptions(start=start, end=end, steps=steps, out=out, sets=tuple(sets), device=device)
     sweep(file, plan, options, out=_echo, warn=lambda text: click.echo(text, err=True))
+
+
+@main.command("compress-report")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
+@click.option("--run", "run_dir", metavar="DIR", help="The run (default: the latest runs/PLAN*).")
+@click.option("--weights", metavar="best|last|FILE", help="The run's best weights (the default), its last "
+              "epoch's, or a weights file.")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
+@click.option("--repeats", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Latency: runs of one example (batch 1) whose median is reported.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also the ONNX model and its int8 variants "
+                                                                        "(onnxruntime).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_handled
+def compress_report(file, plan, run_dir, weights, sets, repeats, onnx, as_json) -> None:
+    """A trained run's model beside its int8 variants (PyTorch dynamic and static, ONNX dynamic and
+    static): size on disk, parameters and sparsity, test-split metrics and CPU latency (batch 1, one
+    thread). Written to RUN/compress-report.json too."""
+    import json
+
+    from .api import compress_report as measure
+    from .runtime.compress_report import ReportOptions, table
+    options = ReportOptions(run=run_dir, weights=weights, sets=tuple(sets), repeats=repeats, onnx=onnx)
+    result = measure(file, plan, options, warn=lambda text: click.echo(text, err=True))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _echo(table(result))
 
 
 def _input_files(paths: tuple) -> tuple:

@@ -62,3 +62,19 @@ def test_the_training_overhead_benchmark_runs(monkeypatch):
     case = next(c for c in bench.CASES if c[0] == "digits MLP")
     r = bench.bench_case(*case)
     assert r["rounds"] == 1 and r["dslc_epoch_s"] > 0 and r["bare_epoch_s"] > 0
+
+
+def test_the_compression_benchmark_runs(tmp_path):
+    """bench/compression.py with seeded weights (no runs in tmp_path): every model's float and int8 ONNX
+    files are made and timed, and the results written (the timings are the benchmark's to judge)."""
+    spec = importlib.util.spec_from_file_location("bench_compression", os.path.join(ROOT, "bench", "compression.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "compression.json"
+    payload = bench.main(["--repeat", "2", "--run-dir", str(tmp_path), "--out", str(out)])
+    assert json.loads(out.read_text()) == payload
+    assert [r["model"] for r in payload["results"]] == ["Wide", "DigitsCNN"]
+    for r in payload["results"]:
+        assert r["weights"] == "seeded" and "test_accuracy" not in r
+        assert r["bytes"]["float"] > 3.5 * r["bytes"]["int8 dynamic"]
+        assert set(r["batch_1_ms"]) == {"float", "int8 dynamic", "int8 static"}

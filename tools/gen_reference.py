@@ -83,6 +83,9 @@ def plans_section() -> list[str]:
                 extra = "; batch fields: " + (e.fields_doc if callable(e.fields) else
                                               ", ".join(f"`{k}` {t}" for k, t in e.fields.items()))
             out.append(f"| {signature(e.name, e.params)} | {e.doc}{extra} |")
+    out += ["", "### Phase statements", "", "| signature | meaning |", "| --- | --- |",
+            f"| {signature('prune', catalog.PRUNE_PARAMS)} | at the start of the phase, zero `amount` of the "
+            "convolution and linear weights under `layers` (torch.nn.utils.prune); permanent at its end |"]
     out += ["", "### Metrics", "", "| name | meaning |", "| --- | --- |"]
     out += [f"| `{k}` | {v} |" for k, v in catalog.METRICS.items()]
     out += ["", "### Precisions", "", "| name | meaning |", "| --- | --- |"]

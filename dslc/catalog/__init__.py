@@ -11,7 +11,7 @@ from ..ir.dims import Sym, plain, plain_float
 from ..ir.types import TensorType
 from ..ops import augment as augmentations
 from ..ops import checks
-from ..ops.ptypes import BOOL, FLOAT, INT, STR, DictOf, ListOf, OneOf, Optional, Str
+from ..ops.ptypes import ANY, BOOL, FLOAT, INT, STR, DictOf, ListOf, OneOf, Optional, Str
 from ..ops.registry import ParamSpec
 from . import sources, text
 
@@ -415,6 +415,17 @@ FIELDS = {f.name: f for f in (
           "std=[0.5])]`"),
 )}
 
+# `prune(model.conv2, amount=0.5)` in a phase (torch.nn.utils.prune)
+PRUNE_PARAMS = (
+    ParamSpec("layers", ANY, doc="a model, or a layer or block of it: `model.conv2`"),
+    ParamSpec("amount", FLOAT, doc="the fraction of the weights set to zero, in [0, 1]"),
+    ParamSpec("method", STR, "l1_unstructured", doc="l1_unstructured (the smallest |w|), ln_structured (whole "
+              "slices along `dim` with the smallest `n`-norm) or random_unstructured"),
+    ParamSpec("n", FLOAT, 2.0, doc="ln_structured: the norm that ranks the slices"),
+    ParamSpec("dim", INT, 0, doc="ln_structured: the dimension of the slices (0: output channels)"),
+    ParamSpec("global", BOOL, False, doc="rank all the weights under `layers` together (L1 magnitude)"),
+)
+
 STEP_FIELDS = ("loss", "optimizer")
 PHASE_FIELDS = ("epochs", "optimizer", "schedule", "batch_size")
 
@@ -437,5 +448,5 @@ def monitors(metrics: list[str], train: bool = False) -> list[str]:
 
 
 __all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "METRIC_PARAMS", "OPTIMIZERS",
-           "PHASE_FIELDS", "PRECISIONS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "Metric", "augment_problem",
+           "PHASE_FIELDS", "PRECISIONS", "PRUNE_PARAMS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "Metric", "augment_problem",
            "monitors", "OneOf"]

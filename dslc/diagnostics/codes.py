@@ -67,7 +67,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0504": "The model's input does not match the data set's fields (shape or dtype), or its batches are too small "
              "for a run-time requirement of the model (`h[7]` on the batch needs more than 7 examples).",
     "E0505": "The loss must reduce to a single number (a 0-d tensor).",
-    "E0506": "A name in `freeze`/`unfreeze` does not name a layer of the model.",
+    "E0506": "A name in `freeze`/`unfreeze`/`prune` does not name a layer of the model (or `prune`'s names no "
+             "convolution or linear layer).",
     "E0507": "A trainable parameter is updated by no optimizer, or by several in one step.",
     "E0508": "A data file cannot be read, or its contents do not fit the data set (paths are relative to the "
              "plan's file).",

@@ -92,11 +92,36 @@ class CarriedState:
 
 
 @dataclass
+class Prune:
+    """`prune(model.conv2, amount=0.5, method=l1_unstructured)`: at the start of its phase, the
+    convolution and linear weights under `path` (a tuple: model, then layers) lose `amount` of
+    their entries (`global_`: the smallest of all of them together), for good at its end."""
+    path: tuple
+    amount: float
+    method: str = "l1_unstructured"
+    n: float = 2.0           # ln_structured: the norm of each slice
+    dim: int = 0             # ln_structured: the dimension whose slices go (0: output channels)
+    global_: bool = False
+    span: object = None
+
+    def text(self) -> str:
+        """The statement with every argument, as a run's plan.dl records it."""
+        n = int(self.n) if float(self.n).is_integer() else self.n
+        return (f"prune({'.'.join(self.path)}, amount={self.amount:g}, method={self.method}, n={n}, dim={self.dim}, "
+                f"global={'true' if self.global_ else 'false'})")
+
+
+PRUNE_METHODS = ("l1_unstructured", "ln_structured", "random_unstructured")
+PRUNABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+
+
+@dataclass
 class Phase:
     name: str
     fields: dict = field(default_factory=dict)
     freeze: list = field(default_factory=list)    # (path tuple, freeze: bool)
     span: object = None
+    prunes: list = field(default_factory=list)    # Prune, in order
 
 
 @dataclass
@@ -180,6 +205,7 @@ class PlanChecker(TargetCalls):
                                                              decl.name_span)))
         for p in phases:
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
+        self._prune_fits(plan)
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
         if self.failed or len(self.reporter.diagnostics) > before:
@@ -222,6 +248,9 @@ class PlanChecker(TargetCalls):
                 phases.append(stmt)
             elif isinstance(stmt, ast.FreezeStmt):
                 freezes.append(stmt)
+            elif _is_prune(stmt):
+                self.reporter.error("E0107", "`prune` goes in a phase: the phase fine-tunes the pruned model",
+                                    stmt.span, help="phase prune { prune(model, amount=0.5)  epochs = 5 }")
             else:
                 self.reporter.error("E0107", "a training plan holds fields (`epochs = 10`), `step`s, `phase`s, "
                                     "`freeze`s and calls like `early_stopping(...)`", stmt.span)
@@ -828,14 +857,71 @@ class PlanChecker(TargetCalls):
         for s in stmt.body:
             if isinstance(s, ast.FreezeStmt):
                 phase.freeze += self._freeze_paths(s)
+            elif _is_prune(s):
+                phase.prunes.append(self._prune(s.value))
             elif isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name) \
                     and s.targets[0].id in catalog.PHASE_FIELDS:
                 f = catalog.FIELDS[s.targets[0].id]
                 phase.fields[f.name] = self._field_value(f, s.value, ctx)
             else:
-                raise EvalError("E0107", "a phase holds `freeze`/`unfreeze` and the fields "
+                raise EvalError("E0107", "a phase holds `freeze`/`unfreeze`, `prune(...)` and the fields "
                                 + ", ".join(catalog.PHASE_FIELDS), s.span)
         return phase
+
+    def _prune(self, call: ast.Call) -> Prune:
+        """A checked `prune(...)`: its path names layers with convolution or linear weights, `amount`
+        is in [0, 1], `method` is known, and `global=true` prunes by L1 magnitude."""
+        args, spans = bind_op(catalog.PRUNE_PARAMS, [self._prune_arg(a) for a in call.args],
+                              [(k.name, self._prune_arg(k.value)) for k in call.kwargs], "prune", call.span)
+        path = args["layers"]
+        if not isinstance(path, tuple):
+            raise EvalError("E0301", f"prune's first argument names layers, such as `model.conv2`, not "
+                            f"{describe(path)}", spans["layers"])
+        prune = Prune(path, float(args["amount"]), str(args["method"]), float(args["n"]), int(args["dim"]),
+                      bool(args["global"]), call.span)
+        if not 0.0 <= prune.amount <= 1.0:
+            raise EvalError("E0302", f"`amount` must be in [0, 1] (the fraction of weights pruned), got "
+                            f"{prune.amount:g}", spans["amount"])
+        if prune.method not in PRUNE_METHODS:
+            guess = did_you_mean(prune.method, PRUNE_METHODS)
+            raise EvalError("E0302", f"unknown pruning method `{prune.method}`", spans["method"],
+                            help=f"did you mean `{guess}`?" if guess else "methods: " + ", ".join(PRUNE_METHODS))
+        if prune.global_ and prune.method != "l1_unstructured":
+            raise EvalError("E0302", "global pruning ranks all the weights by magnitude: its method is "
+                            "l1_unstructured", spans["method"])
+        if prune.n <= 0:
+            raise EvalError("E0302", f"`n` (the norm) must be positive, got {prune.n:g}", spans["n"])
+        self._resolve_path(ast.Dotted(spans["layers"], path))
+        layers = _prunable(self.plan.models[path[0]][2], path[1:])
+        if not layers:
+            raise EvalError("E0506", f"`{'.'.join(path)}` has no convolution or linear layer to prune",
+                            spans["layers"], help="prune applies to " + ", ".join(PRUNABLE))
+        if prune.method == "ln_structured":
+            ranks = set(layers)
+            if any(not -r <= prune.dim < r for r in ranks):
+                raise EvalError("E0302", f"`dim` {prune.dim} is out of range for weights of rank "
+                                f"{min(ranks)}", spans.get("dim", call.span))
+        return prune
+
+    def _prune_fits(self, plan: Plan) -> None:
+        """Pruning re-parametrizes the weights, which the averaged copy of `ema` cannot follow."""
+        prunes = [p for phase in plan.phases for p in phase.prunes]
+        if prunes and plan.fields.get("ema"):
+            self.reporter.error("E0302", "`prune` cannot be combined with `ema` (the averaged weights would "
+                                "not be pruned)", prunes[0].span, help="leave out `ema` in a pruning plan")
+            self.failed = True
+
+    def _prune_arg(self, e) -> Arg:
+        """A prune argument: a layer path (`model.conv2`), a bare word (`l1_unstructured`) or a literal."""
+        parts = _dotted(e)
+        if parts is not None and (len(parts) > 1 or parts[0] in self.plan.models):
+            return Arg(parts, e.span)
+        if parts is not None:
+            return Arg(Word(parts[0]), e.span)
+        v = self._expr(e, self.plan_ctx)
+        if v is POISON:
+            raise Poisoned()
+        return Arg(v, e.span)
 
     def _freeze_paths(self, stmt: ast.FreezeStmt) -> list:
         return [(self._resolve_path(p), stmt.freeze) for p in stmt.paths]
@@ -913,6 +999,41 @@ class _AugmentFunction:
 
 
 _AUGMENT = _AugmentFunction()
+
+
+def _is_prune(stmt) -> bool:
+    return isinstance(stmt, ast.ExprStmt) and isinstance(stmt.value, ast.Call) and \
+        isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "prune"
+
+
+def _dotted(e) -> tuple | None:
+    """`model.conv2` as ("model", "conv2"); None for anything but names joined by dots."""
+    if isinstance(e, ast.Name):
+        return (e.id,)
+    if isinstance(e, ast.Attr):
+        head = _dotted(e.value)
+        return head + (e.name,) if head is not None else None
+    return None
+
+
+def _prunable(graph: Graph, rest: tuple) -> list:
+    """The weight ranks of the prunable layers at `rest` within `graph` (all of them for ())."""
+    for part in rest:
+        inst = next(i for i in graph.instances.values() if i.name == part)
+        if inst.graph is None:
+            return [len(inst.weights()["weight"])] if inst.kind == "layer" and inst.op.name in PRUNABLE else []
+        graph = inst.graph
+    return _all_prunable(graph)
+
+
+def _all_prunable(graph: Graph) -> list:
+    out = []
+    for inst in graph.instances.values():
+        if inst.graph is not None and inst.kind == "block":
+            out += _all_prunable(inst.graph)
+        elif inst.kind == "layer" and inst.op.name in PRUNABLE:
+            out.append(len(inst.weights()["weight"]))
+    return out
 
 
 @dataclass

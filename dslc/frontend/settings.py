@@ -79,6 +79,12 @@ def literal_args(settings: dict[str, Setting]) -> dict[str, Arg]:
     return out
 
 
+def literal_value(expr, file: SourceFile):
+    """The value of a literal expression of `file` (a command-line option's text); E0301 otherwise."""
+    ev = Evaluator(Unit(file), Reporter())
+    return _literal(ev, expr, Ctx(Graph("--set", "block"), None, "block"))
+
+
 def _literal(ev, expr, ctx):
     for node in _names(expr):
         raise EvalError("E0301", f"`{node.id}` is not a literal", node.span,

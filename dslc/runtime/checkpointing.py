@@ -6,6 +6,7 @@ import os
 
 from . import checkpoint
 from .callbacks import Callback
+from .pruning import fold
 from .weights import read_state
 
 
@@ -30,7 +31,7 @@ class BestWeights(Callback):
         if value is None or not (self.latest or self.best is None or self._beats(value)):
             return
         self.best = (value, record["epoch"])
-        weights = trainer.weights(evaluated=True)
+        weights = fold(trainer.weights(evaluated=True))   # a pruning phase's weights as the model will have them
         checkpoint.save_weights(self.path(trainer), weights,
                                 {"epoch": record["epoch"], "monitor": self.monitor, "value": value})
         self.weights = {k: v.detach().clone() for k, v in weights.items()}

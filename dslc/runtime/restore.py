@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
+from .pruning import fold
 from .resume import differences, plan_lines
 from .rundir import latest_run, render_plan, run_plan_name
 from .trainer import STANDARDIZE_FILE, Options, Trainer
@@ -146,6 +147,7 @@ def load(trainer: Trainer, weights: Weights) -> None:
     several = len(trainer.models) > 1
     for key, model in trainer.models.items():
         part = checkpoint.under(weights.state, key + ".") if several else weights.state
+        part = fold(part)   # a checkpoint taken during a pruning phase holds masks: the plain weights
         fit = fit_state_dict(model.state_dict(), part)
         if not fit.exact:
             raise DslcError(Diagnostic("E0602", f"the weights in {weights.path} do not fit the model `{key}` of the "

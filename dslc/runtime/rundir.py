@@ -403,6 +403,7 @@ def _phase_lines(plan) -> list[str]:
         if isinstance(stmt, ast.PhaseStmt):
             lines.append(f"    phase {stmt.name} {{")
             lines += ["        " + _text(inner) for inner in stmt.body if isinstance(inner, ast.FreezeStmt)]
+            lines += ["        " + p.text() for p in phases[stmt.name].prunes]
             lines += [f"        {k} = {dl_value(v)}" for k, v in phases[stmt.name].fields.items()]
             lines.append("    }")
     return lines

@@ -34,7 +34,7 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, health, resume, smoke
+from . import checkpoint, health, pruning, resume, smoke
 from . import data as data_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
@@ -72,6 +72,7 @@ class PhaseSpec:
     batch_size: int
     optimizers: dict          # step name -> PlanCall
     schedule: object          # PlanCall | None
+    prunes: list = field(default_factory=list)    # frontend.plans.Prune, applied as the phase starts
 
 
 @dataclass
@@ -288,7 +289,7 @@ class Trainer:
                 opts = {plan.steps[0].name: p.fields["optimizer"]}
             out.append(PhaseSpec(p.name, int(p.fields.get("epochs", c.epochs or 1)),
                                  int(p.fields.get("batch_size", c.batch_size)), opts,
-                                 p.fields.get("schedule", c.schedule)))
+                                 p.fields.get("schedule", c.schedule), list(p.prunes)))
         return out
 
     def _check_precision(self) -> None:
@@ -404,21 +405,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ freezing and optimizers
 
-    def _start_phase(self, index: int) -> None:
+    def _start_phase(self, index: int, started: bool = False) -> None:
+        """Set up phase `index`: its pruning (unless it had `started` before a resumed checkpoint, whose
+        masks are loaded), freezes, optimizers and schedules."""
         phase = self.phases[index]
         self.phase_index = index
-        frozen_modules = []
-        for key, model in self.models.items():
-            rules = self.plan.freeze_rules(key, phase.name)
-            for p in model.parameters():
-                p.requires_grad_(True)
-            for path, freeze in rules:
-                sub = model.get_submodule(path) if path else model
-                for p in sub.parameters():
-                    p.requires_grad_(not freeze)
-            frozen_modules += [m for m in model.modules()
-                               if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
-        self.frozen_modules = frozen_modules
+        if phase.prunes and not started:
+            pruning.apply(self.models, phase.prunes)
+        self.frozen_modules = self._freeze(phase)
         per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
         accumulate = self.config.accumulate
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
@@ -442,6 +436,21 @@ class Trainer:
                                         s.optimizer, steps_per_epoch=opt_steps, epochs=phase.epochs) \
                 if s.optimizer is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    def _freeze(self, phase: PhaseSpec) -> list:
+        """Apply the freeze rules in force during `phase`; the modules left with no trainable parameter."""
+        frozen_modules = []
+        for key, model in self.models.items():
+            rules = self.plan.freeze_rules(key, phase.name)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            for path, freeze in rules:
+                sub = model.get_submodule(path) if path else model
+                for p in sub.parameters():
+                    p.requires_grad_(not freeze)
+            frozen_modules += [m for m in model.modules()
+                               if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+        return frozen_modules
 
     # ------------------------------------------------------------------ the loop
 
@@ -472,6 +481,7 @@ class Trainer:
                 self._end_epoch(record, total)
                 if self._pause_due(epoch - start_epoch, epoch, total):
                     return {"paused_after": epoch}
+            pruning.make_permanent(self.models)   # a run stopped early inside a pruning phase
         finally:
             self.callbacks.on_fit_end(self)
         return self._finish()
@@ -479,6 +489,8 @@ class Trainer:
     def _end_epoch(self, record: dict, total: int) -> None:
         self.history.append(record)
         self.position = (record["epoch"], 0)
+        if record["epoch"] == self._epoch_ends()[self.phase_index]:
+            pruning.make_permanent(self.models)   # the phase's pruning, for good: checkpoints have plain weights
         for s in self.steps:
             if s.schedule is not None:
                 s.schedule.after_epoch(record)
@@ -761,7 +773,7 @@ class Trainer:
         if epoch >= self._epoch_ends()[-1]:
             return
         index = self._phase_at(epoch)
-        self._start_phase(index)
+        self._start_phase(index, started=state.get("phase") == index)
         if state.get("phase") == index:
             self._restore_optim(state, path)
 
@@ -786,6 +798,7 @@ class Trainer:
         """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly."""
         for k, m in self.models.items():
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
+            pruning.reparametrize(m, part)   # a checkpoint taken during a pruning phase: weights and masks
             fit = fit_state_dict(m.state_dict(), part)
             if not fit.exact:
                 raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
@@ -805,6 +818,11 @@ class Trainer:
             result["test"] = test
         if self.config.overfit_batches and self.history and not self.fast:
             result["overfit"] = self._overfit_report()
+        names = self._pruned_names()
+        if names:
+            result["sparsity"] = pruning.sparsity(self.models, names)
+            if not self.fast:
+                self.out("sparsity: " + ", ".join(f"{k} {v:.1%}" for k, v in result["sparsity"].items()))
         self.rundir.write_json("result.json", result)
         self.rundir.curves(self.history)
         confusion = self.last_confusion
@@ -813,6 +831,16 @@ class Trainer:
         if not self.fast:
             self.out(_summary_line(result, self.rundir.path))
         return result
+
+    def _pruned_names(self) -> list[str]:
+        """The weights the phases that ran pruned (a run stopped early may not reach the later ones)."""
+        starts = [0] + self._epoch_ends()[:-1]
+        prunes = [p for start, phase in zip(starts, self.phases) if start < len(self.history) for p in phase.prunes]
+        names = []
+        for p in prunes:
+            names += [pruning.named(self.models, p.path[0], n + ".weight")
+                      for n, _ in pruning.layers(self.models[p.path[0]], ".".join(p.path[1:]))]
+        return list(dict.fromkeys(names))
 
     def _overfit_report(self) -> dict:
         """Whether `overfit_batches` drove the loss near zero: a line, or W0602 at the field."""
