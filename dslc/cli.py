@@ -87,6 +87,15 @@ def check(files) -> None:
     sys.exit(EXIT_USER if failed else 0)
 
 
+@main.command("lsp")
+def lsp() -> None:
+    """Serve the language server protocol over stdin and stdout, for editors: diagnostics as you
+    type, hovers (shapes, signatures), definitions, symbols and completions (docs/language.md,
+    "Editors")."""
+    from .lsp.server import serve
+    serve()
+
+
 @main.command("fmt")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Change nothing; name each file that is not formatted and exit 1.")

@@ -1,0 +1,144 @@
+"""`dslc lsp`, driven as an editor drives it: a real client (pytest-lsp) talking to the server
+process over stdio. Diagnostics are compared with what `dslc check` reports for the same text;
+hovers with torch's own shapes where a model is built (the summary's figures are checked against
+torch in test_summary.py; here, the published ResNet-18 count)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+import dslc
+from dslc.diagnostics import DslcError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESNET = os.path.join(ROOT, "specs", "resnet.dl")
+ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "dslc", "lsp"], server_env=ENV),
+                    scope="module")
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def uri_of(path) -> str:
+    return "file://" + os.path.abspath(path)
+
+
+async def diagnostics_of(client: LanguageClient, uri: str, version: int) -> list[lsp.Diagnostic]:
+    """The diagnostics published for `version` of the document (earlier ones are skipped)."""
+    while True:
+        params = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        if params.uri == uri and params.version == version:
+            return list(params.diagnostics)
+
+
+async def opened(client: LanguageClient, path, text: str | None = None) -> tuple[str, list[lsp.Diagnostic]]:
+    uri = uri_of(path)
+    text = open(path).read() if text is None else text
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "dl", 1, text)))
+    return uri, await diagnostics_of(client, uri, 1)
+
+
+def at(text: str, needle: str, delta: int = 0) -> lsp.Position:
+    """The position of `needle`'s first character (plus `delta`) in `text`."""
+    i = text.index(needle) + delta
+    return lsp.Position(text.count("\n", 0, i), i - (text.rfind("\n", 0, i) + 1))
+
+
+async def hover_text(client, uri, pos) -> str:
+    h = await client.text_document_hover_async(lsp.HoverParams(lsp.TextDocumentIdentifier(uri), pos))
+    return h.contents.value if h is not None else ""
+
+
+async def test_a_zoo_spec_checks_clean_and_answers_hovers(client: LanguageClient):
+    text = open(RESNET).read()
+    uri, diags = await opened(client, RESNET)
+    assert diags == []
+    conv = await hover_text(client, uri, at(text, "Conv2d(64, 7", 2))
+    assert "Conv2d(out_channels, kernel_size, stride=1" in conv and "[B, 64, 112, 112] float32" in conv
+    model = await hover_text(client, uri, at(text, "model ResNet18", 8))
+    assert "11,689,512 parameters" in model and "[B, 3, 224, 224]" in model   # torchvision's resnet18 count
+    stage = await hover_text(client, uri, at(text, "Stage(128, 2, stride=2)", 1))
+    assert "block Stage(width: int" in stage and "output here: `[B, 128, 28, 28] float32`" in stage
+    block_input = await hover_text(client, uri, at(text, "    input x: [B, 3, 224, 224]", 10))
+    assert "[B, 3, 224, 224] float32" in block_input
+
+
+async def test_definitions_and_symbols(client: LanguageClient):
+    text = open(RESNET).read()
+    uri = uri_of(RESNET)
+    loc = await client.text_document_definition_async(lsp.DefinitionParams(
+        lsp.TextDocumentIdentifier(uri), at(text, "BasicBlock(width, stride", 3)))
+    assert loc.uri == uri and loc.range.start == at(text, "BasicBlock(out: int")
+    symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
+    assert [s.name for s in symbols] == ["Downsample", "BasicBlock", "Bottleneck", "Stage", "ResNet18", "ResNet34",
+                                         "ResNet50"]
+    assert symbols[4].kind == lsp.SymbolKind.Class and symbols[4].selection_range.start == at(text, "ResNet18(classes")
+
+
+async def test_completions(client: LanguageClient):
+    text = open(RESNET).read()
+    uri = uri_of(RESNET)
+    inside = at(text, "Conv2d(64, 7, ", len("Conv2d(64, 7, "))
+    items = await client.text_document_completion_async(lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), inside))
+    labels = {i.label: i for i in items.items}
+    assert {"stride=", "padding=", "bias="} <= set(labels) and "Linear" not in labels
+    line = at(text, "    AdaptiveAvgPool2d(1)", 4)
+    items = await client.text_document_completion_async(lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), line))
+    labels = {i.label: i for i in items.items}
+    assert "Linear(out_features, bias=true)" in labels["Linear"].detail and labels["Linear"].documentation.value
+    assert {"BasicBlock", "Stage", "x", "classes"} <= set(labels)
+
+
+BROKEN = """model M(classes: int = 10) {
+    input x: [B, 3, 32, 32]
+    h = x -> Conv2d(16, 3) -> ReLU()
+    output h -> Linear(classes) -> Linearr(4)
+}
+"""
+
+
+def check_codes(tmp_path, text: str) -> list[str]:
+    """What `dslc check` reports for the text (through the API the command uses)."""
+    path = tmp_path / "ref.dl"
+    path.write_text(text)
+    try:
+        prog = dslc.load(str(path))
+    except DslcError as e:
+        return sorted(e.codes)
+    return sorted(w.code for w in prog.warnings)
+
+
+async def test_diagnostics_follow_edits_and_garbage_keeps_the_server_up(client: LanguageClient, tmp_path):
+    path = tmp_path / "broken.dl"
+    uri, diags = await opened(client, path, BROKEN)
+    assert diags and sorted(d.code for d in diags) == check_codes(tmp_path, BROKEN)
+    typo = next(d for d in diags if "Linearr" in d.message)
+    assert typo.range.start == at(BROKEN, "Linearr") and typo.severity == lsp.DiagnosticSeverity.Error
+    # an incremental edit fixes the typo
+    fix = lsp.TextDocumentContentChangePartial(lsp.Range(at(BROKEN, "Linearr"), at(BROKEN, "Linearr", 7)), "Linear")
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), [fix]))
+    fixed = BROKEN.replace("Linearr", "Linear")
+    assert sorted(d.code for d in await diagnostics_of(client, uri, 2)) == check_codes(tmp_path, fixed)
+    # garbage, as a whole-text change: a syntax error, and the server still answers
+    garbage = "model {{ ] ->\x7f \u00e9\U0001F600 (((\n" * 3
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=3), [lsp.TextDocumentContentChangeWholeDocument(garbage)]))
+    diags = await diagnostics_of(client, uri, 3)
+    assert diags and sorted(d.code for d in diags) == check_codes(tmp_path, garbage)
+    assert await hover_text(client, uri, lsp.Position(0, 2)) == ""
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=4), [lsp.TextDocumentContentChangeWholeDocument(fixed)]))
+    assert await diagnostics_of(client, uri, 4) == []
+    assert "[B, 16, 30, 30] float32" in await hover_text(client, uri, at(fixed, "h = x", 0))
