@@ -92,7 +92,10 @@ def lsp() -> None:
     """Serve the language server protocol over stdin and stdout, for editors: diagnostics as you
     type, hovers (shapes, signatures), definitions, symbols and completions (docs/language.md,
     "Editors")."""
+    import gc
+
     from .lsp.server import serve
+    gc.enable()   # `run` pauses the collector for a short command; a server runs for hours
     serve()
 
 
@@ -721,8 +724,11 @@ def run() -> None:
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # closed: the language server's client went away
+            pass
     os._exit(code)
 
 

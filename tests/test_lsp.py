@@ -4,13 +4,14 @@ hovers with torch's own shapes where a model is built (the summary's figures are
 torch in test_summary.py; here, the published ResNet-18 count)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
 import pytest
 import pytest_lsp
 from lsprotocol import types as lsp
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import ClientServerConfig, LanguageClient, make_test_lsp_client
 
 import dslc
 from dslc.diagnostics import DslcError
@@ -22,8 +23,24 @@ ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "dslc", "lsp"], server_env=ENV),
-                    scope="module")
+def recording_client() -> LanguageClient:
+    """pytest-lsp's client, also keeping every publication's diagnostics by (uri, version)."""
+    client = make_test_lsp_client()
+    client.published = {}
+    handlers = client.protocol.fm.features
+    original = handlers[lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS]
+
+    def record(*args):
+        params = args[-1]
+        client.published[(params.uri, params.version)] = list(params.diagnostics)
+        return original(*args)
+
+    handlers[lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS] = record
+    return client
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "dslc", "lsp"], server_env=ENV,
+                                              client_factory=recording_client), scope="module")
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))
     yield
@@ -34,12 +51,14 @@ def uri_of(path) -> str:
     return "file://" + os.path.abspath(path)
 
 
-async def diagnostics_of(client: LanguageClient, uri: str, version: int) -> list[lsp.Diagnostic]:
-    """The diagnostics published for `version` of the document (earlier ones are skipped)."""
-    while True:
-        params = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        if params.uri == uri and params.version == version:
-            return list(params.diagnostics)
+async def diagnostics_of(client: LanguageClient, uri: str, version: int, timeout: float = 60) -> list[lsp.Diagnostic]:
+    """The diagnostics published for `version` of the document (taken: a later wait for the same
+    version waits for a new publication)."""
+    for _ in range(int(timeout / 0.01)):
+        if (uri, version) in client.published:
+            return client.published.pop((uri, version))
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"no diagnostics for {uri} version {version}")
 
 
 async def opened(client: LanguageClient, path, text: str | None = None) -> tuple[str, list[lsp.Diagnostic]]:
@@ -142,3 +161,126 @@ async def test_diagnostics_follow_edits_and_garbage_keeps_the_server_up(client: 
         lsp.VersionedTextDocumentIdentifier(uri=uri, version=4), [lsp.TextDocumentContentChangeWholeDocument(fixed)]))
     assert await diagnostics_of(client, uri, 4) == []
     assert "[B, 16, 30, 30] float32" in await hover_text(client, uri, at(fixed, "h = x", 0))
+
+
+LIB = """block Unit(out: int) {
+    Linear(out)
+    ReLU()
+}
+"""
+MAIN = """import "lib.dl"
+
+model Net(classes: int = 10) {
+    input x: [B, 8]
+    Unit(32)
+    Linear(classes)
+}
+"""
+
+
+async def test_an_open_imported_document_is_read_unsaved_and_its_errors_reach_the_importer(client, tmp_path):
+    (tmp_path / "lib.dl").write_text("this file on disk does not parse {")   # the editor's text wins
+    lib_uri, lib_diags = await opened(client, tmp_path / "lib.dl", LIB)
+    main_uri, main_diags = await opened(client, tmp_path / "main.dl", MAIN)
+    assert lib_diags == [] and main_diags == []
+    assert "[B, 32] float32" in await hover_text(client, main_uri, at(MAIN, "Unit(32)", 1))
+    loc = await client.text_document_definition_async(lsp.DefinitionParams(
+        lsp.TextDocumentIdentifier(main_uri), at(MAIN, "Unit(32)", 1)))
+    assert loc.uri == lib_uri and loc.range.start == at(LIB, "Unit(out")
+    # breaking the open library re-checks the document that imports it
+    broken = LIB.replace("Linear(out)", "Linear(out, bogus=1)")
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=lib_uri, version=2), [lsp.TextDocumentContentChangeWholeDocument(broken)]))
+    diags = await diagnostics_of(client, main_uri, 1)
+    (tmp_path / "lib.dl").write_text(broken)
+    assert [d.code for d in diags] == check_codes_at(tmp_path / "main.dl", MAIN)
+    assert diags[0].range.start == at(MAIN, '"lib.dl"') and diags[0].message.startswith("in ")
+    assert diags[0].related_information[0].location.uri == lib_uri
+    assert diags[0].related_information[0].location.range.start == at(broken, "bogus=1")
+
+
+def check_codes_at(path, text: str) -> list[str]:
+    path.write_text(text)
+    try:
+        return sorted(w.code for w in dslc.load(str(path)).warnings)
+    except DslcError as e:
+        return sorted(e.codes)
+
+
+TWICE = """block Relu2() {
+    ReLU()
+}
+
+block Relu2() {
+    ReLU()
+}
+
+model LayerNorm() {
+    input x: [B, 4]
+    Linear(4)
+}
+"""
+
+
+async def test_secondary_labels_are_related_information_and_warnings_are_warnings(client, tmp_path):
+    uri, diags = await opened(client, tmp_path / "twice.dl", TWICE)
+    assert sorted(d.code for d in diags) == check_codes(tmp_path, TWICE) == ["E0204"]
+    twice = diags[0]
+    assert twice.range.start == at(TWICE, "Relu2", TWICE.index("Relu2", 10) - TWICE.index("Relu2"))
+    assert twice.related_information[0].location.range.start == at(TWICE, "Relu2")
+    assert "first defined here" in twice.related_information[0].message
+    fixed = TWICE.replace("block Relu2() {\n    ReLU()\n}\n\n", "", 1)
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), [lsp.TextDocumentContentChangeWholeDocument(fixed)]))
+    diags = await diagnostics_of(client, uri, 2)
+    assert [d.code for d in diags] == check_codes(tmp_path, fixed) == ["W0201"]
+    assert diags[0].severity == lsp.DiagnosticSeverity.Warning and diags[0].range.start == at(fixed, "LayerNorm")
+
+
+WIDE = """# a comment with wide characters: 𝒳 → 𝒴
+model Wide() {
+    input x: [B, 4]
+    y = x -> Linear(3)  # 😀
+    output y -> Softmax(dim=1) -> Lineaar(2)
+}
+"""
+
+
+async def test_columns_are_utf16_code_units(client, tmp_path):
+    text = WIDE.replace("model Wide() {", "model Wide() { # 😀😀", 1)
+    uri, diags = await opened(client, tmp_path / "wide.dl", text)
+    bad = next(d for d in diags if "Lineaar" in d.message)
+    line = text.splitlines()[bad.range.start.line]
+    assert bad.range.start.character == len(line[:line.index("Lineaar")].encode("utf-16-le")) // 2
+    hover = await hover_text(client, uri, lsp.Position(3, len("    y = x -> Lin")))
+    assert "Linear(out_features" in hover
+
+
+PLAN = """import "{mlp}"
+
+train Fit {{
+    model = MLP(hidden=32, classes=10)
+    data = digits(val=0.1)
+    loss = cross_entropy(out, batch.y)
+    optimizer = AdamW(lr=1e-3)
+    epochs = 1
+}}
+"""
+
+
+async def test_plan_fields_and_catalog_keywords_complete(client, tmp_path):
+    text = PLAN.format(mlp=os.path.join(ROOT, "specs", "mlp.dl"))
+    uri, diags = await opened(client, tmp_path / "plan.dl", text)
+    assert diags == []
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), at(text, "    epochs", 4)))
+    labels = {i.label: i for i in items.items}
+    assert {"batch_size", "optimizer", "schedule", "epochs"} <= set(labels) and "Conv2d" not in labels
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), at(text, "AdamW(lr=1e-3)", len("AdamW("))))
+    assert {"lr=", "weight_decay="} <= {i.label for i in items.items}
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), at(text, "MLP(hidden", len("MLP("))))
+    assert {i.label for i in items.items} == {"hidden=", "classes="}
+    symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
+    assert [(s.name, s.kind) for s in symbols] == [("Fit", lsp.SymbolKind.Event)]

@@ -53,6 +53,8 @@ def schedule(ls: DslServer, uri: str) -> None:
     """Check `uri` (and the open documents that import it) soon; one check runs at a time."""
     path = uri_path(uri)
     dependents = [u for u, a in ls.analyses.items() if u != uri and path in a.paths.values()]
+    for u in dependents:
+        ls.analyses.pop(u)   # its text is the same, but what it imports is not
     for u in [uri, *dependents]:
         if u not in ls.pending:
             ls.pending.append(u)
