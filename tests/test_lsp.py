@@ -99,6 +99,14 @@ async def test_definitions_and_symbols(client: LanguageClient):
     loc = await client.text_document_definition_async(lsp.DefinitionParams(
         lsp.TextDocumentIdentifier(uri), at(text, "BasicBlock(width, stride", 3)))
     assert loc.uri == uri and loc.range.start == at(text, "BasicBlock(out: int")
+    # a tensor name: the binding in force (BasicBlock's second `h`), and its shapes at every call
+    use = at(text, "output relu(h + skip)", len("output relu("))
+    loc = await client.text_document_definition_async(lsp.DefinitionParams(lsp.TextDocumentIdentifier(uri), use))
+    assert loc.range.start == at(text, "h = h -> Conv2d(out, 3, padding=1")
+    h = await hover_text(client, uri, use)
+    assert h.startswith("`h`: ") and all(f"[B, {c}, {n}, {n}] float32" in h for c, n in [(64, 56), (128, 28), (512, 7)])
+    plus = await hover_text(client, uri, at(text, "output relu(h + skip)", len("output relu(h ")))
+    assert "[B, 512, 7, 7] float32" in plus and "[B, 128, 28, 28] float32" in plus
     symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
     assert [s.name for s in symbols] == ["Downsample", "BasicBlock", "Bottleneck", "Stage", "ResNet18", "ResNet34",
                                          "ResNet50"]
@@ -279,6 +287,7 @@ async def test_plan_fields_and_catalog_keywords_complete(client, tmp_path):
     items = await client.text_document_completion_async(lsp.CompletionParams(
         lsp.TextDocumentIdentifier(uri), at(text, "AdamW(lr=1e-3)", len("AdamW("))))
     assert {"lr=", "weight_decay="} <= {i.label for i in items.items}
+    assert "AdamW(lr=" in await hover_text(client, uri, at(text, "AdamW", 1))
     items = await client.text_document_completion_async(lsp.CompletionParams(
         lsp.TextDocumentIdentifier(uri), at(text, "MLP(hidden", len("MLP("))))
     assert {i.label for i in items.items} == {"hidden=", "classes="}
