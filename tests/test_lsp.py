@@ -293,3 +293,34 @@ async def test_plan_fields_and_catalog_keywords_complete(client, tmp_path):
     assert {i.label for i in items.items} == {"hidden=", "classes="}
     symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
     assert [(s.name, s.kind) for s in symbols] == [("Fit", lsp.SymbolKind.Event)]
+
+
+async def test_references_rename_and_inlay_hints(client: LanguageClient):
+    text = open(RESNET).read()
+    uri = uri_of(RESNET)
+    doc = lsp.TextDocumentIdentifier(uri)
+    refs = await client.text_document_references_async(lsp.ReferenceParams(
+        context=lsp.ReferenceContext(include_declaration=True), text_document=doc, position=at(text, "block BasicBlock", 6)))
+    starts = sorted((r.range.start.line, r.range.start.character) for r in refs)
+    expected = sorted((p.line, p.character) for p in [at(text, "BasicBlock(out"), at(text, "BasicBlock(width, stride")])
+    assert starts == expected
+    # renaming BasicBlock's `h` leaves Bottleneck's alone
+    h = at(text, "h = x -> Conv2d(out, 3")
+    edit = await client.text_document_rename_async(lsp.RenameParams(text_document=doc, position=h, new_name="y"))
+    lines = sorted({e.range.start.line for e in edit.changes[uri]})
+    assert lines == [h.line, h.line + 1, h.line + 3] and len(edit.changes[uri]) == 4
+    assert all(text.splitlines()[e.range.start.line][e.range.start.character:e.range.end.character] == "h"
+               for e in edit.changes[uri])
+    with pytest.raises(Exception, match="not a name"):
+        await client.text_document_rename_async(lsp.RenameParams(text_document=doc, position=h, new_name="model"))
+    lenet = os.path.join(ROOT, "specs", "lenet.dl")
+    source = open(lenet).read()
+    lenet_uri, _ = await opened(client, lenet)
+    hints = await client.text_document_inlay_hint_async(lsp.InlayHintParams(
+        lsp.TextDocumentIdentifier(lenet_uri), lsp.Range(lsp.Position(0, 0), lsp.Position(len(source.splitlines()), 0))))
+    by_line = {source.splitlines()[x.position.line].strip(): x.label.strip() for x in hints}
+    assert by_line["Conv2d(6, 5) as c1"] == "[B, 6, 28, 28]"
+    assert by_line["AvgPool2d(2) as s4"] == "[B, 16, 5, 5]"
+    assert by_line["Linear(classes) as classifier"] == "[B, 10]"
+    end = next(x for x in hints if x.label.strip() == "[B, 6, 28, 28]").position
+    assert end == at(source, "Conv2d(6, 5) as c1", len("Conv2d(6, 5) as c1"))

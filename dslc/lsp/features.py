@@ -300,3 +300,52 @@ def name_completions(analysis: Analysis, decl, offset: int) -> list[tuple[str, s
         local = {b[0]: b for b in bindings(decl) if b[1].start < offset}
         items += [(name, "variable", "", "") for name in local]
     return items
+
+
+# ---- references, renaming, inlay hints ----
+
+def references(analysis: Analysis, offset: int) -> list[Span]:
+    """Every place the name under the cursor stands for the same thing: a name in scope within
+    its declaration, or a model, block or loss across the files of the unit."""
+    found = word_at(analysis.text, offset)
+    if found is None or analysis.unit is None:
+        return []
+    word = found[0]
+    decl = enclosing_decl(analysis, offset)
+    if decl is not None and binding_at(decl, word, offset) is not None:
+        return _local_references(decl, word)
+    target = analysis.unit.decls.get(word)
+    if target is None:
+        return []
+    spans = [target.name_span]
+    for module in analysis.unit.modules:
+        for d in module.decls:
+            if not isinstance(d, ast.Import) and not any(b[0] == word for b in bindings(d)):
+                spans += [n.span for n in walk(d) if isinstance(n, ast.Name) and n.id == word]
+    return spans
+
+
+def _local_references(decl, word: str) -> list[Span]:
+    spans = {b[1].start: b[1] for b in bindings(decl) if b[0] == word}
+    spans.update({n.span.start: n.span for n in walk(getattr(decl, "body", ()) or ()) if isinstance(n, ast.Name) and n.id == word})
+    for p in getattr(decl, "params", ()):
+        spans.update({n.span.start: n.span for n in walk(p.default) if isinstance(n, ast.Name) and n.id == word})
+    return [spans[k] for k in sorted(spans)]
+
+
+def inlay_hints(analysis: Analysis, start: int, end: int) -> list[tuple[int, str]]:
+    """(offset, label): the output shape at the end of each statement of a model or block body
+    that computes a tensor, for the statements between `start` and `end`."""
+    module = analysis.module
+    if module is None or not analysis.graphs:
+        return []
+    hints = []
+    for decl in module.decls:
+        if not isinstance(decl, (ast.ModelDecl, ast.BlockDecl)) or decl.span.end < start or decl.span.start > end:
+            continue
+        for stmt in walk(decl.body):
+            if isinstance(stmt, (ast.AssignStmt, ast.ExprStmt)) and start <= stmt.span.end <= end:
+                shapes = [s.rsplit(" ", 1)[0] if s.endswith(" float32") else s for s in shapes_within(analysis, stmt.span)]
+                if shapes:
+                    hints.append((stmt.span.end, " " + " | ".join(shapes[:3]) + (" | ..." if len(shapes) > 3 else "")))
+    return hints

@@ -13,11 +13,13 @@ import os
 import traceback
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from ..diagnostics import Diagnostic, SourceFile, Span
 from ..frontend import ast
+from ..frontend.parser import keywords
 from ..version import __version__
 from . import features
 from .analysis import Analysis, Checker
@@ -211,6 +213,44 @@ async def completion(ls: DslServer, params: lsp.CompletionParams) -> lsp.Complet
         lsp.CompletionItem(label, kind=ITEM_KINDS.get(kind, lsp.CompletionItemKind.Text), detail=detail or None,
                            documentation=lsp.MarkupContent(lsp.MarkupKind.Markdown, doc) if doc else None)
         for label, kind, detail, doc in items])
+
+
+@server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
+async def references(ls: DslServer, params: lsp.ReferenceParams) -> list[lsp.Location]:
+    analysis, offset = await at(ls, params.text_document, params.position)
+    spans = features.references(analysis, offset) if analysis is not None else []
+    if spans and not params.context.include_declaration:
+        spans = spans[1:] if features.definition(analysis, offset) == spans[0] else spans
+    return [location(ls, analysis, s) for s in spans]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_RENAME)
+async def rename(ls: DslServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit | None:
+    """Every reference renamed, in every file of the unit; a new name that is not a plain name
+    (or is a keyword) changes nothing."""
+    if not features.WORD.fullmatch(params.new_name) or params.new_name in keywords():
+        raise JsonRpcInvalidParams(f"`{params.new_name}` is not a name dslc accepts")
+    analysis, offset = await at(ls, params.text_document, params.position)
+    spans = features.references(analysis, offset) if analysis is not None else []
+    if not spans:
+        return None
+    changes: dict = {}
+    for span in spans:
+        loc = location(ls, analysis, span)
+        changes.setdefault(loc.uri, []).append(lsp.TextEdit(loc.range, params.new_name))
+    return lsp.WorkspaceEdit(changes=changes)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_INLAY_HINT)
+async def inlay_hints(ls: DslServer, params: lsp.InlayHintParams) -> list[lsp.InlayHint]:
+    analysis = await analyse(ls, params.text_document.uri)
+    if analysis is None:
+        return []
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    start, end = doc.offset_at_position(params.range.start), doc.offset_at_position(params.range.end)
+    file = SourceFile("", analysis.text)
+    return [lsp.InlayHint(position(ls, file, offset), label, kind=lsp.InlayHintKind.Type)
+            for offset, label in features.inlay_hints(analysis, start, end)]
 
 
 def serve() -> None:
