@@ -88,7 +88,7 @@ class Reading:
     text, or None to read the file) and a parse that reuses the module of a text it has seen.
     `paths` records the absolute path of each file read (SourceFile -> path)."""
     open_text: Callable[[str], str | None] = lambda path: None
-    parse: Callable[[SourceFile], ast.Module] = parse
+    parse: Callable[[SourceFile], ast.Module] | None = None   # None: this module's `parse`
     paths: dict = field(default_factory=dict)
 
 
@@ -118,7 +118,7 @@ def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack:
     reading.paths[file] = abspath
     unit.chars += len(file.text)
     try:
-        module = reading.parse(file)
+        module = (reading.parse or parse)(file)
     except DslcError as e:
         reporter.extend(e.diagnostics)
         return
