@@ -324,3 +324,20 @@ async def test_references_rename_and_inlay_hints(client: LanguageClient):
     assert by_line["Linear(classes) as classifier"] == "[B, 10]"
     end = next(x for x in hints if x.label.strip() == "[B, 6, 28, 28]").position
     assert end == at(source, "Conv2d(6, 5) as c1", len("Conv2d(6, 5) as c1"))
+
+
+async def test_completion_mid_edit_uses_the_last_text_that_parsed(client: LanguageClient, tmp_path):
+    (tmp_path / "lib.dl").write_text(LIB)
+    uri, diags = await opened(client, tmp_path / "edit.dl", MAIN)
+    assert diags == []
+    typing = MAIN.replace("    Linear(classes)\n", "    Unit(\n    Linear(classes)\n")
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), [lsp.TextDocumentContentChangeWholeDocument(typing)]))
+    diags = await diagnostics_of(client, uri, 2)
+    assert sorted(d.code for d in diags) == check_codes(tmp_path, typing) and diags[0].code.startswith("E01")
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), at(typing, "Unit(\n", len("Unit("))))
+    assert [i.label for i in items.items] == ["out="]
+    items = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(uri), at(typing, "    Unit(32)", 4)))
+    assert {"Unit", "Net", "x", "classes", "Conv2d"} <= {i.label for i in items.items}

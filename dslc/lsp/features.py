@@ -241,22 +241,36 @@ def _call_span(analysis: Analysis, start: int) -> Span | None:
 
 # ---- completions ----
 
-def completions(analysis: Analysis, offset: int) -> list[tuple[str, str, str, str]]:
+def completions(analysis: Analysis, offset: int, fallback: Analysis | None = None) -> list[tuple[str, str, str, str]]:
     """(label, kind, detail, documentation) of what may be written at the cursor: the keyword
     arguments of the call it is in, a plan's fields at the start of a plan's line, else layer,
-    function and loss names, the file's declarations and the names in scope."""
+    function and loss names, the file's declarations and the names in scope. Mid-edit the text
+    often does not parse: the declarations then come from `fallback`, the last check that parsed."""
     text = analysis.text
+    known = analysis if analysis.module is not None or fallback is None else fallback
     callee = _open_call(text, offset)
     if callee is not None:
-        keywords = keyword_completions(analysis, callee)
+        keywords = keyword_completions(known, callee)
         if keywords:
             return keywords
-    decl = enclosing_decl(analysis, offset)
+    kind, name = _decl_at(text, offset)
     line_start = text.rfind("\n", 0, offset) + 1
-    typed = text[line_start:offset].strip()
-    if isinstance(decl, ast.TrainDecl) and WORD.fullmatch(typed or "_") and decl.name_span.end < offset:
+    if kind == "train" and WORD.fullmatch(text[line_start:offset].strip() or "_") and text[line_start:offset][:1].isspace():
         return [(f.name, "field", f.kind, f.doc) for f in catalog.FIELDS.values()]
-    return name_completions(analysis, decl, offset)
+    decl = known.unit.decls.get(name) if known.unit is not None and name else None
+    return name_completions(known, decl, offset if known is analysis else len(known.text), kind == "train")
+
+
+def _decl_at(text: str, offset: int) -> tuple[str | None, str | None]:
+    """The kind and name of the declaration the cursor is in, read from the text (which need not
+    parse): the last line before it that starts one."""
+    found = None
+    for m in DECL_LINE.finditer(text, 0, offset):
+        found = m
+    return (found.group(1), found.group(2)) if found else (None, None)
+
+
+DECL_LINE = re.compile(r"^(model|block|loss|train)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
 
 def _open_call(text: str, offset: int) -> str | None:
@@ -290,9 +304,9 @@ def keyword_completions(analysis: Analysis, callee: str) -> list[tuple[str, str,
             if not p.rest and not p.is_tensor]
 
 
-def name_completions(analysis: Analysis, decl, offset: int) -> list[tuple[str, str, str, str]]:
+def name_completions(analysis: Analysis, decl, offset: int, in_plan: bool) -> list[tuple[str, str, str, str]]:
     items = [(op.name, op.kind, signature(op.name, op.params), op.doc) for op in REGISTRY.values() if not op.internal]
-    if isinstance(decl, ast.TrainDecl):
+    if in_plan:
         items += [(e.name, e.kind, signature(e.name, e.params), e.doc) for e in catalog.ALL_NAMES.values()]
     if analysis.unit is not None:
         items += [(d.name, d.kind, decl_signature(d), "") for d in analysis.unit.decls.values() if d.kind != "train"]

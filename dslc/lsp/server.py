@@ -37,6 +37,7 @@ class DslServer(LanguageServer):
         super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
         self.checker = Checker()
         self.analyses: dict[str, Analysis] = {}   # uri -> its latest check
+        self.parsed: dict[str, Analysis] = {}     # uri -> its latest check whose text parsed
         self.pending: list[str] = []
         self.busy = False
         self.lock = asyncio.Lock()               # one check at a time: the checker's caches are not shared
@@ -92,6 +93,8 @@ async def analyse(ls: DslServer, uri: str) -> Analysis | None:
                                                        + traceback.format_exc()))
             return None
         ls.analyses[uri] = analysis
+        if analysis.module is not None:
+            ls.parsed[uri] = analysis
         return analysis
 
 
@@ -169,6 +172,7 @@ def did_close(ls: DslServer, params: lsp.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.checker.open.pop(uri_path(uri), None)
     ls.analyses.pop(uri, None)
+    ls.parsed.pop(uri, None)
     ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, []))
 
 
@@ -208,7 +212,8 @@ async def document_symbols(ls: DslServer, params: lsp.DocumentSymbolParams) -> l
 @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=["(", ","]))
 async def completion(ls: DslServer, params: lsp.CompletionParams) -> lsp.CompletionList:
     analysis, offset = await at(ls, params.text_document, params.position)
-    items = features.completions(analysis, offset) if analysis is not None else []
+    fallback = ls.parsed.get(params.text_document.uri)
+    items = features.completions(analysis, offset, fallback) if analysis is not None else []
     return lsp.CompletionList(False, [
         lsp.CompletionItem(label, kind=ITEM_KINDS.get(kind, lsp.CompletionItemKind.Text), detail=detail or None,
                            documentation=lsp.MarkupContent(lsp.MarkupKind.Markdown, doc) if doc else None)
