@@ -152,6 +152,9 @@ async def test_diagnostics_follow_edits_and_garbage_keeps_the_server_up(client: 
     assert diags and sorted(d.code for d in diags) == check_codes(tmp_path, BROKEN)
     typo = next(d for d in diags if "Linearr" in d.message)
     assert typo.range.start == at(BROKEN, "Linearr") and typo.severity == lsp.DiagnosticSeverity.Error
+    # the model does not evaluate, but the shapes above its error still show
+    assert "[B, 16, 30, 30] float32" in await hover_text(client, uri, at(BROKEN, "h = x", 0))
+    assert "does not evaluate" in await hover_text(client, uri, at(BROKEN, "model M", 6))
     # an incremental edit fixes the typo
     fix = lsp.TextDocumentContentChangePartial(lsp.Range(at(BROKEN, "Linearr"), at(BROKEN, "Linearr", 7)), "Linear")
     client.text_document_did_change(lsp.DidChangeTextDocumentParams(

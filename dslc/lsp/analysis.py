@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..diagnostics import Diagnostic, DslcError, SourceFile
+from ..diagnostics import Diagnostic, DslcError, Reporter, SourceFile
 from ..frontend import ast
 from ..frontend.check import check_unit, gc_paused
+from ..frontend.evaluator import Evaluator
 from ..frontend.loader import Reading, Unit, display_name, load_partly
 from ..frontend.parser import parse
 from ..ir.limits import MAX_SOURCE_BYTES
@@ -28,6 +29,7 @@ class Analysis:
     unit: Unit | None = None
     graphs: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+    partial: set = field(default_factory=set)   # models in `graphs` evaluated only up to an error
 
     @property
     def module(self) -> ast.Module | None:
@@ -56,7 +58,8 @@ class Checker:
             diagnostics = list(reporter.diagnostics)
             if not reporter.has_errors:
                 diagnostics = _checked(unit, graphs)
-        return Analysis(path, text, diagnostics, unit, graphs, paths)
+            partial = _partial_graphs(unit, graphs) if any(d.severity == "error" for d in diagnostics) else set()
+        return Analysis(path, text, diagnostics, unit, graphs, paths, partial)
 
     def _parse(self, file: SourceFile) -> ast.Module:
         """The file's module, parsed again only when its text changed."""
@@ -80,3 +83,17 @@ def _checked(unit: Unit, graphs: dict) -> list[Diagnostic]:
         return check_unit(unit, jobs=1, graphs=graphs)
     except DslcError as e:
         return e.diagnostics
+
+
+def _partial_graphs(unit: Unit, graphs: dict) -> set:
+    """Each model that did not evaluate, as far as it got (`dslc render` draws the same), so the
+    shapes above an error still show while it is being fixed. Their names."""
+    partial = set()
+    for decl in unit.of_kind("model"):
+        if decl.name in graphs or any(p.default is None for p in decl.params):
+            continue
+        graph = Evaluator(unit, Reporter()).model(decl, {}, partial=True)
+        if graph is not None:
+            graphs[decl.name] = graph
+            partial.add(decl.name)
+    return partial

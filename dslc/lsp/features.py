@@ -159,6 +159,8 @@ def _decl_hover(analysis: Analysis, decl, call: Span | None) -> str:
     here = shapes_within(analysis, call)
     if here:
         text += "\n\n" + _shape_lines(here, "output here:")
+    elif decl.name in analysis.partial:
+        text += "\n\ndoes not evaluate: shapes are shown up to its first error"
     elif graph is not None:
         ins = ", ".join(f"{n}: {_type_text(t)}" for n, t in graph.input_types().items())
         outs = ", ".join(_type_text(t) for t in graph.output_types().values())

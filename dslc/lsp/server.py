@@ -1,4 +1,5 @@
-"""`dslc lsp`: the language server, over stdin and stdout (pygls).
+"""`dslc lsp`: the language server, over stdin and stdout (pygls): diagnostics, hovers,
+definitions, symbols, completions, references, renaming and inlay hints.
 
 Documents are checked on open and on every change (full or incremental sync) in a worker
 thread, so the server keeps reading messages meanwhile; changes that arrive during a check are
