@@ -89,6 +89,8 @@ async def test_a_zoo_spec_checks_clean_and_answers_hovers(client: LanguageClient
     assert "11,689,512 parameters" in model and "[B, 3, 224, 224]" in model   # torchvision's resnet18 count
     stage = await hover_text(client, uri, at(text, "Stage(128, 2, stride=2)", 1))
     assert "block Stage(width: int" in stage and "output here: `[B, 128, 28, 28] float32`" in stage
+    declared = await hover_text(client, uri, at(text, "block Stage", 6))
+    assert "called with outputs" in declared and "[B, 2048, 7, 7] float32" in declared and "output here" not in declared
     block_input = await hover_text(client, uri, at(text, "    input x: [B, 3, 224, 224]", 10))
     assert "[B, 3, 224, 224] float32" in block_input
 

@@ -237,7 +237,7 @@ def _smallest_node_span(analysis: Analysis, offset: int) -> Span | None:
 def _call_span(analysis: Analysis, start: int) -> Span | None:
     """The span of the call whose callee starts at `start` (its node's span starts there)."""
     spans = [n.span for _, n in all_nodes(analysis) if n.span is not None and n.span.start == start
-             and analysis.paths.get(n.span.file.name) == analysis.path]
+             and n.kind in ("op", "call") and analysis.paths.get(n.span.file.name) == analysis.path]
     return max(spans, key=lambda s: s.end - s.start, default=None)
 
 
