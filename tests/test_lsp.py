@@ -97,7 +97,7 @@ async def test_a_zoo_spec_checks_clean_and_answers_hovers(client: LanguageClient
 
 async def test_definitions_and_symbols(client: LanguageClient):
     text = open(RESNET).read()
-    uri = uri_of(RESNET)
+    uri, _ = await opened(client, RESNET)   # each test opens what it uses (xdist may run it alone)
     loc = await client.text_document_definition_async(lsp.DefinitionParams(
         lsp.TextDocumentIdentifier(uri), at(text, "BasicBlock(width, stride", 3)))
     assert loc.uri == uri and loc.range.start == at(text, "BasicBlock(out: int")
@@ -117,7 +117,7 @@ async def test_definitions_and_symbols(client: LanguageClient):
 
 async def test_completions(client: LanguageClient):
     text = open(RESNET).read()
-    uri = uri_of(RESNET)
+    uri, _ = await opened(client, RESNET)   # each test opens what it uses (xdist may run it alone)
     inside = at(text, "Conv2d(64, 7, ", len("Conv2d(64, 7, "))
     items = await client.text_document_completion_async(lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), inside))
     labels = {i.label: i for i in items.items}
@@ -302,7 +302,7 @@ async def test_plan_fields_and_catalog_keywords_complete(client, tmp_path):
 
 async def test_references_rename_and_inlay_hints(client: LanguageClient):
     text = open(RESNET).read()
-    uri = uri_of(RESNET)
+    uri, _ = await opened(client, RESNET)   # each test opens what it uses (xdist may run it alone)
     doc = lsp.TextDocumentIdentifier(uri)
     refs = await client.text_document_references_async(lsp.ReferenceParams(
         context=lsp.ReferenceContext(include_declaration=True), text_document=doc, position=at(text, "block BasicBlock", 6)))
