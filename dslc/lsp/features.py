@@ -1,4 +1,5 @@
-"""What the editor asks about a place in a document: hovers, definitions, symbols, completions.
+"""What the editor asks about a place in a document: hovers, definitions, symbols, completions,
+references and inlay hints.
 
 Each works on an Analysis and a character offset into its text, and answers in plain data
 (markdown, spans, tuples); dslc.lsp.server turns those into the protocol's types. Shapes come
