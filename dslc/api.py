@@ -408,30 +408,12 @@ def _loaded(path: str, warn) -> Program:
 
 
 def load(path: str) -> Program:
+    from .frontend.check import check_unit, gc_paused
     with gc_paused():
         unit = load_unit(path)
-        from .frontend.check import check_unit
         try:
             warnings = check_unit(unit)
         except DslcError as e:
             e.unit = unit  # parsed and resolved: what partial_graph draws from without parsing again
             raise
     return Program(unit, path, warnings)
-
-
-class gc_paused:
-    """Pause the cyclic garbage collector while building ASTs and IR.
-
-    Compilation allocates many long-lived objects and few cycles; the collector's
-    repeated scans of them cost about a third of `dslc check`'s time. It resumes
-    (and collects) as soon as the block ends."""
-
-    def __enter__(self):
-        import gc
-        self._was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc):
-        import gc
-        if self._was:
-            gc.enable()

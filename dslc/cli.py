@@ -87,6 +87,18 @@ def check(files) -> None:
     sys.exit(EXIT_USER if failed else 0)
 
 
+@main.command("lsp")
+def lsp() -> None:
+    """Serve the language server protocol over stdin and stdout, for editors: diagnostics as you
+    type, hovers (shapes, signatures), definitions, symbols and completions (docs/language.md,
+    "Editors")."""
+    import gc
+
+    from .lsp.server import serve
+    gc.enable()   # `run` pauses the collector for a short command; a server runs for hours
+    serve()
+
+
 @main.command("fmt")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Change nothing; name each file that is not formatted and exit 1.")
@@ -856,8 +868,11 @@ def run() -> None:
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # closed: the language server's client went away
+            pass
     os._exit(code)
 
 

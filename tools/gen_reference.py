@@ -16,27 +16,9 @@ from common import write_or_check  # noqa: E402
 OUT = os.path.join(ROOT, "docs", "reference.md")
 
 
-def _default(p) -> str:
-    from dslc.ir.pyliteral import literal
-    from dslc.ops.registry import REQUIRED
-    if p.default is REQUIRED:
-        return ""
-    v = p.default
-    if isinstance(v, bool):
-        return "=" + str(v).lower()
-    if v is None:
-        return "=none"
-    if isinstance(v, str):
-        return f'="{v}"'
-    if isinstance(v, tuple):
-        return "=[" + ", ".join(literal(x) for x in v) + "]"
-    return "=" + literal(v)
-
-
 def signature(name: str, params, skip_tensors: bool = False) -> str:
-    parts = [("*" if p.rest else "") + f"{p.name}{_default(p)}" for p in params   # `*operands`: Python's *args
-             if not (skip_tensors and p.is_tensor)]
-    return f"`{name}({', '.join(parts)})`"
+    from dslc.ops.registry import signature as text
+    return f"`{text(name, params, skip_tensors)}`"
 
 
 def applied_to(op) -> str:

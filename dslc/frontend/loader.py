@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..diagnostics import Diagnostic, DslcError, Label, Reporter, SourceFile
 from ..ir.limits import MAX_NESTING, MAX_SOURCE_BYTES, MAX_UNIT_CHARS
@@ -80,37 +81,57 @@ def _read_capped(path: str, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
+@dataclass
+class Reading:
+    """How a unit's files are read and parsed. The defaults read the disk; the language server
+    gives the unsaved text of the documents open in the editor (`open_text`: absolute path ->
+    text, or None to read the file) and a parse that reuses the module of a text it has seen.
+    `paths` records the absolute path of each file read (SourceFile -> path)."""
+    open_text: Callable[[str], str | None] = lambda path: None
+    parse: Callable[[SourceFile], ast.Module] | None = None   # None: this module's `parse`
+    paths: dict = field(default_factory=dict)
+
+
 def load_unit(path: str) -> Unit:
     root = read_source(path)
     return load_text(root, os.path.abspath(path))
 
 
-def load_text(root: SourceFile, abspath: str) -> Unit:
-    reporter = Reporter()
-    unit = Unit(root)
-    _load(root, abspath, unit, reporter, stack=[], done=set())
-    _collect(unit, reporter)
+def load_text(root: SourceFile, abspath: str, reading: Reading | None = None) -> Unit:
+    unit, reporter = load_partly(root, abspath, reading)
     reporter.raise_if_errors()
     return unit
 
 
-def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
+def load_partly(root: SourceFile, abspath: str, reading: Reading | None = None) -> tuple[Unit, Reporter]:
+    """The unit as far as it loads (a file that does not parse is left out), and what was reported."""
+    reporter = Reporter()
+    unit = Unit(root)
+    _load(root, abspath, unit, reporter, stack=[], done=set(), reading=reading or Reading())
+    _collect(unit, reporter)
+    return unit, reporter
+
+
+def _load(file: SourceFile, abspath: str, unit: Unit, reporter: Reporter, stack: list, done: set,
+          reading: Reading) -> None:
     done.add(abspath)
+    reading.paths[file] = abspath
     unit.chars += len(file.text)
     try:
-        module = parse(file)
+        module = (reading.parse or parse)(file)
     except DslcError as e:
         reporter.extend(e.diagnostics)
         return
     stack.append(abspath)
     for decl in module.decls:
         if isinstance(decl, ast.Import):
-            _import(decl, abspath, unit, reporter, stack, done)
+            _import(decl, abspath, unit, reporter, stack, done, reading)
     stack.pop()
     unit.modules.append(module)
 
 
-def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, stack: list, done: set) -> None:
+def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, stack: list, done: set,
+            reading: Reading) -> None:
     if not decl.path.endswith(".dl"):
         # Checked before the file is touched: `import "/etc/passwd"` must not read it, nor echo a
         # line of it in a syntax error.
@@ -134,7 +155,7 @@ def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, sta
         reporter.error("E0704", f"the imported files hold more than {MAX_UNIT_CHARS >> 20} MiB of text",
                        decl.path_span, label="not read")
         return
-    if not os.path.isfile(target):
+    if reading.open_text(target) is None and not os.path.isfile(target):
         # A FIFO or a device is no source file: reading one could hang or never end.
         why = "not a regular file" if os.path.exists(target) else "no such file"
         reporter.error("E0205", f"cannot import {decl.path!r}: {why}", decl.path_span,
@@ -142,12 +163,17 @@ def _import(decl: ast.Import, importer: str, unit: Unit, reporter: Reporter, sta
                        help="import paths are relative to the importing file")
         return
     try:
-        file = read_source(target)
+        file = _read_import(target, reading)
     except DslcError as e:
         for d in e.diagnostics:
             reporter.error(d.code, d.message, decl.path_span, label="imported here", help=d.help)
         return
-    _load(file, target, unit, reporter, stack, done)
+    _load(file, target, unit, reporter, stack, done, reading)
+
+
+def _read_import(target: str, reading: Reading) -> SourceFile:
+    text = reading.open_text(target)
+    return read_source(target) if text is None else SourceFile(display_name(target), text)
 
 
 def _collect(unit: Unit, reporter: Reporter) -> None:

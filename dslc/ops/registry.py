@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ir.dims import Sym, plain
+from ..ir.pyliteral import literal
 from ..ir.types import TensorType
 from .ptypes import BOOL, PType, is_tensor_type
 
@@ -346,6 +347,28 @@ SAME_VALUE = ("view", "permute", "gather", "identity", "stop_gradient")
 SCORES = ("logits", "probabilities", "log_probabilities")
 
 REGISTRY: dict[str, OpDef] = {}
+
+
+def signature(name: str, params, skip_tensors: bool = False) -> str:
+    """`Conv2d(out_channels, kernel_size, stride=1, ...)`: how a call reads (docs/reference.md, hovers)."""
+    parts = [("*" if p.rest else "") + f"{p.name}{_default_text(p)}" for p in params   # `*operands`: Python's *args
+             if not (skip_tensors and p.is_tensor)]
+    return f"{name}({', '.join(parts)})"
+
+
+def _default_text(p: ParamSpec) -> str:
+    if p.default is REQUIRED:
+        return ""
+    v = p.default
+    if isinstance(v, bool):
+        return "=" + str(v).lower()
+    if v is None:
+        return "=none"
+    if isinstance(v, str):
+        return f'="{v}"'
+    if isinstance(v, tuple):
+        return "=[" + ", ".join(literal(x) for x in v) + "]"
+    return "=" + literal(v)
 
 
 def register(op: OpDef) -> OpDef:
