@@ -186,7 +186,8 @@ def test_why_batch_norms_were_not_folded(tmp_path):
         "still normalizes by the batch",
         "`bn4` (BatchNorm2d) not folded: its input comes from `relu` at fold.dl:8, not a convolution or linear layer"]
     prog = _load(tmp_path, "seq", "model S {\n    input x: [B, 5, 6]\n    output x -> Linear(4) -> BatchNorm1d()\n}\n")
-    assert _declined(prog, "S", 2) == ["`bn` (BatchNorm1d) not folded: `fc`'s output is 3-d: BatchNorm1d normalizes "
+    # a model that is a chain of unnamed layers is an nn.Sequential: its layers are named by their places
+    assert _declined(prog, "S", 2) == ["`1` (BatchNorm1d) not folded: `0`'s output is 3-d: BatchNorm1d normalizes "
                                        "its dimension 1, not the features"]
 
 
@@ -213,7 +214,7 @@ model Mlp {
     assert "x = x.contiguous(memory_format=torch.channels_last)" in src
     assert "self.to(memory_format=torch.channels_last)" in src
     net = prog.build("Cnn", seed=0, channels_last=True)
-    assert net.conv.weight.is_contiguous(memory_format=__import__("torch").channels_last)
+    assert net[0].weight.is_contiguous(memory_format=__import__("torch").channels_last)   # an nn.Sequential
     _same_outputs(prog, "Cnn", 0, channels_last=True)
     assert _declined(prog, "Mlp", 0, channels_last=True) == ["channels_last not used: the model has no 4-d input"]
     assert "channels_last" not in prog.source(["Mlp"], channels_last=True)
@@ -243,7 +244,7 @@ model Head {
         "--channels-last forces it)"]
     assert "torch.channels_last" in prog.source(["Head"], opt=2, channels_last=True)
     net = prog.build("Conv", seed=0, opt=2)
-    assert net.conv.weight.is_contiguous(memory_format=__import__("torch").channels_last)
+    assert net[0].weight.is_contiguous(memory_format=__import__("torch").channels_last)
     _same_outputs(prog, "Conv", 2, channels_last=None)
     from click.testing import CliRunner
 

@@ -130,11 +130,9 @@ class InvertedResidualTwin(nn.Module):
 
 
 def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.Module:
-    m = nn.Module()
-    m.conv = nn.Conv2d(inp, oup, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
-    m.bn = nn.BatchNorm2d(oup)
-    m.forward = lambda x: torch.clamp(m.bn(m.conv(x)), 0, 6)
-    return m
+    """torchvision's Conv2dNormActivation: an nn.Sequential."""
+    return nn.Sequential(nn.Conv2d(inp, oup, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(oup), nn.ReLU6())
 
 
 def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decision():

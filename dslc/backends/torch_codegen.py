@@ -261,16 +261,21 @@ class _ClassWriter:
 
     def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
-        fwd = self._forward() if _sequential(self.graph) is None else []   # nn.Sequential's own forward
+        sequential = _sequential(self.graph) is not None
+        fwd = self._sequential_forward() if sequential else self._forward()
         members = self._members(init_printer)
         opening = self._sequential_init(init_printer)
-        guards = self._guards(init_printer) if self.is_model else []
+        checks = self._derived_defaults(init_printer) + (self._guards(init_printer) if self.is_model else [])
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
-        init = self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
-        base = "nn.Module" if _sequential(self.graph) is None else "nn.Sequential"
+        init = stores + members + self._settings(init_printer)
+        if sequential:   # the layers are super().__init__'s arguments: what they read is ready before
+            opening = checks + opening
+        else:
+            init = checks + init
+        base = "nn.Sequential" if sequential else "nn.Module"
         if self.is_model and self.graph.inference:
-            fwd += [""] + self._train_refusal()
+            fwd += ([""] if fwd else []) + self._train_refusal()
         heading, facts = self._doc_parts()
         return ClassParts(signature, init, fwd, heading, facts, opening, base)
 
@@ -458,9 +463,7 @@ class _ClassWriter:
         if c.uniform_from is None and kept != [str(k) for k in range(len(kept))]:
             # -O2 folded a batch norm into the layer before it: the others keep their places' keys
             return ["super().__init__()"] + [f"self.add_module({py_str(k)}, {e})" for k, e in zip(kept, elements)]
-        if c.uniform_from is None:
-            return ["super().__init__("] + [f"{INDENT}{e}," for e in elements] + [")"]
-        return [f"super().__init__({', '.join(elements)})"]
+        return _packed("super().__init__(", elements, ")")
 
     def _elements(self, c, printer: Printer) -> list[str]:
         """A list's elements as constructor arguments: `*[Block(dim) for _ in range(depth)]` when they are
@@ -509,6 +512,26 @@ class _ClassWriter:
         return f"{child.name}({', '.join(parts)})"
 
     # ---------------------------------------------------------------- forward
+
+    def _sequential_forward(self) -> list[str]:
+        """An nn.Sequential's forward is its own, but where a model checks its input first (a run-time
+        requirement, a memory format): those lines, then the layers in turn (a loop over `self`, as
+        nn.Sequential's own forward: torch.jit.script takes no `super().forward(x)`)."""
+        if not self.is_model:
+            return []
+        printer = Printer(self.forward_atom)
+        var: dict = {}
+        (name, ref), = self.graph.inputs
+        local = Namespace(set(HELPERS))
+        x = var[ref] = local.claim(name)
+        self.size_names = {s: local.claim(s) for s in sorted(_symbol_names(self.graph))}
+        checks = self._requirements(printer)
+        prologue = self._symbol_bindings(var) + checks + self._layout(var)
+        if not prologue:
+            return []
+        layer = local.claim("layer")
+        loop = [f"for {layer} in self:", f"{INDENT}{x} = {layer}({x})", f"return {x}"]
+        return [f"def forward(self, {x}):"] + [INDENT + line for line in prologue + loop]
 
     def _forward(self) -> list[str]:
         g = self.graph
@@ -1214,6 +1237,21 @@ def _symbol_names(g: Graph) -> set:
             if isinstance(d, Sym):
                 names |= {a.name for a in d.poly.atoms() if isinstance(a, Var)}
     return names
+
+
+def _packed(head: str, items: list[str], tail: str, indent: int = 2) -> list[str]:
+    """`head` + the items, comma-separated, + `tail`: on one line where it fits, else as many items a line
+    as fit, the lines after the first aligned under the first item (the way the twins write
+    `nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),`)."""
+    width = MAX_STATEMENT - len(INDENT) * indent
+    lines = [head]
+    for k, item in enumerate(items):
+        text = item + (", " if k < len(items) - 1 else tail)
+        if len(lines[-1]) > len(head) and len(lines[-1]) + len(text.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(" " * len(head))
+        lines[-1] += text
+    return [line.rstrip() for line in lines]
 
 
 def _sequential(g: Graph):

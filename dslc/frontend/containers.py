@@ -25,11 +25,13 @@ Which qualifying loops become lists:
   (`layer1.0.conv1.weight`, as torchvision's ResNet stages).
 Others unroll, their layers numbered (`fc1`, `fc2`), as an unnamed `for` always did.
 
-A block that is a chain of two or more unnamed layers with weights and nothing else
-(torchvision's `downsample = nn.Sequential(conv1x1(...), nn.BatchNorm2d(...))`) is an
-`nn.Sequential` of those layers too, keyed by position. Layers without weights are not
-counted as modules (they are functions in forward, and -O2 removes some), so a chain
-with one is an ordinary block.
+A model or block that is a chain of two or more unnamed layers and nothing else, one
+input through them to one output, is an `nn.Sequential` of those layers too, keyed by
+position as PyTorch keys one: the layers without weights are modules there
+(`nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), ...)` keys its linear
+layers `1` and `3`; torchvision's `downsample = nn.Sequential(conv1x1(...),
+nn.BatchNorm2d(...))` is one as well). A layer named with `as` keeps its name, and its
+model or block the class form; so does a chain with no layer with weights.
 
 The decision waits for the end of the body, when every use of a pass's result is known.
 """
@@ -92,7 +94,7 @@ def finish_loops(ctx: Ctx) -> None:
         for loop in ctx.loops:   # inner loops first: they finished first
             _finish(loop, ctx, consumers)
         ctx.loops.clear()
-    if ctx.kind == "block" and not ctx.graph.containers:
+    if ctx.kind in ("model", "block") and not ctx.graph.containers:
         _layer_chain(ctx.graph)
 
 
@@ -196,18 +198,23 @@ def _type_key(t) -> tuple:
 
 
 def _layer_chain(graph: Graph) -> None:
-    """A block that is only a chain of two or more unnamed layers with weights: an nn.Sequential of them."""
+    """A model or block that is only a chain of two or more unnamed layers, one of them with weights:
+    an nn.Sequential of them."""
     chain = _chain(graph)
     if chain is None or len(chain) < 2:
         return
+    layers = []
     for n in chain:
         node = graph.nodes[n]
         inst = graph.instances.get(node.instance) if node.instance else None
-        if node.kind != "op" or inst is None or inst.user_name or not inst.op.has_state or inst.inits \
+        if node.kind != "op" or inst is None or inst.kind != "layer" or inst.user_name or inst.inits \
                 or inst.op.keyword_inputs or not _sequential_element(graph, n):
             return
-    if len({graph.nodes[n].instance for n in chain}) != len(chain):
+        layers.append(inst)
+    if len({inst.id for inst in layers}) != len(chain):
         return   # a layer applied twice
+    if not any(inst.op.has_state for inst in layers):
+        return   # nothing to key: functions in forward read better
     loop = Loop("chain", len(chain), [[n] for n in chain], None, None, None, settled=None)
     _keep(loop, chain, None, True, graph)
 
