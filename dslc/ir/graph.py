@@ -71,6 +71,9 @@ class Container:
     uniform_from: int | None
     user_name: str | None = None      # from `repeat n as name`, `for ... as name`
     sequential: bool = False
+    # a dense list (DenseNet's block): each element reads the running value, and its result is
+    # concatenated to it along this dim (`x = torch.cat([x, layer(x)], dim=1)`); None for a chain
+    concat_dim: int | None = None
 
 
 @dataclass
