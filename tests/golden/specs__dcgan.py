@@ -7,16 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class UpBlock(nn.Module):
+class UpBlock(nn.Sequential):
     """The block `UpBlock` (dcgan.dl:23)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 2, padding: int = 1):
-        super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, out, 4, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.deconv(x)))
+        super().__init__(nn.ConvTranspose2d(in_channels, out, 4, stride=stride, padding=padding, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
 class DCGANGenerator(nn.Module):
@@ -38,16 +34,12 @@ class DCGANGenerator(nn.Module):
         return torch.tanh(x)
 
 
-class DownBlock(nn.Module):
+class DownBlock(nn.Sequential):
     """The block `DownBlock` (dcgan.dl:30)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.leaky_relu(self.bn(self.conv(x)), 0.2)
+        super().__init__(nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(out), nn.LeakyReLU(0.2))
 
 
 class DCGANDiscriminator(nn.Module):

@@ -7,16 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class ConvBnRelu(nn.Module):
+class ConvBnRelu(nn.Sequential):
     """The block `ConvBnRelu` (cifar_resnet.dl:14)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Residual(nn.Module):

@@ -7,15 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class ConvPool(nn.Module):
+class ConvPool(nn.Sequential):
     """The block `ConvPool` (small_cnn.dl:12)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
-
-    def forward(self, x):
-        return F.max_pool2d(F.relu(self.conv(x)), 2)
+        super().__init__(nn.Conv2d(in_channels, out, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
 class SmallCNN(nn.Module):
