@@ -167,8 +167,11 @@ def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
 
 
 def test_specializations_that_differ_by_a_count_stay_separate_classes():
-    """DenseNet's blocks unroll `for i in range(layers)`: one class per count, each saying its count."""
-    _, src = _source("densenet.dl")
-    assert "DenseBlock2" in _classes(src)
-    assert re.search(r"class DenseBlock2\(nn.Module\):\n    \"\"\"The block `DenseBlock` \(densenet.dl:\d+\), "
-                     r"built for layers == 12", src)
+    """VGG's stages unroll `repeat convs`: one class per count, each saying its count (DenseNet's dense
+    block, a list made in a loop, is one class whose count is an argument)."""
+    _, src = _source("vgg.dl")
+    assert "VGGStage2" in _classes(src)
+    assert re.search(r"class VGGStage2\(nn.Sequential\):\n    \"\"\"The block `VGGStage` \(vgg.dl:\d+\), "
+                     r"built for convs == 2", src)
+    _, dense = _source("densenet.dl")
+    assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense

@@ -114,8 +114,9 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
     why, elements = _qualifies(loop, graph, consumers)
     dense = _dense(loop, graph, consumers) if why is not None else None
     if dense is not None:
-        _keep(loop, [e for e, _ in dense], 0, False, graph, concat_dim=graph.nodes[dense[0][1]].args["dim"])
-        _grown_output(graph, dense, loop.count)
+        container = _keep(loop, [e for e, _ in dense], 0, False, graph,
+                          concat_dim=graph.nodes[dense[0][1]].args["dim"])
+        container.result = _grown_result(graph, dense, loop.count)
         return
     if why is not None and loop.name is not None:
         raise EvalError("E0212", f"`{loop.word} ... as {loop.name}` keeps one layer or block per pass in a list, "
@@ -145,7 +146,7 @@ def _lose(count) -> None:
 
 
 def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph,
-          concat_dim: int | None = None) -> None:
+          concat_dim: int | None = None) -> Container:
     # named by ir/naming.py with the other instances; the elements of a Sequential block by position
     name = loop.name or ("" if whole else f"__auto{len(graph.containers)}")
     ids = [graph.nodes[n].instance for n in elements]
@@ -154,6 +155,7 @@ def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Gra
     for i, inst_id in enumerate(ids):
         inst = graph.instances[inst_id]
         inst.container, inst.index = name, i
+    return graph.containers[name]
 
 
 def _qualifies(loop: Loop, graph: Graph, consumers: dict) -> tuple:
@@ -229,16 +231,15 @@ def _chain_of_passes(graph: Graph, loop: Loop) -> list | None:
     return made
 
 
-def _grown_output(graph: Graph, dense: list, count) -> None:
-    """The block's result, typed with the size it has for any count: the input's, and one element's
-    for each pass (`in_channels + layers * growth`), as the list's count stays an argument."""
-    first, (_, last) = graph.nodes[dense[0][0]], dense[-1]
-    join = graph.nodes[last]
-    t = join.outputs[0]
+def _grown_result(graph: Graph, dense: list, count) -> tuple:
+    """The block's result and its type for any count: the input's size, and one element's for each
+    pass (`in_channels + layers * growth`), as the list's count stays an argument."""
+    first, last = graph.nodes[dense[0][0]], dense[-1][1]
+    t = graph.type_of(Ref(last))
     dim = graph.nodes[dense[0][1]].args["dim"] % t.rank
     shape = list(t.shape)
     shape[dim] = graph.type_of(first.inputs[0]).shape[dim] + count * first.outputs[0].shape[dim]
-    join.outputs[0] = replace(t, shape=tuple(shape))
+    return Ref(last), replace(t, shape=tuple(shape))
 
 
 def _alike_from(loop: Loop, elements: list, graph: Graph) -> int | None:
