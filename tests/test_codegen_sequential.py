@@ -152,3 +152,41 @@ def test_a_sequential_model_checks_its_run_time_sizes_first(tmp_path, channels_l
         mine(torch.rand(2, 3, 4, 6))
     scripted = torch.jit.script(mine)
     torch.testing.assert_close(scripted(x), twin(x))
+
+
+def test_a_chain_of_blocks_and_layers_is_an_nn_sequential_of_them(tmp_path):
+    """UNet's `Down`: a max pool, then a block that is itself a chain; the model a chain of both."""
+    prog = _program(tmp_path, """
+block Double(out: int) {
+    Conv2d(out, 3, padding=1, bias=false)
+    BatchNorm2d()
+    ReLU()
+}
+
+block Down(out: int) {
+    MaxPool2d(2)
+    Double(out)
+}
+
+model Net(width: int = 4) {
+    input x: [B, 3, 8, 8]
+    Double(width)
+    Down(2 * width)
+    Flatten()
+    Linear(3)
+}
+""")
+    source = prog.source()
+    for name in ("Double", "Down", "Net"):
+        assert [pyast.unparse(b) for b in _class(source, name).bases] == ["nn.Sequential"], name
+    torch.manual_seed(0)
+    mine = _module(prog).Net(width=2).eval()
+
+    def double(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+    twin = nn.Sequential(double(3, 2), nn.Sequential(nn.MaxPool2d(2), double(2, 4)), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3)).eval()
+    assert "1.1.0.weight" in mine.state_dict()
+    twin.load_state_dict(mine.state_dict(), strict=True)
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(mine(x), twin(x))

@@ -518,7 +518,7 @@ CASES = [
          names=("backbone.layer1.0.weight", "backbone.layer4.1.running_var", "head.weight"), small={}),
     Case("finetune.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
     Case("unet.dl", "UNet", UNetTwin, (("B", 3, 256, 256),),
-         names=("inc.0.weight", "down4.double_conv.4.running_mean", "up1.deconv.weight", "outc.weight"),
+         names=("inc.0.weight", "down4.1.4.running_mean", "up1.deconv.weight", "outc.weight"),
          small={"base": 8}),
 ]
 # the rest of the zoo: twin modules beside this file (tests/zoo_*.py), each with its own CASES

@@ -497,7 +497,7 @@ CASES = [
                 "mb_conv16.depthwise.conv.weight", "mb_conv16.project.weight", "head.bn.running_var",
                 "classifier.weight"), small={"classes": 10}),
     Case("unet.dl", "UNetBilinear", UNetBilinearTwin, (("B", 3, 256, 256),),
-         names=("inc.0.weight", "down4.double_conv.4.running_mean", "up1.double_conv.0.weight",
+         names=("inc.0.weight", "down4.1.4.running_mean", "up1.double_conv.0.weight",
                 "outc.weight"), small={"base": 8}),
     Case("style_transfer.dl", "TransformerNet", TransformerNetTwin, (("B", 3, "H", "W"),), published=1_679_235,
          names=("conv1.conv2d.weight", "in1.weight", "res1.conv1.conv2d.weight",

@@ -33,13 +33,14 @@ Which qualifying loops become lists:
   (`layer1.0.conv1.weight`, as torchvision's ResNet stages).
 Others unroll, their layers numbered (`fc1`, `fc2`), as an unnamed `for` always did.
 
-A model or block that is a chain of two or more unnamed layers and nothing else, one
-input through them to one output, is an `nn.Sequential` of those layers too, keyed by
+A model or block that is a chain of two or more unnamed layers or blocks and nothing
+else, one input through them to one output, is an `nn.Sequential` of them too, keyed by
 position as PyTorch keys one: the layers without weights are modules there
 (`nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), ...)` keys its linear
 layers `1` and `3`; torchvision's `downsample = nn.Sequential(conv1x1(...),
-nn.BatchNorm2d(...))` is one as well). A layer named with `as` keeps its name, and its
-model or block the class form; so does a chain with no layer with weights.
+nn.BatchNorm2d(...))` is one as well, and UNet's `Down`, `nn.Sequential(nn.MaxPool2d(2),
+DoubleConv(...))`). A layer or block named with `as` keeps its name, and its model or
+block the class form; so does a chain with neither a layer with weights nor a block.
 
 The decision waits for the end of the body, when every use of a pass's result is known.
 """
@@ -271,8 +272,8 @@ def _type_key(t) -> tuple:
 
 
 def _layer_chain(graph: Graph) -> None:
-    """A model or block that is only a chain of two or more unnamed layers, one of them with weights:
-    an nn.Sequential of them."""
+    """A model or block that is only a chain of two or more unnamed layers or blocks, one of them a
+    block or a layer with weights: an nn.Sequential of them."""
     chain = _chain(graph)
     if chain is None or len(chain) < 2:
         return
@@ -280,13 +281,16 @@ def _layer_chain(graph: Graph) -> None:
     for n in chain:
         node = graph.nodes[n]
         inst = graph.instances.get(node.instance) if node.instance else None
-        if node.kind != "op" or inst is None or inst.kind != "layer" or inst.user_name or inst.inits \
-                or inst.op.keyword_inputs or not _sequential_element(graph, n):
+        if inst is None or inst.user_name or not _sequential_element(graph, n):
+            return
+        if inst.kind == "layer" and (node.kind != "op" or inst.inits or inst.op.keyword_inputs):
+            return
+        if inst.kind not in ("layer", "block"):
             return
         layers.append(inst)
     if len({inst.id for inst in layers}) != len(chain):
         return   # a layer applied twice
-    if not any(inst.op.has_state for inst in layers):
+    if not any(inst.kind == "block" or inst.op.has_state for inst in layers):
         return   # nothing to key: functions in forward read better
     loop = Loop("chain", len(chain), [[n] for n in chain], None, None, None, settled=None)
     _keep(loop, chain, None, True, graph)

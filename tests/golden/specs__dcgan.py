@@ -42,21 +42,16 @@ class DownBlock(nn.Sequential):
                          nn.BatchNorm2d(out), nn.LeakyReLU(0.2))
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(nn.Sequential):
     """The model `DCGANDiscriminator` (dcgan.dl:47)."""
 
     def __init__(self, features: int = 64, channels: int = 3):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False)
-        self.down_block1 = DownBlock(features, 2 * features)
-        self.down_block2 = DownBlock(2 * features, 4 * features)
-        self.down_block3 = DownBlock(4 * features, 8 * features)
-        self.conv2 = nn.Conv2d(8 * features, 1, 4, bias=False)
-
-    def forward(self, x):
-        h = self.down_block1(F.leaky_relu(self.conv1(x), 0.2))
-        h = self.conv2(self.down_block3(self.down_block2(h)))
-        return torch.sigmoid(h.flatten(1))
+        super().__init__(nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False),
+                         nn.LeakyReLU(0.2), DownBlock(features, 2 * features),
+                         DownBlock(2 * features, 4 * features),
+                         DownBlock(4 * features, 8 * features),
+                         nn.Conv2d(8 * features, 1, 4, bias=False), nn.Flatten(),
+                         nn.Sigmoid())
 
 
 class ConditionalGenerator(nn.Module):

@@ -17,15 +17,11 @@ class DoubleConv(nn.Sequential):
                          nn.BatchNorm2d(out), nn.ReLU())
 
 
-class Down(nn.Module):
+class Down(nn.Sequential):
     """The block `Down` (unet.dl:20)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.double_conv = DoubleConv(in_channels, out, out)
-
-    def forward(self, x):
-        return self.double_conv(F.max_pool2d(x, 2))
+        super().__init__(nn.MaxPool2d(2), DoubleConv(in_channels, out, out))
 
 
 class Up(nn.Module):
