@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import dslc
@@ -356,7 +357,9 @@ model M(n: int = 2) {
 }
 """)
     src = prog.source()
-    assert "ModuleList" not in src and "self.fc1 = nn.Linear(4, 4)" in src and "if n != 2:" in src
+    # unrolled, its count fixed: the model is then a chain of two unnamed layers, an nn.Sequential of them
+    assert "ModuleList" not in src and "super().__init__(nn.Linear(4, 4), nn.Linear(4, 4))" in src
+    assert "if n != 2:" in src
 
 
 def test_a_named_loop_that_is_a_blocks_whole_body_keeps_its_name(tmp_path):
@@ -374,7 +377,10 @@ model M {
                                                   "stack.layers.1.weight", "stack.layers.1.bias"]
 
 
-def test_only_chains_of_layers_with_weights_are_sequential(tmp_path):
+def test_only_chains_of_unnamed_layers_are_sequential(tmp_path):
+    """A chain of two or more unnamed layers, one with weights, is an nn.Sequential; the layers without
+    weights are modules in their places (`act.1` is the ReLU), as PyTorch numbers them. One layer, a
+    layer named with `as`, or a chain without weights keeps the class form."""
     prog = _load(tmp_path, """
 block Proj {
     Linear(8)
@@ -383,17 +389,35 @@ block Proj {
 block Act {
     Linear(8)
     ReLU()
+    Linear(8)
+}
+block Named {
+    Linear(8) as fc
+    ReLU()
+}
+block Plain {
+    ReLU()
+    Tanh()
 }
 block One { Linear(8) }
 model M {
     input x: [B, 4]
-    x -> Proj() as proj -> Act() as act -> One() as one
+    x -> Proj() as proj -> Act() as act -> Named() as named -> Plain() as plain -> One() as one
 }
 """)
     src = prog.source()
-    assert "class Proj(nn.Sequential):" in src and "class Act(nn.Module):" in src and "class One(nn.Module):" in src
+    assert "class Proj(nn.Sequential):" in src and "class Act(nn.Sequential):" in src
+    assert "super().__init__(nn.Linear(in_features, 8), nn.ReLU(), nn.Linear(8, 8))" in src
+    assert "class Named(nn.Module):" in src and "class Plain(nn.Module):" in src and "class One(nn.Module):" in src
     assert list(prog.build("M").state_dict()) == ["proj.0.weight", "proj.0.bias", "proj.1.weight", "proj.1.bias",
-                                                  "act.fc.weight", "act.fc.bias", "one.fc.weight", "one.fc.bias"]
+                                                  "act.0.weight", "act.0.bias", "act.2.weight", "act.2.bias",
+                                                  "named.fc.weight", "named.fc.bias", "one.fc.weight", "one.fc.bias"]
+    x = torch.randn(3, 4)
+    net = prog.build("M", seed=0)
+    h = F.layer_norm(F.linear(x, net.proj[0].weight, net.proj[0].bias), (8,), net.proj[1].weight, net.proj[1].bias)
+    h = F.linear(F.relu(F.linear(h, net.act[0].weight, net.act[0].bias)), net.act[2].weight, net.act[2].bias)
+    h = torch.tanh(F.relu(F.relu(F.linear(h, net.named.fc.weight, net.named.fc.bias))))
+    torch.testing.assert_close(net(x), F.linear(h, net.one.fc.weight, net.one.fc.bias))
 
 
 def test_folding_a_batch_norm_in_a_sequential_block_keeps_the_keys(tmp_path):

@@ -46,7 +46,8 @@ CHANGED = [c for c in SMALL if _free_values(c) != c.params]
 
 def _fixed_by(source: str, model: str) -> set:
     """The parameters the model's constructor refuses to change, read from its guards."""
-    init = source.split(f"class {model}(nn.Module):")[1].split("def forward")[0]
+    body = re.split(rf"class {model}\(nn\.(?:Module|Sequential)\):", source)[1]
+    init = re.split(r"def forward|\nclass |\nMODELS = ", body)[0]   # an nn.Sequential has no forward
     # `compiled for depth == 12` or `for widths=[...]` fix a value; `future >= 0` only bounds one
     return set(re.findall(r"compiled for ([A-Za-z_]\w*) ?==? ?", init))
 

@@ -85,7 +85,8 @@ model M {
 }
 ''')
     src = dslc.load(str(path)).source()
-    assert src.count("F.relu(") == 2 and src.count("F.gelu(") == 4 and "tanh" not in src
+    # each Act is a chain of unnamed layers: an nn.Sequential, its activations modules
+    assert src.count("nn.ReLU()") == 2 and src.count("nn.GELU()") == 4 and "tanh" not in src.lower()
     path.write_text("model M {\n    input x: [B, T]\n    output x * 2 if T in [1, 2] else x\n}\n")
     with pytest.raises(DslcError, match="E0311"):
         dslc.load(str(path))

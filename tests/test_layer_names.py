@@ -133,7 +133,7 @@ def test_a_block_bound_to_a_name_is_one_module(prog):
     torch.testing.assert_close(net(x), once(once(x)), rtol=0, atol=0)
     siamese = prog.build("Siamese", seed=0)
     assert sum(p.numel() for p in siamese.parameters()) == 4 * 9 + 4
-    assert list(siamese.state_dict()) == ["enc.conv.weight", "enc.conv.bias"]
+    assert list(siamese.state_dict()) == ["enc.0.weight", "enc.0.bias"]   # Conv is an nn.Sequential
 
 
 def test_a_layer_named_before_it_is_applied_can_be_read_first(prog):
@@ -202,15 +202,16 @@ def test_a_shared_block_whose_code_would_differ_is_e0408(tmp_path):
               "block Seq {\n    input x: [B, T, D]\n    output x -> Linear(4) -> LayerNorm()\n}\n")
     text = _errors(tmp_path, blocks + "model M {\n    input a: [B, 3, 8, 8]\n    input b: [B, 3, 4, 4]\n"
                                       "    r = Head(4)\n    output (a -> r) + (b -> r)\n}\n")
-    assert "the shared block `r` does not fit these inputs: its `fc`'s `in_features` is 192, these inputs " \
+    # Head is an nn.Sequential (Flatten, Linear): its linear layer is `1`
+    assert "the shared block `r` does not fit these inputs: its `1`'s `in_features` is 192, these inputs " \
            "need 48" in text
     ok = _load(tmp_path, blocks + "model M {\n    input a: [B, 3, 8, 8]\n    input b: [B, 3, 4, 4]\n"
                                   "    input s: [B, S, 6]\n    input t: [B, T, 6]\n    c = Conv(4)\n    q = Seq()\n"
                                   "    output (a -> c), (b -> c), (s -> q), (t -> q)\n}\n")
     import torch
     net = ok.build("M", seed=0)
-    # Seq is a chain of two layers with weights: an nn.Sequential, keyed by place
-    assert sorted(net.state_dict()) == ["c.conv.bias", "c.conv.weight", "q.0.bias", "q.0.weight",
+    # Conv and Seq are chains of layers: nn.Sequentials, keyed by place
+    assert sorted(net.state_dict()) == ["c.0.bias", "c.0.weight", "q.0.bias", "q.0.weight",
                                         "q.1.bias", "q.1.weight"]
     outs = net(torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 6), torch.randn(2, 5, 6))
     assert [tuple(o.shape) for o in outs] == [(2, 4, 8, 8), (2, 4, 4, 4), (2, 3, 4), (2, 5, 4)]

@@ -249,14 +249,15 @@ def test_models_and_blocks_named_like_python_become_other_classes(tmp_path):
                                "model float(int: int = 3) {\n    input x: [B, 4]\n    torch(int)\n    torch(2)\n}\n"
                                "model __class__ {\n    input x: [B, 4]\n    float()\n}\n")
     src = prog.source()
-    for cls in ("torch_", "float_", "class_"):
+    for cls in ("torch_", "class_"):
         assert f"class {cls}(nn.Module):" in src
+    assert "class float_(nn.Sequential):" in src      # a chain of two unnamed blocks
     assert 'MODELS = {"float": float_, "__class__": class_}' in src
     assert "def __init__(self, int: int = 3):" in src          # the parameter keeps its name
     mod = exec_source(src, "<names test>")
     assert type(mod.build("float")).__name__ == "float_" and mod.float_(int=3) is not None
     # the layer the block `float` makes is not named `float`: that is nn.Module's own method
-    assert sorted(prog.build("__class__", seed=0).state_dict())[0] == "float1.torch1.fc.bias"
+    assert sorted(prog.build("__class__", seed=0).state_dict())[0] == "float1.0.fc.bias"
 
 
 def test_parameters_keep_their_names_and_attributes_avoid_the_modules(tmp_path):
@@ -285,7 +286,8 @@ def test_automatic_names_avoid_the_modules_attributes(tmp_path):
     `Bfloat` blocks are numbered past `bfloat16`, which is a method."""
     uses = "\n".join(["    Forward()", "    Train()", "    __Mix()"] + ["    Bfloat()"] * 16)
     blocks = "".join(f"block {b} {{\n    Linear(4)\n}}\n" for b in ("Forward", "Train", "__Mix", "Bfloat"))
-    prog = load_spec(tmp_path, blocks + f"model M {{\n    input x: [B, 4]\n{uses}\n}}\n")
+    # the named head keeps M a class with named members (a chain of unnamed blocks alone is an nn.Sequential)
+    prog = load_spec(tmp_path, blocks + f"model M {{\n    input x: [B, 4]\n{uses}\n    Linear(4) as head\n}}\n")
     names = [i.name for i in prog.graph("M").instances.values()]
     assert names[:3] == ["forward1", "train1", "mix"] and "bfloat16" not in names and "bfloat17" in names
     net = prog.build("M", seed=0)
@@ -378,4 +380,4 @@ def test_the_api_refuses_a_parameter_given_twice():
         prog.build("MLP", params={"hidden": 4, "classes": 2}, hidden=4)
     with pytest.raises(TypeError, match="takes a dict"):
         prog.build("MLP", params=[("hidden", 4)])
-    assert prog.build("MLP", params={"hidden": 4}, classes=2).state_dict()["fc3.weight"].shape == (2, 4)
+    assert prog.build("MLP", params={"hidden": 4}, classes=2).state_dict()["5.weight"].shape == (2, 4)

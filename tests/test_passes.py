@@ -186,7 +186,8 @@ def test_why_batch_norms_were_not_folded(tmp_path):
         "still normalizes by the batch",
         "`bn4` (BatchNorm2d) not folded: its input comes from `relu` at fold.dl:8, not a convolution or linear layer"]
     prog = _load(tmp_path, "seq", "model S {\n    input x: [B, 5, 6]\n    output x -> Linear(4) -> BatchNorm1d()\n}\n")
-    assert _declined(prog, "S", 2) == ["`bn` (BatchNorm1d) not folded: `fc`'s output is 3-d: BatchNorm1d normalizes "
+    # a model that is a chain of unnamed layers is an nn.Sequential: its layers are named by their places
+    assert _declined(prog, "S", 2) == ["`1` (BatchNorm1d) not folded: `0`'s output is 3-d: BatchNorm1d normalizes "
                                        "its dimension 1, not the features"]
 
 
@@ -213,7 +214,7 @@ model Mlp {
     assert "x = x.contiguous(memory_format=torch.channels_last)" in src
     assert "self.to(memory_format=torch.channels_last)" in src
     net = prog.build("Cnn", seed=0, channels_last=True)
-    assert net.conv.weight.is_contiguous(memory_format=__import__("torch").channels_last)
+    assert net[0].weight.is_contiguous(memory_format=__import__("torch").channels_last)   # an nn.Sequential
     _same_outputs(prog, "Cnn", 0, channels_last=True)
     assert _declined(prog, "Mlp", 0, channels_last=True) == ["channels_last not used: the model has no 4-d input"]
     assert "channels_last" not in prog.source(["Mlp"], channels_last=True)
@@ -243,7 +244,7 @@ model Head {
         "--channels-last forces it)"]
     assert "torch.channels_last" in prog.source(["Head"], opt=2, channels_last=True)
     net = prog.build("Conv", seed=0, opt=2)
-    assert net.conv.weight.is_contiguous(memory_format=__import__("torch").channels_last)
+    assert net[0].weight.is_contiguous(memory_format=__import__("torch").channels_last)
     _same_outputs(prog, "Conv", 2, channels_last=None)
     from click.testing import CliRunner
 
@@ -384,7 +385,10 @@ model Tiny {
 """)
     _same_outputs(prog, "Tiny", 2, atol=1e-4)
     folded = prog.build("Tiny", seed=0, opt=2)
-    assert folded.conv.bias is not None and "bn" not in dict(folded.named_children())
+    # Tiny is a chain of unnamed layers and blocks, an nn.Sequential: the folded batch norm's place `1`
+    # is left empty, the other elements keep their keys
+    children = dict(folded.named_children())
+    assert children["0"].bias is not None and "1" not in children and "3" in children
     src = prog.source(["Tiny"], opt=2)
     assert "fold_batchnorm(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))" in src
     assert "fold_batchnorm(nn.Linear(8, 5), nn.BatchNorm1d(5))" in src

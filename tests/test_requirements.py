@@ -38,7 +38,7 @@ model Blocked(depth: int = 2) {
     repeat depth {
         h = h -> ReLU()
     }
-    output h -> Pick(k=6)
+    output h -> Pick(k=6) as pick   # named: Blocked keeps its attributes (unnamed, it is an nn.Sequential)
 }
 
 model Huge {

@@ -106,5 +106,5 @@ def test_a_table_of_thousands_of_rows_prints_as_plain_columns(tmp_path, capsys):
     render_table(s)
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["layer", "type", "output", "shape", "params", "MACs"]
-    assert lines[2].split() == ["fc1", "Linear", "[B,", "4]", "20", "16"]
+    assert lines[2].split() == ["0", "Linear", "[B,", "4]", "20", "16"]   # an nn.Sequential's first layer
     assert len(lines) == 2 + len(s.layers) + 2 and lines[-2].startswith("total params: 30,000")

@@ -130,11 +130,9 @@ class InvertedResidualTwin(nn.Module):
 
 
 def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.Module:
-    m = nn.Module()
-    m.conv = nn.Conv2d(inp, oup, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
-    m.bn = nn.BatchNorm2d(oup)
-    m.forward = lambda x: torch.clamp(m.bn(m.conv(x)), 0, 6)
-    return m
+    """torchvision's Conv2dNormActivation: an nn.Sequential."""
+    return nn.Sequential(nn.Conv2d(inp, oup, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(oup), nn.ReLU6())
 
 
 def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decision():
@@ -169,8 +167,11 @@ def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
 
 
 def test_specializations_that_differ_by_a_count_stay_separate_classes():
-    """DenseNet's blocks unroll `for i in range(layers)`: one class per count, each saying its count."""
-    _, src = _source("densenet.dl")
-    assert "DenseBlock2" in _classes(src)
-    assert re.search(r"class DenseBlock2\(nn.Module\):\n    \"\"\"The block `DenseBlock` \(densenet.dl:\d+\), "
-                     r"built for layers == 12", src)
+    """VGG's stages unroll `repeat convs`: one class per count, each saying its count (DenseNet's dense
+    block, a list made in a loop, is one class whose count is an argument)."""
+    _, src = _source("vgg.dl")
+    assert "VGGStage2" in _classes(src)
+    assert re.search(r"class VGGStage2\(nn.Sequential\):\n    \"\"\"The block `VGGStage` \(vgg.dl:\d+\), "
+                     r"built for convs == 2", src)
+    _, dense = _source("densenet.dl")
+    assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense

@@ -415,10 +415,11 @@ CASES = [
     Case("seq2seq.dl", "Seq2SeqTransformer", Seq2SeqTransformerTwin, (SOURCE, TOKENS),
          names=("embed.weight", "source_pos.weight", "target_pos.weight"),
          small={"vocab": 50, "context": 16, "dim": 32, "depth": 2, "heads": 4}, rename=seq2seq_key),
+    # the encoder and decoder are nn.Sequential blocks, keyed as the twin's (loaded by name)
     Case("autoencoder.dl", "Autoencoder", AutoencoderTwin, (("B", 784),),
-         names=("encoder.fc1.weight", "decoder.fc2.bias"), small={}),
+         names=("encoder.0.weight", "decoder.2.bias"), small={}, rename=lambda key: key),
     Case("autoencoder.dl", "DenoisingAutoencoder", denoising_autoencoder_twin, (("B", 784),),
-         names=("encoder.fc1.weight", "decoder.fc2.bias"), small={}),
+         names=("encoder.0.weight", "decoder.2.bias"), small={}, rename=lambda key: key),
     Case("conv_vae.dl", "ConvVAE", ConvVAETwin, (("B", 3, 64, 64),),
          names=("fc_mu.weight", "fc_var.weight", "decoder_input.weight"), small={"latent": 16}),
     Case("dcgan.dl", "DCGANGenerator", DCGANGeneratorTwin, (("B", 100),), small={"features": 8}),
@@ -430,8 +431,8 @@ CASES = [
     Case("simclr.dl", "SimCLR", SimCLRTwin, (("B", 3, 32, 32),), names=("proj1.weight", "proj2.weight"),
          small={}),
     Case("simclr.dl", "ResNet18", CifarResNet18Twin, (("B", 3, 32, 32),)),  # imported from cifar_resnet.dl
-    Case("distill.dl", "Teacher", teacher_twin, (("B", 1, 28, 28),), small={}),
-    Case("distill.dl", "Student", student_twin, (("B", 1, 28, 28),), small={}),
+    Case("distill.dl", "Teacher", teacher_twin, (("B", 1, 28, 28),), small={}, rename=lambda key: key),
+    Case("distill.dl", "Student", student_twin, (("B", 1, 28, 28),), small={}, rename=lambda key: key),
 ]
 
 

@@ -40,6 +40,12 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   from (`nn.Linear(in_features, 3 * dim)`), not as numbers.
 - **Names from the spec.** A layer's attribute is its `as` name, or one made from its
   kind (`conv1`, `bn1`), and the attributes make the state-dict keys.
+- **PyTorch's containers.** A model or block that is a chain of unnamed layers is an
+  `nn.Sequential` subclass of them, keyed by place as PyTorch keys one (`1.weight` for
+  `nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), ...)`); a loop that applies one
+  block or layer per pass is an `nn.ModuleList` built in a comprehension, with a loop in
+  `forward` (DenseNet's dense block too: `DenseLayer(num_features + i * growth, growth)
+  for i in range(layers)`, each result concatenated to the running value).
 - **A straight-line `forward`.** One statement per operation of the spec, in the spec's
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every

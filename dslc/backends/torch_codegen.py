@@ -181,6 +181,7 @@ class _ClassWriter:
         self.size_names: dict = {}         # their names in forward
         self.tuples: dict = {}             # tuple inputs as forward reads them (`hidden`) -> their lengths
         self.uses_f = False
+        self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
 
     # ---------------------------------------------------------------- naming of atoms
 
@@ -261,16 +262,21 @@ class _ClassWriter:
 
     def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
-        fwd = self._forward() if _sequential(self.graph) is None else []   # nn.Sequential's own forward
+        sequential = _sequential(self.graph) is not None
+        fwd = self._sequential_forward() if sequential else self._forward()
         members = self._members(init_printer)
         opening = self._sequential_init(init_printer)
-        guards = self._guards(init_printer) if self.is_model else []
+        checks = self._derived_defaults(init_printer) + (self._guards(init_printer) if self.is_model else [])
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
-        init = self._derived_defaults(init_printer) + guards + stores + members + self._settings(init_printer)
-        base = "nn.Module" if _sequential(self.graph) is None else "nn.Sequential"
+        init = stores + members + self._settings(init_printer)
+        if sequential:   # the layers are super().__init__'s arguments: what they read is ready before
+            opening = checks + opening
+        else:
+            init = checks + init
+        base = "nn.Sequential" if sequential else "nn.Module"
         if self.is_model and self.graph.inference:
-            fwd += [""] + self._train_refusal()
+            fwd += ([""] if fwd else []) + self._train_refusal()
         heading, facts = self._doc_parts()
         return ClassParts(signature, init, fwd, heading, facts, opening, base)
 
@@ -451,6 +457,8 @@ class _ClassWriter:
         c = self.graph.containers[inst.container]
         if c.sequential:
             return []
+        if c.concat_dim is not None:
+            return _packed_call(f"self.{c.name} = nn.ModuleList(", f"[{self._dense_elements(c, printer)}]", ")")
         if c.uniform_from == 0:
             return [f"self.{c.name} = nn.ModuleList([{self._repeated(c, printer)}])"]
         if c.uniform_from == 1:
@@ -469,9 +477,7 @@ class _ClassWriter:
         if c.uniform_from is None and kept != [str(k) for k in range(len(kept))]:
             # -O2 folded a batch norm into the layer before it: the others keep their places' keys
             return ["super().__init__()"] + [f"self.add_module({py_str(k)}, {e})" for k, e in zip(kept, elements)]
-        if c.uniform_from is None:
-            return ["super().__init__("] + [f"{INDENT}{e}," for e in elements] + [")"]
-        return [f"super().__init__({', '.join(elements)})"]
+        return _packed("super().__init__(", elements, ")")
 
     def _elements(self, c, printer: Printer) -> list[str]:
         """A list's elements as constructor arguments: `*[Block(dim) for _ in range(depth)]` when they are
@@ -489,6 +495,26 @@ class _ClassWriter:
         return f"{self._element_ctor(self._kept(c)[c.uniform_from], printer)} for _ in " \
                f"range({start}{printer.value(c.count)})"
 
+    def _dense_elements(self, c, printer: Printer) -> str:
+        """`DenseLayer(in_channels + i * growth, growth) for i in range(layers)`: a dense list's elements,
+        made for an input that grows by what each adds (frontend/containers.py), their count an argument."""
+        kept = self._kept(c)
+        child = self.gen.class_for(kept[0].graph)
+        first = self.first_use[kept[0].id]
+        dim = c.concat_dim % first.outputs[0].rank
+        step = first.outputs[0].shape[dim]
+        grows = [name for key, name, _, _ in child.signature if isinstance(key, InDim) and key.index == dim]
+        base = dict(self._fed_arguments(kept[0]))
+        for k, inst in enumerate(kept):
+            fed = dict(self._fed_arguments(inst))
+            if self.gen.class_for(inst.graph) is not child or any(
+                    not _same_size(fed[n], base[n], k, step) if n in grows else literal(fed[n]) != literal(base[n])
+                    for n in fed):
+                raise CodegenError(f"the dense list `{c.name}` has elements that are not made alike")
+        index = self.locals.claim("i")
+        grown = {n: f"{printer.value(base[n])} + {index} * {_factor(printer.value(step))}" for n in grows}
+        return f"{self._block_ctor(kept[0], grown)} for {index} in range({printer.value(c.count)})"
+
     def _kept(self, c) -> list[Instance]:
         """The list's elements the passes kept (-O2 folds a batch norm into the layer before it)."""
         return [self.graph.instances[i] for i in c.instances if i in self.graph.instances]
@@ -502,16 +528,18 @@ class _ClassWriter:
             return f"fold_batchnorm({layer}, {self._ctor(inst.folded.norm, printer)})"
         return self._ctor(inst, printer)
 
-    def _block_ctor(self, inst: Instance) -> str:
+    def _block_ctor(self, inst: Instance, given: dict | None = None) -> str:
         """`Bottleneck(in_channels, width, stride=2)`: sizes and required arguments by position, those
-        with a default by keyword, left out where they have it."""
+        with a default by keyword, left out where they have it; `given`: arguments already written."""
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
         defaults = {name: d for _, name, _, d in child.signature}
         parts = []
         for name, v in self._fed_arguments(inst):
             default = defaults.get(name)
-            if default is None:
+            if given and name in given:
+                parts.append(given[name] if default is None else f"{name}={given[name]}")
+            elif default is None:
                 parts.append(caller.value(v))
             elif not _is_expression(v) and literal(v) == default:
                 continue
@@ -520,6 +548,26 @@ class _ClassWriter:
         return f"{child.name}({', '.join(parts)})"
 
     # ---------------------------------------------------------------- forward
+
+    def _sequential_forward(self) -> list[str]:
+        """An nn.Sequential's forward is its own, but where a model checks its input first (a run-time
+        requirement, a memory format): those lines, then the layers in turn (a loop over `self`, as
+        nn.Sequential's own forward: torch.jit.script takes no `super().forward(x)`)."""
+        if not self.is_model:
+            return []
+        printer = Printer(self.forward_atom)
+        var: dict = {}
+        (name, ref), = self.graph.inputs
+        local = Namespace(set(HELPERS))
+        x = var[ref] = local.claim(name)
+        self.size_names = {s: local.claim(s) for s in sorted(_symbol_names(self.graph))}
+        checks = self._requirements(printer)
+        prologue = self._symbol_bindings(var) + checks + self._layout(var)
+        if not prologue:
+            return []
+        layer = local.claim("layer")
+        loop = [f"for {layer} in self:", f"{INDENT}{x} = {layer}({x})", f"return {x}"]
+        return [f"def forward(self, {x}):"] + [INDENT + line for line in prologue + loop]
 
     def _forward(self) -> list[str]:
         g = self.graph
@@ -563,7 +611,7 @@ class _ClassWriter:
 
     def _special_node_kind(self, node: Node) -> bool:
         """A node written as more than one statement `x = expr` (see _special_node)."""
-        if node.kind in ("param", "weight", "buffer") or is_scan(node):
+        if node.kind in ("param", "weight", "buffer") or is_scan(node) or node.id in self.joins:
             return True
         inst = self.graph.instances.get(node.instance) if node.instance is not None else None
         return inst is not None and inst.container is not None
@@ -580,12 +628,39 @@ class _ClassWriter:
         if is_scan(node):
             targets = self._targets(node, i, var, holder, temps, local, last_use)
             return self._scan_lines(node, targets, var, printer, local)
+        if node.id in self.joins:
+            return []    # written by its dense list's loop
         inst = g.instances[node.instance] if node.instance is not None else None
         if inst is not None and inst.container is not None:
             if inst.index != 0:
                 return []
+            if g.containers[inst.container].concat_dim is not None:
+                return self._dense_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             return self._container_loop(node, i, nodes, var, holder, temps, local, last_use, printer, params)
         return None
+
+    def _dense_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
+                    params) -> list[str]:
+        """`for layer in self.layers: x = torch.cat([x, layer(x)], dim=1)`: a dense list's elements, each
+        applied to the running value and its result concatenated to it (torchvision's DenseNet)."""
+        g = self.graph
+        c = g.containers[g.instances[node.instance].container]
+        run = nodes[i:i + 2 * len(c.instances)]
+        if [n.instance for n in run[::2]] != c.instances or [self.joins.get(n.id) for n in run[1::2]] != \
+                [c.name] * len(c.instances):
+            raise CodegenError(f"the dense list `{c.name}` is not applied in one run")
+        join, last = run[1], run[-1]
+        running = var[node.inputs[0]]
+        var[last.inputs[0]] = running          # so that the result may take the running value's name
+        # read last by the first join (i + 1) where the loop alone reads it: `x = torch.cat([x, ...])`
+        target = self._targets(last, i + 1, var, holder, temps, local, last_use)
+        element = local.claim("layer") if "layer" in local.taken else "layer"
+        var[node.inputs[0]] = target
+        var[Ref(node.id)] = self._node_expr(node, var, printer, params, module=element)
+        expr = self._node_expr(join, var, printer, params)
+        var[node.inputs[0]] = running
+        lines = [f"{target} = {running}"] if target != running else []
+        return lines + [f"for {element} in self.{c.name}:", f"{INDENT}{target} = {expr}"]
 
     def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                         params) -> list[str]:
@@ -1225,6 +1300,51 @@ def _symbol_names(g: Graph) -> set:
             if isinstance(d, Sym):
                 names |= {a.name for a in d.poly.atoms() if isinstance(a, Var)}
     return names
+
+
+def _packed(head: str, items: list[str], tail: str, indent: int = 2) -> list[str]:
+    """`head` + the items, comma-separated, + `tail`: on one line where it fits, else as many items a line
+    as fit, the lines after the first aligned under the first item (the way the twins write
+    `nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),`)."""
+    width = MAX_STATEMENT - len(INDENT) * indent
+    lines = [head]
+    for k, item in enumerate(items):
+        text = item + (", " if k < len(items) - 1 else tail)
+        if len(lines[-1]) > len(head) and len(lines[-1]) + len(text.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(" " * len(head))
+        lines[-1] += text
+    return [line.rstrip() for line in lines]
+
+
+def _packed_call(head: str, argument: str, tail: str, indent: int = 2) -> list[str]:
+    """`head + argument + tail` on one line where it fits, else the argument on a line of its own."""
+    if len(INDENT * indent + head + argument + tail) <= MAX_STATEMENT:
+        return [head + argument + tail]
+    return [head, INDENT + argument + tail]
+
+
+def _dense_joins(g: Graph) -> dict:
+    """The concat node that joins each element of a dense list to the running value -> the list's name."""
+    out = {}
+    dense = {i for c in g.containers.values() if c.concat_dim is not None for i in c.instances}
+    for node in g.nodes.values():
+        if node.kind == "op" and node.op.name == "concat" and len(node.inputs) == 2:
+            element = g.nodes[node.inputs[1].node]
+            if element.instance in dense:
+                out[node.id] = g.instances[element.instance].container
+    return out
+
+
+def _same_size(v, base, k: int, step) -> bool:
+    """Whether a size is `base + k * step` (the input of a dense list's element k)."""
+    return isinstance(v, Size) and isinstance(base, Size) and isinstance(step, Size) and \
+        v.expr == base.expr + step.expr * Poly.const(k)
+
+
+def _factor(text: str) -> str:
+    """A size written as a factor: `growth`, `(2 * growth)`."""
+    return text if text.isidentifier() or text.isdigit() else f"({text})"
 
 
 def _sequential(g: Graph):

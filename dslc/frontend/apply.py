@@ -559,7 +559,7 @@ class LayerApplication:
                tuple(tuple(_poly_key(d) for d in v.type.shape) for v in inputs))
         hit = self.subst_cache.get(key)
         if hit is None:
-            out_types = [subst_type(sub.type_of(ref), f) for _, ref in sub.outputs]
+            out_types = [subst_type(sub.result_type(ref), f) for _, ref in sub.outputs]
             guards = [g2 for g2 in (subst_guard(g, f) for g in sub.guards) if not g2.is_trivial()]
             hit = self.subst_cache[key] = (out_types, guards, sub)  # `sub` keeps id(sub) unique
         return hit[0], hit[1]

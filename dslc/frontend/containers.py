@@ -16,6 +16,14 @@ Then:
 "Alike" is about every count, not only the passes that ran: the passes from that
 element on must start from the same values (frontend/loopvars.py).
 
+A loop whose every pass concatenates to the running value what one block makes of it
+(DenseNet's dense block: `x = concat([x, x -> DenseLayer(growth)], dim=1)`) is a list too,
+a dense one, when the blocks are made with the same arguments and nothing else reads a
+pass's values: its elements differ only in the input they are made for, which grows by
+the same size each pass, so the count stays an argument and the constructor makes the
+elements in a loop over the index (`DenseLayer(in_channels + i * growth, growth) for i in
+range(layers)`), torchvision's `_DenseBlock`.
+
 Which qualifying loops become lists:
 - a named one, `repeat depth as h { ... }` or `for i in range(n) as layers { ... }`
   (a named loop that does not qualify is E0212, saying why);
@@ -25,17 +33,20 @@ Which qualifying loops become lists:
   (`layer1.0.conv1.weight`, as torchvision's ResNet stages).
 Others unroll, their layers numbered (`fc1`, `fc2`), as an unnamed `for` always did.
 
-A block that is a chain of two or more unnamed layers with weights and nothing else
-(torchvision's `downsample = nn.Sequential(conv1x1(...), nn.BatchNorm2d(...))`) is an
-`nn.Sequential` of those layers too, keyed by position. Layers without weights are not
-counted as modules (they are functions in forward, and -O2 removes some), so a chain
-with one is an ordinary block.
+A model or block that is a chain of two or more unnamed layers or blocks and nothing
+else, one input through them to one output, is an `nn.Sequential` of them too, keyed by
+position as PyTorch keys one: the layers without weights are modules there
+(`nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), ...)` keys its linear
+layers `1` and `3`; torchvision's `downsample = nn.Sequential(conv1x1(...),
+nn.BatchNorm2d(...))` is one as well, and UNet's `Down`, `nn.Sequential(nn.MaxPool2d(2),
+DoubleConv(...))`). A layer or block named with `as` keeps its name, and its model or
+block the class form; so does a chain with neither a layer with weights nor a block.
 
 The decision waits for the end of the body, when every use of a pass's result is known.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..diagnostics import Label
 from ..ir.dims import Poly, Size, record
@@ -92,7 +103,7 @@ def finish_loops(ctx: Ctx) -> None:
         for loop in ctx.loops:   # inner loops first: they finished first
             _finish(loop, ctx, consumers)
         ctx.loops.clear()
-    if ctx.kind == "block" and not ctx.graph.containers:
+    if ctx.kind in ("model", "block") and not ctx.graph.containers:
         _layer_chain(ctx.graph)
 
 
@@ -102,6 +113,12 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
         return
     why, elements = _qualifies(loop, graph, consumers)
+    dense = _dense(loop, graph, consumers) if why is not None else None
+    if dense is not None:
+        container = _keep(loop, [e for e, _ in dense], 0, False, graph,
+                          concat_dim=graph.nodes[dense[0][1]].args["dim"])
+        container.result = _grown_result(graph, dense, loop.count)
+        return
     if why is not None and loop.name is not None:
         raise EvalError("E0212", f"`{loop.word} ... as {loop.name}` keeps one layer or block per pass in a list, "
                         f"but {why}", loop.name_span, label="names the list",
@@ -129,14 +146,17 @@ def _lose(count) -> None:
         count._lose("a loop count")
 
 
-def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph) -> None:
+def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph,
+          concat_dim: int | None = None) -> Container:
     # named by ir/naming.py with the other instances; the elements of a Sequential block by position
     name = loop.name or ("" if whole else f"__auto{len(graph.containers)}")
     ids = [graph.nodes[n].instance for n in elements]
-    graph.containers[name] = Container(name, ids, loop.count, first, user_name=loop.name, sequential=whole)
+    graph.containers[name] = Container(name, ids, loop.count, first, user_name=loop.name, sequential=whole,
+                                       concat_dim=concat_dim)
     for i, inst_id in enumerate(ids):
         inst = graph.instances[inst_id]
         inst.container, inst.index = name, i
+    return graph.containers[name]
 
 
 def _qualifies(loop: Loop, graph: Graph, consumers: dict) -> tuple:
@@ -165,6 +185,62 @@ def _qualifies(loop: Loop, graph: Graph, consumers: dict) -> tuple:
         if consumers.get(Ref(n), 0) != 1:
             return "a pass's result is read by more than the next pass", []
     return None, elements
+
+
+def _dense(loop: Loop, graph: Graph, consumers: dict) -> list | None:
+    """(element node, concat node) per pass when the loop is a dense list (see the module's doc), else None."""
+    chain = _chain_of_passes(graph, loop)
+    if loop.settled != 0 or chain is None:
+        return None
+    out, running, key = [], None, None
+    for made in loop.passes:
+        if len(made) != 2:
+            return None
+        element, join = graph.nodes[made[0]], graph.nodes[made[1]]
+        if element.kind != "call" or len(element.inputs) != 1 or not _sequential_element(graph, element.id):
+            return None
+        if running is not None and element.inputs[0] != running:
+            return None
+        running = element.inputs[0]
+        inst = graph.instances[element.instance]
+        if sum(1 for m in graph.nodes.values() if m.instance == inst.id) != 1 or inst.container is not None:
+            return None
+        if join.kind != "op" or join.op.name != "concat" or join.inputs != [running, Ref(element.id)] \
+                or len(join.outputs) != 1:
+            return None
+        # made alike, and each adding as much to the running value: its size grows by one step a pass
+        this = (id(inst.graph.decl), value_key(inst.args), value_key(join.args["dim"]),
+                _type_key(element.outputs[0]))
+        if key is not None and this != key:
+            return None
+        if consumers.get(Ref(element.id), 0) != 1 or (out and consumers.get(running, 0) != 2):
+            return None
+        key, running = this, Ref(join.id)
+        out.append((element.id, join.id))
+    return out or None
+
+
+def _chain_of_passes(graph: Graph, loop: Loop) -> list | None:
+    """The loop's nodes when they are the block's whole body (input -> the passes -> output), else None:
+    what the block returns then depends on the count in a way its type can say (_grown_output)."""
+    made = [n for p in loop.passes for n in p]
+    body = [n for n, node in graph.nodes.items() if node.kind != "input"]
+    if body != made or len(graph.inputs) != 1 or len(graph.outputs) != 1 or not made:
+        return None
+    if graph.outputs[0][1] != Ref(made[-1]) or graph.nodes[made[0]].inputs[:1] != [graph.inputs[0][1]]:
+        return None
+    return made
+
+
+def _grown_result(graph: Graph, dense: list, count) -> tuple:
+    """The block's result and its type for any count: the input's size, and one element's for each
+    pass (`in_channels + layers * growth`), as the list's count stays an argument."""
+    first, last = graph.nodes[dense[0][0]], dense[-1][1]
+    t = graph.type_of(Ref(last))
+    dim = graph.nodes[dense[0][1]].args["dim"] % t.rank
+    shape = list(t.shape)
+    shape[dim] = graph.type_of(first.inputs[0]).shape[dim] + count * first.outputs[0].shape[dim]
+    return Ref(last), replace(t, shape=tuple(shape))
 
 
 def _alike_from(loop: Loop, elements: list, graph: Graph) -> int | None:
@@ -196,18 +272,26 @@ def _type_key(t) -> tuple:
 
 
 def _layer_chain(graph: Graph) -> None:
-    """A block that is only a chain of two or more unnamed layers with weights: an nn.Sequential of them."""
+    """A model or block that is only a chain of two or more unnamed layers or blocks, one of them a
+    block or a layer with weights: an nn.Sequential of them."""
     chain = _chain(graph)
     if chain is None or len(chain) < 2:
         return
+    layers = []
     for n in chain:
         node = graph.nodes[n]
         inst = graph.instances.get(node.instance) if node.instance else None
-        if node.kind != "op" or inst is None or inst.user_name or not inst.op.has_state or inst.inits \
-                or inst.op.keyword_inputs or not _sequential_element(graph, n):
+        if inst is None or inst.user_name or not _sequential_element(graph, n):
             return
-    if len({graph.nodes[n].instance for n in chain}) != len(chain):
+        if inst.kind == "layer" and (node.kind != "op" or inst.inits or inst.op.keyword_inputs):
+            return
+        if inst.kind not in ("layer", "block"):
+            return
+        layers.append(inst)
+    if len({inst.id for inst in layers}) != len(chain):
         return   # a layer applied twice
+    if not any(inst.kind == "block" or inst.op.has_state for inst in layers):
+        return   # nothing to key: functions in forward read better
     loop = Loop("chain", len(chain), [[n] for n in chain], None, None, None, settled=None)
     _keep(loop, chain, None, True, graph)
 

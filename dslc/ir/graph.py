@@ -71,6 +71,12 @@ class Container:
     uniform_from: int | None
     user_name: str | None = None      # from `repeat n as name`, `for ... as name`
     sequential: bool = False
+    # a dense list (DenseNet's block): each element reads the running value, and its result is
+    # concatenated to it along this dim (`x = torch.cat([x, layer(x)], dim=1)`); None for a chain
+    concat_dim: int | None = None
+    # a dense list's last value typed for any count (`in_channels + layers * growth`): what the
+    # block returns to its callers, where its own nodes are typed for the count that ran
+    result: tuple | None = None       # (Ref, TensorType)
 
 
 @dataclass
@@ -169,6 +175,13 @@ class Graph:
     # queries
     def type_of(self, ref: Ref) -> TensorType:
         return self.nodes[ref.node].outputs[ref.index]
+
+    def result_type(self, ref: Ref) -> TensorType:
+        """A result's type as the block's callers see it: a dense list's for any count (Container.result)."""
+        for c in self.containers.values():
+            if c.result is not None and c.result[0] == ref:
+                return c.result[1]
+        return self.type_of(ref)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())

@@ -28,17 +28,12 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
     return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
 
 
-class MnistMLP(nn.Module):
+class MnistMLP(nn.Sequential):
     """The model `MnistMLP` (language.dl:6)."""
 
     def __init__(self, hidden: int = 128, classes: int = 10):
-        super().__init__()
-        self.fc1 = nn.Linear(784, hidden)
-        self.fc2 = nn.Linear(hidden, classes)
-
-    def forward(self, image):
-        x = F.relu(self.fc1(image.flatten(1)))
-        return self.fc2(x)
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 class TwoTower(nn.Module):
@@ -57,16 +52,12 @@ class TwoTower(nn.Module):
         return torch.sigmoid(self.fc(joined))
 
 
-class ConvBnRelu(nn.Module):
+class ConvBnRelu(nn.Sequential):
     """The block `ConvBnRelu` (language.dl:23)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Residual(nn.Module):
@@ -100,27 +91,15 @@ class Residual2(nn.Module):
         return F.relu(main + skip)
 
 
-class ResNet18(nn.Module):
+class ResNet18(nn.Sequential):
     """The model `ResNet18` (language.dl:36)."""
 
     def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv_bn_relu = ConvBnRelu(3, 64)
-        self.residual1 = Residual(64)
-        self.residual2 = Residual(64)
-        self.residual3 = Residual2(64, 128, stride=2)
-        self.residual4 = Residual(128)
-        self.residual5 = Residual2(128, 256, stride=2)
-        self.residual6 = Residual(256)
-        self.residual7 = Residual2(256, 512, stride=2)
-        self.residual8 = Residual(512)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
-        h = self.residual5(self.residual4(self.residual3(h)))
-        h = self.residual8(self.residual7(self.residual6(h)))
-        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),
+                         Residual2(64, 128, stride=2), Residual(128),
+                         Residual2(128, 256, stride=2), Residual(256),
+                         Residual2(256, 512, stride=2), Residual(512),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
 
 
 class LSTMClassifier(nn.Module):
@@ -160,32 +139,20 @@ class VAE(nn.Module):
         return recon, mu, log_var
 
 
-class Generator(nn.Module):
+class Generator(nn.Sequential):
     """The model `Generator` (language.dl:73)."""
 
     def __init__(self, latent: int = 100, out: int = 784):
-        super().__init__()
-        self.fc1 = nn.Linear(latent, 256)
-        self.fc2 = nn.Linear(256, 512)
-        self.fc3 = nn.Linear(512, out)
-
-    def forward(self, z):
-        x = self.fc2(F.leaky_relu(self.fc1(z), 0.2))
-        return torch.tanh(self.fc3(F.leaky_relu(x, 0.2)))
+        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
+                         nn.LeakyReLU(0.2), nn.Linear(512, out), nn.Tanh())
 
 
-class Discriminator(nn.Module):
+class Discriminator(nn.Sequential):
     """The model `Discriminator` (language.dl:83)."""
 
     def __init__(self, inp: int = 784):
-        super().__init__()
-        self.fc1 = nn.Linear(inp, 512)
-        self.fc2 = nn.Linear(512, 256)
-        self.fc3 = nn.Linear(256, 1)
-
-    def forward(self, x):
-        h = self.fc2(F.leaky_relu(self.fc1(x), 0.2))
-        return torch.sigmoid(self.fc3(F.leaky_relu(h, 0.2)))
+        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                         nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
 
 
 class Backbone(nn.Module):
@@ -401,21 +368,15 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class MLP(nn.Module):
+class MLP(nn.Sequential):
     """The model `MLP` (mlp.dl:5)."""
 
     def __init__(self, hidden: int = 256, classes: int = 10):
-        super().__init__()
-        self.fc1 = nn.Linear(64, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc3 = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = F.relu(self.fc1(x.flatten(1)))
-        return self.fc3(F.relu(self.fc2(h)))
+        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 MODELS = {"MLP": MLP}

@@ -4,34 +4,22 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class AlexNet(nn.Module):
+class AlexNet(nn.Sequential):
     """The model `AlexNet` (alexnet.dl:10)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 11, stride=4, padding=2)
-        self.conv2 = nn.Conv2d(64, 192, 5, padding=2)
-        self.conv3 = nn.Conv2d(192, 384, 3, padding=1)
-        self.conv4 = nn.Conv2d(384, 256, 3, padding=1)
-        self.conv5 = nn.Conv2d(256, 256, 3, padding=1)
-        self.dropout1 = nn.Dropout(dropout)
-        self.fc1 = nn.Linear(9216, 4096)
-        self.dropout2 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(4096, 4096)
-        self.fc3 = nn.Linear(4096, classes)
-
-    def forward(self, x):
-        h = F.max_pool2d(F.relu(self.conv1(x)), 3, stride=2)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 3, stride=2)
-        h = self.conv4(F.relu(self.conv3(h)))
-        h = F.relu(self.conv5(F.relu(h)))
-        h = F.adaptive_avg_pool2d(F.max_pool2d(h, 3, stride=2), 6).flatten(1)
-        h = F.relu(self.fc1(self.dropout1(h)))
-        h = F.relu(self.fc2(self.dropout2(h)))
-        return self.fc3(h)
+        super().__init__(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(),
+                         nn.MaxPool2d(3, stride=2), nn.Conv2d(64, 192, 5, padding=2),
+                         nn.ReLU(), nn.MaxPool2d(3, stride=2),
+                         nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(3, stride=2), nn.AdaptiveAvgPool2d(6),
+                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(9216, 4096),
+                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(4096, 4096),
+                         nn.ReLU(), nn.Linear(4096, classes))
 
 
 MODELS = {"AlexNet": AlexNet}

@@ -4,32 +4,22 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Sequential):
     """The block `Encoder` (autoencoder.dl:19)."""
 
     def __init__(self, in_features: int, hidden: int, latent: int):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.fc2 = nn.Linear(hidden, latent)
-
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x)))
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, latent))
 
 
-class Decoder(nn.Module):
+class Decoder(nn.Sequential):
     """The block `Decoder` (autoencoder.dl:25)."""
 
     def __init__(self, in_features: int, hidden: int, out: int):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.fc2 = nn.Linear(hidden, out)
-
-    def forward(self, x):
-        h = self.fc2(F.relu(self.fc1(x)))
-        return torch.sigmoid(h)
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, out), nn.Sigmoid())
 
 
 class Autoencoder(nn.Module):

@@ -7,16 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class ConvBnRelu(nn.Module):
+class ConvBnRelu(nn.Sequential):
     """The block `ConvBnRelu` (cifar_resnet.dl:14)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Residual(nn.Module):
@@ -50,27 +46,15 @@ class Residual2(nn.Module):
         return F.relu(main + skip)
 
 
-class ResNet18(nn.Module):
+class ResNet18(nn.Sequential):
     """The model `ResNet18` (cifar_resnet.dl:28)."""
 
     def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv_bn_relu = ConvBnRelu(3, 64)
-        self.residual1 = Residual(64)
-        self.residual2 = Residual(64)
-        self.residual3 = Residual2(64, 128, stride=2)
-        self.residual4 = Residual(128)
-        self.residual5 = Residual2(128, 256, stride=2)
-        self.residual6 = Residual(256)
-        self.residual7 = Residual2(256, 512, stride=2)
-        self.residual8 = Residual(512)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = self.residual2(self.residual1(self.conv_bn_relu(x)))
-        h = self.residual5(self.residual4(self.residual3(h)))
-        h = self.residual8(self.residual7(self.residual6(h)))
-        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),
+                         Residual2(64, 128, stride=2), Residual(128),
+                         Residual2(128, 256, stride=2), Residual(256),
+                         Residual2(256, 512, stride=2), Residual(512),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
 
 
 MODELS = {"ResNet18": ResNet18}

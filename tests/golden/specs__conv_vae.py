@@ -4,31 +4,22 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class Down(nn.Module):
+class Down(nn.Sequential):
     """The block `Down` (conv_vae.dl:16)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 3, stride=2, padding=1)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.leaky_relu(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, 3, stride=2, padding=1),
+                         nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
 
 
-class Up(nn.Module):
+class Up(nn.Sequential):
     """The block `Up` (conv_vae.dl:23)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, out, 3, stride=2, padding=1, output_padding=1)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.leaky_relu(self.bn(self.deconv(x)))
+        super().__init__(nn.ConvTranspose2d(in_channels, out, 3, stride=2, padding=1, output_padding=1),
+                         nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
 
 
 class ConvVAE(nn.Module):

@@ -7,16 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class UpBlock(nn.Module):
+class UpBlock(nn.Sequential):
     """The block `UpBlock` (dcgan.dl:23)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 2, padding: int = 1):
-        super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, out, 4, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.deconv(x)))
+        super().__init__(nn.ConvTranspose2d(in_channels, out, 4, stride=stride, padding=padding, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
 class DCGANGenerator(nn.Module):
@@ -38,33 +34,24 @@ class DCGANGenerator(nn.Module):
         return torch.tanh(x)
 
 
-class DownBlock(nn.Module):
+class DownBlock(nn.Sequential):
     """The block `DownBlock` (dcgan.dl:30)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.leaky_relu(self.bn(self.conv(x)), 0.2)
+        super().__init__(nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(out), nn.LeakyReLU(0.2))
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(nn.Sequential):
     """The model `DCGANDiscriminator` (dcgan.dl:47)."""
 
     def __init__(self, features: int = 64, channels: int = 3):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False)
-        self.down_block1 = DownBlock(features, 2 * features)
-        self.down_block2 = DownBlock(2 * features, 4 * features)
-        self.down_block3 = DownBlock(4 * features, 8 * features)
-        self.conv2 = nn.Conv2d(8 * features, 1, 4, bias=False)
-
-    def forward(self, x):
-        h = self.down_block1(F.leaky_relu(self.conv1(x), 0.2))
-        h = self.conv2(self.down_block3(self.down_block2(h)))
-        return torch.sigmoid(h.flatten(1))
+        super().__init__(nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False),
+                         nn.LeakyReLU(0.2), DownBlock(features, 2 * features),
+                         DownBlock(2 * features, 4 * features),
+                         DownBlock(4 * features, 8 * features),
+                         nn.Conv2d(8 * features, 1, 4, bias=False), nn.Flatten(),
+                         nn.Sigmoid())
 
 
 class ConditionalGenerator(nn.Module):

@@ -23,24 +23,16 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.Module):
-    """The block `DenseBlock` (densenet.dl:28), built for layers == 6."""
+    """The block `DenseBlock` (densenet.dl:28)."""
 
-    def __init__(self, num_features: int, growth: int, bn_size: int = 4):
+    def __init__(self, num_features: int, layers: int, growth: int, bn_size: int = 4):
         super().__init__()
-        self.dense_layer1 = DenseLayer(num_features, growth, bn_size=bn_size)
-        self.dense_layer2 = DenseLayer(growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer3 = DenseLayer(2 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer4 = DenseLayer(3 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer5 = DenseLayer(4 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer6 = DenseLayer(5 * growth + num_features, growth, bn_size=bn_size)
+        self.dense_layers = nn.ModuleList(
+            [DenseLayer(num_features + i * growth, growth, bn_size=bn_size) for i in range(layers)])
 
     def forward(self, x):
-        x = torch.cat([x, self.dense_layer1(x)], dim=1)
-        x = torch.cat([x, self.dense_layer2(x)], dim=1)
-        x = torch.cat([x, self.dense_layer3(x)], dim=1)
-        x = torch.cat([x, self.dense_layer4(x)], dim=1)
-        x = torch.cat([x, self.dense_layer5(x)], dim=1)
-        x = torch.cat([x, self.dense_layer6(x)], dim=1)
+        for layer in self.dense_layers:
+            x = torch.cat([x, layer(x)], dim=1)
         return x
 
 
@@ -58,140 +50,6 @@ class Transition(nn.Module):
         return self.pool(h)
 
 
-class DenseBlock2(nn.Module):
-    """The block `DenseBlock` (densenet.dl:28), built for layers == 12."""
-
-    def __init__(self, num_features: int, growth: int, bn_size: int = 4):
-        super().__init__()
-        self.dense_layer1 = DenseLayer(num_features, growth, bn_size=bn_size)
-        self.dense_layer2 = DenseLayer(growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer3 = DenseLayer(2 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer4 = DenseLayer(3 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer5 = DenseLayer(4 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer6 = DenseLayer(5 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer7 = DenseLayer(6 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer8 = DenseLayer(7 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer9 = DenseLayer(8 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer10 = DenseLayer(9 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer11 = DenseLayer(10 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer12 = DenseLayer(11 * growth + num_features, growth, bn_size=bn_size)
-
-    def forward(self, x):
-        x = torch.cat([x, self.dense_layer1(x)], dim=1)
-        x = torch.cat([x, self.dense_layer2(x)], dim=1)
-        x = torch.cat([x, self.dense_layer3(x)], dim=1)
-        x = torch.cat([x, self.dense_layer4(x)], dim=1)
-        x = torch.cat([x, self.dense_layer5(x)], dim=1)
-        x = torch.cat([x, self.dense_layer6(x)], dim=1)
-        x = torch.cat([x, self.dense_layer7(x)], dim=1)
-        x = torch.cat([x, self.dense_layer8(x)], dim=1)
-        x = torch.cat([x, self.dense_layer9(x)], dim=1)
-        x = torch.cat([x, self.dense_layer10(x)], dim=1)
-        x = torch.cat([x, self.dense_layer11(x)], dim=1)
-        x = torch.cat([x, self.dense_layer12(x)], dim=1)
-        return x
-
-
-class DenseBlock3(nn.Module):
-    """The block `DenseBlock` (densenet.dl:28), built for layers == 24."""
-
-    def __init__(self, num_features: int, growth: int, bn_size: int = 4):
-        super().__init__()
-        self.dense_layer1 = DenseLayer(num_features, growth, bn_size=bn_size)
-        self.dense_layer2 = DenseLayer(growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer3 = DenseLayer(2 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer4 = DenseLayer(3 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer5 = DenseLayer(4 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer6 = DenseLayer(5 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer7 = DenseLayer(6 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer8 = DenseLayer(7 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer9 = DenseLayer(8 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer10 = DenseLayer(9 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer11 = DenseLayer(10 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer12 = DenseLayer(11 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer13 = DenseLayer(12 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer14 = DenseLayer(13 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer15 = DenseLayer(14 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer16 = DenseLayer(15 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer17 = DenseLayer(16 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer18 = DenseLayer(17 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer19 = DenseLayer(18 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer20 = DenseLayer(19 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer21 = DenseLayer(20 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer22 = DenseLayer(21 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer23 = DenseLayer(22 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer24 = DenseLayer(23 * growth + num_features, growth, bn_size=bn_size)
-
-    def forward(self, x):
-        x = torch.cat([x, self.dense_layer1(x)], dim=1)
-        x = torch.cat([x, self.dense_layer2(x)], dim=1)
-        x = torch.cat([x, self.dense_layer3(x)], dim=1)
-        x = torch.cat([x, self.dense_layer4(x)], dim=1)
-        x = torch.cat([x, self.dense_layer5(x)], dim=1)
-        x = torch.cat([x, self.dense_layer6(x)], dim=1)
-        x = torch.cat([x, self.dense_layer7(x)], dim=1)
-        x = torch.cat([x, self.dense_layer8(x)], dim=1)
-        x = torch.cat([x, self.dense_layer9(x)], dim=1)
-        x = torch.cat([x, self.dense_layer10(x)], dim=1)
-        x = torch.cat([x, self.dense_layer11(x)], dim=1)
-        x = torch.cat([x, self.dense_layer12(x)], dim=1)
-        x = torch.cat([x, self.dense_layer13(x)], dim=1)
-        x = torch.cat([x, self.dense_layer14(x)], dim=1)
-        x = torch.cat([x, self.dense_layer15(x)], dim=1)
-        x = torch.cat([x, self.dense_layer16(x)], dim=1)
-        x = torch.cat([x, self.dense_layer17(x)], dim=1)
-        x = torch.cat([x, self.dense_layer18(x)], dim=1)
-        x = torch.cat([x, self.dense_layer19(x)], dim=1)
-        x = torch.cat([x, self.dense_layer20(x)], dim=1)
-        x = torch.cat([x, self.dense_layer21(x)], dim=1)
-        x = torch.cat([x, self.dense_layer22(x)], dim=1)
-        x = torch.cat([x, self.dense_layer23(x)], dim=1)
-        x = torch.cat([x, self.dense_layer24(x)], dim=1)
-        return x
-
-
-class DenseBlock4(nn.Module):
-    """The block `DenseBlock` (densenet.dl:28), built for layers == 16."""
-
-    def __init__(self, num_features: int, growth: int, bn_size: int = 4):
-        super().__init__()
-        self.dense_layer1 = DenseLayer(num_features, growth, bn_size=bn_size)
-        self.dense_layer2 = DenseLayer(growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer3 = DenseLayer(2 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer4 = DenseLayer(3 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer5 = DenseLayer(4 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer6 = DenseLayer(5 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer7 = DenseLayer(6 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer8 = DenseLayer(7 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer9 = DenseLayer(8 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer10 = DenseLayer(9 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer11 = DenseLayer(10 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer12 = DenseLayer(11 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer13 = DenseLayer(12 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer14 = DenseLayer(13 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer15 = DenseLayer(14 * growth + num_features, growth, bn_size=bn_size)
-        self.dense_layer16 = DenseLayer(15 * growth + num_features, growth, bn_size=bn_size)
-
-    def forward(self, x):
-        x = torch.cat([x, self.dense_layer1(x)], dim=1)
-        x = torch.cat([x, self.dense_layer2(x)], dim=1)
-        x = torch.cat([x, self.dense_layer3(x)], dim=1)
-        x = torch.cat([x, self.dense_layer4(x)], dim=1)
-        x = torch.cat([x, self.dense_layer5(x)], dim=1)
-        x = torch.cat([x, self.dense_layer6(x)], dim=1)
-        x = torch.cat([x, self.dense_layer7(x)], dim=1)
-        x = torch.cat([x, self.dense_layer8(x)], dim=1)
-        x = torch.cat([x, self.dense_layer9(x)], dim=1)
-        x = torch.cat([x, self.dense_layer10(x)], dim=1)
-        x = torch.cat([x, self.dense_layer11(x)], dim=1)
-        x = torch.cat([x, self.dense_layer12(x)], dim=1)
-        x = torch.cat([x, self.dense_layer13(x)], dim=1)
-        x = torch.cat([x, self.dense_layer14(x)], dim=1)
-        x = torch.cat([x, self.dense_layer15(x)], dim=1)
-        x = torch.cat([x, self.dense_layer16(x)], dim=1)
-        return x
-
-
 class DenseNet121(nn.Module):
     """The model `DenseNet121` (densenet.dl:44)."""
 
@@ -201,13 +59,13 @@ class DenseNet121(nn.Module):
             raise ValueError("DenseNet121 was compiled for blocks=[6, 12, 24, 16]; compile it again with `dslc compile --set`")
         self.conv0 = nn.Conv2d(3, 2 * growth, 7, stride=2, padding=3, bias=False)
         self.norm0 = nn.BatchNorm2d(2 * growth)
-        self.dense_block1 = DenseBlock(2 * growth, growth)
+        self.dense_block1 = DenseBlock(2 * growth, 6, growth)
         self.transition1 = Transition(8 * growth, 4 * growth)
-        self.dense_block2 = DenseBlock2(4 * growth, growth)
+        self.dense_block2 = DenseBlock(4 * growth, 12, growth)
         self.transition2 = Transition(16 * growth, 8 * growth)
-        self.dense_block3 = DenseBlock3(8 * growth, growth)
+        self.dense_block3 = DenseBlock(8 * growth, 24, growth)
         self.transition3 = Transition(32 * growth, 16 * growth)
-        self.dense_block4 = DenseBlock4(16 * growth, growth)
+        self.dense_block4 = DenseBlock(16 * growth, 16, growth)
         self.norm5 = nn.BatchNorm2d(32 * growth)
         self.classifier = nn.Linear(32 * growth, classes)
 
@@ -233,11 +91,11 @@ class DenseNetBC100(nn.Module):
         if blocks != [16, 16, 16]:
             raise ValueError("DenseNetBC100 was compiled for blocks=[16, 16, 16]; compile it again with `dslc compile --set`")
         self.conv0 = nn.Conv2d(3, 2 * growth, 3, padding=1, bias=False)
-        self.dense_block1 = DenseBlock4(2 * growth, growth)
+        self.dense_block1 = DenseBlock(2 * growth, 16, growth)
         self.transition1 = Transition(18 * growth, 9 * growth)
-        self.dense_block2 = DenseBlock4(9 * growth, growth)
+        self.dense_block2 = DenseBlock(9 * growth, 16, growth)
         self.transition2 = Transition(25 * growth, 25 * growth // 2)
-        self.dense_block3 = DenseBlock4(25 * growth // 2, growth)
+        self.dense_block3 = DenseBlock(25 * growth // 2, 16, growth)
         self.norm = nn.BatchNorm2d(16 * growth + 25 * growth // 2)
         self.classifier = nn.Linear(16 * growth + 25 * growth // 2, classes)
 

@@ -4,39 +4,25 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class Teacher(nn.Module):
+class Teacher(nn.Sequential):
     """The model `Teacher` (distill.dl:15)."""
 
     def __init__(self, hidden: int = 1200, input_dropout: float = 0.2, dropout: float = 0.5, classes: int = 10):
-        super().__init__()
-        self.dropout1 = nn.Dropout(input_dropout)
-        self.fc1 = nn.Linear(784, hidden)
-        self.dropout2 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.dropout3 = nn.Dropout(dropout)
-        self.fc3 = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = self.fc1(self.dropout1(x.flatten(1)))
-        h = self.fc2(self.dropout2(F.relu(h)))
-        return self.fc3(self.dropout3(F.relu(h)))
+        super().__init__(nn.Flatten(), nn.Dropout(input_dropout),
+                         nn.Linear(784, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, classes))
 
 
-class Student(nn.Module):
+class Student(nn.Sequential):
     """The model `Student` (distill.dl:28)."""
 
     def __init__(self, hidden: int = 800, classes: int = 10):
-        super().__init__()
-        self.fc1 = nn.Linear(784, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc3 = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = F.relu(self.fc1(x.flatten(1)))
-        return self.fc3(F.relu(self.fc2(h)))
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 MODELS = {"Teacher": Teacher, "Student": Student}

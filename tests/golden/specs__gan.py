@@ -4,35 +4,22 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class Generator(nn.Module):
+class Generator(nn.Sequential):
     """The model `Generator` (gan.dl:10)."""
 
     def __init__(self, latent: int = 100, out: int = 784):
-        super().__init__()
-        self.fc1 = nn.Linear(latent, 256)
-        self.fc2 = nn.Linear(256, 512)
-        self.fc3 = nn.Linear(512, out)
-
-    def forward(self, z):
-        x = self.fc2(F.leaky_relu(self.fc1(z), 0.2))
-        return torch.tanh(self.fc3(F.leaky_relu(x, 0.2)))
+        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
+                         nn.LeakyReLU(0.2), nn.Linear(512, out), nn.Tanh())
 
 
-class Discriminator(nn.Module):
+class Discriminator(nn.Sequential):
     """The model `Discriminator` (gan.dl:20)."""
 
     def __init__(self, inp: int = 784):
-        super().__init__()
-        self.fc1 = nn.Linear(inp, 512)
-        self.fc2 = nn.Linear(512, 256)
-        self.fc3 = nn.Linear(256, 1)
-
-    def forward(self, x):
-        h = self.fc2(F.leaky_relu(self.fc1(x), 0.2))
-        return torch.sigmoid(self.fc3(F.leaky_relu(h, 0.2)))
+        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                         nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
 
 
 MODELS = {"Generator": Generator, "Discriminator": Discriminator}

@@ -4,21 +4,15 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class MLP(nn.Module):
+class MLP(nn.Sequential):
     """The model `MLP` (mlp.dl:5)."""
 
     def __init__(self, hidden: int = 256, classes: int = 10):
-        super().__init__()
-        self.fc1 = nn.Linear(64, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc3 = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = F.relu(self.fc1(x.flatten(1)))
-        return self.fc3(F.relu(self.fc2(h)))
+        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 MODELS = {"MLP": MLP}

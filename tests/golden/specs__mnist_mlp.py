@@ -7,17 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class MnistMLP(nn.Module):
+class MnistMLP(nn.Sequential):
     """The model `MnistMLP` (mnist_mlp.dl:12)."""
 
     def __init__(self, hidden: int = 128, classes: int = 10):
-        super().__init__()
-        self.fc1 = nn.Linear(784, hidden)
-        self.fc2 = nn.Linear(hidden, classes)
-
-    def forward(self, image):
-        x = F.relu(self.fc1(image.flatten(1)))
-        return self.fc2(x)
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
 
 
 class TwoTower(nn.Module):

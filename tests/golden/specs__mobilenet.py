@@ -7,16 +7,12 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class ConvBnRelu6(nn.Module):
+class ConvBnRelu6(nn.Sequential):
     """The block `ConvBnRelu6` (mobilenet.dl:10)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.relu6(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU6())
 
 
 class InvertedResidual(nn.Module):

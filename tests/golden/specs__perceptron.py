@@ -4,7 +4,6 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
 class Perceptron(nn.Module):
@@ -18,26 +17,16 @@ class Perceptron(nn.Module):
         return self.fc(x)
 
 
-class DeepMLP(nn.Module):
+class DeepMLP(nn.Sequential):
     """The model `DeepMLP` (perceptron.dl:20)."""
 
     def __init__(self, widths: list[int] = [512, 256, 128], classes: int = 10, dropout: float = 0.2):
-        super().__init__()
         if widths != [512, 256, 128]:
             raise ValueError("DeepMLP was compiled for widths=[512, 256, 128]; compile it again with `dslc compile --set`")
-        self.fc1 = nn.Linear(784, 512)
-        self.dropout1 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(512, 256)
-        self.dropout2 = nn.Dropout(dropout)
-        self.fc3 = nn.Linear(256, 128)
-        self.dropout3 = nn.Dropout(dropout)
-        self.fc4 = nn.Linear(128, classes)
-
-    def forward(self, image):
-        x = F.relu(self.fc1(image.flatten(1)))
-        x = F.relu(self.fc2(self.dropout1(x)))
-        x = F.relu(self.fc3(self.dropout2(x)))
-        return self.fc4(self.dropout3(x))
+        super().__init__(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(512, 256), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(128, classes))
 
 
 MODELS = {"Perceptron": Perceptron, "DeepMLP": DeepMLP}

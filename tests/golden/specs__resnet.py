@@ -11,10 +11,8 @@ class Downsample(nn.Sequential):
     """The block `Downsample` (resnet.dl:22)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
-        super().__init__(
-            nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
-            nn.BatchNorm2d(out),
-        )
+        super().__init__(nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out))
 
 
 class BasicBlock(nn.Module):
@@ -77,9 +75,11 @@ class Stage(nn.Sequential):
         if not (stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck)):
             raise ValueError("Stage was generated for stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck); compile the spec again with these arguments to get the class they need")
         if not bottleneck:
-            super().__init__(BasicBlock(in_channels, width, stride=stride), *[BasicBlock(width, width) for _ in range(1, blocks)])
+            super().__init__(BasicBlock(in_channels, width, stride=stride),
+                             *[BasicBlock(width, width) for _ in range(1, blocks)])
         else:
-            super().__init__(Bottleneck(in_channels, width, stride=stride), *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
+            super().__init__(Bottleneck(in_channels, width, stride=stride),
+                             *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
 
 
 class ResNet18(nn.Module):

@@ -4,39 +4,25 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
-class ConvPool(nn.Module):
+class ConvPool(nn.Sequential):
     """The block `ConvPool` (small_cnn.dl:12)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
-
-    def forward(self, x):
-        return F.max_pool2d(F.relu(self.conv(x)), 2)
+        super().__init__(nn.Conv2d(in_channels, out, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(nn.Sequential):
     """The model `SmallCNN` (small_cnn.dl:18)."""
 
     def __init__(self, classes: int = 10, widths: list[int] = [32, 64, 128], hidden: int = 256, dropout: float = 0.5):
-        super().__init__()
         if widths != [32, 64, 128]:
             raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with `dslc compile --set`")
-        self.conv_pool1 = ConvPool(3, 32)
-        self.conv_pool2 = ConvPool(32, 64)
-        self.conv_pool3 = ConvPool(64, 128)
-        self.dropout1 = nn.Dropout(dropout)
-        self.fc1 = nn.Linear(2048, hidden)
-        self.dropout2 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = self.conv_pool3(self.conv_pool2(self.conv_pool1(x)))
-        h = self.fc1(self.dropout1(h.flatten(1)))
-        return self.fc2(self.dropout2(F.relu(h)))
+        super().__init__(ConvPool(3, 32), ConvPool(32, 64), ConvPool(64, 128),
+                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(2048, hidden),
+                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
 
 
 MODELS = {"SmallCNN": SmallCNN}

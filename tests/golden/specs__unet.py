@@ -7,30 +7,21 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class DoubleConv(nn.Module):
+class DoubleConv(nn.Sequential):
     """The block `DoubleConv` (unet.dl:11)."""
 
     def __init__(self, in_channels: int, out: int, mid: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, mid, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)))
+        super().__init__(nn.Conv2d(in_channels, mid, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(mid), nn.ReLU(),
+                         nn.Conv2d(mid, out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU())
 
 
-class Down(nn.Module):
+class Down(nn.Sequential):
     """The block `Down` (unet.dl:20)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__()
-        self.double_conv = DoubleConv(in_channels, out, out)
-
-    def forward(self, x):
-        return self.double_conv(F.max_pool2d(x, 2))
+        super().__init__(nn.MaxPool2d(2), DoubleConv(in_channels, out, out))
 
 
 class Up(nn.Module):

@@ -7,58 +7,38 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class VGGStage(nn.Module):
+class VGGStage(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 1."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-
-    def forward(self, x):
-        return F.max_pool2d(F.relu(self.conv(x)), 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
-class VGGStage2(nn.Module):
+class VGGStage2(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 2."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-
-    def forward(self, x):
-        h = self.conv2(F.relu(self.conv1(x)))
-        return F.max_pool2d(F.relu(h), 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
 class VGGFeatures(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(
-            VGGStage(in_channels, 64),
-            VGGStage(64, 128),
-            VGGStage2(128, 256),
-            VGGStage2(256, 512),
-            VGGStage2(512, 512),
-        )
+        super().__init__(VGGStage(in_channels, 64), VGGStage(64, 128),
+                         VGGStage2(128, 256), VGGStage2(256, 512), VGGStage2(512, 512))
 
 
-class VGGClassifier(nn.Module):
+class VGGClassifier(nn.Sequential):
     """The block `VGGClassifier` (vgg.dl:34)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, 4096)
-        self.dropout1 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(4096, 4096)
-        self.dropout2 = nn.Dropout(dropout)
-        self.fc3 = nn.Linear(4096, classes)
-
-    def forward(self, x):
-        h = self.dropout1(F.relu(self.fc1(x)))
-        h = self.dropout2(F.relu(self.fc2(h)))
-        return self.fc3(h)
+        super().__init__(nn.Linear(in_features, 4096), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(4096, classes))
 
 
 class VGG11(nn.Module):
@@ -74,46 +54,30 @@ class VGG11(nn.Module):
         return self.classifier(h)
 
 
-class VGGStage3(nn.Module):
+class VGGStage3(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 1."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.bn = nn.BatchNorm2d(width)
-
-    def forward(self, x):
-        h = F.relu(self.bn(self.conv(x)))
-        return F.max_pool2d(h, 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
+                         nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2))
 
 
-class VGGStage4(nn.Module):
+class VGGStage4(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 2."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(width)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = F.relu(self.bn2(self.conv2(h)))
-        return F.max_pool2d(h, 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
+                         nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
+                         nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGGFeatures2(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(
-            VGGStage3(in_channels, 64),
-            VGGStage3(64, 128),
-            VGGStage4(128, 256),
-            VGGStage4(256, 512),
-            VGGStage4(512, 512),
-        )
+        super().__init__(VGGStage3(in_channels, 64), VGGStage3(64, 128),
+                         VGGStage4(128, 256), VGGStage4(256, 512), VGGStage4(512, 512))
 
 
 class VGG11BN(nn.Module):
@@ -129,32 +93,22 @@ class VGG11BN(nn.Module):
         return self.classifier(h)
 
 
-class VGGStage5(nn.Module):
+class VGGStage5(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 3."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv3 = nn.Conv2d(width, width, 3, padding=1)
-
-    def forward(self, x):
-        h = self.conv2(F.relu(self.conv1(x)))
-        h = F.relu(self.conv3(F.relu(h)))
-        return F.max_pool2d(h, 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
 class VGGFeatures3(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(
-            VGGStage2(in_channels, 64),
-            VGGStage2(64, 128),
-            VGGStage5(128, 256),
-            VGGStage5(256, 512),
-            VGGStage5(512, 512),
-        )
+        super().__init__(VGGStage2(in_channels, 64), VGGStage2(64, 128),
+                         VGGStage5(128, 256), VGGStage5(256, 512), VGGStage5(512, 512))
 
 
 class VGG16(nn.Module):
@@ -170,36 +124,23 @@ class VGG16(nn.Module):
         return self.classifier(h)
 
 
-class VGGStage6(nn.Module):
+class VGGStage6(nn.Sequential):
     """The block `VGGStage` (vgg.dl:15), built for convs == 3."""
 
     def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width, 3, padding=1)
-        self.bn3 = nn.BatchNorm2d(width)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = F.relu(self.bn2(self.conv2(h)))
-        h = F.relu(self.bn3(self.conv3(h)))
-        return F.max_pool2d(h, 2)
+        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
+                         nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
+                         nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
+                         nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGGFeatures4(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:27)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(
-            VGGStage4(in_channels, 64),
-            VGGStage4(64, 128),
-            VGGStage6(128, 256),
-            VGGStage6(256, 512),
-            VGGStage6(512, 512),
-        )
+        super().__init__(VGGStage4(in_channels, 64), VGGStage4(64, 128),
+                         VGGStage6(128, 256), VGGStage6(256, 512), VGGStage6(512, 512))
 
 
 class VGG16BN(nn.Module):
