@@ -93,7 +93,7 @@ def _plural(word: str, n: int) -> str:
 
 def _check_one(path: str) -> str:
     prog = _load(path)
-    counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train")]
+    counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train", "sweep")]
     parts = [f"{n} {_plural({'train': 'plan'}.get(k, k), n)}" for n, k in counts if n]
     return f"ok: {path}: {', '.join(parts) or 'nothing to check'}"
 

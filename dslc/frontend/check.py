@@ -22,6 +22,7 @@ from .lints import lint_model
 from .loader import Unit
 from .names import check_names, check_shadowing
 from .plans import check_plans
+from .sweeps import check_sweeps
 from .pynames import check_parameter_names
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
@@ -43,6 +44,7 @@ def check_unit(unit: Unit, jobs: int | None = None) -> list:
     else:
         _models(ev, models, reporter)
     evaluated_by_plans = check_plans(unit, ev, reporter)
+    check_sweeps(unit, reporter)
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     check_parameter_names(unit, reporter)
     check_shadowing(unit, reporter)
