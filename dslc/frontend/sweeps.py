@@ -93,6 +93,16 @@ def checked_sweep(unit, decl) -> Sweep:
     return sweeps[decl.name]
 
 
+def plan_with(unit, plan_name: str, sets: tuple):
+    """The plan `plan_name` of the unit, checked with `sets` (`--set` strings) applied; DslcError if it
+    does not check."""
+    reporter = Reporter()
+    decl = apply_plan_sets(unit.decls[plan_name], parse_sets(sets)) if sets else unit.decls[plan_name]
+    plan = PlanChecker(unit, reporter).check(decl)
+    reporter.raise_if_errors()
+    return plan
+
+
 class SweepChecker:
     def __init__(self, unit, reporter: Reporter):
         self.unit, self.reporter = unit, reporter
@@ -261,6 +271,9 @@ class SweepChecker:
         if kind == "choice":
             if len(args) != 1 or not isinstance(args[0], list) or not args[0]:
                 raise EvalError("E0510", "`choice` takes one non-empty list: `choice([64, 128, 256])`", expr.span)
+            if not all(v is None or isinstance(v, (bool, int, float, str)) for v in args[0]):
+                raise EvalError("E0510", "`choice` takes numbers, strings or booleans (Optuna stores each as one "
+                                "value)", expr.span)
             return kind, None, None, tuple(args[0])
         return (kind, *self._bounds(kind, args, expr), ())
 
@@ -403,4 +416,4 @@ def _text(expr) -> str:
 
 
 __all__ = ["DISTRIBUTIONS", "Dimension", "Sweep", "check_sweeps", "checked_sweep", "dl_literal",
-           "logged_metrics"]
+           "logged_metrics", "plan_with"]
