@@ -15,7 +15,7 @@ PLAN   ?= mlp
 OUT    ?= build
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test install graphviz bench clean
+.PHONY: run test install graphviz postgres-test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ graphviz:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz"; \
 	  else echo "note: Graphviz 'dot' is missing; install it to render diagrams"; fi; }
+
+# A sweep shared through PostgreSQL (tests/test_sweep.py starts its own server with initdb and
+# pg_ctl, as an unprivileged user when run as root): PostgreSQL from Debian when missing and we can.
+postgres-test: install
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) || echo "warning: could not install postgresql"; \
+	  else echo "note: PostgreSQL (initdb, pg_ctl) is missing: the test will be skipped"; fi; }
+	$(PY) -m pytest -q -n 0 -rs tests/test_sweep.py -k postgres
 
 run: install
 	$(DSLC) check $(EXAMPLE)

@@ -412,7 +412,7 @@ def _a(t: str) -> str:
 
 
 def _text(expr) -> str:
-    return expr.span.text() if expr.span is not None else "?"
+    return expr.span.text if expr.span is not None else "?"
 
 
 __all__ = ["DISTRIBUTIONS", "Dimension", "Sweep", "check_sweeps", "checked_sweep", "dl_literal",

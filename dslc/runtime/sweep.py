@@ -28,6 +28,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass, replace
 
@@ -56,8 +57,19 @@ class SweepOptions:
 
     def url(self, name: str) -> str:
         if self.storage:
-            return self.storage
+            return with_driver(self.storage)
         return "sqlite:///" + os.path.abspath(os.path.join(self.folder(name), "study.db"))
+
+
+def with_driver(url: str) -> str:
+    """`postgresql://...` with the driver that is installed: SQLAlchemy reads it as psycopg2's, and
+    dslc's test extra installs psycopg (3) instead."""
+    import importlib.util
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + rest
+    return url
 
 
 # ---------------------------------------------------------------------------- the command
@@ -134,10 +146,15 @@ def work(unit, path: str, name: str, options: SweepOptions, worker: int, out=pri
     ran = 0
     while True:
         trial = _claim(study, total, options, name)
-        if trial is None:
+        if trial is not None:
+            run_trial(unit, path, sweep, study, trial, options, out)
+            ran += 1
+        elif _count(study, ("RUNNING", "WAITING")):
+            # the last slots are held by running trials (here, on other machines, or of a killed
+            # process that the heartbeat has not failed yet): wait, to take over a slot that frees
+            time.sleep(options.heartbeat)
+        else:
             return ran
-        run_trial(unit, path, sweep, study, trial, options, out)
-        ran += 1
 
 
 def _study(sweep, options: SweepOptions, worker: int):
