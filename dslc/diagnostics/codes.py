@@ -93,6 +93,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0607": "The device asked for (`--device cuda`, `mps`, `cuda:1`) is not on this machine, or this build of "
              "torch cannot use it (a CPU-only torch has no CUDA). Leave out --device to train on CUDA when it is "
              "present and on the CPU otherwise.",
+    "E0608": "A sweep's study storage (`--storage`, an SQLAlchemy URL) cannot be opened or used: a malformed URL, "
+             "a database driver that is not installed, a server that cannot be reached or refuses the user.",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",

@@ -157,14 +157,39 @@ def work(unit, path: str, name: str, options: SweepOptions, worker: int, out=pri
             return ran
 
 
-def _study(sweep, options: SweepOptions, worker: int):
-    import optuna
+def _study(sweep, options: SweepOptions, worker: int, tries: int = 6):
+    """The study in its storage, created by the first worker and loaded by the others. Workers that
+    start together race to create the tables (PostgreSQL refuses the second `CREATE TABLE`): the
+    loser tries again after a moment. A storage that cannot be used at all is E0608."""
+    import random
+
+    import sqlalchemy.exc
     _quiet_optuna()
-    storage = optuna.storages.RDBStorage(
-        options.url(sweep.name), heartbeat_interval=options.heartbeat, grace_period=2 * options.heartbeat,
-        engine_kwargs=_engine_kwargs(options.url(sweep.name)))
+    url = options.url(sweep.name)
+    for attempt in range(tries):
+        try:
+            return _open_study(sweep, options, worker, url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            if attempt == tries - 1:
+                raise _storage_error(url, e) from None
+            time.sleep(0.2 + random.random())
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:   # a bad URL, no driver, no server
+            raise _storage_error(url, e) from None
+
+
+def _open_study(sweep, options: SweepOptions, worker: int, url: str):
+    import optuna
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=options.heartbeat, grace_period=2 * options.heartbeat,
+                                         engine_kwargs=_engine_kwargs(url))
     return optuna.create_study(study_name=sweep.name, storage=storage, direction=sweep.direction,
                                sampler=_sampler(sweep, worker, storage), pruner=_pruner(sweep), load_if_exists=True)
+
+
+def _storage_error(url: str, e: Exception) -> DslcError:
+    reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+    return DslcError(Diagnostic("E0608", f"cannot use the study's storage {_shown(url)}: {reason}",
+                                file_name=_shown(url), help="check --storage: an SQLAlchemy URL such as "
+                                "sqlite:///sweeps/study.db or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"))
 
 
 def _quiet_optuna() -> None:
