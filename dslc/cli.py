@@ -612,10 +612,17 @@ def sweep(file, sweep_name, jobs, storage, trials, root, heartbeat, device) -> N
     trials.csv, best.dl (the best trial's plan) and history.png, importances.png, parallel.png."""
     import gc
     gc.enable()   # a sweep trains: long-lived, as `train`
+
     from .api import sweep as run_sweep
+    from .runtime.safety import Interrupted
     from .runtime.sweep import SweepOptions
     options = SweepOptions(root=root, storage=storage, jobs=jobs, trials=trials, heartbeat=heartbeat, device=device)
-    run_sweep(file, sweep_name, options, out=_echo, warn=lambda text: click.echo(text, err=True))
+    try:
+        run_sweep(file, sweep_name, options, out=_echo, warn=lambda text: click.echo(text, err=True))
+    except Interrupted as e:
+        click.echo("interrupted: the trial that was running is marked failed; run the command again to resume "
+                   "the sweep", err=True)
+        sys.exit(128 + e.signum)
 
 
 @main.command("lr-find")

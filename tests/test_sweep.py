@@ -197,12 +197,12 @@ def test_sweep_beats_a_bad_default_and_writes_a_runnable_best_plan(tmp_path, mon
 @pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(tmp_path, data_cache):
     path = spec(tmp_path, epochs=1)
-    args = ("sweep", path, "--trials", "4", "--heartbeat", "1")
+    args = ("sweep", path, "--trials", "3", "--heartbeat", "1")
     a, b = cli(*args, cwd=tmp_path), cli(*args, cwd=tmp_path)
     ran_a, ran_b = trial_lines(finished(a)), trial_lines(finished(b))
-    assert not ran_a & ran_b and ran_a | ran_b == {0, 1, 2, 3}
+    assert not ran_a & ran_b and ran_a | ran_b == {0, 1, 2}
     trials = study_trials("sqlite:///" + str(tmp_path / "sweeps" / "search" / "study.db"))
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert sorted(t.number for t in trials) == [0, 1, 2]
     assert {t.state.name for t in trials} == {"COMPLETE"}
     for t in trials:
         assert t.value == best_val(str(tmp_path / "sweeps" / "search" / "trials" / str(t.number)))
@@ -310,12 +310,12 @@ def test_postgres_url_gets_the_installed_driver():
 def test_two_machines_share_a_postgres_study(tmp_path, postgres, data_cache):
     """Two workers with their own folders (two machines) and one PostgreSQL study."""
     path = spec(tmp_path, epochs=1)
-    workers = [cli("sweep", path, "--storage", postgres, "--trials", "4", "--heartbeat", "1",
+    workers = [cli("sweep", path, "--storage", postgres, "--trials", "3", "--heartbeat", "1",
                    "--root", str(tmp_path / f"machine{i}"), cwd=tmp_path) for i in (1, 2)]
     ran = [trial_lines(finished(w)) for w in workers]
-    assert not ran[0] & ran[1] and ran[0] | ran[1] == {0, 1, 2, 3}
+    assert not ran[0] & ran[1] and ran[0] | ran[1] == {0, 1, 2}
     trials = study_trials(with_driver(postgres))
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert sorted(t.number for t in trials) == [0, 1, 2]
     assert {t.state.name for t in trials} == {"COMPLETE"}
     for t in trials:   # each trial's folder is on the machine that ran it
         machine = 1 if t.number in ran[0] else 2

@@ -22,8 +22,8 @@ from .lints import lint_model
 from .loader import Unit
 from .names import check_names, check_shadowing
 from .plans import check_plans
-from .sweeps import check_sweeps
 from .pynames import check_parameter_names
+from .sweeps import check_sweeps
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 

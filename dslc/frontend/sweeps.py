@@ -143,14 +143,15 @@ class SweepChecker:
     def _fields(self, decl) -> dict:
         fields = {}
         for f in decl.fields:
-            if f.name not in SETTINGS:
+            if f.name not in SETTINGS:   # reported, and the others still checked
                 guess = did_you_mean(f.name, SETTINGS)
-                raise EvalError("E0512", f"a sweep has no setting `{f.name}`", f.name_span, label="unknown",
-                                help=f"did you mean `{guess}`?" if guess else "settings: " + ", ".join(SETTINGS))
-            if f.name in fields:
-                raise EvalError("E0512", f"`{f.name}` is set twice in the sweep `{decl.name}`", f.name_span,
-                                label="second setting")
-            fields[f.name] = f
+                self.reporter.error("E0512", f"a sweep has no setting `{f.name}`", f.name_span, label="unknown",
+                                    help=f"did you mean `{guess}`?" if guess else "settings: " + ", ".join(SETTINGS))
+            elif f.name in fields:
+                self.reporter.error("E0512", f"`{f.name}` is set twice in the sweep `{decl.name}`", f.name_span,
+                                    label="second setting")
+            else:
+                fields[f.name] = f
         return fields
 
     def _plan_decl(self, decl, fields: dict):

@@ -38,6 +38,7 @@ from ..frontend.loader import load_unit
 from ..frontend.sweeps import Dimension, checked_sweep, dl_literal, plan_with
 from .callbacks import Callback
 from .rundir import render_plan
+from .safety import Interrupted
 from .trainer import Options, run_plan
 
 LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")   # the states that hold one of the study's slots
@@ -134,6 +135,8 @@ def worker_main(path: str, name: str, options: SweepOptions, worker: int) -> Non
     except DslcError as e:
         print(e.render(), file=sys.stderr)
         sys.exit(1)
+    except (Interrupted, KeyboardInterrupt):   # Ctrl-C reaches every worker: the command says it once
+        sys.exit(130)
 
 
 # ---------------------------------------------------------------------------- a worker
@@ -288,7 +291,7 @@ class TrialReport(Callback):
 def run_trial(unit, path: str, sweep, study, trial, options: SweepOptions, out=print) -> None:
     """Draw the trial's values, train the plan with them, and tell the study how it went."""
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread   # what study.optimize runs a trial under
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize runs a trial under
     values = {d.key: suggest(trial, d) for d in sweep.dimensions}
     sets = tuple(Dimension(k, "choice").setting(v) for k, v in values.items())
     folder = os.path.join(options.folder(sweep.name), "trials", str(trial.number))
