@@ -231,7 +231,8 @@ def _stored_trials(storage, name: str) -> int:
 def _pruner(sweep):
     import optuna
     if sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # from the fourth trial on, and from the second epoch on: the first epoch says little yet
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     return optuna.pruners.NopPruner()
 
 
@@ -297,7 +298,7 @@ def run_trial(unit, path: str, sweep, study, trial, options: SweepOptions, out=p
     folder = os.path.join(options.folder(sweep.name), "trials", str(trial.number))
     trial.set_user_attr("run", folder)
     report = TrialReport(trial, sweep.metric)
-    shown = ", ".join(f"{k}={dl_literal(v)}" for k, v in values.items())
+    shown = shown_values(values)
     with get_heartbeat_thread(trial._trial_id, study._storage):
         try:
             train_trial(unit, path, sweep, sets, folder, report, options)
@@ -327,6 +328,11 @@ def _tell(study, trial, sweep, report: TrialReport, shown: str, out) -> None:
     best = max(report.values) if sweep.direction == "maximize" else min(report.values)
     study.tell(trial, best)
     out(f"trial {trial.number}: {shown}: {sweep.metric} {best:.4g}")
+
+
+def shown_values(values: dict) -> str:
+    """`optimizer.lr=0.00443, model.hidden=64`: floats to 3 significant digits (the files keep them whole)."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={dl_literal(v)}" for k, v in values.items())
 
 
 def suggest(trial, d: Dimension):
@@ -367,8 +373,8 @@ def write_results(unit, path: str, sweep, study, options: SweepOptions, out=prin
         summary.update(best_trial=best.number, best_value=best.value, best_params=best.params)
         best_path = os.path.join(folder, "best.dl")
         _write(best_path, best_plan(unit, path, sweep, best, best_path))
-        out(f"best: trial {best.number}, {sweep.metric} {best.value:.4g}: "
-            + ", ".join(f"{k}={dl_literal(v)}" for k, v in best.params.items()) + f" (plan: {best_path})")
+        out(f"best: trial {best.number}, {sweep.metric} {best.value:.4g}: {shown_values(best.params)} "
+            f"(plan: {best_path})")
     summary["plots"] = write_plots(study, folder, out)
     _write(os.path.join(folder, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
