@@ -195,6 +195,19 @@ def test_sweep_beats_a_bad_default_and_writes_a_runnable_best_plan(tmp_path, mon
 
 
 @pytest.mark.slow
+def test_grid_tries_each_combination_once(tmp_path, monkeypatch, data_cache):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "grid.dl"
+    ranges = "optimizer.lr = loguniform(3e-3, 3e-2)\n        hidden = choice([32, 64])"
+    path.write_text(SPEC.replace("EPOCHS", "1").replace("sampler = random", "sampler = grid")
+                    .replace(ranges, "hidden = choice([16, 32])\n        optimizer.lr = choice([0.01])"))
+    summary = run_sweep(str(path), "search", SweepOptions(root="sweeps", trials=5), out=lambda *a: None)
+    assert summary["trials"] == {"complete": 2}   # 5 asked, 2 combinations
+    trials = study_trials("sqlite:///" + str(tmp_path / "sweeps" / "search" / "study.db"))
+    assert sorted(t.params["model.hidden"] for t in trials) == [16, 32]
+
+
+@pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(tmp_path, data_cache):
     path = spec(tmp_path, epochs=1)
     args = ("sweep", path, "--trials", "3", "--heartbeat", "1")

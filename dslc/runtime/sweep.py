@@ -217,8 +217,21 @@ def _sampler(sweep, worker: int, storage):
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({d.key: list(d.choices) for d in sweep.dimensions}, seed=seed)
+        return _grid_sampler({d.key: list(d.choices) for d in sweep.dimensions}, seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def _grid_sampler(space: dict, seed: int):
+    import optuna
+
+    class Grid(optuna.samplers.GridSampler):
+        """Optuna's grid, without the study.stop() it calls once every point was tried: outside
+        study.optimize that raises, and a sweep asks for no more trials than the grid has points."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return Grid(space, seed=seed)
 
 
 def _stored_trials(storage, name: str) -> int:
