@@ -84,7 +84,7 @@ def run_sweep(unit, path: str, name: str, options: SweepOptions, out=print) -> d
     study = _study(sweep, options, worker=0)
     done = _count(study, ("COMPLETE", "PRUNED"))
     out(f"sweep `{name}`: {total} trials of `{sweep.plan}` ({done} done), {sweep.direction} {sweep.metric}; "
-        f"study {_shown(options.url(name))}")
+        f"study {_shown(options.storage) if options.storage else os.path.join(options.folder(name), 'study.db')}")
     if options.jobs > 1:
         _run_workers(path, name, options)
     else:
