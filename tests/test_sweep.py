@@ -195,6 +195,24 @@ def test_sweep_beats_a_bad_default_and_writes_a_runnable_best_plan(tmp_path, mon
 
 
 @pytest.mark.slow
+def test_trials_that_fail_are_recorded_and_end_the_sweep(tmp_path, monkeypatch, data_cache):
+    """A learning rate that makes the loss NaN fails each trial (E0601); the sweep goes on to new trials
+    until as many failed as it has trials, then stops rather than loop."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "nan.dl"
+    ranges = "optimizer.lr = loguniform(3e-3, 3e-2)\n        hidden = choice([32, 64])"
+    path.write_text(SPEC.replace("EPOCHS", "1").replace(ranges, "optimizer.lr = loguniform(1e30, 1e32)"))
+    lines = []
+    summary = run_sweep(str(path), "search", SweepOptions(root="sweeps", trials=2), out=lines.append)
+    assert summary["trials"] == {"fail": 2} and "best_trial" not in summary
+    assert any(line.startswith("stopping: 2 trials failed") for line in lines), lines
+    with open(tmp_path / "sweeps" / "search" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["state"] for r in rows] == ["fail", "fail"] and all("NaN" in r["error"] or "inf" in r["error"]
+                                                                  for r in rows), rows
+
+
+@pytest.mark.slow
 def test_grid_tries_each_combination_once(tmp_path, monkeypatch, data_cache):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "grid.dl"

@@ -148,6 +148,11 @@ def work(unit, path: str, name: str, options: SweepOptions, worker: int, out=pri
     study = _study(sweep, options, worker)
     ran = 0
     while True:
+        failed = [t for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
+        if len(failed) >= total:   # every value fails (a plan that diverges at any rate): stop, not loop
+            out(f"stopping: {len(failed)} trials failed, as many as the sweep's trials (the last: "
+                f"{failed[-1].user_attrs['error']})")
+            return ran
         trial = _claim(study, total, options, name)
         if trial is not None:
             run_trial(unit, path, sweep, study, trial, options, out)
@@ -395,13 +400,14 @@ def write_results(unit, path: str, sweep, study, options: SweepOptions, out=prin
 
 def write_csv(path: str, trials: list, sweep) -> None:
     keys = [d.key for d in sweep.dimensions]
-    rows = [["number", "state", "value", *keys, "epochs", "seconds", "run"]]
+    rows = [["number", "state", "value", *keys, "epochs", "seconds", "run", "error"]]
     for t in trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else ""
         rows.append([t.number, t.state.name.lower(), "" if t.value is None else t.value,
                      *(t.params.get(k, "") for k in keys), len(t.intermediate_values),
-                     f"{seconds:.1f}" if seconds != "" else "", t.user_attrs.get("run", "")])
+                     f"{seconds:.1f}" if seconds != "" else "", t.user_attrs.get("run", ""),
+                     t.user_attrs.get("error", "")])
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     _write(path, text.getvalue())
