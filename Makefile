@@ -15,7 +15,7 @@ PLAN   ?= mlp
 OUT    ?= build
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test install graphviz chromium bench clean
+.PHONY: run test install graphviz chromium postgresql postgres-test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ chromium:
 	      || echo "warning: could not install chromium; the browser tests will be skipped"; \
 	  else echo "note: Chromium is missing; the browser tests of dslc report will be skipped"; fi; }
 
+# A sweep shared through PostgreSQL (tests/test_sweep.py starts its own server with initdb and
+# pg_ctl, as an unprivileged user when run as root): PostgreSQL from Debian when missing and we can.
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "warning: could not install postgresql; its test will be skipped"; \
+	  else echo "note: PostgreSQL (initdb, pg_ctl) is missing: its test will be skipped"; fi; }
+
+postgres-test: install postgresql
+	$(PY) -m pytest -q -n 0 -rs tests/test_sweep.py -k postgres
+
 run: install
 	$(DSLC) check $(EXAMPLE)
 	$(DSLC) compile $(EXAMPLE) -o $(OUT)/language.py
@@ -58,7 +70,7 @@ run: install
 	@echo "ONNX: $(OUT)/$(MODEL).onnx   diagram: $(OUT)/$(MODEL).svg"
 	@echo "training run (metrics, checkpoints, curves): the run directory printed above"
 
-test: install chromium
+test: install chromium postgresql
 	$(PY) -m pytest -q -n 2
 
 bench: install

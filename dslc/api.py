@@ -44,6 +44,27 @@ class Program:
         return self.unit.plans
 
     @property
+    def sweeps(self) -> list[str]:
+        return [d.name for d in self.unit.of_kind("sweep")]
+
+    def sweep(self, name: str | None = None):
+        """The checked sweep `name` (a frontend.sweeps.Sweep), the file's only one when None."""
+        from .frontend.sweeps import checked_sweep
+        return checked_sweep(self.unit, self.declaration(self.sweep_name(name), "sweep"))
+
+    def sweep_name(self, name: str | None) -> str:
+        """The sweep a command runs: `name` (it must exist), else the file's only sweep."""
+        if name is not None:
+            return self.declaration(name, "sweep").name
+        sweeps, file = self.sweeps, self.unit.root.name
+        if len(sweeps) == 1:
+            return sweeps[0]
+        raise DslcError(Diagnostic("E0209", f"{file} has {len(sweeps) or 'no'} sweeps" +
+                                   (": choose one with --sweep" if sweeps else ""), file_name=file,
+                                   help="sweeps: " + ", ".join(sweeps) if sweeps else
+                                   "declare one with `sweep NAME { plan = ...; space { ... } }` (docs/language.md)"))
+
+    @property
     def buildable(self) -> list[str]:
         """Models that build as declared: every parameter has a default."""
         return [d.name for d in self.unit.of_kind("model") if all(p.default is not None for p in d.params)]
@@ -398,6 +419,15 @@ def lr_find(path: str, plan_name: str | None = None, options=None, out=print, wa
     from .runtime.lr_find import LrFindOptions, sweep
     options = options or LrFindOptions()
     return sweep(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out, warn or out)
+
+
+def sweep(path: str, sweep_name: str | None = None, options=None, out=print, warn=None) -> dict:
+    """Run, resume or join a hyperparameter sweep of the .dl file `path`, as `dslc sweep` does
+    (options: a runtime.sweep.SweepOptions); returns the summary (trials by state, the best trial)."""
+    from .runtime.sweep import SweepOptions, run_sweep
+    options = options or SweepOptions()
+    prog = _loaded(path, warn or out)
+    return run_sweep(prog.unit, path, prog.sweep_name(sweep_name), options, out)
 
 
 def _loaded(path: str, warn) -> Program:

@@ -185,7 +185,7 @@ def _plural(word: str, n: int) -> str:
 
 def _check_one(path: str) -> str:
     prog = _load(path)
-    counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train")]
+    counts = [(len(prog.unit.of_kind(k)), k) for k in ("model", "block", "loss", "train", "sweep")]
     parts = [f"{n} {_plural({'train': 'plan'}.get(k, k), n)}" for n, k in counts if n]
     return f"ok: {path}: {', '.join(parts) or 'nothing to check'}"
 
@@ -764,6 +764,42 @@ def predict(file, plan, run_dir, weights, data, sets, device, split, inputs, out
                              device=device)
     result = run_model(file, plan, options, warn=lambda text: click.echo(text, err=True))
     _echo(result["table"])
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--sweep", "sweep_name", metavar="NAME", help="The sweep (needed when FILE has several).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trial worker processes on this machine.")
+@click.option("--storage", metavar="URL", help="The study's database, an SQLAlchemy URL (default: SQLite at "
+              "sweeps/NAME/study.db); the same postgresql://... on several machines runs one study.")
+@click.option("--trials", type=click.IntRange(min=1), help="Trials to finish, instead of the sweep's `trials`.")
+@click.option("--root", metavar="DIR", default="sweeps", show_default=True,
+              help="Where the sweep's folder (DIR/NAME: trials/, trials.csv, best.dl, plots) goes.")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Seconds between a running trial's heartbeats; a trial silent for twice this (its process "
+                   "was killed) is failed and its slot given to a new trial.")
+@click.option("--device", metavar="DEVICE", callback=_usable_device,
+              help="cpu, cuda, ... (default: CUDA when present).")
+@_handled
+def sweep(file, sweep_name, jobs, storage, trials, root, heartbeat, device) -> None:
+    """Run a hyperparameter sweep of FILE (an Optuna study): each trial trains the sweep's plan with
+    values drawn from its `space`, in sweeps/NAME/trials/N/. Running the command again resumes
+    the study; the same command with a shared --storage on other machines joins it. Writes
+    trials.csv, best.dl (the best trial's plan) and history.png, importances.png, parallel.png."""
+    import gc
+    gc.enable()   # a sweep trains: long-lived, as `train`
+
+    from .api import sweep as run_sweep
+    from .runtime.safety import Interrupted
+    from .runtime.sweep import SweepOptions
+    options = SweepOptions(root=root, storage=storage, jobs=jobs, trials=trials, heartbeat=heartbeat, device=device)
+    try:
+        run_sweep(file, sweep_name, options, out=_echo, warn=lambda text: click.echo(text, err=True))
+    except Interrupted as e:
+        click.echo("interrupted: the trial that was running is marked failed; run the command again to resume "
+                   "the sweep", err=True)
+        sys.exit(128 + e.signum)
 
 
 @main.command("lr-find")

@@ -72,6 +72,17 @@ EXPLANATIONS: dict[str, str] = {
     "E0507": "A trainable parameter is updated by no optimizer, or by several in one step.",
     "E0508": "A data file cannot be read, or its contents do not fit the data set (paths are relative to the "
              "plan's file).",
+    "E0509": "A key of a sweep's `space` is neither a field of its plan (what `dslc train --set` accepts: "
+             "`epochs`, `optimizer.lr`, `model.hidden`) nor a parameter of the plan's model.",
+    "E0510": "A sweep's range does not fit its key: an int parameter takes `int_uniform`, `int_loguniform` or "
+             "int choices, a float one `uniform` or `loguniform` (whose bounds must be above 0); the lower bound "
+             "must be below the upper one; and the plan must check with the bounds and with every choice. The "
+             "grid sampler needs `choice([...])` for every key.",
+    "E0511": "A sweep's objective names a number its plan does not log in metrics.jsonl (`val_<metric>` needs "
+             "the metric in `metrics` and a validation split).",
+    "E0512": "A sweep's settings are wrong: an unknown or repeated setting, no `plan` (or one that is not a "
+             "training plan), an objective not written `maximize(METRIC)`/`minimize(METRIC)`, an unknown sampler "
+             "or pruner, `trials` below 1, or not exactly one `space`.",
     # training time
     "E0601": "The loss became NaN or infinite.",
     "E0602": "A checkpoint could not be read or does not match the model.",
@@ -83,6 +94,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0607": "The device asked for (`--device cuda`, `mps`, `cuda:1`) is not on this machine, or this build of "
              "torch cannot use it (a CPU-only torch has no CUDA). Leave out --device to train on CUDA when it is "
              "present and on the CPU otherwise.",
+    "E0608": "A sweep's study storage (`--storage`, an SQLAlchemy URL) cannot be opened or used: a malformed URL, "
+             "a database driver that is not installed, a server that cannot be reached or refuses the user.",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",

@@ -267,7 +267,34 @@ class TrainDecl(Node):
     kind = "train"
 
 
-Decl = Union[Import, ModelDecl, BlockDecl, LossDecl, TrainDecl]
+@dataclass(frozen=True)
+class SweepField(Node):
+    """`trials = 30` in a sweep."""
+    name: str
+    name_span: Span
+    value: Expr
+
+
+@dataclass(frozen=True)
+class SweepRange(Node):
+    """`optimizer.lr = loguniform(1e-4, 1e-1)` in a sweep's `space`."""
+    key: Dotted
+    value: Expr
+
+
+@dataclass(frozen=True)
+class SweepDecl(Node):
+    """`sweep NAME { plan = p; trials = n; ...; space { KEY = RANGE ... } }`; `spaces`: each `space`
+    written (the checker wants exactly one)."""
+    name: str
+    name_span: Span
+    fields: tuple[SweepField, ...]
+    spaces: tuple[tuple[SweepRange, ...], ...]
+    space_spans: tuple[Span, ...]
+    kind = "sweep"
+
+
+Decl = Union[Import, ModelDecl, BlockDecl, LossDecl, TrainDecl, SweepDecl]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .loader import Unit
 from .names import check_names, check_shadowing
 from .plans import check_plans
 from .pynames import check_parameter_names
+from .sweeps import check_sweeps
 
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
@@ -45,6 +46,7 @@ def check_unit(unit: Unit, jobs: int | None = None, graphs: dict | None = None) 
     else:
         _models(ev, models, reporter, graphs)
     evaluated_by_plans = check_plans(unit, ev, reporter)
+    check_sweeps(unit, reporter)
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     check_parameter_names(unit, reporter)
     check_shadowing(unit, reporter)

@@ -30,7 +30,7 @@ class NameLookup:
         if name in ctx.scope:
             return ctx.scope[name]
         decl = self.unit.decls.get(name)
-        if decl is not None and decl.kind != "train":  # a plan is run, never used as a value
+        if decl is not None and decl.kind not in ("train", "sweep"):  # a plan or sweep is run, never a value
             return DeclRef(decl)
         if name in REGISTRY and not REGISTRY[name].internal:  # `index`, `sdpa`: made by the compiler only
             return OpRef(REGISTRY[name])

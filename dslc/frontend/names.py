@@ -39,7 +39,7 @@ def check_shadowing(unit, reporter: Reporter) -> None:
     first): allowed, as in Python, so a layer the library adds later breaks no spec, but never silent."""
     for decl in unit.decls.values():
         op = REGISTRY.get(decl.name)
-        if op is None or op.internal or decl.kind == "train":  # a plan is never a value: it hides nothing
+        if op is None or op.internal or decl.kind in ("train", "sweep"):  # a plan is never a value: it hides nothing
             continue
         reporter.add(Diagnostic("W0201", f"the {decl.kind} `{decl.name}` hides the library {op.kind} "
                                 f"`{op.name}`", decl.name_span, label=f"`{decl.name}` means this {decl.kind}",

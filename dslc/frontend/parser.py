@@ -523,6 +523,26 @@ class _ToAst(Transformer):
         name, body = _vals(c)
         return ast.TrainDecl(self._sp(c), str(name), self._tok(name), tuple(body))
 
+    def sweep_decl(self, c):
+        name, body = _vals(c)
+        fields = tuple(x for x in body if isinstance(x, ast.SweepField))
+        spaces = [x for x in body if isinstance(x, _Space)]
+        return ast.SweepDecl(self._sp(c), str(name), self._tok(name), fields, tuple(tuple(s) for s in spaces),
+                             tuple(s.span for s in spaces))
+
+    def sweep_body(self, c):
+        return _spanned(_Body(x for x in c if x is not None and not isinstance(x, Token)), self._sp(c))
+
+    def sweep_field(self, c):
+        name = _name_tokens(c)[0]
+        return ast.SweepField(self._sp(c), str(name), self._tok(name), _after(c, "EQUAL"))
+
+    def sweep_space(self, c):
+        return _spanned(_Space(x for x in c if isinstance(x, ast.SweepRange)), self._sp(c))
+
+    def sweep_range(self, c):
+        return ast.SweepRange(self._sp(c), _first(c, ast.Dotted), _after(c, "EQUAL"))
+
     def param_list(self, c):
         params = [p for p in c if isinstance(p, ast.ParamDecl)]
         seen = {}
@@ -747,6 +767,10 @@ def _spanned(x, span):
     """Give a builder-only container (a body, an argument list) the span of its text."""
     x.span = span
     return x
+
+
+class _Space(tuple):
+    """A sweep's `space { ... }` while the builder runs (it carries its span)."""
 
 
 class _Params(tuple):

@@ -110,7 +110,7 @@ def _names(expr):
 
 # ---------------------------------------------------------------------- training plans
 
-_PLAN_CALL_FIELDS = ("optimizer", "schedule", "data")
+_PLAN_CALL_FIELDS = ("model", "optimizer", "schedule", "data")
 
 
 def apply_plan_sets(decl, settings: dict[str, Setting]):
@@ -161,7 +161,7 @@ def _set_in(body: list, parts: list, s: Setting, decl, catalog) -> list:
         value = _with_keyword(stmt.value, parts[1], s)
     else:
         raise EvalError("E0305", f"`{'.'.join(parts)}` cannot be set", s.key_span,
-                        help="keys are FIELD, FIELD.ARG (optimizer, schedule, data), CALL.ARG, "
+                        help="keys are FIELD, FIELD.ARG (model, optimizer, schedule, data), CALL.ARG, "
                              "STEP.FIELD... or PHASE.FIELD...")
     if stmt is None:
         return body + [ast.AssignStmt(s.key_span, (ast.Name(s.key_span, head),), value)]

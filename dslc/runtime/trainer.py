@@ -63,6 +63,7 @@ class Options:
     max_epochs: int | None = None    # stop after this many epochs of this invocation (tests, smoke runs)
     fast_dev_run: bool = False       # one batch of each split, one epoch of each phase, nothing kept (smoke.py)
     watch: bool = True               # health checks (health.py); off: no hooks at all
+    callbacks: tuple = ()            # more callbacks.Callback, after metrics.jsonl's (a sweep's trial report)
 
 
 @dataclass
@@ -396,7 +397,7 @@ class Trainer:
             graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
             state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
                                                health.Warnings(self.warn)))
-        self.callbacks.items = state + self.callbacks.items + [SignalStop()]
+        self.callbacks.items = state + list(self.options.callbacks) + self.callbacks.items + [SignalStop()]
 
     def _monitor(self, name: str) -> str:
         if name.startswith("val_") and self.data.val is None:
