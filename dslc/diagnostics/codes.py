@@ -82,6 +82,9 @@ EXPLANATIONS: dict[str, str] = {
     "E0607": "The device asked for (`--device cuda`, `mps`, `cuda:1`) is not on this machine, or this build of "
              "torch cannot use it (a CPU-only torch has no CUDA). Leave out --device to train on CUDA when it is "
              "present and on the CPU otherwise.",
+    "E0608": "Data-parallel training stopped: a process failed or was killed (the others are stopped), a process "
+             "lost contact with the others, or the launch options cannot work (several machines without "
+             "--rdzv-endpoint, a mid-epoch checkpoint resumed with another number of processes).",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",

@@ -56,12 +56,18 @@ class SignalStop(Callback):
             signal.signal(sig, handler)
         self.previous = {}
 
+    def _agree(self, trainer) -> None:
+        """In a data-parallel run, all processes stop at the same batch when any was asked to."""
+        if trainer.world.size > 1:
+            self.requested = trainer.world.any(self.requested, trainer.device)
+
     def _on_signal(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
         self.requested, self.signum = True, signum
 
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        self._agree(trainer)
         if self.requested and done % trainer.config.accumulate == 0 and done < trainer.epoch_batches:
             trainer.partial = {"sums": sums, "count": count}
             raise Interrupted(trainer.save_checkpoint(trainer.epoch - 1, done), self.signum)
@@ -69,5 +75,6 @@ class SignalStop(Callback):
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
         # a signal during the epoch's last batches or its evaluation: stop at its end
         epoch = record["epoch"]
+        self._agree(trainer)
         if self.requested and epoch < total and not trainer.stopped_early:
             raise Interrupted(trainer.saved or trainer.save_checkpoint(epoch, 0), self.signum)
