@@ -233,7 +233,8 @@ def test_a_killed_process_stops_the_run_and_resume_continues_exactly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, stderr
-    assert "error[E0608]: data-parallel training stopped: rank 1 was killed by SIGKILL" in stderr
+    assert "error[E0608]: data-parallel training stopped: rank 1 was killed by SIGKILL (torchrun" in stderr
+    assert "error[E0608]: rank 0 lost the other processes of the run" in stderr and "internal error" not in stderr
     done = sorted(int(f[6:10]) for f in os.listdir(tmp_path / "run/checkpoints")
                   if f.startswith("epoch-") and f.endswith(".json") and "batch" not in f)
     k = done[-1]

@@ -158,15 +158,26 @@ def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
 
 
 def _failure(e) -> str:
-    """Which processes failed and how: 'rank 1 was killed by SIGKILL'."""
+    """Which processes failed and how: 'rank 1 was killed by SIGKILL'. torchrun ends the others with
+    SIGTERM once one fails: those are named only when no process failed otherwise."""
     import signal
+    failures = sorted(e.failures.items())
+    causes = [(r, f) for r, f in failures if f.exitcode != -signal.SIGTERM] or failures
     parts = []
-    for rank, failure in sorted(e.failures.items()):
+    for rank, failure in causes:
         code = failure.exitcode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         parts.append(f"rank {rank} {how}")
     return "data-parallel training stopped: " + ", ".join(parts) + \
-        " (the other processes were stopped; see their messages above)"
+        " (torchrun stopped the other processes; the messages above say more)"
+
+
+def lost_contact(e: RuntimeError) -> bool:
+    """Whether a RuntimeError is a collective's failure: gloo and NCCL raise plain RuntimeErrors when a
+    peer's connection drops (`Connection reset by peer`), not torch.distributed.DistError."""
+    text = str(e)
+    return isinstance(e, torch.distributed.DistError) or any(
+        w in text for w in ("gloo/transport", "Connection reset", "Connection closed", "NCCL", "Socket Timeout"))
 
 
 def report_result(result: dict) -> None:

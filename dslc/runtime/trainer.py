@@ -187,8 +187,10 @@ class Trainer:
         self.world.start(self.device)
         try:
             result = self._fast_dev_run() if self.options.fast_dev_run else self._run()
-        except torch.distributed.DistError as e:   # another process died or hung
-            raise dist.lost_peer(e) from None
+        except RuntimeError as e:   # another process died or hung
+            if self.world.size > 1 and dist.lost_contact(e):
+                raise dist.lost_peer(e) from None
+            raise
         finally:
             self.world.stop()
         if self.world.main:
