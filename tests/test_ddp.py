@@ -257,3 +257,51 @@ def test_a_gan_trains_in_two_processes(tmp_path):
     start = load(gan).build("Generator", seed=0).state_dict()
     assert all(torch.isfinite(t).all() for t in state.values())
     assert any(not torch.equal(state["G." + k], v) for k, v in start.items())   # the generator trained
+
+
+HEADS = """import "{root}/specs/mlp.dl"
+
+model TwoHeads {{
+    input x: [B, 1, 8, 8]
+    h = x -> Flatten() -> Linear(16) -> BatchNorm1d() -> ReLU() -> Dropout(0.5)
+    a = h -> Linear(10) as head_a
+    b = h -> Linear(10) as head_b
+    output a, b
+}}
+
+train one_head {{
+    model = TwoHeads()
+    data = digits(limit=100)
+    loss = cross_entropy(out.a, batch.y)
+    optimizer = SGD(lr=0.1)
+    epochs = 1
+}}
+
+train both_heads {{
+    model = TwoHeads()
+    data = digits(limit=100)
+    loss = cross_entropy(out.a, batch.y) + cross_entropy(out.b, batch.y)
+    optimizer = SGD(lr=0.1)
+    epochs = 1
+}}
+"""
+
+
+def test_ddp_looks_for_unused_parameters_only_when_the_loss_leaves_some_out(tmp_path):
+    """find_unused_parameters costs a graph walk per step: only a loss that ignores a head needs it.
+    Finding out runs the step once without changing anything a run depends on."""
+    from dslc.runtime.trainer import Trainer
+    path = tmp_path / "heads.dl"
+    path.write_text(HEADS.format(root=ROOT))
+    found = {}
+    for name in ("one_head", "both_heads"):
+        trainer = Trainer(load(str(path)).plan(name), str(path), Options(), out=lambda *_: None)
+        trainer.setup()
+        trainer._start_phase(0)
+        model = trainer.models["model"]
+        model.train()
+        before = ({k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state())
+        found[name] = trainer.unused_parameters(trainer.steps[0])
+        assert all(torch.equal(v, before[0][k]) for k, v in model.state_dict().items())   # BN statistics too
+        assert torch.equal(torch.get_rng_state(), before[1]) and model.training
+    assert found == {"one_head": True, "both_heads": False}

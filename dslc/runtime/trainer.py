@@ -137,11 +137,9 @@ def plan_module(plan, source: str):
 
 class Trainer:
     def __init__(self, plan, path: str, options: Options, out, warn=None):
-        self.world = dist.World.from_env()   # the processes of a data-parallel run (one otherwise)
-        if not self.world.main:           # rank 0 speaks for the run
-            out = warn = dist.quiet
-        self.plan, self.path, self.options, self.out = plan, path, options, out
-        self.warn = warn or out           # the weights report and warnings (stderr under `dslc train`)
+        self.world = dist.World.from_env()   # the processes of a data-parallel run (one otherwise); rank 0 speaks
+        self.plan, self.path, self.options, self.out = plan, path, options, out if self.world.main else dist.quiet
+        self.warn = (warn or self.out) if self.world.main else dist.quiet   # the weights report, warnings
         self.init_reports: dict = {}      # model key -> what `init` loaded (weights_report.json)
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
@@ -165,8 +163,7 @@ class Trainer:
         self.rundir = None
         self.history: list = []           # one record per epoch run
         self.position = (0, 0)            # (epochs done, batches done in the next)
-        self.epoch = 0                    # the epoch being trained (1-based) and its number of batches
-        self.epoch_batches = 0
+        self.epoch, self.epoch_batches = 0, 0   # the epoch being trained (1-based) and its number of batches
         self.stopped_early = False        # set by early stopping (or read from the checkpoint)
         self.saved = None                 # the checkpoint written after the last epoch, if one was
         self.partial = None               # loss sums of an epoch interrupted mid-way
@@ -178,8 +175,7 @@ class Trainer:
         self.fast = False                 # a fast dev run (smoke.py): quiet about the folder it deletes
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
-        self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)]
-                                   if self.world.main else [])
+        self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, self.out)] * self.world.main)
 
     # ------------------------------------------------------------------ set-up
 
@@ -522,7 +518,34 @@ class Trainer:
         ignored += [n for n, _ in s.module.named_buffers()]   # buffers: synced from rank 0 each epoch
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(s.module, ignored)
         ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(s.module, device_ids=ids)
+        return DistributedDataParallel(s.module, device_ids=ids, find_unused_parameters=self.unused_parameters(s))
+
+    def unused_parameters(self, s: StepRun) -> bool:
+        """Whether some parameters the step trains get no gradient from its loss (a head the loss does
+        not use). DDP must then look for them after every forward (`find_unused_parameters`, a walk of
+        the graph), so it is asked to only then. Found by one forward on the first batch, in inference
+        mode (batch norm's statistics stay as they are), the random streams put back afterwards."""
+        phase = self.phases[self.phase_index]
+        batch = next(iter(data_mod.batches(self.data.train, phase.batch_size, shuffle=False, seed=self.seed, epoch=0,
+                                           train=False, rank=self.world.rank, world=self.world.size)))
+        inputs = [batch[f].to(self.device) for f in self.batch_fields]
+        rng = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        modes = [(m, m.training) for m in s.module.modules()]
+        s.module.eval()
+        try:
+            with torch.enable_grad():
+                loss = self._carry(s, inputs, None)[0][0]
+            if not loss.requires_grad:
+                return True
+            grads = torch.autograd.grad(loss, s.params, allow_unused=True)
+        finally:
+            for m, training in modes:
+                m.training = training
+            torch.set_rng_state(rng)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+        return any(g is None for g in grads)
 
     def _sync_buffers(self) -> None:
         """Rank 0's buffers (batch norm's running statistics) in every process, so that evaluation,
