@@ -33,14 +33,24 @@ train small {{
     metrics    = [accuracy]
     checkpoint(every=1, keep=2)
     seed       = 0
-}}
+PHASES}}
+"""
+# the first layer frozen for an epoch, then trained: DDP's wrappers are rebuilt for each phase
+PHASES = """    phase head {
+        freeze model.fc1
+        epochs = 1
+    }
+    phase all {
+        unfreeze model.fc1
+        epochs = 2
+    }
 """
 DATA = {"val": 0.15, "test": 0.15, "limit": 640}
 
 
-def write_plan(tmp_path, epochs: int) -> str:
+def write_plan(tmp_path, epochs: int, phases: bool = False) -> str:
     path = tmp_path / "small.dl"
-    path.write_text(PLAN.format(root=ROOT).replace("EPOCHS", str(epochs)))
+    path.write_text(PLAN.format(root=ROOT).replace("EPOCHS", str(epochs)).replace("PHASES", PHASES if phases else ""))
     return str(path)
 
 
@@ -52,8 +62,9 @@ def launch(args: list[str], cwd, timeout: float = 240) -> subprocess.CompletedPr
 
 # ------------------------------------------------------------------ the hand-written reference
 
-def reference_weights(batch_sizes: list[int]) -> list[torch.Tensor]:
-    """The MLP trained by torch alone: epoch e takes batches of batch_sizes[e - 1] in the run's order."""
+def reference_weights(batch_sizes: list[int], frozen_epochs: int = 0) -> list[torch.Tensor]:
+    """The MLP trained by torch alone: epoch e takes batches of batch_sizes[e - 1] in the run's order;
+    the first layer is frozen for the first `frozen_epochs` (plain SGD keeps no state to rebuild)."""
     prog = load(os.path.join(ROOT, "specs/mlp.dl"))
     start = [t.detach().clone() for t in prog.build("MLP", seed=0, hidden=32, classes=10).state_dict().values()]
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
@@ -64,6 +75,7 @@ def reference_weights(batch_sizes: list[int]) -> list[torch.Tensor]:
     sgd = torch.optim.SGD(net.parameters(), lr=0.1)
     split = data_mod.load("digits", dict(DATA)).train
     for epoch, size in enumerate(batch_sizes, 1):
+        net[1].requires_grad_(epoch > frozen_epochs)
         for batch in data_mod.batches(split, size, shuffle=True, seed=0, epoch=epoch):
             sgd.zero_grad()
             F.cross_entropy(net(batch["x"]), batch["y"]).backward()
@@ -170,12 +182,12 @@ def test_plan_fields_of_data_parallel_training(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_of_32_end_where_one_of_64_does(tmp_path):
-    path = write_plan(tmp_path, 3)
+    path = write_plan(tmp_path, 3, phases=True)
     done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "data-parallel: 2 processes (gloo), batch_size 32 per process, an effective batch of 64" in done.stdout
     assert done.stdout.count("epoch 1/3") == 1          # rank 0 alone prints
-    assert_close(run_weights(tmp_path / "run", "epoch-0003"), reference_weights([64, 64, 64]))
+    assert_close(run_weights(tmp_path / "run", "epoch-0003"), reference_weights([64, 64, 64], frozen_epochs=1))
     # validation on all processes is one process's: the same weights give the same numbers
     single = train(path, "small", Options(out=str(tmp_path / "one"), sets=("batch_size=64",), progress=False),
                    out=lambda *_: None)

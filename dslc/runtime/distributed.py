@@ -79,6 +79,11 @@ class World:
         """Whether any process says yes: all of them then act on it at the same batch."""
         return bool(self.sums([float(flag)], device)[0]) if self.size > 1 else flag
 
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.size > 1:
+            torch.distributed.barrier()
+
     def share(self, value):
         """Rank 0's `value` (any picklable object), in every process."""
         if self.size <= 1:

@@ -854,6 +854,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise checkpoint.error(path, f"{type(e).__name__}: {e}") from None
         self._prepare_phase(state, path)
+        self.world.barrier()   # every process has read the folder: rank 0 may change it now
         if self.world.main:
             checkpoint.remove_temporary(self.rundir.checkpoints)
         self.rundir.rewrite_metrics(self.history)
