@@ -500,6 +500,7 @@ def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, devi
     import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
     from .api import train as run_plan
+    from .runtime.distributed import RESULT_FILE, in_worker
     from .runtime.safety import Interrupted
     from .runtime.trainer import Options
     if fast_dev_run and (resume or out):
@@ -512,7 +513,8 @@ def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, devi
         run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
     except Interrupted as e:
         how = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
-        click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
+        if not in_worker() or os.environ.get("RANK") == "0" and RESULT_FILE not in os.environ:   # said once
+            click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
         sys.exit(128 + e.signum)   # the shell's status for a process ended by that signal
 
 

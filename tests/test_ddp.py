@@ -317,3 +317,27 @@ def test_ddp_looks_for_unused_parameters_only_when_the_loss_leaves_some_out(tmp_
         assert all(torch.equal(v, before[0][k]) for k, v in model.state_dict().items())   # BN statistics too
         assert torch.equal(torch.get_rng_state(), before[1]) and model.training
     assert found == {"one_head": True, "both_heads": False}
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_every_process_at_the_same_batch(tmp_path):
+    """Ctrl-C reaches the launcher and both processes (and torchrun passes it on once more): they stop
+    together after a checkpoint, exit 130, and say so once."""
+    path = write_plan(tmp_path, 400)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "dslc", "train", path, "--plan", "small", "--nproc-per-node", "2",
+                             "--out", "run", "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "run").glob("checkpoints/epoch-*.json")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)   # what a terminal's Ctrl-C does
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert stderr.count("interrupted: checkpoint written to run/checkpoints/epoch-") == 1, stderr
+    assert "internal error" not in stderr and "E0608" not in stderr

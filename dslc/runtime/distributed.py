@@ -138,6 +138,7 @@ def torchrun_args(launch: Launch, worker_args: list[str]) -> list[str]:
 def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
     """Run `dslc train` in `launch.nproc_per_node` processes under torchrun and wait for them; the
     result rank 0 reports. A process that fails (an error, killed) stops them all: DslcError E0608."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
     args = get_args_parser().parse_args(torchrun_args(launch, worker_args))
@@ -147,7 +148,10 @@ def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
         os.environ[RESULT_FILE] = result_file
         try:
             run(args)
-        except ChildFailedError as e:
+        except (ChildFailedError, SignalException) as e:
+            _interrupted(_read(result_file))   # Ctrl-C or SIGTERM: the processes checkpointed and stopped
+            if isinstance(e, SignalException):
+                raise KeyboardInterrupt from None
             raise DslcError(Diagnostic("E0608", _failure(e), help="a run stopped this way continues with "
                                        "--resume from its last checkpoint")) from None
         finally:
@@ -155,11 +159,22 @@ def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
                 os.environ.pop(RESULT_FILE, None)
             else:
                 os.environ[RESULT_FILE] = previous
-        try:
-            with open(result_file, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
+        return _read(result_file)
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _interrupted(result: dict) -> None:
+    """Raise rank 0's Interrupted (its checkpoint and signal), when that is how the run ended."""
+    from .safety import Interrupted
+    if "interrupted" in result:
+        raise Interrupted(result["interrupted"], int(result.get("signal", 2)))
 
 
 def _failure(e) -> str:

@@ -46,8 +46,12 @@ class SignalStop(Callback):
         self.requested = False
         self.signum = signal.SIGINT
         self.previous: dict = {}
+        self.patient = False
 
     def on_fit_start(self, trainer) -> None:
+        # torchrun passes on the signal its launcher got (Ctrl-C reaches the processes twice): in a
+        # data-parallel run a second signal is not "stop now", which would leave the others waiting
+        self.patient = trainer.world.size > 1
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -62,7 +66,7 @@ class SignalStop(Callback):
             self.requested = trainer.world.any(self.requested, trainer.device)
 
     def _on_signal(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and not self.patient:
             raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
         self.requested, self.signum = True, signum
 

@@ -46,7 +46,7 @@ from .optim import build_optimizer
 from .resume import check_optimizer_state
 from .rundir import RunDir, RunView, render_plan
 from .runlock import unusable
-from .safety import DivergenceCheck, SignalStop
+from .safety import DivergenceCheck, Interrupted, SignalStop
 from .schedules import build_schedule
 from .targets import MomentumTargets, build_targets
 from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
@@ -186,6 +186,10 @@ class Trainer:
         except RuntimeError as e:   # another process died or hung
             if self.world.size > 1 and dist.lost_contact(e):
                 raise dist.lost_peer(e) from None
+            raise
+        except Interrupted as e:   # the launcher says where the checkpoint is
+            if self.world.main:
+                dist.report_result({"interrupted": e.path, "signal": e.signum})
             raise
         finally:
             self.world.stop()
