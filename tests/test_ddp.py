@@ -341,3 +341,30 @@ def test_ctrl_c_checkpoints_every_process_at_the_same_batch(tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.count("interrupted: checkpoint written to run/checkpoints/epoch-") == 1, stderr
     assert "internal error" not in stderr and "E0608" not in stderr
+
+
+def test_devices_in_the_plan_launches_torchrun(tmp_path, monkeypatch):
+    """`devices = 2` means --nproc-per-node 2 (which overrides it); inside a worker nothing launches again."""
+    path = write_plan(tmp_path, 1)
+    text = open(path).read().replace("    seed       = 0\n", "    seed       = 0\n    devices    = 2\n")
+    open(path, "w").write(text)
+    launched = []
+    monkeypatch.setattr(dist, "launch", lambda launch, args, out: launched.append((launch, args)) or {"ok": 1})
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert train(path, "small", Options(out="r", progress=False)) == {"ok": 1}
+    assert train(path, "small", Options(out="r", progress=False, nproc_per_node=3)) == {"ok": 1}
+    assert [(x.nproc_per_node, args[:3]) for x, args in launched] == [(2, [path, "--plan", "small"]),
+                                                                       (3, [path, "--plan", "small"])]
+
+
+def test_sync_batchnorm_on_the_cpu_is_refused(tmp_path, monkeypatch):
+    from dslc.runtime.trainer import Trainer
+    path = tmp_path / "heads.dl"
+    path.write_text(HEADS.format(root=ROOT).replace("epochs = 1\n}\n\ntrain both",
+                                                    "epochs = 1\n    sync_batchnorm = true\n}\n\ntrain both"))
+    monkeypatch.setattr(dist.World, "from_env", classmethod(lambda cls: cls(0, 2)))   # as rank 0 of two
+    trainer = Trainer(load(str(path)).plan("one_head"), str(path), Options(device="cpu"), out=lambda *_: None)
+    with pytest.raises(DslcError) as e:
+        trainer.setup()
+    assert e.value.codes == ["E0302"] and "SyncBatchNorm runs on CUDA only" in e.value.render()
