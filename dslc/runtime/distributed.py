@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..diagnostics import Diagnostic, DslcError
+from .safety import Interrupted
 
 # a peer that stops answering (a hung node) fails the collectives after this long; a peer that
 # dies closes its sockets, which the others notice at once
@@ -172,7 +173,6 @@ def _read(path: str) -> dict:
 
 def _interrupted(result: dict) -> None:
     """Raise rank 0's Interrupted (its checkpoint and signal), when that is how the run ended."""
-    from .safety import Interrupted
     if "interrupted" in result:
         raise Interrupted(result["interrupted"], int(result.get("signal", 2)))
 

@@ -514,6 +514,7 @@ class Trainer:
         updates and of no others (a GAN's other model, a frozen teacher, a phase's frozen layers), so that
         each backward pass fills exactly the gradients DDP waits for. Built again at each phase, as
         freezing changes which parameters train."""
+        s.ddp = None   # the last phase's: finding unused parameters runs the step itself
         if self.world.size <= 1 or not s.params:
             return None
         from torch.nn.parallel import DistributedDataParallel
@@ -646,7 +647,7 @@ class Trainer:
                 steps = (b + 1) % accumulate == 0 or last
                 # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
                 with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
-                    result, self.carried = self._carry(s, inputs, self.carried, training=True)
+                    result, self.carried = self._carry(s, inputs, self.carried)
                     loss = result[0]
                     value = float(loss.detach())
                     if self.train_metrics is not None and len(result) > 1:
@@ -691,28 +692,31 @@ class Trainer:
             self.train_metrics.load_state(_merged(self.world.gather(self.train_metrics.state())), self.device)
         return dict(zip(names, values)), int(total)
 
-    def _carry(self, s: StepRun, inputs: list, carried, training: bool = False):
+    def _carry(self, s: StepRun, inputs: list, carried):
         """The step on a batch, given the state carried from the batch before (`state = hidden`;
         zeros for the first): its results, and the state it returns, detached, so that the next
         batch's backward pass stops there (truncated BPTT)."""
         state = self.plan.state
         if state is None:
-            return self._forward(s, inputs, training), None
+            return self._forward(s, inputs), None
         if carried is None:
             carried = nest(state.structure, [torch.zeros([inputs[0].shape[0] if d is None else d for d in shape],
                                                          dtype=getattr(torch, dtype), device=self.device)
                                              for _, shape, dtype in state.leaves])
-        result = self._forward(s, inputs + [carried], training)
+        result = self._forward(s, inputs + [carried])
         return result[:-1], _detached(result[-1])
 
-    def _forward(self, s: StepRun, inputs: list, training: bool = False):
+    def _forward(self, s: StepRun, inputs: list):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
             if self.precision in ("bf16", "fp16") else contextlib.nullcontext()
         grad = contextlib.nullcontext() if s.params else torch.no_grad()
         try:
             with ctx, grad:   # an evaluation step (no parameters to train) keeps no graph
-                result = (s.ddp if training and s.ddp is not None else s.module)(*inputs)
+                # training (DDP's wrapper, when there is one) keeps a graph; evaluation does not
+                result = (s.ddp if s.ddp is not None and torch.is_grad_enabled() else s.module)(*inputs)
         except (RuntimeError, IndexError, ValueError) as e:
+            if self.world.size > 1 and dist.lost_contact(e):
+                raise   # another process stopped: run() says so
             # the plan checked, so what fails here is the data: labels out of range, say
             shapes = ", ".join(f"batch.{f} {list(x.shape)} {str(x.dtype).replace('torch.', '')}"
                                for f, x in zip(self.batch_fields, inputs))
