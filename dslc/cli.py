@@ -588,9 +588,20 @@ def _sizes(items) -> dict:
               help="Health checks: per-layer gradient and weight norms, update ratios and activations in "
                    "metrics.jsonl, TensorBoard and health.png, with warnings at the spec's lines; off registers "
                    "no hooks.")
+@click.option("--max-epochs", type=click.IntRange(min=1), hidden=True,
+              help="Checkpoint and stop after this many epochs of this invocation (tests, smoke runs).")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), metavar="N",
+              help="Data-parallel training in N processes on this machine (one per GPU; CPU processes with gloo), "
+                   "launched through torchrun: the plan's `devices = N`. batch_size is per process.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Machines of a data-parallel run; run the same command on each, with its --node-rank.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This machine's index among --nnodes (0 on the first).")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT",
+              help="Where the machines of a run meet (torchrun's c10d rendezvous): the first node and a free port.")
 @_handled
 def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, device, progress, fast_dev_run,
-          watch) -> None:
+          watch, max_epochs, nproc_per_node, nnodes, node_rank, rdzv_endpoint) -> None:
     """Run a training plan of FILE: metrics, checkpoints and results go to the run directory.
 
     Ctrl-C or SIGTERM checkpoints and stops (exit 130 or 143); `--resume` continues exactly
@@ -600,18 +611,21 @@ def train(file, plan, out, resume, sets, weights, renames, skip_mismatched, devi
     import signal
     gc.enable()   # `dslc` pauses the collector for short commands; a training run is long
     from .api import train as run_plan
+    from .runtime.distributed import RESULT_FILE, in_worker
     from .runtime.safety import Interrupted
     from .runtime.trainer import Options
     if fast_dev_run and (resume or out):
         raise click.UsageError("--fast-dev-run writes nothing: it takes no --out or --resume")
     sets = tuple(sets) + _weight_sets(weights, renames, skip_mismatched)
     options = Options(out=out, resume=resume, sets=sets, device=device, progress=progress, fast_dev_run=fast_dev_run,
-                      watch=watch == "on")
+                      watch=watch == "on", max_epochs=max_epochs, nproc_per_node=nproc_per_node, nnodes=nnodes,
+                      node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     try:
         run_plan(file, plan, options, out=click.echo, warn=lambda text: click.echo(text, err=True))
     except Interrupted as e:
         how = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
-        click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
+        if not in_worker() or os.environ.get("RANK") == "0" and RESULT_FILE not in os.environ:   # said once
+            click.echo(f"{how}: checkpoint written to {e.path}; continue with --resume", err=True)
         sys.exit(128 + e.signum)   # the shell's status for a process ended by that signal
 
 

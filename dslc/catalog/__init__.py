@@ -350,6 +350,7 @@ class Metric(str):
                             if given else "")
 
 
+STRATEGIES = {"ddp": "DistributedDataParallel: every process holds the whole model, gradients averaged"}
 PRECISIONS = {"fp32": "full precision", "bf16": "bfloat16 autocast", "fp16": "float16 autocast (CUDA, with a GradScaler)"}
 
 CALLS = {e.name: e for e in (
@@ -400,6 +401,11 @@ FIELDS = {f.name: f for f in (
     Field("ema", "float", "keep an exponential moving average of the weights with this decay",
           checks.open_probability),
     Field("compile", "bool", "wrap the models in torch.compile"),
+    Field("devices", "int", "data-parallel training in this many processes (one per GPU, or CPU processes) "
+          "launched through torchrun: `batch_size` is per process", checks.positive, 1),
+    Field("strategy", "strategy", "how several processes train: `ddp` (DistributedDataParallel)", default="ddp"),
+    Field("sync_batchnorm", "bool", "with several processes on GPUs, batch norm's statistics over the whole "
+          "batch of all processes (SyncBatchNorm) rather than each process's own", default=False),
     Field("optimize", "int", "the models' code: 1 with the -O1 passes (fused attention, no-ops "
           "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)", 1),
     Field("state", "state", "a model input carried from batch to batch (truncated BPTT): `state = hidden` feeds "
@@ -448,5 +454,6 @@ def monitors(metrics: list[str], train: bool = False) -> list[str]:
 
 
 __all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "METRIC_PARAMS", "OPTIMIZERS",
-           "PHASE_FIELDS", "PRECISIONS", "PRUNE_PARAMS", "SCHEDULES", "STEP_FIELDS", "Entry", "Field", "Metric", "augment_problem",
+           "PHASE_FIELDS", "PRECISIONS", "PRUNE_PARAMS", "SCHEDULES", "STEP_FIELDS", "STRATEGIES", "Entry", "Field",
+           "Metric", "augment_problem",
            "monitors", "OneOf"]

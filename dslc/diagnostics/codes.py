@@ -96,6 +96,9 @@ EXPLANATIONS: dict[str, str] = {
              "present and on the CPU otherwise.",
     "E0608": "A sweep's study storage (`--storage`, an SQLAlchemy URL) cannot be opened or used: a malformed URL, "
              "a database driver that is not installed, a server that cannot be reached or refuses the user.",
+    "E0609": "Data-parallel training stopped: a process failed or was killed (the others are stopped), a process "
+             "lost contact with the others, or the launch options cannot work (several machines without "
+             "--rdzv-endpoint, a mid-epoch checkpoint resumed with another number of processes).",
     # limits: compile-time evaluation is bounded, so a check always ends in bounded time and memory
     "E0701": "An integer is larger than the language allows (its magnitude must stay below 2**63, the range of "
              "int64 that PyTorch and ONNX use).",

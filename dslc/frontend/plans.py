@@ -295,6 +295,8 @@ class PlanChecker(TargetCalls):
             return self._rename_value(v, expr)
         if kind == "precision":
             return self._word(v, catalog.PRECISIONS, "precision", expr.span)
+        if kind == "strategy":
+            return self._word(v, catalog.STRATEGIES, "strategy", expr.span)
         if kind == "metrics":
             raise EvalError("E0301", f"`metrics` is a list, like `[accuracy]`; got {describe(v)}", expr.span)
         if kind in ("optimizer", "schedule"):
@@ -743,15 +745,16 @@ class PlanChecker(TargetCalls):
             return _AUGMENT
         if name in catalog.ALL_NAMES:
             return EntryRef(catalog.ALL_NAMES[name])
-        if name in catalog.PRECISIONS or name in catalog.METRICS or name in catalog.text.LEVELS:
-            return Word(name)   # `bf16`, `accuracy`, `text(..., level=bpe)`
+        if name in catalog.PRECISIONS or name in catalog.STRATEGIES or name in catalog.METRICS or \
+                name in catalog.text.LEVELS:
+            return Word(name)   # `bf16`, `ddp`, `accuracy`, `text(..., level=bpe)`
         if name in catalog.monitors(list(catalog.METRICS), train=True):
             return Word(name)
         return MISSING
 
     def visible_names(self, ctx: Ctx) -> list[str]:
         return super().visible_names(ctx) + list(catalog.ALL_NAMES) + list(catalog.PRECISIONS) + \
-            list(catalog.METRICS) + catalog.monitors(list(catalog.METRICS), train=True)
+            list(catalog.STRATEGIES) + list(catalog.METRICS) + catalog.monitors(list(catalog.METRICS), train=True)
 
     def _e_Name(self, e: ast.Name, ctx: Ctx):
         v = super()._e_Name(e, ctx)

@@ -32,8 +32,9 @@ class BestWeights(Callback):
             return
         self.best = (value, record["epoch"])
         weights = fold(trainer.weights(evaluated=True))   # a pruning phase's weights as the model will have them
-        checkpoint.save_weights(self.path(trainer), weights,
-                                {"epoch": record["epoch"], "monitor": self.monitor, "value": value})
+        if trainer.world.main:   # in a data-parallel run, rank 0 writes
+            checkpoint.save_weights(self.path(trainer), weights,
+                                    {"epoch": record["epoch"], "monitor": self.monitor, "value": value})
         self.weights = {k: v.detach().clone() for k, v in weights.items()}
 
     def _beats(self, value: float) -> bool:
@@ -62,6 +63,8 @@ class PeriodicCheckpoints(Callback):
         if not (epoch % self.every == 0 or epoch == total or trainer.stopped_early):
             return
         trainer.saved = trainer.save_checkpoint(epoch, 0)
+        if not trainer.world.main:
+            return
         done = checkpoint.checkpoints(trainer.rundir.checkpoints)
         for c in done:
             if c[1] != 0 and c[0] < epoch:

@@ -19,6 +19,9 @@ class TrainConfig:
     precision: str                     # fp32 | bf16 | fp16
     optimize: int                      # 0 or 1: the -O level of the models' code
     compile: bool
+    devices: int                       # processes of a data-parallel run (1: one process)
+    strategy: str                      # ddp
+    sync_batchnorm: bool               # SyncBatchNorm across the processes (GPUs)
     metrics: tuple[str, ...]
     thresholds: dict                   # metric -> the probability above which a binary output is class 1
     train_metrics: bool                # the metrics are measured on the training batches too
@@ -48,6 +51,8 @@ class TrainConfig:
             seed=number("seed", int), epochs=number("epochs", int), batch_size=number("batch_size", int),
             accumulate=number("accumulate", int), precision=str(catalog.setting(fields, "precision")),
             optimize=number("optimize", int), compile=bool(catalog.setting(fields, "compile")),
+            devices=number("devices", int), strategy=str(catalog.setting(fields, "strategy")),
+            sync_batchnorm=bool(catalog.setting(fields, "sync_batchnorm")),
             metrics=tuple(catalog.setting(fields, "metrics") or ()), thresholds=_thresholds(fields),
             train_metrics=bool(catalog.setting(fields, "train_metrics")),
             overfit_batches=number("overfit_batches", int), log_every=number("log_every", int),

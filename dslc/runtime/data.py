@@ -21,7 +21,6 @@ Errors raise `DataError` (its `code` is E0508 for a file that cannot be read).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -57,10 +56,13 @@ class Stream:
         n = max(0, (len(self.tokens) // batch_size - 1) // self.context)
         return n if self.limit is None else min(n, self.limit)
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        n, c = len(self.tokens) // batch_size, self.context
-        columns = self.tokens[:n * batch_size].view(batch_size, n)
-        for k in range(self.windows(batch_size)):
+    def batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches in order; with `world` processes, the columns are those of a batch of
+        batch_size·world, and process `rank` reads its own batch_size of them."""
+        total = batch_size * world
+        n, c = len(self.tokens) // total, self.context
+        columns = self.tokens[:n * total].view(total, n)[rank * batch_size:(rank + 1) * batch_size]
+        for k in range(self.windows(total)):
             yield {"x": columns[:, k * c:k * c + c].contiguous(), "y": columns[:, k * c + 1:k * c + c + 1].contiguous()}
 
     def to(self, device) -> "Stream":
@@ -279,11 +281,14 @@ def first_batches(split: dict | Stream | None, batch_size: int, n: int):
     return {f: t[:n * batch_size] for f, t in split.items()}
 
 
-def steps_per_epoch(split: dict | Stream, batch_size: int) -> int:
-    """Batches in one pass over `split` (the last, partial one included; a stream's are all full)."""
+def steps_per_epoch(split: dict | Stream, batch_size: int, world: int = 1) -> int:
+    """Batches in one pass over `split` (the last, partial one included; a stream's are all full).
+    With `world` processes, a step takes batch_size examples in each; a last batch too small to
+    give each process one example is left out."""
     if isinstance(split, Stream):
-        return split.windows(batch_size)
-    return math.ceil(_length(split) / batch_size)
+        return split.windows(batch_size * world)
+    n, total = _length(split), batch_size * world
+    return n // total + (1 if n % total >= world else 0)
 
 
 def generator(*parts: int) -> torch.Generator:
@@ -293,29 +298,45 @@ def generator(*parts: int) -> torch.Generator:
 
 
 def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: int, augment: list | None = None,
-            train: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+            train: bool = True, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch) when `shuffle`, else
     the split's order; batch k's augmentation draws from a generator seeded by
     (seed, epoch, k + 1). `train=False` applies only the deterministic ones. A `Stream` is read in order
-    (not shuffled; its int64 `x` takes no augmentation)."""
+    (not shuffled; its int64 `x` takes no augmentation).
+
+    With `world` processes, the order is the same and batch k is the one a single process
+    would take with batch_size·world, cut in `world` consecutive pieces (sizes differing by at
+    most one): process `rank` gets piece `rank`, augmented as in that whole batch. So N
+    processes of batch B see, step by step, the examples one process of batch N·B sees."""
     if isinstance(split, Stream):
-        yield from split.batches(batch_size)
+        yield from split.batches(batch_size, rank, world)
         return
     n = _length(split)
     device = next(iter(split.values())).device
     order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
     calls = _calls(augment)   # apply_batch leaves out the random ones off training
     random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in calls)
-    for k, start in enumerate(range(0, n, batch_size)):
-        if order is None:
-            batch = {f: t[start:start + batch_size] for f, t in split.items()}
-        else:
-            idx = order[start:start + batch_size]
-            batch = {f: t[idx] for f, t in split.items()}
+    total = batch_size * world
+    for k, start in enumerate(range(0, n, total)):
+        idx = order[start:start + total] if order is not None else torch.arange(start, min(start + total, n),
+                                                                                 device=device)
+        if len(idx) < world:   # too few to give each process one (steps_per_epoch leaves it out)
+            break
+        piece = _piece(len(idx), rank, world)
+        batch = {f: t[idx if random else idx[piece]] for f, t in split.items()}
         if calls and "x" in batch:
             g = generator(seed, epoch, k + 1) if random else None
             batch = apply_batch(batch, calls, g, train)
+        if random and world > 1:   # augmented whole, so each example gets the draw it gets in one process
+            batch = {f: t[piece] for f, t in batch.items()}
         yield batch
+
+
+def _piece(n: int, rank: int, world: int) -> slice:
+    """Process `rank`'s consecutive share of n examples (as numpy's array_split cuts them)."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (1 if rank < extra else 0))
 
 
 # ---------------------------------------------------------------------- augmentation

@@ -200,6 +200,29 @@ class RunDir:
             plt.close(fig)
 
 
+class RunView(RunDir):
+    """The run folder as the processes of a data-parallel run other than rank 0 see it: they read it
+    (a checkpoint to resume from) and never write it, nor hold its lock (rank 0 does)."""
+
+    def hold(self) -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> None:
+        pass
+
+    def append_metrics(self, record: dict) -> None:
+        pass
+
+    def curves(self, history: list) -> None:
+        pass
+
+    def health(self, history: list, layers: list) -> None:
+        pass
+
+    def confusion(self, matrix, names=None, file: str = "confusion.png") -> None:
+        pass
+
+
 def _whole_epochs(ax) -> None:
     """Epoch ticks at whole numbers (matplotlib's default puts one at 1.5)."""
     from matplotlib.ticker import MaxNLocator

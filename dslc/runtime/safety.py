@@ -46,8 +46,12 @@ class SignalStop(Callback):
         self.requested = False
         self.signum = signal.SIGINT
         self.previous: dict = {}
+        self.patient = False
 
     def on_fit_start(self, trainer) -> None:
+        # torchrun passes on the signal its launcher got (Ctrl-C reaches the processes twice): in a
+        # data-parallel run a second signal is not "stop now", which would leave the others waiting
+        self.patient = trainer.world.size > 1
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -56,12 +60,18 @@ class SignalStop(Callback):
             signal.signal(sig, handler)
         self.previous = {}
 
+    def _agree(self, trainer) -> None:
+        """In a data-parallel run, all processes stop at the same batch when any was asked to."""
+        if trainer.world.size > 1:
+            self.requested = trainer.world.any(self.requested, trainer.device)
+
     def _on_signal(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and not self.patient:
             raise KeyboardInterrupt  # a second Ctrl-C (or SIGTERM): stop now
         self.requested, self.signum = True, signum
 
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
+        self._agree(trainer)
         if self.requested and done % trainer.config.accumulate == 0 and done < trainer.epoch_batches:
             trainer.partial = {"sums": sums, "count": count}
             raise Interrupted(trainer.save_checkpoint(trainer.epoch - 1, done), self.signum)
@@ -69,5 +79,6 @@ class SignalStop(Callback):
     def on_epoch_end(self, trainer, record: dict, total: int) -> None:
         # a signal during the epoch's last batches or its evaluation: stop at its end
         epoch = record["epoch"]
+        self._agree(trainer)
         if self.requested and epoch < total and not trainer.stopped_early:
             raise Interrupted(trainer.saved or trainer.save_checkpoint(epoch, 0), self.signum)

@@ -36,6 +36,7 @@ from ..ir.nesting import nest
 from ..passes import optimize
 from . import checkpoint, health, pruning, resume, smoke
 from . import data as data_mod
+from . import distributed as dist
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
@@ -43,9 +44,9 @@ from .devices import run_device
 from .metrics import MetricSet
 from .optim import build_optimizer
 from .resume import check_optimizer_state
-from .rundir import RunDir, render_plan
+from .rundir import RunDir, RunView, render_plan
 from .runlock import unusable
-from .safety import DivergenceCheck, SignalStop
+from .safety import DivergenceCheck, Interrupted, SignalStop
 from .schedules import build_schedule
 from .targets import MomentumTargets, build_targets
 from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
@@ -64,6 +65,10 @@ class Options:
     fast_dev_run: bool = False       # one batch of each split, one epoch of each phase, nothing kept (smoke.py)
     watch: bool = True               # health checks (health.py); off: no hooks at all
     callbacks: tuple = ()            # more callbacks.Callback, after metrics.jsonl's (a sweep's trial report)
+    nproc_per_node: int | None = None   # data-parallel processes on this machine (None: the plan's `devices`)
+    nnodes: int = 1                  # machines of a data-parallel run
+    node_rank: int = 0               # this machine's index among them
+    rdzv_endpoint: str | None = None  # HOST:PORT where the machines meet (torchrun's c10d rendezvous)
 
 
 @dataclass
@@ -86,14 +91,34 @@ class StepRun:
     optimizer: object = None
     schedule: object = None
     loss_span: object = None
+    ddp: object = None        # its DistributedDataParallel wrapper in a data-parallel run (None: one process)
 
 
 # ---------------------------------------------------------------------------- entry point
 
 def run_plan(plan, path: str, options: Options, out=print, warn=None) -> dict:
     """Run the checked plan `plan` of the .dl file `path` (`dslc.api.train` loads and checks
-    it); returns result.json's content. Reports and warnings go to `warn` (default: `out`)."""
+    it); returns result.json's content. Reports and warnings go to `warn` (default: `out`).
+    With several processes asked for (`options.nproc_per_node`, `nnodes`, or the plan's `devices`),
+    torchrun runs `dslc train` in each of them and this returns rank 0's result."""
+    launch = dist.Launch(options.nproc_per_node or TrainConfig.of(plan).devices, options.nnodes, options.node_rank,
+                         options.rdzv_endpoint)
+    if launch.wanted and not dist.in_worker():
+        return dist.launch(launch, worker_args(plan.name, path, options), out)
     return Trainer(plan, path, options, out, warn).run()
+
+
+def worker_args(plan_name: str, path: str, options: Options) -> list[str]:
+    """The `dslc train` command line each process runs (what the command line can say of `options`)."""
+    args = [path, "--plan", plan_name]
+    args += ["--out", options.out] if options.out else []
+    args += ["--resume"] if options.resume else []
+    args += [a for s in options.sets for a in ("--set", s)]
+    args += ["--device", options.device] if options.device else []
+    args += [] if options.progress is None else ["--progress" if options.progress else "--no-progress"]
+    args += ["--fast-dev-run"] if options.fast_dev_run else []
+    args += ["--max-epochs", str(options.max_epochs)] if options.max_epochs is not None else []
+    return args + ["--watch", "on" if options.watch else "off"]
 
 
 class Diverged(Exception):
@@ -116,13 +141,14 @@ def plan_module(plan, source: str):
 
 class Trainer:
     def __init__(self, plan, path: str, options: Options, out, warn=None):
-        self.plan, self.path, self.options, self.out = plan, path, options, out
-        self.warn = warn or out           # the weights report and warnings (stderr under `dslc train`)
+        self.world = dist.World.from_env()   # the processes of a data-parallel run (one otherwise); rank 0 speaks
+        self.plan, self.path, self.options, self.out = plan, path, options, out if self.world.main else dist.quiet
+        self.warn = (warn or self.out) if self.world.main else dist.quiet   # the weights report, warnings
         self.init_reports: dict = {}      # model key -> what `init` loaded (weights_report.json)
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
         self.base_dir = os.path.dirname(os.path.abspath(path))
-        self.device = run_device(options.device)
+        self.device = self.world.device(run_device(options.device))
         # Everything a run holds, set by run() and its set-up steps (None until then).
         self.phases: list = []            # PhaseSpec per phase (one when the plan has none)
         self.phase_index = None           # the phase being trained
@@ -141,8 +167,7 @@ class Trainer:
         self.rundir = None
         self.history: list = []           # one record per epoch run
         self.position = (0, 0)            # (epochs done, batches done in the next)
-        self.epoch = 0                    # the epoch being trained (1-based) and its number of batches
-        self.epoch_batches = 0
+        self.epoch, self.epoch_batches = 0, 0   # the epoch being trained (1-based) and its number of batches
         self.stopped_early = False        # set by early stopping (or read from the checkpoint)
         self.saved = None                 # the checkpoint written after the last epoch, if one was
         self.partial = None               # loss sums of an epoch interrupted mid-way
@@ -154,14 +179,43 @@ class Trainer:
         self.fast = False                 # a fast dev run (smoke.py): quiet about the folder it deletes
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
-        self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, out)])
+        self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, self.out)] * self.world.main)
 
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict:
-        if self.options.fast_dev_run:
-            return self._fast_dev_run()
-        return self._run()
+        self.world.start(self.device)
+        try:
+            result = self._fast_dev_run() if self.options.fast_dev_run else self._run()
+        except RuntimeError as e:   # another process died or hung
+            if self.world.size > 1 and dist.lost_contact(e):
+                raise dist.lost_peer(e) from None
+            raise
+        except Interrupted as e:   # the launcher says where the checkpoint is
+            if self.world.main:
+                dist.report_result({"interrupted": e.path, "signal": e.signum})
+            raise
+        finally:
+            self.world.stop()
+        if self.world.main:
+            dist.report_result(result)
+        return result
+
+    def _open_rundir(self, resume: bool, checkpoints: bool = True) -> RunDir:
+        """Rank 0 claims (or reopens) the run folder; the other processes read it, never write it."""
+        if self.world.main:
+            try:
+                rundir = RunDir.open(self.plan.name, self.options.out, resume, checkpoints=checkpoints)
+            except DslcError:
+                self.world.share(None)
+                raise
+            self.world.share(rundir.path)
+            return rundir
+        path = self.world.share(None)
+        if path is None:
+            raise DslcError(Diagnostic("E0609", f"rank {self.world.rank}: rank 0 could not open the run folder "
+                                       "(its message says why)"))
+        return RunView(path)
 
     def _fast_dev_run(self) -> dict:
         """One batch of each split and one epoch of each phase, in a folder deleted at the end."""
@@ -190,7 +244,8 @@ class Trainer:
         if self.plan.evaluation:
             return self._evaluation_run()
         self._callbacks()
-        self.rundir = RunDir.open(self.plan.name, self.options.out, self.options.resume)
+        self._announce()
+        self.rundir = self._open_rundir(self.options.resume)
         try:
             self._resume() if self.options.resume else self._start_run()
             if not self.fast:
@@ -209,7 +264,7 @@ class Trainer:
             raise DslcError(Diagnostic("E0606", f"the plan `{self.plan.name}` evaluates (no step has an optimizer): "
                                        "there is no training to resume", self.plan.decl.name_span,
                                        help="run it again without --resume"))
-        self.rundir = RunDir.open(self.plan.name, self.options.out, False, checkpoints=False)
+        self.rundir = self._open_rundir(False, checkpoints=False)
         try:
             self._start_run()
             if not self.fast:
@@ -308,7 +363,11 @@ class Trainer:
         self.models = {k: cls().to(self.device) for k, cls in module.MODELS.items()}
         if init:
             self._init_weights()
+        if self.config.sync_batchnorm and self.world.size > 1:
+            self._sync_batchnorm()
         self.targets = build_targets(self.plan, self.models)   # copies of the weights as training starts
+        if self.world.rank:   # the same initial weights everywhere, but each process its own noise and dropout
+            torch.manual_seed(self._rank_seed(0))
         self.steps = []
         for step in self.plan.steps:
             names = module.STEP_MODELS[step.name]
@@ -323,6 +382,26 @@ class Trainer:
         if self.config.metrics and not self.has_prediction:
             raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
                                        _field_span(self.plan, "metrics")))
+
+    def _rank_seed(self, epoch: int) -> int:
+        """The seed of a process other than rank 0 (rank 0 draws as one process does)."""
+        return int(data_mod.generator(self.seed, epoch, self.world.rank, 1 << 20).initial_seed())
+
+    def _sync_batchnorm(self) -> None:
+        """`sync_batchnorm = true`: batch norm over the batch of all processes (state dicts keep their names)."""
+        if self.device.type != "cuda":
+            raise DslcError(Diagnostic("E0302", "`sync_batchnorm` needs GPUs: torch's SyncBatchNorm runs on CUDA "
+                                       "only", _field_span(self.plan, "sync_batchnorm"),
+                                       help="leave it out on the CPU: each process then normalizes its own batch"))
+        self.models = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in self.models.items()}
+
+    def _announce(self) -> None:
+        """A data-parallel run's processes and the effective batch (batch_size is per process)."""
+        if self.world.size > 1:
+            sizes = sorted({p.batch_size for p in self.phases})
+            self.out(f"data-parallel: {self.world.size} processes ({self.world.backend}), batch_size "
+                     f"{'/'.join(map(str, sizes))} per process, an effective batch of "
+                     f"{'/'.join(str(b * self.world.size) for b in sizes)}")
 
     def setup(self, init: bool = True) -> None:
         """What `run` prepares before it claims a run folder: the phases, the precision, the data,
@@ -414,7 +493,7 @@ class Trainer:
         if phase.prunes and not started:
             pruning.apply(self.models, phase.prunes)
         self.frozen_modules = self._freeze(phase)
-        per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
+        per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size, self.world.size)
         accumulate = self.config.accumulate
         opt_steps = max(1, math.ceil(per_epoch / accumulate))
         for s in self.steps:
@@ -437,6 +516,60 @@ class Trainer:
                                         s.optimizer, steps_per_epoch=opt_steps, epochs=phase.epochs) \
                 if s.optimizer is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        for s in self.steps:
+            s.ddp = self._data_parallel(s)
+
+    def _data_parallel(self, s: StepRun):
+        """The step under DistributedDataParallel, syncing the gradients of the parameters its optimizer
+        updates and of no others (a GAN's other model, a frozen teacher, a phase's frozen layers), so that
+        each backward pass fills exactly the gradients DDP waits for. Built again at each phase, as
+        freezing changes which parameters train."""
+        s.ddp = None   # the last phase's: finding unused parameters runs the step itself
+        if self.world.size <= 1 or not s.params:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+        own = {id(p) for p in s.params}
+        ignored = [n for n, p in s.module.named_parameters() if id(p) not in own]
+        ignored += [n for n, _ in s.module.named_buffers()]   # buffers: synced from rank 0 each epoch
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(s.module, ignored)
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(s.module, device_ids=ids, find_unused_parameters=self.unused_parameters(s))
+
+    def unused_parameters(self, s: StepRun) -> bool:
+        """Whether some parameters the step trains get no gradient from its loss (a head the loss does
+        not use). DDP must then look for them after every forward (`find_unused_parameters`, a walk of
+        the graph), so it is asked to only then. Found by one forward on the first batch, in inference
+        mode (batch norm's statistics stay as they are), the random streams put back afterwards."""
+        phase = self.phases[self.phase_index]
+        batch = next(iter(data_mod.batches(self.data.train, phase.batch_size, shuffle=False, seed=self.seed, epoch=0,
+                                           train=False, rank=self.world.rank, world=self.world.size)))
+        inputs = [batch[f].to(self.device) for f in self.batch_fields]
+        rng = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        modes = [(m, m.training) for m in s.module.modules()]
+        s.module.eval()
+        try:
+            with torch.enable_grad():
+                loss = self._carry(s, inputs, None)[0][0]
+            if not loss.requires_grad:
+                return True
+            grads = torch.autograd.grad(loss, s.params, allow_unused=True)
+        finally:
+            for m, training in modes:
+                m.training = training
+            torch.set_rng_state(rng)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+        return any(g is None for g in grads)
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's buffers (batch norm's running statistics) in every process, so that evaluation,
+        and what rank 0 saves, are the same everywhere."""
+        if self.world.size <= 1:
+            return
+        for m in self.modules():
+            for b in m.buffers():
+                torch.distributed.broadcast(b, 0)
 
     def _freeze(self, phase: PhaseSpec) -> list:
         """Apply the freeze rules in force during `phase`; the modules left with no trainable parameter."""
@@ -517,19 +650,20 @@ class Trainer:
         sums = {s.name: 0.0 for s in self.steps}
         count = 0
         self.train_metrics = self.metric_set() if self.config.train_metrics else None
-        if skip and self.partial:
+        if skip and self.partial and self.world.main:   # the sums so far are all processes' together
             sums, count = dict(self.partial["sums"]), self.partial["count"]
             if self.train_metrics is not None and self.partial.get("metrics"):
                 self.train_metrics.load_state(self.partial["metrics"], self.device)
         if not skip:
             self.carried = None   # each epoch starts from zeros; a resumed one from the checkpoint's state
         started = time.perf_counter()
-        n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size)
+        n_batches = data_mod.steps_per_epoch(self.data.train, phase.batch_size, self.world.size)
         self.epoch, self.epoch_batches = epoch, n_batches
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
         batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
-                                   epoch=epoch, augment=self.augment, train=not smoke_test)
+                                   epoch=epoch, augment=self.augment, train=not smoke_test,
+                                   rank=self.world.rank, world=self.world.size)
         for b, batch in enumerate(batches):
             if b < skip:
                 continue
@@ -538,22 +672,28 @@ class Trainer:
             last = b + 1 == n_batches
             self.callbacks.on_train_batch_start(self, b + 1)
             for s in self.steps:
-                result, self.carried = self._carry(s, inputs, self.carried)
-                loss = result[0]
-                value = float(loss.detach())
-                if self.train_metrics is not None and len(result) > 1:
-                    self.train_metrics.update(*_per_example(result[1].detach().float(), _class_ids(batch).to(self.device)))
-                self.callbacks.on_train_step_end(self, s, b + 1, value)
-                sums[s.name] += value * n
-                scaled = loss / accumulate if accumulate > 1 else loss
-                if s.params:
-                    scaled = self.scaler.scale(scaled) if self.scaler else scaled
-                    # with several models, gradients go only to this step's own parameters
-                    scaled.backward(inputs=s.params) if self.several else scaled.backward()
-                if (b + 1) % accumulate == 0 or last:
+                steps = (b + 1) % accumulate == 0 or last
+                # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
+                with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
+                    result, self.carried = self._carry(s, inputs, self.carried)
+                    loss = result[0]
+                    value = float(loss.detach())
+                    if self.train_metrics is not None and len(result) > 1:
+                        self.train_metrics.update(*_per_example(result[1].detach().float(),
+                                                                _class_ids(batch).to(self.device)))
+                    self.callbacks.on_train_step_end(self, s, b + 1, value)
+                    sums[s.name] += value * n
+                    scaled = loss / accumulate if accumulate > 1 else loss
+                    if s.params:
+                        scaled = self.scaler.scale(scaled) if self.scaler else scaled
+                        # with several models, gradients go only to this step's own parameters
+                        scaled.backward(inputs=s.params) if self.several else scaled.backward()
+                if steps:
                     self._optimizer_step(s)
             count += n
             self.callbacks.on_train_batch_end(self, b + 1, sums, count)
+        sums, count = self._total(sums, count)
+        self._sync_buffers()
         record = {"epoch": epoch}
         record["train_loss"] = sum(sums.values()) / max(count, 1)
         if self.train_metrics is not None:
@@ -569,6 +709,16 @@ class Trainer:
             record["phase"] = self.phases[self.phase_index].name
         self.partial = None
         return record
+
+    def _total(self, sums: dict, count: int) -> tuple[dict, int]:
+        """The loss sums and example count of all processes (and their training metrics)."""
+        if self.world.size <= 1:
+            return sums, count
+        names = list(sums)
+        *values, total = self.world.sums([sums[k] for k in names] + [count], self.device)
+        if self.train_metrics is not None:
+            self.train_metrics.load_state(_merged(self.world.gather(self.train_metrics.state())), self.device)
+        return dict(zip(names, values)), int(total)
 
     def _carry(self, s: StepRun, inputs: list, carried):
         """The step on a batch, given the state carried from the batch before (`state = hidden`;
@@ -590,8 +740,11 @@ class Trainer:
         grad = contextlib.nullcontext() if s.params else torch.no_grad()
         try:
             with ctx, grad:   # an evaluation step (no parameters to train) keeps no graph
-                result = s.module(*inputs)
+                # training (DDP's wrapper, when there is one) keeps a graph; evaluation does not
+                result = (s.ddp if s.ddp is not None and torch.is_grad_enabled() else s.module)(*inputs)
         except (RuntimeError, IndexError, ValueError) as e:
+            if self.world.size > 1 and dist.lost_contact(e):
+                raise   # another process stopped: run() says so
             # the plan checked, so what fails here is the data: labels out of range, say
             shapes = ", ".join(f"batch.{f} {list(x.shape)} {str(x.dtype).replace('torch.', '')}"
                                for f, x in zip(self.batch_fields, inputs))
@@ -677,7 +830,8 @@ class Trainer:
     def save_checkpoint(self, epoch: int, batch: int) -> str:
         """A checkpoint after `epoch` epochs and `batch` batches of the next: the weights, optimizers,
         schedules, RNG, history and what the callbacks keep; its path."""
-        tensors = {"rng.torch": torch.get_rng_state()}
+        states = self.world.gather(torch.get_rng_state())   # each process's random stream
+        tensors = {"rng.torch": states[0], **{f"rng.torch.{r}": t for r, t in enumerate(states) if r}}
         if torch.cuda.is_available() and self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         optim_state = {}
@@ -687,23 +841,31 @@ class Trainer:
             json_part, tensor_part = _flatten_optimizer(s.optimizer.state_dict())
             optim_state[s.name] = {"optimizer": json_part, "schedule": s.schedule.state_dict()}
             tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
+        partial = self._partial() if batch else None   # every process takes part in summing it
         state = {"plan": self.plan.name, "epoch": epoch, "batch": batch, "phase": self.phase_index,
+                 "processes": self.world.size,
                  "history": self.history, "optim": optim_state, "stopped_early": self.stopped_early,
-                 "partial": self._partial() if batch else None,
+                 "partial": partial,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
         if batch and self.carried is not None:   # mid-epoch: the next batch continues this state
             tensors.update({f"carried.{i}": t for i, t in enumerate(_leaves(self.carried))})
         self.callbacks.on_save_checkpoint(self, state, tensors)
         if batch == 0:
             self.partial = None
+        if not self.world.main:   # only rank 0 writes; the others know where it did
+            return os.path.join(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch) + ".json")
         return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self.weights(), tensors,
                                state)
 
     def _partial(self) -> dict | None:
         """An interrupted epoch's loss sums, and its training metrics so far."""
-        if self.partial is None or self.train_metrics is None:
-            return self.partial
-        return dict(self.partial, metrics=self.train_metrics.state())
+        if self.partial is None:
+            return None
+        sums, count = self._total(dict(self.partial["sums"]), self.partial["count"])
+        partial = dict(self.partial, sums=sums, count=count)
+        if self.train_metrics is None:
+            return partial
+        return dict(partial, metrics=self.train_metrics.state())
 
     def _resume(self) -> None:
         """Check that the run can continue as asked and load its last checkpoint; only then change
@@ -728,7 +890,9 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise checkpoint.error(path, f"{type(e).__name__}: {e}") from None
         self._prepare_phase(state, path)
-        checkpoint.remove_temporary(self.rundir.checkpoints)
+        self.world.barrier()   # every process has read the folder: rank 0 may change it now
+        if self.world.main:
+            checkpoint.remove_temporary(self.rundir.checkpoints)
         self.rundir.rewrite_metrics(self.history)
         if changed:
             self.rundir.write_plan(self.plan, self.path)
@@ -752,13 +916,24 @@ class Trainer:
             raise DslcError(Diagnostic("E0602", f"checkpoint {path} belongs to the plan `{state.get('plan')}`, "
                                        f"not `{self.plan.name}`", file_name=path))
         self.load_weights(weights, path)
-        torch.set_rng_state(tensors["rng.torch"])
+        key = f"rng.torch.{self.world.rank}" if self.world.rank else "rng.torch"
+        if key in tensors:
+            torch.set_rng_state(tensors[key])
+        else:   # a process the run did not have when it stopped
+            torch.manual_seed(self._rank_seed(int(state["epoch"])))
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         if not isinstance(state["history"], list) or not all(isinstance(r, dict) for r in state["history"]):
             raise TypeError("its `history` is not a list of epochs' metrics")
         self.history = list(state["history"])
         self.position = (int(state["epoch"]), int(state["batch"]))
+        processes = int(state.get("processes", 1))
+        if self.position[1] and processes != self.world.size:
+            raise DslcError(Diagnostic("E0609", f"checkpoint {path} was written {self.position[1]} batches into an "
+                                       f"epoch by {processes} process{'es' if processes != 1 else ''}: its batches "
+                                       f"are not those of {self.world.size}", file_name=path,
+                                       help=f"resume it with {processes} process{'es' if processes != 1 else ''}; "
+                                            "an epoch's checkpoint resumes with any number"))
         self.stopped_early = bool(state.get("stopped_early"))
         self.partial = state.get("partial")
         self.resume_tensors = tensors
@@ -886,6 +1061,20 @@ def _per_example(pred, target):
     if pred.dim() == 2 and pred.shape[1] == 1 and target.dim() == 1:
         return pred[:, 0], target
     return pred, target
+
+
+def _merged(states: list[dict]) -> dict:
+    """Training metrics' states (MetricSet.state) of several processes as one: every part is a sum."""
+    out = dict(states[0])
+    for st in states[1:]:
+        confusion = dict((k, m) for k, m in out["confusion"])
+        for k, m in st["confusion"]:
+            confusion[k] = (torch.tensor(confusion[k]) + torch.tensor(m)).tolist() if k in confusion else m
+        out["confusion"] = [[k, m] for k, m in confusion.items()]
+        for k in ("top5", "nll", "count", "sq", "abs"):
+            if out[k] is not None and st[k] is not None:
+                out[k] = out[k] + st[k]
+    return out
 
 
 def _detached(state):
