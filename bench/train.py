@@ -54,6 +54,7 @@ def _trainer(path: str, plan_name: str, out: str, watch: bool) -> Trainer:
     t.data = data_mod.load(plan.data.entry.name, dict(plan.data.args))
     t.data.val = None
     t.task = "classification"
+    t.augment = data_mod.resolved(t.config.augment, t.data.train, classes=t.data.meta.get("classes"))
     t._build()
     t._callbacks()   # the run's callbacks, as `dslc train` has them (NaN check, signals...)
     t.phases = t._phases()

@@ -387,8 +387,9 @@ def test_gan_steps_update_their_own_model(tmp_path):
     record = metrics(tmp_path / "run")[0]
     assert {"discriminator_loss", "generator_loss", "train_loss"} <= set(record)
     after = weights(tmp_path / "run")
-    assert set(after) == {"G.fc.weight", "G.fc.bias", "D.fc1.weight", "D.fc1.bias", "D.fc2.weight", "D.fc2.bias"}
-    assert not torch.equal(after["G.fc.weight"], before["fc.weight"])
+    # chains of unnamed layers are nn.Sequential models: keys by place, as PyTorch's (Linear first, then Tanh)
+    assert set(after) == {"G.0.weight", "G.0.bias", "D.0.weight", "D.0.bias", "D.2.weight", "D.2.bias"}
+    assert not torch.equal(after["G.0.weight"], before["0.weight"])
 
 
 def test_a_steps_backward_leaves_the_other_models_gradients_alone(tmp_path):

@@ -680,11 +680,22 @@ def _sym_blind(key):
 
 
 def _arg_difference(made: dict, needed: dict, where: str = "its") -> str:
-    """`: its `in_features` is 8, these inputs need 16`, or "" when the arguments agree."""
+    """`: its `in_features` is 8, these inputs need 16`, or "" when the arguments agree; `where`
+    may hold `{}` for the argument (`the {} of its `Linear` (`1`, line 11)`)."""
     for k, v in needed.items():
         if k in made and _value_key(v) != _value_key(made[k]):
-            return f": {where} `{k}` is {_shown(made[k])}, these inputs need {_shown(v)}"
+            what = where.format(f"`{k}`") if "{}" in where else f"{where} `{k}`"
+            return f": {what} is {_shown(made[k])}, these inputs need {_shown(v)}"
     return ""
+
+
+def _owner(inst, path: str) -> str:
+    """How a message names a block's layer: `its `fc`'s`; a place in an nn.Sequential (`1`) says
+    little alone, so its kind and line come with it."""
+    if not inst.name.isdigit():
+        return f"its `{path}{inst.name}`'s"
+    line = f", line {inst.span.line}" if inst.span is not None else ""
+    return f"the {{}} of its `{inst.op.name}` (`{path}{inst.name}`{line})"
 
 
 def _block_difference(made, needed, path: str = "") -> str:
@@ -692,7 +703,7 @@ def _block_difference(made, needed, path: str = "") -> str:
     pairs = list(zip(made.instances.values(), needed.instances.values()))
     for a, b in pairs:
         if a.kind == b.kind == "layer" and a.op is b.op:
-            detail = _arg_difference(a.args, b.args, f"its `{path}{a.name}`'s")
+            detail = _arg_difference(a.args, b.args, _owner(a, path))
             if detail:
                 return detail
         elif a.kind == b.kind == "block" and a.graph is not None and b.graph is not None:
