@@ -9,6 +9,7 @@ import re
 
 import torch
 from support import ROOT
+from test_buffers import CausalSelfAttention as NanoGPTAttention  # nanoGPT's own layout
 from torch import nn
 
 import dslc
@@ -126,27 +127,6 @@ model Attention(n_embd: int = 48, n_head: int = 6, block_size: int = 16) {
     CausalSelfAttention(n_embd, n_head, block_size) as attn
 }
 """
-
-
-class NanoGPTAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, block_size: int):
-        super().__init__()
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)
-        self.n_head, self.n_embd = n_head, n_embd
-        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
-
-    def forward(self, x):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
-        att = torch.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y)
 
 
 def test_nanogpts_attention_written_with_torchs_method_forms(tmp_path):
