@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -21,10 +22,22 @@ from dslc.runtime import data as data_mod
 from dslc.runtime import distributed as dist
 from dslc.runtime.trainer import Options, _merged, worker_args
 
-PLAN = """import "{root}/specs/mlp.dl"
+# specs/mlp.dl's MLP with its layers named, so that a phase can freeze `fc1` (an unnamed chain is an
+# nn.Sequential whose layers are `1`, `3`, ..., which a freeze path cannot name)
+NET = """model Net {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(32) as fc1
+    ReLU()
+    Linear(32) as fc2
+    ReLU()
+    Linear(10) as fc3
+}
+"""
 
+PLAN = NET.replace("{", "{{").replace("}", "}}") + """
 train small {{
-    model      = MLP(hidden=32, classes=10)
+    model      = Net()
     data       = digits(val=0.15, test=0.15, limit=640)
     loss       = cross_entropy(out, batch.y)
     optimizer  = SGD(lr=0.1)
@@ -65,8 +78,7 @@ def launch(args: list[str], cwd, timeout: float = 240) -> subprocess.CompletedPr
 def reference_weights(batch_sizes: list[int], frozen_epochs: int = 0) -> list[torch.Tensor]:
     """The MLP trained by torch alone: epoch e takes batches of batch_sizes[e - 1] in the run's order;
     the first layer is frozen for the first `frozen_epochs` (plain SGD keeps no state to rebuild)."""
-    prog = load(os.path.join(ROOT, "specs/mlp.dl"))
-    start = [t.detach().clone() for t in prog.build("MLP", seed=0, hidden=32, classes=10).state_dict().values()]
+    start = [t.detach().clone() for t in _net().state_dict().values()]
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
                               torch.nn.ReLU(), torch.nn.Linear(32, 10))
     with torch.no_grad():
@@ -86,8 +98,16 @@ def reference_weights(batch_sizes: list[int], frozen_epochs: int = 0) -> list[to
 def run_weights(run, tag: str) -> list[torch.Tensor]:
     """A checkpoint's weights in the model's order (the file keeps them sorted by name)."""
     state = load_file(os.path.join(run, "checkpoints", tag + ".safetensors"))
-    names = load(os.path.join(ROOT, "specs/mlp.dl")).build("MLP", seed=0, hidden=32, classes=10).state_dict()
-    return [state[k] for k in names]
+    return [state[k] for k in _net().state_dict()]
+
+
+def _net() -> torch.nn.Module:
+    """NET built with seed 0, as the runs build it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "net.dl")
+        with open(path, "w") as f:
+            f.write(NET)
+        return load(path).build("Net", seed=0)
 
 
 def assert_close(got: list, want: list, tol: float = 1e-5) -> None:

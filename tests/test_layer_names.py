@@ -202,9 +202,9 @@ def test_a_shared_block_whose_code_would_differ_is_e0408(tmp_path):
               "block Seq {\n    input x: [B, T, D]\n    output x -> Linear(4) -> LayerNorm()\n}\n")
     text = _errors(tmp_path, blocks + "model M {\n    input a: [B, 3, 8, 8]\n    input b: [B, 3, 4, 4]\n"
                                       "    r = Head(4)\n    output (a -> r) + (b -> r)\n}\n")
-    # Head is an nn.Sequential (Flatten, Linear): its linear layer is `1`
-    assert "the shared block `r` does not fit these inputs: its `1`'s `in_features` is 192, these inputs " \
-           "need 48" in text
+    # Head is an nn.Sequential (Flatten, Linear): its linear layer is `1`, named with its kind and line
+    assert "the shared block `r` does not fit these inputs: the `in_features` of its `Linear` (`1`, line 3) " \
+           "is 192, these inputs need 48" in text
     ok = _load(tmp_path, blocks + "model M {\n    input a: [B, 3, 8, 8]\n    input b: [B, 3, 4, 4]\n"
                                   "    input s: [B, S, 6]\n    input t: [B, T, 6]\n    c = Conv(4)\n    q = Seq()\n"
                                   "    output (a -> c), (b -> c), (s -> q), (t -> q)\n}\n")

@@ -54,6 +54,6 @@ class DlLexer(RegexLexer):
             (FLOAT, Number.Float),
             (r"\d+", Number.Integer),
             (OPERATORS, Operator),
-            (r"[()\[\]{},.:]", Punctuation),
+            (r"[()\[\]{},.:;]", Punctuation),
         ],
     }

@@ -33,7 +33,7 @@ _TOKEN = re.compile(r"""
   | (?P<FLOAT>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
   | (?P<INT>\d+)
   | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<OP>->|\*\*|//|==|!=|<=|>=|[-+*/%@&|^~<>=.,:()\[\]{}])
+  | (?P<OP>->|\*\*|//|==|!=|<=|>=|[-+*/%@&|^~<>=.,:;()\[\]{}])
 """, re.X)
 
 # Words that are operators or start a statement: a `(` or `[` after them opens a group, not a call.
@@ -125,9 +125,9 @@ def _space(a: Tok, b: Tok, inside: str) -> str:
         return " " if b.role == "body" else ""
     if a.kind == "OP" and a.text in "([{":
         return " " if a.role == "body" else ""
-    if b.text == ",":
+    if b.text in ",;":
         return ""
-    if a.text == ",":
+    if a.text in ",;":
         return " "
     if a.role == "sign" or a.text == "~":
         return ""
