@@ -81,7 +81,7 @@ class PassManager:
                 for _ in range(self.max_rounds):
                     log = PassLog(p.name)
                     did = p.run(root, log)
-                    if self.verify:
+                    if self.verify and did:   # a pass that changed nothing is checked by the last verify
                         verify(root, f"the pass `{p.name}`")
                     result.applied += log.applied
                     if not did:
@@ -95,5 +95,7 @@ class PassManager:
                 break
         else:
             raise RuntimeError("the passes do not reach a fixed point")
+        if self.verify:   # also catches a pass that changed the graph while saying it did not
+            verify(root, "the passes")
         result.declined = [e for p in self.passes for e in declined.get(p.name, [])]
         return result
