@@ -9,15 +9,13 @@ from __future__ import annotations
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Whitespace
 
+from ..frontend.fmt import FLOAT, OPERATORS, PUNCTUATION, STRING
 from ..frontend.parser import keywords
 from ..ir.types import DTYPES
 from ..ops import REGISTRY
 
 CONSTANTS = ("true", "false", "none", "True", "False", "None", "inf", "pi", "e")
 DECLARATIONS = ("model", "block", "loss", "train")
-STRING = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|' + r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'"
-FLOAT = r"(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+"
-OPERATORS = r"->|\*\*|//|==|!=|<=|>=|[-+*/%@&|^~<>=]"
 
 
 def word_keywords() -> list[str]:
@@ -54,6 +52,6 @@ class DlLexer(RegexLexer):
             (FLOAT, Number.Float),
             (r"\d+", Number.Integer),
             (OPERATORS, Operator),
-            (r"[()\[\]{},.:;]", Punctuation),
+            (PUNCTUATION, Punctuation),
         ],
     }

@@ -46,13 +46,19 @@ def model_page(graph, source_name: str, source_text: str) -> str:
     depth = auto_depth(graph)
     diagrams = _diagrams(graph, depth, source_name)
     rows = [{"name": r.name, "type": r.type, "shape": r.output_shape, "params": r.params,
-             "macs": macs_value(r.macs) if isinstance(macs_value(r.macs), int) else None, "depth": r.depth}
-            for r in summary.layers]
+             "macs": _known_macs(r.macs), "depth": r.depth} for r in summary.layers]
+    macs = _known_macs(summary.macs)
     return _env().get_template("model.html").render(
         name=graph.name, file=os.path.basename(source_name), summary=summary, rows=rows,
         bars=_bars(rows), total_params=format_count(summary.total_params),
-        macs=format_count(macs_value(summary.macs)) if isinstance(macs_value(summary.macs), int) else str(summary.macs),
+        macs=format_count(macs) if macs is not None else str(summary.macs),
         base=diagrams.pop(""), variants=diagrams, source=source_html(source_text))
+
+
+def _known_macs(macs) -> int | None:
+    """MACs as a number, or None where they depend on a run-time size that has no value."""
+    value = macs_value(macs)
+    return value if isinstance(value, int) else None
 
 
 def _diagrams(graph, depth: int, source_name: str) -> dict:

@@ -25,16 +25,17 @@ from .parser import keywords, parse
 WIDTH = 100
 INDENT = "    "
 
-_TOKEN = re.compile(r"""
-    (?P<NL>\r?\n)
-  | (?P<WS>[ \t\f\r]+)
-  | (?P<COMMENT>\#[^\n]*)
-  | (?P<STRING>"[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*')
-  | (?P<FLOAT>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
-  | (?P<INT>\d+)
-  | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<OP>->|\*\*|//|==|!=|<=|>=|[-+*/%@&|^~<>=.,:;()\[\]{}])
-""", re.X)
+# The lexical pieces of `.dl`, as grammars/dl.lark spells them; the highlighters
+# (backends/highlight.py, the VS Code grammar) read them here too.
+STRING = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|' + r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'"
+FLOAT = r"(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+"
+OPERATORS = r"->|\*\*|//|==|!=|<=|>=|[-+*/%@&|^~<>=]"
+PUNCTUATION = r"[()\[\]{},.:;]"
+
+_TOKEN = re.compile("|".join([
+    r"(?P<NL>\r?\n)", r"(?P<WS>[ \t\f\r]+)", r"(?P<COMMENT>\#[^\n]*)", f"(?P<STRING>{STRING})",
+    f"(?P<FLOAT>{FLOAT})", r"(?P<INT>\d+)", r"(?P<NAME>[A-Za-z_][A-Za-z0-9_]*)",
+    f"(?P<OP>{OPERATORS}|{PUNCTUATION})"]))
 
 # Words that are operators or start a statement: a `(` or `[` after them opens a group, not a call.
 KEYWORDS = keywords() - {"true", "false", "none", "True", "False", "None"}   # values, not words
@@ -144,19 +145,6 @@ def _space(a: Tok, b: Tok, inside: str) -> str:
     if a.text == ":":
         return "" if inside == "index" else " "
     return " "
-
-
-def _render(toks: list[Tok], stack: list[str]) -> str:
-    """Tokens as one line; `stack` holds the roles of the brackets open before them, and is updated."""
-    out = ""
-    prev = None
-    for t in toks:
-        if prev is not None:
-            out += _space(prev, t, stack[-1] if stack else "")
-        out += t.text
-        _track(t, stack)
-        prev = t
-    return out
 
 
 def _track(t: Tok, stack: list[str]) -> None:
@@ -314,7 +302,7 @@ def _head(toks: list[Tok], align: int) -> tuple[str, list[Tok]]:
 
 def _fit(toks: list[Tok], indent: str, align: int = 0) -> list[str]:
     head, rest = _head(toks, align)
-    line = indent + head + _render(rest, [])
+    line = indent + head + _segment_text(rest, None, [], 0)[0]
     if len(line) <= WIDTH:
         return [line]
     return _wrap(rest, indent, head)
