@@ -147,10 +147,18 @@ def _space(a: Tok, b: Tok, inside: str) -> str:
     return " "
 
 
+def _nesting(t: Tok) -> int:
+    """1 for a bracket that opens a group (a body's `{` aside), -1 for one that closes it, else 0."""
+    if t.kind != "OP" or t.role == "body":
+        return 0
+    return 1 if t.text in "([{" else -1 if t.text in ")]}" else 0
+
+
 def _track(t: Tok, stack: list[str]) -> None:
-    if t.kind == "OP" and t.text in "([{" and t.role != "body":
+    step = _nesting(t)
+    if step > 0:
         stack.append(t.role)
-    elif t.kind == "OP" and t.text in ")]}" and t.role != "body" and stack:
+    elif step < 0 and stack:
         stack.pop()
 
 
@@ -332,11 +340,8 @@ def _break_points(toks: list[Tok], level: int) -> dict:
     ranks d, an arrow inside d < `level` ranks d + 0.5 (a break at a lower rank reads better)."""
     out, d = {}, 0
     for i, t in enumerate(toks):
-        if t.kind == "OP" and t.text in "([{" and t.role != "body":
-            d += 1
-        elif t.kind == "OP" and t.text in ")]}" and t.role != "body":
-            d -= 1
-        elif t.text == "," and 0 < d <= level:
+        d += _nesting(t)
+        if t.text == "," and 0 < d <= level:
             out[i] = d
         elif t.text == "->" and d < level:
             out[i] = d + 0.5
@@ -404,10 +409,8 @@ def _segment_text(segment: list[Tok], prev: Tok | None, stack: list[str], col: i
         if prev is not None:
             text += _space(prev, t, inner[-1] if inner else "")
         text += t.text
-        if t.kind == "OP" and t.text in "([{" and t.role != "body":
-            opened.append(col + len(text))
-        elif t.kind == "OP" and t.text in ")]}" and t.role != "body":
-            opened.append(None)
+        if _nesting(t):
+            opened.append(col + len(text) if _nesting(t) > 0 else None)
         _track(t, inner)
         prev = t
     return text, opened
