@@ -165,7 +165,7 @@ def _node_attrs(graph: Graph, node: Node, inst, first: bool = True) -> str:
             return f'label={_q(text)}, shape=circle, fillcolor="{colour}", width=0.3, fixedsize=false'
         return f'label={_q(text)}, fillcolor="{colour}"'
     label = op.label_text(plain_args(node.args))
-    n = sum(_numel(s) for s in inst.weights().values()) if first else 0
+    n = _layer_params(inst) if first else 0
     name = inst.name if inst.user_name or op.has_state else None
     if name and not first:
         name += SHARED
@@ -183,7 +183,7 @@ def _linked(dot: _Dot, node: Node, inst, path: str) -> str:
     if node.kind == "call":
         lines.append(f"{inst.graph.name}: {count_params(inst.graph):,} parameters")
     elif inst is not None and node.kind == "op" and inst.weights():
-        lines.append(f"{sum(_numel(s) for s in inst.weights().values()):,} parameters")
+        lines.append(f"{_layer_params(inst):,} parameters")
     span = node.span
     out = ""
     if span is not None and getattr(span.file, "name", None) == dot.source:
@@ -313,7 +313,7 @@ def _continues(graph: Graph, prev: Node, node: Node) -> bool:
 def _instances_params(graph: Graph, nodes: list) -> int:
     """The parameters of the layers and blocks these nodes apply, each counted once."""
     insts = {graph.instances[m.instance].id: graph.instances[m.instance] for m in nodes if m.instance}
-    return sum(count_params(i.graph) if i.kind == "block" else sum(_numel(s) for s in i.weights().values())
+    return sum(count_params(i.graph) if i.kind == "block" else _layer_params(i)
                for i in insts.values() if i.kind != "param")
 
 
@@ -364,6 +364,11 @@ def _call_text(op, args: dict) -> str:
             shown.append(f"{p.name}=…")
     text = f"{op.name}({', '.join(shown)})"
     return text if len(text) <= 40 else text[:38] + "…)"
+
+
+def _layer_params(inst) -> int:
+    """The elements of a layer's weights."""
+    return sum(_numel(s) for s in inst.weights().values())
 
 
 def _numel(shape) -> int:
