@@ -239,6 +239,34 @@ def test_two_processes_share_one_sqlite_study(tmp_path, data_cache):
         assert t.value == best_val(str(tmp_path / "sweeps" / "search" / "trials" / str(t.number)))
 
 
+def _open_together(folder: str, barrier) -> str:
+    """One worker of test_workers_that_start_together_open_one_study: waits for the others, then opens."""
+    from dslc.runtime.sweep import _study
+    unit = dslc.api.load(os.path.join(folder, "search.dl"))
+    barrier.wait()
+    try:
+        return _study(unit.sweep("search"), SweepOptions(root=os.path.join(folder, "sweeps")), 0).study_name
+    except DslcError as e:
+        return str(e)
+
+
+def test_workers_that_start_together_open_one_study(tmp_path):
+    # CI once lost this race: two processes creating a fresh SQLite study's tables at the same
+    # moment, the second failing with "table study_directions already exists"
+    import multiprocessing
+
+    import optuna
+    spec(tmp_path)
+    os.makedirs(tmp_path / "sweeps" / "search")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(4)
+    with context.Pool(4) as pool:
+        names = pool.starmap(_open_together, [(str(tmp_path), barrier)] * 4)
+    assert names == ["search"] * 4
+    url = "sqlite:///" + str(tmp_path / "sweeps" / "search" / "study.db")
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["search"]
+
+
 @pytest.mark.slow
 def test_resume_after_kill_9_loses_no_finished_trial(tmp_path, data_cache):
     path = spec(tmp_path, epochs=3)

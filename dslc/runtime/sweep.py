@@ -167,8 +167,10 @@ def work(unit, path: str, name: str, options: SweepOptions, worker: int, out=pri
 
 def _study(sweep, options: SweepOptions, worker: int, tries: int = 6):
     """The study in its storage, created by the first worker and loaded by the others. Workers that
-    start together race to create the tables (PostgreSQL refuses the second `CREATE TABLE`): the
-    loser tries again after a moment. A storage that cannot be used at all is E0608."""
+    start together race to create the tables (both SQLite and PostgreSQL refuse the second
+    `CREATE TABLE`): on one machine the file lock beside a SQLite study keeps them in turn, and a
+    loser of the race on a server tries again after a moment. A storage that cannot be used at all
+    is E0608."""
     import random
 
     import sqlalchemy.exc
@@ -176,13 +178,25 @@ def _study(sweep, options: SweepOptions, worker: int, tries: int = 6):
     url = options.url(sweep.name)
     for attempt in range(tries):
         try:
-            return _open_study(sweep, options, worker, url)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
-            if attempt == tries - 1:
+            with _slot_lock(options, sweep.name):
+                return _open_study(sweep, options, worker, url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as e:
+            if attempt == tries - 1 or not _lost_race(e):
                 raise _storage_error(url, e) from None
             time.sleep(0.2 + random.random())
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:   # a bad URL, no driver, no server
             raise _storage_error(url, e) from None
+
+
+def _lost_race(e: Exception) -> bool:
+    """True when another worker created a table or the study first (the retry loads it); any other
+    error, such as a refused login or a read-only file, is the storage's fault and is not retried."""
+    import sqlalchemy.exc
+    if isinstance(e, sqlalchemy.exc.IntegrityError):
+        return True
+    text = str(getattr(e, "orig", None) or e).lower()
+    return "already exists" in text or "duplicate" in text or "locked" in text
 
 
 def _open_study(sweep, options: SweepOptions, worker: int, url: str):
