@@ -776,3 +776,24 @@ def test_plans_train_the_O1_code_and_optimize_0_the_declared_code(tmp_path):
                                                                       rel=1e-4)
     with pytest.raises(DslcError, match="`optimize` is 0 or 1"):
         run(tmp_path, ATTENTION_PLAN, sets=("optimize=2",), out="bad")
+
+
+@pytest.mark.parametrize("classes, fewest, most", [(10, 100, 1000), (76, 0, 1000)])
+def test_a_confusion_matrix_of_many_classes_is_a_picture_of_bounded_size(tmp_path, classes, fewest, most):
+    """Ten classes get each count written in its cell; a character model's 76 get a colour bar
+    instead (5,776 numbers cannot be read, and drawing them took 19 s of a short run)."""
+    import matplotlib.text
+    import numpy as np
+    from PIL import Image
+
+    from dslc.runtime.rundir import RunDir
+    drawn = []
+    real = matplotlib.text.Text.draw
+    matrix = np.arange(classes * classes).reshape(classes, classes)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.text.Text, "draw", lambda self, r: (drawn.append(self.get_text()), real(self, r))[1])
+        RunDir(str(tmp_path)).confusion(matrix)
+    numbers = sum(t.isdigit() for t in drawn)   # counts, tick labels, colour bar; each drawn twice (layout, save)
+    assert fewest <= numbers <= most, numbers
+    width, height = Image.open(tmp_path / "confusion.png").size
+    assert width < 2000 and height < 2000

@@ -26,6 +26,9 @@ from .runlock import LOCK_NAME, RunLock, unusable
 _HEADER = re.compile(r"# The plan `([^`]+)` as it ran")
 
 
+CONFUSION_CELLS = 30   # classes a confusion matrix writes each count of; more get a colour bar instead
+
+
 class RunDir:
     def __init__(self, path: str):
         self.path = path
@@ -178,14 +181,19 @@ class RunDir:
         plt = pyplot()
         n = matrix.shape[0]
         labels = list(names) if names is not None and len(names) == n else [str(i) for i in range(n)]
-        fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
-        ax.imshow(matrix, cmap="Blues")
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-        ax.set_xticks(range(n), labels, fontsize=7)
-        ax.set_yticks(range(n), labels, fontsize=7)
+        side = min(n, CONFUSION_CELLS)
+        fig, ax = plt.subplots(figsize=(1.2 + 0.45 * side, 1.0 + 0.45 * side))
+        image = ax.imshow(matrix, cmap="Blues")
+        if n <= CONFUSION_CELLS:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                            color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+        else:   # a character model's 76 classes: too many numbers to read (and to draw: 19 s); a colour bar says them
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        step = -(-n // CONFUSION_CELLS)   # every class labelled up to CONFUSION_CELLS, then every step-th
+        ax.set_xticks(range(0, n, step), labels[::step], fontsize=7, rotation=90 if step > 1 else 0)
+        ax.set_yticks(range(0, n, step), labels[::step], fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         self._save_figure(plt, fig, file)
