@@ -260,3 +260,19 @@ def test_passes_rewire_in_time_proportional_to_the_graph(tmp_path, monkeypatch, 
     plain, optimized = prog.build("M", seed=0).eval(), prog.build("M", seed=0, opt=opt).eval()
     optimized.load_state_dict(plain.state_dict())
     torch.testing.assert_close(optimized(x), plain(x))
+
+
+def test_a_loop_pass_reads_the_nodes_it_made_without_listing_the_graph(monkeypatch):
+    # Each pass of a loop listed every node of the graph to find its own: 20,000 passes (the unroll
+    # limit, reached by a hostile `repeat`) took 35 s; now a pass reads only the ids made since its start.
+    from dslc.ir.graph import Graph
+    from dslc.ir.types import TensorType
+    g = Graph("M", "model")
+    for _ in range(3):
+        g.add("op", [TensorType(("B", 4))])
+    mark = g.mark()
+    made = [g.add("op", [TensorType(("B", 4))]).id for _ in range(3)]
+    g.nodes.pop(made[1])                      # a node removed during the pass is not among its nodes
+    listed = []
+    monkeypatch.setattr(Graph, "__iter__", lambda self: listed.append(1) or iter(self.nodes.values()))
+    assert g.added_since(mark) == [made[0], made[2]] and not listed

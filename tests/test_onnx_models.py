@@ -64,6 +64,8 @@ def test_model_matches_pytorch_in_onnxruntime(path, name):
     net = prog.build(name, seed=0, **params).eval()
     rng = np.random.default_rng(0)
     for sizes in ({"B": 2, "T": 5, "S": 3, "H": 12, "W": 16}, {"B": 3, "T": 7, "S": 6, "H": 9, "W": 13}):
+        if name in BIG:   # two other batch sizes still; one image of VGG takes 3 s here
+            sizes = dict(sizes, B=sizes["B"] - 1)
         feeds = _inputs(graph, sizes, rng)
         got = ort_run(model, feeds)
         with torch.no_grad():   # a tuple input (`hidden.0`, `hidden.1`) is one argument, a tuple

@@ -420,9 +420,9 @@ class StatementEvaluation:
                 if bind is not None:
                     bind(i)
                 starts.append(snapshot(ctx.scope, carried))
-                before = len(ctx.graph.nodes)
+                before = ctx.graph.mark()
                 self._run_body(stmt.body, ctx)
-                passes.append(list(ctx.graph.nodes)[before:])
+                passes.append(ctx.graph.added_since(before))
         finally:
             ctx.loop_depth -= 1
             ctx.graph.region = outer

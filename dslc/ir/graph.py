@@ -152,6 +152,16 @@ class Graph:
             _add_to_nx(self._nx, node)
         return node
 
+    def mark(self) -> int:
+        """A point in the graph's construction, for `added_since`."""
+        return self._counter
+
+    def added_since(self, mark: int) -> list[str]:
+        """The ids of the nodes added after `mark` that are still there, in order: a loop's pass reads
+        what it made without listing the whole graph (20,000 passes took 35 s that way)."""
+        ids = (f"n{k}" for k in range(mark + 1, self._counter + 1))
+        return [i for i in ids if i in self.nodes]
+
     @property
     def nx(self):
         """The networkx MultiDiGraph of this graph (edges carry the output index and input slot)."""
