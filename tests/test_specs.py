@@ -759,11 +759,11 @@ def test_resnet_state_dict_is_torchvisions(model):
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 
 
-@pytest.mark.parametrize("file,model", [("mobilenet.dl", "MobileNetV2")])
+@pytest.mark.parametrize("file,model", [("mobilenet.dl", "MobileNetV2"), ("efficientnet.dl", "EfficientNetB0")])
 def test_mobile_state_dicts_are_torchvisions(file, model):
-    """MobileNetV2 has torchvision's state-dict keys, in its order, with its shapes (the twin is
-    written in torchvision's layout: features.0.0, features.1.conv.0.0, ..., features.18.0,
-    classifier.1)."""
+    """MobileNetV2 and EfficientNet-B0 have torchvision's state-dict keys, in its order, with its shapes
+    (the twins are written in torchvision's layout: features.0.0, features.1.conv.0.0 or
+    features.1.0.block.0.0, ..., classifier.1)."""
     mine, twin = built_on_meta(next(c for c in CASES if c.file == file and c.model == model))
     assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
