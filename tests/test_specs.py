@@ -496,9 +496,9 @@ CASES = [
                                                                            "features.4.4.bias"), small={}),
     Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840, small={}),
     Case("mobilenet.dl", "MobileNetV2", MobileNetV2Twin, (IMAGE,), published=3_504_872,
-         names=("stem.0.weight", "inverted_residual2.expansion.0.weight",
-                "inverted_residual17.depthwise.1.weight", "inverted_residual3.project.weight", "head.0.weight",
-                "classifier.weight"), small={}),
+         names=("features.0.0.weight", "features.2.conv.0.0.weight", "features.17.conv.1.1.weight",
+                "features.3.conv.2.weight", "features.18.0.weight", "classifier.1.weight"),
+         small={}, rename=lambda key: key),
     Case("vit.dl", "ViT", ViTTwin, (IMAGE,), published=86_567_656, names=("cls", "pos"),
          small={"depth": 2, "dim": 64, "heads": 4, "image": 32, "patch": 8},
          # the contract's LayerNorm() keeps torch's eps of 1e-5 where torchvision's ViT uses 1e-6
@@ -755,6 +755,16 @@ def test_resnet_state_dict_is_torchvisions(model):
     """The zoo's ResNets have torchvision's state-dict keys, in its order, with its shapes (the twins are
     written in torchvision's layout: conv1, bn1, layer1.0.conv1, layer2.0.downsample.0, ..., fc)."""
     mine, twin = built_on_meta(next(c for c in CASES if c.file == "resnet.dl" and c.model == model))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
+
+
+@pytest.mark.parametrize("file,model", [("mobilenet.dl", "MobileNetV2"), ("efficientnet.dl", "EfficientNetB0")])
+def test_mobile_state_dicts_are_torchvisions(file, model):
+    """MobileNetV2 and EfficientNet-B0 have torchvision's state-dict keys, in its order, with its shapes
+    (the twins are written in torchvision's layout: features.0.0, features.1.conv.0.0 or
+    features.1.0.block.0.0, ..., classifier.1)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file == file and c.model == model))
     assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 

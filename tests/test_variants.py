@@ -112,21 +112,19 @@ def test_arguments_outside_every_compiled_case_are_refused():
 
 
 class InvertedResidualTwin(nn.Module):
-    """torchvision's InvertedResidual, with dslc's member names."""
+    """torchvision's InvertedResidual, in its layout (conv.0.0.weight, ...)."""
 
     def __init__(self, inp: int, oup: int, t: int, stride: int):
         super().__init__()
         hidden = inp * t
         self.use_res_connect = stride == 1 and inp == oup
-        self.expansion = _conv_bn_relu6(inp, hidden, 1, 1, 1) if t != 1 else None
-        self.depthwise = _conv_bn_relu6(hidden, hidden, 3, stride, hidden)
-        self.project = nn.Conv2d(hidden, oup, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(oup)
+        layers = [_conv_bn_relu6(inp, hidden, 1, 1, 1)] if t != 1 else []
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, oup, 1, bias=False),
+                   nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
-        h = x if self.expansion is None else self.expansion(x)
-        h = self.project_bn(self.project(self.depthwise(h)))
-        return x + h if self.use_res_connect else h
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
 def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.Module:

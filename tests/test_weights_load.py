@@ -12,8 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
-from test_specs import BasicBlock, ResNetTwin, conv1x1
+from test_specs import BasicBlock, MobileNetV2Twin, ResNetTwin, conv1x1
 from test_train import run, write
+from zoo_vision import EfficientNetB0Twin
 
 import dslc
 from dslc.cli import main
@@ -111,6 +112,24 @@ def test_a_twin_state_dict_loads_into_the_zoo_resnet18(tmp_path, twin, resnet, s
     for name, value in state.items():
         assert torch.equal(ours[name], value), name
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(net(x), twin(x))
+
+
+@pytest.mark.parametrize("spec,model,make_twin", [("mobilenet.dl", "MobileNetV2", MobileNetV2Twin),
+                                                    ("efficientnet.dl", "EfficientNetB0", EfficientNetB0Twin)])
+def test_a_torchvision_layout_checkpoint_loads_into_the_zoo_mobile_models(tmp_path, spec, model, make_twin):
+    """MobileNetV2's and EfficientNet-B0's keys are torchvision's: a state dict saved from a twin
+    written in torchvision's layout loads by name, without rules, and the model then computes what
+    the twin does."""
+    twin = scrambled(make_twin(), seed=2)
+    path = str(tmp_path / (model + ".pth"))
+    torch.save(twin.state_dict(), path)
+    net = dslc.load(os.path.join(ROOT, "specs", spec)).build(model, seed=0).eval()
+    report = load_by_name(net, read_state(path), path, {})
+    assert report["loaded"] == report["model_tensors"] == len(twin.state_dict())
+    assert report["left_at_initial_values"] == report["unused_in_file"] == report["shape_mismatches"] == []
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(net(x), twin(x))
 

@@ -7,20 +7,16 @@ from torch import nn
 import torch.nn.functional as F
 
 
-class ConvBnSiLU(nn.Module):
-    """The block `ConvBnSiLU` (efficientnet.dl:18)."""
+class ConvBnSiLU(nn.Sequential):
+    """The block `ConvBnSiLU` (efficientnet.dl:24)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 1, stride: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        return F.silu(self.bn(self.conv(x)))
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(out), nn.SiLU())
 
 
 class SqueezeExcitation(nn.Module):
-    """The block `SqueezeExcitation` (efficientnet.dl:27)."""
+    """The block `SqueezeExcitation` (efficientnet.dl:39)."""
 
     def __init__(self, in_channels: int, squeeze: int):
         super().__init__()
@@ -33,8 +29,29 @@ class SqueezeExcitation(nn.Module):
         return x * scale
 
 
+class ConvBn(nn.Sequential):
+    """The block `ConvBn` (efficientnet.dl:31)."""
+
+    def __init__(self, in_channels: int, out: int):
+        super().__init__(nn.Conv2d(in_channels, out, 1, bias=False),
+                         nn.BatchNorm2d(out))
+
+
+class ExpandDepthwiseProject(nn.Sequential):
+    """The block `ExpandDepthwiseProject` (efficientnet.dl:49)."""
+
+    def __init__(self, in_channels: int, hidden: int, out: int, expand: int, k: int, stride: int, squeeze: int):
+        if expand != 1:
+            super().__init__(ConvBnSiLU(in_channels, hidden),
+                             ConvBnSiLU(hidden, hidden, k=k, stride=stride, groups=hidden),
+                             SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
+        else:
+            super().__init__(ConvBnSiLU(in_channels, hidden, k=k, stride=stride, groups=hidden),
+                             SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
+
+
 class MBConv(nn.Module):
-    """The block `MBConv` (efficientnet.dl:38), built for x.shape[1] // 4 > 1."""
+    """The block `MBConv` (efficientnet.dl:60), built for x.shape[1] // 4 > 1."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
@@ -43,64 +60,57 @@ class MBConv(nn.Module):
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
-        if expand == 1:
-            self.depthwise = ConvBnSiLU(in_channels, expand * in_channels, k=k, stride=stride, groups=expand * in_channels)
-            self.expansion = None
-        else:
-            self.expansion = ConvBnSiLU(in_channels, expand * in_channels)
-            self.depthwise = ConvBnSiLU(expand * in_channels, expand * in_channels, k=k, stride=stride, groups=expand * in_channels)
-        self.se = SqueezeExcitation(expand * in_channels, in_channels // 4)
-        self.project = nn.Conv2d(expand * in_channels, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
+        self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride, in_channels // 4)
 
     def forward(self, x):
-        if self.expansion is not None:
-            h = self.expansion(x)
-            h = self.depthwise(h)
-        else:
-            h = self.depthwise(x)
-        h = self.se(h)
-        h = self.project_bn(self.project(h))
+        h = self.block(x)
         if self.stride == 1 and self.in_channels == self.out:
             return x + h
         else:
             return h
 
 
+class Stage(nn.Sequential):
+    """The block `Stage` (efficientnet.dl:67), built for x.shape[1] // 4 > 1."""
+
+    def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
+        if not ((stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1)):
+            raise ValueError("Stage was generated for (stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1); compile the spec again with these arguments to get the class they need")
+        if expand != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1:
+            super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
+                             *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
+        else:
+            super().__init__(MBConv(in_channels, out, expand, k, stride=stride))
+
+
+class Features(nn.Sequential):
+    """The block `Features` (efficientnet.dl:75)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(ConvBnSiLU(in_channels, 32, k=3, stride=2),
+                         Stage(32, 16, 1, 3, 1, 1), Stage(16, 24, 6, 3, 2, 2),
+                         Stage(24, 40, 6, 5, 2, 2), Stage(40, 80, 6, 3, 3, 2),
+                         Stage(80, 112, 6, 5, 3, 1), Stage(112, 192, 6, 5, 4, 2),
+                         Stage(192, 320, 6, 3, 1, 1), ConvBnSiLU(320, 1280))
+
+
+class Classifier(nn.Sequential):
+    """The block `Classifier` (efficientnet.dl:83)."""
+
+    def __init__(self, in_features: int, classes: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_features, classes))
+
+
 class EfficientNetB0(nn.Module):
-    """The model `EfficientNetB0` (efficientnet.dl:48)."""
+    """The model `EfficientNetB0` (efficientnet.dl:88)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnSiLU(3, 32, k=3, stride=2)
-        self.mb_conv1 = MBConv(32, 16, 1, 3)
-        self.mb_conv2 = MBConv(16, 24, 6, 3, stride=2)
-        self.mb_conv3 = MBConv(24, 24, 6, 3)
-        self.mb_conv4 = MBConv(24, 40, 6, 5, stride=2)
-        self.mb_conv5 = MBConv(40, 40, 6, 5)
-        self.mb_conv6 = MBConv(40, 80, 6, 3, stride=2)
-        self.mb_conv7 = MBConv(80, 80, 6, 3)
-        self.mb_conv8 = MBConv(80, 80, 6, 3)
-        self.mb_conv9 = MBConv(80, 112, 6, 5)
-        self.mb_conv10 = MBConv(112, 112, 6, 5)
-        self.mb_conv11 = MBConv(112, 112, 6, 5)
-        self.mb_conv12 = MBConv(112, 192, 6, 5, stride=2)
-        self.mb_conv13 = MBConv(192, 192, 6, 5)
-        self.mb_conv14 = MBConv(192, 192, 6, 5)
-        self.mb_conv15 = MBConv(192, 192, 6, 5)
-        self.mb_conv16 = MBConv(192, 320, 6, 3)
-        self.head = ConvBnSiLU(320, 1280)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(1280, classes)
+        self.features = Features(3)
+        self.classifier = Classifier(1280, classes, dropout)
 
     def forward(self, x):
-        h = self.mb_conv2(self.mb_conv1(self.stem(x)))
-        h = self.mb_conv5(self.mb_conv4(self.mb_conv3(h)))
-        h = self.mb_conv8(self.mb_conv7(self.mb_conv6(h)))
-        h = self.mb_conv11(self.mb_conv10(self.mb_conv9(h)))
-        h = self.mb_conv14(self.mb_conv13(self.mb_conv12(h)))
-        h = self.head(self.mb_conv16(self.mb_conv15(h)))
-        h = self.dropout(F.adaptive_avg_pool2d(h, 1).flatten(1))
+        h = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
         return self.classifier(h)
 
 

@@ -8,15 +8,28 @@ import torch.nn.functional as F
 
 
 class ConvBnRelu6(nn.Sequential):
-    """The block `ConvBnRelu6` (mobilenet.dl:10)."""
+    """The block `ConvBnRelu6` (mobilenet.dl:16)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1, groups: int = 1):
         super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
                          nn.BatchNorm2d(out), nn.ReLU6())
 
 
+class ExpandDepthwiseProject(nn.Sequential):
+    """The block `ExpandDepthwiseProject` (mobilenet.dl:25)."""
+
+    def __init__(self, in_channels: int, hidden: int, out: int, t: int, stride: int = 1):
+        if t != 1:
+            super().__init__(ConvBnRelu6(in_channels, hidden, k=1),
+                             ConvBnRelu6(hidden, hidden, stride=stride, groups=hidden),
+                             nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out))
+        else:
+            super().__init__(ConvBnRelu6(in_channels, hidden, stride=stride, groups=hidden),
+                             nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out))
+
+
 class InvertedResidual(nn.Module):
-    """The block `InvertedResidual` (mobilenet.dl:19)."""
+    """The block `InvertedResidual` (mobilenet.dl:35)."""
 
     def __init__(self, in_channels: int, out: int, t: int, stride: int = 1):
         super().__init__()
@@ -25,65 +38,53 @@ class InvertedResidual(nn.Module):
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
-        if t == 1:
-            self.depthwise = ConvBnRelu6(in_channels, t * in_channels, stride=stride, groups=t * in_channels)
-            self.expansion = None
-        else:
-            self.expansion = ConvBnRelu6(in_channels, t * in_channels, k=1)
-            self.depthwise = ConvBnRelu6(t * in_channels, t * in_channels, stride=stride, groups=t * in_channels)
-        self.project = nn.Conv2d(t * in_channels, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out)
+        self.conv = ExpandDepthwiseProject(in_channels, t * in_channels, out, t, stride=stride)
 
     def forward(self, inp):
-        if self.expansion is not None:
-            h = self.expansion(inp)
-            h = self.depthwise(h)
-        else:
-            h = self.depthwise(inp)
-        h = self.project_bn(self.project(h))
+        h = self.conv(inp)
         if self.stride == 1 and self.in_channels == self.out:
             return inp + h
         else:
             return h
 
 
+class Features(nn.Sequential):
+    """The block `Features` (mobilenet.dl:43)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(ConvBnRelu6(in_channels, 32, stride=2),
+                         InvertedResidual(32, 16, 1),
+                         InvertedResidual(16, 24, 6, stride=2),
+                         InvertedResidual(24, 24, 6),
+                         InvertedResidual(24, 32, 6, stride=2),
+                         InvertedResidual(32, 32, 6), InvertedResidual(32, 32, 6),
+                         InvertedResidual(32, 64, 6, stride=2),
+                         InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6),
+                         InvertedResidual(64, 64, 6), InvertedResidual(64, 96, 6),
+                         InvertedResidual(96, 96, 6), InvertedResidual(96, 96, 6),
+                         InvertedResidual(96, 160, 6, stride=2),
+                         InvertedResidual(160, 160, 6), InvertedResidual(160, 160, 6),
+                         InvertedResidual(160, 320, 6), ConvBnRelu6(320, 1280, k=1))
+
+
+class Classifier(nn.Sequential):
+    """The block `Classifier` (mobilenet.dl:53)."""
+
+    def __init__(self, in_features: int, classes: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_features, classes))
+
+
 class MobileNetV2(nn.Module):
-    """The model `MobileNetV2` (mobilenet.dl:28)."""
+    """The model `MobileNetV2` (mobilenet.dl:58)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.stem = ConvBnRelu6(3, 32, stride=2)
-        self.inverted_residual1 = InvertedResidual(32, 16, 1)
-        self.inverted_residual2 = InvertedResidual(16, 24, 6, stride=2)
-        self.inverted_residual3 = InvertedResidual(24, 24, 6)
-        self.inverted_residual4 = InvertedResidual(24, 32, 6, stride=2)
-        self.inverted_residual5 = InvertedResidual(32, 32, 6)
-        self.inverted_residual6 = InvertedResidual(32, 32, 6)
-        self.inverted_residual7 = InvertedResidual(32, 64, 6, stride=2)
-        self.inverted_residual8 = InvertedResidual(64, 64, 6)
-        self.inverted_residual9 = InvertedResidual(64, 64, 6)
-        self.inverted_residual10 = InvertedResidual(64, 64, 6)
-        self.inverted_residual11 = InvertedResidual(64, 96, 6)
-        self.inverted_residual12 = InvertedResidual(96, 96, 6)
-        self.inverted_residual13 = InvertedResidual(96, 96, 6)
-        self.inverted_residual14 = InvertedResidual(96, 160, 6, stride=2)
-        self.inverted_residual15 = InvertedResidual(160, 160, 6)
-        self.inverted_residual16 = InvertedResidual(160, 160, 6)
-        self.inverted_residual17 = InvertedResidual(160, 320, 6)
-        self.head = ConvBnRelu6(320, 1280, k=1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(1280, classes)
+        self.features = Features(3)
+        self.classifier = Classifier(1280, classes, dropout)
 
     def forward(self, x):
-        h = self.inverted_residual2(self.inverted_residual1(self.stem(x)))
-        h = self.inverted_residual5(self.inverted_residual4(self.inverted_residual3(h)))
-        h = self.inverted_residual8(self.inverted_residual7(self.inverted_residual6(h)))
-        h = self.inverted_residual10(self.inverted_residual9(h))
-        h = self.inverted_residual12(self.inverted_residual11(h))
-        h = self.inverted_residual14(self.inverted_residual13(h))
-        h = self.inverted_residual16(self.inverted_residual15(h))
-        h = F.adaptive_avg_pool2d(self.head(self.inverted_residual17(h)), 1)
-        return self.classifier(self.dropout(h.flatten(1)))
+        h = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        return self.classifier(h)
 
 
 MODELS = {"MobileNetV2": MobileNetV2}
