@@ -108,6 +108,20 @@ def test_model_assignments_are_not_aligned():
     assert format_text(text) == text
 
 
+def test_a_numbered_layer_in_a_path_keeps_to_its_name():
+    text = dl("""
+        train t {
+            model = M()
+            phase head {
+                freeze model.features.0, model.2
+                epochs = 1 + .5
+            }
+        }
+        """)
+    assert format_text(text) == text
+    assert [t.kind for t in tokenize("model.features.0 .5")[1:]] == ["OP", "NAME", "INDEX", "FLOAT"]
+
+
 def test_comments_stay_where_they_were():
     text = dl("""
         # a file comment

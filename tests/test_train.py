@@ -459,6 +459,44 @@ def test_phases_freeze_unfreeze_and_init_by_name(tmp_path):
     assert [r.get("phase") for r in metrics(tmp_path / "tune")] == ["head", "full"]
 
 
+NUMBERED = """
+model Chain {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(16)
+    ReLU()
+    Linear(10)
+}
+
+train numbered {
+    model      = Chain()
+    data       = digits(val=0.2, limit=200)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = Adam(lr=1e-2, lr_mult={"3": 0.5})
+    seed       = 0
+    phase head {
+        freeze model.1
+        epochs = 1
+    }
+}
+"""
+
+
+def test_a_numbered_layer_of_a_sequential_is_frozen_by_its_index(tmp_path):
+    # an unnamed chain is an nn.Sequential keyed 0, 1, 2, ... as torch keys it: `model.1` names its
+    # first Linear (the lexer read `.1` as the float 0.1, and the path lost it: the whole model froze)
+    from dslc.api import load
+    first = load(write(tmp_path, NUMBERED)).build("Chain", seed=0).state_dict()
+    run(tmp_path, NUMBERED, plan="numbered")
+    end = weights(tmp_path / "run")
+    assert torch.equal(end["1.weight"], first["1.weight"]) and torch.equal(end["1.bias"], first["1.bias"])
+    assert not torch.equal(end["3.weight"], first["3.weight"])
+    bad = write(tmp_path, NUMBERED.replace("freeze model.1", "freeze model.4"), "bad.dl")
+    res = CliRunner().invoke(main, ["check", bad])
+    assert res.exit_code == 1 and "error[E0506]: `model` has no layer `4`" in res.output, res.output
+    assert "its layers: 0, 1, 2, 3" in res.output and "freeze model.4" in res.output
+
+
 def test_init_reports_what_did_not_match(tmp_path):
     from safetensors.torch import save_file
     (tmp_path / "pre" / "checkpoints").mkdir(parents=True)

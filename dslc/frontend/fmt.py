@@ -52,7 +52,7 @@ class FormatError(Exception):
 
 @dataclass
 class Tok:
-    kind: str        # NL, COMMENT, STRING, FLOAT, INT, NAME, OP
+    kind: str        # NL, COMMENT, STRING, FLOAT, INT, NAME, INDEX (`.0` of a path), OP
     text: str
     col: int         # 0-based column in its source line
     role: str = ""   # for brackets: call, params, group, index, list, dict, body; for +/-: sign
@@ -72,8 +72,18 @@ def tokenize(text: str) -> list[Tok]:
         pos = m.end()
         if kind == "NL":
             line_start = pos
+    _mark_indexes(out)
     _mark_roles(out)
     return out
+
+
+def _mark_indexes(toks: list[Tok]) -> None:
+    """`.0` written against a name (`freeze model.features.0`) is a path's numbered layer, as the
+    grammar's INDEX reads it, not the float 0.0: it keeps to the name."""
+    for prev, t in zip(toks, toks[1:]):
+        if t.kind == "FLOAT" and re.fullmatch(r"\.\d+", t.text) and prev.kind in ("NAME", "INDEX") \
+                and t.col == prev.col + len(prev.text):
+            t.kind = "INDEX"
 
 
 def _mark_roles(toks: list[Tok]) -> None:
@@ -134,7 +144,7 @@ def _space(a: Tok, b: Tok, inside: str) -> str:
         return ""
     if a.text == "=" or b.text == "=":
         return "" if inside == "call" else " "
-    if b.text == "." or a.text == ".":
+    if b.text == "." or a.text == "." or b.kind == "INDEX":
         return ""
     if b.kind == "OP" and b.text in "([":
         return "" if b.role in ("call", "params", "index") else " "

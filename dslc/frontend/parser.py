@@ -428,7 +428,7 @@ def _syntax_help(tok: Token, expected: list[str]) -> str | None:
 # reduction calls a method with its children (all tokens kept). Spans come from the
 # first and last child; binary operators arrive as one flat list and are ordered here.
 
-_VALUE_TOKENS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "ADD_OP", "BINOP", "LOGIC",
+_VALUE_TOKENS = {"NAME", "INDEX", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "ADD_OP", "BINOP", "LOGIC",
                  "POW", "NOT", "ARROW", "CONTAINS", "INVERT"}
 _PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "in": 4, "not in": 4,
          "|": 5, "^": 6, "&": 7, "+": 8, "-": 8, "*": 9, "/": 9, "//": 9, "%": 9, "@": 9}
@@ -609,7 +609,8 @@ class _ToAst(Transformer):
         return ast.PhaseStmt(self._sp(c), str(name), self._tok(name), tuple(body))
 
     def dotted(self, c):
-        return ast.Dotted(self._sp(c), tuple(str(t) for t in _vals(c)))
+        # an INDEX token is `.0` (its dot taken with it, where the lexer would read `.0` as a float)
+        return ast.Dotted(self._sp(c), tuple(str(t).lstrip(".") for t in _vals(c)))
 
     def freeze_stmt(self, c):
         return ast.FreezeStmt(self._sp(c), tuple(_vals(c)), True)

@@ -940,7 +940,7 @@ class PlanChecker(TargetCalls):
         for i, part in enumerate(rest):
             by_name = {inst.name: inst for inst in graph.instances.values()}
             if part not in by_name:
-                guess = did_you_mean(part, by_name)
+                guess = None if part.isdigit() else did_you_mean(part, by_name)   # `3` is not a typo of `0`
                 where = ".".join(path.parts[:i + 1])
                 raise EvalError("E0506", f"`{where}` has no layer `{part}`", path.span,
                                 help=f"did you mean `{guess}`?" if guess else
