@@ -166,12 +166,31 @@ def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
     assert 'padding="same", bias' not in inception and "padding=padding, bias" in inception
 
 
-def test_specializations_that_differ_by_a_count_stay_separate_classes():
-    """VGG's stages unroll `repeat convs`: one class per count, each saying its count (DenseNet's dense
-    block, a list made in a loop, is one class whose count is an argument)."""
-    _, src = _source("vgg.dl")
-    assert "VGGStage2" in _classes(src)
-    assert re.search(r"class VGGStage2\(nn.Sequential\):\n    \"\"\"The block `VGGStage` \(vgg.dl:\d+\), "
+STAGES = """
+block Stage(width: int, convs: int) {
+    repeat convs {
+        Conv2d(width, 3, padding=1)
+        ReLU()
+    }
+    MaxPool2d(2)
+}
+
+model Net {
+    input x: [B, 3, 32, 32]
+    Stage(16, 1) as stage1
+    Stage(32, 2) as stage2
+}
+"""
+
+
+def test_specializations_that_differ_by_a_count_stay_separate_classes(tmp_path):
+    """Stages that unroll `repeat convs` (two layers a pass): one class per count, each saying its count
+    (DenseNet's dense block, a list made in a loop, is one class whose count is an argument)."""
+    path = tmp_path / "stages.dl"
+    path.write_text(STAGES, encoding="utf-8")
+    src = dslc.load(str(path)).source()
+    assert _classes(src) == ["Stage", "Stage2", "Net"]
+    assert re.search(r"class Stage2\(nn.Sequential\):\n    \"\"\"The block `Stage` \(stages.dl:\d+\), "
                      r"built for convs == 2", src)
     _, dense = _source("densenet.dl")
     assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense
