@@ -194,3 +194,40 @@ def test_specializations_that_differ_by_a_count_stay_separate_classes(tmp_path):
                      r"built for convs == 2", src)
     _, dense = _source("densenet.dl")
     assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense
+
+
+CONFIGS = """
+block Features(config: list, bn: bool = false) {
+    for width in config {
+        Conv2d(width, 3, padding=1)
+        if bn {
+            BatchNorm2d()
+        }
+        ReLU()
+    }
+}
+
+model Small {
+    input x: [B, 3, 8, 8]
+    Features([4, 8]) as features
+}
+
+model Large {
+    input x: [B, 3, 8, 8]
+    Features([4, 8, 8], bn=true) as features
+}
+"""
+
+
+def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_path):
+    """A block unrolled over a list argument (VGG's configuration) is one class per list, each saying in
+    its docstring the arguments its constructor does not take that tell it from the others."""
+    path = tmp_path / "configs.dl"
+    path.write_text(CONFIGS, encoding="utf-8")
+    prog = dslc.load(str(path))
+    src = prog.source()
+    docs = re.findall(r'class (Features\d?)\(nn.Sequential\):\n    """The block `Features` \(configs.dl:\d+\)(.*)"""', src)
+    assert docs == [("Features", ", built for config == [4, 8] and not bn."),
+                    ("Features2", ", built for config == [4, 8, 8] and bn.")]
+    # one model alone has one class of the block, which needs no telling apart
+    assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))
