@@ -190,3 +190,54 @@ model Net(width: int = 4) {
     twin.load_state_dict(mine.state_dict(), strict=True)
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(mine(x), twin(x))
+
+
+STAGES = """
+block Features(config: list, bn: bool = false) {
+    for width, convs in config {
+        repeat convs {
+            Conv2d(width, 3, padding=1)
+            if bn {
+                BatchNorm2d()
+            }
+            ReLU()
+        }
+        MaxPool2d(2)
+    }
+}
+
+model Net {
+    input x: [B, 3, 8, 8]
+    Features([[4, 1], [6, 2]], bn=true) as features
+    Flatten()
+    Linear(5) as fc
+}
+"""
+
+
+def test_loops_that_make_several_layers_a_pass_join_the_chain(tmp_path):
+    """torchvision's VGG `make_layers`: a loop that unrolls into the chain adds its layers to the one flat
+    nn.Sequential, numbered on across passes (`features.4` is the second stage's first convolution)."""
+    prog = _program(tmp_path, STAGES)
+    source = prog.source()
+    assert [pyast.unparse(b) for b in _class(source, "Features").bases] == ["nn.Sequential"]
+    torch.manual_seed(0)
+    mine = _module(prog).Net().eval()
+    twin = nn.Module()
+    twin.features = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2))
+    twin.fc = nn.Linear(6 * 2 * 2, 5)
+    assert [k for k in mine.state_dict() if k.endswith("weight")] == \
+        ["features.0.weight", "features.1.weight", "features.4.weight", "features.5.weight", "features.7.weight",
+         "features.8.weight", "fc.weight"]
+    twin.load_state_dict(mine.state_dict(), strict=True)
+    for m in twin.features:   # batch norm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    mine.load_state_dict(twin.state_dict(), strict=True)
+    twin.eval()
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(mine(x), twin.fc(twin.features(x).flatten(1)))

@@ -183,7 +183,7 @@ STILL_LONG = {
     "distill-Teacher", "efficientnet-EfficientNetB0", "finetune-Classifier", "gan-Discriminator", "gan-Generator",
     "gpt-GPT", "mlp-MLP", "mnist_mlp-MnistMLP", "mobilenet-MobileNetV2", "perceptron-DeepMLP", "resnet-ResNet18",
     "resnet-ResNet34", "resnet-ResNet50", "seq2seq-Seq2SeqTransformer", "style_transfer-TransformerNet",
-    "transformer-TransformerClassifier", "unet-UNet", "vgg-VGG16",
+    "transformer-TransformerClassifier", "unet-UNet", "vgg-VGG16", "vgg-VGG16BN",
 }
 
 

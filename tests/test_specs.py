@@ -492,9 +492,11 @@ CASES = [
     Case("resnet.dl", "ResNet50", lambda: ResNetTwin(Bottleneck, [3, 4, 6, 3]), (IMAGE,), published=25_557_032,
          names=("layer1.0.downsample.1.weight", "layer4.2.conv3.weight", "fc.weight"), small={},
          rename=lambda key: key),
-    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544, names=("features.0.0.weight",
-                                                                           "features.4.4.bias"), small={}),
-    Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840, small={}),
+    Case("vgg.dl", "VGG16", VGGTwin, (IMAGE,), published=138_357_544,
+         names=("features.0.weight", "features.28.bias", "classifier.6.weight"), small={}, rename=lambda key: key),
+    Case("alexnet.dl", "AlexNet", AlexNetTwin, (IMAGE,), published=61_100_840,
+         names=("features.0.weight", "features.10.bias", "classifier.1.weight", "classifier.6.bias"), small={},
+         rename=lambda key: key),
     Case("mobilenet.dl", "MobileNetV2", MobileNetV2Twin, (IMAGE,), published=3_504_872,
          names=("features.0.0.weight", "features.2.conv.0.0.weight", "features.17.conv.1.1.weight",
                 "features.3.conv.2.weight", "features.18.0.weight", "classifier.1.weight"),
@@ -765,6 +767,16 @@ def test_mobile_state_dicts_are_torchvisions(file, model):
     (the twins are written in torchvision's layout: features.0.0, features.1.conv.0.0 or
     features.1.0.block.0.0, ..., classifier.1)."""
     mine, twin = built_on_meta(next(c for c in CASES if c.file == file and c.model == model))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
+
+
+@pytest.mark.parametrize("model", ["VGG11", "VGG11BN", "VGG16", "VGG16BN", "AlexNet"])
+def test_vgg_and_alexnet_state_dicts_are_torchvisions(model):
+    """VGG and AlexNet have torchvision's state-dict keys, in its order, with its shapes: one flat
+    `features` Sequential (VGG16's convolutions at 0, 2, 5, ..., 28; VGG16BN's batch norms right after
+    them), `avgpool`, and `classifier` (VGG's linear layers at 0, 3, 6; AlexNet's at 1, 4, 6)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file in ("vgg.dl", "alexnet.dl") and c.model == model))
     assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 

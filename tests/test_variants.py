@@ -164,12 +164,68 @@ def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
     assert 'padding="same", bias' not in inception and "padding=padding, bias" in inception
 
 
-def test_specializations_that_differ_by_a_count_stay_separate_classes():
-    """VGG's stages unroll `repeat convs`: one class per count, each saying its count (DenseNet's dense
-    block, a list made in a loop, is one class whose count is an argument)."""
-    _, src = _source("vgg.dl")
-    assert "VGGStage2" in _classes(src)
-    assert re.search(r"class VGGStage2\(nn.Sequential\):\n    \"\"\"The block `VGGStage` \(vgg.dl:\d+\), "
+STAGES = """
+block Stage(width: int, convs: int) {
+    repeat convs {
+        Conv2d(width, 3, padding=1)
+        ReLU()
+    }
+    MaxPool2d(2)
+}
+
+model Net {
+    input x: [B, 3, 32, 32]
+    Stage(16, 1) as stage1
+    Stage(32, 2) as stage2
+}
+"""
+
+
+def test_specializations_that_differ_by_a_count_stay_separate_classes(tmp_path):
+    """Stages that unroll `repeat convs` (two layers a pass): one class per count, each saying its count
+    (DenseNet's dense block, a list made in a loop, is one class whose count is an argument)."""
+    path = tmp_path / "stages.dl"
+    path.write_text(STAGES, encoding="utf-8")
+    src = dslc.load(str(path)).source()
+    assert _classes(src) == ["Stage", "Stage2", "Net"]
+    assert re.search(r"class Stage2\(nn.Sequential\):\n    \"\"\"The block `Stage` \(stages.dl:\d+\), "
                      r"built for convs == 2", src)
     _, dense = _source("densenet.dl")
     assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense
+
+
+CONFIGS = """
+block Features(config: list, bn: bool = false) {
+    for width in config {
+        Conv2d(width, 3, padding=1)
+        if bn {
+            BatchNorm2d()
+        }
+        ReLU()
+    }
+}
+
+model Small {
+    input x: [B, 3, 8, 8]
+    Features([4, 8]) as features
+}
+
+model Large {
+    input x: [B, 3, 8, 8]
+    Features([4, 8, 8], bn=true) as features
+}
+"""
+
+
+def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_path):
+    """A block unrolled over a list argument (VGG's configuration) is one class per list, each saying in
+    its docstring the arguments its constructor does not take that tell it from the others."""
+    path = tmp_path / "configs.dl"
+    path.write_text(CONFIGS, encoding="utf-8")
+    prog = dslc.load(str(path))
+    src = prog.source()
+    docs = re.findall(r'class (Features\d?)\(nn.Sequential\):\n    """The block `Features` \(configs.dl:\d+\)(.*)"""', src)
+    assert docs == [("Features", ", built for config == [4, 8] and not bn."),
+                    ("Features2", ", built for config == [4, 8, 8] and bn.")]
+    # one model alone has one class of the block, which needs no telling apart
+    assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))

@@ -1510,8 +1510,52 @@ def block_key(graph: Graph) -> tuple:
     return (graph.name, id(graph.decl))
 
 
+def _tell_apart(gen: Generator) -> None:
+    """The classes of one block that stay apart (`VGGFeatures`, `VGGFeatures2`) say in their
+    docstrings the arguments they were built for that the constructor does not take and that
+    differ between them (`config == [[64, 2], ...] and bn`), where their facts do not already
+    name them: a numbered class must say what makes it differ."""
+    tops = set(gen.top.values())
+    groups: dict = {}
+    for info in gen.classes:
+        if info.name not in tops and info.graphs:
+            groups.setdefault(block_key(info.graphs[0]), []).append(info)
+    for infos in groups.values():
+        baked = [_baked(info) for info in infos]
+        for info, mine in zip(infos, baked):
+            named = set(re.findall(r"[A-Za-z_]\w*", " ".join(info.facts or [])))
+            for p, v in mine.items():
+                if p not in named and any(other.get(p, mine) != v for other in baked if other is not mine):
+                    info.facts = [*(info.facts or []), _baked_fact(p, v)]
+
+
+def _baked(info: ClassInfo) -> dict:
+    """The block's arguments that the class's constructor does not take, with the one plain value
+    (bool, number, string, list) that every use of the class gives them."""
+    taken = {s[0] for s in info.signature}
+    out = {}
+    for p in info.graphs[0].params:
+        values = [g.params.get(p) for g in info.graphs]
+        if p not in taken and _plain(values[0]) and all(v == values[0] for v in values):
+            out[p] = values[0]
+    return out
+
+
+def _plain(v) -> bool:
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    return isinstance(v, (bool, int, float, str)) and not isinstance(v, (Size, Real))
+
+
+def _baked_fact(name: str, value) -> str:
+    if isinstance(value, bool):
+        return name if value else f"not {name}"
+    return f"{name} == {literal(value)}"
+
+
 def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:
     """A generated file: docstring, imports (F only where used), helpers, classes, registry."""
+    _tell_apart(gen)
     classes = "\n\n".join(c.source() for c in gen.classes)
     uses_f = "F." in classes or any("F." in HELPERS[h].source for h in gen.helpers)
     header = [f'"""{title}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""']

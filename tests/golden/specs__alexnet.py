@@ -6,20 +6,40 @@ import torch
 from torch import nn
 
 
-class AlexNet(nn.Sequential):
-    """The model `AlexNet` (alexnet.dl:10)."""
+class AlexNetFeatures(nn.Sequential):
+    """The block `AlexNetFeatures` (alexnet.dl:12)."""
 
-    def __init__(self, classes: int = 1000, dropout: float = 0.5):
-        super().__init__(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(),
+    def __init__(self, in_channels: int):
+        super().__init__(nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(),
                          nn.MaxPool2d(3, stride=2), nn.Conv2d(64, 192, 5, padding=2),
                          nn.ReLU(), nn.MaxPool2d(3, stride=2),
                          nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(3, stride=2), nn.AdaptiveAvgPool2d(6),
-                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(9216, 4096),
-                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(4096, 4096),
-                         nn.ReLU(), nn.Linear(4096, classes))
+                         nn.MaxPool2d(3, stride=2))
+
+
+class AlexNetClassifier(nn.Sequential):
+    """The block `AlexNetClassifier` (alexnet.dl:29)."""
+
+    def __init__(self, in_features: int, classes: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_features, 4096), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
+                         nn.Linear(4096, classes))
+
+
+class AlexNet(nn.Module):
+    """The model `AlexNet` (alexnet.dl:39)."""
+
+    def __init__(self, classes: int = 1000, dropout: float = 0.5):
+        super().__init__()
+        self.features = AlexNetFeatures(3)
+        self.avgpool = nn.AdaptiveAvgPool2d(6)
+        self.classifier = AlexNetClassifier(9216, classes, dropout)
+
+    def forward(self, x):
+        h = self.avgpool(self.features(x)).flatten(1)
+        return self.classifier(h)
 
 
 MODELS = {"AlexNet": AlexNet}

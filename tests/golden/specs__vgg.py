@@ -4,36 +4,24 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
-
-
-class VGGStage(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 1."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2))
-
-
-class VGGStage2(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 2."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2))
 
 
 class VGGFeatures(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:27)."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and not bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(VGGStage(in_channels, 64), VGGStage(64, 128),
-                         VGGStage2(128, 256), VGGStage2(256, 512), VGGStage2(512, 512))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGGClassifier(nn.Sequential):
-    """The block `VGGClassifier` (vgg.dl:34)."""
+    """The block `VGGClassifier` (vgg.dl:31)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
         super().__init__(nn.Linear(in_features, 4096), nn.ReLU(), nn.Dropout(dropout),
@@ -42,117 +30,120 @@ class VGGClassifier(nn.Sequential):
 
 
 class VGG11(nn.Module):
-    """The model `VGG11` (vgg.dl:45)."""
+    """The model `VGG11` (vgg.dl:42)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = VGGFeatures(3)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
+        h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
 
 
-class VGGStage3(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 1."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
-                         nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2))
-
-
-class VGGStage4(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 2."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
-                         nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
-                         nn.ReLU(), nn.MaxPool2d(2))
-
-
 class VGGFeatures2(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:27)."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(VGGStage3(in_channels, 64), VGGStage3(64, 128),
-                         VGGStage4(128, 256), VGGStage4(256, 512), VGGStage4(512, 512))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1),
+                         nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256),
+                         nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
+                         nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512),
+                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
+                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
+                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
+                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG11BN(nn.Module):
-    """The model `VGG11BN` (vgg.dl:53)."""
+    """The model `VGG11BN` (vgg.dl:50)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = VGGFeatures2(3)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
+        h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
 
 
-class VGGStage5(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 3."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2))
-
-
 class VGGFeatures3(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:27)."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and not bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(VGGStage2(in_channels, 64), VGGStage2(64, 128),
-                         VGGStage5(128, 256), VGGStage5(256, 512), VGGStage5(512, 512))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG16(nn.Module):
-    """The model `VGG16` (vgg.dl:62)."""
+    """The model `VGG16` (vgg.dl:59)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = VGGFeatures3(3)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
+        h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
 
 
-class VGGStage6(nn.Sequential):
-    """The block `VGGStage` (vgg.dl:15), built for convs == 3."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(nn.Conv2d(in_channels, width, 3, padding=1),
-                         nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
-                         nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
-                         nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2))
-
-
 class VGGFeatures4(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:27)."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(VGGStage4(in_channels, 64), VGGStage4(64, 128),
-                         VGGStage6(128, 256), VGGStage6(256, 512), VGGStage6(512, 512))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1),
+                         nn.BatchNorm2d(128), nn.ReLU(),
+                         nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1),
+                         nn.BatchNorm2d(256), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256),
+                         nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
+                         nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512),
+                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
+                         nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(512, 512, 3, padding=1),
+                         nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
+                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
+                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG16BN(nn.Module):
-    """The model `VGG16BN` (vgg.dl:70)."""
+    """The model `VGG16BN` (vgg.dl:67)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = VGGFeatures4(3)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(self.features(x), 7).flatten(1)
+        h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
 
 
