@@ -258,7 +258,7 @@ def test_workers_that_start_together_open_one_study(tmp_path):
     import optuna
     spec(tmp_path)
     os.makedirs(tmp_path / "sweeps" / "search")
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")   # the parent has dslc and optuna imported already
     barrier = context.Manager().Barrier(4)
     with context.Pool(4) as pool:
         names = pool.starmap(_open_together, [(str(tmp_path), barrier)] * 4)
