@@ -90,9 +90,11 @@ def test_resnet_blocks_are_one_class_each_branching_as_torchvision_does():
     prog, src = _source("resnet.dl")
     names = _classes(src)
     assert "BasicBlock2" not in names and "Bottleneck2" not in names
-    assert "if stride != 1:\n            self.downsample = Downsample(in_channels, out, stride=stride)\n" \
-           "        else:\n            self.downsample = None" in src
-    assert "if self.downsample is not None:" in src
+    # torchvision's choice of the projection, and its `identity = x if self.downsample is None else ...`
+    assert "self.downsample = (Downsample(in_channels, out, stride=stride)\n" \
+           "                           if stride != 1 else None)" in src
+    assert "skip = self.downsample(x) if self.downsample is not None else x\n" \
+           "        return F.relu(h + skip)" in src
     module = prog.module()
     torch.manual_seed(0)
     for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (8, 8, 2)):   # (8, 8, 2): a case no model uses
