@@ -4,14 +4,15 @@ A block is evaluated once per distinct set of decisions (`stride != 1`, `t == 1`
 `bilinear`), and each evaluation writes its own class body. A person writes one
 class that decides in its constructor, as torchvision's BasicBlock does:
 
-    if stride != 1 or in_channels != out:
-        self.downsample = Downsample(in_channels, out, stride)
-    else:
-        self.downsample = None
+    self.downsample = (Downsample(in_channels, out, stride)
+                       if stride != 1 or in_channels != out else None)
 
-and whose forward asks the module it built (`if self.downsample is not None:`).
+and whose forward asks the module it built
+(`skip = self.downsample(x) if self.downsample is not None else x`).
 `merge` writes that class from the bodies: the statements every body has are
-written once, the others in `if`/`elif`/`else` chains. `__init__` chooses by the
+written once, the others in `if`/`elif`/`else` chains, or in one conditional
+expression where a chain would only choose between a member and None, or
+between a local a branch computes and a value the other has. `__init__` chooses by the
 decisions each body was made under (the guards, printed as conditions on the
 constructor's arguments and minimized over the cases this file has); `forward`
 chooses by the members one body builds and another sets to None. Walking the
@@ -25,6 +26,7 @@ apart in Python, or when the bodies differ by a count (`layers == 6` and
 from __future__ import annotations
 
 import itertools
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -443,7 +445,7 @@ def _value_or_input(chosen: list, other: list, test: str) -> list[str] | None:
     if not rest or len(rest) != len(theirs) or any(re.search(rf"\b{local}\b", t) for t in theirs):
         return None
     for name in dict.fromkeys(re.findall(r"(?<![.\w])[A-Za-z_]\w*", "\n".join(theirs))):
-        if [re.sub(rf"(?<![.\w]){local}\b", name, r) for r in rest] == theirs:
+        if not keyword.iskeyword(name) and [re.sub(rf"(?<![.\w]){local}\b", name, r) for r in rest] == theirs:
             return _conditional(f"{local} = ", m.group(2), test, name) + rest
     return None
 
