@@ -87,9 +87,9 @@ async def test_a_zoo_spec_checks_clean_and_answers_hovers(client: LanguageClient
     assert "Conv2d(out_channels, kernel_size, stride=1" in conv and "[B, 64, 112, 112] float32" in conv
     model = await hover_text(client, uri, at(text, "model ResNet18", 8))
     assert "11,689,512 parameters" in model and "[B, 3, 224, 224]" in model   # torchvision's resnet18 count
-    stage = await hover_text(client, uri, at(text, "Stage(128, 2, stride=2)", 1))
-    assert "block Stage(width: int" in stage and "output here: `[B, 128, 28, 28] float32`" in stage
-    declared = await hover_text(client, uri, at(text, "block Stage", 6))
+    stage = await hover_text(client, uri, at(text, "BasicStage(128, 2, stride=2)", 1))
+    assert "block BasicStage(width: int" in stage and "output here: `[B, 128, 28, 28] float32`" in stage
+    declared = await hover_text(client, uri, at(text, "block BottleneckStage", 6))
     assert "called with outputs" in declared and "[B, 2048, 7, 7] float32" in declared and "output here" not in declared
     block_input = await hover_text(client, uri, at(text, "    input x: [B, 3, 224, 224]", 10))
     assert "[B, 3, 224, 224] float32" in block_input
@@ -110,9 +110,9 @@ async def test_definitions_and_symbols(client: LanguageClient):
     plus = await hover_text(client, uri, at(text, "output relu(h + skip)", len("output relu(h ")))
     assert "[B, 512, 7, 7] float32" in plus and "[B, 128, 28, 28] float32" in plus
     symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri)))
-    assert [s.name for s in symbols] == ["Downsample", "BasicBlock", "Bottleneck", "Stage", "ResNet18", "ResNet34",
-                                         "ResNet50"]
-    assert symbols[4].kind == lsp.SymbolKind.Class and symbols[4].selection_range.start == at(text, "ResNet18(classes")
+    assert [s.name for s in symbols] == ["Downsample", "BasicBlock", "Bottleneck", "BasicStage", "BottleneckStage",
+                                         "ResNet18", "ResNet34", "ResNet50"]
+    assert symbols[5].kind == lsp.SymbolKind.Class and symbols[5].selection_range.start == at(text, "ResNet18(classes")
 
 
 async def test_completions(client: LanguageClient):
@@ -126,7 +126,7 @@ async def test_completions(client: LanguageClient):
     items = await client.text_document_completion_async(lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), line))
     labels = {i.label: i for i in items.items}
     assert "Linear(out_features, bias=true)" in labels["Linear"].detail and labels["Linear"].documentation.value
-    assert {"BasicBlock", "Stage", "x", "classes"} <= set(labels)
+    assert {"BasicBlock", "BasicStage", "x", "classes"} <= set(labels)
 
 
 BROKEN = """model M(classes: int = 10) {

@@ -49,8 +49,8 @@ def test_runs_and_loops_collapse_unless_expanded():
 def test_depth_nests_blocks():
     prog = dslc.load(os.path.join(ROOT, "specs", "resnet.dl"))
     flat, nested = prog.diagram("ResNet50", depth=0), prog.diagram("ResNet50", depth=1)
-    assert "subgraph cluster" not in flat and "layer1: Stage" not in flat
-    assert "layer1: Stage" in nested
+    assert "subgraph cluster" not in flat and "layer1: BottleneckStage" not in flat
+    assert "layer1: BottleneckStage" in nested
     assert prog.diagram("ResNet50", depth=0).count(" [label=") < nested.count(" [label=")
 
 

@@ -55,6 +55,34 @@ def test_hunks_rebuild_every_sequence():
         assert rebuilt == s
 
 
+def _shortcut_bodies(plain_return: str) -> list:
+    s = variants.Atom("s", "stride != 1", "stride == 1")
+    forward = ["def forward(self, x):", "    h = self.conv(x)"]
+    built = variants.Body(["self.conv = nn.Conv2d(c, c, 3)", "self.proj = Proj(c, stride)"],
+                          forward + ["    skip = self.proj(x)", "    return h + skip"], [[(s, True)]], {})
+    plain = variants.Body(["self.conv = nn.Conv2d(c, c, 3)"], forward + [plain_return], [[(s, False)]], {})
+    return [built, plain]
+
+
+def test_a_member_or_none_and_a_shortcut_are_one_conditional_expression_each():
+    merged = variants.merge("Block", _shortcut_bodies("    return h + x"), {"c", "stride"})
+    assert merged.init == ["self.conv = nn.Conv2d(c, c, 3)", "self.proj = Proj(c, stride) if stride != 1 else None"]
+    assert merged.forward == ["def forward(self, x):", "    h = self.conv(x)",
+                              "    skip = self.proj(x) if self.proj is not None else x", "    return h + skip"]
+
+
+def test_branches_that_differ_otherwise_stay_a_chain():
+    # the other branch multiplies: not the same statements on another value
+    merged = variants.merge("Block", _shortcut_bodies("    return h * x"), {"c", "stride"})
+    assert merged.forward[2:] == ["    if self.proj is not None:", "        skip = self.proj(x)",
+                                  "        return h + skip", "    else:", "        return h * x"]
+    # a long assignment is parenthesized on two lines, the condition under the value
+    assert variants._conditional("self.downsample = ", "Downsample(in_channels, expansion * width, stride=stride)",
+                                 "in_channels != expansion * width or stride != 1", "None") == [
+        "self.downsample = (Downsample(in_channels, expansion * width, stride=stride)",
+        "                   if in_channels != expansion * width or stride != 1 else None)"]
+
+
 # ---------------------------------------------------------------- ResNet's BasicBlock and Bottleneck
 
 
@@ -90,9 +118,11 @@ def test_resnet_blocks_are_one_class_each_branching_as_torchvision_does():
     prog, src = _source("resnet.dl")
     names = _classes(src)
     assert "BasicBlock2" not in names and "Bottleneck2" not in names
-    assert "if stride != 1:\n            self.downsample = Downsample(in_channels, out, stride=stride)\n" \
-           "        else:\n            self.downsample = None" in src
-    assert "if self.downsample is not None:" in src
+    # torchvision's choice of the projection, and its `identity = x if self.downsample is None else ...`
+    assert "self.downsample = (Downsample(in_channels, out, stride=stride)\n" \
+           "                           if stride != 1 else None)" in src
+    assert "skip = self.downsample(x) if self.downsample is not None else x\n" \
+           "        return F.relu(h + skip)" in src
     module = prog.module()
     torch.manual_seed(0)
     for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (8, 8, 2)):   # (8, 8, 2): a case no model uses

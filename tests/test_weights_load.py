@@ -238,7 +238,7 @@ model Tiny(classes: int = 10) {
     BatchNorm2d() as bn1
     ReLU()
     MaxPool2d(3, stride=2, padding=1)
-    Stage(16, 2, stride=2) as layer1
+    BasicStage(16, 2, stride=2) as layer1
     AdaptiveAvgPool2d(1)
     Flatten()
     Linear(classes) as fc

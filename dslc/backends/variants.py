@@ -4,14 +4,15 @@ A block is evaluated once per distinct set of decisions (`stride != 1`, `t == 1`
 `bilinear`), and each evaluation writes its own class body. A person writes one
 class that decides in its constructor, as torchvision's BasicBlock does:
 
-    if stride != 1 or in_channels != out:
-        self.downsample = Downsample(in_channels, out, stride)
-    else:
-        self.downsample = None
+    self.downsample = (Downsample(in_channels, out, stride)
+                       if stride != 1 or in_channels != out else None)
 
-and whose forward asks the module it built (`if self.downsample is not None:`).
+and whose forward asks the module it built
+(`skip = self.downsample(x) if self.downsample is not None else x`).
 `merge` writes that class from the bodies: the statements every body has are
-written once, the others in `if`/`elif`/`else` chains. `__init__` chooses by the
+written once, the others in `if`/`elif`/`else` chains, or in one conditional
+expression where a chain would only choose between a member and None, or
+between a local a branch computes and a value the other has. `__init__` chooses by the
 decisions each body was made under (the guards, printed as conditions on the
 constructor's arguments and minimized over the cases this file has); `forward`
 chooses by the members one body builds and another sets to None. Walking the
@@ -25,12 +26,14 @@ apart in Python, or when the bodies differ by a count (`layers == 6` and
 from __future__ import annotations
 
 import itertools
+import keyword
 import re
 from dataclasses import dataclass
 
 from ..ir.pyliteral import py_str
 
 INDENT = "    "
+WIDTH = 88             # characters of a line a merged statement fits on (the generator's statements')
 MAX_ATOMS = 8          # decisions a merge considers (cases are enumerated: 2 ** MAX_ATOMS)
 _MEMBER = re.compile(r'^self\.([A-Za-z_]\w*) = |^self\.register_buffer\("(\w+)"')
 
@@ -320,6 +323,11 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[
     if len(groups) == 1:
         return [line for s in hunk[0] for line in s]
     groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
+    if len(groups) == 2:
+        one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]],
+                              lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms))
+        if one is not None:
+            return one
     out, seen = [], set()
     for n, group in enumerate(groups):
         stmts = hunk[group[0]]
@@ -332,6 +340,27 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[
         out += [f"{'if' if n == 0 else 'elif'} {cond}:"] + (_indented(stmts) if stmts else [INDENT + "pass"])
         seen |= on
     return out
+
+
+def _member_or_none(built: list, other: list, cond) -> list[str] | None:
+    """`self.downsample = Downsample(...) if ... else None`: a member one branch builds in a single
+    statement and the other sets to None, written as one assignment, as torchvision's `_make_layer`
+    chooses its downsample; None where the branches are anything else."""
+    if len(built) != 1 or len(built[0]) != 1 or len(other) != 1 or len(other[0]) != 1:
+        return None
+    m = re.match(r"self\.([A-Za-z_]\w*) = (.+)$", built[0][0])
+    if m is None or other[0][0] != f"self.{m.group(1)} = None":
+        return None
+    return _conditional(f"self.{m.group(1)} = ", m.group(2), cond(), "None")
+
+
+def _conditional(head: str, value: str, test: str, otherwise: str) -> list[str]:
+    """`head value if test else otherwise`, on one line where it fits in a method body, else
+    parenthesized on two, the condition under the value."""
+    line = f"{head}{value} if {test} else {otherwise}"
+    if len(2 * INDENT + line) <= WIDTH:
+        return [line]
+    return [f"{head}({value}", f"{' ' * (len(head) + 1)}if {test} else {otherwise})"]
 
 
 def _only_none(stmts: list) -> bool:
@@ -386,6 +415,12 @@ def _forward_chain(hunk: list, ctx: _ForwardContext) -> list[str] | None:
     if len(groups) == 1:
         return [line for s in hunk[0] for line in s]
     left = set(range(len(hunk)))
+    if len(groups) == 2:
+        test, group = _forward_test(groups, left, hunk, ctx)
+        other = next(g for g in groups if g is not group)
+        one = _value_or_input(hunk[group[0]], hunk[other[0]], test)
+        if one is not None:
+            return one
     out: list[str] = []
     while len(groups) > 1:
         test, group = _forward_test(groups, left, hunk, ctx)
@@ -395,6 +430,24 @@ def _forward_chain(hunk: list, ctx: _ForwardContext) -> list[str] | None:
         groups.remove(group)
     stmts = hunk[groups[0][0]]
     return out + (["else:"] + _indented(stmts) if stmts else [])
+
+
+def _value_or_input(chosen: list, other: list, test: str) -> list[str] | None:
+    """`skip = self.downsample(x) if self.downsample is not None else x` and the statements after
+    it once, where one branch computes a local in its first statement and the other runs the same
+    statements on a value it has (a residual's shortcut); None where the branches differ otherwise."""
+    if not chosen or any(len(s) != 1 for s in chosen + other):
+        return None
+    m = re.match(r"([A-Za-z_]\w*) = (.+)$", chosen[0][0])
+    if m is None:
+        return None
+    local, rest, theirs = m.group(1), [s[0] for s in chosen[1:]], [s[0] for s in other]
+    if not rest or len(rest) != len(theirs) or any(re.search(rf"\b{local}\b", t) for t in theirs):
+        return None
+    for name in dict.fromkeys(re.findall(r"(?<![.\w])[A-Za-z_]\w*", "\n".join(theirs))):
+        if not keyword.iskeyword(name) and [re.sub(rf"(?<![.\w]){local}\b", name, r) for r in rest] == theirs:
+            return _conditional(f"{local} = ", m.group(2), test, name) + rest
+    return None
 
 
 def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> tuple:

@@ -14,6 +14,14 @@ class Down(nn.Sequential):
                          nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
 
 
+class Encoder(nn.Sequential):
+    """The block `Encoder` (conv_vae.dl:30)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(Down(in_channels, 32), Down(32, 64), Down(64, 128),
+                         Down(128, 256), Down(256, 512))
+
+
 class Up(nn.Sequential):
     """The block `Up` (conv_vae.dl:23)."""
 
@@ -22,45 +30,36 @@ class Up(nn.Sequential):
                          nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
 
 
+class Decoder(nn.Sequential):
+    """The block `Decoder` (conv_vae.dl:35)."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__(Up(in_channels, 256), Up(256, 128), Up(128, 64), Up(64, 32),
+                         Up(32, 32), nn.Conv2d(32, channels, 3, padding=1), nn.Tanh())
+
+
 class ConvVAE(nn.Module):
-    """The model `ConvVAE` (conv_vae.dl:29)."""
+    """The model `ConvVAE` (conv_vae.dl:42)."""
 
     def __init__(self, channels: int = 3, latent: int = 128, hidden: list[int] = [32, 64, 128, 256, 512]):
         super().__init__()
         if hidden != [32, 64, 128, 256, 512]:
             raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with `dslc compile --set`")
-        self.down1 = Down(channels, 32)
-        self.down2 = Down(32, 64)
-        self.down3 = Down(64, 128)
-        self.down4 = Down(128, 256)
-        self.down5 = Down(256, 512)
+        self.encoder = Encoder(channels)
         self.fc_mu = nn.Linear(2048, latent)
         self.fc_var = nn.Linear(2048, latent)
         self.decoder_input = nn.Linear(latent, 2048)
-        self.up1 = Up(512, 256)
-        self.up2 = Up(256, 128)
-        self.up3 = Up(128, 64)
-        self.up4 = Up(64, 32)
-        self.up5 = Up(32, 32)
-        self.conv = nn.Conv2d(32, channels, 3, padding=1)
+        self.decoder = Decoder(512, channels)
 
     def forward(self, x):
         B = x.shape[0]
-        e = self.down1(x)
-        e = self.down2(e)
-        e = self.down3(e)
-        e = self.down4(e)
-        e = self.down5(e)
+        e = self.encoder(x)
         f = e.flatten(1)
         mu = self.fc_mu(f)
         log_var = self.fc_var(f)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
         h = self.decoder_input(z).reshape(B, 512, 2, 2)
-        h = self.up1(h)
-        h = self.up2(h)
-        h = self.up3(h)
-        h = self.up4(h)
-        recon = torch.tanh(self.conv(self.up5(h)))
+        recon = self.decoder(h)
         return recon, mu, log_var
 
 

@@ -4,7 +4,6 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
 class UpBlock(nn.Sequential):
@@ -15,23 +14,17 @@ class UpBlock(nn.Sequential):
                          nn.BatchNorm2d(out), nn.ReLU())
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(nn.Sequential):
     """The model `DCGANGenerator` (dcgan.dl:36)."""
 
     def __init__(self, latent: int = 100, features: int = 64, channels: int = 3):
-        super().__init__()
-        self.latent = latent
-        self.up_block1 = UpBlock(latent, 8 * features, stride=1, padding=0)
-        self.up_block2 = UpBlock(8 * features, 4 * features)
-        self.up_block3 = UpBlock(4 * features, 2 * features)
-        self.up_block4 = UpBlock(2 * features, features)
-        self.deconv = nn.ConvTranspose2d(features, channels, 4, stride=2, padding=1, bias=False)
-
-    def forward(self, z):
-        B = z.shape[0]
-        x = self.up_block2(self.up_block1(z.reshape(B, self.latent, 1, 1)))
-        x = self.deconv(self.up_block4(self.up_block3(x)))
-        return torch.tanh(x)
+        super().__init__(nn.Unflatten(1, (latent, 1, 1)),
+                         UpBlock(latent, 8 * features, stride=1, padding=0),
+                         UpBlock(8 * features, 4 * features),
+                         UpBlock(4 * features, 2 * features),
+                         UpBlock(2 * features, features),
+                         nn.ConvTranspose2d(features, channels, 4, stride=2, padding=1, bias=False),
+                         nn.Tanh())
 
 
 class DownBlock(nn.Sequential):
@@ -54,49 +47,49 @@ class DCGANDiscriminator(nn.Sequential):
                          nn.Sigmoid())
 
 
+class GeneratorMLP(nn.Sequential):
+    """The block `GeneratorMLP` (dcgan.dl:60)."""
+
+    def __init__(self, in_features: int, out: int):
+        super().__init__(nn.Linear(in_features, 128), nn.LeakyReLU(0.2),
+                         nn.Linear(128, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
+                         nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2),
+                         nn.Linear(1024, out), nn.Tanh())
+
+
 class ConditionalGenerator(nn.Module):
-    """The model `ConditionalGenerator` (dcgan.dl:59)."""
+    """The model `ConditionalGenerator` (dcgan.dl:86)."""
 
     def __init__(self, latent: int = 100, classes: int = 10, out: int = 784):
         super().__init__()
         self.label_embed = nn.Embedding(classes, classes)
-        self.fc1 = nn.Linear(classes + latent, 128)
-        self.fc2 = nn.Linear(128, 256)
-        self.bn1 = nn.BatchNorm1d(256)
-        self.fc3 = nn.Linear(256, 512)
-        self.bn2 = nn.BatchNorm1d(512)
-        self.fc4 = nn.Linear(512, 1024)
-        self.bn3 = nn.BatchNorm1d(1024)
-        self.fc5 = nn.Linear(1024, out)
+        self.model = GeneratorMLP(classes + latent, out)
 
     def forward(self, z, label):
-        h = torch.cat([self.label_embed(label), z], dim=1)
-        h = F.leaky_relu(self.fc1(h), 0.2)
-        h = F.leaky_relu(self.bn1(self.fc2(h)), 0.2)
-        h = F.leaky_relu(self.bn2(self.fc3(h)), 0.2)
-        h = F.leaky_relu(self.bn3(self.fc4(h)), 0.2)
-        return torch.tanh(self.fc5(h))
+        return self.model(torch.cat([self.label_embed(label), z], dim=1))
+
+
+class DiscriminatorMLP(nn.Sequential):
+    """The block `DiscriminatorMLP` (dcgan.dl:73)."""
+
+    def __init__(self, in_features: int):
+        super().__init__(nn.Linear(in_features, 512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2),
+                         nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2),
+                         nn.Linear(512, 1), nn.Sigmoid())
 
 
 class ConditionalDiscriminator(nn.Module):
-    """The model `ConditionalDiscriminator` (dcgan.dl:70)."""
+    """The model `ConditionalDiscriminator` (dcgan.dl:92)."""
 
     def __init__(self, inp: int = 784, classes: int = 10):
         super().__init__()
         self.label_embed = nn.Embedding(classes, classes)
-        self.fc1 = nn.Linear(classes + inp, 512)
-        self.fc2 = nn.Linear(512, 512)
-        self.dropout1 = nn.Dropout(0.4)
-        self.fc3 = nn.Linear(512, 512)
-        self.dropout2 = nn.Dropout(0.4)
-        self.fc4 = nn.Linear(512, 1)
+        self.model = DiscriminatorMLP(classes + inp)
 
     def forward(self, x, label):
-        h = torch.cat([x, self.label_embed(label)], dim=1)
-        y = self.fc2(F.leaky_relu(self.fc1(h), 0.2))
-        y = self.fc3(F.leaky_relu(self.dropout1(y), 0.2))
-        y = self.fc4(F.leaky_relu(self.dropout2(y), 0.2))
-        return torch.sigmoid(y)
+        return self.model(torch.cat([x, self.label_embed(label)], dim=1))
 
 
 MODELS = {"DCGANGenerator": DCGANGenerator, "DCGANDiscriminator": DCGANDiscriminator, "ConditionalGenerator": ConditionalGenerator, "ConditionalDiscriminator": ConditionalDiscriminator}

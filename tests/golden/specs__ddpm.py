@@ -57,10 +57,7 @@ class ResnetBlock(nn.Module):
         self.norm2 = nn.GroupNorm(groups, out, eps=1e-06)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1)
-        if shortcut:
-            self.nin_shortcut = nn.Conv2d(num_channels, out, 1)
-        else:
-            self.nin_shortcut = None
+        self.nin_shortcut = nn.Conv2d(num_channels, out, 1) if shortcut else None
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))
@@ -68,11 +65,8 @@ class ResnetBlock(nn.Module):
         h = h + y.unsqueeze(-1)
         y = self.dropout(F.silu(self.norm2(h)))
         h = self.conv2(y)
-        if self.nin_shortcut is not None:
-            skip = self.nin_shortcut(x)
-            return skip + h
-        else:
-            return x + h
+        skip = self.nin_shortcut(x) if self.nin_shortcut is not None else x
+        return skip + h
 
 
 class Downsample(nn.Module):

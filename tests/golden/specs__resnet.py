@@ -26,19 +26,64 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
-        if stride != 1:
-            self.downsample = Downsample(in_channels, out, stride=stride)
-        else:
-            self.downsample = None
+        self.downsample = (Downsample(in_channels, out, stride=stride)
+                           if stride != 1 else None)
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))
         h = self.bn2(self.conv2(h))
-        if self.downsample is not None:
-            skip = self.downsample(x)
-            return F.relu(h + skip)
-        else:
-            return F.relu(h + x)
+        skip = self.downsample(x) if self.downsample is not None else x
+        return F.relu(h + skip)
+
+
+class BasicStage(nn.Sequential):
+    """The block `BasicStage` (resnet.dl:50), built for blocks >= 1."""
+
+    def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
+        if not (in_channels == width or stride != 1):
+            raise ValueError("BasicStage was generated for in_channels == width or stride != 1; compile the spec again with these arguments to get the class they need")
+        super().__init__(BasicBlock(in_channels, width, stride=stride),
+                         *[BasicBlock(width, width) for _ in range(1, blocks)])
+
+
+class ResNet18(nn.Module):
+    """The model `ResNet18` (resnet.dl:62)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = BasicStage(64, 64, 2)
+        self.layer2 = BasicStage(64, 128, 2, stride=2)
+        self.layer3 = BasicStage(128, 256, 2, stride=2)
+        self.layer4 = BasicStage(256, 512, 2, stride=2)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
+
+
+class ResNet34(nn.Module):
+    """The model `ResNet34` (resnet.dl:77)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = BasicStage(64, 64, 3)
+        self.layer2 = BasicStage(64, 128, 4, stride=2)
+        self.layer3 = BasicStage(128, 256, 6, stride=2)
+        self.layer4 = BasicStage(256, 512, 3, stride=2)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
+        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
+        return self.fc(h.flatten(1))
 
 
 class Bottleneck(nn.Module):
@@ -52,87 +97,36 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(expansion * width)
-        if in_channels != expansion * width or stride != 1:
-            self.downsample = Downsample(in_channels, expansion * width, stride=stride)
-        else:
-            self.downsample = None
+        self.downsample = (Downsample(in_channels, expansion * width, stride=stride)
+                           if in_channels != expansion * width or stride != 1 else None)
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))
         h = F.relu(self.bn2(self.conv2(h)))
         h = self.bn3(self.conv3(h))
-        if self.downsample is not None:
-            skip = self.downsample(x)
-            return F.relu(h + skip)
-        else:
-            return F.relu(h + x)
+        skip = self.downsample(x) if self.downsample is not None else x
+        return F.relu(h + skip)
 
 
-class Stage(nn.Sequential):
-    """The block `Stage` (resnet.dl:49), built for blocks >= 1."""
+class BottleneckStage(nn.Sequential):
+    """The block `BottleneckStage` (resnet.dl:56), built for blocks >= 1."""
 
-    def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1, bottleneck: bool = False):
-        if not (stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck)):
-            raise ValueError("Stage was generated for stride != 1 or (bottleneck and in_channels != 4 * width) or (in_channels == width and not bottleneck); compile the spec again with these arguments to get the class they need")
-        if not bottleneck:
-            super().__init__(BasicBlock(in_channels, width, stride=stride),
-                             *[BasicBlock(width, width) for _ in range(1, blocks)])
-        else:
-            super().__init__(Bottleneck(in_channels, width, stride=stride),
-                             *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
-
-
-class ResNet18(nn.Module):
-    """The model `ResNet18` (resnet.dl:59)."""
-
-    def __init__(self, classes: int = 1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = Stage(64, 64, 2)
-        self.layer2 = Stage(64, 128, 2, stride=2)
-        self.layer3 = Stage(128, 256, 2, stride=2)
-        self.layer4 = Stage(256, 512, 2, stride=2)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
-        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
-        return self.fc(h.flatten(1))
-
-
-class ResNet34(nn.Module):
-    """The model `ResNet34` (resnet.dl:74)."""
-
-    def __init__(self, classes: int = 1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = Stage(64, 64, 3)
-        self.layer2 = Stage(64, 128, 4, stride=2)
-        self.layer3 = Stage(128, 256, 6, stride=2)
-        self.layer4 = Stage(256, 512, 3, stride=2)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = self.layer2(self.layer1(F.max_pool2d(h, 3, stride=2, padding=1)))
-        h = F.adaptive_avg_pool2d(self.layer4(self.layer3(h)), 1)
-        return self.fc(h.flatten(1))
+    def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
+        super().__init__(Bottleneck(in_channels, width, stride=stride),
+                         *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
 
 
 class ResNet50(nn.Module):
-    """The model `ResNet50` (resnet.dl:89)."""
+    """The model `ResNet50` (resnet.dl:92)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = Stage(64, 64, 3, bottleneck=True)
-        self.layer2 = Stage(256, 128, 4, stride=2, bottleneck=True)
-        self.layer3 = Stage(512, 256, 6, stride=2, bottleneck=True)
-        self.layer4 = Stage(1024, 512, 3, stride=2, bottleneck=True)
+        self.layer1 = BottleneckStage(64, 64, 3)
+        self.layer2 = BottleneckStage(256, 128, 4, stride=2)
+        self.layer3 = BottleneckStage(512, 256, 6, stride=2)
+        self.layer4 = BottleneckStage(1024, 512, 3, stride=2)
         self.fc = nn.Linear(2048, classes)
 
     def forward(self, x):
