@@ -17,7 +17,7 @@ from dslc.ir.nesting import nest, structure
 
 ARGUMENTS = {"MLP": {"hidden": 256, "classes": 10},   # models without defaults
              "SineForecaster": {"future": 3}}         # its generated steps too
-BIG = {"VGG11", "VGG11BN", "VGG16", "VGG16BN", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet", "UNetBilinear",
+BIG = {"VGG11", "VGG11BN", "VGG16", "VGG16BN", "ViT", "GPT", "ResNet50", "ResNet34", "AlexNet", "UNet", "UNetBilinear",
        "BertClassifier", "Seq2SeqTransformer"}
 FILES = sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl"))) + [os.path.join(ROOT, "examples", "language.dl")]
 # the training examples' own models (their imports are tested where they are declared)
