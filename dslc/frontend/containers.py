@@ -115,8 +115,14 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
     why, elements = _qualifies(loop, graph, consumers)
     dense = _dense(loop, graph, consumers) if why is not None else None
     if dense is not None:
-        container = _keep(loop, [e for e, _ in dense], 0, False, graph,
-                          concat_dim=graph.nodes[dense[0][1]].args["dim"])
+        elements = [e for e, _ in dense]
+        keys = _keys(elements, graph)
+        pattern = _key_pattern(keys) if keys else None
+        if keys and pattern is None:
+            dense = None   # its count stays an argument, so its names must follow a template of the index
+    if dense is not None:
+        container = _keep(loop, elements, 0, False, graph, concat_dim=graph.nodes[dense[0][1]].args["dim"],
+                          keys=keys and _names(elements, graph), pattern=pattern)
         container.result = _grown_result(graph, dense, loop.count)
         return
     if why is not None and loop.name is not None:
@@ -129,6 +135,10 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
         return
     first = _alike_from(loop, elements, graph)
+    keys = _keys(elements, graph)
+    pattern = _key_pattern(keys) if keys else None
+    if keys and pattern is None:
+        first = None   # no template of the index writes these names for every count: list them
     whole = loop.name is None and _chain(graph) == elements and ctx.kind == "block" and \
         all(_sequential_element(graph, n) for n in elements)
     if not (loop.name is not None or whole or loop.kind == "repeat" and first == 0):
@@ -138,7 +148,34 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
     elif first == 1 and isinstance(loop.count, Size):
         record(loop.count.expr, ">=", Poly.const(1), True)   # the list always holds its first element
-    _keep(loop, elements, first, whole, graph)
+    _keep(loop, elements, first, whole, graph, keys=keys and _names(elements, graph), pattern=pattern)
+
+
+def _keys(elements: list, graph: Graph) -> list | None:
+    """The elements' names when a template made each one (`as "layer{i}"`), else None."""
+    keys = [graph.instances[graph.nodes[n].instance].key for n in elements]
+    return keys if all(keys) else None
+
+
+def _names(elements: list, graph: Graph) -> list:
+    return [graph.instances[graph.nodes[n].instance].user_name for n in elements]
+
+
+def _key_pattern(keys: list) -> tuple | None:
+    """The template that gives element i its key for any count: the text that every key shares, and
+    for a value that grows by one a pass, the int c of `i + c`; None when the keys follow none (or
+    there is one key, which cannot tell `i` from a constant)."""
+    if len(keys) < 2 or len({len(k) for k in keys}) != 1:
+        return None
+    out = []
+    for parts in zip(*keys):
+        if len(set(parts)) == 1 and len({type(p) for p in parts}) == 1:
+            out.append(str(parts[0]))
+        elif all(type(p) is int and p - j == parts[0] for j, p in enumerate(parts)):
+            out.append(parts[0])
+        else:
+            return None
+    return tuple(out) if any(type(p) is int for p in out) else None
 
 
 def _lose(count) -> None:
@@ -147,12 +184,12 @@ def _lose(count) -> None:
 
 
 def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph,
-          concat_dim: int | None = None) -> Container:
+          concat_dim: int | None = None, keys: list | None = None, pattern: tuple | None = None) -> Container:
     # named by ir/naming.py with the other instances; the elements of a Sequential block by position
     name = loop.name or ("" if whole else f"__auto{len(graph.containers)}")
     ids = [graph.nodes[n].instance for n in elements]
     graph.containers[name] = Container(name, ids, loop.count, first, user_name=loop.name, sequential=whole,
-                                       concat_dim=concat_dim)
+                                       concat_dim=concat_dim, keys=keys, key_pattern=pattern)
     for i, inst_id in enumerate(ids):
         inst = graph.instances[inst_id]
         inst.container, inst.index = name, i

@@ -19,6 +19,7 @@ from ..ir.limits import MAX_EXPR_DEPTH, MAX_INT, MAX_STRING
 from ..ir.types import DTYPES
 from . import ast
 from .parse_cache import cached_lark
+from .templates import template_problem
 
 MAX_DEPTH = 100  # brackets nested deeper than this are refused before parsing (E0106)
 MAX_DIGITS = len(str(MAX_INT))  # a longer integer literal is too large without converting it
@@ -632,6 +633,15 @@ class _ToAst(Transformer):
 
     def as_name(self, c):
         value, name = c[0], _after(c, "AS")
+        if name.type == "STRING":   # a name template, `as "denselayer{i + 1}"` (frontend/templates.py)
+            problem = template_problem(name.value[1:-1])
+            if problem:
+                at, why = problem
+                start = self._tok(name).start + 1 + at
+                raise DslcError(Diagnostic("E0101", f"this name template {why}", Span(self.file, start, start + 1),
+                                           label="here", help='a template is a name with expressions in braces: '
+                                                              '`as "layer{i + 1}"`'))
+            return self._checked(ast.AsName(self._sp(c), value, name.value[1:-1], self._tok(name), template=True))
         return self._checked(ast.AsName(self._sp(c), value, str(name), self._tok(name)))
 
     def cond(self, c):
