@@ -19,7 +19,6 @@ from ..ir.limits import MAX_EXPR_DEPTH, MAX_INT, MAX_STRING
 from ..ir.types import DTYPES
 from . import ast
 from .parse_cache import cached_lark
-from .templates import template_problem
 
 MAX_DEPTH = 100  # brackets nested deeper than this are refused before parsing (E0106)
 MAX_DIGITS = len(str(MAX_INT))  # a longer integer literal is too large without converting it
@@ -843,6 +842,29 @@ def _is_body(x) -> bool:
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "r": "\r", "0": "\0"}
 _ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def template_problem(text: str) -> tuple[int, str] | None:
+    """(offset in `text`, what is wrong) for a template the parser refuses, else None."""
+    if "\\" in text:
+        return text.index("\\"), "has an escape, which no name has"
+    opened = None
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if opened is not None:
+                return i, "opens a brace inside a brace"
+            opened = i
+        elif ch == "}":
+            if opened is None:
+                return i, "closes a brace it did not open"
+            if not text[opened + 1:i].strip():
+                return opened, "has an empty `{}`"
+            opened = None
+    if opened is not None:
+        return opened, "opens a brace it does not close"
+    if "{" not in text:
+        return 0, "has no `{expression}`: write a fixed name without quotes (`as conv1`)"
+    return None
 
 
 def _string_value(tok: Token) -> str:

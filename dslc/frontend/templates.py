@@ -6,38 +6,18 @@ computes its name, which is checked as any `as` name (an identifier, a valid att
 model or block). In a loop kept as a list (frontend/containers.py) the names are the list's keys
 (`layers.encoder_layer_0`); in a loop that unrolls they are attributes (`denseblock1`).
 
-The parser checks the braces (`template_problem`); the expressions are parsed when first evaluated
-(`pieces`), since the parser that made the AST is not re-entrant.
+The parser checks the braces (parser.template_problem); the expressions are parsed when first
+evaluated (`pieces`), since the parser that made the AST is not re-entrant.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..diagnostics import DslcError
 from .errors import EvalError
+from .parser import parse_expression
 
 _PARSED: dict = {}   # id(AsName) -> (the node, its pieces): the node is kept so its id stays its own
-
-
-def template_problem(text: str) -> tuple[int, str] | None:
-    """(offset in `text`, what is wrong) for a template the parser refuses, else None."""
-    if "\\" in text:
-        return text.index("\\"), "has an escape, which no name has"
-    opened = None
-    for i, ch in enumerate(text):
-        if ch == "{":
-            if opened is not None:
-                return i, "opens a brace inside a brace"
-            opened = i
-        elif ch == "}":
-            if opened is None:
-                return i, "closes a brace it did not open"
-            if not text[opened + 1:i].strip():
-                return opened, "has an empty `{}`"
-            opened = None
-    if opened is not None:
-        return opened, "opens a brace it does not close"
-    if "{" not in text:
-        return 0, "has no `{expression}`: write a fixed name without quotes (`as conv1`)"
-    return None
 
 
 def pieces(e) -> tuple:
@@ -45,7 +25,6 @@ def pieces(e) -> tuple:
     hit = _PARSED.get(id(e))
     if hit is not None and hit[0] is e:
         return hit[1]
-    from .parser import parse_expression   # the parser imports this module for template_problem
     out, text, at = [], e.name, 0
     start = e.name_span.start + 1          # after the opening quote
     while at < len(text):
@@ -59,9 +38,10 @@ def pieces(e) -> tuple:
         # the expression at its own place in the file, so that its spans point into the template
         try:
             out.append(parse_expression(e.name_span.file, " " * (start + brace + 1) + text[brace + 1:close]))
-        except DslcError as error:
+        except DslcError as error:   # the parser's words speak of a file: say what is wrong here
             wrapped = EvalError("E0101", str(error))
-            wrapped.diagnostic = error.diagnostics[0]
+            wrapped.diagnostic = replace(error.diagnostics[0], message=f"this name template's "
+                                         f"`{text[brace:close + 1]}` is not a whole expression")
             raise wrapped from None
         at = close + 1
     _PARSED[id(e)] = (e, tuple(out))
