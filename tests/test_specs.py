@@ -799,6 +799,16 @@ def test_vit_state_dict_is_torchvisions():
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 
 
+@pytest.mark.parametrize("model", ["DenseNet121", "DenseNetBC100"])
+def test_densenet_state_dict_is_torchvisions(model):
+    """The zoo's DenseNets have torchvision's state-dict keys, in its order, with its shapes
+    (features.conv0, features.norm0, features.denseblock1.denselayer1.norm1, ..., features.transition1.conv,
+    ..., features.norm5, classifier; the CIFAR one without norm0)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file == "densenet.dl" and c.model == model))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
+
+
 def test_tied_head_is_one_parameter():
     """GPT's output head reads the embedding: no second vocab × dim matrix."""
     mine, _ = built_on_meta(next(c for c in CASES if c.model == "GPT"))

@@ -262,8 +262,11 @@ class _ClassWriter:
 
     def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
-        sequential = _sequential(self.graph) is not None
-        fwd = self._sequential_forward() if sequential else self._forward()
+        whole = _sequential(self.graph)
+        sequential = whole is not None
+        # a dense list that is its block (torchvision's _DenseBlock) is an nn.ModuleDict with a forward of its own
+        dense = sequential and whole.concat_dim is not None
+        fwd = self._sequential_forward() if sequential and not dense else self._forward()
         members = self._members(init_printer)
         opening = self._sequential_init(init_printer)
         checks = self._derived_defaults(init_printer) + (self._guards(init_printer) if self.is_model else [])
@@ -274,7 +277,7 @@ class _ClassWriter:
             opening = checks + opening
         else:
             init = checks + init
-        base = "nn.Sequential" if sequential else "nn.Module"
+        base = "nn.ModuleDict" if dense else "nn.Sequential" if sequential else "nn.Module"
         if self.is_model and self.graph.inference:
             fwd += ([""] if fwd else []) + self._train_refusal()
         heading, facts = self._doc_parts()
@@ -684,7 +687,8 @@ class _ClassWriter:
         expr = self._node_expr(join, var, printer, params)
         var[node.inputs[0]] = running
         lines = [f"{target} = {running}"] if target != running else []
-        return lines + [f"for {element} in self.{c.name}:", f"{INDENT}{target} = {expr}"]
+        elements = (f"self.{c.name}" if c.name else "self") + (".values()" if c.keys else "")
+        return lines + [f"for {element} in {elements}:", f"{INDENT}{target} = {expr}"]
 
     def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                         params) -> list[str]:

@@ -121,7 +121,9 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         if keys and pattern is None:
             dense = None   # its count stays an argument, so its names must follow a template of the index
     if dense is not None:
-        container = _keep(loop, elements, 0, False, graph, concat_dim=graph.nodes[dense[0][1]].args["dim"],
+        # named by a template and not by the loop, the list is its block (torchvision's _DenseBlock)
+        whole = bool(keys) and loop.name is None
+        container = _keep(loop, elements, 0, whole, graph, concat_dim=graph.nodes[dense[0][1]].args["dim"],
                           keys=keys and _names(elements, graph), pattern=pattern)
         container.result = _grown_result(graph, dense, loop.count)
         return
