@@ -219,3 +219,78 @@ model M {
 }
 """)
     assert "E0210" in msg and "a layer named `fc0` already exists" in msg
+
+
+DENSE = """
+block Unit(growth: int) {
+    BatchNorm2d() as norm
+    ReLU()
+    Conv2d(growth, 3, padding=1, bias=false) as conv
+}
+
+block Dense(layers: int, growth: int) {
+    input x
+    for i in range(layers) {
+        x = concat([x, x -> Unit(growth) as "denselayer{i + 1}"], dim=1)
+    }
+    output x
+}
+
+model Net(layers: int = 3, growth: int = 4) {
+    input image: [B, 3, 8, 8]
+    h = image -> Conv2d(6, 3, padding=1) as stem -> Dense(layers, growth) as dense
+    output h -> Conv2d(2, 1) as head
+}
+"""
+
+
+class UnitTwin(nn.Module):
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.norm(x)))
+
+
+class DenseTwin(nn.ModuleDict):
+    """torchvision's _DenseBlock: a ModuleDict of `denselayer{i + 1}`."""
+
+    def __init__(self, cin: int, layers: int, growth: int):
+        super().__init__()
+        for i in range(layers):
+            self.add_module(f"denselayer{i + 1}", UnitTwin(cin + i * growth, growth))
+
+    def forward(self, x):
+        for layer in self.values():
+            x = torch.cat([x, layer(x)], dim=1)
+        return x
+
+
+class DenseNetTwin(nn.Module):
+    def __init__(self, layers: int, growth: int):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.dense = DenseTwin(6, layers, growth)
+        self.head = nn.Conv2d(6 + layers * growth, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.dense(self.stem(x)))
+
+
+def test_a_templated_dense_loop_is_its_block_a_module_dict(tmp_path):
+    prog = _load(tmp_path, DENSE)
+    src = prog.source()
+    assert "class Dense(nn.ModuleDict):" in src
+    assert 'self.add_module(f"denselayer{i + 1}", Unit(num_features + i * growth, growth))' in src
+    assert "for layer in self.values():" in src and "compiled for" not in src
+    module = exec_source(src, "<dense>")   # compiled at layers=3
+    for layers, growth in ((3, 4), (1, 2), (5, 3)):
+        torch.manual_seed(0)
+        mine, twin = module.Net(layers=layers, growth=growth).eval(), DenseNetTwin(layers, growth).eval()
+        assert _shapes(mine) == _shapes(twin)
+        twin.load_state_dict(mine.state_dict(), strict=True)
+        x = torch.rand(2, 3, 8, 8)
+        torch.testing.assert_close(mine(x), twin(x))
+        torch.testing.assert_close(torch.jit.script(mine)(x), twin(x))
