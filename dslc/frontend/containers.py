@@ -114,18 +114,7 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         return
     why, elements = _qualifies(loop, graph, consumers)
     dense = _dense(loop, graph, consumers) if why is not None else None
-    if dense is not None:
-        elements = [e for e, _ in dense]
-        keys = _keys(elements, graph)
-        pattern = _key_pattern(keys) if keys else None
-        if keys and pattern is None:
-            dense = None   # its count stays an argument, so its names must follow a template of the index
-    if dense is not None:
-        # named by a template and not by the loop, the list is its block (torchvision's _DenseBlock)
-        whole = bool(keys) and loop.name is None
-        container = _keep(loop, elements, 0, whole, graph, concat_dim=graph.nodes[dense[0][1]].args["dim"],
-                          keys=keys and _names(elements, graph), pattern=pattern)
-        container.result = _grown_result(graph, dense, loop.count)
+    if dense is not None and _keep_dense(loop, dense, graph):
         return
     if why is not None and loop.name is not None:
         raise EvalError("E0212", f"`{loop.word} ... as {loop.name}` keeps one layer or block per pass in a list, "
@@ -137,8 +126,7 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
         return
     first = _alike_from(loop, elements, graph)
-    keys = _keys(elements, graph)
-    pattern = _key_pattern(keys) if keys else None
+    keys, pattern = _templated(elements, graph)
     if keys and pattern is None:
         first = None   # no template of the index writes these names for every count: list them
     whole = loop.name is None and _chain(graph) == elements and ctx.kind == "block" and \
@@ -150,17 +138,30 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
     elif first == 1 and isinstance(loop.count, Size):
         record(loop.count.expr, ">=", Poly.const(1), True)   # the list always holds its first element
-    _keep(loop, elements, first, whole, graph, keys=keys and _names(elements, graph), pattern=pattern)
+    _keep(loop, elements, first, whole, graph, keys=keys, pattern=pattern)
 
 
-def _keys(elements: list, graph: Graph) -> list | None:
-    """The elements' names when a template made each one (`as "layer{i}"`), else None."""
-    keys = [graph.instances[graph.nodes[n].instance].key for n in elements]
-    return keys if all(keys) else None
+def _keep_dense(loop: Loop, dense: list, graph: Graph) -> bool:
+    """Keep a dense list (its count stays an argument, so names from a template must follow one of the
+    index); named by a template and not by the loop, the list is its block (torchvision's _DenseBlock)."""
+    elements = [e for e, _ in dense]
+    keys, pattern = _templated(elements, graph)
+    if keys and pattern is None:
+        return False
+    container = _keep(loop, elements, 0, bool(keys) and loop.name is None, graph,
+                      concat_dim=graph.nodes[dense[0][1]].args["dim"], keys=keys, pattern=pattern)
+    container.result = _grown_result(graph, dense, loop.count)
+    return True
 
 
-def _names(elements: list, graph: Graph) -> list:
-    return [graph.instances[graph.nodes[n].instance].user_name for n in elements]
+def _templated(elements: list, graph: Graph) -> tuple:
+    """(the elements' names, the template of the index that writes them for any count) when a template
+    named each one (`as "layer{i}"`); (None, None) when not; the template is None when the names
+    follow none."""
+    insts = [graph.instances[graph.nodes[n].instance] for n in elements]
+    if not all(i.key for i in insts):
+        return None, None
+    return [i.user_name for i in insts], _key_pattern([i.key for i in insts])
 
 
 def _key_pattern(keys: list) -> tuple | None:
