@@ -294,3 +294,14 @@ def test_a_templated_dense_loop_is_its_block_a_module_dict(tmp_path):
         x = torch.rand(2, 3, 8, 8)
         torch.testing.assert_close(mine(x), twin(x))
         torch.testing.assert_close(torch.jit.script(mine)(x), twin(x))
+
+
+def test_a_template_does_not_name_a_loop(tmp_path):
+    msg = _error(tmp_path, """
+model M {
+    input x: [B, 4]
+    for i in range(2) as "layers{i}" { x = x -> Linear(4) }
+    output x
+}
+""")
+    assert "E0211" in msg and "a list has one name" in msg and "^^^^^^^^^^^" in msg

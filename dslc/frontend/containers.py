@@ -82,6 +82,10 @@ def split_name(head: ast.Expr) -> tuple:
     """`repeat depth as h`, `for i in range(n) as layers`: the count's or the iterable's expression,
     and the list's name and its span (or None)."""
     if isinstance(head, ast.AsName):
+        if head.template:
+            raise EvalError("E0211", "a list has one name: a template names the layers made in the loop",
+                            head.name_span, label="a template", help='name the list (`as layers`), and each '
+                            'layer in it with the template (`x -> Block(dim) as "layer{i}"`)')
         return head.value, head.name, head.name_span
     return head, None, None
 
