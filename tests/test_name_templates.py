@@ -83,6 +83,7 @@ def _shapes(module: nn.Module) -> list:
 
 def test_a_templated_list_is_keyed_by_its_names_and_built_in_a_loop(tmp_path):
     src = _load(tmp_path).source()
+    assert "h = self.layers(x)" in src   # an nn.Sequential of its own, called as one
     assert "self.layers = nn.Sequential()\n        for i in range(depth):\n" \
            '            self.layers.add_module(f"encoder_layer_{i}", Enc(dim))' in src
     assert "self.fc1 = nn.Linear(dim, dim)" in src and "self.fc2 = nn.Linear(dim, dim)" in src

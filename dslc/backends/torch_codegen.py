@@ -702,6 +702,8 @@ class _ClassWriter:
         running = var[node.inputs[0]]
         var[last.inputs[0]] = running          # so that the result may take the running value's name
         target = self._targets(last, i, var, holder, temps, local, last_use)
+        if c.keys and len(node.inputs) == 1:   # an nn.Sequential of its own: called as torchvision calls one
+            return [f"{target} = self.{c.name}({running})"]
         element = "block" if node.kind == "call" else "layer"
         if element in local.taken:   # a tensor of the user's is called so; a loop's own name is dead after it
             element = local.claim(element)

@@ -45,8 +45,7 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         h = self.dropout(x + self.pos_embedding)
-        for block in self.layers:
-            h = block(h)
+        h = self.layers(h)
         return self.ln(h)
 
 
