@@ -80,7 +80,7 @@ class Features(nn.Module):
 
 
 class DenseNet121(nn.Module):
-    """The model `DenseNet121` (densenet.dl:68)."""
+    """The model `DenseNet121` (densenet.dl:69)."""
 
     def __init__(self, classes: int = 1000, growth: int = 32, blocks: list[int] = [6, 12, 24, 16]):
         super().__init__()
@@ -118,7 +118,7 @@ class Features2(nn.Module):
 
 
 class DenseNetBC100(nn.Module):
-    """The model `DenseNetBC100` (densenet.dl:74)."""
+    """The model `DenseNetBC100` (densenet.dl:75)."""
 
     def __init__(self, classes: int = 10, growth: int = 12, blocks: list[int] = [16, 16, 16]):
         super().__init__()
