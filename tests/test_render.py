@@ -38,8 +38,8 @@ def test_dot_is_deterministic(spec, model, update_goldens):
 
 def test_runs_and_loops_collapse_unless_expanded():
     vit = dslc.load(os.path.join(ROOT, "specs", "vit.dl"))
-    assert "Encoder ×12" in vit.diagram("ViT")
-    assert "Encoder ×12" not in vit.diagram("ViT", collapse=False)
+    assert "EncoderBlock ×12" in vit.diagram("ViT")
+    assert "EncoderBlock ×12" not in vit.diagram("ViT", collapse=False)
     gpt = dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).diagram("GPT")
     assert "Block ×12" in gpt and gpt.count("Embedding") == 2   # a module list's blocks: a run
     char_gpt = dslc.load(os.path.join(ROOT, "examples", "shakespeare", "shakespeare.dl")).diagram("CharGPT")

@@ -23,6 +23,7 @@ import functools
 import glob
 import os
 import re
+from collections import OrderedDict
 from typing import Callable
 
 import pytest
@@ -253,42 +254,63 @@ class MobileNetV2Twin(nn.Module):
 # ---------------------------------------------------------------- ViT (torchvision's vision_transformer design)
 
 
+class ViTMLPBlock(nn.Sequential):
+    def __init__(self, in_dim: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(in_dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, in_dim),
+                         nn.Dropout(dropout))
+
+
 class EncoderBlock(nn.Module):
     def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int, eps: float = 1e-6):
         super().__init__()
         self.ln_1 = nn.LayerNorm(hidden_dim, eps=eps)
         self.self_attention = nn.MultiheadAttention(hidden_dim, num_heads, batch_first=True)
+        self.dropout = nn.Dropout(0.0)
         self.ln_2 = nn.LayerNorm(hidden_dim, eps=eps)
-        self.mlp = nn.Sequential(nn.Linear(hidden_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, hidden_dim))
+        self.mlp = ViTMLPBlock(hidden_dim, mlp_dim)
 
-    def forward(self, x):
-        y = self.ln_1(x)
-        x = x + self.self_attention(y, y, y, need_weights=False)[0]
+    def forward(self, input):
+        x = self.ln_1(input)
+        x, _ = self.self_attention(x, x, x, need_weights=False)
+        x = self.dropout(x) + input
         return x + self.mlp(self.ln_2(x))
 
 
+class ViTEncoder(nn.Module):
+    def __init__(self, seq_length: int, num_layers: int, num_heads: int, hidden_dim: int, mlp_dim: int,
+                 eps: float = 1e-6):
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, hidden_dim).normal_(std=0.02))
+        self.dropout = nn.Dropout(0.0)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i in range(num_layers):
+            layers[f"encoder_layer_{i}"] = EncoderBlock(num_heads, hidden_dim, mlp_dim, eps)
+        self.layers = nn.Sequential(layers)
+        self.ln = nn.LayerNorm(hidden_dim, eps=eps)
+
+    def forward(self, input):
+        return self.ln(self.layers(self.dropout(input + self.pos_embedding)))
+
+
 class ViTTwin(nn.Module):
+    """torchvision's VisionTransformer (vit_b_16 at the defaults), its modules named as there."""
+
     def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12,
-                 classes: int = 1000, eps: float = 1e-6):
+                 classes: int = 1000):
         super().__init__()
         self.patch_size, self.hidden_dim = patch, dim
+        self.conv_proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
         seq_length = (image // patch) ** 2 + 1
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, dim).normal_(std=0.02))
-        self.conv_proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
-        self.layers = nn.Sequential(*[EncoderBlock(heads, dim, 4 * dim, eps) for _ in range(depth)])
-        self.ln = nn.LayerNorm(dim, eps=eps)
-        self.head = nn.Linear(dim, classes)
+        self.encoder = ViTEncoder(seq_length, depth, heads, dim, 4 * dim)
+        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(dim, classes))]))
 
     def forward(self, x):
         n, _, h, w = x.shape
         x = self.conv_proj(x).reshape(n, self.hidden_dim, (h // self.patch_size) * (w // self.patch_size))
         x = x.permute(0, 2, 1)                                   # [n, patches, dim]
-        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1) + self.pos_embedding
-        x = self.layers(x)
-        # torchvision normalizes every token, then keeps the class token's: the same thing, as LayerNorm
-        # acts on each token alone
-        return self.head(self.ln(x[:, 0]))
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        return self.heads(self.encoder(x)[:, 0])
 
 
 # ---------------------------------------------------------------- GPT-2 (nanoGPT's design)
@@ -501,10 +523,11 @@ CASES = [
          names=("features.0.0.weight", "features.2.conv.0.0.weight", "features.17.conv.1.1.weight",
                 "features.3.conv.2.weight", "features.18.0.weight", "classifier.1.weight"),
          small={}, rename=lambda key: key),
-    Case("vit.dl", "ViT", ViTTwin, (IMAGE,), published=86_567_656, names=("cls", "pos"),
-         small={"depth": 2, "dim": 64, "heads": 4, "image": 32, "patch": 8},
-         # the contract's LayerNorm() keeps torch's eps of 1e-5 where torchvision's ViT uses 1e-6
-         twin_small={"eps": 1e-5}),
+    Case("vit.dl", "ViT", ViTTwin, (IMAGE,), published=86_567_656,
+         names=("class_token", "conv_proj.weight", "encoder.pos_embedding",
+                "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
+                "encoder.layers.encoder_layer_11.mlp.3.bias", "encoder.ln.weight", "heads.head.weight"),
+         small={"depth": 2, "dim": 64, "heads": 4, "image": 32, "patch": 8}, rename=lambda key: key),
     Case("gpt.dl", "GPT", GPTTwin, (TOKENS,), published=124_439_808,
          names=("wte.weight", "wpe.weight", "h.11.attn.c_attn.weight", "h.0.mlp.c_proj.bias", "ln_f.weight"),
          rename=lambda key: key,
@@ -716,6 +739,13 @@ def _user_names(case: Case) -> set:
         return set(re.findall(r"\bas\s+([A-Za-z_]\w*)", f.read()))
 
 
+def _templates(case: Case) -> list:
+    """The name templates of the spec file (`as "encoder_layer_{i}"`), as patterns of the names they make."""
+    with open(os.path.join(SPECS, case.file), encoding="utf-8") as f:
+        found = re.findall(r'\bas\s+"([^"]*)"', f.read())
+    return [r"\d+".join(re.escape(text) for text in re.split(r"\{[^}]*\}", t)) for t in found]
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_state_dict_keys_are_readable(case):
     mine, _ = built_on_meta(case)
@@ -728,6 +758,8 @@ def test_state_dict_keys_are_readable(case):
             if part.isdigit() and (i or isinstance(mine, nn.Sequential)):
                 continue
             if part in _user_names(case):   # `ln_1`, `c_attn`: names the spec gives (nanoGPT's)
+                continue
+            if any(re.fullmatch(t, part) for t in _templates(case)):   # `as "encoder_layer_{i}"` (torchvision's)
                 continue
             assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*", part), key
             assert part not in ("torch", "ops", "aten"), key
@@ -771,12 +803,30 @@ def test_mobile_state_dicts_are_torchvisions(file, model):
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 
 
+def test_vit_state_dict_is_torchvisions():
+    """The zoo's ViT has torchvision's vit_b_16 state-dict keys, in its order, with its shapes (class_token,
+    conv_proj, encoder.pos_embedding, encoder.layers.encoder_layer_0.ln_1, ..., encoder.ln, heads.head)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file == "vit.dl" and c.model == "ViT"))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
+
+
 @pytest.mark.parametrize("model", ["VGG11", "VGG11BN", "VGG16", "VGG16BN", "AlexNet"])
 def test_vgg_and_alexnet_state_dicts_are_torchvisions(model):
     """VGG and AlexNet have torchvision's state-dict keys, in its order, with its shapes: one flat
     `features` Sequential (VGG16's convolutions at 0, 2, 5, ..., 28; VGG16BN's batch norms right after
     them), `avgpool`, and `classifier` (VGG's linear layers at 0, 3, 6; AlexNet's at 1, 4, 6)."""
     mine, twin = built_on_meta(next(c for c in CASES if c.file in ("vgg.dl", "alexnet.dl") and c.model == model))
+    assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
+
+
+@pytest.mark.parametrize("model", ["DenseNet121", "DenseNetBC100"])
+def test_densenet_state_dict_is_torchvisions(model):
+    """The zoo's DenseNets have torchvision's state-dict keys, in its order, with its shapes
+    (features.conv0, features.norm0, features.denseblock1.denselayer1.norm1, ..., features.transition1.conv,
+    ..., features.norm5, classifier; the CIFAR one without norm0)."""
+    mine, twin = built_on_meta(next(c for c in CASES if c.file == "densenet.dl" and c.model == model))
     assert [(k, tuple(v.shape)) for k, v in mine.state_dict().items()] == \
         [(k, tuple(v.shape)) for k, v in twin.state_dict().items()]
 

@@ -45,7 +45,9 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   `nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), ...)`); a loop that applies one
   block or layer per pass is an `nn.ModuleList` built in a comprehension, with a loop in
   `forward` (DenseNet's dense block too: `DenseLayer(num_features + i * growth, growth)
-  for i in range(layers)`, each result concatenated to the running value).
+  for i in range(layers)`, each result concatenated to the running value). Elements named
+  by a template (`as "encoder_layer_{i}"`) are added with `add_module` in a loop, as
+  torchvision builds ViT's `encoder.layers` and DenseNet's `denseblock1.denselayer1`.
 - **A straight-line `forward`.** One statement per operation of the spec, in the spec's
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every

@@ -262,8 +262,11 @@ class _ClassWriter:
 
     def parts(self) -> "ClassParts":
         init_printer = Printer(self.init_atom)
-        sequential = _sequential(self.graph) is not None
-        fwd = self._sequential_forward() if sequential else self._forward()
+        whole = _sequential(self.graph)
+        sequential = whole is not None
+        # a dense list that is its block (torchvision's _DenseBlock) is an nn.ModuleDict with a forward of its own
+        dense = sequential and whole.concat_dim is not None
+        fwd = self._sequential_forward() if sequential and not dense else self._forward()
         members = self._members(init_printer)
         opening = self._sequential_init(init_printer)
         checks = self._derived_defaults(init_printer) + (self._guards(init_printer) if self.is_model else [])
@@ -274,7 +277,7 @@ class _ClassWriter:
             opening = checks + opening
         else:
             init = checks + init
-        base = "nn.Sequential" if sequential else "nn.Module"
+        base = "nn.ModuleDict" if dense else "nn.Sequential" if sequential else "nn.Module"
         if self.is_model and self.graph.inference:
             fwd += ([""] if fwd else []) + self._train_refusal()
         heading, facts = self._doc_parts()
@@ -457,6 +460,9 @@ class _ClassWriter:
         c = self.graph.containers[inst.container]
         if c.sequential:
             return []
+        if c.keys:
+            holder = "nn.ModuleDict" if c.concat_dim is not None else "nn.Sequential"
+            return [f"self.{c.name} = {holder}()"] + self._keyed(f"self.{c.name}", c, printer)
         if c.concat_dim is not None:
             return _packed_call(f"self.{c.name} = nn.ModuleList(", f"[{self._dense_elements(c, printer)}]", ")")
         if c.uniform_from == 0:
@@ -472,12 +478,33 @@ class _ClassWriter:
         c = _sequential(self.graph)
         if c is None:
             return ["super().__init__()"]
+        if c.keys:
+            return ["super().__init__()"] + self._keyed("self", c, printer)
         elements = self._elements(c, printer)
         kept = [i.name for i in self._kept(c)]
         if c.uniform_from is None and kept != [str(k) for k in range(len(kept))]:
             # -O2 folded a batch norm into the layer before it: the others keep their places' keys
             return ["super().__init__()"] + [f"self.add_module({py_str(k)}, {e})" for k, e in zip(kept, elements)]
         return _packed("super().__init__(", elements, ")")
+
+    def _keyed(self, holder: str, c, printer: Printer) -> list[str]:
+        """A list whose keys a template made, as torchvision builds one: `add_module(key, element)`, in a
+        loop over the index where the elements are alike (`f"encoder_layer_{i}"`), else one by one."""
+        kept = self._kept(c)
+        keyed = {i.id: k for i, k in zip((self.graph.instances[n] for n in c.instances), c.keys)}
+        if c.uniform_from is None:
+            return [f"{holder}.add_module({py_str(keyed[i.id])}, {self._element_ctor(i, printer)})" for i in kept]
+        lines = [f"{holder}.add_module({py_str(keyed[kept[0].id])}, {self._element_ctor(kept[0], printer)})"] \
+            if c.uniform_from == 1 else []
+        index = self.locals.claim("i")
+        key = "f" + py_str("".join(p if isinstance(p, str) else "{" + _plus(index, p) + "}" for p in c.key_pattern))
+        if c.concat_dim is not None:
+            element = self._dense_elements(c, printer, index).rsplit(" for ", 1)[0]
+        else:
+            element = self._element_ctor(kept[c.uniform_from], printer)
+        start = "1, " if c.uniform_from == 1 else ""
+        return lines + [f"for {index} in range({start}{printer.value(c.count)}):",
+                        f"{INDENT}{holder}.add_module({key}, {element})"]
 
     def _elements(self, c, printer: Printer) -> list[str]:
         """A list's elements as constructor arguments: `*[Block(dim) for _ in range(depth)]` when they are
@@ -495,7 +522,7 @@ class _ClassWriter:
         return f"{self._element_ctor(self._kept(c)[c.uniform_from], printer)} for _ in " \
                f"range({start}{printer.value(c.count)})"
 
-    def _dense_elements(self, c, printer: Printer) -> str:
+    def _dense_elements(self, c, printer: Printer, index: str | None = None) -> str:
         """`DenseLayer(in_channels + i * growth, growth) for i in range(layers)`: a dense list's elements,
         made for an input that grows by what each adds (frontend/containers.py), their count an argument."""
         kept = self._kept(c)
@@ -511,7 +538,7 @@ class _ClassWriter:
                     not _same_size(fed[n], base[n], k, step) if n in grows else literal(fed[n]) != literal(base[n])
                     for n in fed):
                 raise CodegenError(f"the dense list `{c.name}` has elements that are not made alike")
-        index = self.locals.claim("i")
+        index = index or self.locals.claim("i")
         grown = {n: f"{printer.value(base[n])} + {index} * {_factor(printer.value(step))}" for n in grows}
         return f"{self._block_ctor(kept[0], grown)} for {index} in range({printer.value(c.count)})"
 
@@ -660,7 +687,8 @@ class _ClassWriter:
         expr = self._node_expr(join, var, printer, params)
         var[node.inputs[0]] = running
         lines = [f"{target} = {running}"] if target != running else []
-        return lines + [f"for {element} in self.{c.name}:", f"{INDENT}{target} = {expr}"]
+        elements = (f"self.{c.name}" if c.name else "self") + (".values()" if c.keys else "")
+        return lines + [f"for {element} in {elements}:", f"{INDENT}{target} = {expr}"]
 
     def _container_loop(self, node: Node, i: int, nodes: list, var, holder, temps, local, last_use, printer,
                         params) -> list[str]:
@@ -674,6 +702,8 @@ class _ClassWriter:
         running = var[node.inputs[0]]
         var[last.inputs[0]] = running          # so that the result may take the running value's name
         target = self._targets(last, i, var, holder, temps, local, last_use)
+        if c.keys and len(node.inputs) == 1:   # an nn.Sequential of its own: called as torchvision calls one
+            return [f"{target} = self.{c.name}({running})"]
         element = "block" if node.kind == "call" else "layer"
         if element in local.taken:   # a tensor of the user's is called so; a loop's own name is dead after it
             element = local.claim(element)
@@ -1300,6 +1330,10 @@ def _symbol_names(g: Graph) -> set:
             if isinstance(d, Sym):
                 names |= {a.name for a in d.poly.atoms() if isinstance(a, Var)}
     return names
+
+
+def _plus(index: str, c: int) -> str:
+    return index if c == 0 else f"{index} + {c}" if c > 0 else f"{index} - {-c}"
 
 
 def _packed(head: str, items: list[str], tail: str, indent: int = 2) -> list[str]:

@@ -193,7 +193,7 @@ class LayerApplication:
             self._claim_layer_name(spec, ctx)
         inits = _weight_inits(spec, spec.op.weight_shapes(args)) if spec.inits else {}
         inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span,
-                                      inits=inits)
+                                      inits=inits, key=spec.key)
         self._hold(inst, spec, ctx, named)
         return inst
 
@@ -201,7 +201,7 @@ class LayerApplication:
         """A named layer just made: its name now means it (`as lin`), or the name it was bound to holds it."""
         if named is not None:
             named.instance = inst
-        elif spec.name:
+        elif spec.name and not spec.key:   # a name from a template is a key, not a name in the body
             ctx.scope[spec.name] = InstanceValue(inst, spec, ctx.graph)
         if spec.name:
             ctx.layer_names[spec.name] = (inst, spec.name_span)
@@ -481,7 +481,7 @@ class LayerApplication:
             call_args = {p: spec.args[p].value if p in spec.args else subst_value(v, f)
                          for p, v in sub.params.items()}
             instance = ctx.graph.new_instance("block", graph=sub, args=call_args, user_name=spec.name,
-                                              span=spec.span)
+                                              span=spec.span, key=spec.key)
             self._hold(instance, spec, ctx, named)
         elif sub is not instance.graph and _code_key(sub) != _code_key(instance.graph):
             # the class made for its first inputs would not do for these

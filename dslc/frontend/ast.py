@@ -105,6 +105,9 @@ class AsName(Node):
     value: "Expr"
     name: str
     name_span: Span
+    # `as "denselayer{i + 1}"`: `name` is the template's text, each pass's name computed from it
+    # (frontend/templates.py)
+    template: bool = False
 
 
 Expr = Union[Name, Const, ListExpr, TupleExpr, DictExpr, BinOp, UnaryOp, Cond, Call, Index,

@@ -15,6 +15,7 @@ from .builtins import BUILTINS, BuiltinError
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .scalar_ops import length
+from .templates import fill
 from .values import MISSING, POISON, BlockSpec, Builtin, DeclRef, InstanceValue, LayerSpec, OpRef, layer_op
 
 # torch's tensor methods whose dslc function has another name (`x.view(B, -1)` is `reshape`)
@@ -198,7 +199,7 @@ class CallEvaluation:
         if applied is not None:
             return applied
         v = self._expr(e.value, ctx)
-        return self._named_spec(v, e)
+        return self._named_spec(v, e, ctx)
 
     def _named_application(self, e: ast.AsName, ctx: Ctx):
         """`Up(64)(x, skip) as up1`: `as` names the layer of an explicit application."""
@@ -210,12 +211,12 @@ class CallEvaluation:
             raise Poisoned()
         if not isinstance(spec, (LayerSpec, BlockSpec)):
             return None
-        spec = self._named_spec(spec, e)
+        spec = self._named_spec(spec, e, ctx)
         pos, kws = self._args(call, ctx)
         return self._apply(spec, [a.value for a in pos], [a.span for a in pos], call.span, ctx, _parts(call),
                            keywords=kws)
 
-    def _named_spec(self, v, e: ast.AsName):
+    def _named_spec(self, v, e: ast.AsName, ctx: Ctx):
         if v is POISON:
             raise Poisoned()
         if isinstance(v, OpRef) and v.op.is_layer:
@@ -228,6 +229,14 @@ class CallEvaluation:
         if not isinstance(v, (LayerSpec, BlockSpec)):
             raise EvalError("E0307", f"`as` names a layer, but this is {describe(v)}", e.span,
                             label="not a layer")
+        if e.template:
+            name, key = fill(e, lambda piece: self._expr(piece, ctx))
+            if not (name.isidentifier() and name.isascii()):
+                raise EvalError("E0211", f"the template makes `{name}`, which cannot name a layer: a name is "
+                                "ASCII letters, digits and `_`, not starting with a digit", e.name_span,
+                                label="made here", help='put a word before the braces: `as "layer{i}"`')
+            self._check_layer_name(name, e.name_span)
+            return replace(v, name=name, name_span=e.name_span, key=key)
         self._check_layer_name(e.name, e.name_span)
         return replace(v, name=e.name, name_span=e.name_span)
 
@@ -242,7 +251,7 @@ class CallEvaluation:
             spec = self._stage_callable(e.value, ctx, value)
             if isinstance(spec, _Done):
                 raise EvalError("E0307", "`as` names a layer, but this stage is a function call", e.span)
-            spec = self._named_spec(spec, e)
+            spec = self._named_spec(spec, e, ctx)
             return self._apply_to(spec, value, e, ctx, statement)
         spec = self._stage_callable(e, ctx, value)
         if isinstance(spec, _Done):

@@ -82,6 +82,10 @@ def split_name(head: ast.Expr) -> tuple:
     """`repeat depth as h`, `for i in range(n) as layers`: the count's or the iterable's expression,
     and the list's name and its span (or None)."""
     if isinstance(head, ast.AsName):
+        if head.template:
+            raise EvalError("E0211", "a list has one name: a template names the layers made in the loop",
+                            head.name_span, label="a template", help='name the list (`as layers`), and each '
+                            'layer in it with the template (`x -> Block(dim) as "layer{i}"`)')
         return head.value, head.name, head.name_span
     return head, None, None
 
@@ -114,10 +118,7 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         return
     why, elements = _qualifies(loop, graph, consumers)
     dense = _dense(loop, graph, consumers) if why is not None else None
-    if dense is not None:
-        container = _keep(loop, [e for e, _ in dense], 0, False, graph,
-                          concat_dim=graph.nodes[dense[0][1]].args["dim"])
-        container.result = _grown_result(graph, dense, loop.count)
+    if dense is not None and _keep_dense(loop, dense, graph):
         return
     if why is not None and loop.name is not None:
         raise EvalError("E0212", f"`{loop.word} ... as {loop.name}` keeps one layer or block per pass in a list, "
@@ -129,6 +130,9 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
         return
     first = _alike_from(loop, elements, graph)
+    keys, pattern = _templated(elements, graph)
+    if keys and pattern is None:
+        first = None   # no template of the index writes these names for every count: list them
     whole = loop.name is None and _chain(graph) == elements and ctx.kind == "block" and \
         all(_sequential_element(graph, n) for n in elements)
     if not (loop.name is not None or whole or loop.kind == "repeat" and first == 0):
@@ -138,7 +142,47 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
         _lose(loop.count)
     elif first == 1 and isinstance(loop.count, Size):
         record(loop.count.expr, ">=", Poly.const(1), True)   # the list always holds its first element
-    _keep(loop, elements, first, whole, graph)
+    _keep(loop, elements, first, whole, graph, keys=keys, pattern=pattern)
+
+
+def _keep_dense(loop: Loop, dense: list, graph: Graph) -> bool:
+    """Keep a dense list (its count stays an argument, so names from a template must follow one of the
+    index); named by a template and not by the loop, the list is its block (torchvision's _DenseBlock)."""
+    elements = [e for e, _ in dense]
+    keys, pattern = _templated(elements, graph)
+    if keys and pattern is None:
+        return False
+    container = _keep(loop, elements, 0, bool(keys) and loop.name is None, graph,
+                      concat_dim=graph.nodes[dense[0][1]].args["dim"], keys=keys, pattern=pattern)
+    container.result = _grown_result(graph, dense, loop.count)
+    return True
+
+
+def _templated(elements: list, graph: Graph) -> tuple:
+    """(the elements' names, the template of the index that writes them for any count) when a template
+    named each one (`as "layer{i}"`); (None, None) when not; the template is None when the names
+    follow none."""
+    insts = [graph.instances[graph.nodes[n].instance] for n in elements]
+    if not all(i.key for i in insts):
+        return None, None
+    return [i.user_name for i in insts], _key_pattern([i.key for i in insts])
+
+
+def _key_pattern(keys: list) -> tuple | None:
+    """The template that gives element i its key for any count: the text that every key shares, and
+    for a value that grows by one a pass, the int c of `i + c`; None when the keys follow none (or
+    there is one key, which cannot tell `i` from a constant)."""
+    if len(keys) < 2 or len({len(k) for k in keys}) != 1:
+        return None
+    out = []
+    for parts in zip(*keys):
+        if len(set(parts)) == 1 and len({type(p) for p in parts}) == 1:
+            out.append(str(parts[0]))
+        elif all(type(p) is int and p - j == parts[0] for j, p in enumerate(parts)):
+            out.append(parts[0])
+        else:
+            return None
+    return tuple(out) if any(type(p) is int for p in out) else None
 
 
 def _lose(count) -> None:
@@ -147,12 +191,12 @@ def _lose(count) -> None:
 
 
 def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph,
-          concat_dim: int | None = None) -> Container:
+          concat_dim: int | None = None, keys: list | None = None, pattern: tuple | None = None) -> Container:
     # named by ir/naming.py with the other instances; the elements of a Sequential block by position
     name = loop.name or ("" if whole else f"__auto{len(graph.containers)}")
     ids = [graph.nodes[n].instance for n in elements]
     graph.containers[name] = Container(name, ids, loop.count, first, user_name=loop.name, sequential=whole,
-                                       concat_dim=concat_dim)
+                                       concat_dim=concat_dim, keys=keys, key_pattern=pattern)
     for i, inst_id in enumerate(ids):
         inst = graph.instances[inst_id]
         inst.container, inst.index = name, i

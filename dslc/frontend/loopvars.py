@@ -18,6 +18,7 @@ from dataclasses import fields
 from ..ir.keys import value_key
 from ..ir.values import TensorValue
 from . import ast
+from .templates import pieces
 
 _COMPARISONS = {"==", "!=", "<", "<=", ">", ">="}
 _FLIPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
@@ -34,6 +35,9 @@ def index_threshold(body: tuple, name: str) -> int | None:
             t = _decided_from(node, name)
             if t is not None:
                 decided, threshold = decided + 1, max(threshold, t)
+        elif isinstance(node, ast.AsName) and node.template:
+            # `as "layer{i + 1}"`: a name the generated list writes for any count (containers.py)
+            decided += sum(1 for p in pieces(node) if _offset_of(p, name) is not None)
         elif name in _bound_by(node):
             return None
     return threshold if uses == decided else None
@@ -67,6 +71,20 @@ def settled_from(snapshots: list) -> int:
     while u > 0 and snapshots[u - 1] == snapshots[-1]:
         u -= 1
     return u
+
+
+def _offset_of(e, name: str) -> int | None:
+    """c for `name`, `name + c`, `c + name` or `name - c` with an int constant c, else None."""
+    if isinstance(e, ast.Name) and e.id == name:
+        return 0
+    if not isinstance(e, ast.BinOp) or e.op not in ("+", "-"):
+        return None
+    pair = (e.left, e.right) if e.op == "-" or isinstance(e.left, ast.Name) else (e.right, e.left)
+    var, c = pair
+    if not (isinstance(var, ast.Name) and var.id == name and isinstance(c, ast.Const)) or \
+            isinstance(c.value, bool) or not isinstance(c.value, int):
+        return None
+    return -c.value if e.op == "-" else c.value
 
 
 def _decided_from(node: ast.BinOp, name: str) -> int | None:
@@ -126,6 +144,8 @@ def _nodes(x):
         yield x
         for f in fields(x):
             yield from _nodes(getattr(x, f.name))
+        if isinstance(x, ast.AsName) and x.template:
+            yield from _nodes(tuple(p for p in pieces(x) if not isinstance(p, str)))
 
 
 def _tensors(v) -> bool:

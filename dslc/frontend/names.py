@@ -88,7 +88,7 @@ def _bound_names(decl) -> set:
         elif isinstance(node, ast.AssignStmt):
             for t in node.targets:
                 out |= {n.id for n in _walk(t) if isinstance(n, ast.Name)}
-        elif isinstance(node, ast.AsName):
+        elif isinstance(node, ast.AsName) and not node.template:
             out.add(node.name)
     return out
 

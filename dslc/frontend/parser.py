@@ -633,6 +633,15 @@ class _ToAst(Transformer):
 
     def as_name(self, c):
         value, name = c[0], _after(c, "AS")
+        if name.type == "STRING":   # a name template, `as "denselayer{i + 1}"` (frontend/templates.py)
+            problem = template_problem(name.value[1:-1])
+            if problem:
+                at, why = problem
+                start = self._tok(name).start + 1 + at
+                raise DslcError(Diagnostic("E0101", f"this name template {why}", Span(self.file, start, start + 1),
+                                           label="here", help='a template is a name with expressions in braces: '
+                                                              '`as "layer{i + 1}"`'))
+            return self._checked(ast.AsName(self._sp(c), value, name.value[1:-1], self._tok(name), template=True))
         return self._checked(ast.AsName(self._sp(c), value, str(name), self._tok(name)))
 
     def cond(self, c):
@@ -834,6 +843,29 @@ def _is_body(x) -> bool:
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "r": "\r", "0": "\0"}
 _ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def template_problem(text: str) -> tuple[int, str] | None:
+    """(offset in `text`, what is wrong) for a template the parser refuses, else None."""
+    if "\\" in text:
+        return text.index("\\"), "has an escape, which no name has"
+    opened = None
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if opened is not None:
+                return i, "opens a brace inside a brace"
+            opened = i
+        elif ch == "}":
+            if opened is None:
+                return i, "closes a brace it did not open"
+            if not text[opened + 1:i].strip():
+                return opened, "has an empty `{}`"
+            opened = None
+    if opened is not None:
+        return opened, "opens a brace it does not close"
+    if "{" not in text:
+        return 0, "has no `{expression}`: write a fixed name without quotes (`as conv1`)"
+    return None
 
 
 def _string_value(tok: Token) -> str:

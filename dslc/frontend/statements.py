@@ -506,7 +506,7 @@ def _target_names(t) -> list[str]:
 
 def _as_names(e) -> list[str]:
     if isinstance(e, ast.AsName):
-        return [e.name]
+        return [] if e.template else [e.name]
     if isinstance(e, ast.Pipe):
         return [n for s in e.stages for n in _as_names(s)]
     return []

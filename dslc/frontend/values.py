@@ -56,6 +56,7 @@ class LayerSpec:
     name: str | None = None
     name_span: object = None
     inits: tuple = ()     # (weight name or None for every non-bias weight, InitSpec, span) from `init=`
+    key: tuple = ()       # a name from a template: its parts (frontend/templates.py)
 
     def describe(self) -> str:
         return f"the layer `{self.op.name}(...)`"
@@ -70,6 +71,7 @@ class BlockSpec:
     span: object
     name: str | None = None
     name_span: object = None
+    key: tuple = ()       # a name from a template: its parts (frontend/templates.py)
 
     def describe(self) -> str:
         return f"the block `{self.decl.name}(...)`"

@@ -40,6 +40,8 @@ class Instance:
     inits: dict = field(default_factory=dict)  # a layer's weight name -> InitSpec (`init=` in its call)
     container: str | None = None      # the Container it is an element of (`repeat depth as h`)
     index: int = 0                    # its place there: its name is `h.3` (`3` in an nn.Sequential block)
+    # a name from a template, `as "layer{i}"`: its text and values ("layer", 3); in a list, its key
+    key: tuple = ()
 
     def weights(self) -> dict:
         if self.kind == "layer":
@@ -77,6 +79,10 @@ class Container:
     # a dense list's last value typed for any count (`in_channels + layers * growth`): what the
     # block returns to its callers, where its own nodes are typed for the count that ran
     result: tuple | None = None       # (Ref, TensorType)
+    # the elements' keys when a template named them (`as "encoder_layer_{i}"`), in place of 0, 1, ...;
+    # `key_pattern` writes element i's key for any count: text, and an int c for `i + c`
+    keys: list | None = None
+    key_pattern: tuple | None = None
 
 
 @dataclass

@@ -94,7 +94,7 @@ def stem_of(inst: Instance) -> str:
 
 
 def name_instances(graph: Graph) -> None:
-    taken = {i.user_name for i in graph.instances.values() if i.user_name}
+    taken = {i.user_name for i in graph.instances.values() if i.user_name and i.container is None}
     taken |= {c.user_name for c in graph.containers.values() if c.user_name}
     stems: dict[str, list[Instance]] = {}
     for inst in graph.instances.values():
@@ -144,7 +144,8 @@ def _name_containers(graph: Graph, taken: set) -> None:
         named[name] = c
         for i, inst_id in enumerate(c.instances):
             inst = graph.instances[inst_id]
-            inst.container, inst.name = name, f"{name}.{i}" if name else str(i)
+            key = inst.user_name if c.keys else str(i)   # `layers.encoder_layer_0`, else `h.0`
+            inst.container, inst.name = name, f"{name}.{key}" if name else key
     graph.containers = named
 
 

@@ -69,7 +69,7 @@ def bindings(decl) -> list[tuple[str, Span, object]]:
             found += [(n, s, node) for n, s in zip(node.names, node.name_spans)]
         elif isinstance(node, ast.AssignStmt):
             found += [(t.id, t.span, node.value) for t in walk(node.targets) if isinstance(t, ast.Name)]
-        elif isinstance(node, ast.AsName):
+        elif isinstance(node, ast.AsName) and not node.template:   # a template's names are keys
             found.append((node.name, node.name_span, node.value))
     return sorted(found, key=lambda b: b[1].start)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 class DenseLayer(nn.Module):
-    """The block `DenseLayer` (densenet.dl:18)."""
+    """The block `DenseLayer` (densenet.dl:21)."""
 
     def __init__(self, num_features: int, growth: int, bn_size: int = 4):
         super().__init__()
@@ -22,22 +22,22 @@ class DenseLayer(nn.Module):
         return self.conv2(F.relu(self.norm2(h)))
 
 
-class DenseBlock(nn.Module):
-    """The block `DenseBlock` (densenet.dl:28)."""
+class DenseBlock(nn.ModuleDict):
+    """The block `DenseBlock` (densenet.dl:32)."""
 
     def __init__(self, num_features: int, layers: int, growth: int, bn_size: int = 4):
         super().__init__()
-        self.dense_layers = nn.ModuleList(
-            [DenseLayer(num_features + i * growth, growth, bn_size=bn_size) for i in range(layers)])
+        for i in range(layers):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(num_features + i * growth, growth, bn_size=bn_size))
 
     def forward(self, x):
-        for layer in self.dense_layers:
+        for layer in self.values():
             x = torch.cat([x, layer(x)], dim=1)
         return x
 
 
 class Transition(nn.Module):
-    """The block `Transition` (densenet.dl:37)."""
+    """The block `Transition` (densenet.dl:41)."""
 
     def __init__(self, num_features: int, out: int):
         super().__init__()
@@ -50,63 +50,85 @@ class Transition(nn.Module):
         return self.pool(h)
 
 
+class Features(nn.Module):
+    """The block `Features` (densenet.dl:51)."""
+
+    def __init__(self, in_channels: int, growth: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, 2 * growth, 7, stride=2, padding=3, bias=False)
+        self.norm0 = nn.BatchNorm2d(2 * growth)
+        self.denseblock1 = DenseBlock(2 * growth, 6, growth)
+        self.transition1 = Transition(8 * growth, 4 * growth)
+        self.denseblock2 = DenseBlock(4 * growth, 12, growth)
+        self.transition2 = Transition(16 * growth, 8 * growth)
+        self.denseblock3 = DenseBlock(8 * growth, 24, growth)
+        self.transition3 = Transition(32 * growth, 16 * growth)
+        self.denseblock4 = DenseBlock(16 * growth, 16, growth)
+        self.norm5 = nn.BatchNorm2d(32 * growth)
+
+    def forward(self, x):
+        h = F.relu(self.norm0(self.conv0(x)))
+        h = F.max_pool2d(h, 3, stride=2, padding=1)
+        h = self.denseblock1(h)
+        h = self.transition1(h)
+        h = self.denseblock2(h)
+        h = self.transition2(h)
+        h = self.denseblock3(h)
+        h = self.transition3(h)
+        h = self.denseblock4(h)
+        return self.norm5(h)
+
+
 class DenseNet121(nn.Module):
-    """The model `DenseNet121` (densenet.dl:44)."""
+    """The model `DenseNet121` (densenet.dl:69)."""
 
     def __init__(self, classes: int = 1000, growth: int = 32, blocks: list[int] = [6, 12, 24, 16]):
         super().__init__()
         if blocks != [6, 12, 24, 16]:
             raise ValueError("DenseNet121 was compiled for blocks=[6, 12, 24, 16]; compile it again with `dslc compile --set`")
-        self.conv0 = nn.Conv2d(3, 2 * growth, 7, stride=2, padding=3, bias=False)
-        self.norm0 = nn.BatchNorm2d(2 * growth)
-        self.dense_block1 = DenseBlock(2 * growth, 6, growth)
-        self.transition1 = Transition(8 * growth, 4 * growth)
-        self.dense_block2 = DenseBlock(4 * growth, 12, growth)
-        self.transition2 = Transition(16 * growth, 8 * growth)
-        self.dense_block3 = DenseBlock(8 * growth, 24, growth)
-        self.transition3 = Transition(32 * growth, 16 * growth)
-        self.dense_block4 = DenseBlock(16 * growth, 16, growth)
-        self.norm5 = nn.BatchNorm2d(32 * growth)
+        self.features = Features(3, growth)
         self.classifier = nn.Linear(32 * growth, classes)
 
     def forward(self, x):
-        h = F.relu(self.norm0(self.conv0(x)))
-        h = F.max_pool2d(h, 3, stride=2, padding=1)
-        h = self.dense_block1(h)
-        h = self.transition1(h)
-        h = self.dense_block2(h)
-        h = self.transition2(h)
-        h = self.dense_block3(h)
-        h = self.transition3(h)
-        h = self.dense_block4(h)
-        h = F.relu(self.norm5(h))
+        h = F.relu(self.features(x))
         return self.classifier(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
+class Features2(nn.Module):
+    """The block `Features` (densenet.dl:51)."""
+
+    def __init__(self, in_channels: int, growth: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, 2 * growth, 3, padding=1, bias=False)
+        self.denseblock1 = DenseBlock(2 * growth, 16, growth)
+        self.transition1 = Transition(18 * growth, 9 * growth)
+        self.denseblock2 = DenseBlock(9 * growth, 16, growth)
+        self.transition2 = Transition(25 * growth, 25 * growth // 2)
+        self.denseblock3 = DenseBlock(25 * growth // 2, 16, growth)
+        self.norm5 = nn.BatchNorm2d(16 * growth + 25 * growth // 2)
+
+    def forward(self, x):
+        h = self.conv0(x)
+        h = self.denseblock1(h)
+        h = self.transition1(h)
+        h = self.denseblock2(h)
+        h = self.transition2(h)
+        h = self.denseblock3(h)
+        return self.norm5(h)
+
+
 class DenseNetBC100(nn.Module):
-    """The model `DenseNetBC100` (densenet.dl:58)."""
+    """The model `DenseNetBC100` (densenet.dl:75)."""
 
     def __init__(self, classes: int = 10, growth: int = 12, blocks: list[int] = [16, 16, 16]):
         super().__init__()
         if blocks != [16, 16, 16]:
             raise ValueError("DenseNetBC100 was compiled for blocks=[16, 16, 16]; compile it again with `dslc compile --set`")
-        self.conv0 = nn.Conv2d(3, 2 * growth, 3, padding=1, bias=False)
-        self.dense_block1 = DenseBlock(2 * growth, 16, growth)
-        self.transition1 = Transition(18 * growth, 9 * growth)
-        self.dense_block2 = DenseBlock(9 * growth, 16, growth)
-        self.transition2 = Transition(25 * growth, 25 * growth // 2)
-        self.dense_block3 = DenseBlock(25 * growth // 2, 16, growth)
-        self.norm = nn.BatchNorm2d(16 * growth + 25 * growth // 2)
+        self.features = Features2(3, growth)
         self.classifier = nn.Linear(16 * growth + 25 * growth // 2, classes)
 
     def forward(self, x):
-        h = self.conv0(x)
-        h = self.dense_block1(h)
-        h = self.transition1(h)
-        h = self.dense_block2(h)
-        h = self.transition2(h)
-        h = self.dense_block3(h)
-        h = F.relu(self.norm(h))
+        h = F.relu(self.features(x))
         return self.classifier(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 

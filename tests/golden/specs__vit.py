@@ -4,47 +4,79 @@ Edit the .dl source rather than this file. Needs only torch.
 """
 import torch
 from torch import nn
-import torch.nn.functional as F
+
+
+class MLPBlock(nn.Sequential):
+    """The block `MLPBlock` (vit.dl:14)."""
+
+    def __init__(self, in_features: int, dim: int, mlp: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(in_features, mlp), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(mlp, dim), nn.Dropout(dropout))
+
+
+class EncoderBlock(nn.Module):
+    """The block `EncoderBlock` (vit.dl:23), built for x.shape[2] == dim."""
+
+    def __init__(self, heads: int, dim: int, mlp: int, dropout: float = 0.0):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-06)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-06)
+        self.mlp = MLPBlock(dim, dim, mlp, dropout=dropout)
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        h = x + self.dropout(self.self_attention(y, y, y, need_weights=False)[0])
+        return h + self.mlp(self.ln_2(h))
 
 
 class Encoder(nn.Module):
-    """The block `Encoder` (vit.dl:12), built for x.shape[2] == dim."""
+    """The block `Encoder` (vit.dl:32), built for x.shape[2] == dim and x.shape[1] == seq."""
 
-    def __init__(self, dim: int, heads: int, mlp: int):
+    def __init__(self, seq: int, depth: int, heads: int, dim: int, mlp: int, dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, mlp)
-        self.fc2 = nn.Linear(mlp, dim)
+        self.pos_embedding = nn.Parameter(torch.randn(1, seq, dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.Sequential()
+        for i in range(depth):
+            self.layers.add_module(f"encoder_layer_{i}", EncoderBlock(heads, dim, mlp, dropout=dropout))
+        self.ln = nn.LayerNorm(dim, eps=1e-06)
 
     def forward(self, x):
-        n = self.norm1(x)
-        h = x + self.attn(n, n, n, need_weights=False)[0]
-        y = F.gelu(self.fc1(self.norm2(h)))
-        return h + self.fc2(y)
+        h = self.dropout(x + self.pos_embedding)
+        h = self.layers(h)
+        return self.ln(h)
+
+
+class Heads(nn.Module):
+    """The block `Heads` (vit.dl:42)."""
+
+    def __init__(self, in_features: int, classes: int):
+        super().__init__()
+        self.head = nn.Linear(in_features, classes)
+
+    def forward(self, x):
+        return self.head(x)
 
 
 class ViT(nn.Module):
-    """The model `ViT` (vit.dl:19)."""
+    """The model `ViT` (vit.dl:46)."""
 
     def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12, classes: int = 1000):
         super().__init__()
         self.dim = dim
-        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
-        self.conv = nn.Conv2d(3, dim, patch, stride=patch)
-        self.encoders = nn.ModuleList([Encoder(dim, heads, 4 * dim) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, classes)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.conv_proj = nn.Conv2d(3, dim, patch, stride=patch)
+        self.encoder = Encoder((image // patch) ** 2 + 1, depth, heads, dim, 4 * dim)
+        self.heads = Heads(dim, classes)
 
     def forward(self, x):
         B = x.shape[0]
-        p = self.conv(x).flatten(2).transpose(1, 2)
-        h = torch.cat([self.cls.expand(B, 1, self.dim), p], dim=1) + self.pos
-        for block in self.encoders:
-            h = block(h)
-        return self.fc(self.norm(h[:, 0]))
+        p = self.conv_proj(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.class_token.expand(B, 1, self.dim), p], dim=1)
+        h = self.encoder(h)
+        return self.heads(h[:, 0])
 
 
 MODELS = {"ViT": ViT}
