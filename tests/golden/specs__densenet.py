@@ -51,7 +51,7 @@ class Transition(nn.Module):
 
 
 class Features(nn.Module):
-    """The block `Features` (densenet.dl:51)."""
+    """The block `Features` (densenet.dl:51), built for blocks == [6, 12, 24, 16] and imagenet."""
 
     def __init__(self, in_channels: int, growth: int):
         super().__init__()
@@ -95,7 +95,7 @@ class DenseNet121(nn.Module):
 
 
 class Features2(nn.Module):
-    """The block `Features` (densenet.dl:51)."""
+    """The block `Features` (densenet.dl:51), built for blocks == [16, 16, 16] and not imagenet."""
 
     def __init__(self, in_channels: int, growth: int):
         super().__init__()
