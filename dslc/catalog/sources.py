@@ -531,14 +531,16 @@ def npz_arrays(path: str) -> tuple[dict, dict]:
     return arrays, {}
 
 
-def _check_finite(path: str, key: str, a) -> None:
-    """DataError naming the first example of a float array with a NaN or an infinity."""
+def _check_finite(path: str, key: str, a, first: int = 0) -> None:
+    """DataError naming the first example of a float array with a NaN or an infinity (`a` starts at
+    example `first` of the array)."""
     if a.dtype.kind != "f":
         return
     bad = ~np.isfinite(a)
     if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"the array {key!r} in {shown(path)} holds {a[where]} at {list(where)}, in example "
+        found = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = [found[0] + first, *found[1:]]
+        raise DataError(f"the array {key!r} in {shown(path)} holds {a[found]} at {where}, in example "
                         f"{where[0]}: data must be finite numbers (as float32)")
 
 
@@ -583,38 +585,162 @@ def image_size(folder: str) -> tuple[int, int]:
     return h, w
 
 
+def _image(Image, path: str, hw, resize: bool, channels: int):
+    """One image as uint8 [H, W, C]: resized to `hw` when `resize`, else it must have that size."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if (im.size[1], im.size[0]) != hw:
+                if not resize:
+                    raise DataError(f"{shown(path)} is {im.size[1]}×{im.size[0]} but the first image is "
+                                    f"{hw[0]}×{hw[1]}; give `size=[H, W]` to resize them all")
+                im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image {shown(path)}: {e}") from None
+    return a.reshape(hw[0], hw[1], channels)
+
+
+def _as_x(images: list):
+    """uint8 [H, W, C] images as float32 [N, C, H, W] in [0, 1]."""
+    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(x)
+
+
 def image_arrays(folder: str, size, channels: int) -> tuple[dict, dict]:
     Image = _pil()
     classes = image_classes(folder)
-    hw = tuple(int(s) for s in size) if size is not None else None
+    hw = tuple(int(s) for s in size) if size is not None else image_size(folder)
     xs, ys = [], []
     for label, (_, files) in enumerate(classes):
         for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("L" if channels == 1 else "RGB")
-                    if hw is None:
-                        hw = (im.size[1], im.size[0])
-                    if (im.size[1], im.size[0]) != hw:
-                        if size is None:
-                            raise DataError(f"{shown(path)} is {im.size[1]}×{im.size[0]} but the first image is "
-                                            f"{hw[0]}×{hw[1]}; give `size=[H, W]` to resize them all")
-                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                    a = np.asarray(im, dtype=np.uint8)
-            except OSError as e:
-                raise DataError(f"cannot read image {shown(path)}: {e}") from None
-            xs.append(a.reshape(hw[0], hw[1], channels))
+            xs.append(_image(Image, path, hw, size is not None, channels))
             ys.append(label)
-    x = np.stack(xs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
     names = [n for n, _ in classes]
-    return {"x": np.ascontiguousarray(x), "y": np.array(ys, dtype=np.int64)}, \
+    return {"x": _as_x(xs), "y": np.array(ys, dtype=np.int64)}, {"classes": len(names), "class_names": names}
+
+
+# ---------------------------------------------------------------------- read on demand (plans with `workers`)
+
+class Rows:
+    """A field whose examples are read only when a batch asks for them (`read`), so that memory does
+    not grow with the data set: `take` narrows it to some examples without reading any."""
+    shape: tuple
+    dtype: object   # the field's numpy dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, idx) -> "Rows":
+        raise NotImplementedError
+
+    def read(self, idx):
+        """The examples `idx` (ints into this view), as one numpy array of `dtype`."""
+        raise NotImplementedError
+
+
+class ImageRows(Rows):
+    """The images of a folder, decoded (and resized) when read, exactly as `image_arrays` decodes them."""
+
+    def __init__(self, files: list, hw: tuple, resize: bool, channels: int):
+        self.files, self.hw, self.resize, self.channels = files, hw, resize, channels
+        self.shape = (len(files), channels, hw[0], hw[1])
+        self.dtype = np.dtype(np.float32)
+
+    def take(self, idx) -> "ImageRows":
+        return ImageRows([self.files[int(i)] for i in np.asarray(idx).reshape(-1)], self.hw, self.resize,
+                         self.channels)
+
+    def read(self, idx):
+        Image = _pil()
+        return _as_x([_image(Image, self.files[int(i)], self.hw, self.resize, self.channels)
+                      for i in np.asarray(idx).reshape(-1)])
+
+
+class MappedRows(Rows):
+    """Rows of an array that stays on disk (a numpy memmap), converted to the field's dtype when read."""
+
+    def __init__(self, array, dtype, index=None):
+        self.array, self.dtype, self.index = array, np.dtype(dtype), index
+        self.shape = (len(index) if index is not None else len(array),) + tuple(array.shape[1:])
+
+    def take(self, idx) -> "MappedRows":
+        idx = np.asarray(idx).reshape(-1).astype(np.int64)
+        return MappedRows(self.array, self.dtype, self.index[idx] if self.index is not None else idx)
+
+    def read(self, idx):
+        idx = np.asarray(idx).reshape(-1).astype(np.int64)
+        rows = self.index[idx] if self.index is not None else idx
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(self.array[rows].astype(self.dtype))
+
+
+def image_rows(folder: str, size, channels: int) -> tuple[dict, dict]:
+    """An image folder as `image_arrays` gives it, but `x` decoded only when read (ImageRows)."""
+    classes = image_classes(folder)
+    hw = tuple(int(s) for s in size) if size is not None else image_size(folder)
+    files = [path for _, paths in classes for path in paths]
+    labels = np.concatenate([np.full(len(paths), label, np.int64) for label, (_, paths) in enumerate(classes)])
+    names = [n for n, _ in classes]
+    return {"x": ImageRows(files, hw, size is not None, channels), "y": labels}, \
         {"classes": len(names), "class_names": names}
+
+
+CHECK_ROWS = 4096   # rows of a memory-mapped array checked for finiteness at a time
+
+
+def npz_mapped(path: str) -> tuple[dict, dict]:
+    """An .npz file as `npz_arrays` gives it, each array memory-mapped where it lies in the file
+    (numpy's `np.savez` stores them uncompressed); a compressed array (`np.savez_compressed`) cannot
+    be mapped and is read whole. Float arrays are checked finite a slice at a time."""
+    header = npz_header(path)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                key = info.filename[:-4]
+                if key not in header:
+                    continue
+                if info.compress_type == zipfile.ZIP_STORED:
+                    out[key] = MappedRows(_mapped(path, z, info), header[key][1])
+                else:
+                    with np.load(path, allow_pickle=False) as f:
+                        out[key] = MappedRows(f[key], header[key][1])
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    for k, rows in out.items():
+        for start in range(0, len(rows), CHECK_ROWS):
+            _check_finite(path, k, rows.read(np.arange(start, min(start + CHECK_ROWS, len(rows)))), start)
+    return out, {}
+
+
+def _mapped(path: str, z, info):
+    """The array of the stored (uncompressed) member `info`, memory-mapped read-only: its bytes start
+    after the member's local header (30 bytes, its name and extra field) and the .npy header."""
+    from numpy.lib import format as fmt
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        with z.open(info) as member:
+            return fmt.read_array(member, allow_pickle=False)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
 
 
 # ---------------------------------------------------------------------- everything
 
-def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
-    """(field name -> numpy array with the examples along axis 0, meta) of a data set."""
+def arrays(name: str, args: dict, base_dir: str = ".", lazy: bool = False) -> tuple[dict, dict]:
+    """(field name -> numpy array with the examples along axis 0, meta) of a data set. `lazy`: an image
+    folder's `x` and an .npz file's arrays are `Rows`, read when a batch needs them."""
+    if lazy and name == "npz":
+        return npz_mapped(resolve(args["path"], base_dir))
+    if lazy and name == "images":
+        return image_rows(resolve(args["folder"], base_dir), args.get("size"), int(args.get("channels", 3)))
     if name == "csv":
         return csv_arrays(resolve(args["path"], base_dir), str(args["target"]))
     if name == "npz":
@@ -624,6 +750,7 @@ def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
     return _builtin(name, args)
 
 
-__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play",
+__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "ImageRows", "MappedRows", "Rows",
+           "arrays", "cache_dir", "cached", "clean_play",
            "csv_schema", "image_classes", "image_size", "mnist_arrays", "npz_header", "resolve", "sequence_arrays",
            "sequence_count", "shakespeare_arrays", "shakespeare_text"]
