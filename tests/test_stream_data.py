@@ -105,6 +105,27 @@ def test_an_npz_file_is_memory_mapped_and_read_as_numpy_reads_it(tmp_path):
         data.load("npz", {"path": str(tmp_path / "bad.npz")}, lazy=True)
 
 
+@pytest.mark.parametrize("target", ["label", "id", "value"])
+def test_a_csv_file_is_parsed_once_into_a_mapped_file(tmp_path, monkeypatch, target):
+    monkeypatch.setattr(sources, "CSV_CHUNK", 7)   # several chunks, the last one partial
+    rng = np.random.default_rng(0)
+    lines = ["a,name,b,label,id,value"]
+    for i in range(60):
+        lines.append(f"{rng.normal():.6f},n{i},{rng.integers(-9, 9)},{'cat' if i % 3 else 'dog'},"
+                     f"{['1', '01', '7'][i % 3]},{rng.normal():.9f}")
+        if i == 30:
+            lines.append(",,,,,")   # an empty row: skipped by both
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    bound = {"path": str(tmp_path / "t.csv"), "target": target, "val": 0.2, "test": 0.1, "seed": 2}
+    lazy, whole = data.load("csv", bound, lazy=True), data.load("csv", bound)
+    assert isinstance(lazy.train["x"], sources.MappedRows) and isinstance(lazy.train["x"].array, np.memmap)
+    assert lazy.meta == whole.meta and torch.equal(lazy.train["y"], whole.train["y"])
+    assert equal_batches(list(data.loader(lazy.train, 8, workers=2, shuffle=True, seed=1, epoch=1)),
+                         list(data.batches(whole.train, 8, shuffle=True, seed=1, epoch=1)))
+    if target == "id":   # 1 and 01 are one class
+        assert whole.meta["class_names"] == ["1", "7"]
+
+
 PLAN = MODELS + """
 train p {
     model      = Small()
@@ -169,7 +190,9 @@ def test_a_run_stopped_mid_epoch_with_2_workers_resumes_exactly(tmp_path, no_plo
     with pytest.raises(Interrupted):
         stopped.run()
     assert any("-batch-" in n for n in os.listdir(tmp_path / "r" / "checkpoints"))
-    train(path, None, Options(out=str(tmp_path / "r"), resume=True, progress=False, watch=False), out=lambda s: None)
+    # resumed in the training process: how many workers read the data changes no batch, so it may differ
+    train(path, None, Options(out=str(tmp_path / "r"), resume=True, sets=("workers=0",), progress=False, watch=False),
+          out=lambda s: None)
     assert same(weights(tmp_path / "r"), weights(tmp_path / "whole"))
     assert _without_time(metrics(tmp_path / "r")) == _without_time(metrics(tmp_path / "whole"))
 

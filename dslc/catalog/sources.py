@@ -430,40 +430,99 @@ def csv_schema(path: str, target: str) -> CsvSchema:
     return CsvSchema(tuple(header), features, target, kind, unused)
 
 
-def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
-    schema = csv_schema(path, target)
+def _csv_records(path: str, schema: CsvSchema):
+    """(line, features, target text) of each non-empty row, every cell checked as `csv_arrays` says."""
     index = {h: i for i, h in enumerate(schema.columns)}
     feats = [(index[h], h) for h in schema.features]
-    t = index[target]
-    xs, ys = [], []
+    t, target = index[schema.target], schema.target
     rows = _rows(path)
     next(rows)
     for line, row in rows:
         if not any(c.strip() for c in row):
             continue
-        xs.append([number(path, line, h, row[i] if i < len(row) else "") for i, h in feats])
+        x = [number(path, line, h, row[i] if i < len(row) else "") for i, h in feats]
         y = row[t].strip() if t < len(row) else ""
         if schema.target_kind == "int" and not _INT.match(y):
             raise DataError(f"{shown(path)}:{line}: the target {target!r} holds class ids (ints) in the "
                             f"first rows, but {y!r} here")
         if schema.target_kind == "float":
             number(path, line, target, y)
-        ys.append(y)
-    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(feats))
+        yield line, x, y
+
+
+def _csv_meta(path: str, schema: CsvSchema) -> dict:
     meta = {"feature_names": list(schema.features)}
     if schema.unused:
         names = ", ".join(repr(h) for h in schema.unused)
         what = f"the column {names} holds" if len(schema.unused) == 1 else f"the columns {names} hold"
         they = "it is not a feature" if len(schema.unused) == 1 else "they are not features"
         meta["notes"] = [f"{shown(path)}: {what} no number in the first {SAMPLE_ROWS} rows, so {they}"]
+    return meta
+
+
+def _class_ids(values: list) -> tuple[dict, list]:
+    """{target: class id} (the distinct values, ints or labels, sorted) and the class names."""
+    keys = sorted(set(values))
+    return {v: i for i, v in enumerate(keys)}, [str(v) for v in keys]
+
+
+def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
+    schema = csv_schema(path, target)
+    xs, ys = [], []
+    for _, x, y in _csv_records(path, schema):
+        xs.append(x)
+        ys.append(y)
+    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(schema.features))
+    meta = _csv_meta(path, schema)
     if schema.target_kind == "float":
         return {"x": x, "y": np.array(ys, dtype=np.float32)}, meta
     if schema.target_kind == "int":
         ys = [int(y) for y in ys]
-    values = sorted(set(ys))
-    ids = {v: i for i, v in enumerate(values)}
-    meta.update(classes=len(values), class_names=[str(v) for v in values])
+    ids, names = _class_ids(ys)
+    meta.update(classes=len(names), class_names=names)
     return {"x": x, "y": np.array([ids[v] for v in ys], dtype=np.int64)}, meta
+
+
+CSV_CHUNK = 4096   # rows parsed before they are written to the features' file
+
+
+def csv_mapped(path: str, target: str) -> tuple[dict, dict]:
+    """A CSV file as `csv_arrays` gives it, parsed in one pass with its features written, a chunk of
+    rows at a time, to an unnamed temporary file that `x` then memory-maps (MappedRows): the Python
+    rows of the whole file are never held. The targets are kept in memory (one number a row)."""
+    import array
+    import tempfile
+    schema = csv_schema(path, target)
+    store = tempfile.TemporaryFile(prefix="dslc-csv-")
+    chunk, n, seen = [], 0, {}
+    targets = array.array("d") if schema.target_kind == "float" else []
+    for _, x, y in _csv_records(path, schema):
+        chunk.append(x)
+        if schema.target_kind == "float":
+            targets.append(float(y))
+        else:   # one object per distinct class, so the list holds references, not a string a row
+            targets.append(seen.setdefault(y, int(y) if schema.target_kind == "int" else y))
+        if len(chunk) == CSV_CHUNK:
+            n += _write_rows(store, chunk)
+    n += _write_rows(store, chunk)
+    store.flush()
+    shape = (n, len(schema.features))
+    x = np.memmap(store, dtype=np.float32, mode="r", shape=shape) if n else np.zeros(shape, np.float32)
+    meta = _csv_meta(path, schema)
+    if schema.target_kind == "float":
+        return {"x": MappedRows(x, np.float32), "y": np.frombuffer(targets, np.float64).astype(np.float32)}, meta
+    ids, names = _class_ids(targets)
+    meta.update(classes=len(names), class_names=names)
+    return {"x": MappedRows(x, np.float32), "y": np.array([ids[v] for v in targets], dtype=np.int64)}, meta
+
+
+def _write_rows(store, chunk: list) -> int:
+    """Append the rows of `chunk` to `store` as float32 and empty it; how many."""
+    n = len(chunk)
+    if n:
+        store.write(np.array(chunk, dtype=np.float32).tobytes())
+        chunk.clear()
+    return n
 
 
 # ---------------------------------------------------------------------- user files: npz
@@ -737,6 +796,8 @@ def _mapped(path: str, z, info):
 def arrays(name: str, args: dict, base_dir: str = ".", lazy: bool = False) -> tuple[dict, dict]:
     """(field name -> numpy array with the examples along axis 0, meta) of a data set. `lazy`: an image
     folder's `x` and an .npz file's arrays are `Rows`, read when a batch needs them."""
+    if lazy and name == "csv":
+        return csv_mapped(resolve(args["path"], base_dir), str(args["target"]))
     if lazy and name == "npz":
         return npz_mapped(resolve(args["path"], base_dir))
     if lazy and name == "images":
