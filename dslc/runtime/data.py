@@ -13,6 +13,9 @@
   resumed run sees the very same batches. The last, partial batch is kept.
 - `check_requirements` refuses, before a run, batches too small for a model's run-time
   requirements (`h[7]` on the batch needs B > 7), the last partial batch of each split included.
+- With the plan's `workers` (`loader`), an image folder, an .npz or a CSV file stays on disk
+  (`sources.Rows`), and a torch DataLoader's workers make the batches, each whole (`Epoch`), in
+  order: the very batches `batches` makes, for any number of workers.
 - Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
   the deterministic ones (`normalize`, `standardize`, `resize`, `center_crop`) on every batch, training
   or not; the random ones on training batches only (ops/augment.py defines them all).
@@ -94,8 +97,8 @@ def split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarra
 def load(name: str, args: dict, base_dir: str = ".", lazy: bool = False) -> Splits:
     """The data set `name` with the bound catalog `args` (defaults fill the rest; val, test and
     seed split it); relative paths are resolved against `base_dir`, the plan's folder. `lazy` (a plan
-    with `workers`): an image folder's images and an .npz file's arrays stay where they are
-    (`sources.Rows`) and are read a batch at a time; their examples and splits are the same."""
+    with `workers`): an image folder's images, an .npz file's arrays and a CSV file's features stay on
+    disk (`sources.Rows`) and are read a batch at a time; their examples and splits are the same."""
     entry = catalog.DATASETS.get(name)
     if entry is None:
         raise DataError(f"unknown data set `{name}`; data sets: {', '.join(catalog.DATASETS)}", "E0503")
