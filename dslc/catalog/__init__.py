@@ -406,6 +406,10 @@ FIELDS = {f.name: f for f in (
     Field("strategy", "strategy", "how several processes train: `ddp` (DistributedDataParallel)", default="ddp"),
     Field("sync_batchnorm", "bool", "with several processes on GPUs, batch norm's statistics over the whole "
           "batch of all processes (SyncBatchNorm) rather than each process's own", default=False),
+    Field("workers", "int", "read the data with torch's DataLoader in this many worker processes (0: in the "
+          "training process): an image folder, an .npz file and a CSV file are then read from disk a batch at a "
+          "time and augmented in the workers, never held in memory whole; the batches are the same for any number",
+          checks.non_negative),
     Field("optimize", "int", "the models' code: 1 with the -O1 passes (fused attention, no-ops "
           "removed...), 0 as declared", lambda v: None if plain(v) in (0, 1) else "is 0 or 1 (-O2 is for inference)", 1),
     Field("state", "state", "a model input carried from batch to batch (truncated BPTT): `state = hidden` feeds "

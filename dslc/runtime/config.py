@@ -22,6 +22,7 @@ class TrainConfig:
     devices: int                       # processes of a data-parallel run (1: one process)
     strategy: str                      # ddp
     sync_batchnorm: bool               # SyncBatchNorm across the processes (GPUs)
+    workers: int | None                # DataLoader worker processes, reading from disk (None: data in memory)
     metrics: tuple[str, ...]
     thresholds: dict                   # metric -> the probability above which a binary output is class 1
     train_metrics: bool                # the metrics are measured on the training batches too
@@ -52,7 +53,7 @@ class TrainConfig:
             accumulate=number("accumulate", int), precision=str(catalog.setting(fields, "precision")),
             optimize=number("optimize", int), compile=bool(catalog.setting(fields, "compile")),
             devices=number("devices", int), strategy=str(catalog.setting(fields, "strategy")),
-            sync_batchnorm=bool(catalog.setting(fields, "sync_batchnorm")),
+            sync_batchnorm=bool(catalog.setting(fields, "sync_batchnorm")), workers=number("workers", int),
             metrics=tuple(catalog.setting(fields, "metrics") or ()), thresholds=_thresholds(fields),
             train_metrics=bool(catalog.setting(fields, "train_metrics")),
             overfit_batches=number("overfit_batches", int), log_every=number("log_every", int),

@@ -13,6 +13,9 @@
   resumed run sees the very same batches. The last, partial batch is kept.
 - `check_requirements` refuses, before a run, batches too small for a model's run-time
   requirements (`h[7]` on the batch needs B > 7), the last partial batch of each split included.
+- With the plan's `workers` (`loader`), an image folder, an .npz or a CSV file stays on disk
+  (`sources.Rows`), and a torch DataLoader's workers make the batches, each whole (`Epoch`), in
+  order: the very batches `batches` makes, for any number of workers.
 - Augmentations (the plan's `augment = [...]`) apply to the field `x`, in order:
   the deterministic ones (`normalize`, `standardize`, `resize`, `center_crop`) on every batch, training
   or not; the random ones on training batches only (ops/augment.py defines them all).
@@ -21,6 +24,7 @@ Errors raise `DataError` (its `code` is E0508 for a file that cannot be read).
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 from .. import catalog
 from ..catalog import sources, text
-from ..catalog.sources import DataError
+from ..catalog.sources import DataError, Rows
 from ..diagnostics import Diagnostic, DslcError, Label
 from ..ir.dims import Sym, Var, requirements, unmet
 from ..ops import augment as augmentations
@@ -90,9 +94,11 @@ def split_indices(n: int, val: float, test: float, seed: int) -> tuple[np.ndarra
     return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
 
 
-def load(name: str, args: dict, base_dir: str = ".") -> Splits:
+def load(name: str, args: dict, base_dir: str = ".", lazy: bool = False) -> Splits:
     """The data set `name` with the bound catalog `args` (defaults fill the rest; val, test and
-    seed split it); relative paths are resolved against `base_dir`, the plan's folder."""
+    seed split it); relative paths are resolved against `base_dir`, the plan's folder. `lazy` (a plan
+    with `workers`): an image folder's images, an .npz file's arrays and a CSV file's features stay on
+    disk (`sources.Rows`) and are read a batch at a time; their examples and splits are the same."""
     entry = catalog.DATASETS.get(name)
     if entry is None:
         raise DataError(f"unknown data set `{name}`; data sets: {', '.join(catalog.DATASETS)}", "E0503")
@@ -102,7 +108,9 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
     if missing:
         raise DataError(f"`{name}` needs {', '.join(missing)}", "E0303")
     want = entry.field_types(full, base_dir)
-    arrays, meta = text.text_set(full, base_dir) if name == "text" else sources.arrays(name, full, base_dir)
+    arrays, meta = text.text_set(full, base_dir) if name == "text" else sources.arrays(name, full, base_dir, lazy)
+    arrays = {k: a.read(np.arange(len(a))) if isinstance(a, Rows) and len(a.shape) == 1 else a
+              for k, a in arrays.items()}   # labels and other one-number fields: small, kept in memory
     limit = int(full["limit"]) if full.get("limit") is not None else None
     if "stream" in meta or "windows" in meta:
         tokens = arrays["tokens"][:limit] if limit is not None else arrays["tokens"]
@@ -119,9 +127,9 @@ def load(name: str, args: dict, base_dir: str = ".") -> Splits:
         if t is None or str(a.dtype) != t.dtype or tuple(a.shape[1:]) != tuple(int(d) for d in t.shape[1:]):
             raise DataError(f"`{name}` gave the field `{key}` as {list(a.shape)} of {a.dtype}, not {t} as "
                             "checked: did its file change?")
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
+    tensors = {k: a if isinstance(a, Rows) else torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
     parts = split_indices(n, float(full["val"]), float(full["test"]), int(full["seed"]))
-    train, val, test = ({k: t[torch.from_numpy(idx)] for k, t in tensors.items()} if len(idx) else None
+    train, val, test = ({k: _take(t, torch.from_numpy(idx)) for k, t in tensors.items()} if len(idx) else None
                         for idx in parts)
     meta = dict(meta, name=name, examples=n, sizes={"train": len(parts[0]), "val": len(parts[1]),
                                                      "test": len(parts[2])})
@@ -135,7 +143,16 @@ def _sample(arrays: dict, limit: int, seed: int) -> dict:
     if limit >= n:
         return arrays
     keep = np.sort(np.random.default_rng([int(seed) % 2**64, 1]).permutation(n)[:limit])
-    return {k: a[keep] for k, a in arrays.items()}
+    return {k: _take(a, keep) for k, a in arrays.items()}
+
+
+def _take(a, idx):
+    """The examples `idx` (ints, or a mask of bools) of a field: a tensor's or array's copied, a `Rows`
+    narrowed without reading anything."""
+    if isinstance(a, Rows):
+        idx = np.asarray(idx)
+        return a.take(np.flatnonzero(idx) if idx.dtype == bool else idx)
+    return a[idx]
 
 
 def _stream_splits(tokens: np.ndarray, meta: dict, val: float, test: float) -> Splits:
@@ -188,7 +205,7 @@ def _keep_labels(name: str, arrays: dict, meta: dict, labels: list[int]) -> tupl
     keep = np.isin(y, labels)
     if not keep.any():
         raise DataError(f"no example of `{name}` has a label in {labels}", "E0302")
-    return {k: a[keep] for k, a in arrays.items()}, dict(meta, labels=list(labels))
+    return {k: _take(a, keep) for k, a in arrays.items()}, dict(meta, labels=list(labels))
 
 
 # ---------------------------------------------------------------------- the models' run-time requirements
@@ -267,6 +284,11 @@ def _length(split: dict) -> int:
     return len(next(iter(split.values())))
 
 
+def floating(field) -> bool:
+    """Whether a field holds floats (a tensor, or `Rows` read from disk)."""
+    return field.dtype.kind == "f" if isinstance(field, Rows) else torch.is_floating_point(field)
+
+
 def examples(split: dict | Stream) -> int:
     """How many examples a split holds (a stream: its tokens)."""
     return len(split) if isinstance(split, Stream) else _length(split)
@@ -278,7 +300,8 @@ def first_batches(split: dict | Stream | None, batch_size: int, n: int):
         return None
     if isinstance(split, Stream):
         return Stream(split.tokens, split.context, n)
-    return {f: t[:n * batch_size] for f, t in split.items()}
+    return {f: _take(t, np.arange(min(n * batch_size, len(t)))) if isinstance(t, Rows) else t[:n * batch_size]
+            for f, t in split.items()}
 
 
 def steps_per_epoch(split: dict | Stream, batch_size: int, world: int = 1) -> int:
@@ -298,37 +321,117 @@ def generator(*parts: int) -> torch.Generator:
 
 
 def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: int, augment: list | None = None,
-            train: bool = True, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+            train: bool = True, rank: int = 0, world: int = 1, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch) when `shuffle`, else
     the split's order; batch k's augmentation draws from a generator seeded by
     (seed, epoch, k + 1). `train=False` applies only the deterministic ones. A `Stream` is read in order
-    (not shuffled; its int64 `x` takes no augmentation).
+    (not shuffled; its int64 `x` takes no augmentation). `start`: from batch `start` on (a resumed
+    epoch), the ones before it never made.
 
     With `world` processes, the order is the same and batch k is the one a single process
     would take with batch_size·world, cut in `world` consecutive pieces (sizes differing by at
     most one): process `rank` gets piece `rank`, augmented as in that whole batch. So N
     processes of batch B see, step by step, the examples one process of batch N·B sees."""
     if isinstance(split, Stream):
-        yield from split.batches(batch_size, rank, world)
+        yield from itertools.islice(split.batches(batch_size, rank, world), start, None)
         return
-    n = _length(split)
-    device = next(iter(split.values())).device
-    order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
-    calls = _calls(augment)   # apply_batch leaves out the random ones off training
-    random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in calls)
-    total = batch_size * world
-    for k, start in enumerate(range(0, n, total)):
-        idx = order[start:start + total] if order is not None else torch.arange(start, min(start + total, n),
-                                                                                 device=device)
-        if len(idx) < world:   # too few to give each process one (steps_per_epoch leaves it out)
-            break
-        piece = _piece(len(idx), rank, world)
-        batch = {f: t[idx if random else idx[piece]] for f, t in split.items()}
-        if calls and "x" in batch:
-            g = generator(seed, epoch, k + 1) if random else None
-            batch = apply_batch(batch, calls, g, train)
-        if random and world > 1:   # augmented whole, so each example gets the draw it gets in one process
+    epoch_ = Epoch(split, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, augment=augment, train=train,
+                   rank=rank, world=world)
+    for k in range(start, len(epoch_)):
+        yield epoch_[k]
+
+
+class Epoch(torch.utils.data.Dataset):
+    """The batches of one epoch of a split, batch k made on demand (`epoch[k]`) as `batches` makes it:
+    so a DataLoader's worker processes make the very batches one process makes, whatever their number."""
+
+    def __init__(self, split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+                 augment: list | None = None, train: bool = True, rank: int = 0, world: int = 1):
+        self.split, self.seed, self.epoch, self.rank, self.world = split, seed, epoch, rank, world
+        n = _length(split)
+        device = _device(split)
+        order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
+        self.calls = _calls(augment)   # apply_batch leaves out the random ones off training
+        self.train = train
+        self.random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in self.calls)
+        total = batch_size * world
+        self.indices = []
+        for start in range(0, n, total):
+            idx = order[start:start + total] if order is not None else torch.arange(start, min(start + total, n),
+                                                                                     device=device)
+            if len(idx) < world:   # too few to give each process one (steps_per_epoch leaves it out)
+                break
+            self.indices.append(idx)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        idx, world = self.indices[k], self.world
+        piece = _piece(len(idx), self.rank, world)
+        batch = {f: _rows(t, idx if self.random else idx[piece]) for f, t in self.split.items()}
+        if self.calls and "x" in batch:
+            g = generator(self.seed, self.epoch, k + 1) if self.random else None
+            batch = apply_batch(batch, self.calls, g, self.train)
+        if self.random and world > 1:   # augmented whole, so each example gets the draw it gets in one process
             batch = {f: t[piece] for f, t in batch.items()}
+        return batch
+
+
+def _rows(t, idx: torch.Tensor) -> torch.Tensor:
+    """The examples `idx` of a field: indexed in memory, or read (`Rows`)."""
+    if isinstance(t, Rows):
+        return torch.from_numpy(t.read(idx.numpy()))
+    return t[idx]
+
+
+def _device(split: dict) -> torch.device:
+    return next((t.device for t in split.values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
+
+
+class _Failed:
+    """A DataError met in a worker process, carried to the main one as a value (DataLoader would
+    re-raise it with the worker's traceback in its message)."""
+
+    def __init__(self, error: DataError):
+        self.message, self.code = error.message, error.code
+
+
+class _Guarded(torch.utils.data.Dataset):
+    def __init__(self, epoch: Epoch):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __getitem__(self, k: int):
+        try:
+            return self.epoch[k]
+        except DataError as e:
+            return _Failed(e)
+
+
+def loader(split, batch_size: int, *, workers: int | None, pin_memory: bool = False, start: int = 0,
+           **how) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches `batches(split, batch_size, start=start, **how)` makes, made by a
+    torch.utils.data.DataLoader with `workers` processes (0: in this one) when the plan sets `workers`
+    (None: made here, as before). Each batch is made whole by one worker (`Epoch`), read from disk
+    and augmented there, and the loader hands them back in order: the same batches for any number of
+    workers. `pin_memory`: page-locked, for fast copies to a GPU."""
+    if workers is None or isinstance(split, Stream):
+        yield from batches(split, batch_size, start=start, **how)
+        return
+    epoch = Epoch(split, batch_size, **how)
+    if start >= len(epoch):
+        return
+    # its own generator: a DataLoader draws its workers' base seed, which would otherwise come from torch's
+    # global one and shift the run's dropout (the batches draw from their own generators, not from it)
+    made = torch.utils.data.DataLoader(_Guarded(epoch), batch_size=None, sampler=range(start, len(epoch)),
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       generator=generator(epoch.seed, epoch.epoch, -1))
+    for batch in made:
+        if isinstance(batch, _Failed):
+            raise DataError(batch.message, batch.code)
         yield batch
 
 
@@ -429,13 +532,35 @@ def resolved(augment, train: dict | Stream | None, stats: dict | None = None,
     return out
 
 
-def channel_stats(x: torch.Tensor) -> dict:
+def channel_stats(x: torch.Tensor | Rows) -> dict:
     """Each channel's (dim 1's) mean and standard deviation (numpy's: ddof 0) over all the
-    examples and positions, in float64; a channel that never varies gets 1, so it is only shifted."""
-    a = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)
-    mean, std = a.mean(1), a.std(1, correction=0)
+    examples and positions, in float64; a channel that never varies gets 1, so it is only shifted.
+    `Rows` are read a slice at a time (`_streamed_stats`), never whole."""
+    if isinstance(x, Rows):
+        mean, std = _streamed_stats(x)
+    else:
+        a = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(x.shape[1], -1)
+        mean, std = a.mean(1), a.std(1, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+STATS_ROWS = 1024   # examples read at a time when measuring `standardize`'s figures of `Rows`
+
+
+def _streamed_stats(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (ddof 0) of `Rows`, slice by slice: each slice's mean and sum of
+    squared deviations merged into the running ones (Chan et al.'s pairwise update), in float64."""
+    count, mean, m2 = 0, torch.zeros(rows.shape[1], dtype=torch.float64), torch.zeros(rows.shape[1], dtype=torch.float64)
+    for start in range(0, len(rows), STATS_ROWS):
+        x = torch.from_numpy(rows.read(np.arange(start, min(start + STATS_ROWS, len(rows)))))
+        a = x.to(torch.float64).transpose(0, 1).reshape(x.shape[1], -1)
+        n, m = a.shape[1], a.mean(1)
+        delta, total = m - mean, count + n
+        mean = mean + delta * n / total
+        m2 = m2 + ((a - m[:, None]) ** 2).sum(1) + delta ** 2 * count * n / total
+        count = total
+    return mean, (m2 / count).sqrt()
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -462,6 +587,7 @@ def rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None)
     return helper("rotation")(x, degrees, generator=generator)
 
 
-__all__ = ["DataError", "Splits", "Stream", "apply_augment", "batches", "examples", "first_batches", "generator", "load",
+__all__ = ["DataError", "Epoch", "Splits", "Stream", "apply_augment", "batches", "floating",
+           "loader", "examples", "first_batches", "generator", "load",
            "channel_stats", "helper", "normalize", "random_crop", "random_flip", "rotation", "split_indices",
            "resolved", "steps_per_epoch", "apply_batch", "CLASS_IDS"]

@@ -25,6 +25,8 @@ from .rundir import run_plan_name
 # schedules whose curve is laid over the run's whole length (steps_per_epoch * epochs)
 RUN_LENGTH_SCHEDULES = ("cosine", "one_cycle", "warmup_cosine")
 _EPOCHS = re.compile(r"^    epochs = (\d+)$")
+# how many processes read the data changes no batch (data.loader), so a run may resume with others
+_WORKERS = re.compile(r"^    workers = \d+$")
 _MAX_NOTES = 8
 
 
@@ -64,7 +66,7 @@ def check_same_plan(run_path: str, run_text: str, plan_name: str, rendered: str,
         raise DslcError(Diagnostic(
             "E0606", f"{run_path} is a run of the plan `{ran}`, not `{plan_name}`", file_name=run_path,
             help=f"resume it with --plan {ran}, or start a new run of `{plan_name}` without --resume"))
-    before, after = plan_lines(run_text), plan_lines(rendered)
+    before, after = ([line for line in plan_lines(text) if not _WORKERS.match(line)] for text in (run_text, rendered))
     if epochs_may_change:
         before, after = ([line for line in lines if not _EPOCHS.match(line)] for lines in (before, after))
     if before != after:

@@ -289,7 +289,8 @@ class Trainer:
     def _load_data(self) -> None:
         try:
             self.data = data_mod.load(self.plan.data.entry.name, dict(self.plan.data.args),
-                                      base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir)
+                                      base_dir=getattr(self.plan.data, "base_dir", None) or self.base_dir,
+                                      lazy=self.config.workers is not None)
         except data_mod.DataError as e:
             raise DslcError(Diagnostic(getattr(e, "code", "E0508"), str(e), self.plan.data.span)) from None
         for note in self.data.meta.get("notes", ()):
@@ -297,7 +298,7 @@ class Trainer:
         train = self.data.train
         y = train.tokens if isinstance(train, data_mod.Stream) else train.get("y")
         # integer targets are classes (digits' labels, shakespeare's next characters); floats are values
-        self.task = "classification" if y is not None and not torch.is_floating_point(y) else "regression"
+        self.task = "classification" if y is not None and not data_mod.floating(y) else "regression"
         # `standardize`: the training split's figures, measured once (a run keeps them: STANDARDIZE_FILE)
         self.augment = data_mod.resolved(self.config.augment, self.data.train, classes=self.data.meta.get("classes"))
 
@@ -661,12 +662,10 @@ class Trainer:
         self.epoch, self.epoch_batches = epoch, n_batches
         self.callbacks.on_epoch_start(self, epoch, total, n_batches)
         smoke_test = bool(self.config.overfit_batches)   # the same batches each epoch, in order, not augmented
-        batches = data_mod.batches(self.data.train, phase.batch_size, shuffle=not smoke_test, seed=self.seed,
-                                   epoch=epoch, augment=self.augment, train=not smoke_test,
-                                   rank=self.world.rank, world=self.world.size)
-        for b, batch in enumerate(batches):
-            if b < skip:
-                continue
+        batches = self._loader(self.data.train, phase.batch_size, start=skip, shuffle=not smoke_test, seed=self.seed,
+                               epoch=epoch, augment=self.augment, train=not smoke_test,
+                               rank=self.world.rank, world=self.world.size)
+        for b, batch in enumerate(batches, start=skip):
             inputs = [batch[f].to(self.device, non_blocking=True) for f in self.batch_fields]
             n = inputs[0].shape[0]
             last = b + 1 == n_batches
@@ -790,6 +789,20 @@ class Trainer:
             return None
         return MetricSet(list(self.config.metrics), self.task, self.plan.steps[0].scores, self.config.thresholds)
 
+    def _loader(self, split, batch_size: int, **how):
+        """The batches of `split` (data_mod.loader: the plan's `workers`, pinned memory for a GPU); a
+        file that cannot be read mid-run is a diagnostic at the plan's data."""
+        batches = data_mod.loader(split, batch_size, workers=self.config.workers,
+                                  pin_memory=self.device.type == "cuda", **how)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except data_mod.DataError as e:
+                raise DslcError(Diagnostic(e.code, e.message, self.plan.data.span)) from None
+            yield batch
+
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
         metrics = self.metric_set()
@@ -799,8 +812,8 @@ class Trainer:
         carried = None   # the state runs along the split from zeros, as in training
         with self.callbacks.evaluation_weights(self):
             with torch.no_grad():
-                for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
-                                              augment=self.augment, train=False):
+                for batch in self._loader(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
+                                          augment=self.augment, train=False):
                     inputs = [batch[f].to(self.device) for f in self.batch_fields]
                     n = inputs[0].shape[0]
                     for s in self.steps:
