@@ -2,7 +2,12 @@
 
 The text checked is the editor's, saved or not, for the document and for the files it
 imports that are open too. Each file's parse is kept by its text's hash, so a change to
-one document parses that document again and reuses every imported file's module.
+one document parses that document again and reuses every imported file's module; and the
+document is parsed again piece by piece (dslc.frontend.reparse): only the declarations whose
+text changed are parsed, the others' trees are moved to their new places.
+
+What the diagnostics need is done at once; the shapes of models that stopped at an error (for
+hovers and inlay hints, not for diagnostics) are evaluated only when a request asks for them.
 Nothing here knows the protocol: dslc.lsp.server turns an Analysis into messages.
 """
 from __future__ import annotations
@@ -15,7 +20,7 @@ from ..frontend import ast
 from ..frontend.check import check_unit, gc_paused
 from ..frontend.evaluator import Evaluator
 from ..frontend.loader import Reading, Unit, display_name, load_partly
-from ..frontend.parser import parse
+from ..frontend.reparse import Reparser
 from ..ir.limits import MAX_SOURCE_BYTES
 
 
@@ -30,6 +35,14 @@ class Analysis:
     graphs: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
     partial: set = field(default_factory=set)   # models in `graphs` evaluated only up to an error
+    unfinished: bool = False   # the models that stopped at an error are not in `graphs` yet: see `finish`
+
+    def finish(self) -> None:
+        """Evaluate the models that stopped at an error as far as they go (`graphs`, `partial`)."""
+        if self.unfinished:
+            with gc_paused():
+                self.partial = _partial_graphs(self.unit, self.graphs)
+            self.unfinished = False
 
     @property
     def module(self) -> ast.Module | None:
@@ -45,6 +58,7 @@ class Checker:
     def __init__(self):
         self.open: dict[str, str] = {}
         self._parsed: dict[str, tuple[bytes, object]] = {}   # display name -> (text digest, Module or DslcError)
+        self._reparsers: dict[str, Reparser] = {}            # display name -> its pieces' trees
 
     def check(self, path: str, text: str) -> Analysis:
         if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
@@ -58,8 +72,8 @@ class Checker:
             diagnostics = list(reporter.diagnostics)
             if not reporter.has_errors:
                 diagnostics = _checked(unit, graphs)
-            partial = _partial_graphs(unit, graphs) if any(d.severity == "error" for d in diagnostics) else set()
-        return Analysis(path, text, diagnostics, unit, graphs, paths, partial)
+            unfinished = any(d.severity == "error" for d in diagnostics)
+        return Analysis(path, text, diagnostics, unit, graphs, paths, unfinished=unfinished)
 
     def _parse(self, file: SourceFile) -> ast.Module:
         """The file's module, parsed again only when its text changed."""
@@ -67,7 +81,7 @@ class Checker:
         seen = self._parsed.get(file.name)
         if seen is None or seen[0] != digest:
             try:
-                seen = (digest, parse(file))
+                seen = (digest, self._reparsers.setdefault(file.name, Reparser()).parse(file))
             except DslcError as e:
                 seen = (digest, e)
             self._parsed[file.name] = seen
