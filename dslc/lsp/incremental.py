@@ -21,11 +21,12 @@ class ModelCache:
     def __init__(self):
         self.clean: dict[str, tuple] = {}   # model name -> (its key, the names its evaluation reached)
         self.skipped: list[str] = []        # the models the last check did not evaluate
+        self.mentions: dict[str, frozenset] = {}   # a declaration's text -> the names it mentions
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
         ev = _Recording(unit, reporter)
-        keys = _Keys(unit)
+        keys = _Keys(unit, self.mentions)
         clean, self.skipped = {}, []
         for decl in models:
             key = keys.of(decl)
@@ -43,6 +44,7 @@ class ModelCache:
                 if len(reporter.diagnostics) == before:
                     clean[decl.name] = (key, reached)
         self.clean = clean
+        self.mentions = keys.mentions   # only the current declarations' texts
         return ev
 
 
@@ -89,10 +91,11 @@ class _Keys:
     """What a model's evaluation depends on: the declarations' names and kinds, and the texts of
     the model and of every declaration it refers to, directly or not."""
 
-    def __init__(self, unit):
+    def __init__(self, unit, mentions: dict):
         self.unit = unit
         self.names = tuple(sorted((name, getattr(d, "kind", "")) for name, d in unit.decls.items()))
         self.refs: dict[str, frozenset] = {}
+        self.known, self.mentions = mentions, {}   # the last check's mentions, and this one's
 
     def of(self, decl) -> tuple:
         closure, todo = {decl.name}, [decl.name]
@@ -106,8 +109,14 @@ class _Keys:
 
     def _refs(self, name: str) -> frozenset:
         if name not in self.refs:
-            found: set = set()
-            _names_in(self.unit.decls[name], found)
+            decl = self.unit.decls[name]
+            text = decl.span.text
+            found = self.known.get(text)
+            if found is None:
+                found = set()
+                _names_in(decl, found)
+                found = frozenset(found)
+            self.mentions[text] = found
             self.refs[name] = frozenset(n for n in found if n in self.unit.decls)
         return self.refs[name]
 
