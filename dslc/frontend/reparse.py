@@ -26,7 +26,7 @@ class Reparser:
         decls: list = []
         for start, end in _declaration_bounds(file.text):
             piece = file.text[start:end]
-            parsed = kept.get(piece) or self._pieces.get(piece)
+            parsed = kept.get(piece, self._pieces.get(piece))   # () for a piece of comments
             if parsed is None:
                 try:
                     parsed = _parse_text(SourceFile(file.name, piece), piece).decls
