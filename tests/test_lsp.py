@@ -346,3 +346,32 @@ async def test_completion_mid_edit_uses_the_last_text_that_parsed(client: Langua
     items = await client.text_document_completion_async(lsp.CompletionParams(
         lsp.TextDocumentIdentifier(uri), at(typing, "    Unit(32)", 4)))
     assert {"Unit", "Net", "x", "classes", "Conv2d"} <= {i.label for i in items.items}
+
+
+TWO = """model Left(classes: int = 10) {
+    input x: [B, 8]
+    Linear(32)
+    ReLU()
+    Linear(classes)
+}
+
+model Right(width: int = 16) {
+    input x: [B, 4]
+    Linear(width)
+}
+"""
+
+
+async def test_a_model_the_check_skipped_still_shows_its_shapes(client: LanguageClient, tmp_path):
+    """After an edit inside Right, Left (clean, unchanged) is not evaluated for the diagnostics, yet its
+    hover has its parameter count and its layers' shapes (evaluated when the hover asks)."""
+    uri, diags = await opened(client, tmp_path / "two.dl", TWO)
+    assert diags == []
+    edit = lsp.TextDocumentContentChangePartial(lsp.Range(at(TWO, "Linear(width)", 7), at(TWO, "Linear(width)", 12)), "2 * width")
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), [edit]))
+    assert await diagnostics_of(client, uri, 2) == []
+    edited = TWO.replace("Linear(width)", "Linear(2 * width)")
+    assert "618 parameters" in await hover_text(client, uri, at(edited, "model Left", 6))   # 8*32+32 + 32*10+10
+    assert "[B, 32] float32" in await hover_text(client, uri, at(edited, "Linear(32)", 1))
+    assert "[B, 32] float32" in await hover_text(client, uri, at(edited, "Linear(2 * width)", 1))

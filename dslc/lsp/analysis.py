@@ -2,7 +2,14 @@
 
 The text checked is the editor's, saved or not, for the document and for the files it
 imports that are open too. Each file's parse is kept by its text's hash, so a change to
-one document parses that document again and reuses every imported file's module.
+one document parses that document again and reuses every imported file's module; and the
+document is parsed again piece by piece (dslc.frontend.reparse): only the declarations whose
+text changed are parsed, the others' trees are moved to their new places.
+
+A model known clean whose text and dependencies did not change is not evaluated again
+(dslc.lsp.incremental). What the diagnostics need is done at once; the shapes of the models
+not evaluated and of those that stopped at an error (for hovers and inlay hints, not for
+diagnostics) are evaluated only when a request asks for them.
 Nothing here knows the protocol: dslc.lsp.server turns an Analysis into messages.
 """
 from __future__ import annotations
@@ -15,8 +22,9 @@ from ..frontend import ast
 from ..frontend.check import check_unit, gc_paused
 from ..frontend.evaluator import Evaluator
 from ..frontend.loader import Reading, Unit, display_name, load_partly
-from ..frontend.parser import parse
+from ..frontend.reparse import Reparser
 from ..ir.limits import MAX_SOURCE_BYTES
+from .incremental import ModelCache
 
 
 @dataclass
@@ -30,6 +38,21 @@ class Analysis:
     graphs: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
     partial: set = field(default_factory=set)   # models in `graphs` evaluated only up to an error
+    skipped: list = field(default_factory=list)   # models known clean, not evaluated: see `finish`
+    unfinished: bool = False   # `graphs` lacks the skipped models and those that stopped at an error
+
+    def finish(self) -> None:
+        """Evaluate the models the check skipped, and those that stopped at an error as far as
+        they go (`graphs`, `partial`)."""
+        if self.unfinished:
+            with gc_paused():
+                ev = Evaluator(self.unit, Reporter())
+                for name in self.skipped:
+                    graph = ev.model(self.unit.decls[name])
+                    if graph is not None:
+                        self.graphs[name] = graph
+                self.partial = _partial_graphs(self.unit, self.graphs)
+            self.unfinished = False
 
     @property
     def module(self) -> ast.Module | None:
@@ -45,6 +68,8 @@ class Checker:
     def __init__(self):
         self.open: dict[str, str] = {}
         self._parsed: dict[str, tuple[bytes, object]] = {}   # display name -> (text digest, Module or DslcError)
+        self._reparsers: dict[str, Reparser] = {}            # display name -> its pieces' trees
+        self._models: dict[str, ModelCache] = {}             # document path -> its clean models
 
     def check(self, path: str, text: str) -> Analysis:
         if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
@@ -56,10 +81,13 @@ class Checker:
             paths = {f.name: p for f, p in reading.paths.items()}
             graphs: dict = {}
             diagnostics = list(reporter.diagnostics)
+            models = self._models.setdefault(path, ModelCache())
+            models.skipped = []
             if not reporter.has_errors:
-                diagnostics = _checked(unit, graphs)
-            partial = _partial_graphs(unit, graphs) if any(d.severity == "error" for d in diagnostics) else set()
-        return Analysis(path, text, diagnostics, unit, graphs, paths, partial)
+                diagnostics = _checked(unit, graphs, models.evaluate)
+            unfinished = bool(models.skipped) or any(d.severity == "error" for d in diagnostics)
+        return Analysis(path, text, diagnostics, unit, graphs, paths, skipped=list(models.skipped),
+                        unfinished=unfinished)
 
     def _parse(self, file: SourceFile) -> ast.Module:
         """The file's module, parsed again only when its text changed."""
@@ -67,7 +95,7 @@ class Checker:
         seen = self._parsed.get(file.name)
         if seen is None or seen[0] != digest:
             try:
-                seen = (digest, parse(file))
+                seen = (digest, self._reparsers.setdefault(file.name, Reparser()).parse(file))
             except DslcError as e:
                 seen = (digest, e)
             self._parsed[file.name] = seen
@@ -76,11 +104,11 @@ class Checker:
         return seen[1]
 
 
-def _checked(unit: Unit, graphs: dict) -> list[Diagnostic]:
+def _checked(unit: Unit, graphs: dict, evaluate) -> list[Diagnostic]:
     """What `dslc check` reports on a loaded unit: its errors and warnings. One process (a server
     with threads must not fork)."""
     try:
-        return check_unit(unit, jobs=1, graphs=graphs)
+        return check_unit(unit, jobs=1, graphs=graphs, evaluate=evaluate)
     except DslcError as e:
         return e.diagnostics
 

@@ -80,23 +80,33 @@ async def _drain(ls: DslServer) -> None:
         ls.busy = False
 
 
-async def analyse(ls: DslServer, uri: str) -> Analysis | None:
-    """The check of the document's current text (the last one when the text is the same)."""
+async def analyse(ls: DslServer, uri: str, finished: bool = False) -> Analysis | None:
+    """The check of the document's current text (the last one when the text is the same).
+    `finished`: with the shapes of the models that stopped at an error too (hovers and inlay
+    hints show them; diagnostics do not wait for them)."""
     async with ls.lock:
         text = ls.workspace.get_text_document(uri).source
-        last = ls.analyses.get(uri)
-        if last is not None and last.text == text:
-            return last
-        try:
-            analysis = await asyncio.get_running_loop().run_in_executor(None, ls.checker.check, uri_path(uri), text)
-        except Exception:  # noqa: BLE001 - a bug in a check must not stop the server
-            ls.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, "dslc: the check failed:\n"
-                                                       + traceback.format_exc()))
-            return None
-        ls.analyses[uri] = analysis
-        if analysis.module is not None:
-            ls.parsed[uri] = analysis
+        analysis = ls.analyses.get(uri)
+        if analysis is None or analysis.text != text:
+            analysis = await _in_worker(ls, ls.checker.check, uri_path(uri), text)
+            if analysis is None:
+                return None
+            ls.analyses[uri] = analysis
+            if analysis.module is not None:
+                ls.parsed[uri] = analysis
+        if finished and analysis.unfinished:
+            await _in_worker(ls, analysis.finish)
         return analysis
+
+
+async def _in_worker(ls: DslServer, work, *args):
+    """`work(*args)` in a worker thread; None, logged to the editor, if it fails inside dslc."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+    except Exception:  # noqa: BLE001 - a bug in a check must not stop the server
+        ls.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, "dslc: the check failed:\n"
+                                                   + traceback.format_exc()))
+        return None
 
 
 def publish(ls: DslServer, uri: str, analysis: Analysis) -> None:
@@ -179,7 +189,7 @@ def did_close(ls: DslServer, params: lsp.DidCloseTextDocumentParams) -> None:
 
 async def at(ls: DslServer, doc_id, pos: lsp.Position) -> tuple[Analysis | None, int]:
     """The document's check and the cursor's character offset in it."""
-    analysis = await analyse(ls, doc_id.uri)
+    analysis = await analyse(ls, doc_id.uri, finished=True)
     return analysis, ls.workspace.get_text_document(doc_id.uri).offset_at_position(pos)
 
 
@@ -249,7 +259,7 @@ async def rename(ls: DslServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit |
 
 @server.feature(lsp.TEXT_DOCUMENT_INLAY_HINT)
 async def inlay_hints(ls: DslServer, params: lsp.InlayHintParams) -> list[lsp.InlayHint]:
-    analysis = await analyse(ls, params.text_document.uri)
+    analysis = await analyse(ls, params.text_document.uri, finished=True)
     if analysis is None:
         return []
     doc = ls.workspace.get_text_document(params.text_document.uri)
