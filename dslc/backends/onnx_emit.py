@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir.dims import FloorDiv, Sym, Var, plain
+from ..ir.dims import FloorDiv, MinMax, Sym, Var, plain
 from ..ir.graph import Graph, Node
 from ..ir.nesting import SEP
 from ..ir.scan import is_scan
@@ -161,6 +161,8 @@ class OnnxBuilder:
             return self.symbol(a.name)
         if isinstance(a, FloorDiv):
             return self.op("Div", [self._poly(a.num), self._poly(a.den)])  # int64 Div floors for sizes ≥ 0
+        if isinstance(a, MinMax):
+            return self.op(a.op.capitalize(), [self._poly(q) for q in a.args])
         raise ValueError(f"the size atom {a} has no run-time value")
 
 
