@@ -214,3 +214,66 @@ def test_torch_compile_traces_a_wrapper_around_a_built_model():
     module = sys.modules[type(net).__module__]
     assert module.__file__.startswith("<dslc mnist_mlp.dl")   # tracebacks still name the .dl file
     assert prog.build("MnistMLP", seed=0).__class__ is type(net)   # the same source is executed once
+
+
+SQUEEZE = '''block Squeeze {
+    input x
+    output x -> Conv2d(max(1, x.shape[1] // 4), 1)
+}
+model Big(c: int = 16) {
+    input x: [B, c, 4, 4]
+    Squeeze()
+}
+model Flat(c: int = 16) {
+    input x: [B, T, c]
+    h = x -> Linear(max(1, c // 4))
+    output h.reshape(B, T * max(1, c // 4))
+}
+'''
+
+
+def test_max_of_sizes_stays_an_expression_in_the_class(tmp_path):
+    """`max(1, x.shape[1] // 4)` is `max(1, in_channels // 4)` in the generated block: no guard, so
+    the class compiled at c=16 builds every c as dslc does, and as the torch twin does."""
+    import torch
+    from torch import nn
+    prog = dslc.load(_write(tmp_path, "squeeze.dl", SQUEEZE))
+    source = prog.source(["Big", "Flat"])
+    assert "nn.Conv2d(in_channels, max(1, in_channels // 4), 1)" in source
+    assert "built for" not in source and "raise ValueError" not in source
+    mod = exec_source(source, "<squeeze>")
+    assert mod.Squeeze(3).conv.out_channels == 1   # the block used alone: max(1, 0)
+    for c in (1, 2, 3, 4, 7, 16):
+        torch.manual_seed(0)
+        mine = mod.Big(c=c)
+        theirs = prog.build("Big", seed=0, c=c)
+        twin = nn.Conv2d(c, max(1, c // 4), 1)
+        twin.load_state_dict({k.removeprefix("squeeze.conv."): v for k, v in theirs.state_dict().items()})
+        assert prog.summary("Big", c=c).total_params == sum(p.numel() for p in twin.parameters())
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value), (c, key)
+        x = torch.rand(2, c, 4, 4)
+        with torch.no_grad():
+            assert torch.equal(mine(x), twin(x)) and torch.equal(theirs(x), twin(x))
+
+
+@pytest.mark.parametrize("c", [2, 8])
+def test_a_run_time_size_with_a_max_exports_to_onnx(tmp_path, c):
+    """`T * max(1, c // 4)`: the generated class computes it from its own `c`, and ONNX gets the
+    number (c is known in a built model) times T read off the input."""
+    import numpy as np
+    import torch
+    from support import ort_run
+    prog = dslc.load(_write(tmp_path, "squeeze.dl", SQUEEZE))
+    net = prog.build("Flat", seed=0, c=c).eval()
+    torch.manual_seed(0)
+    mine = exec_source(prog.source(["Flat"]), "<flat>").Flat(c=c).eval()
+    model = prog.onnx("Flat", seed=0, c=c)   # the full checker runs inside
+    for t in (3, 5):
+        x = np.random.default_rng(t).random((2, t, c)).astype(np.float32)
+        with torch.no_grad():
+            want = net(torch.from_numpy(x))
+            assert torch.equal(mine(torch.from_numpy(x)), want)
+        assert want.shape == (2, t * max(1, c // 4))
+        got, = ort_run(model, {"x": x})
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)

@@ -202,3 +202,84 @@ def test_divisibility_by_a_parameter_prints_as_a_remainder():
         assert eval(forward.to_python().split(" == ")[0], {}, env) == dv - hv * (dv // hv)  # noqa: S307
     assert Guard((d - 4 * (d // 4)).expr, "==", Poly.const(0)).to_python() == "d % 4 == 0"
     assert Guard((d - 3 * (d // 4)).expr, "==", Poly.const(0)).to_python() == "d - 3 * (d // 4) == 0"
+
+
+# ---------------------------------------------------------------- max and min of sizes
+
+from dslc.frontend.builtins import BUILTINS, BuiltinError  # noqa: E402
+from dslc.ir.dims import Guard, MinMax, least_value  # noqa: E402
+
+
+def _max(*args):
+    return BUILTINS["max"].fn(*args)
+
+
+def _min(*args):
+    return BUILTINS["min"].fn(*args)
+
+
+@pytest.mark.parametrize("c", [1, 3, 4, 7, 16, 33])
+def test_max_of_a_parameter_keeps_its_expression_and_records_nothing(c):
+    with recording() as guards:
+        s = _max(1, p("c", c) // 4)
+    assert list(guards) == []
+    assert plain(s) == max(1, c // 4)
+    assert to_python(s.expr) == "max(1, c // 4)"
+    for other in (1, 2, 5, 8, 100):   # the expression holds for every c, not only this one
+        assert evaluate(s, {"c": other}) == max(1, other // 4)
+
+
+def test_min_and_max_of_several_sizes_and_a_list():
+    a, b = p("a", 5), p("b", 9)
+    with recording() as guards:
+        lo, hi = _min(a, b, 7), _max([a, b])
+    assert list(guards) == []
+    assert (plain(lo), plain(hi)) == (5, 9)
+    assert to_python(lo.expr) == "min(7, a, b)" and to_python(hi.expr) == "max(a, b)"
+    assert evaluate(lo, {"a": 8, "b": 9}) == 7
+
+
+def test_max_normal_forms():
+    c = Poly.atom(Param("c"))
+    assert Poly.minmax("max", [c, c]) == c                                  # one argument left
+    assert Poly.minmax("max", [c, c + Poly.const(1)]) == c + Poly.const(1)  # dominated by a constant
+    assert Poly.minmax("min", [c, c + Poly.const(1)]) == c
+    assert Poly.minmax("max", [Poly.const(2), Poly.const(5)]) == Poly.const(5)
+    inner = Poly.minmax("max", [Poly.const(1), c])
+    flat = Poly.minmax("max", [inner, Poly.const(3), Poly.atom(Param("d"))])   # nested maxes flatten
+    assert to_python(flat) == "max(3, c, d)"
+    assert isinstance(flat.single_atom(), MinMax)
+
+
+def test_max_substitutes_and_folds():
+    s = _max(1, p("c", 16) // 4)
+    assert s.expr.subst(lambda a: Poly.const(2)) == Poly.const(1)   # c = 2: max(1, 0)
+    bigger = s.expr.subst(lambda a: Poly.atom(Param("w")) * Poly.const(4))
+    assert to_python(bigger) == "max(1, w)"
+
+
+def test_arithmetic_on_a_max_prints_as_python_means_it():
+    c = p("c", 6)
+    s = 2 * _max(1, c // 4) + 3
+    assert to_python(s.expr) == "2 * max(1, c // 4) + 3"
+    for v in (1, 4, 6, 40):
+        assert evaluate(s, {"c": v}) == 2 * max(1, v // 4) + 3
+
+
+def test_a_max_with_a_constant_meets_its_bound():
+    s = _max(1, p("c", 16) // 4)
+    assert least_value(s.expr) == 1
+    assert Guard(s.expr, ">", Poly.const(0)).is_trivial()
+    assert not Guard(s.expr, ">", Poly.const(1)).is_trivial()
+    with recording() as guards:
+        assert s > 0
+    assert list(guards) == []
+
+
+def test_max_with_a_float_or_a_run_time_size_keeps_deciding():
+    """A float compares (a guard on the size, as before); a run-time size is refused, as before."""
+    with recording() as guards:
+        assert _max(0.5, p("c", 3)) == 3
+    assert guards
+    with pytest.raises(BuiltinError, match="run-time size `T`"):
+        _max(1, Sym.var("T"))

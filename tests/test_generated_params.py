@@ -78,3 +78,85 @@ def test_the_class_compiled_at_the_defaults_builds_other_values(case):
     assert [o.shape for o in got] == [o.shape for o in want]
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+
+
+# ---------------------------------------------------------------- block classes used alone
+
+# (in_channels, out, expand, k, stride): narrow inputs, where MBConv squeezes to max(1, c // 4)
+# channels (1 for c < 8: a plain c // 4 would give a 0-channel convolution below 4), and wide ones.
+MBCONV_VALUES = [(1, 1, 1, 3, 1), (2, 4, 6, 3, 2), (3, 3, 6, 5, 1), (3, 8, 1, 3, 1), (5, 5, 1, 3, 1),
+                 (6, 2, 6, 5, 2), (8, 8, 6, 3, 1), (12, 16, 6, 5, 2), (2, 4, 1, 3, 2), (4, 4, 6, 4, 1), (4, 4, 1, 4, 1)]
+
+_WRAPPER = '''import "{path}"
+model One(c: int, out: int, expand: int, k: int, stride: int) {{
+    input x: [B, c, 9, 9]
+    MBConv(out, expand, k, stride=stride)
+}}
+model Squeezed(c: int, squeeze: int) {{
+    input x: [B, c, 5, 5]
+    SqueezeExcitation(squeeze)
+}}
+'''
+
+
+@pytest.fixture(scope="module")
+def efficientnet(tmp_path_factory):
+    """The classes of specs/efficientnet.dl's generated file (compiled at its defaults), and dslc's
+    own builds of one MBConv and one SqueezeExcitation at any values."""
+    from support import ROOT
+
+    import dslc
+    path = tmp_path_factory.mktemp("mbconv") / "one.dl"
+    path.write_text(_WRAPPER.format(path=f"{ROOT}/specs/efficientnet.dl"), encoding="utf-8")
+    return program("efficientnet.dl").module(["EfficientNetB0"]), dslc.load(str(path))
+
+
+def _same_block(mine, theirs, prefix: str, x) -> None:
+    """The generated block equals dslc's build of it (one block in a model, keyed `prefix.`):
+    parameter count, state (seeded alike), output shape and a bit-equal forward."""
+    want = {k.removeprefix(prefix): v for k, v in theirs.state_dict().items()}
+    assert sum(p.numel() for p in mine.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert list(mine.state_dict()) == list(want)
+    for key, value in mine.state_dict().items():
+        assert torch.equal(value, want[key]), key
+    with torch.no_grad():
+        got, expected = mine.eval()(x), theirs.eval()(x)
+    assert got.shape == expected.shape and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("values", MBCONV_VALUES, ids=lambda v: "c{}-out{}-e{}-k{}-s{}".format(*v))
+def test_the_generated_mbconv_builds_other_values_or_refuses_them(efficientnet, values):
+    """MBConv compiled for B0's stages, used alone at other widths: the same module as dslc builds
+    there (and as torchvision's MBConv, tests/zoo_vision.py, with its weights), or a ValueError
+    that says what it was generated for; never a silently different one."""
+    from zoo_vision import MBConvTwin
+
+    from dslc import DslcError
+    module, wrapper = efficientnet
+    c, out, expand, k, stride = values
+    try:
+        theirs = wrapper.build("One", seed=0, c=c, out=out, expand=expand, k=k, stride=stride)
+    except DslcError:   # an even k with the residual: the spec's own shapes refuse it
+        with pytest.raises(ValueError, match="MBConv was generated for "):
+            module.MBConv(c, out, expand, k, stride=stride)
+        return
+    torch.manual_seed(0)
+    try:
+        mine = module.MBConv(c, out, expand, k, stride=stride)
+    except ValueError as err:
+        assert str(err).startswith("MBConv was generated for ")
+        return
+    x = torch.rand(2, c, 9, 9)
+    _same_block(mine, theirs, "mb_conv.", x)
+    twin = MBConvTwin(expand, k, stride, c, out).eval()
+    twin.load_state_dict(mine.state_dict())
+    with torch.no_grad():
+        assert torch.equal(twin(x), mine(x))
+
+
+@pytest.mark.parametrize("c,squeeze", [(1, 1), (3, 1), (4, 2), (16, 4)])
+def test_the_generated_squeeze_excitation_builds_other_values(efficientnet, c, squeeze):
+    module, wrapper = efficientnet
+    theirs = wrapper.build("Squeezed", seed=0, c=c, squeeze=squeeze)
+    torch.manual_seed(0)
+    _same_block(module.SqueezeExcitation(c, squeeze), theirs, "squeeze_excitation.", torch.rand(2, c, 5, 5))

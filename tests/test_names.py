@@ -156,8 +156,8 @@ def test_every_hostile_name_is_refused_or_works(tmp_path):
     # refusing everything would pass the above: names Python allows there are accepted
     for role, names in {"model": ["float", "torch", "__class__", "__builtins__", "build", "MODELS", "int"],
                         "block": ["forward", "super", "train", "__x", "F"],
-                        "model_param": ["type", "input", "len", "max", "name", "seed", "params", "x_dim0"],
-                        "block_param": ["type", "in_features", "range"],
+                        "model_param": ["type", "input", "len", "name", "seed", "params", "x_dim0"],
+                        "block_param": ["type", "in_features", "range", "max"],
                         "tensor": ["float", "len", "type", "_", "__x", "x_", "F", "build", "torch"],
                         "input": ["float", "type", "_", "torch"],
                         "size": ["torch", "self", "lambda", "F"],

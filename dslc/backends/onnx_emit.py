@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir.dims import FloorDiv, Sym, Var, plain
+from ..ir.dims import FloorDiv, Poly, Sym, Var, plain
 from ..ir.graph import Graph, Node
 from ..ir.nesting import SEP
 from ..ir.scan import is_scan
@@ -42,12 +42,13 @@ def onnx_dtype(dtype: str) -> int:
 class OnnxBuilder:
     """Collects nodes, constants and initializers; names stay unique and readable."""
 
-    def __init__(self, symbols: dict):
+    def __init__(self, symbols: dict, atom_values: dict | None = None):
         self.nodes: list = []
         self.initializers: dict = {}   # name -> numpy array
         self._names: set = set()
         self._symbols = symbols        # run-time size name -> (graph input name, dim index)
         self._symbol_values: dict = {}  # run-time size expressions already computed (by Poly)
+        self._atom_values = atom_values or {}  # the model's parameter values (`T * (c // 4)` has c)
         self.scope = ""                # node name prefix: the block path being emitted
 
     def fresh(self, hint: str) -> str:
@@ -135,7 +136,7 @@ class OnnxBuilder:
             return self.ints([plain(d)])
         if d.poly not in self._symbol_values:
             scope, self.scope = self.scope, ""  # computed at the top, so every block can reuse it
-            self._symbol_values[d.poly] = self._poly(d.poly)
+            self._symbol_values[d.poly] = self._poly(d.poly.subst(self._known))
             self.scope = scope
         return self._symbol_values[d.poly]
 
@@ -144,6 +145,11 @@ class OnnxBuilder:
         if all(not isinstance(d, Sym) for d in dims):
             return self.ints([plain(d) for d in dims], hint="shape")
         return self.op("Concat", [self.dim(d) for d in dims], axis=0, hint="shape")
+
+    def _known(self, a):
+        """A parameter's value, folded into a run-time size (`T * max(1, c // 4)` is `T * 1` at c=2)."""
+        v = self._atom_values.get(a)
+        return None if v is None else Poly.const(v)
 
     def _poly(self, p) -> str:
         total = None
@@ -211,7 +217,7 @@ def emit_model(graph: Graph, state: dict, doc: str = ""):
     import onnx
     from onnx import helper
     symbols = _symbol_sources(graph)
-    b = OnnxBuilder(symbols)
+    b = OnnxBuilder(symbols, graph.atom_env)
     values: dict = {}
     graph_inputs = []
     for name, ref in graph.inputs:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..frontend import ast
-from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
+from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, MinMax, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
@@ -1423,7 +1423,7 @@ def _input_aliases(graph: Graph) -> dict:
         for a, b in ((g.lhs, g.rhs), (g.rhs, g.lhs)):
             atom = _single_atom(Size(0, a)) if not a.is_const() else None
             if isinstance(atom, InDim) and atom not in out and b.atoms() and \
-                    all(isinstance(x, (Param, FloorDiv)) for x in b.atoms()) and \
+                    all(isinstance(x, (Param, FloorDiv, MinMax)) for x in b.atoms()) and \
                     not any(isinstance(x, InDim) for x in b.atoms()):
                 out[atom] = b
                 break

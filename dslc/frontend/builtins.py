@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir.dims import MATH_FUNCTIONS, Size, Sym, as_float, math_function, plain, plain_float
+from ..ir.dims import MATH_FUNCTIONS, Size, Sym, as_float, extreme, math_function, plain, plain_float
 from ..ir.limits import MAX_INT, MAX_ITEMS
 from ..ops.ptypes import describe, is_int, is_number
 from .values import Builtin
@@ -79,12 +79,22 @@ def _numbers(name: str, args) -> list:
     return list(args)
 
 
+def _extreme(name: str, args):
+    """`max`/`min`: over sizes of parameters, a size that keeps the expression (`max(1, c // 4)`)
+    for every value of c; with a float or a run-time size, Python's, whose comparisons record
+    guards (or cannot be decided)."""
+    values = _numbers(name, args)
+    if any(isinstance(v, Size) for v in values) and all(is_int(v) for v in values):
+        return extreme(name, values)
+    return (max if name == "max" else min)(values)
+
+
 def _min(*args):
-    return min(_numbers("min", args))
+    return _extreme("min", args)
 
 
 def _max(*args):
-    return max(_numbers("max", args))
+    return _extreme("max", args)
 
 
 def _sum(*args):

@@ -74,7 +74,27 @@ class FloorDiv:
         return (3, self.num.sort_key(), self.den.sort_key())
 
 
-Atom = Union[Param, InDim, Var, FloorDiv]
+@dataclass(frozen=True)
+class MinMax:
+    """`max(...)` or `min(...)` of sizes over parameters (`max(1, in_channels // 4)`), kept as an
+    expression: picking the winner at compile time would be a decision (a guard) that bakes it."""
+    op: str       # "max" or "min"
+    args: tuple   # Polys, at least two, in sort_key order, none of them a `op` of its own
+
+    def sort_key(self) -> tuple:
+        return (4, self.op, tuple(a.sort_key() for a in self.args))
+
+
+def _inner(a) -> tuple:
+    """The polynomials inside a compound atom (a floor division's, a max's), else ()."""
+    if isinstance(a, FloorDiv):
+        return (a.num, a.den)
+    if isinstance(a, MinMax):
+        return a.args
+    return ()
+
+
+Atom = Union[Param, InDim, Var, FloorDiv, MinMax]
 
 # A monomial is a frozenset of (atom, power) pairs; the empty one is the constant term.
 # Sets make the form canonical without sorting: the order only matters when printing.
@@ -119,7 +139,7 @@ class Poly:
             for m in self.terms:
                 n += 1
                 for a, p in m:
-                    n += p + (a.num.size() + a.den.size() if isinstance(a, FloorDiv) else 0)
+                    n += p + sum(q.size() for q in _inner(a))
             self._size = n
         return self._size
 
@@ -172,8 +192,8 @@ class Poly:
         for m in self.terms:
             for a, _ in m:
                 out.add(a)
-                if isinstance(a, FloorDiv):
-                    out |= a.num.atoms() | a.den.atoms()
+                for q in _inner(a):
+                    out |= q.atoms()
         return out
 
     def has_vars(self) -> bool:
@@ -221,6 +241,26 @@ class Poly:
         if m and not any(mm in rest.terms for mm in den.terms):
             return Poly.const(m) + (rest.floordiv(den) if rest.terms else Poly())
         return Poly.atom(FloorDiv(self, den))
+
+    @staticmethod
+    def minmax(op: str, polys) -> "Poly":
+        """`max(*polys)` (op "max") or `min(*polys)`, in its plainest form: nested ones of the same
+        op flattened, constants folded into one, an argument another exceeds by a constant
+        dropped (`max(c, c + 1)` is `c + 1`); one argument left is the result itself."""
+        pick = max if op == "max" else min
+        flat: list = []
+        for p in polys:
+            a = p.single_atom()
+            flat.extend(a.args if isinstance(a, MinMax) and a.op == op else (p,))
+        consts = [p.const_value() for p in flat if p.is_const()]
+        args: list = [Poly.const(pick(consts))] if consts else []
+        for p in flat:
+            if not p.is_const() and p not in args:
+                args.append(p)
+        kept = [p for p in args if not any(q is not p and _beats(q, p, pick) for q in args)]
+        if len(kept) == 1:
+            return kept[0]
+        return Poly.atom(MinMax(op, tuple(sorted(kept, key=Poly.sort_key))))
 
     def _floordiv_int(self, c: int) -> "Poly":
         if c == 0:
@@ -284,16 +324,31 @@ class Poly:
         return out
 
 
+def _beats(q: Poly, p: Poly, pick) -> bool:
+    """Whether `q` always wins over `p` in `pick` (max or min): they differ by a constant that
+    favours q (a tie keeps the earlier one)."""
+    diff = q - p
+    if not diff.is_const():
+        return False
+    d = diff.const_value()
+    return (d > 0 if pick is max else d < 0) or d == 0 and q.sort_key() < p.sort_key()
+
+
 def _atom_value(a: Atom, env) -> int | None:
     if isinstance(a, FloorDiv):
         n, d = a.num.evaluate(env), a.den.evaluate(env)
         return None if n is None or d is None or d == 0 else n // d
+    if isinstance(a, MinMax):
+        values = [q.evaluate(env) for q in a.args]
+        return None if None in values else (max if a.op == "max" else min)(values)
     return env(a)
 
 
 def _subst_atom(a: Atom, f) -> Poly:
     if isinstance(a, FloorDiv):
         return a.num.subst(f).floordiv(a.den.subst(f))
+    if isinstance(a, MinMax):
+        return Poly.minmax(a.op, [q.subst(f) for q in a.args])
     r = f(a)
     return Poly.atom(a) if r is None else r
 
@@ -380,6 +435,8 @@ def _atom_src(a: Atom, name) -> tuple[str, int]:
         n, np_ = _poly_src(a.num, name)
         d, dp = _poly_src(a.den, name)
         return f"{_wrap(n, np_, _MUL)} // {_wrap(d, dp, _MUL + 1)}", _MUL
+    if isinstance(a, MinMax):
+        return f"{a.op}({', '.join(_poly_src(q, name)[0] for q in a.args)})", _ATOM
     return name(a), _ATOM
 
 
@@ -425,10 +482,11 @@ class Guard:
 
     def is_trivial(self) -> bool:
         """True for facts that hold whatever the parameters are (`dim == dim`, `3 < 4`), and for
-        requirements that every run-time size meets (`T > 0`: a size is at least 1)."""
+        requirements that every run-time size meets (`T > 0`: a size is at least 1), and facts a
+        `max` with a constant meets (`max(1, c // 4) > 0`)."""
         if self.lhs == self.rhs or (self.lhs.is_const() and self.rhs.is_const()):
             return True
-        return self.is_requirement() and self._met_by_every_size()
+        return self._met_by_every_size()
 
     def is_requirement(self) -> bool:
         """Whether the fact is about run-time sizes (checked by `forward`, not `__init__`)."""
@@ -550,8 +608,8 @@ def _least_meeting(g: "Guard", size: Var, limit: int = 2 ** 62) -> int | None:
 
 def least_value(p: Poly) -> int | None:
     """A lower bound of a polynomial of run-time sizes, each at least 1 (`2 * T + 1` is at least 3,
-    `(T - 1) // 2 + 2` at least 2); None when it has parameters or a term that can fall without
-    bound (a negative coefficient on a size)."""
+    `(T - 1) // 2 + 2` at least 2, `max(1, c // 4)` at least 1); None when it has parameters outside
+    such a `max` or a term that can fall without bound (a negative coefficient on a size)."""
     total = 0
     for m, c in p.terms.items():
         least = 1
@@ -572,6 +630,12 @@ def _least_atom(a) -> int | None:
     if isinstance(a, FloorDiv) and a.den.is_const() and a.den.const_value() > 0:
         low = least_value(a.num)
         return None if low is None else low // a.den.const_value()
+    if isinstance(a, MinMax):   # `max(1, c // 4)` is at least 1 whatever c is
+        lows = [least_value(q) for q in a.args]
+        known = [low for low in lows if low is not None]
+        if a.op == "max":
+            return max(known) if known else None
+        return None if None in lows else min(lows)
     return None
 
 
@@ -856,6 +920,16 @@ class Size(int):
 
     def __format__(self, spec: str) -> str:
         return format(int.__int__(self), spec)
+
+
+def extreme(op: str, values) -> int:
+    """`max(values)` (op "max") or `min(values)` of ints some of which are Sizes: a Size that keeps
+    `max(1, in_channels // 4)` as its expression, so no comparison fixes which one wins."""
+    pick = max if op == "max" else min
+    expr = Poly.minmax(op, [expr_of(v) for v in values])
+    if expr.size() > MAX_POLY:
+        return pick(values)   # too big to keep: the comparisons record their guards
+    return Size(pick(plain(v) for v in values), expr)
 
 
 def _forget(a, b, value: int) -> int:
@@ -1278,7 +1352,7 @@ def _parameter_facts(diff: Poly, env: dict) -> list:
 
 
 def _has_vars(a) -> bool:
-    return isinstance(a, Var) or isinstance(a, FloorDiv) and (a.num.has_vars() or a.den.has_vars())
+    return isinstance(a, Var) or any(q.has_vars() for q in _inner(a))
 
 
 def _zero(p: Poly) -> "Guard":

@@ -39,9 +39,9 @@ MODULE_ATTRIBUTES = frozenset({
 # The module-level names a generated constructor refers to, besides the file's classes and helpers:
 # a model parameter (a constructor argument, by the user's name) called so would hide them.
 # tests/test_names.py checks every generated constructor against this list.
-CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "math", "super", "ValueError", "float", "range"})
+CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "math", "super", "ValueError", "float", "range", "max", "min"})
 # Of those, the ones a block's parameter may still be called: the block's class renames it (`range_`).
-RENAMED_IN_BLOCKS = frozenset({"math", "range"})
+RENAMED_IN_BLOCKS = frozenset({"math", "range", "max", "min"})
 
 
 def attribute_problem(name: str) -> str | None:

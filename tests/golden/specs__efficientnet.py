@@ -51,7 +51,7 @@ class ExpandDepthwiseProject(nn.Sequential):
 
 
 class MBConv(nn.Module):
-    """The block `MBConv` (efficientnet.dl:60), built for x.shape[1] // 4 > 1."""
+    """The block `MBConv` (efficientnet.dl:60)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
@@ -60,7 +60,7 @@ class MBConv(nn.Module):
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
-        self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride, in_channels // 4)
+        self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride, max(1, in_channels // 4))
 
     def forward(self, x):
         h = self.block(x)
@@ -71,12 +71,12 @@ class MBConv(nn.Module):
 
 
 class Stage(nn.Sequential):
-    """The block `Stage` (efficientnet.dl:67), built for x.shape[1] // 4 > 1."""
+    """The block `Stage` (efficientnet.dl:67)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
-        if not ((stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1)):
-            raise ValueError("Stage was generated for (stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1); compile the spec again with these arguments to get the class they need")
-        if expand != 1 and out // 4 > 1 and (k - 1) % 2 == 0 and blocks >= 1:
+        if not ((stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and (k - 1) % 2 == 0 and blocks >= 1)):
+            raise ValueError("Stage was generated for (stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and (k - 1) % 2 == 0 and blocks >= 1); compile the spec again with these arguments to get the class they need")
+        if expand != 1 and (k - 1) % 2 == 0 and blocks >= 1:
             super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
                              *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
         else:
