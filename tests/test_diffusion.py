@@ -413,3 +413,18 @@ def test_an_input_that_cannot_be_fed_says_how_to_feed_it(cgan):
         input_feeds(plan, path, graph, SampleOptions(), torch.Generator(), 4)
     text = str(e.value)
     assert "E0209" in text and "`tokens`" in text and "--input tokens=FILE.npy" in text
+
+
+@pytest.mark.parametrize("dim", [1, -2])
+def test_cumprod_along_a_run_time_length_exports_to_onnx(tmp_path, dim):
+    # its ONNX took the length as a number (int(T)): a spec that passed `dslc check` failed in export
+    from support import ort_run
+    path = tmp_path / "c.dl"
+    path.write_text(f"model C {{\n    input x: [B, T, 3]\n    output cumprod(x, {dim})\n}}\n")
+    prog = dslc.load(str(path))
+    model = prog.onnx("C")   # the full checker runs inside
+    rng = np.random.default_rng(0)
+    for length in (1, 5, 9):
+        x = rng.uniform(0.5, 1.5, (2, length, 3)).astype(np.float32)
+        np.testing.assert_allclose(ort_run(model, {"x": x})[0], torch.cumprod(torch.from_numpy(x), dim).numpy(),
+                                   rtol=1e-6, atol=1e-6)

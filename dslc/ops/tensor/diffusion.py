@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from ...ir.dims import Sym
 from ...ir.types import FLOAT_DTYPES, TensorType
 from .. import checks
 from ..ptypes import INT, TENSOR, Str
@@ -80,14 +81,20 @@ def _cumprod_onnx(g, n):
     CumProd, so the product of each prefix is taken as ReduceProd over a lower-triangular mask."""
     import numpy as np
     axis = norm_dim(n["dim"], n.x.rank)
-    size = int(n.x.shape[axis])
+    size = n.x.shape[axis]
     dtype = n.outputs[0].dtype
     x = n.inputs[0]
     moved = g.op("Transpose", [x], perm=_move_last(n.x.rank, axis)) if axis != n.x.rank - 1 else x
-    mask = np.tril(np.ones((size, size), dtype=bool))                   # [i, j]: j <= i
     rows = g.op("Unsqueeze", [moved, g.ints([-2])])                       # [..., 1, n]
-    ones = g.const(np.ones((size, size)), dtype)
-    picked = g.op("Where", [g.const(mask, "bool"), rows, ones])         # [..., n, n]
+    if isinstance(size, Sym):   # a run-time length (`T`): the mask from its positions, as a causal mask is made
+        positions = g.op("Range", [g.const(0, dtype="int64"), g.op("Squeeze", [g.dim(size)]), g.const(1, dtype="int64")])
+        mask = g.op("GreaterOrEqual", [g.op("Unsqueeze", [positions, g.ints([1])]),
+                                       g.op("Unsqueeze", [positions, g.ints([0])])])   # [i, j]: j <= i
+        picked = g.op("Where", [mask, rows, g.const(1.0, dtype=dtype)])    # [..., n, n]
+    else:
+        mask = np.tril(np.ones((int(size), int(size)), dtype=bool))       # [i, j]: j <= i
+        ones = g.const(np.ones((int(size), int(size))), dtype)
+        picked = g.op("Where", [g.const(mask, "bool"), rows, ones])     # [..., n, n]
     y = g.op("ReduceProd", [picked, g.ints([-1])], keepdims=0)
     if axis != n.x.rank - 1:
         y = g.op("Transpose", [y], perm=_move_last(n.x.rank, axis, back=True))
@@ -102,7 +109,7 @@ def _move_last(rank: int, axis: int, back: bool = False) -> list:
 register(OpDef(
     name="cumprod", kind="function", family="reduce",
     doc="Running products along `dim` (torch.cumprod) of floating-point values: a diffusion's "
-        "ᾱ_t = `cumprod(1 - betas, 0)`. Its size along `dim` must be known.",
+        "ᾱ_t = `cumprod(1 - betas, 0)`.",
     params=(ParamSpec("input", TENSOR), ParamSpec("dim", INT)), dtypes=FLOAT_DTYPES,
     infer=_cumprod_infer, macs=lambda b, out: 0, onnx=_cumprod_onnx,
     torch=TorchFunction(lambda e: f"{e.arg('input')}.cumprod({e.fmt(e.args['dim'])})"),
