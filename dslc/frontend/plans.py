@@ -935,6 +935,8 @@ class PlanChecker(TargetCalls):
         args, spans = bind_op(catalog.QUANTIZE_PARAMS, [self._prune_arg(a) for a in call.args],
                               [(k.name, self._prune_arg(k.value)) for k in call.kwargs], "quantize", call.span)
         path = args["model"]
+        if isinstance(path, Word):   # a bare name that is no model of the plan
+            path = (str(path),)
         if not isinstance(path, tuple):
             raise EvalError("E0301", f"quantize's first argument names a model of the plan, such as `model`, not "
                             f"{describe(path)}", spans["model"])

@@ -10,6 +10,7 @@ on exactly. When the run ends, `convert_fx` makes the int8 model, saved as Torch
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -60,6 +61,31 @@ def convert(prepared: nn.Module, backend: str) -> nn.Module:
         ctx.__exit__(None, None, None)
 
 
+@contextlib.contextmanager
+def observers_off(nets: list):
+    """Evaluation measures the model and changes nothing: the fake-quantize modules keep their ranges
+    (an enabled observer would otherwise learn the validation split's)."""
+    from torch.ao.quantization import FakeQuantizeBase
+    saved = [(m, m.observer_enabled.clone()) for net in nets for m in net.modules() if isinstance(m, FakeQuantizeBase)]
+    for m, _ in saved:
+        m.disable_observer()
+    try:
+        yield
+    finally:
+        for m, enabled in saved:
+            m.observer_enabled.copy_(enabled)
+
+
+def saved(int8: nn.Module, graph, sizes: dict) -> bytes:
+    """The int8 model as a TorchScript file (torch.jit.save warns that it is deprecated; it works)."""
+    from .compress import scripted
+    ctx = _quiet()
+    try:
+        return scripted(int8, graph, sizes).save()
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 def is_prepared(net: nn.Module) -> bool:
     return any(_quantizing(name) for name, _ in net.named_modules())
 
@@ -82,4 +108,4 @@ def fit(own: dict, state: dict) -> Fit:
                found.unused)
 
 
-__all__ = ["INT8_FILE", "convert", "fit", "is_prepared", "prepare", "prepared_state", "use_backend"]
+__all__ = ["INT8_FILE", "convert", "fit", "is_prepared", "observers_off", "prepare", "prepared_state", "saved", "use_backend"]

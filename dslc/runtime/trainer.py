@@ -34,7 +34,7 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, compress, health, pruning, qat, resume, smoke
+from . import checkpoint, health, pruning, qat, resume, smoke
 from . import data as data_mod
 from . import distributed as dist
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
@@ -818,7 +818,7 @@ class Trainer:
             m.eval()
         total, count = 0.0, 0
         carried = None   # the state runs along the split from zeros, as in training
-        with self.callbacks.evaluation_weights(self):
+        with self.callbacks.evaluation_weights(self), qat.observers_off(self.modules()):
             with torch.no_grad():
                 for batch in data_mod.batches(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
                                               augment=self.augment, train=False):
@@ -1041,7 +1041,7 @@ class Trainer:
         prepared = self.models[key]
         int8 = qat.convert(prepared, q.backend)
         graph = self.plan.models[key][2]
-        data = compress.scripted(int8, graph, example_sizes(graph)).save()
+        data = qat.saved(int8, graph, example_sizes(graph))
         self.rundir.write_bytes(qat.INT8_FILE, data)
         info = {"file": qat.INT8_FILE, "backend": q.backend, "bytes": len(data)}
         if self.data.test is not None:
