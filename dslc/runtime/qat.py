@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..diagnostics import Diagnostic, DslcError
-from .compress import _quiet
+from .compress import _quiet, scripted
 from .deploy import construct
 from .weights import Fit, fit_state_dict
 
@@ -78,7 +78,6 @@ def observers_off(nets: list):
 
 def saved(int8: nn.Module, graph, sizes: dict) -> bytes:
     """The int8 model as a TorchScript file (torch.jit.save warns that it is deprecated; it works)."""
-    from .compress import scripted
     ctx = _quiet()
     try:
         return scripted(int8, graph, sizes).save()
