@@ -234,3 +234,4 @@ def test_quantize_outside_the_last_phase_or_with_ema_is_refused(tmp_path):
     error = _load_error(tmp_path, PLAN.replace("QUANTIZE", "").replace("    seed       = 0",
                                                                        "    seed       = 0\n    quantize(model)"))
     assert error.codes == ["E0107"] and "`quantize` goes in a phase" in error.render()
+
