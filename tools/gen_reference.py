@@ -67,7 +67,9 @@ def plans_section() -> list[str]:
             out.append(f"| {signature(e.name, e.params)} | {e.doc}{extra} |")
     out += ["", "### Phase statements", "", "| signature | meaning |", "| --- | --- |",
             f"| {signature('prune', catalog.PRUNE_PARAMS)} | at the start of the phase, zero `amount` of the "
-            "convolution and linear weights under `layers` (torch.nn.utils.prune); permanent at its end |"]
+            "convolution and linear weights under `layers` (torch.nn.utils.prune); permanent at its end |",
+            f"| {signature('quantize', catalog.QUANTIZE_PARAMS)} | in the plan's last phase: train `model` with fake "
+            "quantization (torch.ao FX QAT), then convert it to int8, written as `model.int8.pt` |"]
     out += ["", "### Metrics", "", "| name | meaning |", "| --- | --- |"]
     out += [f"| `{k}` | {v} |" for k, v in catalog.METRICS.items()]
     out += ["", "### Precisions", "", "| name | meaning |", "| --- | --- |"]

@@ -436,6 +436,14 @@ PRUNE_PARAMS = (
     ParamSpec("global", BOOL, False, doc="rank all the weights under `layers` together (L1 magnitude)"),
 )
 
+# `quantize(model, backend=x86)` in the last phase (torch.ao FX quantization-aware training)
+QUANTIZE_PARAMS = (
+    ParamSpec("model", ANY, doc="the model of the plan to train with fake quantization and convert to int8"),
+    ParamSpec("backend", STR, "x86", doc="the quantized engine whose default QAT qconfig applies: x86, fbgemm "
+              "or qnnpack"),
+)
+QUANTIZE_BACKENDS = ("x86", "fbgemm", "qnnpack")
+
 STEP_FIELDS = ("loss", "optimizer")
 PHASE_FIELDS = ("epochs", "optimizer", "schedule", "batch_size")
 
@@ -458,6 +466,7 @@ def monitors(metrics: list[str], train: bool = False) -> list[str]:
 
 
 __all__ = ["ALL_NAMES", "AUGMENTS", "CALLS", "DATASETS", "FIELDS", "METRICS", "METRIC_PARAMS", "OPTIMIZERS",
-           "PHASE_FIELDS", "PRECISIONS", "PRUNE_PARAMS", "SCHEDULES", "STEP_FIELDS", "STRATEGIES", "Entry", "Field",
+           "PHASE_FIELDS", "PRECISIONS", "PRUNE_PARAMS", "QUANTIZE_BACKENDS", "QUANTIZE_PARAMS", "SCHEDULES",
+           "STEP_FIELDS", "STRATEGIES", "Entry", "Field",
            "Metric", "augment_problem",
            "monitors", "OneOf"]

@@ -111,6 +111,19 @@ class Prune:
                 f"global={'true' if self.global_ else 'false'})")
 
 
+@dataclass
+class Quantize:
+    """`quantize(model, backend=x86)`: the phase (the plan's last) trains `path`'s model with fake
+    quantization (torch.ao FX QAT), and the run ends by converting it to int8."""
+    path: tuple
+    backend: str = "x86"
+    span: object = None
+
+    def text(self) -> str:
+        """The statement with every argument, as a run's plan.dl records it."""
+        return f"quantize({'.'.join(self.path)}, backend={self.backend})"
+
+
 PRUNE_METHODS = ("l1_unstructured", "ln_structured", "random_unstructured")
 PRUNABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 
@@ -122,6 +135,7 @@ class Phase:
     freeze: list = field(default_factory=list)    # (path tuple, freeze: bool)
     span: object = None
     prunes: list = field(default_factory=list)    # Prune, in order
+    quantize: Quantize | None = None
 
 
 @dataclass
@@ -206,6 +220,7 @@ class PlanChecker(TargetCalls):
         for p in phases:
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
         self._prune_fits(plan)
+        self._quantize_fits(plan)
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
         if self.failed or len(self.reporter.diagnostics) > before:
@@ -251,6 +266,9 @@ class PlanChecker(TargetCalls):
             elif _is_prune(stmt):
                 self.reporter.error("E0107", "`prune` goes in a phase: the phase fine-tunes the pruned model",
                                     stmt.span, help="phase prune { prune(model, amount=0.5)  epochs = 5 }")
+            elif _is_phase_call(stmt, "quantize"):
+                self.reporter.error("E0107", "`quantize` goes in a phase: the phase trains the model with fake "
+                                    "quantization", stmt.span, help="phase qat { quantize(model)  epochs = 3 }")
             else:
                 self.reporter.error("E0107", "a training plan holds fields (`epochs = 10`), `step`s, `phase`s, "
                                     "`freeze`s and calls like `early_stopping(...)`", stmt.span)
@@ -862,12 +880,18 @@ class PlanChecker(TargetCalls):
                 phase.freeze += self._freeze_paths(s)
             elif _is_prune(s):
                 phase.prunes.append(self._prune(s.value))
+            elif _is_phase_call(s, "quantize"):
+                if phase.quantize is not None:
+                    raise EvalError("E0302", "a phase quantizes once", s.span,
+                                    labels=(Label(phase.quantize.span, "first here"),))
+                phase.quantize = self._quantize(s.value)
             elif isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name) \
                     and s.targets[0].id in catalog.PHASE_FIELDS:
                 f = catalog.FIELDS[s.targets[0].id]
                 phase.fields[f.name] = self._field_value(f, s.value, ctx)
             else:
-                raise EvalError("E0107", "a phase holds `freeze`/`unfreeze`, `prune(...)` and the fields "
+                raise EvalError("E0107", "a phase holds `freeze`/`unfreeze`, `prune(...)`, `quantize(...)` and "
+                                "the fields "
                                 + ", ".join(catalog.PHASE_FIELDS), s.span)
         return phase
 
@@ -905,6 +929,51 @@ class PlanChecker(TargetCalls):
                 raise EvalError("E0302", f"`dim` {prune.dim} is out of range for weights of rank "
                                 f"{min(ranks)}", spans.get("dim", call.span))
         return prune
+
+    def _quantize(self, call: ast.Call) -> Quantize:
+        """A checked `quantize(...)`: a whole model of the plan (FX traces its forward) and a known engine."""
+        args, spans = bind_op(catalog.QUANTIZE_PARAMS, [self._prune_arg(a) for a in call.args],
+                              [(k.name, self._prune_arg(k.value)) for k in call.kwargs], "quantize", call.span)
+        path = args["model"]
+        if isinstance(path, Word):   # a bare name that is no model of the plan
+            path = (str(path),)
+        if not isinstance(path, tuple):
+            raise EvalError("E0301", f"quantize's first argument names a model of the plan, such as `model`, not "
+                            f"{describe(path)}", spans["model"])
+        self._resolve_path(ast.Dotted(spans["model"], path))
+        if len(path) > 1:
+            raise EvalError("E0302", f"`quantize` applies to a whole model (`{path[0]}`), not to a part of it",
+                            spans["model"], help="torch.ao traces the model's forward and converts all of it")
+        backend = str(args["backend"])
+        if backend not in catalog.QUANTIZE_BACKENDS:
+            guess = did_you_mean(backend, catalog.QUANTIZE_BACKENDS)
+            raise EvalError("E0302", f"unknown quantized backend `{backend}`", spans["backend"],
+                            help=f"did you mean `{guess}`?" if guess else
+                            "backends: " + ", ".join(catalog.QUANTIZE_BACKENDS))
+        return Quantize(path, backend, call.span)
+
+    def _quantize_fits(self, plan: Plan) -> None:
+        """The quantizing phase is the last (the run ends by converting to int8), of a plan of one model,
+        without `ema` (its averaged copy would not be quantized) and without pruning in the same phase."""
+        found = [(i, p) for i, p in enumerate(plan.phases) if p.quantize is not None]
+        if not found:
+            return
+        i, phase = found[0]
+        span = phase.quantize.span
+        problem = None
+        if i != len(plan.phases) - 1:
+            problem = ("the phase that quantizes must be the plan's last: the run ends by converting the model to "
+                       "int8", "move the phase to the end")
+        elif len(plan.models) != 1:
+            problem = ("`quantize` applies to a plan of one model", None)
+        elif plan.fields.get("ema"):
+            problem = ("`quantize` cannot be combined with `ema` (the averaged weights would not be quantized)",
+                       "leave out `ema` in a quantization plan")
+        elif phase.prunes:
+            problem = ("a phase does not both prune and quantize", "prune in an earlier phase")
+        if problem is not None:
+            self.reporter.error("E0302", problem[0], span, help=problem[1])
+            self.failed = True
 
     def _prune_fits(self, plan: Plan) -> None:
         """Pruning re-parametrizes the weights, which the averaged copy of `ema` cannot follow."""
@@ -1005,8 +1074,12 @@ _AUGMENT = _AugmentFunction()
 
 
 def _is_prune(stmt) -> bool:
+    return _is_phase_call(stmt, "prune")
+
+
+def _is_phase_call(stmt, name: str) -> bool:
     return isinstance(stmt, ast.ExprStmt) and isinstance(stmt.value, ast.Call) and \
-        isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "prune"
+        isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == name
 
 
 def _dotted(e) -> tuple | None:

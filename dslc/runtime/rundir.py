@@ -102,6 +102,9 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         atomic_write(os.path.join(self.path, name), text.encode())
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        atomic_write(os.path.join(self.path, name), data)
+
     def write_json(self, name: str, value) -> None:
         self.write_text(name, json.dumps(value, indent=2, default=_plain) + "\n")
 
@@ -219,6 +222,9 @@ class RunView(RunDir):
         pass
 
     def write_text(self, name: str, text: str) -> None:
+        pass
+
+    def write_bytes(self, name: str, data: bytes) -> None:
         pass
 
     def append_metrics(self, record: dict) -> None:
@@ -447,6 +453,8 @@ def _phase_lines(plan) -> list[str]:
             lines.append(f"    phase {stmt.name} {{")
             lines += ["        " + _text(inner) for inner in stmt.body if isinstance(inner, ast.FreezeStmt)]
             lines += ["        " + p.text() for p in phases[stmt.name].prunes]
+            if phases[stmt.name].quantize is not None:
+                lines.append("        " + phases[stmt.name].quantize.text())
             lines += [f"        {k} = {dl_value(v)}" for k, v in phases[stmt.name].fields.items()]
             lines.append("    }")
     return lines

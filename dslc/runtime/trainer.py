@@ -34,12 +34,13 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, health, pruning, resume, smoke
+from . import checkpoint, health, pruning, qat, resume, smoke
 from . import data as data_mod
 from . import distributed as dist
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
+from .deploy import example_inputs, example_sizes
 from .devices import run_device
 from .metrics import MetricSet
 from .optim import build_optimizer
@@ -49,7 +50,7 @@ from .runlock import unusable
 from .safety import DivergenceCheck, Interrupted, SignalStop
 from .schedules import build_schedule
 from .targets import MomentumTargets, build_targets
-from .weights import fit_state_dict, load_by_name, read_state, renamed, report_table
+from .weights import load_by_name, read_state, renamed, report_table
 
 STANDARDIZE_FILE = "standardize.json"   # a run's `standardize` figures, which eval and predict apply
 
@@ -79,6 +80,7 @@ class PhaseSpec:
     optimizers: dict          # step name -> PlanCall
     schedule: object          # PlanCall | None
     prunes: list = field(default_factory=list)    # frontend.plans.Prune, applied as the phase starts
+    quantize: object = None                       # frontend.plans.Quantize: fake quantization from its start
 
 
 @dataclass
@@ -346,7 +348,7 @@ class Trainer:
                 opts = {plan.steps[0].name: p.fields["optimizer"]}
             out.append(PhaseSpec(p.name, int(p.fields.get("epochs", c.epochs or 1)),
                                  int(p.fields.get("batch_size", c.batch_size)), opts,
-                                 p.fields.get("schedule", c.schedule), list(p.prunes)))
+                                 p.fields.get("schedule", c.schedule), list(p.prunes), p.quantize))
         return out
 
     def _check_precision(self) -> None:
@@ -493,6 +495,8 @@ class Trainer:
         self.phase_index = index
         if phase.prunes and not started:
             pruning.apply(self.models, phase.prunes)
+        if phase.quantize is not None and not qat.is_prepared(self.models[phase.quantize.path[0]]):
+            self.quantize_models()   # a resumed checkpoint of this phase was loaded into a prepared model
         self.frozen_modules = self._freeze(phase)
         per_epoch = data_mod.steps_per_epoch(self.data.train, phase.batch_size, self.world.size)
         accumulate = self.config.accumulate
@@ -519,6 +523,23 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         for s in self.steps:
             s.ddp = self._data_parallel(s)
+
+    def _quantizing(self):
+        """The plan's `quantize(...)` statement (in its last phase), or None."""
+        return self.phases[-1].quantize if self.phases else None
+
+    def quantize_models(self) -> None:
+        """Put the prepared (fake-quantized) model in the place of the plan's model, steps included."""
+        q = self._quantizing()
+        key = q.path[0]
+        if self.device.type != "cpu":
+            raise DslcError(Diagnostic("E0902", f"`quantize` runs on the CPU (torch's int8 kernels do), not on "
+                                       f"{self.device}", q.span, help="train this plan with --device cpu"))
+        graph = self.plan.models[key][2]
+        old = self.models[key]
+        self.models[key] = qat.prepare(old, q.backend, example_inputs(graph, example_sizes(graph)))
+        for s in self.steps:
+            _replace_child(s.module, old, self.models[key])
 
     def _data_parallel(self, s: StepRun):
         """The step under DistributedDataParallel, syncing the gradients of the parameters its optimizer
@@ -810,7 +831,7 @@ class Trainer:
             m.eval()
         total, count = 0.0, 0
         carried = None   # the state runs along the split from zeros, as in training
-        with self.callbacks.evaluation_weights(self):
+        with self.callbacks.evaluation_weights(self), qat.observers_off(self.modules()):
             with torch.no_grad():
                 for batch in self._loader(split, batch_size, shuffle=False, seed=self.seed, epoch=0,
                                           augment=self.augment, train=False):
@@ -985,10 +1006,13 @@ class Trainer:
 
     def load_weights(self, weights: dict, path: str) -> None:
         """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly."""
-        for k, m in self.models.items():
+        for k in list(self.models):
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
+            if qat.prepared_state(part) and not qat.is_prepared(self.models[k]) and self._quantizing():
+                self.quantize_models()   # a checkpoint taken during the quantizing phase
+            m = self.models[k]
             pruning.reparametrize(m, part)   # a checkpoint taken during a pruning phase: weights and masks
-            fit = fit_state_dict(m.state_dict(), part)
+            fit = qat.fit(m.state_dict(), part)
             if not fit.exact:
                 raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
                                            f"`{self.plan.name}` (was the .dl file changed since?)", file_name=path,
@@ -1007,6 +1031,8 @@ class Trainer:
             result["test"] = test
         if self.config.overfit_batches and self.history and not self.fast:
             result["overfit"] = self._overfit_report()
+        if self._quantizing() is not None and qat.is_prepared(self.models[self._quantizing().path[0]]):
+            result["int8"] = self._int8()
         names = self._pruned_names()
         if names:
             result["sparsity"] = pruning.sparsity(self.models, names)
@@ -1020,6 +1046,30 @@ class Trainer:
         if not self.fast:
             self.out(_summary_line(result, self.rundir.path))
         return result
+
+    def _int8(self) -> dict:
+        """The quantizing phase's end: the int8 model, written as TorchScript, and its test metrics."""
+        q = self._quantizing()
+        key = q.path[0]
+        prepared = self.models[key]
+        int8 = qat.convert(prepared, q.backend)
+        graph = self.plan.models[key][2]
+        data = qat.saved(int8, graph, example_sizes(graph))
+        self.rundir.write_bytes(qat.INT8_FILE, data)
+        info = {"file": qat.INT8_FILE, "backend": q.backend, "bytes": len(data)}
+        if self.data.test is not None:
+            for s in self.steps:
+                _replace_child(s.module, prepared, int8)
+            try:
+                info["test"] = self.evaluate(self.data.test, self.phases[-1].batch_size)
+            finally:
+                for s in self.steps:
+                    _replace_child(s.module, int8, prepared)
+        if not self.fast:
+            test = "".join(f", test {k} {v:.4g}" for k, v in info.get("test", {}).items())
+            self.out(f"int8 ({q.backend}): {os.path.join(self.rundir.path, qat.INT8_FILE)}, "
+                     f"{len(data) / 1024:.1f} KiB{test}")
+        return info
 
     def _pruned_names(self) -> list[str]:
         """The weights the phases that ran pruned (a run stopped early may not reach the later ones)."""
@@ -1044,6 +1094,14 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+def _replace_child(module, old, new) -> None:
+    """`new` in the place of `old` among the children of a step's module (compiled or not)."""
+    module = getattr(module, "_orig_mod", module)
+    for name, child in list(module.named_children()):
+        if child is old:
+            setattr(module, name, new)
+
 
 def _field_span(plan, name: str):
     for stmt in plan.decl.body:
