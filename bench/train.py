@@ -6,7 +6,8 @@ the schedule, metrics on the validation split, and the progress display off. Val
 not timed on either side. The bare side is the loop people write by hand: shuffle, slice,
 forward, loss, backward, step. dslc runs twice: with the health checks (`dslc train`'s
 default: gradient and weight norms, activations, once per epoch) and with `--watch off`. The
-three sides alternate epochs in one process, and the script reports the median ratios.
+three sides alternate epochs in one process, each going first in turn, and the script reports
+the median ratios.
 
     python bench/train.py            # writes bench/results/train.json
 
@@ -39,7 +40,7 @@ CASES = [
     ("digits CNN", "examples/digits/digits.dl", "cnn", 64, 1.0, 0.05),
     ("digits MLP", "examples/digits/digits.dl", "mlp", 64, None, 0.0),
 ]
-ROUNDS = 15
+ROUNDS = 30   # a multiple of 3: each order of the sides as often
 
 
 def _trainer(path: str, plan_name: str, out: str, watch: bool) -> Trainer:
@@ -99,10 +100,13 @@ def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smo
         _dslc_epoch(t, 1)                                      # warm-up, every side
         _dslc_epoch(watched, 1)
         _bare_epoch(model, opt, sched, t.data.train, batch_size, 1, clip, smoothing)
+        sides = [lambda e: ours.append(_dslc_epoch(t, e)), lambda e: health.append(_dslc_epoch(watched, e)),
+                 lambda e: bare.append(_bare_epoch(model, opt, sched, t.data.train, batch_size, e, clip, smoothing))]
         for r in range(ROUNDS):
-            ours.append(_dslc_epoch(t, r + 2))
-            health.append(_dslc_epoch(watched, r + 2))
-            bare.append(_bare_epoch(model, opt, sched, t.data.train, batch_size, r + 2, clip, smoothing))
+            # each side goes first, second and third in turn: whichever runs after another gets its
+            # warm caches (or its garbage), and a fixed order made that a bias of several percent
+            for k in range(3):
+                sides[(r + k) % 3](r + 2)
     ratios = [a / b for a, b in zip(ours, bare)]
     health_ratios = [a / b for a, b in zip(health, ours)]
     return {"case": label, "batch_size": batch_size, "examples": int(len(t.data.train["x"])),
