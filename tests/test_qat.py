@@ -177,6 +177,16 @@ def test_dslc_eval_measures_the_fake_quantized_model(qat_run):
     assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-9)
 
 
+def test_compress_report_points_a_quantizing_run_at_its_own_int8_model(qat_run):
+    # its weights are fake-quantized, not float: the report's "float" row and its variants would be wrong
+    folder, _, _ = qat_run
+    r = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(folder / "run")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "error[E0502]: compress-report measures the int8 variants of a float model" in r.output
+    assert "quantize(model)" in r.output and "RUN/model.int8.pt" in r.output
+    assert not (folder / "run" / "compress-report.json").exists()
+
+
 def test_resuming_inside_the_quantizing_phase_is_exact(qat_run, tmp_path):
     folder, _, _ = qat_run
     paused, _ = _run(tmp_path, "parts", max_epochs=FLOAT_EPOCHS + 1)

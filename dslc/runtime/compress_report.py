@@ -59,6 +59,7 @@ class Variant:
 
 def report(plan, path: str, options: ReportOptions, warn=print) -> dict:
     """The rows of the report, also written as RUN/compress-report.json."""
+    _not_quantizing(plan)
     restored = restore(plan, path, options.run, options.weights, "cpu", warn)
     trainer = restored.trainer
     key, step = _single(trainer)
@@ -105,6 +106,18 @@ def _calibration(trainer, fields: list) -> list:
                                augment=trainer.config.augment, train=False)
     count = compress.CALIBRATION_EXAMPLES // compress.CALIBRATION_BATCH
     return [tuple(b[f] for f in fields) for b in itertools.islice(batches, count)]
+
+
+def _not_quantizing(plan) -> None:
+    """A plan that trains with fake quantization has no float model to start the report from: its
+    weights carry observers, and its int8 model is already made (RUN/model.int8.pt)."""
+    phase = next((p for p in plan.phases if p.quantize is not None), None)
+    if phase is not None:
+        raise DslcError(Diagnostic(
+            "E0502", f"compress-report measures the int8 variants of a float model; `{plan.name}` trains with "
+            f"fake quantization in its phase `{phase.name}` and ends with its own int8 model", phase.quantize.span,
+            help="its int8 model is RUN/model.int8.pt, with its size and test metrics under `int8` in result.json; "
+                 "run compress-report on the float plan it started from"))
 
 
 def _single(trainer) -> tuple[str, object]:
