@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.usefixtures("data_cache"),
               pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max:UserWarning")]
 
-MODELS = """
+TINY = """
 model Tiny {
     input x: [B, 1, 8, 8]
     Conv2d(8, 3, padding=1) as conv1
@@ -42,7 +42,9 @@ model Tiny {
     ReLU()
     Linear(10) as head
 }
+"""
 
+MODELS = TINY + """
 model Wide {
     input x: [B, 1, 8, 8]
     Flatten()

@@ -9,6 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from test_dense_list import UnitTwin  # the dense layer: norm, relu, 3×3 conv
 from torch import nn
 
 import dslc
@@ -243,16 +244,6 @@ model Net(layers: int = 3, growth: int = 4) {
     output h -> Conv2d(2, 1) as head
 }
 """
-
-
-class UnitTwin(nn.Module):
-    def __init__(self, cin: int, growth: int):
-        super().__init__()
-        self.norm = nn.BatchNorm2d(cin)
-        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        return self.conv(torch.relu(self.norm(x)))
 
 
 class DenseTwin(nn.ModuleDict):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from test_compress import TINY  # the same small CNN: conv-bn-relu to fuse, linear-relu
 from torch import nn
 
 import dslc
@@ -28,21 +29,7 @@ pytestmark = [pytest.mark.usefixtures("data_cache"),
               pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max:UserWarning"),
               pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")]
 
-PLAN = """
-model Tiny {
-    input x: [B, 1, 8, 8]
-    Conv2d(8, 3, padding=1) as conv1
-    BatchNorm2d() as bn1
-    ReLU()
-    Conv2d(16, 3, padding=1) as conv2
-    ReLU()
-    MaxPool2d(2)
-    Flatten()
-    Linear(64) as fc1
-    ReLU()
-    Linear(10) as head
-}
-
+PLAN = TINY + """
 train qat {
     model      = Tiny()
     data       = digits(val=0.15, test=0.15)
