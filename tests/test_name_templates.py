@@ -9,6 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from test_containers import BlockTwin as EncTwin  # pre-norm block: x + gelu(fc(ln(x)))
 from test_dense_list import UnitTwin  # the dense layer: norm, relu, 3×3 conv
 from torch import nn
 
@@ -40,16 +41,6 @@ model Net(dim: int = 8, depth: int = 3) {
     output h
 }
 """
-
-
-class EncTwin(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.ln = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        return x + nn.functional.gelu(self.fc(self.ln(x)))
 
 
 class NetTwin(nn.Module):

@@ -19,6 +19,7 @@ CalibrationDataReader over the same batches.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -52,22 +53,19 @@ def engine() -> str:
     return chosen
 
 
-def _quiet():
+@contextlib.contextmanager
+def quiet():
     """torch.ao.quantization warns that it moves to torchao on every call; the API still works."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def dynamic_int8(net: nn.Module) -> nn.Module:
     """The model with int8 dynamically quantized Linear, LSTM and GRU layers (in eval mode)."""
     engine()
-    ctx = _quiet()
-    try:
+    with quiet():
         return torch.ao.quantization.quantize_dynamic(net.eval(), set(DYNAMIC_LAYERS), dtype=torch.qint8)
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def static_int8(net: nn.Module, batches: list) -> nn.Module:
@@ -76,27 +74,24 @@ def static_int8(net: nn.Module, batches: list) -> nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
     name = engine()
-    ctx = _quiet()
     try:
-        prepared = prepare_fx(net.eval(), get_default_qconfig_mapping(name), batches[0])
-        with torch.no_grad():
-            for args in batches:
-                prepared(*args)
-        return convert_fx(prepared)
+        with quiet():
+            prepared = prepare_fx(net.eval(), get_default_qconfig_mapping(name), batches[0])
+            with torch.no_grad():
+                for args in batches:
+                    prepared(*args)
+            return convert_fx(prepared)
     except DslcError:
         raise
     except Exception as e:  # noqa: BLE001 - FX tracing fails in many ways on data-dependent code
         raise DslcError(Diagnostic("E0902", f"cannot quantize the model statically: {construct(e)}",
                                    help="`--quantize dynamic` quantizes its Linear and recurrent layers without "
                                         "tracing it")) from None
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def scripted(module: nn.Module, graph, sizes: dict) -> Deployed:
     """A quantized module as TorchScript: scripted, else traced at `sizes`."""
-    ctx = _quiet()
-    try:
+    with quiet():
         try:
             return Deployed(torch.jit.script(module), "scripted")
         except Exception as e:  # noqa: BLE001 - torch.jit raises many kinds
@@ -107,8 +102,6 @@ def scripted(module: nn.Module, graph, sizes: dict) -> Deployed:
         except Exception as e:  # noqa: BLE001
             raise DslcError(Diagnostic("E0902", f"cannot save the quantized model as TorchScript: {construct(e)}")) \
                 from None
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------- ONNX
@@ -123,16 +116,13 @@ def onnx_int8(model, how: str, feeds: list | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         raw, ready, out = (os.path.join(tmp, f) for f in ("float.onnx", "ready.onnx", "int8.onnx"))
         onnx.save(model, raw)
-        ctx = _quiet()
-        try:
+        with quiet():
             quant_pre_process(raw, ready, skip_symbolic_shape=True)
             if how == "dynamic":
                 quantize_dynamic(ready, out, weight_type=QuantType.QInt8)
             else:
                 quantize_static(ready, out, _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        finally:
-            ctx.__exit__(None, None, None)
         result = onnx.load(out)
     result.producer_name, result.producer_version = model.producer_name, model.producer_version
     onnx.checker.check_model(result, full_check=True)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..diagnostics import Diagnostic, DslcError
-from .compress import _quiet, scripted
+from .compress import quiet, scripted
 from .deploy import construct
 from .weights import Fit, fit_state_dict
 
@@ -40,25 +40,20 @@ def prepare(net: nn.Module, backend: str, example: tuple) -> nn.Module:
     from torch.ao.quantization import get_default_qat_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
     use_backend(backend)
-    ctx = _quiet()
     try:
-        return prepare_qat_fx(net.train(), get_default_qat_qconfig_mapping(backend), example)
+        with quiet():
+            return prepare_qat_fx(net.train(), get_default_qat_qconfig_mapping(backend), example)
     except Exception as e:  # noqa: BLE001 - FX tracing fails in many ways on data-dependent code
         raise DslcError(Diagnostic("E0902", f"cannot prepare the model for quantization-aware training: "
                                    f"{construct(e)}")) from None
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def convert(prepared: nn.Module, backend: str) -> nn.Module:
     """The int8 model of a trained prepared one (a copy, on the CPU, in inference mode)."""
     from torch.ao.quantization.quantize_fx import convert_fx
     use_backend(backend)
-    ctx = _quiet()
-    try:
+    with quiet():
         return convert_fx(copy.deepcopy(prepared).cpu().eval())
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
@@ -78,11 +73,8 @@ def observers_off(nets: list):
 
 def saved(int8: nn.Module, graph, sizes: dict) -> bytes:
     """The int8 model as a TorchScript file (torch.jit.save warns that it is deprecated; it works)."""
-    ctx = _quiet()
-    try:
+    with quiet():
         return scripted(int8, graph, sizes).save()
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def is_prepared(net: nn.Module) -> bool:

@@ -23,7 +23,6 @@ from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
 from .pruning import fold
 from .qat import fit as qat_fit
-from .qat import is_prepared, prepared_state
 from .resume import differences, plan_lines
 from .rundir import latest_run, render_plan, run_plan_name
 from .trainer import STANDARDIZE_FILE, Options, Trainer
@@ -150,9 +149,7 @@ def load(trainer: Trainer, weights: Weights) -> None:
     for key, model in trainer.models.items():
         part = checkpoint.under(weights.state, key + ".") if several else weights.state
         part = fold(part)   # a checkpoint taken during a pruning phase holds masks: the plain weights
-        if prepared_state(part) and not is_prepared(model) and trainer.phases[-1].quantize is not None:
-            trainer.quantize_models()   # weights of the quantizing phase: the fake-quantized model
-            model = trainer.models[key]
+        model = trainer.model_for(key, part)   # weights of the quantizing phase: the fake-quantized model
         fit = qat_fit(model.state_dict(), part)
         if not fit.exact:
             raise DslcError(Diagnostic("E0602", f"the weights in {weights.path} do not fit the model `{key}` of the "

@@ -1004,13 +1004,18 @@ class Trainer:
             raise checkpoint.error(path, "its optimizer state does not fit the plan's optimizer: "
                                    f"{type(e).__name__}: {e}") from None
 
+    def model_for(self, key: str, state: dict) -> torch.nn.Module:
+        """The model `key` that `state` loads into: prepared for quantization first when `state` is
+        weights of the quantizing phase (its fake-quantize modules' buffers are there)."""
+        if qat.prepared_state(state) and not qat.is_prepared(self.models[key]) and self._quantizing():
+            self.quantize_models()
+        return self.models[key]
+
     def load_weights(self, weights: dict, path: str) -> None:
         """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly."""
         for k in list(self.models):
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
-            if qat.prepared_state(part) and not qat.is_prepared(self.models[k]) and self._quantizing():
-                self.quantize_models()   # a checkpoint taken during the quantizing phase
-            m = self.models[k]
+            m = self.model_for(k, part)
             pruning.reparametrize(m, part)   # a checkpoint taken during a pruning phase: weights and masks
             fit = qat.fit(m.state_dict(), part)
             if not fit.exact:
