@@ -105,20 +105,20 @@ def _exposed(stmts: tuple, assigned: set) -> tuple[set, set]:
     assigned, exposed = set(assigned), set()
     for s in stmts:
         if isinstance(s, ast.AssignStmt):
-            exposed |= _reads(s.value) - assigned
+            exposed |= names_in(s.value) - assigned
             assigned |= _bound_by(s)
         elif isinstance(s, ast.IfStmt):
-            exposed |= _reads(s.cond) - assigned
+            exposed |= names_in(s.cond) - assigned
             e1, a1 = _exposed(s.body, assigned)
             e2, a2 = _exposed(s.orelse, assigned)
             exposed |= e1 | e2
             assigned = a1 & a2
         elif isinstance(s, (ast.ForStmt, ast.RepeatStmt)):   # may run no pass: assigns nothing surely
             head = s.iterable if isinstance(s, ast.ForStmt) else s.count
-            exposed |= _reads(head) - assigned
+            exposed |= names_in(head) - assigned
             exposed |= _exposed(s.body, assigned | _bound_by(s))[0]
         else:
-            exposed |= _reads(s) - assigned
+            exposed |= names_in(s) - assigned
     return exposed, assigned
 
 
@@ -131,7 +131,8 @@ def _bound_by(node) -> set:
     return set()
 
 
-def _reads(x) -> set:
+def names_in(x) -> set:
+    """Every name a syntax tree (or a tuple of them) mentions, template pieces included."""
     return {n.id for n in _nodes(x) if isinstance(n, ast.Name)}
 
 

@@ -10,9 +10,9 @@ the shapes of a model that was skipped are evaluated when a hover or an inlay hi
 """
 from __future__ import annotations
 
-from ..frontend import ast
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
+from ..frontend.loopvars import names_in
 
 
 class ModelCache:
@@ -113,9 +113,7 @@ class _Keys:
             text = decl.span.text
             found = self.known.get(text)
             if found is None:
-                found = set()
-                _names_in(decl, found)
-                found = frozenset(found)
+                found = frozenset(names_in(decl))
             self.mentions[text] = found
             self.refs[name] = frozenset(n for n in found if n in self.unit.decls)
         return self.refs[name]
@@ -123,15 +121,3 @@ class _Keys:
 
 def _file_name(decl) -> str:
     return decl.span.file.name
-
-
-def _names_in(node, found: set) -> None:
-    """Every name a syntax tree mentions."""
-    if isinstance(node, ast.Name):
-        found.add(node.id)
-    elif isinstance(node, ast.Node):
-        for value in vars(node).values():
-            _names_in(value, found)
-    elif isinstance(node, tuple):
-        for value in node:
-            _names_in(value, found)
