@@ -288,21 +288,26 @@ def test_resume_after_kill_9_loses_no_finished_trial(tmp_path, data_cache):
 
 
 def _wait_for(url: str, proc, timeout: float = 300) -> dict:
-    """Poll the study until a trial finished and the next runs; (number -> (value, params)) of those done."""
+    """Step the sweep until a trial finished and the next runs, and leave it stopped there;
+    (number -> (value, params)) of those done.
+
+    The process is frozen (SIGSTOP) while the study is read: otherwise, on a loaded machine, the
+    next trial can finish between two looks and the sweep ends before it can be killed."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGSTOP)
         try:
             trials = study_trials(url)
-        except Exception:   # noqa: BLE001 - the study is not created yet
+        except Exception:   # noqa: BLE001 - the study is not created yet, or the sweep holds its lock
             trials = []
         done = {t.number: (t.value, t.params) for t in trials if t.state.name == "COMPLETE"}
         if done and any(t.state.name == "RUNNING" and t.number > max(done) for t in trials):
             return done
-        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.1)
     proc.kill()
     raise AssertionError("no trial finished in time")
-
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
