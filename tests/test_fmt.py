@@ -111,7 +111,7 @@ def test_model_assignments_are_not_aligned():
 def test_a_numbered_layer_in_a_path_keeps_to_its_name():
     text = dl("""
         train t {
-            model = M()
+            model      = M()
             phase head {
                 freeze model.features.0, model.2
                 epochs = 1 + .5
@@ -193,8 +193,8 @@ def test_a_long_pipe_breaks_after_an_arrow():
 
 def test_a_dict_and_a_body_are_told_apart():
     text = "train g {\n    models = { G: Gen(), D: Disc() }\n    init = {backbone:\"x.pt\"}\n}\n"
-    assert format_text(text) == ('train g {\n    models = {G: Gen(), D: Disc()}\n'
-                                 '    init   = {backbone: "x.pt"}\n}\n')
+    assert format_text(text) == ('train g {\n    models     = {G: Gen(), D: Disc()}\n'
+                                 '    init       = {backbone: "x.pt"}\n}\n')
 
 
 def test_a_one_line_body_stays_on_one_line():
