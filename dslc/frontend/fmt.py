@@ -406,7 +406,7 @@ def _run(at: _At, toks: list[Tok]) -> tuple[str, list, list]:
 
 @dataclass
 class _Lay:
-    """Lines for some tokens, the breaks that made them ((depth, kind) each), and where the line
+    """Lines for some tokens, the breaks that made them (_Point.rank each), and where the line
     after them would start."""
     lines: list
     breaks: list
@@ -416,9 +416,11 @@ class _Lay:
     def cost(self) -> tuple:
         """Fewest columns past the limit, then the shallowest deepest break (the parentheses the
         formatter added do not count; at one depth, the lowest kind), then fewest lines, then
-        shallow, low breaks all along, then the fewest bracket items moved to the next line."""
+        shallow, low breaks all along, then the fewest breaks among the arguments of a call that
+        is called in turn (`Block(a,` / `b)(x)`), then the fewest items moved to the next line."""
         return (sum(max(0, len(line) - WIDTH) for line in self.lines), max(self.breaks, default=(-1, -1)),
-                len(self.lines), sum(d for d, _ in self.breaks), sum(k for _, k in self.breaks), self.hangs)
+                len(self.lines), sum(b[0] for b in self.breaks), sum(b[1] for b in self.breaks),
+                sum(b[2] for b in self.breaks), self.hangs)
 
     def __add__(self, other: "_Lay") -> "_Lay":
         return _Lay(self.lines + other.lines, self.breaks + other.breaks, other.end,
@@ -431,6 +433,10 @@ class _Point:
     depth: int     # brackets open there (the statement's own, those the formatter added aside)
     kind: int
     group: int     # the index of the bracket it is directly inside (-1: opened on an earlier line)
+    chained: bool  # that bracket is a call's, called or indexed in turn
+
+    def rank(self) -> tuple:
+        return self.depth, self.kind, int(self.chained)
 
 
 class _Layout:
@@ -495,7 +501,7 @@ class _Layout:
             lay = self._lay(chunk, at)
             point = items[pos + n - 1][1]
             if point is not None:
-                lay = _Lay(lay.lines, lay.breaks + [(point.depth, point.kind)], lay.end, lay.hangs)
+                lay = _Lay(lay.lines, lay.breaks + [point.rank()], lay.end, lay.hangs)
             out = lay if out is None else out + lay
             at = lay.end
             pos += n
@@ -505,7 +511,7 @@ class _Layout:
         """The bracket's items from the next line on, four spaces in."""
         g = level[0].group
         head = toks[:g + 1]
-        first = _Lay([at.text(head)], [(level[0].depth, level[0].kind)], at.after(head, hang=True), 1)
+        first = _Lay([at.text(head)], [level[0].rank()], at.after(head, hang=True), 1)
         shift = [dataclasses.replace(p, index=p.index - g - 1) for p in level]
         return first + self._fill(toks[g + 1:], first.end, shift)
 
@@ -534,8 +540,18 @@ def _points(toks: list[Tok], at: _At) -> list[_Point]:
         if kind is None or index < 0 or index == len(toks) - 1:
             continue
         if stack or kind == _ARROW:
-            out.append(_Point(index, real, kind, stack[-1] if stack else -1))
+            out.append(_Point(index, real, kind, stack[-1] if stack else -1, _chained(toks, i)))
     return out
+
+
+def _chained(toks: list[Tok], i: int) -> bool:
+    """Whether the bracket around toks[i] closes right before another `(` or `[` opens."""
+    depth = 0
+    for j in range(i + 1, len(toks)):
+        depth += _nesting(toks[j])
+        if depth < 0:
+            return j + 1 < len(toks) and toks[j + 1].role in ("call", "index")
+    return False
 
 
 def _kind(toks: list[Tok], i: int) -> int | None:
