@@ -2,12 +2,13 @@
 
 The formatter works on tokens, not on the syntax tree, so that comments stay where they were
 and new syntax needs no new rule. Each statement is written on one line with canonical
-spacing when it fits in WIDTH columns; otherwise its first bracket that crosses the limit is
-filled with one item after another, continuation lines aligned after the bracket (or, for a
-pipe, broken after `->`). Bodies are indented by four spaces; in a `train` body (and its
-`phase` and `step` bodies) the `=` of `field = value` lines is aligned, as the docs write
-plans. A statement with a comment inside it keeps its line breaks. Blank lines: at most one
-in a row, none after `{` or before `}`.
+spacing when it fits in WIDTH columns; otherwise it is broken at its shallowest level first
+(see _Layout): items filled onto lines aligned after their bracket, a pipe broken after `->`,
+a conditional before its `if` and `else`, a sum after its operator (in parentheses the
+formatter adds when the expression has none). Bodies are indented by four spaces; in `train`,
+`phase`, `sweep` and `space` bodies the `=` of `field = value` lines is aligned, as the docs
+write plans. A statement with a comment inside it keeps its line breaks. Blank lines: at most
+one in a row, none after `{` or before `}`.
 
 `format_source` checks its own work: the formatted text must parse to the same syntax tree
 (spans aside), else it refuses (FormatError).
