@@ -472,7 +472,10 @@ class _Layout:
             return _Lay([line], [], at.after(toks))
         points = _points(toks, at)
         options = []
-        for depth, kind in sorted({(p.depth, p.kind) for p in points})[:3]:
+        # a very long statement (generated, fuzzed) tries only its shallowest level: the search
+        # grows faster than the statement
+        tries = 3 if len(line) <= 4 * WIDTH else 1
+        for depth, kind in sorted({(p.depth, p.kind) for p in points})[:tries]:
             level = [p for p in points if (p.depth, p.kind) == (depth, kind)]
             options.append(self._fill(toks, at, level))
             groups = [p.group for p in level if p.group >= 0 and toks[p.group].role in _HANGING]
