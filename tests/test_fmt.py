@@ -1,7 +1,7 @@
 """`dslc fmt` (issue #18 item 2): one canonical layout. Checked on small cases written out by
-hand, and as properties over every `.dl` file of the repository and random re-spacings of
-them: formatting is idempotent, keeps the syntax tree, and does not depend on the spaces the
-author typed."""
+hand, and as properties over every `.dl` file of the repository, random re-spacings of them
+and random long expressions: formatting is idempotent, keeps the syntax tree, and does not
+depend on the spaces the author typed. Every file of the repository is already formatted."""
 from __future__ import annotations
 
 import random
