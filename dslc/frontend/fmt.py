@@ -2,12 +2,13 @@
 
 The formatter works on tokens, not on the syntax tree, so that comments stay where they were
 and new syntax needs no new rule. Each statement is written on one line with canonical
-spacing when it fits in WIDTH columns; otherwise its first bracket that crosses the limit is
-filled with one item after another, continuation lines aligned after the bracket (or, for a
-pipe, broken after `->`). Bodies are indented by four spaces; in a `train` body (and its
-`phase` and `step` bodies) the `=` of `field = value` lines is aligned, as the docs write
-plans. A statement with a comment inside it keeps its line breaks. Blank lines: at most one
-in a row, none after `{` or before `}`.
+spacing when it fits in WIDTH columns; otherwise it is broken at its shallowest level first
+(see _Layout): items filled onto lines aligned after their bracket, a pipe broken after `->`,
+a conditional before its `if` and `else`, a sum after its operator (in parentheses the
+formatter adds when the expression has none). Bodies are indented by four spaces; in `train`,
+`phase`, `sweep` and `space` bodies the `=` of `field = value` lines is aligned, as the docs
+write plans. A statement with a comment inside it keeps its line breaks. Blank lines: at most
+one in a row, none after `{` or before `}`.
 
 `format_source` checks its own work: the formatted text must parse to the same syntax tree
 (spans aside), else it refuses (FormatError).
@@ -42,7 +43,14 @@ KEYWORDS = keywords() - {"true", "false", "none", "True", "False", "None"}   # v
 _BINARY_OPS = {"->", "**", "//", "==", "!=", "<=", ">=", "<", ">", "*", "/", "%", "@", "&", "|", "^", "="}
 # after these a `+` or `-` is a sign, not an operator
 _BEFORE_SIGN = _BINARY_OPS | {"(", "[", "{", ",", ":", "+", "-", "~"} | KEYWORDS
-_PLAN_BODIES = {"train", "phase", "step"}
+# bodies of settings, whose `=` are aligned as the docs write them (a `step` body computes
+# tensors: its assignments are code, not aligned)
+_PLAN_BODIES = {"train", "phase", "sweep", "space"}
+# The docs' column: a field name of at most _LONGEST characters (`batch_size`, a sweep space's
+# `optimizer.lr`) sets it, a longer one (`clip_grad_norm`) keeps one space; a `train` body's
+# `=` stand at least at `batch_size`'s column, set or not, so that plans line up.
+_LONGEST = 12
+_TRAIN_COLUMN = len("batch_size")
 
 
 class FormatError(Exception):
@@ -56,6 +64,7 @@ class Tok:
     text: str
     col: int         # 0-based column in its source line
     role: str = ""   # for brackets: call, params, group, index, list, dict, body; for +/-: sign
+    synthetic: bool = False   # a parenthesis the formatter added (see _wrapped)
 
 
 # ---------------------------------------------------------------- tokens
@@ -117,8 +126,9 @@ def _open_role(ch: str, prev: Tok | None, before: Tok | None) -> str:
         if prev is not None and prev.kind == "OP" and prev.text in _BINARY_OPS | {"(", "[", ",", ":", "{", "+", "-"}:
             return "dict"
         return "body"
+    # `buffer(persistent=false)`, and a plan's `model(x)`: a declaration names itself first
     called = prev is not None and (_ends_value(prev) and prev.kind != "INT" and prev.kind != "FLOAT"
-                                   or prev.text == "buffer")
+                                   or prev.text in ("buffer", "model"))
     if ch == "[":
         return "index" if called else "list"
     if not called:
@@ -182,7 +192,7 @@ class Line:
     depth: int = 0
     comment: Tok | None = None   # a comment after the statement, on its last line
     blank: bool = False
-    plan_field: bool = False     # `name = value` directly in a train/phase/step body
+    field: int = 0               # `name = value` directly in a plan body: the name's tokens
     align: int = 0               # the width the field names are padded to
 
 
@@ -275,8 +285,8 @@ def _mark_fields(lines: list[Line]) -> None:
         if code[0].kind == "OP" and code[0].text == "}" and code[0].role == "body" and stack:
             stack.pop()
         in_plan = bool(stack) and stack[-1] is not None
-        if in_plan and len(code) > 2 and code[0].kind == "NAME" and code[1].text == "=":
-            ln.plan_field = True
+        if in_plan and _field_name(code):
+            ln.field = _field_name(code)
             stack[-1].append(ln)
         opens = sum(1 for t in code if t.role == "body" and t.text == "{") - \
             sum(1 for t in code[1:] if t.role == "body" and t.text == "}")
@@ -285,11 +295,25 @@ def _mark_fields(lines: list[Line]) -> None:
             group: list | None = [] if key in _PLAN_BODIES else None
             stack.append(group)
             if group is not None:
-                groups[id(group)] = group
-    for group in groups.values():
-        width = max((len(ln.toks[0].text) for ln in group), default=0)
+                groups[id(group)] = (key, group)
+    for key, group in groups.values():
+        width = max((n for n in (len(_name(ln.toks, ln.field)) for ln in group) if n <= _LONGEST),
+                    default=0)
         for ln in group:
-            ln.align = width
+            ln.align = max(width, _TRAIN_COLUMN) if key == "train" else width
+
+
+def _field_name(code: list[Tok]) -> int:
+    """How many tokens `name` or `name.attr...` before `= value` take (0: not a field)."""
+    n = 1
+    while n + 1 < len(code) and code[n].text == "." and code[n + 1].kind == "NAME":
+        n += 2
+    ok = code[0].kind == "NAME" and n + 1 < len(code) and code[n].kind == "OP" and code[n].text == "="
+    return n if ok else 0
+
+
+def _name(toks: list[Tok], n: int) -> str:
+    return "".join(t.text for t in toks[:n])
 
 
 # ---------------------------------------------------------------- writing
@@ -303,7 +327,7 @@ def _write_line(ln: Line) -> list[str]:
     if any(t.kind == "COMMENT" for t in ln.toks):
         out = _keep_breaks(ln, indent)
     else:
-        out = _fit([t for t in ln.toks if t.kind != "NL"], indent, ln.align if ln.plan_field else 0)
+        out = _fit([t for t in ln.toks if t.kind != "NL"], indent, ln.align, ln.field)
     if ln.comment is not None:
         last = out[-1]
         col = max(ln.comment.col, len(last) + 2)
@@ -311,79 +335,271 @@ def _write_line(ln: Line) -> list[str]:
     return out
 
 
-def _head(toks: list[Tok], align: int) -> tuple[str, list[Tok]]:
+def _head(toks: list[Tok], align: int, field: int) -> tuple[str, list[Tok]]:
     """`name      = ` for an aligned plan field, and the tokens after it."""
-    if not align:
+    if not field:
         return "", toks
-    return toks[0].text.ljust(align) + " = ", toks[2:]
+    return _name(toks, field).ljust(align) + " = ", toks[field + 1:]
 
 
-def _fit(toks: list[Tok], indent: str, align: int = 0) -> list[str]:
-    head, rest = _head(toks, align)
-    line = indent + head + _segment_text(rest, None, [], 0)[0]
+def _fit(toks: list[Tok], indent: str, align: int = 0, field: int = 0) -> list[str]:
+    head, rest = _head(toks, align, field)
+    at = _At(indent + head, (), (), len(indent))
+    line = at.text(rest)
     if len(line) <= WIDTH:
         return [line]
-    return _wrap(rest, indent, head)
+    return _Layout(rest, at, expression_from=0 if field else None).best().lines
 
 
-def _wrap(toks: list[Tok], indent: str, head: str) -> list[str]:
-    """A statement too long for one line, broken where Python would break it: after a comma of
-    a bracket (continuing after the bracket) or after `->` (continuing four further in, or after
-    the bracket it is in). Breaks at the outermost level are tried first, deeper ones only if a
-    line is still too long; what cannot be broken stays long."""
-    best = None
-    for level in (1, 2, 3, 4):
-        lines = _broken(toks, indent, head, _break_points(toks, level))
-        if best is None or _overflow(lines) < _overflow(best):
-            best = lines
-        if _overflow(lines) == 0:
-            break
-    return best
+# Where a line may break, by kind: a lower kind breaks first at the same depth (a comma before
+# a conditional's `if`/`else`, before `->`, before `or`, ... before `*`), as Python's precedence
+# reads the expression.
+_COMMA, _CONDITIONAL, _ARROW = 0, 1, 2
+# brackets whose items may start on the next line (a declaration's parameters stay after `(`)
+_HANGING = {"call", "index", "list", "dict"}
+_OPERATOR_KINDS = {"or": 3, "and": 4, "==": 5, "!=": 5, "<": 5, ">": 5, "<=": 5, ">=": 5, "in": 5,
+                   "|": 6, "^": 6, "&": 6, "+": 7, "-": 7, "*": 8, "/": 8, "//": 8, "%": 8, "@": 8}
 
 
-def _overflow(lines: list[str]) -> int:
-    return sum(max(0, len(line) - WIDTH) for line in lines)
+@dataclass(frozen=True)
+class _At:
+    """Where a line starts: its text so far (indentation, an aligned plan field's head), the
+    brackets open before it with the column each one's continuation lines start at, and the
+    statement's indentation (a pipe continues four further in)."""
+    start: str
+    open: tuple = ()
+    cols: tuple = ()
+    indent: int = 0
+
+    def text(self, toks: list[Tok]) -> str:
+        return _run(self, toks)[0]
+
+    def after(self, toks: list[Tok], hang: bool = False) -> "_At":
+        """The start of the line after the one that holds `toks`; `hang`: that line ends with an
+        opening bracket whose items continue four spaces in from the line, not after it."""
+        text, stack, cols = _run(self, toks)
+        if hang:
+            cols[-1] = len(text) - len(text.lstrip(" ")) + len(INDENT)
+        start = " " * (cols[-1] if cols else self.indent + len(INDENT))
+        return _At(start, tuple(stack), tuple(cols), self.indent)
+
+    def key(self) -> tuple:
+        return self.start, tuple(map(id, self.open)), self.cols
 
 
-def _break_points(toks: list[Tok], level: int) -> dict:
-    """Index -> rank of the tokens a line may end after: a comma inside d <= `level` brackets
-    ranks d, an arrow inside d < `level` ranks d + 0.5 (a break at a lower rank reads better)."""
-    out, d = {}, 0
+def _run(at: _At, toks: list[Tok]) -> tuple[str, list, list]:
+    """The line's text, and the brackets open at its end with their continuation columns."""
+    text, stack, cols, prev = at.start, list(at.open), list(at.cols), None
+    for t in toks:
+        if prev is not None:
+            text += _space(prev, t, stack[-1].role if stack else "")
+        text += t.text
+        step = _nesting(t)
+        if step > 0:
+            stack.append(t)
+            cols.append(len(text))
+        elif step < 0 and stack:
+            stack.pop()
+            cols.pop()
+        prev = t
+    return text, stack, cols
+
+
+@dataclass
+class _Lay:
+    """Lines for some tokens, the breaks that made them (_Point.rank each), and where the line
+    after them would start."""
+    lines: list
+    breaks: list
+    end: _At
+    hangs: int = 0
+
+    def cost(self) -> tuple:
+        """Fewest columns past the limit, then the shallowest deepest break (the parentheses the
+        formatter added do not count; at one depth, the lowest kind), then fewest lines, then
+        shallow, low breaks all along, then the fewest breaks among the arguments of a call that
+        is called in turn (`Block(a,` / `b)(x)`), then the fewest items moved to the next line."""
+        return (sum(max(0, len(line) - WIDTH) for line in self.lines), max(self.breaks, default=(-1, -1)),
+                len(self.lines), sum(b[0] for b in self.breaks), sum(b[1] for b in self.breaks),
+                sum(b[2] for b in self.breaks), self.hangs)
+
+    def __add__(self, other: "_Lay") -> "_Lay":
+        return _Lay(self.lines + other.lines, self.breaks + other.breaks, other.end,
+                    self.hangs + other.hangs)
+
+
+@dataclass
+class _Point:
+    index: int     # the line may end after this token
+    depth: int     # brackets open there (the statement's own, those the formatter added aside)
+    kind: int
+    group: int     # the index of the bracket it is directly inside (-1: opened on an earlier line)
+    chained: bool  # that bracket is a call's, called or indexed in turn
+
+    def rank(self) -> tuple:
+        return self.depth, self.kind, int(self.chained)
+
+
+class _Layout:
+    """A statement too long for one line. Each way of breaking it is tried: at every place of
+    one depth and kind (the shallowest three), the items filled onto lines aligned after their
+    bracket, or after `->` four spaces in; the same with the bracket's items starting on the next
+    line, four spaces in (a long head before them); and, for an assignment or `output` whose
+    expression has operators but no top-level `->`, the expression put in parentheses so that
+    it can break at its own operators. The cheapest wins (see _Lay.cost); a part still too long
+    is broken the same way, and what cannot be broken stays long."""
+
+    def __init__(self, toks: list[Tok], at: _At, expression_from: int | None = None):
+        self.toks, self.at, self.expression_from = toks, at, expression_from
+        self.memo: dict = {}
+
+    def best(self) -> _Lay:
+        options = [self._lay(self.toks, self.at)]
+        wrapped = _wrapped(self.toks, self.expression_from)
+        if wrapped is not None:
+            options.append(_Layout(wrapped, self.at).best())
+        return min(options, key=_Lay.cost)
+
+    def _lay(self, toks: list[Tok], at: _At) -> _Lay:
+        key = (id(toks[0]), id(toks[-1]), len(toks), at.key())
+        if key not in self.memo:
+            self.memo[key] = self._choose(toks, at)
+        return self.memo[key]
+
+    def _choose(self, toks: list[Tok], at: _At) -> _Lay:
+        line = at.text(toks)
+        if len(line) <= WIDTH:
+            return _Lay([line], [], at.after(toks))
+        points = _points(toks, at)
+        options = []
+        # a very long statement (generated, fuzzed) tries only its shallowest level: the search
+        # grows faster than the statement
+        tries = 3 if len(line) <= 4 * WIDTH else 1
+        for depth, kind in sorted({(p.depth, p.kind) for p in points})[:tries]:
+            level = [p for p in points if (p.depth, p.kind) == (depth, kind)]
+            options.append(self._fill(toks, at, level))
+            groups = [p.group for p in level if p.group >= 0 and toks[p.group].role in _HANGING]
+            if groups:
+                options.append(self._hang(toks, at, [p for p in level if p.group == groups[-1]]))
+        return min(options, key=_Lay.cost) if options else _Lay([line], [], at.after(toks))
+
+    def _fill(self, toks: list[Tok], at: _At, level: list[_Point]) -> _Lay:
+        """Items onto lines, as many as fit on each (a conditional's `if` and `else` start a
+        line each); an item too long for a line alone is broken further."""
+        ends = {p.index: p for p in level}
+        items, cur = [], []
+        for i, t in enumerate(toks):
+            cur.append(t)
+            if i in ends:
+                items.append((cur, ends[i]))
+                cur = []
+        items.append((cur, None))
+        every = level[0].kind == _CONDITIONAL
+        out, pos = None, 0
+        while pos < len(items):
+            n = 1
+            while not every and pos + n < len(items) and \
+                    len(at.text(_flat(items[pos:pos + n + 1]))) <= WIDTH:
+                n += 1
+            chunk = _flat(items[pos:pos + n])
+            lay = self._lay(chunk, at)
+            point = items[pos + n - 1][1]
+            if point is not None:
+                lay = _Lay(lay.lines, lay.breaks + [point.rank()], lay.end, lay.hangs)
+            out = lay if out is None else out + lay
+            at = lay.end
+            pos += n
+        return out
+
+    def _hang(self, toks: list[Tok], at: _At, level: list[_Point]) -> _Lay:
+        """The bracket's items from the next line on, four spaces in."""
+        g = level[0].group
+        head = toks[:g + 1]
+        first = _Lay([at.text(head)], [level[0].rank()], at.after(head, hang=True), 1)
+        shift = [dataclasses.replace(p, index=p.index - g - 1) for p in level]
+        return first + self._fill(toks[g + 1:], first.end, shift)
+
+
+def _flat(items: list) -> list[Tok]:
+    return [t for toks, _ in items for t in toks]
+
+
+def _points(toks: list[Tok], at: _At) -> list[_Point]:
+    """The places the line may break: inside brackets after a comma or a binary operator, or
+    before a conditional's `if` and `else`; anywhere after `->` (the parser reads on after it)."""
+    out = []
+    stack = [-1] * len(at.open)
+    real = sum(1 for t in at.open if not t.synthetic)
     for i, t in enumerate(toks):
-        d += _nesting(t)
-        if t.text == "," and 0 < d <= level:
-            out[i] = d
-        elif t.text == "->" and d < level:
-            out[i] = d + 0.5
+        step = _nesting(t)
+        if step > 0:
+            stack.append(i)
+            real += not t.synthetic
+        elif step < 0 and stack:
+            stack.pop()
+            real -= not t.synthetic
+        kind, index = _kind(toks, i), i
+        if kind == _CONDITIONAL:
+            index = i - 1
+        if kind is None or index < 0 or index == len(toks) - 1:
+            continue
+        if stack or kind == _ARROW:
+            out.append(_Point(index, real, kind, stack[-1] if stack else -1, _chained(toks, i)))
     return out
 
 
-def _broken(toks: list[Tok], indent: str, head: str, points: dict) -> list[str]:
-    """The tokens on lines ending only at `points`: each line takes what fits in WIDTH, and
-    ends at the lowest-ranked point among those (the last of equals)."""
-    segs, cur = [], []
+def _chained(toks: list[Tok], i: int) -> bool:
+    """Whether the bracket around toks[i] closes right before another `(` or `[` opens."""
+    depth = 0
+    for j in range(i + 1, len(toks)):
+        depth += _nesting(toks[j])
+        if depth < 0:
+            return j + 1 < len(toks) and toks[j + 1].role in ("call", "index")
+    return False
+
+
+def _kind(toks: list[Tok], i: int) -> int | None:
+    t = toks[i]
+    if t.kind == "OP" and t.text == ",":
+        return _COMMA
+    if t.kind == "OP" and t.text == "->":
+        return _ARROW
+    if t.kind == "NAME" and t.text in ("if", "else") and i > 0 and toks[i - 1].text != "}":
+        return _CONDITIONAL
+    if t.role == "sign" or t.kind not in ("OP", "NAME") or t.text not in _OPERATOR_KINDS:
+        return None
+    return _OPERATOR_KINDS[t.text]
+
+
+def _wrapped(toks: list[Tok], expression_from: int | None) -> list[Tok] | None:
+    """An assignment's or `output`'s expression in added parentheses, when it has operators to
+    break at but no top-level `->` (which breaks as it is) or comma (a tuple in parentheses)."""
+    if any(t.role == "body" for t in toks):
+        return None
+    start = expression_from
+    if start is None:
+        start = _top_level_equals(toks) + 1 or (1 if toks[0].text == "output" else 0)
+    expr = toks[start:]
+    if not start and expression_from is None or not expr:
+        return None
+    kinds, depth = set(), 0
+    for i, t in enumerate(expr):
+        depth += _nesting(t)
+        if depth == 0 and i > 0:
+            kinds.add(_kind(expr, i))
+    if _COMMA in kinds or _ARROW in kinds or not kinds - {None}:
+        return None
+    return toks[:start] + [Tok("OP", "(", 0, "group", True)] + expr + [Tok("OP", ")", 0, "group", True)]
+
+
+def _top_level_equals(toks: list[Tok]) -> int:
+    """The index of the statement's `=` (not a keyword argument's), or -1."""
+    depth = 0
     for i, t in enumerate(toks):
-        cur.append(t)
-        if i in points:
-            segs.append((cur, points[i]))
-            cur = []
-    if cur:
-        segs.append((cur, 99))
-    lines: list[str] = []
-    state = _LineState(indent + head, [], [], None)
-    pos = 0
-    while pos < len(segs):
-        n = 1
-        while pos + n < len(segs) and len(state.text(segs[pos:pos + n + 1])) <= WIDTH:
-            n += 1
-        if pos + n == len(segs):
-            lines.append(state.text(segs[pos:]).rstrip())
-            break
-        end = min(range(pos, pos + n), key=lambda j: (segs[j][1], -j))
-        lines.append(state.text(segs[pos:end + 1]).rstrip())
-        state = state.after(segs[pos:end + 1], indent)
-        pos = end + 1
-    return lines
+        depth += _nesting(t)
+        if depth == 0 and t.kind == "OP" and t.text == "=":
+            return i
+    return -1
 
 
 @dataclass
@@ -440,7 +656,7 @@ def _update_cols(cols: list, opened: list) -> list:
 def _keep_breaks(ln: Line, indent: str) -> list[str]:
     """A statement with a comment inside: its lines as they were, each spaced canonically and
     indented after the bracket it continues (or by four more after `->`)."""
-    head, toks = _head(list(ln.toks), ln.align if ln.plan_field else 0)
+    head, toks = _head(list(ln.toks), ln.align, ln.field)
     out = []
     state = _LineState(indent + head, [], [], None)
     for row, comment in _rows(toks):

@@ -92,7 +92,7 @@ class Residual2(nn.Module):
 
 
 class ResNet18(nn.Sequential):
-    """The model `ResNet18` (language.dl:36)."""
+    """The model `ResNet18` (language.dl:38)."""
 
     def __init__(self, classes: int = 10):
         super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),
@@ -103,7 +103,7 @@ class ResNet18(nn.Sequential):
 
 
 class LSTMClassifier(nn.Module):
-    """The model `LSTMClassifier` (language.dl:48)."""
+    """The model `LSTMClassifier` (language.dl:50)."""
 
     def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, classes: int = 2):
         super().__init__()
@@ -119,7 +119,7 @@ class LSTMClassifier(nn.Module):
 
 
 class VAE(nn.Module):
-    """The model `VAE` (language.dl:63)."""
+    """The model `VAE` (language.dl:66)."""
 
     def __init__(self, input_dim: int = 784, latent: int = 20):
         super().__init__()
@@ -140,7 +140,7 @@ class VAE(nn.Module):
 
 
 class Generator(nn.Sequential):
-    """The model `Generator` (language.dl:73)."""
+    """The model `Generator` (language.dl:76)."""
 
     def __init__(self, latent: int = 100, out: int = 784):
         super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
@@ -148,7 +148,7 @@ class Generator(nn.Sequential):
 
 
 class Discriminator(nn.Sequential):
-    """The model `Discriminator` (language.dl:83)."""
+    """The model `Discriminator` (language.dl:86)."""
 
     def __init__(self, inp: int = 784):
         super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
@@ -156,7 +156,7 @@ class Discriminator(nn.Sequential):
 
 
 class Backbone(nn.Module):
-    """The block `Backbone` (language.dl:128)."""
+    """The block `Backbone` (language.dl:131)."""
 
     def __init__(self, in_channels: int):
         super().__init__()
@@ -171,7 +171,7 @@ class Backbone(nn.Module):
 
 
 class Classifier(nn.Module):
-    """The model `Classifier` (language.dl:137)."""
+    """The model `Classifier` (language.dl:140)."""
 
     def __init__(self, classes: int = 10):
         super().__init__()
@@ -183,7 +183,7 @@ class Classifier(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The block `Encoder` (language.dl:161), built for x.shape[2] == dim."""
+    """The block `Encoder` (language.dl:164), built for x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, mlp: int):
         super().__init__()
@@ -201,7 +201,7 @@ class Encoder(nn.Module):
 
 
 class ViT(nn.Module):
-    """The model `ViT` (language.dl:168)."""
+    """The model `ViT` (language.dl:171)."""
 
     def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12, classes: int = 1000):
         super().__init__()
@@ -223,7 +223,7 @@ class ViT(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """The block `CausalSelfAttention` (language.dl:178)."""
+    """The block `CausalSelfAttention` (language.dl:182)."""
 
     def __init__(self, in_features: int, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -239,7 +239,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class GPT(nn.Module):
-    """The model `GPT` (language.dl:184)."""
+    """The model `GPT` (language.dl:188)."""
 
     def __init__(self, vocab: int = 50257, context: int = 1024, dim: int = 768, depth: int = 12, heads: int = 12):
         super().__init__()

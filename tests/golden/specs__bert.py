@@ -28,7 +28,7 @@ class EncoderLayer(nn.Module):
 
 
 class BertClassifier(nn.Module):
-    """The model `BertClassifier` (bert.dl:32)."""
+    """The model `BertClassifier` (bert.dl:35)."""
 
     def __init__(self, vocab: int = 30522, context: int = 512, segments: int = 2, dim: int = 768, depth: int = 12, heads: int = 12, ff: int | None = None, dropout: float = 0.1, pre_norm: bool = False, classes: int = 2):
         super().__init__()

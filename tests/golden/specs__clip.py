@@ -53,7 +53,7 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """The block `VisionTransformer` (clip.dl:30)."""
+    """The block `VisionTransformer` (clip.dl:31)."""
 
     def __init__(self, in_channels: int, x_dim2: int, x_dim3: int, patch: int, dim: int, depth: int, heads: int, embed: int):
         super().__init__()
@@ -78,7 +78,7 @@ class VisionTransformer(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """The block `TextTransformer` (clip.dl:42)."""
+    """The block `TextTransformer` (clip.dl:44)."""
 
     def __init__(self, vocab: int, context: int, dim: int, depth: int, heads: int, embed: int):
         super().__init__()
@@ -98,7 +98,7 @@ class TextTransformer(nn.Module):
 
 
 class CLIP(nn.Module):
-    """The model `CLIP` (clip.dl:50)."""
+    """The model `CLIP` (clip.dl:52)."""
 
     def __init__(self, image: int = 32, patch: int = 8, vision_dim: int = 64, vision_depth: int = 2, vision_heads: int = 4, vocab: int = 1000, context: int = 16, text_dim: int = 64, text_depth: int = 2, text_heads: int = 4, embed: int = 32):
         super().__init__()

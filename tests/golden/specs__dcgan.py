@@ -81,7 +81,7 @@ class DiscriminatorMLP(nn.Sequential):
 
 
 class ConditionalDiscriminator(nn.Module):
-    """The model `ConditionalDiscriminator` (dcgan.dl:92)."""
+    """The model `ConditionalDiscriminator` (dcgan.dl:93)."""
 
     def __init__(self, inp: int = 784, classes: int = 10):
         super().__init__()

@@ -70,7 +70,7 @@ class ResnetBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """The block `Downsample` (ddpm.dl:57)."""
+    """The block `Downsample` (ddpm.dl:58)."""
 
     def __init__(self, out_channels: int):
         super().__init__()
@@ -81,7 +81,7 @@ class Downsample(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """The block `AttnBlock` (ddpm.dl:46)."""
+    """The block `AttnBlock` (ddpm.dl:47)."""
 
     def __init__(self, num_channels: int, x_dim2: int, x_dim3: int, groups: int):
         super().__init__()
@@ -106,7 +106,7 @@ class AttnBlock(nn.Module):
 
 
 class UpsampleConv(nn.Module):
-    """The block `UpsampleConv` (ddpm.dl:63)."""
+    """The block `UpsampleConv` (ddpm.dl:64)."""
 
     def __init__(self, out_channels: int):
         super().__init__()
@@ -117,7 +117,7 @@ class UpsampleConv(nn.Module):
 
 
 class DDPMUNet(nn.Module):
-    """The model `DDPMUNet` (ddpm.dl:68)."""
+    """The model `DDPMUNet` (ddpm.dl:69)."""
 
     def __init__(self, channels: int = 3, size: int = 32, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1, attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
         super().__init__()

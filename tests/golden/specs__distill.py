@@ -17,7 +17,7 @@ class Teacher(nn.Sequential):
 
 
 class Student(nn.Sequential):
-    """The model `Student` (distill.dl:28)."""
+    """The model `Student` (distill.dl:29)."""
 
     def __init__(self, hidden: int = 800, classes: int = 10):
         super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),

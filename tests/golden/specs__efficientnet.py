@@ -38,7 +38,7 @@ class ConvBn(nn.Sequential):
 
 
 class ExpandDepthwiseProject(nn.Sequential):
-    """The block `ExpandDepthwiseProject` (efficientnet.dl:49)."""
+    """The block `ExpandDepthwiseProject` (efficientnet.dl:50)."""
 
     def __init__(self, in_channels: int, hidden: int, out: int, expand: int, k: int, stride: int, squeeze: int):
         if expand != 1:
@@ -51,7 +51,7 @@ class ExpandDepthwiseProject(nn.Sequential):
 
 
 class MBConv(nn.Module):
-    """The block `MBConv` (efficientnet.dl:60)."""
+    """The block `MBConv` (efficientnet.dl:62)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
@@ -71,7 +71,7 @@ class MBConv(nn.Module):
 
 
 class Stage(nn.Sequential):
-    """The block `Stage` (efficientnet.dl:67)."""
+    """The block `Stage` (efficientnet.dl:70)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
         if not ((stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and (k - 1) % 2 == 0 and blocks >= 1)):
@@ -84,7 +84,7 @@ class Stage(nn.Sequential):
 
 
 class Features(nn.Sequential):
-    """The block `Features` (efficientnet.dl:75)."""
+    """The block `Features` (efficientnet.dl:78)."""
 
     def __init__(self, in_channels: int):
         super().__init__(ConvBnSiLU(in_channels, 32, k=3, stride=2),
@@ -95,14 +95,14 @@ class Features(nn.Sequential):
 
 
 class Classifier(nn.Sequential):
-    """The block `Classifier` (efficientnet.dl:83)."""
+    """The block `Classifier` (efficientnet.dl:86)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
         super().__init__(nn.Dropout(dropout), nn.Linear(in_features, classes))
 
 
 class EfficientNetB0(nn.Module):
-    """The model `EfficientNetB0` (efficientnet.dl:88)."""
+    """The model `EfficientNetB0` (efficientnet.dl:91)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()

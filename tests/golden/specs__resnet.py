@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
 
 
 class BasicStage(nn.Sequential):
-    """The block `BasicStage` (resnet.dl:50), built for blocks >= 1."""
+    """The block `BasicStage` (resnet.dl:56), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
         if not (in_channels == width or stride != 1):
@@ -47,7 +47,7 @@ class BasicStage(nn.Sequential):
 
 
 class ResNet18(nn.Module):
-    """The model `ResNet18` (resnet.dl:62)."""
+    """The model `ResNet18` (resnet.dl:68)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
@@ -67,7 +67,7 @@ class ResNet18(nn.Module):
 
 
 class ResNet34(nn.Module):
-    """The model `ResNet34` (resnet.dl:77)."""
+    """The model `ResNet34` (resnet.dl:83)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()
@@ -87,7 +87,7 @@ class ResNet34(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """The block `Bottleneck` (resnet.dl:37)."""
+    """The block `Bottleneck` (resnet.dl:40)."""
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, expansion: int = 4):
         super().__init__()
@@ -109,7 +109,7 @@ class Bottleneck(nn.Module):
 
 
 class BottleneckStage(nn.Sequential):
-    """The block `BottleneckStage` (resnet.dl:56), built for blocks >= 1."""
+    """The block `BottleneckStage` (resnet.dl:62), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
         super().__init__(Bottleneck(in_channels, width, stride=stride),
@@ -117,7 +117,7 @@ class BottleneckStage(nn.Sequential):
 
 
 class ResNet50(nn.Module):
-    """The model `ResNet50` (resnet.dl:92)."""
+    """The model `ResNet50` (resnet.dl:98)."""
 
     def __init__(self, classes: int = 1000):
         super().__init__()

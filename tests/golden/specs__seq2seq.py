@@ -90,7 +90,7 @@ class DecoderLayer(nn.Module):
 
 
 class Seq2SeqTransformer(nn.Module):
-    """The model `Seq2SeqTransformer` (seq2seq.dl:38)."""
+    """The model `Seq2SeqTransformer` (seq2seq.dl:39)."""
 
     def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8, ff: int | None = None, dropout: float = 0.1):
         super().__init__()

@@ -47,7 +47,7 @@ class Residual2(nn.Module):
 
 
 class ResNet18(nn.Sequential):
-    """The model `ResNet18` (cifar_resnet.dl:28)."""
+    """The model `ResNet18` (cifar_resnet.dl:30)."""
 
     def __init__(self, classes: int = 10):
         super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),

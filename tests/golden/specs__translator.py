@@ -20,7 +20,7 @@ class TokenEmbedding(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """The block `PositionalEncoding` (translator.dl:23), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen and x.shape[2] == emb_size."""
+    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen and x.shape[2] == emb_size."""
 
     def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
         super().__init__()
@@ -38,7 +38,7 @@ class PositionalEncoding(nn.Module):
 
 
 class Translator(nn.Module):
-    """The model `Translator` (translator.dl:31)."""
+    """The model `Translator` (translator.dl:33)."""
 
     def __init__(self, src_vocab: int = 16, tgt_vocab: int = 16, emb_size: int = 512, nhead: int = 8, num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512, dropout: float = 0.1, maxlen: int = 5000):
         super().__init__()
@@ -56,9 +56,9 @@ class Translator(nn.Module):
         S = src.shape[1]
         T = tgt.shape[1]
         if self.maxlen - S < 0:
-            raise ValueError(f"Translator needs maxlen - S >= 0 (translator.dl:28), got S = {S}")
+            raise ValueError(f"Translator needs maxlen - S >= 0 (translator.dl:30), got S = {S}")
         if self.maxlen - T < 0:
-            raise ValueError(f"Translator needs maxlen - T >= 0 (translator.dl:28), got T = {T}")
+            raise ValueError(f"Translator needs maxlen - T >= 0 (translator.dl:30), got T = {T}")
         src_padding_mask = src == 0
         tgt_padding_mask = tgt == 0
         src_emb = self.positional_encoding(self.src_tok_emb(src))

@@ -45,7 +45,7 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """The model `UNet` (unet.dl:36)."""
+    """The model `UNet` (unet.dl:37)."""
 
     def __init__(self, classes: int = 2, base: int = 64):
         super().__init__()
@@ -74,7 +74,7 @@ class UNet(nn.Module):
 
 
 class UNetBilinear(nn.Module):
-    """The model `UNetBilinear` (unet.dl:52)."""
+    """The model `UNetBilinear` (unet.dl:53)."""
 
     def __init__(self, classes: int = 2, base: int = 64):
         super().__init__()
