@@ -194,7 +194,7 @@ def test_plan_fields_of_data_parallel_training(tmp_path):
         return []
     assert codes("devices = 2") == [] and codes("strategy = ddp") == [] and codes("sync_batchnorm = true") == []
     assert codes("devices = 0") == ["E0302"]
-    assert codes("strategy = fsdp") == ["E0201"]        # not a strategy dslc knows (yet)
+    assert codes("strategy = fsdp") == [] and codes("strategy = zero3") == ["E0201"]   # not a strategy dslc knows
     assert codes("strategy = bf16") == ["E0301"]
 
 
