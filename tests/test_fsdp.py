@@ -19,7 +19,8 @@ from dslc.runtime import data as data_mod
 from dslc.runtime.trainer import Options
 
 # 4 epochs: the first layer frozen for one, then all layers for three (a new optimizer, momentum
-# from zero); the gradients clipped to norm 0.5 (DTensors under FSDP)
+# from zero); the gradients of two batches added up before each step (FSDP scatters them at the
+# second only), and clipped to norm 0.5 (DTensors under FSDP)
 PLAN = NET + """
 train small {
     model      = Net()
@@ -27,6 +28,7 @@ train small {
     loss       = cross_entropy(out, batch.y)
     optimizer  = SGD(lr=0.1, momentum=0.9)
     clip_grad_norm = 0.5
+    accumulate = 2
     epochs     = 4
     batch_size = 32
     metrics    = [accuracy]
@@ -65,11 +67,13 @@ def reference(batch_sizes: list[int]) -> tuple[list, list]:
         net[1].requires_grad_(epoch > 1)
         if epoch <= 2:   # each phase starts with a new optimizer
             sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        for batch in data_mod.batches(split, size, shuffle=True, seed=0, epoch=epoch):
-            sgd.zero_grad(set_to_none=True)
-            F.cross_entropy(net(batch["x"]), batch["y"]).backward()
-            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], 0.5)
-            sgd.step()
+        batches = list(data_mod.batches(split, size, shuffle=True, seed=0, epoch=epoch))
+        for b, batch in enumerate(batches, 1):
+            (F.cross_entropy(net(batch["x"]), batch["y"]) / 2).backward()
+            if b % 2 == 0 or b == len(batches):
+                torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], 0.5)
+                sgd.step()
+                sgd.zero_grad(set_to_none=True)
     return [p.detach() for p in net.parameters()], [sgd.state[p]["momentum_buffer"] for p in net.parameters()]
 
 
