@@ -177,6 +177,17 @@ def test_fsdp_refuses_several_models(tmp_path):
     assert "`strategy = fsdp` trains plans of one model; this one has 2 (`G`, `D`)" in e.value.render()
 
 
+def test_fsdp_refuses_a_momentum_copy_of_the_model(tmp_path):
+    byol = ROOT + "/examples/contrastive/contrastive.dl"
+    text = open(byol).read().replace("train byol {", "train byol {\n    strategy = fsdp", 1)
+    (tmp_path / "byol.dl").write_text(text)
+    with pytest.raises(DslcError) as e:
+        load(str(tmp_path / "byol.dl")).plan("byol")
+    assert e.value.codes == ["E0302"]
+    assert "`strategy = fsdp` cannot keep a momentum copy of a sharded model (`ema(...)` in a step)" in \
+        e.value.render()
+
+
 # ------------------------------------------------------------------ the sharding units (one process)
 
 @pytest.fixture
