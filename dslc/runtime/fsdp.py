@@ -14,15 +14,16 @@ DDP's, FSDP's of any number of processes) resumes under FSDP.
 from __future__ import annotations
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+# torch.distributed's fsdp, checkpoint and tensor packages take seconds to import: they are imported
+# by the functions that use them, which only a sharded run calls, not by every `dslc train`.
 
 
 def shard(model: torch.nn.Module) -> None:
     """Shard `model` in place: each repeated block (a child of an nn.ModuleList: a `for` loop's or
     `repeat`'s blocks, a transformer's layers) is a unit of its own, gathered only while it runs,
     and the model itself is the root unit holding every other parameter."""
+    from torch.distributed.fsdp import fully_shard
     for module in list(model.modules()):
         if isinstance(module, torch.nn.ModuleList):
             for block in module:
@@ -34,12 +35,14 @@ def shard(model: torch.nn.Module) -> None:
 def full_weights(model: torch.nn.Module) -> dict:
     """The model's state dict with whole tensors, on the CPU, in rank 0 (the other processes get
     an empty dict). Every process must call it: the shards are gathered."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_full_weights(model: torch.nn.Module, state: dict) -> None:
     """Load rank 0's whole-tensor `state` into the sharded `model` (each process keeps its shard;
     what the others pass is not read). Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
@@ -68,12 +71,14 @@ def shard_optimizer_state(state_dict: dict, optimizer: torch.optim.Optimizer) ->
 
 
 def _whole(value):
+    from torch.distributed.tensor import DTensor
     if isinstance(value, DTensor):
         return value.full_tensor().cpu()
     return value
 
 
 def _like(value, param):
+    from torch.distributed.tensor import DTensor, distribute_tensor
     if isinstance(param, DTensor) and torch.is_tensor(value) and not isinstance(value, DTensor) and \
             tuple(value.shape) == tuple(param.shape):
         return distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)

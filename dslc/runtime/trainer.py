@@ -37,6 +37,7 @@ from ..passes import optimize
 from . import checkpoint, health, pruning, qat, resume, smoke
 from . import data as data_mod
 from . import distributed as dist
+from . import fsdp as fsdp_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
@@ -149,8 +150,6 @@ class Trainer:
         self.init_reports: dict = {}      # model key -> what `init` loaded (weights_report.json)
         self.config = TrainConfig.of(plan)
         self.seed = self.config.seed
-        # `strategy = fsdp` in several processes: the models' weights are sharded (fsdp.py)
-        self.fsdp = self.config.strategy == "fsdp" and self.world.size > 1
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.device = self.world.device(run_device(options.device))
         # Everything a run holds, set by run() and its set-up steps (None until then).
@@ -184,6 +183,11 @@ class Trainer:
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, self.out)] * self.world.main)
+
+    @property
+    def fsdp(self) -> bool:
+        """`strategy = fsdp` in several processes: the models' weights are sharded (fsdp.py)."""
+        return self.config.strategy == "fsdp" and self.world.size > 1
 
     # ------------------------------------------------------------------ set-up
 
@@ -371,9 +375,8 @@ class Trainer:
         if self.config.sync_batchnorm and self.world.size > 1:
             self._sync_batchnorm()
         if self.fsdp:   # after `init`: every process shards the same weights
-            from . import fsdp
             for m in self.models.values():
-                fsdp.shard(m)
+                fsdp_mod.shard(m)
         self.targets = build_targets(self.plan, self.models)   # copies of the weights as training starts
         if self.world.rank:   # the same initial weights everywhere, but each process its own noise and dropout
             torch.manual_seed(self._rank_seed(0))
@@ -740,9 +743,8 @@ class Trainer:
         return record
 
     def _gradient_sync(self, s: StepRun, sync: bool) -> None:
-        from . import fsdp
         for k in s.trains:
-            fsdp.set_gradient_sync(self.models[k], sync)
+            fsdp_mod.set_gradient_sync(self.models[k], sync)
 
     def _total(self, sums: dict, count: int) -> tuple[dict, int]:
         """The loss sums and example count of all processes (and their training metrics)."""
@@ -879,8 +881,7 @@ class Trainer:
         """A model's state dict; under FSDP gathered whole, on the CPU, in rank 0 (empty in the others)."""
         if not self.fsdp:
             return model.state_dict()
-        from . import fsdp
-        return fsdp.full_weights(model)
+        return fsdp_mod.full_weights(model)
 
     def save_checkpoint(self, epoch: int, batch: int) -> str:
         """A checkpoint after `epoch` epochs and `batch` batches of the next: the weights, optimizers,
@@ -916,8 +917,7 @@ class Trainer:
         """An optimizer's state dict as one process's optimizer has it (FSDP's shards made whole)."""
         if not self.fsdp:
             return optimizer.state_dict()
-        from . import fsdp
-        return fsdp.gather_optimizer_state(optimizer.state_dict())
+        return fsdp_mod.gather_optimizer_state(optimizer.state_dict())
 
     def _partial(self) -> dict | None:
         """An interrupted epoch's loss sums, and its training metrics so far."""
@@ -1026,8 +1026,7 @@ class Trainer:
                                                                              f"optim.{s.name}.").items()}
                 loaded = _unflatten_optimizer(saved[s.name]["optimizer"], tensors)
                 if self.fsdp:   # the whole tensors of the checkpoint, cut into this process's shards
-                    from . import fsdp
-                    loaded = fsdp.shard_optimizer_state(loaded, s.optimizer)
+                    loaded = fsdp_mod.shard_optimizer_state(loaded, s.optimizer)
                 s.optimizer.load_state_dict(loaded)
                 s.schedule.load_state_dict(saved[s.name]["schedule"])
             if self.scaler is not None and state.get("scaler"):
@@ -1058,8 +1057,7 @@ class Trainer:
                                                file_name=path, notes=fit.notes(),
                                                help="start a new run without --resume"))
             if self.fsdp:
-                from . import fsdp
-                fsdp.load_full_weights(m, part)
+                fsdp_mod.load_full_weights(m, part)
             else:
                 m.load_state_dict(part)
 
