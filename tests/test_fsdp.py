@@ -5,6 +5,7 @@ SGD with momentum and clip_grad_norm_, one process, whole batches) over the same
 2 processes × 32 must end at the weights, and the momentum, of 1 × 64. Checkpoints hold whole tensors
 in one process's form, so a run moves between one process and FSDP in either direction."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -18,9 +19,9 @@ from dslc.diagnostics import DslcError
 from dslc.runtime import data as data_mod
 from dslc.runtime.trainer import Options
 
-# 4 epochs: the first layer frozen for one, then all layers for three (a new optimizer, momentum
-# from zero); the gradients of two batches added up before each step (FSDP scatters them at the
-# second only), and clipped to norm 0.5 (DTensors under FSDP)
+# 4 epochs: the first layer frozen for two, then all layers for two (a new optimizer, momentum from
+# zero); the gradients of two batches added up before each step (FSDP scatters them at the second
+# only), and clipped to norm 0.5 (DTensors under FSDP)
 PLAN = NET + """
 train small {
     model      = Net()
@@ -38,11 +39,11 @@ train small {
     strategy   = fsdp
     phase head {
         freeze model.fc1
-        epochs = 1
+        epochs = 2
     }
     phase all {
         unfreeze model.fc1
-        epochs = 3
+        epochs = 2
     }
 }
 """
@@ -64,8 +65,8 @@ def reference(batch_sizes: list[int]) -> tuple[list, list]:
             p.copy_(t)
     split = data_mod.load("digits", dict(DATA)).train
     for epoch, size in enumerate(batch_sizes, 1):
-        net[1].requires_grad_(epoch > 1)
-        if epoch <= 2:   # each phase starts with a new optimizer
+        net[1].requires_grad_(epoch > 2)
+        if epoch in (1, 3):   # each phase starts with a new optimizer
             sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         batches = list(data_mod.batches(split, size, shuffle=True, seed=0, epoch=epoch))
         for b, batch in enumerate(batches, 1):
@@ -88,39 +89,34 @@ def quiet(*_args):
     pass
 
 
-# ------------------------------------------------------------------ real runs under torchrun (2 CPU processes)
+# ------------------------------------------------------------------ a real run under torchrun (2 CPU processes)
 
 @pytest.mark.slow
-def test_two_sharded_processes_of_32_end_where_one_of_64_does_and_one_process_continues(tmp_path):
+def test_one_process_then_two_sharded_then_one_train_as_torch_does(tmp_path):
+    """Epoch 1 in one process (32 a batch); epochs 2 to 4 in two sharded processes (2 × 32), which
+    load its weights and momentum into their shards, train the frozen phase's second epoch, then
+    unfreeze the layer, and end with early stopping's `restore_best` (which under FSDP only rank 0
+    holds in memory); then epoch 4 again, from the sharded run's epoch-3 checkpoint, in one process.
+    Each is torch's own loop over the same batches, momentum included (1e-5)."""
     path = write_plan(tmp_path)
-    done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run", "--max-epochs", "3"], tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "an effective batch of 64; FSDP: weights, gradients and optimizer state sharded" in done.stdout
-    weights, momentum = checkpoint_of(tmp_path / "run", 3)
-    want_weights, want_momentum = reference([64, 64, 64])
-    assert_close(weights, want_weights)
-    assert_close(momentum, want_momentum)   # the optimizer's shards, gathered whole
-    # the checkpoint is one process's: one process continues it, with its momentum, at 32 a batch
-    result = train(path, "small", Options(out=str(tmp_path / "run"), resume=True, progress=False), out=quiet)
-    assert result["epochs_run"] == 4
-    assert_close(checkpoint_of(tmp_path / "run", 4)[0], reference([64, 64, 64, 32])[0])
-
-
-@pytest.mark.slow
-def test_a_run_of_one_process_continues_sharded(tmp_path):
-    """One process's checkpoint (mid-phase: its momentum counts) loads into the shards of two; the
-    run ends with early stopping's `restore_best`, which under FSDP only rank 0 holds in memory."""
-    path = write_plan(tmp_path)
-    train(path, "small", Options(out=str(tmp_path / "run"), max_epochs=2, progress=False), out=quiet)
+    train(path, "small", Options(out=str(tmp_path / "run"), max_epochs=1, progress=False), out=quiet)
     done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run", "--resume"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "resuming from run/checkpoints/epoch-0002.json" in done.stdout and "done: 4 epochs" in done.stdout
+    assert "an effective batch of 64; FSDP: weights, gradients and optimizer state sharded" in done.stdout
+    assert "resuming from run/checkpoints/epoch-0001.json" in done.stdout and "done: 4 epochs" in done.stdout
     weights, momentum = checkpoint_of(tmp_path / "run", 4)
-    want_weights, want_momentum = reference([32, 32, 64, 64])
+    want_weights, want_momentum = reference([32, 64, 64, 64])
     assert_close(weights, want_weights)
-    assert_close(momentum, want_momentum)
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["epochs_run"] == 4 and result["best_epoch"] is not None
+    assert_close(momentum, want_momentum)   # the optimizer's shards, gathered whole
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["best_epoch"] is not None
+    # the run as it was after epoch 3 (killed then, say): one process continues it at 32 a batch
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "run", stopped)
+    for f in [stopped / "result.json", *stopped.glob("checkpoints/epoch-0004.*")]:
+        f.unlink()
+    result = train(path, "small", Options(out=str(stopped), resume=True, progress=False), out=quiet)
+    assert result["epochs_run"] == 4
+    assert_close(checkpoint_of(stopped, 4)[0], reference([32, 64, 64, 32])[0])
 
 
 # ------------------------------------------------------------------ what FSDP refuses, at `dslc check`
