@@ -211,3 +211,25 @@ def test_each_repeated_block_is_a_unit_and_whole_weights_come_back(one_process_g
     whole = fsdp.full_weights(model)
     assert sorted(whole) == sorted(before) and all(torch.equal(whole[k], v) for k, v in before.items())
     assert not any(isinstance(v, DTensor) for v in whole.values())
+
+
+def test_a_sharded_gpt_steps_as_the_whole_one_does(one_process_group):
+    """Nested units (the blocks, then the root) and the head tied to the embedding: a step of the
+    sharded model is the step of the plain one (in a group of one: gathers and scatters of one shard)."""
+    from dslc.runtime import fsdp
+    program = load(ROOT + "/specs/gpt.dl")
+    plain, sharded = (program.build("GPT", seed=0, vocab=50, context=16, dim=32, depth=2, heads=2) for _ in range(2))
+    fsdp.shard(sharded)
+    tokens = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
+    for model in (plain, sharded):
+        sgd = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        for _ in range(2):
+            F.cross_entropy(model(tokens).transpose(1, 2), tokens).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            sgd.step()
+            sgd.zero_grad()
+    whole = fsdp.full_weights(sharded)
+    assert max((whole[k] - v).abs().max().item() for k, v in plain.state_dict().items()) <= 1e-6
+    assert any(not torch.equal(v, w) for v, w in zip(plain.state_dict().values(),
+                                                     program.build("GPT", seed=0, vocab=50, context=16, dim=32,
+                                                                   depth=2, heads=2).state_dict().values()))
