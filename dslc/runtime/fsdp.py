@@ -4,7 +4,7 @@ Torch's FSDP2 (`torch.distributed.fsdp.fully_shard`) turns a module's parameters
 sharded along their first dimension across the processes; a forward or backward pass gathers a
 unit's full weights just before it runs and frees them after, and gradients are averaged and
 scattered back to the shards (reduce-scatter), so each process's optimizer updates its own shard.
-It runs on gloo with CPU tensors as on NCCL with GPUs.
+It runs on gloo with CPU tensors (this repository's tests) and on NCCL with GPUs (not measured yet).
 
 Checkpoints do not depend on the strategy: the weights are gathered into a full state dict (on
 rank 0, on the CPU) and the optimizer state into the int-keyed form of `Optimizer.state_dict()`,
