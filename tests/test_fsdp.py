@@ -5,6 +5,7 @@ SGD with momentum and clip_grad_norm_, one process, whole batches) over the same
 2 processes × 32 must end at the weights, and the momentum, of 1 × 64. Checkpoints hold whole tensors
 in one process's form, so a run moves between one process and FSDP in either direction."""
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -165,7 +166,7 @@ def test_fsdp_refuses_what_it_cannot_shard(tmp_path, fields, says):
 
 def test_fsdp_refuses_several_models(tmp_path):
     gan = ROOT + "/examples/gan/gan.dl"
-    text = open(gan).read().replace("train gan {", "train gan {\n    strategy = fsdp", 1)
+    text = pathlib.Path(gan).read_text().replace("train gan {", "train gan {\n    strategy = fsdp", 1)
     (tmp_path / "gan.dl").write_text(text)
     with pytest.raises(DslcError) as e:
         load(str(tmp_path / "gan.dl")).plan("gan")
@@ -175,7 +176,7 @@ def test_fsdp_refuses_several_models(tmp_path):
 
 def test_fsdp_refuses_a_momentum_copy_of_the_model(tmp_path):
     byol = ROOT + "/examples/contrastive/contrastive.dl"
-    text = open(byol).read().replace("train byol {", "train byol {\n    strategy = fsdp", 1)
+    text = pathlib.Path(byol).read_text().replace("train byol {", "train byol {\n    strategy = fsdp", 1)
     (tmp_path / "byol.dl").write_text(text)
     with pytest.raises(DslcError) as e:
         load(str(tmp_path / "byol.dl")).plan("byol")
