@@ -194,7 +194,7 @@ def test_plan_fields_of_data_parallel_training(tmp_path):
         return []
     assert codes("devices = 2") == [] and codes("strategy = ddp") == [] and codes("sync_batchnorm = true") == []
     assert codes("devices = 0") == ["E0302"]
-    assert codes("strategy = fsdp") == ["E0201"]        # not a strategy dslc knows (yet)
+    assert codes("strategy = fsdp") == [] and codes("strategy = zero3") == ["E0201"]   # not a strategy dslc knows
     assert codes("strategy = bf16") == ["E0301"]
 
 
@@ -202,11 +202,14 @@ def test_plan_fields_of_data_parallel_training(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_of_32_end_where_one_of_64_does(tmp_path):
+    """Each process reads its batches with a DataLoader worker of its own (`workers = 1`): the pieces
+    of the batches are still those of one process's order (test_a_killed_process... trains without)."""
     path = write_plan(tmp_path, 3, phases=True)
-    done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run"], tmp_path)
+    done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run", "--set", "workers=1"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "data-parallel: 2 processes (gloo), batch_size 32 per process, an effective batch of 64" in done.stdout
     assert done.stdout.count("epoch 1/3") == 1          # rank 0 alone prints
+    assert "workers = 1" in (tmp_path / "run" / "plan.dl").read_text()
     assert_close(run_weights(tmp_path / "run", "epoch-0003"), reference_weights([64, 64, 64], frozen_epochs=1))
     # validation on all processes is one process's: the same weights give the same numbers
     single = train(path, "small", Options(out=str(tmp_path / "one"), sets=("batch_size=64",), progress=False),

@@ -350,7 +350,9 @@ class Metric(str):
                             if given else "")
 
 
-STRATEGIES = {"ddp": "DistributedDataParallel: every process holds the whole model, gradients averaged"}
+STRATEGIES = {"ddp": "DistributedDataParallel: every process holds the whole model, gradients averaged",
+              "fsdp": "FullyShardedDataParallel (FSDP2): each process holds a shard of the weights, gradients and "
+                      "optimizer state; a plan of one model"}
 PRECISIONS = {"fp32": "full precision", "bf16": "bfloat16 autocast", "fp16": "float16 autocast (CUDA, with a GradScaler)"}
 
 CALLS = {e.name: e for e in (
@@ -403,7 +405,9 @@ FIELDS = {f.name: f for f in (
     Field("compile", "bool", "wrap the models in torch.compile"),
     Field("devices", "int", "data-parallel training in this many processes (one per GPU, or CPU processes) "
           "launched through torchrun: `batch_size` is per process", checks.positive, 1),
-    Field("strategy", "strategy", "how several processes train: `ddp` (DistributedDataParallel)", default="ddp"),
+    Field("strategy", "strategy", "how several processes train: `ddp` (DistributedDataParallel: each holds the "
+          "whole model) or `fsdp` (fully sharded: each holds a shard of the weights and optimizer state; plans of "
+          "one model, without `ema`, `compile`, pruning or quantization)", default="ddp"),
     Field("sync_batchnorm", "bool", "with several processes on GPUs, batch norm's statistics over the whole "
           "batch of all processes (SyncBatchNorm) rather than each process's own", default=False),
     Field("workers", "int", "read the data with torch's DataLoader in this many worker processes (0: in the "

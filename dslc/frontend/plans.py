@@ -221,6 +221,7 @@ class PlanChecker(TargetCalls):
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
         self._prune_fits(plan)
         self._quantize_fits(plan)
+        self._strategy_fits(plan, fields)
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
         if self.failed or len(self.reporter.diagnostics) > before:
@@ -983,6 +984,18 @@ class PlanChecker(TargetCalls):
                                 "not be pruned)", prunes[0].span, help="leave out `ema` in a pruning plan")
             self.failed = True
 
+    def _strategy_fits(self, plan: Plan, fields: dict) -> None:
+        """`strategy = fsdp` shards the weights of one model, which the trainer's steps reach only
+        through that model's own forward: what keeps another copy of the weights, or rewrites them,
+        is refused here rather than found by a collective that hangs."""
+        if plan.fields.get("strategy") != "fsdp":
+            return
+        problem = _fsdp_problem(plan)
+        if problem is not None:
+            self.reporter.error("E0302", f"`strategy = fsdp` {problem[0]}", fields["strategy"].span,
+                                help=problem[1])
+            self.failed = True
+
     def _prune_arg(self, e) -> Arg:
         """A prune argument: a layer path (`model.conv2`), a bare word (`l1_unstructured`) or a literal."""
         parts = _dotted(e)
@@ -1071,6 +1084,25 @@ class _AugmentFunction:
 
 
 _AUGMENT = _AugmentFunction()
+
+
+def _fsdp_problem(plan: Plan) -> tuple | None:
+    """Why FSDP cannot train `plan` (what it says, and what to do), or None."""
+    ddp = "use `strategy = ddp`, which trains it"
+    if len(plan.models) != 1:
+        return (f"trains plans of one model; this one has {len(plan.models)} "
+                f"({', '.join(f'`{k}`' for k in plan.models)})", ddp)
+    if plan.targets:
+        return ("cannot keep a momentum copy of a sharded model (`ema(...)` in a step)", ddp)
+    if plan.fields.get("ema"):
+        return ("cannot keep an average of sharded weights (`ema`)", ddp + ", or leave out `ema`")
+    if plan.fields.get("compile"):
+        return ("is not combined with `compile` (untested with torch.compile)", ddp + ", or leave out `compile`")
+    if any(p.prunes for p in plan.phases):
+        return ("cannot prune sharded weights", ddp + " for the pruning plan")
+    if any(p.quantize is not None for p in plan.phases):
+        return ("cannot quantize a sharded model", ddp + " for the quantization plan")
+    return None
 
 
 def _is_prune(stmt) -> bool:

@@ -366,7 +366,8 @@ class EarlyStop(Callback):
             self.rule.load_state_dict(state["early_stopping"])
 
     def on_train_end(self, trainer) -> None:
-        if self.rule.restore_best and self.best.weights:
+        # `is not None`: under FSDP only rank 0 keeps the best weights, and every process loads them
+        if self.rule.restore_best and self.best.weights is not None:
             trainer.load_weights(self.best.weights, self.best.path(trainer))
             averaged = trainer.callbacks.find(AveragedWeights)
             if averaged is not None:   # evaluation swaps the average in: it is the best epoch's from now on

@@ -20,7 +20,7 @@ class TrainConfig:
     optimize: int                      # 0 or 1: the -O level of the models' code
     compile: bool
     devices: int                       # processes of a data-parallel run (1: one process)
-    strategy: str                      # ddp
+    strategy: str                      # ddp | fsdp (several processes: whole copies or shards)
     sync_batchnorm: bool               # SyncBatchNorm across the processes (GPUs)
     workers: int | None                # DataLoader worker processes, reading from disk (None: data in memory)
     metrics: tuple[str, ...]

@@ -132,8 +132,13 @@ class Sample:
 
 def _norm(tensors) -> torch.Tensor:
     """The L2 norm of several tensors together, as a tensor: the caller reads all of them back at once."""
-    norms = [torch.linalg.vector_norm(t.detach(), dtype=torch.float32) for t in tensors]
+    norms = [_whole(torch.linalg.vector_norm(t.detach(), dtype=torch.float32)) for t in tensors]
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def _whole(norm: torch.Tensor) -> torch.Tensor:
+    """The norm of a sharded tensor (FSDP's DTensor: each process's part of it) as one plain tensor."""
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 class HealthWatch(Callback):

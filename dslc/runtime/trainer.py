@@ -37,6 +37,7 @@ from ..passes import optimize
 from . import checkpoint, health, pruning, qat, resume, smoke
 from . import data as data_mod
 from . import distributed as dist
+from . import fsdp as fsdp_mod
 from .callbacks import AveragedWeights, Callbacks, EarlyStop, EarlyStopping, MetricsLog, ProgressDisplay, TensorBoardLogger, clip_gradients
 from .checkpointing import BestWeights, PeriodicCheckpoints
 from .config import TrainConfig
@@ -182,6 +183,11 @@ class Trainer:
         # What happens around the loop without changing it: TensorBoard and the progress display
         # here; run() puts the callbacks that keep the run's state around them (_callbacks).
         self.callbacks = Callbacks([TensorBoardLogger(), ProgressDisplay(options.progress, self.out)] * self.world.main)
+
+    @property
+    def fsdp(self) -> bool:
+        """`strategy = fsdp` in several processes: the models' weights are sharded (fsdp.py)."""
+        return self.config.strategy == "fsdp" and self.world.size > 1
 
     # ------------------------------------------------------------------ set-up
 
@@ -368,6 +374,9 @@ class Trainer:
             self._init_weights()
         if self.config.sync_batchnorm and self.world.size > 1:
             self._sync_batchnorm()
+        if self.fsdp:   # after `init`: every process shards the same weights
+            for m in self.models.values():
+                fsdp_mod.shard(m)
         self.targets = build_targets(self.plan, self.models)   # copies of the weights as training starts
         if self.world.rank:   # the same initial weights everywhere, but each process its own noise and dropout
             torch.manual_seed(self._rank_seed(0))
@@ -404,7 +413,8 @@ class Trainer:
             sizes = sorted({p.batch_size for p in self.phases})
             self.out(f"data-parallel: {self.world.size} processes ({self.world.backend}), batch_size "
                      f"{'/'.join(map(str, sizes))} per process, an effective batch of "
-                     f"{'/'.join(str(b * self.world.size) for b in sizes)}")
+                     f"{'/'.join(str(b * self.world.size) for b in sizes)}" +
+                     ("; FSDP: weights, gradients and optimizer state sharded" if self.fsdp else ""))
 
     def setup(self, init: bool = True) -> None:
         """What `run` prepares before it claims a run folder: the phases, the precision, the data,
@@ -547,7 +557,7 @@ class Trainer:
         each backward pass fills exactly the gradients DDP waits for. Built again at each phase, as
         freezing changes which parameters train."""
         s.ddp = None   # the last phase's: finding unused parameters runs the step itself
-        if self.world.size <= 1 or not s.params:
+        if self.world.size <= 1 or not s.params or self.fsdp:   # FSDP's hooks are on the models themselves
             return None
         from torch.nn.parallel import DistributedDataParallel
         own = {id(p) for p in s.params}
@@ -693,6 +703,8 @@ class Trainer:
             self.callbacks.on_train_batch_start(self, b + 1)
             for s in self.steps:
                 steps = (b + 1) % accumulate == 0 or last
+                if self.fsdp:   # gradients stay whole and add up until the batch of an optimizer step
+                    self._gradient_sync(s, steps)
                 # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
                 with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
                     result, self.carried = self._carry(s, inputs, self.carried)
@@ -729,6 +741,10 @@ class Trainer:
             record["phase"] = self.phases[self.phase_index].name
         self.partial = None
         return record
+
+    def _gradient_sync(self, s: StepRun, sync: bool) -> None:
+        for k in s.trains:
+            fsdp_mod.set_gradient_sync(self.models[k], sync)
 
     def _total(self, sums: dict, count: int) -> tuple[dict, int]:
         """The loss sums and example count of all processes (and their training metrics)."""
@@ -857,9 +873,15 @@ class Trainer:
         out = {}
         with self.callbacks.evaluation_weights(self) if evaluated else contextlib.nullcontext():
             for k, m in self.models.items():
-                for n, t in m.state_dict().items():
+                for n, t in self._state_dict(m).items():
                     out[f"{k}.{n}" if len(self.models) > 1 else n] = t.detach().clone()
         return out
+
+    def _state_dict(self, model) -> dict:
+        """A model's state dict; under FSDP gathered whole, on the CPU, in rank 0 (empty in the others)."""
+        if not self.fsdp:
+            return model.state_dict()
+        return fsdp_mod.full_weights(model)
 
     def save_checkpoint(self, epoch: int, batch: int) -> str:
         """A checkpoint after `epoch` epochs and `batch` batches of the next: the weights, optimizers,
@@ -872,7 +894,7 @@ class Trainer:
         for s in self.steps:
             if s.optimizer is None:
                 continue
-            json_part, tensor_part = _flatten_optimizer(s.optimizer.state_dict())
+            json_part, tensor_part = _flatten_optimizer(self._optimizer_state(s.optimizer))
             optim_state[s.name] = {"optimizer": json_part, "schedule": s.schedule.state_dict()}
             tensors.update({f"optim.{s.name}.{k}": v for k, v in tensor_part.items()})
         partial = self._partial() if batch else None   # every process takes part in summing it
@@ -886,10 +908,16 @@ class Trainer:
         self.callbacks.on_save_checkpoint(self, state, tensors)
         if batch == 0:
             self.partial = None
+        weights = self.weights() if self.world.main or self.fsdp else {}   # FSDP: every process sends its shards
         if not self.world.main:   # only rank 0 writes; the others know where it did
             return os.path.join(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch) + ".json")
-        return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), self.weights(), tensors,
-                               state)
+        return checkpoint.save(self.rundir.checkpoints, checkpoint.tag_for(epoch, batch), weights, tensors, state)
+
+    def _optimizer_state(self, optimizer) -> dict:
+        """An optimizer's state dict as one process's optimizer has it (FSDP's shards made whole)."""
+        if not self.fsdp:
+            return optimizer.state_dict()
+        return fsdp_mod.gather_optimizer_state(optimizer.state_dict())
 
     def _partial(self) -> dict | None:
         """An interrupted epoch's loss sums, and its training metrics so far."""
@@ -996,7 +1024,10 @@ class Trainer:
                 check_optimizer_state(saved[s.name]["optimizer"], s.optimizer)
                 tensors = {k: v.to(self.device) for k, v in checkpoint.under(self.resume_tensors,
                                                                              f"optim.{s.name}.").items()}
-                s.optimizer.load_state_dict(_unflatten_optimizer(saved[s.name]["optimizer"], tensors))
+                loaded = _unflatten_optimizer(saved[s.name]["optimizer"], tensors)
+                if self.fsdp:   # the whole tensors of the checkpoint, cut into this process's shards
+                    loaded = fsdp_mod.shard_optimizer_state(loaded, s.optimizer)
+                s.optimizer.load_state_dict(loaded)
                 s.schedule.load_state_dict(saved[s.name]["schedule"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -1017,12 +1048,18 @@ class Trainer:
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
             m = self.model_for(k, part)
             pruning.reparametrize(m, part)   # a checkpoint taken during a pruning phase: weights and masks
-            fit = qat.fit(m.state_dict(), part)
-            if not fit.exact:
-                raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the plan "
-                                           f"`{self.plan.name}` (was the .dl file changed since?)", file_name=path,
-                                           notes=fit.notes(), help="start a new run without --resume"))
-            m.load_state_dict(part)
+            # FSDP: rank 0's weights are loaded (the others may have none: best weights kept in memory)
+            if part or not self.fsdp:
+                fit = qat.fit(m.state_dict(), part)
+                if not fit.exact:
+                    raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the "
+                                               f"plan `{self.plan.name}` (was the .dl file changed since?)",
+                                               file_name=path, notes=fit.notes(),
+                                               help="start a new run without --resume"))
+            if self.fsdp:
+                fsdp_mod.load_full_weights(m, part)
+            else:
+                m.load_state_dict(part)
 
     # ------------------------------------------------------------------ the end
 

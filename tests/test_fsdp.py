@@ -1,0 +1,236 @@
+"""Fully sharded training (`strategy = fsdp`: torch's FSDP2, `fully_shard`, gloo on the CPU).
+
+The runs are checked against a hand-written PyTorch loop (torch's own Linear, ReLU, cross_entropy,
+SGD with momentum and clip_grad_norm_, one process, whole batches) over the same order of examples:
+2 processes × 32 must end at the weights, and the momentum, of 1 × 64. Checkpoints hold whole tensors
+in one process's form, so a run moves between one process and FSDP in either direction."""
+import json
+import pathlib
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from support import ROOT
+from test_ddp import DATA, NET, _net, assert_close, launch
+
+from dslc.api import load, train
+from dslc.diagnostics import DslcError
+from dslc.runtime import data as data_mod
+from dslc.runtime.trainer import Options
+
+# 4 epochs: the first layer frozen for two, then all layers for two (a new optimizer, momentum from
+# zero); the gradients of two batches added up before each step (FSDP scatters them at the second
+# only), and clipped to norm 0.5 (DTensors under FSDP)
+PLAN = NET + """
+train small {
+    model      = Net()
+    data       = digits(val=0.15, test=0.15, limit=640)
+    loss       = cross_entropy(out, batch.y)
+    optimizer  = SGD(lr=0.1, momentum=0.9)
+    clip_grad_norm = 0.5
+    accumulate = 2
+    epochs     = 4
+    batch_size = 32
+    metrics    = [accuracy]
+    checkpoint(every=1, keep=4)
+    early_stopping(patience=10, restore_best=true)
+    seed       = 0
+    strategy   = fsdp
+    phase head {
+        freeze model.fc1
+        epochs = 2
+    }
+    phase all {
+        unfreeze model.fc1
+        epochs = 2
+    }
+}
+"""
+
+
+def write_plan(tmp_path) -> str:
+    path = tmp_path / "small.dl"
+    path.write_text(PLAN)
+    return str(path)
+
+
+def reference(batch_sizes: list[int]) -> tuple[list, list]:
+    """The MLP trained by torch alone, epoch e in batches of batch_sizes[e - 1] of the run's order:
+    its weights and its optimizer's momentum buffers at the end."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
+                              torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    with torch.no_grad():
+        for p, t in zip(net.parameters(), _net().state_dict().values()):
+            p.copy_(t)
+    split = data_mod.load("digits", dict(DATA)).train
+    for epoch, size in enumerate(batch_sizes, 1):
+        net[1].requires_grad_(epoch > 2)
+        if epoch in (1, 3):   # each phase starts with a new optimizer
+            sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        batches = list(data_mod.batches(split, size, shuffle=True, seed=0, epoch=epoch))
+        for b, batch in enumerate(batches, 1):
+            (F.cross_entropy(net(batch["x"]), batch["y"]) / 2).backward()
+            if b % 2 == 0 or b == len(batches):
+                torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], 0.5)
+                sgd.step()
+                sgd.zero_grad(set_to_none=True)
+    return [p.detach() for p in net.parameters()], [sgd.state[p]["momentum_buffer"] for p in net.parameters()]
+
+
+def checkpoint_of(run, epoch: int) -> tuple[list, list]:
+    """A checkpoint's weights (in the model's order) and momentum buffers (in the optimizer's)."""
+    weights = load_file(str(run / "checkpoints" / f"epoch-{epoch:04d}.safetensors"))
+    state = load_file(str(run / "checkpoints" / f"epoch-{epoch:04d}.state.safetensors"))
+    return [weights[k] for k in _net().state_dict()], [state[f"optim.train.{i}.momentum_buffer"] for i in range(6)]
+
+
+def quiet(*_args):
+    pass
+
+
+# ------------------------------------------------------------------ a real run under torchrun (2 CPU processes)
+
+@pytest.mark.slow
+def test_one_process_then_two_sharded_then_one_train_as_torch_does(tmp_path):
+    """Epoch 1 in one process (32 a batch); epochs 2 to 4 in two sharded processes (2 × 32), which
+    load its weights and momentum into their shards, train the frozen phase's second epoch, then
+    unfreeze the layer, and end with early stopping's `restore_best` (which under FSDP only rank 0
+    holds in memory); then epoch 4 again, from the sharded run's epoch-3 checkpoint, in one process.
+    Each is torch's own loop over the same batches, momentum included (1e-5)."""
+    path = write_plan(tmp_path)
+    train(path, "small", Options(out=str(tmp_path / "run"), max_epochs=1, progress=False), out=quiet)
+    done = launch([path, "--plan", "small", "--nproc-per-node", "2", "--out", "run", "--resume"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "an effective batch of 64; FSDP: weights, gradients and optimizer state sharded" in done.stdout
+    assert "resuming from run/checkpoints/epoch-0001.json" in done.stdout and "done: 4 epochs" in done.stdout
+    weights, momentum = checkpoint_of(tmp_path / "run", 4)
+    want_weights, want_momentum = reference([32, 64, 64, 64])
+    assert_close(weights, want_weights)
+    assert_close(momentum, want_momentum)   # the optimizer's shards, gathered whole
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["best_epoch"] is not None
+    # the run as it was after epoch 3 (killed then, say): one process continues it at 32 a batch
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "run", stopped)
+    for f in [stopped / "result.json", *stopped.glob("checkpoints/epoch-0004.*")]:
+        f.unlink()
+    result = train(path, "small", Options(out=str(stopped), resume=True, progress=False), out=quiet)
+    assert result["epochs_run"] == 4
+    assert_close(checkpoint_of(stopped, 4)[0], reference([32, 64, 64, 32])[0])
+
+
+# ------------------------------------------------------------------ what FSDP refuses, at `dslc check`
+
+BASE = """import "{root}/specs/mlp.dl"
+import "{root}/specs/gan.dl"
+train p {{
+FIELDS
+    data = digits()
+    epochs = 1
+    strategy = fsdp
+}}
+"""
+ONE = " model = MLP(hidden=8, classes=10)\n loss = cross_entropy(out, batch.y)\n optimizer = SGD(lr=0.1)\n"
+
+
+def check(tmp_path, fields: str) -> DslcError | None:
+    (tmp_path / "p.dl").write_text(BASE.format(root=ROOT).replace("FIELDS", fields))
+    try:
+        load(str(tmp_path / "p.dl")).plan("p")
+    except DslcError as e:
+        return e
+    return None
+
+
+def test_fsdp_trains_a_plan_of_one_model(tmp_path):
+    assert check(tmp_path, ONE) is None
+    plan = load(str(tmp_path / "p.dl")).plan("p")
+    assert plan.fields["strategy"] == "fsdp"
+
+
+@pytest.mark.parametrize("fields, says", [
+    (ONE + " ema = 0.99\n", "cannot keep an average of sharded weights (`ema`)"),
+    (ONE + " compile = true\n", "is not combined with `compile`"),
+    (ONE.replace(" epochs", "") + " phase p {\n prune(model, amount=0.5)\n epochs = 1\n }\n",
+     "cannot prune sharded weights"),
+    (ONE + " phase q {\n quantize(model)\n epochs = 1\n }\n", "cannot quantize a sharded model"),
+])
+def test_fsdp_refuses_what_it_cannot_shard(tmp_path, fields, says):
+    e = check(tmp_path, fields)
+    assert e is not None and e.codes == ["E0302"], e and e.render()
+    text = e.render()
+    assert says in text and "strategy = fsdp\n" in text and "^^^^" in text
+    assert "use `strategy = ddp`" in text
+
+
+def test_fsdp_refuses_several_models(tmp_path):
+    gan = ROOT + "/examples/gan/gan.dl"
+    text = pathlib.Path(gan).read_text().replace("train gan {", "train gan {\n    strategy = fsdp", 1)
+    (tmp_path / "gan.dl").write_text(text)
+    with pytest.raises(DslcError) as e:
+        load(str(tmp_path / "gan.dl")).plan("gan")
+    assert e.value.codes == ["E0302"]
+    assert "`strategy = fsdp` trains plans of one model; this one has 2 (`G`, `D`)" in e.value.render()
+
+
+def test_fsdp_refuses_a_momentum_copy_of_the_model(tmp_path):
+    byol = ROOT + "/examples/contrastive/contrastive.dl"
+    text = pathlib.Path(byol).read_text().replace("train byol {", "train byol {\n    strategy = fsdp", 1)
+    (tmp_path / "byol.dl").write_text(text)
+    with pytest.raises(DslcError) as e:
+        load(str(tmp_path / "byol.dl")).plan("byol")
+    assert e.value.codes == ["E0302"]
+    assert "`strategy = fsdp` cannot keep a momentum copy of a sharded model (`ema(...)` in a step)" in \
+        e.value.render()
+
+
+# ------------------------------------------------------------------ the sharding units (one process)
+
+@pytest.fixture
+def one_process_group():
+    """A process group of one (gloo), as torchrun's rank 0 of 1, torn down afterwards."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_repeated_block_is_a_unit_and_whole_weights_come_back(one_process_group):
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    from dslc.runtime import fsdp
+    model = load(ROOT + "/specs/gpt.dl").build("GPT", seed=0, vocab=50, context=16, dim=32, depth=3, heads=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fsdp.shard(model)
+    units = sorted(n for n, m in model.named_modules() if isinstance(m, FSDPModule))
+    assert units == [""] + [f"h.{i}" for i in range(len(model.h))]
+    assert all(isinstance(p, DTensor) for p in model.parameters())
+    whole = fsdp.full_weights(model)
+    assert sorted(whole) == sorted(before) and all(torch.equal(whole[k], v) for k, v in before.items())
+    assert not any(isinstance(v, DTensor) for v in whole.values())
+
+
+def test_a_sharded_gpt_steps_as_the_whole_one_does(one_process_group):
+    """Nested units (the blocks, then the root) and the head tied to the embedding: a step of the
+    sharded model is the step of the plain one (in a group of one: gathers and scatters of one shard)."""
+    from dslc.runtime import fsdp
+    program = load(ROOT + "/specs/gpt.dl")
+    plain, sharded = (program.build("GPT", seed=0, vocab=50, context=16, dim=32, depth=2, heads=2) for _ in range(2))
+    fsdp.shard(sharded)
+    tokens = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
+    for model in (plain, sharded):
+        sgd = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        for _ in range(2):
+            F.cross_entropy(model(tokens).transpose(1, 2), tokens).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            sgd.step()
+            sgd.zero_grad()
+    whole = fsdp.full_weights(sharded)
+    assert max((whole[k] - v).abs().max().item() for k, v in plain.state_dict().items()) <= 1e-6
+    assert any(not torch.equal(v, w) for v, w in zip(plain.state_dict().values(),
+                                                     program.build("GPT", seed=0, vocab=50, context=16, dim=32,
+                                                                   depth=2, heads=2).state_dict().values()))
