@@ -611,7 +611,9 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         readers = _readers(g, nodes)
-        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use), var, body)
+        # a value split off a chain of calls takes the name the chain ends in (`h = F.relu(self.fc1(h))`)
+        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use,
+                                                prefer=_chain_name(k, nodes, readers)), var, body)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             if special is not None:
@@ -628,7 +630,9 @@ class _ClassWriter:
                 body.append(f"return {expr}")
                 break
             if not held.hold(node, i, expr, _inlinable(node, i, nodes, readers, self._special_node_kind)):
-                body.append(f"{self._targets(node, i, var, holder, temps, local, last_use)} = {expr}")
+                target = self._targets(node, i, var, holder, temps, local, last_use,
+                                       prefer=_chain_name(i, nodes, readers))
+                body.append(f"{target} = {expr}")
         else:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
@@ -805,7 +809,10 @@ class _ClassWriter:
         lines += [f"{o} = {s}" for o, s in zip(outs[1:], state) if o is not None and o != s]
         return lines
 
-    def _targets(self, node: Node, i: int, var, holder, temps, local, last_use) -> str:
+    def _targets(self, node: Node, i: int, var, holder, temps, local, last_use, prefer: str | None = None) -> str:
+        """The left side of node i's statement. `prefer`: the name the chain of calls this unnamed value
+        starts ends in, taken when it holds nothing read after i (`h = F.relu(self.fc1(h))`, then
+        `h = F.relu(self.fc2(h))`, rather than a fresh `y` that `h` replaces at once)."""
         refs = [Ref(node.id, k) for k in range(len(node.outputs))]
         first_input = var.get(node.inputs[0]) if node.inputs else None
         names = []
@@ -823,6 +830,9 @@ class _ClassWriter:
                     name = local.claim(name)
                 else:
                     local.taken.add(name)
+            elif k == 0 and prefer is not None and (free(prefer) if prefer in holder else prefer not in local.taken):
+                name = prefer
+                local.taken.add(name)
             elif k == 0 and first_input is not None and free(first_input) and \
                     (first_input in temps or any(j > i for j in self._bound_at.get(first_input, ()))):
                 name = first_input  # `h = self.project(h)` when `h` is rebound right after anyway
@@ -1217,6 +1227,21 @@ def _inlinable(node: Node, i: int, nodes: list, readers: dict, special_kind) -> 
     if i + 1 >= len(nodes) or special_kind(nodes[i + 1]):
         return False
     return readers.get(Ref(node.id)) == [i + 1]
+
+
+def _chain_name(i: int, nodes: list, readers: dict) -> str | None:
+    """The user's name for the value a chain of calls from node i ends in: each unnamed single result
+    read once, as the first input of the next node, up to a node with a name; None when the chain
+    ends otherwise (a mask read by keyword is no running value)."""
+    for j in range(i, len(nodes)):
+        node = nodes[j]
+        if len(node.outputs) != 1 or j > i and node.inputs[:1] != [Ref(nodes[j - 1].id)]:
+            return None
+        if node.names[0] is not None:
+            return safe_ident(node.names[0]) if j > i and SEP not in node.names[0] else None
+        if readers.get(Ref(node.id)) != [j + 1]:
+            return None
+    return None
 
 
 def _readers(g: Graph, nodes: list) -> dict:

@@ -24,8 +24,8 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, in_channels, 1)
 
     def forward(self, x):
-        h = F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))
-        scale = torch.sigmoid(self.fc2(h))
+        scale = F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))
+        scale = torch.sigmoid(self.fc2(scale))
         return x * scale
 
 
