@@ -323,8 +323,7 @@ class _ClassWriter:
 
     def _doc_parts(self) -> tuple[str, list]:
         """The docstring's heading, and the facts the class was built for (blocks only)."""
-        decl = self.graph.decl
-        where = f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
+        where = _where(self.graph)
         kind = "model" if self.is_model else "block"
         heading = f"The {kind} `{self.graph.name}` ({where})"
         facts = [] if self.is_model else [g.to_python(_doc_atom) for g in simplified(_facts(self.graph.guards))]
@@ -611,7 +610,6 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         readers = _readers(g, nodes)
-        # a value split off a chain of calls takes the name the chain ends in (`h = F.relu(self.fc1(h))`)
         held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use,
                                                 prefer=_chain_name(k, nodes, readers)), var, body)
         for i, node in enumerate(nodes):
@@ -630,9 +628,7 @@ class _ClassWriter:
                 body.append(f"return {expr}")
                 break
             if not held.hold(node, i, expr, _inlinable(node, i, nodes, readers, self._special_node_kind)):
-                target = self._targets(node, i, var, holder, temps, local, last_use,
-                                       prefer=_chain_name(i, nodes, readers))
-                body.append(f"{target} = {expr}")
+                body.append(f"{held.targets(node, i)} = {expr}")
         else:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
@@ -962,7 +958,7 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     except _Unprintable:
         return None
     bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
-    merged = variants.merge(graph.name, bodies, set(names.values()))
+    merged = variants.merge(graph.name, bodies, set(names.values()), _where(graph))
     # refused where the branches would only list the bodies one after the other (members that one
     # names `conv` and another `conv1`, say): two short classes read better than one long one
     if merged is None or len(merged.init) + len(merged.forward) > \
@@ -977,6 +973,12 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     code = assemble(signature, init, merged.forward, parts[0].base)
     facts = [g.to_python(_doc_atom) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
+
+
+def _where(graph: Graph) -> str:
+    """`resnet.dl:21`: where the spec declares the model or block ('' when nowhere)."""
+    decl = graph.decl
+    return f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
 
 
 def _common_aliases(groups: list) -> dict:
