@@ -262,3 +262,55 @@ def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_p
                     ("Features2", ", built for config == [4, 8, 8] and bn.")]
     # one model alone has one class of the block, which needs no telling apart
     assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))
+
+
+# ---------------------------------------------------------------- what a docstring claims
+
+
+def test_a_numbered_class_checks_the_arguments_its_docstring_says_it_was_built_for():
+    """cifar_resnet's Residual stays two classes (the members are named apart); each takes `stride`
+    but was made for one side of `stride != 1`: it says so and refuses the other, naming the spec line."""
+    prog, src = _source("cifar_resnet.dl")
+    assert '"""The block `Residual` (cifar_resnet.dl:21), built for stride == 1. ' \
+           'Expects inputs with x.shape[1] == out."""' in src
+    module = prog.module()
+    with pytest.raises(ValueError, match=r"^Residual needs stride == 1 \(cifar_resnet\.dl:21\)$"):
+        module.Residual(64, stride=2)
+    with pytest.raises(ValueError, match=r"^Residual2 needs stride != 1 \(cifar_resnet\.dl:21\)$"):
+        module.Residual2(64, 128, stride=1)
+    module.Residual(64), module.Residual2(64, 128, stride=2)
+
+
+def _docstring_facts(src: str) -> list[tuple]:
+    """(class, its `built for` facts, its `Expects inputs with` facts, its __init__'s source)."""
+    out = []
+    for m in re.finditer(r'^class (\w+)\(.*\n    """(.*?)"""\n\n    def __init__.*?\n((?:        .*\n|\n)*)', src, re.M):
+        built = re.search(r", built for (.*?)\.(?: Expects|$)", m.group(2))
+        expects = re.search(r"Expects inputs with (.*)\.$", m.group(2))
+        out.append((m.group(1), built.group(1).split(" and ") if built else [],
+                    expects.group(1).split(" and ") if expects else [], m.group(3)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(SPECS) if f.endswith(".dl")))
+def test_a_docstring_claims_only_what_the_class_checks(name):
+    """What a class was `built for` is a fact on arguments: checked in its constructor where the
+    constructor takes them (else it is the arguments the class bakes in, VGG's configuration); a
+    fact on the input's sizes is stated as what the input needs (`Expects inputs with ...`)."""
+    prog = dslc.load(os.path.join(SPECS, name))
+    src = prog.source() if prog.buildable else prog.source(["MLP"], hidden=8, classes=2)
+    for cls, built, expects, init in _docstring_facts(src):
+        signature = re.search(rf"class {cls}\(.*?def __init__\(self(.*?)\):", src, re.S).group(1)
+        args = set(re.findall(r"(\w+)(?::|=| =)", signature))
+        for fact in built:
+            assert ".shape[" not in fact, (cls, fact)
+            names = set(re.findall(r"[A-Za-z_]\w*", fact)) - {"and", "or", "not"}
+            if names <= args:
+                assert f'raise ValueError("{cls} needs {fact} (' in init, (cls, fact)
+        assert all(".shape[" in f for f in expects), (cls, expects)
+
+
+def test_unet_up_states_what_its_inputs_need():
+    _, src = _source("unet.dl")
+    assert '"""The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and ' \
+           '2 * x.shape[3] == skip.shape[3]."""' in src

@@ -55,8 +55,41 @@ class ClassInfo:
     graphs: list = field(default_factory=list)   # the block specializations it is written for
 
     def source(self) -> str:
-        doc = self.heading + (", built for " + " and ".join(self.facts) if self.facts else "") + "."
-        return self.code.replace("__DOC__", doc)
+        """The class, documented: what it was built for (a fact on arguments its constructor takes is
+        checked first thing in it, as a hand-written module checks one), and what its inputs need
+        (`x.shape[2] == dim`: torch's own error says when they do not)."""
+        facts = self.facts or []
+        inputs = [f for f in facts if ".shape[" in f]
+        built = [f for f in facts if f not in inputs]
+        doc = self.heading + (", built for " + " and ".join(built) if built else "") + "." + \
+            (f" Expects inputs with {' and '.join(inputs)}." if inputs else "")
+        lines = self.code.replace("__DOC__", doc).split("\n")
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{INDENT}def __init__(")) + 1
+        return "\n".join(lines[:at] + [INDENT * 2 + c for c in self._checks(built)] + lines[at:])
+
+    def _checks(self, facts: list) -> list[str]:
+        """`if stride != 1: raise ValueError(...)` for each fact that reads only constructor arguments."""
+        taken = {name for key, name, _, _ in self.signature if key == name}
+        where = re.search(r"\(([^()]*)\)$", self.heading)
+        out = []
+        for f in facts:
+            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else"}
+            if getattr(f, "negated", "") and names <= taken:
+                msg = f"{self.name} needs {f}" + (f" ({where.group(1)})" if where else "")
+                out += [f"if {f.negated}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        return out
+
+
+class Fact(str):
+    """A fact a class was built for, as Python (`stride == 1`), and its negation (`stride != 1`)."""
+    negated: str = ""
+
+
+def fact_of(g) -> Fact:
+    f = Fact(g.to_python(_doc_atom))
+    if isinstance(g, Guard):
+        f.negated = Guard(g.lhs, _NEG[g.op], g.rhs).to_python(_doc_atom)
+    return f
 
 
 @dataclass
@@ -326,7 +359,7 @@ class _ClassWriter:
         where = _where(self.graph)
         kind = "model" if self.is_model else "block"
         heading = f"The {kind} `{self.graph.name}` ({where})"
-        facts = [] if self.is_model else [g.to_python(_doc_atom) for g in simplified(_facts(self.graph.guards))]
+        facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self.graph.guards))]
         return heading, facts
 
     def _guards(self, printer: Printer) -> list[str]:
@@ -971,7 +1004,7 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     else:
         init = merged.check + (merged.first or parts[0].first) + merged.init
     code = assemble(signature, init, merged.forward, parts[0].base)
-    facts = [g.to_python(_doc_atom) for g in fixed]
+    facts = [fact_of(g) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
 
 

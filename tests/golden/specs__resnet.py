@@ -40,6 +40,8 @@ class BasicStage(nn.Sequential):
     """The block `BasicStage` (resnet.dl:50), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
+        if blocks < 1:
+            raise ValueError("BasicStage needs blocks >= 1 (resnet.dl:50)")
         super().__init__(BasicBlock(in_channels, width, stride=stride),
                          *[BasicBlock(width, width) for _ in range(1, blocks)])
 
@@ -110,6 +112,8 @@ class BottleneckStage(nn.Sequential):
     """The block `BottleneckStage` (resnet.dl:56), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
+        if blocks < 1:
+            raise ValueError("BottleneckStage needs blocks >= 1 (resnet.dl:56)")
         super().__init__(Bottleneck(in_channels, width, stride=stride),
                          *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
 
