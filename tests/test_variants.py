@@ -264,6 +264,34 @@ def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_p
     assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))
 
 
+
+def test_only_arguments_the_class_cannot_build_are_refused():
+    """Bit 0: `stride == 1`, which a branch tests; bit 1: `expand != 1`, decided both ways and tested by
+    no branch (the block this one calls decides it); bit 2: `k % 2 == 1`, never seen failing (the
+    residual's shapes need it)."""
+    s = variants.Atom("s", "stride == 1", "stride != 1")
+    e = variants.Atom("e", "expand != 1", "expand == 1")
+    k = variants.Atom("k", "k % 2 == 1", "k % 2 == 0")
+    body = variants.Body([], [], [[(s, True), (e, False)], [(s, True), (e, True), (k, True)],
+                                  [(s, False), (e, True)]], {})
+    cases = [variants._minterms(body.cases, [s, e, k])]
+    refused = variants.refused_cases([body], cases, [s, e, k], used={0})
+    # stride 2 at expand 1, and stride 1 with an even k at expand 6, differ from a compiled case
+    # (stride 2 at expand 6; stride 1 at expand 1, which did not need k odd) only in `expand`: built
+    assert refused == set()
+    body = variants.Body([], [], [[(s, True), (e, True), (k, True)], [(s, False), (e, False)]], {})
+    cases = [variants._minterms(body.cases, [s, e, k])]
+    refused = variants.refused_cases([body], cases, [s, e, k], used={0})
+    assert refused == {0b011, 0b001}   # stride 1 with an even k, at either expansion
+    lines = variants.refusal("MBConv", "efficientnet.dl:60", [body], cases, [s, e, k], {0})
+    assert lines == ["if stride == 1 and k % 2 == 0:",
+                     '    raise ValueError("MBConv (efficientnet.dl:60) does not take stride == 1 and k % 2 == 0")']
+
+
+def test_impossible_bounds_are_no_case_to_refuse():
+    a, b = variants.Atom("a", "blocks < 1", "blocks >= 1"), variants.Atom("b", "blocks == 1", "blocks != 1")
+    assert not variants._possible(0b11, [a, b]) and variants._possible(0b10, [a, b])
+
 # ---------------------------------------------------------------- what a docstring claims
 
 
