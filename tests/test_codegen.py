@@ -277,3 +277,65 @@ def test_a_run_time_size_with_a_max_exports_to_onnx(tmp_path, c):
         assert want.shape == (2, t * max(1, c // 4))
         got, = ort_run(model, {"x": x})
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# The CIFAR-10 classifier of PyTorch's "Training a classifier" tutorial.
+TUTORIAL_NET = """model Net(classes: int = 10) {
+    input x: [B, 3, 32, 32]
+    h = x -> Conv2d(6, 5) as conv1 -> relu() -> MaxPool2d(2, 2) as pool
+    h = h -> Conv2d(16, 5) as conv2 -> relu() -> pool
+    h = flatten(h, start_dim=1) -> Linear(120) as fc1 -> relu() -> Linear(84) as fc2 -> relu()
+    output h -> Linear(classes) as fc3
+}
+"""
+
+
+def test_a_split_chain_reuses_its_variable(tmp_path):
+    """A chain of calls too deep for one statement is split into statements that rebind the name the
+    chain ends in (`h = F.relu(self.fc1(h))`, `h = F.relu(self.fc2(h))`), as the tutorial writes it,
+    not into a fresh `y` that `h` replaces at once; the module computes the tutorial's Net."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    prog = dslc.load(_write(tmp_path, "net.dl", TUTORIAL_NET))
+    source = prog.source()
+    forward = source[source.index("    def forward"):source.index("\n\n\n", source.index("    def forward"))]
+    assert [line.strip() for line in forward.splitlines()[1:]] == [
+        "h = self.pool(F.relu(self.conv1(x)))",
+        "h = self.pool(F.relu(self.conv2(h)))",
+        "h = F.relu(self.fc1(h.flatten(1)))",
+        "h = F.relu(self.fc2(h))",
+        "return self.fc3(h)"]
+
+    class Twin(nn.Module):   # the tutorial's, by hand
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2, 2), nn.Conv2d(6, 16, 5)
+            self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x)))
+            x = torch.flatten(x, 1)
+            return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+    mine = exec_source(source, "<net>").Net()
+    twin = Twin()
+    twin.load_state_dict(mine.state_dict(), strict=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x), twin(x))
+
+
+def test_a_value_read_beside_the_running_value_keeps_a_name_of_its_own(tmp_path):
+    """Only the running value (a call's first input) takes the name the chain ends in: a gate that
+    multiplies `h` is another thing than the product `h`, so it keeps a name of its own."""
+    path = _write(tmp_path, "gate.dl", """model M(dim: int = 8) {
+    input x: [B, T, dim]
+    h = x -> Linear(dim) -> relu()
+    h = h * (h -> Linear(dim) -> relu() -> Linear(dim) -> relu())
+    output h -> Linear(dim)
+}
+""")
+    source = dslc.load(path).source()
+    assert "y = self.fc3(F.relu(self.fc2(h)))" in source and "h = h * F.relu(y)" in source

@@ -92,6 +92,10 @@ model One(c: int, out: int, expand: int, k: int, stride: int) {{
     input x: [B, c, 9, 9]
     MBConv(out, expand, k, stride=stride)
 }}
+model Staged(c: int, out: int, expand: int, k: int, blocks: int, stride: int) {{
+    input x: [B, c, 9, 9]
+    Stage(out, expand, k, blocks, stride)
+}}
 model Squeezed(c: int, squeeze: int) {{
     input x: [B, c, 5, 5]
     SqueezeExcitation(squeeze)
@@ -102,7 +106,7 @@ model Squeezed(c: int, squeeze: int) {{
 @pytest.fixture(scope="module")
 def efficientnet(tmp_path_factory):
     """The classes of specs/efficientnet.dl's generated file (compiled at its defaults), and dslc's
-    own builds of one MBConv and one SqueezeExcitation at any values."""
+    own builds of one MBConv, one Stage and one SqueezeExcitation at any values."""
     from support import ROOT
 
     import dslc
@@ -125,10 +129,12 @@ def _same_block(mine, theirs, prefix: str, x) -> None:
 
 
 @pytest.mark.parametrize("values", MBCONV_VALUES, ids=lambda v: "c{}-out{}-e{}-k{}-s{}".format(*v))
-def test_the_generated_mbconv_builds_other_values_or_refuses_them(efficientnet, values):
-    """MBConv compiled for B0's stages, used alone at other widths: the same module as dslc builds
-    there (and as torchvision's MBConv, tests/zoo_vision.py, with its weights), or a ValueError
-    that says what it was generated for; never a silently different one."""
+def test_the_generated_mbconv_builds_every_value_the_spec_takes(efficientnet, values):
+    """MBConv compiled for B0's stages, used alone at other widths, expansions and strides (an
+    expansion of 1 with the residual, or with a stride of 2: no stage of B0 has them): the same
+    module as dslc builds there (and as torchvision's MBConv, tests/zoo_vision.py, with its weights).
+    What the spec refuses (an even k with the residual: its shapes differ), the class refuses too,
+    saying so, rather than build something the spec did not describe."""
     from zoo_vision import MBConvTwin
 
     from dslc import DslcError
@@ -137,21 +143,43 @@ def test_the_generated_mbconv_builds_other_values_or_refuses_them(efficientnet, 
     try:
         theirs = wrapper.build("One", seed=0, c=c, out=out, expand=expand, k=k, stride=stride)
     except DslcError:   # an even k with the residual: the spec's own shapes refuse it
-        with pytest.raises(ValueError, match="MBConv was generated for "):
+        with pytest.raises(ValueError, match=r"MBConv \(efficientnet\.dl:\d+\) does not take stride == 1 and "):
             module.MBConv(c, out, expand, k, stride=stride)
         return
     torch.manual_seed(0)
-    try:
-        mine = module.MBConv(c, out, expand, k, stride=stride)
-    except ValueError as err:
-        assert str(err).startswith("MBConv was generated for ")
-        return
+    mine = module.MBConv(c, out, expand, k, stride=stride)
     x = torch.rand(2, c, 9, 9)
     _same_block(mine, theirs, "mb_conv.", x)
     twin = MBConvTwin(expand, k, stride, c, out).eval()
     twin.load_state_dict(mine.state_dict())
     with torch.no_grad():
         assert torch.equal(twin(x), mine(x))
+
+
+# (in_channels, out, expand, k, blocks, stride): B0's stages have an expansion of 1 only with one
+# block; the class is torchvision's `_make_layer` loop for every count and expansion
+STAGE_VALUES = [(4, 8, 1, 3, 3, 1), (4, 4, 1, 3, 2, 2), (3, 6, 6, 5, 1, 2), (8, 8, 6, 3, 2, 1), (4, 8, 6, 4, 1, 2)]
+
+
+@pytest.mark.parametrize("values", STAGE_VALUES, ids=lambda v: "c{}-out{}-e{}-k{}-n{}-s{}".format(*v))
+def test_the_generated_stage_builds_other_counts_and_expansions(efficientnet, values):
+    module, wrapper = efficientnet
+    c, out, expand, k, blocks, stride = values
+    theirs = wrapper.build("Staged", seed=0, c=c, out=out, expand=expand, k=k, blocks=blocks, stride=stride)
+    torch.manual_seed(0)
+    mine = module.Stage(c, out, expand, k, blocks, stride)
+    assert len(mine) == blocks
+    _same_block(mine, theirs, "stage.", torch.rand(2, c, 9, 9))
+
+
+def test_the_generated_stage_refuses_what_the_spec_refuses(efficientnet):
+    """An even k over more than one block gives the later blocks' residual different shapes."""
+    from dslc import DslcError
+    module, wrapper = efficientnet
+    with pytest.raises(DslcError):
+        wrapper.build("Staged", seed=0, c=4, out=8, expand=6, k=4, blocks=2, stride=2)
+    with pytest.raises(ValueError, match=r"Stage \(efficientnet\.dl:\d+\) does not take "):
+        module.Stage(4, 8, 6, 4, 2, 2)
 
 
 @pytest.mark.parametrize("c,squeeze", [(1, 1), (3, 1), (4, 2), (16, 4)])

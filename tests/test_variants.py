@@ -134,7 +134,7 @@ def test_arguments_outside_every_compiled_case_are_refused():
     """ResNet-18's BasicBlock never keeps the width at stride 1 with a projection (ResNet-50's first
     bottleneck does): the class says so rather than build something the spec did not describe."""
     prog, _ = _source("resnet.dl")
-    with pytest.raises(ValueError, match="BasicBlock was generated for"):
+    with pytest.raises(ValueError, match=r"BasicBlock \(resnet\.dl:\d+\) does not take stride == 1 and in_channels != out"):
         prog.module().BasicBlock(16, 32, 1)
 
 
@@ -169,7 +169,10 @@ def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decisi
     assert "if self.stride == 1 and self.in_channels == self.out:" in src
     module = prog.module()
     torch.manual_seed(0)
-    for inp, oup, t, stride in ((16, 16, 6, 1), (16, 24, 6, 2), (16, 8, 1, 1), (8, 8, 6, 2)):
+    # (8, 8, 1, 1) and (8, 16, 1, 2): an expansion of 1 with the residual or a stride, which no use
+    # in MobileNetV2 has; the class builds them as torchvision's does (no guard refuses them)
+    for inp, oup, t, stride in ((16, 16, 6, 1), (16, 24, 6, 2), (16, 8, 1, 1), (8, 8, 6, 2), (8, 8, 1, 1),
+                                (8, 16, 1, 2)):
         mine = module.InvertedResidual(inp, oup, t, stride)
         twin = InvertedResidualTwin(inp, oup, t, stride)
         assert list(mine.state_dict()) == list(twin.state_dict()), (inp, oup, t, stride)
@@ -259,3 +262,83 @@ def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_p
                     ("Features2", ", built for config == [4, 8, 8] and bn.")]
     # one model alone has one class of the block, which needs no telling apart
     assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))
+
+
+
+def test_only_arguments_the_class_cannot_build_are_refused():
+    """Bit 0: `stride == 1`, which a branch tests; bit 1: `expand != 1`, decided both ways and tested by
+    no branch (the block this one calls decides it); bit 2: `k % 2 == 1`, never seen failing (the
+    residual's shapes need it)."""
+    s = variants.Atom("s", "stride == 1", "stride != 1")
+    e = variants.Atom("e", "expand != 1", "expand == 1")
+    k = variants.Atom("k", "k % 2 == 1", "k % 2 == 0")
+    body = variants.Body([], [], [[(s, True), (e, False)], [(s, True), (e, True), (k, True)],
+                                  [(s, False), (e, True)]], {})
+    cases = [variants._minterms(body.cases, [s, e, k])]
+    refused = variants.refused_cases([body], cases, [s, e, k], used={0})
+    # stride 2 at expand 1, and stride 1 with an even k at expand 6, differ from a compiled case
+    # (stride 2 at expand 6; stride 1 at expand 1, which did not need k odd) only in `expand`: built
+    assert refused == set()
+    body = variants.Body([], [], [[(s, True), (e, True), (k, True)], [(s, False), (e, False)]], {})
+    cases = [variants._minterms(body.cases, [s, e, k])]
+    refused = variants.refused_cases([body], cases, [s, e, k], used={0})
+    assert refused == {0b011, 0b001}   # stride 1 with an even k, at either expansion
+    lines = variants.refusal("MBConv", "efficientnet.dl:60", [body], cases, [s, e, k], {0})
+    assert lines == ["if stride == 1 and k % 2 == 0:",
+                     '    raise ValueError("MBConv (efficientnet.dl:60) does not take stride == 1 and k % 2 == 0")']
+
+
+def test_impossible_bounds_are_no_case_to_refuse():
+    a, b = variants.Atom("a", "blocks < 1", "blocks >= 1"), variants.Atom("b", "blocks == 1", "blocks != 1")
+    assert not variants._possible(0b11, [a, b]) and variants._possible(0b10, [a, b])
+
+# ---------------------------------------------------------------- what a docstring claims
+
+
+def test_a_numbered_class_checks_the_arguments_its_docstring_says_it_was_built_for():
+    """cifar_resnet's Residual stays two classes (the members are named apart); each takes `stride`
+    but was made for one side of `stride != 1`: it says so and refuses the other, naming the spec line."""
+    prog, src = _source("cifar_resnet.dl")
+    assert '"""The block `Residual` (cifar_resnet.dl:21), built for stride == 1. ' \
+           'Expects inputs with x.shape[1] == out."""' in src
+    module = prog.module()
+    with pytest.raises(ValueError, match=r"^Residual needs stride == 1 \(cifar_resnet\.dl:21\)$"):
+        module.Residual(64, stride=2)
+    with pytest.raises(ValueError, match=r"^Residual2 needs stride != 1 \(cifar_resnet\.dl:21\)$"):
+        module.Residual2(64, 128, stride=1)
+    module.Residual(64), module.Residual2(64, 128, stride=2)
+
+
+def _docstring_facts(src: str) -> list[tuple]:
+    """(class, its `built for` facts, its `Expects inputs with` facts, its __init__'s source)."""
+    out = []
+    for m in re.finditer(r'^class (\w+)\(.*\n    """(.*?)"""\n\n    def __init__.*?\n((?:        .*\n|\n)*)', src, re.M):
+        built = re.search(r", built for (.*?)\.(?: Expects|$)", m.group(2))
+        expects = re.search(r"Expects inputs with (.*)\.$", m.group(2))
+        out.append((m.group(1), built.group(1).split(" and ") if built else [],
+                    expects.group(1).split(" and ") if expects else [], m.group(3)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(SPECS) if f.endswith(".dl")))
+def test_a_docstring_claims_only_what_the_class_checks(name):
+    """What a class was `built for` is a fact on arguments: checked in its constructor where the
+    constructor takes them (else it is the arguments the class bakes in, VGG's configuration); a
+    fact on the input's sizes is stated as what the input needs (`Expects inputs with ...`)."""
+    prog = dslc.load(os.path.join(SPECS, name))
+    src = prog.source() if prog.buildable else prog.source(["MLP"], hidden=8, classes=2)
+    for cls, built, expects, init in _docstring_facts(src):
+        signature = re.search(rf"class {cls}\(.*?def __init__\(self(.*?)\):", src, re.S).group(1)
+        args = set(re.findall(r"(\w+)(?::|=| =)", signature))
+        for fact in built:
+            assert ".shape[" not in fact, (cls, fact)
+            names = set(re.findall(r"[A-Za-z_]\w*", fact)) - {"and", "or", "not"}
+            if names <= args:
+                assert f'raise ValueError("{cls} needs {fact} (' in init, (cls, fact)
+        assert all(".shape[" in f for f in expects), (cls, expects)
+
+
+def test_unet_up_states_what_its_inputs_need():
+    _, src = _source("unet.dl")
+    assert '"""The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and ' \
+           '2 * x.shape[3] == skip.shape[3]."""' in src

@@ -55,8 +55,41 @@ class ClassInfo:
     graphs: list = field(default_factory=list)   # the block specializations it is written for
 
     def source(self) -> str:
-        doc = self.heading + (", built for " + " and ".join(self.facts) if self.facts else "") + "."
-        return self.code.replace("__DOC__", doc)
+        """The class, documented: what it was built for (a fact on arguments its constructor takes is
+        checked first thing in it, as a hand-written module checks one), and what its inputs need
+        (`x.shape[2] == dim`: torch's own error says when they do not)."""
+        facts = self.facts or []
+        inputs = [f for f in facts if ".shape[" in f]
+        built = [f for f in facts if f not in inputs]
+        doc = self.heading + (", built for " + " and ".join(built) if built else "") + "." + \
+            (f" Expects inputs with {' and '.join(inputs)}." if inputs else "")
+        lines = self.code.replace("__DOC__", doc).split("\n")
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{INDENT}def __init__(")) + 1
+        return "\n".join(lines[:at] + [INDENT * 2 + c for c in self._checks(built)] + lines[at:])
+
+    def _checks(self, facts: list) -> list[str]:
+        """`if stride != 1: raise ValueError(...)` for each fact that reads only constructor arguments."""
+        taken = {name for key, name, _, _ in self.signature if key == name}
+        where = re.search(r"\(([^()]*)\)$", self.heading)
+        out = []
+        for f in facts:
+            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else"}
+            if getattr(f, "negated", "") and names <= taken:
+                msg = f"{self.name} needs {f}" + (f" ({where.group(1)})" if where else "")
+                out += [f"if {f.negated}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        return out
+
+
+class Fact(str):
+    """A fact a class was built for, as Python (`stride == 1`), and its negation (`stride != 1`)."""
+    negated: str = ""
+
+
+def fact_of(g) -> Fact:
+    f = Fact(g.to_python(_doc_atom))
+    if isinstance(g, Guard):
+        f.negated = Guard(g.lhs, _NEG[g.op], g.rhs).to_python(_doc_atom)
+    return f
 
 
 @dataclass
@@ -323,11 +356,10 @@ class _ClassWriter:
 
     def _doc_parts(self) -> tuple[str, list]:
         """The docstring's heading, and the facts the class was built for (blocks only)."""
-        decl = self.graph.decl
-        where = f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
+        where = _where(self.graph)
         kind = "model" if self.is_model else "block"
         heading = f"The {kind} `{self.graph.name}` ({where})"
-        facts = [] if self.is_model else [g.to_python(_doc_atom) for g in simplified(_facts(self.graph.guards))]
+        facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self.graph.guards))]
         return heading, facts
 
     def _guards(self, printer: Printer) -> list[str]:
@@ -611,7 +643,8 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         readers = _readers(g, nodes)
-        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use), var, body)
+        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use,
+                                                prefer=_chain_name(k, nodes, readers)), var, body)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             if special is not None:
@@ -628,7 +661,7 @@ class _ClassWriter:
                 body.append(f"return {expr}")
                 break
             if not held.hold(node, i, expr, _inlinable(node, i, nodes, readers, self._special_node_kind)):
-                body.append(f"{self._targets(node, i, var, holder, temps, local, last_use)} = {expr}")
+                body.append(f"{held.targets(node, i)} = {expr}")
         else:
             body.append("return " + _pattern(structure([n for n, _ in g.outputs]), [var[r] for r in out_refs]))
         checks = self._requirements(printer)
@@ -805,7 +838,10 @@ class _ClassWriter:
         lines += [f"{o} = {s}" for o, s in zip(outs[1:], state) if o is not None and o != s]
         return lines
 
-    def _targets(self, node: Node, i: int, var, holder, temps, local, last_use) -> str:
+    def _targets(self, node: Node, i: int, var, holder, temps, local, last_use, prefer: str | None = None) -> str:
+        """The left side of node i's statement. `prefer`: the name the chain of calls this unnamed value
+        starts ends in, taken when it holds nothing read after i (`h = F.relu(self.fc1(h))`, then
+        `h = F.relu(self.fc2(h))`, rather than a fresh `y` that `h` replaces at once)."""
         refs = [Ref(node.id, k) for k in range(len(node.outputs))]
         first_input = var.get(node.inputs[0]) if node.inputs else None
         names = []
@@ -823,6 +859,9 @@ class _ClassWriter:
                     name = local.claim(name)
                 else:
                     local.taken.add(name)
+            elif k == 0 and prefer is not None and (free(prefer) if prefer in holder else prefer not in local.taken):
+                name = prefer
+                local.taken.add(name)
             elif k == 0 and first_input is not None and free(first_input) and \
                     (first_input in temps or any(j > i for j in self._bound_at.get(first_input, ()))):
                 name = first_input  # `h = self.project(h)` when `h` is rebound right after anyway
@@ -952,7 +991,7 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     except _Unprintable:
         return None
     bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
-    merged = variants.merge(graph.name, bodies, set(names.values()))
+    merged = variants.merge(graph.name, bodies, set(names.values()), _where(graph))
     # refused where the branches would only list the bodies one after the other (members that one
     # names `conv` and another `conv1`, say): two short classes read better than one long one
     if merged is None or len(merged.init) + len(merged.forward) > \
@@ -965,8 +1004,14 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     else:
         init = merged.check + (merged.first or parts[0].first) + merged.init
     code = assemble(signature, init, merged.forward, parts[0].base)
-    facts = [g.to_python(_doc_atom) for g in fixed]
+    facts = [fact_of(g) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
+
+
+def _where(graph: Graph) -> str:
+    """`resnet.dl:21`: where the spec declares the model or block ('' when nowhere)."""
+    decl = graph.decl
+    return f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
 
 
 def _common_aliases(groups: list) -> dict:
@@ -1217,6 +1262,21 @@ def _inlinable(node: Node, i: int, nodes: list, readers: dict, special_kind) -> 
     if i + 1 >= len(nodes) or special_kind(nodes[i + 1]):
         return False
     return readers.get(Ref(node.id)) == [i + 1]
+
+
+def _chain_name(i: int, nodes: list, readers: dict) -> str | None:
+    """The user's name for the value a chain of calls from node i ends in: each unnamed single result
+    read once, as the first input of the next node, up to a node with a name; None when the chain
+    ends otherwise (a mask read by keyword is no running value)."""
+    for j in range(i, len(nodes)):
+        node = nodes[j]
+        if len(node.outputs) != 1 or j > i and node.inputs[:1] != [Ref(nodes[j - 1].id)]:
+            return None
+        if node.names[0] is not None:
+            return safe_ident(node.names[0]) if j > i and SEP not in node.names[0] else None
+        if readers.get(Ref(node.id)) != [j + 1]:
+            return None
+    return None
 
 
 def _readers(g: Graph, nodes: list) -> dict:

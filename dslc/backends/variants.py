@@ -18,7 +18,14 @@ constructor's arguments and minimized over the cases this file has); `forward`
 chooses by the members one body builds and another sets to None. Walking the
 merged class with one body's arguments runs exactly that body's statements.
 
-Arguments outside every case this file compiled make the constructor raise.
+Arguments outside every case this file compiled are built all the same where they differ
+from a compiled case only in decisions no branch of the class tests and that the uses made
+both ways (`expand != 1`, decided inside a block this one calls: its class branches on
+it); the others make the constructor raise, naming the block's spec line and the arguments
+(`BasicBlock (resnet.dl:28) does not take stride == 1 and in_channels != out`), where the
+spec's shapes would refuse them too or where the file never wrote their code. A body a
+loop made with one pass is the body of more passes at that count (`range(1, blocks)` is
+empty), so it needs no branch of its own.
 A merge is refused (the bodies stay separate classes) when a case cannot be told
 apart in Python, or when the bodies differ by a count (`layers == 6` and
 `layers == 12`: an unrolled loop, which branches would only spell out again).
@@ -66,19 +73,22 @@ class Merged:
     check: list = None             # `if not (...): raise ValueError(...)` for arguments no case covers
 
 
-def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
+def merge(block: str, bodies: list[Body], args: set, where: str = "") -> Merged | None:
     """One class body for every given body, or None when they cannot be merged (see the module doc).
-    `args` are the constructor's argument names (a condition forward tests reads them as members)."""
+    `args` are the constructor's argument names (a condition forward tests reads them as members);
+    `where`: the block's spec position, for the message of the arguments it refuses."""
     if len({b.forward[0] if b.forward else "" for b in bodies}) != 1:
         return None     # different inputs, or an nn.Sequential's forward and another's
+    bodies = _without_single_passes(bodies)
     atoms = _atoms(bodies)
     if len(atoms) > MAX_ATOMS:
         return None
     cases = [_minterms(b.cases, atoms) for b in bodies]
     if any(not c for c in cases):
         return None
-    init = _merge_init(block, bodies, cases, atoms)
-    ctx = _ForwardContext(bodies, cases, atoms, args)
+    used: set = set()      # the atoms a branch of the class tests
+    init = _merge_init(bodies, cases, atoms, used)
+    ctx = _ForwardContext(bodies, cases, atoms, args, used=used)
     forward = _merge_forward(ctx) if bodies[0].forward else []
     if forward is None:
         return None
@@ -86,18 +96,61 @@ def merge(block: str, bodies: list[Body], args: set) -> Merged | None:
     if ctx.stored & members:
         return None     # `self.stride` would be a module's name too
     keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
-    check = len(covered_check(block, cases, atoms))
-    return Merged(keep + init[check:], forward, _merge_first(bodies, cases, atoms), init[:check])
+    first = _merge_first(bodies, cases, atoms, used)
+    if first is None and bodies[0].first and bodies[0].first != ["super().__init__()"]:
+        first = list(bodies[0].first)   # one body left (_without_single_passes): its first statement
+    return Merged(keep + init, forward, first, refusal(block, where, bodies, cases, atoms, used))
 
 
-def _merge_first(bodies: list[Body], cases: list, atoms: list[Atom]) -> list[str] | None:
+_REST = re.compile(r", \*\[[^\[\]]* for _ in range\(1, ([A-Za-z_]\w*)\)\]")
+
+
+def _without_single_passes(bodies: list[Body]) -> list[Body]:
+    """A body whose loop ran once (`blocks == 1` in each of its uses) that is another body's with the
+    elements after the first left out (`*[MBConv(out, out, ...) for _ in range(1, blocks)]`) is that
+    body at `blocks == 1`, where the range is empty, as in torchvision's `_make_layer`: its uses
+    join the other body's, and the class needs no branch for them."""
+    out = list(bodies)
+    pair = _single_pass_of(out)
+    while pair is not None:
+        b, other = pair
+        out.remove(b)
+        out[out.index(other)] = Body(other.init, other.forward, other.cases + b.cases, other.flags, other.first)
+        pair = _single_pass_of(out)
+    return out
+
+
+def _single_pass_of(bodies: list[Body]) -> tuple | None:
+    """(a body, the body it is at a count of one) or None (see _without_single_passes)."""
+    for b in bodies:
+        for other in bodies:
+            if other is b or other.forward != b.forward or other.flags != b.flags:
+                continue
+            text = _flat(other.first or []) + "\n" + "\n".join(other.init)
+            m = _REST.search(text)
+            if m and _REST.sub("", text, count=1) == _flat(b.first or []) + "\n" + "\n".join(b.init) and \
+                    all(_holds_in(case, f"{m.group(1)} == 1") for case in b.cases):
+                return b, other
+    return None
+
+
+def _flat(lines: list[str]) -> str:
+    """A statement wrapped over lines, on one line."""
+    return " ".join(line.strip() for line in lines).replace("( ", "(")
+
+
+def _holds_in(case: list, text: str) -> bool:
+    return any((a.true == text and holds) or (a.false == text and not holds) for a, holds in case)
+
+
+def _merge_first(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> list[str] | None:
     """None where every body starts alike; else the bodies' first statements as a chain (an
     nn.Sequential of a Bottleneck or of a BasicBlock: `if bottleneck: super().__init__(...)`)."""
     firsts = [tuple(b.first or ["super().__init__()"]) for b in bodies]
     if len(set(firsts)) == 1:
         return None
     union = set().union(*cases)
-    return _init_chain([statements(list(f)) for f in firsts], cases, union, atoms)
+    return _init_chain([statements(list(f)) for f in firsts], cases, union, atoms, used)
 
 
 def _first_use(forward: list[str]):
@@ -133,9 +186,12 @@ def _minterms(cases: list, atoms: list[Atom]) -> set:
     return out
 
 
-def condition(on: set, care: set, atoms: list[Atom]) -> str:
-    """A short Python condition true on `on`, false on `care - on` (other assignments: either way)."""
+def condition(on: set, care: set, atoms: list[Atom], used: set | None = None) -> str:
+    """A short Python condition true on `on`, false on `care - on` (other assignments: either way);
+    the indices of the atoms it reads are added to `used`."""
     cubes = _cover(on, care, len(atoms))
+    if used is not None:
+        used.update(i for c in cubes for i in c)
     if any(not c for c in cubes):
         return "True"
     texts = [" and ".join(atoms[i].true if holds else atoms[i].false for i, holds in sorted(c.items()))
@@ -169,16 +225,63 @@ def _cube_terms(cube: dict, k: int) -> set:
             for bits in itertools.product((0, 1), repeat=len(free))}
 
 
-def covered_check(block: str, cases: list, atoms: list[Atom]) -> list[str]:
-    """`if not (...): raise ValueError(...)` when some arguments fall outside every compiled case."""
-    everything = set(range(1 << len(atoms)))
-    union = set().union(*cases)
-    if union == everything:
+def refusal(block: str, where: str, bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> list[str]:
+    """`if ...: raise ValueError(...)` for the arguments the class cannot build (`refused_cases`)."""
+    refused = refused_cases(bodies, cases, atoms, used)
+    possible = {m for m in range(1 << len(atoms)) if _possible(m, atoms)}
+    if not refused & possible:
         return []
-    cond = condition(union, everything, atoms)
-    msg = (f"{block} was generated for {cond}; compile the spec again with these arguments "
-           "to get the class they need")
-    return [f"if not ({cond}):", f"{INDENT}raise ValueError({py_str(msg)})"]
+    cond = condition(refused & possible, possible, atoms)
+    msg = f"{block} ({where}) does not take {cond}" if where else f"{block} does not take {cond}"
+    return [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+
+
+def refused_cases(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> set:
+    """The assignments of the atoms the class refuses. One outside every compiled case is built all
+    the same when it differs from a compiled one only in decisions that no branch of the class tests
+    and that the uses made both ways (`expand != 1`, decided in a block this one only calls): the
+    class runs the same code for both. Other differences may be a real constraint of the spec (an
+    odd `k` where the block adds its input to its result: never seen failing here), or a decision
+    whose code the file never wrote; those are refused."""
+    union = set().union(*cases)
+    both = _made_both_ways(bodies)
+    free = sum(1 << i for i in range(len(atoms)) if i not in used and atoms[i].key in both)
+    seen = {m & ~free for m in union}
+    return {m for m in range(1 << len(atoms)) if m not in union and m & ~free not in seen}
+
+
+_BOUND = re.compile(r"^([A-Za-z_]\w*) (==|!=|<|<=|>|>=) (-?\d+)$")
+
+
+def _possible(m: int, atoms: list[Atom]) -> bool:
+    """Whether some integers meet the bounds an assignment sets on one argument (`blocks < 1` and
+    `blocks == 1` cannot both hold); decisions of other shapes are taken as possible."""
+    bounds: dict = {}
+    for i, a in enumerate(atoms):
+        found = _BOUND.match(a.true if isinstance(a.true, str) else "")
+        if found:
+            name, op, value = found.groups()
+            bounds.setdefault(name, []).append((op, int(value), bool(m >> i & 1)))
+    for rules in bounds.values():
+        values = [v for _, v, _ in rules]
+        if not any(all(_meets(x, op, v) == holds for op, v, holds in rules)
+                   for x in range(min(values) - 2, max(values) + 3)):
+            return False
+    return True
+
+
+def _meets(x: int, op: str, v: int) -> bool:
+    return {"==": x == v, "!=": x != v, "<": x < v, "<=": x <= v, ">": x > v, ">=": x >= v}[op]
+
+
+def _made_both_ways(bodies: list[Body]) -> set:
+    """The keys of the atoms some use found holding and another found not holding."""
+    found: dict = {}
+    for body in bodies:
+        for case in body.cases:
+            for atom, holds in case:
+                found.setdefault(atom.key, set()).add(holds)
+    return {k for k, v in found.items() if len(v) == 2}
 
 
 # ---------------------------------------------------------------- statements
@@ -248,17 +351,15 @@ def _indented(stmts: list) -> list[str]:
 # ---------------------------------------------------------------- __init__
 
 
-def _merge_init(block: str, bodies: list[Body], cases: list, atoms: list[Atom]) -> list[str]:
+def _merge_init(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> list[str]:
     common, parts = hunks(_unified([statements(b.init) for b in bodies], bodies))
     members = [set(_members(b.init)) for b in bodies]
     _pad_members(parts, members)
-    everything = set(range(1 << len(atoms)))
     union = set().union(*cases)
     gaps = []
     for k in range(len(common) + 1):
-        gaps.append(_init_chain([p[k] for p in parts], cases, union, atoms))
-    return covered_check(block, cases, atoms) + _emit(common, gaps) if union != everything \
-        else _emit(common, gaps)
+        gaps.append(_init_chain([p[k] for p in parts], cases, union, atoms, used))
+    return _emit(common, gaps)
 
 
 def _unified(stmts: list, bodies: list[Body]) -> list:
@@ -317,7 +418,7 @@ def _none_line(name: str, made_by: list, k: int) -> str:
     return f"self.{name} = None"
 
 
-def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[str]:
+def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom], used: set) -> list[str]:
     """The statements of one gap: `if ...: ... elif ...: ... else: ...` by the bodies' cases."""
     groups = _groups(hunk)
     if len(groups) == 1:
@@ -325,7 +426,7 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[
     groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
     if len(groups) == 2:
         one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]],
-                              lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms))
+                              lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used))
         if one is not None:
             return one
     out, seen = [], set()
@@ -336,7 +437,7 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom]) -> list[
             if stmts:
                 out += ["else:"] + _indented(stmts)
             break
-        cond = condition(on, union - seen, atoms)
+        cond = condition(on, union - seen, atoms, used)
         out += [f"{'if' if n == 0 else 'elif'} {cond}:"] + (_indented(stmts) if stmts else [INDENT + "pass"])
         seen |= on
     return out
@@ -387,6 +488,7 @@ class _ForwardContext:
     args: set
     built: list = None          # per body, the members it builds
     stored: set = None          # arguments forward reads as members (`self.stride`)
+    used: set = None            # the atoms a branch tests (indices into atoms)
 
     def __post_init__(self):
         self.built = [set(_members(b.init)) for b in self.bodies]
@@ -457,10 +559,14 @@ def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> 
                  lambda g: _flag_test(set(g), left, flags, ctx.built, ctx.stored)):
         tests = [(t, g) for t, g in ((find(g), g) for g in groups) if t is not None]
         if tests:
-            return min(tests, key=lambda tg: tg[0].endswith(" is None") or tg[0].startswith("not "))
+            test, group = min(tests, key=lambda tg: tg[0].endswith(" is None") or tg[0].startswith("not "))
+            flag = test.removeprefix("not ").removeprefix("self.")
+            ctx.used.update(i for i, a in enumerate(ctx.atoms) if a.true == flag)   # `self.causal`
+            return test, group
     care = set().union(*(ctx.cases[v] for v in left))
     conds = [(condition(set().union(*(ctx.cases[v] for v in g)), care, ctx.atoms), g) for g in groups]
     cond, group = min(conds, key=lambda cg: (" or " in cg[0], len(cg[0])))   # the plainest test first
+    condition(set().union(*(ctx.cases[v] for v in group)), care, ctx.atoms, ctx.used)
     return _as_members(cond, ctx), group
 
 

@@ -61,9 +61,11 @@ class ConvBnRelu(nn.Sequential):
 
 
 class Residual(nn.Module):
-    """The block `Residual` (language.dl:29), built for stride == 1 and x.shape[1] == out."""
+    """The block `Residual` (language.dl:29), built for stride == 1. Expects inputs with x.shape[1] == out."""
 
     def __init__(self, out: int, stride: int = 1):
+        if stride != 1:
+            raise ValueError("Residual needs stride == 1 (language.dl:29)")
         super().__init__()
         self.conv_bn_relu = ConvBnRelu(out, out, stride=stride)
         self.conv = nn.Conv2d(out, out, 3, padding=1)
@@ -78,6 +80,8 @@ class Residual2(nn.Module):
     """The block `Residual` (language.dl:29), built for stride != 1."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
+        if stride == 1:
+            raise ValueError("Residual2 needs stride != 1 (language.dl:29)")
         super().__init__()
         self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)
@@ -134,8 +138,8 @@ class VAE(nn.Module):
         mu = self.fc2(h)
         log_var = self.fc3(h)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        y = self.fc5(F.relu(self.fc4(z)))
-        recon = torch.sigmoid(y)
+        recon = self.fc5(F.relu(self.fc4(z)))
+        recon = torch.sigmoid(recon)
         return recon, mu, log_var
 
 
@@ -183,7 +187,7 @@ class Classifier(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The block `Encoder` (language.dl:164), built for x.shape[2] == dim."""
+    """The block `Encoder` (language.dl:164). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, mlp: int):
         super().__init__()

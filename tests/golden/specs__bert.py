@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 class EncoderLayer(nn.Module):
-    """The block `EncoderLayer` (bert.dl:20), built for x.shape[2] == dim."""
+    """The block `EncoderLayer` (bert.dl:20). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, ff: int, dropout: float):
         super().__init__()

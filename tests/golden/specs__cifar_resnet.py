@@ -16,9 +16,11 @@ class ConvBnRelu(nn.Sequential):
 
 
 class Residual(nn.Module):
-    """The block `Residual` (cifar_resnet.dl:21), built for stride == 1 and x.shape[1] == out."""
+    """The block `Residual` (cifar_resnet.dl:21), built for stride == 1. Expects inputs with x.shape[1] == out."""
 
     def __init__(self, out: int, stride: int = 1):
+        if stride != 1:
+            raise ValueError("Residual needs stride == 1 (cifar_resnet.dl:21)")
         super().__init__()
         self.conv_bn_relu = ConvBnRelu(out, out, stride=stride)
         self.conv = nn.Conv2d(out, out, 3, padding=1)
@@ -33,6 +35,8 @@ class Residual2(nn.Module):
     """The block `Residual` (cifar_resnet.dl:21), built for stride != 1."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
+        if stride == 1:
+            raise ValueError("Residual2 needs stride != 1 (cifar_resnet.dl:21)")
         super().__init__()
         self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)

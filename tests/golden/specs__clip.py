@@ -29,7 +29,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class ResidualAttentionBlock(nn.Module):
-    """The block `ResidualAttentionBlock` (clip.dl:22), built for x.shape[2] == dim."""
+    """The block `ResidualAttentionBlock` (clip.dl:22). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, causal: bool = False):
         super().__init__()

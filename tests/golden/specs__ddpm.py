@@ -36,8 +36,8 @@ class TimestepEmbedding(nn.Module):
         self.dim = dim
 
     def forward(self, t):
-        x = torch.arange(self.dim // 2, dtype=torch.float32, device=t.device)
-        freqs = torch.exp(x * (-9.210340371976184 / (self.dim // 2 - 1)))
+        freqs = torch.arange(self.dim // 2, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(freqs * (-9.210340371976184 / (self.dim // 2 - 1)))
         x = t.unsqueeze(1)
         args = x * freqs.unsqueeze(0)
         x = torch.sin(args)
@@ -49,8 +49,8 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, num_channels: int, in_features: int, out: int, shortcut: bool, groups: int, dropout: float):
         super().__init__()
-        if not (shortcut or num_channels == out):
-            raise ValueError("ResnetBlock was generated for shortcut or num_channels == out; compile the spec again with these arguments to get the class they need")
+        if num_channels != out and not shortcut:
+            raise ValueError("ResnetBlock (ddpm.dl:35) does not take num_channels != out and not shortcut")
         self.norm1 = nn.GroupNorm(groups, num_channels, eps=1e-06)
         self.conv1 = nn.Conv2d(num_channels, out, 3, padding=1)
         self.temb_proj = nn.Linear(in_features, out)
@@ -63,8 +63,8 @@ class ResnetBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))
         y = self.temb_proj(F.silu(temb)).unsqueeze(-1)
         h = h + y.unsqueeze(-1)
-        y = self.dropout(F.silu(self.norm2(h)))
-        h = self.conv2(y)
+        h = self.dropout(F.silu(self.norm2(h)))
+        h = self.conv2(h)
         skip = self.nin_shortcut(x) if self.nin_shortcut is not None else x
         return skip + h
 
@@ -100,8 +100,8 @@ class AttnBlock(nn.Module):
         queries = self.q(h).flatten(2).transpose(1, 2)
         keys = self.k(h).flatten(2).transpose(1, 2)
         values = self.v(h).flatten(2).transpose(1, 2)
-        y = multi_head_attention(queries, keys, values, 1).transpose(1, 2)
-        a = y.reshape(B, self.num_channels, self.x_dim2, self.x_dim3)
+        a = multi_head_attention(queries, keys, values, 1).transpose(1, 2)
+        a = a.reshape(B, self.num_channels, self.x_dim2, self.x_dim3)
         return x + self.proj_out(a)
 
 
@@ -158,8 +158,8 @@ class DDPMUNet(nn.Module):
         self.conv_out = nn.Conv2d(base, channels, 3, padding=1)
 
     def forward(self, x, t):
-        h = F.silu(self.temb_dense1(self.timestep_embedding(t)))
-        temb = self.temb_dense2(h)
+        temb = F.silu(self.temb_dense1(self.timestep_embedding(t)))
+        temb = self.temb_dense2(temb)
         h = self.conv_in(x)
         h2 = self.resnet_block1(h, temb)
         h3 = self.downsample1(h2)

@@ -24,8 +24,8 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, in_channels, 1)
 
     def forward(self, x):
-        h = F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))
-        scale = torch.sigmoid(self.fc2(h))
+        scale = F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))
+        scale = torch.sigmoid(self.fc2(scale))
         return x * scale
 
 
@@ -55,8 +55,8 @@ class MBConv(nn.Module):
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
-        if not ((stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0)):
-            raise ValueError("MBConv was generated for (stride == 1 and in_channels != out) or (expand != 1 and stride != 1) or (expand != 1 and (k - 1) % 2 == 0); compile the spec again with these arguments to get the class they need")
+        if stride == 1 and in_channels == out and (k - 1) % 2 != 0:
+            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and (k - 1) % 2 != 0")
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
@@ -74,13 +74,10 @@ class Stage(nn.Sequential):
     """The block `Stage` (efficientnet.dl:70)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
-        if not ((stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and (k - 1) % 2 == 0 and blocks >= 1)):
-            raise ValueError("Stage was generated for (stride == 1 and in_channels != out and blocks == 1) or (expand != 1 and stride != 1 and (k - 1) % 2 == 0 and blocks >= 1) or (expand != 1 and in_channels != out and (k - 1) % 2 == 0 and blocks >= 1); compile the spec again with these arguments to get the class they need")
-        if expand != 1 and (k - 1) % 2 == 0 and blocks >= 1:
-            super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
-                             *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
-        else:
-            super().__init__(MBConv(in_channels, out, expand, k, stride=stride))
+        if blocks < 1 or ((k - 1) % 2 != 0 and blocks != 1) or ((k - 1) % 2 != 0 and in_channels == out):
+            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or ((k - 1) % 2 != 0 and blocks != 1) or ((k - 1) % 2 != 0 and in_channels == out)")
+        super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
+                         *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
 
 
 class Features(nn.Sequential):

@@ -57,7 +57,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """The block `Block` (gpt.dl:28), built for x.shape[2] == dim."""
+    """The block `Block` (gpt.dl:28). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()

@@ -20,8 +20,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
-        if not (in_channels == out or stride != 1):
-            raise ValueError("BasicBlock was generated for in_channels == out or stride != 1; compile the spec again with these arguments to get the class they need")
+        if stride == 1 and in_channels != out:
+            raise ValueError("BasicBlock (resnet.dl:28) does not take stride == 1 and in_channels != out")
         self.conv1 = nn.Conv2d(in_channels, out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
@@ -40,8 +40,8 @@ class BasicStage(nn.Sequential):
     """The block `BasicStage` (resnet.dl:56), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
-        if not (in_channels == width or stride != 1):
-            raise ValueError("BasicStage was generated for in_channels == width or stride != 1; compile the spec again with these arguments to get the class they need")
+        if blocks < 1:
+            raise ValueError("BasicStage needs blocks >= 1 (resnet.dl:56)")
         super().__init__(BasicBlock(in_channels, width, stride=stride),
                          *[BasicBlock(width, width) for _ in range(1, blocks)])
 
@@ -112,6 +112,8 @@ class BottleneckStage(nn.Sequential):
     """The block `BottleneckStage` (resnet.dl:62), built for blocks >= 1."""
 
     def __init__(self, in_channels: int, width: int, blocks: int, stride: int = 1):
+        if blocks < 1:
+            raise ValueError("BottleneckStage needs blocks >= 1 (resnet.dl:62)")
         super().__init__(Bottleneck(in_channels, width, stride=stride),
                          *[Bottleneck(4 * width, width) for _ in range(1, blocks)])
 

@@ -29,7 +29,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class EncoderLayer(nn.Module):
-    """The block `EncoderLayer` (seq2seq.dl:24), built for x.shape[2] == dim."""
+    """The block `EncoderLayer` (seq2seq.dl:24). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, ff: int, dropout: float):
         super().__init__()
@@ -65,7 +65,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """The block `DecoderLayer` (seq2seq.dl:30), built for x.shape[2] == dim."""
+    """The block `DecoderLayer` (seq2seq.dl:30). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, ff: int, dropout: float):
         super().__init__()

@@ -20,7 +20,7 @@ class ConvLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """The block `ResidualBlock` (style_transfer.dl:23), built for channels == x.shape[1]."""
+    """The block `ResidualBlock` (style_transfer.dl:23). Expects inputs with channels == x.shape[1]."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -39,6 +39,8 @@ class UpsampleConvLayer(nn.Module):
     """The block `UpsampleConvLayer` (style_transfer.dl:16), built for upsample == 2."""
 
     def __init__(self, in_channels: int, out: int, k: int, upsample: int):
+        if upsample != 2:
+            raise ValueError("UpsampleConvLayer needs upsample == 2 (style_transfer.dl:16)")
         super().__init__()
         self.upsample2 = upsample
         self.reflection_pad = nn.ReflectionPad2d(k // 2)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 class TransformerBlock(nn.Module):
-    """The block `TransformerBlock` (transformer.dl:13), built for x.shape[2] == dim."""
+    """The block `TransformerBlock` (transformer.dl:13). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, dim: int, heads: int, ff: int, dropout: float = 0.1):
         super().__init__()

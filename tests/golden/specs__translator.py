@@ -20,9 +20,11 @@ class TokenEmbedding(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen and x.shape[2] == emb_size."""
+    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen. Expects inputs with x.shape[2] == emb_size."""
 
     def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
+        if 2 * maxlen * ((emb_size + 1) // 2) != emb_size * maxlen:
+            raise ValueError("PositionalEncoding needs 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen (translator.dl:24)")
         super().__init__()
         pos_embedding = -torch.arange(0, emb_size, 2, dtype=torch.float32) * 9.210340371976184
         den = torch.exp(pos_embedding / emb_size)

@@ -23,8 +23,8 @@ class VAE(nn.Module):
         mu = self.fc2(h)
         log_var = self.fc3(h)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        y = self.fc5(F.relu(self.fc4(z)))
-        recon = torch.sigmoid(y)
+        recon = self.fc5(F.relu(self.fc4(z)))
+        recon = torch.sigmoid(recon)
         return recon, mu, log_var
 
 

@@ -15,7 +15,7 @@ class MLPBlock(nn.Sequential):
 
 
 class EncoderBlock(nn.Module):
-    """The block `EncoderBlock` (vit.dl:23), built for x.shape[2] == dim."""
+    """The block `EncoderBlock` (vit.dl:23). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, heads: int, dim: int, mlp: int, dropout: float = 0.0):
         super().__init__()
@@ -32,7 +32,7 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The block `Encoder` (vit.dl:32), built for x.shape[2] == dim and x.shape[1] == seq."""
+    """The block `Encoder` (vit.dl:32). Expects inputs with x.shape[2] == dim and x.shape[1] == seq."""
 
     def __init__(self, seq: int, depth: int, heads: int, dim: int, mlp: int, dropout: float = 0.0):
         super().__init__()
