@@ -656,11 +656,13 @@ def _weight_sets(weights: str | None, renames: dict, skip_mismatched: bool) -> t
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise and of every draw.")
 @click.option("-o", "--output", metavar="OUT", help="Output file (default: RUN/samples.png, .txt, or .npy for "
               "outputs that are not images).")
-@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable. "
+              "label=K is --label K.")
 @click.option("--device", metavar="DEVICE", callback=_usable_device,
               help="cpu, cuda, ... (default: CUDA when present).")
 @click.option("--label", type=click.IntRange(min=0), metavar="K", help="The class of every sample, for a model with "
-              "a label input (int64 [B]): a conditional GAN, VAE or diffusion model. Default: the classes in turn.")
+              "a label input (int64 [B]): a conditional GAN, VAE or diffusion model (also --set label=K). Default: "
+              "the classes in turn.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", callback=lambda c, p, v: _named_inputs(v),
               help="Feed the model's input NAME from a .npy file: one example, or one per sample; repeatable.")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
