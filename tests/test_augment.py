@@ -689,6 +689,10 @@ def test_a_step_mixes_soft_targets_of_a_data_set_without_classes(tmp_path):
     for line in ("mixup(batch.x, batch.y, classes=10)", "cutmix(batch.x, float(one_hot(batch.y, 10)))"):
         ok = _check(tmp_path, "", base.replace("LINE", line))
         assert ok.exit_code == 0, ok.stderr
+    # digits fixes 10 classes, which class ids default to; soft targets keep their own number
+    ok = _check(tmp_path, "    step s {\n        v, soft = mixup(target=float(one_hot(batch.y, 4)), input=batch.x)\n"
+                "        loss = cross_entropy(model(v)[:, :4], soft)\n        optimizer = Adam()\n    }")
+    assert ok.exit_code == 0, ok.stderr
 
 
 def test_the_runs_plan_py_augments_without_dslc(tmp_path):

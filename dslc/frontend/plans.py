@@ -575,8 +575,10 @@ class PlanChecker(TargetCalls):
         """`x, y = mixup(batch.x, batch.y, alpha=0.2)` in a step: the op `mixup` (or `cutmix`), its
         `classes` the data set's unless given."""
         pos, kws = self._args(e, ctx)
+        target = pos[1].value if len(pos) > 1 else dict(kws).get("target", Arg(None, e.span)).value
+        ids = isinstance(target, TensorValue) and target.type.dtype == "int64"   # soft targets keep their C
         given = len(pos) > 3 or any(k == "classes" for k, _ in kws)
-        if not given and self.plan.data is not None and self.plan.data.entry.classes is not None:
+        if ids and not given and self.plan.data is not None and self.plan.data.entry.classes is not None:
             kws.append(("classes", Arg(self.plan.data.entry.classes, e.span)))
         return self._call_function(REGISTRY[name], pos, kws, e.span, ctx)
 
