@@ -655,6 +655,31 @@ def test_a_mixing_step_resumes_exactly_after_an_interruption_mid_epoch(tmp_path,
     assert all(torch.equal(final[0][k], final[1][k]) for k in final[1])
 
 
+def test_a_mixing_steps_plan_py_runs_without_dslc(tmp_path):
+    """The step's plan.py holds the mixing helpers: with torch alone, two seeds mix differently while
+    training, and eval mode scores the batch as it is against one-hot targets."""
+    from support import run_without_dslc
+
+    from dslc.api import load
+    from dslc.runtime.trainer import plan_source
+    path = _write(tmp_path, _mix_plan("cutmix"))
+    code = plan_source(load(path).plan("mixing"), path)
+    assert "def augment_cutmix(" in code and "def augment_beta(" in code
+    run = run_without_dslc(code + """
+import torch.nn.functional as F
+step = STEPS["s"](*[MODELS[m]() for m in STEP_MODELS["s"]])
+x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+losses = []
+for seed in (0, 1, 0):
+    torch.manual_seed(seed)
+    losses.append(float(step(x, y)[0]))
+step.eval()
+plain = float(F.cross_entropy(step.model(x), F.one_hot(y, 10).float()))
+print(losses[0] == losses[2], losses[0] != losses[1], float(step(x, y)[0]) == plain)
+""")
+    assert run.returncode == 0 and run.stdout.split() == ["True", "True", "True"], run.stderr
+
+
 @pytest.mark.parametrize("line,message", [
     ("mixup(batch.x, batch.y, alpha=0)", "error[E0302]: `alpha` of `mixup` must be positive"),
     ("cutmix(flatten(batch.x, start_dim=1), batch.y)",
