@@ -382,8 +382,8 @@ def train(path: str, plan_name: str | None = None, options=None, out=print, warn
 def sample(path: str, plan_name: str | None = None, options=None, out=print, warn=None) -> dict:
     """Draw samples from a trained plan's model, as `dslc sample` does (options: a
     runtime.sample.SampleOptions); the file's warnings go to `warn` (default: `out`)."""
-    from .runtime.sample import SampleOptions, draw
-    options = options or SampleOptions()
+    from .runtime.sample import SampleOptions, draw, with_label_setting
+    options = with_label_setting(options or SampleOptions())   # `--set label=K` is `--label K`
     return draw(_loaded(path, warn or out).plan(plan_name, options.sets), path, options, out)
 
 

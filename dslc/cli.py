@@ -656,11 +656,13 @@ def _weight_sets(weights: str | None, renames: dict, skip_mismatched: bool) -> t
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise and of every draw.")
 @click.option("-o", "--output", metavar="OUT", help="Output file (default: RUN/samples.png, .txt, or .npy for "
               "outputs that are not images).")
-@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable. "
+              "label=K is --label K.")
 @click.option("--device", metavar="DEVICE", callback=_usable_device,
               help="cpu, cuda, ... (default: CUDA when present).")
 @click.option("--label", type=click.IntRange(min=0), metavar="K", help="The class of every sample, for a model with "
-              "a label input (int64 [B]): a conditional GAN, VAE or diffusion model. Default: the classes in turn.")
+              "a label input (int64 [B]): a conditional GAN, VAE or diffusion model (also --set label=K). Default: "
+              "the classes in turn.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", callback=lambda c, p, v: _named_inputs(v),
               help="Feed the model's input NAME from a .npy file: one example, or one per sample; repeatable.")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
@@ -851,7 +853,8 @@ def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
 @click.option("--plan", "plan", metavar="NAME", help="The training plan (needed when FILE has several).")
 @click.option("--run", "run_dir", metavar="DIR", help="The run (default: the latest runs/PLAN*).")
 @click.option("--weights", metavar="best|last|FILE", help="The run's best weights (the default), its last "
-              "epoch's, or a weights file.")
+              "epoch's, or a weights file (a quantization-aware run: the float weights; default: the newest "
+              "float checkpoint).")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="The --set the run was trained with; repeatable.")
 @click.option("--repeats", type=click.IntRange(min=1), default=100, show_default=True,
               help="Latency: runs of one example (batch 1) whose median is reported.")
@@ -861,8 +864,9 @@ def lr_find(file, plan, start, end, steps, out, sets, device) -> None:
 @_handled
 def compress_report(file, plan, run_dir, weights, sets, repeats, onnx, as_json) -> None:
     """A trained run's model beside its int8 variants (PyTorch dynamic and static, ONNX dynamic and
-    static): size on disk, parameters and sparsity, test-split metrics and CPU latency (batch 1, one
-    thread). Written to RUN/compress-report.json too."""
+    static, and a quantization-aware run's own RUN/model.int8.pt): size on disk, parameters and
+    sparsity, test-split metrics and CPU latency (batch 1, one thread). Written to
+    RUN/compress-report.json too."""
     import json
 
     from .api import compress_report as measure

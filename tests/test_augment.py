@@ -433,7 +433,7 @@ def test_mixup_at_lambda_1_is_the_identity_with_one_hot_targets(monkeypatch):
 def test_beta_draws_follow_numpys_beta():
     from scipy import stats
     beta = data_mod.helper("beta")
-    for alpha in (0.2, 1.0, 3.0):
+    for alpha in (0.01, 0.2, 1.0, 3.0):   # 0.01: two Gamma draws below 1e-300, kept apart by their logarithms
         g = torch.Generator().manual_seed(1)
         draws = np.array([beta(alpha, g) for _ in range(800)])
         assert stats.ks_2samp(draws, np.random.default_rng(0).beta(alpha, alpha, 800)).pvalue > 0.001
@@ -495,9 +495,229 @@ def test_mixing_mistakes_are_clean_diagnostics(tmp_path, data, mix, message):
     assert result.exit_code == 1 and message in result.stderr, result.stderr
 
 
-def test_mixing_in_a_step_is_refused(tmp_path):
+def test_mixing_inside_augment_points_at_the_step_function(tmp_path):
     result = _check(tmp_path, _step_body("augment(batch.x, [mixup()])"))
-    assert "error[E0302]: `mixup` is a plan-level augmentation (it mixes `batch.y` too)" in result.stderr
+    assert "error[E0302]: `mixup` mixes `batch.y` too: in a step it is a function of the batch" in result.stderr
+    assert "x, y = mixup(batch.x, batch.y)" in result.stderr
+
+
+# ------------------------------------------------------------------ mixup and cutmix in a step
+
+MIX_STEP_PLAN = """
+model Net {
+    input x: [B, 1, 8, 8]
+    Flatten()
+    Linear(10) as head
+}
+
+train mixing {
+    model = Net()
+    data = digits(val=0.2, test=0.2, limit=300, seed=2)
+    epochs = EPOCHS
+    batch_size = 32
+    metrics = [accuracy]
+    seed = 5
+    step s {
+        x, y = MIX(batch.x, batch.y, alpha=0.4)
+        out = model(x)
+        loss = cross_entropy(out, y)
+        optimizer = Adam(lr=1e-2)
+    }
+}
+"""
+
+
+def _mix_plan(mix="mixup", epochs=1) -> str:
+    return MIX_STEP_PLAN.replace("MIX", mix).replace("EPOCHS", str(epochs))
+
+
+def _mix_step(tmp_path, mix):
+    from dslc.api import load
+    from dslc.runtime.trainer import Trainer
+    path = _write(tmp_path, _mix_plan(mix))
+    trainer = Trainer(load(path).plan("mixing"), path, Options(progress=False), out=lambda s: None)
+    trainer.setup()
+    return trainer.steps[0].module
+
+
+def _twin_mixup(x, soft, alpha):
+    """torchvision.transforms.v2.MixUp, written out: λ ~ Beta(α, α) (the run's draw), the batch rolled by one."""
+    lam = data_mod.helper("beta")(alpha)
+    return x.roll(1, 0) * (1.0 - lam) + x * lam, soft.roll(1, 0) * (1.0 - lam) + soft * lam
+
+
+def _twin_cutmix(x, soft, alpha):
+    """torchvision.transforms.v2.CutMix, written out: a box centred at (randint(W), randint(H)), half-sides
+    int(√(1 − λ)/2 · size), clipped; λ adjusted to the share of the image kept."""
+    lam = data_mod.helper("beta")(alpha)
+    h, w = x.shape[-2:]
+    r_x, r_y = torch.randint(w, size=(1,)), torch.randint(h, size=(1,))
+    r = 0.5 * (1.0 - lam) ** 0.5
+    r_w_half, r_h_half = int(r * w), int(r * h)
+    x1, y1 = int(torch.clamp(r_x - r_w_half, min=0)), int(torch.clamp(r_y - r_h_half, min=0))
+    x2, y2 = int(torch.clamp(r_x + r_w_half, max=w)), int(torch.clamp(r_y + r_h_half, max=h))
+    out = x.clone()
+    out[..., y1:y2, x1:x2] = x.roll(1, 0)[..., y1:y2, x1:x2]
+    lam = 1.0 - (x2 - x1) * (y2 - y1) / (w * h)
+    return out, soft.roll(1, 0) * (1.0 - lam) + soft * lam
+
+
+@pytest.mark.parametrize("mix,twin", [("mixup", _twin_mixup), ("cutmix", _twin_cutmix)])
+def test_a_mixing_step_is_its_hand_written_torch_twin(tmp_path, mix, twin):
+    step = _mix_step(tmp_path, mix)
+    state = step.model.state_dict()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+    step.train()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        loss, out = step(x, y)
+        torch.manual_seed(seed)
+        mx, my = twin(x, F.one_hot(y, 10).to(torch.float32), 0.4)
+        logits = F.linear(mx.flatten(1), state["head.weight"], state["head.bias"])
+        assert torch.equal(out, logits) and torch.equal(loss, F.cross_entropy(logits, my))
+    step.eval()   # eval mode: the batch as it is, one-hot targets
+    loss, out = step(x, y)
+    logits = F.linear(x.flatten(1), state["head.weight"], state["head.bias"])
+    assert torch.equal(out, logits) and torch.equal(loss, F.cross_entropy(logits, F.one_hot(y, 10).float()))
+
+
+def _mixed(mix, x, y, alpha, seed, **kwargs):
+    """The op as generated code runs it: the plan's helpers on torch's generator, seeded."""
+    torch.manual_seed(seed)
+    return data_mod.helper(mix)(x, F.one_hot(y, 10).to(torch.float32), alpha, **kwargs)
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_soft_targets_sum_to_one_and_a_tiny_alpha_leaves_a_batch_whole(mix):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 3, 6, 6, generator=g), torch.randint(0, 10, (8,), generator=g)
+    for seed in range(8):
+        mx, my = _mixed(mix, x, y, 1.0, seed)
+        torch.testing.assert_close(my.sum(1), torch.ones(8), rtol=0, atol=1e-6)
+        assert (my >= 0).all() and mx.shape == x.shape
+    # Beta(α, α) piles up at 0 and 1 as α → 0. At λ = 1 the batch is itself with one-hot targets; mixup's
+    # λ = 0 is the rolled batch (cutmix's is a clipped box of half the image's sides, as torchvision's)
+    kept = 0
+    for seed in range(12):
+        mx, my = _mixed(mix, x, y, 1e-4, seed)
+        whole = [(x, y), (x.roll(1, 0), y.roll(1))] if mix == "mixup" else [(x, y)]
+        same = [(mx - a).abs().max() < 1e-3 for a, b in whole if (my - F.one_hot(b, 10)).abs().max() < 1e-3]
+        assert all(same) and (same or mix == "cutmix")
+        kept += bool(same)
+    assert kept >= 4
+
+
+def test_a_plan_mixing_in_its_step_trains_on_digits_and_scores_class_ids(tmp_path):
+    from dslc.runtime import checkpoint
+    path = _write(tmp_path, _mix_plan("cutmix", epochs=6))
+    run = tmp_path / "run"
+    result = train(path, "mixing", Options(out=str(run), progress=False), out=lambda s: None)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["train_loss"] < records[0]["train_loss"] and records[-1]["val_loss"] < records[0]["val_loss"]
+    assert records[-1]["val_accuracy"] > 0.3   # chance is 0.1 (a linear model on 180 images, 6 short epochs)
+    # the metrics compare the unmixed validation batches' predictions with the class ids
+    state = checkpoint.load(checkpoint.checkpoints(str(run / "checkpoints"))[-1][2])[0]
+    splits = data_mod.load("digits", {"val": 0.2, "test": 0.2, "limit": 300, "seed": 2})
+    for split, got in (("val", records[-1]["val_accuracy"]), ("test", result["test"]["accuracy"])):
+        x, y = getattr(splits, split)["x"], getattr(splits, split)["y"]
+        logits = F.linear(x.flatten(1), state["head.weight"], state["head.bias"])
+        assert got == pytest.approx(int((logits.argmax(1) == y).sum()) / len(y), abs=1e-9)
+
+
+def test_a_mixing_step_resumes_exactly_after_an_interruption_mid_epoch(tmp_path, monkeypatch):
+    import signal
+
+    from dslc.runtime.safety import Interrupted
+    from dslc.runtime.trainer import Trainer
+    path = _write(tmp_path, _mix_plan("mixup", epochs=2))
+    train(path, "mixing", Options(out=str(tmp_path / "whole"), progress=False), out=lambda s: None)
+    forward, calls = Trainer._forward, []
+
+    def interrupt_at_batch_11(self, s, inputs):
+        if torch.is_grad_enabled():   # a training batch
+            calls.append(1)
+            if len(calls) == 11:      # the 3rd batch of epoch 2 (6 per epoch)
+                os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, s, inputs)
+    monkeypatch.setattr(Trainer, "_forward", interrupt_at_batch_11)
+    with pytest.raises(Interrupted):
+        train(path, "mixing", Options(out=str(tmp_path / "cut"), progress=False), out=lambda s: None)
+    monkeypatch.setattr(Trainer, "_forward", forward)
+    assert any("-batch-" in n for n in os.listdir(tmp_path / "cut" / "checkpoints"))
+    train(path, "mixing", Options(out=str(tmp_path / "cut"), resume=True, progress=False), out=lambda s: None)
+
+    def records(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert records("cut") == records("whole")
+    final = [load_file(str(tmp_path / run / "checkpoints" / "epoch-0002.safetensors")) for run in ("cut", "whole")]
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[1])
+
+
+def test_a_mixing_steps_plan_py_runs_without_dslc(tmp_path):
+    """The step's plan.py holds the mixing helpers: with torch alone, two seeds mix differently while
+    training, and eval mode scores the batch as it is against one-hot targets."""
+    from support import run_without_dslc
+
+    from dslc.api import load
+    from dslc.runtime.trainer import plan_source
+    path = _write(tmp_path, _mix_plan("cutmix"))
+    code = plan_source(load(path).plan("mixing"), path)
+    assert "def augment_cutmix(" in code and "def augment_beta(" in code
+    run = run_without_dslc(code + """
+import torch.nn.functional as F
+step = STEPS["s"](*[MODELS[m]() for m in STEP_MODELS["s"]])
+x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+losses = []
+for seed in (0, 1, 0):
+    torch.manual_seed(seed)
+    losses.append(float(step(x, y)[0]))
+step.eval()
+plain = float(F.cross_entropy(step.model(x), F.one_hot(y, 10).float()))
+print(losses[0] == losses[2], losses[0] != losses[1], float(step(x, y)[0]) == plain)
+""")
+    assert run.returncode == 0 and run.stdout.split() == ["True", "True", "True"], run.stderr
+
+
+@pytest.mark.parametrize("line,message", [
+    ("mixup(batch.x, batch.y, alpha=0)", "error[E0302]: `alpha` of `mixup` must be positive"),
+    ("cutmix(flatten(batch.x, start_dim=1), batch.y)",
+     "error[E0302]: `cutmix` works on images [B, C, H, W] or [B, H, W], but the tensor is [B, 64]"),
+    ("mixup(batch.x, float(batch.y))", "error[E0302]: `mixup` mixes class ids [B] of int64 or soft targets [B, C]"),
+    ("mixup(batch.x, batch.y[:3])", "error[E0302]: `mixup` mixes a batch and its targets"),
+    ("mixup(batch.x, float(one_hot(batch.y, 10)), classes=5)", "error[E0302]: the soft targets [B, 10] have 10 classes, not 5"),
+    ("mixup(batch.x)", "error[E0303]"),
+])
+def test_mixing_step_mistakes_are_clean_diagnostics(tmp_path, line, message):
+    body = f"    step s {{\n        v, soft = {line}\n        loss = cross_entropy(model(v), soft)\n" \
+           "        optimizer = Adam()\n    }"
+    result = _check(tmp_path, body)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    assert "plan.dl:" in result.stderr and "^" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mixing_outside_a_step_says_where_it_belongs(tmp_path):
+    text = "model Net {\n    input x: [B, 1, 8, 8]\n    h, t = mixup(x, x)\n    output h\n}\n"
+    result = _check(tmp_path, "", text)
+    assert "error[E0203]: `mixup(...)` mixes a batch and its targets inside a training plan's `step`" in result.stderr
+
+
+def test_a_step_mixes_soft_targets_of_a_data_set_without_classes(tmp_path):
+    """Soft targets [B, C] mix as they are (no `classes`); class ids of a set that does not fix the number
+    of classes need it."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    base = BASE.format(body="    step s {\n        v, soft = LINE\n        loss = cross_entropy(model(v), soft)\n"
+                            "        optimizer = Adam()\n    }").replace("digits()", 'npz("d.npz")')
+    result = _check(tmp_path, "", base.replace("LINE", "mixup(batch.x, batch.y)"))
+    assert "error[E0302]: `mixup` makes class ids one-hot: it needs the number of classes" in result.stderr
+    for line in ("mixup(batch.x, batch.y, classes=10)", "cutmix(batch.x, float(one_hot(batch.y, 10)))"):
+        ok = _check(tmp_path, "", base.replace("LINE", line))
+        assert ok.exit_code == 0, ok.stderr
+    # digits fixes 10 classes, which class ids default to; soft targets keep their own number
+    ok = _check(tmp_path, "    step s {\n        v, soft = mixup(target=float(one_hot(batch.y, 4)), input=batch.x)\n"
+                "        loss = cross_entropy(model(v)[:, :4], soft)\n        optimizer = Adam()\n    }")
+    assert ok.exit_code == 0, ok.stderr
 
 
 def test_the_runs_plan_py_augments_without_dslc(tmp_path):

@@ -349,6 +349,43 @@ def test_label_k_feeds_the_generator_class_k(cgan, tmp_path):
 
 
 @torch.no_grad()
+def test_set_label_k_is_label_k(cgan, tmp_path):
+    path, run = cgan
+    result = sample(path, "cgan", SampleOptions(run=run, n=5, seed=2, sets=("label=7", "batch_size=64"),
+                                                output=str(tmp_path / "s.png")), out=[].append)
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(result["samples"], _model(path, run, "cgan", "G")(z, torch.full((5,), 7)))
+    for args, name in ((["--set", "label=7"], "a.png"), (["--label", "7"], "b.png")):
+        r = CliRunner().invoke(main, ["sample", path, "--plan", "cgan", "--run", run, "-n", "5", "--seed", "2",
+                                      "-o", str(tmp_path / name), *args])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_set_label_mistakes_are_clean_diagnostics(cgan, tmp_path):
+    path, run = cgan
+    def run_cli(*args, file=path):
+        return CliRunner().invoke(main, ["sample", file, "--run", run, *args])
+    for args, words in ((("--label", "3", "--set", "label=4"), "error[E0306]: the class of the samples is given "
+                         "twice: --label 3 and --set label=4"),
+                        (("--set", "label=4", "--set", "label=5"), "error[E0306]: the class of the samples is given twice"),
+                        (("--set", "label=three"), "error[E0301]: `--set label` is the class of the samples, a whole "
+                         "number >= 0, got `three`"),
+                        (("--set", "label=12"), "error[E0302]: label 12 is out of range")):
+        r = run_cli("--plan", "cgan", *args)
+        assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output, r.output
+    # a model with a parameter `label`: `--set label` could mean either, so it says how to say which
+    other = tmp_path / "p.dl"
+    cg = CGAN[CGAN.index("model CG"):CGAN.index("model CD")]
+    other.write_text(CGAN.replace(cg, cg.replace("classes: int = 10)", "classes: int = 10, label: int = 0)")
+                                  .replace("label", "y").replace("y: int = 0", "label: int = 0")))
+    r = run_cli("--plan", "cgan", "--set", "label=3", file=str(other))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "error[E0305]: `--set label` is ambiguous: `CG` has a parameter `label`" in r.output
+    assert "--set model.label=K" in r.output and "--set:1:1" in r.output
+
+
+@torch.no_grad()
 def test_without_a_label_the_classes_come_in_turn(cgan, tmp_path):
     path, run = cgan
     result = sample(path, "cgan", SampleOptions(run=run, n=12, seed=0, output=str(tmp_path / "s.png")),

@@ -164,14 +164,75 @@ def test_dslc_eval_measures_the_fake_quantized_model(qat_run):
     assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-9)
 
 
-def test_compress_report_points_a_quantizing_run_at_its_own_int8_model(qat_run):
-    # its weights are fake-quantized, not float: the report's "float" row and its variants would be wrong
+def test_compress_report_puts_the_runs_int8_model_beside_float_and_post_training_int8(qat_run):
+    folder, result, _ = qat_run
+    run = folder / "run"
+    r = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(run), "--repeats", "3",
+                                  "--no-onnx", "--json"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    report = json.loads(r.output[r.output.index("{"):])
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert list(rows) == ["float", "int8 dynamic", "int8 static", "int8 qat"], rows
+    # the float rows start from the weights the quantizing phase started from: the float phase's last epoch
+    assert report["weights"].endswith(f"epoch-{FLOAT_EPOCHS:04d}.safetensors")
+    test = data_mod.load("digits", SPLITS).test
+    twin = Twin()
+    twin.load_state_dict(_checkpoint(run, FLOAT_EPOCHS))
+    assert rows["float"]["metrics"]["accuracy"] == pytest.approx(_accuracy(twin.eval(), test), abs=1e-6)
+    # the QAT row: model.int8.pt, loaded and scored here on the test split
+    qat = rows["int8 qat"]
+    saved = torch.jit.load(str(run / "model.int8.pt"))
+    with torch.no_grad():
+        logits = saved(test["x"])
+    assert qat["metrics"]["accuracy"] == pytest.approx(int((logits.argmax(1) == test["y"]).sum()) / len(test["y"]),
+                                                       abs=1e-9)
+    assert qat["metrics"]["loss"] == pytest.approx(float(F.cross_entropy(logits, test["y"])), rel=1e-5)
+    assert qat["metrics"] == pytest.approx(result["int8"]["test"])    # what the run measured at its end
+    assert qat["bytes"] == os.path.getsize(run / "model.int8.pt") < rows["float"]["bytes"]
+    assert qat["parameters"] == rows["float"]["parameters"] == sum(p.numel() for p in Twin().parameters())
+    assert qat["latency_ms"] > 0 and qat["backend"] == "x86"
+    assert qat["metrics"]["accuracy"] >= rows["int8 static"]["metrics"]["accuracy"] - 0.02
+    table = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(run), "--repeats", "2",
+                                      "--no-onnx"])
+    assert table.exit_code == 0 and any(line.startswith("int8 qat") for line in table.output.splitlines())
+
+
+def test_compress_report_of_a_run_that_only_quantizes_starts_from_its_init(qat_run, tmp_path):
     folder, _, _ = qat_run
-    r = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(folder / "run")])
+    init = folder / "run" / "checkpoints" / f"epoch-{FLOAT_EPOCHS:04d}.safetensors"
+    text = PLAN.replace("QUANTIZE", "quantize(model)").replace("    phase float { epochs = 3 }\n", "") \
+        .replace("epochs    = 2", "epochs    = 1").replace("    seed       = 0", f'    seed       = 0\n    init = "{init}"')
+    path = tmp_path / "q.dl"
+    path.write_text(text)
+    train(str(path), "qat", Options(out=str(tmp_path / "run"), progress=False, watch=False), out=lambda s: None)
+    r = CliRunner().invoke(main, ["compress-report", str(path), "--run", str(tmp_path / "run"), "--repeats", "2",
+                                  "--no-onnx", "--json"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    report = json.loads(r.output[r.output.index("{"):])
+    assert report["weights_label"] == "the plan's `init`"
+    rows = {row["variant"]: row for row in report["variants"]}
+    twin = Twin()
+    twin.load_state_dict(_checkpoint(folder / "run", FLOAT_EPOCHS))
+    test = data_mod.load("digits", SPLITS).test
+    assert rows["float"]["metrics"]["accuracy"] == pytest.approx(_accuracy(twin.eval(), test), abs=1e-6)
+    assert rows["int8 qat"]["bytes"] == os.path.getsize(tmp_path / "run" / "model.int8.pt")
+
+
+def test_compress_report_of_a_quantizing_run_needs_float_weights(qat_run, tmp_path):
+    folder, _, _ = qat_run
+    r = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(folder / "run"),
+                                  "--weights", "last", "--no-onnx"])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    assert "error[E0502]: compress-report measures the int8 variants of a float model" in r.output
-    assert "quantize(model)" in r.output and "RUN/model.int8.pt" in r.output
-    assert not (folder / "run" / "compress-report.json").exists()
+    assert "holds fake-quantized weights of the phase `qat`" in r.output and "quantize(model)" in r.output
+    import shutil
+    kept = tmp_path / "kept"
+    shutil.copytree(folder / "run", kept, ignore=shutil.ignore_patterns("compress-report.json"))
+    for name in os.listdir(kept / "checkpoints"):
+        if name.startswith(tuple(f"epoch-{e:04d}" for e in range(1, FLOAT_EPOCHS + 1))):
+            os.remove(kept / "checkpoints" / name)
+    r = CliRunner().invoke(main, ["compress-report", str(folder / "q.dl"), "--run", str(kept), "--no-onnx"])
+    assert r.exit_code == 1 and "error[E0502]" in r.output and "keeps no checkpoint of float weights" in r.output
+    assert not (kept / "compress-report.json").exists()
 
 
 def test_resuming_inside_the_quantizing_phase_is_exact(qat_run, tmp_path):

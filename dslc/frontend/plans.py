@@ -557,11 +557,13 @@ class PlanChecker(TargetCalls):
         t = x.type
         for call in calls:
             name = call.entry.name
+            if augmentations.AUGMENTATIONS[name].labels:
+                raise EvalError("E0302", f"`{name}` mixes `batch.y` too: in a step it is a function of the batch and "
+                                "its targets", call.span, help=f"write `x, y = {name}(batch.x, batch.y)` in the step, "
+                                f"or the plan field `augment = [{name}()]`")
             if augmentations.AUGMENTATIONS[name].plan_only:
-                why = "it mixes `batch.y` too" if augmentations.AUGMENTATIONS[name].labels else \
-                    "its figures come from the training split before training"
-                raise EvalError("E0302", f"`{name}` is a plan-level augmentation ({why})", call.span,
-                                help=f"write it in the plan: `augment = [{name}()]`")
+                raise EvalError("E0302", f"`{name}` is a plan-level augmentation (its figures come from the training "
+                                "split before training)", call.span, help=f"write it in the plan: `augment = [{name}()]`")
             problem = augmentations.problem(name, call.args, t, "the tensor")
             if problem:
                 raise EvalError("E0302", problem, call.span, label=f"the tensor is {t}")
@@ -569,6 +571,17 @@ class PlanChecker(TargetCalls):
         augs = tuple(augmentations.make(c.entry.name, c.args) for c in calls)
         return self._call_function(REGISTRY["augment"], [Arg(x, e.args[0].span), Arg(augs, e.args[1].span)], [],
                                    e.span, ctx)
+
+    def _mix_call(self, name: str, e: ast.Call, ctx: Ctx):
+        """`x, y = mixup(batch.x, batch.y, alpha=0.2)` in a step: the op `mixup` (or `cutmix`), its
+        `classes` the data set's unless given."""
+        pos, kws = self._args(e, ctx)
+        target = pos[1].value if len(pos) > 1 else dict(kws).get("target", Arg(None, e.span)).value
+        ids = isinstance(target, TensorValue) and target.type.dtype == "int64"   # soft targets keep their C
+        given = len(pos) > 3 or any(k == "classes" for k, _ in kws)
+        if ids and not given and self.plan.data is not None and self.plan.data.entry.classes is not None:
+            kws.append(("classes", Arg(self.plan.data.entry.classes, e.span)))
+        return self._call_function(REGISTRY[name], pos, kws, e.span, ctx)
 
     def _init_keys(self, fields: dict, plan: Plan) -> None:
         for name in ("rename", "skip_mismatched"):
@@ -762,6 +775,8 @@ class PlanChecker(TargetCalls):
             return EmaFunction()
         if name == "augment" and ctx.kind == "step":
             return _AUGMENT
+        if name in _MIXING and ctx.kind == "step":
+            return _MixFunction(name)
         if name in catalog.ALL_NAMES:
             return EntryRef(catalog.ALL_NAMES[name])
         if name in catalog.PRECISIONS or name in catalog.STRATEGIES or name in catalog.METRICS or \
@@ -854,6 +869,8 @@ class PlanChecker(TargetCalls):
             return self._apply_target(func, e, ctx)
         if func is _AUGMENT and piped is None:
             return self._augment_call(e, ctx)
+        if isinstance(func, _MixFunction) and piped is None:
+            return self._mix_call(func.name, e, ctx)
         return super()._call_other(func, e, ctx, piped)
 
     def _entry_call(self, entry: catalog.Entry, e: ast.Call, ctx: Ctx) -> PlanCall:
@@ -1084,6 +1101,16 @@ class _AugmentFunction:
 
 
 _AUGMENT = _AugmentFunction()
+_MIXING = [name for name, a in augmentations.AUGMENTATIONS.items() if a.labels]
+
+
+@dataclass(frozen=True)
+class _MixFunction:
+    """`mixup` or `cutmix` in a step: a batch and its targets mixed (`_mix_call`)."""
+    name: str
+
+    def describe(self) -> str:
+        return f"`{self.name}`"
 
 
 def _fsdp_problem(plan: Plan) -> tuple | None:

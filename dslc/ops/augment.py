@@ -238,7 +238,7 @@ def _mixing(name: str, doc: str, rule) -> Augmentation:
                                          "the number of classes (default: the data set's)")),
                         doc + " `batch.y` (class ids) becomes one-hot soft targets [B, classes] of float32 on "
                         "every split (mixed on training batches only), which `cross_entropy` takes; metrics "
-                        "still compare with the class ids. The plan field only", rule=rule, labels=True,
+                        "still compare with the class ids. In a step: `x, y = " + name + "(batch.x, batch.y)`", rule=rule, labels=True,
                         plan_only=True)
 
 
@@ -452,6 +452,95 @@ register(OpDef(
                                                                  make("random_erasing", {"p": 1.0}))})),
     arbitrary=_arbitrary,
 ))
+
+
+# ---------------------------------------------------------------------- the step form of mixup and cutmix
+
+MIXING_TARGETS = FLOAT_DTYPES + ("int64",)   # class ids, or soft targets already
+
+
+def _mix_infer(name: str):
+    """`mixup(x, y)`: x as it is, and y [B] of class ids (or soft targets [B, C]) as soft targets [B, C]."""
+    def infer(b):
+        x, y = b.inputs
+        why = problem(name, {}, x, "the tensor")
+        if why:
+            raise ShapeError(why, code="E0302", input=0)
+        classes = None if b["classes"] is None else plain(b["classes"])
+        if y.dtype == "int64" and y.rank != 1 or y.dtype != "int64" and y.rank != 2:
+            raise ShapeError(f"`{name}` mixes class ids [B] of int64 or soft targets [B, C], got {y}", code="E0302",
+                             input=1)
+        if not _same_size(x.shape[0], y.shape[0]):
+            raise ShapeError(f"`{name}` mixes a batch and its targets, but the tensor is {x} and the targets {y}",
+                             code="E0302", input=1)
+        if y.dtype != "int64":
+            if classes is not None and not isinstance(y.shape[1], Sym) and plain(y.shape[1]) != classes:
+                raise ShapeError(f"the soft targets {y} have {plain(y.shape[1])} classes, not {classes}",
+                                 code="E0302", arg="classes")
+            return [x, y]
+        if classes is None:
+            raise ShapeError(f"`{name}` makes class ids one-hot: it needs the number of classes", code="E0302",
+                             arg="classes", help=f"give it: `{name}(batch.x, batch.y, classes=10)`")
+        return [x, TensorType((y.shape[0], classes), "float32")]
+    return infer
+
+
+def _same_size(a, b) -> bool:
+    return a == b or not isinstance(a, Sym) and not isinstance(b, Sym) and plain(a) == plain(b)
+
+
+def _soft_src(e) -> str:
+    y = e.arg("target")
+    return f"F.one_hot({y}, {e.fmt(e.args['classes'])}).float()" if e.types[1].dtype == "int64" else y
+
+
+def _mix_src(name: str):
+    def src(e) -> str:
+        x, soft = e.arg("input"), _soft_src(e)
+        # mixing applies while training, as the plan field's; eval mode keeps the (one-hot) targets
+        return f"({AUGMENTATIONS[name].helper}({x}, {soft}{e.kw('alpha')}) if self.training else ({x}, {soft}))"
+    return src
+
+
+def _mix_onnx(g, n):
+    """Eval mode (an exported graph's): the images as they are, class ids one-hot."""
+    x, y = n.inputs
+    if n.types[1].dtype != "int64":
+        return [g.op("Identity", [x]), g.op("Identity", [y])]
+    depth = g.const(int(plain(n["classes"])), "int64")
+    return [g.op("Identity", [x]), g.op("OneHot", [y, depth, g.const([0.0, 1.0], "float32")], axis=-1)]
+
+
+def _mix_arbitrary(name: str):
+    def draw(d) -> Example:
+        b, classes = d.int(1, 5), d.int(2, 6)
+        return Example({"input": S(b, d.choice([1, 3]), d.int(2, 6), d.int(2, 6)),
+                        "target": S(b, dtype="int64", values=(0, classes)), "classes": classes,
+                        "alpha": d.choice([0.2, 1.0, 2.0])})
+    return draw
+
+
+def _mixing_op(name: str) -> OpDef:
+    aug = AUGMENTATIONS[name]
+    return OpDef(
+        name=name, kind="function", family="random", pure=False, internal=True, dtypes=MIXING_TARGETS,
+        doc=f"`x, y = {name}(batch.x, batch.y, alpha=1.0, classes=10)` inside a training plan's step: the plan "
+            f"field's `{name}` of a batch and its class ids (one-hot, soft targets [B, classes]; or soft targets "
+            "[B, C] as they are), returning both; while training only (eval mode: the batch as it is, the "
+            "targets one-hot).",
+        params=(ParamSpec("input", TENSOR), ParamSpec("target", TENSOR)) + aug.params,
+        infer=_mix_infer(name),
+        macs=lambda b, out: 0,
+        torch=TorchFunction(_mix_src(name), helpers=(aug.helper,)),
+        onnx=_mix_onnx,
+        examples=(Example({"input": S(4, 1, 6, 6), "target": S(4, dtype="int64", values=(0, 10)), "classes": 10}),
+                  Example({"input": S(3, 3, 5, 4), "target": S(3, 4, values=(0, 1)), "alpha": 0.4})),
+        arbitrary=_mix_arbitrary(name),
+    )
+
+
+register(_mixing_op("mixup"))
+register(_mixing_op("cutmix"))
 
 
 # ---------------------------------------------------------------------- the helpers (torch only)
@@ -742,20 +831,20 @@ helper("augment_random_affine", '''
 helper("augment_beta", '''
     def augment_beta(alpha, generator=None):
         """One draw of Beta(alpha, alpha): G1 / (G1 + G2) of two Gamma(alpha) draws (Marsaglia and
-        Tsang's method, a shape below 1 boosted by u^(1/alpha)), from `generator`."""
+        Tsang's method, a shape below 1 boosted by u^(1/alpha)), from `generator`. Computed from their
+        logarithms, as sigmoid(log G1 - log G2): a small alpha's draws underflow to 0 otherwise."""
         def uniform():
             return torch.rand((), generator=generator, dtype=torch.float64)
-        def gamma(a):
-            boost = uniform() ** (1 / a) if a < 1 else 1.0
+        def log_gamma(a):
+            log_boost = torch.log(uniform()) / a if a < 1 else 0.0
             d = (a + 1 if a < 1 else a) - 1 / 3
             c = 1 / (9 * d) ** 0.5
             while True:
                 z = torch.randn((), generator=generator, dtype=torch.float64)
                 v = (1 + c * z) ** 3
                 if v > 0 and torch.log(uniform()) < 0.5 * z * z + d - d * v + d * torch.log(v):
-                    return float(d * v * boost)
-        g1, g2 = gamma(alpha), gamma(alpha)
-        return g1 / (g1 + g2)
+                    return torch.log(d * v) + log_boost
+        return float(torch.sigmoid(log_gamma(alpha) - log_gamma(alpha)))
 ''')
 
 helper("augment_mixup", '''

@@ -11,6 +11,15 @@ numbers); and the CPU latency of one example (batch 1), the median of `repeats` 
 Static quantization is calibrated on the plan's validation split (else its training split): never
 the test split it is measured on. A variant that cannot be made (a model torch.fx cannot trace, an
 op onnxruntime cannot quantize) gets a row with the reason, and the others are still measured.
+
+A run of a plan whose last phase quantizes (`quantize(model)`: quantization-aware training) adds
+the row `int8 qat`, its own int8 model: the size of RUN/model.int8.pt, and the metrics and latency
+of the run's last (fake-quantized) weights converted again as the run converted them, an eager
+module as the other PyTorch rows are (its parameters and zeros are those weights'). The float row and
+the post-training variants beside it are made from the float weights the quantizing phase started
+from (the newest kept epoch checkpoint whose weights are not fake-quantized, else the plan's `init`
+when that phase is its first; or --weights), so the
+table compares quantization-aware training with post-training quantization of the same model.
 """
 from __future__ import annotations
 
@@ -28,13 +37,14 @@ from torch import nn
 
 from ..backends.onnx_emit import emit_model
 from ..diagnostics import Diagnostic, DslcError
-from . import compress
+from . import checkpoint, compress, qat
 from . import data as data_mod
 from .deploy import example_sizes, torchscript
 from .evaluate import split_of
 from .pruning import all_sparsity
-from .restore import restore
+from .restore import INIT, LAST, find_run, load, restore, run_weights
 from .rundir import RunDir
+from .weights import read_state
 
 FILE = "compress-report.json"
 
@@ -59,9 +69,15 @@ class Variant:
 
 def report(plan, path: str, options: ReportOptions, warn=print) -> dict:
     """The rows of the report, also written as RUN/compress-report.json."""
-    _not_quantizing(plan)
-    restored = restore(plan, path, options.run, options.weights, "cpu", warn)
+    quantizing = _quantize_phase(plan)
+    which = options.weights
+    if quantizing is not None:
+        run = find_run(plan, path, options.run)
+        which = which or _float_weights(run, plan, quantizing)
+    restored = restore(plan, path, options.run, which, "cpu", warn)
     trainer = restored.trainer
+    if quantizing is not None:
+        _float_model(trainer, restored.weights.path, quantizing)
     key, step = _single(trainer)
     model = trainer.models[key].eval()
     graph = plan.models[key][2]
@@ -80,6 +96,9 @@ def report(plan, path: str, options: ReportOptions, warn=print) -> dict:
         rows.append(dict(row, bytes=len(variant.data), zipped_bytes=len(zlib.compress(variant.data, 9)),
                          parameters=params, sparsity=round(sparsity, 6), metrics=metrics,
                          latency_ms=_latency(variant.module, one, options.repeats)))
+    if quantizing is not None:   # after the PyTorch rows
+        at = next((i for i, r in enumerate(rows) if r["format"] != "pytorch"), len(rows))
+        rows.insert(at, _qat_row(trainer, key, step, restored.run, quantizing.quantize, test, one, options.repeats))
     result = {"plan": plan.name, "run": restored.run, "weights": restored.weights.path,
               "weights_label": restored.weights.label, "split": "test", "examples": len(test[fields[0]]),
               "threads": 1, "repeats": options.repeats, "engine": compress.engine(), "variants": rows}
@@ -108,16 +127,60 @@ def _calibration(trainer, fields: list) -> list:
     return [tuple(b[f] for f in fields) for b in itertools.islice(batches, count)]
 
 
-def _not_quantizing(plan) -> None:
-    """A plan that trains with fake quantization has no float model to start the report from: its
-    weights carry observers, and its int8 model is already made (RUN/model.int8.pt)."""
-    phase = next((p for p in plan.phases if p.quantize is not None), None)
-    if phase is not None:
+# ---------------------------------------------------------------------- a quantization-aware run
+
+def _quantize_phase(plan):
+    """The phase that quantizes (`quantize(model)`, the plan's last), or None."""
+    return next((p for p in plan.phases if p.quantize is not None), None)
+
+
+def _float_weights(run: str, plan, phase) -> str:
+    """The float weights the quantizing phase started from: the newest kept epoch checkpoint whose
+    weights are not fake-quantized, or the plan's `init` when the phase is its first (E0502 when
+    the run kept no float weights)."""
+    for _epoch, batch, json_path in reversed(checkpoint.checkpoints(os.path.join(run, "checkpoints"))):
+        weights = json_path[:-len(".json")] + ".safetensors"
+        if batch == 0 and os.path.isfile(weights) and not qat.prepared_state(read_state(weights)):
+            return weights
+    if plan.phases[0] is phase and plan.fields.get("init"):
+        return INIT
+    raise DslcError(Diagnostic(
+        "E0502", f"compress-report puts the run's int8 model beside the float model the phase `{phase.name}` "
+        f"started from, but {run} keeps no checkpoint of float weights", phase.quantize.span,
+        help="give them with --weights FILE, or keep more checkpoints (`checkpoint(every=1, keep=10)`)"))
+
+
+def _float_model(trainer, path: str, phase) -> None:
+    """The weights given with --weights must be float ones: the fake-quantized are the int8 model's."""
+    if any(qat.is_prepared(m) for m in trainer.models.values()):
         raise DslcError(Diagnostic(
-            "E0502", f"compress-report measures the int8 variants of a float model; `{plan.name}` trains with "
-            f"fake quantization in its phase `{phase.name}` and ends with its own int8 model", phase.quantize.span,
-            help="its int8 model is RUN/model.int8.pt, with its size and test metrics under `int8` in result.json; "
-                 "run compress-report on the float plan it started from"))
+            "E0502", f"{path} holds fake-quantized weights of the phase `{phase.name}`; the report's float row and "
+            "post-training variants are made from float weights", phase.quantize.span, file_name=path,
+            help="leave out --weights (the newest float checkpoint is taken), or give a float phase's checkpoint"))
+
+
+def _qat_row(trainer, key: str, step, run: str, q, test: dict, one: tuple, repeats: int) -> dict:
+    """The run's own int8 model, RUN/model.int8.pt, measured as the other rows are."""
+    row = {"variant": "int8 qat", "format": "pytorch"}
+    file = os.path.join(run, qat.INT8_FILE)
+    if not os.path.isfile(file):
+        return dict(row, error=f"{file} is not there: the run has not finished its quantizing phase")
+    last = run_weights(run, LAST, list(trainer.models))   # the fake-quantized weights it was made from
+    load(trainer, last)
+    prepared = trainer.models[key]
+    params, sparsity = all_sparsity(prepared)
+    with open(file, "rb") as f:
+        data = f.read()
+    # converted again as the run converted it: an eager module, run as the other PyTorch rows are
+    int8 = qat.convert(prepared, q.backend)
+    try:
+        metrics = _measure(trainer, step, prepared, int8, test)
+        latency = _latency(int8, one, repeats)
+    finally:
+        compress.engine()
+    return dict(row, bytes=len(data), zipped_bytes=len(zlib.compress(data, 9)), parameters=params,
+                sparsity=round(sparsity, 6), metrics=metrics, latency_ms=latency, backend=q.backend,
+                weights=last.path, file=file)
 
 
 def _single(trainer) -> tuple[str, object]:

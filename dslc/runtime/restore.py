@@ -29,6 +29,7 @@ from .trainer import STANDARDIZE_FILE, Options, Trainer
 from .weights import read_state
 
 BEST, LAST = "best", "last"
+INIT = "init"   # not the run's weights but those the plan starts from (`init`): compress-report's float rows of QAT
 
 
 @dataclass
@@ -122,8 +123,8 @@ def restore(plan, path: str, run: str | None, which: str | None, device: str | N
     """The plan set up as `dslc train` sets it up, its models holding the run's weights."""
     folder = find_run(plan, path, run)
     trainer = Trainer(plan, path, Options(device=device, progress=False), out=warn, warn=warn)
-    if plan.evaluation:   # its steps train nothing: the weights are the plan's `init`, as its run used them
-        if which is not None:
+    if plan.evaluation or which == INIT:   # the weights are the plan's `init`, as its run loaded them
+        if plan.evaluation and which is not None:
             raise DslcError(Diagnostic("E0603", f"the plan `{plan.name}` trains nothing (no step has an optimizer): "
                                        "its weights are its `init`, and --weights does not apply",
                                        file_name=folder, help="leave out --weights, or change the plan's `init`"))

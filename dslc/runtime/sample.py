@@ -27,13 +27,13 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..backends.output import is_stream, write_output
 from ..catalog.text import Codec
-from ..diagnostics import Diagnostic, DslcError, did_you_mean
+from ..diagnostics import Diagnostic, DslcError, SourceFile, Span, did_you_mean
 from ..ir.dims import known_value, plain
 from . import checkpoint, diffusion
 from . import data as data_mod
@@ -57,6 +57,7 @@ class SampleOptions:
     sets: tuple = ()                # --set as given to `dslc train`
     device: str | None = None
     label: int | None = None        # the class of every sample, for models with a label input
+    label_setting: str | None = None  # the `--set label=K` it came from (`with_label_setting`), for messages
     inputs: tuple = ()              # (input name, .npy file) pairs that feed those inputs
     sampler: str = "ddpm"           # diffusion models: "ddpm" or "ddim"
     steps: int | None = None        # diffusion models: denoising steps (default T for ddpm, 50 for ddim)
@@ -64,6 +65,42 @@ class SampleOptions:
 
 GRID_TILE = 64      # images are enlarged by a whole factor to about this many pixels a side
 GRID_PAD = 2        # pixels between (and around) the images of a grid
+
+
+LABEL = "label"
+
+
+def with_label_setting(options: SampleOptions) -> SampleOptions:
+    """`--set label=K` is `--label K`, taken out of `sets` (which hold the plan's settings: `label` is
+    not a plan field, and a model's parameter is set through its call, `--set model.label=K`). Given
+    with `--label` too it is E0306; `draw` refuses it for a model with a parameter `label` (E0305)."""
+    found = [item for item in options.sets if item.partition("=")[0].strip() == LABEL]
+    if not found:
+        return options
+    item = found[0]
+    start = item.index("=") + 1
+    span = Span(SourceFile("--set", item), start, len(item))
+    if len(found) > 1 or options.label is not None:
+        raise DslcError(Diagnostic("E0306", "the class of the samples is given twice" + (
+            f": --label {options.label} and --set {item}" if options.label is not None else ""), span,
+            help="give it once: --label K, or --set label=K"))
+    text = item[start:].strip()
+    if not text.isdigit():
+        raise DslcError(Diagnostic("E0301", f"`--set label` is the class of the samples, a whole number >= 0, "
+                                   f"got `{text}`", span, help="for example --set label=3"))
+    sets = tuple(s for s in options.sets if s is not item)
+    return replace(options, sets=sets, label=int(text), label_setting=item)
+
+
+def _label_setting_fits(options: SampleOptions, decl) -> None:
+    """`--set label=K` names the class of the samples; a model with a parameter `label` makes it ambiguous."""
+    if options.label_setting is None or all(p.name != LABEL for p in decl.params):
+        return
+    item = options.label_setting
+    raise DslcError(Diagnostic(
+        "E0305", f"`--set label` is ambiguous: `{decl.name}` has a parameter `label`, and `dslc sample` also "
+        "takes `label` as the class of the samples", Span(SourceFile("--set", item), 0, item.index("=")),
+        help="the class of the samples: --label K; the model's parameter: --set model.label=K (its call in the plan)"))
 
 
 def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
@@ -80,6 +117,7 @@ def draw(plan, path: str, options: SampleOptions, out=print) -> dict:
                                    help=f"train it first (`dslc train {path} --plan {plan.name}`), or give its "
                                         "folder with --run"))
     key = choose_model(plan, options.model)
+    _label_setting_fits(options, plan.models[key][0])
     weights_path, weights = _weights(run)
     model = _build(plan, key, path, weights, weights_path).to(device).eval()
     decl, _, graph = plan.models[key]

@@ -674,6 +674,7 @@ class Trainer:
     def _epoch(self, epoch: int, total: int, skip: int) -> dict:
         # long: the batch loop with gradient accumulation, and the epoch's record
         phase = self.phases[self.phase_index]
+        self._step_modes(True)
         for m in self.modules():
             m.train()
         for m in self.frozen_modules:
@@ -808,6 +809,12 @@ class Trainer:
         s.schedule.after_step()
         self.callbacks.on_optimizer_step(self, s)
 
+    def _step_modes(self, training: bool) -> None:
+        """The steps' own mode (not their models', which `modules()` sets): their random augmentations
+        and mixing (`if self.training`) apply to training batches only."""
+        for s in self.steps:
+            s.module.training = training
+
     def modules(self) -> list:
         """The models and the momentum targets: what runs in training or in inference mode."""
         return list(self.models.values()) + [t.module for t in self.targets.values()]
@@ -843,6 +850,7 @@ class Trainer:
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
         metrics = self.metric_set()
+        self._step_modes(False)
         for m in self.modules():
             m.eval()
         total, count = 0.0, 0
