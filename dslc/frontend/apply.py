@@ -566,21 +566,30 @@ class LayerApplication:
 
     def _caller_mapping(self, sub, spec: BlockSpec, inputs):
         """f(atom) taking the block's parameters and input dims to the caller's expressions."""
-        given = {n: a.value for n, a in spec.args.items()}
-        input_index = {name: i for i, (name, _) in enumerate(sub.inputs)}
+        return _CallerTerms(sub, {n: a.value for n, a in spec.args.items()}, inputs)
 
-        def f(a):
-            if isinstance(a, Param):
-                if a.name in given:
-                    return poly_of_value(given[a.name])
-                v = sub.params.get(a.name)
-                p = poly_of_value(v) if v is not None else None
-                return p.subst(f) if p is not None else None
-            if isinstance(a, InDim) and a.input in input_index:
-                d = inputs[input_index[a.input]].type.shape[a.index]
-                return poly_of_value(d)
-            return None
-        return f
+
+class _CallerTerms:
+    """A block's atoms in its caller's terms: a given argument as given, a default through the
+    others, an input's dim as the caller's input has it (None: an atom of the caller's own).
+    An object rather than a closure that calls itself: such a closure is a reference cycle, and
+    every block application would leave one to the cyclic collector."""
+
+    def __init__(self, sub, given: dict, inputs):
+        self.sub, self.given, self.inputs = sub, given, inputs
+        self.input_index = {name: i for i, (name, _) in enumerate(sub.inputs)}
+
+    def __call__(self, a):
+        if isinstance(a, Param):
+            if a.name in self.given:
+                return poly_of_value(self.given[a.name])
+            v = self.sub.params.get(a.name)
+            p = poly_of_value(v) if v is not None else None
+            return p.subst(self) if p is not None else None
+        if isinstance(a, InDim) and a.input in self.input_index:
+            d = self.inputs[self.input_index[a.input]].type.shape[a.index]
+            return poly_of_value(d)
+        return None
 
 
 MAX_CHAIN_NOTES = 8  # "in `Block`, used at ..." notes of one diagnostic, then one "..."

@@ -10,6 +10,8 @@ the shapes of a model that was skipped are evaluated when a hover or an inlay hi
 """
 from __future__ import annotations
 
+import weakref
+
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
@@ -74,11 +76,13 @@ class _Recording(Evaluator):
 
 
 class _Cache(dict):
-    """The block specializations; taking one counts its names as reached."""
+    """The block specializations; taking one counts its names as reached. It knows its evaluator
+    by a weak reference: a cycle would leave both, and every graph they hold, to the cyclic
+    collector (dslc.lsp.heap)."""
 
     def __init__(self, ev: _Recording):
         super().__init__()
-        self.ev = ev
+        self.ev = weakref.proxy(ev)
 
     def __getitem__(self, key):
         sub = super().__getitem__(key)

@@ -1,0 +1,47 @@
+"""The language server's garbage collection: out of the way of the checks.
+
+A check pauses the cyclic collector while it builds syntax trees and graphs (as `dslc check`
+does, frontend.check.gc_paused). Turned back on, the collector's next young collection would
+scan every object the check made, most of them alive (the new analysis and the caches): 20 ms
+of a 500-line file's 80 ms, paid before the diagnostics go out. Here the check's objects are
+frozen instead (`gc.freeze`: moved out of the generations the collector scans, at no cost),
+so the collections between checks see only what the server made since. What a check drops
+in a reference cycle (graphs, closures) is then freed by a full collection, run after a
+check once the frozen objects have grown by half since the last one: memory stays within
+1.5 times what is alive, and the cost of a collection is spread over the checks that made
+its garbage, as the collector's own generations spread theirs.
+"""
+from __future__ import annotations
+
+import gc
+
+GROWTH = 1.5   # a full collection when the frozen objects reach this times the last one's survivors
+
+
+class FrozenHeap:
+    """A context manager for each check (reusable): the collector paused inside, the check's
+    objects frozen after, and a full collection when the frozen ones have grown by GROWTH."""
+
+    def __init__(self):
+        self.survivors = 0   # the frozen objects after the last full collection (0: none yet)
+        self.full = 0        # full collections run
+
+    def __enter__(self):
+        self._was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc):
+        gc.freeze()
+        if gc.get_freeze_count() > GROWTH * self.survivors:
+            self.collect()
+        if self._was:
+            gc.enable()
+
+    def collect(self) -> None:
+        """A full collection of everything, frozen or not; what survives is frozen again."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.survivors = gc.get_freeze_count()
+        self.full += 1
