@@ -5,25 +5,27 @@ does, frontend.check.gc_paused). Turned back on, the collector's next young coll
 scan every object the check made, most of them alive (the new analysis and the caches): 20 ms
 of a 500-line file's 80 ms, paid before the diagnostics go out. Here the check's objects are
 frozen instead (`gc.freeze`: moved out of the generations the collector scans, at no cost),
-so the collections between checks see only what the server made since. What a check drops
-in a reference cycle (graphs, closures) is then freed by a full collection, run after a
-check once the frozen objects have grown by half since the last one: memory stays within
-1.5 times what is alive, and the cost of a collection is spread over the checks that made
-its garbage, as the collector's own generations spread theirs.
+so the collections between checks see only what the server made since. The checks make no
+reference cycles (what they drop, reference counting frees); whatever else does is freed by a
+full collection, run after a check once the memory in use (`sys.getallocatedblocks`, which
+costs nothing, where counting the frozen objects walks them all) has grown by half since the
+last one: memory stays within 1.5 times what is alive, and a collection's cost is spread over
+the checks that made its garbage, as the collector's own generations spread theirs.
 """
 from __future__ import annotations
 
 import gc
+import sys
 
-GROWTH = 1.5   # a full collection when the frozen objects reach this times the last one's survivors
+GROWTH = 1.5   # a full collection when the memory in use reaches this times the last one's
 
 
 class FrozenHeap:
     """A context manager for each check (reusable): the collector paused inside, the check's
-    objects frozen after, and a full collection when the frozen ones have grown by GROWTH."""
+    objects frozen after, and a full collection when the memory in use has grown by GROWTH."""
 
     def __init__(self):
-        self.survivors = 0   # the frozen objects after the last full collection (0: none yet)
+        self.survivors = 0   # the memory blocks in use after the last full collection (0: none yet)
         self.full = 0        # full collections run
 
     def __enter__(self):
@@ -33,7 +35,7 @@ class FrozenHeap:
 
     def __exit__(self, *exc):
         gc.freeze()
-        if gc.get_freeze_count() > GROWTH * self.survivors:
+        if sys.getallocatedblocks() > GROWTH * self.survivors:
             self.collect()
         if self._was:
             gc.enable()
@@ -43,5 +45,5 @@ class FrozenHeap:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        self.survivors = gc.get_freeze_count()
+        self.survivors = sys.getallocatedblocks()
         self.full += 1
