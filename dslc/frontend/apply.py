@@ -459,7 +459,7 @@ class LayerApplication:
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
         flat = leaves(inputs)
-        key = (decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs))
+        key = specialization_key(spec, inputs)
         if key in self.cache:
             sub = self.cache[key]
         else:
@@ -624,6 +624,11 @@ def _poly_key(v):
 def _tensors(v) -> bool:
     """A non-empty (nested) tuple of tensors."""
     return isinstance(v, tuple) and bool(v) and all(isinstance(x, TensorValue) or _tensors(x) for x in v)
+
+
+def specialization_key(spec: BlockSpec, inputs) -> tuple:
+    """What a block's specialization is made for: the block, its arguments, its inputs' types."""
+    return spec.decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs)
 
 
 def _structure_key(v):
