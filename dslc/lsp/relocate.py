@@ -4,8 +4,8 @@ A specialization (a block's graph for some arguments and input types) is a funct
 texts of the block and of the declarations it reaches; where they sit in the file only shows
 in its spans. When an edit moves a block without changing it (an edit above it), the graph
 made before is still right once each span is moved by as much as its declaration moved and
-points at the new text. `relocated` makes that copy: the graphs, nodes, layer instances and
-values that hold spans are copied, everything else (types, sizes, guards, ops) is shared, as
+points at the new text. `relocated` makes that copy: the graphs, nodes, layer instances,
+values and guards that hold spans are copied, everything else (types, sizes, ops) is shared, as
 it is between the callers of one specialization within a check. A span outside the
 declarations it should lie in, or a node of a kind it does not know, makes it give up
 (None): the block is then specialized again, as a full check would.
@@ -17,6 +17,7 @@ import bisect
 from ..diagnostics import Span
 from ..frontend import ast
 from ..frontend.values import InitSpec
+from ..ir.dims import GuardList
 from ..ir.graph import Graph, Instance, Node
 from ..ir.values import TensorValue
 
@@ -77,8 +78,18 @@ class _Mover:
         copy.__dict__.update(g.__dict__)
         self.memo[id(g)] = copy
         copy.decl = self.decl(g.decl)
+        copy.guards = GuardList([self.guard(x) for x in g.guards])
         copy.nodes = {k: self.node(n) for k, n in g.nodes.items()}
         copy.instances = {k: self.instance(i) for k, i in g.instances.items()}
+        return copy
+
+    def guard(self, g):
+        """A guard remembers where in the spec it comes from (`where`, outside what it compares)."""
+        if getattr(g, "where", None) is None:
+            return g
+        copy = object.__new__(type(g))
+        copy.__dict__.update(g.__dict__)
+        copy.__dict__["where"] = self.span(g.where)
         return copy
 
     def decl(self, decl):
