@@ -4,9 +4,11 @@ exactly those of a fresh full check of the same text (`dslc.api.load`, what `dsl
 and an edit inside one model evaluates that model only."""
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import random
+import weakref
 
 import pytest
 
@@ -18,6 +20,7 @@ from dslc.frontend.plans import PlanChecker
 from dslc.frontend.reparse import Reparser
 from dslc.ir.values import TensorValue
 from dslc.lsp.analysis import Checker
+from dslc.lsp.heap import FrozenHeap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -341,6 +344,61 @@ def test_moved_specializations_hold_no_span_of_an_older_text():
         _spans(fresh.graphs, set(), theirs)
         assert {(s.file.name, s.start, s.end) for s in found} == {(s.file.name, s.start, s.end) for s in theirs}, path
     assert reused > 50
+
+
+def test_checks_leave_little_to_the_cyclic_collector(tmp_path):
+    """What a check drops, reference counting frees: the server freezes each check's objects
+    (dslc/lsp/heap.py) and collects cycles rarely. A block application that left a cycle (a
+    closure that calls itself) made some 3,000 objects of cyclic garbage a check here."""
+    path = str(tmp_path / "spec.dl")
+    checker, text, checks = Checker(), SPEC, 0
+    checker.check(path, text)
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for old, new in BLOCK_EDITS:
+            for a, b in ((old, new), (new, old)):
+                text = text.replace(a, b, 1)
+                checker.check(path, text)
+                checks += 1
+        assert gc.collect() < 50 * checks
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_the_servers_heap_freezes_each_check_and_collects_when_memory_grows():
+    heap, was = FrozenHeap(), gc.isenabled()
+    gc.enable()
+    try:
+        with heap:
+            assert not gc.isenabled()
+        assert gc.isenabled() and heap.full == 1   # the first check: a full collection sets the baseline
+        with heap:
+            cycle: list = []
+            cycle.append(cycle)
+            kept = weakref.ref(_Box(cycle))
+        assert gc.isenabled() and heap.full == 1 and gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert kept() is not None   # frozen: the collector between checks does not scan it
+        heap.collect()   # what a check left in a cycle goes at the next full collection
+        assert heap.full == 2 and kept() is None
+        with heap:
+            garbage = [[] for _ in range(heap.survivors // 2 + 10_000)]   # the memory in use grows by half
+        assert heap.full == 3
+        del garbage
+    finally:
+        gc.unfreeze()
+        if not was:
+            gc.disable()
+
+
+class _Box:
+    def __init__(self, inside):
+        self.inside = inside
+        inside.append(self)
 
 
 def test_piecewise_parse_equals_a_whole_parse():
