@@ -15,9 +15,8 @@ from __future__ import annotations
 import bisect
 
 from ..diagnostics import Span
-from ..frontend import ast
 from ..frontend.values import InitSpec
-from ..ir.dims import GuardList
+from ..ir.dims import GuardList, Real, Size, Sym
 from ..ir.graph import Graph, Instance, Node
 from ..ir.values import TensorValue
 
@@ -117,24 +116,27 @@ class _Mover:
         return copy
 
     def value(self, v):
-        """A node's or an instance's argument: values with spans copied, the others shared."""
-        if isinstance(v, dict):
+        """A node's or an instance's argument: values with spans copied, plain ones shared; any
+        other kind of value (one that may know where it was written) makes the move give up."""
+        if type(v) in _PLAIN:
+            return v
+        if type(v) is dict:
             return {k: self.value(x) for k, x in v.items()} if v else v
-        if isinstance(v, (list, tuple)):
-            items = [self.value(x) for x in v]
-            return items if isinstance(v, list) else tuple(items) if type(v) is tuple else _unmovable(v)
-        if isinstance(v, TensorValue):
+        if type(v) is list:
+            return [self.value(x) for x in v]
+        if type(v) is tuple:
+            return tuple([self.value(x) for x in v])
+        if type(v) is TensorValue:
             copy = object.__new__(TensorValue)
             copy.__dict__.update(ref=v.ref, type=v.type, span=self.span(v.span))
             return copy
-        if isinstance(v, Graph):
+        if type(v) is Graph:
             return self.graph(v)
-        if isinstance(v, InitSpec):
+        if type(v) is InitSpec:
             return InitSpec(v.init, self.value(v.args))
-        if isinstance(v, (Span, ast.Node)) or hasattr(v, "span"):
-            raise Unmovable(v)   # a value that knows where it was written: not one seen in a graph yet
-        return v
+        raise Unmovable(v)
 
 
-def _unmovable(v):
-    raise Unmovable(v)
+_PLAIN = {int, bool, float, str, type(None), Size, Real, Sym}   # the values in graphs that hold no span
+
+
