@@ -25,7 +25,7 @@ class FrozenHeap:
     objects frozen after, and a full collection when the memory in use has grown by GROWTH."""
 
     def __init__(self):
-        self.survivors = 0   # the memory blocks in use after the last full collection (0: none yet)
+        self.survivors = 0   # the memory blocks in use after the last full collection (or the first check)
         self.full = 0        # full collections run
 
     def __enter__(self):
@@ -35,7 +35,9 @@ class FrozenHeap:
 
     def __exit__(self, *exc):
         gc.freeze()
-        if sys.getallocatedblocks() > GROWTH * self.survivors:
+        if not self.survivors:   # the first check: what it made is the baseline (a collection now would delay its diagnostics)
+            self.survivors = sys.getallocatedblocks()
+        elif sys.getallocatedblocks() > GROWTH * self.survivors:
             self.collect()
         if self._was:
             gc.enable()
