@@ -6,9 +6,10 @@ at a time, each waiting for the diagnostics of its version. The edits alternate 
 breaks a line (a misspelled layer: an error to report) and one that mends it, so both the error
 path and the clean path are timed. The edited layer is in a block that every model uses, so
 each edit evaluates every model again (the server's worst case: it skips only the models an
-edit cannot change); the same edits inside one model are timed too (`model_edit`). Results go
-to bench/results/lsp.json: p50, p95 and the maximum of the change-to-diagnostics times, and the
-time to the first diagnostics after opening.
+edit cannot change; of the blocks, it makes the edited one's specializations again and moves
+the others' from the last check); the same edits inside one model are timed too
+(`model_edit`). Results go to bench/results/lsp.json: p50, p95 and the maximum of the
+change-to-diagnostics times, and the time to the first diagnostics after opening.
 
     python bench/lsp.py [--lines 500] [--edits 40] [--out PATH]
 """

@@ -4,17 +4,23 @@ exactly those of a fresh full check of the same text (`dslc.api.load`, what `dsl
 and an edit inside one model evaluates that model only."""
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import random
+import weakref
 
 import pytest
 
 from dslc.api import load
-from dslc.diagnostics import DslcError, SourceFile
+from dslc.diagnostics import DslcError, SourceFile, Span
+from dslc.frontend.apply import LayerApplication
 from dslc.frontend.parser import parse
+from dslc.frontend.plans import PlanChecker
 from dslc.frontend.reparse import Reparser
+from dslc.ir.values import TensorValue
 from dslc.lsp.analysis import Checker
+from dslc.lsp.heap import FrozenHeap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,6 +72,18 @@ model Plain(width: int = 48) {
     Linear(3)
 }
 
+block Head(classes: int, p: float = 0.2) {
+    Linear(classes)
+    Dropout(p)
+}
+
+model Noisy(width: int = 24) {
+    input x: [B, 12]
+    Linear(width)
+    Mlp(width, p=0.0)
+    Head(4)
+}
+
 model Open(dim: int, classes: int) {
     input x: [B, dim]
     Mlp(dim)
@@ -95,6 +113,24 @@ INSERTS = [
     "    x = x -> Mlp(dim, p=0.5)",
     "    Dropout(p=2)",
     "block Extra(n: int = 3) {\n    Linear(n)\n}",
+    "# a comment that moves every declaration below it",
+    "",
+]
+
+MOVES = ["\n", "# moved\n# and again\n", "x"]   # "x": a syntax error above everything
+
+# Edits inside the blocks every model uses: ones that change their shapes or parameters, break
+# them (an unknown layer, a shape mismatch, a type error), and put them back.
+BLOCK_EDITS = [
+    ("Linear(hidden) -> GELU()", "Linear(2 * hidden) -> GELU()"),      # a shape error in Mlp
+    ("hidden: int = 4 * dim", "hidden: int = 2 * dim"),                # other shapes, no error
+    ("p: float = 0.1", "p: float = 0.3"),
+    ("-> Dropout(p) -> Linear(dim)", "-> Dropout(p) -> Linearr(dim)"),  # an unknown layer in Mlp
+    ("BatchNorm2d()\n", "BatchNorm2d()\n    Linear(out)\n"),            # a type error in ConvUnit's users
+    ("Conv2d(out, k, stride=stride", "Conv2d(out, k, stride=\"two\""),
+    ("padding=k // 2", "padding=k"),                                   # other shapes in ConvUnit
+    ("    Dropout(p)\n}", "    Dropout(p)\n    ReLU()\n}"),               # Head's warning goes
+    ("output x + h", "output h"),
 ]
 
 
@@ -115,7 +151,7 @@ def _facts(d) -> tuple:
 
 def _edit(rng: random.Random, text: str, history: list[str]) -> str:
     lines = text.split("\n")
-    kind = rng.choice(["delete", "insert", "copy", "rename", "retype", "revert", "typo"])
+    kind = rng.choice(["delete", "insert", "copy", "rename", "retype", "revert", "typo", "block", "block", "move"])
     i = rng.randrange(len(lines))
     if kind == "delete":
         del lines[i]
@@ -131,6 +167,14 @@ def _edit(rng: random.Random, text: str, history: list[str]) -> str:
         return text.replace(rng.choice(["Linear(classes)", "Linear(width)", "ConvUnit(out)"]), "Linear(\"x\")", 1)
     elif kind == "typo":
         return text.replace(rng.choice(["GELU()", "ReLU()", "BatchNorm2d()"]), "Gelu()", 1)
+    elif kind == "block":   # an edit inside a shared block, or its undoing
+        old, new = rng.choice(BLOCK_EDITS)
+        return text.replace(new, old, 1) if new in text and rng.random() < 0.6 else text.replace(old, new, 1)
+    elif kind == "move":    # lines added or removed above the blocks: every declaration moves
+        for prefix in MOVES:
+            if text.startswith(prefix) and rng.random() < 0.5:
+                return text[len(prefix):]
+        return rng.choice(MOVES) + text
     else:   # fix: back to the first text, or to an earlier one
         return SPEC if rng.random() < 0.5 else rng.choice(history)
     return "\n".join(lines)
@@ -140,17 +184,49 @@ def _edit(rng: random.Random, text: str, history: list[str]) -> str:
 def test_random_edits_give_what_a_full_check_gives(tmp_path, seed):
     path = str(tmp_path / "spec.dl")
     checker, rng, text, history = Checker(), random.Random(seed), SPEC, [SPEC]
-    skipped = 0
+    skipped = reused = 0
     for step in range(40):
         with open(path, "w") as f:
             f.write(text)
         checker.open[path] = text
         analysis = checker.check(path, text)
         assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path), (seed, step, text)
+        if analysis.unit is not None and step % 4 == 0:   # the shapes hovers show: as a fresh check's
+            assert _places(analysis) == _places(Checker().check(path, text)), (seed, step, text)
         skipped += len(analysis.skipped)
+        reused += checker._models[path].reused
         history.append(text)
         text = _edit(rng, text, history)
-    assert skipped > 0   # the cache was used, not only filled
+    assert skipped > 0 and reused > 0   # the caches were used, not only filled
+
+
+def _places(analysis) -> dict:
+    """Every node and layer of every model's graph (its blocks' included, made or reused) with
+    its span and type, and that no span is in a text other than the current one."""
+    analysis.finish()
+    files = {m.file for m in analysis.unit.modules}
+    out: dict = {}
+
+    def walk(graph, into: list) -> None:
+        for node in graph.nodes.values():
+            if node.span is not None:
+                assert node.span.file in files
+            into.append((node.kind, node.op.name if node.op is not None else None, str(node.outputs),
+                         (node.span.start, node.span.end) if node.span is not None else None))
+            for v in node.args.values():
+                if isinstance(v, TensorValue) and v.span is not None:
+                    assert v.span.file in files
+                    into.append(("value", v.span.start, v.span.end))
+        for inst in graph.instances.values():
+            assert inst.span is None or inst.span.file in files
+            into.append((inst.kind, inst.name, (inst.span.start, inst.span.end) if inst.span is not None else None))
+            if inst.graph is not None:
+                assert inst.graph.decl is None or inst.graph.decl is analysis.unit.decls.get(inst.graph.decl.name)
+                walk(inst.graph, into)
+
+    for name, graph in analysis.graphs.items():
+        walk(graph, out.setdefault(name, []))
+    return out
 
 
 def test_an_edit_inside_one_model_evaluates_that_model_only(tmp_path):
@@ -159,15 +235,54 @@ def test_an_edit_inside_one_model_evaluates_that_model_only(tmp_path):
     assert checker.check(path, SPEC).skipped == []
     edited = SPEC.replace("Linear(3)", "Linear(4)")
     analysis = checker.check(path, edited)
-    assert analysis.diagnostics == []
-    assert sorted(analysis.skipped) == ["Small", "Wide"]   # Plain changed; Open has no defaults
-    assert set(analysis.graphs) == {"Plain"}
+    assert [d.code for d in analysis.diagnostics] == ["W0401"]   # Noisy's, in Head
+    # Plain changed; Noisy has a warning (evaluated every time); Open has no defaults
+    assert sorted(analysis.skipped) == ["Small", "Wide"]
+    assert set(analysis.graphs) == {"Plain", "Noisy"}
     # a hover's shapes: the skipped models are evaluated when asked, as a full check would
     analysis.finish()
-    assert set(analysis.graphs) == {"Small", "Wide", "Plain"} and not analysis.partial
+    assert set(analysis.graphs) == {"Small", "Wide", "Plain", "Noisy"} and not analysis.partial
     assert analysis.graphs["Wide"].outputs   # a whole graph, not a partial one
     # an edit in a block its models share evaluates them again
     assert checker.check(path, edited.replace("GELU()", "ReLU()")).skipped == []
+
+
+def _made(monkeypatch) -> list:
+    """The names of the blocks the models' evaluation specializes (makes, not takes from a cache)
+    from now on; a plan's check makes its own (it is evaluated every time)."""
+    made = []
+    real = LayerApplication._specialize
+
+    def counting(self, spec, *args):
+        if not isinstance(self, PlanChecker):
+            made.append(spec.decl.name)
+        return real(self, spec, *args)
+    monkeypatch.setattr(LayerApplication, "_specialize", counting)
+    return made
+
+
+def test_an_edit_inside_a_block_makes_that_blocks_specializations_only(tmp_path, monkeypatch):
+    """The blocks that did not change are taken from the last check, moved where the edit moved
+    them; their users' diagnostics (a warning inside one of them) are where a full check puts them."""
+    path = str(tmp_path / "spec.dl")
+    checker = Checker()
+    checker.check(path, SPEC)
+    made, text = _made(monkeypatch), SPEC
+    for old, new in [("GELU()", "ReLU()"), ("-> Linear(dim)", "-> Linearr(dim)"), ("Linearr(dim)", "Linear(dim)")]:
+        text = text.replace(old, new, 1)
+        made.clear()
+        analysis = checker.check(path, text)
+        # ConvUnit, Stage and Head moved (Mlp's text changed length), not made
+        assert set(made) == {"Mlp"}, made
+        assert checker._models[path].reused > 0
+        with open(path, "w") as f:
+            f.write(text)
+        assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path)
+        assert _places(analysis) == _places(Checker().check(path, text))
+    # a block that reaches an edited one is made again too: Stage uses ConvUnit
+    made.clear()
+    checker.check(path, text.replace("ReLU()\n}", "ReLU6()\n}", 1))
+    assert set(made) == {"ConvUnit", "Stage"}, made
 
 
 def test_a_model_with_a_problem_is_evaluated_again(tmp_path):
@@ -179,6 +294,111 @@ def test_a_model_with_a_problem_is_evaluated_again(tmp_path):
     again = checker.check(path, broken.replace("# blocks", "# the blocks"))
     assert "Plain" not in again.skipped
     assert [d.code for d in again.diagnostics] == [d.code for d in first.diagnostics]
+
+
+def _spans(o, seen: set, out: list) -> None:
+    """Every span reachable from `o` (through graphs, nodes, values, guards, containers...),
+    not into syntax trees and ops (which are the unit's own)."""
+    if id(o) in seen:
+        return
+    seen.add(id(o))
+    if type(o) is Span:
+        out.append(o)
+    elif type(o) is SourceFile or type(o).__module__ in ("dslc.frontend.ast", "dslc.ops.registry"):
+        return
+    elif isinstance(o, dict):
+        for k, v in o.items():
+            _spans(k, seen, out)
+            _spans(v, seen, out)
+    elif isinstance(o, (list, tuple, set, frozenset)):
+        for v in o:
+            _spans(v, seen, out)
+    elif hasattr(o, "__dict__"):
+        for v in vars(o).values():
+            _spans(v, seen, out)
+
+
+def test_moved_specializations_hold_no_span_of_an_older_text():
+    """Every spec of the zoo with blocks, checked, then moved a line down with every model evaluated again
+    (as after an edit in a block they share): the specializations taken from the first check
+    hold only spans of the new text, the ones a fresh check of it has."""
+    reused = 0
+    for path in sorted(glob.glob(os.path.join(ROOT, "specs", "*.dl"))):
+        with open(path, encoding="utf-8") as f:
+            text = "# moved\n" + f.read()
+        if "\nblock " not in text:
+            continue   # nothing to reuse
+        checker = Checker()
+        checker.check(path, text[len("# moved\n"):])
+        checker._models[path].clean = {}
+        analysis = checker.check(path, text)
+        reused += checker._models[path].reused
+        analysis.finish()
+        found: list = []
+        _spans(analysis.graphs, set(), found)
+        files = {m.file for m in analysis.unit.modules}
+        assert all(span.file in files for span in found), path
+        fresh = Checker().check(path, text)
+        fresh.finish()
+        theirs: list = []
+        _spans(fresh.graphs, set(), theirs)
+        assert {(s.file.name, s.start, s.end) for s in found} == {(s.file.name, s.start, s.end) for s in theirs}, path
+    assert reused > 50
+
+
+def test_checks_leave_little_to_the_cyclic_collector(tmp_path):
+    """What a check drops, reference counting frees: the server freezes each check's objects
+    (dslc/lsp/heap.py) and collects cycles rarely. A block application that left a cycle (a
+    closure that calls itself) made some 3,000 objects of cyclic garbage a check here."""
+    path = str(tmp_path / "spec.dl")
+    checker, text, checks = Checker(), SPEC, 0
+    checker.check(path, text)
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for old, new in BLOCK_EDITS:
+            for a, b in ((old, new), (new, old)):
+                text = text.replace(a, b, 1)
+                checker.check(path, text)
+                checks += 1
+        assert gc.collect() < 50 * checks
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_the_servers_heap_freezes_each_check_and_collects_when_memory_grows():
+    heap, was = FrozenHeap(), gc.isenabled()
+    gc.enable()
+    try:
+        with heap:
+            assert not gc.isenabled()
+        assert gc.isenabled() and heap.full == 0 and heap.survivors > 0   # the first check sets the baseline
+        with heap:
+            cycle: list = []
+            cycle.append(cycle)
+            kept = weakref.ref(_Box(cycle))
+        assert gc.isenabled() and heap.full == 0 and gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert kept() is not None   # frozen: the collector between checks does not scan it
+        heap.collect()   # what a check left in a cycle goes at the next full collection
+        assert heap.full == 1 and kept() is None
+        with heap:
+            garbage = [[] for _ in range(heap.survivors // 2 + 10_000)]   # the memory in use grows by half
+        assert heap.full == 2
+        del garbage
+    finally:
+        gc.unfreeze()
+        if not was:
+            gc.disable()
+
+
+class _Box:
+    def __init__(self, inside):
+        self.inside = inside
+        inside.append(self)
 
 
 def test_piecewise_parse_equals_a_whole_parse():

@@ -19,10 +19,10 @@ class SourceFile:
     _line_starts: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        starts = [0]
-        for i, ch in enumerate(self.text):
-            if ch == "\n":
-                starts.append(i + 1)
+        starts, find, i = [0], self.text.find, self.text.find("\n")
+        while i >= 0:   # str.find, not a loop over every character: the language server makes one a keystroke
+            starts.append(i + 1)
+            i = find("\n", i + 1)
         self._line_starts = starts
 
     def line_col(self, offset: int) -> tuple[int, int]:

@@ -459,7 +459,7 @@ class LayerApplication:
         decl = spec.decl
         n_declared = self._check_block_use(spec, inputs, span, ctx)
         flat = leaves(inputs)
-        key = (decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs))
+        key = specialization_key(spec, inputs)
         if key in self.cache:
             sub = self.cache[key]
         else:
@@ -566,21 +566,30 @@ class LayerApplication:
 
     def _caller_mapping(self, sub, spec: BlockSpec, inputs):
         """f(atom) taking the block's parameters and input dims to the caller's expressions."""
-        given = {n: a.value for n, a in spec.args.items()}
-        input_index = {name: i for i, (name, _) in enumerate(sub.inputs)}
+        return _CallerTerms(sub, {n: a.value for n, a in spec.args.items()}, inputs)
 
-        def f(a):
-            if isinstance(a, Param):
-                if a.name in given:
-                    return poly_of_value(given[a.name])
-                v = sub.params.get(a.name)
-                p = poly_of_value(v) if v is not None else None
-                return p.subst(f) if p is not None else None
-            if isinstance(a, InDim) and a.input in input_index:
-                d = inputs[input_index[a.input]].type.shape[a.index]
-                return poly_of_value(d)
-            return None
-        return f
+
+class _CallerTerms:
+    """A block's atoms in its caller's terms: a given argument as given, a default through the
+    others, an input's dim as the caller's input has it (None: an atom of the caller's own).
+    An object rather than a closure that calls itself: such a closure is a reference cycle, and
+    every block application would leave one to the cyclic collector."""
+
+    def __init__(self, sub, given: dict, inputs):
+        self.sub, self.given, self.inputs = sub, given, inputs
+        self.input_index = {name: i for i, (name, _) in enumerate(sub.inputs)}
+
+    def __call__(self, a):
+        if isinstance(a, Param):
+            if a.name in self.given:
+                return poly_of_value(self.given[a.name])
+            v = self.sub.params.get(a.name)
+            p = poly_of_value(v) if v is not None else None
+            return p.subst(self) if p is not None else None
+        if isinstance(a, InDim) and a.input in self.input_index:
+            d = self.inputs[self.input_index[a.input]].type.shape[a.index]
+            return poly_of_value(d)
+        return None
 
 
 MAX_CHAIN_NOTES = 8  # "in `Block`, used at ..." notes of one diagnostic, then one "..."
@@ -615,6 +624,11 @@ def _poly_key(v):
 def _tensors(v) -> bool:
     """A non-empty (nested) tuple of tensors."""
     return isinstance(v, tuple) and bool(v) and all(isinstance(x, TensorValue) or _tensors(x) for x in v)
+
+
+def specialization_key(spec: BlockSpec, inputs) -> tuple:
+    """What a block's specialization is made for: the block, its arguments, its inputs' types."""
+    return spec.decl.name, _args_key(spec.args), tuple(_structure_key(v) for v in inputs)
 
 
 def _structure_key(v):

@@ -56,9 +56,7 @@ class NameLookup:
             return EvalError("E0202", f"`{name}` is a torch.nn layer that dslc does not have", e.span,
                              label="not in dslc's library", help=torch_only_help(name))
         if name[:1].isupper():
-            pool = [n for n in list(REGISTRY) + list(self.unit.decls)
-                    if n[:1].isupper() and (n not in REGISTRY or REGISTRY[n].kind == "layer")]
-            guess = did_you_mean(name, pool)
+            guess = self._layer_guess(name)
             return EvalError("E0202", f"unknown layer `{name}`", e.span, label="not a layer or block",
                              help=f"did you mean `{guess}`?" if guess else None)
         if called and name == "augment":
@@ -78,6 +76,17 @@ class NameLookup:
         guess = did_you_mean(name, self.visible_names(ctx))
         return EvalError("E0201", f"`{name}` is not defined", e.span, label="unknown name",
                          help=f"did you mean `{guess}`?" if guess else None)
+
+    def _layer_guess(self, name: str) -> str | None:
+        """The layer or block an unknown capitalized name likely means. Kept for the evaluator's
+        life (its unit's names do not change): a misspelled layer in a block is reported once per
+        specialization of the block, and each search scans every name."""
+        guesses = self.__dict__.setdefault("_layer_guesses", {})
+        if name not in guesses:
+            pool = [n for n in list(REGISTRY) + list(self.unit.decls)
+                    if n[:1].isupper() and (n not in REGISTRY or REGISTRY[n].kind == "layer")]
+            guesses[name] = did_you_mean(name, pool)
+        return guesses[name]
 
     def _torch_prefix(self, e: ast.Attr, ctx: Ctx) -> EvalError | None:
         """`nn.Linear(8)`, `F.relu(x)`, `torch.nn.LSTM(...)` written as in PyTorch: dslc names its layers and

@@ -37,10 +37,13 @@ def structure(names: list[str]) -> tuple:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = i
+    return _built(root)
 
-    def build(node: dict) -> tuple:
-        return tuple(v if isinstance(v, int) else build(v) for v in node.values())
-    return build(root)
+
+def _built(node: dict) -> tuple:
+    # a module function: a nested one that calls itself is a reference cycle, left to the cyclic
+    # collector on every call (the language server's checks call this for every block applied)
+    return tuple(v if isinstance(v, int) else _built(v) for v in node.values())
 
 
 def top_names(names: list[str]) -> list[str]:

@@ -40,12 +40,13 @@ class Analysis:
     partial: set = field(default_factory=set)   # models in `graphs` evaluated only up to an error
     skipped: list = field(default_factory=list)   # models known clean, not evaluated: see `finish`
     unfinished: bool = False   # `graphs` lacks the skipped models and those that stopped at an error
+    pause: object = None       # the collector's pause around evaluation (the checker's; gc_paused when None)
 
     def finish(self) -> None:
         """Evaluate the models the check skipped, and those that stopped at an error as far as
         they go (`graphs`, `partial`)."""
         if self.unfinished:
-            with gc_paused():
+            with self.pause or gc_paused():
                 ev = Evaluator(self.unit, Reporter())
                 for name in self.skipped:
                     graph = ev.model(self.unit.decls[name])
@@ -63,10 +64,13 @@ class Analysis:
 
 
 class Checker:
-    """Checks documents; `open` holds the editor's text of every open document by absolute path."""
+    """Checks documents; `open` holds the editor's text of every open document by absolute path.
+    `pause`: the context manager each check runs in (a reusable one, as dslc.lsp.heap's), by
+    default frontend.check.gc_paused."""
 
-    def __init__(self):
+    def __init__(self, pause=None):
         self.open: dict[str, str] = {}
+        self.pause = pause
         self._parsed: dict[str, tuple[bytes, object]] = {}   # display name -> (text digest, Module or DslcError)
         self._reparsers: dict[str, Reparser] = {}            # display name -> its pieces' trees
         self._models: dict[str, ModelCache] = {}             # document path -> its clean models
@@ -76,7 +80,7 @@ class Checker:
             return Analysis(path, text, [Diagnostic("E0704", f"the document is larger than {MAX_SOURCE_BYTES >> 20} MiB",
                                                     file_name=display_name(path))])
         reading = Reading(open_text=self.open.get, parse=self._parse)
-        with gc_paused():
+        with self.pause or gc_paused():
             unit, reporter = load_partly(SourceFile(display_name(path), text), path, reading)
             paths = {f.name: p for f, p in reading.paths.items()}
             graphs: dict = {}
@@ -87,7 +91,7 @@ class Checker:
                 diagnostics = _checked(unit, graphs, models.evaluate)
             unfinished = bool(models.skipped) or any(d.severity == "error" for d in diagnostics)
         return Analysis(path, text, diagnostics, unit, graphs, paths, skipped=list(models.skipped),
-                        unfinished=unfinished)
+                        unfinished=unfinished, pause=self.pause)
 
     def _parse(self, file: SourceFile) -> ast.Module:
         """The file's module, parsed again only when its text changed."""

@@ -7,12 +7,28 @@ those, so it would be clean again. What `dslc check` learns from evaluating it, 
 reached (whose names `check_names` then leaves alone), is kept with it. Models with a problem
 are always evaluated again, so their diagnostics are always new ones, in their current places;
 the shapes of a model that was skipped are evaluated when a hover or an inlay hint asks.
+
+The models that are evaluated (an edit in a block every model uses evaluates them all) take
+the block specializations they need from the last check where they can: a specialization
+that was clean (no diagnostic) is made again only when the texts of its block or of what the
+block reaches changed, or the declarations' names and kinds did; one whose block only moved
+is moved with it (dslc.lsp.relocate). It counts the steps it took when it was made, as a full
+check would spend them again; a document whose last check came near the step limit
+(a tenth of it) reuses none, so the limit is reported where a full check reports it.
 """
 from __future__ import annotations
 
+import weakref
+
+from ..frontend.apply import specialization_key
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
+from ..ir.dims import Real, Size, Sym
+from ..ir.limits import MAX_STEPS
+from .relocate import places, relocated
+
+REUSE_STEPS = MAX_STEPS // 10   # a last check that ran more steps than this reuses no specialization
 
 
 class ModelCache:
@@ -22,11 +38,14 @@ class ModelCache:
         self.clean: dict[str, tuple] = {}   # model name -> (its key, the names its evaluation reached)
         self.skipped: list[str] = []        # the models the last check did not evaluate
         self.mentions: dict[str, frozenset] = {}   # a declaration's text -> the names it mentions
+        self.blocks: dict[tuple, _Kept] = {}       # the clean specializations of the last check
+        self.steps = 0                              # the steps the last check ran
+        self.reused = 0                             # the specializations the last check took from the one before
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
-        ev = _Recording(unit, reporter)
         keys = _Keys(unit, self.mentions)
+        ev = _Recording(unit, reporter, keys, self.blocks if self.steps <= REUSE_STEPS else {})
         clean, self.skipped = {}, []
         for decl in models:
             key = keys.of(decl)
@@ -45,6 +64,10 @@ class ModelCache:
                     clean[decl.name] = (key, reached)
         self.clean = clean
         self.mentions = keys.mentions   # only the current declarations' texts
+        # and those of the last check this one did not reach (a model stopped before them), while
+        # their texts are the document's
+        ev.kept.update((k, kept) for k, kept in ev.previous.items() if k not in ev.kept and keys.current(k))
+        self.blocks, self.steps, self.reused = ev.kept, ev.steps, ev.reused
         return ev
 
 
@@ -52,10 +75,12 @@ class _Recording(Evaluator):
     """An evaluator that knows which declarations each evaluation reached, also through block
     specializations it took from its cache (made while evaluating another model)."""
 
-    def __init__(self, unit, reporter):
+    def __init__(self, unit, reporter, keys: _Keys, kept: dict):
         super().__init__(unit, reporter)
         self.reached: dict[int, tuple] = {}   # id(specialization) -> (it, the names it reached)
         self.cache = _Cache(self)
+        self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
+        self.reused = 0
 
     def reaching(self, evaluate, *args):
         """`evaluate(*args)` and the names of the models and blocks it reached."""
@@ -66,19 +91,68 @@ class _Recording(Evaluator):
             inner, self.evaluated = self.evaluated, outer | self.evaluated
         return result, frozenset(inner)
 
-    def _specialize(self, *args, **kwargs):
-        sub, inner = self.reaching(super()._specialize, *args, **kwargs)
+    def _specialize(self, spec, inputs, *args):
+        key = _reusable_key(spec, inputs, self.keys)
+        sub = self._reused(key) if key is not None else None
+        if sub is not None:
+            return sub
+        steps, before = self.steps, len(self.reporter.diagnostics)
+        sub, inner = self.reaching(super()._specialize, spec, inputs, *args)
         if sub is not None:
             self.reached[id(sub)] = (sub, inner)   # the graph kept with its id: ids are not reused
+            if key is not None and len(self.reporter.diagnostics) == before:
+                self.kept[key] = _Kept(sub, inner, self.steps - steps, places(self.unit, key[-1]))
+        return sub
+
+    def _reused(self, key: tuple):
+        """The last check's specialization for `key`, moved to where its declarations are now
+        and counted as reached; None when there is none (or it cannot be moved)."""
+        kept = self.previous.get(key)
+        if kept is None or self.runaway or self.steps + kept.steps > MAX_STEPS:
+            return None
+        sub = relocated(kept.sub, kept.places, self.unit)
+        if sub is None:
+            return None
+        self.steps += kept.steps
+        self.reused += 1
+        self.evaluated |= kept.reached
+        self.reached[id(sub)] = (sub, kept.reached)
+        self.kept[key] = _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]))
         return sub
 
 
+class _Kept:
+    """A clean specialization, with the names it reached, the steps it took and where the
+    declarations it was made from were (relocate.places)."""
+
+    def __init__(self, sub, reached: frozenset, steps: int, where: dict):
+        self.sub, self.reached, self.steps, self.places = sub, reached, steps, where
+
+
+def _reusable_key(spec, inputs, keys: _Keys) -> tuple | None:
+    """What a specialization depends on, as values that mean the same in the next check (its
+    declarations' texts, plain arguments, input types); None when an argument is not plain
+    (a layer, a tensor: known by identity, which the next check does not share)."""
+    if keys.unit.decls.get(spec.decl.name) is not spec.decl or not all(_plain(a.value) for a in spec.args.values()):
+        return None
+    names, texts = keys.of(spec.decl)
+    return specialization_key(spec, inputs), names, texts, tuple(n for n, _, _ in texts)
+
+
+def _plain(v) -> bool:
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    return v is None or isinstance(v, (bool, int, float, str, Size, Real, Sym))
+
+
 class _Cache(dict):
-    """The block specializations; taking one counts its names as reached."""
+    """The block specializations; taking one counts its names as reached. It knows its evaluator
+    by a weak reference: a cycle would leave both, and every graph they hold, to the cyclic
+    collector (dslc.lsp.heap)."""
 
     def __init__(self, ev: _Recording):
         super().__init__()
-        self.ev = ev
+        self.ev = weakref.proxy(ev)
 
     def __getitem__(self, key):
         sub = super().__getitem__(key)
@@ -95,9 +169,15 @@ class _Keys:
         self.unit = unit
         self.names = tuple(sorted((name, getattr(d, "kind", "")) for name, d in unit.decls.items()))
         self.refs: dict[str, frozenset] = {}
+        self.closures: dict[str, tuple] = {}   # a declaration's name -> its key
         self.known, self.mentions = mentions, {}   # the last check's mentions, and this one's
 
     def of(self, decl) -> tuple:
+        if decl.name not in self.closures:
+            self.closures[decl.name] = self._of(decl)
+        return self.closures[decl.name]
+
+    def _of(self, decl) -> tuple:
         closure, todo = {decl.name}, [decl.name]
         while todo:
             for name in self._refs(todo.pop()):
@@ -106,6 +186,12 @@ class _Keys:
                     todo.append(name)
         return self.names, tuple((n, _file_name(self.unit.decls[n]), self.unit.decls[n].span.text)
                                  for n in sorted(closure))
+
+    def current(self, key: tuple) -> bool:
+        """Whether a specialization's key (`_reusable_key`) is of these declarations."""
+        return key[1] == self.names and all(
+            name in self.unit.decls and _file_name(self.unit.decls[name]) == file and self.unit.decls[name].span.text == text
+            for name, file, text in key[2])
 
     def _refs(self, name: str) -> frozenset:
         if name not in self.refs:

@@ -24,6 +24,7 @@ from ..frontend.parser import keywords
 from ..version import __version__
 from . import features
 from .analysis import Analysis, Checker
+from .heap import FrozenHeap
 
 SYMBOL_KINDS = {"model": lsp.SymbolKind.Class, "block": lsp.SymbolKind.Function, "loss": lsp.SymbolKind.Function,
                 "train": lsp.SymbolKind.Event}
@@ -36,7 +37,7 @@ ITEM_KINDS = {"layer": lsp.CompletionItemKind.Class, "function": lsp.CompletionI
 class DslServer(LanguageServer):
     def __init__(self):
         super().__init__("dslc", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
-        self.checker = Checker()
+        self.checker = Checker(pause=FrozenHeap())   # the collector out of the way: see heap.py
         self.analyses: dict[str, Analysis] = {}   # uri -> its latest check
         self.parsed: dict[str, Analysis] = {}     # uri -> its latest check whose text parsed
         self.pending: list[str] = []
