@@ -197,18 +197,33 @@ def test_same_seed_gives_bit_identical_runs(tmp_path):
     assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
+def _records_so_far(run_dir) -> list:
+    """metrics.jsonl's complete lines while the run still writes it."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            lines = f.read().split("\n")[:-1]   # the last piece may be a line half written
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines]
+
+
 def _without_time(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def test_pausing_and_resuming_equals_an_uninterrupted_run(tmp_path):
-    run(tmp_path, PLAN, out="whole")
-    paused = run(tmp_path, PLAN, out="parts", max_epochs=1)
+    text = PLAN.replace("seed       = 0", "seed       = 0\n    log_every  = 5")   # step lines survive resumes too
+    run(tmp_path, text, out="whole")
+    paused = run(tmp_path, text, out="parts", max_epochs=1)
     assert paused == {"paused_after": 1, "_lines": paused["_lines"]}
-    run(tmp_path, PLAN, out="parts", resume=True, max_epochs=1)
-    run(tmp_path, PLAN, out="parts", resume=True)
+    run(tmp_path, text, out="parts", resume=True, max_epochs=1)
+    run(tmp_path, text, out="parts", resume=True)
     assert same(weights(tmp_path / "whole"), weights(tmp_path / "parts"))
-    assert _without_time(metrics(tmp_path / "whole")) == _without_time(metrics(tmp_path / "parts"))
+    whole = _without_time(metrics(tmp_path / "whole"))
+    assert [(r["epoch"], r.get("step")) for r in whole] == [
+        (1, 5), (1, 10), (1, 15), (1, None), (2, 20), (2, 25), (2, 30), (2, None), (3, 35), (3, 40), (3, 45), (3, 50),
+        (3, None)]
+    assert whole == _without_time(metrics(tmp_path / "parts"))
 
 
 SLOW_PLAN = MODELS + """
@@ -263,16 +278,17 @@ def test_kill_9_at_any_moment_then_resume_logs_each_epoch_once_with_the_same_wei
 
 
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_exact(tmp_path):
-    text = SLOW_PLAN.replace("epochs     = 5", "epochs     = 2")
+    # log_every: a line every 100 batches tells the test where the run is; an epoch is ~800 batches
+    # but only half a second, so a fixed sleep could land at the epoch's end on a loaded machine
+    text = SLOW_PLAN.replace("epochs     = 5", "epochs     = 2").replace("seed       = 3", "seed       = 3\n    log_every  = 100")
     path = write(tmp_path, text)
     run(tmp_path, text, out="whole")
     out = str(tmp_path / "stopped")
     proc = _cli([path, "--out", out])
-    while not os.path.exists(os.path.join(out, "metrics.jsonl")):
-        time.sleep(0.05)
+    while not any(r.get("epoch") == 2 and "step" in r for r in _records_so_far(out)):
+        time.sleep(0.01)
         assert proc.poll() is None
-    time.sleep(0.3)   # inside the second epoch
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)   # 100 batches into the second epoch, ~700 before its end
     assert proc.wait(timeout=60) == 130
     err = proc.stderr.read().decode()
     assert "interrupted: checkpoint written to" in err and "Traceback" not in err

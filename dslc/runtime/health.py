@@ -159,6 +159,7 @@ class HealthWatch(Callback):
         self.sample: Sample | None = None      # the sample being measured
         self.epoch_sample: dict = {}           # the epoch's, for its record
         self.handles: list = []
+        self.logged: list | None = None        # [epoch, step] of the last step line in metrics.jsonl
 
     def _due(self, trainer, batch: int) -> bool:
         if batch == trainer.epoch_batches:
@@ -208,6 +209,7 @@ class HealthWatch(Callback):
 
     def _log_step(self, trainer, sample: Sample) -> None:
         trainer.rundir.append_metrics({"step": sample.step, "epoch": sample.epoch, **sample.values})
+        self.logged = [sample.epoch, sample.step]
         board = trainer.callbacks.find(TensorBoardLogger)
         if board is not None:
             board.scalars({f"steps/{k}": v for k, v in sample.values.items()}, sample.step, trainer)
@@ -218,10 +220,13 @@ class HealthWatch(Callback):
 
     def on_save_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
         state["health"] = {"epoch_sample": self.epoch_sample, **self.warnings.state()}
+        if self.logged is not None:   # a resume keeps metrics.jsonl's step lines up to here
+            state["step_lines"] = self.logged
 
     def on_load_checkpoint(self, trainer, state: dict, tensors: dict) -> None:
         saved = state.get("health") or {}   # a checkpoint of a run with --watch off has none
         self.epoch_sample = dict(saved.get("epoch_sample") or {})
+        self.logged = state.get("step_lines")
         self.warnings.load_state(saved)
 
     def on_train_end(self, trainer) -> None:

@@ -114,9 +114,30 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def rewrite_metrics(self, history: list) -> None:
-        """metrics.jsonl as the checkpoint knows it: epochs logged after it are run (and logged) again."""
-        self.write_text("metrics.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in history))
+    def rewrite_metrics(self, history: list, step_lines_to: list | None = None) -> None:
+        """metrics.jsonl as the checkpoint knows it: epochs logged after it are run (and logged) again.
+        The epochs' lines are the checkpoint's history; the `log_every` step lines are not in it, so
+        those the file holds up to (epoch, step) `step_lines_to` are kept, each before its epoch's line."""
+        steps = [r for r in self._metrics_lines() if step_lines_to is not None and _step_line(r)
+                 and (r["epoch"], r["step"]) <= tuple(step_lines_to)]
+        lines, epochs = [], list(history)
+        for record in steps:
+            while epochs and epochs[0].get("epoch", 0) < record.get("epoch", 0):
+                lines.append(epochs.pop(0))
+            lines.append(record)
+        lines += epochs
+        self.write_text("metrics.jsonl", "".join(json.dumps(r, default=_plain) + "\n" for r in lines))
+
+    def _metrics_lines(self) -> list:
+        """metrics.jsonl's records as a killed run left them (a line cut short is left out)."""
+        text = self.read_text("metrics.jsonl") or ""
+        records = []
+        for line in text.splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return [r for r in records if isinstance(r, dict)]
 
     def write_plan(self, plan, source_path: str) -> None:
         self.write_text("plan.dl", render_plan(plan, source_path, self.path))
@@ -498,3 +519,8 @@ def dl_value(v, plan=None) -> str:
     if isinstance(v, str):
         return json.dumps(v)
     return str(v)
+
+
+def _step_line(record: dict) -> bool:
+    """A `log_every` line of metrics.jsonl: a `step` and its `epoch`, both whole numbers."""
+    return all(isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("step", "epoch"))

@@ -963,7 +963,7 @@ class Trainer:
         self.world.barrier()   # every process has read the folder: rank 0 may change it now
         if self.world.main:
             checkpoint.remove_temporary(self.rundir.checkpoints)
-        self.rundir.rewrite_metrics(self.history)
+        self.rundir.rewrite_metrics(self.history, state.get("step_lines"))
         if changed:
             self.rundir.write_plan(self.plan, self.path)
             self.out(f"continuing the run with {changed}")
