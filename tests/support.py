@@ -202,3 +202,28 @@ def onnx_parity(graph, specs, seed: int = 0, random_outputs: bool = False):
         if not random_outputs:
             worst = max(worst, relative_error(g_, w_))
     return worst
+
+
+def train_until_interrupted(monkeypatch, path: str, plan: str, out: str, batch: int) -> None:
+    """Train `plan` into `out` in this process and press Ctrl-C as its `batch`-th training batch
+    (counted over the run) starts: the run checkpoints mid-epoch and raises Interrupted."""
+    import signal
+
+    import pytest
+    import torch
+
+    from dslc.api import train
+    from dslc.runtime.safety import Interrupted
+    from dslc.runtime.trainer import Options, Trainer
+    forward, calls = Trainer._forward, []
+
+    def interrupting(self, s, inputs):
+        if torch.is_grad_enabled():   # a training batch
+            calls.append(1)
+            if len(calls) == batch:
+                os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, s, inputs)
+    monkeypatch.setattr(Trainer, "_forward", interrupting)
+    with pytest.raises(Interrupted):
+        train(path, plan, Options(out=out, progress=False), out=lambda line: None)
+    monkeypatch.setattr(Trainer, "_forward", forward)

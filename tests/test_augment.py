@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import load_file
+from support import train_until_interrupted
 
 from dslc.api import evaluate, predict, train
 from dslc.cli import main
@@ -626,24 +627,9 @@ def test_a_plan_mixing_in_its_step_trains_on_digits_and_scores_class_ids(tmp_pat
 
 
 def test_a_mixing_step_resumes_exactly_after_an_interruption_mid_epoch(tmp_path, monkeypatch):
-    import signal
-
-    from dslc.runtime.safety import Interrupted
-    from dslc.runtime.trainer import Trainer
     path = _write(tmp_path, _mix_plan("mixup", epochs=2))
     train(path, "mixing", Options(out=str(tmp_path / "whole"), progress=False), out=lambda s: None)
-    forward, calls = Trainer._forward, []
-
-    def interrupt_at_batch_11(self, s, inputs):
-        if torch.is_grad_enabled():   # a training batch
-            calls.append(1)
-            if len(calls) == 11:      # the 3rd batch of epoch 2 (6 per epoch)
-                os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, s, inputs)
-    monkeypatch.setattr(Trainer, "_forward", interrupt_at_batch_11)
-    with pytest.raises(Interrupted):
-        train(path, "mixing", Options(out=str(tmp_path / "cut"), progress=False), out=lambda s: None)
-    monkeypatch.setattr(Trainer, "_forward", forward)
+    train_until_interrupted(monkeypatch, path, "mixing", str(tmp_path / "cut"), batch=11)   # epoch 2's 3rd (6 each)
     assert any("-batch-" in n for n in os.listdir(tmp_path / "cut" / "checkpoints"))
     train(path, "mixing", Options(out=str(tmp_path / "cut"), resume=True, progress=False), out=lambda s: None)
 

@@ -10,20 +10,19 @@
 """
 import json
 import os
-import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
+from support import train_until_interrupted
 
 import dslc
 from dslc.api import train
 from dslc.diagnostics import DslcError
 from dslc.runtime import data as data_mod
 from dslc.runtime.metrics import MetricSet
-from dslc.runtime.safety import Interrupted
-from dslc.runtime.trainer import Options, Trainer
+from dslc.runtime.trainer import Options
 
 DIAGNOSIS = """
 model Diagnosis {
@@ -100,18 +99,7 @@ def test_train_metrics_resume_exactly_after_an_interruption_mid_epoch(tmp_path, 
     plan = DIAGNOSIS.replace("epochs     = 20", "epochs     = 2")
     path = write(tmp_path, plan)
     train(path, "diagnosis", Options(out=str(tmp_path / "whole"), progress=False), out=lambda line: None)
-    forward, calls = Trainer._forward, []
-
-    def interrupt_at_batch_15(self, s, inputs):
-        if torch.is_grad_enabled():   # a training batch
-            calls.append(1)
-            if len(calls) == 15:      # the 4th batch of epoch 2 (11 per epoch)
-                os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, s, inputs)
-    monkeypatch.setattr(Trainer, "_forward", interrupt_at_batch_15)
-    with pytest.raises(Interrupted):
-        train(path, "diagnosis", Options(out=str(tmp_path / "cut"), progress=False), out=lambda line: None)
-    monkeypatch.setattr(Trainer, "_forward", forward)
+    train_until_interrupted(monkeypatch, path, "diagnosis", str(tmp_path / "cut"), batch=15)   # epoch 2's 4th (11 each)
     train(path, "diagnosis", Options(out=str(tmp_path / "cut"), resume=True, progress=False), out=lambda line: None)
 
     def without_time(records):
