@@ -697,7 +697,7 @@ class Trainer:
                 with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
                     result, self.carried = self._carry(s, inputs, self.carried)
                     loss = result[0]
-                    value = float(loss.detach())
+                    value = loss.item()
                     if self.train_metrics is not None and len(result) > 1:
                         self.train_metrics.update(*_per_example(result[1].detach().float(),
                                                                 _class_ids(batch).to(self.device)))
@@ -813,16 +813,11 @@ class Trainer:
     def _loader(self, split, batch_size: int, **how):
         """The batches of `split` (data_mod.loader: the plan's `workers`, pinned memory for a GPU); a
         file that cannot be read mid-run is a diagnostic at the plan's data."""
-        batches = data_mod.loader(split, batch_size, workers=self.config.workers,
-                                  pin_memory=self.device.type == "cuda", **how)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except data_mod.DataError as e:
-                raise DslcError(Diagnostic(e.code, e.message, self.plan.data.span)) from None
-            yield batch
+        try:   # only the loader's own errors land here: the caller's are raised where it runs
+            yield from data_mod.loader(split, batch_size, workers=self.config.workers,
+                                       pin_memory=self.device.type == "cuda", **how)
+        except data_mod.DataError as e:
+            raise DslcError(Diagnostic(e.code, e.message, self.plan.data.span)) from None
 
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
