@@ -175,6 +175,19 @@ def test_batches_cover_every_example_once_in_a_seeded_order():
         assert torch.equal(b["x"][:, 0].long(), b["y"])          # fields stay aligned
 
 
+def test_batches_are_consecutive_slices_of_the_epochs_permutation():
+    """Batch k holds places k·B to (k+1)·B of the permutation seeded by (seed, epoch); with several
+    processes, rank r takes its consecutive piece of each batch of B·world. Runs started before a
+    change to how batches are cut resume on these very batches."""
+    order = torch.randperm(10, generator=data.generator(1, 2, 0)).tolist()
+    assert ids(data.batches(toy(10), 4, shuffle=True, seed=1, epoch=2)) == [order[0:4], order[4:8], order[8:]]
+    assert ids(data.batches(toy(10), 4, shuffle=True, seed=1, epoch=2, start=2)) == [order[8:]]
+    pieces = [ids(data.batches(toy(10), 2, shuffle=True, seed=1, epoch=2, rank=r, world=3)) for r in range(3)]
+    assert pieces == [[order[0:2], order[6:8]], [order[2:4], order[8:9]], [order[4:6], order[9:10]]]
+    # 7 = 6 + 1: the last example cannot give each of two processes one, and is left out
+    assert ids(data.batches(toy(7), 3, shuffle=False, seed=1, epoch=2, rank=1, world=2)) == [[3, 4, 5]]
+
+
 def test_batches_do_not_depend_on_earlier_draws():
     """The same (seed, epoch) gives the same batches and augmentations, whatever ran before."""
     split = {"x": torch.rand(20, 1, 6, 6), "y": torch.arange(20)}

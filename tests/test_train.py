@@ -667,6 +667,37 @@ def test_callbacks_are_called_in_order_and_at_the_end_of_a_failed_run(tmp_path):
     assert calls == ["fit_start", "fit_end"]
 
 
+def test_the_hooks_of_every_batch_reach_only_the_callbacks_that_define_them():
+    """A batch of a small model takes about a millisecond, so the hooks of every batch skip the callbacks
+    that do nothing there; which ones do is looked up as each epoch starts: a callback added
+    mid-epoch hears the batches from the next epoch on, in its place in the order."""
+    from dslc.runtime.callbacks import BATCH_HOOKS, Callback, Callbacks
+    heard = []
+
+    class Batches(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_batch_end(self, trainer, done, sums, count):
+            heard.append((self.name, done))
+
+    quiet, first = Callback(), Batches("first")
+    own = Callback()   # a hook set on the object itself counts too
+    own.on_train_step_end = lambda trainer, step, batch, loss: heard.append(("own", batch))
+    callbacks = Callbacks([quiet, first, own])
+    assert callbacks.batch_hooks["on_train_batch_end"] == [first.on_train_batch_end]
+    assert callbacks.batch_hooks["on_train_step_end"] == [own.on_train_step_end]
+    assert not any(callbacks.batch_hooks[h] for h in BATCH_HOOKS if h not in ("on_train_batch_end", "on_train_step_end"))
+    callbacks.on_epoch_start(None, 1, 2, 2)
+    callbacks.on_train_step_end(None, None, 1, 0.5)
+    callbacks.on_train_batch_end(None, 1, {}, 4)
+    callbacks.items.insert(0, Batches("late"))
+    callbacks.on_train_batch_end(None, 2, {}, 8)
+    callbacks.on_epoch_start(None, 2, 2, 2)
+    callbacks.on_train_batch_end(None, 1, {}, 4)
+    assert heard == [("own", 1), ("first", 1), ("first", 2), ("late", 1), ("first", 1)]
+
+
 def _trainer(tmp_path, text: str, out: str, resume: bool = False, **opts):
     from dslc.runtime.trainer import Trainer
     path = write(tmp_path, text)

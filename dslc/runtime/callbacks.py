@@ -63,39 +63,55 @@ class Callback:
         """When the loop ends: finished, paused, interrupted or failed."""
 
 
+BATCH_HOOKS = ("on_train_batch_start", "on_train_step_end", "on_before_optimizer_step", "on_optimizer_step",
+               "on_train_batch_end")
+
+
+def _defines(callback: Callback, hook: str) -> bool:
+    """Whether `callback` does something at `hook`: its class (or the object itself) replaces the base's no-op."""
+    return hook in vars(callback) or getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
 class Callbacks(Callback):
-    """Several callbacks, called in order."""
+    """Several callbacks, called in order. The hooks of every batch go only to the callbacks that
+    define them (most do nothing there, and a batch of a small model takes a millisecond), found
+    again as each epoch starts: `items` may change between epochs, not within one."""
 
     def __init__(self, items: list):
         self.items = list(items)
+        self.batch_hooks = self._batch_hooks()
+
+    def _batch_hooks(self) -> dict:
+        return {hook: [getattr(c, hook) for c in self.items if _defines(c, hook)] for hook in BATCH_HOOKS}
 
     def on_fit_start(self, trainer) -> None:
         for c in self.items:
             c.on_fit_start(trainer)
 
     def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
+        self.batch_hooks = self._batch_hooks()
         for c in self.items:
             c.on_epoch_start(trainer, epoch, total, batches)
 
     def on_train_batch_start(self, trainer, batch: int) -> None:
-        for c in self.items:
-            c.on_train_batch_start(trainer, batch)
+        for hook in self.batch_hooks["on_train_batch_start"]:
+            hook(trainer, batch)
 
     def on_train_step_end(self, trainer, step, batch: int, loss: float) -> None:
-        for c in self.items:
-            c.on_train_step_end(trainer, step, batch, loss)
+        for hook in self.batch_hooks["on_train_step_end"]:
+            hook(trainer, step, batch, loss)
 
     def on_before_optimizer_step(self, trainer, step) -> None:
-        for c in self.items:
-            c.on_before_optimizer_step(trainer, step)
+        for hook in self.batch_hooks["on_before_optimizer_step"]:
+            hook(trainer, step)
 
     def on_optimizer_step(self, trainer, step) -> None:
-        for c in self.items:
-            c.on_optimizer_step(trainer, step)
+        for hook in self.batch_hooks["on_optimizer_step"]:
+            hook(trainer, step)
 
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
-        for c in self.items:
-            c.on_train_batch_end(trainer, done, sums, count)
+        for hook in self.batch_hooks["on_train_batch_end"]:
+            hook(trainer, done, sums, count)
 
     @contextlib.contextmanager
     def evaluation_weights(self, trainer):

@@ -350,30 +350,28 @@ class Epoch(torch.utils.data.Dataset):
         self.split, self.seed, self.epoch, self.rank, self.world = split, seed, epoch, rank, world
         n = _length(split)
         device = _device(split)
-        order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else None
+        order = torch.randperm(n, generator=generator(seed, epoch, 0)).to(device) if shuffle else \
+            torch.arange(n, device=device)
         self.calls = _calls(augment)   # apply_batch leaves out the random ones off training
         self.train = train
         self.random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in self.calls)
-        total = batch_size * world
-        self.indices = []
-        for start in range(0, n, total):
-            idx = order[start:start + total] if order is not None else torch.arange(start, min(start + total, n),
-                                                                                     device=device)
-            if len(idx) < world:   # too few to give each process one (steps_per_epoch leaves it out)
-                break
-            self.indices.append(idx)
+        self.indices = list(order.split(batch_size * world))   # views of `order`, one per batch
+        if self.indices and len(self.indices[-1]) < world:
+            self.indices.pop()   # too few to give each process one (steps_per_epoch leaves it out)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        idx, world = self.indices[k], self.world
-        piece = _piece(len(idx), self.rank, world)
-        batch = {f: _rows(t, idx if self.random else idx[piece]) for f, t in self.split.items()}
+        idx = self.indices[k]
+        # one process takes the whole batch; several each take their piece, cut after a random augmentation
+        piece = _piece(len(idx), self.rank, self.world) if self.world > 1 else None
+        rows = idx[piece] if piece is not None and not self.random else idx
+        batch = {f: _rows(t, rows) for f, t in self.split.items()}
         if self.calls and "x" in batch:
             g = generator(self.seed, self.epoch, k + 1) if self.random else None
             batch = apply_batch(batch, self.calls, g, self.train)
-        if self.random and world > 1:   # augmented whole, so each example gets the draw it gets in one process
+        if self.random and piece is not None:   # augmented whole, so each example gets the draw it gets in one process
             batch = {f: t[piece] for f, t in batch.items()}
         return batch
 

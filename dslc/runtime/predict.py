@@ -21,7 +21,6 @@ a regression, when the targets are known.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -272,7 +271,7 @@ def _outputs(trainer, net, pick, split: dict, fields: list) -> tuple[torch.Tenso
         m.eval()
     net.eval()
     got, targets = [], []
-    with torch.no_grad(), _autocast(trainer):
+    with torch.no_grad(), trainer.autocast():   # the precision the run evaluated in
         for batch in data_mod.batches(split, trainer.phases[-1].batch_size, shuffle=False, seed=trainer.seed,
                                       epoch=0, augment=trainer.augment, train=False):
             result = net(*[batch[f].to(trainer.device) for f in fields])
@@ -280,13 +279,6 @@ def _outputs(trainer, net, pick, split: dict, fields: list) -> tuple[torch.Tenso
             if "y" in batch:
                 targets.append(batch.get(data_mod.CLASS_IDS, batch["y"]))
     return torch.cat(got), torch.cat(targets) if targets else None
-
-
-def _autocast(trainer):
-    """The precision the run evaluated in (bf16 and fp16 autocast), so the numbers are the run's."""
-    if trainer.precision not in ("bf16", "fp16"):
-        return contextlib.nullcontext()
-    return torch.autocast(trainer.device.type, dtype=torch.bfloat16 if trainer.precision == "bf16" else torch.float16)
 
 
 # ---------------------------------------------------------------------- rows

@@ -697,8 +697,9 @@ class Trainer:
         batches = self._loader(self.data.train, phase.batch_size, start=skip, shuffle=not smoke_test, seed=self.seed,
                                epoch=epoch, augment=self.augment, train=not smoke_test,
                                rank=self.world.rank, world=self.world.size)
+        move = self.device.type != "cpu"   # batches are made on the CPU; `to` takes microseconds even when idle
         for b, batch in enumerate(batches, start=skip):
-            inputs = [batch[f].to(self.device, non_blocking=True) for f in self.batch_fields]
+            inputs = [batch[f].to(self.device, non_blocking=True) if move else batch[f] for f in self.batch_fields]
             n = inputs[0].shape[0]
             last = b + 1 == n_batches
             self.callbacks.on_train_batch_start(self, b + 1)
@@ -710,7 +711,7 @@ class Trainer:
                 with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
                     result, self.carried = self._carry(s, inputs, self.carried)
                     loss = result[0]
-                    value = float(loss.detach())
+                    value = loss.item()
                     if self.train_metrics is not None and len(result) > 1:
                         self.train_metrics.update(*_per_example(result[1].detach().float(),
                                                                 _class_ids(batch).to(self.device)))
@@ -772,13 +773,13 @@ class Trainer:
         return result[:-1], _detached(result[-1])
 
     def _forward(self, s: StepRun, inputs: list):
-        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16) \
-            if self.precision in ("bf16", "fp16") else contextlib.nullcontext()
-        grad = contextlib.nullcontext() if s.params else torch.no_grad()
+        mixed = self.precision in ("bf16", "fp16")
         try:
-            with ctx, grad:   # an evaluation step (no parameters to train) keeps no graph
-                # training (DDP's wrapper, when there is one) keeps a graph; evaluation does not
-                result = (s.ddp if s.ddp is not None and torch.is_grad_enabled() else s.module)(*inputs)
+            if s.params and not mixed:   # fp32 training, the usual case: no context to enter at every batch
+                result = self._call(s, inputs)
+            else:   # an evaluation step (no parameters to train) keeps no graph
+                with self.autocast(), contextlib.nullcontext() if s.params else torch.no_grad():
+                    result = self._call(s, inputs)
         except (RuntimeError, IndexError, ValueError) as e:
             if self.world.size > 1 and dist.lost_contact(e):
                 raise   # another process stopped: run() says so
@@ -792,6 +793,17 @@ class Trainer:
                                        help="check that the data fits the model (e.g. class ids below the "
                                             "model's number of outputs)")) from None
         return result if isinstance(result, tuple) else (result,)
+
+    def autocast(self):
+        """The precision's autocast context (bf16 and fp16; none in fp32): training's, and so evaluation's."""
+        if self.precision not in ("bf16", "fp16"):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    @staticmethod
+    def _call(s: StepRun, inputs: list):
+        # training (DDP's wrapper, when there is one) keeps a graph; evaluation does not
+        return (s.ddp if s.ddp is not None and torch.is_grad_enabled() else s.module)(*inputs)
 
     def _optimizer_step(self, s: StepRun) -> None:
         if s.optimizer is None:
@@ -836,16 +848,11 @@ class Trainer:
     def _loader(self, split, batch_size: int, **how):
         """The batches of `split` (data_mod.loader: the plan's `workers`, pinned memory for a GPU); a
         file that cannot be read mid-run is a diagnostic at the plan's data."""
-        batches = data_mod.loader(split, batch_size, workers=self.config.workers,
-                                  pin_memory=self.device.type == "cuda", **how)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except data_mod.DataError as e:
-                raise DslcError(Diagnostic(e.code, e.message, self.plan.data.span)) from None
-            yield batch
+        try:   # only the loader's own errors land here: the caller's are raised where it runs
+            yield from data_mod.loader(split, batch_size, workers=self.config.workers,
+                                       pin_memory=self.device.type == "cuda", **how)
+        except data_mod.DataError as e:
+            raise DslcError(Diagnostic(e.code, e.message, self.plan.data.span)) from None
 
     def evaluate(self, split: dict, batch_size: int) -> dict:
         """Loss (the sum of the steps' losses) and metrics on a split, in inference mode."""
