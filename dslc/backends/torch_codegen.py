@@ -643,8 +643,9 @@ class _ClassWriter:
         out_refs = [r for _, r in g.outputs]
         self._bound_at = _bindings(nodes)
         readers = _readers(g, nodes)
-        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use,
-                                                prefer=_chain_name(k, nodes, readers)), var, body)
+        chains = _chain_names(nodes, readers)
+        held = _Held(lambda n, k: self._targets(n, k, var, holder, temps, local, last_use, prefer=chains[k]),
+                     var, body)
         for i, node in enumerate(nodes):
             special = self._special_node(node, i, nodes, var, holder, temps, local, last_use, printer, params)
             if special is not None:
@@ -1264,19 +1265,25 @@ def _inlinable(node: Node, i: int, nodes: list, readers: dict, special_kind) -> 
     return readers.get(Ref(node.id)) == [i + 1]
 
 
-def _chain_name(i: int, nodes: list, readers: dict) -> str | None:
-    """The user's name for the value a chain of calls from node i ends in: each unnamed single result
-    read once, as the first input of the next node, up to a node with a name; None when the chain
-    ends otherwise (a mask read by keyword is no running value)."""
-    for j in range(i, len(nodes)):
+def _chain_names(nodes: list, readers: dict) -> list:
+    """For each node i, the user's name for the value a chain of calls from it ends in: each unnamed
+    single result read once, as the first input of the next node, up to a node with a name; None
+    when the chain ends otherwise (a mask read by keyword is no running value). One pass from the
+    end, so that a chain of thousands of layers is not walked again from each of them."""
+    def linked(j: int) -> bool:   # node j's result is the first input of node j + 1
+        return j + 1 < len(nodes) and nodes[j + 1].inputs[:1] == [Ref(nodes[j].id)]
+
+    ends = [None] * (len(nodes) + 1)   # ends[j]: where the chain goes on from node j, entered from j - 1
+    starts = [None] * len(nodes)
+    for j in range(len(nodes) - 1, -1, -1):
         node = nodes[j]
-        if len(node.outputs) != 1 or j > i and node.inputs[:1] != [Ref(nodes[j - 1].id)]:
-            return None
+        if len(node.outputs) != 1:
+            continue
         if node.names[0] is not None:
-            return safe_ident(node.names[0]) if j > i and SEP not in node.names[0] else None
-        if readers.get(Ref(node.id)) != [j + 1]:
-            return None
-    return None
+            ends[j] = safe_ident(node.names[0]) if SEP not in node.names[0] else None
+        elif readers.get(Ref(node.id)) == [j + 1] and linked(j):
+            ends[j] = starts[j] = ends[j + 1]
+    return starts
 
 
 def _readers(g: Graph, nodes: list) -> dict:
