@@ -1,7 +1,8 @@
 """Write examples/language.dl from the ```dl examples of the language contract.
 
 The examples of docs/contract/LANGUAGE.md (a copy of the shared contract) form
-one `.dl` file, imports first, that must always check and compile.
+one `.dl` file, imports first, that must always check and compile; written in `dslc fmt`'s
+layout, as every .dl file of the repository is.
     python tools/extract_contract.py [--check]
 """
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_or_check  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dslc.frontend.fmt import format_source  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRACT = os.path.join(ROOT, "docs", "contract", "LANGUAGE.md")
@@ -25,7 +29,7 @@ def extract(markdown: str) -> str:
     imports = [line for b in blocks for line in b.splitlines() if line.startswith("import ")]
     bodies = ["\n".join(line for line in b.splitlines() if not line.startswith("import ")).strip("\n")
               for b in blocks]
-    return HEADER + "\n".join(imports) + "\n\n" + "\n\n".join(bodies) + "\n"
+    return format_source(HEADER + "\n".join(imports) + "\n\n" + "\n\n".join(bodies) + "\n", OUT)
 
 
 def main() -> int:
