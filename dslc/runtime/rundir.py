@@ -18,6 +18,7 @@ import tempfile
 from ..diagnostics import Diagnostic, DslcError
 from ..files import atomic_write
 from ..frontend import ast
+from ..frontend.fmt import formatted
 from ..frontend.plans import PlanCall
 from ..ir.dims import Real, Size, plain, plain_float
 from .runlock import LOCK_NAME, RunLock, unusable
@@ -419,7 +420,13 @@ def _plain(v):
 # ---------------------------------------------------------------------- plan.dl
 
 def render_plan(plan, source_path: str, run_path: str) -> str:
-    """The plan as run: every field, argument and call with its value, defaults and --set included."""
+    """The plan as run: every field, argument and call with its value, defaults and --set included,
+    laid out as `dslc fmt` writes it."""
+    return formatted(plan_text(plan, source_path, run_path), "plan.dl")
+
+
+def plan_text(plan, source_path: str, run_path: str) -> str:
+    """render_plan's text, one statement a line, before `dslc fmt`'s layout."""
     rel = os.path.relpath(os.path.abspath(source_path), os.path.abspath(run_path))
     lines = [f"# The plan `{plan.name}` as it ran: every default and --set filled in.",
              f"# Its models are declared in {rel}.", f"train {plan.name} {{"]
