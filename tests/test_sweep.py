@@ -204,6 +204,26 @@ def test_best_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch)
     assert float(plan.fields["optimizer"].args["lr"]) == 0.012345678901234
 
 
+def test_the_best_dl_quoted_in_the_sweep_example_is_what_dslc_writes(monkeypatch):
+    """examples/sweep/README.md quotes a run's best.dl: written again from its trial's values by
+    today's writer, it is the same text (so the quote follows the writer's layout)."""
+    import re
+    from types import SimpleNamespace
+
+    from dslc.runtime.sweep import best_plan, checked_sweep
+    monkeypatch.chdir(ROOT)                # the README's commands run from the repository root
+    with open("examples/sweep/README.md") as f:
+        quoted = re.search(r"```dl\n(.*?)```", f.read(), re.S).group(1)
+    number, value = re.search(r"# The best trial \((\d+)\) of the sweep `lr_search`: val_accuracy = (\S+)\.\n",
+                              quoted).groups()
+    values = re.search(r"# Its values: (.*)\n", quoted).group(1)
+    params = {k: json.loads(v) for k, v in (item.split(" = ") for item in values.split(", "))}
+    unit = dslc.load("examples/sweep/sweep.dl").unit
+    sweep = checked_sweep(unit, unit.decls["lr_search"])
+    best = SimpleNamespace(number=int(number), value=float(value), params=params)
+    assert best_plan(unit, "examples/sweep/sweep.dl", sweep, best, "sweeps/lr_search/best.dl") == quoted
+
+
 # ---------------------------------------------------------------------------- a sweep
 
 @pytest.mark.slow
