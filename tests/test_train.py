@@ -128,6 +128,19 @@ def test_plan_dl_records_every_default_and_setting(tmp_path):
     dslc.load(str(tmp_path / "again.dl")).plan("p")
 
 
+def test_plan_dl_keeps_a_statement_that_ends_in_parentheses(tmp_path):
+    """A loss written in parentheses over two lines (as `dslc fmt` breaks a long sum) is written
+    whole: its span ends before the `)`, and plan.dl once lost it and did not parse."""
+    from dslc.runtime.rundir import render_plan
+    loss = "    loss       = (cross_entropy(out, batch.y) +\n                  0.5 * mean(out * out))\n"
+    path = write(tmp_path, PLAN.replace("    loss       = cross_entropy(out, batch.y)\n", loss))
+    text = render_plan(dslc.load(path).plan("p"), path, str(tmp_path / "run"))
+    assert format_source(text) == text
+    assert "    loss = (cross_entropy(out, batch.y) + 0.5 * mean(out * out))" in statements(text)
+    (tmp_path / "again.dl").write_text(MODELS + text)
+    dslc.load(str(tmp_path / "again.dl")).plan("p")
+
+
 def test_plan_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch):
     """A bug in the formatter costs plan.dl its layout, never the run: the renderer's own text is written."""
     from dslc.frontend import fmt

@@ -746,6 +746,12 @@ def statements(text: str) -> list[str]:
     return out
 
 
+def statement_at(text: str, start: int) -> str:
+    """The statement that starts at offset `start` of `text`, on one line as `statements` writes
+    it (a syntax node's span can stop short of the statement: `loss = (a + b)` ends at `b`)."""
+    return statements(text[start:])[0].lstrip(" ")
+
+
 def shape(node):
     """A syntax tree without its spans: what the text means, not where it stands."""
     if isinstance(node, ast.Node) or dataclasses.is_dataclass(node) and not isinstance(node, type):

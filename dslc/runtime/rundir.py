@@ -18,7 +18,7 @@ import tempfile
 from ..diagnostics import Diagnostic, DslcError
 from ..files import atomic_write
 from ..frontend import ast
-from ..frontend.fmt import formatted
+from ..frontend.fmt import FormatError, formatted, statement_at
 from ..frontend.plans import PlanCall
 from ..ir.dims import Real, Size, plain, plain_float
 from .runlock import LOCK_NAME, RunLock, unusable
@@ -489,8 +489,13 @@ def _phase_lines(plan) -> list[str]:
 
 
 def _text(node) -> str:
+    """A statement as written, on one line: from its source, up to where the statement ends (its
+    span ends before the `)` of a parenthesized expression at its end)."""
     s = node.span
-    return " ".join(s.file.text[s.start:s.end].split())
+    try:
+        return statement_at(s.file.text, s.start)
+    except (FormatError, IndexError):
+        return " ".join(s.file.text[s.start:s.end].split())
 
 
 def _model_call(entry) -> str:
