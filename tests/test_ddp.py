@@ -18,6 +18,7 @@ from support import ROOT
 
 from dslc.api import load, train
 from dslc.diagnostics import DslcError
+from dslc.frontend.fmt import statements
 from dslc.runtime import data as data_mod
 from dslc.runtime import distributed as dist
 from dslc.runtime.trainer import Options, _merged, worker_args
@@ -209,7 +210,7 @@ def test_two_processes_of_32_end_where_one_of_64_does(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "data-parallel: 2 processes (gloo), batch_size 32 per process, an effective batch of 64" in done.stdout
     assert done.stdout.count("epoch 1/3") == 1          # rank 0 alone prints
-    assert "workers = 1" in (tmp_path / "run" / "plan.dl").read_text()
+    assert "    workers = 1" in statements((tmp_path / "run" / "plan.dl").read_text())
     assert_close(run_weights(tmp_path / "run", "epoch-0003"), reference_weights([64, 64, 64], frozen_epochs=1))
     # validation on all processes is one process's: the same weights give the same numbers
     single = train(path, "small", Options(out=str(tmp_path / "one"), sets=("batch_size=64",), progress=False),

@@ -5,6 +5,7 @@ depend on the spaces the author typed. Every file of the repository is already f
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import textwrap
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from support import ROOT
 
 from dslc.cli import main
-from dslc.diagnostics import SourceFile
+from dslc.diagnostics import DslcError, SourceFile
 from dslc.frontend import fmt as fmt_module
 from dslc.frontend.fmt import WIDTH, FormatError, format_source, format_text, shape, tokenize
 from dslc.frontend.parser import parse
@@ -380,6 +381,87 @@ def test_every_file_in_the_repository_is_formatted():
     assert not unformatted, "not formatted; run `dslc fmt FILE` on: " + " ".join(unformatted)
     for name in LAYOUT_IS_THE_TEST:   # still there, still parsing, still needing the exception
         assert name in FILES and format_source(read(name), name) != read(name), name
+
+
+def test_statements_are_what_two_layouts_of_a_file_share():
+    """`statements` (how a resumed run's plan.dl is compared with the plan): one line a statement,
+    canonically spaced, whatever the layout; comments and blank lines dropped."""
+    plain = dl("""
+        # a plan.dl as dslc wrote it before `dslc fmt`
+        train p {
+            model = Small()
+            optimizer = Adam(lr=0.003, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=false, lr_mult=none)
+            batch_size = 64
+
+            phase warm {
+                freeze model.features.0
+                epochs = 1
+            }
+        }
+        """)
+    laid_out = format_source(plain)
+    assert laid_out != plain and "    optimizer  = Adam(" in laid_out
+    want = ["train p {", "    model = Small()",
+            "    optimizer = Adam(lr=0.003, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=false, "
+            "lr_mult=none)", "    batch_size = 64", "    phase warm {", "        freeze model.features.0",
+            "        epochs = 1", "    }", "}"]
+    assert fmt_module.statements(plain) == fmt_module.statements(laid_out) == want
+    assert fmt_module.statements(plain.replace("lr=0.003", "lr = 0.003")) == want
+    with pytest.raises(FormatError):
+        fmt_module.statements("train p {\n    seed = 0 \x01\n}\n")
+
+
+def doc_blocks() -> list[tuple[str, int, str]]:
+    """Each ```dl block of the guides (docs/*.md, README.md, examples/**/README.md): its file, the
+    line of its fence, and its text (dedented when the block sits in a list item)."""
+    names = subprocess.check_output(["git", "ls-files", ":(glob)docs/*.md", "README.md", ":(glob)examples/**/README.md"],
+                                    cwd=ROOT, text=True).split()
+    out = []
+    for name in names:
+        text = read(name)
+        for m in re.finditer(r"^( *)```dl\n(.*?)^\1```$", text, re.S | re.M):
+            block = textwrap.dedent(m.group(2)) if m.group(1) else m.group(2)
+            out.append((name, text.count("\n", 0, m.start()) + 1, block))
+    return out
+
+
+def parses(text: str) -> bool:
+    try:
+        parse(SourceFile("<doc>", text))
+    except DslcError:
+        return False
+    return True
+
+
+# Examples whose layout is what they show, by file and first line: the formatter would join
+# the lines that show how a statement continues onto the next one.
+DOCS_LAYOUT_IS_THE_POINT = {("docs/language.md", "model Wide {\n    input x: [B,\n")}
+# what a whole file's declarations start with (grammars/dl.lark's _decl)
+_DECLARATION = re.compile(r"(import|model|block|train|sweep) |loss \w+ =")
+
+
+def fragment(block: str) -> bool:
+    """Not a whole file: `...` for what the text leaves out, or a body's statements shown alone
+    (a `step`, a `phase`, a plan's fields, a model's statements)."""
+    code = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    return "..." in block or not code or not _DECLARATION.match(code[0])
+
+
+def test_every_whole_dl_example_of_the_docs_is_formatted():
+    blocks = doc_blocks()
+    unformatted, kept = [], set()
+    for name, line, block in blocks:
+        allowed = [k for k in DOCS_LAYOUT_IS_THE_POINT if k[0] == name and block.startswith(k[1])]
+        if not parses(block):
+            assert fragment(block), f"{name}:{line} is a whole file, but it does not parse"
+        elif allowed:
+            kept.update(allowed)
+            assert format_source(block, name) != block, f"{name}:{line} is formatted: drop its exception"
+        elif format_source(block, name) != block:
+            unformatted.append(f"{name}:{line}")
+    assert not unformatted, "```dl examples that are whole files but not formatted: " + " ".join(unformatted)
+    assert kept == DOCS_LAYOUT_IS_THE_POINT
+    assert sum(parses(b) for _, _, b in blocks) >= 20     # the whole files are most of the examples
 
 
 def test_the_files_left_unformatted_for_not_parsing_are_error_inputs():

@@ -28,6 +28,8 @@ from dslc.api import sweep as run_sweep
 from dslc.api import train
 from dslc.cli import main
 from dslc.diagnostics import DslcError
+from dslc.frontend import fmt
+from dslc.frontend.fmt import WIDTH, format_source
 from dslc.runtime.sweep import SweepOptions, with_driver
 from dslc.runtime.trainer import Options
 
@@ -161,6 +163,67 @@ def test_bad_settings(tmp_path, old, new, codes):
     assert e.value.codes == codes, e.value.render()
 
 
+def _best_dl(tmp_path) -> str:
+    """best.dl as a sweep writes it for a best trial with these values (no trial run)."""
+    from types import SimpleNamespace
+
+    from dslc.runtime.sweep import best_plan, checked_sweep
+    path = spec(tmp_path)
+    unit = dslc.load(path).unit
+    sweep = checked_sweep(unit, unit.decls["search"])
+    lr, hidden = (d.key for d in sweep.dimensions)
+    best = SimpleNamespace(number=1, value=0.9125, params={lr: 0.012345678901234, hidden: 64})
+    folder = tmp_path / "sweeps" / "search"
+    folder.mkdir(parents=True)
+    text = best_plan(unit, path, sweep, best, str(folder / "best.dl"))
+    (folder / "best.dl").write_text(text)
+    return str(folder / "best.dl")
+
+
+def test_best_dl_is_laid_out_as_dslc_fmt_writes_it(tmp_path):
+    best = _best_dl(tmp_path)
+    with open(best) as f:
+        text = f.read()
+    assert format_source(text) == text
+    assert max(len(line) for line in text.splitlines() if not line.startswith("#")) <= WIDTH
+    assert "optimizer  = AdamW(lr=0.012345678901234," in text     # the train body's `=` aligned
+    checked = CliRunner().invoke(main, ["check", best])
+    assert checked.exit_code == 0, checked.output
+    plan = dslc.load(best).plan("digits_mlp_best")
+    assert float(plan.fields["optimizer"].args["lr"]) == 0.012345678901234 and int(plan.fields["epochs"]) == 2
+
+
+def test_best_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch):
+    def broken(text, name="<text>"):
+        raise RuntimeError("a bug in the formatter")
+    monkeypatch.setattr(fmt, "format_source", broken)
+    with open(_best_dl(tmp_path)) as f:
+        text = f.read()
+    assert "    optimizer = AdamW(lr=0.012345678901234," in text   # the renderer's own layout
+    plan = dslc.load(str(tmp_path / "sweeps" / "search" / "best.dl")).plan("digits_mlp_best")
+    assert float(plan.fields["optimizer"].args["lr"]) == 0.012345678901234
+
+
+def test_the_best_dl_quoted_in_the_sweep_example_is_what_dslc_writes(monkeypatch):
+    """examples/sweep/README.md quotes a run's best.dl: written again from its trial's values by
+    today's writer, it is the same text (so the quote follows the writer's layout)."""
+    import re
+    from types import SimpleNamespace
+
+    from dslc.runtime.sweep import best_plan, checked_sweep
+    monkeypatch.chdir(ROOT)                # the README's commands run from the repository root
+    with open("examples/sweep/README.md") as f:
+        quoted = re.search(r"```dl\n(.*?)```", f.read(), re.S).group(1)
+    number, value = re.search(r"# The best trial \((\d+)\) of the sweep `lr_search`: val_accuracy = (\S+)\.\n",
+                              quoted).groups()
+    values = re.search(r"# Its values: (.*)\n", quoted).group(1)
+    params = {k: json.loads(v) for k, v in (item.split(" = ") for item in values.split(", "))}
+    unit = dslc.load("examples/sweep/sweep.dl").unit
+    sweep = checked_sweep(unit, unit.decls["lr_search"])
+    best = SimpleNamespace(number=int(number), value=float(value), params=params)
+    assert best_plan(unit, "examples/sweep/sweep.dl", sweep, best, "sweeps/lr_search/best.dl") == quoted
+
+
 # ---------------------------------------------------------------------------- a sweep
 
 @pytest.mark.slow
@@ -178,10 +241,15 @@ def test_sweep_beats_a_bad_default_and_writes_a_runnable_best_plan(tmp_path, mon
     assert [int(r["number"]) for r in rows] == [0, 1, 2]
     for r in rows:   # each trial is an ordinary run, and its value is that run's best epoch
         assert float(r["value"]) == best_val(r["run"])
-        assert f"lr={float(r['optimizer.lr'])!r}" in open(os.path.join(r["run"], "plan.dl")).read()
+        with open(os.path.join(r["run"], "plan.dl")) as f:
+            ran = f.read()
+        assert f"lr={float(r['optimizer.lr'])!r}" in ran and format_source(ran) == ran
     best = max(rows, key=lambda r: float(r["value"]))
     assert summary["best_value"] == float(best["value"]) > default + 0.3, (default, rows)
     # best.dl checks, and training it again gives the best trial's numbers (the same seed and data)
+    with open(folder / "best.dl") as f:
+        written = f.read()
+    assert format_source(written) == written
     checked = CliRunner().invoke(main, ["check", str(folder / "best.dl")])
     assert checked.exit_code == 0, checked.output
     train(str(folder / "best.dl"), "digits_mlp_best", Options(out=str(tmp_path / "again"), progress=False),

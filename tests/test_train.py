@@ -18,6 +18,7 @@ import dslc
 from dslc.api import train
 from dslc.cli import main
 from dslc.diagnostics import DslcError
+from dslc.frontend.fmt import format_source, statements
 from dslc.runtime.trainer import Options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,13 +116,44 @@ def test_run_directory_holds_what_interfaces_says(tmp_path):
 def test_plan_dl_records_every_default_and_setting(tmp_path):
     run(tmp_path, PLAN, sets=["epochs=1", "optimizer.lr=0.01", "data.val=0.25"])
     text = (tmp_path / "run" / "plan.dl").read_text()
-    assert "epochs = 1" in text
-    assert "Adam(lr=0.01, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=false" in text
-    assert "digits(val=0.25, test=0.2, seed=0" in text
-    assert "loss = cross_entropy(out, batch.y)" in text
+    assert format_source(text) == text                     # laid out as `dslc fmt` writes it
+    assert "    epochs     = 1\n" in text and "    batch_size = 64\n" in text
+    said = statements(text)
+    assert "    optimizer = Adam(lr=0.01, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=false, " \
+           "lr_mult=none)" in said
+    assert any(s.startswith("    data = digits(val=0.25, test=0.2, seed=0") for s in said)
+    assert "    loss = cross_entropy(out, batch.y)" in said
     # it is a plan the language accepts: with the models it names, it checks
     (tmp_path / "again.dl").write_text(MODELS + text)
     dslc.load(str(tmp_path / "again.dl")).plan("p")
+
+
+def test_plan_dl_keeps_a_statement_that_ends_in_parentheses(tmp_path):
+    """A loss written in parentheses over two lines (as `dslc fmt` breaks a long sum) is written
+    whole: its span ends before the `)`, and plan.dl once lost it and did not parse."""
+    from dslc.runtime.rundir import render_plan
+    loss = "    loss       = (cross_entropy(out, batch.y) +\n                  0.5 * mean(out * out))\n"
+    path = write(tmp_path, PLAN.replace("    loss       = cross_entropy(out, batch.y)\n", loss))
+    text = render_plan(dslc.load(path).plan("p"), path, str(tmp_path / "run"))
+    assert format_source(text) == text
+    assert "    loss = (cross_entropy(out, batch.y) + 0.5 * mean(out * out))" in statements(text)
+    (tmp_path / "again.dl").write_text(MODELS + text)
+    dslc.load(str(tmp_path / "again.dl")).plan("p")
+
+
+def test_plan_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch):
+    """A bug in the formatter costs plan.dl its layout, never the run: the renderer's own text is written."""
+    from dslc.frontend import fmt
+    from dslc.runtime.rundir import plan_text
+
+    def broken(text, name="<text>"):
+        raise RuntimeError("a bug in the formatter")
+    monkeypatch.setattr(fmt, "format_source", broken)
+    run(tmp_path, PLAN, sets=["epochs=1"])
+    text = (tmp_path / "run" / "plan.dl").read_text()
+    path = str(tmp_path / "plan.dl")
+    assert text == plan_text(dslc.load(path).plan("p", sets=("epochs=1",)), path, str(tmp_path / "run"))
+    assert "    epochs = 1\n" in text
 
 
 def test_a_new_run_never_reuses_a_folder(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from support import train_until_interrupted
 import dslc
 from dslc.api import train
 from dslc.diagnostics import DslcError
+from dslc.frontend.fmt import statements
 from dslc.runtime import data as data_mod
 from dslc.runtime.metrics import MetricSet
 from dslc.runtime.trainer import Options
@@ -92,7 +93,7 @@ def test_a_sigmoid_and_bce_classifier_is_scored_on_its_probabilities(tmp_path):
     assert all({"train_accuracy", "train_f1", "val_accuracy", "val_f1"} <= set(r) for r in records)
     assert records[0]["train_accuracy"] < records[-1]["train_accuracy"]
     assert records[-1]["train_accuracy"] >= 0.9 and records[-1]["val_accuracy"] >= 0.9
-    assert "metrics = [accuracy, f1(threshold=0.7)]" in (tmp_path / "run" / "plan.dl").read_text()
+    assert "    metrics = [accuracy, f1(threshold=0.7)]" in statements((tmp_path / "run" / "plan.dl").read_text())
 
 
 def test_train_metrics_resume_exactly_after_an_interruption_mid_epoch(tmp_path, monkeypatch):

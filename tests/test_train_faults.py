@@ -22,6 +22,7 @@ from test_train import PLAN, SLOW_PLAN, _cli, _without_time, metrics, run, same,
 from dslc.catalog import sources
 from dslc.cli import main
 from dslc.diagnostics import DslcError
+from dslc.frontend.fmt import statements
 from dslc.runtime import checkpoint, data
 from dslc.runtime.rundir import RunDir
 from dslc.runtime.runlock import RunLock
@@ -121,7 +122,7 @@ def test_a_finished_run_is_not_resumed_but_set_epochs_continues_it(tmp_path):
     result = cli("train", path, "--out", folder, "--resume", "--set", "epochs=2")
     assert result.exit_code == 0, result.output
     assert "epochs = 2 (the run had 1): 1 more to run" in result.output
-    assert "    epochs = 2\n" in (folder / "plan.dl").read_text()
+    assert "    epochs = 2" in statements((folder / "plan.dl").read_text())
     run(tmp_path, ONE_EPOCH, out="straight", sets=["epochs=2"])
     assert [r["epoch"] for r in metrics(folder)] == [1, 2]
     assert _without_time(metrics(folder)) == _without_time(metrics(tmp_path / "straight"))
@@ -182,6 +183,29 @@ def test_resume_with_a_set_learning_rate_is_refused(tmp_path):
     refused(cli("train", tmp_path / "plan.dl", "--out", folder, "--resume", "--set", "optimizer.lr=0.5"),
             "E0606", "now:     optimizer = Adam(lr=0.5,")
     assert snapshot(folder) == before
+
+
+def test_a_run_whose_plan_dl_predates_the_formatted_layout_still_resumes(tmp_path):
+    """Runs started before plan.dl was laid out as `dslc fmt` writes it hold one statement a line
+    with `=` unaligned and long lines unbroken: they resume, and a real change of their plan is
+    still refused."""
+    import dslc
+    from dslc.runtime.rundir import plan_text
+    run(tmp_path, PLAN, max_epochs=1)
+    folder, path = tmp_path / "run", str(tmp_path / "plan.dl")
+    old = plan_text(dslc.load(path).plan("p"), path, str(folder))     # what dslc wrote before
+    assert "\n    epochs = 3\n" in old and "amsgrad=false, lr_mult=none)\n" in old
+    assert old != (folder / "plan.dl").read_text()
+    (folder / "plan.dl").write_text(old)
+    before = snapshot(folder)
+    refused(cli("train", path, "--out", folder, "--resume", "--set", "optimizer.lr=0.5"), "E0606",
+            "note: the run: optimizer = Adam(lr=0.003,", "note: now:     optimizer = Adam(lr=0.5,")
+    refused(cli("train", path, "--out", folder, "--resume", "--set", "batch_size=32"), "E0606",
+            "note: the run: batch_size = 64", "note: now:     batch_size = 32")
+    assert snapshot(folder) == before
+    result = cli("train", path, "--out", folder, "--resume")
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in metrics(folder)] == [1, 2, 3]
 
 
 def test_resume_with_changed_model_code_is_refused(tmp_path):

@@ -1,8 +1,8 @@
 """Write examples/language.dl from the ```dl examples of the language contract.
 
 The examples of docs/contract/LANGUAGE.md (a copy of the shared contract) form
-one `.dl` file, imports first, that must always check and compile; written in `dslc fmt`'s
-layout, as every .dl file of the repository is.
+one `.dl` file, imports first, that must always check and compile. It is written as
+`dslc fmt` lays it out, as every `.dl` file of the repository is.
     python tools/extract_contract.py [--check]
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ import os
 import re
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from common import write_or_check  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dslc.frontend.fmt import format_source  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRACT = os.path.join(ROOT, "docs", "contract", "LANGUAGE.md")
 OUT = os.path.join(ROOT, "examples", "language.dl")
 HEADER = ("# The examples of the language contract (docs/contract/LANGUAGE.md), as one file.\n"

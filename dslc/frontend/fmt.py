@@ -725,6 +725,33 @@ def format_source(text: str, name: str = "<text>") -> str:
     return formatted
 
 
+def formatted(text: str, name: str = "<text>") -> str:
+    """`text` formatted, or `text` as it is when the formatter cannot: for the `.dl` files dslc
+    writes itself (plan.dl, a sweep's best.dl), whose writing must never fail on the layout."""
+    try:
+        return format_source(text, name)
+    except Exception:   # a bug in the formatter costs the layout, never the file
+        return text
+
+
+def statements(text: str) -> list[str]:
+    """Each statement of `text` on one line, indented by its depth, spaced canonically, without
+    comments, blank lines or aligned `=`: what two layouts of the same file have in common (a
+    resumed run's plan.dl is compared with the plan by it). FormatError when `text` cannot be read."""
+    out = []
+    for ln in _lines(tokenize(text.replace("\r\n", "\n"))):
+        code = [t for t in ln.toks if t.kind not in ("NL", "COMMENT")]
+        if code:
+            out.append(_At(INDENT * ln.depth).text(code))
+    return out
+
+
+def statement_at(text: str, start: int) -> str:
+    """The statement that starts at offset `start` of `text`, on one line as `statements` writes
+    it (a syntax node's span can stop short of the statement: `loss = (a + b)` ends at `b`)."""
+    return statements(text[start:])[0].lstrip(" ")
+
+
 def shape(node):
     """A syntax tree without its spans: what the text means, not where it stands."""
     if isinstance(node, ast.Node) or dataclasses.is_dataclass(node) and not isinstance(node, type):

@@ -2,8 +2,8 @@
 
 A resumed run is exact (the same steps, each epoch logged once) only if it runs the
 plan that started it. So the plan as checked now, rendered as plan.dl, must equal
-the run's plan.dl, line for line (comments aside), and the models' generated code
-must equal the run's plan.py (docstrings aside: they hold line numbers). The one
+the run's plan.dl, statement for statement (comments and layout aside), and the
+models' generated code must equal the run's plan.py (docstrings aside: they hold line numbers). The one
 field that may change is `epochs`, and only when `--set epochs=N` says so, in a plan
 without phases: it continues a finished run, or stops an unfinished one sooner. A
 schedule that spans the whole run (cosine, one_cycle, warmup_cosine) would change
@@ -20,6 +20,7 @@ import os
 import re
 
 from ..diagnostics import Diagnostic, DslcError
+from ..frontend.fmt import FormatError, statements
 from .rundir import run_plan_name
 
 # schedules whose curve is laid over the run's whole length (steps_per_epoch * epochs)
@@ -31,8 +32,13 @@ _MAX_NOTES = 8
 
 
 def plan_lines(text: str) -> list[str]:
-    """The lines of a plan.dl that say what runs: no comments, no blank lines."""
-    return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    """The statements of a plan.dl, one a line whatever its layout (runs started before dslc laid
+    plan.dl out as `dslc fmt` does still resume): no comments, no blank lines. A file the formatter
+    cannot read is compared line by line."""
+    try:
+        return statements(text)
+    except FormatError:
+        return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def run_epochs(text: str) -> int | None:

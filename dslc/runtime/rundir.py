@@ -18,6 +18,7 @@ import tempfile
 from ..diagnostics import Diagnostic, DslcError
 from ..files import atomic_write
 from ..frontend import ast
+from ..frontend.fmt import FormatError, formatted, statement_at
 from ..frontend.plans import PlanCall
 from ..ir.dims import Real, Size, plain, plain_float
 from .runlock import LOCK_NAME, RunLock, unusable
@@ -419,7 +420,13 @@ def _plain(v):
 # ---------------------------------------------------------------------- plan.dl
 
 def render_plan(plan, source_path: str, run_path: str) -> str:
-    """The plan as run: every field, argument and call with its value, defaults and --set included."""
+    """The plan as run: every field, argument and call with its value, defaults and --set included,
+    laid out as `dslc fmt` writes it."""
+    return formatted(plan_text(plan, source_path, run_path), "plan.dl")
+
+
+def plan_text(plan, source_path: str, run_path: str) -> str:
+    """render_plan's text, one statement a line, before `dslc fmt`'s layout."""
     rel = os.path.relpath(os.path.abspath(source_path), os.path.abspath(run_path))
     lines = [f"# The plan `{plan.name}` as it ran: every default and --set filled in.",
              f"# Its models are declared in {rel}.", f"train {plan.name} {{"]
@@ -482,8 +489,13 @@ def _phase_lines(plan) -> list[str]:
 
 
 def _text(node) -> str:
+    """A statement as written, on one line: from its source, up to where the statement ends (its
+    span ends before the `)` of a parenthesized expression at its end)."""
     s = node.span
-    return " ".join(s.file.text[s.start:s.end].split())
+    try:
+        return statement_at(s.file.text, s.start)
+    except (FormatError, IndexError):
+        return " ".join(s.file.text[s.start:s.end].split())
 
 
 def _model_call(entry) -> str:

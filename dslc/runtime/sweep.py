@@ -34,10 +34,11 @@ from dataclasses import dataclass, replace
 
 from ..diagnostics import Diagnostic, DslcError
 from ..files import atomic_write
+from ..frontend.fmt import formatted
 from ..frontend.loader import load_unit
 from ..frontend.sweeps import Dimension, checked_sweep, dl_literal, plan_with
 from .callbacks import Callback
-from .rundir import render_plan
+from .rundir import plan_text
 from .safety import Interrupted
 from .trainer import Options, run_plan
 
@@ -434,11 +435,11 @@ def best_plan(unit, path: str, sweep, best, best_path: str) -> str:
     folder = os.path.dirname(os.path.abspath(best_path))
     rel = os.path.relpath(os.path.abspath(path), folder).replace(os.sep, "/")
     name = _free_name(unit, f"{sweep.plan}_best")
-    body = render_plan(replace(plan, name=name), path, folder).split("\n", 2)[2]
+    body = plan_text(replace(plan, name=name), path, folder).split("\n", 2)[2]
     head = [f"# The best trial ({best.number}) of the sweep `{sweep.name}`: {sweep.metric} = {best.value:.6g}.",
             "# Its values: " + ", ".join(f"{k} = {dl_literal(v)}" for k, v in best.params.items()),
             f"# Train it: dslc train {best_path} --plan {name}", f"import {json.dumps(rel)}", ""]
-    return "\n".join(head) + "\n" + body
+    return formatted("\n".join(head) + "\n" + body, "best.dl")
 
 
 def _free_name(unit, name: str) -> str:
