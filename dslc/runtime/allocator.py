@@ -3,14 +3,14 @@
 PyTorch's CPU tensors come from malloc, and a training step frees and allocates the same
 activations and gradients every batch. With glibc's defaults, malloc gives the top of its heap
 back to the kernel whenever more than twice its (adaptive) mmap threshold lies free there, and
-serves large blocks from fresh mmaps below that threshold; either way the next step pays a page
-fault for each 4 KiB page it writes. On the digits CNN that was 0 to 26,000 faults an epoch,
-15% of its time in the kernel, landing mostly in the backward pass (which allocates the
-gradients of the activations); how many depends on the heap's history, so two identical loops
-in one process differed by up to 15%. Fixed thresholds (a large trim threshold, blocks up to
-32 MiB from the heap) keep that memory for the next step, as PyTorch's CUDA caching allocator
-does on a GPU: no faults after the first step, the same numbers (allocation never changes a
-result: PyTorch aligns every tensor to 64 bytes itself).
+serves blocks above that threshold from fresh mmaps; either way the next step pays a page fault
+for each 4 KiB page it writes. On the digits CNN that was 0 to 34,000 faults an epoch
+(10-17% of its CPU time in the kernel), about half of them in the backward pass, which allocates
+the gradients of the activations; how many depends on the heap's history, so two loops running
+the same ops in one process differed by up to 15% in their backward pass. Fixed thresholds (a
+large trim threshold, blocks up to 32 MiB from the heap) keep that memory for the next step, as
+PyTorch's CUDA caching allocator does on a GPU: no faults after the first steps, and the same
+numbers (where a tensor lies never changes a result: PyTorch aligns each to 64 bytes itself).
 
 The cost: the process keeps up to TRIM_THRESHOLD of freed memory instead of returning it.
 `DSLC_MALLOC=default` leaves glibc's settings alone. Other C libraries (macOS, musl) and
