@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 import dslc  # noqa: E402
+from dslc.runtime import allocator  # noqa: E402
 from dslc.runtime import data as data_mod  # noqa: E402
 from dslc.runtime.rundir import RunDir  # noqa: E402
 from dslc.runtime.trainer import Options, Trainer  # noqa: E402
@@ -90,6 +91,7 @@ def _bare_epoch(model, opt, sched, train: dict, batch_size: int, epoch: int, cli
 
 def bench_case(label: str, path: str, plan_name: str, batch_size: int, clip, smoothing) -> dict:
     torch.set_num_threads(1)
+    allocator.keep_freed_memory()   # as Trainer.run sets it (for the whole process: both sides)
     with tempfile.TemporaryDirectory() as tmp:
         t = _trainer(os.path.join(ROOT, path), plan_name, os.path.join(tmp, "run"), watch=False)
         watched = _trainer(os.path.join(ROOT, path), plan_name, os.path.join(tmp, "watched"), watch=True)

@@ -34,7 +34,7 @@ from ..frontend.lints import batch_sizes, last_batch_of_one
 from ..frontend.settings import parse_sets
 from ..ir.nesting import nest
 from ..passes import optimize
-from . import checkpoint, health, pruning, qat, resume, smoke
+from . import allocator, checkpoint, health, pruning, qat, resume, smoke
 from . import data as data_mod
 from . import distributed as dist
 from . import fsdp as fsdp_mod
@@ -192,6 +192,7 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict:
+        allocator.keep_freed_memory()   # each step reuses the last one's memory instead of faulting it in anew
         self.world.start(self.device)
         try:
             result = self._fast_dev_run() if self.options.fast_dev_run else self._run()
