@@ -7,6 +7,7 @@ The reference is the twin itself: every weight must equal the twin's and the for
 bit-equal to the twin's own."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -311,7 +312,7 @@ def test_dslc_train_weights_and_rename_options_stand_for_the_plan_fields(tmp_pat
     assert result.exit_code == 0, result.output
     assert "(6 rename rules): loaded 38 of the model's 38 tensors" in result.stderr
     written = (tmp_path / "run" / "plan.dl").read_text()
-    assert "rename = {" in written and '"layer1.basic_block1": "layer1.0"' in written
+    assert re.search(r"^ +rename +=\s*\{", written, re.M) and '"layer1.basic_block1": "layer1.0"' in written
     assert json.loads((tmp_path / "run" / "weights_report.json").read_text())["model"]["loaded"] == 38
 
 

@@ -635,9 +635,7 @@ class _ClassWriter:
         last_use = _last_uses(g, nodes)
         local = Namespace(set(HELPERS))  # helpers stay visible
         self.size_names = {s: local.claim(s) for s in sorted(_symbol_names(g))}  # `T = x.shape[1]`
-        var: dict = {}
-        holder: dict = {}       # variable -> the Ref it holds
-        temps: set = set()
+        var, holder, temps = {}, {}, set()   # holder: variable -> the Ref it holds
         params = self._parameters(local, var, holder, last_use)
         body = []
         out_refs = [r for _, r in g.outputs]
