@@ -164,25 +164,18 @@ def test_fsdp_refuses_what_it_cannot_shard(tmp_path, fields, says):
     assert "use `strategy = ddp`" in text
 
 
-def test_fsdp_refuses_several_models(tmp_path):
-    gan = ROOT + "/examples/gan/gan.dl"
-    text = pathlib.Path(gan).read_text().replace("train gan {", "train gan {\n    strategy = fsdp", 1)
-    (tmp_path / "gan.dl").write_text(text)
+@pytest.mark.parametrize("example, plan, says", [
+    ("gan/gan.dl", "gan", "`strategy = fsdp` trains plans of one model; this one has 2 (`G`, `D`)"),
+    ("contrastive/contrastive.dl", "byol",
+     "`strategy = fsdp` cannot keep a momentum copy of a sharded model (`ema(...)` in a step)"),
+], ids=["several models", "momentum copy"])
+def test_fsdp_refuses_an_example_plan_it_cannot_shard(tmp_path, example, plan, says):
+    text = pathlib.Path(ROOT, "examples", example).read_text()
+    (tmp_path / "plan.dl").write_text(text.replace(f"train {plan} {{", f"train {plan} {{\n    strategy = fsdp", 1))
     with pytest.raises(DslcError) as e:
-        load(str(tmp_path / "gan.dl")).plan("gan")
+        load(str(tmp_path / "plan.dl")).plan(plan)
     assert e.value.codes == ["E0302"]
-    assert "`strategy = fsdp` trains plans of one model; this one has 2 (`G`, `D`)" in e.value.render()
-
-
-def test_fsdp_refuses_a_momentum_copy_of_the_model(tmp_path):
-    byol = ROOT + "/examples/contrastive/contrastive.dl"
-    text = pathlib.Path(byol).read_text().replace("train byol {", "train byol {\n    strategy = fsdp", 1)
-    (tmp_path / "byol.dl").write_text(text)
-    with pytest.raises(DslcError) as e:
-        load(str(tmp_path / "byol.dl")).plan("byol")
-    assert e.value.codes == ["E0302"]
-    assert "`strategy = fsdp` cannot keep a momentum copy of a sharded model (`ema(...)` in a step)" in \
-        e.value.render()
+    assert says in e.value.render()
 
 
 # ------------------------------------------------------------------ the sharding units (one process)
