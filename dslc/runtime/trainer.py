@@ -774,9 +774,8 @@ class Trainer:
         return result[:-1], _detached(result[-1])
 
     def _forward(self, s: StepRun, inputs: list):
-        mixed = self.precision in ("bf16", "fp16")
         try:
-            if s.params and not mixed:   # fp32 training, the usual case: no context to enter at every batch
+            if s.params and not self.mixed_precision:   # fp32 training, the usual case: no context to enter at every batch
                 result = self._call(s, inputs)
             else:   # an evaluation step (no parameters to train) keeps no graph
                 with self.autocast(), contextlib.nullcontext() if s.params else torch.no_grad():
@@ -795,9 +794,14 @@ class Trainer:
                                             "model's number of outputs)")) from None
         return result if isinstance(result, tuple) else (result,)
 
+    @property
+    def mixed_precision(self) -> bool:
+        """bf16 or fp16: the steps run under autocast."""
+        return self.precision in ("bf16", "fp16")
+
     def autocast(self):
         """The precision's autocast context (bf16 and fp16; none in fp32): training's, and so evaluation's."""
-        if self.precision not in ("bf16", "fp16"):
+        if not self.mixed_precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
