@@ -1186,7 +1186,7 @@ def with_defaults(graph: Graph, signature: list) -> list:
 
 INLINE = "__dslc_inline__"     # stands for a held value while its reader is written
 MAX_NESTING = 3                # calls written inside one another at most
-MAX_STATEMENT = 88             # characters of a statement with a value written into it
+MAX_STATEMENT = 120            # a line's characters at most, as torchvision's black config (line-length = 120)
 
 
 class _Held:

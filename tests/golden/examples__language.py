@@ -32,8 +32,7 @@ class MnistMLP(nn.Sequential):
     """The model `MnistMLP` (language.dl:6)."""
 
     def __init__(self, hidden: int = 128, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
-                         nn.Linear(hidden, classes))
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
 
 class TwoTower(nn.Module):
@@ -56,8 +55,7 @@ class ConvBnRelu(nn.Sequential):
     """The block `ConvBnRelu` (language.dl:23)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
-        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2),
-                         nn.BatchNorm2d(out), nn.ReLU())
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2), nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Residual(nn.Module):
@@ -99,10 +97,8 @@ class ResNet18(nn.Sequential):
     """The model `ResNet18` (language.dl:38)."""
 
     def __init__(self, classes: int = 10):
-        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),
-                         Residual2(64, 128, stride=2), Residual(128),
-                         Residual2(128, 256, stride=2), Residual(256),
-                         Residual2(256, 512, stride=2), Residual(512),
+        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64), Residual2(64, 128, stride=2), Residual(128),
+                         Residual2(128, 256, stride=2), Residual(256), Residual2(256, 512, stride=2), Residual(512),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
 
 
@@ -147,16 +143,16 @@ class Generator(nn.Sequential):
     """The model `Generator` (language.dl:76)."""
 
     def __init__(self, latent: int = 100, out: int = 784):
-        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
-                         nn.LeakyReLU(0.2), nn.Linear(512, out), nn.Tanh())
+        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, out), nn.Tanh())
 
 
 class Discriminator(nn.Sequential):
     """The model `Discriminator` (language.dl:86)."""
 
     def __init__(self, inp: int = 784):
-        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
-                         nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256), nn.LeakyReLU(0.2),
+                         nn.Linear(256, 1), nn.Sigmoid())
 
 
 class Backbone(nn.Module):
@@ -378,8 +374,7 @@ class MLP(nn.Sequential):
     """The model `MLP` (mlp.dl:5)."""
 
     def __init__(self, hidden: int = 256, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.ReLU(),
+        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, classes))
 
 

@@ -10,22 +10,18 @@ class AlexNetFeatures(nn.Sequential):
     """The block `AlexNetFeatures` (alexnet.dl:12)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(),
-                         nn.MaxPool2d(3, stride=2), nn.Conv2d(64, 192, 5, padding=2),
-                         nn.ReLU(), nn.MaxPool2d(3, stride=2),
-                         nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(3, stride=2))
+        super().__init__(nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+                         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+                         nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2))
 
 
 class AlexNetClassifier(nn.Sequential):
     """The block `AlexNetClassifier` (alexnet.dl:29)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
-        super().__init__(nn.Dropout(dropout), nn.Linear(in_features, 4096), nn.ReLU(),
-                         nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
-                         nn.Linear(4096, classes))
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_features, 4096), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes))
 
 
 class AlexNet(nn.Module):

@@ -10,16 +10,14 @@ class Encoder(nn.Sequential):
     """The block `Encoder` (autoencoder.dl:19)."""
 
     def __init__(self, in_features: int, hidden: int, latent: int):
-        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(),
-                         nn.Linear(hidden, latent))
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, latent))
 
 
 class Decoder(nn.Sequential):
     """The block `Decoder` (autoencoder.dl:25)."""
 
     def __init__(self, in_features: int, hidden: int, out: int):
-        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(),
-                         nn.Linear(hidden, out), nn.Sigmoid())
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.Sigmoid())
 
 
 class Autoencoder(nn.Module):

@@ -69,8 +69,7 @@ class VisionTransformer(nn.Module):
     def forward(self, x):
         B = x.shape[0]
         tokens = self.conv1(x).flatten(2).transpose(1, 2)
-        h = torch.cat([self.class_embedding.expand(B, 1, self.dim), tokens], dim=1)
-        h = h + self.positional_embedding
+        h = torch.cat([self.class_embedding.expand(B, 1, self.dim), tokens], dim=1) + self.positional_embedding
         h = self.ln_pre(h)
         for block in self.resblocks:
             h = block(h)
@@ -90,8 +89,7 @@ class TextTransformer(nn.Module):
 
     def forward(self, tokens):
         x = self.token_embedding(tokens)
-        h = torch.arange(tokens.shape[1], device=tokens.device)
-        h = x + self.positional_embedding(h)
+        h = x + self.positional_embedding(torch.arange(tokens.shape[1], device=tokens.device))
         for block in self.resblocks:
             h = block(h)
         return self.text_projection(self.ln_final(h[:, -1]))

@@ -10,16 +10,14 @@ class Down(nn.Sequential):
     """The block `Down` (conv_vae.dl:16)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__(nn.Conv2d(in_channels, out, 3, stride=2, padding=1),
-                         nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
+        super().__init__(nn.Conv2d(in_channels, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.01))
 
 
 class Encoder(nn.Sequential):
     """The block `Encoder` (conv_vae.dl:30)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(Down(in_channels, 32), Down(32, 64), Down(64, 128),
-                         Down(128, 256), Down(256, 512))
+        super().__init__(Down(in_channels, 32), Down(32, 64), Down(64, 128), Down(128, 256), Down(256, 512))
 
 
 class Up(nn.Sequential):
@@ -34,8 +32,8 @@ class Decoder(nn.Sequential):
     """The block `Decoder` (conv_vae.dl:35)."""
 
     def __init__(self, in_channels: int, channels: int):
-        super().__init__(Up(in_channels, 256), Up(256, 128), Up(128, 64), Up(64, 32),
-                         Up(32, 32), nn.Conv2d(32, channels, 3, padding=1), nn.Tanh())
+        super().__init__(Up(in_channels, 256), Up(256, 128), Up(128, 64), Up(64, 32), Up(32, 32),
+                         nn.Conv2d(32, channels, 3, padding=1), nn.Tanh())
 
 
 class ConvVAE(nn.Module):

@@ -18,32 +18,27 @@ class DCGANGenerator(nn.Sequential):
     """The model `DCGANGenerator` (dcgan.dl:36)."""
 
     def __init__(self, latent: int = 100, features: int = 64, channels: int = 3):
-        super().__init__(nn.Unflatten(1, (latent, 1, 1)),
-                         UpBlock(latent, 8 * features, stride=1, padding=0),
-                         UpBlock(8 * features, 4 * features),
-                         UpBlock(4 * features, 2 * features),
+        super().__init__(nn.Unflatten(1, (latent, 1, 1)), UpBlock(latent, 8 * features, stride=1, padding=0),
+                         UpBlock(8 * features, 4 * features), UpBlock(4 * features, 2 * features),
                          UpBlock(2 * features, features),
-                         nn.ConvTranspose2d(features, channels, 4, stride=2, padding=1, bias=False),
-                         nn.Tanh())
+                         nn.ConvTranspose2d(features, channels, 4, stride=2, padding=1, bias=False), nn.Tanh())
 
 
 class DownBlock(nn.Sequential):
     """The block `DownBlock` (dcgan.dl:30)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__(nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(out), nn.LeakyReLU(0.2))
+        super().__init__(nn.Conv2d(in_channels, out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(out),
+                         nn.LeakyReLU(0.2))
 
 
 class DCGANDiscriminator(nn.Sequential):
     """The model `DCGANDiscriminator` (dcgan.dl:47)."""
 
     def __init__(self, features: int = 64, channels: int = 3):
-        super().__init__(nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False),
-                         nn.LeakyReLU(0.2), DownBlock(features, 2 * features),
-                         DownBlock(2 * features, 4 * features),
-                         DownBlock(4 * features, 8 * features),
-                         nn.Conv2d(8 * features, 1, 4, bias=False), nn.Flatten(),
+        super().__init__(nn.Conv2d(channels, features, 4, stride=2, padding=1, bias=False), nn.LeakyReLU(0.2),
+                         DownBlock(features, 2 * features), DownBlock(2 * features, 4 * features),
+                         DownBlock(4 * features, 8 * features), nn.Conv2d(8 * features, 1, 4, bias=False), nn.Flatten(),
                          nn.Sigmoid())
 
 
@@ -51,11 +46,9 @@ class GeneratorMLP(nn.Sequential):
     """The block `GeneratorMLP` (dcgan.dl:60)."""
 
     def __init__(self, in_features: int, out: int):
-        super().__init__(nn.Linear(in_features, 128), nn.LeakyReLU(0.2),
-                         nn.Linear(128, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
-                         nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
-                         nn.Linear(512, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2),
-                         nn.Linear(1024, out), nn.Tanh())
+        super().__init__(nn.Linear(in_features, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.BatchNorm1d(256),
+                         nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2), nn.Linear(1024, out), nn.Tanh())
 
 
 class ConditionalGenerator(nn.Module):
@@ -74,10 +67,9 @@ class DiscriminatorMLP(nn.Sequential):
     """The block `DiscriminatorMLP` (dcgan.dl:73)."""
 
     def __init__(self, in_features: int):
-        super().__init__(nn.Linear(in_features, 512), nn.LeakyReLU(0.2),
-                         nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2),
-                         nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2),
-                         nn.Linear(512, 1), nn.Sigmoid())
+        super().__init__(nn.Linear(in_features, 512), nn.LeakyReLU(0.2), nn.Linear(512, 512), nn.Dropout(0.4),
+                         nn.LeakyReLU(0.2), nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2), nn.Linear(512, 1),
+                         nn.Sigmoid())
 
 
 class ConditionalDiscriminator(nn.Module):

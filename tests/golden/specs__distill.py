@@ -10,9 +10,8 @@ class Teacher(nn.Sequential):
     """The model `Teacher` (distill.dl:15)."""
 
     def __init__(self, hidden: int = 1200, input_dropout: float = 0.2, dropout: float = 0.5, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Dropout(input_dropout),
-                         nn.Linear(784, hidden), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        super().__init__(nn.Flatten(), nn.Dropout(input_dropout), nn.Linear(784, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(hidden, classes))
 
 
@@ -20,8 +19,7 @@ class Student(nn.Sequential):
     """The model `Student` (distill.dl:29)."""
 
     def __init__(self, hidden: int = 800, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.ReLU(),
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, classes))
 
 

@@ -33,20 +33,18 @@ class ConvBn(nn.Sequential):
     """The block `ConvBn` (efficientnet.dl:31)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__(nn.Conv2d(in_channels, out, 1, bias=False),
-                         nn.BatchNorm2d(out))
+        super().__init__(nn.Conv2d(in_channels, out, 1, bias=False), nn.BatchNorm2d(out))
 
 
 class ExpandDepthwiseProject(nn.Sequential):
     """The block `ExpandDepthwiseProject` (efficientnet.dl:50)."""
 
     def __init__(self, in_channels: int, hidden: int, out: int, expand: int, k: int, stride: int, squeeze: int):
-        if expand != 1:
-            super().__init__(ConvBnSiLU(in_channels, hidden),
-                             ConvBnSiLU(hidden, hidden, k=k, stride=stride, groups=hidden),
+        if expand == 1:
+            super().__init__(ConvBnSiLU(in_channels, hidden, k=k, stride=stride, groups=hidden),
                              SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
         else:
-            super().__init__(ConvBnSiLU(in_channels, hidden, k=k, stride=stride, groups=hidden),
+            super().__init__(ConvBnSiLU(in_channels, hidden), ConvBnSiLU(hidden, hidden, k=k, stride=stride, groups=hidden),
                              SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
 
 
@@ -84,11 +82,10 @@ class Features(nn.Sequential):
     """The block `Features` (efficientnet.dl:78)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(ConvBnSiLU(in_channels, 32, k=3, stride=2),
-                         Stage(32, 16, 1, 3, 1, 1), Stage(16, 24, 6, 3, 2, 2),
-                         Stage(24, 40, 6, 5, 2, 2), Stage(40, 80, 6, 3, 3, 2),
-                         Stage(80, 112, 6, 5, 3, 1), Stage(112, 192, 6, 5, 4, 2),
-                         Stage(192, 320, 6, 3, 1, 1), ConvBnSiLU(320, 1280))
+        super().__init__(ConvBnSiLU(in_channels, 32, k=3, stride=2), Stage(32, 16, 1, 3, 1, 1),
+                         Stage(16, 24, 6, 3, 2, 2), Stage(24, 40, 6, 5, 2, 2), Stage(40, 80, 6, 3, 3, 2),
+                         Stage(80, 112, 6, 5, 3, 1), Stage(112, 192, 6, 5, 4, 2), Stage(192, 320, 6, 3, 1, 1),
+                         ConvBnSiLU(320, 1280))
 
 
 class Classifier(nn.Sequential):

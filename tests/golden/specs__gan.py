@@ -10,16 +10,16 @@ class Generator(nn.Sequential):
     """The model `Generator` (gan.dl:10)."""
 
     def __init__(self, latent: int = 100, out: int = 784):
-        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
-                         nn.LeakyReLU(0.2), nn.Linear(512, out), nn.Tanh())
+        super().__init__(nn.Linear(latent, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
+                         nn.Linear(512, out), nn.Tanh())
 
 
 class Discriminator(nn.Sequential):
     """The model `Discriminator` (gan.dl:20)."""
 
     def __init__(self, inp: int = 784):
-        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
-                         nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+        super().__init__(nn.Linear(inp, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256), nn.LeakyReLU(0.2),
+                         nn.Linear(256, 1), nn.Sigmoid())
 
 
 MODELS = {"Generator": Generator, "Discriminator": Discriminator}

@@ -62,10 +62,9 @@ class GoogLeNet(nn.Module):
     def forward(self, x):
         h = self.conv2(F.max_pool2d(self.conv1(x), 3, stride=2, ceil_mode=True))
         h = self.inception1(F.max_pool2d(self.conv3(h), 3, stride=2, ceil_mode=True))
-        h = F.max_pool2d(self.inception2(h), 3, stride=2, ceil_mode=True)
-        h = self.inception5(self.inception4(self.inception3(h)))
-        h = self.inception7(self.inception6(h))
-        h = self.inception8(F.max_pool2d(h, 2, stride=2, ceil_mode=True))
+        h = self.inception3(F.max_pool2d(self.inception2(h), 3, stride=2, ceil_mode=True))
+        h = self.inception6(self.inception5(self.inception4(h)))
+        h = self.inception8(F.max_pool2d(self.inception7(h), 2, stride=2, ceil_mode=True))
         h = F.adaptive_avg_pool2d(self.inception9(h), 1).flatten(1)
         return self.fc(self.dropout(h))
 
@@ -87,9 +86,8 @@ class MiniGoogLeNet(nn.Module):
     def forward(self, x):
         h = self.inception2(self.inception1(self.stem(x)))
         h = self.inception4(self.inception3(F.max_pool2d(h, 3, stride=2, padding=1)))
-        h = self.inception5(F.max_pool2d(h, 3, stride=2, padding=1))
-        h = self.dropout(F.adaptive_avg_pool2d(h, 1).flatten(1))
-        return self.fc(h)
+        h = F.adaptive_avg_pool2d(self.inception5(F.max_pool2d(h, 3, stride=2, padding=1)), 1)
+        return self.fc(self.dropout(h.flatten(1)))
 
 
 MODELS = {"GoogLeNet": GoogLeNet, "MiniGoogLeNet": MiniGoogLeNet}

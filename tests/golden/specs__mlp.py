@@ -10,8 +10,7 @@ class MLP(nn.Sequential):
     """The model `MLP` (mlp.dl:5)."""
 
     def __init__(self, hidden: int = 256, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.ReLU(),
+        super().__init__(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, classes))
 
 

@@ -11,8 +11,7 @@ class MnistMLP(nn.Sequential):
     """The model `MnistMLP` (mnist_mlp.dl:12)."""
 
     def __init__(self, hidden: int = 128, classes: int = 10):
-        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
-                         nn.Linear(hidden, classes))
+        super().__init__(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
 
 class TwoTower(nn.Module):

@@ -50,19 +50,14 @@ class Features(nn.Sequential):
     """The block `Features` (mobilenet.dl:43)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(ConvBnRelu6(in_channels, 32, stride=2),
-                         InvertedResidual(32, 16, 1),
-                         InvertedResidual(16, 24, 6, stride=2),
-                         InvertedResidual(24, 24, 6),
-                         InvertedResidual(24, 32, 6, stride=2),
-                         InvertedResidual(32, 32, 6), InvertedResidual(32, 32, 6),
-                         InvertedResidual(32, 64, 6, stride=2),
-                         InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6),
-                         InvertedResidual(64, 64, 6), InvertedResidual(64, 96, 6),
-                         InvertedResidual(96, 96, 6), InvertedResidual(96, 96, 6),
-                         InvertedResidual(96, 160, 6, stride=2),
-                         InvertedResidual(160, 160, 6), InvertedResidual(160, 160, 6),
-                         InvertedResidual(160, 320, 6), ConvBnRelu6(320, 1280, k=1))
+        super().__init__(ConvBnRelu6(in_channels, 32, stride=2), InvertedResidual(32, 16, 1),
+                         InvertedResidual(16, 24, 6, stride=2), InvertedResidual(24, 24, 6),
+                         InvertedResidual(24, 32, 6, stride=2), InvertedResidual(32, 32, 6),
+                         InvertedResidual(32, 32, 6), InvertedResidual(32, 64, 6, stride=2),
+                         InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6),
+                         InvertedResidual(64, 96, 6), InvertedResidual(96, 96, 6), InvertedResidual(96, 96, 6),
+                         InvertedResidual(96, 160, 6, stride=2), InvertedResidual(160, 160, 6),
+                         InvertedResidual(160, 160, 6), InvertedResidual(160, 320, 6), ConvBnRelu6(320, 1280, k=1))
 
 
 class Classifier(nn.Sequential):

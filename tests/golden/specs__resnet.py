@@ -11,8 +11,7 @@ class Downsample(nn.Sequential):
     """The block `Downsample` (resnet.dl:22)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
-        super().__init__(nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
-                         nn.BatchNorm2d(out))
+        super().__init__(nn.Conv2d(in_channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
 
 
 class BasicBlock(nn.Module):

@@ -11,8 +11,7 @@ class ConvBnRelu(nn.Sequential):
     """The block `ConvBnRelu` (cifar_resnet.dl:14)."""
 
     def __init__(self, in_channels: int, out: int, k: int = 3, stride: int = 1):
-        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2),
-                         nn.BatchNorm2d(out), nn.ReLU())
+        super().__init__(nn.Conv2d(in_channels, out, k, stride=stride, padding=k // 2), nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Residual(nn.Module):
@@ -54,10 +53,8 @@ class ResNet18(nn.Sequential):
     """The model `ResNet18` (cifar_resnet.dl:30)."""
 
     def __init__(self, classes: int = 10):
-        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64),
-                         Residual2(64, 128, stride=2), Residual(128),
-                         Residual2(128, 256, stride=2), Residual(256),
-                         Residual2(256, 512, stride=2), Residual(512),
+        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64), Residual2(64, 128, stride=2), Residual(128),
+                         Residual2(128, 256, stride=2), Residual(256), Residual2(256, 512, stride=2), Residual(512),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
 
 
@@ -65,11 +62,9 @@ class ResNet18Encoder(nn.Sequential):
     """The block `ResNet18Encoder` (simclr.dl:15)."""
 
     def __init__(self, in_channels: int):
-        super().__init__(ConvBnRelu(in_channels, 64), Residual(64), Residual(64),
-                         Residual2(64, 128, stride=2), Residual(128),
-                         Residual2(128, 256, stride=2), Residual(256),
-                         Residual2(256, 512, stride=2), Residual(512),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        super().__init__(ConvBnRelu(in_channels, 64), Residual(64), Residual(64), Residual2(64, 128, stride=2),
+                         Residual(128), Residual2(128, 256, stride=2), Residual(256), Residual2(256, 512, stride=2),
+                         Residual(512), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 class SimCLR(nn.Module):

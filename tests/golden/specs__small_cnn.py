@@ -10,8 +10,7 @@ class ConvPool(nn.Sequential):
     """The block `ConvPool` (small_cnn.dl:12)."""
 
     def __init__(self, in_channels: int, out: int):
-        super().__init__(nn.Conv2d(in_channels, out, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2))
+        super().__init__(nn.Conv2d(in_channels, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class SmallCNN(nn.Sequential):
@@ -20,9 +19,8 @@ class SmallCNN(nn.Sequential):
     def __init__(self, classes: int = 10, widths: list[int] = [32, 64, 128], hidden: int = 256, dropout: float = 0.5):
         if widths != [32, 64, 128]:
             raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with `dslc compile --set`")
-        super().__init__(ConvPool(3, 32), ConvPool(32, 64), ConvPool(64, 128),
-                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(2048, hidden),
-                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+        super().__init__(ConvPool(3, 32), ConvPool(32, 64), ConvPool(64, 128), nn.Flatten(), nn.Dropout(dropout),
+                         nn.Linear(2048, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
 
 
 MODELS = {"SmallCNN": SmallCNN}

@@ -47,8 +47,7 @@ class UpsampleConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out, k)
 
     def forward(self, x):
-        h = self.reflection_pad(F.interpolate(x, scale_factor=float(self.upsample2)))
-        return self.conv2d(h)
+        return self.conv2d(self.reflection_pad(F.interpolate(x, scale_factor=float(self.upsample2))))
 
 
 class TransformerNet(nn.Module):

@@ -11,10 +11,8 @@ class DoubleConv(nn.Sequential):
     """The block `DoubleConv` (unet.dl:11)."""
 
     def __init__(self, in_channels: int, out: int, mid: int):
-        super().__init__(nn.Conv2d(in_channels, mid, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(mid), nn.ReLU(),
-                         nn.Conv2d(mid, out, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out), nn.ReLU())
+        super().__init__(nn.Conv2d(in_channels, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                         nn.Conv2d(mid, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU())
 
 
 class Down(nn.Sequential):

@@ -10,23 +10,21 @@ class VGGFeatures(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and not bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2))
 
 
 class VGGClassifier(nn.Sequential):
     """The block `VGGClassifier` (vgg.dl:31)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
-        super().__init__(nn.Linear(in_features, 4096), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(4096, classes))
+        super().__init__(nn.Linear(in_features, 4096), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(4096, classes))
 
 
 class VGG11(nn.Module):
@@ -47,18 +45,14 @@ class VGGFeatures2(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1),
-                         nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256),
-                         nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
-                         nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512),
-                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
-                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
-                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
-                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG11BN(nn.Module):
@@ -79,18 +73,14 @@ class VGGFeatures3(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and not bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
@@ -112,25 +102,19 @@ class VGGFeatures4(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and bn."""
 
     def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64),
-                         nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1),
-                         nn.BatchNorm2d(128), nn.ReLU(),
-                         nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1),
-                         nn.BatchNorm2d(256), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256),
-                         nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
-                         nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512),
-                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
-                         nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(512, 512, 3, padding=1),
-                         nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512),
-                         nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1),
-                         nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
+        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                         nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
+                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG16BN(nn.Module):

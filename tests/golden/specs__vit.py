@@ -10,8 +10,8 @@ class MLPBlock(nn.Sequential):
     """The block `MLPBlock` (vit.dl:14)."""
 
     def __init__(self, in_features: int, dim: int, mlp: int, dropout: float = 0.0):
-        super().__init__(nn.Linear(in_features, mlp), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(mlp, dim), nn.Dropout(dropout))
+        super().__init__(nn.Linear(in_features, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim),
+                         nn.Dropout(dropout))
 
 
 class EncoderBlock(nn.Module):
