@@ -119,8 +119,7 @@ def test_resnet_blocks_are_one_class_each_branching_as_torchvision_does():
     names = _classes(src)
     assert "BasicBlock2" not in names and "Bottleneck2" not in names
     # torchvision's choice of the projection, and its `identity = x if self.downsample is None else ...`
-    assert "self.downsample = (Downsample(in_channels, out, stride=stride)\n" \
-           "                           if stride != 1 else None)" in src
+    assert "self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 else None\n" in src
     assert "skip = self.downsample(x) if self.downsample is not None else x\n" \
            "        return F.relu(h + skip)" in src
     module = prog.module()
@@ -340,5 +339,6 @@ def test_a_docstring_claims_only_what_the_class_checks(name):
 
 def test_unet_up_states_what_its_inputs_need():
     _, src = _source("unet.dl")
-    assert '"""The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and ' \
-           '2 * x.shape[3] == skip.shape[3]."""' in src
+    # the docstring wraps within the 120-column limit
+    assert '"""The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] ==\n' \
+           '    skip.shape[3]."""' in src

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast as pyast
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from ..frontend import ast
@@ -63,9 +64,11 @@ class ClassInfo:
         built = [f for f in facts if f not in inputs]
         doc = self.heading + (", built for " + " and ".join(built) if built else "") + "." + \
             (f" Expects inputs with {' and '.join(inputs)}." if inputs else "")
-        lines = self.code.replace("__DOC__", doc).split("\n")
-        at = next(i for i, line in enumerate(lines) if line.startswith(f"{INDENT}def __init__(")) + 1
-        return "\n".join(lines[:at] + [INDENT * 2 + c for c in self._checks(built)] + lines[at:])
+        lines = self.code.replace("__DOC__", _wrapped(doc, INDENT)).split("\n")
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{INDENT}def __init__("))
+        at = next(i for i in range(start, len(lines)) if lines[i].endswith("):")) + 1   # the signature's end
+        lines = lines[:at] + [INDENT * 2 + c for c in self._checks(built)] + lines[at:]
+        return "\n".join(_fitted(lines))
 
     def _checks(self, facts: list) -> list[str]:
         """`if stride != 1: raise ValueError(...)` for each fact that reads only constructor arguments."""
@@ -109,10 +112,10 @@ class ClassParts:
 def assemble(signature: list, init: list, forward: list, base: str = "nn.Module") -> str:
     """A class's source, named __CLASS__ and documented __DOC__ (filled in when it is emitted)."""
     lines = [f"class __CLASS__({base}):", f'{INDENT}"""__DOC__"""', ""]
-    params = "".join(f", {name}{ann}{'' if default is None else ' = ' + default}"
-                     if ann else f", {name}{'' if default is None else '=' + default}"
-                     for _, name, ann, default in signature)
-    lines.append(f"{INDENT}def __init__(self{params}):")
+    params = [f"{name}{ann}{'' if default is None else ' = ' + default}"
+              if ann else f"{name}{'' if default is None else '=' + default}"
+              for _, name, ann, default in signature]
+    lines += [INDENT + line for line in _packed("def __init__(", ["self", *params], "):", indent=1)]
     lines += [INDENT * 2 + b if b else b for b in init]
     if forward:
         lines.append("")
@@ -1186,7 +1189,7 @@ def with_defaults(graph: Graph, signature: list) -> list:
 
 INLINE = "__dslc_inline__"     # stands for a held value while its reader is written
 MAX_NESTING = 3                # calls written inside one another at most
-MAX_STATEMENT = 120            # a line's characters at most, as torchvision's black config (line-length = 120)
+MAX_STATEMENT = variants.WIDTH  # a line's characters at most (120, torchvision's black line-length)
 
 
 class _Held:
@@ -1423,6 +1426,73 @@ def _packed_call(head: str, argument: str, tail: str, indent: int = 2) -> list[s
     return [head, INDENT + argument + tail]
 
 
+def _wrapped(text: str, indent: str = "") -> str:
+    """A docstring's text in lines within the line limit, the lines after the first indented by
+    `indent` (the docstring's own), counting the quotes around it."""
+    width = MAX_STATEMENT - len(indent) - 3
+    lines = textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+    return ("\n" + indent).join(lines) if len(text) + 6 > width else text
+
+
+def _fitted(lines: list[str]) -> list[str]:
+    """The lines, each statement that passes the line limit wrapped: a call's arguments aligned under
+    the first (`self.transformer = nn.Transformer(d_model=..., ...)`), a raise's message split. A
+    statement written on several lines (a merged class indents one more level) is joined first."""
+    out, i = [], 0
+    while i < len(lines):
+        end, statement = i + 1, None
+        if len(lines[i]) > MAX_STATEMENT:
+            end, statement = _statement_at(lines, i)
+        out += _fit(lines[i:end], statement) if statement is not None else lines[i:end]
+        i = end
+    return out
+
+
+def _statement_at(lines: list[str], i: int) -> tuple:
+    """(the index after it, its AST) for the statement that starts on line i; (i + 1, None) where
+    none does (a continuation line, `if ...:`)."""
+    for end in range(i + 1, min(i + 12, len(lines)) + 1):
+        text = " ".join(line.strip() for line in lines[i:end])
+        try:
+            return end, (pyast.parse(text).body[0], text)
+        except SyntaxError:
+            continue
+    return i + 1, None
+
+
+def _fit(lines: list[str], statement: tuple) -> list[str]:
+    node, text = statement
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    value = node.exc if isinstance(node, pyast.Raise) else getattr(node, "value", None)
+    if not isinstance(value, pyast.Call) or value.end_col_offset != len(text):
+        return lines
+    args = value.args
+    if isinstance(node, pyast.Raise) and len(args) == 1 and isinstance(args[0], pyast.Constant):
+        return [" " * (indent - len(INDENT)) + line for line in _raised(args[0].value, indent // len(INDENT))]
+    parts = sorted([*args, *value.keywords], key=lambda a: a.col_offset)
+    items = [pyast.get_source_segment(text, a) for a in parts]
+    head = text[:value.func.end_col_offset] + "("
+    return [" " * indent + part for part in _packed(head, items, ")", indent=indent // len(INDENT))]
+
+
+def _raised(message: str, indent: int = 3) -> list[str]:
+    """`raise ValueError("...")` indented once, the message split at spaces into strings Python joins
+    where one line would pass the line limit (a check in __init__ is `indent` levels deep)."""
+    head = f"{INDENT}raise ValueError("
+    width = MAX_STATEMENT - len(INDENT) * (indent - 1) - len(head) - 4   # quotes, `)` or a space
+    chunks, line = [], ""
+    for word in re.findall(r"`[^`]*`\S*|\S+", message):     # a `code span` is not split
+        if line and len(line) + 1 + len(word) > width:
+            chunks.append(line + " ")
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    chunks.append(line)
+    strings = [py_str(c) for c in chunks]
+    return [head + strings[0] + (")" if len(strings) == 1 else "")] + \
+        [" " * len(head) + t + (")" if k == len(strings) - 1 else "") for k, t in enumerate(strings[1:], 1)]
+
+
 def _dense_joins(g: Graph) -> dict:
     """The concat node that joins each element of a dense list to the running value -> the list's name."""
     out = {}
@@ -1657,7 +1727,7 @@ def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:
     _tell_apart(gen)
     classes = "\n\n".join(c.source() for c in gen.classes)
     uses_f = "F." in classes or any("F." in HELPERS[h].source for h in gen.helpers)
-    header = [f'"""{title}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""']
+    header = [f'"""{_wrapped(title)}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""']
     if re.search(r"\bmath\.", classes):   # `math.sqrt(d_model)`: a float computed from parameters
         header.append("import math")
     header += ["import torch", "from torch import nn"]
@@ -1702,10 +1772,10 @@ def _helper_order(names: set) -> list[str]:
 
 
 def _registry(gen: Generator, models: list[Graph], seed: int) -> str:
-    entries = ", ".join(f"{py_str(g.name)}: {gen.top[g.name]}" for g in models)
+    entries = [f"{py_str(g.name)}: {gen.top[g.name]}" for g in models]
     default = py_str(models[0].name)
     return "\n".join([
-        f"MODELS = {{{entries}}}",
+        *_packed("MODELS = {", entries, "}", indent=0),
         "",
         "",
         f"def build(name: str = {default}, seed: int | None = {seed}, **params) -> nn.Module:",

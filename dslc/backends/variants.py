@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from ..ir.pyliteral import py_str
 
 INDENT = "    "
-WIDTH = 88             # characters of a line a merged statement fits on (the generator's statements')
+WIDTH = 120            # a line's characters at most, as torchvision's black config (line-length = 120)
 MAX_ATOMS = 8          # decisions a merge considers (cases are enumerated: 2 ** MAX_ATOMS)
 _MEMBER = re.compile(r'^self\.([A-Za-z_]\w*) = |^self\.register_buffer\("(\w+)"')
 

@@ -30,12 +30,15 @@ class EncoderLayer(nn.Module):
 class BertClassifier(nn.Module):
     """The model `BertClassifier` (bert.dl:35)."""
 
-    def __init__(self, vocab: int = 30522, context: int = 512, segments: int = 2, dim: int = 768, depth: int = 12, heads: int = 12, ff: int | None = None, dropout: float = 0.1, pre_norm: bool = False, classes: int = 2):
+    def __init__(self, vocab: int = 30522, context: int = 512, segments: int = 2, dim: int = 768, depth: int = 12,
+                 heads: int = 12, ff: int | None = None, dropout: float = 0.1, pre_norm: bool = False,
+                 classes: int = 2):
         super().__init__()
         if ff is None:
             ff = 4 * dim
         if pre_norm is not False:
-            raise ValueError("BertClassifier was compiled for pre_norm=False; compile it again with `dslc compile --set`")
+            raise ValueError("BertClassifier was compiled for pre_norm=False; compile it again with "
+                             "`dslc compile --set`")
         self.word_embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)
         self.segment_embed = nn.Embedding(segments, dim)

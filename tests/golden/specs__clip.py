@@ -55,7 +55,8 @@ class ResidualAttentionBlock(nn.Module):
 class VisionTransformer(nn.Module):
     """The block `VisionTransformer` (clip.dl:31)."""
 
-    def __init__(self, in_channels: int, x_dim2: int, x_dim3: int, patch: int, dim: int, depth: int, heads: int, embed: int):
+    def __init__(self, in_channels: int, x_dim2: int, x_dim3: int, patch: int, dim: int, depth: int, heads: int,
+                 embed: int):
         super().__init__()
         self.dim = dim
         self.class_embedding = nn.Parameter(torch.randn(dim) * 0.02)
@@ -98,7 +99,9 @@ class TextTransformer(nn.Module):
 class CLIP(nn.Module):
     """The model `CLIP` (clip.dl:52)."""
 
-    def __init__(self, image: int = 32, patch: int = 8, vision_dim: int = 64, vision_depth: int = 2, vision_heads: int = 4, vocab: int = 1000, context: int = 16, text_dim: int = 64, text_depth: int = 2, text_heads: int = 4, embed: int = 32):
+    def __init__(self, image: int = 32, patch: int = 8, vision_dim: int = 64, vision_depth: int = 2,
+                 vision_heads: int = 4, vocab: int = 1000, context: int = 16, text_dim: int = 64, text_depth: int = 2,
+                 text_heads: int = 4, embed: int = 32):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.full((), 2.659260036932778))
         self.visual = VisionTransformer(3, image, image, patch, vision_dim, vision_depth, vision_heads, embed)

@@ -42,7 +42,8 @@ class ConvVAE(nn.Module):
     def __init__(self, channels: int = 3, latent: int = 128, hidden: list[int] = [32, 64, 128, 256, 512]):
         super().__init__()
         if hidden != [32, 64, 128, 256, 512]:
-            raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with `dslc compile --set`")
+            raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with "
+                             "`dslc compile --set`")
         self.encoder = Encoder(channels)
         self.fc_mu = nn.Linear(2048, latent)
         self.fc_var = nn.Linear(2048, latent)

@@ -119,18 +119,23 @@ class UpsampleConv(nn.Module):
 class DDPMUNet(nn.Module):
     """The model `DDPMUNet` (ddpm.dl:69)."""
 
-    def __init__(self, channels: int = 3, size: int = 32, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1, attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
+    def __init__(self, channels: int = 3, size: int = 32, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1,
+                 attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
         super().__init__()
         if (size - 1) // 2 + 1 != 2 * ((size - 1) // 2 // 2) + 2:
-            raise ValueError("DDPMUNet was compiled for (size - 1) // 2 + 1 == 2 * ((size - 1) // 2 // 2) + 2; compile it again with `dslc compile --set` to change that")
+            raise ValueError("DDPMUNet was compiled for (size - 1) // 2 + 1 == 2 * ((size - 1) // 2 // 2) + 2; "
+                             "compile it again with `dslc compile --set` to change that")
         if size != 4 * ((size - 1) // 2 // 2) + 4:
-            raise ValueError("DDPMUNet was compiled for size == 4 * ((size - 1) // 2 // 2) + 4; compile it again with `dslc compile --set` to change that")
+            raise ValueError("DDPMUNet was compiled for size == 4 * ((size - 1) // 2 // 2) + 4; compile it again with "
+                             "`dslc compile --set` to change that")
         if blocks != 1:
-            raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to change that")
+            raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to "
+                             "change that")
         if mults != [1, 2, 2]:
             raise ValueError("DDPMUNet was compiled for mults=[1, 2, 2]; compile it again with `dslc compile --set`")
         if attention != [False, True, False]:
-            raise ValueError("DDPMUNet was compiled for attention=[False, True, False]; compile it again with `dslc compile --set`")
+            raise ValueError("DDPMUNet was compiled for attention=[False, True, False]; compile it again with "
+                             "`dslc compile --set`")
         self.timestep_embedding = TimestepEmbedding(base)
         self.temb_dense1 = nn.Linear(2 * (base // 2), 4 * base)
         self.temb_dense2 = nn.Linear(4 * base, 4 * base)

@@ -44,7 +44,8 @@ class ExpandDepthwiseProject(nn.Sequential):
             super().__init__(ConvBnSiLU(in_channels, hidden, k=k, stride=stride, groups=hidden),
                              SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
         else:
-            super().__init__(ConvBnSiLU(in_channels, hidden), ConvBnSiLU(hidden, hidden, k=k, stride=stride, groups=hidden),
+            super().__init__(ConvBnSiLU(in_channels, hidden),
+                             ConvBnSiLU(hidden, hidden, k=k, stride=stride, groups=hidden),
                              SqueezeExcitation(hidden, squeeze), ConvBn(hidden, out))
 
 
@@ -54,11 +55,13 @@ class MBConv(nn.Module):
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
         if stride == 1 and in_channels == out and (k - 1) % 2 != 0:
-            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and (k - 1) % 2 != 0")
+            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and (k - "
+                             "1) % 2 != 0")
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
-        self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride, max(1, in_channels // 4))
+        self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride,
+                                            max(1, in_channels // 4))
 
     def forward(self, x):
         h = self.block(x)
@@ -73,7 +76,8 @@ class Stage(nn.Sequential):
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
         if blocks < 1 or ((k - 1) % 2 != 0 and blocks != 1) or ((k - 1) % 2 != 0 and in_channels == out):
-            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or ((k - 1) % 2 != 0 and blocks != 1) or ((k - 1) % 2 != 0 and in_channels == out)")
+            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or ((k - 1) % 2 != 0 and blocks != "
+                             "1) or ((k - 1) % 2 != 0 and in_channels == out)")
         super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
                          *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
 

@@ -22,7 +22,8 @@ class DeepMLP(nn.Sequential):
 
     def __init__(self, widths: list[int] = [512, 256, 128], classes: int = 10, dropout: float = 0.2):
         if widths != [512, 256, 128]:
-            raise ValueError("DeepMLP was compiled for widths=[512, 256, 128]; compile it again with `dslc compile --set`")
+            raise ValueError("DeepMLP was compiled for widths=[512, 256, 128]; compile it again with "
+                             "`dslc compile --set`")
         super().__init__(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(dropout), nn.Linear(512, 256),
                          nn.ReLU(), nn.Dropout(dropout), nn.Linear(256, 128), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(128, classes))

@@ -25,8 +25,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
-        self.downsample = (Downsample(in_channels, out, stride=stride)
-                           if stride != 1 else None)
+        self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 else None
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))

@@ -23,10 +23,12 @@ class RNNClassifier(nn.Module):
 class StackedLSTMClassifier(nn.Module):
     """The model `StackedLSTMClassifier` (rnn.dl:24)."""
 
-    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2, bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
+    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2,
+                 bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
         super().__init__()
         if bidirectional is not True:
-            raise ValueError("StackedLSTMClassifier was compiled for bidirectional=True; compile it again with `dslc compile --set`")
+            raise ValueError("StackedLSTMClassifier was compiled for bidirectional=True; compile it again with "
+                             "`dslc compile --set`")
         self.embedding = nn.Embedding(vocab, embed)
         self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=True, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -42,10 +44,12 @@ class StackedLSTMClassifier(nn.Module):
 class StackedGRUClassifier(nn.Module):
     """The model `StackedGRUClassifier` (rnn.dl:34)."""
 
-    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2, bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
+    def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2,
+                 bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
         super().__init__()
         if bidirectional is not True:
-            raise ValueError("StackedGRUClassifier was compiled for bidirectional=True; compile it again with `dslc compile --set`")
+            raise ValueError("StackedGRUClassifier was compiled for bidirectional=True; compile it again with "
+                             "`dslc compile --set`")
         self.embedding = nn.Embedding(vocab, embed)
         self.gru = nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=True, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -74,7 +78,8 @@ class SequenceTagger(nn.Module):
         return self.fc(self.dropout2(out))
 
 
-MODELS = {"RNNClassifier": RNNClassifier, "StackedLSTMClassifier": StackedLSTMClassifier, "StackedGRUClassifier": StackedGRUClassifier, "SequenceTagger": SequenceTagger}
+MODELS = {"RNNClassifier": RNNClassifier, "StackedLSTMClassifier": StackedLSTMClassifier,
+          "StackedGRUClassifier": StackedGRUClassifier, "SequenceTagger": SequenceTagger}
 
 
 def build(name: str = "RNNClassifier", seed: int | None = 0, **params) -> nn.Module:

@@ -92,7 +92,8 @@ class DecoderLayer(nn.Module):
 class Seq2SeqTransformer(nn.Module):
     """The model `Seq2SeqTransformer` (seq2seq.dl:39)."""
 
-    def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8, ff: int | None = None, dropout: float = 0.1):
+    def __init__(self, vocab: int = 37000, context: int = 512, dim: int = 512, depth: int = 6, heads: int = 8,
+                 ff: int | None = None, dropout: float = 0.1):
         super().__init__()
         if ff is None:
             ff = 4 * dim

@@ -18,7 +18,8 @@ class SmallCNN(nn.Sequential):
 
     def __init__(self, classes: int = 10, widths: list[int] = [32, 64, 128], hidden: int = 256, dropout: float = 0.5):
         if widths != [32, 64, 128]:
-            raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with `dslc compile --set`")
+            raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with "
+                             "`dslc compile --set`")
         super().__init__(ConvPool(3, 32), ConvPool(32, 64), ConvPool(64, 128), nn.Flatten(), nn.Dropout(dropout),
                          nn.Linear(2048, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
 

@@ -30,7 +30,8 @@ class TransformerBlock(nn.Module):
 class TransformerClassifier(nn.Module):
     """The model `TransformerClassifier` (transformer.dl:21)."""
 
-    def __init__(self, vocab: int = 10000, context: int = 512, dim: int = 128, depth: int = 4, heads: int = 4, classes: int = 2):
+    def __init__(self, vocab: int = 10000, context: int = 512, dim: int = 128, depth: int = 4, heads: int = 4,
+                 classes: int = 2):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)

@@ -20,11 +20,13 @@ class TokenEmbedding(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen. Expects inputs with x.shape[2] == emb_size."""
+    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size *
+    maxlen. Expects inputs with x.shape[2] == emb_size."""
 
     def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
         if 2 * maxlen * ((emb_size + 1) // 2) != emb_size * maxlen:
-            raise ValueError("PositionalEncoding needs 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen (translator.dl:24)")
+            raise ValueError("PositionalEncoding needs 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen "
+                             "(translator.dl:24)")
         super().__init__()
         pos_embedding = -torch.arange(0, emb_size, 2, dtype=torch.float32) * 9.210340371976184
         den = torch.exp(pos_embedding / emb_size)
@@ -42,15 +44,20 @@ class PositionalEncoding(nn.Module):
 class Translator(nn.Module):
     """The model `Translator` (translator.dl:33)."""
 
-    def __init__(self, src_vocab: int = 16, tgt_vocab: int = 16, emb_size: int = 512, nhead: int = 8, num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512, dropout: float = 0.1, maxlen: int = 5000):
+    def __init__(self, src_vocab: int = 16, tgt_vocab: int = 16, emb_size: int = 512, nhead: int = 8,
+                 num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512,
+                 dropout: float = 0.1, maxlen: int = 5000):
         super().__init__()
         if 2 * maxlen * ((emb_size + 1) // 2) != emb_size * maxlen:
-            raise ValueError("Translator was compiled for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen; compile it again with `dslc compile --set` to change that")
+            raise ValueError("Translator was compiled for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen; "
+                             "compile it again with `dslc compile --set` to change that")
         self.maxlen = maxlen
         self.src_tok_emb = TokenEmbedding(src_vocab, emb_size)
         self.positional_encoding = PositionalEncoding(emb_size, dropout, maxlen=maxlen)
         self.tgt_tok_emb = TokenEmbedding(tgt_vocab, emb_size)
-        self.transformer = nn.Transformer(d_model=emb_size, nhead=nhead, num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout, batch_first=True)
+        self.transformer = nn.Transformer(d_model=emb_size, nhead=nhead, num_encoder_layers=num_encoder_layers,
+                                          num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+                                          dropout=dropout, batch_first=True)
         self.generator = nn.Linear(emb_size, tgt_vocab)
         nn.init.xavier_uniform_(self.generator.weight)
 
@@ -66,7 +73,9 @@ class Translator(nn.Module):
         src_emb = self.positional_encoding(self.src_tok_emb(src))
         tgt_emb = self.positional_encoding(self.tgt_tok_emb(tgt))
         x = nn.Transformer.generate_square_subsequent_mask(T, device=src.device)
-        outs = self.transformer(src_emb, tgt_emb, tgt_mask=x, src_key_padding_mask=src_padding_mask, tgt_key_padding_mask=tgt_padding_mask, memory_key_padding_mask=src_padding_mask, tgt_is_causal=True)
+        outs = self.transformer(src_emb, tgt_emb, tgt_mask=x, src_key_padding_mask=src_padding_mask,
+                                tgt_key_padding_mask=tgt_padding_mask, memory_key_padding_mask=src_padding_mask,
+                                tgt_is_causal=True)
         return self.generator(outs)
 
 

@@ -23,7 +23,8 @@ class Down(nn.Sequential):
 
 
 class Up(nn.Module):
-    """The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] == skip.shape[3]."""
+    """The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] ==
+    skip.shape[3]."""
 
     def __init__(self, in_channels: int, skip_dim1: int, out: int, bilinear: bool = False):
         super().__init__()

@@ -7,7 +7,8 @@ from torch import nn
 
 
 class VGGFeatures(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and not bn."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and
+    not bn."""
 
     def __init__(self, in_channels: int):
         super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -42,7 +43,8 @@ class VGG11(nn.Module):
 
 
 class VGGFeatures2(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and bn."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and
+    bn."""
 
     def __init__(self, in_channels: int):
         super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
@@ -70,7 +72,8 @@ class VGG11BN(nn.Module):
 
 
 class VGGFeatures3(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and not bn."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and
+    not bn."""
 
     def __init__(self, in_channels: int):
         super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
@@ -99,7 +102,8 @@ class VGG16(nn.Module):
 
 
 class VGGFeatures4(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and bn."""
+    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and
+    bn."""
 
     def __init__(self, in_channels: int):
         super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),

@@ -63,7 +63,8 @@ class Heads(nn.Module):
 class ViT(nn.Module):
     """The model `ViT` (vit.dl:46)."""
 
-    def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12, classes: int = 1000):
+    def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12,
+                 classes: int = 1000):
         super().__init__()
         self.dim = dim
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
