@@ -81,12 +81,47 @@ def render(tree: list, indent: str = "    ", depth: int = 0) -> list[str]:
     return out
 
 
-def opening(body: list[str]) -> list[str]:
-    """`layers = []` and the lines, its first appends made its first value."""
-    first = _appended(body[0]) if body else None
-    if first is not None:
-        return [f"layers = [{', '.join(first)}]"] + body[1:]
-    return ["layers = []"] + body
+def constructor(body: list[str], carried: str | None) -> list[str]:
+    """The constructor's lines around the rendered loop: the shorter of torchvision's `layers = [...]`
+    ... `super().__init__(*layers, last)` and nn.Sequential's own `super().__init__(first)` ...
+    `self.append(x)` (the same modules, keyed 0, 1, 2, ... either way); the first on a tie."""
+    listed, own = _listed(body, carried), _own(body)
+    return own if len(own) < len(listed) else listed
+
+
+def _listed(body: list[str], carried: str | None) -> list[str]:
+    head, tail = _run(body[:1]), _run(body[-1:])
+    lines = body[1:] if head is not None else body
+    first = f"[{', '.join(head)}]" if head is not None else "[]"
+    if lines and carried and lines[0].startswith(f"{carried} = "):
+        out = [f"layers, {carried} = {first}, {lines[0][len(carried) + 3:]}"]
+        lines = lines[1:]
+    else:
+        out = [f"layers = {first}"]
+    end = f"super().__init__(*layers, {', '.join(tail)})" if tail is not None else ""
+    if tail is not None and lines and 8 + len(end) <= WIDTH:
+        return out + lines[:-1] + [end]
+    return out + lines + ["super().__init__(*layers)"]
+
+
+def _own(body: list[str]) -> list[str]:
+    head = _run(body[:1])
+    out = [f"super().__init__({', '.join(head)})"] if head is not None else ["super().__init__()"]
+    for line in body[1:] if head is not None else body:
+        indent = line[:len(line) - len(line.lstrip())]
+        items = _appended(line.lstrip())
+        if items is None:
+            out.append(line)
+        elif line.lstrip().startswith("layers.append("):
+            out.append(f"{indent}self.append({items[0]})")
+        else:
+            out.append(f"{indent}self.extend([{items[0]}])")
+    return out
+
+
+def _run(lines: list[str]) -> list | None:
+    """The layers a top-level `layers.append(x)` or `layers += [x, y]` adds, else None."""
+    return _appended(lines[0]) if lines and not lines[0].startswith(" ") else None
 
 
 def _joined(tree: list, width: int) -> list:

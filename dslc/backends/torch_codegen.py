@@ -558,7 +558,7 @@ class _ClassWriter:
             self.unlooped = str(why)
             return []
         self.live = template.live
-        return loops.opening(body) + ["super().__init__(*layers)"]
+        return loops.constructor(body, template.carried)
 
     def _with_siblings(self, tree: list) -> list:
         """A branch this specialization did not take, written as another specialization wrote it."""

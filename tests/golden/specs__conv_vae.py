@@ -17,11 +17,10 @@ class Encoder(nn.Sequential):
     """The block `Encoder` (conv_vae.dl:30)."""
 
     def __init__(self, in_channels: int, hidden: list[int]):
-        layers = []
+        super().__init__()
         for width in hidden:
-            layers.append(Down(in_channels, width))
+            self.append(Down(in_channels, width))
             in_channels = width
-        super().__init__(*layers)
 
 
 class Up(nn.Sequential):
@@ -40,8 +39,7 @@ class Decoder(nn.Sequential):
         for width in hidden[::-1][1:]:
             layers.append(Up(in_channels, width))
             in_channels = width
-        layers += [Up(in_channels, hidden[0]), nn.Conv2d(hidden[0], channels, 3, padding=1), nn.Tanh()]
-        super().__init__(*layers)
+        super().__init__(*layers, Up(in_channels, hidden[0]), nn.Conv2d(hidden[0], channels, 3, padding=1), nn.Tanh())
 
 
 class ConvVAE(nn.Module):

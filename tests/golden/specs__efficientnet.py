@@ -82,13 +82,11 @@ class Features(nn.Sequential):
     """The block `Features` (efficientnet.dl:78)."""
 
     def __init__(self, in_channels: int, settings: list):
-        layers = [ConvBnSiLU(in_channels, 32, k=3, stride=2)]
-        in_channels2 = 32
+        layers, in_channels2 = [ConvBnSiLU(in_channels, 32, k=3, stride=2)], 32
         for t, k, c, n, s in settings:
             layers.append(Stage(in_channels2, c, t, k, n, s))
             in_channels2 = c
-        layers.append(ConvBnSiLU(in_channels2, 1280))
-        super().__init__(*layers)
+        super().__init__(*layers, ConvBnSiLU(in_channels2, 1280))
 
 
 class Classifier(nn.Sequential):

@@ -21,13 +21,11 @@ class DeepMLP(nn.Sequential):
     """The model `DeepMLP` (perceptron.dl:20)."""
 
     def __init__(self, widths: list[int] = [512, 256, 128], classes: int = 10, dropout: float = 0.2):
-        layers = [nn.Flatten()]
-        in_features = 784
+        layers, in_features = [nn.Flatten()], 784
         for width in widths:
             layers += [nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout)]
             in_features = width
-        layers.append(nn.Linear(in_features, classes))
-        super().__init__(*layers)
+        super().__init__(*layers, nn.Linear(in_features, classes))
 
 
 MODELS = {"Perceptron": Perceptron, "DeepMLP": DeepMLP}

@@ -10,16 +10,15 @@ class VGGFeatures(nn.Sequential):
     """The block `VGGFeatures` (vgg.dl:17)."""
 
     def __init__(self, in_channels: int, config: list, bn: bool = False):
-        layers = []
+        super().__init__()
         for width, convs in config:
             for _ in range(convs):
-                layers.append(nn.Conv2d(in_channels, width, 3, padding=1))
+                self.append(nn.Conv2d(in_channels, width, 3, padding=1))
                 in_channels = width
                 if bn:
-                    layers.append(nn.BatchNorm2d(in_channels))
-                layers.append(nn.ReLU())
-            layers.append(nn.MaxPool2d(2))
-        super().__init__(*layers)
+                    self.append(nn.BatchNorm2d(in_channels))
+                self.append(nn.ReLU())
+            self.append(nn.MaxPool2d(2))
 
 
 class VGGClassifier(nn.Sequential):
