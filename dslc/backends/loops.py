@@ -21,6 +21,7 @@ that way, and the class stays unrolled (NotLoopable says why).
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, fields
 
 from ..frontend import ast
@@ -182,13 +183,39 @@ def _subscript(s, name) -> str:
     return py_text(s, name)
 
 
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow, "==": operator.eq,
+          "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+          "and": lambda a, b: a and b, "or": lambda a, b: a or b}
+
+
 def py_value(e, env: dict):
     """The value of a spec expression `py_text` spells, for the names' values in `env`."""
-    text = py_text(e, lambda n: f"env[{n!r}]")
     try:
-        return eval(text, {"__builtins__": {}}, {"env": env})   # noqa: S307 - text we printed from the AST
-    except Exception as err:   # a name the env lacks, a bad index: not a loop this writes
+        return _value(e, env)
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as err:
         raise NotLoopable(f"cannot compute `{py_text(e, str)}` here") from err
+
+
+def _value(e, env: dict):
+    py_text(e, str)   # refuses what it cannot spell
+    if isinstance(e, ast.Name):
+        return env[e.id]
+    if isinstance(e, ast.Const):
+        return e.value
+    if isinstance(e, (ast.ListExpr, ast.TupleExpr)):
+        items = [_value(x, env) for x in e.items]
+        return items if isinstance(e, ast.ListExpr) else tuple(items)
+    if isinstance(e, ast.BinOp):
+        return _APPLY[e.op](_value(e.left, env), _value(e.right, env))
+    if isinstance(e, ast.UnaryOp):
+        v = _value(e.operand, env)
+        return -v if e.op == "-" else not v
+    v = _value(e.value, env)
+    for sub in e.subscripts:   # an Index: py_text allowed nothing else
+        v = v[slice(*(None if p is None else _value(p, env) for p in (sub.start, sub.stop, sub.step)))
+              if isinstance(sub, ast.Slice) else _value(sub, env)]
+    return v
 
 
 def names_of(x) -> set:
@@ -229,7 +256,6 @@ class Template:
     def __init__(self, w, printer):
         self.w, self.graph, self.printer = w, w.graph, printer
         self.exprs = expressions(self.graph.decl.body, {})
-        self.lists = {p for p, v in self.graph.params.items() if isinstance(v, (list, tuple))}
         self.loop_names: dict = {}      # loop variable -> its Python name
         self.carried: str | None = None
         self.live: set = set()          # the parameters the lines read
@@ -277,12 +303,17 @@ class Template:
         out = {}
         for key, span in inst.arg_spans.items():
             e = self.exprs.get((span.start, span.end))
-            if e is None or not names_of(e) & (self.lists | set(env) - set(self.graph.params)):
+            if e is None or not names_of(e) & self._live_names(env):
                 continue
             if _plain(py_value(e, env)) != _plain(inst.args[key]):
                 raise NotLoopable(f"`{py_text(e, str)}` does not give the argument it gave")
             out[key] = Source(py_text(e, self.name))
         return out
+
+    def _live_names(self, env: dict) -> set:
+        """Names whose values the class would otherwise bake: lists, flags, strings, loop variables."""
+        fixed = {p for p, v in self.graph.params.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        return fixed | (set(env) - set(self.graph.params))
 
     def _fed(self, fed: dict, state: State) -> dict:
         """Inferred arguments as the running variable; before any list is read, as the IR has them."""
@@ -296,19 +327,21 @@ class Template:
     def _after(self, node, given: dict, inst, fed: dict, state: State) -> None:
         t = node.outputs[0] if len(node.outputs) == 1 else None
         if t is None or t.rank < 2:
-            if state.dependent:
+            if state.dependent or given:
                 raise NotLoopable("an element's result has no channel dimension to follow")
             return
         value, state.rank = plain(t.shape[1]), t.rank
         for k, v in given.items():
             if _plain(inst.args[k]) == value and not isinstance(inst.args[k], bool):
-                state.text, state.value = str(v), value
+                state.text, state.value, state.dependent = str(v), value, True
                 return
+        state.dependent = state.dependent or bool(given)
         if state.dependent and value != state.value:
             others = [v for k, v in inst.args.items() if k not in fed and isinstance(v, int) and
                       not isinstance(v, bool) and plain(v) == value] if fed else []
             if not others:
-                raise NotLoopable("an element changes the channels in a way its arguments do not say")
+                what = inst.op.name if inst.kind == "layer" else inst.graph.name
+                raise NotLoopable(f"`{what}` makes a size ({value}) from sizes the loop changes")
             state.text = self.printer.value(others[0])
         elif not state.dependent:
             state.text = self.printer.value(t.shape[1])

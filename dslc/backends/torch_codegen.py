@@ -393,8 +393,16 @@ class _ClassWriter:
             name = self.param_names[p]
             cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
             msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
-            out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+            out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
+
+    def _unlooped_note(self, p: str, v) -> list[str]:
+        """Why a list the model loops over stays fixed (backends/loops.py): a comment above its guard."""
+        if not isinstance(v, (list, tuple)):
+            return []
+        if self.unlooped:
+            return [f"# `{p}` stays fixed, not a loop: {self.unlooped}"]
+        return [f"# `{p}` stays fixed: what was compiled from it is written out here"]
 
     def _settings(self, printer: Printer) -> list[str]:
         """What optimization passes add to __init__: loading unoptimized checkpoints, eval mode, layout."""
