@@ -72,3 +72,40 @@ def test_list_loops_script_and_compile_the_same_twice():
     features = prog.module().VGGFeatures(3, [[4, 2], [8, 1]], bn=True).eval()
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(torch.jit.script(features)(x), features(x))
+
+
+CONFIGS = """
+block Features(config: list, bn: bool = false) {
+    for width in config {
+        Conv2d(width, 3, padding=1)
+        if bn {
+            BatchNorm2d()
+        }
+        ReLU()
+    }
+}
+
+model Small {
+    input x: [B, 3, 8, 8]
+    Features([4, 8]) as features
+}
+"""
+
+
+def test_a_branch_no_use_took_keeps_the_loop_unrolled(tmp_path):
+    """With only `bn=false` compiled, nothing says what `if bn` builds: the class stays as it ran."""
+    path = tmp_path / "configs.dl"
+    path.write_text(CONFIGS)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    assert "for width in config" not in source and "nn.Conv2d(4, 8, 3, padding=1)" in source
+    torch.manual_seed(0)
+    assert torch.equal(prog.module().Small().eval()(torch.ones(1, 3, 8, 8)),
+                       prog.build("Small", seed=0).eval()(torch.ones(1, 3, 8, 8)))
+
+
+def test_folded_batch_norm_unrolls_the_loop():
+    """-O2 folds each batch norm into its convolution: the elements are no longer the loop's calls."""
+    prog = dslc.load(os.path.join(SPECS, "vgg.dl"))
+    source = prog.source(["VGG11BN"], opt=2)
+    assert "for width, convs in config" not in source and "fold_batchnorm(" in source

@@ -331,21 +331,32 @@ class Template:
                 raise NotLoopable("an element's result has no channel dimension to follow")
             return
         value, state.rank = plain(t.shape[1]), t.rank
-        for k, v in given.items():
-            if _plain(inst.args[k]) == value and not isinstance(inst.args[k], bool):
-                state.text, state.value, state.dependent = str(v), value, True
-                return
         state.dependent = state.dependent or bool(given)
-        if state.dependent and value != state.value:
-            others = [v for k, v in inst.args.items() if k not in fed and isinstance(v, int) and
-                      not isinstance(v, bool) and plain(v) == value] if fed else []
-            if not others:
-                what = inst.op.name if inst.kind == "layer" else inst.graph.name
-                raise NotLoopable(f"`{what}` makes a size ({value}) from sizes the loop changes")
-            state.text = self.printer.value(others[0])
-        elif not state.dependent:
-            state.text = self.printer.value(t.shape[1])
-        state.value = value
+        if not state.dependent:   # nothing so far depends on a list: the IR's size is right
+            state.text, state.value = self.printer.value(t.shape[1]), value
+            return
+        text = self._size_source(inst, given, fed, value)
+        if text is None and value != state.value:
+            what = inst.op.name if inst.kind == "layer" else inst.graph.name
+            raise NotLoopable(f"`{what}` makes a size ({value}) from sizes the loop changes")
+        state.text, state.value = text or state.text, value
+
+    def _size_source(self, inst, given: dict, fed: dict, value: int) -> str | None:
+        """The argument that gives an element's channels (`width` of `Conv2d(width, 3)`): one that reads
+        the loop, else, for an element with inferred sizes, one that does not; None where none equals
+        them. A layer's is its first parameter (torch's `out_channels`, `out_features`) where that
+        equals them; two different candidates otherwise are NotLoopable."""
+        found = {k: str(v) for k, v in given.items() if _is_size(inst.args[k]) and plain(inst.args[k]) == value}
+        if not found and fed:
+            found = {k: self.printer.value(v) for k, v in inst.args.items()
+                     if k not in fed and _is_size(v) and plain(v) == value}
+        first = inst.op.params[0].name if inst.kind == "layer" and inst.op.params else None
+        if first in found:
+            return found[first]
+        texts = set(found.values())
+        if len(texts) > 1:
+            raise NotLoopable(f"arguments {' and '.join(sorted(texts))} could each give its channels")
+        return texts.pop() if texts else None
 
     def name(self, n: str) -> str:
         if n in self.loop_names:
@@ -358,6 +369,8 @@ class Template:
 
     def list_loop(self, loop, env: dict, state: State) -> list:
         stmt = loop.stmt
+        if any(n not in self.graph.nodes for p in loop.passes for n in p):
+            raise NotLoopable("optimization passes changed the layers it made")
         if len(stmt.names) > 1 and any(not isinstance(i, (list, tuple)) for i in loop.items):
             raise NotLoopable("its items do not unpack")
         head = self._loop_head(stmt.names, py_text(stmt.iterable, self.name))
@@ -456,6 +469,10 @@ def _bound(names: tuple, item) -> dict:
     if len(names) == 1:
         return {names[0]: _plain(item)}
     return {n: _plain(v) for n, v in zip(names, item)}
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _plain(v):
