@@ -22,6 +22,7 @@ that way, and the class stays unrolled (NotLoopable says why).
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass, fields
 
 from ..frontend import ast
@@ -88,6 +89,21 @@ def constructor(body: list[str], carried: str | None) -> list[str]:
     `self.append(x)` (the same modules, keyed 0, 1, 2, ... either way); the first on a tie."""
     listed, own = _listed(body, carried), _own(body)
     return own if len(own) < len(listed) else listed
+
+
+def reuse_argument(body: list[str], carried: str | None, arguments) -> tuple[list[str], str | None]:
+    """`in_channels = 32` rather than a second `in_channels2 = 32`: the running variable takes the name
+    of the constructor argument it was numbered after when no line from its first value on reads that
+    argument (torchvision's make_layers reassigns its `in_channels` so)."""
+    for name in arguments:
+        if not carried or not carried.startswith(name) or not carried[len(name):].isdigit():
+            continue
+        start = next((i for i, line in enumerate(body) if line.startswith(f"{carried} = ")), None)
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        if start is not None and not any(word.search(line) for line in body[start:]):
+            own = re.compile(rf"\b{re.escape(carried)}\b")
+            return [own.sub(name, line) for line in body], name
+    return body, carried
 
 
 def _listed(body: list[str], carried: str | None) -> list[str]:

@@ -566,7 +566,8 @@ class _ClassWriter:
             self.unlooped = str(why)
             return []
         self.live = template.live
-        return loops.constructor(body, template.carried)
+        body, carried = loops.reuse_argument(body, template.carried, sorted(self.pseudo.values()))
+        return loops.constructor(body, carried)
 
     def _with_siblings(self, tree: list) -> list:
         """A branch this specialization did not take, written as another specialization wrote it."""

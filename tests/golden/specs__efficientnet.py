@@ -82,11 +82,11 @@ class Features(nn.Sequential):
     """The block `Features` (efficientnet.dl:78)."""
 
     def __init__(self, in_channels: int, settings: list):
-        layers, in_channels2 = [ConvBnSiLU(in_channels, 32, k=3, stride=2)], 32
+        layers, in_channels = [ConvBnSiLU(in_channels, 32, k=3, stride=2)], 32
         for t, k, c, n, s in settings:
-            layers.append(Stage(in_channels2, c, t, k, n, s))
-            in_channels2 = c
-        super().__init__(*layers, ConvBnSiLU(in_channels2, 1280))
+            layers.append(Stage(in_channels, c, t, k, n, s))
+            in_channels = c
+        super().__init__(*layers, ConvBnSiLU(in_channels, 1280))
 
 
 class Classifier(nn.Sequential):
