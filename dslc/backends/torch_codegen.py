@@ -402,7 +402,26 @@ class _ClassWriter:
             return []
         if self.unlooped:
             return [f"# `{p}` stays fixed, not a loop: {self.unlooped}"]
+        looping = self._looping_blocks(p)
+        if looping:
+            return [f"# `{p}` stays fixed: {' and '.join(looping)} loop over it, but sizes computed from it "
+                    "are numbers here"]
         return [f"# `{p}` stays fixed: what was compiled from it is written out here"]
+
+    def _looping_blocks(self, p: str) -> list[str]:
+        """The blocks this class passes `p` to whose classes take it (a loop over it, backends/loops.py)."""
+        exprs = loops.expressions(self.graph.decl.body, {}) if self.graph.decl is not None else {}
+        out = []
+        for inst in self.graph.instances.values():
+            if inst.kind != "block" or inst.id in self.external:
+                continue
+            taken = {key for key, *_ in self.gen.class_for(inst.graph).signature}
+            for key, span in inst.arg_spans.items():
+                e = exprs.get((span.start, span.end))
+                if key in taken and isinstance(inst.args.get(key), (list, tuple)) and e is not None \
+                        and p in loops.names_of(e):
+                    out.append(f"`{self.gen.class_for(inst.graph).name}`")
+        return list(dict.fromkeys(out))
 
     def _settings(self, printer: Printer) -> list[str]:
         """What optimization passes add to __init__: loading unoptimized checkpoints, eval mode, layout."""

@@ -47,7 +47,7 @@ class ConvVAE(nn.Module):
 
     def __init__(self, channels: int = 3, latent: int = 128, hidden: list[int] = [32, 64, 128, 256, 512]):
         super().__init__()
-        # `hidden` stays fixed: what was compiled from it is written out here
+        # `hidden` stays fixed: `Encoder` and `Decoder` loop over it, but sizes computed from it are numbers here
         if hidden != [32, 64, 128, 256, 512]:
             raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with `dslc compile --set`")
         self.encoder = Encoder(channels, [32, 64, 128, 256, 512])
