@@ -271,6 +271,8 @@ class Template:
 
     def __init__(self, w, printer):
         self.w, self.graph, self.printer = w, w.graph, printer
+        if self.graph.decl is None:
+            raise NotLoopable("it has no declaration to read its statements from")
         self.exprs = expressions(self.graph.decl.body, {})
         self.loop_names: dict = {}      # loop variable -> its Python name
         self.carried: str | None = None
@@ -387,9 +389,8 @@ class Template:
         stmt = loop.stmt
         if any(n not in self.graph.nodes for p in loop.passes for n in p):
             raise NotLoopable("optimization passes changed the layers it made")
-        if len(stmt.names) > 1 and any(not isinstance(i, (list, tuple)) for i in loop.items):
-            raise NotLoopable("its items do not unpack")
         head = self._loop_head(stmt.names, py_text(stmt.iterable, self.name))
+        _unpacks(stmt.names, loop.items)
         lines = self.flush(state)
         state.dependent = True
         body = None
@@ -462,6 +463,7 @@ class Template:
             header, items, names = f"for _ in range({py_text(head, self.name)}):", [()] * int(value), ()
         else:
             header, items, names = self._loop_head(s.names, py_text(head, self.name)), list(value), s.names
+            _unpacks(names, items)
         body = None
         for item in items:
             tree = self.body(s.body, dict(env, **_bound(names, item)), state, cursor) + self.flush(state)
@@ -479,6 +481,11 @@ def _calls(e) -> list:
     if not all(isinstance(c, ast.Call) for c in stages):
         raise NotLoopable("a statement in it is more than layer calls")
     return list(stages)
+
+
+def _unpacks(names: tuple, items) -> None:
+    if len(names) > 1 and any(not isinstance(i, (list, tuple)) or len(i) != len(names) for i in items):
+        raise NotLoopable("its items do not unpack into its loop variables")
 
 
 def _bound(names: tuple, item) -> dict:
