@@ -27,7 +27,6 @@ STILL_FIXED = {
     "ddpm-DDPMUNet": {"blocks", "mults", "attention", "size"},
     "densenet-DenseNet121": {"blocks"},
     "densenet-DenseNetBC100": {"blocks"},
-    "perceptron-DeepMLP": {"widths"},
     "rnn-StackedLSTMClassifier": {"bidirectional"},
     "rnn-StackedGRUClassifier": {"bidirectional"},
     "small_cnn-SmallCNN": {"widths"},

@@ -249,11 +249,24 @@ model Large {
 """
 
 
-def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_path):
-    """A block unrolled over a list argument (VGG's configuration) is one class per list, each saying in
-    its docstring the arguments its constructor does not take that tell it from the others."""
+def test_a_loop_over_a_list_argument_is_one_class_for_every_list(tmp_path):
+    """VGG's configuration: the loop stays a Python loop (backends/loops.py), the list and the flag are
+    constructor arguments, and the branch `Small` did not take is written from `Large`."""
     path = tmp_path / "configs.dl"
     path.write_text(CONFIGS, encoding="utf-8")
+    src = dslc.load(str(path)).source()
+    assert src.count("class Features") == 1
+    assert "def __init__(self, in_channels: int, config: list, bn: bool = False):" in src
+    assert "            if bn:\n                self.append(nn.BatchNorm2d(in_channels))" in src
+
+
+def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_path):
+    """A block unrolled over a list argument is one class per list, each saying in its docstring the
+    arguments its constructor does not take that tell it from the others. Here the loop unrolls
+    because the `Flatten()` after it makes a size from the sizes the loop changed."""
+    path = tmp_path / "configs.dl"
+    path.write_text(CONFIGS.replace("        ReLU()\n    }\n", "        ReLU()\n    }\n    Flatten()\n"),
+                    encoding="utf-8")
     prog = dslc.load(str(path))
     src = prog.source()
     docs = re.findall(r'class (Features\d?)\(nn.Sequential\):\n    """The block `Features` \(configs.dl:\d+\)(.*)"""', src)

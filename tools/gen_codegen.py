@@ -48,6 +48,9 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   for i in range(layers)`, each result concatenated to the running value). Elements named
   by a template (`as "encoder_layer_{i}"`) are added with `add_module` in a loop, as
   torchvision builds ViT's `encoder.layers` and DenseNet's `denseblock1.denselayer1`.
+  A `for` over a list parameter in such a chain is a Python loop that appends the layers,
+  the list a constructor argument, as torchvision's `make_layers` builds VGG
+  (`for width, convs in config:`, one `VGGFeatures` class for all four VGGs).
 - **A straight-line `forward`.** One statement per operation of the spec, in the spec's
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every

@@ -34,7 +34,7 @@ from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
-from . import variants
+from . import loops, variants
 from .inplace import kept_inplace
 from .pyformat import Namespace, doc_text, is_default, safe_ident
 from .variants import Body
@@ -140,6 +140,20 @@ class Generator:
     # block key -> the graphs of each of its specializations (a first pass found them), to be
     # written as one class (backends/variants.py)
     variants: dict = field(default_factory=dict)
+    models: list = field(default_factory=list)        # the graphs the file is written for
+
+    def siblings(self, graph: Graph) -> list:
+        """The other specializations of `graph`'s block under the file's models."""
+        out, todo, done = [], list(self.models), set()
+        while todo:
+            g = todo.pop()
+            if id(g) in done:
+                continue
+            done.add(id(g))
+            if g is not graph and g.kind == "block" and block_key(g) == block_key(graph):
+                out.append(g)
+            todo += [i.graph for i in g.instances.values() if i.kind == "block"]
+        return out
 
     def class_for(self, graph: Graph, top: bool = False) -> ClassInfo:
         if id(graph) in self.by_graph and not top:
@@ -218,6 +232,8 @@ class _ClassWriter:
         self.tuples: dict = {}             # tuple inputs as forward reads them (`hidden`) -> their lengths
         self.uses_f = False
         self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
+        self.live: set = set()             # list parameters a Python loop reads (backends/loops.py)
+        self.unlooped: str | None = None   # why a list loop stays unrolled
 
     # ---------------------------------------------------------------- naming of atoms
 
@@ -374,13 +390,41 @@ class _ClassWriter:
                    f"`dslc compile --set` to change that")
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         for p, v in self.graph.params.items():
-            if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
+                    or p in self.live:
                 continue
             name = self.param_names[p]
             cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
             msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
-            out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+            out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
+
+    def _unlooped_note(self, p: str, v) -> list[str]:
+        """Why a list the model loops over stays fixed (backends/loops.py): a comment above its guard."""
+        if not isinstance(v, (list, tuple)):
+            return []
+        if self.unlooped:
+            return [f"# `{p}` stays fixed, not a loop: {self.unlooped}"]
+        looping = self._looping_blocks(p)
+        if looping:
+            return [f"# `{p}` stays fixed: {' and '.join(looping)} loop over it, but sizes computed from it "
+                    "are numbers here"]
+        return [f"# `{p}` stays fixed: what was compiled from it is written out here"]
+
+    def _looping_blocks(self, p: str) -> list[str]:
+        """The blocks this class passes `p` to whose classes take it (a loop over it, backends/loops.py)."""
+        exprs = loops.expressions(self.graph.decl.body, {}) if self.graph.decl is not None else {}
+        out = []
+        for inst in self.graph.instances.values():
+            if inst.kind != "block" or inst.id in self.external:
+                continue
+            taken = {key for key, *_ in self.gen.class_for(inst.graph).signature}
+            for key, span in inst.arg_spans.items():
+                e = exprs.get((span.start, span.end))
+                if key in taken and isinstance(inst.args.get(key), (list, tuple)) and e is not None \
+                        and p in loops.names_of(e):
+                    out.append(f"`{self.gen.class_for(inst.graph).name}`")
+        return list(dict.fromkeys(out))
 
     def _settings(self, printer: Printer) -> list[str]:
         """What optimization passes add to __init__: loading unoptimized checkpoints, eval mode, layout."""
@@ -513,6 +557,10 @@ class _ClassWriter:
         c = _sequential(self.graph)
         if c is None:
             return ["super().__init__()"]
+        if self.graph.list_loops and c.uniform_from is None and c.concat_dim is None and not c.keys:
+            looped = self._looped_init(c, printer)
+            if looped:
+                return looped
         if c.keys:
             return ["super().__init__()"] + self._keyed("self", c, printer)
         elements = self._elements(c, printer)
@@ -521,6 +569,41 @@ class _ClassWriter:
             # -O2 folded a batch norm into the layer before it: the others keep their places' keys
             return ["super().__init__()"] + [f"self.add_module({py_str(k)}, {e})" for k, e in zip(kept, elements)]
         return _packed("super().__init__(", elements, ")")
+
+    def _looped_init(self, c, printer: Printer) -> list[str]:
+        """`layers = []`, a Python loop over the list parameter appending the layers, and
+        `super().__init__(*layers)` (backends/loops.py); [] where the loop stays unrolled."""
+        saved = (set(self.used_params), set(self.locals.taken), set(self.used_pseudo), set(self.gen.helpers))
+        chain = [self.first_use[i].id for i in c.instances if i in self.first_use]
+        try:
+            if len(chain) != len(c.instances) or "layers" in self.locals.taken:
+                raise loops.NotLoopable("the passes changed its layers")
+            template = loops.Template(self, printer)
+            tree = template.lines(chain)
+            if not self.is_model:
+                tree = self._with_siblings(tree)
+            body = loops.render(tree)
+        except loops.NotLoopable as why:
+            self.used_params, self.locals.taken, self.used_pseudo, self.gen.helpers = saved
+            self.unlooped = str(why)
+            return []
+        self.live = template.live
+        body, carried = loops.reuse_argument(body, template.carried, sorted(self.pseudo.values()))
+        return loops.constructor(body, carried)
+
+    def _with_siblings(self, tree: list) -> list:
+        """A branch this specialization did not take, written as another specialization wrote it."""
+        for g in self.gen.siblings(self.graph):
+            c = _sequential(g)
+            if not g.list_loops or c is None:
+                continue
+            w = _ClassWriter(self.gen, g, is_model=False)
+            chain = [w.first_use[i].id for i in c.instances if i in w.first_use]
+            try:
+                tree = loops.merge(tree, loops.Template(w, Printer(w.init_atom)).lines(chain))
+            except loops.NotLoopable:
+                continue
+        return tree
 
     def _keyed(self, holder: str, c, printer: Printer) -> list[str]:
         """A list whose keys a template made, as torchvision builds one: `add_module(key, element)`, in a
@@ -1471,8 +1554,14 @@ def _fit(lines: list[str], statement: tuple) -> list[str]:
         return [" " * (indent - len(INDENT)) + line for line in _raised(args[0].value, indent // len(INDENT))]
     parts = sorted([*args, *value.keywords], key=lambda a: a.col_offset)
     items = [pyast.get_source_segment(text, a) for a in parts]
-    head = text[:value.func.end_col_offset] + "("
-    return [" " * indent + part for part in _packed(head, items, ")", indent=indent // len(INDENT))]
+    head, tail = text[:value.func.end_col_offset] + "(", ")"
+    last = parts[-1].value if parts and isinstance(parts[-1], pyast.keyword) else parts[-1] if parts else None
+    if isinstance(last, pyast.List) and indent + len(head) + len(items[-1]) + 1 > MAX_STATEMENT:
+        # a list too long for a line of its own (EfficientNet's settings): its items wrap instead
+        keyword = f"{parts[-1].arg}=" if isinstance(parts[-1], pyast.keyword) else ""
+        head = head + "".join(item + ", " for item in items[:-1]) + keyword + "["
+        items, tail = [pyast.get_source_segment(text, e) for e in last.elts], "])"
+    return [" " * indent + part for part in _packed(head, items, tail, indent=indent // len(INDENT))]
 
 
 def _raised(message: str, indent: int = 3) -> list[str]:
@@ -1660,7 +1749,7 @@ def _several_specializations(models: list[Graph]) -> bool:
 
 
 def _named_generator(models: list[Graph]) -> Generator:
-    gen = Generator()
+    gen = Generator(models=list(models))
     gen.names.taken |= {p for g in models for p in g.params}
     return gen
 

@@ -193,7 +193,7 @@ class LayerApplication:
             self._claim_layer_name(spec, ctx)
         inits = _weight_inits(spec, spec.op.weight_shapes(args)) if spec.inits else {}
         inst = ctx.graph.new_instance("layer", op=spec.op, args=args, user_name=spec.name, span=spec.span,
-                                      inits=inits, key=spec.key)
+                                      inits=inits, key=spec.key, arg_spans=dict(spec.arg_spans))
         self._hold(inst, spec, ctx, named)
         return inst
 
@@ -481,7 +481,7 @@ class LayerApplication:
             call_args = {p: spec.args[p].value if p in spec.args else subst_value(v, f)
                          for p, v in sub.params.items()}
             instance = ctx.graph.new_instance("block", graph=sub, args=call_args, user_name=spec.name,
-                                              span=spec.span, key=spec.key)
+                                              span=spec.span, key=spec.key, arg_spans=dict(spec.arg_spans))
             self._hold(instance, spec, ctx, named)
         elif sub is not instance.graph and _code_key(sub) != _code_key(instance.graph):
             # the class made for its first inputs would not do for these

@@ -58,6 +58,7 @@ from ..ir.values import Ref
 from . import ast
 from .context import Ctx
 from .errors import EvalError
+from .loopvars import names_in
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Loop:
     name_span: object
     span: object
     settled: int | None = 0
+    stmt: object = None      # a `for`: its statement, and the items its passes ran with
+    items: tuple = ()
 
     @property
     def word(self) -> str:
@@ -106,9 +109,32 @@ def finish_loops(ctx: Ctx) -> None:
         consumers = _consumers(ctx.graph)
         for loop in ctx.loops:   # inner loops first: they finished first
             _finish(loop, ctx, consumers)
+            _note_list_loop(loop, ctx.graph)
         ctx.loops.clear()
     if ctx.kind in ("model", "block") and not ctx.graph.containers:
         _layer_chain(ctx.graph)
+
+
+@dataclass(frozen=True)
+class ListLoop:
+    """A `for` over a list parameter (`for width in widths`) as it ran: its statement, the items of
+    each pass and the nodes each pass made. The generated PyTorch may build its layers in a Python
+    loop over the list, the list a constructor argument (backends/loops.py)."""
+    stmt: ast.ForStmt
+    items: tuple
+    passes: tuple
+
+
+def _note_list_loop(loop: Loop, graph: Graph) -> None:
+    if loop.kind != "for" or loop.stmt is None or loop.stmt.iterable is not _iterable(loop.stmt):
+        return   # a named loop (`for ... as layers`) is a module list or an error
+    lists = {p for p, v in graph.params.items() if isinstance(v, (list, tuple))}
+    if lists & names_in(loop.stmt.iterable):
+        graph.list_loops.append(ListLoop(loop.stmt, tuple(loop.items), tuple(tuple(p) for p in loop.passes)))
+
+
+def _iterable(stmt: ast.ForStmt):
+    return split_name(stmt.iterable)[0]
 
 
 def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:

@@ -386,7 +386,8 @@ class StatementEvaluation:
         settled = None if settled is None else max(settled, stable)
         # whether it is a module list, and so whether its count stays a parameter, is decided
         # once the body is done (frontend/containers.py)
-        ctx.loops.append(Loop("for", count, passes, name, name_span, stmt.span, settled))
+        ctx.loops.append(Loop("for", count, passes, name, name_span, stmt.span, settled, stmt=stmt,
+                              items=tuple(items)))
 
     def _loop_items(self, iterable: ast.Expr, ctx: Ctx) -> tuple:
         """The items a `for` loops over, and its count when it is `range(n)` (n, which may be a parameter

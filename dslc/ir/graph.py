@@ -42,6 +42,7 @@ class Instance:
     index: int = 0                    # its place there: its name is `h.3` (`3` in an nn.Sequential block)
     # a name from a template, `as "layer{i}"`: its text and values ("layer", 3); in a list, its key
     key: tuple = ()
+    arg_spans: dict = field(default_factory=dict, compare=False)   # argument name -> the span of its expression in the call
 
     def weights(self) -> dict:
         if self.kind == "layer":
@@ -136,6 +137,9 @@ class Graph:
     region: tuple | None = None                   # the loop iteration being evaluated (see Node.region)
     containers: dict = field(default_factory=dict)  # name -> Container (loops kept as module lists)
     decl: object = None
+    # `for` loops over a list parameter as they ran (frontend/containers.py ListLoop): the generated
+    # PyTorch may build their layers in a Python loop over the list (backends/loops.py)
+    list_loops: list = field(default_factory=list, compare=False)
     unrolled: int = 0                             # nodes, with every block call counted as its body's
     _nx: object = None
     _counter: int = 0

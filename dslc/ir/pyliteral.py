@@ -17,6 +17,10 @@ def py_float(x: float) -> str:
     return r if r not in ("inf", "-inf", "nan") else f"float({r!r})"
 
 
+class Source(str):
+    """Python source standing for a value (a loop variable `width`, `hidden[0]`): printed as is."""
+
+
 class Printer:
     """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
 
@@ -27,6 +31,8 @@ class Printer:
         return to_python(p, self.atom)
 
     def value(self, v) -> str:
+        if isinstance(v, Source):
+            return str(v)
         if isinstance(v, bool) or v is None:
             return repr(v)
         if isinstance(v, Size):

@@ -13,6 +13,7 @@ declarations it should lie in, or a node of a kind it does not know, makes it gi
 from __future__ import annotations
 
 import bisect
+from dataclasses import replace
 
 from ..diagnostics import Span
 from ..frontend.values import InitSpec
@@ -80,7 +81,16 @@ class _Mover:
         copy.guards = GuardList([self.guard(x) for x in g.guards])
         copy.nodes = {k: self.node(n) for k, n in g.nodes.items()}
         copy.instances = {k: self.instance(i) for k, i in g.instances.items()}
+        copy.list_loops = [self.list_loop(loop, copy.decl) for loop in g.list_loops]
         return copy
+
+    def list_loop(self, loop, decl):
+        """A loop over a list parameter holds its statement: the same statement in the moved text."""
+        span = self.span(loop.stmt.span)
+        stmt = _statement_at(decl.body, span.start, span.end) if decl is not None else None
+        if stmt is None:
+            raise Unmovable(loop)
+        return replace(loop, stmt=stmt)
 
     def guard(self, g):
         """A guard remembers where in the spec it comes from (`where`, outside what it compares)."""
@@ -113,6 +123,7 @@ class _Mover:
         copy.graph = self.graph(i.graph) if i.graph is not None else None
         copy.args = self.value(i.args)
         copy.inits = self.value(i.inits)
+        copy.arg_spans = {k: self.span(v) for k, v in i.arg_spans.items()}
         return copy
 
     def value(self, v):
@@ -135,6 +146,18 @@ class _Mover:
         if type(v) is InitSpec:
             return InitSpec(v.init, self.value(v.args))
         raise Unmovable(v)
+
+
+def _statement_at(stmts: tuple, start: int, end: int):
+    """The `for` statement at [start, end) among `stmts` and the statements inside them, or None."""
+    for s in stmts:
+        if s.span is not None and (s.span.start, s.span.end) == (start, end):
+            return s
+        for inner in (getattr(s, "body", ()), getattr(s, "orelse", ())):
+            found = _statement_at(inner, start, end)
+            if found is not None:
+                return found
+    return None
 
 
 _PLAIN = {int, bool, float, str, type(None), Size, Real, Sym}   # the values in graphs that hold no span

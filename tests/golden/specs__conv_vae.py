@@ -16,8 +16,11 @@ class Down(nn.Sequential):
 class Encoder(nn.Sequential):
     """The block `Encoder` (conv_vae.dl:30)."""
 
-    def __init__(self, in_channels: int):
-        super().__init__(Down(in_channels, 32), Down(32, 64), Down(64, 128), Down(128, 256), Down(256, 512))
+    def __init__(self, in_channels: int, hidden: list[int]):
+        super().__init__()
+        for width in hidden:
+            self.append(Down(in_channels, width))
+            in_channels = width
 
 
 class Up(nn.Sequential):
@@ -31,9 +34,12 @@ class Up(nn.Sequential):
 class Decoder(nn.Sequential):
     """The block `Decoder` (conv_vae.dl:35)."""
 
-    def __init__(self, in_channels: int, channels: int):
-        super().__init__(Up(in_channels, 256), Up(256, 128), Up(128, 64), Up(64, 32), Up(32, 32),
-                         nn.Conv2d(32, channels, 3, padding=1), nn.Tanh())
+    def __init__(self, in_channels: int, hidden: list[int], channels: int):
+        layers = []
+        for width in hidden[::-1][1:]:
+            layers.append(Up(in_channels, width))
+            in_channels = width
+        super().__init__(*layers, Up(in_channels, hidden[0]), nn.Conv2d(hidden[0], channels, 3, padding=1), nn.Tanh())
 
 
 class ConvVAE(nn.Module):
@@ -41,14 +47,15 @@ class ConvVAE(nn.Module):
 
     def __init__(self, channels: int = 3, latent: int = 128, hidden: list[int] = [32, 64, 128, 256, 512]):
         super().__init__()
+        # `hidden` stays fixed: `Encoder` and `Decoder` loop over it, but sizes computed from it are numbers here
         if hidden != [32, 64, 128, 256, 512]:
             raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with "
                              "`dslc compile --set`")
-        self.encoder = Encoder(channels)
+        self.encoder = Encoder(channels, [32, 64, 128, 256, 512])
         self.fc_mu = nn.Linear(2048, latent)
         self.fc_var = nn.Linear(2048, latent)
         self.decoder_input = nn.Linear(latent, 2048)
-        self.decoder = Decoder(512, channels)
+        self.decoder = Decoder(512, [32, 64, 128, 256, 512], channels)
 
     def forward(self, x):
         B = x.shape[0]

@@ -131,8 +131,10 @@ class DDPMUNet(nn.Module):
         if blocks != 1:
             raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to "
                              "change that")
+        # `mults` stays fixed: what was compiled from it is written out here
         if mults != [1, 2, 2]:
             raise ValueError("DDPMUNet was compiled for mults=[1, 2, 2]; compile it again with `dslc compile --set`")
+        # `attention` stays fixed: what was compiled from it is written out here
         if attention != [False, True, False]:
             raise ValueError("DDPMUNet was compiled for attention=[False, True, False]; compile it again with "
                              "`dslc compile --set`")

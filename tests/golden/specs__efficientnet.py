@@ -85,11 +85,12 @@ class Stage(nn.Sequential):
 class Features(nn.Sequential):
     """The block `Features` (efficientnet.dl:78)."""
 
-    def __init__(self, in_channels: int):
-        super().__init__(ConvBnSiLU(in_channels, 32, k=3, stride=2), Stage(32, 16, 1, 3, 1, 1),
-                         Stage(16, 24, 6, 3, 2, 2), Stage(24, 40, 6, 5, 2, 2), Stage(40, 80, 6, 3, 3, 2),
-                         Stage(80, 112, 6, 5, 3, 1), Stage(112, 192, 6, 5, 4, 2), Stage(192, 320, 6, 3, 1, 1),
-                         ConvBnSiLU(320, 1280))
+    def __init__(self, in_channels: int, settings: list):
+        layers, in_channels = [ConvBnSiLU(in_channels, 32, k=3, stride=2)], 32
+        for t, k, c, n, s in settings:
+            layers.append(Stage(in_channels, c, t, k, n, s))
+            in_channels = c
+        super().__init__(*layers, ConvBnSiLU(in_channels, 1280))
 
 
 class Classifier(nn.Sequential):
@@ -104,7 +105,8 @@ class EfficientNetB0(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.features = Features(3)
+        self.features = Features(3, [[1, 3, 16, 1, 1], [6, 3, 24, 2, 2], [6, 5, 40, 2, 2], [6, 3, 80, 3, 2],
+                                     [6, 5, 112, 3, 1], [6, 5, 192, 4, 2], [6, 3, 320, 1, 1]])
         self.classifier = Classifier(1280, classes, dropout)
 
     def forward(self, x):

@@ -21,12 +21,11 @@ class DeepMLP(nn.Sequential):
     """The model `DeepMLP` (perceptron.dl:20)."""
 
     def __init__(self, widths: list[int] = [512, 256, 128], classes: int = 10, dropout: float = 0.2):
-        if widths != [512, 256, 128]:
-            raise ValueError("DeepMLP was compiled for widths=[512, 256, 128]; compile it again with "
-                             "`dslc compile --set`")
-        super().__init__(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(dropout), nn.Linear(512, 256),
-                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(256, 128), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(128, classes))
+        layers, in_features = [nn.Flatten()], 784
+        for width in widths:
+            layers += [nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout)]
+            in_features = width
+        super().__init__(*layers, nn.Linear(in_features, classes))
 
 
 MODELS = {"Perceptron": Perceptron, "DeepMLP": DeepMLP}

@@ -17,6 +17,7 @@ class SmallCNN(nn.Sequential):
     """The model `SmallCNN` (small_cnn.dl:18)."""
 
     def __init__(self, classes: int = 10, widths: list[int] = [32, 64, 128], hidden: int = 256, dropout: float = 0.5):
+        # `widths` stays fixed, not a loop: `Flatten` makes a size (2048) from sizes the loop changes
         if widths != [32, 64, 128]:
             raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with "
                              "`dslc compile --set`")

@@ -7,17 +7,18 @@ from torch import nn
 
 
 class VGGFeatures(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and
-    not bn."""
+    """The block `VGGFeatures` (vgg.dl:17)."""
 
-    def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2))
+    def __init__(self, in_channels: int, config: list, bn: bool = False):
+        super().__init__()
+        for width, convs in config:
+            for _ in range(convs):
+                self.append(nn.Conv2d(in_channels, width, 3, padding=1))
+                in_channels = width
+                if bn:
+                    self.append(nn.BatchNorm2d(in_channels))
+                self.append(nn.ReLU())
+            self.append(nn.MaxPool2d(2))
 
 
 class VGGClassifier(nn.Sequential):
@@ -33,28 +34,13 @@ class VGG11(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
-        self.features = VGGFeatures(3)
+        self.features = VGGFeatures(3, [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]])
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
         h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
-
-
-class VGGFeatures2(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]] and
-    bn."""
-
-    def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG11BN(nn.Module):
@@ -62,29 +48,13 @@ class VGG11BN(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
-        self.features = VGGFeatures2(3)
+        self.features = VGGFeatures(3, [[64, 1], [128, 1], [256, 2], [512, 2], [512, 2]], bn=True)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
     def forward(self, x):
         h = self.avgpool(self.features(x)).flatten(1)
         return self.classifier(h)
-
-
-class VGGFeatures3(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and
-    not bn."""
-
-    def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
 
 
 class VGG16(nn.Module):
@@ -92,7 +62,7 @@ class VGG16(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
-        self.features = VGGFeatures3(3)
+        self.features = VGGFeatures(3, [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]])
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
@@ -101,32 +71,12 @@ class VGG16(nn.Module):
         return self.classifier(h)
 
 
-class VGGFeatures4(nn.Sequential):
-    """The block `VGGFeatures` (vgg.dl:17), built for config == [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]] and
-    bn."""
-
-    def __init__(self, in_channels: int):
-        super().__init__(nn.Conv2d(in_channels, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                         nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                         nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
-                         nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(256, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(),
-                         nn.Conv2d(512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(), nn.MaxPool2d(2))
-
-
 class VGG16BN(nn.Module):
     """The model `VGG16BN` (vgg.dl:67)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.5):
         super().__init__()
-        self.features = VGGFeatures4(3)
+        self.features = VGGFeatures(3, [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]], bn=True)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = VGGClassifier(25088, classes, dropout)
 
