@@ -190,3 +190,45 @@ def test_a_bad_queue_is_a_diagnostic_at_its_line(tmp_path, line, code, words):
 def test_a_queue_outside_a_step_is_refused(tmp_path):
     codes, text = _error(tmp_path, "    h = queue(fc2, size=4)", where="model")
     assert codes == ["E0203"] and "made in a training plan's `step`" in text and "bad.dl:8:9" in text
+
+
+def test_more_keys_than_places_leave_the_newest_as_one_at_a_time_would():
+    """KeyQueue.enqueue as generated against a list that takes one key at a time (FIFO of 5)."""
+    from torch import nn
+
+    from dslc.ops import HELPERS
+    space = {"torch": torch, "nn": nn}
+    exec(HELPERS["KeyQueue"].source, space)
+    q = space["KeyQueue"](5, 2, seed=3)
+    want = list(q.keys.clone())   # index i holds the key written i-th into the ring
+    ptr = 0
+    for n in (3, 7, 5, 1, 11):
+        keys = torch.randn(n, 2)
+        q.pending = [keys[: n // 2], keys[n // 2:]]   # two forward passes before the optimizer step
+        q.enqueue()
+        for key in keys:
+            want[ptr] = key
+            ptr = (ptr + 1) % 5
+        assert torch.equal(q.keys, torch.stack(want)) and int(q.ptr) == ptr and q.pending == []
+
+
+@pytest.mark.slow
+def test_two_processes_gather_their_keys_into_one_queue(tmp_path):
+    """DDP, 2 processes of 8: every process enqueues the keys of both, in rank order, so the queue
+    (and the weights) end as in one process of 16 (no batch norm: the halves' statistics would differ)."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+    path = write(tmp_path, plan_text(limit=48, epochs=2).replace("size=12", "size=20"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "dslc", "train", path, "--plan", "p", "--nproc-per-node", "2",
+                           "--out", "two", "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    run(path, tmp_path / "one", sets=("batch_size=16",))
+    (w2, t2), (w1, t1) = last_checkpoint(tmp_path / "two"), last_checkpoint(tmp_path / "one")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5)
+    torch.testing.assert_close(t2["queue.moco.queue.keys"], t1["queue.moco.queue.keys"], rtol=0, atol=1e-5)
+    assert int(t2["queue.moco.queue.ptr"]) == int(t1["queue.moco.queue.ptr"]) == 48 * 2 % 20

@@ -161,8 +161,7 @@ class Trainer:
         self.task = "regression"          # classification when the targets are class ids
         self.source = ""                  # the plan's generated PyTorch (plan.py)
         self.models: dict = {}            # plan key -> module
-        self.targets: dict = {}           # momentum targets: key -> targets.MomentumTarget (`ema(model.encoder)`)
-        self.queues: dict = {}            # queues of keys: "step.name" -> KeyQueue module (`queue(k, size=4096)`)
+        self.targets, self.queues = {}, {}   # MomentumTarget by key (`ema(...)`), KeyQueue by "step.name" (`queue(...)`)
         self.steps: list = []             # StepRun per step
         self.batch_fields: list = []      # the batch fields a step takes, in order
         self.several = False              # several models (GANs, distillation)
