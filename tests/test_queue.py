@@ -232,3 +232,11 @@ def test_two_processes_gather_their_keys_into_one_queue(tmp_path):
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5)
     torch.testing.assert_close(t2["queue.moco.queue.keys"], t1["queue.moco.queue.keys"], rtol=0, atol=1e-5)
     assert int(t2["queue.moco.queue.ptr"]) == int(t1["queue.moco.queue.ptr"]) == 48 * 2 % 20
+
+
+def test_a_queue_in_a_step_that_trains_nothing_is_refused(tmp_path):
+    text = plan_text().replace("        optimizer = SGD(lr=0.5, momentum=0.9, weight_decay=1e-4)\n", "")
+    path = write(tmp_path, text.replace("    epochs     = 2\n", ""), "bad.dl")
+    with pytest.raises(DslcError) as info:
+        dslc.load(path).plan("p")
+    assert info.value.codes == ["E0502"] and "has no optimizer" in str(info.value) and "bad.dl:19:21" in str(info.value)

@@ -221,15 +221,20 @@ class PlanChecker(TargetCalls, QueueCalls):
                                                              decl.name_span)))
         for p in phases:
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
+        self._parts_fit(plan, fields)
+        if self.failed or len(self.reporter.diagnostics) > before:
+            return None
+        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
+        return plan
+
+    def _parts_fit(self, plan: Plan, fields: dict) -> None:
+        """What the plan's parts require of each other, once each is checked."""
         self._prune_fits(plan)
         self._quantize_fits(plan)
         self._strategy_fits(plan, fields)
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
-        if self.failed or len(self.reporter.diagnostics) > before:
-            return None
-        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
-        return plan
+        self._queues_written(plan)
 
     def _guard(self, fn) -> None:
         try:

@@ -71,3 +71,14 @@ class QueueCalls(Evaluator):
             n += 1
             name = f"{QUEUE}_{n}"
         return name
+
+    def _queues_written(self, plan) -> None:
+        """A queue is written after its step's optimizer step: in a step that trains nothing it would
+        stay as it started."""
+        trains = {s.name for s in plan.steps if s.optimizer is not None} if not any(
+            "optimizer" in p.fields for p in plan.phases) else {s.name for s in plan.steps}
+        for q in plan.queues.values():
+            if q.step not in trains and any(s.name == q.step for s in plan.steps):
+                self.reporter.error("E0502", f"the step `{q.step}` has no optimizer, so its `queue` would never "
+                                    "be written", q.span, help="give the step an `optimizer`, or leave out `queue`")
+                self.failed = True
