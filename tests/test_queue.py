@@ -156,6 +156,15 @@ def test_a_resumed_run_ends_with_the_same_weights_and_queue(tmp_path):
     trainer = restore(dslc.load(path).plan("p"), path, str(tmp_path / "whole"), "last", None, lambda *_: None).trainer
     assert torch.equal(trainer.queues["moco.queue"].keys, t1["queue.moco.queue.keys"])
 
+    # without the epoch's checkpoint the queue is the initial one, and eval says so
+    for name in os.listdir(tmp_path / "whole" / "checkpoints"):
+        if name.startswith("epoch-"):
+            os.remove(tmp_path / "whole" / "checkpoints" / name)
+    said = []
+    trainer = restore(dslc.load(path).plan("p"), path, str(tmp_path / "whole"), "best", None, said.append).trainer
+    assert any("the steps read the queue as training started" in s for s in said), said
+    assert not torch.equal(trainer.queues["moco.queue"].keys, t1["queue.moco.queue.keys"])
+
 
 # ------------------------------------------------------------------ misuse
 

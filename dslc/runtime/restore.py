@@ -170,7 +170,9 @@ def _restore_targets(trainer: Trainer, weights: Weights) -> None:
     if not trainer.targets and not trainer.queues:
         return
     saved = _epoch_state(weights)
-    load_queues(trainer.queues, saved)
+    if trainer.queues and not load_queues(trainer.queues, saved):
+        trainer.warn("note: no checkpoint of the weights' epoch holds the queue of keys (`queue(...)`): the steps "
+                     "read the queue as training started (random keys), so their losses are not the run's")
     for key, target in trainer.targets.items():
         state = checkpoint.under(saved, f"target.{key}.")
         if state:
