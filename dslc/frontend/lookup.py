@@ -63,6 +63,10 @@ class NameLookup:
             return EvalError("E0203", "`augment(...)` augments a batch inside a training plan's `step`", e.span,
                              label="not in a step", help="write `x = augment(batch.x, [random_flip()])` in a `step`, "
                              "or the plan field `augment = [random_flip()]`")
+        if called and name == "queue":
+            return EvalError("E0203", "`queue(...)` keeps keys from one batch to the next: it is made in a training "
+                             "plan's `step`", e.span, label="not in a step",
+                             help="write `negatives = queue(k, size=4096)` in a `step`")
         if called and name in REGISTRY and REGISTRY[name].internal and REGISTRY[name].family == "random":
             return EvalError("E0203", f"`{name}(...)` mixes a batch and its targets inside a training plan's `step`",
                              e.span, label="not in a step", help=f"write `x, y = {name}(batch.x, batch.y)` in a "

@@ -33,6 +33,7 @@ from .errors import EvalError, Poisoned
 from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
+from .queues import QUEUE, QueueCalls, QueueFunction
 from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -151,6 +152,7 @@ class Plan:
     freeze: list = field(default_factory=list)    # plan-level (path, freeze)
     state: CarriedState | None = None             # `state = hidden`
     targets: dict = field(default_factory=dict)   # key -> targets.Target: `ema(model.encoder, decay=0.99)` in steps
+    queues: dict = field(default_factory=dict)    # "step.name" -> queues.Queue: `queue(k, size=4096)` in steps
 
     @property
     def evaluation(self) -> bool:
@@ -185,7 +187,7 @@ def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
     return checker.evaluated
 
 
-class PlanChecker(TargetCalls):
+class PlanChecker(TargetCalls, QueueCalls):
     # ------------------------------------------------------------------ the plan
 
     def check(self, decl) -> Plan | None:
@@ -219,15 +221,20 @@ class PlanChecker(TargetCalls):
                                                              decl.name_span)))
         for p in phases:
             self._guard(lambda p=p: plan.phases.append(self._phase(p)))
+        self._parts_fit(plan, fields)
+        if self.failed or len(self.reporter.diagnostics) > before:
+            return None
+        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
+        return plan
+
+    def _parts_fit(self, plan: Plan, fields: dict) -> None:
+        """What the plan's parts require of each other, once each is checked."""
         self._prune_fits(plan)
         self._quantize_fits(plan)
         self._strategy_fits(plan, fields)
         self._lr_mults(plan)
         self._optimizers_cover_models(plan, fields)
-        if self.failed or len(self.reporter.diagnostics) > before:
-            return None
-        lint_plan(plan, self.reporter)   # warnings, once the plan is sound
-        return plan
+        self._queues_written(plan)
 
     def _guard(self, fn) -> None:
         try:
@@ -773,6 +780,8 @@ class PlanChecker(TargetCalls):
     def _lookup_extra(self, name: str, ctx: Ctx):
         if name == EMA and ctx.kind == "step":
             return EmaFunction()
+        if name == QUEUE and ctx.kind == "step":
+            return QueueFunction()
         if name == "augment" and ctx.kind == "step":
             return _AUGMENT
         if name in _MIXING and ctx.kind == "step":
@@ -867,6 +876,8 @@ class PlanChecker(TargetCalls):
             return self._ema_call(e, ctx)
         if isinstance(func, TargetValue) and piped is None:
             return self._apply_target(func, e, ctx)
+        if isinstance(func, QueueFunction) and piped is None:
+            return self._queue_call(e, ctx)
         if func is _AUGMENT and piped is None:
             return self._augment_call(e, ctx)
         if isinstance(func, _MixFunction) and piped is None:

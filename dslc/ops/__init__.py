@@ -13,6 +13,7 @@ from . import (  # noqa: F401
                norm,
                padding,
                pooling,
+               queue,
                recurrent,
                tensor,
                transformer,

@@ -23,6 +23,7 @@ from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
 from .pruning import fold
 from .qat import fit as qat_fit
+from .queues import load_queues
 from .resume import differences, plan_lines
 from .rundir import latest_run, render_plan, run_plan_name
 from .trainer import STANDARDIZE_FILE, Options, Trainer
@@ -164,10 +165,14 @@ def load(trainer: Trainer, weights: Weights) -> None:
 
 def _restore_targets(trainer: Trainer, weights: Weights) -> None:
     """The momentum targets (`ema(model.encoder)`) as the epoch checkpoint of the weights' epoch holds
-    them, when the run kept it; else copies of the restored blocks (what a target starts as)."""
-    if not trainer.targets:
+    them, when the run kept it; else copies of the restored blocks (what a target starts as). The
+    queues of keys (`queue(k, size=4096)`) likewise; else they keep their initial keys."""
+    if not trainer.targets and not trainer.queues:
         return
     saved = _epoch_state(weights)
+    if trainer.queues and not load_queues(trainer.queues, saved):
+        trainer.warn("note: no checkpoint of the weights' epoch holds the queue of keys (`queue(...)`): the steps "
+                     "read the queue as training started (random keys), so their losses are not the run's")
     for key, target in trainer.targets.items():
         state = checkpoint.under(saved, f"target.{key}.")
         if state:

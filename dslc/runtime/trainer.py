@@ -45,6 +45,7 @@ from .deploy import example_inputs, example_sizes
 from .devices import run_device
 from .metrics import MetricSet
 from .optim import build_optimizer
+from .queues import KeyQueues, step_queues
 from .resume import check_optimizer_state
 from .rundir import RunDir, RunView, render_plan
 from .runlock import unusable
@@ -160,7 +161,7 @@ class Trainer:
         self.task = "regression"          # classification when the targets are class ids
         self.source = ""                  # the plan's generated PyTorch (plan.py)
         self.models: dict = {}            # plan key -> module
-        self.targets: dict = {}           # momentum targets: key -> targets.MomentumTarget (`ema(model.encoder)`)
+        self.targets, self.queues = {}, {}   # MomentumTarget by key (`ema(...)`), KeyQueue by "step.name" (`queue(...)`)
         self.steps: list = []             # StepRun per step
         self.batch_fields: list = []      # the batch fields a step takes, in order
         self.several = False              # several models (GANs, distillation)
@@ -381,11 +382,12 @@ class Trainer:
         self.targets = build_targets(self.plan, self.models)   # copies of the weights as training starts
         if self.world.rank:   # the same initial weights everywhere, but each process its own noise and dropout
             torch.manual_seed(self._rank_seed(0))
-        self.steps = []
+        self.steps, self.queues = [], {}
         for step in self.plan.steps:
             names = module.STEP_MODELS[step.name]
             mod = module.STEPS[step.name](*[self.models[m] if m in self.models else self.targets[m].module
                                             for m in names])
+            self.queues.update(step_queues(self.plan, step.name, mod, self.device))
             if self.config.compile:
                 mod = torch.compile(mod)
             self.steps.append(StepRun(step.name, mod, [m for m in names if m in self.models], loss_span=step.span))
@@ -486,6 +488,8 @@ class Trainer:
             state.append(AveragedWeights(self.models, c.ema))
         if self.targets:
             state.append(MomentumTargets(self.plan, self.targets))
+        if self.queues:
+            state.append(KeyQueues(self.queues, self.world))
         if self.options.watch:   # first: the epoch's record gets its numbers before anything keeps it
             graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
             state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
@@ -833,8 +837,8 @@ class Trainer:
             s.module.training = training
 
     def modules(self) -> list:
-        """The models and the momentum targets: what runs in training or in inference mode."""
-        return list(self.models.values()) + [t.module for t in self.targets.values()]
+        """The models, the momentum targets and the queues: what runs in training or in inference mode."""
+        return list(self.models.values()) + [t.module for t in self.targets.values()] + list(self.queues.values())
 
     def _lr(self) -> float:
         for s in self.steps:
