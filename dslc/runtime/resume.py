@@ -89,7 +89,7 @@ def _changed_help(run_path: str) -> str:
     best = os.path.join(run_path, "checkpoints", "best.safetensors")
     return (f"undo the change (the run's plan.dl shows the plan as it ran; pass the same --set), or start a new "
             f"run without --resume (`init = \"{best}\"` starts it from this run's weights). On resume only "
-            "`--set epochs=N` may change the plan")
+            "`--set epochs=N` may change the plan (besides `workers` and `strategy`, which change no batch)")
 
 
 def normalized_code(source: str) -> list[str]:
