@@ -407,7 +407,7 @@ FIELDS = {f.name: f for f in (
           "launched through torchrun: `batch_size` is per process", checks.positive, 1),
     Field("strategy", "strategy", "how several processes train: `ddp` (DistributedDataParallel: each holds the "
           "whole model) or `fsdp` (fully sharded: each holds a shard of the weights and optimizer state; plans of "
-          "one model, without `ema`, `compile`, pruning or quantization)", default="ddp"),
+          "one model, without `ema`, pruning or quantization)", default="ddp"),
     Field("sync_batchnorm", "bool", "with several processes on GPUs, batch norm's statistics over the whole "
           "batch of all processes (SyncBatchNorm) rather than each process's own", default=False),
     Field("workers", "int", "read the data with torch's DataLoader in this many worker processes (0: in the "

@@ -1134,8 +1134,6 @@ def _fsdp_problem(plan: Plan) -> tuple | None:
         return ("cannot keep a momentum copy of a sharded model (`ema(...)` in a step)", ddp)
     if plan.fields.get("ema"):
         return ("cannot keep an average of sharded weights (`ema`)", ddp + ", or leave out `ema`")
-    if plan.fields.get("compile"):
-        return ("is not combined with `compile` (untested with torch.compile)", ddp + ", or leave out `compile`")
     if any(p.prunes for p in plan.phases):
         return ("cannot prune sharded weights", ddp + " for the pruning plan")
     if any(p.quantize is not None for p in plan.phases):

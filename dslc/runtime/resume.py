@@ -3,7 +3,8 @@
 A resumed run is exact (the same steps, each epoch logged once) only if it runs the
 plan that started it. So the plan as checked now, rendered as plan.dl, must equal
 the run's plan.dl, statement for statement (comments and layout aside), and the
-models' generated code must equal the run's plan.py (docstrings aside: they hold line numbers). The one
+models' generated code must equal the run's plan.py (docstrings aside: they hold line numbers).
+`workers` and `strategy` may differ (they change no batch). The one other
 field that may change is `epochs`, and only when `--set epochs=N` says so, in a plan
 without phases: it continues a finished run, or stops an unfinished one sooner. A
 schedule that spans the whole run (cosine, one_cycle, warmup_cosine) would change
@@ -26,8 +27,10 @@ from .rundir import run_plan_name
 # schedules whose curve is laid over the run's whole length (steps_per_epoch * epochs)
 RUN_LENGTH_SCHEDULES = ("cosine", "one_cycle", "warmup_cosine")
 _EPOCHS = re.compile(r"^    epochs = (\d+)$")
-# how many processes read the data changes no batch (data.loader), so a run may resume with others
-_WORKERS = re.compile(r"^    workers = \d+$")
+# fields that change no batch and no number, so a run may resume with others: how many processes read
+# the data (data.loader), and whether the training processes hold whole models (ddp) or shards (fsdp),
+# whose checkpoints are one process's either way (tests/test_fsdp.py resumes each from the other)
+_FREE = re.compile(r'^    (workers = \d+|strategy = "?\w+"?)$')
 _MAX_NOTES = 8
 
 
@@ -72,7 +75,7 @@ def check_same_plan(run_path: str, run_text: str, plan_name: str, rendered: str,
         raise DslcError(Diagnostic(
             "E0606", f"{run_path} is a run of the plan `{ran}`, not `{plan_name}`", file_name=run_path,
             help=f"resume it with --plan {ran}, or start a new run of `{plan_name}` without --resume"))
-    before, after = ([line for line in plan_lines(text) if not _WORKERS.match(line)] for text in (run_text, rendered))
+    before, after = ([line for line in plan_lines(text) if not _FREE.match(line)] for text in (run_text, rendered))
     if epochs_may_change:
         before, after = ([line for line in lines if not _EPOCHS.match(line)] for lines in (before, after))
     if before != after:
@@ -86,7 +89,7 @@ def _changed_help(run_path: str) -> str:
     best = os.path.join(run_path, "checkpoints", "best.safetensors")
     return (f"undo the change (the run's plan.dl shows the plan as it ran; pass the same --set), or start a new "
             f"run without --resume (`init = \"{best}\"` starts it from this run's weights). On resume only "
-            "`--set epochs=N` may change the plan")
+            "`--set epochs=N` may change the plan (besides `workers` and `strategy`, which change no batch)")
 
 
 def normalized_code(source: str) -> list[str]:

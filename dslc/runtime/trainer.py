@@ -96,6 +96,7 @@ class StepRun:
     schedule: object = None
     loss_span: object = None
     ddp: object = None        # its DistributedDataParallel wrapper in a data-parallel run (None: one process)
+    unreached: list = field(default_factory=list)  # FSDP under torch.compile: the parameters its loss leaves out
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -376,6 +377,8 @@ class Trainer:
             self._init_weights()
         if self.config.sync_batchnorm and self.world.size > 1:
             self._sync_batchnorm()
+        self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs if n.startswith("batch_")]
+        unreached = self._unreached(module) if self.fsdp and self.config.compile else {}
         if self.fsdp:   # after `init`: every process shards the same weights
             for m in self.models.values():
                 fsdp_mod.shard(m)
@@ -385,18 +388,41 @@ class Trainer:
         self.steps, self.queues = [], {}
         for step in self.plan.steps:
             names = module.STEP_MODELS[step.name]
-            mod = module.STEPS[step.name](*[self.models[m] if m in self.models else self.targets[m].module
-                                            for m in names])
+            mod = self._step_module(module, step.name)
             self.queues.update(step_queues(self.plan, step.name, mod, self.device))
             if self.config.compile:
                 mod = torch.compile(mod)
-            self.steps.append(StepRun(step.name, mod, [m for m in names if m in self.models], loss_span=step.span))
-        self.batch_fields = [n[len("batch_"):] for n, _ in self.plan.steps[0].graph.inputs if n.startswith("batch_")]
+            self.steps.append(StepRun(step.name, mod, [m for m in names if m in self.models], loss_span=step.span,
+                                      unreached=[self._parameter(n) for n in unreached.get(step.name, ())]))
         self.several = len(self.models) > 1
         self.has_prediction = len(self.plan.steps) == 1 and self.plan.steps[0].prediction is not None
         if self.config.metrics and not self.has_prediction:
             raise DslcError(Diagnostic("E0502", "metrics need a plan with one model whose `out` is one tensor",
                                        _field_span(self.plan, "metrics")))
+
+    def _step_module(self, module, name: str) -> torch.nn.Module:
+        """The plan module's step `name` over the trainer's models and momentum targets."""
+        return module.STEPS[name](*[self.models[m] if m in self.models else self.targets[m].module
+                                    for m in module.STEP_MODELS[name]])
+
+    def _unreached(self, module) -> dict:
+        """Step name -> the names ("model.fc.weight") of the parameters its loss does not reach, found
+        on the whole models, before they are sharded. Under FSDP, torch.compile's backward pass gives
+        them gradients of zeros (torch 2.13) where torch gives none, which weight decay and Adam's
+        state would count as gradients: `_optimizer_step` drops them, so the run trains as uncompiled."""
+        out = {}
+        for step in self.plan.steps:
+            s = StepRun(step.name, self._step_module(module, step.name),
+                        [m for m in module.STEP_MODELS[step.name] if m in self.models])
+            named = [(f"{k}.{n}", p) for k in s.models for n, p in self.models[k].named_parameters()]
+            s.params = [p for _, p in named]   # a step with parameters to train keeps its graph (_forward)
+            grads = self._probe_gradients(s, s.params, self.phases[0].batch_size)
+            out[step.name] = [n for (n, _), g in zip(named, grads) if g is None]
+        return out
+
+    def _parameter(self, name: str) -> torch.nn.Parameter:
+        key, rest = name.split(".", 1)
+        return self.models[key].get_parameter(rest)
 
     def _rank_seed(self, epoch: int) -> int:
         """The seed of a process other than rank 0 (rank 0 draws as one process does)."""
@@ -577,8 +603,13 @@ class Trainer:
         not use). DDP must then look for them after every forward (`find_unused_parameters`, a walk of
         the graph), so it is asked to only then. Found by one forward on the first batch, in inference
         mode (batch norm's statistics stay as they are), the random streams put back afterwards."""
-        phase = self.phases[self.phase_index]
-        batch = next(iter(data_mod.batches(self.data.train, phase.batch_size, shuffle=False, seed=self.seed, epoch=0,
+        grads = self._probe_gradients(s, s.params, self.phases[self.phase_index].batch_size)
+        return any(g is None for g in grads)
+
+    def _probe_gradients(self, s: StepRun, params: list, batch_size: int) -> list:
+        """The gradients of `params` from the step's loss on the first batch (None for a parameter the
+        loss does not reach), in inference mode, with the random streams put back afterwards."""
+        batch = next(iter(data_mod.batches(self.data.train, batch_size, shuffle=False, seed=self.seed, epoch=0,
                                            train=False, rank=self.world.rank, world=self.world.size)))
         inputs = [batch[f].to(self.device) for f in self.batch_fields]
         rng = torch.get_rng_state()
@@ -589,15 +620,15 @@ class Trainer:
             with torch.enable_grad():
                 loss = self._carry(s, inputs, None)[0][0]
             if not loss.requires_grad:
-                return True
-            grads = torch.autograd.grad(loss, s.params, allow_unused=True)
+                return [None] * len(params)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
         finally:
             for m, training in modes:
                 m.training = training
             torch.set_rng_state(rng)
             if cuda is not None:
                 torch.cuda.set_rng_state(cuda, self.device)
-        return any(g is None for g in grads)
+        return list(grads)
 
     def _sync_buffers(self) -> None:
         """Rank 0's buffers (batch norm's running statistics) in every process, so that evaluation,
@@ -817,6 +848,8 @@ class Trainer:
     def _optimizer_step(self, s: StepRun) -> None:
         if s.optimizer is None:
             return
+        for p in s.unreached:   # FSDP under torch.compile: zeros where torch gives no gradient (_unreached)
+            p.grad = None
         if self.scaler is not None:
             self.scaler.unscale_(s.optimizer)
         self.callbacks.on_before_optimizer_step(self, s)
