@@ -1,17 +1,20 @@
 """Evaluating again only the models an edit can change.
 
 A model that evaluated clean (a graph, no error, no warning, no lint) is not evaluated again
-while the texts of it and of every declaration it refers to, directly or through others, stay
-the same, and no declaration is added, removed or renamed: evaluation is deterministic in
-those, so it would be clean again. What `dslc check` learns from evaluating it, the names it
-reached (whose names `check_names` then leaves alone), is kept with it. Models with a problem
+while the texts of it and of every declaration it refers to, directly or through others, are
+the same, and so are the declarations' names and kinds: evaluation is deterministic in those,
+so it would be clean again. Each model keeps the last KEEP such keys it was clean with, so an
+edit undone (a typo typed and deleted) finds the model clean again without evaluating it.
+What `dslc check` learns from evaluating it, the names it reached (whose names `check_names`
+then leaves alone), is kept with it. Models with a problem
 are always evaluated again, so their diagnostics are always new ones, in their current places;
 the shapes of a model that was skipped are evaluated when a hover or an inlay hint asks.
 
 The models that are evaluated (an edit in a block every model uses evaluates them all) take
-the block specializations they need from the last check where they can: a specialization
+the block specializations they need from the last checks where they can: a specialization
 that was clean (no diagnostic) is made again only when the texts of its block or of what the
-block reaches changed, or the declarations' names and kinds did; one whose block only moved
+block reaches, or the declarations' names and kinds, are none the document had in the last
+KEEP checks (while an edit breaks a block, its clean specializations wait for the undo); one whose block only moved
 is moved with it (dslc.lsp.relocate). It counts the steps it took when it was made, as a full
 check would spend them again; a document whose last check came near the step limit
 (a tenth of it) reuses none, so the limit is reported where a full check reports it.
@@ -29,18 +32,20 @@ from ..ir.limits import MAX_STEPS
 from .relocate import places, relocated
 
 REUSE_STEPS = MAX_STEPS // 10   # a last check that ran more steps than this reuses no specialization
+KEEP = 4   # a model's clean texts, and the specializations of texts, kept from this many checks back
 
 
 class ModelCache:
     """The models found clean by the last check, with what they depend on."""
 
     def __init__(self):
-        self.clean: dict[str, tuple] = {}   # model name -> (its key, the names its evaluation reached)
+        self.clean: dict[str, list] = {}    # model name -> [(a key, the names its evaluation reached)], newest first
         self.skipped: list[str] = []        # the models the last check did not evaluate
         self.mentions: dict[str, frozenset] = {}   # a declaration's text -> the names it mentions
         self.blocks: dict[tuple, _Kept] = {}       # the clean specializations of the last check
         self.steps = 0                              # the steps the last check ran
-        self.reused = 0                             # the specializations the last check took from the one before
+        self.reused = 0                             # the specializations the last check took from earlier ones
+        self.checks = 0                             # the checks run
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
@@ -48,27 +53,42 @@ class ModelCache:
         ev = _Recording(unit, reporter, keys, self.blocks if self.steps <= REUSE_STEPS else {})
         clean, self.skipped = {}, []
         for decl in models:
-            key = keys.of(decl)
-            seen = self.clean.get(decl.name)
-            if seen is not None and seen[0] == key:
-                ev.evaluated |= seen[1]
-                clean[decl.name] = seen
+            key, seen = keys.of(decl), self.clean.get(decl.name, [])
+            hit = next((entry for entry in seen if entry[0] == key), None)
+            if hit is not None:
+                ev.evaluated |= hit[1]
+                clean[decl.name] = [hit] + [entry for entry in seen if entry is not hit]
                 self.skipped.append(decl.name)
                 continue
+            clean[decl.name] = seen   # a model with a problem keeps its clean texts: an undo finds them
             before = len(reporter.diagnostics)
             graph, reached = ev.reaching(ev.model, decl)
             if graph is not None:
                 lint_model(graph, reporter)
                 graphs[decl.name] = graph
                 if len(reporter.diagnostics) == before:
-                    clean[decl.name] = (key, reached)
+                    clean[decl.name] = [(key, reached)] + seen[:KEEP - 1]
         self.clean = clean
         self.mentions = keys.mentions   # only the current declarations' texts
-        # and those of the last check this one did not reach (a model stopped before them), while
-        # their texts are the document's
-        ev.kept.update((k, kept) for k, kept in ev.previous.items() if k not in ev.kept and keys.current(k))
-        self.blocks, self.steps, self.reused = ev.kept, ev.steps, ev.reused
+        self._keep_blocks(ev, keys)
+        self.steps, self.reused = ev.steps, ev.reused
         return ev
+
+    def _keep_blocks(self, ev: _Recording, keys: _Keys) -> None:
+        """The specializations this check made or took, those of earlier checks it did not reach
+        (a model stopped before them) while their texts are the document's, and those of texts
+        the document had in the last KEEP checks (an undone edit finds them)."""
+        self.checks += 1
+        for kept in ev.kept.values():
+            kept.seen = self.checks
+        for k, kept in ev.previous.items():
+            if k in ev.kept:
+                continue
+            if keys.current(k):
+                kept.seen = self.checks
+            if self.checks - kept.seen < KEEP:
+                ev.kept[k] = kept
+        self.blocks = ev.kept
 
 
 class _Recording(Evaluator):
@@ -122,11 +142,12 @@ class _Recording(Evaluator):
 
 
 class _Kept:
-    """A clean specialization, with the names it reached, the steps it took and where the
-    declarations it was made from were (relocate.places)."""
+    """A clean specialization, with the names it reached, the steps it took, where the
+    declarations it was made from were (relocate.places) and when it was last of the document."""
 
     def __init__(self, sub, reached: frozenset, steps: int, where: dict):
         self.sub, self.reached, self.steps, self.places = sub, reached, steps, where
+        self.seen = 0   # the last check whose text it was of (ModelCache.checks)
 
 
 def _reusable_key(spec, inputs, keys: _Keys) -> tuple | None:
