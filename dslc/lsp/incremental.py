@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import weakref
 
-from ..frontend.apply import specialization_key
+from ..frontend.apply import caller_terms_key, specialization_key
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
@@ -100,6 +100,7 @@ class _Recording(Evaluator):
         self.reached: dict[int, tuple] = {}   # id(specialization) -> (it, the names it reached)
         self.cache = _Cache(self)
         self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
+        self.kept_by_id: dict[int, _Kept] = {}   # id(specialization) -> its entry in `kept`
         self.reused = 0
 
     def reaching(self, evaluate, *args):
@@ -121,8 +122,27 @@ class _Recording(Evaluator):
         if sub is not None:
             self.reached[id(sub)] = (sub, inner)   # the graph kept with its id: ids are not reused
             if key is not None and len(self.reporter.diagnostics) == before:
-                self.kept[key] = _Kept(sub, inner, self.steps - steps, places(self.unit, key[-1]))
+                self._keep(key, _Kept(sub, inner, self.steps - steps, places(self.unit, key[-1])))
         return sub
+
+    def _keep(self, key: tuple, kept: _Kept) -> None:
+        self.kept[key] = self.kept_by_id[id(kept.sub)] = kept
+
+    def _in_caller_terms(self, sub, spec, inputs, f):
+        """The results of a kept specialization in its callers' terms are kept with it too: they
+        are types (no spans), a function of the specialization and of `caller_terms_key`. Those
+        with guards (which hold spans) are substituted again each time."""
+        kept = self.kept_by_id.get(id(sub))
+        if kept is None:
+            return super()._in_caller_terms(sub, spec, inputs, f)
+        key = caller_terms_key(spec, inputs)
+        out_types = kept.terms.get(key)
+        if out_types is None:
+            out_types, guards = super()._in_caller_terms(sub, spec, inputs, f)
+            if guards:
+                return out_types, guards
+            kept.terms[key] = out_types
+        return out_types, []
 
     def _reused(self, key: tuple):
         """The last check's specialization for `key`, moved to where its declarations are now
@@ -137,16 +157,18 @@ class _Recording(Evaluator):
         self.reused += 1
         self.evaluated |= kept.reached
         self.reached[id(sub)] = (sub, kept.reached)
-        self.kept[key] = _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]))
+        self._keep(key, _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]), kept.terms))
         return sub
 
 
 class _Kept:
     """A clean specialization, with the names it reached, the steps it took, where the
-    declarations it was made from were (relocate.places) and when it was last of the document."""
+    declarations it was made from were (relocate.places), its results in its callers' terms
+    and when it was last of the document."""
 
-    def __init__(self, sub, reached: frozenset, steps: int, where: dict):
+    def __init__(self, sub, reached: frozenset, steps: int, where: dict, terms: dict | None = None):
         self.sub, self.reached, self.steps, self.places = sub, reached, steps, where
+        self.terms = {} if terms is None else terms   # caller_terms_key -> its output types in the caller's terms
         self.seen = 0   # the last check whose text it was of (ModelCache.checks)
 
 
