@@ -13,6 +13,7 @@ from the same values when
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 
 from ..ir.keys import value_key
@@ -136,17 +137,26 @@ def names_in(x) -> set:
     return {n.id for n in _nodes(x) if isinstance(n, ast.Name)}
 
 
-def _nodes(x):
-    """Every AST node in `x` (a node or a tuple of them), depth first."""
-    if isinstance(x, tuple):
-        for y in x:
-            yield from _nodes(y)
-    elif isinstance(x, ast.Node):
-        yield x
-        for f in fields(x):
-            yield from _nodes(getattr(x, f.name))
-        if isinstance(x, ast.AsName) and x.template:
-            yield from _nodes(tuple(p for p in pieces(x) if not isinstance(p, str)))
+def _nodes(x) -> list:
+    """Every AST node in `x` (a node or a tuple of them), depth first. A walk with a stack of its
+    own: a loop's body is walked on every evaluation of the loop (the language server's checks
+    evaluate a model on each edit), and recursive generators cost a frame per node and level."""
+    out, stack = [], [x]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, tuple):
+            stack.extend(reversed(x))
+        elif isinstance(x, ast.Node):
+            out.append(x)
+            if isinstance(x, ast.AsName) and x.template:
+                stack.append(tuple(p for p in pieces(x) if not isinstance(p, str)))
+            stack.extend([getattr(x, name) for name in reversed(_field_names(type(x)))])
+    return out
+
+
+@functools.cache
+def _field_names(cls) -> tuple:
+    return tuple(f.name for f in fields(cls))
 
 
 def _tensors(v) -> bool:
