@@ -29,6 +29,7 @@ from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
 from ..ir.dims import Real, Size, Sym
 from ..ir.limits import MAX_STEPS
+from .prefix import Kept, Resuming
 from .relocate import places, relocated
 
 REUSE_STEPS = MAX_STEPS // 10   # a last check that ran more steps than this reuses no specialization
@@ -46,11 +47,15 @@ class ModelCache:
         self.steps = 0                              # the steps the last check ran
         self.reused = 0                             # the specializations the last check took from earlier ones
         self.checks = 0                             # the checks run
+        self.texts: dict[str, tuple] = {}           # the last check's declarations: name -> (file, text)
+        self.prefixes: dict[str, Kept] = {}         # a model's state before a statement (dslc.lsp.prefix)
+        self.resumed = 0                            # the models the last check resumed
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
         keys = _Keys(unit, self.mentions)
         ev = _Recording(unit, reporter, keys, self.blocks if self.steps <= REUSE_STEPS else {})
+        affected = self._affected(keys)
         clean, self.skipped = {}, []
         for decl in models:
             key, seen = keys.of(decl), self.clean.get(decl.name, [])
@@ -62,7 +67,7 @@ class ModelCache:
                 continue
             clean[decl.name] = seen   # a model with a problem keeps its clean texts: an undo finds them
             before = len(reporter.diagnostics)
-            graph, reached = ev.reaching(ev.model, decl)
+            graph, reached = self._model(ev, keys, decl, affected)
             if graph is not None:
                 lint_model(graph, reporter)
                 graphs[decl.name] = graph
@@ -73,6 +78,27 @@ class ModelCache:
         self._keep_blocks(ev, keys)
         self.steps, self.reused = ev.steps, ev.reused
         return ev
+
+    def _model(self, ev: _Recording, keys: _Keys, decl, affected: set) -> tuple:
+        """The model evaluated (resumed where its kept state holds, its state before the first
+        statement the edit reaches kept), and the names it reached."""
+        kept = self.prefixes.get(decl.name) if self.steps <= REUSE_STEPS else None
+        ev.resuming = r = Resuming(decl, keys, kept, affected)
+        try:
+            graph, reached = ev.reaching(ev.model, decl)
+        finally:
+            ev.resuming = None
+        if r.taken is not None:
+            self.prefixes[decl.name] = r.taken
+        self.resumed += r.resumed
+        return graph, reached
+
+    def _affected(self, keys: _Keys) -> set:
+        """The declarations whose texts differ from the last check's, and those that reach them."""
+        texts = {name: (_file_name(d), d.span.text) for name, d in keys.unit.decls.items()}
+        changed, self.texts = {n for n, t in texts.items() if self.texts.get(n) != t}, texts
+        self.resumed = 0
+        return {n for n, d in keys.unit.decls.items() if any(m in changed for m, _, _ in keys.of(d)[1])}
 
     def _keep_blocks(self, ev: _Recording, keys: _Keys) -> None:
         """The specializations this check made or took, those of earlier checks it did not reach
@@ -101,6 +127,7 @@ class _Recording(Evaluator):
         self.cache = _Cache(self)
         self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
         self.kept_by_id: dict[int, _Kept] = {}   # id(specialization) -> its entry in `kept`
+        self.resuming: Resuming | None = None     # the model being evaluated, resumable (dslc.lsp.prefix)
         self.reused = 0
 
     def reaching(self, evaluate, *args):
@@ -111,6 +138,13 @@ class _Recording(Evaluator):
         finally:
             inner, self.evaluated = self.evaluated, outer | self.evaluated
         return result, frozenset(inner)
+
+    def _run_body(self, stmts, ctx, top: bool = False) -> None:
+        r = self.resuming
+        if r is None or not top or stmts is not r.decl.body or ctx.decl is not r.decl or len(ctx.stack) != 1:
+            return super()._run_body(stmts, ctx, top)
+        self.resuming = None   # the model's own body only, not a use of it inside itself
+        r.run(self, stmts, ctx)
 
     def _specialize(self, spec, inputs, *args):
         key = _reusable_key(spec, inputs, self.keys)
@@ -221,7 +255,11 @@ class _Keys:
         return self.closures[decl.name]
 
     def _of(self, decl) -> tuple:
-        closure, todo = {decl.name}, [decl.name]
+        return self.texts_of({decl.name})
+
+    def texts_of(self, names: set) -> tuple:
+        """The declarations' names and kinds, and the texts of `names` and of what they reach."""
+        closure, todo = set(names), list(names)
         while todo:
             for name in self._refs(todo.pop()):
                 if name not in closure:
