@@ -150,8 +150,11 @@ def ast_nodes(x) -> list:
             out.append(x)
             if isinstance(x, ast.AsName) and x.template:
                 stack.append(tuple(p for p in pieces(x) if not isinstance(p, str)))
-            stack.extend([getattr(x, name) for name in reversed(_field_names(type(x)))])
+            stack.extend([v for name in reversed(_field_names(type(x))) if isinstance(v := getattr(x, name), _WALKED)])
     return out
+
+
+_WALKED = (tuple, ast.Node)   # what may hold nodes: a span, a name or a number holds none
 
 
 @functools.cache

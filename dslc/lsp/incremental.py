@@ -33,6 +33,7 @@ from .prefix import Kept, Resuming
 from .relocate import places, relocated
 
 REUSE_STEPS = MAX_STEPS // 10   # a last check that ran more steps than this reuses no specialization
+SAID = 20_000   # statement texts whose names are kept (then forgotten, and found again as needed)
 KEEP = 4   # a model's clean texts, and the specializations of texts, kept from this many checks back
 
 
@@ -50,6 +51,7 @@ class ModelCache:
         self.texts: dict[str, tuple] = {}           # the last check's declarations: name -> (file, text)
         self.prefixes: dict[str, Kept] = {}         # a model's state before a statement (dslc.lsp.prefix)
         self.resumed = 0                            # the models the last check resumed
+        self.said: dict[str, frozenset] = {}        # a statement's text -> the names it mentions
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
@@ -83,7 +85,7 @@ class ModelCache:
         """The model evaluated (resumed where its kept state holds, its state before the first
         statement the edit reaches kept), and the names it reached."""
         kept = self.prefixes.get(decl.name) if self.steps <= REUSE_STEPS else None
-        ev.resuming = r = Resuming(decl, keys, kept, affected)
+        ev.resuming = r = Resuming(decl, keys, kept, affected, self.said)
         try:
             graph, reached = ev.reaching(ev.model, decl)
         finally:
@@ -98,6 +100,8 @@ class ModelCache:
         texts = {name: (_file_name(d), d.span.text) for name, d in keys.unit.decls.items()}
         changed, self.texts = {n for n, t in texts.items() if self.texts.get(n) != t}, texts
         self.resumed = 0
+        if len(self.said) > SAID:
+            self.said = {}
         return {n for n, d in keys.unit.decls.items() if any(m in changed for m, _, _ in keys.of(d)[1])}
 
     def _keep_blocks(self, ev: _Recording, keys: _Keys) -> None:

@@ -17,7 +17,7 @@ layer, a buffer or a layer held in a variable keeps none, and the model is evalu
 from __future__ import annotations
 
 from ..frontend.containers import Loop
-from ..frontend.loopvars import ast_nodes, names_in
+from ..frontend.loopvars import names_in
 from .relocate import Mover, Unmovable, places
 
 _DICTS = ("params", "param_types", "param_defaults", "atom_env", "containers")
@@ -37,9 +37,9 @@ class Resuming:
     """One model's evaluation in a check: resumed from `kept` where its key holds, and its state
     kept before statement `boundary` (the first that reaches a declaration the edit changed)."""
 
-    def __init__(self, decl, keys, kept: Kept | None, affected: set):
-        self.decl, self.keys, self.kept = decl, keys, kept
-        self.boundary = _boundary(decl, affected)
+    def __init__(self, decl, keys, kept: Kept | None, affected: set, said: dict):
+        self.decl, self.keys, self.kept, self.said = decl, keys, kept, said
+        self.boundary = self._boundary(affected - {decl.name})
         self.taken: Kept | None = None
         self.resumed = False
 
@@ -53,7 +53,7 @@ class Resuming:
 
     def _resume(self, ev, ctx) -> int:
         kept = self.kept
-        if kept.count >= len(self.decl.body) or _key(self.keys, self.decl, kept.count) != kept.key:
+        if kept.count >= len(self.decl.body) or self._key(kept.count) != kept.key:
             return 0
         try:
             graph, scope, current, loops = _moved(_ModelMover(kept.places, self.keys.unit, self.decl), kept.state)
@@ -72,7 +72,7 @@ class Resuming:
         if ctx.layer_names or ctx.buffer_sources or ctx.outputs is not None or ctx.loop_depth or g.failures \
                 or g.containers or g._nx is not None:
             return None
-        key = _key(self.keys, self.decl, count)
+        key = self._key(count)
         where = places(self.keys.unit, {self.decl.name, *(n for n, _, _ in key[2])})
         try:
             state = _moved(_ModelMover(where, self.keys.unit, self.decl), (g, ctx.scope, ctx.current, ctx.loops))
@@ -81,22 +81,29 @@ class Resuming:
         return Kept(key, count, state, steps, frozenset(ev.evaluated), where, self.decl)
 
 
-def _boundary(decl, affected: set) -> int | None:
-    """The first top-level statement of the model that mentions a declaration the edit changed
-    (or one that reaches such a one); None when none does."""
-    affected = affected - {decl.name}
-    if not affected:
-        return None
-    return next((i for i, stmt in enumerate(decl.body) if names_in(stmt) & affected), None)
+    def _boundary(self, affected: set) -> int | None:
+        """The first top-level statement of the model that mentions a declaration the edit changed
+        (or one that reaches such a one); None when none does."""
+        if not affected:
+            return None
+        return next((i for i, stmt in enumerate(self.decl.body) if self._names(stmt) & affected), None)
 
+    def _names(self, stmt) -> frozenset:
+        """The names a statement mentions, known by its text (a statement parses alike wherever it is)."""
+        text = stmt.span.text
+        found = self.said.get(text)
+        if found is None:
+            found = self.said[text] = frozenset(names_in(stmt))
+        return found
 
-def _key(keys, decl, count: int) -> tuple:
-    """What the state before statement `count` depends on: the model's text up to there, and the
-    texts of what its parameters and those statements reach, with the declarations' names."""
-    text = decl.span.file.text[decl.span.start:decl.body[count].span.start]
-    mentioned = names_in(decl.params) | names_in(decl.body[:count])
-    names, texts = keys.texts_of({n for n in mentioned if n in keys.unit.decls and n != decl.name})
-    return names, text, texts
+    def _key(self, count: int) -> tuple:
+        """What the state before statement `count` depends on: the model's text up to there, and the
+        texts of what its parameters and those statements reach, with the declarations' names."""
+        decl, keys = self.decl, self.keys
+        text = decl.span.file.text[decl.span.start:decl.body[count].span.start]
+        mentioned = names_in(decl.params).union(*(self._names(stmt) for stmt in decl.body[:count]))
+        names, texts = keys.texts_of({n for n in mentioned if n in keys.unit.decls and n != decl.name})
+        return names, text, texts
 
 
 def _moved(mover: Mover, state: tuple) -> tuple:
@@ -117,10 +124,20 @@ def _regions(graph, before: tuple, now: tuple) -> None:
     """A node made in a loop knows the loop's iteration by the loop statement's id (diagrams draw
     alike iterations once): the ids of the statements before (`before`, alive with the kept state)
     become those of the same statements now, so no id of a freed statement stays in a graph."""
-    ids = {id(a): id(b) for a, b in zip(ast_nodes(before), ast_nodes(now))}
+    ids = {id(a): id(b) for a, b in zip(_statements(before), _statements(now))}
     for node in graph.nodes.values():
         if node.region is not None and node.region[0] in ids:
             node.region = (ids[node.region[0]], *node.region[1:])
+
+
+def _statements(body: tuple) -> list:
+    """The statements of a body and of the bodies in it, in order."""
+    out = []
+    for stmt in body:
+        out.append(stmt)
+        for name in ("body", "orelse"):
+            out += _statements(getattr(stmt, name, ()))
+    return out
 
 
 def _install(live, graph) -> None:
