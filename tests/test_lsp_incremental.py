@@ -195,7 +195,7 @@ def test_random_edits_give_what_a_full_check_gives(tmp_path, seed):
         if analysis.unit is not None and step % 4 == 0:   # the shapes hovers show: as a fresh check's
             assert _places(analysis) == _places(Checker().check(path, text)), (seed, step, text)
         skipped += len(analysis.skipped)
-        reused += checker._models[path].reused
+        reused += checker._models[path].reused + checker._models[path].resumed
         history.append(text)
         text = _edit(rng, text, history)
     assert skipped > 0 and reused > 0   # the caches were used, not only filled

@@ -132,6 +132,7 @@ class _Recording(Evaluator):
         self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
         self.kept_by_id: dict[int, _Kept] = {}   # id(specialization) -> its entry in `kept`
         self.resuming: Resuming | None = None     # the model being evaluated, resumable (dslc.lsp.prefix)
+        self.moved: dict = {}                     # id(a kept state's block graph) -> its copy moved here
         self.reused = 0
 
     def reaching(self, evaluate, *args):

@@ -55,10 +55,12 @@ class Resuming:
         kept = self.kept
         if kept.count >= len(self.decl.body) or self._key(kept.count) != kept.key:
             return 0
+        mover = _ModelMover(kept.places, self.keys.unit, self.decl, ev.moved)
         try:
-            graph, scope, current, loops = _moved(_ModelMover(kept.places, self.keys.unit, self.decl), kept.state)
+            graph, scope, current, loops = _moved(mover, kept.state)
         except Unmovable:
             return 0
+        ev.moved.update(mover.memo)   # the block graphs moved, for the next model's state that holds them
         _regions(graph, kept.decl.body[:kept.count], self.decl.body[:kept.count])
         _install(ctx.graph, graph)
         ctx.scope, ctx.current, ctx.loops = scope, current, loops
@@ -75,7 +77,7 @@ class Resuming:
         key = self._key(count)
         where = places(self.keys.unit, {self.decl.name, *(n for n, _, _ in key[2])})
         try:
-            state = _moved(_ModelMover(where, self.keys.unit, self.decl), (g, ctx.scope, ctx.current, ctx.loops))
+            state = _moved(_ModelMover(where, self.keys.unit, self.decl, None), (g, ctx.scope, ctx.current, ctx.loops))
         except Unmovable:
             return None
         return Kept(key, count, state, steps, frozenset(ev.evaluated), where, self.decl)
@@ -108,7 +110,7 @@ class Resuming:
 
 def _moved(mover: Mover, state: tuple) -> tuple:
     """A copy of a state (graph, scope, running value, loops) with its spans moved: nothing in it
-    is shared with `state` that evaluating on could change."""
+    is shared with `state` that evaluating on could change (the block graphs are not changed)."""
     graph, scope, current, loops = state
     copy = mover.graph(graph)
     for name in _DICTS:
@@ -156,11 +158,22 @@ def _install(live, graph) -> None:
 
 class _ModelMover(Mover):
     """The move of a model's state: its own declaration is taken as the model now is (only the
-    text before the statement the state stops at has to be the same, and the key says it is)."""
+    text before the statement the state stops at has to be the same, and the key says it is).
+    The graphs of the blocks it applied are never changed once made: a state keeps them as they
+    are (`moved` None), and taking it up moves each once a check (`moved`: the copies made for
+    the models resumed before, by the id of the graph they were made from)."""
 
-    def __init__(self, before: dict, unit, decl):
+    def __init__(self, before: dict, unit, decl, moved: dict | None):
         super().__init__(before, unit)
-        self.model = decl
+        self.model, self.moved, self.top = decl, moved, None
+
+    def graph(self, g):
+        if self.top is None:
+            self.top = g
+            return super().graph(g)
+        if self.moved is None:
+            return g
+        return self.moved.get(id(g)) or super().graph(g)
 
     def decl(self, decl):
         if decl is not None and getattr(decl, "name", None) == self.model.name and decl.kind == self.model.kind:
