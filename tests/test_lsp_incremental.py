@@ -293,6 +293,31 @@ def test_an_edit_inside_a_block_makes_that_blocks_specializations_only(tmp_path,
     assert set(made) == {"ConvUnit", "Stage"}, made
 
 
+def test_a_plan_takes_its_models_blocks_from_the_last_check(tmp_path, monkeypatch):
+    """A plan evaluates its model with the plan's arguments on every check; the blocks that model
+    uses are taken from the last check (the plan's own, `Plain(width=32)`'s Mlp), not made again."""
+    path = str(tmp_path / "spec.dl")
+    checker = Checker()
+    checker.check(path, SPEC)
+    made, real = [], LayerApplication._specialize
+
+    def counting(self, spec, *args):
+        made.append((type(self).__name__, spec.decl.name))
+        return real(self, spec, *args)
+    monkeypatch.setattr(LayerApplication, "_specialize", counting)
+    text = SPEC.replace("epochs     = 2", "epochs     = 3")
+    analysis = checker.check(path, text)
+    assert made == [] and sorted(analysis.skipped) == ["Plain", "Small", "Wide"]
+    with open(path, "w") as f:
+        f.write(text)
+    assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path)
+    # the plan's own arguments changed: its model (applied as a block) and the blocks it uses
+    # with them are made, by the plan
+    made.clear()
+    checker.check(path, text.replace("model      = Plain(width=32)", "model      = Plain(width=40)"))
+    assert sorted(made) == [("_Plans", "Mlp"), ("_Plans", "Plain")], made
+
+
 def test_a_model_with_a_problem_is_evaluated_again(tmp_path):
     path = str(tmp_path / "spec.dl")
     checker = Checker()

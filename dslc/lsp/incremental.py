@@ -27,6 +27,7 @@ from ..frontend.apply import caller_terms_key, specialization_key
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
+from ..frontend.plans import PlanChecker
 from ..ir.dims import Real, Size, Sym
 from ..ir.limits import MAX_STEPS
 from .prefix import Kept, Resuming
@@ -52,9 +53,13 @@ class ModelCache:
         self.prefixes: dict[str, Kept] = {}         # a model's state before a statement (dslc.lsp.prefix)
         self.resumed = 0                            # the models the last check resumed
         self.said: dict[str, frozenset] = {}        # a statement's text -> the names it mentions
+        self.models = None                          # the last check's models' evaluator (a weak reference)
+        self.plans: PlanChecker | None = None       # the last check's plans' checker
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
+        if self.plans is not None:   # the steps the last check ran are its plans' too
+            self.steps, self.plans = max(self.steps, self.plans.steps), None
         keys = _Keys(unit, self.mentions)
         ev = _Recording(unit, reporter, keys, self.blocks if self.steps <= REUSE_STEPS else {})
         affected = self._affected(keys)
@@ -78,8 +83,13 @@ class ModelCache:
         self.clean = clean
         self.mentions = keys.mentions   # only the current declarations' texts
         self._keep_blocks(ev, keys)
-        self.steps, self.reused = ev.steps, ev.reused
+        self.steps, self.reused, self.models = ev.steps, ev.reused, weakref.ref(ev)
         return ev
+
+    def plan_checker(self, unit, reporter) -> PlanChecker:
+        """check_unit's `plans`: the plans' checker of the check `evaluate` began."""
+        self.plans = _Plans(unit, reporter, self.models())
+        return self.plans
 
     def _model(self, ev: _Recording, keys: _Keys, decl, affected: set) -> tuple:
         """The model evaluated (resumed where its kept state holds, its state before the first
@@ -121,18 +131,14 @@ class ModelCache:
         self.blocks = ev.kept
 
 
-class _Recording(Evaluator):
-    """An evaluator that knows which declarations each evaluation reached, also through block
-    specializations it took from its cache (made while evaluating another model)."""
+class _Reusing:
+    """The block specializations of an evaluator (a mixin): taken from the last checks where
+    they can be, and those it makes kept for the next, with the names each reached."""
 
-    def __init__(self, unit, reporter, keys: _Keys, kept: dict):
-        super().__init__(unit, reporter)
-        self.reached: dict[int, tuple] = {}   # id(specialization) -> (it, the names it reached)
-        self.cache = _Cache(self)
-        self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
-        self.kept_by_id: dict[int, _Kept] = {}   # id(specialization) -> its entry in `kept`
-        self.resuming: Resuming | None = None     # the model being evaluated, resumable (dslc.lsp.prefix)
-        self.moved: dict = {}                     # id(a kept state's block graph) -> its copy moved here
+    def _share(self, keys: _Keys, previous: dict, kept: dict, kept_by_id: dict, reached: dict) -> None:
+        self.keys, self.previous, self.kept = keys, previous, kept   # the last checks' clean specializations, this one's
+        self.kept_by_id = kept_by_id   # id(specialization) -> its entry in `kept`
+        self.reached = reached         # id(specialization) -> (it, the names it reached)
         self.reused = 0
 
     def reaching(self, evaluate, *args):
@@ -143,13 +149,6 @@ class _Recording(Evaluator):
         finally:
             inner, self.evaluated = self.evaluated, outer | self.evaluated
         return result, frozenset(inner)
-
-    def _run_body(self, stmts, ctx, top: bool = False) -> None:
-        r = self.resuming
-        if r is None or not top or stmts is not r.decl.body or ctx.decl is not r.decl or len(ctx.stack) != 1:
-            return super()._run_body(stmts, ctx, top)
-        self.resuming = None   # the model's own body only, not a use of it inside itself
-        r.run(self, stmts, ctx)
 
     def _specialize(self, spec, inputs, *args):
         key = _reusable_key(spec, inputs, self.keys)
@@ -198,6 +197,36 @@ class _Recording(Evaluator):
         self.reached[id(sub)] = (sub, kept.reached)
         self._keep(key, _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]), kept.terms))
         return sub
+
+
+class _Recording(_Reusing, Evaluator):
+    """The models' evaluator: it knows which declarations each evaluation reached, also through
+    block specializations it took from its cache (made while evaluating another model), and
+    resumes a model from its kept state (dslc.lsp.prefix)."""
+
+    def __init__(self, unit, reporter, keys: _Keys, kept: dict):
+        super().__init__(unit, reporter)
+        self._share(keys, kept, {}, {}, {})
+        self.cache = _Cache(self)
+        self.resuming: Resuming | None = None     # the model being evaluated, resumable (dslc.lsp.prefix)
+        self.moved: dict = {}                     # id(a kept state's block graph) -> its copy moved here
+
+    def _run_body(self, stmts, ctx, top: bool = False) -> None:
+        r = self.resuming
+        if r is None or not top or stmts is not r.decl.body or ctx.decl is not r.decl or len(ctx.stack) != 1:
+            return super()._run_body(stmts, ctx, top)
+        self.resuming = None   # the model's own body only, not a use of it inside itself
+        r.run(self, stmts, ctx)
+
+
+class _Plans(_Reusing, PlanChecker):
+    """The plans' checker: the models a plan evaluates (with the plan's arguments, every check)
+    take their block specializations from this check's models and the last checks' plans and
+    models, and keep those they make for the next check."""
+
+    def __init__(self, unit, reporter, models: _Recording):
+        super().__init__(unit, reporter)
+        self._share(models.keys, models.previous, models.kept, models.kept_by_id, models.reached)
 
 
 class _Kept:
