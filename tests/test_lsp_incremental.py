@@ -4,6 +4,7 @@ exactly those of a fresh full check of the same text (`dslc.api.load`, what `dsl
 and an edit inside one model evaluates that model only."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import os
@@ -538,3 +539,32 @@ def test_piecewise_parse_of_a_broken_text_reports_what_parse_reports():
         parse(SourceFile("a.dl", broken))
     assert [_facts(d) for d in ours.value.diagnostics] == [_facts(d) for d in theirs.value.diagnostics]
     assert len(ours.value.diagnostics) >= 2
+
+
+@pytest.mark.parametrize("where, typed", [
+    ("    output x + h\n", "    h = h -> Dropout(0.5, p=[1, (2)])\n"),   # in the first block
+    ("model Noisy", "model Typed(n: int = 2) {\n    Linear(n)\n}\n"),  # a declaration, before another
+    ("    epochs ", "    lr = {\n"),                                     # in the plan: a brace left open
+    ("    ReLU()\n}", "block = 1\n"),   # a keyword at the start of a line, inside a block's body
+])
+@pytest.mark.parametrize("tail", ["", "\nmodel Broken {\n    Linear(\n}\n"])   # and one more error below
+def test_piecewise_parse_while_typing_reports_what_parse_reports(where, typed, tail):
+    """A line typed a character at a time (most texts on the way do not parse), each text parsed
+    by one Reparser and by a whole parse: the same trees, or the same errors. The Reparser parses
+    only the pieces it does not know to parse on their own."""
+    spec = SPEC + tail
+    reparser, at = Reparser(), spec.index(where)
+    with contextlib.suppress(DslcError):
+        reparser.parse(SourceFile("a.dl", spec))
+    for n in range(1, len(typed) + 1):
+        file = SourceFile("a.dl", spec[:at] + typed[:n] + spec[at:])
+        try:
+            theirs = parse(file)
+        except DslcError as e:
+            with pytest.raises(DslcError) as ours:
+                reparser.parse(file)
+            assert [_facts(d) for d in ours.value.diagnostics] == [_facts(d) for d in e.diagnostics], typed[:n]
+            # the error below is reported too, whatever the one typed
+            assert not tail or any(d.span.start >= len(file.text) - len(tail) for d in ours.value.diagnostics)
+        else:
+            assert reparser.parse(file).decls == theirs.decls, typed[:n]
