@@ -71,8 +71,10 @@ def _edit(text: str, version: int, layer: str) -> tuple[list, str]:
     return [change], text[:i] + new + text[i + len(old):]
 
 
-TYPED = "    h = h -> Dropout(0.25) -> LayerNorm() -> Identity() -> Dropout(0.5)\n"
-TYPED_AT = "    output x + h"   # the line of block Mlp before which TYPED is typed
+# a line typed at the end of a line of block Mlp (Enter first): texts that do not parse, with an
+# unknown layer, and clean ones
+TYPED = "\n    h = h -> Dropout(0.25) -> LayerNorm() -> Identity() -> Dropout(0.5)"
+TYPED_AT = "\n    output x + h"   # where in block Mlp
 
 
 def _typed(text: str, version: int, start: int) -> tuple[list, str]:
