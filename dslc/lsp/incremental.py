@@ -106,9 +106,11 @@ class ModelCache:
         return graph, reached
 
     def _affected(self, keys: _Keys) -> set:
-        """The declarations whose texts differ from the last check's, and those that reach them."""
+        """The declarations whose texts differ from the last check's, and those that reach them
+        (none at the first check: no edit says where the next one will be)."""
         texts = {name: (_file_name(d), d.span.text) for name, d in keys.unit.decls.items()}
-        changed, self.texts = {n for n, t in texts.items() if self.texts.get(n) != t}, texts
+        changed = {n for n, t in texts.items() if self.texts.get(n) != t} if self.texts else set()
+        self.texts = texts
         self.resumed = 0
         if len(self.said) > SAID:
             self.said = {}
