@@ -5,10 +5,12 @@ generated one: blocks, graph-form models, loops) and sends `--edits` incremental
 at a time, each waiting for the diagnostics of its version. The edits alternate between one that
 breaks a line (a misspelled layer: an error to report) and one that mends it, so both the error
 path and the clean path are timed. The edited layer is in a block that every model uses, so
-each edit evaluates every model again (the server's worst case: it skips only the models an
-edit cannot change; of the blocks, it makes the edited one's specializations again and moves
-the others' from the last check); the same edits inside one model are timed too
-(`model_edit`). Results go to bench/results/lsp.json: p50, p95 and the maximum of the
+each edit changes what every model computes: a broken text evaluates every model again, from
+its last statement before its first use of the block (dslc/lsp/prefix.py), and a mended one is
+the text of two checks before, whose models were clean (an undone typo: none is evaluated). The
+same edits inside one model are timed too (`model_edit`), and a line typed into the block a
+character at a time (`typing`: no text comes back, and most are broken; each check resumes
+every model). Results go to bench/results/lsp.json: p50, p95 and the maximum of the
 change-to-diagnostics times, and the time to the first diagnostics after opening.
 
     python bench/lsp.py [--lines 500] [--edits 40] [--out PATH]
@@ -69,7 +71,22 @@ def _edit(text: str, version: int, layer: str) -> tuple[list, str]:
     return [change], text[:i] + new + text[i + len(old):]
 
 
-async def measure(lines: int, edits: int, layer: str = BLOCK_LAYER) -> dict:
+# a line typed at the end of a line of block Mlp (Enter first): texts that do not parse, with an
+# unknown layer, and clean ones
+TYPED = "\n    h = h -> Dropout(0.25) -> LayerNorm() -> Identity() -> Dropout(0.5)"
+TYPED_AT = "\n    output x + h"   # where in block Mlp
+
+
+def _typed(text: str, version: int, start: int) -> tuple[list, str]:
+    """One more character of TYPED, typed into block Mlp at `start`: no text comes back, and most are broken."""
+    i = start + version - 2
+    line, col = text.count("\n", 0, i), i - (text.rfind("\n", 0, i) + 1)
+    ch = TYPED[(version - 2) % len(TYPED)]
+    return [lsp.TextDocumentContentChangePartial(lsp.Range(lsp.Position(line, col), lsp.Position(line, col)), ch)], \
+        text[:i] + ch + text[i:]
+
+
+async def measure(lines: int, edits: int, layer: str | None = BLOCK_LAYER) -> dict:
     client = Client()
     client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)(_on_diagnostics)
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
@@ -81,11 +98,12 @@ async def measure(lines: int, edits: int, layer: str = BLOCK_LAYER) -> dict:
         uri = "file://" + os.path.join(tmp, "bench.dl")
         opened, diags = await _timed_change(client, uri, 1, [text])
         assert diags == [], diags
-        times = []
+        times, start = [], text.index(TYPED_AT)
         for version in range(2, edits + 2):
-            changes, text = _edit(text, version, layer)
+            changes, text = _edit(text, version, layer) if layer is not None else _typed(text, version, start)
             seconds, diags = await _timed_change(client, uri, version, changes)
-            assert bool(diags) == (version % 2 == 0), (version, diags)   # the broken versions, and only they
+            # the broken versions, and only they (a typed text is broken or not as it comes)
+            assert layer is None or bool(diags) == (version % 2 == 0), (version, diags)
             times.append(seconds)
     await client.shutdown_async(None)
     client.exit(None)
@@ -109,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     result = asyncio.run(measure(args.lines, args.edits))
     result["model_edit"] = asyncio.run(measure(args.lines, args.edits, MODEL_LAYER))
-    for what, r in (("in a block all models use", result), ("in one model", result["model_edit"])):
+    result["typing"] = asyncio.run(measure(args.lines, min(args.edits, len(TYPED)), None))
+    for what, r in (("in a block all models use", result), ("in one model", result["model_edit"]),
+                    ("typing a line into that block", result["typing"])):
         print(f"{r['lines']} lines, {r['edits']} edits {what}: change to diagnostics p50 {r['p50_s']:.3f} s, "
               f"p95 {r['p95_s']:.3f} s, max {r['max_s']:.3f} s; open {r['open_s']:.3f} s")
     if args.out:

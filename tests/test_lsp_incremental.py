@@ -4,6 +4,7 @@ exactly those of a fresh full check of the same text (`dslc.api.load`, what `dsl
 and an edit inside one model evaluates that model only."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import os
@@ -15,6 +16,7 @@ import pytest
 from dslc.api import load
 from dslc.diagnostics import DslcError, SourceFile, Span
 from dslc.frontend.apply import LayerApplication
+from dslc.frontend.loopvars import ast_nodes
 from dslc.frontend.parser import parse
 from dslc.frontend.plans import PlanChecker
 from dslc.frontend.reparse import Reparser
@@ -194,7 +196,7 @@ def test_random_edits_give_what_a_full_check_gives(tmp_path, seed):
         if analysis.unit is not None and step % 4 == 0:   # the shapes hovers show: as a fresh check's
             assert _places(analysis) == _places(Checker().check(path, text)), (seed, step, text)
         skipped += len(analysis.skipped)
-        reused += checker._models[path].reused
+        reused += checker._models[path].reused + checker._models[path].resumed
         history.append(text)
         text = _edit(rng, text, history)
     assert skipped > 0 and reused > 0   # the caches were used, not only filled
@@ -268,21 +270,53 @@ def test_an_edit_inside_a_block_makes_that_blocks_specializations_only(tmp_path,
     checker = Checker()
     checker.check(path, SPEC)
     made, text = _made(monkeypatch), SPEC
-    for old, new in [("GELU()", "ReLU()"), ("-> Linear(dim)", "-> Linearr(dim)"), ("Linearr(dim)", "Linear(dim)")]:
+    for old, new in [("GELU()", "ReLU()"), ("-> Linear(dim)", "-> Linearr(dim)")]:
         text = text.replace(old, new, 1)
         made.clear()
         analysis = checker.check(path, text)
-        # ConvUnit, Stage and Head moved (Mlp's text changed length), not made
+        # ConvUnit, Stage and Head moved (Mlp's text changed length), not made: taken from the last
+        # check, or in the state of a model resumed from before its first use of Mlp
         assert set(made) == {"Mlp"}, made
-        assert checker._models[path].reused > 0
+        assert checker._models[path].reused + checker._models[path].resumed > 0
         with open(path, "w") as f:
             f.write(text)
         assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path)
         assert _places(analysis) == _places(Checker().check(path, text))
+    # the typo undone: the text of two checks ago, whose models were clean, is evaluated no more
+    made.clear()
+    text = text.replace("Linearr(dim)", "Linear(dim)")
+    analysis = checker.check(path, text)
+    assert made == [] and analysis.diagnostics[0].code == "W0401"   # Noisy's warning: evaluated again
+    assert sorted(analysis.skipped) == ["Plain", "Small", "Wide"]
     # a block that reaches an edited one is made again too: Stage uses ConvUnit
     made.clear()
     checker.check(path, text.replace("ReLU()\n}", "ReLU6()\n}", 1))
     assert set(made) == {"ConvUnit", "Stage"}, made
+
+
+def test_a_plan_takes_its_models_blocks_from_the_last_check(tmp_path, monkeypatch):
+    """A plan evaluates its model with the plan's arguments on every check; the blocks that model
+    uses are taken from the last check (the plan's own, `Plain(width=32)`'s Mlp), not made again."""
+    path = str(tmp_path / "spec.dl")
+    checker = Checker()
+    checker.check(path, SPEC)
+    made, real = [], LayerApplication._specialize
+
+    def counting(self, spec, *args):
+        made.append((type(self).__name__, spec.decl.name))
+        return real(self, spec, *args)
+    monkeypatch.setattr(LayerApplication, "_specialize", counting)
+    text = SPEC.replace("epochs     = 2", "epochs     = 3")
+    analysis = checker.check(path, text)
+    assert made == [] and sorted(analysis.skipped) == ["Plain", "Small", "Wide"]
+    with open(path, "w") as f:
+        f.write(text)
+    assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path)
+    # the plan's own arguments changed: its model (applied as a block) and the blocks it uses
+    # with them are made, by the plan
+    made.clear()
+    checker.check(path, text.replace("model      = Plain(width=32)", "model      = Plain(width=40)"))
+    assert sorted(made) == [("_Plans", "Mlp"), ("_Plans", "Plain")], made
 
 
 def test_a_model_with_a_problem_is_evaluated_again(tmp_path):
@@ -344,6 +378,85 @@ def test_moved_specializations_hold_no_span_of_an_older_text():
         _spans(fresh.graphs, set(), theirs)
         assert {(s.file.name, s.start, s.end) for s in found} == {(s.file.name, s.start, s.end) for s in theirs}, path
     assert reused > 50
+
+
+RESUMING_SPECS = ["alexnet", "autoencoder", "cifar_resnet", "conv_vae", "dcgan", "ddpm", "finetune", "simclr",
+                  "style_transfer", "translator", "unet", "vgg"]
+
+
+def _graph_spans(analysis) -> set:
+    """The places of every span in the analysis's graphs, all of them in its own text."""
+    analysis.finish()
+    found: list = []
+    _spans(analysis.graphs, set(), found)
+    files = {m.file for m in analysis.unit.modules}
+    assert all(span.file in files for span in found)
+    return {(s.file.name, s.start, s.end) for s in found}
+
+
+def test_models_resume_from_before_the_first_statement_an_edit_reaches():
+    """Specs of the zoo (the quicker ones whose models resume), edited twice inside their first
+    block (the second edit, as the next keystroke, in the same place): the models that use it
+    resume from their state before their first use of it, kept by the check before; their
+    diagnostics, shapes and spans are a fresh check's."""
+    resumed = 0
+    for name in RESUMING_SPECS:
+        path = os.path.join(ROOT, "specs", name + ".dl")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        start = text.index("\nblock ")
+        body = text.index("{\n", start) + 2   # the first block's first line
+        checker = Checker()
+        checker.check(path, text)
+        for edit in ["    # an edit\n", "    # an edit, longer\n"]:
+            edited = text[:body] + edit + text[body:]
+            analysis = checker.check(path, edited)
+        resumed += checker._models[path].resumed
+        fresh = Checker().check(path, edited)
+        assert sorted(_facts(d) for d in analysis.diagnostics) == sorted(_facts(d) for d in fresh.diagnostics), path
+        assert _places(analysis) == _places(fresh), path
+        assert _graph_spans(analysis) == _graph_spans(fresh), path
+        # a node made in a loop names the loop statement by its id: one of the current text's
+        statements = {id(n) for decl in analysis.unit.decls.values() for n in ast_nodes(decl)}
+        assert all(n.region is None or n.region[0] in statements for g in analysis.graphs.values() for n in g), path
+    assert resumed > 10
+
+
+LOOPED = """
+model Looped(dim: int = 16) {
+    input x: [B, dim]
+    for w in [dim, 2 * dim] {
+        x = x -> Linear(w) -> ReLU()
+    }
+    output x -> Mlp(2 * dim)
+}
+"""
+
+
+def test_typing_a_layer_inside_a_block_resumes_its_users(tmp_path):
+    """A layer typed into the block every model uses, a character at a time (most texts on the
+    way are broken: an unknown layer, a call still open): each check gives a fresh check's
+    diagnostics and shapes, and the models resume."""
+    path = str(tmp_path / "spec.dl")
+    spec = SPEC + LOOPED
+    checker = Checker()
+    checker.check(path, spec)
+    at = spec.index("    output x + h")
+    typed, resumed = "    h = h -> Dropout(0.5)\n", 0
+    for n in range(1, len(typed) + 1):
+        text = spec[:at] + typed[:n] + spec[at:]
+        with open(path, "w") as f:
+            f.write(text)
+        analysis = checker.check(path, text)
+        assert sorted(_facts(d) for d in analysis.diagnostics) == _full(path), typed[:n]
+        if n % 6 == 0 and analysis.unit is not None:
+            assert _places(analysis) == _places(Checker().check(path, text)), typed[:n]
+        # a node made in a loop names the loop statement by its id: one of the current text's
+        statements = {id(n) for decl in analysis.unit.decls.values() for n in ast_nodes(decl)} \
+            if analysis.unit is not None else set()
+        assert all(n.region is None or n.region[0] in statements for g in analysis.graphs.values() for n in g)
+        resumed += checker._models[path].resumed
+    assert resumed >= 10 and checker._models[path].prefixes["Looped"].count == 2
 
 
 def test_checks_leave_little_to_the_cyclic_collector(tmp_path):
@@ -426,3 +539,32 @@ def test_piecewise_parse_of_a_broken_text_reports_what_parse_reports():
         parse(SourceFile("a.dl", broken))
     assert [_facts(d) for d in ours.value.diagnostics] == [_facts(d) for d in theirs.value.diagnostics]
     assert len(ours.value.diagnostics) >= 2
+
+
+@pytest.mark.parametrize("where, typed", [
+    ("    output x + h\n", "    h = h -> Dropout(0.5, p=[1, (2)])\n"),   # in the first block
+    ("model Noisy", "model Typed(n: int = 2) {\n    Linear(n)\n}\n"),  # a declaration, before another
+    ("    epochs ", "    lr = {\n"),                                     # in the plan: a brace left open
+    ("    ReLU()\n}", "block = 1\n"),   # a keyword at the start of a line, inside a block's body
+])
+@pytest.mark.parametrize("tail", ["", "\nmodel Broken {\n    Linear(\n}\n"])   # and one more error below
+def test_piecewise_parse_while_typing_reports_what_parse_reports(where, typed, tail):
+    """A line typed a character at a time (most texts on the way do not parse), each text parsed
+    by one Reparser and by a whole parse: the same trees, or the same errors. The Reparser parses
+    only the pieces it does not know to parse on their own."""
+    spec = SPEC + tail
+    reparser, at = Reparser(), spec.index(where)
+    with contextlib.suppress(DslcError):
+        reparser.parse(SourceFile("a.dl", spec))
+    for n in range(1, len(typed) + 1):
+        file = SourceFile("a.dl", spec[:at] + typed[:n] + spec[at:])
+        try:
+            theirs = parse(file)
+        except DslcError as e:
+            with pytest.raises(DslcError) as ours:
+                reparser.parse(file)
+            assert [_facts(d) for d in ours.value.diagnostics] == [_facts(d) for d in e.diagnostics], typed[:n]
+            # the error below is reported too, whatever the one typed
+            assert not tail or any(d.span.start >= len(file.text) - len(tail) for d in ours.value.diagnostics)
+        else:
+            assert reparser.parse(file).decls == theirs.decls, typed[:n]

@@ -555,8 +555,7 @@ class LayerApplication:
     def _in_caller_terms(self, sub, spec: BlockSpec, inputs, f):
         """The block's output types and guards in the caller's terms (memoized: a block
         called the same way many times is substituted once)."""
-        key = (id(sub), tuple((n, _poly_key(a.value)) for n, a in sorted(spec.args.items())),
-               tuple(tuple(_poly_key(d) for d in v.type.shape) for v in inputs))
+        key = (id(sub), caller_terms_key(spec, inputs))
         hit = self.subst_cache.get(key)
         if hit is None:
             out_types = [subst_type(sub.result_type(ref), f) for _, ref in sub.outputs]
@@ -614,6 +613,13 @@ def _check_elements(op, outs, span) -> None:
         if elements_too_many(t.shape):
             raise EvalError("E0706", f"`{op.name}` would make a tensor of {t.shape_str()}: more elements than "
                             "int64 can count", span, label="too large")
+
+
+def caller_terms_key(spec: BlockSpec, inputs) -> tuple:
+    """What a specialization's results in its caller's terms depend on, besides the specialization:
+    the arguments and the input dims, as the caller has them."""
+    return (tuple((n, _poly_key(a.value)) for n, a in sorted(spec.args.items())),
+            tuple(tuple(_poly_key(d) for d in v.type.shape) for v in inputs))
 
 
 def _poly_key(v):

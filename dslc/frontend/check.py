@@ -28,17 +28,18 @@ from .sweeps import check_sweeps
 PARALLEL_LINES = 3000  # below this, a second process costs more than it saves
 
 
-def check_unit(unit: Unit, jobs: int | None = None, graphs: dict | None = None, evaluate=None) -> list:
+def check_unit(unit: Unit, jobs: int | None = None, graphs: dict | None = None, evaluate=None, plans=None) -> list:
     """Raise DslcError with every problem in the unit; return its warnings (Diagnostics).
     `graphs`, when given, receives each model graph evaluated here (name -> Graph; the language
     server's hovers read shapes from them); a forked child's graphs stay in the child.
     `evaluate(unit, reporter, models, graphs)`, when given, evaluates the models instead (in
-    this process) and returns its Evaluator: the language server's skips those it knows are clean."""
+    this process) and returns its Evaluator: the language server's skips those it knows are clean.
+    `plans(unit, reporter)`, when given, makes the plans' checker (a PlanChecker)."""
     reporter = Reporter()
     models = [d for d in unit.of_kind("model") if all(p.default is not None for p in d.params)]
     if evaluate is not None:
         ev = evaluate(unit, reporter, models, graphs if graphs is not None else {})
-        return _check_rest(unit, ev, reporter)
+        return _check_rest(unit, ev, reporter, plans)
     ev = Evaluator(unit, reporter)
     if jobs is None:
         jobs = 2 if _lines(unit) >= PARALLEL_LINES and (os.cpu_count() or 1) > 1 else 1
@@ -53,9 +54,9 @@ def check_unit(unit: Unit, jobs: int | None = None, graphs: dict | None = None, 
     return _check_rest(unit, ev, reporter)
 
 
-def _check_rest(unit: Unit, ev: Evaluator, reporter: Reporter) -> list:
+def _check_rest(unit: Unit, ev: Evaluator, reporter: Reporter, plans=None) -> list:
     """Everything after the models: plans, sweeps and the names of what evaluation did not reach."""
-    evaluated_by_plans = check_plans(unit, ev, reporter)
+    evaluated_by_plans = check_plans(unit, ev, reporter, plans)
     check_sweeps(unit, reporter)
     check_names(unit, reporter, skip=ev.evaluated | evaluated_by_plans)
     check_parameter_names(unit, reporter)

@@ -13,6 +13,7 @@ from the same values when
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 
 from ..ir.keys import value_key
@@ -28,7 +29,7 @@ def index_threshold(body: tuple, name: str) -> int | None:
     """The loop index from which every decision `body` makes on its loop variable `name` comes out
     the same; None when the body uses `name` otherwise (computes with it, indexes by it, rebinds it)."""
     uses, decided, threshold = 0, 0, 0
-    for node in _nodes(body):
+    for node in ast_nodes(body):
         if isinstance(node, ast.Name) and node.id == name:
             uses += 1
         elif isinstance(node, ast.BinOp) and node.op in _COMPARISONS:
@@ -44,14 +45,14 @@ def index_threshold(body: tuple, name: str) -> int | None:
 
 
 def uses_any(body: tuple, names) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in names for n in _nodes(body))
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast_nodes(body))
 
 
 def carried_names(body: tuple) -> set:
     """Names a pass may read before it assigns them and that the body assigns: what a pass can
     hand to the next one."""
     exposed, _ = _exposed(body, set())
-    return exposed & {n for node in _nodes(body) for n in _bound_by(node)}
+    return exposed & {n for node in ast_nodes(body) for n in _bound_by(node)}
 
 
 def snapshot(scope: dict, names) -> tuple:
@@ -125,7 +126,7 @@ def _exposed(stmts: tuple, assigned: set) -> tuple[set, set]:
 def _bound_by(node) -> set:
     """The names a statement binds: assignment targets, a `for`'s loop variables."""
     if isinstance(node, ast.AssignStmt):
-        return {n.id for t in node.targets for n in _nodes(t) if isinstance(n, ast.Name)}
+        return {n.id for t in node.targets for n in ast_nodes(t) if isinstance(n, ast.Name)}
     if isinstance(node, ast.ForStmt):
         return set(node.names)
     return set()
@@ -133,20 +134,32 @@ def _bound_by(node) -> set:
 
 def names_in(x) -> set:
     """Every name a syntax tree (or a tuple of them) mentions, template pieces included."""
-    return {n.id for n in _nodes(x) if isinstance(n, ast.Name)}
+    return {n.id for n in ast_nodes(x) if isinstance(n, ast.Name)}
 
 
-def _nodes(x):
-    """Every AST node in `x` (a node or a tuple of them), depth first."""
-    if isinstance(x, tuple):
-        for y in x:
-            yield from _nodes(y)
-    elif isinstance(x, ast.Node):
-        yield x
-        for f in fields(x):
-            yield from _nodes(getattr(x, f.name))
-        if isinstance(x, ast.AsName) and x.template:
-            yield from _nodes(tuple(p for p in pieces(x) if not isinstance(p, str)))
+def ast_nodes(x) -> list:
+    """Every AST node in `x` (a node or a tuple of them), depth first. A walk with a stack of its
+    own: a loop's body is walked on every evaluation of the loop (the language server's checks
+    evaluate a model on each edit), and recursive generators cost a frame per node and level."""
+    out, stack = [], [x]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, tuple):
+            stack.extend(reversed(x))
+        elif isinstance(x, ast.Node):
+            out.append(x)
+            if isinstance(x, ast.AsName) and x.template:
+                stack.append(tuple(p for p in pieces(x) if not isinstance(p, str)))
+            stack.extend([v for name in reversed(_field_names(type(x))) if isinstance(v := getattr(x, name), _WALKED)])
+    return out
+
+
+_WALKED = (tuple, ast.Node)   # what may hold nodes: a span, a name or a number holds none
+
+
+@functools.cache
+def _field_names(cls) -> tuple:
+    return tuple(f.name for f in fields(cls))
 
 
 def _tensors(v) -> bool:

@@ -140,12 +140,18 @@ def decode(data: bytes, name: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def parse(file: SourceFile) -> ast.Module:
-    """Parse a whole file, reporting every broken declaration."""
+def parse(file: SourceFile, parses=frozenset()) -> ast.Module:
+    """Parse a whole file, reporting every broken declaration. `parses`: texts of declarations
+    known to parse on their own (dslc.frontend.reparse's): they are not parsed again to find the
+    broken ones, and the whole-file parse starts after the first ones of them."""
+    bounds = _declaration_bounds(file.text)
+    begin = next((start for start, end in bounds if file.text[start:end] not in parses), len(file.text))
     try:
-        return _parse_text(file, file.text)
+        module = _parse_text(file, file.text[begin:], offset=begin)
     except _SyntaxError as first:
         whole = first.diagnostic
+    else:   # the text parses whole, though a piece of it does not on its own
+        return module if begin == 0 else parse(file)
     # Re-parse each top-level declaration on its own to find every broken one. The whole-file
     # error is kept only if it lies in a declaration that is broken on its own too (otherwise it
     # is a cascade, e.g. of a missing `}` in the declaration before).
@@ -154,11 +160,12 @@ def parse(file: SourceFile) -> ast.Module:
     # declarations before the error, so only the one before it (perhaps a missing `}` that the
     # error is a cascade of) and those after are parsed again.
     errors, keep_whole = [], False
-    bounds = _declaration_bounds(file.text)
     if whole.span is not None:
         at = next((i for i, (start, end) in enumerate(bounds) if whole.span.start < end), len(bounds) - 1)
         bounds = bounds[max(at - 1, 0):]
     for start, end in bounds:
+        if file.text[start:end] in parses:
+            continue
         try:
             _parse_text(file, file.text[start:end], offset=start)
         except _SyntaxError as e:

@@ -178,9 +178,10 @@ class Plan:
         return [(".".join(path[1:]), f) for path, f in rules if path[0] == model]
 
 
-def check_plans(unit, ev: Evaluator, reporter: Reporter) -> set:
-    """Check every plan; returns the names of the models and blocks the plans evaluated."""
-    checker = PlanChecker(unit, reporter)
+def check_plans(unit, ev: Evaluator, reporter: Reporter, make=None) -> set:
+    """Check every plan; returns the names of the models and blocks the plans evaluated.
+    `make(unit, reporter)`: the checker, a PlanChecker (the language server's reuses blocks)."""
+    checker = (make or PlanChecker)(unit, reporter)
     checker.cache, checker.subst_cache = ev.cache, ev.subst_cache
     for decl in unit.of_kind("train"):
         checker.check(decl)

@@ -3,7 +3,8 @@
 A file is cut into the pieces `parse` recovers from one by one (each top-level declaration's
 text). Each piece's syntax tree is kept by its text, parsed as a file of its own, and moved to
 where the piece lies in the new text, so an edit inside one declaration parses that
-declaration alone. A file with a syntax error is parsed whole, so its errors are `parse`'s.
+declaration alone. A file with a syntax error is parsed as `parse` parses it, so its errors are `parse`'s (the
+pieces known to parse on their own are not parsed again to find them).
 The language server parses each document this way on every change.
 """
 from __future__ import annotations
@@ -24,15 +25,19 @@ class Reparser:
     def parse(self, file: SourceFile) -> ast.Module:
         kept: dict[str, tuple] = {}
         decls: list = []
-        for start, end in _declaration_bounds(file.text):
+        bounds = _declaration_bounds(file.text)
+        for start, end in bounds:
             piece = file.text[start:end]
             parsed = kept.get(piece, self._pieces.get(piece))   # () for a piece of comments
             if parsed is None:
                 try:
                     parsed = _parse_text(SourceFile(file.name, piece), piece).decls
                 except _SyntaxError:
-                    self._pieces = kept
-                    return parse(file)   # every error, exactly as a whole parse reports them
+                    # every error, exactly as a whole parse reports them; the pieces known to
+                    # parse (those of the text still) are kept, and not parsed again to find them
+                    pieces = {file.text[s:e] for s, e in bounds}
+                    self._pieces = {p: d for p, d in self._pieces.items() if p in pieces} | kept
+                    return parse(file, self._pieces.keys())
             kept[piece] = parsed
             decls.extend(moved(d, file, start) for d in parsed)
         self._pieces = kept   # only the current pieces: memory stays the size of the file's trees

@@ -88,7 +88,7 @@ class Checker:
             models = self._models.setdefault(path, ModelCache())
             models.skipped = []
             if not reporter.has_errors:
-                diagnostics = _checked(unit, graphs, models.evaluate)
+                diagnostics = _checked(unit, graphs, models)
             unfinished = bool(models.skipped) or any(d.severity == "error" for d in diagnostics)
         return Analysis(path, text, diagnostics, unit, graphs, paths, skipped=list(models.skipped),
                         unfinished=unfinished, pause=self.pause)
@@ -108,11 +108,11 @@ class Checker:
         return seen[1]
 
 
-def _checked(unit: Unit, graphs: dict, evaluate) -> list[Diagnostic]:
+def _checked(unit: Unit, graphs: dict, models: ModelCache) -> list[Diagnostic]:
     """What `dslc check` reports on a loaded unit: its errors and warnings. One process (a server
     with threads must not fork)."""
     try:
-        return check_unit(unit, jobs=1, graphs=graphs, evaluate=evaluate)
+        return check_unit(unit, jobs=1, graphs=graphs, evaluate=models.evaluate, plans=models.plan_checker)
     except DslcError as e:
         return e.diagnostics
 

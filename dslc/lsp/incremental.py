@@ -1,17 +1,20 @@
 """Evaluating again only the models an edit can change.
 
 A model that evaluated clean (a graph, no error, no warning, no lint) is not evaluated again
-while the texts of it and of every declaration it refers to, directly or through others, stay
-the same, and no declaration is added, removed or renamed: evaluation is deterministic in
-those, so it would be clean again. What `dslc check` learns from evaluating it, the names it
-reached (whose names `check_names` then leaves alone), is kept with it. Models with a problem
+while the texts of it and of every declaration it refers to, directly or through others, are
+the same, and so are the declarations' names and kinds: evaluation is deterministic in those,
+so it would be clean again. Each model keeps the last KEEP such keys it was clean with, so an
+edit undone (a typo typed and deleted) finds the model clean again without evaluating it.
+What `dslc check` learns from evaluating it, the names it reached (whose names `check_names`
+then leaves alone), is kept with it. Models with a problem
 are always evaluated again, so their diagnostics are always new ones, in their current places;
 the shapes of a model that was skipped are evaluated when a hover or an inlay hint asks.
 
 The models that are evaluated (an edit in a block every model uses evaluates them all) take
-the block specializations they need from the last check where they can: a specialization
+the block specializations they need from the last checks where they can: a specialization
 that was clean (no diagnostic) is made again only when the texts of its block or of what the
-block reaches changed, or the declarations' names and kinds did; one whose block only moved
+block reaches, or the declarations' names and kinds, are none the document had in the last
+KEEP checks (while an edit breaks a block, its clean specializations wait for the undo); one whose block only moved
 is moved with it (dslc.lsp.relocate). It counts the steps it took when it was made, as a full
 check would spend them again; a document whose last check came near the step limit
 (a tenth of it) reuses none, so the limit is reported where a full check reports it.
@@ -20,66 +23,124 @@ from __future__ import annotations
 
 import weakref
 
-from ..frontend.apply import specialization_key
+from ..frontend.apply import caller_terms_key, specialization_key
 from ..frontend.evaluator import Evaluator
 from ..frontend.lints import lint_model
 from ..frontend.loopvars import names_in
+from ..frontend.plans import PlanChecker
 from ..ir.dims import Real, Size, Sym
 from ..ir.limits import MAX_STEPS
+from .prefix import Kept, Resuming
 from .relocate import places, relocated
 
 REUSE_STEPS = MAX_STEPS // 10   # a last check that ran more steps than this reuses no specialization
+SAID = 20_000   # statement texts whose names are kept (then forgotten, and found again as needed)
+KEEP = 4   # a model's clean texts, and the specializations of texts, kept from this many checks back
 
 
 class ModelCache:
     """The models found clean by the last check, with what they depend on."""
 
     def __init__(self):
-        self.clean: dict[str, tuple] = {}   # model name -> (its key, the names its evaluation reached)
+        self.clean: dict[str, list] = {}    # model name -> [(a key, the names its evaluation reached)], newest first
         self.skipped: list[str] = []        # the models the last check did not evaluate
         self.mentions: dict[str, frozenset] = {}   # a declaration's text -> the names it mentions
         self.blocks: dict[tuple, _Kept] = {}       # the clean specializations of the last check
         self.steps = 0                              # the steps the last check ran
-        self.reused = 0                             # the specializations the last check took from the one before
+        self.reused = 0                             # the specializations the last check took from earlier ones
+        self.checks = 0                             # the checks run
+        self.texts: dict[str, tuple] = {}           # the last check's declarations: name -> (file, text)
+        self.prefixes: dict[str, Kept] = {}         # a model's state before a statement (dslc.lsp.prefix)
+        self.resumed = 0                            # the models the last check resumed
+        self.said: dict[str, frozenset] = {}        # a statement's text -> the names it mentions
+        self.models = None                          # the last check's models' evaluator (a weak reference)
+        self.plans: PlanChecker | None = None       # the last check's plans' checker
 
     def evaluate(self, unit, reporter, models: list, graphs: dict) -> Evaluator:
         """check_unit's `evaluate`: each model evaluated unless it is known clean."""
+        if self.plans is not None:   # the steps the last check ran are its plans' too
+            self.steps, self.plans = max(self.steps, self.plans.steps), None
         keys = _Keys(unit, self.mentions)
         ev = _Recording(unit, reporter, keys, self.blocks if self.steps <= REUSE_STEPS else {})
+        affected = self._affected(keys)
         clean, self.skipped = {}, []
         for decl in models:
-            key = keys.of(decl)
-            seen = self.clean.get(decl.name)
-            if seen is not None and seen[0] == key:
-                ev.evaluated |= seen[1]
-                clean[decl.name] = seen
+            key, seen = keys.of(decl), self.clean.get(decl.name, [])
+            hit = next((entry for entry in seen if entry[0] == key), None)
+            if hit is not None:
+                ev.evaluated |= hit[1]
+                clean[decl.name] = [hit] + [entry for entry in seen if entry is not hit]
                 self.skipped.append(decl.name)
                 continue
+            clean[decl.name] = seen   # a model with a problem keeps its clean texts: an undo finds them
             before = len(reporter.diagnostics)
-            graph, reached = ev.reaching(ev.model, decl)
+            graph, reached = self._model(ev, keys, decl, affected)
             if graph is not None:
                 lint_model(graph, reporter)
                 graphs[decl.name] = graph
                 if len(reporter.diagnostics) == before:
-                    clean[decl.name] = (key, reached)
+                    clean[decl.name] = [(key, reached)] + seen[:KEEP - 1]
         self.clean = clean
         self.mentions = keys.mentions   # only the current declarations' texts
-        # and those of the last check this one did not reach (a model stopped before them), while
-        # their texts are the document's
-        ev.kept.update((k, kept) for k, kept in ev.previous.items() if k not in ev.kept and keys.current(k))
-        self.blocks, self.steps, self.reused = ev.kept, ev.steps, ev.reused
+        self._keep_blocks(ev, keys)
+        self.steps, self.reused, self.models = ev.steps, ev.reused, weakref.ref(ev)
         return ev
 
+    def plan_checker(self, unit, reporter) -> PlanChecker:
+        """check_unit's `plans`: the plans' checker of the check `evaluate` began."""
+        self.plans = _Plans(unit, reporter, self.models())
+        return self.plans
 
-class _Recording(Evaluator):
-    """An evaluator that knows which declarations each evaluation reached, also through block
-    specializations it took from its cache (made while evaluating another model)."""
+    def _model(self, ev: _Recording, keys: _Keys, decl, affected: set) -> tuple:
+        """The model evaluated (resumed where its kept state holds, its state before the first
+        statement the edit reaches kept), and the names it reached."""
+        kept = self.prefixes.get(decl.name) if self.steps <= REUSE_STEPS else None
+        ev.resuming = r = Resuming(decl, keys, kept, affected, self.said)
+        try:
+            graph, reached = ev.reaching(ev.model, decl)
+        finally:
+            ev.resuming = None
+        if r.taken is not None:
+            self.prefixes[decl.name] = r.taken
+        self.resumed += r.resumed
+        return graph, reached
 
-    def __init__(self, unit, reporter, keys: _Keys, kept: dict):
-        super().__init__(unit, reporter)
-        self.reached: dict[int, tuple] = {}   # id(specialization) -> (it, the names it reached)
-        self.cache = _Cache(self)
-        self.keys, self.previous, self.kept = keys, kept, {}   # the last check's clean specializations, this one's
+    def _affected(self, keys: _Keys) -> set:
+        """The declarations whose texts differ from the last check's, and those that reach them
+        (none at the first check: no edit says where the next one will be)."""
+        texts = {name: (_file_name(d), d.span.text) for name, d in keys.unit.decls.items()}
+        changed = {n for n, t in texts.items() if self.texts.get(n) != t} if self.texts else set()
+        self.texts = texts
+        self.resumed = 0
+        if len(self.said) > SAID:
+            self.said = {}
+        return {n for n, d in keys.unit.decls.items() if any(m in changed for m, _, _ in keys.of(d)[1])}
+
+    def _keep_blocks(self, ev: _Recording, keys: _Keys) -> None:
+        """The specializations this check made or took, those of earlier checks it did not reach
+        (a model stopped before them) while their texts are the document's, and those of texts
+        the document had in the last KEEP checks (an undone edit finds them)."""
+        self.checks += 1
+        for kept in ev.kept.values():
+            kept.seen = self.checks
+        for k, kept in ev.previous.items():
+            if k in ev.kept:
+                continue
+            if keys.current(k):
+                kept.seen = self.checks
+            if self.checks - kept.seen < KEEP:
+                ev.kept[k] = kept
+        self.blocks = ev.kept
+
+
+class _Reusing:
+    """The block specializations of an evaluator (a mixin): taken from the last checks where
+    they can be, and those it makes kept for the next, with the names each reached."""
+
+    def _share(self, keys: _Keys, previous: dict, kept: dict, kept_by_id: dict, reached: dict) -> None:
+        self.keys, self.previous, self.kept = keys, previous, kept   # the last checks' clean specializations, this one's
+        self.kept_by_id = kept_by_id   # id(specialization) -> its entry in `kept`
+        self.reached = reached         # id(specialization) -> (it, the names it reached)
         self.reused = 0
 
     def reaching(self, evaluate, *args):
@@ -101,8 +162,27 @@ class _Recording(Evaluator):
         if sub is not None:
             self.reached[id(sub)] = (sub, inner)   # the graph kept with its id: ids are not reused
             if key is not None and len(self.reporter.diagnostics) == before:
-                self.kept[key] = _Kept(sub, inner, self.steps - steps, places(self.unit, key[-1]))
+                self._keep(key, _Kept(sub, inner, self.steps - steps, places(self.unit, key[-1])))
         return sub
+
+    def _keep(self, key: tuple, kept: _Kept) -> None:
+        self.kept[key] = self.kept_by_id[id(kept.sub)] = kept
+
+    def _in_caller_terms(self, sub, spec, inputs, f):
+        """The results of a kept specialization in its callers' terms are kept with it too: they
+        are types (no spans), a function of the specialization and of `caller_terms_key`. Those
+        with guards (which hold spans) are substituted again each time."""
+        kept = self.kept_by_id.get(id(sub))
+        if kept is None:
+            return super()._in_caller_terms(sub, spec, inputs, f)
+        key = caller_terms_key(spec, inputs)
+        out_types = kept.terms.get(key)
+        if out_types is None:
+            out_types, guards = super()._in_caller_terms(sub, spec, inputs, f)
+            if guards:
+                return out_types, guards
+            kept.terms[key] = out_types
+        return out_types, []
 
     def _reused(self, key: tuple):
         """The last check's specialization for `key`, moved to where its declarations are now
@@ -117,16 +197,49 @@ class _Recording(Evaluator):
         self.reused += 1
         self.evaluated |= kept.reached
         self.reached[id(sub)] = (sub, kept.reached)
-        self.kept[key] = _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]))
+        self._keep(key, _Kept(sub, kept.reached, kept.steps, places(self.unit, key[-1]), kept.terms))
         return sub
 
 
-class _Kept:
-    """A clean specialization, with the names it reached, the steps it took and where the
-    declarations it was made from were (relocate.places)."""
+class _Recording(_Reusing, Evaluator):
+    """The models' evaluator: it knows which declarations each evaluation reached, also through
+    block specializations it took from its cache (made while evaluating another model), and
+    resumes a model from its kept state (dslc.lsp.prefix)."""
 
-    def __init__(self, sub, reached: frozenset, steps: int, where: dict):
+    def __init__(self, unit, reporter, keys: _Keys, kept: dict):
+        super().__init__(unit, reporter)
+        self._share(keys, kept, {}, {}, {})
+        self.cache = _Cache(self)
+        self.resuming: Resuming | None = None     # the model being evaluated, resumable (dslc.lsp.prefix)
+        self.moved: dict = {}                     # id(a kept state's block graph) -> its copy moved here
+
+    def _run_body(self, stmts, ctx, top: bool = False) -> None:
+        r = self.resuming
+        if r is None or not top or stmts is not r.decl.body or ctx.decl is not r.decl or len(ctx.stack) != 1:
+            return super()._run_body(stmts, ctx, top)
+        self.resuming = None   # the model's own body only, not a use of it inside itself
+        r.run(self, stmts, ctx)
+
+
+class _Plans(_Reusing, PlanChecker):
+    """The plans' checker: the models a plan evaluates (with the plan's arguments, every check)
+    take their block specializations from this check's models and the last checks' plans and
+    models, and keep those they make for the next check."""
+
+    def __init__(self, unit, reporter, models: _Recording):
+        super().__init__(unit, reporter)
+        self._share(models.keys, models.previous, models.kept, models.kept_by_id, models.reached)
+
+
+class _Kept:
+    """A clean specialization, with the names it reached, the steps it took, where the
+    declarations it was made from were (relocate.places), its results in its callers' terms
+    and when it was last of the document."""
+
+    def __init__(self, sub, reached: frozenset, steps: int, where: dict, terms: dict | None = None):
         self.sub, self.reached, self.steps, self.places = sub, reached, steps, where
+        self.terms = {} if terms is None else terms   # caller_terms_key -> its output types in the caller's terms
+        self.seen = 0   # the last check whose text it was of (ModelCache.checks)
 
 
 def _reusable_key(spec, inputs, keys: _Keys) -> tuple | None:
@@ -178,7 +291,11 @@ class _Keys:
         return self.closures[decl.name]
 
     def _of(self, decl) -> tuple:
-        closure, todo = {decl.name}, [decl.name]
+        return self.texts_of({decl.name})
+
+    def texts_of(self, names: set) -> tuple:
+        """The declarations' names and kinds, and the texts of `names` and of what they reach."""
+        closure, todo = set(names), list(names)
         while todo:
             for name in self._refs(todo.pop()):
                 if name not in closure:

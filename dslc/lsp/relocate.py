@@ -39,12 +39,12 @@ def relocated(sub: Graph, before: dict, unit) -> Graph | None:
     """`sub`, made when its declarations were at `before` (`places`), with every span moved to
     where those declarations are in `unit` (the same texts); None when it cannot be moved."""
     try:
-        return _Mover(before, unit).graph(sub)
+        return Mover(before, unit).graph(sub)
     except Unmovable:
         return None
 
 
-class _Mover:
+class Mover:
     def __init__(self, before: dict, unit):
         self.unit = unit
         self.starts = {f: [p[0] for p in spots] for f, spots in before.items()}

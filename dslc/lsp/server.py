@@ -41,6 +41,7 @@ class DslServer(LanguageServer):
         self.analyses: dict[str, Analysis] = {}   # uri -> its latest check
         self.parsed: dict[str, Analysis] = {}     # uri -> its latest check whose text parsed
         self.pending: list[str] = []
+        self.retired: list = []                  # analyses replaced, freed once the diagnostics are out
         self.busy = False
         self.lock = asyncio.Lock()               # one check at a time: the checker's caches are not shared
 
@@ -77,6 +78,7 @@ async def _drain(ls: DslServer) -> None:
             analysis = await analyse(ls, uri)
             if analysis is not None and uri in ls.workspace.text_documents:
                 publish(ls, uri, analysis)
+            ls.retired.clear()   # freeing the last check's trees and graphs takes milliseconds: after publishing
     finally:
         ls.busy = False
 
@@ -92,6 +94,7 @@ async def analyse(ls: DslServer, uri: str, finished: bool = False) -> Analysis |
             analysis = await _in_worker(ls, ls.checker.check, uri_path(uri), text)
             if analysis is None:
                 return None
+            ls.retired += [ls.analyses.get(uri), ls.parsed.get(uri)]
             ls.analyses[uri] = analysis
             if analysis.module is not None:
                 ls.parsed[uri] = analysis
