@@ -109,7 +109,7 @@ def run_plan(plan, path: str, options: Options, out=print, warn=None) -> dict:
     launch = dist.Launch(options.nproc_per_node or TrainConfig.of(plan).devices, options.nnodes, options.node_rank,
                          options.rdzv_endpoint)
     if launch.wanted and not dist.in_worker():
-        return dist.launch(launch, worker_args(plan.name, path, options), out)
+        return dist.launch(launch, worker_args(plan.name, path, options), out, warn)
     return Trainer(plan, path, options, out, warn).run()
 
 
