@@ -206,12 +206,12 @@ def gathered(folder: str) -> list[str]:
     is when rank 0 has it (what torchrun and Lightning print, rank 0's), else prefixed with the
     ranks that have it (`rank 1: ...`), so that a failure of one process still reaches the user."""
     ranks: dict = {}   # message -> the ranks that left it
-    files = [f for f in os.listdir(folder) if f.startswith("rank-") and f.endswith(".txt")]
-    for name in sorted(files, key=lambda f: int(f[5:-4])):
-        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
-            for text in f.read().split("\0"):
-                if text and int(name[5:-4]) not in ranks.setdefault(text, []):
-                    ranks[text].append(int(name[5:-4]))
+    files = {int(f[5:-4]): f for f in os.listdir(folder) if f.startswith("rank-") and f.endswith(".txt")}
+    for rank in sorted(files):
+        with open(os.path.join(folder, files[rank]), encoding="utf-8", errors="replace") as f:
+            for text in f.read().split("\0")[:-1]:   # whole messages: a process killed mid-write leaves a part
+                if text and rank not in ranks.setdefault(text, []):
+                    ranks[text].append(rank)
     return [_by_ranks(text, rs) for text, rs in ranks.items()]
 
 
