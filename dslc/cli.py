@@ -29,7 +29,7 @@ def _handled(fn):
         try:
             return fn(*args, **kwargs)
         except DslcError as e:
-            click.echo(e.render(), err=True)
+            _error(e.render())
             sys.exit(EXIT_USER)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -39,10 +39,21 @@ def _handled(fn):
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _Context.debug:
                 raise
-            _echo(f"internal error, please report: {type(e).__name__}: {e} "
-                  "(rerun with --debug for the traceback)", err=True)
+            from .diagnostics.render import printable
+            _error(printable(f"internal error, please report: {type(e).__name__}: {e} "
+                             "(rerun with --debug for the traceback)"))
             sys.exit(EXIT_INTERNAL)
     return wrapper
+
+
+def _error(text: str) -> None:
+    """An error's message on stderr; in a process of a data-parallel run, where every process may fail
+    alike, through its launcher, which prints each different message once (distributed.tell)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        from .runtime.distributed import tell
+        tell(text)
+    else:
+        click.echo(text, err=True)
 
 
 def _load(path: str):

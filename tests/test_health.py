@@ -1,5 +1,5 @@
 """Training health (runtime/health.py): per-layer gradient and weight norms, update ratios and
-activations in metrics.jsonl, TensorBoard and health.png, and the warnings W0701-W0704 at the
+activations in metrics.jsonl, TensorBoard and health.png, and the warnings W0701-W0705 at the
 spec's lines. Figures are checked against torch recomputing them on the same batch."""
 import json
 import math
@@ -74,6 +74,33 @@ train deep {
     optimizer  = SGD(lr=0.1)
     epochs     = 3
     batch_size = 50
+}
+
+model TwoHeads {
+    input x: [B, 1, 8, 8]
+    h = x -> Flatten() -> Linear(32) as fc1 -> ReLU()
+    a = h -> Linear(10) as fc2
+    b = h -> Linear(10) as spare
+    output a, b
+}
+
+train unused {
+    model      = TwoHeads()
+    data       = digits(val=0.2, limit=400)
+    loss       = cross_entropy(out.a, batch.y)
+    optimizer  = SGD(lr=0.1)
+    epochs     = 3
+    batch_size = 32
+}
+
+train frozen {
+    model      = TwoHeads()
+    data       = digits(val=0.2, limit=400)
+    loss       = cross_entropy(out.a, batch.y)
+    optimizer  = SGD(lr=0.1)
+    epochs     = 3
+    batch_size = 32
+    freeze model.fc1, model.spare
 }
 """
 LAYER_KEYS = ("grad_norm", "weight_norm", "update_ratio", "act_mean", "act_std", "act_zero")
@@ -222,6 +249,35 @@ def test_exploding_gradients(tmp_path):
     assert "warning[W0702]: gradients of `fc" in found[0] and "exploded (norm" in found[0]
     assert records[0]["grad_norm"] > 1e4
     assert not codes(run(tmp_path, "small", ("epochs=1",), out="calm")[2], "W0702")
+
+
+def test_a_head_the_loss_leaves_out_gets_no_gradient_not_a_vanishing_one(tmp_path):
+    # torch itself: the loss of `a` leaves `spare`'s .grad None (no gradient, not a small one)
+    fc1, fc2, spare = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10), torch.nn.Linear(32, 10)
+    x, y = first_batch()
+    h = torch.relu(fc1(x.flatten(1)))
+    _ = spare(h)
+    F.cross_entropy(fc2(h), y).backward()
+    assert spare.weight.grad is None and fc2.weight.grad is not None
+
+    _, records, warned = run(tmp_path, "unused", ("log_every=4",))
+    found = codes(warned, "W0705")
+    assert len(found) == 1, warned          # once, over 3 epochs and 9 checks
+    assert "nets.dl:67:14: warning[W0705]: `spare` gets no gradient: the loss does not use it" in found[0]
+    assert "b = h -> Linear(10) as spare" in found[0]
+    assert not codes(warned, "W0701")
+    assert len(records) == 9 and all("grad_norm/spare" not in r and r["grad_norm/fc2"] > 0 for r in records)
+    # its weights stay as initialized (plain SGD skips a parameter with no gradient)
+    assert all(r["update_ratio/spare"] == 0.0 for r in records) and records[0]["update_ratio/fc2"] > 0
+    assert len({r["weight_norm/spare"] for r in records}) == 1
+
+
+def test_frozen_layers_warn_nothing(tmp_path):
+    _, records, warned = run(tmp_path, "frozen")
+    assert not [w for w in warned if "warning[W07" in w], warned
+    # frozen: no optimizer holds them, so they are not measured at all
+    assert all("grad_norm/spare" not in r and "grad_norm/fc1" not in r for r in records)
+    assert all(r["grad_norm/fc2"] > 0 for r in records)
 
 
 # ---------------------------------------------------------------------------- off, TensorBoard

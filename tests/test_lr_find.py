@@ -225,3 +225,32 @@ def test_what_it_cannot_sweep_is_a_diagnostic(tmp_path):
     assert cli("lr-find", path, "--plan", "plain", "--min", "1", "--max", "0.1", cwd=tmp_path).exit_code == 2
     assert cli("lr-find", path, "--plan", "plain", "--steps", "1", cwd=tmp_path).exit_code == 2
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_the_sweep_moves_momentum_targets_and_queues_as_training_does(tmp_path):
+    """MoCo (a momentum key encoder, `ema(model)`, and a queue of keys) swept over a few steps: each
+    step's loss is that of the paper's algorithm by hand at the sweep's rates, whose key encoder
+    moves and whose queue takes the keys after every step; with a key encoder that never moved
+    (momentum 1), the losses part from the second step. The plan's files stay as they were."""
+    import torch
+    from test_queue import moco_by_hand, plan_text, write
+
+    from dslc.runtime.trainer import Trainer
+    path = write(tmp_path, plan_text(epochs=2))
+    trainer = Trainer(dslc.load(path).plan("p"), path, Options(progress=False), lambda *_: None)
+    trainer.setup()   # the weights the sweep starts from, built as it builds them
+    start = {k: v.detach().clone() for k, v in trainer.models["model"].state_dict().items()}
+    before = _tree(tmp_path)
+    options = LrFindOptions(start=1e-2, end=0.5, steps=7, out=str(tmp_path / "sweep"))
+    result = lr_find(path, "p", options, out=[].append)
+    found = points(tmp_path / "sweep")
+    assert result["steps_run"] == len(found) >= 4   # the queue's real keys make it harder: it may "diverge"
+    want, frozen_key = [], []
+    moco_by_hand(start, epochs=3, rates=[p["lr"] for p in found], losses=want)
+    moco_by_hand(start, epochs=3, m=1.0, rates=[p["lr"] for p in found], losses=frozen_key)
+    assert [p["loss"] for p in found] == pytest.approx(want, rel=0, abs=1e-5)
+    assert found[0]["loss"] == pytest.approx(frozen_key[0], abs=1e-5)
+    assert all(abs(a - b) > 1e-4 for a, b in zip(want[1:], frozen_key[1:]))
+    after = _tree(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("sweep")} == before
+    torch.testing.assert_close(trainer.models["model"].state_dict(), start, rtol=0, atol=0)

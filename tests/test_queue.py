@@ -73,9 +73,12 @@ def last_checkpoint(folder) -> tuple[dict, dict]:
 
 # ------------------------------------------------------------------ MoCo by hand
 
-def moco_by_hand(start: dict, epochs: int, size: int = 12, m: float = 0.9, t: float = 0.2) -> tuple:
+def moco_by_hand(start: dict, epochs: int, size: int = 12, m: float = 0.9, t: float = 0.2, rates=None,
+                 losses=None) -> tuple:
     """Algorithm 1 of the paper, with the run's batches; the queue starts as dslc documents it:
-    `size` rows of C normal draws from a generator seeded with the plan's seed, each of length 1."""
+    `size` rows of C normal draws from a generator seeded with the plan's seed, each of length 1.
+    With `rates`, step i's learning rate is rates[i], and it stops after them (lr-find's sweep);
+    each step's loss is appended to `losses` (a list) when given."""
     f_q = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 6))
     with torch.no_grad():
         for p, name in zip(f_q.parameters(), ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]):
@@ -87,8 +90,14 @@ def moco_by_hand(start: dict, epochs: int, size: int = 12, m: float = 0.9, t: fl
     ptr = 0
     sgd = torch.optim.SGD(f_q.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
     split = data_mod.load("digits", dict(DATA)).train
+    steps = 0
     for epoch in range(1, epochs + 1):
         for batch in data_mod.batches(split, 8, shuffle=True, seed=0, epoch=epoch):
+            if rates is not None:
+                if steps == len(rates):
+                    return f_q, f_k, queue, ptr
+                sgd.param_groups[0]["lr"] = rates[steps]
+            steps += 1
             x = batch["x"]
             q = F.normalize(f_q(x), dim=1)                       # queries: N x C
             k = F.normalize(f_k(x * 0.8), dim=1).detach()        # keys: N x C
@@ -97,6 +106,8 @@ def moco_by_hand(start: dict, epochs: int, size: int = 12, m: float = 0.9, t: fl
             l_neg = torch.mm(q, queue.clone().detach())          # N x K
             logits = torch.cat([l_pos, l_neg], dim=1)
             loss = F.cross_entropy(logits / t, torch.zeros(n, dtype=torch.long))
+            if losses is not None:
+                losses.append(loss.item())
             sgd.zero_grad()
             loss.backward()
             sgd.step()

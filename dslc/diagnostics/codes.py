@@ -149,6 +149,11 @@ EXPLANATIONS: dict[str, str] = {
              "those units pass no gradient (a large negative bias, a learning rate too high).",
     "W0704": "The training loss did not decrease over the first epoch (the mean of its last quarter of batches "
              "is not below that of its first quarter): check the learning rate, the labels, frozen layers.",
+    "W0705": "A layer whose weights an optimizer updates gets no gradient at all: its parameters' `.grad` is None "
+             "at a health check, as at every check before, so the loss does not use the layer (a head left out of "
+             "the loss, a branch whose output goes nowhere). Its weights stay as initialized. Use its output in "
+             "the loss, remove it, or `freeze` it: frozen layers are not checked. Such a layer has no "
+             "`grad_norm/NAME`, and is not taken for one whose gradients vanished (W0701).",
 }
 
 

@@ -11,9 +11,11 @@ need no communication, so the trainer has a single code path.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from .safety import Interrupted
 # dies closes its sockets, which the others notice at once
 TIMEOUT_S = float(os.environ.get("DSLC_DIST_TIMEOUT", "600"))
 RESULT_FILE = "DSLC_RESULT_FILE"   # where rank 0 writes result.json's content for the launcher
+MESSAGES = "DSLC_MESSAGES"         # the folder where the processes leave their error messages for the launcher
 
 
 @dataclass
@@ -136,19 +139,20 @@ def torchrun_args(launch: Launch, worker_args: list[str]) -> list[str]:
     return args + ["--max-restarts=0", "-m", "dslc.train"] + worker_args
 
 
-def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
+def launch(launch: Launch, worker_args: list[str], out=print, warn=None) -> dict:
     """Run `dslc train` in `launch.nproc_per_node` processes under torchrun and wait for them; the
-    result rank 0 reports. A process that fails (an error, killed) stops them all: DslcError E0609."""
+    result rank 0 reports. A process that fails (an error, killed) stops them all: DslcError E0609,
+    after the processes' own error messages, each different one once (`tell`), to `warn` (stderr)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
     args = get_args_parser().parse_args(torchrun_args(launch, worker_args))
     with tempfile.TemporaryDirectory(prefix="dslc-launch-") as folder:
-        result_file = os.path.join(folder, "result.json")
-        previous = os.environ.get(RESULT_FILE)
-        os.environ[RESULT_FILE] = result_file
+        result_file, messages = os.path.join(folder, "result.json"), os.path.join(folder, "messages")
+        os.mkdir(messages)
         try:
-            run(args)
+            with _environment({RESULT_FILE: result_file, MESSAGES: messages}):
+                run(args)
         except (ChildFailedError, SignalException) as e:
             _interrupted(_read(result_file))   # Ctrl-C or SIGTERM: the processes checkpointed and stopped
             if isinstance(e, SignalException):
@@ -156,11 +160,65 @@ def launch(launch: Launch, worker_args: list[str], out=print) -> dict:
             raise DslcError(Diagnostic("E0609", _failure(e), help="a run stopped this way continues with "
                                        "--resume from its last checkpoint")) from None
         finally:
-            if previous is None:
-                os.environ.pop(RESULT_FILE, None)
-            else:
-                os.environ[RESULT_FILE] = previous
+            for text in gathered(messages):
+                (warn or _stderr)(text)
         return _read(result_file)
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """The environment variables `values` while the block runs (the workers inherit them), then as before."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def tell(text: str) -> None:
+    """A process's error message (a diagnostic, an internal error). Every process of a run that fails
+    alike would print the same one: under dslc's launcher the message is left in its folder instead,
+    and the launcher prints each different one once when the run ends (`gathered`). Under a bare
+    torchrun, it is printed, prefixed with the rank by the processes other than rank 0."""
+    rank = int(os.environ.get("RANK", "0"))
+    folder = os.environ.get(MESSAGES)
+    if folder and os.path.isdir(folder):
+        try:
+            with open(os.path.join(folder, f"rank-{rank}.txt"), "a", encoding="utf-8") as f:
+                f.write(text + "\0")
+            return
+        except OSError:
+            pass   # then printed, as under a bare torchrun
+    _stderr(_by_ranks(text, [rank]))
+
+
+def gathered(folder: str) -> list[str]:
+    """The messages the processes left in `folder`, each different one once, in rank order: as it
+    is when rank 0 has it (what torchrun and Lightning print, rank 0's), else prefixed with the
+    ranks that have it (`rank 1: ...`), so that a failure of one process still reaches the user."""
+    ranks: dict = {}   # message -> the ranks that left it
+    files = {int(f[5:-4]): f for f in os.listdir(folder) if f.startswith("rank-") and f.endswith(".txt")}
+    for rank in sorted(files):
+        with open(os.path.join(folder, files[rank]), encoding="utf-8", errors="replace") as f:
+            for text in f.read().split("\0")[:-1]:   # whole messages: a process killed mid-write leaves a part
+                if text and rank not in ranks.setdefault(text, []):
+                    ranks[text].append(rank)
+    return [_by_ranks(text, rs) for text, rs in ranks.items()]
+
+
+def _by_ranks(text: str, ranks: list) -> str:
+    if 0 in ranks:
+        return text
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks)) + ": " + text
 
 
 def _read(path: str) -> dict:
@@ -217,7 +275,8 @@ def lost_peer(e: Exception) -> DslcError:
 
 
 def quiet(*_args, **_kw) -> None:
-    """What the processes other than rank 0 print: nothing (their errors still reach stderr)."""
+    """What the processes other than rank 0 print: nothing (their errors still reach the user: `tell`)."""
 
 
-__all__ = ["Launch", "World", "in_worker", "launch", "lost_peer", "quiet", "report_result", "torchrun_args"]
+__all__ = ["Launch", "World", "gathered", "in_worker", "launch", "lost_peer", "quiet", "report_result", "tell",
+           "torchrun_args"]

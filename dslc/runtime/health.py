@@ -17,7 +17,9 @@ sample joins its line of metrics.jsonl (and TensorBoard's scalars); the samples 
 in between are lines of their own, with `step` (the batch's number in the run) and `epoch`.
 
 Warnings name the layer's line in the spec: W0701 vanishing gradients, W0702 exploding ones,
-W0703 dead ReLUs, W0704 a loss that did not decrease over the first epoch.
+W0703 dead ReLUs, W0704 a loss that did not decrease over the first epoch, W0705 a layer the
+optimizer holds that gets no gradient at all (its `.grad` None: the loss does not use it; such a
+layer has no `grad_norm/NAME`, and is not taken for one whose gradients vanished).
 """
 from __future__ import annotations
 
@@ -87,6 +89,8 @@ class Sample:
         self.measured: set = set() # the steps whose gradients were measured ...
         self.weighed: set = set()  # ... and whose weights were, after their optimizer step
         self.total = 0.0           # the squared norm of every parameter's gradient so far
+        self.graded: set = set()   # the layers with gradients at a measured step ...
+        self.ungraded: set = set() # ... and those whose parameters had none (`.grad` None)
 
     def activation(self, layer: Layer, output) -> None:
         x = output[0] if isinstance(output, (tuple, list)) else output
@@ -102,9 +106,15 @@ class Sample:
     def gradients(self, step_name: str, params: list, layers: dict) -> None:
         """Before the optimizer step of `step_name`, which updates `params`; `layers`: the watched
         layers among them."""
-        norms = [_norm([p.grad for p in ps if p.grad is not None]) for ps in layers.values()]
+        grads = {n: [p.grad for p in ps if p.grad is not None] for n, ps in layers.items()}
+        # a layer whose parameters have no `.grad` at all is one the loss does not reach: its gradients did
+        # not vanish, there are none, so it gets no grad_norm (Warnings says so once, as W0705)
+        self.ungraded |= {n for n, gs in grads.items() if not gs}
+        grads = {n: gs for n, gs in grads.items() if gs}
+        self.graded |= set(grads)
+        norms = [_norm(gs) for gs in grads.values()]
         values = torch.stack(norms + [_norm([p.grad for p in params if p.grad is not None])]).tolist()
-        for name, value in zip(layers, values):
+        for name, value in zip(grads, values):
             self.values[f"grad_norm/{name}"] = value
         self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
         self.total += values[-1] ** 2
@@ -244,25 +254,29 @@ class HealthWatch(Callback):
 # ---------------------------------------------------------------------------- warnings
 
 class Warnings:
-    """W0701-W0704, rendered to `warn`: W0701 and W0703 once per layer, W0702 and W0704 once per run."""
+    """W0701-W0705, rendered to `warn`: W0701, W0703 and W0705 once per layer, W0702 and W0704 once per run."""
 
     def __init__(self, warn):
         self.warn = warn
         self.vanished: dict = {}      # layer -> samples in a row with vanished gradients
         self.given: set = set()
+        self.reached: set = set()     # the layers that have had gradients at some check
         self.first_losses: list = []  # the first epoch's batch losses
 
     def state(self) -> dict:
         """What a resumed run needs to warn as the whole run would (JSON)."""
         return {"vanished": dict(self.vanished), "given": sorted(list(k) for k in self.given),
+                "reached": sorted(self.reached),
                 "first_losses": list(self.first_losses)}
 
     def load_state(self, saved: dict) -> None:
         self.vanished = {str(k): int(v) for k, v in (saved.get("vanished") or {}).items()}
         self.given = {tuple(k) for k in saved.get("given") or ()}
+        self.reached = {str(n) for n in saved.get("reached") or ()}
         self.first_losses = [float(v) for v in saved.get("first_losses") or ()]
 
     def check(self, trainer, sample: Sample, layers: dict, log_every: int | None) -> None:
+        self._unreached(sample, layers)
         grads = {n: sample.values[f"grad_norm/{n}"] for n in layers if f"grad_norm/{n}" in sample.values}
         if not grads:
             return
@@ -277,6 +291,24 @@ class Warnings:
                     severity="warning", help="a large negative bias, a learning rate too high, or an "
                     "initialization that pushes it below 0: try a smaller learning rate, `LeakyReLU`, or "
                     "BatchNorm before the ReLU"))
+
+    def _unreached(self, sample: Sample, layers: dict) -> None:
+        """W0705, once per layer: a layer an optimizer updates whose parameters have had no gradient at
+        any check (not zeros: none, the loss's backward pass never reaches them). Frozen layers are no
+        optimizer's, and are not measured."""
+        self.reached |= sample.graded
+        names = [n for n in layers if n in sample.ungraded and n not in self.reached
+                 and ("unreached", n) not in self.given]
+        if not names:
+            return
+        first, others = names[0], names[1:]
+        self.given |= {("unreached", n) for n in others}
+        notes = (f"no gradient reaches {_listing(others)} either",) if others else ()
+        self._once(("unreached", first), Diagnostic(
+            "W0705", f"`{first}` gets no gradient: the loss does not use it", layers[first].span,
+            label="no gradient reaches this layer", notes=notes, severity="warning",
+            help="the optimizer holds its weights, but they stay as initialized: use its output in the loss, "
+                 "remove it, or `freeze` it"))
 
     def _vanishing(self, grads: dict, layers: dict, log_every: int | None) -> None:
         top = max(grads.values())

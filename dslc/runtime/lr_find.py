@@ -20,7 +20,10 @@ equal step of log(lr)), leaving out the first 10 points (the average is still se
 the last one (where divergence starts). With fewer than 2 points left there is none.
 
 The plan's schedule is not run (the sweep sets the rate itself), each batch takes one step
-(`accumulate` aside), and the plan's clipping and precision apply. Nothing the plan owns
+(`accumulate` aside), and the plan's clipping and precision apply. After each step the momentum
+targets (`ema(...)` in a step) move and the queues (`queue(...)`) take the step's keys, as in
+training: a BYOL or MoCo loss reads them, and a target that never moved would sweep another
+training than the plan's. They are the sweep's own, built with its models. Nothing the plan owns
 changes: the models are built afresh in memory, `init` files and the data are only read, and
 the one folder written is a new `runs/PLAN-lr-find` (`-2`, ...; or `--out`), holding
 `lr_find.jsonl` (step, lr, loss, smoothed per step), `lr_find.json` (the summary) and
@@ -37,6 +40,7 @@ import numpy as np
 
 from ..diagnostics import Diagnostic, DslcError
 from . import data as data_mod
+from .callbacks import Callbacks
 from .rundir import RunDir, pyplot
 from .trainer import Options, Trainer
 
@@ -71,6 +75,7 @@ def sweep(plan, path: str, options: LrFindOptions, out=print, warn=print) -> dic
     trainer.setup()
     trainer.phases = [replace(trainer.phases[0], schedule=None)]   # the sweep sets the rate itself
     trainer._start_phase(0)
+    trainer.callbacks = Callbacks(trainer.step_followers())   # `ema(...)` targets and `queue(...)`s move as in training
     step = trainer.steps[0]
     if step.optimizer is None:
         raise DslcError(Diagnostic("E0507", "every parameter of the model is frozen: there is nothing to sweep",

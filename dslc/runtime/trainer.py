@@ -109,7 +109,7 @@ def run_plan(plan, path: str, options: Options, out=print, warn=None) -> dict:
     launch = dist.Launch(options.nproc_per_node or TrainConfig.of(plan).devices, options.nnodes, options.node_rank,
                          options.rdzv_endpoint)
     if launch.wanted and not dist.in_worker():
-        return dist.launch(launch, worker_args(plan.name, path, options), out)
+        return dist.launch(launch, worker_args(plan.name, path, options), out, warn)
     return Trainer(plan, path, options, out, warn).run()
 
 
@@ -512,15 +512,23 @@ class Trainer:
                   DivergenceCheck()]
         if c.ema:
             state.append(AveragedWeights(self.models, c.ema))
-        if self.targets:
-            state.append(MomentumTargets(self.plan, self.targets))
-        if self.queues:
-            state.append(KeyQueues(self.queues, self.world))
+        state += self.step_followers()
         if self.options.watch:   # first: the epoch's record gets its numbers before anything keeps it
             graphs = {k: graph for k, (_d, _a, graph) in self.plan.models.items()}
             state.insert(0, health.HealthWatch(health.spec_layers(graphs), self.models, c.log_every,
                                                health.Warnings(self.warn)))
         self.callbacks.items = state + list(self.options.callbacks) + self.callbacks.items + [SignalStop()]
+
+    def step_followers(self) -> list:
+        """The callbacks that move, after each optimizer step, what the next step's loss reads besides the
+        weights: the momentum targets (`ema(...)` in a step) and the queues of keys (`queue(...)`).
+        Training runs them, and so does `dslc lr-find`, so that its sweep trains as the plan does."""
+        out = []
+        if self.targets:
+            out.append(MomentumTargets(self.plan, self.targets))
+        if self.queues:
+            out.append(KeyQueues(self.queues, self.world))
+        return out
 
     def _monitor(self, name: str) -> str:
         if name.startswith("val_") and self.data.val is None:
