@@ -34,6 +34,7 @@ from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
 from .queues import QUEUE, QueueCalls, QueueFunction
+from .steplayers import check_step_modules, foreign_model
 from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -159,6 +160,10 @@ class Plan:
         """No step has an optimizer: the plan evaluates its models (an ensemble, a frozen pipeline)."""
         return bool(self.steps) and all(s.optimizer is None for s in self.steps) and \
             not any("optimizer" in p.fields for p in self.phases)
+
+    def has_model(self, spec) -> bool:
+        """Whether a model value is one of the plan's (`model = M()`), not another made of its declaration."""
+        return any(decl is spec.decl and args is spec.args for decl, args, _ in self.models.values())
 
     def model_name(self, spec) -> str:
         """The plan's name for a model value (`D` in `models = { D: Discriminator() }`)."""
@@ -682,6 +687,8 @@ class PlanChecker(TargetCalls, QueueCalls):
         # what the step's models require of the batch's run-time sizes (`B > 3`), for the trainer
         for g in requirements(found):
             graph.guards.append(g)
+        if len(self.reporter.diagnostics) == before and not ctx.failed:
+            check_step_modules(self.plan, step, self.reporter)
         if len(self.reporter.diagnostics) > before or ctx.failed:
             raise Poisoned()
         if step.loss is None:
@@ -863,6 +870,8 @@ class PlanChecker(TargetCalls, QueueCalls):
                         help="change the model's input shape or the data set")
 
     def _apply_block(self, spec, inputs, spans, span, ctx, instance=None, **options):
+        if ctx.kind == "step" and spec.decl.kind == "model" and not self.plan.has_model(spec):
+            raise foreign_model(self.plan, spec.decl, spec.span)
         result = super()._apply_block(spec, inputs, spans, span, ctx, instance, **options)
         if ctx.kind == "step" and spec.decl.kind == "model":
             # every application of a plan's model in a step runs that one model (its weights)
