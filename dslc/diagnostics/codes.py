@@ -89,7 +89,7 @@ EXPLANATIONS: dict[str, str] = {
              "mode. A step applies the plan's models by their names (and their `ema` targets), functions, and "
              "layers without weights that are written as functions (`ReLU()`, `Flatten()`); `dropout(x, p=0.1)` "
              "is the function of `Dropout`. Declare the layer in a model: at the end of the plan's model, or in "
-             "a model of its own, listed in the plan's `models` and named by the step's optimizer.",
+             "a model of its own, listed in the plan's `models` and named by the optimizer that trains it.",
     # training time
     "E0601": "The loss became NaN or infinite.",
     "E0602": "A checkpoint could not be read or does not match the model.",

@@ -674,6 +674,8 @@ class PlanChecker(TargetCalls, QueueCalls):
         ctx = Ctx(graph, self.plan.decl, "step", scope=dict(self.plan_ctx.scope))
         step = Step(name, graph, span=span)
         self.step = step
+        # a plan without steps makes one of its `loss` field
+        self.step_where = "the plan's `loss`" if name_span is self.plan.decl.name_span else "a step"
         batch = self._batch(graph)
         ctx.scope["batch"] = batch
         self.carried_in, self.carried_out = self._carried_input(graph, batch), None
@@ -688,7 +690,7 @@ class PlanChecker(TargetCalls, QueueCalls):
         for g in requirements(found):
             graph.guards.append(g)
         if len(self.reporter.diagnostics) == before and not ctx.failed:
-            check_step_modules(self.plan, step, self.reporter)
+            check_step_modules(self.plan, step, self.reporter, self.step_where)
         if len(self.reporter.diagnostics) > before or ctx.failed:
             raise Poisoned()
         if step.loss is None:
@@ -871,7 +873,7 @@ class PlanChecker(TargetCalls, QueueCalls):
 
     def _apply_block(self, spec, inputs, spans, span, ctx, instance=None, **options):
         if ctx.kind == "step" and spec.decl.kind == "model" and not self.plan.has_model(spec):
-            raise foreign_model(self.plan, spec.decl, spec.span)
+            raise foreign_model(self.plan, spec.decl, spec.span, self.step_where)
         result = super()._apply_block(spec, inputs, spans, span, ctx, instance, **options)
         if ctx.kind == "step" and spec.decl.kind == "model":
             # every application of a plan's model in a step runs that one model (its weights)

@@ -14,11 +14,12 @@ from .errors import EvalError
 
 CODE = "E0513"
 _MOVE = ("declare it in a model: at the end of {model}, or in a model of its own, listed in the plan's `models` "
-         "and named by the step's optimizer")
+         "and named by the optimizer that trains it")
 
 
-def check_step_modules(plan, step, reporter: Reporter) -> None:
-    """One error for each layer, block or model the step `step` of `plan` would hold as its own module."""
+def check_step_modules(plan, step, reporter: Reporter, where: str = "a step") -> None:
+    """One error for each layer or block the step `step` of `plan` would hold as its own module; `where`:
+    "a step", or "the plan's `loss`" for the step a plan without steps makes of it."""
     queues = {q.name for q in plan.queues.values() if q.step == step.name}
     seen = set()
     for inst in step.graph.instances.values():
@@ -27,9 +28,9 @@ def check_step_modules(plan, step, reporter: Reporter) -> None:
         if inst.id in step.models or inst.kind == "layer" and inst.name in queues:
             problem = None
         elif inst.kind == "layer":
-            problem = _layer(plan, inst)
+            problem = _layer(plan, inst, where)
         else:
-            problem = _block(plan, inst)
+            problem = _block(plan, inst, where)
         if problem is not None:
             seen.add(inst.span)
             message, label, help_text = problem
@@ -40,7 +41,7 @@ def _models_text(plan) -> str:
     return " or ".join(f"`{decl.name}`" for decl, _args, _graph in plan.models.values()) or "a model"
 
 
-def _layer(plan, inst):
+def _layer(plan, inst, where: str):
     op = inst.op
     if not op.is_module(bool(inst.user_name)):
         return None   # written as a function of the step's forward
@@ -48,33 +49,33 @@ def _layer(plan, inst):
     if inst.weights() or inst.buffers():
         what = " and ".join(w for w, has in (("weights", inst.weights()), ("running statistics", inst.buffers()))
                             if has)
-        return (f"`{op.name}` has {what}, but a layer made in a step belongs to no model: no optimizer would "
-                f"train it and no checkpoint would save it", f"a layer with {what} in a step", move)
+        return (f"`{op.name}` has {what}, but a layer made in {where} belongs to no model: no optimizer would "
+                f"train it and no checkpoint would save it", f"a layer with {what} in {where}", move)
     if inst.user_name and op.torch.functional is not None:
-        return (f"a step's layers are not named: `{op.name}() as {inst.user_name}` would be a module of the "
-                "step, outside every model", "a named layer in a step",
+        return (f"a layer in {where} is not named: `{op.name}() as {inst.user_name}` would be a module of the "
+                "step in plan.py, outside every model", f"a named layer in {where}",
                 f"leave out `as {inst.user_name}`, or {move}")
     function = REGISTRY.get(op.name.lower())
     instead = f"use the function `{function.name}(...)`, which follows training and evaluation, or " \
         if function is not None and function.kind == "function" else ""
-    return (f"`{op.name}` in a step would be a module of the step, outside every model: evaluation would "
-            "leave it in training mode", "a layer written as a module", instead + move)
+    return (f"`{op.name}` in {where} would be a module of the step in plan.py, outside every model: evaluation "
+            "would leave it in training mode", "a layer written as a module", instead + move)
 
 
-def _block(plan, inst):
+def _block(plan, inst, where: str):
     decl = getattr(inst.graph, "decl", None)
     name = f"the block `{decl.name}`" if decl is not None else f"a {inst.kind}"
-    return (f"{name} would be a module of the step, outside every model: a plan trains and saves only its "
-            "models", "a block applied in a step",
+    return (f"{name} in {where} would be a module of the step in plan.py, outside every model: a plan trains "
+            "and saves only its models", f"a block applied in {where}",
             _MOVE.format(model=_models_text(plan)).replace("declare it", "apply it"))
 
 
-def foreign_model(plan, decl, span) -> EvalError:
+def foreign_model(plan, decl, span, where: str = "a step") -> EvalError:
     """A model the step makes (`Head()(x)`, `M()(x)`) rather than applies one of the plan's (`model(x)`)."""
     same = [k for k, (d, _args, _graph) in plan.models.items() if d is decl]
     help_text = f"apply the plan's `{same[0]}` instead of making another `{decl.name}`" if same else \
         f"list it in the plan's `models` (`models = {{..., {decl.name.lower()}: {decl.name}()}}`) and apply it " \
         "by that name"
-    return EvalError(CODE, f"`{decl.name}` is not one of the plan's models: a model made in a step would be "
-                     "trained by no optimizer and saved in no checkpoint", span, label="a model made in the step",
+    return EvalError(CODE, f"`{decl.name}` is not one of the plan's models: a model made in {where} would be "
+                     "trained by no optimizer and saved in no checkpoint", span, label=f"a model made in {where}",
                      help=help_text)
