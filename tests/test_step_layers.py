@@ -128,6 +128,11 @@ def test_a_step_may_apply_each_of_the_plans_models_by_its_name(tmp_path):
                     "        optimizer = Adam([model, head], lr=1e-3)\n    }\n}\n" % "head")
     plan = dslc.load(str(path)).plan("p")
     assert sorted(plan.steps[0].models.values()) == ["head", "model"]
-    path.write_text(path.read_text().replace("(head(model", "(Head()(model"))
+    text = path.read_text()
+    path.write_text(text.replace("(head(model", "(Head()(model"))
     with pytest.raises(DslcError, match=r"two.dl:16:30: error\[E0513\]: `Head` is not one of the plan's models"):
+        dslc.load(str(path))
+    # it checked, then `dslc train` stopped with KeyError: 'Head' looking for the optimizer's model
+    path.write_text(text.replace("Adam([model, head]", "Adam([model, head, Head()]"))
+    with pytest.raises(DslcError, match=r"two.dl:17:40: error\[E0513\]: `Head` is not one of the plan's models"):
         dslc.load(str(path))

@@ -83,7 +83,8 @@ EXPLANATIONS: dict[str, str] = {
     "E0512": "A sweep's settings are wrong: an unknown or repeated setting, no `plan` (or one that is not a "
              "training plan), an objective not written `maximize(METRIC)`/`minimize(METRIC)`, an unknown sampler "
              "or pruner, `trials` below 1, or not exactly one `space`.",
-    "E0513": "A step makes a layer, block or model of its own (`z = Linear(3)(model(batch.x))`, `Head()(x)`). It "
+    "E0513": "A step makes a layer, block or model of its own (`z = Linear(3)(model(batch.x))`, `Head()(x)`, "
+             "`Adam(Head())`). It "
              "would be a module of the step, outside every model: no optimizer would train its weights, no "
              "checkpoint would save them or its running statistics, and evaluation would leave it in training "
              "mode. A step applies the plan's models by their names (and their `ema` targets), functions, and "

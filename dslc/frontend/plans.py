@@ -34,7 +34,7 @@ from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
 from .queues import QUEUE, QueueCalls, QueueFunction
-from .steplayers import check_step_modules, foreign_model
+from .steplayers import check_step_modules, foreign_model, foreign_target
 from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -901,8 +901,11 @@ class PlanChecker(TargetCalls, QueueCalls):
         targets = ()
         if entry.kind == "optimizer":
             while pos and _is_model_value(pos[0].value):
-                v = pos.pop(0).value
-                targets += tuple(v) if isinstance(v, list) else (v,)
+                arg = pos.pop(0)
+                targets += tuple(arg.value) if isinstance(arg.value, list) else (arg.value,)
+            other = next((t for t in targets if not self.plan.has_model(t)), None)
+            if other is not None:   # `Adam(Head())`: a model of its own, which no step applies
+                raise foreign_target(self.plan, other.decl, other.span or e.span)
         values, spans = bind_op(entry.params, pos, kws, entry.name, e.span, convert_hook=_word_hook)
         call = PlanCall(entry, values, e.span, targets)
         if values.get("lr_mult"):

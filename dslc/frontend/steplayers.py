@@ -79,3 +79,13 @@ def foreign_model(plan, decl, span, where: str = "a step") -> EvalError:
     return EvalError(CODE, f"`{decl.name}` is not one of the plan's models: a model made in {where} would be "
                      "trained by no optimizer and saved in no checkpoint", span, label=f"a model made in {where}",
                      help=help_text)
+
+
+def foreign_target(plan, decl, span) -> EvalError:
+    """An optimizer given a model of its own (`Adam(Head())`) rather than one of the plan's (`Adam(head)`)."""
+    same = [k for k, (d, _args, _graph) in plan.models.items() if d is decl]
+    return EvalError(CODE, f"`{decl.name}` is not one of the plan's models: an optimizer updates the plan's models, "
+                     "named as the plan names them", span, label="a model made for the optimizer",
+                     help=f"name the plan's `{same[0]}`" if same else
+                     f"list it in the plan's `models` (`models = {{..., {decl.name.lower()}: {decl.name}()}}`) and "
+                     "name it so")
