@@ -111,8 +111,12 @@ def _call(op, example, spec: Spec, current, d) -> str:
             return name
         return _new_input(spec, s, d)
     if op.is_layer:
-        args = ", ".join(f"{k}={literal(v)}" for k, v in example.args.items())
-        return f"{op.name}({args})({', '.join(tensor(s) for s in example.inputs)})"
+        inputs = [tensor(s) for s in example.inputs]   # first: the running tensor is the first input
+        # keywords of the application (`need_weights=false`, a tensor `key_padding_mask=x2`) after the inputs
+        inputs += [f"{k}={tensor(v) if isinstance(v, TensorSpec) else literal(v)}" for k, v in example.args.items()
+                   if op.keyword_input(k) is not None]
+        args = ", ".join(f"{k}={literal(v)}" for k, v in op.without_keywords(example.args).items())
+        return f"{op.name}({args})({', '.join(inputs)})"
     parts = []
     for p in op.params:
         if p.name not in example.args:
@@ -200,3 +204,59 @@ def _onnx_agrees(prog, inputs: list, outs: list, spec: Spec) -> str:
 def torch_bfloat16():
     import torch
     return torch.bfloat16
+
+
+# ---------------------------------------------------------------- the property in a plan's step
+
+# every layer, random ones (dropout) too: the property here does not compare values
+LAYERS = sorted((op for op in REGISTRY.values() if op.is_layer and op.arbitrary is not None and not op.internal),
+                key=lambda op: op.name)
+STEP_PLAN = """model M {
+    input x: [B, 4]
+    Linear(3)
+}
+
+train p {
+    model  = M()
+    data   = iris()
+    epochs = 1
+    step s {
+%s
+        loss = mean(h[0].float()) + cross_entropy(model(batch.x), batch.y)
+        optimizer = SGD(lr=0.1)
+    }
+}
+"""
+
+
+def draw_step_spec(op, d) -> Spec:
+    """The layer `op` applied in a step to constant tensors shaped as its drawn example's inputs (a
+    step has no inputs of its own), beside the plan's model so that the loss has weights to train."""
+    spec = Spec("", ops=[op.name])
+    call = _call(op, op.arbitrary(d), spec, None, d)
+    tensors = [f"        {name} = ones([{', '.join(map(str, s.shape))}], dtype=\"{s.dtype}\")"
+               for name, (s, _) in spec.inputs.items()]
+    spec.text = STEP_PLAN % "\n".join(tensors + [f"        h = {call}"])
+    return spec
+
+
+def check_step_spec(spec: Spec, path) -> str:
+    """`check` passes => the step's generated module runs forward and backward on a batch; a layer that
+    plan.py would hold as a module of the step (outside the model) is refused with E0513 instead."""
+    import torch
+
+    from dslc.runtime import data as data_mod
+    from dslc.runtime.trainer import plan_module, plan_source
+    path.write_text(spec.text)
+    try:
+        plan = dslc.load(str(path)).plan("p")
+    except DslcError as e:
+        return e.diagnostics[0].code
+    module = plan_module(plan, plan_source(plan, str(path)))
+    torch.manual_seed(0)
+    model = module.MODELS["model"]()
+    batch = next(iter(data_mod.batches(data_mod.load("iris", {}).train, 4, shuffle=False, seed=0, epoch=1)))
+    loss = module.STEPS["s"](model)(batch["x"], batch["y"])
+    loss.backward()
+    assert loss.shape == () and all(p.grad is not None for p in model.parameters()), spec.text
+    return "ran"

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from soundness import check_spec, draw_spec
+from soundness import LAYERS, RandomDrawer, check_spec, check_step_spec, draw_spec, draw_step_spec
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -79,3 +79,21 @@ def test_arg_reductions_of_a_zero_d_tensor(tmp_path, expr):
     want = prog.build("M", seed=0).eval()(x).numpy()
     got = ort_run(prog.onnx("M", seed=0), {"x": x.numpy()})[0]
     assert got.shape == want.shape == () and got.dtype == want.dtype and got == want == 0
+
+
+@pytest.mark.parametrize("layer", [op.name for op in LAYERS])
+def test_a_layer_in_a_step_runs_or_is_refused_where_it_is_made(tmp_path, layer):
+    """Each layer of the registry applied in a plan's step: the layers plan.py writes as functions
+    (`ReLU()` is `F.relu`) run there; those it would hold as modules of the step, outside the model
+    (weights no optimizer trains, a `Dropout` evaluation never switches off), are E0513 at `check`."""
+    import random
+
+    from dslc.ops import REGISTRY
+    op = REGISTRY[layer]
+    want = "E0513" if op.is_module(named=False) else "ran"
+    outcomes = []
+    for seed in range(20):   # a drawn example may not fit its layer (a padding wider than the input)
+        outcomes.append(check_step_spec(draw_step_spec(op, RandomDrawer(random.Random(seed))), tmp_path / "step.dl"))
+        if outcomes[-1] in ("ran", "E0513"):
+            break
+    assert outcomes[-1] == want, outcomes

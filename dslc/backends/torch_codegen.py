@@ -1388,8 +1388,7 @@ def _readers(g: Graph, nodes: list) -> dict:
 
 def is_module(inst: Instance) -> bool:
     """Layers with state, named by the user, or with no functional form become submodules."""
-    t = inst.op.torch
-    return inst.op.has_state or bool(inst.user_name) or t.functional is None
+    return inst.op.is_module(bool(inst.user_name))
 
 
 def _is_alias(node: Node, expr: str, var: dict) -> bool:

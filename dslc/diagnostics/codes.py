@@ -83,6 +83,14 @@ EXPLANATIONS: dict[str, str] = {
     "E0512": "A sweep's settings are wrong: an unknown or repeated setting, no `plan` (or one that is not a "
              "training plan), an objective not written `maximize(METRIC)`/`minimize(METRIC)`, an unknown sampler "
              "or pruner, `trials` below 1, or not exactly one `space`.",
+    "E0513": "A step makes a layer, block or model of its own (`z = Linear(3)(model(batch.x))`, `Head()(x)`, "
+             "`Adam(Head())`). It "
+             "would be a module of the step, outside every model: no optimizer would train its weights, no "
+             "checkpoint would save them or its running statistics, and evaluation would leave it in training "
+             "mode. A step applies the plan's models by their names (and their `ema` targets), functions, and "
+             "layers without weights that are written as functions (`ReLU()`, `Flatten()`); `dropout(x, p=0.1)` "
+             "is the function of `Dropout`. Declare the layer in a model: at the end of the plan's model, or in "
+             "a model of its own, listed in the plan's `models` and named by the optimizer that trains it.",
     # training time
     "E0601": "The loss became NaN or infinite.",
     "E0602": "A checkpoint could not be read or does not match the model.",

@@ -34,6 +34,7 @@ from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
 from .queues import QUEUE, QueueCalls, QueueFunction
+from .steplayers import check_step_modules, foreign_model, foreign_target
 from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -159,6 +160,10 @@ class Plan:
         """No step has an optimizer: the plan evaluates its models (an ensemble, a frozen pipeline)."""
         return bool(self.steps) and all(s.optimizer is None for s in self.steps) and \
             not any("optimizer" in p.fields for p in self.phases)
+
+    def has_model(self, spec) -> bool:
+        """Whether a model value is one of the plan's (`model = M()`), not another made of its declaration."""
+        return any(decl is spec.decl and args is spec.args for decl, args, _ in self.models.values())
 
     def model_name(self, spec) -> str:
         """The plan's name for a model value (`D` in `models = { D: Discriminator() }`)."""
@@ -669,6 +674,8 @@ class PlanChecker(TargetCalls, QueueCalls):
         ctx = Ctx(graph, self.plan.decl, "step", scope=dict(self.plan_ctx.scope))
         step = Step(name, graph, span=span)
         self.step = step
+        # a plan without steps makes one of its `loss` field
+        self.step_where = "the plan's `loss`" if name_span is self.plan.decl.name_span else "a step"
         batch = self._batch(graph)
         ctx.scope["batch"] = batch
         self.carried_in, self.carried_out = self._carried_input(graph, batch), None
@@ -682,6 +689,8 @@ class PlanChecker(TargetCalls, QueueCalls):
         # what the step's models require of the batch's run-time sizes (`B > 3`), for the trainer
         for g in requirements(found):
             graph.guards.append(g)
+        if len(self.reporter.diagnostics) == before and not ctx.failed:
+            check_step_modules(self.plan, step, self.reporter, self.step_where)
         if len(self.reporter.diagnostics) > before or ctx.failed:
             raise Poisoned()
         if step.loss is None:
@@ -863,6 +872,8 @@ class PlanChecker(TargetCalls, QueueCalls):
                         help="change the model's input shape or the data set")
 
     def _apply_block(self, spec, inputs, spans, span, ctx, instance=None, **options):
+        if ctx.kind == "step" and spec.decl.kind == "model" and not self.plan.has_model(spec):
+            raise foreign_model(self.plan, spec.decl, spec.span, self.step_where)
         result = super()._apply_block(spec, inputs, spans, span, ctx, instance, **options)
         if ctx.kind == "step" and spec.decl.kind == "model":
             # every application of a plan's model in a step runs that one model (its weights)
@@ -890,8 +901,11 @@ class PlanChecker(TargetCalls, QueueCalls):
         targets = ()
         if entry.kind == "optimizer":
             while pos and _is_model_value(pos[0].value):
-                v = pos.pop(0).value
-                targets += tuple(v) if isinstance(v, list) else (v,)
+                arg = pos.pop(0)
+                targets += tuple(arg.value) if isinstance(arg.value, list) else (arg.value,)
+            other = next((t for t in targets if not self.plan.has_model(t)), None)
+            if other is not None:   # `Adam(Head())`: a model of its own, which no step applies
+                raise foreign_target(self.plan, other.decl, other.span or e.span)
         values, spans = bind_op(entry.params, pos, kws, entry.name, e.span, convert_hook=_word_hook)
         call = PlanCall(entry, values, e.span, targets)
         if values.get("lr_mult"):

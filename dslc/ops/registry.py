@@ -323,6 +323,11 @@ class OpDef:
     def has_state(self) -> bool:
         return self.weights is not None or self.buffers is not None
 
+    def is_module(self, named: bool) -> bool:
+        """Whether generated PyTorch holds the layer as a submodule (`self.fc = nn.Linear(...)`) rather than
+        calling a function (`F.relu(x)`): layers with state, named by the user, or with no functional form."""
+        return self.has_state or named or self.torch.functional is None
+
     def weight_shapes(self, args: dict) -> dict:
         return dict(self.weights(args)) if self.weights else {}
 
