@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+from test_variants import CONFIGS
 
 import dslc
 
@@ -74,28 +75,14 @@ def test_list_loops_script_and_compile_the_same_twice():
     assert torch.equal(torch.jit.script(features)(x), features(x))
 
 
-CONFIGS = """
-block Features(config: list, bn: bool = false) {
-    for width in config {
-        Conv2d(width, 3, padding=1)
-        if bn {
-            BatchNorm2d()
-        }
-        ReLU()
-    }
-}
-
-model Small {
-    input x: [B, 3, 8, 8]
-    Features([4, 8]) as features
-}
-"""
+# test_variants.py's configurations without its `Large`: no use takes the `if bn` branch
+SMALL_ONLY = CONFIGS[:CONFIGS.index("\nmodel Large")]
 
 
 def test_a_branch_no_use_took_keeps_the_loop_unrolled(tmp_path):
     """With only `bn=false` compiled, nothing says what `if bn` builds: the class stays as it ran."""
     path = tmp_path / "configs.dl"
-    path.write_text(CONFIGS)
+    path.write_text(SMALL_ONLY)
     prog = dslc.load(str(path))
     source = prog.source()
     assert "for width in config" not in source and "nn.Conv2d(4, 8, 3, padding=1)" in source
