@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 from conftest import golden
-from support import ROOT, ort_run, relative_error
+from support import ROOT, ort_session, relative_error
 
 import dslc
 from dslc.ir.nesting import nest, structure
@@ -70,12 +70,13 @@ def test_model_matches_pytorch_in_onnxruntime(path, name):
     model = prog.onnx(name, seed=0, **params)  # the full checker runs inside
     graph = prog.graph(name, **params)
     net = prog.build(name, seed=0, **params).eval()
+    session = ort_session(model)
     rng = np.random.default_rng(0)
     for sizes in ({"B": 2, "T": 5, "S": 3, "H": 12, "W": 16}, {"B": 3, "T": 7, "S": 6, "H": 9, "W": 13}):
         if name in BIG:   # two other batch sizes still; one image of VGG takes 3 s here
             sizes = dict(sizes, B=sizes["B"] - 1)
         feeds = _inputs(graph, sizes, rng)
-        got = ort_run(model, feeds)
+        got = session.run(None, feeds)
         with torch.no_grad():   # a tuple input (`hidden.0`, `hidden.1`) is one argument, a tuple
             out = net(*nest(structure(list(feeds)), [torch.from_numpy(v) for v in feeds.values()]))
         want = [o.numpy() for o in _flat(out)]
