@@ -30,6 +30,16 @@ def data_cache(tmp_path_factory):
         os.environ["DSLC_CACHE"] = old
 
 
+@pytest.fixture
+def no_figures(monkeypatch):
+    """A run without curves.png and confusion.png: drawing them takes most of a small run's time.
+    For test files that are not about them (tests/test_train.py, test_predict.py, test_smoke_runs.py
+    and test_examples.py draw them)."""
+    from dslc.runtime.rundir import RunDir
+    monkeypatch.setattr(RunDir, "curves", lambda self, history: None)
+    monkeypatch.setattr(RunDir, "confusion", lambda self, matrix, names=None, file="confusion.png": None)
+
+
 def pytest_configure(config):
     try:
         import torch

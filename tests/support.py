@@ -145,14 +145,19 @@ def error_codes(tmp_path, body: str) -> list[str]:
     return []
 
 
-def ort_run(model, feeds: dict) -> list:
-    """Run an ONNX model in onnxruntime on the CPU, single-threaded like the tests' torch."""
+def ort_session(model):
+    """An onnxruntime session of an ONNX model on the CPU, single-threaded like the tests' torch. For
+    a big model, serializing and loading it costs more than running it: one session serves every input."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_run(model, feeds: dict) -> list:
+    """Run an ONNX model in onnxruntime on the CPU, single-threaded like the tests' torch."""
+    return ort_session(model).run(None, feeds)
 
 
 def relative_error(got, want) -> float:

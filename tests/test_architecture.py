@@ -5,7 +5,10 @@ Each check also runs on a copy of the package with one wrong-way import planted,
 configuration that checks nothing would fail here."""
 from __future__ import annotations
 
+import ast
+import functools
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -64,16 +67,27 @@ def test_a_planted_wrong_import_is_caught(copy, module, planted, contract):
 ENTRY_POINTS = {"dslc/cli.py", "dslc/api.py", "dslc/__init__.py"}
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(text: str) -> ast.Module:
+    """A module's syntax tree. Parsing the package takes seconds; a copy with one file changed parses
+    only that file again (the checks below only read the trees)."""
+    return ast.parse(text)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_trees():
+    yield
+    _tree.cache_clear()
+
+
 def lazy_own_imports(root: str) -> list[str]:
-    import ast
-    import pathlib
     found = []
     for path in sorted(pathlib.Path(root, "dslc").rglob("*.py")):
         name = path.relative_to(root).as_posix()
         if name in ENTRY_POINTS:
             continue
         lines = path.read_text(encoding="utf-8").splitlines()
-        for fn in ast.walk(ast.parse("\n".join(lines))):
+        for fn in ast.walk(_tree("\n".join(lines))):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
                     if isinstance(node, ast.ImportFrom) and node.level > 0 \
@@ -82,11 +96,9 @@ def lazy_own_imports(root: str) -> list[str]:
     return found
 
 
-def test_own_modules_are_imported_at_the_top_of_a_module():
+def test_own_modules_are_imported_at_the_top_of_a_module(copy):
     assert lazy_own_imports(ROOT) == []
-
-
-def test_a_hidden_import_of_our_own_is_found(copy):
+    # and a hidden import of our own is found (one test: the copy reuses the package's parsed trees)
     with open(copy / "dslc/ops/cost.py", "a") as f:
         f.write("\n\ndef _late():\n    from .registry import REGISTRY\n    return REGISTRY\n")
     assert [x.split(":")[0] for x in lazy_own_imports(str(copy))] == ["dslc/ops/cost.py"]
@@ -97,12 +109,10 @@ MAX_LINES = 40   # a function's lines, its signature and docstring included
 
 def long_functions(root: str) -> list[str]:
     """Functions over MAX_LINES lines without a `# long: <why>` comment in their first lines."""
-    import ast
-    import pathlib
     found = []
     for path in sorted(pathlib.Path(root, "dslc").rglob("*.py")):
         lines = path.read_text(encoding="utf-8").splitlines()
-        for fn in ast.walk(ast.parse("\n".join(lines))):
+        for fn in ast.walk(_tree("\n".join(lines))):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno >= MAX_LINES:
                 head = lines[fn.lineno - 1:fn.lineno + 5]
                 if not any(line.strip().startswith("# long:") for line in head):
@@ -110,11 +120,9 @@ def long_functions(root: str) -> list[str]:
     return found
 
 
-def test_functions_are_short_or_say_why_not():
+def test_functions_are_short_or_say_why_not(copy):
     assert long_functions(ROOT) == []
-
-
-def test_a_long_function_is_found(copy):
+    # and a long function is found (one test: the copy reuses the package's parsed trees)
     body = "".join(f"    x{i} = {i}\n" for i in range(45))
     with open(copy / "dslc/ops/cost.py", "a") as f:
         f.write(f"\n\ndef _long():\n{body}    return x0\n")

@@ -23,6 +23,9 @@ from dslc.runtime.evaluate import EvalOptions
 from dslc.runtime.predict import PredictOptions
 from dslc.runtime.trainer import Options
 
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 
 def aug(name: str, x: torch.Tensor, seed: int = 0, **kwargs) -> torch.Tensor:
     return data_mod.apply_augment(x, [(name, kwargs)], data_mod.generator(seed))

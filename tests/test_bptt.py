@@ -16,6 +16,9 @@ from dslc.runtime.callbacks import Callback
 from dslc.runtime.safety import Interrupted, SignalStop
 from dslc.runtime.trainer import Options, Trainer
 
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 CHARS, CONTEXT, BATCH, VAL = 1200, 8, 4, 0.1
 
 MODEL = """

@@ -19,6 +19,9 @@ from dslc.api import train
 from dslc.diagnostics import DslcError
 from dslc.runtime.trainer import Options
 
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 PE = """
 block PositionalEncoding(d_model: int, dropout: float = 0.1, max_len: int = 5000) {
     input x: [T, B, D]

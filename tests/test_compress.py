@@ -24,7 +24,8 @@ from dslc.runtime import checkpoint
 from dslc.runtime import data as data_mod
 from dslc.runtime.trainer import Options
 
-pytestmark = [pytest.mark.usefixtures("data_cache"),
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = [pytest.mark.usefixtures("data_cache", "no_figures"),
               pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max:UserWarning")]
 

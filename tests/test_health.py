@@ -14,6 +14,9 @@ from dslc.cli import main
 from dslc.runtime import data as data_mod
 from dslc.runtime.trainer import Options
 
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 NETS = """
 model Small(bias: float = 0.0) {
     input x: [B, 1, 8, 8]

@@ -12,6 +12,9 @@ from dslc.diagnostics import DslcError
 from dslc.runtime import checkpoint
 from dslc.runtime.trainer import Options, Trainer, plan_source
 
+# curves.png and confusion.png are left out of these runs (tests/conftest.py: no_figures)
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 MODELS = """
 model Encoder {
     input x: [B, 1, 8, 8]

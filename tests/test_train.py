@@ -60,6 +60,10 @@ train p {
 }
 """
 
+# Runs without curves.png and confusion.png, which take most of a small run's time: for tests that
+# are not about them (test_run_directory_holds_what_interfaces_says checks them)
+NO_FIGURES = pytest.mark.usefixtures("no_figures")
+
 
 def write(tmp_path, text: str, name: str = "plan.dl") -> str:
     path = tmp_path / name
@@ -141,6 +145,7 @@ def test_plan_dl_keeps_a_statement_that_ends_in_parentheses(tmp_path):
     dslc.load(str(tmp_path / "again.dl")).plan("p")
 
 
+@NO_FIGURES
 def test_plan_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch):
     """A bug in the formatter costs plan.dl its layout, never the run: the renderer's own text is written."""
     from dslc.frontend import fmt
@@ -156,6 +161,7 @@ def test_plan_dl_is_written_even_when_the_formatter_fails(tmp_path, monkeypatch)
     assert "    epochs = 1\n" in text
 
 
+@NO_FIGURES
 def test_a_new_run_never_reuses_a_folder(tmp_path, monkeypatch):
     path = write(tmp_path, PLAN)
     monkeypatch.chdir(tmp_path)
@@ -181,6 +187,7 @@ def test_initial_weights_are_those_of_compile_seed(tmp_path):
 
 # ------------------------------------------------------------------ against a hand-written loop
 
+@NO_FIGURES
 def test_training_equals_a_hand_written_pytorch_loop(tmp_path):
     """The same model, data order and optimizer in plain PyTorch give the same weights."""
     plan = PLAN.replace("Dropout(0.1)", "Dropout(0.0)").replace("epochs     = 3", "epochs     = 2")
@@ -223,6 +230,7 @@ def test_training_equals_a_hand_written_pytorch_loop(tmp_path):
 
 # ------------------------------------------------------------------ resumption
 
+@NO_FIGURES
 def test_same_seed_gives_bit_identical_runs(tmp_path):
     run(tmp_path, PLAN, out="a", sets=["epochs=2"])
     run(tmp_path, PLAN, out="b", sets=["epochs=2"])
@@ -243,6 +251,7 @@ def _without_time(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+@NO_FIGURES
 def test_pausing_and_resuming_equals_an_uninterrupted_run(tmp_path):
     text = PLAN.replace("seed       = 0", "seed       = 0\n    log_every  = 5")   # step lines survive resumes too
     run(tmp_path, text, out="whole")
@@ -278,6 +287,7 @@ def _cli(args, **kw):
 
 
 @pytest.mark.slow
+@NO_FIGURES
 def test_kill_9_at_any_moment_then_resume_logs_each_epoch_once_with_the_same_weights(tmp_path):
     path = write(tmp_path, SLOW_PLAN)
     run(tmp_path, SLOW_PLAN, out="whole")   # the uninterrupted run, in this process (one start less)
@@ -309,6 +319,7 @@ def test_kill_9_at_any_moment_then_resume_logs_each_epoch_once_with_the_same_wei
     assert same(weights(out), weights(tmp_path / "whole"))
 
 
+@NO_FIGURES
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_exact(tmp_path):
     # log_every: a line every 100 batches tells the test where the run is; an epoch is ~800 batches
     # but only half a second, so a fixed sleep could land at the epoch's end on a loaded machine

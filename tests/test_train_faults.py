@@ -83,11 +83,8 @@ def read_only():
         step()
 
 
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch):
-    """curves.png and confusion.png take most of a small run's time, and none of these tests is about them."""
-    monkeypatch.setattr(RunDir, "curves", lambda self, history: None)
-    monkeypatch.setattr(RunDir, "confusion", lambda self, matrix, names=None: None)
+# curves.png and confusion.png take most of a small run's time, and none of these tests is about them
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 
 ONE_EPOCH = PLAN.replace("epochs     = 3", "epochs     = 1")
