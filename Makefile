@@ -71,7 +71,7 @@ run: install
 	@echo "training run (metrics, checkpoints, curves): the run directory printed above"
 
 test: install chromium postgresql
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: install
 	$(PY) bench/frontend.py

@@ -269,7 +269,7 @@ def test_a_bounded_fuzz_run_finds_no_failure(tmp_path):
     The fuzzer runs in a process of its own: its pool forks workers from its parent, and a test
     worker that has run hundreds of tests (their threads, loaders and writers) is no parent to fork."""
     out = tmp_path / "result.json"
-    args = ["--n", "300", "--seed", "0", "--min-seconds", "20", "--quiet", "--json", str(out), "--out",
+    args = ["--n", "300", "--seed", "0", "--deep", "0.1", "--min-seconds", "20", "--quiet", "--json", str(out), "--out",
             str(tmp_path / "found")]
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fuzz.py"), *args], env=env, cwd=ROOT,
