@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -232,3 +233,9 @@ def train_until_interrupted(monkeypatch, path: str, plan: str, out: str, batch: 
     with pytest.raises(Interrupted):
         train(path, plan, Options(out=out, progress=False), out=lambda line: None)
     monkeypatch.setattr(Trainer, "_forward", forward)
+
+
+def unwrapped(source: str) -> str:
+    """Generated source with its wrapped calls joined back onto one line (generated lines wrap at 120
+    columns: a test that reads a call reads it whole)."""
+    return re.sub(r"([(\[,])\n\s+", lambda m: m.group(1) + (" " if m.group(1) == "," else ""), source)

@@ -8,7 +8,7 @@ import os
 import re
 
 import torch
-from support import ROOT
+from support import ROOT, unwrapped
 from test_buffers import CausalSelfAttention as NanoGPTAttention  # nanoGPT's own layout
 from torch import nn
 
@@ -143,4 +143,4 @@ def test_nanogpts_attention_written_with_torchs_method_forms(tmp_path):
     assert "n_embd % n_head == 0" in prog.source()
     # the mask is computed from block_size, not baked, and registered in one statement as nanoGPT's is
     assert ('self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).reshape(1, 1, block_size, '
-            'block_size))') in re.sub(r"\(\s+", "(", re.sub(r",\s+", ", ", prog.source()))
+            'block_size))') in unwrapped(prog.source())

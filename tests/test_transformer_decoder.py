@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import ort_run
+from support import ort_run, unwrapped
 
 import dslc
 
@@ -113,7 +113,7 @@ def _ort(prog, name, net, feeds: dict, tmp_path):
 
 def test_decoder_layer_matches_torch_with_masks_and_onnxruntime(prog, tmp_path):
     assert "tgt_mask=x, tgt_key_padding_mask=tpad, memory_key_padding_mask=mpad, tgt_is_causal=True)" in \
-        prog.source(["Layer"])
+        unwrapped(prog.source(["Layer"]))
     net = prog.build("Layer", seed=0).eval()
     twin = torch.nn.TransformerDecoderLayer(16, 4, 32, batch_first=True).eval()
     _twin_load(_inner(net, torch.nn.TransformerDecoderLayer), twin)
@@ -150,7 +150,7 @@ def test_decoder_stack_in_torchs_form_matches_torch_eval_training_and_onnxruntim
 
 
 def test_the_layer_form_and_the_flat_form_are_one_module(prog):
-    spec, flat = prog.source(["Stack"]), prog.source(["Flat"])
+    spec, flat = unwrapped(prog.source(["Stack"])), unwrapped(prog.source(["Flat"]))
     ctor = ("nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 4, dim_feedforward=32, activation=\"gelu\", "
             "norm_first=True, batch_first=True), num_layers=2, norm=nn.LayerNorm(16))")
     assert ctor in spec and ctor in flat, spec
@@ -159,7 +159,7 @@ def test_the_layer_form_and_the_flat_form_are_one_module(prog):
 
 
 def test_encoder_in_torchs_form_with_a_named_layer_and_keywords(prog, tmp_path):
-    src = prog.source(["Encoders"])
+    src = unwrapped(prog.source(["Encoders"]))
     assert src.count("nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, "
                      "batch_first=True), num_layers=2") == 2 and "norm=nn.LayerNorm(16), enable_nested" in src, src
     net = prog.build("Encoders", seed=0).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import ort_run
+from support import ort_run, unwrapped
 
 import dslc
 
@@ -152,7 +152,7 @@ def test_transformer_matches_nn_transformer_and_onnxruntime(prog):
 
 
 def test_the_generated_code_reads_as_torch_written_by_hand(prog):
-    src = prog.source(["Encode", "Translate", "Attend"])
+    src = unwrapped(prog.source(["Encode", "Translate", "Attend"]))
     assert "nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, activation=\"gelu\", " \
            "norm_first=True, batch_first=True), num_layers=2, norm=nn.LayerNorm(16), enable_nested_tensor=False)" \
         in src, src

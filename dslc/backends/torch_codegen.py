@@ -1550,23 +1550,52 @@ def _fit(lines: list[str], statement: tuple) -> list[str]:
         return lines
     args = value.args
     if isinstance(node, pyast.Raise) and len(args) == 1 and isinstance(args[0], pyast.Constant):
-        return [" " * (indent - len(INDENT)) + line for line in _raised(args[0].value, indent // len(INDENT))]
-    parts = sorted([*args, *value.keywords], key=lambda a: a.col_offset)
-    items = [pyast.get_source_segment(text, a) for a in parts]
-    head, tail = text[:value.func.end_col_offset] + "(", ")"
-    last = parts[-1].value if parts and isinstance(parts[-1], pyast.keyword) else parts[-1] if parts else None
-    if isinstance(last, pyast.List) and indent + len(head) + len(items[-1]) + 1 > MAX_STATEMENT:
-        # a list too long for a line of its own (EfficientNet's settings): its items wrap instead
-        keyword = f"{parts[-1].arg}=" if isinstance(parts[-1], pyast.keyword) else ""
-        head = head + "".join(item + ", " for item in items[:-1]) + keyword + "["
-        items, tail = [pyast.get_source_segment(text, e) for e in last.elts], "])"
-    return [" " * indent + part for part in _packed(head, items, tail, indent=indent // len(INDENT))]
+        error = pyast.get_source_segment(text, value.func)          # ValueError, RuntimeError
+        return [" " * (indent - len(INDENT)) + line for line in _raised(args[0].value, indent // len(INDENT), error)]
+    before = text[:value.col_offset]          # `self.decoder = `
+    wrapped = _wrapped_call(value, text, indent + len(before))
+    return [" " * indent + before + wrapped[0]] + wrapped[1:]
 
 
-def _raised(message: str, indent: int = 3) -> list[str]:
+def _wrapped_call(node, text: str, column: int) -> list[str]:
+    """A call (or a list) starting at `column`, its arguments packed under the first; an argument too
+    long for any line is itself wrapped where it starts (a layer given to a container, EfficientNet's
+    settings). Lines after the first carry their own indentation."""
+    whole = pyast.get_source_segment(text, node)
+    if column + len(whole) <= MAX_STATEMENT or not isinstance(node, (pyast.Call, pyast.List)):
+        return [whole]
+    if isinstance(node, pyast.Call):
+        parts = sorted([*node.args, *node.keywords], key=lambda a: (a.lineno, a.col_offset))
+        head, tail = pyast.get_source_segment(text, node.func) + "(", ")"
+    else:
+        parts, head, tail = node.elts, "[", "]"
+    lines, align = [head], column + len(head)
+    for k, part in enumerate(parts):
+        piece, suffix = pyast.get_source_segment(text, part), ", " if k < len(parts) - 1 else tail
+        end = (column if len(lines) == 1 else 0) + len(lines[-1])
+        inner = part.value if isinstance(part, pyast.keyword) else part
+        wrappable = isinstance(inner, (pyast.Call, pyast.List))
+        fits_alone = align + len(piece + suffix.rstrip()) <= MAX_STATEMENT
+        if lines[-1].strip() not in (head, "") and end + len(piece + suffix.rstrip()) > MAX_STATEMENT \
+                and (fits_alone or not wrappable):   # one that fits no line wraps where it stands
+            lines[-1] = lines[-1].rstrip()
+            lines.append(" " * align)
+            end = align
+        if end + len(piece + suffix.rstrip()) <= MAX_STATEMENT or not wrappable:
+            lines[-1] += piece + suffix
+            continue
+        prefix = piece[:len(piece) - len(pyast.get_source_segment(text, inner))]    # `norm=`
+        sub = _wrapped_call(inner, text, end + len(prefix))
+        lines[-1] += prefix + sub[0]
+        lines += sub[1:]
+        lines[-1] += suffix
+    return [line.rstrip() for line in lines]
+
+
+def _raised(message: str, indent: int = 3, error: str = "ValueError") -> list[str]:
     """`raise ValueError("...")` indented once, the message split at spaces into strings Python joins
     where one line would pass the line limit (a check in __init__ is `indent` levels deep)."""
-    head = f"{INDENT}raise ValueError("
+    head = f"{INDENT}raise {error}("
     width = MAX_STATEMENT - len(INDENT) * (indent - 1) - len(head) - 4   # quotes, `)` or a space
     chunks, line = [], ""
     for word in re.findall(r"`[^`]*`\S*|\S+", message):     # a `code span` is not split
