@@ -28,8 +28,7 @@ from dataclasses import dataclass, fields
 from ..frontend import ast
 from ..ir.dims import InDim, plain
 from ..ir.pyliteral import Source
-
-WIDTH = 120
+from .variants import WIDTH  # the generated code's line length (120, torchvision's)
 
 
 class NotLoopable(Exception):
