@@ -1592,8 +1592,8 @@ def _wrapped_call(node, text: str, column: int) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def _raised(message: str, indent: int = 3, error: str = "ValueError") -> list[str]:
-    """`raise ValueError("...")` indented once, the message split at spaces into strings Python joins
+def _raised(message: str, indent: int, error: str) -> list[str]:
+    """`raise ERROR("...")` indented once, the message split at spaces into strings Python joins
     where one line would pass the line limit (a check in __init__ is `indent` levels deep)."""
     head = f"{INDENT}raise {error}("
     width = MAX_STATEMENT - len(INDENT) * (indent - 1) - len(head) - 4   # quotes, `)` or a space

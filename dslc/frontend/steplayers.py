@@ -72,7 +72,7 @@ def _block(plan, inst, where: str):
 
 def foreign_model(plan, decl, span, where: str = "a step") -> EvalError:
     """A model the step makes (`Head()(x)`, `M()(x)`) rather than applies one of the plan's (`model(x)`)."""
-    same = [k for k, (d, _args, _graph) in plan.models.items() if d is decl]
+    same = _plan_keys(plan, decl)
     help_text = f"apply the plan's `{same[0]}` instead of making another `{decl.name}`" if same else \
         f"list it in the plan's `models` (`models = {{..., {decl.name.lower()}: {decl.name}()}}`) and apply it " \
         "by that name"
@@ -83,9 +83,14 @@ def foreign_model(plan, decl, span, where: str = "a step") -> EvalError:
 
 def foreign_target(plan, decl, span) -> EvalError:
     """An optimizer given a model of its own (`Adam(Head())`) rather than one of the plan's (`Adam(head)`)."""
-    same = [k for k, (d, _args, _graph) in plan.models.items() if d is decl]
+    same = _plan_keys(plan, decl)
     return EvalError(CODE, f"`{decl.name}` is not one of the plan's models: an optimizer updates the plan's models, "
                      "named as the plan names them", span, label="a model made for the optimizer",
                      help=f"name the plan's `{same[0]}`" if same else
                      f"list it in the plan's `models` (`models = {{..., {decl.name.lower()}: {decl.name}()}}`) and "
                      "name it so")
+
+
+def _plan_keys(plan, decl) -> list:
+    """The plan's names for its models declared as `decl`."""
+    return [k for k, (d, _args, _graph) in plan.models.items() if d is decl]
