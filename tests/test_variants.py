@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 from torch import nn
+from zoo_vision import StyleUpsampleConvLayer
 
 import dslc
 from dslc.backends import variants
@@ -165,7 +166,7 @@ def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.M
 def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decision():
     prog, src = _source("mobilenet.dl")
     assert [n for n in _classes(src) if n.startswith("InvertedResidual")] == ["InvertedResidual"]
-    assert "if self.stride == 1 and self.in_channels == self.out:" in src
+    assert "return inp + h if self.stride == 1 and self.in_channels == self.out else h" in src
     module = prog.module()
     torch.manual_seed(0)
     # (8, 8, 1, 1) and (8, 16, 1, 2): an expansion of 1 with the residual or a stride, which no use
@@ -179,6 +180,23 @@ def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decisi
         x = torch.randn(2, inp, 8, 8)
         with torch.no_grad():
             assert torch.equal(mine.eval()(x), twin.eval()(x))
+
+
+def test_an_int_scale_factor_stays_a_live_argument():
+    # the example's UpsampleConvLayer takes any integer upsample; an int parameter as Upsample's
+    # scale_factor keeps its expression in the shapes, so no guard pins it to the 2 the model uses
+    prog, src = _source("style_transfer.dl")
+    assert "needs upsample == 2" not in src and "float(self.upsample)" in src
+    module = prog.module()
+    torch.manual_seed(0)
+    for upsample in (1, 2, 3):
+        mine = module.UpsampleConvLayer(6, 4, 3, upsample)
+        twin = StyleUpsampleConvLayer(6, 4, 3, upsample)
+        twin.load_state_dict(mine.state_dict(), strict=True)
+        x = torch.randn(2, 6, 5, 7)
+        with torch.no_grad():
+            assert torch.equal(mine(x), twin(x))
+        assert mine(x).shape == (2, 4, 5 * upsample, 7 * upsample)
 
 
 # ---------------------------------------------------------------- flags, names and counts

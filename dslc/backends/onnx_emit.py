@@ -134,11 +134,14 @@ class OnnxBuilder:
         (once: the same expression asked for again reuses its value)."""
         if not isinstance(d, Sym):
             return self.ints([plain(d)])
-        if d.poly not in self._symbol_values:
+        # keyed by the size with this block's parameter values in: the same `upsample * H` is
+        # another size in a block called with another upsample
+        poly = d.poly.subst(self._known)
+        if poly not in self._symbol_values:
             scope, self.scope = self.scope, ""  # computed at the top, so every block can reuse it
-            self._symbol_values[d.poly] = self._poly(d.poly.subst(self._known))
+            self._symbol_values[poly] = self._poly(poly)
             self.scope = scope
-        return self._symbol_values[d.poly]
+        return self._symbol_values[poly]
 
     def shape(self, dims) -> str:
         """A 1-d int64 tensor of a whole shape (for Reshape, Expand, ConstantOfShape)."""
@@ -293,8 +296,9 @@ def _emit_call(b: OnnxBuilder, node: Node, inst, values: dict, state: dict, pref
     sub: Graph = node.args["graph"]
     inner = {ref: values[outer] for (_, ref), outer in zip(sub.inputs, node.inputs)}
     scope, b.scope = b.scope, f"{prefix}{inst.name}/"
+    values_of, b._atom_values = b._atom_values, sub.atom_env   # the sizes in there use its parameters
     _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
-    b.scope = scope
+    b.scope, b._atom_values = scope, values_of
     for i, (_, ref) in enumerate(sub.outputs):
         values[Ref(node.id, i)] = inner[ref]
 
@@ -349,8 +353,9 @@ def _scan_body(b: OnnxBuilder, node: Node, inst, state: dict, prefix: str, elem:
         x_t = b.op("Unsqueeze", [x_in, b.ints([dim])], hint="x_t") if keepdim and not loop else x_in
         inner = {ref: v for (_, ref), v in zip(sub.inputs, [x_t] + states)}
         scope, b.scope = b.scope, f"{prefix}{inst.name}/"
+        values_of, b._atom_values = b._atom_values, sub.atom_env
         _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
-        b.scope = scope
+        b.scope, b._atom_values = scope, values_of
         y, *after = [inner[ref] for _, ref in sub.outputs]
         after = [b.op("Identity", [v], hint="state_out") for v in after]
         collected = b.op("Squeeze", [y, b.ints([dim])], hint="y") if keepdim and not loop else \

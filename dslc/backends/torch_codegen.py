@@ -214,7 +214,10 @@ class _ClassWriter:
         for inst in graph.instances.values():   # first the classes the constructor will call
             if inst.kind == "block" and inst.id not in self.external:
                 gen.class_for(inst.graph)
-        self.attrs = Namespace({i.name for i in graph.instances.values()}, attributes=True)
+        # members forward reads are named after the submodules; a layer written as a function
+        # (`F.interpolate`) leaves its name free (`self.upsample` is the argument, as a person writes it)
+        self.attrs = Namespace({i.name for i in graph.instances.values() if i.kind != "layer" or is_module(i)},
+                               attributes=True)
         # the constructor's argument names: a block's may not hide what its constructor reads
         self.locals = Namespace(set(HELPERS) | gen.class_names | CONSTRUCTOR_GLOBALS)
         # a specialization written into one class with others: their argument names, and no input

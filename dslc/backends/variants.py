@@ -521,6 +521,8 @@ def _forward_chain(hunk: list, ctx: _ForwardContext) -> list[str] | None:
         test, group = _forward_test(groups, left, hunk, ctx)
         other = next(g for g in groups if g is not group)
         one = _value_or_input(hunk[group[0]], hunk[other[0]], test)
+        if one is None:
+            one = _either(hunk[group[0]], hunk[other[0]], test)
         if one is not None:
             return one
     out: list[str] = []
@@ -550,6 +552,23 @@ def _value_or_input(chosen: list, other: list, test: str) -> list[str] | None:
         if not keyword.iskeyword(name) and [re.sub(rf"(?<![.\w]){local}\b", name, r) for r in rest] == theirs:
             return _conditional(f"{local} = ", m.group(2), test, name) + rest
     return None
+
+
+def _either(chosen: list, other: list, test: str) -> list[str] | None:
+    """`return inp + h if self.stride == 1 and ... else h`: branches that each give one value the same
+    way (a return, or one local) as the conditional expression the spec wrote (`output a if c else b`);
+    None where they do more, where it does not fit one line, or where a value holds a conditional of its
+    own (it would bind wrongly)."""
+    if len(chosen) != 1 or len(other) != 1 or len(chosen[0]) != 1 or len(other[0]) != 1:
+        return None
+    m = re.match(r"(return |[A-Za-z_]\w* = )(.+)$", chosen[0][0])
+    if m is None or not other[0][0].startswith(m.group(1)):
+        return None
+    value, otherwise = m.group(2), other[0][0][len(m.group(1)):]
+    if any(re.search(r"\b(if|lambda)\b", v) for v in (value, otherwise)):
+        return None
+    one = _conditional(m.group(1), value, test, otherwise)
+    return one if len(one) == 1 else None   # wrapped over two lines, the if statement reads better
 
 
 def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> tuple:

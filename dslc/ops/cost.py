@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..ir.dims import Poly, Sym, Var, plain
+from ..ir.dims import Poly, Sym, Var, make_dim, plain
 from ..ir.graph import Graph, Node
 from .registry import Bound
 
@@ -14,17 +14,36 @@ def node_macs(graph: Graph, node: Node, sizes: dict):
     op = node.op
     if op.macs is None:
         return 0
-    b = Bound(op, dict(node.args), [graph.type_of(r) for r in op.positional(node.args, node.inputs)])
-    value = op.macs(b, list(node.outputs))
+
+    def known_value(a):   # run-time sizes from `sizes`; parameters and block input sizes from the graph
+        return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+    # the known values go into the shapes first: a product of shapes still in a block's parameters
+    # (`upsample * (H // 4) + 2 * (k // 2)`, squared) could outgrow a polynomial's limit
+    types = [_known(graph.type_of(r), known_value) for r in op.positional(node.args, node.inputs)]
+    value = op.macs(Bound(op, dict(node.args), types), [_known(t, known_value) for t in node.outputs])
     if isinstance(value, Sym):
-        # run-time sizes from `sizes`; parameters and block input sizes from the graph's own values
-        def known_value(a):
-            return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
         total = value.poly.evaluate(known_value)
         if total is None:  # depends on a size with no value: keep it as a polynomial in that size
             return value.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
         return int(total)
     return int(plain(value))
+
+
+def _known(t, known_value):
+    """A tensor type whose run-time dims hold the values known here (the rest stay symbolic)."""
+    if not any(isinstance(d, Sym) for d in t.shape):
+        return t
+    return t.with_shape(tuple(_known_dim(d, known_value) for d in t.shape))
+
+
+def _known_dim(d, known_value):
+    if not isinstance(d, Sym):
+        return d
+    total = d.poly.evaluate(known_value)
+    if total is not None:
+        return int(total)
+    p = d.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
+    return make_dim(p, None)
 
 
 def scan_steps(graph: Graph, node: Node, sizes: dict):

@@ -478,6 +478,8 @@ def _check_upsample_args(b, n: int) -> None:
 
 def _scaled(size, factor, name: str):
     """⌊size · factor⌋ as torch computes it (a double product), keeping the size's expression when exact."""
+    if is_int(factor):
+        return size * factor   # an integer factor (an int parameter too): exact, and both expressions kept
     if isinstance(factor, Real):
         factor._lose()  # the shape depends on this float parameter: record its value
     f = Fraction(plain_float(factor))

@@ -65,10 +65,7 @@ class MBConv(nn.Module):
 
     def forward(self, x):
         h = self.block(x)
-        if self.stride == 1 and self.in_channels == self.out:
-            return x + h
-        else:
-            return h
+        return x + h if self.stride == 1 and self.in_channels == self.out else h
 
 
 class Stage(nn.Sequential):

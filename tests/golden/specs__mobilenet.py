@@ -40,10 +40,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, inp):
         h = self.conv(inp)
-        if self.stride == 1 and self.in_channels == self.out:
-            return inp + h
-        else:
-            return h
+        return inp + h if self.stride == 1 and self.in_channels == self.out else h
 
 
 class Features(nn.Sequential):

@@ -36,18 +36,16 @@ class ResidualBlock(nn.Module):
 
 
 class UpsampleConvLayer(nn.Module):
-    """The block `UpsampleConvLayer` (style_transfer.dl:16), built for upsample == 2."""
+    """The block `UpsampleConvLayer` (style_transfer.dl:16)."""
 
     def __init__(self, in_channels: int, out: int, k: int, upsample: int):
-        if upsample != 2:
-            raise ValueError("UpsampleConvLayer needs upsample == 2 (style_transfer.dl:16)")
         super().__init__()
-        self.upsample2 = upsample
+        self.upsample = upsample
         self.reflection_pad = nn.ReflectionPad2d(k // 2)
         self.conv2d = nn.Conv2d(in_channels, out, k)
 
     def forward(self, x):
-        return self.conv2d(self.reflection_pad(F.interpolate(x, scale_factor=float(self.upsample2))))
+        return self.conv2d(self.reflection_pad(F.interpolate(x, scale_factor=float(self.upsample))))
 
 
 class TransformerNet(nn.Module):
