@@ -381,3 +381,45 @@ def test_the_api_refuses_a_parameter_given_twice():
     with pytest.raises(TypeError, match="takes a dict"):
         prog.build("MLP", params=[("hidden", 4)])
     assert prog.build("MLP", params={"hidden": 4}, classes=2).state_dict()["5.weight"].shape == (2, 4)
+
+
+# ---------------------------------------------------------------- names by place in the source
+
+
+def _keys(prog, model: str) -> list[str]:
+    return [k for k in prog.build(model, seed=0).state_dict() if k.endswith(".weight")]
+
+
+def test_a_layer_is_named_by_its_place_in_the_source_whatever_the_branches_took(tmp_path):
+    """The skip's layers are `fc2`/`norm2` where they are built, and the layer after them `fc3` in
+    both uses: a name does not move with what a specialization took (frontend/sites.py)."""
+    prog = load_spec(tmp_path, "block Res(out: int, proj: bool = false) {\n    input x\n"
+                               "    main = x -> Linear(out) -> LayerNorm()\n"
+                               "    skip = (x -> Linear(out) -> LayerNorm()) if proj else x\n"
+                               "    output (main + skip) -> Linear(out)\n}\n"
+                               "model M {\n    input x: [B, 4]\n    Res(4) as a\n    Res(4, proj=true) as b\n}\n")
+    assert _keys(prog, "M") == ["a.fc1.weight", "a.norm1.weight", "a.fc3.weight", "b.fc1.weight",
+                                "b.norm1.weight", "b.fc2.weight", "b.norm2.weight", "b.fc3.weight"]
+    assert [n for n in re.findall(r"^class (\w+)\(", prog.source(), re.M)] == ["Res", "M"]   # one class
+
+
+def test_the_arms_of_an_if_are_numbered_from_the_same_place(tmp_path):
+    prog = load_spec(tmp_path, "block L(pre: bool) {\n    input x\n    if pre {\n"
+                               "        h = x -> LayerNorm() -> Linear(4)\n    } else {\n"
+                               "        h = x -> Linear(4) -> LayerNorm()\n    }\n    output (h -> Linear(4)) + x\n}\n"
+                               "model M {\n    input x: [B, 4]\n    L(true) as a\n    L(false) as b\n}\n")
+    assert _keys(prog, "M") == ["a.norm.weight", "a.fc1.weight", "a.fc2.weight",
+                                "b.fc1.weight", "b.norm.weight", "b.fc2.weight"]
+
+
+def test_layers_without_a_site_of_their_own_are_not_numbered_by_sites(tmp_path):
+    """A bound name (`lin = Linear(4)`) and an `as` name are the user's, and a layer passed to a block
+    is made there: none of these is a site, so the last Linear is the model's only one (`fc`). A loop
+    makes several layers at one site: its stem is numbered by count, as before."""
+    prog = load_spec(tmp_path, "block Wrap(layer) {\n    input x\n    output (x -> layer -> Linear(4)) + x\n}\n"
+                               "model M {\n    input x: [B, 4]\n    lin = Linear(4)\n"
+                               "    h = x -> lin -> Linear(4) as named -> Wrap(Linear(4))\n    output h -> Linear(4)\n}\n"
+                               "model N {\n    input x: [B, 4]\n    h = x\n"
+                               "    for i in [1, 2] {\n        h = h -> Linear(4)\n    }\n    output (h -> Linear(4)) + x\n}\n")
+    assert _keys(prog, "M") == ["lin.weight", "named.weight", "wrap.fc1.weight", "wrap.fc2.weight", "fc.weight"]
+    assert _keys(prog, "N") == ["fc1.weight", "fc2.weight", "fc3.weight"]

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 from torch import nn
+from zoo_case import CifarBasicBlock
 from zoo_vision import StyleUpsampleConvLayer
 
 import dslc
@@ -325,18 +326,28 @@ def test_impossible_bounds_are_no_case_to_refuse():
 # ---------------------------------------------------------------- what a docstring claims
 
 
-def test_a_numbered_class_checks_the_arguments_its_docstring_says_it_was_built_for():
-    """cifar_resnet's Residual stays two classes (the members are named apart); each takes `stride`
-    but was made for one side of `stride != 1`: it says so and refuses the other, naming the spec line."""
+def test_a_block_whose_branch_adds_layers_is_one_class_with_stable_names():
+    """cifar_resnet's Residual builds its projection only where the shape changes. Its layers are
+    named by their place in the source (frontend/sites.py), not by what one use built, so both uses
+    are one class, as kuangliu's BasicBlock: `conv1`/`bn1` on the main path in either, `conv2`/`bn2`
+    the projection or None; the combination no use took is refused with the spec's line."""
     prog, src = _source("cifar_resnet.dl")
-    assert '"""The block `Residual` (cifar_resnet.dl:21), built for stride == 1. ' \
-           'Expects inputs with x.shape[1] == out."""' in src
+    assert [n for n in _classes(src) if n.startswith("Residual")] == ["Residual"]
     module = prog.module()
-    with pytest.raises(ValueError, match=r"^Residual needs stride == 1 \(cifar_resnet\.dl:21\)$"):
-        module.Residual(64, stride=2)
-    with pytest.raises(ValueError, match=r"^Residual2 needs stride != 1 \(cifar_resnet\.dl:21\)$"):
-        module.Residual2(64, 128, stride=1)
-    module.Residual(64), module.Residual2(64, 128, stride=2)
+    torch.manual_seed(0)
+    for inp, out, stride in ((64, 64, 1), (64, 128, 2), (32, 32, 2)):
+        mine = module.Residual(inp, out, stride=stride).eval()
+        twin = CifarBasicBlock(inp, out, stride).eval()
+        keys = [k for k in mine.state_dict() if not k.startswith("conv_bn_relu.")]
+        assert keys[:2] == ["conv1.weight", "conv1.bias"]
+        assert any(k.startswith("conv2.") for k in keys) == (stride != 1)
+        assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in twin.state_dict().values()]
+        twin.load_state_dict(dict(zip(twin.state_dict(), mine.state_dict().values())))
+        x = torch.randn(2, inp, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(mine(x), twin(x))
+    with pytest.raises(ValueError, match=r"^Residual \(cifar_resnet\.dl:21\) does not take stride == 1 and "):
+        module.Residual(64, 128, stride=1)
 
 
 def _docstring_facts(src: str) -> list[tuple]:

@@ -13,7 +13,6 @@ from ..diagnostics import Label, did_you_mean
 from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
-from ..ir.naming import name_instances
 from ..ir.nesting import leaves, nest, structure
 from ..ir.pyliteral import literal
 from ..ir.subst import poly_of_value, subst_guard, subst_type, subst_value
@@ -549,7 +548,7 @@ class LayerApplication:
             note = f"in `{decl.name}`, used at {span}"
             self.reporter.diagnostics[before:] = [d if d.span == span else _with_note(d, note) for d in new]
             return None
-        name_instances(graph)
+        self.name_instances(graph, decl)
         return graph
 
     def _in_caller_terms(self, sub, spec: BlockSpec, inputs, f):

@@ -25,6 +25,7 @@ from .errors import EvalError, Poisoned
 from .expressions import ExpressionEvaluation
 from .lookup import NameLookup
 from .scan import ScanEvaluation
+from .sites import call_sites
 from .statements import StatementEvaluation
 from .values import POISON
 
@@ -48,6 +49,7 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
         self.steps = 0               # statements and loop iterations run (bounded by MAX_STEPS)
         self.runaway = False         # a limit on the total work was reached: evaluate nothing more
         self.measured: dict = {}     # id -> (list, tuple or dict, items, nesting): see _collection
+        self.sites: dict = {}        # id(declaration) -> its layers' call sites (frontend/sites.py)
 
     # ------------------------------------------------------------------ entry points
 
@@ -79,8 +81,14 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
         failed = len(self.reporter.diagnostics) > before or ctx.failed
         if failed and not partial:
             return None
-        name_instances(graph)
+        self.name_instances(graph, decl)
         return graph
+
+    def name_instances(self, graph: Graph, decl) -> None:
+        """The attribute names of a graph's layers, numbered by their call sites in `decl`."""
+        if id(decl) not in self.sites:
+            self.sites[id(decl)] = (decl, call_sites(decl, self.unit))   # the decl kept: its id stays its own
+        name_instances(graph, self.sites[id(decl)][1])
 
     # ------------------------------------------------------------------ parameters
 

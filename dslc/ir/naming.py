@@ -93,7 +93,9 @@ def stem_of(inst: Instance) -> str:
     return inst.op.stem
 
 
-def name_instances(graph: Graph) -> None:
+def name_instances(graph: Graph, sites: dict | None = None) -> None:
+    """`sites`: the declaration's call sites, taken or not (frontend/sites.py call_sites); a stem whose
+    layers each come from a site of their own is numbered by them."""
     taken = {i.user_name for i in graph.instances.values() if i.user_name and i.container is None}
     taken |= {c.user_name for c in graph.containers.values() if c.user_name}
     stems: dict[str, list[Instance]] = {}
@@ -106,6 +108,8 @@ def name_instances(graph: Graph) -> None:
             # a block `__Mix` gives `mix`: a stem never starts with `_` (torch's private attributes)
             stems.setdefault(stem_of(inst).lstrip("_") or "block", []).append(inst)
     for stem, insts in stems.items():
+        if sites and _name_by_sites(insts, stem, sites, taken):
+            continue
         if len(insts) == 1 and _free(stem, taken):
             insts[0].name = stem
             taken.add(stem)
@@ -120,6 +124,22 @@ def name_instances(graph: Graph) -> None:
 
 
     _name_containers(graph, taken)
+
+
+def _name_by_sites(insts: list[Instance], stem: str, sites: dict, taken: set) -> bool:
+    """Each layer named by its call site's number among the stem's sites, so that a name does not
+    depend on the branches taken (`conv2` is the projection's in every specialization); False,
+    leaving the numbering by count, where a layer has no site of its own (made in a loop, or passed in)."""
+    where = [sites.get((i.span.file.name, i.span.start)) if i.span is not None else None for i in insts]
+    if None in where or any(w[0] != stem for w in where):
+        return False
+    names = [stem if total == 1 else f"{stem}{n}" for _, n, total in where]
+    if len(set(names)) != len(names) or not all(_free(n, taken) for n in names):
+        return False
+    for inst, name in zip(insts, names):
+        inst.name = name
+        taken.add(name)
+    return True
 
 
 def _name_containers(graph: Graph, taken: set) -> None:

@@ -15,37 +15,25 @@ class ConvBnRelu(nn.Sequential):
 
 
 class Residual(nn.Module):
-    """The block `Residual` (cifar_resnet.dl:21), built for stride == 1. Expects inputs with x.shape[1] == out."""
-
-    def __init__(self, out: int, stride: int = 1):
-        if stride != 1:
-            raise ValueError("Residual needs stride == 1 (cifar_resnet.dl:21)")
-        super().__init__()
-        self.conv_bn_relu = ConvBnRelu(out, out, stride=stride)
-        self.conv = nn.Conv2d(out, out, 3, padding=1)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x):
-        main = self.bn(self.conv(self.conv_bn_relu(x)))
-        return F.relu(main + x)
-
-
-class Residual2(nn.Module):
-    """The block `Residual` (cifar_resnet.dl:21), built for stride != 1."""
+    """The block `Residual` (cifar_resnet.dl:21)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
-        if stride == 1:
-            raise ValueError("Residual2 needs stride != 1 (cifar_resnet.dl:21)")
         super().__init__()
+        if stride == 1 and in_channels != out:
+            raise ValueError("Residual (cifar_resnet.dl:21) does not take stride == 1 and in_channels != out")
         self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(out)
-        self.conv2 = nn.Conv2d(in_channels, out, 1, stride=stride)
-        self.bn2 = nn.BatchNorm2d(out)
+        if stride != 1:
+            self.conv2 = nn.Conv2d(in_channels, out, 1, stride=stride)
+            self.bn2 = nn.BatchNorm2d(out)
+        else:
+            self.conv2 = None
+            self.bn2 = None
 
     def forward(self, x):
         main = self.bn1(self.conv1(self.conv_bn_relu(x)))
-        skip = self.bn2(self.conv2(x))
+        skip = self.bn2(self.conv2(x)) if self.bn2 is not None else x
         return F.relu(main + skip)
 
 
@@ -53,9 +41,10 @@ class ResNet18(nn.Sequential):
     """The model `ResNet18` (cifar_resnet.dl:30)."""
 
     def __init__(self, classes: int = 10):
-        super().__init__(ConvBnRelu(3, 64), Residual(64), Residual(64), Residual2(64, 128, stride=2), Residual(128),
-                         Residual2(128, 256, stride=2), Residual(256), Residual2(256, 512, stride=2), Residual(512),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+        super().__init__(ConvBnRelu(3, 64), Residual(64, 64), Residual(64, 64), Residual(64, 128, stride=2),
+                         Residual(128, 128), Residual(128, 256, stride=2), Residual(256, 256),
+                         Residual(256, 512, stride=2), Residual(512, 512), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(512, classes))
 
 
 class Backbone(nn.Module):
