@@ -33,7 +33,8 @@ def test_flops_per_token_matches_nanogpt_and_the_published_mfu():
 
 def test_tiny_run_on_the_cpu_writes_every_case(tmp_path):
     out = tmp_path / "gpu.json"
-    gpu.main(["--tiny", "--device", "cpu", "--rounds", "1", "--steps", "1", "--out", str(out)])
+    in_process = ["--case", "gpt2", "--case", "gpt2-fast", "--case", "resnet50"]   # gpt2-ddp: its own tests
+    gpu.main(["--tiny", "--device", "cpu", "--rounds", "1", "--steps", "1", "--out", str(out), *in_process])
     cases = json.loads(out.read_text())["cases"]
     assert set(cases) == {"gpt2", "gpt2-fast", "resnet50"}
     assert cases["gpt2"]["params"] < cases["gpt2-fast"]["params"]   # the padded vocabulary
@@ -44,6 +45,60 @@ def test_tiny_run_on_the_cpu_writes_every_case(tmp_path):
     # a second run of one case keeps the others
     gpu.main(["--tiny", "--device", "cpu", "--rounds", "1", "--steps", "1", "--case", "gpt2", "--out", str(out)])
     assert set(json.loads(out.read_text())["cases"]) == {"gpt2", "gpt2-fast", "resnet50"}
+
+
+@pytest.mark.slow   # three processes start (one job of one, one of two): about 10 s on this 2-core machine
+def test_ddp_case_on_the_cpu_trains_two_gloo_processes_in_step(tmp_path):
+    out = tmp_path / "gpu.json"
+    gpu.main(["--tiny", "--device", "cpu", "--case", "gpt2-ddp", "--rounds", "2", "--steps", "1", "--out", str(out)])
+    case = json.loads(out.read_text())["cases"]["gpt2-ddp"]
+    assert (case["nproc"], case["backend"], case["device"]) == (2, "gloo", "cpu")
+    assert case["comparison"] == "DDP over 2 CPU processes against one CPU process"
+    assert case["params"] == sum(p.numel() for p in gpu.dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).build(
+        "GPT", seed=0, **gpu.GPT2_TINY).parameters())
+    assert len(case["seconds_per_step"]["ddp_ranks"]) == 2
+    tokens = case["batch_per_process"] * gpu.GPT2_TINY["context"]
+    assert case["single_per_s"] == pytest.approx(tokens / case["seconds_per_step"]["single"])
+    assert case["ddp_per_s"] == pytest.approx(2 * tokens / max(case["seconds_per_step"]["ddp_ranks"]))
+    assert case["scaling_efficiency"] == pytest.approx(case["ddp_per_s"] / (2 * case["single_per_s"]))
+    assert case["single_mfu"] is None and case["ddp_mfu"] is None   # no peak known for a CPU
+    # each rank trained on its own batch, yet both ended with the same (trained) weights: DDP synced them
+    first, second = case["batch_sha256"]
+    assert first != second
+    assert case["weights_sha256"][0] == case["weights_sha256"][1] != case["weights_sha256_start"]
+
+
+def _job(seconds: list, weights: list, device: str = "cpu") -> dict:
+    """What a job's rank 0 reports (launch_job's answer)."""
+    n = len(seconds)
+    return {"seconds_per_step": seconds, "weights_sha256": weights, "batch_sha256": [f"b{i}" for i in range(n)],
+            "memory_peak_gib": [None] * n, "weights_sha256_start": "s", "params": 124_439_808,
+            "device": {"device": device}, "backend": "gloo"}
+
+
+def test_ddp_figures_and_the_one_gpu_overhead(monkeypatch):
+    """The figures of gpt2-ddp from the jobs' step times, worked by hand; with one process the output says
+    it is DDP's overhead; ranks that end apart are an error, not a figure."""
+    jobs = {"single": _job([0.1], ["w"]), "ddp": _job([0.2, 0.25], ["w", "w"])}
+    monkeypatch.setattr(gpu, "launch_job", lambda mode, nproc, args: jobs[mode])
+    args = gpu.parser().parse_args(["--tiny", "--device", "cpu", "--nproc", "2"])
+    r = gpu.ddp_case("tiny GPT", gpu.GPT2_TINY, 2, args, torch.device("cpu"), 100.0)   # --peak-tflops 100
+    # 2 × 32 tokens a step: one process 640/s; DDP 2 × 64 tokens per 0.25 s (its slower rank)
+    assert (r["single_per_s"], r["ddp_per_s"], r["ddp_per_s_per_process"]) == pytest.approx((640, 512, 256))
+    assert r["scaling_efficiency"] == pytest.approx(0.4)
+    flops = gpu.gpt_flops_per_token(gpu.GPT2_TINY, 124_439_808)
+    assert r["ddp_mfu"] == round(flops * 256 / 1e12 / 100, 4) and r["single_mfu"] == round(flops * 640 / 1e14, 4)
+    jobs["ddp"] = _job([0.125], ["w"])
+    one = gpu.ddp_case("tiny GPT", gpu.GPT2_TINY, 2, gpu.parser().parse_args(["--nproc", "1"]),
+                       torch.device("cpu"), None)
+    assert one["comparison"].startswith("DDP's overhead on one CPU process") and one["scaling_efficiency"] == 0.8
+    assert one["ddp_mfu"] is None   # no peak given, and the table has none for a CPU
+    jobs["ddp"] = _job([0.125], ["w"], "NVIDIA H100 80GB HBM3")   # the peak from the name the job reports
+    assert gpu.ddp_case("tiny GPT", gpu.GPT2_TINY, 2, gpu.parser().parse_args(["--nproc", "1"]),
+                        torch.device("cpu"), None)["peak_bf16_tflops"] == 989.4
+    jobs["ddp"] = _job([0.2, 0.2], ["w", "v"])
+    with pytest.raises(SystemExit, match="different weights: DDP did not sync"):
+        gpu.ddp_case("tiny GPT", gpu.GPT2_TINY, 2, args, torch.device("cpu"), None)
 
 
 def test_refuses_cuda_without_a_gpu(monkeypatch):

@@ -58,9 +58,13 @@ class World:
         return device
 
     def start(self, device: torch.device) -> None:
-        """Join the process group: gloo on the CPU, nccl on GPUs."""
+        """Join the process group: gloo on the CPU, nccl on GPUs (one process trains without one)."""
         if self.size <= 1 or torch.distributed.is_initialized():
             return
+        self.join(device)
+
+    def join(self, device: torch.device) -> None:
+        """Join the process group whatever its size (bench/gpu.py measures DDP in a world of one too)."""
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -103,6 +107,18 @@ class World:
         out = [None] * self.size
         torch.distributed.all_gather_object(out, value)
         return out
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device, ignored: list[str] | tuple = (),
+                  find_unused: bool = False) -> torch.nn.Module:
+    """`module` under DistributedDataParallel, which averages the gradients of its parameters over the
+    processes, except those named in `ignored`. Buffers are never synced at each forward (DDP's
+    default): the trainer sends rank 0's after each epoch instead."""
+    from torch.nn.parallel import DistributedDataParallel
+    ignored = list(ignored) + [n for n, _ in module.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def in_worker() -> bool:
@@ -278,5 +294,5 @@ def quiet(*_args, **_kw) -> None:
     """What the processes other than rank 0 print: nothing (their errors still reach the user: `tell`)."""
 
 
-__all__ = ["Launch", "World", "gathered", "in_worker", "launch", "lost_peer", "quiet", "report_result", "tell",
-           "torchrun_args"]
+__all__ = ["Launch", "World", "data_parallel", "gathered", "in_worker", "launch", "lost_peer", "quiet",
+           "report_result", "tell", "torchrun_args"]

@@ -602,13 +602,9 @@ class Trainer:
         s.ddp = None   # the last phase's: finding unused parameters runs the step itself
         if self.world.size <= 1 or not s.params or self.fsdp:   # FSDP's hooks are on the models themselves
             return None
-        from torch.nn.parallel import DistributedDataParallel
         own = {id(p) for p in s.params}
         ignored = [n for n, p in s.module.named_parameters() if id(p) not in own]
-        ignored += [n for n, _ in s.module.named_buffers()]   # buffers: synced from rank 0 each epoch
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(s.module, ignored)
-        ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(s.module, device_ids=ids, find_unused_parameters=self.unused_parameters(s))
+        return dist.data_parallel(s.module, self.device, ignored, self.unused_parameters(s))
 
     def unused_parameters(self, s: StepRun) -> bool:
         """Whether some parameters the step trains get no gradient from its loss (a head the loss does
