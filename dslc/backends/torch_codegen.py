@@ -381,6 +381,9 @@ class _ClassWriter:
         where = _where(self.graph)
         kind = "model" if self.is_model else "block"
         heading = f"The {kind} `{self.graph.name}` ({where})"
+        made_of = getattr(self.graph.decl, "repeat_of", None)   # a repeat's body (frontend/bodyblocks.py)
+        if made_of:
+            heading = f"One pass of `{made_of}`'s `repeat` ({where})"
         facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self.graph.guards))]
         return heading, facts
 

@@ -545,7 +545,8 @@ class LayerApplication:
                 sub.failed = True
         new = self.reporter.diagnostics[before:]
         if new or sub.failed or not graph.outputs:
-            note = f"in `{decl.name}`, used at {span}"
+            note = f"in `{decl.name}`, used at {span}" if not getattr(decl, "repeat_of", "") else \
+                f"in a pass of the `repeat` at {span}"   # a block made of a repeat's body (frontend/bodyblocks.py)
             self.reporter.diagnostics[before:] = [d if d.span == span else _with_note(d, note) for d in new]
             return None
         self.name_instances(graph, decl)

@@ -50,6 +50,7 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
         self.runaway = False         # a limit on the total work was reached: evaluate nothing more
         self.measured: dict = {}     # id -> (list, tuple or dict, items, nesting): see _collection
         self.sites: dict = {}        # id(declaration) -> its layers' call sites (frontend/sites.py)
+        self.body_blocks: dict = {}  # id(repeat statement) -> the block made of its body (frontend/bodyblocks.py)
 
     # ------------------------------------------------------------------ entry points
 
@@ -86,9 +87,11 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
 
     def name_instances(self, graph: Graph, decl) -> None:
         """The attribute names of a graph's layers, numbered by their call sites in `decl`."""
-        if id(decl) not in self.sites:
-            self.sites[id(decl)] = (decl, call_sites(decl, self.unit))   # the decl kept: its id stays its own
-        name_instances(graph, self.sites[id(decl)][1])
+        blocks = frozenset(k for k, v in self.body_blocks.items() if isinstance(k, int) and v[1] is not None)
+        key = (id(decl), blocks)
+        if key not in self.sites:
+            self.sites[key] = (decl, call_sites(decl, self.unit, blocks))   # the decl kept: its id stays its own
+        name_instances(graph, self.sites[key][1])
 
     # ------------------------------------------------------------------ parameters
 

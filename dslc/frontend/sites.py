@@ -20,13 +20,14 @@ from ..ops.registry import REGISTRY
 from . import ast
 
 
-def call_sites(decl, unit) -> dict[tuple, tuple[str, int, int]]:
+def call_sites(decl, unit, skip=frozenset()) -> dict[tuple, tuple[str, int, int]]:
     """(file, offset) of each call site making an unnamed layer or block -> (its stem, its number
     among the stem's sites, how many the stem has on the longest path). The two arms of an `if`
     are alternatives, numbered from the same point: the post-norm arm's `norm1` is the pre-norm
-    arm's `norm1`, and what follows the `if` goes on from the longer arm."""
+    arm's `norm1`, and what follows the `if` goes on from the longer arm. `skip`: the ids of the
+    `repeat` statements whose bodies became blocks of their own (frontend/bodyblocks.py)."""
     params = {p.name for p in decl.params}
-    walk = _Numbering(lambda f: _stem(f, params, unit))
+    walk = _Numbering(lambda f: _stem(f, params, unit), skip)
     walk.visit(decl.body)
     return {site: (stem, n, walk.counts[stem]) for site, (stem, n) in walk.numbered.items()}
 
@@ -45,8 +46,8 @@ class _Numbering:
     """Counts the calls that make an instance where they stand: not one named with `as` or bound to
     a name (`lin = Linear(8)`: the user's name), nor a layer passed as an argument (made in the callee)."""
 
-    def __init__(self, stem_of):
-        self.stem_of = stem_of
+    def __init__(self, stem_of, skip=frozenset()):
+        self.stem_of, self.skip = stem_of, skip
         self.counts: dict[str, int] = {}
         self.numbered: dict[tuple, tuple[str, int]] = {}
 
@@ -61,6 +62,8 @@ class _Numbering:
             self._inside(node.value)
         elif isinstance(node, (ast.IfStmt, ast.Cond)):
             self._arms(node)
+        elif isinstance(node, ast.RepeatStmt) and id(node) in self.skip:
+            self.visit(node.count)   # its layers are its block's
         elif dataclasses.is_dataclass(node):
             for f in dataclasses.fields(node):
                 self.visit(getattr(node, f.name))

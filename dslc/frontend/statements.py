@@ -14,12 +14,13 @@ from ..ops.init import INITS
 from ..ops.ptypes import describe, is_int
 from . import ast
 from .binding import Arg, bind_op
+from .bodyblocks import body_block
 from .builtins import BUILTINS
 from .containers import Loop, check_name, finish_loops, split_name
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
 from .loopvars import carried_names, index_threshold, settled_from, snapshot, uses_any
-from .values import MISSING, POISON, BlockSpec, InitSpec, LayerSpec
+from .values import MISSING, POISON, BlockSpec, DeclRef, InitSpec, LayerSpec
 
 
 class StatementEvaluation:
@@ -446,8 +447,26 @@ class StatementEvaluation:
             check_name(name, name_span, ctx)
         count = self._expr(count_expr, ctx)
         n = self._count(count, count_expr.span)
+        if name is None:
+            stmt = self._as_block_repeat(stmt, ctx)
         passes, settled = self._passes(stmt, "repeat", n, None, ctx)
         ctx.loops.append(Loop("repeat", count, passes, name, name_span, stmt.span, settled))
+
+    def _as_block_repeat(self, stmt: ast.RepeatStmt, ctx: Ctx) -> ast.RepeatStmt:
+        """A body of several layers as one block applied each pass (frontend/bodyblocks.py), made once
+        per statement so that every specialization of the model shares the block."""
+        if ctx.kind not in ("model", "block"):
+            return stmt   # a plan's step makes no layers (E0513)
+        made = self.body_blocks.get(id(stmt))
+        if made is None:
+            taken = self.body_blocks.setdefault(("names", id(ctx.decl)), (ctx.decl, set()))[1]
+            made = (stmt, body_block(stmt, ctx.decl, ctx.scope, self.unit, taken))
+            self.body_blocks[id(stmt)] = made
+        if made[1] is None:
+            return stmt
+        rewritten, block = made[1]
+        ctx.scope[block.name] = DeclRef(block)
+        return rewritten
 
     def _count(self, v, span) -> int:
         if v is POISON:

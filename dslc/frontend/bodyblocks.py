@@ -1,0 +1,109 @@
+"""A `repeat` whose body spells out several layers becomes a repeat of one block made from that body.
+
+    repeat depth {
+        h = h + (h -> LayerNorm() -> CausalSelfAttention(dim, heads))
+        h = h + (h -> LayerNorm() -> Linear(4 * dim) -> GELU() -> Linear(dim))
+    }
+
+runs as `repeat depth { h = h -> GPTBlock(dim, heads) }` with `block GPTBlock(dim: int, heads: int)
+{ input h; <the body>; output h }`, so the generated module keeps the passes as an nn.ModuleList of one
+class, its count a live argument (`self.gpt_blocks = nn.ModuleList([GPTBlock(dim, heads) for _ in
+range(depth)])`), as nanoGPT writes its Block, instead of unrolling `depth` copies of the body.
+
+Only a body that clearly is one: every statement assigns the same running tensor (`h = ...`), it makes
+two layers or more, names none of them, and reads nothing from its model but that tensor and the
+model's parameters of a plain type (which the block takes, in the order the model declares them).
+Anything else (a loop variable, another tensor, a named layer) runs as written.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..ir.values import TensorValue
+from . import ast
+from .sites import call_sites
+
+PLAIN_TYPES = ("int", "float", "bool", "str")
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyBlockDecl(ast.BlockDecl):
+    """A block made of a repeat's body; `repeat_of` names the model or block it repeats in."""
+    repeat_of: str = ""
+
+
+def body_block(stmt: ast.RepeatStmt, decl, scope: dict, unit, taken: set) -> tuple | None:
+    """(the repeat rewritten to apply one block per pass, that block's declaration), or None."""
+    target = _running_name(stmt.body)
+    if target is None or not isinstance(scope.get(target), TensorValue) or _has_names(stmt.body):
+        return None
+    params = _block_params(stmt.body, target, decl, scope)
+    if params is None:
+        return None
+    block = BodyBlockDecl(stmt.span, _fresh_name(decl.name, unit, taken), stmt.span, tuple(params),
+                          (ast.InputStmt(stmt.span, target, stmt.span, None, None, None),) + stmt.body
+                          + (ast.OutputStmt(stmt.span, (ast.Name(stmt.span, target),)),), repeat_of=decl.name)
+    if sum(1 for _ in call_sites(block, unit)) < 2:
+        return None   # one layer a pass: the loop is already a list of it
+    call = ast.Call(stmt.span, ast.Name(stmt.span, block.name), tuple(ast.Name(stmt.span, p.name) for p in params), ())
+    apply = ast.AssignStmt(stmt.span, (ast.Name(stmt.span, target),),
+                           ast.Pipe(stmt.span, (ast.Name(stmt.span, target), call)))
+    return dataclasses.replace(stmt, body=(apply,)), block
+
+
+def _running_name(body) -> str | None:
+    """The one name every statement of the body assigns, or None."""
+    names = set()
+    for s in body:
+        if not isinstance(s, ast.AssignStmt) or len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
+            return None
+        names.add(s.targets[0].id)
+    return names.pop() if len(names) == 1 else None
+
+
+def _has_names(node) -> bool:
+    """Whether the body names a layer (`as`), which a repeat refuses on every pass as it is."""
+    if isinstance(node, ast.AsName):
+        return True
+    if isinstance(node, tuple):
+        return any(_has_names(x) for x in node)
+    if dataclasses.is_dataclass(node):
+        return any(_has_names(getattr(node, f.name)) for f in dataclasses.fields(node))
+    return False
+
+
+def _block_params(body, target: str, decl, scope: dict) -> list | None:
+    """The model's parameters the body reads, as the block's (its declared types); None where the body
+    reads another value of the model (a local, a layer, a parameter without a plain type)."""
+    declared = {p.name: p for p in decl.params}
+    read = _names(body) - {target}
+    out = []
+    for name in read:
+        if name not in scope:
+            continue   # a layer, block, function or constant of the program: the block sees it too
+        p = declared.get(name)
+        if p is None or p.type is None or p.type.name not in PLAIN_TYPES or p.type.arg is not None:
+            return None
+        out.append(ast.ParamDecl(p.span, p.name, p.type, None))
+    order = list(declared)
+    return sorted(out, key=lambda p: order.index(p.name))
+
+
+def _names(node) -> set:
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, tuple):
+        return set().union(*(_names(x) for x in node)) if node else set()
+    if dataclasses.is_dataclass(node):
+        return set().union(*(_names(getattr(node, f.name)) for f in dataclasses.fields(node)))
+    return set()
+
+
+def _fresh_name(model: str, unit, taken: set) -> str:
+    base = model.lstrip("_") + "Block"
+    name, n = base, 1
+    while name in unit.decls or name in taken:
+        n += 1
+        name = f"{base}{n}"
+    taken.add(name)
+    return name
