@@ -384,3 +384,18 @@ def test_unet_up_states_what_its_inputs_need():
     # the docstring wraps within the 120-column limit
     assert '"""The block `Up` (unet.dl:28). Expects inputs with 2 * x.shape[2] == skip.shape[2] and 2 * x.shape[3] ==\n' \
            '    skip.shape[3]."""' in src
+
+
+def test_a_parameter_check_whose_other_outcome_is_an_error_reads_as_a_need():
+    """`future` counts steps: the spec refuses a negative one (E0302), so the generated constructor
+    says what it needs, with the spec's line, not that it "was compiled for" it."""
+    prog, src = _source("sine_forecaster.dl")
+    assert "was compiled for future" not in src
+    module = prog.module()
+    with pytest.raises(ValueError, match=r"^SineForecaster needs future >= 0 \(sine_forecaster\.dl:20\)$"):
+        module.SineForecaster(future=-1)
+    net = module.SineForecaster(hidden=8, future=3).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 5)).shape == (2, 8)   # 5 steps and 3 more
+    with pytest.raises(dslc.diagnostics.DslcError, match="E0302"):
+        prog.graph("SineForecaster", future=-1)

@@ -394,6 +394,8 @@ class _ClassWriter:
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
                    f"`dslc compile --set` to change that")
+            if getattr(g, "where", None) is not None:   # a check whose other outcome is an error (ir/dims.py)
+                msg = f"{self.graph.name} needs {fact} ({doc_text(os.path.basename(g.where.file.name))}:{g.where.line})"
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         for p, v in self.graph.params.items():
             if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir.dims import Size, Sym, same
+from ..ir.dims import Size, Sym, require_parameter, same
 from ..ir.nesting import leaves
 from ..ir.types import TensorType
 from ..ir.values import TensorValue
@@ -114,7 +114,7 @@ class ScanEvaluation:
             if name != "keepdim" and (not is_int(v) or isinstance(v, Sym)):
                 raise EvalError("E0301" if not isinstance(v, Sym) else "E0311",
                                 f"`{name}` is an int known when the model is built, got {describe(v)}", arg.span)
-            if name == "future" and not v >= 0:   # on a parameter, a fact the constructor checks
+            if name == "future" and not require_parameter(v, ">=", 0, arg.span):   # the constructor checks it
                 raise EvalError("E0302", f"`future` counts steps: it cannot be negative, got {int.__int__(v)}",
                                 arg.span)
             opts[name] = v if name == "future" and isinstance(v, Size) else (v if name == "keepdim" else int(v))

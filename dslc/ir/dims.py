@@ -734,6 +734,20 @@ def require(size, op: str, bound: int, where=None) -> None:
         guards.append(g)
 
 
+def require_parameter(size, op: str, bound: int, where) -> bool:
+    """Whether `size op bound` holds, for a check whose other outcome is an error (`future` cannot be
+    negative): on a parameter it is recorded as a requirement with its spec position, which the
+    generated constructor checks as one (`needs future >= 0 (m.dl:5)`), not as a decision it was
+    compiled for."""
+    ok = _OPS[op](plain(size), bound)
+    guards = _recorder.get()
+    if ok and guards is not None and isinstance(size, Size):
+        g = Guard(size.expr, op, Poly.const(bound), where)
+        if not g.is_trivial():
+            guards.append(g)
+    return ok
+
+
 def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
     guards = _recorder.get()
     if guards is None:

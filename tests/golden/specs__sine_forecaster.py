@@ -28,8 +28,7 @@ class SineForecaster(nn.Module):
     def __init__(self, hidden: int = 51, future: int = 0):
         super().__init__()
         if future < 0:
-            raise ValueError("SineForecaster was compiled for future >= 0; compile it again with `dslc compile --set` "
-                             "to change that")
+            raise ValueError("SineForecaster needs future >= 0 (sine_forecaster.dl:20)")
         self.hidden = hidden
         self.future = future
         self.step = SineStep(1, hidden=hidden)
