@@ -355,17 +355,22 @@ class Epoch(torch.utils.data.Dataset):
         self.calls = _calls(augment)   # apply_batch leaves out the random ones off training
         self.train = train
         self.random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in self.calls)
-        self.indices = list(order.split(batch_size * world))   # views of `order`, one per batch
-        if self.indices and len(self.indices[-1]) < world:
-            self.indices.pop()   # too few to give each process one (steps_per_epoch leaves it out)
+        # batch k: the examples order[k·size:(k + 1)·size], a view made when the batch is (making all
+        # of them here, as `split` does, took longer than the views a batch at a time)
+        self.order, self.size = order, batch_size * world
+        self.count = -(-n // self.size)
+        if n % self.size and n % self.size < world:
+            self.count -= 1   # too few to give each process one (steps_per_epoch leaves it out)
         # one process, no augmentation, every field in memory: a batch is the rows, nothing more
         self.plain = world == 1 and not self.calls and all(isinstance(t, torch.Tensor) for t in split.values())
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.count
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        idx = self.indices[k]
+        if not 0 <= k < self.count:
+            raise IndexError(f"batch {k} of an epoch of {self.count}")
+        idx = self.order[k * self.size:(k + 1) * self.size]
         if self.plain:
             return {f: t[idx] for f, t in self.split.items()}
         # one process takes the whole batch; several each take their piece, cut after a random augmentation

@@ -756,8 +756,8 @@ class Trainer:
             for s in self.steps:
                 if fsdp:   # gradients stay whole and add up until the batch of an optimizer step
                     self._gradient_sync(s, update)
-                # `graph` (the loss) lives until the next batch's forward pass: while the last graph is there,
-                # torch reuses the parameters' gradient accumulators instead of making new ones
+                # `graph` (the step's results) lives until the next batch's forward pass: while the last graph
+                # is there, torch reuses the parameters' gradient accumulators instead of making new ones
                 if s.ddp is not None and not update:
                     # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
                     with s.ddp.no_sync():
@@ -787,9 +787,9 @@ class Trainer:
         self.partial = None
         return record
 
-    def _step_batch(self, s: StepRun, inputs: list, batch: dict, done: int) -> tuple[float, torch.Tensor]:
+    def _step_batch(self, s: StepRun, inputs: list, batch: dict, done: int) -> tuple[float, tuple]:
         """Step `s`'s forward and backward passes on batch `done` (1-based) of the epoch: its loss's value, and
-        the loss."""
+        its results (the loss first)."""
         if self.plan.state is None:
             result = self._forward(s, inputs)
         else:
@@ -805,7 +805,7 @@ class Trainer:
             scaled = self.scaler.scale(scaled) if self.scaler else scaled
             # with several models, gradients go only to this step's own parameters
             scaled.backward(inputs=s.params) if self.several else scaled.backward()
-        return value, loss
+        return value, result
 
     def _gradient_sync(self, s: StepRun, sync: bool) -> None:
         for k in s.trains:
