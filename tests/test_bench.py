@@ -76,7 +76,7 @@ def test_the_trainers_epoch_makes_few_calls_beyond_a_hand_written_loops(tmp_path
     """Issue #15 wants `dslc train --watch off` within 3% of a hand-written loop on the digits MLP, whose
     batch takes about 1.2 ms. What the trainer adds is Python: its calls (functions and builtins, as
     cProfile counts them: a count, which a loaded machine cannot move, where a time could) beyond those
-    of bench/train.py's bare loop, per batch of an epoch, its set-up included. About 55 before the batch
+    of bench/train.py's bare loop, per batch of an epoch, its set-up included: 53 before the batch
     loop was trimmed, 34 after."""
     import cProfile
     import pstats
