@@ -741,6 +741,33 @@ def test_the_hooks_of_every_batch_reach_only_the_callbacks_that_define_them():
     assert heard == [("own", 1), ("first", 1), ("first", 2), ("late", 1), ("first", 1)]
 
 
+def test_a_batch_hook_is_one_call_at_most():
+    """A batch hook that one callback listens to is that callback's own method (not a loop around it),
+    one that none listens to is a no-op; a progress display that is off (a pipe, `--no-progress`) listens
+    to no batch. Each epoch's start binds them again."""
+    from dslc.runtime.callbacks import Callback, Callbacks, ProgressDisplay
+    heard = []
+
+    class Losses(Callback):
+        def on_train_step_end(self, trainer, step, batch, loss):
+            heard.append((self, loss))
+
+    one, two = Losses(), Losses()
+    callbacks = Callbacks([ProgressDisplay(False, print), one])
+    assert callbacks.batch_hooks["on_train_batch_end"] == []
+    assert not ProgressDisplay(False, print).listens("on_train_batch_end")
+    assert ProgressDisplay(True, print).listens("on_train_batch_end")
+    assert callbacks.on_train_step_end == one.on_train_step_end
+    callbacks.on_train_batch_end(None, 1, {}, 4)   # no listener: nothing happens
+    callbacks.items.append(two)
+    callbacks.on_epoch_start(None, 1, 2, 1)
+    callbacks.on_train_step_end(None, None, 1, 0.5)
+    assert heard == [(one, 0.5), (two, 0.5)]
+    callbacks.items.remove(one)
+    callbacks.on_epoch_start(None, 2, 2, 1)
+    assert callbacks.on_train_step_end == two.on_train_step_end
+
+
 def _trainer(tmp_path, text: str, out: str, resume: bool = False, **opts):
     from dslc.runtime.trainer import Trainer
     path = write(tmp_path, text)

@@ -5,6 +5,7 @@ checkpoints; safety.py: NaN detection and signals.)"""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -27,6 +28,11 @@ class Callback:
 
     def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
         """Before epoch `epoch` of `total`, which has `batches` batches."""
+
+    def listens(self, hook: str) -> bool:
+        """Whether the batch hook `hook`, which this callback defines, does something in the epoch about to
+        start (asked as each epoch starts): False leaves the callback out of that hook's calls."""
+        return True
 
     def on_train_batch_start(self, trainer, batch: int) -> None:
         """Before batch `batch` (1-based) of the epoch runs."""
@@ -67,29 +73,51 @@ BATCH_HOOKS = ("on_train_batch_start", "on_train_step_end", "on_before_optimizer
                "on_train_batch_end")
 
 
-def _defines(callback: Callback, hook: str) -> bool:
-    """Whether `callback` does something at `hook`: its class (or the object itself) replaces the base's no-op."""
-    return hook in vars(callback) or getattr(type(callback), hook) is not getattr(Callback, hook)
+@functools.cache
+def _class_hooks(cls: type) -> frozenset:
+    """The batch hooks for which class `cls` replaces the base's no-op."""
+    return frozenset(hook for hook in BATCH_HOOKS if getattr(cls, hook) is not getattr(Callback, hook))
+
+
+def _hooks(callback: Callback) -> list[str]:
+    """The batch hooks `callback` does something at in the epoch about to start: those its class (or the
+    object itself) replaces the base's no-op for, that it listens to."""
+    defined, own = _class_hooks(type(callback)), vars(callback)
+    return [hook for hook in BATCH_HOOKS if (hook in defined or hook in own) and callback.listens(hook)]
+
+
+def _nothing(*args) -> None:
+    """A batch hook no callback listens to."""
 
 
 class Callbacks(Callback):
     """Several callbacks, called in order. The hooks of every batch go only to the callbacks that
     define them (most do nothing there, and a batch of a small model takes a millisecond), found
-    again as each epoch starts: `items` may change between epochs, not within one."""
+    again as each epoch starts: `items` may change between epochs, not within one. A batch hook
+    that one callback listens to is that callback's own method, set on this object (one call a
+    batch, not two); one that none listens to is a no-op."""
 
     def __init__(self, items: list):
         self.items = list(items)
-        self.batch_hooks = self._batch_hooks()
+        self._bind_batch_hooks()
 
-    def _batch_hooks(self) -> dict:
-        return {hook: [getattr(c, hook) for c in self.items if _defines(c, hook)] for hook in BATCH_HOOKS}
+    def _bind_batch_hooks(self) -> None:
+        self.batch_hooks = {hook: [] for hook in BATCH_HOOKS}
+        for c in self.items:
+            for hook in _hooks(c):
+                self.batch_hooks[hook].append(getattr(c, hook))
+        for hook, listeners in self.batch_hooks.items():
+            if len(listeners) <= 1:
+                setattr(self, hook, listeners[0] if listeners else _nothing)
+            else:
+                vars(self).pop(hook, None)   # the class's method: each listener in order
 
     def on_fit_start(self, trainer) -> None:
         for c in self.items:
             c.on_fit_start(trainer)
 
     def on_epoch_start(self, trainer, epoch: int, total: int, batches: int) -> None:
-        self.batch_hooks = self._batch_hooks()
+        self._bind_batch_hooks()
         for c in self.items:
             c.on_epoch_start(trainer, epoch, total, batches)
 
@@ -206,6 +234,9 @@ class ProgressDisplay(Callback):
             for t in list(self.bar.task_ids):
                 self.bar.remove_task(t)
         self.task = self.bar.add_task("train", total=batches, epoch=f"{epoch}/{total}", loss="-", speed="")
+
+    def listens(self, hook: str) -> bool:
+        return self.live   # the bar's; the plain line is written at the epoch's end
 
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
         if self.bar is None:

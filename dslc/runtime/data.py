@@ -333,12 +333,12 @@ def batches(split: dict, batch_size: int, *, shuffle: bool, seed: int, epoch: in
     most one): process `rank` gets piece `rank`, augmented as in that whole batch. So N
     processes of batch B see, step by step, the examples one process of batch N·B sees."""
     if isinstance(split, Stream):
-        yield from itertools.islice(split.batches(batch_size, rank, world), start, None)
-        return
+        return itertools.islice(split.batches(batch_size, rank, world), start, None)
     epoch_ = Epoch(split, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, augment=augment, train=train,
                    rank=rank, world=world)
-    for k in range(start, len(epoch_)):
-        yield epoch_[k]
+    # an iterator, not a generator: a batch of a small model takes a millisecond, and each generator
+    # between the trainer's loop and Epoch costs a resumption a batch
+    return map(epoch_.__getitem__, range(start, len(epoch_)))
 
 
 class Epoch(torch.utils.data.Dataset):
@@ -355,15 +355,24 @@ class Epoch(torch.utils.data.Dataset):
         self.calls = _calls(augment)   # apply_batch leaves out the random ones off training
         self.train = train
         self.random = train and any(augmentations.AUGMENTATIONS[name].random for name, _ in self.calls)
-        self.indices = list(order.split(batch_size * world))   # views of `order`, one per batch
-        if self.indices and len(self.indices[-1]) < world:
-            self.indices.pop()   # too few to give each process one (steps_per_epoch leaves it out)
+        # batch k: the examples order[k·size:(k + 1)·size], a view made when the batch is (making all
+        # of them here, as `split` does, took longer than the views a batch at a time)
+        self.order, self.size = order, batch_size * world
+        self.count = -(-n // self.size)
+        if n % self.size and n % self.size < world:
+            self.count -= 1   # too few to give each process one (steps_per_epoch leaves it out)
+        # one process, no augmentation, every field in memory: a batch is the rows, nothing more
+        self.plain = world == 1 and not self.calls and all(isinstance(t, torch.Tensor) for t in split.values())
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.count
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        idx = self.indices[k]
+        if not 0 <= k < self.count:
+            raise IndexError(f"batch {k} of an epoch of {self.count}")
+        idx = self.order[k * self.size:(k + 1) * self.size]
+        if self.plain:
+            return {f: t[idx] for f, t in self.split.items()}
         # one process takes the whole batch; several each take their piece, cut after a random augmentation
         piece = _piece(len(idx), self.rank, self.world) if self.world > 1 else None
         rows = idx[piece] if piece is not None and not self.random else idx
@@ -417,9 +426,12 @@ def loader(split, batch_size: int, *, workers: int | None, pin_memory: bool = Fa
     and augmented there, and the loader hands them back in order: the same batches for any number of
     workers. `pin_memory`: page-locked, for fast copies to a GPU."""
     if workers is None or isinstance(split, Stream):
-        yield from batches(split, batch_size, start=start, **how)
-        return
-    epoch = Epoch(split, batch_size, **how)
+        return batches(split, batch_size, start=start, **how)
+    return _workers_batches(Epoch(split, batch_size, **how), start, workers, pin_memory)
+
+
+def _workers_batches(epoch: Epoch, start: int, workers: int, pin_memory: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """`loader`'s batches from batch `start` on, made by a DataLoader's `workers` processes."""
     if start >= len(epoch):
         return
     # its own generator: a DataLoader draws its workers' base seed, which would otherwise come from torch's

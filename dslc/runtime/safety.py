@@ -71,7 +71,8 @@ class SignalStop(Callback):
         self.requested, self.signum = True, signum
 
     def on_train_batch_end(self, trainer, done: int, sums: dict, count: int) -> None:
-        self._agree(trainer)
+        if trainer.world.size > 1:   # (one process: no call to make on every batch)
+            self._agree(trainer)
         if self.requested and done % trainer.config.accumulate == 0 and done < trainer.epoch_batches:
             trainer.partial = {"sums": sums, "count": count}
             raise Interrupted(trainer.save_checkpoint(trainer.epoch - 1, done), self.signum)

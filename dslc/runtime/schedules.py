@@ -103,6 +103,8 @@ class _Capped(_Torch):
         if self.torch.last_epoch < self.total:
             self.torch.step()
 
+    after_step = _step   # a per-step schedule: one call a batch, not two
+
 
 class _OneCycle(_Capped):
     def _restore_lr(self) -> None:

@@ -741,35 +741,30 @@ class Trainer:
         batches = self._loader(self.data.train, phase.batch_size, start=skip, shuffle=not smoke_test, seed=self.seed,
                                epoch=epoch, augment=self.augment, train=not smoke_test,
                                rank=self.world.rank, world=self.world.size)
+        # a batch of a small model takes a millisecond: what the loop reads at every batch is read here once
         move = self.device.type != "cpu"   # batches are made on the CPU; `to` takes microseconds even when idle
+        fields, fsdp, callbacks = self.batch_fields, self.fsdp, self.callbacks
         for b, batch in enumerate(batches, start=skip):
-            inputs = [batch[f].to(self.device, non_blocking=True) if move else batch[f] for f in self.batch_fields]
+            inputs = [batch[f].to(self.device, non_blocking=True) for f in fields] if move else [batch[f] for f in fields]
             n = inputs[0].shape[0]
-            last = b + 1 == n_batches
-            self.callbacks.on_train_batch_start(self, b + 1)
+            callbacks.on_train_batch_start(self, b + 1)
+            update = (b + 1) % accumulate == 0 or b + 1 == n_batches   # the batch ends in an optimizer step
             for s in self.steps:
-                steps = (b + 1) % accumulate == 0 or last
-                if self.fsdp:   # gradients stay whole and add up until the batch of an optimizer step
-                    self._gradient_sync(s, steps)
-                # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
-                with s.ddp.no_sync() if s.ddp is not None and not steps else contextlib.nullcontext():
-                    result, self.carried = self._carry(s, inputs, self.carried)
-                    loss = result[0]
-                    value = loss.item()
-                    if self.train_metrics is not None and len(result) > 1:
-                        self.train_metrics.update(*_per_example(result[1].detach().float(),
-                                                                _class_ids(batch).to(self.device)))
-                    self.callbacks.on_train_step_end(self, s, b + 1, value)
-                    sums[s.name] += value * n
-                    scaled = loss / accumulate if accumulate > 1 else loss
-                    if s.params:
-                        scaled = self.scaler.scale(scaled) if self.scaler else scaled
-                        # with several models, gradients go only to this step's own parameters
-                        scaled.backward(inputs=s.params) if self.several else scaled.backward()
-                if steps:
+                if fsdp:   # gradients stay whole and add up until the batch of an optimizer step
+                    self._gradient_sync(s, update)
+                # `graph` (the step's results) lives until the next batch's forward pass: while the last graph
+                # is there, torch reuses the parameters' gradient accumulators instead of making new ones
+                if s.ddp is not None and not update:
+                    # DDP averages the gradients at the backward pass of a batch that ends in an optimizer step
+                    with s.ddp.no_sync():
+                        value, graph = self._step_batch(s, inputs, batch, b + 1)
+                else:
+                    value, graph = self._step_batch(s, inputs, batch, b + 1)
+                sums[s.name] += value * n
+                if update:
                     self._optimizer_step(s)
             count += n
-            self.callbacks.on_train_batch_end(self, b + 1, sums, count)
+            callbacks.on_train_batch_end(self, b + 1, sums, count)
         sums, count = self._total(sums, count)
         self._sync_buffers()
         record = {"epoch": epoch}
@@ -787,6 +782,26 @@ class Trainer:
             record["phase"] = self.phases[self.phase_index].name
         self.partial = None
         return record
+
+    def _step_batch(self, s: StepRun, inputs: list, batch: dict, done: int) -> tuple[float, tuple]:
+        """Step `s`'s forward and backward passes on batch `done` (1-based) of the epoch: its loss's value, and
+        its results (the loss first)."""
+        if self.plan.state is None:
+            result = self._forward(s, inputs)
+        else:
+            result, self.carried = self._carry(s, inputs, self.carried)
+        loss = result[0]
+        value = loss.item()
+        if self.train_metrics is not None and len(result) > 1:
+            self.train_metrics.update(*_per_example(result[1].detach().float(), _class_ids(batch).to(self.device)))
+        self.callbacks.on_train_step_end(self, s, done, value)
+        accumulate = self.config.accumulate
+        scaled = loss / accumulate if accumulate > 1 else loss
+        if s.params:
+            scaled = self.scaler.scale(scaled) if self.scaler else scaled
+            # with several models, gradients go only to this step's own parameters
+            scaled.backward(inputs=s.params) if self.several else scaled.backward()
+        return value, result
 
     def _gradient_sync(self, s: StepRun, sync: bool) -> None:
         for k in s.trains:
@@ -819,7 +834,7 @@ class Trainer:
     def _forward(self, s: StepRun, inputs: list):
         try:
             if s.params and not self.mixed_precision:   # fp32 training, the usual case: no context to enter at every batch
-                result = self._call(s, inputs)
+                result = s.module(*inputs) if s.ddp is None else self._call(s, inputs)
             else:   # an evaluation step (no parameters to train) keeps no graph
                 with self.autocast(), contextlib.nullcontext() if s.params else torch.no_grad():
                     result = self._call(s, inputs)
