@@ -198,10 +198,6 @@ class Trainer:
         self.world.start(self.device)
         try:
             result = self._fast_dev_run() if self.options.fast_dev_run else self._run()
-            # gloo runs FSDP's asynchronous collectives on threads of its own; tearing the group down
-            # with one in flight is the likely cause of a rare std::terminate seen in a 2-process FSDP
-            # run (not reproduced). The barrier waits for every process's outstanding work first.
-            self.world.barrier()
         except RuntimeError as e:   # another process died or hung
             if self.world.size > 1 and dist.lost_contact(e):
                 raise dist.lost_peer(e) from None
