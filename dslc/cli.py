@@ -919,18 +919,17 @@ def explain(code: str) -> None:
     click.echo(f"{code.upper()}: {found}")
 
 
-def run(args: list[str] | None = None, prog_name: str | None = None) -> None:
-    """The `dslc` console command (`args`: the command line, sys.argv's by default).
+def run() -> None:
+    """The `dslc` console command.
 
     A checked 10,000-line spec leaves about a million objects behind; collecting and
     freeing them at exit would take longer than the check. Like mypy, the command
     pauses the collector, then flushes its output and leaves without the teardown.
-    (In-process callers use `main`, which exits normally.) A process of a data-parallel
-    run leaves this way too: see dslc/train.py."""
+    (In-process callers use `main`, which exits normally.)"""
     import gc
     gc.disable()
     try:
-        main(args, prog_name=prog_name, standalone_mode=True)
+        main(standalone_mode=True)
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

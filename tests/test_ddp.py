@@ -473,11 +473,12 @@ while time.monotonic() < end:
     pass
 sys.exit(0)
 """
-# dslc.train as torchrun starts it, with a hook on the interpreter's teardown
+# dslc.train as torchrun starts it, with a hook on the interpreter's teardown; argv[1] is the
+# command line (a failing one goes through the teardown)
 LEAVES = """
 import atexit, runpy, sys
 atexit.register(lambda: print("teardown", flush=True))
-sys.argv = ["dslc.train", "missing.dl"]
+sys.argv = ["dslc.train", sys.argv[1]]
 runpy.run_module("dslc.train", run_name="__main__")
 """
 
@@ -487,16 +488,18 @@ def test_a_process_of_a_run_leaves_without_the_teardown_that_aborts_under_gloo(t
     """A 2-process FSDP run now and then ended in SIGABRT, "terminate called without an active
     exception": a gloo thread that frees a finished collective's tensor takes the GIL, and one that
     asks for it while the interpreter finalizes is ended where C++ cannot unwind. HAZARD makes the
-    timing certain. The processes of a run (`python -m dslc.train`, what torchrun starts) leave
-    without the teardown: its hooks never run, and the exit status is the command's."""
+    timing certain. A process of a run (`python -m dslc.train`, what torchrun starts) that ends
+    well leaves without the teardown: its hooks never run. One that fails exits as before."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     (tmp_path / "hazard.py").write_text(HAZARD)
     run = [subprocess.Popen([sys.executable, "hazard.py", str(rank), "store"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    leaving = subprocess.run([sys.executable, "-c", LEAVES], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert leaving.returncode == 1 and "no such file: missing.dl" in leaving.stderr
-    assert "teardown" not in leaving.stdout
+    leaving = [subprocess.run([sys.executable, "-c", LEAVES, argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120) for argv in ("--help", "missing.dl")]
+    assert leaving[0].returncode == 0 and "Usage: dslc train" in leaving[0].stdout
+    assert "teardown" not in leaving[0].stdout
+    assert leaving[1].returncode == 1 and "no such file: missing.dl" in leaving[1].stderr
+    assert "teardown" in leaving[1].stdout
     code, err = run[0].wait(timeout=120), run[0].stderr.read()
     assert run[1].wait(timeout=120) == 0
     assert code == -signal.SIGABRT and "terminate called without an active exception" in err, (code, err)
