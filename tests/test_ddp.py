@@ -442,3 +442,64 @@ def test_sync_batchnorm_on_the_cpu_is_refused(tmp_path, monkeypatch):
     with pytest.raises(DslcError) as e:
         trainer.setup()
     assert e.value.codes == ["E0302"] and "SyncBatchNorm runs on CUDA only" in e.value.render()
+
+
+
+# torch's hazard, made certain: rank 0's all_reduce finishes (rank 1 joins it late) while its main
+# thread holds the GIL on its way out, so gloo's thread that frees the tensor waits for the GIL; the
+# interpreter's teardown lets it have the GIL (a finalizer sleeps) only once it is finalizing
+HAZARD = """
+import os, sys, time, datetime, torch
+import torch.distributed as dist
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", store=dist.FileStore(sys.argv[2], 2), rank=rank, world_size=2,
+                        timeout=datetime.timedelta(seconds=60))
+if rank == 1:
+    time.sleep(1)
+    dist.all_reduce(torch.ones(4))
+    time.sleep(1)
+    os._exit(0)
+sys.setswitchinterval(1000)   # the main thread keeps the GIL until it blocks
+t = torch.ones(4)
+dist.all_reduce(t, async_op=True)
+class Slow:
+    def __del__(self):
+        time.sleep(1)
+slow = Slow()
+slow.cycle = slow   # collected by the teardown
+del slow
+end = time.monotonic() + 2.5
+while time.monotonic() < end:
+    pass
+sys.exit(0)
+"""
+# dslc.train as torchrun starts it, with a hook on the interpreter's teardown; argv[1] is the
+# command line (a failing one goes through the teardown)
+LEAVES = """
+import atexit, runpy, sys
+atexit.register(lambda: print("teardown", flush=True))
+sys.argv = ["dslc.train", sys.argv[1]]
+runpy.run_module("dslc.train", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_process_of_a_run_leaves_without_the_teardown_that_aborts_under_gloo(tmp_path):
+    """A 2-process FSDP run now and then ended in SIGABRT, "terminate called without an active
+    exception": a gloo thread that frees a finished collective's tensor takes the GIL, and one that
+    asks for it while the interpreter finalizes is ended where C++ cannot unwind. HAZARD makes the
+    timing certain. A process of a run (`python -m dslc.train`, what torchrun starts) that ends
+    well leaves without the teardown: its hooks never run. One that fails exits as before."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    (tmp_path / "hazard.py").write_text(HAZARD)
+    run = [subprocess.Popen([sys.executable, "hazard.py", str(rank), "store"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    leaving = [subprocess.run([sys.executable, "-c", LEAVES, argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120) for argv in ("--help", "missing.dl")]
+    assert leaving[0].returncode == 0 and "Usage: dslc train" in leaving[0].stdout
+    assert "teardown" not in leaving[0].stdout
+    assert leaving[1].returncode == 1 and "no such file: missing.dl" in leaving[1].stderr
+    assert "teardown" in leaving[1].stdout
+    code, err = run[0].wait(timeout=120), run[0].stderr.read()
+    assert run[1].wait(timeout=120) == 0
+    assert code == -signal.SIGABRT and "terminate called without an active exception" in err, (code, err)

@@ -136,3 +136,29 @@ def test_a_step_may_apply_each_of_the_plans_models_by_its_name(tmp_path):
     path.write_text(text.replace("Adam([model, head]", "Adam([model, head, Head()]"))
     with pytest.raises(DslcError, match=r"two.dl:17:40: error\[E0513\]: `Head` is not one of the plan's models"):
         dslc.load(str(path))
+
+
+@pytest.mark.parametrize("made, applied, says", [
+    ("Linear(3) as head", "head(z)", "`Linear` has weights, but a layer made in a step belongs to no model"),
+    ("BatchNorm1d(affine=false) as bn", "bn(z)", "`BatchNorm1d` has running statistics, but a layer made"),
+    ("ReLU() as act", "z -> act", "a layer in a step is not named: `ReLU() as act` would be a module"),
+])
+def test_a_layer_named_in_a_step_is_e0513_where_its_name_is_applied(tmp_path, made, applied, says):
+    """`x = Linear(3) as head`, then `head(z)`: the name was no name to apply (unknown function E0203,
+    which sent the user looking for a typo). The layer is E0513 at it, as `x(z)` is, with the name's use
+    pointed out; the name of a layer a step may not make is refused the same way in a pipe."""
+    body = f"        z = model(batch.x)\n        x = {made}\n        loss = cross_entropy(({applied})[:, :3], batch.y)"
+    path = write(tmp_path, body)
+    r = CliRunner().invoke(main, ["check", path])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "E0203" not in r.output, r.output
+    name = made.split(" as ")[1]
+    assert f"plan.dl:14:13: error[E0513]: {says}" in r.output
+    assert f"14 |         x = {made}\n   |             {'^' * len(made.split(' as ')[0])} " in r.output
+    assert f"- `{name}` is that layer's name, which a step cannot give" in r.output
+    # the same layer applied by the variable it is bound to: the same error, at the same place
+    applied_by_x = body.replace(f"({applied})", "x(z)")
+    r = CliRunner().invoke(main, ["check", write(tmp_path, applied_by_x)])
+    assert f"plan.dl:14:13: error[E0513]: {says}" in r.output
+    # a name no layer of the step has is still an unknown function
+    r = CliRunner().invoke(main, ["check", write(tmp_path, body.replace(f"({applied})", "heads(z)"))])
+    assert "error[E0203]: unknown function `heads`" in r.output and "E0513" not in r.output

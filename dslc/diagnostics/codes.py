@@ -89,7 +89,8 @@ EXPLANATIONS: dict[str, str] = {
              "checkpoint would save them or its running statistics, and evaluation would leave it in training "
              "mode. A step applies the plan's models by their names (and their `ema` targets), functions, and "
              "layers without weights that are written as functions (`ReLU()`, `Flatten()`); `dropout(x, p=0.1)` "
-             "is the function of `Dropout`. Declare the layer in a model: at the end of the plan's model, or in "
+             "is the function of `Dropout`. A name given with `as` (`x = Linear(3) as head`) makes the layer a "
+             "module too, and is no name to apply it by in a step. Declare the layer in a model: at the end of the plan's model, or in "
              "a model of its own, listed in the plan's `models` and named by the optimizer that trains it.",
     # training time
     "E0601": "The loss became NaN or infinite.",

@@ -34,7 +34,7 @@ from .evaluator import Evaluator
 from .lints import lint_plan
 from .producers import scores
 from .queues import QUEUE, QueueCalls, QueueFunction
-from .steplayers import check_step_modules, foreign_model, foreign_target
+from .steplayers import check_step_modules, foreign_model, foreign_target, named_elsewhere
 from .targets import EMA, EmaFunction, TargetCalls, TargetValue
 from .values import MISSING, POISON, BlockSpec, DeclRef, Record
 
@@ -804,6 +804,10 @@ class PlanChecker(TargetCalls, QueueCalls):
         if name in catalog.monitors(list(catalog.METRICS), train=True):
             return Word(name)
         return MISSING
+
+    def _unknown_name(self, e: ast.Name, ctx: Ctx, called: bool = False) -> EvalError:
+        named = named_elsewhere(self.plan, ctx.scope, e, self.step_where) if ctx.kind == "step" else None
+        return named or super()._unknown_name(e, ctx, called)
 
     def visible_names(self, ctx: Ctx) -> list[str]:
         return super().visible_names(ctx) + list(catalog.ALL_NAMES) + list(catalog.PRECISIONS) + \

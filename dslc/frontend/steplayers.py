@@ -8,9 +8,10 @@ layers belong in models, so `check` refuses them (E0513) where they are made.
 """
 from __future__ import annotations
 
-from ..diagnostics import Reporter
+from ..diagnostics import Label, Reporter
 from ..ops import REGISTRY
 from .errors import EvalError
+from .values import BlockSpec, LayerSpec
 
 CODE = "E0513"
 _MOVE = ("declare it in a model: at the end of {model}, or in a model of its own, listed in the plan's `models` "
@@ -42,19 +43,21 @@ def _models_text(plan) -> str:
 
 
 def _layer(plan, inst, where: str):
-    op = inst.op
-    if not op.is_module(bool(inst.user_name)):
+    return _layer_problem(plan, inst.op, inst.user_name, bool(inst.weights()), bool(inst.buffers()), where)
+
+
+def _layer_problem(plan, op, user_name, weights: bool, buffers: bool, where: str):
+    if not op.is_module(bool(user_name)):
         return None   # written as a function of the step's forward
     move = _MOVE.format(model=_models_text(plan))
-    if inst.weights() or inst.buffers():
-        what = " and ".join(w for w, has in (("weights", inst.weights()), ("running statistics", inst.buffers()))
-                            if has)
+    if weights or buffers:
+        what = " and ".join(w for w, has in (("weights", weights), ("running statistics", buffers)) if has)
         return (f"`{op.name}` has {what}, but a layer made in {where} belongs to no model: no optimizer would "
                 f"train it and no checkpoint would save it", f"a layer with {what} in {where}", move)
-    if inst.user_name and op.torch.functional is not None:
-        return (f"a layer in {where} is not named: `{op.name}() as {inst.user_name}` would be a module of the "
+    if user_name and op.torch.functional is not None:
+        return (f"a layer in {where} is not named: `{op.name}() as {user_name}` would be a module of the "
                 "step in plan.py, outside every model", f"a named layer in {where}",
-                f"leave out `as {inst.user_name}`, or {move}")
+                f"leave out `as {user_name}`, or {move}")
     function = REGISTRY.get(op.name.lower())
     instead = f"use the function `{function.name}(...)`, which follows training and evaluation, or " \
         if function is not None and function.kind == "function" else ""
@@ -63,11 +66,46 @@ def _layer(plan, inst, where: str):
 
 
 def _block(plan, inst, where: str):
-    decl = getattr(inst.graph, "decl", None)
-    name = f"the block `{decl.name}`" if decl is not None else f"a {inst.kind}"
+    return _block_problem(plan, getattr(inst.graph, "decl", None), inst.kind, where)
+
+
+def _block_problem(plan, decl, kind: str, where: str):
+    name = f"the block `{decl.name}`" if decl is not None else f"a {kind}"
     return (f"{name} in {where} would be a module of the step in plan.py, outside every model: a plan trains "
             "and saves only its models", f"a block applied in {where}",
             _MOVE.format(model=_models_text(plan)).replace("declare it", "apply it"))
+
+
+def named_elsewhere(plan, scope: dict, name, where: str = "a step") -> EvalError | None:
+    """`x = Linear(3) as head`, then `head(z)`: the step names a layer it makes, bound to `x` and not
+    applied yet, so `head` means nothing. The layer itself is the mistake: E0513 at it, as `x(z)` gives,
+    where an unknown function `head` would send the user looking for a typo."""
+    spec = next((v for v in scope.values() if isinstance(v, (LayerSpec, BlockSpec)) and v.name == name.id), None)
+    if spec is None:
+        return None
+    if isinstance(spec, BlockSpec) and spec.decl.kind == "model":
+        return None if plan.has_model(spec) else foreign_model(plan, spec.decl, spec.span, where)
+    if isinstance(spec, BlockSpec):
+        problem = _block_problem(plan, spec.decl, spec.decl.kind, where)
+    else:
+        problem = _layer_problem(plan, spec.op, spec.name, _has(spec.op.weight_shapes, spec.args),
+                                 _has(spec.op.buffer_shapes, spec.args), where)
+    if problem is None:
+        return None
+    message, label, help_text = problem
+    return EvalError(CODE, message, spec.span, label=label, help=help_text,
+                     labels=(Label(name.span, f"`{name.id}` is that layer's name, which a step cannot give"),))
+
+
+def _has(shapes, args: dict) -> bool:
+    """Whether a layer not applied yet has weights (or buffers). The sizes its input gives (a `Linear`'s
+    `in_features`) are not among its arguments yet: any size does to tell whether there are some."""
+    return bool(shapes(_AnySize(args)))
+
+
+class _AnySize(dict):
+    def __missing__(self, key):
+        return 1
 
 
 def foreign_model(plan, decl, span, where: str = "a step") -> EvalError:

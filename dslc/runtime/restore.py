@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, DslcError
 from . import checkpoint
-from .pruning import fold
-from .qat import fit as qat_fit
 from .queues import load_queues
 from .resume import differences, plan_lines
 from .rundir import latest_run, render_plan, run_plan_name
@@ -146,20 +144,15 @@ def restore(plan, path: str, run: str | None, which: str | None, device: str | N
 
 
 def load(trainer: Trainer, weights: Weights) -> None:
-    """Put `weights` into the trainer's models (E0602 unless they fit each exactly)."""
-    several = len(trainer.models) > 1
-    for key, model in trainer.models.items():
-        part = checkpoint.under(weights.state, key + ".") if several else weights.state
-        part = fold(part)   # a checkpoint taken during a pruning phase holds masks: the plain weights
-        model = trainer.model_for(key, part)   # weights of the quantizing phase: the fake-quantized model
-        fit = qat_fit(model.state_dict(), part)
-        if not fit.exact:
-            raise DslcError(Diagnostic("E0602", f"the weights in {weights.path} do not fit the model `{key}` of the "
-                                       f"plan `{trainer.plan.name}` (was the .dl file changed since the run?)",
-                                       file_name=weights.path, notes=fit.notes(),
-                                       help="give the --set the run was trained with (its plan.dl lists every "
-                                            "value), or another run with --run"))
-        model.load_state_dict(part)
+    """Put `weights` into the trainer's models (E0602 unless they fit each exactly): a checkpoint taken
+    during a pruning phase holds masks, which fold into the plain weights."""
+    def mismatch(key: str, fit) -> DslcError:
+        return DslcError(Diagnostic("E0602", f"the weights in {weights.path} do not fit the model `{key}` of the "
+                                    f"plan `{trainer.plan.name}` (was the .dl file changed since the run?)",
+                                    file_name=weights.path, notes=fit.notes(),
+                                    help="give the --set the run was trained with (its plan.dl lists every "
+                                         "value), or another run with --run"))
+    trainer.load_weights(weights.state, weights.path, mismatch, folded=True)
     _restore_targets(trainer, weights)
 
 

@@ -198,10 +198,6 @@ class Trainer:
         self.world.start(self.device)
         try:
             result = self._fast_dev_run() if self.options.fast_dev_run else self._run()
-            # gloo runs FSDP's asynchronous collectives on threads of its own; tearing the group down
-            # with one in flight is the likely cause of a rare std::terminate seen in a 2-process FSDP
-            # run (not reproduced). The barrier waits for every process's outstanding work first.
-            self.world.barrier()
         except RuntimeError as e:   # another process died or hung
             if self.world.size > 1 and dist.lost_contact(e):
                 raise dist.lost_peer(e) from None
@@ -1122,24 +1118,30 @@ class Trainer:
             self.quantize_models()
         return self.models[key]
 
-    def load_weights(self, weights: dict, path: str) -> None:
-        """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly."""
+    def load_weights(self, weights: dict, path: str, mismatch=None, folded: bool = False) -> None:
+        """Load a checkpoint's weights into the models, refusing (E0602) any that do not fit exactly:
+        `mismatch(key, fit)` is that error (by default a resumed run's). A pruning phase's weights keep
+        their masks (the model is given the pruned form), or are `folded` into plain weights."""
         for k in list(self.models):
             part = weights if len(self.models) == 1 else checkpoint.under(weights, k + ".")
-            m = self.model_for(k, part)
+            if folded:
+                part = pruning.fold(part)
+            m = self.model_for(k, part)   # weights of the quantizing phase: the fake-quantized model
             pruning.reparametrize(m, part)   # a checkpoint taken during a pruning phase: weights and masks
             # FSDP: rank 0's weights are loaded (the others may have none: best weights kept in memory)
             if part or not self.fsdp:
                 fit = qat.fit(m.state_dict(), part)
                 if not fit.exact:
-                    raise DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{k}` of the "
-                                               f"plan `{self.plan.name}` (was the .dl file changed since?)",
-                                               file_name=path, notes=fit.notes(),
-                                               help="start a new run without --resume"))
+                    raise mismatch(k, fit) if mismatch is not None else self._resume_mismatch(k, fit, path)
             if self.fsdp:
                 fsdp_mod.load_full_weights(m, part)
             else:
                 m.load_state_dict(part)
+
+    def _resume_mismatch(self, key: str, fit, path: str) -> DslcError:
+        return DslcError(Diagnostic("E0602", f"checkpoint {path} does not fit the model `{key}` of the plan "
+                                    f"`{self.plan.name}` (was the .dl file changed since?)", file_name=path,
+                                    notes=fit.notes(), help="start a new run without --resume"))
 
     # ------------------------------------------------------------------ the end
 
