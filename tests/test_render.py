@@ -42,8 +42,16 @@ def test_runs_and_loops_collapse_unless_expanded():
     assert "EncoderBlock ×12" not in vit.diagram("ViT", collapse=False)
     gpt = dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).diagram("GPT")
     assert "Block ×12" in gpt and gpt.count("Embedding") == 2   # a module list's blocks: a run
+    # a repeat of several statements over the running tensor: one block a pass, a run of them
     char_gpt = dslc.load(os.path.join(ROOT, "examples", "shakespeare", "shakespeare.dl")).diagram("CharGPT")
-    assert "repeat ×2" in char_gpt   # a repeat of several statements: a loop
+    assert "CharGPTBlock ×2" in char_gpt
+
+
+def test_a_repeat_that_reads_another_tensor_collapses_as_a_loop(tmp_path):
+    path = tmp_path / "m.dl"
+    path.write_text("model M(dim: int = 8) {\n    input x: [B, dim]\n    y = x -> Linear(dim)\n    h = x\n"
+                    "    repeat 2 {\n        h = (h -> Linear(dim) -> ReLU() -> Linear(dim)) + y\n    }\n    output h\n}\n")
+    assert "repeat ×2" in dslc.load(str(path)).diagram("M")
 
 
 def test_depth_nests_blocks():

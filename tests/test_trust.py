@@ -9,6 +9,7 @@ terminal, and which files are read as source.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import marshal
 import os
@@ -342,9 +343,16 @@ def _reader(fifo) -> tuple:
 
 
 def _release(fifo, thread) -> None:
-    """If the reader still waits (no writer came), open the FIFO for writing so that it ends."""
+    """If the reader still waits (no writer came), open the FIFO for writing so that it ends. A reader
+    that got its writer may still be finishing: it is waited for a moment, and one that closed its
+    end between the check and the open (ENXIO: no reader) is done."""
+    thread.join(0.5)
     if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
     thread.join(5)
 
 
