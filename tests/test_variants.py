@@ -399,3 +399,17 @@ def test_a_parameter_check_whose_other_outcome_is_an_error_reads_as_a_need():
         assert net(torch.randn(2, 5)).shape == (2, 8)   # 5 steps and 3 more
     with pytest.raises(dslc.diagnostics.DslcError, match="E0302"):
         prog.graph("SineForecaster", future=-1)
+
+
+def test_a_run_time_bound_reads_as_a_person_writes_it():
+    """The positional table has `maxlen` rows: forward checks `S > self.maxlen` and says `S <= maxlen`
+    (the requirement is `maxlen - S >= 0`)."""
+    prog, src = _source("translator.dl")
+    assert "if S > self.maxlen:" in src and "maxlen - S" not in src
+    net = prog.module().Translator(emb_size=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                   dim_feedforward=8, maxlen=5).eval()
+    tgt = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^Translator needs S <= maxlen \(translator\.dl:30\), got S = 6$"):
+        net(torch.ones(2, 6, dtype=torch.long), tgt)
+    with torch.no_grad():
+        assert net(torch.ones(2, 5, dtype=torch.long), tgt).shape == (2, 3, 16)

@@ -989,6 +989,7 @@ class _ClassWriter:
             names = sorted({a.name for a in g.atoms() if isinstance(a, Var)})
             if not set(names) <= known:
                 continue
+            g = _as_bound(g)
             cond = _negate(g, printer)
             where = f" ({doc_text(os.path.basename(g.where.file.name))}:{g.where.line})" if g.where is not None else ""
             got = ", ".join(f"{n} = {{{self.forward_atom(Var(n))}}}" for n in names)
@@ -1731,6 +1732,21 @@ def simplified(guards: list) -> list:
 
 
 _NEG = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _as_bound(g: Guard) -> Guard:
+    """`S <= maxlen` for `maxlen - S >= 0`, as a person writes it: a requirement whose one run-time
+    size is subtracted reads as that size's bound (printing only: the guard itself is unchanged)."""
+    if g.op not in (">", ">=") or not g.rhs.is_const():
+        return g
+    sized = [(m, c) for m, c in g.lhs.terms.items() if any(isinstance(a, Var) for a, _ in m)]
+    if len(sized) != 1:
+        return g
+    mono, coef = sized[0]
+    if coef != -1 or len(mono) != 1 or next(iter(mono))[1] != 1:
+        return g
+    size = Poly.atom(next(iter(mono))[0])
+    return Guard(size, "<=" if g.op == ">=" else "<", g.lhs + size - g.rhs, g.where)
 
 
 def _guard_src(g, printer: Printer) -> str:

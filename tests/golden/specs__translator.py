@@ -64,10 +64,10 @@ class Translator(nn.Module):
     def forward(self, src, tgt):
         S = src.shape[1]
         T = tgt.shape[1]
-        if self.maxlen - S < 0:
-            raise ValueError(f"Translator needs maxlen - S >= 0 (translator.dl:30), got S = {S}")
-        if self.maxlen - T < 0:
-            raise ValueError(f"Translator needs maxlen - T >= 0 (translator.dl:30), got T = {T}")
+        if S > self.maxlen:
+            raise ValueError(f"Translator needs S <= maxlen (translator.dl:30), got S = {S}")
+        if T > self.maxlen:
+            raise ValueError(f"Translator needs T <= maxlen (translator.dl:30), got T = {T}")
         src_padding_mask = src == 0
         tgt_padding_mask = tgt == 0
         src_emb = self.positional_encoding(self.src_tok_emb(src))
