@@ -125,3 +125,31 @@ def test_an_error_in_the_body_points_at_the_body_and_the_repeat(tmp_path):
     text = str(e.value)
     assert "bad.dl:5:13: error[E0401]: cannot broadcast [B, 8] with [B, 3]" in text
     assert "in a pass of the `repeat` at" in text and "bad.dl:4:5" in text and "MBlock" not in text
+
+
+def test_a_body_with_a_nested_repeat_is_one_block_too(tmp_path):
+    """The outer pass holds an inner repeat (itself a block a pass): both counts stay live, and the
+    generated class builds other counts with dslc's parameter counts."""
+    path = tmp_path / "n.dl"
+    path.write_text("model N(d: int = 4, n: int = 2, inner: int = 2) {\n    input x: [B, d]\n    h = x\n"
+                    "    repeat n {\n        h = h -> LayerNorm() -> Linear(d)\n        repeat inner {\n"
+                    "            h = h -> Linear(d) -> ReLU()\n            h = h -> Linear(d)\n        }\n    }\n"
+                    "    output h\n}\n")
+    prog = dslc.load(str(path))
+    src = prog.source()
+    assert "was compiled for" not in src and "for _ in range(n)" in src and "for _ in range(inner)" in src
+    module = dslc.api.exec_source(src, "<nested>")
+    for n, inner in ((0, 1), (1, 3), (3, 2)):
+        mine = module.N(n=n, inner=inner)
+        built = prog.build("N", n=n, inner=inner)
+        assert list(mine.state_dict()) == list(built.state_dict())
+        assert sum(p.numel() for p in mine.parameters()) == n * (8 + 20 + inner * 40)   # by hand: d = 4
+
+
+def test_a_recursive_body_names_only_the_users_blocks(tmp_path):
+    path = tmp_path / "r.dl"
+    path.write_text("model M(d: int = 4, n: int = 3) {\n    input x: [B, d]\n    h = x\n    repeat n {\n"
+                    "        h = h -> Linear(d)\n        h = h -> M()\n    }\n    output h\n}\n")
+    with pytest.raises(dslc.diagnostics.DslcError) as e:
+        dslc.load(str(path)).graph("M")
+    assert "E0207" in str(e.value) and "the cycle: M -> M" in str(e.value) and "MBlock" not in str(e.value)

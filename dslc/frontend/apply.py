@@ -497,7 +497,9 @@ class LayerApplication:
         returns how many `input` statements it declares."""
         decl = spec.decl
         if decl.name in ctx.stack:
-            chain = " -> ".join(ctx.stack[ctx.stack.index(decl.name):] + (decl.name,))
+            # a block made of a repeat's body (frontend/bodyblocks.py) is not in the user's text
+            chain = " -> ".join(n for n in ctx.stack[ctx.stack.index(decl.name):] + (decl.name,)
+                                if n not in self.body_block_names)
             hidden = REGISTRY.get(decl.name)
             raise EvalError("E0207", f"`{decl.name}` uses itself", spec.span, label="recursive use",
                             notes=(f"the cycle: {chain}",),

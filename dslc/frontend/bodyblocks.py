@@ -52,13 +52,26 @@ def body_block(stmt: ast.RepeatStmt, decl, scope: dict, unit, taken: set) -> tup
 
 
 def _running_name(body) -> str | None:
-    """The one name every statement of the body assigns, or None."""
-    names = set()
+    """The one name every statement of the body assigns (in a nested `repeat` or `if` too), or None."""
+    names = _assigned(body)
+    return names.pop() if names is not None and len(names) == 1 else None
+
+
+def _assigned(body) -> set | None:
+    names: set = set()
     for s in body:
-        if not isinstance(s, ast.AssignStmt) or len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
+        if isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name):
+            names.add(s.targets[0].id)
+            continue
+        inner = [s.body] if isinstance(s, ast.RepeatStmt) else [s.body, s.orelse] if isinstance(s, ast.IfStmt) else None
+        if inner is None:
             return None
-        names.add(s.targets[0].id)
-    return names.pop() if len(names) == 1 else None
+        for arm in inner:
+            got = _assigned(arm)
+            if got is None:
+                return None
+            names |= got
+    return names
 
 
 def _has_names(node) -> bool:

@@ -51,6 +51,7 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
         self.measured: dict = {}     # id -> (list, tuple or dict, items, nesting): see _collection
         self.sites: dict = {}        # id(declaration) -> its layers' call sites (frontend/sites.py)
         self.body_blocks: dict = {}  # id(repeat statement) -> the block made of its body (frontend/bodyblocks.py)
+        self.body_block_names: set = set()   # those blocks' names
 
     # ------------------------------------------------------------------ entry points
 

@@ -465,6 +465,7 @@ class StatementEvaluation:
         if made[1] is None:
             return stmt
         rewritten, block = made[1]
+        self.body_block_names.add(block.name)
         ctx.scope[block.name] = DeclRef(block)
         return rewritten
 
