@@ -116,13 +116,19 @@ def test_a_body_that_reads_another_tensor_or_makes_one_layer_runs_as_written(tmp
     assert "class MBlock" not in src and "nn.ModuleList([nn.Linear(dim, dim) for _ in range(depth)])" in src
 
 
-def test_an_error_in_the_body_points_at_the_body_and_the_repeat(tmp_path):
+def _error(tmp_path, text: str) -> str:
+    """The diagnostics of a spec whose model `M` does not check."""
     path = tmp_path / "bad.dl"
-    path.write_text("model M(dim: int = 8, depth: int = 3) {\n    input x: [B, dim]\n    h = x\n    repeat depth {\n"
-                    "        h = h + (h -> Linear(3))\n        h = h -> Linear(dim)\n    }\n    output h\n}\n")
+    path.write_text(text)
     with pytest.raises(dslc.diagnostics.DslcError) as e:
         dslc.load(str(path)).graph("M")
-    text = str(e.value)
+    return str(e.value)
+
+
+def test_an_error_in_the_body_points_at_the_body_and_the_repeat(tmp_path):
+    text = _error(tmp_path, "model M(dim: int = 8, depth: int = 3) {\n    input x: [B, dim]\n    h = x\n"
+                            "    repeat depth {\n        h = h + (h -> Linear(3))\n        h = h -> Linear(dim)\n"
+                            "    }\n    output h\n}\n")
     assert "bad.dl:5:13: error[E0401]: cannot broadcast [B, 8] with [B, 3]" in text
     assert "in a pass of the `repeat` at" in text and "bad.dl:4:5" in text and "MBlock" not in text
 
@@ -147,9 +153,6 @@ def test_a_body_with_a_nested_repeat_is_one_block_too(tmp_path):
 
 
 def test_a_recursive_body_names_only_the_users_blocks(tmp_path):
-    path = tmp_path / "r.dl"
-    path.write_text("model M(d: int = 4, n: int = 3) {\n    input x: [B, d]\n    h = x\n    repeat n {\n"
-                    "        h = h -> Linear(d)\n        h = h -> M()\n    }\n    output h\n}\n")
-    with pytest.raises(dslc.diagnostics.DslcError) as e:
-        dslc.load(str(path)).graph("M")
-    assert "E0207" in str(e.value) and "the cycle: M -> M" in str(e.value) and "MBlock" not in str(e.value)
+    text = _error(tmp_path, "model M(d: int = 4, n: int = 3) {\n    input x: [B, d]\n    h = x\n    repeat n {\n"
+                            "        h = h -> Linear(d)\n        h = h -> M()\n    }\n    output h\n}\n")
+    assert "E0207" in text and "the cycle: M -> M" in text and "MBlock" not in text
