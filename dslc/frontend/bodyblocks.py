@@ -21,6 +21,7 @@ import dataclasses
 
 from ..ir.values import TensorValue
 from . import ast
+from .loopvars import ast_nodes, names_in
 from .sites import call_sites
 
 PLAIN_TYPES = ("int", "float", "bool", "str")
@@ -33,18 +34,21 @@ class BodyBlockDecl(ast.BlockDecl):
 
 
 def body_block(stmt: ast.RepeatStmt, decl, scope: dict, unit, taken: set) -> tuple | None:
-    """(the repeat rewritten to apply one block per pass, that block's declaration), or None."""
+    """(the repeat rewritten to apply one block per pass, that block's declaration), or None. `taken`:
+    the names of the blocks made so far, to which this one's is added."""
     target = _running_name(stmt.body)
-    if target is None or not isinstance(scope.get(target), TensorValue) or _has_names(stmt.body):
+    if target is None or not isinstance(scope.get(target), TensorValue) or \
+            any(isinstance(n, ast.AsName) for n in ast_nodes(stmt.body)):   # `as`: refused on every pass as it is
         return None
     params = _block_params(stmt.body, target, decl, scope)
     if params is None:
         return None
-    block = BodyBlockDecl(stmt.span, _fresh_name(decl.name, unit, taken), stmt.span, tuple(params),
+    block = BodyBlockDecl(stmt.span, "", stmt.span, tuple(params),
                           (ast.InputStmt(stmt.span, target, stmt.span, None, None, None),) + stmt.body
                           + (ast.OutputStmt(stmt.span, (ast.Name(stmt.span, target),)),), repeat_of=decl.name)
-    if sum(1 for _ in call_sites(block, unit)) < 2:
+    if len(call_sites(block, unit)) < 2:
         return None   # one layer a pass: the loop is already a list of it
+    block = dataclasses.replace(block, name=_fresh_name(decl.name, unit, taken))
     call = ast.Call(stmt.span, ast.Name(stmt.span, block.name), tuple(ast.Name(stmt.span, p.name) for p in params), ())
     apply = ast.AssignStmt(stmt.span, (ast.Name(stmt.span, target),),
                            ast.Pipe(stmt.span, (ast.Name(stmt.span, target), call)))
@@ -74,22 +78,11 @@ def _assigned(body) -> set | None:
     return names
 
 
-def _has_names(node) -> bool:
-    """Whether the body names a layer (`as`), which a repeat refuses on every pass as it is."""
-    if isinstance(node, ast.AsName):
-        return True
-    if isinstance(node, tuple):
-        return any(_has_names(x) for x in node)
-    if dataclasses.is_dataclass(node):
-        return any(_has_names(getattr(node, f.name)) for f in dataclasses.fields(node))
-    return False
-
-
 def _block_params(body, target: str, decl, scope: dict) -> list | None:
     """The model's parameters the body reads, as the block's (its declared types); None where the body
     reads another value of the model (a local, a layer, a parameter without a plain type)."""
     declared = {p.name: p for p in decl.params}
-    read = _names(body) - {target}
+    read = names_in(body) - {target}
     out = []
     for name in read:
         if name not in scope:
@@ -100,16 +93,6 @@ def _block_params(body, target: str, decl, scope: dict) -> list | None:
         out.append(ast.ParamDecl(p.span, p.name, p.type, None))
     order = list(declared)
     return sorted(out, key=lambda p: order.index(p.name))
-
-
-def _names(node) -> set:
-    if isinstance(node, ast.Name):
-        return {node.id}
-    if isinstance(node, tuple):
-        return set().union(*(_names(x) for x in node)) if node else set()
-    if dataclasses.is_dataclass(node):
-        return set().union(*(_names(getattr(node, f.name)) for f in dataclasses.fields(node)))
-    return set()
 
 
 def _fresh_name(model: str, unit, taken: set) -> str:

@@ -51,7 +51,7 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
         self.measured: dict = {}     # id -> (list, tuple or dict, items, nesting): see _collection
         self.sites: dict = {}        # id(declaration) -> its layers' call sites (frontend/sites.py)
         self.body_blocks: dict = {}  # id(repeat statement) -> the block made of its body (frontend/bodyblocks.py)
-        self.body_block_names: set = set()   # those blocks' names
+        self.body_block_names: set = set()   # those blocks' names, in the whole program
 
     # ------------------------------------------------------------------ entry points
 
@@ -88,7 +88,7 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Nam
 
     def name_instances(self, graph: Graph, decl) -> None:
         """The attribute names of a graph's layers, numbered by their call sites in `decl`."""
-        blocks = frozenset(k for k, v in self.body_blocks.items() if isinstance(k, int) and v[1] is not None)
+        blocks = frozenset(k for k, (_, made) in self.body_blocks.items() if made is not None)
         key = (id(decl), blocks)
         if key not in self.sites:
             self.sites[key] = (decl, call_sites(decl, self.unit, blocks))   # the decl kept: its id stays its own

@@ -458,14 +458,12 @@ class StatementEvaluation:
         if ctx.kind not in ("model", "block"):
             return stmt   # a plan's step makes no layers (E0513)
         made = self.body_blocks.get(id(stmt))
-        if made is None:
-            taken = self.body_blocks.setdefault(("names", id(ctx.decl)), (ctx.decl, set()))[1]
-            made = (stmt, body_block(stmt, ctx.decl, ctx.scope, self.unit, taken))
-            self.body_blocks[id(stmt)] = made
+        if made is None:   # the statement kept beside it: its id stays its own
+            made = self.body_blocks[id(stmt)] = (stmt, body_block(stmt, ctx.decl, ctx.scope, self.unit,
+                                                                  self.body_block_names))
         if made[1] is None:
             return stmt
         rewritten, block = made[1]
-        self.body_block_names.add(block.name)
         ctx.scope[block.name] = DeclRef(block)
         return rewritten
 
