@@ -14,36 +14,12 @@ def node_macs(graph: Graph, node: Node, sizes: dict):
     op = node.op
     if op.macs is None:
         return 0
-
-    def known_value(a):   # run-time sizes from `sizes`; parameters and block input sizes from the graph
-        return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+    known = _known_values(graph, sizes)
     # the known values go into the shapes first: a product of shapes still in a block's parameters
     # (`upsample * (H // 4) + 2 * (k // 2)`, squared) could outgrow a polynomial's limit
-    types = [_known(graph.type_of(r), known_value) for r in op.positional(node.args, node.inputs)]
-    value = op.macs(Bound(op, dict(node.args), types), [_known(t, known_value) for t in node.outputs])
-    if isinstance(value, Sym):
-        total = value.poly.evaluate(known_value)
-        if total is None:  # depends on a size with no value: keep it as a polynomial in that size
-            return value.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
-        return int(total)
-    return int(plain(value))
-
-
-def _known(t, known_value):
-    """A tensor type whose run-time dims hold the values known here (the rest stay symbolic)."""
-    if not any(isinstance(d, Sym) for d in t.shape):
-        return t
-    return t.with_shape(tuple(_known_dim(d, known_value) for d in t.shape))
-
-
-def _known_dim(d, known_value):
-    if not isinstance(d, Sym):
-        return d
-    total = d.poly.evaluate(known_value)
-    if total is not None:
-        return int(total)
-    p = d.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
-    return make_dim(p, None)
+    types = [_known_type(graph.type_of(r), known) for r in op.positional(node.args, node.inputs)]
+    value = op.macs(Bound(op, dict(node.args), types), [_known_type(t, known) for t in node.outputs])
+    return _with_known(value.poly, known) if isinstance(value, Sym) else int(plain(value))
 
 
 def scan_steps(graph: Graph, node: Node, sizes: dict):
@@ -53,13 +29,29 @@ def scan_steps(graph: Graph, node: Node, sizes: dict):
     steps = graph.type_of(node.inputs[0]).shape[scan["dim"]] + plain(scan["future"])
     if not isinstance(steps, Sym):
         return int(plain(steps))
+    return _with_known(steps.poly, _known_values(graph, sizes))
 
-    def known_value(a):
-        return sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
-    total = steps.poly.evaluate(known_value)
-    if total is None:
-        return steps.poly.subst(lambda a: Poly.const(known_value(a)) if known_value(a) is not None else None)
-    return int(total)
+
+def _known_values(graph: Graph, sizes: dict):
+    """An atom's value where it is known: run-time sizes from `sizes`, parameters and block input
+    sizes from the graph's own values."""
+    return lambda a: sizes.get(a.name) if isinstance(a, Var) else graph.atom_env.get(a)
+
+
+def _with_known(poly: Poly, known):
+    """`poly` with the known values put in: an int, or a Poly in the sizes with no value."""
+    total = poly.evaluate(known)
+    if total is not None:
+        return int(total)
+    return poly.subst(lambda a: Poly.const(known(a)) if known(a) is not None else None)
+
+
+def _known_type(t, known):
+    """A tensor type whose run-time dims hold the values known here (the rest stay symbolic)."""
+    if not any(isinstance(d, Sym) for d in t.shape):
+        return t
+    dims = (d if not isinstance(d, Sym) else _with_known(d.poly, known) for d in t.shape)
+    return t.with_shape(tuple(d if not isinstance(d, Poly) else make_dim(d, None) for d in dims))
 
 
 def times(macs, steps):
