@@ -111,6 +111,16 @@ class OnnxBuilder:
         finally:
             self.nodes, self._symbol_values = saved
 
+    @contextmanager
+    def block(self, scope: str, atom_values: dict):
+        """Emit a block's nodes: named under `scope`, its sizes read with its own parameter values."""
+        saved = self.scope, self._atom_values
+        self.scope, self._atom_values = scope, atom_values
+        try:
+            yield
+        finally:
+            self.scope, self._atom_values = saved
+
     def initializer(self, name: str, array) -> str:
         if name not in self.initializers:
             self.initializers[name] = np.ascontiguousarray(array)
@@ -295,10 +305,8 @@ def _emit_graph(b: OnnxBuilder, graph: Graph, values: dict, state: dict, prefix:
 def _emit_call(b: OnnxBuilder, node: Node, inst, values: dict, state: dict, prefix: str) -> None:
     sub: Graph = node.args["graph"]
     inner = {ref: values[outer] for (_, ref), outer in zip(sub.inputs, node.inputs)}
-    scope, b.scope = b.scope, f"{prefix}{inst.name}/"
-    values_of, b._atom_values = b._atom_values, sub.atom_env   # the sizes in there use its parameters
-    _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
-    b.scope, b._atom_values = scope, values_of
+    with b.block(f"{prefix}{inst.name}/", sub.atom_env):
+        _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
     for i, (_, ref) in enumerate(sub.outputs):
         values[Ref(node.id, i)] = inner[ref]
 
@@ -352,10 +360,8 @@ def _scan_body(b: OnnxBuilder, node: Node, inst, state: dict, prefix: str, elem:
         head = [b.fresh("i"), b.fresh("cond_in")] if loop else []
         x_t = b.op("Unsqueeze", [x_in, b.ints([dim])], hint="x_t") if keepdim and not loop else x_in
         inner = {ref: v for (_, ref), v in zip(sub.inputs, [x_t] + states)}
-        scope, b.scope = b.scope, f"{prefix}{inst.name}/"
-        values_of, b._atom_values = b._atom_values, sub.atom_env
-        _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
-        b.scope, b._atom_values = scope, values_of
+        with b.block(f"{prefix}{inst.name}/", sub.atom_env):
+            _emit_graph(b, sub, inner, state, f"{prefix}{inst.name}.")
         y, *after = [inner[ref] for _, ref in sub.outputs]
         after = [b.op("Identity", [v], hint="state_out") for v in after]
         collected = b.op("Squeeze", [y, b.ints([dim])], hint="y") if keepdim and not loop else \
