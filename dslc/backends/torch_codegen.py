@@ -395,7 +395,7 @@ class _ClassWriter:
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
                    f"`dslc compile --set` to change that")
             if getattr(g, "where", None) is not None:   # a check whose other outcome is an error (ir/dims.py)
-                msg = f"{self.graph.name} needs {fact} ({doc_text(os.path.basename(g.where.file.name))}:{g.where.line})"
+                msg = f"{self.graph.name} needs {fact} ({_position(g.where)})"
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         for p, v in self.graph.params.items():
             if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
@@ -991,7 +991,7 @@ class _ClassWriter:
                 continue
             g = _as_bound(g)
             cond = _negate(g, printer)
-            where = f" ({doc_text(os.path.basename(g.where.file.name))}:{g.where.line})" if g.where is not None else ""
+            where = f" ({_position(g.where)})" if g.where is not None else ""
             got = ", ".join(f"{n} = {{{self.forward_atom(Var(n))}}}" for n in names)
             msg = f"{self.graph.name} needs {g.to_python(_doc_atom)}{where}".replace("{", "{{").replace("}", "}}")
             out += [f"if {cond}:", f"{INDENT}raise ValueError(f{py_str(msg + ', got ' + got)})"]
@@ -1104,8 +1104,12 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
 
 def _where(graph: Graph) -> str:
     """`resnet.dl:21`: where the spec declares the model or block ('' when nowhere)."""
-    decl = graph.decl
-    return f"{doc_text(os.path.basename(decl.span.file.name))}:{decl.span.line}" if decl is not None else ""
+    return _position(graph.decl.span) if graph.decl is not None else ""
+
+
+def _position(span) -> str:
+    """`resnet.dl:21`: a spec position as a generated message names it."""
+    return f"{doc_text(os.path.basename(span.file.name))}:{span.line}"
 
 
 def _common_aliases(groups: list) -> dict:
