@@ -85,7 +85,9 @@ class Sample:
     def __init__(self, step: int, epoch: int):
         self.step, self.epoch = step, epoch
         self.values: dict = {}
+        self.pending: dict = {}    # layer -> its output's statistics, not yet read back
         self.before: dict = {}     # layer -> its weights before the step
+        self.sizes: dict = {}      # layer -> their norm
         self.measured: set = set() # the steps whose gradients were measured ...
         self.weighed: set = set()  # ... and whose weights were, after their optimizer step
         self.total = 0.0           # the squared norm of every parameter's gradient so far
@@ -93,44 +95,66 @@ class Sample:
         self.ungraded: set = set() # ... and those whose parameters had none (`.grad` None)
 
     def activation(self, layer: Layer, output) -> None:
+        """Its output's statistics, kept as a tensor: `settle` reads every layer's back at once."""
         x = output[0] if isinstance(output, (tuple, list)) else output
         if not torch.is_tensor(x) or not x.is_floating_point() or x.numel() == 0:
             return
-        x = x.detach().float()
-        zero = (x <= 0) if layer.feeds_relu else (x == 0)
-        std, mean = torch.std_mean(x) if x.numel() > 1 else (x.new_zeros(()), x.mean())
-        mean, std, zero = torch.stack([mean, std, zero.float().mean()]).tolist()   # one read back
-        self.values.update({f"act_mean/{layer.name}": mean, f"act_std/{layer.name}": std,
-                            f"act_zero/{layer.name}": zero})
+        with torch.no_grad():
+            x = x.detach() if x.dtype == torch.float32 else x.detach().float()
+            n = x.numel()
+            mean = x.mean()
+            # two passes (the mean, then the deviations' norm): torch.std_mean gives the same figure
+            # several times slower on CPU, and one pass over the sum of squares loses it to cancellation
+            std = torch.linalg.vector_norm(x - mean) / math.sqrt(n - 1) if n > 1 else torch.zeros_like(mean)
+            zeros = torch.count_nonzero(x <= 0) if layer.feeds_relu else n - torch.count_nonzero(x)
+            self.pending[layer.name] = (torch.stack([mean, std, zeros.to(mean.dtype)]), n)
+
+    def settle(self) -> None:
+        """The activations' statistics as numbers (one read back for every layer)."""
+        if not self.pending:
+            return
+        rows = torch.stack([stats for stats, _ in self.pending.values()]).tolist()
+        for (name, (_, count)), (mean, std, zeros) in zip(self.pending.items(), rows):
+            self.values.update({f"act_mean/{name}": mean, f"act_std/{name}": std, f"act_zero/{name}": zeros / count})
+        self.pending = {}
 
     def gradients(self, step_name: str, params: list, layers: dict) -> None:
         """Before the optimizer step of `step_name`, which updates `params`; `layers`: the watched
         layers among them."""
-        grads = {n: [p.grad for p in ps if p.grad is not None] for n, ps in layers.items()}
-        # a layer whose parameters have no `.grad` at all is one the loss does not reach: its gradients did
-        # not vanish, there are none, so it gets no grad_norm (Warnings says so once, as W0705)
-        self.ungraded |= {n for n, gs in grads.items() if not gs}
-        grads = {n: gs for n, gs in grads.items() if gs}
-        self.graded |= set(grads)
-        norms = [_norm(gs) for gs in grads.values()]
-        values = torch.stack(norms + [_norm([p.grad for p in params if p.grad is not None])]).tolist()
-        for name, value in zip(grads, values):
-            self.values[f"grad_norm/{name}"] = value
-        self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
-        self.total += values[-1] ** 2
+        graded = [p for p in params if p.grad is not None]
+        watched = [p for ps in layers.values() for p in ps]
+        squares = _squares([p.grad for p in graded] + watched)   # the gradients', then the weights' before the step
+        by_param = dict(zip(map(id, graded), squares))
+        before = dict(zip(map(id, watched), squares[len(graded):]))
+        for name, ps in layers.items():
+            mine = [by_param[id(p)] for p in ps if p.grad is not None]
+            if not mine:
+                # a layer whose parameters have no `.grad` at all is one the loss does not reach: its gradients
+                # did not vanish, there are none, so it gets no grad_norm (Warnings says so once, as W0705)
+                self.ungraded.add(name)
+                continue
+            self.graded.add(name)
+            self.values[f"grad_norm/{name}"] = math.sqrt(sum(mine))
+        self.sizes = {name: math.sqrt(sum(before[id(p)] for p in ps)) for name, ps in layers.items()}
+        with torch.no_grad():
+            self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
+        self.total += sum(squares[:len(graded)])
         self.values["grad_norm"] = math.sqrt(self.total)   # torch's clip_grad_norm_ over every step's
         self.measured.add(step_name)
 
     def weights(self, step_name: str, layers: dict) -> None:
         names = [n for n in layers if n in self.before]
-        norms = [_norm(ps) for ps in layers.values()]
-        norms += [_norm(self.before[n]) for n in names]
-        norms += [_norm([p.detach() - o for p, o in zip(layers[n], self.before[n])]) for n in names]
-        values = torch.stack(norms).tolist() if norms else []
-        for name, value in zip(layers, values):
+        after = [p for ps in layers.values() for p in ps]
+        old = [t for n in names for t in self.before[n]]
+        with torch.no_grad():
+            changes = torch._foreach_sub([p.detach() for n in names for p in layers[n]], old) if old else []
+        squares = _squares(after + list(changes))
+        sums = _sums(squares[:len(after)], layers.values())
+        for name, value in zip(layers, sums):
             self.values[f"weight_norm/{name}"] = value
-        sizes, changes = values[len(layers):len(layers) + len(names)], values[len(layers) + len(names):]
-        for name, size, change in zip(names, sizes, changes):
+        moved = _sums(squares[len(after):], [layers[n] for n in names])
+        for name, change in zip(names, moved):
+            size = self.sizes[name]
             self.values[f"update_ratio/{name}"] = change / size if size > 0 else 0.0
         self.before = {}
         self.weighed.add(step_name)
@@ -140,10 +164,23 @@ class Sample:
         return bool(self.measured) and self.weighed == self.measured
 
 
-def _norm(tensors) -> torch.Tensor:
-    """The L2 norm of several tensors together, as a tensor: the caller reads all of them back at once."""
-    norms = [_whole(torch.linalg.vector_norm(t.detach(), dtype=torch.float32)) for t in tensors]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+def _squares(tensors: list) -> list:
+    """Each tensor's squared L2 norm, as floats: one foreach call and one read back for all of them
+    (a few dozen separate norms cost as much as a small model's batch)."""
+    if not tensors:
+        return []
+    with torch.no_grad():
+        norms = torch._foreach_norm([t.detach() for t in tensors], 2, dtype=torch.float32)
+        return [v * v for v in torch.stack([_whole(n) for n in norms]).tolist()]
+
+
+def _sums(squares: list, groups) -> list:
+    """The L2 norm of each group of tensors, from their squared norms in order."""
+    out, at = [], 0
+    for group in groups:
+        out.append(math.sqrt(sum(squares[at:at + len(group)])))
+        at += len(group)
+    return out
 
 
 def _whole(norm: torch.Tensor) -> torch.Tensor:
@@ -206,6 +243,7 @@ class HealthWatch(Callback):
         if self.sample is None or not self.sample.complete:
             return
         sample, self.sample = self.sample, None
+        sample.settle()
         self.warnings.check(trainer, sample, self.layers, self.log_every)
         if done == trainer.epoch_batches:   # the epoch's last batch: its sample joins the epoch's line
             self.epoch_sample = sample.values
