@@ -117,8 +117,10 @@ def test_constructor_arguments_mean_what_dslc_compiles(name):
 
 
 def test_structural_parameters_are_checked(tmp_path):
-    """A repeat of one block keeps its count live (a module list); a structure unrolled from a list
-    parameter is fixed, and the constructor says so for other values."""
+    """A repeat of one block keeps its count live (a module list), and so does a chain of layers
+    looping over a list (`x = x -> Linear(w)`: torchvision's make_layers); a structure unrolled from a
+    list parameter (a residual sum is no chain) is fixed, and the constructor says so for other values."""
+    import torch
     prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
     mod = exec_source(prog.source(["ViT"]), "<vit>")
     count = sum(p.numel() for p in mod.ViT(depth=6).parameters())
@@ -127,8 +129,14 @@ def test_structural_parameters_are_checked(tmp_path):
     path.write_text("model M(widths: list = [8, 4]) {\n    input x: [B, 2]\n    for w in widths { x = x -> Linear(w) }\n"
                     "    output x\n}\n", encoding="utf-8")
     mod = exec_source(dslc.load(str(path)).source(), "<w>")
-    with pytest.raises(ValueError, match=r"widths=\[8, 4\]"):
-        mod.M(widths=[3])
+    shapes = [tuple(p.shape) for p in mod.M(widths=[3, 5, 7]).parameters()]
+    assert shapes == [(3, 2), (3,), (5, 3), (5,), (7, 5), (7,)]   # nn.Linear(2, 3), (3, 5), (5, 7)
+    assert mod.M(widths=[])(torch.ones(1, 2)).tolist() == [[1.0, 1.0]]
+    path.write_text("model M(widths: list = [8, 8]) {\n    input x: [B, 8]\n    for w in widths { x = x + Linear(w)(x) }\n"
+                    "    output x\n}\n", encoding="utf-8")
+    mod = exec_source(dslc.load(str(path)).source(), "<w>")
+    with pytest.raises(ValueError, match=r"widths=\[8, 8\]"):
+        mod.M(widths=[8])
 
 
 def test_block_arguments_from_input_sizes_are_not_resubstituted(tmp_path):

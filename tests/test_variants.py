@@ -13,6 +13,7 @@ from zoo_case import CifarBasicBlock
 from zoo_vision import StyleUpsampleConvLayer
 
 import dslc
+from dslc.api import exec_source
 from dslc.backends import variants
 
 SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
@@ -232,15 +233,19 @@ model Net {
 """
 
 
-def test_specializations_that_differ_by_a_count_stay_separate_classes(tmp_path):
-    """Stages that unroll `repeat convs` (two layers a pass): one class per count, each saying its count
-    (DenseNet's dense block, a list made in a loop, is one class whose count is an argument)."""
+def test_specializations_that_differ_by_a_count_are_one_class_with_a_loop(tmp_path):
+    """Stages that unroll `repeat convs` (two layers a pass) are one class that loops over the count
+    (backends/loops.py), as torchvision's make_layers; DenseNet's dense block, a list made in a loop,
+    is one class whose count is an argument."""
     path = tmp_path / "stages.dl"
     path.write_text(STAGES, encoding="utf-8")
-    src = dslc.load(str(path)).source()
-    assert _classes(src) == ["Stage", "Stage2", "Net"]
-    assert re.search(r"class Stage2\(nn.Sequential\):\n    \"\"\"The block `Stage` \(stages.dl:\d+\), "
-                     r"built for convs == 2", src)
+    prog = dslc.load(str(path))
+    src = prog.source()
+    assert _classes(src) == ["Stage", "Net"] and "for _ in range(convs):" in src and "built for" not in src
+    net = exec_source(src, "<stages>").Net()
+    assert [len(net.stage1), len(net.stage2)] == [3, 5]   # 1 and 2 passes of conv-ReLU, then the pool
+    assert {k: v.shape for k, v in net.state_dict().items()} == \
+        {k: v.shape for k, v in prog.build("Net").state_dict().items()}
     _, dense = _source("densenet.dl")
     assert "DenseBlock2" not in _classes(dense) and "for i in range(layers)" in dense
 

@@ -50,13 +50,17 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   torchvision builds ViT's `encoder.layers` and DenseNet's `denseblock1.denselayer1`.
   A `for` over a list parameter in such a chain is a Python loop that appends the layers,
   the list a constructor argument, as torchvision's `make_layers` builds VGG
-  (`for width, convs in config:`, one `VGGFeatures` class for all four VGGs).
+  (`for width, convs in config:`, one `VGGFeatures` class for all four VGGs). So is an
+  unnamed `repeat depth { Linear(width) Sigmoid() }` that unrolls in such a chain:
+  `for _ in range(depth):` appends a pass's layers and `in_features = width` follows the
+  running size, so `depth` stays an argument (0 included) and a block that loops so
+  leaves its caller's count live too (`Stage(16, depth)`).
 - **A straight-line `forward`.** One statement per operation of the spec, in the spec's
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every
   line is one step of the spec, and a traceback points at it.
 - **Where Python does not say it yet.** Where uses of a block differ in structure
-  (a different number of repeats, a branch taken or not), the generator writes one
+  (a different number of repeats outside a chain, a branch taken or not), the generator writes one
   class for each, numbered (`Stage2`) and with a docstring saying what it was built
   for, and writes repeats out one line per iteration. These are most of the
   difference from the twins in the table below.

@@ -276,6 +276,7 @@ class Template:
         self.loop_names: dict = {}      # loop variable -> its Python name
         self.carried: str | None = None
         self.live: set = set()          # the parameters the lines read
+        self.counts: list = []          # the guards of the repeat counts written as loops
 
     def lines(self, chain: list) -> list[str]:
         top = {n: loop for loop in self.graph.list_loops for p in loop.passes for n in p}
@@ -388,13 +389,18 @@ class Template:
         stmt = loop.stmt
         if any(n not in self.graph.nodes for p in loop.passes for n in p):
             raise NotLoopable("optimization passes changed the layers it made")
-        head = self._loop_head(stmt.names, py_text(stmt.iterable, self.name))
-        _unpacks(stmt.names, loop.items)
+        if isinstance(stmt, ast.RepeatStmt):   # an unrolled `repeat depth`: `for _ in range(depth):`
+            self._reads(stmt.count, env)
+            head, names = f"for _ in range({py_text(stmt.count, self.name)}):", ()
+            self.counts.append(loop.guard)
+        else:
+            head, names = self._loop_head(stmt.names, py_text(stmt.iterable, self.name)), stmt.names
+        _unpacks(names, loop.items)
         lines = self.flush(state)
         state.dependent = True
         body = None
         for item, made in zip(loop.items, loop.passes):
-            inner = dict(env, **_bound(stmt.names, item))
+            inner = dict(env, **_bound(names, item))
             cursor = list(made)
             tree = self.body(stmt.body, inner, state, cursor) + self.flush(state)
             if cursor:
@@ -422,8 +428,8 @@ class Template:
     def body(self, stmts: tuple, env: dict, state: State, cursor: list) -> list:
         out = []
         for s in stmts:
-            if isinstance(s, ast.ExprStmt):
-                for call in _calls(s.value):
+            if isinstance(s, ast.ExprStmt) or _running(s):
+                for call in _calls(s.value)[1 if isinstance(s, ast.AssignStmt) else 0:]:
                     out += self.element(self._next(call, cursor), env, state)
             elif isinstance(s, ast.IfStmt):
                 out += self.branch(s, env, state, cursor)
@@ -475,9 +481,17 @@ class Template:
             raise NotLoopable(f"it decides on `{sorted(missing)[0]}`, which is not a parameter or loop variable")
 
 
+def _running(s) -> bool:
+    """`h = h -> Block(dim)`: layers applied to the running value (the graph is a chain), as the
+    one-block-per-pass body of a `repeat` is written (frontend/bodyblocks.py)."""
+    return isinstance(s, ast.AssignStmt) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name) \
+        and isinstance(s.value, ast.Pipe) and isinstance(s.value.stages[0], ast.Name) \
+        and s.value.stages[0].id == s.targets[0].id
+
+
 def _calls(e) -> list:
     stages = e.stages if isinstance(e, ast.Pipe) else (e,)
-    if not all(isinstance(c, ast.Call) for c in stages):
+    if not all(isinstance(c, ast.Call) for c in stages[1 if isinstance(stages[0], ast.Name) else 0:]):
         raise NotLoopable("a statement in it is more than layer calls")
     return list(stages)
 

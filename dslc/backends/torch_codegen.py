@@ -54,6 +54,7 @@ class ClassInfo:
     heading: str = ""                    # "The block `X` (file:line)"
     facts: list | None = None            # guards true for every use of this class
     graphs: list = field(default_factory=list)   # the block specializations it is written for
+    loops: set = field(default_factory=set)      # the spans of the unrolled loops it writes as Python loops
 
     def source(self) -> str:
         """The class, documented: what it was built for (a fact on arguments its constructor takes is
@@ -168,10 +169,11 @@ class Generator:
         if key in self.by_code and not top:
             info = self.by_code[key]
             info.facts = [f for f in info.facts if f in facts]  # what holds for every use
+            info.loops &= body.loops()
         else:
             name = self.names.claim(graph.name)
             self.class_names.add(name)
-            info = ClassInfo(name, signature, code.replace("__CLASS__", name), heading, facts)
+            info = ClassInfo(name, signature, code.replace("__CLASS__", name), heading, facts, loops=body.loops())
             self.classes.append(info)
             if not top:
                 self.by_code[key] = info
@@ -237,6 +239,7 @@ class _ClassWriter:
         self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
         self.live: set = set()             # list parameters a Python loop reads (backends/loops.py)
         self.unlooped: str | None = None   # why a list loop stays unrolled
+        self.looped: set = set()           # the guards of repeat counts a Python loop keeps (`depth == 30`)
 
     # ---------------------------------------------------------------- naming of atoms
 
@@ -384,12 +387,31 @@ class _ClassWriter:
         made_of = getattr(self.graph.decl, "repeat_of", None)   # a repeat's body (frontend/bodyblocks.py)
         if made_of:
             heading = f"One pass of `{made_of}`'s `repeat` ({where})"
-        facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self.graph.guards))]
+        facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self._own_guards()))]
         return heading, facts
+
+    def _own_guards(self) -> list:
+        """The graph's guards but those of the repeat counts the class keeps as loops."""
+        looped = self.loops()
+        return [g for g in self.graph.guards if getattr(g, "loop", None) not in looped]   # ir/dims.py LoopCount
+
+    def loops(self) -> set:
+        """The spans of the loops this class writes as Python loops: its own, and a block's loop that
+        every block of the class that has it writes as one (`Stage(16, depth)`: the count is the
+        caller's argument too); a loop some block of it unrolls keeps its guard."""
+        out = {g.loop for g in self.looped}
+        seen: dict = {}   # loop span -> every block that has it loops it
+        for inst in self.graph.instances.values():
+            if inst.kind != "block" or inst.id in self.external:
+                continue
+            info = self.gen.class_for(inst.graph)
+            for loop in {getattr(g, "loop", None) for g in inst.graph.guards} - {None}:
+                seen[loop] = seen.get(loop, True) and loop in info.loops
+        return out | {span for span, looped in seen.items() if looped}
 
     def _guards(self, printer: Printer) -> list[str]:
         out = []
-        for g in simplified(_facts(self.graph.guards)):
+        for g in simplified(_facts(self._own_guards())):
             fact = _guard_src(g, printer)
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
@@ -596,6 +618,7 @@ class _ClassWriter:
             self.unlooped = str(why)
             return []
         self.live = template.live
+        self.looped = set(template.counts)
         body, carried = loops.reuse_argument(body, template.carried, sorted(self.pseudo.values()))
         return loops.constructor(body, carried)
 

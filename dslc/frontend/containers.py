@@ -49,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..diagnostics import Label
-from ..ir.dims import Poly, Size, record
+from ..ir.dims import Poly, Size, record, record_count
 from ..ir.graph import Container, Graph
 from ..ir.keys import value_key
 from ..ir.naming import attribute_problem
@@ -73,8 +73,9 @@ class Loop:
     name_span: object
     span: object
     settled: int | None = 0
-    stmt: object = None      # a `for`: its statement, and the items its passes ran with
+    stmt: object = None      # its statement; a `for`'s items its passes ran with
     items: tuple = ()
+    guard: object = None     # unrolled: the guard of its count (ir/dims.py LoopCount)
 
     @property
     def word(self) -> str:
@@ -119,13 +120,21 @@ def finish_loops(ctx: Ctx) -> None:
 class ListLoop:
     """A `for` over a list parameter (`for width in widths`) as it ran: its statement, the items of
     each pass and the nodes each pass made. The generated PyTorch may build its layers in a Python
-    loop over the list, the list a constructor argument (backends/loops.py)."""
-    stmt: ast.ForStmt
+    loop over the list, the list a constructor argument (backends/loops.py). An unnamed `repeat`
+    over a parameter that unrolled (its passes are no module list) is one too, its items empty:
+    `for _ in range(depth):` with the layers it makes, so `depth` stays an argument."""
+    stmt: object           # ast.ForStmt, or ast.RepeatStmt
     items: tuple
     passes: tuple
+    guard: object = None   # a repeat's count's guard (`depth == 30`): gone where it is written as a loop
 
 
 def _note_list_loop(loop: Loop, graph: Graph) -> None:
+    if loop.kind == "repeat":
+        if loop.name is None and isinstance(loop.stmt, ast.RepeatStmt) and loop.guard is not None:
+            graph.list_loops.append(ListLoop(loop.stmt, ((),) * len(loop.passes),
+                                             tuple(tuple(p) for p in loop.passes), loop.guard))
+        return
     if loop.kind != "for" or loop.stmt is None or loop.stmt.iterable is not _iterable(loop.stmt):
         return   # a named loop (`for ... as layers`) is a module list or an error
     lists = {p for p, v in graph.params.items() if isinstance(v, (list, tuple))}
@@ -140,7 +149,7 @@ def _iterable(stmt: ast.ForStmt):
 def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
     graph = ctx.graph
     if not loop.passes:   # no pass: nothing to keep, and nothing that says what one pass would make
-        _lose(loop.count)
+        _lose(loop)
         return
     why, elements = _qualifies(loop, graph, consumers)
     dense = _dense(loop, graph, consumers) if why is not None else None
@@ -153,7 +162,7 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
                         help="apply one layer or block per pass to the running value (`h = h -> Block(dim)`), "
                              f"or leave the {'repeat' if loop.kind == 'repeat' else 'loop'} unnamed to unroll it")
     if why is not None:
-        _lose(loop.count)
+        _lose(loop)
         return
     first = _alike_from(loop, elements, graph)
     keys, pattern = _templated(elements, graph)
@@ -162,10 +171,10 @@ def _finish(loop: Loop, ctx: Ctx, consumers: dict) -> None:
     whole = loop.name is None and _chain(graph) == elements and ctx.kind == "block" and \
         all(_sequential_element(graph, n) for n in elements)
     if not (loop.name is not None or whole or loop.kind == "repeat" and first == 0):
-        _lose(loop.count)
+        _lose(loop)
         return
     if first is None:
-        _lose(loop.count)
+        _lose(loop)
     elif first == 1 and isinstance(loop.count, Size):
         record(loop.count.expr, ">=", Poly.const(1), True)   # the list always holds its first element
     _keep(loop, elements, first, whole, graph, keys=keys, pattern=pattern)
@@ -211,9 +220,9 @@ def _key_pattern(keys: list) -> tuple | None:
     return tuple(out) if any(type(p) is int for p in out) else None
 
 
-def _lose(count) -> None:
-    if isinstance(count, Size):
-        count._lose("a loop count")
+def _lose(loop: Loop) -> None:
+    """The loop unrolls: its count is fixed (a guard of its own, which a Python loop may drop)."""
+    loop.guard = record_count(loop.count, loop.span)
 
 
 def _keep(loop: Loop, elements: list, first: int | None, whole: bool, graph: Graph,

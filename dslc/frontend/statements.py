@@ -450,7 +450,7 @@ class StatementEvaluation:
         if name is None:
             stmt = self._as_block_repeat(stmt, ctx)
         passes, settled = self._passes(stmt, "repeat", n, None, ctx)
-        ctx.loops.append(Loop("repeat", count, passes, name, name_span, stmt.span, settled))
+        ctx.loops.append(Loop("repeat", count, passes, name, name_span, stmt.span, settled, stmt=stmt))
 
     def _as_block_repeat(self, stmt: ast.RepeatStmt, ctx: Ctx) -> ast.RepeatStmt:
         """A body of several layers as one block applied each pass (frontend/bodyblocks.py), made once

@@ -748,6 +748,30 @@ def require_parameter(size, op: str, bound: int, where) -> bool:
     return ok
 
 
+@dataclass(frozen=True)
+class LoopCount(Guard):
+    """A loop unrolled for its count (`depth == 30`), one guard per loop (`loop`: its span, so two loops
+    of one count are two guards): the generated class drops the guard of a loop it writes as a Python
+    loop (backends/loops.py), and keeps every other, an `if depth == 30` included."""
+    loop: object = None
+
+    def subst(self, f) -> "LoopCount":
+        """In a caller's terms (a block's loop, called with `depth`): still that loop's guard."""
+        return LoopCount(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where, loop=self.loop)
+
+
+def record_count(count, loop) -> LoopCount | None:
+    """Record that a loop (its span `loop`) was unrolled for the value of `count`; the guard, or None
+    where the count is a plain number (nothing to guard)."""
+    guards = _recorder.get()
+    if not isinstance(count, Size):
+        return None
+    g = LoopCount(count.expr, "==", Poly.const(int.__int__(count)), loop=loop)
+    if guards is not None:
+        guards.append(g)
+    return g
+
+
 def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
     guards = _recorder.get()
     if guards is None:

@@ -90,15 +90,19 @@ class Mover:
         stmt = _statement_at(decl.body, span.start, span.end) if decl is not None else None
         if stmt is None:
             raise Unmovable(loop)
-        return replace(loop, stmt=stmt)
+        return replace(loop, stmt=stmt, guard=self.guard(loop.guard))
 
     def guard(self, g):
-        """A guard remembers where in the spec it comes from (`where`, outside what it compares)."""
-        if getattr(g, "where", None) is None:
+        """A guard remembers where in the spec it comes from (`where`, outside what it compares), and a
+        loop count's guard its loop (`loop`, compared: ir/dims.py LoopCount)."""
+        spans = {k: getattr(g, k, None) for k in ("where", "loop")}
+        if all(v is None for v in spans.values()):
             return g
         copy = object.__new__(type(g))
         copy.__dict__.update(g.__dict__)
-        copy.__dict__["where"] = self.span(g.where)
+        for k, v in spans.items():
+            if v is not None:
+                copy.__dict__[k] = self.span(v)
         return copy
 
     def decl(self, decl):
