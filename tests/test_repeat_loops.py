@@ -132,3 +132,16 @@ def test_the_debugging_example_builds_other_depths():
     x = torch.randn(2, 1, 8, 8)
     for name in ("DeepSigmoid", "DeepReLU"):
         _same_as_dslc(prog, module, name, x, depth=5)
+
+
+def test_a_repeat_inside_a_loop_over_a_list_keeps_its_count_live(tmp_path):
+    """VGG's stages: `for width in widths { repeat convs { ... } MaxPool2d(2) }`."""
+    text = ("model M(widths: list[int] = [8, 16], convs: int = 2) {\n    input x: [B, 3, 16, 16]\n"
+            "    for width in widths {\n        repeat convs {\n            Conv2d(width, 3, padding=1)\n"
+            "            ReLU()\n        }\n        MaxPool2d(2)\n    }\n}\n")
+    prog, module = _program(tmp_path, text)
+    src = prog.source()
+    assert "for width in widths:\n            for _ in range(convs):" in src and "compiled for" not in src
+    x = torch.randn(2, 3, 16, 16)
+    for widths, convs in (([8, 16], 1), ([4, 8, 8], 3), ([8], 0)):
+        _same_as_dslc(prog, module, "M", x, widths=widths, convs=convs)

@@ -473,6 +473,8 @@ class Template:
         for item in items:
             tree = self.body(s.body, dict(env, **_bound(names, item)), state, cursor) + self.flush(state)
             body = merge(body, tree)
+        if isinstance(s, ast.RepeatStmt):   # its count's guards (one per value it ran with) hold for any count
+            self.counts += [g for g in self.graph.guards if getattr(g, "loop", None) == s.span]
         return out + [Compound(header, body)]
 
     def _reads(self, e, env: dict) -> None:
