@@ -26,7 +26,11 @@ def test_hostile_strings_stay_strings(tmp_path):
     payload = HOSTILE.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     src = f'''model Evil(tag: str = "{payload}", width: int = 4) {{
     input x: [B, 3]
-    Linear(width)
+    h = x -> Linear(width)
+    if tag == "never" {{
+        h = h -> ReLU()
+    }}
+    output h
 }}
 '''
     path = _write(tmp_path, 'we"ird\\name""".dl', src)
@@ -347,3 +351,18 @@ def test_a_value_read_beside_the_running_value_keeps_a_name_of_its_own(tmp_path)
 """)
     source = dslc.load(path).source()
     assert "y = self.fc3(F.relu(self.fc2(h)))" in source and "h = h * F.relu(y)" in source
+
+
+def test_parameters_the_spec_never_reads_are_not_refused(tmp_path):
+    """A parameter no statement (nor another's default) reads changes nothing the class builds: any
+    value of it is taken; one that decides the structure is still refused."""
+    path = tmp_path / "p.dl"
+    path.write_text('model M(note: str = "x", flag: bool = true, act: str = "relu") {\n    input x: [B, 4]\n'
+                    '    h = x -> Linear(4)\n    if act == "relu" {\n        h = h -> ReLU()\n    }\n    output h\n}\n',
+                    encoding="utf-8")
+    src = dslc.load(str(path)).source()
+    mod = exec_source(src, "<p>")
+    assert "note" not in src.split("def __init__")[1].split("super()")[0].replace("note: str", "")
+    mod.M(note="y", flag=False)
+    with pytest.raises(ValueError, match='compiled for act="relu"'):
+        mod.M(act="gelu")

@@ -25,6 +25,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from ..frontend import ast
+from ..frontend.loopvars import names_in
 from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, MinMax, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
@@ -419,15 +420,24 @@ class _ClassWriter:
             if getattr(g, "where", None) is not None:   # a check whose other outcome is an error (ir/dims.py)
                 msg = f"{self.graph.name} needs {fact} ({_position(g.where)})"
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        unread = self._unread_params()
         for p, v in self.graph.params.items():
             if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
-                    or p in self.live:
+                    or p in self.live or p in unread:
                 continue
             name = self.param_names[p]
             cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
             msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
             out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
+
+    def _unread_params(self) -> set:
+        """The parameters the declaration never reads (nor another's default): no value of theirs changes
+        what the class builds, so none is refused."""
+        decl = self.graph.decl
+        if not isinstance(decl, (ast.ModelDecl, ast.BlockDecl)):
+            return set()   # a plan's step: its parameters are the plan's
+        return set(self.graph.params) - names_in(decl.body) - names_in(decl.params)
 
     def _unlooped_note(self, p: str, v) -> list[str]:
         """Why a list the model loops over stays fixed (backends/loops.py): a comment above its guard."""
