@@ -156,17 +156,17 @@ class Program:
             try:
                 self._graph_at(name, opt, channels_last, {**params, p: not graph.params[p]})
             except DslcError as e:
-                refused[p] = f"{p}={'true' if not graph.params[p] else 'false'} does not check: {_first_error(e)}"
+                refused[p] = f"{_given({p: not graph.params[p]})} does not check: {_first_error(e)}"
         live = [p for p in flags if p not in refused]
-        graphs = []
+        out = ModelFlags([], refused)
         for values in itertools.product((False, True), repeat=len(live)):
             given = dict(zip(live, values))
             if any(v != graph.params[p] for p, v in given.items()):
                 try:
-                    graphs.append((given, self._graph_at(name, opt, channels_last, {**params, **given})))
-                except DslcError:
-                    continue    # a combination the spec refuses: the merged class refuses it too
-        return ModelFlags(graphs, refused)
+                    out.graphs.append((given, self._graph_at(name, opt, channels_last, {**params, **given})))
+                except DslcError as e:   # a combination the spec refuses: the class refuses it too
+                    out.failed.append(f"{_given(given)} does not check: {_first_error(e)}")
+        return out
 
     def module(self, names: list[str] | None = None, /, seed: int = 0, *, opt: int = 0,
                channels_last: bool | None = None, params: dict | None = None, **keywords) -> types.ModuleType:
@@ -371,6 +371,11 @@ def _bytes(n: float) -> str:
         if n < 1024 or unit == "PiB":
             return f"{n} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
         n /= 1024
+
+
+def _given(values: dict) -> str:
+    """`a=true, b=false`: flags' values as the spec spells them."""
+    return ", ".join(f"{p}={str(v).lower()}" for p, v in values.items())
 
 
 def _first_error(error: DslcError) -> str:

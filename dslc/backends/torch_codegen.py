@@ -56,6 +56,7 @@ class ModelFlags:
     are (backends/variants.py)."""
     graphs: list = field(default_factory=list)     # [({flag: value}, Graph)]
     refused: dict = field(default_factory=dict)    # flag -> why its other value stays refused
+    failed: list = field(default_factory=list)     # why each combination of the others that does not check
 
 
 class _Unmerged(Exception):
@@ -1149,6 +1150,9 @@ def flagged_class(gen: Generator, graph: Graph, flags: ModelFlags) -> ClassInfo 
     merged = variants.merge(graph.name, variants.flags_spelled(bodies), set(graph.params), _where(graph))
     if merged is None or _longer(merged, parts):
         return None
+    if merged.check:    # what the class refuses, the spec refused: say why
+        merged.check = [f"# {line}" for why in flags.failed for line in textwrap.wrap(why, MAX_STATEMENT - 10)] \
+            + merged.check
     code = assemble(parts[0].signature, _merged_init(merged, parts), merged.forward, parts[0].base)
     return ClassInfo("", parts[0].signature, code, parts[0].heading, parts[0].facts, [graph])
 
