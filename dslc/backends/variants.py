@@ -426,8 +426,10 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom], used: se
         return [line for s in hunk[0] for line in s]
     groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
     if len(groups) == 2:
-        one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]],
-                              lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used))
+        cond = lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used)  # noqa: E731
+        one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]], cond)
+        if one is None:
+            one = _one_of(hunk[groups[0][0]], hunk[groups[1][0]], cond)
         if one is not None:
             return one
     out, seen = [], set()
@@ -454,6 +456,19 @@ def _member_or_none(built: list, other: list, cond) -> list[str] | None:
     if m is None or other[0][0] != f"self.{m.group(1)} = None":
         return None
     return _conditional(f"self.{m.group(1)} = ", m.group(2), cond(), "None")
+
+
+def _one_of(chosen: list, other: list, cond) -> list[str] | None:
+    """`self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`: one
+    member each branch makes in one statement of one line, as one assignment where it fits a line;
+    None where the branches are anything else."""
+    if len(chosen) != 1 or len(chosen[0]) != 1 or len(other) != 1 or len(other[0]) != 1:
+        return None
+    m = re.match(r"(self\.[A-Za-z_]\w* = )(.+)$", chosen[0][0])
+    if m is None or not other[0][0].startswith(m.group(1)) or re.search(r"\b(if|lambda)\b", chosen[0][0] + other[0][0]):
+        return None
+    one = _conditional(m.group(1), m.group(2), cond(), other[0][0][len(m.group(1)):])
+    return one if len(one) == 1 else None
 
 
 def _conditional(head: str, value: str, test: str, otherwise: str) -> list[str]:

@@ -31,10 +31,7 @@ class StackedLSTMClassifier(nn.Module):
         self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=bidirectional,
                             batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        if bidirectional:
-            self.fc = nn.Linear(2 * hidden, classes)
-        else:
-            self.fc = nn.Linear(hidden, classes)
+        self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)
 
     def forward(self, tokens):
         _, (h, _) = self.lstm(self.embedding(tokens))
@@ -57,10 +54,7 @@ class StackedGRUClassifier(nn.Module):
         self.gru = nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=bidirectional,
                           batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        if bidirectional:
-            self.fc = nn.Linear(2 * hidden, classes)
-        else:
-            self.fc = nn.Linear(hidden, classes)
+        self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)
 
     def forward(self, tokens):
         _, h = self.gru(self.embedding(tokens))
