@@ -139,3 +139,16 @@ def test_more_flags_than_are_compiled_every_way_keep_their_guards(tmp_path):
 
 def test_the_file_is_the_same_run_to_run():
     assert dslc.load(os.path.join(SPECS, "bert.dl")).source() == dslc.load(os.path.join(SPECS, "bert.dl")).source()
+
+
+def test_an_inference_build_takes_the_flag_too():
+    """-O2 writes a `train` refusal after forward: it stays one method, after the merged forward."""
+    prog = dslc.load(os.path.join(SPECS, "rnn.dl"))
+    source = prog.source(["StackedLSTMClassifier"], opt=2, params=SMALL_RNN)
+    generated = exec_source(source, "<O2>")
+    assert source.count("    def train(self, mode: bool = True):") == 1
+    mine = generated.build("StackedLSTMClassifier", **SMALL_RNN, bidirectional=False)
+    theirs = prog.build("StackedLSTMClassifier", seed=0, opt=2, params={**SMALL_RNN, "bidirectional": False})
+    tokens = _inputs(SMALL_RNN, bert=False)[0]
+    with torch.no_grad():
+        assert torch.equal(mine(tokens), theirs(tokens))

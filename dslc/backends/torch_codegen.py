@@ -1145,16 +1145,24 @@ def flagged_class(gen: Generator, graph: Graph, flags: ModelFlags) -> ClassInfo 
     if len({p.base for p in parts}) != 1:
         return None
     atoms = {p: variants.Atom(("param", p), p, f"not {p}") for p in live}
-    bodies = [Body(part.init, part.forward, [[(atoms[p], values[p]) for p in live]], dict(values), part.first)
-              for part, (values, _) in zip(parts, specs)]
+    methods = [_other_methods(part.forward) for part in parts]   # -O2's `train` refusal, alike in each
+    bodies = [Body(part.init, part.forward[:len(part.forward) - len(rest)], [[(atoms[p], values[p]) for p in live]],
+                   dict(values), part.first) for part, rest, (values, _) in zip(parts, methods, specs)]
     merged = variants.merge(graph.name, variants.flags_spelled(bodies), set(graph.params), _where(graph))
     if merged is None or _longer(merged, parts):
         return None
     if merged.check:    # what the class refuses, the spec refused: say why
         merged.check = [f"# {line}" for why in flags.failed for line in textwrap.wrap(why, MAX_STATEMENT - 10)] \
             + merged.check
-    code = assemble(parts[0].signature, _merged_init(merged, parts), merged.forward, parts[0].base)
+    code = assemble(parts[0].signature, _merged_init(merged, parts), merged.forward + methods[0], parts[0].base)
     return ClassInfo("", parts[0].signature, code, parts[0].heading, parts[0].facts, [graph])
+
+
+def _other_methods(forward: list[str]) -> list[str]:
+    """The lines after forward's own: the methods written after it (with the blank line before)."""
+    at = next((i for i, line in enumerate(forward) if line.startswith("def ") and not line.startswith("def forward(")),
+              len(forward))
+    return forward[max(at - 1, 0):] if at < len(forward) else []    # an nn.Sequential's has no forward before
 
 
 def _longer(merged: variants.Merged, parts: list) -> bool:
