@@ -152,3 +152,31 @@ def test_an_inference_build_takes_the_flag_too():
     tokens = _inputs(SMALL_RNN, bert=False)[0]
     with torch.no_grad():
         assert torch.equal(mine(tokens), theirs(tokens))
+
+
+EXTRA = """\
+block Extra(dim: int) {
+    input x
+    output x + (x -> Linear(dim) -> ReLU())
+}
+
+model M(extra: bool = false, dim: int = 8) {
+    input x: [B, 8]
+    h = x -> Linear(dim) as fc
+    h = (h -> Extra(dim) as more) if extra else h
+    output h -> Linear(2) as head
+}
+"""
+
+
+def test_a_block_only_the_other_value_uses_is_written_too(tmp_path):
+    path = tmp_path / "extra.dl"
+    path.write_text(EXTRA)
+    source = dslc.load(str(path)).source()
+    assert "class Extra(nn.Module):" in source and "self.more = Extra(dim) if extra else None" in source
+    module = exec_source(source, "<extra>")
+    x = torch.randn(2, 8)
+    for extra in (True, False):
+        mine, theirs = module.build("M", extra=extra), dslc.load(str(path)).build("M", seed=0, extra=extra)
+        assert list(mine.state_dict()) == list(theirs.state_dict())
+        assert torch.equal(mine(x), theirs(x))
