@@ -467,7 +467,10 @@ def _one_of(chosen: list, other: list, cond) -> list[str] | None:
     m = re.match(r"(self\.[A-Za-z_]\w* = )(.+)$", chosen[0][0])
     if m is None or not other[0][0].startswith(m.group(1)) or re.search(r"\b(if|lambda)\b", chosen[0][0] + other[0][0]):
         return None
-    one = _conditional(m.group(1), m.group(2), cond(), other[0][0][len(m.group(1)):])
+    test, value, otherwise = cond(), m.group(2), other[0][0][len(m.group(1)):]
+    if re.fullmatch(r"not [A-Za-z_]\w*", test):   # `... if bidirectional else ...`, not `if not`
+        test, value, otherwise = test[4:], otherwise, value
+    one = _conditional(m.group(1), value, test, otherwise)
     return one if len(one) == 1 else None
 
 
