@@ -43,7 +43,7 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   parameters, compiled each way (up to three of them, every combination):
   `self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`
   and `if self.bidirectional:` in forward, with no guard left for the flag. A value the
-  spec refuses keeps a guard, the spec's error above it as a comment.
+  spec refuses keeps a guard, whose message gives the spec's error.
 - **Names from the spec.** A layer's attribute is its `as` name, or one made from its
   kind (`conv1`, `bn1`), and the attributes make the state-dict keys.
 - **PyTorch's containers.** A model or block that is a chain of unnamed layers is an

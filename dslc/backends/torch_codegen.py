@@ -439,10 +439,10 @@ class _ClassWriter:
                 continue
             name = self.param_names[p]
             cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
-            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
-            note = [f"# {line}" for line in textwrap.wrap(self.refused[p], MAX_STATEMENT - 10)] \
-                if p in self.refused else []     # the spec refuses the flag's other value
-            out += self._unlooped_note(p, v) + note + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+            # a flag whose other value the spec refuses: recompiling would not help, the message says why
+            again = self.refused.get(p, "compile it again with `dslc compile --set`")
+            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; {again}"
+            out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
 
     def _unlooped_note(self, p: str, v) -> list[str]:
