@@ -14,6 +14,7 @@ checking a file needs neither.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import types
 
@@ -139,7 +140,33 @@ class Program:
             raise DslcError(Diagnostic("E0209", "parameters can be set for one model at a time",
                                        file_name=self.unit.root.name, help="choose one with --model"))
         graphs = [self._graph_at(n, opt, channels_last, params) for n in names]
-        return generate(graphs, self.source_name, seed)
+        flags = {g.name: self._flipped(n, g, opt, channels_last, params) for n, g in zip(names, graphs)}
+        return generate(graphs, self.source_name, seed, {k: v for k, v in flags.items() if v is not None})
+
+    def _flipped(self, name: str, graph, opt: int, channels_last: bool | None, params: dict):
+        """The model's bool parameters compiled the other way too (every combination, for up to
+        MAX_FLAGS of them), so that its one class takes both values (torch_codegen.ModelFlags);
+        None where it has none or more. A value the spec refuses stays refused, saying why."""
+        from .backends.torch_codegen import MAX_FLAGS, ModelFlags
+        flags = [p for p, v in graph.params.items() if isinstance(v, bool)]
+        if not flags or len(flags) > MAX_FLAGS:
+            return None
+        refused = {}
+        for p in flags:
+            try:
+                self._graph_at(name, opt, channels_last, {**params, p: not graph.params[p]})
+            except DslcError as e:
+                refused[p] = f"{_given({p: not graph.params[p]})} does not check: {_first_error(e)}"
+        live = [p for p in flags if p not in refused]
+        out = ModelFlags([], refused)
+        for values in itertools.product((False, True), repeat=len(live)):
+            given = dict(zip(live, values))
+            if any(v != graph.params[p] for p, v in given.items()):
+                try:
+                    out.graphs.append((given, self._graph_at(name, opt, channels_last, {**params, **given})))
+                except DslcError as e:   # a combination the spec refuses: the class refuses it too
+                    out.failed.append(f"{_given(given)} does not check: {_first_error(e)}")
+        return out
 
     def module(self, names: list[str] | None = None, /, seed: int = 0, *, opt: int = 0,
                channels_last: bool | None = None, params: dict | None = None, **keywords) -> types.ModuleType:
@@ -344,6 +371,18 @@ def _bytes(n: float) -> str:
         if n < 1024 or unit == "PiB":
             return f"{n} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
         n /= 1024
+
+
+def _given(values: dict) -> str:
+    """`a=true, b=false`: flags' values as the spec spells them."""
+    return ", ".join(f"{p}={str(v).lower()}" for p, v in values.items())
+
+
+def _first_error(error: DslcError) -> str:
+    """`E0301 at rnn.dl:30: message`: the first diagnostic of an error, on one line."""
+    d = error.diagnostics[0]
+    where = f" at {os.path.basename(d.span.file.name)}:{d.span.line}" if d.span is not None else ""
+    return f"{d.code}{where}: {d.message}"
 
 
 def model_params(params: dict | None, keywords: dict) -> dict:

@@ -37,7 +37,13 @@ kept. Its shape follows from what the compiler knows and a reader wants:
 - **One class per model and per block.** A model's constructor takes the model's
   parameters, with the values it was compiled for as defaults; a block's takes the
   sizes that differ between its uses. Sizes are written as the expressions they came
-  from (`nn.Linear(in_features, 3 * dim)`), not as numbers.
+  from (`nn.Linear(in_features, 3 * dim)`), not as numbers. A block's uses that differ
+  in structure are one class that branches in its constructor and forward, as
+  torchvision's BasicBlock chooses its downsample; so is a model over its `bool`
+  parameters, compiled each way (up to three of them, every combination):
+  `self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`
+  and `if self.bidirectional:` in forward, with no guard left for the flag. A value the
+  spec refuses keeps a guard, whose message gives the spec's error.
 - **Names from the spec.** A layer's attribute is its `as` name, or one made from its
   kind (`conv1`, `bn1`), and the attributes make the state-dict keys.
 - **PyTorch's containers.** A model or block that is a chain of unnamed layers is an
@@ -59,8 +65,8 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every
   line is one step of the spec, and a traceback points at it.
-- **Where Python does not say it yet.** Where uses of a block differ in structure
-  (a different number of repeats outside a chain, a branch taken or not), the generator writes one
+- **Where Python does not say it yet.** Where uses of a block differ by a count outside a
+  chain of layers (a different number of repeats) or could not share one class, the generator writes one
   class for each, numbered (`Stage2`) and with a docstring saying what it was built
   for, and writes repeats out one line per iteration. These are most of the
   difference from the twins in the table below.

@@ -41,10 +41,27 @@ from .pyformat import Namespace, doc_text, is_default, safe_ident
 from .variants import Body
 
 INDENT = "    "
+MAX_FLAGS = 3      # a model's bool parameters compiled every way (2 ** MAX_FLAGS specializations) at most
 
 
 class CodegenError(Exception):
     """The graph cannot be written as Python (a run-time size with no source, say)."""
+
+
+@dataclass
+class ModelFlags:
+    """A model's bool parameters compiled the other way too (api.Program._flipped): each combination
+    other than the model's own that checks, with its flags' values, and why a flag whose other value
+    does not check stays fixed. The model is one class that takes its flags as live arguments
+    (`if bidirectional:` in __init__ and forward), written from those specializations as a block's
+    are (backends/variants.py)."""
+    graphs: list = field(default_factory=list)     # [({flag: value}, Graph)]
+    refused: dict = field(default_factory=dict)    # flag -> why its other value stays refused
+    failed: list = field(default_factory=list)     # why each combination of the others that does not check
+
+
+class _Unmerged(Exception):
+    """A model's specializations that do not merge: the file is written again with its flags fixed."""
 
 
 @dataclass
@@ -143,6 +160,7 @@ class Generator:
     # written as one class (backends/variants.py)
     variants: dict = field(default_factory=dict)
     models: list = field(default_factory=list)        # the graphs the file is written for
+    flags: dict = field(default_factory=dict)         # model name -> ModelFlags
 
     def siblings(self, graph: Graph) -> list:
         """The other specializations of `graph`'s block under the file's models."""
@@ -164,6 +182,8 @@ class Generator:
             info = self._merged(graph)
             if info is not None:
                 return info
+        if top and self.flags.get(graph.name) is not None and self.flags[graph.name].graphs:
+            return self._flagged(graph)
         body = _ClassWriter(self, graph, is_model=top)
         code, signature, heading, facts = body.write()
         key = (graph.name, code, tuple(s[1] for s in signature))
@@ -182,6 +202,19 @@ class Generator:
         info.graphs.append(graph)
         if top:
             self.top[graph.name] = info.name
+        return info
+
+    def _flagged(self, graph: Graph) -> ClassInfo:
+        """The one class of a model compiled for each combination of its flags (ModelFlags)."""
+        info = flagged_class(self, graph, self.flags[graph.name])
+        if info is None:
+            raise _Unmerged(graph.name)
+        info.name = self.names.claim(graph.name)
+        info.code = info.code.replace("__CLASS__", info.name)
+        self.class_names.add(info.name)
+        self.classes.append(info)
+        self.by_graph[id(graph)] = info
+        self.top[graph.name] = info.name
         return info
 
     def _merged(self, graph: Graph) -> ClassInfo | None:
@@ -239,6 +272,9 @@ class _ClassWriter:
         self.uses_f = False
         self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
         self.live: set = set()             # list parameters a Python loop reads (backends/loops.py)
+        self.flags: set = set()            # a model's bool parameters its class takes live (ModelFlags)
+        flags = gen.flags.get(graph.name) if is_model else None
+        self.refused = flags.refused if flags is not None else {}   # flag -> why it stays fixed
         self.unlooped: str | None = None   # why a list loop stays unrolled
         self.looped: set = set()           # the guards of repeat counts a Python loop keeps (`depth == 30`)
 
@@ -423,11 +459,13 @@ class _ClassWriter:
         unread = self._unread_params()
         for p, v in self.graph.params.items():
             if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
-                    or p in self.live or p in unread:
+                    or p in self.live or p in self.flags or p in unread:
                 continue
             name = self.param_names[p]
             cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
-            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; compile it again with `dslc compile --set`"
+            # a flag whose other value the spec refuses: recompiling would not help, the message says why
+            again = self.refused.get(p, "compile it again with `dslc compile --set`")
+            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; {again}"
             out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
 
@@ -1119,20 +1157,59 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
         return None
     bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
     merged = variants.merge(graph.name, bodies, set(names.values()), _where(graph))
-    # refused where the branches would only list the bodies one after the other (members that one
-    # names `conv` and another `conv1`, say): two short classes read better than one long one
-    if merged is None or len(merged.init) + len(merged.forward) > \
-            sum(len(p.init) + len(p.forward) for p in parts) + 2 * len(parts):
+    if merged is None or _longer(merged, parts):
         return None
     signature = _merged_signature(graph, parts, names, read)
-    # arguments are checked before anything is built, but after a module's super().__init__()
-    if merged.first is None and parts[0].base == "nn.Module":
-        init = parts[0].first + merged.check + merged.init
-    else:
-        init = merged.check + (merged.first or parts[0].first) + merged.init
-    code = assemble(signature, init, merged.forward, parts[0].base)
+    code = assemble(signature, _merged_init(merged, parts), merged.forward, parts[0].base)
     facts = [fact_of(g) for g in fixed]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
+
+
+def flagged_class(gen: Generator, graph: Graph, flags: ModelFlags) -> ClassInfo | None:
+    """A model's one class for every combination of its flags that checks (ModelFlags), each flag a
+    live constructor argument; None where the specializations stay apart (backends/variants.py)."""
+    live = [p for p in graph.params if any(p in values for values, _ in flags.graphs)]
+    specs = [({p: graph.params[p] for p in live}, graph), *flags.graphs]
+    parts = []
+    for _, g in specs:
+        writer = _ClassWriter(gen, g, is_model=True)
+        writer.flags = set(live)
+        parts.append(writer.parts())
+    if len({p.base for p in parts}) != 1:
+        return None
+    atoms = {p: variants.Atom(("param", p), p, f"not {p}") for p in live}
+    methods = [_other_methods(part.forward) for part in parts]   # -O2's `train` refusal, alike in each
+    bodies = [Body(part.init, part.forward[:len(part.forward) - len(rest)], [[(atoms[p], values[p]) for p in live]],
+                   dict(values), part.first) for part, rest, (values, _) in zip(parts, methods, specs)]
+    merged = variants.merge(graph.name, variants.flags_spelled(bodies), set(graph.params), _where(graph))
+    if merged is None or _longer(merged, parts):
+        return None
+    if merged.check:    # what the class refuses, the spec refused: say why
+        merged.check = [f"# {line}" for why in flags.failed for line in textwrap.wrap(why, MAX_STATEMENT - 10)] \
+            + merged.check
+    code = assemble(parts[0].signature, _merged_init(merged, parts), merged.forward + methods[0], parts[0].base)
+    return ClassInfo("", parts[0].signature, code, parts[0].heading, parts[0].facts, [graph])
+
+
+def _other_methods(forward: list[str]) -> list[str]:
+    """The lines after forward's own: the methods written after it (with the blank line before)."""
+    at = next((i for i, line in enumerate(forward) if line.startswith("def ") and not line.startswith("def forward(")),
+              len(forward))
+    return forward[max(at - 1, 0):] if at < len(forward) else []    # an nn.Sequential's has no forward before
+
+
+def _longer(merged: variants.Merged, parts: list) -> bool:
+    """Branches that would only list the bodies one after the other (members that one names `conv`
+    and another `conv1`, say): separate classes read better than one long one."""
+    return len(merged.init) + len(merged.forward) > sum(len(p.init) + len(p.forward) for p in parts) + 2 * len(parts)
+
+
+def _merged_init(merged: variants.Merged, parts: list) -> list[str]:
+    """A merged class's __init__: arguments are checked before anything is built, but after a
+    module's super().__init__()."""
+    if merged.first is None and parts[0].base == "nn.Module":
+        return parts[0].first + merged.check + merged.init
+    return merged.check + (merged.first or parts[0].first) + merged.init
 
 
 def _where(graph: Graph) -> str:
@@ -1799,25 +1876,39 @@ def _negate(g, printer: Printer) -> str:
 
 # ---------------------------------------------------------------- the file
 
-def generate(models: list[Graph], source_name: str, seed: int = 0) -> str:
-    """The Python source of a file holding every given model (and the blocks they use)."""
-    gen = _generator(models)
-    for g in models:
-        gen.class_for(g, top=True)
+def generate(models: list[Graph], source_name: str, seed: int = 0, flags: dict | None = None) -> str:
+    """The Python source of a file holding every given model (and the blocks they use). `flags`:
+    model name -> ModelFlags, its bool parameters compiled the other way too (one class takes them)."""
+    flags = dict(flags or {})
+    while True:
+        try:
+            gen = _generator(models, flags)
+            for g in models:
+                gen.class_for(g, top=True)
+            break
+        except _Unmerged as e:   # as if never flipped: no class written for the other values alone
+            flags[e.args[0]] = ModelFlags([], flags[e.args[0]].refused)
+        except CodegenError:     # one of the other values Python cannot write: each model for its own
+            if not any(f.graphs for f in flags.values()):
+                raise
+            flags = {k: ModelFlags([], f.refused) for k, f in flags.items()}
     title = f"{', '.join(g.name for g in models)}: generated by dslc {__version__} from {doc_text(source_name)}."
     return _file(gen, title, _optimization_note(models), _registry(gen, models, seed))
 
 
-def _generator(models: list[Graph]) -> Generator:
+def _generator(models: list[Graph], flags: dict | None = None) -> Generator:
     """A generator whose classes are never named like an argument of the models' constructors
     (those keep the user's names, and a class named so would be hidden in them), and that knows
-    each block's specializations (a first pass writes them) to write them as one class."""
-    gen = _named_generator(models)
-    if _several_specializations(models):
-        probe = _named_generator(models)
-        for g in models:
+    each block's specializations (a first pass writes them) to write them as one class: those of
+    the models' flags compiled the other way (ModelFlags) too."""
+    everything = list(models) + [g for f in (flags or {}).values() for _, g in f.graphs]
+    gen = _named_generator(everything)
+    gen.flags = dict(flags or {})
+    if _several_specializations(everything):
+        probe = _named_generator(everything)
+        for g in everything:
             probe.class_for(g, top=True)
-        gen.variants = _variant_groups(probe)
+        gen.variants = _variant_groups(probe, {id(g) for g in everything})
     return gen
 
 
@@ -1843,12 +1934,12 @@ def _named_generator(models: list[Graph]) -> Generator:
     return gen
 
 
-def _variant_groups(probe: Generator) -> dict:
-    """Block key -> the graphs of each distinct class a first pass wrote for it (two or more)."""
-    tops = set(probe.top.values())
+def _variant_groups(probe: Generator, tops: set) -> dict:
+    """Block key -> the graphs of each distinct class a first pass wrote for it (two or more);
+    `tops`: the ids of the models' graphs."""
     out: dict = {}
     for info in probe.classes:
-        if info.name not in tops:
+        if id(info.graphs[0]) not in tops:
             out.setdefault(block_key(info.graphs[0]), []).append(list(info.graphs))
     return {k: v for k, v in out.items() if len(v) > 1}
 

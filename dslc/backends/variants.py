@@ -32,6 +32,7 @@ apart in Python, or when the bodies differ by a count (`layers == 6` and
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import keyword
 import re
@@ -425,8 +426,10 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom], used: se
         return [line for s in hunk[0] for line in s]
     groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
     if len(groups) == 2:
-        one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]],
-                              lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used))
+        cond = lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used)  # noqa: E731
+        one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]], cond)
+        if one is None:
+            one = _one_of(hunk[groups[0][0]], hunk[groups[1][0]], cond)
         if one is not None:
             return one
     out, seen = [], set()
@@ -453,6 +456,22 @@ def _member_or_none(built: list, other: list, cond) -> list[str] | None:
     if m is None or other[0][0] != f"self.{m.group(1)} = None":
         return None
     return _conditional(f"self.{m.group(1)} = ", m.group(2), cond(), "None")
+
+
+def _one_of(chosen: list, other: list, cond) -> list[str] | None:
+    """`self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`: one
+    member each branch makes in one statement of one line, as one assignment where it fits a line;
+    None where the branches are anything else."""
+    if len(chosen) != 1 or len(chosen[0]) != 1 or len(other) != 1 or len(other[0]) != 1:
+        return None
+    m = re.match(r"(self\.[A-Za-z_]\w* = )(.+)$", chosen[0][0])
+    if m is None or not other[0][0].startswith(m.group(1)) or re.search(r"\b(if|lambda)\b", chosen[0][0] + other[0][0]):
+        return None
+    test, value, otherwise = cond(), m.group(2), other[0][0][len(m.group(1)):]
+    if re.fullmatch(r"not [A-Za-z_]\w*", test):   # `... if bidirectional else ...`, not `if not`
+        test, value, otherwise = test[4:], otherwise, value
+    one = _conditional(m.group(1), value, test, otherwise)
+    return one if len(one) == 1 else None
 
 
 def _conditional(head: str, value: str, test: str, otherwise: str) -> list[str]:
@@ -624,3 +643,78 @@ def _member_test(group: set, left: set, built: list[set], stmts: list) -> str | 
         if left - has == group:
             return f"self.{m} is None"
     return None
+
+
+# ---------------------------------------------------------------- a flag argument read where it was a value
+
+_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\s+|.")
+
+
+def flags_spelled(bodies: list[Body]) -> list[Body]:
+    """The bodies with the constructor statements that differ only in a flag's value, between two
+    bodies that differ only in that flag, spelled with the flag's name in both: `nn.LSTM(...,
+    bidirectional=True)` and `nn.LSTM(...)` (the default) are `nn.LSTM(..., bidirectional=bidirectional)`,
+    `Layer(dim, True)` and `Layer(dim, False)` are `Layer(dim, pre_norm)`, as a person passes a flag on.
+    Pairs are spelled until none changes, so that a statement reads every flag it differs in."""
+    inits = [statements(b.init) for b in bodies]
+    firsts = [statements(b.first or []) for b in bodies]
+    changed = True
+    while changed:
+        changed = False
+        for v, w in itertools.permutations(range(len(bodies)), 2):
+            flag = _one_flag_apart(bodies[v].flags, bodies[w].flags)
+            if flag is not None:
+                value = bodies[v].flags[flag]
+                changed |= _spell_pair(inits[v], inits[w], flag, value)
+                changed |= _spell_pair(firsts[v], firsts[w], flag, value)
+    return [Body([line for st in i for line in st], b.forward, b.cases, b.flags,
+                  [line for st in f for line in st] if b.first is not None else None)
+            for b, i, f in zip(bodies, inits, firsts)]
+
+
+def _one_flag_apart(mine: dict, theirs: dict) -> str | None:
+    apart = [f for f in mine if mine[f] != theirs.get(f)]
+    return apart[0] if len(apart) == 1 and isinstance(mine[apart[0]], bool) else None
+
+
+def _spell_pair(mine: list, theirs: list, flag: str, value: bool) -> bool:
+    """Spell each statement of `mine` that `theirs` lacks with the flag, with the statement of
+    `theirs` it matches (both lists change); whether any did."""
+    changed = False
+    for i, st in enumerate(mine):
+        if st in theirs:
+            continue
+        for j, other in enumerate(theirs):
+            one = None if other in mine or len(other) != len(st) else \
+                [_spelled_line(a, b, flag, value) for a, b in zip(st, other)]
+            if one is not None and None not in one:
+                mine[i] = theirs[j] = tuple(one)
+                changed = True
+                break
+    return changed
+
+
+def _spelled_line(mine: str, theirs: str, flag: str, value: bool) -> str | None:
+    """The line with the flag's name where the two differ only in its value (`True` against
+    `False`, or `name=True` against nothing: the argument's default); None where they differ otherwise."""
+    a, b = _TOKEN.findall(mine), _TOKEN.findall(theirs)
+    lit, other = str(value), str(not value)
+    out: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += a[i1:i2]
+        elif op == "replace" and a[i1:i2] == [lit] and b[j1:j2] == [other]:
+            out.append(flag)
+        elif op == "delete" and _keyword(a[i1:i2], lit):
+            out += [flag if t == lit else t for t in a[i1:i2]]
+        elif op == "insert" and _keyword(b[j1:j2], other):
+            out += [flag if t == other else t for t in b[j1:j2]]
+        else:
+            return None
+    return "".join(out)
+
+
+def _keyword(tokens: list[str], lit: str) -> bool:
+    """Tokens that are one keyword argument `name=lit`, with its comma."""
+    words = [t for t in tokens if t.strip() not in ("", ",")]
+    return len(words) == 3 and words[0].isidentifier() and words[1:] == ["=", lit] and "," in tokens

@@ -10,21 +10,34 @@ import torch.nn.functional as F
 class EncoderLayer(nn.Module):
     """The block `EncoderLayer` (bert.dl:20). Expects inputs with x.shape[2] == dim."""
 
-    def __init__(self, dim: int, heads: int, ff: int, dropout: float):
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float, pre_norm: bool):
         super().__init__()
+        self.pre_norm = pre_norm
+        if pre_norm:
+            self.norm1 = nn.LayerNorm(dim, eps=1e-12)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-12)
+        if not pre_norm:
+            self.norm1 = nn.LayerNorm(dim, eps=1e-12)
+        else:
+            self.norm2 = nn.LayerNorm(dim, eps=1e-12)
         self.fc1 = nn.Linear(dim, ff)
         self.fc2 = nn.Linear(ff, dim)
         self.dropout2 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-12)
+        if not pre_norm:
+            self.norm2 = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(self, x):
-        h = x + self.dropout1(self.attn(x, x, x, need_weights=False)[0])
-        h = self.norm1(h)
-        y = self.fc2(F.gelu(self.fc1(h)))
-        return self.norm2(h + self.dropout2(y))
+        if self.pre_norm:
+            n = self.norm1(x)
+            h = x + self.dropout1(self.attn(n, n, n, need_weights=False)[0])
+            y = F.gelu(self.fc1(self.norm2(h)))
+            return h + self.dropout2(self.fc2(y))
+        else:
+            h = x + self.dropout1(self.attn(x, x, x, need_weights=False)[0])
+            h = self.norm1(h)
+            y = self.fc2(F.gelu(self.fc1(h)))
+            return self.norm2(h + self.dropout2(y))
 
 
 class BertClassifier(nn.Module):
@@ -36,15 +49,13 @@ class BertClassifier(nn.Module):
         super().__init__()
         if ff is None:
             ff = 4 * dim
-        if pre_norm is not False:
-            raise ValueError("BertClassifier was compiled for pre_norm=False; compile it again with "
-                             "`dslc compile --set`")
         self.word_embed = nn.Embedding(vocab, dim)
         self.pos_embed = nn.Embedding(context, dim)
         self.segment_embed = nn.Embedding(segments, dim)
         self.embed_norm = nn.LayerNorm(dim, eps=1e-12)
         self.dropout1 = nn.Dropout(dropout)
-        self.layers = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout) for _ in range(depth)])
+        self.layers = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout, pre_norm) for _ in range(depth)])
+        self.final_norm = nn.LayerNorm(dim, eps=1e-12) if pre_norm else None
         self.pooler = nn.Linear(dim, dim)
         self.dropout2 = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim, classes)
@@ -56,6 +67,8 @@ class BertClassifier(nn.Module):
         h = self.dropout1(self.embed_norm(h))
         for block in self.layers:
             h = block(h)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
         pooled = torch.tanh(self.pooler(h[:, 0]))
         return self.classifier(self.dropout2(pooled))
 

@@ -26,18 +26,20 @@ class StackedLSTMClassifier(nn.Module):
     def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2,
                  bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
         super().__init__()
-        if bidirectional is not True:
-            raise ValueError("StackedLSTMClassifier was compiled for bidirectional=True; compile it again with "
-                             "`dslc compile --set`")
+        self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=True, batch_first=True)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=bidirectional,
+                            batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * hidden, classes)
+        self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)
 
     def forward(self, tokens):
         _, (h, _) = self.lstm(self.embedding(tokens))
-        x = h[-2]
-        last = torch.cat([x, h[-1]], dim=1)
+        if self.bidirectional:
+            x = h[-2]
+            last = torch.cat([x, h[-1]], dim=1)
+        else:
+            last = h[-1]
         return self.fc(self.dropout(last))
 
 
@@ -47,18 +49,20 @@ class StackedGRUClassifier(nn.Module):
     def __init__(self, vocab: int = 1000, embed: int = 64, hidden: int = 128, layers: int = 2,
                  bidirectional: bool = True, dropout: float = 0.5, classes: int = 2):
         super().__init__()
-        if bidirectional is not True:
-            raise ValueError("StackedGRUClassifier was compiled for bidirectional=True; compile it again with "
-                             "`dslc compile --set`")
+        self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab, embed)
-        self.gru = nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, bidirectional=bidirectional,
+                          batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * hidden, classes)
+        self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)
 
     def forward(self, tokens):
         _, h = self.gru(self.embedding(tokens))
-        x = h[-2]
-        last = torch.cat([x, h[-1]], dim=1)
+        if self.bidirectional:
+            x = h[-2]
+            last = torch.cat([x, h[-1]], dim=1)
+        else:
+            last = h[-1]
         return self.fc(self.dropout(last))
 
 
