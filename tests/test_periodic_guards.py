@@ -111,7 +111,7 @@ def periodic_guards(draw):
     if draw(st.integers(0, 3)) == 0:
         rsrc, r = draw(quasi_linear(2))
         return f"{src} {op} {rsrc}", Guard(e, op, r), False
-    period = 720   # a multiple of every divisor's product the strategy can build (at most 6 * 6 * 6)
+    period = 60 ** 3   # a multiple of every product of three divisors from 1 to 6 (the deepest nesting)
     at = lambda x: eval(src, {"x": x})  # noqa: E731
     slope = at(period) - at(0)     # L * e(x + L) - L * e(x), with L = period: the slope of L * e, times L
     x0, delta = draw(st.integers(0, 11)), draw(st.integers(-1, 1))
@@ -150,6 +150,7 @@ def test_the_zoo_forms_come_out_of_the_specs():
     ddpm = dslc.load(os.path.join(SPECS, "ddpm.dl")).source(["DDPMUNet"])
     assert 'if size % 4 != 0:\n            raise ValueError("DDPMUNet needs size % 4 == 0 (ddpm.dl:98)")' in ddpm
     assert "4 * ((size - 1)" not in ddpm and "compiled for size" not in ddpm
+    assert "DDPMUNet was compiled for blocks == 1" in ddpm   # a structure chosen from a value stays one
     translator = dslc.load(os.path.join(SPECS, "translator.dl")).source(["Translator"])
     assert 'raise ValueError("Translator needs emb_size % 2 == 0 (translator.dl:28)")' in translator
     assert "Needs emb_size % 2 == 0." in translator    # the block's docstring
@@ -220,3 +221,35 @@ def test_the_ddpm_class_builds_another_multiple_of_4(ddpm):
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(2, 3, 16, 16, generator=g), torch.randint(0, 1000, (2,), generator=g)
     _same_model(mine, theirs, (x, t))
+
+
+# ---------------------------------------------------------------- which checks are requirements
+
+
+_CHECKS = '''model Added(n: int = 8) {
+    input x: [B, 8]
+    output (x -> Linear(n)) + x
+}
+model Joined(n: int = 8) {
+    input x: [B, 8]
+    output concat([x -> Linear(n), x], dim=0)
+}
+model Multiplied(n: int = 8) {
+    input x: [B, 8]
+    output (x -> Linear(n)) @ transpose(x, 0, 1)
+}
+'''
+
+
+@pytest.mark.parametrize("model, line", [("Added", 3), ("Joined", 7), ("Multiplied", 11)])
+def test_a_shape_check_on_a_parameter_is_a_requirement(tmp_path, model, line):
+    path = tmp_path / "checks.dl"
+    path.write_text(_CHECKS, encoding="utf-8")
+    prog = dslc.load(str(path))
+    cls = getattr(prog.module([model]), model)
+    with pytest.raises(ValueError, match=rf"^{model} needs n == 8 \(checks\.dl:{line}\)$"):
+        cls(n=9)
+    with pytest.raises(DslcError):   # and dslc refuses n = 9 too
+        prog.build(model, n=9)
+    cls(n=8)
+
