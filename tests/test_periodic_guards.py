@@ -58,6 +58,8 @@ def test_what_does_not_repeat_stays_as_written():
     assert Guard(X.floordiv(_c(2)), "==", _c(3)).to_python() == "x // 2 == 3"
     y = Poly.atom(Param("y"))
     assert Guard(X.floordiv(_c(2)), "==", y.floordiv(_c(2))).to_python() == "x // 2 == y // 2"   # two sizes
+    # two sizes again: the reshape rule cancels the size both counts have (`maxlen`) before it records
+    assert residue_form(Guard(_c(2) * y * (X + _c(1)).floordiv(_c(2)), "==", X * y)) is None
     assert residue_form(Guard(X * X, "==", _c(4) * X)) is None                 # not linear
     assert residue_form(Guard(_c(4096) * X.floordiv(_c(4096)), "==", X)) is None   # too long a period
     assert without_implied([Guard(_c(2) * X.floordiv(_c(2)), "<=", X)]) == []   # every value meets it
