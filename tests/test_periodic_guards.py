@@ -215,13 +215,14 @@ def test_the_translator_class_builds_another_even_emb_size(translator):
     _same_model(mine, theirs, (src, tgt))
 
 
-def test_the_ddpm_class_builds_another_multiple_of_4(ddpm):
+@pytest.mark.parametrize("size", [8, 16])
+def test_the_ddpm_class_builds_another_multiple_of_4(ddpm, size):
     prog, cls = ddpm
     torch.manual_seed(0)
-    mine = cls(size=16)
-    theirs = prog.build("DDPMUNet", seed=0, size=16)
+    mine = cls(size=size)
+    theirs = prog.build("DDPMUNet", seed=0, size=size)
     g = torch.Generator().manual_seed(1)
-    x, t = torch.randn(2, 3, 16, 16, generator=g), torch.randint(0, 1000, (2,), generator=g)
+    x, t = torch.randn(2, 3, size, size, generator=g), torch.randint(0, 1000, (2,), generator=g)
     _same_model(mine, theirs, (x, t))
 
 
