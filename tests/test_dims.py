@@ -91,6 +91,14 @@ def test_floordiv_atoms_substitute():
     assert out.is_const() and out.const_value() == 14
 
 
+def test_a_negated_floor_division_keeps_its_parentheses():
+    # `-x // 2` is `(-x) // 2` in Python: -(x // 2) must say so (it differs for odd x)
+    x = Poly.atom(Param("x"))
+    src = to_python(-x.floordiv(Poly.const(2)) - Poly.const(1))
+    assert src == "-(x // 2) - 1"
+    assert all(eval(src, {"x": v}) == -(v // 2) - 1 for v in range(-5, 6))  # noqa: S307
+
+
 def test_var_atoms_print_as_names():
     assert to_python(Poly.atom(Var("B")) * Poly.const(3)) == "3 * B"
 

@@ -70,6 +70,15 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   class for each, numbered (`Stage2`) and with a docstring saying what it was built
   for, and writes repeats out one line per iteration. These are most of the
   difference from the twins in the table below.
+- **Requirements and the values compiled for.** The constructor checks its arguments as a
+  hand-written module would. What the spec itself needs (a check whose other outcome is
+  an error: a concat's other sizes, a reshape's element count) reads as a requirement
+  with the spec's line, `DDPMUNet needs size % 4 == 0 (ddpm.dl:98)` (the skip connections
+  of two halvings), `Translator needs emb_size % 2 == 0 (translator.dl:28)` (sines and
+  cosines in pairs). A structure chosen from a value (a repeat count, a branch, a list's
+  layers) says `compiled for depth == 12` and how to compile again. A condition on one
+  size that repeats with a period is written as a remainder, `size % 4 == 0`, not as the
+  floor divisions it came from, and one another condition implies is left out.
 
 Each class's docstring names the spec line it comes from. What the code computes is
 proven elsewhere: every zoo model against its twin (`tests/test_specs.py`), and the

@@ -26,7 +26,23 @@ from dataclasses import dataclass, field
 
 from ..frontend import ast
 from ..frontend.loopvars import names_in
-from ..ir.dims import FloatGuard, FloorDiv, Guard, InDim, MinMax, Param, Poly, Real, Size, Sym, Var, is_requirement, requirements, to_python
+from ..ir.dims import (
+    FloatGuard,
+    FloorDiv,
+    Guard,
+    InDim,
+    MinMax,
+    Param,
+    Poly,
+    Real,
+    Size,
+    Sym,
+    Var,
+    is_requirement,
+    requirements,
+    to_python,
+    without_implied,
+)
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
@@ -81,7 +97,10 @@ class ClassInfo:
         facts = self.facts or []
         inputs = [f for f in facts if ".shape[" in f]
         built = [f for f in facts if f not in inputs]
-        doc = self.heading + (", built for " + " and ".join(built) if built else "") + "." + \
+        needs = [f for f in built if getattr(f, "where", "")]   # checks of the spec, not decisions
+        chosen = [f for f in built if f not in needs]
+        doc = self.heading + (", built for " + " and ".join(chosen) if chosen else "") + "." + \
+            (f" Needs {' and '.join(needs)}." if needs else "") + \
             (f" Expects inputs with {' and '.join(inputs)}." if inputs else "")
         lines = self.code.replace("__DOC__", _wrapped(doc, INDENT)).split("\n")
         start = next(i for i, line in enumerate(lines) if line.startswith(f"{INDENT}def __init__("))
@@ -95,22 +114,26 @@ class ClassInfo:
         where = re.search(r"\(([^()]*)\)$", self.heading)
         out = []
         for f in facts:
-            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else"}
+            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else", "in"}
             if getattr(f, "negated", "") and names <= taken:
-                msg = f"{self.name} needs {f}" + (f" ({where.group(1)})" if where else "")
+                at = getattr(f, "where", "") or (where.group(1) if where else "")   # the check's position, else the block's
+                msg = f"{self.name} needs {f}" + (f" ({at})" if at else "")
                 out += [f"if {f.negated}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
 
 
 class Fact(str):
-    """A fact a class was built for, as Python (`stride == 1`), and its negation (`stride != 1`)."""
+    """A fact a class was built for, as Python (`stride == 1`), its negation (`stride != 1`), and the
+    spec position of the check that needs it ('' for a decision the class was compiled for)."""
     negated: str = ""
+    where: str = ""
 
 
 def fact_of(g) -> Fact:
     f = Fact(g.to_python(_doc_atom))
     if isinstance(g, Guard):
         f.negated = Guard(g.lhs, _NEG[g.op], g.rhs).to_python(_doc_atom)
+        f.where = _position(g.where) if g.where is not None else ""
     return f
 
 
@@ -1822,7 +1845,8 @@ def _facts(guards: list) -> list:
 
 
 def simplified(guards: list) -> list:
-    """Guards without those implied by others: constants a guard fixes are substituted."""
+    """Guards without those implied by others: constants a guard fixes are substituted, and a
+    remainder condition another one on the same size implies is dropped (ir/dims.py)."""
     consts = {}
     for g in guards:
         if isinstance(g, Guard) and g.op == "==":
@@ -1842,7 +1866,7 @@ def simplified(guards: list) -> list:
             continue
         seen.add(g2.key())
         out.append(g2)
-    return out
+    return without_implied(out)
 
 
 _NEG = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}

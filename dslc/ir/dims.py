@@ -27,6 +27,7 @@ computed from them is not (`T - 2 >= 1` is recorded, as `T >= 3`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -406,12 +407,18 @@ def _poly_src(p: Poly, name) -> tuple[str, int]:
     for i, (m, c) in enumerate(terms):
         text, tprec = _term_src(m, abs(c), name)
         if i == 0:
-            out = text if c > 0 else f"-{_wrap(text, tprec, _MUL)}"
+            # a unary minus binds tighter than `//`: `-(x // 2)`, since `-x // 2` is `(-x) // 2`
+            out = text if c > 0 else f"-{_wrap(text, tprec, _MUL + 1 if _is_floor_division(m, c) else _MUL)}"
             prec = tprec if c > 0 else _MUL
         else:
             out += (" + " if c > 0 else " - ") + _wrap(text, tprec, _MUL if c < 0 else _ADD)
             prec = _ADD
     return out, prec
+
+
+def _is_floor_division(m: frozenset, c: int) -> bool:
+    """Whether the term `c * m` prints as a bare `a // b` (coefficient 1 or -1, one floor division)."""
+    return abs(c) == 1 and len(m) == 1 and all(isinstance(a, FloorDiv) and p == 1 for a, p in m)
 
 
 def _term_src(m: frozenset, c: int, name) -> tuple[str, int]:
@@ -515,6 +522,9 @@ class Guard:
         return (self.op, self.lhs, self.rhs)
 
     def to_python(self, name=None) -> str:
+        form = residue_form(self)   # `size % 4 == 0`, not `size == 4 * ((size - 1) // 2 // 2) + 4`
+        if form is not None and 0 < len(form.residues) < form.modulus:
+            return form.to_python(name or _default_name)
         lhs, rhs = self.lhs, self.rhs
         if lhs.is_const() and not rhs.is_const():  # `stride == 1`, not `1 == stride`
             lhs, rhs, op = rhs, lhs, _FLIP[self.op]
@@ -525,6 +535,115 @@ class Guard:
             if flipped is not None:
                 return f"{flipped} {op} 0"
         return f"{_remainder_src(lhs, name) or to_python(lhs, name)} {op} {to_python(rhs, name)}"
+
+
+# ---------------------------------------------------------------- periodic guards
+
+# The longest period a guard is written as a remainder for (`x % 1024 == 0`); longer ones stay as written.
+MAX_PERIOD = 1024
+
+
+@dataclass(frozen=True)
+class Residues:
+    """A guard on one size that holds exactly when `atom % modulus` is one of `residues`."""
+    atom: object
+    modulus: int
+    residues: tuple
+
+    def to_python(self, name) -> str:
+        """`x % 4 == 0`; against 0 where it can be (`x % 2 != 0`, not `x % 2 == 1`); else the shorter
+        of `in (...)` and `not in (...)`."""
+        x = _atom_src(self.atom, name)[0]
+        left = tuple(r for r in range(self.modulus) if r not in self.residues)
+        if self.residues == (0,) or len(self.residues) == 1 and left != (0,):
+            return f"{x} % {self.modulus} == {self.residues[0]}"
+        if len(left) == 1:
+            return f"{x} % {self.modulus} != {left[0]}"
+        if len(self.residues) <= len(left):
+            return f"{x} % {self.modulus} in ({', '.join(map(str, self.residues))})"
+        return f"{x} % {self.modulus} not in ({', '.join(map(str, left))})"
+
+    def implies(self, other: "Residues") -> bool:
+        """Whether every value this form allows the other allows too (checked over both periods)."""
+        if self.atom != other.atom:
+            return False
+        period = math.lcm(self.modulus, other.modulus)
+        return all(r % other.modulus in other.residues for r in range(period) if r % self.modulus in self.residues)
+
+
+def residue_form(g: "Guard") -> Residues | None:
+    """The guard as a remainder condition, when it is one: both sides built from one size with +, -,
+    * by constants and // by positive constants, and equal slopes, so `lhs - rhs` repeats with the
+    period L of its divisions (`(size - 1) // 2 + 1 == 2 * ((size - 1) // 2 // 2) + 2` holds for
+    `size % 4 in (0, 3)`). None otherwise (`dim >= 4`, `stride == 1`, two sizes)."""
+    if not isinstance(g, Guard) or g.op not in _OPS:
+        return None
+    return _residues(g.lhs - g.rhs, g.op)
+
+
+@functools.lru_cache(maxsize=4096)
+def _residues(diff: Poly, op: str) -> Residues | None:
+    """The residues of `diff op 0`. Python's `//` floors, so such a form repeats with its period over
+    all integers, and the window may start anywhere: it is evaluated over three periods from 0 and
+    kept only if it really repeats (a slope left over shows as a change from one period to the next)."""
+    found = _quasi_linear(diff)
+    if found is None:
+        return None
+    atom, period = found
+    values = [diff.evaluate(lambda a, x=x: x if a == atom else None) for x in range(3 * period)]
+    if any(values[i + period] != values[i] for i in range(2 * period)):
+        return None
+    holds = [_OPS[op](v, 0) for v in values[:period]]
+    modulus = next(m for m in range(1, period + 1)
+                   if period % m == 0 and all(holds[i] == holds[i % m] for i in range(period)))
+    return Residues(atom, modulus, tuple(r for r in range(modulus) if holds[r]))
+
+
+def _quasi_linear(p: Poly) -> tuple | None:
+    """(the one leaf atom, a period) when `p` is built from one parameter, input dim or run-time
+    size with +, -, * by constants and // by positive constants; the period is the least common
+    multiple of each division's divisor times its numerator's period, after which `p` changes by a
+    constant. None for anything else, or a period over MAX_PERIOD."""
+    atom, period = None, 1
+    for m in p.terms:
+        if not m:
+            continue
+        if len(m) != 1:
+            return None
+        (a, power), = m
+        if power != 1:
+            return None
+        if isinstance(a, FloorDiv):
+            inner = _quasi_linear(a.num) if a.den.is_const() and a.den.const_value() > 0 else None
+            if inner is None:
+                return None
+            leaf, step = inner[0], inner[1] * a.den.const_value()
+        elif isinstance(a, (Param, InDim, Var)):
+            leaf, step = a, 1
+        else:
+            return None
+        if atom is not None and leaf != atom:
+            return None
+        atom, period = leaf, math.lcm(period, step)
+        if period > MAX_PERIOD:
+            return None
+    return None if atom is None else (atom, period)
+
+
+def without_implied(guards: list) -> list:
+    """The guards without the remainder conditions that every value meets, or that another one on the
+    same size implies (`size % 4 == 0` implies `size % 4 in (0, 3)`; of two alike, the first stays)."""
+    forms = [residue_form(g) for g in guards]
+    out = []
+    for i, (g, f) in enumerate(zip(guards, forms)):
+        if f is not None:
+            if len(f.residues) == f.modulus:
+                continue
+            if any(h is not None and j != i and h.implies(f) and (j < i or not f.implies(h))
+                   for j, h in enumerate(forms)):
+                continue
+        out.append(g)
+    return out
 
 
 def _remainder_src(p: Poly, name) -> str | None:
@@ -772,11 +891,13 @@ def record_count(count, loop) -> LoopCount | None:
     return g
 
 
-def record(lhs: Poly, op: str, rhs: Poly, outcome: bool) -> None:
+def record(lhs: Poly, op: str, rhs: Poly, outcome: bool, where=None) -> None:
+    """Record the comparison `lhs op rhs` and its outcome: a decision the result was compiled for or,
+    with `where` (the spec position), a check whose other outcome is an error."""
     guards = _recorder.get()
     if guards is None:
         return
-    g = Guard(lhs, op if outcome else _NEGATE[op], rhs)
+    g = Guard(lhs, op if outcome else _NEGATE[op], rhs, where)
     if not g.is_trivial():
         guards.append(g)
 
@@ -1348,11 +1469,13 @@ def known_value(d) -> int | None:
     return None if isinstance(d, Sym) else plain(d)
 
 
-def same(a, b) -> bool:
+def same(a, b, where=None) -> bool:
     """Whether two dims are equal (a decision: records a guard when their forms differ). Run-time
     sizes are equal when their forms are, or when they become so with the parameters' values: then
     the equality is recorded (`(W - 1) // stride + 1 == W` holds for stride 1, and the generated
-    model checks it), instead of being refused for other values."""
+    model checks it), instead of being refused for other values. With `where` (the spec position of
+    a check whose other outcome is an error: a concat's other dims, a reshape's element count), what
+    is recorded is a requirement there (`needs size % 4 == 0 (unet.dl:30)`), not a decision."""
     if isinstance(a, Sym) or isinstance(b, Sym):
         pa = a.poly if isinstance(a, Sym) else expr_of(a)
         pb = b.poly if isinstance(b, Sym) else expr_of(b)
@@ -1366,9 +1489,13 @@ def same(a, b) -> bool:
         if guards is not None:
             for g in _parameter_facts(pa - pb, env):
                 if not g.is_trivial():
-                    guards.append(g)
+                    guards.append(Guard(g.lhs, g.op, g.rhs, where))
         return True
-    return a == b
+    if where is None:
+        return a == b
+    equal = plain(a) == plain(b)
+    record(expr_of(a), "==", expr_of(b), equal, where)
+    return equal
 
 
 def _parameter_facts(diff: Poly, env: dict) -> list:

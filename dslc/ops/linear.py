@@ -56,7 +56,7 @@ def _bilinear_resolve(b):
     x1, x2 = b.inputs
     need_min_rank(x1, 1, "Bilinear", input=0)
     need_min_rank(x2, 1, "Bilinear", input=1)
-    if x1.rank != x2.rank or not all(same_dim(p, q) for p, q in zip(x1.shape[:-1], x2.shape[:-1])):
+    if x1.rank != x2.rank or not all(same_dim(p, q, b.where) for p, q in zip(x1.shape[:-1], x2.shape[:-1])):
         raise ShapeError(f"`Bilinear`'s inputs must agree in every dimension but the last, "
                          f"got {x1.shape_str()} and {x2.shape_str()}", input=1)
     return {"in1_features": static(x1.shape[-1], "Bilinear's in1_features", input=0),

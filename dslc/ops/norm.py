@@ -223,7 +223,7 @@ def _layer_norm_resolve(b):
     for h, w in zip(have, want):
         if isinstance(h, Sym):   # a run-time size: it must be normalized_shape's, which the forward checks
             require(h, "==", plain(w), b.where)
-        elif not same_dim(h, w):
+        elif not same_dim(h, w, b.where):
             raise ShapeError(f"`LayerNorm` normalizes over {_show(want)}, but the input {t.shape_str()} ends in "
                              f"{_show(have)}", code="E0403", arg="normalized_shape",
                              label="must equal the input's trailing dimensions",

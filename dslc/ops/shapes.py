@@ -46,15 +46,15 @@ def ntuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
 
 
-def broadcast(a: TensorType, b: TensorType, what: str = "the operands") -> tuple:
-    """NumPy broadcasting of two shapes."""
+def broadcast(a: TensorType, b: TensorType, what: str = "the operands", where=None) -> tuple:
+    """NumPy broadcasting of two shapes; `where`: the op's spec position, for what equal sizes need."""
     out = []
     for i in range(1, max(a.rank, b.rank) + 1):
         da = a.shape[-i] if i <= a.rank else 1
         db = b.shape[-i] if i <= b.rank else 1
         if _is_one(da):
             out.append(db)
-        elif _is_one(db) or same(da, db):
+        elif _is_one(db) or same(da, db, where):
             out.append(da)
         else:
             raise ShapeError(f"cannot broadcast {a.shape_str()} with {b.shape_str()}: "
@@ -103,10 +103,11 @@ def numel(shape):
     return product(shape)
 
 
-def same_dim(a, b) -> bool:
-    """Equality of two dims for a check; True when it cannot be decided (B vs B*1)."""
+def same_dim(a, b, where=None) -> bool:
+    """Equality of two dims for a check; True when it cannot be decided (B vs B*1). With `where`
+    (the op's spec position), what parameters it relies on is recorded as a requirement there."""
     try:
-        return same(a, b)
+        return same(a, b, where)
     except SymbolicDecision:
         return True
 

@@ -54,9 +54,9 @@ class MBConv(nn.Module):
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
-        if stride == 1 and in_channels == out and (k - 1) % 2 != 0:
-            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and (k - "
-                             "1) % 2 != 0")
+        if stride == 1 and in_channels == out and k % 2 == 0:
+            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and k % 2 "
+                             "== 0")
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
@@ -72,9 +72,9 @@ class Stage(nn.Sequential):
     """The block `Stage` (efficientnet.dl:70)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
-        if blocks < 1 or ((k - 1) % 2 != 0 and blocks != 1) or ((k - 1) % 2 != 0 and in_channels == out):
-            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or ((k - 1) % 2 != 0 and blocks != "
-                             "1) or ((k - 1) % 2 != 0 and in_channels == out)")
+        if blocks < 1 or (k % 2 == 0 and blocks != 1) or (k % 2 == 0 and in_channels == out):
+            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or (k % 2 == 0 and blocks != 1) or "
+                             "(k % 2 == 0 and in_channels == out)")
         super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
                          *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
 

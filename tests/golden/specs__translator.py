@@ -20,13 +20,12 @@ class TokenEmbedding(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """The block `PositionalEncoding` (translator.dl:24), built for 2 * maxlen * ((emb_size + 1) // 2) == emb_size *
-    maxlen. Expects inputs with x.shape[2] == emb_size."""
+    """The block `PositionalEncoding` (translator.dl:24). Needs emb_size % 2 == 0. Expects inputs with x.shape[2] ==
+    emb_size."""
 
     def __init__(self, emb_size: int, dropout: float, maxlen: int = 5000):
-        if 2 * maxlen * ((emb_size + 1) // 2) != emb_size * maxlen:
-            raise ValueError("PositionalEncoding needs 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen "
-                             "(translator.dl:24)")
+        if emb_size % 2 != 0:
+            raise ValueError("PositionalEncoding needs emb_size % 2 == 0 (translator.dl:28)")
         super().__init__()
         pos_embedding = -torch.arange(0, emb_size, 2, dtype=torch.float32) * 9.210340371976184
         den = torch.exp(pos_embedding / emb_size)
@@ -48,9 +47,8 @@ class Translator(nn.Module):
                  num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512,
                  dropout: float = 0.1, maxlen: int = 5000):
         super().__init__()
-        if 2 * maxlen * ((emb_size + 1) // 2) != emb_size * maxlen:
-            raise ValueError("Translator was compiled for 2 * maxlen * ((emb_size + 1) // 2) == emb_size * maxlen; "
-                             "compile it again with `dslc compile --set` to change that")
+        if emb_size % 2 != 0:
+            raise ValueError("Translator needs emb_size % 2 == 0 (translator.dl:28)")
         self.maxlen = maxlen
         self.src_tok_emb = TokenEmbedding(src_vocab, emb_size)
         self.positional_encoding = PositionalEncoding(emb_size, dropout, maxlen=maxlen)

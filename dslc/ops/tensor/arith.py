@@ -37,7 +37,7 @@ def _result_dtype(a, b, op: str) -> str:
 def _broadcast_shape(b) -> tuple:
     """The shape of `input <op> other`: both tensors broadcast, or the one tensor's beside a number."""
     ta, tc = _t(b["input"]), _t(b["other"])
-    return broadcast(ta, tc) if ta is not None and tc is not None else (ta or tc).shape
+    return broadcast(ta, tc, where=b.where) if ta is not None and tc is not None else (ta or tc).shape
 
 
 def _elementwise(op: str):
@@ -328,7 +328,7 @@ def _matmul_infer(b):
                          arg="other", help="cast one of them first: `float(x)`")
     ka = a.shape[-1]
     kc = c.shape[-2] if c.rank >= 2 else c.shape[0]
-    if not same_dim(ka, kc):
+    if not same_dim(ka, kc, b.where):
         raise ShapeError(f"cannot multiply {a.shape_str()} @ {c.shape_str()}: inner sizes "
                          f"{dim_text(ka)} and {dim_text(kc)} differ", code="E0403", label="inner dimensions must match")
     rows = a.shape[-2:-1] if a.rank >= 2 else ()

@@ -32,7 +32,7 @@ register(OpDef(
 
 def _same_shapes(b, what: str):
     a, c = b.inputs
-    if a.rank != c.rank or not all(same_dim(p, q) for p, q in zip(a.shape, c.shape)):
+    if a.rank != c.rank or not all(same_dim(p, q, b.where) for p, q in zip(a.shape, c.shape)):
         raise ShapeError(f"`{what}` needs equal shapes, got {a.shape_str()} and {c.shape_str()}", code="E0403",
                          input=1)
     return [a]

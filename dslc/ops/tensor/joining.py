@@ -28,7 +28,7 @@ def _concat_infer(b):
             raise ShapeError(f"`concat` needs tensors of equal rank, got {first.shape_str()} and {t.shape_str()}",
                              code="E0402", input=i)
         for j in range(t.rank):
-            if j != d and not same_dim(t.shape[j], first.shape[j]):
+            if j != d and not same_dim(t.shape[j], first.shape[j], b.where):
                 raise ShapeError(f"`concat` along dim {plain(b['dim'])}: the tensors differ in dimension {j} "
                                  f"({first.shape_str()} and {t.shape_str()})", code="E0403", input=i,
                                  label="sizes must match except along `dim`")
@@ -68,7 +68,7 @@ def _stack_infer(b):
     first = ts[0]
     d = norm_dim(b["dim"], first.rank + 1)
     for i, t in enumerate(ts):
-        if t.rank != first.rank or not all(same_dim(p, q) for p, q in zip(t.shape, first.shape)):
+        if t.rank != first.rank or not all(same_dim(p, q, b.where) for p, q in zip(t.shape, first.shape)):
             raise ShapeError(f"`stack` needs tensors of equal shape, got {first.shape_str()} and {t.shape_str()}",
                              code="E0403", input=i)
     return [TensorType(first.shape[:d] + (len(ts),) + first.shape[d:], _joined_dtype(ts))]

@@ -33,12 +33,27 @@ def _reshape_infer(b):
         if plain(total) != plain(known):
             raise ShapeError(f"cannot reshape {t.shape_str()} ({plain(total)} elements) into {_shape_src(target)} "
                              f"({plain(known)} elements)", code="E0407", arg="shape", label="element counts differ")
-        total == known  # noqa: B015  (records the guard that the counts agree)
-    elif not same(total, known):   # equal at the parameters' values: what they must satisfy is recorded
+        same(*_uncommon(t.shape, target), b.where)   # records what the counts' agreeing needs of the parameters
+    elif not same(total, known, b.where):   # equal at the parameters' values: what they must satisfy is recorded
         raise ShapeError(f"cannot reshape {t.shape_str()} into {_shape_src(target)}: the element counts "
                          f"{total} and {known} are not provably equal", code="E0407", arg="shape",
                          label="element counts differ")
     return [t.with_shape(tuple(target))]
+
+
+def _uncommon(shape, target) -> tuple:
+    """The element counts of `shape` and `target` without the sizes both have (`[maxlen, (e + 1) // 2,
+    2]` into `[maxlen, e]` needs `2 * ((e + 1) // 2) == e`): a target's sizes are positive, so a
+    size both have cancels out of the counts' equality."""
+    rest = list(target)
+    kept = []
+    for d in shape:
+        match = next((i for i, r in enumerate(rest) if expr_of(r) == expr_of(d)), None)
+        if match is None:
+            kept.append(d)
+        else:
+            del rest[match]
+    return product(kept), product(rest)
 
 
 def _fd_atoms(total, known) -> set:
@@ -321,7 +336,7 @@ def _expand_infer(b):
             if have is None:
                 raise ShapeError("`expand` cannot use -1 for a new leading dimension", code="E0407", arg="sizes")
             out.append(have)
-        elif have is None or (not isinstance(have, Sym) and plain(have) == 1) or same_dim(have, s):
+        elif have is None or (not isinstance(have, Sym) and plain(have) == 1) or same_dim(have, s, b.where):
             out.append(s)
         else:
             raise ShapeError(f"`expand` cannot stretch size {dim_text(have)} to {dim_text(s)} (only size-1 dimensions expand)",

@@ -44,7 +44,7 @@ def _where_infer(b):
     shape = cond.shape
     for t in (a, c):
         if t is not None:
-            shape = broadcast(TensorType(shape), t)
+            shape = broadcast(TensorType(shape), t, where=b.where)
     return [TensorType(shape, _result_dtype(b["input"], b["other"], "add"))]
 
 
@@ -76,7 +76,7 @@ register(OpDef(
 def _masked_fill_infer(b):
     t, mask = b.x, b["mask"].type
     _need_bool(mask, "masked_fill", "mask")
-    if broadcast(t, mask) != t.shape:
+    if broadcast(t, mask, where=b.where) != t.shape:
         raise ShapeError(f"`masked_fill`'s mask {mask.shape_str()} must broadcast to the input's shape "
                          f"{t.shape_str()}", code="E0401", arg="mask")
     return [t]
