@@ -108,3 +108,12 @@ def test_a_table_of_thousands_of_rows_prints_as_plain_columns(tmp_path, capsys):
     assert lines[1].split() == ["layer", "type", "output", "shape", "params", "MACs"]
     assert lines[2].split() == ["0", "Linear", "[B,", "4]", "20", "16"]   # an nn.Sequential's first layer
     assert len(lines) == 2 + len(s.layers) + 2 and lines[-2].startswith("total params: 30,000")
+
+
+def test_a_lists_elements_show_the_lists_name(capsys):
+    """The table nests a block's layers under it; an element of a module list has no row of the
+    list above it, so it shows `h.0` (its state-dict prefix), not a bare `0`."""
+    from dslc.backends.summary import render_table
+    render_table(dslc.load(os.path.join(ROOT, "specs", "gpt.dl")).summary("GPT"))
+    names = [line.split("│")[1].rstrip() for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert names[:4] == [" wte", " wpe", " h.0", "   ln_1"] and " h.11" in names

@@ -32,6 +32,7 @@ class Row:
     depth: int = 0
     trainable: object = True   # True, False, or "partly" for a block with frozen and trainable layers
     shared: bool = False
+    own: str = ""        # as the table shows it under its parent: `h.0` for an element of the list `h`
 
     def as_json(self) -> dict:
         return {"name": self.name, "type": self.type, "output_shape": self.output_shape,
@@ -82,7 +83,7 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             first = (prefix, inst.id) not in seen  # a block graph may serve several call sites
             seen.add((prefix, inst.id))
             row = Row(path, f"block {sub.name}", _out(node), count_params(sub) if first else 0, 0, depth,
-                      not _is_frozen(path, frozen), shared=not first)
+                      not _is_frozen(path, frozen), shared=not first, own=inst.name)
             s.layers.append(row)
             start = len(s.layers)
             _walk(sub, f"{path}.", depth + 1, s, sizes, frozen, seen)
@@ -110,7 +111,7 @@ def _walk(graph: Graph, prefix: str, depth: int, s: Summary, sizes: dict, frozen
             seen.add((prefix, inst.id))
         params = sum(_numel(shape) for shape in inst.weights().values()) if inst is not None and first else 0
         s.layers.append(Row(path or node.op.name, node.op.name, _out(node), params, macs, depth,
-                            not _is_frozen(path, frozen), shared=not first))
+                            not _is_frozen(path, frozen), shared=not first, own=inst.name if inst else ""))
 
 
 def _out(node: Node) -> str:
@@ -216,7 +217,7 @@ RICH_ROWS = 2000  # rich lays out about 1,000 rows a second: a longer table is p
 
 
 def _cells(r) -> tuple:
-    own = r.name.rsplit(".", 1)[-1]  # the nesting shows the path
+    own = r.own or r.name.rsplit(".", 1)[-1]  # the nesting shows the rest of the path
     status = {True: "", False: " (frozen)", "partly": " (partly frozen)"}[r.trainable]
     name = "  " * r.depth + own + (" (shared)" if r.shared else "") + status
     return (name, r.type, r.output_shape, f"{r.params:,}" if r.params else "",
