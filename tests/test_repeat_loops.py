@@ -17,6 +17,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import ROOT
 from torch import nn
 
@@ -145,3 +147,62 @@ def test_a_repeat_inside_a_loop_over_a_list_keeps_its_count_live(tmp_path):
     x = torch.randn(2, 3, 16, 16)
     for widths, convs in (([8, 16], 1), ([4, 8, 8], 3), ([8], 0)):
         _same_as_dslc(prog, module, "M", x, widths=widths, convs=convs)
+
+
+def test_a_size_the_layer_infers_after_the_loop_follows_the_loop(tmp_path):
+    """LayerNorm's `normalized_shape`, which a spec may give, was taken from the IR after a loop over a
+    list: `nn.LayerNorm(4)` for every list (the last width compiled). It reads the running size."""
+    text = ("model M(widths: list[int] = [8, 4]) {\n    input x: [B, 12]\n    for w in widths {\n        Linear(w)\n"
+            "        ReLU()\n    }\n    LayerNorm()\n}\n")
+    prog, module = _program(tmp_path, text)
+    assert "nn.LayerNorm(in_features)" in prog.source()
+    for widths in ([8, 16], [5]):
+        _same_as_dslc(prog, module, "M", torch.randn(2, 12), widths=widths)
+    assert module.M(widths=[]).state_dict()["0.weight"].shape == (12,)   # dslc's one-layer model: `norm`
+
+
+LAYERS_1D = ["Linear(w)", "ReLU()", "Tanh()", "LayerNorm()", "BatchNorm1d()", "Linear(8)", "GELU()"]
+LAYERS_2D = ["Conv2d(w, 3, padding=1)", "ReLU()", "BatchNorm2d()", "Conv2d(8, 1)", "Dropout(0.1)"]
+
+
+@st.composite
+def chains(draw):
+    """A chain model with a loop (a `repeat depth` or a `for` over a list) between random layers."""
+    conv = draw(st.booleans())
+    layer = st.sampled_from(LAYERS_2D if conv else LAYERS_1D)
+    body = draw(st.lists(layer, min_size=1, max_size=3))
+    before, after = draw(st.lists(layer, max_size=2)), draw(st.lists(layer, max_size=2))
+    repeat = draw(st.booleans())
+    head = "repeat depth {" if repeat else "for w in widths {"
+    lines = ["model M(depth: int = 2, widths: list[int] = [6, 4], w: int = 5) {",
+             f"    input x: {'[B, 3, 8, 8]' if conv else '[B, 12]'}"]
+    lines += [f"    {x}" for x in before] + [f"    {head}"] + [f"        {x}" for x in body] + ["    }"]
+    lines += [f"    {x}" for x in after] + ["}"]
+    values = [{"depth": d} for d in (0, 1, 3)] if repeat else [{"widths": v} for v in ([], [3], [7, 2, 5])]
+    return "\n".join(lines) + "\n", conv, values
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chains())
+def test_a_looped_class_builds_every_count_and_list_as_dslc_does(tmp_path, chain):
+    """Whatever the layers around and in the loop, the generated class either refuses a value (its
+    guard) or builds what dslc builds for it: the same parameter shapes in order, the same outputs."""
+    text, conv, values = chain
+    path = tmp_path / "m.dl"
+    path.write_text(text, encoding="utf-8")
+    prog = dslc.load(str(path))
+    module = exec_source(prog.source(), "<chain>")
+    x = torch.randn(2, 3, 8, 8) if conv else torch.randn(2, 12)
+    for params in values:
+        try:
+            built = prog.build("M", **params).eval()
+        except dslc.diagnostics.DslcError:
+            continue   # not a legal value of the spec
+        try:
+            mine = module.M(**params).eval()
+        except ValueError:
+            continue   # refused by a guard: the class says so
+        assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in built.state_dict().values()], text
+        mine.load_state_dict(dict(zip(mine.state_dict(), built.state_dict().values())))
+        with torch.no_grad():
+            assert torch.equal(mine(x), built(x)), text

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import operator
 import re
+import typing
 from dataclasses import dataclass, fields
 
 from ..frontend import ast
 from ..ir.dims import InDim, plain
 from ..ir.pyliteral import Source
+from .pyformat import is_default
 from .variants import WIDTH  # the generated code's line length (120, torchvision's)
 
 
@@ -277,6 +279,7 @@ class Template:
         self.carried: str | None = None
         self.live: set = set()          # the parameters the lines read
         self.counts: list = []          # the guards of the repeat counts written as loops
+        self.bound: set = set()         # the names the loops walked so far bound
 
     def lines(self, chain: list) -> list[str]:
         top = {n: loop for loop in self.graph.list_loops for p in loop.passes for n in p}
@@ -301,8 +304,11 @@ class Template:
         if inst is None or inst.folded is not None or inst.inits or inst.user_name or node.kind not in ("op", "call"):
             raise NotLoopable("an element is not a plain layer or block")
         given = self._given(inst, env)
+        if state.dependent:
+            self._no_shape_reads(inst, env)
         if inst.kind == "layer":
             fed = {k: v for k, v in inst.args.items() if inst.op.param(k) is None}
+            fed.update(self._optional_inferred(inst, state))
             text = self.w._ctor(inst, self.printer, dict(inst.args, **given, **self._fed(fed, state)))
         else:
             sig = self.w.gen.class_for(inst.graph).signature
@@ -315,6 +321,35 @@ class Template:
                                       self._fed(fed, state))
         self._after(node, given, inst, fed, state)
         return [f"layers.append({text})"]
+
+    def _no_shape_reads(self, inst, env: dict) -> None:
+        """After the loop, an argument the spec computes from a tensor's shape (`h.shape[1] * 2`) has the
+        value of the passes that ran: no Python here would follow it."""
+        for span in inst.arg_spans.values():
+            e = self.exprs.get((span.start, span.end))
+            if isinstance(e, _STATEMENTS):
+                continue   # a block made from a repeat's body (frontend/bodyblocks.py): its arguments are parameters
+            if e is None:
+                continue
+            if names_of(e) - set(self.graph.params) - set(env) or names_of(e) & self.bound:
+                # a tensor's shape, or a loop variable after its loop (its last item, which may hide a parameter)
+                raise NotLoopable(f"`{py_text(e, str) if _spelled(e) else 'an argument'}` reads a value the loop changes")
+
+    def _optional_inferred(self, inst, state: State) -> dict:
+        """Arguments the spec left out that the layer took from its input though it could be given one
+        (LayerNorm's `normalized_shape`): after the loop they follow the running size, which is theirs
+        only where the value has one dimension besides the batch; elsewhere the loop unrolls."""
+        out: dict = {}
+        if not state.dependent:
+            return out
+        for k, v in inst.args.items():
+            spec = inst.op.param(k)
+            if spec is None or k in inst.arg_spans or not _sized(v) or is_default(v, spec.default):
+                continue
+            if state.rank != 2:
+                raise NotLoopable(f"`{inst.op.name}` takes its `{k}` from its input's sizes, which the loop changes")
+            out[k] = v
+        return out
 
     def _given(self, inst, env: dict) -> dict:
         """The arguments whose expressions read a list or a loop variable, as those expressions."""
@@ -406,6 +441,7 @@ class Template:
             if cursor:
                 raise NotLoopable("a pass makes layers its statements do not account for")
             body = merge(body, tree)
+        self.bound |= set(names)   # read after the loop, a name it bound is its last item
         return lines + [Compound(head, body)]
 
     def _loop_head(self, names: tuple, iterable: str) -> str:
@@ -475,6 +511,7 @@ class Template:
             body = merge(body, tree)
         if isinstance(s, ast.RepeatStmt):   # its count's guards (one per value it ran with) hold for any count
             self.counts += [g for g in self.graph.guards if getattr(g, "loop", None) == s.span]
+        self.bound |= set(names)
         return out + [Compound(header, body)]
 
     def _reads(self, e, env: dict) -> None:
@@ -507,6 +544,24 @@ def _bound(names: tuple, item) -> dict:
     if len(names) == 1:
         return {names[0]: _plain(item)}
     return {n: _plain(v) for n, v in zip(names, item)}
+
+
+_STATEMENTS = typing.get_args(ast.Stmt)
+
+
+def _spelled(e) -> bool:
+    try:
+        py_text(e, str)
+        return True
+    except NotLoopable:
+        return False
+
+
+def _sized(v) -> bool:
+    """An int size, or a tuple or list of them (`normalized_shape`)."""
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(_is_size(x) for x in v)
+    return _is_size(v)
 
 
 def _is_size(v) -> bool:
