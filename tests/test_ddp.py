@@ -503,3 +503,15 @@ def test_a_process_of_a_run_leaves_without_the_teardown_that_aborts_under_gloo(t
     code, err = run[0].wait(timeout=120), run[0].stderr.read()
     assert run[1].wait(timeout=120) == 0
     assert code == -signal.SIGABRT and "terminate called without an active exception" in err, (code, err)
+
+
+def test_the_process_a_signal_killed_is_named_as_the_cause():
+    """Rank 1 killed: rank 0 then fails on its own (it lost contact), and torchrun ends any other with
+    SIGTERM. Whichever it saw first, the message names the killed one."""
+    from types import SimpleNamespace as NS
+    failures = {0: NS(exitcode=1), 1: NS(exitcode=-signal.SIGKILL), 2: NS(exitcode=-signal.SIGTERM)}
+    text = dist._failure(NS(failures=failures))
+    assert text.startswith("data-parallel training stopped: rank 1 was killed by SIGKILL (torchrun")
+    # no signal but torchrun's: the processes that failed on their own
+    text = dist._failure(NS(failures={0: NS(exitcode=-signal.SIGTERM), 1: NS(exitcode=3)}))
+    assert text.startswith("data-parallel training stopped: rank 1 exited with status 3 (")

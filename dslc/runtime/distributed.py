@@ -253,10 +253,13 @@ def _interrupted(result: dict) -> None:
 
 def _failure(e) -> str:
     """Which processes failed and how: 'rank 1 was killed by SIGKILL'. torchrun ends the others with
-    SIGTERM once one fails: those are named only when no process failed otherwise."""
+    SIGTERM once one fails: those are named only when no process failed otherwise. A process killed
+    by another signal is the cause where there is one: the others then exit with an error of their own
+    (rank 0 lost contact with it), whichever torchrun saw first."""
     import signal
     failures = sorted(e.failures.items())
     causes = [(r, f) for r, f in failures if f.exitcode != -signal.SIGTERM] or failures
+    causes = [(r, f) for r, f in causes if f.exitcode < 0] or causes
     parts = []
     for rank, failure in causes:
         code = failure.exitcode
