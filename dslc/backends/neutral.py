@@ -53,6 +53,8 @@ def find(writer) -> LiveArgs:
     if not isinstance(decl, (ast.ModelDecl, ast.BlockDecl)):
         return out
     candidates = {p for p, v in graph.params.items() if v is None or isinstance(v, (bool, str))}
+    if not candidates:
+        return out
     reads = _reads(decl, candidates - _bound(decl))
     uses: dict = {}
     for inst in graph.instances.values():
