@@ -182,3 +182,60 @@ def test_the_values_of_a_parameter_type():
     assert choices(upsample.param("mode").type) == ("nearest", "linear", "bilinear", "bicubic", "trilinear")
     assert choices(upsample.param("align_corners").type) == (None, False, True)
     assert choices(REGISTRY["Conv2d"].param("padding").type) is None   # ints too: not listed
+
+
+PASSED_ON = """\
+block Inner(m: str, b: bool) {
+    input x: [B, C, H, W]
+    x -> Upsample(scale_factor=2, mode=m) -> Conv2d(C, 3, padding=1, bias=b)
+}
+
+block Outer(mode: str, bias: bool = true) {
+    input x: [B, C, H, W]
+    x -> Inner(mode, bias) -> Inner("nearest", bias)
+}
+
+model Nested(mode: str = "nearest", bias: bool = true) {
+    input x: [B, 3, 4, 4]
+    x -> Outer(mode, bias=bias) -> Outer("bicubic")
+}
+
+model Repeated(mode: str = "nearest") {
+    input x: [B, 3, 4, 4]
+    h = x
+    repeat 2 {
+        h = h -> Upsample(scale_factor=2, mode=mode) -> Conv2d(3, 3, padding=1)
+    }
+    output h
+}
+
+block Pad(p: str) {
+    input x: [B, C, H, W]
+    x -> Conv2d(C, 3, padding=p)
+}
+
+model Padded(p: str = "same") {
+    input x: [B, 3, 8, 8]
+    x -> Pad(p) -> Flatten() -> Linear(10)
+}
+"""
+
+
+@pytest.mark.parametrize("model, values", [("Nested", {"mode": "bilinear", "bias": False}),
+                                           ("Nested", {"mode": "bicubic"}),
+                                           ("Repeated", {"mode": "bilinear"})])
+def test_a_parameter_passed_on_through_blocks_stays_live(tmp_path, model, values):
+    prog, source = _load(tmp_path, PASSED_ON)
+    assert "Outer(3, mode, bias=bias)" in source and "Inner(out_channels, mode, bias)" in source
+    assert "RepeatedBlock(3, mode), RepeatedBlock(3, mode)" in source
+    mine = exec_source(source, "<m>").build(model, seed=0, **values).eval()
+    theirs = prog.build(model, seed=0, **values).eval()
+    got, want = mine.state_dict(), theirs.state_dict()
+    assert [(k, v.shape) for k, v in got.items()] == [(k, v.shape) for k, v in want.items()]
+    assert all(torch.equal(got[k], want[k]) for k in got)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(mine(x), theirs(x))
+    # a block's argument that changes a shape: the block's class bakes it, the model keeps its guard
+    with pytest.raises(ValueError, match=r'Padded was compiled for p="same"'):
+        exec_source(source, "<m>").build("Padded", p="valid")

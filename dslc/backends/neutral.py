@@ -6,8 +6,9 @@ of baking the value and refusing every other.
 A parameter is live so only where every read of it in the declaration is such an argument (one
 an `if` reads, or another expression, keeps its guard), the layer has no `init=` and no folded
 batch norm, and the generated code writes the value where the literal would be (checked by
-writing the layer with each value). Values the op refuses (`mode="linear"` on a 4-d input) are
-refused by the class, with the spec line.
+writing the layer with each value). A block's argument is such an argument where the block's class
+takes it live so itself (`Outer(3, mode)`; a repeat's body made a block passes the names it reads).
+Values the op refuses (`mode="linear"` on a 4-d input) are refused by the class, with the spec line.
 """
 from __future__ import annotations
 
@@ -56,15 +57,19 @@ def find(writer) -> LiveArgs:
     if not candidates:
         return out
     reads = _reads(decl, candidates - _bound(decl))
-    uses: dict = {}
+    uses: dict = {}    # parameter -> (instance, argument, its span), and the reads each stands for
     for inst in graph.instances.values():
         for key, span in inst.arg_spans.items():
             for p, spans in reads.items():
                 if (span.start, span.end) in spans:
-                    uses.setdefault(p, []).append((inst, key, span))
-    for p, found in uses.items():
-        if {(s.start, s.end) for _, _, s in found} != reads[p]:
-            continue    # read somewhere else too (an `if`, an expression, a block's argument)
+                    uses.setdefault(p, []).append(((inst, key, span), {(span.start, span.end)}))
+                elif key == p and getattr(inst.graph, "decl", None) is not None and \
+                        getattr(inst.graph.decl, "repeat_of", ""):   # a repeat's body made a block (bodyblocks.py)
+                    uses.setdefault(p, []).append(((inst, key, span), _reads(inst.graph.decl, {p}).get(p, set())))
+    for p, pairs in uses.items():
+        if set().union(*(covered for _, covered in pairs)) != reads[p]:
+            continue    # read somewhere else too (an `if`, an expression)
+        found = [use for use, _ in pairs]
         legal = _legal(writer, p, found)
         if legal is not None and graph.params[p] in legal and len(legal) > 1:
             out.args |= {(inst.id, key): p for inst, key, _ in found}
@@ -96,27 +101,39 @@ def _bound(decl) -> set:
 
 
 def _legal(writer, p: str, found: list) -> tuple | None:
-    """The values of `p` every layer it reaches takes, each giving the types it gives now; None where
-    one is not such an argument (a value that changes a shape, a layer written otherwise)."""
+    """The values of `p` every layer or block it reaches takes, each giving the types it gives now;
+    None where one is not such an argument (a value that changes a shape, a layer written otherwise)."""
     graph = writer.graph
     value, declared = graph.params[p], graph.param_types.get(p)
     legal = None
     for inst, key, _ in found:
-        spec = inst.op.param(key) if inst.kind == "layer" else None
-        if spec is None or key == "inplace" or inst.inits or inst.folded is not None or inst.id in writer.external \
-                or type(inst.args.get(key)) is not type(value) or inst.args.get(key) != value:
+        if key == "inplace" or inst.id in writer.external or type(inst.args.get(key)) is not type(value) \
+                or inst.args.get(key) != value:
             return None
-        values = choices(spec.type)
+        values = _layer_values(writer, inst, key) if inst.kind == "layer" else \
+            writer._block_values(inst, key) if inst.kind == "block" else None
         if values is None:
             return None
-        values = tuple(v for v in values if _admits(declared, v) and not (spec.check and spec.check(v)))
-        nodes = [n for n in graph.nodes.values() if n.instance == inst.id]
-        for node in nodes:
-            values = _same_types(graph, node, key, values)
-            if values is None or not _written_through(writer, node, key, values, spec.default):
-                return None
+        values = tuple(v for v in values if _admits(declared, v))
         legal = values if legal is None else tuple(v for v in legal if v in values)
     return legal
+
+
+def _layer_values(writer, inst, key: str) -> tuple | None:
+    """The values of the layer's argument `key` that give the types its value gives, where the code
+    for each is the code for the parameter with the value in its place; None where one does not."""
+    spec = inst.op.param(key)
+    if spec is None or inst.inits or inst.folded is not None:
+        return None
+    values = choices(spec.type)
+    if values is None:
+        return None
+    values = tuple(v for v in values if not (spec.check and spec.check(v)))
+    for node in (n for n in writer.graph.nodes.values() if n.instance == inst.id):
+        values = _same_types(writer.graph, node, key, values)
+        if values is None or not _written_through(writer, node, key, values, spec.default):
+            return None
+    return values
 
 
 def _admits(declared: str | None, v) -> bool:

@@ -660,6 +660,15 @@ class _ClassWriter:
         finally:
             self.gen.helpers = helpers
 
+    def _block_values(self, inst: Instance, key: str) -> tuple | None:
+        """The values of a block's argument that its class takes live (neutral.py) where the block
+        is called plainly (not a scan's step); None where it does not take it so."""
+        if any("scan" in n.args for n in self.graph.nodes.values() if n.instance == inst.id):
+            return None
+        if key not in {k for k, *_ in self.gen.class_for(inst.graph).signature}:
+            return None
+        return _ClassWriter(self.gen, inst.graph, is_model=False).neutral.legal.get(key)
+
     def _ctor_text(self, inst: Instance, printer: Printer, args: dict) -> str:
         op, args = inst.op, self._inplace_args(inst.op, inst.id, args)
         t: TorchLayer = op.torch
@@ -825,8 +834,11 @@ class _ClassWriter:
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
         defaults = {name: d for _, name, _, d in child.signature}
+        keys = {name: key for key, name, _, _ in child.signature}
         parts = []
         for name, v in self._fed_arguments(inst):
+            if (inst.id, keys[name]) in self.neutral.args:   # a live parameter passed on (neutral.py)
+                v = Source(self.init_atom(Param(self.neutral.args[inst.id, keys[name]])))
             default = defaults.get(name)
             if given and name in given:
                 parts.append(given[name] if default is None else f"{name}={given[name]}")
