@@ -54,7 +54,7 @@ def find(writer) -> LiveArgs:
     if not isinstance(decl, (ast.ModelDecl, ast.BlockDecl)):
         return out
     candidates = {p for p, v in graph.params.items() if v is None or isinstance(v, (bool, str))}
-    if not candidates:
+    if not _possible(graph, candidates):
         return out
     reads = _reads(decl, candidates - _bound(decl))
     uses: dict = {}    # parameter -> (instance, argument, its span), and the reads each stands for
@@ -76,6 +76,19 @@ def find(writer) -> LiveArgs:
             out.legal[p] = legal
             out.where[p] = min((s for _, _, s in found), key=lambda s: s.start)
     return out
+
+
+def _possible(graph, candidates: set) -> bool:
+    """Whether some layer argument with listed values, or some block argument, has a candidate's value
+    (a quick test before the declaration is walked: most classes have none)."""
+    values = [graph.params[p] for p in candidates]
+    for inst in graph.instances.values():
+        for key, v in inst.args.items():
+            if any(type(v) is type(c) and v == c for c in values) and \
+                    (inst.kind == "block" or inst.kind == "layer" and inst.op.param(key) is not None
+                     and choices(inst.op.param(key).type) is not None):
+                return True
+    return False
 
 
 def _reads(decl, names: set) -> dict:
