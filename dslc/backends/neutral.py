@@ -141,12 +141,19 @@ def _layer_values(writer, inst, key: str) -> tuple | None:
     values = choices(spec.type)
     if values is None:
         return None
-    values = tuple(v for v in values if not (spec.check and spec.check(v)))
+    values = tuple(v for v in values if not (spec.check and _refuses(spec.check, v)))
     for node in (n for n in writer.graph.nodes.values() if n.instance == inst.id):
         values = _same_types(writer.graph, node, key, values)
         if values is None or not _written_through(writer, node, key, values, spec.default):
             return None
     return values
+
+
+def _refuses(check, v) -> bool:
+    try:
+        return bool(check(v))
+    except Exception:   # a check written for other values than these
+        return True
 
 
 def _admits(declared: str | None, v) -> bool:
