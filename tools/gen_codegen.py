@@ -43,7 +43,11 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   parameters, compiled each way (up to three of them, every combination):
   `self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`
   and `if self.bidirectional:` in forward, with no guard left for the flag. A value the
-  spec refuses keeps a guard, whose message gives the spec's error.
+  spec refuses keeps a guard, whose message gives the spec's error. A `str`, `bool` or
+  `none` parameter passed to layers as it is, where no value the layers take changes what
+  they output, is passed through as a person writes it (`nn.Upsample(scale_factor=2,
+  mode=mode)`, `self.mode` in forward), any number of them; only the values the layers
+  refuse are refused (`M needs mode in ("nearest", "bilinear", "bicubic") (m.dl:3)`).
 - **Names from the spec.** A layer's attribute is its `as` name, or one made from its
   kind (`conv1`, `bn1`), and the attributes make the state-dict keys.
 - **PyTorch's containers.** A model or block that is a chain of unnamed layers is an

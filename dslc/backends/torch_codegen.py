@@ -46,12 +46,12 @@ from ..ir.dims import (
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
-from ..ir.pyliteral import Printer, literal, py_str
+from ..ir.pyliteral import Printer, Source, literal, py_str
 from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
-from . import loops, variants
+from . import loops, neutral, variants
 from .inplace import kept_inplace
 from .pyformat import Namespace, doc_text, is_default, safe_ident
 from .variants import Body
@@ -300,6 +300,7 @@ class _ClassWriter:
         self.refused = flags.refused if flags is not None else {}   # flag -> why it stays fixed
         self.unlooped: str | None = None   # why a list loop stays unrolled
         self.looped: set = set()           # the guards of repeat counts a Python loop keeps (`depth == 30`)
+        self.neutral = neutral.find(self)  # str/bool parameters passed to layers as they are (`mode=mode`)
 
     # ---------------------------------------------------------------- naming of atoms
 
@@ -481,6 +482,9 @@ class _ClassWriter:
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         unread = self._unread_params()
         for p, v in self.graph.params.items():
+            if p in self.neutral.legal:
+                out += self._choice_guard(p)
+                continue
             if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
                     or p in self.live or p in self.flags or p in unread:
                 continue
@@ -491,6 +495,17 @@ class _ClassWriter:
             msg = f"{self.graph.name} was compiled for {p}={literal(v)}; {again}"
             out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
         return out
+
+    def _choice_guard(self, p: str) -> list[str]:
+        """A live parameter (neutral.py) whose layers take only some values: the others refused, as
+        `dslc check` refuses them, with the line of its first layer."""
+        legal = self.neutral.legal[p]
+        if set(legal) == {False, True} and self.graph.param_types.get(p) == "bool":
+            return []
+        name = self.param_names[p]
+        values = literal(tuple(legal))
+        msg = f"{self.graph.name} needs {p} in {values} ({_position(self.neutral.where[p])})"
+        return [f"if {name} not in {values}:", f"{INDENT}raise ValueError({py_str(msg)})"]
 
     def _unread_params(self) -> set:
         """The parameters the declaration never reads (nor another's default): no value of theirs changes
@@ -617,7 +632,45 @@ class _ClassWriter:
                 for weight, spec in inst.inits.items()]
 
     def _ctor(self, inst: Instance, printer: Printer, args: dict | None = None) -> str:
-        op, args = inst.op, self._inplace_args(inst.op, inst.id, inst.args if args is None else args)
+        args = self._live(inst, inst.args if args is None else args, printer)
+        return self._ctor_text(inst, printer, args)
+
+    def _live(self, inst: Instance, args: dict, printer: Printer) -> dict:
+        """The arguments with each live parameter (neutral.py) as the printer names it: `mode`
+        in the constructor, `self.mode` in forward. An argument already written (a loop's) stays."""
+        live = {key: p for (iid, key), p in self.neutral.args.items() if iid == inst.id}
+        return {k: Source(printer.atom(Param(live[k]))) if k in live and not isinstance(v, Source) else v
+                for k, v in args.items()}
+
+    def _rendered(self, node: Node, args: dict) -> tuple[str, str, bool]:
+        """The node's layer written with `args` (its constructor, and its call in forward), every size
+        as `_`: what neutral.py compares between values of an argument."""
+        inst, op = self.graph.instances[node.instance], node.op
+        printer = Printer(lambda a: "_")
+        inputs = op.positional(args, [f"x{i}" for i in range(len(node.inputs))])
+        e = Emit(args, inputs, _AnyName(), printer, op, device="x0.device",
+                 types=[self.graph.type_of(r) for r in op.positional(node.args, node.inputs)], outputs=node.outputs)
+        helpers = set(self.gen.helpers)
+        try:
+            if not is_module(inst):
+                return "", f"{op.torch.functional(e)} {_helpers_of(op.torch, args)}", False
+            call = op.torch.call(e, "m") if op.torch.call else ""
+            init = self._ctor_text(inst, printer, {k: args[k] for k in inst.args})
+            return init, f"{call} {_helpers_of(op.torch, args)}", True
+        finally:
+            self.gen.helpers = helpers
+
+    def _block_values(self, inst: Instance, key: str) -> tuple | None:
+        """The values of a block's argument that its class takes live (neutral.py) where the block
+        is called plainly (not a scan's step); None where it does not take it so."""
+        if any("scan" in n.args for n in self.graph.nodes.values() if n.instance == inst.id):
+            return None
+        if key not in {k for k, *_ in self.gen.class_for(inst.graph).signature}:
+            return None
+        return _ClassWriter(self.gen, inst.graph, is_model=False).neutral.legal.get(key)
+
+    def _ctor_text(self, inst: Instance, printer: Printer, args: dict) -> str:
+        op, args = inst.op, self._inplace_args(inst.op, inst.id, args)
         t: TorchLayer = op.torch
         if t.ctor is not None:   # a module made of modules: nn.TransformerEncoder(nn.TransformerEncoderLayer(...))
             return t.ctor(args, printer.value)
@@ -781,8 +834,11 @@ class _ClassWriter:
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
         defaults = {name: d for _, name, _, d in child.signature}
+        keys = {name: key for key, name, _, _ in child.signature}
         parts = []
         for name, v in self._fed_arguments(inst):
+            if (inst.id, keys[name]) in self.neutral.args:   # a live parameter passed on (neutral.py)
+                v = Source(self.init_atom(Param(self.neutral.args[inst.id, keys[name]])))
             default = defaults.get(name)
             if given and name in given:
                 parts.append(given[name] if default is None else f"{name}={given[name]}")
@@ -979,6 +1035,8 @@ class _ClassWriter:
                 module = module or f"self.{attr(inst.name)}"
                 return call(e, module) if call else \
                     f"{module}({_nested(op.input_structure(len(inputs)), inputs, self.tuples)})"
+            if g is self.graph:
+                e.args = self._live(inst, args, printer)
             return op.torch.functional(e)
         return op.torch.expr(e)
 
@@ -1105,6 +1163,13 @@ class _ClassWriter:
                 if isinstance(d, Sym) and d.poly == Poly.atom(Var(sym)):
                     return f"{var[ref]}.shape[{i}]"
         return None
+
+
+class _AnyName(dict):
+    """Every tensor an emission reads named `t` (neutral.py writes a layer without its forward's names)."""
+
+    def __missing__(self, key) -> str:
+        return "t"
 
 
 class Emit:
