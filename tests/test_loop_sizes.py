@@ -1,0 +1,219 @@
+"""A loop over a list whose layers change the spatial size, then Flatten and Linear (issue #14): the
+generated class follows every size of the running value as Python (`in_channels, size = width,
+size // 2`, `nn.Linear(in_channels * size ** 2, hidden)`), so the class compiled once builds, for
+other lists, what dslc builds when it compiles for them and what a hand-written twin builds; what
+its shape rules cannot follow keeps the class's guard.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import dslc
+
+SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
+torch.set_num_threads(1)
+
+# d2l.ai §8.2 (VGG), as d2l writes it, on 32×32 inputs rather than 224×224 (a small test)
+D2L_VGG = """\
+# d2l.ai §8.2 (VGG): vgg_block and VGG-11 for Fashion-MNIST resized to 224×224.
+block VGGBlock(convs: int, out: int) {
+    repeat convs {
+        Conv2d(out, 3, padding=1)
+        ReLU()
+    }
+    MaxPool2d(2, stride=2)
+}
+
+model VGG(arch: list = [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]], classes: int = 10) {
+    input x: [B, 1, 224, 224]
+    for convs, out in arch {
+        VGGBlock(convs, out)
+    }
+    Flatten()
+    Linear(4096)
+    ReLU()
+    Dropout(0.5)
+    Linear(4096)
+    ReLU()
+    Dropout(0.5)
+    Linear(classes)
+}
+""".replace("224, 224]", "32, 32]")
+
+
+def _same(mine: nn.Module, theirs: nn.Module, x: torch.Tensor) -> None:
+    """Keys, shapes, initial weights and eval outputs all equal (the same seed built both)."""
+    got, want = mine.state_dict(), theirs.state_dict()
+    assert list(got) == list(want)
+    for k, v in want.items():
+        assert got[k].shape == v.shape and torch.equal(got[k], v), k
+    with torch.no_grad():
+        assert torch.equal(mine.eval()(x), theirs.eval()(x))
+
+
+def _twin_outputs(twin: nn.Module, mine: nn.Module, x: torch.Tensor) -> None:
+    """The hand-written twin, loaded with the generated model's weights, computes the same."""
+    twin.load_state_dict(mine.state_dict())
+    with torch.no_grad():
+        assert torch.equal(twin.eval()(x), mine.eval()(x))
+
+
+def small_cnn_twin(widths, classes=10, hidden=256, dropout=0.5) -> nn.Sequential:
+    """SmallCNN as one writes it by hand: each stage halves the 32×32 input."""
+    layers, in_channels, size = [], 3, 32
+    for width in widths:
+        layers.append(nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)))
+        in_channels, size = width, size // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels * size * size, hidden),
+                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+
+
+def test_small_cnn_follows_its_size_in_the_loop():
+    source = dslc.load(os.path.join(SPECS, "small_cnn.dl")).source(["SmallCNN"])
+    assert "layers, in_channels, size = [], 3, 32" in source
+    assert "in_channels, size = width, size // 2" in source
+    assert "nn.Linear(in_channels * size ** 2, hidden)" in source
+    assert "was compiled for" not in source
+
+
+@pytest.mark.parametrize("widths", [[16], [8, 16, 32, 64], None])
+def test_small_cnn_class_builds_other_widths(widths):
+    prog = dslc.load(os.path.join(SPECS, "small_cnn.dl"))
+    params = {} if widths is None else {"widths": widths}
+    module = prog.module(["SmallCNN"])   # compiled once, at the default widths
+    torch.manual_seed(0)
+    mine = module.SmallCNN(**params)
+    theirs = prog.build("SmallCNN", seed=0, **params)
+    x = torch.randn(2, 3, 32, 32)
+    _same(mine, theirs, x)
+    _same(module.build("SmallCNN", seed=0, **params), theirs, x)
+    _twin_outputs(small_cnn_twin(widths or [32, 64, 128]), mine, x)
+
+
+def d2l_vgg_twin(arch, classes=10) -> nn.Sequential:
+    """d2l's vgg_block and VGG, with the flattened size computed (d2l's LazyLinear infers it)."""
+    def vgg_block(num_convs, in_channels, out_channels):
+        layers = []
+        for _ in range(num_convs):
+            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+            layers.append(nn.ReLU())
+            in_channels = out_channels
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        return nn.Sequential(*layers)
+
+    blocks, in_channels, size = [], 1, 32
+    for num_convs, out_channels in arch:
+        blocks.append(vgg_block(num_convs, in_channels, out_channels))
+        in_channels, size = out_channels, size // 2
+    return nn.Sequential(*blocks, nn.Flatten(), nn.Linear(in_channels * size * size, 4096), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(4096, classes))
+
+
+def test_d2l_vgg_class_builds_another_arch(tmp_path):
+    path = tmp_path / "d2l_vgg.dl"
+    path.write_text(D2L_VGG)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    assert "for convs, out in arch:" in source and "nn.Linear(in_channels * size ** 2, 4096)" in source
+    assert "was compiled for" not in source
+    arch = [[1, 16], [2, 32]]
+    torch.manual_seed(0)
+    mine = prog.module().VGG(arch=arch)
+    x = torch.randn(2, 1, 32, 32)
+    _same(mine, prog.build("VGG", seed=0, arch=arch), x)
+    assert mine[3].in_features == 32 * 8 * 8
+    _twin_outputs(d2l_vgg_twin(arch), mine, x)
+
+
+RECT = """\
+block ConvPool(out: int) {
+    Conv2d(out, 3, padding=1)
+    ReLU()
+    MaxPool2d(2)
+}
+
+model Rect(widths: list[int] = [4, 8], classes: int = 3) {
+    input x: [B, 3, 32, 16]
+    for width in widths {
+        ConvPool(width)
+    }
+    Flatten()
+    Linear(classes)
+}
+"""
+
+
+def test_height_and_width_where_they_differ(tmp_path):
+    path = tmp_path / "rect.dl"
+    path.write_text(RECT)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    # the loop variable is `width`: the running width is `w`
+    assert "layers, in_channels, h, w = [], 3, 32, 16" in source
+    assert "in_channels, h, w = width, h // 2, w // 2" in source
+    assert "nn.Linear(in_channels * h * w, classes)" in source
+    torch.manual_seed(0)
+    mine = prog.module().Rect(widths=[2, 4, 6])
+    _same(mine, prog.build("Rect", seed=0, widths=[2, 4, 6]), torch.randn(2, 3, 32, 16))
+
+
+# A square input that a pass makes oblong: one `size` cannot follow it, `height, width` can
+OBLONG = """\
+model Oblong(kernels: list[int] = [3, 5], classes: int = 3) {
+    input x: [B, 2, 12, 12]
+    for k in kernels {
+        Conv2d(4, [1, k])
+        ReLU()
+    }
+    Flatten()
+    Linear(classes)
+}
+"""
+
+
+def test_a_pass_that_makes_the_size_oblong_is_written_with_height_and_width(tmp_path):
+    path = tmp_path / "oblong.dl"
+    path.write_text(OBLONG)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    assert "for k in kernels:" in source and "was compiled for" not in source
+    assert "in_channels, width = 4, width - k + 1" in source
+    assert "nn.Linear(in_channels * height * width, classes)" in source
+    torch.manual_seed(0)
+    mine = prog.module().Oblong(kernels=[2, 2, 4])
+    _same(mine, prog.build("Oblong", seed=0, kernels=[2, 2, 4]), torch.randn(2, 2, 12, 12))
+
+
+# A float scale the loop reads: the shape rule's product of it with a size is no whole-number size
+# the class could write, so the list stays fixed (the class keeps its guard)
+SCALED = """\
+model Scaled(scales: list[float] = [2.0, 1.5], classes: int = 3) {
+    input x: [B, 2, 4, 4]
+    for s in scales {
+        Upsample(scale_factor=s)
+    }
+    Flatten()
+    Linear(classes)
+}
+"""
+
+
+def test_a_size_the_loop_cannot_follow_keeps_the_guard(tmp_path):
+    path = tmp_path / "scaled.dl"
+    path.write_text(SCALED)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    assert "for s in scales" not in source
+    assert "# `scales` stays fixed, not a loop: `Upsample` changes a size by `scale_factor`" in source
+    assert "Scaled was compiled for scales=[2.0, 1.5]" in source
+    module = prog.module()
+    with pytest.raises(ValueError, match="compiled for scales"):
+        module.Scaled(scales=[2.0])
+    torch.manual_seed(0)
+    mine = module.Scaled()
+    _same(mine, prog.build("Scaled", seed=0), torch.randn(2, 2, 4, 4))
