@@ -217,3 +217,124 @@ def test_a_size_the_loop_cannot_follow_keeps_the_guard(tmp_path):
     torch.manual_seed(0)
     mine = module.Scaled()
     _same(mine, prog.build("Scaled", seed=0), torch.randn(2, 2, 4, 4))
+
+
+# Loops whose layers change sizes in other ways, each compiled once at its defaults and built at other
+# lists: strides and a ceil-mode pool (a block's result from its graph, a residual one too), a 1-d
+# length, a branch, a repeat and an integer up-sampling, a pool to a fixed size (no `size` needed),
+# and a sequence whose run-time length the loop leaves alone.
+SHAPES = """\
+block Down(out: int, stride: int) {
+    Conv2d(out, 3, stride=stride, padding=1)
+    BatchNorm2d()
+    ReLU()
+}
+
+block Res(out: int, stride: int) {
+    input x
+    h = x -> Conv2d(out, 3, stride=stride, padding=1) -> ReLU() -> Conv2d(out, 3, padding=1)
+    s = x -> Conv2d(out, 1, stride=stride)
+    output h + s
+}
+
+model Strided(stages: list = [[8, 2], [16, 1], [32, 2]], classes: int = 3) {
+    input x: [B, 3, 20, 20]
+    for width, stride in stages {
+        Down(width, stride)
+        MaxPool2d(3, stride=2, padding=1, ceil_mode=true)
+    }
+    Flatten()
+    Linear(classes)
+}
+
+model Residual(stages: list = [[8, 2], [16, 1]], classes: int = 3) {
+    input x: [B, 3, 16, 16]
+    for width, stride in stages {
+        Res(width, stride)
+    }
+    Flatten()
+    Linear(classes)
+}
+
+model Length(widths: list[int] = [4, 6], classes: int = 2) {
+    input x: [B, 2, 30]
+    for w in widths {
+        Conv1d(w, 5, stride=2)
+        ReLU()
+    }
+    Flatten()
+    Linear(classes)
+}
+
+model Branch(widths: list[int] = [4, 6], classes: int = 2) {
+    input x: [B, 2, 6, 6]
+    for w in widths {
+        ConvTranspose2d(w, 2, stride=2)
+        if w > 4 {
+            AvgPool2d(3)
+        }
+    }
+    Flatten()
+    Linear(classes)
+}
+
+model Grow(widths: list[int] = [4, 6], depth: int = 2, classes: int = 2) {
+    input x: [B, 3, 16, 16]
+    for w in widths {
+        repeat depth {
+            Conv2d(w, 3)
+        }
+        Upsample(scale_factor=2)
+    }
+    Flatten()
+    Linear(classes)
+}
+
+model Pooled(widths: list[int] = [4, 6], classes: int = 2) {
+    input x: [B, 3, 16, 16]
+    for w in widths {
+        Conv2d(w, 3, padding=1)
+        MaxPool2d(2)
+    }
+    AdaptiveAvgPool2d(3)
+    Flatten()
+    Linear(classes)
+}
+
+model Sequence(widths: list[int] = [4, 6], classes: int = 2) {
+    input x: [B, T, 8]
+    for w in widths {
+        Linear(w)
+        ReLU()
+    }
+    Linear(classes)
+}
+"""
+
+SHAPE_CASES = [
+    ("Strided", {"stages": [[4, 1], [6, 2], [8, 2], [8, 2]]}, (2, 3, 20, 20),
+     "in_channels, size = width, ((size - 1) // stride + 1) // 2 + 1"),
+    ("Residual", {"stages": [[4, 1], [6, 2], [8, 2]]}, (2, 3, 16, 16), "in_channels, size = width, (size - 1) // stride + 1"),
+    ("Length", {"widths": [3]}, (2, 2, 30), "nn.Linear(in_channels * length, classes)"),
+    ("Branch", {"widths": [5, 3, 6]}, (2, 2, 6, 6), "        size = size // 3"),
+    ("Grow", {"widths": [2], "depth": 3}, (2, 3, 16, 16), "in_channels, size = w, size - 2"),
+    ("Pooled", {"widths": [2, 3, 4]}, (2, 3, 16, 16), "nn.Linear(9 * in_channels, classes)"),
+    ("Sequence", {"widths": [3, 5, 7]}, (2, 5, 8), "layers, in_features = [], 8"),
+]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shapes") / "shapes.dl"
+    path.write_text(SHAPES)
+    prog = dslc.load(str(path))
+    return prog, prog.source(), prog.module()
+
+
+@pytest.mark.parametrize("name,params,shape,line", SHAPE_CASES, ids=[c[0] for c in SHAPE_CASES])
+def test_other_size_rules_in_a_loop(shapes, name, params, shape, line):
+    prog, source, module = shapes
+    assert line in source and "was compiled for" not in source
+    torch.manual_seed(0)
+    mine = module.MODELS[name](**params)
+    _same(mine, prog.build(name, seed=0, **params), torch.randn(*shape))

@@ -380,7 +380,7 @@ class Template:
         x = TensorType((t.shape[0], *[self.sizes.dim(p, v) for p, v in zip(state.dims, state.values)]), t.dtype)
         baked = [k for k in given if not _whole(inst.args[k]) and not _wholes(inst.args[k])]
         args = {k: self._argument(v, given.get(k)) for k, v in inst.args.items() if inst.op.param(k) is not None}
-        fed, dims = infer_layer(self.sizes, inst, x, args)
+        fed, dims = infer_layer(self.sizes, inst, x, args, node.span or inst.op.name)
         if baked:   # a flag or a float the loop reads: what the rule made of its value here holds only here
             why = f"`{inst.op.name}` changes a size by `{baked[0]}`, which the loop gives"
             dims = [p if j < len(state.dims) and p == state.dims[j] else poison(why) for j, p in enumerate(dims)]
@@ -517,28 +517,43 @@ class Template:
         targets: dict = {}
         for j, var in enumerate(self.vars):
             p = state.dims[j] if j < len(state.dims) else poison("the loop changes its running value's rank")
-            if var in targets and targets[var] != p:
+            if var is not None and var in targets and targets[var] != p:
                 targets[var] = poison(SQUARE)
-            targets.setdefault(var, p)
+            elif var is not None:
+                targets.setdefault(var, p)
         self.sizes.values.update({var: self.sizes.value(p) for var, p in targets.items()})
-        state.dims = [poison("the loop changes its running value's rank") if j >= len(self.vars) else
-                      targets[self.vars[j]] if poisoned(targets[self.vars[j]]) else atom(self.vars[j])
-                      for j in range(len(state.dims))]
+        state.dims = [self._flushed(j, p, targets) for j, p in enumerate(state.dims)]
         return [Assign({var: p for var, p in targets.items() if p != atom(var)})]
 
+    def _flushed(self, j: int, p, targets: dict):
+        """Dimension j after a flush: its running variable (what it was, for a run-time size)."""
+        if j >= len(self.vars):
+            return poison("the loop changes its running value's rank")
+        var = self.vars[j]
+        return p if var is None else targets[var] if poisoned(targets[var]) else atom(var)
+
     def _variables(self, state: State) -> list:
-        """The running variables: torch's name for dimension 1, then `size` for spatial sizes that start
-        equal (where `square`), else `height, width` (`length`; `depth, height, width`)."""
-        if not state.dims:
-            raise NotLoopable("its running value has no channel dimension to follow")
-        first = self.sizes.text(state.dims[0])
-        word = "in_features" if len(state.dims) == 1 else "in_channels"   # torch's names for it
+        """The running variables by dimension: torch's name for the first size known when the class is
+        built (dimension 1, or a sequence's features), then `size` for the sizes after it where they
+        start equal (and `square`), else `height, width` (`length`; `depth, height, width`); None for a
+        run-time size."""
+        static = [j for j, v in enumerate(state.values) if v is not None]
+        if not static:
+            raise NotLoopable("its running value has no size to follow")
+        first = self.sizes.text(state.dims[static[0]])
+        word = "in_features" if static[0] == len(state.dims) - 1 else "in_channels"   # torch's names for it
         self.carried = first if first in set(self.w.pseudo.values()) else self.w.locals.claim(word)
         self.sizes.loopy.add(self.carried)
-        rest = state.dims[1:]
-        if self.square and len(rest) > 1 and all(p == rest[0] for p in rest):
-            return [self.carried] + [VAR + "size"] * len(rest)
-        return [self.carried] + [VAR + n for n in SPATIAL.get(len(rest), [f"size{i}" for i in range(len(rest))])]
+        rest = static[1:]
+        if self.square and len(rest) > 1 and all(state.dims[j] == state.dims[rest[0]] for j in rest):
+            names = ["size"] * len(rest)
+        else:
+            names = list(SPATIAL.get(len(rest), [f"size{i}" for i in range(len(rest))]))
+        out = [None] * len(state.dims)
+        out[static[0]] = self.carried
+        for j, name in zip(rest, names):
+            out[j] = VAR + name
+        return out
 
     def finish(self, tree: list) -> list:
         """The tree with its assignments written: only the running variables a line reads (`size` only
@@ -551,7 +566,7 @@ class Template:
                      if isinstance(a, Param)}
             grown = bool({r for r in reads if r.startswith(VAR)} - live)
             live |= {r for r in reads if r.startswith(VAR)}
-        self._name([v for v in dict.fromkeys(self.vars or ()) if v in live and v.startswith(VAR)])
+        self._name([v for v in dict.fromkeys(self.vars or ()) if v in live and v and v.startswith(VAR)])
         return self._resolved(tree, live)
 
     def _name(self, spatial: list) -> None:

@@ -146,13 +146,14 @@ class Sizes:
                    for g in guards)
 
 
-def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict) -> tuple[dict, list]:
+def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict, where) -> tuple[dict, list]:
     """A layer's inferred arguments and result dimensions (1 on) for the input `x` whose sizes keep
-    their polynomials, its arguments `args` (those the loop reads as Sizes over their atoms). Where its
+    their polynomials, its arguments `args` (those the loop reads as Sizes over their atoms), applied at
+    `where` (what a rule requires there is no decision: dslc refuses those values too). Where its
     rule cannot follow them, or decides on them, its result's sizes are unknown (NotLoopable where it
     infers an argument)."""
     op = inst.op
-    b = Bound(op, dict(args), [x], where=True)   # `where`: a rule's requirements are not decisions
+    b = Bound(op, dict(args), [x], where=where)
     with recording([]) as guards, atom_values(sizes.env()):
         try:
             if op.resolve:
