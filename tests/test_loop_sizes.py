@@ -221,8 +221,8 @@ def test_a_size_the_loop_cannot_follow_keeps_the_guard(tmp_path):
 
 # Loops whose layers change sizes in other ways, each compiled once at its defaults and built at other
 # lists: strides and a ceil-mode pool (a block's result from its graph, a residual one too), a 1-d
-# length, a branch, a repeat and an integer up-sampling, a pool to a fixed size (no `size` needed),
-# and a sequence whose run-time length the loop leaves alone.
+# length, a branch, a repeat and an integer up-sampling, a pool to a fixed size (no `size` needed), a
+# flag that changes no size, and a sequence whose run-time length the loop leaves alone.
 SHAPES = """\
 block Down(out: int, stride: int) {
     Conv2d(out, 3, stride=stride, padding=1)
@@ -301,6 +301,16 @@ model Pooled(widths: list[int] = [4, 6], classes: int = 2) {
     Linear(classes)
 }
 
+model Flags(config: list = [[8, true], [16, false]], classes: int = 3) {
+    input x: [B, 3, 16, 16]
+    for width, bn in config {
+        Conv2d(width, 3, padding=1, bias=not bn)
+        MaxPool2d(2)
+    }
+    Flatten()
+    Linear(classes)
+}
+
 model Sequence(widths: list[int] = [4, 6], classes: int = 2) {
     input x: [B, T, 8]
     for w in widths {
@@ -319,6 +329,7 @@ SHAPE_CASES = [
     ("Branch", {"widths": [5, 3, 6]}, (2, 2, 6, 6), "        size = size // 3"),
     ("Grow", {"widths": [2], "depth": 3}, (2, 3, 16, 16), "in_channels, size = w, size - 2"),
     ("Pooled", {"widths": [2, 3, 4]}, (2, 3, 16, 16), "nn.Linear(9 * in_channels, classes)"),
+    ("Flags", {"config": [[4, False], [6, False], [8, True]]}, (2, 3, 16, 16), "in_channels, size = width, size // 2"),
     ("Sequence", {"widths": [3, 5, 7]}, (2, 5, 8), "layers, in_features = [], 8"),
 ]
 

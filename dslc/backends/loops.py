@@ -378,14 +378,24 @@ class Template:
         dimensions, by its shape rule."""
         t = self.graph.type_of(node.inputs[0])
         x = TensorType((t.shape[0], *[self.sizes.dim(p, v) for p, v in zip(state.dims, state.values)]), t.dtype)
-        baked = [k for k in given if not _whole(inst.args[k]) and not _wholes(inst.args[k])]
         args = {k: self._argument(v, given.get(k)) for k, v in inst.args.items() if inst.op.param(k) is not None}
         fed, dims = infer_layer(self.sizes, inst, x, args, node.span or inst.op.name)
-        if baked:   # a flag or a float the loop reads: what the rule made of its value here holds only here
+        baked = [k for k in given if not _whole(inst.args[k]) and not _wholes(inst.args[k])
+                 and not self._flag_keeps(inst, x, args, k, dims)]
+        if baked:   # a float, a string or a flag the loop reads: what the rule made of it holds only here
             why = f"`{inst.op.name}` changes a size by `{baked[0]}`, which the loop gives"
             dims = [p if j < len(state.dims) and p == state.dims[j] else poison(why) for j, p in enumerate(dims)]
         written = {k: Source(self._written(v)) for k, v in fed.items()}
         return self.w._ctor(inst, self.printer, dict(inst.args, **given, **written)), dims
+
+    def _flag_keeps(self, inst, x: TensorType, args: dict, key: str, dims: list) -> bool:
+        """Whether a flag the loop gives (`bias=not bn`) makes the same sizes either way."""
+        if not isinstance(args[key], bool):
+            return False
+        try:
+            return infer_layer(self.sizes, inst, x, dict(args, **{key: not args[key]}), inst.op.name)[1] == dims
+        except NotLoopable:
+            return False
 
     def _block(self, node, inst, given: dict, state: State) -> tuple[str, list]:
         """A block's constructor, the input sizes its class takes written from the running ones, and its
