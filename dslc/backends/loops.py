@@ -142,7 +142,7 @@ def _listed(body: list[str], running: set) -> list[str]:
     else:
         out = [f"layers = {first}"]
     k = len(lines)
-    while k > 1 and _run(lines[k - 1:k]) is not None:   # the layers after the loop: super()'s arguments
+    while k > 0 and _run(lines[k - 1:k]) is not None:   # the layers after the loop: super()'s arguments
         k -= 1
     rest = [x for line in lines[k:] for joined in _run([line]) or [] for x in _split(joined)]
     if k < len(lines) and rest:

@@ -132,6 +132,8 @@ class Sizes:
             raise NotLoopable("a size in it is read at run time")
         if a.name.startswith(VAR):
             return a.name
+        if isinstance(self.fixed.get(a.name), Sym):
+            raise NotLoopable("a size it computes is known only at run time")
         text = self.printer.value(self.fixed[a.name]) if a.name.startswith(FIXED) else a.name
         return text if bare or SIMPLE.fullmatch(text) else f"({text})"
 
