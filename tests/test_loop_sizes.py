@@ -349,3 +349,49 @@ def test_other_size_rules_in_a_loop(shapes, name, params, shape, line):
     torch.manual_seed(0)
     mine = module.MODELS[name](**params)
     _same(mine, prog.build(name, seed=0, **params), torch.randn(*shape))
+
+
+# A block that flattens what its loop made: its class takes its input's height and width (the
+# caller's sizes), as it takes `in_channels`; the branch `Small` did not take is written from `Large`.
+FEATURES = """\
+block Features(config: list, bn: bool = false) {
+    for width in config {
+        Conv2d(width, 3, padding=1)
+        if bn {
+            BatchNorm2d()
+        }
+        ReLU()
+        MaxPool2d(2)
+    }
+    Flatten()
+    Linear(5)
+}
+
+model Small {
+    input x: [B, 3, 8, 8]
+    Features([4, 8]) as features
+}
+
+model Large {
+    input x: [B, 3, 16, 8]
+    Features([4, 8, 8], bn=true) as features
+}
+"""
+
+
+def test_a_block_takes_the_sizes_its_loop_flattens(tmp_path):
+    path = tmp_path / "features.dl"
+    path.write_text(FEATURES)
+    prog = dslc.load(str(path))
+    source = prog.source()
+    assert source.count("class Features") == 1
+    assert "nn.Linear(in_channels * h * w, 5)" in source and "Features(3, 16, 8, [4, 8, 8], bn=True)" in source
+    module = prog.module()
+    for name, shape in (("Small", (2, 3, 8, 8)), ("Large", (2, 3, 16, 8))):
+        torch.manual_seed(0)
+        mine = module.MODELS[name]()
+        _same(mine, prog.build(name, seed=0), torch.randn(*shape))
+    torch.manual_seed(0)
+    alone = module.Features(2, 12, 20, [3, 5], bn=True)   # another input and list than any model's
+    assert alone[-1].in_features == 5 * (12 // 4) * (20 // 4)
+    assert alone(torch.randn(2, 2, 12, 20)).shape == (2, 5)

@@ -576,7 +576,8 @@ class Template:
                      if isinstance(a, Param)}
             grown = bool({r for r in reads if r.startswith(VAR)} - live)
             live |= {r for r in reads if r.startswith(VAR)}
-        self._name([v for v in dict.fromkeys(self.vars or ()) if v in live and v and v.startswith(VAR)])
+        ordered = list(self.vars or ()) + sorted(v for v in live if v not in (self.vars or ()))   # a sibling's too
+        self._name([v for v in dict.fromkeys(ordered) if v in live and v and v.startswith(VAR)])
         return self._resolved(tree, live)
 
     def _name(self, spatial: list) -> None:
@@ -605,7 +606,11 @@ class Template:
         return out
 
     def _named(self, text: str) -> str:
-        return re.sub(VAR + r"\w+", lambda m: self.names[m.group(0)], text)
+        def name(m) -> str:
+            if m.group(0) not in self.names:
+                raise NotLoopable(f"`{m.group(0)[1:]}` is read where no pass sets it")
+            return self.names[m.group(0)]
+        return re.sub(VAR + r"\w+", name, text)
 
     def running(self) -> set:
         """The running variables' Python names."""
