@@ -26,7 +26,6 @@ STILL_FIXED = {
     "ddpm-DDPMUNet": {"blocks", "mults", "attention"},
     "densenet-DenseNet121": {"blocks"},
     "densenet-DenseNetBC100": {"blocks"},
-    "small_cnn-SmallCNN": {"widths"},
 }
 
 def _free_values(case) -> dict:

@@ -287,10 +287,11 @@ def test_a_loop_over_a_list_argument_is_one_class_for_every_list(tmp_path):
 def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_path):
     """A block unrolled over a list argument is one class per list, each saying in its docstring the
     arguments its constructor does not take that tell it from the others. Here the loop unrolls
-    because the `Flatten()` after it makes a size from the sizes the loop changed."""
+    because the `Linear` after it reads a size its pools made with `ceil_mode=bn`, a flag: what the shape
+    rule made of it holds only for that flag (backends/loopsizes.py)."""
     path = tmp_path / "configs.dl"
-    path.write_text(CONFIGS.replace("        ReLU()\n    }\n", "        ReLU()\n    }\n    Flatten()\n"),
-                    encoding="utf-8")
+    pooled = "        ReLU()\n        MaxPool2d(2, ceil_mode=bn)\n    }\n    Flatten()\n    Linear(4)\n"
+    path.write_text(CONFIGS.replace("        ReLU()\n    }\n", pooled), encoding="utf-8")
     prog = dslc.load(str(path))
     src = prog.source()
     docs = re.findall(r'class (Features\d?)\(nn.Sequential\):\n    """The block `Features` \(configs.dl:\d+\)(.*)"""', src)

@@ -473,7 +473,7 @@ CASES = [
          rename=lambda key: key),
     Case("lenet.dl", "LeNet5", LeNet5Twin, (("B", 1, 32, 32),), published=61_706,
          names=("c1.weight", "c3.bias", "c5.weight", "f6.weight", "classifier.weight"), small={}),
-    Case("small_cnn.dl", "SmallCNN", SmallCNNTwin, (CIFAR,), small={}),
+    Case("small_cnn.dl", "SmallCNN", SmallCNNTwin, (CIFAR,), small={"widths": [8, 16]}),
     # torchvision's keys: the twin loads dslc's state dict strictly, by name
     Case("vgg.dl", "VGG11", lambda **kw: VGGTwin("A", False, **kw), (IMAGE,), published=132_863_336,
          names=("features.0.weight", "features.18.bias", "classifier.6.bias"), rename=lambda key: key),

@@ -60,7 +60,9 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   torchvision builds ViT's `encoder.layers` and DenseNet's `denseblock1.denselayer1`.
   A `for` over a list parameter in such a chain is a Python loop that appends the layers,
   the list a constructor argument, as torchvision's `make_layers` builds VGG
-  (`for width, convs in config:`, one `VGGFeatures` class for all four VGGs). So is an
+  (`for width, convs in config:`, one `VGGFeatures` class for all four VGGs); every size a later
+  layer reads is followed as Python (`in_channels, size = width, size // 2`, then
+  `nn.Linear(in_channels * size ** 2, hidden)` after `Flatten()`). So is an
   unnamed `repeat depth { Linear(width) Sigmoid() }` that unrolls in such a chain:
   `for _ in range(depth):` appends a pass's layers and `in_features = width` follows the
   running size, so `depth` stays an argument (0 included) and a block that loops so

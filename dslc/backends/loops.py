@@ -14,10 +14,11 @@ ListLoop) is written from its statements: each layer or block call is an `append
 constructor arguments. The evaluator ran the loop with the list's values; each pass is written
 from the layers it made and must come out as the same text as every other pass (and every
 specialization of the block: a branch one did not take, another may have), else the class keeps
-its unrolled form. A layer's inferred argument (`in_channels`) reads one running variable that
-follows the running value's dimension 1, set where a layer changes it; an argument computed from
-anything else the loop changes (a flattened size after strided convolutions) is not expressible
-that way, and the class stays unrolled (NotLoopable says why).
+its unrolled form. Every dimension of the running value is followed as Python (backends/loopsizes.py):
+running variables (`in_channels`, and `size` or `height, width` where a later line reads them) are set
+where the loop changes them, and an inferred argument (`in_channels`, a Linear's `in_features` after
+`Flatten`) is written from them; what its shape rules cannot follow leaves the class unrolled
+(NotLoopable says why).
 """
 from __future__ import annotations
 
@@ -27,14 +28,27 @@ import typing
 from dataclasses import dataclass, fields
 
 from ..frontend import ast
-from ..ir.dims import InDim, plain
+from ..ir.dims import InDim, Param, Size, Sym, plain
 from ..ir.pyliteral import Source
+from ..ir.types import TensorType
+from .loopsizes import (
+    SIMPLE,
+    SPATIAL,
+    SPELLINGS,
+    SQUARE,
+    VAR,
+    Assign,
+    NotLoopable,
+    NotSquare,
+    Sizes,
+    atom,
+    block_result,
+    infer_layer,
+    poison,
+    poisoned,
+)
 from .pyformat import is_default
 from .variants import WIDTH  # the generated code's line length (120, torchvision's)
-
-
-class NotLoopable(Exception):
-    """Why a list loop is written unrolled."""
 
 
 @dataclass
@@ -46,12 +60,12 @@ class Compound:
 
 @dataclass
 class State:
-    """The running value's dimension 1 as Python (`text`) and as the number it is here (`value`);
-    `dependent`: set once it may differ for other values of a list (it is then never read from the IR)."""
-    text: str
-    value: int
+    """The running value's dimensions from 1 on: the IR's sizes until `dependent` (set once they may
+    differ for other values of a list), then polynomials over the atoms of loopsizes.Sizes; `values`:
+    the numbers they are in the pass being read (None for a run-time size)."""
+    dims: list
+    values: list
     dependent: bool = False
-    rank: int = 0
 
 
 def merge(a: list | None, b: list | None) -> list | None:
@@ -66,6 +80,8 @@ def merge(a: list | None, b: list | None) -> list | None:
             out.append(Compound(x.header, merge(x.body, y.body)))
         elif x == y and isinstance(x, str):
             out.append(x)
+        elif isinstance(x, Assign) and isinstance(y, Assign):
+            out.append(x.merged(y))
         else:
             raise NotLoopable("its passes make different layers")
     return out
@@ -73,7 +89,7 @@ def merge(a: list | None, b: list | None) -> list | None:
 
 def render(tree: list, indent: str = "    ", depth: int = 0) -> list[str]:
     out = []
-    for item in _joined(tree, len(indent) * depth):
+    for item in _joined(tree, len(indent) * (depth + 2)):   # the constructor's body is indented twice
         if isinstance(item, Compound):
             if item.body is None:
                 raise NotLoopable(f"no pass of this file ran the body of `{item.header}`")
@@ -84,11 +100,12 @@ def render(tree: list, indent: str = "    ", depth: int = 0) -> list[str]:
     return out
 
 
-def constructor(body: list[str], carried: str | None) -> list[str]:
+def constructor(body: list[str], running: set) -> list[str]:
     """The constructor's lines around the rendered loop: the shorter of torchvision's `layers = [...]`
     ... `super().__init__(*layers, last)` and nn.Sequential's own `super().__init__(first)` ...
-    `self.append(x)` (the same modules, keyed 0, 1, 2, ... either way); the first on a tie."""
-    listed, own = _listed(body, carried), _own(body)
+    `self.append(x)` (the same modules, keyed 0, 1, 2, ... either way); the first on a tie. `running`:
+    the running variables, whose first values join `layers = []` (`layers, in_channels = [], 3`)."""
+    listed, own = _listed(body, running), _own(body)
     return own if len(own) < len(listed) else listed
 
 
@@ -99,7 +116,7 @@ def reuse_argument(body: list[str], carried: str | None, arguments) -> tuple[lis
     for name in arguments:
         if not carried or not carried.startswith(name) or not carried[len(name):].isdigit():
             continue
-        start = next((i for i, line in enumerate(body) if line.startswith(f"{carried} = ")), None)
+        start = next((i for i, line in enumerate(body) if carried in _targets(line)), None)
         word = re.compile(rf"\b{re.escape(name)}\b")
         if start is not None and not any(word.search(line) for line in body[start:]):
             own = re.compile(rf"\b{re.escape(carried)}\b")
@@ -107,19 +124,63 @@ def reuse_argument(body: list[str], carried: str | None, arguments) -> tuple[lis
     return body, carried
 
 
-def _listed(body: list[str], carried: str | None) -> list[str]:
-    head, tail = _run(body[:1]), _run(body[-1:])
+_ASSIGNED = re.compile(r"([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*) = (.*)")
+
+
+def _targets(line: str) -> list[str]:
+    """The names a top-level `in_channels, size = width, size // 2` sets, else []."""
+    m = _ASSIGNED.fullmatch(line)
+    return m.group(1).split(", ") if m else []
+
+
+def _listed(body: list[str], running: set) -> list[str]:
+    head = _run(body[:1])
     lines = body[1:] if head is not None else body
     first = f"[{', '.join(head)}]" if head is not None else "[]"
-    if lines and carried and lines[0].startswith(f"{carried} = "):
-        out = [f"layers, {carried} = {first}, {lines[0][len(carried) + 3:]}"]
+    targets = _targets(lines[0]) if lines else []
+    if targets and set(targets) <= running:
+        out = [f"layers, {', '.join(targets)} = {first}, {_ASSIGNED.fullmatch(lines[0]).group(2)}"]
         lines = lines[1:]
     else:
         out = [f"layers = {first}"]
-    end = f"super().__init__(*layers, {', '.join(tail)})" if tail is not None else ""
-    if tail is not None and lines and 8 + len(end) <= WIDTH:
-        return out + lines[:-1] + [end]
+    k = len(lines)
+    while k > 0 and _run(lines[k - 1:k]) is not None:   # the layers after the loop: super()'s arguments
+        k -= 1
+    rest = [x for line in lines[k:] for joined in _run([line]) or [] for x in _split(joined)]
+    if k < len(lines) and rest:
+        return out + lines[:k] + _packed("super().__init__(", ["*layers"] + rest, ")")
     return out + lines + ["super().__init__(*layers)"]
+
+
+def _split(text: str) -> list[str]:
+    """`a(1, 2), b` as its items `a(1, 2)` and `b`."""
+    out, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote and text[i - 1] != "\\" else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    return out + [text[start:].strip()]
+
+
+def _packed(start: str, items: list[str], end: str) -> list[str]:
+    """`start` items `end`, as many items a line as fit the constructor's body (indented twice), the
+    next lines under the first item."""
+    out, line = [], start
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else end)
+        if line.strip() and line != start and 8 + len(line) + 1 + len(piece) > WIDTH:
+            out.append(line)
+            line = " " * len(start)
+        line += piece if line == start or not line.strip() else " " + piece
+    return out + [line]
 
 
 def _own(body: list[str]) -> list[str]:
@@ -261,31 +322,30 @@ def expressions(x, out: dict) -> dict:
     return out
 
 
-def fed_dim(v, state: State) -> bool:
-    """Whether an inferred argument is the running value's dimension 1 that `state` follows."""
-    return not isinstance(v, bool) and isinstance(v, int) and plain(v) == state.value
-
-
 class Template:
     """The constructor lines of an nn.Sequential graph with list loops (see the module's doc), written
-    through the class writer `w` (its printer, constructors and names)."""
+    through the class writer `w` (its printer, constructors and names); `square`: one `size` for
+    spatial sizes that start equal (NotSquare where a pass makes them differ)."""
 
-    def __init__(self, w, printer):
+    def __init__(self, w, printer, square: bool = True):
         self.w, self.graph, self.printer = w, w.graph, printer
         if self.graph.decl is None:
             raise NotLoopable("it has no declaration to read its statements from")
         self.exprs = expressions(self.graph.decl.body, {})
         self.loop_names: dict = {}      # loop variable -> its Python name
         self.carried: str | None = None
+        self.vars: list | None = None   # the running variables by dimension (1 on): `carried`, then VAR names
+        self.names: dict = {}           # VAR name -> its Python name, for those a line reads
         self.live: set = set()          # the parameters the lines read
         self.counts: list = []          # the guards of the repeat counts written as loops
         self.bound: set = set()         # the names the loops walked so far bound
+        self.sizes, self.square = Sizes(printer), square
+        self.items: dict = {}           # a list argument's text -> its items' texts
 
-    def lines(self, chain: list) -> list[str]:
+    def lines(self, chain: list) -> list:
         top = {n: loop for loop in self.graph.list_loops for p in loop.passes for n in p}
         t = self.graph.type_of(self.graph.nodes[chain[0]].inputs[0])
-        state = State(self.printer.value(t.shape[1]) if t.rank >= 2 else "", plain(t.shape[1]) if t.rank >= 2 else 0,
-                      rank=t.rank)
+        state = State(list(t.shape[1:]), [_known(d) for d in t.shape[1:]])
         tree, done = [], set()
         env = {p: _plain(v) for p, v in self.graph.params.items()}
         for n in chain:
@@ -299,57 +359,137 @@ class Template:
 
     def element(self, node, env: dict, state: State) -> list:
         """`layers.append(nn.Conv2d(in_channels, width, 3, padding=1))`, and the running value's
-        dimension 1 after it."""
+        dimensions after it."""
         inst = self.graph.instances.get(node.instance) if node.instance else None
         if inst is None or inst.folded is not None or inst.inits or inst.user_name or node.kind not in ("op", "call"):
             raise NotLoopable("an element is not a plain layer or block")
         given = self._given(inst, env)
         if state.dependent:
             self._no_shape_reads(inst, env)
-        if inst.kind == "layer":
-            fed = {k: v for k, v in inst.args.items() if inst.op.param(k) is None}
-            fed.update(self._optional_inferred(inst, state))
-            text = self.w._ctor(inst, self.printer, dict(inst.args, **given, **self._fed(fed, state)))
-        else:
-            sig = self.w.gen.class_for(inst.graph).signature
-            dims = {s[1]: s[0] for s in sig if isinstance(s[0], InDim)}
-            fed = {name: v for name, v in self.w._fed_arguments(inst) if name in dims}
-            if state.dependent and any(dims[name].index != 1 for name in fed):
-                raise NotLoopable("a block in it reads sizes of its input that the loop changes")
-            names = {s[0]: s[1] for s in sig}
-            text = self.w._block_ctor(inst, {names[k]: v for k, v in given.items() if k in names} |
-                                      self._fed(fed, state))
-        self._after(node, given, inst, fed, state)
+        if given and not state.dependent:
+            self._symbolic(state)
+        if not state.dependent:   # nothing so far depends on a list: the IR's sizes are right
+            text = self.w._ctor(inst, self.printer) if inst.kind == "layer" else self.w._block_ctor(inst, {})
+            t = node.outputs[0] if len(node.outputs) == 1 else None
+            if t is not None and t.rank >= 2:
+                state.dims, state.values = list(t.shape[1:]), [_known(d) for d in t.shape[1:]]
+            return [f"layers.append({text})"]
+        text, dims = (self._layer if inst.kind == "layer" else self._block)(node, inst, given, state)
+        self._follow(node, dims, state)
         return [f"layers.append({text})"]
+
+    def _layer(self, node, inst, given: dict, state: State) -> tuple[str, list]:
+        """A layer's constructor, its inferred arguments written from the running sizes, and its result's
+        dimensions, by its shape rule."""
+        t = self.graph.type_of(node.inputs[0])
+        x = TensorType((t.shape[0], *[self.sizes.dim(p, v) for p, v in zip(state.dims, state.values)]), t.dtype)
+        optional = self._optional_inferred(inst)
+        args = {k: inst.op.param(k).default if k in optional else self._argument(v, given.get(k))
+                for k, v in inst.args.items() if inst.op.param(k) is not None}
+        fed, dims = infer_layer(self.sizes, inst, x, args, node.span or inst.op.name, optional)
+        baked = [k for k in given if not _whole(inst.args[k]) and not _wholes(inst.args[k])
+                 and not self._flag_keeps(inst, x, args, k, dims)]
+        if baked:   # a float, a string or a flag the loop reads: what the rule made of it holds only here
+            why = f"`{inst.op.name}` changes a size by `{baked[0]}`, which the loop gives"
+            dims = [p if j < len(state.dims) and p == state.dims[j] else poison(why) for j, p in enumerate(dims)]
+        written = {k: Source(self._written(v)) for k, v in fed.items()}
+        return self.w._ctor(inst, self.printer, dict(inst.args, **given, **written)), dims
+
+    def _optional_inferred(self, inst) -> set:
+        """The arguments the spec left out that the layer takes from its input though it could be given
+        one (LayerNorm's `normalized_shape`): the shape rule infers them again from the running sizes (the
+        compiled value holds for the passes that ran only)."""
+        out = set()
+        for k, v in inst.args.items():
+            spec = inst.op.param(k)
+            if spec is not None and k not in inst.arg_spans and (_whole(v) or _wholes(v) and v) \
+                    and not is_default(v, spec.default):
+                out.add(k)
+        return out
 
     def _no_shape_reads(self, inst, env: dict) -> None:
         """After the loop, an argument the spec computes from a tensor's shape (`h.shape[1] * 2`) has the
         value of the passes that ran: no Python here would follow it."""
         for span in inst.arg_spans.values():
             e = self.exprs.get((span.start, span.end))
-            if isinstance(e, _STATEMENTS):
+            if e is None or isinstance(e, _STATEMENTS):
                 continue   # a block made from a repeat's body (frontend/bodyblocks.py): its arguments are parameters
-            if e is None:
-                continue
             if names_of(e) - set(self.graph.params) - set(env) or names_of(e) & self.bound:
                 # a tensor's shape, or a loop variable after its loop (its last item, which may hide a parameter)
                 raise NotLoopable(f"`{py_text(e, str) if _spelled(e) else 'an argument'}` reads a value the loop changes")
 
-    def _optional_inferred(self, inst, state: State) -> dict:
-        """Arguments the spec left out that the layer took from its input though it could be given one
-        (LayerNorm's `normalized_shape`): after the loop they follow the running size, which is theirs
-        only where the value has one dimension besides the batch; elsewhere the loop unrolls."""
-        out: dict = {}
-        if not state.dependent:
-            return out
-        for k, v in inst.args.items():
-            spec = inst.op.param(k)
-            if spec is None or k in inst.arg_spans or not _sized(v) or is_default(v, spec.default):
-                continue
-            if state.rank != 2:
-                raise NotLoopable(f"`{inst.op.name}` takes its `{k}` from its input's sizes, which the loop changes")
-            out[k] = v
-        return out
+    def _flag_keeps(self, inst, x: TensorType, args: dict, key: str, dims: list) -> bool:
+        """Whether a flag the loop gives (`bias=not bn`) makes the same sizes either way."""
+        if not isinstance(args[key], bool):
+            return False
+        try:
+            return infer_layer(self.sizes, inst, x, dict(args, **{key: not args[key]}), inst.op.name)[1] == dims
+        except NotLoopable:
+            return False
+
+    def _block(self, node, inst, given: dict, state: State) -> tuple[str, list]:
+        """A block's constructor, the input sizes its class takes written from the running ones, and its
+        result's dimensions, from its graph's."""
+        sig = self.w.gen.class_for(inst.graph).signature
+        taken = {s[0] for s in sig if isinstance(s[0], InDim)}
+        dims = block_result(self.sizes, inst, state.dims, lambda p: self._block_argument(inst, p, given), taken)
+        fed = {}
+        for key, name, *_ in sig:
+            if isinstance(key, InDim):
+                if not 1 <= key.index <= len(state.dims):
+                    raise NotLoopable("a block in it reads its batch size")
+                fed[name] = Source(self.sizes.text(state.dims[key.index - 1]))
+        names = {s[0]: s[1] for s in sig}
+        return self.w._block_ctor(inst, {names[k]: v for k, v in given.items() if k in names} | fed), dims
+
+    def _argument(self, v, text):
+        """A layer's argument as its shape rule reads it: sizes keep the polynomial of what they are written
+        as (`width`, `hidden`), one per item of a list the loop gives."""
+        if text is None:
+            if isinstance(v, Size) and not v.expr.is_const():
+                return Size(plain(v), self.sizes.of_ir(v))
+            return type(v)(self._argument(x, None) for x in v) if isinstance(v, (list, tuple)) else v
+        if _whole(v):
+            return Size(plain(v), self.sizes.given(str(text), v))
+        if _wholes(v):
+            base = str(text) if SIMPLE.fullmatch(str(text)) else f"({text})"
+            items = self.items.get(str(text)) or [f"{base}[{i}]" for i in range(len(v))]
+            return type(v)(plain(x) if t.isdigit() else Size(plain(x), self.sizes.given(t, x)) for t, x in zip(items, v))
+        return v
+
+    def _block_argument(self, inst, p: str, given: dict):
+        v = inst.args.get(p)
+        if p in given and _whole(v):
+            return self.sizes.given(str(given[p]), v)
+        if p not in given and isinstance(v, int) and not isinstance(v, bool):
+            return self.sizes.of_ir(v)
+        return poison(f"`{inst.graph.name}` makes a size from `{p}`, which is not a whole number")
+
+    def _written(self, v) -> str:
+        """An inferred argument as Python."""
+        if isinstance(v, (int, Sym)) and not isinstance(v, bool):
+            return self.sizes.text(self.sizes.poly(v))
+        if isinstance(v, (list, tuple)):
+            inner = ", ".join(self._written(x) for x in v)
+            return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
+        return self.printer.value(v)
+
+    def _follow(self, node, dims: list, state: State) -> None:
+        """The running value's dimensions after an element; each must give, in this pass, the size the
+        IR has (else the text would be wrong for this list)."""
+        t = node.outputs[0] if len(node.outputs) == 1 else None
+        if t is None or t.rank < 2 or len(dims) != t.rank - 1:
+            raise NotLoopable("an element's result has no channel dimension to follow")
+        values = [_known(d) for d in t.shape[1:]]
+        for p, v in zip(dims, values):
+            if v is not None and poisoned(p) is None and self.sizes.value(p) != v:
+                raise NotLoopable("a size it follows does not come out as dslc computed it")
+        state.dims, state.values = dims, values
+
+    def _symbolic(self, state: State) -> None:
+        """From here on the sizes may differ for other lists: each IR size becomes an atom."""
+        state.dims = [self.sizes.of_ir(d) for d in state.dims]
+        state.dependent = True
 
     def _given(self, inst, env: dict) -> dict:
         """The arguments whose expressions read a list or a loop variable, as those expressions."""
@@ -358,58 +498,17 @@ class Template:
             e = self.exprs.get((span.start, span.end))
             if e is None or not names_of(e) & self._live_names(env):
                 continue
-            if _plain(py_value(e, env)) != _plain(inst.args[key]):
+            if _listed_alike(py_value(e, env)) != _listed_alike(inst.args[key]):
                 raise NotLoopable(f"`{py_text(e, str)}` does not give the argument it gave")
             out[key] = Source(py_text(e, self.name))
+            if isinstance(e, (ast.ListExpr, ast.TupleExpr)):   # `[1, k]`: its items' texts size the result
+                self.items[out[key]] = [py_text(x, self.name) for x in e.items]
         return out
 
     def _live_names(self, env: dict) -> set:
         """Names whose values the class would otherwise bake: lists, flags, strings, loop variables."""
         fixed = {p for p, v in self.graph.params.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         return fixed | (set(env) - set(self.graph.params))
-
-    def _fed(self, fed: dict, state: State) -> dict:
-        """Inferred arguments as the running variable; before any list is read, as the IR has them."""
-        if not state.dependent:
-            return {}
-        for k, v in fed.items():
-            if not fed_dim(v, state):
-                raise NotLoopable(f"an inferred argument ({k}) is computed from sizes the loop changes")
-        return {k: Source(state.text) for k in fed}
-
-    def _after(self, node, given: dict, inst, fed: dict, state: State) -> None:
-        t = node.outputs[0] if len(node.outputs) == 1 else None
-        if t is None or t.rank < 2:
-            if state.dependent or given:
-                raise NotLoopable("an element's result has no channel dimension to follow")
-            return
-        value, state.rank = plain(t.shape[1]), t.rank
-        state.dependent = state.dependent or bool(given)
-        if not state.dependent:   # nothing so far depends on a list: the IR's size is right
-            state.text, state.value = self.printer.value(t.shape[1]), value
-            return
-        text = self._size_source(inst, given, fed, value)
-        if text is None and value != state.value:
-            what = inst.op.name if inst.kind == "layer" else inst.graph.name
-            raise NotLoopable(f"`{what}` makes a size ({value}) from sizes the loop changes")
-        state.text, state.value = text or state.text, value
-
-    def _size_source(self, inst, given: dict, fed: dict, value: int) -> str | None:
-        """The argument that gives an element's channels (`width` of `Conv2d(width, 3)`): one that reads
-        the loop, else, for an element with inferred sizes, one that does not; None where none equals
-        them. A layer's is its first parameter (torch's `out_channels`, `out_features`) where that
-        equals them; two different candidates otherwise are NotLoopable."""
-        found = {k: str(v) for k, v in given.items() if _is_size(inst.args[k]) and plain(inst.args[k]) == value}
-        if not found and fed:
-            found = {k: self.printer.value(v) for k, v in inst.args.items()
-                     if k not in fed and _is_size(v) and plain(v) == value}
-        first = inst.op.params[0].name if inst.kind == "layer" and inst.op.params else None
-        if first in found:
-            return found[first]
-        texts = set(found.values())
-        if len(texts) > 1:
-            raise NotLoopable(f"arguments {' and '.join(sorted(texts))} could each give its channels")
-        return texts.pop() if texts else None
 
     def name(self, n: str) -> str:
         if n in self.loop_names:
@@ -450,16 +549,103 @@ class Template:
         return f"for {', '.join(self.loop_names[n] for n in names)} in {iterable}:"
 
     def flush(self, state: State) -> list:
-        """`in_channels = width`: the running variable set to the running value's dimension 1."""
-        if self.carried is None:
-            taken = set(self.w.pseudo.values())
-            word = "in_features" if state.rank == 2 else "in_channels"   # torch's names for it
-            self.carried = state.text if state.text in taken else self.w.locals.claim(word)
-        if state.text == self.carried:
-            return []
-        line = f"{self.carried} = {state.text}"
-        state.text = self.carried
-        return [line]
+        """`in_channels, size = width, size // 2`: the running variables set to the running value's
+        dimensions (an Assign, written by `finish` with the variables a line reads)."""
+        if not state.dependent:
+            self._symbolic(state)
+        if self.vars is None:
+            self.vars = self._variables(state)
+        targets: dict = {}
+        for j, var in enumerate(self.vars):
+            p = state.dims[j] if j < len(state.dims) else poison("the loop changes its running value's rank")
+            if var is not None and var in targets and targets[var] != p:
+                targets[var] = poison(SQUARE)
+            elif var is not None:
+                targets.setdefault(var, p)
+        self.sizes.values.update({var: self.sizes.value(p) for var, p in targets.items()})
+        state.dims = [self._flushed(j, p, targets) for j, p in enumerate(state.dims)]
+        return [Assign({var: p for var, p in targets.items() if p != atom(var)})]
+
+    def _flushed(self, j: int, p, targets: dict):
+        """Dimension j after a flush: its running variable (what it was, for a run-time size)."""
+        if j >= len(self.vars):
+            return poison("the loop changes its running value's rank")
+        var = self.vars[j]
+        return p if var is None else targets[var] if poisoned(targets[var]) else atom(var)
+
+    def _variables(self, state: State) -> list:
+        """The running variables by dimension: torch's name for the first size known when the class is
+        built (dimension 1, or a sequence's features), then `size` for the sizes after it where they
+        start equal (and `square`), else `height, width` (`length`; `depth, height, width`); None for a
+        run-time size."""
+        static = [j for j, v in enumerate(state.values) if v is not None]
+        if not static:
+            raise NotLoopable("its running value has no size to follow")
+        first = self.sizes.text(state.dims[static[0]])
+        word = "in_features" if static[0] == len(state.dims) - 1 else "in_channels"   # torch's names for it
+        self.carried = first if first in set(self.w.pseudo.values()) else self.w.locals.claim(word)
+        self.sizes.loopy.add(self.carried)
+        rest = static[1:]
+        if self.square and len(rest) > 1 and all(state.dims[j] == state.dims[rest[0]] for j in rest):
+            names = ["size"] * len(rest)
+        else:
+            names = list(SPATIAL.get(len(rest), [f"size{i}" for i in range(len(rest))]))
+        out = [None] * len(state.dims)
+        out[static[0]] = self.carried
+        for j, name in zip(rest, names):
+            out[j] = VAR + name
+        return out
+
+    def finish(self, tree: list) -> list:
+        """The tree with its assignments written: only the running variables a line reads (`size` only
+        where a later layer's size is computed from it), named now."""
+        found, assigns = _walk(tree)
+        live = {v for v in found if v.startswith(VAR)} | ({self.carried} if self.carried else set())
+        grown = True
+        while grown:
+            reads = {a.name for x in assigns for var, p in x.pairs.items() if var in live for a in p.atoms()
+                     if isinstance(a, Param)}
+            grown = bool({r for r in reads if r.startswith(VAR)} - live)
+            live |= {r for r in reads if r.startswith(VAR)}
+        ordered = list(self.vars or ()) + sorted(v for v in live if v not in (self.vars or ()))   # a sibling's too
+        self._name([v for v in dict.fromkeys(ordered) if v in live and v and v.startswith(VAR)])
+        return self._resolved(tree, live)
+
+    def _name(self, spatial: list) -> None:
+        """Python names for the spatial variables a line reads: `height, width`, else `h, w` where one is
+        taken (a loop variable `width`), else numbered."""
+        for spelling in (0, 1, None):
+            names = [SPELLINGS.get(v[1:], (v[1:],) * 2)[spelling or 0] for v in spatial]
+            if spelling is None or not set(names) & self.w.locals.taken:
+                self.names.update({v: self.w.locals.claim(n) for v, n in zip(spatial, names)})
+                return
+
+    def _resolved(self, tree: list | None, live: set) -> list | None:
+        if tree is None:
+            return None
+        out = []
+        for item in tree:
+            if isinstance(item, Compound):
+                out.append(Compound(self._named(item.header), self._resolved(item.body, live)))
+            elif isinstance(item, Assign):
+                pairs = [(self._named(v), self._named(self.sizes.text(p))) for v, p in item.pairs.items() if v in live]
+                pairs = [(v, text) for v, text in pairs if v != text]
+                if pairs:
+                    out.append(f"{', '.join(v for v, _ in pairs)} = {', '.join(t for _, t in pairs)}")
+            else:
+                out.append(self._named(item))
+        return out
+
+    def _named(self, text: str) -> str:
+        def name(m) -> str:
+            if m.group(0) not in self.names:
+                raise NotLoopable(f"`{m.group(0)[1:]}` is read where no pass sets it")
+            return self.names[m.group(0)]
+        return re.sub(VAR + r"\w+", name, text)
+
+    def running(self) -> set:
+        """The running variables' Python names."""
+        return ({self.carried} if self.carried else set()) | set(self.names.values())
 
     def body(self, stmts: tuple, env: dict, state: State, cursor: list) -> list:
         out = []
@@ -546,6 +732,26 @@ def _bound(names: tuple, item) -> dict:
     return {n: _plain(v) for n, v in zip(names, item)}
 
 
+def _walk(tree: list | None) -> tuple[set, list]:
+    """The running variables the tree's lines and headers read, and its assignments."""
+    found, assigns = set(), []
+    for item in tree or ():
+        if isinstance(item, Compound):
+            inner, more = _walk(item.body)
+            found |= inner | set(re.findall(VAR + r"\w+", item.header))
+            assigns += more
+        elif isinstance(item, Assign):
+            assigns.append(item)
+        else:
+            found |= set(re.findall(VAR + r"\w+", item))
+    return found, assigns
+
+
+def _listed_alike(v):
+    """A value with its tuples as lists: `[1, k]` gives a kernel the IR holds as `(1, k)`."""
+    return [_listed_alike(x) for x in v] if isinstance(v, (list, tuple)) else _plain(v)
+
+
 _STATEMENTS = typing.get_args(ast.Stmt)
 
 
@@ -557,15 +763,17 @@ def _spelled(e) -> bool:
         return False
 
 
-def _sized(v) -> bool:
-    """An int size, or a tuple or list of them (`normalized_shape`)."""
-    if isinstance(v, (list, tuple)):
-        return bool(v) and all(_is_size(x) for x in v)
-    return _is_size(v)
-
-
-def _is_size(v) -> bool:
+def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _wholes(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(_whole(x) for x in v)
+
+
+def _known(d) -> int | None:
+    """A size's number; None for a run-time size."""
+    return None if isinstance(d, Sym) else plain(d)
 
 
 def _plain(v):
@@ -574,5 +782,5 @@ def _plain(v):
     return plain(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
-__all__ = ["Compound", "NotLoopable", "Source", "State", "expressions", "merge", "names_of", "py_text",
+__all__ = ["Compound", "NotLoopable", "NotSquare", "Source", "State", "expressions", "merge", "names_of", "py_text",
            "py_value", "render"]

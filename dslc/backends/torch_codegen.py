@@ -726,27 +726,32 @@ class _ClassWriter:
 
     def _looped_init(self, c, printer: Printer) -> list[str]:
         """`layers = []`, a Python loop over the list parameter appending the layers, and
-        `super().__init__(*layers)` (backends/loops.py); [] where the loop stays unrolled."""
+        `super().__init__(*layers)` (backends/loops.py); [] where the loop stays unrolled. Spatial sizes
+        that start equal are one `size`, unless a pass makes them differ: then `height, width`."""
         saved = (set(self.used_params), set(self.locals.taken), set(self.used_pseudo), set(self.gen.helpers))
         chain = [self.first_use[i].id for i in c.instances if i in self.first_use]
-        try:
-            if len(chain) != len(c.instances) or "layers" in self.locals.taken:
-                raise loops.NotLoopable("the passes changed its layers")
-            template = loops.Template(self, printer)
-            tree = template.lines(chain)
-            if not self.is_model:
-                tree = self._with_siblings(tree)
-            body = loops.render(tree)
-        except loops.NotLoopable as why:
-            self.used_params, self.locals.taken, self.used_pseudo, self.gen.helpers = saved
-            self.unlooped = str(why)
-            return []
+        for square in (True, False):
+            try:
+                if len(chain) != len(c.instances) or "layers" in self.locals.taken:
+                    raise loops.NotLoopable("the passes changed its layers")
+                template = loops.Template(self, printer, square)
+                tree = template.lines(chain)
+                if not self.is_model:
+                    tree = self._with_siblings(tree, template)
+                body = loops.render(template.finish(tree))
+                break
+            except loops.NotLoopable as why:
+                self.used_params, self.locals.taken, self.used_pseudo, self.gen.helpers = (set(x) for x in saved)
+                self.unlooped = str(why)
+                if not square or not isinstance(why, loops.NotSquare):
+                    return []
+        self.unlooped = None
         self.live = template.live
         self.looped = set(template.counts)
         body, carried = loops.reuse_argument(body, template.carried, sorted(self.pseudo.values()))
-        return loops.constructor(body, carried)
+        return loops.constructor(body, template.running() - {template.carried} | {carried})
 
-    def _with_siblings(self, tree: list) -> list:
+    def _with_siblings(self, tree: list, template) -> list:
         """A branch this specialization did not take, written as another specialization wrote it."""
         for g in self.gen.siblings(self.graph):
             c = _sequential(g)
@@ -755,9 +760,12 @@ class _ClassWriter:
             w = _ClassWriter(self.gen, g, is_model=False)
             chain = [w.first_use[i].id for i in c.instances if i in w.first_use]
             try:
-                tree = loops.merge(tree, loops.Template(w, Printer(w.init_atom)).lines(chain))
+                other = loops.Template(w, Printer(w.init_atom), template.square)
+                tree = loops.merge(tree, other.lines(chain))
             except loops.NotLoopable:
                 continue
+            for name, d in other.sizes.fixed.items():
+                template.sizes.fixed.setdefault(name, d)
         return tree
 
     def _keyed(self, holder: str, c, printer: Printer) -> list[str]:

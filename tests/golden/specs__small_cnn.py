@@ -17,12 +17,12 @@ class SmallCNN(nn.Sequential):
     """The model `SmallCNN` (small_cnn.dl:18)."""
 
     def __init__(self, classes: int = 10, widths: list[int] = [32, 64, 128], hidden: int = 256, dropout: float = 0.5):
-        # `widths` stays fixed, not a loop: `Flatten` makes a size (2048) from sizes the loop changes
-        if widths != [32, 64, 128]:
-            raise ValueError("SmallCNN was compiled for widths=[32, 64, 128]; compile it again with "
-                             "`dslc compile --set`")
-        super().__init__(ConvPool(3, 32), ConvPool(32, 64), ConvPool(64, 128), nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(2048, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+        layers, in_channels, size = [], 3, 32
+        for width in widths:
+            layers.append(ConvPool(in_channels, width))
+            in_channels, size = width, size // 2
+        super().__init__(*layers, nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels * size ** 2, hidden),
+                         nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
 
 
 MODELS = {"SmallCNN": SmallCNN}
