@@ -125,7 +125,6 @@ class Sample:
         watched = [p for ps in layers.values() for p in ps]
         squares = _squares([p.grad for p in graded] + watched)   # the gradients', then the weights' before the step
         by_param = dict(zip(map(id, graded), squares))
-        before = dict(zip(map(id, watched), squares[len(graded):]))
         for name, ps in layers.items():
             mine = [by_param[id(p)] for p in ps if p.grad is not None]
             if not mine:
@@ -135,7 +134,7 @@ class Sample:
                 continue
             self.graded.add(name)
             self.values[f"grad_norm/{name}"] = math.sqrt(sum(mine))
-        self.sizes = {name: math.sqrt(sum(before[id(p)] for p in ps)) for name, ps in layers.items()}
+        self.sizes = dict(zip(layers, _sums(squares[len(graded):], layers.values())))
         with torch.no_grad():
             self.before = {name: [p.detach().clone() for p in ps] for name, ps in layers.items()}
         self.total += sum(squares[:len(graded)])
