@@ -414,7 +414,7 @@ class Template:
             e = self.exprs.get((span.start, span.end))
             if e is None or isinstance(e, _STATEMENTS):
                 continue   # a block made from a repeat's body (frontend/bodyblocks.py): its arguments are parameters
-            if names_of(e) - set(self.graph.params) - set(env) or names_of(e) & self.bound:
+            if names_of(e) - set(env) or names_of(e) & self.bound:   # env: the parameters and loop variables
                 # a tensor's shape, or a loop variable after its loop (its last item, which may hide a parameter)
                 raise NotLoopable(f"`{py_text(e, str) if _spelled(e) else 'an argument'}` reads a value the loop changes")
 
