@@ -859,11 +859,8 @@ def require_parameter(size, op: str, bound: int, where) -> bool:
     generated constructor checks as one (`needs future >= 0 (m.dl:5)`), not as a decision it was
     compiled for."""
     ok = _OPS[op](plain(size), bound)
-    guards = _recorder.get()
-    if ok and guards is not None and isinstance(size, Size):
-        g = Guard(size.expr, op, Poly.const(bound), where)
-        if not g.is_trivial():
-            guards.append(g)
+    if ok and isinstance(size, Size):
+        record(size.expr, op, Poly.const(bound), True, where)
     return ok
 
 
