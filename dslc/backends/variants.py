@@ -462,15 +462,13 @@ def _one_of(chosen: list, other: list, cond) -> list[str] | None:
     """`self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`: one
     member each branch makes in one statement of one line, as one assignment where it fits a line;
     None where the branches are anything else."""
-    if len(chosen) != 1 or len(chosen[0]) != 1 or len(other) != 1 or len(other[0]) != 1:
+    parts = _one_value_each(chosen, other, r"self\.[A-Za-z_]\w* = ")
+    if parts is None:
         return None
-    m = re.match(r"(self\.[A-Za-z_]\w* = )(.+)$", chosen[0][0])
-    if m is None or not other[0][0].startswith(m.group(1)) or re.search(r"\b(if|lambda)\b", chosen[0][0] + other[0][0]):
-        return None
-    test, value, otherwise = cond(), m.group(2), other[0][0][len(m.group(1)):]
+    (head, value, otherwise), test = parts, cond()
     if re.fullmatch(r"not [A-Za-z_]\w*", test):   # `... if bidirectional else ...`, not `if not`
         test, value, otherwise = test[4:], otherwise, value
-    one = _conditional(m.group(1), value, test, otherwise)
+    one = _conditional(head, value, test, otherwise)
     return one if len(one) == 1 else None
 
 
@@ -578,16 +576,26 @@ def _either(chosen: list, other: list, test: str) -> list[str] | None:
     way (a return, or one local) as the conditional expression the spec wrote (`output a if c else b`);
     None where they do more, where it does not fit one line, or where a value holds a conditional of its
     own (it would bind wrongly)."""
+    parts = _one_value_each(chosen, other, r"return |[A-Za-z_]\w* = ")
+    if parts is None:
+        return None
+    one = _conditional(parts[0], parts[1], test, parts[2])
+    return one if len(one) == 1 else None   # wrapped over two lines, the if statement reads better
+
+
+def _one_value_each(chosen: list, other: list, head: str) -> tuple | None:
+    """(the head, the value, the other value) of two branches that are each one statement of one line
+    starting with the same `head` (a pattern: `return `, `self.fc = `), neither value holding a
+    conditional or a lambda of its own (a conditional around it would bind wrongly); else None."""
     if len(chosen) != 1 or len(other) != 1 or len(chosen[0]) != 1 or len(other[0]) != 1:
         return None
-    m = re.match(r"(return |[A-Za-z_]\w* = )(.+)$", chosen[0][0])
+    m = re.match(rf"({head})(.+)$", chosen[0][0])
     if m is None or not other[0][0].startswith(m.group(1)):
         return None
     value, otherwise = m.group(2), other[0][0][len(m.group(1)):]
     if any(re.search(r"\b(if|lambda)\b", v) for v in (value, otherwise)):
         return None
-    one = _conditional(m.group(1), value, test, otherwise)
-    return one if len(one) == 1 else None   # wrapped over two lines, the if statement reads better
+    return m.group(1), value, otherwise
 
 
 def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> tuple:
