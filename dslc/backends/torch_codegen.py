@@ -232,10 +232,7 @@ class Generator:
         info = flagged_class(self, graph, self.flags[graph.name])
         if info is None:
             raise _Unmerged(graph.name)
-        info.name = self.names.claim(graph.name)
-        info.code = info.code.replace("__CLASS__", info.name)
-        self.class_names.add(info.name)
-        self.classes.append(info)
+        self._add(info, graph.name)
         self.by_graph[id(graph)] = info
         self.top[graph.name] = info.name
         return info
@@ -250,14 +247,18 @@ class Generator:
         if info is None:
             del self.variants[key]
             return None
-        info.name = self.names.claim(graph.name)
-        info.code = info.code.replace("__CLASS__", info.name)
-        self.class_names.add(info.name)
-        self.classes.append(info)
+        self._add(info, graph.name)
         for g in groups:
             for member in g:
                 self.by_graph[id(member)] = info
         return info
+
+    def _add(self, info: ClassInfo, name: str) -> None:
+        """A class written from several graphs (ModelFlags, a block's specializations) named and emitted."""
+        info.name = self.names.claim(name)
+        info.code = info.code.replace("__CLASS__", info.name)
+        self.class_names.add(info.name)
+        self.classes.append(info)
 
 
 class _ClassWriter:
