@@ -158,9 +158,7 @@ def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict, where, inferred=f
     b = Bound(op, dict(args), [x], where=where)
     with recording([]) as guards, atom_values(sizes.env()):
         try:
-            if op.resolve:
-                b.args.update(op.resolve(b))
-            outs = op.infer(b)
+            outs = op.result_types(b)
             why = f"`{op.name}` decides on a size the loop changes" if sizes.decides(guards) else None
         except _FAILS:
             outs, why = None, f"`{op.name}`'s shape rule cannot follow the sizes the loop changes"

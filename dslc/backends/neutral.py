@@ -189,9 +189,7 @@ def _infer(op, args: dict, types: list, where):
     try:
         with recording() as guards:
             b = Bound(op, dict(args), list(types), where=where)
-            if op.resolve:
-                b.args.update(op.resolve(b))
-            outs = list(op.infer(b))
+            outs = list(op.result_types(b))
     except Exception:   # a ShapeError, or a value the rule was never written for: refused
         return None
     return b.args, outs, set(guards)

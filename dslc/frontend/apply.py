@@ -320,9 +320,7 @@ class LayerApplication:
 
     def _run_rule(self, op, b: Bound, arg_spans, inputs, spans, span, resolve: bool, ctx=None):
         try:
-            if resolve and op.resolve:
-                b.args.update(op.resolve(b))
-            outs = op.infer(b)
+            outs = op.result_types(b, resolve)
             _check_elements(op, outs, span)
         except ShapeError as err:
             self._failed(ctx, span, inputs, err.message)

@@ -266,6 +266,13 @@ class OpDef:
     produces: str = ""
     expects: str = ""
 
+    def result_types(self, b: "Bound", resolve: bool = True) -> list:
+        """Its shape rule's output types for `b`, the arguments it infers from its inputs put in `b` first
+        (`resolve`): what the front end checks, and what the code generator asks of other values."""
+        if resolve and self.resolve:
+            b.args.update(self.resolve(b))
+        return self.infer(b)
+
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:
             if p.name == name:
