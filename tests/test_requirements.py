@@ -145,7 +145,10 @@ def test_requirements_flow_from_a_block_to_its_caller(prog):
     assert _needs(g) == ["S > 6"] and requirements(g.guards)[0].where.line == 13
     src = prog.source(["Blocked"])
     pick = src[src.index("class Pick"):src.index("class Blocked")]
-    assert "raise" not in pick and "S > 6" not in pick and "built for" in pick   # the caller checks
+    assert "S > 6" not in pick and "built for" in pick   # the caller checks
+    # what the block's declared input fixes, its constructor checks (`x: [B, T, 4]`)
+    assert [line.strip() for line in pick.splitlines() if "raise" in line] == \
+        ['raise ValueError("Pick needs in_features == 4 (req.dl:11)")']
     net = prog.build("Blocked", seed=0)
     with pytest.raises(ValueError, match=r"^Blocked needs S > 6 \(req\.dl:13\), got S = 6$"):
         net(torch.randn(2, 6, 4))

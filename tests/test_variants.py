@@ -121,23 +121,52 @@ def test_resnet_blocks_are_one_class_each_branching_as_torchvision_does():
     prog, src = _source("resnet.dl")
     names = _classes(src)
     assert "BasicBlock2" not in names and "Bottleneck2" not in names
-    # torchvision's choice of the projection, and its `identity = x if self.downsample is None else ...`
-    assert "self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 else None\n" in src
+    # torchvision's choice of the projection (the spec's own condition, not the part of it each use
+    # evaluated), and its `identity = x if self.downsample is None else ...`
+    assert "self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 or in_channels != out " \
+           "else None\n" in src
+    assert "does not take" not in src.split("class BasicBlock(")[1].split("\nclass ")[0]
     assert "skip = self.downsample(x) if self.downsample is not None else x\n" \
            "        return F.relu(h + skip)" in src
     module = prog.module()
     torch.manual_seed(0)
-    for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (8, 8, 2)):   # (8, 8, 2): a case no model uses
+    # (8, 8, 2) and (16, 32, 1): cases no model uses; the second takes the projection as torchvision's does
+    for inplanes, planes, stride in ((16, 16, 1), (16, 32, 2), (8, 8, 2), (16, 32, 1)):
         mine = module.BasicBlock(inplanes, planes, stride)
         _same_function(mine, BasicBlockTwin(inplanes, planes, stride), torch.randn(2, inplanes, 8, 8))
 
 
-def test_arguments_outside_every_compiled_case_are_refused():
-    """ResNet-18's BasicBlock never keeps the width at stride 1 with a projection (ResNet-50's first
-    bottleneck does): the class says so rather than build something the spec did not describe."""
-    prog, _ = _source("resnet.dl")
-    with pytest.raises(ValueError, match=r"BasicBlock \(resnet\.dl:\d+\) does not take stride == 1 and in_channels != out"):
-        prog.module().BasicBlock(16, 32, 1)
+TWO_DECISIONS = """
+block Block(out: int, stride: int = 1) {
+    input x
+    h = x -> Conv2d(out, 3, stride=stride, padding=1)
+    if stride != 1 {
+        h = h -> BatchNorm2d()
+    }
+    if x.shape[1] != out {
+        h = h -> ReLU()
+    }
+    output h * 2.0
+}
+
+model M {
+    input x: [B, 8, 16, 16]
+    Block(16, stride=2)
+    Block(16)
+}
+"""
+
+
+def test_arguments_outside_every_compiled_case_are_refused(tmp_path):
+    """The uses decide two things together (a stride and a width that both change, or neither): a
+    class given one without the other would run code the file never compiled, so it says so rather
+    than build something the spec may not describe."""
+    path = tmp_path / "two.dl"
+    path.write_text(TWO_DECISIONS)
+    module = dslc.load(str(path)).module()
+    module.Block(8, 16, stride=2), module.Block(16, 16)
+    with pytest.raises(ValueError, match=r"^Block \(two\.dl:2\) does not take "):
+        module.Block(8, 16)
 
 
 # ---------------------------------------------------------------- MobileNetV2: a decision forward reads
@@ -336,24 +365,23 @@ def test_a_block_whose_branch_adds_layers_is_one_class_with_stable_names():
     """cifar_resnet's Residual builds its projection only where the shape changes. Its layers are
     named by their place in the source (frontend/sites.py), not by what one use built, so both uses
     are one class, as kuangliu's BasicBlock: `conv1`/`bn1` on the main path in either, `conv2`/`bn2`
-    the projection or None; the combination no use took is refused with the spec's line."""
+    the projection or None; the combination no use took (a new width at stride 1) takes the projection,
+    as the spec's condition `stride != 1 or x.shape[1] != out` says."""
     prog, src = _source("cifar_resnet.dl")
     assert [n for n in _classes(src) if n.startswith("Residual")] == ["Residual"]
     module = prog.module()
     torch.manual_seed(0)
-    for inp, out, stride in ((64, 64, 1), (64, 128, 2), (32, 32, 2)):
+    for inp, out, stride in ((64, 64, 1), (64, 128, 2), (32, 32, 2), (64, 128, 1)):
         mine = module.Residual(inp, out, stride=stride).eval()
         twin = CifarBasicBlock(inp, out, stride).eval()
         keys = [k for k in mine.state_dict() if not k.startswith("conv_bn_relu.")]
         assert keys[:2] == ["conv1.weight", "conv1.bias"]
-        assert any(k.startswith("conv2.") for k in keys) == (stride != 1)
+        assert any(k.startswith("conv2.") for k in keys) == (stride != 1 or inp != out)
         assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in twin.state_dict().values()]
         twin.load_state_dict(dict(zip(twin.state_dict(), mine.state_dict().values())))
         x = torch.randn(2, inp, 8, 8)
         with torch.no_grad():
             assert torch.equal(mine(x), twin(x))
-    with pytest.raises(ValueError, match=r"^Residual \(cifar_resnet\.dl:21\) does not take stride == 1 and "):
-        module.Residual(64, 128, stride=1)
 
 
 def _docstring_facts(src: str) -> list[tuple]:

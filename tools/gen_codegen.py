@@ -38,8 +38,10 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   parameters, with the values it was compiled for as defaults; a block's takes the
   sizes that differ between its uses. Sizes are written as the expressions they came
   from (`nn.Linear(in_features, 3 * dim)`), not as numbers. A block's uses that differ
-  in structure are one class that branches in its constructor and forward, as
-  torchvision's BasicBlock chooses its downsample; so is a model over its `bool`
+  in structure are one class that branches in its constructor and forward on the spec's
+  own condition, as torchvision's BasicBlock chooses its downsample (`if stride != 1 or
+  in_channels != out`), and a block that makes such blocks leaves the choice to them (a
+  stage takes any stride and width); so is a model over its `bool`
   parameters, compiled each way (up to three of them, every combination):
   `self.fc = nn.Linear(2 * hidden, classes) if bidirectional else nn.Linear(hidden, classes)`
   and `if self.bidirectional:` in forward, with no guard left for the flag. A value the

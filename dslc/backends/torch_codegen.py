@@ -22,11 +22,12 @@ import ast as pyast
 import os
 import re
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..frontend import ast
 from ..frontend.loopvars import names_in
 from ..ir.dims import (
+    Compound,
     FloatGuard,
     FloorDiv,
     Guard,
@@ -38,6 +39,9 @@ from ..ir.dims import (
     Size,
     Sym,
     Var,
+    conjuncts,
+    constants,
+    defines,
     is_requirement,
     requirements,
     to_python,
@@ -94,7 +98,7 @@ class ClassInfo:
         """The class, documented: what it was built for (a fact on arguments its constructor takes is
         checked first thing in it, as a hand-written module checks one), and what its inputs need
         (`x.shape[2] == dim`: torch's own error says when they do not)."""
-        facts = self.facts or []
+        facts = [self._named(f) for f in self.facts or []]
         inputs = [f for f in facts if ".shape[" in f]
         built = [f for f in facts if f not in inputs]
         needs = [f for f in built if getattr(f, "where", "")]   # checks of the spec, not decisions
@@ -108,9 +112,27 @@ class ClassInfo:
         lines = lines[:at] + [INDENT * 2 + c for c in self._checks(built)] + lines[at:]
         return "\n".join(_fitted(lines))
 
+    def _named(self, f: "Fact") -> "Fact":
+        """The fact in the constructor's argument names where it reads only those (`in_channels != out`
+        for `x.shape[1] != out`: the constructor can check it), else as it is."""
+        g = getattr(f, "guard", None)
+        if g is None or not any(isinstance(a, InDim) for a in _base_atoms(g)):
+            return f
+        names = {key: name for key, name, _, _ in self.signature if key == name or isinstance(key, InDim)}
+
+        def name(a):
+            key = a.name if isinstance(a, Param) else a
+            if key not in names:
+                raise _Unprintable(a)
+            return names[key]
+        try:
+            return fact_of(g, name)
+        except _Unprintable:
+            return f
+
     def _checks(self, facts: list) -> list[str]:
         """`if stride != 1: raise ValueError(...)` for each fact that reads only constructor arguments."""
-        taken = {name for key, name, _, _ in self.signature if key == name}
+        taken = {name for key, name, _, _ in self.signature if key == name or isinstance(key, InDim)}
         where = re.search(r"\(([^()]*)\)$", self.heading)
         out = []
         for f in facts:
@@ -127,13 +149,17 @@ class Fact(str):
     spec position of the check that needs it ('' for a decision the class was compiled for)."""
     negated: str = ""
     where: str = ""
+    guard = None
 
 
-def fact_of(g) -> Fact:
-    f = Fact(g.to_python(_doc_atom))
-    if isinstance(g, Guard):
-        f.negated = Guard(g.lhs, _NEG[g.op], g.rhs).to_python(_doc_atom)
+def fact_of(g, name=None) -> Fact:
+    """The fact, printed with `name` (an atom's Python; default: an input's size as `x.shape[1]`)."""
+    name = name or _doc_atom
+    f = Fact(g.to_python(name))
+    if isinstance(g, (Guard, Compound)):
+        f.negated = g.negated().to_python(name)
         f.where = _position(g.where) if g.where is not None else ""
+        f.guard = g
     return f
 
 
@@ -449,13 +475,14 @@ class _ClassWriter:
         made_of = getattr(self.graph.decl, "repeat_of", None)   # a repeat's body (frontend/bodyblocks.py)
         if made_of:
             heading = f"One pass of `{made_of}`'s `repeat` ({where})"
-        facts = [] if self.is_model else [fact_of(g) for g in simplified(_facts(self._own_guards()))]
+        facts = [] if self.is_model else [fact_of(g) for g in simplified(conjuncts(_facts(self._own_guards())))]
         return heading, facts
 
     def _own_guards(self) -> list:
         """The graph's guards but those of the repeat counts the class keeps as loops."""
         looped = self.loops()
-        return [g for g in self.graph.guards if getattr(g, "loop", None) not in looped]   # ir/dims.py LoopCount
+        return [g for g in self.graph.guards if getattr(g, "loop", None) not in looped   # ir/dims.py LoopCount
+                and not callee_decided(self.gen, g)]
 
     def loops(self) -> set:
         """The spans of the loops this class writes as Python loops: its own, and a block's loop that
@@ -473,7 +500,7 @@ class _ClassWriter:
 
     def _guards(self, printer: Printer) -> list[str]:
         out = []
-        for g in simplified(_facts(self._own_guards())):
+        for g in simplified(conjuncts(_facts(self._own_guards()))):
             fact = _guard_src(g, printer)
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
@@ -1249,7 +1276,7 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     graph = groups[0][0]
     read: set = set()    # the arguments the decisions read
     try:
-        cases, fixed = _variant_cases(groups, names, read)
+        cases, fixed = _variant_cases(gen, groups, names, read)
     except _Unprintable:
         return None
     bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
@@ -1258,7 +1285,7 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
         return None
     signature = _merged_signature(graph, parts, names, read)
     code = assemble(signature, _merged_init(merged, parts), merged.forward, parts[0].base)
-    facts = [fact_of(g) for g in fixed]
+    facts = [fact_of(g) for g in conjuncts(fixed)]
     return ClassInfo("", signature, code, parts[0].heading, facts, [m for g in groups for m in g])
 
 
@@ -1355,10 +1382,10 @@ def _count_like(groups: list) -> bool:
     return any(isinstance(v, (list, tuple)) for values in _differing_params(groups).values() for v in values)
 
 
-def _variant_cases(groups: list, names: dict, read: set) -> tuple[list, list]:
+def _variant_cases(gen: Generator, groups: list, names: dict, read: set) -> tuple[list, list]:
     """Per specialization, per use, the decisions it was made under as (Atom, holds) pairs; and the
     guards every use shares (the class's facts, as before: they do not tell the uses apart)."""
-    per_graph = [[_decisions(graph, groups) for graph in group] for group in groups]
+    per_graph = [[_decisions(graph, groups, lambda g: callee_decided(gen, g)) for graph in group] for group in groups]
     everywhere = None
     for group in per_graph:
         for case in group:
@@ -1370,7 +1397,8 @@ def _variant_cases(groups: list, names: dict, read: set) -> tuple[list, list]:
         out = []
         for case in group:
             lits = [(atom, holds) for atom, holds, _ in case if (atom.key, holds) not in everywhere]
-            out.append(_same_text([(_printed(atom, names, read), holds) for atom, holds in lits], seen))
+            out.append(_same_text([(replace(_printed(atom, names, read), logic=atom.logic), holds)
+                                   for atom, holds in lits], seen))
         cases.append(out)
     for atom, holds, guard in per_graph[0][0]:
         if (atom.key, holds) in everywhere and guard is not None:
@@ -1394,16 +1422,16 @@ def _same_text(case: list, seen: dict) -> list:
     return out
 
 
-def _decisions(graph: Graph, groups: list) -> list:
-    """(Atom with its guard in `true`, holds, the guard) for each decision of one use."""
+def _decisions(graph: Graph, groups: list, decided) -> list:
+    """(Atom with its guard in `true`, holds, the guard) for each decision of one use (but those of
+    the blocks it calls that decide them in their own constructors: `decided(guard)`)."""
     out = []
-    for g in simplified(_facts(graph.guards)):
+    for g in simplified(_facts([g for g in graph.guards if not decided(g)])):
         if isinstance(g, FloatGuard):
             out.append((variants.Atom(("float", g), g, None), True, g))
             continue
-        neg = Guard(g.lhs, _NEG[g.op], g.rhs)
-        canon, holds = (g, True) if repr(g.key()) <= repr(neg.key()) else (neg, False)
-        out.append((variants.Atom(canon.key(), canon, None), holds, g))
+        canon, holds = _canonical(g)
+        out.append((variants.Atom(canon.key(), canon, None, logic=_logic_of(canon)), holds, g))
     for p, values in _differing_params(groups).items():
         v = graph.params[p]
         if isinstance(v, bool) and all(isinstance(x, bool) for x in values):
@@ -1413,6 +1441,83 @@ def _decisions(graph: Graph, groups: list) -> list:
             atom = variants.Atom(("param", p, literal(x)), ("param", p, x), None)
             out.append((atom, not _is_size(v) and literal(v) == literal(x), None))
     return out
+
+
+def callee_decided(gen: Generator, g) -> bool:
+    """Whether the guard is a condition of the spec (ir/dims.py Compound) that the block it comes from
+    decides in its own constructor: the block's class takes every argument it reads, and branches on
+    it or checks it, so the class that calls the block needs neither (BasicBlock's `stride != 1 or
+    in_channels != out`, in the stage that makes the blocks)."""
+    if getattr(g, "at", None) is None or g.origin is None:
+        return False
+    info = gen.by_graph.get(id(g.origin))
+    own = [c for c in g.origin.guards if getattr(c, "at", None) == g.at]
+    return info is not None and bool(own) and all(_decides(info, c, g.origin) for c in own)
+
+
+def _decides(info: ClassInfo, g, mine: Graph) -> bool:
+    """Whether the class decides the guard in its constructor: it takes every argument the guard
+    reads (by the guard's names), and whichever way it decides, its result has the sizes of `mine`
+    (the specialization the caller was written with) there."""
+    keys = {key for key, name, _, _ in info.signature if key == name or isinstance(key, InDim)}
+    if not all((a.name if isinstance(a, Param) else a) in keys for a in _base_atoms(g)):
+        return False
+    return all(_same_results(mine, other) for other in info.graphs)
+
+
+def _same_results(mine: Graph, other: Graph) -> bool:
+    """Whether `other`'s result sizes are `mine`'s wherever `other` is built: the same expressions,
+    or equal by `other`'s facts (MBConv's `(h + 2 * (k // 2) - k) // stride + 1` and the `h` of its
+    residual sum, which needed them equal)."""
+    ours, theirs = _result_forms(mine), _result_forms(other)
+    if len(ours) != len(theirs):
+        return False
+    facts = [f for f in other.guards if isinstance(f, Guard)]
+    consts = constants(other.guards)
+    known = {f.key() for f in facts} | {f.subst(lambda a: consts.get(a)).key() for f in facts}
+    for a, b in zip(ours, theirs):
+        if a == b:
+            continue
+        if not isinstance(a, Poly) or not isinstance(b, Poly):
+            return False
+        same = Guard(a, "==", b)
+        settled = same.subst(lambda x: consts.get(x))
+        if same.key() in known or settled.key() in known:
+            continue
+        if not (settled.lhs.is_const() and settled.rhs.is_const() and settled.holds(lambda x: None)):
+            return False
+    return True
+
+
+def _result_forms(graph: Graph) -> list:
+    """The block's result sizes as expressions (`out`, `(h - 1) // stride + 1`), whatever their values."""
+    out = []
+    for _, ref in graph.outputs:
+        t = graph.result_type(ref)
+        shape = getattr(t, "shape", None)
+        if shape is None:
+            out.append(("not a tensor", repr(t)))
+            continue
+        out += [("rank", len(shape))] + [d.expr if isinstance(d, Size) else d.poly if isinstance(d, Sym)
+                                         else Poly.const(int(d)) for d in shape]
+    return out
+
+
+def _canonical(g) -> tuple:
+    """(the guard or its negation, whichever is the atom of both; whether it is the guard)."""
+    neg = g.negated()
+    return (g, True) if repr(g.key()) <= repr(neg.key()) else (neg, False)
+
+
+def _logic_of(g) -> tuple | None:
+    """A condition `a or b` in terms of its operands' atoms (variants.Atom.logic); None for a guard."""
+    if not isinstance(g, Compound):
+        return None
+    items = []
+    for p in g.parts:
+        canon, holds = _canonical(p)
+        items.append(_logic_of(p) or ("atom", canon.key(), holds))
+    return (g.op, tuple(items))
 
 
 def _differing_params(groups: list) -> dict:
@@ -1456,11 +1561,18 @@ def _printed(atom, names: dict, read: set):
     try:
         return _guard_atom(atom.key, what, name)
     except _Unprintable:   # `x.shape[3] == x.shape[3] + 2 * (k // 2) - k + 1`: the size cancels
-        return _guard_atom(atom.key, Guard(what.lhs - what.rhs, what.op, Poly.const(0)).normalized(), name)
+        return _guard_atom(atom.key, _cancelled(what), name)
 
 
-def _guard_atom(key, g: Guard, name) -> variants.Atom:
-    return variants.Atom(key, g.to_python(name), Guard(g.lhs, _NEG[g.op], g.rhs).to_python(name))
+def _cancelled(g):
+    """The guard with each comparison's sides moved to the left (a size on both sides cancels)."""
+    if isinstance(g, Compound):
+        return Compound(g.op, tuple(_cancelled(p) for p in g.parts))
+    return Guard(g.lhs - g.rhs, g.op, Poly.const(0)).normalized()
+
+
+def _guard_atom(key, g, name) -> variants.Atom:
+    return variants.Atom(key, g.to_python(name), g.negated().to_python(name))
 
 
 def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list:
@@ -1921,21 +2033,13 @@ def _facts(guards: list) -> list:
 def simplified(guards: list) -> list:
     """Guards without those implied by others: constants a guard fixes are substituted, and a
     remainder condition another one on the same size implies is dropped (ir/dims.py)."""
-    consts = {}
-    for g in guards:
-        if isinstance(g, Guard) and g.op == "==":
-            for a, b in ((g.lhs, g.rhs), (g.rhs, g.lhs)):
-                atom = _single_atom(Size(0, a)) if not a.is_const() else None
-                if atom is not None and b.is_const() and atom not in consts:
-                    consts[atom] = b
+    consts = constants(guards)
     out, seen = [], set()
     for g in guards:
         if not isinstance(g, Guard):
             out.append(g)
             continue
-        is_def = g.op == "==" and any(_single_atom(Size(0, side)) in consts and other.is_const()
-                                      for side, other in ((g.lhs, g.rhs), (g.rhs, g.lhs)) if not side.is_const())
-        g2 = g if is_def else g.subst(lambda a: consts.get(a))
+        g2 = g if defines(g, consts) else g.subst(lambda a: consts.get(a))
         if g2.is_trivial() or g2.key() in seen:
             continue
         seen.add(g2.key())
@@ -1943,7 +2047,18 @@ def simplified(guards: list) -> list:
     return without_implied(out)
 
 
-_NEG = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+def _base_atoms(g) -> set:
+    """The parameters and sizes a guard reads, inside floor divisions and min/max too."""
+    out = set()
+    for a in g.atoms():
+        if isinstance(a, FloorDiv):
+            out |= _base_atoms(Guard(a.num, "==", a.den))
+        elif isinstance(a, MinMax):
+            for q in a.args:
+                out |= _base_atoms(Guard(q, "==", Poly.const(0)))
+        else:
+            out.add(a)
+    return out
 
 
 def _as_bound(g: Guard) -> Guard:
@@ -1968,8 +2083,7 @@ def _guard_src(g, printer: Printer) -> str:
 def _negate(g, printer: Printer) -> str:
     if isinstance(g, FloatGuard):
         return f"{printer.size(g.expr)} != {g.value!r}"
-    flipped = Guard(g.lhs, _NEG[g.op], g.rhs)
-    return flipped.to_python(printer.atom)
+    return g.negated().to_python(printer.atom)
 
 
 # ---------------------------------------------------------------- the file

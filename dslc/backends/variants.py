@@ -18,12 +18,14 @@ constructor's arguments and minimized over the cases this file has); `forward`
 chooses by the members one body builds and another sets to None. Walking the
 merged class with one body's arguments runs exactly that body's statements.
 
-Arguments outside every case this file compiled are built all the same where they differ
-from a compiled case only in decisions no branch of the class tests and that the uses made
-both ways (`expand != 1`, decided inside a block this one calls: its class branches on
-it); the others make the constructor raise, naming the block's spec line and the arguments
-(`BasicBlock (resnet.dl:28) does not take stride == 1 and in_channels != out`), where the
-spec's shapes would refuse them too or where the file never wrote their code. A body a
+A decision is the spec's whole condition (`stride != 1 or in_channels != out`: ir/dims.py
+Compound), and one that a block this one calls decides in its own constructor is left to it
+(torch_codegen.callee_decided). Arguments outside every case this file compiled are built all
+the same where they differ from a compiled case only in decisions no branch of the class tests
+and that the uses of one body made both ways; the others make the constructor raise, naming
+the block's spec line and the arguments (`MBConv (efficientnet.dl:62) does not take stride ==
+1 and in_channels == out and k % 2 == 0`), where the spec's shapes would refuse them too or
+where the file never wrote their code. A body a
 loop made with one pass is the body of more passes at that count (`range(1, blocks)` is
 empty), so it needs no branch of its own.
 A merge is refused (the bodies stay separate classes) when a case cannot be told
@@ -53,6 +55,8 @@ class Atom:
     true: str
     false: str
     subst: tuple | None = None     # `padding == "same"`: ('"same"', "padding"), the one spelling the other
+    logic: tuple | None = None     # the spec's condition `a or b`: ("or", (("atom", key, holds), ...)), its
+                                   # operands as the atoms they are (holds: the operand is that atom, not its negation)
 
 
 @dataclass
@@ -195,11 +199,27 @@ def condition(on: set, care: set, atoms: list[Atom], used: set | None = None) ->
         used.update(i for c in cubes for i in c)
     if any(not c for c in cubes):
         return "True"
-    texts = [" and ".join(atoms[i].true if holds else atoms[i].false for i, holds in sorted(c.items()))
+    texts = [" and ".join(_operand(atoms[i].true if holds else atoms[i].false, len(c) > 1)
+                          for i, holds in sorted(c.items()))
              for c in cubes]
     if len(texts) == 1:
         return texts[0]
     return " or ".join(f"({t})" if len(c) > 1 else t for t, c in zip(texts, cubes))
+
+
+def _operand(text: str, joined: bool) -> str:
+    """An atom's Python as an operand of `and`: the spec's condition `a or b` in parentheses."""
+    return f"({text})" if joined and _top_level_or(text) else text
+
+
+def _top_level_or(text: str) -> bool:
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and text.startswith(" or ", i):
+            return True
+    return False
 
 
 def _cover(on: set, care: set, k: int) -> list[dict]:
@@ -256,7 +276,12 @@ _BOUND = re.compile(r"^([A-Za-z_]\w*) (==|!=|<|<=|>|>=) (-?\d+)$")
 
 def _possible(m: int, atoms: list[Atom]) -> bool:
     """Whether some integers meet the bounds an assignment sets on one argument (`blocks < 1` and
-    `blocks == 1` cannot both hold); decisions of other shapes are taken as possible."""
+    `blocks == 1` cannot both hold), and every condition of the spec comes out as its operands'
+    atoms say (`stride != 1 or in_channels != out` cannot fail where `in_channels != out` holds);
+    decisions of other shapes are taken as possible."""
+    index = {a.key: i for i, a in enumerate(atoms)}
+    if any(a.logic and _value(a.logic, index, m) not in (None, bool(m >> i & 1)) for i, a in enumerate(atoms)):
+        return False
     bounds: dict = {}
     for i, a in enumerate(atoms):
         found = _BOUND.match(a.true if isinstance(a.true, str) else "")
@@ -271,18 +296,35 @@ def _possible(m: int, atoms: list[Atom]) -> bool:
     return True
 
 
+def _value(logic: tuple, index: dict, m: int) -> bool | None:
+    """A condition's value where the assignment `m` settles it (None where it does not)."""
+    if logic[0] == "atom":
+        _, key, holds = logic
+        return None if key not in index else bool(m >> index[key] & 1) == holds
+    op, items = logic
+    values = [_value(x, index, m) for x in items]
+    if (op == "or") in values:
+        return op == "or"
+    return None if None in values else op == "and"
+
+
 def _meets(x: int, op: str, v: int) -> bool:
     return {"==": x == v, "!=": x != v, "<": x < v, "<=": x <= v, ">": x > v, ">=": x >= v}[op]
 
 
 def _made_both_ways(bodies: list[Body]) -> set:
-    """The keys of the atoms some use found holding and another found not holding."""
-    found: dict = {}
+    """The keys of the atoms that two uses of one body found holding and not holding: the body's code
+    is the same either way. (Uses of two bodies that differ in it may differ because of it: a class
+    that tests another atom to tell those bodies apart would otherwise build one body where the
+    spec builds the other.)"""
+    out: set = set()
     for body in bodies:
+        found: dict = {}
         for case in body.cases:
             for atom, holds in case:
                 found.setdefault(atom.key, set()).add(holds)
-    return {k for k, v in found.items() if len(v) == 2}
+        out |= {k for k, v in found.items() if len(v) == 2}
+    return out
 
 
 # ---------------------------------------------------------------- statements

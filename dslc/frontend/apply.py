@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..diagnostics import Label, did_you_mean
-from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording
+from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording, settled
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.nesting import leaves, nest, structure
@@ -559,13 +559,19 @@ class LayerApplication:
         hit = self.subst_cache.get(key)
         if hit is None:
             out_types = [subst_type(sub.result_type(ref), f) for _, ref in sub.outputs]
-            guards = [g2 for g2 in (subst_guard(g, f) for g in sub.guards) if not g2.is_trivial()]
+            guards = [_from(sub, g2) for g2 in (subst_guard(g, f) for g in settled(sub.guards)) if not g2.is_trivial()]
             hit = self.subst_cache[key] = (out_types, guards, sub)  # `sub` keeps id(sub) unique
         return hit[0], hit[1]
 
     def _caller_mapping(self, sub, spec: BlockSpec, inputs):
         """f(atom) taking the block's parameters and input dims to the caller's expressions."""
         return _CallerTerms(sub, {n: a.value for n, a in spec.args.items()}, inputs)
+
+
+def _from(sub, g):
+    """A condition of the block `sub` in its caller's terms, knowing it comes from `sub` (the caller's
+    class need not decide it where `sub`'s own does: backends/torch_codegen.py callee_decided)."""
+    return replace(g, origin=sub) if getattr(g, "at", None) is not None else g
 
 
 class _CallerTerms:

@@ -20,6 +20,7 @@ from .apply import LayerApplication
 from .binding import unknown_keyword
 from .buffers import BufferEvaluation
 from .calls import CallEvaluation
+from .conditions import ConditionEvaluation
 from .context import Ctx
 from .errors import EvalError, Poisoned
 from .expressions import ExpressionEvaluation
@@ -35,7 +36,7 @@ if sys.getrecursionlimit() < 4000:
     sys.setrecursionlimit(4000)
 
 
-class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, NameLookup, CallEvaluation,
+class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, ConditionEvaluation, NameLookup, CallEvaluation,
                 LayerApplication, ScanEvaluation):
     """Evaluates one unit's models (`model`), specializing each block once per arguments and input types."""
 

@@ -88,11 +88,7 @@ class ExpressionEvaluation:
 
     def _e_BinOp(self, e: ast.BinOp, ctx: Ctx):
         if e.op in ("and", "or"):
-            left = self._expr(e.left, ctx)
-            lt = self._truth(left, e.left.span)
-            if (e.op == "and" and not lt) or (e.op == "or" and lt):
-                return left
-            return self._expr(e.right, ctx)
+            return self._logic(e, ctx)   # frontend/conditions.py
         left, right = self._expr(e.left, ctx), self._expr(e.right, ctx)
         if left is POISON or right is POISON:
             raise Poisoned()
@@ -144,8 +140,7 @@ class ExpressionEvaluation:
         return self._bounded(-v if e.op == "-" else v, e.span)
 
     def _e_Cond(self, e: ast.Cond, ctx: Ctx):
-        cond = self._expr(e.cond, ctx)
-        return self._expr(e.then if self._truth(cond, e.cond.span) else e.orelse, ctx)
+        return self._expr(e.then if self._condition(e.cond, ctx) else e.orelse, ctx)   # frontend/conditions.py
 
     def _truth(self, v, span) -> bool:
         if v is POISON:

@@ -482,8 +482,7 @@ class StatementEvaluation:
         return plain(v)
 
     def _s_IfStmt(self, stmt: ast.IfStmt, ctx: Ctx, top: bool) -> None:
-        cond = self._expr(stmt.cond, ctx)
-        branch = stmt.body if self._truth(cond, stmt.cond.span) else stmt.orelse
+        branch = stmt.body if self._condition(stmt.cond, ctx) else stmt.orelse   # frontend/conditions.py
         self._run_body(branch, ctx)
 
     def _s_StepStmt(self, stmt, ctx: Ctx, top: bool) -> None:

@@ -30,7 +30,7 @@ import contextvars
 import functools
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
 from .limits import MAX_POLY, MAX_POLY_PRODUCT, LimitError
@@ -461,9 +461,13 @@ class Guard:
     op: str  # == != < <= > >=
     rhs: Poly
     where: object = field(default=None, compare=False, repr=False)  # the spec position it comes from (a Span)
+    # a decision of the spec's condition at this Span (`if expand != 1`), and the block a caller has it
+    # from: the caller's class need not decide what that block's class decides (torch_codegen.callee_decided)
+    at: object = field(default=None, repr=False)
+    origin: object = field(default=None, compare=False, repr=False)
 
     def subst(self, f) -> "Guard":
-        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where).normalized()
+        return Guard(self.lhs.subst(f), self.op, self.rhs.subst(f), self.where, self.at).normalized()
 
     def normalized(self) -> "Guard":
         """A requirement in its plainest form: on one size that the left side grows with, the least
@@ -514,6 +518,10 @@ class Guard:
     def atoms(self) -> set:
         return self.lhs.atoms() | self.rhs.atoms()
 
+    def negated(self) -> "Guard":
+        """The fact that holds when this one does not (`stride == 1` for `stride != 1`)."""
+        return Guard(self.lhs, _NEGATE[self.op], self.rhs, at=self.at)
+
     def key(self) -> tuple:
         """Equal for the same fact written either way round (`a == b`, `b == a`)."""
         if self.op in ("==", "!="):   # `a == b`, `b == a`, `a - b == 0` and `b - a == 0` alike
@@ -535,6 +543,121 @@ class Guard:
             if flipped is not None:
                 return f"{flipped} {op} 0"
         return f"{_remainder_src(lhs, name) or to_python(lhs, name)} {op} {to_python(rhs, name)}"
+
+
+# ---------------------------------------------------------------- conditions of the spec
+
+
+@dataclass(frozen=True)
+class Compound:
+    """The spec's own condition, `a or b` / `a and b` of comparisons of sizes
+    (`stride != 1 or x.shape[1] != out`), as one decision: what the result relied on is the
+    condition's outcome, not which operand settled it, so a generated class branches on the
+    condition and takes every argument it admits (frontend/expressions.py `_logic`)."""
+    op: str          # "or" or "and"
+    parts: tuple     # Guard or Compound, each true when its operand is
+    at: object = None   # the condition's Span in the spec
+    origin: object = field(default=None, compare=False, repr=False)   # the block (its Graph) a caller has it from
+    where = None     # a decision, never a check of the spec
+
+    @staticmethod
+    def of(op: str, parts, at=None) -> "Guard | Compound | bool":
+        """The condition with constant operands settled: a bool, one guard, or a Compound."""
+        flat: list = []
+        for p in parts:
+            if isinstance(p, Guard) and p.lhs.is_const() and p.rhs.is_const():
+                p = _OPS[p.op](p.lhs.const_value(), p.rhs.const_value())
+            if isinstance(p, bool):
+                if p == (op == "or"):
+                    return p            # `True or ...`, `False and ...`
+                continue
+            for q in (p.parts if isinstance(p, Compound) and p.op == op else (p,)):
+                if q not in flat:
+                    flat.append(q)
+        if not flat:
+            return op == "and"
+        if len(flat) == 1:
+            return replace(flat[0], at=at) if at is not None else flat[0]
+        return Compound(op, tuple(flat), at)
+
+    def negated(self) -> "Compound":
+        """`a == 1 and b == c` for `a != 1 or b != c`."""
+        return Compound("and" if self.op == "or" else "or", tuple(p.negated() for p in self.parts), self.at)
+
+    def subst(self, f):
+        """In a caller's terms: operands that become constant settle (a trivial guard where the
+        condition does: it held)."""
+        out = Compound.of(self.op, [p.subst(f) for p in self.parts], self.at)
+        return Guard(Poly.const(0), "==", Poly.const(0)) if isinstance(out, bool) else out
+
+    def normalized(self) -> "Compound":
+        return self
+
+    def is_trivial(self) -> bool:
+        return False
+
+    def is_requirement(self) -> bool:
+        return False
+
+    def holds(self, env) -> bool | None:
+        values = [p.holds(env) for p in self.parts]
+        if any(v is (self.op == "or") for v in values):
+            return self.op == "or"
+        return None if None in values else self.op == "and"
+
+    def atoms(self) -> set:
+        return set().union(*(p.atoms() for p in self.parts))
+
+    def key(self) -> tuple:
+        return (self.op, frozenset(p.key() for p in self.parts))
+
+    def to_python(self, name=None) -> str:
+        texts = [p.to_python(name) for p in self.parts]
+        if self.op == "and":      # `or` binds looser: its operands need parentheses here
+            texts = [f"({t})" if isinstance(p, Compound) else t for p, t in zip(self.parts, texts)]
+        return f" {self.op} ".join(texts)
+
+
+def conjuncts(guards) -> list:
+    """The guards, with a condition `a and b` that held as its parts (each held)."""
+    out = []
+    for g in guards:
+        out += conjuncts(g.parts) if isinstance(g, Compound) and g.op == "and" else [g]
+    return out
+
+
+def constants(guards) -> dict:
+    """atom -> the constant Poly a guard fixes it to (`stride == 1`, alone or in a condition that
+    held: `stride == 1 and in_channels == out`)."""
+    out: dict = {}
+    for g in conjuncts(guards):
+        if isinstance(g, Guard) and g.op == "==":
+            for a, b in ((g.lhs, g.rhs), (g.rhs, g.lhs)):
+                atom = a.single_atom()
+                if atom is not None and b.is_const() and atom not in out:
+                    out[atom] = b
+    return out
+
+
+def defines(g, consts: dict) -> bool:
+    """Whether the guard fixes one of `consts` (`stride == 1`): it stays as it is."""
+    return isinstance(g, Guard) and g.op == "==" and any(
+        side.single_atom() in consts and other.is_const() for side, other in ((g.lhs, g.rhs), (g.rhs, g.lhs)))
+
+
+def settled(guards) -> list:
+    """The guards without those the constants others fix make true (`(h - 1) // stride + 1 == h`
+    beside `stride == 1`): the same facts, fewer of them. A caller then learns a block's condition
+    without the facts of the branch it chose (the block's class decides that branch itself)."""
+    consts = constants(guards)
+    if not consts:
+        return list(guards)
+    return [g for g in guards if not isinstance(g, Guard) or defines(g, consts)
+            or not g.subst(lambda a: consts.get(a)).is_trivial()]
+
+
+def recorder_active() -> bool:
+    return _recorder.get() is not None
 
 
 # ---------------------------------------------------------------- periodic guards

@@ -93,16 +93,23 @@ class Mover:
         return replace(loop, stmt=stmt, guard=self.guard(loop.guard))
 
     def guard(self, g):
-        """A guard remembers where in the spec it comes from (`where`, outside what it compares), and a
-        loop count's guard its loop (`loop`, compared: ir/dims.py LoopCount)."""
-        spans = {k: getattr(g, k, None) for k in ("where", "loop")}
-        if all(v is None for v in spans.values()):
+        """A guard remembers where in the spec it comes from (`where`, outside what it compares), a
+        loop count's guard its loop (`loop`, compared: ir/dims.py LoopCount), and a decision its
+        condition (`at`, compared), the condition's operands theirs (`parts`) and the block a caller
+        has it from (`origin`, a graph of this specialization: its copy)."""
+        spans = {k: getattr(g, k, None) for k in ("where", "loop", "at")}
+        parts, origin = getattr(g, "parts", None), getattr(g, "origin", None)
+        if all(v is None for v in spans.values()) and parts is None and origin is None:
             return g
         copy = object.__new__(type(g))
         copy.__dict__.update(g.__dict__)
         for k, v in spans.items():
             if v is not None:
                 copy.__dict__[k] = self.span(v)
+        if parts is not None:
+            copy.__dict__["parts"] = tuple(self.guard(p) for p in parts)
+        if origin is not None:
+            copy.__dict__["origin"] = self.graph(origin)
         return copy
 
     def decl(self, decl):

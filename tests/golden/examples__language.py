@@ -64,12 +64,10 @@ class Residual(nn.Module):
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
-        if stride == 1 and in_channels != out:
-            raise ValueError("Residual (language.dl:29) does not take stride == 1 and in_channels != out")
         self.conv_bn_relu = ConvBnRelu(in_channels, out, stride=stride)
         self.conv1 = nn.Conv2d(out, out, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(out)
-        if stride != 1:
+        if stride != 1 or in_channels != out:
             self.conv2 = nn.Conv2d(in_channels, out, 1, stride=stride)
             self.bn2 = nn.BatchNorm2d(out)
         else:

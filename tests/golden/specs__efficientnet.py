@@ -72,9 +72,8 @@ class Stage(nn.Sequential):
     """The block `Stage` (efficientnet.dl:70)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
-        if blocks < 1 or (k % 2 == 0 and blocks != 1) or (k % 2 == 0 and in_channels == out):
-            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or (k % 2 == 0 and blocks != 1) or "
-                             "(k % 2 == 0 and in_channels == out)")
+        if blocks < 1 or (k % 2 == 0 and blocks != 1):
+            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or (k % 2 == 0 and blocks != 1)")
         super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
                          *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
 

@@ -19,13 +19,11 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out: int, stride: int = 1):
         super().__init__()
-        if stride == 1 and in_channels != out:
-            raise ValueError("BasicBlock (resnet.dl:28) does not take stride == 1 and in_channels != out")
         self.conv1 = nn.Conv2d(in_channels, out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
-        self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 else None
+        self.downsample = Downsample(in_channels, out, stride=stride) if stride != 1 or in_channels != out else None
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))
@@ -96,7 +94,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(expansion * width)
         self.downsample = (Downsample(in_channels, expansion * width, stride=stride)
-                           if in_channels != expansion * width or stride != 1 else None)
+                           if stride != 1 or in_channels != expansion * width else None)
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))

@@ -1,0 +1,176 @@
+"""A block's condition is the spec's own condition in its generated class (frontend/conditions.py,
+ir/dims.py Compound, backends/torch_codegen.py callee_decided).
+
+`skip = (x -> Conv2d(out, 1, stride=stride) -> BatchNorm2d()) if stride != 1 or x.shape[1] != out else x`
+was compiled for the operand Python's short circuit evaluated (`stride != 1` where it held), so the
+class refused a new width at stride 1: "Residual does not take stride == 1 and in_channels != out".
+The class now branches on the whole condition, as torchvision's BasicBlock and kuangliu's CIFAR
+block do; the stage or model that calls such a block leaves the decision to the block's class.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import ROOT
+from torch import nn
+from zoo_case import CifarBasicBlock
+
+import dslc
+from dslc.api import exec_source
+
+torch.set_num_threads(1)
+SPECS = os.path.join(ROOT, "specs")
+
+STAGE = """block Residual(out: int, stride: int = 1) {
+    input x
+    main = x -> Conv2d(out, 3, stride=stride, padding=1) as conv1 -> BatchNorm2d() as bn1 -> ReLU() ->
+        Conv2d(out, 3, padding=1) as conv2 -> BatchNorm2d() as bn2
+    skip = ((x -> Conv2d(out, 1, stride=stride) as shortcut -> BatchNorm2d() as shortcut_bn)
+            if stride != 1 or x.shape[1] != out
+            else x)
+    output relu(main + skip)
+}
+
+block Stage(out: int, stride: int) {
+    Residual(out, stride=stride)
+    Residual(out)
+}
+
+model Net(classes: int = 10) {
+    input x: [B, 16, 16, 16]
+    Stage(16, 1) as layer1
+    Stage(32, 2) as layer2
+    AdaptiveAvgPool2d(1)
+    Flatten()
+    Linear(classes)
+}
+"""
+
+
+class StageTwin(nn.Sequential):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__(CifarBasicBlock(in_planes, planes, stride), CifarBasicBlock(planes, planes))
+
+
+def _program(tmp_path, text: str, name: str = "m.dl"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    prog = dslc.load(str(path))
+    return prog, exec_source(prog.source(), f"<{name}>")
+
+
+def _same_weights_same_outputs(mine: nn.Module, twin: nn.Module, x: torch.Tensor) -> None:
+    assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in twin.state_dict().values()]
+    twin.load_state_dict(dict(zip(twin.state_dict(), mine.state_dict().values())))
+    mine.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.equal(mine(x), twin(x))
+
+
+def test_the_class_branches_on_the_specs_condition(tmp_path):
+    prog, module = _program(tmp_path, STAGE)
+    src = prog.source()
+    assert "if stride != 1 or in_channels != out" in src
+    assert "does not take" not in src and "needs" not in src
+    torch.manual_seed(0)
+    # (16, 32, 1): a new width at stride 1, which no use compiled: the projection, as the spec says
+    for inp, out, stride in ((16, 16, 1), (16, 32, 2), (16, 32, 1), (8, 8, 2)):
+        mine = module.Residual(inp, out, stride=stride)
+        assert (mine.shortcut is not None) == (stride != 1 or inp != out)
+        _same_weights_same_outputs(mine, CifarBasicBlock(inp, out, stride), torch.randn(2, inp, 8, 8))
+
+
+def test_the_block_that_calls_it_leaves_the_decision_to_it(tmp_path):
+    """Stage's first block decides on Stage's arguments; Stage's class neither refuses them nor
+    branches on them: the block's own constructor does."""
+    prog, module = _program(tmp_path, STAGE)
+    stage = prog.source().split("class Stage(")[1].split("\nclass ")[0]
+    assert "raise" not in stage and "if " not in stage
+    torch.manual_seed(0)
+    for inp, out, stride in ((16, 16, 1), (16, 32, 2), (8, 16, 1), (16, 16, 2)):
+        _same_weights_same_outputs(module.Stage(inp, out, stride), StageTwin(inp, out, stride),
+                                   torch.randn(2, inp, 8, 8))
+
+
+def test_a_condition_whose_other_operand_was_skipped_is_still_checked(tmp_path):
+    """One use only (stride 2): the class was compiled for `stride != 1 or in_channels != out` and
+    checks that, not `stride != 1` (a new width at stride 1 builds the same code)."""
+    text = STAGE.split("model Net")[0] + """model One {
+    input x: [B, 16, 16, 16]
+    Residual(32, stride=2)
+}
+"""
+    prog, module = _program(tmp_path, text)
+    assert "if stride == 1 and in_channels == out:" in prog.source()
+    module.Residual(16, 32, stride=1)
+    with pytest.raises(ValueError, match=r"^Residual needs stride != 1 or in_channels != out \(m\.dl:1\)$"):
+        module.Residual(16, 16, stride=1)
+
+
+def test_the_zoo_blocks_take_every_width_at_stride_one():
+    for file, block in (("resnet.dl", "BasicBlock"), ("cifar_resnet.dl", "Residual")):
+        src = dslc.load(os.path.join(SPECS, file)).source()
+        body = src.split(f"class {block}(")[1].split("\nclass ")[0]
+        assert "does not take" not in body and "stride != 1 or in_channels != out" in body
+
+
+# ---------------------------------------------------------------- the property
+
+ATOMS = ["stride != 1", "stride == 2", "x.shape[1] != out", "out > 8", "x.shape[1] < out", "out % 2 == 0"]
+
+
+@st.composite
+def conditions(draw, depth: int = 2):
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(ATOMS))
+    op = draw(st.sampled_from(["and", "or", "not"]))
+    if op == "not":
+        return f"not ({draw(conditions(depth - 1))})"
+    return f"({draw(conditions(depth - 1))}) {op} ({draw(conditions(depth - 1))})"
+
+
+def _spec(first: str, second: str, uses: list) -> str:
+    calls = "\n".join(f"    Block({out}, stride={stride})" for out, stride in uses)
+    return f"""block Block(out: int, stride: int = 1) {{
+    input x
+    h = x -> Conv2d(out, 3, stride=stride, padding=1)
+    h = (h -> BatchNorm2d()) if {first} else h
+    if {second} {{
+        h = h -> Conv2d(out, 1)
+    }}
+    output h * 2.0
+}}
+
+model M(o: int = 8, s: int = 1) {{
+    input x: [B, 8, 12, 12]
+{calls}
+    Block(o, stride=s)
+}}
+"""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conditions(), conditions(), st.lists(st.tuples(st.sampled_from([4, 8, 12]), st.sampled_from([1, 2])),
+                                            max_size=2),
+       st.lists(st.tuples(st.sampled_from([4, 6, 8, 12, 16]), st.sampled_from([1, 2, 3])), min_size=1, max_size=4))
+def test_a_class_builds_what_dslc_builds_or_refuses(tmp_path, first, second, uses, values):
+    """Random conditions of the block's two decisions, a few uses: the model's class at other
+    arguments builds what dslc builds there (same keys and shapes, bit-equal outputs), or refuses."""
+    prog, module = _program(tmp_path, _spec(first, second, uses))
+    x = torch.randn(2, 8, 12, 12)
+    for o, s in values:
+        try:
+            torch.manual_seed(0)
+            mine = module.M(o=o, s=s).eval()
+        except ValueError:
+            continue    # refused: a case the file never compiled
+        built = prog.build("M", o=o, s=s).eval()
+        assert {k: v.shape for k, v in mine.state_dict().items()} == \
+            {k: v.shape for k, v in built.state_dict().items()}, (first, second, uses, o, s)
+        built.load_state_dict(mine.state_dict())
+        with torch.no_grad():
+            assert torch.equal(mine(x), built(x)), (first, second, uses, o, s)
