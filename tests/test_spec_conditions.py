@@ -118,6 +118,22 @@ def test_the_zoo_blocks_take_every_width_at_stride_one():
         assert "does not take" not in body and "stride != 1 or in_channels != out" in body
 
 
+def test_what_the_specs_own_checks_refuse_reads_as_a_need():
+    """DDPM's ResnetBlock adds its input back (`skip + h`, ddpm.dl:43) where it has no shortcut: a
+    width that changes there fails the spec's own check, and the class says so as a hand-written
+    module would, with that line. dslc refuses the same arguments."""
+    prog = dslc.load(os.path.join(SPECS, "ddpm.dl"))
+    module = prog.module(["DDPMUNet"])
+    module.ResnetBlock(64, 32, 128, True, 32, 0.0)
+    module.ResnetBlock(64, 32, 64, False, 32, 0.0)
+    with pytest.raises(ValueError, match=r"^ResnetBlock needs shortcut or num_channels == out \(ddpm\.dl:43\)$"):
+        module.ResnetBlock(64, 32, 128, False, 32, 0.0)
+    efficient = dslc.load(os.path.join(SPECS, "efficientnet.dl")).module(["EfficientNetB0"])
+    with pytest.raises(ValueError, match=r"^MBConv needs stride != 1 or in_channels != out or k % 2 != 0 "
+                                         r"\(efficientnet\.dl:66\)$"):
+        efficient.MBConv(16, 16, 6, 4)
+
+
 # ---------------------------------------------------------------- the property
 
 ATOMS = ["stride != 1", "stride == 2", "x.shape[1] != out", "out > 8", "x.shape[1] < out", "out % 2 == 0"]

@@ -352,6 +352,13 @@ def test_only_arguments_the_class_cannot_build_are_refused():
     lines = variants.refusal("MBConv", "efficientnet.dl:60", [body], cases, [s, e, k], {0})
     assert lines == ["if stride == 1 and k % 2 == 0:",
                      '    raise ValueError("MBConv (efficientnet.dl:60) does not take stride == 1 and k % 2 == 0")']
+    # where `k % 2 == 1` is the residual sum's own check (its other outcome an error), each refused
+    # assignment is a compiled one with that check failing: the spec's need, with the check's line
+    k = variants.Atom("k", "k % 2 == 1", "k % 2 == 0", where="efficientnet.dl:64")
+    body = variants.Body([], [], [[(s, True), (e, True), (k, True)], [(s, False), (e, False)]], {})
+    lines = variants.refusal("MBConv", "efficientnet.dl:60", [body], cases, [s, e, k], {0})
+    assert lines == ["if stride == 1 and k % 2 == 0:",
+                     '    raise ValueError("MBConv needs k % 2 == 1 or stride != 1 (efficientnet.dl:64)")']
 
 
 def test_impossible_bounds_are_no_case_to_refuse():

@@ -1397,7 +1397,7 @@ def _variant_cases(gen: Generator, groups: list, names: dict, read: set) -> tupl
         out = []
         for case in group:
             lits = [(atom, holds) for atom, holds, _ in case if (atom.key, holds) not in everywhere]
-            out.append(_same_text([(replace(_printed(atom, names, read), logic=atom.logic), holds)
+            out.append(_same_text([(replace(_printed(atom, names, read), logic=atom.logic, where=atom.where), holds)
                                    for atom, holds in lits], seen))
         cases.append(out)
     for atom, holds, guard in per_graph[0][0]:
@@ -1431,7 +1431,8 @@ def _decisions(graph: Graph, groups: list, decided) -> list:
             out.append((variants.Atom(("float", g), g, None), True, g))
             continue
         canon, holds = _canonical(g)
-        out.append((variants.Atom(canon.key(), canon, None, logic=_logic_of(canon)), holds, g))
+        where = _position(g.where) if getattr(g, "where", None) is not None else ""
+        out.append((variants.Atom(canon.key(), canon, None, logic=_logic_of(canon), where=where), holds, g))
     for p, values in _differing_params(groups).items():
         v = graph.params[p]
         if isinstance(v, bool) and all(isinstance(x, bool) for x in values):

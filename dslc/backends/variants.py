@@ -57,6 +57,7 @@ class Atom:
     subst: tuple | None = None     # `padding == "same"`: ('"same"', "padding"), the one spelling the other
     logic: tuple | None = None     # the spec's condition `a or b`: ("or", (("atom", key, holds), ...)), its
                                    # operands as the atoms they are (holds: the operand is that atom, not its negation)
+    where: str = ""                # a check of the spec whose other outcome is an error: its position (`m.dl:9`)
 
 
 @dataclass
@@ -253,8 +254,35 @@ def refusal(block: str, where: str, bodies: list[Body], cases: list, atoms: list
     if not refused & possible:
         return []
     cond = condition(refused & possible, possible, atoms)
-    msg = f"{block} ({where}) does not take {cond}" if where else f"{block} does not take {cond}"
+    checks = _failed_checks(refused & possible, cases, atoms, _free_bits(bodies, atoms, used))
+    if checks:     # what the spec's own checks refuse: a need, as a hand-written module states one
+        msg = f"{block} needs {condition(possible - refused, possible, atoms)} ({', '.join(checks)})"
+    else:
+        msg = f"{block} ({where}) does not take {cond}" if where else f"{block} does not take {cond}"
     return [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+
+
+def _failed_checks(refused: set, cases: list, atoms: list[Atom], free: int) -> list[str]:
+    """The positions of the spec's checks that refuse every refused assignment: each differs from a
+    compiled use only in checks and in decisions the class is free of (`_free_bits`): ResnetBlock's
+    `skip + h` without its shortcut at another width, where the spec, deciding as that use did,
+    fails the check. Empty where some refused assignment is not so explained (the file has no code
+    for it)."""
+    check_bits = sum(1 << i for i, a in enumerate(atoms) if a.where)
+    compiled = set().union(*cases)
+    out: set = set()
+    for m in refused:
+        near = [c for c in compiled if (m ^ c) & ~(check_bits | free) == 0]
+        if not near:
+            return []
+        out |= {atoms[i].where for i in range(len(atoms)) if (m ^ near[0]) >> i & 1 and atoms[i].where}
+    return sorted(out)
+
+
+def _free_bits(bodies: list[Body], atoms: list[Atom], used: set) -> int:
+    """The atoms no branch of the class tests that uses of one body made both ways (refused_cases)."""
+    both = _made_both_ways(bodies)
+    return sum(1 << i for i in range(len(atoms)) if i not in used and atoms[i].key in both)
 
 
 def refused_cases(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> set:
@@ -265,8 +293,7 @@ def refused_cases(bodies: list[Body], cases: list, atoms: list[Atom], used: set)
     odd `k` where the block adds its input to its result: never seen failing here), or a decision
     whose code the file never wrote; those are refused."""
     union = set().union(*cases)
-    both = _made_both_ways(bodies)
-    free = sum(1 << i for i in range(len(atoms)) if i not in used and atoms[i].key in both)
+    free = _free_bits(bodies, atoms, used)
     seen = {m & ~free for m in union}
     return {m for m in range(1 << len(atoms)) if m not in union and m & ~free not in seen}
 

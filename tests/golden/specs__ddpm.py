@@ -50,7 +50,7 @@ class ResnetBlock(nn.Module):
     def __init__(self, num_channels: int, in_features: int, out: int, shortcut: bool, groups: int, dropout: float):
         super().__init__()
         if num_channels != out and not shortcut:
-            raise ValueError("ResnetBlock (ddpm.dl:35) does not take num_channels != out and not shortcut")
+            raise ValueError("ResnetBlock needs shortcut or num_channels == out (ddpm.dl:43)")
         self.norm1 = nn.GroupNorm(groups, num_channels, eps=1e-06)
         self.conv1 = nn.Conv2d(num_channels, out, 3, padding=1)
         self.temb_proj = nn.Linear(in_features, out)

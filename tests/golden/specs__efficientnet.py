@@ -55,8 +55,7 @@ class MBConv(nn.Module):
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
         if stride == 1 and in_channels == out and k % 2 == 0:
-            raise ValueError("MBConv (efficientnet.dl:62) does not take stride == 1 and in_channels == out and k % 2 "
-                             "== 0")
+            raise ValueError("MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:66)")
         self.stride = stride
         self.in_channels = in_channels
         self.out = out
