@@ -13,6 +13,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import ROOT
@@ -132,6 +133,112 @@ def test_what_the_specs_own_checks_refuse_reads_as_a_need():
     with pytest.raises(ValueError, match=r"^MBConv needs stride != 1 or in_channels != out or k % 2 != 0 "
                                          r"\(efficientnet\.dl:66\)$"):
         efficient.MBConv(16, 16, 6, 4)
+
+
+PREACT = """# kuangliu/pytorch-cifar's PreActResNet18 (He et al., "Identity Mappings in Deep Residual Networks").
+block PreActBlock(planes: int, stride: int = 1) {
+    input x
+    out = x -> BatchNorm2d() as bn1 -> ReLU()
+    skip = ((out -> Conv2d(planes, 1, stride=stride, bias=false) as shortcut)
+            if stride != 1 or x.shape[1] != planes
+            else x)
+    out = out -> Conv2d(planes, 3, stride=stride, padding=1, bias=false) as conv1
+    out = out -> BatchNorm2d() as bn2 -> ReLU() -> Conv2d(planes, 3, padding=1, bias=false) as conv2
+    output out + skip
+}
+
+block Layer(planes: int, blocks: int, stride: int) {
+    for i in range(blocks) {
+        PreActBlock(planes, stride=stride if i == 0 else 1)
+    }
+}
+
+model PreActResNet18(classes: int = 10) {
+    input x: [B, 3, 32, 32]
+    Conv2d(64, 3, padding=1, bias=false) as conv1
+    Layer(64, 2, 1) as layer1
+    Layer(128, 2, 2) as layer2
+    Layer(256, 2, 2) as layer3
+    Layer(512, 2, 2) as layer4
+    BatchNorm2d() as bn
+    ReLU()
+    AvgPool2d(4)
+    Flatten()
+    Linear(classes) as linear
+}
+"""
+
+
+class PreActBlockTwin(nn.Module):
+    """kuangliu/pytorch-cifar's PreActBlock, as written there (its shortcut in an nn.Sequential)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18Twin(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.layer1 = self._make_layer(64, 2, 1)
+        self.layer2 = self._make_layer(128, 2, 2)
+        self.layer3 = self._make_layer(256, 2, 2)
+        self.layer4 = self._make_layer(512, 2, 2)
+        self.bn = nn.BatchNorm2d(512)
+        self.linear = nn.Linear(512, num_classes)
+
+    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for s in [stride] + [1] * (num_blocks - 1):
+            layers.append(PreActBlockTwin(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+        out = F.avg_pool2d(F.relu(self.bn(out)), 4)
+        return self.linear(out.view(out.size(0), -1))
+
+
+def _kuangliu(key: str) -> str:
+    return key.replace("shortcut.0.", "shortcut.")
+
+
+def test_a_public_preact_resnet_ports_and_its_block_takes_any_width(tmp_path):
+    """kuangliu/pytorch-cifar's PreActResNet18: 11,172,170 parameters as the hand-written one, its
+    keys (but the shortcut's nn.Sequential), bit-equal outputs; the generated block chooses its
+    shortcut by the spec's condition, and builds a new width at stride 1 as kuangliu's does."""
+    prog, module = _program(tmp_path, PREACT, "preact.dl")
+    assert "if stride != 1 or num_features != planes else None" in prog.source()
+    torch.manual_seed(0)
+    twin, mine = PreActResNet18Twin().eval(), module.PreActResNet18().eval()
+    assert sum(p.numel() for p in mine.parameters()) == sum(p.numel() for p in twin.parameters()) == 11_172_170
+    assert {_kuangliu(k): v.shape for k, v in twin.state_dict().items()} == \
+        {k: v.shape for k, v in mine.state_dict().items()}
+    twin.load_state_dict({k: mine.state_dict()[_kuangliu(k)] for k in twin.state_dict()})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(twin(x), mine(x))
+    for inp, out, stride in ((64, 128, 1), (64, 64, 2)):
+        block, theirs = module.PreActBlock(inp, out, stride=stride).eval(), PreActBlockTwin(inp, out, stride).eval()
+        theirs.load_state_dict({k: block.state_dict()[_kuangliu(k)] for k in theirs.state_dict()})
+        y = torch.randn(2, inp, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(theirs(y), block(y))
 
 
 # ---------------------------------------------------------------- the property
