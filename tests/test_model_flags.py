@@ -85,6 +85,12 @@ def test_bert_takes_pre_norm_in_one_encoder_layer_class():
     assert source.count("class EncoderLayer") == 1 and "EncoderLayer(dim, heads, ff, dropout, pre_norm)" in source
     assert "final_norm.weight" in generated.build("BertClassifier", **SMALL_BERT, pre_norm=True).state_dict()
     assert "final_norm.weight" not in generated.build("BertClassifier", **SMALL_BERT).state_dict()
+    # its norms, built before the attention in one variant and after it in the other, draw no random
+    # numbers: each is built once, where the post-norm layer builds it (the order whichever value
+    # was compiled), as Hugging Face's BertLayer builds them
+    layer = source.split("class EncoderLayer(")[1].split("def forward")[0]
+    assert layer.count("self.norm1 = nn.LayerNorm(dim, eps=1e-12)\n") == 1 and "if " not in layer
+    assert layer.index("self.attn =") < layer.index("self.norm1 =") < layer.index("self.fc1 =")
 
 
 REFUSED = """\

@@ -361,6 +361,24 @@ def test_only_arguments_the_class_cannot_build_are_refused():
                      '    raise ValueError("MBConv needs k % 2 == 1 or stride != 1 (efficientnet.dl:64)")']
 
 
+def test_members_that_draw_nothing_move_to_the_reference_order():
+    """A norm built before the attention in one body and after it in the other is one statement where
+    the body with its flag false builds it; a layer that draws random numbers (fc) never moves, nor a
+    member that reads a local of the constructor."""
+    post = ["self.attn = nn.MultiheadAttention(dim, heads)", "self.norm = nn.LayerNorm(dim)",
+            "self.fc = nn.Linear(dim, dim)", "width = 2 * dim", "self.late = nn.LayerNorm(width)"]
+    pre = ["self.norm = nn.LayerNorm(dim)", "self.fc = nn.Linear(dim, dim)", "self.attn = nn.MultiheadAttention(dim, heads)",
+           "width = 2 * dim", "self.late = nn.LayerNorm(width)"]
+    quiet = frozenset({"norm", "late"})
+    bodies = [variants.Body(pre, [], [], {"pre_norm": True}, quiet=quiet),
+              variants.Body(post, [], [], {"pre_norm": False}, quiet=quiet)]
+    aligned = variants._aligned([variants.statements(b.init) for b in bodies], bodies)
+    assert [s[0] for s in aligned[0]] == ["self.fc = nn.Linear(dim, dim)", "self.attn = nn.MultiheadAttention(dim, heads)",
+                                          "self.norm = nn.LayerNorm(dim)", "width = 2 * dim",
+                                          "self.late = nn.LayerNorm(width)"]
+    assert [s[0] for s in aligned[1]] == post
+
+
 def test_impossible_bounds_are_no_case_to_refuse():
     a, b = variants.Atom("a", "blocks < 1", "blocks >= 1"), variants.Atom("b", "blocks == 1", "blocks != 1")
     assert not variants._possible(0b11, [a, b]) and variants._possible(0b10, [a, b])

@@ -1279,7 +1279,8 @@ def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
         cases, fixed = _variant_cases(gen, groups, names, read)
     except _Unprintable:
         return None
-    bodies = [Body(p.init, p.forward, c, f, p.first) for p, c, f in zip(parts, cases, _flags(groups, names))]
+    bodies = [Body(p.init, p.forward, c, f, p.first, quiet_members(group[0]))
+              for p, c, f, group in zip(parts, cases, _flags(groups, names), groups)]
     merged = variants.merge(graph.name, bodies, set(names.values()), _where(graph))
     if merged is None or _longer(merged, parts):
         return None
@@ -1304,7 +1305,7 @@ def flagged_class(gen: Generator, graph: Graph, flags: ModelFlags) -> ClassInfo 
     atoms = {p: variants.Atom(("param", p), p, f"not {p}") for p in live}
     methods = [_other_methods(part.forward) for part in parts]   # -O2's `train` refusal, alike in each
     bodies = [Body(part.init, part.forward[:len(part.forward) - len(rest)], [[(atoms[p], values[p]) for p in live]],
-                   dict(values), part.first) for part, rest, (values, _) in zip(parts, methods, specs)]
+                   dict(values), part.first, quiet_members(g)) for part, rest, (values, g) in zip(parts, methods, specs)]
     merged = variants.merge(graph.name, variants.flags_spelled(bodies), set(graph.params), _where(graph))
     if merged is None or _longer(merged, parts):
         return None
@@ -1313,6 +1314,15 @@ def flagged_class(gen: Generator, graph: Graph, flags: ModelFlags) -> ClassInfo 
             + merged.check
     code = assemble(parts[0].signature, _merged_init(merged, parts), merged.forward + methods[0], parts[0].base)
     return ClassInfo("", parts[0].signature, code, parts[0].heading, parts[0].facts, [graph])
+
+
+def quiet_members(graph: Graph) -> frozenset:
+    """The members whose construction draws nothing from torch's random number generator (a norm, a
+    dropout: OpDef.draws_at_init), so that a merged class may build them where the other specialization
+    does without changing anyone's initial weights."""
+    return frozenset(inst.name for inst in graph.instances.values()
+                     if inst.kind == "layer" and inst.container is None and inst.folded is None and not inst.inits
+                     and is_module(inst) and not inst.op.draws_at_init)
 
 
 def _other_methods(forward: list[str]) -> list[str]:

@@ -69,6 +69,7 @@ class Body:
     flags: dict            # the flag arguments that tell the bodies apart -> their value in this one
     first: list = None     # the constructor's first statement: `super().__init__()`, or an
                            # nn.Sequential's `super().__init__(first, *rest)`
+    quiet: frozenset = frozenset()   # members whose construction draws no random numbers (a norm)
 
 
 @dataclass
@@ -422,7 +423,7 @@ def _indented(stmts: list) -> list[str]:
 
 
 def _merge_init(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -> list[str]:
-    common, parts = hunks(_unified([statements(b.init) for b in bodies], bodies))
+    common, parts = hunks(_aligned(_unified([statements(b.init) for b in bodies], bodies), bodies))
     members = [set(_members(b.init)) for b in bodies]
     _pad_members(parts, members)
     union = set().union(*cases)
@@ -430,6 +431,55 @@ def _merge_init(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -
     for k in range(len(common) + 1):
         gaps.append(_init_chain([p[k] for p in parts], cases, union, atoms, used))
     return _emit(common, gaps)
+
+
+def _aligned(stmts: list, bodies: list[Body]) -> list:
+    """The statements every body has alike that build a member drawing no random numbers (`self.norm1 =
+    nn.LayerNorm(dim)`: Body.quiet) moved to where the first body builds them: a post-norm layer's
+    norm after its attention and a pre-norm one's before it are then one statement, written once,
+    as a person writes it, and every other member still draws what it drew."""
+    ref = stmts[_reference(bodies)]
+    movable = [s for s in ref if _quiet(s, bodies) and all(other.count(s) == 1 for other in stmts)]
+    out = []
+    for mine in stmts:
+        placed = [s for s in mine if s not in movable]
+        for s in movable:
+            before = ref[:ref.index(s)]
+            at = next((placed.index(p) + 1 for p in reversed(before) if p in placed), 0)
+            placed.insert(at, s)
+        out.append(placed if mine is not ref else mine)
+    return out
+
+
+def _reference(bodies: list[Body]) -> int:
+    """The body whose order the others take: the one with its flags false where flags tell them apart
+    (the same whichever value the model was compiled for, so its parameters come in one order),
+    else the first."""
+    keys = [tuple(sorted((k, repr(v)) for k, v in b.flags.items())) for b in bodies]
+    return keys.index(min(keys)) if any(keys) else 0
+
+
+def _quiet(stmt: tuple, bodies: list[Body]) -> bool:
+    """A one-line statement building a quiet member of every body, reading no local of the constructor
+    (moved, it cannot then read one before it is set)."""
+    m = _MEMBER.match(stmt[0])
+    if len(stmt) != 1 or not m or not m.group(1) or not all(m.group(1) in b.quiet for b in bodies):
+        return False
+    read = set(re.findall(r"(?<![.\w])([A-Za-z_]\w*)(?!\s*=[^=])", stmt[0].split("=", 1)[1]))
+    return not read & set().union(*(_locals(b.init) for b in bodies))
+
+
+_LOCAL = re.compile(r"^([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?:[-+*/]?=)(?!=)")
+
+
+def _locals(lines: list[str]) -> set:
+    """The names the constructor assigns (`in_features = width`, `layers, size = [], 32`)."""
+    out: set = set()
+    for line in lines:
+        m = _LOCAL.match(line)
+        if m and not line.startswith("self."):
+            out |= {n.strip() for n in m.group(1).split(",")}
+    return out
 
 
 def _unified(stmts: list, bodies: list[Body]) -> list:

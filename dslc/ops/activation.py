@@ -199,7 +199,7 @@ def _prelu_onnx(g, n):
 
 
 register(OpDef(
-    name="PReLU", kind="layer", family="activation", stem="prelu",
+    name="PReLU", kind="layer", family="activation", stem="prelu", draws=False,
     doc="LeakyReLU with a learned slope: one shared, or one per channel (num_parameters = channels).",
     params=(ParamSpec("num_parameters", INT, 1, checks.positive), ParamSpec("init", FLOAT, 0.25)),
     infer=_prelu_infer, macs=lambda b, out: 0,

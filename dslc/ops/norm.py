@@ -148,7 +148,7 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
         return [b.x]
 
     register(OpDef(
-        name=name, kind="layer", family="norm", stem=stem, doc=doc,
+        name=name, kind="layer", family="norm", stem=stem, doc=doc, draws=False,
         category="" if instance else "batchnorm", spatial=None if instance else int(name[-2]),
         params=(ParamSpec("eps", FLOAT, 1e-5, eps_check), _MOMENTUM,
                 ParamSpec("affine", BOOL, affine_default), ParamSpec("track_running_stats", BOOL, track_default)),
@@ -267,7 +267,7 @@ def _layer_norm_onnx(g, n):
 
 
 register(OpDef(
-    name="LayerNorm", kind="layer", family="norm", stem="norm",
+    name="LayerNorm", kind="layer", family="norm", stem="norm", draws=False,
     doc="Normalizes over the trailing normalized_shape dimensions (default: the last dimension of the input).",
     params=(ParamSpec("normalized_shape", Optional(OneOf((INT, ListOf(INT)))), None, _nonempty_positive,
                       "the trailing dimensions to normalize over; none: the input's last"),
@@ -348,7 +348,7 @@ def _group_norm_onnx(g, n):
 
 
 register(OpDef(
-    name="GroupNorm", kind="layer", family="norm", stem="gn",
+    name="GroupNorm", kind="layer", family="norm", stem="gn", draws=False,
     doc="Normalizes each group of channels of each sample of [N, C, *] input; num_groups must divide C.",
     params=(ParamSpec("num_groups", INT, check=checks.positive),
             ParamSpec("eps", FLOAT, 1e-5, checks.non_negative_number),

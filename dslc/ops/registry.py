@@ -236,6 +236,10 @@ class OpDef:
     keyword_inputs: tuple[ParamSpec, ...] = ()
     resolve: Callable | None = None         # Bound -> {inferred constructor args}
     weights: Callable | None = None         # args -> {name: shape}
+    # Whether constructing it draws from torch's random number generator (its weights' default
+    # initialization is random); None: it does where it has weights. A norm's ones and zeros draw
+    # nothing, so the code generator may build it anywhere among the others without changing their draws.
+    draws: bool | None = None
     buffers: Callable | None = None         # args -> {name: (shape, dtype)}
     macs: Callable | None = None            # (Bound, out_types) -> int-like
     label: Callable | None = None           # args -> str
@@ -272,6 +276,10 @@ class OpDef:
         if resolve and self.resolve:
             b.args.update(self.resolve(b))
         return self.infer(b)
+
+    @property
+    def draws_at_init(self) -> bool:
+        return self.weights is not None if self.draws is None else self.draws
 
     def param(self, name: str) -> ParamSpec | None:
         for p in self.params:

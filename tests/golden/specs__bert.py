@@ -13,19 +13,13 @@ class EncoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ff: int, dropout: float, pre_norm: bool):
         super().__init__()
         self.pre_norm = pre_norm
-        if pre_norm:
-            self.norm1 = nn.LayerNorm(dim, eps=1e-12)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.dropout1 = nn.Dropout(dropout)
-        if not pre_norm:
-            self.norm1 = nn.LayerNorm(dim, eps=1e-12)
-        else:
-            self.norm2 = nn.LayerNorm(dim, eps=1e-12)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-12)
         self.fc1 = nn.Linear(dim, ff)
         self.fc2 = nn.Linear(ff, dim)
         self.dropout2 = nn.Dropout(dropout)
-        if not pre_norm:
-            self.norm2 = nn.LayerNorm(dim, eps=1e-12)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(self, x):
         if self.pre_norm:
