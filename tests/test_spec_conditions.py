@@ -241,6 +241,31 @@ def test_a_public_preact_resnet_ports_and_its_block_takes_any_width(tmp_path):
             assert torch.equal(theirs(y), block(y))
 
 
+def test_a_long_condition_wraps_as_black_would_leave_it(tmp_path):
+    """A condition of forty comparisons: the constructor's check is broken before its `and`s, inside
+    parentheses, no line over 120 characters, and still checks what it says."""
+    terms = " or ".join(f"x.shape[1] == {i}" for i in range(40))
+    text = f"""block Wide(out: int) {{
+    input x
+    h = (x -> Conv2d(out, 1)) if {terms} or out > 12 else x
+    output h
+}}
+
+model M {{
+    input x: [B, 8, 4, 4]
+    Wide(8)
+    Wide(16)
+}}
+"""
+    prog, module = _program(tmp_path, text, "wide.dl")
+    src = prog.source()
+    assert max(len(line) for line in src.splitlines()) <= 120
+    assert "        if (in_channels != 0 and in_channels != 1 and " in src and "\n                and in_channels != " in src
+    assert isinstance(module.Wide(39, 4).conv, nn.Conv2d) and isinstance(module.Wide(50, 13).conv, nn.Conv2d)
+    with pytest.raises(ValueError, match=r"^Wide needs in_channels == 0 or "):
+        module.Wide(50, 8)
+
+
 # ---------------------------------------------------------------- the property
 
 ATOMS = ["stride != 1", "stride == 2", "x.shape[1] != out", "out > 8", "x.shape[1] < out", "out % 2 == 0"]

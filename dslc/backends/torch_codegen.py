@@ -1866,11 +1866,51 @@ def _fitted(lines: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(lines):
         end, statement = i + 1, None
+        branch = _BRANCH.match(lines[i])
+        if len(lines[i]) > MAX_STATEMENT and branch:
+            out += _wrapped_condition(*branch.groups())
+            i += 1
+            continue
         if len(lines[i]) > MAX_STATEMENT:
             end, statement = _statement_at(lines, i)
         out += _fit(lines[i:end], statement) if statement is not None else lines[i:end]
         i = end
     return out
+
+
+_BRANCH = re.compile(r"^(\s*)(if|elif) (.+):$")
+
+
+def _wrapped_condition(indent: str, keyword: str, cond: str) -> list[str]:
+    """`if a and b and ...:` over the line limit, in parentheses, broken before an `and` / `or` at its top
+    level, the lines after the first indented twice (PEP 8: apart from the body)."""
+    pieces = _top_level_split(cond)
+    lines = [f"{indent}{keyword} ({pieces[0]}"]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + 1 + len(piece) <= MAX_STATEMENT - 2:
+            lines[-1] += " " + piece
+        else:
+            lines.append(indent + INDENT * 2 + piece)
+    lines[-1] += "):"
+    return lines
+
+
+def _top_level_split(text: str) -> list[str]:
+    """The text cut before each ` and ` / ` or ` outside brackets and strings (`a and (b or c)`: two)."""
+    pieces, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch == " " and (text.startswith(" and ", i) or text.startswith(" or ", i)):
+            pieces.append(text[start:i])
+            start = i + 1
+    return pieces + [text[start:]]
 
 
 def _statement_at(lines: list[str], i: int) -> tuple:
