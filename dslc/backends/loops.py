@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 
 from ..frontend import ast
 from ..ir.dims import InDim, Param, Size, Sym, plain
-from ..ir.pyliteral import Source
+from ..ir.pyliteral import Source, top_level
 from ..ir.types import TensorType
 from .loopsizes import (
     SIMPLE,
@@ -154,20 +154,8 @@ def _listed(body: list[str], running: set) -> list[str]:
 
 def _split(text: str) -> list[str]:
     """`a(1, 2), b` as its items `a(1, 2)` and `b`."""
-    out, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote and text[i - 1] != "\\" else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(text[start:i].strip())
-            start = i + 1
-    return out + [text[start:].strip()]
+    cuts = [i for i, ch in top_level(text) if ch == ","]
+    return [text[a + 1 if k else 0:b].strip() for k, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(text)]))]
 
 
 def _packed(start: str, items: list[str], end: str) -> list[str]:

@@ -50,7 +50,7 @@ from ..ir.dims import (
 from ..ir.graph import Graph, Instance, Node
 from ..ir.naming import CONSTRUCTOR_GLOBALS
 from ..ir.nesting import SEP, py_path, structure, top_names
-from ..ir.pyliteral import Printer, Source, literal, py_str
+from ..ir.pyliteral import Printer, Source, literal, py_str, top_level
 from ..ir.scan import block_input_types, is_scan
 from ..ir.values import Ref, TensorValue
 from ..ops.registry import HELPERS, TorchLayer
@@ -1897,20 +1897,8 @@ def _wrapped_condition(indent: str, keyword: str, cond: str) -> list[str]:
 
 def _top_level_split(text: str) -> list[str]:
     """The text cut before each ` and ` / ` or ` outside brackets and strings (`a and (b or c)`: two)."""
-    pieces, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0 and ch == " " and (text.startswith(" and ", i) or text.startswith(" or ", i)):
-            pieces.append(text[start:i])
-            start = i + 1
-    return pieces + [text[start:]]
+    cuts = [i for i, ch in top_level(text) if ch == " " and (text.startswith(" and ", i) or text.startswith(" or ", i))]
+    return [text[a + 1 if k else 0:b] for k, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(text)]))]
 
 
 def _statement_at(lines: list[str], i: int) -> tuple:

@@ -40,7 +40,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
-from ..ir.pyliteral import py_str
+from ..ir.pyliteral import py_str, top_level
 
 INDENT = "    "
 WIDTH = 120            # a line's characters at most, as torchvision's black config (line-length = 120)
@@ -215,13 +215,7 @@ def _operand(text: str, joined: bool) -> str:
 
 
 def _top_level_or(text: str) -> bool:
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if depth == 0 and text.startswith(" or ", i):
-            return True
-    return False
+    return any(ch == " " and text.startswith(" or ", i) for i, ch in top_level(text))
 
 
 def _cover(on: set, care: set, k: int) -> list[dict]:

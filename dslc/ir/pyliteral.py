@@ -68,3 +68,20 @@ def _strip(v):
     if isinstance(v, (list, tuple)):
         return type(v)(_strip(x) for x in v)
     return v
+
+
+def top_level(text: str):
+    """(index, character) of Python source `text` outside brackets and string literals: where a
+    condition splits at its `and`, a list at its commas."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote and text[i - 1] != "\\" else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            yield i, ch
