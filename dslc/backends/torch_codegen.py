@@ -1455,10 +1455,11 @@ def _decisions(graph: Graph, groups: list, decided) -> list:
 
 
 def callee_decided(gen: Generator, g) -> bool:
-    """Whether the guard is a condition of the spec (ir/dims.py Compound) that the block it comes from
-    decides in its own constructor: the block's class takes every argument it reads, and branches on
-    it or checks it, so the class that calls the block needs neither (BasicBlock's `stride != 1 or
-    in_channels != out`, in the stage that makes the blocks)."""
+    """Whether the guard is the decision of one of the spec's conditions (`Guard.at`, `Compound.at`)
+    that the block it comes from (`origin`) decides in its own constructor: the block's class takes
+    every argument it reads, and branches on it or, built for one outcome, checks it, so the class
+    that calls the block needs neither (BasicBlock's `stride != 1 or in_channels != out`, in the
+    stage that makes the blocks)."""
     if getattr(g, "at", None) is None or g.origin is None:
         return False
     info = gen.by_graph.get(id(g.origin))
@@ -1469,7 +1470,8 @@ def callee_decided(gen: Generator, g) -> bool:
 def _decides(info: ClassInfo, g, mine: Graph) -> bool:
     """Whether the class decides the guard in its constructor: it takes every argument the guard
     reads (by the guard's names), and whichever way it decides, its result has the sizes of `mine`
-    (the specialization the caller was written with) there."""
+    (the specialization the caller was written with) there. A class of one specialization (no
+    `graphs`) was built for one outcome and checks it (ClassInfo._checks)."""
     keys = {key for key, name, _, _ in info.signature if key == name or isinstance(key, InDim)}
     if not all((a.name if isinstance(a, Param) else a) in keys for a in _base_atoms(g)):
         return False

@@ -22,10 +22,11 @@ A decision is the spec's whole condition (`stride != 1 or in_channels != out`: i
 Compound), and one that a block this one calls decides in its own constructor is left to it
 (torch_codegen.callee_decided). Arguments outside every case this file compiled are built all
 the same where they differ from a compiled case only in decisions no branch of the class tests
-and that the uses of one body made both ways; the others make the constructor raise, naming
-the block's spec line and the arguments (`MBConv (efficientnet.dl:62) does not take stride ==
-1 and in_channels == out and k % 2 == 0`), where the spec's shapes would refuse them too or
-where the file never wrote their code. A body a
+and that the uses of one body made both ways; the others make the constructor raise: as the
+spec's need with its check's line where each is a compiled case failing one of the spec's own
+checks (`MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:66)`),
+else naming the block's spec line and the arguments the file never wrote code for (`Block
+(two.dl:2) does not take stride == 1 and in_channels != out`). A body a
 loop made with one pass is the body of more passes at that count (`range(1, blocks)` is
 empty), so it needs no branch of its own.
 A merge is refused (the bodies stay separate classes) when a case cannot be told
@@ -429,7 +430,7 @@ def _merge_init(bodies: list[Body], cases: list, atoms: list[Atom], used: set) -
 
 def _aligned(stmts: list, bodies: list[Body]) -> list:
     """The statements every body has alike that build a member drawing no random numbers (`self.norm1 =
-    nn.LayerNorm(dim)`: Body.quiet) moved to where the first body builds them: a post-norm layer's
+    nn.LayerNorm(dim)`: Body.quiet) moved to where the reference body builds them: a post-norm layer's
     norm after its attention and a pre-norm one's before it are then one statement, written once,
     as a person writes it, and every other member still draws what it drew."""
     ref = stmts[_reference(bodies)]

@@ -553,7 +553,7 @@ class Compound:
     """The spec's own condition, `a or b` / `a and b` of comparisons of sizes
     (`stride != 1 or x.shape[1] != out`), as one decision: what the result relied on is the
     condition's outcome, not which operand settled it, so a generated class branches on the
-    condition and takes every argument it admits (frontend/expressions.py `_logic`)."""
+    condition and takes every argument it admits (frontend/conditions.py)."""
     op: str          # "or" or "and"
     parts: tuple     # Guard or Compound, each true when its operand is
     at: object = None   # the condition's Span in the spec
@@ -648,8 +648,9 @@ def defines(g, consts: dict) -> bool:
 def settled(guards) -> list:
     """The guards without those the constants others fix make true (`(h - 1) // stride + 1 == h`
     beside `stride == 1`): the same facts, fewer of them. A caller then learns a block's condition
-    without the facts of the branch it chose (the block's class decides that branch itself)."""
-    consts = constants(guards)
+    without the facts of the branch it chose (the block's class decides that branch itself). A loop's
+    count (LoopCount) settles nothing here: a caller that writes the loop as one drops its guard."""
+    consts = constants([g for g in guards if not isinstance(g, LoopCount)])
     if not consts:
         return list(guards)
     return [g for g in guards if not isinstance(g, Guard) or defines(g, consts)
