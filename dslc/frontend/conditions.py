@@ -65,29 +65,29 @@ class ConditionEvaluation:
         """(value, condition, facts): the condition (a Guard or Compound true when the value is, a
         bool where it is settled) or None; the facts the value relied on, for the caller to record
         where it does not use the condition in one of its own."""
-        left, lc, lpending = self._operand(e.left, ctx)
+        left, lc, lfacts = self._operand(e.left, ctx)
         lt = self._truth(left, e.left.span)
         if (e.op == "and" and not lt) or (e.op == "or" and lt):
-            value, rc, rpending = left, self._skipped(e.right, ctx), []
+            value, rc, rfacts = left, self._skipped(e.right, ctx), []
         else:
-            value, rc, rpending = self._operand(e.right, ctx)
+            value, rc, rfacts = self._operand(e.right, ctx)
         if lc is None or rc is None:
-            return value, None, lpending + rpending
+            return value, None, lfacts + rfacts
         cond = Compound.of(e.op, [lc, rc], e.span)
         if isinstance(cond, bool):
             return value, cond, []
         return value, cond, [cond if value else cond.negated()]
 
     def _operand(self, e, ctx: Ctx) -> tuple:
-        """(value, condition or None, pending guards) of one operand (see `_connective`)."""
+        """(value, condition or None, facts) of one operand (see `_connective`)."""
         if isinstance(e, ast.BinOp) and e.op in ("and", "or"):
             return self._connective(e, ctx)
         if isinstance(e, ast.UnaryOp) and e.op == "not":
-            v, cond, pending = self._operand(e.operand, ctx)
+            v, cond, facts = self._operand(e.operand, ctx)
             if isinstance(v, TensorValue):   # elementwise: no decision
-                record_all(pending)
+                record_all(facts)
                 return self._tensor_unary(e, v, ctx), None, []
-            return not self._truth(v, e.operand.span), _negated(cond), pending
+            return not self._truth(v, e.operand.span), _negated(cond), facts
         if isinstance(e, ast.BinOp) and e.op in _COMPARISONS:
             return self._comparison(e, ctx)
         return self._expr(e, ctx), None, []
@@ -108,7 +108,7 @@ class ConditionEvaluation:
             return None
         try:
             with recording() as side:
-                _, cond, pending = self._operand(e, ctx)
+                _, cond, _ = self._operand(e, ctx)
         except (EvalError, Poisoned, SymbolicDecision, ArithmeticError, TypeError, ValueError):
             return None
         # settled (a bool) is no decision here: it was never made, and may read a flag
