@@ -12,6 +12,10 @@ The operand that Python skips is evaluated on the side, only where it is plain a
 sizes, names and `.shape` (nothing it reads makes a layer or a node), it raises nothing and it
 relies on no guard of its own. Anything else (a flag, a string, a tensor, a size the operand
 computed under guards of its own) keeps the guards of the operands that ran, as before.
+
+Every `if` (a statement's or an expression's) records its decision with the condition's span
+(`Guard.at`, `Compound.at`), so that the class of a block that calls this one can leave the
+decision to this block's class (backends/torch_codegen.py callee_decided).
 """
 from __future__ import annotations
 
