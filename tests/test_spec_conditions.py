@@ -112,6 +112,28 @@ def test_a_condition_whose_other_operand_was_skipped_is_still_checked(tmp_path):
         module.Residual(16, 16, stride=1)
 
 
+def test_a_decision_its_block_made_one_way_stays_the_callers(tmp_path):
+    """The block's class, built for one outcome, would refuse the other as if the spec needed it; the
+    model that decided it keeps saying what was compiled and how to change it."""
+    text = STAGE.split("block Stage")[0] + """model M(w: int = 128) {
+    input x: [B, 64, 8, 8]
+    Residual(w)
+    Flatten()
+    Linear(10)
+}
+"""
+    prog, module = _program(tmp_path, text)
+    assert "        if w == 64:\n" in prog.source()
+    with pytest.raises(ValueError, match=r"^M was compiled for w != 64; compile it again with `dslc compile --set`"):
+        module.M(w=64)
+    torch.manual_seed(0)
+    mine, built = module.M(w=32).eval(), prog.build("M", w=32).eval()
+    built.load_state_dict(mine.state_dict())
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(mine(x), built(x))
+
+
 def test_the_zoo_blocks_take_every_width_at_stride_one():
     for file, block in (("resnet.dl", "BasicBlock"), ("cifar_resnet.dl", "Residual")):
         src = dslc.load(os.path.join(SPECS, file)).source()

@@ -1469,13 +1469,15 @@ def callee_decided(gen: Generator, g) -> bool:
 
 def _decides(info: ClassInfo, g, mine: Graph) -> bool:
     """Whether the class decides the guard in its constructor: it takes every argument the guard
-    reads (by the guard's names), and whichever way it decides, its result has the sizes of `mine`
-    (the specialization the caller was written with) there. A class of one specialization (no
-    `graphs`) was built for one outcome and checks it (ClassInfo._checks)."""
+    reads (by the guard's names), its uses made it both ways (a class built for one outcome only
+    would refuse the other as a need it is not: the caller's "compiled for" says what to do), and
+    whichever way it decides, its result has the sizes of `mine` (the specialization the caller was
+    written with) there."""
     keys = {key for key, name, _, _ in info.signature if key == name or isinstance(key, InDim)}
     if not all((a.name if isinstance(a, Param) else a) in keys for a in _base_atoms(g)):
         return False
-    return all(_same_results(mine, other) for other in info.graphs)
+    outcomes = {_canonical(c)[1] for m in info.graphs for c in m.guards if getattr(c, "at", None) == g.at}
+    return len(outcomes) == 2 and all(_same_results(mine, other) for other in info.graphs)
 
 
 def _same_results(mine: Graph, other: Graph) -> bool:
