@@ -210,9 +210,9 @@ def test_multihead_attention_needs_batched_sequences():
 
 # ---------------------------------------------------------------- attention(q, k, v, heads)
 
-def helper_function():
+def helper_function(key: str = "multi_head_attention"):
     namespace = {"torch": torch, "F": F}
-    exec(HELPERS["multi_head_attention"].source, namespace)  # noqa: S102 - our own helper
+    exec(HELPERS[key].source, namespace)  # noqa: S102 - our own helper
     return namespace["multi_head_attention"]
 
 
@@ -230,10 +230,13 @@ def merge(x):
     (1, 4, 4, 6, 6, False), (2, 5, 3, 8, 8, False), (4, 3, 7, 8, 12, False),
     (2, 6, 6, 8, 8, True), (3, 1, 1, 9, 6, True),
 ])
-def test_attention_helper_matches_scaled_dot_product_attention(heads, steps, keys, width, vwidth, causal):
+@pytest.mark.parametrize("key", ["multi_head_attention", "multi_head_attention/unmasked"])
+def test_attention_helper_matches_scaled_dot_product_attention(heads, steps, keys, width, vwidth, causal, key):
     torch.manual_seed(0)
     q, k, v = torch.randn(2, steps, width), torch.randn(2, keys, width), torch.randn(2, keys, vwidth)
-    got = helper_function()(q, k, v, heads, causal=causal)
+    got = helper_function(key)(q, k, v, heads, causal=causal)
+    # the form written where no call passes a mask computes what the full one does without one
+    assert torch.equal(got, helper_function()(q, k, v, heads, causal=causal))
     want = merge(F.scaled_dot_product_attention(split(q, heads), split(k, heads), split(v, heads),
                                                 is_causal=causal))
     assert got.shape == (2, steps, vwidth)
@@ -313,3 +316,22 @@ def test_compiled_model_runs_with_run_time_lengths(tmp_path):
 ])
 def test_language_errors(tmp_path, body, code):
     assert code in error_codes(tmp_path, body)
+
+
+def test_a_file_writes_the_attention_helper_once_and_with_a_mask_only_where_a_call_passes_one(tmp_path):
+    plain = """model Plain {
+    input x: [B, T, 8]
+    output attention(x, x, x, heads=2)
+}
+"""
+    masked = """model Masked {
+    input x: [B, T, 8]
+    output attention(x, x, x, heads=2, mask=x[:, :, 0] == 0)
+}
+"""
+    (tmp_path / "a.dl").write_text(plain)
+    (tmp_path / "b.dl").write_text(plain + "\n" + masked)
+    alone = api.load(str(tmp_path / "a.dl")).source()
+    both = api.load(str(tmp_path / "b.dl")).source()
+    assert alone.count("def multi_head_attention(") == 1 and "mask=" not in alone and "mask:" not in alone
+    assert both.count("def multi_head_attention(") == 1 and "mask: torch.Tensor | None = None" in both

@@ -2250,7 +2250,7 @@ def _file(gen: Generator, title: str, notes: list[str], registry: str) -> str:
     """A generated file: docstring, imports (F only where used), helpers, classes, registry."""
     _tell_apart(gen)
     classes = "\n\n".join(c.source() for c in gen.classes)
-    uses_f = "F." in classes or any("F." in HELPERS[h].source for h in gen.helpers)
+    uses_f = "F." in classes or any("F." in HELPERS[h].source for h in _helper_order(gen.helpers))
     header = [f'"""{_wrapped(title)}', "", *notes, "Edit the .dl source rather than this file. Needs only torch.", '"""']
     if re.search(r"\bmath\.", classes):   # `math.sqrt(d_model)`: a float computed from parameters
         header.append("import math")
@@ -2283,6 +2283,9 @@ def _optimization_note(models: list[Graph]) -> list[str]:
 
 
 def _helper_order(names: set) -> list[str]:
+    """The helpers to write, each after those it needs; a lesser form (Helper.replaces) only where
+    the file does not need the fuller one too."""
+    names = {n for n in names if HELPERS[n].replaces not in names}
     out: list[str] = []
 
     def visit(n):

@@ -485,6 +485,28 @@ helper("multi_head_attention", '''
 ''')
 
 
+# The same function where no call of the file passes a mask (the generated file carries no code it
+# never runs): a file with both writes the one above (backends/torch_codegen.py _file).
+helper("multi_head_attention/unmasked", '''
+    def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0, training: bool = False):
+        """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors."""
+        b, t, s = q.shape[0], q.shape[1], k.shape[1]
+        q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
+        k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
+        v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
+        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+        if causal:  # query i sees keys 0..i only
+            future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
+            scores = scores.masked_fill(future, float("-inf"))
+        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
+        return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
+''', replaces="multi_head_attention")
+
+
+def _attention_helpers(args: dict) -> tuple:
+    return ("multi_head_attention",) if args.get("mask") is not None else ("multi_head_attention/unmasked",)
+
+
 def _attention_infer(b):
     q, k, v = b["q"].type, b["k"].type, b["v"].type
     for i, t in enumerate((q, k, v)):   # the op takes any dtype so that the mask may be bool
@@ -561,7 +583,7 @@ def _attention_op(name: str, doc: str, torch: TorchFunction, internal: bool = Fa
 
 _attention_op("attention", "Multi-head scaled dot-product attention without weights: softmax(q kᵀ / √d) v in each "
               "of `heads` heads of batch-first [B, T, D] tensors; `causal` hides later keys. Returns [B, T, Dv].",
-              TorchFunction(_attention_expr, helpers=("multi_head_attention",)))
+              TorchFunction(_attention_expr, helpers=_attention_helpers))
 
 
 # ---------------------------------------------------------------- sdpa: attention through torch's fused kernels

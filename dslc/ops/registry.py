@@ -151,13 +151,16 @@ class Helper:
     name: str
     source: str
     needs: tuple[str, ...] = ()  # other helpers
+    # the helper whose function this one is, with less of it ("multi_head_attention/unmasked" is
+    # `multi_head_attention` without its mask): a file that needs both writes the fuller one
+    replaces: str = ""
 
 
 HELPERS: dict[str, Helper] = {}
 
 
-def helper(name: str, source: str, needs: tuple[str, ...] = ()) -> Helper:
-    h = Helper(name, inspect.cleandoc(source) + "\n", needs)
+def helper(name: str, source: str, needs: tuple[str, ...] = (), replaces: str = "") -> Helper:
+    h = Helper(name, inspect.cleandoc(source) + "\n", needs, replaces)
     HELPERS[name] = h
     return h
 

@@ -7,10 +7,8 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
-                         training: bool = False, mask: torch.Tensor | None = None):
-    """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors;
-    `mask` [B, S] is true for the keys (padding) that no query attends to."""
+def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0, training: bool = False):
+    """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors."""
     b, t, s = q.shape[0], q.shape[1], k.shape[1]
     q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
     k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
@@ -19,12 +17,7 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
     if causal:  # query i sees keys 0..i only
         future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
         scores = scores.masked_fill(future, float("-inf"))
-    if mask is not None:
-        scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:  # a query whose keys are all hidden attends to nothing (0, as F.sdpa gives)
-        weights = weights.masked_fill(scores.isneginf().all(-1, keepdim=True), 0.0)
-    weights = F.dropout(weights, p=dropout, training=training)
+    weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
     return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
 
 
