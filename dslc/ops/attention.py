@@ -20,6 +20,8 @@ Q Kᵀ (T·S·E), the weighted sum of values (T·S·E) and the output projection
 """
 from __future__ import annotations
 
+import textwrap
+
 from ..ir.dims import Sym, plain
 from ..ir.types import DTYPES
 from . import checks
@@ -462,7 +464,7 @@ register(OpDef(
 
 # ---------------------------------------------------------------- attention(q, k, v, heads)
 
-helper("multi_head_attention", '''
+_MULTI_HEAD_ATTENTION = helper("multi_head_attention", '''
     def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0,
                              training: bool = False, mask: torch.Tensor | None = None):
         """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors;
@@ -485,22 +487,26 @@ helper("multi_head_attention", '''
 ''')
 
 
+def _without_mask(source: str) -> str:
+    """The helper above without its mask: no `mask` argument, no `if mask is not None:` steps."""
+    lines, out = source.splitlines(), []
+    for k, line in enumerate(lines):
+        if line.lstrip().startswith("if mask is not None") or k and lines[k - 1].lstrip().startswith("if mask is not None"):
+            continue
+        out.append(line)
+    text = "\n".join(out) + "\n"
+    text = text.replace(",\n                         training: bool = False, mask: torch.Tensor | None = None):",
+                        ", training: bool = False):")
+    text = text.replace(";\n    `mask` [B, S] is true for the keys (padding) that no query attends to.", ".")
+    if "mask:" in text or "`mask`" in text or "mask is" in text:
+        raise AssertionError("multi_head_attention changed: say here how to write it without its mask")
+    return text
+
+
 # The same function where no call of the file passes a mask (the generated file carries no code it
-# never runs): a file with both writes the one above (backends/torch_codegen.py _file).
-helper("multi_head_attention/unmasked", '''
-    def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: float = 0.0, training: bool = False):
-        """softmax(q kᵀ / √d) v in each of `heads` heads of batch-first [B, length, width] tensors."""
-        b, t, s = q.shape[0], q.shape[1], k.shape[1]
-        q = q.reshape(b, t, heads, -1).transpose(1, 2)  # [B, heads, T, d]
-        k = k.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, d]
-        v = v.reshape(b, s, heads, -1).transpose(1, 2)  # [B, heads, S, dv]
-        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
-        if causal:  # query i sees keys 0..i only
-            future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
-            scores = scores.masked_fill(future, float("-inf"))
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
-        return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
-''', replaces="multi_head_attention")
+# never runs): a file with both writes the full one (backends/torch_codegen.py _helper_order).
+helper("multi_head_attention/unmasked", "\n" + textwrap.indent(_without_mask(_MULTI_HEAD_ATTENTION.source), "    "),
+       replaces="multi_head_attention")   # indented as a template is: helper() dedents it
 
 
 def _attention_helpers(args: dict) -> tuple:

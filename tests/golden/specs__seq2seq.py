@@ -17,7 +17,8 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
     if causal:  # query i sees keys 0..i only
         future = torch.triu(torch.ones(t, s, dtype=torch.bool, device=q.device), diagonal=1)
         scores = scores.masked_fill(future, float("-inf"))
-    weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=training)
+    weights = torch.softmax(scores, dim=-1)
+    weights = F.dropout(weights, p=dropout, training=training)
     return (weights @ v).transpose(1, 2).reshape(b, t, -1)  # heads side by side again
 
 
