@@ -118,21 +118,14 @@ class ClassInfo:
         g = getattr(f, "guard", None)
         if g is None or not any(isinstance(a, InDim) for a in _base_atoms(g)):
             return f
-        names = {key: name for key, name, _, _ in self.signature if key == name or isinstance(key, InDim)}
-
-        def name(a):
-            key = a.name if isinstance(a, Param) else a
-            if key not in names:
-                raise _Unprintable(a)
-            return names[key]
         try:
-            return fact_of(g, name)
+            return fact_of(g, _namer(_argument_names(self.signature)))
         except _Unprintable:
             return f
 
     def _checks(self, facts: list) -> list[str]:
         """`if stride != 1: raise ValueError(...)` for each fact that reads only constructor arguments."""
-        taken = {name for key, name, _, _ in self.signature if key == name or isinstance(key, InDim)}
+        taken = set(_argument_names(self.signature).values())
         where = re.search(r"\(([^()]*)\)$", self.heading)
         out = []
         for f in facts:
@@ -1255,6 +1248,29 @@ class _Unprintable(Exception):
     """A decision about a size the merged constructor does not receive."""
 
 
+def _argument_names(signature: list) -> dict:
+    """The constructor's arguments a fact can be written in: atom key (a parameter's name, an input's
+    size) -> its Python name; a parameter renamed in Python (a keyword) is not one."""
+    return {key: name for key, name, _, _ in signature if key == name or isinstance(key, InDim)}
+
+
+def _atom_key(a):
+    return a.name if isinstance(a, Param) else a
+
+
+def _namer(names: dict, read: set | None = None):
+    """An atom's Python for to_python: its name in `names` (atom key -> name), each key it reads added
+    to `read`; _Unprintable where there is none."""
+    def name(a):
+        key = _atom_key(a)
+        if key not in names:
+            raise _Unprintable(a)
+        if read is not None:
+            read.add(key)
+        return names[key]
+    return name
+
+
 def merged_class(gen: Generator, groups: list) -> ClassInfo | None:
     """One class for a block's specializations (each a list of graphs that share a body), or None
     where they stay separate classes (see backends/variants.py)."""
@@ -1473,8 +1489,8 @@ def _decides(info: ClassInfo, g, mine: Graph) -> bool:
     would refuse the other as a need it is not: the caller's "compiled for" says what to do), and
     whichever way it decides, its result has the sizes of `mine` (the specialization the caller was
     written with) there."""
-    keys = {key for key, name, _, _ in info.signature if key == name or isinstance(key, InDim)}
-    if not all((a.name if isinstance(a, Param) else a) in keys for a in _base_atoms(g)):
+    keys = _argument_names(info.signature)
+    if not all(_atom_key(a) in keys for a in _base_atoms(g)):
         return False
     outcomes = {_canonical(c)[1] for m in info.graphs for c in m.guards if getattr(c, "at", None) == g.at}
     return len(outcomes) == 2 and all(_same_results(mine, other) for other in info.graphs)
@@ -1555,12 +1571,7 @@ def _is_size(v) -> bool:
 def _printed(atom, names: dict, read: set):
     """The atom with its Python spelled in the merged constructor's argument names (each one it
     reads added to `read`)."""
-    def name(a):
-        key = a.name if isinstance(a, Param) else a
-        if key not in names:
-            raise _Unprintable(a)
-        read.add(key)
-        return names[key]
+    name = _namer(names, read)
     what = atom.true
     if isinstance(what, tuple):     # a parameter's value
         _, p, v = what
