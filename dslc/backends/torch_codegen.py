@@ -1492,8 +1492,21 @@ def _decides(info: ClassInfo, g, mine: Graph) -> bool:
     keys = _argument_names(info.signature)
     if not all(_atom_key(a) in keys for a in _base_atoms(g)):
         return False
-    outcomes = {_canonical(c)[1] for m in info.graphs for c in m.guards if getattr(c, "at", None) == g.at}
-    return len(outcomes) == 2 and all(_same_results(mine, other) for other in info.graphs)
+    return _both_ways(info, g) and all(_same_results(mine, other) for other in info.graphs)
+
+
+def _both_ways(info: ClassInfo, g) -> bool:
+    """Whether the class's uses made the decision `g` both ways: each one's fact at g's span is g or
+    its negation, and both occur (a fact of another form there is no known outcome)."""
+    keys = {g.key(): True, g.negated().key(): False}
+    outcomes = set()
+    for m in info.graphs:
+        for c in m.guards:
+            if getattr(c, "at", None) == g.at:
+                if c.key() not in keys:
+                    return False
+                outcomes.add(keys[c.key()])
+    return len(outcomes) == 2
 
 
 def _same_results(mine: Graph, other: Graph) -> bool:
@@ -1503,12 +1516,13 @@ def _same_results(mine: Graph, other: Graph) -> bool:
     ours, theirs = _result_forms(mine), _result_forms(other)
     if len(ours) != len(theirs):
         return False
+    differ = [(a, b) for a, b in zip(ours, theirs) if a != b]
+    if not differ:
+        return True
     facts = [f for f in other.guards if isinstance(f, Guard)]
     consts = constants(other.guards)
     known = {f.key() for f in facts} | {f.subst(lambda a: consts.get(a)).key() for f in facts}
-    for a, b in zip(ours, theirs):
-        if a == b:
-            continue
+    for a, b in differ:
         if not isinstance(a, Poly) or not isinstance(b, Poly):
             return False
         same = Guard(a, "==", b)
