@@ -61,7 +61,7 @@ class ConditionEvaluation:
     def _short_circuit(self, e: ast.BinOp, ctx: Ctx):
         left = self._expr(e.left, ctx)
         lt = self._truth(left, e.left.span)
-        if (e.op == "and" and not lt) or (e.op == "or" and lt):
+        if lt == (e.op == "or"):   # `False and ...`, `True or ...`: the right operand is not evaluated
             return left
         return self._expr(e.right, ctx)
 
@@ -71,7 +71,7 @@ class ConditionEvaluation:
         where it does not use the condition in one of its own."""
         left, lc, lfacts = self._operand(e.left, ctx)
         lt = self._truth(left, e.left.span)
-        if (e.op == "and" and not lt) or (e.op == "or" and lt):
+        if lt == (e.op == "or"):   # `False and ...`, `True or ...`: the right operand is not evaluated
             value, rc, rfacts = left, self._skipped(e.right, ctx), []
         else:
             value, rc, rfacts = self._operand(e.right, ctx)
