@@ -122,6 +122,15 @@ def run_generated(graph: Graph, specs, seed: int = 0):
     return model, outs, src
 
 
+def program_and_module(tmp_path, text: str, name: str = "m.dl"):
+    """The spec `text` written to `tmp_path/name` and loaded, and its generated file executed."""
+    import dslc
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    prog = dslc.load(str(path))
+    return prog, exec_source(prog.source(), f"<{name}>")
+
+
 def run_without_dslc(code: str, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run Python in a subprocess in which `import dslc` fails."""
     blocker = ("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"

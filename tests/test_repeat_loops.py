@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ROOT
+from support import ROOT, program_and_module
 from torch import nn
 
 import dslc
@@ -48,13 +48,6 @@ def deep_twin(depth: int, width: int, classes: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(n, classes))
 
 
-def _program(tmp_path, text: str, name: str = "m.dl"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    prog = dslc.load(str(path))
-    return prog, exec_source(prog.source(), f"<{name}>")
-
-
 def _same_as_dslc(prog, module, name: str, x: torch.Tensor, **params) -> nn.Module:
     """The generated class at `params`: dslc's own build there has its keys and shapes, and from the
     same weights gives the same outputs."""
@@ -68,7 +61,7 @@ def _same_as_dslc(prog, module, name: str, x: torch.Tensor, **params) -> nn.Modu
 
 
 def test_a_chain_repeat_is_a_loop_and_its_count_a_live_argument(tmp_path):
-    prog, module = _program(tmp_path, DEEP)
+    prog, module = program_and_module(tmp_path, DEEP)
     src = prog.source()
     assert "        for _ in range(depth):\n            layers += [nn.Linear(in_features, width), nn.Sigmoid()]" in src
     assert "compiled for" not in src
@@ -87,7 +80,7 @@ def test_a_repeat_of_one_block_a_pass_is_a_loop_too(tmp_path):
     appended in the loop."""
     text = ("model M(depth: int = 3, width: int = 16) {\n    input x: [B, 64]\n    h = x\n"
             "    repeat depth { h = h -> Linear(width) -> Sigmoid() }\n    output h -> Linear(10)\n}\n")
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     src = prog.source()
     assert "for _ in range(depth):\n            layers.append(MBlock(in_features, width))" in src
     x = torch.randn(2, 64)
@@ -103,7 +96,7 @@ def test_a_block_that_loops_leaves_its_callers_count_live(tmp_path):
     text = ("block Stage(width: int, convs: int) {\n    repeat convs {\n        Conv2d(width, 3, padding=1)\n"
             "        ReLU()\n    }\n    MaxPool2d(2)\n}\n\nmodel Net(depth: int = 2) {\n    input x: [B, 3, 16, 16]\n"
             "    Stage(8, depth) as stage1\n    Stage(16, 2) as stage2\n}\n")
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     src = prog.source()
     assert src.count("class Stage") == 1 and "compiled for" not in src
     x = torch.randn(2, 3, 16, 16)
@@ -119,7 +112,7 @@ def test_a_block_that_loops_leaves_its_callers_count_live(tmp_path):
 def test_another_use_of_the_count_keeps_its_guard(tmp_path, other):
     text = ("model M(depth: int = 2) {\n    input x: [B, 4]\n    repeat depth {\n        Linear(4)\n"
             "        ReLU()\n    }\n" + other + "}\n")
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     assert "for _ in range(depth):" in prog.source()
     module.M(depth=2)
     with pytest.raises(ValueError, match="M was compiled for depth == 2"):
@@ -141,7 +134,7 @@ def test_a_repeat_inside_a_loop_over_a_list_keeps_its_count_live(tmp_path):
     text = ("model M(widths: list[int] = [8, 16], convs: int = 2) {\n    input x: [B, 3, 16, 16]\n"
             "    for width in widths {\n        repeat convs {\n            Conv2d(width, 3, padding=1)\n"
             "            ReLU()\n        }\n        MaxPool2d(2)\n    }\n}\n")
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     src = prog.source()
     assert "for width in widths:\n            for _ in range(convs):" in src and "compiled for" not in src
     x = torch.randn(2, 3, 16, 16)
@@ -154,7 +147,7 @@ def test_a_size_the_layer_infers_after_the_loop_follows_the_loop(tmp_path):
     list: `nn.LayerNorm(4)` for every list (the last width compiled). It reads the running size."""
     text = ("model M(widths: list[int] = [8, 4]) {\n    input x: [B, 12]\n    for w in widths {\n        Linear(w)\n"
             "        ReLU()\n    }\n    LayerNorm()\n}\n")
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     assert "nn.LayerNorm(in_features)" in prog.source()
     for widths in ([8, 16], [5]):
         _same_as_dslc(prog, module, "M", torch.randn(2, 12), widths=widths)

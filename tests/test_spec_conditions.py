@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ROOT
+from support import ROOT, program_and_module
 from torch import nn
 from zoo_case import CifarBasicBlock
 
 import dslc
-from dslc.api import exec_source
 
 torch.set_num_threads(1)
 SPECS = os.path.join(ROOT, "specs")
@@ -57,13 +56,6 @@ class StageTwin(nn.Sequential):
         super().__init__(CifarBasicBlock(in_planes, planes, stride), CifarBasicBlock(planes, planes))
 
 
-def _program(tmp_path, text: str, name: str = "m.dl"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    prog = dslc.load(str(path))
-    return prog, exec_source(prog.source(), f"<{name}>")
-
-
 def _same_weights_same_outputs(mine: nn.Module, twin: nn.Module, x: torch.Tensor) -> None:
     assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in twin.state_dict().values()]
     twin.load_state_dict(dict(zip(twin.state_dict(), mine.state_dict().values())))
@@ -73,7 +65,7 @@ def _same_weights_same_outputs(mine: nn.Module, twin: nn.Module, x: torch.Tensor
 
 
 def test_the_class_branches_on_the_specs_condition(tmp_path):
-    prog, module = _program(tmp_path, STAGE)
+    prog, module = program_and_module(tmp_path, STAGE)
     src = prog.source()
     assert "if stride != 1 or in_channels != out" in src
     assert "does not take" not in src and "needs" not in src
@@ -88,7 +80,7 @@ def test_the_class_branches_on_the_specs_condition(tmp_path):
 def test_the_block_that_calls_it_leaves_the_decision_to_it(tmp_path):
     """Stage's first block decides on Stage's arguments; Stage's class neither refuses them nor
     branches on them: the block's own constructor does."""
-    prog, module = _program(tmp_path, STAGE)
+    prog, module = program_and_module(tmp_path, STAGE)
     stage = prog.source().split("class Stage(")[1].split("\nclass ")[0]
     assert "raise" not in stage and "if " not in stage
     torch.manual_seed(0)
@@ -105,7 +97,7 @@ def test_a_condition_whose_other_operand_was_skipped_is_still_checked(tmp_path):
     Residual(32, stride=2)
 }
 """
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     assert "if stride == 1 and in_channels == out:" in prog.source()
     module.Residual(16, 32, stride=1)
     with pytest.raises(ValueError, match=r"^Residual needs stride != 1 or in_channels != out \(m\.dl:1\)$"):
@@ -122,7 +114,7 @@ def test_a_decision_its_block_made_one_way_stays_the_callers(tmp_path):
     Linear(10)
 }
 """
-    prog, module = _program(tmp_path, text)
+    prog, module = program_and_module(tmp_path, text)
     assert "        if w == 64:\n" in prog.source()
     with pytest.raises(ValueError, match=r"^M was compiled for w != 64; compile it again with `dslc compile --set`"):
         module.M(w=64)
@@ -244,7 +236,7 @@ def test_a_public_preact_resnet_ports_and_its_block_takes_any_width(tmp_path):
     """kuangliu/pytorch-cifar's PreActResNet18: 11,172,170 parameters as the hand-written one, its
     keys (but the shortcut's nn.Sequential), bit-equal outputs; the generated block chooses its
     shortcut by the spec's condition, and builds a new width at stride 1 as kuangliu's does."""
-    prog, module = _program(tmp_path, PREACT, "preact.dl")
+    prog, module = program_and_module(tmp_path, PREACT, "preact.dl")
     assert "if stride != 1 or num_features != planes else None" in prog.source()
     torch.manual_seed(0)
     twin, mine = PreActResNet18Twin().eval(), module.PreActResNet18().eval()
@@ -279,7 +271,7 @@ model M {{
     Wide(16)
 }}
 """
-    prog, module = _program(tmp_path, text, "wide.dl")
+    prog, module = program_and_module(tmp_path, text, "wide.dl")
     src = prog.source()
     assert max(len(line) for line in src.splitlines()) <= 120
     assert "        if (in_channels != 0 and in_channels != 1 and " in src and "\n                and in_channels != " in src
@@ -330,7 +322,7 @@ model M(o: int = 8, s: int = 1) {{
 def test_a_class_builds_what_dslc_builds_or_refuses(tmp_path, first, second, uses, values):
     """Random conditions of the block's two decisions, a few uses: the model's class at other
     arguments builds what dslc builds there (same keys and shapes, bit-equal outputs), or refuses."""
-    prog, module = _program(tmp_path, _spec(first, second, uses))
+    prog, module = program_and_module(tmp_path, _spec(first, second, uses))
     x = torch.randn(2, 8, 12, 12)
     for o, s in values:
         try:
