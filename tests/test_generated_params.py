@@ -139,7 +139,7 @@ def test_the_generated_mbconv_builds_every_value_the_spec_takes(efficientnet, va
         theirs = wrapper.build("One", seed=0, c=c, out=out, expand=expand, k=k, stride=stride)
     except DslcError:   # an even k with the residual: the spec's own shapes refuse it
         with pytest.raises(ValueError, match=r"^MBConv needs stride != 1 or in_channels != out or k % 2 != 0 "
-                                             r"\(efficientnet\.dl:66\)$"):
+                                             r"\(efficientnet\.dl:67\)$"):
             module.MBConv(c, out, expand, k, stride=stride)
         return
     torch.manual_seed(0)

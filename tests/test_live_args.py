@@ -226,7 +226,7 @@ model Padded(p: str = "same") {
                                            ("Repeated", {"mode": "bilinear"})])
 def test_a_parameter_passed_on_through_blocks_stays_live(tmp_path, model, values):
     prog, source = _load(tmp_path, PASSED_ON)
-    assert "Outer(3, mode, bias=bias)" in source and "Inner(out_channels, mode, bias)" in source
+    assert "Outer(3, mode, bias=bias)" in source and "Inner(in_channels, mode, bias)" in source
     assert "RepeatedBlock(3, mode), RepeatedBlock(3, mode)" in source
     mine = exec_source(source, "<m>").build(model, seed=0, **values).eval()
     theirs = prog.build(model, seed=0, **values).eval()

@@ -89,6 +89,72 @@ def test_the_block_that_calls_it_leaves_the_decision_to_it(tmp_path):
                                    torch.randn(2, inp, 8, 8))
 
 
+SEPARABLE = """# timm's DepthwiseSeparableConv: the input added back where stride and width allow it.
+block DepthwiseSeparable(out: int, stride: int = 1) {
+    input x
+    has_skip = stride == 1 and x.shape[1] == out
+    h = x -> Conv2d(x.shape[1], 3, stride=stride, padding=1, groups=x.shape[1], bias=false) as conv_dw ->
+        BatchNorm2d() as bn1 -> ReLU() -> Conv2d(out, 1, bias=false) as conv_pw -> BatchNorm2d() as bn2
+    output (h + x) if has_skip else h
+}
+
+model Net(classes: int = 10) {
+    input x: [B, 8, 16, 16]
+    DepthwiseSeparable(8)
+    DepthwiseSeparable(16, stride=2)
+    AdaptiveAvgPool2d(1)
+    Flatten()
+    Linear(classes)
+}
+"""
+
+
+class DepthwiseSeparableTwin(nn.Module):
+    """timm's layout (efficientnet_blocks.py): the skip decided once, in the constructor."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1):
+        super().__init__()
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride=stride, padding=1, groups=in_chs, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x):
+        h = self.bn2(self.conv_pw(F.relu(self.bn1(self.conv_dw(x)))))
+        return h + x if self.has_skip else h
+
+
+def test_a_condition_the_spec_names_is_a_member_forward_reads(tmp_path):
+    """`has_skip = stride == 1 and x.shape[1] == out` is kept as `self.has_skip`, not as the three
+    arguments it reads (`self.stride == 1 and self.in_channels == self.out`), and the class builds
+    every stride and width as the spec does, the ones no use compiled included."""
+    prog, module = program_and_module(tmp_path, SEPARABLE)
+    src = prog.source()
+    assert "        self.has_skip = stride == 1 and in_channels == out\n" in src
+    assert "return h + x if self.has_skip else h" in src
+    assert "self.stride" not in src and "self.out" not in src
+    torch.manual_seed(0)
+    for inp, out, stride in ((8, 8, 1), (8, 16, 2), (8, 8, 2), (8, 16, 1), (4, 4, 1)):
+        mine = module.DepthwiseSeparable(inp, out, stride=stride)
+        assert mine.has_skip == (stride == 1 and inp == out)
+        _same_weights_same_outputs(mine, DepthwiseSeparableTwin(inp, out, stride), torch.randn(2, inp, 8, 8))
+
+
+def test_a_named_condition_reads_true_where_it_is(tmp_path):
+    """A name for the other outcome (`projects = stride != 1 or ...`) is tested as it is, not negated."""
+    spec = SEPARABLE.replace("has_skip = stride == 1 and x.shape[1] == out",
+                             "projects = stride != 1 or x.shape[1] != out")
+    prog, module = program_and_module(tmp_path, spec.replace("(h + x) if has_skip else h", "h if projects else (h + x)"))
+    src = prog.source()
+    assert "self.projects = stride != 1 or in_channels != out" in src
+    assert "return h if self.projects else h + x" in src
+    torch.manual_seed(0)
+    for inp, out, stride in ((8, 8, 1), (8, 16, 2), (8, 16, 1)):
+        _same_weights_same_outputs(module.DepthwiseSeparable(inp, out, stride=stride),
+                                   DepthwiseSeparableTwin(inp, out, stride), torch.randn(2, inp, 8, 8))
+
+
 def test_a_condition_whose_other_operand_was_skipped_is_still_checked(tmp_path):
     """One use only (stride 2): the class was compiled for `stride != 1 or in_channels != out` and
     checks that, not `stride != 1` (a new width at stride 1 builds the same code)."""
@@ -145,7 +211,7 @@ def test_what_the_specs_own_checks_refuse_reads_as_a_need():
         module.ResnetBlock(64, 32, 128, False, 32, 0.0)
     efficient = dslc.load(os.path.join(SPECS, "efficientnet.dl")).module(["EfficientNetB0"])
     with pytest.raises(ValueError, match=r"^MBConv needs stride != 1 or in_channels != out or k % 2 != 0 "
-                                         r"\(efficientnet\.dl:66\)$"):
+                                         r"\(efficientnet\.dl:67\)$"):
         efficient.MBConv(16, 16, 6, 4)
 
 

@@ -197,7 +197,8 @@ def _conv_bn_relu6(inp: int, oup: int, k: int, stride: int, groups: int) -> nn.M
 def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decision():
     prog, src = _source("mobilenet.dl")
     assert [n for n in _classes(src) if n.startswith("InvertedResidual")] == ["InvertedResidual"]
-    assert "return inp + h if self.stride == 1 and self.in_channels == self.out else h" in src
+    assert "self.use_res_connect = stride == 1 and in_channels == out" in src   # the spec names it, as torchvision
+    assert "return inp + h if self.use_res_connect else h" in src
     module = prog.module()
     torch.manual_seed(0)
     # (8, 8, 1, 1) and (8, 16, 1, 2): an expansion of 1 with the residual or a stride, which no use

@@ -57,7 +57,7 @@ from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
 from . import loops, neutral, variants
 from .inplace import kept_inplace
-from .pyformat import Namespace, doc_text, is_default, safe_ident
+from .pyformat import Namespace, doc_text, is_default, safe_attr, safe_ident
 from .variants import Body
 
 INDENT = "    "
@@ -354,7 +354,11 @@ class _ClassWriter:
         """(argument name, value) pairs an instance's constructor receives."""
         if inst.kind == "layer":
             folded = list(inst.folded.norm.args.items()) if inst.folded is not None else []
-            return list(inst.args.items()) + folded
+            # in the order the call prints them: a depthwise conv's input width is its `in_channels`
+            # (first), not the `out_channels` the spec wrote as `x.shape[1]`
+            first = getattr(inst.op.torch, "positional", ()) if inst.op.torch is not None else ()
+            order = {k: i for i, k in enumerate(first)}
+            return sorted(inst.args.items(), key=lambda kv: order.get(kv[0], len(order))) + folded
         if inst.kind != "block":
             return []
         child = self.gen.class_for(inst.graph)
@@ -1423,8 +1427,8 @@ def _variant_cases(gen: Generator, groups: list, names: dict, read: set) -> tupl
         out = []
         for case in group:
             lits = [(atom, holds) for atom, holds, _ in case if (atom.key, holds) not in everywhere]
-            out.append(_same_text([(replace(_printed(atom, names, read), logic=atom.logic, where=atom.where), holds)
-                                   for atom, holds in lits], seen))
+            out.append(_same_text([(replace(_printed(atom, names, read), logic=atom.logic, where=atom.where,
+                                            named=atom.named), holds) for atom, holds in lits], seen))
         cases.append(out)
     for atom, holds, guard in per_graph[0][0]:
         if (atom.key, holds) in everywhere and guard is not None:
@@ -1458,7 +1462,8 @@ def _decisions(graph: Graph, groups: list, decided) -> list:
             continue
         canon, holds = _canonical(g)
         where = _position(g.where) if getattr(g, "where", None) is not None else ""
-        out.append((variants.Atom(canon.key(), canon, None, logic=_logic_of(canon), where=where), holds, g))
+        out.append((variants.Atom(canon.key(), canon, None, logic=_logic_of(canon), where=where,
+                                  named=_spec_name(graph, g, holds)), holds, g))
     for p, values in _differing_params(groups).items():
         v = graph.params[p]
         if isinstance(v, bool) and all(isinstance(x, bool) for x in values):
@@ -1468,6 +1473,20 @@ def _decisions(graph: Graph, groups: list, decided) -> list:
             atom = variants.Atom(("param", p, literal(x)), ("param", p, x), None)
             out.append((atom, not _is_size(v) and literal(v) == literal(x), None))
     return out
+
+
+def _spec_name(graph: Graph, g, holds: bool) -> tuple | None:
+    """(the spec's name for the decision, the atom's value where the name is true): `use_res_connect`
+    for the guard of `use_res_connect = stride == 1 and x.shape[1] == out` (frontend/conditions.py),
+    a block's own; None where it has none."""
+    at = getattr(g, "at", None)
+    found = graph.named_conditions.get(at) if at is not None and g.origin is None else None
+    if found is None:
+        return None
+    name, cond = found
+    if g == cond:
+        return safe_attr(name), holds
+    return (safe_attr(name), not holds) if g == cond.negated() else None
 
 
 def callee_decided(gen: Generator, g) -> bool:

@@ -8,7 +8,8 @@ class that decides in its constructor, as torchvision's BasicBlock does:
                        if stride != 1 or in_channels != out else None)
 
 and whose forward asks the module it built
-(`skip = self.downsample(x) if self.downsample is not None else x`).
+(`skip = self.downsample(x) if self.downsample is not None else x`), or a decision the
+spec named (`self.use_res_connect`, kept by the constructor).
 `merge` writes that class from the bodies: the statements every body has are
 written once, the others in `if`/`elif`/`else` chains, or in one conditional
 expression where a chain would only choose between a member and None, or
@@ -24,7 +25,7 @@ Compound), and one that a block this one calls decides in its own constructor is
 the same where they differ from a compiled case only in decisions no branch of the class tests
 and that the uses of one body made both ways; the others make the constructor raise: as the
 spec's need with its check's line where each is a compiled case failing one of the spec's own
-checks (`MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:66)`),
+checks (`MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:67)`),
 else naming the block's spec line and the arguments the file never wrote code for (`Block
 (two.dl:2) does not take stride == 1 and in_channels != out`). A body a
 loop made with one pass is the body of more passes at that count (`range(1, blocks)` is
@@ -39,7 +40,7 @@ import difflib
 import itertools
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ir.pyliteral import py_str, top_level
 
@@ -59,6 +60,8 @@ class Atom:
     logic: tuple | None = None     # the spec's condition `a or b`: ("or", (("atom", key, holds), ...)), its
                                    # operands as the atoms they are (holds: the operand is that atom, not its negation)
     where: str = ""                # a check of the spec whose other outcome is an error: its position (`m.dl:9`)
+    # the spec's name for the decision and the atom's value where it holds: (`use_res_connect`, True)
+    named: tuple | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -101,9 +104,10 @@ def merge(block: str, bodies: list[Body], args: set, where: str = "") -> Merged 
     if forward is None:
         return None
     members = set().union(*ctx.built)
-    if ctx.stored & members:
+    if ctx.stored & members or ctx.stored & set(ctx.named):
         return None     # `self.stride` would be a module's name too
     keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
+    keep += [f"self.{name} = {a.true if a.named[1] else a.false}" for name, a in ctx.named.items()]
     first = _merge_first(bodies, cases, atoms, used)
     if first is None and bodies[0].first and bodies[0].first != ["super().__init__()"]:
         first = list(bodies[0].first)   # one body left (_without_single_passes): its first statement
@@ -620,10 +624,12 @@ class _ForwardContext:
     built: list = None          # per body, the members it builds
     stored: set = None          # arguments forward reads as members (`self.stride`)
     used: set = None            # the atoms a branch tests (indices into atoms)
+    named: dict = None          # decisions forward reads as the spec named them: name -> the condition
 
     def __post_init__(self):
         self.built = [set(_members(b.init)) for b in self.bodies]
         self.stored = set()
+        self.named = {}
 
 
 def _merge_forward(ctx: _ForwardContext) -> list[str] | None:
@@ -724,10 +730,34 @@ def _forward_test(groups: list, left: set, hunk: list, ctx: _ForwardContext) -> 
             ctx.used.update(i for i, a in enumerate(ctx.atoms) if a.true == flag)   # `self.causal`
             return test, group
     care = set().union(*(ctx.cases[v] for v in left))
-    conds = [(condition(set().union(*(ctx.cases[v] for v in g)), care, ctx.atoms), g) for g in groups]
+    on = {tuple(g): set().union(*(ctx.cases[v] for v in g)) for g in groups}
+    named = [(found, g) for g in groups if (found := _named_test(on[tuple(g)], care, ctx)) is not None]
+    if named:     # the spec's name for the decision (`self.use_res_connect`), true for the group if it can be
+        (name, holds, atom), group = max(named, key=lambda ng: ng[0][1])
+        ctx.named[name] = atom
+        condition(on[tuple(group)], care, ctx.atoms, ctx.used)
+        return (f"self.{name}" if holds else f"not self.{name}"), group
+    conds = [(condition(on[tuple(g)], care, ctx.atoms), g) for g in groups]
     cond, group = min(conds, key=lambda cg: (" or " in cg[0], len(cg[0])))   # the plainest test first
-    condition(set().union(*(ctx.cases[v] for v in group)), care, ctx.atoms, ctx.used)
+    condition(on[tuple(group)], care, ctx.atoms, ctx.used)
     return _as_members(cond, ctx), group
+
+
+def _named_test(on: set, care: set, ctx: _ForwardContext) -> tuple | None:
+    """(name, whether it holds for `on`, the atom) where one decision the spec bound to a name
+    (Atom.named) tells `on` from the rest of `care` and no argument or member of the class has that
+    name; the constructor then keeps it (`self.use_res_connect = stride == 1 and in_channels == out`)."""
+    cubes = _cover(on, care, len(ctx.atoms))
+    if len(cubes) != 1 or len(cubes[0]) != 1:
+        return None
+    (i, holds), = cubes[0].items()
+    atom = ctx.atoms[i]
+    if atom.named is None:
+        return None
+    name, value = atom.named
+    if name in ctx.args or name in set().union(*ctx.built) or ctx.named.get(name, atom) is not atom:
+        return None
+    return name, holds == value, atom
 
 
 def _as_members(cond: str, ctx: _ForwardContext) -> str:

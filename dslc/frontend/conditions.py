@@ -16,6 +16,12 @@ computed under guards of its own) keeps the guards of the operands that ran, as 
 Every `if` (a statement's or an expression's) records its decision with the condition's span
 (`Guard.at`, `Compound.at`), so that the class of a block that calls this one can leave the
 decision to this block's class (backends/torch_codegen.py callee_decided).
+
+A condition bound to a name (`use_res_connect = stride == 1 and x.shape[1] == out`) is recorded
+the same way, at the bound expression's span, and the graph keeps the name
+(`Graph.named_conditions`): a generated forward that tests the decision reads it as the member
+`self.use_res_connect`, set in the constructor, as torchvision's MBConv does, rather than keeping
+each argument the condition reads.
 """
 from __future__ import annotations
 
@@ -48,6 +54,21 @@ class ConditionEvaluation:
         else:
             record_all([replace(cond if truth else cond.negated(), at=e.span)])
         return truth
+
+    def _named_condition(self, e, name: str, ctx: Ctx):
+        """The value of a condition bound to `name` (`is_condition`), its decision recorded as an
+        `if`'s is, and the name kept with it (see the module doc)."""
+        if not recorder_active():
+            return self._expr(e, ctx)
+        value, cond, facts = self._operand(e, ctx)
+        if cond is None or isinstance(cond, bool):
+            record_all(facts)
+            return value
+        cond = replace(cond, at=e.span)
+        record_all([cond if value else cond.negated()])
+        known = ctx.graph.named_conditions
+        known[e.span] = (name, cond) if known.get(e.span, (name, cond)) == (name, cond) else None
+        return value
 
     def _logic(self, e: ast.BinOp, ctx: Ctx):
         """The value of `a and b` / `a or b`, Python's; its decision recorded as one condition where
@@ -117,6 +138,13 @@ class ConditionEvaluation:
             return None
         # settled (a bool) is no decision here: it was never made, and may read a flag
         return None if side or isinstance(cond, bool) else cond
+
+
+def is_condition(e) -> bool:
+    """Whether the expression is a comparison, or `and` / `or` / `not` at its top (a decision of
+    sizes where its operands compare sizes)."""
+    return (isinstance(e, ast.BinOp) and e.op in _COMPARISONS | {"and", "or"}) or \
+        (isinstance(e, ast.UnaryOp) and e.op == "not")
 
 
 def _decision(value, got: list, left, right):

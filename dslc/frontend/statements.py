@@ -16,6 +16,7 @@ from . import ast
 from .binding import Arg, bind_op
 from .bodyblocks import body_block
 from .builtins import BUILTINS
+from .conditions import is_condition
 from .containers import Loop, check_name, finish_loops, split_name
 from .context import Ctx, block_input_type
 from .errors import EvalError, Poisoned
@@ -314,7 +315,11 @@ class StatementEvaluation:
     def _s_AssignStmt(self, stmt: ast.AssignStmt, ctx: Ctx, top: bool) -> None:
         for t in stmt.targets:
             _check_target(t)
-        value = self._expr(stmt.value, ctx)
+        target = stmt.targets[0] if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) else None
+        if target is not None and is_condition(stmt.value):
+            value = self._named_condition(stmt.value, target.id, ctx)   # frontend/conditions.py
+        else:
+            value = self._expr(stmt.value, ctx)
         if len(stmt.targets) == 1:
             self._assign(stmt.targets[0], value, stmt.value.span, ctx)
         else:

@@ -140,6 +140,11 @@ class Graph:
     # `for` loops over a list parameter as they ran (frontend/containers.py ListLoop): the generated
     # PyTorch may build their layers in a Python loop over the list (backends/loops.py)
     list_loops: list = field(default_factory=list, compare=False)
+    # a condition bound to a name (`use_res_connect = stride == 1 and x.shape[1] == out`): its span ->
+    # (the name, the condition as it held or failed at each evaluation, frontend/conditions.py); None
+    # where the span was evaluated to different conditions (in a loop). The generated class keeps such
+    # a decision as `self.use_res_connect` where its forward tests it (backends/variants.py)
+    named_conditions: dict = field(default_factory=dict, compare=False)
     unrolled: int = 0                             # nodes, with every block call counted as its body's
     _nx: object = None
     _counter: int = 0

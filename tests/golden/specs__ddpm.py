@@ -66,9 +66,9 @@ class ResnetBlock(nn.Module):
 class Downsample(nn.Module):
     """The block `Downsample` (ddpm.dl:58)."""
 
-    def __init__(self, out_channels: int):
+    def __init__(self, in_channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1)
 
     def forward(self, x):
         return self.conv(x)
@@ -102,9 +102,9 @@ class AttnBlock(nn.Module):
 class UpsampleConv(nn.Module):
     """The block `UpsampleConv` (ddpm.dl:64)."""
 
-    def __init__(self, out_channels: int):
+    def __init__(self, in_channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=2.0))

@@ -55,30 +55,28 @@ class MBConv(nn.Module):
     def __init__(self, in_channels: int, out: int, expand: int, k: int, stride: int = 1):
         super().__init__()
         if stride == 1 and in_channels == out and k % 2 == 0:
-            raise ValueError("MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:66)")
-        self.stride = stride
-        self.in_channels = in_channels
-        self.out = out
+            raise ValueError("MBConv needs stride != 1 or in_channels != out or k % 2 != 0 (efficientnet.dl:67)")
+        self.use_res_connect = stride == 1 and in_channels == out
         self.block = ExpandDepthwiseProject(in_channels, expand * in_channels, out, expand, k, stride,
                                             max(1, in_channels // 4))
 
     def forward(self, x):
         h = self.block(x)
-        return x + h if self.stride == 1 and self.in_channels == self.out else h
+        return x + h if self.use_res_connect else h
 
 
 class Stage(nn.Sequential):
-    """The block `Stage` (efficientnet.dl:70)."""
+    """The block `Stage` (efficientnet.dl:71)."""
 
     def __init__(self, in_channels: int, out: int, expand: int, k: int, blocks: int, stride: int):
         if blocks < 1 or (k % 2 == 0 and blocks != 1):
-            raise ValueError("Stage (efficientnet.dl:70) does not take blocks < 1 or (k % 2 == 0 and blocks != 1)")
+            raise ValueError("Stage (efficientnet.dl:71) does not take blocks < 1 or (k % 2 == 0 and blocks != 1)")
         super().__init__(MBConv(in_channels, out, expand, k, stride=stride),
                          *[MBConv(out, out, expand, k) for _ in range(1, blocks)])
 
 
 class Features(nn.Sequential):
-    """The block `Features` (efficientnet.dl:78)."""
+    """The block `Features` (efficientnet.dl:79)."""
 
     def __init__(self, in_channels: int, settings: list):
         layers, in_channels = [ConvBnSiLU(in_channels, 32, k=3, stride=2)], 32
@@ -89,14 +87,14 @@ class Features(nn.Sequential):
 
 
 class Classifier(nn.Sequential):
-    """The block `Classifier` (efficientnet.dl:86)."""
+    """The block `Classifier` (efficientnet.dl:87)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
         super().__init__(nn.Dropout(dropout), nn.Linear(in_features, classes))
 
 
 class EfficientNetB0(nn.Module):
-    """The model `EfficientNetB0` (efficientnet.dl:91)."""
+    """The model `EfficientNetB0` (efficientnet.dl:92)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()

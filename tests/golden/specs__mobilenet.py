@@ -33,18 +33,16 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, in_channels: int, out: int, t: int, stride: int = 1):
         super().__init__()
-        self.stride = stride
-        self.in_channels = in_channels
-        self.out = out
+        self.use_res_connect = stride == 1 and in_channels == out
         self.conv = ExpandDepthwiseProject(in_channels, t * in_channels, out, t, stride=stride)
 
     def forward(self, inp):
         h = self.conv(inp)
-        return inp + h if self.stride == 1 and self.in_channels == self.out else h
+        return inp + h if self.use_res_connect else h
 
 
 class Features(nn.Sequential):
-    """The block `Features` (mobilenet.dl:43)."""
+    """The block `Features` (mobilenet.dl:44)."""
 
     def __init__(self, in_channels: int):
         super().__init__(ConvBnRelu6(in_channels, 32, stride=2), InvertedResidual(32, 16, 1),
@@ -58,14 +56,14 @@ class Features(nn.Sequential):
 
 
 class Classifier(nn.Sequential):
-    """The block `Classifier` (mobilenet.dl:53)."""
+    """The block `Classifier` (mobilenet.dl:54)."""
 
     def __init__(self, in_features: int, classes: int, dropout: float):
         super().__init__(nn.Dropout(dropout), nn.Linear(in_features, classes))
 
 
 class MobileNetV2(nn.Module):
-    """The model `MobileNetV2` (mobilenet.dl:58)."""
+    """The model `MobileNetV2` (mobilenet.dl:59)."""
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
