@@ -361,8 +361,11 @@ def conditions(draw, depth: int = 2):
     return f"({draw(conditions(depth - 1))}) {op} ({draw(conditions(depth - 1))})"
 
 
-def _spec(first: str, second: str, uses: list) -> str:
+def _spec(first: str, second: str, uses: list, third: str = "true", named: bool = False) -> str:
+    """A block with two decisions that build layers and a third that only forward reads (bound to
+    a name where `named`: `self.scale` in the class, else the arguments it reads as members)."""
     calls = "\n".join(f"    Block({out}, stride={stride})" for out, stride in uses)
+    bind, test = (f"    scale = {third}\n", "scale") if named else ("", third)
     return f"""block Block(out: int, stride: int = 1) {{
     input x
     h = x -> Conv2d(out, 3, stride=stride, padding=1)
@@ -370,7 +373,7 @@ def _spec(first: str, second: str, uses: list) -> str:
     if {second} {{
         h = h -> Conv2d(out, 1)
     }}
-    output h * 2.0
+{bind}    output (h * 2.0) if {test} else (h * 3.0)
 }}
 
 model M(o: int = 8, s: int = 1) {{
@@ -384,11 +387,12 @@ model M(o: int = 8, s: int = 1) {{
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conditions(), conditions(), st.lists(st.tuples(st.sampled_from([4, 8, 12]), st.sampled_from([1, 2])),
                                             max_size=2),
-       st.lists(st.tuples(st.sampled_from([4, 6, 8, 12, 16]), st.sampled_from([1, 2, 3])), min_size=1, max_size=4))
-def test_a_class_builds_what_dslc_builds_or_refuses(tmp_path, first, second, uses, values):
-    """Random conditions of the block's two decisions, a few uses: the model's class at other
+       st.lists(st.tuples(st.sampled_from([4, 6, 8, 12, 16]), st.sampled_from([1, 2, 3])), min_size=1, max_size=4),
+       conditions(depth=1), st.booleans())
+def test_a_class_builds_what_dslc_builds_or_refuses(tmp_path, first, second, uses, values, third, named):
+    """Random conditions of the block's three decisions, a few uses: the model's class at other
     arguments builds what dslc builds there (same keys and shapes, bit-equal outputs), or refuses."""
-    prog, module = program_and_module(tmp_path, _spec(first, second, uses))
+    prog, module = program_and_module(tmp_path, _spec(first, second, uses, third, named))
     x = torch.randn(2, 8, 12, 12)
     for o, s in values:
         try:
@@ -398,7 +402,7 @@ def test_a_class_builds_what_dslc_builds_or_refuses(tmp_path, first, second, use
             continue    # refused: a case the file never compiled
         built = prog.build("M", o=o, s=s).eval()
         assert {k: v.shape for k, v in mine.state_dict().items()} == \
-            {k: v.shape for k, v in built.state_dict().items()}, (first, second, uses, o, s)
+            {k: v.shape for k, v in built.state_dict().items()}, (first, second, third, named, uses, o, s)
         built.load_state_dict(mine.state_dict())
         with torch.no_grad():
-            assert torch.equal(mine(x), built(x)), (first, second, uses, o, s)
+            assert torch.equal(mine(x), built(x)), (first, second, third, named, uses, o, s)

@@ -214,6 +214,40 @@ def test_mobilenet_inverted_residual_is_one_class_whose_forward_reads_the_decisi
             assert torch.equal(mine.eval()(x), twin.eval()(x))
 
 
+def _features_twin(settings: list) -> nn.Sequential:
+    """torchvision's MobileNetV2 features for other settings (its loop, width_mult 1)."""
+    layers, inp = [_conv_bn_relu6(3, 32, 3, 2, 1)], 32
+    for t, c, n, s in settings:
+        for i in range(n):
+            layers.append(InvertedResidualTwin(inp, c, t, s if i == 0 else 1))
+            inp = c
+    return nn.Sequential(*layers, _conv_bn_relu6(inp, 1280, 1, 1, 1))
+
+
+def test_mobilenet_features_loop_over_the_settings_as_torchvision_does():
+    """The nested loop over `settings` stays a loop: the residual blocks leave `in_channels` as it
+    was, which their class decided equals `c`, so `in_channels = c` holds after every block. Other
+    settings (a stage of one block, an unstrided first block that widens, a block that keeps its
+    width at stride 2) build torchvision's features."""
+    prog, src = _source("mobilenet.dl")
+    assert """        for t, c, n, s in settings:
+            for i in range(n):
+                layers.append(InvertedResidual(in_channels, c, t, stride=s if i == 0 else 1))
+                in_channels = c
+""" in src
+    module = prog.module()
+    for settings in ([[1, 16, 1, 1], [6, 24, 2, 2]], [[1, 32, 2, 2], [6, 48, 1, 1], [6, 48, 3, 1]],
+                     [[6, 8, 1, 1], [4, 8, 2, 2], [1, 16, 2, 1]]):
+        torch.manual_seed(0)
+        mine = module.Features(3, settings)
+        twin = _features_twin(settings)
+        assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in twin.state_dict().values()]
+        twin.load_state_dict(dict(zip(twin.state_dict(), mine.state_dict().values())))
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(mine.eval()(x), twin.eval()(x)), settings
+
+
 def test_an_int_scale_factor_stays_a_live_argument():
     # the example's UpsampleConvLayer takes any integer upsample; an int parameter as Upsample's
     # scale_factor keeps its expression in the shapes, so no guard pins it to the 2 the model uses

@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import re
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from ..frontend import ast
 from ..ir.dims import InDim, Param, Size, Sym, plain
@@ -42,6 +42,7 @@ from .loopsizes import (
     NotSquare,
     Sizes,
     atom,
+    block_facts,
     block_result,
     infer_layer,
     poison,
@@ -66,6 +67,7 @@ class State:
     dims: list
     values: list
     dependent: bool = False
+    facts: list = field(default_factory=list)   # equalities the blocks since the last flush hold (block_facts)
 
 
 def merge(a: list | None, b: list | None) -> list | None:
@@ -234,12 +236,25 @@ def py_text(e, name) -> str:
         return f"{e.op}{' ' if e.op == 'not' else ''}{_operand(e.operand, name)}"
     if isinstance(e, ast.Index):
         return f"{_operand(e.value, name)}[{', '.join(_subscript(s, name) for s in e.subscripts)}]"
+    if _builtin_call(e):   # `range(n)`, `len(blocks)`: Python's own (a spec name that is one is renamed)
+        return f"{e.func.id}({', '.join(py_text(a, name) for a in e.args)})"
+    if isinstance(e, ast.Cond):
+        cond = f"({py_text(e.cond, name)})" if isinstance(e.cond, ast.Cond) else py_text(e.cond, name)
+        return f"{_operand(e.then, name)} if {cond} else {_operand(e.orelse, name)}"
     raise NotLoopable("it computes with an expression a Python loop does not spell here")
+
+
+# the built-ins a loop's expressions may call, with their values as the evaluator has them
+_BUILTINS = {"range": lambda *a: list(range(*a)), "len": len, "min": min, "max": max}
+
+
+def _builtin_call(e) -> bool:
+    return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in _BUILTINS and not e.kwargs
 
 
 def _operand(e, name) -> str:
     text = py_text(e, name)
-    return f"({text})" if isinstance(e, (ast.BinOp, ast.UnaryOp)) else text
+    return f"({text})" if isinstance(e, (ast.BinOp, ast.UnaryOp, ast.Cond)) else text
 
 
 def _subscript(s, name) -> str:
@@ -277,6 +292,10 @@ def _value(e, env: dict):
     if isinstance(e, ast.UnaryOp):
         v = _value(e.operand, env)
         return -v if e.op == "-" else not v
+    if isinstance(e, ast.Call):
+        return _BUILTINS[e.func.id](*(_value(a, env) for a in e.args))
+    if isinstance(e, ast.Cond):
+        return _value(e.then, env) if _value(e.cond, env) else _value(e.orelse, env)
     v = _value(e.value, env)
     for sub in e.subscripts:   # an Index: py_text allowed nothing else
         v = v[slice(*(None if p is None else _value(p, env) for p in (sub.start, sub.stop, sub.step)))
@@ -292,6 +311,8 @@ def names_of(x) -> set:
     elif isinstance(x, ast.Node):
         if isinstance(x, ast.Name):
             out.add(x.id)
+        if _builtin_call(x):
+            return names_of(x.args)
         for f in fields(x):
             out |= names_of(getattr(x, f.name))
     return out
@@ -421,6 +442,7 @@ class Template:
         sig = self.w.gen.class_for(inst.graph).signature
         taken = {s[0] for s in sig if isinstance(s[0], InDim)}
         dims = block_result(self.sizes, inst, state.dims, lambda p: self._block_argument(inst, p, given), taken)
+        state.facts += block_facts(inst, state.dims, lambda p: self._block_argument(inst, p, given))
         fed = {}
         for key, name, *_ in sig:
             if isinstance(key, InDim):
@@ -520,6 +542,7 @@ class Template:
         _unpacks(names, loop.items)
         lines = self.flush(state)
         state.dependent = True
+        self.bound -= set(names)   # bound again while its passes run
         body = None
         for item, made in zip(loop.items, loop.passes):
             inner = dict(env, **_bound(names, item))
@@ -552,7 +575,9 @@ class Template:
                 targets.setdefault(var, p)
         self.sizes.values.update({var: self.sizes.value(p) for var, p in targets.items()})
         state.dims = [self._flushed(j, p, targets) for j, p in enumerate(state.dims)]
-        return [Assign({var: p for var, p in targets.items() if p != atom(var)})]
+        pairs = {var: p for var, p in targets.items() if p != atom(var)}
+        facts, state.facts = tuple(state.facts), []
+        return [Assign(pairs, ((pairs, facts),))]
 
     def _flushed(self, j: int, p, targets: dict):
         """Dimension j after a flush: its running variable (what it was, for a run-time size)."""
@@ -680,6 +705,7 @@ class Template:
             header, items, names = self._loop_head(s.names, py_text(head, self.name)), list(value), s.names
             _unpacks(names, items)
         body = None
+        self.bound -= set(names)   # an inner loop's names are its own again in each pass of the outer one
         for item in items:
             tree = self.body(s.body, dict(env, **_bound(names, item)), state, cursor) + self.flush(state)
             body = merge(body, tree)

@@ -21,7 +21,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..ir.dims import InDim, Param, Poly, Size, Sym, SymbolicDecision, atom_values, plain, recording, to_python
+from ..ir.dims import (
+    Guard,
+    InDim,
+    Param,
+    Poly,
+    Size,
+    Sym,
+    SymbolicDecision,
+    atom_values,
+    conjuncts,
+    plain,
+    recording,
+    to_python,
+)
 from ..ir.limits import LimitError
 from ..ir.types import TensorType
 from ..ops.registry import Bound, ShapeError
@@ -67,14 +80,45 @@ class Assign:
     """`in_channels, size = width, size // 2`: running variables set at once, each to a polynomial;
     written once the class knows which variables a line reads."""
     pairs: dict   # variable -> Poly, in the dimensions' order
+    # per pass merged into it: (its pairs, the equalities its blocks' decisions hold there, block_facts)
+    passes: tuple = ()
 
     def merged(self, other: "Assign") -> "Assign":
-        """Two passes' assignments as one; a variable they set differently cannot be read after it."""
+        """Two passes' assignments as one. Where they set a variable differently, one expression is
+        kept if it is each pass's own under that pass's facts: an InvertedResidual that adds its input
+        back leaves `in_channels` as it was, and where it does, its class decided `in_channels ==
+        out`, so `in_channels = c` holds there as in the passes that project to `c`. Else the variable
+        cannot be read after it."""
+        passes = (self.passes or ((self.pairs, ()),)) + (other.passes or ((other.pairs, ()),))
         out = {}
         for var in list(self.pairs) + [v for v in other.pairs if v not in self.pairs]:
             a, b = self.pairs.get(var, atom(var)), other.pairs.get(var, atom(var))
-            out[var] = a if a == b else poison(f"its passes change `{var.lstrip(VAR)}` differently")
-        return Assign(out)
+            out[var] = a if a == b else _holding(var, [a, b], passes)
+        return Assign({var: p for var, p in out.items() if p != atom(var)}, passes)
+
+
+def _holding(var: str, candidates: list, passes: tuple) -> Poly:
+    """The first candidate that is every pass's value of `var` under that pass's facts, else poison."""
+    for c in candidates:
+        if not poisoned(c) and all(_same(c, pairs.get(var, atom(var)), facts) for pairs, facts in passes):
+            return c
+    return poison(f"its passes change `{var.lstrip(VAR)}` differently")
+
+
+def _same(a: Poly, b: Poly, facts: tuple) -> bool:
+    """Whether a == b follows from the equalities `facts` ((Poly, Poly) pairs) by substitution: each
+    fact, in terms of the ones before it, that sets one atom to what does not read it."""
+    if a == b:
+        return True
+    known: dict = {}
+    for left, right in facts:
+        left, right = left.subst(known.get), right.subst(known.get)
+        for x, y in ((left, right), (right, left)):
+            single = x.single_atom()
+            if x != y and single is not None and x == Poly.atom(single) and single not in y.atoms():
+                known = {k: v.subst({single: y}.get) for k, v in known.items()} | {single: y}
+                break
+    return bool(known) and a.subst(known.get) == b.subst(known.get)
 
 
 class Sizes:
@@ -170,6 +214,27 @@ def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict, where, inferred=f
     if len(outs) != 1:
         raise NotLoopable(f"`{op.name}` has more than one result")
     return fed, [sizes.poly(d) for d in outs[0].shape[1:]]
+
+
+def block_facts(inst, dims: list, arg) -> tuple:
+    """The equalities between sizes the block's decisions hold in this use (`x.shape[1] == out`,
+    `stride == 1`), in the caller's atoms (as block_result's): where this use's body runs, its class
+    has decided them. Those the caller cannot write are left out."""
+    g = inst.graph
+    name = g.inputs[0][0]
+
+    def caller(a):
+        if isinstance(a, InDim) and a.input == name and 1 <= a.index <= len(dims):
+            return dims[a.index - 1]
+        return arg(a.name) if isinstance(a, Param) else poison("not the caller's")
+
+    out = []
+    for guard in conjuncts(g.guards):
+        if isinstance(guard, Guard) and guard.op == "==":
+            left, right = guard.lhs.subst(caller), guard.rhs.subst(caller)
+            if not poisoned(left) and not poisoned(right):
+                out.append((left, right))
+    return tuple(out)
 
 
 def block_result(sizes: Sizes, inst, dims: list, arg, taken: set) -> list:

@@ -44,15 +44,13 @@ class InvertedResidual(nn.Module):
 class Features(nn.Sequential):
     """The block `Features` (mobilenet.dl:44)."""
 
-    def __init__(self, in_channels: int):
-        super().__init__(ConvBnRelu6(in_channels, 32, stride=2), InvertedResidual(32, 16, 1),
-                         InvertedResidual(16, 24, 6, stride=2), InvertedResidual(24, 24, 6),
-                         InvertedResidual(24, 32, 6, stride=2), InvertedResidual(32, 32, 6),
-                         InvertedResidual(32, 32, 6), InvertedResidual(32, 64, 6, stride=2),
-                         InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6), InvertedResidual(64, 64, 6),
-                         InvertedResidual(64, 96, 6), InvertedResidual(96, 96, 6), InvertedResidual(96, 96, 6),
-                         InvertedResidual(96, 160, 6, stride=2), InvertedResidual(160, 160, 6),
-                         InvertedResidual(160, 160, 6), InvertedResidual(160, 320, 6), ConvBnRelu6(320, 1280, k=1))
+    def __init__(self, in_channels: int, settings: list):
+        layers, in_channels = [ConvBnRelu6(in_channels, 32, stride=2)], 32
+        for t, c, n, s in settings:
+            for i in range(n):
+                layers.append(InvertedResidual(in_channels, c, t, stride=s if i == 0 else 1))
+                in_channels = c
+        super().__init__(*layers, ConvBnRelu6(in_channels, 1280, k=1))
 
 
 class Classifier(nn.Sequential):
@@ -67,7 +65,8 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self.features = Features(3)
+        self.features = Features(3, [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
+                                     [6, 160, 3, 2], [6, 320, 1, 1]])
         self.classifier = Classifier(1280, classes, dropout)
 
     def forward(self, x):
