@@ -148,12 +148,18 @@ class Fact(str):
 def fact_of(g, name=None) -> Fact:
     """The fact, printed with `name` (an atom's Python; default: an input's size as `x.shape[1]`)."""
     name = name or _doc_atom
+    if isinstance(g, Guard) and g.op in ("==", "!=") and _reads_input(g.rhs) and not _reads_input(g.lhs):
+        g = replace(g, lhs=g.rhs, rhs=g.lhs)   # the input's size first: `x.shape[2] == dim`
     f = Fact(g.to_python(name))
     if isinstance(g, (Guard, Compound)):
         f.negated = g.negated().to_python(name)
         f.where = _position(g.where) if g.where is not None else ""
         f.guard = g
     return f
+
+
+def _reads_input(p) -> bool:
+    return any(isinstance(a, InDim) for a in _base_atoms(p))
 
 
 @dataclass

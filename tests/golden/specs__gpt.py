@@ -23,13 +23,13 @@ def multi_head_attention(q, k, v, heads: int, causal: bool = False, dropout: flo
 
 
 class CausalSelfAttention(nn.Module):
-    """The block `CausalSelfAttention` (gpt.dl:15)."""
+    """The block `CausalSelfAttention` (gpt.dl:15). Expects inputs with x.shape[2] == dim."""
 
-    def __init__(self, in_features: int, dim: int, heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.dropout = dropout
         self.heads = heads
-        self.c_attn = nn.Linear(in_features, 3 * dim)
+        self.c_attn = nn.Linear(dim, 3 * dim)
         self.c_proj = nn.Linear(dim, dim)
 
     def forward(self, x):
@@ -39,11 +39,11 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The block `MLP` (gpt.dl:22)."""
+    """The block `MLP` (gpt.dl:22). Expects inputs with x.shape[2] == dim."""
 
-    def __init__(self, in_features: int, dim: int):
+    def __init__(self, dim: int):
         super().__init__()
-        self.c_fc = nn.Linear(in_features, 4 * dim)
+        self.c_fc = nn.Linear(dim, 4 * dim)
         self.c_proj = nn.Linear(4 * dim, dim)
 
     def forward(self, x):
@@ -56,9 +56,9 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, dim, heads)
+        self.attn = CausalSelfAttention(dim, heads)
         self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, dim)
+        self.mlp = MLP(dim)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))

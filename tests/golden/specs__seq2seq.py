@@ -43,13 +43,13 @@ class EncoderLayer(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """The block `CausalSelfAttention` (seq2seq.dl:18)."""
+    """The block `CausalSelfAttention` (seq2seq.dl:18). Expects inputs with x.shape[2] == dim."""
 
-    def __init__(self, in_features: int, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         self.dropout = dropout
         self.heads = heads
-        self.fc1 = nn.Linear(in_features, 3 * dim)
+        self.fc1 = nn.Linear(dim, 3 * dim)
         self.fc2 = nn.Linear(dim, dim)
 
     def forward(self, x):
@@ -63,7 +63,7 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff: int, dropout: float):
         super().__init__()
-        self.causal_self_attention = CausalSelfAttention(dim, dim, heads, dropout)
+        self.causal_self_attention = CausalSelfAttention(dim, heads, dropout)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)

@@ -20,7 +20,7 @@ class ConvLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """The block `ResidualBlock` (style_transfer.dl:23). Expects inputs with channels == x.shape[1]."""
+    """The block `ResidualBlock` (style_transfer.dl:23). Expects inputs with x.shape[1] == channels."""
 
     def __init__(self, channels: int):
         super().__init__()

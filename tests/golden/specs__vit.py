@@ -7,15 +7,14 @@ from torch import nn
 
 
 class MLPBlock(nn.Sequential):
-    """The block `MLPBlock` (vit.dl:14)."""
+    """The block `MLPBlock` (vit.dl:14). Expects inputs with x.shape[2] == dim."""
 
-    def __init__(self, in_features: int, dim: int, mlp: int, dropout: float = 0.0):
-        super().__init__(nn.Linear(in_features, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim),
-                         nn.Dropout(dropout))
+    def __init__(self, dim: int, mlp: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim), nn.Dropout(dropout))
 
 
 class EncoderBlock(nn.Module):
-    """The block `EncoderBlock` (vit.dl:23). Expects inputs with x.shape[2] == dim."""
+    """The block `EncoderBlock` (vit.dl:24). Expects inputs with x.shape[2] == dim."""
 
     def __init__(self, heads: int, dim: int, mlp: int, dropout: float = 0.0):
         super().__init__()
@@ -23,7 +22,7 @@ class EncoderBlock(nn.Module):
         self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.ln_2 = nn.LayerNorm(dim, eps=1e-06)
-        self.mlp = MLPBlock(dim, dim, mlp, dropout=dropout)
+        self.mlp = MLPBlock(dim, mlp, dropout=dropout)
 
     def forward(self, x):
         y = self.ln_1(x)
@@ -32,7 +31,7 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The block `Encoder` (vit.dl:32). Expects inputs with x.shape[2] == dim and x.shape[1] == seq."""
+    """The block `Encoder` (vit.dl:33). Expects inputs with x.shape[2] == dim and x.shape[1] == seq."""
 
     def __init__(self, seq: int, depth: int, heads: int, dim: int, mlp: int, dropout: float = 0.0):
         super().__init__()
@@ -50,7 +49,7 @@ class Encoder(nn.Module):
 
 
 class Heads(nn.Module):
-    """The block `Heads` (vit.dl:42)."""
+    """The block `Heads` (vit.dl:43)."""
 
     def __init__(self, in_features: int, classes: int):
         super().__init__()
@@ -61,7 +60,7 @@ class Heads(nn.Module):
 
 
 class ViT(nn.Module):
-    """The model `ViT` (vit.dl:46)."""
+    """The model `ViT` (vit.dl:47)."""
 
     def __init__(self, image: int = 224, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12,
                  classes: int = 1000):
