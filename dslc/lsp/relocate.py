@@ -82,6 +82,8 @@ class Mover:
         copy.nodes = {k: self.node(n) for k, n in g.nodes.items()}
         copy.instances = {k: self.instance(i) for k, i in g.instances.items()}
         copy.list_loops = [self.list_loop(loop, copy.decl) for loop in g.list_loops]
+        copy.named_conditions = {self.span(at): None if named is None else (named[0], self.guard(named[1]))
+                                 for at, named in g.named_conditions.items()}
         return copy
 
     def list_loop(self, loop, decl):
