@@ -273,7 +273,7 @@ def test_a_flag_argument_is_a_branch_and_a_name_argument_is_passed_through():
     assert "ResidualAttentionBlock2" not in _classes(clip)
     assert "self.causal = causal" in clip and "if self.causal:" in clip
     _, unet = _source("unet.dl")
-    assert "Up2" not in _classes(unet) and "if not bilinear:" in unet
+    assert "Up2" not in _classes(unet) and "        if bilinear:\n" in unet and "if not bilinear" not in unet   # a positive test first
     _, inception = _source("inception.dl")
     # `padding="same"` in one use and `padding=padding` in another are the same statement
     assert "ConvBnRelu2" not in _classes(inception)

@@ -543,6 +543,8 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom], used: se
     if len(groups) == 1:
         return [line for s in hunk[0] for line in s]
     groups.sort(key=lambda g: (not hunk[g[0]], _only_none(hunk[g[0]]), -sum(len(s) for s in hunk[g[0]])))
+    if len(groups) == 2 and _negated_first(groups, hunk, cases, union, atoms):
+        groups.reverse()     # `if bilinear: ... else: ...`, not `if not bilinear:` with an else
     if len(groups) == 2:
         cond = lambda: condition(set().union(*(cases[v] for v in groups[0])), union, atoms, used)  # noqa: E731
         one = _member_or_none(hunk[groups[0][0]], hunk[groups[1][0]], cond)
@@ -562,6 +564,14 @@ def _init_chain(hunk: list, cases: list, union: set, atoms: list[Atom], used: se
         out += [f"{'if' if n == 0 else 'elif'} {cond}:"] + (_indented(stmts) if stmts else [INDENT + "pass"])
         seen |= on
     return out
+
+
+def _negated_first(groups: list, hunk: list, cases: list, union: set, atoms: list[Atom]) -> bool:
+    """Whether the first of two branches that both build something is chosen by `not flag`."""
+    if any(not hunk[g[0]] or _only_none(hunk[g[0]]) for g in groups):
+        return False
+    first = condition(set().union(*(cases[v] for v in groups[0])), union, atoms)
+    return re.fullmatch(r"not [A-Za-z_]\w*", first) is not None
 
 
 def _member_or_none(built: list, other: list, cond) -> list[str] | None:

@@ -28,12 +28,12 @@ class Up(nn.Module):
 
     def __init__(self, in_channels: int, skip_dim1: int, out: int, bilinear: bool = False):
         super().__init__()
-        if not bilinear:
-            self.deconv = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
-            self.double_conv = DoubleConv(skip_dim1 + in_channels // 2, out, out)
-        else:
+        if bilinear:
             self.double_conv = DoubleConv(skip_dim1 + in_channels, out, in_channels)
             self.deconv = None
+        else:
+            self.deconv = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
+            self.double_conv = DoubleConv(skip_dim1 + in_channels // 2, out, out)
 
     def forward(self, x, skip):
         if self.deconv is not None:
