@@ -184,3 +184,25 @@ def test_the_generated_squeeze_excitation_builds_other_values(efficientnet, c, s
     theirs = wrapper.build("Squeezed", seed=0, c=c, squeeze=squeeze)
     torch.manual_seed(0)
     _same_block(module.SqueezeExcitation(c, squeeze), theirs, "squeeze_excitation.", torch.rand(2, c, 5, 5))
+
+
+def test_an_attention_block_reads_its_input_sizes_as_it_runs():
+    """DDPM's AttnBlock (`input x: [B, C, H, W]`, `reshape(x.shape)`) reads B, C, H and W from its
+    input in forward (`B, C, H, W = x.shape`), as the reference's AttnBlock does, so one module
+    takes any size; it used to take H and W as constructor arguments and keep them as members.
+    Compared with the hand-written twin (tests/zoo_generative.py) at several sizes."""
+    from zoo_generative import AttnBlock
+
+    source = program("ddpm.dl").source(["DDPMUNet"])
+    attn = source.split("class AttnBlock(")[1].split("\nclass ")[0]
+    assert "nn.Module):" in attn and "def __init__(self, num_channels: int, groups: int):" in attn
+    assert "B, C, H, W = x.shape" in attn and "self.x_dim" not in attn
+    module = program("ddpm.dl").module(["DDPMUNet"])
+    torch.manual_seed(0)
+    mine = module.AttnBlock(64, 32).eval()
+    twin = AttnBlock(64, 32).eval()
+    twin.load_state_dict(mine.state_dict())
+    for h, w in ((8, 8), (6, 10), (1, 3)):
+        x = torch.randn(2, 64, h, w)
+        with torch.no_grad():
+            torch.testing.assert_close(mine(x), twin(x), rtol=1e-5, atol=1e-5)

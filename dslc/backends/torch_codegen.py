@@ -312,11 +312,11 @@ class _ClassWriter:
         self.param_names = {p: self.forced.get(p) or self._param_name(p) for p in graph.params}
         self.used_params: set = set()      # referenced in __init__ or forward
         self.stored: dict = {}             # atom -> self.<attr>, for values forward needs
+        self.dim_reads, self._forward_locals = {}, None   # input sizes forward reads by name (_read_at_run_time)
         self.aliases = {} if is_model else _input_aliases(graph) if aliases is None else aliases
         self.pseudo = self._pseudo_names()
         self.used_pseudo: set = set()
-        self.symbols: set = set()          # run-time sizes forward needs (B, T)
-        self.size_names: dict = {}         # their names in forward
+        self.symbols, self.size_names = set(), {}   # run-time sizes forward needs (B, T), their names there
         self.tuples: dict = {}             # tuple inputs as forward reads them (`hidden`) -> their lengths
         self.uses_f = False
         self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
@@ -396,12 +396,27 @@ class _ClassWriter:
             return self.size_names.get(a.name, a.name)
         if a in self.aliases:
             return _parenthesized(self.aliases[a], self.forward_atom)
+        read = self._read_at_run_time(a)
+        if read is not None:
+            return read
         if a not in self.stored:
             local = self.init_atom(a)
             self.stored[a] = self.attrs.claim(local)
         else:
             self.init_atom(a)
         return f"self.{self.stored[a]}"
+
+    def _read_at_run_time(self, a) -> str | None:
+        """A block's input size in forward as the local its spec name gives it (`H`), set from the input
+        at the top of forward; None where the spec declared no name for it (kept as a member)."""
+        if not isinstance(a, InDim) or self.is_model or self._forward_locals is None:
+            return None
+        if a not in self.dim_reads:
+            name = _declared_dim(self.graph, a)
+            if name is None:
+                return None
+            self.dim_reads[a] = self._forward_locals.claim(name)
+        return self.dim_reads[a]
 
     # ---------------------------------------------------------------- the class
 
@@ -918,6 +933,7 @@ class _ClassWriter:
         last_use = _last_uses(g, nodes)
         local = Namespace(set(HELPERS))  # helpers stay visible
         self.size_names = {s: local.claim(s) for s in sorted(_symbol_names(g))}  # `T = x.shape[1]`
+        self._forward_locals = local
         var, holder, temps = {}, {}, set()   # holder: variable -> the Ref it holds
         params = self._parameters(local, var, holder, last_use)
         body = []
@@ -1160,12 +1176,23 @@ class _ClassWriter:
         return _target_pattern(node, names)
 
     def _symbol_bindings(self, var: dict) -> list[str]:
-        lines = []
+        """`B = x.shape[0]` for each run-time size forward reads, and the input sizes it reads by their
+        spec names (`dim_reads`); `B, C, H, W = x.shape` where one input gives all of its sizes."""
+        reads: dict = {}    # input Ref -> {index: local}
         for sym in sorted(self.symbols):
-            src = self._symbol_source(sym, var)
-            if src is None:
+            found = self._symbol_source(sym)
+            if found is None:
                 raise CodegenError(f"`{sym}` is used in `{self.graph.name}` but no input has it as a dimension")
-            lines.append(f"{self.size_names[sym]} = {src}")
+            reads.setdefault(found[0], {})[found[1]] = self.size_names[sym]
+        refs = dict(self.graph.inputs)
+        for a, local in self.dim_reads.items():
+            reads.setdefault(refs[a.input], {})[a.index] = local
+        lines = []
+        for ref, got in reads.items():
+            if sorted(got) == list(range(self.graph.type_of(ref).rank)) and len(got) > 1:
+                lines.append(f"{', '.join(got[i] for i in sorted(got))} = {var[ref]}.shape")
+            else:
+                lines += [f"{got[i]} = {var[ref]}.shape[{i}]" for i in sorted(got)]
         return lines
 
     def _requirements(self, printer: Printer) -> list[str]:
@@ -1196,11 +1223,12 @@ class _ClassWriter:
                   if self.graph.type_of(ref).rank == 4 and self.graph.type_of(ref).is_float and SEP not in name]
         return [f"{var[ref]} = {var[ref]}.contiguous(memory_format=torch.channels_last)" for ref in images]
 
-    def _symbol_source(self, sym: str, var: dict) -> str | None:
+    def _symbol_source(self, sym: str) -> tuple | None:
+        """(the input's Ref, the index) of the dimension that is the run-time size `sym`."""
         for _name, ref in self.graph.inputs:
             for i, d in enumerate(self.graph.type_of(ref).shape):
                 if isinstance(d, Sym) and d.poly == Poly.atom(Var(sym)):
-                    return f"{var[ref]}.shape[{i}]"
+                    return ref, i
         return None
 
 
@@ -1868,6 +1896,18 @@ def _helpers_of(torch_entry, args: dict) -> tuple:
     need one, as MultiheadAttention's causal mask)."""
     h = torch_entry.helpers
     return h(args) if callable(h) else h
+
+
+def _declared_dim(graph: Graph, a: InDim) -> str | None:
+    """The name the spec declared a block's input size with (`C` in `input x: [B, C, H, W]`), where it
+    names neither a parameter nor a run-time size of the block."""
+    decl = graph.decl
+    stmt = next((s for s in getattr(decl, "body", ()) if isinstance(s, ast.InputStmt) and s.name == a.input), None)
+    items = getattr(getattr(stmt, "shape", None), "items", None)
+    if not items or a.index >= len(items) or not isinstance(items[a.index], ast.Name):
+        return None
+    name = items[a.index].id
+    return None if name in graph.params or name in _symbol_names(graph) else name
 
 
 def _symbol_names(g: Graph) -> set:

@@ -77,11 +77,8 @@ class Downsample(nn.Module):
 class AttnBlock(nn.Module):
     """The block `AttnBlock` (ddpm.dl:47)."""
 
-    def __init__(self, num_channels: int, x_dim2: int, x_dim3: int, groups: int):
+    def __init__(self, num_channels: int, groups: int):
         super().__init__()
-        self.num_channels = num_channels
-        self.x_dim2 = x_dim2
-        self.x_dim3 = x_dim3
         self.norm = nn.GroupNorm(groups, num_channels, eps=1e-06)
         self.q = nn.Conv2d(num_channels, num_channels, 1)
         self.k = nn.Conv2d(num_channels, num_channels, 1)
@@ -89,13 +86,12 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(num_channels, num_channels, 1)
 
     def forward(self, x):
-        B = x.shape[0]
+        B, C, H, W = x.shape
         h = self.norm(x)
         queries = self.q(h).flatten(2).transpose(1, 2)
         keys = self.k(h).flatten(2).transpose(1, 2)
         values = self.v(h).flatten(2).transpose(1, 2)
-        a = multi_head_attention(queries, keys, values, 1).transpose(1, 2)
-        a = a.reshape(B, self.num_channels, self.x_dim2, self.x_dim3)
+        a = multi_head_attention(queries, keys, values, 1).transpose(1, 2).reshape(B, C, H, W)
         return x + self.proj_out(a)
 
 
@@ -135,19 +131,19 @@ class DDPMUNet(nn.Module):
         self.resnet_block1 = ResnetBlock(base, 4 * base, base, False, groups, dropout)
         self.downsample1 = Downsample(base)
         self.resnet_block2 = ResnetBlock(base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block1 = AttnBlock(2 * base, (size - 1) // 2 + 1, (size - 1) // 2 + 1, groups)
+        self.attn_block1 = AttnBlock(2 * base, groups)
         self.downsample2 = Downsample(2 * base)
         self.resnet_block3 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
         self.resnet_block4 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
-        self.attn_block2 = AttnBlock(2 * base, (size - 1) // 2 // 2 + 1, (size - 1) // 2 // 2 + 1, groups)
+        self.attn_block2 = AttnBlock(2 * base, groups)
         self.resnet_block5 = ResnetBlock(2 * base, 4 * base, 2 * base, False, groups, dropout)
         self.resnet_block6 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.resnet_block7 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
         self.upsample_conv1 = UpsampleConv(2 * base)
         self.resnet_block8 = ResnetBlock(4 * base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block3 = AttnBlock(2 * base, 2 * ((size - 1) // 2 // 2) + 2, 2 * ((size - 1) // 2 // 2) + 2, groups)
+        self.attn_block3 = AttnBlock(2 * base, groups)
         self.resnet_block9 = ResnetBlock(3 * base, 4 * base, 2 * base, True, groups, dropout)
-        self.attn_block4 = AttnBlock(2 * base, 2 * ((size - 1) // 2 // 2) + 2, 2 * ((size - 1) // 2 // 2) + 2, groups)
+        self.attn_block4 = AttnBlock(2 * base, groups)
         self.upsample_conv2 = UpsampleConv(2 * base)
         self.resnet_block10 = ResnetBlock(3 * base, 4 * base, base, True, groups, dropout)
         self.resnet_block11 = ResnetBlock(2 * base, 4 * base, base, True, groups, dropout)
