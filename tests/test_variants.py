@@ -248,6 +248,48 @@ def test_mobilenet_features_loop_over_the_settings_as_torchvision_does():
             assert torch.equal(mine.eval()(x), twin.eval()(x)), settings
 
 
+FREE_DECISION = """block Blk(out: int, stride: int = 1) {
+    input x
+    y = x -> Conv2d(x.shape[1], 3, padding=1)
+    z = (y -> ReLU()) if x.shape[1] == out else (y -> ReLU())
+    output (z -> Conv2d(out, 1, stride=stride)) if stride != 1 else z
+}
+
+block Features(settings: list) {
+    Conv2d(8, 3, padding=1)
+    for c, s in settings {
+        Blk(c, stride=s)
+    }
+    Conv2d(16, 1)
+}
+
+model M(settings: list = [[8, 1], [16, 2]]) {
+    input x: [N, 3, 16, 16]
+    Features(settings) as features
+}
+
+model Other {
+    input x: [N, 6, 16, 16]
+    Blk(4)
+}
+"""
+
+
+def test_a_loop_relies_only_on_what_every_such_use_of_a_block_decided(tmp_path):
+    """In M's loop the stride-1 block keeps its input's width where `x.shape[1] == out`, but Other
+    uses the same block at stride 1 with another width, and it keeps its input's width there too: the
+    loop cannot say `in_channels = c` after it, and stays unrolled. Without Other it loops."""
+    from support import program_and_module
+    prog, module = program_and_module(tmp_path, FREE_DECISION)
+    assert "for c, s in settings:" not in prog.source()
+    looped, module = program_and_module(tmp_path, FREE_DECISION.split("model Other")[0], "alone.dl")
+    assert "for c, s in settings:" in looped.source()
+    torch.manual_seed(0)
+    mine = module.Features(3, [[8, 1], [4, 2], [4, 1]])
+    theirs = looped.build("M", settings=[[8, 1], [4, 2], [4, 1]]).features
+    assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in theirs.state_dict().values()]
+
+
 def test_an_int_scale_factor_stays_a_live_argument():
     # the example's UpsampleConvLayer takes any integer upsample; an int parameter as Upsample's
     # scale_factor keeps its expression in the shapes, so no guard pins it to the 2 the model uses

@@ -442,7 +442,8 @@ class Template:
         sig = self.w.gen.class_for(inst.graph).signature
         taken = {s[0] for s in sig if isinstance(s[0], InDim)}
         dims = block_result(self.sizes, inst, state.dims, lambda p: self._block_argument(inst, p, given), taken)
-        state.facts += block_facts(inst, state.dims, lambda p: self._block_argument(inst, p, given))
+        state.facts += block_facts(inst, state.dims, lambda p: self._block_argument(inst, p, given),
+                                   lambda fact: self.w.gen.holds_where_built(inst.graph, fact))
         fed = {}
         for key, name, *_ in sig:
             if isinstance(key, InDim):

@@ -216,10 +216,11 @@ def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict, where, inferred=f
     return fed, [sizes.poly(d) for d in outs[0].shape[1:]]
 
 
-def block_facts(inst, dims: list, arg) -> tuple:
+def block_facts(inst, dims: list, arg, enforced) -> tuple:
     """The equalities between sizes the block's decisions hold in this use (`x.shape[1] == out`,
-    `stride == 1`), in the caller's atoms (as block_result's): where this use's body runs, its class
-    has decided them. Those the caller cannot write are left out."""
+    `stride == 1`), in the caller's atoms (as block_result's), those that hold wherever its class
+    builds this use's body (`enforced(guard)`: Generator.holds_where_built). Those the caller cannot
+    write are left out."""
     g = inst.graph
     name = g.inputs[0][0]
 
@@ -230,7 +231,7 @@ def block_facts(inst, dims: list, arg) -> tuple:
 
     out = []
     for guard in conjuncts(g.guards):
-        if isinstance(guard, Guard) and guard.op == "==":
+        if isinstance(guard, Guard) and guard.op == "==" and enforced(guard):
             left, right = guard.lhs.subst(caller), guard.rhs.subst(caller)
             if not poisoned(left) and not poisoned(right):
                 out.append((left, right))

@@ -210,6 +210,14 @@ class Generator:
     models: list = field(default_factory=list)        # the graphs the file is written for
     flags: dict = field(default_factory=dict)         # model name -> ModelFlags
 
+    def holds_where_built(self, graph: Graph, fact) -> bool:
+        """Whether a fact of one use of a block (a guard of its graph) holds in every use of the block
+        in the file whose result has the same sizes as this one's, in the block's terms (UNet's, MobileNet's
+        residual blocks: each that adds its input back decided `x.shape[1] == out`). Where one does not,
+        the class builds that result without the fact, and a caller may not rely on it (backends/loopsizes.py)."""
+        result = _result_form(graph)
+        return all(fact in conjuncts(h.guards) for h in [graph, *self.siblings(graph)] if _result_form(h) == result)
+
     def siblings(self, graph: Graph) -> list:
         """The other specializations of `graph`'s block under the file's models."""
         out, todo, done = [], list(self.models), set()
@@ -1896,6 +1904,12 @@ def _helpers_of(torch_entry, args: dict) -> tuple:
     need one, as MultiheadAttention's causal mask)."""
     h = torch_entry.helpers
     return h(args) if callable(h) else h
+
+
+def _result_form(graph: Graph) -> tuple:
+    """The sizes of a block's first result, as expressions of its parameters and input sizes."""
+    shape = graph.type_of(graph.outputs[0][1]).shape if graph.outputs else ()
+    return tuple(d.expr if isinstance(d, Size) else d for d in shape[1:])
 
 
 def _declared_dim(graph: Graph, a: InDim) -> str | None:
