@@ -277,8 +277,9 @@ model Other {
 
 def test_a_loop_relies_only_on_what_every_such_use_of_a_block_decided(tmp_path):
     """In M's loop the stride-1 block keeps its input's width where `x.shape[1] == out`, but Other
-    uses the same block at stride 1 with another width, and it keeps its input's width there too: the
-    loop cannot say `in_channels = c` after it, and stays unrolled. Without Other it loops."""
+    uses the same block at stride 1 with another width, and it keeps its input's width there too: no
+    one form of its result holds in every use, so the loop cannot say what `in_channels` is after it
+    and stays unrolled. Without Other it loops."""
     from support import program_and_module
     prog, module = program_and_module(tmp_path, FREE_DECISION)
     assert "for c, s in settings:" not in prog.source()
@@ -288,6 +289,52 @@ def test_a_loop_relies_only_on_what_every_such_use_of_a_block_decided(tmp_path):
     mine = module.Features(3, [[8, 1], [4, 2], [4, 1]])
     theirs = looped.build("M", settings=[[8, 1], [4, 2], [4, 1]]).features
     assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in theirs.state_dict().values()]
+
+
+RESIDUAL_ONLY = """block Blk(out: int, t: int, stride: int = 1) {
+    input x
+    h = x -> Conv2d(x.shape[1] * t, 1) -> Conv2d(out, 3, stride=stride, padding=1)
+    output relu((x + h) if stride == 1 and x.shape[1] == out else h)
+}
+
+block Features(settings: list) {
+    Conv2d(8, 3, padding=1)
+    for t, c, n, s in settings {
+        for i in range(n) {
+            Blk(c, t, stride=s if i == 0 else 1)
+        }
+    }
+    Conv2d(16, 1)
+}
+
+model M(settings: list = [[2, 8, 3, 1]]) {
+    input x: [N, 3, 16, 16]
+    Features(settings) as features
+}
+
+model Other {
+    input x: [N, 4, 16, 16]
+    Blk(8, 2, stride=2)
+}
+"""
+
+
+def test_a_block_that_only_added_its_input_back_in_the_loop_still_sets_the_width(tmp_path):
+    """Every pass M compiled adds its input back (8 channels to 8): the loop still says `in_channels =
+    c` after the block, the form its other use (Other: 4 to 8 at stride 2) has, so other settings
+    build what dslc builds."""
+    from support import program_and_module
+    prog, module = program_and_module(tmp_path, RESIDUAL_ONLY)
+    assert "                in_channels = c\n" in prog.source()
+    for settings in ([[2, 12, 3, 2]], [[1, 4, 3, 1], [2, 12, 1, 1]], [[1, 8, 2, 2], [1, 8, 1, 1]]):
+        torch.manual_seed(0)
+        mine = module.Features(3, settings).eval()
+        theirs = prog.build("M", settings=settings).features.eval()
+        assert [v.shape for v in mine.state_dict().values()] == [v.shape for v in theirs.state_dict().values()]
+        theirs.load_state_dict(dict(zip(theirs.state_dict(), mine.state_dict().values())))
+        x = torch.randn(2, 3, 16, 16)
+        with torch.no_grad():
+            assert torch.equal(mine(x), theirs(x)), settings
 
 
 def test_an_int_scale_factor_stays_a_live_argument():

@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import re
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from ..frontend import ast
 from ..ir.dims import InDim, Param, Size, Sym, plain
@@ -42,7 +42,6 @@ from .loopsizes import (
     NotSquare,
     Sizes,
     atom,
-    block_facts,
     block_result,
     infer_layer,
     poison,
@@ -67,7 +66,6 @@ class State:
     dims: list
     values: list
     dependent: bool = False
-    facts: list = field(default_factory=list)   # equalities the blocks since the last flush hold (block_facts)
 
 
 def merge(a: list | None, b: list | None) -> list | None:
@@ -441,9 +439,8 @@ class Template:
         result's dimensions, from its graph's."""
         sig = self.w.gen.class_for(inst.graph).signature
         taken = {s[0] for s in sig if isinstance(s[0], InDim)}
-        dims = block_result(self.sizes, inst, state.dims, lambda p: self._block_argument(inst, p, given), taken)
-        state.facts += block_facts(inst, state.dims, lambda p: self._block_argument(inst, p, given),
-                                   lambda fact: self.w.gen.holds_where_built(inst.graph, fact))
+        dims = block_result(self.sizes, inst, state.dims, lambda p: self._block_argument(inst, p, given), taken,
+                            self.w.gen.result_form(inst.graph))
         fed = {}
         for key, name, *_ in sig:
             if isinstance(key, InDim):
@@ -576,9 +573,7 @@ class Template:
                 targets.setdefault(var, p)
         self.sizes.values.update({var: self.sizes.value(p) for var, p in targets.items()})
         state.dims = [self._flushed(j, p, targets) for j, p in enumerate(state.dims)]
-        pairs = {var: p for var, p in targets.items() if p != atom(var)}
-        facts, state.facts = tuple(state.facts), []
-        return [Assign(pairs, ((pairs, facts),))]
+        return [Assign({var: p for var, p in targets.items() if p != atom(var)})]
 
     def _flushed(self, j: int, p, targets: dict):
         """Dimension j after a flush: its running variable (what it was, for a run-time size)."""

@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass
 
 from ..ir.dims import (
-    Guard,
     InDim,
     Param,
     Poly,
@@ -30,7 +29,6 @@ from ..ir.dims import (
     Sym,
     SymbolicDecision,
     atom_values,
-    conjuncts,
     plain,
     recording,
     to_python,
@@ -80,32 +78,17 @@ class Assign:
     """`in_channels, size = width, size // 2`: running variables set at once, each to a polynomial;
     written once the class knows which variables a line reads."""
     pairs: dict   # variable -> Poly, in the dimensions' order
-    # per pass merged into it: (its pairs, the equalities its blocks' decisions hold there, block_facts)
-    passes: tuple = ()
 
     def merged(self, other: "Assign") -> "Assign":
-        """Two passes' assignments as one. Where they set a variable differently, one expression is
-        kept if it is each pass's own under that pass's facts: an InvertedResidual that adds its input
-        back leaves `in_channels` as it was, and where it does, its class decided `in_channels ==
-        out`, so `in_channels = c` holds there as in the passes that project to `c`. Else the variable
-        cannot be read after it."""
-        passes = (self.passes or ((self.pairs, ()),)) + (other.passes or ((other.pairs, ()),))
+        """Two passes' assignments as one; a variable they set differently cannot be read after it."""
         out = {}
         for var in list(self.pairs) + [v for v in other.pairs if v not in self.pairs]:
             a, b = self.pairs.get(var, atom(var)), other.pairs.get(var, atom(var))
-            out[var] = a if a == b else _holding(var, [a, b], passes)
-        return Assign({var: p for var, p in out.items() if p != atom(var)}, passes)
+            out[var] = a if a == b else poison(f"its passes change `{var.lstrip(VAR)}` differently")
+        return Assign(out)
 
 
-def _holding(var: str, candidates: list, passes: tuple) -> Poly:
-    """The first candidate that is every pass's value of `var` under that pass's facts, else poison."""
-    for c in candidates:
-        if not poisoned(c) and all(_same(c, pairs.get(var, atom(var)), facts) for pairs, facts in passes):
-            return c
-    return poison(f"its passes change `{var.lstrip(VAR)}` differently")
-
-
-def _same(a: Poly, b: Poly, facts: tuple) -> bool:
+def equal_under(a: Poly, b: Poly, facts: list) -> bool:
     """Whether a == b follows from the equalities `facts` ((Poly, Poly) pairs) by substitution: each
     fact, in terms of the ones before it, that sets one atom to what does not read it."""
     if a == b:
@@ -216,32 +199,13 @@ def infer_layer(sizes: Sizes, inst, x: TensorType, args: dict, where, inferred=f
     return fed, [sizes.poly(d) for d in outs[0].shape[1:]]
 
 
-def block_facts(inst, dims: list, arg, enforced) -> tuple:
-    """The equalities between sizes the block's decisions hold in this use (`x.shape[1] == out`,
-    `stride == 1`), in the caller's atoms (as block_result's), those that hold wherever its class
-    builds this use's body (`enforced(guard)`: Generator.holds_where_built). Those the caller cannot
-    write are left out."""
-    g = inst.graph
-    name = g.inputs[0][0]
-
-    def caller(a):
-        if isinstance(a, InDim) and a.input == name and 1 <= a.index <= len(dims):
-            return dims[a.index - 1]
-        return arg(a.name) if isinstance(a, Param) else poison("not the caller's")
-
-    out = []
-    for guard in conjuncts(g.guards):
-        if isinstance(guard, Guard) and guard.op == "==" and enforced(guard):
-            left, right = guard.lhs.subst(caller), guard.rhs.subst(caller)
-            if not poisoned(left) and not poisoned(right):
-                out.append((left, right))
-    return tuple(out)
-
-
-def block_result(sizes: Sizes, inst, dims: list, arg, taken: set) -> list:
-    """A block's result dimensions (1 on), its graph's sizes in the caller's atoms: its input's
-    dimensions `dims`, its parameters `arg(name)`. A decision of its graph on an input size its class
-    does not take (`taken`: nothing checks it there) leaves them unknown."""
+def block_result(sizes: Sizes, inst, dims: list, arg, taken: set, form: tuple | None) -> list:
+    """A block's result dimensions (1 on), in the caller's atoms: its input's dimensions `dims`, its
+    parameters `arg(name)`. `form`: its result's sizes in the block's terms that hold in every use of
+    the block (Generator.result_form: MobileNet's residual block keeps its input's width only where it
+    decided `x.shape[1] == out`, so `out` is its width in every use); None where no one form does, and
+    a decision of its graph on an input size its class does not take (`taken`: nothing checks it
+    there): then they are unknown."""
     g = inst.graph
     if len(g.inputs) != 1 or len(g.outputs) != 1:
         raise NotLoopable("a block in it has more than one input or output")
@@ -257,4 +221,6 @@ def block_result(sizes: Sizes, inst, dims: list, arg, taken: set) -> list:
     decided = {a for guard in g.guards if getattr(guard, "where", None) is None for a in guard.atoms()}
     if any(isinstance(a, InDim) and a not in taken for a in decided):
         return [poison(f"`{g.name}` decides on a size of its input")] * (out.rank - 1)
-    return [d.expr.subst(caller) if isinstance(d, Size) else sizes.poly(d) for d in out.shape[1:]]
+    if form is None:
+        return [poison(f"`{g.name}`'s result has other sizes in other uses")] * (out.rank - 1)
+    return [d.subst(caller) if isinstance(d, Poly) else sizes.poly(d) for d in form]

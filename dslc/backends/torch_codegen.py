@@ -57,6 +57,7 @@ from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
 from . import loops, neutral, variants
 from .inplace import kept_inplace
+from .loopsizes import equal_under
 from .pyformat import Namespace, doc_text, is_default, safe_attr, safe_ident
 from .variants import Body
 
@@ -210,13 +211,19 @@ class Generator:
     models: list = field(default_factory=list)        # the graphs the file is written for
     flags: dict = field(default_factory=dict)         # model name -> ModelFlags
 
-    def holds_where_built(self, graph: Graph, fact) -> bool:
-        """Whether a fact of one use of a block (a guard of its graph) holds in every use of the block
-        in the file whose result has the same sizes as this one's, in the block's terms (UNet's, MobileNet's
-        residual blocks: each that adds its input back decided `x.shape[1] == out`). Where one does not,
-        the class builds that result without the fact, and a caller may not rely on it (backends/loopsizes.py)."""
-        result = _result_form(graph)
-        return all(fact in conjuncts(h.guards) for h in [graph, *self.siblings(graph)] if _result_form(h) == result)
+    def result_form(self, graph: Graph) -> tuple | None:
+        """The sizes of a block's result (1 on) in its own terms, one form that holds in every use of the
+        block in the file under the equalities that use decided (backends/loopsizes.py block_result):
+        `out` for MobileNet's InvertedResidual, whose uses that add their input back keep its width
+        where they decided `x.shape[1] == out`. None where no one form does."""
+        uses = [graph, *self.siblings(graph)]
+        forms = list(dict.fromkeys(_result_form(h) for h in uses))
+        facts = [[(g.lhs, g.rhs) for g in conjuncts(h.guards) if isinstance(g, Guard) and g.op == "=="] for h in uses]
+        for form in forms:
+            if all(len(form) == len(theirs) and all(_equal_size(a, b, f) for a, b in zip(form, theirs))
+                   for theirs, f in zip((_result_form(h) for h in uses), facts)):
+                return form
+        return None
 
     def siblings(self, graph: Graph) -> list:
         """The other specializations of `graph`'s block under the file's models."""
@@ -1907,9 +1914,13 @@ def _helpers_of(torch_entry, args: dict) -> tuple:
 
 
 def _result_form(graph: Graph) -> tuple:
-    """The sizes of a block's first result, as expressions of its parameters and input sizes."""
+    """The sizes of a block's first result (1 on), as expressions of its parameters and input sizes."""
     shape = graph.type_of(graph.outputs[0][1]).shape if graph.outputs else ()
     return tuple(d.expr if isinstance(d, Size) else d for d in shape[1:])
+
+
+def _equal_size(a, b, facts: list) -> bool:
+    return equal_under(a, b, facts) if isinstance(a, Poly) and isinstance(b, Poly) else a == b
 
 
 def _declared_dim(graph: Graph, a: InDim) -> str | None:
