@@ -210,20 +210,23 @@ class Generator:
     variants: dict = field(default_factory=dict)
     models: list = field(default_factory=list)        # the graphs the file is written for
     flags: dict = field(default_factory=dict)         # model name -> ModelFlags
+    forms: dict = field(default_factory=dict)         # id(block graph) -> result_form
 
     def result_form(self, graph: Graph) -> tuple | None:
         """The sizes of a block's result (1 on) in its own terms, one form that holds in every use of the
         block in the file under the equalities that use decided (backends/loopsizes.py block_result):
         `out` for MobileNet's InvertedResidual, whose uses that add their input back keep its width
         where they decided `x.shape[1] == out`. None where no one form does."""
+        if id(graph) in self.forms:
+            return self.forms[id(graph)]
         uses = [graph, *self.siblings(graph)]
         forms = list(dict.fromkeys(_result_form(h) for h in uses))
         facts = [[(g.lhs, g.rhs) for g in conjuncts(h.guards) if isinstance(g, Guard) and g.op == "=="] for h in uses]
-        for form in forms:
-            if all(len(form) == len(theirs) and all(_equal_size(a, b, f) for a, b in zip(form, theirs))
-                   for theirs, f in zip((_result_form(h) for h in uses), facts)):
-                return form
-        return None
+        found = next((form for form in forms
+                      if all(len(form) == len(theirs) and all(_equal_size(a, b, f) for a, b in zip(form, theirs))
+                             for theirs, f in zip((_result_form(h) for h in uses), facts))), None)
+        self.forms[id(graph)] = found
+        return found
 
     def siblings(self, graph: Graph) -> list:
         """The other specializations of `graph`'s block under the file's models."""
