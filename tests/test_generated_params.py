@@ -197,6 +197,8 @@ def test_an_attention_block_reads_its_input_sizes_as_it_runs():
     attn = source.split("class AttnBlock(")[1].split("\nclass ")[0]
     assert "nn.Module):" in attn and "def __init__(self, num_channels: int, groups: int):" in attn
     assert "B, C, H, W = x.shape" in attn and "self.x_dim" not in attn
+    # a flag passed to a block goes by keyword, not as a bare False among positions
+    assert "ResnetBlock(base, 4 * base, base, shortcut=False, groups=groups, dropout=dropout)" in source
     module = program("ddpm.dl").module(["DDPMUNet"])
     torch.manual_seed(0)
     mine = module.AttnBlock(64, 32).eval()

@@ -82,7 +82,7 @@ def test_the_lstm_classifier_built_one_directional_is_its_twin():
 
 def test_bert_takes_pre_norm_in_one_encoder_layer_class():
     source, generated = _generated("bert.dl", "BertClassifier", SMALL_BERT)
-    assert source.count("class EncoderLayer") == 1 and "EncoderLayer(dim, heads, ff, dropout, pre_norm)" in source
+    assert source.count("class EncoderLayer") == 1 and "EncoderLayer(dim, heads, ff, dropout, pre_norm=pre_norm)" in source
     assert "final_norm.weight" in generated.build("BertClassifier", **SMALL_BERT, pre_norm=True).state_dict()
     assert "final_norm.weight" not in generated.build("BertClassifier", **SMALL_BERT).state_dict()
     # its norms, built before the attention in one variant and after it in the other, draw no random

@@ -902,24 +902,25 @@ class _ClassWriter:
 
     def _block_ctor(self, inst: Instance, given: dict | None = None) -> str:
         """`Bottleneck(in_channels, width, stride=2)`: sizes and required arguments by position, those
-        with a default by keyword, left out where they have it; `given`: arguments already written."""
+        with a default by keyword, left out where they have it; `given`: arguments already written. A
+        flag written as `True`/`False` is passed by keyword, and the arguments after it
+        (`ResnetBlock(base, 4 * base, base, shortcut=False, groups=groups, dropout=dropout)`): a bare
+        `False` among positions says nothing to a reader."""
         child = self.gen.class_for(inst.graph)
         caller = Printer(self.init_atom)
         defaults = {name: d for _, name, _, d in child.signature}
         keys = {name: key for key, name, _, _ in child.signature}
-        parts = []
+        parts, by_keyword = [], False
         for name, v in self._fed_arguments(inst):
             if (inst.id, keys[name]) in self.neutral.args:   # a live parameter passed on (neutral.py)
                 v = Source(self.init_atom(Param(self.neutral.args[inst.id, keys[name]])))
             default = defaults.get(name)
-            if given and name in given:
-                parts.append(given[name] if default is None else f"{name}={given[name]}")
-            elif default is None:
-                parts.append(caller.value(v))
-            elif not _is_expression(v) and literal(v) == default:
+            if not (given and name in given) and default is not None and not _is_expression(v) \
+                    and literal(v) == default:
                 continue
-            else:
-                parts.append(f"{name}={caller.value(v)}")
+            text = given[name] if given and name in given else caller.value(v)
+            by_keyword = by_keyword or default is not None or text in ("True", "False")
+            parts.append(f"{name}={text}" if by_keyword else text)
         return f"{child.name}({', '.join(parts)})"
 
     # ---------------------------------------------------------------- forward

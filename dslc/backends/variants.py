@@ -816,7 +816,8 @@ def flags_spelled(bodies: list[Body]) -> list[Body]:
     """The bodies with the constructor statements that differ only in a flag's value, between two
     bodies that differ only in that flag, spelled with the flag's name in both: `nn.LSTM(...,
     bidirectional=True)` and `nn.LSTM(...)` (the default) are `nn.LSTM(..., bidirectional=bidirectional)`,
-    `Layer(dim, True)` and `Layer(dim, False)` are `Layer(dim, pre_norm)`, as a person passes a flag on.
+    `Layer(dim, pre_norm=True)` and `Layer(dim, pre_norm=False)` are `Layer(dim, pre_norm=pre_norm)`, as a
+    person passes a flag on.
     Pairs are spelled until none changes, so that a statement reads every flag it differs in."""
     inits = [statements(b.init) for b in bodies]
     firsts = [statements(b.first or []) for b in bodies]

@@ -48,7 +48,7 @@ class BertClassifier(nn.Module):
         self.segment_embed = nn.Embedding(segments, dim)
         self.embed_norm = nn.LayerNorm(dim, eps=1e-12)
         self.dropout1 = nn.Dropout(dropout)
-        self.layers = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout, pre_norm) for _ in range(depth)])
+        self.layers = nn.ModuleList([EncoderLayer(dim, heads, ff, dropout, pre_norm=pre_norm) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(dim, eps=1e-12) if pre_norm else None
         self.pooler = nn.Linear(dim, dim)
         self.dropout2 = nn.Dropout(dropout)
