@@ -208,3 +208,38 @@ def test_an_attention_block_reads_its_input_sizes_as_it_runs():
         x = torch.randn(2, 64, h, w)
         with torch.no_grad():
             torch.testing.assert_close(mine(x), twin(x), rtol=1e-5, atol=1e-5)
+
+
+UNDECLARED = """block Mix(groups: int) {
+    input x
+    h = x -> GroupNorm(groups) as gn -> flatten(start_dim=2) -> transpose(1, 2)
+    output x + (h -> transpose(1, 2) -> reshape(x.shape))
+}
+
+model M {
+    input x: [B, 8, 6, 10]
+    Mix(2) as mix
+}
+"""
+
+
+def test_an_input_size_the_spec_did_not_name_is_read_as_it_runs_too(tmp_path):
+    """`input x` with no shape: forward reads the sizes as the constructor names them
+    (`B, num_channels, x_dim2, x_dim3 = x.shape`), not from members the constructor kept, so the
+    block takes any height and width (its twin: x + GroupNorm(x), the reshape undoing the flatten)."""
+    from support import program_and_module
+    prog, module = program_and_module(tmp_path, UNDECLARED)
+    mix = prog.source().split("class Mix(")[1].split("\nclass ")[0]
+    assert "def __init__(self, num_channels: int, groups: int):" in mix
+    assert "B, num_channels, x_dim2, x_dim3 = x.shape" in mix and "self.x_dim" not in mix
+    torch.manual_seed(0)
+    mine = module.Mix(8, 2).eval()
+    for h, w in ((6, 10), (3, 3)):
+        x = torch.randn(2, 8, h, w)
+        with torch.no_grad():
+            assert torch.equal(mine(x), x + mine.gn(x))
+    built = prog.build("M").eval()
+    built.load_state_dict({f"mix.{k}": v for k, v in mine.state_dict().items()})
+    x = torch.randn(2, 8, 6, 10)
+    with torch.no_grad():
+        assert torch.equal(built(x), mine(x))

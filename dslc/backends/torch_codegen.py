@@ -425,14 +425,16 @@ class _ClassWriter:
         return f"self.{self.stored[a]}"
 
     def _read_at_run_time(self, a) -> str | None:
-        """A block's input size in forward as the local its spec name gives it (`H`), set from the input
-        at the top of forward; None where the spec declared no name for it (kept as a member)."""
+        """A block's input size in forward as a local set from the input at the top of forward, named
+        as the spec declared it (`H`), else as the constructor names it (`x_dim2`); None for a size of
+        an input forward does not receive as one tensor (kept as a member)."""
         if not isinstance(a, InDim) or self.is_model or self._forward_locals is None:
             return None
         if a not in self.dim_reads:
-            name = _declared_dim(self.graph, a)
-            if name is None:
-                return None
+            ref = dict(self.graph.inputs).get(a.input)
+            if ref is None or SEP in a.input or a.index >= self.graph.type_of(ref).rank:
+                return None   # an item of a tuple input stays a member
+            name = _declared_dim(self.graph, a) or self.pseudo.get(a) or f"{a.input}_dim{a.index}"
             self.dim_reads[a] = self._forward_locals.claim(name)
         return self.dim_reads[a]
 
