@@ -365,3 +365,27 @@ def test_topk_over_a_run_time_size_requires_k_values(tmp_path):
         net(torch.randn(4))
     values, indices = net(torch.arange(8.0))
     assert values.tolist() == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0] and indices.tolist() == [7, 6, 5, 4, 3, 2]
+
+
+BATCH_STATISTICS = """model M {
+    input x: [B, 4]
+    BatchNorm1d(affine=false, track_running_stats=false)
+}
+"""
+
+
+def test_batch_statistics_need_more_than_one_sample(tmp_path):
+    """BatchNorm1d without running statistics normalizes over the batch in eval mode too, and torch
+    raises for one sample ("Expected more than 1 value per channel"). `check` passed such a spec
+    (tools/soundness.py found it); the model now requires B > 1 and its forward says so first."""
+    path = tmp_path / "m.dl"
+    path.write_text(BATCH_STATISTICS, encoding="utf-8")
+    prog = dslc.load(str(path))
+    module = exec_source(prog.source(), "<m>")
+    net = module.build("M").eval()
+    with pytest.raises(ValueError, match=r"^M needs B > 1 \(m\.dl:3\), got B = 1$"):
+        net(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        torch.nn.BatchNorm1d(4, affine=False, track_running_stats=False).eval()(torch.randn(1, 4))
+    x = torch.randn(3, 4)
+    assert torch.allclose(net(x), F.batch_norm(x, None, None, training=True), atol=1e-6)

@@ -48,14 +48,21 @@ def _running_stats(a):
             "num_batches_tracked": ((), "int64")}
 
 
-def _one_value_per_channel(t, what: str, first: int | None) -> None:
-    """Batch statistics over a single value are undefined: torch raises at run time, so say it now.
+def _one_value_per_channel(t, what: str, first: int | None, where=None) -> None:
+    """Batch statistics over a single value are undefined: torch raises at run time, so say it now,
+    or, where one run-time size is among them (the batch), require more than one value (`B > 1`: the
+    generated model checks it when it runs, before torch would raise). Over several run-time sizes
+    (an instance norm's H and W) nothing is required: torch's own error stays.
 
     `first` is the first dimension the statistics range over besides the spatial ones
     (0 for BatchNorm's batch, None for InstanceNorm, which only uses the positions).
     """
     dims = ([t.shape[first]] if first is not None else []) + list(t.shape[2:])
-    if any(isinstance(d, Sym) for d in dims) or product(plain(d) for d in dims) != 1:
+    if any(isinstance(d, Sym) for d in dims):
+        if sum(isinstance(d, Sym) for d in dims) == 1:   # a product of several reads as no rule a person writes
+            require(product(dims), ">", 1, where)
+        return
+    if product(plain(d) for d in dims) != 1:
         return
     over = "batch and spatial" if first is not None else "spatial"
     raise ShapeError(f"`{what}` computes its statistics over the {over} dimensions, but {t.shape_str()} "
@@ -144,7 +151,7 @@ def _running_norm(name: str, ranks: tuple, layout: str, stem: str, doc: str, ins
 
     def infer(b):
         if not b["track_running_stats"]:  # with running statistics, eval mode does not look at the batch
-            _one_value_per_channel(b.x, name, None if instance else 0)
+            _one_value_per_channel(b.x, name, None if instance else 0, b.where)
         return [b.x]
 
     register(OpDef(
