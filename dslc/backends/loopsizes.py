@@ -88,22 +88,6 @@ class Assign:
         return Assign(out)
 
 
-def equal_under(a: Poly, b: Poly, facts: list) -> bool:
-    """Whether a == b follows from the equalities `facts` ((Poly, Poly) pairs) by substitution: each
-    fact, in terms of the ones before it, that sets one atom to what does not read it."""
-    if a == b:
-        return True
-    known: dict = {}
-    for left, right in facts:
-        left, right = left.subst(known.get), right.subst(known.get)
-        for x, y in ((left, right), (right, left)):
-            single = x.single_atom()
-            if x != y and single is not None and x == Poly.atom(single) and single not in y.atoms():
-                known = {k: v.subst({single: y}.get) for k, v in known.items()} | {single: y}
-                break
-    return bool(known) and a.subst(known.get) == b.subst(known.get)
-
-
 class Sizes:
     """The atoms' values in the pass being read, the IR sizes behind the FIXED ones, and the printing."""
 

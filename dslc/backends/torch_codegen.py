@@ -42,6 +42,7 @@ from ..ir.dims import (
     conjuncts,
     constants,
     defines,
+    equal_under,
     is_requirement,
     requirements,
     to_python,
@@ -57,7 +58,6 @@ from ..ops.registry import HELPERS, TorchLayer
 from ..version import __version__
 from . import loops, neutral, variants
 from .inplace import kept_inplace
-from .loopsizes import equal_under
 from .pyformat import Namespace, doc_text, is_default, safe_attr, safe_ident
 from .variants import Body
 
@@ -219,12 +219,10 @@ class Generator:
         where they decided `x.shape[1] == out`. None where no one form does."""
         if id(graph) in self.forms:
             return self.forms[id(graph)]
-        uses = [graph, *self.siblings(graph)]
-        forms = list(dict.fromkeys(_result_form(h) for h in uses))
-        facts = [[(g.lhs, g.rhs) for g in conjuncts(h.guards) if isinstance(g, Guard) and g.op == "=="] for h in uses]
-        found = next((form for form in forms
-                      if all(len(form) == len(theirs) and all(_equal_size(a, b, f) for a, b in zip(form, theirs))
-                             for theirs, f in zip((_result_form(h) for h in uses), facts))), None)
+        uses = [(_result_form(h), h.guards) for h in [graph, *self.siblings(graph)]]
+        found = next((form for form in dict.fromkeys(f for f, _ in uses)
+                      if all(len(form) == len(theirs) and all(_equal_size(a, b, guards) for a, b in zip(form, theirs))
+                             for theirs, guards in uses)), None)
         self.forms[id(graph)] = found
         return found
 
@@ -380,8 +378,7 @@ class _ClassWriter:
             folded = list(inst.folded.norm.args.items()) if inst.folded is not None else []
             # in the order the call prints them: a depthwise conv's input width is its `in_channels`
             # (first), not the `out_channels` the spec wrote as `x.shape[1]`
-            first = getattr(inst.op.torch, "positional", ()) if inst.op.torch is not None else ()
-            order = {k: i for i, k in enumerate(first)}
+            order = {k: i for i, k in enumerate(inst.op.torch.positional if inst.op.torch else ())}
             return sorted(inst.args.items(), key=lambda kv: order.get(kv[0], len(order))) + folded
         if inst.kind != "block":
             return []
@@ -434,7 +431,7 @@ class _ClassWriter:
             ref = dict(self.graph.inputs).get(a.input)
             if ref is None or SEP in a.input or a.index >= self.graph.type_of(ref).rank:
                 return None   # an item of a tuple input stays a member
-            name = _declared_dim(self.graph, a) or self.pseudo.get(a) or f"{a.input}_dim{a.index}"
+            name = _declared_dim(self.graph, a) or self.pseudo[a]
             self.dim_reads[a] = self._forward_locals.claim(name)
         return self.dim_reads[a]
 
@@ -1925,8 +1922,8 @@ def _result_form(graph: Graph) -> tuple:
     return tuple(d.expr if isinstance(d, Size) else d for d in shape[1:])
 
 
-def _equal_size(a, b, facts: list) -> bool:
-    return equal_under(a, b, facts) if isinstance(a, Poly) and isinstance(b, Poly) else a == b
+def _equal_size(a, b, guards) -> bool:
+    return equal_under(a, b, guards) if isinstance(a, Poly) and isinstance(b, Poly) else a == b
 
 
 def _declared_dim(graph: Graph, a: InDim) -> str | None:

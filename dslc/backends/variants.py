@@ -48,6 +48,7 @@ INDENT = "    "
 WIDTH = 120            # a line's characters at most, as torchvision's black config (line-length = 120)
 MAX_ATOMS = 8          # decisions a merge considers (cases are enumerated: 2 ** MAX_ATOMS)
 _MEMBER = re.compile(r'^self\.([A-Za-z_]\w*) = |^self\.register_buffer\("(\w+)"')
+_NOT_FLAG = re.compile(r"not [A-Za-z_]\w*")   # a test that is a flag's negation: `not bilinear`
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def merge(block: str, bodies: list[Body], args: set, where: str = "") -> Merged 
     if forward is None:
         return None
     members = set().union(*ctx.built)
-    if ctx.stored & members or ctx.stored & set(ctx.named):
+    if ctx.stored & members:
         return None     # `self.stride` would be a module's name too
     keep = [f"self.{f} = {f}" for f in sorted(ctx.stored, key=_first_use(forward)) if f"self.{f} = {f}" not in init]
     keep += [f"self.{name} = {a.true if a.named[1] else a.false}" for name, a in ctx.named.items()]
@@ -571,7 +572,7 @@ def _negated_first(groups: list, hunk: list, cases: list, union: set, atoms: lis
     if any(not hunk[g[0]] or _only_none(hunk[g[0]]) for g in groups):
         return False
     first = condition(set().union(*(cases[v] for v in groups[0])), union, atoms)
-    return re.fullmatch(r"not [A-Za-z_]\w*", first) is not None
+    return _NOT_FLAG.fullmatch(first) is not None
 
 
 def _member_or_none(built: list, other: list, cond) -> list[str] | None:
@@ -594,7 +595,7 @@ def _one_of(chosen: list, other: list, cond) -> list[str] | None:
     if parts is None:
         return None
     (head, value, otherwise), test = parts, cond()
-    if re.fullmatch(r"not [A-Za-z_]\w*", test):   # `... if bidirectional else ...`, not `if not`
+    if _NOT_FLAG.fullmatch(test):   # `... if bidirectional else ...`, not `if not`
         test, value, otherwise = test[4:], otherwise, value
     one = _conditional(head, value, test, otherwise)
     return one if len(one) == 1 else None

@@ -47,28 +47,30 @@ class ConditionEvaluation:
         from its own (backends/torch_codegen.py callee_decided)."""
         if not recorder_active():
             return self._truth(self._expr(e, ctx), e.span)
-        value, cond, facts = self._operand(e, ctx)
-        truth = self._truth(value, e.span)
-        if cond is None or isinstance(cond, bool):
-            record_all(facts)
-        else:
-            record_all([replace(cond if truth else cond.negated(), at=e.span)])
-        return truth
+        return self._truth(self._decided(e, ctx)[0], e.span)
 
     def _named_condition(self, e, name: str, ctx: Ctx):
         """The value of a condition bound to `name` (`is_condition`), its decision recorded as an
         `if`'s is, and the name kept with it (see the module doc)."""
         if not recorder_active():
             return self._expr(e, ctx)
+        value, cond = self._decided(e, ctx)
+        if cond is not None:
+            known = ctx.graph.named_conditions
+            known[e.span] = (name, cond) if known.get(e.span, (name, cond)) == (name, cond) else None
+        return value
+
+    def _decided(self, e, ctx: Ctx) -> tuple:
+        """(value, the condition at e's span, true when it is; None where it is no decision of sizes)
+        of a condition, what it decided recorded: the condition's outcome, else the facts its operands
+        relied on."""
         value, cond, facts = self._operand(e, ctx)
         if cond is None or isinstance(cond, bool):
             record_all(facts)
-            return value
+            return value, None
         cond = replace(cond, at=e.span)
-        record_all([cond if value else cond.negated()])
-        known = ctx.graph.named_conditions
-        known[e.span] = (name, cond) if known.get(e.span, (name, cond)) == (name, cond) else None
-        return value
+        record_all([cond if value else cond.negated()])   # a condition of sizes has a bool value
+        return value, cond
 
     def _logic(self, e: ast.BinOp, ctx: Ctx):
         """The value of `a and b` / `a or b`, Python's; its decision recorded as one condition where

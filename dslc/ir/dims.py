@@ -639,6 +639,25 @@ def constants(guards) -> dict:
     return out
 
 
+def equal_under(a: Poly, b: Poly, guards) -> bool:
+    """Whether a == b follows from the equalities among the guards (those that held: `conjuncts`) by
+    substitution: each, in terms of the ones before it, that sets one atom to what does not read it
+    (`x.shape[1] == out` makes `x.shape[1]` and `out` one size)."""
+    if a == b:
+        return True
+    known: dict = {}
+    for g in conjuncts(guards):
+        if not (isinstance(g, Guard) and g.op == "=="):
+            continue
+        left, right = g.lhs.subst(known.get), g.rhs.subst(known.get)
+        for x, y in ((left, right), (right, left)):
+            single = x.single_atom()
+            if x != y and single is not None and x == Poly.atom(single) and single not in y.atoms():
+                known = {k: v.subst({single: y}.get) for k, v in known.items()} | {single: y}
+                break
+    return bool(known) and a.subst(known.get) == b.subst(known.get)
+
+
 def defines(g, consts: dict) -> bool:
     """Whether the guard fixes one of `consts` (`stride == 1`): it stays as it is."""
     return isinstance(g, Guard) and g.op == "==" and any(

@@ -58,8 +58,9 @@ def _one_value_per_channel(t, what: str, first: int | None, where=None) -> None:
     (0 for BatchNorm's batch, None for InstanceNorm, which only uses the positions).
     """
     dims = ([t.shape[first]] if first is not None else []) + list(t.shape[2:])
-    if any(isinstance(d, Sym) for d in dims):
-        if sum(isinstance(d, Sym) for d in dims) == 1:   # a product of several reads as no rule a person writes
+    run_time = sum(isinstance(d, Sym) for d in dims)
+    if run_time:
+        if run_time == 1:   # a product of several reads as no rule a person writes
             require(product(dims), ">", 1, where)
         return
     if product(plain(d) for d in dims) != 1:
