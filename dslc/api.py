@@ -20,8 +20,9 @@ import types
 
 from .backends.pymodule import exec_source
 from .diagnostics import Diagnostic, DslcError, Reporter, did_you_mean
+from .frontend import ast
 from .frontend.binding import Arg
-from .frontend.evaluator import Evaluator
+from .frontend.evaluator import Evaluator, list_items
 from .frontend.loader import Unit, load_unit
 
 
@@ -93,14 +94,19 @@ class Program:
 
     def graph(self, name: str, /, *, params: dict | None = None, **keywords):
         """The IR of a model, with parameters overridden (values are Python or `.dl` values)."""
-        params = model_params(params, keywords)
-        key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        return self._graph(name, model_params(params, keywords))
+
+    def _graph(self, name: str, params: dict, items: bool = False):
+        """The IR; `items`: with a list parameter's items as sizes (`hidden[4]`, frontend/evaluator.py
+        list_items), for the generated class, which then takes other lists of that length."""
+        key = (name, items, tuple(sorted((k, repr(v)) for k, v in params.items())))
         if key not in self._graphs:
             decl = self.declaration(name)
             reporter = Reporter()
             ev = Evaluator(self.unit, reporter)
             args = {k: (v if isinstance(v, Arg) else Arg(v, None)) for k, v in params.items()}
-            g = ev.model(decl, args)
+            with list_items(items):
+                g = ev.model(decl, args)
             reporter.raise_if_errors()
             self._graphs[key] = g
         return self._graphs[key]
@@ -109,17 +115,19 @@ class Program:
                   params: dict | None = None, **keywords):
         """The model's IR after the passes of -O`opt` (a dslc.passes.Result: .graph, .applied, .declined,
         .report()). The graph `graph(name)` returns is not changed."""
+        return self._optimized_at(name, opt, channels_last, model_params(params, keywords))
+
+    def _optimized_at(self, name: str, opt: int, channels_last: bool | None, params: dict, items: bool = False):
         from .passes import optimize
-        params = model_params(params, keywords)
-        key = (name, opt, channels_last, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        key = (name, opt, channels_last, items, tuple(sorted((k, repr(v)) for k, v in params.items())))
         if key not in self._optimized:
-            self._optimized[key] = optimize(self.graph(name, params=params), opt, channels_last)
+            self._optimized[key] = optimize(self._graph(name, params, items), opt, channels_last)
         return self._optimized[key]
 
-    def _graph_at(self, name: str, opt: int, channels_last: bool | None, params: dict):
+    def _graph_at(self, name: str, opt: int, channels_last: bool | None, params: dict, items: bool = False):
         if not opt and not channels_last:
-            return self.graph(name, params=params)
-        return self.optimized(name, opt, channels_last, params=params).graph
+            return self._graph(name, params, items)
+        return self._optimized_at(name, opt, channels_last, params, items).graph
 
     def source(self, names: list[str] | None = None, /, seed: int = 0, *, opt: int = 0,
                channels_last: bool | None = None, params: dict | None = None, **keywords) -> str:
@@ -127,7 +135,7 @@ class Program:
         with the passes of -O`opt` (0: none, the default) and the channels_last layout when asked (True),
         never (False) or, by default (None), where -O2 judges it worth it (docs/passes.md).
         Model parameters (one model only) are keywords or `params`, as for `build`."""
-        from .backends.torch_codegen import generate
+        from .backends.torch_codegen import TangledItems
         params = model_params(params, keywords)
         names = names or self.buildable
         if not names:
@@ -139,11 +147,29 @@ class Program:
         if params and len(names) > 1:
             raise DslcError(Diagnostic("E0209", "parameters can be set for one model at a time",
                                        file_name=self.unit.root.name, help="choose one with --model"))
-        graphs = [self._graph_at(n, opt, channels_last, params) for n in names]
-        flags = {g.name: self._flipped(n, g, opt, channels_last, params) for n, g in zip(names, graphs)}
-        return generate(graphs, self.source_name, seed, {k: v for k, v in flags.items() if v is not None})
+        tangled: frozenset = frozenset()
+        while True:
+            try:
+                return self._source(names, seed, opt, channels_last, params, tangled)
+            except TangledItems as e:   # a list's items would read as long expressions: that list stays fixed
+                tangled |= e.args[0]
 
-    def _flipped(self, name: str, graph, opt: int, channels_last: bool | None, params: dict):
+    def _source(self, names: list, seed: int, opt: int, channels_last: bool | None, params: dict, tangled: frozenset):
+        """The file, with the models' list items as sizes but in the models `tangled` (TangledItems)."""
+        from .backends.torch_codegen import generate
+        items = {n: n not in tangled and self._takes_lists() for n in names}
+        graphs = [self._graph_at(n, opt, channels_last, params, items[n]) for n in names]
+        flags = {g.name: self._flipped(n, g, opt, channels_last, params, items[n]) for n, g in zip(names, graphs)}
+        return generate(graphs, self.source_name, seed, {k: v for k, v in flags.items() if v is not None},
+                        check_items=True, tangled=tangled)
+
+    def _takes_lists(self) -> bool:
+        """Whether a declaration has a list parameter (typed so, or with a list default): else the
+        graphs with list items as sizes are the graphs without, and need not be compiled again."""
+        return any((p.type is not None and p.type.name == "list") or isinstance(p.default, ast.ListExpr)
+                   for d in self.unit.decls.values() for p in getattr(d, "params", ()) or ())
+
+    def _flipped(self, name: str, graph, opt: int, channels_last: bool | None, params: dict, items: bool):
         """The model's bool parameters compiled the other way too (every combination, for up to
         MAX_FLAGS of them), so that its one class takes both values (torch_codegen.ModelFlags);
         None where it has none or more. A value the spec refuses stays refused, saying why."""
@@ -154,7 +180,7 @@ class Program:
         refused = {}
         for p in flags:
             try:
-                self._graph_at(name, opt, channels_last, {**params, p: not graph.params[p]})
+                self._graph_at(name, opt, channels_last, {**params, p: not graph.params[p]}, items)
             except DslcError as e:
                 refused[p] = f"{_given({p: not graph.params[p]})} does not check: {_first_error(e)}"
         live = [p for p in flags if p not in refused]
@@ -163,7 +189,7 @@ class Program:
             given = dict(zip(live, values))
             if any(v != graph.params[p] for p, v in given.items()):
                 try:
-                    out.graphs.append((given, self._graph_at(name, opt, channels_last, {**params, **given})))
+                    out.graphs.append((given, self._graph_at(name, opt, channels_last, {**params, **given}, items)))
                 except DslcError as e:   # a combination the spec refuses: the class refuses it too
                     out.failed.append(f"{_given(given)} does not check: {_first_error(e)}")
         return out

@@ -123,7 +123,8 @@ def test_constructor_arguments_mean_what_dslc_compiles(name):
 def test_structural_parameters_are_checked(tmp_path):
     """A repeat of one block keeps its count live (a module list), and so does a chain of layers
     looping over a list (`x = x -> Linear(w)`: torchvision's make_layers); a structure unrolled from a
-    list parameter (a residual sum is no chain) is fixed, and the constructor says so for other values."""
+    list parameter (a residual sum is no chain) is fixed in length, and the constructor says so for
+    other values."""
     import torch
     prog = dslc.load(os.path.join(ROOT, "examples", "language.dl"))
     mod = exec_source(prog.source(["ViT"]), "<vit>")
@@ -139,8 +140,12 @@ def test_structural_parameters_are_checked(tmp_path):
     path.write_text("model M(widths: list = [8, 8]) {\n    input x: [B, 8]\n    for w in widths { x = x + Linear(w)(x) }\n"
                     "    output x\n}\n", encoding="utf-8")
     mod = exec_source(dslc.load(str(path)).source(), "<w>")
-    with pytest.raises(ValueError, match=r"widths=\[8, 8\]"):
+    with pytest.raises(ValueError, match=r"compiled for len\(widths\) == 2"):
         mod.M(widths=[8])
+    # its items are sizes, each of which the residual sums need to be 8 (the input's width)
+    with pytest.raises(ValueError, match=r"M needs widths\[-1\] == 8 \(w\.dl:3\)"):
+        mod.M(widths=[8, 6])
+    assert sum(p.numel() for p in mod.M(widths=[8, 8]).parameters()) == 2 * (8 * 8 + 8)
 
 
 def test_block_arguments_from_input_sizes_are_not_resubstituted(tmp_path):

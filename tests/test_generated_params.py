@@ -20,10 +20,12 @@ from test_specs import SMALL, as_list, checker_inputs, make_inputs, program
 # Every other parameter must be free; the test fails when a class refuses one not listed here,
 # and when one listed here has become free (then remove it from the list).
 STILL_FIXED = {
-    "conv_vae-ConvVAE": {"hidden"},
+    # a list of ints is free but for its length (its items are sizes: `nn.Linear(4 * hidden[-1], latent)`)
+    "conv_vae-ConvVAE": {"len(hidden)"},
     # `size` is free: at the default mults it must be a multiple of 4 (two halvings that the
-    # up-sampling doubles back), a requirement (`needs size % 4 == 0`, tests/test_periodic_guards.py)
-    "ddpm-DDPMUNet": {"blocks", "mults", "attention"},
+    # up-sampling doubles back), a requirement (`needs size % 4 == 0`, tests/test_periodic_guards.py);
+    # `mults` is fixed in length, and its items where they decide a shortcut (`mults[0] == 1`)
+    "ddpm-DDPMUNet": {"blocks", "len(mults)", "mults", "attention"},
     "densenet-DenseNet121": {"blocks"},
     "densenet-DenseNetBC100": {"blocks"},
 }
@@ -43,8 +45,9 @@ def _fixed_by(source: str, model: str) -> set:
     """The parameters the model's constructor refuses to change, read from its guards."""
     body = re.split(rf"class {model}\(nn\.(?:Module|Sequential)\):", source)[1]
     init = re.split(r"def forward|\nclass |\nMODELS = ", body)[0]   # an nn.Sequential has no forward
-    # `compiled for depth == 12` or `for widths=[...]` fix a value; `future >= 0` only bounds one
-    return set(re.findall(r"compiled for ([A-Za-z_]\w*) ?==? ?", init))
+    # `compiled for depth == 12`, `for widths=[...]`, `for len(hidden) == 5` or `for mults[1] != 1`
+    # fix a value (or rule one out); `future >= 0` only bounds one
+    return set(re.findall(r"compiled for (len\([A-Za-z_]\w*\)|[A-Za-z_]\w*)(?:\[-?\d+\])? ?(?:==?|!=)", init))
 
 
 @pytest.mark.parametrize("case", SMALL, ids=lambda c: c.id)

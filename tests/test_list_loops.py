@@ -80,12 +80,18 @@ SMALL_ONLY = CONFIGS[:CONFIGS.index("\nmodel Large")]
 
 
 def test_a_branch_no_use_took_keeps_the_loop_unrolled(tmp_path):
-    """With only `bn=false` compiled, nothing says what `if bn` builds: the class stays as it ran."""
+    """With only `bn=false` compiled, nothing says what `if bn` builds: the class stays as it ran, for
+    lists of that length (its items are sizes: `config[0]`), and checks the length."""
     path = tmp_path / "configs.dl"
     path.write_text(SMALL_ONLY)
     prog = dslc.load(str(path))
     source = prog.source()
-    assert "for width in config" not in source and "nn.Conv2d(4, 8, 3, padding=1)" in source
+    assert "for width in config" not in source and "nn.Conv2d(config[0], config[-1], 3, padding=1)" in source
+    with pytest.raises(ValueError, match=r"Features needs len\(config\) == 2 \(configs\.dl:2\)"):
+        prog.module().Features(3, [4, 8, 16])
+    torch.manual_seed(0)
+    other = prog.module().Features(3, [5, 7])
+    assert [tuple(p.shape) for p in other.parameters()] == [(5, 3, 3, 3), (5,), (7, 5, 3, 3), (7,)]
     torch.manual_seed(0)
     assert torch.equal(prog.module().Small().eval()(torch.ones(1, 3, 8, 8)),
                        prog.build("Small", seed=0).eval()(torch.ones(1, 3, 8, 8)))

@@ -203,7 +203,7 @@ def test_generated_code_reads_only_names_ours_cannot_hide():
     model parameter (kept as the user wrote it) is refused or a class avoids. A forward reads only
     names no local of ours takes (RESERVED and helpers), so no tensor can hide them."""
     from dslc.backends.pyformat import RESERVED
-    from dslc.ir.naming import CONSTRUCTOR_GLOBALS
+    from dslc.ir.naming import CONSTRUCTOR_GLOBALS, READ_WHERE_FREE
     sources = generated_sources()
     assert len(sources) > 100
     for where, src in sources:
@@ -211,8 +211,12 @@ def test_generated_code_reads_only_names_ours_cannot_hide():
         classes = {c.name for c in tree.body if isinstance(c, ast.ClassDef)}
         for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
             methods = {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
-            constructor_may_read = CONSTRUCTOR_GLOBALS | set(HELPERS) | classes
+            constructor_may_read = CONSTRUCTOR_GLOBALS | set(HELPERS) | classes | READ_WHERE_FREE
             assert free_names(methods["__init__"]) <= constructor_may_read, (where, cls.name)
+            # those it reads only where no argument is called so (`len(hidden)`)
+            init = methods["__init__"]
+            calls = {n.func.id for n in ast.walk(init) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            assert not READ_WHERE_FREE & calls & {a.arg for a in init.args.args}, (where, cls.name)
             if "forward" in methods:   # an nn.Sequential block has torch's own
                 assert free_names(methods["forward"]) <= RESERVED | set(HELPERS), (where, cls.name)
             else:

@@ -448,10 +448,12 @@ def test_classes_of_one_block_that_stay_apart_say_what_they_were_built_for(tmp_p
     prog = dslc.load(str(path))
     src = prog.source()
     docs = re.findall(r'class (Features\d?)\(nn.Sequential\):\n    """The block `Features` \(configs.dl:\d+\)(.*)"""', src)
-    assert docs == [("Features", ", built for config == [4, 8] and not bn."),
-                    ("Features2", ", built for config == [4, 8, 8] and bn.")]
-    # one model alone has one class of the block, which needs no telling apart
-    assert re.search(r'"""The block `Features` \(configs.dl:\d+\)."""', prog.source(["Large"]))
+    # the list's items are sizes the classes take (`config[0]`): its length tells them apart
+    assert docs == [("Features", ", built for len(config) == 2 and not bn."),
+                    ("Features2", ", built for len(config) == 3 and bn.")]
+    # one model alone has one class of the block, which needs no telling apart: only its length is checked
+    assert re.search(r'"""The block `Features` \(configs.dl:\d+\), built for len\(config\) == 3."""',
+                     prog.source(["Large"]))
 
 
 

@@ -32,6 +32,7 @@ from ..ir.dims import (
     FloorDiv,
     Guard,
     InDim,
+    Item,
     MinMax,
     Param,
     Poly,
@@ -43,13 +44,16 @@ from ..ir.dims import (
     constants,
     defines,
     equal_under,
+    equalities,
+    expr_of,
+    int_list,
     is_requirement,
     requirements,
     to_python,
     without_implied,
 )
 from ..ir.graph import Graph, Instance, Node
-from ..ir.naming import CONSTRUCTOR_GLOBALS
+from ..ir.naming import CONSTRUCTOR_GLOBALS, READ_WHERE_FREE
 from ..ir.nesting import SEP, py_path, structure, top_names
 from ..ir.pyliteral import Printer, Source, literal, py_str, top_level
 from ..ir.scan import block_input_types, is_scan
@@ -94,6 +98,7 @@ class ClassInfo:
     facts: list | None = None            # guards true for every use of this class
     graphs: list = field(default_factory=list)   # the block specializations it is written for
     loops: set = field(default_factory=set)      # the spans of the unrolled loops it writes as Python loops
+    walks: set = field(default_factory=set)      # the list parameters it walks in a Python loop
 
     def source(self) -> str:
         """The class, documented: what it was built for (a fact on arguments its constructor takes is
@@ -130,7 +135,7 @@ class ClassInfo:
         where = re.search(r"\(([^()]*)\)$", self.heading)
         out = []
         for f in facts:
-            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else", "in"}
+            names = set(re.findall(r"[A-Za-z_]\w*", f)) - {"and", "or", "not", "if", "else", "in", "len"}
             if getattr(f, "negated", "") and names <= taken:
                 at = getattr(f, "where", "") or (where.group(1) if where else "")   # the check's position, else the block's
                 msg = f"{self.name} needs {f}" + (f" ({at})" if at else "")
@@ -211,6 +216,7 @@ class Generator:
     models: list = field(default_factory=list)        # the graphs the file is written for
     flags: dict = field(default_factory=dict)         # model name -> ModelFlags
     forms: dict = field(default_factory=dict)         # id(block graph) -> result_form
+    tangled: frozenset = frozenset()                  # models whose lists' items are numbers (TangledItems)
 
     def result_form(self, graph: Graph) -> tuple | None:
         """The sizes of a block's result (1 on) in its own terms, one form that holds in every use of the
@@ -258,7 +264,8 @@ class Generator:
         else:
             name = self.names.claim(graph.name)
             self.class_names.add(name)
-            info = ClassInfo(name, signature, code.replace("__CLASS__", name), heading, facts, loops=body.loops())
+            info = ClassInfo(name, signature, code.replace("__CLASS__", name), heading, facts, loops=body.loops(),
+                             walks=set(body.live))
             self.classes.append(info)
             if not top:
                 self.by_code[key] = info
@@ -308,10 +315,7 @@ class _ClassWriter:
         self.gen, self.graph, self.is_model = gen, graph, is_model
         self.external = gen.external.get(id(graph), {})
         self.inplace = kept_inplace(graph)   # node and instance ids whose `inplace=True` stays
-        self.first_use: dict = {}         # instance id -> the first node applying it
-        for node in graph.nodes.values():
-            if node.instance is not None:
-                self.first_use.setdefault(node.instance, node)
+        self.first_use = _first_uses(graph)   # instance id -> the first node applying it
         for inst in graph.instances.values():   # first the classes the constructor will call
             if inst.kind == "block" and inst.id not in self.external:
                 gen.class_for(inst.graph)
@@ -336,7 +340,9 @@ class _ClassWriter:
         self.tuples: dict = {}             # tuple inputs as forward reads them (`hidden`) -> their lengths
         self.uses_f = False
         self.joins = _dense_joins(graph)   # the concat node of each dense list's element -> the list
-        self.live: set = set()             # list parameters a Python loop reads (backends/loops.py)
+        # list parameters a Python loop reads (backends/loops.py); such a list -> how many items are read
+        # by place outside it (`widths[2]`: 3)
+        self.live, self.item_reads = set(), {}
         self.flags: set = set()            # a model's bool parameters its class takes live (ModelFlags)
         flags = gen.flags.get(graph.name) if is_model else None
         self.refused = flags.refused if flags is not None else {}   # flag -> why it stays fixed
@@ -400,6 +406,9 @@ class _ClassWriter:
         if isinstance(a, Param):
             self.used_params.add(a.name)
             return self.param_names[a.name]
+        if isinstance(a, Item):
+            self.used_params.add(a.name)
+            return self._item(a)
         if isinstance(a, InDim):
             self.used_pseudo.add(a)
             return self.pseudo[a]
@@ -416,7 +425,7 @@ class _ClassWriter:
             return read
         if a not in self.stored:
             local = self.init_atom(a)
-            self.stored[a] = self.attrs.claim(local)
+            self.stored[a] = self.attrs.claim(_item_attr(a, self.graph) if isinstance(a, Item) else local)
         else:
             self.init_atom(a)
         return f"self.{self.stored[a]}"
@@ -442,7 +451,7 @@ class _ClassWriter:
         return assemble(p.signature, p.first + p.init, p.forward, p.base), p.signature, p.heading, p.facts
 
     def parts(self) -> "ClassParts":
-        init_printer = Printer(self.init_atom)
+        init_printer = Printer(self.init_atom, self._fixed_items())
         whole = _sequential(self.graph)
         sequential = whole is not None
         # a dense list that is its block (torchvision's _DenseBlock) is an nn.ModuleDict with a forward of its own
@@ -450,7 +459,8 @@ class _ClassWriter:
         fwd = self._sequential_forward() if sequential and not dense else self._forward()
         members = self._members(init_printer)
         opening = self._sequential_init(init_printer)
-        checks = self._derived_defaults(init_printer) + (self._guards(init_printer) if self.is_model else [])
+        plain = Printer(self.init_atom)   # a guard on an item reads the item (`mults[0] != 1`)
+        checks = self._derived_defaults(plain) + (self._guards(plain) if self.is_model else [])
         signature = self._signature()
         stores = [f"self.{attr} = {self._atom_local(atom)}" for atom, attr in self.stored.items()]
         init = stores + members + self._settings(init_printer)
@@ -463,6 +473,17 @@ class _ClassWriter:
             fwd += ([""] if fwd else []) + self._train_refusal()
         heading, facts = self._doc_parts()
         return ClassParts(signature, init, fwd, heading, facts, opening, base)
+
+    def _fixed_items(self):
+        """Items of a list the model was compiled for as numbers or as other items (`mults[0] == 1`,
+        `mults[2] == mults[1]`), by the model's own decisions: written so (`base`, not `base * mults[0]`);
+        its guards check them."""
+        if not self.is_model:
+            return None
+        guards = [g for g in conjuncts(_facts(self.graph.guards))
+                  if getattr(g, "origin", None) is None and getattr(g, "loop", None) is None]
+        fixed = {a: p for a, p in equalities(guards).items() if isinstance(a, Item)}
+        return fixed.get if fixed else None
 
     def _derived_defaults(self, printer: Printer) -> list[str]:
         """A model parameter whose default is computed from others (`ff: int = 4 * dim`) defaults to
@@ -477,7 +498,28 @@ class _ClassWriter:
         return out
 
     def _atom_local(self, atom) -> str:
+        if isinstance(atom, Item):
+            return self._item(atom)
         return self.param_names[atom.name] if isinstance(atom, Param) else self.pseudo[atom]
+
+    def _item(self, a: Item) -> str:
+        """`hidden[0]`; the last item as `hidden[-1]`, as people write it, where the class fixes the
+        length; in a list it walks in a loop, as many as it has, by its place (`widths[2]`)."""
+        if a.name in self.live:
+            self.item_reads[a.name] = max(self.item_reads.get(a.name, 0), a.index + 1)
+            return f"{self.param_names[a.name]}[{a.index}]"
+        last = len(self.graph.params[a.name]) - 1
+        return f"{self.param_names[a.name]}[{-1 if a.index == last and last > 0 else a.index}]"
+
+    def _least_lengths(self) -> dict:
+        """A list the class walks in a loop -> how many items it reads by place outside it, at least
+        (`widths[2]`: 3), in its code or its guards."""
+        out = dict(self.item_reads)
+        for g in self._own_guards():
+            for a in _base_atoms(g):
+                if isinstance(a, Item) and a.name in self.live:
+                    out[a.name] = max(out.get(a.name, 0), a.index + 1)
+        return out
 
     def _signature(self) -> list:
         out = []
@@ -511,13 +553,41 @@ class _ClassWriter:
         if made_of:
             heading = f"One pass of `{made_of}`'s `repeat` ({where})"
         facts = [] if self.is_model else [fact_of(g) for g in simplified(conjuncts(_facts(self._own_guards())))]
-        return heading, facts
+        return heading, facts + ([] if self.is_model else self._length_facts())
+
+    def _length_facts(self) -> list:
+        """`len(config) == 2` for a list whose items the block reads without walking it in a loop: what
+        was compiled from its items holds for that many (a model checks it in _guards)."""
+        out = []
+        for p, v in self.graph.params.items():
+            if self._items_free(p) and p in self.used_params and p not in self.live:
+                name = self.param_names[p]
+                f = Fact(f"len({name}) == {len(v)}")
+                f.negated = f"len({name}) != {len(v)}"
+                out.append(f)
+        for p, n in self._least_lengths().items():
+            name = self.param_names[p]
+            f = Fact(f"len({name}) >= {n}")
+            f.negated = f"len({name}) < {n}"
+            out.append(f)
+        return out
 
     def _own_guards(self) -> list:
         """The graph's guards but those of the repeat counts the class keeps as loops."""
         looped = self.loops()
         return [g for g in self.graph.guards if getattr(g, "loop", None) not in looped   # ir/dims.py LoopCount
-                and not callee_decided(self.gen, g)]
+                and not callee_decided(self.gen, g) and not self._read_in_loop(g)]
+
+    def _read_in_loop(self, g) -> bool:
+        """A decision on the items of a list the class walks in a Python loop, made in that loop (`if
+        width > 4`, or by a block called there): the loop makes it for each item as it runs
+        (backends/loops.py). One made outside the loop (`if widths[1] > widths[0]`) stays a guard."""
+        if not any(isinstance(a, Item) and a.name in self.live for a in _base_atoms(g)):
+            return False
+        at = getattr(g, "at", None)
+        if getattr(g, "origin", None) is not None:   # decided in a block: where this class calls it
+            at = next((i.span for i in self.graph.instances.values() if i.graph is g.origin), None)
+        return at is not None and any(_within(at, loop.stmt.span) for loop in self.graph.list_loops)
 
     def loops(self) -> set:
         """The spans of the loops this class writes as Python loops: its own, and a block's loop that
@@ -535,7 +605,8 @@ class _ClassWriter:
 
     def _guards(self, printer: Printer) -> list[str]:
         out = []
-        for g in simplified(conjuncts(_facts(self._own_guards()))):
+        guards = simplified(conjuncts(_facts(self._own_guards())))
+        for g in [g for g in guards if not _implied(g, guards)]:
             fact = _guard_src(g, printer)
             cond = _negate(g, printer)
             msg = (f"{self.graph.name} was compiled for {fact}; compile it again with "
@@ -543,21 +614,32 @@ class _ClassWriter:
             if getattr(g, "where", None) is not None:   # a check whose other outcome is an error (ir/dims.py)
                 msg = f"{self.graph.name} needs {fact} ({_position(g.where)})"
             out += [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        lengths = []   # first: the checks above may read a list's items
         unread = self._unread_params()
         for p, v in self.graph.params.items():
             if p in self.neutral.legal:
                 out += self._choice_guard(p)
-                continue
-            if isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool)) \
-                    or p in self.live or p in self.flags or p in unread:
-                continue
-            name = self.param_names[p]
-            cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
-            # a flag whose other value the spec refuses: recompiling would not help, the message says why
-            again = self.refused.get(p, "compile it again with `dslc compile --set`")
-            msg = f"{self.graph.name} was compiled for {p}={literal(v)}; {again}"
-            out += self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
-        return out
+            elif not (isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                      or p in self.live or p in self.flags or p in unread):
+                (lengths if self._items_free(p) else out).extend(self._fixed_guard(p, v))
+        for p, n in self._least_lengths().items():
+            if not READ_WHERE_FREE & set(self.param_names.values()):
+                name = self.param_names[p]
+                msg = f"{self.graph.name} needs len({p}) >= {n}"
+                lengths += [f"if len({name}) < {n}:", f"{INDENT}raise ValueError({py_str(msg)})"]
+        return lengths + out
+
+    def _fixed_guard(self, p: str, v) -> list[str]:
+        """The check of a parameter the class was compiled for: its value, or a list's length where
+        its items are sizes like any parameter's (`len(hidden) != 5`)."""
+        name = self.param_names[p]
+        cond = f"{name} is not {literal(v)}" if v is None or isinstance(v, bool) else f"{name} != {literal(v)}"
+        # a flag whose other value the spec refuses: recompiling would not help, the message says why
+        again = self.refused.get(p, "compile it again with `dslc compile --set`")
+        msg = f"{self.graph.name} was compiled for {p}={literal(v)}; {again}"
+        if self._length_only(p):
+            cond, msg = f"len({name}) != {len(v)}", f"{self.graph.name} was compiled for len({p}) == {len(v)}; {again}"
+        return self._unlooped_note(p, v) + [f"if {cond}:", f"{INDENT}raise ValueError({py_str(msg)})"]
 
     def _choice_guard(self, p: str) -> list[str]:
         """A live parameter (neutral.py) whose layers take only some values: the others refused, as
@@ -584,20 +666,37 @@ class _ClassWriter:
             return []
         if self.unlooped:
             return [f"# `{p}` stays fixed, not a loop: {self.unlooped}"]
+        if self.graph.name in self.gen.tangled and int_list(v):
+            return [f"# `{p}` stays fixed: sizes computed from its items would read {MAX_ITEMS + 1} or more of them"]
         looping = self._looping_blocks(p)
+        if self._length_only(p):
+            if looping:
+                return [f"# `{p}` is fixed in length: {' and '.join(looping)} loop over it, what follows was "
+                        "compiled for its length"]
+            return [f"# `{p}` is fixed in length: what was compiled from its items is written out here"]
         if looping:
             return [f"# `{p}` stays fixed: {' and '.join(looping)} loop over it, but sizes computed from it "
                     "are numbers here"]
         return [f"# `{p}` stays fixed: what was compiled from it is written out here"]
 
+    def _length_only(self, p: str) -> bool:
+        """Whether the model checks only the list's length (its items are sizes); not where a
+        parameter named `len` hides len(): then the whole list."""
+        return self._items_free(p) and not READ_WHERE_FREE & set(self.param_names.values())
+
+    def _items_free(self, p: str) -> bool:
+        """Whether the list parameter's items were compiled as sizes (`hidden[4]`, ir/dims.py Item)."""
+        return _items_of(self.graph, p)
+
     def _looping_blocks(self, p: str) -> list[str]:
-        """The blocks this class passes `p` to whose classes take it (a loop over it, backends/loops.py)."""
+        """The blocks this class passes `p` to whose classes walk it in a loop (backends/loops.py)."""
         exprs = loops.expressions(self.graph.decl.body, {}) if self.graph.decl is not None else {}
         out = []
         for inst in self.graph.instances.values():
             if inst.kind != "block" or inst.id in self.external:
                 continue
-            taken = {key for key, *_ in self.gen.class_for(inst.graph).signature}
+            info = self.gen.class_for(inst.graph)
+            taken = {key for key, *_ in info.signature if key in info.walks or not _items_of(inst.graph, key)}
             for key, span in inst.arg_spans.items():
                 e = exprs.get((span.start, span.end))
                 if key in taken and isinstance(inst.args.get(key), (list, tuple)) and e is not None \
@@ -906,7 +1005,7 @@ class _ClassWriter:
         (`ResnetBlock(base, 4 * base, base, shortcut=False, groups=groups, dropout=dropout)`): a bare
         `False` among positions says nothing to a reader."""
         child = self.gen.class_for(inst.graph)
-        caller = Printer(self.init_atom)
+        caller = Printer(self.init_atom, self._fixed_items())
         defaults = {name: d for _, name, _, d in child.signature}
         keys = {name: key for key, name, _, _ in child.signature}
         parts, by_keyword = [], False
@@ -930,7 +1029,7 @@ class _ClassWriter:
         nn.Sequential's own forward: torch.jit.script takes no `super().forward(x)`)."""
         if not self.is_model:
             return []
-        printer = Printer(self.forward_atom)
+        printer = Printer(self.forward_atom, self._fixed_items())
         var: dict = {}
         (name, ref), = self.graph.inputs
         local = Namespace(set(HELPERS))
@@ -946,7 +1045,7 @@ class _ClassWriter:
 
     def _forward(self) -> list[str]:
         g = self.graph
-        printer = Printer(self.forward_atom)
+        printer = Printer(self.forward_atom, self._fixed_items())
         nodes = [n for n in g if n.kind != "input"]
         last_use = _last_uses(g, nodes)
         local = Namespace(set(HELPERS))  # helpers stay visible
@@ -1697,6 +1796,29 @@ def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list
     return with_defaults(graph, out)
 
 
+def _first_uses(graph: Graph) -> dict:
+    """Instance id -> the first node applying it."""
+    out: dict = {}
+    for node in graph.nodes.values():
+        if node.instance is not None:
+            out.setdefault(node.instance, node)
+    return out
+
+
+def _within(inner, outer) -> bool:
+    return inner.file is outer.file and outer.start <= inner.start and inner.end <= outer.end
+
+
+def _items_of(graph: Graph, p) -> bool:
+    """Whether the graph's list parameter `p` has its items as sizes (`hidden[4]`, ir/dims.py Item)."""
+    return isinstance(p, str) and int_list(graph.params.get(p)) and Item(p, 0) in graph.atom_env
+
+
+def _item_attr(a: Item, graph: Graph) -> str:
+    """The member keeping a list's item for forward: `self.last_hidden`, `self.hidden_0`."""
+    return f"last_{a.name}" if a.index == len(graph.params[a.name]) - 1 else f"{a.name}_{a.index}"
+
+
 def with_defaults(graph: Graph, signature: list) -> list:
     """A block class's signature with the defaults the spec declares (`stride: int = 1`), where they
     are constants, on the arguments after the last one without: callers then leave them out."""
@@ -2029,9 +2151,10 @@ def _statement_at(lines: list[str], i: int) -> tuple:
     for end in range(i + 1, min(i + 12, len(lines)) + 1):
         text = " ".join(line.strip() for line in lines[i:end])
         try:
-            return end, (pyast.parse(text).body[0], text)
+            body = pyast.parse(text).body
         except SyntaxError:
             continue
+        return (end, (body[0], text)) if body else (i + 1, None)   # a comment is no statement
     return i + 1, None
 
 
@@ -2183,6 +2306,8 @@ def _parenthesized(p: Poly, atom) -> str:
 def _doc_atom(a) -> str:
     if isinstance(a, InDim):
         return f"{py_path(a.input)}.shape[{a.index}]"
+    if isinstance(a, Item):
+        return f"{a.name}[{a.index}]"
     return a.name
 
 
@@ -2206,6 +2331,12 @@ def simplified(guards: list) -> list:
         seen.add(g2.key())
         out.append(g2)
     return without_implied(out)
+
+
+def _implied(g, guards: list) -> bool:
+    """An equality the others make hold by substitution (`base * mults[1] == base * mults[-1]` after
+    `mults[-1] == mults[1]`): checking it too would say the same thing twice."""
+    return isinstance(g, Guard) and g.op == "==" and equal_under(g.lhs, g.rhs, [h for h in guards if h is not g])
 
 
 def _base_atoms(g) -> set:
@@ -2249,13 +2380,30 @@ def _negate(g, printer: Printer) -> str:
 
 # ---------------------------------------------------------------- the file
 
-def generate(models: list[Graph], source_name: str, seed: int = 0, flags: dict | None = None) -> str:
+class TangledItems(Exception):
+    """Sizes that read three or more items of a list (DenseNet's widths after its blocks): written out
+    they are no code a person writes, so the models named (`args[0]`, a set) are compiled again with
+    their lists' items as numbers."""
+
+
+MAX_ITEMS = 2   # a list's items one size may read, written out (`base * mults[1] + base * mults[-1]`)
+
+
+def generate(models: list[Graph], source_name: str, seed: int = 0, flags: dict | None = None,
+             check_items: bool = False, tangled: frozenset = frozenset()) -> str:
     """The Python source of a file holding every given model (and the blocks they use). `flags`:
-    model name -> ModelFlags, its bool parameters compiled the other way too (one class takes them)."""
+    model name -> ModelFlags, its bool parameters compiled the other way too (one class takes them).
+    `check_items`: raise TangledItems naming the models where a size reads more than MAX_ITEMS items
+    of a list; `tangled`: the models compiled again after that (their lists' notes say why they are fixed)."""
     flags = dict(flags or {})
+    if check_items:
+        found = {g.name for g in models if _tangled([g] + [h for _, h in flags.get(g.name, ModelFlags([])).graphs])}
+        if found:
+            raise TangledItems(found)
     while True:
         try:
             gen = _generator(models, flags)
+            gen.tangled = tangled
             for g in models:
                 gen.class_for(g, top=True)
             break
@@ -2267,6 +2415,28 @@ def generate(models: list[Graph], source_name: str, seed: int = 0, flags: dict |
             flags = {k: ModelFlags([], f.refused) for k, f in flags.items()}
     title = f"{', '.join(g.name for g in models)}: generated by dslc {__version__} from {doc_text(source_name)}."
     return _file(gen, title, _optimization_note(models), _registry(gen, models, seed))
+
+
+def _tangled(models: list[Graph]) -> bool:
+    """Whether a size in the graphs (a layer's argument, a tensor's dimension) reads more than
+    MAX_ITEMS items of a list parameter."""
+    todo, done = list(models), set()
+    while todo:
+        g = todo.pop()
+        if id(g) in done:
+            continue
+        done.add(id(g))
+        sizes = [d for n in g for t in n.outputs for d in t.shape]
+        sizes += [x for inst in g.instances.values() for v in inst.args.values() for x in _flat(v)]
+        if any(len({a for a in _base_atoms(Guard(expr_of(d), "==", Poly.const(0))) if isinstance(a, Item)})
+               > MAX_ITEMS for d in sizes if isinstance(d, (Size, Sym))):
+            return True
+        todo += [i.graph for i in g.instances.values() if i.kind == "block"]
+    return False
+
+
+def _flat(v) -> list:
+    return [x for item in v for x in _flat(item)] if isinstance(v, (list, tuple)) else [v]
 
 
 def _generator(models: list[Graph], flags: dict | None = None) -> Generator:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..diagnostics import Label, did_you_mean
-from ..ir.dims import InDim, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording, settled
+from ..ir.dims import InDim, Item, Param, Real, Size, Sym, SymbolicDecision, atom_values, plain, record_all, recording, settled
 from ..ir.graph import Failure, Graph
 from ..ir.limits import MAX_NESTING, elements_too_many
 from ..ir.nesting import leaves, nest, structure
@@ -591,10 +591,20 @@ class _CallerTerms:
             v = self.sub.params.get(a.name)
             p = poly_of_value(v) if v is not None else None
             return p.subst(self) if p is not None else None
+        if isinstance(a, Item):
+            return self._item(a)
         if isinstance(a, InDim) and a.input in self.input_index:
             d = self.inputs[self.input_index[a.input]].type.shape[a.index]
             return poly_of_value(d)
         return None
+
+
+    def _item(self, a: Item):
+        values = self.given[a.name] if a.name in self.given else self.sub.params.get(a.name)
+        if not isinstance(values, list) or a.index >= len(values):
+            return None
+        p = poly_of_value(values[a.index])
+        return p if a.name in self.given or p is None else p.subst(self)
 
 
 MAX_CHAIN_NOTES = 8  # "in `Block`, used at ..." notes of one diagnostic, then one "..."

@@ -8,9 +8,11 @@ in its mixins: statements (`statements.py`), expressions (`expressions.py`), nam
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from ..diagnostics import Diagnostic, Label, Reporter, did_you_mean
-from ..ir.dims import Param, Poly, Real, Size, atom_values, plain, plain_float, recording
+from ..ir.dims import Item, Param, Poly, Real, Size, atom_values, int_list, plain, plain_float, recording
 from ..ir.graph import Graph
 from ..ir.limits import LimitError
 from ..ir.naming import name_instances
@@ -121,6 +123,8 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Con
             ctx.scope[p.name] = fresh(p.name, value)
             if is_int(value):
                 ctx.graph.atom_env[Param(p.name)] = plain(value)
+            elif _ITEMS.get() and int_list(value):
+                ctx.graph.atom_env.update({Item(p.name, i): plain(v) for i, v in enumerate(value)})
         if missing:
             quoted = ", ".join(f"`{m}`" for m in missing)
             raise EvalError("E0303", f"`{decl.name}` is missing the argument{'s' if len(missing) > 1 else ''} "
@@ -146,12 +150,29 @@ class Evaluator(StatementEvaluation, BufferEvaluation, ExpressionEvaluation, Con
                         labels=(Label(p.type.span, "declared here"),))
 
 
+_ITEMS: ContextVar = ContextVar("list_items", default=False)
+
+
+@contextmanager
+def list_items(on: bool = True):
+    """While on, a list parameter's items are sizes named by their place (`hidden[4]`, ir/dims.py
+    Item), as the generated class reads them from its argument; off, they are numbers, as every
+    other backend needs them."""
+    token = _ITEMS.set(on)
+    try:
+        yield
+    finally:
+        _ITEMS.reset(token)
+
+
 def fresh(name: str, value):
     """A parameter's value as seen inside its model or block: it remembers its name."""
     if is_int(value):
         return Size.param(name, plain(value))
     if isinstance(value, float):
         return Real(plain_float(value), Poly.atom(Param(name)))
+    if _ITEMS.get() and int_list(value):
+        return [Size(plain(v), Poly.atom(Item(name, i))) for i, v in enumerate(value)]
     return value
 
 

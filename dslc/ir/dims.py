@@ -48,6 +48,23 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Item:
+    """Item `index` of a list parameter of the enclosing model or block (`hidden[4]`): a list's
+    length shapes what is built, its items are sizes like any parameter."""
+    name: str
+    index: int
+
+    def sort_key(self) -> tuple:
+        return (1, self.name, self.index)
+
+
+def int_list(value) -> bool:
+    """A list of ints (not bools), whose items are sizes by their place in it (Item)."""
+    return isinstance(value, list) and bool(value) and \
+        all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+@dataclass(frozen=True)
 class InDim:
     """Dimension `index` of a block's input tensor `input` (e.g. its channels)."""
     input: str
@@ -95,7 +112,7 @@ def _inner(a) -> tuple:
     return ()
 
 
-Atom = Union[Param, InDim, Var, FloorDiv, MinMax]
+Atom = Union[Param, Item, InDim, Var, FloorDiv, MinMax]
 
 # A monomial is a frozenset of (atom, power) pairs; the empty one is the constant term.
 # Sets make the form canonical without sorting: the order only matters when printing.
@@ -395,6 +412,8 @@ def _default_name(a: Atom) -> str:
         return a.name
     if isinstance(a, InDim):
         return f"{a.input}.shape[{a.index}]"
+    if isinstance(a, Item):
+        return f"{a.name}[{a.index}]"
     raise TypeError(a)
 
 
@@ -641,10 +660,17 @@ def constants(guards) -> dict:
 
 def equal_under(a: Poly, b: Poly, guards) -> bool:
     """Whether a == b follows from the equalities among the guards (those that held: `conjuncts`) by
-    substitution: each, in terms of the ones before it, that sets one atom to what does not read it
-    (`x.shape[1] == out` makes `x.shape[1]` and `out` one size)."""
+    substitution (`equalities`)."""
     if a == b:
         return True
+    known = equalities(guards)
+    return bool(known) and a.subst(known.get) == b.subst(known.get)
+
+
+def equalities(guards) -> dict:
+    """atom -> the Poly it equals by the equalities among the guards: each, in terms of the ones
+    before it, that sets one atom to what does not read it (`x.shape[1] == out` makes `x.shape[1]`
+    and `out` one size)."""
     known: dict = {}
     for g in conjuncts(guards):
         if not (isinstance(g, Guard) and g.op == "=="):
@@ -655,7 +681,7 @@ def equal_under(a: Poly, b: Poly, guards) -> bool:
             if x != y and single is not None and x == Poly.atom(single) and single not in y.atoms():
                 known = {k: v.subst({single: y}.get) for k, v in known.items()} | {single: y}
                 break
-    return bool(known) and a.subst(known.get) == b.subst(known.get)
+    return known
 
 
 def defines(g, consts: dict) -> bool:

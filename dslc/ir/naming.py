@@ -42,6 +42,9 @@ MODULE_ATTRIBUTES = frozenset({
 CONSTRUCTOR_GLOBALS = frozenset({"torch", "nn", "F", "math", "super", "ValueError", "float", "range", "max", "min"})
 # Of those, the ones a block's parameter may still be called: the block's class renames it (`range_`).
 RENAMED_IN_BLOCKS = frozenset({"math", "range", "max", "min"})
+# Read by a constructor only where no model parameter is called so (a block's is renamed): `len(hidden)`
+# checks a list's length, and a model with a parameter `len` checks the whole list instead.
+READ_WHERE_FREE = frozenset({"len"})
 
 
 def attribute_problem(name: str) -> str | None:

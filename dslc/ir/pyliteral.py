@@ -2,7 +2,7 @@
 share (a neutral module, so that none of them imports another's)."""
 from __future__ import annotations
 
-from .dims import Poly, Real, Size, Sym, plain, plain_float, to_python
+from .dims import Item, Poly, Real, Size, Sym, plain, plain_float, to_python
 
 
 def py_str(s: str) -> str:
@@ -24,11 +24,11 @@ class Source(str):
 class Printer:
     """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
 
-    def __init__(self, atom):
-        self.atom = atom
+    def __init__(self, atom, known=None):
+        self.atom, self.known = atom, known   # known(atom): the constant a class was compiled for, or None
 
     def size(self, p: Poly) -> str:
-        return to_python(p, self.atom)
+        return to_python(p.subst(self.known) if self.known is not None else p, self.atom)
 
     def value(self, v) -> str:
         if isinstance(v, Source):
@@ -51,8 +51,22 @@ class Printer:
             inner = ", ".join(self.value(x) for x in v)
             return f"({inner},)" if len(v) == 1 else f"({inner})"
         if isinstance(v, list):
-            return "[" + ", ".join(self.value(x) for x in v) + "]"
+            items = [self.value(x) for x in v]
+            return _whole_list(v, items) or "[" + ", ".join(items) + "]"
         raise TypeError(f"cannot print {v!r} as Python")
+
+
+def _whole_list(values: list, texts: list) -> str | None:
+    """`hidden` for `[hidden[0], hidden[1], hidden[-1]]`, every item of a list parameter in order (the
+    last one printed as `[-1]`, which only the last is: none is missing), `hidden[::-1]` for them
+    reversed; else None."""
+    places = [(a.name, a.index) if isinstance(a, Item) else None
+              for a in (v.expr.single_atom() if isinstance(v, Size) else None for v in values)]
+    for order, texts_in_order, suffix in ((places, texts, ""), (places[::-1], texts[::-1], "[::-1]")):
+        if len(order) > 1 and None not in order and order == [(order[0][0], i) for i in range(len(order))] \
+                and texts_in_order[-1].endswith("[-1]"):
+            return texts_in_order[-1][:-4] + suffix
+    return None
 
 
 def literal(v) -> str:

@@ -47,15 +47,15 @@ class ConvVAE(nn.Module):
 
     def __init__(self, channels: int = 3, latent: int = 128, hidden: list[int] = [32, 64, 128, 256, 512]):
         super().__init__()
-        # `hidden` stays fixed: `Encoder` and `Decoder` loop over it, but sizes computed from it are numbers here
-        if hidden != [32, 64, 128, 256, 512]:
-            raise ValueError("ConvVAE was compiled for hidden=[32, 64, 128, 256, 512]; compile it again with "
-                             "`dslc compile --set`")
-        self.encoder = Encoder(channels, [32, 64, 128, 256, 512])
-        self.fc_mu = nn.Linear(2048, latent)
-        self.fc_var = nn.Linear(2048, latent)
-        self.decoder_input = nn.Linear(latent, 2048)
-        self.decoder = Decoder(512, [32, 64, 128, 256, 512], channels)
+        # `hidden` is fixed in length: `Encoder` and `Decoder` loop over it, what follows was compiled for its length
+        if len(hidden) != 5:
+            raise ValueError("ConvVAE was compiled for len(hidden) == 5; compile it again with `dslc compile --set`")
+        self.last_hidden = hidden[-1]
+        self.encoder = Encoder(channels, hidden)
+        self.fc_mu = nn.Linear(4 * hidden[-1], latent)
+        self.fc_var = nn.Linear(4 * hidden[-1], latent)
+        self.decoder_input = nn.Linear(latent, 4 * hidden[-1])
+        self.decoder = Decoder(hidden[-1], hidden, channels)
 
     def forward(self, x):
         B = x.shape[0]
@@ -64,7 +64,7 @@ class ConvVAE(nn.Module):
         mu = self.fc_mu(f)
         log_var = self.fc_var(f)
         z = mu + torch.exp(log_var / 2) * torch.randn_like(mu) if self.training else mu
-        h = self.decoder_input(z).reshape(B, 512, 2, 2)
+        h = self.decoder_input(z).reshape(B, self.last_hidden, 2, 2)
         recon = self.decoder(h)
         return recon, mu, log_var
 

@@ -112,14 +112,23 @@ class DDPMUNet(nn.Module):
     def __init__(self, channels: int = 3, size: int = 32, base: int = 32, mults: list[int] = [1, 2, 2], blocks: int = 1,
                  attention: list[bool] = [False, True, False], groups: int = 32, dropout: float = 0.1):
         super().__init__()
+        # `mults` is fixed in length: what was compiled from its items is written out here
+        if len(mults) != 3:
+            raise ValueError("DDPMUNet was compiled for len(mults) == 3; compile it again with `dslc compile --set`")
+        if mults[0] != 1:
+            raise ValueError("DDPMUNet was compiled for mults[0] == 1; compile it again with `dslc compile --set` to "
+                             "change that")
+        if mults[1] == 1:
+            raise ValueError("DDPMUNet was compiled for mults[1] != 1; compile it again with `dslc compile --set` to "
+                             "change that")
+        if mults[-1] != mults[1]:
+            raise ValueError("DDPMUNet was compiled for mults[-1] == mults[1]; compile it again with "
+                             "`dslc compile --set` to change that")
         if size % 4 != 0:
             raise ValueError("DDPMUNet needs size % 4 == 0 (ddpm.dl:98)")
         if blocks != 1:
             raise ValueError("DDPMUNet was compiled for blocks == 1; compile it again with `dslc compile --set` to "
                              "change that")
-        # `mults` stays fixed: what was compiled from it is written out here
-        if mults != [1, 2, 2]:
-            raise ValueError("DDPMUNet was compiled for mults=[1, 2, 2]; compile it again with `dslc compile --set`")
         # `attention` stays fixed: what was compiled from it is written out here
         if attention != [False, True, False]:
             raise ValueError("DDPMUNet was compiled for attention=[False, True, False]; compile it again with "
@@ -130,22 +139,30 @@ class DDPMUNet(nn.Module):
         self.conv_in = nn.Conv2d(channels, base, 3, padding=1)
         self.resnet_block1 = ResnetBlock(base, 4 * base, base, shortcut=False, groups=groups, dropout=dropout)
         self.downsample1 = Downsample(base)
-        self.resnet_block2 = ResnetBlock(base, 4 * base, 2 * base, shortcut=True, groups=groups, dropout=dropout)
-        self.attn_block1 = AttnBlock(2 * base, groups)
-        self.downsample2 = Downsample(2 * base)
-        self.resnet_block3 = ResnetBlock(2 * base, 4 * base, 2 * base, shortcut=False, groups=groups, dropout=dropout)
-        self.resnet_block4 = ResnetBlock(2 * base, 4 * base, 2 * base, shortcut=False, groups=groups, dropout=dropout)
-        self.attn_block2 = AttnBlock(2 * base, groups)
-        self.resnet_block5 = ResnetBlock(2 * base, 4 * base, 2 * base, shortcut=False, groups=groups, dropout=dropout)
-        self.resnet_block6 = ResnetBlock(4 * base, 4 * base, 2 * base, shortcut=True, groups=groups, dropout=dropout)
-        self.resnet_block7 = ResnetBlock(4 * base, 4 * base, 2 * base, shortcut=True, groups=groups, dropout=dropout)
-        self.upsample_conv1 = UpsampleConv(2 * base)
-        self.resnet_block8 = ResnetBlock(4 * base, 4 * base, 2 * base, shortcut=True, groups=groups, dropout=dropout)
-        self.attn_block3 = AttnBlock(2 * base, groups)
-        self.resnet_block9 = ResnetBlock(3 * base, 4 * base, 2 * base, shortcut=True, groups=groups, dropout=dropout)
-        self.attn_block4 = AttnBlock(2 * base, groups)
-        self.upsample_conv2 = UpsampleConv(2 * base)
-        self.resnet_block10 = ResnetBlock(3 * base, 4 * base, base, shortcut=True, groups=groups, dropout=dropout)
+        self.resnet_block2 = ResnetBlock(base, 4 * base, base * mults[1], shortcut=True, groups=groups, dropout=dropout)
+        self.attn_block1 = AttnBlock(base * mults[1], groups)
+        self.downsample2 = Downsample(base * mults[1])
+        self.resnet_block3 = ResnetBlock(base * mults[1], 4 * base, base * mults[1], shortcut=False, groups=groups,
+                                         dropout=dropout)
+        self.resnet_block4 = ResnetBlock(base * mults[1], 4 * base, base * mults[1], shortcut=False, groups=groups,
+                                         dropout=dropout)
+        self.attn_block2 = AttnBlock(base * mults[1], groups)
+        self.resnet_block5 = ResnetBlock(base * mults[1], 4 * base, base * mults[1], shortcut=False, groups=groups,
+                                         dropout=dropout)
+        self.resnet_block6 = ResnetBlock(2 * base * mults[1], 4 * base, base * mults[1], shortcut=True, groups=groups,
+                                         dropout=dropout)
+        self.resnet_block7 = ResnetBlock(2 * base * mults[1], 4 * base, base * mults[1], shortcut=True, groups=groups,
+                                         dropout=dropout)
+        self.upsample_conv1 = UpsampleConv(base * mults[1])
+        self.resnet_block8 = ResnetBlock(2 * base * mults[1], 4 * base, base * mults[1], shortcut=True, groups=groups,
+                                         dropout=dropout)
+        self.attn_block3 = AttnBlock(base * mults[1], groups)
+        self.resnet_block9 = ResnetBlock(base * mults[1] + base, 4 * base, base * mults[1], shortcut=True,
+                                         groups=groups, dropout=dropout)
+        self.attn_block4 = AttnBlock(base * mults[1], groups)
+        self.upsample_conv2 = UpsampleConv(base * mults[1])
+        self.resnet_block10 = ResnetBlock(base * mults[1] + base, 4 * base, base, shortcut=True, groups=groups,
+                                          dropout=dropout)
         self.resnet_block11 = ResnetBlock(2 * base, 4 * base, base, shortcut=True, groups=groups, dropout=dropout)
         self.norm_out = nn.GroupNorm(groups, base, eps=1e-06)
         self.conv_out = nn.Conv2d(base, channels, 3, padding=1)

@@ -84,7 +84,7 @@ class DenseNet121(nn.Module):
 
     def __init__(self, classes: int = 1000, growth: int = 32, blocks: list[int] = [6, 12, 24, 16]):
         super().__init__()
-        # `blocks` stays fixed: what was compiled from it is written out here
+        # `blocks` stays fixed: sizes computed from its items would read 3 or more of them
         if blocks != [6, 12, 24, 16]:
             raise ValueError("DenseNet121 was compiled for blocks=[6, 12, 24, 16]; compile it again with "
                              "`dslc compile --set`")
@@ -124,7 +124,7 @@ class DenseNetBC100(nn.Module):
 
     def __init__(self, classes: int = 10, growth: int = 12, blocks: list[int] = [16, 16, 16]):
         super().__init__()
-        # `blocks` stays fixed: what was compiled from it is written out here
+        # `blocks` stays fixed: sizes computed from its items would read 3 or more of them
         if blocks != [16, 16, 16]:
             raise ValueError("DenseNetBC100 was compiled for blocks=[16, 16, 16]; compile it again with "
                              "`dslc compile --set`")

@@ -1,0 +1,187 @@
+"""A list parameter's items are sizes in the generated class (issue #14 item 3, no baked parameters).
+
+`hidden: list[int] = [32, 64, 128, 256, 512]` used to be fixed whole: sizes computed from its items
+were numbers (`nn.Linear(2048, latent)`), and the class refused any other list. Its items are now
+sizes like any int parameter (ir/dims.py Item), so the class reads `nn.Linear(4 * hidden[-1], latent)`
+and takes other lists of the length it was compiled for; a decision on an item (`mults[0] == 1`) is
+checked like a decision on any parameter. Where a size would read three or more items (DenseNet's
+widths after its blocks), the list stays fixed, saying so.
+
+The references: the hand-written twins of tests/zoo_*.py at other lists, and dslc's own build at
+those values, which the twins pin down.
+"""
+from __future__ import annotations
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_specs import as_list, checker_inputs, make_inputs, program
+from zoo_sequence import ConvVAETwin
+
+import dslc
+from dslc.backends.pymodule import exec_source
+from dslc.ir.dims import Item, Poly, Size
+from dslc.ir.pyliteral import Printer
+
+torch.set_num_threads(1)
+
+
+def _items(name: str, values: list) -> list:
+    return [Size(v, Poly.atom(Item(name, i))) for i, v in enumerate(values)]
+
+
+def _printer(length: int) -> Printer:
+    return Printer(lambda a: f"{a.name}[{-1 if a.index == length - 1 else a.index}]")
+
+
+def test_every_item_in_order_prints_as_the_list():
+    items = _items("hidden", [8, 16, 32])
+    assert _printer(3).value(items) == "hidden"
+    assert _printer(3).value(items[::-1]) == "hidden[::-1]"
+    assert _printer(3).value(items[:2]) == "[hidden[0], hidden[1]]"    # not every item: written out
+    assert _printer(3).value([items[0], items[2]]) == "[hidden[0], hidden[-1]]"
+
+
+def _same(mine: torch.nn.Module, theirs: torch.nn.Module, inputs: list) -> None:
+    """Bit-equal: the state (seeded alike) and the forward."""
+    mine, theirs = mine.eval(), theirs.eval()
+    want, got = theirs.state_dict(), mine.state_dict()
+    assert list(got) == list(want)
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key
+    with torch.no_grad():
+        for g, w in zip(as_list(mine(*inputs)), as_list(theirs(*inputs))):
+            assert torch.equal(g, w)
+
+
+# ---------------------------------------------------------------- ConvVAE: free but for its length
+
+
+def test_the_conv_vae_class_takes_other_widths_like_its_twin():
+    prog = program("conv_vae.dl")
+    source = prog.source(["ConvVAE"])
+    assert "nn.Linear(4 * hidden[-1], latent)" in source and "Encoder(channels, hidden)" in source
+    assert "2048" not in source and "Encoder(channels, [32" not in source
+    module = exec_source(source, "<conv_vae>")
+    for hidden in ([8, 8, 16, 16, 24], [4, 12, 6, 20, 10]):
+        torch.manual_seed(0)
+        mine = module.ConvVAE(latent=16, hidden=hidden)
+        # the twin (AntixK's VanillaVAE layout) at the same widths: the same weights' shapes, in order
+        twin = ConvVAETwin(latent=16, hidden=hidden)
+        assert [tuple(p.shape) for p in mine.parameters()] == [tuple(p.shape) for p in twin.parameters()]
+        x = torch.rand(2, 3, 64, 64)
+        assert [o.shape for o in mine.eval()(x)] == [o.shape for o in twin.eval()(x)]
+        _same(mine, prog.build("ConvVAE", seed=0, latent=16, hidden=hidden), [x])
+
+
+def test_the_conv_vae_class_refuses_another_length():
+    module = program("conv_vae.dl").module(["ConvVAE"])
+    try:
+        module.ConvVAE(hidden=[8, 16, 32, 64])
+    except ValueError as e:
+        assert str(e) == "ConvVAE was compiled for len(hidden) == 5; compile it again with `dslc compile --set`"
+    else:
+        raise AssertionError("a list of another length was taken")
+
+
+# ---------------------------------------------------------------- DDPM: decisions on items
+
+
+def test_the_ddpm_class_takes_other_multipliers_its_decisions_allow():
+    prog = program("ddpm.dl")
+    module = prog.module(["DDPMUNet"])
+    params = {"base": 8, "groups": 4, "mults": [1, 3, 3]}
+    torch.manual_seed(0)
+    mine = module.DDPMUNet(**params)
+    theirs = prog.build("DDPMUNet", seed=0, **params)
+    torch.manual_seed(1)
+    _same(mine, theirs, make_inputs(checker_inputs(prog, "DDPMUNet", **params), "cpu"))
+    # which blocks add a 1×1 shortcut was decided by comparing items: other outcomes are refused
+    for mults, fact in (([2, 2, 2], "mults[0] == 1"), ([1, 1, 1], "mults[1] != 1"),
+                        ([1, 2, 4], "mults[-1] == mults[1]"), ([1, 2], "len(mults) == 3")):
+        try:
+            module.DDPMUNet(base=8, groups=4, mults=mults)
+        except ValueError as e:
+            assert f"DDPMUNet was compiled for {fact};" in str(e)
+        else:
+            raise AssertionError(f"mults={mults} was taken")
+
+
+# ---------------------------------------------------------------- DenseNet: too many items in one size
+
+
+def test_a_list_whose_sizes_would_read_many_items_stays_fixed_saying_why():
+    source = program("densenet.dl").source(["DenseNet121"])
+    init = source.split("class DenseNet121(")[1]
+    assert "if blocks != [6, 12, 24, 16]:" in init
+    assert "# `blocks` stays fixed: sizes computed from its items would read 3 or more of them" in init
+    assert "blocks[" not in source
+
+
+# ---------------------------------------------------------------- property: sound for any list
+
+SPEC = '''block Pair(a: int, b: int) {{
+    input x
+    h = x -> Linear(a) -> ReLU()
+    output (h -> Linear(b)) if a != b else h + (h -> Linear(a))
+}}
+
+model M(widths: list[int] = {default}) {{
+    input x: [B, 3]
+    h = x -> Linear(widths[0] * 2)
+    if widths[1] > widths[0] {{
+        h = h -> ReLU()
+    }}
+    h = h -> Pair(widths[1], widths[2])
+    for w in widths {{
+        h = h -> Linear(w)
+    }}
+    output h -> Linear(widths[-1] + widths[0])
+}}
+'''
+
+WIDTHS = st.lists(st.integers(1, 6), min_size=3, max_size=3)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(default=WIDTHS, other=st.one_of(WIDTHS, st.lists(st.integers(1, 6), min_size=2, max_size=4)))
+def test_a_class_with_list_items_builds_what_dslc_builds_or_refuses(tmp_path, default, other):
+    """Compiled at one list, the class at another either refuses it (ValueError) or builds exactly
+    what dslc builds at that list."""
+    path = tmp_path / "items.dl"
+    path.write_text(SPEC.format(default=default), encoding="utf-8")
+    prog = dslc.load(str(path))
+    module = prog.module(["M"])
+    torch.manual_seed(0)
+    try:
+        mine = module.M(widths=other)
+    except ValueError:
+        assert other != default    # the list it was compiled for is always taken
+        return
+    theirs = prog.build("M", seed=0, widths=other)
+    _same(mine, theirs, [torch.rand(2, 3)])
+
+
+def test_the_property_spec_takes_other_lists(tmp_path):
+    """The property above is not vacuous: compiled at [2, 4, 5], the class takes [1, 3, 6]."""
+    path = tmp_path / "items.dl"
+    path.write_text(SPEC.format(default=[2, 4, 5]), encoding="utf-8")
+    prog = dslc.load(str(path))
+    source = prog.source(["M"])
+    assert "nn.Linear(3, widths[0] * 2)" in source and "if len(widths) < 3:" in source
+    torch.manual_seed(0)
+    mine = prog.module(["M"]).M(widths=[1, 3, 6])
+    _same(mine, prog.build("M", seed=0, widths=[1, 3, 6]), [torch.rand(2, 3)])
+
+
+def test_a_model_parameter_called_len_keeps_the_list_whole(tmp_path):
+    """`len(widths)` would call the int a parameter `len` is: that model checks the whole list."""
+    path = tmp_path / "lens.dl"
+    path.write_text("model M(len: int = 2, widths: list[int] = [3, 4]) {\n    input x: [B, 2]\n"
+                    "    h = x -> Linear(widths[0]) -> Linear(widths[1] + len)\n    output h + h\n}\n", encoding="utf-8")
+    prog = dslc.load(str(path))
+    source = prog.source(["M"])
+    assert "len(" not in source and "if widths != [3, 4]:" in source
+    torch.manual_seed(0)
+    mine = prog.module(["M"]).M(len=3)
+    _same(mine, prog.build("M", seed=0, len=3), [torch.rand(2, 2)])
