@@ -185,3 +185,46 @@ def test_a_model_parameter_called_len_keeps_the_list_whole(tmp_path):
     torch.manual_seed(0)
     mine = prog.module(["M"]).M(len=3)
     _same(mine, prog.build("M", seed=0, len=3), [torch.rand(2, 2)])
+
+
+def test_a_class_walking_a_list_checks_it_has_the_items_it_reads_by_place(tmp_path):
+    """`max(widths[2], widths[3])` outside the loop needs four items: the class says so (an
+    IndexError was what a shorter list got)."""
+    path = tmp_path / "walk.dl"
+    path.write_text("model M(widths: list[int] = [2, 3, 2, 1]) {\n    input x: [B, 3]\n"
+                    "    h = x -> Linear(max(widths[2], widths[3]))\n"
+                    "    for w in widths {\n        h = h -> Linear(w)\n    }\n    output h\n}\n", encoding="utf-8")
+    prog = dslc.load(str(path))
+    module = prog.module(["M"])
+    try:
+        module.M(widths=[4, 2, 2])
+    except ValueError as e:
+        assert str(e) == "M needs len(widths) >= 4"
+    else:
+        raise AssertionError("a list of three was taken")
+    torch.manual_seed(0)
+    mine = module.M(widths=[1, 5, 3, 2, 6])   # longer is fine: the loop walks every item
+    _same(mine, prog.build("M", seed=0, widths=[1, 5, 3, 2, 6]), [torch.rand(2, 3)])
+
+
+def test_a_broadcast_of_a_size_that_is_1_is_a_decision(tmp_path):
+    """`h + (h -> Linear(k))` with k == 1 broadcasts to `h`'s width; at k == 4 and a == 1 it would
+    broadcast the other way, and the layer after it read another width. The class was compiled for
+    k == 1 and says so (it used to build a model dslc does not build). Older than list items."""
+    path = tmp_path / "broadcast.dl"
+    path.write_text("model M(a: int = 2, k: int = 1) {\n    input x: [B, 3]\n    h = x -> Linear(a)\n"
+                    "    h = h + (h -> Linear(k))\n    output h -> Linear(5)\n}\n", encoding="utf-8")
+    prog = dslc.load(str(path))
+    module = prog.module(["M"])
+    try:
+        module.M(a=1, k=4)
+    except ValueError as e:
+        assert str(e).startswith("M was compiled for k == 1;")
+    else:
+        raise AssertionError("k == 4 was taken")
+    torch.manual_seed(0)
+    _same(module.M(a=6), prog.build("M", seed=0, a=6), [torch.rand(2, 3)])
+    # a size broadcast with the number 1 decides nothing: `[B, 1]` with `[B, out]` is `out` for any out
+    path.write_text("model N(out: int = 4) {\n    input x: [B, 3]\n    h = x -> Linear(out)\n"
+                    "    output h + (h -> Linear(1))\n}\n", encoding="utf-8")
+    assert "compiled for" not in dslc.load(str(path)).source(["N"])

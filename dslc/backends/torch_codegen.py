@@ -25,7 +25,7 @@ import textwrap
 from dataclasses import dataclass, field, replace
 
 from ..frontend import ast
-from ..frontend.loopvars import names_in
+from ..frontend.loopvars import ast_nodes, names_in
 from ..ir.dims import (
     Compound,
     FloatGuard,
@@ -519,6 +519,9 @@ class _ClassWriter:
             for a in _base_atoms(g):
                 if isinstance(a, Item) and a.name in self.live:
                     out[a.name] = max(out.get(a.name, 0), a.index + 1)
+        for name, least in _places_read(self.graph.decl):   # the loop's lines spell the spec's `widths[3]`
+            if name in self.live:
+                out[name] = max(out.get(name, 0), least)
         return out
 
     def _signature(self) -> list:
@@ -1794,6 +1797,26 @@ def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list
     out = [(a, names[a], ": int", None) for a in dims]
     out += [(p, names[p], _annotation(graph.param_types.get(p)), None) for p in graph.params if p in keys]
     return with_defaults(graph, out)
+
+
+def _places_read(decl) -> list:
+    """(list name, how many items it needs) for each `widths[3]` (4) or `widths[-2]` (2) in the
+    declaration's body: an item read by a constant place."""
+    out = []
+    for n in ast_nodes(decl.body) if decl is not None else ():
+        if isinstance(n, ast.Index) and isinstance(n.value, ast.Name) and len(n.subscripts) == 1:
+            i = _constant_place(n.subscripts[0])
+            if i is not None:
+                out.append((n.value.id, i + 1 if i >= 0 else -i))
+    return out
+
+
+def _constant_place(e) -> int | None:
+    """The int a subscript spells (`3`, `-1`), or None."""
+    if isinstance(e, ast.UnaryOp) and e.op == "-":
+        inner = _constant_place(e.operand)
+        return -inner if inner is not None else None
+    return e.value if isinstance(e, ast.Const) and type(e.value) is int else None
 
 
 def _first_uses(graph: Graph) -> dict:

@@ -1,7 +1,7 @@
 """Helpers for shape rules. All raise `ShapeError`; none runs torch."""
 from __future__ import annotations
 
-from ..ir.dims import Size, Sym, SymbolicDecision, plain, product, require, same
+from ..ir.dims import Size, Sym, SymbolicDecision, expr_of, plain, product, require, same
 from ..ir.types import TensorType, format_shape
 from .registry import ShapeError
 
@@ -52,9 +52,11 @@ def broadcast(a: TensorType, b: TensorType, what: str = "the operands", where=No
     for i in range(1, max(a.rank, b.rank) + 1):
         da = a.shape[-i] if i <= a.rank else 1
         db = b.shape[-i] if i <= b.rank else 1
-        if _is_one(da):
+        if _alike(da, db) or _is_one(db):
+            out.append(da)
+        elif _is_one(da):
             out.append(db)
-        elif _is_one(db) or same(da, db, where):
+        elif same(da, db, where):
             out.append(da)
         else:
             raise ShapeError(f"cannot broadcast {a.shape_str()} with {b.shape_str()}: "
@@ -63,8 +65,20 @@ def broadcast(a: TensorType, b: TensorType, what: str = "the operands", where=No
     return tuple(reversed(out))
 
 
+def _alike(a, b) -> bool:
+    """Two sizes of one form (`out` and `out`), or a size and the number 1 (`[B, 1]` with `[B, out]`
+    gives `out` whatever its value): which one the result has decides nothing."""
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        return isinstance(a, Sym) and isinstance(b, Sym) and a.poly == b.poly
+    return expr_of(a) == expr_of(b) or (type(b) is int and b == 1)
+
+
 def _is_one(d) -> bool:
-    return not isinstance(d, Sym) and plain(d) == 1
+    """Whether a size is 1, so that broadcasting takes the other's: a size computed from parameters
+    records that it was (`d == 1` on a Size records the guard), since at another value the result
+    would take this one; one that is not 1 records nothing, as the equality checked next fails for
+    the values where it would be."""
+    return not isinstance(d, Sym) and plain(d) == 1 and d == 1
 
 
 def dim_text(d) -> str:

@@ -32,9 +32,11 @@ class Up(nn.Sequential):
 
 
 class Decoder(nn.Sequential):
-    """The block `Decoder` (conv_vae.dl:35)."""
+    """The block `Decoder` (conv_vae.dl:35), built for len(hidden) >= 1."""
 
     def __init__(self, in_channels: int, hidden: list[int], channels: int):
+        if len(hidden) < 1:
+            raise ValueError("Decoder needs len(hidden) >= 1 (conv_vae.dl:35)")
         layers = []
         for width in hidden[::-1][1:]:
             layers.append(Up(in_channels, width))
