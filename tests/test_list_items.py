@@ -228,3 +228,18 @@ def test_a_broadcast_of_a_size_that_is_1_is_a_decision(tmp_path):
     path.write_text("model N(out: int = 4) {\n    input x: [B, 3]\n    h = x -> Linear(out)\n"
                     "    output h + (h -> Linear(1))\n}\n", encoding="utf-8")
     assert "compiled for" not in dslc.load(str(path)).source(["N"])
+
+
+def test_one_item_keys_its_layer_as_every_longer_list_does(tmp_path):
+    """The class walking `widths` keys its layers `0, 1, ...` for any list; dslc's own build of a
+    one-item list named its one layer `fc` (a chain of one was no nn.Sequential), so the state-dict
+    keys differed. A list loop's one element is a chain now."""
+    path = tmp_path / "one.dl"
+    path.write_text("model M(widths: list[int] = [4, 2]) {\n    input x: [B, 3]\n    h = x\n"
+                    "    for w in widths {\n        h = h -> Linear(w)\n    }\n    output h\n}\n", encoding="utf-8")
+    prog = dslc.load(str(path))
+    torch.manual_seed(0)
+    mine = prog.module(["M"]).M(widths=[5])
+    theirs = prog.build("M", seed=0, widths=[5])
+    assert list(theirs.state_dict()) == ["0.weight", "0.bias"]
+    _same(mine, theirs, [torch.rand(2, 3)])

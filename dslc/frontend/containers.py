@@ -351,10 +351,12 @@ def _type_key(t) -> tuple:
 
 
 def _layer_chain(graph: Graph) -> None:
-    """A model or block that is only a chain of two or more unnamed layers or blocks, one of them a
-    block or a layer with weights: an nn.Sequential of them."""
+    """A model or block that is only a chain of two or more unnamed layers or blocks (or one a list
+    loop made), one of them a block or a layer with weights: an nn.Sequential of them."""
     chain = _chain(graph)
-    if chain is None or len(chain) < 2:
+    # one element is a chain where a list loop made it: the same loop keys its elements 0, 1, ... for
+    # every longer list, and the generated class (a loop over the list) keys this one `0` too
+    if chain is None or (len(chain) < 2 and not _of_list_loop(graph, chain)):
         return
     layers = []
     for n in chain:
@@ -373,6 +375,10 @@ def _layer_chain(graph: Graph) -> None:
         return   # nothing to key: functions in forward read better
     loop = Loop("chain", len(chain), [[n] for n in chain], None, None, None, settled=None)
     _keep(loop, chain, None, True, graph)
+
+
+def _of_list_loop(graph: Graph, chain: list) -> bool:
+    return any(n in p for n in chain for loop in graph.list_loops if loop.items for p in loop.passes)
 
 
 def _chain(graph: Graph) -> list | None:
