@@ -243,3 +243,25 @@ def test_one_item_keys_its_layer_as_every_longer_list_does(tmp_path):
     theirs = prog.build("M", seed=0, widths=[5])
     assert list(theirs.state_dict()) == ["0.weight", "0.bias"]
     _same(mine, theirs, [torch.rand(2, 3)])
+
+
+def test_the_by_hand_runner_finds_a_class_that_builds_something_else(monkeypatch, capsys):
+    """tools/other_values.py runs this file's property on many random specs; here on a few, and on a
+    class planted to build another width than dslc does, which it must report."""
+    import os
+    import sys
+
+    from support import ROOT
+    sys.path.append(os.path.join(ROOT, "tools"))
+    import other_values
+    assert other_values.main(["--n", "3", "--seed", "0", "--values", "2"]) == 0
+    real = dslc.api.Program.module
+
+    def planted(self, *args, **kwargs):
+        module = real(self, *args, **kwargs)
+        built = module.M
+        module.M = lambda widths: torch.nn.Sequential(built(widths=widths), torch.nn.Linear(1, 1))
+        return module
+    monkeypatch.setattr(dslc.api.Program, "module", planted)
+    assert other_values.main(["--n", "2", "--seed", "0", "--values", "2"]) == 1
+    assert "=== spec" in capsys.readouterr().out
