@@ -69,6 +69,17 @@ kept. Its shape follows from what the compiler knows and a reader wants:
   `for _ in range(depth):` appends a pass's layers and `in_features = width` follows the
   running size, so `depth` stays an argument (0 included) and a block that loops so
   leaves its caller's count live too (`Stage(16, depth)`).
+- **A list's items are sizes.** What is computed from an `int` list's items stays an expression
+  of them (`nn.Linear(4 * hidden[-1], latent)` in specs/conv_vae.dl's `ConvVAE`, which passes
+  `hidden` on whole to the `Encoder` and `Decoder` that walk it), and the class checks only what it
+  was compiled for: the list's length (`len(hidden) != 5`) where it does not walk the list in a loop
+  of its own, a decision on an item (`mults[0] == 1`), and, in a class that walks the list and reads
+  items by place besides, that it has that many. A size that would read three items or more
+  (DenseNet's widths after its blocks) keeps the list fixed, with a comment saying so
+  ([the language reference](language.md#compile-time-evaluation) has the rules).
+  `tools/other_values.py --n 200 --seed 1` builds such classes at other lists on random specs and
+  reports any that takes a list dslc refuses or builds something else (tests/test_list_items.py
+  runs one spec so under hypothesis).
 - **A straight-line `forward`.** One statement per operation of the spec, in the spec's
   order, each result bound to a local (`h = self.conv1(x)`), where a person nests calls
   (`self.relu(self.bn1(self.conv1(x)))`). The generated code is longer for it, but every
