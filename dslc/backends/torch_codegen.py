@@ -234,16 +234,8 @@ class Generator:
 
     def siblings(self, graph: Graph) -> list:
         """The other specializations of `graph`'s block under the file's models."""
-        out, todo, done = [], list(self.models), set()
-        while todo:
-            g = todo.pop()
-            if id(g) in done:
-                continue
-            done.add(id(g))
-            if g is not graph and g.kind == "block" and block_key(g) == block_key(graph):
-                out.append(g)
-            todo += [i.graph for i in g.instances.values() if i.kind == "block"]
-        return out
+        return [g for g in _graphs_under(self.models)
+                if g is not graph and g.kind == "block" and block_key(g) == block_key(graph)]
 
     def class_for(self, graph: Graph, top: bool = False) -> ClassInfo:
         if id(graph) in self.by_graph and not top:
@@ -561,19 +553,9 @@ class _ClassWriter:
     def _length_facts(self) -> list:
         """`len(config) == 2` for a list whose items the block reads without walking it in a loop: what
         was compiled from its items holds for that many (a model checks it in _guards)."""
-        out = []
-        for p, v in self.graph.params.items():
-            if self._items_free(p) and p in self.used_params and p not in self.live:
-                name = self.param_names[p]
-                f = Fact(f"len({name}) == {len(v)}")
-                f.negated = f"len({name}) != {len(v)}"
-                out.append(f)
-        for p, n in self._least_lengths().items():
-            name = self.param_names[p]
-            f = Fact(f"len({name}) >= {n}")
-            f.negated = f"len({name}) < {n}"
-            out.append(f)
-        return out
+        out = [_length_fact(self.param_names[p], "==", len(v)) for p, v in self.graph.params.items()
+               if self._items_free(p) and p in self.used_params and p not in self.live]
+        return out + [_length_fact(self.param_names[p], ">=", n) for p, n in self._least_lengths().items()]
 
     def _own_guards(self) -> list:
         """The graph's guards but those of the repeat counts the class keeps as loops."""
@@ -1799,6 +1781,13 @@ def _merged_signature(graph: Graph, parts: list, names: dict, read: set) -> list
     return with_defaults(graph, out)
 
 
+def _length_fact(name: str, op: str, n: int) -> "Fact":
+    """`len(config) == 2` (or `>= 2`), checked by the block's constructor (ClassInfo._checks)."""
+    f = Fact(f"len({name}) {op} {n}")
+    f.negated = f"len({name}) {'!=' if op == '==' else '<'} {n}"
+    return f
+
+
 def _places_read(decl) -> list:
     """(list name, how many items it needs) for each `widths[3]` (4) or `widths[-2]` (2) in the
     declaration's body: an item read by a constant place."""
@@ -2443,23 +2432,29 @@ def generate(models: list[Graph], source_name: str, seed: int = 0, flags: dict |
 def _tangled(models: list[Graph]) -> bool:
     """Whether a size in the graphs (a layer's argument, a tensor's dimension) reads more than
     MAX_ITEMS items of a list parameter."""
+    for g in _graphs_under(models):
+        sizes = [d for n in g for t in n.outputs for d in t.shape]
+        sizes += [x for inst in g.instances.values() for v in inst.args.values() for x in _flat(v)]
+        if any(len({a for a in _base_atoms(Guard(expr_of(d), "==", Poly.const(0))) if isinstance(a, Item)})
+               > MAX_ITEMS for d in sizes if isinstance(d, (Size, Sym))):
+            return True
+    return False
+
+
+def _flat(v) -> list:
+    return [x for item in v for x in _flat(item)] if isinstance(v, (list, tuple)) else [v]
+
+
+def _graphs_under(models: list[Graph]):
+    """Each of the models' graphs and their blocks' specializations, once."""
     todo, done = list(models), set()
     while todo:
         g = todo.pop()
         if id(g) in done:
             continue
         done.add(id(g))
-        sizes = [d for n in g for t in n.outputs for d in t.shape]
-        sizes += [x for inst in g.instances.values() for v in inst.args.values() for x in _flat(v)]
-        if any(len({a for a in _base_atoms(Guard(expr_of(d), "==", Poly.const(0))) if isinstance(a, Item)})
-               > MAX_ITEMS for d in sizes if isinstance(d, (Size, Sym))):
-            return True
+        yield g
         todo += [i.graph for i in g.instances.values() if i.kind == "block"]
-    return False
-
-
-def _flat(v) -> list:
-    return [x for item in v for x in _flat(item)] if isinstance(v, (list, tuple)) else [v]
 
 
 def _generator(models: list[Graph], flags: dict | None = None) -> Generator:
@@ -2481,16 +2476,10 @@ def _generator(models: list[Graph], flags: dict | None = None) -> Generator:
 def _several_specializations(models: list[Graph]) -> bool:
     """Whether some block is specialized more than once (else there is nothing to write as one class)."""
     seen: dict = {}
-    todo, done = list(models), set()
-    while todo:
-        g = todo.pop()
-        if id(g) in done:
-            continue
-        done.add(id(g))
+    for g in _graphs_under(models):
         for inst in g.instances.values():
             if inst.kind == "block":
                 seen.setdefault(block_key(inst.graph), set()).add(id(inst.graph))
-                todo.append(inst.graph)
     return any(len(v) > 1 for v in seen.values())
 
 
