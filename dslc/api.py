@@ -157,7 +157,8 @@ class Program:
     def _source(self, names: list, seed: int, opt: int, channels_last: bool | None, params: dict, tangled: frozenset):
         """The file, with the models' list items as sizes but in the models `tangled` (TangledItems)."""
         from .backends.torch_codegen import generate
-        items = {n: n not in tangled and self._takes_lists() for n in names}
+        lists = self._takes_lists()
+        items = {n: n not in tangled and lists for n in names}
         graphs = [self._graph_at(n, opt, channels_last, params, items[n]) for n in names]
         flags = {g.name: self._flipped(n, g, opt, channels_last, params, items[n]) for n, g in zip(names, graphs)}
         return generate(graphs, self.source_name, seed, {k: v for k, v in flags.items() if v is not None},

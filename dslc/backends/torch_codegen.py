@@ -19,6 +19,7 @@ A block's specializations are one class that branches in its constructor
 from __future__ import annotations
 
 import ast as pyast
+import functools
 import os
 import re
 import textwrap
@@ -443,7 +444,7 @@ class _ClassWriter:
         return assemble(p.signature, p.first + p.init, p.forward, p.base), p.signature, p.heading, p.facts
 
     def parts(self) -> "ClassParts":
-        init_printer = Printer(self.init_atom, self._fixed_items())
+        init_printer = Printer(self.init_atom, self._fixed_items)
         whole = _sequential(self.graph)
         sequential = whole is not None
         # a dense list that is its block (torchvision's _DenseBlock) is an nn.ModuleDict with a forward of its own
@@ -466,6 +467,7 @@ class _ClassWriter:
         heading, facts = self._doc_parts()
         return ClassParts(signature, init, fwd, heading, facts, opening, base)
 
+    @functools.cached_property
     def _fixed_items(self):
         """Items of a list the model was compiled for as numbers or as other items (`mults[0] == 1`,
         `mults[2] == mults[1]`), by the model's own decisions: written so (`base`, not `base * mults[0]`);
@@ -500,8 +502,7 @@ class _ClassWriter:
         if a.name in self.live:
             self.item_reads[a.name] = max(self.item_reads.get(a.name, 0), a.index + 1)
             return f"{self.param_names[a.name]}[{a.index}]"
-        last = len(self.graph.params[a.name]) - 1
-        return f"{self.param_names[a.name]}[{-1 if a.index == last and last > 0 else a.index}]"
+        return f"{self.param_names[a.name]}[{-1 if _is_last(a, self.graph) and a.index > 0 else a.index}]"
 
     def _least_lengths(self) -> dict:
         """A list the class walks in a loop -> how many items it reads by place outside it, at least
@@ -554,7 +555,7 @@ class _ClassWriter:
         """`len(config) == 2` for a list whose items the block reads without walking it in a loop: what
         was compiled from its items holds for that many (a model checks it in _guards)."""
         out = [_length_fact(self.param_names[p], "==", len(v)) for p, v in self.graph.params.items()
-               if self._items_free(p) and p in self.used_params and p not in self.live]
+               if _items_of(self.graph, p) and p in self.used_params and p not in self.live]
         return out + [_length_fact(self.param_names[p], ">=", n) for p, n in self._least_lengths().items()]
 
     def _own_guards(self) -> list:
@@ -606,9 +607,9 @@ class _ClassWriter:
                 out += self._choice_guard(p)
             elif not (isinstance(v, (Size, Real)) or (isinstance(v, (int, float)) and not isinstance(v, bool))
                       or p in self.live or p in self.flags or p in unread):
-                (lengths if self._items_free(p) else out).extend(self._fixed_guard(p, v))
+                (lengths if _items_of(self.graph, p) else out).extend(self._fixed_guard(p, v))
         for p, n in self._least_lengths().items():
-            if not READ_WHERE_FREE & set(self.param_names.values()):
+            if self._reads_len():
                 name = self.param_names[p]
                 msg = f"{self.graph.name} needs len({p}) >= {n}"
                 lengths += [f"if len({name}) < {n}:", f"{INDENT}raise ValueError({py_str(msg)})"]
@@ -667,11 +668,11 @@ class _ClassWriter:
     def _length_only(self, p: str) -> bool:
         """Whether the model checks only the list's length (its items are sizes); not where a
         parameter named `len` hides len(): then the whole list."""
-        return self._items_free(p) and not READ_WHERE_FREE & set(self.param_names.values())
+        return _items_of(self.graph, p) and self._reads_len()
 
-    def _items_free(self, p: str) -> bool:
-        """Whether the list parameter's items were compiled as sizes (`hidden[4]`, ir/dims.py Item)."""
-        return _items_of(self.graph, p)
+    def _reads_len(self) -> bool:
+        """Whether the constructor may call len(): no parameter of the class hides it."""
+        return not READ_WHERE_FREE & set(self.param_names.values())
 
     def _looping_blocks(self, p: str) -> list[str]:
         """The blocks this class passes `p` to whose classes walk it in a loop (backends/loops.py)."""
@@ -686,7 +687,7 @@ class _ClassWriter:
                 e = exprs.get((span.start, span.end))
                 if key in taken and isinstance(inst.args.get(key), (list, tuple)) and e is not None \
                         and p in loops.names_of(e):
-                    out.append(f"`{self.gen.class_for(inst.graph).name}`")
+                    out.append(f"`{info.name}`")
         return list(dict.fromkeys(out))
 
     def _settings(self, printer: Printer) -> list[str]:
@@ -990,7 +991,7 @@ class _ClassWriter:
         (`ResnetBlock(base, 4 * base, base, shortcut=False, groups=groups, dropout=dropout)`): a bare
         `False` among positions says nothing to a reader."""
         child = self.gen.class_for(inst.graph)
-        caller = Printer(self.init_atom, self._fixed_items())
+        caller = Printer(self.init_atom, self._fixed_items)
         defaults = {name: d for _, name, _, d in child.signature}
         keys = {name: key for key, name, _, _ in child.signature}
         parts, by_keyword = [], False
@@ -1014,7 +1015,7 @@ class _ClassWriter:
         nn.Sequential's own forward: torch.jit.script takes no `super().forward(x)`)."""
         if not self.is_model:
             return []
-        printer = Printer(self.forward_atom, self._fixed_items())
+        printer = Printer(self.forward_atom, self._fixed_items)
         var: dict = {}
         (name, ref), = self.graph.inputs
         local = Namespace(set(HELPERS))
@@ -1030,7 +1031,7 @@ class _ClassWriter:
 
     def _forward(self) -> list[str]:
         g = self.graph
-        printer = Printer(self.forward_atom, self._fixed_items())
+        printer = Printer(self.forward_atom, self._fixed_items)
         nodes = [n for n in g if n.kind != "input"]
         last_use = _last_uses(g, nodes)
         local = Namespace(set(HELPERS))  # helpers stay visible
@@ -1826,9 +1827,13 @@ def _items_of(graph: Graph, p) -> bool:
     return isinstance(p, str) and int_list(graph.params.get(p)) and Item(p, 0) in graph.atom_env
 
 
+def _is_last(a: Item, graph: Graph) -> bool:
+    return a.index == len(graph.params[a.name]) - 1
+
+
 def _item_attr(a: Item, graph: Graph) -> str:
     """The member keeping a list's item for forward: `self.last_hidden`, `self.hidden_0`."""
-    return f"last_{a.name}" if a.index == len(graph.params[a.name]) - 1 else f"{a.name}_{a.index}"
+    return f"last_{a.name}" if _is_last(a, graph) else f"{a.name}_{a.index}"
 
 
 def with_defaults(graph: Graph, signature: list) -> list:

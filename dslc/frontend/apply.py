@@ -598,8 +598,8 @@ class _CallerTerms:
             return poly_of_value(d)
         return None
 
-
     def _item(self, a: Item):
+        """A list's item as the caller gave the list, or as the block's default made it."""
         values = self.given[a.name] if a.name in self.given else self.sub.params.get(a.name)
         if not isinstance(values, list) or a.index >= len(values):
             return None

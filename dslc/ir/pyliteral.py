@@ -25,7 +25,8 @@ class Printer:
     """Prints values; `atom` spells each Param/InDim/Var atom in the current context."""
 
     def __init__(self, atom, known=None):
-        self.atom, self.known = atom, known   # known(atom): the constant a class was compiled for, or None
+        # known(atom): the Poly a class was compiled for the atom to equal (`mults[0] == 1`), or None
+        self.atom, self.known = atom, known
 
     def size(self, p: Poly) -> str:
         return to_python(p.subst(self.known) if self.known is not None else p, self.atom)

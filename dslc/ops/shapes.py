@@ -66,18 +66,17 @@ def broadcast(a: TensorType, b: TensorType, what: str = "the operands", where=No
 
 
 def _alike(a, b) -> bool:
-    """Two sizes of one form (`out` and `out`), or a size and the number 1 (`[B, 1]` with `[B, out]`
-    gives `out` whatever its value): which one the result has decides nothing."""
+    """Two sizes of one form (`out` and `out`): which one the result has decides nothing."""
     if isinstance(a, Sym) or isinstance(b, Sym):
         return isinstance(a, Sym) and isinstance(b, Sym) and a.poly == b.poly
-    return expr_of(a) == expr_of(b) or (type(b) is int and b == 1)
+    return expr_of(a) == expr_of(b)
 
 
 def _is_one(d) -> bool:
     """Whether a size is 1, so that broadcasting takes the other's: a size computed from parameters
     records that it was (`d == 1` on a Size records the guard), since at another value the result
-    would take this one; one that is not 1 records nothing, as the equality checked next fails for
-    the values where it would be."""
+    would take this one; the number 1 records nothing (`[B, out]` with `[B, 1]` is `out` for any
+    `out`), nor does a size that is not 1, as the equality checked next fails where it would be."""
     return not isinstance(d, Sym) and plain(d) == 1 and d == 1
 
 
